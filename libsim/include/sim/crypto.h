@@ -1,0 +1,101 @@
+#pragma once
+/// @file
+/// The cryptographic primitives libsim composes, as a small facade over Botan.
+///
+/// Botan itself is included only in `libsim/src/crypto/`; nothing here exposes a Botan type, so moving to Botan 3
+/// touches one folder. Every function takes and returns plain byte containers; secrets come back in `SecureBytes`.
+
+#include <sim/bytes.h>
+#include <sim/error.h>
+#include <sim/rng.h>
+
+#include <cstddef>
+#include <memory>
+#include <string_view>
+
+namespace sim::crypto {
+
+// ---------------------------------------------------------------- X25519 (RFC 7748)
+
+inline constexpr std::size_t x25519_key_size = 32;
+
+struct X25519KeyPair {
+    SecureBytes private_key;  ///< 32 bytes
+    Bytes public_key;         ///< 32 bytes
+};
+
+/// A fresh key pair from `rng`.
+X25519KeyPair x25519_generate(Rng& rng);
+/// The key pair whose private key is `private_key` (32 bytes, else Errc::invalid_key).
+Result<X25519KeyPair> x25519_from_private(ByteView private_key);
+/// X25519(private_key, peer_public). Errc::invalid_key for wrong sizes or an all-zero shared secret
+/// (a low-order peer point, RFC 7748 s6.1).
+Result<SecureBytes> x25519(ByteView private_key, ByteView peer_public);
+
+// ---------------------------------------------------------------- SHA-256, HMAC, HKDF (RFC 2104, RFC 5869)
+
+inline constexpr std::size_t sha256_size = 32;
+
+Bytes sha256(ByteView data);
+/// SHA-256 over the concatenation of two inputs (saves a copy in hot paths such as Noise's MixHash).
+Bytes sha256(ByteView a, ByteView b);
+SecureBytes hmac_sha256(ByteView key, ByteView message);
+/// RFC 5869 HKDF-Extract with SHA-256.
+SecureBytes hkdf_sha256_extract(ByteView salt, ByteView ikm);
+/// RFC 5869 HKDF-Expand with SHA-256. Errc::invalid_argument when `length` > 255 * 32.
+Result<SecureBytes> hkdf_sha256_expand(ByteView prk, ByteView info, std::size_t length);
+/// Extract then Expand.
+Result<SecureBytes> hkdf_sha256(ByteView salt, ByteView ikm, ByteView info, std::size_t length);
+
+// ---------------------------------------------------------------- AEAD
+
+enum class AeadAlgorithm : std::uint8_t { aes256_gcm, chacha20_poly1305 };
+
+inline constexpr std::size_t aead_key_size = 32;
+inline constexpr std::size_t aead_nonce_size = 12;
+inline constexpr std::size_t aead_tag_size = 16;
+
+/// A keyed AEAD with 96-bit nonces and 128-bit tags. Not thread-safe; one per direction.
+class Aead {
+public:
+    virtual ~Aead() = default;
+    /// ciphertext || tag. Errc::invalid_argument for a nonce that is not 12 bytes.
+    virtual Result<Bytes> seal(ByteView nonce, ByteView ad, ByteView plaintext) = 0;
+    /// Seal into `out` (appended), avoiding an allocation when `out` has capacity.
+    virtual Status seal_into(ByteView nonce, ByteView ad, ByteView plaintext, Bytes& out) = 0;
+    /// Plaintext, or Errc::auth_failed when the tag does not verify (nothing is released then).
+    virtual Result<Bytes> open(ByteView nonce, ByteView ad, ByteView ciphertext_and_tag) = 0;
+    /// Replace the key (32 bytes, else Errc::invalid_key).
+    virtual Status rekey(ByteView key) = 0;
+};
+
+/// Create an AEAD with `key` (32 bytes, else Errc::invalid_key).
+Result<std::unique_ptr<Aead>> make_aead(AeadAlgorithm alg, ByteView key);
+
+// ---------------------------------------------------------------- Triple-DES (three-key EDE)
+
+inline constexpr std::size_t tdes_key_size = 24;
+inline constexpr std::size_t tdes_block_size = 8;
+
+/// TDES-CBC encryption. `pkcs7` adds padding; without it the input must be a whole number of blocks
+/// (else Errc::invalid_argument). Key 24 bytes (Errc::invalid_key), IV 8 bytes (Errc::invalid_argument).
+Result<Bytes> tdes_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext, bool pkcs7);
+/// TDES-CBC decryption; Errc::auth_failed for bad padding, Errc::bad_length for a partial block.
+Result<Bytes> tdes_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext, bool pkcs7);
+/// One TDES block in ECB (known-answer tests).
+Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks);
+Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks);
+
+// ---------------------------------------------------------------- Password hashing
+
+/// bcrypt ("$2a$/$2b$/$2y$" strings), work factor 4..31. The password is used as given (bcrypt reads at most
+/// 72 bytes of it); callers that want long passwords pre-hash them (see auth).
+Result<std::string> bcrypt_hash(std::string_view password, unsigned work_factor, Rng& rng);
+/// True when `password` matches `hash`; false for a mismatch; Errc::bad_hash when `hash` is not a bcrypt string.
+Result<bool> bcrypt_verify(std::string_view password, std::string_view hash);
+
+/// Raw Argon2id (RFC 9106): tag of `out_len` bytes.
+Result<SecureBytes> argon2id(std::string_view password, ByteView salt, std::size_t memory_kib,
+                             std::size_t iterations, std::size_t parallelism, std::size_t out_len);
+
+}  // namespace sim::crypto

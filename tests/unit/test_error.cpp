@@ -1,0 +1,60 @@
+#include <sim/error.h>
+
+#include <doctest/doctest.h>
+
+#include <set>
+#include <string>
+
+namespace {
+
+sim::Result<int> parse_positive(int v) {
+    if (v <= 0) {
+        return sim::Error{sim::Errc::invalid_argument, "must be positive"};
+    }
+    return v;
+}
+
+sim::Result<int> doubled(int v) {
+    SIM_TRY(const int x, parse_positive(v));
+    return x * 2;
+}
+
+}  // namespace
+
+TEST_CASE("Result carries a value or an error") {
+    const auto good = doubled(4);
+    REQUIRE(good.has_value());
+    CHECK(*good == 8);
+    CHECK(good.code() == sim::Errc::ok);
+
+    const auto bad = doubled(-1);
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.code() == sim::Errc::invalid_argument);
+    CHECK(bad.error().message() == "invalid argument: must be positive");
+}
+
+TEST_CASE("Status and SIM_TRY_STATUS propagate") {
+    auto fails = []() -> sim::Status { return sim::Errc::closed; };
+    auto wrapper = [&]() -> sim::Status {
+        SIM_TRY_STATUS(fails());
+        return sim::ok();
+    };
+    const auto st = wrapper();
+    CHECK_FALSE(st);
+    CHECK(st.code() == sim::Errc::closed);
+    CHECK(sim::Status{}.has_value());
+}
+
+TEST_CASE("error category maps every code to a distinct description") {
+    const std::error_code ec = sim::Errc::auth_failed;
+    CHECK(std::string(ec.category().name()) == "sim");
+    CHECK(ec.message() == "authentication failed (bad MAC or tag)");
+    std::set<std::string> seen;
+    for (int v = 0; v < 1000; ++v) {
+        const std::string d = sim::describe(static_cast<sim::Errc>(v));
+        if (d != "unknown error") {
+            CHECK_MESSAGE(seen.insert(d).second, "duplicate description: " << d);
+        }
+    }
+    CHECK(seen.size() > 40);
+}
