@@ -1,0 +1,520 @@
+// The Asio adapter: sockets, strands, timers and worker threads. No protocol logic lives here.
+#include <sim/net.h>
+
+#include <asio.hpp>
+
+#include <condition_variable>
+#include <atomic>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace sim::net {
+
+// ---------------------------------------------------------------- worker pool
+
+struct WorkerPool::Impl {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> jobs;
+    std::vector<std::thread> threads;
+    std::size_t max_queue = 0;
+    bool stopping = false;
+
+    void run() {
+        for (;;) {
+            std::function<void()> job;
+            {
+                std::unique_lock lock(mutex);
+                cv.wait(lock, [&] { return stopping || !jobs.empty(); });
+                if (jobs.empty()) {
+                    return;  // stopping and drained
+                }
+                job = std::move(jobs.front());
+                jobs.pop_front();
+            }
+            job();
+        }
+    }
+};
+
+WorkerPool::WorkerPool(std::size_t threads, std::size_t max_queue) : m_impl(std::make_unique<Impl>()) {
+    m_impl->max_queue = max_queue;
+    const std::size_t n = threads == 0 ? 1 : threads;
+    for (std::size_t i = 0; i < n; ++i) {
+        m_impl->threads.emplace_back([impl = m_impl.get()] { impl->run(); });
+    }
+}
+
+WorkerPool::~WorkerPool() { stop(); }
+
+bool WorkerPool::submit(std::function<void()> job) {
+    {
+        const std::lock_guard lock(m_impl->mutex);
+        if (m_impl->stopping || m_impl->jobs.size() >= m_impl->max_queue) {
+            return false;
+        }
+        m_impl->jobs.push_back(std::move(job));
+    }
+    m_impl->cv.notify_one();
+    return true;
+}
+
+void WorkerPool::stop() {
+    {
+        const std::lock_guard lock(m_impl->mutex);
+        m_impl->stopping = true;
+    }
+    m_impl->cv.notify_all();
+    for (auto& t : m_impl->threads) {
+        if (t.joinable()) {
+            t.join();
+        }
+    }
+    m_impl->threads.clear();
+}
+
+// ---------------------------------------------------------------- one connection
+
+namespace {
+
+using asio::ip::tcp;
+
+Errc errc_from(const asio::error_code& ec) {
+    if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == asio::error::broken_pipe) {
+        return Errc::closed;
+    }
+    return Errc::io_error;
+}
+
+class Connection final : public ConnectionOutput, public std::enable_shared_from_this<Connection> {
+public:
+    Connection(tcp::socket socket, const ConnectionLimits& limits, std::function<void()> on_gone)
+        : m_socket(std::move(socket)),
+          m_timer(m_socket.get_executor()),
+          m_limits(limits),
+          m_buffer(limits.read_chunk == 0 ? 4096 : limits.read_chunk),
+          m_on_gone(std::move(on_gone)) {}
+
+    /// Attach the handler and start reading (called once, before any other use).
+    void start(std::shared_ptr<ConnectionHandler> handler) {
+        m_handler = std::move(handler);
+        asio::post(m_socket.get_executor(), [self = shared_from_this()] {
+            // established() may already have run (a handler can call it from its constructor).
+            self->arm_timer(self->m_established ? self->m_limits.idle_timeout : self->m_limits.handshake_timeout);
+            self->read();
+        });
+    }
+
+    void send(Bytes data) override {
+        bool start_writing = false;
+        bool overflow = false;
+        {
+            const std::lock_guard lock(m_mutex);
+            if (m_close_requested || m_finished) {
+                return;
+            }
+            m_queued_bytes += data.size();
+            if (m_limits.max_queued_bytes != 0 && m_queued_bytes > m_limits.max_queued_bytes) {
+                overflow = true;
+            } else {
+                m_queue.push_back(std::move(data));
+                start_writing = !m_writing;
+                m_writing = m_writing || start_writing;
+            }
+        }
+        if (overflow) {
+            abort(Errc::queue_full);
+        } else if (start_writing) {
+            asio::post(m_socket.get_executor(), [self = shared_from_this()] { self->write_next(); });
+        }
+    }
+
+    void close(Errc reason) override {
+        bool shut_now = false;
+        {
+            const std::lock_guard lock(m_mutex);
+            if (m_close_requested) {
+                return;
+            }
+            m_close_requested = true;
+            m_close_reason = reason;
+            shut_now = !m_writing;
+        }
+        if (shut_now) {
+            asio::post(m_socket.get_executor(), [self = shared_from_this(), reason] { self->finish(reason); });
+        }
+    }
+
+    void established() override {
+        asio::post(m_socket.get_executor(), [self = shared_from_this()] {
+            self->m_established = true;
+            self->arm_timer(self->m_limits.idle_timeout);
+        });
+    }
+
+    /// Close at once without flushing (queue overflow, shutdown).
+    void abort(Errc reason) {
+        {
+            const std::lock_guard lock(m_mutex);
+            m_close_requested = true;
+            m_queue.clear();
+        }
+        asio::post(m_socket.get_executor(), [self = shared_from_this(), reason] { self->finish(reason); });
+    }
+
+private:
+    void read() {
+        m_socket.async_read_some(asio::buffer(m_buffer), [self = shared_from_this()](const asio::error_code& ec,
+                                                                                       std::size_t n) {
+            if (self->m_finished) {
+                return;
+            }
+            if (ec) {
+                self->finish(errc_from(ec));
+                return;
+            }
+            if (self->m_established) {
+                self->arm_timer(self->m_limits.idle_timeout);
+            }
+            self->m_handler->on_bytes(ByteView{self->m_buffer.data(), n});
+            if (!self->m_finished) {
+                self->read();
+            }
+        });
+    }
+
+    void arm_timer(Duration d) {
+        if (m_finished) {
+            return;
+        }
+        if (d <= Duration::zero()) {
+            m_timer.cancel();
+            return;
+        }
+        m_timer.expires_after(d);
+        m_timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+            if (!ec && !self->m_finished) {
+                self->finish(Errc::timeout);
+            }
+        });
+    }
+
+    void write_next() {
+        {
+            const std::lock_guard lock(m_mutex);
+            if (m_finished) {
+                return;
+            }
+            if (m_queue.empty()) {
+                m_writing = false;
+                if (m_close_requested) {
+                    asio::post(m_socket.get_executor(),
+                               [self = shared_from_this(), r = m_close_reason] { self->finish(r); });
+                }
+                return;
+            }
+            m_inflight.clear();
+            while (!m_queue.empty() && m_inflight.size() < 64) {
+                m_inflight.push_back(std::move(m_queue.front()));
+                m_queue.pop_front();
+            }
+        }
+        m_buffers.clear();
+        for (const auto& b : m_inflight) {
+            m_buffers.emplace_back(b.data(), b.size());
+        }
+        asio::async_write(m_socket, m_buffers, [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+            if (ec) {
+                self->finish(errc_from(ec));
+                return;
+            }
+            {
+                const std::lock_guard lock(self->m_mutex);
+                self->m_queued_bytes -= n;
+            }
+            self->write_next();
+        });
+    }
+
+    void finish(Errc reason) {
+        if (m_finished) {
+            return;
+        }
+        {
+            const std::lock_guard lock(m_mutex);
+            m_finished = true;
+            m_queue.clear();
+        }
+        asio::error_code ignored;
+        m_timer.cancel();
+        m_socket.shutdown(tcp::socket::shutdown_both, ignored);
+        m_socket.close(ignored);
+        if (m_handler) {
+            m_handler->on_closed(reason);
+            m_handler.reset();  // breaks the handler <-> output cycle
+        }
+        if (m_on_gone) {
+            m_on_gone();
+        }
+    }
+
+    tcp::socket m_socket;
+    asio::steady_timer m_timer;
+    ConnectionLimits m_limits;
+    std::vector<std::uint8_t> m_buffer;
+    std::function<void()> m_on_gone;
+    std::shared_ptr<ConnectionHandler> m_handler;
+    bool m_established = false;  // strand only
+    bool m_finished = false;     // written on the strand; read under m_mutex by send()
+
+    std::mutex m_mutex;  // guards the queue and the flags below
+    std::deque<Bytes> m_queue;
+    std::size_t m_queued_bytes = 0;
+    bool m_writing = false;
+    bool m_close_requested = false;
+    Errc m_close_reason = Errc::closed;
+
+    std::vector<Bytes> m_inflight;           // strand only
+    std::vector<asio::const_buffer> m_buffers;  // strand only
+};
+
+std::string peer_name(const tcp::socket& s) {
+    asio::error_code ec;
+    const auto ep = s.remote_endpoint(ec);
+    if (ec) {
+        return "unknown";
+    }
+    return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- server
+
+struct TcpServer::Impl {
+    asio::io_context io;
+    tcp::acceptor acceptor{io};
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+    std::vector<std::thread> threads;
+    WorkerPool workers;
+    ServerOptions options;
+    HandlerFactory factory;
+    std::mutex mutex;
+    std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
+    std::uint64_t next_id = 0;
+    std::atomic<std::size_t> count{0};
+    bool stopped = false;
+
+    Impl(const ServerOptions& o, HandlerFactory f)
+        : workers(o.worker_threads, o.worker_queue), options(o), factory(std::move(f)) {}
+
+    void accept() {
+        acceptor.async_accept(asio::make_strand(io), [this](const asio::error_code& ec, tcp::socket socket) {
+            if (ec) {
+                if (ec == asio::error::operation_aborted) {
+                    return;
+                }
+                accept();  // e.g. EMFILE: keep serving the connections we have
+                return;
+            }
+            on_accept(std::move(socket));
+            accept();
+        });
+    }
+
+    void on_accept(tcp::socket socket) {
+        if (count.load() >= options.max_connections) {
+            asio::error_code ignored;
+            socket.close(ignored);
+            return;
+        }
+        asio::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        const std::string peer = peer_name(socket);
+        std::uint64_t id = 0;
+        {
+            const std::lock_guard lock(mutex);
+            id = next_id++;
+        }
+        auto conn = std::make_shared<Connection>(std::move(socket), options.limits, [this, id] {
+            const std::lock_guard lock(mutex);
+            connections.erase(id);
+            count.fetch_sub(1);
+        });
+        {
+            const std::lock_guard lock(mutex);
+            connections.emplace(id, conn);
+            count.fetch_add(1);
+        }
+        auto handler = factory(conn, peer);
+        if (!handler) {
+            conn->abort(Errc::busy);
+            return;
+        }
+        conn->start(std::move(handler));
+    }
+};
+
+TcpServer::TcpServer(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+TcpServer::~TcpServer() { stop(); }
+
+Result<std::unique_ptr<TcpServer>> TcpServer::start(const ServerOptions& options, HandlerFactory factory) {
+    auto impl = std::make_unique<Impl>(options, std::move(factory));
+    asio::error_code ec;
+    const auto address = asio::ip::make_address(options.address, ec);
+    if (ec) {
+        return Error{Errc::invalid_argument, "bad listen address '" + options.address + "'"};
+    }
+    const tcp::endpoint endpoint(address, options.port);
+    impl->acceptor.open(endpoint.protocol(), ec);
+    if (!ec) {
+        impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    }
+    if (!ec) {
+        impl->acceptor.bind(endpoint, ec);
+    }
+    if (!ec) {
+        impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+        return Error{Errc::io_error, "cannot listen on " + options.address + ":" + std::to_string(options.port) +
+                                         ": " + ec.message()};
+    }
+    impl->guard.emplace(impl->io.get_executor());
+    impl->accept();
+    std::size_t n = options.io_threads;
+    if (n == 0) {
+        n = std::max(1U, std::thread::hardware_concurrency());
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        impl->threads.emplace_back([io = &impl->io] { io->run(); });
+    }
+    return std::unique_ptr<TcpServer>(new TcpServer(std::move(impl)));
+}
+
+std::uint16_t TcpServer::port() const noexcept {
+    asio::error_code ec;
+    return m_impl->acceptor.local_endpoint(ec).port();
+}
+
+std::size_t TcpServer::connection_count() const noexcept { return m_impl->count.load(); }
+
+Executor& TcpServer::workers() noexcept { return m_impl->workers; }
+
+void TcpServer::stop() {
+    if (!m_impl || m_impl->stopped) {
+        return;
+    }
+    m_impl->stopped = true;
+    asio::post(m_impl->io, [impl = m_impl.get()] {
+        asio::error_code ignored;
+        impl->acceptor.close(ignored);
+    });
+    std::vector<std::shared_ptr<Connection>> open;
+    {
+        const std::lock_guard lock(m_impl->mutex);
+        for (auto& [id, weak] : m_impl->connections) {
+            if (auto c = weak.lock()) {
+                open.push_back(std::move(c));
+            }
+        }
+    }
+    for (auto& c : open) {
+        c->abort(Errc::closed);
+    }
+    open.clear();
+    m_impl->workers.stop();
+    m_impl->guard.reset();
+    for (auto& t : m_impl->threads) {
+        if (t.joinable()) {
+            t.join();
+        }
+    }
+    m_impl->threads.clear();
+}
+
+// ---------------------------------------------------------------- client
+
+struct TcpClient::Impl {
+    asio::io_context io;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+    std::thread thread;
+    std::shared_ptr<Connection> connection;
+    bool closed = false;
+};
+
+TcpClient::TcpClient(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+TcpClient::~TcpClient() { close(); }
+
+Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, std::uint16_t port,
+                                                      const ClientOptions& options, HandlerFactory factory) {
+    auto impl = std::make_unique<Impl>();
+    asio::error_code ec;
+    tcp::resolver resolver(impl->io);
+    const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+    if (ec) {
+        return Error{Errc::io_error, "cannot resolve " + host + ": " + ec.message()};
+    }
+    auto socket = std::make_shared<tcp::socket>(asio::make_strand(impl->io));
+    std::promise<asio::error_code> done;
+    auto result = done.get_future();
+    asio::async_connect(*socket, endpoints,
+                        [&done](const asio::error_code& e, const tcp::endpoint&) { done.set_value(e); });
+    impl->guard.emplace(impl->io.get_executor());
+    impl->thread = std::thread([io = &impl->io] { io->run(); });
+    auto fail = [&](Error err) -> Result<std::unique_ptr<TcpClient>> {
+        asio::post(impl->io, [socket] {
+            asio::error_code ignored;
+            socket->close(ignored);
+        });
+        result.wait();  // the handler refers to `done`
+        impl->guard.reset();
+        impl->io.stop();
+        impl->thread.join();
+        return err;
+    };
+    if (result.wait_for(options.connect_timeout) != std::future_status::ready) {
+        return fail(Error{Errc::timeout, "connect to " + host + ":" + std::to_string(port) + " timed out"});
+    }
+    ec = result.get();
+    if (ec) {
+        impl->guard.reset();
+        impl->thread.join();
+        return Error{Errc::io_error, "cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message()};
+    }
+    socket->set_option(tcp::no_delay(true), ec);
+    const std::string peer = peer_name(*socket);
+    impl->connection = std::make_shared<Connection>(std::move(*socket), options.limits, nullptr);
+    auto handler = factory(impl->connection, peer);
+    if (!handler) {
+        impl->connection->abort(Errc::closed);
+    } else {
+        impl->connection->start(std::move(handler));
+    }
+    return std::unique_ptr<TcpClient>(new TcpClient(std::move(impl)));
+}
+
+void TcpClient::close() {
+    if (!m_impl || m_impl->closed) {
+        return;
+    }
+    m_impl->closed = true;
+    if (m_impl->connection) {
+        m_impl->connection->close(Errc::closed);
+    }
+    m_impl->guard.reset();
+    if (m_impl->thread.joinable()) {
+        m_impl->thread.join();
+    }
+    m_impl->connection.reset();
+}
+
+}  // namespace sim::net

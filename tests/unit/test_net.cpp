@@ -1,0 +1,230 @@
+// The Asio adapter against real loopback sockets, with trivial handlers (no protocol).
+#include <sim/net.h>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Collects what a connection sees; waits with a deadline (never sleeps blindly).
+struct Probe {
+    std::mutex mutex;
+    std::condition_variable cv;
+    sim::Bytes received;
+    bool closed = false;
+    sim::Errc reason = sim::Errc::ok;
+
+    /// Wait until `pred` holds (re-checked on every notification and every 10 ms, for state that changes
+    /// without notifying, such as the server's connection count), at most `limit`.
+    template <typename Pred>
+    bool wait(Pred pred, std::chrono::milliseconds limit = 5000ms) {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        std::unique_lock lock(mutex);
+        while (!pred()) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return false;
+            }
+            cv.wait_for(lock, 10ms);
+        }
+        return true;
+    }
+};
+
+class RecordingHandler final : public sim::ConnectionHandler {
+public:
+    RecordingHandler(std::shared_ptr<sim::ConnectionOutput> out, std::shared_ptr<Probe> probe, bool echo,
+                     bool establish)
+        : m_out(std::move(out)), m_probe(std::move(probe)), m_echo(echo) {
+        if (establish) {
+            m_out->established();
+        }
+    }
+    void on_bytes(sim::ByteView data) override {
+        {
+            const std::lock_guard lock(m_probe->mutex);
+            m_probe->received.insert(m_probe->received.end(), data.begin(), data.end());
+        }
+        m_probe->cv.notify_all();
+        if (m_echo) {
+            m_out->send(sim::Bytes(data.begin(), data.end()));
+        }
+    }
+    void on_closed(sim::Errc reason) override {
+        {
+            const std::lock_guard lock(m_probe->mutex);
+            m_probe->closed = true;
+            m_probe->reason = reason;
+        }
+        m_probe->cv.notify_all();
+        m_out.reset();
+    }
+    sim::ConnectionOutput* output() { return m_out.get(); }
+
+private:
+    std::shared_ptr<sim::ConnectionOutput> m_out;
+    std::shared_ptr<Probe> m_probe;
+    bool m_echo;
+};
+
+}  // namespace
+
+TEST_CASE("echo over loopback, then clean close") {
+    auto server_probe = std::make_shared<Probe>();
+    auto server = sim::net::TcpServer::start({}, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, server_probe, true, true);
+    });
+    REQUIRE(server);
+    REQUIRE((*server)->port() != 0);
+
+    auto client_probe = std::make_shared<Probe>();
+    std::shared_ptr<sim::ConnectionOutput> client_out;
+    auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), {}, [&](auto out, const std::string&) {
+        client_out = out;
+        return std::make_shared<RecordingHandler>(out, client_probe, false, true);
+    });
+    REQUIRE(client);
+    const std::string text = "hello over a real socket";
+    client_out->send(sim::Bytes(text.begin(), text.end()));
+    CHECK(client_probe->wait([&] { return client_probe->received.size() == text.size(); }));
+    CHECK(sim::to_string(client_probe->received) == text);
+    CHECK((*server)->connection_count() == 1);
+
+    client_out.reset();
+    (*client)->close();
+    CHECK(server_probe->wait([&] { return server_probe->closed; }));
+    CHECK(server_probe->wait([&] { return (*server)->connection_count() == 0; }));
+}
+
+TEST_CASE("a connection that never finishes its handshake is closed by the handshake timeout") {
+    auto server_probe = std::make_shared<Probe>();
+    sim::net::ServerOptions opts;
+    opts.limits.handshake_timeout = 200ms;
+    auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, server_probe, false, false);
+    });
+    REQUIRE(server);
+    auto client_probe = std::make_shared<Probe>();
+    auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), {}, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, client_probe, false, true);
+    });
+    REQUIRE(client);
+    CHECK(server_probe->wait([&] { return server_probe->closed; }));
+    CHECK(server_probe->reason == sim::Errc::timeout);
+    CHECK(client_probe->wait([&] { return client_probe->closed; }));
+}
+
+TEST_CASE("an idle established connection is closed by the idle timeout") {
+    auto server_probe = std::make_shared<Probe>();
+    sim::net::ServerOptions opts;
+    opts.limits.idle_timeout = 200ms;
+    auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, server_probe, false, true);
+    });
+    REQUIRE(server);
+    auto client_probe = std::make_shared<Probe>();
+    auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), {}, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, client_probe, false, true);
+    });
+    REQUIRE(client);
+    CHECK(server_probe->wait([&] { return server_probe->closed; }));
+    CHECK(server_probe->reason == sim::Errc::timeout);
+}
+
+TEST_CASE("a peer that does not read is disconnected when its queue passes the bound") {
+    auto server_probe = std::make_shared<Probe>();
+    sim::net::ServerOptions opts;
+    opts.limits.max_queued_bytes = 64U << 10U;
+    std::shared_ptr<sim::ConnectionOutput> server_out;
+    std::mutex m;
+    auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+        const std::lock_guard lock(m);
+        server_out = out;
+        return std::make_shared<RecordingHandler>(out, server_probe, false, true);
+    });
+    REQUIRE(server);
+    // A raw client that connects and never reads: its socket buffers fill, then the server's queue does.
+    auto client_probe = std::make_shared<Probe>();
+    sim::net::ClientOptions copts;
+    copts.limits.read_chunk = 1;
+    std::atomic<bool> stop_reading{false};
+    auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), copts, [&](auto out,
+                                                                                        const std::string&) {
+        return std::make_shared<RecordingHandler>(out, client_probe, false, true);
+    });
+    REQUIRE(client);
+    REQUIRE(server_probe->wait([&] {
+        const std::lock_guard lock(m);
+        return server_out != nullptr;
+    }));
+    // Push far more than the socket buffers plus the bound can hold.
+    const sim::Bytes chunk(256U << 10U, 0x5A);
+    for (int i = 0; i < 400 && !server_probe->closed; ++i) {
+        std::shared_ptr<sim::ConnectionOutput> out;
+        {
+            const std::lock_guard lock(m);
+            out = server_out;
+        }
+        out->send(chunk);
+    }
+    CHECK(server_probe->wait([&] { return server_probe->closed; }, 10000ms));
+    CHECK(server_probe->reason == sim::Errc::queue_full);
+    {
+        const std::lock_guard lock(m);
+        server_out.reset();
+    }
+}
+
+TEST_CASE("connections beyond max_connections are refused") {
+    auto server_probe = std::make_shared<Probe>();
+    sim::net::ServerOptions opts;
+    opts.max_connections = 1;
+    auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, server_probe, true, true);
+    });
+    REQUIRE(server);
+    auto p1 = std::make_shared<Probe>();
+    auto c1 = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), {}, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, p1, false, true);
+    });
+    REQUIRE(c1);
+    REQUIRE(server_probe->wait([&] { return (*server)->connection_count() == 1; }));
+    auto p2 = std::make_shared<Probe>();
+    auto c2 = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), {}, [&](auto out, const std::string&) {
+        return std::make_shared<RecordingHandler>(out, p2, false, true);
+    });
+    REQUIRE(c2);
+    CHECK(p2->wait([&] { return p2->closed; }));
+    CHECK_FALSE(p1->closed);
+}
+
+TEST_CASE("bad listen address and refused connect give clear errors") {
+    sim::net::ServerOptions opts;
+    opts.address = "not-an-address";
+    const auto bad = sim::net::TcpServer::start(opts, [](auto, const std::string&) {
+        return std::shared_ptr<sim::ConnectionHandler>{};
+    });
+    REQUIRE_FALSE(bad);
+    CHECK(bad.code() == sim::Errc::invalid_argument);
+
+    // Find a port nobody listens on by binding and stopping a server.
+    std::uint16_t port = 0;
+    {
+        auto s = sim::net::TcpServer::start({}, [](auto, const std::string&) {
+            return std::shared_ptr<sim::ConnectionHandler>{};
+        });
+        REQUIRE(s);
+        port = (*s)->port();
+    }
+    const auto refused = sim::net::TcpClient::connect("127.0.0.1", port, {}, [](auto, const std::string&) {
+        return std::shared_ptr<sim::ConnectionHandler>{};
+    });
+    REQUIRE_FALSE(refused);
+    CHECK(refused.code() == sim::Errc::io_error);
+}
