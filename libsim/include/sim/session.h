@@ -41,6 +41,13 @@ struct SessionConfig {
 /// Size of the record header in bytes (version, suite, reserved, epoch, sequence).
 inline constexpr std::size_t record_header_size = 16;
 
+/// Largest SessionConfig::replay_window accepted by create() (the window costs replay_window / 8 bytes).
+inline constexpr std::uint32_t max_replay_window = 1U << 16U;
+
+/// Largest RotationPolicy::max_skipped_epochs accepted by create(): following k epochs costs k HKDF calls, which a
+/// forged header can trigger, so k stays small.
+inline constexpr std::uint32_t max_epoch_skip = 1024;
+
 /// Information a caller may show or log (never key material).
 struct SessionStatus {
     SuiteId suite;
@@ -52,17 +59,26 @@ struct SessionStatus {
 /// Seals records in one direction.
 class SendSession {
 public:
-    /// `key` must be suite_key_size(config.suite) bytes. `rng` and `clock` must outlive the session.
+    /// Start at epoch 0, sequence 0. `key` must be suite_key_size(config.suite) bytes (else Errc::invalid_key).
+    /// `rng` and `clock` must outlive the session. Errc::suite_not_allowed for an unknown suite,
+    /// Errc::invalid_argument for a replay_window above max_replay_window, max_skipped_epochs above max_epoch_skip,
+    /// or a negative interval or grace.
     static Result<SendSession> create(const SessionConfig& config, ByteView key, Rng& rng, const Clock& clock);
     SendSession(SendSession&&) noexcept;
     SendSession& operator=(SendSession&&) noexcept;
     ~SendSession();
 
-    /// One record (header || sealed body). Rotates first when the policy says so.
-    /// Errc::invalid_state after the session died, Errc::limit_reached when the sequence would wrap.
+    /// One record (header || sealed body). Rotates first when the policy says so: the key is `interval` old, or
+    /// `max_records` records were sealed under it, or this plaintext would take the key past `max_bytes` plaintext
+    /// bytes (for TDES also past tdes_max_bytes_per_key of padded ciphertext).
+    /// Errc::invalid_state after the session died; Errc::invalid_argument (session stays usable) when the plaintext
+    /// alone exceeds the per-key byte limit; Errc::limit_reached when the sequence number or the epoch would wrap
+    /// (the session then dies: it can never seal again).
     Result<Bytes> seal(ByteView plaintext);
-    /// Force a rotation now (e.g. when the application wants one).
+    /// Force a rotation now (e.g. when the application wants one). Errc::invalid_state after the session died,
+    /// Errc::limit_reached (session dies) when the epoch would wrap.
     Status rotate();
+    /// Suite, current epoch, the sequence number the next record will carry, whether the session is dead.
     [[nodiscard]] SessionStatus status() const noexcept;
     /// Wipe keys; later calls fail with Errc::invalid_state.
     void close() noexcept;
@@ -76,16 +92,22 @@ private:
 /// Opens records in one direction.
 class RecvSession {
 public:
+    /// Start at epoch 0 with nothing seen; same arguments and errors as SendSession::create. `rng` is unused by the
+    /// current suites but kept so both directions are built alike.
     static Result<RecvSession> create(const SessionConfig& config, ByteView key, Rng& rng, const Clock& clock);
     RecvSession(RecvSession&&) noexcept;
     RecvSession& operator=(RecvSession&&) noexcept;
     ~RecvSession();
 
     /// The plaintext of one record. Errors: truncated, unsupported_version, suite_not_allowed (suite byte differs),
-    /// bad_field, auth_failed, replayed, out_of_window, stale_epoch, epoch_too_far, key_expired, invalid_state.
-    /// State (window, epoch) changes only after the record authenticated.
+    /// bad_field (reserved bytes set, or sequence number 2^64-1), auth_failed, replayed, out_of_window, stale_epoch,
+    /// epoch_too_far, key_expired, invalid_state (session dead).
+    /// State (window, epoch) changes only after the record authenticated. With config.fail_closed any error kills
+    /// the session and wipes its key; otherwise only that record is rejected.
     Result<Bytes> open(ByteView record);
+    /// Suite, current epoch, the sequence number after the highest accepted, whether the session is dead.
     [[nodiscard]] SessionStatus status() const noexcept;
+    /// Wipe keys; later calls fail with Errc::invalid_state.
     void close() noexcept;
 
 private:
@@ -94,7 +116,9 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
-/// The key of the epoch after `key`: HKDF-Expand(key, "libsim v1 rotate", len(key)). One-way.
+/// The key of the epoch after `key`: HKDF-Expand(HKDF-Extract(salt = empty, key), "libsim v1 rotate", len(key)),
+/// with SHA-256. One-way: knowing it does not reveal `key`. Returns an empty buffer when `key` is longer than
+/// 255 * 32 bytes (HKDF's output limit); session keys are 24 or 32 bytes.
 SecureBytes next_epoch_key(ByteView key);
 
 }  // namespace sim

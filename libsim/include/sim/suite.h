@@ -31,6 +31,10 @@ std::optional<SuiteId> suite_from_wire(std::uint8_t id) noexcept;
 /// Size of a conversation/session key for the suite: 24 for TDES (the seed's 24-byte key), 32 for the AEADs.
 std::size_t suite_key_size(SuiteId id) noexcept;
 
+/// Hard cap on TDES ciphertext under one key: 2^26 bytes (2^23 64-bit blocks, counting PKCS#7 padding), whatever
+/// the RotationPolicy says. Keeps the Sweet32 block-collision probability per key below 2^-19 (docs/protocol.md s4.6).
+inline constexpr std::uint64_t tdes_max_bytes_per_key = 1ULL << 26U;
+
 /// Which suites may be used, in order of preference.
 class SuitePolicy {
 public:
@@ -40,7 +44,8 @@ public:
     static SuitePolicy require_tdes();
     /// The default without TDES.
     static SuitePolicy forbid_tdes();
-    /// An explicit preference list (duplicates are dropped). Errc::invalid_argument when empty.
+    /// An explicit preference list (duplicates are dropped). Errc::invalid_argument when empty,
+    /// Errc::suite_not_allowed when it holds a value that is not a known SuiteId.
     static Result<SuitePolicy> from_list(std::span<const SuiteId> preference);
 
     [[nodiscard]] bool allows(SuiteId id) const noexcept;
@@ -65,13 +70,15 @@ public:
     [[nodiscard]] virtual SuiteId id() const noexcept = 0;
     /// Append the sealed body for `plaintext` to `out`.
     virtual Status seal(ByteView header, std::uint64_t seq, ByteView plaintext, Bytes& out) = 0;
-    /// The plaintext of `body`, or Errc::auth_failed (nothing is released on failure).
+    /// The plaintext of `body`, or Errc::auth_failed (nothing is released on failure); Errc::truncated when `body`
+    /// is shorter than the suite's minimum (tag; for TDES IV + one block + MAC).
     virtual Result<Bytes> open(ByteView header, std::uint64_t seq, ByteView body) = 0;
     /// Largest number of bytes `seal` adds to a plaintext.
     [[nodiscard]] virtual std::size_t max_overhead() const noexcept = 0;
 };
 
-/// Create suite `id` keyed with `key` (suite_key_size(id) bytes, else Errc::invalid_key).
+/// Create suite `id` keyed with `key` (suite_key_size(id) bytes, else Errc::invalid_key; Errc::suite_not_allowed
+/// for a value that is not a known SuiteId).
 /// Sub-keys are derived with HKDF-SHA256 (see docs/protocol.md). `rng` supplies TDES IVs and must outlive the cipher.
 Result<std::unique_ptr<RecordCipher>> make_record_cipher(SuiteId id, ByteView key, Rng& rng);
 
