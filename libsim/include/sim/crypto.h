@@ -82,8 +82,10 @@ inline constexpr std::size_t tdes_block_size = 8;
 Result<Bytes> tdes_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext, bool pkcs7);
 /// TDES-CBC decryption; Errc::auth_failed for bad padding, Errc::bad_length for a partial block.
 Result<Bytes> tdes_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext, bool pkcs7);
-/// One TDES block in ECB (known-answer tests).
+/// TDES-ECB over whole blocks, for known-answer tests only. Key 24 bytes (Errc::invalid_key); `blocks` must be a
+/// whole number of 8-byte blocks (Errc::bad_length).
 Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks);
+/// TDES-ECB decryption; same errors as tdes_ecb_encrypt.
 Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks);
 
 // ---------------------------------------------------------------- Password hashing

@@ -7,6 +7,7 @@
 #include <botan/mac.h>
 
 #include <algorithm>
+#include <array>
 
 namespace sim::crypto {
 
@@ -46,17 +47,35 @@ Result<SecureBytes> x25519(ByteView private_key, ByteView peer_public) {
 
 Bytes sha256(ByteView data) { return sha256(data, {}); }
 
-Bytes sha256(ByteView a, ByteView b) {
+namespace {
+
+constexpr std::size_t sha256_block_size = 64;
+
+void sha256_into(ByteView a, ByteView b, std::uint8_t* out) {
     thread_local const auto hash = Botan::HashFunction::create_or_throw("SHA-256");
     hash->update(a.data(), a.size());
     hash->update(b.data(), b.size());
+    hash->final(out);
+}
+
+}  // namespace
+
+Bytes sha256(ByteView a, ByteView b) {
     Bytes out(sha256_size);
-    hash->final(out.data());
+    sha256_into(a, b, out.data());
     return out;
 }
 
 SecureBytes hmac_sha256(ByteView key, ByteView message) {
     thread_local const auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+    // RFC 2104 s2: a key longer than the hash block is replaced by its hash. HMAC does this itself, but Botan 2
+    // refuses keys over 4096 bytes with an exception; hashing first gives the same MAC for every length.
+    SecureBytes hashed_key;
+    if (key.size() > sha256_block_size) {
+        hashed_key.resize(sha256_size);
+        sha256_into(key, {}, hashed_key.data());
+        key = hashed_key;
+    }
     mac->set_key(key.data(), key.size());
     mac->update(message.data(), message.size());
     SecureBytes out(sha256_size);

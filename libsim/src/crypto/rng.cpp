@@ -2,6 +2,7 @@
 #include <sim/rng.h>
 
 #include <botan/chacha_rng.h>
+#include <botan/hash.h>
 #include <botan/mem_ops.h>
 #include <botan/system_rng.h>
 
@@ -29,10 +30,18 @@ public:
     void fill(MutableByteView out) override { Botan::system_rng().randomize(out.data(), out.size()); }
 };
 
+// Botan's ChaCha_RNG counts itself seeded only after 32 bytes of seed input and throws PRNG_Unseeded otherwise,
+// so a short seed such as "test seed" would make every draw throw. Hash the seed to a 32-byte key first: any seed
+// length works and distinct seeds still give distinct streams.
+Botan::secure_vector<uint8_t> seed_key(ByteView seed) {
+    const auto hash = Botan::HashFunction::create_or_throw("SHA-256");
+    hash->update(seed.data(), seed.size());
+    return hash->final();
+}
+
 class DeterministicRng final : public Rng {
 public:
-    explicit DeterministicRng(ByteView seed)
-        : m_rng(Botan::secure_vector<uint8_t>(seed.begin(), seed.end())) {}
+    explicit DeterministicRng(ByteView seed) : m_rng(seed_key(seed)) {}
     void fill(MutableByteView out) override {
         const std::lock_guard lock(m_mutex);
         m_rng.randomize(out.data(), out.size());

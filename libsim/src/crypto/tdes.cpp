@@ -21,8 +21,15 @@ Status check_key_iv(ByteView key, ByteView iv) {
 
 Result<Bytes> run_cbc(ByteView key, ByteView iv, ByteView input, bool pkcs7, Botan::Cipher_Dir dir) {
     SIM_TRY_STATUS(check_key_iv(key, iv));
-    if ((!pkcs7 || dir == Botan::DECRYPTION) && input.size() % tdes_block_size != 0) {
-        return Error{Errc::bad_length, "Triple-DES input is not a whole number of blocks"};
+    if (input.size() % tdes_block_size != 0) {
+        // As documented in crypto.h: unpadded plaintext of the wrong length is the caller's mistake, a ciphertext
+        // of the wrong length is bad input from outside.
+        if (dir == Botan::DECRYPTION) {
+            return Error{Errc::bad_length, "Triple-DES ciphertext is not a whole number of blocks"};
+        }
+        if (!pkcs7) {
+            return Error{Errc::invalid_argument, "Triple-DES plaintext without padding must be whole blocks"};
+        }
     }
     if (pkcs7 && dir == Botan::DECRYPTION && input.empty()) {
         return Error{Errc::bad_length, "Triple-DES ciphertext is empty"};
