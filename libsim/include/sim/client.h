@@ -1,0 +1,203 @@
+#pragma once
+/// @file
+/// The client: the seed's `client.py`.
+///
+/// `ClientCore` is sans-IO: it runs the channel handshake (pinning the server key), logs in, sets up conversations
+/// and seals/opens their messages; it reports what happens as `ClientEvent`s. `Client` puts it on a TCP connection
+/// (sim/net.h) with a small blocking API: connect, log in, open a conversation, send, receive, close.
+
+#include <sim/bytes.h>
+#include <sim/channel.h>
+#include <sim/clock.h>
+#include <sim/error.h>
+#include <sim/frame.h>
+#include <sim/messages.h>
+#include <sim/rng.h>
+#include <sim/session.h>
+#include <sim/suite.h>
+#include <sim/transport.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sim {
+
+/// What happened on a client.
+enum class ClientEventKind : std::uint8_t {
+    channel_ready,    ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
+    trust_required,   ///< TrustMode::ask: show `fingerprint`, then call trust()
+    authenticated,    ///< ack_init sid 1: `peer` = our canonical user name
+    waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online
+    peer_online,      ///< ack_init sid 2: `peer` is online
+    key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`; readable by the server in this mode
+    key_rotated,      ///< a conversation key with `peer` moved to `epoch`
+    message,          ///< `peer` sent `text` with the seed's `sid`
+    peer_left,        ///< `peer` ended the conversation or went offline
+    error,            ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
+    closed,           ///< the connection is gone (`error` says why)
+};
+
+/// Short name of an event kind ("message", "key_rotated", ...).
+std::string_view client_event_name(ClientEventKind kind) noexcept;
+
+struct ClientEvent {
+    ClientEventKind kind = ClientEventKind::error;
+    std::string peer;
+    std::string text;
+    std::uint32_t sid = 0;
+    SuiteId suite = SuiteId::aes256_gcm;
+    std::uint32_t epoch = 0;
+    std::string fingerprint;
+    bool first_contact = false;
+    Error error{Errc::ok};
+};
+
+struct ClientConfig {
+    /// Channel handshake settings: server_id ("host:port") for pinning, trust mode, expected fingerprint, suites.
+    ClientHandshakeConfig handshake{};
+    /// Rotation of conversation keys (the seed: every 30 s).
+    RotationPolicy conversation_rotation{};
+    std::size_t max_frame_size = default_max_frame_size;
+};
+
+/// The sans-IO client. Thread-safe: calls may come from the application and the transport concurrently.
+/// Events are delivered through the callback from whichever thread caused them; the callback must not block
+/// and must not call back into the core.
+class ClientCore final : public ConnectionHandler {
+public:
+    using EventSink = std::function<void(const ClientEvent&)>;
+
+    /// `known`, `rng` and `clock` must outlive the core. Errors are ClientHandshake::create's.
+    static Result<std::shared_ptr<ClientCore>> create(ClientConfig config, KnownServers& known, Rng& rng,
+                                                      const Clock& clock, EventSink sink);
+    ~ClientCore() override;
+    ClientCore(const ClientCore&) = delete;
+    ClientCore& operator=(const ClientCore&) = delete;
+
+    /// Attach the transport and send the first handshake message.
+    Status attach(std::shared_ptr<ConnectionOutput> output);
+
+    /// Answer trust_required. Errc::invalid_state when no question is pending.
+    Status trust(bool accept);
+
+    /// Send init with credentials (queued until the channel is ready). `destination` may be empty (log in only).
+    /// Errc::invalid_state when already logged in or closed; Errc::bad_password for an empty secret.
+    Status login(std::string_view user, const Credentials& credentials, std::string_view destination = {});
+    /// init for a new conversation on the logged-in connection. Errc::not_authenticated before login.
+    Status open(std::string_view peer);
+    /// Seal `text` for `peer` and send it. Errc::no_conversation before the peer's KEYGEN;
+    /// Errc::frame_too_large for a text that does not fit a frame.
+    Status send(std::string_view peer, std::string_view text);
+    /// Ask whether `peer` is online (ack_init 2 or 3 comes back as an event).
+    Status probe(std::string_view peer);
+    /// Probe every awaited peer, or send a keepalive when nothing is awaited. Call periodically.
+    void tick();
+    /// End the conversation with `peer`.
+    Status leave(std::string_view peer);
+    /// Log out (revoke: 0 keep the token, 1 revoke it, 2 revoke all of the user's tokens) and close.
+    Status logout(std::uint8_t revoke = 0);
+    /// Send any inner frame as is, inside the encrypted channel. For tests and diagnostic tools (e.g. showing that
+    /// the server refuses a forged source); applications use the calls above.
+    Status send_raw(const Frame& frame);
+
+    [[nodiscard]] bool ready() const;
+    [[nodiscard]] bool authenticated() const;
+    [[nodiscard]] std::string user() const;
+    /// The token issued at the last password login (empty otherwise). Secret: store with care.
+    [[nodiscard]] IssuedSessionToken session_token() const;
+    /// Peers with a keyed conversation.
+    [[nodiscard]] std::vector<std::string> conversations() const;
+    /// The conversation suite with `peer`, if keyed.
+    [[nodiscard]] std::optional<SuiteId> conversation_suite(std::string_view peer) const;
+
+    void on_bytes(ByteView data) override;
+    void on_closed(Errc reason) override;
+
+    struct Impl;  ///< opaque
+
+private:
+    explicit ClientCore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// Options of a networked client.
+struct ClientOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;
+    ClientConfig config{};
+    /// File of pinned server keys ("server_id hex-key" lines, mode 0600). Empty: pins live in memory only.
+    std::string known_servers_file;
+    /// How long connect() waits for the TCP connection and the handshake.
+    Duration connect_timeout = std::chrono::seconds(10);
+    /// Probe / keepalive period.
+    Duration tick_interval = std::chrono::seconds(5);
+    /// Events kept for receive() before the oldest are dropped (a bounded queue).
+    std::size_t max_queued_events = 10000;
+};
+
+/// A client on a TCP connection: the few-lines API for applications.
+class Client {
+public:
+    /// Connect and complete the handshake (pinning the server key per the trust mode; TrustMode::ask is answered
+    /// by `ask_trust`, which gets the fingerprint). Errors: io_error, timeout, server_key_mismatch,
+    /// server_key_unknown, handshake_failed, no_common_suite...
+    static Result<std::unique_ptr<Client>> connect(const ClientOptions& options,
+                                                   std::function<bool(const std::string&)> ask_trust = {});
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    /// Log in (password; an unknown user is registered under open registration) and wait for ack_init sid 1.
+    /// `destination` may name a peer to talk to at once. Errors: the server's (auth_rejected, throttled...), timeout.
+    Status login(std::string_view user, std::string_view password, std::string_view destination = {},
+                 Duration timeout = std::chrono::seconds(30));
+    /// Log in with a session token from an earlier login.
+    Status login_with_token(std::string_view user, ByteView token, std::string_view destination = {},
+                            Duration timeout = std::chrono::seconds(30));
+    /// Explicit registration (servers with the `explicit` policy).
+    Status register_user(std::string_view user, std::string_view password, Duration timeout = std::chrono::seconds(30));
+    Status open(std::string_view peer);
+    Status send(std::string_view peer, std::string_view text);
+    Status leave(std::string_view peer);
+    Status logout(std::uint8_t revoke = 0);
+
+    /// The next event, waiting at most `timeout`. Errc::timeout when none came; Errc::closed once the connection
+    /// is gone and no events remain.
+    Result<ClientEvent> receive(Duration timeout);
+    /// Wait for an event of `kind` (from `peer`, when not empty), keeping the others queued in order.
+    Result<ClientEvent> wait_for(ClientEventKind kind, std::string_view peer, Duration timeout);
+
+    ClientCore& core() noexcept;
+    /// The server fingerprint seen in the handshake.
+    [[nodiscard]] std::string server_fingerprint() const;
+    /// Close the connection (idempotent).
+    void close();
+
+    struct Impl;  ///< opaque
+
+private:
+    explicit Client(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// KnownServers kept in a text file ("server_id hex-public-key" per line), created with mode 0600.
+class FileKnownServers final : public KnownServers {
+public:
+    /// Load `path` (a missing file is an empty list). Errc::io_error / Errc::bad_field for unreadable or bad lines.
+    static Result<std::unique_ptr<FileKnownServers>> open(std::string path);
+    [[nodiscard]] std::optional<Bytes> lookup(std::string_view server_id) const override;
+    Status remember(std::string_view server_id, ByteView public_key) override;
+
+private:
+    explicit FileKnownServers(std::string path) : m_path(std::move(path)) {}
+    std::string m_path;
+    MemoryKnownServers m_cache;
+};
+
+}  // namespace sim

@@ -1,0 +1,102 @@
+#pragma once
+/// @file
+/// The sans-IO server core: the seed's `server.py`. It runs the channel handshake for each connection, logs users
+/// in (through `sim::auth`, on an Executor so hashing never stalls routing), sets up conversations
+/// (init / ack_init / KEYGEN), checks and forwards messages, and ends conversations. It owns no socket, thread or
+/// timer: a transport (sim/net.h, or a test pipe) feeds it bytes through `ConnectionHandler`.
+///
+/// Thread-safety: `ServerCore` and every handler it returns may be used from many threads; a transport calls
+/// one connection's handler from one thread at a time.
+
+#include <sim/auth.h>
+#include <sim/bytes.h>
+#include <sim/clock.h>
+#include <sim/error.h>
+#include <sim/frame.h>
+#include <sim/rng.h>
+#include <sim/session.h>
+#include <sim/store.h>
+#include <sim/suite.h>
+#include <sim/transport.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sim {
+
+/// Severity of a server log line. Log lines never contain secrets or message content.
+enum class LogLevel : std::uint8_t { debug, info, warning, error };
+
+struct ServerConfig {
+    /// The server's long-term X25519 static key (32 bytes). Clients pin its public half.
+    SecureBytes static_private_key;
+    /// Record suites allowed on client-server channels, in preference order.
+    SuitePolicy channel_policy = SuitePolicy::default_policy();
+    /// Suites for server-assigned conversation keys; the first one is used for new conversations.
+    SuitePolicy conversation_policy = SuitePolicy::default_policy();
+    /// Key rotation of the client-server channel (the conversation rotation is the clients').
+    RotationPolicy channel_rotation{};
+    /// Largest frame accepted from a client.
+    std::size_t max_frame_size = default_max_frame_size;
+    /// Lifetime of session tokens issued at password login.
+    Duration token_ttl = std::chrono::hours(24 * 30);
+    /// Per-connection rate limit for message and probe frames (token bucket).
+    double messages_per_second = 2000.0;
+    std::uint32_t message_burst = 4000;
+    /// A connection that keeps flooding past its limit this many times in a row is closed.
+    std::uint32_t max_rate_violations = 1000;
+    /// Frames a connection may send while its login is being checked; more is a protocol error.
+    std::size_t max_frames_during_login = 16;
+    /// Wall clock for token expiry (injected in tests).
+    std::function<store::WallTime()> wall_clock;
+    /// Where log lines go (none by default).
+    std::function<void(LogLevel, std::string_view)> log;
+};
+
+/// Counters for monitoring and benchmarks.
+struct ServerStats {
+    std::size_t connections = 0;
+    std::size_t online_users = 0;
+    std::size_t conversations = 0;
+    std::size_t waiting = 0;
+    std::uint64_t messages_routed = 0;
+    std::uint64_t messages_refused = 0;
+    std::uint64_t logins_ok = 0;
+    std::uint64_t logins_failed = 0;
+};
+
+class ServerCore {
+public:
+    /// The collaborators must outlive the core. `vault` may be null (keys are then kept in memory only).
+    /// Errc::invalid_key for a static key that is not 32 bytes.
+    static Result<std::unique_ptr<ServerCore>> create(ServerConfig config, auth::Authenticator& authenticator,
+                                                      auth::SessionTokens& tokens,
+                                                      auth::ConversationKeyVault* vault, Executor& workers,
+                                                      Rng& rng, const Clock& clock);
+    ~ServerCore();
+    ServerCore(const ServerCore&) = delete;
+    ServerCore& operator=(const ServerCore&) = delete;
+
+    /// A handler for a new connection from `peer` ("address:port").
+    std::shared_ptr<ConnectionHandler> accept(std::shared_ptr<ConnectionOutput> output, const std::string& peer);
+
+    /// The public half of the static key, and its fingerprint as clients show it.
+    [[nodiscard]] ByteView static_public_key() const noexcept;
+    [[nodiscard]] std::string fingerprint() const;
+    [[nodiscard]] ServerStats stats() const;
+
+    /// Tell every client the server is going away (close frame) and close all connections.
+    void shutdown();
+
+    struct Impl;  ///< opaque; public only so the connection objects of the implementation can name it
+
+private:
+    explicit ServerCore(std::shared_ptr<Impl> impl);
+    std::shared_ptr<Impl> m_impl;
+};
+
+}  // namespace sim

@@ -1,0 +1,211 @@
+// The networked client: ClientCore on a TcpClient, with a bounded event queue and a probe/keepalive ticker.
+#include <sim/client.h>
+#include <sim/net.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace sim {
+
+struct Client::Impl {
+    std::unique_ptr<KnownServers> known;
+    std::unique_ptr<Rng> rng = make_system_rng();
+    std::shared_ptr<ClientCore> core;
+    std::unique_ptr<net::TcpClient> tcp;
+    std::size_t max_events = 10000;
+    std::string fingerprint;
+
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<ClientEvent> events;
+    bool closed = false;
+
+    std::thread ticker;
+    bool stop_ticker = false;
+
+    void push(const ClientEvent& e) {
+        {
+            const std::lock_guard lock(mutex);
+            if (e.kind == ClientEventKind::closed) {
+                closed = true;
+            }
+            events.push_back(e);
+            while (events.size() > max_events) {
+                events.pop_front();
+            }
+        }
+        cv.notify_all();
+    }
+
+    /// Take the first queued event that `match` accepts, waiting up to `timeout`.
+    template <typename Match>
+    Result<ClientEvent> take(Match match, Duration timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        std::unique_lock lock(mutex);
+        for (;;) {
+            for (auto it = events.begin(); it != events.end(); ++it) {
+                if (match(*it)) {
+                    ClientEvent e = std::move(*it);
+                    events.erase(it);
+                    return e;
+                }
+            }
+            if (closed) {
+                return Error{Errc::closed, "connection closed"};
+            }
+            if (cv.wait_until(lock, deadline) == std::cv_status::timeout) {
+                return Error{Errc::timeout, "no such event in time"};
+            }
+        }
+    }
+
+    /// Wait for `kind`; an error or closed event that comes first is returned as the failure.
+    Status await(ClientEventKind kind, Duration timeout) {
+        auto e = take(
+            [kind](const ClientEvent& ev) {
+                return ev.kind == kind || ev.kind == ClientEventKind::error || ev.kind == ClientEventKind::closed;
+            },
+            timeout);
+        if (!e) {
+            return e.error();
+        }
+        if (e->kind != kind) {
+            return e->error.code == Errc::ok ? Error{Errc::closed, "connection closed"} : e->error;
+        }
+        return ok();
+    }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+Client::~Client() { close(); }
+
+Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
+                                                std::function<bool(const std::string&)> ask_trust) {
+    auto impl = std::make_unique<Impl>();
+    impl->max_events = options.max_queued_events;
+    if (options.known_servers_file.empty()) {
+        impl->known = std::make_unique<MemoryKnownServers>();
+    } else {
+        SIM_TRY(auto file, FileKnownServers::open(options.known_servers_file));
+        impl->known = std::move(file);
+    }
+    ClientConfig config = options.config;
+    if (config.handshake.server_id.empty()) {
+        config.handshake.server_id = options.host + ":" + std::to_string(options.port);
+    }
+    if (config.handshake.trust == TrustMode::ask && !ask_trust) {
+        return Error{Errc::invalid_argument, "TrustMode::ask needs an ask_trust callback"};
+    }
+    auto* raw = impl.get();
+    SIM_TRY(impl->core, ClientCore::create(std::move(config), *impl->known, *impl->rng, steady_clock(),
+                                           [raw](const ClientEvent& e) { raw->push(e); }));
+    net::ClientOptions net_options;
+    net_options.connect_timeout = options.connect_timeout;
+    net_options.limits.handshake_timeout = options.connect_timeout;
+    auto core = impl->core;
+    SIM_TRY(impl->tcp, net::TcpClient::connect(options.host, options.port, net_options,
+                                               [core](std::shared_ptr<ConnectionOutput> out, const std::string&) {
+                                                   if (!core->attach(std::move(out))) {
+                                                       return std::shared_ptr<ConnectionHandler>{};
+                                                   }
+                                                   return std::static_pointer_cast<ConnectionHandler>(core);
+                                               }));
+    for (;;) {
+        auto e = impl->take(
+            [](const ClientEvent& ev) {
+                return ev.kind == ClientEventKind::channel_ready || ev.kind == ClientEventKind::trust_required ||
+                       ev.kind == ClientEventKind::closed || ev.kind == ClientEventKind::error;
+            },
+            options.connect_timeout);
+        if (!e) {
+            return e.error();
+        }
+        if (e->kind == ClientEventKind::trust_required) {
+            SIM_TRY_STATUS(impl->core->trust(ask_trust(e->fingerprint)));
+            continue;
+        }
+        if (e->kind != ClientEventKind::channel_ready) {
+            return e->error.code == Errc::ok ? Error{Errc::handshake_failed, "connection closed"} : e->error;
+        }
+        impl->fingerprint = e->fingerprint;
+        break;
+    }
+    auto* p = impl.get();
+    p->ticker = std::thread([p, period = options.tick_interval] {
+        std::unique_lock lock(p->mutex);
+        while (!p->stop_ticker) {
+            if (p->cv.wait_for(lock, period, [p] { return p->stop_ticker; })) {
+                break;
+            }
+            lock.unlock();
+            p->core->tick();
+            lock.lock();
+        }
+    });
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+namespace {
+Credentials password_credentials(CredentialKind kind, std::string_view password) {
+    return Credentials{kind, to_bytes<SecureBytes>(as_bytes(password))};
+}
+}  // namespace
+
+Status Client::login(std::string_view user, std::string_view password, std::string_view destination,
+                     Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->login(user, password_credentials(CredentialKind::password, password), destination));
+    return m_impl->await(ClientEventKind::authenticated, timeout);
+}
+
+Status Client::login_with_token(std::string_view user, ByteView token, std::string_view destination,
+                                Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->login(user, Credentials{CredentialKind::token, to_bytes<SecureBytes>(token)},
+                                       destination));
+    return m_impl->await(ClientEventKind::authenticated, timeout);
+}
+
+Status Client::register_user(std::string_view user, std::string_view password, Duration timeout) {
+    SIM_TRY_STATUS(
+        m_impl->core->login(user, password_credentials(CredentialKind::register_password, password), {}));
+    return m_impl->await(ClientEventKind::authenticated, timeout);
+}
+
+Status Client::open(std::string_view peer) { return m_impl->core->open(peer); }
+Status Client::send(std::string_view peer, std::string_view text) { return m_impl->core->send(peer, text); }
+Status Client::leave(std::string_view peer) { return m_impl->core->leave(peer); }
+Status Client::logout(std::uint8_t revoke) { return m_impl->core->logout(revoke); }
+
+Result<ClientEvent> Client::receive(Duration timeout) {
+    return m_impl->take([](const ClientEvent&) { return true; }, timeout);
+}
+
+Result<ClientEvent> Client::wait_for(ClientEventKind kind, std::string_view peer, Duration timeout) {
+    return m_impl->take(
+        [kind, peer](const ClientEvent& e) { return e.kind == kind && (peer.empty() || e.peer == peer); }, timeout);
+}
+
+ClientCore& Client::core() noexcept { return *m_impl->core; }
+
+std::string Client::server_fingerprint() const { return m_impl->fingerprint; }
+
+void Client::close() {
+    if (!m_impl) {
+        return;
+    }
+    {
+        const std::lock_guard lock(m_impl->mutex);
+        m_impl->stop_ticker = true;
+    }
+    m_impl->cv.notify_all();
+    if (m_impl->ticker.joinable()) {
+        m_impl->ticker.join();
+    }
+    if (m_impl->tcp) {
+        m_impl->tcp->close();
+    }
+}
+
+}  // namespace sim

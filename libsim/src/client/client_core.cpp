@@ -1,0 +1,590 @@
+// The sans-IO client core (docs/protocol.md section 5).
+#include <sim/client.h>
+#include <sim/frame.h>
+
+#include <deque>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace sim {
+
+std::string_view client_event_name(ClientEventKind kind) noexcept {
+    switch (kind) {
+        case ClientEventKind::channel_ready: return "channel_ready";
+        case ClientEventKind::trust_required: return "trust_required";
+        case ClientEventKind::authenticated: return "authenticated";
+        case ClientEventKind::waiting: return "waiting";
+        case ClientEventKind::peer_online: return "peer_online";
+        case ClientEventKind::key_assigned: return "key_assigned";
+        case ClientEventKind::key_rotated: return "key_rotated";
+        case ClientEventKind::message: return "message";
+        case ClientEventKind::peer_left: return "peer_left";
+        case ClientEventKind::error: return "error";
+        case ClientEventKind::closed: return "closed";
+    }
+    return "unknown";
+}
+
+namespace {
+
+/// One conversation: a session per direction under keys derived from the KEYGEN key.
+struct Conversation {
+    SuiteId suite;
+    SendSession send;
+    RecvSession recv;
+    std::uint32_t next_sid = 1;
+};
+
+}  // namespace
+
+struct ClientCore::Impl {
+    enum class Phase : std::uint8_t { idle, handshake, awaiting_trust, ready, closed };
+
+    ClientConfig config;
+    KnownServers& known;
+    Rng& rng;
+    const Clock& clock;
+    EventSink sink;
+
+    mutable std::mutex mutex;
+    Phase phase = Phase::idle;
+    std::optional<ClientHandshake> handshake;
+    bool first_contact = false;
+    std::optional<SendSession> send;
+    std::optional<RecvSession> recv;
+    FrameDecoder decoder;
+    std::shared_ptr<ConnectionOutput> output;
+    std::deque<Frame> before_ready;  // inner frames written before the channel was up
+    std::string user;
+    bool login_sent = false;
+    bool authed = false;
+    IssuedSessionToken token;
+    std::set<std::string, std::less<>> awaited;
+    std::map<std::string, Conversation, std::less<>> conversations;
+    std::vector<ClientEvent> events;  // emitted after the lock is released
+
+    Impl(ClientConfig c, KnownServers& k, Rng& r, const Clock& cl, EventSink s)
+        : config(std::move(c)), known(k), rng(r), clock(cl), sink(std::move(s)), decoder(config.max_frame_size) {}
+
+    // ------------------------------------------------------------ events
+
+    void emit(ClientEvent e) { events.push_back(std::move(e)); }
+    void emit(ClientEventKind kind, std::string peer = {}) {
+        ClientEvent e;
+        e.kind = kind;
+        e.peer = std::move(peer);
+        emit(std::move(e));
+    }
+    void emit_error(const Error& err, std::string peer = {}) {
+        ClientEvent e;
+        e.kind = ClientEventKind::error;
+        e.peer = std::move(peer);
+        e.error = err;
+        emit(std::move(e));
+    }
+    /// Deliver collected events with the lock released.
+    void flush(std::unique_lock<std::mutex>& lock) {
+        auto out = std::move(events);
+        events.clear();
+        lock.unlock();
+        if (sink) {
+            for (const auto& e : out) {
+                sink(e);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ sending
+
+    void send_plain(const Frame& frame) {
+        if (!output) {
+            return;
+        }
+        if (auto bytes = encode_frame(frame, max_channel_handshake_message + 64)) {
+            output->send(std::move(*bytes));
+        }
+    }
+
+    Status send_inner(Frame frame) {
+        if (phase == Phase::closed) {
+            return Error{Errc::closed, "connection closed"};
+        }
+        if (phase != Phase::ready) {
+            before_ready.push_back(std::move(frame));
+            return ok();
+        }
+        SIM_TRY(auto inner, encode_frame(frame, config.max_frame_size));
+        secure_zero(frame.payload.data(), frame.payload.size());
+        auto record = send->seal(inner);
+        secure_zero(inner.data(), inner.size());
+        if (!record) {
+            fail(record.error());
+            return record.error();
+        }
+        SIM_TRY(auto bytes, encode_frame(Frame{FrameType::record, 0, {}, {}, std::move(*record)},
+                                         config.max_frame_size));
+        if (output) {
+            output->send(std::move(bytes));
+        }
+        return ok();
+    }
+
+    void fail(const Error& err) {
+        if (phase == Phase::closed) {
+            return;
+        }
+        phase = Phase::closed;
+        handshake.reset();
+        send.reset();
+        recv.reset();
+        conversations.clear();
+        ClientEvent e;
+        e.kind = ClientEventKind::closed;
+        e.error = err;
+        emit(std::move(e));
+        if (output) {
+            output->close(err.code);
+        }
+    }
+
+    // ------------------------------------------------------------ handshake
+
+    void continue_handshake() {
+        while (phase == Phase::handshake) {
+            switch (handshake->next_action()) {
+                case ChannelAction::write_message: {
+                    auto msg = handshake->write_message();
+                    if (!msg) {
+                        fail(msg.error());
+                        return;
+                    }
+                    send_plain(Frame{FrameType::handshake, 0, {}, {}, std::move(*msg)});
+                    break;
+                }
+                case ChannelAction::awaiting_trust: {
+                    phase = Phase::awaiting_trust;
+                    ClientEvent e;
+                    e.kind = ClientEventKind::trust_required;
+                    e.fingerprint = handshake->server_fingerprint();
+                    emit(std::move(e));
+                    return;
+                }
+                case ChannelAction::complete: {
+                    auto est = handshake->finish();
+                    handshake.reset();
+                    if (!est) {
+                        fail(est.error());
+                        return;
+                    }
+                    send.emplace(std::move(est->send));
+                    recv.emplace(std::move(est->recv));
+                    phase = Phase::ready;
+                    if (output) {
+                        output->established();
+                    }
+                    ClientEvent e;
+                    e.kind = ClientEventKind::channel_ready;
+                    e.suite = est->suite;
+                    e.fingerprint = est->server_fingerprint;
+                    e.first_contact = first_contact;
+                    emit(std::move(e));
+                    auto queued = std::move(before_ready);
+                    before_ready.clear();
+                    for (auto& f : queued) {
+                        if (!send_inner(std::move(f))) {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                case ChannelAction::read_message: return;
+                case ChannelAction::failed: fail(handshake->failure()); return;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    void on_frame(Frame frame) {
+        if (phase == Phase::handshake) {
+            if (frame.type != FrameType::handshake) {
+                fail(Error{Errc::handshake_failed, "server sent a non-handshake frame during the handshake"});
+                return;
+            }
+            if (const auto st = handshake->read_message(frame.payload); !st) {
+                fail(st.error());
+                return;
+            }
+            continue_handshake();
+            return;
+        }
+        if (phase != Phase::ready) {
+            fail(Error{Errc::invalid_state, "unexpected frame"});
+            return;
+        }
+        if (frame.type != FrameType::record) {
+            fail(Error{Errc::invalid_state, "expected a record frame"});
+            return;
+        }
+        auto plain = recv->open(frame.payload);
+        if (!plain) {
+            fail(plain.error());
+            return;
+        }
+        auto inner = decode_frame(*plain, std::numeric_limits<std::uint32_t>::max());
+        secure_zero(plain->data(), plain->size());
+        if (!inner) {
+            fail(inner.error());
+            return;
+        }
+        on_inner(std::move(*inner));
+    }
+
+    void on_inner(Frame f) {
+        switch (f.type) {
+            case FrameType::ack_init: on_ack(f); return;
+            case FrameType::keygen: on_keygen(f); return;
+            case FrameType::message: on_message(f); return;
+            case FrameType::close:
+                if (conversations.erase(f.source) != 0 || awaited.erase(f.source) != 0) {
+                    emit(ClientEventKind::peer_left, f.source);
+                }
+                return;
+            case FrameType::error: {
+                auto err = parse_error_frame(f);
+                emit_error(err ? err->to_error() : err.error());
+                return;
+            }
+            default: fail(Error{Errc::bad_field, "frame type not expected from the server"}); return;
+        }
+    }
+
+    void on_ack(const Frame& f) {
+        if (f.source != server_name) {
+            fail(Error{Errc::bad_field, "ack_init not from the server"});
+            return;
+        }
+        const std::string peer = to_string(f.payload);
+        switch (static_cast<AckStage>(f.sid)) {
+            case AckStage::authenticated: {
+                auto t = decode_session_token(f.payload);
+                if (!t) {
+                    fail(t.error());
+                    return;
+                }
+                authed = true;
+                user = f.destination;
+                if (!t->token.empty()) {
+                    token = std::move(*t);
+                }
+                emit(ClientEventKind::authenticated, user);
+                return;
+            }
+            case AckStage::destination_online:
+                awaited.erase(peer);
+                emit(ClientEventKind::peer_online, peer);
+                return;
+            case AckStage::destination_offline:
+                awaited.insert(peer);
+                emit(ClientEventKind::waiting, peer);
+                return;
+        }
+        fail(Error{Errc::bad_field, "unknown ack_init stage"});
+    }
+
+    void on_keygen(const Frame& f) {
+        if (f.source != server_name || f.sid != keygen_sid || !authed) {
+            fail(Error{Errc::bad_field, "KEYGEN not from the server"});
+            return;
+        }
+        auto k = decode_key_assignment(f.payload);
+        if (!k) {
+            fail(k.error());
+            return;
+        }
+        SessionConfig cfg;
+        cfg.suite = k->suite;
+        cfg.rotation = config.conversation_rotation;
+        cfg.replay_window = 64;
+        cfg.fail_closed = false;  // a forged body is dropped; the conversation lives on
+        auto s = SendSession::create(cfg, conversation_direction_key(k->key, user, k->peer), rng, clock);
+        auto r = RecvSession::create(cfg, conversation_direction_key(k->key, k->peer, user), rng, clock);
+        if (!s || !r) {
+            emit_error(s ? r.error() : s.error(), k->peer);
+            return;
+        }
+        conversations.insert_or_assign(k->peer, Conversation{k->suite, std::move(*s), std::move(*r)});
+        awaited.erase(k->peer);
+        ClientEvent e;
+        e.kind = ClientEventKind::key_assigned;
+        e.peer = k->peer;
+        e.suite = k->suite;
+        emit(std::move(e));
+    }
+
+    void note_rotation(const std::string& peer, std::uint32_t before, std::uint32_t after) {
+        if (after != before) {
+            ClientEvent e;
+            e.kind = ClientEventKind::key_rotated;
+            e.peer = peer;
+            e.epoch = after;
+            emit(std::move(e));
+        }
+    }
+
+    void on_message(const Frame& f) {
+        const auto it = conversations.find(f.source);
+        if (it == conversations.end() || f.destination != user) {
+            emit_error(Error{Errc::no_conversation, "message outside a keyed conversation dropped"}, f.source);
+            return;
+        }
+        const auto before = it->second.recv.status().epoch;
+        auto plain = it->second.recv.open(f.payload);
+        if (!plain) {
+            // Not shown: a forged or replayed body (the seed's attack 2 if it ever got through).
+            emit_error(plain.error(), f.source);
+            return;
+        }
+        note_rotation(f.source, before, it->second.recv.status().epoch);
+        auto body = decode_conversation_body(*plain);
+        secure_zero(plain->data(), plain->size());
+        if (!body) {
+            emit_error(body.error(), f.source);
+            return;
+        }
+        ClientEvent e;
+        e.kind = ClientEventKind::message;
+        e.peer = f.source;
+        e.sid = body->sid;
+        e.text = std::move(body->text);
+        emit(std::move(e));
+    }
+};
+
+ClientCore::ClientCore(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+ClientCore::~ClientCore() = default;
+
+Result<std::shared_ptr<ClientCore>> ClientCore::create(ClientConfig config, KnownServers& known, Rng& rng,
+                                                       const Clock& clock, EventSink sink) {
+    const bool first_contact = !known.lookup(config.handshake.server_id).has_value();
+    SIM_TRY(auto hs, ClientHandshake::create(config.handshake, known, rng, clock));
+    auto impl = std::make_unique<Impl>(std::move(config), known, rng, clock, std::move(sink));
+    impl->handshake.emplace(std::move(hs));
+    impl->first_contact = first_contact;
+    return std::shared_ptr<ClientCore>(new ClientCore(std::move(impl)));
+}
+
+Status ClientCore::attach(std::shared_ptr<ConnectionOutput> output) {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->phase != Impl::Phase::idle) {
+        return Error{Errc::invalid_state, "already attached"};
+    }
+    m_impl->output = std::move(output);
+    m_impl->phase = Impl::Phase::handshake;
+    m_impl->continue_handshake();
+    m_impl->flush(lock);
+    return ok();
+}
+
+Status ClientCore::trust(bool accept) {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->phase != Impl::Phase::awaiting_trust) {
+        return Error{Errc::invalid_state, "no trust question pending"};
+    }
+    const auto st = m_impl->handshake->trust(accept);
+    m_impl->phase = Impl::Phase::handshake;
+    if (!st) {
+        m_impl->fail(st.error());
+    } else {
+        m_impl->continue_handshake();
+    }
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::login(std::string_view user, const Credentials& credentials, std::string_view destination) {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->login_sent || m_impl->phase == Impl::Phase::closed) {
+        return Error{Errc::invalid_state, "already logged in or closed"};
+    }
+    if (credentials.kind == CredentialKind::none || credentials.secret.empty()) {
+        return Error{Errc::bad_password, "empty credentials"};
+    }
+    m_impl->login_sent = true;
+    auto st = m_impl->send_inner(Frame{FrameType::init, 0, std::string(user), std::string(destination),
+                                       encode_credentials(credentials)});
+    m_impl->flush(lock);
+    return st;
+}
+
+namespace {
+Status check_peer_call(const ClientCore::Impl& impl, std::string_view peer) {
+    if (!impl.authed) {
+        return Error{Errc::not_authenticated, "log in first"};
+    }
+    if (peer.empty() || peer == server_name) {
+        return Error{Errc::bad_destination, "no such peer"};
+    }
+    return ok();
+}
+}  // namespace
+
+Status ClientCore::open(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
+    auto st = m_impl->send_inner(Frame{FrameType::init, 0, m_impl->user, std::string(peer),
+                                       encode_credentials({CredentialKind::none, {}})});
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::send(std::string_view peer, std::string_view text) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
+    const auto it = m_impl->conversations.find(peer);
+    if (it == m_impl->conversations.end()) {
+        return Error{Errc::no_conversation, "no key assigned for this conversation yet"};
+    }
+    // Two records and two frame headers wrap the text; refuse what cannot fit instead of failing later.
+    const std::size_t overhead = 2 * (record_header_size + 64 + frame_header_size + frame_min_body_size) +
+                                 2 * max_name_size + 8;
+    if (text.size() + overhead > m_impl->config.max_frame_size) {
+        return Error{Errc::frame_too_large, "message too long"};
+    }
+    auto& conv = it->second;
+    const auto before = conv.send.status().epoch;
+    auto body = encode_conversation_body({conv.next_sid, std::string(text)});
+    auto record = conv.send.seal(body);
+    secure_zero(body.data(), body.size());
+    if (!record) {
+        return record.error();
+    }
+    ++conv.next_sid;
+    m_impl->note_rotation(std::string(peer), before, conv.send.status().epoch);
+    auto st = m_impl->send_inner(Frame{FrameType::message, 0, m_impl->user, std::string(peer), std::move(*record)});
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::probe(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
+    auto st = m_impl->send_inner(Frame{FrameType::probe, 0, m_impl->user, std::string(peer), {}});
+    m_impl->flush(lock);
+    return st;
+}
+
+void ClientCore::tick() {
+    std::unique_lock lock(m_impl->mutex);
+    if (!m_impl->authed || m_impl->phase != Impl::Phase::ready) {
+        return;
+    }
+    if (m_impl->awaited.empty()) {
+        (void)m_impl->send_inner(Frame{FrameType::probe, 0, m_impl->user, {}, {}});  // keepalive
+    }
+    for (const auto& peer : m_impl->awaited) {
+        (void)m_impl->send_inner(Frame{FrameType::probe, 0, m_impl->user, peer, {}});
+    }
+    m_impl->flush(lock);
+}
+
+Status ClientCore::leave(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
+    m_impl->conversations.erase(std::string(peer));
+    m_impl->awaited.erase(std::string(peer));
+    auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, std::string(peer), {}});
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::logout(std::uint8_t revoke) {
+    std::unique_lock lock(m_impl->mutex);
+    if (!m_impl->authed) {
+        return Error{Errc::not_authenticated, "not logged in"};
+    }
+    Bytes payload;
+    if (revoke != 0) {
+        payload.push_back(revoke);
+    }
+    auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, {}, std::move(payload)});
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::send_raw(const Frame& frame) {
+    std::unique_lock lock(m_impl->mutex);
+    auto st = m_impl->send_inner(frame);
+    m_impl->flush(lock);
+    return st;
+}
+
+bool ClientCore::ready() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->phase == Impl::Phase::ready;
+}
+
+bool ClientCore::authenticated() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->authed && m_impl->phase == Impl::Phase::ready;
+}
+
+std::string ClientCore::user() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->user;
+}
+
+IssuedSessionToken ClientCore::session_token() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->token;
+}
+
+std::vector<std::string> ClientCore::conversations() const {
+    const std::lock_guard lock(m_impl->mutex);
+    std::vector<std::string> out;
+    for (const auto& [peer, conv] : m_impl->conversations) {
+        out.push_back(peer);
+    }
+    return out;
+}
+
+std::optional<SuiteId> ClientCore::conversation_suite(std::string_view peer) const {
+    const std::lock_guard lock(m_impl->mutex);
+    const auto it = m_impl->conversations.find(peer);
+    if (it == m_impl->conversations.end()) {
+        return std::nullopt;
+    }
+    return it->second.suite;
+}
+
+void ClientCore::on_bytes(ByteView data) {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->phase == Impl::Phase::closed) {
+        return;
+    }
+    m_impl->decoder.feed(data);
+    while (m_impl->phase != Impl::Phase::closed) {
+        auto next = m_impl->decoder.next();
+        if (!next) {
+            m_impl->fail(next.error());
+            break;
+        }
+        if (!next->has_value()) {
+            break;
+        }
+        m_impl->on_frame(std::move(**next));
+    }
+    m_impl->flush(lock);
+}
+
+void ClientCore::on_closed(Errc reason) {
+    std::unique_lock lock(m_impl->mutex);
+    m_impl->fail(Error{reason, "connection closed"});
+    m_impl->output.reset();
+    m_impl->flush(lock);
+}
+
+}  // namespace sim

@@ -1,0 +1,603 @@
+// The sans-IO server core (docs/protocol.md section 5).
+#include "router.h"
+
+#include <sim/channel.h>
+#include <sim/crypto.h>
+#include <sim/messages.h>
+#include <sim/server.h>
+
+#include <algorithm>
+#include <limits>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <optional>
+
+namespace sim {
+
+namespace {
+
+std::string address_only(const std::string& peer) {
+    // "1.2.3.4:5678" or "[::1]:5678" -> the address part; throttling is per address, not per port.
+    const auto colon = peer.rfind(':');
+    return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+store::WallTime system_wall_clock() {
+    return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- shared state
+
+struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
+    ServerConfig config;
+    auth::Authenticator& authenticator;
+    auth::SessionTokens& tokens;
+    auth::ConversationKeyVault* vault;
+    Executor& workers;
+    Rng& rng;
+    const Clock& clock;
+    Bytes static_public;
+    server_detail::Router router;
+
+    std::atomic<std::size_t> connections{0};
+    std::atomic<std::uint64_t> logins_ok{0};
+    std::atomic<std::uint64_t> logins_failed{0};
+    std::atomic<std::uint64_t> next_conn_id{1};
+
+    Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v, Executor& w,
+         Rng& r, const Clock& cl)
+        : config(std::move(c)), authenticator(a), tokens(t), vault(v), workers(w), rng(r), clock(cl),
+          router(config.conversation_policy, v, r, [this] { return wall_now(); },
+                 [this](LogLevel l, std::string_view m) { log(l, m); }) {}
+
+    [[nodiscard]] store::WallTime wall_now() const {
+        return config.wall_clock ? config.wall_clock() : system_wall_clock();
+    }
+
+    void log(LogLevel level, std::string_view message) const {
+        if (config.log) {
+            config.log(level, message);
+        }
+    }
+};
+
+// ---------------------------------------------------------------- one connection
+
+namespace server_detail {
+
+class ServerConnection final : public ConnectionHandler, public Peer, public std::enable_shared_from_this<ServerConnection> {
+public:
+    ServerConnection(std::shared_ptr<ServerCore::Impl> core, std::shared_ptr<ConnectionOutput> output,
+                     std::string peer, std::uint64_t id)
+        : m_core(std::move(core)),
+          m_output(std::move(output)),
+          m_peer(std::move(peer)),
+          m_id(id),
+          m_decoder(m_core->config.max_frame_size),
+          m_tokens_left(static_cast<double>(m_core->config.message_burst)),
+          m_last_refill(m_core->clock.now()) {}
+
+    Status init_handshake() {
+        ServerHandshakeConfig cfg;
+        cfg.static_private_key = m_core->config.static_private_key;
+        cfg.suites = m_core->config.channel_policy;
+        cfg.session.rotation = m_core->config.channel_rotation;
+        SIM_TRY(auto hs, ServerHandshake::create(std::move(cfg), m_core->rng, m_core->clock));
+        m_handshake.emplace(std::move(hs));
+        return ok();
+    }
+
+    // ------------------------------------------------------------ ConnectionHandler
+
+    void on_bytes(ByteView data) override {
+        const std::lock_guard lock(m_mutex);
+        if (m_phase == Phase::closed) {
+            return;
+        }
+        m_decoder.feed(data);
+        for (;;) {
+            auto next = m_decoder.next();
+            if (!next) {
+                fail(next.error());
+                return;
+            }
+            if (!next->has_value()) {
+                return;
+            }
+            handle_frame(std::move(**next));
+            if (m_phase == Phase::closed) {
+                return;
+            }
+        }
+    }
+
+    void on_closed(Errc reason) override {
+        std::string user;
+        {
+            const std::lock_guard lock(m_mutex);
+            const bool was_open = m_phase != Phase::closed;
+            m_phase = Phase::closed;
+            user = m_user;
+            if (!was_open && user.empty()) {
+                // already torn down by fail(); nothing more to do
+            }
+        }
+        if (!user.empty()) {
+            m_core->router.disconnect(user, this);
+        }
+        {
+            const std::lock_guard lock(m_send_mutex);
+            m_send.reset();
+            m_output.reset();
+        }
+        m_core->connections.fetch_sub(1);
+        m_core->log(LogLevel::debug, "conn " + std::to_string(m_id) + " closed: " + describe(reason));
+    }
+
+    // ------------------------------------------------------------ Peer (called by the router)
+
+    void deliver(const Frame& frame) override {
+        const std::lock_guard lock(m_send_mutex);
+        send_locked(frame);
+    }
+
+    void kick(Errc code, std::string_view detail) override {
+        deliver(make_error_frame(code, detail));
+        const std::lock_guard lock(m_send_mutex);
+        if (m_output) {
+            m_output->close(code);
+        }
+    }
+
+private:
+    enum class Phase : std::uint8_t { handshake, established, logging_in, authenticated, closed };
+
+    // ------------------------------------------------------------ sending
+
+    void send_locked(const Frame& frame) {
+        if (!m_output || !m_send) {
+            return;
+        }
+        auto inner = encode_frame(frame, std::max<std::size_t>(m_core->config.max_frame_size, default_max_frame_size));
+        if (!inner) {
+            return;
+        }
+        auto record = m_send->seal(*inner);
+        secure_zero(inner->data(), inner->size());
+        if (!record) {
+            m_output->close(record.code());
+            return;
+        }
+        Frame outer{FrameType::record, 0, {}, {}, std::move(*record)};
+        auto bytes = encode_frame(outer, std::numeric_limits<std::uint32_t>::max());
+        if (bytes) {
+            m_output->send(std::move(*bytes));
+        }
+    }
+
+    void send_plain(const Frame& frame) {
+        const std::lock_guard lock(m_send_mutex);
+        if (!m_output) {
+            return;
+        }
+        if (auto bytes = encode_frame(frame, m_core->config.max_frame_size)) {
+            m_output->send(std::move(*bytes));
+        }
+    }
+
+    void send(const Frame& frame) {
+        const std::lock_guard lock(m_send_mutex);
+        send_locked(frame);
+    }
+
+    /// Report an error to the client (encrypted once the channel is up) and close. Caller holds m_mutex.
+    void fail(const Error& error) {
+        if (m_phase == Phase::closed) {
+            return;
+        }
+        m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " closed: " +
+                                        error.message());
+        const bool channel_up = m_phase != Phase::handshake;
+        m_phase = Phase::closed;
+        m_handshake.reset();
+        m_recv.reset();
+        const std::lock_guard lock(m_send_mutex);
+        if (channel_up) {
+            send_locked(make_error_frame(error.code, error.detail));
+        }
+        m_send.reset();
+        if (m_output) {
+            m_output->close(error.code);
+        }
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    void handle_frame(Frame frame) {
+        switch (m_phase) {
+            case Phase::handshake:
+                if (frame.type != FrameType::handshake) {
+                    fail(Error{Errc::invalid_state, "expected a handshake frame"});
+                    return;
+                }
+                handle_handshake(frame.payload);
+                return;
+            case Phase::established:
+            case Phase::logging_in:
+            case Phase::authenticated: {
+                if (frame.type != FrameType::record) {
+                    fail(Error{Errc::invalid_state, "expected a record frame"});
+                    return;
+                }
+                auto plain = m_recv->open(frame.payload);
+                if (!plain) {
+                    fail(plain.error());  // the channel is fail-closed: forged, replayed or reordered records end it
+                    return;
+                }
+                auto inner = decode_frame(*plain, std::numeric_limits<std::uint32_t>::max());
+                secure_zero(plain->data(), plain->size());
+                if (!inner) {
+                    fail(inner.error());
+                    return;
+                }
+                if (is_transport_frame(inner->type)) {
+                    fail(Error{Errc::bad_field, "transport frame inside a record"});
+                    return;
+                }
+                if (m_phase == Phase::logging_in) {
+                    if (m_pending.size() >= m_core->config.max_frames_during_login) {
+                        fail(Error{Errc::rate_limited, "too many frames before the login completed"});
+                        return;
+                    }
+                    m_pending.push_back(std::move(*inner));
+                    return;
+                }
+                handle_inner(std::move(*inner));
+                return;
+            }
+            case Phase::closed:
+                return;
+        }
+    }
+
+    void handle_handshake(ByteView message) {
+        if (const auto st = m_handshake->read_message(message); !st) {
+            fail(st.error());
+            return;
+        }
+        if (m_handshake->next_action() == ChannelAction::write_message) {
+            auto reply = m_handshake->write_message();
+            if (!reply) {
+                fail(reply.error());
+                return;
+            }
+            send_plain(Frame{FrameType::handshake, 0, {}, {}, std::move(*reply)});
+            if (m_handshake->next_action() == ChannelAction::failed) {
+                fail(m_handshake->failure());  // msg2 carried the refusal (no common suite)
+                return;
+            }
+        }
+        if (m_handshake->next_action() != ChannelAction::complete) {
+            return;
+        }
+        auto keys = m_handshake->finish();
+        m_handshake.reset();
+        if (!keys) {
+            fail(keys.error());
+            return;
+        }
+        {
+            const std::lock_guard lock(m_send_mutex);
+            m_send.emplace(std::move(keys->send));
+            if (m_output) {
+                m_output->established();
+            }
+        }
+        m_recv.emplace(std::move(keys->recv));
+        m_phase = Phase::established;
+        m_core->log(LogLevel::debug, "conn " + std::to_string(m_id) + " channel up, suite " +
+                                         std::string(suite_name(keys->suite)));
+    }
+
+    void handle_inner(Frame frame) {
+        if (m_phase == Phase::established) {
+            if (frame.type != FrameType::init) {
+                fail(Error{Errc::not_authenticated, "log in first (init)"});
+                return;
+            }
+            start_login(std::move(frame));
+            return;
+        }
+        switch (frame.type) {
+            case FrameType::init: handle_init(frame); return;
+            case FrameType::probe: handle_probe(frame); return;
+            case FrameType::message: handle_message(frame); return;
+            case FrameType::close: handle_close(frame); return;
+            default: fail(Error{Errc::bad_field, "frame type not allowed from a client"}); return;
+        }
+    }
+
+    // ------------------------------------------------------------ login
+
+    void start_login(Frame frame) {
+        auto creds = decode_credentials(frame.payload);
+        secure_zero(frame.payload.data(), frame.payload.size());
+        if (!creds) {
+            fail(creds.error());
+            return;
+        }
+        if (creds->kind == CredentialKind::none) {
+            fail(Error{Errc::not_authenticated, "log in first (init)"});
+            return;
+        }
+        m_phase = Phase::logging_in;
+        auto self = shared_from_this();
+        auto job = [self, source = frame.source, destination = frame.destination,
+                    creds = std::make_shared<Credentials>(std::move(*creds))]() {
+            self->run_login(source, destination, *creds);
+        };
+        if (!m_core->workers.submit(std::move(job))) {
+            fail(Error{Errc::busy, "login queue full, try again"});
+        }
+    }
+
+    /// On a worker thread: the slow part (password hash, database).
+    void run_login(const std::string& source, const std::string& destination, const Credentials& creds) {
+        auto& core = *m_core;
+        const std::string address = address_only(m_peer);
+        const std::string_view secret{reinterpret_cast<const char*>(creds.secret.data()), creds.secret.size()};
+        Result<std::string> user{Errc::internal};
+        IssuedSessionToken issued;
+        Duration retry_after{0};
+        if (creds.kind == CredentialKind::token) {
+            auto name = auth::canonical_username(source);
+            auto owner = core.tokens.validate(creds.secret, wall_now());
+            if (!name || !owner || *owner != *name) {
+                user = Error{Errc::auth_rejected, "session token not valid for this user"};
+            } else {
+                user = std::move(*owner);
+            }
+        } else {
+            auto r = creds.kind == CredentialKind::register_password
+                         ? core.authenticator.register_user(source, secret, address)
+                         : core.authenticator.login(source, secret, address);
+            retry_after = r.retry_after;
+            if (r.ok()) {
+                user = r.outcome->username;
+                auto token = core.tokens.issue(*user, wall_now(), core.config.token_ttl);
+                if (token) {
+                    issued.token = std::move(token->token);
+                    issued.expires_unix_ms = token->expires.time_since_epoch().count();
+                }
+            } else {
+                user = r.outcome.error();
+            }
+        }
+        finish_login(std::move(user), destination, issued, retry_after);
+    }
+
+    void finish_login(Result<std::string> user, const std::string& destination, const IssuedSessionToken& issued,
+                      Duration retry_after) {
+        const std::lock_guard lock(m_mutex);
+        if (m_phase != Phase::logging_in) {
+            return;  // closed meanwhile
+        }
+        if (!user) {
+            m_core->logins_failed.fetch_add(1);
+            Error err = user.error();
+            if (err.code == Errc::throttled) {
+                const auto secs = std::chrono::duration_cast<std::chrono::seconds>(retry_after).count();
+                err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
+            }
+            fail(err);
+            return;
+        }
+        m_core->logins_ok.fetch_add(1);
+        m_user = *user;
+        m_phase = Phase::authenticated;
+        m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
+        send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
+                   m_user, encode_session_token(issued)});
+        m_core->router.login(m_user, shared_from_this());
+        if (!destination.empty()) {
+            open_conversation(destination);
+        }
+        auto pending = std::move(m_pending);
+        m_pending.clear();
+        for (auto& f : pending) {
+            if (m_phase != Phase::authenticated) {
+                return;
+            }
+            handle_inner(std::move(f));
+        }
+    }
+
+    store::WallTime wall_now() const { return m_core->wall_now(); }
+
+    // ------------------------------------------------------------ authenticated requests
+
+    bool check_source(const Frame& frame) {
+        if (frame.source != m_user) {
+            auto canon = auth::canonical_username(frame.source);
+            if (!canon || *canon != m_user) {
+                refuse(Errc::source_mismatch, "source is not the logged-in user");
+                return false;
+            }
+        }
+        return true;
+    }
+
+    void refuse(Errc code, std::string_view detail) {
+        m_core->router.count_refused();
+        send(make_error_frame(code, detail));
+    }
+
+    bool within_rate() {
+        const auto now = m_core->clock.now();
+        const double elapsed = std::chrono::duration<double>(now - m_last_refill).count();
+        m_last_refill = now;
+        m_tokens_left = std::min(static_cast<double>(m_core->config.message_burst),
+                                 m_tokens_left + elapsed * m_core->config.messages_per_second);
+        if (m_tokens_left >= 1.0) {
+            m_tokens_left -= 1.0;
+            m_violations = 0;
+            return true;
+        }
+        if (++m_violations >= m_core->config.max_rate_violations) {
+            fail(Error{Errc::rate_limited, "flooding"});
+        } else {
+            refuse(Errc::rate_limited, "slow down");
+        }
+        return false;
+    }
+
+    void handle_init(const Frame& frame) {
+        if (!check_source(frame)) {
+            return;
+        }
+        auto creds = decode_credentials(frame.payload);
+        if (!creds || creds->kind != CredentialKind::none) {
+            refuse(Errc::bad_field, "already logged in: init carries no credentials now");
+            return;
+        }
+        if (frame.destination.empty()) {
+            refuse(Errc::bad_destination, "init without a destination");
+            return;
+        }
+        open_conversation(frame.destination);
+    }
+
+    void open_conversation(const std::string& destination) {
+        auto peer = canonical_peer(destination);
+        if (!peer) {
+            return;
+        }
+        m_core->router.open(m_user, *peer);
+    }
+
+    std::optional<std::string> canonical_peer(const std::string& destination) {
+        if (destination == server_name) {
+            refuse(Errc::bad_destination, "the server is not a conversation peer");
+            return std::nullopt;
+        }
+        auto peer = auth::canonical_username(destination);
+        if (!peer) {
+            refuse(Errc::bad_destination, "destination is not a valid user name");
+            return std::nullopt;
+        }
+        if (*peer == m_user) {
+            refuse(Errc::bad_destination, "cannot talk to yourself");
+            return std::nullopt;
+        }
+        return std::move(*peer);
+    }
+
+    void handle_probe(const Frame& frame) {
+        if (frame.destination.empty()) {
+            return;  // keepalive
+        }
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        if (auto peer = canonical_peer(frame.destination)) {
+            m_core->router.probe(m_user, *peer);
+        }
+    }
+
+    void handle_message(const Frame& frame) {
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        auto peer = canonical_peer(frame.destination);
+        if (!peer) {
+            return;
+        }
+        Frame out{FrameType::message, 0, m_user, *peer, frame.payload};
+        const auto st = m_core->router.forward(m_user, *peer, out);
+        if (!st) {
+            refuse(st.code(), st.error().detail);
+        }
+    }
+
+    void handle_close(const Frame& frame) {
+        if (!frame.destination.empty()) {
+            if (auto peer = canonical_peer(frame.destination)) {
+                m_core->router.leave(m_user, *peer);
+            }
+            return;
+        }
+        // logout; payload 1 = revoke this session's tokens is not tracked per connection, so 1 and 2 both revoke
+        // all of the user's tokens ("log out everywhere"); docs/protocol.md 5.3.
+        if (!frame.payload.empty() && (frame.payload[0] == 1 || frame.payload[0] == 2)) {
+            (void)m_core->tokens.revoke_all(m_user);
+        }
+        fail(Error{Errc::closed, "logged out"});
+    }
+
+    std::shared_ptr<ServerCore::Impl> m_core;
+    std::shared_ptr<ConnectionOutput> m_output;  // guarded by m_send_mutex
+    std::string m_peer;
+    std::uint64_t m_id;
+
+    std::mutex m_mutex;  // receive side: everything below up to m_send_mutex
+    Phase m_phase = Phase::handshake;
+    FrameDecoder m_decoder;
+    std::optional<ServerHandshake> m_handshake;
+    std::optional<RecvSession> m_recv;
+    std::string m_user;
+    std::deque<Frame> m_pending;
+    double m_tokens_left;
+    TimePoint m_last_refill;
+    std::uint32_t m_violations = 0;
+
+    std::mutex m_send_mutex;  // leaf lock: the send session and the output
+    std::optional<SendSession> m_send;
+};
+
+}  // namespace server_detail
+
+// ---------------------------------------------------------------- ServerCore
+
+ServerCore::ServerCore(std::shared_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+ServerCore::~ServerCore() = default;
+
+Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth::Authenticator& authenticator,
+                                                       auth::SessionTokens& tokens,
+                                                       auth::ConversationKeyVault* vault, Executor& workers, Rng& rng,
+                                                       const Clock& clock) {
+    SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
+    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, workers, rng, clock);
+    impl->static_public = pair.public_key;
+    return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
+}
+
+std::shared_ptr<ConnectionHandler> ServerCore::accept(std::shared_ptr<ConnectionOutput> output,
+                                                      const std::string& peer) {
+    const auto id = m_impl->next_conn_id.fetch_add(1);
+    auto conn = std::make_shared<server_detail::ServerConnection>(m_impl, std::move(output), peer, id);
+    if (!conn->init_handshake()) {
+        return nullptr;
+    }
+    m_impl->connections.fetch_add(1);
+    return conn;
+}
+
+ByteView ServerCore::static_public_key() const noexcept { return m_impl->static_public; }
+
+std::string ServerCore::fingerprint() const { return sim::fingerprint(m_impl->static_public); }
+
+ServerStats ServerCore::stats() const {
+    ServerStats s = m_impl->router.stats();
+    s.connections = m_impl->connections.load();
+    s.logins_ok = m_impl->logins_ok.load();
+    s.logins_failed = m_impl->logins_failed.load();
+    return s;
+}
+
+void ServerCore::shutdown() { m_impl->router.shutdown(); }
+
+}  // namespace sim
