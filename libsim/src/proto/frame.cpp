@@ -1,5 +1,7 @@
 #include <sim/frame.h>
 
+#include "wire.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -18,14 +20,9 @@ constexpr std::size_t off_length = 4;
 // Largest body the u32 length field can declare.
 constexpr std::uint64_t max_body_field = std::numeric_limits<std::uint32_t>::max();
 
-std::uint16_t load_u16(const std::uint8_t* p) noexcept {
-    return static_cast<std::uint16_t>((static_cast<unsigned>(p[0]) << 8U) | p[1]);
-}
-
-std::uint32_t load_u32(const std::uint8_t* p) noexcept {
-    return (static_cast<std::uint32_t>(p[0]) << 24U) | (static_cast<std::uint32_t>(p[1]) << 16U) |
-           (static_cast<std::uint32_t>(p[2]) << 8U) | static_cast<std::uint32_t>(p[3]);
-}
+using detail::load_u16;
+using detail::load_u32;
+using detail::WireReader;
 
 std::uint8_t* store_u16(std::uint8_t* p, std::uint16_t v) noexcept {
     p[0] = static_cast<std::uint8_t>(v >> 8U);
@@ -53,44 +50,6 @@ constexpr bool is_control(std::uint8_t c) noexcept { return c < 0x20U || c == 0x
 bool has_control(std::string_view s) noexcept {
     return std::any_of(s.begin(), s.end(), [](char c) { return is_control(static_cast<std::uint8_t>(c)); });
 }
-
-// A bounded cursor over one frame body: every read is checked against the body's end.
-class BodyReader {
-public:
-    explicit BodyReader(ByteView body) noexcept : m_data(body) {}
-
-    [[nodiscard]] std::size_t remaining() const noexcept { return m_data.size() - m_pos; }
-
-    [[nodiscard]] bool u8(std::uint8_t& v) noexcept {
-        if (remaining() < 1) {
-            return false;
-        }
-        v = m_data[m_pos++];
-        return true;
-    }
-
-    [[nodiscard]] bool u32(std::uint32_t& v) noexcept {
-        if (remaining() < 4) {
-            return false;
-        }
-        v = load_u32(m_data.data() + m_pos);
-        m_pos += 4;
-        return true;
-    }
-
-    [[nodiscard]] bool take(std::size_t n, ByteView& out) noexcept {
-        if (remaining() < n) {
-            return false;
-        }
-        out = m_data.subspan(m_pos, n);
-        m_pos += n;
-        return true;
-    }
-
-private:
-    ByteView m_data;
-    std::size_t m_pos = 0;
-};
 
 struct Header {
     FrameType type;
@@ -182,7 +141,7 @@ Status check_transport_fields(FrameType type, std::uint32_t sid, std::string_vie
     return ok();
 }
 
-Result<std::string> read_name(BodyReader& r, const char* which) {
+Result<std::string> read_name(WireReader& r, const char* which) {
     std::uint8_t len = 0;
     if (!r.u8(len)) {
         return Error{Errc::bad_length, std::string(which) + " length runs past the frame body"};
@@ -203,7 +162,7 @@ Result<std::string> read_name(BodyReader& r, const char* which) {
 }
 
 Result<Frame> parse_body(FrameType type, ByteView body) {
-    BodyReader r(body);
+    WireReader r(body);
     Frame f;
     f.type = type;
     if (!r.u32(f.sid)) {
