@@ -1,4 +1,8 @@
+#include <sim/clock.h>
 #include <sim/frame.h>
+#include <sim/rng.h>
+#include <sim/session.h>
+#include <sim/suite.h>
 
 #include <doctest/doctest.h>
 
@@ -651,6 +655,38 @@ TEST_CASE("stream decoder agrees with decode_frame on corrupted input") {
                 REQUIRE_FALSE(r.has_value());
                 CHECK(r.code() == direct.code());
             }
+        }
+    }
+}
+
+TEST_CASE("an inner frame of max_inner_frame_size fits a record frame of max_frame_size under every suite") {
+    const std::size_t max = 4096;
+    const std::size_t inner_max = sim::max_inner_frame_size(max);
+    CHECK(inner_max == max - sim::min_frame_size - sim::max_record_overhead);
+    CHECK(sim::max_inner_frame_size(sim::min_frame_size + sim::max_record_overhead) == 0);
+    CHECK(sim::max_inner_frame_size(0) == 0);
+
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("frame test"));
+    sim::ManualClock clock;
+    for (const sim::SuiteId suite :
+         {sim::SuiteId::tdes_cbc_hmac_sha256, sim::SuiteId::aes256_gcm, sim::SuiteId::chacha20_poly1305}) {
+        CAPTURE(sim::suite_name(suite));
+        sim::SessionConfig config;
+        config.suite = suite;
+        const sim::Bytes key(sim::suite_key_size(suite), 0x11);
+        auto send = sim::SendSession::create(config, key, *rng, clock);
+        REQUIRE(send.has_value());
+        // Every inner-frame length modulo the TDES block, up to the largest allowed.
+        for (std::size_t extra = 0; extra < 16; ++extra) {
+            Frame inner = make(FrameType::message, 0, "Alice", "Bob", {});
+            inner.payload.resize(inner_max - sim::encoded_frame_size(inner) - extra);
+            auto inner_bytes = sim::encode_frame(inner, inner_max);
+            REQUIRE(inner_bytes.has_value());
+            auto record = send->seal(*inner_bytes);
+            REQUIRE(record.has_value());
+            CHECK(record->size() - inner_bytes->size() <= sim::max_record_overhead);
+            auto outer = sim::encode_frame(make(FrameType::record, 0, "", "", *record), max);
+            CHECK_MESSAGE(outer.has_value(), "record frame over the maximum");
         }
     }
 }

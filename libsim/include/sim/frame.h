@@ -32,6 +32,15 @@ inline constexpr std::size_t max_name_size = 64;
 inline constexpr std::size_t default_max_frame_size = 64U * 1024U;
 /// Largest detail text carried by an error frame, in bytes.
 inline constexpr std::size_t max_error_detail_size = 256;
+/// Largest number of bytes sealing adds to an inner frame: the record header (16, session.h record_header_size)
+/// plus the largest suite overhead (TDES-CBC-HMAC-SHA256: IV 8 + padding up to 8 + MAC 32 = 48; the AEADs add 16).
+inline constexpr std::size_t max_record_overhead = 16 + 48;
+/// Largest inner frame that, sealed into one record, still fits a record frame of at most `max_frame_size` bytes
+/// (a record frame adds min_frame_size: its names are empty). 0 when nothing fits.
+[[nodiscard]] constexpr std::size_t max_inner_frame_size(std::size_t max_frame_size) noexcept {
+    constexpr std::size_t overhead = min_frame_size + max_record_overhead;
+    return max_frame_size > overhead ? max_frame_size - overhead : 0;
+}
 /// The sid of a KEYGEN frame (the seed's `sid:9999`).
 inline constexpr std::uint32_t keygen_sid = 9999;
 
