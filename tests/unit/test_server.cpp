@@ -234,6 +234,13 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     CHECK(alice.of(sim::ClientEventKind::message).at(0).text == "Hi Alice");
     CHECK(w.server->stats().messages_routed == 3);
 
+    // the largest texts go through both layers; one that cannot fit a frame is refused before sending
+    const std::string big(60000, 'x');
+    REQUIRE(alice.core->send("bob", big));
+    w.settle();
+    CHECK(bob.of(sim::ClientEventKind::message).back().text == big);
+    CHECK(alice.core->send("bob", std::string(70000, 'x')).code() == sim::Errc::frame_too_large);
+
     // leaving ends the conversation and deletes its key
     REQUIRE(alice.core->leave("bob"));
     w.settle();

@@ -115,7 +115,7 @@ struct ClientCore::Impl {
             before_ready.push_back(std::move(frame));
             return ok();
         }
-        SIM_TRY(auto inner, encode_frame(frame, config.max_frame_size));
+        SIM_TRY(auto inner, encode_frame(frame, max_inner_frame_size(config.max_frame_size)));
         secure_zero(frame.payload.data(), frame.payload.size());
         auto record = send->seal(inner);
         secure_zero(inner.data(), inner.size());
@@ -233,7 +233,7 @@ struct ClientCore::Impl {
             fail(plain.error());
             return;
         }
-        auto inner = decode_frame(*plain, std::numeric_limits<std::uint32_t>::max());
+        auto inner = decode_frame(*plain, max_inner_frame_size(config.max_frame_size));
         secure_zero(plain->data(), plain->size());
         if (!inner) {
             fail(inner.error());
@@ -448,10 +448,10 @@ Status ClientCore::send(std::string_view peer, std::string_view text) {
     if (it == m_impl->conversations.end()) {
         return Error{Errc::no_conversation, "no key assigned for this conversation yet"};
     }
-    // Two records and two frame headers wrap the text; refuse what cannot fit instead of failing later.
-    const std::size_t overhead = 2 * (record_header_size + 64 + frame_header_size + frame_min_body_size) +
-                                 2 * max_name_size + 8;
-    if (text.size() + overhead > m_impl->config.max_frame_size) {
+    // The text is sealed in a conversation record inside an inner frame, which is sealed in a channel record:
+    // refuse what cannot fit the frame limit instead of failing half way.
+    const std::size_t inner_overhead = 4 + max_record_overhead + min_frame_size + m_impl->user.size() + peer.size();
+    if (text.size() + inner_overhead > max_inner_frame_size(m_impl->config.max_frame_size)) {
         return Error{Errc::frame_too_large, "message too long"};
     }
     auto& conv = it->second;

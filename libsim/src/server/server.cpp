@@ -161,7 +161,7 @@ private:
         if (!m_output || !m_send) {
             return;
         }
-        auto inner = encode_frame(frame, std::max<std::size_t>(m_core->config.max_frame_size, default_max_frame_size));
+        auto inner = encode_frame(frame, max_inner_frame_size(m_core->config.max_frame_size));
         if (!inner) {
             return;
         }
@@ -172,7 +172,7 @@ private:
             return;
         }
         Frame outer{FrameType::record, 0, {}, {}, std::move(*record)};
-        auto bytes = encode_frame(outer, std::numeric_limits<std::uint32_t>::max());
+        auto bytes = encode_frame(outer, m_core->config.max_frame_size);
         if (bytes) {
             m_output->send(std::move(*bytes));
         }
@@ -237,7 +237,7 @@ private:
                     fail(plain.error());  // the channel is fail-closed: forged, replayed or reordered records end it
                     return;
                 }
-                auto inner = decode_frame(*plain, std::numeric_limits<std::uint32_t>::max());
+                auto inner = decode_frame(*plain, max_inner_frame_size(m_core->config.max_frame_size));
                 secure_zero(plain->data(), plain->size());
                 if (!inner) {
                     fail(inner.error());
