@@ -1,0 +1,232 @@
+#pragma once
+/// @file
+/// Storage interfaces for accounts, session tokens and conversation keys, and the backends that implement them.
+///
+/// The authentication logic (`sim/auth.h`) talks only to these interfaces, so an application can bring its own
+/// backend. libsim ships three, each of which implements all three interfaces (`Backend`) and passes one shared
+/// conformance suite (`tests/auth/`):
+/// - memory (`make_memory_backend`): tests and embedding; nothing persists.
+/// - SQLite (`open_sqlite_backend`): the embedded default. WAL mode, `synchronous=FULL`, versioned schema migrated
+///   on open; a newer or foreign file is refused without being modified.
+/// - MariaDB/MySQL (`open_mariadb_backend`): MariaDB Connector/C, prepared statements only, reconnects once after a
+///   dropped connection.
+///
+/// Data rules shared by every backend (the conformance suite checks them):
+/// - Usernames reach a store already in canonical form (`sim::auth::canonical_username`); stores compare them
+///   byte for byte.
+/// - Password hashes are opaque self-describing strings (at most `max_hash_length` bytes).
+/// - Session tokens are stored only as their SHA-256 (`token_hash`, 32 bytes); a store never sees a token.
+/// - Conversation keys are stored only sealed (encrypted and authenticated by `sim::auth::ConversationKeyVault`).
+/// - Deleting a user deletes their session tokens and conversation keys.
+/// - Stores never read a clock: every time value is passed in by the caller.
+///
+/// Thread safety: every backend object is safe to call from several threads at once (each serialises its own
+/// database access). Error details never contain usernames, hashes, tokens, keys or connection URLs.
+
+#include <sim/bytes.h>
+#include <sim/clock.h>
+#include <sim/error.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sim::store {
+
+/// Wall-clock time in milliseconds since the Unix epoch, for values that must mean the same after a restart
+/// (token expiry, conversation key creation). The caller supplies it; stores never read a clock.
+using WallTime = std::chrono::sys_time<std::chrono::milliseconds>;
+
+/// Longest password hash string a store accepts (Errc::invalid_argument beyond).
+inline constexpr std::size_t max_hash_length = 255;
+/// Longest canonical username a store accepts (the auth layer's limit is smaller).
+inline constexpr std::size_t max_username_length = 64;
+/// Size of a session token hash (SHA-256).
+inline constexpr std::size_t token_hash_size = 32;
+/// Longest sealed conversation key blob a store accepts.
+inline constexpr std::size_t max_sealed_key_size = 512;
+
+// ---------------------------------------------------------------- credentials
+
+/// Failed-login bookkeeping of one account, used by the authenticator's throttling.
+///
+/// `last_failure` is a value of the authenticator's injected monotonic `sim::Clock`; a store only keeps it.
+struct FailureState {
+    std::uint32_t count = 0;   ///< failures since the last success or the last quiet period
+    TimePoint last_failure{};  ///< time of the most recent failure (meaningless when count is 0)
+};
+
+/// One account as a credential store returns it.
+struct UserRecord {
+    std::string username;       ///< canonical name
+    std::string password_hash;  ///< self-describing hash string; never log it
+    FailureState failures;      ///< throttling state
+};
+
+/// Accounts: name, password hash, failed-attempt counter.
+class CredentialStore {
+public:
+    virtual ~CredentialStore() = default;
+
+    /// Add an account. Errc::user_exists when the name is taken; Errc::invalid_argument for an empty or
+    /// oversized name or hash; Errc::storage_error when the backend fails.
+    [[nodiscard]] virtual Status create_user(std::string_view username, std::string_view password_hash) = 0;
+
+    /// The account, or an empty optional when there is none (absence is not an error). Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<UserRecord>> find_user(std::string_view username) = 0;
+
+    /// Replace the password hash. With `expected_old`, only when the stored hash still equals it (a
+    /// compare-and-swap, so an opportunistic re-hash cannot undo a concurrent password change); returns whether
+    /// the hash was replaced. Errc::user_not_found, Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<bool> replace_hash(std::string_view username, std::string_view new_hash,
+                                                    std::optional<std::string_view> expected_old) = 0;
+
+    /// Atomically count one failed login at `now`: when the previous failure is at least `forget_after` old, or
+    /// lies after `now` (the clock restarted, e.g. after a reboot), the count restarts at 1; otherwise it grows
+    /// by one. Returns the new state. Errc::user_not_found, Errc::storage_error.
+    [[nodiscard]] virtual Result<FailureState> record_failure(std::string_view username, TimePoint now,
+                                                              Duration forget_after) = 0;
+
+    /// Reset the failure count to zero. Errc::user_not_found, Errc::storage_error.
+    [[nodiscard]] virtual Status clear_failures(std::string_view username) = 0;
+
+    /// Remove the account and, with it, its session tokens and conversation keys. Errc::user_not_found,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Status delete_user(std::string_view username) = 0;
+
+    /// All usernames in ascending byte order. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<std::string>> list_users() = 0;
+};
+
+// ---------------------------------------------------------------- session tokens
+
+/// What a session token store knows about one token.
+struct SessionRecord {
+    std::string username;  ///< owner (canonical)
+    WallTime expires{};    ///< the token is invalid from this instant on
+};
+
+/// Session tokens, stored only as the SHA-256 of the token (a leaked table yields no usable token).
+class SessionTokenStore {
+public:
+    virtual ~SessionTokenStore() = default;
+
+    /// Remember a token hash for `username` until `expires`. Errc::invalid_argument when `token_hash` is not 32
+    /// bytes; Errc::user_not_found when the account does not exist; Errc::storage_error (also for a duplicate
+    /// hash, which a random 256-bit token never produces).
+    [[nodiscard]] virtual Status put_token(ByteView token_hash, std::string_view username, WallTime expires) = 0;
+
+    /// The record for a token hash, or empty when unknown (expiry is not checked here). Errc::invalid_argument,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<SessionRecord>> find_token(ByteView token_hash) = 0;
+
+    /// Forget one token; returns whether it existed. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<bool> revoke_token(ByteView token_hash) = 0;
+
+    /// Forget every token of a user; returns how many there were. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> revoke_user_tokens(std::string_view username) = 0;
+
+    /// Forget every token whose expiry is at or before `now`; returns how many. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> purge_expired_tokens(WallTime now) = 0;
+};
+
+// ---------------------------------------------------------------- conversation keys
+
+/// A server-assigned conversation key as stored: the key itself only in sealed form.
+///
+/// The pair is unordered: stores keep `user_a` < `user_b` (byte order) whichever order the caller used.
+struct SealedConversationKey {
+    std::string user_a;       ///< canonical, the smaller of the two names
+    std::string user_b;       ///< canonical, the larger
+    Bytes sealed_key;         ///< opaque blob made by `sim::auth::ConversationKeyVault`
+    std::uint64_t epoch = 0;  ///< rotation counter; a stored key is only replaced by a higher epoch
+    WallTime created{};       ///< when this epoch's key was made
+};
+
+/// Conversation keys of user pairs. A conversation's key is deleted when the conversation ends.
+class ConversationKeyStore {
+public:
+    virtual ~ConversationKeyStore() = default;
+
+    /// Store the key of a pair (in either order), or replace it with a higher epoch. Errc::stale_epoch when the
+    /// stored key's epoch is equal or higher (nothing changes); Errc::user_not_found when either user does not
+    /// exist; Errc::invalid_argument for a pair of one user with itself, empty names or an empty/oversized blob;
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Status put_conversation_key(const SealedConversationKey& key) = 0;
+
+    /// The stored key of a pair (in either order), or empty. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<SealedConversationKey>> find_conversation_key(
+        std::string_view user1, std::string_view user2) = 0;
+
+    /// Delete the key of a pair (the conversation ended); returns whether there was one. Errc::invalid_argument,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<bool> delete_conversation_key(std::string_view user1, std::string_view user2) = 0;
+
+    /// Delete every key that involves `username`; returns how many. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> delete_user_conversation_keys(std::string_view username) = 0;
+
+    /// Delete every conversation key (e.g. when a server starts and no conversation survives). Returns how many.
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> delete_all_conversation_keys() = 0;
+};
+
+// ---------------------------------------------------------------- backends
+
+/// A backend: one database that implements all three stores. Thread-safe.
+class Backend : public CredentialStore, public SessionTokenStore, public ConversationKeyStore {
+public:
+    /// Short backend name for messages: "memory", "sqlite" or "mariadb".
+    [[nodiscard]] virtual std::string_view kind() const noexcept = 0;
+};
+
+/// An empty in-memory backend.
+std::unique_ptr<Backend> make_memory_backend();
+
+/// Settings of the SQLite backend.
+struct SqliteConfig {
+    std::string path;  ///< database file; created when missing. ":memory:" for a private one
+    std::chrono::milliseconds busy_timeout{5000};  ///< how long to wait for another process's write lock
+    bool integrity_check_on_open = true;           ///< run `PRAGMA quick_check` on open (reads the whole file once)
+};
+
+/// Schema version this libsim writes (both SQL backends).
+inline constexpr int schema_version = 3;
+
+/// Open (and create or upgrade) a SQLite database.
+///
+/// The file is checked before anything is written: a file that is not SQLite, is damaged, or is a SQLite
+/// database of another application gives Errc::corrupt_database; a libsim schema newer than `schema_version`
+/// gives Errc::schema_too_new. In those cases the file is left byte-for-byte unchanged. An older schema is
+/// migrated step by step inside one transaction. Errc::storage_error when the file cannot be opened or written.
+Result<std::unique_ptr<Backend>> open_sqlite_backend(const SqliteConfig& config);
+
+/// Settings of the MariaDB/MySQL backend.
+struct MariaDbConfig {
+    /// `mariadb://user:password@host[:port]/database[?socket=/path&connect_timeout=S&tls=required]`
+    /// (`mysql://` is accepted too). User and password are percent-decoded. With `socket`, the host is ignored
+    /// and the server is reached through that Unix socket. `tls=required` refuses an unencrypted connection.
+    /// The URL holds a secret: keep it in configuration, never in logs.
+    std::string url;
+};
+
+/// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
+/// `sim_conversation_keys`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
+/// database was written by a newer libsim; Errc::corrupt_database when it holds libsim tables without a version;
+/// Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented when this libsim was
+/// built without MariaDB Connector/C.
+Result<std::unique_ptr<Backend>> open_mariadb_backend(const MariaDbConfig& config);
+
+/// Whether this build includes the MariaDB backend.
+bool have_mariadb() noexcept;
+
+/// Open a backend from a URL: `memory:`, `sqlite:PATH` (e.g. `sqlite:/var/lib/sim/sim.db`, `sqlite::memory:`),
+/// or a `mariadb://` / `mysql://` URL as in `MariaDbConfig`. Errc::invalid_argument for an unknown scheme; else
+/// as the backend's own factory.
+Result<std::unique_ptr<Backend>> open_backend(std::string_view url);
+
+}  // namespace sim::store

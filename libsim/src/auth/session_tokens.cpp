@@ -1,0 +1,59 @@
+// Session tokens: random 256-bit tokens, stored only as SHA-256 (docs/accounts.md, "Session tokens").
+#include "rng_util.h"
+
+#include <sim/auth.h>
+#include <sim/crypto.h>
+
+namespace sim::auth {
+
+struct SessionTokens::Impl {
+    Impl(store::SessionTokenStore& s, Rng& r) : store(s), rng(r) {}
+    store::SessionTokenStore& store;
+    detail::LockedRng rng;
+};
+
+SessionTokens::SessionTokens(store::SessionTokenStore& store, Rng& rng) : m_impl(std::make_unique<Impl>(store, rng)) {}
+SessionTokens::~SessionTokens() = default;
+
+Result<IssuedToken> SessionTokens::issue(std::string_view username, store::WallTime now, Duration ttl) {
+    if (ttl <= Duration::zero()) {
+        return Error{Errc::invalid_argument, "token lifetime must be positive"};
+    }
+    SIM_TRY(const auto name, canonical_username(username));
+    IssuedToken issued;
+    issued.token = m_impl->rng.secure_bytes(session_token_size);
+    issued.expires = now + std::chrono::ceil<std::chrono::milliseconds>(ttl);
+    SIM_TRY_STATUS(m_impl->store.put_token(crypto::sha256(issued.token), name, issued.expires));
+    return issued;
+}
+
+Result<std::string> SessionTokens::validate(ByteView token, store::WallTime now) {
+    const Error invalid{Errc::token_invalid, "session token unknown, expired or revoked"};
+    if (token.size() != session_token_size) {
+        return invalid;
+    }
+    const auto digest = crypto::sha256(token);
+    SIM_TRY(auto record, m_impl->store.find_token(digest));
+    if (!record) {
+        return invalid;
+    }
+    if (now >= record->expires) {
+        (void)m_impl->store.revoke_token(digest);  // tidy up; the answer is the same either way
+        return invalid;
+    }
+    return std::move(record->username);
+}
+
+Result<bool> SessionTokens::revoke(ByteView token) {
+    if (token.size() != session_token_size) {
+        return false;
+    }
+    return m_impl->store.revoke_token(crypto::sha256(token));
+}
+
+Result<std::size_t> SessionTokens::revoke_all(std::string_view username) {
+    SIM_TRY(const auto name, canonical_username(username));
+    return m_impl->store.revoke_user_tokens(name);
+}
+
+}  // namespace sim::auth

@@ -1,0 +1,92 @@
+#pragma once
+// Argument checks and helpers shared by the storage backends. Private to libsim.
+
+#include <sim/store.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace sim::store::detail {
+
+inline Status check_name(std::string_view name) {
+    if (name.empty() || name.size() > max_username_length) {
+        return Error{Errc::invalid_argument, "username must be 1..64 bytes"};
+    }
+    return ok();
+}
+
+inline Status check_hash(std::string_view hash) {
+    if (hash.empty() || hash.size() > max_hash_length) {
+        return Error{Errc::invalid_argument, "password hash must be 1..255 bytes"};
+    }
+    return ok();
+}
+
+inline Status check_token_hash(ByteView token_hash) {
+    if (token_hash.size() != token_hash_size) {
+        return Error{Errc::invalid_argument, "token hash must be 32 bytes"};
+    }
+    return ok();
+}
+
+/// The pair in stored order (smaller name first). Errc::invalid_argument for bad names or a user with itself.
+inline Result<std::pair<std::string, std::string>> ordered_pair(std::string_view user1, std::string_view user2) {
+    SIM_TRY_STATUS(check_name(user1));
+    SIM_TRY_STATUS(check_name(user2));
+    if (user1 == user2) {
+        return Error{Errc::invalid_argument, "a conversation needs two different users"};
+    }
+    if (user2 < user1) {
+        std::swap(user1, user2);
+    }
+    return std::pair{std::string(user1), std::string(user2)};
+}
+
+inline Status check_sealed(ByteView sealed) {
+    if (sealed.empty() || sealed.size() > max_sealed_key_size) {
+        return Error{Errc::invalid_argument, "sealed conversation key must be 1..512 bytes"};
+    }
+    return ok();
+}
+
+/// Epochs are stored as signed 64-bit SQL integers.
+inline Status check_epoch(std::uint64_t epoch) {
+    if (epoch > static_cast<std::uint64_t>(INT64_MAX)) {
+        return Error{Errc::invalid_argument, "epoch must be below 2^63"};
+    }
+    return ok();
+}
+
+inline Error no_user() {
+    return Error{Errc::user_not_found, "no such account"};
+}
+inline Error stale() {
+    return Error{Errc::stale_epoch, "a key with an equal or higher epoch is stored"};
+}
+
+/// The newest last-failure time whose failures are forgotten at `now` (saturating instead of overflowing).
+inline std::int64_t forget_threshold(TimePoint now, Duration forget_after) {
+    const std::int64_t n = now.time_since_epoch().count();
+    const std::int64_t f = forget_after.count();
+    if (f < 0) {
+        return n > INT64_MAX + f ? INT64_MAX : n - f;
+    }
+    return n < INT64_MIN + f ? INT64_MIN : n - f;
+}
+
+/// TimePoint <-> integer nanoseconds, WallTime <-> integer milliseconds (the SQL column values).
+inline std::int64_t to_ns(TimePoint t) {
+    return t.time_since_epoch().count();
+}
+inline TimePoint from_ns(std::int64_t v) {
+    return TimePoint{Duration{v}};
+}
+inline std::int64_t to_ms(WallTime t) {
+    return t.time_since_epoch().count();
+}
+inline WallTime from_ms(std::int64_t v) {
+    return WallTime{std::chrono::milliseconds{v}};
+}
+
+}  // namespace sim::store::detail

@@ -1,0 +1,450 @@
+// The SQLite backend (through SQLiteCpp): WAL, synchronous=FULL, versioned schema with migrations on open.
+// See docs/accounts.md, "SQLite".
+#include "checks.h"
+#include "sqlite_schema.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <limits>
+#include <mutex>
+
+namespace sim::store {
+namespace {
+
+using namespace detail;
+
+// Error details name the SQLite error class only: SQLite's own messages can quote column names and values.
+Error from_sqlite(int code, int extended) {
+    const int primary = code & 0xFF;
+    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) {
+        return Error{Errc::corrupt_database, std::string("sqlite: ") + sqlite3_errstr(extended)};
+    }
+    return Error{Errc::storage_error, std::string("sqlite: ") + sqlite3_errstr(extended)};
+}
+
+Error from_exception(const SQLite::Exception& e) {
+    return from_sqlite(e.getErrorCode(), e.getExtendedErrorCode());
+}
+
+// Run `fn`, turning exceptions into errors (SQLiteCpp reports failures by throwing).
+template <typename Fn>
+auto guarded(Fn&& fn) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const SQLite::Exception& e) {
+        return from_exception(e);
+    } catch (const std::exception&) {
+        return Error{Errc::storage_error, "sqlite: unexpected failure"};
+    }
+}
+
+bool is_memory_path(const std::string& path) {
+    return path.empty() || path == ":memory:";
+}
+
+struct Identity {
+    int application_id = 0;
+    int version = 0;
+    int objects = 0;
+};
+
+Identity read_identity(SQLite::Database& db) {
+    Identity id;
+    id.application_id = db.execAndGet("PRAGMA application_id").getInt();
+    id.version = db.execAndGet("PRAGMA user_version").getInt();
+    id.objects = db.execAndGet("SELECT count(*) FROM sqlite_master").getInt();
+    return id;
+}
+
+/// Whether a file with this identity may be opened (and migrated). Errors name the reason.
+Status judge(const Identity& id) {
+    if (id.application_id == 0 && id.version == 0 && id.objects == 0) {
+        return ok();  // an empty database: create the schema
+    }
+    if (id.application_id != sqlite_application_id) {
+        return Error{Errc::corrupt_database, "the file is a SQLite database of another application"};
+    }
+    if (id.version > schema_version) {
+        return Error{Errc::schema_too_new, "database schema version " + std::to_string(id.version) +
+                                               " is newer than this libsim's " + std::to_string(schema_version)};
+    }
+    if (id.version < 1) {
+        return Error{Errc::corrupt_database, "libsim database without a schema version"};
+    }
+    return ok();
+}
+
+/// A path as the path part of a SQLite "file:" URI (RFC 3986 percent-encoding of everything unusual).
+std::string uri_path(const std::string& path) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (const char c : path) {
+        const auto u = static_cast<unsigned char>(c);
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+                           c == '-' || c == '_' || c == '.' || c == '~';
+        if (plain) {
+            out.push_back(c);
+        } else {
+            out.push_back('%');
+            out.push_back(hex[u >> 4U]);
+            out.push_back(hex[u & 0x0FU]);
+        }
+    }
+    return out;
+}
+
+/// Check an existing file through a read-only connection, which can neither write nor checkpoint: a file we
+/// refuse is left exactly as it was.
+Status inspect_existing(const SqliteConfig& config) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(config.path, ec);
+    if (ec || size == 0) {
+        return ok();  // missing or empty: it will be created
+    }
+    // Without a WAL or journal beside it the file alone is the database: open it "immutable", which reads
+    // without locks and without creating -wal/-shm files. Otherwise a writer is active (or crashed) and those
+    // files exist already; a plain read-only connection neither writes the database nor checkpoints.
+    const bool quiet =
+        !std::filesystem::exists(config.path + "-wal", ec) && !std::filesystem::exists(config.path + "-journal", ec);
+    const std::string target = quiet ? "file:" + uri_path(config.path) + "?mode=ro&immutable=1" : config.path;
+    const int flags = quiet ? (SQLite::OPEN_READONLY | SQLite::OPEN_URI) : SQLite::OPEN_READONLY;
+    return guarded([&]() -> Status {
+        SQLite::Database db(target, flags, static_cast<int>(config.busy_timeout.count()));
+        const auto id = read_identity(db);
+        SIM_TRY_STATUS(judge(id));
+        if (config.integrity_check_on_open && id.objects != 0) {
+            const auto result = db.execAndGet("PRAGMA quick_check(1)").getString();
+            if (result != "ok") {
+                return Error{Errc::corrupt_database, "database failed its integrity check"};
+            }
+        }
+        return ok();
+    });
+}
+
+class SqliteBackend final : public Backend {
+public:
+    explicit SqliteBackend(std::unique_ptr<SQLite::Database> db) : m_db(std::move(db)) {}
+
+    std::string_view kind() const noexcept override { return "sqlite"; }
+
+    Status create_user(std::string_view username, std::string_view password_hash) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_hash(password_hash));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db, "INSERT INTO sim_users (username, password_hash) VALUES (?, ?)");
+            q.bind(1, std::string(username));
+            q.bind(2, std::string(password_hash));
+            try {
+                q.exec();
+            } catch (const SQLite::Exception& e) {
+                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+                    return Error{Errc::user_exists, "username is taken"};
+                }
+                throw;
+            }
+            return ok();
+        });
+    }
+
+    Result<std::optional<UserRecord>> find_user(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<std::optional<UserRecord>> {
+            SQLite::Statement q(*m_db,
+                                "SELECT username, password_hash, failed_count, last_failure_ns FROM sim_users "
+                                "WHERE username = ?");
+            q.bind(1, std::string(username));
+            if (!q.executeStep()) {
+                return std::optional<UserRecord>{};
+            }
+            UserRecord rec;
+            rec.username = q.getColumn(0).getString();
+            rec.password_hash = q.getColumn(1).getString();
+            rec.failures.count = static_cast<std::uint32_t>(q.getColumn(2).getInt64());
+            rec.failures.last_failure = from_ns(q.getColumn(3).getInt64());
+            return std::optional<UserRecord>{std::move(rec)};
+        });
+    }
+
+    Result<bool> replace_hash(std::string_view username, std::string_view new_hash,
+                              std::optional<std::string_view> expected_old) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_hash(new_hash));
+        return locked([&]() -> Result<bool> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            SQLite::Statement q(*m_db, expected_old ? "UPDATE sim_users SET password_hash = ? WHERE username = ? "
+                                                      "AND password_hash = ?"
+                                                    : "UPDATE sim_users SET password_hash = ? WHERE username = ?");
+            q.bind(1, std::string(new_hash));
+            q.bind(2, std::string(username));
+            if (expected_old) {
+                q.bind(3, std::string(*expected_old));
+            }
+            if (q.exec() != 0) {
+                tx.commit();
+                return true;
+            }
+            if (!exists(username)) {
+                return no_user();
+            }
+            return false;
+        });
+    }
+
+    Result<FailureState> record_failure(std::string_view username, TimePoint now, Duration forget_after) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<FailureState> {
+            // One statement, so the read-modify-write is atomic against other connections too.
+            SQLite::Statement q(*m_db,
+                                "UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
+                                "last_failure_ns > ?1 OR last_failure_ns <= ?2 THEN 1 "
+                                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ns = ?1 "
+                                "WHERE username = ?3 RETURNING failed_count, last_failure_ns");
+            q.bind(1, to_ns(now));
+            q.bind(2, forget_threshold(now, forget_after));
+            q.bind(3, std::string(username));
+            if (!q.executeStep()) {
+                return no_user();
+            }
+            FailureState st;
+            st.count = static_cast<std::uint32_t>(q.getColumn(0).getInt64());
+            st.last_failure = from_ns(q.getColumn(1).getInt64());
+            while (q.executeStep()) {
+            }
+            return st;
+        });
+    }
+
+    Status clear_failures(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db, "UPDATE sim_users SET failed_count = 0, last_failure_ns = 0 WHERE username = ?");
+            q.bind(1, std::string(username));
+            if (q.exec() == 0) {
+                return no_user();
+            }
+            return ok();
+        });
+    }
+
+    Status delete_user(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Status {
+            // Tokens and conversation keys go by ON DELETE CASCADE (foreign_keys is on for this connection).
+            SQLite::Statement q(*m_db, "DELETE FROM sim_users WHERE username = ?");
+            q.bind(1, std::string(username));
+            if (q.exec() == 0) {
+                return no_user();
+            }
+            return ok();
+        });
+    }
+
+    Result<std::vector<std::string>> list_users() override {
+        return locked([&]() -> Result<std::vector<std::string>> {
+            SQLite::Statement q(*m_db, "SELECT username FROM sim_users ORDER BY username");
+            std::vector<std::string> out;
+            while (q.executeStep()) {
+                out.push_back(q.getColumn(0).getString());
+            }
+            return out;
+        });
+    }
+
+    Status put_token(ByteView token_hash, std::string_view username, WallTime expires) override {
+        SIM_TRY_STATUS(check_token_hash(token_hash));
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db, "INSERT INTO sim_sessions (token_hash, username, expires_ms) VALUES (?, ?, ?)");
+            q.bind(1, token_hash.data(), static_cast<int>(token_hash.size()));
+            q.bind(2, std::string(username));
+            q.bind(3, to_ms(expires));
+            try {
+                q.exec();
+            } catch (const SQLite::Exception& e) {
+                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+                    return no_user();
+                }
+                throw;
+            }
+            return ok();
+        });
+    }
+
+    Result<std::optional<SessionRecord>> find_token(ByteView token_hash) override {
+        SIM_TRY_STATUS(check_token_hash(token_hash));
+        return locked([&]() -> Result<std::optional<SessionRecord>> {
+            SQLite::Statement q(*m_db, "SELECT username, expires_ms FROM sim_sessions WHERE token_hash = ?");
+            q.bind(1, token_hash.data(), static_cast<int>(token_hash.size()));
+            if (!q.executeStep()) {
+                return std::optional<SessionRecord>{};
+            }
+            return std::optional<SessionRecord>{
+                SessionRecord{q.getColumn(0).getString(), from_ms(q.getColumn(1).getInt64())}};
+        });
+    }
+
+    Result<bool> revoke_token(ByteView token_hash) override {
+        SIM_TRY_STATUS(check_token_hash(token_hash));
+        return locked([&]() -> Result<bool> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_sessions WHERE token_hash = ?");
+            q.bind(1, token_hash.data(), static_cast<int>(token_hash.size()));
+            return q.exec() != 0;
+        });
+    }
+
+    Result<std::size_t> revoke_user_tokens(std::string_view username) override {
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_sessions WHERE username = ?");
+            q.bind(1, std::string(username));
+            return static_cast<std::size_t>(q.exec());
+        });
+    }
+
+    Result<std::size_t> purge_expired_tokens(WallTime now) override {
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_sessions WHERE expires_ms <= ?");
+            q.bind(1, to_ms(now));
+            return static_cast<std::size_t>(q.exec());
+        });
+    }
+
+    Status put_conversation_key(const SealedConversationKey& key) override {
+        SIM_TRY(const auto pair, ordered_pair(key.user_a, key.user_b));
+        SIM_TRY_STATUS(check_sealed(key.sealed_key));
+        SIM_TRY_STATUS(check_epoch(key.epoch));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db,
+                                "INSERT INTO sim_conversation_keys (user_a, user_b, sealed_key, epoch, created_ms) "
+                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_a, user_b) DO UPDATE SET "
+                                "sealed_key = excluded.sealed_key, epoch = excluded.epoch, "
+                                "created_ms = excluded.created_ms WHERE excluded.epoch > sim_conversation_keys.epoch");
+            q.bind(1, pair.first);
+            q.bind(2, pair.second);
+            q.bind(3, key.sealed_key.data(), static_cast<int>(key.sealed_key.size()));
+            q.bind(4, static_cast<std::int64_t>(key.epoch));
+            q.bind(5, to_ms(key.created));
+            int changed = 0;
+            try {
+                changed = q.exec();
+            } catch (const SQLite::Exception& e) {
+                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+                    return no_user();
+                }
+                throw;
+            }
+            if (changed == 0) {
+                return stale();
+            }
+            return ok();
+        });
+    }
+
+    Result<std::optional<SealedConversationKey>> find_conversation_key(std::string_view user1,
+                                                                       std::string_view user2) override {
+        SIM_TRY(const auto pair, ordered_pair(user1, user2));
+        return locked([&]() -> Result<std::optional<SealedConversationKey>> {
+            SQLite::Statement q(*m_db,
+                                "SELECT sealed_key, epoch, created_ms FROM sim_conversation_keys "
+                                "WHERE user_a = ? AND user_b = ?");
+            q.bind(1, pair.first);
+            q.bind(2, pair.second);
+            if (!q.executeStep()) {
+                return std::optional<SealedConversationKey>{};
+            }
+            SealedConversationKey rec;
+            rec.user_a = pair.first;
+            rec.user_b = pair.second;
+            const auto blob = q.getColumn(0);
+            const auto* p = static_cast<const std::uint8_t*>(blob.getBlob());
+            rec.sealed_key.assign(p, p + blob.getBytes());
+            rec.epoch = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+            rec.created = from_ms(q.getColumn(2).getInt64());
+            return std::optional<SealedConversationKey>{std::move(rec)};
+        });
+    }
+
+    Result<bool> delete_conversation_key(std::string_view user1, std::string_view user2) override {
+        SIM_TRY(const auto pair, ordered_pair(user1, user2));
+        return locked([&]() -> Result<bool> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_conversation_keys WHERE user_a = ? AND user_b = ?");
+            q.bind(1, pair.first);
+            q.bind(2, pair.second);
+            return q.exec() != 0;
+        });
+    }
+
+    Result<std::size_t> delete_user_conversation_keys(std::string_view username) override {
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_conversation_keys WHERE user_a = ?1 OR user_b = ?1");
+            q.bind(1, std::string(username));
+            return static_cast<std::size_t>(q.exec());
+        });
+    }
+
+    Result<std::size_t> delete_all_conversation_keys() override {
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_conversation_keys");
+            return static_cast<std::size_t>(q.exec());
+        });
+    }
+
+private:
+    template <typename Fn>
+    auto locked(Fn&& fn) -> decltype(fn()) {
+        const std::lock_guard lock(m_mutex);
+        return guarded(std::forward<Fn>(fn));
+    }
+
+    bool exists(std::string_view username) {
+        SQLite::Statement q(*m_db, "SELECT 1 FROM sim_users WHERE username = ?");
+        q.bind(1, std::string(username));
+        return q.executeStep();
+    }
+
+    std::mutex m_mutex;
+    std::unique_ptr<SQLite::Database> m_db;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> open_sqlite_backend(const SqliteConfig& config) {
+    if (config.busy_timeout.count() < 0 || config.busy_timeout.count() > std::numeric_limits<int>::max()) {
+        return Error{Errc::invalid_argument, "busy_timeout out of range"};
+    }
+    const bool memory = is_memory_path(config.path);
+    if (!memory) {
+        SIM_TRY_STATUS(inspect_existing(config));
+    }
+    return guarded([&]() -> Result<std::unique_ptr<Backend>> {
+        auto db = std::make_unique<SQLite::Database>(memory ? std::string(":memory:") : config.path,
+                                                     SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+                                                     static_cast<int>(config.busy_timeout.count()));
+        db->exec("PRAGMA synchronous = FULL");
+        db->exec("PRAGMA foreign_keys = ON");
+        {
+            // All migrations in one transaction: a failure leaves the file as it was. Another process may be
+            // migrating at the same time: the version is read again inside the write lock.
+            SQLite::Transaction tx(*db, SQLite::TransactionBehavior::IMMEDIATE);
+            const auto id = read_identity(*db);
+            SIM_TRY_STATUS(judge(id));
+            for (int v = id.version; v < schema_version; ++v) {
+                db->exec(sqlite_migrations[static_cast<std::size_t>(v)]);
+                db->exec("PRAGMA user_version = " + std::to_string(v + 1));
+            }
+            tx.commit();
+        }
+        // WAL only once the file is known to be good (switching rewrites the header). The mode is persistent.
+        if (!memory) {
+            const auto mode = db->execAndGet("PRAGMA journal_mode = WAL").getString();
+            if (mode != "wal") {
+                return Error{Errc::storage_error, "sqlite: could not switch to WAL mode"};
+            }
+        }
+        return std::unique_ptr<Backend>(std::make_unique<SqliteBackend>(std::move(db)));
+    });
+}
+
+}  // namespace sim::store

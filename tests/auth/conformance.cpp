@@ -1,0 +1,594 @@
+// One conformance suite for every storage backend. The backend comes from the environment:
+//   SIM_TEST_BACKEND=memory | sqlite | mariadb   (mariadb also needs SIM_MARIADB_URL; tests/auth/run-mariadb.sh
+//                                                 starts a throwaway server and sets it)
+// A backend that cannot be opened fails the run; nothing is skipped.
+#include <doctest/doctest.h>
+
+#include <sim/auth.h>
+#include <sim/crypto.h>
+#include <sim/store.h>
+
+#ifdef SIM_TEST_HAVE_MARIADB
+#include <mysql.h>
+#endif
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using sim::Errc;
+using sim::store::Backend;
+using sim::store::SealedConversationKey;
+using sim::store::WallTime;
+
+namespace {
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v == nullptr ? std::string() : std::string(v);
+}
+
+std::string backend_kind() {
+    const auto kind = env("SIM_TEST_BACKEND");
+    return kind.empty() ? "memory" : kind;
+}
+
+#ifdef SIM_TEST_HAVE_MARIADB
+/// Direct SQL for test set-up (dropping tables, faking a newer schema, killing connections). Never used by
+/// libsim itself.
+class AdminConnection {
+public:
+    AdminConnection() {
+        const auto url = env("SIM_MARIADB_URL");
+        // mariadb://user:password@host:port/db (the form scripts/mariadb-test-server.sh prints)
+        const auto rest = url.substr(url.find("://") + 3);
+        const auto at = rest.rfind('@');
+        const auto userinfo = rest.substr(0, at);
+        const auto hostpart = rest.substr(at + 1);
+        const auto colon = userinfo.find(':');
+        const auto user = userinfo.substr(0, colon);
+        const auto password = userinfo.substr(colon + 1);
+        const auto slash = hostpart.find('/');
+        const auto hostport = hostpart.substr(0, slash);
+        m_db = hostpart.substr(slash + 1);
+        m_db = m_db.substr(0, m_db.find('?'));
+        const auto pc = hostport.rfind(':');
+        const auto host = hostport.substr(0, pc);
+        const auto port = static_cast<unsigned>(std::stoul(hostport.substr(pc + 1)));
+        m_mysql = mysql_init(nullptr);
+        if (mysql_real_connect(m_mysql, host.c_str(), user.c_str(), password.c_str(), m_db.c_str(), port, nullptr, 0) ==
+            nullptr) {
+            throw std::runtime_error(std::string("admin connection failed: ") + mysql_error(m_mysql));
+        }
+    }
+    ~AdminConnection() { mysql_close(m_mysql); }
+    AdminConnection(const AdminConnection&) = delete;
+    AdminConnection& operator=(const AdminConnection&) = delete;
+
+    void exec(const std::string& sql) {
+        if (mysql_real_query(m_mysql, sql.data(), sql.size()) != 0) {
+            throw std::runtime_error("admin query failed: " + std::string(mysql_error(m_mysql)));
+        }
+        if (MYSQL_RES* res = mysql_store_result(m_mysql)) {
+            mysql_free_result(res);
+        }
+    }
+    std::vector<std::string> column(const std::string& sql) {
+        if (mysql_real_query(m_mysql, sql.data(), sql.size()) != 0) {
+            throw std::runtime_error("admin query failed: " + std::string(mysql_error(m_mysql)));
+        }
+        std::vector<std::string> out;
+        MYSQL_RES* res = mysql_store_result(m_mysql);
+        if (res == nullptr) {
+            return out;
+        }
+        while (MYSQL_ROW row = mysql_fetch_row(res)) {
+            out.emplace_back(row[0] != nullptr ? row[0] : "");
+        }
+        mysql_free_result(res);
+        return out;
+    }
+    void drop_all() { exec("DROP TABLE IF EXISTS sim_conversation_keys, sim_sessions, sim_users, sim_meta"); }
+    /// Kill every other connection of this user (the backend's).
+    int kill_others() {
+        const auto ids = column(
+            "SELECT id FROM information_schema.processlist WHERE user = SUBSTRING_INDEX(USER(), '@', 1) "
+            "AND id <> CONNECTION_ID()");
+        for (const auto& id : ids) {
+            exec("KILL CONNECTION " + id);
+        }
+        return static_cast<int>(ids.size());
+    }
+
+private:
+    MYSQL* m_mysql = nullptr;
+    std::string m_db;
+};
+#endif
+
+/// A fresh, empty database of the selected kind, reachable again through `reopen()` (same data).
+class TestDb {
+public:
+    TestDb() : m_kind(backend_kind()) {
+        if (m_kind == "sqlite") {
+            m_dir = std::filesystem::temp_directory_path() /
+                    ("sim-conformance-" + std::to_string(::getpid()) + "-" + std::to_string(s_counter++));
+            std::filesystem::remove_all(m_dir);
+            std::filesystem::create_directories(m_dir);
+        } else if (m_kind == "mariadb") {
+#ifdef SIM_TEST_HAVE_MARIADB
+            REQUIRE_MESSAGE(!env("SIM_MARIADB_URL").empty(), "SIM_MARIADB_URL is not set");
+            AdminConnection admin;
+            admin.drop_all();
+#else
+            FAIL("this build has no MariaDB support, but the MariaDB conformance run was requested");
+#endif
+        } else {
+            REQUIRE_MESSAGE(m_kind == "memory", "unknown SIM_TEST_BACKEND");
+        }
+        backend = open();
+    }
+    ~TestDb() {
+        backend.reset();
+        if (!m_dir.empty()) {
+            std::filesystem::remove_all(m_dir);
+        }
+    }
+    TestDb(const TestDb&) = delete;
+    TestDb& operator=(const TestDb&) = delete;
+
+    [[nodiscard]] bool persistent() const {
+        return m_kind != "memory";
+    }
+
+    /// Another handle on the same database (a second connection); memory: a new empty backend.
+    std::unique_ptr<Backend> open() {
+        auto b = m_kind == "memory"   ? sim::store::open_backend("memory:")
+                 : m_kind == "sqlite" ? sim::store::open_backend("sqlite:" + (m_dir / "sim.db").string())
+                                      : sim::store::open_backend(env("SIM_MARIADB_URL"));
+        REQUIRE_MESSAGE(b.has_value(), (b.has_value() ? std::string() : b.error().message()));
+        CHECK(b.value()->kind() == m_kind);
+        return std::move(b).value();
+    }
+    void reopen() {
+        backend.reset();
+        backend = open();
+    }
+
+    std::unique_ptr<Backend> backend;
+
+private:
+    std::string m_kind;
+    std::filesystem::path m_dir;
+    static inline int s_counter = 0;
+};
+
+sim::Bytes token_hash(std::uint8_t seed) {
+    sim::Bytes h(32);
+    for (std::size_t i = 0; i < h.size(); ++i) {
+        h[i] = static_cast<std::uint8_t>(seed * 31 + i * 7);  // includes 0x00 and high bytes
+    }
+    h[0] = 0;
+    h[31] = 0xFF;
+    return h;
+}
+
+SealedConversationKey conv(const std::string& a, const std::string& b, std::uint64_t epoch, std::size_t size = 40) {
+    SealedConversationKey k;
+    k.user_a = a;
+    k.user_b = b;
+    k.sealed_key.resize(size);
+    for (std::size_t i = 0; i < size; ++i) {
+        k.sealed_key[i] = static_cast<std::uint8_t>(epoch + i);
+    }
+    if (size != 0) {
+        k.sealed_key[0] = 0;
+    }
+    k.epoch = epoch;
+    k.created = WallTime{std::chrono::milliseconds{1'700'000'000'000 + static_cast<std::int64_t>(epoch)}};
+    return k;
+}
+
+const WallTime t0{std::chrono::milliseconds{1'700'000'000'000}};
+
+}  // namespace
+
+TEST_CASE("users: create, find, duplicates, exact bytes, listing, deletion") {
+    TestDb db;
+    auto& s = *db.backend;
+    CHECK(s.find_user("alice").value() == std::nullopt);
+    REQUIRE(s.create_user("alice", "$hash-a").has_value());
+    CHECK(s.create_user("alice", "$other").code() == Errc::user_exists);
+    const auto a = s.find_user("alice").value();
+    REQUIRE(a.has_value());
+    CHECK(a->username == "alice");
+    CHECK(a->password_hash == "$hash-a");
+    CHECK(a->failures.count == 0);
+    // Stores compare bytes: canonicalisation is the auth layer's job.
+    CHECK(s.find_user("Alice").value() == std::nullopt);
+    REQUIRE(s.create_user("Alice", "$hash-A").has_value());
+
+    const std::string longest_name(sim::store::max_username_length, 'n');
+    const std::string longest_hash(sim::store::max_hash_length, 'h');
+    REQUIRE(s.create_user(longest_name, longest_hash).has_value());
+    CHECK(s.find_user(longest_name).value()->password_hash == longest_hash);
+    CHECK(s.create_user(longest_name + "n", "$h").code() == Errc::invalid_argument);
+    CHECK(s.create_user("bob", longest_hash + "h").code() == Errc::invalid_argument);
+    CHECK(s.create_user("", "$h").code() == Errc::invalid_argument);
+    CHECK(s.create_user("bob", "").code() == Errc::invalid_argument);
+    CHECK(s.find_user("").code() == Errc::invalid_argument);
+
+    REQUIRE(s.create_user("bob", "$hash-b").has_value());
+    CHECK(s.list_users().value() == std::vector<std::string>{"Alice", "alice", "bob", longest_name});
+    REQUIRE(s.delete_user("alice").has_value());
+    CHECK(s.delete_user("alice").code() == Errc::user_not_found);
+    CHECK(s.find_user("alice").value() == std::nullopt);
+    CHECK(s.list_users().value() == std::vector<std::string>{"Alice", "bob", longest_name});
+}
+
+TEST_CASE("users: replace_hash, unconditional and compare-and-swap") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("carol", "$h1").has_value());
+    CHECK(s.replace_hash("carol", "$h2", std::nullopt).value());
+    CHECK(s.find_user("carol").value()->password_hash == "$h2");
+    CHECK_FALSE(s.replace_hash("carol", "$h3", std::string_view("$h1")).value());
+    CHECK(s.find_user("carol").value()->password_hash == "$h2");
+    CHECK(s.replace_hash("carol", "$h3", std::string_view("$h2")).value());
+    CHECK(s.find_user("carol").value()->password_hash == "$h3");
+    CHECK(s.replace_hash("carol", "$h3", std::nullopt).value());  // same value: still a match
+    CHECK(s.replace_hash("nobody", "$h", std::nullopt).code() == Errc::user_not_found);
+    CHECK(s.replace_hash("nobody", "$h", std::string_view("$x")).code() == Errc::user_not_found);
+    CHECK(s.replace_hash("carol", "", std::nullopt).code() == Errc::invalid_argument);
+}
+
+TEST_CASE("users: failed-attempt bookkeeping") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("dave", "$h").has_value());
+    const sim::TimePoint base{std::chrono::seconds(1'000'000)};
+    auto f = s.record_failure("dave", base, 1h).value();
+    CHECK(f.count == 1);
+    CHECK(f.last_failure == base);
+    f = s.record_failure("dave", base + 10s, 1h).value();
+    CHECK(f.count == 2);
+    f = s.record_failure("dave", base + 20s, 1h).value();
+    CHECK(f.count == 3);
+    CHECK(f.last_failure == base + 20s);
+    const auto rec = s.find_user("dave").value();
+    CHECK(rec->failures.count == 3);
+    CHECK(rec->failures.last_failure == base + 20s);
+    // Quiet for forget_after: the count restarts.
+    f = s.record_failure("dave", base + 20s + 1h, 1h).value();
+    CHECK(f.count == 1);
+    f = s.record_failure("dave", base + 20s + 1h + 1ns, 1h).value();
+    CHECK(f.count == 2);
+    // A last failure in the future (the clock restarted) also restarts the count.
+    f = s.record_failure("dave", base, 1h).value();
+    CHECK(f.count == 1);
+    CHECK(f.last_failure == base);
+    // Large and zero clock values survive the round trip.
+    const sim::TimePoint far{sim::Duration{4'000'000'000'000'000'000}};
+    f = s.record_failure("dave", far, 1h).value();
+    CHECK(f.count == 1);
+    CHECK(s.find_user("dave").value()->failures.last_failure == far);
+    REQUIRE(s.clear_failures("dave").has_value());
+    REQUIRE(s.clear_failures("dave").has_value());  // already clear: still fine
+    CHECK(s.find_user("dave").value()->failures.count == 0);
+    f = s.record_failure("dave", sim::TimePoint{}, 1h).value();
+    CHECK(f.count == 1);
+    CHECK(s.record_failure("nobody", base, 1h).code() == Errc::user_not_found);
+    CHECK(s.clear_failures("nobody").code() == Errc::user_not_found);
+}
+
+TEST_CASE("session tokens: only hashes, expiry, revocation, cascade") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("erin", "$h").has_value());
+    REQUIRE(s.create_user("frank", "$h").has_value());
+    const auto h1 = token_hash(1);
+    const auto h2 = token_hash(2);
+    const auto h3 = token_hash(3);
+    REQUIRE(s.put_token(h1, "erin", t0 + 1h).has_value());
+    REQUIRE(s.put_token(h2, "erin", t0 + 2h).has_value());
+    REQUIRE(s.put_token(h3, "frank", t0).has_value());
+    CHECK(s.put_token(h1, "frank", t0).code() == Errc::storage_error);
+    CHECK(s.put_token(token_hash(4), "nobody", t0).code() == Errc::user_not_found);
+    CHECK(s.put_token(sim::ByteView{h1}.first(31), "erin", t0).code() == Errc::invalid_argument);
+    CHECK(s.find_token(sim::Bytes(33, 1)).code() == Errc::invalid_argument);
+
+    const auto r = s.find_token(h1).value();
+    REQUIRE(r.has_value());
+    CHECK(r->username == "erin");
+    CHECK(r->expires == t0 + 1h);
+    CHECK_FALSE(s.find_token(token_hash(9)).value().has_value());
+
+    CHECK(s.purge_expired_tokens(t0).value() == 1);  // h3 expires at t0 exactly
+    CHECK_FALSE(s.find_token(h3).value().has_value());
+    CHECK(s.revoke_token(h1).value());
+    CHECK_FALSE(s.revoke_token(h1).value());
+    REQUIRE(s.put_token(h3, "frank", t0 + 1h).has_value());
+    CHECK(s.revoke_user_tokens("erin").value() == 1);
+    CHECK(s.revoke_user_tokens("erin").value() == 0);
+    CHECK(s.find_token(h3).value().has_value());
+    REQUIRE(s.delete_user("frank").has_value());  // tokens go with the account
+    CHECK_FALSE(s.find_token(h3).value().has_value());
+}
+
+TEST_CASE("conversation keys: unordered pair, epochs only go up, deletion, cascade") {
+    TestDb db;
+    auto& s = *db.backend;
+    for (const auto* u : {"alice", "bob", "carol"}) {
+        REQUIRE(s.create_user(u, "$h").has_value());
+    }
+    REQUIRE(s.put_conversation_key(conv("bob", "alice", 1)).has_value());
+    auto k = s.find_conversation_key("alice", "bob").value();
+    REQUIRE(k.has_value());
+    CHECK(k->user_a == "alice");
+    CHECK(k->user_b == "bob");
+    CHECK(k->epoch == 1);
+    CHECK(k->sealed_key == conv("alice", "bob", 1).sealed_key);
+    CHECK(k->created == conv("alice", "bob", 1).created);
+    CHECK(s.find_conversation_key("bob", "alice").value()->epoch == 1);
+
+    CHECK(s.put_conversation_key(conv("alice", "bob", 1)).code() == Errc::stale_epoch);
+    REQUIRE(s.put_conversation_key(conv("alice", "bob", 5)).has_value());
+    CHECK(s.put_conversation_key(conv("bob", "alice", 4)).code() == Errc::stale_epoch);
+    k = s.find_conversation_key("bob", "alice").value();
+    CHECK(k->epoch == 5);
+    CHECK(k->sealed_key == conv("alice", "bob", 5).sealed_key);
+
+    const auto big = conv("alice", "carol", static_cast<std::uint64_t>(INT64_MAX), sim::store::max_sealed_key_size);
+    REQUIRE(s.put_conversation_key(big).has_value());
+    CHECK(s.find_conversation_key("carol", "alice").value()->sealed_key == big.sealed_key);
+    CHECK(s.find_conversation_key("carol", "alice").value()->epoch == static_cast<std::uint64_t>(INT64_MAX));
+    CHECK(s.put_conversation_key(conv("alice", "carol", 1ULL << 63U)).code() == Errc::invalid_argument);
+    CHECK(s.put_conversation_key(conv("bob", "carol", 1, sim::store::max_sealed_key_size + 1)).code() ==
+          Errc::invalid_argument);
+    CHECK(s.put_conversation_key(conv("bob", "carol", 1, 0)).code() == Errc::invalid_argument);
+    CHECK(s.put_conversation_key(conv("bob", "bob", 1)).code() == Errc::invalid_argument);
+    CHECK(s.put_conversation_key(conv("bob", "nobody", 1)).code() == Errc::user_not_found);
+    CHECK(s.find_conversation_key("bob", "bob").code() == Errc::invalid_argument);
+    CHECK_FALSE(s.find_conversation_key("bob", "carol").value().has_value());
+
+    REQUIRE(s.put_conversation_key(conv("bob", "carol", 2)).has_value());
+    CHECK(s.delete_conversation_key("carol", "bob").value());
+    CHECK_FALSE(s.delete_conversation_key("bob", "carol").value());
+    REQUIRE(s.put_conversation_key(conv("bob", "carol", 3)).has_value());
+    CHECK(s.delete_user_conversation_keys("carol").value() == 2);
+    CHECK(s.find_conversation_key("alice", "bob").value().has_value());
+    REQUIRE(s.put_conversation_key(conv("bob", "carol", 4)).has_value());
+    REQUIRE(s.delete_user("bob").has_value());  // keys go with the account
+    CHECK_FALSE(s.find_conversation_key("alice", "bob").value().has_value());
+    CHECK_FALSE(s.find_conversation_key("carol", "bob").value().has_value());
+    REQUIRE(s.put_conversation_key(conv("alice", "carol", 9)).has_value());
+    CHECK(s.delete_all_conversation_keys().value() == 1);
+    CHECK(s.delete_all_conversation_keys().value() == 0);
+}
+
+TEST_CASE("data survives reopening; a second connection sees the same data") {
+    TestDb db;
+    if (!db.persistent()) {
+        CHECK(db.backend->kind() == "memory");
+        return;
+    }
+    REQUIRE(db.backend->create_user("gina", "$h").has_value());
+    REQUIRE(db.backend->create_user("hank", "$h").has_value());
+    REQUIRE(db.backend->put_token(token_hash(5), "gina", t0).has_value());
+    REQUIRE(db.backend->put_conversation_key(conv("hank", "gina", 7)).has_value());
+    auto second = db.open();
+    CHECK(second->list_users().value() == std::vector<std::string>{"gina", "hank"});
+    REQUIRE(second->create_user("ivy", "$h").has_value());
+    CHECK(db.backend->find_user("ivy").value().has_value());
+    // record_failure is atomic across connections.
+    const sim::TimePoint base{std::chrono::seconds(5)};
+    (void)db.backend->record_failure("gina", base, 1h).value();
+    CHECK(second->record_failure("gina", base + 1s, 1h).value().count == 2);
+    second.reset();
+    db.reopen();
+    CHECK(db.backend->list_users().value() == std::vector<std::string>{"gina", "hank", "ivy"});
+    CHECK(db.backend->find_user("gina").value()->failures.count == 2);
+    CHECK(db.backend->find_token(token_hash(5)).value()->username == "gina");
+    CHECK(db.backend->find_conversation_key("gina", "hank").value()->epoch == 7);
+}
+
+TEST_CASE("the backend is safe to share between threads") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("jack", "$h").has_value());
+    std::atomic<int> created{0};
+    std::vector<std::thread> threads;
+    const sim::TimePoint base{std::chrono::seconds(100)};
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 25; ++i) {
+                (void)s.record_failure("jack", base, 1h);
+                if (s.create_user("racer", "$h").has_value()) {
+                    ++created;
+                }
+                (void)s.find_user("jack");
+                (void)s.put_token(token_hash(static_cast<std::uint8_t>(t * 25 + i + 10)), "jack", t0);
+            }
+        });
+    }
+    for (auto& th : threads) {
+        th.join();
+    }
+    CHECK(created == 1);
+    CHECK(s.find_user("jack").value()->failures.count == 100);
+    CHECK(s.revoke_user_tokens("jack").value() == 100);
+}
+
+TEST_CASE("the login flow on this backend: first login, wrong password, throttling, rehash, 72 bytes") {
+    TestDb db;
+    sim::auth::HashPolicy p4;
+    p4.bcrypt.cost = 4;
+    sim::auth::HashPolicy p5;
+    p5.bcrypt.cost = 5;
+    const auto h4 = sim::auth::make_password_hasher(p4).value();
+    const auto h5 = sim::auth::make_password_hasher(p5).value();
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("conformance"));
+    sim::ManualClock clock;
+    clock.set(sim::TimePoint{std::chrono::hours(1000)});
+    auto auth = sim::auth::Authenticator::create(*db.backend, *h4, *rng, clock).value();
+
+    const auto first = auth->login("Kate", "pw-kate", "10.0.0.1");
+    REQUIRE(first.ok());
+    CHECK(first.outcome->created);
+    CHECK(auth->login("kate", "pw-kate!", "10.0.0.1").code() == Errc::auth_rejected);
+    CHECK(db.backend->find_user("kate").value()->failures.count == 1);
+    for (int i = 0; i < 4; ++i) {
+        CHECK(auth->login("kate", "bad", "10.0.1." + std::to_string(i)).code() == Errc::auth_rejected);
+    }
+    const auto t = auth->login("kate", "pw-kate", "10.0.2.1");
+    CHECK(t.code() == Errc::throttled);
+    CHECK(t.retry_after == 1s);
+    clock.advance(1s);
+    REQUIRE(auth->login("kate", "pw-kate", "10.0.2.1").ok());
+    CHECK(db.backend->find_user("kate").value()->failures.count == 0);
+
+    auto auth5 = sim::auth::Authenticator::create(*db.backend, *h5, *rng, clock).value();
+    const auto re = auth5->login("kate", "pw-kate", "10.0.0.1");
+    REQUIRE(re.ok());
+    CHECK(re.outcome->rehashed);
+    CHECK(db.backend->find_user("kate").value()->password_hash.rfind("$bcrypt-sha256$v=2,t=2b,r=5$", 0) == 0);
+
+    const std::string prefix(72, 'q');
+    REQUIRE(auth5->login("liam", prefix + "1", "10.0.0.1").ok());
+    CHECK(auth5->login("liam", prefix + "2", "10.0.0.1").code() == Errc::auth_rejected);
+
+    // Tokens and sealed keys over this backend.
+    sim::auth::SessionTokens tokens(*db.backend, *rng);
+    const auto tok = tokens.issue("kate", t0, 1h).value();
+    CHECK(tokens.validate(tok.token, t0 + 1s).value() == "kate");
+    CHECK(tokens.validate(tok.token, t0 + 1h).code() == Errc::token_invalid);
+    auto vault = sim::auth::ConversationKeyVault::create(*db.backend, rng->bytes(32), *rng).value();
+    const auto key = rng->bytes(32);
+    REQUIRE(vault->put("liam", "kate", key, 1, t0).has_value());
+    const auto got = vault->get("kate", "liam").value();
+    REQUIRE(got.has_value());
+    CHECK(sim::Bytes(got->key.begin(), got->key.end()) == key);
+    CHECK(vault->remove("kate", "liam").value());
+    REQUIRE(auth5->delete_user("kate").has_value());
+    CHECK(auth5->list_users().value() == std::vector<std::string>{"liam"});
+}
+
+TEST_CASE("open_backend rejects unknown URLs") {
+    CHECK(sim::store::open_backend("postgres://x").code() == Errc::invalid_argument);
+    CHECK(sim::store::open_backend("sqlite:").code() == Errc::invalid_argument);
+    CHECK(sim::store::open_backend("").code() == Errc::invalid_argument);
+    const std::vector<std::string> bad_urls = {
+        "mariadb://",
+        "mariadb://user@host",
+        "mariadb://:pw@host/db",
+        "mariadb://u:p@host:0/db",
+        "mariadb://u:p@host:99999/db",
+        "mariadb://u:p@host/db?nope=1",
+        "mariadb://u:p@host/db?tls=maybe",
+        "mariadb://u:p%zz@host/db",
+        "mariadb://u:p@[::1/db",
+        "mariadb://u:p@host/",
+    };
+    for (const auto& url : bad_urls) {
+        INFO(url);
+        const auto r = sim::store::open_backend(url);
+        CHECK(r.code() == Errc::invalid_argument);
+        CHECK(r.error().detail.find("p%zz") == std::string::npos);
+    }
+}
+
+#ifdef SIM_TEST_HAVE_MARIADB
+TEST_CASE("mariadb: reconnects after the server drops the connection") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    TestDb db;
+    REQUIRE(db.backend->create_user("mona", "$h").has_value());
+    AdminConnection admin;
+    CHECK(admin.kill_others() >= 1);
+    // The next statements find the connection gone, reconnect and succeed.
+    CHECK(db.backend->find_user("mona").value()->password_hash == "$h");
+    REQUIRE(db.backend->create_user("nick", "$h").has_value());
+    CHECK(admin.kill_others() >= 1);
+    REQUIRE(db.backend->create_user("olga", "$h").has_value());
+    CHECK(db.backend->list_users().value() == std::vector<std::string>{"mona", "nick", "olga"});
+}
+
+TEST_CASE("mariadb: the Unix socket URL reaches the same database") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    TestDb db;
+    REQUIRE(db.backend->create_user("pia", "$h").has_value());
+    const auto socket_url = env("SIM_MARIADB_SOCKET_URL");
+    REQUIRE_MESSAGE(!socket_url.empty(), "SIM_MARIADB_SOCKET_URL is not set");
+    auto other = sim::store::open_backend(socket_url);
+    REQUIRE(other.has_value());
+    CHECK(other.value()->find_user("pia").value().has_value());
+}
+
+TEST_CASE("mariadb: a newer schema is refused and left alone; unversioned tables are refused") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    TestDb db;
+    REQUIRE(db.backend->create_user("quinn", "$h").has_value());
+    db.backend.reset();
+    AdminConnection admin;
+    admin.exec("UPDATE sim_meta SET schema_version = 99 WHERE id = 1");
+    auto r = sim::store::open_backend(env("SIM_MARIADB_URL"));
+    REQUIRE(r.code() == Errc::schema_too_new);
+    CHECK(r.error().detail.find("99") != std::string::npos);
+    CHECK(admin.column("SELECT schema_version FROM sim_meta") == std::vector<std::string>{"99"});
+    CHECK(admin.column("SELECT username FROM sim_users") == std::vector<std::string>{"quinn"});
+    admin.exec("DROP TABLE sim_meta");
+    r = sim::store::open_backend(env("SIM_MARIADB_URL"));
+    CHECK(r.code() == Errc::corrupt_database);
+    CHECK(admin.column("SELECT username FROM sim_users") == std::vector<std::string>{"quinn"});
+}
+
+TEST_CASE("mariadb: an old schema is upgraded on open") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    AdminConnection admin;
+    admin.drop_all();
+    // Version 1 as libsim first wrote it: accounts only.
+    admin.exec(
+        "CREATE TABLE sim_meta (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, schema_version INT NOT NULL) "
+        "ENGINE=InnoDB");
+    admin.exec(
+        "CREATE TABLE sim_users (username VARBINARY(64) NOT NULL PRIMARY KEY, "
+        "password_hash VARBINARY(255) NOT NULL) ENGINE=InnoDB");
+    admin.exec("INSERT INTO sim_meta VALUES (1, 1)");
+    admin.exec("INSERT INTO sim_users VALUES ('rita', '$old')");
+    auto r = sim::store::open_backend(env("SIM_MARIADB_URL"));
+    REQUIRE(r.has_value());
+    CHECK(admin.column("SELECT schema_version FROM sim_meta") ==
+          std::vector<std::string>{std::to_string(sim::store::schema_version)});
+    const auto rita = r.value()->find_user("rita").value();
+    REQUIRE(rita.has_value());
+    CHECK(rita->password_hash == "$old");
+    CHECK(rita->failures.count == 0);
+    REQUIRE(r.value()->put_token(token_hash(1), "rita", t0).has_value());
+}
+
+TEST_CASE("mariadb: connection failures are storage errors that do not leak the password") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    const auto url = env("SIM_MARIADB_URL");
+    const auto at = url.rfind('@');
+    const auto wrong_pw = "mariadb://sim:not-the-password-xyz" + url.substr(at);
+    auto r = sim::store::open_backend(wrong_pw);
+    REQUIRE(r.code() == Errc::storage_error);
+    CHECK(r.error().detail.find("not-the-password-xyz") == std::string::npos);
+    r = sim::store::open_backend("mariadb://sim:pw@127.0.0.1:1/simtest?connect_timeout=2");
+    CHECK(r.code() == Errc::storage_error);
+}
+#endif

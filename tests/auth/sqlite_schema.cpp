@@ -1,0 +1,277 @@
+// SQLite backend: the file format. WAL mode, the schema version and migrations on open; a corrupt, foreign or
+// newer-schema file gives a clear error and is left exactly as it was.
+#include <doctest/doctest.h>
+
+#include <sim/auth.h>
+#include <sim/crypto.h>
+#include <sim/store.h>
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+
+#include <unistd.h>
+
+using sim::Errc;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int libsim_application_id = 0x4C53494D;  // "LSIM", documented in docs/accounts.md
+
+/// A temporary directory with one database path in it.
+struct TempDir {
+    TempDir() {
+        static int counter = 0;
+        path = fs::temp_directory_path() /
+               ("sim-sqlite-schema-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~TempDir() { fs::remove_all(path); }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    [[nodiscard]] std::string db() const { return (path / "sim.db").string(); }
+    fs::path path;
+};
+
+/// Raw SQL through the SQLite C API, to make files the way another program (or an older libsim) would.
+class Raw {
+public:
+    explicit Raw(const std::string& path) {
+        if (sqlite3_open(path.c_str(), &m_db) != SQLITE_OK) {
+            throw std::runtime_error("sqlite3_open failed");
+        }
+    }
+    ~Raw() { sqlite3_close(m_db); }
+    Raw(const Raw&) = delete;
+    Raw& operator=(const Raw&) = delete;
+    void exec(const std::string& sql) {
+        char* err = nullptr;
+        if (sqlite3_exec(m_db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+            const std::string msg = err != nullptr ? err : "?";
+            sqlite3_free(err);
+            throw std::runtime_error("sqlite3_exec: " + msg);
+        }
+    }
+    std::string scalar(const std::string& sql) {
+        sqlite3_stmt* st = nullptr;
+        if (sqlite3_prepare_v2(m_db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+            throw std::runtime_error("prepare failed: " + sql);
+        }
+        std::string out;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            const auto* t = sqlite3_column_text(st, 0);
+            out = t != nullptr ? reinterpret_cast<const char*>(t) : "";
+        }
+        sqlite3_finalize(st);
+        return out;
+    }
+
+private:
+    sqlite3* m_db = nullptr;
+};
+
+/// Every file in a directory with its bytes.
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+    std::map<std::string, std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        out[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return out;
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+sim::Result<std::unique_ptr<sim::store::Backend>> open(const std::string& path) {
+    sim::store::SqliteConfig c;
+    c.path = path;
+    return sim::store::open_sqlite_backend(c);
+}
+
+/// A database made by this libsim with `users` accounts, closed again.
+void make_current(const std::string& path, int users) {
+    auto b = open(path);
+    REQUIRE(b.has_value());
+    for (int i = 0; i < users; ++i) {
+        REQUIRE(b.value()->create_user("user" + std::to_string(i), std::string(200, 'h')).has_value());
+    }
+}
+
+/// Opening must fail with `code` and leave the directory exactly as it was.
+void expect_refused_unchanged(const TempDir& dir, Errc code) {
+    const auto before = snapshot(dir.path);
+    const auto r = open(dir.db());
+    REQUIRE(r.code() == code);
+    CHECK_FALSE(r.error().detail.empty());
+    CHECK(snapshot(dir.path) == before);
+}
+
+// Version 1 and 2 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
+const char* const schema_v1 =
+    "PRAGMA application_id = 1280526669;"
+    "CREATE TABLE sim_users (username TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+const char* const schema_v2_extra =
+    "ALTER TABLE sim_users ADD COLUMN failed_count INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sim_users ADD COLUMN last_failure_ns INTEGER NOT NULL DEFAULT 0;"
+    "PRAGMA user_version = 2;";
+
+}  // namespace
+
+TEST_CASE("a new file gets the current schema, libsim's application id and WAL mode") {
+    TempDir dir;
+    auto b = open(dir.db());
+    REQUIRE(b.has_value());
+    REQUIRE(b.value()->create_user("alice", "$h").has_value());
+    {
+        Raw raw(dir.db());
+        CHECK(raw.scalar("PRAGMA journal_mode") == "wal");
+        CHECK(raw.scalar("PRAGMA user_version") == std::to_string(sim::store::schema_version));
+        CHECK(raw.scalar("PRAGMA application_id") == std::to_string(libsim_application_id));
+        CHECK(raw.scalar("SELECT username FROM sim_users") == "alice");
+    }
+    CHECK(fs::exists(dir.path / "sim.db-wal"));
+    b.value().reset();
+    // Reopening an up-to-date file changes nothing in it.
+    const auto before = snapshot(dir.path);
+    REQUIRE(open(dir.db()).has_value());
+    CHECK(snapshot(dir.path) == before);
+}
+
+TEST_CASE("an empty file is initialised; a missing directory is a storage error") {
+    TempDir dir;
+    write_file(dir.db(), "");
+    auto b = open(dir.db());
+    REQUIRE(b.has_value());
+    CHECK(b.value()->list_users().value().empty());
+    CHECK(open((dir.path / "no" / "such" / "dir.db").string()).code() == Errc::storage_error);
+    CHECK(sim::store::open_backend("sqlite::memory:").has_value());
+}
+
+TEST_CASE("an older file is upgraded on open and its accounts keep working") {
+    for (const int version : {1, 2}) {
+        INFO("from version " << version);
+        TempDir dir;
+        auto rng = sim::make_deterministic_rng(sim::as_bytes("old schema"));
+        const auto seed_hash = sim::crypto::bcrypt_hash("pw-old", 4, *rng).value();  // the seed's format
+        {
+            Raw raw(dir.db());
+            raw.exec(schema_v1);
+            if (version >= 2) {
+                raw.exec(schema_v2_extra);
+                raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "', 2, 7)");
+            } else {
+                raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "')");
+            }
+        }
+        auto b = open(dir.db());
+        REQUIRE(b.has_value());
+        {
+            Raw raw(dir.db());
+            CHECK(raw.scalar("PRAGMA user_version") == std::to_string(sim::store::schema_version));
+            CHECK(raw.scalar("PRAGMA journal_mode") == "wal");
+        }
+        const auto user = b.value()->find_user("olduser").value();
+        REQUIRE(user.has_value());
+        CHECK(user->password_hash == seed_hash);
+        CHECK(user->failures.count == (version >= 2 ? 2U : 0U));
+        // The new tables exist and work.
+        REQUIRE(b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::store::WallTime{}).has_value());
+        // The login flow upgrades the seed's hash.
+        sim::auth::HashPolicy p;
+        p.bcrypt.cost = 4;
+        const auto hasher = sim::auth::make_password_hasher(p).value();
+        sim::ManualClock clock;
+        clock.set(sim::TimePoint{std::chrono::hours(10)});
+        auto auth = sim::auth::Authenticator::create(*b.value(), *hasher, *rng, clock).value();
+        const auto r = auth->login("OldUser", "pw-old", "127.0.0.1");
+        REQUIRE(r.ok());
+        CHECK(r.outcome->rehashed);
+    }
+}
+
+TEST_CASE("a newer schema is refused with a clear error and the file is not touched") {
+    TempDir dir;
+    make_current(dir.db(), 3);
+    {
+        Raw raw(dir.db());
+        raw.exec("PRAGMA user_version = " + std::to_string(sim::store::schema_version + 1));
+    }
+    const auto before = snapshot(dir.path);
+    const auto r = open(dir.db());
+    REQUIRE(r.code() == Errc::schema_too_new);
+    CHECK(r.error().detail.find(std::to_string(sim::store::schema_version + 1)) != std::string::npos);
+    CHECK(snapshot(dir.path) == before);
+}
+
+TEST_CASE("corrupt and foreign files are refused with a clear error and not touched") {
+    SUBCASE("not a database at all") {
+        TempDir dir;
+        write_file(dir.db(), std::string(8192, '\xAB'));
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+    SUBCASE("a text file") {
+        TempDir dir;
+        write_file(dir.db(), "username,password\nalice,secret\n");
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+    SUBCASE("a libsim database cut in half") {
+        TempDir dir;
+        make_current(dir.db(), 200);
+        const auto size = fs::file_size(dir.db());
+        REQUIRE(size > 8 * 4096);
+        fs::resize_file(dir.db(), size / 2);
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+    SUBCASE("a libsim database with a damaged page") {
+        TempDir dir;
+        make_current(dir.db(), 200);
+        std::string bytes = snapshot(dir.path).at("sim.db");
+        const std::size_t page = 4096;
+        REQUIRE(bytes.size() > 6 * page);
+        std::fill(bytes.begin() + 3 * page, bytes.begin() + 4 * page, '\x5A');
+        write_file(dir.db(), bytes);
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+    SUBCASE("a SQLite database of another application") {
+        TempDir dir;
+        {
+            Raw raw(dir.db());
+            raw.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'x');");
+        }
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+    SUBCASE("libsim's id without a schema version") {
+        TempDir dir;
+        {
+            Raw raw(dir.db());
+            raw.exec("PRAGMA application_id = 1280526669; CREATE TABLE t (x);");
+        }
+        expect_refused_unchanged(dir, Errc::corrupt_database);
+    }
+}
+
+TEST_CASE("a migration that fails leaves the file as it was") {
+    TempDir dir;
+    {
+        Raw raw(dir.db());
+        raw.exec(schema_v1);
+        raw.exec(schema_v2_extra);
+        // Something already occupies a name migration 3 needs.
+        raw.exec("CREATE TABLE sim_sessions (unrelated TEXT);");
+    }
+    const auto before = snapshot(dir.path);
+    const auto r = open(dir.db());
+    CHECK(r.code() == Errc::storage_error);
+    CHECK(snapshot(dir.path) == before);
+    Raw raw(dir.db());
+    CHECK(raw.scalar("PRAGMA user_version") == "2");
+}
