@@ -608,9 +608,16 @@ TEST_CASE("stream decoder: configurable maximum and bounded buffering") {
         d.feed(ByteView(stream).subspan(off, std::min<std::size_t>(700, stream.size() - off)));
         count += drain(d).size();
         CHECK(d.buffered() < max);
+        CHECK(d.memory_held() <= 2 * max + 700);
     }
     CHECK(count == 50);
     CHECK(d.buffered() == 0);
+
+    // A burst fed without draining is released once it has been parsed.
+    d.feed(stream);
+    CHECK(d.memory_held() >= stream.size());
+    CHECK(drain(d).size() == 50);
+    CHECK(d.memory_held() <= 16U * 1024U);
 
     // One byte over the maximum fails from the header alone.
     f.payload.push_back(0);

@@ -157,6 +157,10 @@ public:
     /// Bytes received but not yet returned as frames.
     [[nodiscard]] std::size_t buffered() const noexcept { return m_buf.size() - m_pos; }
 
+    /// Bytes of buffer memory the decoder holds (for monitoring). For a caller that drains after each feed it stays
+    /// below about two maximal frames plus one feed.
+    [[nodiscard]] std::size_t memory_held() const noexcept { return m_buf.capacity(); }
+
     /// True after an error; every later next() returns that error.
     [[nodiscard]] bool failed() const noexcept { return m_failed; }
 
