@@ -1,0 +1,412 @@
+#!/bin/bash
+# Smoke tests of the command-line tools: smoke.sh CASE.
+# Needs SIMD and SIM (paths of the programs) and, for the 'docs' case, TOOLS_DOC (docs/tools.md).
+# Every case works in its own temporary directory; the trap stops every process it started and removes the
+# directory, also when a check fails.
+set -u
+
+CASE=${1:?usage: smoke.sh CASE}
+: "${SIMD:?set SIMD to the simd program}"
+: "${SIM:?set SIM to the sim program}"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/sim-tools-XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do
+        # give each a moment, then make sure
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The client keeps its pins and tokens here, never in the real home directory.
+export XDG_CONFIG_HOME="$T/cfg"
+export HOME="$T/home"
+unset SIM_PASSWORD
+
+fail() {
+    echo "FAIL [$CASE]: $*" >&2
+    for f in "$T"/*.out "$T"/*.err; do
+        [ -s "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }
+    done
+    exit 1
+}
+
+# expect_status CODE CMD...: run CMD (stdout/stderr to $T/last.out / last.err) and check its exit status.
+expect_status() {
+    local want=$1
+    shift
+    "$@" >"$T/last.out" 2>"$T/last.err" </dev/null
+    local got=$?
+    [ "$got" -eq "$want" ] || fail "expected exit $want, got $got: $*"
+}
+
+# start_simd NAME ARGS...: start simd with its data in $T/NAME on an ephemeral port; sets SIMD_PID and PORT.
+start_simd() {
+    local name=$1
+    shift
+    rm -f "$T/$name.port"
+    "$SIMD" --listen 127.0.0.1:0 --port-file "$T/$name.port" --data-dir "$T/$name" --bcrypt-cost 4 \
+        --log-level warning "$@" >"$T/$name.out" 2>"$T/$name.err" </dev/null &
+    SIMD_PID=$!
+    PIDS+=("$SIMD_PID")
+    for _ in $(seq 1 100); do
+        if [ -s "$T/$name.port" ]; then
+            PORT=$(cat "$T/$name.port")
+            return 0
+        fi
+        kill -0 "$SIMD_PID" 2>/dev/null || fail "simd exited during start-up"
+        sleep 0.1
+    done
+    fail "simd did not write its port file"
+}
+
+# stop_simd: SIGTERM and check for exit status 0.
+stop_simd() {
+    kill -TERM "$SIMD_PID" || fail "simd is not running"
+    wait_exit "$SIMD_PID" 10 || fail "simd did not stop on SIGTERM"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "simd exited with $EXIT_STATUS on SIGTERM"
+}
+
+# wait_exit PID SECONDS: wait for a child to end; sets EXIT_STATUS. Returns 1 on timeout.
+wait_exit() {
+    local pid=$1 limit=$2
+    for _ in $(seq 1 $((limit * 10))); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            EXIT_STATUS=$?
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# sim_as USER PASSWORD ARGS...: run sim against the current server with a password from the environment.
+sim_as() {
+    local password=$1
+    shift
+    SIM_PASSWORD="$password" timeout 60 "$SIM" --server "127.0.0.1:$PORT" "$@"
+}
+
+file_mode() { stat -c %a "$1"; }
+
+case "$CASE" in
+
+help)
+    expect_status 0 "$SIMD" --help
+    grep -q -- "--listen ADDR:PORT" "$T/last.out" || fail "simd --help does not describe --listen"
+    grep -q "user add NAME" "$T/last.out" || fail "simd --help does not describe the user commands"
+    expect_status 0 "$SIMD" -h
+    expect_status 0 "$SIMD" --version
+    grep -q "^simd (libsim) [0-9]" "$T/last.out" || fail "simd --version"
+    expect_status 0 "$SIM" --help
+    grep -q -- "--server HOST:PORT" "$T/last.out" || fail "sim --help does not describe --server"
+    grep -q "send USER PEER MESSAGE" "$T/last.out" || fail "sim --help does not describe send"
+    expect_status 0 "$SIM" --version
+    grep -q "^sim (libsim) [0-9]" "$T/last.out" || fail "sim --version"
+    # help wins over everything else, even a bad command
+    expect_status 0 "$SIM" frobnicate --help
+    ;;
+
+bad-options)
+    for args in "--bogus" "-x" "--listen" "--listen nonsense" "--listen 127.0.0.1:70000" "--bcrypt-cost 99" \
+        "--bcrypt-cost 3" "--registration sometimes" "--hash md5" "--conversation-suite rot13" \
+        "--channel-suites aes,des" "--log-level loud" "--log-format xml" "--idle-timeout -1" "--workers 0" \
+        "--max-frame 12" "--db postgres://x" "--help=yes" "frobnicate" "user" "user add" "user list extra" \
+        "user add bad!name" "-c $T/missing.conf"; do
+        # shellcheck disable=SC2086
+        expect_status 2 "$SIMD" --data-dir "$T/never" $args
+        [ -s "$T/last.err" ] || fail "no message for simd $args"
+        grep -q "Try 'simd --help'" "$T/last.err" || fail "no hint for simd $args"
+    done
+    [ -e "$T/never" ] && fail "a usage error created the data directory"
+    grep -q "unknown option '--bogus'" <("$SIMD" --bogus 2>&1) || fail "simd does not name the bad option"
+    for args in "--bogus" "" "chat" "send alice bob" "recv" "recv alice bob" "register" "frobnicate alice" \
+        "--timeout soon recv bob" "--timeout -3 recv bob" "--trust always recv bob" "--count 0 recv bob" \
+        "--count 3 send alice bob hi" "--server nohost recv bob" "--server 127.0.0.1:0 recv bob" \
+        "--fingerprint abcd recv bob" "--rotation-seconds x recv bob" "send al! bob hi" "send alice b hi"; do
+        # shellcheck disable=SC2086
+        expect_status 2 "$SIM" $args
+        [ -s "$T/last.err" ] || fail "no message for sim $args"
+    done
+    # no password source at all (no file, no variable, no terminal) is a usage error too
+    expect_status 2 setsid -w "$SIM" --server 127.0.0.1:9 --no-session recv bob
+    grep -q "password" "$T/last.err" || fail "missing password not explained"
+    ;;
+
+config-file)
+    mkdir -p "$T/conf"
+    cat >"$T/conf/simd.conf" <<EOF
+# a comment
+listen = 127.0.0.1:0
+port-file = $T/conf.port
+data-dir = $T/from-file
+bcrypt-cost = 4
+log-level = warning
+EOF
+    # the command line wins over the file: the data directory comes from the flag
+    "$SIMD" -c "$T/conf/simd.conf" --data-dir "$T/from-flag" >"$T/conf.out" 2>"$T/conf.err" </dev/null &
+    SIMD_PID=$!
+    PIDS+=("$SIMD_PID")
+    for _ in $(seq 1 100); do
+        [ -s "$T/conf.port" ] && break
+        kill -0 "$SIMD_PID" 2>/dev/null || fail "simd -c exited during start-up"
+        sleep 0.1
+    done
+    [ -s "$T/conf.port" ] || fail "simd -c did not write the port file named in the file"
+    [ -f "$T/from-flag/server.key" ] || fail "--data-dir on the command line did not win"
+    [ -e "$T/from-file" ] && fail "the file's data-dir was used despite the flag"
+    stop_simd
+    printf 'listen = 127.0.0.1:0\nbogus-key = 1\n' >"$T/conf/bad.conf"
+    expect_status 2 "$SIMD" -c "$T/conf/bad.conf"
+    grep -q "bad.conf:2" "$T/last.err" || fail "config error does not name file and line"
+    printf 'listen\n' >"$T/conf/bad2.conf"
+    expect_status 2 "$SIMD" --config "$T/conf/bad2.conf"
+    printf 'help = true\n' >"$T/conf/bad3.conf"
+    expect_status 2 "$SIMD" --config "$T/conf/bad3.conf"
+    printf 'server = 127.0.0.1:1\nbcrypt-cost = 4\n' >"$T/conf/sim.conf"
+    expect_status 2 "$SIM" -c "$T/conf/sim.conf" recv bob
+    grep -q "sim.conf:2: unknown key 'bcrypt-cost'" "$T/last.err" || fail "sim config error not explained"
+    ;;
+
+simd-start)
+    start_simd srv
+    line=$(head -n 1 "$T/srv.out")
+    [[ "$line" =~ ^simd:\ listening\ on\ 127\.0\.0\.1:([0-9]+)\ fingerprint\ (([0-9a-f]{4}\ ){15}[0-9a-f]{4})$ ]] ||
+        fail "unexpected start line: $line"
+    [ "${BASH_REMATCH[1]}" = "$PORT" ] || fail "start line port ${BASH_REMATCH[1]} differs from port file $PORT"
+    [ "$PORT" -gt 0 ] || fail "port 0 in the port file"
+    fp1=${BASH_REMATCH[2]}
+    [ "$(file_mode "$T/srv")" = 700 ] || fail "data dir mode $(file_mode "$T/srv")"
+    [ "$(file_mode "$T/srv/server.key")" = 600 ] || fail "server key mode $(file_mode "$T/srv/server.key")"
+    [ "$(file_mode "$T/srv/master.key")" = 600 ] || fail "master key mode $(file_mode "$T/srv/master.key")"
+    [ "$(stat -c %s "$T/srv/server.key")" = 32 ] || fail "server key is not 32 bytes"
+    [ "$(stat -c %s "$T/srv/master.key")" = 32 ] || fail "master key is not 32 bytes"
+    [ -f "$T/srv/simd.db" ] || fail "no database at DATA/simd.db"
+    # --log-level warning: the info lines are not there
+    grep -q "level=info" "$T/srv.err" && fail "info lines despite --log-level warning"
+    stop_simd
+    # the key persists: same fingerprint after a restart
+    start_simd srv --log-level info --log-format json
+    line=$(head -n 1 "$T/srv.out")
+    [ "${line##* fingerprint }" = "$fp1" ] || fail "fingerprint changed across a restart"
+    grep -q '"level":"info","msg":"listening"' "$T/srv.err" || fail "no JSON log line"
+    stop_simd
+    # the port is really taken while it runs: a second simd on the same port fails cleanly
+    start_simd srv
+    expect_status 1 "$SIMD" --listen "127.0.0.1:$PORT" --data-dir "$T/srv2" --bcrypt-cost 4
+    grep -q "cannot listen" "$T/last.err" || fail "bind failure not explained"
+    stop_simd
+    ;;
+
+key-permissions)
+    start_simd srv
+    stop_simd
+    chmod 640 "$T/srv/server.key"
+    expect_status 1 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --bcrypt-cost 4
+    grep -q "chmod 600" "$T/last.err" || fail "group-readable key refused without a hint"
+    chmod 604 "$T/srv/server.key"
+    expect_status 1 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --bcrypt-cost 4
+    chmod 600 "$T/srv/server.key"
+    chmod 644 "$T/srv/master.key"
+    expect_status 1 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --bcrypt-cost 4
+    chmod 600 "$T/srv/master.key"
+    head -c 31 /dev/zero >"$T/short.key"
+    chmod 600 "$T/short.key"
+    expect_status 1 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --key "$T/short.key" --bcrypt-cost 4
+    grep -q "32 bytes" "$T/last.err" || fail "short key not explained"
+    # a good key again: starts
+    start_simd srv
+    stop_simd
+    ;;
+
+user-admin)
+    printf 'alice password\n' >"$T/alice.pw"
+    printf 'bob password\n' >"$T/bob.pw"
+    D=(--data-dir "$T/srv" --bcrypt-cost 4)
+    expect_status 0 "$SIMD" "${D[@]}" user add Alice --password-file "$T/alice.pw"
+    grep -q "added user alice" "$T/last.out" || fail "user add did not confirm"
+    expect_status 0 env SIM_PASSWORD='bob password' "$SIMD" "${D[@]}" user add bob
+    expect_status 1 "$SIMD" "${D[@]}" user add alice --password-file "$T/alice.pw"
+    grep -q "already exists" "$T/last.err" || fail "duplicate user not explained"
+    expect_status 0 "$SIMD" "${D[@]}" user list
+    [ "$(cat "$T/last.out")" = "$(printf 'alice\nbob')" ] || fail "user list: $(cat "$T/last.out")"
+    # no password source: a usage error, nothing created
+    expect_status 2 setsid -w "$SIMD" "${D[@]}" user add carol
+    expect_status 0 "$SIMD" "${D[@]}" user list
+    grep -q carol "$T/last.out" && fail "carol was created without a password"
+    # closed registration: only the accounts made above can log in, with their passwords
+    start_simd srv --registration closed
+    sim_as 'bob password' --timeout 20 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    sim_as '' --password-file "$T/alice.pw" send alice bob "through a closed server" >"$T/send.out" 2>"$T/send.err" ||
+        fail "send as an admin-created user failed"
+    wait_exit "$RECV_PID" 20 || fail "recv did not finish"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
+    grep -qx "alice: through a closed server" "$T/recv.out" || fail "message not received"
+    expect_status 1 sim_as 'whatever' --no-session send mallory bob hi
+    grep -q "login refused" "$T/last.err" || fail "unknown user not refused under closed registration"
+    # passwd while the server runs: the old password stops working, the new one works
+    printf 'new alice password\n' >"$T/alice2.pw"
+    expect_status 0 "$SIMD" "${D[@]}" user passwd alice --password-file "$T/alice2.pw"
+    expect_status 1 sim_as 'alice password' --no-session --timeout 3 send alice bob hi
+    grep -q "login refused" "$T/last.err" || fail "old password still accepted after passwd"
+    expect_status 1 sim_as 'new alice password' --no-session --timeout 3 send alice bob hi
+    grep -q "timed out waiting for a conversation key" "$T/last.err" || fail "new password not accepted"
+    # delete: gone from the list and from logins
+    expect_status 0 "$SIMD" "${D[@]}" user delete alice
+    expect_status 1 "$SIMD" "${D[@]}" user delete alice
+    grep -q "no user 'alice'" "$T/last.err" || fail "deleting a missing user not explained"
+    expect_status 0 "$SIMD" "${D[@]}" user list
+    [ "$(cat "$T/last.out")" = "bob" ] || fail "user list after delete: $(cat "$T/last.out")"
+    expect_status 1 sim_as 'new alice password' --no-session send alice bob hi
+    stop_simd
+    ;;
+
+send-recv)
+    start_simd srv
+    sim_as 'bob pw' --timeout 20 recv bob --count 2 >"$T/recv.out" 2>"$T/recv.err" &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    sim_as 'alice pw' send alice bob hello "world" >"$T/send.out" 2>"$T/send.err" || fail "sim send failed"
+    sim_as 'alice pw' send Alice BOB 'second message' >>"$T/send.out" 2>>"$T/send.err" || fail "second send failed"
+    wait_exit "$RECV_PID" 20 || fail "recv did not finish"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
+    [ "$(cat "$T/recv.out")" = "$(printf 'alice: hello world\nalice: second message')" ] ||
+        fail "recv printed: $(cat "$T/recv.out")"
+    grep -q "the server can read this conversation" "$T/send.err" || fail "send did not warn about the server key"
+    # the client showed the same fingerprint as the server on first contact
+    fp=$(head -n 1 "$T/srv.out")
+    fp=${fp##* fingerprint }
+    grep -q "first contact with 127.0.0.1:$PORT; pinned its key, fingerprint $fp" "$T/recv.err" "$T/send.err" ||
+        fail "first-contact fingerprint not shown"
+    [ "$(file_mode "$T/cfg/libsim/known_servers")" = 600 ] || fail "known_servers mode"
+    # nobody is listening as carol: send gives up after --timeout with a clear error
+    expect_status 1 sim_as 'alice pw' --timeout 2 send alice carol hi
+    grep -q "timed out waiting for a conversation key with carol" "$T/last.err" || fail "timeout not explained"
+    # recv without --count ends at --timeout with status 0
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    # a wrong password is refused with status 1
+    expect_status 1 sim_as 'not alice pw' --no-session send alice bob hi
+    grep -q "login refused" "$T/last.err" || fail "wrong password not explained"
+    # nobody listening on a port: status 1 with a clear error
+    stop_simd
+    expect_status 1 sim_as 'alice pw' --timeout 5 send alice bob hi
+    grep -q "cannot connect to 127.0.0.1:$PORT" "$T/last.err" || fail "connection failure not explained"
+    ;;
+
+session-token)
+    start_simd srv
+    sim_as 'bob pw' --timeout 20 recv bob --count 2 >"$T/recv.out" 2>"$T/recv.err" &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    sim_as 'alice pw' send alice bob "with password" >/dev/null 2>"$T/send.err" || fail "first send failed"
+    STATE="$T/cfg/libsim/sessions"
+    [ -f "$STATE" ] || fail "no state file"
+    [ "$(file_mode "$STATE")" = 600 ] || fail "state file mode $(file_mode "$STATE")"
+    grep -q "^127.0.0.1:$PORT alice [0-9a-f]\{64\} [0-9]\+$" "$STATE" || fail "no token for alice in the state file"
+    # no password anywhere, no terminal: only the token can log in
+    (unset SIM_PASSWORD; setsid -w timeout 60 "$SIM" --server "127.0.0.1:$PORT" send alice bob "with token" \
+        </dev/null >/dev/null 2>"$T/token.err") || fail "token login failed: $(cat "$T/token.err")"
+    wait_exit "$RECV_PID" 20 || fail "recv did not finish"
+    [ "$(cat "$T/recv.out")" = "$(printf 'alice: with password\nalice: with token')" ] ||
+        fail "recv printed: $(cat "$T/recv.out")"
+    # a token the server does not know: fall back to the password, and store the new token
+    old=$(grep " alice " "$STATE")
+    sed -i "s/ alice [0-9a-f]\{64\} / alice $(printf '%064d' 0) /" "$STATE"
+    expect_status 2 setsid -w "$SIM" --server "127.0.0.1:$PORT" --timeout 2 send alice carol hi
+    grep -q "no longer valid" "$T/last.err" || fail "stale token not reported"
+    grep -q "password" "$T/last.err" || fail "no password fallback attempted"
+    expect_status 1 sim_as 'alice pw' --timeout 2 send alice carol hi
+    grep -q "timed out waiting for a conversation key" "$T/last.err" || fail "password fallback did not log in"
+    new=$(grep " alice " "$STATE")
+    [ -n "$new" ] && [ "$new" != "$old" ] || fail "no new token stored after the fallback"
+    # a state file others can read is not used
+    chmod 644 "$STATE"
+    expect_status 2 setsid -w "$SIM" --server "127.0.0.1:$PORT" --timeout 2 send alice carol hi
+    grep -q "can be read by others" "$T/last.err" || fail "world-readable state file used"
+    stop_simd
+    ;;
+
+pinning)
+    start_simd srv
+    fp=$(head -n 1 "$T/srv.out")
+    fp=${fp##* fingerprint }
+    # pinned mode and no pin: refused
+    expect_status 1 sim_as 'bob pw' --trust pinned --timeout 2 recv bob
+    grep -q "not trusted" "$T/last.err" || fail "unpinned server accepted with --trust pinned"
+    [ -s "$T/cfg/libsim/known_servers" ] && grep -q "127.0.0.1:$PORT" "$T/cfg/libsim/known_servers" &&
+        fail "refused key was pinned"
+    # a wrong expected fingerprint: refused
+    expect_status 1 sim_as 'bob pw' --fingerprint "$(printf '%064d' 0)" --timeout 2 recv bob
+    grep -q "does not match" "$T/last.err" || fail "wrong --fingerprint accepted"
+    # the right one (any spacing): accepted and pinned, even with --trust pinned
+    expect_status 0 sim_as 'bob pw' --trust pinned --fingerprint "${fp// /:}" --timeout 1 recv bob
+    grep -q "127.0.0.1:$PORT" "$T/cfg/libsim/known_servers" || fail "key not pinned"
+    expect_status 0 sim_as 'bob pw' --trust pinned --timeout 1 recv bob
+    # a different key for this server in the pin file: refused as a possible attack
+    sed -i "s/^127.0.0.1:$PORT .*/127.0.0.1:$PORT $(printf '%064d' 1)/" "$T/cfg/libsim/known_servers"
+    expect_status 1 sim_as 'bob pw' --timeout 2 recv bob
+    grep -q "does not match the pinned key" "$T/last.err" || fail "pin mismatch not refused"
+    stop_simd
+    ;;
+
+sigterm)
+    start_simd srv --log-level info
+    sim_as 'bob pw' --timeout 30 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    for _ in $(seq 1 50); do
+        grep -q "authenticated as bob" "$T/srv.err" && break
+        sleep 0.1
+    done
+    grep -q "authenticated as bob" "$T/srv.err" || fail "bob never logged in"
+    stop_simd
+    grep -q 'msg="shutting down" signal=SIGTERM' "$T/srv.err" || fail "no shutdown log line"
+    # the connected client learns that the server went away
+    wait_exit "$RECV_PID" 10 || fail "recv still running after the server stopped"
+    [ "$EXIT_STATUS" -eq 1 ] || fail "recv exited with $EXIT_STATUS after the server stopped"
+    grep -q "connection closed" "$T/recv.err" || fail "recv did not report the closed connection"
+    # SIGINT stops it as well
+    start_simd srv
+    kill -INT "$SIMD_PID"
+    wait_exit "$SIMD_PID" 10 || fail "simd did not stop on SIGINT"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "simd exited with $EXIT_STATUS on SIGINT"
+    # logs never carry the password
+    grep -q "bob pw" "$T/srv.err" && fail "a password reached the log"
+    ;;
+
+docs)
+    : "${TOOLS_DOC:?set TOOLS_DOC to docs/tools.md}"
+    [ -f "$TOOLS_DOC" ] || fail "missing $TOOLS_DOC"
+    for prog in "$SIMD" "$SIM"; do
+        for opt in $("$prog" --help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+            grep -q -- "\`$opt" "$TOOLS_DOC" || fail "$(basename "$prog") $opt is not documented in docs/tools.md"
+        done
+    done
+    # and the reverse: the document names no option that the programs do not have
+    all_help=$("$SIMD" --help; "$SIM" --help)
+    for opt in $(grep -o -- '`--[a-z][a-z-]*' "$TOOLS_DOC" | tr -d '`' | sort -u); do
+        grep -q -- "$opt" <<<"$all_help" || fail "docs/tools.md documents $opt, which neither program has"
+    done
+    ;;
+
+*)
+    echo "unknown case '$CASE'" >&2
+    exit 2
+    ;;
+esac
+exit 0

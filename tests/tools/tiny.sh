@@ -1,0 +1,62 @@
+#!/bin/bash
+# Smoke test of the examples: the tiny server and two tiny clients; each client must get the other's message.
+# Needs TINY_SERVER and TINY_CLIENT. Stops what it started and removes its directory, also on failure.
+set -u
+: "${TINY_SERVER:?}" "${TINY_CLIENT:?}"
+T=$(mktemp -d "${TMPDIR:-/tmp}/sim-tiny-XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+fail() {
+    echo "FAIL [tiny]: $*" >&2
+    for f in "$T"/*; do
+        echo "--- $f" >&2
+        cat "$f" >&2
+    done
+    exit 1
+}
+
+"$TINY_SERVER" >"$T/server.out" 2>"$T/server.err" &
+SERVER=$!
+PIDS+=("$SERVER")
+for _ in $(seq 1 100); do
+    [ -s "$T/server.out" ] && break
+    kill -0 "$SERVER" 2>/dev/null || fail "tiny_server exited"
+    sleep 0.1
+done
+read -r word PORT _ <"$T/server.out" || fail "no output from tiny_server"
+[ "$word" = port ] && [ "$PORT" -gt 0 ] || fail "unexpected first line: $(cat "$T/server.out")"
+FP=$(sed -n 's/^port [0-9]* fingerprint //p' "$T/server.out")
+
+timeout 60 "$TINY_CLIENT" "$PORT" alice "alice's password" bob >"$T/alice.out" 2>"$T/alice.err" &
+ALICE=$!
+PIDS+=("$ALICE")
+timeout 60 "$TINY_CLIENT" "$PORT" bob "bob's password" alice >"$T/bob.out" 2>"$T/bob.err" &
+BOB=$!
+PIDS+=("$BOB")
+wait "$ALICE" || fail "alice's client failed"
+wait "$BOB" || fail "bob's client failed"
+grep -qx "alice got from bob: hello from bob" "$T/alice.out" || fail "alice did not get bob's message"
+grep -qx "bob got from alice: hello from alice" "$T/bob.out" || fail "bob did not get alice's message"
+grep -qx "alice: server fingerprint $FP" "$T/alice.out" || fail "alice saw another fingerprint"
+
+kill -TERM "$SERVER"
+wait "$SERVER"
+status=$?
+[ "$status" -eq 0 ] || fail "tiny_server exited with $status on SIGTERM"
+exit 0

@@ -1,0 +1,753 @@
+// sim: the libsim command-line client. Interactive chat, and one-shot send / recv / register for scripts.
+// Option parsing, prompts and printing only: the protocol lives in sim::Client / sim::ClientCore.
+#include "common/options.h"
+#include "common/session_state.h"
+#include "common/system.h"
+
+#include <sim/auth.h>
+#include <sim/channel.h>
+#include <sim/client.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <poll.h>
+#include <unistd.h>
+
+namespace {
+
+using sim::tools::OptionSpec;
+using namespace std::chrono_literals;
+
+constexpr OptionSpec sim_options[] = {
+    {"config", 'c', "FILE", "read options from FILE: 'key = value' lines, keys are the long option names; "
+                            "options on the command line win", "", false},
+    {"server", 's', "HOST:PORT", "the simd to connect to (IPv6 as [ADDR]:PORT)", "127.0.0.1:7878"},
+    {"trust", 0, "MODE", "a server key seen for the first time: tofu (pin it), ask (show the fingerprint and "
+                         "ask), pinned (refuse)", "ask on a terminal, else tofu"},
+    {"fingerprint", 0, "FP", "expected server fingerprint (as simd prints it; spaces and ':' ignored); any other "
+                             "key is refused", ""},
+    {"known-servers", 0, "FILE", "pinned server keys", "$XDG_CONFIG_HOME/libsim/known_servers"},
+    {"state-file", 0, "FILE", "session tokens, mode 0600; used to log in without the password while valid",
+     "sessions, next to the known-servers file"},
+    {"password-file", 0, "FILE", "read the password from the first line of FILE (else $SIM_PASSWORD, else a "
+                                 "prompt without echo)", ""},
+    {"timeout", 't', "S", "seconds to wait for the server, for a conversation key (send) and for messages "
+                          "(recv); 0 = no limit", "30"},
+    {"count", 'n', "N", "recv: stop after N messages (exit 1 if fewer arrive in time)", "until --timeout"},
+    {"rotation-seconds", 0, "N", "rotate conversation keys every N seconds (0 = only by volume)", "30"},
+    {"channel-suites", 0, "LIST", "record suites offered for the client-server channel, comma-separated, preferred "
+                                  "first", "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
+    {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
+    {"help", 'h', "", "show this help and exit", "", false},
+    {"version", 'V', "", "show the version and exit", "", false},
+};
+
+void print_help() {
+    std::cout << "Usage: sim [OPTIONS] chat USER [PEER]          interactive chat\n"
+                 "       sim [OPTIONS] send USER PEER MESSAGE...  send one message and exit\n"
+                 "       sim [OPTIONS] recv USER                  print 'peer: text' for incoming messages\n"
+                 "       sim [OPTIONS] register USER              create an account (servers with\n"
+                 "                                                --registration explicit)\n"
+                 "\n"
+                 "The libsim secure instant messaging client. On first contact it shows the server's key\n"
+                 "fingerprint; compare it with the one simd printed. Under open registration (the seed's\n"
+                 "rule) logging in with a new name creates the account.\n"
+                 "\n"
+                 "Chat commands: /open PEER  start a conversation (and make PEER current)\n"
+                 "               /to PEER    send the next lines to PEER\n"
+                 "               /leave [PEER]  end the conversation with PEER (default: current)\n"
+                 "               /who        list conversations\n"
+                 "               /quit       log out and exit (also at end of input)\n"
+                 "               //text      send '/text'\n"
+                 "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
+                 "status lines start with '*', problems with '!'.\n"
+                 "\n"
+                 "Options:\n"
+              << sim::tools::format_options(sim_options)
+              << "\n"
+                 "Exit status: 0 success, 1 failure (connection, login, timeout, refused message), 2 bad usage.\n";
+}
+
+int usage_error(const std::string& message) {
+    std::cerr << "sim: " << message << "\nTry 'sim --help'.\n";
+    return sim::tools::exit_usage;
+}
+
+int failure(const std::string& message) {
+    std::cerr << "sim: error: " << message << "\n";
+    return sim::tools::exit_failure;
+}
+
+/// A failed Session::open: a missing password source is a usage error (2), the rest failures (1).
+int open_failed(const sim::Error& e) {
+    if (e.code == sim::Errc::invalid_argument) {
+        return usage_error(e.detail);
+    }
+    return failure(e.detail.empty() ? e.message() : e.detail);
+}
+
+std::int64_t now_unix_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+struct Settings {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 7878;
+    std::string server_id;  // "host:port" as pinned
+    sim::TrustMode trust = sim::TrustMode::tofu;
+    std::string fingerprint;
+    std::string known_servers;
+    std::string state_file;
+    std::string password_file;
+    sim::Duration timeout = 30s;  // zero: no limit
+    std::optional<std::uint64_t> count;
+    sim::Duration rotation = 30s;
+    sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
+    bool use_session = true;
+
+    /// A deadline `timeout` from now (far away when there is no limit).
+    [[nodiscard]] sim::Duration wait_limit() const { return timeout == sim::Duration::zero() ? 24h * 365 : timeout; }
+};
+
+sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
+    const auto bad = [](const std::string& m) { return sim::Error{sim::Errc::invalid_argument, m}; };
+    Settings s;
+    if (a.has("server")) {
+        SIM_TRY(auto hp, sim::tools::parse_host_port("server", a.get("server"), false));
+        s.host = hp.first;
+        s.port = hp.second;
+    }
+    s.server_id = (s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host) + ":" + std::to_string(s.port);
+    const std::string trust = a.get("trust", sim::tools::stdin_is_tty() ? "ask" : "tofu");
+    if (trust == "tofu") {
+        s.trust = sim::TrustMode::tofu;
+    } else if (trust == "ask") {
+        s.trust = sim::TrustMode::ask;
+    } else if (trust == "pinned") {
+        s.trust = sim::TrustMode::pinned_only;
+    } else {
+        return bad("--trust: expected tofu, ask or pinned, got '" + trust + "'");
+    }
+    s.fingerprint = a.get("fingerprint");
+    if (!s.fingerprint.empty()) {
+        std::string digits;
+        for (const char c : s.fingerprint) {
+            if (c != ' ' && c != ':') {
+                digits.push_back(c);
+            }
+        }
+        sim::Bytes raw;
+        if (digits.size() != 64 || !sim::from_hex(digits, raw)) {
+            return bad("--fingerprint: expected 64 hex digits (16 groups of 4, as simd prints them)");
+        }
+    }
+    s.known_servers = a.get("known-servers", sim::tools::default_config_dir() + "/known_servers");
+    s.state_file = a.get("state-file", sim::tools::parent_dir(s.known_servers) + "/sessions");
+    if (s.known_servers.empty() || s.state_file.empty()) {
+        return bad("--known-servers / --state-file: empty file name");
+    }
+    s.password_file = a.get("password-file");
+    SIM_TRY(s.timeout, sim::tools::parse_seconds("timeout", a.get("timeout", "30"), 365.0 * 86400.0));
+    if (a.has("count")) {
+        SIM_TRY(s.count, sim::tools::parse_uint("count", a.get("count"), 1, 1'000'000'000));
+    }
+    SIM_TRY(const auto rotation, sim::tools::parse_uint("rotation-seconds", a.get("rotation-seconds", "30"), 0, 86400));
+    s.rotation = std::chrono::seconds(rotation);
+    if (a.has("channel-suites")) {
+        SIM_TRY(s.channel_suites, sim::tools::parse_suite_list("channel-suites", a.get("channel-suites")));
+    }
+    s.use_session = !a.has("no-session");
+    return s;
+}
+
+/// Output shared by the commands; stdout for conversation lines, stderr for status in one-shot modes.
+void print_line(std::FILE* out, const std::string& line) {
+    std::fputs(line.c_str(), out);
+    std::fputc('\n', out);
+    std::fflush(out);
+}
+
+/// Status text for an event, or empty for events that are not shown. Messages are formatted by the caller.
+std::string describe(const sim::ClientEvent& e) {
+    using K = sim::ClientEventKind;
+    const std::string peer = sim::tools::printable(e.peer);
+    switch (e.kind) {
+        case K::authenticated: return "* authenticated as " + peer;
+        case K::waiting: return "* waiting for " + peer + " to come online";
+        case K::peer_online: return "* " + peer + " is online";
+        case K::key_assigned:
+            return "* conversation with " + peer + " keyed (" + std::string(sim::suite_name(e.suite)) +
+                   "). server-assigned key: the server can read this conversation";
+        case K::key_rotated: return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
+        case K::peer_left: return "* " + peer + " left";
+        case K::error:
+            if (!e.peer.empty()) {
+                return "! a message from " + peer + " could not be read and was dropped (" + e.error.message() + ")";
+            }
+            return "! server: " + e.error.message();
+        case K::closed:
+            return "! connection closed" + (e.error.code == sim::Errc::ok ? std::string() : ": " + e.error.message());
+        case K::message: return "[" + peer + "] " + sim::tools::printable(e.text);
+        case K::channel_ready:
+        case K::trust_required: return {};
+    }
+    return {};
+}
+
+/// A connected, logged-in client.
+struct Connection {
+    std::unique_ptr<sim::Client> client;
+    std::string user;  // canonical
+};
+
+class Session {
+public:
+    explicit Session(const Settings& s) : m_s(s), m_state(s.state_file) {}
+
+    /// Connect, pin or check the server key, and log in (token first, then password). Errors carry a message
+    /// for the user.
+    sim::Result<Connection> open(const std::string& user, const std::string& destination, bool register_account) {
+        if (auto st = sim::tools::make_private_dirs(sim::tools::parent_dir(m_s.known_servers)); !st) {
+            return st.error();
+        }
+        if (!register_account && m_s.use_session) {
+            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
+            if (!stored) {
+                print_line(stderr, "sim: warning: " + stored.error().message());
+            } else if (stored->has_value()) {
+                SIM_TRY(auto c, connect());
+                auto st = c.client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
+                if (st) {
+                    c.user = c.client->core().user();
+                    return c;
+                }
+                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
+                    return login_error(st.error());
+                }
+                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
+                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
+            }
+        }
+        auto password = sim::tools::obtain_password(m_s.password_file, "Password for " + user + " at " +
+                                                                           m_s.server_id + ": ",
+                                                    register_account && m_s.password_file.empty());
+        if (!password) {
+            return password.error();
+        }
+        auto c = connect();
+        if (!c) {
+            sim::tools::wipe(*password);
+            return c.error();
+        }
+        auto st = register_account ? c->client->register_user(user, *password, m_s.wait_limit())
+                                   : c->client->login(user, *password, destination, m_s.wait_limit());
+        sim::tools::wipe(*password);
+        if (!st) {
+            return login_error(st.error());
+        }
+        c->user = c->client->core().user();
+        if (m_s.use_session) {
+            const auto issued = c->client->core().session_token();
+            if (!issued.token.empty()) {
+                if (auto saved = m_state.save(m_s.server_id, c->user, {issued.token, issued.expires_unix_ms},
+                                              now_unix_ms());
+                    !saved) {
+                    print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
+                }
+            }
+        }
+        return c;
+    }
+
+private:
+    sim::Result<Connection> connect() {
+        sim::ClientOptions o;
+        o.host = m_s.host;
+        o.port = m_s.port;
+        o.known_servers_file = m_s.known_servers;
+        o.connect_timeout = m_s.timeout == sim::Duration::zero() ? 30s : m_s.timeout;
+        o.config.handshake.server_id = m_s.server_id;
+        o.config.handshake.trust = m_s.trust;
+        o.config.handshake.expected_fingerprint = m_s.fingerprint;
+        o.config.handshake.suites = m_s.channel_suites;
+        o.config.conversation_rotation.interval = m_s.rotation;
+        // A first contact writes a pin. Several sim processes may do that at once (a script starting a sender
+        // and a receiver), so pinning is serialised with a lock beside the file; later connections only read it.
+        std::optional<sim::tools::FileLock> pin_lock;
+        bool first_contact = false;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            auto known = sim::FileKnownServers::open(m_s.known_servers);
+            if (!known) {
+                return sim::Error{known.code(),
+                                  "known-servers file '" + m_s.known_servers + "': " + known.error().message()};
+            }
+            first_contact = !(*known)->lookup(m_s.server_id).has_value();
+            if (!first_contact || pin_lock) {
+                break;
+            }
+            pin_lock.emplace(m_s.known_servers);  // then look again: another process may have pinned meanwhile
+        }
+        bool asked = false;
+        auto ask = [&](const std::string& fp) {
+            asked = true;
+            std::cerr << "The server " << m_s.server_id << " is not known yet. Its key fingerprint is\n  " << fp
+                      << "\nCompare it with the fingerprint simd printed when it started.\n";
+            auto answer = sim::tools::prompt_line("Trust this server and remember its key? [y/N] ");
+            return answer && (*answer == "y" || *answer == "Y" || *answer == "yes");
+        };
+        auto client = sim::Client::connect(o, ask);
+        if (!client) {
+            return connect_error(client.error());
+        }
+        if (first_contact && !asked) {
+            print_line(stderr, "sim: first contact with " + m_s.server_id + "; pinned its key, fingerprint " +
+                                   (*client)->server_fingerprint());
+        }
+        return Connection{std::move(*client), {}};
+    }
+
+    sim::Error connect_error(const sim::Error& e) const {
+        switch (e.code) {
+            case sim::Errc::server_key_mismatch:
+                return {e.code, "the key of " + m_s.server_id + " does not match the pinned key in " +
+                                    m_s.known_servers + " (or --fingerprint). This may be an attack. If the server's "
+                                    "key was replaced on purpose, delete its line from that file."};
+            case sim::Errc::server_key_unknown:
+                return {e.code, "the key of " + m_s.server_id + " is not trusted (not pinned; --trust pinned, or "
+                                    "refused at the prompt)"};
+            case sim::Errc::io_error:
+            case sim::Errc::timeout: return {e.code, "cannot connect to " + m_s.server_id + ": " + e.message()};
+            default: return {e.code, "connection to " + m_s.server_id + " failed: " + e.message()};
+        }
+    }
+
+    static sim::Error login_error(const sim::Error& e) {
+        switch (e.code) {
+            case sim::Errc::auth_rejected: return {e.code, "login refused: wrong password or unknown user"};
+            case sim::Errc::registration_closed:
+                return {e.code, "this server does not let you create accounts this way (" + e.message() + ")"};
+            case sim::Errc::throttled: return {e.code, "too many failed logins; try again later"};
+            case sim::Errc::timeout: return {e.code, "the server did not answer the login in time"};
+            default: return {e.code, "login failed: " + e.message()};
+        }
+    }
+
+    const Settings& m_s;
+    sim::tools::SessionState m_state;
+};
+
+sim::Result<std::string> canonical(std::string_view what, const std::string& name) {
+    auto c = sim::auth::canonical_username(name);
+    if (!c) {
+        return sim::Error{sim::Errc::invalid_argument, std::string(what) + ": " + c.error().message()};
+    }
+    return c;
+}
+
+void finish(Connection& c) {
+    (void)c.client->logout(0);
+    c.client->close();
+}
+
+// ---------------------------------------------------------------- send
+
+int run_send(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() < 4) {
+        return usage_error("send: expected USER PEER MESSAGE...");
+    }
+    auto user = canonical("USER", pos[1]);
+    auto peer = canonical("PEER", pos[2]);
+    if (!user || !peer) {
+        return usage_error((user ? peer : user).error().detail);
+    }
+    std::string text = pos[3];
+    for (std::size_t i = 4; i < pos.size(); ++i) {
+        text += " " + pos[i];
+    }
+    Session session(s);
+    auto c = session.open(*user, *peer, false);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    auto& client = *c->client;
+    const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
+    for (;;) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
+        if (!e) {
+            client.close();
+            return failure(e.code() == sim::Errc::timeout
+                               ? "timed out waiting for a conversation key with " + *peer + " (is " + *peer +
+                                     " logged in?)"
+                               : e.error().message());
+        }
+        if (e->kind == sim::ClientEventKind::key_assigned && e->peer == *peer) {
+            print_line(stderr, "sim: " + describe(*e).substr(2));
+            break;
+        }
+        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
+            client.close();
+            return failure(describe(*e).substr(2));
+        }
+    }
+    if (auto st = client.send(*peer, text); !st) {
+        finish(*c);
+        return failure("cannot send: " + st.error().message());
+    }
+    // The server handles a connection's frames in order: when the answer to this probe arrives, the message was
+    // forwarded, or its refusal (an error frame) arrived first.
+    if (auto st = client.core().probe(*peer); !st) {
+        finish(*c);
+        return failure("cannot confirm delivery: " + st.error().message());
+    }
+    for (;;) {
+        auto e = client.receive(s.wait_limit());
+        if (!e) {
+            client.close();
+            return failure("the server did not confirm the message: " + e.error().message());
+        }
+        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
+            finish(*c);
+            return failure("the server refused the message: " + e->error.message());
+        }
+        if ((e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting) &&
+            e->peer == *peer) {
+            break;
+        }
+    }
+    finish(*c);
+    return 0;
+}
+
+// ---------------------------------------------------------------- recv
+
+int run_recv(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2) {
+        return usage_error("recv: expected USER");
+    }
+    auto user = canonical("USER", pos[1]);
+    if (!user) {
+        return usage_error(user.error().detail);
+    }
+    Session session(s);
+    auto c = session.open(*user, {}, false);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    auto& client = *c->client;
+    std::uint64_t received = 0;
+    const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
+    while (!s.count || received < *s.count) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
+        if (!e) {
+            if (e.code() == sim::Errc::timeout) {
+                break;
+            }
+            client.close();
+            return failure(e.error().message());
+        }
+        if (e->kind == sim::ClientEventKind::message) {
+            print_line(stdout, sim::tools::printable(e->peer) + ": " + sim::tools::printable(e->text));
+            ++received;
+        } else if (e->kind == sim::ClientEventKind::closed) {
+            client.close();
+            return failure(describe(*e).substr(2));
+        } else if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::error ||
+                   e->kind == sim::ClientEventKind::peer_left) {
+            print_line(stderr, "sim: " + describe(*e).substr(2));
+        }
+    }
+    finish(*c);
+    if (s.count && received < *s.count) {
+        return failure("timed out after " + std::to_string(received) + " of " + std::to_string(*s.count) +
+                       " messages");
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------- register
+
+int run_register(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2) {
+        return usage_error("register: expected USER");
+    }
+    auto user = canonical("USER", pos[1]);
+    if (!user) {
+        return usage_error(user.error().detail);
+    }
+    Session session(s);
+    auto c = session.open(*user, {}, true);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    print_line(stdout, "sim: registered " + c->user + " at " + s.server_id);
+    finish(*c);
+    return 0;
+}
+
+// ---------------------------------------------------------------- chat
+
+class Chat {
+public:
+    Chat(Connection& c, std::string current) : m_c(c), m_current(std::move(current)) {}
+
+    int run() {
+        print_line(stdout, "* authenticated as " + m_c.user + "; type a message, or /help");
+        if (!m_current.empty()) {
+            print_line(stdout, "* talking to " + m_current);
+        }
+        std::string buffer;
+        for (;;) {
+            drain_events();
+            if (m_closed) {
+                m_c.client->close();
+                return sim::tools::exit_failure;
+            }
+            pollfd pfd{STDIN_FILENO, POLLIN, 0};
+            const int ready = ::poll(&pfd, 1, 100);
+            if (ready < 0 && errno != EINTR) {
+                break;
+            }
+            if (ready <= 0) {
+                continue;
+            }
+            char chunk[4096];
+            const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                if (!buffer.empty() && !handle(buffer)) {
+                    break;
+                }
+                break;  // end of input: like /quit
+            }
+            buffer.append(chunk, static_cast<std::size_t>(n));
+            std::size_t nl = 0;
+            bool quit = false;
+            while ((nl = buffer.find('\n')) != std::string::npos) {
+                std::string line = buffer.substr(0, nl);
+                buffer.erase(0, nl + 1);
+                if (!line.empty() && line.back() == '\r') {
+                    line.pop_back();
+                }
+                if (!handle(line)) {
+                    quit = true;
+                    break;
+                }
+            }
+            if (quit) {
+                break;
+            }
+        }
+        drain_events();
+        finish(m_c);
+        return 0;
+    }
+
+private:
+    void say(const std::string& line) { print_line(stdout, line); }
+
+    void drain_events() {
+        for (;;) {
+            auto e = m_c.client->receive(0ns);
+            if (!e) {
+                if (e.code() == sim::Errc::closed) {
+                    m_closed = true;
+                }
+                return;
+            }
+            const std::string text = describe(*e);
+            if (!text.empty()) {
+                say(text);
+            }
+            if (e->kind == sim::ClientEventKind::closed) {
+                m_closed = true;
+                return;
+            }
+            if (e->kind == sim::ClientEventKind::peer_left && e->peer == m_current) {
+                say("* no current peer: /open PEER or /to PEER");
+                m_current.clear();
+            }
+        }
+    }
+
+    /// Returns false to quit.
+    bool handle(const std::string& line) {
+        if (line.empty()) {
+            return true;
+        }
+        if (line[0] != '/' || line.starts_with("//")) {
+            send(line[0] == '/' ? line.substr(1) : line);
+            return true;
+        }
+        const auto space = line.find(' ');
+        const std::string cmd = line.substr(0, space);
+        std::string arg = space == std::string::npos ? std::string() : line.substr(space + 1);
+        while (!arg.empty() && arg.back() == ' ') {
+            arg.pop_back();
+        }
+        if (cmd == "/quit" || cmd == "/exit") {
+            return false;
+        }
+        if (cmd == "/help") {
+            say("* /open PEER, /to PEER, /leave [PEER], /who, /quit; //text sends '/text'");
+        } else if (cmd == "/who") {
+            who();
+        } else if (cmd == "/open" || cmd == "/to" || cmd == "/leave") {
+            if (arg.empty() && cmd == "/leave") {
+                arg = m_current;
+            }
+            auto peer = canonical("peer", arg);
+            if (arg.empty() || !peer) {
+                say("! " + cmd + ": expected a user name");
+                return true;
+            }
+            if (*peer == m_c.user) {
+                say("! that is you");
+                return true;
+            }
+            if (cmd == "/open") {
+                if (auto st = m_c.client->open(*peer); !st) {
+                    say("! cannot open a conversation: " + st.error().message());
+                    return true;
+                }
+                m_current = *peer;
+                say("* opening a conversation with " + *peer);
+            } else if (cmd == "/to") {
+                m_current = *peer;
+                if (!m_c.client->core().conversation_suite(*peer)) {
+                    say("* talking to " + *peer + " (no key yet: /open " + *peer + " if you have not)");
+                } else {
+                    say("* talking to " + *peer);
+                }
+            } else {
+                if (auto st = m_c.client->leave(*peer); !st) {
+                    say("! cannot leave: " + st.error().message());
+                    return true;
+                }
+                say("* left the conversation with " + *peer);
+                if (m_current == *peer) {
+                    m_current.clear();
+                }
+            }
+        } else {
+            say("! unknown command " + sim::tools::printable(cmd) + "; /help lists them");
+        }
+        return true;
+    }
+
+    void who() {
+        const auto peers = m_c.client->core().conversations();
+        if (peers.empty()) {
+            say("* no keyed conversations");
+            return;
+        }
+        for (const auto& p : peers) {
+            const auto suite = m_c.client->core().conversation_suite(p);
+            say("* " + p + (suite ? " (" + std::string(sim::suite_name(*suite)) + ")" : std::string()) +
+                (p == m_current ? " <- current" : ""));
+        }
+    }
+
+    void send(const std::string& text) {
+        if (m_current.empty()) {
+            say("! no current peer: /open PEER or /to PEER");
+            return;
+        }
+        auto st = m_c.client->send(m_current, text);
+        if (!st) {
+            if (st.code() == sim::Errc::no_conversation) {
+                say("! no key with " + m_current + " yet; not sent (waiting for " + m_current + "?)");
+            } else {
+                say("! not sent: " + st.error().message());
+            }
+        }
+    }
+
+    Connection& m_c;
+    std::string m_current;
+    bool m_closed = false;
+};
+
+int run_chat(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2 && pos.size() != 3) {
+        return usage_error("chat: expected USER [PEER]");
+    }
+    auto user = canonical("USER", pos[1]);
+    if (!user) {
+        return usage_error(user.error().detail);
+    }
+    std::string peer;
+    if (pos.size() == 3) {
+        auto p = canonical("PEER", pos[2]);
+        if (!p) {
+            return usage_error(p.error().detail);
+        }
+        peer = *p;
+    }
+    Session session(s);
+    auto c = session.open(*user, peer, false);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    Chat chat(*c, peer);
+    return chat.run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    auto parsed = sim::tools::parse_command_line(sim_options, args);
+    if (!parsed) {
+        return usage_error(parsed.error().detail);
+    }
+    if (parsed->has("help")) {
+        print_help();
+        return 0;
+    }
+    if (parsed->has("version")) {
+        std::cout << "sim (libsim) " << SIM_VERSION << "\n";
+        return 0;
+    }
+    if (parsed->has("config")) {
+        if (auto st = sim::tools::merge_config_file(sim_options, parsed->get("config"), *parsed); !st) {
+            return usage_error(st.error().detail);
+        }
+    }
+    auto settings = settings_from(*parsed);
+    if (!settings) {
+        return usage_error(settings.error().detail);
+    }
+    const auto& pos = parsed->positionals;
+    if (pos.empty()) {
+        return usage_error("expected a command: chat, send, recv or register");
+    }
+    if (settings->count && pos[0] != "recv") {
+        return usage_error("--count is for recv");
+    }
+    if (settings->trust == sim::TrustMode::ask && !sim::tools::stdin_is_tty() && parsed->has("trust")) {
+        return usage_error("--trust ask needs a terminal");
+    }
+    if (pos[0] == "chat") {
+        return run_chat(*settings, pos);
+    }
+    if (pos[0] == "send") {
+        return run_send(*settings, pos);
+    }
+    if (pos[0] == "recv") {
+        return run_recv(*settings, pos);
+    }
+    if (pos[0] == "register") {
+        return run_register(*settings, pos);
+    }
+    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv or register)");
+}

@@ -1,0 +1,483 @@
+// simd: the libsim server daemon, and its account administration commands. Option parsing and wiring only: the
+// protocol lives in sim::ServerCore, the sockets in sim::net::TcpServer, the accounts in sim::auth / sim::store.
+#include "common/log.h"
+#include "common/options.h"
+#include "common/system.h"
+
+#include <sim/auth.h>
+#include <sim/channel.h>
+#include <sim/net.h>
+#include <sim/server.h>
+#include <sim/store.h>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <pthread.h>
+#include <span>
+#include <sys/stat.h>
+#include <thread>
+
+namespace {
+
+using sim::tools::OptionSpec;
+using namespace std::chrono_literals;
+
+constexpr OptionSpec simd_options[] = {
+    {"config", 'c', "FILE", "read options from FILE: 'key = value' lines, keys are the long option names; "
+                            "options on the command line win", "", false},
+    {"listen", 0, "ADDR:PORT", "address to listen on (IPv6 as [ADDR]:PORT; port 0 picks a free port)",
+     "127.0.0.1:7878"},
+    {"port-file", 0, "FILE", "write the bound port to FILE once listening", ""},
+    {"data-dir", 0, "DIR", "data directory, created with mode 0700", "./simd-data"},
+    {"db", 0, "URL", "account database: sqlite:PATH, memory: (nothing persists), or "
+                     "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB", "sqlite:DIR/simd.db"},
+    {"key", 0, "FILE", "server static X25519 private key: 32 raw bytes, mode 0600, created on first start",
+     "DIR/server.key"},
+    {"master-key-file", 0, "FILE", "master key sealing the stored conversation keys: 32 raw bytes, mode 0600, "
+                                   "created on first start", "DIR/master.key"},
+    {"registration", 0, "MODE", "who creates accounts: open (logging in with a new name registers it, as in the "
+                                "seed), explicit (clients ask to register), closed (only 'simd user add')", "open"},
+    {"hash", 0, "ALG", "password hash for new passwords: bcrypt or argon2id", "bcrypt"},
+    {"bcrypt-cost", 0, "N", "bcrypt cost, 4 to 18", "12"},
+    {"channel-suites", 0, "LIST", "record suites allowed on client-server channels, comma-separated, preferred "
+                                  "first", "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
+    {"conversation-suite", 0, "NAME", "suite of server-assigned conversation keys; tdes (TDES-CBC-HMAC-SHA256) is "
+                                      "the seed's Triple-DES", "AES-256-GCM"},
+    {"io-threads", 0, "N", "I/O threads, 0 = one per CPU", "0"},
+    {"workers", 0, "N", "threads for password hashing", "2"},
+    {"max-connections", 0, "N", "refuse connections beyond this many", "10000"},
+    {"handshake-timeout", 0, "S", "close a connection whose handshake takes longer than S seconds (0 = never)", "10"},
+    {"idle-timeout", 0, "S", "close a connection silent for S seconds (0 = never)", "120"},
+    {"max-queue-bytes", 0, "N", "close a connection whose unsent output exceeds N bytes", "4194304"},
+    {"max-frame", 0, "N", "largest frame accepted from a client, in bytes (4096 to 16777216)", "65536"},
+    {"log-level", 0, "LEVEL", "debug, info, warning or error", "info"},
+    {"log-format", 0, "FORMAT", "text (logfmt) or json (JSON lines); logs go to stderr", "text"},
+    {"password-file", 0, "FILE", "for 'user add' and 'user passwd': read the password from the first line of FILE "
+                                 "(else $SIM_PASSWORD, else a prompt without echo)", ""},
+    {"help", 'h', "", "show this help and exit", "", false},
+    {"version", 'V', "", "show the version and exit", "", false},
+};
+
+void print_help() {
+    std::cout << "Usage: simd [OPTIONS]                 run the server\n"
+                 "       simd [OPTIONS] user add NAME     create an account (any registration policy)\n"
+                 "       simd [OPTIONS] user passwd NAME  set a new password\n"
+                 "       simd [OPTIONS] user delete NAME  delete an account, its tokens and conversation keys\n"
+                 "       simd [OPTIONS] user list         list the accounts\n"
+                 "\n"
+                 "The libsim secure instant messaging server. On start it prints\n"
+                 "'simd: listening on ADDR:PORT fingerprint XXXX ...'; clients compare that fingerprint.\n"
+                 "SIGINT or SIGTERM stops it cleanly. The user commands work on the database given by\n"
+                 "--data-dir / --db, also while the server runs.\n"
+                 "\n"
+                 "Options:\n"
+              << sim::tools::format_options(simd_options)
+              << "\n"
+                 "Exit status: 0 success, 1 failure at run time, 2 bad usage.\n";
+}
+
+int usage_error(const std::string& message) {
+    std::cerr << "simd: " << message << "\nTry 'simd --help'.\n";
+    return sim::tools::exit_usage;
+}
+
+int failure(const std::string& message) {
+    std::cerr << "simd: error: " << message << "\n";
+    return sim::tools::exit_failure;
+}
+
+/// Every setting, checked before anything is opened.
+struct Settings {
+    std::string listen_host = "127.0.0.1";
+    std::uint16_t listen_port = 7878;
+    std::string port_file;
+    std::string data_dir = "./simd-data";
+    std::string db_url;
+    bool default_db = true;
+    std::string key_file;
+    std::string master_key_file;
+    sim::auth::RegistrationPolicy registration = sim::auth::RegistrationPolicy::open;
+    sim::auth::HashPolicy hash;
+    sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
+    sim::SuiteId conversation_suite = sim::SuiteId::aes256_gcm;
+    std::size_t io_threads = 0;
+    std::size_t workers = 2;
+    std::size_t max_connections = 10000;
+    sim::Duration handshake_timeout = 10s;
+    sim::Duration idle_timeout = 120s;
+    std::size_t max_queue_bytes = 4U << 20U;
+    std::size_t max_frame = sim::default_max_frame_size;
+    sim::LogLevel log_level = sim::LogLevel::info;
+    sim::tools::LogFormat log_format = sim::tools::LogFormat::text;
+    std::string password_file;
+};
+
+sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
+    using sim::tools::parse_uint;
+    Settings s;
+    const auto bad = [](const std::string& m) { return sim::Error{sim::Errc::invalid_argument, m}; };
+    if (a.has("listen")) {
+        SIM_TRY(auto hp, sim::tools::parse_host_port("listen", a.get("listen"), true));
+        s.listen_host = hp.first;
+        s.listen_port = hp.second;
+    }
+    s.port_file = a.get("port-file");
+    s.data_dir = a.get("data-dir", "./simd-data");
+    if (s.data_dir.empty()) {
+        return bad("--data-dir: empty directory name");
+    }
+    while (s.data_dir.size() > 1 && s.data_dir.back() == '/') {
+        s.data_dir.pop_back();
+    }
+    s.default_db = !a.has("db");
+    s.db_url = a.get("db", "sqlite:" + s.data_dir + "/simd.db");
+    s.key_file = a.get("key", s.data_dir + "/server.key");
+    s.master_key_file = a.get("master-key-file", s.data_dir + "/master.key");
+    if (s.key_file.empty() || s.master_key_file.empty()) {
+        return bad("--key / --master-key-file: empty file name");
+    }
+    if (s.db_url.starts_with("mariadb://") || s.db_url.starts_with("mysql://")) {
+        if (!sim::store::have_mariadb()) {
+            return bad("--db: this simd was built without MariaDB support");
+        }
+    } else if (!s.db_url.starts_with("sqlite:") && s.db_url != "memory:") {
+        return bad("--db: expected sqlite:PATH, memory: or mariadb://USER:PASS@HOST:PORT/DB");
+    }
+    const std::string reg = a.get("registration", "open");
+    if (reg == "open") {
+        s.registration = sim::auth::RegistrationPolicy::open;
+    } else if (reg == "explicit") {
+        s.registration = sim::auth::RegistrationPolicy::explicit_request;
+    } else if (reg == "closed") {
+        s.registration = sim::auth::RegistrationPolicy::closed;
+    } else {
+        return bad("--registration: expected open, explicit or closed, got '" + reg + "'");
+    }
+    const std::string hash = a.get("hash", "bcrypt");
+    if (hash == "bcrypt") {
+        s.hash.algorithm = sim::auth::HashAlgorithm::bcrypt;
+    } else if (hash == "argon2id") {
+        s.hash.algorithm = sim::auth::HashAlgorithm::argon2id;
+    } else {
+        return bad("--hash: expected bcrypt or argon2id, got '" + hash + "'");
+    }
+    SIM_TRY(const auto cost, parse_uint("bcrypt-cost", a.get("bcrypt-cost", "12"), 4, 18));
+    s.hash.bcrypt.cost = static_cast<unsigned>(cost);
+    if (a.has("channel-suites")) {
+        SIM_TRY(s.channel_suites, sim::tools::parse_suite_list("channel-suites", a.get("channel-suites")));
+    }
+    SIM_TRY(s.conversation_suite, sim::tools::parse_suite("conversation-suite", a.get("conversation-suite", "aes")));
+    SIM_TRY(s.io_threads, parse_uint("io-threads", a.get("io-threads", "0"), 0, 1024));
+    SIM_TRY(s.workers, parse_uint("workers", a.get("workers", "2"), 1, 1024));
+    SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
+    SIM_TRY(s.handshake_timeout, sim::tools::parse_seconds("handshake-timeout", a.get("handshake-timeout", "10"),
+                                                           86400.0));
+    SIM_TRY(s.idle_timeout, sim::tools::parse_seconds("idle-timeout", a.get("idle-timeout", "120"), 30 * 86400.0));
+    SIM_TRY(s.max_queue_bytes, parse_uint("max-queue-bytes", a.get("max-queue-bytes", "4194304"), 65536, 1ULL << 32U));
+    SIM_TRY(s.max_frame, parse_uint("max-frame", a.get("max-frame", "65536"), 4096, 16U << 20U));
+    const std::string level = a.get("log-level", "info");
+    if (level == "debug") {
+        s.log_level = sim::LogLevel::debug;
+    } else if (level == "info") {
+        s.log_level = sim::LogLevel::info;
+    } else if (level == "warning") {
+        s.log_level = sim::LogLevel::warning;
+    } else if (level == "error") {
+        s.log_level = sim::LogLevel::error;
+    } else {
+        return bad("--log-level: expected debug, info, warning or error, got '" + level + "'");
+    }
+    const std::string format = a.get("log-format", "text");
+    if (format == "text") {
+        s.log_format = sim::tools::LogFormat::text;
+    } else if (format == "json") {
+        s.log_format = sim::tools::LogFormat::json;
+    } else {
+        return bad("--log-format: expected text or json, got '" + format + "'");
+    }
+    s.password_file = a.get("password-file");
+    return s;
+}
+
+/// Hands jobs to the transport's worker pool. The core needs an Executor when it is created, and the pool lives
+/// inside the TcpServer, which needs the core (for its handler factory) when it starts; no job can be submitted
+/// before the first connection, so the target is set right after the server starts. Submissions without a target
+/// are refused (the core answers them as "server busy").
+class TransportWorkers final : public sim::Executor {
+public:
+    void attach(sim::Executor* target) noexcept { m_target.store(target); }
+    [[nodiscard]] bool submit(std::function<void()> job) override {
+        sim::Executor* target = m_target.load();
+        return target != nullptr && target->submit(std::move(job));
+    }
+
+private:
+    std::atomic<sim::Executor*> m_target{nullptr};
+};
+
+struct Accounts {
+    std::unique_ptr<sim::Rng> rng = sim::make_system_rng();
+    std::unique_ptr<sim::store::Backend> backend;
+    std::unique_ptr<sim::auth::PasswordHasher> hasher;
+    std::unique_ptr<sim::auth::Authenticator> authenticator;
+};
+
+sim::Result<Accounts> open_accounts(const Settings& s) {
+    if (s.default_db) {
+        SIM_TRY_STATUS(sim::tools::make_private_dirs(s.data_dir));
+    }
+    Accounts a;
+    auto backend = sim::store::open_backend(s.db_url);
+    if (!backend) {
+        // The URL may hold a password: name only the backend kind.
+        return sim::Error{backend.code(), "cannot open the account database: " + backend.error().message()};
+    }
+    a.backend = std::move(*backend);
+    auto hasher = sim::auth::make_password_hasher(s.hash);
+    if (!hasher) {
+        return hasher.error();
+    }
+    a.hasher = std::move(*hasher);
+    sim::auth::AuthConfig config;
+    config.registration = s.registration;
+    SIM_TRY(a.authenticator, sim::auth::Authenticator::create(*a.backend, *a.hasher, *a.rng, sim::steady_clock(),
+                                                              config));
+    return a;
+}
+
+int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
+    const std::string& verb = pos.size() > 1 ? pos[1] : std::string();
+    const bool needs_name = verb == "add" || verb == "delete" || verb == "passwd";
+    if (verb.empty() || (!needs_name && verb != "list")) {
+        return usage_error("user: expected add, delete, list or passwd");
+    }
+    if (needs_name != (pos.size() == 3) || (!needs_name && pos.size() != 2)) {
+        return usage_error(needs_name ? "user " + verb + ": expected one user NAME" : "user list takes no NAME");
+    }
+    std::string name;
+    if (needs_name) {
+        auto canonical = sim::auth::canonical_username(pos[2]);
+        if (!canonical) {
+            return usage_error("user " + verb + ": " + canonical.error().message());
+        }
+        name = *canonical;
+    }
+    std::string password;
+    if (verb == "add" || verb == "passwd") {
+        auto pw = sim::tools::obtain_password(s.password_file, "Password for " + name + ": ", true);
+        if (!pw) {
+            return usage_error(pw.error().detail);
+        }
+        password = std::move(*pw);
+        if (auto st = sim::auth::check_password(password); !st) {
+            sim::tools::wipe(password);
+            return usage_error(st.error().message());
+        }
+    }
+    auto accounts = open_accounts(s);
+    if (!accounts) {
+        sim::tools::wipe(password);
+        return failure(accounts.error().message());
+    }
+    auto& auth = *accounts->authenticator;
+    sim::Status st;
+    if (verb == "add") {
+        st = auth.admin_create_user(name, password);
+    } else if (verb == "passwd") {
+        st = auth.admin_set_password(name, password);
+    } else if (verb == "delete") {
+        st = auth.delete_user(name);
+    } else {
+        auto users = auth.list_users();
+        if (!users) {
+            return failure(users.error().message());
+        }
+        for (const auto& u : *users) {
+            std::cout << u << "\n";
+        }
+        return 0;
+    }
+    sim::tools::wipe(password);
+    if (!st) {
+        if (st.code() == sim::Errc::user_exists) {
+            return failure("user '" + name + "' already exists");
+        }
+        if (st.code() == sim::Errc::user_not_found) {
+            return failure("no user '" + name + "'");
+        }
+        return failure(st.error().message());
+    }
+    const char* done = verb == "add" ? "added" : verb == "passwd" ? "changed the password of" : "deleted";
+    std::cout << "simd: " << done << " user " << name << "\n";
+    return 0;
+}
+
+std::string endpoint(const std::string& host, std::uint16_t port) {
+    const bool v6 = host.find(':') != std::string::npos;
+    return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+int run_server(const Settings& s) {
+    // Every thread inherits this mask, so the signals reach only the sigwait below.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+    ::umask(077);  // the database, its journal and the port file are private too
+
+    sim::tools::Logger logger(s.log_level, s.log_format);
+    if (auto st = sim::tools::make_private_dirs(s.data_dir); !st) {
+        return failure(st.error().message());
+    }
+    if (sim::tools::shared_with_others(s.data_dir).value_or(false)) {
+        logger.log(sim::LogLevel::warning, "data directory is accessible by group or others",
+                   {{"dir", s.data_dir}});
+    }
+    auto accounts = open_accounts(s);
+    if (!accounts) {
+        return failure(accounts.error().message());
+    }
+    auto& rng = *accounts->rng;
+    auto static_key = sim::tools::load_or_create_secret(s.key_file, 32, rng, true, "server key");
+    if (!static_key) {
+        return failure(static_key.error().message());
+    }
+    auto master_key = sim::tools::load_or_create_secret(s.master_key_file, sim::auth::master_key_size, rng, true,
+                                                        "master key");
+    if (!master_key) {
+        return failure(master_key.error().message());
+    }
+    // No conversation survives a restart: clients get new keys when they log in again.
+    if (auto dropped = accounts->backend->delete_all_conversation_keys(); !dropped) {
+        return failure(dropped.error().message());
+    }
+    sim::auth::SessionTokens tokens(*accounts->backend, rng);
+    auto vault = sim::auth::ConversationKeyVault::create(*accounts->backend, *master_key, rng);
+    if (!vault) {
+        return failure(vault.error().message());
+    }
+    sim::secure_zero(master_key->data(), master_key->size());
+
+    sim::ServerConfig config;
+    config.static_private_key = std::move(*static_key);
+    config.channel_policy = s.channel_suites;
+    config.conversation_policy = std::move(sim::SuitePolicy::from_list(std::span<const sim::SuiteId>(&s.conversation_suite, 1)).value());
+    config.max_frame_size = s.max_frame;
+    config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
+    TransportWorkers workers;
+    auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(), workers,
+                                        rng, sim::steady_clock());
+    if (!core) {
+        return failure(core.error().message());
+    }
+
+    sim::net::ServerOptions net_options;
+    net_options.address = s.listen_host;
+    net_options.port = s.listen_port;
+    net_options.io_threads = s.io_threads;
+    net_options.worker_threads = s.workers;
+    net_options.max_connections = s.max_connections;
+    net_options.limits.handshake_timeout = s.handshake_timeout;
+    net_options.limits.idle_timeout = s.idle_timeout;
+    net_options.limits.max_queued_bytes = s.max_queue_bytes;
+    auto& server_core = **core;
+    auto tcp = sim::net::TcpServer::start(
+        net_options, [&server_core](std::shared_ptr<sim::ConnectionOutput> out, const std::string& peer) {
+            return server_core.accept(std::move(out), peer);
+        });
+    if (!tcp) {
+        return failure(tcp.error().message());
+    }
+    workers.attach(&(*tcp)->workers());
+    const std::string address = endpoint(s.listen_host, (*tcp)->port());
+    if (!s.port_file.empty()) {
+        if (auto st = sim::tools::write_file_atomic(s.port_file, std::to_string((*tcp)->port()) + "\n", 0600); !st) {
+            (*tcp)->stop();
+            return failure(st.error().message());
+        }
+    }
+    const std::string fingerprint = server_core.fingerprint();
+    std::cout << "simd: listening on " << address << " fingerprint " << fingerprint << std::endl;
+    logger.log(sim::LogLevel::info, "listening",
+               {{"addr", address},
+                {"fingerprint", fingerprint},
+                {"version", SIM_VERSION},
+                {"db", std::string(accounts->backend->kind())},
+                {"registration", s.registration == sim::auth::RegistrationPolicy::open       ? "open"
+                                 : s.registration == sim::auth::RegistrationPolicy::closed ? "closed"
+                                                                                           : "explicit"},
+                {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))}});
+    if (s.conversation_suite == sim::SuiteId::tdes_cbc_hmac_sha256) {
+        logger.log(sim::LogLevel::warning, "conversations use Triple-DES (the seed's system): 64-bit blocks, "
+                                           "rotated often to stay under the Sweet32 bound");
+    }
+
+    // Wait for a stop signal; purge expired session tokens every ten minutes meanwhile.
+    int sig = 0;
+    for (;;) {
+        const timespec wait{600, 0};
+        sig = sigtimedwait(&stop_signals, nullptr, &wait);
+        if (sig > 0) {
+            break;
+        }
+        if (errno == EAGAIN) {
+            const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+            if (auto purged = accounts->backend->purge_expired_tokens(now); !purged) {
+                logger.log(sim::LogLevel::warning, "purging expired tokens failed",
+                           {{"error", purged.error().message()}});
+            }
+        }
+    }
+    logger.log(sim::LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+    server_core.shutdown();
+    // Let the close frames go out before the transport drops what is left.
+    for (int i = 0; i < 100 && (*tcp)->connection_count() > 0; ++i) {
+        std::this_thread::sleep_for(10ms);
+    }
+    (*tcp)->stop();
+    workers.attach(nullptr);
+    logger.log(sim::LogLevel::info, "stopped");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    auto parsed = sim::tools::parse_command_line(simd_options, args);
+    if (!parsed) {
+        return usage_error(parsed.error().detail);
+    }
+    if (parsed->has("help")) {
+        print_help();
+        return 0;
+    }
+    if (parsed->has("version")) {
+        std::cout << "simd (libsim) " << SIM_VERSION << "\n";
+        return 0;
+    }
+    if (parsed->has("config")) {
+        if (auto st = sim::tools::merge_config_file(simd_options, parsed->get("config"), *parsed); !st) {
+            return usage_error(st.error().detail);
+        }
+    }
+    auto settings = settings_from(*parsed);
+    if (!settings) {
+        return usage_error(settings.error().detail);
+    }
+    const auto& pos = parsed->positionals;
+    if (pos.empty()) {
+        return run_server(*settings);
+    }
+    if (pos[0] == "user") {
+        return run_user_command(*settings, pos);
+    }
+    return usage_error("unknown command '" + pos[0] + "'");
+}
