@@ -660,7 +660,9 @@ TEST_CASE("garbage, truncated and oversized handshake messages fail cleanly at e
     };
 
     for (std::size_t step = 0; step < 3; ++step) {
-        for (const auto& [name, mutate] : mutations) {
+        for (const auto& mutation : mutations) {
+            const std::string& name = mutation.first;
+            const auto& mutate = mutation.second;
             INFO("message " << step << ": " << name);
             Env env("garbage run");
             auto c = env.client();
@@ -873,6 +875,14 @@ TEST_CASE("configuration is checked") {
     {
         auto sc = env.server_config(env.server_key);
         sc.protocols = {static_cast<HandshakeProtocol>(0)};
+        CHECK(ServerHandshake::create(std::move(sc), *env.rng, env.clock).code() == Errc::invalid_argument);
+    }
+    {
+        auto cc = env.client_config();
+        cc.session.replay_window = max_replay_window + 1;
+        CHECK(ClientHandshake::create(std::move(cc), env.known, *env.rng, env.clock).code() == Errc::invalid_argument);
+        auto sc = env.server_config(env.server_key);
+        sc.session.rotation.interval = std::chrono::seconds(-1);
         CHECK(ServerHandshake::create(std::move(sc), *env.rng, env.clock).code() == Errc::invalid_argument);
     }
     {

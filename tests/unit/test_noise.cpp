@@ -243,8 +243,8 @@ TEST_CASE("cacophony and snow vectors replay byte for byte") {
     CHECK(vectors == 8);
     CHECK(with_hash == 4);
     CHECK(per_protocol.size() == 4);
-    for (const auto& [name, n] : per_protocol) {
-        CHECK_MESSAGE(n == 2, name);
+    for (const auto& entry : per_protocol) {
+        CHECK_MESSAGE(entry.second == 2, entry.first);
     }
     // cacophony: XX 3 + IK 4 transport messages per cipher; snow: XX 2 + IK 2.
     CHECK(transport == 2 * (3 + 4) + 2 * (2 + 2));

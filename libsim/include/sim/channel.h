@@ -52,6 +52,11 @@ std::string fingerprint(ByteView public_key);
 /// Where a client keeps the server keys it trusts (pins), by server id (e.g. "host:port").
 class KnownServers {
 public:
+    KnownServers() = default;
+    KnownServers(const KnownServers&) = delete;
+    KnownServers& operator=(const KnownServers&) = delete;
+    KnownServers(KnownServers&&) = delete;
+    KnownServers& operator=(KnownServers&&) = delete;
     virtual ~KnownServers() = default;
     /// The pinned public key of `server_id`, or nullopt when none is pinned.
     [[nodiscard]] virtual std::optional<Bytes> lookup(std::string_view server_id) const = 0;
@@ -149,13 +154,14 @@ struct ChannelEstablished {
 /// The client side of the channel handshake.
 class ClientHandshake {
 public:
-    /// Errc::invalid_argument for an empty server_id, an unknown protocol, or an expected_fingerprint that is not
-    /// 64 hex digits; Errc::invalid_key for a static key that is not 32 bytes. `known`, `rng` and `clock` must
+    /// Errc::invalid_argument for an empty server_id, an unknown protocol, an expected_fingerprint that is not
+    /// 64 hex digits, or a session config that SendSession::create refuses; Errc::invalid_key for a static key
+    /// that is not 32 bytes. `known`, `rng` and `clock` must
     /// outlive the handshake and the sessions it returns (rng and clock).
     static Result<ClientHandshake> create(ClientHandshakeConfig config, KnownServers& known, Rng& rng,
                                           const Clock& clock);
-    ClientHandshake(ClientHandshake&&) noexcept;
-    ClientHandshake& operator=(ClientHandshake&&) noexcept;
+    ClientHandshake(ClientHandshake&& other) noexcept;
+    ClientHandshake& operator=(ClientHandshake&& other) noexcept;
     ClientHandshake(const ClientHandshake&) = delete;
     ClientHandshake& operator=(const ClientHandshake&) = delete;
     ~ClientHandshake();
@@ -198,10 +204,11 @@ private:
 class ServerHandshake {
 public:
     /// Errc::invalid_key for a static key that is not 32 bytes; Errc::invalid_argument for an empty or unknown
-    /// protocol list. `rng` and `clock` must outlive the handshake and its sessions.
+    /// protocol list, or a session config that SendSession::create refuses. `rng` and `clock` must outlive the
+    /// handshake and its sessions.
     static Result<ServerHandshake> create(ServerHandshakeConfig config, Rng& rng, const Clock& clock);
-    ServerHandshake(ServerHandshake&&) noexcept;
-    ServerHandshake& operator=(ServerHandshake&&) noexcept;
+    ServerHandshake(ServerHandshake&& other) noexcept;
+    ServerHandshake& operator=(ServerHandshake&& other) noexcept;
     ServerHandshake(const ServerHandshake&) = delete;
     ServerHandshake& operator=(const ServerHandshake&) = delete;
     ~ServerHandshake();

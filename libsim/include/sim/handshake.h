@@ -67,8 +67,8 @@ public:
     /// InitializeKey(key): `key` must be 32 bytes (else Errc::invalid_key); n starts at 0.
     static Result<CipherState> create(Cipher cipher, ByteView key);
 
-    CipherState(CipherState&&) noexcept;
-    CipherState& operator=(CipherState&&) noexcept;
+    CipherState(CipherState&& other) noexcept;
+    CipherState& operator=(CipherState&& other) noexcept;
     CipherState(const CipherState&) = delete;
     CipherState& operator=(const CipherState&) = delete;
     ~CipherState();
@@ -133,8 +133,8 @@ public:
     /// HandshakeState.
     static Result<HandshakeState> create(const HandshakeConfig& config, Rng& rng);
 
-    HandshakeState(HandshakeState&&) noexcept;
-    HandshakeState& operator=(HandshakeState&&) noexcept;
+    HandshakeState(HandshakeState&& other) noexcept;
+    HandshakeState& operator=(HandshakeState&& other) noexcept;
     HandshakeState(const HandshakeState&) = delete;
     HandshakeState& operator=(const HandshakeState&) = delete;
     ~HandshakeState();

@@ -98,6 +98,19 @@ Result<ChannelEstablished> establish(noise::HandshakeState& hs, bool initiator, 
     return ChannelEstablished{protocol, suite, std::move(send), std::move(recv), h, peer, std::move(server_fp)};
 }
 
+/// Surface a bad SessionConfig when the handshake is created rather than when it completes: build a throw-away
+/// session with a dummy key (the suite is irrelevant here; the negotiated one replaces it).
+Status check_session_config(SessionConfig session, Rng& rng, const Clock& clock) {
+    session.suite = SuiteId::aes256_gcm;
+    const Bytes dummy(suite_key_size(session.suite), 0);
+    auto probe = SendSession::create(session, dummy, rng, clock);
+    if (!probe) {
+        return std::move(probe).error();
+    }
+    probe->close();
+    return ok();
+}
+
 const Error& moved_error() {
     static const Error e{Errc::invalid_state, "channel handshake moved from"};
     return e;
@@ -182,7 +195,7 @@ struct ClientHandshake::Impl {
         return err;
     }
 
-    Bytes frame(ByteView noise_message) const {
+    [[nodiscard]] Bytes frame(ByteView noise_message) const {
         Bytes out;
         out.reserve(1 + noise_message.size());
         out.push_back(static_cast<std::uint8_t>(cfg.protocol));
@@ -290,6 +303,7 @@ Result<ClientHandshake> ClientHandshake::create(ClientHandshakeConfig config, Kn
             return Error{Errc::invalid_argument, "expected fingerprint is not 64 hex digits"};
         }
     }
+    SIM_TRY_STATUS(check_session_config(config.session, rng, clock));
     if (config.static_private_key.empty()) {
         config.static_private_key = crypto::x25519_generate(rng).private_key;
     } else if (config.static_private_key.size() != crypto::x25519_key_size) {
@@ -407,7 +421,7 @@ struct ServerHandshake::Impl {
         return err;
     }
 
-    Bytes frame(ByteView noise_message) const {
+    [[nodiscard]] Bytes frame(ByteView noise_message) const {
         Bytes out;
         out.reserve(1 + noise_message.size());
         out.push_back(static_cast<std::uint8_t>(protocol));
@@ -495,6 +509,7 @@ Result<ServerHandshake> ServerHandshake::create(ServerHandshakeConfig config, Rn
             return Error{Errc::invalid_argument, "unknown handshake protocol"};
         }
     }
+    SIM_TRY_STATUS(check_session_config(config.session, rng, clock));
     auto impl = std::make_unique<Impl>();
     impl->own_fp = fingerprint(pair->public_key);
     impl->cfg = std::move(config);

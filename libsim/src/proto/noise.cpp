@@ -313,7 +313,7 @@ struct HandshakeState::Impl {
         return err;
     }
 
-    Result<SecureBytes> dh(ByteView priv, ByteView pub, const char* which) {
+    static Result<SecureBytes> dh(ByteView priv, ByteView pub, const char* which) {
         auto shared = crypto::x25519(priv, pub);
         if (!shared) {
             return Error{Errc::invalid_key, std::string("Noise DH ") + which + " rejected the peer key"};
