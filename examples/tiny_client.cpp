@@ -1,5 +1,6 @@
-// tiny_client: the smallest libsim client. Connects, logs in, opens a conversation with PEER, sends one message,
-// waits for one from PEER, prints it, leaves.   Usage: tiny_client PORT USER PASSWORD PEER
+// tiny_client: the smallest libsim client.
+//   tiny_client PORT USER PASSWORD PEER   log in, open a conversation with PEER, send a greeting, print the reply
+//   tiny_client PORT USER PASSWORD        log in, wait for someone's message, print it, reply
 #include <sim/client.h>
 
 #include <chrono>
@@ -15,12 +16,11 @@ int fail(const char* step, const sim::Error& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 5) {
-        std::fprintf(stderr, "usage: tiny_client PORT USER PASSWORD PEER\n");
+    if (argc != 4 && argc != 5) {
+        std::fprintf(stderr, "usage: tiny_client PORT USER PASSWORD [PEER]\n");
         return 2;
     }
     const std::string user = argv[2];
-    const std::string peer = argv[4];
     const auto wait = std::chrono::seconds(20);
 
     sim::ClientOptions options;  // host 127.0.0.1; trust on first use, pins kept in memory
@@ -29,29 +29,39 @@ int main(int argc, char** argv) {
     if (!client) {
         return fail("connect", client.error());
     }
-    std::printf("%s: server fingerprint %s\n", user.c_str(), (*client)->server_fingerprint().c_str());
-
-    if (auto st = (*client)->login(user, argv[3]); !st) {
+    auto& c = **client;
+    std::printf("%s: server fingerprint %s\n", user.c_str(), c.server_fingerprint().c_str());
+    if (auto st = c.login(user, argv[3]); !st) {
         return fail("login", st.error());
     }
-    if (auto st = (*client)->open(peer); !st) {
-        return fail("open", st.error());
+
+    std::string peer;
+    if (argc == 5) {
+        peer = argv[4];
+        if (auto st = c.open(peer); !st) {
+            return fail("open", st.error());
+        }
+        // The server assigns the conversation key (KEYGEN) to both once the peer is online.
+        if (auto key = c.wait_for(sim::ClientEventKind::key_assigned, peer, wait); !key) {
+            return fail("waiting for the key", key.error());
+        }
+        if (auto st = c.send(peer, "hello from " + user); !st) {
+            return fail("send", st.error());
+        }
     }
-    // The server assigns the conversation key (KEYGEN) once both are online.
-    if (auto key = (*client)->wait_for(sim::ClientEventKind::key_assigned, peer, wait); !key) {
-        return fail("waiting for the key", key.error());
-    }
-    if (auto st = (*client)->send(peer, "hello from " + user); !st) {
-        return fail("send", st.error());
-    }
-    auto message = (*client)->wait_for(sim::ClientEventKind::message, peer, wait);
+    auto message = c.wait_for(sim::ClientEventKind::message, peer, wait);
     if (!message) {
         return fail("receive", message.error());
     }
     std::printf("%s got from %s: %s\n", user.c_str(), message->peer.c_str(), message->text.c_str());
-
-    (void)(*client)->leave(peer);
-    (void)(*client)->logout();
-    (*client)->close();
+    if (argc == 4) {
+        if (auto st = c.send(message->peer, "hello from " + user); !st) {
+            return fail("reply", st.error());
+        }
+    } else {
+        (void)c.leave(peer);
+    }
+    (void)c.logout();
+    c.close();  // sends what is queued, then closes
     return 0;
 }

@@ -571,10 +571,6 @@ private:
                 m_closed = true;
                 return;
             }
-            if (e->kind == sim::ClientEventKind::peer_left && e->peer == m_current) {
-                say("* no current peer: /open PEER or /to PEER");
-                m_current.clear();
-            }
         }
     }
 
@@ -664,7 +660,8 @@ private:
         auto st = m_c.client->send(m_current, text);
         if (!st) {
             if (st.code() == sim::Errc::no_conversation) {
-                say("! no key with " + m_current + " yet; not sent (waiting for " + m_current + "?)");
+                say("! no conversation with " + m_current + " (no key yet, or it ended); not sent. /open " +
+                    m_current + " starts one");
             } else {
                 say("! not sent: " + st.error().message());
             }

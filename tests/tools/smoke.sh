@@ -278,15 +278,18 @@ user-admin)
 
 send-recv)
     start_simd srv
-    sim_as 'bob pw' --timeout 20 recv bob --count 2 >"$T/recv.out" 2>"$T/recv.err" &
+    sim_as 'bob pw' --timeout 20 recv bob --count 3 >"$T/recv.out" 2>"$T/recv.err" &
     RECV_PID=$!
     PIDS+=("$RECV_PID")
     sim_as 'alice pw' send alice bob hello "world" >"$T/send.out" 2>"$T/send.err" || fail "sim send failed"
     sim_as 'alice pw' send Alice BOB 'second message' >>"$T/send.out" 2>>"$T/send.err" || fail "second send failed"
+    # a message that tries to drive the receiver's terminal (ESC, CR, a C1 CSI) is printed defused
+    sim_as 'alice pw' send alice bob -- $'-red\e[31m\rX\xc2\x9b2J' >>"$T/send.out" 2>>"$T/send.err" ||
+        fail "third send failed"
     wait_exit "$RECV_PID" 20 || fail "recv did not finish"
     [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
-    [ "$(cat "$T/recv.out")" = "$(printf 'alice: hello world\nalice: second message')" ] ||
-        fail "recv printed: $(cat "$T/recv.out")"
+    [ "$(cat "$T/recv.out")" = "$(printf 'alice: hello world\nalice: second message\nalice: -red?[31m?X?2J')" ] ||
+        fail "recv printed: $(cat -v "$T/recv.out")"
     grep -q "the server can read this conversation" "$T/send.err" || fail "send did not warn about the server key"
     # the client showed the same fingerprint as the server on first contact
     fp=$(head -n 1 "$T/srv.out")
@@ -387,6 +390,75 @@ sigterm)
     [ "$EXIT_STATUS" -eq 0 ] || fail "simd exited with $EXIT_STATUS on SIGINT"
     # logs never carry the password
     grep -q "bob pw" "$T/srv.err" && fail "a password reached the log"
+    ;;
+
+register)
+    start_simd srv --registration explicit
+    printf 'alice password\n' >"$T/alice.pw"
+    # under explicit registration a login with a new name is refused like a wrong password
+    expect_status 1 sim_as 'alice password' --timeout 5 recv alice
+    grep -q "login refused" "$T/last.err" || fail "unregistered login not refused"
+    expect_status 0 sim_as '' --password-file "$T/alice.pw" register alice
+    grep -q "registered alice at 127.0.0.1:$PORT" "$T/last.out" || fail "register did not confirm"
+    expect_status 1 sim_as '' --password-file "$T/alice.pw" register alice
+    expect_status 0 sim_as 'alice password' --no-session --timeout 1 recv alice
+    expect_status 0 "$SIMD" --data-dir "$T/srv" user list
+    [ "$(cat "$T/last.out")" = alice ] || fail "user list: $(cat "$T/last.out")"
+    stop_simd
+    # a closed server refuses registration
+    start_simd srv --registration closed
+    expect_status 1 sim_as 'carol password' register carol
+    grep -q "does not let you create accounts" "$T/last.err" || fail "closed registration not explained"
+    stop_simd
+    ;;
+
+chat)
+    start_simd srv
+    mkfifo "$T/alice.in" "$T/bob.in"
+    sim_as 'alice pw' --timeout 30 chat alice bob <"$T/alice.in" >"$T/alice.out" 2>&1 &
+    ALICE=$!
+    PIDS+=("$ALICE")
+    exec 3>"$T/alice.in"
+    sim_as 'bob pw' --timeout 30 chat bob <"$T/bob.in" >"$T/bob.out" 2>&1 &
+    BOB=$!
+    PIDS+=("$BOB")
+    exec 4>"$T/bob.in"
+    # wait_for FILE TEXT: until FILE has a line containing TEXT (10 s)
+    wait_for() {
+        for _ in $(seq 1 100); do
+            grep -qF -- "$2" "$1" && return 0
+            sleep 0.1
+        done
+        fail "no '$2' in $1"
+    }
+    wait_for "$T/alice.out" "* conversation with bob keyed"
+    wait_for "$T/alice.out" "server-assigned key: the server can read this conversation"
+    wait_for "$T/bob.out" "* conversation with alice keyed"
+    echo "hello bob" >&3
+    wait_for "$T/bob.out" "[alice] hello bob"
+    echo "/to alice" >&4
+    echo "//slash text" >&4
+    wait_for "$T/alice.out" "[bob] /slash text"
+    echo "/who" >&3
+    wait_for "$T/alice.out" "* bob (AES-256-GCM) <- current"
+    echo "/nonsense" >&3
+    wait_for "$T/alice.out" "! unknown command /nonsense"
+    echo "/leave" >&4
+    wait_for "$T/alice.out" "* bob left"
+    echo "are you there?" >&3
+    wait_for "$T/alice.out" "! no conversation with bob (no key yet, or it ended); not sent"
+    echo "/to nobody" >&3
+    echo "/leave" >&3
+    echo "anyone?" >&3
+    wait_for "$T/alice.out" "! no current peer"
+    echo "/quit" >&3
+    exec 3>&-
+    exec 4>&-  # end of input quits too
+    wait_exit "$ALICE" 10 || fail "alice's chat did not quit"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "alice's chat exited with $EXIT_STATUS"
+    wait_exit "$BOB" 10 || fail "bob's chat did not end at end of input"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "bob's chat exited with $EXIT_STATUS"
+    stop_simd
     ;;
 
 docs)
