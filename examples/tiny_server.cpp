@@ -5,10 +5,10 @@
 #include <sim/server.h>
 #include <sim/store.h>
 
+#include <pthread.h>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <pthread.h>
 
 namespace {
 /// The value of a Result, or exit with its error.
@@ -41,16 +41,14 @@ int main() {
 
     sim::ServerConfig config;
     config.static_private_key = rng->secure_bytes(32);  // a new server key each run (simd keeps its key in a file)
-    auto core = must(sim::ServerCore::create(std::move(config), *authenticator, tokens, nullptr, workers, *rng,
-                                             sim::steady_clock()),
-                     "server core");
+    auto core = must(
+        sim::ServerCore::create(std::move(config), *authenticator, tokens, nullptr, workers, *rng, sim::steady_clock()),
+        "server core");
 
     sim::net::ServerOptions listen;  // 127.0.0.1, port 0: a free port
-    auto server = must(sim::net::TcpServer::start(listen,
-                                                  [&core](std::shared_ptr<sim::ConnectionOutput> out,
-                                                          const std::string& peer) {
-                                                      return core->accept(std::move(out), peer);
-                                                  }),
+    auto server = must(sim::net::TcpServer::start(
+                           listen, [&core](std::shared_ptr<sim::ConnectionOutput> out,
+                                           const std::string& peer) { return core->accept(std::move(out), peer); }),
                        "listen");
     std::printf("port %u fingerprint %s\n", static_cast<unsigned>(server->port()), core->fingerprint().c_str());
     std::fflush(stdout);

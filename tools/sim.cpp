@@ -8,14 +8,14 @@
 #include <sim/channel.h>
 #include <sim/client.h>
 
+#include <poll.h>
+#include <unistd.h>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <optional>
-#include <poll.h>
-#include <unistd.h>
 
 namespace {
 
@@ -23,24 +23,36 @@ using sim::tools::OptionSpec;
 using namespace std::chrono_literals;
 
 constexpr OptionSpec sim_options[] = {
-    {"config", 'c', "FILE", "read options from FILE: 'key = value' lines, keys are the long option names; "
-                            "options on the command line win", "", false},
+    {"config", 'c', "FILE",
+     "read options from FILE: 'key = value' lines, keys are the long option names; "
+     "options on the command line win",
+     "", false},
     {"server", 's', "HOST:PORT", "the simd to connect to (IPv6 as [ADDR]:PORT)", "127.0.0.1:7878"},
-    {"trust", 0, "MODE", "a server key seen for the first time: tofu (pin it), ask (show the fingerprint and "
-                         "ask), pinned (refuse)", "ask on a terminal, else tofu"},
-    {"fingerprint", 0, "FP", "expected server fingerprint (as simd prints it; spaces and ':' ignored); any other "
-                             "key is refused", ""},
+    {"trust", 0, "MODE",
+     "a server key seen for the first time: tofu (pin it), ask (show the fingerprint and "
+     "ask), pinned (refuse)",
+     "ask on a terminal, else tofu"},
+    {"fingerprint", 0, "FP",
+     "expected server fingerprint (as simd prints it; spaces and ':' ignored); any other "
+     "key is refused",
+     ""},
     {"known-servers", 0, "FILE", "pinned server keys", "$XDG_CONFIG_HOME/libsim/known_servers"},
     {"state-file", 0, "FILE", "session tokens, mode 0600; used to log in without the password while valid",
      "sessions, next to the known-servers file"},
-    {"password-file", 0, "FILE", "read the password from the first line of FILE (else $SIM_PASSWORD, else a "
-                                 "prompt without echo)", ""},
-    {"timeout", 't', "S", "seconds to wait for the server, for a conversation key (send) and for messages "
-                          "(recv); 0 = no limit", "30"},
+    {"password-file", 0, "FILE",
+     "read the password from the first line of FILE (else $SIM_PASSWORD, else a "
+     "prompt without echo)",
+     ""},
+    {"timeout", 't', "S",
+     "seconds to wait for the server, for a conversation key (send) and for messages "
+     "(recv); 0 = no limit",
+     "30"},
     {"count", 'n', "N", "recv: stop after N messages (exit 1 if fewer arrive in time)", "until --timeout"},
     {"rotation-seconds", 0, "N", "rotate conversation keys every N seconds (0 = only by volume)", "30"},
-    {"channel-suites", 0, "LIST", "record suites offered for the client-server channel, comma-separated, preferred "
-                                  "first", "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
+    {"channel-suites", 0, "LIST",
+     "record suites offered for the client-server channel, comma-separated, preferred "
+     "first",
+     "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
     {"help", 'h', "", "show this help and exit", "", false},
     {"version", 'V', "", "show the version and exit", "", false},
@@ -177,14 +189,19 @@ std::string describe(const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
     const std::string peer = sim::tools::printable(e.peer);
     switch (e.kind) {
-        case K::authenticated: return "* authenticated as " + peer;
-        case K::waiting: return "* waiting for " + peer + " to come online";
-        case K::peer_online: return "* " + peer + " is online";
+        case K::authenticated:
+            return "* authenticated as " + peer;
+        case K::waiting:
+            return "* waiting for " + peer + " to come online";
+        case K::peer_online:
+            return "* " + peer + " is online";
         case K::key_assigned:
             return "* conversation with " + peer + " keyed (" + std::string(sim::suite_name(e.suite)) +
                    "). server-assigned key: the server can read this conversation";
-        case K::key_rotated: return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
-        case K::peer_left: return "* " + peer + " left";
+        case K::key_rotated:
+            return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
+        case K::peer_left:
+            return "* " + peer + " left";
         case K::error:
             if (!e.peer.empty()) {
                 return "! a message from " + peer + " could not be read and was dropped (" + e.error.message() + ")";
@@ -192,9 +209,11 @@ std::string describe(const sim::ClientEvent& e) {
             return "! server: " + e.error.message();
         case K::closed:
             return "! connection closed" + (e.error.code == sim::Errc::ok ? std::string() : ": " + e.error.message());
-        case K::message: return "[" + peer + "] " + sim::tools::printable(e.text);
+        case K::message:
+            return "[" + peer + "] " + sim::tools::printable(e.text);
         case K::channel_ready:
-        case K::trust_required: return {};
+        case K::trust_required:
+            return {};
     }
     return {};
 }
@@ -233,9 +252,9 @@ public:
                 print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
             }
         }
-        auto password = sim::tools::obtain_password(m_s.password_file, "Password for " + user + " at " +
-                                                                           m_s.server_id + ": ",
-                                                    register_account && m_s.password_file.empty());
+        auto password =
+            sim::tools::obtain_password(m_s.password_file, "Password for " + user + " at " + m_s.server_id + ": ",
+                                        register_account && m_s.password_file.empty());
         if (!password) {
             return password.error();
         }
@@ -254,8 +273,8 @@ public:
         if (m_s.use_session) {
             const auto issued = c->client->core().session_token();
             if (!issued.token.empty()) {
-                if (auto saved = m_state.save(m_s.server_id, c->user, {issued.token, issued.expires_unix_ms},
-                                              now_unix_ms());
+                if (auto saved =
+                        m_state.save(m_s.server_id, c->user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
                     !saved) {
                     print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
                 }
@@ -315,25 +334,33 @@ private:
         switch (e.code) {
             case sim::Errc::server_key_mismatch:
                 return {e.code, "the key of " + m_s.server_id + " does not match the pinned key in " +
-                                    m_s.known_servers + " (or --fingerprint). This may be an attack. If the server's "
+                                    m_s.known_servers +
+                                    " (or --fingerprint). This may be an attack. If the server's "
                                     "key was replaced on purpose, delete its line from that file."};
             case sim::Errc::server_key_unknown:
-                return {e.code, "the key of " + m_s.server_id + " is not trusted (not pinned; --trust pinned, or "
+                return {e.code, "the key of " + m_s.server_id +
+                                    " is not trusted (not pinned; --trust pinned, or "
                                     "refused at the prompt)"};
             case sim::Errc::io_error:
-            case sim::Errc::timeout: return {e.code, "cannot connect to " + m_s.server_id + ": " + e.message()};
-            default: return {e.code, "connection to " + m_s.server_id + " failed: " + e.message()};
+            case sim::Errc::timeout:
+                return {e.code, "cannot connect to " + m_s.server_id + ": " + e.message()};
+            default:
+                return {e.code, "connection to " + m_s.server_id + " failed: " + e.message()};
         }
     }
 
     static sim::Error login_error(const sim::Error& e) {
         switch (e.code) {
-            case sim::Errc::auth_rejected: return {e.code, "login refused: wrong password or unknown user"};
+            case sim::Errc::auth_rejected:
+                return {e.code, "login refused: wrong password or unknown user"};
             case sim::Errc::registration_closed:
                 return {e.code, "this server does not let you create accounts this way (" + e.message() + ")"};
-            case sim::Errc::throttled: return {e.code, "too many failed logins; try again later"};
-            case sim::Errc::timeout: return {e.code, "the server did not answer the login in time"};
-            default: return {e.code, "login failed: " + e.message()};
+            case sim::Errc::throttled:
+                return {e.code, "too many failed logins; try again later"};
+            case sim::Errc::timeout:
+                return {e.code, "the server did not answer the login in time"};
+            default:
+                return {e.code, "login failed: " + e.message()};
         }
     }
 
@@ -381,10 +408,9 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
         auto e = client.receive(std::max<sim::Duration>(left, 0ns));
         if (!e) {
             client.close();
-            return failure(e.code() == sim::Errc::timeout
-                               ? "timed out waiting for a conversation key with " + *peer + " (is " + *peer +
-                                     " logged in?)"
-                               : e.error().message());
+            return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " + *peer +
+                                                                " (is " + *peer + " logged in?)"
+                                                          : e.error().message());
         }
         if (e->kind == sim::ClientEventKind::key_assigned && e->peer == *peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
@@ -465,8 +491,7 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
     }
     finish(*c);
     if (s.count && received < *s.count) {
-        return failure("timed out after " + std::to_string(received) + " of " + std::to_string(*s.count) +
-                       " messages");
+        return failure("timed out after " + std::to_string(received) + " of " + std::to_string(*s.count) + " messages");
     }
     return 0;
 }
@@ -660,8 +685,8 @@ private:
         auto st = m_c.client->send(m_current, text);
         if (!st) {
             if (st.code() == sim::Errc::no_conversation) {
-                say("! no conversation with " + m_current + " (no key yet, or it ended); not sent. /open " +
-                    m_current + " starts one");
+                say("! no conversation with " + m_current + " (no key yet, or it ended); not sent. /open " + m_current +
+                    " starts one");
             } else {
                 say("! not sent: " + st.error().message());
             }

@@ -10,6 +10,8 @@
 #include <sim/server.h>
 #include <sim/store.h>
 
+#include <pthread.h>
+#include <sys/stat.h>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -17,9 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <iostream>
-#include <pthread.h>
 #include <span>
-#include <sys/stat.h>
 #include <thread>
 
 namespace {
@@ -28,26 +28,38 @@ using sim::tools::OptionSpec;
 using namespace std::chrono_literals;
 
 constexpr OptionSpec simd_options[] = {
-    {"config", 'c', "FILE", "read options from FILE: 'key = value' lines, keys are the long option names; "
-                            "options on the command line win", "", false},
+    {"config", 'c', "FILE",
+     "read options from FILE: 'key = value' lines, keys are the long option names; "
+     "options on the command line win",
+     "", false},
     {"listen", 0, "ADDR:PORT", "address to listen on (IPv6 as [ADDR]:PORT; port 0 picks a free port)",
      "127.0.0.1:7878"},
     {"port-file", 0, "FILE", "write the bound port to FILE once listening", ""},
     {"data-dir", 0, "DIR", "data directory, created with mode 0700", "./simd-data"},
-    {"db", 0, "URL", "account database: sqlite:PATH, memory: (nothing persists), or "
-                     "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB", "sqlite:DIR/simd.db"},
+    {"db", 0, "URL",
+     "account database: sqlite:PATH, memory: (nothing persists), or "
+     "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB",
+     "sqlite:DIR/simd.db"},
     {"key", 0, "FILE", "server static X25519 private key: 32 raw bytes, mode 0600, created on first start",
      "DIR/server.key"},
-    {"master-key-file", 0, "FILE", "master key sealing the stored conversation keys: 32 raw bytes, mode 0600, "
-                                   "created on first start", "DIR/master.key"},
-    {"registration", 0, "MODE", "who creates accounts: open (logging in with a new name registers it, as in the "
-                                "seed), explicit (clients ask to register), closed (only 'simd user add')", "open"},
+    {"master-key-file", 0, "FILE",
+     "master key sealing the stored conversation keys: 32 raw bytes, mode 0600, "
+     "created on first start",
+     "DIR/master.key"},
+    {"registration", 0, "MODE",
+     "who creates accounts: open (logging in with a new name registers it, as in the "
+     "seed), explicit (clients ask to register), closed (only 'simd user add')",
+     "open"},
     {"hash", 0, "ALG", "password hash for new passwords: bcrypt or argon2id", "bcrypt"},
     {"bcrypt-cost", 0, "N", "bcrypt cost, 4 to 18", "12"},
-    {"channel-suites", 0, "LIST", "record suites allowed on client-server channels, comma-separated, preferred "
-                                  "first", "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
-    {"conversation-suite", 0, "NAME", "suite of server-assigned conversation keys; tdes (TDES-CBC-HMAC-SHA256) is "
-                                      "the seed's Triple-DES", "AES-256-GCM"},
+    {"channel-suites", 0, "LIST",
+     "record suites allowed on client-server channels, comma-separated, preferred "
+     "first",
+     "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
+    {"conversation-suite", 0, "NAME",
+     "suite of server-assigned conversation keys; tdes (TDES-CBC-HMAC-SHA256) is "
+     "the seed's Triple-DES",
+     "AES-256-GCM"},
     {"io-threads", 0, "N", "I/O threads, 0 = one per CPU", "0"},
     {"workers", 0, "N", "threads for password hashing", "2"},
     {"max-connections", 0, "N", "refuse connections beyond this many", "10000"},
@@ -57,8 +69,10 @@ constexpr OptionSpec simd_options[] = {
     {"max-frame", 0, "N", "largest frame accepted from a client, in bytes (4096 to 16777216)", "65536"},
     {"log-level", 0, "LEVEL", "debug, info, warning or error", "info"},
     {"log-format", 0, "FORMAT", "text (logfmt) or json (JSON lines); logs go to stderr", "text"},
-    {"password-file", 0, "FILE", "for 'user add' and 'user passwd': read the password from the first line of FILE "
-                                 "(else $SIM_PASSWORD, else a prompt without echo)", ""},
+    {"password-file", 0, "FILE",
+     "for 'user add' and 'user passwd': read the password from the first line of FILE "
+     "(else $SIM_PASSWORD, else a prompt without echo)",
+     ""},
     {"help", 'h', "", "show this help and exit", "", false},
     {"version", 'V', "", "show the version and exit", "", false},
 };
@@ -175,8 +189,8 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     SIM_TRY(s.io_threads, parse_uint("io-threads", a.get("io-threads", "0"), 0, 1024));
     SIM_TRY(s.workers, parse_uint("workers", a.get("workers", "2"), 1, 1024));
     SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
-    SIM_TRY(s.handshake_timeout, sim::tools::parse_seconds("handshake-timeout", a.get("handshake-timeout", "10"),
-                                                           86400.0));
+    SIM_TRY(s.handshake_timeout,
+            sim::tools::parse_seconds("handshake-timeout", a.get("handshake-timeout", "10"), 86400.0));
     SIM_TRY(s.idle_timeout, sim::tools::parse_seconds("idle-timeout", a.get("idle-timeout", "120"), 30 * 86400.0));
     SIM_TRY(s.max_queue_bytes, parse_uint("max-queue-bytes", a.get("max-queue-bytes", "4194304"), 65536, 1ULL << 32U));
     SIM_TRY(s.max_frame, parse_uint("max-frame", a.get("max-frame", "65536"), 4096, 16U << 20U));
@@ -245,8 +259,8 @@ sim::Result<Accounts> open_accounts(const Settings& s) {
     a.hasher = std::move(*hasher);
     sim::auth::AuthConfig config;
     config.registration = s.registration;
-    SIM_TRY(a.authenticator, sim::auth::Authenticator::create(*a.backend, *a.hasher, *a.rng, sim::steady_clock(),
-                                                              config));
+    SIM_TRY(a.authenticator,
+            sim::auth::Authenticator::create(*a.backend, *a.hasher, *a.rng, sim::steady_clock(), config));
     return a;
 }
 
@@ -330,15 +344,13 @@ int run_server(const Settings& s) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
-    ::umask(077);  // the database, its journal and the port file are private too
 
     sim::tools::Logger logger(s.log_level, s.log_format);
     if (auto st = sim::tools::make_private_dirs(s.data_dir); !st) {
         return failure(st.error().message());
     }
     if (sim::tools::shared_with_others(s.data_dir).value_or(false)) {
-        logger.log(sim::LogLevel::warning, "data directory is accessible by group or others",
-                   {{"dir", s.data_dir}});
+        logger.log(sim::LogLevel::warning, "data directory is accessible by group or others", {{"dir", s.data_dir}});
     }
     auto accounts = open_accounts(s);
     if (!accounts) {
@@ -349,8 +361,8 @@ int run_server(const Settings& s) {
     if (!static_key) {
         return failure(static_key.error().message());
     }
-    auto master_key = sim::tools::load_or_create_secret(s.master_key_file, sim::auth::master_key_size, rng, true,
-                                                        "master key");
+    auto master_key =
+        sim::tools::load_or_create_secret(s.master_key_file, sim::auth::master_key_size, rng, true, "master key");
     if (!master_key) {
         return failure(master_key.error().message());
     }
@@ -368,12 +380,13 @@ int run_server(const Settings& s) {
     sim::ServerConfig config;
     config.static_private_key = std::move(*static_key);
     config.channel_policy = s.channel_suites;
-    config.conversation_policy = std::move(sim::SuitePolicy::from_list(std::span<const sim::SuiteId>(&s.conversation_suite, 1)).value());
+    config.conversation_policy =
+        std::move(sim::SuitePolicy::from_list(std::span<const sim::SuiteId>(&s.conversation_suite, 1)).value());
     config.max_frame_size = s.max_frame;
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
     TransportWorkers workers;
-    auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(), workers,
-                                        rng, sim::steady_clock());
+    auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(), workers, rng,
+                                        sim::steady_clock());
     if (!core) {
         return failure(core.error().message());
     }
@@ -410,13 +423,14 @@ int run_server(const Settings& s) {
                 {"fingerprint", fingerprint},
                 {"version", SIM_VERSION},
                 {"db", std::string(accounts->backend->kind())},
-                {"registration", s.registration == sim::auth::RegistrationPolicy::open       ? "open"
+                {"registration", s.registration == sim::auth::RegistrationPolicy::open     ? "open"
                                  : s.registration == sim::auth::RegistrationPolicy::closed ? "closed"
                                                                                            : "explicit"},
                 {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))}});
     if (s.conversation_suite == sim::SuiteId::tdes_cbc_hmac_sha256) {
-        logger.log(sim::LogLevel::warning, "conversations use Triple-DES (the seed's system): 64-bit blocks, "
-                                           "rotated often to stay under the Sweet32 bound");
+        logger.log(sim::LogLevel::warning,
+                   "conversations use Triple-DES (the seed's system): 64-bit blocks, "
+                   "rotated often to stay under the Sweet32 bound");
     }
 
     // Wait for a stop signal; purge expired session tokens every ten minutes meanwhile.
@@ -450,6 +464,7 @@ int run_server(const Settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    ::umask(077);  // the database, its journal and the port file are private, like the key files
     const std::vector<std::string> args(argv + 1, argv + argc);
     auto parsed = sim::tools::parse_command_line(simd_options, args);
     if (!parsed) {

@@ -77,10 +77,14 @@ std::string logfmt_value(std::string_view s) {
 
 std::string_view log_level_name(LogLevel level) noexcept {
     switch (level) {
-        case LogLevel::debug: return "debug";
-        case LogLevel::info: return "info";
-        case LogLevel::warning: return "warning";
-        case LogLevel::error: return "error";
+        case LogLevel::debug:
+            return "debug";
+        case LogLevel::info:
+            return "info";
+        case LogLevel::warning:
+            return "warning";
+        case LogLevel::error:
+            return "error";
     }
     return "unknown";
 }
@@ -92,23 +96,22 @@ void Logger::log(LogLevel level, std::string_view message,
     }
     std::string line;
     if (m_format == LogFormat::json) {
-        line = "{\"ts\":\"" + timestamp() + "\",\"level\":\"" + std::string(log_level_name(level)) +
-               "\",\"msg\":\"" + json_escape(message) + "\"";
+        line = "{\"ts\":\"" + timestamp() + "\",\"level\":\"" + std::string(log_level_name(level)) + "\",\"msg\":\"" +
+               json_escape(message) + "\"";
         for (const auto& [k, v] : fields) {
             line += ",\"" + json_escape(k) + "\":\"" + json_escape(v) + "\"";
         }
         line += "}\n";
     } else {
-        line = "ts=" + timestamp() + " level=" + std::string(log_level_name(level)) + " msg=" +
-               logfmt_value(message);
+        line = "ts=" + timestamp() + " level=" + std::string(log_level_name(level)) + " msg=" + logfmt_value(message);
         for (const auto& [k, v] : fields) {
             line += " " + std::string(k) + "=" + logfmt_value(v);
         }
         line += "\n";
     }
     const std::lock_guard lock(m_mutex);
-    std::fwrite(line.data(), 1, line.size(), stderr);
-    std::fflush(stderr);
+    std::fwrite(line.data(), 1, line.size(), m_out);
+    std::fflush(m_out);
 }
 
 }  // namespace sim::tools

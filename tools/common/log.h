@@ -6,6 +6,7 @@
 
 #include <sim/server.h>
 
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -19,7 +20,9 @@ enum class LogFormat : std::uint8_t { text, json };
 /// Writes log lines at or above a level. Thread-safe.
 class Logger {
 public:
-    Logger(LogLevel min_level, LogFormat format) : m_min(min_level), m_format(format) {}
+    /// Lines go to `out` (stderr by default; must outlive the logger).
+    Logger(LogLevel min_level, LogFormat format, std::FILE* out = stderr)
+        : m_min(min_level), m_format(format), m_out(out) {}
 
     /// One line with `message` and extra `fields` (key, value) in order.
     void log(LogLevel level, std::string_view message,
@@ -30,6 +33,7 @@ public:
 private:
     LogLevel m_min;
     LogFormat m_format;
+    std::FILE* m_out;
     std::mutex m_mutex;
 };
 

@@ -32,7 +32,9 @@ const OptionSpec* find_short(std::span<const OptionSpec> specs, char c) {
     return it == specs.end() ? nullptr : &*it;
 }
 
-Error usage(std::string message) { return Error{Errc::invalid_argument, std::move(message)}; }
+Error usage(std::string message) {
+    return Error{Errc::invalid_argument, std::move(message)};
+}
 
 std::string lower(std::string_view s) {
     std::string out(s);
@@ -102,8 +104,8 @@ Result<ParsedArgs> parse_command_line(std::span<const OptionSpec> specs, std::sp
                 continue;
             }
             if (i + 1 >= args.size()) {
-                return usage("option '-" + std::string(1, arg[1]) + "' needs a value (" +
-                             std::string(spec->metavar) + ")");
+                return usage("option '-" + std::string(1, arg[1]) + "' needs a value (" + std::string(spec->metavar) +
+                             ")");
             }
             set(*spec, args[++i]);
             continue;
@@ -198,8 +200,7 @@ std::string format_options(std::span<const OptionSpec> specs) {
     return out.str();
 }
 
-Result<std::uint64_t> parse_uint(std::string_view option, std::string_view text, std::uint64_t min,
-                                 std::uint64_t max) {
+Result<std::uint64_t> parse_uint(std::string_view option, std::string_view text, std::uint64_t min, std::uint64_t max) {
     std::uint64_t v = 0;
     const auto* end = text.data() + text.size();
     const auto [ptr, ec] = std::from_chars(text.data(), end, v);
@@ -210,8 +211,7 @@ Result<std::uint64_t> parse_uint(std::string_view option, std::string_view text,
     return v;
 }
 
-Result<std::chrono::nanoseconds> parse_seconds(std::string_view option, std::string_view text,
-                                               double max_seconds) {
+Result<std::chrono::nanoseconds> parse_seconds(std::string_view option, std::string_view text, double max_seconds) {
     const std::string s(text);
     char* end = nullptr;
     const double v = s.empty() ? -1.0 : std::strtod(s.c_str(), &end);

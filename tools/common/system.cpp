@@ -1,22 +1,24 @@
 // POSIX helpers for the tools: private directories and files, secret files, terminal prompts.
 #include "system.h"
 
-#include <cerrno>
-#include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace sim::tools {
 
 namespace {
 
-Error os_error(const std::string& what) { return Error{Errc::io_error, what + ": " + std::strerror(errno)}; }
+Error os_error(const std::string& what) {
+    return Error{Errc::io_error, what + ": " + std::strerror(errno)};
+}
 
 /// Closes a descriptor when it goes out of scope.
 class Fd {
@@ -204,7 +206,9 @@ Result<std::string> read_first_line(const std::string& path) {
     return line;
 }
 
-bool stdin_is_tty() { return ::isatty(STDIN_FILENO) == 1; }
+bool stdin_is_tty() {
+    return ::isatty(STDIN_FILENO) == 1;
+}
 
 namespace {
 
@@ -261,9 +265,13 @@ Result<std::string> prompt_impl(std::string_view prompt, bool echo) {
 
 }  // namespace
 
-Result<std::string> prompt_secret(std::string_view prompt) { return prompt_impl(prompt, false); }
+Result<std::string> prompt_secret(std::string_view prompt) {
+    return prompt_impl(prompt, false);
+}
 
-Result<std::string> prompt_line(std::string_view prompt) { return prompt_impl(prompt, true); }
+Result<std::string> prompt_line(std::string_view prompt) {
+    return prompt_impl(prompt, true);
+}
 
 Result<std::string> obtain_password(const std::string& password_file, std::string_view prompt, bool confirm) {
     if (!password_file.empty()) {
