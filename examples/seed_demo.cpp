@@ -32,13 +32,14 @@ bool show(sim::Client& c, const char* who, sim::Duration window,
                               ", 24-byte key; server-assigned: the server can read this conversation)");
                 break;
             case sim::ClientEventKind::key_rotated:
-                step(who, "key rotated: conversation with " + e->peer + " now at epoch " + std::to_string(e->epoch));
+                step(who, "key rotated: " + e->text + " key with " + e->peer + " now at epoch " + std::to_string(e->epoch));
                 break;
             case sim::ClientEventKind::message:
                 step(who, "<- " + e->peer + " [sid " + std::to_string(e->sid) + "] " + e->text);
                 break;
             case sim::ClientEventKind::peer_left: step(who, e->peer + " left"); break;
             case sim::ClientEventKind::error: step(who, "error: " + e->error.message()); break;
+            case sim::ClientEventKind::channel_ready: continue;  // printed by connect()
             default: step(who, std::string(sim::client_event_name(e->kind))); break;
         }
         if (e->kind == until) {

@@ -153,7 +153,6 @@ TEST_CASE("a peer that does not read is disconnected when its queue passes the b
     auto client_probe = std::make_shared<Probe>();
     sim::net::ClientOptions copts;
     copts.limits.read_chunk = 1;
-    std::atomic<bool> stop_reading{false};
     auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), copts, [&](auto out,
                                                                                         const std::string&) {
         return std::make_shared<RecordingHandler>(out, client_probe, false, true);

@@ -10,6 +10,9 @@
 #include <doctest/doctest.h>
 
 #include <deque>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 #include <memory>
 #include <vector>
 
@@ -471,4 +474,63 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
         CHECK(alice.pipe->closed);
         CHECK_FALSE(bob.pipe->closed);
     }
+}
+
+TEST_CASE("a user who logs in naming a peer that waits for them gets one KEYGEN, not two") {
+    World w;
+    auto& alice = w.connect();
+    auto& bob = w.connect();
+    REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
+    REQUIRE(alice.saw(sim::ClientEventKind::waiting, "bob"));
+    REQUIRE(w.login(bob, "bob", "pw-bob-123", "alice"));
+    CHECK(alice.of(sim::ClientEventKind::key_assigned).size() == 1);
+    CHECK(bob.of(sim::ClientEventKind::key_assigned).size() == 1);
+    CHECK(bob.saw(sim::ClientEventKind::peer_online, "alice"));
+    REQUIRE(bob.core->send("alice", "one key"));
+    w.settle();
+    CHECK(alice.of(sim::ClientEventKind::message).at(0).text == "one key");
+}
+
+TEST_CASE("FileKnownServers: pins persist, bad files are refused, concurrent writers do not collide") {
+    char tmpl[] = "/tmp/libsim-known-test.XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string path = std::string(tmpl) + "/known";
+    const sim::Bytes key_a(32, 0xA1);
+    const sim::Bytes key_b(32, 0xB2);
+    {
+        auto known = sim::FileKnownServers::open(path);
+        REQUIRE(known);
+        CHECK_FALSE((*known)->lookup("a:1").has_value());
+        REQUIRE((*known)->remember("a:1", key_a));
+        REQUIRE((*known)->remember("b:2", key_b));
+        REQUIRE((*known)->remember("a:1", key_b));  // replacement
+        CHECK((*known)->remember("two words", key_a).code() == sim::Errc::invalid_argument);
+    }
+    auto again = sim::FileKnownServers::open(path);
+    REQUIRE(again);
+    CHECK((*again)->lookup("a:1") == key_b);
+    CHECK((*again)->lookup("b:2") == key_b);
+
+    std::vector<std::thread> writers;
+    for (int i = 0; i < 8; ++i) {
+        writers.emplace_back([&, i] {
+            auto k = sim::FileKnownServers::open(path);
+            REQUIRE(k);
+            CHECK((*k)->remember("server" + std::to_string(i), key_a));
+        });
+    }
+    for (auto& t : writers) {
+        t.join();
+    }
+    auto merged = sim::FileKnownServers::open(path);
+    REQUIRE(merged);
+    for (int i = 0; i < 8; ++i) {
+        CHECK((*merged)->lookup("server" + std::to_string(i)) == key_a);  // no writer lost another's pin
+    }
+    {
+        std::ofstream bad(path, std::ios::app);
+        bad << "broken-line-without-key\n";
+    }
+    CHECK(sim::FileKnownServers::open(path).code() == sim::Errc::bad_field);
+    std::filesystem::remove_all(tmpl);
 }

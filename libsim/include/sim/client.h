@@ -36,7 +36,7 @@ enum class ClientEventKind : std::uint8_t {
     waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online
     peer_online,      ///< ack_init sid 2: `peer` is online
     key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`; readable by the server in this mode
-    key_rotated,      ///< a conversation key with `peer` moved to `epoch`
+    key_rotated,      ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
     message,          ///< `peer` sent `text` with the seed's `sid`
     peer_left,        ///< `peer` ended the conversation or went offline
     error,            ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
@@ -145,7 +145,7 @@ struct ClientOptions {
 class Client {
 public:
     /// Connect and complete the handshake (pinning the server key per the trust mode; TrustMode::ask is answered
-    /// by `ask_trust`, which gets the fingerprint). Errors: io_error, timeout, server_key_mismatch,
+    /// by `ask_trust`, which gets the fingerprint). The channel_ready event stays queued for receive(). Errors: io_error, timeout, server_key_mismatch,
     /// server_key_unknown, handshake_failed, no_common_suite...
     static Result<std::unique_ptr<Client>> connect(const ClientOptions& options,
                                                    std::function<bool(const std::string&)> ask_trust = {});

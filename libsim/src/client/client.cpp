@@ -39,6 +39,11 @@ struct Client::Impl {
         cv.notify_all();
     }
 
+    void push_front(const ClientEvent& e) {
+        const std::lock_guard lock(mutex);
+        events.push_front(e);
+    }
+
     /// Take the first queued event that `match` accepts, waiting up to `timeout`.
     template <typename Match>
     Result<ClientEvent> take(Match match, Duration timeout) {
@@ -131,6 +136,7 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
             return e->error.code == Errc::ok ? Error{Errc::handshake_failed, "connection closed"} : e->error;
         }
         impl->fingerprint = e->fingerprint;
+        impl->push_front(*e);  // the application may want it too (first_contact, suite)
         break;
     }
     auto* p = impl.get();

@@ -324,12 +324,13 @@ struct ClientCore::Impl {
         emit(std::move(e));
     }
 
-    void note_rotation(const std::string& peer, std::uint32_t before, std::uint32_t after) {
+    void note_rotation(const std::string& peer, std::uint32_t before, std::uint32_t after, const char* direction) {
         if (after != before) {
             ClientEvent e;
             e.kind = ClientEventKind::key_rotated;
             e.peer = peer;
             e.epoch = after;
+            e.text = direction;
             emit(std::move(e));
         }
     }
@@ -347,7 +348,7 @@ struct ClientCore::Impl {
             emit_error(plain.error(), f.source);
             return;
         }
-        note_rotation(f.source, before, it->second.recv.status().epoch);
+        note_rotation(f.source, before, it->second.recv.status().epoch, "receiving");
         auto body = decode_conversation_body(*plain);
         secure_zero(plain->data(), plain->size());
         if (!body) {
@@ -463,7 +464,7 @@ Status ClientCore::send(std::string_view peer, std::string_view text) {
         return record.error();
     }
     ++conv.next_sid;
-    m_impl->note_rotation(std::string(peer), before, conv.send.status().epoch);
+    m_impl->note_rotation(std::string(peer), before, conv.send.status().epoch, "sending");
     auto st = m_impl->send_inner(Frame{FrameType::message, 0, m_impl->user, std::string(peer), std::move(*record)});
     m_impl->flush(lock);
     return st;

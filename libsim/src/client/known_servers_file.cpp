@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,7 +48,20 @@ Status FileKnownServers::remember(std::string_view server_id, ByteView public_ke
         return Error{Errc::invalid_argument, "server id must be one word"};
     }
     SIM_TRY_STATUS(m_cache.remember(server_id, public_key));
-    // Rewrite the whole file (it is small) through a temporary file and rename, so a crash never leaves half a file.
+    // Several clients may pin at once: serialise writers with a lock file, and rewrite the whole (small) file
+    // through a uniquely named temporary file and rename, so a crash never leaves half a file.
+    const std::string lock_path = m_path + ".lock";
+    const int lock_fd = ::open(lock_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX) != 0) {
+        if (lock_fd >= 0) {
+            ::close(lock_fd);
+        }
+        return Error{Errc::io_error, "cannot lock known-servers file: " + std::string(std::strerror(errno))};
+    }
+    struct Unlock {
+        int fd;
+        ~Unlock() { ::close(fd); }
+    } unlock{lock_fd};
     std::ostringstream text;
     text << "# libsim known servers: server-id public-key (X25519, hex)\n";
     std::ifstream in(m_path);
@@ -61,8 +75,8 @@ Status FileKnownServers::remember(std::string_view server_id, ByteView public_ke
         text << line << "\n";
     }
     text << server_id << " " << to_hex(public_key) << "\n";
-    const std::string tmp = m_path + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    std::string tmp = m_path + ".XXXXXX";
+    const int fd = ::mkstemp(tmp.data());  // mode 0600
     if (fd < 0) {
         return Error{Errc::io_error, "cannot write known-servers file: " + std::string(std::strerror(errno))};
     }

@@ -62,7 +62,11 @@ void Router::open(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
     if (m_online.count(to) != 0) {
         ack_locked(from, AckStage::destination_online, to);
-        assign_key_locked(from, to);
+        // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
+        // waiting): a second KEYGEN would race with messages sealed under the first.
+        if (m_conversations.count(make_pair(from, to)) == 0) {
+            assign_key_locked(from, to);
+        }
         return;
     }
     // The seed's pending connection (from, to, False): wait until `to` logs in.
@@ -80,7 +84,7 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     KeyAssignment assignment{suite, {}, m_rng.secure_bytes(suite_key_size(suite))};
     const auto pair = make_pair(a, b);
     if (m_vault != nullptr) {
-        const auto st = m_vault->put(pair.first, pair.second, assignment.key, 0, m_wall());
+        const auto st = m_vault->put(pair.first, pair.second, assignment.key, m_next_epoch++, m_wall());
         if (!st) {
             m_log(LogLevel::error, "conversation key not stored: " + st.error().message());
         }

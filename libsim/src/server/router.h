@@ -74,6 +74,7 @@ private:
     std::unordered_map<std::string, std::shared_ptr<Peer>> m_online;
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
     std::set<Pair> m_conversations;                          // pairs that have a key (the seed's True)
+    std::uint64_t m_next_epoch = 1;                          // key epochs only grow, so the vault never sees a stale one
     std::uint64_t m_routed = 0;
     std::uint64_t m_refused = 0;
 };
