@@ -190,7 +190,7 @@ SealedConversationKey conv(const std::string& a, const std::string& b, std::uint
         k.sealed_key[0] = 0;
     }
     k.epoch = epoch;
-    k.created = WallTime{std::chrono::milliseconds{1'700'000'000'000 + static_cast<std::int64_t>(epoch)}};
+    k.created = WallTime{std::chrono::milliseconds{1'700'000'000'000 + static_cast<std::int64_t>(epoch % 1000)}};
     return k;
 }
 
