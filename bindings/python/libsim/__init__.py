@@ -1,0 +1,133 @@
+"""libsim: secure instant messaging, from Python.
+
+The package wraps the C++ library: the frame codec (:mod:`libsim.frame`), cipher suites and record sessions
+(:mod:`libsim.session`), the Noise handshake (:mod:`libsim.noise`), the networked client (:mod:`libsim.client`),
+and a helper that runs a real ``simd`` for tests (:mod:`libsim.server`, fixtures in :mod:`libsim.pytest_plugin`).
+Errors are the exceptions in :mod:`libsim.errors`. Bytes are ``bytes``, text is ``str``. Blocking calls and
+cryptography release the GIL.
+
+::
+
+    import libsim
+
+    with libsim.Client("127.0.0.1", 7000) as client:
+        client.login("alice", "correct horse", "bob")
+        client.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=30)
+        client.send("bob", "hello")
+        for event in client.events(timeout=10):
+            if event.kind is libsim.EventKind.MESSAGE:
+                print(f"{event.peer}: {event.text}")
+"""
+
+from . import errors  # first: registers the exception factory of the extension
+from ._libsim import __version__
+from .client import Client, Event, EventIterator, EventKind, TrustMode, connect
+from .errors import (
+    AccountError,
+    ClosedError,
+    CryptoError,
+    Errc,
+    Error,
+    FrameError,
+    HandshakeError,
+    InvalidArgument,
+    MessageTooLarge,
+    NetworkError,
+    RoutingError,
+    StateError,
+    StorageError,
+    TimeoutError,
+    describe,
+)
+from .frame import (
+    DEFAULT_MAX_FRAME_SIZE,
+    AckStage,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    make_error_frame,
+)
+from .noise import (
+    Action,
+    CipherState,
+    HandshakeState,
+    NoiseCipher,
+    Pattern,
+    Role,
+    fingerprint,
+    protocol_name,
+    x25519_keypair,
+    x25519_public_key,
+)
+from .server import Server, ServerError, SimdNotFound
+from .session import (
+    ManualClock,
+    RecvSession,
+    Rng,
+    RotationPolicy,
+    SendSession,
+    SessionStatus,
+    SuiteId,
+    SuitePolicy,
+    next_epoch_key,
+)
+
+__all__ = [
+    "__version__",
+    "errors",
+    # client
+    "Client",
+    "Event",
+    "EventIterator",
+    "EventKind",
+    "TrustMode",
+    "connect",
+    # errors
+    "AccountError",
+    "ClosedError",
+    "CryptoError",
+    "Errc",
+    "Error",
+    "FrameError",
+    "HandshakeError",
+    "InvalidArgument",
+    "MessageTooLarge",
+    "NetworkError",
+    "RoutingError",
+    "StateError",
+    "StorageError",
+    "TimeoutError",
+    "describe",
+    # frames
+    "DEFAULT_MAX_FRAME_SIZE",
+    "AckStage",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "make_error_frame",
+    # noise
+    "Action",
+    "CipherState",
+    "HandshakeState",
+    "NoiseCipher",
+    "Pattern",
+    "Role",
+    "fingerprint",
+    "protocol_name",
+    "x25519_keypair",
+    "x25519_public_key",
+    # server helper
+    "Server",
+    "ServerError",
+    "SimdNotFound",
+    # sessions
+    "ManualClock",
+    "RecvSession",
+    "Rng",
+    "RotationPolicy",
+    "SendSession",
+    "SessionStatus",
+    "SuiteId",
+    "SuitePolicy",
+    "next_epoch_key",
+]

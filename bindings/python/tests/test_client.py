@@ -1,0 +1,294 @@
+"""Python clients talking through a real simd: conversations, waiting for a peer, key rotation, the client API's
+behaviour on bad input, and that blocking calls release the GIL and yield to Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Callable
+
+import pytest
+from conftest import TIMEOUT, drain, login_pair
+
+import libsim
+from libsim import Errc, EventKind
+
+Connect = Callable[..., libsim.Client]
+
+
+def test_conversation_between_two_clients(connect: Connect) -> None:
+    alice, bob = login_pair(connect)
+    assert alice.authenticated and alice.user == "alice"
+    assert alice.conversations == ["bob"]
+    assert alice.conversation_suite("bob") == libsim.SuiteId.AES256_GCM
+    assert alice.conversation_suite("carol") is None
+
+    alice.send("bob", "Hello Bob!")
+    event = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (event.peer, event.text, event.sid) == ("alice", "Hello Bob!", 1)
+    assert event.error is None
+    assert "Hello Bob!" in repr(event)
+
+    text = "zoë says ✓ — 🎉"
+    bob.send("alice", text)
+    assert alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT).text == text
+
+    for i in range(2, 6):
+        alice.send("bob", f"message {i}")
+    got = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in range(4)]
+    assert [e.text for e in got] == [f"message {i}" for i in range(2, 6)]
+    assert [e.sid for e in got] == [2, 3, 4, 5]
+
+
+def test_fingerprint_and_token_login(sim_server: libsim.Server, connect: Connect) -> None:
+    alice = connect()
+    assert alice.server_fingerprint
+    if sim_server.fingerprint is not None:
+        assert alice.server_fingerprint == sim_server.fingerprint
+    alice.login("alice", "alice's password")
+    token = alice.session_token
+    assert token is not None
+    secret, expires = token
+    assert isinstance(secret, bytes) and len(secret) == 32 and expires > time.time() * 1000
+    alice.close()
+    again = connect()
+    again.login_with_token("alice", secret)
+    assert again.authenticated and again.session_token is None  # a token login issues no new token
+
+
+def test_waiting_for_the_peer(connect: Connect) -> None:
+    alice = connect(tick_interval=0.2)
+    alice.login("alice", "alice's password", "bob")
+    waiting = alice.wait_for(EventKind.WAITING, "bob", timeout=TIMEOUT)
+    assert waiting.peer == "bob"
+    with pytest.raises(libsim.RoutingError) as info:
+        alice.send("bob", "too early")
+    assert info.value.code == Errc.NO_CONVERSATION
+
+    bob = connect()
+    bob.login("bob", "bob's password")
+    alice.wait_for(EventKind.PEER_ONLINE, "bob", timeout=TIMEOUT)
+    alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
+    alice.send("bob", "there you are")
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "there you are"
+
+
+def test_conversation_keys_rotate(connect: Connect) -> None:
+    rotation = libsim.RotationPolicy(interval=0.3)
+    alice, bob = login_pair(connect, rotation=rotation)
+    alice.send("bob", "epoch 0")
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "epoch 0"
+    time.sleep(0.4)  # the key is now older than the interval: the next send rotates first
+    alice.send("bob", "epoch 1")
+    rotated = alice.wait_for(EventKind.KEY_ROTATED, "bob", timeout=TIMEOUT)
+    assert rotated.epoch == 1
+    assert bob.wait_for(EventKind.KEY_ROTATED, "alice", timeout=TIMEOUT).epoch == 1
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "epoch 1"
+
+
+def test_tdes_conversations(sim_server_factory: Callable[..., libsim.Server]) -> None:
+    server = sim_server_factory(conversation_suite="tdes")
+    with server.connect() as bob, server.connect() as alice:
+        bob.login("bob", "bob's password")
+        alice.login("alice", "alice's password", "bob")
+        keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+        assert keyed.suite == libsim.SuiteId.TDES_CBC_HMAC_SHA256
+        bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
+        alice.send("bob", "the seed's Triple-DES")
+        assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "the seed's Triple-DES"
+
+
+def test_leaving_a_conversation(connect: Connect) -> None:
+    alice, bob = login_pair(connect)
+    alice.leave("bob")
+    assert bob.wait_for(EventKind.PEER_LEFT, "alice", timeout=TIMEOUT).peer == "alice"
+
+
+def test_iterating_over_events(connect: Connect) -> None:
+    alice, bob = login_pair(connect)
+    for i in range(3):
+        alice.send("bob", f"n{i}")
+    texts = []
+    for event in bob.events(timeout=TIMEOUT):
+        if event.kind == EventKind.MESSAGE:
+            texts.append(event.text)
+            if len(texts) == 3:
+                break
+    assert texts == ["n0", "n1", "n2"]
+    started = time.monotonic()
+    assert [e for e in bob.events(timeout=0.2) if e.kind == EventKind.MESSAGE] == []
+    assert time.monotonic() - started < 5
+
+
+def test_the_context_manager_closes(sim_server: libsim.Server) -> None:
+    with sim_server.connect() as client:
+        client.login("carol", "carol's password")
+        assert not client.closed
+    assert client.closed
+    with pytest.raises(libsim.ClosedError):
+        client.send("bob", "hi")
+
+
+def test_bad_input_gives_python_exceptions(connect: Connect) -> None:
+    alice, bob = login_pair(connect)
+    with pytest.raises(TypeError):
+        alice.send("bob", b"bytes are not text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        alice.send(b"bob", "hi")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        alice.send("bob")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        alice.receive(timeout="soon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        alice.receive(timeout=-1)
+    with pytest.raises(TypeError):
+        alice.send_raw(b"\x01\x13")  # type: ignore[arg-type]
+
+    with pytest.raises(libsim.MessageTooLarge) as info:
+        alice.send("bob", "x" * (libsim.DEFAULT_MAX_FRAME_SIZE + 1))
+    assert isinstance(info.value, ValueError)
+    assert info.value.code == Errc.FRAME_TOO_LARGE
+
+    with pytest.raises(libsim.RoutingError) as routing:
+        alice.send("nobody", "hi")
+    assert routing.value.code == Errc.NO_CONVERSATION
+
+    drain(alice, 0.2)
+    with pytest.raises(libsim.TimeoutError) as timeout:
+        alice.receive(timeout=0.05)
+    assert isinstance(timeout.value, TimeoutError)  # the built-in one too
+
+    # the oversize attempt did not disturb the conversation
+    alice.send("bob", "still fine")
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "still fine"
+
+    alice.close()
+    alice.close()  # idempotent
+    for call in (lambda: alice.send("bob", "x"), lambda: alice.receive(0.1), lambda: alice.open("bob"),
+                 lambda: alice.login("alice", "pw"), lambda: alice.events(), lambda: iter(alice),
+                 lambda: alice.server_fingerprint):
+        with pytest.raises(libsim.ClosedError):
+            call()
+    assert bob.wait_for(EventKind.PEER_LEFT, "alice", timeout=TIMEOUT).peer == "alice"
+
+
+def test_login_errors(connect: Connect) -> None:
+    client = connect()
+    with pytest.raises(libsim.AccountError) as info:
+        client.login("", "password")
+    assert info.value.code in (Errc.BAD_USERNAME, Errc.AUTH_REJECTED)
+    client2 = connect()
+    with pytest.raises(libsim.AccountError) as empty:
+        client2.login("dave", "")
+    assert empty.value.code == Errc.BAD_PASSWORD
+
+
+def test_connect_errors() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(libsim.NetworkError) as info:
+        libsim.Client("127.0.0.1", port, connect_timeout=5)
+    assert isinstance(info.value, OSError)
+    with pytest.raises(TypeError):
+        libsim.Client("127.0.0.1", 70000)
+    with pytest.raises(ValueError):
+        libsim.Client("127.0.0.1", port, connect_timeout=-1)
+
+
+def test_bad_client_options(sim_server: libsim.Server) -> None:
+    with pytest.raises(libsim.InvalidArgument):
+        sim_server.connect(expected_fingerprint="not a fingerprint")
+    with pytest.raises(libsim.InvalidArgument):
+        sim_server.connect(trust=libsim.TrustMode.ASK)  # ASK needs ask_trust
+    with pytest.raises(TypeError):
+        sim_server.connect(ask_trust="yes")
+
+
+def test_ask_trust_callback(sim_server: libsim.Server) -> None:
+    seen: list[str] = []
+
+    def refuse(fingerprint: str) -> bool:
+        seen.append(fingerprint)
+        return False
+
+    with pytest.raises(libsim.HandshakeError) as info:
+        sim_server.connect(trust=libsim.TrustMode.ASK, ask_trust=refuse)
+    assert info.value.code == Errc.SERVER_KEY_UNKNOWN
+    assert len(seen) == 1 and len(seen[0].split()) == 16
+
+    def explode(fingerprint: str) -> bool:
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError):
+        sim_server.connect(trust=libsim.TrustMode.ASK, ask_trust=explode)
+
+    with sim_server.connect(trust=libsim.TrustMode.ASK, ask_trust=lambda fp: fp == seen[0]) as client:
+        assert client.server_fingerprint == seen[0]
+
+    with pytest.raises(libsim.HandshakeError):
+        sim_server.connect(trust=libsim.TrustMode.PINNED_ONLY)
+
+
+def test_receive_releases_the_gil(connect: Connect) -> None:
+    client = connect()
+    client.login("erin", "erin's password")
+    drain(client, 0.1)
+    entered = threading.Event()
+    failures: list[BaseException] = []
+
+    def blocked() -> None:
+        entered.set()
+        try:
+            client.receive(timeout=1.0)
+        except libsim.TimeoutError:
+            pass
+        except BaseException as e:  # noqa: BLE001 - reported below
+            failures.append(e)
+
+    thread = threading.Thread(target=blocked)
+    thread.start()
+    entered.wait()
+    time.sleep(0.05)
+    # Pure-Python work: if receive held the GIL, this loop would stall for about a second.
+    worst = 0.0
+    last = start = time.monotonic()
+    while (now := time.monotonic()) - start < 0.5:
+        worst = max(worst, now - last)
+        last = now
+    thread.join()
+    assert not failures
+    assert worst < 0.3, f"the main thread stalled for {worst:.2f} s"
+
+
+def test_ctrl_c_interrupts_a_blocking_receive(connect: Connect) -> None:
+    client = connect()
+    client.login("frank", "frank's password")
+    assert [e for e in drain(client, 0.1) if e.kind == EventKind.MESSAGE] == []
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGINT, handler)
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
+    try:
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(Interrupted):
+            # Nothing will arrive. Python runs signal handlers between bytecodes, so without the extension's own
+            # signal checks the handler would only run once receive() gives up after 10 s.
+            client.receive(timeout=10.0)
+        assert time.monotonic() - started < 3.0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    # the client is still usable afterwards
+    client.probe("nobody")
+    assert client.wait_for(EventKind.WAITING, "nobody", timeout=TIMEOUT).peer == "nobody"
