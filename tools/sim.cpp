@@ -295,21 +295,16 @@ private:
         o.config.handshake.expected_fingerprint = m_s.fingerprint;
         o.config.handshake.suites = m_s.channel_suites;
         o.config.conversation_rotation.interval = m_s.rotation;
-        // A first contact writes a pin. Several sim processes may do that at once (a script starting a sender
-        // and a receiver), so pinning is serialised with a lock beside the file; later connections only read it.
-        std::optional<sim::tools::FileLock> pin_lock;
+        // Several sim processes may pin at once (a script starting a sender and a receiver): FileKnownServers
+        // serialises writers itself.
         bool first_contact = false;
-        for (int attempt = 0; attempt < 2; ++attempt) {
+        {
             auto known = sim::FileKnownServers::open(m_s.known_servers);
             if (!known) {
                 return sim::Error{known.code(),
                                   "known-servers file '" + m_s.known_servers + "': " + known.error().message()};
             }
             first_contact = !(*known)->lookup(m_s.server_id).has_value();
-            if (!first_contact || pin_lock) {
-                break;
-            }
-            pin_lock.emplace(m_s.known_servers);  // then look again: another process may have pinned meanwhile
         }
         bool asked = false;
         auto ask = [&](const std::string& fp) {

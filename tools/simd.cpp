@@ -83,6 +83,7 @@ void print_help() {
                  "       simd [OPTIONS] user passwd NAME  set a new password\n"
                  "       simd [OPTIONS] user delete NAME  delete an account, its tokens and conversation keys\n"
                  "       simd [OPTIONS] user list         list the accounts\n"
+                 "       simd [OPTIONS] user revoke NAME  revoke all session tokens of NAME (log out everywhere)\n"
                  "\n"
                  "The libsim secure instant messaging server. On start it prints\n"
                  "'simd: listening on ADDR:PORT fingerprint XXXX ...'; clients compare that fingerprint.\n"
@@ -266,9 +267,9 @@ sim::Result<Accounts> open_accounts(const Settings& s) {
 
 int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
     const std::string& verb = pos.size() > 1 ? pos[1] : std::string();
-    const bool needs_name = verb == "add" || verb == "delete" || verb == "passwd";
+    const bool needs_name = verb == "add" || verb == "delete" || verb == "passwd" || verb == "revoke";
     if (verb.empty() || (!needs_name && verb != "list")) {
-        return usage_error("user: expected add, delete, list or passwd");
+        return usage_error("user: expected add, delete, list, passwd or revoke");
     }
     if (needs_name != (pos.size() == 3) || (!needs_name && pos.size() != 2)) {
         return usage_error(needs_name ? "user " + verb + ": expected one user NAME" : "user list takes no NAME");
@@ -306,6 +307,14 @@ int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
         st = auth.admin_set_password(name, password);
     } else if (verb == "delete") {
         st = auth.delete_user(name);
+    } else if (verb == "revoke") {
+        sim::auth::SessionTokens tokens(*accounts->backend, *accounts->rng);
+        auto n = tokens.revoke_all(name);
+        if (!n) {
+            return failure(n.error().message());
+        }
+        std::cout << "simd: revoked " << *n << " session token(s) of " << name << "\n";
+        return 0;
     } else {
         auto users = auth.list_users();
         if (!users) {

@@ -257,6 +257,10 @@ user-admin)
     wait_exit "$RECV_PID" 20 || fail "recv did not finish"
     [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
     grep -qx "alice: through a closed server" "$T/recv.out" || fail "message not received"
+    # the admin logs alice out everywhere: the token her login was issued is revoked
+    expect_status 0 "$SIMD" "${D[@]}" user revoke alice
+    grep -q "revoked [1-9][0-9]* session token" "$T/last.out" || fail "user revoke: $(cat "$T/last.out")"
+    expect_status 2 "$SIMD" "${D[@]}" user revoke
     expect_status 1 sim_as 'whatever' --no-session send mallory bob hi
     grep -q "login refused" "$T/last.err" || fail "unknown user not refused under closed registration"
     # passwd while the server runs: the old password stops working, the new one works
