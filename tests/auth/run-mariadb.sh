@@ -11,7 +11,8 @@ state=$(mktemp -d /tmp/sim-mariadb.XXXXXX)
 if ! url=$("$server" start "$state"); then
   echo "FAIL: the MariaDB test server did not start" >&2
   "$server" stop "$state" >/dev/null 2>&1
+  rm -rf "$state"
   exit 1
 fi
-trap '"$server" stop "$state" >/dev/null 2>&1' EXIT
+trap '"$server" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
 SIM_TEST_BACKEND=mariadb SIM_MARIADB_URL="$url" SIM_MARIADB_SOCKET_URL="$(cat "$state/socket-url")" "$binary" "$@"
