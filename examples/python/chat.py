@@ -46,11 +46,13 @@ def main() -> int:
             else:
                 print(f"chat: {args.peer} did not come online", file=sys.stderr)
                 return 1
-            threading.Thread(target=show, args=(client,), daemon=True).start()
+            printer = threading.Thread(target=show, args=(client,), daemon=True)
+            printer.start()
             for line in sys.stdin:
                 client.send(args.peer, line.rstrip("\n"))
             time.sleep(args.linger)
             client.logout()
+        printer.join(timeout=5)  # the client is closed: its event iteration has ended
     except libsim.Error as e:
         print(f"chat: {e}", file=sys.stderr)
         return 1

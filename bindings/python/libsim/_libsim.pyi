@@ -1,6 +1,7 @@
 # Type stubs of the native extension libsim._libsim (kept in sync by tests/test_stubs.py).
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, ClassVar, Optional, Union
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -392,7 +393,7 @@ class Client:
         trust: TrustMode = TrustMode.TOFU,
         ask_trust: Optional[Callable[[str], bool]] = None,
         expected_fingerprint: str = "",
-        known_servers_file: Optional[str] = None,
+        known_servers_file: Optional[Union[str, os.PathLike[str]]] = None,
         suites: Optional[SuitePolicy] = None,
         rotation: Optional[RotationPolicy] = None,
         static_private_key: Optional[BytesLike] = None,

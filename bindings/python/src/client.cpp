@@ -50,7 +50,7 @@ auto nogil(F&& f) {
 class PyClient {
 public:
     PyClient(const Text& host, std::uint16_t port, const std::optional<Text>& server_id, sim::TrustMode trust,
-             const py::object& ask_trust, const Text& expected_fingerprint, const std::optional<Text>& known_servers_file,
+             const py::object& ask_trust, const Text& expected_fingerprint, const py::object& known_servers_file,
              const std::optional<sim::SuitePolicy>& suites, const std::optional<sim::RotationPolicy>& rotation,
              const std::optional<SecretBlob>& static_private_key, double connect_timeout, double tick_interval,
              std::size_t max_queued_events, std::size_t max_frame_size) {
@@ -72,8 +72,14 @@ public:
             opts.config.conversation_rotation = *rotation;
         }
         opts.config.max_frame_size = max_frame_size;
-        if (known_servers_file) {
-            opts.known_servers_file = known_servers_file->value;
+        if (!known_servers_file.is_none()) {
+            // str or os.PathLike, as Python's own file APIs accept
+            PyObject* path = PyOS_FSPath(known_servers_file.ptr());
+            if (path == nullptr) {
+                throw py::error_already_set();
+            }
+            const auto owned = py::reinterpret_steal<py::object>(path);
+            opts.known_servers_file = text_from(owned, "known_servers_file").value;
         }
         opts.connect_timeout = seconds_to_duration(connect_timeout, "connect_timeout");
         opts.tick_interval = seconds_to_duration(tick_interval, "tick_interval");
@@ -288,7 +294,7 @@ void register_client(py::module_& m) {
                          "A connection to a libsim server: connects and completes the handshake on construction. "
                          "Blocking calls release the GIL; receive() can be interrupted with Ctrl-C.")
         .def(py::init<const Text&, std::uint16_t, const std::optional<Text>&, sim::TrustMode, const py::object&,
-                      const Text&, const std::optional<Text>&, const std::optional<sim::SuitePolicy>&,
+                      const Text&, const py::object&, const std::optional<sim::SuitePolicy>&,
                       const std::optional<sim::RotationPolicy>&, const std::optional<SecretBlob>&, double, double,
                       std::size_t, std::size_t>(),
              py::arg("host"), py::arg("port"), py::kw_only(), py::arg("server_id") = py::none(),

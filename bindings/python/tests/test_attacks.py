@@ -83,13 +83,14 @@ def test_attack_2_other_forged_fields(connect: Connect) -> None:
 def test_attack_3_server_with_another_key(sim_server_factory: Callable[..., libsim.Server], tmp_path: Path) -> None:
     real = sim_server_factory()
     impostor = sim_server_factory()
-    pins = str(tmp_path / "known_servers")
+    pins = tmp_path / "known_servers"  # os.PathLike is accepted like str
     server_id = "chat.example:7878"
 
     with real.connect(server_id=server_id, known_servers_file=pins) as first:
         fingerprint = first.server_fingerprint  # pinned on first use
+    assert f"\n{server_id} " in pins.read_text()
     with pytest.raises(libsim.HandshakeError) as info:
-        impostor.connect(server_id=server_id, known_servers_file=pins)
+        impostor.connect(server_id=server_id, known_servers_file=str(pins))
     assert info.value.code == Errc.SERVER_KEY_MISMATCH
     # a fingerprint from configuration is checked the same way
     with pytest.raises(libsim.HandshakeError) as configured:

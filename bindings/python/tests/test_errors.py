@@ -39,6 +39,7 @@ def test_every_code_has_a_description_and_a_class() -> None:
         (Errc.INVALID_ARGUMENT, libsim.InvalidArgument, ValueError),
         (Errc.INTERNAL, libsim.Error, None),
     ],
+    ids=lambda v: v.name if isinstance(v, Errc) else getattr(v, "__name__", str(v)),
 )
 def test_classes(code: Errc, cls: type, builtin: type | None) -> None:
     assert errors.error_class(code) is cls
