@@ -40,6 +40,17 @@ Bytes sha256(ByteView data);
 /// SHA-256 over the concatenation of two inputs (saves a copy in hot paths such as Noise's MixHash).
 Bytes sha256(ByteView a, ByteView b);
 SecureBytes hmac_sha256(ByteView key, ByteView message);
+
+/// HMAC-SHA256 under a fixed key, for MACs computed many times with one key (record ciphers): the key's inner and
+/// outer pads are computed once. Not thread-safe.
+class HmacSha256 {
+public:
+    virtual ~HmacSha256() = default;
+    /// HMAC over the concatenation of `a` and `b` (e.g. a header and a body), without copying them together.
+    virtual SecureBytes mac(ByteView a, ByteView b) = 0;
+};
+/// Any key length (RFC 2104).
+std::unique_ptr<HmacSha256> make_hmac_sha256(ByteView key);
 /// RFC 5869 HKDF-Extract with SHA-256.
 SecureBytes hkdf_sha256_extract(ByteView salt, ByteView ikm);
 /// RFC 5869 HKDF-Expand with SHA-256. Errc::invalid_argument when `length` > 255 * 32.
@@ -77,6 +88,17 @@ Result<std::unique_ptr<Aead>> make_aead(AeadAlgorithm alg, ByteView key);
 inline constexpr std::size_t tdes_key_size = 24;
 inline constexpr std::size_t tdes_block_size = 8;
 
+/// Three-key TDES-CBC under a fixed key (the key schedule is computed once). Not thread-safe.
+/// Errors as tdes_cbc_encrypt / tdes_cbc_decrypt.
+class TdesCbc {
+public:
+    virtual ~TdesCbc() = default;
+    virtual Result<Bytes> encrypt(ByteView iv, ByteView plaintext) = 0;
+    virtual Result<Bytes> decrypt(ByteView iv, ByteView ciphertext) = 0;
+};
+/// `pkcs7` chooses PKCS#7 padding or none. Errc::invalid_key for a key that is not 24 bytes.
+Result<std::unique_ptr<TdesCbc>> make_tdes_cbc(ByteView key, bool pkcs7);
+
 /// TDES-CBC encryption. `pkcs7` adds padding; without it the input must be a whole number of blocks
 /// (else Errc::invalid_argument). Key 24 bytes (Errc::invalid_key), IV 8 bytes (Errc::invalid_argument).
 Result<Bytes> tdes_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext, bool pkcs7);
@@ -90,7 +112,7 @@ Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks);
 
 // ---------------------------------------------------------------- Password hashing
 
-/// bcrypt ("$2a$/$2b$/$2y$" strings), work factor 4..31. The password is used as given (bcrypt reads at most
+/// bcrypt ("$2a$/$2b$/$2y$" strings), work factor 4..18 (Botan 2's limit). The password is used as given (bcrypt reads at most
 /// 72 bytes of it); callers that want long passwords pre-hash them (see auth).
 Result<std::string> bcrypt_hash(std::string_view password, unsigned work_factor, Rng& rng);
 /// True when `password` matches `hash`; false for a mismatch; Errc::bad_hash when `hash` is not a bcrypt string.

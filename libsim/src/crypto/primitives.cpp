@@ -66,23 +66,38 @@ Bytes sha256(ByteView a, ByteView b) {
     return out;
 }
 
-SecureBytes hmac_sha256(ByteView key, ByteView message) {
-    thread_local const auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
-    // RFC 2104 s2: a key longer than the hash block is replaced by its hash. HMAC does this itself, but Botan 2
-    // refuses keys over 4096 bytes with an exception; hashing first gives the same MAC for every length.
-    SecureBytes hashed_key;
-    if (key.size() > sha256_block_size) {
-        hashed_key.resize(sha256_size);
-        sha256_into(key, {}, hashed_key.data());
-        key = hashed_key;
+namespace {
+
+class BotanHmacSha256 final : public HmacSha256 {
+public:
+    explicit BotanHmacSha256(ByteView key) : m_mac(Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)")) {
+        // RFC 2104 s2: a key longer than the hash block is replaced by its hash. HMAC does this itself, but Botan 2
+        // refuses keys over 4096 bytes with an exception; hashing first gives the same MAC for every length.
+        SecureBytes hashed_key;
+        if (key.size() > sha256_block_size) {
+            hashed_key.resize(sha256_size);
+            sha256_into(key, {}, hashed_key.data());
+            key = hashed_key;
+        }
+        m_mac->set_key(key.data(), key.size());
     }
-    mac->set_key(key.data(), key.size());
-    mac->update(message.data(), message.size());
-    SecureBytes out(sha256_size);
-    mac->final(out.data());
-    mac->clear();
-    return out;
-}
+    SecureBytes mac(ByteView a, ByteView b) override {
+        m_mac->update(a.data(), a.size());
+        m_mac->update(b.data(), b.size());
+        SecureBytes out(sha256_size);
+        m_mac->final(out.data());
+        return out;
+    }
+
+private:
+    std::unique_ptr<Botan::MessageAuthenticationCode> m_mac;
+};
+
+}  // namespace
+
+std::unique_ptr<HmacSha256> make_hmac_sha256(ByteView key) { return std::make_unique<BotanHmacSha256>(key); }
+
+SecureBytes hmac_sha256(ByteView key, ByteView message) { return BotanHmacSha256(key).mac(message, {}); }
 
 SecureBytes hkdf_sha256_extract(ByteView salt, ByteView ikm) {
     // RFC 5869 s2.2: PRK = HMAC-Hash(salt, IKM); an absent salt is HashLen zeros.

@@ -9,45 +9,62 @@ namespace sim::crypto {
 
 namespace {
 
-Status check_key_iv(ByteView key, ByteView iv) {
-    if (key.size() != tdes_key_size) {
-        return Error{Errc::invalid_key, "Triple-DES key must be 24 bytes"};
+class BotanTdesCbc final : public TdesCbc {
+public:
+    BotanTdesCbc(ByteView key, bool pkcs7)
+        : m_pkcs7(pkcs7),
+          m_enc(Botan::Cipher_Mode::create_or_throw(mode_name(pkcs7), Botan::ENCRYPTION)),
+          m_dec(Botan::Cipher_Mode::create_or_throw(mode_name(pkcs7), Botan::DECRYPTION)) {
+        m_enc->set_key(key.data(), key.size());
+        m_dec->set_key(key.data(), key.size());
     }
-    if (iv.size() != tdes_block_size) {
-        return Error{Errc::invalid_argument, "Triple-DES IV must be 8 bytes"};
-    }
-    return ok();
-}
 
-Result<Bytes> run_cbc(ByteView key, ByteView iv, ByteView input, bool pkcs7, Botan::Cipher_Dir dir) {
-    SIM_TRY_STATUS(check_key_iv(key, iv));
-    if (input.size() % tdes_block_size != 0) {
-        // As documented in crypto.h: unpadded plaintext of the wrong length is the caller's mistake, a ciphertext
-        // of the wrong length is bad input from outside.
-        if (dir == Botan::DECRYPTION) {
-            return Error{Errc::bad_length, "Triple-DES ciphertext is not a whole number of blocks"};
+    Result<Bytes> encrypt(ByteView iv, ByteView plaintext) override {
+        return run(*m_enc, iv, plaintext, Botan::ENCRYPTION);
+    }
+    Result<Bytes> decrypt(ByteView iv, ByteView ciphertext) override {
+        return run(*m_dec, iv, ciphertext, Botan::DECRYPTION);
+    }
+
+private:
+    static const char* mode_name(bool pkcs7) { return pkcs7 ? "TripleDES/CBC/PKCS7" : "TripleDES/CBC/NoPadding"; }
+
+    Result<Bytes> run(Botan::Cipher_Mode& mode, ByteView iv, ByteView input, Botan::Cipher_Dir dir) {
+        if (iv.size() != tdes_block_size) {
+            return Error{Errc::invalid_argument, "Triple-DES IV must be 8 bytes"};
         }
-        if (!pkcs7) {
-            return Error{Errc::invalid_argument, "Triple-DES plaintext without padding must be whole blocks"};
+        if (input.size() % tdes_block_size != 0) {
+            // As documented in crypto.h: unpadded plaintext of the wrong length is the caller's mistake, a
+            // ciphertext of the wrong length is bad input from outside.
+            if (dir == Botan::DECRYPTION) {
+                return Error{Errc::bad_length, "Triple-DES ciphertext is not a whole number of blocks"};
+            }
+            if (!m_pkcs7) {
+                return Error{Errc::invalid_argument, "Triple-DES plaintext without padding must be whole blocks"};
+            }
         }
+        if (m_pkcs7 && dir == Botan::DECRYPTION && input.empty()) {
+            return Error{Errc::bad_length, "Triple-DES ciphertext is empty"};
+        }
+        mode.start(iv.data(), iv.size());
+        m_buf.assign(input.begin(), input.end());
+        try {
+            mode.finish(m_buf);
+        } catch (const Botan::Exception&) {
+            secure_zero(m_buf.data(), m_buf.size());
+            mode.reset();
+            return Error{Errc::auth_failed, "Triple-DES padding invalid"};
+        }
+        Bytes out(m_buf.begin(), m_buf.end());
+        secure_zero(m_buf.data(), m_buf.size());
+        return out;
     }
-    if (pkcs7 && dir == Botan::DECRYPTION && input.empty()) {
-        return Error{Errc::bad_length, "Triple-DES ciphertext is empty"};
-    }
-    auto mode = Botan::Cipher_Mode::create_or_throw(pkcs7 ? "TripleDES/CBC/PKCS7" : "TripleDES/CBC/NoPadding", dir);
-    mode->set_key(key.data(), key.size());
-    mode->start(iv.data(), iv.size());
-    Botan::secure_vector<uint8_t> buf(input.begin(), input.end());
-    try {
-        mode->finish(buf);
-    } catch (const Botan::Exception&) {
-        secure_zero(buf.data(), buf.size());
-        return Error{Errc::auth_failed, "Triple-DES padding invalid"};
-    }
-    Bytes out(buf.begin(), buf.end());
-    secure_zero(buf.data(), buf.size());
-    return out;
-}
+
+    bool m_pkcs7;
+    std::unique_ptr<Botan::Cipher_Mode> m_enc;
+    std::unique_ptr<Botan::Cipher_Mode> m_dec;
+    Botan::secure_vector<uint8_t> m_buf;
+};
 
 Result<Bytes> run_ecb(ByteView key, ByteView blocks, bool encrypt) {
     if (key.size() != tdes_key_size) {
@@ -70,11 +87,20 @@ Result<Bytes> run_ecb(ByteView key, ByteView blocks, bool encrypt) {
 
 }  // namespace
 
+Result<std::unique_ptr<TdesCbc>> make_tdes_cbc(ByteView key, bool pkcs7) {
+    if (key.size() != tdes_key_size) {
+        return Error{Errc::invalid_key, "Triple-DES key must be 24 bytes"};
+    }
+    return std::unique_ptr<TdesCbc>(std::make_unique<BotanTdesCbc>(key, pkcs7));
+}
+
 Result<Bytes> tdes_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext, bool pkcs7) {
-    return run_cbc(key, iv, plaintext, pkcs7, Botan::ENCRYPTION);
+    SIM_TRY(auto cbc, make_tdes_cbc(key, pkcs7));
+    return cbc->encrypt(iv, plaintext);
 }
 Result<Bytes> tdes_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext, bool pkcs7) {
-    return run_cbc(key, iv, ciphertext, pkcs7, Botan::DECRYPTION);
+    SIM_TRY(auto cbc, make_tdes_cbc(key, pkcs7));
+    return cbc->decrypt(iv, ciphertext);
 }
 Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks) { return run_ecb(key, blocks, true); }
 Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks) { return run_ecb(key, blocks, false); }

@@ -77,8 +77,8 @@ public:
     // IV, at least one ciphertext block (PKCS#7 always pads), MAC.
     static constexpr std::size_t min_body = iv_size + crypto::tdes_block_size + mac_size;
 
-    TdesRecordCipher(SecureBytes enc_key, SecureBytes mac_key, Rng& rng)
-        : m_enc_key(std::move(enc_key)), m_mac_key(std::move(mac_key)), m_rng(&rng) {}
+    TdesRecordCipher(std::unique_ptr<crypto::TdesCbc> cbc, std::unique_ptr<crypto::HmacSha256> mac, Rng& rng)
+        : m_cbc(std::move(cbc)), m_mac(std::move(mac)), m_rng(&rng) {}
 
     [[nodiscard]] SuiteId id() const noexcept override { return SuiteId::tdes_cbc_hmac_sha256; }
 
@@ -86,12 +86,12 @@ public:
                 Bytes& out) override {
         std::array<std::uint8_t, iv_size> iv{};
         m_rng->fill(iv);
-        SIM_TRY(const Bytes ct, crypto::tdes_cbc_encrypt(m_enc_key, iv, plaintext, true));
+        SIM_TRY(const Bytes ct, m_cbc->encrypt(iv, plaintext));
         const std::size_t body_start = out.size();
         out.reserve(out.size() + iv.size() + ct.size() + mac_size);
         out.insert(out.end(), iv.begin(), iv.end());
         out.insert(out.end(), ct.begin(), ct.end());
-        const auto tag = mac(header, ByteView{out}.subspan(body_start));
+        const auto tag = m_mac->mac(header, ByteView{out}.subspan(body_start));
         out.insert(out.end(), tag.begin(), tag.end());
         return ok();
     }
@@ -102,13 +102,13 @@ public:
         }
         const auto iv_ct = body.first(body.size() - mac_size);
         const auto tag = body.last(mac_size);
-        const auto expected = mac(header, iv_ct);
+        const auto expected = m_mac->mac(header, iv_ct);
         if (!constant_time_equal(expected, tag)) {
             return Error{Errc::auth_failed, "record MAC did not verify"};
         }
         // The MAC was good, so the sender produced this ciphertext; a length or padding error now means a broken
         // peer. It is still reported as auth_failed so that no error path distinguishes padding from MAC failures.
-        auto pt = crypto::tdes_cbc_decrypt(m_enc_key, iv_ct.first(iv_size), iv_ct.subspan(iv_size), true);
+        auto pt = m_cbc->decrypt(iv_ct.first(iv_size), iv_ct.subspan(iv_size));
         if (!pt) {
             return Error{Errc::auth_failed, "record ciphertext did not decrypt"};
         }
@@ -120,16 +120,8 @@ public:
     }
 
 private:
-    [[nodiscard]] SecureBytes mac(ByteView header, ByteView iv_ct) const {
-        SecureBytes input;
-        input.reserve(header.size() + iv_ct.size());
-        input.insert(input.end(), header.begin(), header.end());
-        input.insert(input.end(), iv_ct.begin(), iv_ct.end());
-        return crypto::hmac_sha256(m_mac_key, input);
-    }
-
-    SecureBytes m_enc_key;
-    SecureBytes m_mac_key;
+    std::unique_ptr<crypto::TdesCbc> m_cbc;
+    std::unique_ptr<crypto::HmacSha256> m_mac;
     Rng* m_rng;
 };
 
@@ -249,7 +241,9 @@ Result<std::unique_ptr<RecordCipher>> make_record_cipher(SuiteId id, ByteView ke
     if (id == SuiteId::tdes_cbc_hmac_sha256) {
         SIM_TRY(auto enc, expand(prk, detail::label_tdes_enc, crypto::tdes_key_size));
         SIM_TRY(auto mac, expand(prk, detail::label_tdes_mac, crypto::sha256_size));
-        return std::unique_ptr<RecordCipher>(std::make_unique<TdesRecordCipher>(std::move(enc), std::move(mac), rng));
+        SIM_TRY(auto cbc, crypto::make_tdes_cbc(enc, true));
+        return std::unique_ptr<RecordCipher>(
+            std::make_unique<TdesRecordCipher>(std::move(cbc), crypto::make_hmac_sha256(mac), rng));
     }
     SIM_TRY(const auto aead_key, expand(prk, detail::label_aead_key, crypto::aead_key_size));
     const auto alg =
