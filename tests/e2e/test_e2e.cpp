@@ -13,6 +13,9 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -352,5 +355,117 @@ TEST_CASE("abuse: garbage, half handshakes, oversize frames and a flood leave th
     const long rss_after = simd.rss_kib();
     MESSAGE("simd RSS before flood " << rss_before << " KiB, after " << rss_after << " KiB");
     CHECK(rss_after < rss_before + 64 * 1024);  // bounded: no per-message growth
+    CHECK(simd.stop() == 0);
+}
+
+namespace {
+
+/// A protocol-speaking client on a plain blocking socket that the test can stop reading from.
+class StubbornReader {
+public:
+    explicit StubbornReader(std::uint16_t port) {
+        m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(m_fd >= 0);
+        const int small = 4096;  // a small receive buffer makes the server's queue fill sooner
+        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        timeval tv{0, 200000};
+        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(port);
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        sim::ClientConfig cfg;
+        cfg.handshake.server_id = "stubborn";
+        m_core = std::move(sim::ClientCore::create(cfg, m_known, *m_rng, sim::steady_clock(),
+                                                   [this](const sim::ClientEvent& e) { m_events.push_back(e); })
+                               .value());
+        REQUIRE(m_core->attach(std::make_shared<Out>(m_fd)));
+    }
+    ~StubbornReader() { ::close(m_fd); }
+    StubbornReader(const StubbornReader&) = delete;
+    StubbornReader& operator=(const StubbornReader&) = delete;
+
+    /// Read and process until an event of `kind` arrived (or the deadline).
+    bool pump_until(sim::ClientEventKind kind, std::chrono::milliseconds limit) {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        std::uint8_t buf[4096];
+        while (std::chrono::steady_clock::now() < deadline) {
+            for (const auto& e : m_events) {
+                if (e.kind == kind) {
+                    return true;
+                }
+            }
+            const auto n = ::recv(m_fd, buf, sizeof buf, 0);
+            if (n > 0) {
+                m_core->on_bytes(sim::ByteView{buf, static_cast<std::size_t>(n)});
+            } else if (n == 0) {
+                return false;
+            }
+        }
+        return false;
+    }
+    sim::ClientCore& core() { return *m_core; }
+    /// Whether the server has closed the connection (drains what is readable without processing it).
+    bool closed_by_server(std::chrono::milliseconds limit) {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        std::uint8_t buf[65536];
+        while (std::chrono::steady_clock::now() < deadline) {
+            const auto n = ::recv(m_fd, buf, sizeof buf, 0);
+            if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+private:
+    struct Out final : sim::ConnectionOutput {
+        explicit Out(int fd) : fd(fd) {}
+        void send(sim::Bytes data) override { (void)::send(fd, data.data(), data.size(), MSG_NOSIGNAL); }
+        void close(sim::Errc) override { ::shutdown(fd, SHUT_RDWR); }
+        void established() override {}
+        int fd;
+    };
+    int m_fd = -1;
+    std::unique_ptr<sim::Rng> m_rng = sim::make_system_rng();
+    sim::MemoryKnownServers m_known;
+    std::shared_ptr<sim::ClientCore> m_core;
+    std::vector<sim::ClientEvent> m_events;
+};
+
+}  // namespace
+
+TEST_CASE("a client that stops reading is disconnected; the sender and the server's memory are unaffected") {
+    Simd simd({"--max-queue-bytes", "1048576"});
+    StubbornReader bob(simd.port());
+    REQUIRE(bob.pump_until(sim::ClientEventKind::channel_ready, 5000ms));
+    REQUIRE(bob.core().login("bob", {sim::CredentialKind::password,
+                                     sim::to_bytes<sim::SecureBytes>(sim::as_bytes("bob password 1"))}));
+    REQUIRE(bob.pump_until(sim::ClientEventKind::authenticated, 5000ms));
+    auto alice = connect(simd.port());
+    REQUIRE(alice->login("alice", "alice password 1", "bob"));
+    REQUIRE(alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s));
+    REQUIRE(bob.pump_until(sim::ClientEventKind::key_assigned, 5000ms));
+    const long rss_before = simd.rss_kib();
+    // bob stops reading; alice sends 8 MiB to him, far past the server's 1 MiB queue bound for his connection
+    const std::string chunk(16000, 'z');
+    for (int i = 0; i < 512; ++i) {
+        if (!alice->send("bob", chunk)) {
+            break;
+        }
+    }
+    CHECK(bob.closed_by_server(10000ms));
+    // alice is still served: a probe for bob now says he is offline
+    bool offline = false;
+    for (int i = 0; i < 50 && !offline; ++i) {
+        REQUIRE(alice->core().probe("bob"));
+        auto e = alice->wait_for(sim::ClientEventKind::waiting, "bob", 200ms);
+        offline = e.has_value();
+    }
+    CHECK(offline);
+    const long rss_after = simd.rss_kib();
+    MESSAGE("simd RSS before " << rss_before << " KiB, after " << rss_after << " KiB");
+    CHECK(rss_after < rss_before + 32 * 1024);
     CHECK(simd.stop() == 0);
 }
