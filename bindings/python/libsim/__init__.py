@@ -1,7 +1,8 @@
 """libsim: secure instant messaging, from Python.
 
 The package wraps the C++ library: the frame codec (:mod:`libsim.frame`), cipher suites and record sessions
-(:mod:`libsim.session`), the Noise handshake (:mod:`libsim.noise`), the networked client (:mod:`libsim.client`),
+(:mod:`libsim.session`), the Noise handshake (:mod:`libsim.noise`) and libsim's channel handshake built on it
+(:mod:`libsim.channel`), the networked client (:mod:`libsim.client`),
 and a helper that runs a real ``simd`` for tests (:mod:`libsim.server`, fixtures in :mod:`libsim.pytest_plugin`).
 Errors are the exceptions in :mod:`libsim.errors`. Bytes are ``bytes``, text is ``str``. Blocking calls and
 cryptography release the GIL.
@@ -21,6 +22,7 @@ cryptography release the GIL.
 
 from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
+from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
 from .client import Client, Event, EventIterator, EventKind, TrustMode, connect
 from .errors import (
     AccountError,
@@ -75,6 +77,13 @@ from .session import (
 __all__ = [
     "__version__",
     "errors",
+    # channel handshake
+    "Channel",
+    "ChannelAction",
+    "ClientHandshake",
+    "HandshakeProtocol",
+    "KnownServers",
+    "ServerHandshake",
     # client
     "Client",
     "Event",

@@ -431,3 +431,90 @@ class Client:
     def close(self) -> None: ...
     def __enter__(self) -> Client: ...
     def __exit__(self, *args: object) -> bool: ...
+
+# ---------------------------------------------------------------- channel handshake
+
+class HandshakeProtocol(_Enum):
+    NOISE_XX_25519_CHACHAPOLY_SHA256: ClassVar[HandshakeProtocol]  # 1
+    NOISE_XX_25519_AESGCM_SHA256: ClassVar[HandshakeProtocol]  # 2
+    __members__: ClassVar[dict[str, HandshakeProtocol]]
+
+class ChannelAction(_Enum):
+    WRITE_MESSAGE: ClassVar[ChannelAction]  # 0
+    READ_MESSAGE: ClassVar[ChannelAction]  # 1
+    AWAITING_TRUST: ClassVar[ChannelAction]  # 2
+    COMPLETE: ClassVar[ChannelAction]  # 3
+    FAILED: ClassVar[ChannelAction]  # 4
+    __members__: ClassVar[dict[str, ChannelAction]]
+
+CHANNEL_PROLOGUE: bytes
+
+class KnownServers:
+    def __init__(self) -> None: ...
+    @staticmethod
+    def open(path: Union[str, os.PathLike[str]]) -> KnownServers: ...
+    def lookup(self, server_id: str) -> Optional[bytes]: ...
+    def remember(self, server_id: str, public_key: BytesLike) -> None: ...
+
+class Channel:
+    @property
+    def protocol(self) -> HandshakeProtocol: ...
+    @property
+    def suite(self) -> SuiteId: ...
+    @property
+    def send(self) -> SendSession: ...
+    @property
+    def recv(self) -> RecvSession: ...
+    @property
+    def handshake_hash(self) -> bytes: ...
+    @property
+    def peer_static(self) -> bytes: ...
+    @property
+    def server_fingerprint(self) -> str: ...
+
+class ClientHandshake:
+    def __init__(
+        self,
+        server_id: str,
+        *,
+        known: Optional[KnownServers] = None,
+        static_private_key: Optional[BytesLike] = None,
+        protocol: HandshakeProtocol = HandshakeProtocol.NOISE_XX_25519_CHACHAPOLY_SHA256,
+        suites: Optional[SuitePolicy] = None,
+        trust: TrustMode = TrustMode.TOFU,
+        expected_fingerprint: str = "",
+        rotation: Optional[RotationPolicy] = None,
+        clock: ClockLike = None,
+        rng: Optional[Rng] = None,
+    ) -> None: ...
+    def trust(self, accept: bool) -> None: ...
+    @property
+    def next_action(self) -> ChannelAction: ...
+    @property
+    def server_fingerprint(self) -> str: ...
+    @property
+    def failure(self) -> Any: ...  # a libsim.errors.Error instance, or None
+    def write_message(self) -> bytes: ...
+    def read_message(self, message: BytesLike) -> None: ...
+    def finish(self) -> Channel: ...
+
+class ServerHandshake:
+    def __init__(
+        self,
+        static_private_key: BytesLike,
+        *,
+        protocols: Optional[list[HandshakeProtocol]] = None,
+        suites: Optional[SuitePolicy] = None,
+        rotation: Optional[RotationPolicy] = None,
+        clock: ClockLike = None,
+        rng: Optional[Rng] = None,
+    ) -> None: ...
+    @property
+    def next_action(self) -> ChannelAction: ...
+    @property
+    def server_fingerprint(self) -> str: ...
+    @property
+    def failure(self) -> Any: ...  # a libsim.errors.Error instance, or None
+    def write_message(self) -> bytes: ...
+    def read_message(self, message: BytesLike) -> None: ...
+    def finish(self) -> Channel: ...

@@ -120,6 +120,7 @@ void register_rng_clock(py::module_& m);
 void register_crypto(py::module_& m);
 void register_session(py::module_& m);
 void register_handshake(py::module_& m);
+void register_channel(py::module_& m);
 void register_client(py::module_& m);
 
 }  // namespace simpy

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_libsim, m) {
     simpy::register_session(m);
     simpy::register_handshake(m);
     simpy::register_client(m);
+    simpy::register_channel(m);  // after client: its defaults use TrustMode
 }
