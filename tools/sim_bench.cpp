@@ -14,6 +14,12 @@
 
 #include <asio.hpp>
 
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -24,20 +30,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <netinet/in.h>
 #include <optional>
 #include <sstream>
 #include <string>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -55,7 +55,9 @@ std::int64_t now_ns() {
         .count();
 }
 
-double seconds_since(std::int64_t start_ns) { return static_cast<double>(now_ns() - start_ns) / 1e9; }
+double seconds_since(std::int64_t start_ns) {
+    return static_cast<double>(now_ns() - start_ns) / 1e9;
+}
 
 // ------------------------------------------------------------------------------------------------ histogram
 
@@ -99,9 +101,9 @@ public:
     }
 
 private:
-    static constexpr unsigned linear = 256;   // exact values below this
-    static constexpr unsigned sub = 128;      // sub-buckets per octave above it
-    static constexpr unsigned octaves = 48;   // up to 2^56 ns
+    static constexpr unsigned linear = 256;  // exact values below this
+    static constexpr unsigned sub = 128;     // sub-buckets per octave above it
+    static constexpr unsigned octaves = 48;  // up to 2^56 ns
     static constexpr std::size_t size = linear + octaves * sub;
 
     static std::size_t index(std::uint64_t v) {
@@ -110,7 +112,7 @@ private:
         }
         const unsigned e = static_cast<unsigned>(std::bit_width(v)) - 1;  // >= 8
         const unsigned oct = std::min(e - 8, octaves - 1);
-        const auto m = static_cast<unsigned>((v >> (e - 7)) - sub);   // 0..127
+        const auto m = static_cast<unsigned>((v >> (e - 7)) - sub);  // 0..127
         return linear + oct * sub + std::min(m, sub - 1);
     }
     static std::uint64_t upper_edge(std::size_t i) {
@@ -217,7 +219,9 @@ std::optional<pid_t> find_listener_pid(std::uint16_t port) {
 double self_cpu_seconds() {
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
-    const auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    const auto tv = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
     return tv(ru.ru_utime) + tv(ru.ru_stime);
 }
 
@@ -247,8 +251,8 @@ public:
         }
         s->m_dir = tmpl;
         const std::string port_file = s->m_dir + "/port";
-        std::vector<std::string> args = {path, "--listen", "127.0.0.1:0", "--port-file", port_file, "--data-dir",
-                                         s->m_dir + "/data", "--log-level", "warning"};
+        std::vector<std::string> args = {path,         "--listen",         "127.0.0.1:0", "--port-file", port_file,
+                                         "--data-dir", s->m_dir + "/data", "--log-level", "warning"};
         args.insert(args.end(), extra.begin(), extra.end());
         s->m_pid = ::fork();
         if (s->m_pid < 0) {
@@ -384,8 +388,12 @@ public:
     static constexpr std::size_t max_pending_bytes = 16U << 20U;
 
     Conn(Shared& shared, asio::io_context& io, std::size_t index, Handler handler)
-        : m_shared(shared), m_socket(io), m_strand(asio::make_strand(io)), m_index(index),
-          m_handler(std::move(handler)), m_buffer(shared.read_chunk) {}
+        : m_shared(shared),
+          m_socket(io),
+          m_strand(asio::make_strand(io)),
+          m_index(index),
+          m_handler(std::move(handler)),
+          m_buffer(shared.read_chunk) {}
 
     /// Create the core, connect, attach, then run `after_attach` on the strand (e.g. login). A connect failure
     /// reaches the handler as a `closed` event.
@@ -460,44 +468,44 @@ private:
             const int one = 1;
             ::setsockopt(m_socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
 #endif
-            const auto host = static_cast<std::uint32_t>(0x7F000000U | (((m_index / 250) % 250) << 8U) |
-                                                         (1 + m_index % 250));
+            const auto host =
+                static_cast<std::uint32_t>(0x7F000000U | (((m_index / 250) % 250) << 8U) | (1 + m_index % 250));
             m_socket.bind(tcp::endpoint(asio::ip::address_v4(host), 0), ec);
         }
         if (ec) {
             fail(ec);
             return;
         }
-        m_socket.async_connect(m_shared.server, asio::bind_executor(m_strand, [self = shared_from_this(),
-                                                                               after = std::move(after)](
-                                                                                  const std::error_code& cec) {
-            if (cec) {
-                self->fail(cec);
-                return;
-            }
-            std::error_code oec;
-            self->m_socket.set_option(tcp::no_delay(true), oec);
-            self->m_connected = true;
-            if (auto st = self->m_core->attach(std::make_shared<ConnOutput>(self.get())); !st) {
-                self->close_socket();
-                return;
-            }
-            after(*self);
-            self->read();
-        }));
+        m_socket.async_connect(m_shared.server,
+                               asio::bind_executor(m_strand, [self = shared_from_this(),
+                                                              after = std::move(after)](const std::error_code& cec) {
+                                   if (cec) {
+                                       self->fail(cec);
+                                       return;
+                                   }
+                                   std::error_code oec;
+                                   self->m_socket.set_option(tcp::no_delay(true), oec);
+                                   self->m_connected = true;
+                                   if (auto st = self->m_core->attach(std::make_shared<ConnOutput>(self.get())); !st) {
+                                       self->close_socket();
+                                       return;
+                                   }
+                                   after(*self);
+                                   self->read();
+                               }));
     }
 
     void read() {
-        m_socket.async_read_some(asio::buffer(m_buffer),
-                                 asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec,
-                                                                                           std::size_t n) {
-                                     if (ec) {
-                                         self->fail(ec);
-                                         return;
-                                     }
-                                     self->m_core->on_bytes(sim::ByteView(self->m_buffer.data(), n));
-                                     self->read();
-                                 }));
+        m_socket.async_read_some(
+            asio::buffer(m_buffer),
+            asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+                if (ec) {
+                    self->fail(ec);
+                    return;
+                }
+                self->m_core->on_bytes(sim::ByteView(self->m_buffer.data(), n));
+                self->read();
+            }));
     }
 
     void do_write() {
@@ -521,16 +529,16 @@ private:
         for (const auto& b : m_in_flight) {
             bufs.emplace_back(asio::buffer(b));
         }
-        asio::async_write(m_socket, bufs,
-                          asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec,
-                                                                                    std::size_t) {
-                              self->m_in_flight.clear();
-                              if (ec) {
-                                  self->fail(ec);
-                                  return;
-                              }
-                              self->do_write();
-                          }));
+        asio::async_write(
+            m_socket, bufs,
+            asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec, std::size_t) {
+                self->m_in_flight.clear();
+                if (ec) {
+                    self->fail(ec);
+                    return;
+                }
+                self->do_write();
+            }));
     }
 
     void close_socket() {
@@ -583,8 +591,12 @@ private:
     std::vector<sim::Bytes> m_in_flight;  // strand only
 };
 
-void ConnOutput::send(sim::Bytes data) { m_conn->queue_send(std::move(data)); }
-void ConnOutput::close(sim::Errc) { m_conn->queue_close(); }
+void ConnOutput::send(sim::Bytes data) {
+    m_conn->queue_send(std::move(data));
+}
+void ConnOutput::close(sim::Errc) {
+    m_conn->queue_close();
+}
 
 // ------------------------------------------------------------------------------------------------ report
 
@@ -683,8 +695,8 @@ const std::vector<OptionSpec>& option_specs() {
         {"rate", 0, "MSGS", "route: total messages per second, open loop (0 = as fast as the window allows)", "0",
          false},
         {"window", 0, "N", "route without --rate: messages in flight per direction", "16", false},
-        {"conn-rate", 0, "MSGS", "route without --rate: cap per sending connection, under simd's 2000/s limit (0 = none)",
-         "1900", false},
+        {"conn-rate", 0, "MSGS",
+         "route without --rate: cap per sending connection, under simd's 2000/s limit (0 = none)", "1900", false},
         {"duration", 0, "SEC", "route: sending time (also the time cap with --count)", "10", false},
         {"count", 0, "N", "route: total messages; connect: connections; login: logins per phase", "", false},
         {"parallel", 0, "K", "login: concurrent logins in the parallel phase; connect: handshakes in progress",
@@ -773,7 +785,8 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
     }
     s.mode = args.positionals[0];
     if (s.mode != "route" && s.mode != "connect" && s.mode != "login" && s.mode != "offline") {
-        return sim::Error{sim::Errc::invalid_argument, "unknown mode '" + s.mode + "' (route, connect, login, offline)"};
+        return sim::Error{sim::Errc::invalid_argument,
+                          "unknown mode '" + s.mode + "' (route, connect, login, offline)"};
     }
     if (args.has("server")) {
         SIM_TRY(auto hp, sim::tools::parse_host_port("--server", args.get("server"), false));
@@ -977,7 +990,9 @@ struct Stream {
     std::atomic<std::uint64_t> corrupt{0};
 };
 
-char pad_char(std::uint64_t seq, std::size_t j) { return static_cast<char>('a' + (seq + j) % 26); }
+char pad_char(std::uint64_t seq, std::size_t j) {
+    return static_cast<char>('a' + (seq + j) % 26);
+}
 
 /// "seq(16 hex) ts(16 hex) " then a pattern that depends on seq, to `size` bytes.
 std::string make_text(std::uint64_t seq, std::int64_t ts, std::size_t size) {
@@ -1071,7 +1086,8 @@ void pump(RouteState& st, Stream& s) {
                                 s.tokens + static_cast<double>(now - s.last_refill) * cap / 1e9);
             s.last_refill = now;
             if (s.tokens < 1.0) {
-                pump_later(st, s, std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - s.tokens) * 1e9 / cap) + 1));
+                pump_later(st, s,
+                           std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - s.tokens) * 1e9 / cap) + 1));
                 return;
             }
             s.tokens -= 1.0;
@@ -1100,12 +1116,18 @@ void pace(RouteState& st, Stream& s) {
 
 void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
-    Stream& mine = *st.streams[c.index()];        // what c sends
-    Stream& in = *st.streams[c.index() ^ 1U];     // what c receives
+    Stream& mine = *st.streams[c.index()];     // what c sends
+    Stream& in = *st.streams[c.index() ^ 1U];  // what c receives
     switch (e.kind) {
-        case K::authenticated: st.authed.fetch_add(1); break;
-        case K::key_assigned: st.keyed.fetch_add(1); break;
-        case K::key_rotated: st.rotations.fetch_add(1); break;
+        case K::authenticated:
+            st.authed.fetch_add(1);
+            break;
+        case K::key_assigned:
+            st.keyed.fetch_add(1);
+            break;
+        case K::key_rotated:
+            st.rotations.fetch_add(1);
+            break;
         case K::message: {
             const auto now = now_ns();
             std::uint64_t seq = 0;
@@ -1150,7 +1172,8 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 st.note_error("connection closed: " + e.error.message());
             }
             break;
-        default: break;
+        default:
+            break;
     }
 }
 
@@ -1178,9 +1201,7 @@ int run_route(const Settings& s) {
         conns.push_back(std::make_shared<Conn>(shared, engine.io(), k,
                                                [&st](Conn& c, const sim::ClientEvent& e) { route_event(st, c, e); }));
     }
-    const auto user = [&](std::uint64_t k) {
-        return prefix + ((k % 2 == 0) ? "a" : "b") + std::to_string(k / 2);
-    };
+    const auto user = [&](std::uint64_t k) { return prefix + ((k % 2 == 0) ? "a" : "b") + std::to_string(k / 2); };
     for (std::uint64_t k = 0; k < n_conn; ++k) {
         auto stream = std::make_unique<Stream>();
         stream->sender = conns[k];
@@ -1213,9 +1234,8 @@ int run_route(const Settings& s) {
     };
     const auto login = [&](std::uint64_t k, std::string dest) {
         auto name = user(k);
-        if (auto r = conns[k]->start([name, dest](Conn& c) {
-                (void)c.core().login(name, password_credentials(), dest);
-            });
+        if (auto r =
+                conns[k]->start([name, dest](Conn& c) { (void)c.core().login(name, password_credentials(), dest); });
             !r) {
             st.note_error(r.error().message());
         }
@@ -1244,8 +1264,9 @@ int run_route(const Settings& s) {
         Stream& str = *sp;
         if (open_loop) {
             // Stagger the streams over one interval so that they do not all fire together.
-            str.next_intended = t0 + static_cast<std::int64_t>(st.interval_ns * static_cast<double>(str.sender->index()) /
-                                                                static_cast<double>(n_conn));
+            str.next_intended =
+                t0 + static_cast<std::int64_t>(st.interval_ns * static_cast<double>(str.sender->index()) /
+                                               static_cast<double>(n_conn));
             str.sender->run([&st, &str] { pace(st, str); });
         } else {
             str.sender->run([&st, &str, t0] {
@@ -1274,8 +1295,9 @@ int run_route(const Settings& s) {
             last_received = t[1];
             last_tick = now;
             char buf[160];
-            std::snprintf(buf, sizeof buf, "sent %" PRIu64 "  delivered %" PRIu64 "  refused %" PRIu64
-                          "  %.0f msg/s  p99 %s us", t[0], t[1], t[2], rate, fmt_us(st.latency.quantile(0.99)).c_str());
+            std::snprintf(buf, sizeof buf,
+                          "sent %" PRIu64 "  delivered %" PRIu64 "  refused %" PRIu64 "  %.0f msg/s  p99 %s us", t[0],
+                          t[1], t[2], rate, fmt_us(st.latency.quantile(0.99)).c_str());
             return std::string(buf);
         });
     };
@@ -1334,9 +1356,12 @@ int run_route(const Settings& s) {
              s.spawn_path.empty() ? std::string("(server's choice)") : std::string(s.suite));
     rep.num("pairs", "pairs (connections)", static_cast<double>(s.pairs), "(" + std::to_string(n_conn) + ")", 0);
     rep.num("size_bytes", "message size", static_cast<double>(s.size), "B", 0);
-    rep.text("load", "load", open_loop ? "open loop, " + std::to_string(static_cast<std::uint64_t>(s.rate)) + " msg/s offered"
-                                      : "closed loop, window " + std::to_string(s.window) + " per direction" +
-                                            (s.conn_rate > 0 ? ", at most " + std::to_string(static_cast<std::uint64_t>(s.conn_rate)) + " msg/s each" : ""));
+    rep.text("load", "load",
+             open_loop ? "open loop, " + std::to_string(static_cast<std::uint64_t>(s.rate)) + " msg/s offered"
+                       : "closed loop, window " + std::to_string(s.window) + " per direction" +
+                             (s.conn_rate > 0 ? ", at most " + std::to_string(static_cast<std::uint64_t>(s.conn_rate)) +
+                                                    " msg/s each"
+                                              : ""));
     rep.num("threads", "load generator I/O threads", s.threads, "", 0);
     rep.num("setup_s", "set-up (connect, login, keys)", setup_s, "s", 2);
     rep.num("send_s", "sending time", send_s, "s", 2);
@@ -1355,7 +1380,8 @@ int run_route(const Settings& s) {
     rep.num("latency_mean_us", "latency mean", st.latency.mean() / 1000.0, "us", 1);
     rep.num("server_cpu_s", "server CPU", server_cpu, "s", 2);
     rep.num("server_cpu_s_per_1000_msgs", "server CPU per 1,000 messages", cpu_per_k, "s", 4);
-    rep.num("server_cpu_percent", "server CPU use", server_cpu ? std::optional(*server_cpu / elapsed * 100.0) : std::nullopt, "% of one core", 0);
+    rep.num("server_cpu_percent", "server CPU use",
+            server_cpu ? std::optional(*server_cpu / elapsed * 100.0) : std::nullopt, "% of one core", 0);
     rep.num("server_rss_mib", "server RSS", rss, "MiB", 1);
     rep.num("loadgen_cpu_s", "load generator CPU", self_cpu, "s", 2);
     rep.num("loadgen_cpu_percent", "load generator CPU use", self_cpu / elapsed * 100.0, "% of one core", 0);
@@ -1386,8 +1412,8 @@ int run_connect(const Settings& s) {
                   << " connections\n";
         return exit_fail;
     }
-    auto target = open_target(s, {"--max-connections", std::to_string(std::max<std::uint64_t>(10000, n + 100)),
-                                  "--idle-timeout", "0"});
+    auto target = open_target(
+        s, {"--max-connections", std::to_string(std::max<std::uint64_t>(10000, n + 100)), "--idle-timeout", "0"});
     if (!target) {
         std::cerr << "sim-bench: " << target.error().message() << "\n";
         return exit_fail;
@@ -1517,8 +1543,8 @@ int run_connect(const Settings& s) {
     rep.num("authenticated", "connections authenticated", static_cast<double>(authed.load()), "", 0);
     rep.num("failed", "connections failed", static_cast<double>(failed.load()), "", 0);
     rep.num("connect_s", "time to connect all", connect_s, "s", 2);
-    rep.num("connects_per_s", "connect + handshake + login rate", static_cast<double>(authed.load()) / connect_s,
-            "/s", 0);
+    rep.num("connects_per_s", "connect + handshake + login rate", static_cast<double>(authed.load()) / connect_s, "/s",
+            0);
     rep.num("connect_p50_ms", "one connection p50 (TCP+Noise+login)",
             static_cast<double>(connect_time.quantile(0.5)) / 1e6, "ms", 2);
     rep.num("connect_p99_ms", "one connection p99", static_cast<double>(connect_time.quantile(0.99)) / 1e6, "ms", 2);
@@ -1613,9 +1639,11 @@ void run_login_phase(Shared& shared, unsigned threads, const std::vector<std::st
         chain(w);
     }
     Progress progress(label, false);
-    wait_until([&] { return phase.ok.load() + phase.failed.load() >= total; }, timeout, [&] {
-        progress.tick([&] { return std::to_string(phase.ok.load()) + "/" + std::to_string(total) + " logins"; });
-    });
+    wait_until(
+        [&] { return phase.ok.load() + phase.failed.load() >= total; }, timeout,
+        [&] {
+            progress.tick([&] { return std::to_string(phase.ok.load()) + "/" + std::to_string(total) + " logins"; });
+        });
     phase.elapsed = seconds_since(t0);
     next.store(total);
     {
@@ -1695,8 +1723,8 @@ int run_login(const Settings& s) {
         return exit_fail;
     }
     if (seq.failed.load() > 0 || par.failed.load() > 0 || seq.ok.load() < n || par.ok.load() < n) {
-        std::cerr << "sim-bench login: FAILED: "
-                  << (seq.first_error.empty() ? par.first_error : seq.first_error) << "\n";
+        std::cerr << "sim-bench login: FAILED: " << (seq.first_error.empty() ? par.first_error : seq.first_error)
+                  << "\n";
         return exit_fail;
     }
     return exit_ok;
