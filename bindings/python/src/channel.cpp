@@ -114,8 +114,7 @@ void add_handshake_common(py::class_<W>& cls) {
             "failure", [](W& w) { return failure_object(w.locked([](auto& h) { return h.failure(); })); },
             "The error that failed the handshake (an Error object), or None.")
         .def(
-            "write_message",
-            [](W& w) { return to_py_bytes(unwrap(w.run([](auto& h) { return h.write_message(); }))); },
+            "write_message", [](W& w) { return to_py_bytes(unwrap(w.run([](auto& h) { return h.write_message(); }))); },
             "The next handshake message (send it as the payload of a HANDSHAKE frame).")
         .def(
             "read_message",
@@ -182,37 +181,38 @@ void register_channel(py::module_& m) {
         m, "ClientHandshake",
         "The client side of the channel handshake. Pins the server key in `known` per `trust` (AWAITING_TRUST: "
         "show server_fingerprint, then call trust()).");
-    client.def(py::init([](const Text& server_id, std::shared_ptr<PyKnownServers> known,
-                           const std::optional<SecretBlob>& static_private_key, sim::HandshakeProtocol protocol,
-                           const std::optional<sim::SuitePolicy>& suites, sim::TrustMode trust,
-                           const Text& expected_fingerprint, const std::optional<sim::RotationPolicy>& rotation,
-                           const py::object& clock, const std::shared_ptr<PyRng>& rng) {
-                   if (!known) {
-                       known = std::make_shared<PyKnownServers>(std::make_unique<sim::MemoryKnownServers>());
-                   }
-                   auto w = std::make_unique<PyClientHandshake>(rng_or_system(rng), ClockRef::from(clock), known);
-                   sim::ClientHandshakeConfig cfg;
-                   cfg.server_id = server_id.value;
-                   if (static_private_key) {
-                       cfg.static_private_key = static_private_key->value;
-                   }
-                   cfg.protocol = protocol;
-                   if (suites) {
-                       cfg.suites = *suites;
-                   }
-                   cfg.trust = trust;
-                   cfg.expected_fingerprint = expected_fingerprint.value;
-                   cfg.session = channel_session(rotation);
-                   w->m_hs.emplace(
-                       unwrap(sim::ClientHandshake::create(std::move(cfg), *w->m_known, *w->m_rng, *w->m_clock.clock)));
-                   return w;
-               }),
-               py::arg("server_id"), py::kw_only(), py::arg("known") = nullptr,
-               py::arg("static_private_key") = py::none(),
-               py::arg("protocol") = sim::HandshakeProtocol::noise_xx_25519_chachapoly_sha256,
-               py::arg("suites") = py::none(), py::arg("trust") = sim::TrustMode::tofu,
-               py::arg("expected_fingerprint") = Text{}, py::arg("rotation") = py::none(),
-               py::arg("clock") = py::none(), py::arg("rng") = nullptr)
+    client
+        .def(py::init([](const Text& server_id, std::shared_ptr<PyKnownServers> known,
+                         const std::optional<SecretBlob>& static_private_key, sim::HandshakeProtocol protocol,
+                         const std::optional<sim::SuitePolicy>& suites, sim::TrustMode trust,
+                         const Text& expected_fingerprint, const std::optional<sim::RotationPolicy>& rotation,
+                         const py::object& clock, const std::shared_ptr<PyRng>& rng) {
+                 if (!known) {
+                     known = std::make_shared<PyKnownServers>(std::make_unique<sim::MemoryKnownServers>());
+                 }
+                 auto w = std::make_unique<PyClientHandshake>(rng_or_system(rng), ClockRef::from(clock), known);
+                 sim::ClientHandshakeConfig cfg;
+                 cfg.server_id = server_id.value;
+                 if (static_private_key) {
+                     cfg.static_private_key = static_private_key->value;
+                 }
+                 cfg.protocol = protocol;
+                 if (suites) {
+                     cfg.suites = *suites;
+                 }
+                 cfg.trust = trust;
+                 cfg.expected_fingerprint = expected_fingerprint.value;
+                 cfg.session = channel_session(rotation);
+                 w->m_hs.emplace(
+                     unwrap(sim::ClientHandshake::create(std::move(cfg), *w->m_known, *w->m_rng, *w->m_clock.clock)));
+                 return w;
+             }),
+             py::arg("server_id"), py::kw_only(), py::arg("known") = nullptr,
+             py::arg("static_private_key") = py::none(),
+             py::arg("protocol") = sim::HandshakeProtocol::noise_xx_25519_chachapoly_sha256,
+             py::arg("suites") = py::none(), py::arg("trust") = sim::TrustMode::tofu,
+             py::arg("expected_fingerprint") = Text{}, py::arg("rotation") = py::none(), py::arg("clock") = py::none(),
+             py::arg("rng") = nullptr)
         .def(
             "trust",
             [](PyClientHandshake& w, bool accept) {
@@ -222,27 +222,26 @@ void register_channel(py::module_& m) {
     add_handshake_common(client);
 
     py::class_<PyServerHandshake> server(m, "ServerHandshake", "The server side of the channel handshake.");
-    server.def(py::init([](const SecretBlob& static_private_key,
-                           const std::optional<std::vector<sim::HandshakeProtocol>>& protocols,
-                           const std::optional<sim::SuitePolicy>& suites,
-                           const std::optional<sim::RotationPolicy>& rotation, const py::object& clock,
-                           const std::shared_ptr<PyRng>& rng) {
-                   auto w = std::make_unique<PyServerHandshake>(rng_or_system(rng), ClockRef::from(clock), nullptr);
-                   sim::ServerHandshakeConfig cfg;
-                   cfg.static_private_key = static_private_key.value;
-                   if (protocols) {
-                       cfg.protocols = *protocols;
-                   }
-                   if (suites) {
-                       cfg.suites = *suites;
-                   }
-                   cfg.session = channel_session(rotation);
-                   w->m_hs.emplace(unwrap(sim::ServerHandshake::create(std::move(cfg), *w->m_rng, *w->m_clock.clock)));
-                   return w;
-               }),
-               py::arg("static_private_key"), py::kw_only(), py::arg("protocols") = py::none(),
-               py::arg("suites") = py::none(), py::arg("rotation") = py::none(), py::arg("clock") = py::none(),
-               py::arg("rng") = nullptr);
+    server.def(
+        py::init([](const SecretBlob& static_private_key,
+                    const std::optional<std::vector<sim::HandshakeProtocol>>& protocols,
+                    const std::optional<sim::SuitePolicy>& suites, const std::optional<sim::RotationPolicy>& rotation,
+                    const py::object& clock, const std::shared_ptr<PyRng>& rng) {
+            auto w = std::make_unique<PyServerHandshake>(rng_or_system(rng), ClockRef::from(clock), nullptr);
+            sim::ServerHandshakeConfig cfg;
+            cfg.static_private_key = static_private_key.value;
+            if (protocols) {
+                cfg.protocols = *protocols;
+            }
+            if (suites) {
+                cfg.suites = *suites;
+            }
+            cfg.session = channel_session(rotation);
+            w->m_hs.emplace(unwrap(sim::ServerHandshake::create(std::move(cfg), *w->m_rng, *w->m_clock.clock)));
+            return w;
+        }),
+        py::arg("static_private_key"), py::kw_only(), py::arg("protocols") = py::none(), py::arg("suites") = py::none(),
+        py::arg("rotation") = py::none(), py::arg("clock") = py::none(), py::arg("rng") = nullptr);
     add_handshake_common(server);
 
     m.attr("CHANNEL_PROLOGUE") = py::bytes(std::string(sim::channel_prologue));

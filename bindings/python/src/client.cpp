@@ -193,8 +193,8 @@ public:
                 throw py::error_already_set();
             }
             if (bounded && std::chrono::steady_clock::now() - start >= limit) {
-                raise(sim::Error{sim::Errc::timeout, kind ? "the awaited event did not come in time"
-                                                          : "no event within the timeout"});
+                raise(sim::Error{sim::Errc::timeout,
+                                 kind ? "the awaited event did not come in time" : "no event within the timeout"});
             }
         }
     }
@@ -321,8 +321,8 @@ void register_client(py::module_& m) {
              "MessageTooLarge for a text that does not fit a frame.")
         .def("probe", &PyClient::probe, py::arg("peer"), "Ask whether `peer` is online (answered by an event).")
         .def("leave", &PyClient::leave, py::arg("peer"), "End the conversation with `peer`.")
-        .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false,
-             py::arg("everywhere") = false, "Log out and close (optionally revoking this or all session tokens).")
+        .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false, py::arg("everywhere") = false,
+             "Log out and close (optionally revoking this or all session tokens).")
         .def("send_raw", &PyClient::send_raw, py::arg("frame"),
              "Send any inner frame as is inside the encrypted channel (tests and diagnostics).")
         .def(

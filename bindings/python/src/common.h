@@ -49,7 +49,9 @@ private:
     std::string m_what;
 };
 
-[[noreturn]] inline void raise(sim::Error error) { throw SimException(std::move(error)); }
+[[noreturn]] inline void raise(sim::Error error) {
+    throw SimException(std::move(error));
+}
 
 /// The value of `r`, or raise its error.
 template <typename T>
@@ -95,7 +97,9 @@ inline sim::Duration seconds_to_duration(double seconds, const char* what) {
     return std::chrono::duration_cast<sim::Duration>(std::chrono::duration<double>(seconds));
 }
 
-inline double duration_to_seconds(sim::Duration d) { return std::chrono::duration<double>(d).count(); }
+inline double duration_to_seconds(sim::Duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
 /// A `str` from an arbitrary object (property setters), else TypeError naming `what`.
 inline Text text_from(const py::handle& obj, const char* what) {

@@ -39,8 +39,9 @@ void register_frame(py::module_& m) {
         .value("PROBE", FrameType::probe, "is the destination online yet?")
         .value("ERROR", FrameType::error, "an error code and a detail text")
         .value("CLOSE", FrameType::close, "leave a conversation or log out")
-        .def_property_readonly("is_transport", [](FrameType t) { return sim::is_transport_frame(t); },
-                               "True for the types that travel directly on TCP (HANDSHAKE, RECORD).");
+        .def_property_readonly(
+            "is_transport", [](FrameType t) { return sim::is_transport_frame(t); },
+            "True for the types that travel directly on TCP (HANDSHAKE, RECORD).");
 
     py::enum_<sim::AckStage>(m, "AckStage", "Stages carried in the sid of an ACK_INIT frame.")
         .value("AUTHENTICATED", sim::AckStage::authenticated)
@@ -101,12 +102,13 @@ void register_frame(py::module_& m) {
         .def(py::self == py::self)  // NOLINT(misc-redundant-expression)
         .def("__repr__", &frame_repr)
         .def("__copy__", [](const sim::Frame& f) { return f; })
-        .def("__deepcopy__", [](const sim::Frame& f, const py::dict&) { return f; }, py::arg("memo"));
+        .def(
+            "__deepcopy__", [](const sim::Frame& f, const py::dict&) { return f; }, py::arg("memo"));
 
     m.def(
         "make_error_frame",
-        [](sim::Errc code, const Text& detail) { return sim::make_error_frame(code, detail.value); },
-        py::arg("code"), py::arg("detail") = Text{},
+        [](sim::Errc code, const Text& detail) { return sim::make_error_frame(code, detail.value); }, py::arg("code"),
+        py::arg("detail") = Text{},
         "An ERROR frame carrying `code` and `detail` (control characters become '?', a long detail is cut). Never "
         "put secrets or user content in the detail.");
 
@@ -118,8 +120,7 @@ void register_frame(py::module_& m) {
             "feed", [](sim::FrameDecoder& d, const Blob& data) { d.feed(data.view()); }, py::arg("data"),
             "Append received bytes (ignored once the decoder has failed).")
         .def(
-            "next",
-            [](sim::FrameDecoder& d) -> std::optional<sim::Frame> { return unwrap(d.next()); },
+            "next", [](sim::FrameDecoder& d) -> std::optional<sim::Frame> { return unwrap(d.next()); },
             "The next complete frame, or None when more bytes are needed. Raises FrameError / MessageTooLarge.")
         .def("__iter__", [](py::object self) { return self; })
         .def("__next__",

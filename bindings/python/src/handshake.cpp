@@ -41,9 +41,9 @@ private:
 
 class PyHandshakeState {
 public:
-    PyHandshakeState(Pattern pattern, Cipher cipher, Role role, const SecretBlob& static_private,
-                     const Blob& prologue, const std::optional<Blob>& remote_static,
-                     const std::optional<SecretBlob>& fixed_ephemeral, const std::shared_ptr<PyRng>& rng)
+    PyHandshakeState(Pattern pattern, Cipher cipher, Role role, const SecretBlob& static_private, const Blob& prologue,
+                     const std::optional<Blob>& remote_static, const std::optional<SecretBlob>& fixed_ephemeral,
+                     const std::shared_ptr<PyRng>& rng)
         : m_rng(rng_or_system(rng)) {
         sim::noise::HandshakeConfig cfg;
         cfg.pattern = pattern;
@@ -99,7 +99,8 @@ void register_handshake(py::module_& m) {
           "The Noise protocol name, e.g. 'Noise_XX_25519_ChaChaPoly_SHA256'.");
     m.attr("NOISE_MAX_MESSAGE_SIZE") = sim::noise::max_message_size;
 
-    py::class_<PyCipherState>(m, "CipherState", "A Noise CipherState (key + 64-bit nonce), from HandshakeState.split().")
+    py::class_<PyCipherState>(m, "CipherState",
+                              "A Noise CipherState (key + 64-bit nonce), from HandshakeState.split().")
         .def(py::init([](Cipher cipher, const SecretBlob& key) {
                  return std::make_unique<PyCipherState>(unwrap(CipherState::create(cipher, key.value)));
              }),
@@ -142,8 +143,9 @@ void register_handshake(py::module_& m) {
              py::arg("fixed_ephemeral") = py::none(), py::arg("rng") = nullptr,
              "`remote_static`: the responder's public key, for the IK initiator only. `fixed_ephemeral`: tests only "
              "(reproducing vectors).")
-        .def_property_readonly("next_action",
-                               [](PyHandshakeState& h) { return h.locked([](HandshakeState& s) { return s.next_action(); }); })
+        .def_property_readonly(
+            "next_action",
+            [](PyHandshakeState& h) { return h.locked([](HandshakeState& s) { return s.next_action(); }); })
         .def(
             "write_message",
             [](PyHandshakeState& h, const Blob& payload) {

@@ -16,8 +16,7 @@ template <typename Session>
 class PySession {
 public:
     PySession(const SecretBlob& key, sim::SuiteId suite, const std::optional<sim::RotationPolicy>& rotation,
-              std::uint32_t replay_window, bool fail_closed, const py::object& clock,
-              const std::shared_ptr<PyRng>& rng)
+              std::uint32_t replay_window, bool fail_closed, const py::object& clock, const std::shared_ptr<PyRng>& rng)
         : m_rng(rng_or_system(rng)), m_clock(ClockRef::from(clock)) {
         sim::SessionConfig cfg;
         cfg.suite = suite;

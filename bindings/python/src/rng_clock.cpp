@@ -59,8 +59,9 @@ ClockRef ClockRef::from(const py::object& obj) {
         ref.clock = ref.callable.get();
         return ref;
     }
-    throw py::type_error("clock must be None, a libsim.ManualClock or a callable returning seconds (e.g. "
-                         "time.monotonic)");
+    throw py::type_error(
+        "clock must be None, a libsim.ManualClock or a callable returning seconds (e.g. "
+        "time.monotonic)");
 }
 
 void register_rng_clock(py::module_& m) {
@@ -92,15 +93,15 @@ void register_rng_clock(py::module_& m) {
             },
             py::arg("n"), "`n` random bytes.")
         .def_property_readonly("is_deterministic", &PyRng::deterministic)
-        .def("__repr__", [](const PyRng& r) {
-            return std::string(r.deterministic() ? "Rng.deterministic(...)" : "Rng()");
-        });
+        .def("__repr__",
+             [](const PyRng& r) { return std::string(r.deterministic() ? "Rng.deterministic(...)" : "Rng()"); });
 
     py::class_<PyManualClock>(m, "ManualClock",
                               "A monotonic clock that moves only when told to: inject it into sessions to test "
                               "rotation without waiting. Readings are seconds (float).")
-        .def(py::init([](double start) { return std::make_unique<PyManualClock>(seconds_to_duration(start, "start")); }),
-             py::arg("start") = 0.0)
+        .def(
+            py::init([](double start) { return std::make_unique<PyManualClock>(seconds_to_duration(start, "start")); }),
+            py::arg("start") = 0.0)
         .def(
             "advance", [](PyManualClock& c, double s) { c.advance(seconds_to_duration(s, "seconds")); },
             py::arg("seconds"), "Move the clock forward.")
@@ -112,7 +113,8 @@ void register_rng_clock(py::module_& m) {
             "The reading, in seconds.")
         .def("__call__", [](const PyManualClock& c) { return duration_to_seconds(c.now().time_since_epoch()); })
         .def("__repr__", [](const PyManualClock& c) {
-            return "ManualClock(" + py::repr(py::float_(duration_to_seconds(c.now().time_since_epoch()))).cast<std::string>() + ")";
+            return "ManualClock(" +
+                   py::repr(py::float_(duration_to_seconds(c.now().time_since_epoch()))).cast<std::string>() + ")";
         });
 }
 

@@ -73,8 +73,8 @@ private:
 
 /// What a `clock=` argument resolved to; keeps the Python object alive as long as the user (a session) lives.
 struct ClockRef {
-    py::object owner;                              ///< the Python clock object or callable (None: steady clock)
-    std::shared_ptr<PyCallableClock> callable;     ///< set when owner is a plain callable
+    py::object owner;                           ///< the Python clock object or callable (None: steady clock)
+    std::shared_ptr<PyCallableClock> callable;  ///< set when owner is a plain callable
     const sim::Clock* clock = &sim::steady_clock();
 
     /// None, a ManualClock, or a callable returning seconds; else TypeError.

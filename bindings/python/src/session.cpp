@@ -49,8 +49,9 @@ void register_session(py::module_& m) {
         .def_property_readonly(
             "display_name", [](SuiteId id) { return std::string(sim::suite_name(id)); },
             "'TDES-CBC-HMAC-SHA256', 'AES-256-GCM' or 'ChaCha20-Poly1305'.")
-        .def_property_readonly("key_size", [](SuiteId id) { return sim::suite_key_size(id); },
-                               "Key size in bytes: 24 for TDES, 32 for the AEADs.")
+        .def_property_readonly(
+            "key_size", [](SuiteId id) { return sim::suite_key_size(id); },
+            "Key size in bytes: 24 for TDES, 32 for the AEADs.")
         .def_static(
             "parse",
             [](const Text& name) {
@@ -140,8 +141,7 @@ void register_session(py::module_& m) {
             },
             py::arg("plaintext"), "One record (header + sealed body); rotates first when the policy says so.")
         .def(
-            "rotate",
-            [](PySendSession& s) { check(s.run([](sim::SendSession& ss) { return ss.rotate(); })); },
+            "rotate", [](PySendSession& s) { check(s.run([](sim::SendSession& ss) { return ss.rotate(); })); },
             "Force a rotation now.");
 
     py::class_<PyRecvSession> recv(m, "RecvSession",
