@@ -15,6 +15,7 @@
 #include <string>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
@@ -25,6 +26,12 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
 
 /// A simd child process with its own temporary data directory; SIGTERM on destruction.
 class Simd {
@@ -43,6 +50,9 @@ public:
         m_pid = ::fork();
         REQUIRE(m_pid >= 0);
         if (m_pid == 0) {
+            // If this test process dies (a crash, a sanitizer abort), simd goes too: an orphan would keep the test
+            // runner's output pipe open and hang it.
+            ::prctl(PR_SET_PDEATHSIG, SIGTERM);
             std::vector<char*> argv;
             for (auto& a : args) {
                 argv.push_back(a.data());
@@ -354,7 +364,9 @@ TEST_CASE("abuse: garbage, half handshakes, oversize frames and a flood leave th
     CHECK(got);
     const long rss_after = simd.rss_kib();
     MESSAGE("simd RSS before flood " << rss_before << " KiB, after " << rss_after << " KiB");
-    CHECK(rss_after < rss_before + 64 * 1024);  // bounded: no per-message growth
+    if (!sanitized_build) {  // AddressSanitizer keeps freed memory in quarantine
+        CHECK(rss_after < rss_before + 64 * 1024);  // bounded: no per-message growth
+    }
     CHECK(simd.stop() == 0);
 }
 
@@ -448,12 +460,15 @@ TEST_CASE("a client that stops reading is disconnected; the sender and the serve
     REQUIRE(alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s));
     REQUIRE(bob.pump_until(sim::ClientEventKind::key_assigned, 5000ms));
     const long rss_before = simd.rss_kib();
-    // bob stops reading; alice sends 8 MiB to him, far past the server's 1 MiB queue bound for his connection
+    // bob stops reading; alice sends 10 MiB to him, far past the server's 1 MiB queue bound for his connection
+    // plus what the kernel buffers hold. Paced, so that alice's own output queue (4 MiB) never overflows even on
+    // a slow (sanitizer) build.
     const std::string chunk(16000, 'z');
-    for (int i = 0; i < 512; ++i) {
+    for (int i = 0; i < 640; ++i) {
         if (!alice->send("bob", chunk)) {
             break;
         }
+        std::this_thread::sleep_for(5ms);
     }
     CHECK(bob.closed_by_server(10000ms));
     // alice is still served: a probe for bob now says he is offline
@@ -466,6 +481,8 @@ TEST_CASE("a client that stops reading is disconnected; the sender and the serve
     CHECK(offline);
     const long rss_after = simd.rss_kib();
     MESSAGE("simd RSS before " << rss_before << " KiB, after " << rss_after << " KiB");
-    CHECK(rss_after < rss_before + 32 * 1024);
+    if (!sanitized_build) {  // AddressSanitizer keeps freed memory in quarantine
+        CHECK(rss_after < rss_before + 32 * 1024);
+    }
     CHECK(simd.stop() == 0);
 }

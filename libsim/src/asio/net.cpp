@@ -94,8 +94,12 @@ Errc errc_from(const asio::error_code& ec) {
 
 class Connection final : public ConnectionOutput, public std::enable_shared_from_this<Connection> {
 public:
-    Connection(tcp::socket socket, const ConnectionLimits& limits, std::function<void()> on_gone)
-        : m_socket(std::move(socket)),
+    /// `io` owns the context the socket belongs to: a Connection may outlive its server or client object (an
+    /// application can hold its ConnectionOutput), and its socket and timer must be destroyed before the context.
+    Connection(std::shared_ptr<asio::io_context> io, tcp::socket socket, const ConnectionLimits& limits,
+               std::function<void()> on_gone)
+        : m_io(std::move(io)),
+          m_socket(std::move(socket)),
           m_timer(m_socket.get_executor()),
           m_limits(limits),
           m_buffer(limits.read_chunk == 0 ? 4096 : limits.read_chunk),
@@ -264,6 +268,7 @@ private:
         }
     }
 
+    std::shared_ptr<asio::io_context> m_io;  // first member: destroyed last
     tcp::socket m_socket;
     asio::steady_timer m_timer;
     ConnectionLimits m_limits;
@@ -298,7 +303,8 @@ std::string peer_name(const tcp::socket& s) {
 // ---------------------------------------------------------------- server
 
 struct TcpServer::Impl {
-    asio::io_context io;
+    std::shared_ptr<asio::io_context> io_owner = std::make_shared<asio::io_context>();
+    asio::io_context& io = *io_owner;
     tcp::acceptor acceptor{io};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
     std::vector<std::thread> threads;
@@ -342,7 +348,7 @@ struct TcpServer::Impl {
             const std::lock_guard lock(mutex);
             id = next_id++;
         }
-        auto conn = std::make_shared<Connection>(std::move(socket), options.limits, [this, id] {
+        auto conn = std::make_shared<Connection>(io_owner, std::move(socket), options.limits, [this, id] {
             const std::lock_guard lock(mutex);
             connections.erase(id);
             count.fetch_sub(1);
@@ -443,7 +449,8 @@ void TcpServer::stop() {
 // ---------------------------------------------------------------- client
 
 struct TcpClient::Impl {
-    asio::io_context io;
+    std::shared_ptr<asio::io_context> io_owner = std::make_shared<asio::io_context>();
+    asio::io_context& io = *io_owner;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
     std::thread thread;
     std::shared_ptr<Connection> connection;
@@ -492,7 +499,7 @@ Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, s
     }
     socket->set_option(tcp::no_delay(true), ec);
     const std::string peer = peer_name(*socket);
-    impl->connection = std::make_shared<Connection>(std::move(*socket), options.limits, nullptr);
+    impl->connection = std::make_shared<Connection>(impl->io_owner, std::move(*socket), options.limits, nullptr);
     auto handler = factory(impl->connection, peer);
     if (!handler) {
         impl->connection->abort(Errc::closed);

@@ -12,23 +12,32 @@ Router::Pair Router::make_pair(const std::string& a, const std::string& b) {
     return a < b ? Pair{a, b} : Pair{b, a};
 }
 
-void Router::ack_locked(const std::string& user, AckStage stage, const std::string& peer) {
+std::shared_ptr<Peer> Router::online_locked(const std::string& user) {
     const auto it = m_online.find(user);
-    if (it != m_online.end()) {
-        it->second->deliver(Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
+    if (it == m_online.end()) {
+        return nullptr;
+    }
+    auto peer = it->second.lock();
+    if (!peer) {
+        m_online.erase(it);  // the connection is gone without having said so
+    }
+    return peer;
+}
+
+void Router::ack_locked(const std::string& user, AckStage stage, const std::string& peer) {
+    if (auto conn = online_locked(user)) {
+        conn->deliver(Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
                                   user, to_bytes(as_bytes(peer))});
     }
 }
 
 void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
     const std::lock_guard lock(m_mutex);
-    auto [it, inserted] = m_online.try_emplace(user, peer);
-    if (!inserted) {
-        // One connection per user: the newer login wins. The old connection's conversations end when it closes.
-        auto old = std::move(it->second);
-        it->second = std::move(peer);
+    // One connection per user: the newer login wins. The old connection's conversations end when it closes.
+    if (auto old = online_locked(user)) {
         old->kick(Errc::closed, "logged in from another connection");
     }
+    m_online[user] = peer;
     // Everyone who waits for `user` learns that the destination is online, and the pair gets its key.
     for (auto& [waiter, peers] : m_waiting) {
         if (peers.erase(user) != 0) {
@@ -42,7 +51,7 @@ void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
 void Router::disconnect(const std::string& user, const Peer* peer) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_online.find(user);
-    if (it == m_online.end() || it->second.get() != peer) {
+    if (it == m_online.end() || it->second.lock().get() != peer) {
         return;  // a newer connection of the same user took over
     }
     m_online.erase(it);
@@ -60,7 +69,7 @@ void Router::disconnect(const std::string& user, const Peer* peer) {
 
 void Router::open(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
-    if (m_online.count(to) != 0) {
+    if (online_locked(to)) {
         ack_locked(from, AckStage::destination_online, to);
         // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
         // waiting): a second KEYGEN would race with messages sealed under the first.
@@ -76,7 +85,7 @@ void Router::open(const std::string& from, const std::string& to) {
 
 void Router::probe(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
-    ack_locked(from, m_online.count(to) != 0 ? AckStage::destination_online : AckStage::destination_offline, to);
+    ack_locked(from, online_locked(to) ? AckStage::destination_online : AckStage::destination_offline, to);
 }
 
 void Router::assign_key_locked(const std::string& a, const std::string& b) {
@@ -91,13 +100,13 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     }
     m_conversations.insert(pair);
     for (const auto& [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
-        const auto it = m_online.find(user);
-        if (it == m_online.end()) {
+        const auto conn = online_locked(user);
+        if (!conn) {
             continue;
         }
         assignment.peer = peer;
         auto payload = encode_key_assignment(assignment);
-        it->second->deliver(Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
+        conn->deliver(Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
         secure_zero(payload.data(), payload.size());
     }
     m_log(LogLevel::info, "conversation " + pair.first + " <-> " + pair.second + " keyed (" +
@@ -110,12 +119,12 @@ Status Router::forward(const std::string& from, const std::string& to, const Fra
         ++m_refused;
         return Error{Errc::no_conversation, "no key assigned for this conversation"};
     }
-    const auto it = m_online.find(to);
-    if (it == m_online.end()) {
+    const auto conn = online_locked(to);
+    if (!conn) {
         ++m_refused;
         return Error{Errc::destination_offline, "destination is offline"};
     }
-    it->second->deliver(frame);
+    conn->deliver(frame);
     ++m_routed;
     return ok();
 }
@@ -126,9 +135,8 @@ void Router::end_conversation_locked(const Pair& pair, const std::string& leaver
         (void)m_vault->remove(pair.first, pair.second);
     }
     const std::string& other = pair.first == leaver ? pair.second : pair.first;
-    const auto it = m_online.find(other);
-    if (it != m_online.end()) {
-        it->second->deliver(Frame{FrameType::close, 0, leaver, other, {}});
+    if (const auto conn = online_locked(other)) {
+        conn->deliver(Frame{FrameType::close, 0, leaver, other, {}});
     }
 }
 
@@ -145,15 +153,17 @@ void Router::leave(const std::string& from, const std::string& to) {
 }
 
 void Router::shutdown() {
-    std::unordered_map<std::string, std::shared_ptr<Peer>> online;
+    std::unordered_map<std::string, std::weak_ptr<Peer>> online;
     {
         const std::lock_guard lock(m_mutex);
         online.swap(m_online);
         m_waiting.clear();
         m_conversations.clear();
     }
-    for (auto& [user, peer] : online) {
-        peer->kick(Errc::closed, "server shutting down");
+    for (auto& [user, weak] : online) {
+        if (auto peer = weak.lock()) {
+            peer->kick(Errc::closed, "server shutting down");
+        }
     }
 }
 

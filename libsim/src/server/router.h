@@ -71,7 +71,11 @@ private:
     Log m_log;
 
     mutable std::mutex m_mutex;
-    std::unordered_map<std::string, std::shared_ptr<Peer>> m_online;
+    /// The connection of a user who is online, or null. Entries are weak: connections own the core (through
+    /// their handlers), so strong references here would make a cycle.
+    std::shared_ptr<Peer> online_locked(const std::string& user);
+
+    std::unordered_map<std::string, std::weak_ptr<Peer>> m_online;
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
     std::set<Pair> m_conversations;                          // pairs that have a key (the seed's True)
     std::uint64_t m_next_epoch = 1;                          // key epochs only grow, so the vault never sees a stale one
