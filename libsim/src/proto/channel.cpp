@@ -161,24 +161,21 @@ void MemoryKnownServers::forget(std::string_view server_id) {
     }
 }
 
-// ---------------------------------------------------------------- client
+// ---------------------------------------------------------------- state both sides share
 
-struct ClientHandshake::Impl {
-    ClientHandshakeConfig cfg;
-    KnownServers* known = nullptr;
-    Rng* rng = nullptr;
-    const Clock* clock = nullptr;
-    std::string expected_fp;  // normalized, or empty
+namespace {
+
+/// The Noise handshake, the outcome, and failing closed: after any error the handshake, the sessions made so far
+/// and the static private key are wiped, and the first error is kept.
+struct HandshakeCore {
     std::optional<noise::HandshakeState> hs;
-    ChannelAction action = ChannelAction::write_message;
-    bool hello_sent = false;
-    Bytes server_static;
-    std::string server_fp;
-    SuiteId suite = SuiteId::aes256_gcm;
+    ChannelAction action;
     std::optional<ChannelEstablished> result;
     Error failure{Errc::ok};
 
-    Error fail(Error err) {
+    explicit HandshakeCore(ChannelAction first) : action(first) {}
+
+    void fail_closed(const Error& err, SecureBytes& static_private_key) {
         if (action != ChannelAction::failed) {
             failure = err;
         }
@@ -189,7 +186,29 @@ struct ClientHandshake::Impl {
             result->recv.close();
             result.reset();
         }
-        wipe(cfg.static_private_key);
+        wipe(static_private_key);
+    }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- client
+
+struct ClientHandshake::Impl : HandshakeCore {
+    Impl() : HandshakeCore(ChannelAction::write_message) {}
+
+    ClientHandshakeConfig cfg;
+    KnownServers* known = nullptr;
+    Rng* rng = nullptr;
+    const Clock* clock = nullptr;
+    std::string expected_fp;  // normalized, or empty
+    bool hello_sent = false;
+    Bytes server_static;
+    std::string server_fp;
+    SuiteId suite = SuiteId::aes256_gcm;
+
+    Error fail(Error err) {
+        fail_closed(err, cfg.static_private_key);
         server_static.clear();
         server_fp.clear();
         return err;
@@ -393,31 +412,19 @@ const Error& ClientHandshake::failure() const noexcept {
 
 // ---------------------------------------------------------------- server
 
-struct ServerHandshake::Impl {
+struct ServerHandshake::Impl : HandshakeCore {
+    Impl() : HandshakeCore(ChannelAction::read_message) {}
+
     ServerHandshakeConfig cfg;
     Rng* rng = nullptr;
     const Clock* clock = nullptr;
     std::string own_fp;
-    std::optional<noise::HandshakeState> hs;
     HandshakeProtocol protocol = HandshakeProtocol::noise_xx_25519_chachapoly_sha256;
-    ChannelAction action = ChannelAction::read_message;
     bool hello_read = false;
     std::optional<SuiteId> chosen;
-    std::optional<ChannelEstablished> result;
-    Error failure{Errc::ok};
 
     Error fail(Error err) {
-        if (action != ChannelAction::failed) {
-            failure = err;
-        }
-        action = ChannelAction::failed;
-        hs.reset();
-        if (result) {
-            result->send.close();
-            result->recv.close();
-            result.reset();
-        }
-        wipe(cfg.static_private_key);
+        fail_closed(err, cfg.static_private_key);
         return err;
     }
 
