@@ -723,23 +723,11 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
 int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     const std::vector<std::string> args(argv + 1, argv + argc);
-    auto parsed = sim::tools::parse_command_line(sim_options, args);
-    if (!parsed) {
-        return usage_error(parsed.error().detail);
+    auto program = sim::tools::parse_program_args("sim", sim_options, args, print_help);
+    if (!program.args) {
+        return program.exit_code;
     }
-    if (parsed->has("help")) {
-        print_help();
-        return 0;
-    }
-    if (parsed->has("version")) {
-        std::cout << "sim (libsim) " << SIM_VERSION << "\n";
-        return 0;
-    }
-    if (parsed->has("config")) {
-        if (auto st = sim::tools::merge_config_file(sim_options, parsed->get("config"), *parsed); !st) {
-            return usage_error(st.error().detail);
-        }
-    }
+    auto& parsed = program.args;
     auto settings = settings_from(*parsed);
     if (!settings) {
         return usage_error(settings.error().detail);

@@ -475,23 +475,11 @@ int run_server(const Settings& s) {
 int main(int argc, char** argv) {
     ::umask(077);  // the database, its journal and the port file are private, like the key files
     const std::vector<std::string> args(argv + 1, argv + argc);
-    auto parsed = sim::tools::parse_command_line(simd_options, args);
-    if (!parsed) {
-        return usage_error(parsed.error().detail);
+    auto program = sim::tools::parse_program_args("simd", simd_options, args, print_help);
+    if (!program.args) {
+        return program.exit_code;
     }
-    if (parsed->has("help")) {
-        print_help();
-        return 0;
-    }
-    if (parsed->has("version")) {
-        std::cout << "simd (libsim) " << SIM_VERSION << "\n";
-        return 0;
-    }
-    if (parsed->has("config")) {
-        if (auto st = sim::tools::merge_config_file(simd_options, parsed->get("config"), *parsed); !st) {
-            return usage_error(st.error().detail);
-        }
-    }
+    auto& parsed = program.args;
     auto settings = settings_from(*parsed);
     if (!settings) {
         return usage_error(settings.error().detail);

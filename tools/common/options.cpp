@@ -1,11 +1,14 @@
 // Option and configuration-file parsing for the command-line tools.
 #include "options.h"
 
+#include <iostream>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace sim::tools {
@@ -297,6 +300,32 @@ Result<SuitePolicy> parse_suite_list(std::string_view option, std::string_view t
         return usage("--" + std::string(option) + ": " + policy.error().message());
     }
     return std::move(*policy);
+}
+
+ProgramArgs parse_program_args(std::string_view program, std::span<const OptionSpec> specs,
+                               std::span<const std::string> args, const std::function<void()>& print_help) {
+    const auto usage = [program](const std::string& message) {
+        std::cerr << program << ": " << message << "\nTry '" << program << " --help'.\n";
+        return ProgramArgs{std::nullopt, exit_usage};
+    };
+    auto parsed = parse_command_line(specs, args);
+    if (!parsed) {
+        return usage(parsed.error().detail);
+    }
+    if (parsed->has("help")) {
+        print_help();
+        return {std::nullopt, 0};
+    }
+    if (parsed->has("version")) {
+        std::cout << program << " (libsim) " << SIM_VERSION << "\n";
+        return {std::nullopt, 0};
+    }
+    if (parsed->has("config")) {
+        if (auto st = merge_config_file(specs, parsed->get("config"), *parsed); !st) {
+            return usage(st.error().detail);
+        }
+    }
+    return {std::move(*parsed), 0};
 }
 
 }  // namespace sim::tools

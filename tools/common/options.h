@@ -12,7 +12,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <optional>
 #include <span>
 #include <string>
@@ -58,6 +60,19 @@ struct ParsedArgs {
 /// the values that the command line did not set. Errors name the file and line: unreadable file, a line without
 /// '=', an unknown key, a key that cannot be used in a file.
 [[nodiscard]] Status merge_config_file(std::span<const OptionSpec> specs, const std::string& path, ParsedArgs& args);
+
+/// What parse_program_args decided: run with `args`, or exit at once with `exit_code`.
+struct ProgramArgs {
+    std::optional<ParsedArgs> args;
+    int exit_code = 0;
+};
+
+/// The common start of every tool's main(): parse `args`, answer --help (through `print_help`) and --version
+/// ("PROGRAM (libsim) VERSION"), and merge a --config file. A usage error is printed as
+/// "PROGRAM: message\nTry 'PROGRAM --help'." and gives exit_usage.
+[[nodiscard]] ProgramArgs parse_program_args(std::string_view program, std::span<const OptionSpec> specs,
+                                             std::span<const std::string> args,
+                                             const std::function<void()>& print_help);
 
 /// The option table as --help shows it (two-space indent, aligned explanations).
 [[nodiscard]] std::string format_options(std::span<const OptionSpec> specs);
