@@ -84,15 +84,9 @@ void print_help() {
                  "Exit status: 0 success, 1 failure (connection, login, timeout, refused message), 2 bad usage.\n";
 }
 
-int usage_error(const std::string& message) {
-    std::cerr << "sim: " << message << "\nTry 'sim --help'.\n";
-    return sim::tools::exit_usage;
-}
+int usage_error(const std::string& message) { return sim::tools::usage_error("sim", message); }
 
-int failure(const std::string& message) {
-    std::cerr << "sim: error: " << message << "\n";
-    return sim::tools::exit_failure;
-}
+int failure(const std::string& message) { return sim::tools::failure("sim", message); }
 
 /// A failed Session::open: a missing password source is a usage error (2), the rest failures (1).
 int open_failed(const sim::Error& e) {

@@ -96,15 +96,9 @@ void print_help() {
                  "Exit status: 0 success, 1 failure at run time, 2 bad usage.\n";
 }
 
-int usage_error(const std::string& message) {
-    std::cerr << "simd: " << message << "\nTry 'simd --help'.\n";
-    return sim::tools::exit_usage;
-}
+int usage_error(const std::string& message) { return sim::tools::usage_error("simd", message); }
 
-int failure(const std::string& message) {
-    std::cerr << "simd: error: " << message << "\n";
-    return sim::tools::exit_failure;
-}
+int failure(const std::string& message) { return sim::tools::failure("simd", message); }
 
 /// Every setting, checked before anything is opened.
 struct Settings {

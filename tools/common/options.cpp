@@ -302,11 +302,20 @@ Result<SuitePolicy> parse_suite_list(std::string_view option, std::string_view t
     return std::move(*policy);
 }
 
+int usage_error(std::string_view program, std::string_view message) {
+    std::cerr << program << ": " << message << "\nTry '" << program << " --help'.\n";
+    return exit_usage;
+}
+
+int failure(std::string_view program, std::string_view message) {
+    std::cerr << program << ": error: " << message << "\n";
+    return exit_failure;
+}
+
 ProgramArgs parse_program_args(std::string_view program, std::span<const OptionSpec> specs,
                                std::span<const std::string> args, const std::function<void()>& print_help) {
     const auto usage = [program](const std::string& message) {
-        std::cerr << program << ": " << message << "\nTry '" << program << " --help'.\n";
-        return ProgramArgs{std::nullopt, exit_usage};
+        return ProgramArgs{std::nullopt, usage_error(program, message)};
     };
     auto parsed = parse_command_line(specs, args);
     if (!parsed) {

@@ -61,6 +61,11 @@ struct ParsedArgs {
 /// '=', an unknown key, a key that cannot be used in a file.
 [[nodiscard]] Status merge_config_file(std::span<const OptionSpec> specs, const std::string& path, ParsedArgs& args);
 
+/// Print "PROGRAM: message\nTry 'PROGRAM --help'." on stderr; returns exit_usage.
+int usage_error(std::string_view program, std::string_view message);
+/// Print "PROGRAM: error: message" on stderr; returns exit_failure.
+int failure(std::string_view program, std::string_view message);
+
 /// What parse_program_args decided: run with `args`, or exit at once with `exit_code`.
 struct ProgramArgs {
     std::optional<ParsedArgs> args;
