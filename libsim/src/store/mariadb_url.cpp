@@ -1,23 +1,12 @@
 #include "mariadb_url.h"
 
+#include <sim/bytes.h>
+
 namespace sim::store::detail {
 namespace {
 
 Error bad(const char* what) {
     return Error{Errc::invalid_argument, std::string("MariaDB URL: ") + what};
-}
-
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 Result<std::string> percent_decode(std::string_view s) {
@@ -31,12 +20,11 @@ Result<std::string> percent_decode(std::string_view s) {
         if (i + 2 >= s.size()) {
             return bad("truncated percent escape");
         }
-        const int hi = hex_digit(s[i + 1]);
-        const int lo = hex_digit(s[i + 2]);
-        if (hi < 0 || lo < 0) {
+        Bytes byte;
+        if (!from_hex(s.substr(i + 1, 2), byte)) {
             return bad("bad percent escape");
         }
-        const char c = static_cast<char>((hi << 4) | lo);
+        const char c = static_cast<char>(byte[0]);
         if (c == '\0') {
             return bad("NUL in URL");
         }
