@@ -5,12 +5,17 @@
 /// length is checked, trailing bytes are refused.
 
 #include <sim/bytes.h>
+#include <sim/e2e.h>
 #include <sim/error.h>
 #include <sim/suite.h>
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace sim {
 
@@ -44,15 +49,105 @@ Bytes encode_session_token(const IssuedSessionToken& t);
 /// An empty payload decodes to an empty token (token login: nothing new issued).
 Result<IssuedSessionToken> decode_session_token(ByteView payload);
 
-/// KEYGEN payload: the conversation suite, the peer, and the key (24 bytes for TDES, 32 for the AEADs).
+/// How a conversation is keyed (the first byte of a KEYGEN payload and of a message envelope).
+enum class ConversationMode : std::uint8_t {
+    server_assigned = 1,  ///< the seed's mode: the server generates the key and could read the conversation
+    end_to_end = 2,       ///< X3DH + Double Ratchet: the server never learns a key (docs/protocol.md section 6)
+};
+/// "server-assigned" / "end-to-end".
+std::string_view conversation_mode_name(ConversationMode mode) noexcept;
+
+/// KEYGEN payload (docs/protocol.md 5.1 and 6.2). Server-assigned: `suite`, `peer` and `key` (24 bytes for TDES,
+/// 32 for the AEADs). End-to-end: `peer`, `suite` (a hint) and the peer's prekey `bundle`; `key` is empty.
 struct KeyAssignment {
     SuiteId suite = SuiteId::aes256_gcm;
     std::string peer;
     SecureBytes key;
+    ConversationMode mode = ConversationMode::server_assigned;
+    std::optional<e2e::PrekeyBundle> bundle;
 };
 Bytes encode_key_assignment(const KeyAssignment& k);
-/// Errc::suite_not_allowed for an unknown suite, Errc::invalid_key when the key size does not fit the suite.
+/// Errc::bad_field for an unknown mode, Errc::suite_not_allowed for an unknown suite, Errc::invalid_key when the
+/// key size does not fit the suite or a bundle key has the wrong size; truncated / trailing_bytes.
 Result<KeyAssignment> decode_key_assignment(ByteView payload);
+
+/// Most one-time prekeys in one upload, and kept per user by the server.
+inline constexpr std::size_t max_prekeys_per_upload = 200;
+inline constexpr std::size_t max_prekeys_stored = 1000;
+/// The server asks for more one-time prekeys below this stock.
+inline constexpr std::size_t prekey_low_water = 20;
+
+/// `prekeys` payload from a client (docs/protocol.md 6.1).
+struct PrekeyUpload {
+    bool replace = false;  ///< replace identity, signed prekey and all one-time prekeys
+    Bytes identity_key;    ///< Ed25519 public
+    std::uint32_t signed_prekey_id = 0;
+    Bytes signed_prekey;
+    Bytes signed_prekey_signature;
+    std::vector<std::pair<std::uint32_t, Bytes>> one_time_prekeys;  ///< (id, X25519 public)
+};
+Bytes encode_prekey_upload(const PrekeyUpload& u);
+/// Errc::invalid_key (sizes), Errc::bad_field (replace not 0/1, more than max_prekeys_per_upload), truncated,
+/// trailing_bytes. The signature is not checked here (e2e::verify_bundle does).
+Result<PrekeyUpload> decode_prekey_upload(ByteView payload);
+
+/// `prekeys` payload from the server: the stored identity (if any) and the one-time prekey stock.
+struct PrekeyStatus {
+    std::optional<Bytes> identity_key;
+    std::uint32_t one_time_count = 0;
+};
+Bytes encode_prekey_status(const PrekeyStatus& s);
+Result<PrekeyStatus> decode_prekey_status(ByteView payload);
+
+/// Client-chosen id of one message (16 random bytes): the unit of deduplication and acknowledgement.
+using MessageId = std::array<std::uint8_t, 16>;
+
+/// Payload of a `message` frame in both modes (docs/protocol.md 6.5).
+struct Envelope {
+    MessageId id{};
+    ConversationMode mode = ConversationMode::end_to_end;
+    Bytes body;  ///< server-assigned: a conversation record (5.2); end-to-end: a RatchetMessage (6.3)
+};
+Bytes encode_envelope(const Envelope& e);
+/// Errc::truncated, Errc::bad_field (unknown mode, empty body).
+Result<Envelope> decode_envelope(ByteView payload);
+
+/// Most ids in one ack or receipt frame.
+inline constexpr std::size_t max_ids_per_frame = 256;
+
+/// `ack` payload (recipient to server): the ids of messages from the frame's destination that are now stored.
+Bytes encode_ack(const std::vector<MessageId>& ids);
+/// Errc::bad_field for 0 or more than max_ids_per_frame ids; truncated, trailing_bytes.
+Result<std::vector<MessageId>> decode_ack(ByteView payload);
+
+/// The sid of a `receipt` frame.
+enum class ReceiptStatus : std::uint32_t {
+    stored = 1,     ///< committed to the server's durable offline store
+    delivered = 2,  ///< the recipient's client stored and acknowledged it
+};
+/// `receipt` payload (server to sender).
+struct Receipt {
+    std::string peer;  ///< the recipient of the messages
+    std::vector<MessageId> ids;
+};
+Bytes encode_receipt(const Receipt& r);
+/// Errc::bad_field (empty peer, 0 or too many ids), truncated, trailing_bytes.
+Result<Receipt> decode_receipt(ByteView payload);
+
+/// Plaintext of an end-to-end message (docs/protocol.md 6.3).
+enum class ContentKind : std::uint8_t {
+    text = 1,          ///< shown to the user
+    ratchet_only = 2,  ///< empty, not shown: carries a new ratchet key back to the peer
+};
+struct E2eContent {
+    ContentKind kind = ContentKind::text;
+    std::uint64_t seq = 0;  ///< the sender's count of text messages to this peer, from 1; 0 for ratchet_only
+    MessageId id{};         ///< must equal the envelope id
+    std::string text;
+};
+Bytes encode_e2e_content(const E2eContent& c);
+/// Errc::bad_field (unknown kind, text with ratchet_only, seq 0 with text), truncated.
+Result<E2eContent> decode_e2e_content(ByteView plaintext);
 
 /// Plaintext of one conversation record: the seed's sid and the text.
 struct ConversationBody {
