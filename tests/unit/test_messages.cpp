@@ -2,8 +2,42 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace {
-sim::SecureBytes secure(std::string_view s) { return sim::to_bytes<sim::SecureBytes>(sim::as_bytes(s)); }
+sim::SecureBytes secure(std::string_view s) {
+    return sim::to_bytes<sim::SecureBytes>(sim::as_bytes(s));
+}
+
+sim::MessageId mid(std::uint8_t seed) {
+    sim::MessageId id{};
+    for (std::size_t i = 0; i < id.size(); ++i) {
+        id[i] = static_cast<std::uint8_t>(seed + i);
+    }
+    return id;
+}
+
+sim::e2e::PrekeyBundle bundle(bool with_opk) {
+    sim::e2e::PrekeyBundle b;
+    b.identity_key = sim::Bytes(32, 0x11);
+    b.signed_prekey_id = 0x01020304;
+    b.signed_prekey = sim::Bytes(32, 0x22);
+    b.signed_prekey_signature = sim::Bytes(64, 0x33);
+    if (with_opk) {
+        b.one_time_prekey_id = 77;
+        b.one_time_prekey = sim::Bytes(32, 0x44);
+    }
+    return b;
+}
+
+// Every strict prefix of a valid encoding is refused with `code` (truncated for all these formats).
+template <typename Decode>
+void check_prefixes(const sim::Bytes& wire, Decode decode, sim::Errc code = sim::Errc::truncated) {
+    for (std::size_t cut = 0; cut < wire.size(); ++cut) {
+        CHECK_MESSAGE(decode(sim::ByteView{wire}.first(cut)).code() == code, cut);
+    }
+}
 }  // namespace
 
 TEST_CASE("credentials round trip and strict decoding") {
@@ -46,7 +80,10 @@ TEST_CASE("session token payload") {
 }
 
 TEST_CASE("key assignment checks suite and key size") {
-    sim::KeyAssignment k{sim::SuiteId::tdes_cbc_hmac_sha256, "bob", sim::SecureBytes(24, 7)};
+    sim::KeyAssignment k;
+    k.suite = sim::SuiteId::tdes_cbc_hmac_sha256;
+    k.peer = "bob";
+    k.key = sim::SecureBytes(24, 7);
     const auto wire = sim::encode_key_assignment(k);
     const auto back = sim::decode_key_assignment(wire);
     REQUIRE(back);
@@ -56,14 +93,17 @@ TEST_CASE("key assignment checks suite and key size") {
 
     k.key.resize(32);  // 32 bytes do not fit TDES
     CHECK(sim::decode_key_assignment(sim::encode_key_assignment(k)).code() == sim::Errc::invalid_key);
+    CHECK(wire[0] == 1);  // mode 1: server-assigned
     auto bad_suite = wire;
-    bad_suite[0] = 0xEE;
+    bad_suite[1] = 0xEE;
     CHECK(sim::decode_key_assignment(bad_suite).code() == sim::Errc::suite_not_allowed);
     for (std::size_t cut = 0; cut < wire.size(); ++cut) {
         CHECK(sim::decode_key_assignment(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated);
     }
-    CHECK(sim::decode_key_assignment(sim::encode_key_assignment({sim::SuiteId::aes256_gcm, "", sim::SecureBytes(32)}))
-              .code() == sim::Errc::bad_field);
+    k.suite = sim::SuiteId::aes256_gcm;
+    k.peer = "";
+    k.key = sim::SecureBytes(32);
+    CHECK(sim::decode_key_assignment(sim::encode_key_assignment(k)).code() == sim::Errc::bad_field);
 }
 
 TEST_CASE("conversation body and directional keys") {
@@ -83,4 +123,257 @@ TEST_CASE("conversation body and directional keys") {
     // the separator keeps ("ab","c") and ("a","bc") apart
     CHECK_FALSE(sim::constant_time_equal(sim::conversation_direction_key(key, "ab", "c"),
                                          sim::conversation_direction_key(key, "a", "bc")));
+}
+
+TEST_CASE("key assignment, end-to-end mode: bundle round trip and strict decoding") {
+    for (const bool with_opk : {true, false}) {
+        sim::KeyAssignment k;
+        k.mode = sim::ConversationMode::end_to_end;
+        k.suite = sim::SuiteId::chacha20_poly1305;
+        k.peer = "bob";
+        k.bundle = bundle(with_opk);
+        const auto wire = sim::encode_key_assignment(k);
+        CHECK(wire.size() == 1 + 1 + 3 + 1 + 32 + 4 + 32 + 64 + 1 + (with_opk ? 36 : 0));
+        CHECK(wire[0] == 2);
+        const auto back = sim::decode_key_assignment(wire);
+        REQUIRE(back);
+        CHECK(back->mode == sim::ConversationMode::end_to_end);
+        CHECK(back->suite == sim::SuiteId::chacha20_poly1305);
+        CHECK(back->peer == "bob");
+        CHECK(back->key.empty());
+        REQUIRE(back->bundle);
+        CHECK(*back->bundle == bundle(with_opk));
+
+        check_prefixes(wire, sim::decode_key_assignment);
+        auto longer = wire;
+        longer.push_back(0);
+        CHECK(sim::decode_key_assignment(longer).code() == sim::Errc::trailing_bytes);
+        auto bad_mode = wire;
+        bad_mode[0] = 3;
+        CHECK(sim::decode_key_assignment(bad_mode).code() == sim::Errc::bad_field);
+        bad_mode[0] = 0;
+        CHECK(sim::decode_key_assignment(bad_mode).code() == sim::Errc::bad_field);
+        auto bad_suite = wire;
+        bad_suite[5] = 0xEE;  // mode, len, "bob", suite
+        CHECK(sim::decode_key_assignment(bad_suite).code() == sim::Errc::suite_not_allowed);
+        auto bad_has_opk = wire;
+        bad_has_opk[6 + 32 + 4 + 32 + 64] = 2;
+        CHECK(sim::decode_key_assignment(bad_has_opk).code() == sim::Errc::bad_field);
+    }
+    // has_opk flipped to 1 without the OPK bytes: truncated; flipped to 0 with them: trailing bytes.
+    sim::KeyAssignment k;
+    k.mode = sim::ConversationMode::end_to_end;
+    k.peer = "bob";
+    k.bundle = bundle(false);
+    auto wire = sim::encode_key_assignment(k);
+    wire.back() = 1;
+    CHECK(sim::decode_key_assignment(wire).code() == sim::Errc::truncated);
+    k.bundle = bundle(true);
+    wire = sim::encode_key_assignment(k);
+    wire[6 + 32 + 4 + 32 + 64] = 0;
+    CHECK(sim::decode_key_assignment(wire).code() == sim::Errc::trailing_bytes);
+    // reserved OPK id, empty peer, missing bundle
+    auto reserved = bundle(true);
+    reserved.one_time_prekey_id = sim::e2e::no_one_time_prekey;
+    k.bundle = reserved;
+    CHECK(sim::decode_key_assignment(sim::encode_key_assignment(k)).code() == sim::Errc::bad_field);
+    k.bundle = bundle(true);
+    k.peer = "";
+    CHECK(sim::decode_key_assignment(sim::encode_key_assignment(k)).code() == sim::Errc::bad_field);
+    k.peer = "bob";
+    k.bundle.reset();
+    CHECK(sim::decode_key_assignment(sim::encode_key_assignment(k)).code() == sim::Errc::truncated);
+    CHECK(sim::decode_key_assignment({}).code() == sim::Errc::truncated);
+}
+
+TEST_CASE("prekey upload round trip and strict decoding") {
+    sim::PrekeyUpload u;
+    u.replace = true;
+    u.identity_key = sim::Bytes(32, 1);
+    u.signed_prekey_id = 9;
+    u.signed_prekey = sim::Bytes(32, 2);
+    u.signed_prekey_signature = sim::Bytes(64, 3);
+    u.one_time_prekeys = {{1, sim::Bytes(32, 4)}, {2, sim::Bytes(32, 5)}};
+    const auto wire = sim::encode_prekey_upload(u);
+    CHECK(wire.size() == 1 + 32 + 4 + 32 + 64 + 2 + 2 * 36);
+    const auto back = sim::decode_prekey_upload(wire);
+    REQUIRE(back);
+    CHECK(back->replace);
+    CHECK(back->identity_key == u.identity_key);
+    CHECK(back->signed_prekey_id == 9);
+    CHECK(back->signed_prekey == u.signed_prekey);
+    CHECK(back->signed_prekey_signature == u.signed_prekey_signature);
+    CHECK(back->one_time_prekeys == u.one_time_prekeys);
+
+    check_prefixes(wire, sim::decode_prekey_upload);
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_prekey_upload(longer).code() == sim::Errc::trailing_bytes);
+    auto bad_replace = wire;
+    bad_replace[0] = 2;
+    CHECK(sim::decode_prekey_upload(bad_replace).code() == sim::Errc::bad_field);
+
+    auto dup = u;
+    dup.one_time_prekeys[1].first = 1;
+    CHECK(sim::decode_prekey_upload(sim::encode_prekey_upload(dup)).code() == sim::Errc::bad_field);
+    auto reserved = u;
+    reserved.one_time_prekeys[0].first = sim::e2e::no_one_time_prekey;
+    CHECK(sim::decode_prekey_upload(sim::encode_prekey_upload(reserved)).code() == sim::Errc::bad_field);
+
+    // the count is checked before the keys: 201 is refused as a field, not as truncated input
+    auto many = u;
+    many.one_time_prekeys.clear();
+    for (std::uint32_t i = 0; i < sim::max_prekeys_per_upload; ++i) {
+        many.one_time_prekeys.emplace_back(i, sim::Bytes(32, 6));
+    }
+    const auto full = sim::encode_prekey_upload(many);
+    REQUIRE(sim::decode_prekey_upload(full));
+    CHECK(sim::decode_prekey_upload(full)->one_time_prekeys.size() == 200);
+    many.one_time_prekeys.emplace_back(1000, sim::Bytes(32, 6));
+    CHECK(sim::decode_prekey_upload(sim::encode_prekey_upload(many)).code() == sim::Errc::bad_field);
+    auto count_only = sim::Bytes(wire.begin(), wire.begin() + 1 + 32 + 4 + 32 + 64);
+    count_only.push_back(0xFF);
+    count_only.push_back(0xFF);
+    CHECK(sim::decode_prekey_upload(count_only).code() == sim::Errc::bad_field);
+
+    // no one-time prekeys is valid
+    auto none = u;
+    none.replace = false;
+    none.one_time_prekeys.clear();
+    const auto none_back = sim::decode_prekey_upload(sim::encode_prekey_upload(none));
+    REQUIRE(none_back);
+    CHECK_FALSE(none_back->replace);
+    CHECK(none_back->one_time_prekeys.empty());
+}
+
+TEST_CASE("prekey status round trip and strict decoding") {
+    const sim::PrekeyStatus with{sim::Bytes(32, 9), 42};
+    const auto wire = sim::encode_prekey_status(with);
+    CHECK(wire.size() == 1 + 32 + 4);
+    const auto back = sim::decode_prekey_status(wire);
+    REQUIRE(back);
+    REQUIRE(back->identity_key);
+    CHECK(*back->identity_key == sim::Bytes(32, 9));
+    CHECK(back->one_time_count == 42);
+    check_prefixes(wire, sim::decode_prekey_status);
+
+    const auto without = sim::encode_prekey_status({std::nullopt, 0});
+    CHECK(without.size() == 5);
+    const auto back2 = sim::decode_prekey_status(without);
+    REQUIRE(back2);
+    CHECK_FALSE(back2->identity_key);
+    check_prefixes(without, sim::decode_prekey_status);
+
+    auto longer = without;
+    longer.push_back(0);
+    CHECK(sim::decode_prekey_status(longer).code() == sim::Errc::trailing_bytes);
+    auto flag = without;
+    flag[0] = 2;
+    CHECK(sim::decode_prekey_status(flag).code() == sim::Errc::bad_field);
+    // has_identity 1 with no key: the count bytes are not enough for a key
+    flag[0] = 1;
+    CHECK(sim::decode_prekey_status(flag).code() == sim::Errc::truncated);
+}
+
+TEST_CASE("envelope round trip and strict decoding") {
+    const sim::Envelope e{mid(1), sim::ConversationMode::end_to_end, sim::Bytes{1, 2, 3}};
+    const auto wire = sim::encode_envelope(e);
+    CHECK(wire.size() == 16 + 1 + 3);
+    const auto back = sim::decode_envelope(wire);
+    REQUIRE(back);
+    CHECK(back->id == mid(1));
+    CHECK(back->mode == sim::ConversationMode::end_to_end);
+    CHECK(back->body == sim::Bytes{1, 2, 3});
+    // a cut inside the id or the mode is truncated; a cut before the body leaves an empty body
+    for (std::size_t cut = 0; cut < 17; ++cut) {
+        CHECK(sim::decode_envelope(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated);
+    }
+    CHECK(sim::decode_envelope(sim::ByteView{wire}.first(17)).code() == sim::Errc::bad_field);
+    auto bad = wire;
+    bad[16] = 0;
+    CHECK(sim::decode_envelope(bad).code() == sim::Errc::bad_field);
+    bad[16] = 3;
+    CHECK(sim::decode_envelope(bad).code() == sim::Errc::bad_field);
+    const auto sa = sim::decode_envelope(sim::encode_envelope({mid(2), sim::ConversationMode::server_assigned, {7}}));
+    REQUIRE(sa);
+    CHECK(sa->mode == sim::ConversationMode::server_assigned);
+    CHECK(sa->id == mid(2));
+}
+
+TEST_CASE("ack round trip and strict decoding") {
+    const std::vector<sim::MessageId> ids = {mid(1), mid(2), mid(3)};
+    const auto wire = sim::encode_ack(ids);
+    CHECK(wire.size() == 2 + 3 * 16);
+    const auto back = sim::decode_ack(wire);
+    REQUIRE(back);
+    CHECK(*back == ids);
+    check_prefixes(wire, sim::decode_ack);
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_ack(longer).code() == sim::Errc::trailing_bytes);
+    CHECK(sim::decode_ack(sim::encode_ack({})).code() == sim::Errc::bad_field);
+    std::vector<sim::MessageId> many(sim::max_ids_per_frame, mid(4));
+    CHECK(sim::decode_ack(sim::encode_ack(many)));
+    many.push_back(mid(5));
+    CHECK(sim::decode_ack(sim::encode_ack(many)).code() == sim::Errc::bad_field);
+    // a huge count is refused from the count field alone
+    CHECK(sim::decode_ack(sim::Bytes{0xFF, 0xFF}).code() == sim::Errc::bad_field);
+}
+
+TEST_CASE("receipt round trip and strict decoding") {
+    const sim::Receipt rc{"bob", {mid(1), mid(9)}};
+    const auto wire = sim::encode_receipt(rc);
+    CHECK(wire.size() == 1 + 3 + 2 + 32);
+    const auto back = sim::decode_receipt(wire);
+    REQUIRE(back);
+    CHECK(back->peer == "bob");
+    CHECK(back->ids == rc.ids);
+    check_prefixes(wire, sim::decode_receipt);
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_receipt(longer).code() == sim::Errc::trailing_bytes);
+    CHECK(sim::decode_receipt(sim::encode_receipt({"", {mid(1)}})).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", {}})).code() == sim::Errc::bad_field);
+    std::vector<sim::MessageId> many(sim::max_ids_per_frame + 1, mid(4));
+    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", many})).code() == sim::Errc::bad_field);
+}
+
+TEST_CASE("end-to-end content round trip and strict decoding") {
+    const sim::E2eContent c{sim::ContentKind::text, 7, mid(3), "hi"};
+    const auto wire = sim::encode_e2e_content(c);
+    CHECK(wire.size() == 1 + 8 + 16 + 2);
+    const auto back = sim::decode_e2e_content(wire);
+    REQUIRE(back);
+    CHECK(back->kind == sim::ContentKind::text);
+    CHECK(back->seq == 7);
+    CHECK(back->id == mid(3));
+    CHECK(back->text == "hi");
+    for (std::size_t cut = 0; cut < 25; ++cut) {
+        CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated);
+    }
+    // an empty text message is allowed
+    CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(25)));
+
+    auto bad_kind = wire;
+    bad_kind[0] = 3;
+    CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);
+    bad_kind[0] = 0;
+    CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::text, 0, mid(3), "hi"})).code() ==
+          sim::Errc::bad_field);
+
+    const auto ro = sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), ""}));
+    REQUIRE(ro);
+    CHECK(ro->kind == sim::ContentKind::ratchet_only);
+    CHECK(ro->text.empty());
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), "x"})).code() ==
+          sim::Errc::bad_field);
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 5, mid(4), ""})).code() ==
+          sim::Errc::bad_field);
+}
+
+TEST_CASE("conversation mode names") {
+    CHECK(sim::conversation_mode_name(sim::ConversationMode::server_assigned) == "server-assigned");
+    CHECK(sim::conversation_mode_name(sim::ConversationMode::end_to_end) == "end-to-end");
+    CHECK(sim::conversation_mode_name(static_cast<sim::ConversationMode>(9)) == "unknown");
 }

@@ -47,6 +47,7 @@ class Errc(_Enum):
     HANDSHAKE_FAILED: ClassVar[Errc]  # 301
     SERVER_KEY_MISMATCH: ClassVar[Errc]  # 302
     SERVER_KEY_UNKNOWN: ClassVar[Errc]  # 303
+    IDENTITY_CHANGED: ClassVar[Errc]  # 304
     BAD_USERNAME: ClassVar[Errc]  # 400
     BAD_PASSWORD: ClassVar[Errc]  # 401
     AUTH_REJECTED: ClassVar[Errc]  # 402
@@ -90,6 +91,9 @@ class FrameType(_Enum):
     PROBE: ClassVar[FrameType]  # 0x14
     ERROR: ClassVar[FrameType]  # 0x15
     CLOSE: ClassVar[FrameType]  # 0x16
+    PREKEYS: ClassVar[FrameType]  # 0x17
+    ACK: ClassVar[FrameType]  # 0x18
+    RECEIPT: ClassVar[FrameType]  # 0x19
     __members__: ClassVar[dict[str, FrameType]]
     @property
     def is_transport(self) -> bool: ...

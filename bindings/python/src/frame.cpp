@@ -39,6 +39,9 @@ void register_frame(py::module_& m) {
         .value("PROBE", FrameType::probe, "is the destination online yet?")
         .value("ERROR", FrameType::error, "an error code and a detail text")
         .value("CLOSE", FrameType::close, "leave a conversation or log out")
+        .value("PREKEYS", FrameType::prekeys, "prekey upload (client) or prekey status (server)")
+        .value("ACK", FrameType::ack, "recipient to server: these message ids are stored")
+        .value("RECEIPT", FrameType::receipt, "server to sender: messages stored (sid 1) or delivered (sid 2)")
         .def_property_readonly(
             "is_transport", [](FrameType t) { return sim::is_transport_frame(t); },
             "True for the types that travel directly on TCP (HANDSHAKE, RECORD).");

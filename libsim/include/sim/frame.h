@@ -44,7 +44,7 @@ inline constexpr std::size_t max_record_overhead = 16 + 48;
 /// The sid of a KEYGEN frame (the seed's `sid:9999`).
 inline constexpr std::uint32_t keygen_sid = 9999;
 
-/// Frame types (header byte 1). Values are stable. 0x00, 0x03-0x0F, 0x17-0x1F and 0x80-0xFF are unassigned and
+/// Frame types (header byte 1). Values are stable. 0x00, 0x03-0x0F, 0x1A-0x1F and 0x80-0xFF are unassigned and
 /// 0x20-0x7F are reserved for later types; a version-1 decoder rejects all of them with Errc::unknown_frame_type.
 enum class FrameType : std::uint8_t {
     // transport layer, directly on TCP
@@ -58,6 +58,9 @@ enum class FrameType : std::uint8_t {
     probe = 0x14,      ///< "is the destination online yet?" while waiting (ack_init stage 3)
     error = 0x15,      ///< payload = u16 Errc (big-endian) + UTF-8 detail; see make_error_frame
     close = 0x16,      ///< leave a conversation or log out (section 5.3)
+    prekeys = 0x17,    ///< client: prekey upload; server: prekey status (section 6.1); sid 0
+    ack = 0x18,        ///< recipient to server: these message ids are stored (section 6.6); sid 0
+    receipt = 0x19,    ///< server to sender: sid = ReceiptStatus, payload = peer + message ids (section 6.6)
 };
 
 /// Stages carried in the sid of an ack_init frame.

@@ -200,6 +200,9 @@ std::optional<FrameType> frame_type_from_wire(std::uint8_t value) noexcept {
         case FrameType::probe:
         case FrameType::error:
         case FrameType::close:
+        case FrameType::prekeys:
+        case FrameType::ack:
+        case FrameType::receipt:
             return static_cast<FrameType>(value);
     }
     return std::nullopt;
@@ -216,6 +219,9 @@ std::string_view frame_type_name(FrameType type) noexcept {
         case FrameType::probe: return "probe";
         case FrameType::error: return "error";
         case FrameType::close: return "close";
+        case FrameType::prekeys: return "prekeys";
+        case FrameType::ack: return "ack";
+        case FrameType::receipt: return "receipt";
     }
     return "unknown";
 }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
+#include <tuple>
 
 namespace sim {
 
@@ -80,19 +82,103 @@ Result<IssuedSessionToken> decode_session_token(ByteView payload) {
     return t;
 }
 
+std::string_view conversation_mode_name(ConversationMode mode) noexcept {
+    switch (mode) {
+        case ConversationMode::server_assigned:
+            return "server-assigned";
+        case ConversationMode::end_to_end:
+            return "end-to-end";
+    }
+    return "unknown";
+}
+
+namespace {
+
+constexpr std::size_t message_id_size = std::tuple_size_v<MessageId>;
+
+std::optional<ConversationMode> mode_from_wire(std::uint8_t v) noexcept {
+    switch (static_cast<ConversationMode>(v)) {
+        case ConversationMode::server_assigned:
+        case ConversationMode::end_to_end:
+            return static_cast<ConversationMode>(v);
+    }
+    return std::nullopt;
+}
+
+Bytes copy(ByteView v) {
+    return Bytes(v.begin(), v.end());
+}
+
+// Writes at most 255 bytes of a u8-length-prefixed name (names are at most 64 bytes; see frame.h).
+template <typename Vec>
+void write_short_text(WireWriter<Vec>& w, std::string_view s) {
+    const auto n = std::min<std::size_t>(s.size(), std::numeric_limits<std::uint8_t>::max());
+    w.u8(static_cast<std::uint8_t>(n));
+    w.text(s.substr(0, n));
+}
+
+// Ids are written as given; a list longer than the u16 field is cut (callers send at most max_ids_per_frame).
+void write_ids(WireWriter<Bytes>& w, const std::vector<MessageId>& ids) {
+    const auto n = std::min<std::size_t>(ids.size(), std::numeric_limits<std::uint16_t>::max());
+    w.u16(static_cast<std::uint16_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+        w.bytes(ids[i]);
+    }
+}
+
+// count u16 | count x id; 1..max_ids_per_frame ids. The count is checked before the ids are read.
+Result<std::vector<MessageId>> read_ids(WireReader& r, std::string_view what) {
+    std::uint16_t count = 0;
+    if (!r.u16(count)) {
+        return Error{Errc::truncated, std::string(what) + " truncated"};
+    }
+    if (count == 0 || count > max_ids_per_frame) {
+        return Error{Errc::bad_field, std::string(what) + ": 1 to 256 message ids"};
+    }
+    std::vector<MessageId> ids(count);
+    for (auto& id : ids) {
+        ByteView raw;
+        if (!r.take(message_id_size, raw)) {
+            return Error{Errc::truncated, std::string(what) + " truncated"};
+        }
+        std::copy(raw.begin(), raw.end(), id.begin());
+    }
+    return ids;
+}
+
+}  // namespace
+
 Bytes encode_key_assignment(const KeyAssignment& k) {
     Bytes out;
     WireWriter w(out);
+    w.u8(static_cast<std::uint8_t>(k.mode));
+    if (k.mode == ConversationMode::server_assigned) {
+        w.u8(static_cast<std::uint8_t>(k.suite));
+        write_short_text(w, k.peer);
+        w.u8(static_cast<std::uint8_t>(k.key.size()));
+        w.bytes(k.key);
+        return out;
+    }
+    write_short_text(w, k.peer);
     w.u8(static_cast<std::uint8_t>(k.suite));
-    w.u8(static_cast<std::uint8_t>(k.peer.size()));
-    w.text(k.peer);
-    w.u8(static_cast<std::uint8_t>(k.key.size()));
-    w.bytes(k.key);
+    // A missing bundle is written as an empty one, which the decoder refuses (truncated).
+    const e2e::PrekeyBundle empty;
+    const auto& b = k.bundle ? *k.bundle : empty;
+    w.bytes(b.identity_key);
+    w.u32(b.signed_prekey_id);
+    w.bytes(b.signed_prekey);
+    w.bytes(b.signed_prekey_signature);
+    w.u8(b.one_time_prekey_id ? 1 : 0);
+    if (b.one_time_prekey_id) {
+        w.u32(*b.one_time_prekey_id);
+        w.bytes(b.one_time_prekey);
+    }
     return out;
 }
 
-Result<KeyAssignment> decode_key_assignment(ByteView payload) {
-    WireReader r(payload);
+namespace {
+
+Result<KeyAssignment> decode_server_assigned_key(WireReader& r) {
     std::uint8_t suite = 0;
     std::uint8_t peer_len = 0;
     std::uint8_t key_len = 0;
@@ -115,10 +201,298 @@ Result<KeyAssignment> decode_key_assignment(ByteView payload) {
         return Error{Errc::bad_field, "key assignment without a peer"};
     }
     KeyAssignment k;
+    k.mode = ConversationMode::server_assigned;
     k.suite = *id;
     k.peer = to_string(peer);
     k.key.assign(key.begin(), key.end());
     return k;
+}
+
+Result<KeyAssignment> decode_end_to_end_key(WireReader& r) {
+    constexpr auto truncated = [] { return Error{Errc::truncated, "prekey bundle truncated"}; };
+    std::uint8_t peer_len = 0;
+    ByteView peer;
+    std::uint8_t suite = 0;
+    ByteView ik;
+    ByteView spk;
+    ByteView sig;
+    std::uint8_t has_opk = 0;
+    e2e::PrekeyBundle b;
+    if (!r.u8(peer_len) || !r.take(peer_len, peer) || !r.u8(suite) || !r.take(e2e::key_size, ik) ||
+        !r.u32(b.signed_prekey_id) || !r.take(e2e::key_size, spk) || !r.take(e2e::signature_size, sig) ||
+        !r.u8(has_opk)) {
+        return truncated();
+    }
+    if (has_opk > 1) {
+        return Error{Errc::bad_field, "prekey bundle: has_opk is not 0 or 1"};
+    }
+    if (has_opk == 1) {
+        std::uint32_t opk_id = 0;
+        ByteView opk;
+        if (!r.u32(opk_id) || !r.take(e2e::key_size, opk)) {
+            return truncated();
+        }
+        b.one_time_prekey_id = opk_id;
+        b.one_time_prekey = copy(opk);
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after key assignment"};
+    }
+    const auto id = suite_from_wire(suite);
+    if (!id) {
+        return Error{Errc::suite_not_allowed, "unknown conversation suite"};
+    }
+    if (peer.empty()) {
+        return Error{Errc::bad_field, "key assignment without a peer"};
+    }
+    if (b.one_time_prekey_id && *b.one_time_prekey_id == e2e::no_one_time_prekey) {
+        return Error{Errc::bad_field, "prekey bundle: reserved one-time prekey id"};
+    }
+    b.identity_key = copy(ik);
+    b.signed_prekey = copy(spk);
+    b.signed_prekey_signature = copy(sig);
+    KeyAssignment k;
+    k.mode = ConversationMode::end_to_end;
+    k.suite = *id;
+    k.peer = to_string(peer);
+    k.bundle = std::move(b);
+    return k;
+}
+
+}  // namespace
+
+Result<KeyAssignment> decode_key_assignment(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t mode = 0;
+    if (!r.u8(mode)) {
+        return Error{Errc::truncated, "key assignment truncated"};
+    }
+    const auto m = mode_from_wire(mode);
+    if (!m) {
+        return Error{Errc::bad_field, "unknown key assignment mode"};
+    }
+    return *m == ConversationMode::server_assigned ? decode_server_assigned_key(r) : decode_end_to_end_key(r);
+}
+
+Bytes encode_prekey_upload(const PrekeyUpload& u) {
+    Bytes out;
+    out.reserve(135 + u.one_time_prekeys.size() * (4 + e2e::key_size));
+    WireWriter w(out);
+    w.u8(u.replace ? 1 : 0);
+    w.bytes(u.identity_key);
+    w.u32(u.signed_prekey_id);
+    w.bytes(u.signed_prekey);
+    w.bytes(u.signed_prekey_signature);
+    const auto n = std::min<std::size_t>(u.one_time_prekeys.size(), std::numeric_limits<std::uint16_t>::max());
+    w.u16(static_cast<std::uint16_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+        w.u32(u.one_time_prekeys[i].first);
+        w.bytes(u.one_time_prekeys[i].second);
+    }
+    return out;
+}
+
+Result<PrekeyUpload> decode_prekey_upload(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t replace = 0;
+    ByteView ik;
+    ByteView spk;
+    ByteView sig;
+    std::uint16_t count = 0;
+    PrekeyUpload u;
+    if (!r.u8(replace) || !r.take(e2e::key_size, ik) || !r.u32(u.signed_prekey_id) || !r.take(e2e::key_size, spk) ||
+        !r.take(e2e::signature_size, sig) || !r.u16(count)) {
+        return Error{Errc::truncated, "prekey upload truncated"};
+    }
+    if (replace > 1) {
+        return Error{Errc::bad_field, "prekey upload: replace is not 0 or 1"};
+    }
+    if (count > max_prekeys_per_upload) {
+        return Error{Errc::bad_field, "prekey upload: more than 200 one-time prekeys"};
+    }
+    u.one_time_prekeys.reserve(count);
+    for (std::uint16_t i = 0; i < count; ++i) {
+        std::uint32_t id = 0;
+        ByteView key;
+        if (!r.u32(id) || !r.take(e2e::key_size, key)) {
+            return Error{Errc::truncated, "prekey upload truncated"};
+        }
+        u.one_time_prekeys.emplace_back(id, copy(key));
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after prekey upload"};
+    }
+    for (std::size_t i = 0; i < u.one_time_prekeys.size(); ++i) {
+        const auto id = u.one_time_prekeys[i].first;
+        if (id == e2e::no_one_time_prekey) {
+            return Error{Errc::bad_field, "prekey upload: reserved one-time prekey id"};
+        }
+        for (std::size_t j = 0; j < i; ++j) {
+            if (u.one_time_prekeys[j].first == id) {
+                return Error{Errc::bad_field, "prekey upload: duplicate one-time prekey id"};
+            }
+        }
+    }
+    u.replace = replace == 1;
+    u.identity_key = copy(ik);
+    u.signed_prekey = copy(spk);
+    u.signed_prekey_signature = copy(sig);
+    return u;
+}
+
+Bytes encode_prekey_status(const PrekeyStatus& s) {
+    Bytes out;
+    WireWriter w(out);
+    w.u8(s.identity_key ? 1 : 0);
+    if (s.identity_key) {
+        w.bytes(*s.identity_key);
+    }
+    w.u32(s.one_time_count);
+    return out;
+}
+
+Result<PrekeyStatus> decode_prekey_status(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t has_identity = 0;
+    if (!r.u8(has_identity)) {
+        return Error{Errc::truncated, "prekey status truncated"};
+    }
+    if (has_identity > 1) {
+        return Error{Errc::bad_field, "prekey status: has_identity is not 0 or 1"};
+    }
+    PrekeyStatus s;
+    if (has_identity == 1) {
+        ByteView ik;
+        if (!r.take(e2e::key_size, ik)) {
+            return Error{Errc::truncated, "prekey status truncated"};
+        }
+        s.identity_key = copy(ik);
+    }
+    if (!r.u32(s.one_time_count)) {
+        return Error{Errc::truncated, "prekey status truncated"};
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after prekey status"};
+    }
+    return s;
+}
+
+Bytes encode_envelope(const Envelope& e) {
+    Bytes out;
+    out.reserve(message_id_size + 1 + e.body.size());
+    WireWriter w(out);
+    w.bytes(e.id);
+    w.u8(static_cast<std::uint8_t>(e.mode));
+    w.bytes(e.body);
+    return out;
+}
+
+Result<Envelope> decode_envelope(ByteView payload) {
+    WireReader r(payload);
+    ByteView id;
+    std::uint8_t mode = 0;
+    if (!r.take(message_id_size, id) || !r.u8(mode)) {
+        return Error{Errc::truncated, "envelope truncated"};
+    }
+    const auto m = mode_from_wire(mode);
+    if (!m) {
+        return Error{Errc::bad_field, "unknown envelope mode"};
+    }
+    if (r.at_end()) {
+        return Error{Errc::bad_field, "envelope without a body"};
+    }
+    Envelope e;
+    std::copy(id.begin(), id.end(), e.id.begin());
+    e.mode = *m;
+    e.body = copy(r.rest());
+    return e;
+}
+
+Bytes encode_ack(const std::vector<MessageId>& ids) {
+    Bytes out;
+    out.reserve(2 + ids.size() * message_id_size);
+    WireWriter w(out);
+    write_ids(w, ids);
+    return out;
+}
+
+Result<std::vector<MessageId>> decode_ack(ByteView payload) {
+    WireReader r(payload);
+    auto ids = read_ids(r, "ack");
+    if (!ids) {
+        return ids;
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after ack"};
+    }
+    return ids;
+}
+
+Bytes encode_receipt(const Receipt& rc) {
+    Bytes out;
+    WireWriter w(out);
+    write_short_text(w, rc.peer);
+    write_ids(w, rc.ids);
+    return out;
+}
+
+Result<Receipt> decode_receipt(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t peer_len = 0;
+    ByteView peer;
+    if (!r.u8(peer_len) || !r.take(peer_len, peer)) {
+        return Error{Errc::truncated, "receipt truncated"};
+    }
+    if (peer.empty()) {
+        return Error{Errc::bad_field, "receipt without a peer"};
+    }
+    auto ids = read_ids(r, "receipt");
+    if (!ids) {
+        return ids.error();
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after receipt"};
+    }
+    Receipt rc;
+    rc.peer = to_string(peer);
+    rc.ids = std::move(*ids);
+    return rc;
+}
+
+Bytes encode_e2e_content(const E2eContent& c) {
+    Bytes out;
+    out.reserve(1 + 8 + message_id_size + c.text.size());
+    WireWriter w(out);
+    w.u8(static_cast<std::uint8_t>(c.kind));
+    w.u64(c.seq);
+    w.bytes(c.id);
+    w.text(c.text);
+    return out;
+}
+
+Result<E2eContent> decode_e2e_content(ByteView plaintext) {
+    WireReader r(plaintext);
+    std::uint8_t kind = 0;
+    E2eContent c;
+    ByteView id;
+    if (!r.u8(kind) || !r.u64(c.seq) || !r.take(message_id_size, id)) {
+        return Error{Errc::truncated, "message content truncated"};
+    }
+    if (kind == static_cast<std::uint8_t>(ContentKind::text)) {
+        if (c.seq == 0) {
+            return Error{Errc::bad_field, "text message with sequence number 0"};
+        }
+    } else if (kind == static_cast<std::uint8_t>(ContentKind::ratchet_only)) {
+        if (c.seq != 0 || !r.at_end()) {
+            return Error{Errc::bad_field, "ratchet-only message with a sequence number or text"};
+        }
+    } else {
+        return Error{Errc::bad_field, "unknown message content kind"};
+    }
+    c.kind = static_cast<ContentKind>(kind);
+    std::copy(id.begin(), id.end(), c.id.begin());
+    c.text = to_string(r.rest());
+    return c;
 }
 
 Bytes encode_conversation_body(const ConversationBody& b) {

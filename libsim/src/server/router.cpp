@@ -90,7 +90,9 @@ void Router::probe(const std::string& from, const std::string& to) {
 
 void Router::assign_key_locked(const std::string& a, const std::string& b) {
     const SuiteId suite = m_policy.preference().front();
-    KeyAssignment assignment{suite, {}, m_rng.secure_bytes(suite_key_size(suite))};
+    KeyAssignment assignment;
+    assignment.suite = suite;
+    assignment.key = m_rng.secure_bytes(suite_key_size(suite));
     const auto pair = make_pair(a, b);
     if (m_vault != nullptr) {
         const auto st = m_vault->put(pair.first, pair.second, assignment.key, m_next_epoch++, m_wall());
