@@ -102,16 +102,27 @@ public:
           m_socket(std::move(socket)),
           m_timer(m_socket.get_executor()),
           m_limits(limits),
-          m_buffer(limits.read_chunk == 0 ? 4096 : limits.read_chunk),
-          m_on_gone(std::move(on_gone)) {}
+          m_on_gone(std::move(on_gone)) {
+        if (m_limits.read_chunk == 0) {
+            m_limits.read_chunk = 4096;
+        }
+    }
 
     /// Attach the handler and start reading (called once, before any other use).
     void start(std::shared_ptr<ConnectionHandler> handler) {
         m_handler = std::move(handler);
         asio::post(m_socket.get_executor(), [self = shared_from_this()] {
+            // Reads go through a per-thread buffer (see drain()), which needs a non-blocking socket.
+            asio::error_code ec;
+            self->m_socket.non_blocking(true, ec);
+            if (ec) {
+                self->finish(errc_from(ec));
+                return;
+            }
+            self->m_last_read = std::chrono::steady_clock::now();
             // established() may already have run (a handler can call it from its constructor).
             self->arm_timer(self->m_established ? self->m_limits.idle_timeout : self->m_limits.handshake_timeout);
-            self->read();
+            self->wait_readable();
         });
     }
 
@@ -158,6 +169,7 @@ public:
     void established() override {
         asio::post(m_socket.get_executor(), [self = shared_from_this()] {
             self->m_established = true;
+            self->m_last_read = std::chrono::steady_clock::now();
             self->arm_timer(self->m_limits.idle_timeout);
         });
     }
@@ -173,9 +185,13 @@ public:
     }
 
 private:
-    void read() {
-        m_socket.async_read_some(asio::buffer(m_buffer), [self = shared_from_this()](const asio::error_code& ec,
-                                                                                       std::size_t n) {
+    // An idle connection holds no read buffer: it waits for readability, then reads into a buffer owned by the
+    // I/O thread and hands the bytes to the handler before the next connection on that thread can run. (With
+    // async_read_some every connection would own a read_chunk-sized buffer for as long as it lives.)
+    // Asio's async_wait re-arms the edge-triggered epoll registration (EPOLL_CTL_MOD), so bytes that arrived
+    // between our last read and the wait still wake us.
+    void wait_readable() {
+        m_socket.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const asio::error_code& ec) {
             if (self->m_finished) {
                 return;
             }
@@ -183,29 +199,77 @@ private:
                 self->finish(errc_from(ec));
                 return;
             }
-            if (self->m_established) {
-                self->arm_timer(self->m_limits.idle_timeout);
+            self->drain();
+        });
+    }
+
+    static std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
+        thread_local std::vector<std::uint8_t> buffer;
+        if (buffer.size() < size) {
+            buffer.resize(size);
+        }
+        return buffer;
+    }
+
+    // Read until the socket would block, at most a few chunks per turn so one busy peer cannot starve the others
+    // on this thread; after that, continue in a posted turn (not a wait: the socket may still hold data).
+    void drain() {
+        constexpr int max_reads_per_turn = 4;
+        const std::size_t chunk = m_limits.read_chunk;
+        for (int i = 0; i < max_reads_per_turn; ++i) {
+            auto& buffer = thread_buffer(chunk);
+            asio::error_code ec;
+            const std::size_t n = m_socket.read_some(asio::buffer(buffer.data(), chunk), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                wait_readable();
+                return;
             }
-            self->m_handler->on_bytes(ByteView{self->m_buffer.data(), n});
+            if (ec) {
+                finish(errc_from(ec));
+                return;
+            }
+            m_last_read = std::chrono::steady_clock::now();
+            m_handler->on_bytes(ByteView{buffer.data(), n});
+            if (m_finished) {
+                return;
+            }
+        }
+        asio::post(m_socket.get_executor(), [self = shared_from_this()] {
             if (!self->m_finished) {
-                self->read();
+                self->drain();
             }
         });
     }
 
+    // Handshake timeout: absolute from the start. Idle timeout: measured from the last read. Reads only stamp
+    // m_last_read; the timer, when it fires early, waits again for the rest (no timer operation per read).
     void arm_timer(Duration d) {
         if (m_finished) {
             return;
         }
+        m_timeout = d;
         if (d <= Duration::zero()) {
             m_timer.cancel();
             return;
         }
-        m_timer.expires_after(d);
+        m_timer.expires_after(d);  // a pending wait completes with operation_aborted
+        wait_timer();
+    }
+
+    void wait_timer() {
         m_timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
-            if (!ec && !self->m_finished) {
-                self->finish(Errc::timeout);
+            if (ec || self->m_finished) {
+                return;
             }
+            if (self->m_established) {
+                const auto quiet = std::chrono::steady_clock::now() - self->m_last_read;
+                if (quiet < self->m_timeout) {
+                    self->m_timer.expires_after(self->m_timeout - quiet);
+                    self->wait_timer();
+                    return;
+                }
+            }
+            self->finish(Errc::timeout);
         });
     }
 
@@ -217,19 +281,21 @@ private:
             }
             if (m_queue.empty()) {
                 m_writing = false;
+                if (m_queue.capacity() > 8) {
+                    std::vector<Bytes>().swap(m_queue);
+                }
+                trim_write_vectors();
                 if (m_close_requested) {
                     asio::post(m_socket.get_executor(),
                                [self = shared_from_this(), r = m_close_reason] { self->finish(r); });
                 }
                 return;
             }
-            m_inflight.clear();
-            while (!m_queue.empty() && m_inflight.size() < 64) {
-                m_inflight.push_back(std::move(m_queue.front()));
-                m_queue.pop_front();
-            }
+            // Everything queued goes out as one gather write (Asio passes up to 64 buffers per sendmsg).
+            m_inflight.swap(m_queue);
         }
         m_buffers.clear();
+        m_buffers.reserve(m_inflight.size());
         for (const auto& b : m_inflight) {
             m_buffers.emplace_back(b.data(), b.size());
         }
@@ -238,12 +304,24 @@ private:
                 self->finish(errc_from(ec));
                 return;
             }
+            self->m_inflight.clear();
             {
                 const std::lock_guard lock(self->m_mutex);
                 self->m_queued_bytes -= n;
             }
             self->write_next();
         });
+    }
+
+    // After a burst, an idle connection keeps no large vectors of buffer handles.
+    void trim_write_vectors() {
+        constexpr std::size_t keep = 8;
+        if (m_inflight.capacity() > keep) {
+            std::vector<Bytes>().swap(m_inflight);
+        }
+        if (m_buffers.capacity() > keep) {
+            std::vector<asio::const_buffer>().swap(m_buffers);
+        }
     }
 
     void finish(Errc reason) {
@@ -272,14 +350,15 @@ private:
     tcp::socket m_socket;
     asio::steady_timer m_timer;
     ConnectionLimits m_limits;
-    std::vector<std::uint8_t> m_buffer;
+    Duration m_timeout{};                               // strand only: the timer's current limit
+    std::chrono::steady_clock::time_point m_last_read;  // strand only
     std::function<void()> m_on_gone;
     std::shared_ptr<ConnectionHandler> m_handler;
     bool m_established = false;  // strand only
     bool m_finished = false;     // written on the strand; read under m_mutex by send()
 
     std::mutex m_mutex;  // guards the queue and the flags below
-    std::deque<Bytes> m_queue;
+    std::vector<Bytes> m_queue;  // a vector, not a deque: an empty deque still holds a 512-byte block
     std::size_t m_queued_bytes = 0;
     bool m_writing = false;
     bool m_close_requested = false;

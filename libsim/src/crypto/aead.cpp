@@ -8,10 +8,12 @@ namespace sim::crypto {
 
 namespace {
 
+// The two directions are created on first use: a record session only ever seals or only ever opens, and each
+// Botan GCM object holds about 3 KiB (GHASH's 2 KiB multiplication table, AES key schedules, CTR buffers), which
+// per idle server connection is most of what the connection costs.
 class BotanAead final : public Aead {
 public:
-    BotanAead(std::unique_ptr<Botan::AEAD_Mode> enc, std::unique_ptr<Botan::AEAD_Mode> dec)
-        : m_enc(std::move(enc)), m_dec(std::move(dec)) {}
+    explicit BotanAead(const char* name) : m_name(name) {}
 
     Result<Bytes> seal(ByteView nonce, ByteView ad, ByteView plaintext) override {
         Bytes out;
@@ -23,12 +25,14 @@ public:
         if (nonce.size() != aead_nonce_size) {
             return Error{Errc::invalid_argument, "AEAD nonce must be 12 bytes"};
         }
-        m_buf.assign(plaintext.begin(), plaintext.end());
-        m_enc->set_associated_data(ad.data(), ad.size());
-        m_enc->start(nonce.data(), nonce.size());
-        m_enc->finish(m_buf);
-        out.insert(out.end(), m_buf.begin(), m_buf.end());
-        secure_zero(m_buf.data(), m_buf.size());
+        auto& enc = mode(m_enc, Botan::ENCRYPTION);
+        auto& buf = scratch();
+        buf.assign(plaintext.begin(), plaintext.end());
+        enc.set_associated_data(ad.data(), ad.size());
+        enc.start(nonce.data(), nonce.size());
+        enc.finish(buf);
+        out.insert(out.end(), buf.begin(), buf.end());
+        secure_zero(buf.data(), buf.size());
         return ok();
     }
 
@@ -39,18 +43,20 @@ public:
         if (ciphertext.size() < aead_tag_size) {
             return Error{Errc::auth_failed, "ciphertext shorter than the tag"};
         }
-        m_buf.assign(ciphertext.begin(), ciphertext.end());
+        auto& dec = mode(m_dec, Botan::DECRYPTION);
+        auto& buf = scratch();
+        buf.assign(ciphertext.begin(), ciphertext.end());
         try {
-            m_dec->set_associated_data(ad.data(), ad.size());
-            m_dec->start(nonce.data(), nonce.size());
-            m_dec->finish(m_buf);
+            dec.set_associated_data(ad.data(), ad.size());
+            dec.start(nonce.data(), nonce.size());
+            dec.finish(buf);
         } catch (const Botan::Integrity_Failure&) {
-            secure_zero(m_buf.data(), m_buf.size());
-            m_dec->reset();
+            secure_zero(buf.data(), buf.size());
+            dec.reset();
             return Errc::auth_failed;
         }
-        Bytes out(m_buf.begin(), m_buf.end());
-        secure_zero(m_buf.data(), m_buf.size());
+        Bytes out(buf.begin(), buf.end());
+        secure_zero(buf.data(), buf.size());
         return out;
     }
 
@@ -58,23 +64,43 @@ public:
         if (key.size() != aead_key_size) {
             return Error{Errc::invalid_key, "AEAD key must be 32 bytes"};
         }
-        m_enc->set_key(key.data(), key.size());
-        m_dec->set_key(key.data(), key.size());
+        m_key.assign(key.begin(), key.end());
+        if (m_enc) {
+            m_enc->set_key(m_key.data(), m_key.size());
+        }
+        if (m_dec) {
+            m_dec->set_key(m_key.data(), m_key.size());
+        }
         return ok();
     }
 
 private:
+    // One working buffer per thread, wiped after every use, instead of one per AEAD that keeps the capacity of
+    // the largest record it ever saw (16 KiB per idle session after one large message).
+    static Botan::secure_vector<uint8_t>& scratch() {
+        thread_local Botan::secure_vector<uint8_t> buffer;
+        return buffer;
+    }
+
+    Botan::AEAD_Mode& mode(std::unique_ptr<Botan::AEAD_Mode>& slot, Botan::Cipher_Dir dir) {
+        if (!slot) {
+            slot = Botan::AEAD_Mode::create_or_throw(m_name, dir);
+            slot->set_key(m_key.data(), m_key.size());
+        }
+        return *slot;
+    }
+
+    const char* m_name;
+    SecureBytes m_key;
     std::unique_ptr<Botan::AEAD_Mode> m_enc;
     std::unique_ptr<Botan::AEAD_Mode> m_dec;
-    Botan::secure_vector<uint8_t> m_buf;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Aead>> make_aead(AeadAlgorithm alg, ByteView key) {
     const char* name = alg == AeadAlgorithm::aes256_gcm ? "AES-256/GCM" : "ChaCha20Poly1305";
-    auto aead = std::make_unique<BotanAead>(Botan::AEAD_Mode::create_or_throw(name, Botan::ENCRYPTION),
-                                            Botan::AEAD_Mode::create_or_throw(name, Botan::DECRYPTION));
+    auto aead = std::make_unique<BotanAead>(name);
     SIM_TRY_STATUS(aead->rekey(key));
     return std::unique_ptr<Aead>(std::move(aead));
 }
