@@ -58,6 +58,39 @@ Result<SecureBytes> hkdf_sha256_expand(ByteView prk, ByteView info, std::size_t 
 /// Extract then Expand.
 Result<SecureBytes> hkdf_sha256(ByteView salt, ByteView ikm, ByteView info, std::size_t length);
 
+// ---------------------------------------------------------------- SHA-512, Ed25519 (RFC 8032) and its X25519 form
+
+inline constexpr std::size_t sha512_size = 64;
+inline constexpr std::size_t ed25519_key_size = 32;        ///< seed, public key
+inline constexpr std::size_t ed25519_signature_size = 64;
+
+Bytes sha512(ByteView data);
+/// SHA-512 over the concatenation of two inputs.
+Bytes sha512(ByteView a, ByteView b);
+
+struct Ed25519KeyPair {
+    SecureBytes private_key;  ///< the 32-byte seed of RFC 8032 s5.1.5
+    Bytes public_key;         ///< 32 bytes
+};
+
+/// A fresh key pair: a 32-byte seed from `rng`.
+Ed25519KeyPair ed25519_generate(Rng& rng);
+/// The key pair of a 32-byte seed (else Errc::invalid_key).
+Result<Ed25519KeyPair> ed25519_from_seed(ByteView seed);
+/// PureEdDSA signature (64 bytes) of `message` under the key pair of `seed` (32 bytes, else Errc::invalid_key).
+Result<Bytes> ed25519_sign(ByteView seed, ByteView message);
+/// True when `signature` is a valid PureEdDSA signature of `message` by `public_key`; false for anything else,
+/// including keys and signatures of the wrong size or that do not decode.
+[[nodiscard]] bool ed25519_verify(ByteView public_key, ByteView message, ByteView signature);
+
+/// RFC 7748 s4.1 birational map of an Ed25519 public key to its X25519 public key: u = (1 + y) / (1 - y) mod p
+/// (p = 2^255 - 19; the sign bit of x is ignored). Errc::invalid_key for a key that is not 32 bytes, a
+/// non-canonical y (y >= p), y = 1 (the neutral element; no image) and a result u = 0 (y = -1, low order).
+Result<Bytes> ed25519_public_to_x25519(ByteView ed25519_public);
+/// X25519 private key of an Ed25519 seed: the first 32 bytes of SHA-512(seed) (RFC 8032 s5.1.5 step 1; X25519
+/// clamps them as Ed25519 does). Errc::invalid_key when the seed is not 32 bytes.
+Result<SecureBytes> ed25519_seed_to_x25519(ByteView seed);
+
 // ---------------------------------------------------------------- AEAD
 
 enum class AeadAlgorithm : std::uint8_t { aes256_gcm, chacha20_poly1305 };
