@@ -34,10 +34,16 @@ namespace e2e = sim::e2e;
 
 namespace {
 
-Bytes sb(const SecureBytes& s) { return Bytes(s.begin(), s.end()); }
-Bytes text(std::string_view s) { return sim::to_bytes(sim::as_bytes(s)); }
+Bytes sb(const SecureBytes& s) {
+    return Bytes(s.begin(), s.end());
+}
+Bytes text(std::string_view s) {
+    return sim::to_bytes(sim::as_bytes(s));
+}
 
-std::unique_ptr<sim::Rng> test_rng(std::string_view label) { return sim::make_deterministic_rng(sim::as_bytes(label)); }
+std::unique_ptr<sim::Rng> test_rng(std::string_view label) {
+    return sim::make_deterministic_rng(sim::as_bytes(label));
+}
 
 /// One user: identity, signed prekey, one-time prekeys.
 struct User {
@@ -274,8 +280,10 @@ TEST_CASE("e2e crypto: the map agrees with X25519 of the converted private key")
     // And DH between two converted identities is symmetric.
     const auto a = e2e::generate_identity(*rng);
     const auto b = e2e::generate_identity(*rng);
-    auto ab = crypto::x25519(e2e::identity_dh_private(a.private_key).value(), e2e::identity_dh_public(b.public_key).value());
-    auto ba = crypto::x25519(e2e::identity_dh_private(b.private_key).value(), e2e::identity_dh_public(a.public_key).value());
+    auto ab =
+        crypto::x25519(e2e::identity_dh_private(a.private_key).value(), e2e::identity_dh_public(b.public_key).value());
+    auto ba =
+        crypto::x25519(e2e::identity_dh_private(b.private_key).value(), e2e::identity_dh_public(a.public_key).value());
     REQUIRE(ab);
     REQUIRE(ba);
     CHECK(*ab == *ba);
@@ -352,8 +360,8 @@ TEST_CASE("e2e X3DH: both sides agree, with and without a one-time prekey") {
         auto rng = test_rng(with_opk ? "x3dh opk" : "x3dh no opk");
         const User alice("alice", *rng);
         const User bob("bob", *rng);
-        auto a = e2e::Session::initiate(alice.identity, alice.name, bob.bundle(with_opk), bob.name,
-                                        SuiteId::aes256_gcm, *rng);
+        auto a = e2e::Session::initiate(alice.identity, alice.name, bob.bundle(with_opk), bob.name, SuiteId::aes256_gcm,
+                                        *rng);
         REQUIRE(a);
         CHECK_FALSE(a->received_any());
         const auto first = seal(*a, "first");
@@ -473,8 +481,7 @@ TEST_CASE("e2e X3DH: wrong identities or names do not open") {
     }
     SUBCASE("names longer than 255 bytes are refused") {
         const std::string long_name(256, 'x');
-        CHECK(e2e::Session::initiate(alice.identity, long_name, bob.bundle(false), bob.name, SuiteId::aes256_gcm,
-                                     *rng)
+        CHECK(e2e::Session::initiate(alice.identity, long_name, bob.bundle(false), bob.name, SuiteId::aes256_gcm, *rng)
                   .code() == Errc::invalid_argument);
     }
 }

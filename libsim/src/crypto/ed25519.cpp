@@ -32,7 +32,9 @@ Botan::Null_RNG& null_rng() {
 
 }  // namespace
 
-Bytes sha512(ByteView data) { return sha512(data, {}); }
+Bytes sha512(ByteView data) {
+    return sha512(data, {});
+}
 
 Bytes sha512(ByteView a, ByteView b) {
     Bytes out(sha512_size);
@@ -97,8 +99,7 @@ Botan::BigInt decode_y(ByteView point) {
 /// y = +-1 also covers the "x = 0 with the sign bit set" encodings of step 4.
 bool usable_public_key(ByteView public_key) {
     // y of the points of order 8 (the others are y = 0, order 4; y = 1, order 1; y = p - 1, order 2).
-    static const Botan::BigInt y8(
-        "2707385501144840649318225287225658788936804267575313519463743609750303402022");
+    static const Botan::BigInt y8("2707385501144840649318225287225658788936804267575313519463743609750303402022");
     const auto& p = field_prime();
     const Botan::BigInt y = decode_y(public_key);
     return y < p && !y.is_zero() && y != 1 && y != p - 1 && y != y8 && y != p - y8;

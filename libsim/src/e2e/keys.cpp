@@ -17,9 +17,13 @@ Result<IdentityKeyPair> identity_from_private(ByteView seed) {
     return IdentityKeyPair{std::move(pair.private_key), std::move(pair.public_key)};
 }
 
-Result<Bytes> identity_dh_public(ByteView ed25519_public) { return crypto::ed25519_public_to_x25519(ed25519_public); }
+Result<Bytes> identity_dh_public(ByteView ed25519_public) {
+    return crypto::ed25519_public_to_x25519(ed25519_public);
+}
 
-Result<SecureBytes> identity_dh_private(ByteView ed25519_seed) { return crypto::ed25519_seed_to_x25519(ed25519_seed); }
+Result<SecureBytes> identity_dh_private(ByteView ed25519_seed) {
+    return crypto::ed25519_seed_to_x25519(ed25519_seed);
+}
 
 Result<Bytes> sign(const IdentityKeyPair& identity, ByteView message) {
     return crypto::ed25519_sign(identity.private_key, message);
@@ -114,8 +118,7 @@ std::string fingerprint_half(std::string_view name, ByteView identity) {
 
 }  // namespace
 
-std::string safety_number(std::string_view name_a, ByteView identity_a, std::string_view name_b,
-                          ByteView identity_b) {
+std::string safety_number(std::string_view name_a, ByteView identity_a, std::string_view name_b, ByteView identity_b) {
     const auto a = fingerprint_half(name_a, identity_a);
     const auto b = fingerprint_half(name_b, identity_b);
     const std::string digits = std::min(a, b) + std::max(a, b);

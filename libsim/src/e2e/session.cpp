@@ -30,7 +30,9 @@ constexpr std::size_t max_ad_size = 2 * (1 + key_size) + 2 * (1 + max_name_size)
 constexpr std::size_t min_ad_size = 2 * (1 + key_size) + 2;
 constexpr std::uint8_t state_version = 1;
 
-bool same(ByteView a, ByteView b) { return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin()); }
+bool same(ByteView a, ByteView b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
 
 SecureBytes concat(ByteView a, ByteView b) {
     SecureBytes out;
@@ -85,8 +87,8 @@ Result<InitialHeader> parse_initial(ByteView prefix) {
     ByteView ek;
     InitialHeader h;
     std::uint8_t suite = 0;
-    if (!r.take(key_size, ik) || !r.take(key_size, ek) || !r.u32(h.signed_prekey_id) ||
-        !r.u32(h.one_time_prekey_id) || !r.u8(suite)) {
+    if (!r.take(key_size, ik) || !r.take(key_size, ek) || !r.u32(h.signed_prekey_id) || !r.u32(h.one_time_prekey_id) ||
+        !r.u8(suite)) {
         return Error{Errc::truncated, "initial message header is incomplete"};
     }
     const auto id = suite_from_wire(suite);
@@ -473,15 +475,27 @@ Result<SecureBytes> Session::open(ByteView message) {
     return pt;
 }
 
-ByteView Session::session_id() const noexcept { return m_state ? ByteView{m_state->session_id} : ByteView{}; }
+ByteView Session::session_id() const noexcept {
+    return m_state ? ByteView{m_state->session_id} : ByteView{};
+}
 ByteView Session::peer_identity() const noexcept {
     return m_state ? ByteView{m_state->peer_identity} : ByteView{};
 }
-SuiteId Session::suite() const noexcept { return m_state ? m_state->suite : SuiteId::aes256_gcm; }
-bool Session::received_any() const noexcept { return m_state && m_state->received_any; }
-bool Session::reply_pending() const noexcept { return m_state && m_state->reply_pending; }
-std::uint64_t Session::dh_steps() const noexcept { return m_state ? m_state->dh_steps : 0; }
-std::size_t Session::skipped_keys() const noexcept { return m_state ? m_state->skipped.size() : 0; }
+SuiteId Session::suite() const noexcept {
+    return m_state ? m_state->suite : SuiteId::aes256_gcm;
+}
+bool Session::received_any() const noexcept {
+    return m_state && m_state->received_any;
+}
+bool Session::reply_pending() const noexcept {
+    return m_state && m_state->reply_pending;
+}
+std::uint64_t Session::dh_steps() const noexcept {
+    return m_state ? m_state->dh_steps : 0;
+}
+std::size_t Session::skipped_keys() const noexcept {
+    return m_state ? m_state->skipped.size() : 0;
+}
 
 Result<MessageInfo> inspect(ByteView message) {
     SIM_TRY(const auto p, parse_message(message));
@@ -510,7 +524,9 @@ constexpr std::uint8_t flag_cks = 0x10;
 constexpr std::uint8_t flag_ckr = 0x20;
 constexpr std::uint8_t flag_all = 0x3F;
 
-std::uint8_t flag_if(bool set, std::uint8_t flag) { return set ? flag : std::uint8_t{0}; }
+std::uint8_t flag_if(bool set, std::uint8_t flag) {
+    return set ? flag : std::uint8_t{0};
+}
 
 }  // namespace
 
