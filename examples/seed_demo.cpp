@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     int sent = 0;
     const auto talk = [&](sim::Client& from, const char* from_name, sim::Client& to, const char* to_name,
                           const std::string& text) {
-        must(from.send(to_name, text), "send");
+        must(sim::status_of(from.send(to_name, text)), "send");
         step(from_name, "-> " + std::string(to_name) + ": " + text);
         ++sent;
         show(to, to_name, 3s, sim::ClientEventKind::message);

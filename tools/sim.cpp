@@ -7,6 +7,7 @@
 #include <sim/auth.h>
 #include <sim/channel.h>
 #include <sim/client.h>
+#include <sim/client_state.h>
 
 #include <poll.h>
 #include <unistd.h>
@@ -39,6 +40,11 @@ constexpr OptionSpec sim_options[] = {
     {"known-servers", 0, "FILE", "pinned server keys", "$XDG_CONFIG_HOME/libsim/known_servers"},
     {"state-file", 0, "FILE", "session tokens, mode 0600; used to log in without the password while valid",
      "sessions, next to the known-servers file"},
+    {"keys-dir", 0, "DIR",
+     "end-to-end state (identity key, prekeys, ratchets, pinned peers, outbox), one file per user and "
+     "server, encrypted under the password",
+     "keys/, next to the known-servers file"},
+    {"end-to-end-only", 0, "", "refuse conversations whose key the server assigns (and could read)", ""},
     {"password-file", 0, "FILE",
      "read the password from the first line of FILE (else $SIM_PASSWORD, else a "
      "prompt without echo)",
@@ -64,15 +70,25 @@ void print_help() {
                  "       sim [OPTIONS] recv USER                  print 'peer: text' for incoming messages\n"
                  "       sim [OPTIONS] register USER              create an account (servers with\n"
                  "                                                --registration explicit)\n"
+                 "       sim [OPTIONS] safety USER PEER           show the safety number with PEER\n"
+                 "       sim [OPTIONS] verify USER PEER           mark PEER's identity key as verified\n"
+                 "       sim [OPTIONS] accept USER PEER           accept PEER's changed identity key\n"
                  "\n"
                  "The libsim secure instant messaging client. On first contact it shows the server's key\n"
                  "fingerprint; compare it with the one simd printed. Under open registration (the seed's\n"
                  "rule) logging in with a new name creates the account.\n"
                  "\n"
+                 "Conversations are end to end by default (X3DH + Double Ratchet): compare the safety number\n"
+                 "with your peer (both see the same 60 digits), then 'verify'. A changed identity key is\n"
+                 "announced and nothing is sent to it until you 'accept' it. A conversation whose key the\n"
+                 "server assigns (simd --conversation-mode server-assigned) is labelled as readable by it.\n"
+                 "\n"
                  "Chat commands: /open PEER  start a conversation (and make PEER current)\n"
                  "               /to PEER    send the next lines to PEER\n"
                  "               /leave [PEER]  end the conversation with PEER (default: current)\n"
                  "               /who        list conversations\n"
+                 "               /safety [PEER]  show the safety number; /verify [PEER] marks it verified\n"
+                 "               /accept [PEER]  accept PEER's changed identity key\n"
                  "               /quit       log out and exit (also at end of input)\n"
                  "               //text      send '/text'\n"
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
@@ -109,6 +125,8 @@ struct Settings {
     std::string fingerprint;
     std::string known_servers;
     std::string state_file;
+    std::string keys_dir;
+    bool end_to_end_only = false;
     std::string password_file;
     sim::Duration timeout = 30s;  // zero: no limit
     std::optional<std::uint64_t> count;
@@ -157,6 +175,11 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     if (s.known_servers.empty() || s.state_file.empty()) {
         return bad("--known-servers / --state-file: empty file name");
     }
+    s.keys_dir = a.get("keys-dir", sim::tools::parent_dir(s.known_servers) + "/keys");
+    if (s.keys_dir.empty()) {
+        return bad("--keys-dir: empty directory name");
+    }
+    s.end_to_end_only = a.has("end-to-end-only");
     s.password_file = a.get("password-file");
     SIM_TRY(s.timeout, sim::tools::parse_seconds("timeout", a.get("timeout", "30"), 365.0 * 86400.0));
     if (a.has("count")) {
@@ -190,9 +213,24 @@ std::string describe(const sim::ClientEvent& e) {
         case K::peer_online:
             return "* " + peer + " is online";
         case K::key_assigned:
+            if (e.mode == sim::ConversationMode::end_to_end) {
+                return "* end-to-end conversation with " + peer + " (" + std::string(sim::suite_name(e.suite)) +
+                       "); safety number " + e.fingerprint;
+            }
             return "* conversation with " + peer + " keyed (" + std::string(sim::suite_name(e.suite)) +
                    "). server-assigned key: the server can read this conversation";
+        case K::receipt:
+            return "* message to " + peer + " " + sim::tools::printable(e.text);
+        case K::identity_changed:
+            return "! the identity key of " + peer + " CHANGED. New safety number: " + e.fingerprint +
+                   ". Nothing is sent to or shown from " + peer + " until you compare it and accept it (/accept " +
+                   peer + ", or sim accept)";
+        case K::gap:
+            return "! " + sim::tools::printable(e.text);
         case K::key_rotated:
+            if (e.mode == sim::ConversationMode::end_to_end) {
+                return "* ratchet step with " + peer + " (" + std::to_string(e.epoch) + ")";
+            }
             return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
         case K::peer_left:
             return "* " + peer + " left";
@@ -212,11 +250,23 @@ std::string describe(const sim::ClientEvent& e) {
     return {};
 }
 
-/// A connected, logged-in client.
+/// A connected, logged-in client and its end-to-end state (which must outlive it).
 struct Connection {
+    std::unique_ptr<sim::ClientState> keys;
     std::unique_ptr<sim::Client> client;
     std::string user;  // canonical
 };
+
+/// The end-to-end state file of `user` at `server_id`: "<dir>/<server_id>-<user>.db" with ':' as '_'.
+std::string keys_file(const Settings& s, const std::string& user) {
+    std::string name = s.server_id + "-" + user + ".db";
+    for (char& c : name) {
+        if (c == ':' || c == '/' || c == '[' || c == ']') {
+            c = '_';
+        }
+    }
+    return s.keys_dir + "/" + name;
+}
 
 class Session {
 public:
@@ -228,31 +278,49 @@ public:
         if (auto st = sim::tools::make_private_dirs(sim::tools::parent_dir(m_s.known_servers)); !st) {
             return st.error();
         }
-        if (!register_account && m_s.use_session) {
-            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
-            if (!stored) {
-                print_line(stderr, "sim: warning: " + stored.error().message());
-            } else if (stored->has_value()) {
-                SIM_TRY(auto c, connect());
-                auto st = c.client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
-                if (st) {
-                    c.user = c.client->core().user();
-                    return c;
-                }
-                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
-                    return login_error(st.error());
-                }
-                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
-                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
-            }
+        if (auto st = sim::tools::make_private_dirs(m_s.keys_dir); !st) {
+            return st.error();
         }
+        // The password opens the local end-to-end state even when a session token logs in to the server.
         auto password =
             sim::tools::obtain_password(m_s.password_file, "Password for " + user + " at " + m_s.server_id + ": ",
                                         register_account && m_s.password_file.empty());
         if (!password) {
             return password.error();
         }
-        auto c = connect();
+        const std::string path = keys_file(m_s, user);
+        auto keys = sim::open_client_state(path, *password);
+        if (!keys) {
+            sim::tools::wipe(*password);
+            return keys_error(path, keys.error());
+        }
+        if (!register_account && m_s.use_session) {
+            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
+            if (!stored) {
+                print_line(stderr, "sim: warning: " + stored.error().message());
+            } else if (stored->has_value()) {
+                auto c = connect(**keys);
+                if (!c) {
+                    sim::tools::wipe(*password);
+                    return c.error();
+                }
+                auto st = c->client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
+                if (st) {
+                    sim::tools::wipe(*password);
+                    c->user = c->client->core().user();
+                    c->keys = std::move(*keys);
+                    return c;
+                }
+                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
+                    sim::tools::wipe(*password);
+                    return login_error(st.error());
+                }
+                c->client->close();
+                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
+                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
+            }
+        }
+        auto c = connect(**keys);
         if (!c) {
             sim::tools::wipe(*password);
             return c.error();
@@ -264,6 +332,7 @@ public:
             return login_error(st.error());
         }
         c->user = c->client->core().user();
+        c->keys = std::move(*keys);
         if (m_s.use_session) {
             const auto issued = c->client->core().session_token();
             if (!issued.token.empty()) {
@@ -278,8 +347,10 @@ public:
     }
 
 private:
-    sim::Result<Connection> connect() {
+    sim::Result<Connection> connect(sim::ClientState& keys) {
         sim::ClientOptions o;
+        o.config.state = &keys;
+        o.config.require_end_to_end = m_s.end_to_end_only;
         o.host = m_s.host;
         o.port = m_s.port;
         o.known_servers_file = m_s.known_servers;
@@ -316,7 +387,7 @@ private:
             print_line(stderr, "sim: first contact with " + m_s.server_id + "; pinned its key, fingerprint " +
                                    (*client)->server_fingerprint());
         }
-        return Connection{std::move(*client), {}};
+        return Connection{nullptr, std::move(*client), {}};
     }
 
     sim::Error connect_error(const sim::Error& e) const {
@@ -335,6 +406,18 @@ private:
                 return {e.code, "cannot connect to " + m_s.server_id + ": " + e.message()};
             default:
                 return {e.code, "connection to " + m_s.server_id + " failed: " + e.message()};
+        }
+    }
+
+    static sim::Error keys_error(const std::string& path, const sim::Error& e) {
+        switch (e.code) {
+            case sim::Errc::auth_failed:
+                return {e.code, "wrong password for the end-to-end state " + path + " (it is encrypted under the "
+                                "password this user had when it was created)"};
+            case sim::Errc::busy:
+                return {e.code, "another sim is using " + path};
+            default:
+                return {e.code, "end-to-end state " + path + ": " + e.message()};
         }
     }
 
@@ -386,52 +469,67 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
         text += " " + pos[i];
     }
     Session session(s);
-    auto c = session.open(*user, *peer, false);
+    auto c = session.open(*user, {}, false);
     if (!c) {
         return open_failed(c.error());
     }
     auto& client = *c->client;
     const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
-    for (;;) {
+    const auto next_event = [&]() -> sim::Result<sim::ClientEvent> {
         const auto left = deadline - std::chrono::steady_clock::now();
-        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
-        if (!e) {
-            client.close();
-            return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " + *peer +
-                                                                " (is " + *peer + " logged in?)"
-                                                          : e.error().message());
+        return client.receive(std::max<sim::Duration>(left, 0ns));
+    };
+    const auto refused = [](const sim::ClientEvent& e) {
+        return (e.kind == sim::ClientEventKind::error && e.peer.empty()) || e.kind == sim::ClientEventKind::closed;
+    };
+    // An end-to-end session kept in the state from an earlier run is used as it is; otherwise ask for a key.
+    if (!client.core().conversation_suite(*peer)) {
+        if (auto st = client.open(*peer); !st) {
+            finish(*c);
+            return failure("cannot open a conversation: " + st.error().message());
         }
-        if (e->kind == sim::ClientEventKind::key_assigned && e->peer == *peer) {
-            print_line(stderr, "sim: " + describe(*e).substr(2));
-            break;
-        }
-        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
-            client.close();
-            return failure(describe(*e).substr(2));
+        for (;;) {
+            auto e = next_event();
+            if (!e) {
+                client.close();
+                return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " +
+                                                                    *peer + " (is " + *peer + " logged in?)"
+                                                              : e.error().message());
+            }
+            if (e->kind == sim::ClientEventKind::key_assigned && e->peer == *peer) {
+                print_line(stderr, "sim: " + describe(*e).substr(2));
+                break;
+            }
+            if (e->kind == sim::ClientEventKind::identity_changed && e->peer == *peer) {
+                print_line(stderr, "sim: " + describe(*e).substr(2));
+                finish(*c);
+                return failure("not sent: the identity key of " + *peer + " changed");
+            }
+            if (refused(*e)) {
+                client.close();
+                return failure(describe(*e).substr(2));
+            }
         }
     }
-    if (auto st = client.send(*peer, text); !st) {
+    auto id = client.send(*peer, text);
+    if (!id) {
         finish(*c);
-        return failure("cannot send: " + st.error().message());
+        return failure("cannot send: " + id.error().message());
     }
-    // The server handles a connection's frames in order: when the answer to this probe arrives, the message was
-    // forwarded, or its refusal (an error frame) arrived first.
-    if (auto st = client.core().probe(*peer); !st) {
-        finish(*c);
-        return failure("cannot confirm delivery: " + st.error().message());
-    }
+    // Done when the server confirms: "stored" (durable, for a recipient that is offline) or "delivered".
     for (;;) {
-        auto e = client.receive(s.wait_limit());
+        auto e = next_event();
         if (!e) {
             client.close();
-            return failure("the server did not confirm the message: " + e.error().message());
+            return failure("the server did not confirm the message: " + e.error().message() +
+                           " (it stays in the outbox and is sent again next time)");
         }
-        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
+        if (refused(*e)) {
             finish(*c);
             return failure("the server refused the message: " + e->error.message());
         }
-        if ((e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting) &&
-            e->peer == *peer) {
+        if (e->kind == sim::ClientEventKind::receipt && e->message_id == *id) {
+            print_line(stderr, "sim: " + describe(*e).substr(2));
             break;
         }
     }
@@ -474,7 +572,8 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
             client.close();
             return failure(describe(*e).substr(2));
         } else if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::error ||
-                   e->kind == sim::ClientEventKind::peer_left) {
+                   e->kind == sim::ClientEventKind::peer_left || e->kind == sim::ClientEventKind::gap ||
+                   e->kind == sim::ClientEventKind::identity_changed) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
         }
     }
@@ -502,6 +601,49 @@ int run_register(const Settings& s, const std::vector<std::string>& pos) {
     }
     print_line(stdout, "sim: registered " + c->user + " at " + s.server_id);
     finish(*c);
+    return 0;
+}
+
+// ---------------------------------------------------------------- safety / verify / accept
+
+/// "bob: 12345 ... (verified)" for the user.
+std::string identity_line(const sim::PeerIdentity& id) {
+    return "safety number with " + id.peer + ": " + id.safety_number +
+           (id.change_pending ? " (its identity key CHANGED; not accepted yet)"
+                              : id.verified ? " (verified)" : " (not verified)");
+}
+
+int run_identity(const Settings& s, const std::vector<std::string>& pos) {
+    const std::string& cmd = pos[0];
+    if (pos.size() != 3) {
+        return usage_error(cmd + ": expected USER PEER");
+    }
+    auto user = canonical("USER", pos[1]);
+    auto peer = canonical("PEER", pos[2]);
+    if (!user || !peer) {
+        return usage_error((user ? peer : user).error().detail);
+    }
+    Session session(s);
+    auto c = session.open(*user, {}, false);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    auto& core = c->client->core();
+    sim::Status st = sim::ok();
+    if (cmd == "verify") {
+        st = core.verify_peer(*peer);
+    } else if (cmd == "accept") {
+        st = core.accept_identity(*peer);
+    }
+    auto id = core.peer_identity(*peer);
+    finish(*c);
+    if (!st) {
+        return failure(cmd + ": " + st.error().message());
+    }
+    if (!id) {
+        return failure("no identity key of " + *peer + " is known yet (exchange a message first)");
+    }
+    print_line(stdout, identity_line(*id));
     return 0;
 }
 
@@ -607,9 +749,12 @@ private:
             return false;
         }
         if (cmd == "/help") {
-            say("* /open PEER, /to PEER, /leave [PEER], /who, /quit; //text sends '/text'");
+            say("* /open PEER, /to PEER, /leave [PEER], /who, /safety [PEER], /verify [PEER], /accept [PEER], /quit; "
+                "//text sends '/text'");
         } else if (cmd == "/who") {
             who();
+        } else if (cmd == "/safety" || cmd == "/verify" || cmd == "/accept") {
+            identity(cmd, arg.empty() ? m_current : arg);
         } else if (cmd == "/open" || cmd == "/to" || cmd == "/leave") {
             if (arg.empty() && cmd == "/leave") {
                 arg = m_current;
@@ -651,6 +796,28 @@ private:
             say("! unknown command " + sim::tools::printable(cmd) + "; /help lists them");
         }
         return true;
+    }
+
+    void identity(const std::string& cmd, const std::string& name) {
+        auto peer = canonical("peer", name);
+        if (name.empty() || !peer) {
+            say("! " + cmd + ": expected a user name");
+            return;
+        }
+        auto& core = m_c.client->core();
+        const auto st = cmd == "/verify" ? core.verify_peer(*peer)
+                        : cmd == "/accept" ? core.accept_identity(*peer)
+                                           : sim::ok();
+        if (!st) {
+            say("! " + cmd + ": " + st.error().message());
+            return;
+        }
+        auto id = core.peer_identity(*peer);
+        if (!id) {
+            say("! no identity key of " + *peer + " is known yet");
+            return;
+        }
+        say("* " + identity_line(*id));
     }
 
     void who() {
@@ -728,7 +895,7 @@ int main(int argc, char** argv) {
     }
     const auto& pos = parsed->positionals;
     if (pos.empty()) {
-        return usage_error("expected a command: chat, send, recv or register");
+        return usage_error("expected a command: chat, send, recv, register, safety, verify or accept");
     }
     if (settings->count && pos[0] != "recv") {
         return usage_error("--count is for recv");
@@ -748,5 +915,8 @@ int main(int argc, char** argv) {
     if (pos[0] == "register") {
         return run_register(*settings, pos);
     }
-    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv or register)");
+    if (pos[0] == "safety" || pos[0] == "verify" || pos[0] == "accept") {
+        return run_identity(*settings, pos);
+    }
+    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv, register, safety, verify or accept)");
 }

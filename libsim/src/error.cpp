@@ -26,6 +26,7 @@ const char* describe(Errc code) noexcept {
         case Errc::handshake_failed: return "handshake failed";
         case Errc::server_key_mismatch: return "server key does not match the pinned key";
         case Errc::server_key_unknown: return "server key is not known and trust on first use is off";
+        case Errc::identity_changed: return "the peer's identity key changed and was not accepted";
         case Errc::bad_username: return "username not allowed";
         case Errc::bad_password: return "password not allowed";
         case Errc::auth_rejected: return "wrong username or password";

@@ -148,9 +148,10 @@ public:
         auto& c = client();
         check(nogil([&] { return c.open(peer.value); }));
     }
-    void send(const Text& peer, const Text& text) {
+    py::bytes send(const Text& peer, const Text& text) {
         auto& c = client();
-        check(nogil([&] { return c.send(peer.value, text.value); }));
+        const auto id = unwrap(nogil([&] { return c.send(peer.value, text.value); }));
+        return to_py_bytes(id);
     }
     void probe(const Text& peer) {
         auto& c = client();
@@ -317,8 +318,9 @@ void register_client(py::module_& m) {
              py::arg("timeout") = 30.0, "Explicit registration (servers with the explicit policy).")
         .def("open", &PyClient::open, py::arg("peer"), "Start a conversation with `peer`.")
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
-             "Seal `text` for `peer` and send it. Raises RoutingError NO_CONVERSATION before the key arrived, "
-             "MessageTooLarge for a text that does not fit a frame.")
+             "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). Raises "
+             "RoutingError NO_CONVERSATION before the key arrived, MessageTooLarge for a text that does not fit a "
+             "frame.")
         .def("probe", &PyClient::probe, py::arg("peer"), "Ask whether `peer` is online (answered by an event).")
         .def("leave", &PyClient::leave, py::arg("peer"), "End the conversation with `peer`.")
         .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false, py::arg("everywhere") = false,

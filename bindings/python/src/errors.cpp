@@ -47,6 +47,7 @@ void register_errors(py::module_& m) {
         .value("HANDSHAKE_FAILED", sim::Errc::handshake_failed)
         .value("SERVER_KEY_MISMATCH", sim::Errc::server_key_mismatch)
         .value("SERVER_KEY_UNKNOWN", sim::Errc::server_key_unknown)
+        .value("IDENTITY_CHANGED", sim::Errc::identity_changed)
         .value("BAD_USERNAME", sim::Errc::bad_username)
         .value("BAD_PASSWORD", sim::Errc::bad_password)
         .value("AUTH_REJECTED", sim::Errc::auth_rejected)

@@ -35,10 +35,16 @@ enum class ClientEventKind : std::uint8_t {
     authenticated,    ///< ack_init sid 1: `peer` = our canonical user name
     waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online
     peer_online,      ///< ack_init sid 2: `peer` is online
-    key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`; readable by the server in this mode
+    key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`, `mode` (server_assigned: the server
+                      ///< can read it); end-to-end: `fingerprint` = the safety number
     key_rotated,      ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
-    message,          ///< `peer` sent `text` with the seed's `sid`
+                      ///< (end-to-end: a Double Ratchet DH step)
+    message,          ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`)
     peer_left,        ///< `peer` ended the conversation or went offline
+    receipt,          ///< `message_id` to `peer` is `text` = "stored" (durable on the server) or "delivered"
+    identity_changed, ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
+                      ///< to or shown from `peer` until accept_identity()
+    gap,              ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
     error,            ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
     closed,           ///< the connection is gone (`error` says why)
 };
@@ -56,6 +62,20 @@ struct ClientEvent {
     std::string fingerprint;
     bool first_contact = false;
     Error error{Errc::ok};
+    ConversationMode mode = ConversationMode::server_assigned;
+    MessageId message_id{};
+    std::uint64_t count = 0;
+};
+
+class ClientState;
+
+/// What a client knows about one peer's identity (end-to-end mode).
+struct PeerIdentity {
+    std::string peer;
+    Bytes identity_key;          ///< the pinned Ed25519 identity key
+    std::string safety_number;   ///< e2e::safety_number of us and the peer
+    bool verified = false;       ///< the user compared the safety number (verify_peer)
+    bool change_pending = false; ///< a different key was seen; accept_identity() pins it
 };
 
 struct ClientConfig {
@@ -64,6 +84,17 @@ struct ClientConfig {
     /// Rotation of conversation keys (the seed: every 30 s).
     RotationPolicy conversation_rotation{};
     std::size_t max_frame_size = default_max_frame_size;
+    /// The local state (identity, prekeys, ratchets, pinned peers, outbox; sim/client_state.h). Null: an in-memory
+    /// state, so every run is a new identity that peers see as a key change. Must outlive the core.
+    ClientState* state = nullptr;
+    /// Refuse server-assigned conversations (KEYGEN mode 1) instead of labelling them readable by the server.
+    bool require_end_to_end = false;
+    /// Suites allowed for end-to-end conversations; the initiator uses the server's hint when allowed, else the first.
+    SuitePolicy end_to_end_suites = SuitePolicy::default_policy();
+    /// One-time prekeys uploaded per batch.
+    std::size_t one_time_prekeys = 100;
+    /// A message without a receipt is sent again (same id, same bytes) after this long, and after reconnecting.
+    Duration resend_after = std::chrono::seconds(10);
 };
 
 /// The sans-IO client. Thread-safe: calls may come from the application and the transport concurrently.
@@ -91,9 +122,10 @@ public:
     Status login(std::string_view user, const Credentials& credentials, std::string_view destination = {});
     /// init for a new conversation on the logged-in connection. Errc::not_authenticated before login.
     Status open(std::string_view peer);
-    /// Seal `text` for `peer` and send it. Errc::no_conversation before the peer's KEYGEN;
-    /// Errc::frame_too_large for a text that does not fit a frame.
-    Status send(std::string_view peer, std::string_view text);
+    /// Seal `text` for `peer` and send it; returns the message id (receipts name it). Errc::no_conversation before
+    /// the peer's KEYGEN; Errc::frame_too_large for a text that does not fit a frame; Errc::identity_changed while
+    /// a changed identity key of `peer` is not accepted; Errc::storage_error when the state cannot be written.
+    Result<MessageId> send(std::string_view peer, std::string_view text);
     /// Ask whether `peer` is online (ack_init 2 or 3 comes back as an event).
     Status probe(std::string_view peer);
     /// Probe every awaited peer, or send a keepalive when nothing is awaited. Call periodically.
@@ -102,6 +134,15 @@ public:
     Status leave(std::string_view peer);
     /// Log out (revoke: 0 keep the token, 1 revoke it, 2 revoke all of the user's tokens) and close.
     Status logout(std::uint8_t revoke = 0);
+    /// The pinned identity of `peer` and our safety number with it. Errc::no_conversation when none is known.
+    [[nodiscard]] Result<PeerIdentity> peer_identity(std::string_view peer) const;
+    /// Mark `peer`'s current identity key as verified (the user compared the safety numbers).
+    Status verify_peer(std::string_view peer);
+    /// Pin `peer`'s new identity key after identity_changed; held messages are then opened and sending resumes.
+    /// Errc::invalid_state when no change is pending.
+    Status accept_identity(std::string_view peer);
+    /// Messages sent but without a receipt yet.
+    [[nodiscard]] std::size_t outbox_size() const;
     /// Send any inner frame as is, inside the encrypted channel. For tests and diagnostic tools (e.g. showing that
     /// the server refuses a forged source); applications use the calls above.
     Status send_raw(const Frame& frame);
@@ -163,7 +204,7 @@ public:
     /// Explicit registration (servers with the `explicit` policy).
     Status register_user(std::string_view user, std::string_view password, Duration timeout = std::chrono::seconds(30));
     Status open(std::string_view peer);
-    Status send(std::string_view peer, std::string_view text);
+    Result<MessageId> send(std::string_view peer, std::string_view text);
     Status leave(std::string_view peer);
     Status logout(std::uint8_t revoke = 0);
 

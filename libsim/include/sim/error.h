@@ -41,6 +41,7 @@ enum class Errc : std::uint16_t {
     handshake_failed = 301,     ///< the handshake could not complete
     server_key_mismatch = 302,  ///< the server's static key differs from the pinned one
     server_key_unknown = 303,   ///< no pinned key and trust on first use was not allowed
+    identity_changed = 304,     ///< a peer's identity key differs from the pinned one and was not accepted yet
     // --- accounts (4xx)
     bad_username = 400,         ///< username violates the documented character set or length
     bad_password = 401,         ///< password empty or too long
@@ -147,6 +148,12 @@ using Status = Result<void>;
 
 /// Success value for `Status`.
 inline Status ok() { return {}; }
+
+/// The success or the error of a Result, without its value.
+template <typename T>
+Status status_of(const Result<T>& r) {
+    return r ? ok() : Status(r.error());
+}
 
 }  // namespace sim
 

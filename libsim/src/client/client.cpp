@@ -180,7 +180,7 @@ Status Client::register_user(std::string_view user, std::string_view password, D
 }
 
 Status Client::open(std::string_view peer) { return m_impl->core->open(peer); }
-Status Client::send(std::string_view peer, std::string_view text) { return m_impl->core->send(peer, text); }
+Result<MessageId> Client::send(std::string_view peer, std::string_view text) { return m_impl->core->send(peer, text); }
 Status Client::leave(std::string_view peer) { return m_impl->core->leave(peer); }
 Status Client::logout(std::uint8_t revoke) { return m_impl->core->logout(revoke); }
 

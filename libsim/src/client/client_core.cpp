@@ -1,5 +1,8 @@
-// The sans-IO client core (docs/protocol.md section 5).
+// The sans-IO client core (docs/protocol.md sections 5 and 6).
+#include "e2e_client.h"
+
 #include <sim/client.h>
+#include <sim/client_state.h>
 #include <sim/frame.h>
 
 #include <deque>
@@ -21,6 +24,9 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
         case ClientEventKind::key_rotated: return "key_rotated";
         case ClientEventKind::message: return "message";
         case ClientEventKind::peer_left: return "peer_left";
+        case ClientEventKind::receipt: return "receipt";
+        case ClientEventKind::identity_changed: return "identity_changed";
+        case ClientEventKind::gap: return "gap";
         case ClientEventKind::error: return "error";
         case ClientEventKind::closed: return "closed";
     }
@@ -29,12 +35,13 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
 
 namespace {
 
-/// One conversation: a session per direction under keys derived from the KEYGEN key.
+/// One server-assigned conversation: a session per direction under keys derived from the KEYGEN key.
 struct Conversation {
     SuiteId suite;
     SendSession send;
     RecvSession recv;
     std::uint32_t next_sid = 1;
+    std::set<MessageId> seen;  // envelope ids shown in this conversation (a retry is acknowledged, not shown)
 };
 
 }  // namespace
@@ -64,9 +71,37 @@ struct ClientCore::Impl {
     std::set<std::string, std::less<>> awaited;
     std::map<std::string, Conversation, std::less<>> conversations;
     std::vector<ClientEvent> events;  // emitted after the lock is released
+    std::unique_ptr<ClientState> own_state;  // when the application gave none
+    std::unique_ptr<client_detail::E2eClient> e2e;
 
     Impl(ClientConfig c, KnownServers& k, Rng& r, const Clock& cl, EventSink s)
-        : config(std::move(c)), known(k), rng(r), clock(cl), sink(std::move(s)), decoder(config.max_frame_size) {}
+        : config(std::move(c)), known(k), rng(r), clock(cl), sink(std::move(s)), decoder(config.max_frame_size) {
+        if (config.state == nullptr) {
+            own_state = make_memory_client_state();
+            config.state = own_state.get();
+        }
+        e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, clock);
+    }
+
+    /// End of every call that may have changed end-to-end state: commit it, then send what waited for the commit.
+    /// A state that cannot be written closes the connection (nothing is acknowledged that was not stored).
+    void settle() {
+        auto e2e_events = e2e->take_events();
+        if (const auto st = e2e->commit(); !st) {
+            events.clear();
+            (void)e2e->take_frames();
+            fail(Error{st.code(), "client state could not be written: " + st.error().message()});
+            return;
+        }
+        for (auto& e : e2e_events) {
+            events.push_back(std::move(e));
+        }
+        for (auto& f : e2e->take_frames()) {
+            if (!send_inner(std::move(f))) {
+                return;
+            }
+        }
+    }
 
     // ------------------------------------------------------------ events
 
@@ -86,6 +121,9 @@ struct ClientCore::Impl {
     }
     /// Deliver collected events with the lock released.
     void flush(std::unique_lock<std::mutex>& lock) {
+        if (phase != Phase::closed) {
+            settle();
+        }
         auto out = std::move(events);
         events.clear();
         lock.unlock();
@@ -244,9 +282,33 @@ struct ClientCore::Impl {
 
     void on_inner(Frame f) {
         switch (f.type) {
-            case FrameType::ack_init: on_ack(f); return;
-            case FrameType::keygen: on_keygen(f); return;
-            case FrameType::message: on_message(f); return;
+            case FrameType::ack_init: on_ack(f); break;
+            case FrameType::keygen: on_keygen(f); break;
+            case FrameType::message: on_message(f); break;
+            case FrameType::prekeys: {
+                if (f.source != server_name || !authed) {
+                    fail(Error{Errc::bad_field, "prekeys status not from the server"});
+                    return;
+                }
+                auto status = decode_prekey_status(f.payload);
+                if (!status) {
+                    fail(status.error());
+                    return;
+                }
+                e2e->on_prekey_status(*status);
+                break;
+            }
+            case FrameType::receipt: {
+                auto r = decode_receipt(f.payload);
+                if (f.source != server_name || !r ||
+                    (f.sid != static_cast<std::uint32_t>(ReceiptStatus::stored) &&
+                     f.sid != static_cast<std::uint32_t>(ReceiptStatus::delivered))) {
+                    fail(r ? Error{Errc::bad_field, "bad receipt"} : r.error());
+                    return;
+                }
+                e2e->on_receipt(static_cast<ReceiptStatus>(f.sid), *r);
+                break;
+            }
             case FrameType::close:
                 if (conversations.erase(f.source) != 0 || awaited.erase(f.source) != 0) {
                     emit(ClientEventKind::peer_left, f.source);
@@ -255,9 +317,13 @@ struct ClientCore::Impl {
             case FrameType::error: {
                 auto err = parse_error_frame(f);
                 emit_error(err ? err->to_error() : err.error());
-                return;
+                break;
             }
             default: fail(Error{Errc::bad_field, "frame type not expected from the server"}); return;
+        }
+        // Keep end-to-end events in order with the core's own.
+        for (auto& e : e2e->take_events()) {
+            events.push_back(std::move(e));
         }
     }
 
@@ -279,7 +345,12 @@ struct ClientCore::Impl {
                 if (!t->token.empty()) {
                     token = std::move(*t);
                 }
+                if (const auto st = e2e->set_user(user); !st) {
+                    fail(st.error());
+                    return;
+                }
                 emit(ClientEventKind::authenticated, user);
+                e2e->resend_all();  // messages that got no receipt before a restart or a lost connection
                 return;
             }
             case AckStage::destination_online:
@@ -304,6 +375,18 @@ struct ClientCore::Impl {
             fail(k.error());
             return;
         }
+        awaited.erase(k->peer);
+        if (k->mode == ConversationMode::end_to_end) {
+            conversations.erase(k->peer);
+            e2e->on_bundle(k->peer, *k->bundle, k->suite);
+            return;
+        }
+        if (config.require_end_to_end) {
+            emit_error(Error{Errc::suite_not_allowed,
+                             "server-assigned conversation refused: this client requires end-to-end encryption"},
+                       k->peer);
+            return;
+        }
         SessionConfig cfg;
         cfg.suite = k->suite;
         cfg.rotation = config.conversation_rotation;
@@ -315,12 +398,12 @@ struct ClientCore::Impl {
             emit_error(s ? r.error() : s.error(), k->peer);
             return;
         }
-        conversations.insert_or_assign(k->peer, Conversation{k->suite, std::move(*s), std::move(*r)});
-        awaited.erase(k->peer);
+        conversations.insert_or_assign(k->peer, Conversation{k->suite, std::move(*s), std::move(*r), 1, {}});
         ClientEvent e;
         e.kind = ClientEventKind::key_assigned;
         e.peer = k->peer;
         e.suite = k->suite;
+        e.mode = ConversationMode::server_assigned;
         emit(std::move(e));
     }
 
@@ -336,13 +419,30 @@ struct ClientCore::Impl {
     }
 
     void on_message(const Frame& f) {
+        if (f.destination != user || f.source.empty() || f.source == server_name) {
+            emit_error(Error{Errc::bad_destination, "message not addressed to us dropped"}, f.source);
+            return;
+        }
+        auto env = decode_envelope(f.payload);
+        if (!env) {
+            emit_error(env.error(), f.source);
+            return;
+        }
+        if (env->mode == ConversationMode::end_to_end) {
+            e2e->on_message(f.source, *env);
+            return;
+        }
         const auto it = conversations.find(f.source);
-        if (it == conversations.end() || f.destination != user) {
+        if (it == conversations.end()) {
             emit_error(Error{Errc::no_conversation, "message outside a keyed conversation dropped"}, f.source);
             return;
         }
+        if (it->second.seen.contains(env->id)) {
+            e2e->ack(f.source, env->id);  // a retry: acknowledged again, shown once
+            return;
+        }
         const auto before = it->second.recv.status().epoch;
-        auto plain = it->second.recv.open(f.payload);
+        auto plain = it->second.recv.open(env->body);
         if (!plain) {
             // Not shown: a forged or replayed body (the seed's attack 2 if it ever got through).
             emit_error(plain.error(), f.source);
@@ -355,10 +455,15 @@ struct ClientCore::Impl {
             emit_error(body.error(), f.source);
             return;
         }
+        it->second.seen.insert(env->id);
+        e2e->ack(f.source, env->id);
         ClientEvent e;
         e.kind = ClientEventKind::message;
         e.peer = f.source;
         e.sid = body->sid;
+        e.count = body->sid;
+        e.message_id = env->id;
+        e.mode = ConversationMode::server_assigned;
         e.text = std::move(body->text);
         emit(std::move(e));
     }
@@ -442,17 +547,22 @@ Status ClientCore::open(std::string_view peer) {
     return st;
 }
 
-Status ClientCore::send(std::string_view peer, std::string_view text) {
+Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text) {
     std::unique_lock lock(m_impl->mutex);
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
-    const auto it = m_impl->conversations.find(peer);
-    if (it == m_impl->conversations.end()) {
-        return Error{Errc::no_conversation, "no key assigned for this conversation yet"};
+    auto& impl = *m_impl;
+    const auto max_inner = max_inner_frame_size(impl.config.max_frame_size);
+    const auto it = impl.conversations.find(peer);
+    if (it == impl.conversations.end()) {
+        auto id = impl.e2e->send_text(std::string(peer), text, max_inner);
+        impl.flush(lock);
+        return id;
     }
-    // The text is sealed in a conversation record inside an inner frame, which is sealed in a channel record:
-    // refuse what cannot fit the frame limit instead of failing half way.
-    const std::size_t inner_overhead = 4 + max_record_overhead + min_frame_size + m_impl->user.size() + peer.size();
-    if (text.size() + inner_overhead > max_inner_frame_size(m_impl->config.max_frame_size)) {
+    // The text is sealed in a conversation record inside an envelope inside an inner frame, which is sealed in a
+    // channel record: refuse what cannot fit the frame limit instead of failing half way.
+    const std::size_t inner_overhead =
+        4 + sizeof(MessageId) + 1 + max_record_overhead + min_frame_size + impl.user.size() + peer.size();
+    if (text.size() + inner_overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
     auto& conv = it->second;
@@ -464,10 +574,18 @@ Status ClientCore::send(std::string_view peer, std::string_view text) {
         return record.error();
     }
     ++conv.next_sid;
-    m_impl->note_rotation(std::string(peer), before, conv.send.status().epoch, "sending");
-    auto st = m_impl->send_inner(Frame{FrameType::message, 0, m_impl->user, std::string(peer), std::move(*record)});
-    m_impl->flush(lock);
-    return st;
+    impl.note_rotation(std::string(peer), before, conv.send.status().epoch, "sending");
+    Envelope env;
+    impl.rng.fill(env.id);
+    env.mode = ConversationMode::server_assigned;
+    env.body = std::move(*record);
+    const MessageId id = env.id;
+    auto st = impl.send_inner(Frame{FrameType::message, 0, impl.user, std::string(peer), encode_envelope(env)});
+    impl.flush(lock);
+    if (!st) {
+        return st.error();
+    }
+    return id;
 }
 
 Status ClientCore::probe(std::string_view peer) {
@@ -489,6 +607,7 @@ void ClientCore::tick() {
     for (const auto& peer : m_impl->awaited) {
         (void)m_impl->send_inner(Frame{FrameType::probe, 0, m_impl->user, peer, {}});
     }
+    m_impl->e2e->tick();
     m_impl->flush(lock);
 }
 
@@ -514,6 +633,30 @@ Status ClientCore::logout(std::uint8_t revoke) {
     auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, {}, std::move(payload)});
     m_impl->flush(lock);
     return st;
+}
+
+Result<PeerIdentity> ClientCore::peer_identity(std::string_view peer) const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->e2e->peer_identity(peer);
+}
+
+Status ClientCore::verify_peer(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    auto st = m_impl->e2e->verify_peer(peer);
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::accept_identity(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    auto st = m_impl->e2e->accept_identity(peer);
+    m_impl->flush(lock);
+    return st;
+}
+
+std::size_t ClientCore::outbox_size() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->e2e->outbox_size();
 }
 
 Status ClientCore::send_raw(const Frame& frame) {
@@ -549,6 +692,11 @@ std::vector<std::string> ClientCore::conversations() const {
     for (const auto& [peer, conv] : m_impl->conversations) {
         out.push_back(peer);
     }
+    for (const auto& peer : m_impl->e2e->peers_with_sessions()) {
+        if (!m_impl->conversations.contains(peer)) {
+            out.push_back(peer);
+        }
+    }
     return out;
 }
 
@@ -556,7 +704,7 @@ std::optional<SuiteId> ClientCore::conversation_suite(std::string_view peer) con
     const std::lock_guard lock(m_impl->mutex);
     const auto it = m_impl->conversations.find(peer);
     if (it == m_impl->conversations.end()) {
-        return std::nullopt;
+        return m_impl->e2e->session_suite(peer);
     }
     return it->second.suite;
 }

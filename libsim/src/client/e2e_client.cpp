@@ -1,0 +1,926 @@
+// The end-to-end half of the client core (docs/protocol.md section 6).
+#include "e2e_client.h"
+
+#include "../proto/wire.h"
+
+#include <algorithm>
+
+namespace sim::client_detail {
+
+using detail::WireReader;
+using detail::WireWriter;
+
+namespace {
+
+constexpr std::uint8_t record_version = 1;
+constexpr std::size_t max_sessions_per_peer = 4;
+constexpr std::size_t max_seen_ids = 1000;
+constexpr std::size_t max_missing = 10000;
+constexpr std::size_t max_held = 100;
+
+// State keys (the store hides them behind an HMAC).
+const std::string key_identity = "identity";
+const std::string key_prekeys = "prekeys";
+const std::string key_peers = "peers";
+const std::string key_outbox = "outbox";
+std::string key_peer(std::string_view peer) { return "peer/" + std::string(peer); }
+std::string key_session(std::string_view peer, ByteView id) { return "session/" + std::string(peer) + "/" + to_hex(id); }
+std::string key_outbox_entry(const MessageId& id) { return "outbox/" + to_hex(ByteView{id}); }
+
+Error corrupt(std::string_view what) { return Error{Errc::corrupt_database, "client state: bad " + std::string(what)}; }
+
+bool read_name(WireReader& r, std::string& out) {
+    std::uint8_t len = 0;
+    ByteView v;
+    if (!r.u8(len) || !r.take(len, v)) {
+        return false;
+    }
+    out.assign(reinterpret_cast<const char*>(v.data()), v.size());
+    return true;
+}
+
+bool read_key(WireReader& r, Bytes& out) {
+    ByteView v;
+    if (!r.take(e2e::key_size, v)) {
+        return false;
+    }
+    out.assign(v.begin(), v.end());
+    return true;
+}
+
+bool read_secret(WireReader& r, SecureBytes& out) {
+    ByteView v;
+    if (!r.take(e2e::key_size, v)) {
+        return false;
+    }
+    out.assign(v.begin(), v.end());
+    return true;
+}
+
+MessageId random_id(Rng& rng) {
+    MessageId id{};
+    rng.fill(id);
+    return id;
+}
+
+}  // namespace
+
+struct E2eClient::Prekeys {
+    std::uint32_t next_id = 1;
+    e2e::SignedPrekey signed_prekey;
+    std::vector<e2e::OneTimePrekey> one_time;
+
+    [[nodiscard]] SecureBytes encode() const {
+        SecureBytes out;
+        WireWriter w(out);
+        w.u8(record_version);
+        w.u32(next_id);
+        w.u32(signed_prekey.id);
+        w.bytes(signed_prekey.private_key);
+        w.bytes(signed_prekey.public_key);
+        w.bytes(signed_prekey.signature);
+        w.u32(static_cast<std::uint32_t>(one_time.size()));
+        for (const auto& k : one_time) {
+            w.u32(k.id);
+            w.bytes(k.private_key);
+            w.bytes(k.public_key);
+        }
+        return out;
+    }
+
+    static Result<Prekeys> decode(ByteView data) {
+        WireReader r(data);
+        Prekeys p;
+        std::uint8_t version = 0;
+        std::uint32_t count = 0;
+        ByteView sig;
+        if (!r.u8(version) || version != record_version || !r.u32(p.next_id) || !r.u32(p.signed_prekey.id) ||
+            !read_secret(r, p.signed_prekey.private_key) || !read_key(r, p.signed_prekey.public_key) ||
+            !r.take(e2e::signature_size, sig) || !r.u32(count) || count > 4 * max_prekeys_stored) {
+            return corrupt("prekeys");
+        }
+        p.signed_prekey.signature.assign(sig.begin(), sig.end());
+        for (std::uint32_t i = 0; i < count; ++i) {
+            e2e::OneTimePrekey k;
+            if (!r.u32(k.id) || !read_secret(r, k.private_key) || !read_key(r, k.public_key)) {
+                return corrupt("prekeys");
+            }
+            p.one_time.push_back(std::move(k));
+        }
+        if (!r.at_end()) {
+            return corrupt("prekeys");
+        }
+        return p;
+    }
+};
+
+struct E2eClient::PeerState {
+    std::string name;
+    Bytes identity;  // pinned; empty = none yet
+    bool verified = false;
+    std::optional<Bytes> pending_identity;
+    std::optional<std::pair<e2e::PrekeyBundle, SuiteId>> pending_bundle;
+    std::uint64_t send_seq = 0;
+    std::uint64_t recv_high = 0;
+    std::set<std::uint64_t> missing;
+    std::deque<MessageId> seen_order;
+    std::set<MessageId> seen;
+    std::vector<e2e::Session> sessions;  // front: the one we send on
+    std::vector<Bytes> dropped_sessions;
+    std::deque<Envelope> held;  // messages from a changed identity, until accepted (not acknowledged meanwhile)
+    bool dirty = false;
+    bool persisted = false;  // has a record in the state (listed in the peer index)
+
+    void remember(const MessageId& id) {
+        if (!seen.insert(id).second) {
+            return;
+        }
+        seen_order.push_back(id);
+        if (seen_order.size() > max_seen_ids) {
+            seen.erase(seen_order.front());
+            seen_order.pop_front();
+        }
+    }
+
+    void add_session(e2e::Session s) {
+        sessions.insert(sessions.begin(), std::move(s));
+        while (sessions.size() > max_sessions_per_peer) {
+            const ByteView id = sessions.back().session_id();
+            dropped_sessions.emplace_back(id.begin(), id.end());
+            sessions.pop_back();
+        }
+    }
+
+    void drop_all_sessions() {
+        for (const auto& s : sessions) {
+            const ByteView id = s.session_id();
+            dropped_sessions.emplace_back(id.begin(), id.end());
+        }
+        sessions.clear();
+    }
+
+    [[nodiscard]] SecureBytes encode() const {
+        SecureBytes out;
+        WireWriter w(out);
+        w.u8(record_version);
+        w.u8(static_cast<std::uint8_t>(identity.size()));
+        w.bytes(identity);
+        w.u8(verified ? 1 : 0);
+        w.u64(send_seq);
+        w.u64(recv_high);
+        w.u32(static_cast<std::uint32_t>(missing.size()));
+        for (const auto n : missing) {
+            w.u64(n);
+        }
+        w.u16(static_cast<std::uint16_t>(seen_order.size()));
+        for (const auto& id : seen_order) {
+            w.bytes(ByteView{id});
+        }
+        w.u8(static_cast<std::uint8_t>(sessions.size()));
+        for (const auto& s : sessions) {
+            w.bytes(s.session_id());
+        }
+        return out;
+    }
+
+    /// Fills everything but the sessions; returns their ids.
+    Result<std::vector<Bytes>> decode(ByteView data) {
+        WireReader r(data);
+        std::uint8_t version = 0;
+        std::uint8_t id_len = 0;
+        std::uint8_t ver = 0;
+        std::uint32_t n_missing = 0;
+        std::uint16_t n_seen = 0;
+        std::uint8_t n_sessions = 0;
+        ByteView ik;
+        if (!r.u8(version) || version != record_version || !r.u8(id_len) ||
+            (id_len != 0 && id_len != e2e::key_size) || !r.take(id_len, ik) || !r.u8(ver) || ver > 1 ||
+            !r.u64(send_seq) || !r.u64(recv_high) || !r.u32(n_missing) || n_missing > max_missing) {
+            return corrupt("peer record");
+        }
+        identity.assign(ik.begin(), ik.end());
+        verified = ver == 1;
+        for (std::uint32_t i = 0; i < n_missing; ++i) {
+            std::uint64_t m = 0;
+            if (!r.u64(m)) {
+                return corrupt("peer record");
+            }
+            missing.insert(m);
+        }
+        if (!r.u16(n_seen) || n_seen > max_seen_ids) {
+            return corrupt("peer record");
+        }
+        for (std::uint16_t i = 0; i < n_seen; ++i) {
+            ByteView v;
+            if (!r.take(sizeof(MessageId), v)) {
+                return corrupt("peer record");
+            }
+            MessageId id{};
+            std::copy(v.begin(), v.end(), id.begin());
+            remember(id);
+        }
+        std::vector<Bytes> ids;
+        if (!r.u8(n_sessions) || n_sessions > max_sessions_per_peer) {
+            return corrupt("peer record");
+        }
+        for (std::uint8_t i = 0; i < n_sessions; ++i) {
+            ByteView v;
+            if (!r.take(e2e::session_id_size, v)) {
+                return corrupt("peer record");
+            }
+            ids.emplace_back(v.begin(), v.end());
+        }
+        if (!r.at_end()) {
+            return corrupt("peer record");
+        }
+        return ids;
+    }
+};
+
+E2eClient::E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, const Clock& clock)
+    : m_config(config), m_state(state), m_rng(rng), m_clock(clock) {}
+
+E2eClient::~E2eClient() = default;
+
+// ---------------------------------------------------------------- loading
+
+Status E2eClient::set_user(const std::string& user) {
+    if (m_user == user) {
+        return ok();
+    }
+    if (!m_user.empty()) {
+        return Error{Errc::invalid_state, "the end-to-end state is already in use by another user"};
+    }
+    SIM_TRY(auto stored, m_state.get(key_identity));
+    if (stored) {
+        WireReader r(*stored);
+        std::string owner;
+        ByteView seed;
+        if (!read_name(r, owner) || !r.take(e2e::key_size, seed) || !r.at_end()) {
+            return corrupt("identity");
+        }
+        if (owner != user) {
+            return Error{Errc::invalid_state, "this client state belongs to another user"};
+        }
+        SIM_TRY(auto id, e2e::identity_from_private(seed));
+        m_identity = std::move(id);
+    } else {
+        m_identity = e2e::generate_identity(m_rng);
+        SecureBytes rec;
+        WireWriter w(rec);
+        w.u8(static_cast<std::uint8_t>(user.size()));
+        w.text(user);
+        w.bytes(m_identity->private_key);
+        m_writes.push_back({key_identity, std::move(rec)});
+    }
+    m_user = user;
+    SIM_TRY_STATUS(load_prekeys());
+    SIM_TRY(auto index, m_state.get(key_peers));
+    if (index) {
+        WireReader r(*index);
+        std::uint32_t n = 0;
+        if (!r.u32(n)) {
+            return corrupt("peer index");
+        }
+        for (std::uint32_t i = 0; i < n; ++i) {
+            std::string name;
+            if (!read_name(r, name)) {
+                return corrupt("peer index");
+            }
+            SIM_TRY_STATUS(load_peer(name));
+        }
+    }
+    SIM_TRY(auto outbox, m_state.get(key_outbox));
+    if (outbox) {
+        WireReader r(*outbox);
+        std::uint32_t n = 0;
+        if (!r.u32(n)) {
+            return corrupt("outbox");
+        }
+        for (std::uint32_t i = 0; i < n; ++i) {
+            ByteView v;
+            if (!r.take(sizeof(MessageId), v)) {
+                return corrupt("outbox");
+            }
+            MessageId id{};
+            std::copy(v.begin(), v.end(), id.begin());
+            SIM_TRY(auto entry, m_state.get(key_outbox_entry(id)));
+            if (!entry) {
+                return corrupt("outbox entry");
+            }
+            WireReader er(*entry);
+            OutboxEntry e;
+            if (!read_name(er, e.peer)) {
+                return corrupt("outbox entry");
+            }
+            const ByteView payload = er.rest();
+            e.payload.assign(payload.begin(), payload.end());
+            m_outbox.emplace(id, std::move(e));
+        }
+    }
+    return commit();
+}
+
+Status E2eClient::load_prekeys() {
+    SIM_TRY(auto stored, m_state.get(key_prekeys));
+    if (stored) {
+        SIM_TRY(auto p, Prekeys::decode(*stored));
+        m_prekeys = std::make_unique<Prekeys>(std::move(p));
+        return ok();
+    }
+    m_prekeys = std::make_unique<Prekeys>();
+    m_prekeys->signed_prekey = e2e::generate_signed_prekey(*m_identity, m_prekeys->next_id++, m_rng);
+    m_prekeys_dirty = true;
+    return ok();
+}
+
+Status E2eClient::load_peer(const std::string& peer) {
+    SIM_TRY(auto rec, m_state.get(key_peer(peer)));
+    if (!rec) {
+        return corrupt("peer index entry");
+    }
+    auto p = std::make_unique<PeerState>();
+    p->name = peer;
+    p->persisted = true;
+    SIM_TRY(auto ids, p->decode(*rec));
+    for (const auto& id : ids) {
+        SIM_TRY(auto blob, m_state.get(key_session(peer, id)));
+        if (!blob) {
+            return corrupt("session");
+        }
+        SIM_TRY(auto s, e2e::Session::deserialize(*blob, m_rng));
+        p->sessions.push_back(std::move(s));
+    }
+    m_peers.emplace(peer, std::move(p));
+    return ok();
+}
+
+// ---------------------------------------------------------------- committing
+
+void E2eClient::mark_dirty(PeerState& p) {
+    if (!p.persisted) {
+        m_peers_index_dirty = true;
+    }
+    p.dirty = true;
+}
+
+Status E2eClient::commit() {
+    if (m_prekeys_dirty && m_prekeys) {
+        m_writes.push_back({key_prekeys, m_prekeys->encode()});
+    }
+    for (auto& [name, p] : m_peers) {
+        if (!p->dirty) {
+            continue;
+        }
+        m_writes.push_back({key_peer(name), p->encode()});
+        for (const auto& s : p->sessions) {
+            m_writes.push_back({key_session(name, s.session_id()), s.serialize()});
+        }
+        for (const auto& id : p->dropped_sessions) {
+            m_writes.push_back({key_session(name, id), std::nullopt});
+        }
+    }
+    if (m_peers_index_dirty) {
+        SecureBytes index;
+        WireWriter w(index);
+        std::uint32_t n = 0;
+        for (const auto& [name, p] : m_peers) {
+            n += (p->dirty || p->persisted) ? 1U : 0U;
+        }
+        w.u32(n);
+        for (const auto& [name, p] : m_peers) {
+            if (p->dirty || p->persisted) {
+                w.u8(static_cast<std::uint8_t>(name.size()));
+                w.text(name);
+            }
+        }
+        m_writes.push_back({key_peers, std::move(index)});
+    }
+    if (m_outbox_dirty) {
+        SecureBytes index;
+        WireWriter w(index);
+        w.u32(static_cast<std::uint32_t>(m_outbox.size()));
+        for (const auto& [id, e] : m_outbox) {
+            w.bytes(ByteView{id});
+        }
+        m_writes.push_back({key_outbox, std::move(index)});
+    }
+    if (!m_writes.empty()) {
+        auto batch = std::move(m_writes);
+        m_writes.clear();
+        SIM_TRY_STATUS(m_state.write(batch));
+    }
+    m_prekeys_dirty = false;
+    m_peers_index_dirty = false;
+    m_outbox_dirty = false;
+    for (auto& [name, p] : m_peers) {
+        p->persisted = p->persisted || p->dirty;
+        p->dirty = false;
+        p->dropped_sessions.clear();
+    }
+    for (auto& [peer, ids] : m_pending_acks) {
+        for (std::size_t i = 0; i < ids.size(); i += max_ids_per_frame) {
+            const auto end = std::min(ids.size(), i + max_ids_per_frame);
+            const std::vector<MessageId> chunk(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                                               ids.begin() + static_cast<std::ptrdiff_t>(end));
+            m_ready_frames.push_back(Frame{FrameType::ack, 0, m_user, peer, encode_ack(chunk)});
+        }
+    }
+    m_pending_acks.clear();
+    for (auto& f : m_after_commit) {
+        m_ready_frames.push_back(std::move(f));
+    }
+    m_after_commit.clear();
+    return ok();
+}
+
+std::vector<ClientEvent> E2eClient::take_events() {
+    auto out = std::move(m_events);
+    m_events.clear();
+    return out;
+}
+
+std::vector<Frame> E2eClient::take_frames() {
+    auto out = std::move(m_ready_frames);
+    m_ready_frames.clear();
+    return out;
+}
+
+void E2eClient::queue_frame(Frame frame, bool after_commit) {
+    if (after_commit) {
+        m_after_commit.push_back(std::move(frame));
+    } else {
+        m_ready_frames.push_back(std::move(frame));
+    }
+}
+
+void E2eClient::error_event(const std::string& peer, const Error& error) {
+    ClientEvent e;
+    e.kind = ClientEventKind::error;
+    e.peer = peer;
+    e.error = error;
+    e.mode = ConversationMode::end_to_end;
+    event(std::move(e));
+}
+
+E2eClient::PeerState& E2eClient::peer_state(const std::string& peer) {
+    auto it = m_peers.find(peer);
+    if (it == m_peers.end()) {
+        auto p = std::make_unique<PeerState>();
+        p->name = peer;
+        it = m_peers.emplace(peer, std::move(p)).first;
+        m_peers_index_dirty = true;
+    }
+    return *it->second;
+}
+
+const E2eClient::PeerState* E2eClient::find_peer(std::string_view peer) const {
+    const auto it = m_peers.find(peer);
+    return it == m_peers.end() ? nullptr : it->second.get();
+}
+
+std::string E2eClient::safety_number_with(const PeerState& p, ByteView identity) const {
+    return e2e::safety_number(m_user, m_identity->public_key, p.name, identity);
+}
+
+// ---------------------------------------------------------------- prekeys
+
+void E2eClient::on_prekey_status(const PrekeyStatus& status) {
+    if (!ready()) {
+        return;
+    }
+    const bool ours = status.identity_key &&
+                      constant_time_equal(*status.identity_key, m_identity->public_key);
+    if (!ours) {
+        upload_prekeys(true);
+    } else if (status.one_time_count < prekey_low_water) {
+        upload_prekeys(false);
+    }
+}
+
+void E2eClient::upload_prekeys(bool replace) {
+    auto& pk = *m_prekeys;
+    if (replace) {
+        pk.one_time.clear();
+    }
+    const std::size_t room = max_prekeys_stored > pk.one_time.size() ? max_prekeys_stored - pk.one_time.size() : 0;
+    const std::size_t n = std::min({m_config.one_time_prekeys, max_prekeys_per_upload, room});
+    PrekeyUpload up;
+    up.replace = replace;
+    up.identity_key = m_identity->public_key;
+    up.signed_prekey_id = pk.signed_prekey.id;
+    up.signed_prekey = pk.signed_prekey.public_key;
+    up.signed_prekey_signature = pk.signed_prekey.signature;
+    for (std::size_t i = 0; i < n; ++i) {
+        auto k = e2e::generate_one_time_prekey(pk.next_id++, m_rng);
+        up.one_time_prekeys.emplace_back(k.id, k.public_key);
+        pk.one_time.push_back(std::move(k));
+    }
+    m_prekeys_dirty = true;  // the private halves are committed before the upload leaves
+    queue_frame(Frame{FrameType::prekeys, 0, m_user, {}, encode_prekey_upload(up)}, true);
+}
+
+// ---------------------------------------------------------------- sessions
+
+void E2eClient::on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint) {
+    if (!ready()) {
+        return;
+    }
+    auto& p = peer_state(peer);
+    if (!p.identity.empty() && !constant_time_equal(p.identity, bundle.identity_key)) {
+        const bool announce = !p.pending_identity || !constant_time_equal(*p.pending_identity, bundle.identity_key);
+        p.pending_identity = bundle.identity_key;
+        p.pending_bundle.emplace(bundle, hint);
+        if (announce) {
+            ClientEvent e;
+            e.kind = ClientEventKind::identity_changed;
+            e.peer = peer;
+            e.mode = ConversationMode::end_to_end;
+            e.fingerprint = safety_number_with(p, bundle.identity_key);
+            e.text = "identity key of " + peer + " changed: verify the new safety number, then accept it";
+            event(std::move(e));
+        }
+        return;
+    }
+    start_session(p, bundle, hint);
+}
+
+void E2eClient::start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint) {
+    const auto pref = m_config.end_to_end_suites.preference();
+    const SuiteId suite = m_config.end_to_end_suites.allows(hint) || pref.empty() ? hint : pref.front();
+    auto s = e2e::Session::initiate(*m_identity, m_user, bundle, p.name, suite, m_rng);
+    if (!s) {
+        error_event(p.name, Error{s.code(), "prekey bundle refused: " + s.error().message()});
+        return;
+    }
+    const bool first = p.identity.empty();
+    p.identity = bundle.identity_key;
+    p.add_session(std::move(*s));
+    mark_dirty(p);
+    ClientEvent e;
+    e.kind = ClientEventKind::key_assigned;
+    e.peer = p.name;
+    e.suite = suite;
+    e.mode = ConversationMode::end_to_end;
+    e.first_contact = first;
+    e.fingerprint = safety_number_with(p, p.identity);
+    event(std::move(e));
+}
+
+bool E2eClient::has_session(std::string_view peer) const {
+    const auto* p = find_peer(peer);
+    return p != nullptr && (!p->sessions.empty() || p->pending_identity);
+}
+
+std::vector<std::string> E2eClient::peers_with_sessions() const {
+    std::vector<std::string> out;
+    for (const auto& [name, p] : m_peers) {
+        if (!p->sessions.empty()) {
+            out.push_back(name);
+        }
+    }
+    return out;
+}
+
+std::optional<SuiteId> E2eClient::session_suite(std::string_view peer) const {
+    const auto* p = find_peer(peer);
+    if (p == nullptr || p->sessions.empty()) {
+        return std::nullopt;
+    }
+    return p->sessions.front().suite();
+}
+
+// ---------------------------------------------------------------- receiving
+
+void E2eClient::ack(const std::string& peer, const MessageId& id) { m_pending_acks[peer].push_back(id); }
+
+void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
+    if (!ready()) {
+        return;
+    }
+    auto& p = peer_state(peer);
+    if (p.seen.contains(envelope.id)) {
+        ack(peer, envelope.id);  // a retry or a replay: acknowledged again, not shown again
+        return;
+    }
+    auto info = e2e::inspect(envelope.body);
+    if (!info) {
+        error_event(peer, Error{info.code(), "malformed end-to-end message dropped"});
+        ack(peer, envelope.id);
+        return;
+    }
+    const auto it = std::find_if(p.sessions.begin(), p.sessions.end(), [&](const e2e::Session& s) {
+        return constant_time_equal(s.session_id(), info->session_id);
+    });
+    if (it == p.sessions.end()) {
+        open_initial(p, envelope, *info);
+        return;
+    }
+    if (it != p.sessions.begin()) {
+        std::rotate(p.sessions.begin(), it, it + 1);  // the session that last received is the one we send on
+    }
+    open_with_session(p, envelope);
+}
+
+void E2eClient::open_with_session(PeerState& p, const Envelope& envelope) {
+    auto& s = p.sessions.front();
+    const auto before = s.dh_steps();
+    auto plain = s.open(envelope.body);
+    if (!plain) {
+        // Forged, replayed (its key is gone) or corrupted: never shown. Acknowledged so the server drops it.
+        error_event(p.name, Error{plain.code(), "end-to-end message did not open: dropped"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    mark_dirty(p);
+    deliver_content(p, envelope, before, s.dh_steps(), std::move(*plain));
+}
+
+void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info) {
+    if (!info.initial) {
+        error_event(p.name, Error{Errc::auth_failed, "message of an unknown session dropped"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    const auto& init = *info.initial;
+    if (!p.identity.empty() && !constant_time_equal(p.identity, init.identity_key)) {
+        const bool announce = !p.pending_identity || !constant_time_equal(*p.pending_identity, init.identity_key);
+        p.pending_identity = init.identity_key;
+        if (p.held.size() < max_held) {
+            p.held.push_back(envelope);  // not acknowledged: the server keeps it until the user decides
+        }
+        if (announce) {
+            ClientEvent e;
+            e.kind = ClientEventKind::identity_changed;
+            e.peer = p.name;
+            e.mode = ConversationMode::end_to_end;
+            e.fingerprint = safety_number_with(p, init.identity_key);
+            e.text = "identity key of " + p.name + " changed: verify the new safety number, then accept it";
+            event(std::move(e));
+        }
+        return;
+    }
+    if (!m_config.end_to_end_suites.allows(init.suite)) {
+        error_event(p.name, Error{Errc::suite_not_allowed, "end-to-end suite refused by our policy"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    auto& pk = *m_prekeys;
+    if (init.signed_prekey_id != pk.signed_prekey.id) {
+        error_event(p.name, Error{Errc::invalid_key, "unknown signed prekey"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    const e2e::OneTimePrekey* opk = nullptr;
+    auto opk_it = pk.one_time.end();
+    if (init.one_time_prekey_id != e2e::no_one_time_prekey) {
+        opk_it = std::find_if(pk.one_time.begin(), pk.one_time.end(),
+                              [&](const e2e::OneTimePrekey& k) { return k.id == init.one_time_prekey_id; });
+        if (opk_it == pk.one_time.end()) {
+            error_event(p.name, Error{Errc::invalid_key, "one-time prekey unknown or already used"});
+            ack(p.name, envelope.id);
+            return;
+        }
+        opk = &*opk_it;
+    }
+    auto s = e2e::Session::respond(*m_identity, m_user, pk.signed_prekey, opk, init, p.name, m_rng);
+    if (!s) {
+        error_event(p.name, Error{s.code(), "end-to-end session refused"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    auto plain = s->open(envelope.body);
+    if (!plain) {
+        error_event(p.name, Error{plain.code(), "end-to-end message did not open: dropped"});
+        ack(p.name, envelope.id);
+        return;
+    }
+    if (opk != nullptr) {
+        pk.one_time.erase(opk_it);  // used once, then gone
+        m_prekeys_dirty = true;
+    }
+    const bool first = p.identity.empty();
+    p.identity = init.identity_key;
+    const auto steps = s->dh_steps();
+    p.add_session(std::move(*s));
+    mark_dirty(p);
+    ClientEvent e;
+    e.kind = ClientEventKind::key_assigned;
+    e.peer = p.name;
+    e.suite = init.suite;
+    e.mode = ConversationMode::end_to_end;
+    e.first_contact = first;
+    e.fingerprint = safety_number_with(p, p.identity);
+    event(std::move(e));
+    deliver_content(p, envelope, steps, steps, std::move(*plain));
+}
+
+void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uint64_t steps_before,
+                                std::uint64_t steps_after, SecureBytes plaintext) {
+    auto content = decode_e2e_content(plaintext);
+    secure_zero(plaintext.data(), plaintext.size());
+    p.remember(envelope.id);
+    ack(p.name, envelope.id);
+    if (!content || content->id != envelope.id) {
+        error_event(p.name, Error{Errc::auth_failed, "message id does not match its sealed id: dropped"});
+        return;
+    }
+    if (steps_after != steps_before) {
+        ClientEvent e;
+        e.kind = ClientEventKind::key_rotated;
+        e.peer = p.name;
+        e.mode = ConversationMode::end_to_end;
+        e.epoch = static_cast<std::uint32_t>(steps_after);
+        e.text = "receiving";
+        event(std::move(e));
+    }
+    if (content->kind == ContentKind::ratchet_only) {
+        return;
+    }
+    const std::uint64_t seq = content->seq;
+    if (seq <= p.recv_high && !p.missing.contains(seq)) {
+        return;  // this sequence number was shown already: a replay under a new id
+    }
+    if (seq > p.recv_high + 1) {
+        const std::uint64_t gap = seq - p.recv_high - 1;
+        for (std::uint64_t n = p.recv_high + 1; n < seq && p.missing.size() < max_missing; ++n) {
+            p.missing.insert(n);
+        }
+        ClientEvent g;
+        g.kind = ClientEventKind::gap;
+        g.peer = p.name;
+        g.mode = ConversationMode::end_to_end;
+        g.count = gap;
+        g.text = std::to_string(gap) + (gap == 1 ? " message" : " messages") + " missing from " + p.name;
+        event(std::move(g));
+    }
+    p.missing.erase(seq);
+    p.recv_high = std::max(p.recv_high, seq);
+    ClientEvent e;
+    e.kind = ClientEventKind::message;
+    e.peer = p.name;
+    e.mode = ConversationMode::end_to_end;
+    e.sid = static_cast<std::uint32_t>(std::min<std::uint64_t>(seq, 0xFFFFFFFFU));
+    e.count = seq;
+    e.message_id = envelope.id;
+    e.text = std::move(content->text);
+    event(std::move(e));
+}
+
+void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
+    for (const auto& id : receipt.ids) {
+        if (m_outbox.erase(id) != 0) {
+            m_writes.push_back({key_outbox_entry(id), std::nullopt});
+            m_outbox_dirty = true;
+        }
+        ClientEvent e;
+        e.kind = ClientEventKind::receipt;
+        e.peer = receipt.peer;
+        e.message_id = id;
+        e.text = status == ReceiptStatus::delivered ? "delivered" : "stored";
+        event(std::move(e));
+    }
+}
+
+// ---------------------------------------------------------------- sending
+
+Result<Bytes> E2eClient::seal_content(PeerState& p, const E2eContent& content) {
+    auto plain = encode_e2e_content(content);
+    auto body = p.sessions.front().seal(plain);
+    secure_zero(plain.data(), plain.size());
+    SIM_TRY(auto sealed, std::move(body));
+    mark_dirty(p);
+    return encode_envelope(Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)});
+}
+
+Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, std::size_t max_inner) {
+    if (!ready()) {
+        return Error{Errc::not_authenticated, "log in first"};
+    }
+    const auto it = m_peers.find(peer);
+    if (it == m_peers.end() || (it->second->sessions.empty() && !it->second->pending_identity)) {
+        return Error{Errc::no_conversation, "no end-to-end session with this peer yet (open it first)"};
+    }
+    auto& p = *it->second;
+    if (p.pending_identity) {
+        return Error{Errc::identity_changed, "the peer's identity key changed: accept it before sending"};
+    }
+    // Envelope (17) + ratchet message header (at most 1 + 8 + 73 + 40) + content header (25) + suite overhead.
+    const std::size_t overhead = 17 + 122 + 25 + 48 + min_frame_size + m_user.size() + peer.size();
+    if (text.size() + overhead > max_inner) {
+        return Error{Errc::frame_too_large, "message too long"};
+    }
+    const auto steps_before = p.sessions.front().dh_steps();
+    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text)};
+    SIM_TRY(auto payload, seal_content(p, content));
+    ++p.send_seq;
+    if (p.sessions.front().dh_steps() != steps_before) {
+        ClientEvent e;
+        e.kind = ClientEventKind::key_rotated;
+        e.peer = peer;
+        e.mode = ConversationMode::end_to_end;
+        e.epoch = static_cast<std::uint32_t>(p.sessions.front().dh_steps());
+        e.text = "sending";
+        event(std::move(e));
+    }
+    m_writes.push_back({key_outbox_entry(content.id), [&] {
+                            SecureBytes rec;
+                            WireWriter w(rec);
+                            w.u8(static_cast<std::uint8_t>(peer.size()));
+                            w.text(peer);
+                            w.bytes(payload);
+                            return rec;
+                        }()});
+    m_outbox.emplace(content.id, OutboxEntry{peer, payload, m_clock.now()});
+    m_outbox_dirty = true;
+    queue_frame(Frame{FrameType::message, 0, m_user, peer, std::move(payload)}, true);
+    SIM_TRY_STATUS(commit());
+    return content.id;
+}
+
+void E2eClient::tick() {
+    if (!ready()) {
+        return;
+    }
+    const auto now = m_clock.now();
+    for (auto& [id, e] : m_outbox) {
+        if (now - e.last_sent >= m_config.resend_after) {
+            e.last_sent = now;
+            queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
+        }
+    }
+    for (auto& [name, p] : m_peers) {
+        if (p->sessions.empty() || p->pending_identity || !p->sessions.front().reply_pending()) {
+            continue;
+        }
+        // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
+        E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}};
+        auto payload = seal_content(*p, content);
+        if (payload) {
+            queue_frame(Frame{FrameType::message, 0, m_user, name, std::move(*payload)}, true);
+        }
+    }
+}
+
+void E2eClient::resend_all() {
+    const auto now = m_clock.now();
+    for (auto& [id, e] : m_outbox) {
+        e.last_sent = now;
+        queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
+    }
+}
+
+// ---------------------------------------------------------------- identity
+
+Result<PeerIdentity> E2eClient::peer_identity(std::string_view peer) const {
+    const auto* p = find_peer(peer);
+    if (p == nullptr || p->identity.empty() || !ready()) {
+        return Error{Errc::no_conversation, "no identity key known for this peer"};
+    }
+    PeerIdentity out;
+    out.peer = p->name;
+    out.identity_key = p->identity;
+    out.safety_number = safety_number_with(*p, p->identity);
+    out.verified = p->verified;
+    out.change_pending = p->pending_identity.has_value();
+    return out;
+}
+
+Status E2eClient::verify_peer(std::string_view peer) {
+    const auto it = m_peers.find(peer);
+    if (it == m_peers.end() || it->second->identity.empty()) {
+        return Error{Errc::no_conversation, "no identity key known for this peer"};
+    }
+    if (it->second->pending_identity) {
+        return Error{Errc::identity_changed, "accept the changed identity key first"};
+    }
+    it->second->verified = true;
+    mark_dirty(*it->second);
+    return ok();
+}
+
+Status E2eClient::accept_identity(std::string_view peer) {
+    const auto it = m_peers.find(peer);
+    if (it == m_peers.end() || !it->second->pending_identity) {
+        return Error{Errc::invalid_state, "no identity change pending for this peer"};
+    }
+    auto& p = *it->second;
+    p.identity = std::move(*p.pending_identity);
+    p.pending_identity.reset();
+    p.verified = false;
+    p.drop_all_sessions();
+    mark_dirty(p);
+    if (p.pending_bundle) {
+        auto pending = std::move(*p.pending_bundle);
+        p.pending_bundle.reset();
+        start_session(p, pending.first, pending.second);
+    }
+    auto held = std::move(p.held);
+    p.held.clear();
+    for (const auto& env : held) {
+        on_message(p.name, env);
+    }
+    return ok();
+}
+
+}  // namespace sim::client_detail

@@ -1,0 +1,115 @@
+#pragma once
+// Private: the end-to-end half of the client core (docs/protocol.md section 6). It owns the identity, prekeys,
+// Double Ratchet sessions, pinned peers, sequence numbers and outbox, keeps them in the ClientState, and turns
+// server frames into events and frames to send. Not thread-safe: the client core calls it under its lock.
+//
+// Changes are collected and written in one batch by commit(); frames that acknowledge or upload something that
+// must be durable first (acks, prekey uploads) are queued and handed out only after a successful commit.
+
+#include <sim/client.h>
+#include <sim/client_state.h>
+#include <sim/e2e.h>
+#include <sim/frame.h>
+#include <sim/messages.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace sim::client_detail {
+
+class E2eClient {
+public:
+    /// `state`, `rng` and `clock` must outlive this object.
+    E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, const Clock& clock);
+    ~E2eClient();
+    E2eClient(const E2eClient&) = delete;
+    E2eClient& operator=(const E2eClient&) = delete;
+
+    /// After login: load (or create) the identity of `user`. Errc::invalid_state when the state belongs to another
+    /// user; storage errors.
+    Status set_user(const std::string& user);
+    [[nodiscard]] bool ready() const noexcept { return !m_user.empty(); }
+    /// Acknowledge message `id` from `peer` once the next commit succeeds (acks are batched per peer).
+    void ack(const std::string& peer, const MessageId& id);
+
+    void on_prekey_status(const PrekeyStatus& status);
+    /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
+    void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
+    void on_message(const std::string& peer, const Envelope& envelope);
+    void on_receipt(ReceiptStatus status, const Receipt& receipt);
+    /// Seal and queue a text message; committed (outbox included) before it returns.
+    Result<MessageId> send_text(const std::string& peer, std::string_view text, std::size_t max_inner);
+    /// Periodic work: re-send messages without a receipt, answer DH ratchet steps with a ratchet-only message.
+    void tick();
+    /// After (re)login: send every outbox message again.
+    void resend_all();
+
+    [[nodiscard]] bool has_session(std::string_view peer) const;
+    [[nodiscard]] std::vector<std::string> peers_with_sessions() const;
+    [[nodiscard]] std::optional<SuiteId> session_suite(std::string_view peer) const;
+    [[nodiscard]] Result<PeerIdentity> peer_identity(std::string_view peer) const;
+    Status verify_peer(std::string_view peer);
+    Status accept_identity(std::string_view peer);
+    [[nodiscard]] std::size_t outbox_size() const noexcept { return m_outbox.size(); }
+
+    /// Write every pending change in one batch; on success the queued frames become available.
+    Status commit();
+    /// Events produced since the last call.
+    std::vector<ClientEvent> take_events();
+    /// Frames to send (only those whose state is committed).
+    std::vector<Frame> take_frames();
+
+    struct PeerState;
+
+private:
+    PeerState& peer_state(const std::string& peer);
+    const PeerState* find_peer(std::string_view peer) const;
+    Status load_prekeys();
+    Status load_peer(const std::string& peer);
+    void upload_prekeys(bool replace);
+    void open_with_session(PeerState& p, const Envelope& envelope);
+    void open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info);
+    void deliver_content(PeerState& p, const Envelope& envelope, std::uint64_t steps_before, std::uint64_t steps_after,
+                         SecureBytes plaintext);
+    Result<Bytes> seal_content(PeerState& p, const E2eContent& content);
+    void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
+    void queue_frame(Frame frame, bool after_commit);
+    void event(ClientEvent e) { m_events.push_back(std::move(e)); }
+    void error_event(const std::string& peer, const Error& error);
+    std::string safety_number_with(const PeerState& p, ByteView identity) const;
+    void mark_dirty(PeerState& p);
+
+    const ClientConfig& m_config;
+    ClientState& m_state;
+    Rng& m_rng;
+    const Clock& m_clock;
+
+    std::string m_user;
+    std::optional<e2e::IdentityKeyPair> m_identity;
+    struct Prekeys;
+    std::unique_ptr<Prekeys> m_prekeys;
+    std::map<std::string, std::unique_ptr<PeerState>, std::less<>> m_peers;
+
+    struct OutboxEntry {
+        std::string peer;
+        Bytes payload;  // the envelope, re-sent as is
+        TimePoint last_sent{};
+    };
+    std::map<MessageId, OutboxEntry> m_outbox;
+    bool m_outbox_dirty = false;
+    bool m_prekeys_dirty = false;
+    bool m_peers_index_dirty = false;
+
+    std::vector<StateWrite> m_writes;
+    std::map<std::string, std::vector<MessageId>> m_pending_acks;
+    std::vector<Frame> m_after_commit;
+    std::vector<Frame> m_ready_frames;
+    std::vector<ClientEvent> m_events;
+};
+
+}  // namespace sim::client_detail
