@@ -13,6 +13,14 @@
 #include <unordered_map>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#endif
+
 namespace sim::net {
 
 // ---------------------------------------------------------------- worker pool
@@ -42,11 +50,24 @@ struct WorkerPool::Impl {
     }
 };
 
-WorkerPool::WorkerPool(std::size_t threads, std::size_t max_queue) : m_impl(std::make_unique<Impl>()) {
+WorkerPool::WorkerPool(std::size_t threads, std::size_t max_queue, int nice) : m_impl(std::make_unique<Impl>()) {
     m_impl->max_queue = max_queue;
     const std::size_t n = threads == 0 ? 1 : threads;
     for (std::size_t i = 0; i < n; ++i) {
-        m_impl->threads.emplace_back([impl = m_impl.get()] { impl->run(); });
+        m_impl->threads.emplace_back([impl = m_impl.get(), nice] {
+#ifdef __linux__
+            if (nice != 0) {
+                // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
+                const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+                errno = 0;
+                const int current = ::getpriority(PRIO_PROCESS, tid);
+                if (errno == 0) {
+                    (void)::setpriority(PRIO_PROCESS, tid, current + nice);
+                }
+            }
+#endif
+            impl->run();
+        });
     }
 }
 
@@ -397,7 +418,7 @@ struct TcpServer::Impl {
     bool stopped = false;
 
     Impl(const ServerOptions& o, HandlerFactory f)
-        : workers(o.worker_threads, o.worker_queue), options(o), factory(std::move(f)) {}
+        : workers(o.worker_threads, o.worker_queue, o.worker_nice), options(o), factory(std::move(f)) {}
 
     void accept() {
         acceptor.async_accept(asio::make_strand(io), [this](const asio::error_code& ec, tcp::socket socket) {
