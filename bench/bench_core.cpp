@@ -1,6 +1,7 @@
 // Throughput of libsim's record layer beside Botan's raw ciphers, channel handshakes per second, and the frame
 // codec. Run: build/bench/bench_core  (see docs/performance.md)
 #include <sim/channel.h>
+#include <sim/crypto.h>
 #include <sim/frame.h>
 #include <sim/rng.h>
 #include <sim/session.h>
@@ -10,6 +11,8 @@
 #include <botan/cipher_mode.h>
 #include <botan/mac.h>
 
+#include <chrono>
+#include <ctime>
 #include <memory>
 
 namespace {
@@ -126,6 +129,73 @@ void BM_ChannelHandshakeXX(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_ChannelHandshakeXX);
+
+/// The server's share of one channel handshake: reading message 1, writing message 2, reading message 3 and
+/// finishing, timed alone (the client's steps run untimed) by this thread's CPU clock, so other processes on a
+/// shared machine do not inflate it. This is the CPU a server spends per handshake.
+std::chrono::nanoseconds thread_cpu_now() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+void BM_ChannelHandshakeServerSide(benchmark::State& state) {
+    auto rng = sim::make_system_rng();
+    const sim::SteadyClock clock;
+    sim::ServerHandshakeConfig server_cfg;
+    server_cfg.static_private_key = rng->secure_bytes(32);
+    sim::MemoryKnownServers known;
+    for (auto _ : state) {
+        sim::ClientHandshakeConfig client_cfg;
+        client_cfg.server_id = "bench";
+        auto client = sim::ClientHandshake::create(client_cfg, known, *rng, clock);
+        auto m1 = client->write_message();
+        const auto t0 = thread_cpu_now();
+        auto server = sim::ServerHandshake::create(server_cfg, *rng, clock);
+        (void)server->read_message(*m1);
+        auto m2 = server->write_message();
+        auto t1 = thread_cpu_now();
+        (void)client->read_message(*m2);
+        auto m3 = client->write_message();
+        auto a = client->finish();
+        const auto t2 = thread_cpu_now();
+        (void)server->read_message(*m3);
+        auto b = server->finish();
+        const auto t3 = thread_cpu_now();
+        if (!a || !b) {
+            state.SkipWithError("handshake failed");
+            break;
+        }
+        state.SetIterationTime(std::chrono::duration<double>((t1 - t0) + (t3 - t2)).count());
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_ChannelHandshakeServerSide)->UseManualTime();
+
+/// One X25519 scalar multiplication with a peer's point (Botan 2's curve25519_donna): Noise XX costs each side
+/// three of these (ee, es, se) plus one with the base point for its ephemeral key.
+void BM_X25519(benchmark::State& state) {
+    auto rng = sim::make_system_rng();
+    const auto a = sim::crypto::x25519_generate(*rng);
+    const auto b = sim::crypto::x25519_generate(*rng);
+    for (auto _ : state) {
+        auto shared = sim::crypto::x25519(a.private_key, b.public_key);
+        benchmark::DoNotOptimize(shared);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_X25519);
+
+/// A fresh ephemeral key pair (scalar multiplication with the base point).
+void BM_X25519Generate(benchmark::State& state) {
+    auto rng = sim::make_system_rng();
+    for (auto _ : state) {
+        auto kp = sim::crypto::x25519_generate(*rng);
+        benchmark::DoNotOptimize(kp);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_X25519Generate);
 
 void BM_FrameEncodeDecode(benchmark::State& state) {
     const sim::Frame f{sim::FrameType::message, 9, "alice", "bob",

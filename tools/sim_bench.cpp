@@ -698,6 +698,10 @@ const std::vector<OptionSpec>& option_specs() {
         {"conn-rate", 0, "MSGS",
          "route without --rate: cap per sending connection, under simd's 2000/s limit (0 = none)", "1900", false},
         {"duration", 0, "SEC", "route: sending time (also the time cap with --count)", "10", false},
+        {"login-storm", 0, "K",
+         "route: K password logins in a loop (fresh connections, one thread) while sending; with a high "
+         "--bcrypt-cost this saturates the server's hashing pool",
+         "0", false},
         {"count", 0, "N", "route: total messages; connect: connections; login: logins per phase", "", false},
         {"parallel", 0, "K", "login: concurrent logins in the parallel phase; connect: handshakes in progress",
          "4 (login), 64 (connect)", false},
@@ -770,6 +774,7 @@ struct Settings {
     std::uint64_t window = 16;
     double conn_rate = 1900;
     double duration = 10;
+    std::uint64_t login_storm = 0;
     std::optional<std::uint64_t> count;
     std::optional<std::uint64_t> parallel;
     double hold = 3;
@@ -837,6 +842,7 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
     SIM_TRY_STATUS(get_uint("conn-rate", conn_rate, 0, 10'000'000));
     s.conn_rate = static_cast<double>(conn_rate);
     SIM_TRY_STATUS(get_secs("duration", s.duration, 3600));
+    SIM_TRY_STATUS(get_uint("login-storm", s.login_storm, 0, 1000));
     if (args.has("count")) {
         std::uint64_t c = 0;
         SIM_TRY_STATUS(get_uint("count", c, 1, 1'000'000'000));
@@ -1177,6 +1183,85 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
     }
 }
 
+/// Password logins in a loop beside a route run (--login-storm K): K chains, each logging in as its own user over a
+/// fresh connection, again and again until stopped, so the server's hashing pool stays saturated. Runs on its own
+/// I/O thread so that the route traffic's threads are not slowed by the storm's client side.
+class LoginStorm {
+public:
+    LoginStorm(Shared& shared, std::uint64_t chains, std::string prefix)
+        : m_shared(shared), m_chains(chains), m_prefix(std::move(prefix)), m_engine(1) {}
+    ~LoginStorm() { stop(); }
+    LoginStorm(const LoginStorm&) = delete;
+    LoginStorm& operator=(const LoginStorm&) = delete;
+
+    void start() {
+        for (std::size_t w = 0; w < m_chains; ++w) {
+            chain(w);
+        }
+    }
+    void stop() {
+        if (m_stopped.exchange(true)) {
+            return;
+        }
+        {
+            const std::lock_guard lock(m_mutex);
+            for (auto& c : m_conns) {
+                c->shutdown();
+            }
+        }
+        std::this_thread::sleep_for(50ms);
+        m_engine.stop();
+    }
+    [[nodiscard]] std::uint64_t ok() const { return m_ok.load(); }
+    [[nodiscard]] std::uint64_t failed() const { return m_failed.load(); }
+    [[nodiscard]] const Histogram& latency() const { return m_latency; }
+
+private:
+    void chain(std::size_t w) {
+        if (m_stopped.load()) {
+            return;
+        }
+        const auto index = 200000 + m_next.fetch_add(1);  // source addresses apart from the route's
+        auto c = std::make_shared<Conn>(m_shared, m_engine.io(), index, [this, w](Conn& cc, const sim::ClientEvent& e) {
+            using K = sim::ClientEventKind;
+            if (e.kind == K::authenticated) {
+                m_latency.record(now_ns() - cc.started_ns());
+                m_ok.fetch_add(1);
+                cc.shutdown();
+                chain(w);
+            } else if ((e.kind == K::closed && !cc.closing_by_us()) || e.kind == K::error) {
+                if (e.kind == K::error) {
+                    cc.shutdown();
+                }
+                m_failed.fetch_add(1);
+                chain(w);
+            }
+        });
+        {
+            const std::lock_guard lock(m_mutex);
+            // Closed connections are dropped from the list (they keep themselves alive while closing).
+            std::erase_if(m_conns, [](const std::shared_ptr<Conn>& x) { return x->is_closed(); });
+            m_conns.push_back(c);
+        }
+        const auto name = m_prefix + "storm" + std::to_string(w);
+        if (auto r = c->start([name](Conn& cc) { (void)cc.core().login(name, password_credentials()); }); !r) {
+            m_failed.fetch_add(1);
+        }
+    }
+
+    Shared& m_shared;
+    std::uint64_t m_chains;
+    std::string m_prefix;
+    Histogram m_latency;
+    std::atomic<std::uint64_t> m_ok{0};
+    std::atomic<std::uint64_t> m_failed{0};
+    std::atomic<std::uint64_t> m_next{0};
+    std::atomic<bool> m_stopped{false};
+    std::mutex m_mutex;
+    std::vector<std::shared_ptr<Conn>> m_conns;
+    Engine m_engine;  // last: stopped (in stop()) before the members its handlers use go away
+};
+
 int run_route(const Settings& s) {
     auto target = open_target(s, {});
     if (!target) {
@@ -1256,6 +1341,21 @@ int run_route(const Settings& s) {
     }
     const double setup_s = seconds_since(setup_start);
 
+    // Login storm (optional): its users register on their first login, before the measured traffic starts.
+    std::unique_ptr<LoginStorm> storm;
+    double storm_t0 = 0;
+    if (s.login_storm > 0) {
+        storm = std::make_unique<LoginStorm>(shared, s.login_storm, prefix);
+        storm->start();
+        if (!wait_until([&] { return storm->ok() + storm->failed() >= s.login_storm; }, s.timeout, setup_tick) ||
+            storm->failed() > 0) {
+            storm->stop();
+            return fail("the login storm's users could not log in");
+        }
+        storm_t0 = static_cast<double>(now_ns());
+    }
+    const auto storm_ok0 = storm ? storm->ok() : 0;
+
     // Traffic.
     const auto cpu0 = target->cpu();
     const auto self0 = self_cpu_seconds();
@@ -1312,6 +1412,12 @@ int run_route(const Settings& s) {
     wait_until([&] { return (s.count && all_sent()) || st.closed.load() > 0; }, s.duration, traffic_tick);
     st.stop = true;
     const double send_s = seconds_since(t0);
+    std::uint64_t storm_logins = 0;
+    if (storm) {
+        storm_logins = storm->ok() - storm_ok0;
+        storm->stop();
+    }
+    (void)storm_t0;
     // Drain: everything sent is delivered or refused (or the timeout says it is lost).
     wait_until(
         [&] {
@@ -1385,6 +1491,14 @@ int run_route(const Settings& s) {
     rep.num("server_rss_mib", "server RSS", rss, "MiB", 1);
     rep.num("loadgen_cpu_s", "load generator CPU", self_cpu, "s", 2);
     rep.num("loadgen_cpu_percent", "load generator CPU use", self_cpu / elapsed * 100.0, "% of one core", 0);
+    if (storm) {
+        rep.num("login_storm_chains", "login storm: concurrent logins", static_cast<double>(s.login_storm), "", 0);
+        rep.num("login_storm_logins", "login storm: logins while sending", static_cast<double>(storm_logins), "", 0);
+        rep.num("login_storm_per_s", "login storm: logins/s", static_cast<double>(storm_logins) / send_s, "/s", 1);
+        rep.num("login_storm_p50_ms", "login storm: login p50",
+                static_cast<double>(storm->latency().quantile(0.50)) / 1e6, "ms", 1);
+        rep.num("login_storm_failed", "login storm: failed logins", static_cast<double>(storm->failed()), "", 0);
+    }
     rep.num("key_rotations", "conversation key rotations seen", static_cast<double>(st.rotations.load()), "", 0);
     rep.num("skipped_seq", "sequence gaps (refused messages)", static_cast<double>(skipped), "", 0);
     rep.print(std::cout);
