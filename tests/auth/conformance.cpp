@@ -12,9 +12,11 @@
 #include <mysql.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -93,7 +95,11 @@ public:
         mysql_free_result(res);
         return out;
     }
-    void drop_all() { exec("DROP TABLE IF EXISTS sim_conversation_keys, sim_sessions, sim_users, sim_meta"); }
+    void drop_all() {
+        exec(
+            "DROP TABLE IF EXISTS sim_messages, sim_one_time_prekeys, sim_prekeys, sim_conversation_keys, "
+            "sim_sessions, sim_users, sim_meta");
+    }
     /// Kill every other connection of this user (the backend's).
     int kill_others() {
         const auto ids = column(
@@ -476,6 +482,289 @@ TEST_CASE("the login flow on this backend: first login, wrong password, throttli
     CHECK(vault->remove("kate", "liam").value());
     REQUIRE(auth5->delete_user("kate").has_value());
     CHECK(auth5->list_users().value() == std::vector<std::string>{"liam"});
+}
+
+namespace {
+
+sim::Bytes filled(std::size_t n, std::uint8_t seed) {
+    sim::Bytes b(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        b[i] = static_cast<std::uint8_t>(seed + i * 13);
+    }
+    if (!b.empty()) {
+        b[0] = 0;  // a leading zero byte must survive
+    }
+    return b;
+}
+
+sim::PrekeyUpload upload(std::uint8_t identity, bool replace, std::uint32_t first_opk, std::size_t opks) {
+    sim::PrekeyUpload u;
+    u.replace = replace;
+    u.identity_key = filled(32, identity);
+    u.signed_prekey_id = 1000U + identity;
+    u.signed_prekey = filled(32, static_cast<std::uint8_t>(identity + 1));
+    u.signed_prekey_signature = filled(64, static_cast<std::uint8_t>(identity + 2));
+    for (std::size_t i = 0; i < opks; ++i) {
+        const auto id = first_opk + static_cast<std::uint32_t>(i);
+        u.one_time_prekeys.emplace_back(id, filled(32, static_cast<std::uint8_t>(id)));
+    }
+    return u;
+}
+
+sim::MessageId message_id(std::uint32_t n) {
+    sim::MessageId id{};
+    for (std::size_t i = 0; i < id.size(); ++i) {
+        id[i] = static_cast<std::uint8_t>(n >> (8 * (i % 4)));
+    }
+    id[15] = 0;
+    return id;
+}
+
+sim::store::StoredMessage stored(const std::string& to, const std::string& from, std::uint32_t n,
+                                 std::size_t size = 100) {
+    sim::store::StoredMessage m;
+    m.recipient = to;
+    m.sender = from;
+    m.id = message_id(n);
+    m.envelope = filled(size, static_cast<std::uint8_t>(n));
+    m.stored_at = t0 + std::chrono::milliseconds(n);
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("prekeys: upload, replace or add, identity check, bundles hand out each one-time prekey once") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("kim", "$h").has_value());
+    REQUIRE(s.create_user("lee", "$h").has_value());
+    CHECK(s.take_bundle("kim").value() == std::nullopt);
+    auto st = s.prekey_status("kim").value();
+    CHECK_FALSE(st.identity_key.has_value());
+    CHECK(st.one_time_count == 0);
+    CHECK(s.set_prekeys("nobody", upload(1, true, 1, 2)).code() == Errc::user_not_found);
+    CHECK(s.set_prekeys("", upload(1, true, 1, 2)).code() == Errc::invalid_argument);
+
+    REQUIRE(s.set_prekeys("kim", upload(1, true, 10, 3)).has_value());
+    st = s.prekey_status("kim").value();
+    REQUIRE(st.identity_key.has_value());
+    CHECK(*st.identity_key == filled(32, 1));
+    CHECK(st.one_time_count == 3);
+    CHECK(s.prekey_status("lee").value().one_time_count == 0);
+
+    // Adding with another identity is refused and changes nothing; adding with the same one adds.
+    CHECK(s.set_prekeys("kim", upload(2, false, 20, 2)).code() == Errc::bad_field);
+    CHECK(s.prekey_status("kim").value().one_time_count == 3);
+    auto more = upload(1, false, 20, 2);
+    more.signed_prekey_id = 77;
+    more.signed_prekey = filled(32, 99);
+    REQUIRE(s.set_prekeys("kim", more).has_value());
+    CHECK(s.prekey_status("kim").value().one_time_count == 5);
+
+    // Bundles: the signed prekey is the newest, one-time prekeys go lowest id first, each once.
+    std::vector<std::uint32_t> handed;
+    for (int i = 0; i < 5; ++i) {
+        const auto b = s.take_bundle("kim").value();
+        REQUIRE(b.has_value());
+        CHECK(b->identity_key == filled(32, 1));
+        CHECK(b->signed_prekey_id == 77);
+        CHECK(b->signed_prekey == filled(32, 99));
+        CHECK(b->signed_prekey_signature == filled(64, 3));
+        REQUIRE(b->one_time_prekey_id.has_value());
+        CHECK(b->one_time_prekey == filled(32, static_cast<std::uint8_t>(*b->one_time_prekey_id)));
+        handed.push_back(*b->one_time_prekey_id);
+    }
+    CHECK(handed == std::vector<std::uint32_t>{10, 11, 12, 20, 21});
+    const auto last = s.take_bundle("kim").value();
+    REQUIRE(last.has_value());
+    CHECK_FALSE(last->one_time_prekey_id.has_value());
+    CHECK(last->one_time_prekey.empty());
+    CHECK(s.prekey_status("kim").value().one_time_count == 0);
+
+    // Replace: a new identity, and the old one-time prekeys are gone.
+    REQUIRE(s.set_prekeys("kim", upload(1, false, 30, 2)).has_value());
+    REQUIRE(s.set_prekeys("kim", upload(5, true, 40, 1)).has_value());
+    st = s.prekey_status("kim").value();
+    CHECK(*st.identity_key == filled(32, 5));
+    CHECK(st.one_time_count == 1);
+    CHECK(s.take_bundle("kim").value()->one_time_prekey_id == 40U);
+
+    // Wrong sizes are refused before the database is touched.
+    auto bad = upload(5, false, 50, 1);
+    bad.signed_prekey_signature.pop_back();
+    CHECK(s.set_prekeys("kim", bad).code() == Errc::invalid_argument);
+    bad = upload(5, false, 50, 1);
+    bad.one_time_prekeys[0].second.push_back(0);
+    CHECK(s.set_prekeys("kim", bad).code() == Errc::invalid_argument);
+}
+
+TEST_CASE("prekeys: at most 1000 one-time prekeys are stored; deleting the user deletes them") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("max", "$h").has_value());
+    REQUIRE(s.set_prekeys("max", upload(1, true, 0, 200)).has_value());
+    for (std::uint32_t k = 1; k < 5; ++k) {
+        REQUIRE(s.set_prekeys("max", upload(1, false, k * 200, 200)).has_value());
+    }
+    CHECK(s.prekey_status("max").value().one_time_count == 1000);
+    // One more is refused, atomically: the signed prekey of that upload is not applied either.
+    auto over = upload(1, false, 5000, 1);
+    over.signed_prekey_id = 4242;
+    CHECK(s.set_prekeys("max", over).code() == Errc::limit_reached);
+    CHECK(s.prekey_status("max").value().one_time_count == 1000);
+    CHECK(s.take_bundle("max").value()->signed_prekey_id == 1001);
+    // Re-uploading a stored id replaces its key and does not count twice.
+    REQUIRE(s.set_prekeys("max", upload(1, false, 1, 1)).has_value());
+    CHECK(s.prekey_status("max").value().one_time_count == 999);
+    // replace = 1 with a full stock is fine
+    REQUIRE(s.set_prekeys("max", upload(2, true, 0, 200)).has_value());
+    CHECK(s.prekey_status("max").value().one_time_count == 200);
+
+    REQUIRE(s.delete_user("max").has_value());
+    CHECK(s.take_bundle("max").value() == std::nullopt);
+    REQUIRE(s.create_user("max", "$h").has_value());
+    CHECK_FALSE(s.prekey_status("max").value().identity_key.has_value());
+}
+
+TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactly once") {
+    TestDb db;
+    REQUIRE(db.backend->create_user("ned", "$h").has_value());
+    REQUIRE(db.backend->set_prekeys("ned", upload(1, true, 1, 100)).has_value());
+    std::vector<std::unique_ptr<Backend>> handles;
+    handles.push_back(nullptr);
+    if (db.persistent()) {
+        handles.push_back(db.open());  // a second connection competes too
+    }
+    std::mutex mutex;
+    std::vector<std::uint32_t> seen;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        Backend& b = (t % 2 == 1 && handles.size() > 1) ? *handles[1] : *db.backend;
+        threads.emplace_back([&b, &mutex, &seen] {
+            for (int i = 0; i < 30; ++i) {
+                const auto r = b.take_bundle("ned");
+                if (r && r.value() && r.value()->one_time_prekey_id) {
+                    const std::lock_guard lock(mutex);
+                    seen.push_back(*r.value()->one_time_prekey_id);
+                }
+            }
+        });
+    }
+    for (auto& th : threads) {
+        th.join();
+    }
+    std::sort(seen.begin(), seen.end());
+    CHECK(seen.size() == 100);
+    CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+}
+
+TEST_CASE("messages: append in batches, idempotent, store order, removal, counts") {
+    TestDb db;
+    auto& s = *db.backend;
+    CHECK(s.count("ola").value() == 0);
+    CHECK(s.pending("ola", 0, 10).value().empty());
+
+    std::vector<sim::store::StoredMessage> batch = {stored("ola", "pat", 1), stored("ola", "quin", 2),
+                                                    stored("ray", "pat", 3), stored("ola", "pat", 4, 65536)};
+    CHECK(s.append(batch).value() == std::vector<bool>{true, true, true, true});
+    // The same (sender, recipient, id) again is not stored again; the same id from another sender or to another
+    // recipient is a different message.
+    std::vector<sim::store::StoredMessage> again = {stored("ola", "pat", 1), stored("ola", "ray", 1),
+                                                    stored("pat", "ola", 1), stored("ola", "pat", 5)};
+    again[0].envelope = filled(10, 200);  // a retry never replaces the stored bytes
+    CHECK(s.append(again).value() == std::vector<bool>{false, true, true, true});
+    CHECK(s.count("ola").value() == 5);
+    CHECK(s.count("ray").value() == 1);
+    CHECK(s.count("pat").value() == 1);
+
+    auto all = s.pending("ola", 0, 100).value();
+    REQUIRE(all.size() == 5);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        if (i > 0) {
+            CHECK(all[i].seq > all[i - 1].seq);
+        }
+        CHECK(all[i].recipient == "ola");
+    }
+    CHECK(all[0] == [&] {
+        auto m = stored("ola", "pat", 1);
+        m.seq = all[0].seq;
+        return m;
+    }());
+    CHECK(all[1].sender == "quin");
+    CHECK(all[2].envelope.size() == 65536);
+    CHECK(all[2].envelope == filled(65536, 4));
+    CHECK(all[3].sender == "ray");
+    CHECK(all[4].sender == "pat");
+    CHECK(all[4].id == message_id(5));
+
+    // Paging by seq.
+    const auto first2 = s.pending("ola", 0, 2).value();
+    REQUIRE(first2.size() == 2);
+    const auto next = s.pending("ola", first2[1].seq, 2).value();
+    REQUIRE(next.size() == 2);
+    CHECK(next[0].seq == all[2].seq);
+    CHECK(s.pending("ola", all.back().seq, 10).value().empty());
+
+    // Removal is per (recipient, sender, id).
+    CHECK(s.remove("ola", "quin", {message_id(1)}).value() == 0);
+    CHECK(s.remove("ola", "pat", {message_id(1), message_id(4), message_id(99)}).value() == 2);
+    CHECK(s.remove("ola", "pat", {message_id(1)}).value() == 0);
+    CHECK(s.count("ola").value() == 3);
+    CHECK(s.pending("ola", 0, 10).value().front().sender == "quin");
+    // A removed message may be stored again later (a new delivery of the same id).
+    CHECK(s.append({stored("ola", "pat", 1)}).value() == std::vector<bool>{true});
+    CHECK(s.pending("ola", 0, 10).value().back().id == message_id(1));
+
+    // Bad input: nothing of the batch is stored.
+    CHECK(s.append({stored("ola", "pat", 50), stored("", "pat", 51)}).code() == Errc::invalid_argument);
+    CHECK(s.append({stored("ola", "pat", 50), stored("ola", "pat", 51, 65537)}).code() == Errc::invalid_argument);
+    CHECK(s.append({stored("ola", "pat", 50, 0)}).code() == Errc::invalid_argument);
+    CHECK(s.count("ola").value() == 4);
+    CHECK(s.count("").code() == Errc::invalid_argument);
+    CHECK(s.pending("", 0, 1).code() == Errc::invalid_argument);
+    CHECK(s.remove("ola", "", {message_id(1)}).code() == Errc::invalid_argument);
+    CHECK(s.append({}).value().empty());
+}
+
+TEST_CASE("messages: survive reopening, continue the order, and go with a deleted recipient") {
+    TestDb db;
+    REQUIRE(db.backend->create_user("sue", "$h").has_value());
+    REQUIRE(db.backend->append({stored("sue", "tom", 1), stored("sue", "tom", 2)}).has_value());
+    if (db.persistent()) {
+        db.reopen();
+        REQUIRE(db.backend->append({stored("sue", "tom", 3)}).has_value());
+        const auto p = db.backend->pending("sue", 0, 10).value();
+        REQUIRE(p.size() == 3);
+        CHECK(p[0].id == message_id(1));
+        CHECK(p[2].id == message_id(3));
+        CHECK(p[2].seq > p[1].seq);
+        auto second = db.open();
+        CHECK(second->count("sue").value() == 3);
+    }
+    REQUIRE(db.backend->append({stored("tom", "sue", 9)}).has_value());
+    REQUIRE(db.backend->delete_user("sue").has_value());
+    CHECK(db.backend->count("sue").value() == 0);
+    CHECK(db.backend->count("tom").value() == 1);  // messages *from* a deleted user stay for their recipient
+}
+
+TEST_CASE("messages: concurrent appends from several threads are each stored once") {
+    TestDb db;
+    auto& s = *db.backend;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&s, t] {
+            for (std::uint32_t i = 0; i < 25; ++i) {
+                // every thread appends the same ids: only one copy of each may be stored
+                std::vector<sim::store::StoredMessage> b = {stored("uma", "vic", i), stored("uma", "vic", 100 + i)};
+                (void)t;
+                (void)s.append(b);
+            }
+        });
+    }
+    for (auto& th : threads) {
+        th.join();
+    }
+    CHECK(s.count("uma").value() == 50);
 }
 
 TEST_CASE("open_backend rejects unknown URLs") {

@@ -114,7 +114,7 @@ void expect_refused_unchanged(const TempDir& dir, Errc code) {
     CHECK(snapshot(dir.path) == before);
 }
 
-// Version 1 and 2 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
+// Versions 1 to 3 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
 const char* const schema_v1 =
     "PRAGMA application_id = 1280526669;"
     "CREATE TABLE sim_users (username TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL) WITHOUT ROWID;"
@@ -123,6 +123,24 @@ const char* const schema_v2_extra =
     "ALTER TABLE sim_users ADD COLUMN failed_count INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sim_users ADD COLUMN last_failure_ns INTEGER NOT NULL DEFAULT 0;"
     "PRAGMA user_version = 2;";
+const char* const schema_v3_extra =
+    "CREATE TABLE sim_sessions ("
+    "  token_hash BLOB PRIMARY KEY NOT NULL CHECK (length(token_hash) = 32),"
+    "  username TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  expires_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sim_sessions_user ON sim_sessions (username);"
+    "CREATE TABLE sim_conversation_keys ("
+    "  user_a TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  user_b TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  sealed_key BLOB NOT NULL,"
+    "  epoch INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (user_a, user_b),"
+    "  CHECK (user_a < user_b)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sim_conversation_keys_b ON sim_conversation_keys (user_b);"
+    "PRAGMA user_version = 3;";
 
 }  // namespace
 
@@ -157,7 +175,7 @@ TEST_CASE("an empty file is initialised; a missing directory is a storage error"
 }
 
 TEST_CASE("an older file is upgraded on open and its accounts keep working") {
-    for (const int version : {1, 2}) {
+    for (const int version : {1, 2, 3}) {
         INFO("from version " << version);
         TempDir dir;
         auto rng = sim::make_deterministic_rng(sim::as_bytes("old schema"));
@@ -167,6 +185,10 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
             raw.exec(schema_v1);
             if (version >= 2) {
                 raw.exec(schema_v2_extra);
+                if (version >= 3) {
+                    raw.exec(schema_v3_extra);
+                    raw.exec("PRAGMA foreign_keys = ON");
+                }
                 raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "', 2, 7)");
             } else {
                 raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "')");
@@ -185,6 +207,13 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         CHECK(user->failures.count == (version >= 2 ? 2U : 0U));
         // The new tables exist and work.
         REQUIRE(b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::store::WallTime{}).has_value());
+        sim::store::StoredMessage m;
+        m.recipient = "olduser";
+        m.sender = "someone";
+        m.envelope = sim::Bytes(20, 1);
+        CHECK(b.value()->append({m}).value() == std::vector<bool>{true});
+        CHECK(b.value()->count("olduser").value() == 1);
+        CHECK(b.value()->prekey_status("olduser").value().one_time_count == 0);
         // The login flow upgrades the seed's hash.
         sim::auth::HashPolicy p;
         p.bcrypt.cost = 4;

@@ -1,9 +1,10 @@
 #pragma once
 /// @file
-/// Storage interfaces for accounts, session tokens and conversation keys, and the backends that implement them.
+/// Storage interfaces for accounts, session tokens, conversation keys, prekeys and the offline message queue, and
+/// the backends that implement them.
 ///
 /// The authentication logic (`sim/auth.h`) talks only to these interfaces, so an application can bring its own
-/// backend. libsim ships three, each of which implements all three interfaces (`Backend`) and passes one shared
+/// backend. libsim ships three, each of which implements all five interfaces (`Backend`) and passes one shared
 /// conformance suite (`tests/auth/`):
 /// - memory (`make_memory_backend`): tests and embedding; nothing persists.
 /// - SQLite (`open_sqlite_backend`): the embedded default. WAL mode, `synchronous=FULL`, versioned schema migrated
@@ -17,7 +18,8 @@
 /// - Password hashes are opaque self-describing strings (at most `max_hash_length` bytes).
 /// - Session tokens are stored only as their SHA-256 (`token_hash`, 32 bytes); a store never sees a token.
 /// - Conversation keys are stored only sealed (encrypted and authenticated by `sim::auth::ConversationKeyVault`).
-/// - Deleting a user deletes their session tokens and conversation keys.
+/// - Deleting a user deletes their session tokens, conversation keys, prekeys and the messages stored for them.
+/// - Prekeys and stored messages are public keys and end-to-end ciphertext: stored as they are.
 /// - Stores never read a clock: every time value is passed in by the caller.
 ///
 /// Thread safety: every backend object is safe to call from several threads at once (each serialises its own
@@ -26,6 +28,7 @@
 #include <sim/bytes.h>
 #include <sim/clock.h>
 #include <sim/error.h>
+#include <sim/messages.h>
 
 #include <chrono>
 #include <cstddef>
@@ -175,10 +178,82 @@ public:
     [[nodiscard]] virtual Result<std::size_t> delete_all_conversation_keys() = 0;
 };
 
+// ---------------------------------------------------------------- prekeys
+
+/// Published prekeys of end-to-end users (docs/protocol.md 6.1): identity key, signed prekey and at most
+/// `max_prekeys_stored` one-time prekeys per user. Only public keys; the SPK signature is checked by the caller
+/// (the server core) before set_prekeys.
+class PrekeyStore {
+public:
+    virtual ~PrekeyStore() = default;
+
+    /// Apply an upload atomically. `replace`: the identity, the signed prekey and all one-time prekeys are
+    /// replaced. Otherwise the stored identity must equal `identity_key` (a user without stored prekeys may
+    /// upload with either), the signed prekey is replaced and the one-time prekeys are added (an id already
+    /// stored gets the new key). Errc::bad_field (identity differs), Errc::limit_reached (more than
+    /// max_prekeys_stored one-time prekeys would be stored; nothing changes), Errc::invalid_argument (name, key
+    /// sizes), Errc::user_not_found, Errc::storage_error.
+    [[nodiscard]] virtual Status set_prekeys(std::string_view username, const PrekeyUpload& upload) = 0;
+
+    /// The user's bundle with one one-time prekey (the lowest id), which is deleted in the same transaction so
+    /// it is handed out once; without one-time prekeys the bundle has none. Empty when the user has published
+    /// nothing. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) = 0;
+
+    /// The stored identity (if any) and the number of one-time prekeys. Errc::invalid_argument,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<PrekeyStatus> prekey_status(std::string_view username) = 0;
+};
+
+// ---------------------------------------------------------------- offline messages
+
+/// Largest envelope a message store accepts (a message payload always fits a frame).
+inline constexpr std::size_t max_stored_envelope_size = 64U * 1024U;
+
+/// One message in the offline queue (docs/protocol.md 6.7).
+struct StoredMessage {
+    std::uint64_t seq = 0;  ///< assigned by the store, increasing in store order (ignored by append)
+    std::string recipient;  ///< canonical
+    std::string sender;     ///< canonical
+    MessageId id{};         ///< the envelope's id; (sender, recipient, id) is stored once
+    Bytes envelope;         ///< the `message` payload as the sender sent it
+    WallTime stored_at{};
+
+    friend bool operator==(const StoredMessage&, const StoredMessage&) = default;
+};
+
+/// The offline queue: messages for recipients who are offline or still have stored messages waiting.
+class MessageStore {
+public:
+    virtual ~MessageStore() = default;
+
+    /// Store a batch in ONE transaction (all or nothing). A message whose (sender, recipient, id) is stored
+    /// already is not stored again. Returns, per message in order, whether it was new. Errc::invalid_argument
+    /// (a name, an empty or oversized envelope: nothing is stored), Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) = 0;
+
+    /// Up to `limit` messages for `recipient` with seq > `after_seq`, in store order. Errc::invalid_argument,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient,
+                                                                     std::uint64_t after_seq, std::size_t limit) = 0;
+
+    /// Delete the messages (sender -> recipient) with these ids; returns how many existed. Errc::invalid_argument,
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+                                                     const std::vector<MessageId>& ids) = 0;
+
+    /// Number of messages stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> count(std::string_view recipient) = 0;
+};
+
 // ---------------------------------------------------------------- backends
 
-/// A backend: one database that implements all three stores. Thread-safe.
-class Backend : public CredentialStore, public SessionTokenStore, public ConversationKeyStore {
+/// A backend: one database that implements all five stores. Thread-safe.
+class Backend : public CredentialStore,
+                public SessionTokenStore,
+                public ConversationKeyStore,
+                public PrekeyStore,
+                public MessageStore {
 public:
     /// Short backend name for messages: "memory", "sqlite" or "mariadb".
     [[nodiscard]] virtual std::string_view kind() const noexcept = 0;
@@ -195,7 +270,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 3;
+inline constexpr int schema_version = 4;
 
 /// Open (and create or upgrade) a SQLite database.
 ///
@@ -215,7 +290,7 @@ struct MariaDbConfig {
 };
 
 /// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
-/// `sim_conversation_keys`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
+/// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
 /// database was written by a newer libsim; Errc::corrupt_database when it holds libsim tables without a version;
 /// Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented when this libsim was
 /// built without MariaDB Connector/C.

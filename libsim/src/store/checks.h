@@ -58,6 +58,41 @@ inline Status check_epoch(std::uint64_t epoch) {
     return ok();
 }
 
+/// Key sizes of a prekey upload (the wire decoder fixes them; a direct caller may not).
+inline Status check_upload(const PrekeyUpload& u) {
+    if (u.identity_key.size() != e2e::key_size || u.signed_prekey.size() != e2e::key_size ||
+        u.signed_prekey_signature.size() != e2e::signature_size) {
+        return Error{Errc::invalid_argument, "prekey upload: wrong key or signature size"};
+    }
+    if (u.one_time_prekeys.size() > max_prekeys_stored) {
+        return Error{Errc::limit_reached, "more than 1000 one-time prekeys"};
+    }
+    for (const auto& [id, key] : u.one_time_prekeys) {
+        if (key.size() != e2e::key_size || id == e2e::no_one_time_prekey) {
+            return Error{Errc::invalid_argument, "prekey upload: wrong one-time prekey"};
+        }
+    }
+    return ok();
+}
+
+inline Status check_messages(const std::vector<StoredMessage>& batch) {
+    for (const auto& m : batch) {
+        SIM_TRY_STATUS(check_name(m.recipient));
+        SIM_TRY_STATUS(check_name(m.sender));
+        if (m.envelope.empty() || m.envelope.size() > max_stored_envelope_size) {
+            return Error{Errc::invalid_argument, "stored message must be 1..65536 bytes"};
+        }
+    }
+    return ok();
+}
+
+inline Error identity_differs() {
+    return Error{Errc::bad_field, "identity key differs from the stored one (upload with replace)"};
+}
+inline Error too_many_prekeys() {
+    return Error{Errc::limit_reached, "more than 1000 one-time prekeys would be stored"};
+}
+
 inline Error no_user() {
     return Error{Errc::user_not_found, "no such account"};
 }

@@ -50,6 +50,20 @@ const std::array<std::vector<const char*>, schema_version> migrations{{
      "ON DELETE CASCADE, "
      "CONSTRAINT sim_conversation_keys_b_fk FOREIGN KEY (user_b) REFERENCES sim_users (username) "
      "ON DELETE CASCADE, CONSTRAINT sim_conversation_keys_order CHECK (user_a < user_b)) ENGINE=InnoDB"},
+    // 3 -> 4: end-to-end prekeys and the offline message queue (messages without a foreign key: see
+    // sqlite_schema.h)
+    {"CREATE TABLE IF NOT EXISTS sim_prekeys (username VARBINARY(64) NOT NULL PRIMARY KEY, "
+     "identity_key BINARY(32) NOT NULL, spk_id BIGINT NOT NULL, spk BINARY(32) NOT NULL, "
+     "spk_sig BINARY(64) NOT NULL, CONSTRAINT sim_prekeys_user_fk FOREIGN KEY (username) "
+     "REFERENCES sim_users (username) ON DELETE CASCADE) ENGINE=InnoDB",
+     "CREATE TABLE IF NOT EXISTS sim_one_time_prekeys (username VARBINARY(64) NOT NULL, key_id BIGINT NOT NULL, "
+     "public_key BINARY(32) NOT NULL, PRIMARY KEY (username, key_id), CONSTRAINT sim_one_time_prekeys_fk "
+     "FOREIGN KEY (username) REFERENCES sim_prekeys (username) ON DELETE CASCADE) ENGINE=InnoDB",
+     "CREATE TABLE IF NOT EXISTS sim_messages (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+     "recipient VARBINARY(64) NOT NULL, sender VARBINARY(64) NOT NULL, message_id BINARY(16) NOT NULL, "
+     "envelope MEDIUMBLOB NOT NULL, stored_ms BIGINT NOT NULL, "
+     "UNIQUE KEY sim_messages_key (recipient, sender, message_id), "
+     "KEY sim_messages_recipient (recipient, seq)) ENGINE=InnoDB"},
 }};
 
 /// A statement parameter.
@@ -145,11 +159,25 @@ public:
             SIM_TRY_VARIANT(connect());
         }
         auto first = run_once(sql, params, kinds);
-        if (const auto* e = std::get_if<DbError>(&first); e != nullptr && is_connection_lost(e->err)) {
+        if (const auto* e = std::get_if<DbError>(&first); m_retry && e != nullptr && is_connection_lost(e->err)) {
             SIM_TRY_VARIANT(connect());
             return run_once(sql, params, kinds);
         }
         return first;
+    }
+
+    /// Inside a transaction a lost connection must not be retried on a new one (the work so far is gone).
+    void set_retry(bool retry) noexcept { m_retry = retry; }
+
+    /// A constant statement without parameters or results (transaction control) through the text protocol.
+    std::variant<Outcome, DbError, Error> simple(const char* sql) {
+        if (m_mysql == nullptr) {
+            SIM_TRY_VARIANT(connect());
+        }
+        if (mysql_real_query(m_mysql, sql, std::strlen(sql)) != 0) {
+            return DbError{mysql_errno(m_mysql)};
+        }
+        return Outcome{};
     }
 
 private:
@@ -289,6 +317,7 @@ private:
 
     MariaDbParams m_params;
     MYSQL* m_mysql = nullptr;
+    bool m_retry = true;
     std::map<std::string, MYSQL_STMT*, std::less<>> m_stmts;
 };
 
@@ -433,12 +462,15 @@ public:
     Status delete_user(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         const std::lock_guard lock(m_mutex);
-        // Tokens and conversation keys go by ON DELETE CASCADE.
-        SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_users WHERE username = ?", {username}, "")));
-        if (r.affected == 0) {
-            return no_user();
-        }
-        return ok();
+        // Tokens, conversation keys and prekeys go by ON DELETE CASCADE; stored messages are deleted here.
+        return in_transaction([&]() -> Status {
+            SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_users WHERE username = ?", {username}, "")));
+            if (r.affected == 0) {
+                return no_user();
+            }
+            SIM_TRY_STATUS(plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ?", {username}, "")));
+            return ok();
+        });
     }
 
     Result<std::vector<std::string>> list_users() override {
@@ -569,7 +601,190 @@ public:
         return static_cast<std::size_t>(r.affected);
     }
 
+    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_upload(upload));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Status {
+            SIM_TRY(const auto found, plain(m_conn.run("SELECT identity_key FROM sim_prekeys WHERE username = ? "
+                                                       "FOR UPDATE",
+                                                       {username}, "b")));
+            if (!found.rows.empty() && !upload.replace && bytes_of(found.rows[0][0]) != upload.identity_key) {
+                return identity_differs();
+            }
+            if (upload.replace) {
+                SIM_TRY_STATUS(
+                    plain(m_conn.run("DELETE FROM sim_one_time_prekeys WHERE username = ?", {username}, "")));
+            }
+            auto up = m_conn.run(
+                "INSERT INTO sim_prekeys (username, identity_key, spk_id, spk, spk_sig) VALUES (?, ?, ?, ?, ?) "
+                "ON DUPLICATE KEY UPDATE identity_key = VALUES(identity_key), spk_id = VALUES(spk_id), "
+                "spk = VALUES(spk), spk_sig = VALUES(spk_sig)",
+                {username, ByteView{upload.identity_key}, static_cast<std::int64_t>(upload.signed_prekey_id),
+                 ByteView{upload.signed_prekey}, ByteView{upload.signed_prekey_signature}},
+                "");
+            if (failed_with(up) == ER_NO_REFERENCED_ROW_2) {
+                return no_user();
+            }
+            SIM_TRY_STATUS(plain(std::move(up)));
+            for (const auto& [id, key] : upload.one_time_prekeys) {
+                SIM_TRY_STATUS(plain(m_conn.run("INSERT INTO sim_one_time_prekeys (username, key_id, public_key) "
+                                                "VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE "
+                                                "public_key = VALUES(public_key)",
+                                                {username, static_cast<std::int64_t>(id), ByteView{key}}, "")));
+            }
+            SIM_TRY(const auto n, count_opks(username));
+            if (n > max_prekeys_stored) {
+                return too_many_prekeys();  // rolled back
+            }
+            return ok();
+        });
+    }
+
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<std::optional<e2e::PrekeyBundle>> {
+            SIM_TRY(const auto r, plain(m_conn.run("SELECT identity_key, spk_id, spk, spk_sig FROM sim_prekeys "
+                                                   "WHERE username = ? FOR UPDATE",
+                                                   {username}, "bibb")));
+            if (r.rows.empty()) {
+                return std::optional<e2e::PrekeyBundle>{};
+            }
+            e2e::PrekeyBundle b;
+            b.identity_key = bytes_of(r.rows[0][0]);
+            b.signed_prekey_id = static_cast<std::uint32_t>(r.rows[0][1].i);
+            b.signed_prekey = bytes_of(r.rows[0][2]);
+            b.signed_prekey_signature = bytes_of(r.rows[0][3]);
+            SIM_TRY(const auto o, plain(m_conn.run("SELECT key_id, public_key FROM sim_one_time_prekeys "
+                                                   "WHERE username = ? ORDER BY key_id LIMIT 1 FOR UPDATE",
+                                                   {username}, "ib")));
+            if (!o.rows.empty()) {
+                const auto id = o.rows[0][0].i;
+                SIM_TRY_STATUS(plain(m_conn.run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND key_id = ?",
+                                                {username, id}, "")));
+                b.one_time_prekey_id = static_cast<std::uint32_t>(id);
+                b.one_time_prekey = bytes_of(o.rows[0][1]);
+            }
+            return std::optional<e2e::PrekeyBundle>{std::move(b)};
+        });
+    }
+
+    Result<PrekeyStatus> prekey_status(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r,
+                plain(m_conn.run("SELECT identity_key FROM sim_prekeys WHERE username = ?", {username}, "b")));
+        PrekeyStatus st;
+        if (!r.rows.empty()) {
+            st.identity_key = bytes_of(r.rows[0][0]);
+            SIM_TRY(const auto n, count_opks(username));
+            st.one_time_count = static_cast<std::uint32_t>(n);
+        }
+        return st;
+    }
+
+    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
+        SIM_TRY_STATUS(check_messages(batch));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<std::vector<bool>> {
+            std::vector<bool> fresh;
+            fresh.reserve(batch.size());
+            for (const auto& m : batch) {
+                // IGNORE only skips the duplicate key here: every value was checked above.
+                SIM_TRY(const auto r,
+                        plain(m_conn.run("INSERT IGNORE INTO sim_messages (recipient, sender, message_id, envelope, "
+                                         "stored_ms) VALUES (?, ?, ?, ?, ?)",
+                                         {sv(m.recipient), sv(m.sender), ByteView{m.id}, ByteView{m.envelope},
+                                          to_ms(m.stored_at)},
+                                         "")));
+                fresh.push_back(r.affected != 0);
+            }
+            return fresh;  // committed by in_transaction: one log flush for the batch
+        });
+    }
+
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+                                               std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(auto r, plain(m_conn.run("SELECT seq, sender, message_id, envelope, stored_ms FROM sim_messages "
+                                         "WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                         {recipient, static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)),
+                                          static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX))},
+                                         "ibbbi")));
+        std::vector<StoredMessage> out;
+        out.reserve(r.rows.size());
+        for (auto& row : r.rows) {
+            StoredMessage m;
+            m.seq = static_cast<std::uint64_t>(row[0].i);
+            m.recipient = std::string(recipient);
+            m.sender = std::move(row[1].s);
+            if (row[2].s.size() != m.id.size()) {
+                return Error{Errc::corrupt_database, "stored message id has the wrong size"};
+            }
+            std::copy(row[2].s.begin(), row[2].s.end(), m.id.begin());
+            m.envelope = bytes_of(row[3]);
+            m.stored_at = from_ms(row[4].i);
+            out.push_back(std::move(m));
+        }
+        return out;
+    }
+
+    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+                               const std::vector<MessageId>& ids) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_name(sender));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<std::size_t> {
+            std::size_t n = 0;
+            for (const auto& id : ids) {
+                SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
+                                                       "AND message_id = ?",
+                                                       {recipient, sender, ByteView{id}}, "")));
+                n += static_cast<std::size_t>(r.affected);
+            }
+            return n;
+        });
+    }
+
+    Result<std::size_t> count(std::string_view recipient) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r,
+                plain(m_conn.run("SELECT COUNT(*) FROM sim_messages WHERE recipient = ?", {recipient}, "i")));
+        return r.rows.empty() ? std::size_t{0} : static_cast<std::size_t>(r.rows[0][0].i);
+    }
+
 private:
+    static Bytes bytes_of(const Value& v) {
+        return Bytes(v.s.begin(), v.s.end());
+    }
+
+    Result<std::size_t> count_opks(std::string_view username) {
+        SIM_TRY(const auto r, plain(m_conn.run("SELECT COUNT(*) FROM sim_one_time_prekeys WHERE username = ?",
+                                               {username}, "i")));
+        return r.rows.empty() ? std::size_t{0} : static_cast<std::size_t>(r.rows[0][0].i);
+    }
+
+    /// Run `fn` (statements of m_conn) in one transaction: committed when it succeeds, rolled back otherwise.
+    /// A connection lost inside is an error (not retried: the transaction is gone with it). Caller holds m_mutex.
+    template <typename Fn>
+    auto in_transaction(Fn&& fn) -> decltype(fn()) {
+        SIM_TRY_STATUS(plain(m_conn.simple("START TRANSACTION")));
+        m_conn.set_retry(false);
+        auto result = fn();
+        if (result) {
+            if (auto st = plain(m_conn.simple("COMMIT")); !st) {
+                result = st.error();
+            }
+        } else {
+            (void)m_conn.simple("ROLLBACK");
+        }
+        m_conn.set_retry(true);
+        return result;
+    }
+
     Result<bool> exists(std::string_view username) {
         SIM_TRY(const auto r, plain(m_conn.run("SELECT 1 FROM sim_users WHERE username = ?", {username}, "i")));
         return !r.rows.empty();

@@ -1,8 +1,10 @@
 // The in-memory backend: tests and embedding. One mutex guards everything.
 #include "checks.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <tuple>
 
 namespace sim::store {
 namespace {
@@ -86,6 +88,8 @@ public:
         std::erase_if(m_tokens, [&](const auto& kv) { return kv.second.username == username; });
         std::erase_if(m_keys,
                       [&](const auto& kv) { return kv.first.first == username || kv.first.second == username; });
+        m_prekeys.erase(std::string(username));
+        std::erase_if(m_messages, [&](const auto& kv) { return kv.second.recipient == username; });
         return ok();
     }
 
@@ -195,11 +199,136 @@ public:
         return n;
     }
 
+    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_upload(upload));
+        const std::lock_guard lock(m_mutex);
+        if (m_users.count(std::string(username)) == 0) {
+            return no_user();
+        }
+        const auto it = m_prekeys.find(std::string(username));
+        const bool keep = !upload.replace && it != m_prekeys.end();
+        if (keep && it->second.identity != upload.identity_key) {
+            return identity_differs();
+        }
+        auto opks = keep ? it->second.one_time : std::map<std::uint32_t, Bytes>{};
+        for (const auto& [id, key] : upload.one_time_prekeys) {
+            opks[id] = key;
+        }
+        if (opks.size() > max_prekeys_stored) {
+            return too_many_prekeys();
+        }
+        m_prekeys[std::string(username)] = Prekeys{upload.identity_key, upload.signed_prekey_id, upload.signed_prekey,
+                                                   upload.signed_prekey_signature, std::move(opks)};
+        return ok();
+    }
+
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_prekeys.find(std::string(username));
+        if (it == m_prekeys.end()) {
+            return std::optional<e2e::PrekeyBundle>{};
+        }
+        auto& p = it->second;
+        e2e::PrekeyBundle b;
+        b.identity_key = p.identity;
+        b.signed_prekey_id = p.spk_id;
+        b.signed_prekey = p.spk;
+        b.signed_prekey_signature = p.spk_sig;
+        if (!p.one_time.empty()) {
+            const auto first = p.one_time.begin();
+            b.one_time_prekey_id = first->first;
+            b.one_time_prekey = first->second;
+            p.one_time.erase(first);
+        }
+        return std::optional<e2e::PrekeyBundle>{std::move(b)};
+    }
+
+    Result<PrekeyStatus> prekey_status(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        PrekeyStatus st;
+        const auto it = m_prekeys.find(std::string(username));
+        if (it != m_prekeys.end()) {
+            st.identity_key = it->second.identity;
+            st.one_time_count = static_cast<std::uint32_t>(it->second.one_time.size());
+        }
+        return st;
+    }
+
+    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
+        SIM_TRY_STATUS(check_messages(batch));
+        const std::lock_guard lock(m_mutex);
+        std::vector<bool> fresh;
+        fresh.reserve(batch.size());
+        for (const auto& m : batch) {
+            const auto [it, inserted] = m_message_keys.emplace(MessageKey{m.recipient, m.sender, m.id}, m_next_seq);
+            fresh.push_back(inserted);
+            if (inserted) {
+                auto rec = m;
+                rec.seq = m_next_seq++;
+                m_messages.emplace(rec.seq, std::move(rec));
+            }
+        }
+        return fresh;
+    }
+
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+                                               std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        const std::lock_guard lock(m_mutex);
+        std::vector<StoredMessage> out;
+        for (auto it = m_messages.upper_bound(after_seq); it != m_messages.end() && out.size() < limit; ++it) {
+            if (it->second.recipient == recipient) {
+                out.push_back(it->second);
+            }
+        }
+        return out;
+    }
+
+    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+                               const std::vector<MessageId>& ids) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_name(sender));
+        const std::lock_guard lock(m_mutex);
+        std::size_t n = 0;
+        for (const auto& id : ids) {
+            const auto it = m_message_keys.find(MessageKey{std::string(recipient), std::string(sender), id});
+            if (it != m_message_keys.end()) {
+                m_messages.erase(it->second);
+                m_message_keys.erase(it);
+                ++n;
+            }
+        }
+        return n;
+    }
+
+    Result<std::size_t> count(std::string_view recipient) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        const std::lock_guard lock(m_mutex);
+        return static_cast<std::size_t>(std::count_if(m_messages.begin(), m_messages.end(),
+                                                      [&](const auto& kv) { return kv.second.recipient == recipient; }));
+    }
+
 private:
+    struct Prekeys {
+        Bytes identity;
+        std::uint32_t spk_id = 0;
+        Bytes spk;
+        Bytes spk_sig;
+        std::map<std::uint32_t, Bytes> one_time;
+    };
+    using MessageKey = std::tuple<std::string, std::string, MessageId>;  // recipient, sender, id
+
     std::mutex m_mutex;
     std::map<std::string, UserRecord> m_users;
     std::map<Bytes, SessionRecord> m_tokens;
     std::map<std::pair<std::string, std::string>, SealedConversationKey> m_keys;
+    std::map<std::string, Prekeys> m_prekeys;
+    std::map<std::uint64_t, StoredMessage> m_messages;  // by seq: store order
+    std::map<MessageKey, std::uint64_t> m_message_keys;
+    std::uint64_t m_next_seq = 1;
 };
 
 }  // namespace

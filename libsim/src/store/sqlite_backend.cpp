@@ -6,6 +6,8 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <mutex>
@@ -232,12 +234,18 @@ public:
     Status delete_user(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Status {
-            // Tokens and conversation keys go by ON DELETE CASCADE (foreign_keys is on for this connection).
+            // Tokens, conversation keys and prekeys go by ON DELETE CASCADE (foreign_keys is on for this
+            // connection); stored messages have no foreign key and are deleted here, in the same transaction.
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db, "DELETE FROM sim_users WHERE username = ?");
             q.bind(1, std::string(username));
             if (q.exec() == 0) {
                 return no_user();
             }
+            SQLite::Statement m(*m_db, "DELETE FROM sim_messages WHERE recipient = ?");
+            m.bind(1, std::string(username));
+            m.exec();
+            tx.commit();
             return ok();
         });
     }
@@ -391,7 +399,207 @@ public:
         });
     }
 
+    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_upload(upload));
+        return locked([&]() -> Status {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            const std::string user(username);
+            SQLite::Statement find(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ?");
+            find.bind(1, user);
+            if (find.executeStep()) {
+                if (!upload.replace && blob(find.getColumn(0)) != upload.identity_key) {
+                    return identity_differs();
+                }
+            }
+            find.reset();
+            if (upload.replace) {
+                SQLite::Statement del(*m_db, "DELETE FROM sim_one_time_prekeys WHERE username = ?");
+                del.bind(1, user);
+                del.exec();
+            }
+            SQLite::Statement up(*m_db,
+                                 "INSERT INTO sim_prekeys (username, identity_key, spk_id, spk, spk_sig) "
+                                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                                 "identity_key = excluded.identity_key, spk_id = excluded.spk_id, "
+                                 "spk = excluded.spk, spk_sig = excluded.spk_sig");
+            up.bind(1, user);
+            bind_blob(up, 2, upload.identity_key);
+            up.bind(3, static_cast<std::int64_t>(upload.signed_prekey_id));
+            bind_blob(up, 4, upload.signed_prekey);
+            bind_blob(up, 5, upload.signed_prekey_signature);
+            try {
+                up.exec();
+            } catch (const SQLite::Exception& e) {
+                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+                    return no_user();
+                }
+                throw;
+            }
+            SQLite::Statement opk(*m_db,
+                                  "INSERT INTO sim_one_time_prekeys (username, key_id, public_key) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (username, key_id) DO UPDATE SET public_key = excluded.public_key");
+            for (const auto& [id, key] : upload.one_time_prekeys) {
+                opk.bind(1, user);
+                opk.bind(2, static_cast<std::int64_t>(id));
+                bind_blob(opk, 3, key);
+                opk.exec();
+                opk.reset();
+            }
+            if (count_opks(user) > max_prekeys_stored) {
+                return too_many_prekeys();  // the transaction rolls back
+            }
+            tx.commit();
+            return ok();
+        });
+    }
+
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<std::optional<e2e::PrekeyBundle>> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            const std::string user(username);
+            SQLite::Statement q(*m_db, "SELECT identity_key, spk_id, spk, spk_sig FROM sim_prekeys WHERE username = ?");
+            q.bind(1, user);
+            if (!q.executeStep()) {
+                return std::optional<e2e::PrekeyBundle>{};
+            }
+            e2e::PrekeyBundle b;
+            b.identity_key = blob(q.getColumn(0));
+            b.signed_prekey_id = static_cast<std::uint32_t>(q.getColumn(1).getInt64());
+            b.signed_prekey = blob(q.getColumn(2));
+            b.signed_prekey_signature = blob(q.getColumn(3));
+            SQLite::Statement opk(*m_db,
+                                  "DELETE FROM sim_one_time_prekeys WHERE username = ?1 AND key_id = (SELECT "
+                                  "min(key_id) FROM sim_one_time_prekeys WHERE username = ?1) "
+                                  "RETURNING key_id, public_key");
+            opk.bind(1, user);
+            if (opk.executeStep()) {
+                b.one_time_prekey_id = static_cast<std::uint32_t>(opk.getColumn(0).getInt64());
+                b.one_time_prekey = blob(opk.getColumn(1));
+                while (opk.executeStep()) {
+                }
+            }
+            tx.commit();
+            return std::optional<e2e::PrekeyBundle>{std::move(b)};
+        });
+    }
+
+    Result<PrekeyStatus> prekey_status(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<PrekeyStatus> {
+            PrekeyStatus st;
+            const std::string user(username);
+            SQLite::Statement q(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ?");
+            q.bind(1, user);
+            if (q.executeStep()) {
+                st.identity_key = blob(q.getColumn(0));
+                st.one_time_count = static_cast<std::uint32_t>(count_opks(user));
+            }
+            return st;
+        });
+    }
+
+    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
+        SIM_TRY_STATUS(check_messages(batch));
+        return locked([&]() -> Result<std::vector<bool>> {
+            std::vector<bool> fresh;
+            fresh.reserve(batch.size());
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            SQLite::Statement q(*m_db,
+                                "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) "
+                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient, sender, message_id) DO NOTHING");
+            for (const auto& m : batch) {
+                q.bind(1, m.recipient);
+                q.bind(2, m.sender);
+                q.bind(3, m.id.data(), static_cast<int>(m.id.size()));
+                bind_blob(q, 4, m.envelope);
+                q.bind(5, to_ms(m.stored_at));
+                fresh.push_back(q.exec() != 0);
+                q.reset();
+            }
+            tx.commit();  // one fsync for the whole batch (synchronous = FULL)
+            return fresh;
+        });
+    }
+
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+                                               std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        return locked([&]() -> Result<std::vector<StoredMessage>> {
+            SQLite::Statement q(*m_db,
+                                "SELECT seq, sender, message_id, envelope, stored_ms FROM sim_messages "
+                                "WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?");
+            q.bind(1, std::string(recipient));
+            q.bind(2, static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)));
+            q.bind(3, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+            std::vector<StoredMessage> out;
+            while (q.executeStep()) {
+                StoredMessage m;
+                m.seq = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+                m.recipient = std::string(recipient);
+                m.sender = q.getColumn(1).getString();
+                const auto id = blob(q.getColumn(2));
+                if (id.size() != m.id.size()) {
+                    return Error{Errc::corrupt_database, "stored message id has the wrong size"};
+                }
+                std::copy(id.begin(), id.end(), m.id.begin());
+                m.envelope = blob(q.getColumn(3));
+                m.stored_at = from_ms(q.getColumn(4).getInt64());
+                out.push_back(std::move(m));
+            }
+            return out;
+        });
+    }
+
+    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+                               const std::vector<MessageId>& ids) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_name(sender));
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            SQLite::Statement q(*m_db,
+                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ?");
+            std::size_t n = 0;
+            for (const auto& id : ids) {
+                q.bind(1, std::string(recipient));
+                q.bind(2, std::string(sender));
+                q.bind(3, id.data(), static_cast<int>(id.size()));
+                n += static_cast<std::size_t>(q.exec());
+                q.reset();
+            }
+            tx.commit();
+            return n;
+        });
+    }
+
+    Result<std::size_t> count(std::string_view recipient) override {
+        SIM_TRY_STATUS(check_name(recipient));
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "SELECT count(*) FROM sim_messages WHERE recipient = ?");
+            q.bind(1, std::string(recipient));
+            q.executeStep();
+            return static_cast<std::size_t>(q.getColumn(0).getInt64());
+        });
+    }
+
 private:
+    static Bytes blob(const SQLite::Column& c) {
+        const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
+        return p == nullptr ? Bytes{} : Bytes(p, p + c.getBytes());
+    }
+
+    static void bind_blob(SQLite::Statement& q, int index, ByteView v) {
+        q.bind(index, v.data(), static_cast<int>(v.size()));
+    }
+
+    std::size_t count_opks(const std::string& user) {
+        SQLite::Statement q(*m_db, "SELECT count(*) FROM sim_one_time_prekeys WHERE username = ?");
+        q.bind(1, user);
+        q.executeStep();
+        return static_cast<std::size_t>(q.getColumn(0).getInt64());
+    }
+
     template <typename Fn>
     auto locked(Fn&& fn) -> decltype(fn()) {
         const std::lock_guard lock(m_mutex);

@@ -39,6 +39,31 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "  CHECK (user_a < user_b)"
     ") WITHOUT ROWID;"
     "CREATE INDEX sim_conversation_keys_b ON sim_conversation_keys (user_b);",
+    // 3 -> 4: end-to-end prekeys and the offline message queue. Messages have no foreign key (a batch must not
+    // fail for one recipient deleted meanwhile); delete_user removes them explicitly.
+    "CREATE TABLE sim_prekeys ("
+    "  username TEXT PRIMARY KEY NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),"
+    "  spk_id INTEGER NOT NULL,"
+    "  spk BLOB NOT NULL CHECK (length(spk) = 32),"
+    "  spk_sig BLOB NOT NULL CHECK (length(spk_sig) = 64)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_one_time_prekeys ("
+    "  username TEXT NOT NULL REFERENCES sim_prekeys (username) ON DELETE CASCADE,"
+    "  key_id INTEGER NOT NULL,"
+    "  public_key BLOB NOT NULL CHECK (length(public_key) = 32),"
+    "  PRIMARY KEY (username, key_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_messages ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  recipient TEXT NOT NULL,"
+    "  sender TEXT NOT NULL,"
+    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+    "  envelope BLOB NOT NULL,"
+    "  stored_ms INTEGER NOT NULL,"
+    "  UNIQUE (recipient, sender, message_id)"
+    ");"
+    "CREATE INDEX sim_messages_recipient ON sim_messages (recipient, seq);",
 };
 
 static_assert(sqlite_application_id == 1280526669);
