@@ -909,6 +909,11 @@ Status E2eClient::accept_identity(std::string_view peer) {
     p.pending_identity.reset();
     p.verified = false;
     p.drop_all_sessions();
+    // A new identity is a new client state (docs/protocol.md 6.8): its sequence numbers start again from 1, and so
+    // must ours to it; otherwise its first messages look like replays and ours like a gap.
+    p.send_seq = 0;
+    p.recv_high = 0;
+    p.missing.clear();
     mark_dirty(p);
     if (p.pending_bundle) {
         auto pending = std::move(*p.pending_bundle);

@@ -1,0 +1,155 @@
+#pragma once
+// In-memory connections for tests that drive sans-IO cores (ClientCore, ServerCore, test doubles) against each
+// other: bytes are queued per direction and moved only when the test pumps, so nothing sleeps and every run is the
+// same. Used by test_server.cpp and test_misbehaving_server.cpp.
+
+#include <sim/client.h>
+#include <sim/transport.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sim_test {
+
+struct Pipe;
+
+/// One end's output: what a core sends is queued in its Pipe for the other end.
+class PipeOutput final : public sim::ConnectionOutput {
+public:
+    PipeOutput(Pipe& pipe, bool client_side) : m_pipe(pipe), m_client_side(client_side) {}
+    void send(sim::Bytes data) override;
+    void close(sim::Errc reason) override;
+    void established() override {}
+
+private:
+    Pipe& m_pipe;
+    bool m_client_side;
+};
+
+/// Both directions of one in-memory connection between a client handler and a server handler.
+struct Pipe {
+    std::shared_ptr<sim::ConnectionHandler> client;
+    std::shared_ptr<sim::ConnectionHandler> server;
+    std::deque<sim::Bytes> to_server;
+    std::deque<sim::Bytes> to_client;
+    std::vector<sim::Bytes> captured_to_server;  ///< what an eavesdropper on the wire saw
+    bool closed = false;
+    bool close_requested = false;
+    sim::Errc close_reason = sim::Errc::ok;
+
+    /// Deliver queued bytes both ways (and a requested close once the queues are empty); returns whether anything
+    /// moved.
+    bool pump() {
+        bool moved = false;
+        while (!closed && (!to_server.empty() || !to_client.empty())) {
+            moved = true;
+            if (!to_server.empty()) {
+                auto b = std::move(to_server.front());
+                to_server.pop_front();
+                server->on_bytes(b);
+            }
+            if (!to_client.empty()) {
+                auto b = std::move(to_client.front());
+                to_client.pop_front();
+                client->on_bytes(b);
+            }
+        }
+        if (close_requested && !closed && to_server.empty() && to_client.empty()) {
+            close_now(close_reason);
+            moved = true;
+        }
+        return moved;
+    }
+
+    /// Drop the connection at once (queued bytes are lost), as a crash or a pulled cable would.
+    void close_now(sim::Errc reason = sim::Errc::closed) {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        to_server.clear();
+        to_client.clear();
+        server->on_closed(reason);
+        client->on_closed(reason);
+    }
+};
+
+inline void PipeOutput::send(sim::Bytes data) {
+    if (m_pipe.closed || m_pipe.close_requested) {
+        return;
+    }
+    if (m_client_side) {
+        m_pipe.captured_to_server.push_back(data);
+        m_pipe.to_server.push_back(std::move(data));
+    } else {
+        m_pipe.to_client.push_back(std::move(data));
+    }
+}
+
+inline void PipeOutput::close(sim::Errc reason) {
+    if (!m_pipe.close_requested) {
+        m_pipe.close_requested = true;
+        m_pipe.close_reason = reason;
+    }
+}
+
+/// A ClientCore on a Pipe, with the events it reported.
+struct TestClient {
+    std::shared_ptr<sim::ClientCore> core;
+    std::vector<sim::ClientEvent> events;
+    std::unique_ptr<Pipe> pipe;
+
+    /// Whether an event of `kind` (from `peer`, when not empty) was reported.
+    [[nodiscard]] bool saw(sim::ClientEventKind kind, const std::string& peer = {}) const {
+        for (const auto& e : events) {
+            if (e.kind == kind && (peer.empty() || e.peer == peer)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    /// The events of `kind` (from `peer`, when not empty), in order.
+    [[nodiscard]] std::vector<sim::ClientEvent> of(sim::ClientEventKind kind, const std::string& peer = {}) const {
+        std::vector<sim::ClientEvent> out;
+        for (const auto& e : events) {
+            if (e.kind == kind && (peer.empty() || e.peer == peer)) {
+                out.push_back(e);
+            }
+        }
+        return out;
+    }
+    /// The texts of the message events (from `peer`, when not empty), in order.
+    [[nodiscard]] std::vector<std::string> texts(const std::string& peer = {}) const {
+        std::vector<std::string> out;
+        for (const auto& e : of(sim::ClientEventKind::message, peer)) {
+            out.push_back(e.text);
+        }
+        return out;
+    }
+};
+
+/// Create a ClientCore whose events go to a new TestClient, on a new Pipe whose server end is `server_end`
+/// (called with the server-side output). The caller keeps the TestClient alive while the core may report events.
+template <typename AcceptFn>
+std::unique_ptr<TestClient> make_test_client(sim::ClientConfig config, sim::KnownServers& known, sim::Rng& rng,
+                                             const sim::Clock& clock, AcceptFn&& server_end) {
+    auto tc = std::make_unique<TestClient>();
+    tc->pipe = std::make_unique<Pipe>();
+    auto* raw = tc.get();
+    auto core = sim::ClientCore::create(std::move(config), known, rng, clock,
+                                        [raw](const sim::ClientEvent& e) { raw->events.push_back(e); });
+    if (!core) {
+        return nullptr;
+    }
+    tc->core = std::move(*core);
+    tc->pipe->client = tc->core;
+    tc->pipe->server = server_end(std::make_shared<PipeOutput>(*tc->pipe, false));
+    if (tc->pipe->server == nullptr || !tc->core->attach(std::make_shared<PipeOutput>(*tc->pipe, true))) {
+        return nullptr;
+    }
+    return tc;
+}
+
+}  // namespace sim_test

@@ -1,0 +1,859 @@
+// End-to-end mode against a misbehaving server (docs/security.md, "What the server can and cannot do in end-to-end
+// mode"). `EvilServer` speaks the real protocol (the channel handshake, then the inner frames of docs/protocol.md
+// sections 5 and 6) to real ClientCores over in-memory pipes, and can drop, duplicate, reorder, replay, rewrite and
+// tamper with messages, drop acknowledgements, and hand out its own keys for a user. Deterministic: a manual clock,
+// a deterministic RNG; nothing sleeps.
+#include "harness.h"
+
+#include <sim/client.h>
+#include <sim/client_state.h>
+#include <sim/e2e.h>
+#include <sim/frame.h>
+#include <sim/messages.h>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+using namespace std::chrono_literals;
+using sim::ClientEventKind;
+using sim_test::TestClient;
+namespace e2e = sim::e2e;
+
+namespace {
+
+sim::MessageId envelope_id(const sim::Frame& f) {
+    auto env = sim::decode_envelope(f.payload);
+    REQUIRE(env);
+    return env->id;
+}
+
+/// A server that follows the protocol where the test does not tell it otherwise, and keeps everything it relays.
+class EvilServer {
+public:
+    EvilServer(sim::Rng& rng, const sim::Clock& clock) : m_rng(rng), m_clock(clock), m_static(rng.secure_bytes(32)) {
+        fake_identity = e2e::generate_identity(rng);
+        fake_spk = e2e::generate_signed_prekey(fake_identity, 77, rng);
+        for (std::uint32_t i = 0; i < 4; ++i) {
+            fake_opks.push_back(e2e::generate_one_time_prekey(900 + i, rng));
+        }
+    }
+
+    // ------------------------------------------------------------ what the test controls and sees
+
+    /// Every `message` frame the clients sent, in order, as sent.
+    std::vector<sim::Frame> log;
+    /// Return true to keep a client's message instead of relaying it (it stays in `log`; deliver() sends it later).
+    std::function<bool(const sim::Frame&)> withhold;
+    /// Drop `ack` frames instead of acting on them (the recipient's client never learns).
+    bool drop_acks = false;
+    /// Every `ack` frame received: (recipient, ids).
+    std::vector<std::pair<std::string, std::vector<sim::MessageId>>> acks;
+    /// Users whose prekey bundle is replaced by the server's own keys.
+    std::set<std::string, std::less<>> substitute;
+    /// The server's own identity, signed prekey and one-time prekeys (a man in the middle's keys).
+    e2e::IdentityKeyPair fake_identity;
+    e2e::SignedPrekey fake_spk;
+    std::vector<e2e::OneTimePrekey> fake_opks;
+    /// What each user uploaded (public keys only: all the server ever gets).
+    std::map<std::string, sim::PrekeyUpload, std::less<>> uploads;
+
+    /// Send `frame` to its destination as a relayed message, now if online, and again at each login until acked.
+    void deliver(const sim::Frame& frame) {
+        m_unacked[frame.destination].push_back(frame);
+        if (auto* c = online(frame.destination)) {
+            c->send_inner(frame);
+        }
+    }
+    /// Messages delivered to `user` and not acknowledged.
+    [[nodiscard]] std::size_t unacked(const std::string& user) const {
+        const auto it = m_unacked.find(user);
+        return it == m_unacked.end() ? 0 : it->second.size();
+    }
+    /// The identity key `user` uploaded.
+    [[nodiscard]] sim::Bytes identity_of(const std::string& user) const { return uploads.at(user).identity_key; }
+    /// A bundle of `user`'s real keys, taking one of its one-time prekeys (as the protocol says: handed out once).
+    e2e::PrekeyBundle real_bundle(const std::string& user) {
+        auto& up = uploads.at(user);
+        e2e::PrekeyBundle b{up.identity_key, up.signed_prekey_id, up.signed_prekey, up.signed_prekey_signature, {}, {}};
+        if (!up.one_time_prekeys.empty()) {
+            b.one_time_prekey_id = up.one_time_prekeys.front().first;
+            b.one_time_prekey = up.one_time_prekeys.front().second;
+            up.one_time_prekeys.erase(up.one_time_prekeys.begin());
+        }
+        return b;
+    }
+    e2e::PrekeyBundle fake_bundle() {
+        e2e::PrekeyBundle b{fake_identity.public_key, fake_spk.id, fake_spk.public_key, fake_spk.signature, {}, {}};
+        if (m_next_fake_opk < fake_opks.size()) {
+            b.one_time_prekey_id = fake_opks[m_next_fake_opk].id;
+            b.one_time_prekey = fake_opks[m_next_fake_opk].public_key;
+            ++m_next_fake_opk;
+        }
+        return b;
+    }
+    [[nodiscard]] const e2e::OneTimePrekey* fake_opk(std::uint32_t id) const {
+        for (const auto& k : fake_opks) {
+            if (k.id == id) {
+                return &k;
+            }
+        }
+        return nullptr;
+    }
+
+    // ------------------------------------------------------------ connections
+
+    struct Conn final : sim::ConnectionHandler {
+        EvilServer& server;
+        std::shared_ptr<sim::ConnectionOutput> out;
+        std::optional<sim::ServerHandshake> hs;
+        std::optional<sim::SendSession> send;
+        std::optional<sim::RecvSession> recv;
+        sim::FrameDecoder decoder;
+        std::string user;
+
+        Conn(EvilServer& s, std::shared_ptr<sim::ConnectionOutput> o) : server(s), out(std::move(o)) {}
+
+        void send_inner(const sim::Frame& f) {
+            auto inner = sim::encode_frame(f, sim::max_inner_frame_size(sim::default_max_frame_size));
+            REQUIRE(inner);
+            auto record = send->seal(*inner);
+            REQUIRE(record);
+            auto bytes = sim::encode_frame(sim::Frame{sim::FrameType::record, 0, {}, {}, std::move(*record)});
+            REQUIRE(bytes);
+            out->send(std::move(*bytes));
+        }
+
+        void on_bytes(sim::ByteView data) override {
+            decoder.feed(data);
+            for (;;) {
+                auto next = decoder.next();
+                REQUIRE(next);
+                if (!next->has_value()) {
+                    return;
+                }
+                on_frame(std::move(**next));
+            }
+        }
+
+        void on_frame(sim::Frame f) {
+            if (hs) {
+                REQUIRE(f.type == sim::FrameType::handshake);
+                REQUIRE(hs->read_message(f.payload));
+                while (hs->next_action() == sim::ChannelAction::write_message) {
+                    auto msg = hs->write_message();
+                    REQUIRE(msg);
+                    auto bytes = sim::encode_frame(sim::Frame{sim::FrameType::handshake, 0, {}, {}, std::move(*msg)},
+                                                   sim::max_channel_handshake_message + 64);
+                    REQUIRE(bytes);
+                    out->send(std::move(*bytes));
+                }
+                if (hs->next_action() == sim::ChannelAction::complete) {
+                    auto est = hs->finish();
+                    REQUIRE(est);
+                    send.emplace(std::move(est->send));
+                    recv.emplace(std::move(est->recv));
+                    hs.reset();
+                }
+                return;
+            }
+            REQUIRE(f.type == sim::FrameType::record);
+            auto plain = recv->open(f.payload);
+            REQUIRE(plain);
+            auto inner = sim::decode_frame(*plain, sim::max_inner_frame_size(sim::default_max_frame_size));
+            REQUIRE(inner);
+            server.on_inner(*this, std::move(*inner));
+        }
+
+        void on_closed(sim::Errc) override {
+            const auto it = server.m_online.find(user);
+            if (it != server.m_online.end() && it->second == this) {
+                server.m_online.erase(it);
+            }
+        }
+    };
+
+    std::shared_ptr<sim::ConnectionHandler> accept(std::shared_ptr<sim::ConnectionOutput> out) {
+        auto c = std::make_shared<Conn>(*this, std::move(out));
+        sim::ServerHandshakeConfig cfg;
+        cfg.static_private_key = m_static;
+        auto hs = sim::ServerHandshake::create(std::move(cfg), m_rng, m_clock);
+        REQUIRE(hs);
+        c->hs.emplace(std::move(*hs));
+        return c;
+    }
+
+private:
+    Conn* online(const std::string& user) {
+        const auto it = m_online.find(user);
+        return it == m_online.end() ? nullptr : it->second;
+    }
+
+    static sim::Frame from_server(sim::FrameType type, std::uint32_t sid, const std::string& to, sim::Bytes payload) {
+        return sim::Frame{type, sid, std::string(sim::server_name), to, std::move(payload)};
+    }
+
+    void on_inner(Conn& c, sim::Frame f) {
+        switch (f.type) {
+            case sim::FrameType::init: on_init(c, f); return;
+            case sim::FrameType::prekeys: {
+                auto up = sim::decode_prekey_upload(f.payload);
+                REQUIRE(up);
+                auto it = uploads.find(c.user);
+                if (up->replace || it == uploads.end()) {
+                    uploads[c.user] = std::move(*up);
+                } else {
+                    it->second.signed_prekey_id = up->signed_prekey_id;
+                    it->second.signed_prekey = up->signed_prekey;
+                    it->second.signed_prekey_signature = up->signed_prekey_signature;
+                    for (auto& k : up->one_time_prekeys) {
+                        it->second.one_time_prekeys.push_back(std::move(k));
+                    }
+                }
+                return;
+            }
+            case sim::FrameType::message:
+                log.push_back(f);
+                if (!withhold || !withhold(f)) {
+                    deliver(f);
+                }
+                return;
+            case sim::FrameType::ack: {
+                auto ids = sim::decode_ack(f.payload);
+                REQUIRE(ids);
+                acks.emplace_back(c.user, *ids);
+                if (drop_acks) {
+                    return;
+                }
+                auto& q = m_unacked[c.user];
+                std::erase_if(q, [&](const sim::Frame& m) {
+                    return m.source == f.destination &&
+                           std::find(ids->begin(), ids->end(), envelope_id(m)) != ids->end();
+                });
+                if (auto* sender = online(f.destination)) {
+                    sender->send_inner(from_server(sim::FrameType::receipt,
+                                                   static_cast<std::uint32_t>(sim::ReceiptStatus::delivered),
+                                                   f.destination, sim::encode_receipt({c.user, *ids})));
+                }
+                return;
+            }
+            case sim::FrameType::probe:
+                if (!f.destination.empty()) {
+                    c.send_inner(from_server(sim::FrameType::ack_init, online(f.destination) != nullptr ? 2U : 3U,
+                                             c.user, sim::to_bytes(sim::as_bytes(f.destination))));
+                }
+                return;
+            default: return;
+        }
+    }
+
+    void on_init(Conn& c, const sim::Frame& f) {
+        auto cred = sim::decode_credentials(f.payload);
+        REQUIRE(cred);
+        if (cred->kind != sim::CredentialKind::none) {
+            // Any password will do: this server authenticates users, so it could log in as them too.
+            c.user = f.source;
+            m_online[c.user] = &c;
+            c.send_inner(from_server(sim::FrameType::ack_init, 1, c.user, {}));
+            sim::PrekeyStatus status;
+            if (const auto it = uploads.find(c.user); it != uploads.end()) {
+                status.identity_key = it->second.identity_key;
+                status.one_time_count = static_cast<std::uint32_t>(it->second.one_time_prekeys.size());
+            }
+            c.send_inner(from_server(sim::FrameType::prekeys, 0, c.user, sim::encode_prekey_status(status)));
+            for (const auto& m : m_unacked[c.user]) {  // stored messages, again until acknowledged
+                c.send_inner(m);
+            }
+        }
+        if (f.destination.empty()) {
+            return;
+        }
+        const std::string& peer = f.destination;
+        c.send_inner(from_server(sim::FrameType::ack_init, online(peer) != nullptr ? 2U : 3U, c.user,
+                                 sim::to_bytes(sim::as_bytes(peer))));
+        if (!substitute.contains(peer) && !uploads.contains(peer)) {
+            c.send_inner(sim::make_error_frame(sim::Errc::no_conversation, "peer has no prekeys"));
+            return;
+        }
+        sim::KeyAssignment k;
+        k.mode = sim::ConversationMode::end_to_end;
+        k.peer = peer;
+        k.suite = sim::SuiteId::aes256_gcm;
+        k.bundle = substitute.contains(peer) ? fake_bundle() : real_bundle(peer);
+        c.send_inner(from_server(sim::FrameType::keygen, sim::keygen_sid, c.user, sim::encode_key_assignment(k)));
+    }
+
+    sim::Rng& m_rng;
+    const sim::Clock& m_clock;
+    sim::SecureBytes m_static;
+    std::map<std::string, Conn*, std::less<>> m_online;
+    std::map<std::string, std::vector<sim::Frame>, std::less<>> m_unacked;
+    std::size_t m_next_fake_opk = 0;
+};
+
+/// Clients (each with its own ClientState, kept across restarts) around one EvilServer.
+struct World {
+    sim::ManualClock clock;
+    std::unique_ptr<sim::Rng> rng;
+    EvilServer server;
+    sim::MemoryKnownServers known;
+    std::map<std::string, std::unique_ptr<sim::ClientState>> states;
+    std::vector<std::unique_ptr<TestClient>> clients;  // every client ever started (old ones stay for their events)
+
+    explicit World(std::string_view seed = "misbehaving server")
+        : rng(sim::make_deterministic_rng(sim::as_bytes(seed))), server(*rng, clock) {}
+
+    /// Start a client for `user` on its state (created on first use), log in, optionally open `peer`.
+    TestClient& start(const std::string& user, const std::string& peer = {}) {
+        auto& state = states[user];
+        if (!state) {
+            state = sim::make_memory_client_state();
+        }
+        sim::ClientConfig cfg;
+        cfg.handshake.server_id = "evil:1";
+        cfg.state = state.get();
+        cfg.one_time_prekeys = 30;
+        auto tc = sim_test::make_test_client(std::move(cfg), known, *rng, clock,
+                                             [this](auto out) { return server.accept(std::move(out)); });
+        REQUIRE(tc);
+        clients.push_back(std::move(tc));
+        auto& c = *clients.back();
+        settle();
+        REQUIRE(c.saw(ClientEventKind::channel_ready));
+        REQUIRE(c.core->login(user, {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}, peer));
+        settle();
+        REQUIRE(c.saw(ClientEventKind::authenticated, user));
+        return c;
+    }
+
+    /// The client crashes or disconnects (nothing queued gets through).
+    void stop(TestClient& c) { c.pipe->close_now(); }
+
+    void settle() {
+        for (int i = 0; i < 10000; ++i) {
+            bool moved = false;
+            for (auto& c : clients) {
+                moved = c->pipe->pump() || moved;
+            }
+            if (!moved) {
+                return;
+            }
+        }
+        FAIL("the world did not settle");
+    }
+
+    void send(TestClient& from, const std::string& to, const std::string& text) {
+        REQUIRE(from.core->send(to, text));
+        settle();
+    }
+};
+
+/// Alice and Bob with an end-to-end session in both directions (one message each way).
+struct Pair {
+    World w;
+    TestClient* alice = nullptr;
+    TestClient* bob = nullptr;
+
+    explicit Pair(std::string_view seed = "pair") : w(seed) {
+        bob = &w.start("bob");
+        alice = &w.start("alice", "bob");
+        REQUIRE(alice->saw(ClientEventKind::key_assigned, "bob"));
+        w.send(*alice, "bob", "hello bob");
+        REQUIRE(bob->texts("alice") == std::vector<std::string>{"hello bob"});
+        w.send(*bob, "alice", "hello alice");
+        REQUIRE(alice->texts("bob") == std::vector<std::string>{"hello alice"});
+        alice->events.clear();
+        bob->events.clear();
+    }
+};
+
+/// `f` with one bit of its payload flipped.
+sim::Frame tampered(sim::Frame f, std::size_t at, std::uint8_t bit = 0x01) {
+    f.payload.at(at) ^= bit;
+    return f;
+}
+
+// Offsets in a message payload: envelope (id 16, mode 1), then a normal RatchetMessage (type 1, session id 8,
+// ratchet key 32, pn 4, n 4, ciphertext).
+constexpr std::size_t body_at = 17;
+constexpr std::size_t session_id_at = body_at + 1;
+constexpr std::size_t ratchet_key_at = body_at + 9;
+constexpr std::size_t n_last_byte_at = body_at + 9 + 32 + 4 + 3;
+
+}  // namespace
+
+TEST_CASE("honest relay: each message shown once, receipts come back, the server sees only ciphertext") {
+    Pair p;
+    const auto before = p.w.server.log.size();
+    p.w.send(*p.alice, "bob", "the secret word is swordfish");
+    REQUIRE(p.w.server.log.size() == before + 1);
+    const auto& payload = p.w.server.log.back().payload;
+    const std::string needle = "swordfish";
+    CHECK(std::search(payload.begin(), payload.end(), needle.begin(), needle.end()) == payload.end());
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"the secret word is swordfish"});
+    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.alice->core->outbox_size() == 0);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+}
+
+TEST_CASE("duplicates and replays are shown once, also after the recipient reloaded its state") {
+    Pair p;
+    p.w.send(*p.alice, "bob", "one");
+    const auto first = p.w.server.log.back();
+    p.w.server.deliver(first);  // duplicate at once
+    p.w.settle();
+    p.w.send(*p.alice, "bob", "two");
+    p.w.server.deliver(first);  // replay later
+    p.w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"one", "two"});
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    // the retries were acknowledged so the server could drop them, not shown
+    CHECK(p.w.server.unacked("bob") == 0);
+
+    // Bob's client restarts from its stored state; the server replays both old messages.
+    p.w.stop(*p.bob);
+    auto& bob2 = p.w.start("bob");
+    p.w.server.deliver(first);
+    p.w.server.deliver(p.w.server.log.back());
+    p.w.settle();
+    CHECK(bob2.texts().empty());
+    CHECK(p.w.server.unacked("bob") == 0);
+
+    // The same ciphertext under a fresh envelope id: the ratchet refuses it (its key is gone).
+    auto renamed = first;
+    p.w.rng->fill(sim::MutableByteView{renamed.payload.data(), sizeof(sim::MessageId)});
+    p.w.server.deliver(renamed);
+    p.w.settle();
+    CHECK(bob2.texts().empty());
+    CHECK(bob2.saw(ClientEventKind::error, "alice"));
+
+    // and the conversation goes on
+    p.w.send(*p.alice, "bob", "three");
+    CHECK(bob2.texts("alice") == std::vector<std::string>{"three"});
+    CHECK_FALSE(bob2.saw(ClientEventKind::gap));
+}
+
+TEST_CASE("withheld messages are reported as a gap; late ones are shown without a second gap") {
+    Pair p;
+    int n = 0;
+    p.w.server.withhold = [&n](const sim::Frame&) {
+        ++n;
+        return n == 2 || n == 3;
+    };
+    for (const auto* text : {"m1", "m2", "m3"}) {
+        p.w.send(*p.alice, "bob", text);
+    }
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1"});
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    p.w.send(*p.alice, "bob", "m4");
+    const auto gaps = p.bob->of(ClientEventKind::gap, "alice");
+    REQUIRE(gaps.size() == 1);
+    CHECK(gaps[0].count == 2);
+    p.w.send(*p.alice, "bob", "m5");
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1", "m4", "m5"});
+
+    const auto size = p.w.server.log.size();
+    p.w.server.deliver(p.w.server.log[size - 4]);  // m2
+    p.w.server.deliver(p.w.server.log[size - 3]);  // m3
+    p.w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1", "m4", "m5", "m2", "m3"});
+    CHECK(p.bob->of(ClientEventKind::gap).size() == 1);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    // every message was acknowledged, so every one got a delivered receipt
+    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 5);
+    CHECK(p.alice->core->outbox_size() == 0);
+}
+
+TEST_CASE("reordered messages within the skip bound open, each once") {
+    Pair p;
+    p.w.server.withhold = [](const sim::Frame&) { return true; };
+    for (const auto* text : {"r1", "r2", "r3", "r4"}) {
+        p.w.send(*p.alice, "bob", text);
+    }
+    CHECK(p.bob->texts().empty());
+    const auto size = p.w.server.log.size();
+    for (const std::size_t i : {3U, 1U, 0U, 2U, 1U}) {  // r4 r2 r1 r3, then r2 again
+        p.w.server.deliver(p.w.server.log[size - 4 + i]);
+    }
+    p.w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"r4", "r2", "r1", "r3"});
+    const auto gaps = p.bob->of(ClientEventKind::gap);
+    REQUIRE(gaps.size() == 1);
+    CHECK(gaps[0].count == 3);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+}
+
+TEST_CASE("a jump beyond MAX_SKIP is refused; in-range messages still open afterwards") {
+    Pair p;
+    p.w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto start = p.w.server.log.size();
+    constexpr std::size_t total = e2e::max_skip + 2;
+    for (std::size_t i = 0; i < total; ++i) {
+        REQUIRE(p.alice->core->send("bob", "bulk " + std::to_string(i)));
+    }
+    p.w.settle();
+    REQUIRE(p.w.server.log.size() == start + total);
+    // only the last one: it would need 1,001 skipped keys
+    p.w.server.deliver(p.w.server.log.back());
+    p.w.settle();
+    CHECK(p.bob->texts().empty());
+    const auto errors = p.bob->of(ClientEventKind::error, "alice");
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].error.code == sim::Errc::limit_reached);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));  // nothing of it was believed
+
+    // the session is intact: the withheld messages open in order, and then the last one is in range
+    for (std::size_t i = 0; i < total; ++i) {
+        p.w.server.deliver(p.w.server.log[start + i]);
+    }
+    p.w.settle();
+    const auto texts = p.bob->texts("alice");
+    REQUIRE(texts.size() == total);
+    CHECK(texts.front() == "bulk 0");
+    CHECK(texts.back() == "bulk " + std::to_string(total - 1));
+    CHECK(p.bob->of(ClientEventKind::error).size() == 1);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+}
+
+TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine one still is") {
+    Pair p;
+    p.w.server.withhold = [](const sim::Frame&) { return true; };
+    p.w.send(*p.alice, "bob", "genuine");
+    const auto genuine = p.w.server.log.back();
+
+    // a flipped bit in the tag, in the ciphertext, in the header's n, in its ratchet key (a DH step that must not
+    // happen), in the session id; then a body of random bytes under the real session id
+    const auto size = genuine.payload.size();
+    for (const std::size_t at : {size - 1, size - 20, n_last_byte_at, ratchet_key_at + 5, session_id_at}) {
+        p.w.server.deliver(tampered(genuine, at));
+    }
+    auto forged = genuine;
+    p.w.rng->fill(sim::MutableByteView{forged.payload.data() + ratchet_key_at, size - ratchet_key_at});
+    p.w.server.deliver(forged);
+    p.w.settle();
+    CHECK(p.bob->texts().empty());
+    CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 6);
+
+    p.w.server.deliver(genuine);
+    p.w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
+
+    // the envelope id swapped on a fresh message: it opens, but its sealed id differs, so it is dropped
+    p.w.send(*p.alice, "bob", "swapped");
+    auto swapped = p.w.server.log.back();
+    p.w.rng->fill(sim::MutableByteView{swapped.payload.data(), sizeof(sim::MessageId)});
+    p.w.server.deliver(swapped);
+    p.w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
+    CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 7);
+    // and the genuine message after it: the forgery used up its key, so it is lost (and reported as missing)
+    p.w.server.withhold = nullptr;
+    p.w.send(*p.alice, "bob", "after");
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine", "after"});
+    CHECK(p.bob->of(ClientEventKind::gap, "alice").size() == 1);
+}
+
+TEST_CASE("a rewritten source field is never shown as the other user's message") {
+    World w;
+    auto& bob = w.start("bob");
+    auto& carol = w.start("carol", "bob");
+    w.send(carol, "bob", "carol here");
+    REQUIRE(bob.texts("carol") == std::vector<std::string>{"carol here"});
+    w.send(bob, "carol", "hi carol");
+    auto& alice = w.start("alice", "bob");
+    w.server.withhold = [](const sim::Frame&) { return true; };
+
+    // alice's first message (an initial X3DH message) and a normal one after bob replied
+    w.send(alice, "bob", "from alice");
+    auto initial = w.server.log.back();
+    initial.source = "carol";
+    w.server.deliver(initial);
+    w.settle();
+    CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
+    CHECK(bob.texts("alice").empty());
+    // carol's pinned key is not alice's: shown as a key change, held, not acknowledged
+    REQUIRE(bob.saw(ClientEventKind::identity_changed, "carol"));
+    CHECK(w.server.unacked("bob") == 1);
+    // even if bob accepts the "new key", the session is bound to the name alice used: it does not open
+    REQUIRE(bob.core->accept_identity("carol"));
+    w.settle();
+    CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
+    CHECK(bob.saw(ClientEventKind::error, "carol"));
+    CHECK(w.server.unacked("bob") == 0);
+
+    // the real message reaches bob under alice's name
+    w.server.withhold = nullptr;
+    w.server.deliver(w.server.log.back());
+    w.settle();
+    REQUIRE(bob.texts("alice") == std::vector<std::string>{"from alice"});
+    w.send(bob, "alice", "hi alice");
+    REQUIRE(alice.texts("bob") == std::vector<std::string>{"hi alice"});
+
+    // a normal message of alice's session, relabelled as carol's
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto errors_before = bob.of(ClientEventKind::error, "carol").size();
+    w.send(alice, "bob", "second from alice");
+    auto normal = w.server.log.back();
+    normal.source = "carol";
+    w.server.deliver(normal);
+    w.settle();
+    CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
+    CHECK(bob.of(ClientEventKind::error, "carol").size() == errors_before + 1);
+    CHECK(bob.texts("alice") == std::vector<std::string>{"from alice"});
+    CHECK(w.server.unacked("bob") == 0);
+}
+
+TEST_CASE("a substituted bundle on first contact changes the safety number") {
+    World w;
+    auto& bob = w.start("bob");
+    auto& carol = w.start("carol");
+    w.server.substitute.insert("bob");
+    auto& alice = w.start("alice", "bob");
+    REQUIRE(alice.saw(ClientEventKind::key_assigned, "bob"));
+    CHECK(alice.of(ClientEventKind::key_assigned, "bob").at(0).first_contact);
+
+    // What alice sees and what bob computes from the real keys differ: comparing them reveals the substitution.
+    const auto seen_by_alice = alice.core->peer_identity("bob");
+    REQUIRE(seen_by_alice);
+    const auto real = e2e::safety_number("bob", w.server.identity_of("bob"), "alice", w.server.identity_of("alice"));
+    CHECK(seen_by_alice->safety_number != real);
+    CHECK(seen_by_alice->identity_key == w.server.fake_identity.public_key);
+    CHECK(alice.of(ClientEventKind::key_assigned, "bob").at(0).fingerprint == seen_by_alice->safety_number);
+
+    // which matters: the server holds the keys and reads what alice sends
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    w.send(alice, "bob", "for bob only");
+    const auto env = sim::decode_envelope(w.server.log.back().payload);
+    REQUIRE(env);
+    const auto info = e2e::inspect(env->body);
+    REQUIRE(info);
+    REQUIRE(info->initial);
+    auto mitm = e2e::Session::respond(w.server.fake_identity, "bob", w.server.fake_spk,
+                                      w.server.fake_opk(info->initial->one_time_prekey_id), *info->initial, "alice",
+                                      *w.rng);
+    REQUIRE(mitm);
+    auto plain = mitm->open(env->body);
+    REQUIRE(plain);
+    CHECK(sim::decode_e2e_content(*plain)->text == "for bob only");
+    // relayed to bob anyway, it does not open (not his keys)
+    w.server.deliver(w.server.log.back());
+    w.settle();
+    CHECK(bob.texts().empty());
+    CHECK(bob.saw(ClientEventKind::error, "alice"));
+
+    // an honest first contact, by contrast: both sides compute the same number
+    w.server.withhold = nullptr;
+    REQUIRE(alice.core->open("carol"));
+    w.settle();
+    w.send(alice, "carol", "hi carol");
+    REQUIRE(carol.texts("alice") == std::vector<std::string>{"hi carol"});
+    const auto a = alice.core->peer_identity("carol");
+    const auto c = carol.core->peer_identity("alice");
+    REQUIRE(a);
+    REQUIRE(c);
+    CHECK(a->safety_number == c->safety_number);
+    CHECK(a->safety_number ==
+          e2e::safety_number("carol", w.server.identity_of("carol"), "alice", w.server.identity_of("alice")));
+}
+
+TEST_CASE("a substituted bundle after a real session: identity_changed, nothing sent until accepted") {
+    Pair p;
+    auto& w = p.w;
+    const auto old = p.alice->core->peer_identity("bob");
+    REQUIRE(old);
+    REQUIRE(p.alice->core->verify_peer("bob"));
+    w.server.substitute.insert("bob");
+    REQUIRE(p.alice->core->open("bob"));
+    w.settle();
+    const auto changed = p.alice->of(ClientEventKind::identity_changed, "bob");
+    REQUIRE(changed.size() == 1);
+    CHECK(changed[0].fingerprint != old->safety_number);
+    CHECK(changed[0].fingerprint ==
+          e2e::safety_number("alice", w.server.identity_of("alice"), "bob", w.server.fake_identity.public_key));
+    const auto pending = p.alice->core->peer_identity("bob");
+    REQUIRE(pending);
+    CHECK(pending->change_pending);
+    CHECK(pending->identity_key == old->identity_key);  // still pinned to the old key
+
+    const auto log_before = w.server.log.size();
+    CHECK(p.alice->core->send("bob", "are you there?").code() == sim::Errc::identity_changed);
+    CHECK(p.alice->core->verify_peer("bob").code() == sim::Errc::identity_changed);
+    w.clock.advance(1min);
+    p.alice->core->tick();
+    w.settle();
+    CHECK(w.server.log.size() == log_before);
+    CHECK(p.alice->core->outbox_size() == 0);
+
+    REQUIRE(p.alice->core->accept_identity("bob"));
+    w.settle();
+    const auto now = p.alice->core->peer_identity("bob");
+    REQUIRE(now);
+    CHECK_FALSE(now->change_pending);
+    CHECK_FALSE(now->verified);
+    CHECK(now->identity_key == w.server.fake_identity.public_key);
+    REQUIRE(p.alice->core->send("bob", "after accepting"));
+    w.settle();
+    CHECK(w.server.log.size() == log_before + 1);
+}
+
+TEST_CASE("an initial message from a changed identity is held, not shown and not acknowledged, until accepted") {
+    SUBCASE("the server's own key, posing as alice") {
+        Pair p;
+        auto& w = p.w;
+        auto bundle = w.server.real_bundle("bob");
+        auto s = e2e::Session::initiate(w.server.fake_identity, "alice", bundle, "bob", sim::SuiteId::aes256_gcm,
+                                        *w.rng);
+        REQUIRE(s);
+        sim::MessageId id{};
+        w.rng->fill(id);
+        const auto acks_before = w.server.acks.size();
+        // seq 1: a new identity counts from 1 again
+        auto body = s->seal(sim::encode_e2e_content({sim::ContentKind::text, 1, id, "send me your password"}));
+        REQUIRE(body);
+        const sim::Frame forged{sim::FrameType::message, 0, "alice", "bob",
+                                sim::encode_envelope({id, sim::ConversationMode::end_to_end, *body})};
+        w.server.deliver(forged);
+        w.settle();
+        CHECK(p.bob->texts().empty());
+        REQUIRE(p.bob->of(ClientEventKind::identity_changed, "alice").size() == 1);
+        CHECK(w.server.unacked("bob") == 1);
+        CHECK(w.server.acks.size() == acks_before);
+        CHECK(p.bob->core->send("alice", "hm").code() == sim::Errc::identity_changed);
+        // delivered again at the next login: still held, announced once per client run
+        w.stop(*p.bob);
+        auto& bob2 = w.start("bob");
+        CHECK(bob2.texts().empty());
+        CHECK(bob2.of(ClientEventKind::identity_changed, "alice").size() == 1);
+        CHECK(w.server.unacked("bob") == 1);
+        // the user accepts (wrongly, here): only now is it shown and acknowledged
+        REQUIRE(bob2.core->accept_identity("alice"));
+        w.settle();
+        CHECK(bob2.texts("alice") == std::vector<std::string>{"send me your password"});
+        CHECK(w.server.unacked("bob") == 0);
+    }
+    SUBCASE("alice lost her state: a new identity starts again from sequence number 1") {
+        Pair p;
+        auto& w = p.w;
+        w.send(*p.alice, "bob", "before the crash");
+        w.stop(*p.alice);
+        w.states.erase("alice");
+        auto& alice2 = w.start("alice", "bob");
+        REQUIRE(alice2.saw(ClientEventKind::key_assigned, "bob"));
+        w.send(alice2, "bob", "new phone, who dis");
+        CHECK(p.bob->texts("alice") == std::vector<std::string>{"before the crash"});
+        REQUIRE(p.bob->saw(ClientEventKind::identity_changed, "alice"));
+        CHECK(w.server.unacked("bob") == 1);
+        REQUIRE(p.bob->core->accept_identity("alice"));
+        w.settle();
+        CHECK(p.bob->texts("alice") == std::vector<std::string>{"before the crash", "new phone, who dis"});
+        CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+        CHECK(w.server.unacked("bob") == 0);
+        // and the other way: bob's next seq to the new alice starts at 1 as well (no false gap at alice)
+        w.send(*p.bob, "alice", "welcome back");
+        CHECK(alice2.texts("bob") == std::vector<std::string>{"welcome back"});
+        CHECK_FALSE(alice2.saw(ClientEventKind::gap));
+    }
+}
+
+TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while only it sends text") {
+    SUBCASE("with ticks") {
+        Pair p;
+        for (int round = 0; round < 4; ++round) {
+            p.w.send(*p.alice, "bob", "tick " + std::to_string(round));
+            p.bob->core->tick();
+            p.w.settle();
+        }
+        CHECK(p.bob->texts("alice").size() == 4);
+        CHECK(p.alice->texts().empty());  // ratchet-only messages are not shown
+        std::vector<std::uint32_t> epochs;
+        for (const auto& e : p.alice->of(ClientEventKind::key_rotated, "bob")) {
+            epochs.push_back(e.epoch);
+        }
+        // a receiving step for each ratchet-only reply, and a new sending chain for each text
+        REQUIRE(epochs.size() >= 4);
+        CHECK(std::is_sorted(epochs.begin(), epochs.end()));
+        CHECK(epochs.back() >= epochs.front() + 3);
+        CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+        CHECK_FALSE(p.alice->saw(ClientEventKind::error));
+    }
+    SUBCASE("without ticks the sender stays on one chain") {
+        Pair p;
+        for (int round = 0; round < 4; ++round) {
+            p.w.send(*p.alice, "bob", "no tick " + std::to_string(round));
+        }
+        CHECK(p.bob->texts("alice").size() == 4);
+        CHECK(p.alice->of(ClientEventKind::key_rotated, "bob").empty());
+    }
+}
+
+TEST_CASE("a restart between receiving and acknowledging: the message comes again and is shown once") {
+    Pair p;
+    auto& w = p.w;
+    w.server.drop_acks = true;
+    const auto acks_before = w.server.acks.size();
+    w.send(*p.alice, "bob", "only once please");
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"only once please"});
+    REQUIRE(w.server.acks.size() == acks_before + 1);  // sent after the commit, lost on the way
+    CHECK(w.server.unacked("bob") == 1);
+    CHECK(p.alice->core->outbox_size() == 1);
+
+    w.stop(*p.bob);
+    w.server.drop_acks = false;
+    auto& bob2 = w.start("bob");  // a new ClientCore on the same state: the server re-delivers at login
+    CHECK(bob2.texts().empty());
+    CHECK_FALSE(bob2.saw(ClientEventKind::error));
+    REQUIRE(w.server.acks.size() == acks_before + 2);
+    CHECK(w.server.acks.back().second == w.server.acks[acks_before].second);
+    CHECK(w.server.unacked("bob") == 0);
+    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.alice->core->outbox_size() == 0);
+    // the session continues on the reloaded state
+    w.send(*p.alice, "bob", "next");
+    CHECK(bob2.texts("alice") == std::vector<std::string>{"next"});
+    CHECK_FALSE(bob2.saw(ClientEventKind::gap));
+}
+
+TEST_CASE("the outbox re-sends an unreceipted message after resend_after with the same id and bytes") {
+    Pair p;
+    auto& w = p.w;
+    bool drop = true;
+    w.server.withhold = [&drop](const sim::Frame&) { return std::exchange(drop, false); };
+    const auto id = p.alice->core->send("bob", "are you getting these?");
+    REQUIRE(id);
+    w.settle();
+    CHECK(p.bob->texts().empty());
+    const auto n = w.server.log.size();
+    CHECK(p.alice->core->outbox_size() == 1);
+
+    w.clock.advance(9s);
+    p.alice->core->tick();
+    w.settle();
+    CHECK(w.server.log.size() == n);  // not yet
+
+    w.clock.advance(1s);
+    p.alice->core->tick();
+    w.settle();
+    REQUIRE(w.server.log.size() == n + 1);
+    CHECK(w.server.log[n - 1].payload == w.server.log[n].payload);
+    CHECK(envelope_id(w.server.log[n]) == *id);
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"are you getting these?"});
+    CHECK(p.bob->of(ClientEventKind::message).at(0).message_id == *id);
+    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.alice->core->outbox_size() == 0);
+
+    // the first copy arrives late after all: acknowledged, not shown again; nothing more is re-sent
+    w.server.deliver(w.server.log[n - 1]);
+    w.clock.advance(1min);
+    p.alice->core->tick();
+    w.settle();
+    CHECK(p.bob->texts("alice").size() == 1);
+    CHECK(w.server.log.size() == n + 1);
+}
