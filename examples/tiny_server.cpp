@@ -42,7 +42,8 @@ int main() {
     sim::ServerConfig config;
     config.static_private_key = rng->secure_bytes(32);  // a new server key each run (simd keeps its key in a file)
     auto core = must(
-        sim::ServerCore::create(std::move(config), *authenticator, tokens, nullptr, workers, *rng, sim::steady_clock()),
+        sim::ServerCore::create(std::move(config), *authenticator, tokens, nullptr, accounts.get(), accounts.get(),
+                                workers, *rng, sim::steady_clock()),
         "server core");
 
     sim::net::ServerOptions listen;  // 127.0.0.1, port 0: a free port

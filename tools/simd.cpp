@@ -60,6 +60,12 @@ constexpr OptionSpec simd_options[] = {
      "suite of server-assigned conversation keys; tdes (TDES-CBC-HMAC-SHA256) is "
      "the seed's Triple-DES",
      "AES-256-GCM"},
+    {"conversation-mode", 0, "MODE",
+     "e2e (end-to-end: X3DH + Double Ratchet, the server relays prekeys and stores "
+     "messages for offline users) or server-assigned (the seed's server-made keys)",
+     "e2e"},
+    {"messages-per-second", 0, "N", "per-connection rate limit of message, probe, ack and prekeys frames", "2000"},
+    {"message-burst", 0, "N", "burst allowed above --messages-per-second", "4000"},
     {"io-threads", 0, "N", "I/O threads, 0 = one per CPU", "0"},
     {"workers", 0, "N", "threads for password hashing", "2"},
     {"max-connections", 0, "N", "refuse connections beyond this many", "10000"},
@@ -114,6 +120,9 @@ struct Settings {
     sim::auth::HashPolicy hash;
     sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
     sim::SuiteId conversation_suite = sim::SuiteId::aes256_gcm;
+    sim::ConversationMode conversation_mode = sim::ConversationMode::end_to_end;
+    std::size_t messages_per_second = 2000;
+    std::size_t message_burst = 4000;
     std::size_t io_threads = 0;
     std::size_t workers = 2;
     std::size_t max_connections = 10000;
@@ -181,6 +190,17 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
         SIM_TRY(s.channel_suites, sim::tools::parse_suite_list("channel-suites", a.get("channel-suites")));
     }
     SIM_TRY(s.conversation_suite, sim::tools::parse_suite("conversation-suite", a.get("conversation-suite", "aes")));
+    const std::string mode = a.get("conversation-mode", "e2e");
+    if (mode == "e2e") {
+        s.conversation_mode = sim::ConversationMode::end_to_end;
+    } else if (mode == "server-assigned") {
+        s.conversation_mode = sim::ConversationMode::server_assigned;
+    } else {
+        return bad("--conversation-mode: expected e2e or server-assigned, got '" + mode + "'");
+    }
+    SIM_TRY(s.messages_per_second,
+            parse_uint("messages-per-second", a.get("messages-per-second", "2000"), 1, 10'000'000));
+    SIM_TRY(s.message_burst, parse_uint("message-burst", a.get("message-burst", "4000"), 1, 10'000'000));
     SIM_TRY(s.io_threads, parse_uint("io-threads", a.get("io-threads", "0"), 0, 1024));
     SIM_TRY(s.workers, parse_uint("workers", a.get("workers", "2"), 1, 1024));
     SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
@@ -386,9 +406,14 @@ int run_server(const Settings& s) {
     config.conversation_policy =
         std::move(sim::SuitePolicy::from_list(std::span<const sim::SuiteId>(&s.conversation_suite, 1)).value());
     config.max_frame_size = s.max_frame;
+    config.conversation_mode = s.conversation_mode;
+    config.messages_per_second = static_cast<double>(s.messages_per_second);
+    config.message_burst = static_cast<std::uint32_t>(s.message_burst);
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
     TransportWorkers workers;
-    auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(), workers, rng,
+    // Prekeys and the offline queue live in the account database (the same backend).
+    auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(),
+                                        accounts->backend.get(), accounts->backend.get(), workers, rng,
                                         sim::steady_clock());
     if (!core) {
         return failure(core.error().message());
@@ -429,7 +454,8 @@ int run_server(const Settings& s) {
                 {"registration", s.registration == sim::auth::RegistrationPolicy::open     ? "open"
                                  : s.registration == sim::auth::RegistrationPolicy::closed ? "closed"
                                                                                            : "explicit"},
-                {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))}});
+                {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))},
+                {"conversation_mode", std::string(sim::conversation_mode_name(s.conversation_mode))}});
     if (s.conversation_suite == sim::SuiteId::tdes_cbc_hmac_sha256) {
         logger.log(sim::LogLevel::warning,
                    "conversations use Triple-DES (the seed's system): 64-bit blocks, "

@@ -3,6 +3,8 @@
 #include <sim/auth.h>
 #include <sim/client.h>
 #include <sim/crypto.h>
+#include <sim/e2e.h>
+#include <sim/messages.h>
 #include <sim/frame.h>
 #include <sim/server.h>
 #include <sim/store.h>
@@ -114,6 +116,129 @@ struct TestClient {
     }
 };
 
+/// The memory backend's message store, counting transactions (group commit tests).
+class CountingMessages final : public sim::store::MessageStore {
+public:
+    explicit CountingMessages(sim::store::MessageStore& inner) : m_inner(inner) {}
+    sim::Result<std::vector<bool>> append(const std::vector<sim::store::StoredMessage>& batch) override {
+        ++appends;
+        appended += batch.size();
+        return m_inner.append(batch);
+    }
+    sim::Result<std::vector<sim::store::StoredMessage>> pending(std::string_view r, std::uint64_t after,
+                                                                std::size_t limit) override {
+        return m_inner.pending(r, after, limit);
+    }
+    sim::Result<std::size_t> remove(std::string_view r, std::string_view s,
+                                    const std::vector<sim::MessageId>& ids) override {
+        return m_inner.remove(r, s, ids);
+    }
+    sim::Result<std::size_t> count(std::string_view r) override { return m_inner.count(r); }
+    std::size_t appends = 0;
+    std::size_t appended = 0;
+
+private:
+    sim::store::MessageStore& m_inner;
+};
+
+/// A client written against the channel alone (no ClientCore): it sends exactly the inner frames a test gives
+/// it and records every inner frame the server sends.
+class RawClient final : public sim::ConnectionHandler {
+public:
+    RawClient(sim::KnownServers& known, sim::Rng& rng, const sim::Clock& clock) {
+        sim::ClientHandshakeConfig cfg;
+        cfg.server_id = "test-server:1";
+        m_hs.emplace(std::move(sim::ClientHandshake::create(std::move(cfg), known, rng, clock).value()));
+    }
+    void start(std::shared_ptr<sim::ConnectionOutput> out) {
+        m_out = std::move(out);
+        write_handshake();
+    }
+    void on_bytes(sim::ByteView data) override {
+        m_decoder.feed(data);
+        for (;;) {
+            auto next = m_decoder.next();
+            REQUIRE(next.has_value());
+            if (!next->has_value()) {
+                return;
+            }
+            const sim::Frame f = std::move(**next);
+            if (f.type == sim::FrameType::handshake) {
+                REQUIRE(m_hs->read_message(f.payload).has_value());
+                write_handshake();
+                continue;
+            }
+            REQUIRE(f.type == sim::FrameType::record);
+            REQUIRE(m_recv.has_value());
+            auto plain = m_recv->open(f.payload);
+            REQUIRE(plain.has_value());
+            auto inner = sim::decode_frame(*plain);
+            REQUIRE(inner.has_value());
+            inbox.push_back(std::move(*inner));
+        }
+    }
+    void on_closed(sim::Errc) override { closed = true; }
+
+    void send(const sim::Frame& inner) {
+        REQUIRE(m_send.has_value());
+        auto record = m_send->seal(sim::encode_frame(inner).value());
+        REQUIRE(record.has_value());
+        m_out->send(sim::encode_frame(sim::Frame{sim::FrameType::record, 0, {}, {}, std::move(*record)}).value());
+    }
+
+    /// The frames of one type received so far, removed from the inbox.
+    std::vector<sim::Frame> take(sim::FrameType type) {
+        std::vector<sim::Frame> out;
+        std::erase_if(inbox, [&](const sim::Frame& f) {
+            if (f.type == type) {
+                out.push_back(f);
+                return true;
+            }
+            return false;
+        });
+        return out;
+    }
+    /// Error codes received (and removed).
+    std::vector<sim::Errc> errors() {
+        std::vector<sim::Errc> out;
+        for (const auto& f : take(sim::FrameType::error)) {
+            out.push_back(sim::parse_error_frame(f).value().code);
+        }
+        return out;
+    }
+
+    std::vector<sim::Frame> inbox;
+    bool closed = false;
+    bool ready = false;
+
+private:
+    void write_handshake() {
+        if (m_hs->next_action() == sim::ChannelAction::write_message) {
+            auto msg = m_hs->write_message();
+            REQUIRE(msg.has_value());
+            m_out->send(sim::encode_frame(sim::Frame{sim::FrameType::handshake, 0, {}, {}, std::move(*msg)}).value());
+        }
+        if (m_hs->next_action() == sim::ChannelAction::complete) {
+            auto keys = m_hs->finish();
+            REQUIRE(keys.has_value());
+            m_send.emplace(std::move(keys->send));
+            m_recv.emplace(std::move(keys->recv));
+            ready = true;
+        }
+    }
+
+    std::optional<sim::ClientHandshake> m_hs;
+    std::shared_ptr<sim::ConnectionOutput> m_out;
+    sim::FrameDecoder m_decoder;
+    std::optional<sim::SendSession> m_send;
+    std::optional<sim::RecvSession> m_recv;
+};
+
+struct RawConn {
+    std::shared_ptr<RawClient> client;
+    std::unique_ptr<Pipe> pipe;
+};
+
 struct World {
     sim::ManualClock clock;
     std::unique_ptr<sim::Rng> rng;
@@ -128,8 +253,13 @@ struct World {
     sim::MemoryKnownServers known;  // shared by the clients of this world (one "device")
     std::vector<std::unique_ptr<TestClient>> clients;
 
+    std::unique_ptr<CountingMessages> messages = std::make_unique<CountingMessages>(*backend);
+    std::vector<RawConn> raws;
+
     explicit World(sim::SuitePolicy conversation_policy = sim::SuitePolicy::require_tdes(),
-                   std::string_view seed = "server world")
+                   std::string_view seed = "server world",
+                   sim::ConversationMode mode = sim::ConversationMode::server_assigned,
+                   std::size_t max_stored = 100'000)
         : rng(sim::make_deterministic_rng(sim::as_bytes(seed))) {
         sim::auth::HashPolicy hp;
         hp.bcrypt.cost = 4;  // tests: fast hashing
@@ -141,9 +271,12 @@ struct World {
         sim::ServerConfig cfg;
         cfg.static_private_key = rng->secure_bytes(32);
         cfg.conversation_policy = std::move(conversation_policy);
+        cfg.conversation_mode = mode;
+        cfg.max_stored_per_recipient = max_stored;
         cfg.wall_clock = [] { return sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}}; };
         server = std::move(
-            sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), workers, *rng, clock)
+            sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
+                                    messages.get(), workers, *rng, clock)
                 .value());
         server_public = sim::to_bytes(server->static_public_key());
     }
@@ -167,12 +300,72 @@ struct World {
         return *clients.back();
     }
 
+    /// A raw client (channel only), handshake done.
+    RawClient& connect_raw() {
+        RawConn rc;
+        rc.pipe = std::make_unique<Pipe>();
+        rc.client = std::make_shared<RawClient>(known, *rng, clock);
+        rc.pipe->client = rc.client;
+        rc.pipe->server = server->accept(std::make_shared<PipeOutput>(*rc.pipe, false), "127.0.0.1:40001");
+        REQUIRE(rc.pipe->server != nullptr);
+        rc.client->start(std::make_shared<PipeOutput>(*rc.pipe, true));
+        raws.push_back(std::move(rc));
+        settle();
+        REQUIRE(raws.back().client->ready);
+        return *raws.back().client;
+    }
+
+    /// A raw client logged in as `user` (password = user name), inbox emptied of the login frames.
+    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
+        auto& c = connect_raw();
+        c.send(sim::Frame{sim::FrameType::init, 0, user, destination,
+                          sim::encode_credentials({sim::CredentialKind::password,
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(user + "-pw"))})});
+        settle();
+        const auto first = std::find_if(c.inbox.begin(), c.inbox.end(),
+                                        [](const sim::Frame& f) { return f.type == sim::FrameType::ack_init; });
+        REQUIRE(first != c.inbox.end());
+        REQUIRE(first->sid == 1);
+        c.inbox.erase(first);
+        return c;
+    }
+
+    /// Close a raw client's connection (as a dropped TCP connection).
+    void drop(RawClient& c) {
+        for (auto& rc : raws) {
+            if (rc.client.get() == &c && !rc.pipe->closed) {
+                rc.pipe->close_requested = true;
+                rc.pipe->close_reason = sim::Errc::closed;
+            }
+        }
+        settle();
+    }
+
+    /// Move bytes only (no executor jobs: logins and commits wait).
+    void pump_pipes() {
+        for (int i = 0; i < 1000; ++i) {
+            bool moved = false;
+            for (auto& c : clients) {
+                moved = c->pipe->pump() || moved;
+            }
+            for (auto& rc : raws) {
+                moved = rc.pipe->pump() || moved;
+            }
+            if (!moved) {
+                return;
+            }
+        }
+    }
+
     /// Move bytes and run login jobs until nothing changes.
     void settle() {
         for (int i = 0; i < 1000; ++i) {
             bool moved = false;
             for (auto& c : clients) {
                 moved = c->pipe->pump() || moved;
+            }
+            for (auto& rc : raws) {
+                moved = rc.pipe->pump() || moved;
             }
             moved = workers.run_pending() != 0 || moved;
             if (!moved) {
@@ -337,7 +530,10 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
 
     // A forged body that does reach Bob (here under Trudy's own name, so the server forwards it) fails his
     // decryption: an error event, never a displayed message.
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "bob", w.rng->bytes(80)}));
+    sim::Envelope forged;
+    forged.mode = sim::ConversationMode::server_assigned;
+    forged.body = w.rng->bytes(80);
+    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "bob", sim::encode_envelope(forged)}));
     w.settle();
     CHECK(bob.of(sim::ClientEventKind::message).empty());
     REQUIRE(bob.of(sim::ClientEventKind::error).size() == 1);
@@ -349,7 +545,7 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
 
     // Other forged fields are refused too: the server as destination, a message before a key, an ack from a client.
     REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "Server", {1, 2, 3}}));
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "carol", {1, 2, 3}}));
+    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "carol", sim::encode_envelope(forged)}));
     w.settle();
     const auto errs = trudy.of(sim::ClientEventKind::error);
     REQUIRE(errs.size() == 3);
@@ -533,4 +729,403 @@ TEST_CASE("FileKnownServers: pins persist, bad files are refused, concurrent wri
     }
     CHECK(sim::FileKnownServers::open(path).code() == sim::Errc::bad_field);
     std::filesystem::remove_all(tmpl);
+}
+
+// ---------------------------------------------------------------- end-to-end mode and offline delivery (raw clients)
+
+namespace {
+
+sim::PrekeyUpload signed_upload(const sim::e2e::IdentityKeyPair& ik, bool replace, std::uint32_t first_opk,
+                                std::size_t opks, sim::Rng& rng) {
+    const auto spk = sim::e2e::generate_signed_prekey(ik, 7, rng);
+    sim::PrekeyUpload u;
+    u.replace = replace;
+    u.identity_key = ik.public_key;
+    u.signed_prekey_id = spk.id;
+    u.signed_prekey = spk.public_key;
+    u.signed_prekey_signature = spk.signature;
+    for (std::size_t i = 0; i < opks; ++i) {
+        const auto opk = sim::e2e::generate_one_time_prekey(first_opk + static_cast<std::uint32_t>(i), rng);
+        u.one_time_prekeys.emplace_back(opk.id, opk.public_key);
+    }
+    return u;
+}
+
+sim::Frame prekeys_frame(const std::string& user, const sim::PrekeyUpload& u) {
+    return sim::Frame{sim::FrameType::prekeys, 0, user, "", sim::encode_prekey_upload(u)};
+}
+
+sim::MessageId mid(std::uint32_t n) {
+    sim::MessageId id{};
+    id[0] = 0xAB;
+    id[12] = static_cast<std::uint8_t>(n >> 24U);
+    id[13] = static_cast<std::uint8_t>(n >> 16U);
+    id[14] = static_cast<std::uint8_t>(n >> 8U);
+    id[15] = static_cast<std::uint8_t>(n);
+    return id;
+}
+
+sim::Frame message(const std::string& from, const std::string& to, std::uint32_t n,
+                   sim::ConversationMode mode = sim::ConversationMode::end_to_end) {
+    sim::Envelope e;
+    e.id = mid(n);
+    e.mode = mode;
+    e.body = sim::Bytes(40, static_cast<std::uint8_t>(n));
+    return sim::Frame{sim::FrameType::message, 0, from, to, sim::encode_envelope(e)};
+}
+
+sim::Frame ack(const std::string& from, const std::string& to, const std::vector<std::uint32_t>& ns) {
+    std::vector<sim::MessageId> ids;
+    for (const auto n : ns) {
+        ids.push_back(mid(n));
+    }
+    return sim::Frame{sim::FrameType::ack, 0, from, to, sim::encode_ack(ids)};
+}
+
+/// The numbers of the message ids in received message frames (and their sources).
+std::vector<std::uint32_t> numbers(const std::vector<sim::Frame>& frames, const std::string& source = "alice") {
+    std::vector<std::uint32_t> out;
+    for (const auto& f : frames) {
+        CHECK(f.source == source);
+        const auto e = sim::decode_envelope(f.payload).value();
+        out.push_back((std::uint32_t{e.id[12]} << 24U) | (std::uint32_t{e.id[13]} << 16U) |
+                      (std::uint32_t{e.id[14]} << 8U) | e.id[15]);
+    }
+    return out;
+}
+
+/// The ids of receipts with this status, as numbers.
+std::vector<std::uint32_t> receipts(RawClient& c, sim::ReceiptStatus status, const std::string& peer = "bob") {
+    std::vector<std::uint32_t> out;
+    for (const auto& f : c.take(sim::FrameType::receipt)) {
+        CHECK(f.source == "Server");
+        if (f.sid != static_cast<std::uint32_t>(status)) {
+            continue;
+        }
+        const auto r = sim::decode_receipt(f.payload).value();
+        CHECK(r.peer == peer);
+        for (const auto& id : r.ids) {
+            out.push_back((std::uint32_t{id[14]} << 8U) | id[15]);
+        }
+    }
+    return out;
+}
+
+World e2e_world(std::size_t max_stored = 100'000) {
+    return World(sim::SuitePolicy::default_policy(), "e2e world", sim::ConversationMode::end_to_end, max_stored);
+}
+
+/// `user` logs in once and publishes prekeys with `opks` one-time prekeys, then goes offline.
+sim::e2e::IdentityKeyPair publish(World& w, const std::string& user, std::size_t opks, bool stay = false) {
+    auto ik = sim::e2e::generate_identity(*w.rng);
+    auto& c = w.raw_login(user);
+    c.send(prekeys_frame(user, signed_upload(ik, true, 1, opks, *w.rng)));
+    w.settle();
+    REQUIRE(c.errors().empty());
+    if (!stay) {
+        w.drop(c);
+    }
+    return ik;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check, replace") {
+    auto w = e2e_world();
+    auto& alice = w.connect_raw();
+    alice.send(sim::Frame{sim::FrameType::init, 0, "alice", "",
+                          sim::encode_credentials({sim::CredentialKind::password,
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes("alice-pw"))})});
+    w.settle();
+    REQUIRE(alice.inbox.size() >= 2);
+    CHECK(alice.inbox[0].type == sim::FrameType::ack_init);
+    CHECK(alice.inbox[1].type == sim::FrameType::prekeys);  // right after ack_init 1
+    auto st = sim::decode_prekey_status(alice.inbox[1].payload).value();
+    CHECK_FALSE(st.identity_key.has_value());
+    CHECK(st.one_time_count == 0);
+    alice.inbox.clear();
+
+    const auto ik = sim::e2e::generate_identity(*w.rng);
+    alice.send(prekeys_frame("alice", signed_upload(ik, true, 1, 5, *w.rng)));
+    w.settle();
+    CHECK(alice.errors().empty());
+    st = w.backend->prekey_status("alice").value();
+    CHECK(st.identity_key == ik.public_key);
+    CHECK(st.one_time_count == 5);
+
+    // A bad signature is refused with auth_failed; nothing changes and the connection stays.
+    auto bad = signed_upload(ik, false, 10, 5, *w.rng);
+    bad.signed_prekey_signature[3] ^= 0x01;
+    alice.send(prekeys_frame("alice", bad));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::auth_failed});
+    CHECK(w.backend->prekey_status("alice").value().one_time_count == 5);
+    CHECK_FALSE(alice.closed);
+
+    // Adding under another identity is refused; a malformed upload too; as another user's source also.
+    const auto other = sim::e2e::generate_identity(*w.rng);
+    alice.send(prekeys_frame("alice", signed_upload(other, false, 10, 5, *w.rng)));
+    alice.send(sim::Frame{sim::FrameType::prekeys, 0, "alice", "", {1, 2, 3}});
+    alice.send(prekeys_frame("bob", signed_upload(other, true, 10, 5, *w.rng)));
+    w.settle();
+    CHECK(alice.errors() ==
+          std::vector<sim::Errc>{sim::Errc::bad_field, sim::Errc::truncated, sim::Errc::source_mismatch});
+    CHECK_FALSE(w.backend->prekey_status("bob").value().identity_key.has_value());
+
+    // Adding under the same identity adds; replace swaps the identity and drops the old one-time prekeys.
+    alice.send(prekeys_frame("alice", signed_upload(ik, false, 10, 3, *w.rng)));
+    w.settle();
+    CHECK(w.backend->prekey_status("alice").value().one_time_count == 8);
+    alice.send(prekeys_frame("alice", signed_upload(other, true, 100, 2, *w.rng)));
+    w.settle();
+    CHECK(alice.errors().empty());
+    st = w.backend->prekey_status("alice").value();
+    CHECK(st.identity_key == other.public_key);
+    CHECK(st.one_time_count == 2);
+
+    // The next login reports the stored identity and stock.
+    w.drop(alice);
+    auto& again = w.connect_raw();
+    again.send(sim::Frame{sim::FrameType::init, 0, "alice", "",
+                          sim::encode_credentials({sim::CredentialKind::password,
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes("alice-pw"))})});
+    w.settle();
+    const auto status = again.take(sim::FrameType::prekeys);
+    REQUIRE(status.size() == 1);
+    st = sim::decode_prekey_status(status[0].payload).value();
+    CHECK(st.identity_key == other.public_key);
+    CHECK(st.one_time_count == 2);
+}
+
+TEST_CASE("e2e: KEYGEN mode 2 hands the initiator a bundle with each one-time prekey once; low stock is reported") {
+    auto w = e2e_world();
+    const auto bob_ik = publish(w, "bob", 21, true);
+    auto& bob = *w.raws.back().client;
+    bob.inbox.clear();
+    auto& alice = w.raw_login("alice", "bob");  // init with a destination at login
+    auto& carol = w.raw_login("carol");
+    std::vector<std::uint32_t> handed;
+    const auto check_keygen = [&](RawClient& c) {
+        const auto acks = c.take(sim::FrameType::ack_init);
+        REQUIRE(acks.size() == 1);
+        CHECK(acks[0].sid == 2);  // bob is online (informative)
+        const auto kg = c.take(sim::FrameType::keygen);
+        REQUIRE(kg.size() == 1);
+        CHECK(kg[0].sid == sim::keygen_sid);
+        const auto k = sim::decode_key_assignment(kg[0].payload).value();
+        CHECK(k.mode == sim::ConversationMode::end_to_end);
+        CHECK(k.peer == "bob");
+        CHECK(k.key.empty());
+        REQUIRE(k.bundle.has_value());
+        CHECK(k.bundle->identity_key == bob_ik.public_key);
+        CHECK(sim::e2e::verify_bundle(*k.bundle).has_value());
+        REQUIRE(k.bundle->one_time_prekey_id.has_value());
+        handed.push_back(*k.bundle->one_time_prekey_id);
+    };
+    check_keygen(alice);
+    CHECK(bob.take(sim::FrameType::keygen).empty());  // only the initiator gets a KEYGEN
+    CHECK(bob.take(sim::FrameType::prekeys).empty());  // 20 left: not low yet
+    carol.send(sim::Frame{sim::FrameType::init, 0, "carol", "bob", sim::encode_credentials({})});
+    w.settle();
+    check_keygen(carol);
+    CHECK(handed == std::vector<std::uint32_t>{1, 2});
+    // 19 left: below the low-water mark, bob (online) is asked for more
+    const auto low = bob.take(sim::FrameType::prekeys);
+    REQUIRE(low.size() == 1);
+    CHECK(sim::decode_prekey_status(low[0].payload).value().one_time_count == 19);
+
+    // A peer without prekeys: no_conversation, and no KEYGEN.
+    alice.send(sim::Frame{sim::FrameType::init, 0, "alice", "carol", sim::encode_credentials({})});
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+    CHECK(alice.take(sim::FrameType::keygen).empty());
+    // Nor can anyone message carol.
+    alice.send(message("alice", "carol", 1));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+}
+
+TEST_CASE("e2e: offline messages are stored, delivered in order at login, deleted only after the ack") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    auto& alice = w.raw_login("alice");
+    for (const std::uint32_t n : {1, 2, 3}) {
+        alice.send(message("alice", "bob", n));
+    }
+    alice.send(message("alice", "bob", 2));  // a retry: stored once, receipt all the same
+    w.settle();
+    CHECK(alice.errors().empty());
+    auto stored = receipts(alice, sim::ReceiptStatus::stored);
+    std::sort(stored.begin(), stored.end());
+    CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
+    CHECK(w.backend->count("bob").value() == 3);
+
+    // bob logs in: the three, in order, unchanged; not deleted yet.
+    auto& bob = w.raw_login("bob");
+    auto got = bob.take(sim::FrameType::message);
+    CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
+    CHECK(got[1].payload == message("alice", "bob", 2).payload);
+    CHECK(got[1].destination == "bob");
+    CHECK(w.backend->count("bob").value() == 3);
+    // He drops before acknowledging: the next login delivers them again.
+    w.drop(bob);
+    auto& bob2 = w.raw_login("bob");
+    CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2, 3});
+
+    // Acknowledge two: deleted, alice learns they were delivered.
+    bob2.send(ack("bob", "alice", {1, 2}));
+    w.settle();
+    CHECK(bob2.errors().empty());
+    CHECK(w.backend->count("bob").value() == 1);
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2});
+
+    // While one is still waiting, a new message is stored behind it (order kept) and then delivered.
+    alice.send(message("alice", "bob", 4));
+    w.settle();
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{4});
+    CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{4});
+    bob2.send(ack("bob", "alice", {3, 4}));
+    w.settle();
+    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{3, 4});
+
+    // Nothing waits now: the next message goes straight through, unstored, and its ack still gives a receipt.
+    const auto appends = w.messages->appended;
+    alice.send(message("alice", "bob", 5));
+    w.settle();
+    CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{5});
+    CHECK(w.messages->appended == appends);
+    CHECK(receipts(alice, sim::ReceiptStatus::stored).empty());
+    bob2.send(ack("bob", "alice", {5}));
+    w.settle();
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{5});
+
+    // Bad acks are refused, the connection stays.
+    bob2.send(sim::Frame{sim::FrameType::ack, 0, "bob", "alice", {0, 0}});
+    bob2.send(sim::Frame{sim::FrameType::ack, 0, "alice", "bob", sim::encode_ack({mid(1)})});
+    w.settle();
+    CHECK(bob2.errors() == std::vector<sim::Errc>{sim::Errc::bad_field, sim::Errc::source_mismatch});
+    CHECK_FALSE(bob2.closed);
+}
+
+TEST_CASE("e2e: at most 1000 stored messages are in flight; more follow as acks arrive") {
+    auto w = e2e_world();
+    publish(w, "bob", 1);
+    std::vector<sim::store::StoredMessage> batch;
+    for (std::uint32_t n = 1; n <= 1100; ++n) {
+        sim::store::StoredMessage m;
+        m.recipient = "bob";
+        m.sender = "alice";
+        m.id = mid(n);
+        m.envelope = message("alice", "bob", n).payload;
+        batch.push_back(std::move(m));
+    }
+    REQUIRE(w.backend->append(batch).has_value());
+    auto& bob = w.raw_login("bob");
+    auto first = numbers(bob.take(sim::FrameType::message));
+    REQUIRE(first.size() == 1000);
+    CHECK(first.front() == 1);
+    CHECK(first.back() == 1000);
+    std::vector<std::uint32_t> some;
+    for (std::uint32_t n = 1; n <= 60; ++n) {
+        some.push_back(n);
+    }
+    bob.send(ack("bob", "alice", some));
+    w.settle();
+    const auto more = numbers(bob.take(sim::FrameType::message));
+    REQUIRE(more.size() == 60);
+    CHECK(more.front() == 1001);
+    CHECK(more.back() == 1060);
+}
+
+TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
+    auto w = e2e_world();
+    publish(w, "bob", 1);
+    auto& alice = w.raw_login("alice");
+    const auto before = w.messages->appends;
+    for (std::uint32_t n = 1; n <= 50; ++n) {
+        alice.send(message("alice", "bob", n));
+    }
+    w.pump_pipes();  // all 50 arrive before the commit job runs
+    CHECK(receipts(alice, sim::ReceiptStatus::stored).empty());  // nothing is acknowledged before it is durable
+    w.settle();
+    CHECK(w.messages->appends == before + 1);
+    CHECK(w.server->stats().store_commits == 1);
+    CHECK(w.server->stats().stored_messages == 50);
+    CHECK(receipts(alice, sim::ReceiptStatus::stored).size() == 50);
+    CHECK(w.backend->count("bob").value() == 50);
+    // Alone, a message gets its own commit at once.
+    alice.send(message("alice", "bob", 51));
+    w.settle();
+    CHECK(w.messages->appends == before + 2);
+    // The order of the store is the order of arrival.
+    const auto p = w.backend->pending("bob", 0, 100).value();
+    REQUIRE(p.size() == 51);
+    for (std::size_t i = 0; i < p.size(); ++i) {
+        CHECK(p[i].id == mid(static_cast<std::uint32_t>(i + 1)));
+    }
+}
+
+TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewriting are refused") {
+    auto w = e2e_world(3);
+    publish(w, "bob", 1);
+    auto& alice = w.raw_login("alice");
+    auto& trudy = w.raw_login("trudy");
+    for (const std::uint32_t n : {1, 2, 3, 4}) {
+        alice.send(message("alice", "bob", n));
+    }
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::queue_full});
+    CHECK(w.backend->count("bob").value() == 3);
+    // An envelope that does not decode, or of the other mode.
+    alice.send(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::Bytes(10, 1)});
+    alice.send(message("alice", "bob", 9, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::truncated, sim::Errc::bad_field});
+    CHECK_FALSE(alice.closed);
+    // Trudy cannot send as alice (the seed's attack 2), and nothing of hers is stored.
+    trudy.send(message("alice", "bob", 7));
+    w.settle();
+    CHECK(trudy.errors() == std::vector<sim::Errc>{sim::Errc::source_mismatch});
+    const auto p = w.backend->pending("bob", 0, 10).value();
+    for (const auto& m : p) {
+        CHECK(m.sender == "alice");
+        CHECK(m.id != mid(7));
+    }
+}
+
+TEST_CASE("server-assigned mode: the seed's flow with envelopes; offline destinations are refused") {
+    World w(sim::SuitePolicy::default_policy(), "sa world", sim::ConversationMode::server_assigned);
+    auto& alice = w.raw_login("alice", "bob");
+    CHECK(alice.take(sim::FrameType::prekeys).empty());  // no prekey status in this mode
+    CHECK(alice.take(sim::FrameType::ack_init).size() == 1);  // stage 3: waiting
+    alice.send(message("alice", "bob", 1, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+    auto& bob = w.raw_login("bob");
+    const auto kb = bob.take(sim::FrameType::keygen);
+    const auto ka = alice.take(sim::FrameType::keygen);
+    REQUIRE(ka.size() == 1);
+    REQUIRE(kb.size() == 1);
+    const auto k = sim::decode_key_assignment(ka[0].payload).value();
+    CHECK(k.mode == sim::ConversationMode::server_assigned);
+    CHECK(k.peer == "bob");
+    CHECK(sim::decode_key_assignment(kb[0].payload).value().key == k.key);
+
+    const auto m = message("alice", "bob", 2, sim::ConversationMode::server_assigned);
+    alice.send(m);
+    w.settle();
+    const auto got = bob.take(sim::FrameType::message);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0] == m);  // forwarded unchanged
+    bob.send(ack("bob", "alice", {2}));
+    w.settle();
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{2});
+    alice.send(message("alice", "bob", 3, sim::ConversationMode::end_to_end));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
+    w.drop(bob);
+    alice.send(message("alice", "bob", 4, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});  // bob left: the key is gone
 }

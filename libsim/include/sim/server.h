@@ -13,6 +13,7 @@
 #include <sim/clock.h>
 #include <sim/error.h>
 #include <sim/frame.h>
+#include <sim/messages.h>
 #include <sim/rng.h>
 #include <sim/session.h>
 #include <sim/store.h>
@@ -36,7 +37,15 @@ struct ServerConfig {
     SecureBytes static_private_key;
     /// Record suites allowed on client-server channels, in preference order.
     SuitePolicy channel_policy = SuitePolicy::default_policy();
-    /// Suites for server-assigned conversation keys; the first one is used for new conversations.
+    /// How new conversations are keyed (docs/protocol.md section 6): end to end (X3DH + Double Ratchet; the server
+    /// relays prekey bundles and stores messages for offline users) or the seed's server-assigned keys.
+    ConversationMode conversation_mode = ConversationMode::end_to_end;
+    /// Most messages stored for one recipient (Errc::queue_full beyond).
+    std::size_t max_stored_per_recipient = 100'000;
+    /// Most stored messages sent to a recipient and not yet acknowledged.
+    std::size_t delivery_window = 1000;
+    /// Suites for server-assigned conversation keys (the first one is used for new conversations); in end-to-end
+    /// mode the first is the hint in the KEYGEN.
     SuitePolicy conversation_policy = SuitePolicy::default_policy();
     /// Key rotation of the client-server channel (the conversation rotation is the clients').
     RotationPolicy channel_rotation{};
@@ -67,16 +76,22 @@ struct ServerStats {
     std::uint64_t messages_refused = 0;
     std::uint64_t logins_ok = 0;
     std::uint64_t logins_failed = 0;
+    std::uint64_t store_commits = 0;   ///< offline-store transactions (group commits)
+    std::uint64_t stored_messages = 0; ///< messages those transactions held
 };
 
 class ServerCore {
 public:
     /// The collaborators must outlive the core. `vault` may be null (keys are then kept in memory only).
+    /// `prekeys` and `messages` (usually the same Backend as the accounts) may be null: without them end-to-end
+    /// set-up (prekeys, KEYGEN mode 2) and offline storage are refused (Errc::not_implemented). Appends to
+    /// `messages` run on `workers` (group commit).
     /// Errc::invalid_key for a static key that is not 32 bytes.
     static Result<std::unique_ptr<ServerCore>> create(ServerConfig config, auth::Authenticator& authenticator,
                                                       auth::SessionTokens& tokens,
-                                                      auth::ConversationKeyVault* vault, Executor& workers,
-                                                      Rng& rng, const Clock& clock);
+                                                      auth::ConversationKeyVault* vault,
+                                                      store::PrekeyStore* prekeys, store::MessageStore* messages,
+                                                      Executor& workers, Rng& rng, const Clock& clock);
     ~ServerCore();
     ServerCore(const ServerCore&) = delete;
     ServerCore& operator=(const ServerCore&) = delete;

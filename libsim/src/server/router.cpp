@@ -169,6 +169,16 @@ void Router::shutdown() {
     }
 }
 
+void Router::count_routed() {
+    const std::lock_guard lock(m_mutex);
+    ++m_routed;
+}
+
+std::shared_ptr<Peer> Router::find_online(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    return online_locked(user);
+}
+
 void Router::count_refused() {
     const std::lock_guard lock(m_mutex);
     ++m_refused;

@@ -54,6 +54,9 @@ public:
     void shutdown();
 
     void count_refused();
+    void count_routed();
+    /// The user's connection, or null when offline.
+    std::shared_ptr<Peer> find_online(const std::string& user);
     [[nodiscard]] ServerStats stats() const;
 
 private:

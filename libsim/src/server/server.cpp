@@ -1,8 +1,11 @@
 // The sans-IO server core (docs/protocol.md section 5).
+#include "delivery.h"
+#include "group_commit.h"
 #include "router.h"
 
 #include <sim/channel.h>
 #include <sim/crypto.h>
+#include <sim/e2e.h>
 #include <sim/messages.h>
 #include <sim/server.h>
 
@@ -12,6 +15,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <set>
 
 namespace sim {
 
@@ -36,22 +40,61 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     auth::Authenticator& authenticator;
     auth::SessionTokens& tokens;
     auth::ConversationKeyVault* vault;
+    store::PrekeyStore* prekeys;
+    store::MessageStore* messages;
     Executor& workers;
     Rng& rng;
     const Clock& clock;
     Bytes static_public;
     server_detail::Router router;
+    std::shared_ptr<server_detail::GroupCommit> commit;  // null without a message store
+    std::shared_ptr<server_detail::Delivery> delivery;   // null without a message store
+
+    std::mutex prekey_mutex;
+    std::set<std::string> has_prekeys;  // users seen with published prekeys (a cache: prekeys are never unpublished)
 
     std::atomic<std::size_t> connections{0};
     std::atomic<std::uint64_t> logins_ok{0};
     std::atomic<std::uint64_t> logins_failed{0};
     std::atomic<std::uint64_t> next_conn_id{1};
 
-    Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v, Executor& w,
-         Rng& r, const Clock& cl)
-        : config(std::move(c)), authenticator(a), tokens(t), vault(v), workers(w), rng(r), clock(cl),
-          router(config.conversation_policy, v, r, [this] { return wall_now(); },
-                 [this](LogLevel l, std::string_view m) { log(l, m); }) {}
+    Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
+         store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
+        : config(std::move(c)), authenticator(a), tokens(t), vault(v), prekeys(p), messages(m), workers(w), rng(r),
+          clock(cl), router(config.conversation_policy, v, r, [this] { return wall_now(); },
+                            [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+        if (messages != nullptr) {
+            commit = std::make_shared<server_detail::GroupCommit>(*messages, workers);
+            delivery = std::make_shared<server_detail::Delivery>(
+                *messages, commit, router,
+                server_detail::Delivery::Limits{config.max_stored_per_recipient, config.delivery_window},
+                [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); });
+        }
+    }
+
+    [[nodiscard]] bool end_to_end() const { return config.conversation_mode == ConversationMode::end_to_end; }
+
+    /// Whether `user` has published prekeys. Errc::storage_error.
+    Result<bool> published(const std::string& user) {
+        {
+            const std::lock_guard lock(prekey_mutex);
+            if (has_prekeys.count(user) != 0) {
+                return true;
+            }
+        }
+        SIM_TRY(const auto st, prekeys->prekey_status(user));
+        if (st.identity_key) {
+            const std::lock_guard lock(prekey_mutex);
+            has_prekeys.insert(user);
+        }
+        return st.identity_key.has_value();
+    }
+
+    /// The prekeys status frame for `user` (docs/protocol.md 6.1). Errc::storage_error.
+    Result<Frame> prekey_status_frame(const std::string& user) {
+        SIM_TRY(const auto st, prekeys->prekey_status(user));
+        return Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(st)};
+    }
 
     [[nodiscard]] store::WallTime wall_now() const {
         return config.wall_clock ? config.wall_clock() : system_wall_clock();
@@ -127,6 +170,9 @@ public:
         }
         if (!user.empty()) {
             m_core->router.disconnect(user, this);
+            if (m_core->delivery) {
+                m_core->delivery->logout(user, this);
+            }
         }
         {
             const std::lock_guard lock(m_send_mutex);
@@ -316,6 +362,8 @@ private:
             case FrameType::probe: handle_probe(frame); return;
             case FrameType::message: handle_message(frame); return;
             case FrameType::close: handle_close(frame); return;
+            case FrameType::prekeys: handle_prekeys(frame); return;
+            case FrameType::ack: handle_ack(frame); return;
             default: fail(Error{Errc::bad_field, "frame type not allowed from a client"}); return;
         }
     }
@@ -401,7 +449,18 @@ private:
         m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
         send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
                    m_user, encode_session_token(issued)});
+        if (m_core->end_to_end() && m_core->prekeys != nullptr) {
+            auto status = m_core->prekey_status_frame(m_user);
+            if (status) {
+                send(*status);
+            } else {
+                m_core->log(LogLevel::error, "prekey status not read: " + status.error().message());
+            }
+        }
         m_core->router.login(m_user, shared_from_this());
+        if (m_core->delivery) {
+            m_core->delivery->login(m_user, this);
+        }
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -475,7 +534,100 @@ private:
         if (!peer) {
             return;
         }
-        m_core->router.open(m_user, *peer);
+        if (!m_core->end_to_end()) {
+            m_core->router.open(m_user, *peer);
+            return;
+        }
+        // End to end (docs/protocol.md 6.2): stage 2 or 3 is informative; the initiator gets the peer's bundle.
+        if (m_core->prekeys == nullptr) {
+            refuse(Errc::not_implemented, "this server stores no prekeys");
+            return;
+        }
+        m_core->router.probe(m_user, *peer);
+        auto bundle = m_core->prekeys->take_bundle(*peer);
+        if (!bundle) {
+            m_core->log(LogLevel::error, "prekey bundle not read: " + bundle.error().message());
+            refuse(Errc::storage_error, "prekeys not available, try again later");
+            return;
+        }
+        if (!bundle->has_value()) {
+            refuse(Errc::no_conversation, "peer has no prekeys");
+            return;
+        }
+        const bool used_opk = (*bundle)->one_time_prekey_id.has_value();
+        KeyAssignment k;
+        k.mode = ConversationMode::end_to_end;
+        k.suite = m_core->config.conversation_policy.preference().front();
+        k.peer = *peer;
+        k.bundle = std::move(**bundle);
+        send(Frame{FrameType::keygen, keygen_sid, std::string(server_name), m_user, encode_key_assignment(k)});
+        if (used_opk) {
+            ask_for_prekeys_if_low(*peer);
+        }
+    }
+
+    /// Tell `user` (if online) that their one-time prekey stock is low (docs/protocol.md 6.1).
+    void ask_for_prekeys_if_low(const std::string& user) {
+        const auto st = m_core->prekeys->prekey_status(user);
+        if (!st || st->one_time_count >= prekey_low_water) {
+            return;
+        }
+        if (const auto conn = m_core->router.find_online(user)) {
+            conn->deliver(Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
+        }
+    }
+
+    void handle_prekeys(const Frame& frame) {
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        if (m_core->prekeys == nullptr) {
+            refuse(Errc::not_implemented, "this server stores no prekeys");
+            return;
+        }
+        auto upload = decode_prekey_upload(frame.payload);
+        if (!upload) {
+            refuse(upload.code(), upload.error().detail);
+            return;
+        }
+        e2e::PrekeyBundle signed_part;
+        signed_part.identity_key = upload->identity_key;
+        signed_part.signed_prekey_id = upload->signed_prekey_id;
+        signed_part.signed_prekey = upload->signed_prekey;
+        signed_part.signed_prekey_signature = upload->signed_prekey_signature;
+        if (const auto st = e2e::verify_bundle(signed_part); !st) {
+            refuse(st.code() == Errc::invalid_key ? Errc::invalid_key : Errc::auth_failed,
+                   "signed prekey signature does not verify");
+            return;
+        }
+        if (const auto st = m_core->prekeys->set_prekeys(m_user, *upload); !st) {
+            refuse(st.code(), st.error().detail);
+            return;
+        }
+        const std::lock_guard lock(m_core->prekey_mutex);
+        m_core->has_prekeys.insert(m_user);
+    }
+
+    void handle_ack(const Frame& frame) {
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        auto sender = canonical_peer(frame.destination);
+        if (!sender) {
+            return;
+        }
+        auto ids = decode_ack(frame.payload);
+        if (!ids) {
+            refuse(ids.code(), ids.error().detail);
+            return;
+        }
+        if (!m_core->delivery) {
+            return;  // nothing is stored; there is no one to tell
+        }
+        if (const auto st = m_core->delivery->ack(m_user, *sender, *ids); !st) {
+            m_core->log(LogLevel::error, "acknowledged messages not deleted: " + st.error().message());
+            refuse(Errc::storage_error, "acknowledgement not recorded, send it again later");
+        }
     }
 
     std::optional<std::string> canonical_peer(const std::string& destination) {
@@ -515,9 +667,42 @@ private:
         if (!peer) {
             return;
         }
+        const auto envelope = decode_envelope(frame.payload);
+        if (!envelope) {
+            refuse(envelope.code(), envelope.error().detail);
+            return;
+        }
         Frame out{FrameType::message, 0, m_user, *peer, frame.payload};
-        const auto st = m_core->router.forward(m_user, *peer, out);
-        if (!st) {
+        if (!m_core->end_to_end()) {
+            if (envelope->mode != ConversationMode::server_assigned) {
+                refuse(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
+                return;
+            }
+            // Server-assigned mode keeps the seed's rule (docs/protocol.md 5.2): a keyed pair, both online.
+            const auto st = m_core->router.forward(m_user, *peer, out);
+            if (!st) {
+                refuse(st.code(), st.error().detail);
+            }
+            return;
+        }
+        if (envelope->mode != ConversationMode::end_to_end) {
+            refuse(Errc::bad_field, "this server relays end-to-end messages: envelope mode 2");
+            return;
+        }
+        if (m_core->prekeys == nullptr || !m_core->delivery) {
+            refuse(Errc::not_implemented, "this server has no prekey or message store");
+            return;
+        }
+        const auto published = m_core->published(*peer);
+        if (!published) {
+            refuse(Errc::storage_error, "try again later");
+            return;
+        }
+        if (!*published) {
+            refuse(Errc::no_conversation, "peer has no prekeys");
+            return;
+        }
+        if (const auto st = m_core->delivery->submit(m_user, *peer, envelope->id, out); !st) {
             refuse(st.code(), st.error().detail);
         }
     }
@@ -567,10 +752,12 @@ ServerCore::~ServerCore() = default;
 
 Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth::Authenticator& authenticator,
                                                        auth::SessionTokens& tokens,
-                                                       auth::ConversationKeyVault* vault, Executor& workers, Rng& rng,
-                                                       const Clock& clock) {
+                                                       auth::ConversationKeyVault* vault,
+                                                       store::PrekeyStore* prekeys, store::MessageStore* messages,
+                                                       Executor& workers, Rng& rng, const Clock& clock) {
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
-    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, workers, rng, clock);
+    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
+                                       rng, clock);
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
@@ -595,6 +782,10 @@ ServerStats ServerCore::stats() const {
     s.connections = m_impl->connections.load();
     s.logins_ok = m_impl->logins_ok.load();
     s.logins_failed = m_impl->logins_failed.load();
+    if (m_impl->commit) {
+        s.store_commits = m_impl->commit->commits();
+        s.stored_messages = m_impl->commit->committed_messages();
+    }
     return s;
 }
 

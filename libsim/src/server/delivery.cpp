@@ -1,0 +1,189 @@
+#include "delivery.h"
+
+#include <algorithm>
+
+namespace sim::server_detail {
+
+Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, Limits limits,
+                   WallClock wall, Log log)
+    : m_store(store),
+      m_commit(std::move(commit)),
+      m_router(router),
+      m_limits(limits),
+      m_wall(std::move(wall)),
+      m_log(std::move(log)) {}
+
+Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
+    const auto it = m_boxes.find(user);
+    if (it != m_boxes.end()) {
+        return &it->second;
+    }
+    // First contact since the start: count what an earlier run left in the store. From then on the count is kept
+    // here (this server is the store's only writer).
+    SIM_TRY(const auto n, m_store.count(user));
+    Box& box = m_boxes[user];
+    box.backlog = n;
+    return &box;
+}
+
+Status Delivery::submit(const std::string& from, const std::string& to, const MessageId& id, const Frame& frame) {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY(Box* const box, box_locked(to));
+    if (box->backlog == 0) {
+        if (const auto peer = m_router.find_online(to)) {
+            peer->deliver(frame);
+            m_router.count_routed();
+            forget_if_idle_locked(to);
+            return ok();
+        }
+    }
+    if (box->backlog >= m_limits.max_stored_per_recipient) {
+        return Error{Errc::queue_full, "the recipient has too many stored messages"};
+    }
+    store::StoredMessage m;
+    m.recipient = to;
+    m.sender = from;
+    m.id = id;
+    m.envelope = frame.payload;
+    m.stored_at = m_wall();
+    std::weak_ptr<Delivery> weak = weak_from_this();
+    const bool queued = m_commit->enqueue(std::move(m), [weak, from, to, id](Result<bool> r) {
+        if (auto self = weak.lock()) {
+            self->committed(from, to, id, r);
+        }
+    });
+    if (!queued) {
+        forget_if_idle_locked(to);
+        return Error{Errc::busy, "server busy: message not stored, send it again later"};
+    }
+    ++box->backlog;
+    return ok();
+}
+
+void Delivery::committed(const std::string& from, const std::string& to, const MessageId& id, const Result<bool>& r) {
+    const std::lock_guard lock(m_mutex);
+    const auto it = m_boxes.find(to);
+    Box* box = it == m_boxes.end() ? nullptr : &it->second;
+    if (!r || !*r) {
+        if (box != nullptr && box->backlog > 0) {
+            --box->backlog;  // not stored, or stored already (and counted then)
+        }
+    }
+    if (!r) {
+        m_log(LogLevel::error, "offline message not stored: " + r.error().message());
+        if (const auto sender = m_router.find_online(from)) {
+            sender->deliver(make_error_frame(Errc::storage_error, "message not stored, send it again later"));
+        }
+    } else {
+        send_receipt(from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
+    }
+    if (box != nullptr && box->peer != nullptr) {
+        box->more = true;
+        pump_locked(to, *box);
+    }
+    forget_if_idle_locked(to);
+}
+
+void Delivery::pump_locked(const std::string& user, Box& box) {
+    const auto peer = m_router.find_online(user);
+    if (!peer || peer.get() != box.peer) {
+        return;
+    }
+    while (box.more && box.in_flight.size() < m_limits.window) {
+        const std::size_t want = m_limits.window - box.in_flight.size();
+        auto rows = m_store.pending(user, box.after_seq, want);
+        if (!rows) {
+            m_log(LogLevel::error, "stored messages not read: " + rows.error().message());
+            return;
+        }
+        for (auto& row : *rows) {
+            box.after_seq = row.seq;
+            box.in_flight.emplace(row.sender, row.id);
+            peer->deliver(Frame{FrameType::message, 0, row.sender, user, std::move(row.envelope)});
+            m_router.count_routed();
+        }
+        if (rows->size() < want) {
+            box.more = false;
+        }
+    }
+}
+
+void Delivery::login(const std::string& user, const Peer* peer) {
+    const std::lock_guard lock(m_mutex);
+    auto box = box_locked(user);
+    if (!box) {
+        m_log(LogLevel::error, "stored messages not counted: " + box.error().message());
+        return;
+    }
+    Box& b = **box;
+    b.peer = peer;
+    b.after_seq = 0;
+    b.in_flight.clear();
+    b.more = b.backlog > 0;
+    pump_locked(user, b);
+}
+
+void Delivery::logout(const std::string& user, const Peer* peer) {
+    const std::lock_guard lock(m_mutex);
+    const auto it = m_boxes.find(user);
+    if (it == m_boxes.end() || it->second.peer != peer) {
+        return;
+    }
+    it->second.peer = nullptr;
+    it->second.in_flight.clear();
+    it->second.more = false;
+    forget_if_idle_locked(user);
+}
+
+Status Delivery::ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids) {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY(const auto removed, m_store.remove(recipient, sender, ids));
+    const auto it = m_boxes.find(recipient);
+    if (it != m_boxes.end()) {
+        Box& box = it->second;
+        box.backlog -= std::min(removed, box.backlog);
+        for (const auto& id : ids) {
+            box.in_flight.erase({sender, id});
+        }
+        if (box.peer != nullptr) {
+            pump_locked(recipient, box);
+        }
+        forget_if_idle_locked(recipient);
+    }
+    // Directly forwarded messages were never stored; they are delivered all the same.
+    send_receipt(sender, recipient, ReceiptStatus::delivered, ids);
+    return ok();
+}
+
+Result<std::size_t> Delivery::backlog(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY(Box* const box, box_locked(user));
+    const auto n = box->backlog;
+    forget_if_idle_locked(user);
+    return n;
+}
+
+void Delivery::forget_if_idle_locked(const std::string& user) {
+    const auto it = m_boxes.find(user);
+    if (it != m_boxes.end() && it->second.backlog == 0 && it->second.peer == nullptr) {
+        m_boxes.erase(it);
+    }
+}
+
+void Delivery::send_receipt(const std::string& sender, const std::string& peer, ReceiptStatus status,
+                            const std::vector<MessageId>& ids) {
+    const auto conn = m_router.find_online(sender);
+    if (!conn) {
+        return;
+    }
+    for (std::size_t i = 0; i < ids.size(); i += max_ids_per_frame) {
+        Receipt r;
+        r.peer = peer;
+        r.ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                     ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + max_ids_per_frame)));
+        conn->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(status), std::string(server_name), sender,
+                            encode_receipt(r)});
+    }
+}
+
+}  // namespace sim::server_detail

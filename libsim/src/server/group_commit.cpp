@@ -1,0 +1,71 @@
+#include "group_commit.h"
+
+namespace sim::server_detail {
+
+bool GroupCommit::enqueue(store::StoredMessage message, Done done) {
+    const std::lock_guard lock(m_mutex);
+    m_queue.push_back(Item{std::move(message), std::move(done)});
+    if (m_job_in_flight) {
+        return true;  // the running job (or its successor) takes it
+    }
+    // No job in flight means the queue was empty: it holds only this message.
+    auto self = shared_from_this();
+    if (!m_executor.submit([self] { self->run(); })) {
+        m_queue.clear();
+        return false;
+    }
+    m_job_in_flight = true;
+    return true;
+}
+
+void GroupCommit::run() {
+    std::vector<Item> batch;
+    {
+        const std::lock_guard lock(m_mutex);
+        batch.swap(m_queue);
+    }
+    if (!batch.empty()) {
+        std::vector<store::StoredMessage> messages;
+        messages.reserve(batch.size());
+        for (auto& item : batch) {
+            messages.push_back(std::move(item.message));
+        }
+        const auto fresh = m_store.append(messages);
+        {
+            const std::lock_guard lock(m_mutex);
+            ++m_commits;
+            m_messages += messages.size();
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (fresh && fresh->size() == batch.size()) {
+                batch[i].done((*fresh)[i]);
+            } else {
+                batch[i].done(fresh ? Error{Errc::internal, "store returned a wrong result count"} : fresh.error());
+            }
+        }
+    }
+    // Whatever arrived during this commit goes in the next one: one job in flight at a time.
+    {
+        const std::lock_guard lock(m_mutex);
+        if (m_queue.empty()) {
+            m_job_in_flight = false;
+            return;
+        }
+    }
+    auto self = shared_from_this();
+    if (!m_executor.submit([self] { self->run(); })) {
+        run();  // the pool is full: keep draining on this worker rather than dropping stored-to-be messages
+    }
+}
+
+std::uint64_t GroupCommit::commits() const {
+    const std::lock_guard lock(m_mutex);
+    return m_commits;
+}
+
+std::uint64_t GroupCommit::committed_messages() const {
+    const std::lock_guard lock(m_mutex);
+    return m_messages;
+}
+
+}  // namespace sim::server_detail

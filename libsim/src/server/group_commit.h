@@ -1,0 +1,51 @@
+#pragma once
+// Private: group commit of the offline message queue (docs/protocol.md 6.7). Appends are queued; one commit job at
+// a time runs on the server's Executor and stores everything queued when it starts in ONE store transaction, then
+// runs each message's completion. Under load many messages share one commit (one fsync); when idle a message is
+// committed alone, at once. A message's completion runs only after its transaction has committed.
+
+#include <sim/store.h>
+#include <sim/transport.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace sim::server_detail {
+
+class GroupCommit : public std::enable_shared_from_this<GroupCommit> {
+public:
+    /// The outcome of one message: true = newly stored, false = was stored already; or the batch's error.
+    using Done = std::function<void(Result<bool>)>;
+
+    /// `store` and `executor` must outlive every job (the server core keeps them alive).
+    GroupCommit(store::MessageStore& store, Executor& executor) : m_store(store), m_executor(executor) {}
+
+    /// Queue one message; its completion runs on the executor after the commit. Returns false (and never runs
+    /// `done`) when the executor refuses the job. Never blocks on the database, never runs `done` inline, so the
+    /// caller may hold locks that `done` takes.
+    [[nodiscard]] bool enqueue(store::StoredMessage message, Done done);
+
+    /// Transactions run so far and messages they held (for tests and monitoring).
+    [[nodiscard]] std::uint64_t commits() const;
+    [[nodiscard]] std::uint64_t committed_messages() const;
+
+private:
+    struct Item {
+        store::StoredMessage message;
+        Done done;
+    };
+    void run();
+
+    store::MessageStore& m_store;
+    Executor& m_executor;
+    mutable std::mutex m_mutex;
+    std::vector<Item> m_queue;
+    bool m_job_in_flight = false;
+    std::uint64_t m_commits = 0;
+    std::uint64_t m_messages = 0;
+};
+
+}  // namespace sim::server_detail
