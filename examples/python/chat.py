@@ -2,6 +2,10 @@
 """A tiny chat client: log in, talk to one peer. Lines typed on stdin are sent; messages are printed.
 
     chat.py --port 7878 --user alice --peer bob        (the password comes from $SIM_PASSWORD or a prompt)
+
+End to end (the server's default mode), --state-file keeps the identity key, the ratchets and the pinned peers in
+a file encrypted under the same password; without it every run is a new identity, which peers see as a key change.
+Compare the safety number with your peer's, out of band.
 """
 
 import argparse
@@ -19,7 +23,10 @@ def show(client: libsim.Client) -> None:
     for event in client:  # until the connection is gone
         if event.kind == EventKind.MESSAGE:
             print(f"{event.peer}: {event.text}", flush=True)
-        elif event.kind in (EventKind.PEER_LEFT, EventKind.ERROR, EventKind.KEY_ROTATED):
+        elif event.kind == EventKind.IDENTITY_CHANGED:
+            print(f"* the identity key of {event.peer} changed; new safety number {event.fingerprint}. Nothing is "
+                  "sent to or shown from them in this session.", flush=True)
+        elif event.kind in (EventKind.PEER_LEFT, EventKind.ERROR, EventKind.GAP):
             print(f"* {event}", flush=True)
 
 
@@ -30,19 +37,31 @@ def main() -> int:
     parser.add_argument("--user", required=True)
     parser.add_argument("--peer", required=True)
     parser.add_argument("--linger", type=float, default=1.0, help="seconds to wait for replies after end of input")
+    parser.add_argument("--state-file", help="end-to-end state, encrypted under the password (created if missing)")
     args = parser.parse_args()
     password = os.environ.get("SIM_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+    state = {"state_file": args.state_file, "state_password": password} if args.state_file else {}
 
     try:
-        with libsim.Client(args.host, args.port) as client:
+        with libsim.Client(args.host, args.port, **state) as client:
             print(f"server fingerprint {client.server_fingerprint}", flush=True)
             client.login(args.user, password, args.peer)
             for event in client.events(timeout=300):
                 if event.kind == EventKind.WAITING:
                     print(f"{args.peer} is offline; waiting...", flush=True)
                 elif event.kind == EventKind.KEY_ASSIGNED and event.peer == args.peer:
-                    print(f"talking to {args.peer} ({event.suite.display_name})", flush=True)
+                    print(f"talking to {args.peer} ({event.suite.display_name}, {event.mode.display_name})",
+                          flush=True)
+                    if event.mode == libsim.ConversationMode.END_TO_END:
+                        print(f"safety number {event.fingerprint}", flush=True)
                     break
+                elif event.kind == EventKind.IDENTITY_CHANGED and event.peer == args.peer:
+                    print(f"chat: the identity key of {args.peer} changed (new safety number {event.fingerprint})",
+                          file=sys.stderr)
+                    return 1
+                elif event.kind == EventKind.ERROR and event.peer == args.peer:
+                    print(f"chat: {event.error}", file=sys.stderr)
+                    return 1
             else:
                 print(f"chat: {args.peer} did not come online", file=sys.stderr)
                 return 1

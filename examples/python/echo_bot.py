@@ -2,6 +2,9 @@
 """An echo bot: logs in and sends every message back to whoever sent it.
 
     echo_bot.py --port 7878 --user echo        (password from $SIM_PASSWORD or a prompt; Ctrl-C stops it)
+
+--state-file keeps the bot's end-to-end identity across runs (encrypted under the password). A peer whose identity
+key changes is ignored unless --accept-changed-keys is given (fine for a demo bot, not for people).
 """
 
 import argparse
@@ -19,17 +22,24 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=7878)
     parser.add_argument("--user", default="echo")
     parser.add_argument("--max-messages", type=int, default=0, help="stop after echoing this many (0: never)")
+    parser.add_argument("--state-file", help="end-to-end state, encrypted under the password (created if missing)")
+    parser.add_argument("--accept-changed-keys", action="store_true", help="accept a peer's new identity key")
     args = parser.parse_args()
     password = os.environ.get("SIM_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+    state = {"state_file": args.state_file, "state_password": password} if args.state_file else {}
 
     echoed = 0
     try:
-        with libsim.Client(args.host, args.port) as bot:
+        with libsim.Client(args.host, args.port, **state) as bot:
             bot.login(args.user, password)
             print(f"{args.user} is online", flush=True)
             for event in bot:
                 if event.kind == EventKind.KEY_ASSIGNED:
                     print(f"talking to {event.peer}", flush=True)
+                elif event.kind == EventKind.IDENTITY_CHANGED:
+                    print(f"identity key of {event.peer} changed", flush=True)
+                    if args.accept_changed_keys:
+                        bot.accept_identity(event.peer)
                 elif event.kind == EventKind.MESSAGE:
                     bot.send(event.peer, event.text)
                     echoed += 1

@@ -18,12 +18,15 @@ cryptography release the GIL.
         for event in client.events(timeout=10):
             if event.kind is libsim.EventKind.MESSAGE:
                 print(f"{event.peer}: {event.text}")
+
+Conversations are end to end by default (``Client(..., state_file=..., state_password=...)`` keeps the identity
+key; ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle safety numbers and changed keys).
 """
 
 from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
 from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
-from .client import Client, Event, EventIterator, EventKind, TrustMode, connect
+from .client import Client, ConversationMode, Event, EventIterator, EventKind, PeerIdentity, TrustMode, connect
 from .errors import (
     AccountError,
     ClosedError,
@@ -86,9 +89,11 @@ __all__ = [
     "ServerHandshake",
     # client
     "Client",
+    "ConversationMode",
     "Event",
     "EventIterator",
     "EventKind",
+    "PeerIdentity",
     "TrustMode",
     "connect",
     # errors

@@ -2,7 +2,10 @@
 ``-p libsim.pytest_plugin``).
 
 ``sim_server``          a running :class:`libsim.Server` for one test; the test fails if simd does not stop cleanly
-``sim_server_factory``  call it with Server keyword arguments to start more servers (all stopped at teardown)
+``sim_server_factory``  call it with Server keyword arguments to start more servers (all stopped at teardown),
+                        e.g. ``sim_server_factory(conversation_mode="server-assigned")`` for the seed's mode
+
+Servers run in end-to-end mode (``conversation_mode="e2e"``) unless told otherwise.
 """
 
 from __future__ import annotations

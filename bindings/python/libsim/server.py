@@ -25,7 +25,10 @@ from typing import Any, Sequence
 
 from .client import Client
 
-__all__ = ["Server", "ServerError", "SimdNotFound", "find_simd"]
+__all__ = ["CONVERSATION_MODES", "Server", "ServerError", "SimdNotFound", "find_simd"]
+
+#: Values of simd's ``--conversation-mode``: end to end (the default) or the seed's server-assigned keys.
+CONVERSATION_MODES = ("e2e", "server-assigned")
 
 _LISTENING = re.compile(r"listening on (?P<address>\S+) fingerprint (?P<fingerprint>.+?)\s*$")
 
@@ -66,15 +69,18 @@ def find_simd(simd: str | os.PathLike[str] | None = None) -> Path:
 class Server:
     """A ``simd`` process on 127.0.0.1 with a port chosen by the kernel and a data directory of its own.
 
-    ``conversation_suite`` is passed as ``--conversation-suite`` (e.g. ``"tdes"`` for the seed's Triple-DES);
-    ``extra_args`` are appended to the command line. The data directory is deleted on stop unless ``data_dir`` was
-    given. ``bcrypt_cost`` 4 keeps logins fast in tests.
+    ``conversation_mode`` is passed as ``--conversation-mode``: ``"e2e"`` (the default: X3DH and the Double
+    Ratchet, the server only relays) or ``"server-assigned"`` (the seed's mode, where the server generates the
+    conversation keys). ``conversation_suite`` is passed as ``--conversation-suite`` (e.g. ``"tdes"`` for the seed's
+    Triple-DES); ``extra_args`` are appended to the command line. The data directory is deleted on stop unless
+    ``data_dir`` was given. ``bcrypt_cost`` 4 keeps logins fast in tests.
     """
 
     def __init__(
         self,
         *,
         simd: str | os.PathLike[str] | None = None,
+        conversation_mode: str = "e2e",
         conversation_suite: str | None = None,
         extra_args: Sequence[str] = (),
         data_dir: str | os.PathLike[str] | None = None,
@@ -82,7 +88,10 @@ class Server:
         log_level: str = "warning",
         start_timeout: float = 15.0,
     ) -> None:
+        if conversation_mode not in CONVERSATION_MODES:
+            raise ValueError(f"conversation_mode must be one of {CONVERSATION_MODES}, not {conversation_mode!r}")
         self.simd = find_simd(simd)
+        self.conversation_mode = conversation_mode
         self.conversation_suite = conversation_suite
         self.extra_args = list(extra_args)
         self.bcrypt_cost = bcrypt_cost
@@ -121,6 +130,7 @@ class Server:
             "--data-dir", str(data_dir),
             "--bcrypt-cost", str(self.bcrypt_cost),
             "--log-level", self.log_level,
+            "--conversation-mode", self.conversation_mode,
         ]
         if self.conversation_suite:
             command += ["--conversation-suite", self.conversation_suite]
@@ -195,7 +205,7 @@ class Server:
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"stopped ({self.returncode})"
-        return f"<libsim.Server {self.address} {state}>"
+        return f"<libsim.Server {self.address} {self.conversation_mode} {state}>"
 
     # ------------------------------------------------------------------ internals
 

@@ -1,14 +1,20 @@
 // The networked client: connect, log in, open conversations, send, receive (with a timeout, as an iterator,
-// interruptible by Ctrl-C), close; usable as a context manager.
+// interruptible by Ctrl-C), close; usable as a context manager. End-to-end mode: the encrypted local state file,
+// peer identities (safety numbers, verification, accepting a changed key) and the outbox.
 #include "rng_clock.h"
 
 #include <sim/client.h>
+#include <sim/client_state.h>
 #include <sim/frame.h>
+#include <sim/messages.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
+#include <utility>
 
 namespace simpy {
 
@@ -20,6 +26,10 @@ using sim::ClientEventKind;
 /// Blocking waits are cut into slices this long so that signals (Ctrl-C) are handled promptly.
 constexpr auto signal_check_interval = std::chrono::milliseconds(50);
 
+bool has_message_id(const ClientEvent& e) {
+    return std::any_of(e.message_id.begin(), e.message_id.end(), [](std::uint8_t b) { return b != 0; });
+}
+
 std::string event_repr(const ClientEvent& e) {
     std::string s = "Event(" + py::str(py::cast(e.kind)).cast<std::string>();
     if (!e.peer.empty()) {
@@ -28,8 +38,20 @@ std::string event_repr(const ClientEvent& e) {
     if (e.kind == ClientEventKind::message) {
         s += ", text=" + py::repr(to_py_str(e.text)).cast<std::string>() + ", sid=" + std::to_string(e.sid);
     }
+    if (e.kind == ClientEventKind::receipt || e.kind == ClientEventKind::gap) {
+        s += ", text=" + py::repr(to_py_str(e.text)).cast<std::string>();
+    }
+    if (e.kind == ClientEventKind::gap) {
+        s += ", count=" + std::to_string(e.count);
+    }
+    if (has_message_id(e)) {
+        s += ", message_id=" + sim::to_hex(e.message_id);
+    }
     if (e.kind == ClientEventKind::key_assigned || e.kind == ClientEventKind::channel_ready) {
         s += ", suite=" + py::str(py::cast(e.suite)).cast<std::string>();
+    }
+    if (e.kind == ClientEventKind::key_assigned || e.kind == ClientEventKind::message) {
+        s += ", mode=" + py::str(py::cast(e.mode)).cast<std::string>();
     }
     if (e.kind == ClientEventKind::key_rotated) {
         s += ", epoch=" + std::to_string(e.epoch);
@@ -47,13 +69,31 @@ auto nogil(F&& f) {
     return f();
 }
 
+/// A file system path from str or os.PathLike (as Python's own file APIs accept), else TypeError naming `what`.
+std::string fs_path(const py::object& obj, const char* what) {
+    PyObject* path = PyOS_FSPath(obj.ptr());
+    if (path == nullptr) {
+        throw py::error_already_set();
+    }
+    const auto owned = py::reinterpret_steal<py::object>(path);
+    return text_from(owned, what).value;
+}
+
+std::string peer_identity_repr(const sim::PeerIdentity& p) {
+    return "PeerIdentity(peer=" + py::repr(to_py_str(p.peer)).cast<std::string>() + ", safety_number='" +
+           p.safety_number + "', verified=" + (p.verified ? "True" : "False") +
+           ", change_pending=" + (p.change_pending ? "True" : "False") + ")";
+}
+
 class PyClient {
 public:
     PyClient(const Text& host, std::uint16_t port, const std::optional<Text>& server_id, sim::TrustMode trust,
              const py::object& ask_trust, const Text& expected_fingerprint, const py::object& known_servers_file,
              const std::optional<sim::SuitePolicy>& suites, const std::optional<sim::RotationPolicy>& rotation,
              const std::optional<SecretBlob>& static_private_key, double connect_timeout, double tick_interval,
-             std::size_t max_queued_events, std::size_t max_frame_size) {
+             std::size_t max_queued_events, std::size_t max_frame_size, const py::object& state_file,
+             std::optional<Text> state_password, bool require_end_to_end,
+             const std::optional<sim::SuitePolicy>& end_to_end_suites) {
         sim::ClientOptions opts;
         opts.host = host.value;
         opts.port = port;
@@ -73,13 +113,24 @@ public:
         }
         opts.config.max_frame_size = max_frame_size;
         if (!known_servers_file.is_none()) {
-            // str or os.PathLike, as Python's own file APIs accept
-            PyObject* path = PyOS_FSPath(known_servers_file.ptr());
-            if (path == nullptr) {
-                throw py::error_already_set();
+            opts.known_servers_file = fs_path(known_servers_file, "known_servers_file");
+        }
+        opts.config.require_end_to_end = require_end_to_end;
+        if (end_to_end_suites) {
+            opts.config.end_to_end_suites = *end_to_end_suites;
+        }
+        std::string state_path;
+        if (!state_file.is_none()) {
+            state_path = fs_path(state_file, "state_file");
+            if (state_path.empty()) {
+                throw py::value_error("state_file must not be empty");
             }
-            const auto owned = py::reinterpret_steal<py::object>(path);
-            opts.known_servers_file = text_from(owned, "known_servers_file").value;
+        }
+        if (state_path.empty() != !state_password.has_value()) {
+            if (state_password) {
+                sim::secure_zero(state_password->value.data(), state_password->value.size());
+            }
+            throw py::value_error("state_file and state_password go together: give both or neither");
         }
         opts.connect_timeout = seconds_to_duration(connect_timeout, "connect_timeout");
         opts.tick_interval = seconds_to_duration(tick_interval, "tick_interval");
@@ -110,6 +161,13 @@ public:
                 return false;
             };
         }
+        if (!state_path.empty()) {
+            // Argon2id runs here (tens to hundreds of milliseconds): without the GIL.
+            auto state = nogil([&] { return sim::open_client_state(state_path, state_password->value); });
+            sim::secure_zero(state_password->value.data(), state_password->value.size());
+            m_state = unwrap(std::move(state));
+            opts.config.state = m_state.get();
+        }
         auto r = [&] {
             const py::gil_scoped_release nogil;
             return sim::Client::connect(opts, ask);
@@ -130,45 +188,49 @@ public:
     PyClient& operator=(const PyClient&) = delete;
 
     void login(const Text& user, const Text& password, const Text& destination, double timeout) {
-        auto& c = client();
         const auto t = seconds_to_duration(timeout, "timeout");
-        check(nogil([&] { return c.login(user.value, password.value, destination.value, t); }));
+        check(with_core([&](sim::Client& c) { return c.login(user.value, password.value, destination.value, t); }));
     }
     void login_with_token(const Text& user, const SecretBlob& token, const Text& destination, double timeout) {
-        auto& c = client();
         const auto t = seconds_to_duration(timeout, "timeout");
-        check(nogil([&] { return c.login_with_token(user.value, token.value, destination.value, t); }));
+        check(with_core(
+            [&](sim::Client& c) { return c.login_with_token(user.value, token.value, destination.value, t); }));
     }
     void register_user(const Text& user, const Text& password, double timeout) {
-        auto& c = client();
         const auto t = seconds_to_duration(timeout, "timeout");
-        check(nogil([&] { return c.register_user(user.value, password.value, t); }));
+        check(with_core([&](sim::Client& c) { return c.register_user(user.value, password.value, t); }));
     }
     void open(const Text& peer) {
-        auto& c = client();
-        check(nogil([&] { return c.open(peer.value); }));
+        check(with_core([&](sim::Client& c) { return c.open(peer.value); }));
     }
     py::bytes send(const Text& peer, const Text& text) {
-        auto& c = client();
-        const auto id = unwrap(nogil([&] { return c.send(peer.value, text.value); }));
+        const auto id = unwrap(with_core([&](sim::Client& c) { return c.send(peer.value, text.value); }));
         return to_py_bytes(id);
     }
+    sim::PeerIdentity peer_identity(const Text& peer) {
+        return unwrap(with_core([&](sim::Client& c) { return c.core().peer_identity(peer.value); }));
+    }
+    void verify_peer(const Text& peer) {
+        check(with_core([&](sim::Client& c) { return c.core().verify_peer(peer.value); }));
+    }
+    void accept_identity(const Text& peer) {
+        check(with_core([&](sim::Client& c) { return c.core().accept_identity(peer.value); }));
+    }
+    std::size_t outbox_size() {
+        return unwrap(with_core([](sim::Client& c) { return sim::Result<std::size_t>(c.core().outbox_size()); }));
+    }
     void probe(const Text& peer) {
-        auto& c = client();
-        check(nogil([&] { return c.core().probe(peer.value); }));
+        check(with_core([&](sim::Client& c) { return c.core().probe(peer.value); }));
     }
     void leave(const Text& peer) {
-        auto& c = client();
-        check(nogil([&] { return c.leave(peer.value); }));
+        check(with_core([&](sim::Client& c) { return c.leave(peer.value); }));
     }
     void logout(bool revoke_token, bool everywhere) {
-        auto& c = client();
         const std::uint8_t revoke = everywhere ? 2 : (revoke_token ? 1 : 0);
-        check(nogil([&] { return c.logout(revoke); }));
+        check(with_core([&](sim::Client& c) { return c.logout(revoke); }));
     }
     void send_raw(const sim::Frame& frame) {
-        auto& c = client();
-        check(nogil([&] { return c.core().send_raw(frame); }));
+        check(with_core([&](sim::Client& c) { return c.core().send_raw(frame); }));
     }
 
     /// The next event (of `kind` from `peer` when given), waiting at most `timeout` seconds (None: forever).
@@ -200,13 +262,17 @@ public:
         }
     }
 
+    /// Stop the transport, then release the state file (so that it can be opened again at once), waiting for
+    /// calls that use it to finish.
     void close() {
         if (m_closed.exchange(true)) {
             return;
         }
         auto* c = m_client.get();
-        nogil([c] {
+        nogil([this, c] {
             c->close();
+            const std::unique_lock lock(m_state_mutex);
+            m_state.reset();
             return 0;
         });
     }
@@ -221,6 +287,22 @@ public:
     sim::Client& raw() { return *m_client; }
 
 private:
+    /// Run `f(client)` without the GIL, for calls that may use the state: close() cannot release the state while
+    /// one runs, and one that starts after close() reports Errc::closed.
+    template <typename F>
+    auto with_core(F&& f) -> decltype(f(std::declval<sim::Client&>())) {
+        client();  // ClosedError at once when closed
+        const py::gil_scoped_release release;
+        const std::shared_lock lock(m_state_mutex);
+        if (m_closed) {
+            return sim::Error{sim::Errc::closed, "the client is closed"};
+        }
+        return f(*m_client);
+    }
+
+    // Declared before the client: destroyed after it, since the client's core uses it.
+    std::unique_ptr<sim::ClientState> m_state;
+    std::shared_mutex m_state_mutex;
     std::unique_ptr<sim::Client> m_client;
     std::atomic<bool> m_closed{false};
 };
@@ -259,8 +341,22 @@ void register_client(py::module_& m) {
         .value("KEY_ROTATED", ClientEventKind::key_rotated, "conversation key with `peer` moved to `epoch`")
         .value("MESSAGE", ClientEventKind::message, "`peer` sent `text`")
         .value("PEER_LEFT", ClientEventKind::peer_left, "`peer` ended the conversation or went offline")
+        .value("RECEIPT", ClientEventKind::receipt,
+               "message `message_id` to `peer` is `text` = 'stored' (durable on the server) or 'delivered'")
+        .value("IDENTITY_CHANGED", ClientEventKind::identity_changed,
+               "`peer`'s identity key changed (`fingerprint` = the new safety number); nothing is sent to or shown "
+               "from `peer` until accept_identity()")
+        .value("GAP", ClientEventKind::gap, "`count` messages from `peer` are missing; `text` explains")
         .value("ERROR", ClientEventKind::error, "`error` reported by the server, or a message that failed to open")
         .value("CLOSED", ClientEventKind::closed, "the connection is gone (`error` says why)");
+
+    py::enum_<sim::ConversationMode>(m, "ConversationMode", "How a conversation is keyed.")
+        .value("SERVER_ASSIGNED", sim::ConversationMode::server_assigned,
+               "the seed's mode: the server generates the key and could read the conversation")
+        .value("END_TO_END", sim::ConversationMode::end_to_end, "X3DH + Double Ratchet: the server never learns a key")
+        .def_property_readonly(
+            "display_name", [](sim::ConversationMode mode) { return std::string(sim::conversation_mode_name(mode)); },
+            "'server-assigned' or 'end-to-end'.");
 
     py::enum_<sim::TrustMode>(m, "TrustMode", "What the client does with a server key it has not pinned yet.")
         .value("TOFU", sim::TrustMode::tofu, "trust on first use: pin it and continue")
@@ -276,6 +372,19 @@ void register_client(py::module_& m) {
         .def_readonly("epoch", &ClientEvent::epoch)
         .def_readonly("fingerprint", &ClientEvent::fingerprint)
         .def_readonly("first_contact", &ClientEvent::first_contact)
+        .def_readonly("mode", &ClientEvent::mode,
+                      "How the conversation is keyed (KEY_ASSIGNED, MESSAGE and the end-to-end events).")
+        .def_property_readonly(
+            "message_id",
+            [](const ClientEvent& e) -> py::object {
+                if (!has_message_id(e)) {
+                    return py::none();
+                }
+                return to_py_bytes(e.message_id);
+            },
+            "The 16-byte id of the message (MESSAGE, RECEIPT; the value Client.send returned), or None.")
+        .def_readonly("count", &ClientEvent::count,
+                      "GAP: how many messages are missing; MESSAGE: the sender's sequence number.")
         .def_property_readonly(
             "error",
             [](const ClientEvent& e) -> py::object {
@@ -287,6 +396,20 @@ void register_client(py::module_& m) {
             "The error (a libsim.Error object, not raised), or None.")
         .def("__repr__", &event_repr);
 
+    py::class_<sim::PeerIdentity>(m, "PeerIdentity", "What the client knows about a peer's identity (end-to-end mode).")
+        .def_property_readonly(
+            "peer", [](const sim::PeerIdentity& p) { return to_py_str(p.peer); }, "The peer's user name.")
+        .def_property_readonly(
+            "identity_key", [](const sim::PeerIdentity& p) { return to_py_bytes(p.identity_key); },
+            "The pinned Ed25519 identity key (32 bytes, public).")
+        .def_readonly("safety_number", &sim::PeerIdentity::safety_number,
+                      "12 groups of 5 digits; both sides compute the same one. Compare it out of band, then call "
+                      "verify_peer().")
+        .def_readonly("verified", &sim::PeerIdentity::verified, "True once verify_peer() marked this key.")
+        .def_readonly("change_pending", &sim::PeerIdentity::change_pending,
+                      "True when a different key was seen and not yet accepted (accept_identity()).")
+        .def("__repr__", &peer_identity_repr);
+
     py::class_<EventIterator>(m, "EventIterator")
         .def("__iter__", [](py::object self) { return self; })
         .def("__next__", &EventIterator::next);
@@ -297,17 +420,25 @@ void register_client(py::module_& m) {
         .def(py::init<const Text&, std::uint16_t, const std::optional<Text>&, sim::TrustMode, const py::object&,
                       const Text&, const py::object&, const std::optional<sim::SuitePolicy>&,
                       const std::optional<sim::RotationPolicy>&, const std::optional<SecretBlob>&, double, double,
-                      std::size_t, std::size_t>(),
+                      std::size_t, std::size_t, const py::object&, std::optional<Text>, bool,
+                      const std::optional<sim::SuitePolicy>&>(),
              py::arg("host"), py::arg("port"), py::kw_only(), py::arg("server_id") = py::none(),
              py::arg("trust") = sim::TrustMode::tofu, py::arg("ask_trust") = py::none(),
              py::arg("expected_fingerprint") = Text{}, py::arg("known_servers_file") = py::none(),
              py::arg("suites") = py::none(), py::arg("rotation") = py::none(),
              py::arg("static_private_key") = py::none(), py::arg("connect_timeout") = 10.0,
              py::arg("tick_interval") = 5.0, py::arg("max_queued_events") = 10000,
-             py::arg("max_frame_size") = sim::default_max_frame_size,
+             py::arg("max_frame_size") = sim::default_max_frame_size, py::arg("state_file") = py::none(),
+             py::arg("state_password") = py::none(), py::arg("require_end_to_end") = false,
+             py::arg("end_to_end_suites") = py::none(),
              "Connect to host:port. `server_id` names the pinned key (default 'host:port'); `rotation` is the "
-             "conversation key RotationPolicy; `suites` the channel SuitePolicy. Raises NetworkError, "
-             "TimeoutError or HandshakeError (e.g. SERVER_KEY_MISMATCH).")
+             "conversation key RotationPolicy; `suites` the channel SuitePolicy. `state_file` (str or os.PathLike) "
+             "is the encrypted end-to-end state (identity key, ratchets, pinned peers, outbox), opened or created "
+             "with `state_password` and held until close(); without it every run is a new identity, which peers "
+             "see as a key change. `require_end_to_end` refuses server-assigned conversations; "
+             "`end_to_end_suites` is the SuitePolicy of end-to-end conversations. Raises NetworkError, "
+             "TimeoutError, HandshakeError (e.g. SERVER_KEY_MISMATCH), and for the state file CryptoError "
+             "AUTH_FAILED (wrong password), RoutingError BUSY (in use), StorageError.")
         .def("login", &PyClient::login, py::arg("user"), py::arg("password"), py::arg("destination") = Text{},
              py::kw_only(), py::arg("timeout") = 30.0,
              "Log in (an unknown user is registered under open registration) and wait for the server's "
@@ -320,7 +451,19 @@ void register_client(py::module_& m) {
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
              "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). Raises "
              "RoutingError NO_CONVERSATION before the key arrived, MessageTooLarge for a text that does not fit a "
-             "frame.")
+             "frame, StateError IDENTITY_CHANGED while a changed identity key of `peer` is not accepted, "
+             "StorageError when the state file cannot be written.")
+        .def("peer_identity", &PyClient::peer_identity, py::arg("peer"),
+             "The pinned identity of `peer` and our safety number with it (a PeerIdentity). Raises RoutingError "
+             "NO_CONVERSATION when no key of `peer` is known.")
+        .def("verify_peer", &PyClient::verify_peer, py::arg("peer"),
+             "Mark `peer`'s current identity key as verified (after comparing the safety numbers). Raises "
+             "RoutingError NO_CONVERSATION, StateError IDENTITY_CHANGED while a change is pending.")
+        .def("accept_identity", &PyClient::accept_identity, py::arg("peer"),
+             "Pin `peer`'s new identity key after IDENTITY_CHANGED (it is then unverified); held messages are "
+             "shown and sending resumes. Raises StateError INVALID_STATE when no change is pending.")
+        .def_property_readonly("outbox_size", &PyClient::outbox_size,
+                               "Messages sent but without a receipt yet (they are re-sent until one comes).")
         .def("probe", &PyClient::probe, py::arg("peer"), "Ask whether `peer` is online (answered by an event).")
         .def("leave", &PyClient::leave, py::arg("peer"), "End the conversation with `peer`.")
         .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false, py::arg("everywhere") = false,

@@ -32,13 +32,11 @@ def noise_vectors_dir() -> Path:
     return path
 
 
-@pytest.fixture
-def connect(sim_server: libsim.Server) -> Iterator[Callable[..., libsim.Client]]:
-    """connect(**options) -> a Client of `sim_server`, closed at teardown."""
+def connector(server: libsim.Server) -> Iterator[Callable[..., libsim.Client]]:
     clients: list[libsim.Client] = []
 
     def make(**options: object) -> libsim.Client:
-        client = sim_server.connect(**options)
+        client = server.connect(**options)
         clients.append(client)
         return client
 
@@ -47,17 +45,54 @@ def connect(sim_server: libsim.Server) -> Iterator[Callable[..., libsim.Client]]
         client.close()
 
 
+@pytest.fixture
+def connect(sim_server: libsim.Server) -> Iterator[Callable[..., libsim.Client]]:
+    """connect(**options) -> a Client of `sim_server` (end-to-end mode unless overridden), closed at teardown."""
+    yield from connector(sim_server)
+
+
+@pytest.fixture
+def seed_server(sim_server_factory: Callable[..., libsim.Server]) -> libsim.Server:
+    """A simd in the seed's server-assigned mode (the server generates the conversation keys)."""
+    return sim_server_factory(conversation_mode="server-assigned")
+
+
+@pytest.fixture
+def seed_connect(seed_server: libsim.Server) -> Iterator[Callable[..., libsim.Client]]:
+    """connect(**options) -> a Client of `seed_server`, closed at teardown."""
+    yield from connector(seed_server)
+
+
 def drain(client: libsim.Client, quiet: float = 0.3) -> list[libsim.Event]:
     """Every event that arrives until `quiet` seconds pass without one."""
     return list(client.events(timeout=quiet))
 
 
+def envelope(body: bytes, *, mode: int = 1, message_id: bytes | None = None) -> bytes:
+    """A `message` payload (docs/protocol.md 6.5): message id (16 random bytes) | mode u8 (1 = server-assigned
+    record, 2 = end-to-end RatchetMessage) | body. Built here from the spec, independently of the C++ encoder."""
+    message_id = os.urandom(16) if message_id is None else message_id
+    assert len(message_id) == 16
+    return message_id + bytes([mode]) + body
+
+
+def publish_prekeys(client: libsim.Client) -> None:
+    """Wait until `client` has answered the server's prekey status (its upload is then on the wire before anything
+    it sends next): a probe's answer comes after the status, on the same ordered connection."""
+    client.probe("nobody")
+    client.wait_for(libsim.EventKind.WAITING, "nobody", timeout=TIMEOUT)
+
+
 def login_pair(connect: Callable[..., libsim.Client], **options: object) -> tuple[libsim.Client, libsim.Client]:
-    """bob logs in, then alice logs in asking for bob: both hold the conversation key when this returns."""
+    """bob logs in, then alice logs in asking for bob. Server-assigned mode: both hold the conversation key when
+    this returns. End-to-end mode: alice holds a session from bob's prekey bundle; bob learns of it from alice's
+    first message."""
     bob = connect(**options)
     bob.login("bob", "bob's password")
+    publish_prekeys(bob)
     alice = connect(**options)
     alice.login("alice", "alice's password", "bob")
-    alice.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
-    bob.wait_for(libsim.EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
+    keyed = alice.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    if keyed.mode == libsim.ConversationMode.SERVER_ASSIGNED:
+        bob.wait_for(libsim.EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
     return alice, bob

@@ -1,4 +1,5 @@
-"""The seed's three attacks, from Python, against a real simd.
+"""The seed's three attacks, from Python, against a real simd in the seed's server-assigned mode (and attack 2
+again in end-to-end mode).
 
 1. Trudy logs in as Alice without Alice's password.
 2. Trudy, logged in as herself, sends a message frame whose source says "alice".
@@ -8,16 +9,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
-from conftest import TIMEOUT, drain, login_pair
+from conftest import TIMEOUT, connector, drain, envelope, login_pair
 from relay import Relay
 
 import libsim
-from libsim import Errc, EventKind, Frame, FrameType
+from libsim import ConversationMode, Errc, EventKind, Frame, FrameType
 
 Connect = Callable[..., libsim.Client]
+
+
+@pytest.fixture
+def sim_server(sim_server_factory: Callable[..., libsim.Server]) -> libsim.Server:
+    """This module's server (and so its `connect`): the seed's server-assigned mode."""
+    return sim_server_factory(conversation_mode="server-assigned")
+
+
+@pytest.fixture
+def e2e_connect(sim_server_factory: Callable[..., libsim.Server]) -> Iterator[Connect]:
+    yield from connector(sim_server_factory(conversation_mode="e2e"))
 
 
 def test_attack_1_login_as_alice_without_her_password(connect: Connect) -> None:
@@ -52,14 +64,15 @@ def test_attack_2_forged_source(connect: Connect) -> None:
     drain(bob, 0.2)
 
     # The seed's attack frame, s:"alice" d:"bob", inside Trudy's own valid channel.
-    trudy.send_raw(Frame(FrameType.MESSAGE, sid=9, source="alice", destination="bob", payload=b"Hello Bob!"))
+    trudy.send_raw(Frame(FrameType.MESSAGE, sid=9, source="alice", destination="bob",
+                         payload=envelope(b"Hello Bob!")))
     refused = trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT)
     assert isinstance(refused.error, libsim.RoutingError)
     assert refused.error.code == Errc.SOURCE_MISMATCH
     assert drain(bob, 0.5) == []  # nothing reached Bob
 
     # A forged body under Trudy's own name is forwarded but fails Bob's decryption: an error, never a message.
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob", payload=bytes(80)))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob", payload=envelope(bytes(80))))
     failed = bob.wait_for(EventKind.ERROR, "trudy", timeout=TIMEOUT)
     assert failed.error is not None
     assert [e for e in drain(bob, 0.3) if e.kind == EventKind.MESSAGE] == []
@@ -74,15 +87,41 @@ def test_attack_2_forged_source(connect: Connect) -> None:
 def test_attack_2_other_forged_fields(connect: Connect) -> None:
     trudy = connect()
     trudy.login("trudy", "trudy's password")
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="Server", payload=b"\x01"))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="Server", payload=envelope(b"\x01")))
     assert trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT).error.code == Errc.BAD_DESTINATION
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="carol", payload=b"\x01"))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="carol", payload=envelope(b"\x01")))
     assert trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT).error.code == Errc.NO_CONVERSATION
 
 
+def test_attack_2_end_to_end(e2e_connect: Connect) -> None:
+    """End-to-end mode: the forged source is refused as before, and a forged ratchet message under Trudy's own
+    name is relayed (the server cannot check it) but never shown by Bob."""
+    connect = e2e_connect
+    alice, bob = login_pair(connect)
+    trudy = connect()
+    trudy.login("trudy", "trudy's password", "bob")
+    assert trudy.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).mode == ConversationMode.END_TO_END
+
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="alice", destination="bob",
+                         payload=envelope(b"Hello Bob!", mode=2)))
+    refused = trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT)
+    assert refused.error.code == Errc.SOURCE_MISMATCH
+
+    # A type-1 (initial) ratchet message full of zeros: it claims an identity key and prekeys but cannot open.
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob",
+                         payload=envelope(b"\x01" + bytes(200), mode=2)))
+    failed = bob.wait_for(EventKind.ERROR, "trudy", timeout=TIMEOUT)
+    assert failed.error is not None
+    assert [e for e in drain(bob, 0.3) if e.kind == EventKind.MESSAGE] == []
+
+    alice.send("bob", "real message")
+    got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (got.text, got.mode) == ("real message", ConversationMode.END_TO_END)
+
+
 def test_attack_3_server_with_another_key(sim_server_factory: Callable[..., libsim.Server], tmp_path: Path) -> None:
-    real = sim_server_factory()
-    impostor = sim_server_factory()
+    real = sim_server_factory(conversation_mode="server-assigned")
+    impostor = sim_server_factory(conversation_mode="server-assigned")
     pins = tmp_path / "known_servers"  # os.PathLike is accepted like str
     server_id = "chat.example:7878"
 

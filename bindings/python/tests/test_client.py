@@ -1,5 +1,6 @@
-"""Python clients talking through a real simd: conversations, waiting for a peer, key rotation, the client API's
-behaviour on bad input, and that blocking calls release the GIL and yield to Ctrl-C."""
+"""Python clients talking through a real simd: conversations (end to end, and the seed's server-assigned mode for
+waiting, key rotation and Triple-DES), the client API's behaviour on bad input, and that blocking calls release the
+GIL and yield to Ctrl-C. End-to-end specifics (receipts, offline delivery, state files, identities): test_e2e.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from conftest import TIMEOUT, drain, login_pair
 
 import libsim
-from libsim import Errc, EventKind
+from libsim import ConversationMode, Errc, EventKind
 
 Connect = Callable[..., libsim.Client]
 
@@ -26,11 +27,12 @@ def test_conversation_between_two_clients(connect: Connect) -> None:
     assert alice.conversation_suite("bob") == libsim.SuiteId.AES256_GCM
     assert alice.conversation_suite("carol") is None
 
-    alice.send("bob", "Hello Bob!")
+    sent_id = alice.send("bob", "Hello Bob!")
     event = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
     assert (event.peer, event.text, event.sid) == ("alice", "Hello Bob!", 1)
+    assert (event.mode, event.message_id, event.count) == (ConversationMode.END_TO_END, sent_id, 1)
     assert event.error is None
-    assert "Hello Bob!" in repr(event)
+    assert "Hello Bob!" in repr(event) and sent_id.hex() in repr(event)
 
     text = "zoë says ✓ — 🎉"
     bob.send("alice", text)
@@ -59,7 +61,8 @@ def test_fingerprint_and_token_login(sim_server: libsim.Server, connect: Connect
     assert again.authenticated and again.session_token is None  # a token login issues no new token
 
 
-def test_waiting_for_the_peer(connect: Connect) -> None:
+def test_waiting_for_the_peer(seed_connect: Connect) -> None:
+    connect = seed_connect
     alice = connect(tick_interval=0.2)
     alice.login("alice", "alice's password", "bob")
     waiting = alice.wait_for(EventKind.WAITING, "bob", timeout=TIMEOUT)
@@ -71,15 +74,17 @@ def test_waiting_for_the_peer(connect: Connect) -> None:
     bob = connect()
     bob.login("bob", "bob's password")
     alice.wait_for(EventKind.PEER_ONLINE, "bob", timeout=TIMEOUT)
-    alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    assert keyed.mode == ConversationMode.SERVER_ASSIGNED
     bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
-    alice.send("bob", "there you are")
-    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "there you are"
+    sent_id = alice.send("bob", "there you are")
+    got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (got.text, got.mode, got.message_id) == ("there you are", ConversationMode.SERVER_ASSIGNED, sent_id)
 
 
-def test_conversation_keys_rotate(connect: Connect) -> None:
+def test_conversation_keys_rotate(seed_connect: Connect) -> None:
     rotation = libsim.RotationPolicy(interval=0.3)
-    alice, bob = login_pair(connect, rotation=rotation)
+    alice, bob = login_pair(seed_connect, rotation=rotation)
     alice.send("bob", "epoch 0")
     assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "epoch 0"
     time.sleep(0.4)  # the key is now older than the interval: the next send rotates first
@@ -91,19 +96,34 @@ def test_conversation_keys_rotate(connect: Connect) -> None:
 
 
 def test_tdes_conversations(sim_server_factory: Callable[..., libsim.Server]) -> None:
-    server = sim_server_factory(conversation_suite="tdes")
+    server = sim_server_factory(conversation_suite="tdes", conversation_mode="server-assigned")
     with server.connect() as bob, server.connect() as alice:
         bob.login("bob", "bob's password")
         alice.login("alice", "alice's password", "bob")
         keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
         assert keyed.suite == libsim.SuiteId.TDES_CBC_HMAC_SHA256
+        assert keyed.mode == ConversationMode.SERVER_ASSIGNED
         bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
         alice.send("bob", "the seed's Triple-DES")
         assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "the seed's Triple-DES"
 
 
-def test_leaving_a_conversation(connect: Connect) -> None:
-    alice, bob = login_pair(connect)
+def test_require_end_to_end_refuses_server_assigned_keys(seed_connect: Connect) -> None:
+    bob = seed_connect()
+    bob.login("bob", "bob's password")
+    alice = seed_connect(require_end_to_end=True)
+    alice.login("alice", "alice's password", "bob")
+    refused = alice.wait_for(EventKind.ERROR, "bob", timeout=TIMEOUT)
+    assert refused.error.code == Errc.SUITE_NOT_ALLOWED
+    assert alice.conversation_suite("bob") is None
+    with pytest.raises(libsim.RoutingError):
+        alice.send("bob", "must not leave readable by the server")
+
+
+def test_leaving_a_conversation(seed_connect: Connect) -> None:
+    # The seed's conversations end; end-to-end sessions outlive connections (they live in the state), so there
+    # PEER_LEFT is not reported.
+    alice, bob = login_pair(seed_connect)
     alice.leave("bob")
     assert bob.wait_for(EventKind.PEER_LEFT, "alice", timeout=TIMEOUT).peer == "alice"
 
@@ -173,7 +193,15 @@ def test_bad_input_gives_python_exceptions(connect: Connect) -> None:
                  lambda: alice.server_fingerprint):
         with pytest.raises(libsim.ClosedError):
             call()
-    assert bob.wait_for(EventKind.PEER_LEFT, "alice", timeout=TIMEOUT).peer == "alice"
+    # the server saw alice go: she is offline for bob now
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        bob.probe("alice")
+        try:
+            bob.wait_for(EventKind.WAITING, "alice", timeout=0.5)
+            break
+        except libsim.TimeoutError:
+            assert time.monotonic() < deadline, "the server still reports alice online"
 
 
 def test_login_errors(connect: Connect) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,11 @@ def test_help(script: str) -> None:
     assert "usage:" in result.stdout
 
 
-def test_chat_with_the_echo_bot(sim_server: libsim.Server) -> None:
+def test_chat_with_the_echo_bot(sim_server: libsim.Server, tmp_path: Path) -> None:
     port = str(sim_server.port)
     bot = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "echo_bot.py"), "--port", port, "--user", "echo", "--max-messages", "2"],
+        [sys.executable, str(EXAMPLES / "echo_bot.py"), "--port", port, "--user", "echo", "--max-messages", "2",
+         "--state-file", str(tmp_path / "echo.db")],
         env=run_env("bot password"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert bot.stdout is not None
@@ -43,12 +45,14 @@ def test_chat_with_the_echo_bot(sim_server: libsim.Server) -> None:
             input="hello echo\nsecond line ✓\n", env=run_env("alice password"), capture_output=True, text=True,
             timeout=120)
         assert chat.returncode == 0, chat.stderr
-        assert "talking to echo" in chat.stdout
+        assert "talking to echo" in chat.stdout and "end-to-end" in chat.stdout
+        assert re.search(r"^safety number \d{5}( \d{5}){11}$", chat.stdout, re.MULTILINE), chat.stdout
         assert "echo: hello echo" in chat.stdout
         assert "echo: second line ✓" in chat.stdout
         out, err = bot.communicate(timeout=60)
         assert bot.returncode == 0, err
         assert "talking to alice" in out and "echoed 2 messages" in out
+        assert (tmp_path / "echo.db").is_file()  # the bot's encrypted end-to-end state
     finally:
         if bot.poll() is None:
             bot.kill()

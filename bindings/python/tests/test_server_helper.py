@@ -68,3 +68,19 @@ def test_connecting_to_a_stopped_server(sim_server_factory) -> None:  # type: ig
         server.connect()
     with pytest.raises(libsim.NetworkError):
         libsim.Client("127.0.0.1", port, connect_timeout=5)
+
+
+def test_conversation_mode_reaches_simd(sim_server_factory) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="conversation_mode"):
+        libsim.Server(conversation_mode="plaintext")
+    for mode, expected in (("e2e", libsim.ConversationMode.END_TO_END),
+                           ("server-assigned", libsim.ConversationMode.SERVER_ASSIGNED)):
+        server = sim_server_factory(**({} if mode == "e2e" else {"conversation_mode": mode}))
+        assert server.conversation_mode == mode and mode in repr(server)
+        assert server.command[server.command.index("--conversation-mode") + 1] == mode
+        with server.connect() as bob, server.connect() as alice:
+            bob.login("bob", "bob's password")
+            bob.probe("nobody")  # answered after the prekey status: bob's prekeys are on their way
+            bob.wait_for(libsim.EventKind.WAITING, "nobody", timeout=15)
+            alice.login("alice", "alice's password", "bob")
+            assert alice.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=15).mode == expected

@@ -1,0 +1,262 @@
+"""End-to-end mode through a real simd (docs/protocol.md section 6): sessions from prekey bundles, safety numbers,
+receipts, offline storage and delivery at login, the encrypted state file across restarts, and a changed identity
+key that stops the conversation until the user accepts it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import TIMEOUT, drain, publish_prekeys
+
+import libsim
+from libsim import ConversationMode, Errc, EventKind
+
+Connect = Callable[..., libsim.Client]
+
+SAFETY_NUMBER = re.compile(r"\d{5}( \d{5}){11}")
+ALICE, BOB = "alice's password", "bob's password"
+ALICE_STATE, BOB_STATE = "alice's state key", "bob's state key"
+
+
+def receipts(client: libsim.Client, ids: list[bytes], status: str) -> list[libsim.Event]:
+    """Wait until every id in `ids` has a receipt with `status` ("stored" skipped when waiting for "delivered")."""
+    want = set(ids)
+    got = []
+    while want:
+        event = client.wait_for(EventKind.RECEIPT, timeout=TIMEOUT)
+        assert event.message_id is not None and len(event.message_id) == 16
+        if event.text == status and event.message_id in want:
+            want.discard(event.message_id)
+            got.append(event)
+        else:
+            assert event.text in ("stored", "delivered"), event
+    return got
+
+
+def no_messages(client: libsim.Client, quiet: float = 0.5) -> list[libsim.Event]:
+    """The events of the next `quiet` seconds, after checking that no message and no identity change is among them."""
+    events = drain(client, quiet)
+    assert [e for e in events if e.kind in (EventKind.MESSAGE, EventKind.IDENTITY_CHANGED)] == []
+    return events
+
+
+def test_two_clients_end_to_end(connect: Connect) -> None:
+    bob = connect()
+    bob.login("bob", BOB)
+    publish_prekeys(bob)
+    alice = connect()
+    alice.login("alice", ALICE, "bob")
+    keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    assert keyed.mode == ConversationMode.END_TO_END and keyed.mode.display_name == "end-to-end"
+    assert keyed.first_contact
+    assert SAFETY_NUMBER.fullmatch(keyed.fingerprint), keyed.fingerprint
+    assert keyed.suite == libsim.SuiteId.AES256_GCM
+
+    sent = alice.send("bob", "Hello Bob!")
+    assert isinstance(sent, bytes) and len(sent) == 16
+    responder = bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)  # learnt from the first message
+    assert responder.mode == ConversationMode.END_TO_END
+    got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (got.text, got.mode, got.message_id, got.count, got.sid) == (
+        "Hello Bob!", ConversationMode.END_TO_END, sent, 1, 1)
+    (delivered,) = receipts(alice, [sent], "delivered")
+    assert delivered.peer == "bob" and "delivered" in repr(delivered)
+    assert alice.outbox_size == 0
+
+    # Both sides compute the same safety number, and it is the one the key events showed.
+    alice_view, bob_view = alice.peer_identity("bob"), bob.peer_identity("alice")
+    assert isinstance(alice_view, libsim.PeerIdentity)
+    assert alice_view.safety_number == bob_view.safety_number == keyed.fingerprint == responder.fingerprint
+    assert (alice_view.peer, bob_view.peer) == ("bob", "alice")
+    assert len(alice_view.identity_key) == 32 and alice_view.identity_key != bob_view.identity_key
+    assert not alice_view.verified and not alice_view.change_pending
+    alice.verify_peer("bob")
+    assert alice.peer_identity("bob").verified
+    assert not bob.peer_identity("alice").verified  # verification is local
+    assert "verified=True" in repr(alice.peer_identity("bob"))
+
+    reply = bob.send("alice", "Hi Alice ✓")
+    answer = alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT)
+    assert (answer.text, answer.message_id) == ("Hi Alice ✓", reply)
+    receipts(bob, [reply], "delivered")
+    assert bob.outbox_size == 0
+
+    # Sequence numbers continue per sender; every id is new.
+    ids = [alice.send("bob", f"n{i}") for i in range(3)]
+    assert len(set(ids + [sent])) == 4
+    got_all = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in ids]
+    assert [(e.text, e.count, e.message_id) for e in got_all] == [(f"n{i}", i + 2, ids[i]) for i in range(3)]
+
+
+def test_identity_calls_refuse_unknown_peers(connect: Connect) -> None:
+    alice = connect()
+    alice.login("alice", ALICE)
+    for call in (alice.peer_identity, alice.verify_peer):
+        with pytest.raises(libsim.RoutingError) as info:
+            call("carol")
+        assert info.value.code == Errc.NO_CONVERSATION
+    with pytest.raises(libsim.StateError) as pending:
+        alice.accept_identity("carol")
+    assert pending.value.code == Errc.INVALID_STATE
+    with pytest.raises(TypeError):
+        alice.peer_identity(b"carol")  # type: ignore[arg-type]
+    assert alice.outbox_size == 0
+
+
+def test_message_to_an_offline_user_is_stored_then_delivered(connect: Connect, tmp_path: Path) -> None:
+    bob_state = tmp_path / "bob.db"
+    with connect(state_file=bob_state, state_password=BOB_STATE) as bob:
+        bob.login("bob", BOB)
+        publish_prekeys(bob)  # the bundle alice needs is on the server before bob leaves
+        bob.logout()
+
+    alice = connect()
+    alice.login("alice", ALICE, "bob")
+    alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    texts = ["while you were away", "second one", "third ✓"]
+    ids = [alice.send("bob", t) for t in texts]
+    stored = receipts(alice, ids, "stored")  # durable on the server
+    assert {e.peer for e in stored} == {"bob"}
+    assert alice.outbox_size == 0
+
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    got = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in texts]
+    assert [(e.text, e.message_id, e.count) for e in got] == [(t, i, n + 1) for n, (t, i) in
+                                                              enumerate(zip(texts, ids))]
+    receipts(alice, ids, "delivered")
+    assert not [e for e in no_messages(bob) if e.kind == EventKind.GAP]
+
+    # Delivered once: a restart of bob does not show them again.
+    bob.close()
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    no_messages(bob, 1.0)
+
+
+def test_state_file_keeps_the_identity_across_restarts(connect: Connect, tmp_path: Path) -> None:
+    alice_state, bob_state = tmp_path / "alice.db", str(tmp_path / "bob.db")  # os.PathLike and str
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    publish_prekeys(bob)
+    alice = connect(state_file=alice_state, state_password=ALICE_STATE)
+    alice.login("alice", ALICE, "bob")
+    number = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).fingerprint
+    first = alice.send("bob", "first run")
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "first run"
+    receipts(alice, [first], "delivered")
+    alice.verify_peer("bob")
+
+    # The file is held while its client is open.
+    with pytest.raises(libsim.Error) as busy:
+        connect(state_file=alice_state, state_password=ALICE_STATE)
+    assert busy.value.code == Errc.BUSY
+    alice.close()
+    bob.close()
+
+    # A wrong password is refused and changes nothing.
+    with pytest.raises(libsim.CryptoError) as wrong:
+        connect(state_file=alice_state, state_password="not the state key")
+    assert wrong.value.code == Errc.AUTH_FAILED
+
+    alice = connect(state_file=alice_state, state_password=ALICE_STATE)
+    alice.login("alice", ALICE)
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    view = alice.peer_identity("bob")
+    assert (view.safety_number, view.verified, view.change_pending) == (number, True, False)
+    assert bob.peer_identity("alice").safety_number == number
+
+    # The ratchet session of the first run goes on: no new KEYGEN, no identity change, the sequence continues.
+    second = alice.send("bob", "second run")
+    got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (got.text, got.message_id, got.count) == ("second run", second, 2)
+    receipts(alice, [second], "delivered")
+    no_messages(alice)
+
+
+def test_state_file_arguments(sim_server: libsim.Server, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        sim_server.connect(state_file=tmp_path / "x.db")  # no password
+    with pytest.raises(ValueError):
+        sim_server.connect(state_password="a key for no file")
+    with pytest.raises(ValueError):
+        sim_server.connect(state_file="", state_password="k")
+    with pytest.raises(TypeError):
+        sim_server.connect(state_file=tmp_path / "x.db", state_password=b"bytes")
+    with pytest.raises(TypeError):
+        sim_server.connect(state_file=42, state_password="k")
+    assert not (tmp_path / "x.db").exists()
+    with pytest.raises(libsim.Error) as info:
+        sim_server.connect(state_file=tmp_path / "no-such-dir" / "x.db", state_password="k")
+    assert info.value.code in (Errc.STORAGE_ERROR, Errc.IO_ERROR)
+
+
+def test_changed_identity_key_stops_the_conversation_until_accepted(connect: Connect, tmp_path: Path) -> None:
+    bob = connect(state_file=tmp_path / "bob-phone.db", state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    publish_prekeys(bob)
+    alice = connect()
+    alice.login("alice", ALICE, "bob")
+    old = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).fingerprint
+    alice.send("bob", "hi phone")
+    assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "hi phone"
+    alice.verify_peer("bob")
+    bob.close()
+
+    # bob on a new device: a new state file, so a new identity key.
+    laptop = connect(state_file=tmp_path / "bob-laptop.db", state_password=BOB_STATE)
+    laptop.login("bob", BOB, "alice")
+    assert laptop.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT).first_contact
+    held = laptop.send("alice", "it's me, on my laptop")
+
+    changed = alice.wait_for(EventKind.IDENTITY_CHANGED, "bob", timeout=TIMEOUT)
+    assert SAFETY_NUMBER.fullmatch(changed.fingerprint) and changed.fingerprint != old
+    assert changed.mode == ConversationMode.END_TO_END
+    view = alice.peer_identity("bob")
+    assert view.change_pending and view.safety_number == old  # still the pinned key
+    assert [e for e in drain(alice, 0.5) if e.kind == EventKind.MESSAGE] == []  # held, not shown
+    with pytest.raises(libsim.StateError) as refused:
+        alice.send("bob", "to whom?")
+    assert refused.value.code == Errc.IDENTITY_CHANGED
+    with pytest.raises(libsim.StateError) as unverifiable:
+        alice.verify_peer("bob")
+    assert unverifiable.value.code == Errc.IDENTITY_CHANGED
+
+    alice.accept_identity("bob")
+    shown = alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT)
+    assert (shown.text, shown.message_id) == ("it's me, on my laptop", held)
+    view = alice.peer_identity("bob")
+    assert (view.safety_number, view.verified, view.change_pending) == (changed.fingerprint, False, False)
+    assert laptop.peer_identity("alice").safety_number == changed.fingerprint
+    with pytest.raises(libsim.StateError):
+        alice.accept_identity("bob")  # nothing pending any more
+
+    welcome = alice.send("bob", "welcome back")
+    got = laptop.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
+    assert (got.text, got.message_id) == ("welcome back", welcome)
+
+
+def test_end_to_end_suites(sim_server_factory: Callable[..., libsim.Server]) -> None:
+    """The server's conversation suite is only a hint in end-to-end mode: the initiator's policy decides."""
+    server = sim_server_factory(conversation_suite="tdes")
+    with server.connect() as bob, server.connect() as alice, server.connect(
+            end_to_end_suites=libsim.SuitePolicy.forbid_tdes()) as carol:
+        bob.login("bob", BOB)
+        publish_prekeys(bob)
+        alice.login("alice", ALICE, "bob")
+        assert alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).suite == \
+            libsim.SuiteId.TDES_CBC_HMAC_SHA256
+        alice.send("bob", "Triple-DES, end to end")
+        assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "Triple-DES, end to end"
+        assert bob.conversation_suite("alice") == libsim.SuiteId.TDES_CBC_HMAC_SHA256
+
+        carol.login("carol", "carol's password", "bob")
+        keyed = carol.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+        assert keyed.suite != libsim.SuiteId.TDES_CBC_HMAC_SHA256
+        carol.send("bob", "not Triple-DES")
+        assert bob.wait_for(EventKind.MESSAGE, "carol", timeout=TIMEOUT).text == "not Triple-DES"
+        assert bob.conversation_suite("carol") == keyed.suite
