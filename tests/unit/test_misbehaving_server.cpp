@@ -58,6 +58,8 @@ public:
     std::vector<std::pair<std::string, std::vector<sim::MessageId>>> acks;
     /// Users whose prekey bundle is replaced by the server's own keys.
     std::set<std::string, std::less<>> substitute;
+    /// Users whose bundle keeps the real identity key but carries the server's signed prekey (badly signed).
+    std::set<std::string, std::less<>> forge_signed_prekey;
     /// The server's own identity, signed prekey and one-time prekeys (a man in the middle's keys).
     e2e::IdentityKeyPair fake_identity;
     e2e::SignedPrekey fake_spk;
@@ -202,7 +204,9 @@ private:
 
     void on_inner(Conn& c, sim::Frame f) {
         switch (f.type) {
-            case sim::FrameType::init: on_init(c, f); return;
+            case sim::FrameType::init:
+                on_init(c, f);
+                return;
             case sim::FrameType::prekeys: {
                 auto up = sim::decode_prekey_upload(f.payload);
                 REQUIRE(up);
@@ -250,7 +254,8 @@ private:
                                              c.user, sim::to_bytes(sim::as_bytes(f.destination))));
                 }
                 return;
-            default: return;
+            default:
+                return;
         }
     }
 
@@ -287,6 +292,11 @@ private:
         k.peer = peer;
         k.suite = sim::SuiteId::aes256_gcm;
         k.bundle = substitute.contains(peer) ? fake_bundle() : real_bundle(peer);
+        if (forge_signed_prekey.contains(peer)) {
+            k.bundle->signed_prekey_id = fake_spk.id;
+            k.bundle->signed_prekey = fake_spk.public_key;
+            k.bundle->signed_prekey_signature = fake_spk.signature;
+        }
         c.send_inner(from_server(sim::FrameType::keygen, sim::keygen_sid, c.user, sim::encode_key_assignment(k)));
     }
 
@@ -521,6 +531,12 @@ TEST_CASE("a jump beyond MAX_SKIP is refused; in-range messages still open after
     CHECK(texts.back() == "bulk " + std::to_string(total - 1));
     CHECK(p.bob->of(ClientEventKind::error).size() == 1);
     CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+
+    // a replay of the first of them, whose id has left the bounded seen set: the ratchet still refuses it
+    p.w.server.deliver(p.w.server.log[start]);
+    p.w.settle();
+    CHECK(p.bob->texts("alice").size() == total);
+    CHECK(p.bob->of(ClientEventKind::error).size() == 2);
 }
 
 TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine one still is") {
@@ -636,9 +652,9 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     const auto info = e2e::inspect(env->body);
     REQUIRE(info);
     REQUIRE(info->initial);
-    auto mitm = e2e::Session::respond(w.server.fake_identity, "bob", w.server.fake_spk,
-                                      w.server.fake_opk(info->initial->one_time_prekey_id), *info->initial, "alice",
-                                      *w.rng);
+    auto mitm =
+        e2e::Session::respond(w.server.fake_identity, "bob", w.server.fake_spk,
+                              w.server.fake_opk(info->initial->one_time_prekey_id), *info->initial, "alice", *w.rng);
     REQUIRE(mitm);
     auto plain = mitm->open(env->body);
     REQUIRE(plain);
@@ -662,6 +678,20 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     CHECK(a->safety_number == c->safety_number);
     CHECK(a->safety_number ==
           e2e::safety_number("carol", w.server.identity_of("carol"), "alice", w.server.identity_of("alice")));
+}
+
+TEST_CASE("a bundle whose signed prekey is not signed by the identity key is refused") {
+    World w;
+    w.start("bob");
+    w.server.forge_signed_prekey.insert("bob");
+    auto& alice = w.start("alice", "bob");
+    CHECK_FALSE(alice.saw(ClientEventKind::key_assigned, "bob"));
+    const auto errors = alice.of(ClientEventKind::error, "bob");
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].error.code == sim::Errc::auth_failed);
+    CHECK(alice.core->send("bob", "hello?").code() == sim::Errc::no_conversation);
+    CHECK(w.server.log.empty());
+    CHECK_FALSE(alice.core->peer_identity("bob"));  // nothing pinned from a refused bundle
 }
 
 TEST_CASE("a substituted bundle after a real session: identity_changed, nothing sent until accepted") {
@@ -709,8 +739,8 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         Pair p;
         auto& w = p.w;
         auto bundle = w.server.real_bundle("bob");
-        auto s = e2e::Session::initiate(w.server.fake_identity, "alice", bundle, "bob", sim::SuiteId::aes256_gcm,
-                                        *w.rng);
+        auto s =
+            e2e::Session::initiate(w.server.fake_identity, "alice", bundle, "bob", sim::SuiteId::aes256_gcm, *w.rng);
         REQUIRE(s);
         sim::MessageId id{};
         w.rng->fill(id);
@@ -738,6 +768,26 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         w.settle();
         CHECK(bob2.texts("alice") == std::vector<std::string>{"send me your password"});
         CHECK(w.server.unacked("bob") == 0);
+
+        // Now an accepted peer, the server can seal what it likes; sequence numbers are still checked: a number
+        // already shown is dropped silently even under a new id, a missing one is shown once when it comes.
+        const auto forge = [&](std::uint64_t seq, const std::string& text) {
+            sim::MessageId mid{};
+            w.rng->fill(mid);
+            auto sealed = s->seal(sim::encode_e2e_content({sim::ContentKind::text, seq, mid, text}));
+            REQUIRE(sealed);
+            w.server.deliver({sim::FrameType::message, 0, "alice", "bob",
+                              sim::encode_envelope({mid, sim::ConversationMode::end_to_end, *sealed})});
+            w.settle();
+        };
+        forge(1, "seq 1 again");
+        forge(3, "seq 3");
+        forge(2, "seq 2");
+        forge(2, "seq 2 again");
+        forge(3, "seq 3 again");
+        CHECK(bob2.texts("alice") == std::vector<std::string>{"send me your password", "seq 3", "seq 2"});
+        CHECK(bob2.of(ClientEventKind::gap, "alice").size() == 1);
+        CHECK_FALSE(bob2.saw(ClientEventKind::error));
     }
     SUBCASE("alice lost her state: a new identity starts again from sequence number 1") {
         Pair p;
@@ -819,6 +869,29 @@ TEST_CASE("a restart between receiving and acknowledging: the message comes agai
     w.send(*p.alice, "bob", "next");
     CHECK(bob2.texts("alice") == std::vector<std::string>{"next"});
     CHECK_FALSE(bob2.saw(ClientEventKind::gap));
+}
+
+TEST_CASE("a sender restarted before its receipt re-sends on login; the recipient shows the message once") {
+    Pair p;
+    auto& w = p.w;
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto id = p.alice->core->send("bob", "sent just before the crash");
+    REQUIRE(id);
+    w.settle();
+    w.stop(*p.alice);
+    w.server.withhold = nullptr;
+    const auto n = w.server.log.size();
+    auto& alice2 = w.start("alice");
+    REQUIRE(w.server.log.size() == n + 1);
+    CHECK(w.server.log[n].payload == w.server.log[n - 1].payload);
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"sent just before the crash"});
+    CHECK(alice2.of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(alice2.core->outbox_size() == 0);
+    // the withheld first copy arrives too: not shown again
+    w.server.deliver(w.server.log[n - 1]);
+    w.settle();
+    CHECK(p.bob->texts("alice").size() == 1);
+    CHECK(p.bob->of(ClientEventKind::message).at(0).message_id == *id);
 }
 
 TEST_CASE("the outbox re-sends an unreceipted message after resend_after with the same id and bytes") {
