@@ -1,11 +1,13 @@
 // sim-bench: a load generator that speaks libsim's real protocol. Many sans-IO sim::ClientCore objects run on a
 // small pool of Asio threads (not one sim::Client and one thread per connection), so thousands of connections fit.
 // Modes: route (message latency and throughput between pairs), connect (idle authenticated connections, memory per
-// connection), login (password logins per second). Every run is bounded in count and time and stops by itself.
+// connection), login (password logins per second), offline (durable store-and-forward to offline users, then the
+// drain at login). Every run is bounded in count and time and stops by itself.
 #include "common/options.h"
 
 #include <sim/channel.h>
 #include <sim/client.h>
+#include <sim/client_state.h>
 #include <sim/clock.h>
 #include <sim/messages.h>
 #include <sim/rng.h>
@@ -35,6 +37,7 @@
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -397,8 +400,12 @@ public:
 
     /// Create the core, connect, attach, then run `after_attach` on the strand (e.g. login). A connect failure
     /// reaches the handler as a `closed` event.
-    sim::Status start(std::function<void(Conn&)> after_attach) {
-        auto core = sim::ClientCore::create(m_shared.config, m_shared.known, *m_shared.rng, sim::steady_clock(),
+    /// `state` (optional, must outlive the core): the client's end-to-end state, e.g. to log in again as the same
+    /// device; null gives the core a fresh in-memory state.
+    sim::Status start(std::function<void(Conn&)> after_attach, sim::ClientState* state = nullptr) {
+        auto config = m_shared.config;
+        config.state = state;
+        auto core = sim::ClientCore::create(std::move(config), m_shared.known, *m_shared.rng, sim::steady_clock(),
                                             [this](const sim::ClientEvent& e) { m_handler(*this, e); });
         if (!core) {
             return core.error();
@@ -686,15 +693,21 @@ const std::vector<OptionSpec>& option_specs() {
         {"spawn-simd", 0, "PATH", "start this simd on 127.0.0.1:0 with a temporary data directory, measure it, stop it",
          "", false},
         {"suite", 0, "NAME", "with --spawn-simd: conversation suite aes, chacha or tdes", "aes", false},
+        {"conversation-mode", 0, "MODE", "with --spawn-simd: e2e (end-to-end, simd's default) or server-assigned",
+         "e2e", false},
         {"bcrypt-cost", 0, "N", "with --spawn-simd: bcrypt cost of the server (4 = fast, for route/connect)", "4",
          false},
         {"server-pid", 0, "PID", "process to measure (CPU, RSS); default: the one listening on the port", "", false},
         {"threads", 0, "N", "I/O threads of the load generator", "2", false},
-        {"pairs", 0, "P", "route: pairs of users sending to each other", "4", false},
+        {"pairs", 0, "P", "route: pairs of users sending to each other; offline: senders (one recipient each)", "4",
+         false},
         {"size", 0, "BYTES", "route: message text size (at least 40)", "256", false},
         {"rate", 0, "MSGS", "route: total messages per second, open loop (0 = as fast as the window allows)", "0",
          false},
-        {"window", 0, "N", "route without --rate: messages in flight per direction", "16", false},
+        {"window", 0, "N",
+         "route without --rate: messages in flight per direction; offline: messages awaiting `receipt stored` per "
+         "sender",
+         "16 (route), 64 (offline)", false},
         {"conn-rate", 0, "MSGS",
          "route without --rate: cap per sending connection, under simd's 2000/s limit (0 = none)", "1900", false},
         {"duration", 0, "SEC", "route: sending time (also the time cap with --count)", "10", false},
@@ -702,7 +715,9 @@ const std::vector<OptionSpec>& option_specs() {
          "route: K password logins in a loop (fresh connections, one thread) while sending; with a high "
          "--bcrypt-cost this saturates the server's hashing pool",
          "0", false},
-        {"count", 0, "N", "route: total messages; connect: connections; login: logins per phase", "", false},
+        {"count", 0, "N",
+         "route: total messages; connect: connections; login: logins per phase; offline: messages per sender (2000)",
+         "", false},
         {"parallel", 0, "K", "login: concurrent logins in the parallel phase; connect: handshakes in progress",
          "4 (login), 64 (connect)", false},
         {"hold", 0, "SEC", "connect: how long to hold the connections", "3", false},
@@ -717,8 +732,8 @@ const std::vector<OptionSpec>& option_specs() {
 void print_help() {
     std::cout << R"(Usage: sim-bench MODE [OPTIONS]
 
-Load generator for simd that speaks libsim's real protocol (Noise channel, password login, server-assigned
-conversation keys, two record layers). Many sans-IO sim::ClientCore objects share a small pool of Asio threads.
+Load generator for simd that speaks libsim's real protocol (Noise channel, password login, end-to-end (X3DH +
+Double Ratchet) or server-assigned conversation keys, two record layers). Many sans-IO sim::ClientCore objects share a small pool of Asio threads.
 Every run is bounded in count and time, stops by itself and talks to loopback only.
 
 Modes:
@@ -736,7 +751,12 @@ Modes:
   login    --count N password logins one after another, then N logins spread over --parallel K connections at a
            time; each login is a new TCP connection + Noise handshake + init with a password. Reports logins/s and
            latencies. Users are registered first (not measured).
-  offline  Offline delivery (not implemented in libsim yet): exits with status 2.
+  offline  --pairs P senders each send --count N messages to their own recipient, who is offline (it logged in
+           once before, so its prekeys are published, then logged out). Each sender keeps --window messages
+           awaiting `receipt stored` (sent by the server once the message is committed to its durable store;
+           concurrent messages share a commit) at most --conn-rate msg/s. Reports durable accepted msgs/s. Then the
+           senders leave, the recipients log in again (same client state) and drain: every message is checked
+           (sender, content, order, each once); reports drained msgs/s and server CPU per 1,000 messages.
 
 Server: --server HOST:PORT (simd must be running: use a fast --bcrypt-cost for route/connect, e.g. 4), or
 --spawn-simd PATH to start one on an ephemeral port with a temporary data directory (--suite, --bcrypt-cost).
@@ -765,13 +785,14 @@ struct Settings {
     std::uint16_t port = 7878;
     std::string spawn_path;
     std::string suite = "aes";
+    std::string conversation_mode = "e2e";
     std::uint64_t bcrypt_cost = 4;
     std::optional<pid_t> server_pid;
     unsigned threads = 2;
     std::uint64_t pairs = 4;
     std::uint64_t size = 256;
     double rate = 0;
-    std::uint64_t window = 16;
+    std::uint64_t window = 16;  // 64 in offline mode unless given
     double conn_rate = 1900;
     double duration = 10;
     std::uint64_t login_storm = 0;
@@ -804,6 +825,12 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
         return sim::Error{sim::Errc::invalid_argument, "--server must be a loopback address (e.g. 127.0.0.1:7878)"};
     }
     s.spawn_path = args.get("spawn-simd");
+    if (args.has("conversation-mode")) {
+        s.conversation_mode = args.get("conversation-mode");
+        if (s.conversation_mode != "e2e" && s.conversation_mode != "server-assigned") {
+            return sim::Error{sim::Errc::invalid_argument, "--conversation-mode must be e2e or server-assigned"};
+        }
+    }
     if (args.has("suite")) {
         SIM_TRY(const auto id, sim::tools::parse_suite("--suite", args.get("suite")));
         (void)id;
@@ -837,6 +864,9 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
     std::uint64_t rate = 0;
     SIM_TRY_STATUS(get_uint("rate", rate, 0, 10'000'000));
     s.rate = static_cast<double>(rate);
+    if (s.mode == "offline") {
+        s.window = 64;
+    }
     SIM_TRY_STATUS(get_uint("window", s.window, 1, 100000));
     std::uint64_t conn_rate = 1900;
     SIM_TRY_STATUS(get_uint("conn-rate", conn_rate, 0, 10'000'000));
@@ -884,7 +914,8 @@ struct Target {
 sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extra) {
     Target t;
     if (!s.spawn_path.empty()) {
-        extra.insert(extra.end(), {"--bcrypt-cost", std::to_string(s.bcrypt_cost), "--conversation-suite", s.suite});
+        extra.insert(extra.end(), {"--bcrypt-cost", std::to_string(s.bcrypt_cost), "--conversation-suite", s.suite,
+                                   "--conversation-mode", s.conversation_mode});
         SIM_TRY(t.spawned, SpawnedSimd::start(s.spawn_path, extra));
         t.port = t.spawned->port();
         t.pid = t.spawned->pid();
@@ -1130,11 +1161,20 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
             break;
         case K::key_assigned:
             st.keyed.fetch_add(1);
+            if (e.mode == sim::ConversationMode::end_to_end && c.index() % 2 == 0) {
+                // End to end only the initiator gets a KEYGEN (the peer's prekey bundle); the responder's session
+                // starts with the first message, so send one before the measured traffic.
+                c.run([&c, to = mine.to] { (void)c.core().send(to, "setup"); });
+            }
             break;
         case K::key_rotated:
             st.rotations.fetch_add(1);
             break;
         case K::message: {
+            if (e.text == "setup" && e.mode == sim::ConversationMode::end_to_end && in.expected == 0 &&
+                in.received.load() == 0) {
+                break;  // the set-up message that started the responder's session
+            }
             const auto now = now_ns();
             std::uint64_t seq = 0;
             std::int64_t ts = 0;
@@ -1458,6 +1498,8 @@ int run_route(const Settings& s) {
     const double self_cpu = self1 - self0;
 
     Report rep("route");
+    rep.text("conversation_mode", "conversation mode",
+             s.spawn_path.empty() ? std::string("(server's choice)") : s.conversation_mode);
     rep.text("suite", "conversation suite",
              s.spawn_path.empty() ? std::string("(server's choice)") : std::string(s.suite));
     rep.num("pairs", "pairs (connections)", static_cast<double>(s.pairs), "(" + std::to_string(n_conn) + ")", 0);
@@ -1844,6 +1886,550 @@ int run_login(const Settings& s) {
     return exit_ok;
 }
 
+// ------------------------------------------------------------------------------------------------ offline
+
+/// One sender -> recipient stream of the offline mode. Sender fields are used on the sender's strand, drain
+/// fields on the recipient's (second) connection's strand; counters are atomic for the main thread.
+struct OfflineStream {
+    std::string from;
+    std::string to;
+    std::shared_ptr<Conn> sender;
+    std::shared_ptr<Conn> recipient;        // first login (publishes prekeys), then the drain connection
+    std::unique_ptr<sim::ClientState> state;  // the recipient's state, kept across its two logins
+    std::uint64_t budget = 0;
+    // set-up
+    std::atomic<bool> keyed{false};
+    std::atomic<bool> retry_open{false};
+    std::atomic<int> offline_seen{0};  // 1: the server says `to` is offline; 2: online (probe again)
+    // sender strand
+    std::uint64_t next_seq = 0;
+    std::unique_ptr<asio::steady_timer> timer;
+    bool timer_armed = false;
+    double tokens = 0;
+    std::int64_t last_refill = 0;
+    std::set<sim::MessageId> awaiting;  // sent, no `receipt stored` yet
+    std::atomic<std::uint64_t> sent{0};
+    std::atomic<std::uint64_t> stored{0};
+    std::atomic<std::uint64_t> bad_receipts{0};  // unknown or repeated ids
+    std::atomic<std::uint64_t> refused{0};
+    std::atomic<std::uint64_t> send_errors{0};
+    std::atomic<std::int64_t> last_stored_ns{0};
+    // drain strand
+    std::uint64_t expected = 0;
+    std::atomic<std::uint64_t> drained{0};
+    std::atomic<std::uint64_t> corrupt{0};
+    std::atomic<std::uint64_t> misordered{0};
+    std::atomic<std::uint64_t> skipped{0};
+    std::atomic<std::int64_t> first_drained_ns{0};
+    std::atomic<std::int64_t> last_drained_ns{0};
+};
+
+struct OfflineState {
+    const Settings* s = nullptr;
+    std::vector<std::unique_ptr<OfflineStream>> streams;
+    std::atomic<bool> stop{false};
+    std::atomic<bool> shutting_down{false};
+    std::atomic<std::uint64_t> authed{0};
+    std::atomic<std::uint64_t> closed{0};  // unexpected closes
+    std::atomic<std::uint64_t> other_errors{0};
+    std::atomic<std::uint64_t> gaps{0};
+    std::mutex error_mutex;
+    std::string first_error;
+
+    void note_error(const std::string& what) {
+        const std::lock_guard lock(error_mutex);
+        if (first_error.empty()) {
+            first_error = what;
+        }
+    }
+};
+
+void offline_pump(OfflineState& st, OfflineStream& s);
+
+void offline_pump_later(OfflineState& st, OfflineStream& s, std::chrono::nanoseconds delay) {
+    if (s.timer_armed) {
+        return;
+    }
+    s.timer_armed = true;
+    s.timer->expires_after(delay);
+    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&st, &s](const std::error_code& ec) {
+        s.timer_armed = false;
+        if (!ec) {
+            offline_pump(st, s);
+        }
+    }));
+}
+
+/// Keep `--window` messages awaiting their `receipt stored`, within the per-connection rate cap (sender strand).
+void offline_pump(OfflineState& st, OfflineStream& s) {
+    const double cap = st.s->conn_rate;
+    while (!st.stop.load() && s.next_seq < s.budget && s.awaiting.size() < st.s->window) {
+        const auto now = now_ns();
+        if (cap > 0) {
+            s.tokens = std::min(static_cast<double>(st.s->window),
+                                s.tokens + static_cast<double>(now - s.last_refill) * cap / 1e9);
+            s.last_refill = now;
+            if (s.tokens < 1.0) {
+                offline_pump_later(
+                    st, s, std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - s.tokens) * 1e9 / cap) + 1));
+                return;
+            }
+            s.tokens -= 1.0;
+        }
+        auto id = s.sender->core().send(s.to, make_text(s.next_seq, now, st.s->size));
+        if (!id) {
+            s.send_errors.fetch_add(1);
+            st.note_error("send: " + id.error().message());
+            s.budget = s.next_seq;  // stop this stream
+            return;
+        }
+        s.awaiting.insert(*id);
+        ++s.next_seq;
+        s.sent.fetch_add(1);
+    }
+}
+
+void offline_sender_event(OfflineState& st, OfflineStream& s, Conn& c, const sim::ClientEvent& e) {
+    using K = sim::ClientEventKind;
+    switch (e.kind) {
+        case K::authenticated:
+            st.authed.fetch_add(1);
+            break;
+        case K::key_assigned:
+            s.keyed.store(true);
+            break;
+        case K::waiting:
+            if (e.peer == s.to) {
+                s.offline_seen.store(1);
+            }
+            break;
+        case K::peer_online:
+            if (e.peer == s.to) {
+                s.offline_seen.store(2);
+            }
+            break;
+        case K::receipt:
+            if (e.text != "stored") {
+                break;  // "delivered" cannot happen while the recipients are offline; ignore it anyway
+            }
+            if (s.awaiting.erase(e.message_id) == 0) {
+                s.bad_receipts.fetch_add(1);
+                st.note_error("a receipt named an unknown or already receipted message");
+                break;
+            }
+            s.stored.fetch_add(1);
+            s.last_stored_ns.store(now_ns());
+            offline_pump(st, s);  // the event comes from on_bytes, on this connection's strand
+            break;
+        case K::error:
+            if (e.error.code == sim::Errc::no_conversation && !s.keyed.load()) {
+                s.retry_open.store(true);  // the recipient's prekeys are not published yet: ask again
+            } else if (e.error.code == sim::Errc::rate_limited) {
+                s.refused.fetch_add(1);
+                st.note_error("the server refused a message (rate limit)");
+            } else {
+                st.other_errors.fetch_add(1);
+                st.note_error("sender error event: " + e.error.message());
+            }
+            break;
+        case K::closed:
+            if (!st.shutting_down.load() && !c.closing_by_us()) {
+                st.closed.fetch_add(1);
+                st.note_error("sender connection closed: " + e.error.message());
+            }
+            break;
+        default:
+            break;
+    }
+}
+
+void offline_recipient_event(OfflineState& st, OfflineStream& s, Conn& c, const sim::ClientEvent& e) {
+    using K = sim::ClientEventKind;
+    switch (e.kind) {
+        case K::authenticated:
+            st.authed.fetch_add(1);
+            break;
+        case K::message: {
+            std::uint64_t seq = 0;
+            std::int64_t ts = 0;
+            if (e.peer != s.from || !parse_text(e.text, st.s->size, seq, ts)) {
+                s.corrupt.fetch_add(1);
+                st.note_error("a stored message arrived with the wrong sender or content");
+            } else if (seq < s.expected) {
+                s.misordered.fetch_add(1);
+                st.note_error("a stored message arrived out of order or twice");
+            } else {
+                s.skipped.fetch_add(seq - s.expected);
+                s.expected = seq + 1;
+            }
+            const auto now = now_ns();
+            std::int64_t zero = 0;
+            s.first_drained_ns.compare_exchange_strong(zero, now);
+            s.last_drained_ns.store(now);
+            s.drained.fetch_add(1);
+            break;
+        }
+        case K::gap:
+            st.gaps.fetch_add(e.count);
+            st.note_error("the recipient reported a gap");
+            break;
+        case K::error:
+            if (c.marked()) {
+                break;  // the server's goodbye after our logout
+            }
+            st.other_errors.fetch_add(1);
+            st.note_error("recipient error event: " + e.error.message());
+            break;
+        case K::closed:
+            if (!st.shutting_down.load() && !c.closing_by_us() && !c.marked()) {
+                st.closed.fetch_add(1);
+                st.note_error("recipient connection closed: " + e.error.message());
+            }
+            break;
+        default:
+            break;
+    }
+}
+
+/// Bytes the process has caused to be written to storage, from /proc/PID/io (write_bytes); nullopt when unreadable.
+std::optional<double> process_disk_write_bytes(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/io");
+    std::string key;
+    while (in >> key) {
+        if (key == "write_bytes:") {
+            double v = 0;
+            in >> v;
+            return v;
+        }
+        in.ignore(4096, '\n');
+    }
+    return std::nullopt;
+}
+
+int run_offline(const Settings& s) {
+    auto target = open_target(s, {});
+    if (!target) {
+        std::cerr << "sim-bench: " << target.error().message() << "\n";
+        return exit_fail;
+    }
+    Shared shared;
+    prepare_shared(shared, s, *target);
+    // The engine outlives the state its handlers use; every return path stops it first.
+    Engine engine(s.threads);
+    OfflineState st;
+    st.s = &s;
+    const std::uint64_t p = s.pairs;
+    const std::uint64_t per_sender = s.count.value_or(2000);
+    const std::uint64_t total = p * per_sender;
+    raise_fd_limit(p * 3 + 256);
+    const auto prefix = run_prefix();
+    for (std::uint64_t i = 0; i < p; ++i) {
+        auto os = std::make_unique<OfflineStream>();
+        os->from = prefix + "s" + std::to_string(i);
+        os->to = prefix + "r" + std::to_string(i);
+        os->budget = per_sender;
+        os->state = sim::make_memory_client_state();
+        st.streams.push_back(std::move(os));
+    }
+    // Connection indices (they pick the source address): senders 0..p-1, recipients p..2p-1, drain 2p..3p-1.
+    const auto new_recipient_conn = [&](OfflineStream& os, std::size_t index) {
+        return std::make_shared<Conn>(shared, engine.io(), index, [&st, &os](Conn& c, const sim::ClientEvent& e) {
+            offline_recipient_event(st, os, c, e);
+        });
+    };
+    std::vector<std::shared_ptr<Conn>> all;  // every connection, for shutdown
+    const auto shutdown_all = [&] {
+        st.shutting_down = true;
+        for (auto& c : all) {
+            c->shutdown();
+        }
+        std::this_thread::sleep_for(50ms);
+        engine.stop();
+    };
+    const auto fail = [&](const std::string& why) {
+        std::cerr << "sim-bench offline: " << why << (st.first_error.empty() ? "" : " (" + st.first_error + ")")
+                  << "\n";
+        shutdown_all();
+        return exit_fail;
+    };
+    // Each recipient's core gets its own state (identity, prekeys) through the config, kept for the drain login.
+    const auto start_recipient = [&](OfflineStream& os, std::size_t index) -> sim::Status {
+        auto c = new_recipient_conn(os, index);
+        os.recipient = c;
+        all.push_back(c);
+        const auto name = os.to;
+        return c->start([name](Conn& cc) { (void)cc.core().login(name, password_credentials()); }, os.state.get());
+    };
+
+    // 1. Recipients log in once (registering; the client publishes its prekeys) and stay until every sender has
+    //    its bundle, so that no sender asks before the prekeys are stored.
+    const auto setup_start = now_ns();
+    Progress setup_progress("offline setup", false);
+    std::uint64_t want_auth = p;
+    const auto setup_tick = [&] {
+        setup_progress.tick([&] {
+            std::uint64_t keyed = 0;
+            for (auto& os : st.streams) {
+                keyed += os->keyed.load() ? 1 : 0;
+            }
+            return "authenticated " + std::to_string(st.authed.load()) + "/" + std::to_string(want_auth) +
+                   "  senders keyed " + std::to_string(keyed) + "/" + std::to_string(p);
+        });
+    };
+    for (std::uint64_t i = 0; i < p; ++i) {
+        if (auto r = start_recipient(*st.streams[i], p + i); !r) {
+            return fail("recipient: " + r.error().message());
+        }
+    }
+    if (!wait_until([&] { return st.authed.load() >= p || st.closed.load() > 0; }, s.timeout, setup_tick) ||
+        st.closed.load() > 0) {
+        return fail("the recipients did not log in");
+    }
+    // 2. Senders log in and open their conversation (KEYGEN: the recipient's bundle in end-to-end mode).
+    want_auth = 2 * p;
+    for (std::uint64_t i = 0; i < p; ++i) {
+        auto& os = *st.streams[i];
+        auto c = std::make_shared<Conn>(shared, engine.io(), i, [&st, &os](Conn& cc, const sim::ClientEvent& e) {
+            offline_sender_event(st, os, cc, e);
+        });
+        os.sender = c;
+        os.timer = std::make_unique<asio::steady_timer>(c->strand());
+        all.push_back(c);
+        const auto name = os.from;
+        const auto dest = os.to;
+        if (auto r = c->start([name, dest](Conn& cc) { (void)cc.core().login(name, password_credentials(), dest); });
+            !r) {
+            return fail("sender: " + r.error().message());
+        }
+    }
+    const auto all_keyed = [&] {
+        bool keyed = true;
+        for (auto& os : st.streams) {
+            if (os->retry_open.exchange(false)) {
+                os->sender->run([&os] { (void)os->sender->core().open(os->to); });
+            }
+            keyed = keyed && os->keyed.load();
+        }
+        return keyed;
+    };
+    if (!wait_until([&] { return all_keyed() || st.closed.load() > 0 || st.other_errors.load() > 0; }, s.timeout,
+                    setup_tick) ||
+        st.closed.load() > 0 || st.other_errors.load() > 0) {
+        return fail("senders did not get their conversations keyed");
+    }
+    // 3. Recipients go offline; each sender probes until the server reports its recipient offline.
+    for (auto& os : st.streams) {
+        os->recipient->mark();  // its close is expected
+        os->recipient->run([&os] { (void)os->recipient->core().logout(); });
+    }
+    const auto all_offline = [&] {
+        bool done = true;
+        for (auto& os : st.streams) {
+            const int seen = os->offline_seen.load();
+            if (seen != 1) {
+                done = false;
+                if (seen != -1) {
+                    os->offline_seen.store(-1);  // a probe is on its way
+                    os->sender->run([&os] { (void)os->sender->core().probe(os->to); });
+                }
+            }
+        }
+        return done;
+    };
+    {
+        int rounds = 0;
+        if (!wait_until(
+                [&] {
+                    // Probe again every ~100 ms while someone is still reported online (or unanswered).
+                    if (++rounds % 5 == 0) {
+                        for (auto& os : st.streams) {
+                            if (os->offline_seen.load() == 2) {
+                                os->offline_seen.store(0);
+                            }
+                        }
+                    }
+                    return all_offline() || st.closed.load() > 0;
+                },
+                s.timeout, setup_tick) ||
+            st.closed.load() > 0) {
+            return fail("the recipients did not go offline");
+        }
+    }
+    const double setup_s = seconds_since(setup_start);
+
+    // 4. Senders send; every message must come back as `receipt stored` (durable on the server).
+    const auto cpu0 = target->cpu();
+    const auto disk0 = target->pid ? process_disk_write_bytes(*target->pid) : std::nullopt;
+    const auto self0 = self_cpu_seconds();
+    const auto t0 = now_ns();
+    for (auto& sp : st.streams) {
+        OfflineStream& os = *sp;
+        os.sender->run([&st, &os, t0] {
+            os.last_refill = t0;
+            offline_pump(st, os);
+        });
+    }
+    const auto sums = [&] {
+        std::array<std::uint64_t, 4> t{};  // sent, stored, refused + send errors, drained
+        for (auto& sp : st.streams) {
+            t[0] += sp->sent.load();
+            t[1] += sp->stored.load();
+            t[2] += sp->refused.load() + sp->send_errors.load();
+            t[3] += sp->drained.load();
+        }
+        return t;
+    };
+    Progress progress("offline", true);
+    std::uint64_t last_count = 0;
+    std::int64_t last_tick = t0;
+    const auto rate_line = [&](std::uint64_t now_count, const char* what) {
+        const auto now = now_ns();
+        const double rate =
+            static_cast<double>(now_count - last_count) * 1e9 / static_cast<double>(std::max<std::int64_t>(now - last_tick, 1));
+        last_count = now_count;
+        last_tick = now;
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%s %" PRIu64 "/%" PRIu64 "  %.0f msg/s", what, now_count, total, rate);
+        return std::string(buf);
+    };
+    const bool accepted_all = wait_until(
+        [&] {
+            const auto t = sums();
+            return t[1] >= total || t[2] > 0 || st.closed.load() > 0 || st.other_errors.load() > 0;
+        },
+        s.timeout, [&] { progress.tick([&] { return rate_line(sums()[1], "stored"); }); });
+    st.stop = true;
+    std::int64_t t_stored = t0 + 1;
+    for (auto& sp : st.streams) {
+        t_stored = std::max(t_stored, sp->last_stored_ns.load());
+    }
+    const auto cpu1 = target->cpu();
+    const auto disk1 = target->pid ? process_disk_write_bytes(*target->pid) : std::nullopt;
+    const auto self1 = self_cpu_seconds();
+    const auto stored_total = sums()[1];
+    if (!accepted_all || stored_total < total) {
+        return fail("not every message was stored (" + std::to_string(stored_total) + "/" + std::to_string(total) + ")");
+    }
+    // Senders leave: the drain is measured alone (their `receipt delivered` would go nowhere).
+    for (auto& os : st.streams) {
+        os->sender->shutdown();
+    }
+
+    // 5. Recipients log in again with the same state and drain their stored messages.
+    st.authed = 0;
+    want_auth = p;
+    const auto rss_before_drain = target->rss_mib();
+    const auto cpu2 = target->cpu();
+    const auto self2 = self_cpu_seconds();
+    const auto t1 = now_ns();
+    last_count = 0;
+    last_tick = t1;
+    for (std::uint64_t i = 0; i < p; ++i) {
+        if (auto r = start_recipient(*st.streams[i], 2 * p + i); !r) {
+            return fail("drain: " + r.error().message());
+        }
+    }
+    Progress drain_progress("offline drain", true);
+    const bool drained_all = wait_until(
+        [&] { return sums()[3] >= total || st.closed.load() > 0 || st.other_errors.load() > 0; }, s.timeout,
+        [&] { drain_progress.tick([&] { return rate_line(sums()[3], "drained"); }); });
+    std::int64_t t_drained = t1 + 1;
+    std::int64_t first_drained = 0;
+    for (auto& sp : st.streams) {
+        t_drained = std::max(t_drained, sp->last_drained_ns.load());
+        const auto f = sp->first_drained_ns.load();
+        first_drained = first_drained == 0 ? f : (f == 0 ? first_drained : std::min(first_drained, f));
+    }
+    // Let the last acknowledgements reach the server, so its CPU for the drain includes deleting them.
+    std::this_thread::sleep_for(200ms);
+    const auto cpu3 = target->cpu();
+    const auto self3 = self_cpu_seconds();
+    const auto rss = target->rss_mib();
+    shutdown_all();
+
+    const auto t = sums();
+    std::uint64_t corrupt = 0;
+    std::uint64_t misordered = 0;
+    std::uint64_t skipped = 0;
+    std::uint64_t bad_receipts = 0;
+    for (auto& sp : st.streams) {
+        corrupt += sp->corrupt.load();
+        misordered += sp->misordered.load();
+        skipped += sp->skipped.load();
+        bad_receipts += sp->bad_receipts.load();
+    }
+    const double accept_s = static_cast<double>(t_stored - t0) / 1e9;
+    const double drain_s = static_cast<double>(t_drained - t1) / 1e9;
+    const auto per_k = [](std::optional<double> cpu, std::uint64_t n) -> std::optional<double> {
+        if (!cpu || n == 0) {
+            return std::nullopt;
+        }
+        return *cpu / (static_cast<double>(n) / 1000.0);
+    };
+    const auto accept_cpu = opt_diff(cpu0, cpu1);
+    const auto drain_cpu = opt_diff(cpu2, cpu3);
+    const auto disk = opt_diff(disk0, disk1);
+
+    Report rep("offline");
+    rep.text("conversation_mode", "conversation mode",
+             s.spawn_path.empty() ? std::string("(server's choice)") : s.conversation_mode);
+    rep.text("suite", "conversation suite",
+             s.spawn_path.empty() ? std::string("(server's choice)") : std::string(s.suite));
+    rep.text("store", "server store", s.spawn_path.empty() ? std::string("(server's choice)")
+                                                           : std::string("SQLite in a temporary directory"));
+    rep.num("senders", "senders (one offline recipient each)", static_cast<double>(p), "", 0);
+    rep.num("per_sender", "messages per sender", static_cast<double>(per_sender), "", 0);
+    rep.num("size_bytes", "message size", static_cast<double>(s.size), "B", 0);
+    rep.text("load", "load",
+             "closed loop, " + std::to_string(s.window) + " awaiting a receipt per sender" +
+                 (s.conn_rate > 0 ? ", at most " + std::to_string(static_cast<std::uint64_t>(s.conn_rate)) +
+                                        " msg/s each"
+                                  : ""));
+    rep.num("setup_s", "set-up (log in, prekeys, keys, go offline)", setup_s, "s", 2);
+    rep.num("sent", "messages sent", static_cast<double>(t[0]), "", 0);
+    rep.num("stored", "receipts `stored`", static_cast<double>(t[1]), "", 0);
+    rep.num("bad_receipts", "unknown or repeated receipts", static_cast<double>(bad_receipts), "", 0);
+    rep.num("refused", "refused or not sent", static_cast<double>(t[2]), "", 0);
+    rep.num("accept_s", "time to store all", accept_s, "s", 2);
+    rep.num("accepted_per_s", "durable accepted throughput", static_cast<double>(t[1]) / accept_s, "msg/s", 0);
+    rep.num("accept_server_cpu_s_per_1000", "accept: server CPU per 1,000 messages", per_k(accept_cpu, t[1]), "s", 4);
+    rep.num("accept_server_cpu_percent", "accept: server CPU use",
+            accept_cpu ? std::optional(*accept_cpu / accept_s * 100.0) : std::nullopt, "% of one core", 0);
+    rep.num("accept_disk_bytes_per_msg", "accept: server disk writes per message",
+            disk ? std::optional(*disk / static_cast<double>(t[1])) : std::nullopt, "B", 0);
+    rep.text("store_commits", "server commits (group commit)",
+             "n/a (simd does not expose ServerStats::store_commits)");
+    rep.num("accept_loadgen_cpu_percent", "accept: load generator CPU use", (self1 - self0) / accept_s * 100.0,
+            "% of one core", 0);
+    rep.num("drained", "messages drained", static_cast<double>(t[3]), "", 0);
+    rep.num("corrupt", "corrupt or misordered", static_cast<double>(corrupt + misordered), "", 0);
+    rep.num("missing", "missing (sequence gaps)", static_cast<double>(skipped + st.gaps.load()), "", 0);
+    rep.num("drain_first_ms", "drain: login to first message",
+            first_drained != 0 ? std::optional(static_cast<double>(first_drained - t1) / 1e6) : std::nullopt, "ms",
+            1);
+    rep.num("drain_s", "drain: login to last message", drain_s, "s", 2);
+    rep.num("drained_per_s", "drain throughput", static_cast<double>(t[3]) / drain_s, "msg/s", 0);
+    rep.num("drain_server_cpu_s_per_1000", "drain: server CPU per 1,000 messages", per_k(drain_cpu, t[3]), "s", 4);
+    rep.num("drain_server_cpu_percent", "drain: server CPU use",
+            drain_cpu ? std::optional(*drain_cpu / drain_s * 100.0) : std::nullopt, "% of one core", 0);
+    rep.num("drain_loadgen_cpu_percent", "drain: load generator CPU use", (self3 - self2) / drain_s * 100.0,
+            "% of one core", 0);
+    rep.num("server_rss_before_drain_mib", "server RSS before the drain", rss_before_drain, "MiB", 1);
+    rep.num("server_rss_mib", "server RSS after the drain", rss, "MiB", 1);
+    rep.print(std::cout);
+    if (!s.json.empty() && !rep.write_json(s.json)) {
+        std::cerr << "sim-bench: cannot write " << s.json << "\n";
+        return exit_fail;
+    }
+    const bool bad = !drained_all || t[3] != total || corrupt > 0 || misordered > 0 || skipped > 0 ||
+                     st.gaps.load() > 0 || bad_receipts > 0 || st.closed.load() > 0 || st.other_errors.load() > 0;
+    if (bad) {
+        std::cerr << "sim-bench offline: FAILED" << (st.first_error.empty() ? "" : ": " + st.first_error) << "\n";
+        return exit_fail;
+    }
+    return exit_ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1864,8 +2450,7 @@ int main(int argc, char** argv) {
         return exit_usage;
     }
     if (settings->mode == "offline") {
-        std::cerr << "sim-bench: not implemented: offline delivery is not in libsim yet\n";
-        return exit_usage;
+        return run_offline(*settings);
     }
     if (settings->mode == "route") {
         return run_route(*settings);
