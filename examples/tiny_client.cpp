@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
     if (auto st = c.login(user, argv[3]); !st) {
         return fail("login", st.error());
     }
+    std::printf("%s: logged in\n", user.c_str());
+    std::fflush(stdout);
 
     std::string peer;
     if (argc == 5) {
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
         if (auto st = c.open(peer); !st) {
             return fail("open", st.error());
         }
-        // The server assigns the conversation key (KEYGEN) to both once the peer is online.
+        // End to end (the default): KEYGEN brings the peer's prekey bundle, published when it last logged in.
         if (auto key = c.wait_for(sim::ClientEventKind::key_assigned, peer, wait); !key) {
             return fail("waiting for the key", key.error());
         }

@@ -453,6 +453,44 @@ void finish(Connection& c) {
     c.client->close();
 }
 
+/// Ask the server for the conversation with `peer` and wait for the answer: its current prekey bundle (which
+/// shows whether its identity key changed) or, in server-assigned mode, a key. 0 when keyed, else the exit status
+/// (the connection is closed then).
+int await_conversation(Connection& c, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
+    auto& client = *c.client;
+    if (auto st = client.open(peer); !st) {
+        finish(c);
+        return failure("cannot open a conversation: " + st.error().message());
+    }
+    for (;;) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
+        if (!e) {
+            client.close();
+            return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " + peer +
+                                                                " (is " + peer + " logged in?)"
+                                                          : e.error().message());
+        }
+        if (e->kind == sim::ClientEventKind::key_assigned && e->peer == peer) {
+            print_line(stderr, "sim: " + describe(*e).substr(2));
+            return 0;
+        }
+        if (e->kind == sim::ClientEventKind::identity_changed && e->peer == peer) {
+            print_line(stderr, "sim: " + describe(*e).substr(2));
+            return 3;  // not a failure for safety/accept: the caller decides
+        }
+        if (e->kind == sim::ClientEventKind::error && e->error.code == sim::Errc::no_conversation) {
+            finish(c);
+            return failure(peer + " has no end-to-end keys yet (" + peer +
+                           " must log in once before others can write to them)");
+        }
+        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
+            client.close();
+            return failure(describe(*e).substr(2));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- send
 
 int run_send(const Settings& s, const std::vector<std::string>& pos) {
@@ -482,34 +520,12 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
     const auto refused = [](const sim::ClientEvent& e) {
         return (e.kind == sim::ClientEventKind::error && e.peer.empty()) || e.kind == sim::ClientEventKind::closed;
     };
-    // An end-to-end session kept in the state from an earlier run is used as it is; otherwise ask for a key.
-    if (!client.core().conversation_suite(*peer)) {
-        if (auto st = client.open(*peer); !st) {
+    if (const int st = await_conversation(*c, *peer, deadline); st != 0) {
+        if (st == 3) {
             finish(*c);
-            return failure("cannot open a conversation: " + st.error().message());
+            return failure("not sent: the identity key of " + *peer + " changed");
         }
-        for (;;) {
-            auto e = next_event();
-            if (!e) {
-                client.close();
-                return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " +
-                                                                    *peer + " (is " + *peer + " logged in?)"
-                                                              : e.error().message());
-            }
-            if (e->kind == sim::ClientEventKind::key_assigned && e->peer == *peer) {
-                print_line(stderr, "sim: " + describe(*e).substr(2));
-                break;
-            }
-            if (e->kind == sim::ClientEventKind::identity_changed && e->peer == *peer) {
-                print_line(stderr, "sim: " + describe(*e).substr(2));
-                finish(*c);
-                return failure("not sent: the identity key of " + *peer + " changed");
-            }
-            if (refused(*e)) {
-                client.close();
-                return failure(describe(*e).substr(2));
-            }
-        }
+        return st;
     }
     auto id = client.send(*peer, text);
     if (!id) {
@@ -627,6 +643,10 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
     auto c = session.open(*user, {}, false);
     if (!c) {
         return open_failed(c.error());
+    }
+    if (const int waited = await_conversation(*c, *peer, std::chrono::steady_clock::now() + s.wait_limit());
+        waited != 0 && waited != 3) {
+        return waited;
     }
     auto& core = c->client->core();
     sim::Status st = sim::ok();

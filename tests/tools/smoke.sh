@@ -249,6 +249,8 @@ user-admin)
     grep -q carol "$T/last.out" && fail "carol was created without a password"
     # closed registration: only the accounts made above can log in, with their passwords
     start_simd srv --registration closed
+    # bob logs in once: his client publishes the prekeys others need to write to him end to end
+    expect_status 0 sim_as 'bob password' --timeout 1 recv bob
     sim_as 'bob password' --timeout 20 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
     RECV_PID=$!
     PIDS+=("$RECV_PID")
@@ -268,20 +270,26 @@ user-admin)
     expect_status 0 "$SIMD" "${D[@]}" user passwd alice --password-file "$T/alice2.pw"
     expect_status 1 sim_as 'alice password' --no-session --timeout 3 send alice bob hi
     grep -q "login refused" "$T/last.err" || fail "old password still accepted after passwd"
+    # her local end-to-end state stays sealed under the password it was created with
     expect_status 1 sim_as 'new alice password' --no-session --timeout 3 send alice bob hi
-    grep -q "timed out waiting for a conversation key" "$T/last.err" || fail "new password not accepted"
+    grep -q "wrong password for the end-to-end state" "$T/last.err" || fail "state opened with another password"
+    expect_status 0 sim_as 'new alice password' --no-session --keys-dir "$T/keys2" --timeout 10 send alice bob hi
+    grep -q "message to bob" "$T/last.err" || fail "new password not accepted"
     # delete: gone from the list and from logins
     expect_status 0 "$SIMD" "${D[@]}" user delete alice
     expect_status 1 "$SIMD" "${D[@]}" user delete alice
     grep -q "no user 'alice'" "$T/last.err" || fail "deleting a missing user not explained"
     expect_status 0 "$SIMD" "${D[@]}" user list
     [ "$(cat "$T/last.out")" = "bob" ] || fail "user list after delete: $(cat "$T/last.out")"
-    expect_status 1 sim_as 'new alice password' --no-session send alice bob hi
+    expect_status 1 sim_as 'new alice password' --no-session --keys-dir "$T/keys2" send alice bob hi
+    grep -q "login refused" "$T/last.err" || fail "deleted user not refused"
     stop_simd
     ;;
 
 send-recv)
     start_simd srv
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    cp "$T/last.err" "$T/first.err"
     sim_as 'bob pw' --timeout 20 recv bob --count 3 >"$T/recv.out" 2>"$T/recv.err" &
     RECV_PID=$!
     PIDS+=("$RECV_PID")
@@ -294,20 +302,22 @@ send-recv)
     [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
     [ "$(cat "$T/recv.out")" = "$(printf 'alice: hello world\nalice: second message\nalice: -red?[31m?X?2J')" ] ||
         fail "recv printed: $(cat -v "$T/recv.out")"
-    grep -q "the server can read this conversation" "$T/send.err" || fail "send did not warn about the server key"
+    grep -q "end-to-end conversation with bob (AES-256-GCM); safety number [0-9 ]\{71\}$" "$T/send.err" ||
+        fail "send did not show the end-to-end conversation and its safety number"
+    grep -q "message to bob delivered" "$T/send.err" || fail "no delivery receipt shown"
     # the client showed the same fingerprint as the server on first contact
     fp=$(head -n 1 "$T/srv.out")
     fp=${fp##* fingerprint }
-    grep -q "first contact with 127.0.0.1:$PORT; pinned its key, fingerprint $fp" "$T/recv.err" "$T/send.err" ||
+    grep -q "first contact with 127.0.0.1:$PORT; pinned its key, fingerprint $fp" "$T/first.err" "$T/send.err" ||
         fail "first-contact fingerprint not shown"
     [ "$(file_mode "$T/cfg/libsim/known_servers")" = 600 ] || fail "known_servers mode"
-    # nobody is listening as carol: send gives up after --timeout with a clear error
+    # carol never logged in, so she has no end-to-end keys: refused with a clear error
     expect_status 1 sim_as 'alice pw' --timeout 2 send alice carol hi
-    grep -q "timed out waiting for a conversation key with carol" "$T/last.err" || fail "timeout not explained"
+    grep -q "carol has no end-to-end keys yet" "$T/last.err" || fail "missing prekeys not explained"
     # recv without --count ends at --timeout with status 0
     expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
     # a wrong password is refused with status 1
-    expect_status 1 sim_as 'not alice pw' --no-session send alice bob hi
+    expect_status 1 sim_as 'not alice pw' --no-session --keys-dir "$T/keys-other" send alice bob hi
     grep -q "login refused" "$T/last.err" || fail "wrong password not explained"
     # nobody listening on a port: status 1 with a clear error
     stop_simd
@@ -317,6 +327,7 @@ send-recv)
 
 session-token)
     start_simd srv
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
     sim_as 'bob pw' --timeout 20 recv bob --count 2 >"$T/recv.out" 2>"$T/recv.err" &
     RECV_PID=$!
     PIDS+=("$RECV_PID")
@@ -325,25 +336,28 @@ session-token)
     [ -f "$STATE" ] || fail "no state file"
     [ "$(file_mode "$STATE")" = 600 ] || fail "state file mode $(file_mode "$STATE")"
     grep -q "^127.0.0.1:$PORT alice [0-9a-f]\{64\} [0-9]\+$" "$STATE" || fail "no token for alice in the state file"
-    # no password anywhere, no terminal: only the token can log in
-    (unset SIM_PASSWORD; setsid -w timeout 60 "$SIM" --server "127.0.0.1:$PORT" send alice bob "with token" \
-        </dev/null >/dev/null 2>"$T/token.err") || fail "token login failed: $(cat "$T/token.err")"
+    # the token logs in (the password only opens the local end-to-end state): no new token is issued
+    before=$(grep " alice " "$STATE")
+    sim_as 'alice pw' send alice bob "with token" >/dev/null 2>"$T/token.err" ||
+        fail "token login failed: $(cat "$T/token.err")"
+    [ "$(grep " alice " "$STATE")" = "$before" ] || fail "a password login replaced the stored token"
+    # without a password the local state cannot be opened, token or not
+    (unset SIM_PASSWORD; expect_status 2 setsid -w "$SIM" --server "127.0.0.1:$PORT" send alice bob "no password")
+    grep -q "no password" "$T/last.err" || fail "missing password not explained"
     wait_exit "$RECV_PID" 20 || fail "recv did not finish"
     [ "$(cat "$T/recv.out")" = "$(printf 'alice: with password\nalice: with token')" ] ||
         fail "recv printed: $(cat "$T/recv.out")"
     # a token the server does not know: fall back to the password, and store the new token
     old=$(grep " alice " "$STATE")
     sed -i "s/ alice [0-9a-f]\{64\} / alice $(printf '%064d' 0) /" "$STATE"
-    expect_status 2 setsid -w "$SIM" --server "127.0.0.1:$PORT" --timeout 2 send alice carol hi
-    grep -q "no longer valid" "$T/last.err" || fail "stale token not reported"
-    grep -q "password" "$T/last.err" || fail "no password fallback attempted"
     expect_status 1 sim_as 'alice pw' --timeout 2 send alice carol hi
-    grep -q "timed out waiting for a conversation key" "$T/last.err" || fail "password fallback did not log in"
+    grep -q "no longer valid" "$T/last.err" || fail "stale token not reported"
+    grep -q "carol has no end-to-end keys yet" "$T/last.err" || fail "password fallback did not log in"
     new=$(grep " alice " "$STATE")
     [ -n "$new" ] && [ "$new" != "$old" ] || fail "no new token stored after the fallback"
     # a state file others can read is not used
     chmod 644 "$STATE"
-    expect_status 2 setsid -w "$SIM" --server "127.0.0.1:$PORT" --timeout 2 send alice carol hi
+    expect_status 1 sim_as 'alice pw' --timeout 2 send alice carol hi
     grep -q "can be read by others" "$T/last.err" || fail "world-readable state file used"
     stop_simd
     ;;
@@ -417,7 +431,8 @@ register)
     ;;
 
 chat)
-    start_simd srv
+    # the seed's server-assigned mode (the e2e case covers end-to-end conversations)
+    start_simd srv --conversation-mode server-assigned
     mkfifo "$T/alice.in" "$T/bob.in"
     sim_as 'alice pw' --timeout 30 chat alice bob <"$T/alice.in" >"$T/alice.out" 2>&1 &
     ALICE=$!
@@ -462,6 +477,44 @@ chat)
     [ "$EXIT_STATUS" -eq 0 ] || fail "alice's chat exited with $EXIT_STATUS"
     wait_exit "$BOB" 10 || fail "bob's chat did not end at end of input"
     [ "$EXIT_STATUS" -eq 0 ] || fail "bob's chat exited with $EXIT_STATUS"
+    stop_simd
+    ;;
+
+e2e)
+    start_simd srv
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    # bob is offline: the message is stored durably, then delivered when he logs in
+    expect_status 0 sim_as 'alice pw' --timeout 10 send alice bob "while you were away"
+    grep -q "message to bob stored" "$T/last.err" || fail "no 'stored' receipt for an offline recipient"
+    expect_status 0 sim_as 'bob pw' --timeout 10 recv bob --count 1
+    [ "$(cat "$T/last.out")" = "alice: while you were away" ] || fail "stored message not delivered: $(cat "$T/last.out")"
+    grep -q "end-to-end conversation with alice" "$T/last.err" || fail "bob did not see an end-to-end conversation"
+    # both sides compute the same safety number; verify marks it
+    expect_status 0 sim_as 'alice pw' safety alice bob
+    a=$(sed -n 's/^safety number with bob: \([0-9 ]*\) (not verified)$/\1/p' "$T/last.out")
+    expect_status 0 sim_as 'bob pw' safety bob alice
+    b=$(sed -n 's/^safety number with alice: \([0-9 ]*\) (not verified)$/\1/p' "$T/last.out")
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "safety numbers differ or missing: '$a' vs '$b'"
+    expect_status 0 sim_as 'alice pw' verify alice bob
+    grep -q "(verified)" "$T/last.out" || fail "verify did not mark the key"
+    # the state file is sealed: neither names nor keys are readable, and a wrong password opens nothing
+    keys=$(ls "$T/cfg/libsim/keys/"*alice.db)
+    [ "$(file_mode "$keys")" = 600 ] || fail "keys file mode $(file_mode "$keys")"
+    grep -q "bob" "$keys" && fail "a contact name is readable in the keys file"
+    expect_status 1 sim_as 'wrong pw' --no-session safety alice bob
+    grep -q "wrong password for the end-to-end state" "$T/last.err" || fail "wrong state password not refused"
+    # bob loses his keys: a new identity. alice is told loudly and sends nothing until she accepts it
+    rm -f "$T/cfg/libsim/keys/"*bob.db*
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    expect_status 1 sim_as 'alice pw' --timeout 5 send alice bob "to the new key?"
+    grep -q "identity key of bob CHANGED" "$T/last.err" || fail "changed identity not announced"
+    expect_status 0 sim_as 'alice pw' safety alice bob
+    grep -q "CHANGED; not accepted yet" "$T/last.out" || fail "pending change not shown"
+    expect_status 0 sim_as 'alice pw' accept alice bob
+    grep -q "(not verified)" "$T/last.out" || fail "an accepted new key still counts as verified"
+    expect_status 0 sim_as 'alice pw' --timeout 10 send alice bob "to the new key"
+    expect_status 0 sim_as 'bob pw' --timeout 10 recv bob --count 1
+    [ "$(cat "$T/last.out")" = "alice: to the new key" ] || fail "message after accept: $(cat "$T/last.out")"
     stop_simd
     ;;
 

@@ -48,6 +48,12 @@ FP=$(sed -n 's/^port [0-9]* fingerprint //p' "$T/server.out")
 timeout 60 "$TINY_CLIENT" "$PORT" bob "bob's password" >"$T/bob.out" 2>"$T/bob.err" &
 BOB=$!
 PIDS+=("$BOB")
+# alice needs bob's prekeys, which his client publishes when it logs in
+for _ in $(seq 1 100); do
+    grep -q "^bob: logged in" "$T/bob.out" && break
+    kill -0 "$BOB" 2>/dev/null || fail "bob's client exited"
+    sleep 0.1
+done
 timeout 60 "$TINY_CLIENT" "$PORT" alice "alice's password" bob >"$T/alice.out" 2>"$T/alice.err" &
 ALICE=$!
 PIDS+=("$ALICE")

@@ -17,6 +17,7 @@ constexpr std::size_t max_sessions_per_peer = 4;
 constexpr std::size_t max_seen_ids = 1000;
 constexpr std::size_t max_missing = 10000;
 constexpr std::size_t max_held = 100;
+constexpr std::size_t max_sent_ids = 10000;
 
 // State keys (the store hides them behind an HMAC).
 const std::string key_identity = "identity";
@@ -526,6 +527,10 @@ void E2eClient::on_bundle(const std::string& peer, const e2e::PrekeyBundle& bund
     if (!ready()) {
         return;
     }
+    if (const auto st = e2e::verify_bundle(bundle); !st) {
+        error_event(peer, Error{st.code(), "prekey bundle refused: " + st.error().message()});
+        return;  // a badly signed bundle is never a reason to announce a new identity
+    }
     auto& p = peer_state(peer);
     if (!p.identity.empty() && !constant_time_equal(p.identity, bundle.identity_key)) {
         const bool announce = !p.pending_identity || !constant_time_equal(*p.pending_identity, bundle.identity_key);
@@ -540,6 +545,18 @@ void E2eClient::on_bundle(const std::string& peer, const e2e::PrekeyBundle& bund
             e.text = "identity key of " + peer + " changed: verify the new safety number, then accept it";
             event(std::move(e));
         }
+        return;
+    }
+    if (!p.sessions.empty() && !p.pending_identity) {
+        // Same identity and a session already: keep it (the ratchet and its sequence numbers go on); the bundle
+        // only confirmed that the key has not changed.
+        ClientEvent e;
+        e.kind = ClientEventKind::key_assigned;
+        e.peer = peer;
+        e.suite = p.sessions.front().suite();
+        e.mode = ConversationMode::end_to_end;
+        e.fingerprint = safety_number_with(p, p.identity);
+        event(std::move(e));
         return;
     }
     start_session(p, bundle, hint);
@@ -601,6 +618,14 @@ void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
     auto& p = peer_state(peer);
     if (p.seen.contains(envelope.id)) {
         ack(peer, envelope.id);  // a retry or a replay: acknowledged again, not shown again
+        return;
+    }
+    if (p.pending_identity) {
+        // Nothing is shown from a peer whose identity is in question until the user decides; not acknowledged,
+        // so the server keeps it meanwhile.
+        if (p.held.size() < max_held) {
+            p.held.push_back(envelope);
+        }
         return;
     }
     auto info = e2e::inspect(envelope.body);
@@ -767,11 +792,25 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uin
     event(std::move(e));
 }
 
+void E2eClient::note_sent(const MessageId& id) {
+    if (m_sent.insert(id).second) {
+        m_sent_order.push_back(id);
+        if (m_sent_order.size() > max_sent_ids) {
+            m_sent.erase(m_sent_order.front());
+            m_sent_order.pop_front();
+        }
+    }
+}
+
 void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
     for (const auto& id : receipt.ids) {
-        if (m_outbox.erase(id) != 0) {
+        const bool in_outbox = m_outbox.erase(id) != 0;
+        if (in_outbox) {
             m_writes.push_back({key_outbox_entry(id), std::nullopt});
             m_outbox_dirty = true;
+        }
+        if (!in_outbox && !m_sent.contains(id)) {
+            continue;  // not a text message of ours (a ratchet-only reply, or an id the server made up)
         }
         ClientEvent e;
         e.kind = ClientEventKind::receipt;
@@ -832,6 +871,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
                             return rec;
                         }()});
     m_outbox.emplace(content.id, OutboxEntry{peer, payload, m_clock.now()});
+    note_sent(content.id);
     m_outbox_dirty = true;
     queue_frame(Frame{FrameType::message, 0, m_user, peer, std::move(payload)}, true);
     SIM_TRY_STATUS(commit());

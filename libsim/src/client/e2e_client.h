@@ -41,7 +41,10 @@ public:
     /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
     void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
     void on_message(const std::string& peer, const Envelope& envelope);
+    /// Receipts for our own text messages become events (others are ignored); the outbox forgets them.
     void on_receipt(ReceiptStatus status, const Receipt& receipt);
+    /// Remember a text message id we sent (receipts for it are reported; bounded).
+    void note_sent(const MessageId& id);
     /// Seal and queue a text message; committed (outbox included) before it returns.
     Result<MessageId> send_text(const std::string& peer, std::string_view text, std::size_t max_inner);
     /// Periodic work: re-send messages without a receipt, answer DH ratchet steps with a ratchet-only message.
@@ -101,6 +104,8 @@ private:
         TimePoint last_sent{};
     };
     std::map<MessageId, OutboxEntry> m_outbox;
+    std::set<MessageId> m_sent;
+    std::deque<MessageId> m_sent_order;
     bool m_outbox_dirty = false;
     bool m_prekeys_dirty = false;
     bool m_peers_index_dirty = false;
