@@ -676,3 +676,38 @@ TEST_CASE("closed and moved-from sessions refuse work") {
     CHECK(tx.seal(pattern(1, 1)).code() == Errc::invalid_state);  // NOLINT(bugprone-use-after-move)
     CHECK(tx.status().dead);                                      // NOLINT(bugprone-use-after-move)
 }
+
+TEST_CASE("seal_into appends the same records as seal and leaves the buffer alone on error") {
+    for (const auto suite : all_suites) {
+        CAPTURE(sim::suite_name(suite));
+        // Two senders with the same key, clock and RNG seed produce the same records (TDES IVs included).
+        Link a(config(suite));
+        Link b(config(suite));
+        Bytes buf = pattern(7, 3);  // bytes already in the caller's buffer stay in front
+        const Bytes prefix = buf;
+        for (const std::size_t n : {0U, 1U, 100U, 1000U}) {
+            const Bytes expected = a.seal(pattern(n, 9));
+            const std::size_t start = buf.size();
+            REQUIRE(b.tx.seal_into(pattern(n, 9), buf).has_value());
+            CHECK(Bytes(buf.begin() + static_cast<std::ptrdiff_t>(start), buf.end()) == expected);
+            CHECK(expected.size() <= b.tx.max_record_size(n));
+            // The appended record opens on its own.
+            CHECK(must(b.rx.open(ByteView(buf).subspan(start))) == pattern(n, 9));
+        }
+        CHECK(Bytes(buf.begin(), buf.begin() + 7) == prefix);
+        // A plaintext beyond the per-key byte limit: refused, nothing appended, the session stays usable.
+        SessionConfig small = config(suite);
+        small.rotation.max_bytes = 16;
+        Link c(small);
+        Bytes out = pattern(5, 1);
+        CHECK(c.tx.seal_into(pattern(17, 1), out).code() == Errc::invalid_argument);
+        CHECK(out == pattern(5, 1));
+        CHECK(c.tx.seal_into(pattern(16, 1), out).has_value());
+        CHECK(out.size() > 5);
+        // A closed session: invalid_state, nothing appended.
+        c.tx.close();
+        const Bytes before = out;
+        CHECK(c.tx.seal_into(pattern(1, 1), out).code() == Errc::invalid_state);
+        CHECK(out == before);
+    }
+}

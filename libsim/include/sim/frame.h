@@ -140,6 +140,9 @@ struct PeerError {
 /// keeps only the bytes not yet parsed, so a caller that drains it this way never leaves more than one partial
 /// frame (< max_frame_size bytes) buffered. A frame too large is refused from its header, before its body arrives.
 /// After the first error the decoder stays failed: `feed` ignores input and `next` repeats the error.
+/// Buffer capacity a FrameDecoder keeps once it has parsed everything fed to it; a larger buffer is released.
+inline constexpr std::size_t decoder_idle_capacity = 1024;
+
 class FrameDecoder {
 public:
     /// `max_frame_size` bounds a whole frame (header plus body).
@@ -161,7 +164,8 @@ public:
     [[nodiscard]] std::size_t buffered() const noexcept { return m_buf.size() - m_pos; }
 
     /// Bytes of buffer memory the decoder holds (for monitoring). For a caller that drains after each feed it stays
-    /// below about two maximal frames plus one feed.
+    /// below about two maximal frames plus one feed, and at most decoder_idle_capacity once everything fed has been
+    /// parsed (an idle connection does not keep the memory of its last burst).
     [[nodiscard]] std::size_t memory_held() const noexcept { return m_buf.capacity(); }
 
     /// True after an error; every later next() returns that error.

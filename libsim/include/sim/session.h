@@ -75,6 +75,13 @@ public:
     /// alone exceeds the per-key byte limit; Errc::limit_reached when the sequence number or the epoch would wrap
     /// (the session then dies: it can never seal again).
     Result<Bytes> seal(ByteView plaintext);
+    /// The same record as seal(), appended to `out` (e.g. a reused buffer or a frame being built), so the caller
+    /// decides where the bytes live and nothing else is allocated. Same errors as seal(); on error `out` is left as
+    /// it was.
+    Status seal_into(ByteView plaintext, Bytes& out);
+    /// Upper bound of the bytes seal() adds to a plaintext of `plaintext_size` bytes (header and suite overhead),
+    /// for sizing a buffer.
+    [[nodiscard]] std::size_t max_record_size(std::size_t plaintext_size) const noexcept;
     /// Force a rotation now (e.g. when the application wants one). Errc::invalid_state after the session died,
     /// Errc::limit_reached (session dies) when the epoch would wrap.
     Status rotate();

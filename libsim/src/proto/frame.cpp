@@ -348,6 +348,10 @@ void FrameDecoder::feed(ByteView data) {
         m_buf.erase(m_buf.begin(), m_buf.begin() + static_cast<std::ptrdiff_t>(m_pos));
         m_pos = 0;
     }
+    if (m_buf.capacity() < m_buf.size() + data.size()) {
+        // One allocation of the size needed (a released buffer would otherwise grow by doubling from zero).
+        m_buf.reserve(std::max(m_buf.size() + data.size(), std::min<std::size_t>(2 * m_buf.capacity(), m_max)));
+    }
     m_buf.insert(m_buf.end(), data.begin(), data.end());
 }
 
@@ -380,10 +384,9 @@ Result<std::optional<Frame>> FrameDecoder::next() {
     if (m_pos == m_buf.size()) {
         m_pos = 0;
         m_buf.clear();
-        // Give back memory after a burst: keep at most two maximal frames' worth (and a small floor).
-        constexpr std::size_t floor = 16U * 1024U;
-        const std::size_t keep = std::max(floor, std::min(m_max, std::numeric_limits<std::size_t>::max() / 2) * 2);
-        if (m_buf.capacity() > keep) {
+        // Empty: keep at most a small buffer, so an idle connection does not hold the memory of its last burst.
+        // A busy connection pays one allocation per feed() that held more than this, not one per frame.
+        if (m_buf.capacity() > decoder_idle_capacity) {
             Bytes().swap(m_buf);
         }
     }

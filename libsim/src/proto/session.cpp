@@ -131,7 +131,7 @@ struct SendSession::Impl {
         return ok();
     }
 
-    Result<Bytes> seal(ByteView plaintext) {
+    Status seal_into(ByteView plaintext, Bytes& out) {
         if (next_seq == std::numeric_limits<std::uint64_t>::max()) {
             kill();
             return Error{Errc::limit_reached, "record sequence number would wrap"};
@@ -145,10 +145,11 @@ struct SendSession::Impl {
         }
         const auto header =
             detail::encode_header({detail::record_version, static_cast<std::uint8_t>(cfg.suite), cur.epoch, next_seq});
-        Bytes out;
-        out.reserve(header.size() + plaintext.size() + cur.cipher->max_overhead());
+        const std::size_t start = out.size();
+        out.reserve(start + header.size() + plaintext.size() + cur.cipher->max_overhead());
         out.insert(out.end(), header.begin(), header.end());
         if (auto st = cur.cipher->seal(header, next_seq, plaintext, out); !st) {
+            out.resize(start);
             kill();
             return Error{Errc::internal, "record cipher failed to seal"};
         }
@@ -158,7 +159,7 @@ struct SendSession::Impl {
         if (is_tdes()) {
             blocks_under_key += tdes_blocks(len);
         }
-        return out;
+        return ok();
     }
 };
 
@@ -178,10 +179,23 @@ Result<SendSession> SendSession::create(const SessionConfig& config, ByteView ke
 }
 
 Result<Bytes> SendSession::seal(ByteView plaintext) {
+    Bytes out;
+    SIM_TRY_STATUS(seal_into(plaintext, out));
+    return out;
+}
+
+Status SendSession::seal_into(ByteView plaintext, Bytes& out) {
     if (!m_impl || m_impl->dead) {
         return Error{Errc::invalid_state, "send session is closed"};
     }
-    return m_impl->seal(plaintext);
+    return m_impl->seal_into(plaintext, out);
+}
+
+std::size_t SendSession::max_record_size(std::size_t plaintext_size) const noexcept {
+    if (!m_impl || !m_impl->cur.cipher) {
+        return record_header_size + plaintext_size;
+    }
+    return record_header_size + plaintext_size + m_impl->cur.cipher->max_overhead();
 }
 
 Status SendSession::rotate() {
