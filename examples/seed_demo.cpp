@@ -1,19 +1,94 @@
-// The seed's whole flow against a running simd, printed step by step: alice logs in and waits for bob, bob logs
-// in late, the server assigns a TDES conversation key (KEYGEN), they talk across key rotations, and leave.
-// Usage: seed_demo HOST PORT [ROTATION_SECONDS]   (scripts/demo.sh starts simd and runs this)
+// The main job, printed step by step against running simds (scripts/demo.sh starts them and runs this twice).
+// Server-assigned mode (the seed): alice logs in and waits for bob, bob logs in late, the server assigns a TDES
+// conversation key (KEYGEN), they talk across key rotations, and leave.
+// End-to-end mode (--e2e): bob publishes prekeys, alice sets up the conversation with X3DH from his prekey bundle,
+// both see the same safety number, they talk under the Double Ratchet, and a message to bob while he is offline
+// is stored by the server (ciphertext only) and delivered when he logs in; receipts say "stored" and "delivered".
+// Usage: seed_demo HOST PORT [ROTATION_SECONDS]
+//        seed_demo --e2e HOST PORT
 #include <sim/client.h>
+#include <sim/client_state.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 
 using namespace std::chrono_literals;
 
 namespace {
 
-void step(const char* who, const std::string& what) { std::printf("  %-6s| %s\n", who, what.c_str()); }
+void step(const char* who, const std::string& what) {
+    std::printf("  %-6s| %s\n", who, what.c_str());
+}
+
+/// The safety number each side was shown (end-to-end mode).
+std::map<std::string, std::string, std::less<>> g_safety;
+
+/// Print one event as a protocol step.
+void print_event(const char* who, const sim::Result<sim::ClientEvent>& e) {
+    switch (e->kind) {
+        case sim::ClientEventKind::waiting:
+            step(who, "ack_init sid:3  " + e->peer + " is offline: waiting (probing)");
+            break;
+        case sim::ClientEventKind::peer_online:
+            step(who, "ack_init sid:2  " + e->peer + " is online");
+            break;
+        case sim::ClientEventKind::key_assigned:
+            if (e->mode == sim::ConversationMode::server_assigned) {
+                step(who, "KEYGEN sid:9999 key for " + e->peer + " (" + std::string(sim::suite_name(e->suite)) +
+                              ", 24-byte key; server-assigned: the server can read this conversation)");
+            } else {
+                step(who, std::string(e->first_contact ? "" : "again: ") + "end-to-end session with " + e->peer +
+                              " (X3DH, " + std::string(sim::suite_name(e->suite)) + "); safety number");
+                {
+                    // 12 groups of 5 digits: shown as two rows of 6
+                    std::size_t cut = 0;
+                    for (int spaces = 0; cut < e->fingerprint.size() && spaces < 6; ++cut) {
+                        spaces += e->fingerprint[cut] == ' ' ? 1 : 0;
+                    }
+                    step("", "  " + e->fingerprint.substr(0, cut));
+                    step("", "  " + e->fingerprint.substr(cut));
+                }
+                g_safety[who] = e->fingerprint;
+            }
+            break;
+        case sim::ClientEventKind::key_rotated:
+            step(
+                who,
+                e->mode == sim::ConversationMode::end_to_end
+                    ? "Double Ratchet DH step (" + e->text + ") with " + e->peer + ": step " + std::to_string(e->epoch)
+                    : "key rotated: " + e->text + " key with " + e->peer + " now at epoch " + std::to_string(e->epoch));
+            break;
+        case sim::ClientEventKind::message:
+            step(who, "<- " + e->peer + (e->mode == sim::ConversationMode::end_to_end ? " [seq " : " [sid ") +
+                          std::to_string(e->count) + "] " + e->text);
+            break;
+        case sim::ClientEventKind::receipt:
+            step(who, "receipt: message to " + e->peer + " " + e->text);
+            break;
+        case sim::ClientEventKind::gap:
+            step(who, "gap: " + e->text);
+            break;
+        case sim::ClientEventKind::identity_changed:
+            step(who, "IDENTITY CHANGED: " + e->text);
+            break;
+        case sim::ClientEventKind::peer_left:
+            step(who, e->peer + " left");
+            break;
+        case sim::ClientEventKind::error:
+            step(who, "error: " + e->error.message());
+            break;
+        case sim::ClientEventKind::channel_ready:
+            break;  // printed by connect()
+        default:
+            step(who, std::string(sim::client_event_name(e->kind)));
+            break;
+    }
+}
 
 /// Print every event that arrives within `window` (or until `until` arrives) and return whether it did.
 bool show(sim::Client& c, const char* who, sim::Duration window,
@@ -24,24 +99,7 @@ bool show(sim::Client& c, const char* who, sim::Duration window,
         if (!e) {
             return false;
         }
-        switch (e->kind) {
-            case sim::ClientEventKind::waiting: step(who, "ack_init sid:3  " + e->peer + " is offline: waiting (probing)"); break;
-            case sim::ClientEventKind::peer_online: step(who, "ack_init sid:2  " + e->peer + " is online"); break;
-            case sim::ClientEventKind::key_assigned:
-                step(who, "KEYGEN sid:9999 key for " + e->peer + " (" + std::string(sim::suite_name(e->suite)) +
-                              ", 24-byte key; server-assigned: the server can read this conversation)");
-                break;
-            case sim::ClientEventKind::key_rotated:
-                step(who, "key rotated: " + e->text + " key with " + e->peer + " now at epoch " + std::to_string(e->epoch));
-                break;
-            case sim::ClientEventKind::message:
-                step(who, "<- " + e->peer + " [sid " + std::to_string(e->sid) + "] " + e->text);
-                break;
-            case sim::ClientEventKind::peer_left: step(who, e->peer + " left"); break;
-            case sim::ClientEventKind::error: step(who, "error: " + e->error.message()); break;
-            case sim::ClientEventKind::channel_ready: continue;  // printed by connect()
-            default: step(who, std::string(sim::client_event_name(e->kind))); break;
-        }
+        print_event(who, e);
         if (e->kind == until) {
             return true;
         }
@@ -49,8 +107,10 @@ bool show(sim::Client& c, const char* who, sim::Duration window,
     return false;
 }
 
-std::unique_ptr<sim::Client> connect(const char* who, const std::string& host, std::uint16_t port, double rotation) {
+std::unique_ptr<sim::Client> connect(const char* who, const std::string& host, std::uint16_t port, double rotation,
+                                     sim::ClientState* state = nullptr) {
     sim::ClientOptions o;
+    o.config.state = state;
     o.host = host;
     o.port = port;
     o.config.handshake.trust = sim::TrustMode::tofu;
@@ -73,15 +133,115 @@ void must(const sim::Status& st, const char* what) {
     }
 }
 
+/// The end-to-end half of the demo, against a simd in its default mode (--conversation-mode e2e).
+int run_end_to_end(const std::string& host, std::uint16_t port) {
+    // Each client keeps its identity, prekeys, ratchets and outbox in a state; sim uses an encrypted file
+    // (open_client_state), the demo keeps them in memory for the length of the run.
+    auto alice_state = sim::make_memory_client_state();
+    auto bob_state = sim::make_memory_client_state();
+
+    std::printf(
+        "== 6. bob logs in: his client creates his identity key and uploads a signed prekey and one-time\n"
+        "      prekeys; the server keeps only their public halves\n");
+    auto bob = connect("bob", host, port, 30.0, bob_state.get());
+    must(bob->login("bob", "tr0ub4dor&3"), "bob login");
+    step("bob", "ack_init sid:1  authenticated; prekeys uploaded");
+
+    std::printf(
+        "== 7. alice opens the conversation: KEYGEN carries bob's prekey bundle instead of a key, and her\n"
+        "      client runs X3DH; the server never learns the conversation key\n");
+    auto alice = connect("alice", host, port, 30.0, alice_state.get());
+    must(alice->login("alice", "correct horse battery staple"), "alice login");
+    step("alice", "ack_init sid:1  authenticated");
+    bool keyed = false;
+    for (int i = 0; i < 50 && !keyed; ++i) {  // bob's upload may still be on its way: ask again
+        must(alice->open("bob"), "open");
+        auto k = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 200ms);
+        if (k) {
+            print_event("alice", k);
+            keyed = true;
+        }
+        while (alice->wait_for(sim::ClientEventKind::error, "", 0ms)) {  // "peer has no prekeys" from early tries
+        }
+    }
+    if (!keyed) {
+        std::fprintf(stderr, "demo: no prekey bundle for bob\n");
+        return 1;
+    }
+
+    std::printf(
+        "== 8. they talk under the Double Ratchet (a new key for every message); bob's client sets up its\n"
+        "      side from alice's first message and shows the same safety number\n");
+    const auto talk = [](sim::Client& from, const char* from_name, sim::Client& to, const char* to_name,
+                         const std::string& text) {
+        must(sim::status_of(from.send(to_name, text)), "send");
+        step(from_name, "-> " + std::string(to_name) + ": " + text);
+        show(to, to_name, 3s, sim::ClientEventKind::message);
+        show(from, from_name, 3s, sim::ClientEventKind::receipt);
+    };
+    talk(*alice, "alice", *bob, "bob", "Hello Bob! Only our two clients can read this.");
+    talk(*bob, "bob", *alice, "alice", "Hi Alice. Our safety numbers match.");
+    const bool same = !g_safety["alice"].empty() && g_safety["alice"] == g_safety["bob"];
+    std::printf("   safety numbers shown to alice and bob are %s\n", same ? "EQUAL" : "DIFFERENT");
+    if (!same) {
+        return 1;
+    }
+
+    std::printf("== 9. bob logs out; alice writes anyway: the server stores the ciphertext durably ('stored')\n");
+    must(bob->logout(), "bob logout");
+    if (!bob->wait_for(sim::ClientEventKind::closed, "", 3s)) {
+        std::fprintf(stderr, "demo: bob's logout did not complete\n");
+        return 1;
+    }
+    step("bob", "logged out");
+    bob.reset();
+    for (const char* text : {"Are you there?", "Call me when you are back."}) {
+        must(sim::status_of(alice->send("bob", text)), "send");
+        step("alice", std::string("-> bob (offline): ") + text);
+        show(*alice, "alice", 3s, sim::ClientEventKind::receipt);
+    }
+
+    std::printf(
+        "== 10. bob logs in again with his client state: the stored messages arrive in order, his client\n"
+        "       acknowledges them after saving them, the server deletes them and alice sees 'delivered'\n");
+    bob = connect("bob", host, port, 30.0, bob_state.get());
+    must(bob->login("bob", "tr0ub4dor&3"), "bob login");
+    step("bob", "ack_init sid:1  authenticated");
+    for (int i = 0; i < 2; ++i) {
+        if (!show(*bob, "bob", 5s, sim::ClientEventKind::message)) {
+            std::fprintf(stderr, "demo: a stored message did not arrive\n");
+            return 1;
+        }
+    }
+    for (int i = 0; i < 2; ++i) {
+        if (!show(*alice, "alice", 5s, sim::ClientEventKind::receipt)) {
+            std::fprintf(stderr, "demo: no 'delivered' receipt\n");
+            return 1;
+        }
+    }
+    alice->close();
+    bob->close();
+    std::printf("== done: end to end, with offline delivery\n");
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    const bool end_to_end = argc > 1 && std::string_view(argv[1]) == "--e2e";
+    if (end_to_end) {
+        --argc;
+        ++argv;
+    }
     if (argc < 3) {
-        std::fprintf(stderr, "usage: seed_demo HOST PORT [ROTATION_SECONDS]\n");
+        std::fprintf(stderr, "usage: seed_demo HOST PORT [ROTATION_SECONDS]\n       seed_demo --e2e HOST PORT\n");
         return 2;
     }
     const std::string host = argv[1];
     const auto port = static_cast<std::uint16_t>(std::atoi(argv[2]));
+    if (end_to_end) {
+        return run_end_to_end(host, port);
+    }
     const double rotation = argc > 3 ? std::atof(argv[3]) : 2.0;
 
     std::printf("== 1. alice connects, logs in (unknown name: registered on first login) and asks for bob\n");
@@ -100,7 +260,9 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    std::printf("== 3. conversation: bodies sealed end to end with the conversation key, inside the TDES/AEAD channel\n");
+    std::printf(
+        "== 3. conversation: bodies sealed with the server-assigned conversation key (the server could read\n"
+        "      them), inside the encrypted client-server channel\n");
     int sent = 0;
     const auto talk = [&](sim::Client& from, const char* from_name, sim::Client& to, const char* to_name,
                           const std::string& text) {
