@@ -11,6 +11,7 @@
 // The file is opened in WAL mode with synchronous=FULL and locking_mode=EXCLUSIVE: a second connection, from this
 // process or another, gets SQLITE_BUSY (Errc::busy) for as long as the store is alive.
 #include "state_checks.h"
+#include "../store/sqlite_file.h"
 
 #include <sim/crypto.h>
 
@@ -108,59 +109,8 @@ auto guarded(Fn&& fn) -> decltype(fn()) {
     }
 }
 
-struct Identity {
-    int application_id = 0;
-    int version = 0;
-    int objects = 0;
-};
-
-Identity read_identity(SQLite::Database& db) {
-    Identity id;
-    id.application_id = db.execAndGet("PRAGMA application_id").getInt();
-    id.version = db.execAndGet("PRAGMA user_version").getInt();
-    id.objects = db.execAndGet("SELECT count(*) FROM sqlite_master").getInt();
-    return id;
-}
-
-bool is_empty(const Identity& id) {
-    return id.application_id == 0 && id.version == 0 && id.objects == 0;
-}
-
-/// Whether a file with this identity may be opened (and migrated).
-Status judge(const Identity& id) {
-    if (is_empty(id)) {
-        return ok();
-    }
-    if (id.application_id != application_id) {
-        return Error{Errc::corrupt_database, "the file is not a libsim client state file"};
-    }
-    if (id.version > schema_version) {
-        return Error{Errc::schema_too_new, "client state schema version " + std::to_string(id.version) +
-                                               " is newer than this libsim's " + std::to_string(schema_version)};
-    }
-    if (id.version < 1) {
-        return Error{Errc::corrupt_database, "client state file without a schema version"};
-    }
-    return ok();
-}
-
-/// A path as the path part of a SQLite "file:" URI (RFC 3986 percent-encoding of everything unusual).
-std::string uri_path(const std::string& path) {
-    static constexpr char hex[] = "0123456789ABCDEF";
-    std::string out;
-    for (const char c : path) {
-        const auto u = static_cast<unsigned char>(c);
-        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
-                           c == '-' || c == '_' || c == '.' || c == '~';
-        if (plain) {
-            out.push_back(c);
-        } else {
-            out.push_back('%');
-            out.push_back(hex[u >> 4U]);
-            out.push_back(hex[u & 0x0FU]);
-        }
-    }
-    return out;
+Status judge(const store::detail::SqliteIdentity& id) {
+    return store::detail::judge_sqlite_identity(id, application_id, schema_version, "libsim client state file");
 }
 
 /// Create the file with mode 0600 if it does not exist (SQLite would create it 0644 & ~umask). No descriptor is
@@ -201,9 +151,8 @@ Status inspect_quiet_file(const std::string& path) {
         return ok();
     }
     return guarded([&]() -> Status {
-        SQLite::Database db("file:" + uri_path(path) + "?mode=ro&immutable=1",
-                            SQLite::OPEN_READONLY | SQLite::OPEN_URI);
-        return judge(read_identity(db));
+        SQLite::Database db(store::detail::sqlite_immutable_uri(path), SQLite::OPEN_READONLY | SQLite::OPEN_URI);
+        return judge(store::detail::read_sqlite_identity(db));
     });
 }
 
@@ -432,9 +381,9 @@ Result<std::unique_ptr<ClientState>> open_client_state(const std::string& path, 
             // Judged and unlocked before anything is written: a foreign file or a wrong password rolls back a
             // transaction that changed nothing.
             SQLite::Transaction tx(*db, SQLite::TransactionBehavior::IMMEDIATE);
-            const auto id = read_identity(*db);
+            const auto id = store::detail::read_sqlite_identity(*db);
             SIM_TRY_STATUS(judge(id));
-            if (is_empty(id)) {
+            if (id.empty()) {
                 SIM_TRY(opened, create_store(*db, path, password, params, rng));
             } else {
                 SIM_TRY(opened, unlock_store(*db, password));

@@ -1,6 +1,7 @@
 // The SQLite backend (through SQLiteCpp): WAL, synchronous=FULL, versioned schema with migrations on open.
 // See docs/accounts.md, "SQLite".
 #include "checks.h"
+#include "sqlite_file.h"
 #include "sqlite_schema.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -46,57 +47,6 @@ bool is_memory_path(const std::string& path) {
     return path.empty() || path == ":memory:";
 }
 
-struct Identity {
-    int application_id = 0;
-    int version = 0;
-    int objects = 0;
-};
-
-Identity read_identity(SQLite::Database& db) {
-    Identity id;
-    id.application_id = db.execAndGet("PRAGMA application_id").getInt();
-    id.version = db.execAndGet("PRAGMA user_version").getInt();
-    id.objects = db.execAndGet("SELECT count(*) FROM sqlite_master").getInt();
-    return id;
-}
-
-/// Whether a file with this identity may be opened (and migrated). Errors name the reason.
-Status judge(const Identity& id) {
-    if (id.application_id == 0 && id.version == 0 && id.objects == 0) {
-        return ok();  // an empty database: create the schema
-    }
-    if (id.application_id != sqlite_application_id) {
-        return Error{Errc::corrupt_database, "the file is a SQLite database of another application"};
-    }
-    if (id.version > schema_version) {
-        return Error{Errc::schema_too_new, "database schema version " + std::to_string(id.version) +
-                                               " is newer than this libsim's " + std::to_string(schema_version)};
-    }
-    if (id.version < 1) {
-        return Error{Errc::corrupt_database, "libsim database without a schema version"};
-    }
-    return ok();
-}
-
-/// A path as the path part of a SQLite "file:" URI (RFC 3986 percent-encoding of everything unusual).
-std::string uri_path(const std::string& path) {
-    static constexpr char hex[] = "0123456789ABCDEF";
-    std::string out;
-    for (const char c : path) {
-        const auto u = static_cast<unsigned char>(c);
-        const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
-                           c == '-' || c == '_' || c == '.' || c == '~';
-        if (plain) {
-            out.push_back(c);
-        } else {
-            out.push_back('%');
-            out.push_back(hex[u >> 4U]);
-            out.push_back(hex[u & 0x0FU]);
-        }
-    }
-    return out;
-}
-
 /// Check an existing file through a read-only connection, which can neither write nor checkpoint: a file we
 /// refuse is left exactly as it was.
 Status inspect_existing(const SqliteConfig& config) {
@@ -110,12 +60,12 @@ Status inspect_existing(const SqliteConfig& config) {
     // files exist already; a plain read-only connection neither writes the database nor checkpoints.
     const bool quiet =
         !std::filesystem::exists(config.path + "-wal", ec) && !std::filesystem::exists(config.path + "-journal", ec);
-    const std::string target = quiet ? "file:" + uri_path(config.path) + "?mode=ro&immutable=1" : config.path;
+    const std::string target = quiet ? sqlite_immutable_uri(config.path) : config.path;
     const int flags = quiet ? (SQLite::OPEN_READONLY | SQLite::OPEN_URI) : SQLite::OPEN_READONLY;
     return guarded([&]() -> Status {
         SQLite::Database db(target, flags, static_cast<int>(config.busy_timeout.count()));
-        const auto id = read_identity(db);
-        SIM_TRY_STATUS(judge(id));
+        const auto id = read_sqlite_identity(db);
+        SIM_TRY_STATUS(judge_sqlite_identity(id, sqlite_application_id, schema_version, "libsim database"));
         if (config.integrity_check_on_open && id.objects != 0) {
             const auto result = db.execAndGet("PRAGMA quick_check(1)").getString();
             if (result != "ok") {
@@ -636,8 +586,8 @@ Result<std::unique_ptr<Backend>> open_sqlite_backend(const SqliteConfig& config)
             // All migrations in one transaction: a failure leaves the file as it was. Another process may be
             // migrating at the same time: the version is read again inside the write lock.
             SQLite::Transaction tx(*db, SQLite::TransactionBehavior::IMMEDIATE);
-            const auto id = read_identity(*db);
-            SIM_TRY_STATUS(judge(id));
+            const auto id = read_sqlite_identity(*db);
+            SIM_TRY_STATUS(judge_sqlite_identity(id, sqlite_application_id, schema_version, "libsim database"));
             for (int v = id.version; v < schema_version; ++v) {
                 db->exec(sqlite_migrations[static_cast<std::size_t>(v)]);
                 db->exec("PRAGMA user_version = " + std::to_string(v + 1));
