@@ -392,24 +392,25 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     REQUIRE(alice.saw(sim::ClientEventKind::channel_ready));
     CHECK(alice.events.front().first_contact);
     REQUIRE(w.login(alice, "Alice", "alice's password", "bob"));
-    // ack_init sid 1 (authenticated, canonical name), then ack_init sid 3 (bob offline: waiting)
+    // ack_init sid 1 (authenticated, canonical name), then ack_init sid 3 (bob offline: waiting); this server
+    // stores messages for offline users, so the pair is keyed at once (KEYGEN sid 9999 for the TDES suite)
     REQUIRE(alice.saw(sim::ClientEventKind::authenticated, "alice"));
     CHECK(alice.saw(sim::ClientEventKind::waiting, "bob"));
-    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_assigned));
+    CHECK(alice.of(sim::ClientEventKind::key_assigned).size() == 1);
     CHECK(w.server->stats().waiting == 1);
     CHECK(alice.core->session_token().token.size() == sim::auth::session_token_size);
 
     // probing while waiting is answered with ack_init 3 again
     alice.events.clear();
-    alice.core->tick();
+    REQUIRE(alice.core->probe("bob"));
     w.settle();
     CHECK(alice.saw(sim::ClientEventKind::waiting, "bob"));
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob's password"));
-    // bob logs in: alice is told at once (ack_init sid 2), both get KEYGEN (sid 9999) for the TDES suite
+    // bob logs in: alice is told at once (ack_init sid 2), bob gets his KEYGEN; alice keeps hers (one KEYGEN each)
     CHECK(alice.saw(sim::ClientEventKind::peer_online, "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
     REQUIRE(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
     CHECK(alice.core->conversation_suite("bob") == sim::SuiteId::tdes_cbc_hmac_sha256);
     CHECK(w.server->stats().conversations == 1);
@@ -1094,38 +1095,253 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
     }
 }
 
-TEST_CASE("server-assigned mode: the seed's flow with envelopes; offline destinations are refused") {
-    World w(sim::SuitePolicy::default_policy(), "sa world", sim::ConversationMode::server_assigned);
+// ---------------------------------------------------------------- server-assigned mode: offline delivery (6.7)
+
+namespace {
+
+/// The frame types of a raw client's inbox, in arrival order.
+std::vector<sim::FrameType> types(const RawClient& c) {
+    std::vector<sim::FrameType> out;
+    for (const auto& f : c.inbox) {
+        out.push_back(f.type);
+    }
+    return out;
+}
+
+World sa_world(std::size_t max_stored = 100'000) {
+    return World(sim::SuitePolicy::default_policy(), "sa world", sim::ConversationMode::server_assigned, max_stored);
+}
+
+}  // namespace
+
+TEST_CASE("server-assigned mode: an offline destination's messages are stored behind its KEYGEN") {
+    auto w = sa_world();
     auto& alice = w.raw_login("alice", "bob");
     CHECK(alice.take(sim::FrameType::prekeys).empty());  // no prekey status in this mode
-    CHECK(alice.take(sim::FrameType::ack_init).size() == 1);  // stage 3: waiting
-    alice.send(message("alice", "bob", 1, sim::ConversationMode::server_assigned));
-    w.settle();
-    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
-    auto& bob = w.raw_login("bob");
-    const auto kb = bob.take(sim::FrameType::keygen);
+    const auto waiting = alice.take(sim::FrameType::ack_init);
+    REQUIRE(waiting.size() == 1);
+    CHECK(waiting[0].sid == 3);  // bob is offline...
     const auto ka = alice.take(sim::FrameType::keygen);
-    REQUIRE(ka.size() == 1);
-    REQUIRE(kb.size() == 1);
+    REQUIRE(ka.size() == 1);  // ... and the pair is keyed at once
     const auto k = sim::decode_key_assignment(ka[0].payload).value();
     CHECK(k.mode == sim::ConversationMode::server_assigned);
     CHECK(k.peer == "bob");
-    CHECK(sim::decode_key_assignment(kb[0].payload).value().key == k.key);
+    // bob has never logged in (open registration): the vault can hold the key only once he exists
+    CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
 
-    const auto m = message("alice", "bob", 2, sim::ConversationMode::server_assigned);
-    alice.send(m);
+    // No conversation, no message; an envelope of the other mode is refused too.
+    alice.send(message("alice", "carol", 9, sim::ConversationMode::server_assigned));
+    alice.send(message("alice", "bob", 9, sim::ConversationMode::end_to_end));
     w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation, sim::Errc::bad_field});
+
+    // Stored, durably, with a receipt each; a retry is stored once.
+    for (const std::uint32_t n : {1, 2, 3, 2}) {
+        alice.send(message("alice", "bob", n, sim::ConversationMode::server_assigned));
+    }
+    w.settle();
+    CHECK(alice.errors().empty());
+    auto stored = receipts(alice, sim::ReceiptStatus::stored);
+    std::sort(stored.begin(), stored.end());
+    CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
+    CHECK(w.backend->count("bob").value() == 3);
+
+    // bob logs in: his KEYGEN (the same key) comes first, then the stored messages in order, unchanged.
+    auto& bob = w.raw_login("bob");
+    REQUIRE(types(bob) == std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message,
+                                                      sim::FrameType::message, sim::FrameType::message});
+    const auto kb = sim::decode_key_assignment(bob.take(sim::FrameType::keygen).at(0).payload).value();
+    CHECK(kb.peer == "alice");
+    CHECK(kb.key == k.key);
+    CHECK(kb.suite == k.suite);
+    CHECK(w.vault->get("alice", "bob")->has_value());
     const auto got = bob.take(sim::FrameType::message);
-    REQUIRE(got.size() == 1);
-    CHECK(got[0] == m);  // forwarded unchanged
+    CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
+    CHECK(got[0].payload == message("alice", "bob", 1, sim::ConversationMode::server_assigned).payload);
+    const auto online = alice.take(sim::FrameType::ack_init);
+    REQUIRE(online.size() == 1);
+    CHECK(online[0].sid == 2);                           // alice is told bob is online
+    CHECK(alice.take(sim::FrameType::keygen).empty());  // and keeps her key: one KEYGEN each
+
+    // Acknowledged: deleted, alice learns they were delivered; then messages go straight through.
+    bob.send(ack("bob", "alice", {1, 2, 3}));
+    w.settle();
+    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
+    const auto appends = w.messages->appended;
+    alice.send(message("alice", "bob", 4, sim::ConversationMode::server_assigned));
+    bob.send(message("bob", "alice", 5, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{4});
+    CHECK(numbers(alice.take(sim::FrameType::message), "bob") == std::vector<std::uint32_t>{5});
+    CHECK(w.messages->appended == appends);
+
+    // bob, who has his key, drops: the seed's rule ends the conversation, and its key is gone.
+    w.drop(bob);
+    CHECK(alice.take(sim::FrameType::close).size() == 1);
+    alice.send(message("alice", "bob", 6, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+    CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
+    CHECK(w.server->stats().conversations == 0);
+}
+
+TEST_CASE("server-assigned mode: a sender who leaves before delivery; the conversation ends after it") {
+    auto w = sa_world();
+    // Without stored messages, a dropped initiator ends the conversation as in the seed.
+    auto& a0 = w.raw_login("alice", "carol");
+    CHECK(a0.take(sim::FrameType::keygen).size() == 1);
+    w.drop(a0);
+    CHECK(w.server->stats().conversations == 0);
+    auto& carol = w.raw_login("carol");
+    CHECK(carol.take(sim::FrameType::keygen).empty());
+
+    // With stored messages it lives on until bob has them.
+    auto& alice = w.raw_login("alice", "bob");
+    const auto k1 = sim::decode_key_assignment(alice.take(sim::FrameType::keygen).at(0).payload).value();
+    for (const std::uint32_t n : {1, 2}) {
+        alice.send(message("alice", "bob", n, sim::ConversationMode::server_assigned));
+    }
+    w.settle();
+    w.drop(alice);
+    CHECK(w.server->stats().conversations == 1);
+
+    // alice comes back and asks for bob again: she waits (no KEYGEN: the old conversation is still delivering).
+    auto& alice2 = w.raw_login("alice", "bob");
+    CHECK(alice2.take(sim::FrameType::ack_init).at(0).sid == 3);
+    CHECK(alice2.take(sim::FrameType::keygen).empty());
+    alice2.send(message("alice", "bob", 3, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(alice2.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+
+    // bob logs in: KEYGEN (the old key), the two messages; he cannot answer the one who left.
+    auto& bob = w.raw_login("bob");
+    REQUIRE(types(bob) == std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message,
+                                                      sim::FrameType::message});
+    CHECK(sim::decode_key_assignment(bob.take(sim::FrameType::keygen).at(0).payload).value().key == k1.key);
+    CHECK(w.vault->get("alice", "bob")->has_value());
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
+    CHECK(alice2.inbox.empty());
+    bob.send(message("bob", "alice", 7, sim::ConversationMode::server_assigned));
+    w.settle();
+    CHECK(bob.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+
+    // His ack delivers them: then the old conversation ends (bob is told alice left) and, as alice asked again,
+    // a new one starts with a new key.
+    bob.send(ack("bob", "alice", {1}));
+    w.settle();
+    CHECK(bob.inbox.empty());  // one is still stored
     bob.send(ack("bob", "alice", {2}));
     w.settle();
-    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{2});
-    alice.send(message("alice", "bob", 3, sim::ConversationMode::end_to_end));
+    REQUIRE(types(bob) == std::vector<sim::FrameType>{sim::FrameType::close, sim::FrameType::keygen});
+    CHECK(bob.inbox[0].source == "alice");
+    const auto kb = sim::decode_key_assignment(bob.take(sim::FrameType::keygen).at(0).payload).value();
+    CHECK(alice2.take(sim::FrameType::ack_init).at(0).sid == 2);
+    const auto ka = sim::decode_key_assignment(alice2.take(sim::FrameType::keygen).at(0).payload).value();
+    CHECK(ka.key == kb.key);
+    CHECK(ka.key != k1.key);
+    CHECK(w.server->stats().conversations == 1);
+    alice2.send(message("alice", "bob", 8, sim::ConversationMode::server_assigned));
     w.settle();
-    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
-    w.drop(bob);
-    alice.send(message("alice", "bob", 4, sim::ConversationMode::server_assigned));
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{8});
+}
+
+TEST_CASE("server-assigned mode: clients read an offline delivery across rotations and answer an hour later") {
+    World w;  // TDES conversations, as in the seed
+    auto& alice = w.connect();
+    REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
+    REQUIRE(alice.saw(sim::ClientEventKind::waiting, "bob"));
+    REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(alice.core->send("bob", "offline " + std::to_string(i)));
+        w.settle();
+        w.clock.advance(31s);  // the next send rotates first
+    }
+    CHECK(alice.of(sim::ClientEventKind::key_rotated).size() == 4);
+    CHECK(alice.of(sim::ClientEventKind::error).empty());
+    CHECK(w.backend->count("bob").value() == 5);
+    w.clock.advance(1h);
+
+    auto& bob = w.connect();
+    REQUIRE(w.login(bob, "bob", "pw-bob-123"));
+    // KEYGEN, then the five in order, following alice's epochs 0..4
+    REQUIRE(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
+    std::size_t first_message = bob.events.size();
+    std::size_t keyed_at = bob.events.size();
+    for (std::size_t i = 0; i < bob.events.size(); ++i) {
+        if (bob.events[i].kind == sim::ClientEventKind::message && first_message == bob.events.size()) {
+            first_message = i;
+        }
+        if (bob.events[i].kind == sim::ClientEventKind::key_assigned) {
+            keyed_at = i;
+        }
+    }
+    CHECK(keyed_at < first_message);
+    const auto got = bob.of(sim::ClientEventKind::message);
+    REQUIRE(got.size() == 5);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i].text == "offline " + std::to_string(i));
+        CHECK(got[i].sid == i + 1);
+    }
+    CHECK(bob.of(sim::ClientEventKind::key_rotated).size() == 4);
+    CHECK(bob.of(sim::ClientEventKind::error).empty());
+    // bob's acknowledgements (after display) delete them
+    CHECK(w.backend->count("bob").value() == 0);
+
+    // bob's answer, under his epoch 0 that began an hour after alice got the key, is read (no key_expired)
+    REQUIRE(bob.core->send("alice", "back now"));
     w.settle();
-    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});  // bob left: the key is gone
+    CHECK(alice.of(sim::ClientEventKind::error).empty());
+    REQUIRE(alice.of(sim::ClientEventKind::message).size() == 1);
+    CHECK(alice.of(sim::ClientEventKind::message)[0].text == "back now");
+    REQUIRE(alice.core->send("bob", "welcome"));
+    w.settle();
+    CHECK(bob.of(sim::ClientEventKind::message).back().text == "welcome");
+}
+
+TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epochs per record, no further") {
+    auto w = sa_world();
+    auto& alice = w.raw_login("alice", "bob");
+    const auto k = sim::decode_key_assignment(alice.take(sim::FrameType::keygen).at(0).payload).value();
+    sim::SessionConfig cfg;
+    cfg.suite = k.suite;
+    auto send = sim::SendSession::create(cfg, sim::conversation_direction_key(k.key, "alice", "bob"), *w.rng,
+                                         w.clock)
+                    .value();
+    const auto seal = [&](std::uint32_t n, std::uint32_t rotations) {
+        for (std::uint32_t i = 0; i < rotations; ++i) {
+            REQUIRE(send.rotate());
+        }
+        auto body = sim::encode_conversation_body({n, "record " + std::to_string(n)});
+        sim::Envelope e;
+        e.id = mid(n);
+        e.mode = sim::ConversationMode::server_assigned;
+        e.body = send.seal(body).value();
+        alice.send(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_envelope(e)});
+    };
+    seal(1, 0);                     // epoch 0
+    seal(2, 20);                    // 20 ahead: more than a channel follows (8)
+    seal(3, sim::max_epoch_skip);   // exactly the bound
+    seal(4, sim::max_epoch_skip + 1);  // one too far: never shown
+    w.settle();
+    CHECK(alice.errors().empty());
+    CHECK(w.backend->count("bob").value() == 4);
+
+    auto& bob = w.connect();
+    REQUIRE(w.login(bob, "bob", "pw-bob-123"));
+    const auto got = bob.of(sim::ClientEventKind::message);
+    REQUIRE(got.size() == 3);
+    CHECK(got[0].text == "record 1");
+    CHECK(got[1].text == "record 2");
+    CHECK(got[2].text == "record 3");
+    const auto rotated = bob.of(sim::ClientEventKind::key_rotated);
+    REQUIRE(rotated.size() == 2);
+    CHECK(rotated[1].epoch == 20 + sim::max_epoch_skip);
+    const auto errors = bob.of(sim::ClientEventKind::error);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].error.code == sim::Errc::epoch_too_far);
+    CHECK(errors[0].peer == "alice");
+    // the three shown are acknowledged and deleted; the unreadable one stays stored
+    CHECK(w.backend->count("bob").value() == 1);
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
 }

@@ -35,11 +35,23 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
 
 namespace {
 
+/// How many epochs a server-assigned conversation's receiving session follows in one record (docs/protocol.md
+/// 6.7). Offline delivery means a late reader: records are kept in order, and the sender rotates at most once per
+/// record, but records sealed and then refused by the server (rate limit, full queue) leave epochs out. Following
+/// costs one HKDF step per epoch, and these records reach us only through the server's authenticated channel.
+/// A record further ahead is reported as an error event (epoch_too_far) and not shown.
+constexpr std::uint32_t conversation_max_skipped_epochs = max_epoch_skip;
+
 /// One server-assigned conversation: a session per direction under keys derived from the KEYGEN key.
 struct Conversation {
     SuiteId suite;
+    SessionConfig config;
     SendSession send;
-    RecvSession recv;
+    /// Created at the first record received, so that its key-age clock (`key_expired`) starts when the peer's
+    /// first record arrives: after an offline delivery the peer got its KEYGEN, and started its epoch 0, long
+    /// after ours.
+    std::optional<RecvSession> recv;
+    SecureBytes recv_key;  // until `recv` exists
     std::uint32_t next_sid = 1;
     std::set<MessageId> seen;  // envelope ids shown in this conversation (a retry is acknowledged, not shown)
 };
@@ -392,13 +404,15 @@ struct ClientCore::Impl {
         cfg.rotation = config.conversation_rotation;
         cfg.replay_window = 64;
         cfg.fail_closed = false;  // a forged body is dropped; the conversation lives on
+        cfg.rotation.max_skipped_epochs = conversation_max_skipped_epochs;
         auto s = SendSession::create(cfg, conversation_direction_key(k->key, user, k->peer), rng, clock);
-        auto r = RecvSession::create(cfg, conversation_direction_key(k->key, k->peer, user), rng, clock);
-        if (!s || !r) {
-            emit_error(s ? r.error() : s.error(), k->peer);
+        if (!s) {
+            emit_error(s.error(), k->peer);
             return;
         }
-        conversations.insert_or_assign(k->peer, Conversation{k->suite, std::move(*s), std::move(*r), 1, {}});
+        conversations.insert_or_assign(k->peer, Conversation{k->suite, cfg, std::move(*s), std::nullopt,
+                                                             conversation_direction_key(k->key, k->peer, user), 1,
+                                                             {}});
         ClientEvent e;
         e.kind = ClientEventKind::key_assigned;
         e.peer = k->peer;
@@ -441,14 +455,25 @@ struct ClientCore::Impl {
             e2e->ack(f.source, env->id);  // a retry: acknowledged again, shown once
             return;
         }
-        const auto before = it->second.recv.status().epoch;
-        auto plain = it->second.recv.open(env->body);
+        auto& conv = it->second;
+        if (!conv.recv) {
+            auto r = RecvSession::create(conv.config, conv.recv_key, rng, clock);
+            if (!r) {
+                emit_error(r.error(), f.source);
+                return;
+            }
+            conv.recv.emplace(std::move(*r));
+            conv.recv_key = SecureBytes{};
+        }
+        const auto before = conv.recv->status().epoch;
+        auto plain = conv.recv->open(env->body);
         if (!plain) {
-            // Not shown: a forged or replayed body (the seed's attack 2 if it ever got through).
+            // Not shown: a forged or replayed body (the seed's attack 2 if it ever got through), or a record
+            // further ahead than conversation_max_skipped_epochs.
             emit_error(plain.error(), f.source);
             return;
         }
-        note_rotation(f.source, before, it->second.recv.status().epoch, "receiving");
+        note_rotation(f.source, before, conv.recv->status().epoch, "receiving");
         auto body = decode_conversation_body(*plain);
         secure_zero(plain->data(), plain->size());
         if (!body) {
@@ -580,6 +605,7 @@ Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text)
     env.mode = ConversationMode::server_assigned;
     env.body = std::move(*record);
     const MessageId id = env.id;
+    impl.e2e->note_sent(id);
     auto st = impl.send_inner(Frame{FrameType::message, 0, impl.user, std::string(peer), encode_envelope(env)});
     impl.flush(lock);
     if (!st) {

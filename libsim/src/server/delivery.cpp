@@ -80,6 +80,9 @@ void Delivery::committed(const std::string& from, const std::string& to, const M
     if (box != nullptr && box->peer != nullptr) {
         box->more = true;
         pump_locked(to, *box);
+        if (box->backlog == 0) {
+            m_router.drained(to);
+        }
     }
     forget_if_idle_locked(to);
 }
@@ -121,6 +124,9 @@ void Delivery::login(const std::string& user, const Peer* peer) {
     b.in_flight.clear();
     b.more = b.backlog > 0;
     pump_locked(user, b);
+    if (b.backlog == 0) {
+        m_router.drained(user);
+    }
 }
 
 void Delivery::logout(const std::string& user, const Peer* peer) {
@@ -147,6 +153,9 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         }
         if (box.peer != nullptr) {
             pump_locked(recipient, box);
+            if (box.backlog == 0) {
+                m_router.drained(recipient);
+            }
         }
         forget_if_idle_locked(recipient);
     }

@@ -3,7 +3,8 @@
 // A message goes straight to an online recipient with nothing stored; otherwise it is appended through the group
 // commit and the sender gets `receipt stored` once it is durable. A recipient who logs in gets its stored
 // messages in store order, at most `window` unacknowledged at a time; an `ack` deletes them and tells the sender
-// (`receipt delivered`). Thread-safe; lock order: connection receive lock -> delivery lock -> router lock ->
+// (`receipt delivered`). When a served recipient has nothing stored any more, the router hears of it (`drained`:
+// server-assigned conversations kept only for that delivery end). Thread-safe; lock order: connection receive lock -> delivery lock -> router lock ->
 // connection send lock. The router never calls in here.
 
 #include "group_commit.h"

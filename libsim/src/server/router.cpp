@@ -5,8 +5,13 @@
 namespace sim::server_detail {
 
 Router::Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-               Log log)
-    : m_policy(conversation_policy), m_vault(vault), m_rng(rng), m_wall(std::move(wall)), m_log(std::move(log)) {}
+               Log log, bool offline_keys)
+    : m_policy(conversation_policy),
+      m_vault(vault),
+      m_rng(rng),
+      m_wall(std::move(wall)),
+      m_log(std::move(log)),
+      m_offline_keys(offline_keys) {}
 
 Router::Pair Router::make_pair(const std::string& a, const std::string& b) {
     return a < b ? Pair{a, b} : Pair{b, a};
@@ -38,14 +43,85 @@ void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
         old->kick(Errc::closed, "logged in from another connection");
     }
     m_online[user] = peer;
+    // Conversations keyed while `user` was offline: the KEYGEN comes first, before any stored message (the caller
+    // starts the delivery after this returns, and direct delivery finds `user` online only after this lock).
+    if (const auto idx = m_offline_for.find(user); idx != m_offline_for.end()) {
+        const auto pairs = idx->second;
+        for (const auto& pair : pairs) {
+            const auto it = m_conversations.find(pair);
+            if (it == m_conversations.end()) {
+                unindex_locked(user, pair);
+                continue;
+            }
+            Conversation& conv = it->second;
+            if (conv.unkeyed == user) {
+                if (!conv.in_vault) {
+                    conv.in_vault = vault_put_locked(pair, conv.key);  // `user` may have just registered
+                }
+                send_keygen_locked(user, pair.first == user ? pair.second : pair.first, conv.suite, conv.key);
+                conv.unkeyed.clear();
+                conv.stored = false;
+                conv.key = SecureBytes{};  // the vault keeps it until the conversation ends
+            }
+            if (conv.gone.empty()) {
+                unindex_locked(user, pair);  // a normal conversation from now on; `drained` ends the others
+            }
+        }
+    }
     // Everyone who waits for `user` learns that the destination is online, and the pair gets its key.
     for (auto& [waiter, peers] : m_waiting) {
-        if (peers.erase(user) != 0) {
-            ack_locked(waiter, AckStage::destination_online, user);
+        if (peers.count(user) == 0) {
+            continue;
+        }
+        const auto it = m_conversations.find(make_pair(waiter, user));
+        if (it != m_conversations.end() && it->second.gone == waiter) {
+            continue;  // the waiter left the conversation that is still being delivered: `drained` re-keys
+        }
+        peers.erase(user);
+        ack_locked(waiter, AckStage::destination_online, user);
+        if (it == m_conversations.end()) {
             assign_key_locked(waiter, user);
         }
     }
     std::erase_if(m_waiting, [](const auto& kv) { return kv.second.empty(); });
+}
+
+bool Router::vault_put_locked(const Pair& pair, ByteView key) {
+    if (m_vault == nullptr) {
+        return false;
+    }
+    const auto st = m_vault->put(pair.first, pair.second, key, m_next_epoch++, m_wall());
+    if (!st) {
+        // An offline destination may not be registered yet (open registration): stored again at its login.
+        m_log(st.code() == Errc::user_not_found ? LogLevel::debug : LogLevel::error,
+              "conversation key not stored: " + st.error().message());
+        return false;
+    }
+    return true;
+}
+
+void Router::unindex_locked(const std::string& user, const Pair& pair) {
+    const auto it = m_offline_for.find(user);
+    if (it != m_offline_for.end()) {
+        it->second.erase(pair);
+        if (it->second.empty()) {
+            m_offline_for.erase(it);
+        }
+    }
+}
+
+void Router::send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key) {
+    const auto conn = online_locked(user);
+    if (!conn) {
+        return;
+    }
+    KeyAssignment assignment;
+    assignment.suite = suite;
+    assignment.peer = peer;
+    assignment.key = to_bytes<SecureBytes>(key);
+    auto payload = encode_key_assignment(assignment);
+    conn->deliver(Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
+    secure_zero(payload.data(), payload.size());
 }
 
 void Router::disconnect(const std::string& user, const Peer* peer) {
@@ -57,30 +133,118 @@ void Router::disconnect(const std::string& user, const Peer* peer) {
     m_online.erase(it);
     m_waiting.erase(user);
     std::vector<Pair> ended;
-    for (const auto& pair : m_conversations) {
+    for (const auto& [pair, conv] : m_conversations) {
         if (pair.first == user || pair.second == user) {
             ended.push_back(pair);
         }
     }
     for (const auto& pair : ended) {
-        end_conversation_locked(pair, user);
+        depart_locked(pair, user);
+    }
+}
+
+void Router::depart_locked(const Pair& pair, const std::string& user) {
+    const auto it = m_conversations.find(pair);
+    if (it == m_conversations.end()) {
+        return;
+    }
+    Conversation& conv = it->second;
+    const std::string& other = pair.first == user ? pair.second : pair.first;
+    if (conv.gone == user) {
+        return;  // left already; the conversation ends when `other` has its messages
+    }
+    if (conv.unkeyed == other && conv.stored) {
+        // Messages wait in the offline store for `other`: keep the key so they can be read at its login; the
+        // conversation ends (`other` is told) once they are delivered (docs/protocol.md 6.7).
+        conv.gone = user;
+        return;
+    }
+    if (conv.gone == other) {
+        // `other` left before; it no longer holds this conversation and is not told again.
+        m_conversations.erase(it);
+        unindex_locked(user, pair);
+        if (m_vault != nullptr) {
+            (void)m_vault->remove(pair.first, pair.second);
+        }
+        return;
+    }
+    end_conversation_locked(pair, user);
+}
+
+Status Router::admit(const std::string& from, const std::string& to) {
+    const std::lock_guard lock(m_mutex);
+    const auto it = m_conversations.find(make_pair(from, to));
+    if (it == m_conversations.end()) {
+        return Error{Errc::no_conversation, "no key assigned for this conversation"};
+    }
+    Conversation& conv = it->second;
+    if (!conv.gone.empty()) {
+        return Error{Errc::no_conversation, "the conversation has ended"};
+    }
+    if (conv.unkeyed == to) {
+        conv.stored = true;
+    }
+    return ok();
+}
+
+void Router::drained(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    const auto idx = m_offline_for.find(user);
+    if (idx == m_offline_for.end() || !online_locked(user)) {
+        return;
+    }
+    const auto pairs = idx->second;
+    for (const auto& pair : pairs) {
+        const auto it = m_conversations.find(pair);
+        if (it == m_conversations.end()) {
+            unindex_locked(user, pair);
+            continue;
+        }
+        if (!it->second.unkeyed.empty() || it->second.gone.empty()) {
+            continue;
+        }
+        // Everything stored was delivered: the conversation the other side left ends now.
+        const std::string leaver = it->second.gone;
+        end_conversation_locked(pair, leaver);
+        // The leaver asked for the peer again meanwhile: a new conversation, with a new key.
+        const auto w = m_waiting.find(leaver);
+        if (w != m_waiting.end() && w->second.count(user) != 0 && online_locked(leaver)) {
+            w->second.erase(user);
+            if (w->second.empty()) {
+                m_waiting.erase(w);
+            }
+            ack_locked(leaver, AckStage::destination_online, user);
+            assign_key_locked(leaver, user);
+        }
     }
 }
 
 void Router::open(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
+    const auto it = m_conversations.find(make_pair(from, to));
+    if (it != m_conversations.end() && it->second.gone == from) {
+        // `from` left a conversation whose messages `to` has not received yet: wait for that delivery, then
+        // `drained` keys a new conversation.
+        m_waiting[from].insert(to);
+        ack_locked(from, AckStage::destination_offline, to);
+        return;
+    }
     if (online_locked(to)) {
         ack_locked(from, AckStage::destination_online, to);
         // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
         // waiting): a second KEYGEN would race with messages sealed under the first.
-        if (m_conversations.count(make_pair(from, to)) == 0) {
+        if (it == m_conversations.end()) {
             assign_key_locked(from, to);
         }
         return;
     }
-    // The seed's pending connection (from, to, False): wait until `to` logs in.
+    // The seed's pending connection (from, to, False): wait until `to` logs in. With an offline store the pair
+    // is keyed now, so `from` can write to `to` meanwhile; `to` gets the KEYGEN at its login.
     m_waiting[from].insert(to);
     ack_locked(from, AckStage::destination_offline, to);
+    if (m_offline_keys && it == m_conversations.end()) {
+        assign_key_locked(from, to);
+    }
 }
 
 void Router::probe(const std::string& from, const std::string& to) {
@@ -94,30 +258,27 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     assignment.suite = suite;
     assignment.key = m_rng.secure_bytes(suite_key_size(suite));
     const auto pair = make_pair(a, b);
-    if (m_vault != nullptr) {
-        const auto st = m_vault->put(pair.first, pair.second, assignment.key, m_next_epoch++, m_wall());
-        if (!st) {
-            m_log(LogLevel::error, "conversation key not stored: " + st.error().message());
-        }
-    }
-    m_conversations.insert(pair);
+    Conversation conv;
+    conv.suite = suite;
+    conv.in_vault = vault_put_locked(pair, assignment.key);
     for (const auto& [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
-        const auto conn = online_locked(user);
-        if (!conn) {
+        if (!online_locked(user)) {
+            conv.unkeyed = user;  // KEYGEN at its login (open() keys only with `a` online)
+            conv.key = to_bytes<SecureBytes>(assignment.key);
+            m_offline_for[user].insert(pair);
             continue;
         }
-        assignment.peer = peer;
-        auto payload = encode_key_assignment(assignment);
-        conn->deliver(Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
-        secure_zero(payload.data(), payload.size());
+        send_keygen_locked(user, peer, suite, assignment.key);
     }
+    m_conversations.insert_or_assign(pair, std::move(conv));
     m_log(LogLevel::info, "conversation " + pair.first + " <-> " + pair.second + " keyed (" +
                               std::string(suite_name(suite)) + ")");
 }
 
 Status Router::forward(const std::string& from, const std::string& to, const Frame& frame) {
     const std::lock_guard lock(m_mutex);
-    if (m_conversations.count(make_pair(from, to)) == 0) {
+    const auto it = m_conversations.find(make_pair(from, to));
+    if (it == m_conversations.end() || !it->second.unkeyed.empty() || !it->second.gone.empty()) {
         ++m_refused;
         return Error{Errc::no_conversation, "no key assigned for this conversation"};
     }
@@ -133,6 +294,8 @@ Status Router::forward(const std::string& from, const std::string& to, const Fra
 
 void Router::end_conversation_locked(const Pair& pair, const std::string& leaver) {
     m_conversations.erase(pair);
+    unindex_locked(pair.first, pair);
+    unindex_locked(pair.second, pair);
     if (m_vault != nullptr) {
         (void)m_vault->remove(pair.first, pair.second);
     }
@@ -148,10 +311,7 @@ void Router::leave(const std::string& from, const std::string& to) {
     if (it != m_waiting.end()) {
         it->second.erase(to);
     }
-    const auto pair = make_pair(from, to);
-    if (m_conversations.count(pair) != 0) {
-        end_conversation_locked(pair, from);
-    }
+    depart_locked(make_pair(from, to), from);
 }
 
 void Router::shutdown() {
@@ -161,6 +321,7 @@ void Router::shutdown() {
         online.swap(m_online);
         m_waiting.clear();
         m_conversations.clear();
+        m_offline_for.clear();
     }
     for (auto& [user, weak] : online) {
         if (auto peer = weak.lock()) {

@@ -34,21 +34,34 @@ class Router {
 public:
     using Log = std::function<void(LogLevel, std::string_view)>;
     using WallClock = std::function<store::WallTime()>;
+    /// `offline_keys`: the server stores messages for offline users (it has a message store), so a server-assigned
+    /// conversation with an offline destination is keyed at once (docs/protocol.md 6.7).
     Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-           Log log);
+           Log log, bool offline_keys = false);
 
-    /// `user` is online on `peer`; an earlier connection of the same user is closed. Users waiting for `user`
-    /// are told (ack_init 2) and their conversations get keys.
+    /// `user` is online on `peer`; an earlier connection of the same user is closed. Conversations keyed while
+    /// `user` was offline get their KEYGEN now (before the caller delivers stored messages). Users waiting for
+    /// `user` are told (ack_init 2) and their conversations get keys.
     void login(const std::string& user, std::shared_ptr<Peer> peer);
-    /// `peer` (a connection) went away: end the user's conversations, tell their peers, forget waits.
+    /// `peer` (a connection) went away: end the user's conversations, tell their peers, forget waits. A
+    /// conversation whose other side is offline with messages stored for it lives on until those are delivered.
     void disconnect(const std::string& user, const Peer* peer);
-    /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and wait.
+    /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and wait; with
+    /// `offline_keys` the pair is keyed at once then (KEYGEN to `from` now, to `to` at its login).
     void open(const std::string& from, const std::string& to);
     /// probe: ack_init 2 or 3.
     void probe(const std::string& from, const std::string& to);
-    /// Forward a conversation message. Errors: no_conversation, destination_offline.
+    /// Forward a conversation message (servers without a message store). Errors: no_conversation,
+    /// destination_offline.
     Status forward(const std::string& from, const std::string& to, const Frame& frame);
-    /// End the conversation (from, to) and tell `to`.
+    /// May `from` send a conversation message to `to` (for the offline store or straight through)? Records that
+    /// messages are stored for a destination that has no KEYGEN yet. Errors: no_conversation (no key, or one side
+    /// has left).
+    Status admit(const std::string& from, const std::string& to);
+    /// `user` is online and has no stored message left: conversations kept only for that delivery end now.
+    void drained(const std::string& user);
+    /// End the conversation (from, to) and tell `to` (kept until delivered when `to` has stored messages and no
+    /// KEYGEN yet, as for disconnect).
     void leave(const std::string& from, const std::string& to);
     /// Close every online user's connection with a close frame.
     void shutdown();
@@ -63,8 +76,25 @@ private:
     using Pair = std::pair<std::string, std::string>;  // sorted
     static Pair make_pair(const std::string& a, const std::string& b);
 
+    /// A keyed pair (the seed's True). While one side is offline without its KEYGEN, the server keeps the key
+    /// here (besides the vault) to send it at that side's login.
+    struct Conversation {
+        SuiteId suite = SuiteId::aes256_gcm;
+        SecureBytes key;       // only while `unkeyed` is set
+        std::string unkeyed;   // the side still waiting for its KEYGEN (offline), or empty
+        std::string gone;      // the side that left while messages for `unkeyed` were stored, or empty
+        bool stored = false;   // a message for `unkeyed` was accepted for the offline store
+        bool in_vault = false; // the vault refuses a pair with a user who is not registered yet
+    };
+
     void assign_key_locked(const std::string& a, const std::string& b);
+    /// Store the pair's key in the vault; whether it was stored.
+    bool vault_put_locked(const Pair& pair, ByteView key);
     void end_conversation_locked(const Pair& pair, const std::string& leaver);
+    /// `user` left the conversation `pair` (close or dropped connection).
+    void depart_locked(const Pair& pair, const std::string& user);
+    void send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key);
+    void unindex_locked(const std::string& user, const Pair& pair);
     void ack_locked(const std::string& user, AckStage stage, const std::string& peer);
 
     SuitePolicy m_policy;
@@ -72,6 +102,7 @@ private:
     Rng& m_rng;
     WallClock m_wall;
     Log m_log;
+    bool m_offline_keys;
 
     mutable std::mutex m_mutex;
     /// The connection of a user who is online, or null. Entries are weak: connections own the core (through
@@ -80,7 +111,8 @@ private:
 
     std::unordered_map<std::string, std::weak_ptr<Peer>> m_online;
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
-    std::set<Pair> m_conversations;                          // pairs that have a key (the seed's True)
+    std::map<Pair, Conversation> m_conversations;            // pairs that have a key (the seed's True)
+    std::map<std::string, std::set<Pair>> m_offline_for;     // user -> pairs keyed while they were offline
     std::uint64_t m_next_epoch = 1;                          // key epochs only grow, so the vault never sees a stale one
     std::uint64_t m_routed = 0;
     std::uint64_t m_refused = 0;

@@ -62,7 +62,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
         : config(std::move(c)), authenticator(a), tokens(t), vault(v), prekeys(p), messages(m), workers(w), rng(r),
           clock(cl), router(config.conversation_policy, v, r, [this] { return wall_now(); },
-                            [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+                            [this](LogLevel l, std::string_view msg) { log(l, msg); }, m != nullptr) {
         if (messages != nullptr) {
             commit = std::make_shared<server_detail::GroupCommit>(*messages, workers);
             delivery = std::make_shared<server_detail::Delivery>(
@@ -678,9 +678,20 @@ private:
                 refuse(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
                 return;
             }
-            // Server-assigned mode keeps the seed's rule (docs/protocol.md 5.2): a keyed pair, both online.
-            const auto st = m_core->router.forward(m_user, *peer, out);
-            if (!st) {
+            if (!m_core->delivery) {
+                // Without a message store, the seed's rule (docs/protocol.md 5.2): a keyed pair, both online.
+                const auto st = m_core->router.forward(m_user, *peer, out);
+                if (!st) {
+                    refuse(st.code(), st.error().detail);
+                }
+                return;
+            }
+            // A keyed pair; an offline destination's messages are stored behind its KEYGEN (6.7).
+            if (const auto st = m_core->router.admit(m_user, *peer); !st) {
+                refuse(st.code(), st.error().detail);
+                return;
+            }
+            if (const auto st = m_core->delivery->submit(m_user, *peer, envelope->id, out); !st) {
                 refuse(st.code(), st.error().detail);
             }
             return;
