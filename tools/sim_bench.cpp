@@ -2185,6 +2185,19 @@ int run_offline(const Settings& s) {
         st.closed.load() > 0) {
         return fail("the recipients did not log in");
     }
+    // Server-assigned mode: a recipient's logout ends its conversations (the senders would lose their keys), so
+    // the recipients leave first and the server keys each conversation for an offline recipient (6.7).
+    const bool e2e_mode = s.conversation_mode == "e2e" || s.spawn_path.empty();
+    const auto recipients_leave = [&] {
+        for (auto& os : st.streams) {
+            os->recipient->mark();  // its close is expected
+            os->recipient->run([&os] { (void)os->recipient->core().logout(); });
+        }
+    };
+    if (!e2e_mode) {
+        recipients_leave();
+        std::this_thread::sleep_for(300ms);
+    }
     // 2. Senders log in and open their conversation (KEYGEN: the recipient's bundle in end-to-end mode).
     want_auth = 2 * p;
     for (std::uint64_t i = 0; i < p; ++i) {
@@ -2218,9 +2231,8 @@ int run_offline(const Settings& s) {
         return fail("senders did not get their conversations keyed");
     }
     // 3. Recipients go offline; each sender probes until the server reports its recipient offline.
-    for (auto& os : st.streams) {
-        os->recipient->mark();  // its close is expected
-        os->recipient->run([&os] { (void)os->recipient->core().logout(); });
+    if (e2e_mode) {
+        recipients_leave();
     }
     const auto all_offline = [&] {
         bool done = true;
