@@ -411,6 +411,9 @@ int run_server(const Settings& s) {
     config.message_burst = static_cast<std::uint32_t>(s.message_burst);
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
     TransportWorkers workers;
+    // Durable acknowledgements must not wait behind password hashing (whose workers run at a low priority).
+    sim::net::WorkerPool commits(1, 1U << 16U);
+    config.commit_executor = &commits;
     // Prekeys and the offline queue live in the account database (the same backend).
     auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(),
                                         accounts->backend.get(), accounts->backend.get(), workers, rng,
@@ -485,6 +488,7 @@ int run_server(const Settings& s) {
         std::this_thread::sleep_for(10ms);
     }
     (*tcp)->stop();
+    commits.stop();
     workers.attach(nullptr);
     logger.log(sim::LogLevel::info, "stopped");
     return 0;

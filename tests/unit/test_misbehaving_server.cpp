@@ -834,6 +834,25 @@ TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while
         CHECK_FALSE(p.bob->saw(ClientEventKind::error));
         CHECK_FALSE(p.alice->saw(ClientEventKind::error));
     }
+    SUBCASE("idle clients do not answer ratchet-only messages with more of them") {
+        Pair p;
+        p.w.send(*p.alice, "bob", "one text");
+        for (int round = 0; round < 6; ++round) {
+            p.bob->core->tick();
+            p.alice->core->tick();
+            p.w.settle();
+        }
+        const auto steps = [&] { return p.alice->of(ClientEventKind::key_rotated, "bob").size() +
+                                        p.bob->of(ClientEventKind::key_rotated, "alice").size(); };
+        const auto settled = steps();
+        CHECK(settled >= 1);  // bob's ratchet-only answer to the text made alice step
+        for (int round = 0; round < 6; ++round) {
+            p.bob->core->tick();
+            p.alice->core->tick();
+            p.w.settle();
+        }
+        CHECK(steps() == settled);  // and then nothing more goes back and forth
+    }
     SUBCASE("without ticks the sender stays on one chain") {
         Pair p;
         for (int round = 0; round < 4; ++round) {

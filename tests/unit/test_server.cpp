@@ -9,6 +9,8 @@
 #include <sim/server.h>
 #include <sim/store.h>
 
+#include "harness.h"
+
 #include <doctest/doctest.h>
 
 #include <deque>
@@ -22,99 +24,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// One direction of an in-memory connection: bytes are queued and delivered by the harness's pump.
-struct Pipe;
-
-class PipeOutput final : public sim::ConnectionOutput {
-public:
-    explicit PipeOutput(Pipe& pipe, bool client_side) : m_pipe(pipe), m_client_side(client_side) {}
-    void send(sim::Bytes data) override;
-    void close(sim::Errc reason) override;
-    void established() override {}
-
-private:
-    Pipe& m_pipe;
-    bool m_client_side;
-};
-
-struct Pipe {
-    std::shared_ptr<sim::ConnectionHandler> client;
-    std::shared_ptr<sim::ConnectionHandler> server;
-    std::deque<sim::Bytes> to_server;
-    std::deque<sim::Bytes> to_client;
-    std::vector<sim::Bytes> captured_to_server;  // what an eavesdropper on the wire saw
-    bool closed = false;
-    bool close_requested = false;
-    sim::Errc close_reason = sim::Errc::ok;
-
-    /// Deliver queued bytes both ways; returns whether anything moved.
-    bool pump() {
-        bool moved = false;
-        while (!closed && (!to_server.empty() || !to_client.empty())) {
-            moved = true;
-            if (!to_server.empty()) {
-                auto b = std::move(to_server.front());
-                to_server.pop_front();
-                server->on_bytes(b);
-            }
-            if (!to_client.empty()) {
-                auto b = std::move(to_client.front());
-                to_client.pop_front();
-                client->on_bytes(b);
-            }
-        }
-        if (close_requested && !closed && to_server.empty() && to_client.empty()) {
-            closed = true;
-            server->on_closed(close_reason);
-            client->on_closed(close_reason);
-            moved = true;
-        }
-        return moved;
-    }
-};
-
-void PipeOutput::send(sim::Bytes data) {
-    if (m_pipe.closed || m_pipe.close_requested) {
-        return;
-    }
-    if (m_client_side) {
-        m_pipe.captured_to_server.push_back(data);
-        m_pipe.to_server.push_back(std::move(data));
-    } else {
-        m_pipe.to_client.push_back(std::move(data));
-    }
-}
-
-void PipeOutput::close(sim::Errc reason) {
-    if (!m_pipe.close_requested) {
-        m_pipe.close_requested = true;
-        m_pipe.close_reason = reason;
-    }
-}
-
-struct TestClient {
-    std::shared_ptr<sim::ClientCore> core;
-    std::vector<sim::ClientEvent> events;
-    std::unique_ptr<Pipe> pipe;
-
-    [[nodiscard]] bool saw(sim::ClientEventKind kind, const std::string& peer = {}) const {
-        for (const auto& e : events) {
-            if (e.kind == kind && (peer.empty() || e.peer == peer)) {
-                return true;
-            }
-        }
-        return false;
-    }
-    [[nodiscard]] std::vector<sim::ClientEvent> of(sim::ClientEventKind kind) const {
-        std::vector<sim::ClientEvent> out;
-        for (const auto& e : events) {
-            if (e.kind == kind) {
-                out.push_back(e);
-            }
-        }
-        return out;
-    }
-};
+using sim_test::Pipe;
+using sim_test::PipeOutput;
+using sim_test::TestClient;
 
 /// The memory backend's message store, counting transactions (group commit tests).
 class CountingMessages final : public sim::store::MessageStore {
@@ -282,19 +194,13 @@ struct World {
     }
 
     TestClient& connect(sim::ClientConfig config = {}) {
-        auto tc = std::make_unique<TestClient>();
-        tc->pipe = std::make_unique<Pipe>();
         if (config.handshake.server_id.empty()) {
             config.handshake.server_id = "test-server:1";
         }
-        auto* raw = tc.get();
-        tc->core = std::move(sim::ClientCore::create(config, known, *rng, clock,
-                                                     [raw](const sim::ClientEvent& e) { raw->events.push_back(e); })
-                                 .value());
-        tc->pipe->client = tc->core;
-        tc->pipe->server = server->accept(std::make_shared<PipeOutput>(*tc->pipe, false), "127.0.0.1:40000");
-        REQUIRE(tc->pipe->server != nullptr);
-        REQUIRE(tc->core->attach(std::make_shared<PipeOutput>(*tc->pipe, true)));
+        auto tc = sim_test::make_test_client(config, known, *rng, clock, [this](auto output) {
+            return server->accept(std::move(output), "127.0.0.1:40000");
+        });
+        REQUIRE(tc != nullptr);
         clients.push_back(std::move(tc));
         settle();
         return *clients.back();
@@ -567,15 +473,9 @@ TEST_CASE("attack 3: a man in the middle with its own key is refused; replayed f
     World mitm(sim::SuitePolicy::require_tdes(), "a different server");
     sim::ClientConfig cfg;
     cfg.handshake.server_id = "test-server:1";
-    auto tc = std::make_unique<TestClient>();
-    tc->pipe = std::make_unique<Pipe>();
-    auto* raw = tc.get();
-    tc->core = std::move(sim::ClientCore::create(cfg, w.known /* the victim's pins */, *w.rng, w.clock,
-                                                 [raw](const sim::ClientEvent& e) { raw->events.push_back(e); })
-                             .value());
-    tc->pipe->client = tc->core;
-    tc->pipe->server = mitm.server->accept(std::make_shared<PipeOutput>(*tc->pipe, false), "127.0.0.1:1");
-    REQUIRE(tc->core->attach(std::make_shared<PipeOutput>(*tc->pipe, true)));
+    auto tc = sim_test::make_test_client(cfg, w.known /* the victim's pins */, *w.rng, w.clock,
+                                         [&](auto output) { return mitm.server->accept(std::move(output), "127.0.0.1:1"); });
+    REQUIRE(tc != nullptr);
     // the client queues its login before the handshake completes, as an app would
     REQUIRE(tc->core->login("alice", {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes("secret password"))}));
     for (int i = 0; i < 10; ++i) {

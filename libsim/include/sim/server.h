@@ -44,6 +44,10 @@ struct ServerConfig {
     std::size_t max_stored_per_recipient = 100'000;
     /// Most stored messages sent to a recipient and not yet acknowledged.
     std::size_t delivery_window = 1000;
+    /// Where offline-store commits run (one job at a time). Null: the login workers. Give commits their own
+    /// executor when the workers run at a low priority (sim::net's default) or may be saturated by password
+    /// hashing, so that a login storm does not delay durable acknowledgements. Must outlive the core.
+    Executor* commit_executor = nullptr;
     /// Suites for server-assigned conversation keys (the first one is used for new conversations); in end-to-end
     /// mode the first is the hint in the KEYGEN.
     SuitePolicy conversation_policy = SuitePolicy::default_policy();

@@ -130,7 +130,10 @@ struct E2eClient::PeerState {
     std::vector<Bytes> dropped_sessions;
     std::deque<Envelope> held;  // messages from a changed identity, until accepted (not acknowledged meanwhile)
     bool dirty = false;
-    bool persisted = false;  // has a record in the state (listed in the peer index)
+    bool persisted = false;
+    /// A text message made us step the ratchet and we have not sent since: the next tick answers with a
+    /// ratchet-only message. Never set by a ratchet-only message, so two idle clients do not ping-pong.
+    bool reply_due = false;  // has a record in the state (listed in the peer index)
 
     void remember(const MessageId& id) {
         if (!seen.insert(id).second) {
@@ -311,12 +314,13 @@ Status E2eClient::set_user(const std::string& user) {
             }
             WireReader er(*entry);
             OutboxEntry e;
+            e.id = id;
             if (!read_name(er, e.peer)) {
                 return corrupt("outbox entry");
             }
             const ByteView payload = er.rest();
             e.payload.assign(payload.begin(), payload.end());
-            m_outbox.emplace(id, std::move(e));
+            add_to_outbox(std::move(e));
         }
     }
     return commit();
@@ -401,8 +405,8 @@ Status E2eClient::commit() {
         SecureBytes index;
         WireWriter w(index);
         w.u32(static_cast<std::uint32_t>(m_outbox.size()));
-        for (const auto& [id, e] : m_outbox) {
-            w.bytes(ByteView{id});
+        for (const auto& [order, e] : m_outbox) {
+            w.bytes(ByteView{e.id});
         }
         m_writes.push_back({key_outbox, std::move(index)});
     }
@@ -737,7 +741,7 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     e.first_contact = first;
     e.fingerprint = safety_number_with(p, p.identity);
     event(std::move(e));
-    deliver_content(p, envelope, steps, steps, std::move(*plain));
+    deliver_content(p, envelope, 0, steps, std::move(*plain));  // the first message's DH step counts too
 }
 
 void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uint64_t steps_before,
@@ -762,6 +766,7 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uin
     if (content->kind == ContentKind::ratchet_only) {
         return;
     }
+    p.reply_due = p.reply_due || steps_after != steps_before;
     const std::uint64_t seq = content->seq;
     if (seq <= p.recv_high && !p.missing.contains(seq)) {
         return;  // this sequence number was shown already: a replay under a new id
@@ -804,8 +809,11 @@ void E2eClient::note_sent(const MessageId& id) {
 
 void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
     for (const auto& id : receipt.ids) {
-        const bool in_outbox = m_outbox.erase(id) != 0;
+        const auto where = m_outbox_by_id.find(id);
+        const bool in_outbox = where != m_outbox_by_id.end();
         if (in_outbox) {
+            m_outbox.erase(where->second);
+            m_outbox_by_id.erase(where);
             m_writes.push_back({key_outbox_entry(id), std::nullopt});
             m_outbox_dirty = true;
         }
@@ -828,6 +836,7 @@ Result<Bytes> E2eClient::seal_content(PeerState& p, const E2eContent& content) {
     auto body = p.sessions.front().seal(plain);
     secure_zero(plain.data(), plain.size());
     SIM_TRY(auto sealed, std::move(body));
+    p.reply_due = false;
     mark_dirty(p);
     return encode_envelope(Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)});
 }
@@ -870,7 +879,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
                             w.bytes(payload);
                             return rec;
                         }()});
-    m_outbox.emplace(content.id, OutboxEntry{peer, payload, m_clock.now()});
+    add_to_outbox(OutboxEntry{content.id, peer, payload, m_clock.now()});
     note_sent(content.id);
     m_outbox_dirty = true;
     queue_frame(Frame{FrameType::message, 0, m_user, peer, std::move(payload)}, true);
@@ -883,14 +892,14 @@ void E2eClient::tick() {
         return;
     }
     const auto now = m_clock.now();
-    for (auto& [id, e] : m_outbox) {
+    for (auto& [order, e] : m_outbox) {
         if (now - e.last_sent >= m_config.resend_after) {
             e.last_sent = now;
             queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
         }
     }
     for (auto& [name, p] : m_peers) {
-        if (p->sessions.empty() || p->pending_identity || !p->sessions.front().reply_pending()) {
+        if (!p->reply_due || p->sessions.empty() || p->pending_identity || !p->sessions.front().reply_pending()) {
             continue;
         }
         // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
@@ -902,9 +911,15 @@ void E2eClient::tick() {
     }
 }
 
+void E2eClient::add_to_outbox(OutboxEntry entry) {
+    const auto order = m_next_outbox++;
+    m_outbox_by_id[entry.id] = order;
+    m_outbox.emplace(order, std::move(entry));
+}
+
 void E2eClient::resend_all() {
     const auto now = m_clock.now();
-    for (auto& [id, e] : m_outbox) {
+    for (auto& [order, e] : m_outbox) {
         e.last_sent = now;
         queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
     }

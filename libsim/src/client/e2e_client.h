@@ -99,11 +99,16 @@ private:
     std::map<std::string, std::unique_ptr<PeerState>, std::less<>> m_peers;
 
     struct OutboxEntry {
+        MessageId id{};
         std::string peer;
         Bytes payload;  // the envelope, re-sent as is
         TimePoint last_sent{};
     };
-    std::map<MessageId, OutboxEntry> m_outbox;
+    void add_to_outbox(OutboxEntry entry);
+    /// In send order (re-sent in that order, so the recipient's ratchet skips nothing it need not).
+    std::map<std::uint64_t, OutboxEntry> m_outbox;
+    std::map<MessageId, std::uint64_t> m_outbox_by_id;
+    std::uint64_t m_next_outbox = 0;
     std::set<MessageId> m_sent;
     std::deque<MessageId> m_sent_order;
     bool m_outbox_dirty = false;

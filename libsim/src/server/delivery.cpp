@@ -143,13 +143,20 @@ void Delivery::logout(const std::string& user, const Peer* peer) {
 
 Status Delivery::ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids) {
     const std::lock_guard lock(m_mutex);
-    SIM_TRY(const auto removed, m_store.remove(recipient, sender, ids));
     const auto it = m_boxes.find(recipient);
     if (it != m_boxes.end()) {
         Box& box = it->second;
-        box.backlog -= std::min(removed, box.backlog);
+        // Only messages sent from the store are in flight; directly forwarded ones were never stored, so their acks
+        // cost no database write.
+        std::vector<MessageId> stored;
         for (const auto& id : ids) {
-            box.in_flight.erase({sender, id});
+            if (box.in_flight.erase({sender, id}) != 0) {
+                stored.push_back(id);
+            }
+        }
+        if (!stored.empty()) {
+            SIM_TRY(const auto removed, m_store.remove(recipient, sender, stored));
+            box.backlog -= std::min(removed, box.backlog);
         }
         if (box.peer != nullptr) {
             pump_locked(recipient, box);

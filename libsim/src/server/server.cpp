@@ -64,7 +64,8 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           clock(cl), router(config.conversation_policy, v, r, [this] { return wall_now(); },
                             [this](LogLevel l, std::string_view msg) { log(l, msg); }, m != nullptr) {
         if (messages != nullptr) {
-            commit = std::make_shared<server_detail::GroupCommit>(*messages, workers);
+            commit = std::make_shared<server_detail::GroupCommit>(
+                *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
             delivery = std::make_shared<server_detail::Delivery>(
                 *messages, commit, router,
                 server_detail::Delivery::Limits{config.max_stored_per_recipient, config.delivery_window},
