@@ -999,6 +999,41 @@ std::string fmt_us(std::uint64_t ns) {
     return buf;
 }
 
+// ------------------------------------------------------------------------------------------------ pacing
+
+/// Token bucket of the per-connection rate cap (--conn-rate), with a burst of `burst` messages (sender strand).
+struct RateCap {
+    double tokens = 0;
+    std::int64_t last_refill = 0;  ///< now_ns() of the last refill
+
+    /// Zero when one message may go now (its token is taken), else how long to wait for the next token.
+    std::chrono::nanoseconds take(std::int64_t now, double rate, double burst) {
+        tokens = std::min(burst, tokens + static_cast<double>(now - last_refill) * rate / 1e9);
+        last_refill = now;
+        if (tokens < 1.0) {
+            return std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - tokens) * 1e9 / rate) + 1);
+        }
+        tokens -= 1.0;
+        return std::chrono::nanoseconds::zero();
+    }
+};
+
+/// Run `fn` on the sender's strand after `delay`, with at most one of the stream's timers armed at a time.
+template <typename StreamT, typename Fn>
+void run_later(StreamT& s, std::chrono::nanoseconds delay, Fn fn) {
+    if (s.timer_armed) {
+        return;
+    }
+    s.timer_armed = true;
+    s.timer->expires_after(delay);
+    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&s, fn](const std::error_code& ec) {
+        s.timer_armed = false;
+        if (!ec) {
+            fn();
+        }
+    }));
+}
+
 // ------------------------------------------------------------------------------------------------ route
 
 /// One direction of a pair: `sender` sends to `receiver`.
@@ -1013,8 +1048,7 @@ struct Stream {
     std::int64_t next_intended = 0;
     std::unique_ptr<asio::steady_timer> timer;
     bool timer_armed = false;
-    double tokens = 0;
-    std::int64_t last_refill = 0;
+    RateCap cap;
     std::atomic<std::uint64_t> sent{0};
     std::atomic<std::int64_t> inflight{0};
     std::atomic<std::uint64_t> refused{0};
@@ -1096,38 +1130,16 @@ void send_one(RouteState& st, Stream& s, std::int64_t ts) {
     s.sent.fetch_add(1);
 }
 
-void pump(RouteState& st, Stream& s);
-
-/// Run pump() again after `delay` (sender strand; one timer armed at a time).
-void pump_later(RouteState& st, Stream& s, std::chrono::nanoseconds delay) {
-    if (s.timer_armed) {
-        return;
-    }
-    s.timer_armed = true;
-    s.timer->expires_after(delay);
-    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&st, &s](const std::error_code& ec) {
-        s.timer_armed = false;
-        if (!ec) {
-            pump(st, s);
-        }
-    }));
-}
-
 /// Closed loop: fill the window, within the per-connection rate cap (sender strand).
 void pump(RouteState& st, Stream& s) {
     const double cap = st.s->conn_rate;
     while (!st.stop.load() && s.sent.load() < s.budget && s.inflight.load() < static_cast<std::int64_t>(st.s->window)) {
         const auto now = now_ns();
         if (cap > 0) {
-            s.tokens = std::min(static_cast<double>(st.s->window),
-                                s.tokens + static_cast<double>(now - s.last_refill) * cap / 1e9);
-            s.last_refill = now;
-            if (s.tokens < 1.0) {
-                pump_later(st, s,
-                           std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - s.tokens) * 1e9 / cap) + 1));
+            if (const auto wait = s.cap.take(now, cap, static_cast<double>(st.s->window)); wait.count() > 0) {
+                run_later(s, wait, [&st, &s] { pump(st, s); });
                 return;
             }
-            s.tokens -= 1.0;
         }
         send_one(st, s, now);
     }
@@ -1205,7 +1217,7 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 mine.inflight.fetch_sub(1);
                 if (st.interval_ns == 0) {
                     // Back off a little so as not to turn the refusals into a flood the server would close.
-                    c.run([&st, &mine] { pump_later(st, mine, 5ms); });
+                    c.run([&st, &mine] { run_later(mine, 5ms, [&st, &mine] { pump(st, mine); }); });
                 }
             } else {
                 st.other_errors.fetch_add(1);
@@ -1410,7 +1422,7 @@ int run_route(const Settings& s) {
             str.sender->run([&st, &str] { pace(st, str); });
         } else {
             str.sender->run([&st, &str, t0] {
-                str.last_refill = t0;
+                str.cap.last_refill = t0;
                 pump(st, str);
             });
         }
@@ -1905,8 +1917,7 @@ struct OfflineStream {
     std::uint64_t next_seq = 0;
     std::unique_ptr<asio::steady_timer> timer;
     bool timer_armed = false;
-    double tokens = 0;
-    std::int64_t last_refill = 0;
+    RateCap cap;
     std::set<sim::MessageId> awaiting;  // sent, no `receipt stored` yet
     std::atomic<std::uint64_t> sent{0};
     std::atomic<std::uint64_t> stored{0};
@@ -1944,37 +1955,16 @@ struct OfflineState {
     }
 };
 
-void offline_pump(OfflineState& st, OfflineStream& s);
-
-void offline_pump_later(OfflineState& st, OfflineStream& s, std::chrono::nanoseconds delay) {
-    if (s.timer_armed) {
-        return;
-    }
-    s.timer_armed = true;
-    s.timer->expires_after(delay);
-    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&st, &s](const std::error_code& ec) {
-        s.timer_armed = false;
-        if (!ec) {
-            offline_pump(st, s);
-        }
-    }));
-}
-
 /// Keep `--window` messages awaiting their `receipt stored`, within the per-connection rate cap (sender strand).
 void offline_pump(OfflineState& st, OfflineStream& s) {
     const double cap = st.s->conn_rate;
     while (!st.stop.load() && s.next_seq < s.budget && s.awaiting.size() < st.s->window) {
         const auto now = now_ns();
         if (cap > 0) {
-            s.tokens = std::min(static_cast<double>(st.s->window),
-                                s.tokens + static_cast<double>(now - s.last_refill) * cap / 1e9);
-            s.last_refill = now;
-            if (s.tokens < 1.0) {
-                offline_pump_later(
-                    st, s, std::chrono::nanoseconds(static_cast<std::int64_t>((1.0 - s.tokens) * 1e9 / cap) + 1));
+            if (const auto wait = s.cap.take(now, cap, static_cast<double>(st.s->window)); wait.count() > 0) {
+                run_later(s, wait, [&st, &s] { offline_pump(st, s); });
                 return;
             }
-            s.tokens -= 1.0;
         }
         auto id = s.sender->core().send(s.to, make_text(s.next_seq, now, st.s->size));
         if (!id) {
@@ -2277,7 +2267,7 @@ int run_offline(const Settings& s) {
     for (auto& sp : st.streams) {
         OfflineStream& os = *sp;
         os.sender->run([&st, &os, t0] {
-            os.last_refill = t0;
+            os.cap.last_refill = t0;
             offline_pump(st, os);
         });
     }
