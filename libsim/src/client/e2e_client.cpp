@@ -537,30 +537,14 @@ void E2eClient::on_bundle(const std::string& peer, const e2e::PrekeyBundle& bund
     }
     auto& p = peer_state(peer);
     if (!p.identity.empty() && !constant_time_equal(p.identity, bundle.identity_key)) {
-        const bool announce = !p.pending_identity || !constant_time_equal(*p.pending_identity, bundle.identity_key);
-        p.pending_identity = bundle.identity_key;
         p.pending_bundle.emplace(bundle, hint);
-        if (announce) {
-            ClientEvent e;
-            e.kind = ClientEventKind::identity_changed;
-            e.peer = peer;
-            e.mode = ConversationMode::end_to_end;
-            e.fingerprint = safety_number_with(p, bundle.identity_key);
-            e.text = "identity key of " + peer + " changed: verify the new safety number, then accept it";
-            event(std::move(e));
-        }
+        note_identity_change(p, bundle.identity_key);
         return;
     }
     if (!p.sessions.empty() && !p.pending_identity) {
         // Same identity and a session already: keep it (the ratchet and its sequence numbers go on); the bundle
         // only confirmed that the key has not changed.
-        ClientEvent e;
-        e.kind = ClientEventKind::key_assigned;
-        e.peer = peer;
-        e.suite = p.sessions.front().suite();
-        e.mode = ConversationMode::end_to_end;
-        e.fingerprint = safety_number_with(p, p.identity);
-        event(std::move(e));
+        keyed_event(p, p.sessions.front().suite(), false);
         return;
     }
     start_session(p, bundle, hint);
@@ -574,17 +558,50 @@ void E2eClient::start_session(PeerState& p, const e2e::PrekeyBundle& bundle, Sui
         error_event(p.name, Error{s.code(), "prekey bundle refused: " + s.error().message()});
         return;
     }
+    adopt_session(p, bundle.identity_key, std::move(*s));
+}
+
+void E2eClient::adopt_session(PeerState& p, const Bytes& identity, e2e::Session session) {
     const bool first = p.identity.empty();
-    p.identity = bundle.identity_key;
-    p.add_session(std::move(*s));
+    p.identity = identity;
+    const SuiteId suite = session.suite();
+    p.add_session(std::move(session));
     mark_dirty(p);
+    keyed_event(p, suite, first);
+}
+
+void E2eClient::keyed_event(const PeerState& p, SuiteId suite, bool first_contact) {
     ClientEvent e;
     e.kind = ClientEventKind::key_assigned;
     e.peer = p.name;
     e.suite = suite;
     e.mode = ConversationMode::end_to_end;
-    e.first_contact = first;
+    e.first_contact = first_contact;
     e.fingerprint = safety_number_with(p, p.identity);
+    event(std::move(e));
+}
+
+void E2eClient::note_identity_change(PeerState& p, const Bytes& key) {
+    if (p.pending_identity && constant_time_equal(*p.pending_identity, key)) {
+        return;  // announced already
+    }
+    p.pending_identity = key;
+    ClientEvent e;
+    e.kind = ClientEventKind::identity_changed;
+    e.peer = p.name;
+    e.mode = ConversationMode::end_to_end;
+    e.fingerprint = safety_number_with(p, key);
+    e.text = "identity key of " + p.name + " changed: verify the new safety number, then accept it";
+    event(std::move(e));
+}
+
+void E2eClient::ratchet_event(const PeerState& p, std::uint64_t steps, const char* direction) {
+    ClientEvent e;
+    e.kind = ClientEventKind::key_rotated;
+    e.peer = p.name;
+    e.mode = ConversationMode::end_to_end;
+    e.epoch = static_cast<std::uint32_t>(steps);
+    e.text = direction;
     event(std::move(e));
 }
 
@@ -673,20 +690,10 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     }
     const auto& init = *info.initial;
     if (!p.identity.empty() && !constant_time_equal(p.identity, init.identity_key)) {
-        const bool announce = !p.pending_identity || !constant_time_equal(*p.pending_identity, init.identity_key);
-        p.pending_identity = init.identity_key;
         if (p.held.size() < max_held) {
             p.held.push_back(envelope);  // not acknowledged: the server keeps it until the user decides
         }
-        if (announce) {
-            ClientEvent e;
-            e.kind = ClientEventKind::identity_changed;
-            e.peer = p.name;
-            e.mode = ConversationMode::end_to_end;
-            e.fingerprint = safety_number_with(p, init.identity_key);
-            e.text = "identity key of " + p.name + " changed: verify the new safety number, then accept it";
-            event(std::move(e));
-        }
+        note_identity_change(p, init.identity_key);
         return;
     }
     if (!m_config.end_to_end_suites.allows(init.suite)) {
@@ -728,19 +735,8 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
         pk.one_time.erase(opk_it);  // used once, then gone
         m_prekeys_dirty = true;
     }
-    const bool first = p.identity.empty();
-    p.identity = init.identity_key;
     const auto steps = s->dh_steps();
-    p.add_session(std::move(*s));
-    mark_dirty(p);
-    ClientEvent e;
-    e.kind = ClientEventKind::key_assigned;
-    e.peer = p.name;
-    e.suite = init.suite;
-    e.mode = ConversationMode::end_to_end;
-    e.first_contact = first;
-    e.fingerprint = safety_number_with(p, p.identity);
-    event(std::move(e));
+    adopt_session(p, init.identity_key, std::move(*s));
     deliver_content(p, envelope, 0, steps, std::move(*plain));  // the first message's DH step counts too
 }
 
@@ -755,13 +751,7 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uin
         return;
     }
     if (steps_after != steps_before) {
-        ClientEvent e;
-        e.kind = ClientEventKind::key_rotated;
-        e.peer = p.name;
-        e.mode = ConversationMode::end_to_end;
-        e.epoch = static_cast<std::uint32_t>(steps_after);
-        e.text = "receiving";
-        event(std::move(e));
+        ratchet_event(p, steps_after, "receiving");
     }
     if (content->kind == ContentKind::ratchet_only) {
         return;
@@ -863,13 +853,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     SIM_TRY(auto payload, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
-        ClientEvent e;
-        e.kind = ClientEventKind::key_rotated;
-        e.peer = peer;
-        e.mode = ConversationMode::end_to_end;
-        e.epoch = static_cast<std::uint32_t>(p.sessions.front().dh_steps());
-        e.text = "sending";
-        event(std::move(e));
+        ratchet_event(p, p.sessions.front().dh_steps(), "sending");
     }
     m_writes.push_back({key_outbox_entry(content.id), [&] {
                             SecureBytes rec;

@@ -81,6 +81,12 @@ private:
                          SecureBytes plaintext);
     Result<Bytes> seal_content(PeerState& p, const E2eContent& content);
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
+    /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
+    void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);
+    void keyed_event(const PeerState& p, SuiteId suite, bool first_contact);
+    /// A different identity key for `p`: pending until accepted, announced once per new key.
+    void note_identity_change(PeerState& p, const Bytes& key);
+    void ratchet_event(const PeerState& p, std::uint64_t steps, const char* direction);
     void queue_frame(Frame frame, bool after_commit);
     void event(ClientEvent e) { m_events.push_back(std::move(e)); }
     void error_event(const std::string& peer, const Error& error);
