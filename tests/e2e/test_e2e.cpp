@@ -410,20 +410,28 @@ TEST_CASE("abuse: garbage, half handshakes, oversize frames and a flood leave th
 namespace {
 
 /// A protocol-speaking client on a plain blocking socket that the test can stop reading from.
+/// A blocking TCP socket connected to 127.0.0.1:`port` whose reads time out after `recv_timeout_us`; with
+/// `receive_buffer` > 0 its kernel receive buffer is set to that size.
+int connect_loopback(std::uint16_t port, long recv_timeout_us, int receive_buffer = 0) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    if (receive_buffer > 0) {
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    }
+    timeval tv{0, recv_timeout_us};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    return fd;
+}
+
 class StubbornReader {
 public:
     explicit StubbornReader(std::uint16_t port) {
-        m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(m_fd >= 0);
-        const int small = 4096;  // a small receive buffer makes the server's queue fill sooner
-        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-        timeval tv{0, 200000};
-        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_port = htons(port);
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        m_fd = connect_loopback(port, 200000, 4096);  // a small receive buffer makes the server's queue fill sooner
         sim::ClientConfig cfg;
         cfg.handshake.server_id = "stubborn";
         m_core = std::move(
@@ -927,15 +935,7 @@ namespace {
 class CrashingClient {
 public:
     CrashingClient(std::uint16_t port, sim::ClientState& state) {
-        m_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(m_fd >= 0);
-        timeval tv{0, 100000};
-        ::setsockopt(m_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_port = htons(port);
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        m_fd = connect_loopback(port, 100000);
         sim::ClientConfig cfg;
         cfg.handshake.server_id = "simd-under-test";
         cfg.state = &state;
