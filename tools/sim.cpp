@@ -453,40 +453,58 @@ void finish(Connection& c) {
     c.client->close();
 }
 
+/// The next event, waiting at most until `deadline`.
+sim::Result<sim::ClientEvent> next_event(sim::Client& client, std::chrono::steady_clock::time_point deadline) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    return client.receive(std::max<sim::Duration>(left, 0ns));
+}
+
+/// A server error not about one peer's message, or the end of the connection.
+bool is_refusal(const sim::ClientEvent& e) {
+    return (e.kind == sim::ClientEventKind::error && e.peer.empty()) || e.kind == sim::ClientEventKind::closed;
+}
+
+enum class Awaited : std::uint8_t {
+    keyed,             ///< the conversation has a key (a session kept in the state, or a new one)
+    identity_changed,  ///< the peer's identity key changed (announced on stderr); the caller decides
+    failed,            ///< reported, and the connection closed
+};
+
 /// Ask the server for the conversation with `peer` and wait for the answer: its current prekey bundle (which
-/// shows whether its identity key changed) or, in server-assigned mode, a key. 0 when keyed, else the exit status
-/// (the connection is closed then).
-int await_conversation(Connection& c, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
+/// shows whether its identity key changed) or, in server-assigned mode, a key.
+Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
     auto& client = *c.client;
     if (auto st = client.open(peer); !st) {
         finish(c);
-        return failure("cannot open a conversation: " + st.error().message());
+        failure("cannot open a conversation: " + st.error().message());
+        return Awaited::failed;
     }
     for (;;) {
-        const auto left = deadline - std::chrono::steady_clock::now();
-        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
+        auto e = next_event(client, deadline);
         if (!e) {
             client.close();
-            return failure(e.code() == sim::Errc::timeout ? "timed out waiting for a conversation key with " + peer +
-                                                                " (is " + peer + " logged in?)"
-                                                          : e.error().message());
+            failure(e.code() == sim::Errc::timeout
+                        ? "timed out waiting for a conversation key with " + peer + " (is " + peer + " logged in?)"
+                        : e.error().message());
+            return Awaited::failed;
         }
         if (e->kind == sim::ClientEventKind::key_assigned && e->peer == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
-            return 0;
+            return Awaited::keyed;
         }
         if (e->kind == sim::ClientEventKind::identity_changed && e->peer == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
-            return 3;  // not a failure for safety/accept: the caller decides
+            return Awaited::identity_changed;
         }
         if (e->kind == sim::ClientEventKind::error && e->error.code == sim::Errc::no_conversation) {
             finish(c);
-            return failure(peer + " has no end-to-end keys yet (" + peer +
-                           " must log in once before others can write to them)");
+            failure(peer + " has no end-to-end keys yet (" + peer + " must log in once before others can write to them)");
+            return Awaited::failed;
         }
-        if ((e->kind == sim::ClientEventKind::error && e->peer.empty()) || e->kind == sim::ClientEventKind::closed) {
+        if (is_refusal(*e)) {
             client.close();
-            return failure(describe(*e).substr(2));
+            failure(describe(*e).substr(2));
+            return Awaited::failed;
         }
     }
 }
@@ -513,19 +531,12 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
     }
     auto& client = *c->client;
     const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
-    const auto next_event = [&]() -> sim::Result<sim::ClientEvent> {
-        const auto left = deadline - std::chrono::steady_clock::now();
-        return client.receive(std::max<sim::Duration>(left, 0ns));
-    };
-    const auto refused = [](const sim::ClientEvent& e) {
-        return (e.kind == sim::ClientEventKind::error && e.peer.empty()) || e.kind == sim::ClientEventKind::closed;
-    };
-    if (const int st = await_conversation(*c, *peer, deadline); st != 0) {
-        if (st == 3) {
+    switch (await_conversation(*c, *peer, deadline)) {
+        case Awaited::keyed: break;
+        case Awaited::identity_changed:
             finish(*c);
             return failure("not sent: the identity key of " + *peer + " changed");
-        }
-        return st;
+        case Awaited::failed: return sim::tools::exit_failure;
     }
     auto id = client.send(*peer, text);
     if (!id) {
@@ -534,13 +545,13 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
     }
     // Done when the server confirms: "stored" (durable, for a recipient that is offline) or "delivered".
     for (;;) {
-        auto e = next_event();
+        auto e = next_event(client, deadline);
         if (!e) {
             client.close();
             return failure("the server did not confirm the message: " + e.error().message() +
                            " (it stays in the outbox and is sent again next time)");
         }
-        if (refused(*e)) {
+        if (is_refusal(*e)) {
             finish(*c);
             return failure("the server refused the message: " + e->error.message());
         }
@@ -572,8 +583,7 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
     std::uint64_t received = 0;
     const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
     while (!s.count || received < *s.count) {
-        const auto left = deadline - std::chrono::steady_clock::now();
-        auto e = client.receive(std::max<sim::Duration>(left, 0ns));
+        auto e = next_event(client, deadline);
         if (!e) {
             if (e.code() == sim::Errc::timeout) {
                 break;
@@ -644,9 +654,8 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
     if (!c) {
         return open_failed(c.error());
     }
-    if (const int waited = await_conversation(*c, *peer, std::chrono::steady_clock::now() + s.wait_limit());
-        waited != 0 && waited != 3) {
-        return waited;
+    if (await_conversation(*c, *peer, std::chrono::steady_clock::now() + s.wait_limit()) == Awaited::failed) {
+        return sim::tools::exit_failure;
     }
     auto& core = c->client->core();
     sim::Status st = sim::ok();
