@@ -949,3 +949,40 @@ TEST_CASE("the outbox re-sends an unreceipted message after resend_after with th
     CHECK(p.bob->texts("alice").size() == 1);
     CHECK(w.server.log.size() == n + 1);
 }
+
+TEST_CASE("a damaged client state is refused at login: the connection closes and nothing is sent from it") {
+    const std::vector<std::pair<std::string, sim::SecureBytes>> damage{
+        {"identity", sim::SecureBytes{1, 2, 3}},       // truncated
+        {"prekeys", sim::SecureBytes{1}},               // truncated
+        {"peers", sim::SecureBytes{0, 0, 0, 5}},       // lists peers whose records are missing
+        {"outbox", sim::SecureBytes{0, 0, 0, 1}},      // lists an entry that is not there
+        {"peer/bob", sim::SecureBytes(40, 0xFF)},      // a peer record of another version
+    };
+    for (const auto& item : damage) {
+        CAPTURE(item.first);
+        World w;
+        w.start("bob");
+        auto& alice = w.start("alice", "bob");
+        w.send(alice, "bob", "hello");
+        w.stop(alice);
+        const auto identity = w.server.identity_of("alice");
+        REQUIRE(w.states["alice"]->write({{item.first, item.second}}));
+
+        sim::ClientConfig cfg;
+        cfg.handshake.server_id = "evil:1";
+        cfg.state = w.states["alice"].get();
+        auto tc = sim_test::make_test_client(std::move(cfg), w.known, *w.rng, w.clock,
+                                             [&w](auto out) { return w.server.accept(std::move(out)); });
+        REQUIRE(tc);
+        w.clients.push_back(std::move(tc));
+        auto& again = *w.clients.back();
+        w.settle();
+        REQUIRE(again.core->login("alice", {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}));
+        w.settle();
+        CHECK_FALSE(again.saw(ClientEventKind::authenticated));
+        const auto closed = again.of(ClientEventKind::closed);
+        REQUIRE(closed.size() == 1);
+        CHECK(closed.front().error.code == sim::Errc::corrupt_database);
+        CHECK(w.server.identity_of("alice") == identity);  // no new identity from a state it could not read
+    }
+}
