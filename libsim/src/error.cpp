@@ -49,6 +49,7 @@ const char* describe(Errc code) noexcept {
         case Errc::timeout: return "timed out";
         case Errc::closed: return "closed";
         case Errc::busy: return "server busy";
+        case Errc::out_of_order: return "message out of order";
         case Errc::invalid_argument: return "invalid argument";
         case Errc::not_implemented: return "not implemented";
         case Errc::io_error: return "I/O error";

@@ -54,6 +54,8 @@ public:
     std::function<bool(const sim::Frame&)> withhold;
     /// Drop `ack` frames instead of acting on them (the recipient's client never learns).
     bool drop_acks = false;
+    /// The `limits` frame sent at each login (this server refuses nothing, so a wide window by default).
+    sim::ServerLimits limits{100000, 100000, 4000};
     /// Every `ack` frame received: (recipient, ids).
     std::vector<std::pair<std::string, std::vector<sim::MessageId>>> acks;
     /// Users whose prekey bundle is replaced by the server's own keys.
@@ -266,6 +268,7 @@ private:
             // Any password will do: this server authenticates users, so it could log in as them too.
             c.user = f.source;
             m_online[c.user] = &c;
+            c.send_inner(from_server(sim::FrameType::limits, 0, c.user, sim::encode_server_limits(limits)));
             c.send_inner(from_server(sim::FrameType::ack_init, 1, c.user, {}));
             sim::PrekeyStatus status;
             if (const auto it = uploads.find(c.user); it != uploads.end()) {

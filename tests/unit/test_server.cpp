@@ -120,6 +120,7 @@ public:
     }
 
     std::vector<sim::Frame> inbox;
+    sim::ServerLimits limits{};  // from the login (raw_login)
     bool closed = false;
     bool ready = false;
 
@@ -233,6 +234,11 @@ struct World {
         REQUIRE(first != c.inbox.end());
         REQUIRE(first->sid == 1);
         c.inbox.erase(first);
+        // The limits come before ack_init 1 (docs/protocol.md 6.6).
+        REQUIRE_FALSE(c.inbox.empty());
+        REQUIRE(c.inbox.front().type == sim::FrameType::limits);
+        c.limits = sim::decode_server_limits(c.inbox.front().payload).value();
+        c.inbox.erase(c.inbox.begin());
         return c;
     }
 
@@ -738,10 +744,15 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
                           sim::encode_credentials({sim::CredentialKind::password,
                                                    sim::to_bytes<sim::SecureBytes>(sim::as_bytes("alice-pw"))})});
     w.settle();
-    REQUIRE(alice.inbox.size() >= 2);
-    CHECK(alice.inbox[0].type == sim::FrameType::ack_init);
-    CHECK(alice.inbox[1].type == sim::FrameType::prekeys);  // right after ack_init 1
-    auto st = sim::decode_prekey_status(alice.inbox[1].payload).value();
+    REQUIRE(alice.inbox.size() >= 3);
+    CHECK(alice.inbox[0].type == sim::FrameType::limits);  // first, so the client knows its pace before it sends
+    const auto limits = sim::decode_server_limits(alice.inbox[0].payload).value();
+    CHECK(limits.messages_per_second == 2000);
+    CHECK(limits.message_burst == 4000);
+    CHECK(limits.window == 256);
+    CHECK(alice.inbox[1].type == sim::FrameType::ack_init);
+    CHECK(alice.inbox[2].type == sim::FrameType::prekeys);  // right after ack_init 1
+    auto st = sim::decode_prekey_status(alice.inbox[2].payload).value();
     CHECK_FALSE(st.identity_key.has_value());
     CHECK(st.one_time_count == 0);
     alice.inbox.clear();

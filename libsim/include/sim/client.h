@@ -130,6 +130,12 @@ public:
     Status probe(std::string_view peer);
     /// Probe every awaited peer, or send a keepalive when nothing is awaited. Call periodically.
     void tick();
+    /// Send what the outbox may send now (it paces itself to the server's limits; docs/protocol.md 6.6). Call at
+    /// next_wakeup().
+    void pump();
+    /// When pump() has something to send that waits only on time (pacing, a back-off after a refusal, the re-send
+    /// timer); nullopt when nothing does.
+    [[nodiscard]] std::optional<TimePoint> next_wakeup() const;
     /// End the conversation with `peer`.
     Status leave(std::string_view peer);
     /// Log out (revoke: 0 keep the token, 1 revoke it, 2 revoke all of the user's tokens) and close.

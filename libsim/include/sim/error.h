@@ -67,6 +67,7 @@ enum class Errc : std::uint16_t {
     timeout = 607,              ///< a deadline passed
     closed = 608,               ///< the connection or object is closed
     busy = 609,                 ///< the server is at its connection limit
+    out_of_order = 610,         ///< a sequenced message skipped ahead: the one the server expects must come first
     // --- generic (9xx)
     invalid_argument = 900,     ///< a caller passed a value outside the documented range
     not_implemented = 901,      ///< the feature is not implemented in this build

@@ -54,13 +54,15 @@ enum class FrameType : std::uint8_t {
     init = 0x10,       ///< login and start a conversation: source, destination, sid 0, payload = credentials
     ack_init = 0x11,   ///< server's answer to init / probe: sid = an AckStage
     keygen = 0x12,     ///< conversation key assignment: sid keygen_sid, payload = key material
-    message = 0x13,    ///< conversation message: names readable, sid 0, payload = body sealed end to end
+    message = 0x13,    ///< conversation message: names readable, sid = stream sequence number (0: unsequenced),
+                       ///< payload = envelope, body sealed end to end
     probe = 0x14,      ///< "is the destination online yet?" while waiting (ack_init stage 3)
     error = 0x15,      ///< payload = u16 Errc (big-endian) + UTF-8 detail; see make_error_frame
     close = 0x16,      ///< leave a conversation or log out (section 5.3)
     prekeys = 0x17,    ///< client: prekey upload; server: prekey status (section 6.1); sid 0
     ack = 0x18,        ///< recipient to server: these message ids are stored (section 6.6); sid 0
     receipt = 0x19,    ///< server to sender: sid = ReceiptStatus, payload = peer + message ids (section 6.6)
+    limits = 0x1A,     ///< server to client after login: the rates and window to pace sending by (section 6.6)
 };
 
 /// Stages carried in the sid of an ack_init frame.

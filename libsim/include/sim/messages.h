@@ -124,6 +124,8 @@ Result<std::vector<MessageId>> decode_ack(ByteView payload);
 enum class ReceiptStatus : std::uint32_t {
     stored = 1,     ///< committed to the server's durable offline store
     delivered = 2,  ///< the recipient's client stored and acknowledged it
+    refused = 3,    ///< not accepted (payload: a Refusal); it and every later message of its stream must be sent
+                    ///< again, from `Refusal::expected` on
 };
 /// `receipt` payload (server to sender).
 struct Receipt {
@@ -133,6 +135,30 @@ struct Receipt {
 Bytes encode_receipt(const Receipt& r);
 /// Errc::bad_field (empty peer, 0 or too many ids), truncated, trailing_bytes.
 Result<Receipt> decode_receipt(ByteView payload);
+
+/// `receipt` payload with status `refused` (docs/protocol.md 6.6): message `id` of the sender's stream to `peer` was
+/// not accepted for `code`; the server now expects that stream's sequence number `expected` (the refused one or an
+/// earlier one), and refuses later numbers with Errc::out_of_order until it comes.
+struct Refusal {
+    std::string peer;
+    MessageId id{};
+    Errc code = Errc::internal;
+    std::uint32_t expected = 0;
+};
+Bytes encode_refusal(const Refusal& r);
+/// Errc::bad_field (empty peer, code ok, expected 0), truncated, trailing_bytes.
+Result<Refusal> decode_refusal(ByteView payload);
+
+/// `limits` payload (server to client, sent before ack_init stage 1): what the server allows one connection, so a
+/// client paces itself instead of being refused (docs/protocol.md 6.6).
+struct ServerLimits {
+    std::uint32_t messages_per_second = 0;  ///< sustained rate of frames that count (message, ack, probe, prekeys)
+    std::uint32_t message_burst = 0;        ///< bucket size of that rate
+    std::uint16_t window = 0;               ///< messages per stream sent and not yet receipted, at most
+};
+Bytes encode_server_limits(const ServerLimits& l);
+/// Errc::bad_field (a zero field), truncated, trailing_bytes.
+Result<ServerLimits> decode_server_limits(ByteView payload);
 
 /// Plaintext of an end-to-end message (docs/protocol.md 6.3).
 enum class ContentKind : std::uint8_t {

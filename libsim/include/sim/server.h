@@ -62,6 +62,10 @@ struct ServerConfig {
     std::uint32_t message_burst = 4000;
     /// A connection that keeps flooding past its limit this many times in a row is closed.
     std::uint32_t max_rate_violations = 1000;
+    /// Messages of one stream (sender connection -> recipient) a client may have sent without a receipt; announced
+    /// to clients in the `limits` frame at login (docs/protocol.md 6.6). A connection that sends more than four
+    /// windows of out-of-order messages in a row is closed.
+    std::uint16_t send_window = 256;
     /// Frames a connection may send while its login is being checked; more is a protocol error.
     std::size_t max_frames_during_login = 16;
     /// Wall clock for token expiry (injected in tests).

@@ -24,6 +24,24 @@ struct Client::Impl {
 
     std::thread ticker;
     bool stop_ticker = false;
+    bool poke_ticker = false;  // the outbox has something due before planned_wake
+    TimePoint planned_wake{};
+
+    /// After a call that may have put something in the outbox: wake the ticker if it is due before its plan.
+    void poke_if_due() {
+        const auto due = core->next_wakeup();
+        if (!due) {
+            return;
+        }
+        {
+            const std::lock_guard lock(mutex);
+            if (*due >= planned_wake) {
+                return;
+            }
+            poke_ticker = true;
+        }
+        cv.notify_all();
+    }
 
     void push(const ClientEvent& e) {
         {
@@ -85,7 +103,9 @@ struct Client::Impl {
 
 Client::Client(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
-Client::~Client() { close(); }
+Client::~Client() {
+    close();
+}
 
 Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
                                                 std::function<bool(const std::string&)> ask_trust) {
@@ -140,14 +160,28 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
         break;
     }
     auto* p = impl.get();
+    // Probes and keepalives every period; in between, the outbox's own pace (pump at next_wakeup).
     p->ticker = std::thread([p, period = options.tick_interval] {
+        const auto now = [] { return TimePoint(std::chrono::steady_clock::now()); };
+        auto next_tick = now() + period;
         std::unique_lock lock(p->mutex);
         while (!p->stop_ticker) {
-            if (p->cv.wait_for(lock, period, [p] { return p->stop_ticker; })) {
+            lock.unlock();
+            const auto due = p->core->next_wakeup();
+            lock.lock();
+            p->planned_wake = due && *due < next_tick ? *due : next_tick;
+            if (p->cv.wait_until(lock, p->planned_wake, [p] { return p->stop_ticker || p->poke_ticker; }) &&
+                p->stop_ticker) {
                 break;
             }
+            p->poke_ticker = false;
             lock.unlock();
-            p->core->tick();
+            if (now() >= next_tick) {
+                p->core->tick();
+                next_tick = now() + period;
+            } else {
+                p->core->pump();
+            }
             lock.lock();
         }
     });
@@ -160,29 +194,36 @@ Credentials password_credentials(CredentialKind kind, std::string_view password)
 }
 }  // namespace
 
-Status Client::login(std::string_view user, std::string_view password, std::string_view destination,
-                     Duration timeout) {
+Status Client::login(std::string_view user, std::string_view password, std::string_view destination, Duration timeout) {
     SIM_TRY_STATUS(m_impl->core->login(user, password_credentials(CredentialKind::password, password), destination));
     return m_impl->await(ClientEventKind::authenticated, timeout);
 }
 
-Status Client::login_with_token(std::string_view user, ByteView token, std::string_view destination,
-                                Duration timeout) {
-    SIM_TRY_STATUS(m_impl->core->login(user, Credentials{CredentialKind::token, to_bytes<SecureBytes>(token)},
-                                       destination));
+Status Client::login_with_token(std::string_view user, ByteView token, std::string_view destination, Duration timeout) {
+    SIM_TRY_STATUS(
+        m_impl->core->login(user, Credentials{CredentialKind::token, to_bytes<SecureBytes>(token)}, destination));
     return m_impl->await(ClientEventKind::authenticated, timeout);
 }
 
 Status Client::register_user(std::string_view user, std::string_view password, Duration timeout) {
-    SIM_TRY_STATUS(
-        m_impl->core->login(user, password_credentials(CredentialKind::register_password, password), {}));
+    SIM_TRY_STATUS(m_impl->core->login(user, password_credentials(CredentialKind::register_password, password), {}));
     return m_impl->await(ClientEventKind::authenticated, timeout);
 }
 
-Status Client::open(std::string_view peer) { return m_impl->core->open(peer); }
-Result<MessageId> Client::send(std::string_view peer, std::string_view text) { return m_impl->core->send(peer, text); }
-Status Client::leave(std::string_view peer) { return m_impl->core->leave(peer); }
-Status Client::logout(std::uint8_t revoke) { return m_impl->core->logout(revoke); }
+Status Client::open(std::string_view peer) {
+    return m_impl->core->open(peer);
+}
+Result<MessageId> Client::send(std::string_view peer, std::string_view text) {
+    auto id = m_impl->core->send(peer, text);
+    m_impl->poke_if_due();
+    return id;
+}
+Status Client::leave(std::string_view peer) {
+    return m_impl->core->leave(peer);
+}
+Status Client::logout(std::uint8_t revoke) {
+    return m_impl->core->logout(revoke);
+}
 
 Result<ClientEvent> Client::receive(Duration timeout) {
     return m_impl->take([](const ClientEvent&) { return true; }, timeout);
@@ -193,9 +234,13 @@ Result<ClientEvent> Client::wait_for(ClientEventKind kind, std::string_view peer
         [kind, peer](const ClientEvent& e) { return e.kind == kind && (peer.empty() || e.peer == peer); }, timeout);
 }
 
-ClientCore& Client::core() noexcept { return *m_impl->core; }
+ClientCore& Client::core() noexcept {
+    return *m_impl->core;
+}
 
-std::string Client::server_fingerprint() const { return m_impl->fingerprint; }
+std::string Client::server_fingerprint() const {
+    return m_impl->fingerprint;
+}
 
 void Client::close() {
     if (!m_impl) {

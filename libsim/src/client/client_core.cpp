@@ -311,14 +311,35 @@ struct ClientCore::Impl {
                 break;
             }
             case FrameType::receipt: {
+                if (f.source != server_name) {
+                    fail(Error{Errc::bad_field, "receipt not from the server"});
+                    return;
+                }
+                if (f.sid == static_cast<std::uint32_t>(ReceiptStatus::refused)) {
+                    auto r = decode_refusal(f.payload);
+                    if (!r) {
+                        fail(r.error());
+                        return;
+                    }
+                    e2e->on_refusal(*r);
+                    break;
+                }
                 auto r = decode_receipt(f.payload);
-                if (f.source != server_name || !r ||
-                    (f.sid != static_cast<std::uint32_t>(ReceiptStatus::stored) &&
-                     f.sid != static_cast<std::uint32_t>(ReceiptStatus::delivered))) {
+                if (!r || (f.sid != static_cast<std::uint32_t>(ReceiptStatus::stored) &&
+                           f.sid != static_cast<std::uint32_t>(ReceiptStatus::delivered))) {
                     fail(r ? Error{Errc::bad_field, "bad receipt"} : r.error());
                     return;
                 }
                 e2e->on_receipt(static_cast<ReceiptStatus>(f.sid), *r);
+                break;
+            }
+            case FrameType::limits: {
+                auto l = decode_server_limits(f.payload);
+                if (f.source != server_name || !l) {
+                    fail(l ? Error{Errc::bad_field, "limits not from the server"} : l.error());
+                    return;
+                }
+                e2e->on_limits(*l);
                 break;
             }
             case FrameType::close:
@@ -362,7 +383,7 @@ struct ClientCore::Impl {
                     return;
                 }
                 emit(ClientEventKind::authenticated, user);
-                e2e->resend_all();  // messages that got no receipt before a restart or a lost connection
+                e2e->restart_outbox();  // messages that got no receipt before a restart or a lost connection
                 return;
             }
             case AckStage::destination_online:
@@ -635,6 +656,22 @@ void ClientCore::tick() {
     }
     m_impl->e2e->tick();
     m_impl->flush(lock);
+}
+
+void ClientCore::pump() {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->phase != Impl::Phase::ready) {
+        return;
+    }
+    m_impl->flush(lock);
+}
+
+std::optional<TimePoint> ClientCore::next_wakeup() const {
+    const std::lock_guard lock(m_impl->mutex);
+    if (m_impl->phase != Impl::Phase::ready) {
+        return std::nullopt;
+    }
+    return m_impl->e2e->next_due();
 }
 
 Status ClientCore::leave(std::string_view peer) {

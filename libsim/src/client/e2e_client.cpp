@@ -242,7 +242,7 @@ struct E2eClient::PeerState {
 };
 
 E2eClient::E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, const Clock& clock)
-    : m_config(config), m_state(state), m_rng(rng), m_clock(clock) {}
+    : m_config(config), m_state(state), m_rng(rng), m_clock(clock), m_outbox(config.resend_after) {}
 
 E2eClient::~E2eClient() = default;
 
@@ -313,14 +313,12 @@ Status E2eClient::set_user(const std::string& user) {
                 return corrupt("outbox entry");
             }
             WireReader er(*entry);
-            OutboxEntry e;
-            e.id = id;
-            if (!read_name(er, e.peer)) {
+            std::string peer;
+            if (!read_name(er, peer)) {
                 return corrupt("outbox entry");
             }
             const ByteView payload = er.rest();
-            e.payload.assign(payload.begin(), payload.end());
-            add_to_outbox(std::move(e));
+            m_outbox.add(id, peer, Bytes(payload.begin(), payload.end()));
         }
     }
     return commit();
@@ -404,9 +402,10 @@ Status E2eClient::commit() {
     if (m_outbox_dirty) {
         SecureBytes index;
         WireWriter w(index);
-        w.u32(static_cast<std::uint32_t>(m_outbox.size()));
-        for (const auto& [order, e] : m_outbox) {
-            w.bytes(ByteView{e.id});
+        const auto ids = m_outbox.ids_in_order();
+        w.u32(static_cast<std::uint32_t>(ids.size()));
+        for (const auto& id : ids) {
+            w.bytes(ByteView{id});
         }
         m_writes.push_back({key_outbox, std::move(index)});
     }
@@ -448,6 +447,12 @@ std::vector<ClientEvent> E2eClient::take_events() {
 std::vector<Frame> E2eClient::take_frames() {
     auto out = std::move(m_ready_frames);
     m_ready_frames.clear();
+    if (ready()) {
+        // Outbox entries are committed when they enter it (send_text, set_user), so they may go at any time.
+        for (auto& f : m_outbox.take_due(m_clock.now(), m_user)) {
+            out.push_back(std::move(f));
+        }
+    }
     return out;
 }
 
@@ -799,11 +804,8 @@ void E2eClient::note_sent(const MessageId& id) {
 
 void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
     for (const auto& id : receipt.ids) {
-        const auto where = m_outbox_by_id.find(id);
-        const bool in_outbox = where != m_outbox_by_id.end();
+        const bool in_outbox = m_outbox.remove(id);
         if (in_outbox) {
-            m_outbox.erase(where->second);
-            m_outbox_by_id.erase(where);
             m_writes.push_back({key_outbox_entry(id), std::nullopt});
             m_outbox_dirty = true;
         }
@@ -863,24 +865,19 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
                             w.bytes(payload);
                             return rec;
                         }()});
-    add_to_outbox(OutboxEntry{content.id, peer, payload, m_clock.now()});
+    m_outbox.add(content.id, peer, std::move(payload));
     note_sent(content.id);
     m_outbox_dirty = true;
-    queue_frame(Frame{FrameType::message, 0, m_user, peer, std::move(payload)}, true);
-    SIM_TRY_STATUS(commit());
+    if (auto st = commit(); !st) {
+        m_outbox.remove(content.id);  // not durable here: not sent either (the caller hears of the failure)
+        return st.error();
+    }
     return content.id;
 }
 
 void E2eClient::tick() {
     if (!ready()) {
         return;
-    }
-    const auto now = m_clock.now();
-    for (auto& [order, e] : m_outbox) {
-        if (now - e.last_sent >= m_config.resend_after) {
-            e.last_sent = now;
-            queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
-        }
     }
     for (auto& [name, p] : m_peers) {
         if (!p->reply_due || p->sessions.empty() || p->pending_identity || !p->sessions.front().reply_pending()) {
@@ -895,18 +892,22 @@ void E2eClient::tick() {
     }
 }
 
-void E2eClient::add_to_outbox(OutboxEntry entry) {
-    const auto order = m_next_outbox++;
-    m_outbox_by_id[entry.id] = order;
-    m_outbox.emplace(order, std::move(entry));
+void E2eClient::restart_outbox() { m_outbox.restart(m_clock.now()); }
+
+void E2eClient::on_limits(const ServerLimits& limits) { m_outbox.set_limits(limits, m_clock.now()); }
+
+void E2eClient::on_refusal(const Refusal& refusal) {
+    if (m_outbox.refused(refusal, m_clock.now())) {
+        // A reason that will not pass by itself: the message stays in the outbox and is tried again now and then.
+        error_event(refusal.peer, Error{refusal.code, "message not accepted by the server; it will be sent again"});
+    }
 }
 
-void E2eClient::resend_all() {
-    const auto now = m_clock.now();
-    for (auto& [order, e] : m_outbox) {
-        e.last_sent = now;
-        queue_frame(Frame{FrameType::message, 0, m_user, e.peer, e.payload}, false);
+std::optional<TimePoint> E2eClient::next_due() const {
+    if (!ready()) {
+        return std::nullopt;
     }
+    return m_outbox.next_due(m_clock.now());
 }
 
 // ---------------------------------------------------------------- identity

@@ -12,6 +12,8 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 
+#include "outbox.h"
+
 #include <deque>
 #include <map>
 #include <memory>
@@ -49,8 +51,14 @@ public:
     Result<MessageId> send_text(const std::string& peer, std::string_view text, std::size_t max_inner);
     /// Periodic work: re-send messages without a receipt, answer DH ratchet steps with a ratchet-only message.
     void tick();
-    /// After (re)login: send every outbox message again.
-    void resend_all();
+    /// After (re)login: every outbox message is sent again, every stream numbered from 1.
+    void restart_outbox();
+    /// The server's `limits` frame: the pace of the outbox.
+    void on_limits(const ServerLimits& limits);
+    /// A refusal of one of our messages (receipt status refused): its stream goes again from there.
+    void on_refusal(const Refusal& refusal);
+    /// When the outbox has more to send without anything arriving first (nullopt: nothing waits on time).
+    [[nodiscard]] std::optional<TimePoint> next_due() const;
 
     [[nodiscard]] bool has_session(std::string_view peer) const;
     [[nodiscard]] std::vector<std::string> peers_with_sessions() const;
@@ -104,17 +112,8 @@ private:
     std::unique_ptr<Prekeys> m_prekeys;
     std::map<std::string, std::unique_ptr<PeerState>, std::less<>> m_peers;
 
-    struct OutboxEntry {
-        MessageId id{};
-        std::string peer;
-        Bytes payload;  // the envelope, re-sent as is
-        TimePoint last_sent{};
-    };
-    void add_to_outbox(OutboxEntry entry);
-    /// In send order (re-sent in that order, so the recipient's ratchet skips nothing it need not).
-    std::map<std::uint64_t, OutboxEntry> m_outbox;
-    std::map<MessageId, std::uint64_t> m_outbox_by_id;
-    std::uint64_t m_next_outbox = 0;
+    /// In send order (sent in that order, so the recipient's ratchet skips nothing it need not).
+    Outbox m_outbox;
     std::set<MessageId> m_sent;
     std::deque<MessageId> m_sent_order;
     bool m_outbox_dirty = false;

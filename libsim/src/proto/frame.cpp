@@ -203,6 +203,7 @@ std::optional<FrameType> frame_type_from_wire(std::uint8_t value) noexcept {
         case FrameType::prekeys:
         case FrameType::ack:
         case FrameType::receipt:
+        case FrameType::limits:
             return static_cast<FrameType>(value);
     }
     return std::nullopt;
@@ -222,6 +223,7 @@ std::string_view frame_type_name(FrameType type) noexcept {
         case FrameType::prekeys: return "prekeys";
         case FrameType::ack: return "ack";
         case FrameType::receipt: return "receipt";
+        case FrameType::limits: return "limits";
     }
     return "unknown";
 }

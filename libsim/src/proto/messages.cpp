@@ -459,6 +459,63 @@ Result<Receipt> decode_receipt(ByteView payload) {
     return rc;
 }
 
+Bytes encode_refusal(const Refusal& rf) {
+    Bytes out;
+    WireWriter w(out);
+    write_short_text(w, rf.peer);
+    w.bytes(rf.id);
+    w.u16(static_cast<std::uint16_t>(rf.code));
+    w.u32(rf.expected);
+    return out;
+}
+
+Result<Refusal> decode_refusal(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t peer_len = 0;
+    ByteView peer;
+    ByteView id;
+    std::uint16_t code = 0;
+    Refusal rf;
+    if (!r.u8(peer_len) || !r.take(peer_len, peer) || !r.take(message_id_size, id) || !r.u16(code) ||
+        !r.u32(rf.expected)) {
+        return Error{Errc::truncated, "refusal truncated"};
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after refusal"};
+    }
+    if (peer.empty() || code == 0 || rf.expected == 0) {
+        return Error{Errc::bad_field, "refusal without a peer, a code or an expected number"};
+    }
+    rf.peer = to_string(peer);
+    std::copy(id.begin(), id.end(), rf.id.begin());
+    rf.code = static_cast<Errc>(code);
+    return rf;
+}
+
+Bytes encode_server_limits(const ServerLimits& l) {
+    Bytes out;
+    WireWriter w(out);
+    w.u32(l.messages_per_second);
+    w.u32(l.message_burst);
+    w.u16(l.window);
+    return out;
+}
+
+Result<ServerLimits> decode_server_limits(ByteView payload) {
+    WireReader r(payload);
+    ServerLimits l;
+    if (!r.u32(l.messages_per_second) || !r.u32(l.message_burst) || !r.u16(l.window)) {
+        return Error{Errc::truncated, "limits truncated"};
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after limits"};
+    }
+    if (l.messages_per_second == 0 || l.message_burst == 0 || l.window == 0) {
+        return Error{Errc::bad_field, "a zero limit"};
+    }
+    return l;
+}
+
 Bytes encode_e2e_content(const E2eContent& c) {
     Bytes out;
     out.reserve(1 + 8 + message_id_size + c.text.size());

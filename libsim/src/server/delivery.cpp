@@ -26,41 +26,83 @@ Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
     return &box;
 }
 
-Status Delivery::submit(const std::string& from, const std::string& to, const MessageId& id, const Frame& frame) {
+std::uint32_t Delivery::expected(const Origin& origin, const std::string& to) {
     const std::lock_guard lock(m_mutex);
+    return m_streams.check(key(origin, to), origin.seq);
+}
+
+std::uint32_t Delivery::refused(const Origin& origin, const std::string& to) {
+    const std::lock_guard lock(m_mutex);
+    const auto k = key(origin, to);
+    m_streams.refused(k, origin.seq);
+    return m_streams.next(k);
+}
+
+void Delivery::sender_closed(const std::string& from, std::uint64_t connection) {
+    const std::lock_guard lock(m_mutex);
+    m_streams.connection_closed(from, connection);
+}
+
+Status Delivery::submit(const Origin& origin, const std::string& to, const MessageId& id, const Frame& frame,
+                        std::uint32_t& expected) {
+    const std::lock_guard lock(m_mutex);
+    const auto k = key(origin, to);
+    // Checked again under the lock: a failed commit may have moved the stream back since the caller asked.
+    if (const auto want = m_streams.check(k, origin.seq); want != 0) {
+        expected = want;
+        return Error{Errc::out_of_order, "an earlier message of this conversation must come first"};
+    }
+    auto refuse = [&](Error e) -> Status {
+        m_streams.refused(k, origin.seq);
+        expected = origin.seq;
+        forget_if_idle_locked(to);
+        return e;
+    };
     SIM_TRY(Box* const box, box_locked(to));
     if (box->backlog == 0) {
         if (const auto peer = m_router.find_online(to)) {
             peer->deliver(frame);
             m_router.count_routed();
+            m_streams.accepted(k, origin.seq, false);
             forget_if_idle_locked(to);
             return ok();
         }
     }
     if (box->backlog >= m_limits.max_stored_per_recipient) {
-        return Error{Errc::queue_full, "the recipient has too many stored messages"};
+        return refuse(Error{Errc::queue_full, "the recipient has too many stored messages"});
     }
     store::StoredMessage m;
     m.recipient = to;
-    m.sender = from;
+    m.sender = origin.from;
     m.id = id;
     m.envelope = frame.payload;
     m.stored_at = m_wall();
     std::weak_ptr<Delivery> weak = weak_from_this();
-    const bool queued = m_commit->enqueue(std::move(m), [weak, from, to, id](Result<bool> r) {
-        if (auto self = weak.lock()) {
-            self->committed(from, to, id, r);
-        }
-    });
+    const bool queued = m_commit->enqueue(
+        std::move(m),
+        [weak, origin, to, id](Result<bool> r) {
+            if (auto self = weak.lock()) {
+                self->committed(origin, to, id, r);
+            }
+        },
+        [weak, origin, to] {
+            auto self = weak.lock();
+            return !self || self->admit(origin, to);
+        });
     if (!queued) {
-        forget_if_idle_locked(to);
-        return Error{Errc::busy, "server busy: message not stored, send it again later"};
+        return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
     }
+    m_streams.accepted(k, origin.seq, true);
     ++box->backlog;
     return ok();
 }
 
-void Delivery::committed(const std::string& from, const std::string& to, const MessageId& id, const Result<bool>& r) {
+bool Delivery::admit(const Origin& origin, const std::string& to) {
+    const std::lock_guard lock(m_mutex);
+    return m_streams.admit(key(origin, to), origin.seq) == 0;
+}
+
+void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, const Result<bool>& r) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(to);
     Box* box = it == m_boxes.end() ? nullptr : &it->second;
@@ -69,13 +111,28 @@ void Delivery::committed(const std::string& from, const std::string& to, const M
             --box->backlog;  // not stored, or stored already (and counted then)
         }
     }
-    if (!r) {
+    const auto k = key(origin, to);
+    const bool skipped = !r && r.code() == Errc::out_of_order;
+    m_streams.committed(
+        k, origin.seq,
+        r ? StreamOrder::Outcome::written : (skipped ? StreamOrder::Outcome::skipped : StreamOrder::Outcome::failed));
+    if (skipped) {
+        // An earlier message of the stream failed and its sender was told to send again from there; this one is
+        // among those it sends again.
+    } else if (!r) {
         m_log(LogLevel::error, "offline message not stored: " + r.error().message());
-        if (const auto sender = m_router.find_online(from)) {
-            sender->deliver(make_error_frame(Errc::storage_error, "message not stored, send it again later"));
+        if (origin.seq == 0) {
+            if (const auto sender = m_router.find_online(origin.from)) {
+                sender->deliver(make_error_frame(Errc::storage_error, "message not stored, send it again later"));
+            }
+        } else if (const auto sender = origin.sender.lock(); sender && m_streams.next(k) == origin.seq) {
+            // One refusal per failed run of the stream: the first (lowest) number; the client sends again from it.
+            const Refusal refusal{to, id, Errc::storage_error, origin.seq};
+            sender->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused),
+                                  std::string(server_name), origin.from, encode_refusal(refusal)});
         }
     } else {
-        send_receipt(from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
+        send_receipt(origin.from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
     }
     if (box != nullptr && box->peer != nullptr) {
         box->more = true;

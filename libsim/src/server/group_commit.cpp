@@ -2,9 +2,9 @@
 
 namespace sim::server_detail {
 
-bool GroupCommit::enqueue(store::StoredMessage message, Done done) {
+bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) {
     const std::lock_guard lock(m_mutex);
-    m_queue.push_back(Item{std::move(message), std::move(done)});
+    m_queue.push_back(Item{std::move(message), std::move(done), std::move(admit)});
     if (m_job_in_flight) {
         return true;  // the running job (or its successor) takes it
     }
@@ -24,10 +24,20 @@ void GroupCommit::run() {
         const std::lock_guard lock(m_mutex);
         batch.swap(m_queue);
     }
-    if (!batch.empty()) {
+    // Left out: what the admit check refuses (in batch order, so a stream's refusals are seen in sending order).
+    std::vector<Item> written;
+    written.reserve(batch.size());
+    for (auto& item : batch) {
+        if (item.admit && !item.admit()) {
+            item.done(Error{Errc::out_of_order, "an earlier message of this stream was not stored"});
+        } else {
+            written.push_back(std::move(item));
+        }
+    }
+    if (!written.empty()) {
         std::vector<store::StoredMessage> messages;
-        messages.reserve(batch.size());
-        for (auto& item : batch) {
+        messages.reserve(written.size());
+        for (auto& item : written) {
             messages.push_back(std::move(item.message));
         }
         const auto fresh = m_store.append(messages);
@@ -36,11 +46,11 @@ void GroupCommit::run() {
             ++m_commits;
             m_messages += messages.size();
         }
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            if (fresh && fresh->size() == batch.size()) {
-                batch[i].done((*fresh)[i]);
+        for (std::size_t i = 0; i < written.size(); ++i) {
+            if (fresh && fresh->size() == written.size()) {
+                written[i].done((*fresh)[i]);
             } else {
-                batch[i].done(fresh ? Error{Errc::internal, "store returned a wrong result count"} : fresh.error());
+                written[i].done(fresh ? Error{Errc::internal, "store returned a wrong result count"} : fresh.error());
             }
         }
     }

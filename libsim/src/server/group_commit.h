@@ -23,10 +23,14 @@ public:
     /// `store` and `executor` must outlive every job (the server core keeps them alive).
     GroupCommit(store::MessageStore& store, Executor& executor) : m_store(store), m_executor(executor) {}
 
+    /// Asked on the commit thread just before the batch holding the message is written: false leaves it out (its
+    /// completion gets Errc::out_of_order). Lets the caller drop what a failure of an earlier batch invalidated.
+    using Admit = std::function<bool()>;
+
     /// Queue one message; its completion runs on the executor after the commit. Returns false (and never runs
-    /// `done`) when the executor refuses the job. Never blocks on the database, never runs `done` inline, so the
-    /// caller may hold locks that `done` takes.
-    [[nodiscard]] bool enqueue(store::StoredMessage message, Done done);
+    /// `done`) when the executor refuses the job. Never blocks on the database, never runs `done` or `admit`
+    /// inline, so the caller may hold locks that they take. An empty `admit` always writes.
+    [[nodiscard]] bool enqueue(store::StoredMessage message, Done done, Admit admit = {});
 
     /// Transactions run so far and messages they held (for tests and monitoring).
     [[nodiscard]] std::uint64_t commits() const;
@@ -36,6 +40,7 @@ private:
     struct Item {
         store::StoredMessage message;
         Done done;
+        Admit admit;
     };
     void run();
 

@@ -49,6 +49,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;  // null without a message store
     std::shared_ptr<server_detail::Delivery> delivery;   // null without a message store
+    Bytes limits_payload;                                // the `limits` frame every login gets (6.6)
 
     std::mutex prekey_mutex;
     std::set<std::string> has_prekeys;  // users seen with published prekeys (a cache: prekeys are never unpublished)
@@ -71,6 +72,11 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
                 server_detail::Delivery::Limits{config.max_stored_per_recipient, config.delivery_window},
                 [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); });
         }
+        ServerLimits limits;
+        limits.messages_per_second = static_cast<std::uint32_t>(std::clamp(config.messages_per_second, 1.0, 1e9));
+        limits.message_burst = std::max<std::uint32_t>(1, config.message_burst);
+        limits.window = std::max<std::uint16_t>(1, config.send_window);
+        limits_payload = encode_server_limits(limits);
     }
 
     [[nodiscard]] bool end_to_end() const { return config.conversation_mode == ConversationMode::end_to_end; }
@@ -173,6 +179,7 @@ public:
             m_core->router.disconnect(user, this);
             if (m_core->delivery) {
                 m_core->delivery->logout(user, this);
+                m_core->delivery->sender_closed(user, m_id);
             }
         }
         {
@@ -448,6 +455,8 @@ private:
         m_user = *user;
         m_phase = Phase::authenticated;
         m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
+        // The limits come first, so that a client knows its pace before it re-sends its outbox (6.6).
+        send(Frame{FrameType::limits, 0, std::string(server_name), m_user, m_core->limits_payload});
         send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
                    m_user, encode_session_token(issued)});
         if (m_core->end_to_end() && m_core->prekeys != nullptr) {
@@ -495,7 +504,9 @@ private:
         send(make_error_frame(code, detail));
     }
 
-    bool within_rate() {
+    /// Takes a token of the connection's bucket. Without one: counts a violation (closing the connection after
+    /// too many in a row) and, when `report`, sends the error frame.
+    bool within_rate(bool report = true) {
         const auto now = m_core->clock.now();
         const double elapsed = std::chrono::duration<double>(now - m_last_refill).count();
         m_last_refill = now;
@@ -508,7 +519,7 @@ private:
         }
         if (++m_violations >= m_core->config.max_rate_violations) {
             fail(Error{Errc::rate_limited, "flooding"});
-        } else {
+        } else if (report) {
             refuse(Errc::rate_limited, "slow down");
         }
         return false;
@@ -661,7 +672,12 @@ private:
     }
 
     void handle_message(const Frame& frame) {
-        if (!within_rate() || !check_source(frame)) {
+        if (frame.sid == 0) {
+            // Unsequenced (the seed's raw frames): refusals are error frames, nothing orders it.
+            if (!within_rate() || !check_source(frame)) {
+                return;
+            }
+        } else if (!check_source(frame)) {
             return;
         }
         auto peer = canonical_peer(frame.destination);
@@ -673,10 +689,35 @@ private:
             refuse(envelope.code(), envelope.error().detail);
             return;
         }
+        server_detail::Delivery::Origin origin{m_user, m_id, weak_from_this(), frame.sid};
+        if (frame.sid != 0 && m_core->delivery) {
+            // A sequenced message (6.6): the stream's order first (costs no rate token: the sender learns where to
+            // go on from), then the rate; any refusal names the message and the number the stream expects.
+            if (const auto want = m_core->delivery->expected(origin, *peer); want != 0) {
+                if (++m_out_of_order > 4U * m_core->config.send_window) {
+                    fail(Error{Errc::rate_limited, "flooding with out-of-order messages"});
+                    return;
+                }
+                refuse_message(*peer, envelope->id, Errc::out_of_order, want);
+                return;
+            }
+            if (!within_rate(false)) {
+                refuse_message(*peer, envelope->id, Errc::rate_limited, m_core->delivery->refused(origin, *peer));
+                return;
+            }
+        }
+        const auto refused = [&](Errc code, std::string_view detail, std::uint32_t expected = 0) {
+            if (frame.sid == 0 || !m_core->delivery) {
+                refuse(code, detail);
+                return;
+            }
+            refuse_message(*peer, envelope->id, code,
+                           expected != 0 ? expected : m_core->delivery->refused(origin, *peer));
+        };
         Frame out{FrameType::message, 0, m_user, *peer, frame.payload};
         if (!m_core->end_to_end()) {
             if (envelope->mode != ConversationMode::server_assigned) {
-                refuse(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
+                refused(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
                 return;
             }
             if (!m_core->delivery) {
@@ -689,34 +730,41 @@ private:
             }
             // A keyed pair; an offline destination's messages are stored behind its KEYGEN (6.7).
             if (const auto st = m_core->router.admit(m_user, *peer); !st) {
-                refuse(st.code(), st.error().detail);
+                refused(st.code(), st.error().detail);
                 return;
             }
-            if (const auto st = m_core->delivery->submit(m_user, *peer, envelope->id, out); !st) {
-                refuse(st.code(), st.error().detail);
+        } else {
+            if (envelope->mode != ConversationMode::end_to_end) {
+                refused(Errc::bad_field, "this server relays end-to-end messages: envelope mode 2");
+                return;
             }
+            if (m_core->prekeys == nullptr || !m_core->delivery) {
+                refuse(Errc::not_implemented, "this server has no prekey or message store");
+                return;
+            }
+            const auto published = m_core->published(*peer);
+            if (!published) {
+                refused(Errc::storage_error, "try again later");
+                return;
+            }
+            if (!*published) {
+                refused(Errc::no_conversation, "peer has no prekeys");
+                return;
+            }
+        }
+        std::uint32_t expected = 0;
+        if (const auto st = m_core->delivery->submit(origin, *peer, envelope->id, out, expected); !st) {
+            refused(st.code(), st.error().detail, expected);
             return;
         }
-        if (envelope->mode != ConversationMode::end_to_end) {
-            refuse(Errc::bad_field, "this server relays end-to-end messages: envelope mode 2");
-            return;
-        }
-        if (m_core->prekeys == nullptr || !m_core->delivery) {
-            refuse(Errc::not_implemented, "this server has no prekey or message store");
-            return;
-        }
-        const auto published = m_core->published(*peer);
-        if (!published) {
-            refuse(Errc::storage_error, "try again later");
-            return;
-        }
-        if (!*published) {
-            refuse(Errc::no_conversation, "peer has no prekeys");
-            return;
-        }
-        if (const auto st = m_core->delivery->submit(m_user, *peer, envelope->id, out); !st) {
-            refuse(st.code(), st.error().detail);
-        }
+        m_out_of_order = 0;
+    }
+
+    /// A sequenced message was not accepted: the sender hears which one, why, and where its stream goes on.
+    void refuse_message(const std::string& peer, const MessageId& id, Errc code, std::uint32_t expected) {
+        m_core->router.count_refused();
+        send(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused), std::string(server_name),
+                   m_user, encode_refusal(Refusal{peer, id, code, expected})});
     }
 
     void handle_close(const Frame& frame) {
@@ -749,6 +797,7 @@ private:
     double m_tokens_left;
     TimePoint m_last_refill;
     std::uint32_t m_violations = 0;
+    std::uint32_t m_out_of_order = 0;  // out-of-order messages since the last accepted one
 
     std::mutex m_send_mutex;  // leaf lock: the send session and the output
     std::optional<SendSession> m_send;

@@ -1,0 +1,189 @@
+#include "outbox.h"
+
+#include <algorithm>
+
+namespace sim::client_detail {
+
+namespace {
+
+// Share of the server's announced rate and burst used for messages: acks, probes and prekey uploads take tokens of
+// the same bucket on the server.
+constexpr double rate_share = 0.8;
+constexpr double burst_share = 0.5;
+
+/// How long a stream waits before it is sent again after a refusal for `code`.
+Duration back_off(Errc code) {
+    switch (code) {
+        case Errc::out_of_order:
+            return Duration::zero();  // an earlier refusal said why; go on from there
+        case Errc::rate_limited:
+            return std::chrono::seconds(1);
+        case Errc::busy:
+        case Errc::storage_error:
+            return std::chrono::seconds(2);
+        default:
+            return std::chrono::seconds(30);  // the peer has no keys yet, a full queue...: not soon
+    }
+}
+
+bool is_lasting(Errc code) {
+    return code != Errc::out_of_order && code != Errc::rate_limited && code != Errc::busy &&
+           code != Errc::storage_error;
+}
+
+}  // namespace
+
+Outbox::Outbox(Duration resend_after) : m_resend_after(resend_after) {}
+
+void Outbox::set_limits(const ServerLimits& limits, TimePoint now) {
+    m_rate = std::max(1.0, rate_share * limits.messages_per_second);
+    m_burst = std::max(1.0, burst_share * limits.message_burst);
+    m_window = std::max<std::size_t>(1, limits.window);
+    m_tokens = std::min(m_tokens, m_burst);
+    m_refilled = now;
+}
+
+void Outbox::add(const MessageId& id, const std::string& peer, Bytes payload) {
+    const auto order = m_next_order++;
+    auto& e = m_entries[order];
+    e.id = id;
+    e.peer = peer;
+    e.payload = std::move(payload);
+    m_by_id[id] = order;
+    m_streams[peer].queue.emplace(order, &e);
+}
+
+bool Outbox::remove(const MessageId& id) {
+    const auto where = m_by_id.find(id);
+    if (where == m_by_id.end()) {
+        return false;
+    }
+    const auto order = where->second;
+    auto& e = m_entries.at(order);
+    const auto s = m_streams.find(e.peer);
+    if (e.wire_seq != 0 && s->second.in_flight > 0) {
+        --s->second.in_flight;
+    }
+    s->second.queue.erase(order);
+    if (s->second.queue.empty()) {
+        m_streams.erase(s);
+    }
+    m_entries.erase(order);
+    m_by_id.erase(where);
+    return true;
+}
+
+void Outbox::rewind(Stream& s, std::uint32_t from_seq) {
+    bool found = false;
+    for (auto& [order, e] : s.queue) {
+        if (e->wire_seq != 0 && e->wire_seq >= from_seq) {
+            if (!found) {
+                s.cursor = std::min(s.cursor, order);
+                found = true;
+            }
+            e->wire_seq = 0;
+            if (s.in_flight > 0) {
+                --s.in_flight;
+            }
+        }
+    }
+    if (found) {
+        s.next_seq = from_seq;
+    }
+}
+
+bool Outbox::refused(const Refusal& refusal, TimePoint now) {
+    const auto it = m_streams.find(refusal.peer);
+    if (it != m_streams.end()) {
+        auto& s = it->second;
+        rewind(s, refusal.expected);
+        s.blocked_until = std::max(s.blocked_until, now + back_off(refusal.code));
+    }
+    return is_lasting(refusal.code);
+}
+
+void Outbox::restart(TimePoint now) {
+    for (auto& [peer, s] : m_streams) {
+        s.cursor = 0;
+        s.next_seq = 1;
+        s.in_flight = 0;
+        s.blocked_until = TimePoint{};
+        for (auto& [order, e] : s.queue) {
+            e->wire_seq = 0;
+        }
+    }
+    m_tokens = m_burst;
+    m_refilled = now;
+}
+
+std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user) {
+    std::vector<Frame> out;
+    if (m_entries.empty()) {
+        return out;
+    }
+    m_tokens = std::min(m_burst, m_tokens + std::chrono::duration<double>(now - m_refilled).count() * m_rate);
+    m_refilled = now;
+    for (auto& [peer, s] : m_streams) {
+        // The oldest message sent and still without a receipt: past resend_after, the stream goes again from it.
+        const auto oldest = s.queue.begin();
+        if (s.in_flight > 0 && oldest->second->wire_seq != 0 && now - oldest->second->last_sent >= m_resend_after) {
+            rewind(s, oldest->second->wire_seq);
+        }
+        if (now < s.blocked_until) {
+            continue;
+        }
+        for (auto it = s.queue.lower_bound(s.cursor); it != s.queue.end() && s.in_flight < m_window; ++it) {
+            if (m_tokens < 1.0) {
+                return out;
+            }
+            m_tokens -= 1.0;
+            auto& e = *it->second;
+            e.wire_seq = s.next_seq++;
+            e.last_sent = now;
+            ++s.in_flight;
+            s.cursor = it->first + 1;
+            out.push_back(Frame{FrameType::message, e.wire_seq, user, peer, e.payload});
+        }
+    }
+    return out;
+}
+
+std::optional<TimePoint> Outbox::next_due(TimePoint now) const {
+    std::optional<TimePoint> due;
+    const auto consider = [&](TimePoint t) {
+        if (!due || t < *due) {
+            due = t;
+        }
+    };
+    for (const auto& [peer, s] : m_streams) {
+        const auto oldest = s.queue.begin();
+        if (s.in_flight > 0 && oldest->second->wire_seq != 0) {
+            consider(oldest->second->last_sent + m_resend_after);
+        }
+        const bool unsent = s.queue.lower_bound(s.cursor) != s.queue.end();
+        if (!unsent || s.in_flight >= m_window) {
+            continue;  // a receipt comes first
+        }
+        if (now < s.blocked_until) {
+            consider(s.blocked_until);
+        } else {
+            // Waiting for a token only.
+            const double tokens =
+                std::min(m_burst, m_tokens + std::chrono::duration<double>(now - m_refilled).count() * m_rate);
+            const double missing = std::max(0.0, 1.0 - tokens);
+            consider(now + std::chrono::duration_cast<Duration>(std::chrono::duration<double>(missing / m_rate)));
+        }
+    }
+    return due;
+}
+
+std::vector<MessageId> Outbox::ids_in_order() const {
+    std::vector<MessageId> out;
+    out.reserve(m_entries.size());
+    for (const auto& [order, e] : m_entries) {
+        out.push_back(e.id);
+    }
+    return out;
+}
+
+}  // namespace sim::client_detail

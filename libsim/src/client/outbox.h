@@ -1,0 +1,81 @@
+#pragma once
+// Private: the client's outbox and its flow control (docs/protocol.md 6.6, "Streams").
+//
+// Every message the application sent stays here, in send order, until the server says it is stored or delivered.
+// Per recipient, the messages of one connection form a *stream* numbered 1, 2, 3, ... (the `message` frame's sid).
+// The outbox sends each stream in order, at most `window` without a receipt, paced to the rate the server announced;
+// a refusal names the number the server expects, and the stream is sent again from there after a back-off, so a
+// refused message always goes before the ones behind it. A new connection numbers everything again from 1.
+//
+// Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (the end-to-end client keeps
+// the entries in the client state). Not thread-safe: the client core's lock guards it.
+
+#include <sim/clock.h>
+#include <sim/frame.h>
+#include <sim/messages.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace sim::client_detail {
+
+class Outbox {
+public:
+    /// `resend_after`: a stream whose oldest sent message has had no receipt this long is sent again from it.
+    explicit Outbox(Duration resend_after);
+
+    /// What the server announced (the `limits` frame); until then a conservative default.
+    void set_limits(const ServerLimits& limits, TimePoint now);
+    /// Append a message to `peer` (its envelope, sent as is on every attempt).
+    void add(const MessageId& id, const std::string& peer, Bytes payload);
+    /// A receipt for `id`: forget it. False when it was not here.
+    bool remove(const MessageId& id);
+    /// A refusal: send `refusal.peer`'s stream again from `refusal.expected`, after a back-off that depends on the
+    /// reason. Returns true when the reason will not go away by itself (the caller tells the application).
+    bool refused(const Refusal& refusal, TimePoint now);
+    /// A new connection: everything is unsent, every stream starts again at 1.
+    void restart(TimePoint now);
+    /// Frames that may go now, in order; `user` is the source name.
+    std::vector<Frame> take_due(TimePoint now, const std::string& user);
+    /// When take_due() may have more to give without anything arriving first (pacing, back-off, re-send timer).
+    [[nodiscard]] std::optional<TimePoint> next_due(TimePoint now) const;
+
+    [[nodiscard]] std::size_t size() const noexcept { return m_entries.size(); }
+    /// Every message in send order (for the persistent index).
+    [[nodiscard]] std::vector<MessageId> ids_in_order() const;
+
+private:
+    struct Entry {
+        MessageId id{};
+        std::string peer;
+        Bytes payload;
+        std::uint32_t wire_seq = 0;  // 0: not sent on this connection (or sent again from an earlier number)
+        TimePoint last_sent{};
+    };
+    struct Stream {
+        std::map<std::uint64_t, Entry*> queue;  // by outbox order
+        std::uint64_t cursor = 0;               // entries at or after this order are unsent
+        std::uint32_t next_seq = 1;
+        std::size_t in_flight = 0;
+        TimePoint blocked_until{};
+    };
+    void rewind(Stream& s, std::uint32_t from_seq);
+
+    Duration m_resend_after;
+    double m_rate = 500.0;
+    double m_burst = 500.0;
+    std::size_t m_window = 64;
+    double m_tokens = 500.0;
+    TimePoint m_refilled{};
+
+    std::uint64_t m_next_order = 0;
+    std::map<std::uint64_t, Entry> m_entries;
+    std::map<MessageId, std::uint64_t> m_by_id;
+    std::map<std::string, Stream, std::less<>> m_streams;
+};
+
+}  // namespace sim::client_detail
