@@ -54,6 +54,9 @@ public:
     std::function<bool(const sim::Frame&)> withhold;
     /// Drop `ack` frames instead of acting on them (the recipient's client never learns).
     bool drop_acks = false;
+    /// Refuse a message with the returned code instead of relaying it, as docs/protocol.md 6.6 says: a refusal names
+    /// it and its number, and later numbers of the stream are refused (out_of_order) until it comes again.
+    std::function<std::optional<sim::Errc>(const sim::Frame&)> refuse;
     /// The `limits` frame sent at each login (this server refuses nothing, so a wide window by default).
     sim::ServerLimits limits{100000, 100000, 4000};
     /// Every `ack` frame received: (recipient, ids).
@@ -195,6 +198,8 @@ public:
     }
 
 private:
+    std::map<std::string, std::uint32_t> m_held;  // user -> the number its stream must send next
+
     Conn* online(const std::string& user) {
         const auto it = m_online.find(user);
         return it == m_online.end() ? nullptr : it->second;
@@ -225,12 +230,32 @@ private:
                 }
                 return;
             }
-            case sim::FrameType::message:
+            case sim::FrameType::message: {
                 log.push_back(f);
+                const auto refusal = [&](sim::Errc code, std::uint32_t expected) {
+                    c.send_inner(from_server(sim::FrameType::receipt,
+                                             static_cast<std::uint32_t>(sim::ReceiptStatus::refused), c.user,
+                                             sim::encode_refusal({f.destination, envelope_id(f), code, expected})));
+                };
+                if (const auto held = m_held.find(c.user); held != m_held.end() && f.sid != 0) {
+                    if (f.sid > held->second) {
+                        refusal(sim::Errc::out_of_order, held->second);
+                        return;
+                    }
+                    if (f.sid == held->second) {
+                        m_held.erase(held);
+                    }
+                }
+                if (const auto code = refuse ? refuse(f) : std::nullopt; code && f.sid != 0) {
+                    m_held[c.user] = f.sid;
+                    refusal(*code, f.sid);
+                    return;
+                }
                 if (!withhold || !withhold(f)) {
                     deliver(f);
                 }
                 return;
+            }
             case sim::FrameType::ack: {
                 auto ids = sim::decode_ack(f.payload);
                 REQUIRE(ids);
@@ -914,6 +939,45 @@ TEST_CASE("a sender restarted before its receipt re-sends on login; the recipien
     w.settle();
     CHECK(p.bob->texts("alice").size() == 1);
     CHECK(p.bob->of(ClientEventKind::message).at(0).message_id == *id);
+}
+
+TEST_CASE("a refused message is sent again before the ones behind it: the recipient sees every message, in order") {
+    Pair p;
+    auto& w = p.w;
+    int texts = 0;
+    int refusals = 0;
+    w.server.refuse = [&](const sim::Frame&) -> std::optional<sim::Errc> {
+        ++texts;
+        if (texts == 4 || texts == 9) {  // the 4th for the rate; later (counting re-sends) one for a failed commit
+            ++refusals;
+            return refusals == 1 ? sim::Errc::rate_limited : sim::Errc::storage_error;
+        }
+        return std::nullopt;
+    };
+    std::vector<std::string> sent;
+    for (int i = 1; i <= 12; ++i) {
+        sent.push_back("m" + std::to_string(i));
+        REQUIRE(p.alice->core->send("bob", sent.back()));
+    }
+    w.settle();
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1", "m2", "m3"});
+    // The back-off: nothing goes again before a second has passed, then the stream goes on from m4.
+    w.clock.advance(500ms);
+    p.alice->core->pump();
+    w.settle();
+    CHECK(p.bob->texts("alice").size() == 3);
+    for (int i = 0; i < 10; ++i) {
+        w.clock.advance(1s);
+        p.alice->core->pump();
+        w.settle();
+    }
+    CHECK(refusals == 2);
+    CHECK(p.bob->texts("alice") == sent);
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    CHECK_FALSE(p.alice->saw(ClientEventKind::error));  // passing refusals are not the application's business
+    CHECK(p.alice->core->outbox_size() == 0);
+    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == sent.size());
 }
 
 TEST_CASE("the outbox re-sends an unreceipted message after resend_after with the same id and bytes") {

@@ -13,6 +13,9 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
+#include <tuple>
+
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -34,6 +37,13 @@ public:
     explicit CountingMessages(sim::store::MessageStore& inner) : m_inner(inner) {}
     sim::Result<std::vector<bool>> append(const std::vector<sim::store::StoredMessage>& batch) override {
         ++appends;
+        if (auto hook = std::exchange(during_append, nullptr)) {
+            hook();
+        }
+        if (fail_appends > 0) {
+            --fail_appends;
+            return sim::Error{sim::Errc::storage_error, "disk full"};
+        }
         appended += batch.size();
         return m_inner.append(batch);
     }
@@ -48,6 +58,10 @@ public:
     sim::Result<std::size_t> count(std::string_view r) override { return m_inner.count(r); }
     std::size_t appends = 0;
     std::size_t appended = 0;
+    /// This many of the next appends fail as on a full disk (nothing is stored).
+    int fail_appends = 0;
+    /// Runs inside append, before it writes (lets a test make the server act while a commit is under way).
+    std::function<void()> during_append;
 
 private:
     sim::store::MessageStore& m_inner;
@@ -172,7 +186,7 @@ struct World {
     explicit World(sim::SuitePolicy conversation_policy = sim::SuitePolicy::require_tdes(),
                    std::string_view seed = "server world",
                    sim::ConversationMode mode = sim::ConversationMode::server_assigned,
-                   std::size_t max_stored = 100'000)
+                   std::size_t max_stored = 100'000, const std::function<void(sim::ServerConfig&)>& configure = {})
         : rng(sim::make_deterministic_rng(sim::as_bytes(seed))) {
         sim::auth::HashPolicy hp;
         hp.bcrypt.cost = 4;  // tests: fast hashing
@@ -187,6 +201,9 @@ struct World {
         cfg.conversation_mode = mode;
         cfg.max_stored_per_recipient = max_stored;
         cfg.wall_clock = [] { return sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}}; };
+        if (configure) {
+            configure(cfg);
+        }
         server = std::move(
             sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
                                     messages.get(), workers, *rng, clock)
@@ -718,8 +735,41 @@ std::vector<std::uint32_t> receipts(RawClient& c, sim::ReceiptStatus status, con
     return out;
 }
 
-World e2e_world(std::size_t max_stored = 100'000) {
-    return World(sim::SuitePolicy::default_policy(), "e2e world", sim::ConversationMode::end_to_end, max_stored);
+World e2e_world(std::size_t max_stored = 100'000, const std::function<void(sim::ServerConfig&)>& configure = {}) {
+    return World(sim::SuitePolicy::default_policy(), "e2e world", sim::ConversationMode::end_to_end, max_stored,
+                 configure);
+}
+
+/// Message `n` as number `seq` of the sender's stream (docs/protocol.md 6.6).
+sim::Frame sequenced(const std::string& from, const std::string& to, std::uint32_t n, std::uint32_t seq) {
+    auto f = message(from, to, n);
+    f.sid = seq;
+    return f;
+}
+
+/// Refusals received (and removed): (message number, code, expected).
+std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>> refusals(RawClient& c) {
+    std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>> out;
+    std::erase_if(c.inbox, [&](const sim::Frame& f) {
+        if (f.type != sim::FrameType::receipt || f.sid != static_cast<std::uint32_t>(sim::ReceiptStatus::refused)) {
+            return false;
+        }
+        const auto r = sim::decode_refusal(f.payload).value();
+        out.emplace_back((std::uint32_t{r.id[14]} << 8U) | r.id[15], r.code, r.expected);
+        return true;
+    });
+    return out;
+}
+
+/// The message numbers stored for `user`, in store order.
+std::vector<std::uint32_t> stored_order(World& w, const std::string& user) {
+    std::vector<std::uint32_t> out;
+    const auto rows = w.backend->pending(user, 0, 100'000);
+    REQUIRE(rows);
+    for (const auto& m : *rows) {
+        out.push_back((std::uint32_t{m.id[14]} << 8U) | m.id[15]);
+    }
+    return out;
 }
 
 /// `user` logs in once and publishes prekeys with `opks` one-time prekeys, then goes offline.
@@ -976,6 +1026,111 @@ TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
     for (std::size_t i = 0; i < p.size(); ++i) {
         CHECK(p[i].id == mid(static_cast<std::uint32_t>(i + 1)));
     }
+}
+
+TEST_CASE("streams: a rate refusal blocks the later messages of the stream until the refused one comes again") {
+    auto w = e2e_world(100'000, [](sim::ServerConfig& c) {
+        c.messages_per_second = 1;
+        c.message_burst = 5;
+    });
+    publish(w, "bob", 5);
+    auto& alice = w.raw_login("alice");
+    CHECK(alice.limits.message_burst == 5);
+    for (std::uint32_t n = 1; n <= 10; ++n) {
+        alice.send(sequenced("alice", "bob", n, n));
+    }
+    w.settle();
+    // 1-5 within the burst; 6 refused for the rate; 7-10 refused as out of order, expecting 6 (costing no token).
+    using R = std::tuple<std::uint32_t, sim::Errc, std::uint32_t>;
+    CHECK(refusals(alice) == std::vector<R>{{6, sim::Errc::rate_limited, 6}, {7, sim::Errc::out_of_order, 6},
+                                            {8, sim::Errc::out_of_order, 6}, {9, sim::Errc::out_of_order, 6},
+                                            {10, sim::Errc::out_of_order, 6}});
+    CHECK(alice.errors().empty());  // sequenced messages are refused by receipt, not by error frame
+    CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2, 3, 4, 5});
+    // A later message alone cannot jump the queue, even once tokens are back.
+    w.clock.advance(std::chrono::seconds(10));
+    alice.send(sequenced("alice", "bob", 11, 11));
+    w.settle();
+    CHECK(refusals(alice) == std::vector<R>{{11, sim::Errc::out_of_order, 6}});
+    // The sender goes on from 6, in order (paced to the burst): everything is stored in the order it was sent.
+    for (std::uint32_t n = 6; n <= 10; ++n) {
+        alice.send(sequenced("alice", "bob", n, n));
+    }
+    w.settle();
+    w.clock.advance(std::chrono::seconds(10));
+    alice.send(sequenced("alice", "bob", 11, 11));
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+    // Re-sending an accepted number is a duplicate, stored once; a new connection numbers from 1 again.
+    alice.send(sequenced("alice", "bob", 3, 3));
+    w.settle();
+    CHECK(refusals(alice).empty());
+    w.drop(alice);
+    w.clock.advance(std::chrono::seconds(10));
+    auto& again = w.raw_login("alice");
+    again.send(sequenced("alice", "bob", 12, 1));
+    again.send(sequenced("alice", "bob", 13, 2));
+    w.settle();
+    CHECK(refusals(again).empty());
+    CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13});
+}
+
+TEST_CASE("streams: a failed commit skips the later messages queued behind it; sent again, all are stored in order") {
+    auto w = e2e_world();
+    publish(w, "bob", 5);
+    auto& alice = w.raw_login("alice");
+    auto& pipe = *w.raws.back().pipe;
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        alice.send(sequenced("alice", "bob", n, n));
+    }
+    // While the first batch (1-3) is being written and fails (a full disk), 4-6 arrive and are queued.
+    w.messages->fail_appends = 1;  // the disk is full for this batch only: the next one would be written
+    w.messages->during_append = [&] {
+        for (std::uint32_t n = 4; n <= 6; ++n) {
+            alice.send(sequenced("alice", "bob", n, n));
+        }
+        while (pipe.pump()) {
+        }
+    };
+    w.settle();
+    CHECK(w.messages->appends == 1);  // 4-6 were left out of the next batch: nothing else was written
+    using R = std::tuple<std::uint32_t, sim::Errc, std::uint32_t>;
+    // One refusal for the run (its first message); 4-6 were accepted before the failure was known and are left out.
+    CHECK(refusals(alice) == std::vector<R>{{1, sim::Errc::storage_error, 1}});
+    CHECK(receipts(alice, sim::ReceiptStatus::stored).empty());
+    CHECK(stored_order(w, "bob").empty());
+    // Something newer cannot overtake them.
+    alice.send(sequenced("alice", "bob", 7, 7));
+    w.settle();
+    CHECK(refusals(alice) == std::vector<R>{{7, sim::Errc::out_of_order, 1}});
+    for (std::uint32_t n = 1; n <= 7; ++n) {
+        alice.send(sequenced("alice", "bob", n, n));
+    }
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1, 2, 3, 4, 5, 6, 7});
+    CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2, 3, 4, 5, 6, 7});
+}
+
+TEST_CASE("streams: endless out-of-order messages close the connection; unsequenced ones keep the old rules") {
+    auto w = e2e_world(100'000, [](sim::ServerConfig& c) { c.send_window = 2; });
+    publish(w, "bob", 5);
+    auto& alice = w.raw_login("alice");
+    alice.send(sequenced("alice", "bob", 1, 1));
+    alice.send(message("alice", "bob", 2));  // seq 0: not ordered, refusals as error frames
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2});
+    for (std::uint32_t n = 0; n < 8; ++n) {
+        alice.send(sequenced("alice", "bob", 100 + n, 50 + n));  // never the expected 2
+    }
+    w.settle();
+    CHECK(refusals(alice).size() == 8);
+    CHECK_FALSE(alice.closed);
+    alice.send(sequenced("alice", "bob", 200, 60));
+    w.settle();
+    CHECK(alice.closed);  // more than four windows in a row
 }
 
 TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewriting are refused") {
