@@ -149,6 +149,13 @@ public:
     Status accept_identity(std::string_view peer);
     /// Messages sent but without a receipt yet.
     [[nodiscard]] std::size_t outbox_size() const;
+    /// The outbox in numbers (docs/protocol.md 6.6).
+    struct OutboxStatus {
+        std::size_t messages = 0;  ///< without a receipt (= outbox_size())
+        std::size_t unsent = 0;    ///< not yet sent on this connection (waiting for the window, the pace, a back-off)
+        std::uint64_t refusals = 0;  ///< refusals received since the core was created (rate, storage, out of order...)
+    };
+    [[nodiscard]] OutboxStatus outbox_status() const;
     /// Send any inner frame as is, inside the encrypted channel. For tests and diagnostic tools (e.g. showing that
     /// the server refuses a forged source); applications use the calls above.
     Status send_raw(const Frame& frame);

@@ -722,6 +722,12 @@ std::size_t ClientCore::outbox_size() const {
     return m_impl->e2e->outbox_size();
 }
 
+ClientCore::OutboxStatus ClientCore::outbox_status() const {
+    const std::lock_guard lock(m_impl->mutex);
+    const auto& box = m_impl->e2e->outbox();
+    return OutboxStatus{box.size(), box.unsent(), box.refusals()};
+}
+
 Status ClientCore::send_raw(const Frame& frame) {
     std::unique_lock lock(m_impl->mutex);
     auto st = m_impl->send_inner(frame);

@@ -67,6 +67,7 @@ public:
     Status verify_peer(std::string_view peer);
     Status accept_identity(std::string_view peer);
     [[nodiscard]] std::size_t outbox_size() const noexcept { return m_outbox.size(); }
+    [[nodiscard]] const Outbox& outbox() const noexcept { return m_outbox; }
 
     /// Write every pending change in one batch; on success the queued frames become available.
     Status commit();

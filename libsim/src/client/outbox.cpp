@@ -93,6 +93,7 @@ void Outbox::rewind(Stream& s, std::uint32_t from_seq) {
 }
 
 bool Outbox::refused(const Refusal& refusal, TimePoint now) {
+    ++m_refusals;
     const auto it = m_streams.find(refusal.peer);
     if (it != m_streams.end()) {
         auto& s = it->second;
@@ -175,6 +176,14 @@ std::optional<TimePoint> Outbox::next_due(TimePoint now) const {
         }
     }
     return due;
+}
+
+std::size_t Outbox::unsent() const {
+    std::size_t n = 0;
+    for (const auto& [peer, s] : m_streams) {
+        n += s.queue.size() - std::min(s.queue.size(), s.in_flight);
+    }
+    return n;
 }
 
 std::vector<MessageId> Outbox::ids_in_order() const {

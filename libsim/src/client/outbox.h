@@ -45,6 +45,10 @@ public:
     [[nodiscard]] std::optional<TimePoint> next_due(TimePoint now) const;
 
     [[nodiscard]] std::size_t size() const noexcept { return m_entries.size(); }
+    /// Messages not sent on this connection yet.
+    [[nodiscard]] std::size_t unsent() const;
+    /// Refusals received so far.
+    [[nodiscard]] std::uint64_t refusals() const noexcept { return m_refusals; }
     /// Every message in send order (for the persistent index).
     [[nodiscard]] std::vector<MessageId> ids_in_order() const;
 
@@ -73,6 +77,7 @@ private:
     TimePoint m_refilled{};
 
     std::uint64_t m_next_order = 0;
+    std::uint64_t m_refusals = 0;
     std::map<std::uint64_t, Entry> m_entries;
     std::map<MessageId, std::uint64_t> m_by_id;
     std::map<std::string, Stream, std::less<>> m_streams;
