@@ -953,6 +953,7 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
     open_e2e(*alice, "bob");
     REQUIRE(simd->stop() == 0);
     REQUIRE(alice->wait_for(sim::ClientEventKind::closed, "", 10s));
+    CHECK(alice->closed());  // the server went away: the client says so
     std::map<sim::MessageId, int> sent;
     for (int i = 0; i < total; ++i) {
         auto id = alice->send("bob", "queued message " + std::to_string(i));
@@ -963,6 +964,8 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
 
     simd = std::make_unique<Simd>(std::vector<std::string>{}, data.path + "/simd");
     alice = connect_with(simd->port(), *alice_state);
+    CHECK_FALSE(alice->closed());
+    CHECK(alice->core().outbox_size() == static_cast<std::size_t>(total));  // known before the login
     const auto t0 = std::chrono::steady_clock::now();
     REQUIRE(alice->login("alice", "alice password 1"));
     std::set<sim::MessageId> stored;

@@ -277,7 +277,8 @@ public:
         });
     }
 
-    [[nodiscard]] bool closed() const noexcept { return m_closed; }
+    /// Closed by close(), or the connection is gone (the server died or closed it).
+    [[nodiscard]] bool closed() const { return m_closed || (m_client && m_client->closed()); }
     sim::Client& client() {
         if (m_closed) {
             raise(sim::Error{sim::Errc::closed, "the client is closed"});

@@ -260,3 +260,32 @@ def test_end_to_end_suites(sim_server_factory: Callable[..., libsim.Server]) -> 
         carol.send("bob", "not Triple-DES")
         assert bob.wait_for(EventKind.MESSAGE, "carol", timeout=TIMEOUT).text == "not Triple-DES"
         assert bob.conversation_suite("carol") == keyed.suite
+
+
+def test_closed_when_the_server_dies_and_outbox_known_before_login(
+        sim_server_factory: Callable[..., libsim.Server], tmp_path: Path) -> None:
+    data = tmp_path / "simd"
+    server = sim_server_factory(data_dir=data)
+    alice_state = tmp_path / "alice.db"
+    with server.connect() as bob:
+        bob.login("bob", BOB)
+        publish_prekeys(bob)
+        bob.logout()
+    alice = server.connect(state_file=alice_state, state_password=ALICE_STATE)
+    alice.login("alice", ALICE, "bob")
+    alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    assert not alice.closed
+    assert server.stop() == 0
+    alice.wait_for(EventKind.CLOSED, timeout=TIMEOUT)
+    assert alice.closed  # the connection is gone, not only after close()
+    ids = [alice.send("bob", f"written while the server was down {n}") for n in range(3)]
+    assert alice.outbox_size == 3
+    alice.close()
+
+    # A new process on the same state knows its outbox before it logs in, and sends it after.
+    server = sim_server_factory(data_dir=data)
+    alice = server.connect(state_file=alice_state, state_password=ALICE_STATE)
+    assert alice.outbox_size == 3
+    alice.login("alice", ALICE)
+    receipts(alice, ids, "stored")
+    assert alice.outbox_size == 0

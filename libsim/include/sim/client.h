@@ -230,6 +230,8 @@ public:
     ClientCore& core() noexcept;
     /// The server fingerprint seen in the handshake.
     [[nodiscard]] std::string server_fingerprint() const;
+    /// True once the connection is gone (the server closed it, it broke, or close() was called).
+    [[nodiscard]] bool closed() const;
     /// Close the connection (idempotent).
     void close();
 

@@ -242,6 +242,11 @@ std::string Client::server_fingerprint() const {
     return m_impl->fingerprint;
 }
 
+bool Client::closed() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->closed || m_impl->stop_ticker;
+}
+
 void Client::close() {
     if (!m_impl) {
         return;

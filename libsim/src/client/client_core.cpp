@@ -526,6 +526,7 @@ Result<std::shared_ptr<ClientCore>> ClientCore::create(ClientConfig config, Know
     auto impl = std::make_unique<Impl>(std::move(config), known, rng, clock, std::move(sink));
     impl->handshake.emplace(std::move(hs));
     impl->first_contact = first_contact;
+    impl->e2e->preload_outbox();  // outbox_size() counts what an earlier run left unsent, before login
     return std::shared_ptr<ClientCore>(new ClientCore(std::move(impl)));
 }
 

@@ -294,6 +294,13 @@ Status E2eClient::set_user(const std::string& user) {
             SIM_TRY_STATUS(load_peer(name));
         }
     }
+    if (!m_outbox_loaded) {
+        SIM_TRY_STATUS(load_outbox());
+    }
+    return commit();
+}
+
+Status E2eClient::load_outbox() {
     SIM_TRY(auto outbox, m_state.get(key_outbox));
     if (outbox) {
         WireReader r(*outbox);
@@ -321,7 +328,22 @@ Status E2eClient::set_user(const std::string& user) {
             m_outbox.add(id, peer, Bytes(payload.begin(), payload.end()));
         }
     }
-    return commit();
+    m_outbox_loaded = true;
+    return ok();
+}
+
+void E2eClient::preload_outbox() {
+    if (m_outbox_loaded || !ready_to_preload()) {
+        return;
+    }
+    if (!load_outbox()) {
+        m_outbox = Outbox(m_config.resend_after);  // set_user() loads it again and reports what is wrong
+    }
+}
+
+bool E2eClient::ready_to_preload() const {
+    const auto identity = m_state.get(key_identity);
+    return identity && identity->has_value();
 }
 
 Status E2eClient::load_prekeys() {

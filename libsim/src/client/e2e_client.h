@@ -36,6 +36,9 @@ public:
     /// user; storage errors.
     Status set_user(const std::string& user);
     [[nodiscard]] bool ready() const noexcept { return !m_user.empty(); }
+    /// Before login: read the outbox of a state that has an identity, so outbox_size() is right from the start
+    /// (nothing is sent before login). Errors are left for set_user() to report.
+    void preload_outbox();
     /// Acknowledge message `id` from `peer` once the next commit succeeds (acks are batched per peer).
     void ack(const std::string& peer, const MessageId& id);
 
@@ -82,6 +85,8 @@ private:
     PeerState& peer_state(const std::string& peer);
     const PeerState* find_peer(std::string_view peer) const;
     Status load_prekeys();
+    Status load_outbox();
+    [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);
     void open_with_session(PeerState& p, const Envelope& envelope);
@@ -115,6 +120,7 @@ private:
 
     /// In send order (sent in that order, so the recipient's ratchet skips nothing it need not).
     Outbox m_outbox;
+    bool m_outbox_loaded = false;
     std::set<MessageId> m_sent;
     std::deque<MessageId> m_sent_order;
     bool m_outbox_dirty = false;

@@ -27,6 +27,12 @@ class Outbox {
 public:
     /// `resend_after`: a stream whose oldest sent message has had no receipt this long is sent again from it.
     explicit Outbox(Duration resend_after);
+    // Streams point into the entries: no copies (a move keeps the map nodes where they are).
+    Outbox(const Outbox&) = delete;
+    Outbox& operator=(const Outbox&) = delete;
+    Outbox(Outbox&&) = default;
+    Outbox& operator=(Outbox&&) = default;
+    ~Outbox() = default;
 
     /// What the server announced (the `limits` frame); until then a conservative default.
     void set_limits(const ServerLimits& limits, TimePoint now);
