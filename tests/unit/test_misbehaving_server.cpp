@@ -1017,6 +1017,48 @@ TEST_CASE("the outbox re-sends an unreceipted message after resend_after with th
     CHECK(w.server.log.size() == n + 1);
 }
 
+TEST_CASE("an outbox in the earlier state format (one list of ids) is read, sent, and rewritten in the current one") {
+    World w;
+    auto& bob = w.start("bob");
+    auto& alice = w.start("alice", "bob");
+    w.send(alice, "bob", "hello");
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto id = alice.core->send("bob", "queued before the upgrade");
+    REQUIRE(id);
+    w.settle();
+    w.stop(alice);
+    w.server.withhold = nullptr;
+    auto& state = *w.states["alice"];
+    // Today's layout: a 17-byte header (version 2, first, next) and the record under its place.
+    const auto header = state.get("outbox").value();
+    REQUIRE(header);
+    REQUIRE(header->size() == 17);
+    REQUIRE((*header)[0] == 2);
+    std::uint64_t place = 0;
+    for (int i = 9; i < 17; ++i) {
+        place = (place << 8U) | (*header)[static_cast<std::size_t>(i)];
+    }
+    --place;  // next - 1: the message just sent
+    const auto record = state.get("outbox/o/" + std::to_string(place)).value();
+    REQUIRE(record);
+    REQUIRE(std::equal(id->begin(), id->end(), record->begin()));
+    // Rewrite it as the earlier release kept it: u32 count + ids; (peer, envelope) under "outbox/<hex id>".
+    sim::SecureBytes index{0, 0, 0, 1};
+    index.insert(index.end(), id->begin(), id->end());
+    const sim::SecureBytes old_record(record->begin() + 16, record->end());
+    REQUIRE(state.write({{"outbox", index},
+                         {"outbox/" + sim::to_hex(sim::ByteView{*id}), old_record},
+                         {"outbox/o/" + std::to_string(place), std::nullopt}}));
+
+    auto& again = w.start("alice");
+    CHECK(again.core->outbox_size() == 0);  // delivered at once after the login
+    CHECK(bob.texts("alice") == std::vector<std::string>{"hello", "queued before the upgrade"});
+    const auto now = state.get("outbox").value();
+    REQUIRE(now);
+    CHECK(now->size() == 17);  // the current layout again
+    CHECK_FALSE(state.get("outbox/" + sim::to_hex(sim::ByteView{*id})).value().has_value());
+}
+
 TEST_CASE("a damaged client state is refused at login: the connection closes and nothing is sent from it") {
     const std::vector<std::pair<std::string, sim::SecureBytes>> damage{
         {"identity", sim::SecureBytes{1, 2, 3}},       // truncated

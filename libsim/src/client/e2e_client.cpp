@@ -26,7 +26,12 @@ const std::string key_peers = "peers";
 const std::string key_outbox = "outbox";
 std::string key_peer(std::string_view peer) { return "peer/" + std::string(peer); }
 std::string key_session(std::string_view peer, ByteView id) { return "session/" + std::string(peer) + "/" + to_hex(id); }
-std::string key_outbox_entry(const MessageId& id) { return "outbox/" + to_hex(ByteView{id}); }
+// Outbox: a small header (version 2, first and next place) and one record per message under its place, so a send or
+// a receipt writes O(1) records. Version 1 (before ordered streams) kept a list of every id and records by id.
+std::string key_outbox_entry(std::uint64_t order) { return "outbox/o/" + std::to_string(order); }
+std::string key_outbox_entry_v1(const MessageId& id) { return "outbox/" + to_hex(ByteView{id}); }
+constexpr std::uint8_t outbox_version = 2;
+constexpr std::size_t outbox_header_size = 1 + 8 + 8;
 
 Error corrupt(std::string_view what) { return Error{Errc::corrupt_database, "client state: bad " + std::string(what)}; }
 
@@ -301,35 +306,78 @@ Status E2eClient::set_user(const std::string& user) {
 }
 
 Status E2eClient::load_outbox() {
-    SIM_TRY(auto outbox, m_state.get(key_outbox));
-    if (outbox) {
-        WireReader r(*outbox);
-        std::uint32_t n = 0;
-        if (!r.u32(n)) {
-            return corrupt("outbox");
-        }
-        for (std::uint32_t i = 0; i < n; ++i) {
+    SIM_TRY(auto header, m_state.get(key_outbox));
+    if (!header) {
+        m_outbox_loaded = true;
+        return ok();
+    }
+    WireReader r(*header);
+    std::uint8_t version = 0;
+    std::uint64_t first = 0;
+    std::uint64_t next = 0;
+    if (header->size() == outbox_header_size && r.u8(version) && version == outbox_version && r.u64(first) &&
+        r.u64(next) && first <= next) {
+        for (auto order = first; order < next; ++order) {
+            SIM_TRY(auto entry, m_state.get(key_outbox_entry(order)));
+            if (!entry) {
+                continue;  // acknowledged out of order
+            }
+            WireReader er(*entry);
             ByteView v;
-            if (!r.take(sizeof(MessageId), v)) {
-                return corrupt("outbox");
+            std::string peer;
+            if (!er.take(sizeof(MessageId), v) || !read_name(er, peer)) {
+                return corrupt("outbox entry");
             }
             MessageId id{};
             std::copy(v.begin(), v.end(), id.begin());
-            SIM_TRY(auto entry, m_state.get(key_outbox_entry(id)));
-            if (!entry) {
-                return corrupt("outbox entry");
-            }
-            WireReader er(*entry);
-            std::string peer;
-            if (!read_name(er, peer)) {
-                return corrupt("outbox entry");
-            }
             const ByteView payload = er.rest();
-            m_outbox.add(id, peer, Bytes(payload.begin(), payload.end()));
+            m_outbox.add_at(order, id, peer, Bytes(payload.begin(), payload.end()));
         }
+        m_outbox_loaded = true;
+        return ok();
     }
+    // Version 1: u32 count, then the ids in send order; each record (peer, envelope) under its id. Moved to version 2
+    // by the next commit, in one batch with everything else.
+    WireReader old(*header);
+    std::uint32_t n = 0;
+    if (!old.u32(n) || header->size() != 4 + std::size_t{n} * sizeof(MessageId)) {
+        return corrupt("outbox");
+    }
+    for (std::uint32_t i = 0; i < n; ++i) {
+        ByteView v;
+        if (!old.take(sizeof(MessageId), v)) {
+            return corrupt("outbox");
+        }
+        MessageId id{};
+        std::copy(v.begin(), v.end(), id.begin());
+        SIM_TRY(auto entry, m_state.get(key_outbox_entry_v1(id)));
+        if (!entry) {
+            return corrupt("outbox entry");
+        }
+        WireReader er(*entry);
+        std::string peer;
+        if (!read_name(er, peer)) {
+            return corrupt("outbox entry");
+        }
+        const ByteView payload = er.rest();
+        Bytes envelope(payload.begin(), payload.end());
+        const auto order = m_outbox.add(id, peer, envelope);
+        m_writes.push_back({key_outbox_entry_v1(id), std::nullopt});
+        m_writes.push_back({key_outbox_entry(order), outbox_record(id, peer, envelope)});
+    }
+    m_outbox_dirty = true;
     m_outbox_loaded = true;
     return ok();
+}
+
+SecureBytes E2eClient::outbox_record(const MessageId& id, const std::string& peer, ByteView envelope) {
+    SecureBytes rec;
+    WireWriter w(rec);
+    w.bytes(ByteView{id});
+    w.u8(static_cast<std::uint8_t>(peer.size()));
+    w.text(peer);
+    w.bytes(envelope);
+    return rec;
 }
 
 void E2eClient::preload_outbox() {
@@ -338,6 +386,8 @@ void E2eClient::preload_outbox() {
     }
     if (!load_outbox()) {
         m_outbox = Outbox(m_config.resend_after);  // set_user() loads it again and reports what is wrong
+        m_writes.clear();
+        m_outbox_dirty = false;
     }
 }
 
@@ -422,14 +472,12 @@ Status E2eClient::commit() {
         m_writes.push_back({key_peers, std::move(index)});
     }
     if (m_outbox_dirty) {
-        SecureBytes index;
-        WireWriter w(index);
-        const auto ids = m_outbox.ids_in_order();
-        w.u32(static_cast<std::uint32_t>(ids.size()));
-        for (const auto& id : ids) {
-            w.bytes(ByteView{id});
-        }
-        m_writes.push_back({key_outbox, std::move(index)});
+        SecureBytes header;
+        WireWriter w(header);
+        w.u8(outbox_version);
+        w.u64(m_outbox.first_order());
+        w.u64(m_outbox.next_order());
+        m_writes.push_back({key_outbox, std::move(header)});
     }
     if (!m_writes.empty()) {
         auto batch = std::move(m_writes);
@@ -826,9 +874,10 @@ void E2eClient::note_sent(const MessageId& id) {
 
 void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
     for (const auto& id : receipt.ids) {
-        const bool in_outbox = m_outbox.remove(id);
+        const auto order = m_outbox.remove(id);
+        const bool in_outbox = order.has_value();
         if (in_outbox) {
-            m_writes.push_back({key_outbox_entry(id), std::nullopt});
+            m_writes.push_back({key_outbox_entry(*order), std::nullopt});
             m_outbox_dirty = true;
         }
         if (!in_outbox && !m_sent.contains(id)) {
@@ -879,14 +928,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (p.sessions.front().dh_steps() != steps_before) {
         ratchet_event(p, p.sessions.front().dh_steps(), "sending");
     }
-    m_writes.push_back({key_outbox_entry(content.id), [&] {
-                            SecureBytes rec;
-                            WireWriter w(rec);
-                            w.u8(static_cast<std::uint8_t>(peer.size()));
-                            w.text(peer);
-                            w.bytes(payload);
-                            return rec;
-                        }()});
+    m_writes.push_back({key_outbox_entry(m_outbox.next_order()), outbox_record(content.id, peer, payload)});
     m_outbox.add(content.id, peer, std::move(payload));
     note_sent(content.id);
     m_outbox_dirty = true;

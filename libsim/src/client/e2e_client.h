@@ -86,6 +86,7 @@ private:
     const PeerState* find_peer(std::string_view peer) const;
     Status load_prekeys();
     Status load_outbox();
+    static SecureBytes outbox_record(const MessageId& id, const std::string& peer, ByteView envelope);
     [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);

@@ -43,8 +43,18 @@ void Outbox::set_limits(const ServerLimits& limits, TimePoint now) {
     m_refilled = now;
 }
 
-void Outbox::add(const MessageId& id, const std::string& peer, Bytes payload) {
-    const auto order = m_next_order++;
+std::uint64_t Outbox::add(const MessageId& id, const std::string& peer, Bytes payload) {
+    const auto order = m_next_order;
+    add_at(order, id, peer, std::move(payload));
+    return order;
+}
+
+std::uint64_t Outbox::first_order() const noexcept {
+    return m_entries.empty() ? m_next_order : m_entries.begin()->first;
+}
+
+void Outbox::add_at(std::uint64_t order, const MessageId& id, const std::string& peer, Bytes payload) {
+    m_next_order = std::max(m_next_order, order + 1);
     auto& e = m_entries[order];
     e.id = id;
     e.peer = peer;
@@ -53,10 +63,10 @@ void Outbox::add(const MessageId& id, const std::string& peer, Bytes payload) {
     m_streams[peer].queue.emplace(order, &e);
 }
 
-bool Outbox::remove(const MessageId& id) {
+std::optional<std::uint64_t> Outbox::remove(const MessageId& id) {
     const auto where = m_by_id.find(id);
     if (where == m_by_id.end()) {
-        return false;
+        return std::nullopt;
     }
     const auto order = where->second;
     auto& e = m_entries.at(order);
@@ -70,7 +80,7 @@ bool Outbox::remove(const MessageId& id) {
     }
     m_entries.erase(order);
     m_by_id.erase(where);
-    return true;
+    return order;
 }
 
 void Outbox::rewind(Stream& s, std::uint32_t from_seq) {

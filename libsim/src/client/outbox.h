@@ -36,10 +36,15 @@ public:
 
     /// What the server announced (the `limits` frame); until then a conservative default.
     void set_limits(const ServerLimits& limits, TimePoint now);
-    /// Append a message to `peer` (its envelope, sent as is on every attempt).
-    void add(const MessageId& id, const std::string& peer, Bytes payload);
-    /// A receipt for `id`: forget it. False when it was not here.
-    bool remove(const MessageId& id);
+    /// Append a message to `peer` (its envelope, sent as is on every attempt); returns its place in send order.
+    std::uint64_t add(const MessageId& id, const std::string& peer, Bytes payload);
+    /// Put back a message read from the state at its place `order` (loading goes in increasing order).
+    void add_at(std::uint64_t order, const MessageId& id, const std::string& peer, Bytes payload);
+    /// A receipt for `id`: forget it; returns its place, or nullopt when it was not here.
+    std::optional<std::uint64_t> remove(const MessageId& id);
+    /// The lowest place held (next_order() when empty) and the place the next message gets.
+    [[nodiscard]] std::uint64_t first_order() const noexcept;
+    [[nodiscard]] std::uint64_t next_order() const noexcept { return m_next_order; }
     /// A refusal: send `refusal.peer`'s stream again from `refusal.expected`, after a back-off that depends on the
     /// reason. Returns true when the reason will not go away by itself (the caller tells the application).
     bool refused(const Refusal& refusal, TimePoint now);
