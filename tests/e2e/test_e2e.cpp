@@ -554,10 +554,11 @@ struct TempDir {
 };
 
 /// A networked client whose end-to-end state lives in `state` (kept by the test across connections).
-std::unique_ptr<sim::Client> connect_with(std::uint16_t port, sim::ClientState& state) {
+std::unique_ptr<sim::Client> connect_with(std::uint16_t port, sim::ClientState& state,
+                                         std::size_t max_events = 1'000'000) {  // default: count every event
     auto o = options(port);
     o.config.state = &state;
-    o.max_queued_events = 1'000'000;  // the tests count every receipt and message
+    o.max_queued_events = max_events;
     auto c = sim::Client::connect(o);
     REQUIRE_MESSAGE(c, c.error().message());
     return std::move(*c);
@@ -934,6 +935,70 @@ TEST_CASE("kill -9 of simd during 10,000 messages to an offline user: every stor
     CHECK(simd->stop() == 0);
 }
 
+TEST_CASE("an application that reads slowly and is killed: every message is in its inbox after the restart, once") {
+    constexpr int total = 3'000;
+    Simd simd({"--messages-per-second", "100000", "--message-burst", "100000"});
+    auto alice_state = sim::make_memory_client_state();
+    auto bob_state = sim::make_memory_client_state();  // outlives bob's "process", as a state file would
+    auto bob = connect_with(simd.port(), *bob_state, 500);  // a small event queue: the application falls behind
+    REQUIRE(bob->login("bob", "bob password 1"));
+    auto alice = connect_with(simd.port(), *alice_state);
+    REQUIRE(alice->login("alice", "alice password 1"));
+    open_e2e(*alice, "bob");
+    std::map<sim::MessageId, int> sent;
+    for (int i = 0; i < total; ++i) {
+        auto id = alice->send("bob", "slow reader " + std::to_string(i));
+        REQUIRE(id);
+        sent.emplace(*id, i);
+    }
+    // bob's application takes a few events, slowly, while everything arrives; then the process dies.
+    int shown = 0;
+    bool told_behind = false;
+    std::size_t delivered = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline && (shown < 300 || delivered < sent.size())) {
+        if (shown < 300) {
+            if (auto e = bob->receive(10ms)) {
+                if (e->kind == sim::ClientEventKind::message) {
+                    ++shown;
+                    std::this_thread::sleep_for(5ms);  // the application's own work per message
+                }
+                told_behind = told_behind || (e->kind == sim::ClientEventKind::error &&
+                                              e->error.code == sim::Errc::queue_full);
+            }
+        } else {
+            std::this_thread::sleep_for(50ms);
+        }
+        delivered = bob->core().inbox_status().next;
+    }
+    REQUIRE(delivered >= sent.size());  // everything arrived and was written before its ack
+    bob.reset();                        // killed: no logout
+
+    auto again = connect_with(simd.port(), *bob_state);
+    REQUIRE(again->login("bob", "bob password 1"));
+    std::this_thread::sleep_for(500ms);  // anything the server still had would come now
+    const auto status = again->core().inbox_status();
+    auto inbox = again->core().inbox(0, 100'000);
+    REQUIRE(inbox);
+    std::set<sim::MessageId> ids;
+    int last = -1;
+    std::size_t out_of_order = 0;
+    for (const auto& entry : *inbox) {
+        const auto it = sent.find(entry.message_id);
+        REQUIRE(it != sent.end());
+        CHECK(entry.text == "slow reader " + std::to_string(it->second));
+        out_of_order += it->second < last ? 1 : 0;
+        last = std::max(last, it->second);
+        ids.insert(entry.message_id);
+    }
+    MESSAGE("slow reader: " << shown << " shown before the kill, " << status.next << " in the inbox after it");
+    CHECK(told_behind);  // the event queue overflowed and said so
+    CHECK(inbox->size() == sent.size());
+    CHECK(ids.size() == sent.size());  // none twice
+    CHECK(out_of_order == 0);
+    CHECK(status.first_unread == 0);  // nothing was marked read
+}
+
 TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace: none refused, all in order") {
     // 6 s at the default limits (2,000/s, burst 4,000; the client uses 80 %). SIM_E2E_OUTBOX sets another count
     // (docs/performance.md measures 50,000).
@@ -943,14 +1008,14 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
     auto simd = std::make_unique<Simd>(std::vector<std::string>{}, data.path + "/simd");
     auto alice_state = sim::make_memory_client_state();
     auto bob_state = sim::make_memory_client_state();
+    auto alice = connect_with(simd->port(), *alice_state);
+    REQUIRE(alice->login("alice", "alice password 1"));
     {
         auto bob = connect_with(simd->port(), *bob_state);
         REQUIRE(bob->login("bob", "bob password 1"));
+        open_e2e(*alice, "bob");  // bob stays until his prekeys are on the server (his upload follows the login)
         log_out(*bob);
     }
-    auto alice = connect_with(simd->port(), *alice_state);
-    REQUIRE(alice->login("alice", "alice password 1"));
-    open_e2e(*alice, "bob");
     REQUIRE(simd->stop() == 0);
     REQUIRE(alice->wait_for(sim::ClientEventKind::closed, "", 10s));
     CHECK(alice->closed());  // the server went away: the client says so

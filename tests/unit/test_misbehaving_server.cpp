@@ -1059,12 +1059,110 @@ TEST_CASE("an outbox in the earlier state format (one list of ids) is read, sent
     CHECK_FALSE(state.get("outbox/" + sim::to_hex(sim::ByteView{*id})).value().has_value());
 }
 
+namespace {
+
+/// A client state that can be made to refuse every write (a full disk on the client's side).
+class FlakyState final : public sim::ClientState {
+public:
+    explicit FlakyState(sim::ClientState& inner) : m_inner(inner) {}
+    sim::Result<std::optional<sim::SecureBytes>> get(std::string_view key) const override { return m_inner.get(key); }
+    sim::Status write(const std::vector<sim::StateWrite>& batch) override {
+        if (broken) {
+            return sim::Error{sim::Errc::storage_error, "disk full"};
+        }
+        return m_inner.write(batch);
+    }
+    [[nodiscard]] bool created() const noexcept override { return m_inner.created(); }
+    bool broken = false;
+
+private:
+    sim::ClientState& m_inner;
+};
+
+}  // namespace
+
+TEST_CASE("received messages are in the inbox before they are acknowledged, and stay there across restarts") {
+    Pair p;
+    auto& w = p.w;
+    const auto acks_before = w.server.acks.size();
+    for (const char* t : {"one", "two", "three"}) {
+        w.send(*p.alice, "bob", t);
+    }
+    const auto events = p.bob->of(ClientEventKind::message, "alice");
+    REQUIRE(events.size() == 3);
+    const auto status = p.bob->core->inbox_status();
+    CHECK(status.next == 4);  // "hello bob" from the set-up, then these three
+    CHECK(status.first_unread == 0);
+    auto all = p.bob->core->inbox(0, 100);
+    REQUIRE(all);
+    REQUIRE(all->size() == 4);
+    CHECK((*all)[0].text == "hello bob");
+    for (std::size_t i = 0; i < 3; ++i) {
+        const auto& entry = (*all)[i + 1];
+        CHECK(entry.index == i + 1);
+        CHECK(entry.index == events[i].inbox_index);
+        CHECK(entry.peer == "alice");
+        CHECK(entry.message_id == events[i].message_id);
+        CHECK(entry.text == events[i].text);
+        CHECK(entry.seq == i + 2);
+        CHECK(entry.mode == sim::ConversationMode::end_to_end);
+        CHECK_FALSE(entry.read);
+    }
+    CHECK(w.server.acks.size() > acks_before);
+    // Paging and the read cursor.
+    CHECK(p.bob->core->inbox(2, 1).value().at(0).text == "two");
+    CHECK(p.bob->core->inbox(0, 10, "carol").value().empty());
+    REQUIRE(p.bob->core->mark_read(2));
+    REQUIRE(p.bob->core->mark_read(1));  // never back
+    CHECK(p.bob->core->inbox_status().first_unread == 2);
+    CHECK(p.bob->core->inbox(0, 10).value().at(1).read);
+    CHECK_FALSE(p.bob->core->inbox(0, 10).value().at(2).read);
+
+    // A restart keeps the inbox and the cursor.
+    w.stop(*p.bob);
+    auto& bob2 = w.start("bob");
+    CHECK(bob2.core->inbox_status().next == 4);
+    CHECK(bob2.core->inbox_status().first_unread == 2);
+    CHECK(bob2.core->inbox(3, 10).value().at(0).text == "three");
+
+    // A message the client could not write is neither shown nor acknowledged: the server keeps it.
+    FlakyState flaky(*w.states["bob"]);
+    w.stop(bob2);
+    sim::ClientConfig cfg;
+    cfg.handshake.server_id = "evil:1";
+    cfg.state = &flaky;
+    auto tc = sim_test::make_test_client(std::move(cfg), w.known, *w.rng, w.clock,
+                                         [&w](auto out) { return w.server.accept(std::move(out)); });
+    REQUIRE(tc);
+    w.clients.push_back(std::move(tc));
+    auto& bob3 = *w.clients.back();
+    w.settle();
+    REQUIRE(bob3.core->login("bob", {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}));
+    w.settle();
+    REQUIRE(bob3.saw(ClientEventKind::authenticated, "bob"));
+    const auto acks = w.server.acks.size();
+    flaky.broken = true;
+    w.send(*p.alice, "bob", "four");
+    CHECK(bob3.texts("alice").empty());
+    CHECK(w.server.acks.size() == acks);
+    CHECK(w.server.unacked("bob") == 1);
+    // Once the disk is fine again, a new process gets it (the server delivers it again at login), once.
+    flaky.broken = false;
+    w.stop(bob3);
+    auto& bob4 = w.start("bob");
+    CHECK(bob4.texts("alice") == std::vector<std::string>{"four"});
+    CHECK(bob4.core->inbox_status().next == 5);
+    CHECK(bob4.core->inbox(4, 10).value().at(0).text == "four");
+    CHECK(w.server.unacked("bob") == 0);
+}
+
 TEST_CASE("a damaged client state is refused at login: the connection closes and nothing is sent from it") {
     const std::vector<std::pair<std::string, sim::SecureBytes>> damage{
         {"identity", sim::SecureBytes{1, 2, 3}},       // truncated
         {"prekeys", sim::SecureBytes{1}},               // truncated
         {"peers", sim::SecureBytes{0, 0, 0, 5}},       // lists peers whose records are missing
         {"outbox", sim::SecureBytes{0, 0, 0, 1}},      // lists an entry that is not there
+        {"inbox", sim::SecureBytes{1, 0, 0}},          // truncated inbox header
         {"peer/bob", sim::SecureBytes(40, 0xFF)},      // a peer record of another version
     };
     for (const auto& item : damage) {

@@ -26,7 +26,8 @@ key; ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle safety nu
 from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
 from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
-from .client import Client, ConversationMode, Event, EventIterator, EventKind, PeerIdentity, TrustMode, connect
+from .client import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
+                     TrustMode, connect)
 from .errors import (
     AccountError,
     ClosedError,
@@ -93,6 +94,8 @@ __all__ = [
     "Event",
     "EventIterator",
     "EventKind",
+    "InboxEntry",
+    "InboxStatus",
     "PeerIdentity",
     "TrustMode",
     "connect",

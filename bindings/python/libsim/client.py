@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._libsim import Client, ConversationMode, Event, EventIterator, EventKind, PeerIdentity, TrustMode
+from ._libsim import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
+                      TrustMode)
 
-__all__ = ["Client", "ConversationMode", "Event", "EventIterator", "EventKind", "PeerIdentity", "TrustMode", "connect"]
+__all__ = ["Client", "ConversationMode", "Event", "EventIterator", "EventKind", "InboxEntry", "InboxStatus", "PeerIdentity",
+           "TrustMode", "connect"]
 
 
 def connect(host: str, port: int, **options: Any) -> Client:

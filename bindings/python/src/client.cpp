@@ -219,6 +219,16 @@ public:
     std::size_t outbox_size() {
         return unwrap(with_core([](sim::Client& c) { return sim::Result<std::size_t>(c.core().outbox_size()); }));
     }
+    std::vector<sim::InboxEntry> inbox(std::uint64_t from, std::size_t limit, const std::optional<Text>& peer) {
+        const std::string who = peer ? peer->value : std::string();
+        return unwrap(with_core([&](sim::Client& c) { return c.core().inbox(from, limit, who); }));
+    }
+    sim::InboxStatus inbox_status() {
+        return unwrap(with_core([](sim::Client& c) { return sim::Result<sim::InboxStatus>(c.core().inbox_status()); }));
+    }
+    void mark_read(std::uint64_t up_to) {
+        check(with_core([&](sim::Client& c) { return c.core().mark_read(up_to); }));
+    }
     void probe(const Text& peer) {
         check(with_core([&](sim::Client& c) { return c.core().probe(peer.value); }));
     }
@@ -386,6 +396,8 @@ void register_client(py::module_& m) {
             "The 16-byte id of the message (MESSAGE, RECEIPT; the value Client.send returned), or None.")
         .def_readonly("count", &ClientEvent::count,
                       "GAP: how many messages are missing; MESSAGE: the sender's sequence number.")
+        .def_readonly("inbox_index", &ClientEvent::inbox_index,
+                      "MESSAGE: its place in Client.inbox() (written there before it was acknowledged).")
         .def_property_readonly(
             "error",
             [](const ClientEvent& e) -> py::object {
@@ -396,6 +408,24 @@ void register_client(py::module_& m) {
             },
             "The error (a libsim.Error object, not raised), or None.")
         .def("__repr__", &event_repr);
+
+    py::class_<sim::InboxEntry>(m, "InboxEntry", "One received message as the client keeps it in its state.")
+        .def_readonly("index", &sim::InboxEntry::index, "Its place: 0, 1, 2... in the order messages arrived.")
+        .def_readonly("peer", &sim::InboxEntry::peer, "The sender.")
+        .def_property_readonly(
+            "message_id", [](const sim::InboxEntry& e) { return to_py_bytes(e.message_id); }, "The 16-byte id.")
+        .def_readonly("seq", &sim::InboxEntry::seq, "The sender's sequence number (server-assigned: the seed's sid).")
+        .def_readonly("text", &sim::InboxEntry::text)
+        .def_readonly("mode", &sim::InboxEntry::mode)
+        .def_readonly("read", &sim::InboxEntry::read, "True once mark_read() passed it.")
+        .def("__repr__", [](const sim::InboxEntry& e) {
+            return "<InboxEntry " + std::to_string(e.index) + " from " + e.peer + (e.read ? " read>" : " unread>");
+        });
+    py::class_<sim::InboxStatus>(m, "InboxStatus", "Where the inbox stands.")
+        .def_readonly("next", &sim::InboxStatus::next, "The index the next message gets (= how many there are).")
+        .def_readonly("first_unread", &sim::InboxStatus::first_unread, "Every message below it is read.")
+        .def_property_readonly(
+            "unread", [](const sim::InboxStatus& s) { return s.next - s.first_unread; }, "How many are unread.");
 
     py::class_<sim::PeerIdentity>(m, "PeerIdentity", "What the client knows about a peer's identity (end-to-end mode).")
         .def_property_readonly(
@@ -465,6 +495,15 @@ void register_client(py::module_& m) {
              "shown and sending resumes. Raises StateError INVALID_STATE when no change is pending.")
         .def_property_readonly("outbox_size", &PyClient::outbox_size,
                                "Messages sent but without a receipt yet (they are re-sent until one comes).")
+        .def("inbox", &PyClient::inbox, py::arg("from_index") = 0, py::arg("limit") = 100, py::kw_only(),
+             py::arg("peer") = std::nullopt,
+             "Received messages (InboxEntry) with index >= from_index, oldest first, at most `limit`, only from "
+             "`peer` if given. Every message is written here before it is acknowledged, so none is lost when the "
+             "application is slow or restarts. Raises an Error with code NOT_AUTHENTICATED before login.")
+        .def_property_readonly("inbox_status", &PyClient::inbox_status,
+                               "An InboxStatus: next index, first unread, unread count (zero before login).")
+        .def("mark_read", &PyClient::mark_read, py::arg("up_to"),
+             "Mark every message with index < up_to as read (the cursor never moves back).")
         .def("probe", &PyClient::probe, py::arg("peer"), "Ask whether `peer` is online (answered by an event).")
         .def("leave", &PyClient::leave, py::arg("peer"), "End the conversation with `peer`.")
         .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false, py::arg("everywhere") = false,

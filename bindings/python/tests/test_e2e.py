@@ -289,3 +289,32 @@ def test_closed_when_the_server_dies_and_outbox_known_before_login(
     alice.login("alice", ALICE)
     receipts(alice, ids, "stored")
     assert alice.outbox_size == 0
+
+
+def test_inbox_keeps_every_message_across_restarts(connect: Connect, tmp_path: Path) -> None:
+    bob_state = tmp_path / "bob.db"
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    publish_prekeys(bob)
+    with pytest.raises(libsim.Error) as before_login:
+        connect().inbox()  # before login: whose inbox?
+    assert before_login.value.code == Errc.NOT_AUTHENTICATED
+    alice = connect()
+    alice.login("alice", ALICE, "bob")
+    alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    texts = [f"kept {n}" for n in range(5)]
+    ids = [alice.send("bob", t) for t in texts]
+    events = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in texts]
+    assert [e.inbox_index for e in events] == list(range(5))
+    assert bob.inbox_status.next == 5 and bob.inbox_status.unread == 5
+    bob.mark_read(3)
+    bob.close()  # the application goes away without reading more
+
+    bob = connect(state_file=bob_state, state_password=BOB_STATE)
+    bob.login("bob", BOB)
+    entries = bob.inbox()
+    assert [(e.index, e.peer, e.message_id, e.text, e.read) for e in entries] == [
+        (n, "alice", ids[n], texts[n], n < 3) for n in range(5)]
+    assert [e.text for e in bob.inbox(3, 10, peer="alice")] == texts[3:]
+    assert bob.inbox(peer="carol") == []
+    assert bob.inbox_status.unread == 2

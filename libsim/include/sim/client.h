@@ -54,6 +54,8 @@ std::string_view client_event_name(ClientEventKind kind) noexcept;
 
 struct ClientEvent {
     ClientEventKind kind = ClientEventKind::error;
+    /// message: its place in the inbox (ClientCore::inbox), where it was written before it was acknowledged.
+    std::uint64_t inbox_index = 0;
     std::string peer;
     std::string text;
     std::uint32_t sid = 0;
@@ -68,6 +70,24 @@ struct ClientEvent {
 };
 
 class ClientState;
+
+/// One received message as the client keeps it (docs/protocol.md 6.8): written to the client state, together with
+/// the ratchet state that opened it, before it is acknowledged to the server.
+struct InboxEntry {
+    std::uint64_t index = 0;  ///< its place: 0, 1, 2... in the order the messages arrived
+    std::string peer;         ///< the sender
+    MessageId message_id{};
+    std::uint64_t seq = 0;  ///< end-to-end: the sender's sequence number; server-assigned: the seed's sid
+    std::string text;
+    ConversationMode mode = ConversationMode::end_to_end;
+    bool read = false;  ///< index < InboxStatus::first_unread
+};
+
+/// Where the inbox stands.
+struct InboxStatus {
+    std::uint64_t next = 0;          ///< the index the next message gets (= how many there are)
+    std::uint64_t first_unread = 0;  ///< every message below it is read; next - first_unread are unread
+};
 
 /// What a client knows about one peer's identity (end-to-end mode).
 struct PeerIdentity {
@@ -149,6 +169,16 @@ public:
     Status accept_identity(std::string_view peer);
     /// Messages sent but without a receipt yet.
     [[nodiscard]] std::size_t outbox_size() const;
+    /// Received messages with index >= `from`, oldest first, at most `limit` (only those from `peer` when it is not
+    /// empty; a filtered page reads past the others). Errc::not_authenticated before login; Errc::corrupt_database,
+    /// Errc::storage_error from the state.
+    [[nodiscard]] Result<std::vector<InboxEntry>> inbox(std::uint64_t from, std::size_t limit,
+                                                        std::string_view peer = {}) const;
+    /// Next index and first unread (zero before login).
+    [[nodiscard]] InboxStatus inbox_status() const;
+    /// Every message with index < `up_to` is read (the cursor never moves back). Errc::not_authenticated before
+    /// login; storage errors.
+    Status mark_read(std::uint64_t up_to);
     /// The outbox in numbers (docs/protocol.md 6.6).
     struct OutboxStatus {
         std::size_t messages = 0;  ///< without a receipt (= outbox_size())
@@ -191,7 +221,8 @@ struct ClientOptions {
     Duration connect_timeout = std::chrono::seconds(10);
     /// Probe / keepalive period.
     Duration tick_interval = std::chrono::seconds(5);
-    /// Events kept for receive() before the oldest are dropped (a bounded queue).
+    /// Events kept for receive() before the oldest are dropped (a bounded queue; an `error` event with
+    /// Errc::queue_full says so). Messages are never lost with them: they are in the inbox (ClientCore::inbox).
     std::size_t max_queued_events = 10000;
 };
 

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace sim {
@@ -21,6 +22,8 @@ struct Client::Impl {
     std::condition_variable cv;
     std::deque<ClientEvent> events;
     bool closed = false;
+    bool overflow_reported = false;
+    std::optional<ClientEvent> overflow_note;  // handed out before any queued event
 
     std::thread ticker;
     bool stop_ticker = false;
@@ -50,8 +53,22 @@ struct Client::Impl {
                 closed = true;
             }
             events.push_back(e);
-            while (events.size() > max_events) {
-                events.pop_front();
+            if (events.size() > max_events) {
+                // The application is behind. Messages are safe in the inbox (written before they were acknowledged);
+                // the oldest events go, and the application hears so first, once per episode.
+                while (events.size() > max_events) {
+                    events.pop_front();
+                }
+                if (!overflow_reported) {
+                    overflow_reported = true;
+                    ClientEvent note;
+                    note.kind = ClientEventKind::error;
+                    note.error = Error{Errc::queue_full, "events dropped: the application is behind; every message is "
+                                                         "in the inbox (ClientCore::inbox)"};
+                    overflow_note = std::move(note);
+                }
+            } else if (events.size() < max_events / 2) {
+                overflow_reported = false;
             }
         }
         cv.notify_all();
@@ -68,6 +85,11 @@ struct Client::Impl {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         std::unique_lock lock(mutex);
         for (;;) {
+            if (overflow_note && match(*overflow_note)) {
+                ClientEvent e = std::move(*overflow_note);
+                overflow_note.reset();
+                return e;
+            }
             for (auto it = events.begin(); it != events.end(); ++it) {
                 if (match(*it)) {
                     ClientEvent e = std::move(*it);

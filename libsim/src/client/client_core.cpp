@@ -511,6 +511,8 @@ struct ClientCore::Impl {
         e.message_id = env->id;
         e.mode = ConversationMode::server_assigned;
         e.text = std::move(body->text);
+        e.inbox_index =
+            e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text, ConversationMode::server_assigned});
         emit(std::move(e));
     }
 };
@@ -721,6 +723,23 @@ Status ClientCore::accept_identity(std::string_view peer) {
 std::size_t ClientCore::outbox_size() const {
     const std::lock_guard lock(m_impl->mutex);
     return m_impl->e2e->outbox_size();
+}
+
+Result<std::vector<InboxEntry>> ClientCore::inbox(std::uint64_t from, std::size_t limit, std::string_view peer) const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->e2e->inbox(from, limit, peer);
+}
+
+InboxStatus ClientCore::inbox_status() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->e2e->inbox_status();
+}
+
+Status ClientCore::mark_read(std::uint64_t up_to) {
+    std::unique_lock lock(m_impl->mutex);
+    auto st = m_impl->e2e->mark_read(up_to);
+    m_impl->flush(lock);
+    return st;
 }
 
 ClientCore::OutboxStatus ClientCore::outbox_status() const {

@@ -302,6 +302,7 @@ Status E2eClient::set_user(const std::string& user) {
     if (!m_outbox_loaded) {
         SIM_TRY_STATUS(load_outbox());
     }
+    SIM_TRY_STATUS(m_inbox.load(m_state));
     return commit();
 }
 
@@ -707,6 +708,31 @@ std::optional<SuiteId> E2eClient::session_suite(std::string_view peer) const {
 
 void E2eClient::ack(const std::string& peer, const MessageId& id) { m_pending_acks[peer].push_back(id); }
 
+std::uint64_t E2eClient::keep_received(const InboxEntry& entry) {
+    std::uint64_t index = 0;
+    for (auto& w : m_inbox.add(entry, index)) {
+        m_writes.push_back(std::move(w));
+    }
+    return index;
+}
+
+Result<std::vector<InboxEntry>> E2eClient::inbox(std::uint64_t from, std::size_t limit, std::string_view peer) const {
+    if (!ready()) {
+        return Error{Errc::not_authenticated, "log in first: the inbox belongs to the logged-in user"};
+    }
+    return m_inbox.read(m_state, from, limit, peer);
+}
+
+Status E2eClient::mark_read(std::uint64_t up_to) {
+    if (!ready()) {
+        return Error{Errc::not_authenticated, "log in first: the inbox belongs to the logged-in user"};
+    }
+    for (auto& w : m_inbox.mark_read(up_to)) {
+        m_writes.push_back(std::move(w));
+    }
+    return commit();
+}
+
 void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
     if (!ready()) {
         return;
@@ -859,6 +885,7 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uin
     e.count = seq;
     e.message_id = envelope.id;
     e.text = std::move(content->text);
+    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false});
     event(std::move(e));
 }
 

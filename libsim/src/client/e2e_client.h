@@ -12,6 +12,7 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 
+#include "inbox.h"
 #include "outbox.h"
 
 #include <deque>
@@ -41,6 +42,12 @@ public:
     void preload_outbox();
     /// Acknowledge message `id` from `peer` once the next commit succeeds (acks are batched per peer).
     void ack(const std::string& peer, const MessageId& id);
+    /// A message to show: written to the inbox in the next commit (before its ack goes out); returns its index.
+    std::uint64_t keep_received(const InboxEntry& entry);
+    [[nodiscard]] Result<std::vector<InboxEntry>> inbox(std::uint64_t from, std::size_t limit,
+                                                        std::string_view peer) const;
+    [[nodiscard]] InboxStatus inbox_status() const noexcept { return m_inbox.status(); }
+    Status mark_read(std::uint64_t up_to);
 
     void on_prekey_status(const PrekeyStatus& status);
     /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
@@ -121,6 +128,7 @@ private:
 
     /// In send order (sent in that order, so the recipient's ratchet skips nothing it need not).
     Outbox m_outbox;
+    Inbox m_inbox;
     bool m_outbox_loaded = false;
     std::set<MessageId> m_sent;
     std::deque<MessageId> m_sent_order;
