@@ -20,19 +20,19 @@ public:
     }
 
     Status write(const std::vector<StateWrite>& batch) override {
-        // Apply to a copy and swap it in at the end: a refused write leaves the map as it was, as the
-        // SQLite transaction does.
-        const std::lock_guard lock(m_mutex);
-        auto next = m_values;
+        // Every write is checked before any is applied: a refused batch leaves the map as it was, as the SQLite
+        // transaction does (and a batch costs what it writes, not the size of the map).
         for (const auto& w : batch) {
             SIM_TRY_STATUS(client::detail::check_state_write(w));
+        }
+        const std::lock_guard lock(m_mutex);
+        for (const auto& w : batch) {
             if (w.value) {
-                next.insert_or_assign(w.key, *w.value);
-            } else {
-                next.erase(w.key);
+                m_values.insert_or_assign(w.key, *w.value);
+            } else if (const auto it = m_values.find(w.key); it != m_values.end()) {
+                m_values.erase(it);
             }
         }
-        m_values.swap(next);
         return ok();
     }
 
