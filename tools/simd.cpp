@@ -389,10 +389,8 @@ int run_server(const Settings& s) {
     if (!master_key) {
         return failure(master_key.error().message());
     }
-    // No conversation survives a restart: clients get new keys when they log in again.
-    if (auto dropped = accounts->backend->delete_all_conversation_keys(); !dropped) {
-        return failure(dropped.error().message());
-    }
+    // Conversation keys survive a restart: messages stored for an offline user need theirs (protocol.md 6.7). The
+    // conversations themselves do not: clients open them again and get new keys.
     sim::auth::SessionTokens tokens(*accounts->backend, rng);
     auto vault = sim::auth::ConversationKeyVault::create(*accounts->backend, *master_key, rng);
     if (!vault) {

@@ -999,6 +999,71 @@ TEST_CASE("an application that reads slowly and is killed: every message is in i
     CHECK(status.first_unread == 0);  // nothing was marked read
 }
 
+TEST_CASE("server-assigned mode: messages stored for an offline user survive a restart of simd (SIGTERM, kill -9)") {
+    constexpr int total = 50;
+    for (const bool hard : {false, true}) {
+        CAPTURE(hard);
+        TempDir data;
+        const std::vector<std::string> flags = {"--conversation-mode", "server-assigned"};
+        auto simd = std::make_unique<Simd>(flags, data.path + "/simd");
+        auto alice_state = sim::make_memory_client_state();
+        auto bob_state = sim::make_memory_client_state();
+        {
+            auto bob = connect_with(simd->port(), *bob_state);
+            REQUIRE(bob->login("bob", "bob password 1"));
+            log_out(*bob);
+        }
+        auto alice = connect_with(simd->port(), *alice_state);
+        REQUIRE(alice->login("alice", "alice password 1", "bob"));
+        const auto keyed = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 10s);  // bob offline: at once
+        REQUIRE(keyed);
+        REQUIRE(keyed->mode == sim::ConversationMode::server_assigned);
+        std::map<sim::MessageId, int> sent;
+        for (int i = 0; i < total; ++i) {
+            auto id = alice->send("bob", "before the restart " + std::to_string(i));
+            REQUIRE(id);
+            sent.emplace(*id, i);
+        }
+        std::set<sim::MessageId> stored;
+        while (stored.size() < sent.size()) {
+            auto e = alice->wait_for(sim::ClientEventKind::receipt, "bob", 10s);
+            REQUIRE(e);
+            stored.insert(e->message_id);
+        }
+        if (hard) {
+            simd->kill9();
+        } else {
+            REQUIRE(simd->stop() == 0);
+        }
+        alice.reset();
+        simd = std::make_unique<Simd>(flags, data.path + "/simd");
+        // alice comes back first and asks for bob again: that must not replace the key the stored messages need.
+        alice = connect_with(simd->port(), *alice_state);
+        REQUIRE(alice->login("alice", "alice password 1", "bob"));
+        auto bob = connect_with(simd->port(), *bob_state);
+        REQUIRE(bob->login("bob", "bob password 1"));
+        const auto bob_keyed = bob->wait_for(sim::ClientEventKind::key_assigned, "alice", 10s);
+        REQUIRE(bob_keyed);
+        for (int i = 0; i < total; ++i) {
+            auto e = bob->wait_for(sim::ClientEventKind::message, "alice", 10s);
+            REQUIRE_MESSAGE(e, "message " << i << " of " << total << " missing");
+            const auto it = sent.find(e->message_id);
+            REQUIRE(it != sent.end());
+            CHECK(it->second == i);
+            CHECK(e->text == "before the restart " + std::to_string(i));
+        }
+        CHECK_FALSE(bob->wait_for(sim::ClientEventKind::error, "", 500ms));
+        CHECK(bob->core().inbox_status().next == static_cast<std::size_t>(total));
+        // The restored conversation ends once delivered; alice gets a new one with a new key and talks to bob.
+        CHECK(alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 10s));
+        REQUIRE(alice->send("bob", "after the restart"));
+        const auto after = bob->wait_for(sim::ClientEventKind::message, "alice", 10s);
+        REQUIRE(after);
+        CHECK(after->text == "after the restart");
+        CHECK(simd->stop() == 0);
+    }
+}
+
 TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace: none refused, all in order") {
     // 6 s at the default limits (2,000/s, burst 4,000; the client uses 80 %). SIM_E2E_OUTBOX sets another count
     // (docs/performance.md measures 50,000).

@@ -228,6 +228,21 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
     return ok();
 }
 
+Result<std::set<std::string>> Delivery::senders(const std::string& user) {
+    std::set<std::string> out;
+    std::uint64_t after = 0;
+    for (;;) {
+        SIM_TRY(const auto rows, m_store.pending(user, after, 1000));
+        for (const auto& row : rows) {
+            out.insert(row.sender);
+            after = row.seq;
+        }
+        if (rows.size() < 1000) {
+            return out;
+        }
+    }
+}
+
 Result<std::size_t> Delivery::backlog(const std::string& user) {
     const std::lock_guard lock(m_mutex);
     SIM_TRY(Box* const box, box_locked(user));

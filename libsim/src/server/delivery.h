@@ -67,6 +67,9 @@ public:
     /// Errc::storage_error.
     Status ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids);
 
+    /// The senders of the messages stored for `user` (read from the store). Errc::storage_error.
+    Result<std::set<std::string>> senders(const std::string& user);
+
     /// Messages known to be stored or being stored for `user` (tests, monitoring). Errc::storage_error.
     Result<std::size_t> backlog(const std::string& user);
 

@@ -2,6 +2,10 @@
 
 #include <sim/messages.h>
 
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
 namespace sim::server_detail {
 
 Router::Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
@@ -11,7 +15,58 @@ Router::Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVaul
       m_rng(rng),
       m_wall(std::move(wall)),
       m_log(std::move(log)),
-      m_offline_keys(offline_keys) {}
+      m_offline_keys(offline_keys) {
+    // Keys stored by an earlier run stay in the vault while messages need them: this run's epochs start above
+    // theirs (microseconds since the epoch; a key assignment takes longer than one).
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(m_wall().time_since_epoch()).count();
+    m_next_epoch = static_cast<std::uint64_t>(std::max<std::int64_t>(1, ms)) * 1000;
+}
+
+bool Router::has_conversation(const std::string& a, const std::string& b) {
+    const std::lock_guard lock(m_mutex);
+    return m_conversations.contains(make_pair(a, b));
+}
+
+void Router::restore(const std::string& user, const std::set<std::string>& senders) {
+    if (m_vault == nullptr) {
+        return;
+    }
+    const std::lock_guard lock(m_mutex);
+    for (const auto& sender : senders) {
+        const auto pair = make_pair(user, sender);
+        if (sender == user || m_conversations.contains(pair)) {
+            continue;
+        }
+        auto stored = m_vault->get(pair.first, pair.second);
+        if (!stored || !stored->has_value()) {
+            m_log(LogLevel::error, "stored messages without a conversation key: " +
+                                       (stored ? std::string("none in the vault") : stored.error().message()));
+            continue;
+        }
+        // The suite is not in the vault: the first of the policy with the key's size (the one assigned then, unless
+        // the operator changed the policy since).
+        std::optional<SuiteId> suite;
+        for (const auto id : m_policy.preference()) {
+            if (suite_key_size(id) == (*stored)->key.size()) {
+                suite = id;
+                break;
+            }
+        }
+        if (!suite) {
+            m_log(LogLevel::error, "stored conversation key fits no suite of the policy");
+            continue;
+        }
+        Conversation conv;
+        conv.suite = *suite;
+        conv.key = std::move((*stored)->key);
+        conv.unkeyed = user;
+        conv.gone = sender;
+        conv.stored = true;
+        conv.in_vault = true;
+        m_conversations.emplace(pair, std::move(conv));
+        m_offline_for[user].insert(pair);
+    }
+}
 
 Router::Pair Router::make_pair(const std::string& a, const std::string& b) {
     return a < b ? Pair{a, b} : Pair{b, a};

@@ -58,6 +58,13 @@ public:
     /// messages are stored for a destination that has no KEYGEN yet. Errors: no_conversation (no key, or one side
     /// has left).
     Status admit(const std::string& from, const std::string& to);
+    /// Before `user`'s login, after a restart: conversations whose messages stored for `user` need a key that only
+    /// the vault still has (docs/protocol.md 6.7). For each sender without a conversation with `user`, the key is
+    /// read from the vault and the conversation restored as one whose sender has left: `user` gets the KEYGEN at
+    /// login, before the messages, and the conversation ends once they are delivered.
+    void restore(const std::string& user, const std::set<std::string>& senders);
+    /// Whether the pair has a conversation (keyed, or kept for a delivery).
+    [[nodiscard]] bool has_conversation(const std::string& a, const std::string& b);
     /// `user` is online and has no stored message left: conversations kept only for that delivery end now.
     void drained(const std::string& user);
     /// End the conversation (from, to) and tell `to` (kept until delivered when `to` has stored messages and no
@@ -113,7 +120,7 @@ private:
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
     std::map<Pair, Conversation> m_conversations;            // pairs that have a key (the seed's True)
     std::map<std::string, std::set<Pair>> m_offline_for;     // user -> pairs keyed while they were offline
-    std::uint64_t m_next_epoch = 1;                          // key epochs only grow, so the vault never sees a stale one
+    std::uint64_t m_next_epoch = 1;  // key epochs only grow (from the wall clock at start, so across restarts too)
     std::uint64_t m_routed = 0;
     std::uint64_t m_refused = 0;
 };

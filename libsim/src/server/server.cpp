@@ -467,6 +467,7 @@ private:
                 m_core->log(LogLevel::error, "prekey status not read: " + status.error().message());
             }
         }
+        restore_stored(m_user, {});
         m_core->router.login(m_user, shared_from_this());
         if (m_core->delivery) {
             m_core->delivery->login(m_user, this);
@@ -547,6 +548,9 @@ private:
             return;
         }
         if (!m_core->end_to_end()) {
+            // A conversation whose messages still wait for `peer` from before a restart comes back first, so that
+            // a new key cannot replace the one they need (6.7).
+            restore_stored(*peer, m_user);
             m_core->router.open(m_user, *peer);
             return;
         }
@@ -576,6 +580,30 @@ private:
         if (used_opk) {
             ask_for_prekeys_if_low(*peer);
         }
+    }
+
+    /// Server-assigned mode after a restart: conversations with messages stored for `recipient` (from `sender`, or
+    /// from anyone when empty) get their keys back from the vault (docs/protocol.md 6.7).
+    void restore_stored(const std::string& recipient, const std::string& sender) {
+        if (m_core->end_to_end() || !m_core->delivery) {
+            return;
+        }
+        const auto backlog = m_core->delivery->backlog(recipient);
+        if (!backlog || *backlog == 0 || (!sender.empty() && m_core->router.has_conversation(recipient, sender))) {
+            return;
+        }
+        auto senders = m_core->delivery->senders(recipient);
+        if (!senders) {
+            m_core->log(LogLevel::error, "stored messages not read: " + senders.error().message());
+            return;
+        }
+        if (!sender.empty()) {
+            if (!senders->contains(sender)) {
+                return;
+            }
+            *senders = {sender};
+        }
+        m_core->router.restore(recipient, *senders);
     }
 
     /// Tell `user` (if online) that their one-time prekey stock is low (docs/protocol.md 6.1).
