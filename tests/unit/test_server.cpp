@@ -800,9 +800,9 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     CHECK(limits.messages_per_second == 2000);
     CHECK(limits.message_burst == 4000);
     CHECK(limits.window == 256);
-    CHECK(alice.inbox[1].type == sim::FrameType::ack_init);
-    CHECK(alice.inbox[2].type == sim::FrameType::prekeys);  // right after ack_init 1
-    auto st = sim::decode_prekey_status(alice.inbox[2].payload).value();
+    CHECK(alice.inbox[1].type == sim::FrameType::prekeys);  // right before ack_init 1
+    CHECK(alice.inbox[2].type == sim::FrameType::ack_init);
+    auto st = sim::decode_prekey_status(alice.inbox[1].payload).value();
     CHECK_FALSE(st.identity_key.has_value());
     CHECK(st.one_time_count == 0);
     alice.inbox.clear();

@@ -79,6 +79,7 @@ struct ClientCore::Impl {
     std::string user;
     bool login_sent = false;
     bool authed = false;
+    std::optional<PrekeyStatus> early_prekey_status;  // a server sends it just before ack_init 1
     IssuedSessionToken token;
     std::set<std::string, std::less<>> awaited;
     std::map<std::string, Conversation, std::less<>> conversations;
@@ -298,13 +299,17 @@ struct ClientCore::Impl {
             case FrameType::keygen: on_keygen(f); break;
             case FrameType::message: on_message(f); break;
             case FrameType::prekeys: {
-                if (f.source != server_name || !authed) {
+                if (f.source != server_name || (!authed && !login_sent)) {
                     fail(Error{Errc::bad_field, "prekeys status not from the server"});
                     return;
                 }
                 auto status = decode_prekey_status(f.payload);
                 if (!status) {
                     fail(status.error());
+                    return;
+                }
+                if (!authed) {
+                    early_prekey_status = std::move(*status);  // before ack_init 1: applied with it
                     return;
                 }
                 e2e->on_prekey_status(*status);
@@ -381,6 +386,12 @@ struct ClientCore::Impl {
                 if (const auto st = e2e->set_user(user); !st) {
                     fail(st.error());
                     return;
+                }
+                if (early_prekey_status) {
+                    // The upload it asks for is queued before the application hears `authenticated`, so anything
+                    // the application sends next (a logout too) goes after it.
+                    e2e->on_prekey_status(*early_prekey_status);
+                    early_prekey_status.reset();
                 }
                 emit(ClientEventKind::authenticated, user);
                 e2e->restart_outbox();  // messages that got no receipt before a restart or a lost connection

@@ -457,8 +457,7 @@ private:
         m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
         // The limits come first, so that a client knows its pace before it re-sends its outbox (6.6).
         send(Frame{FrameType::limits, 0, std::string(server_name), m_user, m_core->limits_payload});
-        send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
-                   m_user, encode_session_token(issued)});
+        // The prekey status too (6.1): a client that logs out right after ack_init 1 has queued its upload first.
         if (m_core->end_to_end() && m_core->prekeys != nullptr) {
             auto status = m_core->prekey_status_frame(m_user);
             if (status) {
@@ -467,6 +466,8 @@ private:
                 m_core->log(LogLevel::error, "prekey status not read: " + status.error().message());
             }
         }
+        send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
+                   m_user, encode_session_token(issued)});
         restore_stored(m_user, {});
         m_core->router.login(m_user, shared_from_this());
         if (m_core->delivery) {
