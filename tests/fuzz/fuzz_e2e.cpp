@@ -1,5 +1,5 @@
 // libFuzzer target for the end-to-end decoders (docs/protocol.md section 6): every messages.h codec that reads
-// peer input, e2e::inspect, e2e::Session::deserialize, and e2e::Session::open on a genuine session.
+// peer input (refusals and limits also round-trip), e2e::inspect, e2e::Session::deserialize, and e2e::Session::open on a genuine session.
 //
 // Properties checked (any violation aborts, which libFuzzer reports as a crash):
 // - nothing crashes or leaks on any input;
@@ -71,6 +71,15 @@ void decode_everything(sim::ByteView in) {
     (void)sim::decode_key_assignment(in);
     (void)sim::decode_e2e_content(in);
     (void)sim::e2e::inspect(in);
+    // The strict codecs of streams (6.6): whatever decodes encodes back to the same bytes.
+    if (const auto r = sim::decode_refusal(in)) {
+        const auto again = sim::encode_refusal(*r);
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a refusal round-trips");
+    }
+    if (const auto l = sim::decode_server_limits(in)) {
+        const auto again = sim::encode_server_limits(*l);
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "limits round-trip");
+    }
 }
 
 }  // namespace

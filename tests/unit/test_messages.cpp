@@ -377,3 +377,44 @@ TEST_CASE("conversation mode names") {
     CHECK(sim::conversation_mode_name(sim::ConversationMode::end_to_end) == "end-to-end");
     CHECK(sim::conversation_mode_name(static_cast<sim::ConversationMode>(9)) == "unknown");
 }
+
+TEST_CASE("refusal and limits: round trip and strict decoding (docs/protocol.md 6.6)") {
+    const sim::Refusal r{"bob", mid(9), sim::Errc::rate_limited, 42};
+    const auto wire = sim::encode_refusal(r);
+    CHECK(wire.size() == 1 + 3 + 16 + 2 + 4);
+    const auto back = sim::decode_refusal(wire);
+    REQUIRE(back);
+    CHECK(back->peer == "bob");
+    CHECK(back->id == mid(9));
+    CHECK(back->code == sim::Errc::rate_limited);
+    CHECK(back->expected == 42);
+    for (std::size_t cut = 0; cut < wire.size(); ++cut) {
+        CHECK(sim::decode_refusal(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated);
+    }
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_refusal(longer).code() == sim::Errc::trailing_bytes);
+    CHECK(sim::decode_refusal(sim::encode_refusal({"", mid(1), sim::Errc::rate_limited, 1})).code() ==
+          sim::Errc::bad_field);
+    CHECK(sim::decode_refusal(sim::encode_refusal({"bob", mid(1), sim::Errc::ok, 1})).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_refusal(sim::encode_refusal({"bob", mid(1), sim::Errc::busy, 0})).code() == sim::Errc::bad_field);
+
+    const sim::ServerLimits l{2000, 4000, 256};
+    const auto lw = sim::encode_server_limits(l);
+    CHECK(lw.size() == 10);
+    const auto lb = sim::decode_server_limits(lw);
+    REQUIRE(lb);
+    CHECK(lb->messages_per_second == 2000);
+    CHECK(lb->message_burst == 4000);
+    CHECK(lb->window == 256);
+    for (std::size_t cut = 0; cut < lw.size(); ++cut) {
+        CHECK(sim::decode_server_limits(sim::ByteView{lw}.first(cut)).code() == sim::Errc::truncated);
+    }
+    auto lt = lw;
+    lt.push_back(1);
+    CHECK(sim::decode_server_limits(lt).code() == sim::Errc::trailing_bytes);
+    for (const sim::ServerLimits zero :
+         {sim::ServerLimits{0, 1, 1}, sim::ServerLimits{1, 0, 1}, sim::ServerLimits{1, 1, 0}}) {
+        CHECK(sim::decode_server_limits(sim::encode_server_limits(zero)).code() == sim::Errc::bad_field);
+    }
+}
