@@ -348,15 +348,16 @@ struct World {
     explicit World(std::string_view seed = "misbehaving server")
         : rng(sim::make_deterministic_rng(sim::as_bytes(seed))), server(*rng, clock) {}
 
-    /// Start a client for `user` on its state (created on first use), log in, optionally open `peer`.
-    TestClient& start(const std::string& user, const std::string& peer = {}) {
-        auto& state = states[user];
-        if (!state) {
-            state = sim::make_memory_client_state();
+    /// Start a client for `user` on its state (created on first use; `state` instead when given), log in, optionally
+    /// open `peer`.
+    TestClient& start(const std::string& user, const std::string& peer = {}, sim::ClientState* state = nullptr) {
+        auto& own = states[user];
+        if (!own) {
+            own = sim::make_memory_client_state();
         }
         sim::ClientConfig cfg;
         cfg.handshake.server_id = "evil:1";
-        cfg.state = state.get();
+        cfg.state = state != nullptr ? state : own.get();
         cfg.one_time_prekeys = 30;
         auto tc = sim_test::make_test_client(std::move(cfg), known, *rng, clock,
                                              [this](auto out) { return server.accept(std::move(out)); });
@@ -1128,18 +1129,7 @@ TEST_CASE("received messages are in the inbox before they are acknowledged, and 
     // A message the client could not write is neither shown nor acknowledged: the server keeps it.
     FlakyState flaky(*w.states["bob"]);
     w.stop(bob2);
-    sim::ClientConfig cfg;
-    cfg.handshake.server_id = "evil:1";
-    cfg.state = &flaky;
-    auto tc = sim_test::make_test_client(std::move(cfg), w.known, *w.rng, w.clock,
-                                         [&w](auto out) { return w.server.accept(std::move(out)); });
-    REQUIRE(tc);
-    w.clients.push_back(std::move(tc));
-    auto& bob3 = *w.clients.back();
-    w.settle();
-    REQUIRE(bob3.core->login("bob", {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}));
-    w.settle();
-    REQUIRE(bob3.saw(ClientEventKind::authenticated, "bob"));
+    auto& bob3 = w.start("bob", {}, &flaky);
     const auto acks = w.server.acks.size();
     flaky.broken = true;
     w.send(*p.alice, "bob", "four");

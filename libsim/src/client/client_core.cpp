@@ -96,6 +96,15 @@ struct ClientCore::Impl {
         e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, clock);
     }
 
+    /// `f(e2e)` under the lock, then flush (a call that may change end-to-end state).
+    template <typename F>
+    Status with_e2e(F&& f) {
+        std::unique_lock lock(mutex);
+        auto st = f(*e2e);
+        flush(lock);
+        return st;
+    }
+
     /// End of every call that may have changed end-to-end state: commit it, then send what waited for the commit.
     /// A state that cannot be written closes the connection (nothing is acknowledged that was not stored).
     void settle() {
@@ -718,17 +727,11 @@ Result<PeerIdentity> ClientCore::peer_identity(std::string_view peer) const {
 }
 
 Status ClientCore::verify_peer(std::string_view peer) {
-    std::unique_lock lock(m_impl->mutex);
-    auto st = m_impl->e2e->verify_peer(peer);
-    m_impl->flush(lock);
-    return st;
+    return m_impl->with_e2e([&](client_detail::E2eClient& e2e) { return e2e.verify_peer(peer); });
 }
 
 Status ClientCore::accept_identity(std::string_view peer) {
-    std::unique_lock lock(m_impl->mutex);
-    auto st = m_impl->e2e->accept_identity(peer);
-    m_impl->flush(lock);
-    return st;
+    return m_impl->with_e2e([&](client_detail::E2eClient& e2e) { return e2e.accept_identity(peer); });
 }
 
 std::size_t ClientCore::outbox_size() const {
@@ -747,10 +750,7 @@ InboxStatus ClientCore::inbox_status() const {
 }
 
 Status ClientCore::mark_read(std::uint64_t up_to) {
-    std::unique_lock lock(m_impl->mutex);
-    auto st = m_impl->e2e->mark_read(up_to);
-    m_impl->flush(lock);
-    return st;
+    return m_impl->with_e2e([&](client_detail::E2eClient& e2e) { return e2e.mark_read(up_to); });
 }
 
 ClientCore::OutboxStatus ClientCore::outbox_status() const {
