@@ -98,7 +98,7 @@ def key_schedule(data):
                 rec[k] = ep[k]
             ex = ep["exporter"]
             rec.update(exporter_label=ex["label"], exporter_context=ex["context"],
-                       exporter_length=str(ex["length"]), exporter_secret=ex["secret"])
+                       exporter_length=str(ex["length"]), exporter_value=ex["secret"])
             records.append(rec)
     return [("Epoch", records)], len(records)
 

@@ -7,7 +7,9 @@
 #include <sim/rng.h>
 
 #include "../../libsim/src/mls/codec.h"
+#include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/primitives.h"
+#include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
 #include "vec_reader.h"
 
@@ -311,4 +313,244 @@ TEST_CASE("MLS ExpandWithLabel bounds and the external key pair") {
     const auto pair = mls::derive_key_pair(secret);
     REQUIRE(pair.has_value());
     CHECK(pair->public_key.size() == 32);
+}
+
+// ---------------------------------------------------------------- key schedule
+
+TEST_CASE("MLS key schedule: key-schedule.json (ciphersuite 1)") {
+    std::size_t epochs = 0;
+    sim::SecureBytes init_secret;
+    std::string current_tc;
+    for (const auto& r : section("mls/key_schedule.vec", "Epoch")) {
+        INFO(r.where());
+        if (r.get("tc") != current_tc) {
+            current_tc = r.get("tc");
+            init_secret = sim::to_bytes<sim::SecureBytes>(r.hex("initial_init_secret"));
+            REQUIRE(r.get("epoch") == "0");
+        }
+        mls::GroupContext gc;
+        gc.group_id = r.hex("group_id");
+        gc.epoch = std::stoull(r.get("epoch"));
+        gc.tree_hash = r.hex("tree_hash");
+        gc.confirmed_transcript_hash = r.hex("confirmed_transcript_hash");
+        const auto encoded = gc.encode();
+        REQUIRE(encoded.has_value());
+        CHECK(to_hex(*encoded) == r.get("group_context"));
+        const auto decoded = mls::GroupContext::decode(*encoded);
+        REQUIRE(decoded.has_value());
+        CHECK(decoded->group_id == gc.group_id);
+        CHECK(decoded->epoch == gc.epoch);
+        CHECK(decoded->extensions.empty());
+
+        const auto s = mls::derive_epoch_secrets(init_secret, r.hex("commit_secret"), r.hex("psk_secret"), *encoded);
+        REQUIRE(s.has_value());
+        CHECK(to_hex(s->joiner_secret) == r.get("joiner_secret"));
+        CHECK(to_hex(s->welcome_secret) == r.get("welcome_secret"));
+        CHECK(to_hex(s->init_secret) == r.get("init_secret"));
+        CHECK(to_hex(s->sender_data_secret) == r.get("sender_data_secret"));
+        CHECK(to_hex(s->encryption_secret) == r.get("encryption_secret"));
+        CHECK(to_hex(s->exporter_secret) == r.get("exporter_secret"));
+        CHECK(to_hex(s->epoch_authenticator) == r.get("epoch_authenticator"));
+        CHECK(to_hex(s->external_secret) == r.get("external_secret"));
+        CHECK(to_hex(s->confirmation_key) == r.get("confirmation_key"));
+        CHECK(to_hex(s->membership_key) == r.get("membership_key"));
+        CHECK(to_hex(s->resumption_psk) == r.get("resumption_psk"));
+        const auto external = mls::derive_key_pair(s->external_secret);
+        REQUIRE(external.has_value());
+        CHECK(to_hex(external->public_key) == r.get("external_pub"));
+        // The exporter label is a string in the JSON (test-vectors.md), even where it looks like hex.
+        const auto exported = mls::mls_exporter(s->exporter_secret, sim::as_bytes(r.get("exporter_label")),
+                                                r.hex("exporter_context"), std::stoul(r.get("exporter_length")));
+        REQUIRE(exported.has_value());
+        CHECK(to_hex(*exported) == r.get("exporter_value"));
+        // A joiner computes the same epoch from the joiner_secret.
+        const auto joined = mls::derive_epoch_secrets_from_joiner(s->joiner_secret, r.hex("psk_secret"), *encoded);
+        REQUIRE(joined.has_value());
+        CHECK(joined->epoch_authenticator == s->epoch_authenticator);
+        init_secret = s->init_secret;
+        ++epochs;
+    }
+    CHECK(epochs == 5);
+    MESSAGE("key-schedule.json: " << epochs << " of 5 epochs (1 test case) pass, 0 skipped");
+}
+
+TEST_CASE("MLS GroupContext decoder and key schedule refuse malformed input") {
+    mls::GroupContext gc;
+    gc.group_id = sim::to_bytes(sim::as_bytes("group"));
+    gc.epoch = 7;
+    gc.tree_hash = Bytes(32, 1);
+    gc.confirmed_transcript_hash = Bytes(32, 2);
+    gc.extensions = {{3, {1, 2}}, {5, {}}};
+    const auto good = gc.encode();
+    REQUIRE(good.has_value());
+    const auto back = mls::GroupContext::decode(*good);
+    REQUIRE(back.has_value());
+    CHECK(back->extensions == gc.extensions);
+    // Every truncation fails; a trailing byte fails; every single-bit flip either fails or decodes to a different
+    // context (never silently to the same one).
+    for (std::size_t cut = 0; cut < good->size(); ++cut) {
+        CHECK_FALSE(mls::GroupContext::decode(ByteView(*good).first(cut)).has_value());
+    }
+    Bytes longer = *good;
+    longer.push_back(0);
+    CHECK(mls::GroupContext::decode(longer).code() == Errc::trailing_bytes);
+    for (std::size_t bit = 0; bit < good->size() * 8; ++bit) {
+        Bytes flipped = *good;
+        flipped[bit / 8] ^= static_cast<std::uint8_t>(1U << (bit % 8));
+        const auto d = mls::GroupContext::decode(flipped);
+        if (d) {
+            const auto re = d->encode();
+            REQUIRE(re.has_value());
+            CHECK(*re == flipped);
+        }
+    }
+    Bytes other_version = *good;
+    other_version[1] = 2;
+    CHECK(mls::GroupContext::decode(other_version).code() == Errc::unsupported_version);
+    Bytes other_suite = *good;
+    other_suite[3] = 2;
+    CHECK(mls::GroupContext::decode(other_suite).code() == Errc::suite_not_allowed);
+    // A repeated extension type.
+    gc.extensions = {{3, {}}, {3, {}}};
+    const auto dup = gc.encode();
+    REQUIRE(dup.has_value());
+    CHECK(mls::GroupContext::decode(*dup).code() == Errc::bad_field);
+    // An oversized tree hash.
+    gc.extensions.clear();
+    gc.tree_hash = Bytes(33, 1);
+    const auto big = gc.encode();
+    REQUIRE(big.has_value());
+    CHECK(mls::GroupContext::decode(*big).code() == Errc::frame_too_large);
+
+    const Bytes s32(32, 1);
+    CHECK(mls::derive_epoch_secrets(Bytes(31, 1), s32, s32, *good).code() == Errc::invalid_argument);
+    CHECK(mls::derive_epoch_secrets(s32, Bytes{}, s32, *good).code() == Errc::invalid_argument);
+    CHECK(mls::derive_epoch_secrets(s32, s32, Bytes(33, 0), *good).code() == Errc::invalid_argument);
+}
+
+// ---------------------------------------------------------------- secret tree
+
+TEST_CASE("MLS secret tree: secret-tree.json (ciphersuite 1)") {
+    std::size_t sender_data = 0;
+    for (const auto& r : section("mls/secret_tree.vec", "SenderData")) {
+        INFO(r.where());
+        const auto kn = mls::sender_data_key_nonce(r.hex("sender_data_secret"), r.hex("ciphertext"));
+        REQUIRE(kn.has_value());
+        CHECK(to_hex(kn->key) == r.get("key"));
+        CHECK(to_hex(kn->nonce) == r.get("nonce"));
+        ++sender_data;
+    }
+    // One secret tree per test case; the generations of each leaf are requested in the file's order, receiving
+    // side (get) for the handshake ratchet and sending side (next, skipping ahead) for the application ratchet.
+    std::size_t generations = 0;
+    std::string current_tc;
+    std::optional<mls::SecretTree> st;
+    std::optional<mls::SecretTree> st_reverse;  // the same tree with leaves derived in reverse order
+    for (const auto& r : section("mls/secret_tree.vec", "Leaf")) {
+        INFO(r.where());
+        if (r.get("tc") != current_tc) {
+            current_tc = r.get("tc");
+            auto made = mls::SecretTree::create(r.hex("encryption_secret"), u32_of(r, "n_leaves"));
+            REQUIRE(made.has_value());
+            st.emplace(std::move(*made));
+            auto reverse = mls::SecretTree::create(r.hex("encryption_secret"), u32_of(r, "n_leaves"));
+            REQUIRE(reverse.has_value());
+            for (std::uint32_t leaf = u32_of(r, "n_leaves"); leaf-- > 0;) {
+                REQUIRE(reverse->ratchet(leaf, mls::RatchetKind::application).has_value());
+            }
+            st_reverse.emplace(std::move(*reverse));
+        }
+        const auto leaf = u32_of(r, "leaf");
+        const auto generation = u32_of(r, "generation");
+        auto hs = st->ratchet(leaf, mls::RatchetKind::handshake);
+        REQUIRE(hs.has_value());
+        const auto hk = (*hs)->get(generation);
+        REQUIRE(hk.has_value());
+        CHECK(hk->generation == generation);
+        CHECK(to_hex(hk->key) == r.get("handshake_key"));
+        CHECK(to_hex(hk->nonce) == r.get("handshake_nonce"));
+
+        auto app = st->ratchet(leaf, mls::RatchetKind::application);
+        REQUIRE(app.has_value());
+        REQUIRE((*app)->next_generation() <= generation);
+        while ((*app)->next_generation() < generation) {
+            REQUIRE((*app)->next().has_value());
+        }
+        const auto ak = (*app)->next();
+        REQUIRE(ak.has_value());
+        CHECK(to_hex(ak->key) == r.get("application_key"));
+        CHECK(to_hex(ak->nonce) == r.get("application_nonce"));
+
+        auto rev = st_reverse->ratchet(leaf, mls::RatchetKind::application);
+        REQUIRE(rev.has_value());
+        const auto rk = (*rev)->get(generation);
+        REQUIRE(rk.has_value());
+        CHECK(to_hex(rk->key) == r.get("application_key"));
+        ++generations;
+    }
+    CHECK(sender_data == 3);
+    CHECK(generations == 82);
+    MESSAGE("secret-tree.json: " << sender_data << " sender-data checks and " << generations
+                                 << " leaf generations (3 test cases) pass, 0 skipped");
+}
+
+TEST_CASE("MLS hash ratchet: consumed keys, reordering window, bounded jumps") {
+    const Bytes root(32, 9);
+    auto made = mls::SecretTree::create(root, 4);
+    REQUIRE(made.has_value());
+    auto& tree_ = *made;
+    auto sender_tree = mls::SecretTree::create(root, 4);
+    REQUIRE(sender_tree.has_value());
+    auto* send = *sender_tree->ratchet(2, mls::RatchetKind::application);
+    auto* recv = *tree_.ratchet(2, mls::RatchetKind::application);
+    std::vector<mls::KeyAndNonce> sent;
+    for (int i = 0; i < 10; ++i) {
+        auto k = send->next();
+        REQUIRE(k.has_value());
+        sent.push_back(std::move(*k));
+    }
+    // Out of order within the window: 5 first, then 2, then 0.
+    for (const std::uint32_t g : {5U, 2U, 0U, 9U, 7U}) {
+        const auto k = recv->get(g);
+        REQUIRE(k.has_value());
+        CHECK(k->key == sent[g].key);
+        CHECK(k->nonce == sent[g].nonce);
+    }
+    // Each key is handed out once (forward secrecy, duplicates refused).
+    for (const std::uint32_t g : {5U, 2U, 0U, 9U, 7U}) {
+        CHECK(recv->get(g).code() == Errc::replayed);
+    }
+    // The untouched skipped ones are still there.
+    CHECK(recv->get(1).has_value());
+    // A jump past the limit is refused and changes nothing.
+    const auto before = recv->next_generation();
+    CHECK(recv->get(before + mls::max_generation_jump + 1).code() == Errc::out_of_window);
+    CHECK(recv->get(0xffffffffU).code() == Errc::out_of_window);
+    CHECK(recv->next_generation() == before);
+    // A jump of exactly the limit is accepted; only the last max_skipped_keys skipped keys are kept.
+    const auto far = before + mls::max_generation_jump;
+    REQUIRE(recv->get(far).has_value());
+    CHECK(recv->get(far - 1).has_value());
+    CHECK(recv->get(far - mls::max_skipped_keys).has_value());
+    CHECK(recv->get(far - mls::max_skipped_keys - 1).code() == Errc::replayed);
+    // Different leaves and kinds have different keys; leaves outside the tree are refused.
+    auto* other = *tree_.ratchet(1, mls::RatchetKind::application);
+    auto* hs = *tree_.ratchet(2, mls::RatchetKind::handshake);
+    const auto k_other = other->next();
+    const auto k_hs = hs->next();
+    REQUIRE(k_other.has_value());
+    REQUIRE(k_hs.has_value());
+    CHECK(k_other->key != sent[0].key);
+    CHECK(k_hs->key != sent[0].key);
+    CHECK(tree_.ratchet(4, mls::RatchetKind::application).code() == Errc::invalid_argument);
+    // Tree sizes and secret sizes.
+    CHECK(mls::SecretTree::create(root, 0).code() == Errc::invalid_argument);
+    CHECK(mls::SecretTree::create(root, 3).code() == Errc::invalid_argument);
+    CHECK(mls::SecretTree::create(root, tree::max_leaves * 2U).code() == Errc::invalid_argument);
+    CHECK(mls::SecretTree::create(Bytes(31, 1), 2).code() == Errc::invalid_argument);
+    CHECK(mls::sender_data_key_nonce(Bytes(31, 1), Bytes(40, 0)).code() == Errc::invalid_argument);
+    // The largest tree costs no memory up front.
+    auto huge = mls::SecretTree::create(root, tree::max_leaves);
+    REQUIRE(huge.has_value());
+    REQUIRE(huge->ratchet(tree::max_leaves - 1, mls::RatchetKind::handshake).has_value());
 }
