@@ -7,6 +7,7 @@
 #include <sim/rng.h>
 
 #include "../../libsim/src/mls/codec.h"
+#include "../../libsim/src/mls/framing.h"
 #include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/primitives.h"
 #include "../../libsim/src/mls/secret_tree.h"
@@ -553,4 +554,77 @@ TEST_CASE("MLS hash ratchet: consumed keys, reordering window, bounded jumps") {
     auto huge = mls::SecretTree::create(root, tree::max_leaves);
     REQUIRE(huge.has_value());
     REQUIRE(huge->ratchet(tree::max_leaves - 1, mls::RatchetKind::handshake).has_value());
+}
+
+// ---------------------------------------------------------------- framing and transcript hashes
+
+TEST_CASE("MLS transcript hashes: transcript-hashes.json (ciphersuite 1)") {
+    std::size_t n = 0;
+    for (const auto& r : section("mls/transcript_hashes.vec", "TranscriptHash")) {
+        INFO(r.where());
+        const auto raw = r.hex("authenticated_content");
+        const auto ac = mls::AuthenticatedContent::decode(raw);
+        REQUIRE(ac.has_value());
+        REQUIRE(ac->content.content_type == mls::ContentType::commit);
+        const auto re = ac->encode();
+        REQUIRE(re.has_value());
+        CHECK(to_hex(*re) == to_hex(raw));
+        const auto confirmed = mls::confirmed_transcript_hash(r.hex("interim_transcript_hash_before"), *ac);
+        REQUIRE(confirmed.has_value());
+        CHECK(to_hex(*confirmed) == r.get("confirmed_transcript_hash_after"));
+        // The confirmation tag is MAC(confirmation_key, confirmed_transcript_hash).
+        CHECK(sim::constant_time_equal(mls::mac(r.hex("confirmation_key"), *confirmed), ac->auth.confirmation_tag));
+        const auto interim = mls::interim_transcript_hash(*confirmed, ac->auth.confirmation_tag);
+        REQUIRE(interim.has_value());
+        CHECK(to_hex(*interim) == r.get("interim_transcript_hash_after"));
+        ++n;
+    }
+    CHECK(n == 1);
+    MESSAGE("transcript-hashes.json: " << n << " of 1 test case passes, 0 skipped");
+}
+
+TEST_CASE("MLS AuthenticatedContent decoder refuses truncated, extended and malformed input") {
+    const auto raw = section("mls/transcript_hashes.vec", "TranscriptHash").front().hex("authenticated_content");
+    for (std::size_t cut = 0; cut < raw.size(); ++cut) {
+        CHECK_FALSE(mls::AuthenticatedContent::decode(ByteView(raw).first(cut)).has_value());
+    }
+    Bytes longer = raw;
+    longer.push_back(0);
+    CHECK(mls::AuthenticatedContent::decode(longer).code() == Errc::trailing_bytes);
+    // Every single-bit flip is refused or decodes to a structure that re-encodes to exactly the flipped bytes.
+    std::size_t refused = 0;
+    for (std::size_t bit = 0; bit < raw.size() * 8; ++bit) {
+        Bytes flipped = raw;
+        flipped[bit / 8] ^= static_cast<std::uint8_t>(1U << (bit % 8));
+        const auto d = mls::AuthenticatedContent::decode(flipped);
+        if (!d) {
+            ++refused;
+            continue;
+        }
+        const auto re = d->encode();
+        REQUIRE(re.has_value());
+        CHECK(*re == flipped);
+    }
+    CHECK(refused > 0);
+    // Unknown wire format, sender type, content type.
+    Bytes bad = raw;
+    bad[1] = 3;  // welcome
+    CHECK(mls::AuthenticatedContent::decode(bad).code() == Errc::bad_field);
+    // group_id "group" (5 bytes) -> epoch at 8..15, sender type at 16.
+    bad = raw;
+    REQUIRE(bad[16] == 1);
+    bad[16] = 5;
+    CHECK(mls::AuthenticatedContent::decode(bad).code() == Errc::bad_field);
+    bad = raw;
+    REQUIRE(bad[22] == 3);  // sender index 17..20, authenticated_data length 21, content type 22
+    bad[22] = 4;
+    CHECK(mls::AuthenticatedContent::decode(bad).code() == Errc::bad_field);
+    // A commit without its confirmation tag cannot be encoded; a proposal with one neither.
+    auto ac = mls::AuthenticatedContent::decode(raw);
+    REQUIRE(ac.has_value());
+    ac->auth.confirmation_tag.clear();
+    CHECK(ac->encode().code() == Errc::invalid_argument);
+    CHECK(mls::confirmed_transcript_hash({}, *ac).has_value());
+    ac->content.content_type = mls::ContentType::application;
+    CHECK(mls::confirmed_transcript_hash({}, *ac).code() == Errc::invalid_argument);
 }
