@@ -9,6 +9,7 @@
 #include "../../libsim/src/mls/codec.h"
 #include "../../libsim/src/mls/framing.h"
 #include "../../libsim/src/mls/key_schedule.h"
+#include "../../libsim/src/mls/message_protection.h"
 #include "../../libsim/src/mls/primitives.h"
 #include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
@@ -627,4 +628,281 @@ TEST_CASE("MLS AuthenticatedContent decoder refuses truncated, extended and malf
     CHECK(mls::confirmed_transcript_hash({}, *ac).has_value());
     ac->content.content_type = mls::ContentType::application;
     CHECK(mls::confirmed_transcript_hash({}, *ac).code() == Errc::invalid_argument);
+}
+
+// ---------------------------------------------------------------- message protection
+
+namespace {
+
+struct ProtectionCase {
+    VecRecord r;
+    mls::GroupContext gc;
+    Bytes sig_priv;
+    Bytes sig_pub;
+    mls::SignatureKeyLookup lookup;
+
+    explicit ProtectionCase(VecRecord rec) : r(std::move(rec)) {
+        gc.group_id = r.hex("group_id");
+        gc.epoch = std::stoull(r.get("epoch"));
+        gc.tree_hash = r.hex("tree_hash");
+        gc.confirmed_transcript_hash = r.hex("confirmed_transcript_hash");
+        sig_priv = r.hex("signature_priv");
+        sig_pub = r.hex("signature_pub");
+        lookup = [pub = sig_pub](const mls::Sender& s) -> sim::Result<Bytes> {
+            if (s.type == mls::SenderType::member && s.index == 1) {
+                return pub;
+            }
+            return Errc::invalid_argument;
+        };
+    }
+
+    [[nodiscard]] mls::SecretTree tree() const {
+        auto t = mls::SecretTree::create(r.hex("encryption_secret"), 2);
+        REQUIRE(t.has_value());
+        return std::move(*t);
+    }
+
+    [[nodiscard]] mls::FramedContent content(mls::ContentType type, const Bytes& body) const {
+        mls::FramedContent fc;
+        fc.group_id = gc.group_id;
+        fc.epoch = gc.epoch;
+        fc.sender = mls::Sender{mls::SenderType::member, 1};
+        fc.content_type = type;
+        fc.content = body;
+        return fc;
+    }
+};
+
+ProtectionCase protection_case() {
+    auto records = section("mls/message_protection.vec", "MessageProtection");
+    REQUIRE(records.size() == 1);
+    return ProtectionCase(std::move(records.front()));
+}
+
+}  // namespace
+
+TEST_CASE("MLS message protection: message-protection.json (ciphersuite 1)") {
+    const auto c = protection_case();
+    const auto membership_key = c.r.hex("membership_key");
+    const auto sender_data_secret = c.r.hex("sender_data_secret");
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls message protection"));
+    std::size_t checks = 0;
+    for (const auto& [name, type] : {std::pair{std::string("proposal"), mls::ContentType::proposal},
+                                     std::pair{std::string("commit"), mls::ContentType::commit},
+                                     std::pair{std::string("application"), mls::ContentType::application}}) {
+        CAPTURE(name);
+        const auto raw = c.r.hex(name);
+        const Bytes tag = type == mls::ContentType::commit ? Bytes(32, 0x5a) : Bytes{};
+        auto fc = c.content(type, raw);
+        if (type != mls::ContentType::application) {
+            // The vector's PublicMessage verifies and carries the raw content.
+            const auto pub = mls::unprotect_public(c.r.hex(name + "_pub"), c.gc, membership_key, c.lookup);
+            REQUIRE(pub.has_value());
+            CHECK(pub->content.content_type == type);
+            CHECK(pub->content.sender == mls::Sender{mls::SenderType::member, 1});
+            CHECK(to_hex(pub->content.content) == to_hex(raw));
+            // Our PublicMessage of the same content verifies.
+            const auto signed_ = mls::sign_content(mls::WireFormat::public_message, fc, c.gc, c.sig_priv, tag);
+            REQUIRE(signed_.has_value());
+            const auto msg = mls::protect_public(*signed_, c.gc, membership_key);
+            REQUIRE(msg.has_value());
+            const auto back = mls::unprotect_public(*msg, c.gc, membership_key, c.lookup);
+            REQUIRE(back.has_value());
+            CHECK(back->content.content == raw);
+            ++checks;
+        } else {
+            const auto signed_ = mls::sign_content(mls::WireFormat::public_message, fc, c.gc, c.sig_priv);
+            REQUIRE(signed_.has_value());
+            CHECK(mls::protect_public(*signed_, c.gc, membership_key).code() == Errc::invalid_argument);
+        }
+        // The vector's PrivateMessage decrypts with a fresh secret tree and verifies.
+        auto receiver = c.tree();
+        const auto priv = mls::unprotect_private(c.r.hex(name + "_priv"), c.gc, receiver, sender_data_secret, c.lookup);
+        REQUIRE(priv.has_value());
+        CHECK(priv->content.content_type == type);
+        CHECK(to_hex(priv->content.content) == to_hex(raw));
+        // ... once: the same message again is a replay.
+        CHECK(mls::unprotect_private(c.r.hex(name + "_priv"), c.gc, receiver, sender_data_secret, c.lookup).code() ==
+              Errc::replayed);
+        // Our PrivateMessage of the same content decrypts with another fresh tree.
+        auto sender_tree = c.tree();
+        auto recv_tree = c.tree();
+        const auto signed_priv = mls::sign_content(mls::WireFormat::private_message, fc, c.gc, c.sig_priv, tag);
+        REQUIRE(signed_priv.has_value());
+        const auto msg = mls::protect_private(*signed_priv, c.gc, sender_tree, sender_data_secret, rng->bytes(4), 17);
+        REQUIRE(msg.has_value());
+        const auto back = mls::unprotect_private(*msg, c.gc, recv_tree, sender_data_secret, c.lookup);
+        REQUIRE(back.has_value());
+        CHECK(back->content.content == raw);
+        checks += 2;
+    }
+    CHECK(checks == 8);
+    MESSAGE("message-protection.json: 1 of 1 test case (" << checks << " protect/unprotect checks) passes, 0 skipped");
+}
+
+TEST_CASE("MLS message protection refuses forgeries, tampering, replays and other epochs without changing state") {
+    const auto c = protection_case();
+    const auto membership_key = c.r.hex("membership_key");
+    const auto sender_data_secret = c.r.hex("sender_data_secret");
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls protection negative"));
+    const auto app = c.content(mls::ContentType::application, sim::to_bytes(sim::as_bytes("hello group")));
+
+    // B cannot send as A: content signed by another key does not verify under leaf 1's key.
+    const auto other_key = sim::crypto::ed25519_generate(*rng);
+    {
+        auto st = c.tree();
+        auto rt = c.tree();
+        const auto forged = mls::sign_content(mls::WireFormat::private_message, app, c.gc, other_key.private_key);
+        REQUIRE(forged.has_value());
+        const auto msg = mls::protect_private(*forged, c.gc, st, sender_data_secret, rng->bytes(4), 0);
+        REQUIRE(msg.has_value());
+        CHECK(mls::unprotect_private(*msg, c.gc, rt, sender_data_secret, c.lookup).code() == Errc::auth_failed);
+        // Signed for the public wire format, sent privately: the signature covers the wire format.
+        const auto wrong_wf = mls::sign_content(mls::WireFormat::public_message, app, c.gc, c.sig_priv);
+        REQUIRE(wrong_wf.has_value());
+        CHECK(mls::protect_private(*wrong_wf, c.gc, st, sender_data_secret, rng->bytes(4), 0).code() ==
+              Errc::invalid_argument);
+    }
+    // Every single-bit flip of a PrivateMessage is refused, and none of them consumes the key: afterwards the genuine
+    // message still decrypts, exactly once.
+    {
+        auto st = c.tree();
+        auto rt = c.tree();
+        const auto ac = mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv);
+        REQUIRE(ac.has_value());
+        const auto msg = mls::protect_private(*ac, c.gc, st, sender_data_secret, rng->bytes(4), 8);
+        REQUIRE(msg.has_value());
+        for (std::size_t bit = 0; bit < msg->size() * 8; ++bit) {
+            Bytes bad = *msg;
+            bad[bit / 8] ^= static_cast<std::uint8_t>(1U << (bit % 8));
+            CHECK_FALSE(mls::unprotect_private(bad, c.gc, rt, sender_data_secret, c.lookup).has_value());
+        }
+        for (std::size_t cut = 0; cut < msg->size(); ++cut) {
+            CHECK_FALSE(
+                mls::unprotect_private(ByteView(*msg).first(cut), c.gc, rt, sender_data_secret, c.lookup).has_value());
+        }
+        CHECK(mls::unprotect_private(*msg, c.gc, rt, sender_data_secret, c.lookup).has_value());
+        CHECK(mls::unprotect_private(*msg, c.gc, rt, sender_data_secret, c.lookup).code() == Errc::replayed);
+    }
+    // Reordering within the window is accepted.
+    {
+        auto st = c.tree();
+        auto rt = c.tree();
+        std::vector<Bytes> msgs;
+        for (int i = 0; i < 5; ++i) {
+            const auto ac = mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv);
+            REQUIRE(ac.has_value());
+            auto m = mls::protect_private(*ac, c.gc, st, sender_data_secret, rng->bytes(4), 0);
+            REQUIRE(m.has_value());
+            msgs.push_back(std::move(*m));
+        }
+        for (const int i : {3, 0, 4, 1, 2}) {
+            CHECK(mls::unprotect_private(msgs[i], c.gc, rt, sender_data_secret, c.lookup).has_value());
+        }
+    }
+    // Another epoch or group.
+    {
+        auto st = c.tree();
+        auto rt = c.tree();
+        const auto ac = mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv);
+        REQUIRE(ac.has_value());
+        const auto msg = mls::protect_private(*ac, c.gc, st, sender_data_secret, rng->bytes(4), 0);
+        REQUIRE(msg.has_value());
+        auto later = c.gc;
+        later.epoch += 1;
+        CHECK(mls::unprotect_private(*msg, later, rt, sender_data_secret, c.lookup).code() == Errc::stale_epoch);
+        auto earlier = c.gc;
+        earlier.epoch -= 1;
+        CHECK(mls::unprotect_private(*msg, earlier, rt, sender_data_secret, c.lookup).code() == Errc::epoch_too_far);
+        auto other_group = c.gc;
+        other_group.group_id.push_back(0);
+        CHECK(mls::unprotect_private(*msg, other_group, rt, sender_data_secret, c.lookup).code() == Errc::bad_field);
+        CHECK(mls::unprotect_private(*msg, c.gc, rt, Bytes(32, 0), c.lookup).code() == Errc::auth_failed);
+        CHECK(mls::unprotect_private(*msg, c.gc, rt, sender_data_secret, c.lookup).has_value());
+    }
+    // PublicMessage: bit flips, a wrong membership key, truncation.
+    {
+        const auto pub = c.r.hex("proposal_pub");
+        CHECK(mls::unprotect_public(pub, c.gc, Bytes(32, 0), c.lookup).code() == Errc::auth_failed);
+        for (std::size_t bit = 0; bit < pub.size() * 8; ++bit) {
+            Bytes bad = pub;
+            bad[bit / 8] ^= static_cast<std::uint8_t>(1U << (bit % 8));
+            CHECK_FALSE(mls::unprotect_public(bad, c.gc, membership_key, c.lookup).has_value());
+        }
+        for (std::size_t cut = 0; cut < pub.size(); ++cut) {
+            CHECK_FALSE(mls::unprotect_public(ByteView(pub).first(cut), c.gc, membership_key, c.lookup).has_value());
+        }
+        Bytes longer = pub;
+        longer.push_back(0);
+        CHECK(mls::unprotect_public(longer, c.gc, membership_key, c.lookup).code() == Errc::trailing_bytes);
+    }
+    // Bounds of protect_private.
+    {
+        auto st = c.tree();
+        const auto ac = mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv);
+        REQUIRE(ac.has_value());
+        CHECK(mls::protect_private(*ac, c.gc, st, sender_data_secret, Bytes(3, 0), 0).code() == Errc::invalid_argument);
+        CHECK(mls::protect_private(*ac, c.gc, st, sender_data_secret, Bytes(4, 0), mls::max_padding + 1).code() ==
+              Errc::invalid_argument);
+        CHECK(mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv, Bytes(32, 1)).code() ==
+              Errc::invalid_argument);
+    }
+}
+
+TEST_CASE("MLS PrivateMessage with non-zero padding is refused (s6.3.1)") {
+    const auto c = protection_case();
+    const auto sender_data_secret = c.r.hex("sender_data_secret");
+    const auto app = c.content(mls::ContentType::application, sim::to_bytes(sim::as_bytes("x")));
+    const auto ac = mls::sign_content(mls::WireFormat::private_message, app, c.gc, c.sig_priv);
+    REQUIRE(ac.has_value());
+    // Build the message by hand as protect_private does, with the given last padding byte.
+    auto build = [&](mls::SecretTree& st, std::uint8_t last_padding_byte) {
+        mls::TlsWriter pt;
+        REQUIRE(pt.vector(app.content).has_value());
+        REQUIRE(mls::encode_auth_data(pt, ac->auth, app.content_type).has_value());
+        pt.raw(Bytes{0, 0, 0, last_padding_byte});
+        auto* ratchet = *st.ratchet(1, mls::RatchetKind::application);
+        const auto kn = ratchet->next();
+        REQUIRE(kn.has_value());
+        mls::TlsWriter aad;
+        REQUIRE(aad.vector(c.gc.group_id).has_value());
+        aad.u64(c.gc.epoch);
+        aad.u8(1);
+        REQUIRE(aad.vector({}).has_value());
+        auto aead = sim::crypto::make_aead(sim::crypto::AeadAlgorithm::aes128_gcm, kn->key);
+        REQUIRE(aead.has_value());
+        const auto ct = (*aead)->seal(kn->nonce, aad.bytes(), pt.bytes());  // reuse guard 0
+        REQUIRE(ct.has_value());
+        mls::TlsWriter sd;
+        sd.u32(1);
+        sd.u32(kn->generation);
+        sd.raw(Bytes(4, 0));
+        const auto sd_kn = mls::sender_data_key_nonce(sender_data_secret, *ct);
+        REQUIRE(sd_kn.has_value());
+        mls::TlsWriter sd_aad;
+        REQUIRE(sd_aad.vector(c.gc.group_id).has_value());
+        sd_aad.u64(c.gc.epoch);
+        sd_aad.u8(1);
+        auto sd_aead = sim::crypto::make_aead(sim::crypto::AeadAlgorithm::aes128_gcm, sd_kn->key);
+        REQUIRE(sd_aead.has_value());
+        const auto esd = (*sd_aead)->seal(sd_kn->nonce, sd_aad.bytes(), sd.bytes());
+        REQUIRE(esd.has_value());
+        mls::TlsWriter w;
+        w.u16(1);
+        w.u16(2);
+        REQUIRE(w.vector(c.gc.group_id).has_value());
+        w.u64(c.gc.epoch);
+        w.u8(1);
+        REQUIRE(w.vector({}).has_value());
+        REQUIRE(w.vector(*esd).has_value());
+        REQUIRE(w.vector(*ct).has_value());
+        return w.bytes();
+    };
+    auto st = c.tree();
+    auto rt = c.tree();
+    const auto bad = build(st, 1);
+    CHECK(mls::unprotect_private(bad, c.gc, rt, sender_data_secret, c.lookup).code() == Errc::bad_field);
+    auto st2 = c.tree();
+    const auto good = build(st2, 0);
+    CHECK(mls::unprotect_private(good, c.gc, rt, sender_data_secret, c.lookup).has_value());
 }
