@@ -124,6 +124,16 @@ def message_protection(data):
     return [("MessageProtection", records)], len(records)
 
 
+def tree_validation(data):
+    # resolutions: node lists separated by "|", node indices by ","; tree_hashes comma-separated.
+    records = []
+    for tc, e in enumerate(suite1(data)):
+        records.append({"tc": str(tc), "group_id": e["group_id"], "tree": e["tree"],
+                        "resolutions": "|".join(",".join(str(n) for n in r) for r in e["resolutions"]),
+                        "tree_hashes": ",".join(e["tree_hashes"])})
+    return [("TreeValidation", records)], len(records)
+
+
 JOBS = [
     ("tree-math.json", "tree_math.vec", tree_math),
     ("crypto-basics.json", "crypto_basics.vec", crypto_basics),
@@ -132,6 +142,7 @@ JOBS = [
     ("transcript-hashes.json", "transcript_hashes.vec", transcript_hashes),
     ("deserialization.json", "deserialization.vec", deserialization),
     ("message-protection.json", "message_protection.vec", message_protection),
+    ("tree-validation.json", "tree_validation.vec", tree_validation),
 ]
 
 
