@@ -621,6 +621,17 @@ TEST_CASE("MLS AuthenticatedContent decoder refuses truncated, extended and malf
     REQUIRE(bad[22] == 3);  // sender index 17..20, authenticated_data length 21, content type 22
     bad[22] = 4;
     CHECK(mls::AuthenticatedContent::decode(bad).code() == Errc::bad_field);
+    // A confirmation tag shorter than a MAC (found by fuzz_mls_codec: an empty tag decoded but could not be
+    // re-encoded). The tag is the last 33 bytes: length 0x20 and 32 bytes.
+    {
+        REQUIRE(raw[raw.size() - 33] == 0x20);
+        Bytes short_tag(raw.begin(), raw.end() - 33);
+        short_tag.push_back(0x00);
+        CHECK(mls::AuthenticatedContent::decode(short_tag).code() == Errc::bad_length);
+        Bytes tag31(raw.begin(), raw.end() - 1);
+        tag31[raw.size() - 33] = 0x1f;
+        CHECK(mls::AuthenticatedContent::decode(tag31).code() == Errc::bad_length);
+    }
     // A commit without its confirmation tag cannot be encoded; a proposal with one neither.
     auto ac = mls::AuthenticatedContent::decode(raw);
     REQUIRE(ac.has_value());

@@ -250,7 +250,11 @@ Result<FramedContentAuthData> decode_auth_data(TlsReader& r, ContentType type) {
     SIM_TRY(const auto signature, r.vector(max_signature_size));
     auth.signature = to_bytes(signature);
     if (type == ContentType::commit) {
+        // A MAC is exactly Nh bytes; an empty tag would also be indistinguishable from "no tag" when re-encoding.
         SIM_TRY(const auto tag, r.vector(hash_size));
+        if (tag.size() != hash_size) {
+            return Error{Errc::bad_length, "confirmation tag is not a MAC of Nh bytes"};
+        }
         auth.confirmation_tag = to_bytes(tag);
     }
     return auth;

@@ -81,7 +81,8 @@ struct AuthenticatedContent {
 /// Decode a FramedContent from `r`. Errc::bad_field for unknown sender or content types, invalid Proposals or
 /// Commits; codec errors otherwise.
 Result<FramedContent> decode_framed_content(TlsReader& r);
-/// Decode FramedContentAuthData for `type` (a confirmation tag only for commits).
+/// Decode FramedContentAuthData for `type` (a confirmation tag only for commits, exactly Nh bytes, else
+/// Errc::bad_length).
 Result<FramedContentAuthData> decode_auth_data(TlsReader& r, ContentType type);
 /// Append FramedContentAuthData for `type`. Errc::invalid_argument when a commit lacks its confirmation tag or
 /// another content type carries one.

@@ -163,6 +163,9 @@ Result<AuthenticatedContent> unprotect_public(ByteView message, const GroupConte
     Bytes tag;
     if (ac.content.sender.type == SenderType::member) {
         SIM_TRY(const auto t, r.vector(hash_size));
+        if (t.size() != hash_size) {
+            return Error{Errc::bad_length, "membership tag is not a MAC of Nh bytes"};
+        }
         tag = to_bytes(t);
     }
     SIM_TRY_STATUS(r.finish());
