@@ -134,6 +134,15 @@ def tree_validation(data):
     return [("TreeValidation", records)], len(records)
 
 
+def tree_operations(data):
+    records = []
+    for tc, e in enumerate(suite1(data)):
+        records.append({"tc": str(tc), "tree_before": e["tree_before"], "tree_hash_before": e["tree_hash_before"],
+                        "proposal": e["proposal"], "proposal_sender": str(e["proposal_sender"]),
+                        "tree_after": e["tree_after"], "tree_hash_after": e["tree_hash_after"]})
+    return [("TreeOperation", records)], len(records)
+
+
 JOBS = [
     ("tree-math.json", "tree_math.vec", tree_math),
     ("crypto-basics.json", "crypto_basics.vec", crypto_basics),
@@ -143,6 +152,7 @@ JOBS = [
     ("deserialization.json", "deserialization.vec", deserialization),
     ("message-protection.json", "message_protection.vec", message_protection),
     ("tree-validation.json", "tree_validation.vec", tree_validation),
+    ("tree-operations.json", "tree_operations.vec", tree_operations),
 ]
 
 

@@ -11,6 +11,7 @@
 #include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/message_protection.h"
 #include "../../libsim/src/mls/primitives.h"
+#include "../../libsim/src/mls/proposals.h"
 #include "../../libsim/src/mls/ratchet_tree.h"
 #include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
@@ -1038,4 +1039,72 @@ TEST_CASE("MLS ratchet tree decoder and validity checks refuse malformed and tam
         bad[type_at] = 1;
         CHECK(mls::RatchetTree::decode(bad).code() == Errc::bad_field);
     }
+}
+
+TEST_CASE("MLS tree operations: tree-operations.json (ciphersuite 1)") {
+    std::size_t n = 0;
+    for (const auto& r : section("mls/tree_operations.vec", "TreeOperation")) {
+        INFO(r.where());
+        auto t = mls::RatchetTree::decode(r.hex("tree_before"));
+        REQUIRE(t.has_value());
+        const auto before = t->tree_hash(tree::root(t->leaf_count()));
+        REQUIRE(before.has_value());
+        CHECK(to_hex(*before) == r.get("tree_hash_before"));
+        const auto raw = r.hex("proposal");
+        mls::TlsReader pr(raw);
+        const auto proposal = mls::decode_proposal(pr);
+        REQUIRE(proposal.has_value());
+        CHECK(pr.finish().has_value());
+        CHECK(proposal->encoding == raw);
+        const auto sender = u32_of(r, "proposal_sender");
+        switch (proposal->type) {
+            case mls::ProposalType::add: {
+                REQUIRE(proposal->add.has_value());
+                CHECK(proposal->add->verify());
+                REQUIRE(t->add_leaf(proposal->add->leaf_node).has_value());
+                break;
+            }
+            case mls::ProposalType::update:
+                REQUIRE(proposal->update.has_value());
+                REQUIRE(t->update_leaf(sender, *proposal->update).has_value());
+                break;
+            case mls::ProposalType::remove:
+                REQUIRE(t->remove_leaf(proposal->removed).has_value());
+                break;
+            default:
+                FAIL("unexpected proposal type");
+        }
+        const auto after = t->encode();
+        REQUIRE(after.has_value());
+        CHECK(to_hex(*after) == r.get("tree_after"));
+        const auto hash_after = t->tree_hash(tree::root(t->leaf_count()));
+        REQUIRE(hash_after.has_value());
+        CHECK(to_hex(*hash_after) == r.get("tree_hash_after"));
+        ++n;
+    }
+    CHECK(n == 5);
+    MESSAGE("tree-operations.json: " << n << " of 5 (add, update, remove) pass, 0 skipped");
+}
+
+TEST_CASE("MLS tree operations refuse absent and blank leaves; proposals decode or fail cleanly") {
+    const auto records = section("mls/tree_operations.vec", "TreeOperation");
+    auto t = mls::RatchetTree::decode(records.front().hex("tree_before"));
+    REQUIRE(t.has_value());
+    CHECK(t->remove_leaf(t->leaf_count()).code() == Errc::invalid_argument);
+    CHECK(t->update_leaf(t->leaf_count() + 7, mls::LeafNode{}).code() == Errc::invalid_argument);
+    for (std::uint32_t i = 0; i < t->leaf_count(); ++i) {
+        if (!t->leaf(i)) {
+            CHECK(t->remove_leaf(i).code() == Errc::invalid_argument);
+        }
+    }
+    for (const auto& r : records) {
+        const auto raw = r.hex("proposal");
+        for (std::size_t cut = 0; cut < raw.size(); ++cut) {
+            mls::TlsReader pr(ByteView(raw).first(cut));
+            CHECK_FALSE(mls::decode_proposal(pr).has_value());
+        }
+    }
+    const Bytes unknown{0x00, 0x08, 0x00};
+    mls::TlsReader ur(unknown);
+    CHECK(mls::decode_proposal(ur).code() == Errc::bad_field);
 }

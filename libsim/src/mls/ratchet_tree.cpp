@@ -407,6 +407,62 @@ Status RatchetTree::verify_parent_hashes() const {
     return ok();
 }
 
+void RatchetTree::blank_direct_path(std::uint32_t leaf_index) {
+    for (const auto p : tree::direct_path(tree::leaf_to_node(leaf_index), leaf_count())) {
+        m_parents[p / 2].reset();
+    }
+}
+
+Result<std::uint32_t> RatchetTree::add_leaf(LeafNode leaf) {
+    std::uint32_t index = 0;
+    while (index < leaf_count() && m_leaves[index]) {
+        ++index;
+    }
+    if (index == leaf_count()) {
+        if (leaf_count() >= max_tree_leaves) {
+            return Error{Errc::frame_too_large, "ratchet tree is full"};
+        }
+        // Doubling keeps every existing node index (in-order numbering of a left-balanced tree).
+        const auto leaves = leaf_count() * 2;
+        m_leaves.resize(leaves);
+        m_parents.resize(leaves - 1);
+    }
+    m_leaves[index] = std::move(leaf);
+    for (const auto p : tree::direct_path(tree::leaf_to_node(index), leaf_count())) {
+        if (auto& parent = m_parents[p / 2]) {
+            parent->unmerged_leaves.push_back(index);
+        }
+    }
+    return index;
+}
+
+Status RatchetTree::update_leaf(std::uint32_t leaf_index, LeafNode leaf) {
+    if (leaf_index >= leaf_count() || !m_leaves[leaf_index]) {
+        return Error{Errc::invalid_argument, "update of a blank or absent leaf"};
+    }
+    m_leaves[leaf_index] = std::move(leaf);
+    blank_direct_path(leaf_index);
+    return ok();
+}
+
+Status RatchetTree::remove_leaf(std::uint32_t leaf_index) {
+    if (leaf_index >= leaf_count() || !m_leaves[leaf_index]) {
+        return Error{Errc::invalid_argument, "removal of a blank or absent leaf"};
+    }
+    m_leaves[leaf_index].reset();
+    blank_direct_path(leaf_index);
+    // Truncate: drop the right half (and the root) while it holds no non-blank leaf.
+    while (leaf_count() > 1) {
+        const auto half = leaf_count() / 2;
+        if (std::any_of(m_leaves.begin() + half, m_leaves.end(), [](const auto& l) { return l.has_value(); })) {
+            break;
+        }
+        m_leaves.resize(half);
+        m_parents.resize(half - 1);
+    }
+    return ok();
+}
+
 Status RatchetTree::verify_leaf_signatures(ByteView group_id) const {
     for (std::uint32_t i = 0; i < leaf_count(); ++i) {
         if (m_leaves[i] && !m_leaves[i]->verify(group_id, i)) {

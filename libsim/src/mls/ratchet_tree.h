@@ -115,7 +115,18 @@ public:
     /// index). Errc::auth_failed otherwise.
     [[nodiscard]] Status verify_leaf_signatures(ByteView group_id) const;
 
+    /// s7.7 Add: put `leaf` into the leftmost blank leaf (doubling the tree when there is none) and record it as
+    /// unmerged in every non-blank parent above it. Returns its leaf index. Errc::frame_too_large beyond
+    /// max_tree_leaves.
+    Result<std::uint32_t> add_leaf(LeafNode leaf);
+    /// s12.1.2 Update: replace the leaf and blank its direct path. Errc::invalid_argument for a blank or absent leaf.
+    Status update_leaf(std::uint32_t leaf_index, LeafNode leaf);
+    /// s7.7 Remove: blank the leaf and its direct path, then truncate the tree while its right half holds no
+    /// non-blank leaf. Errc::invalid_argument for a blank or absent leaf.
+    Status remove_leaf(std::uint32_t leaf_index);
+
 private:
+    void blank_direct_path(std::uint32_t leaf_index);
     Result<Bytes> tree_hash_excluding(std::uint32_t node, const std::set<std::uint32_t>& excluded_leaves) const;
     Result<Bytes> parent_hash_of(std::uint32_t parent, std::uint32_t copath_child) const;
     [[nodiscard]] bool parent_hash_valid(std::uint32_t d, std::uint32_t p, std::uint32_t c, ByteView expected) const;
