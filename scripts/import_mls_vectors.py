@@ -143,6 +143,12 @@ def tree_operations(data):
     return [("TreeOperation", records)], len(records)
 
 
+def welcome(data):
+    records = [{k: str(e[k]) for k in ["cipher_suite", "init_priv", "signer_pub", "key_package", "welcome"]}
+               for e in suite1(data)]
+    return [("Welcome", records)], len(records)
+
+
 JOBS = [
     ("tree-math.json", "tree_math.vec", tree_math),
     ("crypto-basics.json", "crypto_basics.vec", crypto_basics),
@@ -153,6 +159,7 @@ JOBS = [
     ("message-protection.json", "message_protection.vec", message_protection),
     ("tree-validation.json", "tree_validation.vec", tree_validation),
     ("tree-operations.json", "tree_operations.vec", tree_operations),
+    ("welcome.json", "welcome.vec", welcome),
 ]
 
 

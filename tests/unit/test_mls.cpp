@@ -15,6 +15,7 @@
 #include "../../libsim/src/mls/ratchet_tree.h"
 #include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
+#include "../../libsim/src/mls/welcome.h"
 #include "vec_reader.h"
 
 #include <doctest/doctest.h>
@@ -1107,4 +1108,56 @@ TEST_CASE("MLS tree operations refuse absent and blank leaves; proposals decode 
     const Bytes unknown{0x00, 0x08, 0x00};
     mls::TlsReader ur(unknown);
     CHECK(mls::decode_proposal(ur).code() == Errc::bad_field);
+}
+
+// ---------------------------------------------------------------- welcome
+
+TEST_CASE("MLS welcome: welcome.json (ciphersuite 1)") {
+    std::size_t n = 0;
+    for (const auto& r : section("mls/welcome.vec", "Welcome")) {
+        INFO(r.where());
+        const auto kp = mls::decode_key_package_message(r.hex("key_package"));
+        REQUIRE(kp.has_value());
+        CHECK(kp->verify());
+        const auto welcome = mls::decode_welcome_message(r.hex("welcome"));
+        REQUIRE(welcome.has_value());
+        const auto secrets = mls::decrypt_group_secrets(*welcome, *kp, r.hex("init_priv"));
+        REQUIRE(secrets.has_value());
+        const auto gi = mls::decrypt_group_info(*welcome, secrets->joiner_secret);
+        REQUIRE(gi.has_value());
+        CHECK(gi->verify(r.hex("signer_pub")));
+        const auto gc = gi->group_context.encode();
+        REQUIRE(gc.has_value());
+        const auto epoch = mls::derive_epoch_secrets_from_joiner(secrets->joiner_secret, Bytes(32, 0), *gc);
+        REQUIRE(epoch.has_value());
+        const auto tag = mls::mac(epoch->confirmation_key, gi->group_context.confirmed_transcript_hash);
+        CHECK(sim::constant_time_equal(tag, gi->confirmation_tag));
+
+        // Negative: another init key, a tampered GroupInfo ciphertext, a KeyPackage the Welcome does not name,
+        // another signer, truncations.
+        auto rng = sim::make_deterministic_rng(sim::as_bytes("welcome negative"));
+        const auto other = sim::crypto::x25519_generate(*rng);
+        CHECK(mls::decrypt_group_secrets(*welcome, *kp, other.private_key).code() == Errc::auth_failed);
+        auto tampered = *welcome;
+        tampered.encrypted_group_info[5] ^= 1;
+        CHECK(mls::decrypt_group_info(tampered, secrets->joiner_secret).code() == Errc::auth_failed);
+        CHECK(mls::decrypt_group_secrets(tampered, *kp, r.hex("init_priv")).code() == Errc::auth_failed);
+        auto other_kp = *kp;
+        other_kp.init_key[0] ^= 1;
+        CHECK(mls::decrypt_group_secrets(*welcome, other_kp, r.hex("init_priv")).code() == Errc::invalid_argument);
+        CHECK_FALSE(gi->verify(kp->leaf_node.signature_key));
+        const auto raw = r.hex("welcome");
+        for (std::size_t cut = 0; cut < raw.size(); cut += 3) {
+            CHECK_FALSE(mls::decode_welcome_message(ByteView(raw).first(cut)).has_value());
+        }
+        const auto raw_kp = r.hex("key_package");
+        for (std::size_t cut = 0; cut < raw_kp.size(); ++cut) {
+            CHECK_FALSE(mls::decode_key_package_message(ByteView(raw_kp).first(cut)).has_value());
+        }
+        CHECK(mls::decode_welcome_message(raw_kp).code() == Errc::bad_field);
+        ++n;
+    }
+    CHECK(n == 1);
+    MESSAGE("welcome.json: " << n
+                             << " of 1 passes (group secrets, group info, signature, confirmation tag), 0 skipped");
 }

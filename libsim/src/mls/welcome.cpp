@@ -1,0 +1,178 @@
+// RFC 9420 s12.4.3: Welcome, GroupSecrets, GroupInfo.
+#include "welcome.h"
+
+#include "framing.h"
+#include "primitives.h"
+
+#include <sim/crypto.h>
+
+namespace sim::mls {
+
+namespace {
+
+constexpr std::size_t max_welcome_entries = 4096;
+
+Status encode_group_info_tbs(TlsWriter& w, const GroupInfo& gi) {
+    SIM_TRY(const auto gc, gi.group_context.encode());
+    w.raw(gc);
+    Bytes ext;
+    SIM_TRY_STATUS(encode_extensions(gi.extensions, ext));
+    w.raw(ext);
+    SIM_TRY_STATUS(w.vector(gi.confirmation_tag));
+    w.u32(gi.signer);
+    return ok();
+}
+
+Status read_message_header(TlsReader& r, WireFormat expected) {
+    SIM_TRY(const auto version, r.u16());
+    if (version != protocol_version) {
+        return Errc::unsupported_version;
+    }
+    SIM_TRY(const auto wire_format, r.u16());
+    if (wire_format != static_cast<std::uint16_t>(expected)) {
+        return Error{Errc::bad_field, "unexpected wire format"};
+    }
+    return ok();
+}
+
+}  // namespace
+
+Result<Bytes> GroupInfo::to_be_signed() const {
+    TlsWriter w;
+    SIM_TRY_STATUS(encode_group_info_tbs(w, *this));
+    return std::move(w).bytes();
+}
+
+Result<Bytes> GroupInfo::encode() const {
+    TlsWriter w;
+    SIM_TRY_STATUS(encode_group_info_tbs(w, *this));
+    SIM_TRY_STATUS(w.vector(signature));
+    return std::move(w).bytes();
+}
+
+bool GroupInfo::verify(ByteView signer_public) const {
+    const auto tbs = to_be_signed();
+    return tbs && verify_with_label(signer_public, "GroupInfoTBS", *tbs, signature);
+}
+
+Result<GroupInfo> decode_group_info(ByteView data) {
+    TlsReader r(data);
+    // GroupContext has no length prefix of its own: decode it from a reader positioned here, then continue.
+    const auto start = r.position();
+    SIM_TRY_STATUS(status_of(r.u16()));  // version
+    SIM_TRY_STATUS(status_of(r.u16()));  // cipher_suite
+    SIM_TRY_STATUS(status_of(r.vector(max_group_id_size)));
+    SIM_TRY_STATUS(status_of(r.u64()));
+    SIM_TRY_STATUS(status_of(r.vector(hash_size)));
+    SIM_TRY_STATUS(status_of(r.vector(hash_size)));
+    SIM_TRY_STATUS(status_of(r.vector(max_extensions_size)));
+    GroupInfo gi;
+    SIM_TRY(gi.group_context, GroupContext::decode(r.consumed_since(start)));
+    SIM_TRY(const auto ext, r.vector(max_extensions_size));
+    SIM_TRY(gi.extensions, decode_extensions(ext));
+    SIM_TRY(const auto tag, r.vector(hash_size));
+    if (tag.size() != hash_size) {
+        return Error{Errc::bad_length, "confirmation tag is not a MAC of Nh bytes"};
+    }
+    gi.confirmation_tag = to_bytes(tag);
+    SIM_TRY(gi.signer, r.u32());
+    SIM_TRY(const auto signature, r.vector(max_signature_size));
+    gi.signature = to_bytes(signature);
+    SIM_TRY_STATUS(r.finish());
+    return gi;
+}
+
+Result<Welcome> decode_welcome_message(ByteView data) {
+    TlsReader r(data);
+    SIM_TRY_STATUS(read_message_header(r, WireFormat::welcome));
+    SIM_TRY(const auto suite, r.u16());
+    if (suite != cipher_suite) {
+        return Errc::suite_not_allowed;
+    }
+    Welcome w;
+    SIM_TRY(auto secrets, r.sub_reader());
+    while (!secrets.empty()) {
+        if (w.secrets.size() >= max_welcome_entries) {
+            return Error{Errc::frame_too_large, "too many Welcome entries"};
+        }
+        EncryptedGroupSecrets e;
+        SIM_TRY(const auto ref, secrets.vector(hash_size));
+        e.new_member = to_bytes(ref);
+        SIM_TRY(const auto kem_output, secrets.vector(max_key_size));
+        e.kem_output = to_bytes(kem_output);
+        SIM_TRY(const auto ciphertext, secrets.vector(max_vector_size));
+        e.ciphertext = to_bytes(ciphertext);
+        w.secrets.push_back(std::move(e));
+    }
+    SIM_TRY(const auto egi, r.vector());
+    w.encrypted_group_info = to_bytes(egi);
+    SIM_TRY_STATUS(r.finish());
+    return w;
+}
+
+Result<KeyPackage> decode_key_package_message(ByteView data) {
+    TlsReader r(data);
+    SIM_TRY_STATUS(read_message_header(r, WireFormat::key_package));
+    SIM_TRY(auto kp, decode_key_package(r));
+    SIM_TRY_STATUS(r.finish());
+    if (kp.version != protocol_version) {
+        return Errc::unsupported_version;
+    }
+    if (kp.cipher_suite != cipher_suite) {
+        return Errc::suite_not_allowed;
+    }
+    return kp;
+}
+
+Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPackage& key_package,
+                                           ByteView init_private) {
+    SIM_TRY(const auto ref, key_package.ref());
+    const EncryptedGroupSecrets* mine = nullptr;
+    for (const auto& e : welcome.secrets) {
+        if (constant_time_equal(e.new_member, ref)) {
+            mine = &e;
+            break;
+        }
+    }
+    if (mine == nullptr) {
+        return Error{Errc::invalid_argument, "the Welcome has no entry for this KeyPackage"};
+    }
+    SIM_TRY(const auto plain, decrypt_with_label(init_private, "Welcome", welcome.encrypted_group_info,
+                                                 mine->kem_output, mine->ciphertext));
+    const SecureBytes secret_plain(plain.begin(), plain.end());
+    TlsReader r(secret_plain);
+    GroupSecrets gs;
+    SIM_TRY(const auto joiner, r.vector(hash_size));
+    if (joiner.size() != hash_size) {
+        return Error{Errc::bad_length, "joiner_secret is not Nh bytes"};
+    }
+    gs.joiner_secret = to_bytes<SecureBytes>(joiner);
+    SIM_TRY(const bool has_path, r.optional());
+    if (has_path) {
+        SIM_TRY(const auto path, r.vector(hash_size));
+        gs.path_secret = to_bytes<SecureBytes>(path);
+    }
+    SIM_TRY(const auto psks, r.vector());
+    if (!psks.empty()) {
+        return Error{Errc::not_implemented, "pre-shared keys are not supported"};
+    }
+    SIM_TRY_STATUS(r.finish());
+    return gs;
+}
+
+Result<GroupInfo> decrypt_group_info(const Welcome& welcome, ByteView joiner_secret) {
+    if (joiner_secret.size() != hash_size) {
+        return Error{Errc::invalid_argument, "joiner_secret must be Nh bytes"};
+    }
+    // s8: member secret with psk_secret = 0 (no PSKs), welcome_secret, then the welcome key and nonce.
+    const SecureBytes zero_psk(hash_size, 0);
+    const auto member = extract(joiner_secret, zero_psk);
+    SIM_TRY(const auto welcome_secret, derive_secret(member, "welcome"));
+    SIM_TRY(const auto key, expand_with_label(welcome_secret, "key", {}, aead_key_size));
+    SIM_TRY(const auto nonce, expand_with_label(welcome_secret, "nonce", {}, aead_nonce_size));
+    SIM_TRY(auto aead, crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, key));
+    SIM_TRY(const auto plain, aead->open(nonce, {}, welcome.encrypted_group_info));
+    return decode_group_info(plain);
+}
+
+}  // namespace sim::mls

@@ -1,0 +1,72 @@
+#pragma once
+/// @file
+/// Welcome, GroupSecrets and GroupInfo (RFC 9420 s12.4.3), and the MLSMessage wrappers of KeyPackage and
+/// Welcome (s6). Internal to libsim.
+///
+/// Joining with pre-shared keys is left out: GroupSecrets that name PSKs are refused with Errc::not_implemented.
+
+#include "codec.h"
+#include "key_schedule.h"
+#include "proposals.h"
+
+#include <sim/bytes.h>
+#include <sim/error.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace sim::mls {
+
+/// s12.4.3.1 GroupInfo.
+struct GroupInfo {
+    GroupContext group_context;
+    std::vector<Extension> extensions;
+    Bytes confirmation_tag;
+    std::uint32_t signer = 0;
+    Bytes signature;
+
+    [[nodiscard]] Result<Bytes> to_be_signed() const;
+    [[nodiscard]] Result<Bytes> encode() const;
+    /// True when `signature` is SignWithLabel(signer_public, "GroupInfoTBS", to_be_signed()).
+    [[nodiscard]] bool verify(ByteView signer_public) const;
+};
+
+/// Decode a whole GroupInfo. Errc::bad_length for a confirmation tag that is not Nh bytes; errors of
+/// GroupContext::decode and the codec.
+Result<GroupInfo> decode_group_info(ByteView data);
+
+/// s12.4.3.1 EncryptedGroupSecrets.
+struct EncryptedGroupSecrets {
+    Bytes new_member;  ///< KeyPackageRef
+    Bytes kem_output;
+    Bytes ciphertext;
+};
+
+/// s12.4.3.1 Welcome.
+struct Welcome {
+    std::vector<EncryptedGroupSecrets> secrets;
+    Bytes encrypted_group_info;
+};
+
+/// s12.4.3.1 GroupSecrets (without PSKs).
+struct GroupSecrets {
+    SecureBytes joiner_secret;
+    std::optional<SecureBytes> path_secret;
+};
+
+/// Decode an MLSMessage carrying a Welcome. Errc::unsupported_version, Errc::bad_field (wire format),
+/// Errc::suite_not_allowed (cipher suite), codec errors.
+Result<Welcome> decode_welcome_message(ByteView data);
+/// Decode an MLSMessage carrying a KeyPackage. Errors as decode_welcome_message plus those of the KeyPackage.
+Result<KeyPackage> decode_key_package_message(ByteView data);
+
+/// Decrypt the GroupSecrets addressed to `key_package` with its init private key: the entry whose new_member is
+/// the KeyPackageRef. Errc::invalid_argument when no entry names it, Errc::auth_failed / Errc::invalid_key from
+/// HPKE, Errc::not_implemented when PSKs are named, codec errors.
+Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPackage& key_package,
+                                           ByteView init_private);
+/// Decrypt the GroupInfo with the welcome_secret of `joiner_secret` (no PSKs): Errc::auth_failed, codec errors.
+Result<GroupInfo> decrypt_group_info(const Welcome& welcome, ByteView joiner_secret);
+
+}  // namespace sim::mls
