@@ -149,6 +149,24 @@ def welcome(data):
     return [("Welcome", records)], len(records)
 
 
+def treekem(data):
+    # path_secrets of a private leaf: "node:secret" comma-separated; of an update path: one entry per leaf index,
+    # "-" where the JSON has null.
+    groups, leaves, paths = [], [], []
+    for tc, e in enumerate(suite1(data)):
+        groups.append({"tc": str(tc), "group_id": e["group_id"], "epoch": str(e["epoch"]),
+                       "confirmed_transcript_hash": e["confirmed_transcript_hash"], "ratchet_tree": e["ratchet_tree"]})
+        for lp in e["leaves_private"]:
+            leaves.append({"tc": str(tc), "index": str(lp["index"]), "encryption_priv": lp["encryption_priv"],
+                           "signature_priv": lp["signature_priv"],
+                           "path_secrets": ",".join(f'{p["node"]}:{p["path_secret"]}' for p in lp["path_secrets"])})
+        for up in e["update_paths"]:
+            paths.append({"tc": str(tc), "sender": str(up["sender"]), "update_path": up["update_path"],
+                          "path_secrets": ",".join("-" if p is None else p for p in up["path_secrets"]),
+                          "commit_secret": up["commit_secret"], "tree_hash_after": up["tree_hash_after"]})
+    return [("Group", groups), ("LeafPrivate", leaves), ("UpdatePath", paths)], len(groups)
+
+
 JOBS = [
     ("tree-math.json", "tree_math.vec", tree_math),
     ("crypto-basics.json", "crypto_basics.vec", crypto_basics),
@@ -160,6 +178,7 @@ JOBS = [
     ("tree-validation.json", "tree_validation.vec", tree_validation),
     ("tree-operations.json", "tree_operations.vec", tree_operations),
     ("welcome.json", "welcome.vec", welcome),
+    ("treekem.json", "treekem.vec", treekem),
 ]
 
 

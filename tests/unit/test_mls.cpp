@@ -15,6 +15,7 @@
 #include "../../libsim/src/mls/ratchet_tree.h"
 #include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
+#include "../../libsim/src/mls/treekem.h"
 #include "../../libsim/src/mls/welcome.h"
 #include "vec_reader.h"
 
@@ -1160,4 +1161,159 @@ TEST_CASE("MLS welcome: welcome.json (ciphersuite 1)") {
     CHECK(n == 1);
     MESSAGE("welcome.json: " << n
                              << " of 1 passes (group secrets, group info, signature, confirmation tag), 0 skipped");
+}
+
+// ---------------------------------------------------------------- TreeKEM
+
+TEST_CASE("MLS TreeKEM: treekem.json (ciphersuite 1)") {
+    const std::string file = "mls/treekem.vec";
+    const auto groups = section(file, "Group");
+    const auto leaves = section(file, "LeafPrivate");
+    const auto paths = section(file, "UpdatePath");
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls treekem"));
+    std::size_t decrypted = 0;
+    std::size_t merged_paths = 0;
+    std::size_t created = 0;
+    for (const auto& g : groups) {
+        INFO(g.where());
+        const auto& tc = g.get("tc");
+        const auto tree_ = mls::RatchetTree::decode(g.hex("ratchet_tree"));
+        REQUIRE(tree_.has_value());
+        const auto group_id = g.hex("group_id");
+        mls::GroupContext context;
+        context.group_id = group_id;
+        context.epoch = std::stoull(g.get("epoch"));
+        context.confirmed_transcript_hash = g.hex("confirmed_transcript_hash");
+
+        std::map<std::uint32_t, mls::TreePrivate> privs;
+        std::map<std::uint32_t, Bytes> signature_privs;
+        for (const auto& l : leaves) {
+            if (l.get("tc") != tc) {
+                continue;
+            }
+            mls::TreePrivate p;
+            p.leaf = u32_of(l, "index");
+            p.leaf_private = sim::to_bytes<sim::SecureBytes>(l.hex("encryption_priv"));
+            if (!l.get("path_secrets").empty()) {
+                for (const auto& item : split(l.get("path_secrets"), ',')) {
+                    const auto colon = item.find(':');
+                    p.path_secrets.emplace(static_cast<std::uint32_t>(std::stoul(item.substr(0, colon))),
+                                           sim::to_bytes<sim::SecureBytes>(hex(item.substr(colon + 1))));
+                }
+            }
+            CHECK(mls::private_state_consistent(*tree_, p));
+            signature_privs[p.leaf] = l.hex("signature_priv");
+            privs.emplace(p.leaf, std::move(p));
+        }
+        REQUIRE(!privs.empty());
+
+        for (const auto& u : paths) {
+            if (u.get("tc") != tc) {
+                continue;
+            }
+            INFO(u.where());
+            const auto sender = u32_of(u, "sender");
+            const auto raw = u.hex("update_path");
+            mls::TlsReader pr(raw);
+            const auto path = mls::decode_update_path(pr);
+            REQUIRE(path.has_value());
+            CHECK(pr.finish().has_value());
+            mls::TlsWriter re;
+            REQUIRE(path->encode_into(re).has_value());
+            CHECK(re.bytes() == raw);
+
+            auto merged = *tree_;
+            REQUIRE(mls::merge_update_path(merged, sender, *path, group_id).has_value());
+            CHECK(merged.verify_parent_hashes().has_value());
+            const auto root_hash = merged.tree_hash(tree::root(merged.leaf_count()));
+            REQUIRE(root_hash.has_value());
+            CHECK(to_hex(*root_hash) == u.get("tree_hash_after"));
+            ++merged_paths;
+            auto ctx = context;
+            ctx.tree_hash = *root_hash;
+            const auto encoded = ctx.encode();
+            REQUIRE(encoded.has_value());
+            const auto expected = split(u.get("path_secrets"), ',');
+            for (const auto& [j, priv] : privs) {
+                if (j == sender) {
+                    continue;
+                }
+                CAPTURE(j);
+                const auto got = mls::decrypt_update_path(merged, sender, *path, priv, *encoded);
+                REQUIRE(got.has_value());
+                REQUIRE(j < expected.size());
+                CHECK(to_hex(got->path_secret) == expected[j]);
+                CHECK(to_hex(got->commit_secret) == u.get("commit_secret"));
+                ++decrypted;
+            }
+
+            // Our own UpdatePath from the same sender: every other member merges it and gets the same commit secret.
+            const auto made = mls::create_update_path(*tree_, sender, signature_privs.at(sender), context, *rng);
+            REQUIRE(made.has_value());
+            CHECK(made->tree.verify_parent_hashes().has_value());
+            CHECK(mls::private_state_consistent(made->tree, made->priv));
+            auto theirs = *tree_;
+            REQUIRE(mls::merge_update_path(theirs, sender, made->path, group_id).has_value());
+            const auto their_hash = theirs.tree_hash(tree::root(theirs.leaf_count()));
+            REQUIRE(their_hash.has_value());
+            CHECK(*their_hash == made->tree_hash);
+            auto made_ctx = context;
+            made_ctx.tree_hash = made->tree_hash;
+            const auto made_encoded = made_ctx.encode();
+            REQUIRE(made_encoded.has_value());
+            for (const auto& [j, priv] : privs) {
+                if (j == sender) {
+                    continue;
+                }
+                const auto got = mls::decrypt_update_path(theirs, sender, made->path, priv, *made_encoded);
+                REQUIRE(got.has_value());
+                CHECK(got->commit_secret == made->commit_secret);
+            }
+            ++created;
+        }
+    }
+    CHECK(groups.size() == 11);
+    CHECK(merged_paths == 62);
+    MESSAGE("treekem.json: " << groups.size() << " of 11 trees, " << merged_paths << " update paths merged, "
+                             << decrypted << " path decryptions, " << created
+                             << " fresh update paths processed by every member; 0 skipped");
+}
+
+TEST_CASE("MLS TreeKEM refuses tampered update paths") {
+    const std::string file = "mls/treekem.vec";
+    const auto g = section(file, "Group").at(2);
+    const auto u = [&] {
+        for (const auto& p : section(file, "UpdatePath")) {
+            if (p.get("tc") == g.get("tc")) {
+                return p;
+            }
+        }
+        FAIL("no update path");
+        return VecRecord{};
+    }();
+    const auto tree_ = mls::RatchetTree::decode(g.hex("ratchet_tree"));
+    REQUIRE(tree_.has_value());
+    const auto group_id = g.hex("group_id");
+    const auto sender = u32_of(u, "sender");
+    const auto raw = u.hex("update_path");
+    mls::TlsReader pr(raw);
+    const auto path = mls::decode_update_path(pr);
+    REQUIRE(path.has_value());
+    // Another group id (leaf signature), a changed key (parent hash), a missing node, a wrong sender.
+    auto t = *tree_;
+    CHECK(mls::merge_update_path(t, sender, *path, Bytes{1, 2, 3}).code() == Errc::auth_failed);
+    auto bad_key = *path;
+    bad_key.nodes.back().encryption_key[0] ^= 1;
+    CHECK(mls::merge_update_path(t, sender, bad_key, group_id).code() == Errc::auth_failed);
+    auto short_path = *path;
+    short_path.nodes.pop_back();
+    CHECK(mls::merge_update_path(t, sender, short_path, group_id).code() == Errc::bad_field);
+    CHECK(mls::merge_update_path(t, sender ^ 1U, *path, group_id).code() != Errc::ok);
+    // None of the failures changed the tree.
+    CHECK(t.encode().value() == tree_->encode().value());
+    // Truncations of the encoding fail.
+    for (std::size_t cut = 0; cut < raw.size(); cut += 7) {
+        mls::TlsReader r(ByteView(raw).first(cut));
+        CHECK_FALSE(mls::decode_update_path(r).has_value());
+    }
 }

@@ -339,7 +339,7 @@ Result<std::vector<Bytes>> RatchetTree::tree_hashes() const {
 
 // s7.9: Hash(ParentHashInput{P.encryption_key, P.parent_hash, original sibling tree hash}), the sibling's tree hash
 // computed as if P's unmerged leaves had not been added.
-Result<Bytes> RatchetTree::parent_hash_of(std::uint32_t parent, std::uint32_t copath_child) const {
+Result<Bytes> RatchetTree::parent_hash(std::uint32_t parent, std::uint32_t copath_child) const {
     const auto& p = *m_parents[parent / 2];
     const std::set<std::uint32_t> excluded(p.unmerged_leaves.begin(), p.unmerged_leaves.end());
     SIM_TRY(const auto sibling_hash, tree_hash_excluding(copath_child, excluded));
@@ -393,7 +393,7 @@ Status RatchetTree::verify_parent_hashes() const {
         const auto r = *tree::right(p);
         std::size_t valid = 0;
         for (const auto& [c, s] : {std::pair{l, r}, std::pair{r, l}}) {
-            SIM_TRY(const auto expected, parent_hash_of(p, s));
+            SIM_TRY(const auto expected, parent_hash(p, s));
             for (const auto d : resolution(c)) {
                 if (parent_hash_valid(d, p, c, expected)) {
                     ++valid;
@@ -405,6 +405,23 @@ Status RatchetTree::verify_parent_hashes() const {
         }
     }
     return ok();
+}
+
+std::vector<std::uint32_t> RatchetTree::filtered_direct_path(std::uint32_t leaf_index) const {
+    std::vector<std::uint32_t> out;
+    if (leaf_index >= leaf_count()) {
+        return out;
+    }
+    const auto leaf_node = tree::leaf_to_node(leaf_index);
+    auto child = leaf_node;
+    for (const auto p : tree::direct_path(leaf_node, leaf_count())) {
+        const auto copath_child = *tree::sibling(child, leaf_count());
+        if (!resolution(copath_child).empty()) {
+            out.push_back(p);
+        }
+        child = p;
+    }
+    return out;
 }
 
 void RatchetTree::blank_direct_path(std::uint32_t leaf_index) {

@@ -125,10 +125,20 @@ public:
     /// non-blank leaf. Errc::invalid_argument for a blank or absent leaf.
     Status remove_leaf(std::uint32_t leaf_index);
 
-private:
+    /// s4.1.2 filtered direct path of a leaf: its direct path without the nodes whose copath child has an empty
+    /// resolution. Empty for a leaf outside the tree.
+    [[nodiscard]] std::vector<std::uint32_t> filtered_direct_path(std::uint32_t leaf_index) const;
+    /// s7.9 parent hash of the non-blank parent node `parent` with copath child `copath_child`.
+    [[nodiscard]] Result<Bytes> parent_hash(std::uint32_t parent, std::uint32_t copath_child) const;
+    /// Set or blank a leaf / a parent node (the caller keeps the tree's invariants; used by TreeKEM).
+    void set_leaf(std::uint32_t leaf_index, std::optional<LeafNode> leaf) { m_leaves[leaf_index] = std::move(leaf); }
+    void set_parent(std::uint32_t node, std::optional<ParentNode> parent) { m_parents[node / 2] = std::move(parent); }
+    std::optional<ParentNode>& parent_node_mut(std::uint32_t node) { return m_parents[node / 2]; }
+    /// Blank every parent node on the direct path of a leaf.
     void blank_direct_path(std::uint32_t leaf_index);
+
+private:
     Result<Bytes> tree_hash_excluding(std::uint32_t node, const std::set<std::uint32_t>& excluded_leaves) const;
-    Result<Bytes> parent_hash_of(std::uint32_t parent, std::uint32_t copath_child) const;
     [[nodiscard]] bool parent_hash_valid(std::uint32_t d, std::uint32_t p, std::uint32_t c, ByteView expected) const;
 
     std::vector<std::optional<LeafNode>> m_leaves;
