@@ -167,6 +167,22 @@ def treekem(data):
     return [("Group", groups), ("LeafPrivate", leaves), ("UpdatePath", paths)], len(groups)
 
 
+MESSAGE_FIELDS = ["mls_welcome", "mls_group_info", "mls_key_package", "ratchet_tree", "group_secrets",
+                  "add_proposal", "update_proposal", "remove_proposal", "pre_shared_key_proposal", "re_init_proposal",
+                  "external_init_proposal", "group_context_extensions_proposal", "commit",
+                  "public_message_application", "public_message_proposal", "public_message_commit",
+                  "private_message"]
+
+
+def messages(data):
+    records = []
+    for n, e in enumerate(data):
+        rec = {"n": str(n)}
+        rec.update({k: e[k] for k in MESSAGE_FIELDS})
+        records.append(rec)
+    return [("Messages", records)], len(records)
+
+
 JOBS = [
     ("tree-math.json", "tree_math.vec", tree_math),
     ("crypto-basics.json", "crypto_basics.vec", crypto_basics),
@@ -179,6 +195,7 @@ JOBS = [
     ("tree-operations.json", "tree_operations.vec", tree_operations),
     ("welcome.json", "welcome.vec", welcome),
     ("treekem.json", "treekem.vec", treekem),
+    ("messages.json", "messages.vec", messages),
 ]
 
 

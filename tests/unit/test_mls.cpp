@@ -1317,3 +1317,105 @@ TEST_CASE("MLS TreeKEM refuses tampered update paths") {
         CHECK_FALSE(mls::decode_update_path(r).has_value());
     }
 }
+
+// ---------------------------------------------------------------- messages (syntax)
+
+TEST_CASE("MLS messages: messages.json - every structure decodes and re-encodes byte for byte") {
+    std::map<std::string, std::size_t> passed;
+    std::size_t entries = 0;
+    auto same = [](const sim::Result<Bytes>& encoded, const Bytes& raw) {
+        return encoded.has_value() && *encoded == raw;
+    };
+    // A structure read from `raw` that must consume all of it and reproduce it.
+    auto whole = [](const Bytes& raw, auto&& read) {
+        mls::TlsReader r(raw);
+        const auto got = read(r);
+        return got.has_value() && r.finish().has_value();
+    };
+    for (const auto& r : section("mls/messages.vec", "Messages")) {
+        INFO(r.where());
+        auto check = [&](const std::string& field, bool ok) {
+            CHECK_MESSAGE(ok, field);
+            if (ok) {
+                ++passed[field];
+            }
+        };
+        {
+            const auto raw = r.hex("mls_welcome");
+            const auto w = mls::decode_welcome_message(raw);
+            check("mls_welcome", w.has_value() && same(mls::encode_welcome_message(*w), raw));
+        }
+        {
+            const auto raw = r.hex("mls_group_info");
+            const auto gi = mls::decode_group_info_message(raw);
+            check("mls_group_info", gi.has_value() && same(mls::encode_group_info_message(*gi), raw));
+        }
+        {
+            const auto raw = r.hex("mls_key_package");
+            const auto kp = mls::decode_key_package_message(raw);
+            check("mls_key_package", kp.has_value() && same(mls::encode_key_package_message(*kp), raw));
+        }
+        {
+            const auto raw = r.hex("ratchet_tree");
+            const auto t = mls::RatchetTree::decode(raw);
+            check("ratchet_tree", t.has_value() && same(t->encode(), raw));
+        }
+        {
+            const auto raw = r.hex("group_secrets");
+            const auto gs = mls::decode_group_secrets(raw);
+            const auto re = gs ? gs->encode() : sim::Result<sim::SecureBytes>(Errc::internal);
+            check("group_secrets", re.has_value() && Bytes(re->begin(), re->end()) == raw);
+        }
+        {
+            const auto raw = r.hex("add_proposal");
+            mls::TlsReader rd(raw);
+            const auto kp = mls::decode_key_package(rd);
+            mls::TlsWriter w;
+            check("add_proposal",
+                  kp.has_value() && rd.finish().has_value() && kp->encode_into(w).has_value() && w.bytes() == raw);
+        }
+        {
+            const auto raw = r.hex("update_proposal");
+            mls::TlsReader rd(raw);
+            const auto leaf = mls::decode_leaf_node(rd);
+            mls::TlsWriter w;
+            check("update_proposal",
+                  leaf.has_value() && rd.finish().has_value() && leaf->encode_into(w).has_value() && w.bytes() == raw);
+        }
+        check("remove_proposal", whole(r.hex("remove_proposal"), [](mls::TlsReader& rd) { return rd.u32(); }));
+        check("pre_shared_key_proposal",
+              whole(r.hex("pre_shared_key_proposal"), [](mls::TlsReader& rd) { return mls::read_psk_id(rd); }));
+        // ReInit, ExternalInit, GroupContextExtensions: the bodies of proposal types 5, 6, 7.
+        for (const auto& [field, type] :
+             {std::pair{std::string("re_init_proposal"), 5}, std::pair{std::string("external_init_proposal"), 6},
+              std::pair{std::string("group_context_extensions_proposal"), 7}}) {
+            Bytes with_type{0, static_cast<std::uint8_t>(type)};
+            const auto body = r.hex(field);
+            with_type.insert(with_type.end(), body.begin(), body.end());
+            mls::TlsReader rd(with_type);
+            const auto p = mls::decode_proposal(rd);
+            check(field, p.has_value() && rd.finish().has_value() && p->encoding == with_type);
+        }
+        check("commit", whole(r.hex("commit"), [](mls::TlsReader& rd) { return mls::read_commit(rd); }));
+        for (const auto* field : {"public_message_application", "public_message_proposal", "public_message_commit"}) {
+            const auto raw = r.hex(field);
+            const auto m = mls::decode_public_message(raw);
+            check(field, m.has_value() && same(m->encode_message(), raw));
+        }
+        {
+            const auto raw = r.hex("private_message");
+            const auto m = mls::decode_private_message(raw);
+            check("private_message", m.has_value() && same(m->encode_message(), raw));
+        }
+        ++entries;
+    }
+    CHECK(entries == 100);
+    std::size_t total = 0;
+    for (const auto& [field, count] : passed) {
+        CHECK_MESSAGE(count == entries, field);
+        total += count;
+    }
+    CHECK(passed.size() == 17);
+    MESSAGE("messages.json: " << entries << " of 100 entries, " << total << " of " << entries * 17
+                              << " structures decode and re-encode byte for byte, 0 skipped");
+}

@@ -164,6 +164,12 @@ Status skip_commit(TlsReader& r) {
 
 }  // namespace
 
+Result<ByteView> read_psk_id(TlsReader& r) {
+    const auto start = r.position();
+    SIM_TRY_STATUS(skip_psk_id(r));
+    return r.consumed_since(start);
+}
+
 Result<ByteView> read_proposal(TlsReader& r) {
     const auto start = r.position();
     SIM_TRY_STATUS(skip_proposal(r));
@@ -292,6 +298,90 @@ Result<AuthenticatedContent> AuthenticatedContent::decode(ByteView data) {
     SIM_TRY(ac.auth, decode_auth_data(r, ac.content.content_type));
     SIM_TRY_STATUS(r.finish());
     return ac;
+}
+
+namespace {
+
+Status read_mls_header(TlsReader& r, WireFormat expected) {
+    SIM_TRY(const auto version, r.u16());
+    if (version != protocol_version) {
+        return Errc::unsupported_version;
+    }
+    SIM_TRY(const auto wire_format, r.u16());
+    if (wire_format != static_cast<std::uint16_t>(expected)) {
+        return Error{Errc::bad_field, "unexpected wire format"};
+    }
+    return ok();
+}
+
+void write_mls_header(TlsWriter& w, WireFormat wire_format) {
+    w.u16(protocol_version);
+    w.u16(static_cast<std::uint16_t>(wire_format));
+}
+
+}  // namespace
+
+Result<Bytes> PublicMessage::encode_message() const {
+    TlsWriter w;
+    write_mls_header(w, WireFormat::public_message);
+    SIM_TRY_STATUS(content.content.encode_into(w));
+    SIM_TRY_STATUS(encode_auth_data(w, content.auth, content.content.content_type));
+    if (content.content.sender.type == SenderType::member) {
+        SIM_TRY_STATUS(w.vector(membership_tag));
+    }
+    return std::move(w).bytes();
+}
+
+Result<PublicMessage> decode_public_message(ByteView message) {
+    TlsReader r(message);
+    SIM_TRY_STATUS(read_mls_header(r, WireFormat::public_message));
+    PublicMessage m;
+    m.content.wire_format = WireFormat::public_message;
+    SIM_TRY(m.content.content, decode_framed_content(r));
+    SIM_TRY(m.content.auth, decode_auth_data(r, m.content.content.content_type));
+    if (m.content.content.sender.type == SenderType::member) {
+        SIM_TRY(const auto tag, r.vector(hash_size));
+        if (tag.size() != hash_size) {
+            return Error{Errc::bad_length, "membership tag is not a MAC of Nh bytes"};
+        }
+        m.membership_tag = to_bytes(tag);
+    }
+    SIM_TRY_STATUS(r.finish());
+    return m;
+}
+
+Result<Bytes> PrivateMessage::encode_message() const {
+    TlsWriter w;
+    write_mls_header(w, WireFormat::private_message);
+    SIM_TRY_STATUS(w.vector(group_id));
+    w.u64(epoch);
+    w.u8(static_cast<std::uint8_t>(content_type));
+    SIM_TRY_STATUS(w.vector(authenticated_data));
+    SIM_TRY_STATUS(w.vector(encrypted_sender_data));
+    SIM_TRY_STATUS(w.vector(ciphertext));
+    return std::move(w).bytes();
+}
+
+Result<PrivateMessage> decode_private_message(ByteView message) {
+    TlsReader r(message);
+    SIM_TRY_STATUS(read_mls_header(r, WireFormat::private_message));
+    PrivateMessage m;
+    SIM_TRY(const auto group_id, r.vector(max_group_id_size));
+    m.group_id = to_bytes(group_id);
+    SIM_TRY(m.epoch, r.u64());
+    SIM_TRY(const auto type, r.u8());
+    if (type < 1 || type > 3) {
+        return Error{Errc::bad_field, "unknown content type"};
+    }
+    m.content_type = static_cast<ContentType>(type);
+    SIM_TRY(const auto authenticated_data, r.vector(max_authenticated_data_size));
+    m.authenticated_data = to_bytes(authenticated_data);
+    SIM_TRY(const auto encrypted_sender_data, r.vector(max_key_size));
+    m.encrypted_sender_data = to_bytes(encrypted_sender_data);
+    SIM_TRY(const auto ciphertext, r.vector());
+    m.ciphertext = to_bytes(ciphertext);
+    SIM_TRY_STATUS(r.finish());
+    return m;
 }
 
 Result<Bytes> confirmed_transcript_hash(ByteView interim_before, const AuthenticatedContent& commit) {

@@ -94,6 +94,36 @@ Result<ByteView> read_proposal(TlsReader& r);
 /// The same for a Commit (s12.4).
 Result<ByteView> read_commit(TlsReader& r);
 
+/// Check one PreSharedKeyID (s8.4) structurally at `r` and return its exact encoding. Errc::bad_field for unknown
+/// PSK types or resumption usages.
+Result<ByteView> read_psk_id(TlsReader& r);
+
+/// s6.2 PublicMessage inside an MLSMessage, as syntax only (no MAC or signature is checked here).
+struct PublicMessage {
+    AuthenticatedContent content;  ///< wire_format public_message
+    Bytes membership_tag;          ///< member senders only (exactly Nh bytes), empty otherwise
+
+    /// The MLSMessage encoding. Errors of the field encoders.
+    [[nodiscard]] Result<Bytes> encode_message() const;
+};
+/// Decode an MLSMessage(PublicMessage). Errc::unsupported_version, Errc::bad_field (wire format, enumerations),
+/// Errc::bad_length (tags), codec errors (truncated, frame_too_large, trailing_bytes).
+Result<PublicMessage> decode_public_message(ByteView message);
+
+/// s6.3 PrivateMessage inside an MLSMessage, as syntax only.
+struct PrivateMessage {
+    Bytes group_id;
+    std::uint64_t epoch = 0;
+    ContentType content_type = ContentType::application;
+    Bytes authenticated_data;
+    Bytes encrypted_sender_data;
+    Bytes ciphertext;
+
+    [[nodiscard]] Result<Bytes> encode_message() const;
+};
+/// Decode an MLSMessage(PrivateMessage). Errors as decode_public_message.
+Result<PrivateMessage> decode_private_message(ByteView message);
+
 /// s8.2 confirmed_transcript_hash_[n] = Hash(interim_transcript_hash_[n-1] || ConfirmedTranscriptHashInput), the
 /// input being wire_format || FramedContent (a commit) || signature<V>. Errc::invalid_argument when the content
 /// is not a commit.

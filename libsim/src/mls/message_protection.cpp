@@ -55,19 +55,6 @@ Status check_group_and_epoch(ByteView group_id, std::uint64_t epoch, const Group
     return ok();
 }
 
-// The MLSMessage header (s6): version and wire format.
-Status read_header(TlsReader& r, WireFormat expected) {
-    SIM_TRY(const auto version, r.u16());
-    if (version != protocol_version) {
-        return Errc::unsupported_version;
-    }
-    SIM_TRY(const auto wire_format, r.u16());
-    if (wire_format != static_cast<std::uint16_t>(expected)) {
-        return Error{Errc::bad_field, "unexpected wire format"};
-    }
-    return ok();
-}
-
 Result<Bytes> verify_and_lookup(const AuthenticatedContent& ac, const GroupContext& context,
                                 const SignatureKeyLookup& signature_key) {
     SIM_TRY(auto key, signature_key(ac.content.sender));
@@ -137,16 +124,12 @@ Result<Bytes> protect_public(const AuthenticatedContent& ac, const GroupContext&
     if (ac.wire_format != WireFormat::public_message) {
         return Error{Errc::invalid_argument, "content was signed for another wire format"};
     }
-    TlsWriter w;
-    w.u16(protocol_version);
-    w.u16(static_cast<std::uint16_t>(WireFormat::public_message));
-    SIM_TRY_STATUS(ac.content.encode_into(w));
-    SIM_TRY_STATUS(encode_auth_data(w, ac.auth, ac.content.content_type));
+    PublicMessage m{ac, {}};
     if (ac.content.sender.type == SenderType::member) {
         SIM_TRY(const auto tag, membership_tag(ac, context, membership_key));
-        SIM_TRY_STATUS(w.vector(tag));
+        m.membership_tag = to_bytes(tag);
     }
-    return std::move(w).bytes();
+    return m.encode_message();
 }
 
 Result<AuthenticatedContent> unprotect_public(ByteView message, const GroupContext& context, ByteView membership_key,
@@ -154,33 +137,20 @@ Result<AuthenticatedContent> unprotect_public(ByteView message, const GroupConte
     if (message.size() > max_message_size) {
         return Errc::frame_too_large;
     }
-    TlsReader r(message);
-    SIM_TRY_STATUS(read_header(r, WireFormat::public_message));
-    AuthenticatedContent ac;
-    ac.wire_format = WireFormat::public_message;
-    SIM_TRY(ac.content, decode_framed_content(r));
-    SIM_TRY(ac.auth, decode_auth_data(r, ac.content.content_type));
-    Bytes tag;
-    if (ac.content.sender.type == SenderType::member) {
-        SIM_TRY(const auto t, r.vector(hash_size));
-        if (t.size() != hash_size) {
-            return Error{Errc::bad_length, "membership tag is not a MAC of Nh bytes"};
-        }
-        tag = to_bytes(t);
-    }
-    SIM_TRY_STATUS(r.finish());
+    SIM_TRY(auto m, decode_public_message(message));
+    auto& ac = m.content;
     if (ac.content.content_type == ContentType::application) {
         return Error{Errc::bad_field, "application data in a PublicMessage"};
     }
     SIM_TRY_STATUS(check_group_and_epoch(ac.content.group_id, ac.content.epoch, context));
     if (ac.content.sender.type == SenderType::member) {
         SIM_TRY(const auto expected, membership_tag(ac, context, membership_key));
-        if (!constant_time_equal(expected, tag)) {
+        if (!constant_time_equal(expected, m.membership_tag)) {
             return Error{Errc::auth_failed, "membership tag does not verify"};
         }
     }
     SIM_TRY_STATUS(status_of(verify_and_lookup(ac, context, signature_key)));
-    return ac;
+    return std::move(ac);
 }
 
 Result<Bytes> protect_private(const AuthenticatedContent& ac, const GroupContext& context, SecretTree& tree,
@@ -222,16 +192,9 @@ Result<Bytes> protect_private(const AuthenticatedContent& ac, const GroupContext
     SIM_TRY(auto sd_aead, aead_of(sd_kn.key));
     SIM_TRY(const auto encrypted_sender_data, sd_aead->seal(sd_kn.nonce, sd_aad, sd.bytes()));
 
-    TlsWriter w;
-    w.u16(protocol_version);
-    w.u16(static_cast<std::uint16_t>(WireFormat::private_message));
-    SIM_TRY_STATUS(w.vector(content.group_id));
-    w.u64(content.epoch);
-    w.u8(static_cast<std::uint8_t>(content.content_type));
-    SIM_TRY_STATUS(w.vector(content.authenticated_data));
-    SIM_TRY_STATUS(w.vector(encrypted_sender_data));
-    SIM_TRY_STATUS(w.vector(ciphertext));
-    return std::move(w).bytes();
+    const PrivateMessage m{content.group_id,           content.epoch,         content.content_type,
+                           content.authenticated_data, encrypted_sender_data, ciphertext};
+    return m.encode_message();
 }
 
 Result<AuthenticatedContent> unprotect_private(ByteView message, const GroupContext& context, SecretTree& tree,
@@ -239,19 +202,13 @@ Result<AuthenticatedContent> unprotect_private(ByteView message, const GroupCont
     if (message.size() > max_message_size) {
         return Errc::frame_too_large;
     }
-    TlsReader r(message);
-    SIM_TRY_STATUS(read_header(r, WireFormat::private_message));
-    SIM_TRY(const auto group_id, r.vector(max_group_id_size));
-    SIM_TRY(const auto epoch, r.u64());
-    SIM_TRY(const auto type_byte, r.u8());
-    if (type_byte < 1 || type_byte > 3) {
-        return Error{Errc::bad_field, "unknown content type"};
-    }
-    const auto type = static_cast<ContentType>(type_byte);
-    SIM_TRY(const auto authenticated_data, r.vector(max_authenticated_data_size));
-    SIM_TRY(const auto encrypted_sender_data, r.vector(max_key_size));
-    SIM_TRY(const auto ciphertext, r.vector(max_message_size));
-    SIM_TRY_STATUS(r.finish());
+    SIM_TRY(const auto m, decode_private_message(message));
+    const ByteView group_id = m.group_id;
+    const auto epoch = m.epoch;
+    const auto type = m.content_type;
+    const ByteView authenticated_data = m.authenticated_data;
+    const ByteView encrypted_sender_data = m.encrypted_sender_data;
+    const ByteView ciphertext = m.ciphertext;
     SIM_TRY_STATUS(check_group_and_epoch(group_id, epoch, context));
 
     // s6.3.2: sender data.

@@ -124,6 +124,82 @@ Result<KeyPackage> decode_key_package_message(ByteView data) {
     return kp;
 }
 
+Result<SecureBytes> GroupSecrets::encode() const {
+    TlsWriter w;
+    SIM_TRY_STATUS(w.vector(joiner_secret));
+    w.u8(path_secret ? 1 : 0);
+    if (path_secret) {
+        SIM_TRY_STATUS(w.vector(*path_secret));
+    }
+    SIM_TRY_STATUS(w.vector(psks));
+    Bytes raw = std::move(w).bytes();
+    SecureBytes out(raw.begin(), raw.end());
+    secure_zero(raw.data(), raw.size());
+    return out;
+}
+
+Result<GroupSecrets> decode_group_secrets(ByteView data) {
+    TlsReader r(data);
+    GroupSecrets gs;
+    SIM_TRY(const auto joiner, r.vector(hash_size));
+    if (joiner.size() != hash_size) {
+        return Error{Errc::bad_length, "joiner_secret is not Nh bytes"};
+    }
+    gs.joiner_secret = to_bytes<SecureBytes>(joiner);
+    SIM_TRY(const bool has_path, r.optional());
+    if (has_path) {
+        SIM_TRY(const auto path, r.vector(hash_size));
+        gs.path_secret = to_bytes<SecureBytes>(path);
+    }
+    SIM_TRY(auto psks, r.sub_reader());
+    const auto psks_start = psks.position();
+    while (!psks.empty()) {
+        SIM_TRY_STATUS(status_of(read_psk_id(psks)));
+    }
+    gs.psks = to_bytes(psks.consumed_since(psks_start));
+    SIM_TRY_STATUS(r.finish());
+    return gs;
+}
+
+Result<Bytes> encode_welcome_message(const Welcome& welcome) {
+    TlsWriter w;
+    w.u16(protocol_version);
+    w.u16(static_cast<std::uint16_t>(WireFormat::welcome));
+    w.u16(cipher_suite);
+    TlsWriter entries;
+    for (const auto& e : welcome.secrets) {
+        SIM_TRY_STATUS(entries.vector(e.new_member));
+        SIM_TRY_STATUS(entries.vector(e.kem_output));
+        SIM_TRY_STATUS(entries.vector(e.ciphertext));
+    }
+    SIM_TRY_STATUS(w.vector(entries.bytes()));
+    SIM_TRY_STATUS(w.vector(welcome.encrypted_group_info));
+    return std::move(w).bytes();
+}
+
+Result<Bytes> encode_key_package_message(const KeyPackage& key_package) {
+    TlsWriter w;
+    w.u16(protocol_version);
+    w.u16(static_cast<std::uint16_t>(WireFormat::key_package));
+    SIM_TRY_STATUS(key_package.encode_into(w));
+    return std::move(w).bytes();
+}
+
+Result<Bytes> encode_group_info_message(const GroupInfo& group_info) {
+    TlsWriter w;
+    w.u16(protocol_version);
+    w.u16(static_cast<std::uint16_t>(WireFormat::group_info));
+    SIM_TRY(const auto body, group_info.encode());
+    w.raw(body);
+    return std::move(w).bytes();
+}
+
+Result<GroupInfo> decode_group_info_message(ByteView data) {
+    TlsReader r(data);
+    SIM_TRY_STATUS(read_message_header(r, WireFormat::group_info));
+    return decode_group_info(data.subspan(r.position()));
+}
+
 Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPackage& key_package,
                                            ByteView init_private) {
     SIM_TRY(const auto ref, key_package.ref());
@@ -137,26 +213,14 @@ Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPack
     if (mine == nullptr) {
         return Error{Errc::invalid_argument, "the Welcome has no entry for this KeyPackage"};
     }
-    SIM_TRY(const auto plain, decrypt_with_label(init_private, "Welcome", welcome.encrypted_group_info,
-                                                 mine->kem_output, mine->ciphertext));
+    SIM_TRY(auto plain, decrypt_with_label(init_private, "Welcome", welcome.encrypted_group_info, mine->kem_output,
+                                           mine->ciphertext));
     const SecureBytes secret_plain(plain.begin(), plain.end());
-    TlsReader r(secret_plain);
-    GroupSecrets gs;
-    SIM_TRY(const auto joiner, r.vector(hash_size));
-    if (joiner.size() != hash_size) {
-        return Error{Errc::bad_length, "joiner_secret is not Nh bytes"};
-    }
-    gs.joiner_secret = to_bytes<SecureBytes>(joiner);
-    SIM_TRY(const bool has_path, r.optional());
-    if (has_path) {
-        SIM_TRY(const auto path, r.vector(hash_size));
-        gs.path_secret = to_bytes<SecureBytes>(path);
-    }
-    SIM_TRY(const auto psks, r.vector());
-    if (!psks.empty()) {
+    secure_zero(plain.data(), plain.size());
+    SIM_TRY(auto gs, decode_group_secrets(secret_plain));
+    if (!gs.psks.empty()) {
         return Error{Errc::not_implemented, "pre-shared keys are not supported"};
     }
-    SIM_TRY_STATUS(r.finish());
     return gs;
 }
 

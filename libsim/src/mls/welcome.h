@@ -49,11 +49,26 @@ struct Welcome {
     Bytes encrypted_group_info;
 };
 
-/// s12.4.3.1 GroupSecrets (without PSKs).
+/// s12.4.3.1 GroupSecrets. `psks` is the encoded body of the PreSharedKeyID list (checked structurally; joining
+/// with PSKs is refused by decrypt_group_secrets).
 struct GroupSecrets {
     SecureBytes joiner_secret;
     std::optional<SecureBytes> path_secret;
+    Bytes psks;
+
+    [[nodiscard]] Result<SecureBytes> encode() const;
 };
+
+/// Decode a whole GroupSecrets. Errc::bad_length for a joiner secret that is not Nh bytes, Errc::bad_field for a
+/// malformed PSK list; codec errors.
+Result<GroupSecrets> decode_group_secrets(ByteView data);
+
+/// MLSMessage encoders of Welcome, KeyPackage and GroupInfo.
+Result<Bytes> encode_welcome_message(const Welcome& welcome);
+Result<Bytes> encode_key_package_message(const KeyPackage& key_package);
+Result<Bytes> encode_group_info_message(const GroupInfo& group_info);
+/// Decode an MLSMessage carrying a GroupInfo. Errors as decode_welcome_message and decode_group_info.
+Result<GroupInfo> decode_group_info_message(ByteView data);
 
 /// Decode an MLSMessage carrying a Welcome. Errc::unsupported_version, Errc::bad_field (wire format),
 /// Errc::suite_not_allowed (cipher suite), codec errors.
