@@ -1,10 +1,12 @@
 // libFuzzer target for the MLS decoders (libsim/src/mls, internal): the bounded codec, GroupContext,
-// AuthenticatedContent, Proposal and Commit walks, and unprotect_public / unprotect_private on a genuine two-member
-// group state (ciphersuite 1).
+// AuthenticatedContent, Proposal and Commit walks, decoded Proposals, KeyPackage / Welcome messages, GroupInfo,
+// the ratchet tree (with its parent-hash and signature checks), UpdatePath, and unprotect_public /
+// unprotect_private on a genuine two-member group state (ciphersuite 1).
 //
 // The first input byte picks the decoder, the rest is its input. Properties (a violation aborts):
 // - nothing crashes, leaks or reads out of bounds on any input;
-// - a decoder that accepts an input re-encodes it to exactly the same bytes (GroupContext, AuthenticatedContent);
+// - a decoder that accepts an input re-encodes it to exactly the same bytes (GroupContext, AuthenticatedContent,
+//   ratchet tree, UpdatePath, GroupInfo);
 // - unprotect_private accepts nothing but the one genuine message, and a failed call changes nothing: the genuine
 //   message still opens afterwards, exactly once.
 #include <sim/bytes.h>
@@ -15,7 +17,12 @@
 #include "../../libsim/src/mls/framing.h"
 #include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/message_protection.h"
+#include "../../libsim/src/mls/proposals.h"
+#include "../../libsim/src/mls/ratchet_tree.h"
 #include "../../libsim/src/mls/secret_tree.h"
+#include "../../libsim/src/mls/tree_math.h"
+#include "../../libsim/src/mls/treekem.h"
+#include "../../libsim/src/mls/welcome.h"
 
 #include <algorithm>
 #include <array>
@@ -117,7 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const auto& f = fixture();
     const sim::ByteView input(data + 1, size - 1);
-    switch (data[0] % 7) {
+    switch (data[0] % 13) {
         case 0:
             walk_codec(input);
             break;
@@ -152,7 +159,46 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     "only the genuine PublicMessage authenticates");
             break;
         }
-        default: {
+        case 7: {
+            mls::TlsReader r(input);
+            static_cast<void>(mls::decode_proposal(r));
+            break;
+        }
+        case 8:
+            static_cast<void>(mls::decode_key_package_message(input));
+            break;
+        case 9:
+            static_cast<void>(mls::decode_welcome_message(input));
+            break;
+        case 10:
+            if (const auto gi = mls::decode_group_info(input)) {
+                const auto re = must(gi->encode(), "re-encode GroupInfo");
+                require(re.size() == input.size() && std::equal(re.begin(), re.end(), input.begin()),
+                        "GroupInfo re-encodes to the input");
+            }
+            break;
+        case 11:
+            if (const auto t = mls::RatchetTree::decode(input)) {
+                const auto re = must(t->encode(), "re-encode ratchet tree");
+                require(re.size() == input.size() && std::equal(re.begin(), re.end(), input.begin()),
+                        "ratchet tree re-encodes to the input");
+                static_cast<void>(t->verify_parent_hashes());
+                static_cast<void>(t->verify_leaf_signatures(f.context.group_id));
+                static_cast<void>(t->tree_hash(mls::tree::root(t->leaf_count())));
+            }
+            break;
+        case 12: {
+            mls::TlsReader r(input);
+            if (const auto path = mls::decode_update_path(r)) {
+                mls::TlsWriter w;
+                require(path->encode_into(w).has_value(), "re-encode UpdatePath");
+                require(
+                    w.bytes().size() == r.position() && std::equal(w.bytes().begin(), w.bytes().end(), input.begin()),
+                    "UpdatePath re-encodes to the bytes it read");
+            }
+            break;
+        }
+        default: {  // 6
             auto tree = f.tree();
             const bool genuine = input.size() == f.genuine_private.size() &&
                                  std::equal(input.begin(), input.end(), f.genuine_private.begin());
