@@ -1163,6 +1163,65 @@ TEST_CASE("MLS welcome: welcome.json (ciphersuite 1)") {
                              << " of 1 passes (group secrets, group info, signature, confirmation tag), 0 skipped");
 }
 
+TEST_CASE("MLS welcome: a Welcome we create is joined by its recipients and by no one else") {
+    const auto r = section("mls/welcome.vec", "Welcome").front();
+    const auto kp = mls::decode_key_package_message(r.hex("key_package"));
+    REQUIRE(kp.has_value());
+    const auto welcome = mls::decode_welcome_message(r.hex("welcome"));
+    REQUIRE(welcome.has_value());
+    const auto secrets = mls::decrypt_group_secrets(*welcome, *kp, r.hex("init_priv"));
+    REQUIRE(secrets.has_value());
+    const auto gi = mls::decrypt_group_info(*welcome, secrets->joiner_secret);
+    REQUIRE(gi.has_value());
+
+    // A second recipient with a fresh init key, signed by a fresh signer.
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("welcome create"));
+    const auto init2 = sim::crypto::x25519_generate(*rng);
+    const auto sig2 = sim::crypto::ed25519_generate(*rng);
+    auto kp2 = *kp;
+    kp2.init_key = init2.public_key;
+    kp2.leaf_node.signature_key = sig2.public_key;
+    const auto tbs = kp2.to_be_signed();
+    REQUIRE(tbs.has_value());
+    const auto kp2_sig = mls::sign_with_label(sig2.private_key, "KeyPackageTBS", *tbs);
+    REQUIRE(kp2_sig.has_value());
+    kp2.signature = *kp2_sig;
+    REQUIRE(kp2.verify());
+
+    auto resigned = *gi;
+    REQUIRE(mls::sign_group_info(resigned, 3, sig2.private_key).has_value());
+    CHECK(resigned.verify(sig2.public_key));
+    CHECK_FALSE(resigned.verify(r.hex("signer_pub")));
+
+    const sim::SecureBytes path_secret(32, 0x77);
+    const std::vector<mls::WelcomeRecipient> recipients{mls::WelcomeRecipient{*kp, std::nullopt},
+                                                        mls::WelcomeRecipient{kp2, path_secret}};
+    const auto made = mls::create_welcome(resigned, secrets->joiner_secret, recipients, *rng);
+    REQUIRE(made.has_value());
+    const auto wire = mls::encode_welcome_message(*made);
+    REQUIRE(wire.has_value());
+    const auto back = mls::decode_welcome_message(*wire);
+    REQUIRE(back.has_value());
+    const auto s1 = mls::decrypt_group_secrets(*back, *kp, r.hex("init_priv"));
+    REQUIRE(s1.has_value());
+    CHECK(s1->joiner_secret == secrets->joiner_secret);
+    CHECK_FALSE(s1->path_secret.has_value());
+    const auto s2 = mls::decrypt_group_secrets(*back, kp2, init2.private_key);
+    REQUIRE(s2.has_value());
+    REQUIRE(s2->path_secret.has_value());
+    CHECK(*s2->path_secret == path_secret);
+    const auto gi2 = mls::decrypt_group_info(*back, s2->joiner_secret);
+    REQUIRE(gi2.has_value());
+    CHECK(gi2->verify(sig2.public_key));
+    CHECK(gi2->signer == 3);
+    // Recipient 1's key does not open recipient 2's entry, nor the other way round.
+    CHECK(mls::decrypt_group_secrets(*back, kp2, r.hex("init_priv")).code() == Errc::auth_failed);
+    CHECK(mls::decrypt_group_secrets(*back, *kp, init2.private_key).code() == Errc::auth_failed);
+    CHECK(mls::create_welcome(resigned, secrets->joiner_secret, {}, *rng).code() == Errc::invalid_argument);
+    const std::vector<mls::WelcomeRecipient> one{mls::WelcomeRecipient{*kp, std::nullopt}};
+    CHECK(mls::create_welcome(resigned, Bytes(31, 0), one, *rng).code() == Errc::invalid_argument);
+}
+
 // ---------------------------------------------------------------- TreeKEM
 
 TEST_CASE("MLS TreeKEM: treekem.json (ciphersuite 1)") {

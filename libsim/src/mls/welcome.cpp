@@ -6,6 +6,8 @@
 
 #include <sim/crypto.h>
 
+#include <utility>
+
 namespace sim::mls {
 
 namespace {
@@ -200,6 +202,56 @@ Result<GroupInfo> decode_group_info_message(ByteView data) {
     return decode_group_info(data.subspan(r.position()));
 }
 
+namespace {
+
+// s12.4.3.1: the AEAD key and nonce that protect the GroupInfo, from the joiner secret (psk_secret = 0).
+Result<std::pair<SecureBytes, SecureBytes>> welcome_key_nonce(ByteView joiner_secret) {
+    if (joiner_secret.size() != hash_size) {
+        return Error{Errc::invalid_argument, "joiner_secret must be Nh bytes"};
+    }
+    const SecureBytes zero_psk(hash_size, 0);
+    const auto member = extract(joiner_secret, zero_psk);
+    SIM_TRY(const auto welcome_secret, derive_secret(member, "welcome"));
+    SIM_TRY(auto key, expand_with_label(welcome_secret, "key", {}, aead_key_size));
+    SIM_TRY(auto nonce, expand_with_label(welcome_secret, "nonce", {}, aead_nonce_size));
+    return std::pair{std::move(key), std::move(nonce)};
+}
+
+}  // namespace
+
+Status sign_group_info(GroupInfo& group_info, std::uint32_t signer, ByteView signature_private) {
+    group_info.signer = signer;
+    SIM_TRY(const auto tbs, group_info.to_be_signed());
+    SIM_TRY(group_info.signature, sign_with_label(signature_private, "GroupInfoTBS", tbs));
+    return ok();
+}
+
+Result<Welcome> create_welcome(const GroupInfo& group_info, ByteView joiner_secret,
+                               const std::vector<WelcomeRecipient>& recipients, Rng& rng) {
+    if (recipients.empty()) {
+        return Error{Errc::invalid_argument, "a Welcome needs at least one recipient"};
+    }
+    SIM_TRY(const auto key_nonce, welcome_key_nonce(joiner_secret));
+    SIM_TRY(auto aead, crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, key_nonce.first));
+    SIM_TRY(const auto group_info_bytes, group_info.encode());
+    Welcome w;
+    SIM_TRY(w.encrypted_group_info, aead->seal(key_nonce.second, {}, group_info_bytes));
+    for (const auto& recipient : recipients) {
+        GroupSecrets gs;
+        gs.joiner_secret = to_bytes<SecureBytes>(joiner_secret);
+        gs.path_secret = recipient.path_secret;
+        SIM_TRY(const auto plain, gs.encode());
+        SIM_TRY(auto ct,
+                encrypt_with_label(recipient.key_package.init_key, "Welcome", w.encrypted_group_info, plain, rng));
+        EncryptedGroupSecrets e;
+        SIM_TRY(e.new_member, recipient.key_package.ref());
+        e.kem_output = std::move(ct.kem_output);
+        e.ciphertext = std::move(ct.ciphertext);
+        w.secrets.push_back(std::move(e));
+    }
+    return w;
+}
+
 Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPackage& key_package,
                                            ByteView init_private) {
     SIM_TRY(const auto ref, key_package.ref());
@@ -225,17 +277,9 @@ Result<GroupSecrets> decrypt_group_secrets(const Welcome& welcome, const KeyPack
 }
 
 Result<GroupInfo> decrypt_group_info(const Welcome& welcome, ByteView joiner_secret) {
-    if (joiner_secret.size() != hash_size) {
-        return Error{Errc::invalid_argument, "joiner_secret must be Nh bytes"};
-    }
-    // s8: member secret with psk_secret = 0 (no PSKs), welcome_secret, then the welcome key and nonce.
-    const SecureBytes zero_psk(hash_size, 0);
-    const auto member = extract(joiner_secret, zero_psk);
-    SIM_TRY(const auto welcome_secret, derive_secret(member, "welcome"));
-    SIM_TRY(const auto key, expand_with_label(welcome_secret, "key", {}, aead_key_size));
-    SIM_TRY(const auto nonce, expand_with_label(welcome_secret, "nonce", {}, aead_nonce_size));
-    SIM_TRY(auto aead, crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, key));
-    SIM_TRY(const auto plain, aead->open(nonce, {}, welcome.encrypted_group_info));
+    SIM_TRY(const auto key_nonce, welcome_key_nonce(joiner_secret));
+    SIM_TRY(auto aead, crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, key_nonce.first));
+    SIM_TRY(const auto plain, aead->open(key_nonce.second, {}, welcome.encrypted_group_info));
     return decode_group_info(plain);
 }
 

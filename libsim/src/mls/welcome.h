@@ -11,6 +11,7 @@
 
 #include <sim/bytes.h>
 #include <sim/error.h>
+#include <sim/rng.h>
 
 #include <cstdint>
 #include <optional>
@@ -75,6 +76,23 @@ Result<GroupInfo> decode_group_info_message(ByteView data);
 Result<Welcome> decode_welcome_message(ByteView data);
 /// Decode an MLSMessage carrying a KeyPackage. Errors as decode_welcome_message plus those of the KeyPackage.
 Result<KeyPackage> decode_key_package_message(ByteView data);
+
+/// Sign `group_info` as member `signer` (sets `signer` and `signature`, s12.4.3). Errc::invalid_key.
+Status sign_group_info(GroupInfo& group_info, std::uint32_t signer, ByteView signature_private);
+
+/// A new member of a Welcome: its KeyPackage and, when the commit had a path, the path secret of the lowest
+/// common ancestor of the committer and the new member.
+struct WelcomeRecipient {
+    KeyPackage key_package;
+    std::optional<SecureBytes> path_secret;
+};
+
+/// s12.4.3.1: a Welcome carrying `group_info` (already signed) encrypted under the welcome secret of
+/// `joiner_secret` (no PSKs), and the GroupSecrets for each recipient encrypted to its KeyPackage's init key with
+/// EncryptWithLabel("Welcome", encrypted_group_info). Errc::invalid_argument for a joiner secret that is not Nh
+/// bytes or no recipients; HPKE errors (Errc::invalid_key for a bad init key).
+Result<Welcome> create_welcome(const GroupInfo& group_info, ByteView joiner_secret,
+                               const std::vector<WelcomeRecipient>& recipients, Rng& rng);
 
 /// Decrypt the GroupSecrets addressed to `key_package` with its init private key: the entry whose new_member is
 /// the KeyPackageRef. Errc::invalid_argument when no entry names it, Errc::auth_failed / Errc::invalid_key from
