@@ -16,6 +16,7 @@
 #include "../../libsim/src/mls/secret_tree.h"
 #include "../../libsim/src/mls/tree_math.h"
 #include "../../libsim/src/mls/treekem.h"
+#include "../../libsim/src/mls/validation.h"
 #include "../../libsim/src/mls/welcome.h"
 #include "vec_reader.h"
 
@@ -1477,4 +1478,156 @@ TEST_CASE("MLS messages: messages.json - every structure decodes and re-encodes 
     CHECK(passed.size() == 17);
     MESSAGE("messages.json: " << entries << " of 100 entries, " << total << " of " << entries * 17
                               << " structures decode and re-encode byte for byte, 0 skipped");
+}
+
+// ---------------------------------------------------------------- LeafNode and KeyPackage validation
+
+namespace {
+
+struct OwnKeyPackage {
+    mls::KeyPackage kp;
+    sim::SecureBytes signature_private;
+};
+
+/// A KeyPackage built and signed by us (basic credential, MLS 1.0, ciphersuite 1).
+OwnKeyPackage make_key_package(sim::Rng& rng, std::string_view identity) {
+    const auto sig = sim::crypto::ed25519_generate(rng);
+    OwnKeyPackage out;
+    out.signature_private = sig.private_key;
+    auto& leaf = out.kp.leaf_node;
+    leaf.encryption_key = sim::crypto::x25519_generate(rng).public_key;
+    leaf.signature_key = sig.public_key;
+    leaf.credential.type = 1;
+    leaf.credential.identity = sim::to_bytes(sim::as_bytes(identity));
+    leaf.capabilities.versions = {1};
+    leaf.capabilities.cipher_suites = {1};
+    leaf.capabilities.credentials = {1};
+    leaf.source = mls::LeafNodeSource::key_package;
+    leaf.not_before = 1000;
+    leaf.not_after = 2000;
+    out.kp.init_key = sim::crypto::x25519_generate(rng).public_key;
+    return out;
+}
+
+void sign_key_package(OwnKeyPackage& own) {
+    REQUIRE(own.kp.leaf_node.sign(own.signature_private, {}, 0).has_value());
+    const auto tbs = own.kp.to_be_signed();
+    REQUIRE(tbs.has_value());
+    const auto sig = mls::sign_with_label(own.signature_private, "KeyPackageTBS", *tbs);
+    REQUIRE(sig.has_value());
+    own.kp.signature = *sig;
+}
+
+}  // namespace
+
+TEST_CASE("MLS LeafNode validation accepts every leaf of the vector trees and the vector KeyPackage") {
+    const mls::AcceptBasicCredentials basic;
+    std::size_t leaves = 0;
+    for (const auto& r : section("mls/tree_validation.vec", "TreeValidation")) {
+        INFO(r.where());
+        const auto t = mls::RatchetTree::decode(r.hex("tree"));
+        REQUIRE(t.has_value());
+        const auto group_id = r.hex("group_id");
+        for (std::uint32_t i = 0; i < t->leaf_count(); ++i) {
+            if (!t->leaf(i)) {
+                continue;
+            }
+            CAPTURE(i);
+            mls::LeafNodeContext ctx;
+            ctx.expected_source = t->leaf(i)->source;
+            ctx.group_id = group_id;
+            ctx.leaf_index = i;
+            ctx.tree = &*t;
+            ctx.replaces = i;
+            const auto st = mls::validate_leaf_node(*t->leaf(i), ctx, basic);
+            CHECK_MESSAGE(st.has_value(), st.error().message());
+            // The same leaf as a newcomer collides with itself (keys must be unique in the group).
+            ctx.replaces.reset();
+            CHECK(mls::validate_leaf_node(*t->leaf(i), ctx, basic).code() == Errc::bad_field);
+            ++leaves;
+        }
+    }
+    CHECK(leaves > 0);
+    const auto w = section("mls/welcome.vec", "Welcome").front();
+    const auto kp = mls::decode_key_package_message(w.hex("key_package"));
+    REQUIRE(kp.has_value());
+    const auto st = mls::validate_key_package(*kp, nullptr, std::nullopt, basic);
+    CHECK_MESSAGE(st.has_value(), st.error().message());
+    MESSAGE("validated " << leaves << " leaves of tree-validation.json and the KeyPackage of welcome.json");
+}
+
+TEST_CASE("MLS LeafNode and KeyPackage validation refuse each broken rule") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls validation"));
+    const mls::AcceptBasicCredentials basic;
+    auto good = make_key_package(*rng, "alice/phone");
+    sign_key_package(good);
+    REQUIRE(mls::validate_key_package(good.kp, nullptr, 1500, basic).has_value());
+    REQUIRE(mls::validate_key_package(good.kp, nullptr, std::nullopt, basic).has_value());
+
+    // Lifetime.
+    CHECK(mls::validate_key_package(good.kp, nullptr, 999, basic).code() == Errc::key_expired);
+    CHECK(mls::validate_key_package(good.kp, nullptr, 2001, basic).code() == Errc::key_expired);
+    // Signatures: a changed field without re-signing.
+    {
+        auto k = good.kp;
+        k.init_key[0] ^= 1;
+        CHECK(mls::validate_key_package(k, nullptr, std::nullopt, basic).code() == Errc::auth_failed);
+        auto l = good.kp;
+        l.leaf_node.credential.identity.push_back('x');
+        CHECK(mls::validate_key_package(l, nullptr, std::nullopt, basic).code() == Errc::auth_failed);
+    }
+    // Each rule broken and then properly re-signed.
+    auto broken = [&](auto&& mutate) {
+        auto k = good;
+        mutate(k);
+        sign_key_package(k);
+        return mls::validate_key_package(k.kp, nullptr, std::nullopt, basic).code();
+    };
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.leaf_node.capabilities.versions = {2}; }) == Errc::unsupported_version);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.leaf_node.capabilities.cipher_suites = {3}; }) == Errc::suite_not_allowed);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.leaf_node.credential.type = 2; }) == Errc::not_implemented);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.leaf_node.extensions = {{0x0a0a, {}}}; }) == Errc::bad_field);
+    CHECK(broken([](OwnKeyPackage& k) {
+              k.kp.leaf_node.extensions = {{0x0a0a, {}}};
+              k.kp.leaf_node.capabilities.extensions = {0x0a0a};
+          }) == Errc::ok);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.init_key = k.kp.leaf_node.encryption_key; }) == Errc::invalid_key);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.init_key.pop_back(); }) == Errc::invalid_key);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.version = 2; }) == Errc::unsupported_version);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.cipher_suite = 2; }) == Errc::suite_not_allowed);
+    CHECK(broken([](OwnKeyPackage& k) { k.kp.leaf_node.source = mls::LeafNodeSource::update; }) == Errc::bad_field);
+
+    // A credential validator that refuses.
+    class RefuseAll final : public mls::CredentialValidator {
+    public:
+        [[nodiscard]] sim::Status validate(const mls::Credential&, ByteView) const override {
+            return Errc::auth_rejected;
+        }
+    };
+    CHECK(mls::validate_key_package(good.kp, nullptr, std::nullopt, RefuseAll{}).code() == Errc::auth_rejected);
+
+    // Uniqueness against a tree holding the same keys, and an update that keeps its encryption key.
+    const auto records = section("mls/tree_validation.vec", "TreeValidation");
+    auto t = mls::RatchetTree::decode(records.at(1).hex("tree"));
+    REQUIRE(t.has_value());
+    const auto added = t->add_leaf(good.kp.leaf_node);
+    REQUIRE(added.has_value());
+    CHECK(mls::validate_key_package(good.kp, &*t, std::nullopt, basic).code() == Errc::bad_field);
+    auto update = good.kp.leaf_node;
+    update.source = mls::LeafNodeSource::update;
+    const Bytes group_id{1, 2, 3};
+    REQUIRE(update.sign(good.signature_private, group_id, *added).has_value());
+    mls::LeafNodeContext ctx;
+    ctx.expected_source = mls::LeafNodeSource::update;
+    ctx.group_id = group_id;
+    ctx.leaf_index = *added;
+    ctx.tree = &*t;
+    ctx.replaces = *added;
+    CHECK(mls::validate_leaf_node(update, ctx, basic).code() == Errc::bad_field);
+    update.encryption_key = sim::crypto::x25519_generate(*rng).public_key;
+    REQUIRE(update.sign(good.signature_private, group_id, *added).has_value());
+    CHECK(mls::validate_leaf_node(update, ctx, basic).has_value());
+    // Signed for another leaf index or group: refused.
+    ctx.leaf_index = *added + 1;
+    CHECK(mls::validate_leaf_node(update, ctx, basic).code() == Errc::auth_failed);
 }
