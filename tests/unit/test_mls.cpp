@@ -8,6 +8,7 @@
 
 #include "../../libsim/src/mls/codec.h"
 #include "../../libsim/src/mls/framing.h"
+#include "../../libsim/src/mls/group_state.h"
 #include "../../libsim/src/mls/join.h"
 #include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/message_protection.h"
@@ -1731,4 +1732,135 @@ TEST_CASE("MLS join from Welcome refuses a wrong tree, wrong keys and a refusing
     auto tampered = *welcome;
     tampered.encrypted_group_info.back() ^= 1;
     CHECK(mls::join_from_welcome(tampered, keys, tree_bytes, basic).code() == Errc::auth_failed);
+}
+
+// ---------------------------------------------------------------- following a group as a passive member
+
+TEST_CASE("MLS passive client: follow every epoch of the passive-client scenarios without PSKs") {
+    const mls::AcceptBasicCredentials basic;
+    const auto joins = section("mls/passive_client_join.vec", "Join");
+    const auto epochs = section("mls/passive_client_join.vec", "Epoch");
+    std::size_t followed = 0;
+    std::size_t scenarios = 0;
+    for (const auto& r : joins) {
+        if (r.get("external_psks") != "0" || r.get("epochs") == "0") {
+            continue;
+        }
+        const auto name = r.get("source") + "#" + r.get("n");
+        INFO(name);
+        const auto kp = mls::decode_key_package_message(r.hex("key_package"));
+        REQUIRE(kp.has_value());
+        const auto welcome = mls::decode_welcome_message(r.hex("welcome"));
+        REQUIRE(welcome.has_value());
+        const mls::JoinKeys keys{*kp, sim::to_bytes<sim::SecureBytes>(r.hex("init_priv")),
+                                 sim::to_bytes<sim::SecureBytes>(r.hex("encryption_priv"))};
+        std::optional<Bytes> tree_bytes;
+        if (r.get("ratchet_tree") != "-") {
+            tree_bytes = r.hex("ratchet_tree");
+        }
+        auto joined = mls::join_from_welcome(*welcome, keys, tree_bytes, basic);
+        REQUIRE(joined.has_value());
+        auto state = mls::GroupState::from_join(std::move(*joined), basic);
+        REQUIRE(state.has_value());
+        for (const auto& e : epochs) {
+            if (e.get("source") != r.get("source") || e.get("n") != r.get("n")) {
+                continue;
+            }
+            INFO(e.where());
+            if (!e.get("proposals").empty()) {
+                for (const auto& p : split(e.get("proposals"), ',')) {
+                    const auto st = state->cache_proposal(hex(p));
+                    REQUIRE_MESSAGE(st.has_value(), st.error().message());
+                }
+            }
+            const auto st = state->process_commit(e.hex("commit"));
+            REQUIRE_MESSAGE(st.has_value(), st.error().message());
+            REQUIRE(state->member());
+            CHECK(to_hex(state->secrets().epoch_authenticator) == e.get("epoch_authenticator"));
+            ++followed;
+        }
+        ++scenarios;
+    }
+    CHECK(scenarios > 0);
+    MESSAGE("passive clients: followed " << followed << " epochs of " << scenarios
+                                         << " scenario(s) with matching epoch authenticators");
+}
+
+TEST_CASE("MLS passive client: a failed commit or proposal changes nothing") {
+    const mls::AcceptBasicCredentials basic;
+    const VecRecord* scenario = nullptr;
+    const auto joins = section("mls/passive_client_join.vec", "Join");
+    for (const auto& r : joins) {
+        if (r.get("external_psks") == "0" && r.get("epochs") != "0") {
+            scenario = &r;
+            break;
+        }
+    }
+    REQUIRE(scenario != nullptr);
+    const auto& r = *scenario;
+    std::vector<VecRecord> epochs;
+    for (auto& e : section("mls/passive_client_join.vec", "Epoch")) {
+        if (e.get("source") == r.get("source") && e.get("n") == r.get("n")) {
+            epochs.push_back(std::move(e));
+        }
+    }
+    REQUIRE(epochs.size() > 10);
+    const auto kp = mls::decode_key_package_message(r.hex("key_package"));
+    REQUIRE(kp.has_value());
+    const auto welcome = mls::decode_welcome_message(r.hex("welcome"));
+    REQUIRE(welcome.has_value());
+    const mls::JoinKeys keys{*kp, sim::to_bytes<sim::SecureBytes>(r.hex("init_priv")),
+                             sim::to_bytes<sim::SecureBytes>(r.hex("encryption_priv"))};
+    std::optional<Bytes> tree_bytes;
+    if (r.get("ratchet_tree") != "-") {
+        tree_bytes = r.hex("ratchet_tree");
+    }
+    auto joined = mls::join_from_welcome(*welcome, keys, tree_bytes, basic);
+    REQUIRE(joined.has_value());
+    auto state = mls::GroupState::from_join(std::move(*joined), basic);
+    REQUIRE(state.has_value());
+
+    std::size_t by_reference = 0;
+    for (std::size_t i = 0; i < 12; ++i) {
+        const auto& e = epochs[i];
+        INFO(e.where());
+        const auto commit = e.hex("commit");
+        const auto before = state->secrets().epoch_authenticator;
+        const auto epoch_before = state->context().epoch;
+        std::vector<Bytes> proposals;
+        if (!e.get("proposals").empty()) {
+            for (const auto& p : split(e.get("proposals"), ',')) {
+                proposals.push_back(hex(p));
+            }
+        }
+        // Every 7th bit flipped somewhere in the commit: refused, nothing changes.
+        for (std::size_t bit = 3; bit < commit.size() * 8; bit += 97) {
+            Bytes bad = commit;
+            bad[bit / 8] ^= static_cast<std::uint8_t>(1U << (bit % 8));
+            CHECK_FALSE(state->process_commit(bad).has_value());
+        }
+        // A commit that references proposals we have not seen yet is refused; after caching them it is accepted.
+        if (!proposals.empty()) {
+            const auto early = state->process_commit(commit);
+            if (!early) {
+                CHECK(early.code() == Errc::bad_field);
+                ++by_reference;
+            }
+            for (const auto& p : proposals) {
+                Bytes bad = p;
+                bad[bad.size() / 2] ^= 0x10;
+                CHECK_FALSE(state->cache_proposal(bad).has_value());
+                REQUIRE(state->cache_proposal(p).has_value());
+            }
+        }
+        CHECK(state->context().epoch == epoch_before);
+        CHECK(state->secrets().epoch_authenticator == before);
+        const auto st = state->process_commit(commit);
+        REQUIRE_MESSAGE(st.has_value(), st.error().message());
+        CHECK(to_hex(state->secrets().epoch_authenticator) == e.get("epoch_authenticator"));
+        // The same commit again belongs to the previous epoch now.
+        CHECK_FALSE(state->process_commit(commit).has_value());
+        CHECK(to_hex(state->secrets().epoch_authenticator) == e.get("epoch_authenticator"));
+    }
+    MESSAGE(by_reference << " commits were refused before their proposals arrived");
 }

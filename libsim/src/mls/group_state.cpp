@@ -1,0 +1,307 @@
+// RFC 9420 s12.2-s12.4.2: receiving proposals and commits.
+#include "group_state.h"
+
+#include "framing.h"
+#include "primitives.h"
+#include "tree_math.h"
+#include "treekem.h"
+
+#include <set>
+#include <variant>
+
+namespace sim::mls {
+
+namespace {
+
+struct DecodedCommit {
+    std::vector<std::variant<Proposal, Bytes>> proposals;  // by value, or a ProposalRef
+    std::optional<UpdatePath> path;
+};
+
+Result<DecodedCommit> decode_commit(ByteView encoding) {
+    TlsReader r(encoding);
+    DecodedCommit c;
+    SIM_TRY(auto list, r.sub_reader());
+    while (!list.empty()) {
+        SIM_TRY(const auto kind, list.u8());
+        if (kind == 1) {
+            SIM_TRY(auto p, decode_proposal(list));
+            c.proposals.emplace_back(std::move(p));
+        } else if (kind == 2) {
+            SIM_TRY(const auto ref, list.vector(hash_size));
+            c.proposals.emplace_back(to_bytes(ref));
+        } else {
+            return Error{Errc::bad_field, "unknown ProposalOrRef type"};
+        }
+    }
+    SIM_TRY(const bool has_path, r.optional());
+    if (has_path) {
+        SIM_TRY(c.path, decode_update_path(r));
+    }
+    SIM_TRY_STATUS(r.finish());
+    return c;
+}
+
+bool left_out(ProposalType t) {
+    return t == ProposalType::psk || t == ProposalType::reinit || t == ProposalType::external_init ||
+           t == ProposalType::group_context_extensions;
+}
+
+}  // namespace
+
+GroupState::GroupState(JoinedGroup joined, SecretTree secret_tree, const CredentialValidator& credentials)
+    : m_context(std::move(joined.context)),
+      m_tree(std::move(joined.tree)),
+      m_secrets(std::move(joined.secrets)),
+      m_own_leaf(joined.own_leaf),
+      m_private(std::move(joined.own_private)),
+      m_interim_transcript_hash(std::move(joined.interim_transcript_hash)),
+      m_secret_tree(std::move(secret_tree)),
+      m_credentials(&credentials) {}
+
+Result<GroupState> GroupState::from_join(JoinedGroup joined, const CredentialValidator& credentials) {
+    SIM_TRY(auto st, SecretTree::create(joined.secrets.encryption_secret, joined.tree.leaf_count()));
+    return GroupState(std::move(joined), std::move(st), credentials);
+}
+
+Result<AuthenticatedContent> GroupState::unprotect(ByteView message) {
+    const SignatureKeyLookup lookup = [this](const Sender& s) -> Result<Bytes> {
+        if (s.type != SenderType::member) {
+            return Error{Errc::not_implemented, "external and new-member senders are not supported"};
+        }
+        if (s.index >= m_tree.leaf_count() || !m_tree.leaf(s.index)) {
+            return Error{Errc::bad_field, "sender is not a member"};
+        }
+        return m_tree.leaf(s.index)->signature_key;
+    };
+    TlsReader header(message);
+    SIM_TRY_STATUS(status_of(header.u16()));
+    SIM_TRY(const auto wire_format, header.u16());
+    if (wire_format == static_cast<std::uint16_t>(WireFormat::public_message)) {
+        return unprotect_public(message, m_context, m_secrets.membership_key, lookup);
+    }
+    if (wire_format == static_cast<std::uint16_t>(WireFormat::private_message)) {
+        return unprotect_private(message, m_context, m_secret_tree, m_secrets.sender_data_secret, lookup);
+    }
+    return Error{Errc::bad_field, "not a PublicMessage or PrivateMessage"};
+}
+
+Status GroupState::cache_proposal(ByteView message) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    if (m_proposals.size() >= max_cached_proposals) {
+        return Error{Errc::limit_reached, "too many proposals in this epoch"};
+    }
+    // Work on a copy of the secret tree so that a refused proposal consumes no key.
+    const auto saved_tree = m_secret_tree;
+    auto ac = unprotect(message);
+    if (!ac) {
+        m_secret_tree = saved_tree;
+        return std::move(ac).error();
+    }
+    if (ac->content.content_type != ContentType::proposal) {
+        m_secret_tree = saved_tree;
+        return Error{Errc::bad_field, "not a proposal"};
+    }
+    TlsReader r(ac->content.content);
+    auto proposal = decode_proposal(r);
+    if (!proposal || left_out(proposal->type)) {
+        m_secret_tree = saved_tree;
+        return proposal ? Error{Errc::not_implemented, "left-out proposal type"} : std::move(proposal).error();
+    }
+    SIM_TRY(const auto encoded, ac->encode());
+    SIM_TRY(auto ref, ref_hash("MLS 1.0 Proposal Reference", encoded));
+    m_proposals.insert_or_assign(std::move(ref), CachedProposal{std::move(*proposal), ac->content.sender});
+    return ok();
+}
+
+Status GroupState::process_commit(ByteView message) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    // apply_commit changes the state only at its very end; the secret tree may have moved while unprotecting.
+    const auto saved_secret_tree = m_secret_tree;
+    auto st = apply_commit(message);
+    if (!st) {
+        m_secret_tree = saved_secret_tree;
+    }
+    return st;
+}
+
+Status GroupState::apply_commit(ByteView message) {
+    auto ac = unprotect(message);
+    if (!ac) {
+        return std::move(ac).error();
+    }
+    if (ac->content.content_type != ContentType::commit) {
+        return Error{Errc::bad_field, "not a commit"};
+    }
+    const auto committer = ac->content.sender.index;
+    auto commit = decode_commit(ac->content.content);
+    if (!commit) {
+        return std::move(commit).error();
+    }
+
+    // Resolve the proposal list (s12.2) and check what this implementation leaves out.
+    std::vector<CachedProposal> proposals;
+    for (auto& p : commit->proposals) {
+        if (auto* ref = std::get_if<Bytes>(&p)) {
+            const auto it = m_proposals.find(*ref);
+            if (it == m_proposals.end()) {
+                return Error{Errc::bad_field, "commit references an unknown proposal"};
+            }
+            proposals.push_back(it->second);
+        } else {
+            proposals.push_back(CachedProposal{std::move(std::get<Proposal>(p)), ac->content.sender});
+        }
+    }
+    bool needs_path = proposals.empty();
+    std::set<std::uint32_t> updated;
+    std::set<std::uint32_t> removed;
+    for (const auto& cp : proposals) {
+        if (left_out(cp.proposal.type)) {
+            return Error{Errc::not_implemented, "left-out proposal type in a commit"};
+        }
+        if (cp.proposal.type == ProposalType::update) {
+            needs_path = true;
+            if (cp.sender.index == committer || !updated.insert(cp.sender.index).second) {
+                return Error{Errc::bad_field, "update by the committer or twice for one leaf"};
+            }
+        } else if (cp.proposal.type == ProposalType::remove) {
+            needs_path = true;
+            if (cp.proposal.removed == committer || !removed.insert(cp.proposal.removed).second) {
+                return Error{Errc::bad_field, "removal of the committer or twice of one leaf"};
+            }
+        }
+    }
+    for (const auto leaf : updated) {
+        if (removed.count(leaf) != 0) {
+            return Error{Errc::bad_field, "a leaf both updated and removed"};
+        }
+    }
+    if (needs_path && !commit->path) {
+        return Error{Errc::bad_field, "this commit needs a path"};
+    }
+
+    // Apply the proposals to a copy of the tree (s12.3: updates, removes, adds).
+    RatchetTree tree = m_tree;
+    for (const auto& cp : proposals) {
+        if (cp.proposal.type == ProposalType::update) {
+            LeafNodeContext ctx;
+            ctx.expected_source = LeafNodeSource::update;
+            ctx.group_id = m_context.group_id;
+            ctx.leaf_index = cp.sender.index;
+            ctx.tree = &tree;
+            ctx.replaces = cp.sender.index;
+            if (auto st = validate_leaf_node(*cp.proposal.update, ctx, *m_credentials); !st) {
+                return st.error();
+            }
+            if (auto st = tree.update_leaf(cp.sender.index, *cp.proposal.update); !st) {
+                return st.error();
+            }
+        }
+    }
+    for (const auto& cp : proposals) {
+        if (cp.proposal.type == ProposalType::remove) {
+            if (auto st = tree.remove_leaf(cp.proposal.removed); !st) {
+                return st.error();
+            }
+        }
+    }
+    std::set<std::uint32_t> added;
+    for (const auto& cp : proposals) {
+        if (cp.proposal.type == ProposalType::add) {
+            if (auto st = validate_key_package(*cp.proposal.add, &tree, std::nullopt, *m_credentials); !st) {
+                return st.error();
+            }
+            auto index = tree.add_leaf(cp.proposal.add->leaf_node);
+            if (!index) {
+                return std::move(index).error();
+            }
+            added.insert(*index);
+        }
+    }
+    if (removed.count(m_own_leaf) != 0) {
+        // We were removed: nothing of the next epoch is ours to know (s12.4.2); forget this one.
+        m_member = false;
+        m_secrets = EpochSecrets{};
+        m_private = TreePrivate{};
+        m_proposals.clear();
+        return ok();
+    }
+
+    // The UpdatePath and the commit secret (s12.4.2).
+    GroupContext next = m_context;
+    next.epoch = m_context.epoch + 1;
+    SecureBytes commit_secret(hash_size, 0);
+    TreePrivate priv = m_private;
+    // Path secrets of nodes that are now blank or changed are stale.
+    std::erase_if(priv.path_secrets,
+                  [&](const auto& entry) { return entry.first >= tree.node_count() || tree.blank(entry.first); });
+    if (commit->path) {
+        if (auto st = merge_update_path(tree, committer, *commit->path, m_context.group_id); !st) {
+            return st.error();
+        }
+        LeafNodeContext ctx;
+        ctx.expected_source = LeafNodeSource::commit;
+        ctx.group_id = m_context.group_id;
+        ctx.leaf_index = committer;
+        ctx.tree = &tree;
+        ctx.replaces = committer;
+        if (auto st = validate_leaf_node(commit->path->leaf_node, ctx, *m_credentials); !st) {
+            return st.error();
+        }
+        SIM_TRY(next.tree_hash, tree.tree_hash(tree::root(tree.leaf_count())));
+        {
+            GroupContext provisional = next;
+            provisional.confirmed_transcript_hash = m_context.confirmed_transcript_hash;
+            SIM_TRY(const auto encoded, provisional.encode());
+            for (const auto node : tree::direct_path(tree::leaf_to_node(committer), tree.leaf_count())) {
+                priv.path_secrets.erase(node);
+            }
+            auto secrets = decrypt_update_path(tree, committer, *commit->path, priv, encoded, added);
+            if (!secrets) {
+                return std::move(secrets).error();
+            }
+            // Record the path secrets from the decrypted node up the committer's filtered direct path.
+            const auto fdp = tree.filtered_direct_path(committer);
+            SecureBytes secret = secrets->path_secret;
+            bool on = false;
+            for (const auto node : fdp) {
+                on = on || node == secrets->node;
+                if (on) {
+                    priv.path_secrets.insert_or_assign(node, secret);
+                    SIM_TRY(secret, derive_secret(secret, "path"));
+                }
+            }
+            commit_secret = std::move(secrets->commit_secret);
+        }
+    } else {
+        SIM_TRY(next.tree_hash, tree.tree_hash(tree::root(tree.leaf_count())));
+    }
+
+    // The new epoch (s8): transcript hash, key schedule, confirmation tag.
+    SIM_TRY(next.confirmed_transcript_hash, confirmed_transcript_hash(m_interim_transcript_hash, *ac));
+    SIM_TRY(const auto encoded_next, next.encode());
+    const SecureBytes zero_psk(hash_size, 0);
+    SIM_TRY(auto secrets, derive_epoch_secrets(m_secrets.init_secret, commit_secret, zero_psk, encoded_next));
+    const auto tag = mac(secrets.confirmation_key, next.confirmed_transcript_hash);
+    if (!constant_time_equal(tag, ac->auth.confirmation_tag)) {
+        return Error{Errc::auth_failed, "confirmation tag does not verify"};
+    }
+    SIM_TRY(auto interim, interim_transcript_hash(next.confirmed_transcript_hash, ac->auth.confirmation_tag));
+    SIM_TRY(auto secret_tree, SecretTree::create(secrets.encryption_secret, tree.leaf_count()));
+
+    // Commit the new epoch.
+    m_context = std::move(next);
+    m_tree = std::move(tree);
+    m_secrets = std::move(secrets);
+    m_private = std::move(priv);
+    m_interim_transcript_hash = std::move(interim);
+    m_secret_tree = std::move(secret_tree);
+    m_proposals.clear();
+    return ok();
+}
+
+}  // namespace sim::mls
