@@ -1864,3 +1864,175 @@ TEST_CASE("MLS passive client: a failed commit or proposal changes nothing") {
     }
     MESSAGE(by_reference << " commits were refused before their proposals arrived");
 }
+
+// ---------------------------------------------------------------- a group of our own: properties
+
+namespace {
+
+struct Member {
+    std::string name;
+    OwnKeyPackage kp;
+    sim::SecureBytes init_private;
+    sim::SecureBytes encryption_private;
+    std::optional<mls::GroupState> state;
+};
+
+Member make_member(sim::Rng& rng, const std::string& name) {
+    Member m;
+    m.name = name;
+    m.kp = make_key_package(rng, name);
+    const auto enc = sim::crypto::x25519_generate(rng);
+    const auto init = sim::crypto::x25519_generate(rng);
+    m.kp.kp.leaf_node.encryption_key = enc.public_key;
+    m.kp.kp.leaf_node.not_before = 0;
+    m.kp.kp.leaf_node.not_after = ~std::uint64_t{0};
+    m.kp.kp.init_key = init.public_key;
+    sign_key_package(m.kp);
+    m.encryption_private = enc.private_key;
+    m.init_private = init.private_key;
+    return m;
+}
+
+void join(Member& m, const mls::Welcome& welcome, const mls::CredentialValidator& credentials) {
+    const mls::JoinKeys keys{m.kp.kp, m.init_private, m.encryption_private};
+    auto joined = mls::join_from_welcome(welcome, keys, std::nullopt, credentials);
+    REQUIRE_MESSAGE(joined.has_value(), joined.error().message());
+    auto st = mls::GroupState::from_join(std::move(*joined), credentials);
+    REQUIRE(st.has_value());
+    m.state.emplace(std::move(*st));
+}
+
+/// Every member holds the same epoch, epoch authenticator and tree hash.
+void same_epoch(const std::vector<Member*>& members) {
+    const auto& first = *members.front()->state;
+    for (const auto* m : members) {
+        CAPTURE(m->name);
+        CHECK(m->state->context().epoch == first.context().epoch);
+        CHECK(m->state->secrets().epoch_authenticator == first.secrets().epoch_authenticator);
+        CHECK(m->state->context().tree_hash == first.context().tree_hash);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("MLS group properties: joins, agreement, PCS on removal and on update, FS, no impersonation") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group properties"));
+    const mls::AcceptBasicCredentials basic;
+    auto a = make_member(*rng, "alice/phone");
+    auto b = make_member(*rng, "bob/laptop");
+    auto c = make_member(*rng, "carol/phone");
+    auto d = make_member(*rng, "dave/tablet");
+
+    auto created = mls::GroupState::create(sim::to_bytes(sim::as_bytes("team")), a.kp.kp.leaf_node,
+                                           a.encryption_private, basic, *rng);
+    REQUIRE(created.has_value());
+    a.state.emplace(std::move(*created));
+    CHECK(a.state->context().epoch == 0);
+
+    // A adds B and C in one commit; both join from the Welcome (tree in the GroupInfo).
+    auto add_bc = a.state->commit({b.kp.kp, c.kp.kp}, {}, a.kp.signature_private, *rng);
+    REQUIRE_MESSAGE(add_bc.has_value(), add_bc.error().message());
+    REQUIRE(add_bc->welcome.has_value());
+    join(b, *add_bc->welcome, basic);
+    join(c, *add_bc->welcome, basic);
+    same_epoch({&a, &b, &c});
+    CHECK(a.state->context().epoch == 1);
+
+    // Application messages: everyone reads everyone; each message once (FS: its key is gone afterwards).
+    const auto hello = a.state->encrypt_application(sim::as_bytes("hello team"), a.kp.signature_private, *rng);
+    REQUIRE(hello.has_value());
+    for (auto* m : {&b, &c}) {
+        const auto got = m->state->decrypt_application(*hello);
+        REQUIRE(got.has_value());
+        CHECK(sim::to_string(*got) == "hello team");
+        CHECK(m->state->decrypt_application(*hello).code() == Errc::replayed);
+    }
+    // Reordering within the window.
+    std::vector<Bytes> burst;
+    for (int i = 0; i < 4; ++i) {
+        auto m = b.state->encrypt_application(sim::as_bytes("msg " + std::to_string(i)), b.kp.signature_private, *rng);
+        REQUIRE(m.has_value());
+        burst.push_back(std::move(*m));
+    }
+    for (const int i : {2, 0, 3, 1}) {
+        const auto got = c.state->decrypt_application(burst[i]);
+        REQUIRE(got.has_value());
+        CHECK(sim::to_string(*got) == "msg " + std::to_string(i));
+    }
+
+    // B cannot send as A: content claiming leaf 0 but signed with B's key, sealed under A's ratchet by B (who
+    // holds the epoch's secrets), is refused by C.
+    {
+        mls::FramedContent fc;
+        fc.group_id = a.state->context().group_id;
+        fc.epoch = a.state->context().epoch;
+        fc.sender = mls::Sender{mls::SenderType::member, a.state->own_leaf()};
+        fc.content_type = mls::ContentType::application;
+        fc.content = sim::to_bytes(sim::as_bytes("I am alice"));
+        const auto forged =
+            mls::sign_content(mls::WireFormat::private_message, fc, b.state->context(), b.kp.signature_private);
+        REQUIRE(forged.has_value());
+        auto st = mls::SecretTree::create(b.state->secrets().encryption_secret, b.state->tree().leaf_count());
+        REQUIRE(st.has_value());
+        // Skip the generation A already used.
+        REQUIRE((*st->ratchet(0, mls::RatchetKind::application))->next().has_value());
+        const auto msg = mls::protect_private(*forged, b.state->context(), *st, b.state->secrets().sender_data_secret,
+                                              rng->bytes(4), 0);
+        REQUIRE(msg.has_value());
+        CHECK(c.state->decrypt_application(*msg).code() == Errc::auth_failed);
+    }
+
+    // PCS on removal: C's complete state saved before it is removed decrypts nothing afterwards.
+    const auto c_saved = *c.state;
+    auto remove_c = a.state->commit({}, {c.state->own_leaf()}, a.kp.signature_private, *rng);
+    REQUIRE(remove_c.has_value());
+    CHECK_FALSE(remove_c->welcome.has_value());
+    REQUIRE(b.state->process_commit(remove_c->message).has_value());
+    REQUIRE(c.state->process_commit(remove_c->message).has_value());
+    CHECK_FALSE(c.state->member());
+    same_epoch({&a, &b});
+    const auto after_removal =
+        a.state->encrypt_application(sim::as_bytes("without carol"), a.kp.signature_private, *rng);
+    REQUIRE(after_removal.has_value());
+    CHECK(sim::to_string(*b.state->decrypt_application(*after_removal)) == "without carol");
+    {
+        auto copy = c_saved;
+        CHECK_FALSE(copy.decrypt_application(*after_removal).has_value());
+        CHECK(c.state->decrypt_application(*after_removal).code() == Errc::invalid_state);
+    }
+
+    // PCS on compromise: a copy of B's state taken before B commits (a path update) decrypts nothing afterwards,
+    // and cannot follow B's commit.
+    auto b_saved = *b.state;
+    auto update_b = b.state->commit({}, {}, b.kp.signature_private, *rng);
+    REQUIRE(update_b.has_value());
+    REQUIRE(a.state->process_commit(update_b->message).has_value());
+    same_epoch({&a, &b});
+    CHECK(a.state->secrets().epoch_authenticator != b_saved.secrets().epoch_authenticator);
+    CHECK_FALSE(b_saved.process_commit(update_b->message).has_value());
+    const auto after_update = a.state->encrypt_application(sim::as_bytes("fresh keys"), a.kp.signature_private, *rng);
+    REQUIRE(after_update.has_value());
+    CHECK(sim::to_string(*b.state->decrypt_application(*after_update)) == "fresh keys");
+    CHECK_FALSE(b_saved.decrypt_application(*after_update).has_value());
+
+    // D joins later through B; duplicates of a commit are refused; everyone agrees.
+    auto add_d = b.state->commit({d.kp.kp}, {}, b.kp.signature_private, *rng);
+    REQUIRE(add_d.has_value());
+    REQUIRE(add_d->welcome.has_value());
+    REQUIRE(a.state->process_commit(add_d->message).has_value());
+    CHECK_FALSE(a.state->process_commit(add_d->message).has_value());
+    join(d, *add_d->welcome, basic);
+    same_epoch({&a, &b, &d});
+    const auto to_all = d.state->encrypt_application(sim::as_bytes("hi, I am dave"), d.kp.signature_private, *rng);
+    REQUIRE(to_all.has_value());
+    CHECK(sim::to_string(*a.state->decrypt_application(*to_all)) == "hi, I am dave");
+    CHECK(sim::to_string(*b.state->decrypt_application(*to_all)) == "hi, I am dave");
+    // The removed C cannot join with its old KeyPackage again through an old Welcome of another epoch.
+    CHECK_FALSE(mls::join_from_welcome(*add_d->welcome, mls::JoinKeys{c.kp.kp, c.init_private, c.encryption_private},
+                                       std::nullopt, basic)
+                    .has_value());
+    // Adding an existing member again (same keys) is refused.
+    CHECK_FALSE(a.state->commit({b.kp.kp}, {}, a.kp.signature_private, *rng).has_value());
+    // Removing ourselves is refused.
+    CHECK(a.state->commit({}, {a.state->own_leaf()}, a.kp.signature_private, *rng).code() == Errc::invalid_argument);
+}

@@ -6,6 +6,8 @@
 #include "tree_math.h"
 #include "treekem.h"
 
+#include <sim/crypto.h>
+
 #include <set>
 #include <variant>
 
@@ -302,6 +304,173 @@ Status GroupState::apply_commit(ByteView message) {
     m_secret_tree = std::move(secret_tree);
     m_proposals.clear();
     return ok();
+}
+
+Result<GroupState> GroupState::create(Bytes group_id, LeafNode own_leaf, SecureBytes encryption_private,
+                                      const CredentialValidator& credentials, Rng& rng) {
+    if (group_id.empty() || group_id.size() > max_group_id_size) {
+        return Error{Errc::invalid_argument, "group id must be 1..256 bytes"};
+    }
+    const auto pair = crypto::x25519_from_private(encryption_private);
+    if (!pair || !constant_time_equal(pair->public_key, own_leaf.encryption_key)) {
+        return Error{Errc::invalid_argument, "encryption private key does not match the leaf"};
+    }
+    // A one-leaf tree: its encoding is the single leaf.
+    TlsWriter nodes;
+    nodes.u8(1);
+    nodes.u8(1);  // node type leaf
+    SIM_TRY_STATUS(own_leaf.encode_into(nodes));
+    TlsWriter tree_bytes;
+    SIM_TRY_STATUS(tree_bytes.vector(nodes.bytes()));
+    SIM_TRY(auto tree, RatchetTree::decode(tree_bytes.bytes()));
+
+    JoinedGroup g;
+    g.context.group_id = std::move(group_id);
+    g.context.epoch = 0;
+    SIM_TRY(g.context.tree_hash, tree.tree_hash(0));
+    SIM_TRY(const auto encoded, g.context.encode());
+    // s8: epoch 0 starts from a fresh random init secret, no commit secret and no PSK.
+    const auto init_secret = rng.secure_bytes(hash_size);
+    const SecureBytes zero(hash_size, 0);
+    SIM_TRY(g.secrets, derive_epoch_secrets(init_secret, zero, zero, encoded));
+    const auto tag = mac(g.secrets.confirmation_key, g.context.confirmed_transcript_hash);
+    SIM_TRY(g.interim_transcript_hash, interim_transcript_hash(g.context.confirmed_transcript_hash, tag));
+    g.own_leaf = 0;
+    g.own_private.leaf = 0;
+    g.own_private.leaf_private = std::move(encryption_private);
+    g.tree = std::move(tree);
+    return from_join(std::move(g), credentials);
+}
+
+Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage>& adds,
+                                                    const std::vector<std::uint32_t>& removes,
+                                                    ByteView signature_private, Rng& rng) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    // The proposals, applied to a copy of the tree in the receivers' order (removes, then adds).
+    RatchetTree tree = m_tree;
+    TlsWriter list;
+    std::set<std::uint32_t> removed;
+    for (const auto leaf : removes) {
+        if (leaf == m_own_leaf || !removed.insert(leaf).second) {
+            return Error{Errc::invalid_argument, "cannot remove ourselves or a leaf twice"};
+        }
+        SIM_TRY_STATUS(tree.remove_leaf(leaf));
+        list.u8(1);
+        list.u16(static_cast<std::uint16_t>(ProposalType::remove));
+        list.u32(leaf);
+    }
+    std::vector<std::pair<std::uint32_t, const KeyPackage*>> added;
+    std::set<std::uint32_t> added_leaves;
+    for (const auto& kp : adds) {
+        SIM_TRY_STATUS(validate_key_package(kp, &tree, std::nullopt, *m_credentials));
+        SIM_TRY(const auto index, tree.add_leaf(kp.leaf_node));
+        added.emplace_back(index, &kp);
+        added_leaves.insert(index);
+        list.u8(1);
+        list.u16(static_cast<std::uint16_t>(ProposalType::add));
+        SIM_TRY_STATUS(kp.encode_into(list));
+    }
+
+    // The UpdatePath under the provisional GroupContext (new epoch, old confirmed transcript hash).
+    GroupContext provisional = m_context;
+    provisional.epoch = m_context.epoch + 1;
+    SIM_TRY(auto created, create_update_path(tree, m_own_leaf, signature_private, provisional, rng, added_leaves));
+
+    TlsWriter commit_body;
+    SIM_TRY_STATUS(commit_body.vector(list.bytes()));
+    commit_body.u8(1);
+    SIM_TRY_STATUS(created.path.encode_into(commit_body));
+
+    FramedContent fc;
+    fc.group_id = m_context.group_id;
+    fc.epoch = m_context.epoch;
+    fc.sender = Sender{SenderType::member, m_own_leaf};
+    fc.content_type = ContentType::commit;
+    fc.content = std::move(commit_body).bytes();
+    // The signature does not cover the confirmation tag, which needs the new epoch: sign with a placeholder first.
+    SIM_TRY(auto ac,
+            sign_content(WireFormat::public_message, std::move(fc), m_context, signature_private, Bytes(hash_size, 0)));
+
+    GroupContext next = provisional;
+    next.tree_hash = created.tree_hash;
+    SIM_TRY(next.confirmed_transcript_hash, confirmed_transcript_hash(m_interim_transcript_hash, ac));
+    SIM_TRY(const auto encoded_next, next.encode());
+    const SecureBytes zero_psk(hash_size, 0);
+    SIM_TRY(auto secrets, derive_epoch_secrets(m_secrets.init_secret, created.commit_secret, zero_psk, encoded_next));
+    const auto tag = mac(secrets.confirmation_key, next.confirmed_transcript_hash);
+    ac.auth.confirmation_tag = to_bytes(tag);
+    SIM_TRY(auto interim, interim_transcript_hash(next.confirmed_transcript_hash, tag));
+
+    CommitOutput out;
+    SIM_TRY(out.message, protect_public(ac, m_context, m_secrets.membership_key));
+
+    if (!added.empty()) {
+        GroupInfo gi;
+        gi.group_context = next;
+        SIM_TRY(const auto tree_ext, created.tree.encode());
+        gi.extensions.push_back(Extension{extension_ratchet_tree, tree_ext});
+        gi.confirmation_tag = to_bytes(tag);
+        SIM_TRY_STATUS(sign_group_info(gi, m_own_leaf, signature_private));
+        std::vector<WelcomeRecipient> recipients;
+        const auto own_node = tree::leaf_to_node(m_own_leaf);
+        for (const auto& [index, kp] : added) {
+            // The path secret of the lowest common ancestor of us and the new member.
+            auto x = own_node;
+            const auto new_node = tree::leaf_to_node(index);
+            while (true) {
+                const auto span = (1U << tree::level(x)) - 1;
+                if (new_node >= x - span && new_node <= x + span) {
+                    break;
+                }
+                x = *tree::parent(x, created.tree.leaf_count());
+            }
+            const auto it = created.priv.path_secrets.find(x);
+            if (it == created.priv.path_secrets.end()) {
+                return Error{Errc::internal, "no path secret for a new member's common ancestor"};
+            }
+            recipients.push_back(WelcomeRecipient{*kp, it->second});
+        }
+        SIM_TRY(out.welcome, create_welcome(gi, secrets.joiner_secret, recipients, rng));
+    }
+    SIM_TRY(auto secret_tree, SecretTree::create(secrets.encryption_secret, created.tree.leaf_count()));
+
+    m_context = std::move(next);
+    m_tree = std::move(created.tree);
+    m_secrets = std::move(secrets);
+    m_private = std::move(created.priv);
+    m_interim_transcript_hash = std::move(interim);
+    m_secret_tree = std::move(secret_tree);
+    m_proposals.clear();
+    return out;
+}
+
+Result<Bytes> GroupState::encrypt_application(ByteView plaintext, ByteView signature_private, Rng& rng) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    FramedContent fc;
+    fc.group_id = m_context.group_id;
+    fc.epoch = m_context.epoch;
+    fc.sender = Sender{SenderType::member, m_own_leaf};
+    fc.content_type = ContentType::application;
+    fc.content = to_bytes(plaintext);
+    SIM_TRY(const auto ac, sign_content(WireFormat::private_message, std::move(fc), m_context, signature_private));
+    return protect_private(ac, m_context, m_secret_tree, m_secrets.sender_data_secret, rng.bytes(4), 0);
+}
+
+Result<Bytes> GroupState::decrypt_application(ByteView message) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    const auto saved = m_secret_tree;
+    auto ac = unprotect(message);
+    if (!ac || ac->content.content_type != ContentType::application) {
+        m_secret_tree = saved;
+        return ac ? Error{Errc::bad_field, "not application data"} : std::move(ac).error();
+    }
+    return std::move(ac->content.content);
 }
 
 }  // namespace sim::mls

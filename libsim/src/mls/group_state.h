@@ -12,6 +12,7 @@
 
 #include <sim/bytes.h>
 #include <sim/error.h>
+#include <sim/rng.h>
 
 #include <cstdint>
 #include <map>
@@ -28,6 +29,33 @@ class GroupState {
 public:
     /// The state right after joining. Errc::invalid_argument when the tree's leaf count is not a power of two.
     static Result<GroupState> from_join(JoinedGroup joined, const CredentialValidator& credentials);
+
+    /// s11: a new group whose only member is us (leaf 0), at epoch 0. `own_leaf` is our LeafNode (from our own
+    /// KeyPackage), `encryption_private` its HPKE private key. Errc::invalid_argument for an empty group id or a
+    /// private key that does not match the leaf.
+    static Result<GroupState> create(Bytes group_id, LeafNode own_leaf, SecureBytes encryption_private,
+                                     const CredentialValidator& credentials, Rng& rng);
+
+    /// What a commit we create produces.
+    struct CommitOutput {
+        Bytes message;                   ///< MLSMessage(PublicMessage) carrying the Commit
+        std::optional<Welcome> welcome;  ///< for the added members
+    };
+
+    /// s12.4.1: commit the removal of `removes` (leaf indices) and the addition of `adds` (validated KeyPackages),
+    /// always with an UpdatePath (so every commit also refreshes our own path). The new epoch applies to this
+    /// state at once; the caller sends `message` to the group and `welcome` to the new members. The GroupInfo in
+    /// the Welcome carries the ratchet tree. Errc::invalid_argument for removing ourselves, a blank leaf or twice;
+    /// validation errors for KeyPackages; Errc::invalid_state after removal.
+    Result<CommitOutput> commit(const std::vector<KeyPackage>& adds, const std::vector<std::uint32_t>& removes,
+                                ByteView signature_private, Rng& rng);
+
+    /// s6.3: `plaintext` as an application PrivateMessage from us. Errc::invalid_state after removal; ratchet
+    /// errors.
+    Result<Bytes> encrypt_application(ByteView plaintext, ByteView signature_private, Rng& rng);
+    /// s6.3: the application data of a PrivateMessage of this epoch from a member. Errc::bad_field for other
+    /// content; the errors of unprotect_private. Nothing changes on failure.
+    Result<Bytes> decrypt_application(ByteView message);
 
     /// s12.1: authenticate a proposal sent in its own message (PublicMessage or PrivateMessage) and keep it for a
     /// commit of this epoch to reference. Errc::not_implemented for left-out proposal types and senders; the

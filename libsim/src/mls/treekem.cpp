@@ -149,6 +149,13 @@ Result<PathSecrets> decrypt_update_path(const RatchetTree& merged, std::uint32_t
     }
     const auto sender_node = tree::leaf_to_node(sender);
     const auto my_node = tree::leaf_to_node(priv.leaf);
+    // s12.4.2: every node carries one ciphertext per member of its copath child's resolution (new members left out).
+    for (std::size_t k = 0; k < fdp.size(); ++k) {
+        const auto res = filtered_resolution(merged, copath_child(fdp[k], sender_node), excluded);
+        if (path.nodes[k].encrypted_path_secret.size() != res.size()) {
+            return Error{Errc::bad_field, "wrong number of encrypted path secrets"};
+        }
+    }
     for (std::size_t k = 0; k < fdp.size(); ++k) {
         const auto c = copath_child(fdp[k], sender_node);
         if (!in_subtree(my_node, c)) {
