@@ -1,20 +1,24 @@
 // libFuzzer target for the MLS decoders (libsim/src/mls, internal): the bounded codec, GroupContext,
 // AuthenticatedContent, Proposal and Commit walks, decoded Proposals, KeyPackage / Welcome messages, GroupInfo,
 // the ratchet tree (with its parent-hash and signature checks), UpdatePath, and unprotect_public /
-// unprotect_private on a genuine two-member group state (ciphersuite 1).
+// unprotect_private on a genuine two-member group state (ciphersuite 1), and GroupState::process_commit /
+// decrypt_application on a genuine group of three (created, joined and committed by this very code).
 //
 // The first input byte picks the decoder, the rest is its input. Properties (a violation aborts):
 // - nothing crashes, leaks or reads out of bounds on any input;
 // - a decoder that accepts an input re-encodes it to exactly the same bytes (GroupContext, AuthenticatedContent,
 //   ratchet tree, UpdatePath, GroupInfo);
 // - unprotect_private accepts nothing but the one genuine message, and a failed call changes nothing: the genuine
-//   message still opens afterwards, exactly once.
+//   message still opens afterwards, exactly once;
+// - GroupState::process_commit accepts nothing but the genuine next commit, and after a failed call the genuine
+//   commit still applies with the expected epoch authenticator; decrypt_application likewise.
 #include <sim/bytes.h>
 #include <sim/crypto.h>
 #include <sim/rng.h>
 
 #include "../../libsim/src/mls/codec.h"
 #include "../../libsim/src/mls/framing.h"
+#include "../../libsim/src/mls/group_state.h"
 #include "../../libsim/src/mls/key_schedule.h"
 #include "../../libsim/src/mls/message_protection.h"
 #include "../../libsim/src/mls/proposals.h"
@@ -102,6 +106,66 @@ const Fixture& fixture() {
     return f;
 }
 
+/// A group of three: A created it and added B and C; B's state is kept, with A's next commit (removing C) and an
+/// application message from A in the epoch before it.
+struct GroupFixture {
+    mls::AcceptBasicCredentials basic;
+    std::optional<mls::GroupState> b_state;
+    sim::Bytes next_commit;
+    sim::Bytes application;
+    sim::Bytes authenticator_after;
+
+    static mls::KeyPackage key_package(sim::Rng& rng, std::string_view who, sim::SecureBytes& sig_priv,
+                                       sim::SecureBytes& init_priv, sim::SecureBytes& enc_priv) {
+        const auto sig = sim::crypto::ed25519_generate(rng);
+        const auto enc = sim::crypto::x25519_generate(rng);
+        const auto init = sim::crypto::x25519_generate(rng);
+        sig_priv = sig.private_key;
+        init_priv = init.private_key;
+        enc_priv = enc.private_key;
+        mls::KeyPackage kp;
+        kp.init_key = init.public_key;
+        auto& leaf = kp.leaf_node;
+        leaf.encryption_key = enc.public_key;
+        leaf.signature_key = sig.public_key;
+        leaf.credential.identity = sim::to_bytes(sim::as_bytes(who));
+        leaf.capabilities.versions = {1};
+        leaf.capabilities.cipher_suites = {1};
+        leaf.capabilities.credentials = {1};
+        leaf.not_after = ~std::uint64_t{0};
+        require(leaf.sign(sig_priv, {}, 0).has_value(), "sign leaf");
+        const auto tbs = must(kp.to_be_signed(), "kp tbs");
+        kp.signature = must(mls::sign_with_label(sig_priv, "KeyPackageTBS", tbs), "sign kp");
+        return kp;
+    }
+
+    GroupFixture() {
+        const std::array<std::uint8_t, 32> seed{0x6d};
+        auto rng = sim::make_deterministic_rng(seed);
+        sim::SecureBytes a_sig, a_init, a_enc, b_sig, b_init, b_enc, c_sig, c_init, c_enc;
+        const auto a_kp = key_package(*rng, "alice", a_sig, a_init, a_enc);
+        const auto b_kp = key_package(*rng, "bob", b_sig, b_init, b_enc);
+        const auto c_kp = key_package(*rng, "carol", c_sig, c_init, c_enc);
+        auto a = must(mls::GroupState::create(sim::to_bytes(sim::as_bytes(std::string_view("fuzz"))), a_kp.leaf_node,
+                                              a_enc, basic, *rng),
+                      "create");
+        const auto add = must(a.commit({b_kp, c_kp}, {}, a_sig, *rng), "add");
+        require(add.welcome.has_value(), "welcome");
+        auto joined =
+            must(mls::join_from_welcome(*add.welcome, mls::JoinKeys{b_kp, b_init, b_enc}, std::nullopt, basic), "join");
+        b_state.emplace(must(mls::GroupState::from_join(std::move(joined), basic), "from_join"));
+        application = must(a.encrypt_application(sim::as_bytes(std::string_view("genuine")), a_sig, *rng), "app");
+        const auto remove = must(a.commit({}, {2}, a_sig, *rng), "remove");
+        next_commit = remove.message;
+        authenticator_after = sim::to_bytes(a.secrets().epoch_authenticator);
+    }
+};
+
+const GroupFixture& group_fixture() {
+    static const GroupFixture f;
+    return f;
+}
+
 void walk_codec(sim::ByteView data) {
     // Read a varint-prefixed vector, then nested vectors inside it, until something fails.
     mls::TlsReader r(data);
@@ -124,7 +188,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const auto& f = fixture();
     const sim::ByteView input(data + 1, size - 1);
-    switch (data[0] % 13) {
+    switch (data[0] % 15) {
         case 0:
             walk_codec(input);
             break;
@@ -196,6 +260,34 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     w.bytes().size() == r.position() && std::equal(w.bytes().begin(), w.bytes().end(), input.begin()),
                     "UpdatePath re-encodes to the bytes it read");
             }
+            break;
+        }
+        case 13: {
+            const auto& g = group_fixture();
+            auto b = *g.b_state;
+            const bool genuine =
+                input.size() == g.next_commit.size() && std::equal(input.begin(), input.end(), g.next_commit.begin());
+            const auto got = b.process_commit(input);
+            require(genuine == got.has_value(), "only the genuine commit applies");
+            if (!genuine) {
+                require(b.process_commit(g.next_commit).has_value(), "after a failed commit the genuine one applies");
+            }
+            const auto& auth = b.secrets().epoch_authenticator;
+            require(auth.size() == g.authenticator_after.size() &&
+                        std::equal(auth.begin(), auth.end(), g.authenticator_after.begin()),
+                    "the genuine commit gives the committer's epoch");
+            break;
+        }
+        case 14: {
+            const auto& g = group_fixture();
+            auto b = *g.b_state;
+            const bool genuine =
+                input.size() == g.application.size() && std::equal(input.begin(), input.end(), g.application.begin());
+            const auto got = b.decrypt_application(input);
+            require(genuine == got.has_value(), "only the genuine application message decrypts");
+            const auto again = b.decrypt_application(g.application);
+            require(genuine ? again.code() == sim::Errc::replayed : again.has_value(),
+                    "a failed decrypt changes nothing; the genuine message decrypts once");
             break;
         }
         default: {  // 6
