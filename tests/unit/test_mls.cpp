@@ -708,7 +708,8 @@ TEST_CASE("MLS message protection: message-protection.json (ciphersuite 1)") {
     for (const auto& [name, type] : {std::pair{std::string("proposal"), mls::ContentType::proposal},
                                      std::pair{std::string("commit"), mls::ContentType::commit},
                                      std::pair{std::string("application"), mls::ContentType::application}}) {
-        CAPTURE(name);
+        const std::string& label = name;  // clang: structured bindings cannot be captured (C++20)
+        CAPTURE(label);
         const auto raw = c.r.hex(name);
         const Bytes tag = type == mls::ContentType::commit ? Bytes(32, 0x5a) : Bytes{};
         auto fc = c.content(type, raw);
@@ -1300,7 +1301,8 @@ TEST_CASE("MLS TreeKEM: treekem.json (ciphersuite 1)") {
                 if (j == sender) {
                     continue;
                 }
-                CAPTURE(j);
+                const std::uint32_t receiver = j;  // clang: structured bindings cannot be captured (C++20)
+                CAPTURE(receiver);
                 const auto got = mls::decrypt_update_path(merged, sender, *path, priv, *encoded);
                 REQUIRE(got.has_value());
                 REQUIRE(j < expected.size());
@@ -1474,7 +1476,8 @@ TEST_CASE("MLS messages: messages.json - every structure decodes and re-encodes 
     CHECK(entries == 100);
     std::size_t total = 0;
     for (const auto& [field, count] : passed) {
-        CHECK_MESSAGE(count == entries, field);
+        const std::string& which = field;  // clang: structured bindings cannot be captured (C++20)
+        CHECK_MESSAGE(count == entries, which);
         total += count;
     }
     CHECK(passed.size() == 17);
