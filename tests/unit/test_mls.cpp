@@ -2036,6 +2036,19 @@ TEST_CASE("MLS group properties: joins, agreement, PCS on removal and on update,
                     .has_value());
     // Adding an existing member again (same keys) is refused.
     CHECK_FALSE(a.state->commit({b.kp.kp}, {}, a.kp.signature_private, *rng).has_value());
+    // The exporter agrees across members and differs per label and epoch.
+    const auto label = sim::as_bytes("sim call key");
+    const auto ea = a.state->export_secret(label, sim::as_bytes("ctx"), 32);
+    const auto eb = b.state->export_secret(label, sim::as_bytes("ctx"), 32);
+    const auto ed = d.state->export_secret(label, sim::as_bytes("ctx"), 32);
+    REQUIRE(ea.has_value());
+    REQUIRE(eb.has_value());
+    REQUIRE(ed.has_value());
+    CHECK(*ea == *eb);
+    CHECK(*ea == *ed);
+    CHECK(*a.state->export_secret(sim::as_bytes("other"), sim::as_bytes("ctx"), 32) != *ea);
+    CHECK(*b_saved.export_secret(label, sim::as_bytes("ctx"), 32) != *ea);
+    CHECK(c.state->export_secret(label, {}, 32).code() == Errc::invalid_state);
     // Removing ourselves is refused.
     CHECK(a.state->commit({}, {a.state->own_leaf()}, a.kp.signature_private, *rng).code() == Errc::invalid_argument);
 }

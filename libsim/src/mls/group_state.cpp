@@ -446,6 +446,13 @@ Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage
     return out;
 }
 
+Result<SecureBytes> GroupState::export_secret(ByteView label, ByteView context, std::size_t length) const {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    return mls_exporter(m_secrets.exporter_secret, label, context, length);
+}
+
 Result<Bytes> GroupState::encrypt_application(ByteView plaintext, ByteView signature_private, Rng& rng) {
     if (!m_member) {
         return Errc::invalid_state;

@@ -66,6 +66,9 @@ public:
     /// proposal list, Errc::auth_failed for failed checks, Errc::not_implemented for left-out features.
     Status process_commit(ByteView message);
 
+    /// s8.5 MLS-Exporter of this epoch. Errc::invalid_state after removal; errors of mls_exporter.
+    [[nodiscard]] Result<SecureBytes> export_secret(ByteView label, ByteView context, std::size_t length) const;
+
     [[nodiscard]] const GroupContext& context() const noexcept { return m_context; }
     [[nodiscard]] const EpochSecrets& secrets() const noexcept { return m_secrets; }
     [[nodiscard]] const RatchetTree& tree() const noexcept { return m_tree; }
