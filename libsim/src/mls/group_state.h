@@ -24,7 +24,9 @@ namespace sim::mls {
 /// Largest number of proposals cached for one epoch.
 inline constexpr std::size_t max_cached_proposals = 1024;
 
-/// One epoch of a group as seen by a member that receives messages.
+/// One epoch of a group as seen by a member. The CredentialValidator given to create / from_join must outlive the
+/// state and its copies (they keep a pointer to it). Copies are independent states (tests use them as "saved"
+/// states); each holds its own secrets, wiped when it is destroyed.
 class GroupState {
 public:
     /// The state right after joining. Errc::invalid_argument when the tree's leaf count is not a power of two.
