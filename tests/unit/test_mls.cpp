@@ -2049,6 +2049,28 @@ TEST_CASE("MLS group properties: joins, agreement, PCS on removal and on update,
     CHECK(*a.state->export_secret(sim::as_bytes("other"), sim::as_bytes("ctx"), 32) != *ea);
     CHECK(*b_saved.export_secret(label, sim::as_bytes("ctx"), 32) != *ea);
     CHECK(c.state->export_secret(label, {}, 32).code() == Errc::invalid_state);
+    // B proposes an Update; A and D cache it; A commits it by reference; B's new leaf key takes effect for B.
+    const auto b_leaf_before = b.state->tree().leaf(b.state->own_leaf())->encryption_key;
+    auto proposal = b.state->propose_update(b.kp.signature_private, *rng);
+    REQUIRE_MESSAGE(proposal.has_value(), proposal.error().message());
+    auto d_without = *d.state;  // a copy of D that never sees the proposal
+    REQUIRE(a.state->cache_proposal(*proposal).has_value());
+    REQUIRE(d.state->cache_proposal(*proposal).has_value());
+    auto with_update = a.state->commit({}, {}, a.kp.signature_private, *rng);
+    REQUIRE_MESSAGE(with_update.has_value(), with_update.error().message());
+    // A commit that references B's proposal cannot be processed by a member that never saw the proposal.
+    CHECK(d_without.process_commit(with_update->message).code() == Errc::bad_field);
+    REQUIRE(d.state->process_commit(with_update->message).has_value());
+    const auto b_st = b.state->process_commit(with_update->message);
+    REQUIRE_MESSAGE(b_st.has_value(), b_st.error().message());
+    same_epoch({&a, &b, &d});
+    CHECK(b.state->tree().leaf(b.state->own_leaf())->encryption_key != b_leaf_before);
+    CHECK(a.state->tree().leaf(b.state->own_leaf())->encryption_key ==
+          b.state->tree().leaf(b.state->own_leaf())->encryption_key);
+    const auto after_b_update =
+        d.state->encrypt_application(sim::as_bytes("after the update"), d.kp.signature_private, *rng);
+    REQUIRE(after_b_update.has_value());
+    CHECK(sim::to_string(*b.state->decrypt_application(*after_b_update)) == "after the update");
     // Removing ourselves is refused.
     CHECK(a.state->commit({}, {a.state->own_leaf()}, a.kp.signature_private, *rng).code() == Errc::invalid_argument);
 }

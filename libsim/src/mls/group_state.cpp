@@ -147,11 +147,15 @@ Status GroupState::apply_commit(ByteView message) {
 
     // Resolve the proposal list (s12.2) and check what this implementation leaves out.
     std::vector<CachedProposal> proposals;
+    std::optional<SecureBytes> own_update_private;
     for (auto& p : commit->proposals) {
         if (auto* ref = std::get_if<Bytes>(&p)) {
             const auto it = m_proposals.find(*ref);
             if (it == m_proposals.end()) {
                 return Error{Errc::bad_field, "commit references an unknown proposal"};
+            }
+            if (const auto pending = m_pending_updates.find(*ref); pending != m_pending_updates.end()) {
+                own_update_private = pending->second;
             }
             proposals.push_back(it->second);
         } else {
@@ -238,6 +242,9 @@ Status GroupState::apply_commit(ByteView message) {
     next.epoch = m_context.epoch + 1;
     SecureBytes commit_secret(hash_size, 0);
     TreePrivate priv = m_private;
+    if (own_update_private) {
+        priv.leaf_private = *own_update_private;  // our Update was applied: its key is our leaf's key now
+    }
     // Path secrets of nodes that are now blank or changed are stale.
     std::erase_if(priv.path_secrets,
                   [&](const auto& entry) { return entry.first >= tree.node_count() || tree.blank(entry.first); });
@@ -303,6 +310,7 @@ Status GroupState::apply_commit(ByteView message) {
     m_interim_transcript_hash = std::move(interim);
     m_secret_tree = std::move(secret_tree);
     m_proposals.clear();
+    m_pending_updates.clear();
     return ok();
 }
 
@@ -348,10 +356,35 @@ Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage
     if (!m_member) {
         return Errc::invalid_state;
     }
-    // The proposals, applied to a copy of the tree in the receivers' order (removes, then adds).
+    // The proposals, applied to a copy of the tree in the receivers' order: updates, removes, adds; the cached ones
+    // by reference first (our own Update is left out: a committer refreshes its leaf with the path instead).
     RatchetTree tree = m_tree;
     TlsWriter list;
     std::set<std::uint32_t> removed;
+    std::vector<std::pair<const Bytes*, const CachedProposal*>> by_ref;
+    for (const auto& [ref, cp] : m_proposals) {
+        if (cp.proposal.type == ProposalType::update && cp.sender.index == m_own_leaf) {
+            continue;
+        }
+        by_ref.emplace_back(&ref, &cp);
+    }
+    for (const auto& [ref, cp] : by_ref) {
+        if (cp->proposal.type == ProposalType::update) {
+            SIM_TRY_STATUS(tree.update_leaf(cp->sender.index, *cp->proposal.update));
+        }
+    }
+    for (const auto& [ref, cp] : by_ref) {
+        if (cp->proposal.type == ProposalType::remove) {
+            if (cp->proposal.removed == m_own_leaf || !removed.insert(cp->proposal.removed).second) {
+                return Error{Errc::invalid_argument, "a cached proposal removes us or a leaf twice"};
+            }
+            SIM_TRY_STATUS(tree.remove_leaf(cp->proposal.removed));
+        }
+    }
+    for (const auto& [ref, cp] : by_ref) {
+        list.u8(2);
+        SIM_TRY_STATUS(list.vector(*ref));
+    }
     for (const auto leaf : removes) {
         if (leaf == m_own_leaf || !removed.insert(leaf).second) {
             return Error{Errc::invalid_argument, "cannot remove ourselves or a leaf twice"};
@@ -363,6 +396,14 @@ Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage
     }
     std::vector<std::pair<std::uint32_t, const KeyPackage*>> added;
     std::set<std::uint32_t> added_leaves;
+    for (const auto& [ref, cp] : by_ref) {
+        if (cp->proposal.type == ProposalType::add) {
+            SIM_TRY_STATUS(validate_key_package(*cp->proposal.add, &tree, std::nullopt, *m_credentials));
+            SIM_TRY(const auto index, tree.add_leaf(cp->proposal.add->leaf_node));
+            added.emplace_back(index, &*cp->proposal.add);
+            added_leaves.insert(index);
+        }
+    }
     for (const auto& kp : adds) {
         SIM_TRY_STATUS(validate_key_package(kp, &tree, std::nullopt, *m_credentials));
         SIM_TRY(const auto index, tree.add_leaf(kp.leaf_node));
@@ -443,6 +484,7 @@ Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage
     m_interim_transcript_hash = std::move(interim);
     m_secret_tree = std::move(secret_tree);
     m_proposals.clear();
+    m_pending_updates.clear();
     return out;
 }
 
@@ -451,6 +493,36 @@ Result<SecureBytes> GroupState::export_secret(ByteView label, ByteView context, 
         return Errc::invalid_state;
     }
     return mls_exporter(m_secrets.exporter_secret, label, context, length);
+}
+
+Result<Bytes> GroupState::propose_update(ByteView signature_private, Rng& rng) {
+    if (!m_member) {
+        return Errc::invalid_state;
+    }
+    const auto fresh = crypto::x25519_generate(rng);
+    LeafNode leaf = *m_tree.leaf(m_own_leaf);
+    leaf.encryption_key = fresh.public_key;
+    leaf.source = LeafNodeSource::update;
+    leaf.parent_hash.clear();
+    leaf.not_before = 0;
+    leaf.not_after = 0;
+    SIM_TRY_STATUS(leaf.sign(signature_private, m_context.group_id, m_own_leaf));
+    TlsWriter body;
+    body.u16(static_cast<std::uint16_t>(ProposalType::update));
+    SIM_TRY_STATUS(leaf.encode_into(body));
+    FramedContent fc;
+    fc.group_id = m_context.group_id;
+    fc.epoch = m_context.epoch;
+    fc.sender = Sender{SenderType::member, m_own_leaf};
+    fc.content_type = ContentType::proposal;
+    fc.content = std::move(body).bytes();
+    SIM_TRY(const auto ac, sign_content(WireFormat::public_message, std::move(fc), m_context, signature_private));
+    SIM_TRY(auto message, protect_public(ac, m_context, m_secrets.membership_key));
+    SIM_TRY(const auto encoded, ac.encode());
+    SIM_TRY(auto ref, ref_hash("MLS 1.0 Proposal Reference", encoded));
+    SIM_TRY_STATUS(cache_proposal(message));
+    m_pending_updates.insert_or_assign(std::move(ref), fresh.private_key);
+    return message;
 }
 
 Result<Bytes> GroupState::encrypt_application(ByteView plaintext, ByteView signature_private, Rng& rng) {

@@ -44,13 +44,19 @@ public:
         std::optional<Welcome> welcome;  ///< for the added members
     };
 
-    /// s12.4.1: commit the removal of `removes` (leaf indices) and the addition of `adds` (validated KeyPackages),
-    /// always with an UpdatePath (so every commit also refreshes our own path). The new epoch applies to this
+    /// s12.4.1: commit every cached proposal by reference (except an Update of our own, which a committer may not
+    /// include), the removal of `removes` (leaf indices) and the addition of `adds` (validated KeyPackages) by
+    /// value, always with an UpdatePath (so every commit also refreshes our own path). The new epoch applies to this
     /// state at once; the caller sends `message` to the group and `welcome` to the new members. The GroupInfo in
     /// the Welcome carries the ratchet tree. Errc::invalid_argument for removing ourselves, a blank leaf or twice;
     /// validation errors for KeyPackages; Errc::invalid_state after removal.
     Result<CommitOutput> commit(const std::vector<KeyPackage>& adds, const std::vector<std::uint32_t>& removes,
                                 ByteView signature_private, Rng& rng);
+
+    /// s12.1.2: an Update proposal for our own leaf (fresh encryption key, re-signed) as an MLSMessage(PublicMessage).
+    /// It is cached here like a received one; when a commit applies it, our leaf's new private key takes effect.
+    /// Errc::invalid_state after removal.
+    Result<Bytes> propose_update(ByteView signature_private, Rng& rng);
 
     /// s6.3: `plaintext` as an application PrivateMessage from us. Errc::invalid_state after removal; ratchet
     /// errors.
@@ -95,7 +101,8 @@ private:
     TreePrivate m_private;
     Bytes m_interim_transcript_hash;
     SecretTree m_secret_tree;
-    std::map<Bytes, CachedProposal> m_proposals;  // by ProposalRef
+    std::map<Bytes, CachedProposal> m_proposals;     // by ProposalRef
+    std::map<Bytes, SecureBytes> m_pending_updates;  // our own Update proposals: ref -> new leaf private key
     const CredentialValidator* m_credentials;
     bool m_member = true;
 };
