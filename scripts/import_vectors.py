@@ -6,7 +6,7 @@ The output depends only on the input files (no timestamps, input order kept), so
 reproduces the committed files byte for byte. The source LICENSE is copied next to the output.
 
 Every record keeps the test's tcId, all inputs, the expected outputs, `result` (valid / invalid / acceptable) and
-`flags` (comma-separated). Filters (libsim's facade only does AES-256-GCM with 96-bit nonces) are stated in each
+`flags` (comma-separated). Filters (the facade does AES-256-GCM and AES-128-GCM with 96-bit nonces only) are stated in each
 file's header and in tests/vectors/SOURCES.md.
 """
 
@@ -64,6 +64,13 @@ def aes_gcm(group, test):
     return aead(group, test)
 
 
+def aes128_gcm(group, test):
+    # AES-128-GCM with 12-byte nonces and 16-byte tags: the AEAD of HPKE / MLS ciphersuite 1.
+    if group["ivSize"] != 96 or group["keySize"] != 128 or group["tagSize"] != 128:
+        return None
+    return aead(group, test)
+
+
 def chacha20_poly1305(group, test):
     # All groups are kept: the InvalidNonceSize cases check that the facade refuses non-12-byte nonces.
     return aead(group, test)
@@ -88,7 +95,9 @@ def hmac(group, test):
 JOBS = [
     ("x25519_test.json", "x25519.vec", "X25519", x25519, "curve25519 groups (all of them)"),
     ("aes_gcm_test.json", "aes256_gcm.vec", "AES-256/GCM", aes_gcm,
-     "only keySize 256, ivSize 96, tagSize 128 (the facade's only AES-GCM shape)"),
+     "only keySize 256, ivSize 96, tagSize 128"),
+    ("aes_gcm_test.json", "aes128_gcm.vec", "AES-128/GCM", aes128_gcm,
+     "only keySize 128, ivSize 96, tagSize 128 (HPKE / MLS ciphersuite 1)"),
     ("chacha20_poly1305_test.json", "chacha20_poly1305.vec", "ChaCha20Poly1305", chacha20_poly1305,
      "all groups, including the InvalidNonceSize ones"),
     ("hkdf_sha256_test.json", "hkdf_sha256.vec", "HKDF-SHA-256", hkdf, "all tests"),

@@ -214,7 +214,7 @@ AeadCounts run_wycheproof_aead(const std::string& file, const std::string& name,
         REQUIRE(iv.size() * 8 == std::stoul(r.get("ivSize")));
 
         auto made = crypto::make_aead(alg, key);
-        if (key.size() != crypto::aead_key_size) {
+        if (key.size() != crypto::aead_key_size_of(alg)) {
             CHECK(made.code() == Errc::invalid_key);
             continue;
         }
@@ -260,6 +260,20 @@ TEST_CASE("Wycheproof AES-256-GCM (96-bit nonces)") {
     CHECK(c.total > 0);
     CHECK(c.valid > 0);
     CHECK(c.auth_failed > 0);
+}
+
+TEST_CASE("Wycheproof AES-128-GCM (96-bit nonces)") {
+    const auto c = run_wycheproof_aead("wycheproof/aes128_gcm.vec", "AES-128/GCM", crypto::AeadAlgorithm::aes128_gcm);
+    CHECK(c.total > 0);
+    CHECK(c.valid > 0);
+    CHECK(c.auth_failed > 0);
+    // A 32-byte key is refused for AES-128-GCM, a 16-byte key for AES-256-GCM: the sizes cannot be mixed up.
+    CHECK(crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, Bytes(32, 1)).code() == Errc::invalid_key);
+    CHECK(crypto::make_aead(crypto::AeadAlgorithm::aes256_gcm, Bytes(16, 1)).code() == Errc::invalid_key);
+    auto made = crypto::make_aead(crypto::AeadAlgorithm::aes128_gcm, Bytes(16, 1));
+    REQUIRE(made.has_value());
+    CHECK((*made)->rekey(Bytes(32, 1)).code() == Errc::invalid_key);
+    CHECK((*made)->rekey(Bytes(16, 2)).has_value());
 }
 
 TEST_CASE("Wycheproof ChaCha20-Poly1305") {

@@ -10,6 +10,7 @@
 #include <sim/rng.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string_view>
 
@@ -93,9 +94,17 @@ Result<SecureBytes> ed25519_seed_to_x25519(ByteView seed);
 
 // ---------------------------------------------------------------- AEAD
 
-enum class AeadAlgorithm : std::uint8_t { aes256_gcm, chacha20_poly1305 };
+/// AEAD algorithms. `aes128_gcm` (16-byte key) exists for HPKE / MLS ciphersuite 1 (RFC 9180 s7.3, aead_id 1);
+/// the others take 32-byte keys.
+enum class AeadAlgorithm : std::uint8_t { aes256_gcm, chacha20_poly1305, aes128_gcm };
 
-inline constexpr std::size_t aead_key_size = 32;
+inline constexpr std::size_t aead_key_size = 32;        ///< key size of aes256_gcm and chacha20_poly1305
+inline constexpr std::size_t aes128_gcm_key_size = 16;  ///< key size of aes128_gcm
+
+/// The key size of `alg` in bytes.
+[[nodiscard]] constexpr std::size_t aead_key_size_of(AeadAlgorithm alg) noexcept {
+    return alg == AeadAlgorithm::aes128_gcm ? aes128_gcm_key_size : aead_key_size;
+}
 inline constexpr std::size_t aead_nonce_size = 12;
 inline constexpr std::size_t aead_tag_size = 16;
 
@@ -109,12 +118,94 @@ public:
     virtual Status seal_into(ByteView nonce, ByteView ad, ByteView plaintext, Bytes& out) = 0;
     /// Plaintext, or Errc::auth_failed when the tag does not verify (nothing is released then).
     virtual Result<Bytes> open(ByteView nonce, ByteView ad, ByteView ciphertext_and_tag) = 0;
-    /// Replace the key (32 bytes, else Errc::invalid_key).
+    /// Replace the key (aead_key_size_of(algorithm) bytes, else Errc::invalid_key).
     virtual Status rekey(ByteView key) = 0;
 };
 
-/// Create an AEAD with `key` (32 bytes, else Errc::invalid_key).
+/// Create an AEAD with `key` (aead_key_size_of(alg) bytes: 16 for aes128_gcm, else 32; Errc::invalid_key otherwise).
 Result<std::unique_ptr<Aead>> make_aead(AeadAlgorithm alg, ByteView key);
+
+// ---------------------------------------------------------------- HPKE (RFC 9180), base mode, one suite
+//
+// DHKEM(X25519, HKDF-SHA256) (kem_id 0x0020), HKDF-SHA256 (kdf_id 0x0001), AES-128-GCM (aead_id 0x0001): the HPKE
+// of MLS ciphersuite 1 (RFC 9420 s17.1). Only mode_base (no PSK, no sender authentication). Every X25519 output is
+// checked: an all-zero shared secret (a low-order or zero public key) is refused with Errc::invalid_key
+// (RFC 9180 s7.1.4).
+
+inline constexpr std::size_t hpke_enc_size = 32;          ///< Nenc: the encapsulated key (an X25519 public key)
+inline constexpr std::size_t hpke_public_key_size = 32;   ///< Npk
+inline constexpr std::size_t hpke_private_key_size = 32;  ///< Nsk
+inline constexpr std::size_t hpke_key_size = 16;          ///< Nk (AES-128-GCM)
+inline constexpr std::size_t hpke_nonce_size = 12;        ///< Nn
+inline constexpr std::size_t hpke_secret_size = 32;       ///< Nh, Nsecret
+inline constexpr std::size_t hpke_max_export = 255 * 32;  ///< largest Export length (255 * Nh)
+
+/// RFC 9180 s7.1.3 DeriveKeyPair for X25519: the key pair derived from `ikm` (at least 32 bytes recommended; any
+/// length is accepted as in the RFC). Never fails for X25519 but returns a Result for uniformity.
+Result<X25519KeyPair> hpke_derive_key_pair(ByteView ikm);
+
+/// An HPKE encryption context (RFC 9180 s5.2): a key, a base nonce, a sequence number and the exporter secret.
+/// Seal and Open use the nonce base_nonce XOR seq and advance seq only on success. Not thread-safe; one role
+/// (sender or receiver) per context. Move-only; its secrets are wiped when it is destroyed.
+class HpkeContext {
+public:
+    HpkeContext(HpkeContext&&) noexcept;
+    HpkeContext& operator=(HpkeContext&&) noexcept;
+    HpkeContext(const HpkeContext&) = delete;
+    HpkeContext& operator=(const HpkeContext&) = delete;
+    ~HpkeContext();
+
+    /// AEAD-encrypt `plaintext` with `aad` under the next nonce: ciphertext || tag. Errc::limit_reached when the
+    /// sequence number is exhausted (2^64 - 1 messages), Errc::invalid_state on a moved-from context.
+    Result<Bytes> seal(ByteView aad, ByteView plaintext);
+    /// Decrypt `ciphertext` (with tag) for the next sequence number. Errc::auth_failed when the tag does not
+    /// verify (the sequence number is then unchanged), Errc::limit_reached, Errc::invalid_state as for seal.
+    Result<Bytes> open(ByteView aad, ByteView ciphertext);
+    /// RFC 9180 s5.3 Export: `length` bytes bound to `exporter_context`. Errc::invalid_argument when `length`
+    /// exceeds hpke_max_export.
+    Result<SecureBytes> export_secret(ByteView exporter_context, std::size_t length) const;
+    /// The sequence number of the next seal / open.
+    [[nodiscard]] std::uint64_t sequence() const noexcept { return m_seq; }
+
+private:
+    friend struct HpkeAccess;
+    HpkeContext(std::unique_ptr<Aead> aead, SecureBytes base_nonce, SecureBytes exporter_secret);
+    Result<SecureBytes> nonce() const;
+
+    std::unique_ptr<Aead> m_aead;
+    SecureBytes m_base_nonce;
+    SecureBytes m_exporter_secret;
+    std::uint64_t m_seq = 0;
+};
+
+/// What the sender gets from SetupBaseS: the encapsulated key to send and its context.
+struct HpkeSender {
+    Bytes enc;  ///< hpke_enc_size bytes
+    HpkeContext context;
+};
+
+/// RFC 9180 s5.1.1 SetupBaseS with a fresh ephemeral key from `rng`. Errc::invalid_key when `recipient_public`
+/// is not 32 bytes or yields an all-zero X25519 output.
+Result<HpkeSender> hpke_setup_base_sender(ByteView recipient_public, ByteView info, Rng& rng);
+/// SetupBaseS with the ephemeral private key given (known-answer tests only: reusing an ephemeral key breaks
+/// HPKE). Errors as hpke_setup_base_sender, plus Errc::invalid_key for an ephemeral key that is not 32 bytes.
+Result<HpkeSender> hpke_setup_base_sender_with_ephemeral(ByteView recipient_public, ByteView info,
+                                                         ByteView ephemeral_private);
+/// RFC 9180 s5.1.1 SetupBaseR. Errc::invalid_key when `enc` or `recipient_private` is not 32 bytes or the
+/// X25519 output is all zero (a low-order `enc`).
+Result<HpkeContext> hpke_setup_base_receiver(ByteView enc, ByteView recipient_private, ByteView info);
+
+/// Single-shot output of hpke_seal_base.
+struct HpkeSealed {
+    Bytes enc;         ///< encapsulated key
+    Bytes ciphertext;  ///< ciphertext || tag
+};
+
+/// RFC 9180 s6.1 SealBase: SetupBaseS then one seal. Errors as hpke_setup_base_sender.
+Result<HpkeSealed> hpke_seal_base(ByteView recipient_public, ByteView info, ByteView aad, ByteView plaintext, Rng& rng);
+/// RFC 9180 s6.1 OpenBase: SetupBaseR then one open. Errors as hpke_setup_base_receiver and HpkeContext::open.
+Result<Bytes> hpke_open_base(ByteView enc, ByteView recipient_private, ByteView info, ByteView aad,
+                             ByteView ciphertext);
 
 // ---------------------------------------------------------------- Triple-DES (three-key EDE)
 

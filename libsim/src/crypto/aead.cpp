@@ -1,4 +1,4 @@
-// AES-256-GCM and ChaCha20-Poly1305 over Botan's AEAD_Mode.
+// AES-256-GCM, AES-128-GCM and ChaCha20-Poly1305 over Botan's AEAD_Mode.
 #include <sim/crypto.h>
 
 #include <botan/aead.h>
@@ -96,7 +96,7 @@ private:
 
 class BotanAead final : public Aead {
 public:
-    explicit BotanAead(const char* name) : m_name(name) {}
+    BotanAead(const char* name, std::size_t key_size) : m_name(name), m_key_size(key_size) {}
     ~BotanAead() override {
         Ring::instance().remove(m_enc);
         Ring::instance().remove(m_dec);
@@ -152,8 +152,9 @@ public:
     }
 
     Status rekey(ByteView key) override {
-        if (key.size() != aead_key_size) {
-            return Error{Errc::invalid_key, "AEAD key must be 32 bytes"};
+        if (key.size() != m_key_size) {
+            return Error{Errc::invalid_key, m_key_size == aead_key_size ? "AEAD key must be 32 bytes"
+                                                                        : "AES-128-GCM key must be 16 bytes"};
         }
         for (ModeSlot* slot : {&m_enc, &m_dec}) {
             const std::lock_guard lock(slot->mutex);
@@ -192,6 +193,7 @@ private:
     }
 
     const char* m_name;
+    std::size_t m_key_size;
     SecureBytes m_key;
     ModeSlot m_enc;
     ModeSlot m_dec;
@@ -200,8 +202,13 @@ private:
 }  // namespace
 
 Result<std::unique_ptr<Aead>> make_aead(AeadAlgorithm alg, ByteView key) {
-    const char* name = alg == AeadAlgorithm::aes256_gcm ? "AES-256/GCM" : "ChaCha20Poly1305";
-    auto aead = std::make_unique<BotanAead>(name);
+    const char* name = "ChaCha20Poly1305";
+    if (alg == AeadAlgorithm::aes256_gcm) {
+        name = "AES-256/GCM";
+    } else if (alg == AeadAlgorithm::aes128_gcm) {
+        name = "AES-128/GCM";
+    }
+    auto aead = std::make_unique<BotanAead>(name, aead_key_size_of(alg));
     SIM_TRY_STATUS(aead->rekey(key));
     return std::unique_ptr<Aead>(std::move(aead));
 }
