@@ -53,11 +53,13 @@ public:
     }
     sim::Result<std::size_t> remove(std::string_view r, std::string_view s,
                                     const std::vector<sim::MessageId>& ids) override {
+        ++removes;
         return m_inner.remove(r, s, ids);
     }
     sim::Result<std::size_t> count(std::string_view r) override { return m_inner.count(r); }
     std::size_t appends = 0;
     std::size_t appended = 0;
+    std::size_t removes = 0;
     /// This many of the next appends fail as on a full disk (nothing is stored).
     int fail_appends = 0;
     /// Runs inside append, before it writes (lets a test make the server act while a commit is under way).
@@ -968,6 +970,42 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     w.settle();
     CHECK(bob2.errors() == std::vector<sim::Errc>{sim::Errc::bad_field, sim::Errc::source_mismatch});
     CHECK_FALSE(bob2.closed);
+}
+
+TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many acks in one transaction") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    auto& alice = w.raw_login("alice");
+    for (std::uint32_t n = 1; n <= 40; ++n) {
+        alice.send(message("alice", "bob", n));
+    }
+    w.settle();
+    CHECK(w.backend->count("bob").value() == 40);
+    auto& bob = w.raw_login("bob");
+    CHECK(bob.take(sim::FrameType::message).size() == 40);
+    (void)receipts(alice, sim::ReceiptStatus::stored);
+    // Ten ack frames arrive together; the connection handles them without touching the store.
+    for (std::uint32_t first = 1; first <= 40; first += 4) {
+        bob.send(ack("bob", "alice", {first, first + 1, first + 2, first + 3}));
+    }
+    const auto removes = w.messages->removes;
+    for (bool moved = true; moved;) {  // the connections only, not the commit executor
+        moved = false;
+        for (auto& rc : w.raws) {
+            moved = rc.pipe->pump() || moved;
+        }
+    }
+    CHECK(w.messages->removes == removes);              // nothing deleted on the I/O path
+    CHECK(w.backend->count("bob").value() == 40);       // not yet
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 40);  // the sender hears at once
+    w.settle();                                          // the commit job runs
+    CHECK(w.messages->removes == removes + 1);          // one transaction for the ten acks
+    CHECK(w.backend->count("bob").value() == 0);
+    // A message after that goes straight through again: the mailbox is empty.
+    alice.send(message("alice", "bob", 41));
+    w.settle();
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{41});
+    CHECK(w.backend->count("bob").value() == 0);
 }
 
 TEST_CASE("e2e: at most 1000 stored messages are in flight; more follow as acks arrive") {

@@ -204,7 +204,8 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
     if (it != m_boxes.end()) {
         Box& box = it->second;
         // Only messages sent from the store are in flight; directly forwarded ones were never stored, so their acks
-        // cost no database write.
+        // cost no database write. The deletion goes through the group commit (batched, off this thread); until it
+        // commits the rows stay counted, and a new login would send them again (the client knows their ids).
         std::vector<MessageId> stored;
         for (const auto& id : ids) {
             if (box.in_flight.erase({sender, id}) != 0) {
@@ -212,20 +213,43 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
             }
         }
         if (!stored.empty()) {
-            SIM_TRY(const auto removed, m_store.remove(recipient, sender, stored));
-            box.backlog -= std::min(removed, box.backlog);
+            std::weak_ptr<Delivery> weak = weak_from_this();
+            const bool queued =
+                m_commit->enqueue_removal(recipient, sender, std::move(stored), [weak, recipient](Result<std::size_t> r) {
+                    if (auto self = weak.lock()) {
+                        self->removed(recipient, r);
+                    }
+                });
+            if (!queued) {
+                return Error{Errc::busy, "server busy: acknowledgement not recorded, send it again later"};
+            }
         }
         if (box.peer != nullptr) {
             pump_locked(recipient, box);
-            if (box.backlog == 0) {
-                m_router.drained(recipient);
-            }
         }
-        forget_if_idle_locked(recipient);
     }
     // Directly forwarded messages were never stored; they are delivered all the same.
     send_receipt(sender, recipient, ReceiptStatus::delivered, ids);
     return ok();
+}
+
+void Delivery::removed(const std::string& recipient, const Result<std::size_t>& r) {
+    const std::lock_guard lock(m_mutex);
+    if (!r) {
+        m_log(LogLevel::error, "acknowledged messages not deleted (they are sent again at the next login): " +
+                                   r.error().message());
+        return;
+    }
+    const auto it = m_boxes.find(recipient);
+    if (it == m_boxes.end()) {
+        return;
+    }
+    Box& box = it->second;
+    box.backlog -= std::min(*r, box.backlog);
+    if (box.peer != nullptr && box.backlog == 0) {
+        m_router.drained(recipient);
+    }
+    forget_if_idle_locked(recipient);
 }
 
 Result<std::set<std::string>> Delivery::senders(const std::string& user) {

@@ -63,8 +63,9 @@ public:
     void login(const std::string& user, const Peer* peer);
     /// The connection `peer` of `user` went away (ignored when a newer connection took over).
     void logout(const std::string& user, const Peer* peer);
-    /// `recipient` has stored these messages from `sender`: delete them, tell the sender, send more.
-    /// Errc::storage_error.
+    /// `recipient` has stored these messages from `sender`: tell the sender, send more, and delete them through the
+    /// group commit (a failed deletion is logged; the messages are sent again at the next login). Errc::busy when
+    /// the commit executor refuses the job.
     Status ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids);
 
     /// The senders of the messages stored for `user` (read from the store). Errc::storage_error.
@@ -85,6 +86,7 @@ private:
     Result<Box*> box_locked(const std::string& user);
     void committed(const Origin& origin, const std::string& to, const MessageId& id, const Result<bool>& r);
     bool admit(const Origin& origin, const std::string& to);
+    void removed(const std::string& recipient, const Result<std::size_t>& r);
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }

@@ -1,17 +1,39 @@
 #include "group_commit.h"
 
+#include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+
 namespace sim::server_detail {
 
 bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) {
     const std::lock_guard lock(m_mutex);
     m_queue.push_back(Item{std::move(message), std::move(done), std::move(admit)});
+    if (!start_job_locked()) {
+        m_queue.pop_back();
+        return false;
+    }
+    return true;
+}
+
+bool GroupCommit::enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids,
+                                  Removed done) {
+    const std::lock_guard lock(m_mutex);
+    m_removals.push_back(Removal{std::move(recipient), std::move(sender), std::move(ids), std::move(done)});
+    if (!start_job_locked()) {
+        m_removals.pop_back();
+        return false;
+    }
+    return true;
+}
+
+bool GroupCommit::start_job_locked() {
     if (m_job_in_flight) {
         return true;  // the running job (or its successor) takes it
     }
-    // No job in flight means the queue was empty: it holds only this message.
     auto self = shared_from_this();
     if (!m_executor.submit([self] { self->run(); })) {
-        m_queue.clear();
         return false;
     }
     m_job_in_flight = true;
@@ -20,9 +42,11 @@ bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) 
 
 void GroupCommit::run() {
     std::vector<Item> batch;
+    std::vector<Removal> removals;
     {
         const std::lock_guard lock(m_mutex);
         batch.swap(m_queue);
+        removals.swap(m_removals);
     }
     // Left out: what the admit check refuses (in batch order, so a stream's refusals are seen in sending order).
     std::vector<Item> written;
@@ -54,10 +78,37 @@ void GroupCommit::run() {
             }
         }
     }
+    // Removals: every id of one (recipient, sender) in one transaction, whatever number of acks asked for them.
+    std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
+    for (std::size_t i = 0; i < removals.size(); ++i) {
+        groups[{removals[i].recipient, removals[i].sender}].push_back(i);
+    }
+    for (const auto& [who, members] : groups) {
+        std::vector<MessageId> ids;
+        for (const auto i : members) {
+            ids.insert(ids.end(), removals[i].ids.begin(), removals[i].ids.end());
+        }
+        const auto removed = m_store.remove(who.first, who.second, ids);
+        {
+            const std::lock_guard lock(m_mutex);
+            ++m_commits;
+        }
+        // The count is the group's; each completion gets its share in order (only the total matters to callers).
+        std::size_t left = removed ? *removed : 0;
+        for (const auto i : members) {
+            if (!removed) {
+                removals[i].done(removed.error());
+                continue;
+            }
+            const auto mine = std::min(left, removals[i].ids.size());
+            left -= mine;
+            removals[i].done(mine);
+        }
+    }
     // Whatever arrived during this commit goes in the next one: one job in flight at a time.
     {
         const std::lock_guard lock(m_mutex);
-        if (m_queue.empty()) {
+        if (m_queue.empty() && m_removals.empty()) {
             m_job_in_flight = false;
             return;
         }

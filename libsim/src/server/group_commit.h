@@ -1,8 +1,10 @@
 #pragma once
-// Private: group commit of the offline message queue (docs/protocol.md 6.7). Appends are queued; one commit job at
-// a time runs on the server's Executor and stores everything queued when it starts in ONE store transaction, then
-// runs each message's completion. Under load many messages share one commit (one fsync); when idle a message is
-// committed alone, at once. A message's completion runs only after its transaction has committed.
+// Private: group commit of the offline message queue (docs/protocol.md 6.7). Appends and removals (acknowledged
+// messages) are queued; one commit job at a time runs on the server's Executor, stores every append queued when it
+// starts in ONE store transaction, then deletes the queued removals with one transaction per (recipient, sender),
+// and runs each completion. Under load many messages share one commit (one fsync); when idle a message is committed
+// alone, at once. A completion runs only after its transaction has committed. No store I/O happens on the caller's
+// thread (an I/O thread) or under the caller's locks.
 
 #include <sim/store.h>
 #include <sim/transport.h>
@@ -32,6 +34,13 @@ public:
     /// inline, so the caller may hold locks that they take. An empty `admit` always writes.
     [[nodiscard]] bool enqueue(store::StoredMessage message, Done done, Admit admit = {});
 
+    /// The outcome of a removal: how many of the ids were stored, or the transaction's error.
+    using Removed = std::function<void(Result<std::size_t>)>;
+    /// Queue the deletion of these messages (sender -> recipient); the completion runs on the executor after the
+    /// transaction. Returns false (and never runs `done`) when the executor refuses the job.
+    [[nodiscard]] bool enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids,
+                                       Removed done);
+
     /// Transactions run so far and messages they held (for tests and monitoring).
     [[nodiscard]] std::uint64_t commits() const;
     [[nodiscard]] std::uint64_t committed_messages() const;
@@ -42,12 +51,21 @@ private:
         Done done;
         Admit admit;
     };
+    struct Removal {
+        std::string recipient;
+        std::string sender;
+        std::vector<MessageId> ids;
+        Removed done;
+    };
     void run();
+    /// Submit a job if none is in flight (the caller holds m_mutex and has just queued something).
+    bool start_job_locked();
 
     store::MessageStore& m_store;
     Executor& m_executor;
     mutable std::mutex m_mutex;
     std::vector<Item> m_queue;
+    std::vector<Removal> m_removals;
     bool m_job_in_flight = false;
     std::uint64_t m_commits = 0;
     std::uint64_t m_messages = 0;

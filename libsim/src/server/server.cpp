@@ -666,8 +666,8 @@ private:
             return;  // nothing is stored; there is no one to tell
         }
         if (const auto st = m_core->delivery->ack(m_user, *sender, *ids); !st) {
-            m_core->log(LogLevel::error, "acknowledged messages not deleted: " + st.error().message());
-            refuse(Errc::storage_error, "acknowledgement not recorded, send it again later");
+            m_core->log(LogLevel::error, "acknowledgement not queued: " + st.error().message());
+            refuse(st.code(), st.error().detail);
         }
     }
 
