@@ -1,5 +1,11 @@
 // Throughput of libsim's record layer beside Botan's raw ciphers, channel handshakes per second, and the frame
-// codec. Run: build/bench/bench_core  (see docs/performance.md)
+// codec, and the MLS core (commits, Welcome size, application messages). Run: build/bench/bench_core  (see
+// docs/performance.md)
+#include "../libsim/src/mls/group_state.h"
+#include "../libsim/src/mls/join.h"
+#include "../libsim/src/mls/validation.h"
+#include "../libsim/src/mls/welcome.h"
+
 #include <sim/channel.h>
 #include <sim/crypto.h>
 #include <sim/frame.h>
@@ -11,16 +17,28 @@
 #include <botan/cipher_mode.h>
 #include <botan/mac.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
 const sim::SuiteId suites[] = {sim::SuiteId::aes256_gcm, sim::SuiteId::chacha20_poly1305,
                                sim::SuiteId::tdes_cbc_hmac_sha256};
 
-sim::SuiteId suite_arg(const benchmark::State& state) { return suites[state.range(0)]; }
+sim::SuiteId suite_arg(const benchmark::State& state) {
+    return suites[state.range(0)];
+}
 
 /// seal + open of one record through SendSession / RecvSession.
 void BM_SessionSealOpen(benchmark::State& state) {
@@ -210,6 +228,206 @@ void BM_FrameEncodeDecode(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_FrameEncodeDecode)->Arg(256)->Arg(16384);
+
+// ---- MLS core (RFC 9420, ciphersuite 1) ----
+
+namespace mls = sim::mls;
+
+/// Setup failures end the program: a benchmark of a broken group measures nothing.
+template <typename T>
+T must(sim::Result<T> r, const char* what) {
+    if (!r) {
+        std::fprintf(stderr, "MLS bench setup: %s: %s\n", what, r.error().message().c_str());
+        std::abort();
+    }
+    return std::move(*r);
+}
+
+void must(const sim::Status& s, const char* what) {
+    if (!s) {
+        std::fprintf(stderr, "MLS bench setup: %s: %s\n", what, s.error().message().c_str());
+        std::abort();
+    }
+}
+
+struct MlsMember {
+    mls::KeyPackage kp;
+    sim::SecureBytes signature_private;
+    sim::SecureBytes init_private;
+    sim::SecureBytes encryption_private;
+};
+
+/// A signed KeyPackage (basic credential, MLS 1.0, ciphersuite 1, unlimited lifetime) and its private keys.
+MlsMember make_mls_member(sim::Rng& rng, const std::string& identity) {
+    const auto sig = sim::crypto::ed25519_generate(rng);
+    const auto enc = sim::crypto::x25519_generate(rng);
+    const auto init = sim::crypto::x25519_generate(rng);
+    MlsMember m;
+    m.signature_private = sig.private_key;
+    m.encryption_private = enc.private_key;
+    m.init_private = init.private_key;
+    auto& leaf = m.kp.leaf_node;
+    leaf.encryption_key = enc.public_key;
+    leaf.signature_key = sig.public_key;
+    leaf.credential.type = 1;
+    leaf.credential.identity = sim::to_bytes(sim::as_bytes(identity));
+    leaf.capabilities.versions = {1};
+    leaf.capabilities.cipher_suites = {1};
+    leaf.capabilities.credentials = {1};
+    leaf.source = mls::LeafNodeSource::key_package;
+    leaf.not_before = 0;
+    leaf.not_after = ~std::uint64_t{0};
+    m.kp.init_key = init.public_key;
+    must(leaf.sign(m.signature_private, {}, 0), "sign leaf");
+    const auto tbs = must(m.kp.to_be_signed(), "KeyPackageTBS");
+    m.kp.signature = must(mls::sign_with_label(m.signature_private, "KeyPackageTBS", tbs), "sign KeyPackage");
+    return m;
+}
+
+const mls::AcceptBasicCredentials mls_basic;
+
+/// A group of `size` members as seen by its creator A (leaf 0) and by B, the last member added (alone, in its own
+/// commit: `welcome_bytes` is the size of the Welcome for one member joining a group of `size`). A adds the others
+/// in one commit. With `removals`, A then removes a quarter of the members other than A and B, chosen at random,
+/// in one commit, leaving blanks in the tree.
+struct MlsFixture {
+    std::optional<mls::GroupState> a;
+    std::optional<mls::GroupState> b;
+    sim::SecureBytes a_sig;
+    sim::SecureBytes b_sig;
+    std::size_t welcome_bytes = 0;
+};
+
+const MlsFixture& mls_fixture(std::uint32_t size, bool removals) {
+    static std::map<std::pair<std::uint32_t, bool>, MlsFixture> cache;
+    const auto key = std::make_pair(size, removals);
+    if (const auto it = cache.find(key); it != cache.end()) {
+        return it->second;
+    }
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls bench " + std::to_string(size)));
+    auto a = make_mls_member(*rng, "a/0");
+    MlsFixture f;
+    f.a_sig = a.signature_private;
+    f.a.emplace(must(mls::GroupState::create(sim::to_bytes(sim::as_bytes("bench group")), a.kp.leaf_node,
+                                             a.encryption_private, mls_basic, *rng),
+                     "create"));
+    if (size > 2) {
+        std::vector<mls::KeyPackage> adds;
+        for (std::uint32_t i = 1; i + 1 < size; ++i) {
+            adds.push_back(make_mls_member(*rng, "m/" + std::to_string(i)).kp);
+        }
+        (void)must(f.a->commit(adds, {}, f.a_sig, *rng), "batch add");
+    }
+    auto b = make_mls_member(*rng, "b/0");
+    f.b_sig = b.signature_private;
+    const auto add_b = must(f.a->commit({b.kp}, {}, f.a_sig, *rng), "add B");
+    f.welcome_bytes = must(mls::encode_welcome_message(*add_b.welcome), "encode Welcome").size();
+    const mls::JoinKeys keys{b.kp, b.init_private, b.encryption_private};
+    auto joined = must(mls::join_from_welcome(*add_b.welcome, keys, std::nullopt, mls_basic), "join B");
+    f.b.emplace(must(mls::GroupState::from_join(std::move(joined), mls_basic), "B state"));
+    if (removals && size > 2) {
+        std::vector<std::uint32_t> others(size - 2);
+        std::iota(others.begin(), others.end(), 1U);
+        std::mt19937 gen(size);
+        std::shuffle(others.begin(), others.end(), gen);
+        others.resize(size / 4);
+        const auto removal = must(f.a->commit({}, others, f.a_sig, *rng), "remove");
+        must(f.b->process_commit(removal.message), "B processes the removal");
+    }
+    return cache.emplace(key, std::move(f)).first->second;
+}
+
+/// A commits an empty Commit with an UpdatePath (the cost of every commit; adds and removes change it little).
+void BM_MlsCommitCreate(benchmark::State& state) {
+    const auto& f = mls_fixture(static_cast<std::uint32_t>(state.range(0)), state.range(1) != 0);
+    auto a = *f.a;
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("commit create"));
+    std::size_t commit_bytes = 0;
+    for (auto _ : state) {
+        auto out = a.commit({}, {}, f.a_sig, *rng);
+        if (!out) {
+            state.SkipWithError("commit failed");
+            return;
+        }
+        commit_bytes = out->message.size();
+        benchmark::DoNotOptimize(out);
+    }
+    state.counters["members"] = static_cast<double>(a.tree().leaf_count());
+    state.counters["commit_bytes"] = static_cast<double>(commit_bytes);
+    state.counters["welcome_bytes"] = static_cast<double>(f.welcome_bytes);
+}
+
+/// B processes A's commit (created outside the timed region).
+void BM_MlsCommitProcess(benchmark::State& state) {
+    const auto& f = mls_fixture(static_cast<std::uint32_t>(state.range(0)), state.range(1) != 0);
+    auto a = *f.a;
+    auto b = *f.b;
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("commit process"));
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto out = a.commit({}, {}, f.a_sig, *rng);
+        state.ResumeTiming();
+        if (!out || !b.process_commit(out->message)) {
+            state.SkipWithError("commit or processing failed");
+            return;
+        }
+    }
+}
+
+void mls_sizes(benchmark::internal::Benchmark* b) {
+    b->Args({2, 0});
+    for (const std::int64_t n : {10, 100, 1000}) {
+        b->Args({n, 0});
+        b->Args({n, 1});
+    }
+    b->ArgNames({"members", "removed"})->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_MlsCommitCreate)->Apply(mls_sizes);
+BENCHMARK(BM_MlsCommitProcess)->Apply(mls_sizes);
+
+/// A encrypts one 100-byte application message (signed, PrivateMessage).
+void BM_MlsAppEncrypt(benchmark::State& state) {
+    const auto& f = mls_fixture(static_cast<std::uint32_t>(state.range(0)), false);
+    auto a = *f.a;
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("app encrypt"));
+    const sim::Bytes text(100, 0x61);
+    for (auto _ : state) {
+        auto msg = a.encrypt_application(text, f.a_sig, *rng);
+        if (!msg) {
+            state.SkipWithError("encrypt failed");
+            return;
+        }
+        benchmark::DoNotOptimize(msg);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_MlsAppEncrypt)->Arg(2)->Arg(1000)->ArgName("members");
+
+/// B decrypts one 100-byte application message from A (encrypted outside the timed region).
+void BM_MlsAppDecrypt(benchmark::State& state) {
+    const auto& f = mls_fixture(static_cast<std::uint32_t>(state.range(0)), false);
+    auto a = *f.a;
+    auto b = *f.b;
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("app decrypt"));
+    const sim::Bytes text(100, 0x61);
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto msg = a.encrypt_application(text, f.a_sig, *rng);
+        state.ResumeTiming();
+        if (!msg) {
+            state.SkipWithError("encrypt failed");
+            return;
+        }
+        auto plain = b.decrypt_application(*msg);
+        if (!plain) {
+            state.SkipWithError("decrypt failed");
+            return;
+        }
+        benchmark::DoNotOptimize(plain);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_MlsAppDecrypt)->Arg(2)->Arg(1000)->ArgName("members");
 
 }  // namespace
 

@@ -2074,3 +2074,35 @@ TEST_CASE("MLS group properties: joins, agreement, PCS on removal and on update,
     // Removing ourselves is refused.
     CHECK(a.state->commit({}, {a.state->own_leaf()}, a.kp.signature_private, *rng).code() == Errc::invalid_argument);
 }
+
+TEST_CASE("MLS GroupInfo carries a ratchet_tree extension larger than other extensions may be") {
+    // A Welcome for a group of about 1,000 members carries a tree of about 180 KiB in its GroupInfo: more than the
+    // 64 KiB bound of other extensions, within max_ratchet_tree_size.
+    mls::GroupInfo gi;
+    gi.group_context.group_id = sim::to_bytes(sim::as_bytes("group"));
+    gi.group_context.epoch = 3;
+    gi.group_context.tree_hash = Bytes(32, 1);
+    gi.group_context.confirmed_transcript_hash = Bytes(32, 2);
+    gi.confirmation_tag = Bytes(32, 3);
+    gi.signature = Bytes(64, 4);
+    const Bytes big(200 * 1024, 0x5A);
+    gi.extensions = {{mls::extension_ratchet_tree, big}};
+    const auto encoded = gi.encode();
+    REQUIRE(encoded.has_value());
+    const auto back = mls::decode_group_info(*encoded);
+    REQUIRE_MESSAGE(back.has_value(), back.error().message());
+    REQUIRE(back->extensions.size() == 1);
+    CHECK(back->extensions[0].data == big);
+
+    // Any other extension type keeps the 64 KiB bound, in a GroupInfo too.
+    gi.extensions = {{0x0A0A, big}};
+    const auto other = gi.encode();
+    REQUIRE(other.has_value());
+    CHECK(mls::decode_group_info(*other).code() == Errc::frame_too_large);
+    // Outside a GroupInfo (here a GroupContext) a ratchet_tree extension has the 64 KiB bound as well.
+    mls::GroupContext gc = gi.group_context;
+    gc.extensions = {{mls::extension_ratchet_tree, big}};
+    const auto gc_encoded = gc.encode();
+    REQUIRE(gc_encoded.has_value());
+    CHECK(mls::GroupContext::decode(*gc_encoded).code() == Errc::frame_too_large);
+}

@@ -17,9 +17,6 @@
 
 namespace sim::mls {
 
-/// The `ratchet_tree` extension type (s12.4.3.3).
-inline constexpr std::uint16_t extension_ratchet_tree = 0x0002;
-
 /// The private material of the KeyPackage a Welcome is addressed to.
 struct JoinKeys {
     KeyPackage key_package;

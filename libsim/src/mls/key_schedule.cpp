@@ -4,6 +4,7 @@
 #include "codec.h"
 #include "primitives.h"
 
+#include <algorithm>
 #include <set>
 
 namespace sim::mls {
@@ -20,13 +21,15 @@ Status encode_extensions(const std::vector<Extension>& extensions, Bytes& out) {
     return ok();
 }
 
-Result<std::vector<Extension>> decode_extensions(ByteView vector_body) {
+Result<std::vector<Extension>> decode_extensions(ByteView vector_body, std::size_t max_ratchet_tree_data) {
     TlsReader r(vector_body);
     std::vector<Extension> out;
     std::set<std::uint16_t> seen;
     while (!r.empty()) {
         SIM_TRY(const auto type, r.u16());
-        SIM_TRY(const auto data, r.vector(max_extensions_size));
+        const auto bound =
+            type == extension_ratchet_tree ? std::max(max_extensions_size, max_ratchet_tree_data) : max_extensions_size;
+        SIM_TRY(const auto data, r.vector(bound));
         if (!seen.insert(type).second) {
             return Error{Errc::bad_field, "repeated extension type"};
         }

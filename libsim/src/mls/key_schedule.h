@@ -15,6 +15,9 @@ namespace sim::mls {
 inline constexpr std::size_t max_group_id_size = 256;
 inline constexpr std::size_t max_extensions_size = 64 * 1024;
 
+/// The `ratchet_tree` extension type (s12.4.3.3).
+inline constexpr std::uint16_t extension_ratchet_tree = 0x0002;
+
 /// One extension (s13.4): its type and its opaque data.
 struct Extension {
     std::uint16_t type = 0;
@@ -39,10 +42,11 @@ struct GroupContext {
     static Result<GroupContext> decode(ByteView data);
 };
 
-/// Encode / decode a `Extension extensions<V>` list. decode(): Errc::bad_field for a repeated type (s13.4),
-/// codec errors otherwise.
+/// Encode / decode a `Extension extensions<V>` list. decode(): each extension's data is at most
+/// max_extensions_size bytes, except a `ratchet_tree` extension when `max_ratchet_tree_data` is larger (a
+/// GroupInfo's); Errc::bad_field for a repeated type (s13.4), codec errors otherwise.
 Status encode_extensions(const std::vector<Extension>& extensions, Bytes& out);
-Result<std::vector<Extension>> decode_extensions(ByteView vector_body);
+Result<std::vector<Extension>> decode_extensions(ByteView vector_body, std::size_t max_ratchet_tree_data = 0);
 
 /// The secrets of one epoch (s8, table in s8.2 "Epoch-derived secrets"), plus the next epoch's init_secret.
 struct EpochSecrets {

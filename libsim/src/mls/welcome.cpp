@@ -3,6 +3,7 @@
 
 #include "framing.h"
 #include "primitives.h"
+#include "ratchet_tree.h"
 
 #include <sim/crypto.h>
 
@@ -13,6 +14,10 @@ namespace sim::mls {
 namespace {
 
 constexpr std::size_t max_welcome_entries = 4096;
+/// A GroupInfo's extensions may carry a `ratchet_tree` as large as a tree from a peer may be.
+constexpr std::size_t max_group_info_extensions_size = max_ratchet_tree_size + max_extensions_size;
+/// The rest of a GroupInfo is bounded by its fields; allow the default vector bound for it.
+constexpr std::size_t max_encrypted_group_info_size = max_group_info_extensions_size + max_vector_size;
 
 Status encode_group_info_tbs(TlsWriter& w, const GroupInfo& gi) {
     SIM_TRY(const auto gc, gi.group_context.encode());
@@ -70,8 +75,9 @@ Result<GroupInfo> decode_group_info(ByteView data) {
     SIM_TRY_STATUS(status_of(r.vector(max_extensions_size)));
     GroupInfo gi;
     SIM_TRY(gi.group_context, GroupContext::decode(r.consumed_since(start)));
-    SIM_TRY(const auto ext, r.vector(max_extensions_size));
-    SIM_TRY(gi.extensions, decode_extensions(ext));
+    // The extensions may carry the ratchet tree (s12.4.3.3), bounded like a tree from a peer.
+    SIM_TRY(const auto ext, r.vector(max_group_info_extensions_size));
+    SIM_TRY(gi.extensions, decode_extensions(ext, max_ratchet_tree_size));
     SIM_TRY(const auto tag, r.vector(hash_size));
     if (tag.size() != hash_size) {
         return Error{Errc::bad_length, "confirmation tag is not a MAC of Nh bytes"};
@@ -106,7 +112,7 @@ Result<Welcome> decode_welcome_message(ByteView data) {
         e.ciphertext = to_bytes(ciphertext);
         w.secrets.push_back(std::move(e));
     }
-    SIM_TRY(const auto egi, r.vector());
+    SIM_TRY(const auto egi, r.vector(max_encrypted_group_info_size));
     w.encrypted_group_info = to_bytes(egi);
     SIM_TRY_STATUS(r.finish());
     return w;
