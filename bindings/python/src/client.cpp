@@ -289,6 +289,8 @@ public:
 
     /// Closed by close(), or the connection is gone (the server died or closed it).
     [[nodiscard]] bool closed() const { return m_closed || (m_client && m_client->closed()); }
+    /// close() was called (the events still queued after the connection went away can be read until then).
+    [[nodiscard]] bool closed_by_application() const noexcept { return m_closed; }
     sim::Client& client() {
         if (m_closed) {
             raise(sim::Error{sim::Errc::closed, "the client is closed"});
@@ -325,7 +327,7 @@ struct EventIterator {
     std::optional<double> timeout;
 
     ClientEvent next() {
-        if (client->closed()) {
+        if (client->closed_by_application()) {
             throw py::stop_iteration();
         }
         try {
