@@ -34,6 +34,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -1464,6 +1465,14 @@ int run_route(const Settings& s) {
     wait_until([&] { return (s.count && all_sent()) || st.closed.load() > 0; }, s.duration, traffic_tick);
     st.stop = true;
     const double send_s = seconds_since(t0);
+    // A send may be under way on a sender's strand as stop is set: let every strand pass once, so that the counts the
+    // drain compares are final (otherwise a send counted after the drain saw "all delivered" reads as missing).
+    for (auto& sp : st.streams) {
+        std::promise<void> passed;
+        auto done = passed.get_future();
+        sp->sender->run([&passed] { passed.set_value(); });
+        (void)done.wait_for(5s);
+    }
     std::uint64_t storm_logins = 0;
     if (storm) {
         storm_logins = storm->ok() - storm_ok0;
