@@ -66,6 +66,14 @@ constexpr OptionSpec simd_options[] = {
      "e2e"},
     {"messages-per-second", 0, "N", "per-connection rate limit of message, probe, ack and prekeys frames", "2000"},
     {"message-burst", 0, "N", "burst allowed above --messages-per-second", "4000"},
+    {"max-stored-messages", 0, "N", "most offline messages stored for one recipient", "100000"},
+    {"max-mailbox-bytes", 0, "BYTES",
+     "most envelope bytes stored for one recipient (K, M, G, T suffixes: powers of 1024)", "256M"},
+    {"max-sender-bytes", 0, "BYTES", "most bytes one sender may have stored for recipients who have not read them",
+     "128M"},
+    {"max-store-bytes", 0, "BYTES", "most bytes stored for everyone together", "4G"},
+    {"min-free-bytes", 0, "BYTES",
+     "refuse offline messages that would leave less free space on the SQLite database's file system", "1G"},
     {"io-threads", 0, "N", "I/O threads, 0 = one per CPU", "0"},
     {"workers", 0, "N", "threads for password hashing", "2"},
     {"max-connections", 0, "N", "refuse connections beyond this many", "10000"},
@@ -123,6 +131,11 @@ struct Settings {
     sim::ConversationMode conversation_mode = sim::ConversationMode::end_to_end;
     std::size_t messages_per_second = 2000;
     std::size_t message_burst = 4000;
+    std::size_t max_stored_messages = 100'000;
+    std::uint64_t max_mailbox_bytes = 256ULL << 20U;
+    std::uint64_t max_sender_bytes = 128ULL << 20U;
+    std::uint64_t max_store_bytes = 4ULL << 30U;
+    std::uint64_t min_free_bytes = 1ULL << 30U;
     std::size_t io_threads = 0;
     std::size_t workers = 2;
     std::size_t max_connections = 10000;
@@ -201,6 +214,14 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     SIM_TRY(s.messages_per_second,
             parse_uint("messages-per-second", a.get("messages-per-second", "2000"), 1, 10'000'000));
     SIM_TRY(s.message_burst, parse_uint("message-burst", a.get("message-burst", "4000"), 1, 10'000'000));
+    SIM_TRY(s.max_stored_messages,
+            parse_uint("max-stored-messages", a.get("max-stored-messages", "100000"), 1, 1'000'000'000));
+    using sim::tools::parse_bytes;
+    constexpr std::uint64_t exabyte = 1ULL << 60U;
+    SIM_TRY(s.max_mailbox_bytes, parse_bytes("max-mailbox-bytes", a.get("max-mailbox-bytes", "256M"), 65536, exabyte));
+    SIM_TRY(s.max_sender_bytes, parse_bytes("max-sender-bytes", a.get("max-sender-bytes", "128M"), 65536, exabyte));
+    SIM_TRY(s.max_store_bytes, parse_bytes("max-store-bytes", a.get("max-store-bytes", "4G"), 65536, exabyte));
+    SIM_TRY(s.min_free_bytes, parse_bytes("min-free-bytes", a.get("min-free-bytes", "1G"), 0, exabyte));
     SIM_TRY(s.io_threads, parse_uint("io-threads", a.get("io-threads", "0"), 0, 1024));
     SIM_TRY(s.workers, parse_uint("workers", a.get("workers", "2"), 1, 1024));
     SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
@@ -407,6 +428,18 @@ int run_server(const Settings& s) {
     config.conversation_mode = s.conversation_mode;
     config.messages_per_second = static_cast<double>(s.messages_per_second);
     config.message_burst = static_cast<std::uint32_t>(s.message_burst);
+    config.max_stored_per_recipient = s.max_stored_messages;
+    config.max_mailbox_bytes = s.max_mailbox_bytes;
+    config.max_sender_bytes = s.max_sender_bytes;
+    config.max_store_bytes = s.max_store_bytes;
+    config.min_free_bytes = s.min_free_bytes;
+    if (s.db_url.starts_with("sqlite:")) {
+        // The database file's directory: the file system the offline store fills.
+        const std::string db_path = s.db_url.substr(7);
+        const auto slash = db_path.rfind('/');
+        const std::string db_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : db_path.substr(0, slash);
+        config.store_free_space = [db_dir] { return sim::tools::free_bytes(db_dir); };
+    }
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
     TransportWorkers workers;
     // Durable acknowledgements must not wait behind password hashing (whose workers run at a low priority).

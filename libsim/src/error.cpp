@@ -39,6 +39,7 @@ const char* describe(Errc code) noexcept {
         case Errc::storage_error: return "storage error";
         case Errc::schema_too_new: return "database schema is newer than this libsim";
         case Errc::corrupt_database: return "database is corrupt or not a libsim database";
+        case Errc::store_full: return "server message store full";
         case Errc::not_authenticated: return "not authenticated";
         case Errc::source_mismatch: return "source is not the authenticated user";
         case Errc::destination_offline: return "destination is offline";
@@ -50,6 +51,7 @@ const char* describe(Errc code) noexcept {
         case Errc::closed: return "closed";
         case Errc::busy: return "server busy";
         case Errc::out_of_order: return "message out of order";
+        case Errc::quota_exceeded: return "stored-message quota exceeded";
         case Errc::invalid_argument: return "invalid argument";
         case Errc::not_implemented: return "not implemented";
         case Errc::io_error: return "I/O error";

@@ -661,7 +661,7 @@ TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactl
 TEST_CASE("messages: append in batches, idempotent, store order, removal, counts") {
     TestDb db;
     auto& s = *db.backend;
-    CHECK(s.count("ola").value() == 0);
+    CHECK(s.usage("ola").value().messages == 0);
     CHECK(s.pending("ola", 0, 10).value().empty());
 
     std::vector<sim::store::StoredMessage> batch = {stored("ola", "pat", 1), stored("ola", "quin", 2),
@@ -673,9 +673,19 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
                                                     stored("pat", "ola", 1), stored("ola", "pat", 5)};
     again[0].envelope = filled(10, 200);  // a retry never replaces the stored bytes
     CHECK(s.append(again).value() == std::vector<bool>{false, true, true, true});
-    CHECK(s.count("ola").value() == 5);
-    CHECK(s.count("ray").value() == 1);
-    CHECK(s.count("pat").value() == 1);
+    using sim::store::StoredUsage;
+    CHECK(s.usage("ola").value() == StoredUsage{5, 100 + 100 + 65536 + 100 + 100});
+    CHECK(s.usage("ray").value() == StoredUsage{1, 100});
+    CHECK(s.usage("pat").value() == StoredUsage{1, 100});
+    {
+        // What each sender has stored, over all recipients (the server's per-sender quota starts from this).
+        const auto by_sender = s.usage_by_sender().value();
+        CHECK(by_sender.size() == 4);
+        CHECK(by_sender.at("ola") == StoredUsage{1, 100});
+        CHECK(by_sender.at("pat") == StoredUsage{4, 100 + 65536 + 100 + 100});
+        CHECK(by_sender.at("quin") == StoredUsage{1, 100});
+        CHECK(by_sender.at("ray") == StoredUsage{1, 100});
+    }
 
     auto all = s.pending("ola", 0, 100).value();
     REQUIRE(all.size() == 5);
@@ -706,10 +716,13 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(s.pending("ola", all.back().seq, 10).value().empty());
 
     // Removal is per (recipient, sender, id).
-    CHECK(s.remove("ola", "quin", {message_id(1)}).value() == 0);
-    CHECK(s.remove("ola", "pat", {message_id(1), message_id(4), message_id(99)}).value() == 2);
-    CHECK(s.remove("ola", "pat", {message_id(1)}).value() == 0);
-    CHECK(s.count("ola").value() == 3);
+    // It says how much it freed: the messages and their envelope bytes.
+    CHECK(s.remove("ola", "quin", {message_id(1)}).value() == StoredUsage{});
+    CHECK(s.remove("ola", "pat", {message_id(1), message_id(4), message_id(99)}).value() ==
+          StoredUsage{2, 100 + 65536});
+    CHECK(s.remove("ola", "pat", {message_id(1)}).value() == StoredUsage{});
+    CHECK(s.usage("ola").value() == StoredUsage{3, 300});
+    CHECK(s.usage_by_sender().value().at("pat") == StoredUsage{2, 200});
     CHECK(s.pending("ola", 0, 10).value().front().sender == "quin");
     // A removed message may be stored again later (a new delivery of the same id).
     CHECK(s.append({stored("ola", "pat", 1)}).value() == std::vector<bool>{true});
@@ -719,8 +732,8 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(s.append({stored("ola", "pat", 50), stored("", "pat", 51)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50), stored("ola", "pat", 51, 65537)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50, 0)}).code() == Errc::invalid_argument);
-    CHECK(s.count("ola").value() == 4);
-    CHECK(s.count("").code() == Errc::invalid_argument);
+    CHECK(s.usage("ola").value().messages == 4);
+    CHECK(s.usage("").code() == Errc::invalid_argument);
     CHECK(s.pending("", 0, 1).code() == Errc::invalid_argument);
     CHECK(s.remove("ola", "", {message_id(1)}).code() == Errc::invalid_argument);
     CHECK(s.append({}).value().empty());
@@ -739,12 +752,14 @@ TEST_CASE("messages: survive reopening, continue the order, and go with a delete
         CHECK(p[2].id == message_id(3));
         CHECK(p[2].seq > p[1].seq);
         auto second = db.open();
-        CHECK(second->count("sue").value() == 3);
+        CHECK(second->usage("sue").value().messages == 3);
     }
     REQUIRE(db.backend->append({stored("tom", "sue", 9)}).has_value());
     REQUIRE(db.backend->delete_user("sue").has_value());
-    CHECK(db.backend->count("sue").value() == 0);
-    CHECK(db.backend->count("tom").value() == 1);  // messages *from* a deleted user stay for their recipient
+    CHECK(db.backend->usage("sue").value().messages == 0);
+    CHECK(db.backend->usage("tom").value().messages == 1);  // messages *from* a deleted user stay for their recipient
+    CHECK(db.backend->usage_by_sender().value().count("tom") == 0);
+    CHECK(db.backend->usage_by_sender().value().at("sue") == sim::store::StoredUsage{1, 100});
 }
 
 TEST_CASE("messages: concurrent appends from several threads are each stored once") {
@@ -764,7 +779,7 @@ TEST_CASE("messages: concurrent appends from several threads are each stored onc
     for (auto& th : threads) {
         th.join();
     }
-    CHECK(s.count("uma").value() == 50);
+    CHECK(s.usage("uma").value().messages == 50);
 }
 
 TEST_CASE("open_backend rejects unknown URLs") {

@@ -180,6 +180,15 @@ TEST_CASE("value parsers accept the documented forms and refuse the rest") {
     for (const char* bad : {"", "11", "-1", "1x", " 1", "0x5", "99999999999999999999999"}) {
         CHECK_FALSE(sim::tools::parse_uint("n", bad, 0, 10));
     }
+    CHECK(*sim::tools::parse_bytes("b", "1048576", 0, 1ULL << 40U) == 1048576);
+    CHECK(*sim::tools::parse_bytes("b", "256M", 0, 1ULL << 40U) == 256ULL << 20U);
+    CHECK(*sim::tools::parse_bytes("b", "4G", 0, 1ULL << 40U) == 4ULL << 30U);
+    CHECK(*sim::tools::parse_bytes("b", "1K", 0, 1ULL << 40U) == 1024);
+    CHECK(*sim::tools::parse_bytes("b", "1T", 0, 1ULL << 40U) == 1ULL << 40U);
+    for (const char* bad : {"", "K", "2T", "1k", "1 M", "-1M", "1.5G", "1MB", "99999999999999999T"}) {
+        CHECK_FALSE(sim::tools::parse_bytes("b", bad, 0, 1ULL << 40U));
+    }
+    CHECK_FALSE(sim::tools::parse_bytes("b", "1K", 2048, 1ULL << 40U));
     CHECK(*sim::tools::parse_seconds("t", "1.5", 10) == std::chrono::milliseconds(1500));
     CHECK(*sim::tools::parse_seconds("t", "0", 10) == sim::Duration::zero());
     for (const char* bad : {"", "-1", "11", "nan", "inf", "1s", "1e400"}) {

@@ -51,12 +51,15 @@ public:
                                                                 std::size_t limit) override {
         return m_inner.pending(r, after, limit);
     }
-    sim::Result<std::size_t> remove(std::string_view r, std::string_view s,
-                                    const std::vector<sim::MessageId>& ids) override {
+    sim::Result<sim::store::StoredUsage> remove(std::string_view r, std::string_view s,
+                                                const std::vector<sim::MessageId>& ids) override {
         ++removes;
         return m_inner.remove(r, s, ids);
     }
-    sim::Result<std::size_t> count(std::string_view r) override { return m_inner.count(r); }
+    sim::Result<sim::store::StoredUsage> usage(std::string_view r) override { return m_inner.usage(r); }
+    sim::Result<std::map<std::string, sim::store::StoredUsage>> usage_by_sender() override {
+        return m_inner.usage_by_sender();
+    }
     std::size_t appends = 0;
     std::size_t appended = 0;
     std::size_t removes = 0;
@@ -197,12 +200,33 @@ struct World {
         tokens = std::make_unique<sim::auth::SessionTokens>(*backend, *rng);
         const sim::SecureBytes master(32, 0x11);
         vault = std::move(sim::auth::ConversationKeyVault::create(*backend, master, *rng).value());
-        sim::ServerConfig cfg;
-        cfg.static_private_key = rng->secure_bytes(32);
-        cfg.conversation_policy = std::move(conversation_policy);
-        cfg.conversation_mode = mode;
-        cfg.max_stored_per_recipient = max_stored;
-        cfg.wall_clock = [] { return sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}}; };
+        base.static_private_key = rng->secure_bytes(32);
+        base.conversation_policy = std::move(conversation_policy);
+        base.conversation_mode = mode;
+        base.max_stored_per_recipient = max_stored;
+        base.wall_clock = [] { return sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}}; };
+        if (configure) {
+            configure(base);
+        }
+        start({});
+    }
+
+    /// A new server on the same store, configured as at first and then by `configure` (every connection of
+    /// the old one is dropped first, as a restart would).
+    void restart(const std::function<void(sim::ServerConfig&)>& configure = {}) {
+        for (auto& rc : raws) {
+            drop(*rc.client);
+        }
+        raws.clear();
+        clients.clear();
+        server.reset();
+        start(configure);
+    }
+
+    sim::ServerConfig base;  // the configuration every (re)start begins from
+
+    void start(const std::function<void(sim::ServerConfig&)>& configure) {
+        sim::ServerConfig cfg = base;
         if (configure) {
             configure(cfg);
         }
@@ -922,7 +946,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     auto stored = receipts(alice, sim::ReceiptStatus::stored);
     std::sort(stored.begin(), stored.end());
     CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
-    CHECK(w.backend->count("bob").value() == 3);
+    CHECK(w.backend->usage("bob").value().messages == 3);
 
     // bob logs in: the three, in order, unchanged; not deleted yet.
     auto& bob = w.raw_login("bob");
@@ -930,7 +954,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
     CHECK(got[1].payload == message("alice", "bob", 2).payload);
     CHECK(got[1].destination == "bob");
-    CHECK(w.backend->count("bob").value() == 3);
+    CHECK(w.backend->usage("bob").value().messages == 3);
     // He drops before acknowledging: the next login delivers them again.
     w.drop(bob);
     auto& bob2 = w.raw_login("bob");
@@ -940,7 +964,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     bob2.send(ack("bob", "alice", {1, 2}));
     w.settle();
     CHECK(bob2.errors().empty());
-    CHECK(w.backend->count("bob").value() == 1);
+    CHECK(w.backend->usage("bob").value().messages == 1);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2});
 
     // While one is still waiting, a new message is stored behind it (order kept) and then delivered.
@@ -950,7 +974,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{4});
     bob2.send(ack("bob", "alice", {3, 4}));
     w.settle();
-    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(w.backend->usage("bob").value().messages == 0);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{3, 4});
 
     // Nothing waits now: the next message goes straight through, unstored, and its ack still gives a receipt.
@@ -980,7 +1004,7 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
         alice.send(message("alice", "bob", n));
     }
     w.settle();
-    CHECK(w.backend->count("bob").value() == 40);
+    CHECK(w.backend->usage("bob").value().messages == 40);
     auto& bob = w.raw_login("bob");
     CHECK(bob.take(sim::FrameType::message).size() == 40);
     (void)receipts(alice, sim::ReceiptStatus::stored);
@@ -996,16 +1020,16 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
         }
     }
     CHECK(w.messages->removes == removes);              // nothing deleted on the I/O path
-    CHECK(w.backend->count("bob").value() == 40);       // not yet
+    CHECK(w.backend->usage("bob").value().messages == 40);       // not yet
     CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 40);  // the sender hears at once
     w.settle();                                          // the commit job runs
     CHECK(w.messages->removes == removes + 1);          // one transaction for the ten acks
-    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(w.backend->usage("bob").value().messages == 0);
     // A message after that goes straight through again: the mailbox is empty.
     alice.send(message("alice", "bob", 41));
     w.settle();
     CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{41});
-    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(w.backend->usage("bob").value().messages == 0);
 }
 
 TEST_CASE("e2e: at most 1000 stored messages are in flight; more follow as acks arrive") {
@@ -1053,7 +1077,7 @@ TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
     CHECK(w.server->stats().store_commits == 1);
     CHECK(w.server->stats().stored_messages == 50);
     CHECK(receipts(alice, sim::ReceiptStatus::stored).size() == 50);
-    CHECK(w.backend->count("bob").value() == 50);
+    CHECK(w.backend->usage("bob").value().messages == 50);
     // Alone, a message gets its own commit at once.
     alice.send(message("alice", "bob", 51));
     w.settle();
@@ -1181,7 +1205,7 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
     }
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::queue_full});
-    CHECK(w.backend->count("bob").value() == 3);
+    CHECK(w.backend->usage("bob").value().messages == 3);
     // An envelope that does not decode, or of the other mode.
     alice.send(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::Bytes(10, 1)});
     alice.send(message("alice", "bob", 9, sim::ConversationMode::server_assigned));
@@ -1197,6 +1221,160 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
         CHECK(m.sender == "alice");
         CHECK(m.id != mid(7));
     }
+}
+
+TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and the whole store") {
+    const std::uint64_t n = message("alice", "bob", 1).payload.size();  // every test message has this size
+    std::vector<std::string> warnings;
+    auto w = e2e_world(100'000, [&](sim::ServerConfig& c) {
+        c.max_mailbox_bytes = 3 * n;
+        c.max_sender_bytes = 4 * n;
+        c.max_store_bytes = 6 * n;
+        c.log = [&](sim::LogLevel l, std::string_view m) {
+            if (l == sim::LogLevel::warning) {
+                warnings.emplace_back(m);
+            }
+        };
+    });
+    for (const auto* u : {"bob", "carol", "dave"}) {
+        publish(w, u, 1);
+    }
+    auto& alice = w.raw_login("alice");
+    auto& trudy = w.raw_login("trudy");
+
+    SUBCASE("a mailbox holds its byte limit; one acknowledged message makes room for one more") {
+        for (const std::uint32_t k : {1, 2, 3, 4}) {
+            alice.send(message("alice", "bob", k));
+        }
+        w.settle();
+        CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::queue_full});
+        CHECK(w.backend->usage("bob").value() == sim::store::StoredUsage{3, 3 * n});
+        auto& bob = w.raw_login("bob");
+        CHECK(bob.take(sim::FrameType::message).size() == 3);
+        bob.send(ack("bob", "alice", {1}));
+        w.drop(bob);
+        alice.send(message("alice", "bob", 4));
+        w.settle();
+        CHECK(alice.errors().empty());
+        CHECK(w.backend->usage("bob").value() == sim::store::StoredUsage{3, 3 * n});
+    }
+
+    SUBCASE("one sender cannot fill the disk through many mailboxes; others still can send") {
+        for (const std::uint32_t k : {1, 2}) {
+            alice.send(message("alice", "bob", k));
+            alice.send(message("alice", "carol", k));
+        }
+        alice.send(message("alice", "dave", 1));
+        w.settle();
+        CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
+        CHECK(w.backend->usage("dave").value().messages == 0);
+        trudy.send(message("trudy", "dave", 1));
+        w.settle();
+        CHECK(trudy.errors().empty());
+        CHECK(w.backend->usage("dave").value().messages == 1);
+        // bob reads his two: alice's quota has room again.
+        auto& bob = w.raw_login("bob");
+        CHECK(bob.take(sim::FrameType::message).size() == 2);
+        bob.send(ack("bob", "alice", {1, 2}));
+        w.settle();
+        alice.send(message("alice", "dave", 1));
+        w.settle();
+        CHECK(alice.errors().empty());
+        CHECK(w.backend->usage("dave").value().messages == 2);
+    }
+
+    SUBCASE("the store's cap refuses everyone once reached, logs one warning, and holds after a restart") {
+        for (const std::uint32_t k : {1, 2, 3}) {
+            alice.send(message("alice", k < 3 ? "bob" : "carol", k));
+            trudy.send(message("trudy", "dave", k));
+        }
+        w.settle();
+        CHECK(alice.errors().empty());
+        CHECK(trudy.errors().empty());
+        trudy.send(message("trudy", "carol", 4));
+        alice.send(message("alice", "carol", 4));
+        w.settle();
+        CHECK(trudy.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
+        CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
+        CHECK(warnings.size() == 1);  // once a minute, not once per message
+        CHECK(w.backend->usage("carol").value().messages == 1);
+
+        // A restarted server counts what the store holds: still full; with a larger store alice's own quota
+        // (3 of 4 used) still holds.
+        w.restart();
+        auto& trudy2 = w.raw_login("trudy");
+        trudy2.send(message("trudy", "carol", 4));
+        w.settle();
+        CHECK(trudy2.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
+        w.restart([n](sim::ServerConfig& c) { c.max_store_bytes = 100 * n; });
+        auto& alice2 = w.raw_login("alice");
+        alice2.send(message("alice", "carol", 4));
+        alice2.send(message("alice", "carol", 5));
+        w.settle();
+        CHECK(alice2.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
+        CHECK(w.backend->usage("carol").value().messages == 2);
+    }
+
+    SUBCASE("a failed or repeated commit gives back what it reserved") {
+        w.messages->fail_appends = 1;
+        for (const std::uint32_t k : {1, 2, 3, 4}) {
+            alice.send(message("alice", "bob", k));
+        }
+        w.settle();
+        // The first commit failed (the three behind it were skipped with it); nothing is stored or counted.
+        CHECK_FALSE(alice.errors().empty());
+        CHECK(w.backend->usage("bob").value().messages == 0);
+        alice.send(message("alice", "carol", 1));
+        w.settle();
+        alice.send(message("alice", "carol", 1));  // a retry: stored once, counted once when its commit is done
+        w.settle();
+        alice.send(message("alice", "carol", 2));
+        alice.send(message("alice", "carol", 3));
+        alice.send(message("alice", "dave", 1));
+        w.settle();
+        CHECK(alice.errors().empty());
+        CHECK(w.backend->usage("carol").value() == sim::store::StoredUsage{3, 3 * n});
+        alice.send(message("alice", "dave", 2));  // 5 stored would pass her quota of 4
+        w.settle();
+        CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
+    }
+}
+
+TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked again a second later") {
+    const std::uint64_t n = message("alice", "bob", 1).payload.size();
+    auto now = std::make_shared<sim::store::WallTime>(std::chrono::milliseconds{1'800'000'000'000});
+    auto free = std::make_shared<std::uint64_t>(1000 * n + 2 * n);
+    auto asked = std::make_shared<int>(0);
+    auto w = e2e_world(100'000, [&](sim::ServerConfig& c) {
+        c.min_free_bytes = 1000 * n;
+        c.wall_clock = [now] { return *now; };
+        c.store_free_space = [free, asked]() -> std::optional<std::uint64_t> {
+            ++*asked;
+            return *free;
+        };
+    });
+    publish(w, "bob", 1);
+    auto& alice = w.raw_login("alice");
+    for (const std::uint32_t k : {1, 2, 3}) {
+        alice.send(message("alice", "bob", k));
+    }
+    w.settle();
+    // Two fit above the reserve; the third is refused although the file system was asked only once (what was
+    // stored since is taken off the last answer).
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
+    CHECK(*asked == 1);
+    CHECK(w.backend->usage("bob").value().messages == 2);
+    // The operator frees space; a second later the server sees it.
+    *free = 2000 * n;
+    alice.send(message("alice", "bob", 3));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
+    *now += std::chrono::seconds(1);
+    alice.send(message("alice", "bob", 3));
+    w.settle();
+    CHECK(alice.errors().empty());
+    CHECK(*asked == 2);
+    CHECK(w.backend->usage("bob").value().messages == 3);
 }
 
 // ---------------------------------------------------------------- server-assigned mode: offline delivery (6.7)
@@ -1248,7 +1426,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     auto stored = receipts(alice, sim::ReceiptStatus::stored);
     std::sort(stored.begin(), stored.end());
     CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
-    CHECK(w.backend->count("bob").value() == 3);
+    CHECK(w.backend->usage("bob").value().messages == 3);
 
     // bob logs in: his KEYGEN (the same key) comes first, then the stored messages in order, unchanged.
     auto& bob = w.raw_login("bob");
@@ -1270,7 +1448,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     // Acknowledged: deleted, alice learns they were delivered; then messages go straight through.
     bob.send(ack("bob", "alice", {1, 2, 3}));
     w.settle();
-    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(w.backend->usage("bob").value().messages == 0);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
     const auto appends = w.messages->appended;
     alice.send(message("alice", "bob", 4, sim::ConversationMode::server_assigned));
@@ -1363,7 +1541,7 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     }
     CHECK(alice.of(sim::ClientEventKind::key_rotated).size() == 4);
     CHECK(alice.of(sim::ClientEventKind::error).empty());
-    CHECK(w.backend->count("bob").value() == 5);
+    CHECK(w.backend->usage("bob").value().messages == 5);
     w.clock.advance(1h);
 
     auto& bob = w.connect();
@@ -1390,7 +1568,7 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     CHECK(bob.of(sim::ClientEventKind::key_rotated).size() == 4);
     CHECK(bob.of(sim::ClientEventKind::error).empty());
     // bob's acknowledgements (after display) delete them
-    CHECK(w.backend->count("bob").value() == 0);
+    CHECK(w.backend->usage("bob").value().messages == 0);
 
     // bob's answer, under his epoch 0 that began an hour after alice got the key, is read (no key_expired)
     REQUIRE(bob.core->send("alice", "back now"));
@@ -1429,7 +1607,7 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     seal(4, sim::max_epoch_skip + 1);  // one too far: never shown
     w.settle();
     CHECK(alice.errors().empty());
-    CHECK(w.backend->count("bob").value() == 4);
+    CHECK(w.backend->usage("bob").value().messages == 4);
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "pw-bob-123"));
@@ -1446,6 +1624,6 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     CHECK(errors[0].error.code == sim::Errc::epoch_too_far);
     CHECK(errors[0].peer == "alice");
     // the three shown are acknowledged and deleted; the unreadable one stays stored
-    CHECK(w.backend->count("bob").value() == 1);
+    CHECK(w.backend->usage("bob").value().messages == 1);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
 }

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <iostream>
 #include <sstream>
 
@@ -212,6 +213,29 @@ Result<std::uint64_t> parse_uint(std::string_view option, std::string_view text,
                      std::to_string(max) + ", got '" + std::string(text) + "'");
     }
     return v;
+}
+
+Result<std::uint64_t> parse_bytes(std::string_view option, std::string_view text, std::uint64_t min,
+                                  std::uint64_t max) {
+    unsigned shift = 0;
+    std::string_view digits = text;
+    if (!text.empty()) {
+        const std::string_view units = "KMGT";
+        if (const auto u = units.find(text.back()); u != std::string_view::npos) {
+            shift = 10U * static_cast<unsigned>(u + 1);
+            digits.remove_suffix(1);
+        }
+    }
+    std::uint64_t v = 0;
+    const auto* end = digits.data() + digits.size();
+    const auto [ptr, ec] = std::from_chars(digits.data(), end, v);
+    const bool overflow = shift != 0 && v > (std::numeric_limits<std::uint64_t>::max() >> shift);
+    if (digits.empty() || ec != std::errc{} || ptr != end || overflow || (v << shift) < min || (v << shift) > max) {
+        return usage("--" + std::string(option) + ": expected a byte count from " + std::to_string(min) + " to " +
+                     std::to_string(max) + " (a number, optionally with K, M, G or T), got '" + std::string(text) +
+                     "'");
+    }
+    return v << shift;
 }
 
 Result<std::chrono::nanoseconds> parse_seconds(std::string_view option, std::string_view text, double max_seconds) {

@@ -85,6 +85,9 @@ struct ProgramArgs {
 /// Parse an unsigned integer in [min, max]; the error names the option.
 [[nodiscard]] Result<std::uint64_t> parse_uint(std::string_view option, std::string_view text, std::uint64_t min,
                                                std::uint64_t max);
+/// Parse a byte count in [min, max]: a whole number, optionally with K, M, G or T (powers of 1024), e.g. "256M".
+[[nodiscard]] Result<std::uint64_t> parse_bytes(std::string_view option, std::string_view text, std::uint64_t min,
+                                                std::uint64_t max);
 /// Parse a non-negative number of seconds (decimals allowed, e.g. "0.5"), at most `max_seconds`.
 [[nodiscard]] Result<std::chrono::nanoseconds> parse_seconds(std::string_view option, std::string_view text,
                                                              double max_seconds);

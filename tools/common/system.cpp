@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <termios.h>
 #include <unistd.h>
 #include <cerrno>
@@ -122,6 +123,14 @@ std::optional<bool> shared_with_others(const std::string& path) {
         return std::nullopt;
     }
     return (st.st_mode & 077U) != 0;
+}
+
+std::optional<std::uint64_t> free_bytes(const std::string& path) {
+    struct statvfs st {};
+    if (::statvfs(path.c_str(), &st) != 0) {
+        return std::nullopt;
+    }
+    return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
 Status write_file_atomic(const std::string& path, std::string_view data, unsigned mode) {

@@ -7,6 +7,7 @@
 #include <sim/error.h>
 #include <sim/rng.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,10 @@ private:
 /// Whether `path` (a file or directory) can be reached by group or others (mode & 077). nullopt when it does not
 /// exist or cannot be examined.
 [[nodiscard]] std::optional<bool> shared_with_others(const std::string& path);
+
+/// Bytes an unprivileged process may still write on the file system holding `path` (statvfs f_bavail). nullopt
+/// when it cannot be examined.
+[[nodiscard]] std::optional<std::uint64_t> free_bytes(const std::string& path);
 
 /// Write `data` to `path` through a temporary file in the same directory and a rename, with mode `mode`, so a
 /// reader never sees a half-written file. Errc::io_error.

@@ -60,6 +60,7 @@ class Errc(_Enum):
     STORAGE_ERROR: ClassVar[Errc]  # 500
     SCHEMA_TOO_NEW: ClassVar[Errc]  # 501
     CORRUPT_DATABASE: ClassVar[Errc]  # 502
+    STORE_FULL: ClassVar[Errc]  # 503
     NOT_AUTHENTICATED: ClassVar[Errc]  # 600
     SOURCE_MISMATCH: ClassVar[Errc]  # 601
     DESTINATION_OFFLINE: ClassVar[Errc]  # 602
@@ -70,6 +71,8 @@ class Errc(_Enum):
     TIMEOUT: ClassVar[Errc]  # 607
     CLOSED: ClassVar[Errc]  # 608
     BUSY: ClassVar[Errc]  # 609
+    OUT_OF_ORDER: ClassVar[Errc]  # 610
+    QUOTA_EXCEEDED: ClassVar[Errc]  # 611
     INVALID_ARGUMENT: ClassVar[Errc]  # 900
     NOT_IMPLEMENTED: ClassVar[Errc]  # 901
     IO_ERROR: ClassVar[Errc]  # 902

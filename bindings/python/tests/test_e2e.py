@@ -318,3 +318,62 @@ def test_inbox_keeps_every_message_across_restarts(connect: Connect, tmp_path: P
     assert [e.text for e in bob.inbox(3, 10, peer="alice")] == texts[3:]
     assert bob.inbox(peer="carol") == []
     assert bob.inbox_status.unread == 2
+
+
+def test_one_sender_cannot_fill_the_server_disk(sim_server_factory: Callable[..., libsim.Server],
+                                                tmp_path: Path) -> None:
+    """Offline messages count against their sender's quota (docs/protocol.md 6.7): a flood to offline recipients
+    stops at it with quota_exceeded, keeps the refused messages in the sender's outbox, and others are still
+    served."""
+    server = sim_server_factory(extra_args=["--max-sender-bytes", "64K"])
+    clients: list[libsim.Client] = []
+    try:
+        bob_state = tmp_path / "bob.db"
+        for name in ("bob", "carol"):
+            with server.connect(state_file=tmp_path / f"{name}.db", state_password=BOB_STATE) as peer:
+                peer.login(name, BOB)
+                publish_prekeys(peer)
+                peer.logout()
+        alice = server.connect()
+        clients.append(alice)
+        alice.login("alice", ALICE)
+        for name in ("bob", "carol"):
+            alice.open(name)
+            alice.wait_for(EventKind.KEY_ASSIGNED, name, timeout=TIMEOUT)
+        text = "x" * 4000
+        ids = {alice.send("bob" if n % 2 == 0 else "carol", text): n for n in range(30)}
+        stored: set[bytes] = set()
+        errors: list[libsim.Event] = []
+        event = alice.receive(timeout=TIMEOUT)
+        while event is not None:  # until the refusal, then what the commits under way still answer
+            if event.kind == EventKind.RECEIPT:
+                assert event.text == "stored", event
+                stored.add(event.message_id)
+            elif event.kind == EventKind.ERROR:
+                errors.append(event)
+            event = next(iter(alice.events(timeout=1.0 if errors else TIMEOUT)), None)
+        assert errors, "no refusal"
+        refused = errors[0]
+        assert refused.error.code == Errc.QUOTA_EXCEEDED
+        assert 10 <= len(stored) < 30  # about 64 KiB of 4 KB messages
+        assert alice.outbox_size == 30 - len(stored)  # the refused ones wait to be sent again
+
+        # Another sender is not affected.
+        dave = server.connect()
+        clients.append(dave)
+        dave.login("dave", "dave's password", "bob")
+        dave.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+        dave_id = dave.send("bob", "hello bob")
+        assert dave.wait_for(EventKind.RECEIPT, timeout=TIMEOUT).message_id == dave_id
+
+        # What was stored arrives, in the order sent.
+        bob = server.connect(state_file=bob_state, state_password=BOB_STATE)
+        clients.append(bob)
+        bob.login("bob", BOB)
+        want = sorted(ids[i] for i in stored if ids[i] % 2 == 0)
+        got = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in want]
+        assert [ids[e.message_id] for e in got] == want
+        assert bob.wait_for(EventKind.MESSAGE, "dave", timeout=TIMEOUT).text == "hello bob"
+    finally:
+        for c in clients:
+            c.close()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import builtins
 import pickle
+import re
 
 import pytest
 
 import libsim
 from libsim import Errc, errors
+
+from conftest import SOURCE_ROOT
 
 
 def test_every_code_has_a_description_and_a_class() -> None:
@@ -20,6 +23,13 @@ def test_every_code_has_a_description_and_a_class() -> None:
         err = cls(code, "detail")
         assert err.code is code or err.code == code
         assert str(err).endswith(f": detail [{name}]")
+
+
+def test_every_code_of_the_library_is_bound() -> None:
+    header = SOURCE_ROOT / "libsim" / "include" / "sim" / "error.h"
+    codes = {int(m.group(1)) for m in re.finditer(r"^\s+[a-z_]+ = (\d+),", header.read_text(), re.MULTILINE)}
+    assert len(codes) >= 40
+    assert codes == {int(code) for code in Errc.__members__.values()}
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ enum class Errc : std::uint16_t {
     storage_error = 500,        ///< the backing store failed (I/O, connection, constraint)
     schema_too_new = 501,       ///< the database was written by a newer libsim
     corrupt_database = 502,     ///< the database file is not a libsim database or is damaged
+    store_full = 503,           ///< the server's message store reached its byte cap or its disk's free-space reserve
     // --- server / routing (6xx)
     not_authenticated = 600,    ///< a request that needs a logged-in user came before login
     source_mismatch = 601,      ///< a message's source field is not the authenticated user
@@ -68,6 +69,7 @@ enum class Errc : std::uint16_t {
     closed = 608,               ///< the connection or object is closed
     busy = 609,                 ///< the server is at its connection limit
     out_of_order = 610,         ///< a sequenced message skipped ahead: the one the server expects must come first
+    quota_exceeded = 611,       ///< the sender has too much stored for recipients who have not read it yet
     // --- generic (9xx)
     invalid_argument = 900,     ///< a caller passed a value outside the documented range
     not_implemented = 901,      ///< the feature is not implemented in this build

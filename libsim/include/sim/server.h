@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -42,6 +43,18 @@ struct ServerConfig {
     ConversationMode conversation_mode = ConversationMode::end_to_end;
     /// Most messages stored for one recipient (Errc::queue_full beyond).
     std::size_t max_stored_per_recipient = 100'000;
+    /// Byte quotas of the offline store, counted in envelope bytes (docs/protocol.md 6.7): one recipient's mailbox
+    /// (Errc::queue_full beyond), what one sender has stored for recipients who have not read it yet
+    /// (Errc::quota_exceeded), and the whole store (Errc::store_full). The defaults suit a team server.
+    std::uint64_t max_mailbox_bytes = 256ULL << 20U;
+    std::uint64_t max_sender_bytes = 128ULL << 20U;
+    std::uint64_t max_store_bytes = 4ULL << 30U;
+    /// Free space kept on the store's file system: a message that would leave less is refused (Errc::store_full).
+    /// Needs `store_free_space`.
+    std::uint64_t min_free_bytes = 1ULL << 30U;
+    /// Bytes free where the store writes (asked at most once a second); empty or nullopt: not checked (a database
+    /// on another machine).
+    std::function<std::optional<std::uint64_t>()> store_free_space;
     /// Most stored messages sent to a recipient and not yet acknowledged.
     std::size_t delivery_window = 1000;
     /// Where offline-store commits run (one job at a time). Null: the login workers. Give commits their own

@@ -30,9 +30,11 @@
 #include <sim/error.h>
 #include <sim/messages.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -222,6 +224,26 @@ struct StoredMessage {
     friend bool operator==(const StoredMessage&, const StoredMessage&) = default;
 };
 
+/// What some stored messages take: how many, and the bytes of their envelopes (the quota measure; the rows' own
+/// overhead is not counted).
+struct StoredUsage {
+    std::uint64_t messages = 0;
+    std::uint64_t bytes = 0;
+
+    StoredUsage& operator+=(const StoredUsage& o) noexcept {
+        messages += o.messages;
+        bytes += o.bytes;
+        return *this;
+    }
+    /// Subtracts, stopping at zero.
+    StoredUsage& operator-=(const StoredUsage& o) noexcept {
+        messages -= std::min(messages, o.messages);
+        bytes -= std::min(bytes, o.bytes);
+        return *this;
+    }
+    friend bool operator==(const StoredUsage&, const StoredUsage&) = default;
+};
+
 /// The offline queue: messages for recipients who are offline or still have stored messages waiting.
 class MessageStore {
 public:
@@ -237,13 +259,17 @@ public:
     [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient,
                                                                      std::uint64_t after_seq, std::size_t limit) = 0;
 
-    /// Delete the messages (sender -> recipient) with these ids; returns how many existed. Errc::invalid_argument,
-    /// Errc::storage_error.
-    [[nodiscard]] virtual Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+    /// Delete the messages (sender -> recipient) with these ids (in one transaction); returns what existed of them
+    /// and is gone now. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
                                                      const std::vector<MessageId>& ids) = 0;
 
-    /// Number of messages stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
-    [[nodiscard]] virtual Result<std::size_t> count(std::string_view recipient) = 0;
+    /// What is stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<StoredUsage> usage(std::string_view recipient) = 0;
+
+    /// What is stored from each sender (for everyone), senders with nothing stored left out. Reads the whole queue
+    /// once: a server calls it at start and keeps the sums itself. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::map<std::string, StoredUsage>> usage_by_sender() = 0;
 };
 
 // ---------------------------------------------------------------- backends

@@ -11,24 +11,25 @@ namespace {
 constexpr double rate_share = 0.8;
 constexpr double burst_share = 0.5;
 
-/// How long a stream waits before it is sent again after a refusal for `code`.
-Duration back_off(Errc code) {
+/// What a refusal for `code` means for its stream: how long it waits before it is sent again, and whether the
+/// application hears of it (a lasting refusal: the peer has no keys, a full mailbox or store, a quota).
+struct RetryRule {
+    Duration wait;
+    bool lasting;
+};
+
+RetryRule retry_rule(Errc code) {
     switch (code) {
         case Errc::out_of_order:
-            return Duration::zero();  // an earlier refusal said why; go on from there
+            return {Duration::zero(), false};  // an earlier refusal said why; go on from there
         case Errc::rate_limited:
-            return std::chrono::seconds(1);
+            return {std::chrono::seconds(1), false};
         case Errc::busy:
         case Errc::storage_error:
-            return std::chrono::seconds(2);
+            return {std::chrono::seconds(2), false};
         default:
-            return std::chrono::seconds(30);  // the peer has no keys yet, a full queue...: not soon
+            return {std::chrono::seconds(30), true};  // queue_full, store_full, quota_exceeded, no keys...: not soon
     }
-}
-
-bool is_lasting(Errc code) {
-    return code != Errc::out_of_order && code != Errc::rate_limited && code != Errc::busy &&
-           code != Errc::storage_error;
 }
 
 }  // namespace
@@ -108,9 +109,9 @@ bool Outbox::refused(const Refusal& refusal, TimePoint now) {
     if (it != m_streams.end()) {
         auto& s = it->second;
         rewind(s, refusal.expected);
-        s.blocked_until = std::max(s.blocked_until, now + back_off(refusal.code));
+        s.blocked_until = std::max(s.blocked_until, now + retry_rule(refusal.code).wait);
     }
-    return is_lasting(refusal.code);
+    return retry_rule(refusal.code).lasting;
 }
 
 void Outbox::restart(TimePoint now) {

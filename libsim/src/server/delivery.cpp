@@ -5,13 +5,14 @@
 namespace sim::server_detail {
 
 Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, Limits limits,
-                   WallClock wall, Log log)
+                   WallClock wall, Log log, FreeSpace free_space)
     : m_store(store),
       m_commit(std::move(commit)),
       m_router(router),
       m_limits(limits),
       m_wall(std::move(wall)),
-      m_log(std::move(log)) {}
+      m_log(std::move(log)),
+      m_free_space(std::move(free_space)) {}
 
 Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
     const auto it = m_boxes.find(user);
@@ -20,10 +21,79 @@ Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
     }
     // First contact since the start: count what an earlier run left in the store. From then on the count is kept
     // here (this server is the store's only writer).
-    SIM_TRY(const auto n, m_store.count(user));
+    SIM_TRY(const auto stored, m_store.usage(user));
     Box& box = m_boxes[user];
-    box.backlog = n;
+    box.backlog = stored;
     return &box;
+}
+
+Status Delivery::load_usage_locked() {
+    if (m_usage_loaded) {
+        return ok();
+    }
+    SIM_TRY(const auto by_sender, m_store.usage_by_sender());
+    for (const auto& [sender, usage] : by_sender) {
+        m_sender_bytes[sender] += usage.bytes;
+        m_store_bytes += usage.bytes;
+    }
+    m_usage_loaded = true;
+    return ok();
+}
+
+std::optional<Error> Delivery::over_quota_locked(const Box& box, const std::string& from, std::uint64_t bytes) {
+    if (box.backlog.messages >= m_limits.max_stored_per_recipient) {
+        return Error{Errc::queue_full, "the recipient has too many stored messages"};
+    }
+    if (box.backlog.bytes + bytes > m_limits.max_mailbox_bytes) {
+        return Error{Errc::queue_full, "the recipient's mailbox is full"};
+    }
+    const auto it = m_sender_bytes.find(from);
+    if ((it == m_sender_bytes.end() ? 0 : it->second) + bytes > m_limits.max_sender_bytes) {
+        return Error{Errc::quota_exceeded, "you have too much stored for recipients who have not read it yet"};
+    }
+    const auto now = m_wall();
+    std::optional<Error> full;
+    if (m_store_bytes + bytes > m_limits.max_store_bytes) {
+        full = Error{Errc::store_full, "the server's message store is full"};
+    } else if (m_free_space) {
+        // The file system is asked at most once a second; in between, what was stored since is taken off.
+        if (!m_free || now < m_free_checked || now - m_free_checked >= std::chrono::seconds(1)) {
+            m_free = m_free_space();
+            m_free_checked = now;
+        }
+        if (m_free && *m_free < m_limits.min_free_bytes + bytes) {
+            full = Error{Errc::store_full, "the server's disk is nearly full"};
+        }
+    }
+    if (full && (m_full_logged == store::WallTime{} || now - m_full_logged >= std::chrono::minutes(1))) {
+        m_full_logged = now;
+        m_log(LogLevel::warning, "offline messages refused: " + full->detail);
+    }
+    return full;
+}
+
+void Delivery::account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add) {
+    if (box != nullptr) {
+        if (add) {
+            box->backlog += usage;
+        } else {
+            box->backlog -= usage;
+        }
+    }
+    auto& sender = m_sender_bytes[from];
+    if (add) {
+        sender += usage.bytes;
+        m_store_bytes += usage.bytes;
+        if (m_free) {
+            *m_free -= std::min(*m_free, usage.bytes);
+        }
+    } else {
+        sender -= std::min(sender, usage.bytes);
+        m_store_bytes -= std::min(m_store_bytes, usage.bytes);
+    }
+    if (sender == 0) {
+        m_sender_bytes.erase(from);
+    }
 }
 
 std::uint32_t Delivery::expected(const Origin& origin, const std::string& to) {
@@ -59,7 +129,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
         return e;
     };
     SIM_TRY(Box* const box, box_locked(to));
-    if (box->backlog == 0) {
+    if (box->backlog.messages == 0) {
         if (const auto peer = m_router.find_online(to)) {
             peer->deliver(frame);
             m_router.count_routed();
@@ -68,8 +138,12 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
             return ok();
         }
     }
-    if (box->backlog >= m_limits.max_stored_per_recipient) {
-        return refuse(Error{Errc::queue_full, "the recipient has too many stored messages"});
+    if (const auto st = load_usage_locked(); !st) {
+        return refuse(st.error());
+    }
+    const std::uint64_t bytes = frame.payload.size();
+    if (auto over = over_quota_locked(*box, origin.from, bytes)) {
+        return refuse(std::move(*over));
     }
     store::StoredMessage m;
     m.recipient = to;
@@ -80,9 +154,9 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     std::weak_ptr<Delivery> weak = weak_from_this();
     const bool queued = m_commit->enqueue(
         std::move(m),
-        [weak, origin, to, id](Result<bool> r) {
+        [weak, origin, to, id, bytes](Result<bool> r) {
             if (auto self = weak.lock()) {
-                self->committed(origin, to, id, r);
+                self->committed(origin, to, id, bytes, r);
             }
         },
         [weak, origin, to] {
@@ -93,7 +167,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
         return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
     }
     m_streams.accepted(k, origin.seq, true);
-    ++box->backlog;
+    account_locked(box, origin.from, store::StoredUsage{1, bytes}, true);
     return ok();
 }
 
@@ -102,14 +176,13 @@ bool Delivery::admit(const Origin& origin, const std::string& to) {
     return m_streams.admit(key(origin, to), origin.seq) == 0;
 }
 
-void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, const Result<bool>& r) {
+void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
+                         const Result<bool>& r) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(to);
     Box* box = it == m_boxes.end() ? nullptr : &it->second;
     if (!r || !*r) {
-        if (box != nullptr && box->backlog > 0) {
-            --box->backlog;  // not stored, or stored already (and counted then)
-        }
+        account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);  // not stored, or counted before
     }
     const auto k = key(origin, to);
     const bool skipped = !r && r.code() == Errc::out_of_order;
@@ -137,7 +210,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
     if (box != nullptr && box->peer != nullptr) {
         box->more = true;
         pump_locked(to, *box);
-        if (box->backlog == 0) {
+        if (box->backlog.messages == 0) {
             m_router.drained(to);
         }
     }
@@ -179,9 +252,9 @@ void Delivery::login(const std::string& user, const Peer* peer) {
     b.peer = peer;
     b.after_seq = 0;
     b.in_flight.clear();
-    b.more = b.backlog > 0;
+    b.more = b.backlog.messages > 0;
     pump_locked(user, b);
-    if (b.backlog == 0) {
+    if (b.backlog.messages == 0) {
         m_router.drained(user);
     }
 }
@@ -214,10 +287,10 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         }
         if (!stored.empty()) {
             std::weak_ptr<Delivery> weak = weak_from_this();
-            const bool queued =
-                m_commit->enqueue_removal(recipient, sender, std::move(stored), [weak, recipient](Result<std::size_t> r) {
+            const bool queued = m_commit->enqueue_removal(
+                recipient, sender, std::move(stored), [weak, recipient, sender](Result<store::StoredUsage> r) {
                     if (auto self = weak.lock()) {
-                        self->removed(recipient, r);
+                        self->removed(recipient, sender, r);
                     }
                 });
             if (!queued) {
@@ -233,7 +306,7 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
     return ok();
 }
 
-void Delivery::removed(const std::string& recipient, const Result<std::size_t>& r) {
+void Delivery::removed(const std::string& recipient, const std::string& sender, const Result<store::StoredUsage>& r) {
     const std::lock_guard lock(m_mutex);
     if (!r) {
         m_log(LogLevel::error, "acknowledged messages not deleted (they are sent again at the next login): " +
@@ -241,12 +314,12 @@ void Delivery::removed(const std::string& recipient, const Result<std::size_t>& 
         return;
     }
     const auto it = m_boxes.find(recipient);
+    account_locked(it == m_boxes.end() ? nullptr : &it->second, sender, *r, false);
     if (it == m_boxes.end()) {
         return;
     }
     Box& box = it->second;
-    box.backlog -= std::min(*r, box.backlog);
-    if (box.peer != nullptr && box.backlog == 0) {
+    if (box.peer != nullptr && box.backlog.messages == 0) {
         m_router.drained(recipient);
     }
     forget_if_idle_locked(recipient);
@@ -267,7 +340,7 @@ Result<std::set<std::string>> Delivery::senders(const std::string& user) {
     }
 }
 
-Result<std::size_t> Delivery::backlog(const std::string& user) {
+Result<store::StoredUsage> Delivery::backlog(const std::string& user) {
     const std::lock_guard lock(m_mutex);
     SIM_TRY(Box* const box, box_locked(user));
     const auto n = box->backlog;
@@ -275,9 +348,22 @@ Result<std::size_t> Delivery::backlog(const std::string& user) {
     return n;
 }
 
+Result<std::uint64_t> Delivery::sender_bytes(const std::string& sender) {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY_STATUS(load_usage_locked());
+    const auto it = m_sender_bytes.find(sender);
+    return it == m_sender_bytes.end() ? std::uint64_t{0} : it->second;
+}
+
+Result<std::uint64_t> Delivery::store_bytes() {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY_STATUS(load_usage_locked());
+    return m_store_bytes;
+}
+
 void Delivery::forget_if_idle_locked(const std::string& user) {
     const auto it = m_boxes.find(user);
-    if (it != m_boxes.end() && it->second.backlog == 0 && it->second.peer == nullptr) {
+    if (it != m_boxes.end() && it->second.backlog.messages == 0 && it->second.peer == nullptr) {
         m_boxes.erase(it);
     }
 }

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -26,15 +27,22 @@ namespace sim::server_detail {
 
 class Delivery : public std::enable_shared_from_this<Delivery> {
 public:
+    /// Quotas of the store (ServerConfig documents each) and the delivery window.
     struct Limits {
         std::size_t max_stored_per_recipient = 100'000;
+        std::uint64_t max_mailbox_bytes = 256ULL << 20U;
+        std::uint64_t max_sender_bytes = 128ULL << 20U;
+        std::uint64_t max_store_bytes = 4ULL << 30U;
+        std::uint64_t min_free_bytes = 1ULL << 30U;
         std::size_t window = 1000;
     };
     using WallClock = std::function<store::WallTime()>;
     using Log = std::function<void(LogLevel, std::string_view)>;
+    /// Bytes free on the file system the store writes to; nullopt when unknown (then only the byte caps apply).
+    using FreeSpace = std::function<std::optional<std::uint64_t>()>;
 
     Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, Limits limits,
-             WallClock wall, Log log);
+             WallClock wall, Log log, FreeSpace free_space = {});
 
     /// Where a message comes from: the sender, its connection, and the message's number in its stream (the frame's
     /// sid; 0 = unsequenced). See stream_order.h.
@@ -52,8 +60,10 @@ public:
     std::uint32_t refused(const Origin& origin, const std::string& to);
     /// A message frame (source = sender, destination = recipient, payload = the envelope with `id`): forwarded
     /// now, or stored (the receipt follows the commit; a failed commit sends the sender a refusal). Errc::out_of_order
-    /// (an earlier number of the stream must come first), Errc::queue_full (recipient's limit), Errc::busy,
-    /// Errc::storage_error; on an error `expected` is set to the number the stream now expects.
+    /// (an earlier number of the stream must come first), Errc::queue_full (the recipient's mailbox is at its
+    /// message or byte limit), Errc::quota_exceeded (the sender has too much stored for others), Errc::store_full
+    /// (the store's byte cap or the file system's free-space reserve), Errc::busy, Errc::storage_error; on an error
+    /// `expected` is set to the number the stream now expects.
     Status submit(const Origin& origin, const std::string& to, const MessageId& id, const Frame& frame,
                   std::uint32_t& expected);
     /// The sender's connection is gone: its streams end (once nothing of them is being committed).
@@ -71,12 +81,16 @@ public:
     /// The senders of the messages stored for `user` (read from the store). Errc::storage_error.
     Result<std::set<std::string>> senders(const std::string& user);
 
-    /// Messages known to be stored or being stored for `user` (tests, monitoring). Errc::storage_error.
-    Result<std::size_t> backlog(const std::string& user);
+    /// What is known to be stored or being stored for `user` (tests, monitoring). Errc::storage_error.
+    Result<store::StoredUsage> backlog(const std::string& user);
+    /// Bytes stored or being stored from `sender` for others, and for everyone (tests, monitoring).
+    /// Errc::storage_error.
+    Result<std::uint64_t> sender_bytes(const std::string& sender);
+    Result<std::uint64_t> store_bytes();
 
 private:
     struct Box {
-        std::size_t backlog = 0;     // in the store or being committed
+        store::StoredUsage backlog;  // in the store or being committed
         const Peer* peer = nullptr;  // the connection being served, or null when offline
         std::uint64_t after_seq = 0;
         std::set<std::pair<std::string, MessageId>> in_flight;
@@ -84,9 +98,16 @@ private:
     };
 
     Result<Box*> box_locked(const std::string& user);
-    void committed(const Origin& origin, const std::string& to, const MessageId& id, const Result<bool>& r);
+    /// Reads what every sender has stored, once (the sums are kept here from then on). Errc::storage_error.
+    Status load_usage_locked();
+    /// Why a message of `bytes` for `box` from `from` may not be stored now, if it may not.
+    std::optional<Error> over_quota_locked(const Box& box, const std::string& from, std::uint64_t bytes);
+    /// Count a message in (`add`) or out of the recipient's, the sender's and the store's sums.
+    void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
+    void committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
+                   const Result<bool>& r);
     bool admit(const Origin& origin, const std::string& to);
-    void removed(const std::string& recipient, const Result<std::size_t>& r);
+    void removed(const std::string& recipient, const std::string& sender, const Result<store::StoredUsage>& r);
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }
@@ -101,8 +122,15 @@ private:
     Limits m_limits;
     WallClock m_wall;
     Log m_log;
+    FreeSpace m_free_space;
 
     std::mutex m_mutex;
+    bool m_usage_loaded = false;
+    std::map<std::string, std::uint64_t> m_sender_bytes;  // senders with something stored or being stored
+    std::uint64_t m_store_bytes = 0;
+    std::optional<std::uint64_t> m_free;   // free bytes at the last look, less what was stored since
+    store::WallTime m_free_checked{};
+    store::WallTime m_full_logged{};
     std::map<std::string, Box> m_boxes;  // users with a backlog or online since their backlog was counted
     StreamOrder m_streams;
 };

@@ -93,16 +93,14 @@ void GroupCommit::run() {
             const std::lock_guard lock(m_mutex);
             ++m_commits;
         }
-        // The count is the group's; each completion gets its share in order (only the total matters to callers).
-        std::size_t left = removed ? *removed : 0;
+        bool first = true;
         for (const auto i : members) {
             if (!removed) {
                 removals[i].done(removed.error());
-                continue;
+            } else {
+                removals[i].done(first ? *removed : store::StoredUsage{});
             }
-            const auto mine = std::min(left, removals[i].ids.size());
-            left -= mine;
-            removals[i].done(mine);
+            first = false;
         }
     }
     // Whatever arrived during this commit goes in the next one: one job in flight at a time.

@@ -34,8 +34,10 @@ public:
     /// inline, so the caller may hold locks that they take. An empty `admit` always writes.
     [[nodiscard]] bool enqueue(store::StoredMessage message, Done done, Admit admit = {});
 
-    /// The outcome of a removal: how many of the ids were stored, or the transaction's error.
-    using Removed = std::function<void(Result<std::size_t>)>;
+    /// The outcome of a removal: what was stored of the ids and is deleted now, or the transaction's error. Removals
+    /// of one (recipient, sender) queued together share one transaction: the first completion gets what it deleted,
+    /// the others nothing (only the sum is meaningful).
+    using Removed = std::function<void(Result<store::StoredUsage>)>;
     /// Queue the deletion of these messages (sender -> recipient); the completion runs on the executor after the
     /// transaction. Returns false (and never runs `done`) when the executor refuses the job.
     [[nodiscard]] bool enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids,

@@ -69,8 +69,11 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
                 *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
             delivery = std::make_shared<server_detail::Delivery>(
                 *messages, commit, router,
-                server_detail::Delivery::Limits{config.max_stored_per_recipient, config.delivery_window},
-                [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); });
+                server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
+                                                config.max_sender_bytes, config.max_store_bytes,
+                                                config.min_free_bytes, config.delivery_window},
+                [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); },
+                config.store_free_space);
         }
         ServerLimits limits;
         limits.messages_per_second = static_cast<std::uint32_t>(std::clamp(config.messages_per_second, 1.0, 1e9));
@@ -590,7 +593,7 @@ private:
             return;
         }
         const auto backlog = m_core->delivery->backlog(recipient);
-        if (!backlog || *backlog == 0 || (!sender.empty() && m_core->router.has_conversation(recipient, sender))) {
+        if (!backlog || backlog->messages == 0 || (!sender.empty() && m_core->router.has_conversation(recipient, sender))) {
             return;
         }
         auto senders = m_core->delivery->senders(recipient);

@@ -731,29 +731,47 @@ public:
         return out;
     }
 
-    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
                                const std::vector<MessageId>& ids) override {
         SIM_TRY_STATUS(check_name(recipient));
         SIM_TRY_STATUS(check_name(sender));
         const std::lock_guard lock(m_mutex);
-        return in_transaction([&]() -> Result<std::size_t> {
-            std::size_t n = 0;
+        return in_transaction([&]() -> Result<StoredUsage> {
+            StoredUsage gone;
             for (const auto& id : ids) {
                 SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
-                                                       "AND message_id = ?",
-                                                       {recipient, sender, ByteView{id}}, "")));
-                n += static_cast<std::size_t>(r.affected);
+                                                       "AND message_id = ? RETURNING LENGTH(envelope)",
+                                                       {recipient, sender, ByteView{id}}, "i")));
+                for (const auto& row : r.rows) {
+                    gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
+                }
             }
-            return n;
+            return gone;
         });
     }
 
-    Result<std::size_t> count(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient) override {
         SIM_TRY_STATUS(check_name(recipient));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r,
-                plain(m_conn.run("SELECT COUNT(*) FROM sim_messages WHERE recipient = ?", {recipient}, "i")));
-        return r.rows.empty() ? std::size_t{0} : static_cast<std::size_t>(r.rows[0][0].i);
+        SIM_TRY(const auto r, plain(m_conn.run("SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(envelope)), 0) AS SIGNED) "
+                                               "FROM sim_messages WHERE recipient = ?",
+                                               {recipient}, "ii")));
+        if (r.rows.empty()) {
+            return StoredUsage{};
+        }
+        return StoredUsage{static_cast<std::uint64_t>(r.rows[0][0].i), static_cast<std::uint64_t>(r.rows[0][1].i)};
+    }
+
+    Result<std::map<std::string, StoredUsage>> usage_by_sender() override {
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r, plain(m_conn.run("SELECT sender, COUNT(*), CAST(SUM(LENGTH(envelope)) AS SIGNED) "
+                                               "FROM sim_messages GROUP BY sender",
+                                               {}, "bii")));
+        std::map<std::string, StoredUsage> out;
+        for (const auto& row : r.rows) {
+            out[row[0].s] = StoredUsage{static_cast<std::uint64_t>(row[1].i), static_cast<std::uint64_t>(row[2].i)};
+        }
+        return out;
     }
 
 private:

@@ -287,28 +287,42 @@ public:
         return out;
     }
 
-    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
                                const std::vector<MessageId>& ids) override {
         SIM_TRY_STATUS(check_name(recipient));
         SIM_TRY_STATUS(check_name(sender));
         const std::lock_guard lock(m_mutex);
-        std::size_t n = 0;
+        StoredUsage gone;
         for (const auto& id : ids) {
             const auto it = m_message_keys.find(MessageKey{std::string(recipient), std::string(sender), id});
             if (it != m_message_keys.end()) {
+                gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
                 m_messages.erase(it->second);
                 m_message_keys.erase(it);
-                ++n;
             }
         }
-        return n;
+        return gone;
     }
 
-    Result<std::size_t> count(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient) override {
         SIM_TRY_STATUS(check_name(recipient));
         const std::lock_guard lock(m_mutex);
-        return static_cast<std::size_t>(std::count_if(m_messages.begin(), m_messages.end(),
-                                                      [&](const auto& kv) { return kv.second.recipient == recipient; }));
+        StoredUsage u;
+        for (const auto& [seq, m] : m_messages) {
+            if (m.recipient == recipient) {
+                u += StoredUsage{1, m.envelope.size()};
+            }
+        }
+        return u;
+    }
+
+    Result<std::map<std::string, StoredUsage>> usage_by_sender() override {
+        const std::lock_guard lock(m_mutex);
+        std::map<std::string, StoredUsage> out;
+        for (const auto& [seq, m] : m_messages) {
+            out[m.sender] += StoredUsage{1, m.envelope.size()};
+        }
+        return out;
     }
 
 private:

@@ -502,34 +502,53 @@ public:
         });
     }
 
-    Result<std::size_t> remove(std::string_view recipient, std::string_view sender,
+    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
                                const std::vector<MessageId>& ids) override {
         SIM_TRY_STATUS(check_name(recipient));
         SIM_TRY_STATUS(check_name(sender));
-        return locked([&]() -> Result<std::size_t> {
+        return locked([&]() -> Result<StoredUsage> {
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db,
-                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ?");
-            std::size_t n = 0;
+                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ? "
+                                "RETURNING length(envelope)");
+            StoredUsage gone;
             for (const auto& id : ids) {
                 q.bind(1, std::string(recipient));
                 q.bind(2, std::string(sender));
                 q.bind(3, id.data(), static_cast<int>(id.size()));
-                n += static_cast<std::size_t>(q.exec());
+                while (q.executeStep()) {
+                    gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
+                }
                 q.reset();
             }
             tx.commit();
-            return n;
+            return gone;
         });
     }
 
-    Result<std::size_t> count(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient) override {
         SIM_TRY_STATUS(check_name(recipient));
-        return locked([&]() -> Result<std::size_t> {
-            SQLite::Statement q(*m_db, "SELECT count(*) FROM sim_messages WHERE recipient = ?");
+        return locked([&]() -> Result<StoredUsage> {
+            SQLite::Statement q(*m_db,
+                                "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM sim_messages "
+                                "WHERE recipient = ?");
             q.bind(1, std::string(recipient));
             q.executeStep();
-            return static_cast<std::size_t>(q.getColumn(0).getInt64());
+            return StoredUsage{static_cast<std::uint64_t>(q.getColumn(0).getInt64()),
+                               static_cast<std::uint64_t>(q.getColumn(1).getInt64())};
+        });
+    }
+
+    Result<std::map<std::string, StoredUsage>> usage_by_sender() override {
+        return locked([&]() -> Result<std::map<std::string, StoredUsage>> {
+            SQLite::Statement q(*m_db,
+                                "SELECT sender, count(*), sum(length(envelope)) FROM sim_messages GROUP BY sender");
+            std::map<std::string, StoredUsage> out;
+            while (q.executeStep()) {
+                out[q.getColumn(0).getString()] = StoredUsage{static_cast<std::uint64_t>(q.getColumn(1).getInt64()),
+                                                              static_cast<std::uint64_t>(q.getColumn(2).getInt64())};
+            }
+            return out;
         });
     }
 
