@@ -15,6 +15,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -60,6 +61,10 @@ constexpr OptionSpec sim_options[] = {
      "first",
      "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
+    {"old-password-file", 0, "FILE",
+     "rekey: read the password the end-to-end state is sealed under from the first line of FILE (else "
+     "$SIM_OLD_PASSWORD, else a prompt without echo)",
+     ""},
     {"help", 'h', "", "show this help and exit", "", false},
     {"version", 'V', "", "show the version and exit", "", false},
 };
@@ -73,6 +78,8 @@ void print_help() {
                  "       sim [OPTIONS] safety USER PEER           show the safety number with PEER\n"
                  "       sim [OPTIONS] verify USER PEER           mark PEER's identity key as verified\n"
                  "       sim [OPTIONS] accept USER PEER           accept PEER's changed identity key\n"
+                 "       sim [OPTIONS] rekey USER                 seal the end-to-end state under the password\n"
+                 "                                                the server now has (after a password change)\n"
                  "\n"
                  "The libsim secure instant messaging client. On first contact it shows the server's key\n"
                  "fingerprint; compare it with the one simd printed. Under open registration (the seed's\n"
@@ -128,6 +135,7 @@ struct Settings {
     std::string keys_dir;
     bool end_to_end_only = false;
     std::string password_file;
+    std::string old_password_file;
     sim::Duration timeout = 30s;  // zero: no limit
     std::optional<std::uint64_t> count;
     sim::Duration rotation = 30s;
@@ -181,6 +189,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     }
     s.end_to_end_only = a.has("end-to-end-only");
     s.password_file = a.get("password-file");
+    s.old_password_file = a.get("old-password-file");
     SIM_TRY(s.timeout, sim::tools::parse_seconds("timeout", a.get("timeout", "30"), 365.0 * 86400.0));
     if (a.has("count")) {
         SIM_TRY(s.count, sim::tools::parse_uint("count", a.get("count"), 1, 1'000'000'000));
@@ -268,13 +277,21 @@ std::string keys_file(const Settings& s, const std::string& user) {
     return s.keys_dir + "/" + name;
 }
 
+/// What Session::open logs in for.
+enum class Purpose {
+    login,     ///< token first, then the password
+    register_account,
+    rekey,     ///< the state opens with the old password, the server checks the new one, the state is re-sealed
+};
+
 class Session {
 public:
     explicit Session(const Settings& s) : m_s(s), m_state(s.state_file) {}
 
-    /// Connect, pin or check the server key, and log in (token first, then password). Errors carry a message
-    /// for the user.
-    sim::Result<Connection> open(const std::string& user, const std::string& destination, bool register_account) {
+    /// Connect, pin or check the server key, and log in. A state file this call created is removed again when the
+    /// login fails (a mistyped first password must not seal the state). Errors carry a message for the user.
+    sim::Result<Connection> open(const std::string& user, const std::string& destination, Purpose purpose) {
+        const bool register_account = purpose == Purpose::register_account;
         if (auto st = sim::tools::make_private_dirs(sim::tools::parent_dir(m_s.known_servers)); !st) {
             return st.error();
         }
@@ -289,12 +306,27 @@ public:
             return password.error();
         }
         const std::string path = keys_file(m_s, user);
-        auto keys = sim::open_client_state(path, *password);
+        if (purpose == Purpose::rekey && !std::filesystem::exists(path)) {
+            sim::tools::wipe(*password);
+            return sim::Error{sim::Errc::invalid_argument, "no end-to-end state to rekey: " + path + " does not exist"};
+        }
+        auto state_password = purpose == Purpose::rekey
+                                  ? sim::tools::obtain_password(m_s.old_password_file,
+                                                                "Previous password for " + user + " (the one the "
+                                                                "end-to-end state is sealed under): ",
+                                                                false, "old-password-file", "SIM_OLD_PASSWORD")
+                                  : password;
+        if (!state_password) {
+            sim::tools::wipe(*password);
+            return state_password.error();
+        }
+        auto keys = sim::open_client_state(path, *state_password);
+        sim::tools::wipe(*state_password);
         if (!keys) {
             sim::tools::wipe(*password);
-            return keys_error(path, keys.error());
+            return keys_error(path, keys.error(), user);
         }
-        if (!register_account && m_s.use_session) {
+        if (purpose == Purpose::login && m_s.use_session) {
             auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
             if (!stored) {
                 print_line(stderr, "sim: warning: " + stored.error().message());
@@ -327,8 +359,21 @@ public:
         }
         auto st = register_account ? c->client->register_user(user, *password, m_s.wait_limit())
                                    : c->client->login(user, *password, destination, m_s.wait_limit());
+        if (st && purpose == Purpose::rekey) {
+            st = (*keys)->change_password(*password);
+        }
         sim::tools::wipe(*password);
         if (!st) {
+            const bool fresh = (*keys)->created();
+            c->client->close();
+            c->client.reset();
+            keys->reset();
+            if (fresh) {
+                std::error_code ec;
+                for (const char* suffix : {"", "-wal", "-shm"}) {
+                    std::filesystem::remove(path + suffix, ec);
+                }
+            }
             return login_error(st.error());
         }
         c->user = c->client->core().user();
@@ -409,11 +454,13 @@ private:
         }
     }
 
-    static sim::Error keys_error(const std::string& path, const sim::Error& e) {
+    static sim::Error keys_error(const std::string& path, const sim::Error& e, const std::string& user) {
         switch (e.code) {
             case sim::Errc::auth_failed:
-                return {e.code, "wrong password for the end-to-end state " + path + " (it is encrypted under the "
-                                "password this user had when it was created)"};
+                return {e.code, "wrong password for the end-to-end state " + path +
+                                    " (it is sealed under the password this user had when the state was made or "
+                                    "last rekeyed). If the password was changed on the server, run 'sim rekey " +
+                                    user + "': it asks for the previous password too"};
             case sim::Errc::busy:
                 return {e.code, "another sim is using " + path};
             default:
@@ -525,7 +572,7 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
         text += " " + pos[i];
     }
     Session session(s);
-    auto c = session.open(*user, {}, false);
+    auto c = session.open(*user, {}, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
@@ -575,7 +622,7 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
         return usage_error(user.error().detail);
     }
     Session session(s);
-    auto c = session.open(*user, {}, false);
+    auto c = session.open(*user, {}, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
@@ -621,11 +668,30 @@ int run_register(const Settings& s, const std::vector<std::string>& pos) {
         return usage_error(user.error().detail);
     }
     Session session(s);
-    auto c = session.open(*user, {}, true);
+    auto c = session.open(*user, {}, Purpose::register_account);
     if (!c) {
         return open_failed(c.error());
     }
     print_line(stdout, "sim: registered " + c->user + " at " + s.server_id);
+    finish(*c);
+    return 0;
+}
+
+int run_rekey(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2) {
+        return usage_error("rekey: expected USER");
+    }
+    auto user = canonical("USER", pos[1]);
+    if (!user) {
+        return usage_error(user.error().detail);
+    }
+    Session session(s);
+    auto c = session.open(*user, {}, Purpose::rekey);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    print_line(stdout, "sim: the end-to-end state of " + c->user + " at " + s.server_id +
+                           " is now sealed under the server's current password");
     finish(*c);
     return 0;
 }
@@ -650,7 +716,7 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
         return usage_error((user ? peer : user).error().detail);
     }
     Session session(s);
-    auto c = session.open(*user, {}, false);
+    auto c = session.open(*user, {}, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
@@ -900,7 +966,7 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
         peer = *p;
     }
     Session session(s);
-    auto c = session.open(*user, peer, false);
+    auto c = session.open(*user, peer, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
@@ -924,7 +990,7 @@ int main(int argc, char** argv) {
     }
     const auto& pos = parsed->positionals;
     if (pos.empty()) {
-        return usage_error("expected a command: chat, send, recv, register, safety, verify or accept");
+        return usage_error("expected a command: chat, send, recv, register, rekey, safety, verify or accept");
     }
     if (settings->count && pos[0] != "recv") {
         return usage_error("--count is for recv");
@@ -944,8 +1010,11 @@ int main(int argc, char** argv) {
     if (pos[0] == "register") {
         return run_register(*settings, pos);
     }
+    if (pos[0] == "rekey") {
+        return run_rekey(*settings, pos);
+    }
     if (pos[0] == "safety" || pos[0] == "verify" || pos[0] == "accept") {
         return run_identity(*settings, pos);
     }
-    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv, register, safety, verify or accept)");
+    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv, register, rekey, safety, verify or accept)");
 }

@@ -372,6 +372,15 @@ int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
     }
     const char* done = verb == "add" ? "added" : verb == "passwd" ? "changed the password of" : "deleted";
     std::cout << "simd: " << done << " user " << name << "\n";
+    if (verb == "passwd") {
+        // The old password must not live on in the sessions it opened.
+        sim::auth::SessionTokens tokens(*accounts->backend, *accounts->rng);
+        auto n = tokens.revoke_all(name);
+        if (!n) {
+            return failure("password changed, but the session tokens were not revoked: " + n.error().message());
+        }
+        std::cout << "simd: revoked " << *n << " session token(s) of " << name << "\n";
+    }
     return 0;
 }
 

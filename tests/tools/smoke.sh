@@ -249,6 +249,10 @@ user-admin)
     grep -q carol "$T/last.out" && fail "carol was created without a password"
     # closed registration: only the accounts made above can log in, with their passwords
     start_simd srv --registration closed
+    # a mistyped first password: refused by the server, and it does not seal a new end-to-end state
+    expect_status 1 sim_as 'bob pasword' --timeout 1 recv bob
+    grep -q "login refused" "$T/last.err" || fail "wrong first password not refused"
+    ls "$XDG_CONFIG_HOME"/libsim/keys/*bob* 2>/dev/null && fail "a refused first login left a state file"
     # bob logs in once: his client publishes the prekeys others need to write to him end to end
     expect_status 0 sim_as 'bob password' --timeout 1 recv bob
     sim_as 'bob password' --timeout 20 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
@@ -265,23 +269,35 @@ user-admin)
     expect_status 2 "$SIMD" "${D[@]}" user revoke
     expect_status 1 sim_as 'whatever' --no-session send mallory bob hi
     grep -q "login refused" "$T/last.err" || fail "unknown user not refused under closed registration"
-    # passwd while the server runs: the old password stops working, the new one works
+    # passwd while the server runs: the old password stops working, also through the token it opened
+    expect_status 0 sim_as 'alice password' --timeout 10 send alice bob "before the change"
     printf 'new alice password\n' >"$T/alice2.pw"
     expect_status 0 "$SIMD" "${D[@]}" user passwd alice --password-file "$T/alice2.pw"
-    expect_status 1 sim_as 'alice password' --no-session --timeout 3 send alice bob hi
+    grep -q "revoked 1 session token" "$T/last.out" || fail "user passwd kept the sessions: $(cat "$T/last.out")"
+    expect_status 1 sim_as 'alice password' --timeout 3 send alice bob hi
     grep -q "login refused" "$T/last.err" || fail "old password still accepted after passwd"
-    # her local end-to-end state stays sealed under the password it was created with
-    expect_status 1 sim_as 'new alice password' --no-session --timeout 3 send alice bob hi
-    grep -q "wrong password for the end-to-end state" "$T/last.err" || fail "state opened with another password"
-    expect_status 0 sim_as 'new alice password' --no-session --keys-dir "$T/keys2" --timeout 10 send alice bob hi
-    grep -q "message to bob" "$T/last.err" || fail "new password not accepted"
+    # her local end-to-end state is still sealed under the old password: a clear message and the way out
+    expect_status 1 sim_as 'new alice password' --timeout 3 send alice bob hi
+    grep -q "wrong password for the end-to-end state.*sim rekey alice" "$T/last.err" ||
+        fail "state/server disagreement not explained: $(cat "$T/last.err")"
+    printf 'not her old password\n' >"$T/wrong.pw"
+    expect_status 1 sim_as 'new alice password' --old-password-file "$T/wrong.pw" rekey alice
+    grep -q "wrong password for the end-to-end state" "$T/last.err" || fail "rekey with a wrong old password"
+    expect_status 1 sim_as 'not the new one' --old-password-file "$T/alice.pw" --timeout 3 rekey alice
+    grep -q "login refused" "$T/last.err" || fail "rekey to a password the server does not have"
+    expect_status 0 sim_as 'new alice password' --old-password-file "$T/alice.pw" --timeout 10 rekey alice
+    grep -q "now sealed" "$T/last.out" || fail "rekey did not confirm"
+    expect_status 0 sim_as 'new alice password' --no-session --timeout 10 send alice bob hi
+    grep -q "message to bob" "$T/last.err" || fail "new password not accepted after rekey"
+    expect_status 2 sim_as 'new alice password' --keys-dir "$T/none" rekey alice
+    grep -q "no end-to-end state to rekey" "$T/last.err" || fail "rekey without a state"
     # delete: gone from the list and from logins
     expect_status 0 "$SIMD" "${D[@]}" user delete alice
     expect_status 1 "$SIMD" "${D[@]}" user delete alice
     grep -q "no user 'alice'" "$T/last.err" || fail "deleting a missing user not explained"
     expect_status 0 "$SIMD" "${D[@]}" user list
     [ "$(cat "$T/last.out")" = "bob" ] || fail "user list after delete: $(cat "$T/last.out")"
-    expect_status 1 sim_as 'new alice password' --no-session --keys-dir "$T/keys2" send alice bob hi
+    expect_status 1 sim_as 'new alice password' --no-session send alice bob hi
     grep -q "login refused" "$T/last.err" || fail "deleted user not refused"
     stop_simd
     ;;

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <sim/client_state.h>
+#include <sim/crypto.h>
 
 #include <sqlite3.h>
 
@@ -394,8 +395,20 @@ TEST_CASE("client state file: foreign and damaged files are refused unchanged") 
             CHECK(reopen() == Errc::corrupt_database);
         }
         SUBCASE("a newer crypto format") {
-            raw_exec(path, "UPDATE meta SET format = 2");
+            raw_exec(path, "UPDATE meta SET format = 3");
             CHECK(reopen() == Errc::schema_too_new);
+        }
+        SUBCASE("an unknown older format") {
+            raw_exec(path, "UPDATE meta SET format = 0");
+            CHECK(reopen() == Errc::corrupt_database);
+        }
+        SUBCASE("format 1 named on a format 2 key row") {
+            raw_exec(path, "UPDATE meta SET format = 1");
+            CHECK(reopen() == Errc::corrupt_database);
+        }
+        SUBCASE("a damaged wrapped key") {
+            raw_exec(path, "UPDATE meta SET check_value = zeroblob(length(check_value))");
+            CHECK(reopen() == Errc::auth_failed);
         }
         SUBCASE("weaker but valid parameters derive another key") {
             raw_exec(path, "UPDATE meta SET kdf_memory_kib = 64");
@@ -531,4 +544,125 @@ TEST_CASE("client state file: a write is durable when it returns (the process di
         CHECK(lookup(*s, "outbox:1") == "queued");
     }
     CHECK(sim::open_client_state(path, "wrong", fast_params()).code() == Errc::auth_failed);
+}
+
+namespace {
+
+std::string hex(sim::ByteView b) {
+    static constexpr char digits[] = "0123456789ABCDEF";
+    std::string out;
+    for (const auto c : b) {
+        out += digits[c >> 4U];
+        out += digits[c & 15U];
+    }
+    return out;
+}
+
+/// A state file of format 1 (libsim before the wrapped master key), written from its description in
+/// state_sqlite.cpp: master = Argon2id(password, salt), row names HMAC-SHA256(name key, name), values and the
+/// password check sealed with AES-256-GCM under HKDF-SHA256(master) keys.
+void write_format1(const std::string& path, std::string_view password,
+                   const std::vector<std::pair<std::string, std::string>>& values) {
+    const sim::Bytes salt(16, 0x5A);
+    const auto master = sim::crypto::argon2id(password, salt, 256, 1, 1, 32).value();
+    const auto name_key =
+        sim::crypto::hkdf_sha256({}, master, sim::as_bytes("libsim client state v1: row names"), 32).value();
+    const auto value_key =
+        sim::crypto::hkdf_sha256({}, master, sim::as_bytes("libsim client state v1: values"), 32).value();
+    auto names = sim::crypto::make_hmac_sha256(name_key);
+    auto aead = sim::crypto::make_aead(sim::crypto::AeadAlgorithm::aes256_gcm, value_key).value();
+    std::uint8_t n = 0;
+    const auto sealed = [&](sim::ByteView ad, std::string_view plain) {
+        sim::Bytes nonce(12, ++n);
+        auto ct = aead->seal(nonce, ad, sim::as_bytes(plain)).value();
+        nonce.insert(nonce.end(), ct.begin(), ct.end());
+        return hex(nonce);
+    };
+    std::string sql =
+        "PRAGMA application_id = 1280525139; PRAGMA user_version = 1;"
+        "CREATE TABLE meta (id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1), format INTEGER NOT NULL,"
+        " kdf_salt BLOB NOT NULL, kdf_memory_kib INTEGER NOT NULL, kdf_iterations INTEGER NOT NULL,"
+        " kdf_parallelism INTEGER NOT NULL, check_value BLOB NOT NULL);"
+        "CREATE TABLE kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;";
+    sql += "INSERT INTO meta VALUES (1, 1, X'" + hex(salt) + "', 256, 1, 1, X'" +
+           sealed(sim::as_bytes("libsim client state v1: password check"), "libsim client state password ok") +
+           "');";
+    for (const auto& [name, value] : values) {
+        const auto k = names->mac(sim::as_bytes(name), {});
+        sql += "INSERT INTO kv VALUES (X'" + hex(k) + "', X'" + sealed(k, value) + "');";
+    }
+    raw_exec(path, sql);
+    ::chmod(path.c_str(), 0600);
+}
+
+std::int64_t raw_format(const std::string& path) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT format FROM meta", -1, &q, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+    const auto format = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return format;
+}
+
+}  // namespace
+
+TEST_CASE("client state file: a format 1 file opens, keeps its values and is upgraded to the wrapped master key") {
+    const TempDir dir;
+    const auto path = dir.file("state.db");
+    write_format1(path, "old pw", {{"identity", "ik"}, {"session:bob", "ratchet"}});
+    CHECK(sim::open_client_state(path, "wrong", fast_params()).code() == Errc::auth_failed);
+    CHECK(raw_format(path) == 1);  // a refused password upgrades nothing
+    const auto rows = raw_rows(path);
+    {
+        auto s = open_ok(path, "old pw");
+        CHECK_FALSE(s->created());
+        CHECK(lookup(*s, "identity") == "ik");
+        CHECK(lookup(*s, "session:bob") == "ratchet");
+    }
+    CHECK(raw_format(path) == 2);
+    CHECK(raw_rows(path) == rows);  // the values were not sealed again
+    {
+        auto s = open_ok(path, "old pw");
+        CHECK(lookup(*s, "identity") == "ik");
+        REQUIRE(s->change_password("new pw"));  // and from now on a password change is one row
+    }
+    CHECK(sim::open_client_state(path, "old pw", fast_params()).code() == Errc::auth_failed);
+    CHECK(lookup(*open_ok(path, "new pw"), "session:bob") == "ratchet");
+}
+
+TEST_CASE("client state file: a new password re-wraps the master key; the old one no longer opens it") {
+    const TempDir dir;
+    const auto path = dir.file("state.db");
+    {
+        auto s = open_ok(path, "typo");
+        put(*s, "identity", "ik");
+        put(*s, "outbox:1", "hello");
+    }
+    const auto rows = raw_rows(path);
+    {
+        auto s = open_ok(path, "typo");
+        REQUIRE(s->change_password("right"));
+        CHECK(lookup(*s, "identity") == "ik");  // the open store goes on
+        put(*s, "outbox:2", "again");
+    }
+    CHECK(sim::open_client_state(path, "typo", fast_params()).code() == Errc::auth_failed);
+    {
+        auto s = open_ok(path, "right");
+        CHECK(lookup(*s, "identity") == "ik");
+        CHECK(lookup(*s, "outbox:1") == "hello");
+        CHECK(lookup(*s, "outbox:2") == "again");
+    }
+    // Only the key row changed: the rows written before are byte for byte the same.
+    const auto now = raw_rows(path);
+    for (const auto& row : rows) {
+        CHECK(std::find(now.begin(), now.end(), row) != now.end());
+    }
+    // The memory store has nothing sealed: a password change is accepted and changes nothing.
+    auto m = sim::make_memory_client_state();
+    put(*m, "identity", "ik");
+    CHECK(m->change_password("x"));
+    CHECK(lookup(*m, "identity") == "ik");
 }

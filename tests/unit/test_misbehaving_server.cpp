@@ -1074,6 +1074,7 @@ public:
         return m_inner.write(batch);
     }
     [[nodiscard]] bool created() const noexcept override { return m_inner.created(); }
+    sim::Status change_password(std::string_view p) override { return m_inner.change_password(p); }
     bool broken = false;
 
 private:

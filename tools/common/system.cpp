@@ -282,21 +282,22 @@ Result<std::string> prompt_line(std::string_view prompt) {
     return prompt_impl(prompt, true);
 }
 
-Result<std::string> obtain_password(const std::string& password_file, std::string_view prompt, bool confirm) {
+Result<std::string> obtain_password(const std::string& password_file, std::string_view prompt, bool confirm,
+                                    std::string_view option, const char* env) {
     if (!password_file.empty()) {
         auto line = read_first_line(password_file);
         if (!line) {
-            return Error{Errc::invalid_argument, "--password-file: " + line.error().detail};
+            return Error{Errc::invalid_argument, "--" + std::string(option) + ": " + line.error().detail};
         }
         return line;
     }
-    if (const char* env = std::getenv("SIM_PASSWORD"); env != nullptr && *env != '\0') {
-        return std::string(env);
+    if (const char* value = std::getenv(env); value != nullptr && *value != '\0') {
+        return std::string(value);
     }
     auto first = prompt_secret(prompt);
     if (!first) {
-        return Error{Errc::invalid_argument,
-                     "no password: give --password-file FILE or set SIM_PASSWORD, or run on a terminal"};
+        return Error{Errc::invalid_argument, "no password: give --" + std::string(option) + " FILE or set " +
+                                                 std::string(env) + ", or run on a terminal"};
     }
     if (confirm) {
         auto second = prompt_secret("Repeat password: ");

@@ -64,11 +64,13 @@ private:
 /// Prompt on the controlling terminal and read a line with echo on. Errc::io_error when there is no terminal.
 [[nodiscard]] Result<std::string> prompt_line(std::string_view prompt);
 
-/// The password for a command: the first line of `password_file` when given, else the environment variable
-/// SIM_PASSWORD, else a no-echo prompt on the terminal (asked twice when `confirm`). Errc::invalid_argument
-/// when none of them is available (no file, no variable, no terminal) or the two entries differ.
+/// The password for a command: the first line of `password_file` when given, else the environment variable `env`,
+/// else a no-echo prompt on the terminal (asked twice when `confirm`). Errc::invalid_argument when none of them is
+/// available (no file, no variable, no terminal) or the two entries differ. `option` names the file's option in
+/// messages.
 [[nodiscard]] Result<std::string> obtain_password(const std::string& password_file, std::string_view prompt,
-                                                  bool confirm);
+                                                  bool confirm, std::string_view option = "password-file",
+                                                  const char* env = "SIM_PASSWORD");
 
 /// `$XDG_CONFIG_HOME/libsim`, else `$HOME/.config/libsim`, else "." (no HOME).
 [[nodiscard]] std::string default_config_dir();

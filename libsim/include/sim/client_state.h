@@ -3,9 +3,10 @@
 /// The client's local state: a key-value store for its identity key, prekeys, ratchet sessions, pinned peers, seen
 /// ids, outbox and inbox (docs/protocol.md section 6.8).
 ///
-/// The file-backed store keeps every value sealed with AES-256-GCM under a key derived from the user's password
-/// (Argon2id, salt and parameters stored in the file); row keys are HMAC-SHA256 of the key names, so neither names
-/// nor values can be read from the file. A value moved to another row fails to open. What the format does NOT
+/// The file-backed store keeps every value sealed with AES-256-GCM under keys derived from a random master key, which
+/// the file holds wrapped under a key derived from the user's password (Argon2id, salt and parameters stored in the
+/// file), so a password change re-wraps one row; row keys are HMAC-SHA256 of the key names, so neither names nor
+/// values can be read from the file. A value moved to another row fails to open. What the format does NOT
 /// detect: a whole file, or one row, replaced by an older copy of itself (rollback).
 
 #include <sim/bytes.h>
@@ -45,6 +46,9 @@ public:
     virtual Status write(const std::vector<StateWrite>& batch) = 0;
     /// True when the store was created empty by this open (a new identity will be made).
     [[nodiscard]] virtual bool created() const noexcept = 0;
+    /// Seal the store under `new_password` from now on (the file store re-wraps its random master key: one row is
+    /// written, atomically; the old password no longer opens it). Errc::storage_error.
+    virtual Status change_password(std::string_view new_password) = 0;
 };
 
 /// A store held in memory only, values kept as given (for tests); same semantics as the file store. created() is

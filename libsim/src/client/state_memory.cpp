@@ -37,6 +37,7 @@ public:
     }
 
     bool created() const noexcept override { return true; }
+    Status change_password(std::string_view /*new_password*/) override { return ok(); }  // nothing is sealed
 
 private:
     mutable std::mutex m_mutex;

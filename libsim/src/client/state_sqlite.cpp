@@ -1,13 +1,18 @@
 // The file-backed ClientState: one SQLite file (through SQLiteCpp), every value sealed under a password-derived key.
 // See docs/protocol.md section 6.8 and the format notes below.
 //
-// Format 1:
-//   meta: one row: format, kdf_salt (16 random bytes), kdf_memory_kib / kdf_iterations / kdf_parallelism (Argon2id,
-//         RFC 9106) and check_value = nonce || AES-256-GCM(value key, nonce, ad = check_ad, check_plaintext).
+// Format 2 (written by this version):
+//   meta: one row: format = 2, kdf_salt (16 random bytes), kdf_memory_kib / kdf_iterations / kdf_parallelism
+//         (Argon2id, RFC 9106) and check_value = the wrapped master key: nonce || AES-256-GCM(wrap key, nonce,
+//         ad = wrap_ad, master).
 //   kv:   k = HMAC-SHA256(name key, key name), v = nonce (12 random bytes) || AES-256-GCM(value key, nonce, ad = k,
 //         value). Binding k as the associated data means a value moved to another row fails to open.
-//   master = Argon2id(password, salt, parameters, 32 bytes); name key and value key = HKDF-SHA256(master) with
-//   distinct labels (RFC 5869).
+//   master = 32 random bytes made when the file is created; name key and value key = HKDF-SHA256(master) with
+//   distinct labels (RFC 5869). wrap key = HKDF-SHA256(Argon2id(password, salt, parameters, 32 bytes), wrap label).
+//   A new password re-wraps the master (new salt, one row written): no value is sealed again.
+// Format 1 (read, and upgraded to format 2 when opened): master = Argon2id(password, salt, parameters, 32 bytes)
+//   itself, and check_value = nonce || AES-256-GCM(value key, nonce, ad = check_ad, check_plaintext). The upgrade
+//   keeps that master (so every row stays as it is) and wraps it under a new salt.
 // The file is opened in WAL mode with synchronous=FULL and locking_mode=EXCLUSIVE: a second connection, from this
 // process or another, gets SQLITE_BUSY (Errc::busy) for as long as the store is alive.
 #include "state_checks.h"
@@ -37,7 +42,7 @@ constexpr int application_id = 0x4C534353;
 /// released step: append one.
 constexpr int schema_version = 1;
 /// Crypto format of the sealed rows (meta.format), independent of the table layout.
-constexpr int crypto_format = 1;
+constexpr int crypto_format = 2;
 
 const std::array<std::string, schema_version> migrations{
     // 0 -> 1
@@ -64,7 +69,9 @@ constexpr std::size_t sealed_overhead = crypto::aead_nonce_size + crypto::aead_t
 constexpr std::string_view name_key_label = "libsim client state v1: row names";
 constexpr std::string_view value_key_label = "libsim client state v1: values";
 constexpr std::string_view check_ad = "libsim client state v1: password check";
-constexpr std::string_view check_plaintext = "libsim client state password ok";
+constexpr std::string_view check_plaintext = "libsim client state password ok";  // format 1
+constexpr std::string_view wrap_key_label = "libsim client state v2: key wrap";
+constexpr std::string_view wrap_ad = "libsim client state v2: master key";
 
 // Bounds on the Argon2id parameters, for the caller's and for the ones read back from a file (a file asking for
 // terabytes of memory is not ours).
@@ -168,15 +175,30 @@ struct Keys {
     std::unique_ptr<crypto::Aead> values;
 };
 
-Result<Keys> derive_keys(std::string_view password, ByteView salt, std::size_t memory_kib, std::size_t iterations,
-                         std::size_t parallelism) {
-    SIM_TRY(const SecureBytes master, crypto::argon2id(password, salt, memory_kib, iterations, parallelism, key_size));
+/// Argon2id cost of a file's password key.
+struct KdfParams {
+    std::size_t memory_kib = 0;
+    std::size_t iterations = 0;
+    std::size_t parallelism = 0;
+};
+
+Result<SecureBytes> stretch(std::string_view password, ByteView salt, const KdfParams& p) {
+    return crypto::argon2id(password, salt, p.memory_kib, p.iterations, p.parallelism, key_size);
+}
+
+Result<Keys> derive_keys(const SecureBytes& master) {
     SIM_TRY(const SecureBytes name_key, crypto::hkdf_sha256({}, master, as_bytes(name_key_label), key_size));
     SIM_TRY(const SecureBytes value_key, crypto::hkdf_sha256({}, master, as_bytes(value_key_label), key_size));
     Keys keys;
     keys.names = crypto::make_hmac_sha256(name_key);
     SIM_TRY(keys.values, crypto::make_aead(crypto::AeadAlgorithm::aes256_gcm, value_key));
     return keys;
+}
+
+Result<std::unique_ptr<crypto::Aead>> wrap_aead(std::string_view password, ByteView salt, const KdfParams& p) {
+    SIM_TRY(const SecureBytes stretched, stretch(password, salt, p));
+    SIM_TRY(const SecureBytes wrap_key, crypto::hkdf_sha256({}, stretched, as_bytes(wrap_key_label), key_size));
+    return crypto::make_aead(crypto::AeadAlgorithm::aes256_gcm, wrap_key);
 }
 
 /// nonce || AES-256-GCM(nonce, ad, plaintext).
@@ -200,13 +222,35 @@ Result<SecureBytes> unseal(crypto::Aead& aead, ByteView ad, ByteView sealed) {
     return out;
 }
 
+/// Wrap `master` under `password` with a new salt and write the key row of format 2 (inside the caller's
+/// transaction; it replaces the row there was).
+Status write_wrapped(SQLite::Database& db, const SecureBytes& master, std::string_view password, const KdfParams& p,
+                     Rng& rng) {
+    const Bytes salt = rng.bytes(salt_size);
+    SIM_TRY(const auto aead, wrap_aead(password, salt, p));
+    SIM_TRY(const Bytes wrapped, seal(*aead, rng, as_bytes(wrap_ad), master));
+    SQLite::Statement q(db,
+                        "INSERT OR REPLACE INTO meta (id, format, kdf_salt, kdf_memory_kib, kdf_iterations, "
+                        "kdf_parallelism, check_value) VALUES (1, ?, ?, ?, ?, ?, ?)");
+    q.bind(1, crypto_format);
+    q.bind(2, salt.data(), static_cast<int>(salt.size()));
+    q.bind(3, static_cast<std::int64_t>(p.memory_kib));
+    q.bind(4, static_cast<std::int64_t>(p.iterations));
+    q.bind(5, static_cast<std::int64_t>(p.parallelism));
+    q.bind(6, wrapped.data(), static_cast<int>(wrapped.size()));
+    q.exec();
+    return ok();
+}
+
 class SqliteClientState final : public ClientState {
 public:
-    SqliteClientState(std::unique_ptr<SQLite::Database> db, Keys keys, std::unique_ptr<Rng> owned_rng, Rng& rng,
-                      bool created)
+    SqliteClientState(std::unique_ptr<SQLite::Database> db, Keys keys, SecureBytes master, KdfParams params,
+                      std::unique_ptr<Rng> owned_rng, Rng& rng, bool created)
         : m_owned_rng(std::move(owned_rng)),
           m_rng(rng),
           m_keys(std::move(keys)),
+          m_master(std::move(master)),
+          m_params(params),
           m_db(std::move(db)),
           m_created(created) {}
 
@@ -259,6 +303,16 @@ public:
 
     bool created() const noexcept override { return m_created; }
 
+    Status change_password(std::string_view new_password) override {
+        const std::lock_guard lock(m_mutex);
+        return guarded([&]() -> Status {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            SIM_TRY_STATUS(write_wrapped(*m_db, m_master, new_password, m_params, m_rng));
+            tx.commit();
+            return ok();
+        });
+    }
+
 private:
     SecureBytes row_key(std::string_view name) const { return m_keys.names->mac(as_bytes(name), {}); }
 
@@ -267,18 +321,21 @@ private:
     // The HMAC and AEAD objects are not thread-safe and SQLite statements share the connection: all under m_mutex.
     mutable std::mutex m_mutex;
     mutable Keys m_keys;
+    const SecureBytes m_master;  // kept to wrap it under a new password
+    const KdfParams m_params;    // the cost of a new password's key
     std::unique_ptr<SQLite::Database> m_db;
     bool m_created = false;
 };
 
 struct Opened {
     Keys keys;
+    SecureBytes master;
     bool created = false;
 };
 
-/// Create format 1 in an empty file (inside the caller's transaction).
+/// Create the newest format in an empty file (inside the caller's transaction).
 Result<Opened> create_store(SQLite::Database& db, const std::string& path, std::string_view password,
-                            const ClientStateParams& params, Rng& rng) {
+                            const KdfParams& params, Rng& rng) {
     // A pre-existing empty file may have been made with looser permissions than ours.
     if (::chmod(path.c_str(), 0600) != 0) {
         return Error{Errc::io_error, "cannot set the client state file's mode"};
@@ -287,25 +344,15 @@ Result<Opened> create_store(SQLite::Database& db, const std::string& path, std::
         db.exec(migrations[static_cast<std::size_t>(v)]);
         db.exec("PRAGMA user_version = " + std::to_string(v + 1));
     }
-    const Bytes salt = rng.bytes(salt_size);
-    SIM_TRY(Keys keys,
-            derive_keys(password, salt, params.argon2_memory_kib, params.argon2_iterations, params.argon2_parallelism));
-    SIM_TRY(const Bytes check, seal(*keys.values, rng, as_bytes(check_ad), as_bytes(check_plaintext)));
-    SQLite::Statement q(db,
-                        "INSERT INTO meta (id, format, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, "
-                        "check_value) VALUES (1, ?, ?, ?, ?, ?, ?)");
-    q.bind(1, crypto_format);
-    q.bind(2, salt.data(), static_cast<int>(salt.size()));
-    q.bind(3, static_cast<std::int64_t>(params.argon2_memory_kib));
-    q.bind(4, static_cast<std::int64_t>(params.argon2_iterations));
-    q.bind(5, static_cast<std::int64_t>(params.argon2_parallelism));
-    q.bind(6, check.data(), static_cast<int>(check.size()));
-    q.exec();
-    return Opened{std::move(keys), true};
+    Opened opened{{}, rng.secure_bytes(key_size), true};
+    SIM_TRY(opened.keys, derive_keys(opened.master));
+    SIM_TRY_STATUS(write_wrapped(db, opened.master, password, params, rng));
+    return opened;
 }
 
-/// Derive the keys of an existing file and prove the password against its check value. Reads only.
-Result<Opened> unlock_store(SQLite::Database& db, std::string_view password) {
+/// Unwrap the master key of an existing file with `password` (proving the password) and derive its keys. A format 1
+/// file is upgraded to format 2 in the caller's transaction (its master is kept, so no row changes).
+Result<Opened> unlock_store(SQLite::Database& db, std::string_view password, Rng& rng) {
     SQLite::Statement q(db,
                         "SELECT format, kdf_salt, kdf_memory_kib, kdf_iterations, kdf_parallelism, check_value "
                         "FROM meta WHERE id = 1");
@@ -321,7 +368,7 @@ Result<Opened> unlock_store(SQLite::Database& db, std::string_view password) {
         return Error{Errc::schema_too_new, "client state format " + std::to_string(format) +
                                                " is newer than this libsim's " + std::to_string(crypto_format)};
     }
-    if (format != crypto_format) {
+    if (format != 1 && format != 2) {
         return Error{Errc::corrupt_database, "unknown client state format"};
     }
     for (const int i : {1, 5}) {
@@ -335,20 +382,35 @@ Result<Opened> unlock_store(SQLite::Database& db, std::string_view password) {
         }
     }
     const Bytes salt = to_bytes(blob_view(q.getColumn(1)));
-    const auto memory_kib = static_cast<std::size_t>(q.getColumn(2).getInt64());
-    const auto iterations = static_cast<std::size_t>(q.getColumn(3).getInt64());
-    const auto parallelism = static_cast<std::size_t>(q.getColumn(4).getInt64());
+    const KdfParams params{static_cast<std::size_t>(q.getColumn(2).getInt64()),
+                           static_cast<std::size_t>(q.getColumn(3).getInt64()),
+                           static_cast<std::size_t>(q.getColumn(4).getInt64())};
     const Bytes check = to_bytes(blob_view(q.getColumn(5)));
-    if (salt.size() != salt_size || !params_in_range(memory_kib, iterations, parallelism) ||
-        check.size() != sealed_overhead + check_plaintext.size()) {
+    const std::size_t sealed_size = sealed_overhead + (format == 1 ? check_plaintext.size() : key_size);
+    if (salt.size() != salt_size || !params_in_range(params.memory_kib, params.iterations, params.parallelism) ||
+        check.size() != sealed_size) {
         return Error{Errc::corrupt_database, "client state key parameters out of range"};
     }
-    SIM_TRY(Keys keys, derive_keys(password, salt, memory_kib, iterations, parallelism));
-    auto plain = unseal(*keys.values, as_bytes(check_ad), check);
-    if (!plain || !constant_time_equal(*plain, as_bytes(check_plaintext))) {
-        return Error{Errc::auth_failed, "wrong password for the client state file"};
+    const Error wrong{Errc::auth_failed, "wrong password for the client state file"};
+    Opened opened;
+    if (format == 1) {
+        SIM_TRY(opened.master, stretch(password, salt, params));
+        SIM_TRY(opened.keys, derive_keys(opened.master));
+        auto plain = unseal(*opened.keys.values, as_bytes(check_ad), check);
+        if (!plain || !constant_time_equal(*plain, as_bytes(check_plaintext))) {
+            return wrong;
+        }
+        SIM_TRY_STATUS(write_wrapped(db, opened.master, password, params, rng));
+        return opened;
     }
-    return Opened{std::move(keys), false};
+    SIM_TRY(const auto aead, wrap_aead(password, salt, params));
+    auto master = unseal(*aead, as_bytes(wrap_ad), check);
+    if (!master) {
+        return wrong;
+    }
+    opened.master = std::move(*master);
+    SIM_TRY(opened.keys, derive_keys(opened.master));
+    return opened;
 }
 
 }  // namespace
@@ -366,6 +428,7 @@ Result<std::unique_ptr<ClientState>> open_client_state(const std::string& path, 
         owned_rng = make_system_rng();
     }
     Rng& rng = params.rng != nullptr ? *params.rng : *owned_rng;
+    const KdfParams kdf{params.argon2_memory_kib, params.argon2_iterations, params.argon2_parallelism};
 
     SIM_TRY_STATUS(create_private_file(path));
     SIM_TRY_STATUS(inspect_quiet_file(path));
@@ -384,9 +447,9 @@ Result<std::unique_ptr<ClientState>> open_client_state(const std::string& path, 
             const auto id = store::detail::read_sqlite_identity(*db);
             SIM_TRY_STATUS(judge(id));
             if (id.empty()) {
-                SIM_TRY(opened, create_store(*db, path, password, params, rng));
+                SIM_TRY(opened, create_store(*db, path, password, kdf, rng));
             } else {
-                SIM_TRY(opened, unlock_store(*db, password));
+                SIM_TRY(opened, unlock_store(*db, password, rng));
                 for (int v = id.version; v < schema_version; ++v) {
                     db->exec(migrations[static_cast<std::size_t>(v)]);
                     db->exec("PRAGMA user_version = " + std::to_string(v + 1));
@@ -400,7 +463,8 @@ Result<std::unique_ptr<ClientState>> open_client_state(const std::string& path, 
             return Error{Errc::storage_error, "sqlite: could not switch to WAL mode"};
         }
         return std::unique_ptr<ClientState>(std::make_unique<SqliteClientState>(
-            std::move(db), std::move(opened.keys), std::move(owned_rng), rng, opened.created));
+            std::move(db), std::move(opened.keys), std::move(opened.master), kdf, std::move(owned_rng), rng,
+            opened.created));
     });
 }
 
