@@ -613,18 +613,32 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
 
 // ---------------------------------------------------------------- recv
 
-int run_recv(const Settings& s, const std::vector<std::string>& pos) {
+/// `CMD USER`: checks the arguments and opens a session for `purpose`; on failure `status` is the exit status.
+std::optional<Connection> open_user(const Settings& s, const std::vector<std::string>& pos, Purpose purpose,
+                                    int& status) {
     if (pos.size() != 2) {
-        return usage_error("recv: expected USER");
+        status = usage_error(pos[0] + ": expected USER");
+        return std::nullopt;
     }
     auto user = canonical("USER", pos[1]);
     if (!user) {
-        return usage_error(user.error().detail);
+        status = usage_error(user.error().detail);
+        return std::nullopt;
     }
     Session session(s);
-    auto c = session.open(*user, {}, Purpose::login);
+    auto c = session.open(*user, {}, purpose);
     if (!c) {
-        return open_failed(c.error());
+        status = open_failed(c.error());
+        return std::nullopt;
+    }
+    return std::move(*c);
+}
+
+int run_recv(const Settings& s, const std::vector<std::string>& pos) {
+    int status = 0;
+    auto c = open_user(s, pos, Purpose::login, status);
+    if (!c) {
+        return status;
     }
     auto& client = *c->client;
     std::uint64_t received = 0;
@@ -660,17 +674,10 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
 // ---------------------------------------------------------------- register
 
 int run_register(const Settings& s, const std::vector<std::string>& pos) {
-    if (pos.size() != 2) {
-        return usage_error("register: expected USER");
-    }
-    auto user = canonical("USER", pos[1]);
-    if (!user) {
-        return usage_error(user.error().detail);
-    }
-    Session session(s);
-    auto c = session.open(*user, {}, Purpose::register_account);
+    int status = 0;
+    auto c = open_user(s, pos, Purpose::register_account, status);
     if (!c) {
-        return open_failed(c.error());
+        return status;
     }
     print_line(stdout, "sim: registered " + c->user + " at " + s.server_id);
     finish(*c);
@@ -678,17 +685,10 @@ int run_register(const Settings& s, const std::vector<std::string>& pos) {
 }
 
 int run_rekey(const Settings& s, const std::vector<std::string>& pos) {
-    if (pos.size() != 2) {
-        return usage_error("rekey: expected USER");
-    }
-    auto user = canonical("USER", pos[1]);
-    if (!user) {
-        return usage_error(user.error().detail);
-    }
-    Session session(s);
-    auto c = session.open(*user, {}, Purpose::rekey);
+    int status = 0;
+    auto c = open_user(s, pos, Purpose::rekey, status);
     if (!c) {
-        return open_failed(c.error());
+        return status;
     }
     print_line(stdout, "sim: the end-to-end state of " + c->user + " at " + s.server_id +
                            " is now sealed under the server's current password");
