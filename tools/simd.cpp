@@ -462,6 +462,13 @@ int run_server(const Settings& s) {
         return failure(core.error().message());
     }
 
+    // Sessions an administrator ends from another process (simd user revoke / passwd / delete) are read from the
+    // database's session-end log; what was logged before this start concerns no connection of this run.
+    sim::auth::SessionEndFollower session_ends(*accounts->backend);
+    if (auto st = session_ends.start(); !st) {
+        return failure(st.error().message());
+    }
+
     sim::net::ServerOptions net_options;
     net_options.address = s.listen_host;
     net_options.port = s.listen_port;
@@ -505,15 +512,26 @@ int run_server(const Settings& s) {
                    "rotated often to stay under the Sweet32 bound");
     }
 
-    // Wait for a stop signal; purge expired session tokens every ten minutes meanwhile.
+    // Wait for a stop signal. Meanwhile, every second, end the sessions an administrator ended; every ten
+    // minutes, purge expired session tokens.
     int sig = 0;
+    auto next_purge = std::chrono::steady_clock::now() + 10min;
     for (;;) {
-        const timespec wait{600, 0};
+        const timespec wait{1, 0};
         sig = sigtimedwait(&stop_signals, nullptr, &wait);
         if (sig > 0) {
             break;
         }
-        if (errno == EAGAIN) {
+        if (auto ended = session_ends.poll(); !ended) {
+            logger.log(sim::LogLevel::warning, "reading the session-end log failed",
+                       {{"error", ended.error().message()}});
+        } else {
+            for (const auto& user : *ended) {
+                server_core.end_sessions(user);
+            }
+        }
+        if (std::chrono::steady_clock::now() >= next_purge) {
+            next_purge = std::chrono::steady_clock::now() + 10min;
             const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
             if (auto purged = accounts->backend->purge_expired_tokens(now); !purged) {
                 logger.log(sim::LogLevel::warning, "purging expired tokens failed",

@@ -292,6 +292,35 @@ TEST_CASE("users: failed-attempt bookkeeping") {
     CHECK(s.clear_failures("nobody").code() == Errc::user_not_found);
 }
 
+TEST_CASE("session-end log: revoking a user's tokens and deleting a user log the user, in order") {
+    TestDb db;
+    auto& s = *db.backend;
+    const auto start = s.last_session_end().value();
+    CHECK(s.session_ends_after(start, 10).value().empty());
+    REQUIRE(s.create_user("ann", "$h").has_value());
+    REQUIRE(s.create_user("ben", "$h").has_value());
+    CHECK(s.revoke_user_tokens("ann").value() == 0);  // logged even without tokens: password sessions end too
+    REQUIRE(s.delete_user("ben").has_value());
+    CHECK(s.delete_user("ben").code() == Errc::user_not_found);  // a failed delete logs nothing
+    CHECK(s.revoke_user_tokens("ann").has_value());
+    const auto log = s.session_ends_after(start, 10).value();
+    REQUIRE(log.size() == 3);
+    CHECK(log[0].username == "ann");
+    CHECK(log[1].username == "ben");
+    CHECK(log[2].username == "ann");
+    CHECK(log[0].seq > start);
+    CHECK(log[1].seq > log[0].seq);
+    CHECK(log[2].seq > log[1].seq);
+    CHECK(s.last_session_end().value() == log[2].seq);
+    CHECK(s.session_ends_after(start, 2).value().size() == 2);
+    CHECK(s.session_ends_after(log[0].seq, 10).value() == std::vector<sim::store::SessionEnd>{log[1], log[2]});
+    CHECK(s.session_ends_after(log[2].seq, 10).value().empty());
+    if (db.persistent()) {
+        db.reopen();
+        CHECK(db.backend->session_ends_after(start, 10).value() == log);
+    }
+}
+
 TEST_CASE("session tokens: only hashes, expiry, revocation, cascade") {
     TestDb db;
     auto& s = *db.backend;

@@ -255,14 +255,21 @@ user-admin)
     ls "$XDG_CONFIG_HOME"/libsim/keys/*bob* 2>/dev/null && fail "a refused first login left a state file"
     # bob logs in once: his client publishes the prekeys others need to write to him end to end
     expect_status 0 sim_as 'bob password' --timeout 1 recv bob
-    sim_as 'bob password' --timeout 20 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
+    sim_as 'bob password' --timeout 30 recv bob --count 2 >"$T/recv.out" 2>"$T/recv.err" &
     RECV_PID=$!
     PIDS+=("$RECV_PID")
     sim_as '' --password-file "$T/alice.pw" send alice bob "through a closed server" >"$T/send.out" 2>"$T/send.err" ||
         fail "send as an admin-created user failed"
-    wait_exit "$RECV_PID" 20 || fail "recv did not finish"
-    [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
+    for _ in $(seq 1 100); do
+        grep -qx "alice: through a closed server" "$T/recv.out" && break
+        sleep 0.1
+    done
     grep -qx "alice: through a closed server" "$T/recv.out" || fail "message not received"
+    # the admin ends bob's sessions from another process: his live recv is closed within a second or two
+    expect_status 0 "$SIMD" "${D[@]}" user revoke bob
+    wait_exit "$RECV_PID" 5 || fail "a revoked session stayed open"
+    [ "$EXIT_STATUS" -eq 1 ] || fail "recv exited with $EXIT_STATUS after the revocation"
+    grep -q "ended by the server's administrator" "$T/recv.err" || fail "revocation not explained: $(cat "$T/recv.err")"
     # the admin logs alice out everywhere: the token her login was issued is revoked
     expect_status 0 "$SIMD" "${D[@]}" user revoke alice
     grep -q "revoked [1-9][0-9]* session token" "$T/last.out" || fail "user revoke: $(cat "$T/last.out")"

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <map>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -532,6 +533,68 @@ TEST_CASE("the authenticator is usable from several worker threads at once") {
     CHECK(ok == 40);
     CHECK(created == 1);
     CHECK(auth->list_users().value().size() == 5);
+}
+
+namespace {
+
+/// A session-end log whose entries a test writes by hand (to commit them out of seq order, as MariaDB may).
+class ScriptedLog final : public sim::store::SessionTokenStore {
+public:
+    std::map<std::uint64_t, std::string> entries;
+    sim::Status put_token(sim::ByteView, std::string_view, sim::store::WallTime) override { return sim::ok(); }
+    sim::Result<std::optional<sim::store::SessionRecord>> find_token(sim::ByteView) override {
+        return std::optional<sim::store::SessionRecord>{};
+    }
+    sim::Result<bool> revoke_token(sim::ByteView) override { return false; }
+    sim::Result<std::size_t> revoke_user_tokens(std::string_view) override { return std::size_t{0}; }
+    sim::Result<std::size_t> purge_expired_tokens(sim::store::WallTime) override { return std::size_t{0}; }
+    sim::Result<std::vector<sim::store::SessionEnd>> session_ends_after(std::uint64_t after,
+                                                                        std::size_t limit) override {
+        std::vector<sim::store::SessionEnd> out;
+        for (auto it = entries.upper_bound(after); it != entries.end() && out.size() < limit; ++it) {
+            out.push_back({it->first, it->second});
+        }
+        return out;
+    }
+    sim::Result<std::uint64_t> last_session_end() override {
+        return entries.empty() ? std::uint64_t{0} : entries.rbegin()->first;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("session-end follower: each entry once, none from before start, late commits below the newest seen") {
+    ScriptedLog log;
+    log.entries = {{1, "old"}, {2, "older"}};
+    sim::auth::SessionEndFollower f(log);
+    REQUIRE(f.start());
+    CHECK(f.poll().value().empty());  // what was logged before the server started ends no session now
+    log.entries[3] = "ann";
+    log.entries[5] = "ben";
+    CHECK(f.poll().value() == std::vector<std::string>{"ann", "ben"});
+    CHECK(f.poll().value().empty());
+    // seq 4 commits after 5 was read: it is still seen, once.
+    log.entries[4] = "cat";
+    CHECK(f.poll().value() == std::vector<std::string>{"cat"});
+    CHECK(f.poll().value().empty());
+    // More entries than one read returns.
+    for (std::uint64_t seq = 10; seq < 2510; ++seq) {
+        log.entries[seq] = "u" + std::to_string(seq);
+    }
+    const auto many = f.poll().value();
+    REQUIRE(many.size() == 2500);
+    CHECK(many.front() == "u10");
+    CHECK(many.back() == "u2509");
+    CHECK(f.poll().value().empty());
+    // Through a real store: revoking and deleting are logged.
+    auto store = sim::store::make_memory_backend();
+    REQUIRE(store->create_user("dan", "$h"));
+    REQUIRE(store->revoke_user_tokens("dan"));
+    sim::auth::SessionEndFollower g(*store);
+    REQUIRE(g.start());
+    REQUIRE(store->revoke_user_tokens("dan"));
+    REQUIRE(store->delete_user("dan"));
+    CHECK(g.poll().value() == std::vector<std::string>{"dan", "dan"});
 }
 
 TEST_CASE("session tokens: stored only as SHA-256, expiry, revocation") {

@@ -1377,6 +1377,22 @@ TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked a
     CHECK(w.backend->usage("bob").value().messages == 3);
 }
 
+TEST_CASE("end_sessions: an administrator's revocation closes the user's live connection, nobody else's") {
+    auto w = e2e_world();
+    auto& alice = w.raw_login("alice");
+    auto& bob = w.raw_login("bob");
+    CHECK(w.server->end_sessions("alice"));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::token_invalid});
+    CHECK(alice.closed);
+    CHECK_FALSE(bob.closed);
+    CHECK_FALSE(w.server->end_sessions("alice"));  // gone already
+    CHECK_FALSE(w.server->end_sessions("nobody"));
+    // She may log in again.
+    auto& alice2 = w.raw_login("alice");
+    CHECK_FALSE(alice2.closed);
+}
+
 // ---------------------------------------------------------------- server-assigned mode: offline delivery (6.7)
 
 namespace {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -273,6 +274,30 @@ public:
 private:
     struct Impl;
     std::unique_ptr<Impl> m_impl;
+};
+
+/// Follows the store's session-end log (store::SessionEnd) for a running server, so that `simd user revoke`,
+/// `user passwd` and `user delete`, run from another process or another node, end the user's live sessions: the
+/// host calls poll() about once a second and closes the connections of the users it returns
+/// (ServerCore::end_sessions). start() skips what was logged before. Each entry is returned once; entries that
+/// commit out of seq order (MariaDB with several writers) are still seen, as each poll reads again the last
+/// `margin` seqs. Not thread-safe (one poller).
+class SessionEndFollower {
+public:
+    static constexpr std::uint64_t margin = 64;
+
+    explicit SessionEndFollower(store::SessionTokenStore& store) : m_store(store) {}
+
+    /// Note where the log is now. Errc::storage_error.
+    [[nodiscard]] Status start();
+    /// The users logged since the last poll (or since start), in log order, each entry once. Errc::storage_error.
+    [[nodiscard]] Result<std::vector<std::string>> poll();
+
+private:
+    store::SessionTokenStore& m_store;
+    std::uint64_t m_start = 0;
+    std::uint64_t m_high = 0;
+    std::set<std::uint64_t> m_seen;  // handled seqs within the margin below m_high
 };
 
 // ---------------------------------------------------------------- conversation keys

@@ -128,6 +128,11 @@ public:
     /// Tell every client the server is going away (close frame) and close all connections.
     void shutdown();
 
+    /// End `user`'s live session (an administrator revoked it, changed the password or deleted the account:
+    /// see auth::SessionEndFollower): an `error` frame token_invalid, then the connection closes. Returns whether
+    /// the user was online.
+    bool end_sessions(const std::string& user);
+
     struct Impl;  ///< opaque; public only so the connection objects of the implementation can name it
 
 private:

@@ -100,8 +100,8 @@ public:
     /// Reset the failure count to zero. Errc::user_not_found, Errc::storage_error.
     [[nodiscard]] virtual Status clear_failures(std::string_view username) = 0;
 
-    /// Remove the account and, with it, its session tokens and conversation keys. Errc::user_not_found,
-    /// Errc::storage_error.
+    /// Remove the account and, with it, its session tokens and conversation keys; logs a SessionEnd for the user
+    /// in the same transaction. Errc::user_not_found, Errc::storage_error.
     [[nodiscard]] virtual Status delete_user(std::string_view username) = 0;
 
     /// All usernames in ascending byte order. Errc::storage_error.
@@ -114,6 +114,15 @@ public:
 struct SessionRecord {
     std::string username;  ///< owner (canonical)
     WallTime expires{};    ///< the token is invalid from this instant on
+};
+
+/// One entry of the session-end log: every session of `username` open when it was written must end (an
+/// administrator revoked the user's sessions, changed the password or deleted the account). Running servers read
+/// the log to close those connections (sim::auth::SessionEndFollower).
+struct SessionEnd {
+    std::uint64_t seq = 0;  ///< grows with each entry (commit order may differ by a little on MariaDB)
+    std::string username;
+    friend bool operator==(const SessionEnd&, const SessionEnd&) = default;
 };
 
 /// Session tokens, stored only as the SHA-256 of the token (a leaked table yields no usable token).
@@ -133,8 +142,16 @@ public:
     /// Forget one token; returns whether it existed. Errc::invalid_argument, Errc::storage_error.
     [[nodiscard]] virtual Result<bool> revoke_token(ByteView token_hash) = 0;
 
-    /// Forget every token of a user; returns how many there were. Errc::storage_error.
+    /// Forget every token of a user and log a SessionEnd for the user, in one transaction; returns how many tokens
+    /// there were. Errc::storage_error.
     [[nodiscard]] virtual Result<std::size_t> revoke_user_tokens(std::string_view username) = 0;
+
+    /// SessionEnd entries with a seq above `after`, oldest first, at most `limit`. Entries older than a day are
+    /// dropped when new ones are written. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after,
+                                                                             std::size_t limit) = 0;
+    /// The newest entry's seq (0 when there is none). Errc::storage_error.
+    [[nodiscard]] virtual Result<std::uint64_t> last_session_end() = 0;
 
     /// Forget every token whose expiry is at or before `now`; returns how many. Errc::storage_error.
     [[nodiscard]] virtual Result<std::size_t> purge_expired_tokens(WallTime now) = 0;
@@ -296,7 +313,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 4;
+inline constexpr int schema_version = 5;
 
 /// Open (and create or upgrade) a SQLite database.
 ///

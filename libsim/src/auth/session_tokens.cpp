@@ -1,6 +1,7 @@
 // Session tokens: random 256-bit tokens, stored only as SHA-256 (docs/accounts.md, "Session tokens").
 #include "rng_util.h"
 
+#include <algorithm>
 #include <sim/auth.h>
 #include <sim/crypto.h>
 
@@ -54,6 +55,35 @@ Result<bool> SessionTokens::revoke(ByteView token) {
 Result<std::size_t> SessionTokens::revoke_all(std::string_view username) {
     SIM_TRY(const auto name, canonical_username(username));
     return m_impl->store.revoke_user_tokens(name);
+}
+
+Status SessionEndFollower::start() {
+    SIM_TRY(m_start, m_store.last_session_end());
+    m_high = m_start;
+    m_seen.clear();
+    return ok();
+}
+
+Result<std::vector<std::string>> SessionEndFollower::poll() {
+    constexpr std::size_t page = 1000;
+    std::vector<std::string> users;
+    std::uint64_t from = std::max(m_start, m_high > margin ? m_high - margin : 0);
+    for (;;) {
+        SIM_TRY(const auto entries, m_store.session_ends_after(from, page));
+        for (const auto& e : entries) {
+            if (m_seen.insert(e.seq).second) {
+                users.push_back(e.username);
+            }
+            m_high = std::max(m_high, e.seq);
+        }
+        if (entries.size() < page) {
+            break;
+        }
+        from = entries.back().seq;
+    }
+    const std::uint64_t keep_from = m_high > margin ? m_high - margin : 0;
+    m_seen.erase(m_seen.begin(), m_seen.lower_bound(keep_from + 1));
+    return users;
 }
 
 }  // namespace sim::auth

@@ -884,4 +884,16 @@ ServerStats ServerCore::stats() const {
 
 void ServerCore::shutdown() { m_impl->router.shutdown(); }
 
+bool ServerCore::end_sessions(const std::string& user) {
+    const auto peer = m_impl->router.find_online(user);
+    if (!peer) {
+        return false;
+    }
+    m_impl->log(LogLevel::info, "session of " + user + " ended: revoked by the administrator");
+    peer->kick(Errc::token_invalid,
+               "your session was ended by the server's administrator (sessions revoked, password changed or account "
+               "deleted); log in again");
+    return true;
+}
+
 }  // namespace sim

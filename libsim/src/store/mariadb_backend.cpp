@@ -64,6 +64,9 @@ const std::array<std::vector<const char*>, schema_version> migrations{{
      "envelope MEDIUMBLOB NOT NULL, stored_ms BIGINT NOT NULL, "
      "UNIQUE KEY sim_messages_key (recipient, sender, message_id), "
      "KEY sim_messages_recipient (recipient, seq)) ENGINE=InnoDB"},
+    // 4 -> 5: the session-end log (see sqlite_schema.h)
+    {"CREATE TABLE IF NOT EXISTS sim_session_ends (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+     "username VARBINARY(64) NOT NULL, at_ms BIGINT NOT NULL) ENGINE=InnoDB"},
 }};
 
 /// A statement parameter.
@@ -469,7 +472,7 @@ public:
                 return no_user();
             }
             SIM_TRY_STATUS(plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ?", {username}, "")));
-            return ok();
+            return log_session_end(username);
         });
     }
 
@@ -517,8 +520,34 @@ public:
 
     Result<std::size_t> revoke_user_tokens(std::string_view username) override {
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_sessions WHERE username = ?", {username}, "")));
-        return static_cast<std::size_t>(r.affected);
+        std::size_t n = 0;
+        SIM_TRY_STATUS(in_transaction([&]() -> Status {
+            SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_sessions WHERE username = ?", {username}, "")));
+            n = static_cast<std::size_t>(r.affected);
+            return log_session_end(username);
+        }));
+        return n;
+    }
+
+    Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(auto r, plain(m_conn.run("SELECT seq, username FROM sim_session_ends WHERE seq > ? ORDER BY seq "
+                                         "LIMIT ?",
+                                         {static_cast<std::int64_t>(std::min<std::uint64_t>(after, INT64_MAX)),
+                                          static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX))},
+                                         "ib")));
+        std::vector<SessionEnd> out;
+        out.reserve(r.rows.size());
+        for (auto& row : r.rows) {
+            out.push_back({static_cast<std::uint64_t>(row[0].i), std::move(row[1].s)});
+        }
+        return out;
+    }
+
+    Result<std::uint64_t> last_session_end() override {
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r, plain(m_conn.run("SELECT COALESCE(MAX(seq), 0) FROM sim_session_ends", {}, "i")));
+        return r.rows.empty() ? std::uint64_t{0} : static_cast<std::uint64_t>(r.rows[0][0].i);
     }
 
     Result<std::size_t> purge_expired_tokens(WallTime now) override {
@@ -801,6 +830,17 @@ private:
         }
         m_conn.set_retry(true);
         return result;
+    }
+
+    /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
+    Status log_session_end(std::string_view username) {
+        const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
+        SIM_TRY_STATUS(plain(m_conn.run("INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)",
+                                        {username, now_ms}, "")));
+        SIM_TRY_STATUS(plain(m_conn.run("DELETE FROM sim_session_ends WHERE at_ms < ?", {now_ms - 86'400'000}, "")));
+        return ok();
     }
 
     Result<bool> exists(std::string_view username) {

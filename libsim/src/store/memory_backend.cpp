@@ -90,6 +90,7 @@ public:
                       [&](const auto& kv) { return kv.first.first == username || kv.first.second == username; });
         m_prekeys.erase(std::string(username));
         std::erase_if(m_messages, [&](const auto& kv) { return kv.second.recipient == username; });
+        log_session_end(username);
         return ok();
     }
 
@@ -136,8 +137,23 @@ public:
 
     Result<std::size_t> revoke_user_tokens(std::string_view username) override {
         const std::lock_guard lock(m_mutex);
+        log_session_end(username);
         return static_cast<std::size_t>(
             std::erase_if(m_tokens, [&](const auto& kv) { return kv.second.username == username; }));
+    }
+
+    Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
+        const std::lock_guard lock(m_mutex);
+        std::vector<SessionEnd> out;
+        for (auto it = m_session_ends.upper_bound(after); it != m_session_ends.end() && out.size() < limit; ++it) {
+            out.push_back({it->first, it->second});
+        }
+        return out;
+    }
+
+    Result<std::uint64_t> last_session_end() override {
+        const std::lock_guard lock(m_mutex);
+        return m_session_ends.empty() ? std::uint64_t{0} : m_session_ends.rbegin()->first;
     }
 
     Result<std::size_t> purge_expired_tokens(WallTime now) override {
@@ -326,6 +342,14 @@ public:
     }
 
 private:
+    /// Append a SessionEnd (the newest 10,000 are kept: this store does not outlive its process).
+    void log_session_end(std::string_view username) {
+        m_session_ends.emplace(++m_session_end_seq, std::string(username));
+        if (m_session_ends.size() > 10'000) {
+            m_session_ends.erase(m_session_ends.begin());
+        }
+    }
+
     struct Prekeys {
         Bytes identity;
         std::uint32_t spk_id = 0;
@@ -341,6 +365,8 @@ private:
     std::map<std::pair<std::string, std::string>, SealedConversationKey> m_keys;
     std::map<std::string, Prekeys> m_prekeys;
     std::map<std::uint64_t, StoredMessage> m_messages;  // by seq: store order
+    std::map<std::uint64_t, std::string> m_session_ends;
+    std::uint64_t m_session_end_seq = 0;
     std::map<MessageKey, std::uint64_t> m_message_keys;
     std::uint64_t m_next_seq = 1;
 };

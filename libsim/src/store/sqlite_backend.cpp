@@ -195,6 +195,7 @@ public:
             SQLite::Statement m(*m_db, "DELETE FROM sim_messages WHERE recipient = ?");
             m.bind(1, std::string(username));
             m.exec();
+            log_session_end(username);
             tx.commit();
             return ok();
         });
@@ -255,9 +256,33 @@ public:
 
     Result<std::size_t> revoke_user_tokens(std::string_view username) override {
         return locked([&]() -> Result<std::size_t> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db, "DELETE FROM sim_sessions WHERE username = ?");
             q.bind(1, std::string(username));
-            return static_cast<std::size_t>(q.exec());
+            const auto n = static_cast<std::size_t>(q.exec());
+            log_session_end(username);
+            tx.commit();
+            return n;
+        });
+    }
+
+    Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
+        return locked([&]() -> Result<std::vector<SessionEnd>> {
+            SQLite::Statement q(*m_db, "SELECT seq, username FROM sim_session_ends WHERE seq > ? ORDER BY seq LIMIT ?");
+            q.bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(after, INT64_MAX)));
+            q.bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+            std::vector<SessionEnd> out;
+            while (q.executeStep()) {
+                out.push_back({static_cast<std::uint64_t>(q.getColumn(0).getInt64()), q.getColumn(1).getString()});
+            }
+            return out;
+        });
+    }
+
+    Result<std::uint64_t> last_session_end() override {
+        return locked([&]() -> Result<std::uint64_t> {
+            return static_cast<std::uint64_t>(
+                m_db->execAndGet("SELECT COALESCE(MAX(seq), 0) FROM sim_session_ends").getInt64());
         });
     }
 
@@ -553,6 +578,20 @@ public:
     }
 
 private:
+    /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
+    void log_session_end(std::string_view username) {
+        const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
+        SQLite::Statement add(*m_db, "INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)");
+        add.bind(1, std::string(username));
+        add.bind(2, now_ms);
+        add.exec();
+        SQLite::Statement prune(*m_db, "DELETE FROM sim_session_ends WHERE at_ms < ?");
+        prune.bind(1, now_ms - 86'400'000);
+        prune.exec();
+    }
+
     static Bytes blob(const SQLite::Column& c) {
         const auto* p = static_cast<const std::uint8_t*>(c.getBlob());
         return p == nullptr ? Bytes{} : Bytes(p, p + c.getBytes());

@@ -64,6 +64,12 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "  UNIQUE (recipient, sender, message_id)"
     ");"
     "CREATE INDEX sim_messages_recipient ON sim_messages (recipient, seq);",
+    // 4 -> 5: the session-end log (revoked sessions, changed passwords, deleted accounts) running servers follow
+    "CREATE TABLE sim_session_ends ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  username TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL"
+    ");",
 };
 
 static_assert(sqlite_application_id == 1280526669);
