@@ -104,6 +104,17 @@ TEST_CASE("mls::Group: create, add, join, send, update, remove through the publi
     same_epoch(*a, *c);
     CHECK(a->epoch_authenticator() != old_auth);
 
+    // A member joins a tree that holds a leaf from an Update.
+    const auto e_kp = bundle(*rng, "erin", "phone");
+    REQUIRE(a->add(e_kp.key_package).has_value());
+    const auto add_e = a->commit(*rng);
+    REQUIRE(add_e.has_value());
+    auto e = mls::Group::join(*add_e->welcome, e_kp);
+    REQUIRE_MESSAGE(e.has_value(), e.error().message());
+    REQUIRE(b->process(add_e->commit).has_value());
+    REQUIRE(c->process(add_e->commit).has_value());
+    same_epoch(*a, *e);
+
     // B removes C.
     const auto c_leaf = c->own_leaf();
     CHECK(b->remove(b->own_leaf()).code() == Errc::invalid_argument);
@@ -120,7 +131,7 @@ TEST_CASE("mls::Group: create, add, join, send, update, remove through the publi
     CHECK(ev_c->kind == mls::GroupEvent::Kind::removed);
     CHECK_FALSE(c->active());
     same_epoch(*a, *b);
-    CHECK(a->members().size() == 2);
+    CHECK(a->members().size() == 3);
 
     // C reads nothing of the new epoch and can no longer send.
     const auto after = a->encrypt(sim::as_bytes("without carol"), *rng);
