@@ -7,7 +7,9 @@
 
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 using sim::Bytes;
@@ -16,9 +18,10 @@ namespace mls = sim::mls;
 
 namespace {
 
-mls::KeyPackageBundle bundle(sim::Rng& rng, const std::string& user, const std::string& device) {
+mls::KeyPackageBundle bundle(sim::Rng& rng, const std::string& user, const std::string& device,
+                             mls::KeyPackageLifetime lifetime = {}) {
     const auto sig = sim::crypto::ed25519_generate(rng);
-    auto b = mls::make_key_package(user, device, sig.private_key, rng);
+    auto b = mls::make_key_package(user, device, sig.private_key, rng, lifetime);
     REQUIRE_MESSAGE(b.has_value(), b.error().message());
     return std::move(*b);
 }
@@ -33,6 +36,26 @@ void same_epoch(const mls::Group& x, const mls::Group& y) {
     REQUIRE(ey.has_value());
     CHECK(*ex == *ey);
 }
+
+/// Refuses the identities in `refused` (changeable while groups use it) with Errc::auth_rejected.
+struct RefuseSome final : mls::CredentialPolicy {
+    std::set<std::string> refused;
+    [[nodiscard]] sim::Status check(std::string_view identity, sim::ByteView) const override {
+        if (refused.count(std::string(identity)) != 0) {
+            return Errc::auth_rejected;
+        }
+        return sim::ok();
+    }
+};
+
+/// Epoch, authenticator and members of `g`, to show that a failed call changed nothing.
+struct Snapshot {
+    std::uint64_t epoch;
+    Bytes authenticator;
+    std::vector<mls::GroupMember> members;
+    explicit Snapshot(const mls::Group& g) : epoch(g.epoch()), authenticator(g.epoch_authenticator()), members(g.members()) {}
+    friend bool operator==(const Snapshot&, const Snapshot&) = default;
+};
 
 }  // namespace
 
@@ -141,4 +164,122 @@ TEST_CASE("mls::Group: create, add, join, send, update, remove through the publi
     const auto got_b = b->process(*after);
     REQUIRE(got_b.has_value());
     CHECK(sim::to_string(got_b->application_data) == "without carol");
+}
+
+TEST_CASE("mls::Group: the credential policy decides every leaf the group accepts") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group credential policy"));
+    const auto a_kp = bundle(*rng, "alice", "phone");
+    const auto b_kp = bundle(*rng, "bob", "laptop");
+    const auto c_kp = bundle(*rng, "carol", "phone");
+    const auto m_kp = bundle(*rng, "mallory", "phone");
+
+    const mls::AcceptUserDevice user_device;
+    CHECK(user_device.check("alice/phone", {}).has_value());
+    for (const char* bad : {"alice", "alice/", "/phone", "a/b/c", ""}) {
+        CHECK(user_device.check(bad, {}).code() == Errc::bad_field);
+    }
+
+    auto a = mls::Group::create(sim::as_bytes("policy"), a_kp, *rng);
+    REQUIRE(a.has_value());
+    REQUIRE(a->add(b_kp.key_package).has_value());
+    const auto add_b = a->commit(*rng);
+    REQUIRE(add_b.has_value());
+
+    // Joining: a policy that refuses any member of the tree (here the committer) makes the join fail.
+    auto refuse_alice = std::make_shared<RefuseSome>();
+    refuse_alice->refused = {"alice/phone"};
+    CHECK(mls::Group::join(*add_b->welcome, b_kp, {refuse_alice, {}}).code() == Errc::auth_rejected);
+
+    auto policy = std::make_shared<RefuseSome>();
+    auto b = mls::Group::join(*add_b->welcome, b_kp, {policy, {}});
+    REQUIRE_MESSAGE(b.has_value(), b.error().message());
+
+    // Committing: a group whose policy refuses a KeyPackage does not commit its Add, and keeps the queue.
+    policy->refused = {"mallory/phone"};
+    REQUIRE(b->add(m_kp.key_package).has_value());
+    CHECK(b->commit(*rng).code() == Errc::auth_rejected);
+    CHECK(b->epoch() == 1);
+
+    // Processing: A's commit adding Mallory is refused by B, whose state does not change.
+    const auto before_commit = a->encrypt(sim::as_bytes("still epoch 1"), *rng);
+    REQUIRE(before_commit.has_value());
+    REQUIRE(a->add(m_kp.key_package).has_value());
+    const auto add_m = a->commit(*rng);
+    REQUIRE(add_m.has_value());
+    const Snapshot b_before(*b);
+    CHECK(b->process(add_m->commit).code() == Errc::auth_rejected);
+    CHECK(Snapshot(*b) == b_before);
+    const auto old = b->process(*before_commit);
+    REQUIRE_MESSAGE(old.has_value(), old.error().message());
+    CHECK(sim::to_string(old->application_data) == "still epoch 1");
+
+    // Updates: once the policy refuses B's credential, C no longer accepts a commit of B's Update.
+    auto a2 = mls::Group::create(sim::as_bytes("policy 2"), bundle(*rng, "alice", "tablet"), *rng);
+    REQUIRE(a2.has_value());
+    const auto b2_kp = bundle(*rng, "bob", "desk");
+    REQUIRE(a2->add(b2_kp.key_package).has_value());
+    REQUIRE(a2->add(c_kp.key_package).has_value());
+    const auto add2 = a2->commit(*rng);
+    REQUIRE(add2.has_value());
+    auto b2 = mls::Group::join(*add2->welcome, b2_kp);
+    auto c_policy = std::make_shared<RefuseSome>();
+    auto c2 = mls::Group::join(*add2->welcome, c_kp, {c_policy, {}});
+    REQUIRE(b2.has_value());
+    REQUIRE(c2.has_value());
+    const auto upd = b2->propose_update(*rng);
+    REQUIRE(upd.has_value());
+    REQUIRE(a2->process(*upd).has_value());
+    REQUIRE(c2->process(*upd).has_value());
+    const auto commit_upd = a2->commit(*rng);
+    REQUIRE(commit_upd.has_value());
+    c_policy->refused = {"bob/desk"};
+    const Snapshot c_before(*c2);
+    CHECK(c2->process(commit_upd->commit).code() == Errc::auth_rejected);
+    CHECK(Snapshot(*c2) == c_before);
+    c_policy->refused.clear();
+    CHECK(c2->process(commit_upd->commit).has_value());
+    CHECK(c2->epoch_authenticator() == a2->epoch_authenticator());
+}
+
+TEST_CASE("mls::Group: an Add needs a KeyPackage lifetime that covers the injected time") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group lifetime"));
+    const auto a_kp = bundle(*rng, "alice", "phone");
+    const auto b_kp = bundle(*rng, "bob", "laptop");
+    const auto c_kp = bundle(*rng, "carol", "phone", {1000, 2000});
+    const auto sig = sim::crypto::ed25519_generate(*rng);
+    CHECK(mls::make_key_package("dave", "phone", sig.private_key, *rng, {2, 1}).code() == Errc::invalid_argument);
+
+    auto a_now = std::make_shared<std::uint64_t>(0);
+    auto b_now = std::make_shared<std::uint64_t>(0);
+    auto a = mls::Group::create(sim::as_bytes("lifetime"), a_kp, *rng, {{}, [a_now] { return *a_now; }});
+    REQUIRE(a.has_value());
+    REQUIRE(a->add(b_kp.key_package).has_value());
+    const auto add_b = a->commit(*rng);
+    REQUIRE(add_b.has_value());
+    auto b = mls::Group::join(*add_b->welcome, b_kp, {{}, [b_now] { return *b_now; }});
+    REQUIRE(b.has_value());
+    // Without a clock only unlimited lifetimes can be shown to cover now.
+    auto no_clock = mls::Group::join(*add_b->welcome, b_kp);
+    REQUIRE(no_clock.has_value());
+    REQUIRE(no_clock->add(c_kp.key_package).has_value());
+    CHECK(no_clock->commit(*rng).code() == Errc::key_expired);
+
+    REQUIRE(a->add(c_kp.key_package).has_value());
+    for (const std::uint64_t t : {std::uint64_t{999}, std::uint64_t{2001}}) {
+        *a_now = t;
+        CHECK(a->commit(*rng).code() == Errc::key_expired);
+        CHECK(a->epoch() == 1);
+    }
+    *a_now = 2000;
+    const auto add_c = a->commit(*rng);
+    REQUIRE_MESSAGE(add_c.has_value(), add_c.error().message());
+
+    // A receiver whose time lies outside the lifetime refuses the commit and changes nothing.
+    *b_now = 2001;
+    const Snapshot b_before(*b);
+    CHECK(b->process(add_c->commit).code() == Errc::key_expired);
+    CHECK(Snapshot(*b) == b_before);
+    *b_now = 1000;
+    REQUIRE(b->process(add_c->commit).has_value());
+    CHECK(b->epoch_authenticator() == a->epoch_authenticator());
 }

@@ -15,6 +15,7 @@
 #include <sim/rng.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
@@ -43,6 +44,10 @@ public:
         Bytes message;                   ///< MLSMessage(PublicMessage) carrying the Commit
         std::optional<Welcome> welcome;  ///< for the added members
     };
+
+    /// The time (seconds since the Unix epoch) against which the lifetimes of added KeyPackages are checked
+    /// (s7.2). Without a clock (the default) only KeyPackages with the unlimited lifetime [0, 2^64-1] can be added.
+    void set_clock(std::function<std::uint64_t()> now) { m_now = std::move(now); }
 
     /// s12.4.1: commit every cached proposal by reference (except an Update of our own, which a committer may not
     /// include), the removal of `removes` (leaf indices) and the addition of `adds` (validated KeyPackages) by
@@ -93,6 +98,8 @@ private:
     GroupState(JoinedGroup joined, SecretTree secret_tree, const CredentialValidator& credentials);
     Result<AuthenticatedContent> unprotect(ByteView message);
     Status apply_commit(ByteView message);
+    /// s10.1 and s7.2 for a KeyPackage to be added to `tree`: validate_key_package at the injected time.
+    [[nodiscard]] Status validate_add(const KeyPackage& key_package, const RatchetTree& tree) const;
 
     GroupContext m_context;
     RatchetTree m_tree;
@@ -104,6 +111,7 @@ private:
     std::map<Bytes, CachedProposal> m_proposals;     // by ProposalRef
     std::map<Bytes, SecureBytes> m_pending_updates;  // our own Update proposals: ref -> new leaf private key
     const CredentialValidator* m_credentials;
+    std::function<std::uint64_t()> m_now;
     bool m_member = true;
 };
 
