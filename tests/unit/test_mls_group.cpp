@@ -283,3 +283,273 @@ TEST_CASE("mls::Group: an Add needs a KeyPackage lifetime that covers the inject
     REQUIRE(b->process(add_c->commit).has_value());
     CHECK(b->epoch_authenticator() == a->epoch_authenticator());
 }
+
+namespace {
+
+/// The byte after the `opaque<V>` (MLS varint length, RFC 9420 s2.1.2) that starts at `pos` of `s`.
+std::size_t skip_vector(const sim::SecureBytes& s, std::size_t pos) {
+    REQUIRE(pos < s.size());
+    const std::size_t width = std::size_t{1} << (s[pos] >> 6);
+    std::size_t len = s[pos] & 0x3f;
+    for (std::size_t i = 1; i < width; ++i) {
+        len = (len << 8) | s[pos + i];
+    }
+    return pos + width + len;
+}
+
+/// Where the fields of a saved state start (docs/protocol.md 7.6), to build inconsistent states.
+struct SavedLayout {
+    std::size_t context = 2;  // after the version
+    std::size_t tree = 0;
+    std::size_t own_leaf = 0;
+    std::size_t first_secret = 0;
+    std::size_t leaf_private = 0;
+    std::size_t secret_tree = 0;
+
+    explicit SavedLayout(const sim::SecureBytes& s) {
+        tree = skip_vector(s, context);
+        own_leaf = skip_vector(s, tree);
+        first_secret = own_leaf + 4;
+        std::size_t pos = first_secret;
+        for (int i = 0; i < 12; ++i) {
+            pos = skip_vector(s, pos);
+        }
+        leaf_private = pos;
+        const auto path_secrets = skip_vector(s, leaf_private);
+        const auto interim = skip_vector(s, path_secrets);
+        secret_tree = skip_vector(s, interim);
+    }
+};
+
+void put_u32(sim::SecureBytes& s, std::size_t pos, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) {
+        s[pos + i] = static_cast<std::uint8_t>(v >> (8 * (3 - i)));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("mls::Group: a loaded group behaves exactly as the saved one") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group save load"));
+    const auto a_kp = bundle(*rng, "alice", "phone");
+    const auto b_kp = bundle(*rng, "bob", "laptop");
+    const auto c_kp = bundle(*rng, "carol", "phone");
+    const auto d_kp = bundle(*rng, "dave", "phone");
+    auto a = mls::Group::create(sim::as_bytes("saved"), a_kp, *rng);
+    REQUIRE(a.has_value());
+    REQUIRE(a->add(b_kp.key_package).has_value());
+    REQUIRE(a->add(c_kp.key_package).has_value());
+    const auto add = a->commit(*rng);
+    REQUIRE(add.has_value());
+    auto b = mls::Group::join(*add->welcome, b_kp);
+    auto c = mls::Group::join(*add->welcome, c_kp);
+    REQUIRE(b.has_value());
+    REQUIRE(c.has_value());
+
+    // B has used a ratchet key, skipped one, and cached C's Update when it saves.
+    const auto m1 = a->encrypt(sim::as_bytes("one"), *rng);
+    const auto m2 = a->encrypt(sim::as_bytes("two"), *rng);
+    const auto m3 = a->encrypt(sim::as_bytes("three"), *rng);
+    REQUIRE((m1 && m2 && m3));
+    REQUIRE(b->process(*m2).has_value());
+    const auto upd = c->propose_update(*rng);
+    REQUIRE(upd.has_value());
+    REQUIRE(a->process(*upd).has_value());
+    REQUIRE(b->process(*upd).has_value());
+
+    const auto saved = b->save();
+    REQUIRE(saved.has_value());
+    REQUIRE(saved->size() > 2);
+    CHECK(((*saved)[0] == 0 && (*saved)[1] == mls::group_state_version));
+    auto loaded = mls::Group::load(*saved);
+    REQUIRE_MESSAGE(loaded.has_value(), loaded.error().message());
+    same_epoch(*b, *loaded);
+    CHECK(loaded->own_leaf() == b->own_leaf());
+    CHECK(loaded->group_id() == b->group_id());
+    const auto resaved = loaded->save();
+    REQUIRE(resaved.has_value());
+    CHECK(*resaved == *saved);
+
+    // Both decrypt the same messages and refuse the same replay; both follow A's commit of C's cached Update.
+    const auto commit = a->commit(*rng);
+    REQUIRE(commit.has_value());
+    for (auto* g : {&*b, &*loaded}) {
+        CHECK(g->process(*m2).code() == Errc::replayed);
+        for (const auto* m : {&*m1, &*m3}) {
+            const auto got = g->process(*m);
+            REQUIRE_MESSAGE(got.has_value(), got.error().message());
+        }
+        const auto ev = g->process(commit->commit);
+        REQUIRE_MESSAGE(ev.has_value(), ev.error().message());
+        CHECK(ev->epoch == 2);
+        CHECK(g->epoch_authenticator() == a->epoch_authenticator());
+    }
+    REQUIRE(c->process(commit->commit).has_value());
+    const auto m4 = c->encrypt(sim::as_bytes("four"), *rng);
+    REQUIRE(m4.has_value());
+    const auto got_b = b->process(*m4);
+    const auto got_loaded = loaded->process(*m4);
+    REQUIRE((got_b && got_loaded));
+    CHECK(got_b->application_data == got_loaded->application_data);
+
+    // Queued additions and removals and our own pending Update are saved too.
+    const auto b_upd = loaded->propose_update(*rng);
+    REQUIRE(b_upd.has_value());
+    REQUIRE(loaded->add(d_kp.key_package).has_value());
+    REQUIRE(loaded->remove(c->own_leaf()).has_value());
+    auto reloaded = mls::Group::load(*loaded->save());
+    REQUIRE(reloaded.has_value());
+    CHECK(reloaded->remove(c->own_leaf()).code() == Errc::invalid_argument);  // already queued
+    REQUIRE(a->process(*b_upd).has_value());
+    const auto a_commit = a->commit(*rng);
+    REQUIRE(a_commit.has_value());
+    REQUIRE_MESSAGE(reloaded->process(a_commit->commit).has_value(), "our own Update's key was saved");
+    CHECK(reloaded->epoch_authenticator() == a->epoch_authenticator());
+    const auto b_commit = reloaded->commit(*rng);  // the queued Add of D (the queued removal was dropped)
+    REQUIRE_MESSAGE(b_commit.has_value(), b_commit.error().message());
+    REQUIRE(b_commit->welcome.has_value());
+    auto d = mls::Group::join(*b_commit->welcome, d_kp);
+    REQUIRE_MESSAGE(d.has_value(), d.error().message());
+    REQUIRE(a->process(b_commit->commit).has_value());
+    same_epoch(*a, *reloaded);
+    same_epoch(*a, *d);
+}
+
+TEST_CASE("mls::Group::load refuses truncated, extended, other-version and inconsistent states") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group load refusals"));
+    const auto a_kp = bundle(*rng, "alice", "phone");
+    const auto b_kp = bundle(*rng, "bob", "laptop");
+    const auto c_kp = bundle(*rng, "carol", "phone");
+    auto a = mls::Group::create(sim::as_bytes("refusals"), a_kp, *rng);
+    REQUIRE(a.has_value());
+    REQUIRE(a->add(b_kp.key_package).has_value());
+    REQUIRE(a->add(c_kp.key_package).has_value());
+    const auto add = a->commit(*rng);
+    REQUIRE(add.has_value());
+    auto b = mls::Group::join(*add->welcome, b_kp);
+    REQUIRE(b.has_value());
+    const auto epoch1 = b->save();
+    REQUIRE(epoch1.has_value());
+    const auto next = a->commit(*rng);
+    REQUIRE(next.has_value());
+    REQUIRE(b->process(next->commit).has_value());
+    const auto saved = b->save();
+    REQUIRE(saved.has_value());
+    REQUIRE(mls::Group::load(*saved).has_value());
+    const SavedLayout at(*saved);
+
+    for (std::size_t n = 0; n < saved->size(); ++n) {
+        const auto code = mls::Group::load(sim::ByteView(*saved).first(n)).code();
+        if (code != Errc::truncated) {
+            FAIL_CHECK("a saved state cut to " << n << " bytes gave error " << static_cast<int>(code));
+        }
+    }
+    auto longer = *saved;
+    longer.push_back(0);
+    CHECK(mls::Group::load(longer).code() == Errc::trailing_bytes);
+    for (const std::uint8_t version : {0, 2, 0xff}) {
+        auto other = *saved;
+        other[1] = version;
+        CHECK(mls::Group::load(other).code() == Errc::unsupported_version);
+    }
+
+    // Own leaf outside the tree, or a blank leaf (leaf 3 of the 4-leaf tree of three members).
+    for (const std::uint32_t leaf : {3U, 4U, 0xffffffffU}) {
+        auto s = *saved;
+        put_u32(s, at.own_leaf, leaf);
+        CHECK(mls::Group::load(s).code() == Errc::bad_field);
+    }
+    // The tree of epoch 1 with the group context of epoch 2: the tree hash does not match.
+    {
+        const SavedLayout at1(*epoch1);
+        sim::SecureBytes s(saved->begin(), saved->begin() + static_cast<std::ptrdiff_t>(at.tree));
+        s.insert(s.end(), epoch1->begin() + static_cast<std::ptrdiff_t>(at1.tree),
+                 epoch1->begin() + static_cast<std::ptrdiff_t>(at1.own_leaf));
+        s.insert(s.end(), saved->begin() + static_cast<std::ptrdiff_t>(at.own_leaf), saved->end());
+        CHECK(mls::Group::load(s).code() == Errc::bad_field);
+    }
+    // A secret tree of 8 or 2 leaves for the tree of 4.
+    for (const std::uint32_t leaves : {8U, 2U}) {
+        auto s = *saved;
+        put_u32(s, at.secret_tree, leaves);
+        CHECK(mls::Group::load(s).code() == Errc::bad_field);
+    }
+    // A secret tree whose size is not a power of two.
+    {
+        auto s = *saved;
+        put_u32(s, at.secret_tree, 3);
+        CHECK(mls::Group::load(s).code() == Errc::bad_field);
+    }
+    // A leaf private key that does not match our leaf.
+    {
+        auto s = *saved;
+        s[at.leaf_private + 2] ^= 0x01;  // the second key byte: X25519 clamping ignores bits of the first
+        CHECK(mls::Group::load(s).code() == Errc::invalid_key);
+    }
+    // A signature key that does not match our leaf: the last byte of the seed (before the two empty queues).
+    {
+        auto s = *saved;
+        s[s.size() - 3] ^= 0x01;
+        CHECK(mls::Group::load(s).code() == Errc::invalid_key);
+    }
+    // An epoch secret one byte short.
+    {
+        auto s = *saved;
+        REQUIRE(s[at.first_secret] == 32);
+        s[at.first_secret] = 31;
+        CHECK(mls::Group::load(s).code() == Errc::bad_length);
+    }
+    // Removed members cannot save.
+    REQUIRE(a->remove(b->own_leaf()).has_value());
+    const auto remove_b = a->commit(*rng);
+    REQUIRE(remove_b.has_value());
+    REQUIRE(b->process(remove_b->commit).has_value());
+    CHECK(b->save().code() == Errc::invalid_state);
+}
+
+TEST_CASE("mls::Group: a state saved before a member's removal decrypts nothing of the later epochs") {
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group saved removal"));
+    const auto a_kp = bundle(*rng, "alice", "phone");
+    const auto b_kp = bundle(*rng, "bob", "laptop");
+    const auto c_kp = bundle(*rng, "carol", "phone");
+    auto a = mls::Group::create(sim::as_bytes("pcs"), a_kp, *rng);
+    REQUIRE(a.has_value());
+    REQUIRE(a->add(b_kp.key_package).has_value());
+    REQUIRE(a->add(c_kp.key_package).has_value());
+    const auto add = a->commit(*rng);
+    REQUIRE(add.has_value());
+    auto b = mls::Group::join(*add->welcome, b_kp);
+    auto c = mls::Group::join(*add->welcome, c_kp);
+    REQUIRE((b && c));
+    const auto c_saved = c->save();
+    REQUIRE(c_saved.has_value());
+
+    REQUIRE(a->remove(c->own_leaf()).has_value());
+    const auto remove_c = a->commit(*rng);
+    REQUIRE(remove_c.has_value());
+    REQUIRE(b->process(remove_c->commit).has_value());
+    const auto after = a->encrypt(sim::as_bytes("without carol"), *rng);
+    REQUIRE(after.has_value());
+    REQUIRE(b->process(*after).has_value());
+    const auto update = b->commit(*rng);  // a later epoch still
+    REQUIRE(update.has_value());
+    REQUIRE(a->process(update->commit).has_value());
+    const auto later = a->encrypt(sim::as_bytes("later"), *rng);
+    REQUIRE(later.has_value());
+
+    // Loaded as it was: neither the new epoch's messages nor its commits open; after processing the removal the
+    // state is dead.
+    for (int processed_removal = 0; processed_removal < 2; ++processed_removal) {
+        auto old = mls::Group::load(*c_saved);
+        REQUIRE(old.has_value());
+        if (processed_removal == 1) {
+            const auto ev = old->process(remove_c->commit);
+            REQUIRE(ev.has_value());
+            CHECK(ev->kind == mls::GroupEvent::Kind::removed);
+        }
+        CHECK_FALSE(old->process(*after).has_value());
+        CHECK_FALSE(old->process(update->commit).has_value());
+        CHECK_FALSE(old->process(*later).has_value());
+        CHECK(old->epoch_authenticator() != a->epoch_authenticator());
+    }
+}

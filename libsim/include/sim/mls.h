@@ -9,8 +9,6 @@
 /// is decided by the CredentialPolicy in GroupOptions (the multi-device issue will check them against signed device
 /// lists). Left out, refused with Errc::not_implemented when met: PSKs, external commits and senders, ReInit,
 /// GroupContextExtensions.
-///
-/// Not yet here: serialisation of a Group for the client's encrypted store.
 
 #include <sim/bytes.h>
 #include <sim/error.h>
@@ -105,6 +103,9 @@ struct GroupCommit {
     std::optional<Bytes> welcome;  ///< MLSMessage(Welcome) carrying the ratchet tree
 };
 
+/// The format version of Group::save(); Group::load() reads this version only.
+inline constexpr std::uint16_t group_state_version = 1;
+
 /// One member's view of a group. Move-only; secrets are wiped when it is destroyed. A failed call changes nothing.
 class Group {
 public:
@@ -116,6 +117,15 @@ public:
     /// decoding, validation and authentication errors of docs/protocol.md 7.4; the error of `options.credentials`
     /// when it refuses any member of the tree.
     static Result<Group> join(ByteView welcome, const KeyPackageBundle& own, const GroupOptions& options = {});
+
+    /// A group from a state written by save(), with the policy and clock of `options` (they are not saved). The
+    /// loaded group behaves exactly as the saved one did. Errc::frame_too_large for more than 64 MiB;
+    /// Errc::unsupported_version for another format version than group_state_version; Errc::truncated,
+    /// Errc::trailing_bytes, Errc::bad_length and Errc::bad_field for malformed or internally inconsistent input
+    /// (a tree that does not match the group context, our leaf not in the tree, a secret tree of another size);
+    /// Errc::invalid_key when our private keys do not match the tree. Never trusts the input further than that:
+    /// decrypt it from storage the caller controls.
+    static Result<Group> load(ByteView saved, const GroupOptions& options = {});
 
     Group(Group&&) noexcept;
     Group& operator=(Group&&) noexcept;
@@ -145,6 +155,13 @@ public:
     Result<GroupEvent> process(ByteView message);
     /// `plaintext` as an application message (PrivateMessage) to the group. Errc::invalid_state after removal.
     Result<Bytes> encrypt(ByteView plaintext, Rng& rng);
+
+    /// The whole state, for the client's store (format: docs/protocol.md 7.6): the epoch's secrets, the secret
+    /// tree with its ratchets, our private keys including the signature key, the cached proposals and the queued
+    /// additions and removals. It is as secret as the group itself: encrypt it at rest, and replace the stored copy
+    /// after every call that changes the group (a stale copy would reuse keys that are already used). Errc::invalid_state
+    /// after removal.
+    [[nodiscard]] Result<SecureBytes> save() const;
 
     [[nodiscard]] Bytes group_id() const;
     [[nodiscard]] std::uint64_t epoch() const noexcept;

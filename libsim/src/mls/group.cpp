@@ -149,6 +149,64 @@ Result<Group> Group::join(ByteView welcome, const KeyPackageBundle& own, const G
     return Group(std::make_unique<Impl>(std::move(credentials), std::move(state), options, own.signature_private));
 }
 
+Result<SecureBytes> Group::save() const {
+    SecureTlsWriter w;
+    w.u16(group_state_version);
+    SIM_TRY_STATUS(m_impl->state.save(w));
+    SIM_TRY_STATUS(w.vector(m_impl->signature_private));
+    TlsWriter adds;
+    for (const auto& kp : m_impl->adds) {
+        SIM_TRY_STATUS(kp.encode_into(adds));
+    }
+    SIM_TRY_STATUS(w.vector(adds.bytes()));
+    TlsWriter removes;
+    for (const auto leaf : m_impl->removes) {
+        removes.u32(leaf);
+    }
+    SIM_TRY_STATUS(w.vector(removes.bytes()));
+    return std::move(w).bytes();
+}
+
+Result<Group> Group::load(ByteView saved, const GroupOptions& options) {
+    if (saved.size() > max_saved_state_size) {
+        return Error{Errc::frame_too_large, "saved group state too large"};
+    }
+    TlsReader r(saved);
+    SIM_TRY(const auto version, r.u16());
+    if (version != group_state_version) {
+        return Error{Errc::unsupported_version, "unknown saved group state version"};
+    }
+    auto credentials = validator(options);
+    SIM_TRY(auto state, GroupState::load(r, *credentials));
+    SIM_TRY(const auto seed, r.exact_vector(crypto::ed25519_key_size));
+    SIM_TRY(auto signature, crypto::ed25519_from_seed(seed));
+    if (!constant_time_equal(signature.public_key, state.tree().leaf(state.own_leaf())->signature_key)) {
+        return Error{Errc::invalid_key, "saved signature key does not match our leaf"};
+    }
+    SIM_TRY(auto adds_list, r.sub_reader(max_saved_state_size));
+    std::vector<KeyPackage> adds;
+    while (!adds_list.empty()) {
+        SIM_TRY(auto kp, decode_key_package(adds_list));
+        adds.push_back(std::move(kp));
+    }
+    SIM_TRY(auto removes_list, r.sub_reader(max_saved_state_size));
+    std::vector<std::uint32_t> removes;
+    while (!removes_list.empty()) {
+        SIM_TRY(const auto leaf, removes_list.u32());
+        removes.push_back(leaf);
+    }
+    SIM_TRY_STATUS(r.finish());
+    Group g(std::make_unique<Impl>(std::move(credentials), std::move(state), options,
+                                   std::move(signature.private_key)));
+    g.m_impl->adds = std::move(adds);
+    for (const auto leaf : removes) {
+        if (!g.remove(leaf)) {
+            return Error{Errc::bad_field, "saved removal of ourselves, a blank leaf or a leaf twice"};
+        }
+    }
+    return g;
+}
+
 Status Group::add(ByteView key_package) {
     SIM_TRY(auto kp, decode_key_package_message(key_package));
     m_impl->adds.push_back(std::move(kp));

@@ -22,6 +22,9 @@
 
 namespace sim::mls {
 
+/// Largest saved state accepted by load() (a tree of max_tree_leaves with its secret tree fits).
+inline constexpr std::size_t max_saved_state_size = std::size_t{64} << 20;
+
 /// Largest number of proposals cached for one epoch.
 inline constexpr std::size_t max_cached_proposals = 1024;
 
@@ -78,6 +81,16 @@ public:
     /// epoch's GroupContext, key schedule and confirmation tag. Errc::bad_field for unknown references or an invalid
     /// proposal list, Errc::auth_failed for failed checks, Errc::not_implemented for left-out features.
     Status process_commit(ByteView message);
+
+    /// The saved-state encoding of this state (docs/protocol.md 7.6). Everything in it is secret.
+    /// Errc::invalid_state after removal.
+    Status save(SecureTlsWriter& w) const;
+    /// Read what save() wrote and check that it is one consistent state: the tree hash matches the GroupContext
+    /// (Errc::bad_field), our leaf is a member (Errc::bad_field), our private keys match the tree (Errc::invalid_key),
+    /// the secret tree has the tree's leaf count (Errc::bad_field), every secret has its size (Errc::bad_length),
+    /// cached proposals come from members and pending updates belong to cached proposals (Errc::bad_field); the
+    /// errors of the nested decoders. No clock is set.
+    static Result<GroupState> load(TlsReader& r, const CredentialValidator& credentials);
 
     /// s8.5 MLS-Exporter of this epoch. Errc::invalid_state after removal; errors of mls_exporter.
     [[nodiscard]] Result<SecureBytes> export_secret(ByteView label, ByteView context, std::size_t length) const;
