@@ -48,6 +48,28 @@ struct RefuseSome final : mls::CredentialPolicy {
     }
 };
 
+/// A group of three through the public API: A ("alice/phone") created it and added B ("bob/laptop") and C
+/// ("carol/phone"), who joined from the Welcome (C with `c_options`).
+struct Trio {
+    std::optional<mls::Group> a, b, c;
+    Trio(sim::Rng& rng, std::string_view group_id, const mls::GroupOptions& c_options = {}) {
+        const auto b_kp = bundle(rng, "bob", "laptop");
+        const auto c_kp = bundle(rng, "carol", "phone");
+        auto created = mls::Group::create(sim::as_bytes(group_id), bundle(rng, "alice", "phone"), rng);
+        REQUIRE(created.has_value());
+        a.emplace(std::move(*created));
+        REQUIRE(a->add(b_kp.key_package).has_value());
+        REQUIRE(a->add(c_kp.key_package).has_value());
+        const auto add = a->commit(rng);
+        REQUIRE(add.has_value());
+        auto joined_b = mls::Group::join(*add->welcome, b_kp);
+        auto joined_c = mls::Group::join(*add->welcome, c_kp, c_options);
+        REQUIRE((joined_b && joined_c));
+        b.emplace(std::move(*joined_b));
+        c.emplace(std::move(*joined_c));
+    }
+};
+
 /// Epoch, authenticator and members of `g`, to show that a failed call changed nothing.
 struct Snapshot {
     std::uint64_t epoch;
@@ -170,7 +192,6 @@ TEST_CASE("mls::Group: the credential policy decides every leaf the group accept
     auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group credential policy"));
     const auto a_kp = bundle(*rng, "alice", "phone");
     const auto b_kp = bundle(*rng, "bob", "laptop");
-    const auto c_kp = bundle(*rng, "carol", "phone");
     const auto m_kp = bundle(*rng, "mallory", "phone");
 
     const mls::AcceptUserDevice user_device;
@@ -214,25 +235,18 @@ TEST_CASE("mls::Group: the credential policy decides every leaf the group accept
     CHECK(sim::to_string(old->application_data) == "still epoch 1");
 
     // Updates: once the policy refuses B's credential, C no longer accepts a commit of B's Update.
-    auto a2 = mls::Group::create(sim::as_bytes("policy 2"), bundle(*rng, "alice", "tablet"), *rng);
-    REQUIRE(a2.has_value());
-    const auto b2_kp = bundle(*rng, "bob", "desk");
-    REQUIRE(a2->add(b2_kp.key_package).has_value());
-    REQUIRE(a2->add(c_kp.key_package).has_value());
-    const auto add2 = a2->commit(*rng);
-    REQUIRE(add2.has_value());
-    auto b2 = mls::Group::join(*add2->welcome, b2_kp);
     auto c_policy = std::make_shared<RefuseSome>();
-    auto c2 = mls::Group::join(*add2->welcome, c_kp, {c_policy, {}});
-    REQUIRE(b2.has_value());
-    REQUIRE(c2.has_value());
+    Trio t(*rng, "policy 2", {c_policy, {}});
+    auto& a2 = t.a;
+    auto& b2 = t.b;
+    auto& c2 = t.c;
     const auto upd = b2->propose_update(*rng);
     REQUIRE(upd.has_value());
     REQUIRE(a2->process(*upd).has_value());
     REQUIRE(c2->process(*upd).has_value());
     const auto commit_upd = a2->commit(*rng);
     REQUIRE(commit_upd.has_value());
-    c_policy->refused = {"bob/desk"};
+    c_policy->refused = {"bob/laptop"};
     const Snapshot c_before(*c2);
     CHECK(c2->process(commit_upd->commit).code() == Errc::auth_rejected);
     CHECK(Snapshot(*c2) == c_before);
@@ -331,20 +345,9 @@ void put_u32(sim::SecureBytes& s, std::size_t pos, std::uint32_t v) {
 
 TEST_CASE("mls::Group: a loaded group behaves exactly as the saved one") {
     auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group save load"));
-    const auto a_kp = bundle(*rng, "alice", "phone");
-    const auto b_kp = bundle(*rng, "bob", "laptop");
-    const auto c_kp = bundle(*rng, "carol", "phone");
+    Trio t(*rng, "saved");
+    auto& [a, b, c] = t;
     const auto d_kp = bundle(*rng, "dave", "phone");
-    auto a = mls::Group::create(sim::as_bytes("saved"), a_kp, *rng);
-    REQUIRE(a.has_value());
-    REQUIRE(a->add(b_kp.key_package).has_value());
-    REQUIRE(a->add(c_kp.key_package).has_value());
-    const auto add = a->commit(*rng);
-    REQUIRE(add.has_value());
-    auto b = mls::Group::join(*add->welcome, b_kp);
-    auto c = mls::Group::join(*add->welcome, c_kp);
-    REQUIRE(b.has_value());
-    REQUIRE(c.has_value());
 
     // B has used a ratchet key, skipped one, and cached C's Update when it saves.
     const auto m1 = a->encrypt(sim::as_bytes("one"), *rng);
@@ -417,17 +420,8 @@ TEST_CASE("mls::Group: a loaded group behaves exactly as the saved one") {
 
 TEST_CASE("mls::Group::load refuses truncated, extended, other-version and inconsistent states") {
     auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group load refusals"));
-    const auto a_kp = bundle(*rng, "alice", "phone");
-    const auto b_kp = bundle(*rng, "bob", "laptop");
-    const auto c_kp = bundle(*rng, "carol", "phone");
-    auto a = mls::Group::create(sim::as_bytes("refusals"), a_kp, *rng);
-    REQUIRE(a.has_value());
-    REQUIRE(a->add(b_kp.key_package).has_value());
-    REQUIRE(a->add(c_kp.key_package).has_value());
-    const auto add = a->commit(*rng);
-    REQUIRE(add.has_value());
-    auto b = mls::Group::join(*add->welcome, b_kp);
-    REQUIRE(b.has_value());
+    Trio t(*rng, "refusals");
+    auto& [a, b, c] = t;
     const auto epoch1 = b->save();
     REQUIRE(epoch1.has_value());
     const auto next = a->commit(*rng);
@@ -509,18 +503,8 @@ TEST_CASE("mls::Group::load refuses truncated, extended, other-version and incon
 
 TEST_CASE("mls::Group: a state saved before a member's removal decrypts nothing of the later epochs") {
     auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group saved removal"));
-    const auto a_kp = bundle(*rng, "alice", "phone");
-    const auto b_kp = bundle(*rng, "bob", "laptop");
-    const auto c_kp = bundle(*rng, "carol", "phone");
-    auto a = mls::Group::create(sim::as_bytes("pcs"), a_kp, *rng);
-    REQUIRE(a.has_value());
-    REQUIRE(a->add(b_kp.key_package).has_value());
-    REQUIRE(a->add(c_kp.key_package).has_value());
-    const auto add = a->commit(*rng);
-    REQUIRE(add.has_value());
-    auto b = mls::Group::join(*add->welcome, b_kp);
-    auto c = mls::Group::join(*add->welcome, c_kp);
-    REQUIRE((b && c));
+    Trio t(*rng, "pcs");
+    auto& [a, b, c] = t;
     const auto c_saved = c->save();
     REQUIRE(c_saved.has_value());
 
