@@ -7,6 +7,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -535,5 +537,47 @@ TEST_CASE("mls::Group: a state saved before a member's removal decrypts nothing 
         CHECK_FALSE(old->process(update->commit).has_value());
         CHECK_FALSE(old->process(*later).has_value());
         CHECK(old->epoch_authenticator() != a->epoch_authenticator());
+    }
+}
+
+TEST_CASE("mls::Group: genuine saved states, the seeds of the Group::load fuzz selector") {
+    // With SIM_FUZZ_SEED_DIR set, each state is also written there as an input of fuzz_mls_codec (selector 15):
+    // SIM_FUZZ_SEED_DIR=tests/fuzz/corpus/fuzz_mls_codec build/tests/unit/test_mls_group -tc='*seeds*'
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("mls group fuzz seeds"));
+    std::vector<std::pair<std::string, sim::SecureBytes>> seeds;
+    const auto keep = [&](const std::string& name, const mls::Group& g) {
+        auto s = g.save();
+        REQUIRE(s.has_value());
+        const auto loaded = mls::Group::load(*s);
+        REQUIRE(loaded.has_value());
+        CHECK(*loaded->save() == *s);
+        seeds.emplace_back(name, std::move(*s));
+    };
+    const auto alone = mls::Group::create(sim::as_bytes("alone"), bundle(*rng, "alice", "phone"), *rng);
+    REQUIRE(alone.has_value());
+    keep("alone", *alone);
+    Trio t(*rng, "seeds");
+    auto& [a, b, c] = t;
+    keep("joined", *b);
+    // Used and skipped ratchet keys, a cached proposal, our own pending Update, a queued Add and removal.
+    const auto m1 = a->encrypt(sim::as_bytes("one"), *rng);
+    const auto m2 = a->encrypt(sim::as_bytes("two"), *rng);
+    REQUIRE((m1 && m2));
+    REQUIRE(b->process(*m2).has_value());
+    const auto upd = a->propose_update(*rng);
+    REQUIRE(upd.has_value());
+    REQUIRE(b->process(*upd).has_value());
+    REQUIRE(b->propose_update(*rng).has_value());
+    REQUIRE(b->add(bundle(*rng, "dave", "phone").key_package).has_value());
+    REQUIRE(b->remove(2).has_value());
+    keep("busy", *b);
+
+    if (const char* dir = std::getenv("SIM_FUZZ_SEED_DIR")) {
+        for (const auto& [name, s] : seeds) {
+            std::ofstream out(std::string(dir) + "/mls_load_" + name, std::ios::binary);
+            out.put(15);
+            out.write(reinterpret_cast<const char*>(s.data()), static_cast<std::streamsize>(s.size()));
+            REQUIRE(out.good());
+        }
     }
 }
