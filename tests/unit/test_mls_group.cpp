@@ -77,7 +77,8 @@ struct Snapshot {
     std::uint64_t epoch;
     Bytes authenticator;
     std::vector<mls::GroupMember> members;
-    explicit Snapshot(const mls::Group& g) : epoch(g.epoch()), authenticator(g.epoch_authenticator()), members(g.members()) {}
+    explicit Snapshot(const mls::Group& g)
+        : epoch(g.epoch()), authenticator(g.epoch_authenticator()), members(g.members()) {}
     friend bool operator==(const Snapshot&, const Snapshot&) = default;
 };
 

@@ -159,8 +159,8 @@ public:
     /// The whole state, for the client's store (format: docs/protocol.md 7.6): the epoch's secrets, the secret
     /// tree with its ratchets, our private keys including the signature key, the cached proposals and the queued
     /// additions and removals. It is as secret as the group itself: encrypt it at rest, and replace the stored copy
-    /// after every call that changes the group (a stale copy would reuse keys that are already used). Errc::invalid_state
-    /// after removal.
+    /// after every call that changes the group (a stale copy would reuse keys that are already used).
+    /// Errc::invalid_state after removal.
     [[nodiscard]] Result<SecureBytes> save() const;
 
     [[nodiscard]] Bytes group_id() const;

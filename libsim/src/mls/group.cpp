@@ -196,8 +196,8 @@ Result<Group> Group::load(ByteView saved, const GroupOptions& options) {
         removes.push_back(leaf);
     }
     SIM_TRY_STATUS(r.finish());
-    Group g(std::make_unique<Impl>(std::move(credentials), std::move(state), options,
-                                   std::move(signature.private_key)));
+    Group g(
+        std::make_unique<Impl>(std::move(credentials), std::move(state), options, std::move(signature.private_key)));
     g.m_impl->adds = std::move(adds);
     for (const auto leaf : removes) {
         if (!g.remove(leaf)) {

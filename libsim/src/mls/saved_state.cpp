@@ -17,10 +17,10 @@ namespace {
 
 /// The epoch secrets in their saved order.
 constexpr SecureBytes EpochSecrets::*epoch_secret_fields[] = {
-    &EpochSecrets::joiner_secret,     &EpochSecrets::welcome_secret,      &EpochSecrets::epoch_secret,
-    &EpochSecrets::sender_data_secret, &EpochSecrets::encryption_secret,  &EpochSecrets::exporter_secret,
+    &EpochSecrets::joiner_secret,       &EpochSecrets::welcome_secret,    &EpochSecrets::epoch_secret,
+    &EpochSecrets::sender_data_secret,  &EpochSecrets::encryption_secret, &EpochSecrets::exporter_secret,
     &EpochSecrets::epoch_authenticator, &EpochSecrets::external_secret,   &EpochSecrets::confirmation_key,
-    &EpochSecrets::membership_key,     &EpochSecrets::resumption_psk,     &EpochSecrets::init_secret,
+    &EpochSecrets::membership_key,      &EpochSecrets::resumption_psk,    &EpochSecrets::init_secret,
 };
 
 /// `Entry list<V>` of the entries of `map`, each written by `write_entry(writer, key, value)`.
@@ -136,8 +136,8 @@ Result<SecretTree> SecretTree::load(TlsReader& r) {
     }
     // derive_leaf creates both ratchets of a leaf at once.
     const auto same_leaves = [](const auto& a, const auto& b) {
-        return a.size() == b.size() &&
-               std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) { return x.first == y.first; });
+        return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                                  [](const auto& x, const auto& y) { return x.first == y.first; });
     };
     if (!same_leaves(t.m_handshake, t.m_application)) {
         return Error{Errc::bad_field, "saved secret tree with a leaf's ratchets missing"};
@@ -201,11 +201,12 @@ Result<GroupState> GroupState::load(TlsReader& r, const CredentialValidator& cre
             return std::pair{to_bytes(ref), std::move(cp)};
         }));
     std::map<Bytes, SecureBytes> pending;
-    SIM_TRY_STATUS(read_list(r, pending, max_cached_proposals, [](TlsReader& l) -> Result<std::pair<Bytes, SecureBytes>> {
-        SIM_TRY(const auto ref, l.exact_vector(hash_size));
-        SIM_TRY(const auto key, l.exact_vector(crypto::hpke_private_key_size));
-        return std::pair{to_bytes(ref), to_bytes<SecureBytes>(key)};
-    }));
+    SIM_TRY_STATUS(
+        read_list(r, pending, max_cached_proposals, [](TlsReader& l) -> Result<std::pair<Bytes, SecureBytes>> {
+            SIM_TRY(const auto ref, l.exact_vector(hash_size));
+            SIM_TRY(const auto key, l.exact_vector(crypto::hpke_private_key_size));
+            return std::pair{to_bytes(ref), to_bytes<SecureBytes>(key)};
+        }));
 
     // One consistent state: the tree is the one the GroupContext commits to, we are in it with keys that match it,
     // the secret tree covers it, cached proposals come from its members.
