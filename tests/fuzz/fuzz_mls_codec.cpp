@@ -1,8 +1,9 @@
 // libFuzzer target for the MLS decoders (libsim/src/mls, internal): the bounded codec, GroupContext,
 // AuthenticatedContent, Proposal and Commit walks, decoded Proposals, KeyPackage / Welcome messages, GroupInfo,
 // the ratchet tree (with its parent-hash and signature checks), UpdatePath, and unprotect_public /
-// unprotect_private on a genuine two-member group state (ciphersuite 1), and GroupState::process_commit /
-// decrypt_application on a genuine group of three (created, joined and committed by this very code).
+// unprotect_private on a genuine two-member group state (ciphersuite 1), GroupState::process_commit /
+// decrypt_application on a genuine group of three (created, joined and committed by this very code), and
+// sim::mls::Group::load of a saved group state (seeds: genuine saved states, corpus files mls_load_*).
 //
 // The first input byte picks the decoder, the rest is its input. Properties (a violation aborts):
 // - nothing crashes, leaks or reads out of bounds on any input;
@@ -12,8 +13,11 @@
 //   message still opens afterwards, exactly once;
 // - GroupState::process_commit accepts nothing but the genuine next commit, and after a failed call the genuine
 //   commit still applies with the expected epoch authenticator; decrypt_application likewise.
+// - Group::load refuses or accepts without crashing, and a state it accepts saves to exactly the input (the saved
+//   format has one encoding per state).
 #include <sim/bytes.h>
 #include <sim/crypto.h>
+#include <sim/mls.h>
 #include <sim/rng.h>
 
 #include "../../libsim/src/mls/codec.h"
@@ -188,7 +192,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const auto& f = fixture();
     const sim::ByteView input(data + 1, size - 1);
-    switch (data[0] % 15) {
+    switch (data[0] % 16) {
         case 0:
             walk_codec(input);
             break;
@@ -290,6 +294,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     "a failed decrypt changes nothing; the genuine message decrypts once");
             break;
         }
+        case 15:
+            if (const auto g = sim::mls::Group::load(input)) {
+                const auto re = must(g->save(), "save a loaded group");
+                require(re.size() == input.size() && std::equal(re.begin(), re.end(), input.begin()),
+                        "a loaded group saves to the input");
+            }
+            break;
         default: {  // 6
             auto tree = f.tree();
             const bool genuine = input.size() == f.genuine_private.size() &&

@@ -20,8 +20,8 @@ Result<T> read_be(ByteView data, std::size_t& pos) {
     return v;
 }
 
-template <typename T>
-void write_be(Bytes& out, T v) {
+template <typename Buffer, typename T>
+void write_be(Buffer& out, T v) {
     for (std::size_t i = sizeof(T); i-- > 0;) {
         out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
     }
@@ -95,6 +95,14 @@ Result<TlsReader> TlsReader::sub_reader(std::size_t max) {
     return TlsReader(body);
 }
 
+Result<ByteView> TlsReader::exact_vector(std::size_t size) {
+    SIM_TRY(const auto v, vector(size));
+    if (v.size() != size) {
+        return Error{Errc::bad_length, "vector does not have its fixed size"};
+    }
+    return v;
+}
+
 Result<bool> TlsReader::optional() {
     SIM_TRY(const auto present, u8());
     if (present > 1) {
@@ -110,34 +118,44 @@ Status TlsReader::finish() const {
     return ok();
 }
 
-void TlsWriter::u8(std::uint8_t v) {
+template <typename Buffer>
+void BasicTlsWriter<Buffer>::u8(std::uint8_t v) {
     m_out.push_back(v);
 }
-void TlsWriter::u16(std::uint16_t v) {
+template <typename Buffer>
+void BasicTlsWriter<Buffer>::u16(std::uint16_t v) {
     write_be(m_out, v);
 }
-void TlsWriter::u32(std::uint32_t v) {
+template <typename Buffer>
+void BasicTlsWriter<Buffer>::u32(std::uint32_t v) {
     write_be(m_out, v);
 }
-void TlsWriter::u64(std::uint64_t v) {
+template <typename Buffer>
+void BasicTlsWriter<Buffer>::u64(std::uint64_t v) {
     write_be(m_out, v);
 }
 
-Status TlsWriter::varint(std::uint64_t v) {
+template <typename Buffer>
+Status BasicTlsWriter<Buffer>::varint(std::uint64_t v) {
     SIM_TRY(const auto enc, encode_varint(v));
     raw(enc);
     return ok();
 }
 
-void TlsWriter::raw(ByteView v) {
+template <typename Buffer>
+void BasicTlsWriter<Buffer>::raw(ByteView v) {
     m_out.insert(m_out.end(), v.begin(), v.end());
 }
 
-Status TlsWriter::vector(ByteView v) {
+template <typename Buffer>
+Status BasicTlsWriter<Buffer>::vector(ByteView v) {
     SIM_TRY_STATUS(varint(v.size()));
     raw(v);
     return ok();
 }
+
+template class BasicTlsWriter<Bytes>;
+template class BasicTlsWriter<SecureBytes>;
 
 Result<Bytes> encode_varint(std::uint64_t v) {
     if (v > max_varint) {

@@ -40,6 +40,9 @@ public:
     /// A variable-size vector `opaque x<V>`: a varint length then that many bytes. Errc::frame_too_large when the
     /// length exceeds `max`, plus the errors of varint() and fixed().
     Result<ByteView> vector(std::size_t max = max_vector_size);
+    /// A vector that must hold exactly `size` bytes (a key or a hash). Errc::bad_length for another length, plus
+    /// the errors of vector().
+    Result<ByteView> exact_vector(std::size_t size);
     /// A vector's content as a reader of its own, for vectors of structures. Errors as vector().
     Result<TlsReader> sub_reader(std::size_t max = max_vector_size);
     /// The presence byte of `optional<T>`: false for 0, true for 1, Errc::bad_field otherwise.
@@ -62,8 +65,11 @@ private:
     std::size_t m_pos = 0;
 };
 
-/// Writer of the same encoding. Appends to an internal buffer.
-class TlsWriter {
+/// Writer of the same encoding. Appends to an internal buffer of type `Buffer`: Bytes for public structures,
+/// SecureBytes for encodings that hold secrets (the buffer is then wiped whenever it is released, also when it
+/// grows).
+template <typename Buffer>
+class BasicTlsWriter {
 public:
     void u8(std::uint8_t v);
     void u16(std::uint16_t v);
@@ -76,12 +82,17 @@ public:
     /// `opaque x<V>`. Errc::frame_too_large when `v` is longer than max_varint.
     Status vector(ByteView v);
 
-    [[nodiscard]] const Bytes& bytes() const& noexcept { return m_out; }
-    [[nodiscard]] Bytes&& bytes() && noexcept { return std::move(m_out); }
+    [[nodiscard]] const Buffer& bytes() const& noexcept { return m_out; }
+    [[nodiscard]] Buffer&& bytes() && noexcept { return std::move(m_out); }
 
 private:
-    Bytes m_out;
+    Buffer m_out;
 };
+
+extern template class BasicTlsWriter<Bytes>;
+extern template class BasicTlsWriter<SecureBytes>;
+using TlsWriter = BasicTlsWriter<Bytes>;
+using SecureTlsWriter = BasicTlsWriter<SecureBytes>;
 
 /// The encoding of `v` as an MLS varint (1, 2 or 4 bytes). Errc::frame_too_large when `v` > max_varint.
 Result<Bytes> encode_varint(std::uint64_t v);

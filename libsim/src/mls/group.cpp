@@ -17,15 +17,28 @@ namespace sim::mls {
 
 namespace {
 
-/// Every basic credential, until signed device lists exist (multi-device issue). Static: GroupState keeps a
-/// pointer to its validator.
-const AcceptBasicCredentials& credentials() {
-    static const AcceptBasicCredentials basic;
-    return basic;
-}
-
 bool valid_name(std::string_view s) {
     return !s.empty() && s.find('/') == std::string_view::npos;
+}
+
+/// The internal validator over the application's CredentialPolicy: basic credentials only, their identity and
+/// signature key checked by the policy.
+class PolicyValidator final : public CredentialValidator {
+public:
+    explicit PolicyValidator(std::shared_ptr<const CredentialPolicy> policy) : m_policy(std::move(policy)) {}
+    [[nodiscard]] Status validate(const Credential& credential, ByteView signature_key) const override {
+        SIM_TRY_STATUS(m_basic.validate(credential, signature_key));
+        return m_policy->check(to_string(credential.identity), signature_key);
+    }
+
+private:
+    AcceptBasicCredentials m_basic;
+    std::shared_ptr<const CredentialPolicy> m_policy;
+};
+
+std::shared_ptr<const CredentialValidator> validator(const GroupOptions& options) {
+    return std::make_shared<PolicyValidator>(options.credentials ? options.credentials
+                                                                 : std::make_shared<AcceptUserDevice>());
 }
 
 std::vector<GroupMember> members_of(const GroupState& state) {
@@ -54,10 +67,22 @@ std::vector<GroupMember> difference(const std::vector<GroupMember>& a, const std
 
 }  // namespace
 
+Status AcceptUserDevice::check(std::string_view identity, ByteView /*signature_key*/) const {
+    const auto slash = identity.find('/');
+    if (slash == std::string_view::npos || !valid_name(identity.substr(0, slash)) ||
+        !valid_name(identity.substr(slash + 1))) {
+        return Error{Errc::bad_field, "credential identity is not user/device"};
+    }
+    return ok();
+}
+
 Result<KeyPackageBundle> make_key_package(std::string_view user, std::string_view device, ByteView signature_private,
-                                          Rng& rng) {
+                                          Rng& rng, KeyPackageLifetime lifetime) {
     if (!valid_name(user) || !valid_name(device)) {
         return Error{Errc::invalid_argument, "user and device must be non-empty and contain no '/'"};
+    }
+    if (lifetime.not_before > lifetime.not_after) {
+        return Error{Errc::invalid_argument, "empty key package lifetime"};
     }
     SIM_TRY(const auto sig, crypto::ed25519_from_seed(signature_private));
     const auto enc = crypto::x25519_generate(rng);
@@ -73,8 +98,8 @@ Result<KeyPackageBundle> make_key_package(std::string_view user, std::string_vie
     leaf.capabilities.cipher_suites = {cipher_suite};
     leaf.capabilities.credentials = {1};
     leaf.source = LeafNodeSource::key_package;
-    leaf.not_before = 0;
-    leaf.not_after = ~std::uint64_t{0};
+    leaf.not_before = lifetime.not_before;
+    leaf.not_after = lifetime.not_after;
     kp.init_key = init.public_key;
     SIM_TRY_STATUS(leaf.sign(sig.private_key, {}, 0));
     SIM_TRY(const auto tbs, kp.to_be_signed());
@@ -88,6 +113,13 @@ Result<KeyPackageBundle> make_key_package(std::string_view user, std::string_vie
 }
 
 struct Group::Impl {
+    Impl(std::shared_ptr<const CredentialValidator> validator, GroupState group, const GroupOptions& options,
+         SecureBytes signature_key)
+        : credentials(std::move(validator)), state(std::move(group)), signature_private(std::move(signature_key)) {
+        state.set_clock(options.now);
+    }
+
+    std::shared_ptr<const CredentialValidator> credentials;  // first: `state` keeps a pointer to it
     GroupState state;
     SecureBytes signature_private;
     std::vector<KeyPackage> adds;
@@ -99,20 +131,80 @@ Group::Group(Group&&) noexcept = default;
 Group& Group::operator=(Group&&) noexcept = default;
 Group::~Group() = default;
 
-Result<Group> Group::create(ByteView group_id, const KeyPackageBundle& own, Rng& rng) {
+Result<Group> Group::create(ByteView group_id, const KeyPackageBundle& own, Rng& rng, const GroupOptions& options) {
     SIM_TRY(const auto kp, decode_key_package_message(own.key_package));
+    auto credentials = validator(options);
     SIM_TRY(auto state,
-            GroupState::create(to_bytes(group_id), kp.leaf_node, own.encryption_private, credentials(), rng));
-    return Group(std::make_unique<Impl>(Impl{std::move(state), own.signature_private, {}, {}}));
+            GroupState::create(to_bytes(group_id), kp.leaf_node, own.encryption_private, *credentials, rng));
+    return Group(std::make_unique<Impl>(std::move(credentials), std::move(state), options, own.signature_private));
 }
 
-Result<Group> Group::join(ByteView welcome, const KeyPackageBundle& own) {
+Result<Group> Group::join(ByteView welcome, const KeyPackageBundle& own, const GroupOptions& options) {
     SIM_TRY(const auto w, decode_welcome_message(welcome));
     SIM_TRY(auto kp, decode_key_package_message(own.key_package));
     const JoinKeys keys{std::move(kp), own.init_private, own.encryption_private};
-    SIM_TRY(auto joined, join_from_welcome(w, keys, std::nullopt, credentials()));
-    SIM_TRY(auto state, GroupState::from_join(std::move(joined), credentials()));
-    return Group(std::make_unique<Impl>(Impl{std::move(state), own.signature_private, {}, {}}));
+    auto credentials = validator(options);
+    SIM_TRY(auto joined, join_from_welcome(w, keys, std::nullopt, *credentials));
+    SIM_TRY(auto state, GroupState::from_join(std::move(joined), *credentials));
+    return Group(std::make_unique<Impl>(std::move(credentials), std::move(state), options, own.signature_private));
+}
+
+Result<SecureBytes> Group::save() const {
+    SecureTlsWriter w;
+    w.u16(group_state_version);
+    SIM_TRY_STATUS(m_impl->state.save(w));
+    SIM_TRY_STATUS(w.vector(m_impl->signature_private));
+    TlsWriter adds;
+    for (const auto& kp : m_impl->adds) {
+        SIM_TRY_STATUS(kp.encode_into(adds));
+    }
+    SIM_TRY_STATUS(w.vector(adds.bytes()));
+    TlsWriter removes;
+    for (const auto leaf : m_impl->removes) {
+        removes.u32(leaf);
+    }
+    SIM_TRY_STATUS(w.vector(removes.bytes()));
+    return std::move(w).bytes();
+}
+
+Result<Group> Group::load(ByteView saved, const GroupOptions& options) {
+    if (saved.size() > max_saved_state_size) {
+        return Error{Errc::frame_too_large, "saved group state too large"};
+    }
+    TlsReader r(saved);
+    SIM_TRY(const auto version, r.u16());
+    if (version != group_state_version) {
+        return Error{Errc::unsupported_version, "unknown saved group state version"};
+    }
+    auto credentials = validator(options);
+    SIM_TRY(auto state, GroupState::load(r, *credentials));
+    SIM_TRY(const auto seed, r.exact_vector(crypto::ed25519_key_size));
+    SIM_TRY(auto signature, crypto::ed25519_from_seed(seed));
+    if (!constant_time_equal(signature.public_key, state.tree().leaf(state.own_leaf())->signature_key)) {
+        return Error{Errc::invalid_key, "saved signature key does not match our leaf"};
+    }
+    SIM_TRY(auto adds_list, r.sub_reader(max_saved_state_size));
+    std::vector<KeyPackage> adds;
+    while (!adds_list.empty()) {
+        SIM_TRY(auto kp, decode_key_package(adds_list));
+        adds.push_back(std::move(kp));
+    }
+    SIM_TRY(auto removes_list, r.sub_reader(max_saved_state_size));
+    std::vector<std::uint32_t> removes;
+    while (!removes_list.empty()) {
+        SIM_TRY(const auto leaf, removes_list.u32());
+        removes.push_back(leaf);
+    }
+    SIM_TRY_STATUS(r.finish());
+    Group g(
+        std::make_unique<Impl>(std::move(credentials), std::move(state), options, std::move(signature.private_key)));
+    g.m_impl->adds = std::move(adds);
+    for (const auto leaf : removes) {
+        if (!g.remove(leaf)) {
+            return Error{Errc::bad_field, "saved removal of ourselves, a blank leaf or a leaf twice"};
+        }
+    }
+    return g;
 }
 
 Status Group::add(ByteView key_package) {

@@ -88,6 +88,16 @@ Result<AuthenticatedContent> GroupState::unprotect(ByteView message) {
     return Error{Errc::bad_field, "not a PublicMessage or PrivateMessage"};
 }
 
+Status GroupState::validate_add(const KeyPackage& key_package, const RatchetTree& tree) const {
+    if (!m_now) {
+        const auto& leaf = key_package.leaf_node;
+        if (leaf.not_before != 0 || leaf.not_after != ~std::uint64_t{0}) {
+            return Error{Errc::key_expired, "no clock to check a limited key package lifetime against"};
+        }
+    }
+    return validate_key_package(key_package, &tree, m_now ? std::optional(m_now()) : std::nullopt, *m_credentials);
+}
+
 Status GroupState::cache_proposal(ByteView message) {
     if (!m_member) {
         return Errc::invalid_state;
@@ -218,7 +228,7 @@ Status GroupState::apply_commit(ByteView message) {
     std::set<std::uint32_t> added;
     for (const auto& cp : proposals) {
         if (cp.proposal.type == ProposalType::add) {
-            if (auto st = validate_key_package(*cp.proposal.add, &tree, std::nullopt, *m_credentials); !st) {
+            if (auto st = validate_add(*cp.proposal.add, tree); !st) {
                 return st.error();
             }
             auto index = tree.add_leaf(cp.proposal.add->leaf_node);
@@ -398,14 +408,14 @@ Result<GroupState::CommitOutput> GroupState::commit(const std::vector<KeyPackage
     std::set<std::uint32_t> added_leaves;
     for (const auto& [ref, cp] : by_ref) {
         if (cp->proposal.type == ProposalType::add) {
-            SIM_TRY_STATUS(validate_key_package(*cp->proposal.add, &tree, std::nullopt, *m_credentials));
+            SIM_TRY_STATUS(validate_add(*cp->proposal.add, tree));
             SIM_TRY(const auto index, tree.add_leaf(cp->proposal.add->leaf_node));
             added.emplace_back(index, &*cp->proposal.add);
             added_leaves.insert(index);
         }
     }
     for (const auto& kp : adds) {
-        SIM_TRY_STATUS(validate_key_package(kp, &tree, std::nullopt, *m_credentials));
+        SIM_TRY_STATUS(validate_add(kp, tree));
         SIM_TRY(const auto index, tree.add_leaf(kp.leaf_node));
         added.emplace_back(index, &kp);
         added_leaves.insert(index);

@@ -15,11 +15,15 @@
 #include <sim/rng.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <vector>
 
 namespace sim::mls {
+
+/// Largest saved state accepted by load() (a tree of max_tree_leaves with its secret tree fits).
+inline constexpr std::size_t max_saved_state_size = std::size_t{64} << 20;
 
 /// Largest number of proposals cached for one epoch.
 inline constexpr std::size_t max_cached_proposals = 1024;
@@ -43,6 +47,10 @@ public:
         Bytes message;                   ///< MLSMessage(PublicMessage) carrying the Commit
         std::optional<Welcome> welcome;  ///< for the added members
     };
+
+    /// The time (seconds since the Unix epoch) against which the lifetimes of added KeyPackages are checked
+    /// (s7.2). Without a clock (the default) only KeyPackages with the unlimited lifetime [0, 2^64-1] can be added.
+    void set_clock(std::function<std::uint64_t()> now) { m_now = std::move(now); }
 
     /// s12.4.1: commit every cached proposal by reference (except an Update of our own, which a committer may not
     /// include), the removal of `removes` (leaf indices) and the addition of `adds` (validated KeyPackages) by
@@ -74,6 +82,16 @@ public:
     /// proposal list, Errc::auth_failed for failed checks, Errc::not_implemented for left-out features.
     Status process_commit(ByteView message);
 
+    /// The saved-state encoding of this state (docs/protocol.md 7.6). Everything in it is secret.
+    /// Errc::invalid_state after removal.
+    Status save(SecureTlsWriter& w) const;
+    /// Read what save() wrote and check that it is one consistent state: the tree hash matches the GroupContext
+    /// (Errc::bad_field), our leaf is a member (Errc::bad_field), our private keys match the tree (Errc::invalid_key),
+    /// the secret tree has the tree's leaf count (Errc::bad_field), every secret has its size (Errc::bad_length),
+    /// cached proposals come from members and pending updates belong to cached proposals (Errc::bad_field); the
+    /// errors of the nested decoders. No clock is set.
+    static Result<GroupState> load(TlsReader& r, const CredentialValidator& credentials);
+
     /// s8.5 MLS-Exporter of this epoch. Errc::invalid_state after removal; errors of mls_exporter.
     [[nodiscard]] Result<SecureBytes> export_secret(ByteView label, ByteView context, std::size_t length) const;
 
@@ -93,6 +111,8 @@ private:
     GroupState(JoinedGroup joined, SecretTree secret_tree, const CredentialValidator& credentials);
     Result<AuthenticatedContent> unprotect(ByteView message);
     Status apply_commit(ByteView message);
+    /// s10.1 and s7.2 for a KeyPackage to be added to `tree`: validate_key_package at the injected time.
+    [[nodiscard]] Status validate_add(const KeyPackage& key_package, const RatchetTree& tree) const;
 
     GroupContext m_context;
     RatchetTree m_tree;
@@ -104,6 +124,7 @@ private:
     std::map<Bytes, CachedProposal> m_proposals;     // by ProposalRef
     std::map<Bytes, SecureBytes> m_pending_updates;  // our own Update proposals: ref -> new leaf private key
     const CredentialValidator* m_credentials;
+    std::function<std::uint64_t()> m_now;
     bool m_member = true;
 };
 

@@ -74,6 +74,7 @@ Result<JoinedGroup> join_from_welcome(const Welcome& welcome, const JoinKeys& ke
         ctx.leaf_index = i;
         ctx.tree = &*tree;
         ctx.replaces = i;
+        ctx.in_tree = true;
         SIM_TRY_STATUS(validate_leaf_node(*tree->leaf(i), ctx, credentials));
     }
 

@@ -7,6 +7,8 @@
 /// is handed out. Keys of skipped generations are kept only for a bounded window (out-of-order delivery); a jump
 /// further ahead than `max_generation_jump` is refused before anything is derived or allocated.
 
+#include "codec.h"
+
 #include <sim/bytes.h>
 #include <sim/error.h>
 
@@ -47,6 +49,14 @@ public:
     /// The generation the next call to next() returns.
     [[nodiscard]] std::uint32_t next_generation() const noexcept { return m_next; }
 
+    /// The saved-state encoding (docs/protocol.md 7.6): current secret, next generation, exhausted flag, the kept
+    /// keys of skipped generations. Errc::frame_too_large only for impossible sizes.
+    Status save(SecureTlsWriter& w) const;
+    /// Read what save() wrote. Errc::bad_length for a secret, key or nonce of the wrong size, Errc::bad_field for
+    /// skipped generations that are not increasing, not below the next one, or more than max_skipped_keys; codec
+    /// errors.
+    static Result<HashRatchet> load(TlsReader& r);
+
 private:
     Result<KeyAndNonce> derive_current() const;
     Status advance();
@@ -70,6 +80,13 @@ public:
     /// The ratchet of `leaf`, derived on first use. Errc::invalid_argument for a leaf outside the tree.
     Result<HashRatchet*> ratchet(std::uint32_t leaf, RatchetKind kind);
     [[nodiscard]] std::uint32_t leaves() const noexcept { return m_leaves; }
+
+    /// The saved-state encoding (docs/protocol.md 7.6): leaf count, the node secrets not yet consumed, the
+    /// ratchets derived so far.
+    Status save(SecureTlsWriter& w) const;
+    /// Read what save() wrote. Errc::bad_field for a leaf count that is not a power of two, a node or leaf outside
+    /// the tree or listed twice or out of order; the errors of HashRatchet::load; codec errors.
+    static Result<SecretTree> load(TlsReader& r);
 
 private:
     SecretTree(SecureBytes root, std::uint32_t n_leaves);

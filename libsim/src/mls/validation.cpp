@@ -61,7 +61,7 @@ Status validate_leaf_node(const LeafNode& leaf, const LeafNodeContext& context,
                 continue;
             }
             if (context.replaces && *context.replaces == i) {
-                if (leaf.source == LeafNodeSource::update &&
+                if (leaf.source == LeafNodeSource::update && !context.in_tree &&
                     constant_time_equal(other->encryption_key, leaf.encryption_key)) {
                     return Error{Errc::bad_field, "an update must change the encryption key"};
                 }

@@ -37,6 +37,7 @@ struct LeafNodeContext {
     std::uint32_t leaf_index = 0;           ///< for update / commit sources
     const RatchetTree* tree = nullptr;      ///< the group's tree, for the uniqueness checks (null: none)
     std::optional<std::uint32_t> replaces;  ///< the leaf this one replaces (update / commit), excluded from them
+    bool in_tree = false;                   ///< the leaf is already in `tree` at `replaces` (joining): not a new key
     std::optional<std::uint64_t> now;       ///< seconds since the epoch, to check a key package's lifetime
 };
 
@@ -44,7 +45,7 @@ struct LeafNodeContext {
 /// capabilities list MLS 1.0 (Errc::unsupported_version) and ciphersuite 1 (Errc::suite_not_allowed); the credential
 /// is basic (Errc::not_implemented) and accepted by `credentials`; every extension is listed in the capabilities
 /// (Errc::bad_field); the lifetime covers `now` (Errc::key_expired); signature and encryption keys are unique in the
-/// tree (Errc::bad_field) and, for an update, the encryption key is new (Errc::bad_field).
+/// tree (Errc::bad_field) and, for an update not yet in the tree, the encryption key is new (Errc::bad_field).
 Status validate_leaf_node(const LeafNode& leaf, const LeafNodeContext& context, const CredentialValidator& credentials);
 
 /// s10.1: version MLS 1.0 (Errc::unsupported_version), ciphersuite 1 (Errc::suite_not_allowed), the leaf valid for
