@@ -622,6 +622,22 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     }
 }
 
+TEST_CASE("a probe with a payload is refused (the spec says empty)") {
+    World w;
+    auto& c = w.raw_login("quinn");
+    c.send(sim::Frame{sim::FrameType::probe, 0, "quinn", "rita", sim::Bytes(64, 0x41)});
+    w.settle();
+    CHECK(c.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
+    CHECK(w.raws.back().pipe->closed);
+    // An empty one (a keepalive, or asking for a peer) is fine.
+    auto& d = w.raw_login("sara");
+    d.send(sim::Frame{sim::FrameType::probe, 0, "sara", {}, {}});
+    d.send(sim::Frame{sim::FrameType::probe, 0, "sara", "rita", {}});
+    w.settle();
+    CHECK(d.errors().empty());
+    CHECK_FALSE(w.raws.back().pipe->closed);
+}
+
 TEST_CASE("a user who logs in naming a peer that waits for them gets one KEYGEN, not two") {
     World w;
     auto& alice = w.connect();

@@ -692,6 +692,10 @@ private:
     }
 
     void handle_probe(const Frame& frame) {
+        if (!frame.payload.empty()) {
+            fail(Error{Errc::bad_field, "a probe carries no payload"});
+            return;
+        }
         if (frame.destination.empty()) {
             return;  // keepalive
         }
