@@ -622,6 +622,30 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     }
 }
 
+TEST_CASE("the core tells the transport when a connection has logged in, and only then") {
+    World w;
+    auto& c = w.connect_raw();
+    auto& pipe = *w.raws.back().pipe;
+    CHECK_FALSE(pipe.authenticated);  // the handshake alone is not a login
+    c.send(sim::Frame{sim::FrameType::init, 0, "olga", {},
+                      sim::encode_credentials({sim::CredentialKind::password,
+                                               sim::to_bytes<sim::SecureBytes>(sim::as_bytes("olga-pw"))})});
+    w.pump_pipes();
+    CHECK_FALSE(pipe.authenticated);  // the login is still being checked
+    w.settle();
+    CHECK(pipe.authenticated);
+    // A failed login never reports it.
+    (void)w.raw_login("pavel");
+    auto& wrong = w.connect_raw();
+    auto& wrong_pipe = *w.raws.back().pipe;
+    wrong.send(sim::Frame{sim::FrameType::init, 0, "pavel", {},
+                          sim::encode_credentials({sim::CredentialKind::password,
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes("not-it"))})});
+    w.settle();
+    CHECK(wrong_pipe.closed);
+    CHECK_FALSE(wrong_pipe.authenticated);
+}
+
 TEST_CASE("a probe with a payload is refused (the spec says empty)") {
     World w;
     auto& c = w.raw_login("quinn");
