@@ -107,8 +107,8 @@ def test_a_guesser_does_not_lock_out_the_owner(sim_server_factory: Callable[...,
     assert token is not None
     owner.close()
 
-    def guess(password: str) -> Errc:
-        guesser = connect_from(server, "127.0.0.2", exits)
+    def guess(password: str, source: str = "127.0.0.2") -> Errc:
+        guesser = connect_from(server, source, exits)
         with pytest.raises(libsim.AccountError) as info:
             guesser.login("olivia", password)
         guesser.close()
@@ -132,7 +132,8 @@ def test_a_guesser_does_not_lock_out_the_owner(sim_server_factory: Callable[...,
     elsewhere.login_with_token("olivia", token[0])
     assert elsewhere.authenticated
 
-    # Her success gave the guesser no new free failures: it is throttled again within a few attempts (each
-    # further failure doubles its wait, so this holds however slow the machine is).
-    later = [guess(f"after {i}") for i in range(5)]
+    # Her success gave the guesser no new free failures, even from an address it has not used yet: it is
+    # throttled again within a few attempts (each further failure doubles its wait, so this holds however slow
+    # the machine is).
+    later = [guess(f"after {i}", "127.0.0.4") for i in range(5)]
     assert Errc.THROTTLED in later, later
