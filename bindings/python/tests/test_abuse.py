@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Callable, Iterator
 
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, receive_frame, send_frame
 from relay import Relay
 
 import libsim
@@ -56,18 +56,6 @@ def test_one_address_cannot_take_every_connection_slot(sim_server_factory: Calla
     assert alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT).text.startswith("bob, logged in")
     # The flood's refusals are logged once, not 1,968 times.
     assert server.output.count("refused connections from 127.0.0.1") == 1, server.output[-2000:]
-
-
-def send_frame(sock: socket.socket, frame: Frame) -> None:
-    sock.sendall(frame.encode())
-
-
-def receive_frame(sock: socket.socket, decoder: FrameDecoder) -> Frame:
-    while (frame := decoder.next()) is None:
-        data = sock.recv(65536)
-        assert data, "simd closed the connection"
-        decoder.feed(data)
-    return frame
 
 
 def test_a_connection_that_never_logs_in_is_closed_at_its_deadline(
