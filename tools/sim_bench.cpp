@@ -918,8 +918,7 @@ sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extr
     if (!s.spawn_path.empty()) {
         // Every benchmark connection comes from this one address: no per-address limit.
         extra.insert(extra.end(), {"--bcrypt-cost", std::to_string(s.bcrypt_cost), "--conversation-suite", s.suite,
-                                   "--conversation-mode", s.conversation_mode, "--max-connections-per-address",
-                                   "0"});
+                                   "--conversation-mode", s.conversation_mode, "--max-connections-per-address", "0"});
         SIM_TRY(t.spawned, SpawnedSimd::start(s.spawn_path, extra));
         t.port = t.spawned->port();
         t.pid = t.spawned->pid();

@@ -236,8 +236,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
     SIM_TRY(s.max_connections_per_address,
             parse_uint("max-connections-per-address", a.get("max-connections-per-address", "32"), 0, 10'000'000));
-    SIM_TRY(s.max_unauthenticated,
-            parse_uint("max-unauthenticated", a.get("max-unauthenticated", "0"), 0, 10'000'000));
+    SIM_TRY(s.max_unauthenticated, parse_uint("max-unauthenticated", a.get("max-unauthenticated", "0"), 0, 10'000'000));
     SIM_TRY(s.handshake_timeout,
             sim::tools::parse_seconds("handshake-timeout", a.get("handshake-timeout", "10"), 86400.0));
     SIM_TRY(s.login_timeout, sim::tools::parse_seconds("login-timeout", a.get("login-timeout", "10"), 86400.0));

@@ -265,12 +265,18 @@ struct World {
         return *raws.back().client;
     }
 
-    /// A raw client logged in as `user` (password = user name), inbox emptied of the login frames.
-    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
-        auto& c = connect_raw();
+    /// Send a password init from a raw client (not settled).
+    static void send_init(RawClient& c, const std::string& user, const std::string& password,
+                          const std::string& destination = {}) {
         c.send(sim::Frame{sim::FrameType::init, 0, user, destination,
                           sim::encode_credentials({sim::CredentialKind::password,
-                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(user + "-pw"))})});
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password))})});
+    }
+
+    /// A raw client logged in as `user` (password = user name + "-pw"), inbox emptied of the login frames.
+    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
+        auto& c = connect_raw();
+        send_init(c, user, user + "-pw", destination);
         settle();
         const auto first = std::find_if(c.inbox.begin(), c.inbox.end(),
                                         [](const sim::Frame& f) { return f.type == sim::FrameType::ack_init; });
@@ -627,9 +633,7 @@ TEST_CASE("the core tells the transport when a connection has logged in, and onl
     auto& c = w.connect_raw();
     auto& pipe = *w.raws.back().pipe;
     CHECK_FALSE(pipe.authenticated);  // the handshake alone is not a login
-    c.send(sim::Frame{sim::FrameType::init, 0, "olga", {},
-                      sim::encode_credentials({sim::CredentialKind::password,
-                                               sim::to_bytes<sim::SecureBytes>(sim::as_bytes("olga-pw"))})});
+    World::send_init(c, "olga", "olga-pw");
     w.pump_pipes();
     CHECK_FALSE(pipe.authenticated);  // the login is still being checked
     w.settle();
@@ -638,9 +642,7 @@ TEST_CASE("the core tells the transport when a connection has logged in, and onl
     (void)w.raw_login("pavel");
     auto& wrong = w.connect_raw();
     auto& wrong_pipe = *w.raws.back().pipe;
-    wrong.send(sim::Frame{sim::FrameType::init, 0, "pavel", {},
-                          sim::encode_credentials({sim::CredentialKind::password,
-                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes("not-it"))})});
+    World::send_init(wrong, "pavel", "not-it");
     w.settle();
     CHECK(wrong_pipe.closed);
     CHECK_FALSE(wrong_pipe.authenticated);

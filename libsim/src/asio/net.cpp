@@ -4,8 +4,8 @@
 #include <asio.hpp>
 
 #include <algorithm>
-#include <condition_variable>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -475,7 +475,7 @@ struct TcpServer::Impl {
     std::mutex mutex;
     std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
     std::unordered_map<std::string, std::size_t> per_source;  // open connections by source_key()
-    std::size_t unauthenticated = 0;                           // open connections that have not logged in
+    std::size_t unauthenticated = 0;                          // open connections that have not logged in
     std::uint64_t next_id = 0;
     std::atomic<std::size_t> count{0};
     bool stopped = false;

@@ -156,8 +156,8 @@ struct Authenticator::Impl {
         }
         auto account_wait = unknown_names.wait(name, now);
         if (user) {
-            const auto account_wide = known_source ? Duration::zero()
-                                                   : detail::wait_time(config.throttle.account, user->failures, now);
+            const auto account_wide =
+                known_source ? Duration::zero() : detail::wait_time(config.throttle.account, user->failures, now);
             account_wait = std::max(pairs.wait(pair_key(name, source), now), account_wide);
         }
         const auto wait = std::max(address_wait, account_wait);

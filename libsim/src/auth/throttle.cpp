@@ -61,8 +61,7 @@ Status check_limits(const ThrottleLimits& l, const char* what) {
 Status validate(const ThrottlePolicy& policy) {
     SIM_TRY_STATUS(check_limits(policy.account, "account"));
     SIM_TRY_STATUS(check_limits(policy.address, "address"));
-    if (policy.max_failures_per_hour == 0 || policy.max_tracked == 0 ||
-        policy.known_address_ttl <= Duration::zero()) {
+    if (policy.max_failures_per_hour == 0 || policy.max_tracked == 0 || policy.known_address_ttl <= Duration::zero()) {
         return Error{Errc::invalid_argument,
                      "max_failures_per_hour, max_tracked and known_address_ttl must be positive"};
     }
@@ -130,9 +129,8 @@ void RecentSuccesses::remember(const std::string& key, TimePoint now) {
     if (m_entries.size() >= m_max && !m_entries.contains(key)) {
         std::erase_if(m_entries, [&](const auto& kv) { return kv.second > now || now - kv.second >= m_ttl; });
         if (m_entries.size() >= m_max) {
-            m_entries.erase(std::min_element(m_entries.begin(), m_entries.end(), [](const auto& a, const auto& b) {
-                return a.second < b.second;
-            }));
+            m_entries.erase(std::min_element(m_entries.begin(), m_entries.end(),
+                                             [](const auto& a, const auto& b) { return a.second < b.second; }));
         }
     }
     m_entries.insert_or_assign(key, now);
