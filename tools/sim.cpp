@@ -426,7 +426,7 @@ private:
         };
         auto client = sim::Client::connect(o, ask);
         if (!client) {
-            return connect_error(client.error());
+            return connect_error(client.error(), !first_contact);
         }
         if (first_contact && !asked) {
             print_line(stderr, "sim: first contact with " + m_s.server_id + "; pinned its key, fingerprint " +
@@ -435,13 +435,19 @@ private:
         return Connection{nullptr, std::move(*client), {}};
     }
 
-    sim::Error connect_error(const sim::Error& e) const {
+    /// `was_pinned`: the known-servers file held a key for the server before this connection.
+    sim::Error connect_error(const sim::Error& e, bool was_pinned) const {
         switch (e.code) {
             case sim::Errc::server_key_mismatch:
-                return {e.code, "the key of " + m_s.server_id + " does not match the pinned key in " +
-                                    m_s.known_servers +
-                                    " (or --fingerprint). This may be an attack. If the server's "
-                                    "key was replaced on purpose, delete its line from that file."};
+                if (!was_pinned) {
+                    return {e.code, "the key of " + m_s.server_id +
+                                        " does not match --fingerprint. This may be an attack, or the "
+                                        "fingerprint was mistyped: compare it with the one simd printed."};
+                }
+                return {e.code, "the key of " + m_s.server_id + " does not match the key pinned in " +
+                                    m_s.known_servers + (m_s.fingerprint.empty() ? "" : " or --fingerprint") +
+                                    ". This may be an attack. If the server's key was replaced on purpose, "
+                                    "delete its line from that file."};
             case sim::Errc::server_key_unknown:
                 return {e.code, "the key of " + m_s.server_id +
                                     " is not trusted (not pinned; --trust pinned, or "

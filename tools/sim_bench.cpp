@@ -379,6 +379,7 @@ public:
     void send(sim::Bytes data) override;
     void close(sim::Errc reason) override;
     void established() override {}
+    void authenticated() override {}
 
 private:
     Conn* m_conn;
@@ -915,8 +916,9 @@ struct Target {
 sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extra) {
     Target t;
     if (!s.spawn_path.empty()) {
+        // Every benchmark connection comes from this one address: no per-address limit.
         extra.insert(extra.end(), {"--bcrypt-cost", std::to_string(s.bcrypt_cost), "--conversation-suite", s.suite,
-                                   "--conversation-mode", s.conversation_mode});
+                                   "--conversation-mode", s.conversation_mode, "--max-connections-per-address", "0"});
         SIM_TRY(t.spawned, SpawnedSimd::start(s.spawn_path, extra));
         t.port = t.spawned->port();
         t.pid = t.spawned->pid();

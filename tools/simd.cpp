@@ -77,7 +77,13 @@ constexpr OptionSpec simd_options[] = {
     {"io-threads", 0, "N", "I/O threads, 0 = one per CPU", "0"},
     {"workers", 0, "N", "threads for password hashing", "2"},
     {"max-connections", 0, "N", "refuse connections beyond this many", "10000"},
+    {"max-connections-per-address", 0, "N",
+     "refuse connections beyond this many from one IPv4 address or IPv6 /64 (0 = no limit)", "32"},
+    {"max-unauthenticated", 0, "N",
+     "refuse new connections while this many have not logged in yet (0 = 3/4 of --max-connections)", "0"},
     {"handshake-timeout", 0, "S", "close a connection whose handshake takes longer than S seconds (0 = never)", "10"},
+    {"login-timeout", 0, "S",
+     "close a connection not logged in S seconds after its handshake; bytes do not extend it (0 = never)", "10"},
     {"idle-timeout", 0, "S", "close a connection silent for S seconds (0 = never)", "120"},
     {"max-queue-bytes", 0, "N", "close a connection whose unsent output exceeds N bytes", "4194304"},
     {"max-frame", 0, "N", "largest frame accepted from a client, in bytes (4096 to 16777216)", "65536"},
@@ -139,7 +145,10 @@ struct Settings {
     std::size_t io_threads = 0;
     std::size_t workers = 2;
     std::size_t max_connections = 10000;
+    std::size_t max_connections_per_address = 32;
+    std::size_t max_unauthenticated = 0;
     sim::Duration handshake_timeout = 10s;
+    sim::Duration login_timeout = 10s;
     sim::Duration idle_timeout = 120s;
     std::size_t max_queue_bytes = 4U << 20U;
     std::size_t max_frame = sim::default_max_frame_size;
@@ -225,8 +234,12 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     SIM_TRY(s.io_threads, parse_uint("io-threads", a.get("io-threads", "0"), 0, 1024));
     SIM_TRY(s.workers, parse_uint("workers", a.get("workers", "2"), 1, 1024));
     SIM_TRY(s.max_connections, parse_uint("max-connections", a.get("max-connections", "10000"), 1, 10'000'000));
+    SIM_TRY(s.max_connections_per_address,
+            parse_uint("max-connections-per-address", a.get("max-connections-per-address", "32"), 0, 10'000'000));
+    SIM_TRY(s.max_unauthenticated, parse_uint("max-unauthenticated", a.get("max-unauthenticated", "0"), 0, 10'000'000));
     SIM_TRY(s.handshake_timeout,
             sim::tools::parse_seconds("handshake-timeout", a.get("handshake-timeout", "10"), 86400.0));
+    SIM_TRY(s.login_timeout, sim::tools::parse_seconds("login-timeout", a.get("login-timeout", "10"), 86400.0));
     SIM_TRY(s.idle_timeout, sim::tools::parse_seconds("idle-timeout", a.get("idle-timeout", "120"), 30 * 86400.0));
     SIM_TRY(s.max_queue_bytes, parse_uint("max-queue-bytes", a.get("max-queue-bytes", "4194304"), 65536, 1ULL << 32U));
     SIM_TRY(s.max_frame, parse_uint("max-frame", a.get("max-frame", "65536"), 4096, 16U << 20U));
@@ -475,7 +488,11 @@ int run_server(const Settings& s) {
     net_options.io_threads = s.io_threads;
     net_options.worker_threads = s.workers;
     net_options.max_connections = s.max_connections;
+    net_options.max_connections_per_address = s.max_connections_per_address;
+    net_options.max_unauthenticated = s.max_unauthenticated;
+    net_options.log = [&logger](std::string_view message) { logger.log(sim::LogLevel::warning, message); };
     net_options.limits.handshake_timeout = s.handshake_timeout;
+    net_options.limits.login_timeout = s.login_timeout;
     net_options.limits.idle_timeout = s.idle_timeout;
     net_options.limits.max_queued_bytes = s.max_queue_bytes;
     auto& server_core = **core;

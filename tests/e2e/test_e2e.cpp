@@ -483,6 +483,7 @@ private:
         void send(sim::Bytes data) override { (void)::send(fd, data.data(), data.size(), MSG_NOSIGNAL); }
         void close(sim::Errc) override { ::shutdown(fd, SHUT_RDWR); }
         void established() override {}
+        void authenticated() override {}
         int fd;
     };
     int m_fd = -1;
@@ -1209,6 +1210,7 @@ private:
         void send(sim::Bytes data) override { pending.insert(pending.end(), data.begin(), data.end()); }
         void close(sim::Errc) override {}
         void established() override {}
+        void authenticated() override {}
         sim::Bytes pending;
     };
     void flush() {

@@ -22,6 +22,7 @@ public:
     void send(sim::Bytes data) override;
     void close(sim::Errc reason) override;
     void established() override {}
+    void authenticated() override;
 
 private:
     Pipe& m_pipe;
@@ -37,6 +38,7 @@ struct Pipe {
     std::vector<sim::Bytes> captured_to_server;  ///< what an eavesdropper on the wire saw
     bool closed = false;
     bool close_requested = false;
+    bool authenticated = false;  ///< the server core said its peer logged in (ConnectionOutput::authenticated)
     sim::Errc close_reason = sim::Errc::ok;
 
     /// Deliver queued bytes both ways (and a requested close once the queues are empty); returns whether anything
@@ -86,6 +88,10 @@ inline void PipeOutput::send(sim::Bytes data) {
     } else {
         m_pipe.to_client.push_back(std::move(data));
     }
+}
+
+inline void PipeOutput::authenticated() {
+    m_pipe.authenticated = true;
 }
 
 inline void PipeOutput::close(sim::Errc reason) {

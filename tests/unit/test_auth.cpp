@@ -296,7 +296,7 @@ TEST_CASE("the 72-byte case through the login flow") {
     CHECK(f.auth->login("hank", prefix + "-first", "h").ok());
 }
 
-TEST_CASE("account throttling: growing delays, a bounded lockout, recovery after success or quiet") {
+TEST_CASE("account throttling: growing delays, a bounded lockout, recovery after a wait or quiet") {
     Fixture f(RegistrationPolicy::explicit_request);
     REQUIRE(f.auth->admin_create_user("ivy", "right-pw"));
     int src = 0;
@@ -328,14 +328,13 @@ TEST_CASE("account throttling: growing delays, a bounded lockout, recovery after
     r = f.auth->login("ivy", "wrong", next_source());
     REQUIRE(r.code() == Errc::throttled);
     CHECK(r.retry_after == 60s);
-    // The real user waits at most that long, then gets in; success clears the count.
+    // The real user waits at most that long, then gets in; the success does not give the guesser new free
+    // failures (the account-wide count is not reset).
     f.clock.advance(r.retry_after);
     REQUIRE(f.auth->login("ivy", "right-pw", next_source()).ok());
-    CHECK(f.backend->find_user("ivy").value()->failures.count == 0);
-    for (int i = 0; i < 5; ++i) {
-        CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::auth_rejected);
-    }
-    CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::throttled);
+    CHECK(f.backend->find_user("ivy").value()->failures.count > 20);
+    CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::auth_rejected);
+    CHECK(f.auth->login("ivy", "wrong", next_source()).retry_after == 60s);
     // A quiet hour forgets the failures.
     f.clock.advance(1h);
     for (int i = 0; i < 5; ++i) {
@@ -345,6 +344,52 @@ TEST_CASE("account throttling: growing delays, a bounded lockout, recovery after
     CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::throttled);
     f.clock.set(sim::TimePoint{});
     CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::auth_rejected);
+}
+
+TEST_CASE("a guesser does not lock the owner out of a known address, and the owner does not reset the guesser") {
+    Fixture f(RegistrationPolicy::explicit_request);
+    REQUIRE(f.auth->admin_create_user("nora", "right-pw"));
+    REQUIRE(f.auth->login("nora", "right-pw", "192.0.2.1").ok());  // the owner's usual address is now known
+    // A guesser from one address, as fast as allowed for ten minutes.
+    int guesses = 0;
+    for (const auto end = f.clock.now() + 10min; f.clock.now() < end;) {
+        const auto r = f.auth->login("nora", "guess", "198.51.100.66");
+        if (r.code() == Errc::throttled) {
+            // Mid-lockout, the owner from her known address gets in.
+            CHECK(f.auth->login("nora", "right-pw", "192.0.2.1").ok());
+            f.clock.advance(r.retry_after);
+        } else {
+            CHECK(r.code() == Errc::auth_rejected);
+            ++guesses;
+        }
+    }
+    CHECK(guesses > 5);
+    // One more guess once it is allowed; right after it the guesser is throttled again, from its address and from
+    // any new one: the owner's successes did not reset its count.
+    for (auto r = f.auth->login("nora", "guess", "198.51.100.66"); r.code() == Errc::throttled;
+         r = f.auth->login("nora", "guess", "198.51.100.66")) {
+        f.clock.advance(r.retry_after);
+    }
+    CHECK(f.auth->login("nora", "guess", "198.51.100.66").code() == Errc::throttled);
+    CHECK(f.auth->login("nora", "guess", "203.0.113.50").code() == Errc::throttled);
+    // A new address of the owner's is throttled like the guesser's (the price of the account-wide count).
+    CHECK(f.auth->login("nora", "right-pw", "203.0.113.51").code() == Errc::throttled);
+    // The owner's own typos from her known address count there (and lift on her success), not account-wide.
+    const auto account_count = f.backend->find_user("nora").value()->failures.count;
+    for (int i = 0; i < 5; ++i) {
+        CHECK(f.auth->login("nora", "typo", "192.0.2.1").code() == Errc::auth_rejected);
+    }
+    CHECK(f.auth->login("nora", "right-pw", "192.0.2.1").code() == Errc::throttled);
+    CHECK(f.backend->find_user("nora").value()->failures.count == account_count);
+    f.clock.advance(1s);
+    CHECK(f.auth->login("nora", "right-pw", "192.0.2.1").ok());
+    CHECK(f.auth->login("nora", "typo", "192.0.2.1").code() == Errc::auth_rejected);  // free failures again
+    // Known addresses are forgotten after known_address_ttl (30 days): then the account-wide count applies.
+    f.clock.advance(31 * 24h);
+    for (int i = 0; i < 5; ++i) {
+        CHECK(f.auth->login("nora", "guess", "198.51.100.66").code() == Errc::auth_rejected);
+    }
+    CHECK(f.auth->login("nora", "right-pw", "192.0.2.1").code() == Errc::throttled);
 }
 
 TEST_CASE("no account sees more than 100 failures in any hour (ASVS 2.2.1)") {

@@ -8,6 +8,9 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -39,14 +42,18 @@ struct Probe {
 
 class RecordingHandler final : public sim::ConnectionHandler {
 public:
+    /// `log_in_on_bytes`: the first bytes received count as a login (ConnectionOutput::authenticated).
     RecordingHandler(std::shared_ptr<sim::ConnectionOutput> out, std::shared_ptr<Probe> probe, bool echo,
-                     bool establish)
-        : m_out(std::move(out)), m_probe(std::move(probe)), m_echo(echo) {
+                     bool establish, bool log_in_on_bytes = false)
+        : m_out(std::move(out)), m_probe(std::move(probe)), m_echo(echo), m_log_in(log_in_on_bytes) {
         if (establish) {
             m_out->established();
         }
     }
     void on_bytes(sim::ByteView data) override {
+        if (std::exchange(m_log_in, false)) {
+            m_out->authenticated();
+        }
         {
             const std::lock_guard lock(m_probe->mutex);
             m_probe->received.insert(m_probe->received.end(), data.begin(), data.end());
@@ -71,7 +78,26 @@ private:
     std::shared_ptr<sim::ConnectionOutput> m_out;
     std::shared_ptr<Probe> m_probe;
     bool m_echo;
+    bool m_log_in;
 };
+
+/// A client connection that only records what happens to it.
+struct Peer {
+    std::shared_ptr<Probe> probe = std::make_shared<Probe>();
+    std::shared_ptr<sim::ConnectionOutput> out;
+    std::unique_ptr<sim::net::TcpClient> client;
+};
+
+Peer connect_peer(std::uint16_t port) {
+    Peer p;
+    auto c = sim::net::TcpClient::connect("127.0.0.1", port, {}, [&](auto out, const std::string&) {
+        p.out = out;
+        return std::make_shared<RecordingHandler>(out, p.probe, false, true);
+    });
+    REQUIRE(c);
+    p.client = std::move(*c);
+    return p;
+}
 
 }  // namespace
 
@@ -123,6 +149,7 @@ TEST_CASE("a connection that never finishes its handshake is closed by the hands
 TEST_CASE("an idle established connection is closed by the idle timeout") {
     auto server_probe = std::make_shared<Probe>();
     sim::net::ServerOptions opts;
+    opts.limits.login_timeout = sim::Duration::zero();  // the handler never logs in
     opts.limits.idle_timeout = 200ms;
     auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
         return std::make_shared<RecordingHandler>(out, server_probe, false, true);
@@ -201,6 +228,92 @@ TEST_CASE("connections beyond max_connections are refused") {
     REQUIRE(c2);
     CHECK(p2->wait([&] { return p2->closed; }));
     CHECK_FALSE(p1->closed);
+}
+
+TEST_CASE("the login deadline closes a connection that trickles bytes without logging in") {
+    auto server_probe = std::make_shared<Probe>();
+    auto logged_in_probe = std::make_shared<Probe>();
+    std::atomic<int> accepted{0};
+    sim::net::ServerOptions opts;
+    opts.limits.login_timeout = 300ms;
+    opts.limits.idle_timeout = sim::Duration::zero();
+    auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+        // The first connection never logs in; the second does with its first bytes.
+        const bool first = accepted.fetch_add(1) == 0;
+        return std::make_shared<RecordingHandler>(out, first ? server_probe : logged_in_probe, false, true, !first);
+    });
+    REQUIRE(server);
+    auto slow = connect_peer((*server)->port());
+    // One byte every 50 ms: each would have restarted an idle timer, but a deadline does not move.
+    for (int i = 0; i < 200 && !server_probe->closed; ++i) {
+        slow.out->send(sim::Bytes{0x01});
+        server_probe->wait([&] { return server_probe->closed; }, 50ms);
+    }
+    CHECK(server_probe->closed);
+    CHECK(server_probe->reason == sim::Errc::timeout);
+    // A connection that logged in is past its deadline: it stays.
+    auto fast = connect_peer((*server)->port());
+    fast.out->send(sim::Bytes{0x02});
+    REQUIRE(logged_in_probe->wait([&] { return logged_in_probe->received.size() == 1; }));
+    CHECK_FALSE(logged_in_probe->wait([&] { return logged_in_probe->closed; }, 600ms));
+}
+
+TEST_CASE("per-address and not-logged-in connection limits") {
+    auto server_probe = std::make_shared<Probe>();
+    sim::net::ServerOptions opts;
+    std::vector<std::string> logged;
+    std::mutex log_mutex;
+    opts.log = [&](std::string_view line) {
+        const std::lock_guard lock(log_mutex);
+        logged.emplace_back(line);
+    };
+    SUBCASE("one address gets max_connections_per_address slots") {
+        opts.max_connections_per_address = 2;
+        auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+            return std::make_shared<RecordingHandler>(out, server_probe, false, true);
+        });
+        REQUIRE(server);
+        auto a = connect_peer((*server)->port());
+        auto b = connect_peer((*server)->port());
+        REQUIRE(server_probe->wait([&] { return (*server)->connection_count() == 2; }));
+        std::vector<Peer> refused;
+        for (int i = 0; i < 3; ++i) {
+            refused.push_back(connect_peer((*server)->port()));
+            CHECK(refused.back().probe->wait([&] { return refused.back().probe->closed; }));
+        }
+        CHECK((*server)->connection_count() == 2);
+        CHECK_FALSE(a.probe->closed);
+        // A slot comes back when a connection goes.
+        a.client->close();
+        REQUIRE(server_probe->wait([&] { return (*server)->connection_count() == 1; }));
+        auto c = connect_peer((*server)->port());
+        CHECK(server_probe->wait([&] { return (*server)->connection_count() == 2; }));
+        CHECK_FALSE(c.probe->wait([&] { return c.probe->closed; }, 200ms));
+    }
+    SUBCASE("connections that have not logged in get max_unauthenticated slots; logged-in ones do not count") {
+        opts.max_connections_per_address = 0;
+        opts.max_unauthenticated = 2;
+        std::atomic<int> accepted{0};
+        auto server = sim::net::TcpServer::start(opts, [&](auto out, const std::string&) {
+            const bool first = accepted.fetch_add(1) == 0;  // only the first one will log in
+            return std::make_shared<RecordingHandler>(out, server_probe, false, true, first);
+        });
+        REQUIRE(server);
+        auto a = connect_peer((*server)->port());
+        auto b = connect_peer((*server)->port());
+        REQUIRE(server_probe->wait([&] { return (*server)->connection_count() == 2; }));
+        auto refused = connect_peer((*server)->port());
+        CHECK(refused.probe->wait([&] { return refused.probe->closed; }));
+        a.out->send(sim::Bytes{0x01});  // a logs in: its slot no longer counts as not logged in
+        REQUIRE(server_probe->wait([&] { return server_probe->received.size() == 1; }));
+        auto c = connect_peer((*server)->port());
+        CHECK(server_probe->wait([&] { return (*server)->connection_count() == 3; }));
+        CHECK_FALSE(c.probe->wait([&] { return c.probe->closed; }, 200ms));
+    }
+    // Refusals are logged once per interval per address, not once per connection.
+    const std::lock_guard lock(log_mutex);
+    CHECK(logged.size() == 1);
+    CHECK(logged.at(0).find("127.0.0.1") != std::string::npos);
 }
 
 TEST_CASE("bad listen address and refused connect give clear errors") {

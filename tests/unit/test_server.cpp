@@ -265,12 +265,18 @@ struct World {
         return *raws.back().client;
     }
 
-    /// A raw client logged in as `user` (password = user name), inbox emptied of the login frames.
-    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
-        auto& c = connect_raw();
+    /// Send a password init from a raw client (not settled).
+    static void send_init(RawClient& c, const std::string& user, const std::string& password,
+                          const std::string& destination = {}) {
         c.send(sim::Frame{sim::FrameType::init, 0, user, destination,
                           sim::encode_credentials({sim::CredentialKind::password,
-                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(user + "-pw"))})});
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password))})});
+    }
+
+    /// A raw client logged in as `user` (password = user name + "-pw"), inbox emptied of the login frames.
+    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
+        auto& c = connect_raw();
+        send_init(c, user, user + "-pw", destination);
         settle();
         const auto first = std::find_if(c.inbox.begin(), c.inbox.end(),
                                         [](const sim::Frame& f) { return f.type == sim::FrameType::ack_init; });
@@ -620,6 +626,42 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
         CHECK(alice.pipe->closed);
         CHECK_FALSE(bob.pipe->closed);
     }
+}
+
+TEST_CASE("the core tells the transport when a connection has logged in, and only then") {
+    World w;
+    auto& c = w.connect_raw();
+    auto& pipe = *w.raws.back().pipe;
+    CHECK_FALSE(pipe.authenticated);  // the handshake alone is not a login
+    World::send_init(c, "olga", "olga-pw");
+    w.pump_pipes();
+    CHECK_FALSE(pipe.authenticated);  // the login is still being checked
+    w.settle();
+    CHECK(pipe.authenticated);
+    // A failed login never reports it.
+    (void)w.raw_login("pavel");
+    auto& wrong = w.connect_raw();
+    auto& wrong_pipe = *w.raws.back().pipe;
+    World::send_init(wrong, "pavel", "not-it");
+    w.settle();
+    CHECK(wrong_pipe.closed);
+    CHECK_FALSE(wrong_pipe.authenticated);
+}
+
+TEST_CASE("a probe with a payload is refused (the spec says empty)") {
+    World w;
+    auto& c = w.raw_login("quinn");
+    c.send(sim::Frame{sim::FrameType::probe, 0, "quinn", "rita", sim::Bytes(64, 0x41)});
+    w.settle();
+    CHECK(c.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
+    CHECK(w.raws.back().pipe->closed);
+    // An empty one (a keepalive, or asking for a peer) is fine.
+    auto& d = w.raw_login("sara");
+    d.send(sim::Frame{sim::FrameType::probe, 0, "sara", {}, {}});
+    d.send(sim::Frame{sim::FrameType::probe, 0, "sara", "rita", {}});
+    w.settle();
+    CHECK(d.errors().empty());
+    CHECK_FALSE(w.raws.back().pipe->closed);
 }
 
 TEST_CASE("a user who logs in naming a peer that waits for them gets one KEYGEN, not two") {

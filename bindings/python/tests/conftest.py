@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
 import libsim
+from libsim import Frame, FrameDecoder
 
 pytest_plugins = ["libsim.pytest_plugin"]
 
@@ -96,3 +98,17 @@ def login_pair(connect: Callable[..., libsim.Client], **options: object) -> tupl
     if keyed.mode == libsim.ConversationMode.SERVER_ASSIGNED:
         bob.wait_for(libsim.EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
     return alice, bob
+
+
+def send_frame(sock: socket.socket, frame: Frame) -> None:
+    """Write one encoded frame to a raw socket."""
+    sock.sendall(frame.encode())
+
+
+def receive_frame(sock: socket.socket, decoder: FrameDecoder) -> Frame:
+    """The next frame from a raw socket (fails the test if the peer closes first)."""
+    while (frame := decoder.next()) is None:
+        data = sock.recv(65536)
+        assert data, "simd closed the connection"
+        decoder.feed(data)
+    return frame

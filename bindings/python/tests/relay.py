@@ -1,5 +1,6 @@
 """A TCP relay between a client and simd for the attack tests: it forwards frames both ways, keeps the ones the
-client sent, and can inject bytes (a replayed record) towards the server."""
+client sent, and can inject bytes (a replayed record) towards the server. Its connection to simd comes from
+`source` (any 127.x.y.z address works on Linux), so a test can show simd several client addresses."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import libsim
 
 
 class Relay:
-    def __init__(self, server_port: int) -> None:
+    def __init__(self, server_port: int, source: str = "127.0.0.1") -> None:
         self._server_port = server_port
+        self._source = source
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.client_frames: list[bytes] = []  # encoded frames the client sent, in order
@@ -28,7 +30,7 @@ class Relay:
             downstream, _ = self._listener.accept()
         except OSError:
             return
-        upstream = socket.create_connection(("127.0.0.1", self._server_port))
+        upstream = socket.create_connection(("127.0.0.1", self._server_port), source_address=(self._source, 0))
         self._upstream = upstream
         self._downstream = downstream
         self._connected.set()

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import receive_frame, send_frame
 
 import libsim
 from libsim import ChannelAction, ClientHandshake, Errc, Frame, FrameDecoder, FrameType, ServerHandshake, SuiteId
@@ -107,18 +108,6 @@ def test_known_servers_file(tmp_path: Path) -> None:
     known.remember("srv", bytes(range(32)))
     assert libsim.KnownServers.open(str(path)).lookup("srv") == bytes(range(32))
     assert path.stat().st_mode & 0o077 == 0
-
-
-def send_frame(sock: socket.socket, frame: Frame) -> None:
-    sock.sendall(frame.encode())
-
-
-def receive_frame(sock: socket.socket, decoder: FrameDecoder) -> Frame:
-    while (frame := decoder.next()) is None:
-        data = sock.recv(65536)
-        assert data, "simd closed the connection"
-        decoder.feed(data)
-    return frame
 
 
 def test_raw_handshake_with_a_real_simd(sim_server: libsim.Server) -> None:

@@ -120,12 +120,13 @@ struct HashPolicy {
 
 // ---------------------------------------------------------------- throttling
 
-/// Growing delays after failed logins, for one kind of key (an account, or a source address).
+/// Growing delays after failed logins, for one kind of key (an account, an account from one source address, or a
+/// source address).
 ///
 /// After `free_failures` failures, each further attempt must wait `base_delay * 2^(failures - free_failures)`,
-/// capped at `max_delay`, after the previous failure. A success clears an account's count; a quiet period of
-/// `forget_after` clears either. The delay is returned to the caller (Errc::throttled + retry-after); nothing
-/// here sleeps.
+/// capped at `max_delay`, after the previous failure. A quiet period of `forget_after` clears a count; a success
+/// clears only the count of the (account, source address) it came from. The delay is returned to the caller
+/// (Errc::throttled + retry-after); nothing here sleeps.
 struct ThrottleLimits {
     std::uint32_t free_failures = 5;
     Duration base_delay = std::chrono::seconds(1);
@@ -133,16 +134,26 @@ struct ThrottleLimits {
     Duration forget_after = std::chrono::hours(1);
 };
 
-/// Throttling of failed logins per account and per source address.
+/// Throttling of failed logins (docs/security.md, "Login throttling").
 ///
-/// Validated so that no account can see more than `max_failures_per_hour` failures in any hour (OWASP ASVS 4.0
-/// 2.2.1 asks for at most 100) while a real user is never kept out longer than `account.max_delay` after the
+/// Three counts, each with its own delays: per (account, source address) and per source address, both with the
+/// limits below; and per account across the addresses it has never logged in from (`account`). An address
+/// becomes *known* for an account when a login from it succeeds, and stays known for `known_address_ttl`; a login
+/// from a known address ignores the account-wide count, so a guesser elsewhere cannot lock the owner out. A
+/// success clears only its own (account, address) count: the guesser's budget is not reset.
+///
+/// Validated so that the account-wide count lets no more than `max_failures_per_hour` failures in any hour (OWASP
+/// ASVS 4.0 2.2.1 asks for at most 100); a real user is never kept out longer than `account.max_delay` after the
 /// last failure.
 struct ThrottlePolicy {
+    /// The account-wide count and each (account, address) count.
     ThrottleLimits account{};
     ThrottleLimits address{20, std::chrono::seconds(1), std::chrono::seconds(60), std::chrono::hours(1)};
     std::uint32_t max_failures_per_hour = 100;
-    /// Most entries kept in memory for source addresses and for names that have no account (oldest evicted).
+    /// How long an address stays known for an account after a successful login from it.
+    Duration known_address_ttl = std::chrono::hours(24 * 30);
+    /// Most entries kept in memory per table (source addresses, (account, address) pairs, known addresses, names
+    /// without an account); the oldest are evicted.
     std::size_t max_tracked = 100000;
 };
 

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace sim::net {
 
@@ -19,7 +20,10 @@ namespace sim::net {
 struct ConnectionLimits {
     /// Close a connection whose handshake has not finished after this long. Zero = never.
     Duration handshake_timeout = std::chrono::seconds(10);
-    /// Close an established connection that sent nothing for this long (clients send keepalives). Zero = never.
+    /// Close a connection that has not logged in this long after its handshake (ConnectionOutput::authenticated).
+    /// Absolute: bytes, even a frame that never completes, do not extend it. Zero = no login deadline (clients).
+    Duration login_timeout = std::chrono::seconds(10);
+    /// Close a logged-in connection that sent nothing for this long (clients send keepalives). Zero = never.
     Duration idle_timeout = std::chrono::seconds(120);
     /// Close a connection whose unsent output exceeds this many bytes (a peer that does not read).
     std::size_t max_queued_bytes = 4U << 20U;
@@ -43,6 +47,17 @@ struct ServerOptions {
     int worker_nice = 10;
     /// Further connections are refused (closed at once) beyond this many.
     std::size_t max_connections = 10000;
+    /// Most connections from one source: an IPv4 address, or an IPv6 /64 (one subscriber's usual prefix). Zero = no
+    /// limit.
+    std::size_t max_connections_per_address = 32;
+    /// Most connections that have not logged in yet (handshake or login under way), so that a flood of
+    /// connections without an account cannot take the slots of users who logged in. Zero = 3/4 of
+    /// max_connections.
+    std::size_t max_unauthenticated = 0;
+    /// Refused connections are logged through `log` at most once per this interval per source.
+    Duration refusal_log_interval = std::chrono::seconds(60);
+    /// Where the transport's own log lines go (refused connections); none by default.
+    std::function<void(std::string_view)> log;
     ConnectionLimits limits{};
 };
 
@@ -95,7 +110,9 @@ private:
 struct ClientOptions {
     Duration connect_timeout = std::chrono::seconds(10);
     /// Clients keep their own connection alive, so by default they have no idle timeout.
-    ConnectionLimits limits{.handshake_timeout = std::chrono::seconds(10), .idle_timeout = Duration::zero()};
+    ConnectionLimits limits{.handshake_timeout = std::chrono::seconds(10),
+                            .login_timeout = Duration::zero(),
+                            .idle_timeout = Duration::zero()};
 };
 
 /// One outgoing TCP connection with its own I/O thread, driving one handler.

@@ -22,8 +22,12 @@ public:
     virtual void send(Bytes data) = 0;
     /// Send what is queued, then close. `reason` is for logs only.
     virtual void close(Errc reason) = 0;
-    /// The handshake finished: the transport stops the handshake timer and starts the idle timer.
+    /// The handshake finished: the transport stops the handshake timer and starts the login deadline (a server
+    /// connection) or the idle timer.
     virtual void established() = 0;
+    /// The peer logged in (server side): the transport stops the login deadline, starts the idle timer and counts
+    /// the connection as authenticated from now on (sim::net keeps a share of its slots for those).
+    virtual void authenticated() = 0;
 };
 
 /// What the transport feeds into a core for one connection. Implemented by the cores.

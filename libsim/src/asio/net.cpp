@@ -3,8 +3,9 @@
 
 #include <asio.hpp>
 
-#include <condition_variable>
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -113,17 +114,24 @@ Errc errc_from(const asio::error_code& ec) {
     return Errc::io_error;
 }
 
+/// What a server learns about one of its connections (both called on the connection's strand, at most once).
+struct SlotHooks {
+    std::function<void()> on_authenticated;
+    /// The connection is gone; the argument says whether it had logged in.
+    std::function<void(bool authenticated)> on_gone;
+};
+
 class Connection final : public ConnectionOutput, public std::enable_shared_from_this<Connection> {
 public:
     /// `io` owns the context the socket belongs to: a Connection may outlive its server or client object (an
     /// application can hold its ConnectionOutput), and its socket and timer must be destroyed before the context.
     Connection(std::shared_ptr<asio::io_context> io, tcp::socket socket, const ConnectionLimits& limits,
-               std::function<void()> on_gone)
+               SlotHooks hooks)
         : m_io(std::move(io)),
           m_socket(std::move(socket)),
           m_timer(m_socket.get_executor()),
           m_limits(limits),
-          m_on_gone(std::move(on_gone)) {
+          m_hooks(std::move(hooks)) {
         if (m_limits.read_chunk == 0) {
             m_limits.read_chunk = 4096;
         }
@@ -142,7 +150,9 @@ public:
             }
             self->m_last_read = std::chrono::steady_clock::now();
             // established() may already have run (a handler can call it from its constructor).
-            self->arm_timer(self->m_established ? self->m_limits.idle_timeout : self->m_limits.handshake_timeout);
+            if (self->m_stage == Stage::handshake) {
+                self->arm_timer(self->m_limits.handshake_timeout);
+            }
             self->wait_readable();
         });
     }
@@ -189,9 +199,28 @@ public:
 
     void established() override {
         asio::post(m_socket.get_executor(), [self = shared_from_this()] {
-            self->m_established = true;
-            self->m_last_read = std::chrono::steady_clock::now();
-            self->arm_timer(self->m_limits.idle_timeout);
+            if (self->m_stage != Stage::handshake) {
+                return;
+            }
+            if (self->m_limits.login_timeout > Duration::zero()) {
+                self->m_stage = Stage::login;
+                self->arm_timer(self->m_limits.login_timeout);
+            } else {
+                self->enter_open();
+            }
+        });
+    }
+
+    void authenticated() override {
+        asio::post(m_socket.get_executor(), [self = shared_from_this()] {
+            if (self->m_authenticated || self->m_finished) {
+                return;
+            }
+            self->m_authenticated = true;
+            if (self->m_hooks.on_authenticated) {
+                self->m_hooks.on_authenticated();
+            }
+            self->enter_open();
         });
     }
 
@@ -262,8 +291,19 @@ private:
         });
     }
 
-    // Handshake timeout: absolute from the start. Idle timeout: measured from the last read. Reads only stamp
-    // m_last_read; the timer, when it fires early, waits again for the rest (no timer operation per read).
+    // Strand only: the idle timer runs from here on.
+    void enter_open() {
+        if (m_stage == Stage::open) {
+            return;
+        }
+        m_stage = Stage::open;
+        m_last_read = std::chrono::steady_clock::now();
+        arm_timer(m_limits.idle_timeout);
+    }
+
+    // Handshake and login deadlines: absolute (bytes, even a frame that never completes, do not extend them). Idle
+    // timeout: measured from the last read. Reads only stamp m_last_read; the timer, when it fires early, waits
+    // again for the rest (no timer operation per read).
     void arm_timer(Duration d) {
         if (m_finished) {
             return;
@@ -282,7 +322,7 @@ private:
             if (ec || self->m_finished) {
                 return;
             }
-            if (self->m_established) {
+            if (self->m_stage == Stage::open) {
                 const auto quiet = std::chrono::steady_clock::now() - self->m_last_read;
                 if (quiet < self->m_timeout) {
                     self->m_timer.expires_after(self->m_timeout - quiet);
@@ -362,8 +402,8 @@ private:
             m_handler->on_closed(reason);
             m_handler.reset();  // breaks the handler <-> output cycle
         }
-        if (m_on_gone) {
-            m_on_gone();
+        if (m_hooks.on_gone) {
+            m_hooks.on_gone(m_authenticated);
         }
     }
 
@@ -373,9 +413,11 @@ private:
     ConnectionLimits m_limits;
     Duration m_timeout{};                               // strand only: the timer's current limit
     std::chrono::steady_clock::time_point m_last_read;  // strand only
-    std::function<void()> m_on_gone;
+    SlotHooks m_hooks;
     std::shared_ptr<ConnectionHandler> m_handler;
-    bool m_established = false;  // strand only
+    enum class Stage : std::uint8_t { handshake, login, open };
+    Stage m_stage = Stage::handshake;  // strand only
+    bool m_authenticated = false;      // strand only
     bool m_finished = false;     // written on the strand; read under m_mutex by send()
 
     std::mutex m_mutex;  // guards the queue and the flags below
@@ -398,6 +440,25 @@ std::string peer_name(const tcp::socket& s) {
     return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
+/// The source a connection is counted against: an IPv4 address (also when mapped into IPv6), or an IPv6 /64.
+std::string source_key(const tcp::socket& s) {
+    asio::error_code ec;
+    const auto ep = s.remote_endpoint(ec);
+    if (ec) {
+        return "unknown";
+    }
+    auto address = ep.address();
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+    }
+    if (address.is_v4()) {
+        return address.to_string();
+    }
+    auto bytes = address.to_v6().to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);
+    return asio::ip::address_v6(bytes).to_string() + "/64";
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- server
@@ -413,12 +474,60 @@ struct TcpServer::Impl {
     HandlerFactory factory;
     std::mutex mutex;
     std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
+    std::unordered_map<std::string, std::size_t> per_source;  // open connections by source_key()
+    std::size_t unauthenticated = 0;                          // open connections that have not logged in
     std::uint64_t next_id = 0;
     std::atomic<std::size_t> count{0};
     bool stopped = false;
+    // Accept handler only (one accept is outstanding at a time): when each source's refusal was last logged.
+    std::unordered_map<std::string, std::chrono::steady_clock::time_point> refusal_logged;
 
     Impl(const ServerOptions& o, HandlerFactory f)
-        : workers(o.worker_threads, o.worker_queue, o.worker_nice), options(o), factory(std::move(f)) {}
+        : workers(o.worker_threads, o.worker_queue, o.worker_nice), options(o), factory(std::move(f)) {
+        if (options.max_unauthenticated == 0) {
+            options.max_unauthenticated = options.max_connections - options.max_connections / 4;
+        }
+    }
+
+    /// Why a new connection from `source` is refused, or null. Caller holds `mutex`.
+    const char* refusal(const std::string& source) const {
+        if (count.load() >= options.max_connections) {
+            return "the server is full (max_connections)";
+        }
+        if (unauthenticated >= options.max_unauthenticated) {
+            return "too many connections that have not logged in";
+        }
+        if (options.max_connections_per_address != 0) {
+            const auto it = per_source.find(source);
+            if (it != per_source.end() && it->second >= options.max_connections_per_address) {
+                return "too many connections from this address";
+            }
+        }
+        return nullptr;
+    }
+
+    /// Log a refusal unless this source's last one was logged less than refusal_log_interval ago. The table is
+    /// bounded: when it grows large its stale entries go, and if a flood from many sources keeps it large, all.
+    void log_refusal(const std::string& source, const char* why) {
+        if (!options.log) {
+            return;
+        }
+        constexpr std::size_t max_remembered = 4096;
+        const auto now = std::chrono::steady_clock::now();
+        const auto interval = options.refusal_log_interval;
+        if (refusal_logged.size() >= max_remembered) {
+            std::erase_if(refusal_logged, [&](const auto& kv) { return now - kv.second >= interval; });
+            if (refusal_logged.size() >= max_remembered) {
+                refusal_logged.clear();
+            }
+        }
+        const auto [it, fresh] = refusal_logged.try_emplace(source, now);
+        if (!fresh && now - it->second < interval) {
+            return;
+        }
+        it->second = now;
+        options.log("refused connections from " + source + ": " + why + " (logged at most once per interval)");
+    }
 
     void accept() {
         acceptor.async_accept(asio::make_strand(io), [this](const asio::error_code& ec, tcp::socket socket) {
@@ -435,28 +544,47 @@ struct TcpServer::Impl {
     }
 
     void on_accept(tcp::socket socket) {
-        if (count.load() >= options.max_connections) {
-            asio::error_code ignored;
-            socket.close(ignored);
-            return;
-        }
         asio::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        const std::string peer = peer_name(socket);
+        const std::string source = source_key(socket);
+        const char* refused = nullptr;
         std::uint64_t id = 0;
         {
             const std::lock_guard lock(mutex);
-            id = next_id++;
+            refused = refusal(source);
+            if (refused == nullptr) {
+                id = next_id++;
+                ++per_source[source];
+                ++unauthenticated;
+                count.fetch_add(1);
+            }
         }
-        auto conn = std::make_shared<Connection>(io_owner, std::move(socket), options.limits, [this, id] {
+        if (refused != nullptr) {
+            socket.close(ignored);
+            log_refusal(source, refused);
+            return;
+        }
+        socket.set_option(tcp::no_delay(true), ignored);
+        const std::string peer = peer_name(socket);
+        SlotHooks hooks;
+        hooks.on_authenticated = [this] {
+            const std::lock_guard lock(mutex);
+            --unauthenticated;
+        };
+        hooks.on_gone = [this, id, source](bool authenticated) {
             const std::lock_guard lock(mutex);
             connections.erase(id);
+            if (const auto it = per_source.find(source); it != per_source.end() && --it->second == 0) {
+                per_source.erase(it);
+            }
+            if (!authenticated) {
+                --unauthenticated;
+            }
             count.fetch_sub(1);
-        });
+        };
+        auto conn = std::make_shared<Connection>(io_owner, std::move(socket), options.limits, std::move(hooks));
         {
             const std::lock_guard lock(mutex);
             connections.emplace(id, conn);
-            count.fetch_add(1);
         }
         auto handler = factory(conn, peer);
         if (!handler) {
@@ -599,7 +727,7 @@ Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, s
     }
     socket->set_option(tcp::no_delay(true), ec);
     const std::string peer = peer_name(*socket);
-    impl->connection = std::make_shared<Connection>(impl->io_owner, std::move(*socket), options.limits, nullptr);
+    impl->connection = std::make_shared<Connection>(impl->io_owner, std::move(*socket), options.limits, SlotHooks{});
     auto handler = factory(impl->connection, peer);
     if (!handler) {
         impl->connection->abort(Errc::closed);

@@ -61,6 +61,8 @@ struct Authenticator::Impl {
           clock(c),
           config(cfg),
           addresses(cfg.throttle.address, cfg.throttle.max_tracked),
+          pairs(cfg.throttle.account, cfg.throttle.max_tracked),
+          known(cfg.throttle.known_address_ttl, cfg.throttle.max_tracked),
           unknown_names(cfg.throttle.account, cfg.throttle.max_tracked) {}
 
     store::CredentialStore& store;
@@ -70,7 +72,21 @@ struct Authenticator::Impl {
     AuthConfig config;
     std::string dummy_hash;
     detail::ThrottleTable addresses;      // per source address
+    detail::ThrottleTable pairs;          // per (account, source address): pair_key()
+    detail::RecentSuccesses known;        // pair_key() of recent successful logins: the owner's known addresses
     detail::ThrottleTable unknown_names;  // per name that has no account (same limits as accounts)
+
+    static std::string pair_key(const std::string& name, const std::string& source) {
+        return name + ' ' + source;  // a name never holds a space
+    }
+
+    /// A successful login or registration of `name` from `source`: its own pair count goes, the address becomes
+    /// known. The account-wide count stays (it is a guesser's, from addresses the owner does not use).
+    void note_success(const std::string& name, const std::string& source, TimePoint now) {
+        const auto key = pair_key(name, source);
+        pairs.clear(key);
+        known.remember(key, now);
+    }
 
     /// Validate a login's input before any database work.
     Result<std::string> check_input(std::string_view username, std::string_view password, std::string_view source) {
@@ -80,11 +96,17 @@ struct Authenticator::Impl {
         return name;
     }
 
-    /// Count a failed attempt against the account (or the unknown name) and the source.
-    Status count_failure(const std::string& name, bool has_account, const std::string& source, TimePoint now) {
+    /// Count a failed attempt against the source, and the account (or the unknown name) from that source; from
+    /// an address the account does not know, also against the account as a whole.
+    Status count_failure(const std::string& name, bool has_account, const std::string& source, bool known_source,
+                         TimePoint now) {
         addresses.record(source, now);
         if (!has_account) {
             unknown_names.record(name, now);
+            return ok();
+        }
+        pairs.record(pair_key(name, source), now);
+        if (known_source) {
             return ok();
         }
         auto st = store.record_failure(name, now, config.throttle.account.forget_after);
@@ -104,6 +126,7 @@ struct Authenticator::Impl {
                              bool create_unknown, std::string& stored) {
         const auto now = clock.now();
         const auto address_wait = addresses.wait(source, now);
+        const bool known_source = known.contains(pair_key(name, source), now);
         auto found = store.find_user(name);
         if (!found) {
             return failure(std::move(found).error());
@@ -115,6 +138,7 @@ struct Authenticator::Impl {
             }
             auto created = create(name, password);
             if (created) {
+                note_success(name, source, now);
                 return success(LoginOutcome{name, true, false});
             }
             if (created.code() != Errc::user_exists) {
@@ -130,8 +154,12 @@ struct Authenticator::Impl {
                 return failure(Error{Errc::storage_error, "account vanished during registration"});
             }
         }
-        const auto account_wait =
-            user ? detail::wait_time(config.throttle.account, user->failures, now) : unknown_names.wait(name, now);
+        auto account_wait = unknown_names.wait(name, now);
+        if (user) {
+            const auto account_wide =
+                known_source ? Duration::zero() : detail::wait_time(config.throttle.account, user->failures, now);
+            account_wait = std::max(pairs.wait(pair_key(name, source), now), account_wide);
+        }
         const auto wait = std::max(address_wait, account_wait);
         if (wait > Duration::zero()) {
             return throttled(wait);
@@ -139,7 +167,7 @@ struct Authenticator::Impl {
         if (!user) {
             // The same work as a real check, so the time taken does not tell whether the name exists.
             (void)hasher.verify(password, dummy_hash);
-            SIM_TRY_LOGIN(count_failure(name, false, source, now));
+            SIM_TRY_LOGIN(count_failure(name, false, source, known_source, now));
             return failure(rejected());
         }
         auto verified = hasher.verify(password, user->password_hash);
@@ -147,12 +175,10 @@ struct Authenticator::Impl {
             return failure(std::move(verified).error());
         }
         if (!verified.value()) {
-            SIM_TRY_LOGIN(count_failure(name, true, source, now));
+            SIM_TRY_LOGIN(count_failure(name, true, source, known_source, now));
             return failure(rejected());
         }
-        if (user->failures.count != 0) {
-            SIM_TRY_LOGIN(store.clear_failures(name));
-        }
+        note_success(name, source, now);
         stored = user->password_hash;
         return success(LoginOutcome{name, false, false});
     }
@@ -231,6 +257,7 @@ LoginResult Authenticator::register_user(std::string_view username, std::string_
         return throttled(wait);
     }
     SIM_TRY_LOGIN(d.create(name.value(), password));
+    d.note_success(name.value(), std::string(source), d.clock.now());
     return success(LoginOutcome{std::move(name.value()), true, false});
 }
 

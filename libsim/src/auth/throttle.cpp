@@ -61,8 +61,9 @@ Status check_limits(const ThrottleLimits& l, const char* what) {
 Status validate(const ThrottlePolicy& policy) {
     SIM_TRY_STATUS(check_limits(policy.account, "account"));
     SIM_TRY_STATUS(check_limits(policy.address, "address"));
-    if (policy.max_failures_per_hour == 0 || policy.max_tracked == 0) {
-        return Error{Errc::invalid_argument, "max_failures_per_hour and max_tracked must be positive"};
+    if (policy.max_failures_per_hour == 0 || policy.max_tracked == 0 || policy.known_address_ttl <= Duration::zero()) {
+        return Error{Errc::invalid_argument,
+                     "max_failures_per_hour, max_tracked and known_address_ttl must be positive"};
     }
     // A count restarts only after a quiet forget_after; at least an hour of quiet means no hour-long window
     // holds failures of two bursts, so the fastest attack below is the worst case.
@@ -115,6 +116,29 @@ void ThrottleTable::make_room(TimePoint now) {
         return a.second.last_failure < b.second.last_failure;
     });
     m_entries.erase(oldest);
+}
+
+bool RecentSuccesses::contains(const std::string& key, TimePoint now) const {
+    const std::lock_guard lock(m_mutex);
+    const auto it = m_entries.find(key);
+    return it != m_entries.end() && it->second <= now && now - it->second < m_ttl;
+}
+
+void RecentSuccesses::remember(const std::string& key, TimePoint now) {
+    const std::lock_guard lock(m_mutex);
+    if (m_entries.size() >= m_max && !m_entries.contains(key)) {
+        std::erase_if(m_entries, [&](const auto& kv) { return kv.second > now || now - kv.second >= m_ttl; });
+        if (m_entries.size() >= m_max) {
+            m_entries.erase(std::min_element(m_entries.begin(), m_entries.end(),
+                                             [](const auto& a, const auto& b) { return a.second < b.second; }));
+        }
+    }
+    m_entries.insert_or_assign(key, now);
+}
+
+std::size_t RecentSuccesses::size() const {
+    const std::lock_guard lock(m_mutex);
+    return m_entries.size();
 }
 
 }  // namespace sim::auth::detail

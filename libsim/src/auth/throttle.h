@@ -49,4 +49,23 @@ private:
     std::unordered_map<std::string, store::FailureState> m_entries;
 };
 
+/// Thread-safe bounded set of keys (an account with a source address) that succeeded within `ttl`; when full,
+/// the oldest success is forgotten.
+class RecentSuccesses {
+public:
+    RecentSuccesses(Duration ttl, std::size_t max_entries) : m_ttl(ttl), m_max(max_entries) {}
+    /// Whether `key` succeeded less than `ttl` before `now`.
+    bool contains(const std::string& key, TimePoint now) const;
+    /// Note a success of `key` at `now`.
+    void remember(const std::string& key, TimePoint now);
+    /// Entries held (tests).
+    std::size_t size() const;
+
+private:
+    Duration m_ttl;
+    std::size_t m_max;
+    mutable std::mutex m_mutex;
+    std::unordered_map<std::string, TimePoint> m_entries;
+};
+
 }  // namespace sim::auth::detail

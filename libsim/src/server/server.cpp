@@ -457,6 +457,12 @@ private:
         m_core->logins_ok.fetch_add(1);
         m_user = *user;
         m_phase = Phase::authenticated;
+        {
+            const std::lock_guard send_lock(m_send_mutex);
+            if (m_output) {
+                m_output->authenticated();  // the transport ends the login deadline (sim/transport.h)
+            }
+        }
         m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
         // The limits come first, so that a client knows its pace before it re-sends its outbox (6.6).
         send(Frame{FrameType::limits, 0, std::string(server_name), m_user, m_core->limits_payload});
@@ -692,6 +698,10 @@ private:
     }
 
     void handle_probe(const Frame& frame) {
+        if (!frame.payload.empty()) {
+            fail(Error{Errc::bad_field, "a probe carries no payload"});
+            return;
+        }
         if (frame.destination.empty()) {
             return;  // keepalive
         }
