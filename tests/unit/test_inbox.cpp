@@ -1,0 +1,143 @@
+// The client inbox (libsim/src/client/inbox.h) on its own: what it writes reads back, and a damaged header or entry
+// (a bad disk, an edited file) gives Errc::corrupt_database, never a crash or a made-up message.
+#include "client/inbox.h"
+
+#include <doctest/doctest.h>
+
+#include <sim/client_state.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+using sim::Errc;
+using sim::InboxEntry;
+using sim::client_detail::Inbox;
+
+namespace {
+
+InboxEntry entry(const std::string& peer, std::uint8_t n, const std::string& text) {
+    InboxEntry e;
+    e.peer = peer;
+    e.message_id.fill(n);
+    e.seq = n;
+    e.text = text;
+    return e;
+}
+
+/// An inbox of three messages (alice, bob, alice) committed to `state`, the first one read.
+Inbox filled(sim::ClientState& state) {
+    Inbox inbox;
+    REQUIRE(inbox.load(state));
+    std::uint64_t index = 0;
+    for (const auto& e : {entry("alice", 1, "one"), entry("bob", 2, "two"), entry("alice", 3, "three")}) {
+        REQUIRE(state.write(inbox.add(e, index)));
+    }
+    REQUIRE(state.write(inbox.mark_read(1)));
+    return inbox;
+}
+
+sim::SecureBytes get(const sim::ClientState& state, const std::string& key) {
+    auto v = state.get(key).value();
+    REQUIRE(v.has_value());
+    return *v;
+}
+
+void put(sim::ClientState& state, const std::string& key, sim::SecureBytes value) {
+    REQUIRE(state.write({{key, std::move(value)}}));
+}
+
+}  // namespace
+
+TEST_CASE("inbox: what is added reads back in order, by peer, with the read cursor, after a reload") {
+    auto state = sim::make_memory_client_state();
+    filled(*state);
+    Inbox again;
+    REQUIRE(again.load(*state));
+    CHECK(again.status().next == 3);
+    CHECK(again.status().first_unread == 1);
+    const auto all = again.read(*state, 0, 10, "").value();
+    REQUIRE(all.size() == 3);
+    CHECK(all[0].text == "one");
+    CHECK(all[0].read);
+    CHECK_FALSE(all[1].read);
+    CHECK(all[2].index == 2);
+    CHECK(all[2].message_id == entry("alice", 3, "").message_id);
+    CHECK(all[1].peer == "bob");
+    const auto from_alice = again.read(*state, 0, 10, "alice").value();
+    REQUIRE(from_alice.size() == 2);
+    CHECK(from_alice[1].text == "three");
+    CHECK(again.read(*state, 1, 1, "").value().at(0).text == "two");
+    CHECK(again.read(*state, 3, 10, "").value().empty());
+    CHECK(again.mark_read(0).empty());  // the cursor never moves back
+}
+
+TEST_CASE("inbox: a damaged header is refused") {
+    auto state = sim::make_memory_client_state();
+    filled(*state);
+    const auto good = get(*state, "inbox");
+    const auto refused = [&](sim::SecureBytes header) {
+        put(*state, "inbox", std::move(header));
+        Inbox inbox;
+        return inbox.load(*state).code() == Errc::corrupt_database;
+    };
+    for (std::size_t n = 0; n < good.size(); ++n) {
+        CHECK(refused(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))));
+    }
+    auto longer = good;
+    longer.push_back(0);
+    CHECK(refused(longer));
+    auto version = good;
+    version[0] = 2;
+    CHECK(refused(version));
+    auto cursor_ahead = good;
+    cursor_ahead.back() = 9;  // first unread 9 > next 3
+    CHECK(refused(cursor_ahead));
+}
+
+TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") {
+    auto state = sim::make_memory_client_state();
+    const auto inbox = filled(*state);
+    const auto good = get(*state, "inbox/1");
+    const auto read_with = [&](sim::SecureBytes record) {
+        put(*state, "inbox/1", std::move(record));
+        return inbox.read(*state, 0, 10, "");
+    };
+    // Cut inside the fixed part (version, mode, name, id, seq): refused. The text is the rest, so a cut there only
+    // shortens it.
+    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8;  // peer "bob"
+    for (std::size_t n = 0; n < fixed; ++n) {
+        CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))).code() ==
+              Errc::corrupt_database);
+    }
+    CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + fixed)).value().at(1).text.empty());
+    auto version = good;
+    version[0] = 0;
+    CHECK(read_with(version).code() == Errc::corrupt_database);
+    for (const std::uint8_t mode : {0, 3, 255}) {
+        auto m = good;
+        m[1] = mode;
+        CHECK(read_with(m).code() == Errc::corrupt_database);
+    }
+    auto long_name = good;
+    long_name[2] = 200;  // a name longer than the record
+    CHECK(read_with(long_name).code() == Errc::corrupt_database);
+    // Random records: refused or read, never more than the record holds, never a crash.
+    std::mt19937 rng(7);
+    for (int i = 0; i < 2000; ++i) {
+        sim::SecureBytes junk(rng() % 64);
+        for (auto& b : junk) {
+            b = static_cast<std::uint8_t>(rng());
+        }
+        const auto r = read_with(junk);
+        if (r) {
+            CHECK(r->at(1).peer.size() + r->at(1).text.size() + 27 <= junk.size());
+        } else {
+            CHECK(r.code() == Errc::corrupt_database);
+        }
+    }
+    // An entry the header counts but the store does not hold.
+    REQUIRE(state->write({{"inbox/1", std::nullopt}}));
+    CHECK(inbox.read(*state, 0, 10, "").code() == Errc::corrupt_database);
+    CHECK(inbox.read(*state, 2, 10, "").value().size() == 1);  // the entries after it still read
+}
