@@ -2,6 +2,7 @@
 // protocol lives in sim::ServerCore, the sockets in sim::net::TcpServer, the accounts in sim::auth / sim::store.
 #include "common/log.h"
 #include "common/options.h"
+#include "common/service_notify.h"
 #include "common/system.h"
 
 #include <sim/auth.h>
@@ -402,6 +403,14 @@ std::string endpoint(const std::string& host, std::uint16_t port) {
     return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+/// Type=notify under systemd (packaging/systemd/simd.service); a failure is logged, not fatal: the service
+/// manager then reports the start as timed out.
+void notify_service_manager(sim::tools::Logger& logger, std::string_view state) {
+    if (auto st = sim::tools::notify_service_manager(state); !st) {
+        logger.log(sim::LogLevel::warning, "cannot notify the service manager", {{"error", st.error().message()}});
+    }
+}
+
 int run_server(const Settings& s) {
     // Every thread inherits this mask, so the signals reach only the sigwait below.
     sigset_t stop_signals;
@@ -528,6 +537,7 @@ int run_server(const Settings& s) {
                    "conversations use Triple-DES (the seed's system): 64-bit blocks, "
                    "rotated often to stay under the Sweet32 bound");
     }
+    notify_service_manager(logger, "READY=1\nSTATUS=listening on " + address);
 
     // Wait for a stop signal. Meanwhile, every second, end the sessions an administrator ended; every ten
     // minutes, purge expired session tokens.
@@ -557,6 +567,7 @@ int run_server(const Settings& s) {
         }
     }
     logger.log(sim::LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+    notify_service_manager(logger, "STOPPING=1");
     server_core.shutdown();
     // Let the close frames go out before the transport drops what is left.
     for (int i = 0; i < 100 && (*tcp)->connection_count() > 0; ++i) {

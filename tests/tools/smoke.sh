@@ -557,6 +557,53 @@ docs)
     done
     ;;
 
+packaging)
+    # packaging/: the sample configuration is accepted by simd, the service is ready only once simd listens
+    # (sd_notify), and systemd accepts the unit.
+    : "${PACKAGING:?set PACKAGING to the packaging folder}"
+    conf="$PACKAGING/simd.conf.example"
+    help=$("$SIMD" --help)
+    keys=$(sed -n 's/^#\{0,1\} *\([a-z][a-z-]*\) = .*/\1/p' "$conf")
+    [ -n "$keys" ] || fail "no 'key = value' lines in $conf"
+    for key in $keys; do  # also the commented-out ones, which show defaults
+        grep -q -- "--$key " <<<"$help" || fail "$conf: simd has no option --$key"
+    done
+    if command -v socat >/dev/null; then
+        socat -u UNIX-RECV:"$T/notify.sock" OPEN:"$T/notify.log",creat,append 2>"$T/socat.err" &
+        PIDS+=("$!")
+        for _ in $(seq 1 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
+        [ -S "$T/notify.sock" ] || fail "socat did not bind $T/notify.sock"
+        export NOTIFY_SOCKET="$T/notify.sock"
+    else
+        echo "socat not found: the sd_notify datagrams are not checked here (tools-service-notify checks them)"
+    fi
+    # the sample's listen address and data directory are overridden to stay on loopback and in $T
+    start_simd srv -c "$conf"
+    unset NOTIFY_SOCKET
+    grep -q "cannot notify" "$T/srv.err" && fail "simd could not notify"
+    if [ -S "$T/notify.sock" ]; then
+        for _ in $(seq 1 50); do grep -q "READY=1" "$T/notify.log" 2>/dev/null && break; sleep 0.1; done
+        grep -q "READY=1" "$T/notify.log" || fail "no READY=1 on NOTIFY_SOCKET"
+        grep -q "STATUS=listening on 127.0.0.1:$PORT" "$T/notify.log" || fail "no STATUS with the address"
+        grep -q "STOPPING=1" "$T/notify.log" && fail "STOPPING=1 before SIGTERM"
+    fi
+    stop_simd
+    if [ -S "$T/notify.sock" ]; then
+        for _ in $(seq 1 20); do grep -q "STOPPING=1" "$T/notify.log" && break; sleep 0.1; done
+        grep -q "STOPPING=1" "$T/notify.log" || fail "no STOPPING=1 on NOTIFY_SOCKET"
+    fi
+    if command -v systemd-analyze >/dev/null; then
+        # verify checks that ExecStart's program exists: point it at the simd under test
+        sed "s|^ExecStart=/usr/bin/simd |ExecStart=$SIMD |" "$PACKAGING/systemd/simd.service" >"$T/simd.service"
+        grep -q "^ExecStart=$SIMD --config /etc/simd/simd.conf$" "$T/simd.service" || fail "unexpected ExecStart"
+        # it warns (status 0) about unknown keys and bad values: any output is a failure
+        systemd-analyze verify "$T/simd.service" >"$T/verify.out" 2>&1 || fail "systemd-analyze verify failed"
+        [ -s "$T/verify.out" ] && fail "systemd-analyze verify has complaints"
+    else
+        echo "systemd-analyze not found: the unit file is not verified"
+    fi
+    ;;
+
 *)
     echo "unknown case '$CASE'" >&2
     exit 2
