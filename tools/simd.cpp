@@ -415,6 +415,12 @@ int run_server(const Settings& s) {
     if (auto st = sim::tools::make_private_dirs(s.data_dir); !st) {
         return failure(st.error().message());
     }
+    // Only the server takes this lock: the user commands share the database with a running server.
+    const sim::tools::FileLock data_lock(s.data_dir + "/simd", false);
+    if (!data_lock.held()) {
+        return failure("another simd is running on the data directory " + s.data_dir + " (" + s.data_dir +
+                       "/simd.lock is locked)");
+    }
     if (sim::tools::shared_with_others(s.data_dir).value_or(false)) {
         logger.log(sim::LogLevel::warning, "data directory is accessible by group or others", {{"dir", s.data_dir}});
     }

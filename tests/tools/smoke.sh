@@ -208,6 +208,10 @@ simd-start)
     start_simd srv
     expect_status 1 "$SIMD" --listen "127.0.0.1:$PORT" --data-dir "$T/srv2" --bcrypt-cost 4
     grep -q "cannot listen" "$T/last.err" || fail "bind failure not explained"
+    # a second simd on the same data directory refuses to start, on another port too; user commands still work
+    expect_status 1 timeout 10 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --bcrypt-cost 4
+    grep -q "another simd is running on the data directory $T/srv" "$T/last.err" || fail "data dir lock not explained"
+    expect_status 0 "$SIMD" --data-dir "$T/srv" user list
     stop_simd
     ;;
 

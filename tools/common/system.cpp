@@ -77,12 +77,12 @@ bool read_line(int fd, std::string& out) {
 
 }  // namespace
 
-FileLock::FileLock(const std::string& path)
+FileLock::FileLock(const std::string& path, bool wait)
     : m_fd(::open((path + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
     if (m_fd >= 0) {
         int rc = 0;
         do {
-            rc = ::flock(m_fd, LOCK_EX);
+            rc = ::flock(m_fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
         } while (rc != 0 && errno == EINTR);
         if (rc != 0) {
             ::close(m_fd);

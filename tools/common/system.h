@@ -15,10 +15,11 @@
 namespace sim::tools {
 
 /// An exclusive advisory lock (flock) on the file "<path>.lock", created with mode 0600, held while the object
-/// lives. Serialises read-modify-write cycles of small files between processes.
+/// lives. Serialises read-modify-write cycles of small files between processes; with `wait` false it does not
+/// wait for another holder (simd's lock on its data directory).
 class FileLock {
 public:
-    explicit FileLock(const std::string& path);
+    explicit FileLock(const std::string& path, bool wait = true);
     ~FileLock();
     FileLock(const FileLock&) = delete;
     FileLock& operator=(const FileLock&) = delete;
