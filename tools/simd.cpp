@@ -529,6 +529,12 @@ int run_server(const Settings& s) {
                                                                                            : "explicit"},
                 {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))},
                 {"conversation_mode", std::string(sim::conversation_mode_name(s.conversation_mode))}});
+    if (s.registration == sim::auth::RegistrationPolicy::open && !sim::tools::is_loopback(s.listen_host)) {
+        logger.log(sim::LogLevel::warning,
+                   "open registration on a non-loopback address: anyone who reaches it can create accounts "
+                   "(--registration explicit or closed for a public server, docs/operations.md)",
+                   {{"addr", address}});
+    }
     if (s.conversation_suite == sim::SuiteId::tdes_cbc_hmac_sha256) {
         logger.log(sim::LogLevel::warning,
                    "conversations use Triple-DES (the seed's system): 64-bit blocks, "

@@ -102,6 +102,15 @@ sim_as() {
 
 file_mode() { stat -c %a "$1"; }
 
+# wait_for FILE TEXT: until FILE has a line containing TEXT (10 s)
+wait_for() {
+    for _ in $(seq 1 100); do
+        grep -qF -- "$2" "$1" && return 0
+        sleep 0.1
+    done
+    fail "no '$2' in $1"
+}
+
 case "$CASE" in
 
 help)
@@ -203,6 +212,16 @@ simd-start)
     line=$(head -n 1 "$T/srv.out")
     [ "${line##* fingerprint }" = "$fp1" ] || fail "fingerprint changed across a restart"
     grep -q '"level":"info","msg":"listening"' "$T/srv.err" || fail "no JSON log line"
+    grep -q "open registration on a non-loopback" "$T/srv.err" && fail "registration warning on loopback"
+    stop_simd
+    # open registration on every address: a warning at start; closed registration there: none
+    start_simd pub --listen 0.0.0.0:0
+    wait_for "$T/pub.err" 'level=warning msg="open registration on a non-loopback address'
+    grep -q 'addr=0.0.0.0:' "$T/pub.err" || fail "the warning does not name the address"
+    stop_simd
+    start_simd pub --listen 0.0.0.0:0 --registration closed
+    wait_for "$T/pub.out" "simd: listening on"
+    grep -q "open registration" "$T/pub.err" && fail "registration warning despite --registration closed"
     stop_simd
     # the port is really taken while it runs: a second simd on the same port fails cleanly
     start_simd srv
@@ -470,14 +489,6 @@ chat)
     BOB=$!
     PIDS+=("$BOB")
     exec 4>"$T/bob.in"
-    # wait_for FILE TEXT: until FILE has a line containing TEXT (10 s)
-    wait_for() {
-        for _ in $(seq 1 100); do
-            grep -qF -- "$2" "$1" && return 0
-            sleep 0.1
-        done
-        fail "no '$2' in $1"
-    }
     wait_for "$T/alice.out" "* conversation with bob keyed"
     wait_for "$T/alice.out" "server-assigned key: the server can read this conversation"
     wait_for "$T/bob.out" "* conversation with alice keyed"

@@ -79,6 +79,10 @@ private:
 /// Directory part of a path ("." when there is none).
 [[nodiscard]] std::string parent_dir(const std::string& path);
 
+/// Whether a listening address reaches only this machine: 127.0.0.0/8, ::1, an IPv4-mapped 127.x address or
+/// "localhost". Other names and the wildcard addresses (0.0.0.0, ::) are not loopback.
+[[nodiscard]] bool is_loopback(const std::string& host);
+
 /// Replace control characters (and DEL) by '?' so that text from the network cannot drive the terminal.
 [[nodiscard]] std::string printable(std::string_view text);
 
