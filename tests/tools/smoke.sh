@@ -442,8 +442,16 @@ sigterm)
         sleep 0.1
     done
     grep -q "authenticated as bob" "$T/srv.err" || fail "bob never logged in"
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* connected"' "$T/srv.err" || fail "no connect log line"
+    # a refused login names the user and the address it came from
+    expect_status 1 sim_as 'not bob pw' --no-session --keys-dir "$T/keys-other" --timeout 5 recv bob
+    wait_for "$T/srv.err" "user bob closed: "
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* user bob closed: wrong username or password' "$T/srv.err" ||
+        fail "refused login not logged: $(grep 'user bob closed' "$T/srv.err")"
     stop_simd
     grep -q 'msg="shutting down" signal=SIGTERM' "$T/srv.err" || fail "no shutdown log line"
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* user bob disconnected: ' "$T/srv.err" ||
+        fail "no disconnect log line"
     # the connected client learns that the server went away
     wait_exit "$RECV_PID" 10 || fail "recv still running after the server stopped"
     [ "$EXIT_STATUS" -eq 1 ] || fail "recv exited with $EXIT_STATUS after the server stopped"
