@@ -191,6 +191,10 @@ EOF
     ;;
 
 simd-start)
+    # no key yet: 'simd fingerprint' says so and creates nothing
+    expect_status 1 "$SIMD" --data-dir "$T/srv" fingerprint
+    grep -q "no server key at $T/srv/server.key yet" "$T/last.err" || fail "fingerprint without a key not explained"
+    [ -e "$T/srv" ] && fail "simd fingerprint created the data directory"
     start_simd srv
     line=$(head -n 1 "$T/srv.out")
     [[ "$line" =~ ^simd:\ listening\ on\ 127\.0\.0\.1:([0-9]+)\ fingerprint\ (([0-9a-f]{4}\ ){15}[0-9a-f]{4})$ ]] ||
@@ -198,6 +202,9 @@ simd-start)
     [ "${BASH_REMATCH[1]}" = "$PORT" ] || fail "start line port ${BASH_REMATCH[1]} differs from port file $PORT"
     [ "$PORT" -gt 0 ] || fail "port 0 in the port file"
     fp1=${BASH_REMATCH[2]}
+    expect_status 0 "$SIMD" --data-dir "$T/srv" fingerprint
+    [ "$(cat "$T/last.out")" = "$fp1" ] || fail "simd fingerprint printed '$(cat "$T/last.out")', not '$fp1'"
+    expect_status 2 "$SIMD" --data-dir "$T/srv" fingerprint extra
     [ "$(file_mode "$T/srv")" = 700 ] || fail "data dir mode $(file_mode "$T/srv")"
     [ "$(file_mode "$T/srv/server.key")" = 600 ] || fail "server key mode $(file_mode "$T/srv/server.key")"
     [ "$(file_mode "$T/srv/master.key")" = 600 ] || fail "master key mode $(file_mode "$T/srv/master.key")"
@@ -259,8 +266,20 @@ user-admin)
     printf 'alice password\n' >"$T/alice.pw"
     printf 'bob password\n' >"$T/bob.pw"
     D=(--data-dir "$T/srv" --bcrypt-cost 4)
+    # from the wrong directory: a clear error, and no empty new database
+    for cmd in "user list" "user delete bob" "user revoke bob" "backup $T/copy.db"; do
+        # shellcheck disable=SC2086
+        expect_status 1 "$SIMD" "${D[@]}" $cmd
+        grep -q "no simd database at $T/srv/simd.db (use --data-dir or --db)" "$T/last.err" ||
+            fail "$cmd without a database: $(cat "$T/last.err")"
+    done
+    expect_status 1 "$SIMD" --db "sqlite:$T/other.db" user passwd bob --password-file "$T/bob.pw"
+    grep -q "no simd database at $T/other.db" "$T/last.err" || fail "user passwd without a database"
+    [ -e "$T/srv" ] || [ -e "$T/other.db" ] && fail "a user command created a database"
+    # user add creates it (accounts before the first start), and says so
     expect_status 0 "$SIMD" "${D[@]}" user add Alice --password-file "$T/alice.pw"
     grep -q "added user alice" "$T/last.out" || fail "user add did not confirm"
+    grep -q "created the database $T/srv/simd.db" "$T/last.out" || fail "user add did not say it created the database"
     expect_status 0 env SIM_PASSWORD='bob password' "$SIMD" "${D[@]}" user add bob
     expect_status 1 "$SIMD" "${D[@]}" user add alice --password-file "$T/alice.pw"
     grep -q "already exists" "$T/last.err" || fail "duplicate user not explained"
@@ -562,6 +581,33 @@ e2e)
     expect_status 0 sim_as 'alice pw' --timeout 10 send alice bob "to the new key"
     expect_status 0 sim_as 'bob pw' --timeout 10 recv bob --count 1
     [ "$(cat "$T/last.out")" = "alice: to the new key" ] || fail "message after accept: $(cat "$T/last.out")"
+    stop_simd
+    ;;
+
+backup)
+    start_simd srv --conversation-mode server-assigned
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    # while the server runs and another account is being made
+    printf 'carol password\n' >"$T/carol.pw"
+    "$SIMD" --data-dir "$T/srv" --bcrypt-cost 4 user add carol --password-file "$T/carol.pw" >"$T/add.out" 2>&1 &
+    ADD_PID=$!
+    PIDS+=("$ADD_PID")
+    expect_status 0 "$SIMD" --data-dir "$T/srv" backup "$T/copy.db"
+    grep -q "backed up $T/srv/simd.db to $T/copy.db" "$T/last.out" || fail "backup did not confirm"
+    wait_exit "$ADD_PID" 10 && [ "$EXIT_STATUS" -eq 0 ] || fail "user add during the backup failed"
+    [ "$(file_mode "$T/copy.db")" = 600 ] || fail "backup mode $(file_mode "$T/copy.db")"
+    [ -e "$T/copy.db.partial" ] && fail "backup left its partial file"
+    expect_status 1 "$SIMD" --data-dir "$T/srv" backup "$T/srv/simd.db"
+    grep -q "is the database itself" "$T/last.err" || fail "backup over the database not refused"
+    expect_status 1 "$SIMD" --db mariadb://u:p@127.0.0.1:9/db backup "$T/m.db"
+    grep -q "mariadb-dump --single-transaction" "$T/last.err" || fail "MariaDB backup: $(cat "$T/last.err")"
+    expect_status 2 "$SIMD" --data-dir "$T/srv" backup
+    stop_simd
+    # restored = the copy and the two key files: a server on them knows the account made before the backup
+    start_simd restored --db "sqlite:$T/copy.db" --key "$T/srv/server.key" --master-key-file "$T/srv/master.key" \
+        --registration closed --conversation-mode server-assigned
+    expect_status 0 sim_as 'bob pw' --no-session --timeout 1 recv bob
+    expect_status 1 sim_as 'mallory pw' --no-session --timeout 3 recv mallory
     stop_simd
     ;;
 
