@@ -619,6 +619,12 @@ docs)
             grep -q -- "\`$opt" "$TOOLS_DOC" || fail "$(basename "$prog") $opt is not documented in docs/tools.md"
         done
     done
+    # the usage lines of --help and of the document agree, both ways
+    usage() { sed -n 's/^.*\(\(simd\|sim\) \[OPTIONS\]\( [][a-zA-Z.]\+\)*\).*$/\1/p' | sort -u; }
+    help_usage=$( ("$SIMD" --help; "$SIM" --help) | usage)
+    doc_usage=$(usage <"$TOOLS_DOC")
+    [ "$help_usage" = "$doc_usage" ] ||
+        fail "usage lines differ between --help and docs/tools.md: $(diff <(echo "$help_usage") <(echo "$doc_usage"))"
     # and the reverse: the document names no option that the programs do not have
     all_help=$("$SIMD" --help; "$SIM" --help)
     for opt in $(grep -o -- '`--[a-z][a-z-]*' "$TOOLS_DOC" | tr -d '`' | sort -u); do
