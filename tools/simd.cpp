@@ -7,18 +7,22 @@
 
 #include <sim/auth.h>
 #include <sim/channel.h>
+#include <sim/crypto.h>
 #include <sim/net.h>
 #include <sim/server.h>
 #include <sim/store.h>
+#include <sim/store_backup.h>
 
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <span>
 #include <thread>
@@ -105,11 +109,13 @@ void print_help() {
                  "       simd [OPTIONS] user delete NAME  delete an account, its tokens and conversation keys\n"
                  "       simd [OPTIONS] user list         list the accounts\n"
                  "       simd [OPTIONS] user revoke NAME  revoke all session tokens of NAME (log out everywhere)\n"
+                 "       simd [OPTIONS] fingerprint       print the server key's fingerprint\n"
+                 "       simd [OPTIONS] backup FILE       copy the database to FILE, also while the server runs\n"
                  "\n"
                  "The libsim secure instant messaging server. On start it prints\n"
                  "'simd: listening on ADDR:PORT fingerprint XXXX ...'; clients compare that fingerprint.\n"
                  "SIGINT or SIGTERM stops it cleanly. The user commands work on the database given by\n"
-                 "--data-dir / --db, also while the server runs.\n"
+                 "--data-dir / --db, also while the server runs; all but 'user add' refuse to create it.\n"
                  "\n"
                  "Options:\n"
               << sim::tools::format_options(simd_options)
@@ -314,6 +320,19 @@ sim::Result<Accounts> open_accounts(const Settings& s) {
     return a;
 }
 
+/// The SQLite database file of --db, or "" for the other backends.
+std::string sqlite_path(const Settings& s) {
+    return s.db_url.starts_with("sqlite:") ? s.db_url.substr(7) : "";
+}
+
+bool exists(const std::string& path) {
+    return ::access(path.c_str(), F_OK) == 0;
+}
+
+int no_database(const std::string& path) {
+    return failure("no simd database at " + path + " (use --data-dir or --db)");
+}
+
 int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
     const std::string& verb = pos.size() > 1 ? pos[1] : std::string();
     const bool needs_name = verb == "add" || verb == "delete" || verb == "passwd" || verb == "revoke";
@@ -343,10 +362,20 @@ int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
             return usage_error(st.error().message());
         }
     }
+    // A user command run from the wrong directory must not answer from an empty new database. Only 'user add'
+    // creates one: it is how accounts are made before the first start under closed registration.
+    const std::string db_path = sqlite_path(s);
+    const bool creating = !db_path.empty() && !exists(db_path);
+    if (creating && verb != "add") {
+        return no_database(db_path);
+    }
     auto accounts = open_accounts(s);
     if (!accounts) {
         sim::tools::wipe(password);
         return failure(accounts.error().message());
+    }
+    if (creating) {
+        std::cout << "simd: created the database " << db_path << "\n";
     }
     auto& auth = *accounts->authenticator;
     sim::Status st;
@@ -398,6 +427,52 @@ int run_user_command(const Settings& s, const std::vector<std::string>& pos) {
     return 0;
 }
 
+/// `simd fingerprint`: what the server's start line shows, without starting it and without creating a key.
+int run_fingerprint(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 1) {
+        return usage_error("fingerprint takes no argument");
+    }
+    if (!exists(s.key_file)) {
+        return failure("no server key at " + s.key_file + " yet: simd creates it on its first start");
+    }
+    const auto rng = sim::make_system_rng();
+    auto key = sim::tools::load_or_create_secret(s.key_file, sim::crypto::x25519_key_size, *rng, false, "server key");
+    if (!key) {
+        return failure(key.error().message());
+    }
+    auto pair = sim::crypto::x25519_from_private(*key);
+    if (!pair) {
+        return failure(pair.error().message());
+    }
+    std::cout << sim::fingerprint(pair->public_key) << "\n";
+    return 0;
+}
+
+/// `simd backup FILE`: an online copy of the SQLite database (MariaDB has its own tools).
+int run_backup(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2) {
+        return usage_error("backup: expected one FILE");
+    }
+    const std::string source = sqlite_path(s);
+    if (source.empty()) {
+        return failure(s.db_url == "memory:" ? "--db memory: keeps nothing to back up"
+                                             : "simd backup copies SQLite databases only; back up MariaDB with "
+                                               "mariadb-dump --single-transaction (docs/operations.md)");
+    }
+    if (!exists(source)) {
+        return no_database(source);
+    }
+    std::error_code ec;
+    if (std::filesystem::equivalent(source, pos[1], ec)) {
+        return failure("backup: " + pos[1] + " is the database itself");
+    }
+    if (auto st = sim::store::backup_sqlite(source, pos[1]); !st) {
+        return failure(st.error().message());
+    }
+    std::cout << "simd: backed up " << source << " to " << pos[1] << "\n";
+    return 0;
+}
+
 std::string endpoint(const std::string& host, std::uint16_t port) {
     const bool v6 = host.find(':') != std::string::npos;
     return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
@@ -423,6 +498,12 @@ int run_server(const Settings& s) {
     sim::tools::Logger logger(s.log_level, s.log_format);
     if (auto st = sim::tools::make_private_dirs(s.data_dir); !st) {
         return failure(st.error().message());
+    }
+    // Only the server takes this lock: the user commands share the database with a running server.
+    const sim::tools::FileLock data_lock(s.data_dir + "/simd", false);
+    if (!data_lock.held()) {
+        return failure("another simd is running on the data directory " + s.data_dir + " (" + s.data_dir +
+                       "/simd.lock is locked)");
     }
     if (sim::tools::shared_with_others(s.data_dir).value_or(false)) {
         logger.log(sim::LogLevel::warning, "data directory is accessible by group or others", {{"dir", s.data_dir}});
@@ -464,11 +545,9 @@ int run_server(const Settings& s) {
     config.max_sender_bytes = s.max_sender_bytes;
     config.max_store_bytes = s.max_store_bytes;
     config.min_free_bytes = s.min_free_bytes;
-    if (s.db_url.starts_with("sqlite:")) {
+    if (const std::string db_path = sqlite_path(s); !db_path.empty()) {
         // The database file's directory: the file system the offline store fills.
-        const std::string db_path = s.db_url.substr(7);
-        const auto slash = db_path.rfind('/');
-        const std::string db_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : db_path.substr(0, slash);
+        const std::string db_dir = sim::tools::parent_dir(db_path);
         config.store_free_space = [db_dir] { return sim::tools::free_bytes(db_dir); };
     }
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
@@ -532,6 +611,12 @@ int run_server(const Settings& s) {
                                                                                            : "explicit"},
                 {"conversation_suite", std::string(sim::suite_name(s.conversation_suite))},
                 {"conversation_mode", std::string(sim::conversation_mode_name(s.conversation_mode))}});
+    if (s.registration == sim::auth::RegistrationPolicy::open && !sim::tools::is_loopback(s.listen_host)) {
+        logger.log(sim::LogLevel::warning,
+                   "open registration on a non-loopback address: anyone who reaches it can create accounts "
+                   "(--registration explicit or closed for a public server, docs/operations.md)",
+                   {{"addr", address}});
+    }
     if (s.conversation_suite == sim::SuiteId::tdes_cbc_hmac_sha256) {
         logger.log(sim::LogLevel::warning,
                    "conversations use Triple-DES (the seed's system): 64-bit blocks, "
@@ -600,6 +685,12 @@ int main(int argc, char** argv) {
     }
     if (pos[0] == "user") {
         return run_user_command(*settings, pos);
+    }
+    if (pos[0] == "fingerprint") {
+        return run_fingerprint(*settings, pos);
+    }
+    if (pos[0] == "backup") {
+        return run_backup(*settings, pos);
     }
     return usage_error("unknown command '" + pos[0] + "'");
 }

@@ -102,6 +102,15 @@ sim_as() {
 
 file_mode() { stat -c %a "$1"; }
 
+# wait_for FILE TEXT: until FILE has a line containing TEXT (10 s)
+wait_for() {
+    for _ in $(seq 1 100); do
+        grep -qF -- "$2" "$1" && return 0
+        sleep 0.1
+    done
+    fail "no '$2' in $1"
+}
+
 case "$CASE" in
 
 help)
@@ -182,6 +191,10 @@ EOF
     ;;
 
 simd-start)
+    # no key yet: 'simd fingerprint' says so and creates nothing
+    expect_status 1 "$SIMD" --data-dir "$T/srv" fingerprint
+    grep -q "no server key at $T/srv/server.key yet" "$T/last.err" || fail "fingerprint without a key not explained"
+    [ -e "$T/srv" ] && fail "simd fingerprint created the data directory"
     start_simd srv
     line=$(head -n 1 "$T/srv.out")
     [[ "$line" =~ ^simd:\ listening\ on\ 127\.0\.0\.1:([0-9]+)\ fingerprint\ (([0-9a-f]{4}\ ){15}[0-9a-f]{4})$ ]] ||
@@ -189,6 +202,9 @@ simd-start)
     [ "${BASH_REMATCH[1]}" = "$PORT" ] || fail "start line port ${BASH_REMATCH[1]} differs from port file $PORT"
     [ "$PORT" -gt 0 ] || fail "port 0 in the port file"
     fp1=${BASH_REMATCH[2]}
+    expect_status 0 "$SIMD" --data-dir "$T/srv" fingerprint
+    [ "$(cat "$T/last.out")" = "$fp1" ] || fail "simd fingerprint printed '$(cat "$T/last.out")', not '$fp1'"
+    expect_status 2 "$SIMD" --data-dir "$T/srv" fingerprint extra
     [ "$(file_mode "$T/srv")" = 700 ] || fail "data dir mode $(file_mode "$T/srv")"
     [ "$(file_mode "$T/srv/server.key")" = 600 ] || fail "server key mode $(file_mode "$T/srv/server.key")"
     [ "$(file_mode "$T/srv/master.key")" = 600 ] || fail "master key mode $(file_mode "$T/srv/master.key")"
@@ -203,11 +219,25 @@ simd-start)
     line=$(head -n 1 "$T/srv.out")
     [ "${line##* fingerprint }" = "$fp1" ] || fail "fingerprint changed across a restart"
     grep -q '"level":"info","msg":"listening"' "$T/srv.err" || fail "no JSON log line"
+    grep -q "open registration on a non-loopback" "$T/srv.err" && fail "registration warning on loopback"
+    stop_simd
+    # open registration on every address: a warning at start; closed registration there: none
+    start_simd pub --listen 0.0.0.0:0
+    wait_for "$T/pub.err" 'level=warning msg="open registration on a non-loopback address'
+    grep -q 'addr=0.0.0.0:' "$T/pub.err" || fail "the warning does not name the address"
+    stop_simd
+    start_simd pub --listen 0.0.0.0:0 --registration closed
+    wait_for "$T/pub.out" "simd: listening on"
+    grep -q "open registration" "$T/pub.err" && fail "registration warning despite --registration closed"
     stop_simd
     # the port is really taken while it runs: a second simd on the same port fails cleanly
     start_simd srv
     expect_status 1 "$SIMD" --listen "127.0.0.1:$PORT" --data-dir "$T/srv2" --bcrypt-cost 4
     grep -q "cannot listen" "$T/last.err" || fail "bind failure not explained"
+    # a second simd on the same data directory refuses to start, on another port too; user commands still work
+    expect_status 1 timeout 10 "$SIMD" --listen 127.0.0.1:0 --data-dir "$T/srv" --bcrypt-cost 4
+    grep -q "another simd is running on the data directory $T/srv" "$T/last.err" || fail "data dir lock not explained"
+    expect_status 0 "$SIMD" --data-dir "$T/srv" user list
     stop_simd
     ;;
 
@@ -236,8 +266,20 @@ user-admin)
     printf 'alice password\n' >"$T/alice.pw"
     printf 'bob password\n' >"$T/bob.pw"
     D=(--data-dir "$T/srv" --bcrypt-cost 4)
+    # from the wrong directory: a clear error, and no empty new database
+    for cmd in "user list" "user delete bob" "user revoke bob" "backup $T/copy.db"; do
+        # shellcheck disable=SC2086
+        expect_status 1 "$SIMD" "${D[@]}" $cmd
+        grep -q "no simd database at $T/srv/simd.db (use --data-dir or --db)" "$T/last.err" ||
+            fail "$cmd without a database: $(cat "$T/last.err")"
+    done
+    expect_status 1 "$SIMD" --db "sqlite:$T/other.db" user passwd bob --password-file "$T/bob.pw"
+    grep -q "no simd database at $T/other.db" "$T/last.err" || fail "user passwd without a database"
+    [ -e "$T/srv" ] || [ -e "$T/other.db" ] && fail "a user command created a database"
+    # user add creates it (accounts before the first start), and says so
     expect_status 0 "$SIMD" "${D[@]}" user add Alice --password-file "$T/alice.pw"
     grep -q "added user alice" "$T/last.out" || fail "user add did not confirm"
+    grep -q "created the database $T/srv/simd.db" "$T/last.out" || fail "user add did not say it created the database"
     expect_status 0 env SIM_PASSWORD='bob password' "$SIMD" "${D[@]}" user add bob
     expect_status 1 "$SIMD" "${D[@]}" user add alice --password-file "$T/alice.pw"
     grep -q "already exists" "$T/last.err" || fail "duplicate user not explained"
@@ -419,8 +461,16 @@ sigterm)
         sleep 0.1
     done
     grep -q "authenticated as bob" "$T/srv.err" || fail "bob never logged in"
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* connected"' "$T/srv.err" || fail "no connect log line"
+    # a refused login names the user and the address it came from
+    expect_status 1 sim_as 'not bob pw' --no-session --keys-dir "$T/keys-other" --timeout 5 recv bob
+    wait_for "$T/srv.err" "user bob closed: "
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* user bob closed: wrong username or password' "$T/srv.err" ||
+        fail "refused login not logged: $(grep 'user bob closed' "$T/srv.err")"
     stop_simd
     grep -q 'msg="shutting down" signal=SIGTERM' "$T/srv.err" || fail "no shutdown log line"
+    grep -q 'msg="conn [0-9]* from 127.0.0.1:[0-9]* user bob disconnected: ' "$T/srv.err" ||
+        fail "no disconnect log line"
     # the connected client learns that the server went away
     wait_exit "$RECV_PID" 10 || fail "recv still running after the server stopped"
     [ "$EXIT_STATUS" -eq 1 ] || fail "recv exited with $EXIT_STATUS after the server stopped"
@@ -466,14 +516,6 @@ chat)
     BOB=$!
     PIDS+=("$BOB")
     exec 4>"$T/bob.in"
-    # wait_for FILE TEXT: until FILE has a line containing TEXT (10 s)
-    wait_for() {
-        for _ in $(seq 1 100); do
-            grep -qF -- "$2" "$1" && return 0
-            sleep 0.1
-        done
-        fail "no '$2' in $1"
-    }
     wait_for "$T/alice.out" "* conversation with bob keyed"
     wait_for "$T/alice.out" "server-assigned key: the server can read this conversation"
     wait_for "$T/bob.out" "* conversation with alice keyed"
@@ -542,6 +584,33 @@ e2e)
     stop_simd
     ;;
 
+backup)
+    start_simd srv --conversation-mode server-assigned
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob
+    # while the server runs and another account is being made
+    printf 'carol password\n' >"$T/carol.pw"
+    "$SIMD" --data-dir "$T/srv" --bcrypt-cost 4 user add carol --password-file "$T/carol.pw" >"$T/add.out" 2>&1 &
+    ADD_PID=$!
+    PIDS+=("$ADD_PID")
+    expect_status 0 "$SIMD" --data-dir "$T/srv" backup "$T/copy.db"
+    grep -q "backed up $T/srv/simd.db to $T/copy.db" "$T/last.out" || fail "backup did not confirm"
+    wait_exit "$ADD_PID" 10 && [ "$EXIT_STATUS" -eq 0 ] || fail "user add during the backup failed"
+    [ "$(file_mode "$T/copy.db")" = 600 ] || fail "backup mode $(file_mode "$T/copy.db")"
+    [ -e "$T/copy.db.partial" ] && fail "backup left its partial file"
+    expect_status 1 "$SIMD" --data-dir "$T/srv" backup "$T/srv/simd.db"
+    grep -q "is the database itself" "$T/last.err" || fail "backup over the database not refused"
+    expect_status 1 "$SIMD" --db mariadb://u:p@127.0.0.1:9/db backup "$T/m.db"
+    grep -q "mariadb-dump --single-transaction" "$T/last.err" || fail "MariaDB backup: $(cat "$T/last.err")"
+    expect_status 2 "$SIMD" --data-dir "$T/srv" backup
+    stop_simd
+    # restored = the copy and the two key files: a server on them knows the account made before the backup
+    start_simd restored --db "sqlite:$T/copy.db" --key "$T/srv/server.key" --master-key-file "$T/srv/master.key" \
+        --registration closed --conversation-mode server-assigned
+    expect_status 0 sim_as 'bob pw' --no-session --timeout 1 recv bob
+    expect_status 1 sim_as 'mallory pw' --no-session --timeout 3 recv mallory
+    stop_simd
+    ;;
+
 docs)
     : "${TOOLS_DOC:?set TOOLS_DOC to docs/tools.md}"
     [ -f "$TOOLS_DOC" ] || fail "missing $TOOLS_DOC"
@@ -550,6 +619,12 @@ docs)
             grep -q -- "\`$opt" "$TOOLS_DOC" || fail "$(basename "$prog") $opt is not documented in docs/tools.md"
         done
     done
+    # the usage lines of --help and of the document agree, both ways
+    usage() { sed -n 's/^.*\(\(simd\|sim\) \[OPTIONS\]\( [][a-zA-Z.]\+\)*\).*$/\1/p' | sort -u; }
+    help_usage=$( ("$SIMD" --help; "$SIM" --help) | usage)
+    doc_usage=$(usage <"$TOOLS_DOC")
+    [ "$help_usage" = "$doc_usage" ] ||
+        fail "usage lines differ between --help and docs/tools.md: $(diff <(echo "$help_usage") <(echo "$doc_usage"))"
     # and the reverse: the document names no option that the programs do not have
     all_help=$("$SIMD" --help; "$SIM" --help)
     for opt in $(grep -o -- '`--[a-z][a-z-]*' "$TOOLS_DOC" | tr -d '`' | sort -u); do

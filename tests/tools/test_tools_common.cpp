@@ -226,6 +226,16 @@ TEST_CASE("suite names: full names, short forms, ids; unknown names and empty li
     CHECK_FALSE(sim::tools::parse_suite_list("s", "aes,rot13"));
 }
 
+TEST_CASE("loopback addresses: only those that reach no other machine") {
+    using sim::tools::is_loopback;
+    for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "localhost"}) {
+        CHECK_MESSAGE(is_loopback(host), host);
+    }
+    for (const char* host : {"0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "::ffff:10.0.0.1", "fe80::1", "example.org"}) {
+        CHECK_MESSAGE(!is_loopback(host), host);
+    }
+}
+
 TEST_CASE("text from the network cannot drive the terminal") {
     CHECK(sim::tools::printable("plain text\twith tab") == "plain text\twith tab");
     CHECK(sim::tools::printable("\x1b[31mred\r\n\x7f") == "?[31mred???");

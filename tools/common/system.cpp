@@ -1,6 +1,7 @@
 // POSIX helpers for the tools: private directories and files, secret files, terminal prompts.
 #include "system.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -77,12 +78,12 @@ bool read_line(int fd, std::string& out) {
 
 }  // namespace
 
-FileLock::FileLock(const std::string& path)
+FileLock::FileLock(const std::string& path, bool wait)
     : m_fd(::open((path + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
     if (m_fd >= 0) {
         int rc = 0;
         do {
-            rc = ::flock(m_fd, LOCK_EX);
+            rc = ::flock(m_fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
         } while (rc != 0 && errno == EINTR);
         if (rc != 0) {
             ::close(m_fd);
@@ -329,6 +330,18 @@ std::string parent_dir(const std::string& path) {
         return ".";
     }
     return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool is_loopback(const std::string& host) {
+    in_addr v4{};
+    if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+        return (ntohl(v4.s_addr) >> 24U) == 127U;
+    }
+    in6_addr v6{};
+    if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+        return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127U);
+    }
+    return host == "localhost";
 }
 
 std::string printable(std::string_view text) {

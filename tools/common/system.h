@@ -15,10 +15,11 @@
 namespace sim::tools {
 
 /// An exclusive advisory lock (flock) on the file "<path>.lock", created with mode 0600, held while the object
-/// lives. Serialises read-modify-write cycles of small files between processes.
+/// lives. Serialises read-modify-write cycles of small files between processes; with `wait` false it does not
+/// wait for another holder (simd's lock on its data directory).
 class FileLock {
 public:
-    explicit FileLock(const std::string& path);
+    explicit FileLock(const std::string& path, bool wait = true);
     ~FileLock();
     FileLock(const FileLock&) = delete;
     FileLock& operator=(const FileLock&) = delete;
@@ -77,6 +78,10 @@ private:
 
 /// Directory part of a path ("." when there is none).
 [[nodiscard]] std::string parent_dir(const std::string& path);
+
+/// Whether a listening address reaches only this machine: 127.0.0.0/8, ::1, an IPv4-mapped 127.x address or
+/// "localhost". Other names and the wildcard addresses (0.0.0.0, ::) are not loopback.
+[[nodiscard]] bool is_loopback(const std::string& host);
 
 /// Replace control characters (and DEL) by '?' so that text from the network cannot drive the terminal.
 [[nodiscard]] std::string printable(std::string_view text);

@@ -169,11 +169,13 @@ public:
 
     void on_closed(Errc reason) override {
         std::string user;
+        std::string label;
         {
             const std::lock_guard lock(m_mutex);
             const bool was_open = m_phase != Phase::closed;
             m_phase = Phase::closed;
             user = m_user;
+            label = who();
             if (!was_open && user.empty()) {
                 // already torn down by fail(); nothing more to do
             }
@@ -191,7 +193,7 @@ public:
             m_output.reset();
         }
         m_core->connections.fetch_sub(1);
-        m_core->log(LogLevel::debug, "conn " + std::to_string(m_id) + " closed: " + describe(reason));
+        m_core->log(LogLevel::info, label + " disconnected: " + describe(reason));
     }
 
     // ------------------------------------------------------------ Peer (called by the router)
@@ -255,8 +257,7 @@ private:
         if (m_phase == Phase::closed) {
             return;
         }
-        m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " closed: " +
-                                        error.message());
+        m_core->log(LogLevel::info, who() + " closed: " + error.message());
         const bool channel_up = m_phase != Phase::handshake;
         m_phase = Phase::closed;
         m_handshake.reset();
@@ -393,6 +394,9 @@ private:
             return;
         }
         m_phase = Phase::logging_in;
+        if (auto name = auth::canonical_username(frame.source)) {
+            m_login_name = std::move(*name);
+        }
         auto self = shared_from_this();
         auto job = [self, source = frame.source, destination = frame.destination,
                     creds = std::make_shared<Credentials>(std::move(*creds))]() {
@@ -824,6 +828,13 @@ private:
         fail(Error{Errc::closed, "logged out"});
     }
 
+    /// "conn 7 from 192.0.2.1:50000 user bob" for log lines (the user once known or asked for). Caller holds
+    /// m_mutex.
+    [[nodiscard]] std::string who() const {
+        const std::string& user = m_user.empty() ? m_login_name : m_user;
+        return "conn " + std::to_string(m_id) + " from " + m_peer + (user.empty() ? "" : " user " + user);
+    }
+
     std::shared_ptr<ServerCore::Impl> m_core;
     std::shared_ptr<ConnectionOutput> m_output;  // guarded by m_send_mutex
     std::string m_peer;
@@ -835,6 +846,7 @@ private:
     std::optional<ServerHandshake> m_handshake;
     std::optional<RecvSession> m_recv;
     std::string m_user;
+    std::string m_login_name;  // canonical name of the login under way, for log lines
     std::deque<Frame> m_pending;
     double m_tokens_left;
     TimePoint m_last_refill;
@@ -873,6 +885,7 @@ std::shared_ptr<ConnectionHandler> ServerCore::accept(std::shared_ptr<Connection
         return nullptr;
     }
     m_impl->connections.fetch_add(1);
+    m_impl->log(LogLevel::info, "conn " + std::to_string(id) + " from " + peer + " connected");
     return conn;
 }
 
