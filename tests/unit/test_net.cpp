@@ -306,6 +306,7 @@ TEST_CASE("per-address and not-logged-in connection limits") {
         CHECK(refused.probe->wait([&] { return refused.probe->closed; }));
         a.out->send(sim::Bytes{0x01});  // a logs in: its slot no longer counts as not logged in
         REQUIRE(server_probe->wait([&] { return server_probe->received.size() == 1; }));
+        REQUIRE(server_probe->wait([&] { return (*server)->unauthenticated_count() == 1; }));  // taken effect
         auto c = connect_peer((*server)->port());
         CHECK(server_probe->wait([&] { return (*server)->connection_count() == 3; }));
         CHECK_FALSE(c.probe->wait([&] { return c.probe->closed; }, 200ms));

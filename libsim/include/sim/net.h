@@ -96,6 +96,8 @@ public:
     [[nodiscard]] std::uint16_t port() const noexcept;
     /// Open connections right now.
     [[nodiscard]] std::size_t connection_count() const noexcept;
+    /// Of those, the ones that have not logged in yet (ConnectionOutput::authenticated not yet taken effect).
+    [[nodiscard]] std::size_t unauthenticated_count() const;
     /// The worker pool for slow jobs.
     Executor& workers() noexcept;
     /// Stop accepting, close every connection, join all threads. Idempotent.

@@ -640,6 +640,11 @@ std::uint16_t TcpServer::port() const noexcept {
 
 std::size_t TcpServer::connection_count() const noexcept { return m_impl->count.load(); }
 
+std::size_t TcpServer::unauthenticated_count() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->unauthenticated;
+}
+
 Executor& TcpServer::workers() noexcept { return m_impl->workers; }
 
 void TcpServer::stop() {
