@@ -824,6 +824,14 @@ private:
             if (!text.empty()) {
                 say(text);
             }
+            if (e->kind == sim::ClientEventKind::message && !e->peer.empty()) {
+                // Someone other than the current peer wrote: say how to answer them, once per new sender.
+                if (e->peer != m_current && e->peer != m_last_sender) {
+                    say("* /r TEXT answers " + e->peer + " (you are talking to " +
+                        (m_current.empty() ? std::string("nobody") : m_current) + ")");
+                }
+                m_last_sender = e->peer;
+            }
             if (e->kind == sim::ClientEventKind::closed) {
                 m_closed = true;
                 return;
@@ -850,10 +858,22 @@ private:
             return false;
         }
         if (cmd == "/help") {
-            say("* /open PEER, /to PEER, /leave [PEER], /who, /safety [PEER], /verify [PEER], /accept [PEER], /quit; "
-                "//text sends '/text'");
+            say("* /open PEER, /to PEER, /r TEXT (answer the last sender), /leave [PEER], /who, /safety [PEER], "
+                "/verify [PEER], /accept [PEER], /quit; //text sends '/text'");
         } else if (cmd == "/who") {
             who();
+        } else if (cmd == "/r") {
+            if (m_last_sender.empty()) {
+                say("! nobody has written to you yet");
+                return true;
+            }
+            if (m_current != m_last_sender) {
+                m_current = m_last_sender;
+                say("* talking to " + m_current);
+            }
+            if (!arg.empty()) {
+                send(arg);
+            }
         } else if (cmd == "/safety" || cmd == "/verify" || cmd == "/accept") {
             identity(cmd, arg.empty() ? m_current : arg);
         } else if (cmd == "/open" || cmd == "/to" || cmd == "/leave") {
@@ -952,6 +972,7 @@ private:
 
     Connection& m_c;
     std::string m_current;
+    std::string m_last_sender;  // who wrote last (/r answers them)
     bool m_closed = false;
 };
 

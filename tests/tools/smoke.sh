@@ -519,8 +519,15 @@ chat)
     wait_for "$T/alice.out" "* conversation with bob keyed"
     wait_for "$T/alice.out" "server-assigned key: the server can read this conversation"
     wait_for "$T/bob.out" "* conversation with alice keyed"
+    echo "/r too early" >&4
+    wait_for "$T/bob.out" "! nobody has written to you yet"
     echo "hello bob" >&3
     wait_for "$T/bob.out" "[alice] hello bob"
+    # bob talks to nobody yet: he is told how to answer, and /r does
+    wait_for "$T/bob.out" "* /r TEXT answers alice (you are talking to nobody)"
+    echo "/r hi alice" >&4
+    wait_for "$T/alice.out" "[bob] hi alice"
+    grep -q "/r TEXT answers bob" "$T/alice.out" && fail "a hint for the peer one is already talking to"
     echo "/to alice" >&4
     echo "//slash text" >&4
     wait_for "$T/alice.out" "[bob] /slash text"
