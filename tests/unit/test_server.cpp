@@ -1387,11 +1387,15 @@ TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked a
     auto now = std::make_shared<sim::store::WallTime>(std::chrono::milliseconds{1'800'000'000'000});
     auto free = std::make_shared<std::uint64_t>(1000 * n + 2 * n);
     auto asked = std::make_shared<int>(0);
+    auto unknown = std::make_shared<bool>(false);
     auto w = e2e_world(100'000, [&](sim::ServerConfig& c) {
         c.min_free_bytes = 1000 * n;
         c.wall_clock = [now] { return *now; };
-        c.store_free_space = [free, asked]() -> std::optional<std::uint64_t> {
+        c.store_free_space = [free, asked, unknown]() -> std::optional<std::uint64_t> {
             ++*asked;
+            if (*unknown) {
+                return std::nullopt;
+            }
             return *free;
         };
     });
@@ -1417,6 +1421,15 @@ TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked a
     CHECK(alice.errors().empty());
     CHECK(*asked == 2);
     CHECK(w.backend->usage("bob").value().messages == 3);
+    // A file system that cannot answer is not asked again for every message; the byte caps still apply.
+    *now += std::chrono::seconds(1);
+    *unknown = true;
+    for (const std::uint32_t k : {4, 5, 6}) {
+        alice.send(message("alice", "bob", k));
+    }
+    w.settle();
+    CHECK(alice.errors().empty());
+    CHECK(*asked == 3);
 }
 
 TEST_CASE("end_sessions: an administrator's revocation closes the user's live connection, nobody else's") {

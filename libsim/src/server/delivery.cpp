@@ -56,8 +56,10 @@ std::optional<Error> Delivery::over_quota_locked(const Box& box, const std::stri
     if (m_store_bytes + bytes > m_limits.max_store_bytes) {
         full = Error{Errc::store_full, "the server's message store is full"};
     } else if (m_free_space) {
-        // The file system is asked at most once a second; in between, what was stored since is taken off.
-        if (!m_free || now < m_free_checked || now - m_free_checked >= std::chrono::seconds(1)) {
+        // The file system is asked at most once a second (also when it could not answer); in between, what was
+        // stored since is taken off the last answer.
+        if (m_free_checked == store::WallTime{} || now < m_free_checked ||
+            now - m_free_checked >= std::chrono::seconds(1)) {
             m_free = m_free_space();
             m_free_checked = now;
         }
