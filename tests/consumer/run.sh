@@ -20,3 +20,14 @@ flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$root" --c
 # shellcheck disable=SC2086
 c++ -std=c++20 -Wall -Wextra -Werror -DSIM_CONSUMER_VERSION="\"$version\"" "$here/consumer.cpp" -o "$prefix/consumer" $flags
 LD_LIBRARY_PATH="$root/$libdir_rel" "$prefix/consumer"
+
+# The README's C++ example builds as written (includes at file scope, the rest as the body of main) under -Werror.
+readme="$here/../../README.md"
+snippet="$prefix/readme_example.cpp"
+awk '/^```cpp$/ { inside = 1; next } /^```$/ { if (inside) exit } inside' "$readme" > "$prefix/block.txt"
+[ -s "$prefix/block.txt" ] || { echo "consumer: no C++ example found in README.md" >&2; exit 1; }
+{ grep '^#include' "$prefix/block.txt"; echo 'int main() {'; grep -v '^#include' "$prefix/block.txt"; echo 'return 0; }'; } > "$snippet"
+# shellcheck disable=SC2086
+c++ -std=c++20 -Wall -Wextra -Werror "$snippet" -o "$prefix/readme_example" $flags ||
+  { echo "consumer: the README's C++ example does not build" >&2; exit 1; }
+echo "consumer: the README's C++ example builds"
