@@ -6,10 +6,11 @@
 #   TARGET              e.g. frame or fuzz_frame; default: every tests/fuzz/fuzz_*.cpp
 # Env:   SIM_FUZZ_BUILD_DIR (default build-fuzz), SIM_JOBS (ninja parallelism, default 2)
 #
-# Each target fuzzes from tests/fuzz/corpus/<target>/ and tests/fuzz/regressions/<target>/. Inputs that add
-# coverage are merged into corpus/<target>/ afterwards (commit them if you like). A crash, leak, timeout or
-# out-of-memory input is copied into regressions/<target>/, where the normal build replays it as a test
-# (meson test --suite fuzz-regressions); the script then exits with status 1.
+# Each target fuzzes from tests/fuzz/corpus/<target>/, tests/fuzz/regressions/<target>/ and the build folder's
+# corpus. The run writes only into the build folder: inputs that add coverage are merged into
+# BUILD/corpus/<target>/ (copy them to tests/fuzz/corpus/<target>/ to keep them), and a crash, leak, timeout or
+# out-of-memory input is copied into BUILD/regressions/<target>/ (copy it to tests/fuzz/regressions/<target>/, where
+# the normal build replays it as a test: meson test --suite fuzz-regressions); the script then exits with status 1.
 set -euo pipefail
 
 die() { echo "fuzz.sh: $*" >&2; exit 2; }
@@ -85,19 +86,25 @@ trap 'rm -rf "$work"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     bin="$builddir/tests/fuzz/$t"
-    corpus="tests/fuzz/corpus/$t"
+    kept="tests/fuzz/corpus/$t"
     regress="tests/fuzz/regressions/$t"
+    corpus="$builddir/corpus/$t"
+    found="$builddir/regressions/$t"
     new="$work/$t/new"
     artifacts="$work/$t/artifacts"
     log="$work/$t/log"
-    mkdir -p "$corpus" "$regress" "$new" "$artifacts"
+    mkdir -p "$corpus" "$found" "$new" "$artifacts"
     [ -x "$bin" ] || die "$bin was not built"
 
     echo "== fuzz $t for ${seconds}s"
     rc=0
-    # New inputs go to the first folder ($new); the kept corpus and the regressions seed the run.
+    # New inputs go to the first folder ($new); the corpora and the regressions seed the run.
+    seeds=("$corpus")
+    for d in "$kept" "$regress"; do
+        [ -d "$d" ] && seeds+=("$d")
+    done
     "$bin" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" "$new" "$corpus" "$regress" >"$log" 2>&1 || rc=$?
+        -artifact_prefix="$artifacts/" "$new" "${seeds[@]}" >"$log" 2>&1 || rc=$?
 
     crashes=()
     for f in "$artifacts"/*; do
@@ -107,8 +114,9 @@ for t in "${targets[@]}"; do
         echo "!! $t FAILED (exit status $rc); last lines of its log:" >&2
         tail -n 40 "$log" >&2
         for f in "${crashes[@]}"; do
-            cp "$f" "$regress/"
-            echo "!! kept $(basename "$f") as $regress/$(basename "$f") (replay: $bin $regress/$(basename "$f"))" >&2
+            cp "$f" "$found/"
+            echo "!! kept $(basename "$f") as $found/$(basename "$f") (replay: $bin $found/$(basename "$f");" \
+                "copy it to $regress/ to keep it as a test)" >&2
         done
         failed+=("$t")
         continue
