@@ -124,4 +124,11 @@ inline WallTime from_ms(std::int64_t v) {
     return WallTime{std::chrono::milliseconds{v}};
 }
 
+/// How long the session-end log keeps an entry (entries older than this are dropped when one is written).
+inline constexpr std::int64_t session_end_retention_ms = 24 * 60 * 60 * 1000;
+/// The wall clock now, as a SQL column value.
+inline std::int64_t now_ms() {
+    return to_ms(std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now()));
+}
+
 }  // namespace sim::store::detail

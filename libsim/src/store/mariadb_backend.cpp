@@ -834,12 +834,11 @@ private:
 
     /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
     Status log_session_end(std::string_view username) {
-        const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count();
+        const std::int64_t now = now_ms();
         SIM_TRY_STATUS(plain(m_conn.run("INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)",
-                                        {username, now_ms}, "")));
-        SIM_TRY_STATUS(plain(m_conn.run("DELETE FROM sim_session_ends WHERE at_ms < ?", {now_ms - 86'400'000}, "")));
+                                        {username, now}, "")));
+        SIM_TRY_STATUS(plain(
+            m_conn.run("DELETE FROM sim_session_ends WHERE at_ms < ?", {now - session_end_retention_ms}, "")));
         return ok();
     }
 

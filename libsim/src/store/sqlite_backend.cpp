@@ -580,15 +580,13 @@ public:
 private:
     /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
     void log_session_end(std::string_view username) {
-        const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count();
+        const std::int64_t now = now_ms();
         SQLite::Statement add(*m_db, "INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)");
         add.bind(1, std::string(username));
-        add.bind(2, now_ms);
+        add.bind(2, now);
         add.exec();
         SQLite::Statement prune(*m_db, "DELETE FROM sim_session_ends WHERE at_ms < ?");
-        prune.bind(1, now_ms - 86'400'000);
+        prune.bind(1, now - session_end_retention_ms);
         prune.exec();
     }
 
