@@ -104,10 +104,10 @@ struct ServerStats {
 class ServerCore {
 public:
     /// The collaborators must outlive the core. `vault` may be null (keys are then kept in memory only).
-    /// `prekeys` and `messages` (usually the same Backend as the accounts) may be null: without them end-to-end
-    /// set-up (prekeys, KEYGEN mode 2) and offline storage are refused (Errc::not_implemented). Appends to
-    /// `messages` run on `workers` (group commit).
-    /// Errc::invalid_key for a static key that is not 32 bytes.
+    /// `messages` (usually the same Backend as the accounts) is required: every message is delivered from a
+    /// recipient's mailbox (Errc::invalid_argument when null). `prekeys` may be null: end-to-end set-up (prekeys,
+    /// KEYGEN mode 2) is then refused (Errc::not_implemented). Appends to `messages` run on `workers` (group
+    /// commit). Errc::invalid_key for a static key that is not 32 bytes.
     static Result<std::unique_ptr<ServerCore>> create(ServerConfig config, auth::Authenticator& authenticator,
                                                       auth::SessionTokens& tokens,
                                                       auth::ConversationKeyVault* vault,

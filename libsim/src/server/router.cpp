@@ -9,13 +9,12 @@
 namespace sim::server_detail {
 
 Router::Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-               Log log, bool offline_keys)
+               Log log)
     : m_policy(conversation_policy),
       m_vault(vault),
       m_rng(rng),
       m_wall(std::move(wall)),
-      m_log(std::move(log)),
-      m_offline_keys(offline_keys) {
+      m_log(std::move(log)) {
     // Keys stored by an earlier run stay in the vault while messages need them: this run's epochs start above
     // theirs (microseconds since the epoch; a key assignment takes longer than one).
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(m_wall().time_since_epoch()).count();
@@ -293,11 +292,11 @@ void Router::open(const std::string& from, const std::string& to) {
         }
         return;
     }
-    // The seed's pending connection (from, to, False): wait until `to` logs in. With an offline store the pair
-    // is keyed now, so `from` can write to `to` meanwhile; `to` gets the KEYGEN at its login.
+    // The seed's pending connection (from, to, False): wait until `to` logs in. Messages are stored, so the pair
+    // is keyed now and `from` can write to `to` meanwhile; `to` gets the KEYGEN at its login.
     m_waiting[from].insert(to);
     ack_locked(from, AckStage::destination_offline, to);
-    if (m_offline_keys && it == m_conversations.end()) {
+    if (it == m_conversations.end()) {
         assign_key_locked(from, to);
     }
 }
@@ -328,23 +327,6 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     m_conversations.insert_or_assign(pair, std::move(conv));
     m_log(LogLevel::info, "conversation " + pair.first + " <-> " + pair.second + " keyed (" +
                               std::string(suite_name(suite)) + ")");
-}
-
-Status Router::forward(const std::string& from, const std::string& to, const Frame& frame) {
-    const std::lock_guard lock(m_mutex);
-    const auto it = m_conversations.find(make_pair(from, to));
-    if (it == m_conversations.end() || !it->second.unkeyed.empty() || !it->second.gone.empty()) {
-        ++m_refused;
-        return Error{Errc::no_conversation, "no key assigned for this conversation"};
-    }
-    const auto conn = online_locked(to);
-    if (!conn) {
-        ++m_refused;
-        return Error{Errc::destination_offline, "destination is offline"};
-    }
-    conn->deliver(frame);
-    ++m_routed;
-    return ok();
 }
 
 void Router::end_conversation_locked(const Pair& pair, const std::string& leaver) {

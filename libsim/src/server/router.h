@@ -34,10 +34,10 @@ class Router {
 public:
     using Log = std::function<void(LogLevel, std::string_view)>;
     using WallClock = std::function<store::WallTime()>;
-    /// `offline_keys`: the server stores messages for offline users (it has a message store), so a server-assigned
-    /// conversation with an offline destination is keyed at once (docs/protocol.md 6.7).
+    /// Messages for offline users are stored, so a server-assigned conversation with an offline destination is
+    /// keyed at once (docs/protocol.md 6.7).
     Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-           Log log, bool offline_keys = false);
+           Log log);
 
     /// `user` is online on `peer`; an earlier connection of the same user is closed. Conversations keyed while
     /// `user` was offline get their KEYGEN now (before the caller delivers stored messages). Users waiting for
@@ -46,14 +46,11 @@ public:
     /// `peer` (a connection) went away: end the user's conversations, tell their peers, forget waits. A
     /// conversation whose other side is offline with messages stored for it lives on until those are delivered.
     void disconnect(const std::string& user, const Peer* peer);
-    /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and wait; with
-    /// `offline_keys` the pair is keyed at once then (KEYGEN to `from` now, to `to` at its login).
+    /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and the pair is
+    /// keyed at once (KEYGEN to `from` now, to `to` at its login).
     void open(const std::string& from, const std::string& to);
     /// probe: ack_init 2 or 3.
     void probe(const std::string& from, const std::string& to);
-    /// Forward a conversation message (servers without a message store). Errors: no_conversation,
-    /// destination_offline.
-    Status forward(const std::string& from, const std::string& to, const Frame& frame);
     /// May `from` send a conversation message to `to` (for the offline store or straight through)? Records that
     /// messages are stored for a destination that has no KEYGEN yet. Errors: no_conversation (no key, or one side
     /// has left).
@@ -109,7 +106,6 @@ private:
     Rng& m_rng;
     WallClock m_wall;
     Log m_log;
-    bool m_offline_keys;
 
     mutable std::mutex m_mutex;
     /// The connection of a user who is online, or null. Entries are weak: connections own the core (through

@@ -48,7 +48,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     Bytes static_public;
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;  // null without a message store
-    std::shared_ptr<server_detail::Delivery> delivery;   // null without a message store
+    std::shared_ptr<server_detail::Delivery> delivery;   // every message goes through it (mailboxes)
     Bytes limits_payload;                                // the `limits` frame every login gets (6.6)
 
     std::mutex prekey_mutex;
@@ -63,18 +63,16 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
         : config(std::move(c)), authenticator(a), tokens(t), vault(v), prekeys(p), messages(m), workers(w), rng(r),
           clock(cl), router(config.conversation_policy, v, r, [this] { return wall_now(); },
-                            [this](LogLevel l, std::string_view msg) { log(l, msg); }, m != nullptr) {
-        if (messages != nullptr) {
-            commit = std::make_shared<server_detail::GroupCommit>(
-                *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
-            delivery = std::make_shared<server_detail::Delivery>(
-                *messages, commit, router,
-                server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
-                                                config.max_sender_bytes, config.max_store_bytes,
-                                                config.min_free_bytes, config.delivery_window},
-                [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); },
-                config.store_free_space);
-        }
+                            [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+        commit = std::make_shared<server_detail::GroupCommit>(
+            *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
+        delivery = std::make_shared<server_detail::Delivery>(
+            *messages, commit, router,
+            server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
+                                            config.max_sender_bytes, config.max_store_bytes, config.min_free_bytes,
+                                            config.delivery_window},
+            [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); },
+            config.store_free_space);
         ServerLimits limits;
         limits.messages_per_second = static_cast<std::uint32_t>(std::clamp(config.messages_per_second, 1.0, 1e9));
         limits.message_burst = std::max<std::uint32_t>(1, config.message_burst);
@@ -182,10 +180,8 @@ public:
         }
         if (!user.empty()) {
             m_core->router.disconnect(user, this);
-            if (m_core->delivery) {
-                m_core->delivery->logout(user, this);
-                m_core->delivery->sender_closed(user, m_id);
-            }
+            m_core->delivery->logout(user, this);
+            m_core->delivery->sender_closed(user, m_id);
         }
         {
             const std::lock_guard lock(m_send_mutex);
@@ -483,9 +479,7 @@ private:
                    m_user, encode_session_token(issued)});
         restore_stored(m_user, {});
         m_core->router.login(m_user, shared_from_this());
-        if (m_core->delivery) {
-            m_core->delivery->login(m_user, this);
-        }
+        m_core->delivery->login(m_user, this);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -599,7 +593,7 @@ private:
     /// Server-assigned mode after a restart: conversations with messages stored for `recipient` (from `sender`, or
     /// from anyone when empty) get their keys back from the vault (docs/protocol.md 6.7).
     void restore_stored(const std::string& recipient, const std::string& sender) {
-        if (m_core->end_to_end() || !m_core->delivery) {
+        if (m_core->end_to_end()) {
             return;
         }
         const auto backlog = m_core->delivery->backlog(recipient);
@@ -675,9 +669,6 @@ private:
             refuse(ids.code(), ids.error().detail);
             return;
         }
-        if (!m_core->delivery) {
-            return;  // nothing is stored; there is no one to tell
-        }
         if (const auto st = m_core->delivery->ack(m_user, *sender, *ids); !st) {
             m_core->log(LogLevel::error, "acknowledgement not queued: " + st.error().message());
             refuse(st.code(), st.error().detail);
@@ -736,7 +727,7 @@ private:
             return;
         }
         server_detail::Delivery::Origin origin{m_user, m_id, weak_from_this(), frame.sid};
-        if (frame.sid != 0 && m_core->delivery) {
+        if (frame.sid != 0) {
             // A sequenced message (6.6): the stream's order first (costs no rate token: the sender learns where to
             // go on from), then the rate; any refusal names the message and the number the stream expects.
             if (const auto want = m_core->delivery->expected(origin, *peer); want != 0) {
@@ -753,7 +744,7 @@ private:
             }
         }
         const auto refused = [&](Errc code, std::string_view detail, std::uint32_t expected = 0) {
-            if (frame.sid == 0 || !m_core->delivery) {
+            if (frame.sid == 0) {
                 refuse(code, detail);
                 return;
             }
@@ -766,14 +757,6 @@ private:
                 refused(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
                 return;
             }
-            if (!m_core->delivery) {
-                // Without a message store, the seed's rule (docs/protocol.md 5.2): a keyed pair, both online.
-                const auto st = m_core->router.forward(m_user, *peer, out);
-                if (!st) {
-                    refuse(st.code(), st.error().detail);
-                }
-                return;
-            }
             // A keyed pair; an offline destination's messages are stored behind its KEYGEN (6.7).
             if (const auto st = m_core->router.admit(m_user, *peer); !st) {
                 refused(st.code(), st.error().detail);
@@ -784,8 +767,8 @@ private:
                 refused(Errc::bad_field, "this server relays end-to-end messages: envelope mode 2");
                 return;
             }
-            if (m_core->prekeys == nullptr || !m_core->delivery) {
-                refuse(Errc::not_implemented, "this server has no prekey or message store");
+            if (m_core->prekeys == nullptr) {
+                refuse(Errc::not_implemented, "this server has no prekey store");
                 return;
             }
             const auto published = m_core->published(*peer);
@@ -870,6 +853,9 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                                                        auth::ConversationKeyVault* vault,
                                                        store::PrekeyStore* prekeys, store::MessageStore* messages,
                                                        Executor& workers, Rng& rng, const Clock& clock) {
+    if (messages == nullptr) {
+        return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
+    }
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
     auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
                                        rng, clock);
@@ -898,10 +884,8 @@ ServerStats ServerCore::stats() const {
     s.connections = m_impl->connections.load();
     s.logins_ok = m_impl->logins_ok.load();
     s.logins_failed = m_impl->logins_failed.load();
-    if (m_impl->commit) {
-        s.store_commits = m_impl->commit->commits();
-        s.stored_messages = m_impl->commit->committed_messages();
-    }
+    s.store_commits = m_impl->commit->commits();
+    s.stored_messages = m_impl->commit->committed_messages();
     return s;
 }
 
