@@ -43,6 +43,11 @@ std::vector<std::pair<std::uint32_t, std::uint32_t>> sent(const std::vector<sim:
 
 using Pairs = std::vector<std::pair<std::uint32_t, std::uint32_t>>;
 
+/// Every payload goes as it is (end-to-end envelopes).
+const Outbox::Seal as_is = [](const std::string&, sim::ByteView payload) -> std::optional<sim::Bytes> {
+    return sim::Bytes(payload.begin(), payload.end());
+};
+
 }  // namespace
 
 TEST_CASE("StreamOrder: a stream is accepted in order; a refusal holds the later numbers until it comes again") {
@@ -107,18 +112,18 @@ TEST_CASE("Outbox: per stream in order, at most a window without receipt, number
         box.add(id_of(n), "bob", payload_of(n));
     }
     box.add(id_of(100), "carol", payload_of(100));
-    const auto first = sent(box.take_due(t0, "alice"));
+    const auto first = sent(box.take_due(t0, "alice", as_is));
     CHECK(first == Pairs{{1, 1}, {2, 2}, {3, 3}, {100, 1}});
-    CHECK(box.take_due(t0, "alice").empty());
+    CHECK(box.take_due(t0, "alice", as_is).empty());
     const auto next = box.next_due(t0);  // only the re-send timer: the window waits for receipts
     REQUIRE(next);
     CHECK(*next == t0 + std::chrono::seconds(10));
     CHECK(box.remove(id_of(1)));
     CHECK_FALSE(box.remove(id_of(1)));
-    CHECK(sent(box.take_due(t0, "alice")) == Pairs{{4, 4}});
+    CHECK(sent(box.take_due(t0, "alice", as_is)) == Pairs{{4, 4}});
     // A new connection: everything left is sent again, numbered from 1.
     box.restart(t0);
-    CHECK(sent(box.take_due(t0, "alice")) == Pairs{{2, 1}, {3, 2}, {4, 3}, {100, 1}});
+    CHECK(sent(box.take_due(t0, "alice", as_is)) == Pairs{{2, 1}, {3, 2}, {4, 3}, {100, 1}});
     CHECK(box.size() == 5);
     CHECK(box.ids_in_order() == std::vector<sim::MessageId>{id_of(2), id_of(3), id_of(4), id_of(5), id_of(100)});
 }
@@ -132,22 +137,22 @@ TEST_CASE("Outbox: a refusal sends the stream again from the expected number, af
         box.add(id_of(n), "bob", payload_of(n));
     }
     box.add(id_of(100), "carol", payload_of(100));
-    CHECK(sent(box.take_due(t0, "alice")).size() == 7);
+    CHECK(sent(box.take_due(t0, "alice", as_is)).size() == 7);
     // 3 refused for the rate (the server expects 3), 4-6 out of order: nothing to bob for a second.
     CHECK_FALSE(box.refused({"bob", id_of(3), sim::Errc::rate_limited, 3}, t0));
     CHECK_FALSE(box.refused({"bob", id_of(4), sim::Errc::out_of_order, 3}, t0));
-    CHECK(box.take_due(t0 + std::chrono::milliseconds(500), "alice").empty());
+    CHECK(box.take_due(t0 + std::chrono::milliseconds(500), "alice", as_is).empty());
     const auto due = box.next_due(t0 + std::chrono::milliseconds(500));
     REQUIRE(due);
     CHECK(*due == t0 + std::chrono::seconds(1));
     box.add(id_of(7), "bob", payload_of(7));
-    CHECK(sent(box.take_due(t0 + std::chrono::seconds(1), "alice")) == Pairs{{3, 3}, {4, 4}, {5, 5}, {6, 6}, {7, 7}});
+    CHECK(sent(box.take_due(t0 + std::chrono::seconds(1), "alice", as_is)) == Pairs{{3, 3}, {4, 4}, {5, 5}, {6, 6}, {7, 7}});
     // A refusal that will not pass by itself is reported, and the stream waits long.
     CHECK(box.remove(id_of(100)));  // carol's stream never waited: its message got its receipt
     CHECK(box.refused({"bob", id_of(3), sim::Errc::no_conversation, 3}, t0 + std::chrono::seconds(1)));
-    CHECK(box.take_due(t0 + std::chrono::seconds(20), "alice").empty());
+    CHECK(box.take_due(t0 + std::chrono::seconds(20), "alice", as_is).empty());
     // Then the whole stream goes again, 1 and 2 too: their receipts never came.
-    CHECK(sent(box.take_due(t0 + std::chrono::seconds(31), "alice")) ==
+    CHECK(sent(box.take_due(t0 + std::chrono::seconds(31), "alice", as_is)) ==
           Pairs{{1, 1}, {2, 2}, {3, 3}, {4, 4}, {5, 5}, {6, 6}, {7, 7}});
 }
 
@@ -159,15 +164,15 @@ TEST_CASE("Outbox: paced to the announced rate, and sent again from the oldest w
     for (std::uint32_t n = 1; n <= 300; ++n) {
         box.add(id_of(n), "bob", payload_of(n));
     }
-    CHECK(box.take_due(t0, "alice").size() == 10);
+    CHECK(box.take_due(t0, "alice", as_is).size() == 10);
     const auto due = box.next_due(t0);
     REQUIRE(due);
     CHECK(*due > t0);
     CHECK(*due <= t0 + std::chrono::milliseconds(13));
-    CHECK(box.take_due(t0 + std::chrono::milliseconds(500), "alice").size() == 10);  // capped by the burst
+    CHECK(box.take_due(t0 + std::chrono::milliseconds(500), "alice", as_is).size() == 10);  // capped by the burst
     std::size_t total = 20;
     for (int ms = 600; ms <= 2000; ms += 100) {
-        total += box.take_due(t0 + std::chrono::milliseconds(ms), "alice").size();
+        total += box.take_due(t0 + std::chrono::milliseconds(ms), "alice", as_is).size();
     }
     CHECK(total >= 20 + 100);  // 1.5 s at 80/s
     CHECK(total <= 20 + 130);
@@ -175,7 +180,54 @@ TEST_CASE("Outbox: paced to the announced rate, and sent again from the oldest w
     for (std::uint32_t n = 1; n <= 5; ++n) {
         CHECK(box.remove(id_of(n)));
     }
-    const auto again = sent(box.take_due(t0 + std::chrono::seconds(11), "alice"));
+    const auto again = sent(box.take_due(t0 + std::chrono::seconds(11), "alice", as_is));
     REQUIRE_FALSE(again.empty());
     CHECK(again.front() == std::pair<std::uint32_t, std::uint32_t>{6, 6});
+}
+
+TEST_CASE("Outbox: a stream whose next message cannot be sealed is held, others go; release() lets it go on in order") {
+    Outbox box(std::chrono::seconds(10));
+    const sim::TimePoint t0{};
+    box.set_limits({100000, 100000, 100}, t0);
+    box.restart(t0);
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        box.add(id_of(n), "bob", payload_of(n));
+    }
+    box.add(id_of(100), "carol", payload_of(100));
+    bool bob_keyed = false;
+    std::vector<std::string> asked;
+    const Outbox::Seal seal = [&](const std::string& peer, sim::ByteView payload) -> std::optional<sim::Bytes> {
+        asked.push_back(peer);
+        if (peer == "bob" && !bob_keyed) {
+            return std::nullopt;
+        }
+        sim::Bytes out(payload.begin(), payload.end());
+        out.push_back(0xAA);  // what the sealer made of it goes on the wire
+        return out;
+    };
+    const auto first = box.take_due(t0, "alice", seal);
+    CHECK(sent(first) == Pairs{{100, 1}});
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].payload.back() == 0xAA);
+    CHECK(box.unsent() == 3);
+    // Held: not asked again, and no wake-up is due for it (no busy loop while the key is missing).
+    asked.clear();
+    CHECK(box.take_due(t0 + std::chrono::seconds(1), "alice", seal).empty());
+    CHECK(asked.empty());
+    const auto due = box.next_due(t0 + std::chrono::seconds(1));
+    REQUIRE(due);
+    CHECK(*due == t0 + std::chrono::seconds(10));  // carol's re-send timer; nothing for bob
+    box.add(id_of(4), "bob", payload_of(4));
+    CHECK(box.take_due(t0 + std::chrono::seconds(1), "alice", seal).empty());
+    bob_keyed = true;
+    box.release("bob");
+    CHECK(sent(box.take_due(t0 + std::chrono::seconds(1), "alice", seal)) == Pairs{{1, 1}, {2, 2}, {3, 3}, {4, 4}});
+    // A new connection releases every stream too.
+    bob_keyed = false;
+    box.restart(t0 + std::chrono::seconds(2));
+    CHECK(sent(box.take_due(t0 + std::chrono::seconds(2), "alice", seal)) == Pairs{{100, 1}});  // no receipt yet
+    CHECK(box.remove(id_of(100)));
+    bob_keyed = true;
+    box.restart(t0 + std::chrono::seconds(3));
+    CHECK(sent(box.take_due(t0 + std::chrono::seconds(3), "alice", seal)) == Pairs{{1, 1}, {2, 2}, {3, 3}, {4, 4}});
 }

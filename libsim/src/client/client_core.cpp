@@ -53,7 +53,6 @@ struct Conversation {
     std::optional<RecvSession> recv;
     SecureBytes recv_key;  // until `recv` exists
     std::uint32_t next_sid = 1;
-    std::set<MessageId> seen;  // envelope ids shown in this conversation (a retry is acknowledged, not shown)
 };
 
 }  // namespace
@@ -83,6 +82,11 @@ struct ClientCore::Impl {
     IssuedSessionToken token;
     std::set<std::string, std::less<>> awaited;
     std::map<std::string, Conversation, std::less<>> conversations;
+    std::set<std::string, std::less<>> keys_asked;  // peers asked for a key for the outbox, on this connection
+    /// Peers whose conversation keys the server assigns (KEYGEN mode 1 seen): a message to them is queued for the
+    /// outbox even while there is no key (after a lost connection) and sealed once one comes. Not after a `close`
+    /// (either side left): sending then waits for a new open().
+    std::set<std::string, std::less<>> assigned_peers;
     std::vector<ClientEvent> events;  // emitted after the lock is released
     std::unique_ptr<ClientState> own_state;  // when the application gave none
     std::unique_ptr<client_detail::E2eClient> e2e;
@@ -111,18 +115,63 @@ struct ClientCore::Impl {
         auto e2e_events = e2e->take_events();
         if (const auto st = e2e->commit(); !st) {
             events.clear();
-            (void)e2e->take_frames();
+            (void)e2e->take_frames([](const std::string&, ByteView) { return std::optional<Bytes>{}; });
             fail(Error{st.code(), "client state could not be written: " + st.error().message()});
             return;
         }
         for (auto& e : e2e_events) {
             events.push_back(std::move(e));
         }
-        for (auto& f : e2e->take_frames()) {
+        std::vector<std::string> unkeyed;
+        auto frames = e2e->take_frames([&](const std::string& peer, ByteView payload) {
+            return seal_outbox_payload(peer, payload, unkeyed);
+        });
+        for (auto& peer : unkeyed) {
+            // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
+            // ack_init 3 and, once the peer can be keyed, KEYGEN answer it).
+            if (keys_asked.insert(peer).second &&
+                !send_inner(Frame{FrameType::init, 0, user, peer, encode_credentials({CredentialKind::none, {}})})) {
+                return;
+            }
+        }
+        for (auto& f : frames) {
             if (!send_inner(std::move(f))) {
                 return;
             }
         }
+    }
+
+    /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; a server-assigned message is sealed now
+    /// under its conversation's current key, or held (its peer added to `unkeyed`) while there is none.
+    std::optional<Bytes> seal_outbox_payload(const std::string& peer, ByteView payload,
+                                             std::vector<std::string>& unkeyed) {
+        if (payload.size() <= sizeof(MessageId) ||
+            payload[sizeof(MessageId)] != static_cast<std::uint8_t>(ConversationMode::server_assigned)) {
+            return Bytes(payload.begin(), payload.end());
+        }
+        const auto it = conversations.find(peer);
+        if (it == conversations.end()) {
+            unkeyed.push_back(peer);
+            return std::nullopt;
+        }
+        auto& conv = it->second;
+        const auto before = conv.send.status().epoch;
+        const auto text = payload.subspan(sizeof(MessageId) + 1);
+        auto body = encode_conversation_body(ConversationBody{conv.next_sid, std::string(text.begin(), text.end())});
+        auto record = conv.send.seal(body);
+        secure_zero(body.data(), body.size());
+        if (!record) {
+            emit_error(record.error(), peer);
+            unkeyed.push_back(peer);
+            return std::nullopt;
+        }
+        ++conv.next_sid;
+        note_rotation(peer, before, conv.send.status().epoch, "sending");
+        Envelope env;
+        std::copy_n(payload.begin(), sizeof(MessageId), env.id.begin());
+        env.mode = ConversationMode::server_assigned;
+        env.body = std::move(*record);
+        return encode_envelope(env);
     }
 
     // ------------------------------------------------------------ events
@@ -357,6 +406,7 @@ struct ClientCore::Impl {
                 break;
             }
             case FrameType::close:
+                assigned_peers.erase(f.source);  // ended by the peer: sending waits for a new open()
                 if (conversations.erase(f.source) != 0 || awaited.erase(f.source) != 0) {
                     emit(ClientEventKind::peer_left, f.source);
                 }
@@ -431,6 +481,7 @@ struct ClientCore::Impl {
         awaited.erase(k->peer);
         if (k->mode == ConversationMode::end_to_end) {
             conversations.erase(k->peer);
+            assigned_peers.erase(k->peer);
             e2e->on_bundle(k->peer, *k->bundle, k->suite);
             return;
         }
@@ -452,8 +503,10 @@ struct ClientCore::Impl {
             return;
         }
         conversations.insert_or_assign(k->peer, Conversation{k->suite, cfg, std::move(*s), std::nullopt,
-                                                             conversation_direction_key(k->key, k->peer, user), 1,
-                                                             {}});
+                                                             conversation_direction_key(k->key, k->peer, user), 1});
+        keys_asked.erase(k->peer);
+        assigned_peers.insert(k->peer);
+        e2e->release_outbox(k->peer);
         ClientEvent e;
         e.kind = ClientEventKind::key_assigned;
         e.peer = k->peer;
@@ -492,7 +545,7 @@ struct ClientCore::Impl {
             emit_error(Error{Errc::no_conversation, "message outside a keyed conversation dropped"}, f.source);
             return;
         }
-        if (it->second.seen.contains(env->id)) {
+        if (e2e->seen(f.source, env->id)) {
             e2e->ack(f.source, env->id);  // a retry: acknowledged again, shown once
             return;
         }
@@ -521,7 +574,7 @@ struct ClientCore::Impl {
             emit_error(body.error(), f.source);
             return;
         }
-        it->second.seen.insert(env->id);
+        e2e->remember(f.source, env->id);
         e2e->ack(f.source, env->id);
         ClientEvent e;
         e.kind = ClientEventKind::message;
@@ -621,8 +674,7 @@ Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text)
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
     auto& impl = *m_impl;
     const auto max_inner = max_inner_frame_size(impl.config.max_frame_size);
-    const auto it = impl.conversations.find(peer);
-    if (it == impl.conversations.end()) {
+    if (!impl.conversations.contains(peer) && !impl.assigned_peers.contains(peer)) {
         auto id = impl.e2e->send_text(std::string(peer), text, max_inner);
         impl.flush(lock);
         return id;
@@ -634,28 +686,20 @@ Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text)
     if (text.size() + inner_overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
-    auto& conv = it->second;
-    const auto before = conv.send.status().epoch;
-    auto body = encode_conversation_body({conv.next_sid, std::string(text)});
-    auto record = conv.send.seal(body);
-    secure_zero(body.data(), body.size());
-    if (!record) {
-        return record.error();
-    }
-    ++conv.next_sid;
-    impl.note_rotation(std::string(peer), before, conv.send.status().epoch, "sending");
+    // Kept unsealed in the outbox and sealed when it goes out (outbox.h): what it becomes on the wire depends on
+    // the key the conversation has then.
     Envelope env;
     impl.rng.fill(env.id);
     env.mode = ConversationMode::server_assigned;
-    env.body = std::move(*record);
-    const MessageId id = env.id;
-    impl.e2e->note_sent(id);
-    auto st = impl.send_inner(Frame{FrameType::message, 0, impl.user, std::string(peer), encode_envelope(env)});
+    env.body.assign(text.begin(), text.end());
+    auto payload = encode_envelope(env);
+    secure_zero(env.body.data(), env.body.size());
+    auto st = impl.e2e->enqueue(env.id, std::string(peer), std::move(payload));
     impl.flush(lock);
     if (!st) {
         return st.error();
     }
-    return id;
+    return env.id;
 }
 
 Status ClientCore::probe(std::string_view peer) {
@@ -701,6 +745,7 @@ Status ClientCore::leave(std::string_view peer) {
     std::unique_lock lock(m_impl->mutex);
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
     m_impl->conversations.erase(std::string(peer));
+    m_impl->assigned_peers.erase(std::string(peer));
     m_impl->awaited.erase(std::string(peer));
     auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, std::string(peer), {}});
     m_impl->flush(lock);

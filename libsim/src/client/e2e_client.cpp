@@ -433,6 +433,17 @@ Status E2eClient::load_peer(const std::string& peer) {
 
 // ---------------------------------------------------------------- committing
 
+bool E2eClient::seen(std::string_view peer, const MessageId& id) const {
+    const auto* p = find_peer(peer);
+    return p != nullptr && p->seen.contains(id);
+}
+
+void E2eClient::remember(const std::string& peer, const MessageId& id) {
+    auto& p = peer_state(peer);
+    p.remember(id);
+    mark_dirty(p);
+}
+
 void E2eClient::mark_dirty(PeerState& p) {
     if (!p.persisted) {
         m_peers_index_dirty = true;
@@ -515,12 +526,12 @@ std::vector<ClientEvent> E2eClient::take_events() {
     return out;
 }
 
-std::vector<Frame> E2eClient::take_frames() {
+std::vector<Frame> E2eClient::take_frames(const Outbox::Seal& seal) {
     auto out = std::move(m_ready_frames);
     m_ready_frames.clear();
     if (ready()) {
         // Outbox entries are committed when they enter it (send_text, set_user), so they may go at any time.
-        for (auto& f : m_outbox.take_due(m_clock.now(), m_user)) {
+        for (auto& f : m_outbox.take_due(m_clock.now(), m_user, seal)) {
             out.push_back(std::move(f));
         }
     }
@@ -955,15 +966,20 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (p.sessions.front().dh_steps() != steps_before) {
         ratchet_event(p, p.sessions.front().dh_steps(), "sending");
     }
-    m_writes.push_back({key_outbox_entry(m_outbox.next_order()), outbox_record(content.id, peer, payload)});
-    m_outbox.add(content.id, peer, std::move(payload));
-    note_sent(content.id);
+    SIM_TRY_STATUS(enqueue(content.id, peer, std::move(payload)));
+    return content.id;
+}
+
+Status E2eClient::enqueue(const MessageId& id, const std::string& peer, Bytes payload) {
+    m_writes.push_back({key_outbox_entry(m_outbox.next_order()), outbox_record(id, peer, payload)});
+    m_outbox.add(id, peer, std::move(payload));
+    note_sent(id);
     m_outbox_dirty = true;
     if (auto st = commit(); !st) {
-        m_outbox.remove(content.id);  // not durable here: not sent either (the caller hears of the failure)
-        return st.error();
+        m_outbox.remove(id);  // not durable here: not sent either (the caller hears of the failure)
+        return st;
     }
-    return content.id;
+    return ok();
 }
 
 void E2eClient::tick() {

@@ -42,6 +42,10 @@ public:
     void preload_outbox();
     /// Acknowledge message `id` from `peer` once the next commit succeeds (acks are batched per peer).
     void ack(const std::string& peer, const MessageId& id);
+    /// Whether message `id` from `peer` was shown before (ids are remembered per peer, in the state, bounded).
+    [[nodiscard]] bool seen(std::string_view peer, const MessageId& id) const;
+    /// Remember `id` as shown, in the next commit (server-assigned messages; end-to-end ones remember their own).
+    void remember(const std::string& peer, const MessageId& id);
     /// A message to show: written to the inbox in the next commit (before its ack goes out); returns its index.
     std::uint64_t keep_received(const InboxEntry& entry);
     [[nodiscard]] Result<std::vector<InboxEntry>> inbox(std::uint64_t from, std::size_t limit,
@@ -59,6 +63,10 @@ public:
     void note_sent(const MessageId& id);
     /// Seal and queue a text message; committed (outbox included) before it returns.
     Result<MessageId> send_text(const std::string& peer, std::string_view text, std::size_t max_inner);
+    /// Queue an outbox payload (outbox.h) under `id`; committed before it returns.
+    Status enqueue(const MessageId& id, const std::string& peer, Bytes payload);
+    /// `peer`'s outbox stream, held for want of a key, may go on.
+    void release_outbox(const std::string& peer) { m_outbox.release(peer); }
     /// Periodic work: re-send messages without a receipt, answer DH ratchet steps with a ratchet-only message.
     void tick();
     /// After (re)login: every outbox message is sent again, every stream numbered from 1.
@@ -83,8 +91,8 @@ public:
     Status commit();
     /// Events produced since the last call.
     std::vector<ClientEvent> take_events();
-    /// Frames to send (only those whose state is committed).
-    std::vector<Frame> take_frames();
+    /// Frames to send (only those whose state is committed); outbox payloads go through `seal` (outbox.h).
+    std::vector<Frame> take_frames(const Outbox::Seal& seal);
 
     struct PeerState;
 

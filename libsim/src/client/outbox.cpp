@@ -120,6 +120,7 @@ void Outbox::restart(TimePoint now) {
         s.next_seq = 1;
         s.in_flight = 0;
         s.blocked_until = TimePoint{};
+        s.held = false;
         for (auto& [order, e] : s.queue) {
             e->wire_seq = 0;
         }
@@ -128,7 +129,13 @@ void Outbox::restart(TimePoint now) {
     m_refilled = now;
 }
 
-std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user) {
+void Outbox::release(const std::string& peer) {
+    if (const auto it = m_streams.find(peer); it != m_streams.end()) {
+        it->second.held = false;
+    }
+}
+
+std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user, const Seal& seal) {
     std::vector<Frame> out;
     if (m_entries.empty()) {
         return out;
@@ -141,20 +148,25 @@ std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user) {
         if (s.in_flight > 0 && oldest->second->wire_seq != 0 && now - oldest->second->last_sent >= m_resend_after) {
             rewind(s, oldest->second->wire_seq);
         }
-        if (now < s.blocked_until) {
+        if (s.held || now < s.blocked_until) {
             continue;
         }
         for (auto it = s.queue.lower_bound(s.cursor); it != s.queue.end() && s.in_flight < m_window; ++it) {
             if (m_tokens < 1.0) {
                 return out;
             }
-            m_tokens -= 1.0;
             auto& e = *it->second;
+            auto envelope = seal(peer, e.payload);
+            if (!envelope) {
+                s.held = true;
+                break;
+            }
+            m_tokens -= 1.0;
             e.wire_seq = s.next_seq++;
             e.last_sent = now;
             ++s.in_flight;
             s.cursor = it->first + 1;
-            out.push_back(Frame{FrameType::message, e.wire_seq, user, peer, e.payload});
+            out.push_back(Frame{FrameType::message, e.wire_seq, user, peer, std::move(*envelope)});
         }
     }
     return out;
@@ -173,8 +185,8 @@ std::optional<TimePoint> Outbox::next_due(TimePoint now) const {
             consider(oldest->second->last_sent + m_resend_after);
         }
         const bool unsent = s.queue.lower_bound(s.cursor) != s.queue.end();
-        if (!unsent || s.in_flight >= m_window) {
-            continue;  // a receipt comes first
+        if (!unsent || s.in_flight >= m_window || s.held) {
+            continue;  // a receipt or a key comes first
         }
         if (now < s.blocked_until) {
             consider(s.blocked_until);

@@ -7,6 +7,12 @@
 // a refusal names the number the server expects, and the stream is sent again from there after a back-off, so a
 // refused message always goes before the ones behind it. A new connection numbers everything again from 1.
 //
+// A payload is what the application's message became when it was sent: an end-to-end envelope (sealed by the Double
+// Ratchet once, sent as is on every attempt), or a server-assigned message kept unsealed (the envelope's id and mode
+// 1, the text as its body) and sealed under the conversation's current key each time it goes out, so that a
+// message sent again after a restart or a new KEYGEN is readable with the key its recipient gets. The caller's `Seal`
+// does that; a stream whose next message cannot be sealed yet (no key) is held until release().
+//
 // Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (the end-to-end client keeps
 // the entries in the client state). Not thread-safe: the client core's lock guards it.
 
@@ -15,6 +21,7 @@
 #include <sim/messages.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -50,8 +57,12 @@ public:
     bool refused(const Refusal& refusal, TimePoint now);
     /// A new connection: everything is unsent, every stream starts again at 1.
     void restart(TimePoint now);
+    /// The envelope to send now for a queued `payload` to `peer`, or nullopt to hold the stream (see above).
+    using Seal = std::function<std::optional<Bytes>(const std::string& peer, ByteView payload)>;
     /// Frames that may go now, in order; `user` is the source name.
-    std::vector<Frame> take_due(TimePoint now, const std::string& user);
+    std::vector<Frame> take_due(TimePoint now, const std::string& user, const Seal& seal);
+    /// A stream held by `Seal` may go on (its key arrived).
+    void release(const std::string& peer);
     /// When take_due() may have more to give without anything arriving first (pacing, back-off, re-send timer).
     [[nodiscard]] std::optional<TimePoint> next_due(TimePoint now) const;
 
@@ -77,6 +88,7 @@ private:
         std::uint32_t next_seq = 1;
         std::size_t in_flight = 0;
         TimePoint blocked_until{};
+        bool held = false;  // the next message could not be sealed: wait for release()
     };
     void rewind(Stream& s, std::uint32_t from_seq);
 
