@@ -348,6 +348,9 @@ void AdminServer::stop() {
     if (m_impl->thread.joinable()) {
         m_impl->io.stop();
         m_impl->thread.join();
+        // Else the kernel would go on accepting connections that nobody answers.
+        asio::error_code ignored;
+        m_impl->acceptor.close(ignored);
     }
 }
 

@@ -91,7 +91,8 @@ public:
 
     /// The bound port.
     [[nodiscard]] std::uint16_t port() const noexcept;
-    /// Close every connection and join the thread (also done by the destructor).
+    /// Stop serving: the thread is joined and the port closed (also done by the destructor). Connections still
+    /// open are closed when the server is destroyed.
     void stop();
 
     struct Impl;
