@@ -1,6 +1,7 @@
 // simd: the libsim server daemon, and its account administration commands. Option parsing and wiring only: the
 // protocol lives in sim::ServerCore, the sockets in sim::net::TcpServer, the accounts in sim::auth / sim::store.
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "common/options.h"
 #include "common/service_notify.h"
 #include "common/system.h"
@@ -24,8 +25,10 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <span>
 #include <thread>
+#include <utility>
 
 namespace {
 
@@ -92,6 +95,11 @@ constexpr OptionSpec simd_options[] = {
     {"idle-timeout", 0, "S", "close a connection silent for S seconds (0 = never)", "120"},
     {"max-queue-bytes", 0, "N", "close a connection whose unsent output exceeds N bytes", "4194304"},
     {"max-frame", 0, "N", "largest frame accepted from a client, in bytes (4096 to 16777216)", "65536"},
+    {"metrics-address", 0, "[HOST:]PORT",
+     "serve Prometheus metrics (GET /metrics) and the status page of 'simd status' (GET /status) over HTTP on this "
+     "admin address; HOST defaults to 127.0.0.1 (a non-loopback HOST is logged as a warning); port 0 picks a free "
+     "port",
+     "off"},
     {"log-level", 0, "LEVEL", "debug, info, warning or error", "info"},
     {"log-format", 0, "FORMAT", "text (logfmt) or json (JSON lines); logs go to stderr", "text"},
     {"password-file", 0, "FILE",
@@ -111,6 +119,7 @@ void print_help() {
                  "       simd [OPTIONS] user revoke NAME  revoke all session tokens of NAME (log out everywhere)\n"
                  "       simd [OPTIONS] fingerprint       print the server key's fingerprint\n"
                  "       simd [OPTIONS] backup FILE       copy the database to FILE, also while the server runs\n"
+                 "       simd [OPTIONS] status            ask the running server who is online (--metrics-address)\n"
                  "\n"
                  "The libsim secure instant messaging server. On start it prints\n"
                  "'simd: listening on ADDR:PORT fingerprint XXXX ...'; clients compare that fingerprint.\n"
@@ -162,6 +171,7 @@ struct Settings {
     sim::LogLevel log_level = sim::LogLevel::info;
     sim::tools::LogFormat log_format = sim::tools::LogFormat::text;
     std::string password_file;
+    std::optional<std::pair<std::string, std::uint16_t>> metrics;  // the admin endpoint, off by default
 };
 
 sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
@@ -271,6 +281,9 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
         return bad("--log-format: expected text or json, got '" + format + "'");
     }
     s.password_file = a.get("password-file");
+    if (const std::string metrics = a.get("metrics-address", "off"); metrics != "off") {
+        SIM_TRY(s.metrics, sim::tools::parse_admin_address(metrics));
+    }
     return s;
 }
 
@@ -478,6 +491,55 @@ std::string endpoint(const std::string& host, std::uint16_t port) {
     return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+/// `simd status`: the running server's status page, through its admin endpoint (the server's --metrics-address,
+/// read from the same options and configuration file).
+int run_status(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 1) {
+        return usage_error("status takes no argument");
+    }
+    if (!s.metrics) {
+        return failure(
+            "no admin address: start simd with --metrics-address [HOST:]PORT (or 'metrics-address = PORT' in its "
+            "configuration file) and give 'simd status' the same option or -c FILE");
+    }
+    auto [host, port] = *s.metrics;
+    if (port == 0) {
+        return failure("--metrics-address: 'simd status' needs the port the server listens on, not 0");
+    }
+    // A server listening on every address is asked on the loopback one.
+    if (host == "0.0.0.0") {
+        host = "127.0.0.1";
+    } else if (host == "::") {
+        host = "::1";
+    }
+    const std::string address = endpoint(host, port);
+    auto page = sim::tools::http_get(host, port, "/status", 5s);
+    if (!page) {
+        return failure("no simd answers at http://" + address + "/status (" + page.error().message() +
+                       "): is it running with --metrics-address " + address + "?");
+    }
+    if (page->status != 200) {
+        return failure("http://" + address + "/status answered HTTP " + std::to_string(page->status) +
+                       ": is that a simd admin endpoint?");
+    }
+    std::cout << page->body;
+    return 0;
+}
+
+/// The admin endpoint's pages: Prometheus metrics and the status page.
+std::optional<sim::tools::HttpResponse> admin_page(const sim::ServerCore& core, std::string_view path) {
+    if (path == "/metrics") {
+        return sim::tools::HttpResponse{
+            200, "text/plain; version=0.0.4; charset=utf-8",
+            sim::tools::format_prometheus(sim::tools::server_metrics(core.stats(), SIM_VERSION))};
+    }
+    if (path == "/status") {
+        return sim::tools::HttpResponse{200, "text/plain; charset=utf-8",
+                                        sim::tools::format_status(core.stats(), core.online_users())};
+    }
+    return std::nullopt;
+}
+
 /// Type=notify under systemd (packaging/systemd/simd.service); a failure is logged, not fatal: the service
 /// manager then reports the start as timed out.
 void notify_service_manager(sim::tools::Logger& logger, std::string_view state) {
@@ -593,6 +655,26 @@ int run_server(const Settings& s) {
     }
     workers.attach(&(*tcp)->workers());
     const std::string address = endpoint(s.listen_host, (*tcp)->port());
+    // Started before the port file is written, so that whoever waits for that file can scrape at once.
+    std::unique_ptr<sim::tools::AdminServer> admin;
+    if (s.metrics) {
+        auto started = sim::tools::AdminServer::start(
+            {.host = s.metrics->first, .port = s.metrics->second},
+            [&server_core](std::string_view path) { return admin_page(server_core, path); });
+        if (!started) {
+            (*tcp)->stop();
+            return failure("--metrics-address: " + started.error().message());
+        }
+        admin = std::move(*started);
+        const std::string admin_address = endpoint(s.metrics->first, admin->port());
+        logger.log(sim::LogLevel::info, "admin endpoint listening", {{"addr", admin_address}});
+        if (!sim::tools::is_loopback(s.metrics->first)) {
+            logger.log(sim::LogLevel::warning,
+                       "admin endpoint on a non-loopback address: whoever reaches it sees the counters and who is "
+                       "online (docs/operations.md)",
+                       {{"addr", admin_address}});
+        }
+    }
     if (!s.port_file.empty()) {
         if (auto st = sim::tools::write_file_atomic(s.port_file, std::to_string((*tcp)->port()) + "\n", 0600); !st) {
             (*tcp)->stop();
@@ -653,6 +735,9 @@ int run_server(const Settings& s) {
     }
     logger.log(sim::LogLevel::info, "shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
     notify_service_manager(logger, "STOPPING=1");
+    if (admin) {
+        admin->stop();
+    }
     server_core.shutdown();
     // Let the close frames go out before the transport drops what is left.
     for (int i = 0; i < 100 && (*tcp)->connection_count() > 0; ++i) {
@@ -691,6 +776,9 @@ int main(int argc, char** argv) {
     }
     if (pos[0] == "backup") {
         return run_backup(*settings, pos);
+    }
+    if (pos[0] == "status") {
+        return run_status(*settings, pos);
     }
     return usage_error("unknown command '" + pos[0] + "'");
 }

@@ -639,6 +639,95 @@ docs)
     done
     ;;
 
+metrics)
+    # The admin endpoint: off by default, Prometheus text on GET /metrics, counters that follow what clients do,
+    # 404 / 405, and 'simd status' through the same option or configuration key.
+    expect_status 1 "$SIMD" --data-dir "$T/none" status
+    grep -q -- "--metrics-address" "$T/last.err" || fail "simd status without an address does not say how to enable it"
+    for bad in "99999" "host:1" "127.0.0.1:x" ":5"; do
+        expect_status 2 "$SIMD" --data-dir "$T/never" --metrics-address "$bad"
+    done
+    start_simd srv --metrics-address 127.0.0.1:0 --log-level info
+    wait_for "$T/srv.err" "admin endpoint listening"
+    MPORT=$(sed -n 's/.*admin endpoint listening.*addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$T/srv.err" | head -n 1)
+    [ -n "$MPORT" ] || fail "no admin port in the log"
+    # http REQUEST-LINE: one request, the whole answer in $T/http.out
+    http() {
+        exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || fail "cannot connect to the admin endpoint"
+        printf '%s\r\nHost: test\r\n\r\n' "$1" >&3
+        timeout 10 cat <&3 >"$T/http.out"
+        exec 3<&-
+    }
+    # metric NAME: its value in the last scrape
+    metric() { sed -n "s/^$1 \([0-9]*\)\r\{0,1\}$/\1/p" "$T/http.out"; }
+    # expect_metric NAME VALUE: scrape until NAME has VALUE (5 s)
+    expect_metric() {
+        for _ in $(seq 1 50); do
+            http "GET /metrics HTTP/1.0"
+            [ "$(metric "$1")" = "$2" ] && return 0
+            sleep 0.1
+        done
+        fail "$1 is '$(metric "$1")', expected $2"
+    }
+    http "GET /metrics HTTP/1.0"
+    head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 200 " || fail "GET /metrics: $(head -n 1 "$T/http.out")"
+    grep -qi "^Content-Type: text/plain; version=0.0.4" "$T/http.out" || fail "/metrics content type"
+    grep -q "^# TYPE simd_logins_ok_total counter$" "$T/http.out" || fail "no TYPE line for the logins counter"
+    grep -q "^# HELP simd_connections " "$T/http.out" || fail "no HELP line for the connections gauge"
+    grep -q '^simd_info{version="[0-9.]*"} 1$' "$T/http.out" || fail "no simd_info"
+    [ "$(metric simd_logins_ok_total)" = 0 ] || fail "logins before any client"
+    [ "$(metric simd_connections)" = 0 ] || fail "connections before any client"
+    http "GET /nothing HTTP/1.0"
+    head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 404 " || fail "GET /nothing: $(head -n 1 "$T/http.out")"
+    http "POST /metrics HTTP/1.0"
+    head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 405 " || fail "POST /metrics: $(head -n 1 "$T/http.out")"
+    grep -qi "^Allow: GET" "$T/http.out" || fail "405 without Allow"
+
+    # bob waits for a message; 'simd status' (address from a configuration file) shows him online
+    sim_as 'bob pw' --timeout 20 recv bob --count 1 >"$T/recv.out" 2>"$T/recv.err" &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    printf 'metrics-address = %s\n' "$MPORT" >"$T/status.conf"
+    for _ in $(seq 1 100); do
+        "$SIMD" -c "$T/status.conf" status >"$T/status.out" 2>"$T/status.err" || fail "simd status failed"
+        grep -q "^  bob$" "$T/status.out" && break
+        sleep 0.1
+    done
+    grep -q "^online users: 1$" "$T/status.out" || fail "simd status does not list bob: $(cat "$T/status.out")"
+    expect_metric simd_online_users 1
+    expect_metric simd_connections 1
+    sim_as 'alice pw' send alice bob hello >"$T/send.out" 2>"$T/send.err" || fail "sim send failed"
+    wait_exit "$RECV_PID" 20 || fail "recv did not finish"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
+    expect_metric simd_connections 0
+    [ "$(metric simd_messages_routed_total)" = 1 ] || fail "messages routed: $(metric simd_messages_routed_total)"
+    [ "$(metric simd_store_committed_messages_total)" = 0 ] || fail "a message to an online user was stored"
+    # bob is offline now: the next message goes to the offline store, and to bob at his next login
+    sim_as 'alice pw' send alice bob again >>"$T/send.out" 2>>"$T/send.err" || fail "second send failed"
+    expect_metric simd_store_committed_messages_total 1
+    [ "$(metric simd_store_commits_total)" -ge 1 ] || fail "no store commit counted"
+    [ "$(metric simd_store_bytes)" -gt 0 ] || fail "the stored message's bytes are not counted"
+    [ "$(metric simd_messages_routed_total)" = 1 ] || fail "a stored message counted as routed before delivery"
+    expect_status 0 sim_as 'bob pw' --timeout 20 recv bob --count 1
+    [ "$(cat "$T/last.out")" = "alice: again" ] || fail "the stored message: $(cat "$T/last.out")"
+    # a wrong password (from a client without bob's sealed state, which would refuse it before connecting)
+    XDG_CONFIG_HOME="$T/cfg2" expect_status 1 sim_as 'wrong pw' --timeout 5 recv bob
+    grep -q "login refused" "$T/last.err" || fail "wrong password: $(cat "$T/last.err")"
+    expect_metric simd_store_bytes 0
+    expect_metric simd_connections 0
+    [ "$(metric simd_online_users)" = 0 ] || fail "users online after every client left"
+    [ "$(metric simd_logins_ok_total)" = 4 ] || fail "logins ok: $(metric simd_logins_ok_total), expected 4"
+    [ "$(metric simd_logins_failed_total)" = 1 ] || fail "logins failed: $(metric simd_logins_failed_total)"
+    [ "$(metric simd_messages_routed_total)" = 2 ] || fail "messages routed: $(metric simd_messages_routed_total)"
+    [ "$(metric simd_messages_refused_total)" = 0 ] || fail "messages refused: $(metric simd_messages_refused_total)"
+    expect_status 0 "$SIMD" status --metrics-address "127.0.0.1:$MPORT"
+    grep -q "^online users: 0$" "$T/last.out" || fail "simd status after the clients left: $(cat "$T/last.out")"
+    stop_simd
+    expect_status 1 "$SIMD" -c "$T/status.conf" status
+    grep -q "no simd answers at http://127.0.0.1:$MPORT/status" "$T/last.err" ||
+        fail "simd status without a server: $(cat "$T/last.err")"
+    ;;
+
 packaging)
     # packaging/: the sample configuration is accepted by simd, the service is ready only once simd listens
     # (sd_notify), and systemd accepts the unit.

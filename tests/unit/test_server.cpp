@@ -473,6 +473,7 @@ TEST_CASE("a client holds several conversations; disconnecting ends them") {
     CHECK(carol.saw(sim::ClientEventKind::peer_left, "alice"));
     CHECK(w.server->stats().conversations == 0);
     CHECK(w.server->stats().online_users == 2);
+    CHECK(w.server->online_users() == std::vector<std::string>{"bob", "carol"});
 
     // reconnecting with the session token works and starts a new conversation
     const auto token = alice.core->session_token();
@@ -499,6 +500,7 @@ TEST_CASE("attack 1: Trudy sends init as Alice without Alice's password") {
     // alice is unaffected
     CHECK_FALSE(alice.pipe->closed);
     CHECK(w.server->stats().online_users == 1);
+    CHECK(w.server->online_users() == std::vector<std::string>{"alice"});
     CHECK(w.server->stats().logins_failed == 1);
 
     // a forged token does not work either
@@ -1163,6 +1165,8 @@ TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
     CHECK(w.server->stats().stored_messages == 50);
     CHECK(receipts(alice, sim::ReceiptStatus::stored).size() == 50);
     CHECK(w.backend->usage("bob").value().messages == 50);
+    CHECK(w.server->stats().store_bytes == w.backend->usage("bob").value().bytes);
+    CHECK(w.server->stats().store_bytes > 0);
     // Alone, a message gets its own commit at once.
     alice.send(message("alice", "bob", 51));
     w.settle();

@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sim {
 
@@ -99,6 +100,7 @@ struct ServerStats {
     std::uint64_t logins_failed = 0;
     std::uint64_t store_commits = 0;   ///< offline-store transactions (group commits)
     std::uint64_t stored_messages = 0; ///< messages those transactions held
+    std::uint64_t store_bytes = 0;     ///< envelope bytes in the offline store or being committed to it
 };
 
 class ServerCore {
@@ -124,6 +126,8 @@ public:
     [[nodiscard]] ByteView static_public_key() const noexcept;
     [[nodiscard]] std::string fingerprint() const;
     [[nodiscard]] ServerStats stats() const;
+    /// The names of the users logged in now, sorted.
+    [[nodiscard]] std::vector<std::string> online_users() const;
 
     /// Tell every client the server is going away (close frame) and close all connections.
     void shutdown();

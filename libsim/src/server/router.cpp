@@ -395,4 +395,18 @@ ServerStats Router::stats() const {
     return s;
 }
 
+std::vector<std::string> Router::online_users() const {
+    std::vector<std::string> users;
+    {
+        const std::lock_guard lock(m_mutex);
+        for (const auto& [user, peer] : m_online) {
+            if (!peer.expired()) {
+                users.push_back(user);
+            }
+        }
+    }
+    std::sort(users.begin(), users.end());
+    return users;
+}
+
 }  // namespace sim::server_detail

@@ -17,6 +17,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace sim::server_detail {
 
@@ -75,6 +76,8 @@ public:
     /// The user's connection, or null when offline.
     std::shared_ptr<Peer> find_online(const std::string& user);
     [[nodiscard]] ServerStats stats() const;
+    /// The users whose connection is still alive, sorted.
+    [[nodiscard]] std::vector<std::string> online_users() const;
 
 private:
     using Pair = std::pair<std::string, std::string>;  // sorted

@@ -886,8 +886,14 @@ ServerStats ServerCore::stats() const {
     s.logins_failed = m_impl->logins_failed.load();
     s.store_commits = m_impl->commit->commits();
     s.stored_messages = m_impl->commit->committed_messages();
+    // Read from the store once (the first message would do it anyway), then kept up to date in memory.
+    if (const auto bytes = m_impl->delivery->store_bytes()) {
+        s.store_bytes = *bytes;
+    }
     return s;
 }
+
+std::vector<std::string> ServerCore::online_users() const { return m_impl->router.online_users(); }
 
 void ServerCore::shutdown() { m_impl->router.shutdown(); }
 
