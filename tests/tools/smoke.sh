@@ -537,8 +537,9 @@ chat)
     wait_for "$T/alice.out" "! unknown command /nonsense"
     echo "/leave" >&4
     wait_for "$T/alice.out" "* bob left"
+    # writing again opens a new conversation by itself (the message waits in the outbox for its key)
     echo "are you there?" >&3
-    wait_for "$T/alice.out" "! no conversation with bob (no key yet, or it ended); not sent"
+    wait_for "$T/bob.out" "[alice] are you there?"
     echo "/to nobody" >&3
     echo "/leave" >&3
     echo "anyone?" >&3

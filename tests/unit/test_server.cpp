@@ -407,7 +407,13 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     CHECK(bob.saw(sim::ClientEventKind::peer_left, "alice"));
     CHECK(w.server->stats().conversations == 0);
     CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
-    CHECK(alice.core->send("bob", "gone").code() == sim::Errc::no_conversation);
+    // Writing to bob again starts a new conversation: the message waits in the outbox, the client asks for bob
+    // (init), both get a new KEYGEN and the message goes out under the new key.
+    bob.events.clear();
+    REQUIRE(alice.core->send("bob", "again"));
+    w.settle();
+    CHECK(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
+    CHECK(bob.texts("alice") == std::vector<std::string>{"again"});
     CHECK(alice.core->outbox_size() == 0);
 }
 
@@ -1018,6 +1024,43 @@ TEST_CASE("e2e: KEYGEN mode 2 hands the initiator a bundle with each one-time pr
     alice.send(message("alice", "carol", 1));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+}
+
+TEST_CASE("e2e: messages to someone without keys wait in the outbox and go by themselves once they have keys") {
+    auto w = e2e_world();
+    auto alice_state = sim::make_memory_client_state();
+    sim::ClientConfig alice_config;
+    alice_config.state = alice_state.get();
+    auto* alice = &w.connect(alice_config);
+    REQUIRE(w.login(*alice, "alice", "alice's password"));
+    // bob has never logged in: the messages are accepted into the outbox; the client asks for bob's keys once and
+    // hears that there are none yet (about bob).
+    REQUIRE(alice->core->send("bob", "first"));
+    REQUIRE(alice->core->send("bob", "second"));
+    w.settle();
+    CHECK(alice->core->outbox_size() == 2);
+    const auto waiting = alice->of(sim::ClientEventKind::error, "bob");
+    REQUIRE(waiting.size() == 1);
+    CHECK(waiting[0].error.code == sim::Errc::no_conversation);
+    CHECK(w.server->stats().messages_routed == 0);
+    SUBCASE("bob logs in while alice is online: the server hands alice his keys") {}
+    SUBCASE("alice reconnects before bob comes: her outbox asks again on the new connection") {
+        alice->pipe->close_now();
+        w.settle();
+        alice = &w.connect(alice_config);
+        CHECK(alice->core->outbox_size() == 2);
+        REQUIRE(w.login(*alice, "alice", "alice's password"));
+        CHECK(alice->of(sim::ClientEventKind::error, "bob").size() == 1);
+    }
+    REQUIRE(alice->core->send("bob", "third"));
+    auto& bob = w.connect();
+    REQUIRE(w.login(bob, "bob", "bob's password"));  // registers, publishes prekeys
+    w.settle();
+    CHECK(alice->saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK(bob.texts("alice") == std::vector<std::string>{"first", "second", "third"});
+    CHECK(alice->core->outbox_size() == 0);
+    CHECK_FALSE(bob.saw(sim::ClientEventKind::error));
+    CHECK_FALSE(bob.saw(sim::ClientEventKind::gap));
 }
 
 TEST_CASE("e2e: offline messages are stored, delivered in order at login, deleted only after the ack") {

@@ -141,14 +141,14 @@ struct ClientCore::Impl {
         }
     }
 
-    /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; a server-assigned message is sealed now
-    /// under its conversation's current key, or held (its peer added to `unkeyed`) while there is none.
+    /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; an unsealed text is sealed now under its
+    /// server-assigned conversation's current key, or held (its peer added to `unkeyed`) while there is none.
     std::optional<Bytes> seal_outbox_payload(const std::string& peer, ByteView payload,
                                              std::vector<std::string>& unkeyed) {
-        if (payload.size() <= sizeof(MessageId) ||
-            payload[sizeof(MessageId)] != static_cast<std::uint8_t>(ConversationMode::server_assigned)) {
+        if (!client_detail::is_unsealed_text(payload)) {
             return Bytes(payload.begin(), payload.end());
         }
+        // No server-assigned conversation: the key is asked for; end to end, the session's arrival seals it.
         const auto it = conversations.find(peer);
         if (it == conversations.end()) {
             unkeyed.push_back(peer);
@@ -413,7 +413,7 @@ struct ClientCore::Impl {
                 return;
             case FrameType::error: {
                 auto err = parse_error_frame(f);
-                emit_error(err ? err->to_error() : err.error());
+                emit_error(err ? err->to_error() : err.error(), f.destination);  // the peer it is about, if any
                 break;
             }
             default: fail(Error{Errc::bad_field, "frame type not expected from the server"}); return;
@@ -482,6 +482,7 @@ struct ClientCore::Impl {
         if (k->mode == ConversationMode::end_to_end) {
             conversations.erase(k->peer);
             assigned_peers.erase(k->peer);
+            keys_asked.erase(k->peer);
             e2e->on_bundle(k->peer, *k->bundle, k->suite);
             return;
         }

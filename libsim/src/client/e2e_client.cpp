@@ -302,6 +302,9 @@ Status E2eClient::set_user(const std::string& user) {
     if (!m_outbox_loaded) {
         SIM_TRY_STATUS(load_outbox());
     }
+    for (auto& [name, p] : m_peers) {
+        seal_pending(*p);  // texts queued while a session was being set up when the last run ended
+    }
     SIM_TRY_STATUS(m_inbox.load(m_state));
     return commit();
 }
@@ -655,6 +658,38 @@ void E2eClient::adopt_session(PeerState& p, const Bytes& identity, e2e::Session 
     p.add_session(std::move(session));
     mark_dirty(p);
     keyed_event(p, suite, first);
+    seal_pending(p);
+}
+
+void E2eClient::seal_pending(PeerState& p) {
+    if (p.sessions.empty() || p.pending_identity) {
+        return;
+    }
+    bool failed = false;
+    m_outbox.rewrite(p.name, [&](std::uint64_t order, const MessageId& id, Bytes& payload) {
+        if (failed || !is_unsealed_text(payload)) {
+            return;
+        }
+        const ByteView text = ByteView(payload).subspan(sizeof(MessageId) + 1);
+        const auto steps_before = p.sessions.front().dh_steps();
+        auto sealed = seal_content(p, E2eContent{ContentKind::text, p.send_seq + 1, id, std::string(text.begin(), text.end())});
+        if (!sealed) {
+            error_event(p.name, sealed.error());
+            failed = true;  // it and the ones behind it stay unsealed (and held): the order is kept
+            return;
+        }
+        ++p.send_seq;
+        if (p.sessions.front().dh_steps() != steps_before) {
+            ratchet_event(p, p.sessions.front().dh_steps(), "sending");
+        }
+        secure_zero(payload.data(), payload.size());
+        payload = std::move(*sealed);
+        // The sealed form replaces the text in the same commit as the ratchet state that made it.
+        m_writes.push_back({key_outbox_entry(order), outbox_record(id, p.name, payload)});
+    });
+    if (!failed) {
+        m_outbox.release(p.name);
+    }
 }
 
 void E2eClient::keyed_event(const PeerState& p, SuiteId suite, bool first_contact) {
@@ -947,11 +982,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
         return Error{Errc::not_authenticated, "log in first"};
     }
     const auto it = m_peers.find(peer);
-    if (it == m_peers.end() || (it->second->sessions.empty() && !it->second->pending_identity)) {
-        return Error{Errc::no_conversation, "no end-to-end session with this peer yet (open it first)"};
-    }
-    auto& p = *it->second;
-    if (p.pending_identity) {
+    if (it != m_peers.end() && it->second->pending_identity) {
         return Error{Errc::identity_changed, "the peer's identity key changed: accept it before sending"};
     }
     // Envelope (17) + ratchet message header (at most 1 + 8 + 73 + 40) + content header (25) + suite overhead.
@@ -959,6 +990,16 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (text.size() + overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
+    if (it == m_peers.end() || it->second->sessions.empty()) {
+        // No session yet (the peer has not published keys, or it was never opened): the text waits in the outbox
+        // and is sealed when the session exists (seal_pending); the client core asks for the peer's keys.
+        const auto id = random_id(m_rng);
+        Bytes body(text.begin(), text.end());
+        auto payload = encode_envelope(Envelope{id, ConversationMode::server_assigned, std::move(body)});
+        SIM_TRY_STATUS(enqueue(id, peer, std::move(payload)));
+        return id;
+    }
+    auto& p = *it->second;
     const auto steps_before = p.sessions.front().dh_steps();
     E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text)};
     SIM_TRY(auto payload, seal_content(p, content));

@@ -113,6 +113,8 @@ private:
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
     void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);
+    /// Texts queued for `p` before there was a session: sealed now, in order, and their stream released.
+    void seal_pending(PeerState& p);
     void keyed_event(const PeerState& p, SuiteId suite, bool first_contact);
     /// A different identity key for `p`: pending until accepted, announced once per new key.
     void note_identity_change(PeerState& p, const Bytes& key);

@@ -135,6 +135,15 @@ void Outbox::release(const std::string& peer) {
     }
 }
 
+void Outbox::rewrite(const std::string& peer,
+                     const std::function<void(std::uint64_t order, const MessageId& id, Bytes& payload)>& f) {
+    if (const auto it = m_streams.find(peer); it != m_streams.end()) {
+        for (auto& [order, e] : it->second.queue) {
+            f(order, e->id, e->payload);
+        }
+    }
+}
+
 std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user, const Seal& seal) {
     std::vector<Frame> out;
     if (m_entries.empty()) {

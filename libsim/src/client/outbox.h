@@ -7,11 +7,14 @@
 // a refusal names the number the server expects, and the stream is sent again from there after a back-off, so a
 // refused message always goes before the ones behind it. A new connection numbers everything again from 1.
 //
-// A payload is what the application's message became when it was sent: an end-to-end envelope (sealed by the Double
-// Ratchet once, sent as is on every attempt), or a server-assigned message kept unsealed (the envelope's id and mode
-// 1, the text as its body) and sealed under the conversation's current key each time it goes out, so that a
-// message sent again after a restart or a new KEYGEN is readable with the key its recipient gets. The caller's `Seal`
-// does that; a stream whose next message cannot be sealed yet (no key) is held until release().
+// A payload is in one of two forms, told apart by the byte after the id (an envelope's mode byte):
+// - an end-to-end envelope (mode 2), sealed by the Double Ratchet once and sent as is on every attempt;
+// - an unsealed text (`unsealed_text`: the envelope's id, mode 1 and the text as its body). In server-assigned mode
+//   it is sealed under the conversation's current key each time it goes out, so that a message sent again after a
+//   restart or a new KEYGEN is readable with the key its recipient gets; to an end-to-end peer without a session it
+//   waits until the session exists and is then sealed once, in the state (rewrite()).
+// The caller's `Seal` turns a payload into what goes on the wire; a stream whose next message cannot be sealed yet
+// (no key) is held until release().
 //
 // Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (the end-to-end client keeps
 // the entries in the client state). Not thread-safe: the client core's lock guards it.
@@ -29,6 +32,12 @@
 #include <vector>
 
 namespace sim::client_detail {
+
+/// The mode byte of an unsealed text payload (see above).
+inline constexpr auto unsealed_text = static_cast<std::uint8_t>(ConversationMode::server_assigned);
+[[nodiscard]] inline bool is_unsealed_text(ByteView payload) {
+    return payload.size() > sizeof(MessageId) && payload[sizeof(MessageId)] == unsealed_text;
+}
 
 class Outbox {
 public:
@@ -63,6 +72,10 @@ public:
     std::vector<Frame> take_due(TimePoint now, const std::string& user, const Seal& seal);
     /// A stream held by `Seal` may go on (its key arrived).
     void release(const std::string& peer);
+    /// Each queued message to `peer`, in send order, with its place: `f` may replace the payload (only while none
+    /// of them is on the wire, e.g. while the stream is held).
+    void rewrite(const std::string& peer,
+                 const std::function<void(std::uint64_t order, const MessageId& id, Bytes& payload)>& f);
     /// When take_due() may have more to give without anything arriving first (pacing, back-off, re-send timer).
     [[nodiscard]] std::optional<TimePoint> next_due(TimePoint now) const;
 

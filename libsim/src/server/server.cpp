@@ -27,6 +27,10 @@ std::string address_only(const std::string& peer) {
     return colon == std::string::npos ? peer : peer.substr(0, colon);
 }
 
+/// Bounds of the in-memory list of who waits for whose prekeys (names that never publish stay until a restart).
+constexpr std::size_t max_prekey_waiters = 1'000;         // per awaited user
+constexpr std::size_t max_prekey_awaited_users = 100'000;  // users awaited at all
+
 store::WallTime system_wall_clock() {
     return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
 }
@@ -47,12 +51,15 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     const Clock& clock;
     Bytes static_public;
     server_detail::Router router;
-    std::shared_ptr<server_detail::GroupCommit> commit;  // null without a message store
+    std::shared_ptr<server_detail::GroupCommit> commit;
     std::shared_ptr<server_detail::Delivery> delivery;   // every message goes through it (mailboxes)
     Bytes limits_payload;                                // the `limits` frame every login gets (6.6)
 
     std::mutex prekey_mutex;
     std::set<std::string> has_prekeys;  // users seen with published prekeys (a cache: prekeys are never unpublished)
+    /// user -> who asked for that user's bundle while there was none: told (KEYGEN) when the user publishes
+    /// prekeys, if online then (docs/protocol.md 6.2). In memory: a client asks again after a reconnect.
+    std::map<std::string, std::set<std::string>> prekey_waiters;
 
     std::atomic<std::size_t> connections{0};
     std::atomic<std::uint64_t> logins_ok{0};
@@ -568,26 +575,49 @@ private:
             return;
         }
         m_core->router.probe(m_user, *peer);
-        auto bundle = m_core->prekeys->take_bundle(*peer);
-        if (!bundle) {
-            m_core->log(LogLevel::error, "prekey bundle not read: " + bundle.error().message());
+        auto keygen = bundle_keygen(m_user, *peer);
+        if (!keygen) {
+            m_core->log(LogLevel::error, "prekey bundle not read: " + keygen.error().message());
             refuse(Errc::storage_error, "prekeys not available, try again later");
             return;
         }
-        if (!bundle->has_value()) {
-            refuse(Errc::no_conversation, "peer has no prekeys");
+        if (!keygen->has_value()) {
+            {
+                const std::lock_guard lock(m_core->prekey_mutex);
+                auto& all = m_core->prekey_waiters;
+                if (all.contains(*peer) || all.size() < max_prekey_awaited_users) {
+                    auto& waiters = all[*peer];
+                    if (waiters.size() < max_prekey_waiters) {
+                        waiters.insert(m_user);
+                    }
+                }
+            }
+            auto f = make_error_frame(Errc::no_conversation, "peer has no prekeys yet: its keys follow when it has");
+            f.destination = *peer;
+            send(f);
             return;
         }
-        const bool used_opk = (*bundle)->one_time_prekey_id.has_value();
+        send(**keygen);
+    }
+
+    /// KEYGEN mode 2 for `to` with one of `peer`'s bundles (a one-time prekey is used up), or nullopt when `peer`
+    /// has published none. Errc::storage_error.
+    Result<std::optional<Frame>> bundle_keygen(const std::string& to, const std::string& peer) {
+        SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer));
+        if (!bundle) {
+            return std::optional<Frame>{};
+        }
+        const bool used_opk = bundle->one_time_prekey_id.has_value();
         KeyAssignment k;
         k.mode = ConversationMode::end_to_end;
         k.suite = m_core->config.conversation_policy.preference().front();
-        k.peer = *peer;
-        k.bundle = std::move(**bundle);
-        send(Frame{FrameType::keygen, keygen_sid, std::string(server_name), m_user, encode_key_assignment(k)});
+        k.peer = peer;
+        k.bundle = std::move(*bundle);
         if (used_opk) {
-            ask_for_prekeys_if_low(*peer);
+            ask_for_prekeys_if_low(peer);
         }
+        return std::optional<Frame>{
+            Frame{FrameType::keygen, keygen_sid, std::string(server_name), to, encode_key_assignment(k)}};
     }
 
     /// Server-assigned mode after a restart: conversations with messages stored for `recipient` (from `sender`, or
@@ -652,8 +682,29 @@ private:
             refuse(st.code(), st.error().detail);
             return;
         }
-        const std::lock_guard lock(m_core->prekey_mutex);
-        m_core->has_prekeys.insert(m_user);
+        std::set<std::string> waiters;
+        {
+            const std::lock_guard lock(m_core->prekey_mutex);
+            m_core->has_prekeys.insert(m_user);
+            if (const auto it = m_core->prekey_waiters.find(m_user); it != m_core->prekey_waiters.end()) {
+                waiters = std::move(it->second);
+                m_core->prekey_waiters.erase(it);
+            }
+        }
+        for (const auto& waiter : waiters) {
+            tell_waiter(waiter);
+        }
+    }
+
+    /// `waiter` asked for the current user while they had no prekeys: its KEYGEN, if it is online.
+    void tell_waiter(const std::string& waiter) {
+        const auto conn = m_core->router.find_online(waiter);
+        if (!conn) {
+            return;  // it asks again at its next login (its outbox is held for want of a key)
+        }
+        if (auto keygen = bundle_keygen(waiter, m_user); keygen && *keygen) {
+            conn->deliver(**keygen);
+        }
     }
 
     void handle_ack(const Frame& frame) {
