@@ -4,11 +4,12 @@
 
 namespace sim::server_detail {
 
-Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, Limits limits,
-                   WallClock wall, Log log, FreeSpace free_space)
+Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
+                   Limits limits, WallClock wall, Log log, FreeSpace free_space)
     : m_store(store),
       m_commit(std::move(commit)),
       m_router(router),
+      m_bus(bus),
       m_limits(limits),
       m_wall(std::move(wall)),
       m_log(std::move(log)),
@@ -132,8 +133,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     };
     SIM_TRY(Box* const box, box_locked(to));
     if (box->backlog.messages == 0) {
-        if (const auto peer = m_router.find_online(to)) {
-            peer->deliver(frame);
+        if (m_bus.deliver(to, frame)) {
             m_router.count_routed();
             m_streams.accepted(k, origin.seq, false);
             forget_if_idle_locked(to);
@@ -197,9 +197,8 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
     } else if (!r) {
         m_log(LogLevel::error, "offline message not stored: " + r.error().message());
         if (origin.seq == 0) {
-            if (const auto sender = m_router.find_online(origin.from)) {
-                sender->deliver(make_error_frame(Errc::storage_error, "message not stored, send it again later"));
-            }
+            (void)m_bus.deliver(origin.from,
+                                make_error_frame(Errc::storage_error, "message not stored, send it again later"));
         } else if (const auto sender = origin.sender.lock(); sender && m_streams.next(k) == origin.seq) {
             // One refusal per failed run of the stream: the first (lowest) number; the client sends again from it.
             const Refusal refusal{to, id, Errc::storage_error, origin.seq};
@@ -220,7 +219,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
 }
 
 void Delivery::pump_locked(const std::string& user, Box& box) {
-    const auto peer = m_router.find_online(user);
+    const auto peer = m_bus.local(user);
     if (!peer || peer.get() != box.peer) {
         return;
     }
@@ -372,17 +371,15 @@ void Delivery::forget_if_idle_locked(const std::string& user) {
 
 void Delivery::send_receipt(const std::string& sender, const std::string& peer, ReceiptStatus status,
                             const std::vector<MessageId>& ids) {
-    const auto conn = m_router.find_online(sender);
-    if (!conn) {
-        return;
-    }
     for (std::size_t i = 0; i < ids.size(); i += max_ids_per_frame) {
         Receipt r;
         r.peer = peer;
         r.ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(i),
                      ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + max_ids_per_frame)));
-        conn->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(status), std::string(server_name), sender,
-                            encode_receipt(r)});
+        if (!m_bus.deliver(sender, Frame{FrameType::receipt, static_cast<std::uint32_t>(status),
+                                         std::string(server_name), sender, encode_receipt(r)})) {
+            return;  // offline: a receipt is not stored (the sender's outbox sends the message again)
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 // commit and the sender gets `receipt stored` once it is durable. A recipient who logs in gets its stored
 // messages in store order, at most `window` unacknowledged at a time; an `ack` deletes them and tells the sender
 // (`receipt delivered`). When a served recipient has nothing stored any more, the router hears of it (`drained`:
-// server-assigned conversations kept only for that delivery end). Thread-safe; lock order: connection receive lock ->
-// delivery lock -> router lock -> connection send lock. The router never calls in here.
+// server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
+// Thread-safe; lock order: connection receive lock -> delivery lock -> router lock -> bus lock -> connection send
+// lock. The router never calls in here.
 
 #include "group_commit.h"
 #include "router.h"
@@ -41,8 +42,8 @@ public:
     /// Bytes free on the file system the store writes to; nullopt when unknown (then only the byte caps apply).
     using FreeSpace = std::function<std::optional<std::uint64_t>()>;
 
-    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, Limits limits,
-             WallClock wall, Log log, FreeSpace free_space = {});
+    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
+             Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
 
     /// Where a message comes from: the sender, its connection, and the message's number in its stream (the frame's
     /// sid; 0 = unsequenced). See stream_order.h.
@@ -119,6 +120,7 @@ private:
     store::MessageStore& m_store;
     std::shared_ptr<GroupCommit> m_commit;
     Router& m_router;
+    RoutingBus& m_bus;
     Limits m_limits;
     WallClock m_wall;
     Log m_log;

@@ -8,9 +8,10 @@
 
 namespace sim::server_detail {
 
-Router::Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-               Log log)
-    : m_policy(conversation_policy),
+Router::Router(RoutingBus& bus, const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng,
+               WallClock wall, Log log)
+    : m_bus(bus),
+      m_policy(conversation_policy),
       m_vault(vault),
       m_rng(rng),
       m_wall(std::move(wall)),
@@ -71,32 +72,17 @@ Router::Pair Router::make_pair(const std::string& a, const std::string& b) {
     return a < b ? Pair{a, b} : Pair{b, a};
 }
 
-std::shared_ptr<Peer> Router::online_locked(const std::string& user) {
-    const auto it = m_online.find(user);
-    if (it == m_online.end()) {
-        return nullptr;
-    }
-    auto peer = it->second.lock();
-    if (!peer) {
-        m_online.erase(it);  // the connection is gone without having said so
-    }
-    return peer;
-}
-
 void Router::ack_locked(const std::string& user, AckStage stage, const std::string& peer) {
-    if (auto conn = online_locked(user)) {
-        conn->deliver(Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
-                                  user, to_bytes(as_bytes(peer))});
-    }
+    (void)m_bus.deliver(user, Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
+                                    user, to_bytes(as_bytes(peer))});
 }
 
 void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
     const std::lock_guard lock(m_mutex);
     // One connection per user: the newer login wins. The old connection's conversations end when it closes.
-    if (auto old = online_locked(user)) {
+    if (const auto old = m_bus.attach(user, peer)) {
         old->kick(Errc::closed, "logged in from another connection");
     }
-    m_online[user] = peer;
     // Conversations keyed while `user` was offline: the KEYGEN comes first, before any stored message (the caller
     // starts the delivery after this returns, and direct delivery finds `user` online only after this lock).
     if (const auto idx = m_offline_for.find(user); idx != m_offline_for.end()) {
@@ -165,26 +151,20 @@ void Router::unindex_locked(const std::string& user, const Pair& pair) {
 }
 
 void Router::send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key) {
-    const auto conn = online_locked(user);
-    if (!conn) {
-        return;
-    }
     KeyAssignment assignment;
     assignment.suite = suite;
     assignment.peer = peer;
     assignment.key = to_bytes<SecureBytes>(key);
     auto payload = encode_key_assignment(assignment);
-    conn->deliver(Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
+    (void)m_bus.deliver(user, Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
     secure_zero(payload.data(), payload.size());
 }
 
 void Router::disconnect(const std::string& user, const Peer* peer) {
     const std::lock_guard lock(m_mutex);
-    const auto it = m_online.find(user);
-    if (it == m_online.end() || it->second.lock().get() != peer) {
+    if (!m_bus.detach(user, peer)) {
         return;  // a newer connection of the same user took over
     }
-    m_online.erase(it);
     m_waiting.erase(user);
     std::vector<Pair> ended;
     for (const auto& [pair, conv] : m_conversations) {
@@ -244,7 +224,7 @@ Status Router::admit(const std::string& from, const std::string& to) {
 void Router::drained(const std::string& user) {
     const std::lock_guard lock(m_mutex);
     const auto idx = m_offline_for.find(user);
-    if (idx == m_offline_for.end() || !online_locked(user)) {
+    if (idx == m_offline_for.end() || !m_bus.attached(user)) {
         return;
     }
     const auto pairs = idx->second;
@@ -262,7 +242,7 @@ void Router::drained(const std::string& user) {
         end_conversation_locked(pair, leaver);
         // The leaver asked for the peer again meanwhile: a new conversation, with a new key.
         const auto w = m_waiting.find(leaver);
-        if (w != m_waiting.end() && w->second.count(user) != 0 && online_locked(leaver)) {
+        if (w != m_waiting.end() && w->second.count(user) != 0 && m_bus.attached(leaver)) {
             w->second.erase(user);
             if (w->second.empty()) {
                 m_waiting.erase(w);
@@ -283,7 +263,7 @@ void Router::open(const std::string& from, const std::string& to) {
         ack_locked(from, AckStage::destination_offline, to);
         return;
     }
-    if (online_locked(to)) {
+    if (m_bus.attached(to)) {
         ack_locked(from, AckStage::destination_online, to);
         // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
         // waiting): a second KEYGEN would race with messages sealed under the first.
@@ -303,7 +283,7 @@ void Router::open(const std::string& from, const std::string& to) {
 
 void Router::probe(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
-    ack_locked(from, online_locked(to) ? AckStage::destination_online : AckStage::destination_offline, to);
+    ack_locked(from, m_bus.attached(to) ? AckStage::destination_online : AckStage::destination_offline, to);
 }
 
 void Router::assign_key_locked(const std::string& a, const std::string& b) {
@@ -316,7 +296,7 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     conv.suite = suite;
     conv.in_vault = vault_put_locked(pair, assignment.key);
     for (const auto& [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
-        if (!online_locked(user)) {
+        if (!m_bus.attached(user)) {
             conv.unkeyed = user;  // KEYGEN at its login (open() keys only with `a` online)
             conv.key = to_bytes<SecureBytes>(assignment.key);
             m_offline_for[user].insert(pair);
@@ -337,9 +317,7 @@ void Router::end_conversation_locked(const Pair& pair, const std::string& leaver
         (void)m_vault->remove(pair.first, pair.second);
     }
     const std::string& other = pair.first == leaver ? pair.second : pair.first;
-    if (const auto conn = online_locked(other)) {
-        conn->deliver(Frame{FrameType::close, 0, leaver, other, {}});
-    }
+    (void)m_bus.deliver(other, Frame{FrameType::close, 0, leaver, other, {}});
 }
 
 void Router::leave(const std::string& from, const std::string& to) {
@@ -352,29 +330,22 @@ void Router::leave(const std::string& from, const std::string& to) {
 }
 
 void Router::shutdown() {
-    std::unordered_map<std::string, std::weak_ptr<Peer>> online;
+    std::vector<std::shared_ptr<Peer>> online;
     {
         const std::lock_guard lock(m_mutex);
-        online.swap(m_online);
+        online = m_bus.detach_all();
         m_waiting.clear();
         m_conversations.clear();
         m_offline_for.clear();
     }
-    for (auto& [user, weak] : online) {
-        if (auto peer = weak.lock()) {
-            peer->kick(Errc::closed, "server shutting down");
-        }
+    for (const auto& peer : online) {
+        peer->kick(Errc::closed, "server shutting down");
     }
 }
 
 void Router::count_routed() {
     const std::lock_guard lock(m_mutex);
     ++m_routed;
-}
-
-std::shared_ptr<Peer> Router::find_online(const std::string& user) {
-    const std::lock_guard lock(m_mutex);
-    return online_locked(user);
 }
 
 void Router::count_refused() {
@@ -385,7 +356,7 @@ void Router::count_refused() {
 ServerStats Router::stats() const {
     const std::lock_guard lock(m_mutex);
     ServerStats s;
-    s.online_users = m_online.size();
+    s.online_users = m_bus.attached_here().size();
     s.conversations = m_conversations.size();
     for (const auto& [user, peers] : m_waiting) {
         s.waiting += peers.size();
@@ -393,20 +364,6 @@ ServerStats Router::stats() const {
     s.messages_routed = m_routed;
     s.messages_refused = m_refused;
     return s;
-}
-
-std::vector<std::string> Router::online_users() const {
-    std::vector<std::string> users;
-    {
-        const std::lock_guard lock(m_mutex);
-        for (const auto& [user, peer] : m_online) {
-            if (!peer.expired()) {
-                users.push_back(user);
-            }
-        }
-    }
-    std::sort(users.begin(), users.end());
-    return users;
 }
 
 }  // namespace sim::server_detail

@@ -1,13 +1,16 @@
 #pragma once
 // Private: presence, waiting users and conversations of the server core; the seed's connection list
-// (Alice, Bob, False/True). Thread-safe; lock order: a connection's receive lock -> the router lock -> a
-// connection's send lock (Peer::deliver). The router never takes a connection's receive lock.
+// (Alice, Bob, False/True). Who is online, and the way to their connections, is the routing bus's (routing.h).
+// Thread-safe; lock order: a connection's receive lock -> the router lock -> the bus's lock -> a connection's send
+// lock (Peer::deliver). The router never takes a connection's receive lock.
 
 #include <sim/auth.h>
 #include <sim/frame.h>
 #include <sim/rng.h>
 #include <sim/server.h>
 #include <sim/suite.h>
+
+#include "routing.h"
 
 #include <functional>
 #include <map>
@@ -21,24 +24,14 @@
 
 namespace sim::server_detail {
 
-/// A logged-in connection as the router sees it.
-class Peer {
-public:
-    virtual ~Peer() = default;
-    /// Seal and queue an inner frame to this connection (takes only the connection's send lock).
-    virtual void deliver(const Frame& frame) = 0;
-    /// Send an error frame and close the connection.
-    virtual void kick(Errc code, std::string_view detail) = 0;
-};
-
 class Router {
 public:
     using Log = std::function<void(LogLevel, std::string_view)>;
     using WallClock = std::function<store::WallTime()>;
     /// Messages for offline users are stored, so a server-assigned conversation with an offline destination is
     /// keyed at once (docs/protocol.md 6.7).
-    Router(const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng, WallClock wall,
-           Log log);
+    Router(RoutingBus& bus, const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng,
+           WallClock wall, Log log);
 
     /// `user` is online on `peer`; an earlier connection of the same user is closed. Conversations keyed while
     /// `user` was offline get their KEYGEN now (before the caller delivers stored messages). Users waiting for
@@ -73,11 +66,7 @@ public:
 
     void count_refused();
     void count_routed();
-    /// The user's connection, or null when offline.
-    std::shared_ptr<Peer> find_online(const std::string& user);
     [[nodiscard]] ServerStats stats() const;
-    /// The users whose connection is still alive, sorted.
-    [[nodiscard]] std::vector<std::string> online_users() const;
 
 private:
     using Pair = std::pair<std::string, std::string>;  // sorted
@@ -104,6 +93,7 @@ private:
     void unindex_locked(const std::string& user, const Pair& pair);
     void ack_locked(const std::string& user, AckStage stage, const std::string& peer);
 
+    RoutingBus& m_bus;
     SuitePolicy m_policy;
     auth::ConversationKeyVault* m_vault;
     Rng& m_rng;
@@ -111,11 +101,6 @@ private:
     Log m_log;
 
     mutable std::mutex m_mutex;
-    /// The connection of a user who is online, or null. Entries are weak: connections own the core (through
-    /// their handlers), so strong references here would make a cycle.
-    std::shared_ptr<Peer> online_locked(const std::string& user);
-
-    std::unordered_map<std::string, std::weak_ptr<Peer>> m_online;
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
     std::map<Pair, Conversation> m_conversations;            // pairs that have a key (the seed's True)
     std::map<std::string, std::set<Pair>> m_offline_for;     // user -> pairs keyed while they were offline

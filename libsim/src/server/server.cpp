@@ -50,6 +50,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     Rng& rng;
     const Clock& clock;
     Bytes static_public;
+    std::unique_ptr<server_detail::RoutingBus> bus = server_detail::make_local_bus();
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;
     std::shared_ptr<server_detail::Delivery> delivery;   // every message goes through it (mailboxes)
@@ -69,12 +70,12 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
         : config(std::move(c)), authenticator(a), tokens(t), vault(v), prekeys(p), messages(m), workers(w), rng(r),
-          clock(cl), router(config.conversation_policy, v, r, [this] { return wall_now(); },
+          clock(cl), router(*bus, config.conversation_policy, v, r, [this] { return wall_now(); },
                             [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
         delivery = std::make_shared<server_detail::Delivery>(
-            *messages, commit, router,
+            *messages, commit, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
                                             config.max_sender_bytes, config.max_store_bytes, config.min_free_bytes,
                                             config.delivery_window},
@@ -650,9 +651,8 @@ private:
         if (!st || st->one_time_count >= prekey_low_water) {
             return;
         }
-        if (const auto conn = m_core->router.find_online(user)) {
-            conn->deliver(Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
-        }
+        (void)m_core->bus->deliver(user,
+                                   Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
     }
 
     void handle_prekeys(const Frame& frame) {
@@ -698,12 +698,11 @@ private:
 
     /// `waiter` asked for the current user while they had no prekeys: its KEYGEN, if it is online.
     void tell_waiter(const std::string& waiter) {
-        const auto conn = m_core->router.find_online(waiter);
-        if (!conn) {
+        if (!m_core->bus->attached(waiter)) {
             return;  // it asks again at its next login (its outbox is held for want of a key)
         }
         if (auto keygen = bundle_keygen(waiter, m_user); keygen && *keygen) {
-            conn->deliver(**keygen);
+            (void)m_core->bus->deliver(waiter, **keygen);
         }
     }
 
@@ -944,12 +943,12 @@ ServerStats ServerCore::stats() const {
     return s;
 }
 
-std::vector<std::string> ServerCore::online_users() const { return m_impl->router.online_users(); }
+std::vector<std::string> ServerCore::online_users() const { return m_impl->bus->attached_here(); }
 
 void ServerCore::shutdown() { m_impl->router.shutdown(); }
 
 bool ServerCore::end_sessions(const std::string& user) {
-    const auto peer = m_impl->router.find_online(user);
+    const auto peer = m_impl->bus->local(user);
     if (!peer) {
         return false;
     }
