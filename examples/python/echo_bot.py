@@ -11,13 +11,15 @@ import argparse
 import getpass
 import os
 import sys
+from typing import Any
 
 import libsim
 from libsim import EventKind
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description: str) -> tuple[argparse.Namespace, str, dict[str, str]]:
+    """The command line (also async_echo_bot.py's): the options, the password, the Client options of the state."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7878)
     parser.add_argument("--user", default="echo")
@@ -27,6 +29,22 @@ def main() -> int:
     args = parser.parse_args()
     password = os.environ.get("SIM_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
     state = {"state_file": args.state_file, "state_password": password} if args.state_file else {}
+    return args, password, state
+
+
+def announce(bot: Any, event: libsim.Event, accept_changed_keys: bool) -> None:
+    """Say when a conversation starts or a peer's key changes (accepting the key if asked to); `bot` is a Client or
+    a libsim.aio.AsyncClient."""
+    if event.kind == EventKind.KEY_ASSIGNED:
+        print(f"talking to {event.peer}", flush=True)
+    elif event.kind == EventKind.IDENTITY_CHANGED:
+        print(f"identity key of {event.peer} changed", flush=True)
+        if accept_changed_keys:
+            bot.accept_identity(event.peer)
+
+
+def main() -> int:
+    args, password, state = parse_args(__doc__)
 
     echoed = 0
     try:
@@ -34,13 +52,8 @@ def main() -> int:
             bot.login(args.user, password)
             print(f"{args.user} is online", flush=True)
             for event in bot:
-                if event.kind == EventKind.KEY_ASSIGNED:
-                    print(f"talking to {event.peer}", flush=True)
-                elif event.kind == EventKind.IDENTITY_CHANGED:
-                    print(f"identity key of {event.peer} changed", flush=True)
-                    if args.accept_changed_keys:
-                        bot.accept_identity(event.peer)
-                elif event.kind == EventKind.MESSAGE:
+                announce(bot, event, args.accept_changed_keys)
+                if event.kind == EventKind.MESSAGE:
                     bot.send(event.peer, event.text)
                     echoed += 1
                     if echoed == args.max_messages:

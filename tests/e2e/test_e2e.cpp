@@ -1325,3 +1325,39 @@ TEST_CASE("a client restarted between receiving a message and acknowledging it g
     }
     CHECK(simd.stop() == 0);
 }
+
+TEST_CASE("set_event_notifier: called for queued events (the closed one too), never once cleared") {
+    Simd simd;
+    auto client = connect(simd.port());
+    std::atomic<int> calls{0};
+    client->set_event_notifier([&calls] { ++calls; });
+    REQUIRE(client->login("alice", "alice password 1"));
+    CHECK(calls.load() >= 1);  // authenticated, which login() took
+    const auto probed = [&client] {
+        REQUIRE(client->core().probe("nobody"));
+        REQUIRE(client->wait_for(sim::ClientEventKind::waiting, "nobody", 5s));
+    };
+    int before = calls.load();
+    probed();
+    CHECK(calls.load() > before);
+
+    client->set_event_notifier({});
+    before = calls.load();
+    probed();
+    CHECK(calls.load() == before);
+
+    client->set_event_notifier([&calls] { ++calls; });
+    before = calls.load();
+    CHECK(simd.stop() == 0);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!client->closed() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(client->closed());
+    CHECK(calls.load() > before);  // the closed event was announced before closed() turned true
+    auto last = client->receive(sim::Duration::zero());
+    while (last && last->kind != sim::ClientEventKind::closed) {
+        last = client->receive(sim::Duration::zero());
+    }
+    CHECK(last);  // and it can be taken without waiting
+}

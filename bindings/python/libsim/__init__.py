@@ -2,7 +2,7 @@
 
 The package wraps the C++ library: the frame codec (:mod:`libsim.frame`), cipher suites and record sessions
 (:mod:`libsim.session`), the Noise handshake (:mod:`libsim.noise`) and libsim's channel handshake built on it
-(:mod:`libsim.channel`), the networked client (:mod:`libsim.client`),
+(:mod:`libsim.channel`), the networked client (:mod:`libsim.client`; for asyncio ``import libsim.aio``),
 and a helper that runs a real ``simd`` for tests (:mod:`libsim.server`, fixtures in :mod:`libsim.pytest_plugin`).
 Errors are the exceptions in :mod:`libsim.errors`. Bytes are ``bytes``, text is ``str``. Blocking calls and
 cryptography release the GIL.

@@ -8,6 +8,9 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -182,6 +185,10 @@ public:
         if (m_client) {
             const py::gil_scoped_release nogil;
             m_client->close();
+            m_client->set_event_notifier({});
+        }
+        if (m_event_fd >= 0) {
+            ::close(m_event_fd);
         }
     }
     PyClient(const PyClient&) = delete;
@@ -199,6 +206,13 @@ public:
     void register_user(const Text& user, const Text& password, double timeout) {
         const auto t = seconds_to_duration(timeout, "timeout");
         check(with_core([&](sim::Client& c) { return c.register_user(user.value, password.value, t); }));
+    }
+    /// Send the login (or registration) and return at once; the AUTHENTICATED or ERROR event is the answer.
+    void start_login(sim::CredentialKind kind, const std::string& user, sim::ByteView secret,
+                     const std::string& destination) {
+        check(with_core([&](sim::Client& c) {
+            return c.core().login(user, sim::Credentials{kind, sim::to_bytes<sim::SecureBytes>(secret)}, destination);
+        }));
     }
     void open(const Text& peer) {
         check(with_core([&](sim::Client& c) { return c.open(peer.value); }));
@@ -272,6 +286,42 @@ public:
         }
     }
 
+    /// An eventfd that becomes readable when events are queued, created on first use (an event loop watches it,
+    /// then calls take_events()). It stays open while the Client object lives, also after close().
+    int event_fd() {
+        auto& c = client();
+        if (m_event_fd < 0) {
+            const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            if (fd < 0) {
+                raise(sim::Error{sim::Errc::io_error, "eventfd failed"});
+            }
+            m_event_fd = fd;
+            c.set_event_notifier([fd] {
+                const std::uint64_t one = 1;
+                // Fails only when the counter would overflow, and then the fd is readable anyway.
+                [[maybe_unused]] const auto written = ::write(fd, &one, sizeof one);
+            });
+        }
+        return m_event_fd;
+    }
+
+    /// Every queued event, without waiting. Resets event_fd() first, so an event queued meanwhile makes it readable
+    /// again rather than being missed.
+    std::vector<ClientEvent> take_events() {
+        auto& c = client();
+        return nogil([&] {
+            if (m_event_fd >= 0) {
+                std::uint64_t count = 0;
+                [[maybe_unused]] const auto got = ::read(m_event_fd, &count, sizeof count);  // EAGAIN: nothing new
+            }
+            std::vector<ClientEvent> out;
+            for (auto e = c.receive(sim::Duration::zero()); e; e = c.receive(sim::Duration::zero())) {
+                out.push_back(std::move(e).value());
+            }
+            return out;
+        });
+    }
+
     /// Stop the transport, then release the state file (so that it can be opened again at once), waiting for
     /// calls that use it to finish.
     void close() {
@@ -318,6 +368,7 @@ private:
     std::shared_mutex m_state_mutex;
     std::unique_ptr<sim::Client> m_client;
     std::atomic<bool> m_closed{false};
+    int m_event_fd = -1;
 };
 
 /// Iterator over a client's events: stops when `timeout` passes without an event, or when the connection is gone.
@@ -480,6 +531,28 @@ void register_client(py::module_& m) {
              py::arg("destination") = Text{}, py::kw_only(), py::arg("timeout") = 30.0)
         .def("register", &PyClient::register_user, py::arg("user"), py::arg("password"), py::kw_only(),
              py::arg("timeout") = 30.0, "Explicit registration (servers with the explicit policy).")
+        .def(
+            "start_login",
+            [](PyClient& c, const Text& user, const Text& password, const Text& destination) {
+                c.start_login(sim::CredentialKind::password, user.value, sim::as_bytes(password.value),
+                              destination.value);
+            },
+            py::arg("user"), py::arg("password"), py::arg("destination") = Text{},
+            "login() without the wait, for event loops: the answer is an AUTHENTICATED event, or an ERROR event "
+            "(AUTH_REJECTED...). Raises StateError when already logged in.")
+        .def(
+            "start_login_with_token",
+            [](PyClient& c, const Text& user, const SecretBlob& token, const Text& destination) {
+                c.start_login(sim::CredentialKind::token, user.value, token.value, destination.value);
+            },
+            py::arg("user"), py::arg("token"), py::arg("destination") = Text{},
+            "login_with_token() without the wait (see start_login).")
+        .def(
+            "start_register",
+            [](PyClient& c, const Text& user, const Text& password) {
+                c.start_login(sim::CredentialKind::register_password, user.value, sim::as_bytes(password.value), {});
+            },
+            py::arg("user"), py::arg("password"), "register() without the wait (see start_login).")
         .def("open", &PyClient::open, py::arg("peer"), "Start a conversation with `peer`.")
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
              "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). Raises "
@@ -564,6 +637,13 @@ void register_client(py::module_& m) {
                 return py::make_tuple(to_py_bytes(t.token), t.expires_unix_ms);
             },
             "(token, expires_unix_ms) issued at the last password login, or None. The token is a secret.")
+        .def_property_readonly("event_fd", &PyClient::event_fd,
+                               "A file descriptor that becomes readable when events are queued (created on first "
+                               "use; for event loops such as libsim.aio): watch it, then call take_events(). Raises "
+                               "ClosedError after close().")
+        .def("take_events", &PyClient::take_events,
+             "Every queued event (a list, maybe empty), without waiting; makes event_fd unreadable until the next "
+             "event. Raises ClosedError after close().")
         .def_property_readonly("closed", &PyClient::closed)
         .def("close", &PyClient::close, "Close the connection (idempotent); later calls raise ClosedError.")
         .def("__enter__", [](py::object self) { return self; })

@@ -47,7 +47,7 @@ def main() -> int:
         libdir = destdir / args.lib_dir.lstrip("/")
         package = site / "libsim"
         expected = ["__init__.py", "_libsim.pyi", "py.typed", "channel.py", "client.py", "errors.py", "frame.py",
-                    "noise.py", "pytest_plugin.py", "server.py", "session.py"]
+                    "noise.py", "pytest_plugin.py", "server.py", "session.py", "aio.py"]
         missing = [name for name in expected if not (package / name).exists()]
         extensions = list(package.glob("_libsim*.so"))
         if missing or not extensions:

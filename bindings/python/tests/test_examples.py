@@ -1,4 +1,5 @@
-"""Smoke tests of examples/python/: the chat script talks to the echo bot through a real simd."""
+"""Smoke tests of examples/python/: the chat script talks to the echo bot (blocking, and on asyncio) through a real
+simd."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def run_env(password: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("script", ["chat.py", "echo_bot.py"])
+@pytest.mark.parametrize("script", ["chat.py", "echo_bot.py", "async_echo_bot.py"])
 def test_help(script: str) -> None:
     result = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True,
                             timeout=60)
@@ -30,10 +31,11 @@ def test_help(script: str) -> None:
     assert "usage:" in result.stdout
 
 
-def test_chat_with_the_echo_bot(sim_server: libsim.Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bot_script", ["echo_bot.py", "async_echo_bot.py"])
+def test_chat_with_the_echo_bot(sim_server: libsim.Server, tmp_path: Path, bot_script: str) -> None:
     port = str(sim_server.port)
     bot = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "echo_bot.py"), "--port", port, "--user", "echo", "--max-messages", "2",
+        [sys.executable, str(EXAMPLES / bot_script), "--port", port, "--user", "echo", "--max-messages", "2",
          "--state-file", str(tmp_path / "echo.db")],
         env=run_env("bot password"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

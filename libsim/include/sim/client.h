@@ -257,6 +257,11 @@ public:
     Result<ClientEvent> receive(Duration timeout);
     /// Wait for an event of `kind` (from `peer`, when not empty), keeping the others queued in order.
     Result<ClientEvent> wait_for(ClientEventKind kind, std::string_view peer, Duration timeout);
+    /// `notify` is called each time an event is queued (also the `closed` one), from the thread that queued it and
+    /// under the queue's lock: it must not block and must not call into the client (e.g. write to an eventfd or a
+    /// pipe that an event loop watches, then take the events with receive(Duration::zero())). An empty function
+    /// removes it; once set_event_notifier returns, the previous one is no longer called.
+    void set_event_notifier(std::function<void()> notify);
 
     ClientCore& core() noexcept;
     /// The server fingerprint seen in the handshake.

@@ -24,6 +24,7 @@ struct Client::Impl {
     bool closed = false;
     bool overflow_reported = false;
     std::optional<ClientEvent> overflow_note;  // handed out before any queued event
+    std::function<void()> notifier;            // set_event_notifier(); called under `mutex`
 
     std::thread ticker;
     bool stop_ticker = false;
@@ -69,6 +70,9 @@ struct Client::Impl {
                 }
             } else if (events.size() < max_events / 2) {
                 overflow_reported = false;
+            }
+            if (notifier) {
+                notifier();
             }
         }
         cv.notify_all();
@@ -254,6 +258,11 @@ Result<ClientEvent> Client::receive(Duration timeout) {
 Result<ClientEvent> Client::wait_for(ClientEventKind kind, std::string_view peer, Duration timeout) {
     return m_impl->take(
         [kind, peer](const ClientEvent& e) { return e.kind == kind && (peer.empty() || e.peer == peer); }, timeout);
+}
+
+void Client::set_event_notifier(std::function<void()> notify) {
+    const std::lock_guard lock(m_impl->mutex);
+    m_impl->notifier = std::move(notify);
 }
 
 ClientCore& Client::core() noexcept {
