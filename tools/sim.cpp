@@ -111,12 +111,15 @@ int usage_error(const std::string& message) { return sim::tools::usage_error("si
 
 int failure(const std::string& message) { return sim::tools::failure("sim", message); }
 
+/// The text for the user: the detail Session gives its errors, else the generic description.
+std::string user_message(const sim::Error& e) { return e.detail.empty() ? e.message() : e.detail; }
+
 /// A failed Session::open: a missing password source is a usage error (2), the rest failures (1).
 int open_failed(const sim::Error& e) {
     if (e.code == sim::Errc::invalid_argument) {
         return usage_error(e.detail);
     }
-    return failure(e.detail.empty() ? e.message() : e.detail);
+    return failure(user_message(e));
 }
 
 std::int64_t now_unix_ms() {
@@ -286,7 +289,12 @@ enum class Purpose {
 
 class Session {
 public:
-    explicit Session(const Settings& s) : m_s(s), m_state(s.state_file) {}
+    /// `keep_password`: open() keeps the password in memory (wiped by the destructor) for reconnect().
+    explicit Session(const Settings& s, bool keep_password = false)
+        : m_s(s), m_state(s.state_file), m_keep_password(keep_password) {}
+    ~Session() { sim::tools::wipe(m_password); }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
     /// Connect, pin or check the server key, and log in. A state file this call created is removed again when the
     /// login fails (a mistyped first password must not seal the state). Errors carry a message for the user.
@@ -326,47 +334,13 @@ public:
             sim::tools::wipe(*password);
             return keys_error(path, keys.error(), user);
         }
-        if (purpose == Purpose::login && m_s.use_session) {
-            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
-            if (!stored) {
-                print_line(stderr, "sim: warning: " + stored.error().message());
-            } else if (stored->has_value()) {
-                auto c = connect(**keys);
-                if (!c) {
-                    sim::tools::wipe(*password);
-                    return c.error();
-                }
-                auto st = c->client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
-                if (st) {
-                    sim::tools::wipe(*password);
-                    c->user = c->client->core().user();
-                    c->keys = std::move(*keys);
-                    return c;
-                }
-                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
-                    sim::tools::wipe(*password);
-                    return login_error(st.error());
-                }
-                c->client->close();
-                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
-                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
-            }
-        }
-        auto c = connect(**keys);
-        if (!c) {
-            sim::tools::wipe(*password);
-            return c.error();
-        }
-        auto st = register_account ? c->client->register_user(user, *password, m_s.wait_limit())
-                                   : c->client->login(user, *password, destination, m_s.wait_limit());
-        if (st && purpose == Purpose::rekey) {
-            st = (*keys)->change_password(*password);
+        auto c = log_in(**keys, user, *password, destination, purpose);
+        if (c && m_keep_password) {
+            m_password = *password;  // a copy: a moved-from short string may keep its bytes where wipe cannot see
         }
         sim::tools::wipe(*password);
-        if (!st) {
+        if (!c) {
             const bool fresh = (*keys)->created();
-            c->client->close();
-            c->client.reset();
             keys->reset();
             if (fresh) {
                 std::error_code ec;
@@ -374,15 +348,59 @@ public:
                     std::filesystem::remove(path + suffix, ec);
                 }
             }
+            return c.error();
+        }
+        c->keys = std::move(*keys);
+        return c;
+    }
+
+    /// A new connection for `c` after its connection was lost, logged in as before: with the stored session token
+    /// when there is one, else with the password open() kept. Never prompts. Errors as for open().
+    sim::Result<std::unique_ptr<sim::Client>> reconnect(const Connection& c) {
+        SIM_TRY(auto fresh, log_in(*c.keys, c.user, m_password, {}, Purpose::login));
+        return std::move(fresh.client);
+    }
+
+private:
+    /// Log in on a new connection whose core uses `keys`: a stored token first (Purpose::login), then `password`;
+    /// a new token is stored. The result has no `keys`.
+    sim::Result<Connection> log_in(sim::ClientState& keys, const std::string& user, const std::string& password,
+                                   const std::string& destination, Purpose purpose) {
+        if (purpose == Purpose::login && m_s.use_session) {
+            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
+            if (!stored) {
+                print_line(stderr, "sim: warning: " + stored.error().message());
+            } else if (stored->has_value()) {
+                SIM_TRY(auto c, connect(keys));
+                auto st = c.client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
+                if (st) {
+                    c.user = c.client->core().user();
+                    return c;
+                }
+                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
+                    return login_error(st.error());
+                }
+                c.client->close();
+                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
+                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
+            }
+        }
+        SIM_TRY(auto c, connect(keys));
+        auto st = purpose == Purpose::register_account ? c.client->register_user(user, password, m_s.wait_limit())
+                                                       : c.client->login(user, password, destination, m_s.wait_limit());
+        if (st && purpose == Purpose::rekey) {
+            st = keys.change_password(password);
+        }
+        if (!st) {
+            c.client->close();
             return login_error(st.error());
         }
-        c->user = c->client->core().user();
-        c->keys = std::move(*keys);
+        c.user = c.client->core().user();
         if (m_s.use_session) {
-            const auto issued = c->client->core().session_token();
+            const auto issued = c.client->core().session_token();
             if (!issued.token.empty()) {
                 if (auto saved =
-                        m_state.save(m_s.server_id, c->user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
+                        m_state.save(m_s.server_id, c.user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
                     !saved) {
                     print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
                 }
@@ -391,7 +409,6 @@ public:
         return c;
     }
 
-private:
     sim::Result<Connection> connect(sim::ClientState& keys) {
         sim::ClientOptions o;
         o.config.state = &keys;
@@ -491,6 +508,8 @@ private:
 
     const Settings& m_s;
     sim::tools::SessionState m_state;
+    bool m_keep_password = false;
+    std::string m_password;  // kept for reconnect() only when asked
 };
 
 sim::Result<std::string> canonical(std::string_view what, const std::string& name) {
