@@ -1,5 +1,6 @@
 // sim: the libsim command-line client. Interactive chat, and one-shot send / recv / register for scripts.
 // Option parsing, prompts and printing only: the protocol lives in sim::Client / sim::ClientCore.
+#include "common/backoff.h"
 #include "common/options.h"
 #include "common/session_state.h"
 #include "common/system.h"
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 
 namespace {
 
@@ -61,6 +63,11 @@ constexpr OptionSpec sim_options[] = {
      "first",
      "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
+    {"no-reconnect", 0, "", "chat: exit with status 1 when the connection is lost instead of reconnecting", ""},
+    {"reconnect-delay", 0, "S",
+     "chat: the shortest wait before reconnecting; each wait is random, between it and three times the last one",
+     "0.5"},
+    {"reconnect-max", 0, "S", "chat: the longest wait between reconnection attempts", "30"},
     {"old-password-file", 0, "FILE",
      "rekey: read the password the end-to-end state is sealed under from the first line of FILE (else "
      "$SIM_OLD_PASSWORD, else a prompt without echo)",
@@ -100,6 +107,10 @@ void print_help() {
                  "               //text      send '/text'\n"
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
                  "status lines start with '*', problems with '!'.\n"
+                 "\n"
+                 "A chat whose connection is lost reconnects by itself (session token, else the password\n"
+                 "given at the start), waiting longer after each failed attempt, and opens its conversations\n"
+                 "again; lines typed meanwhile wait in the outbox. A refused login or server key ends it.\n"
                  "\n"
                  "Options:\n"
               << sim::tools::format_options(sim_options)
@@ -144,6 +155,8 @@ struct Settings {
     sim::Duration rotation = 30s;
     sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
     bool use_session = true;
+    bool reconnect = true;
+    sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
     [[nodiscard]] sim::Duration wait_limit() const { return timeout == sim::Duration::zero() ? 24h * 365 : timeout; }
@@ -203,6 +216,13 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
         SIM_TRY(s.channel_suites, sim::tools::parse_suite_list("channel-suites", a.get("channel-suites")));
     }
     s.use_session = !a.has("no-session");
+    s.reconnect = !a.has("no-reconnect");
+    SIM_TRY(s.reconnect_backoff.initial,
+            sim::tools::parse_seconds("reconnect-delay", a.get("reconnect-delay", "0.5"), 3600.0));
+    SIM_TRY(s.reconnect_backoff.cap, sim::tools::parse_seconds("reconnect-max", a.get("reconnect-max", "30"), 3600.0));
+    if (s.reconnect_backoff.initial < 1ms || s.reconnect_backoff.cap < s.reconnect_backoff.initial) {
+        return bad("--reconnect-delay / --reconnect-max: expected 0.001 <= delay <= max");
+    }
     return s;
 }
 
@@ -771,7 +791,12 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
 
 class Chat {
 public:
-    Chat(Connection& c, std::string current) : m_c(c), m_current(std::move(current)) {}
+    Chat(const Settings& s, Session& session, Connection& c, std::string current)
+        : m_s(s), m_session(session), m_c(c), m_current(std::move(current)), m_backoff(s.reconnect_backoff) {
+        if (!m_current.empty()) {
+            m_peers.insert(m_current);
+        }
+    }
 
     int run() {
         print_line(stdout, "* authenticated as " + m_c.user + "; type a message, or /help");
@@ -781,8 +806,14 @@ public:
         std::string buffer;
         for (;;) {
             drain_events();
-            if (m_closed) {
-                m_c.client->close();
+            if (m_lost) {
+                if (!m_s.reconnect) {
+                    m_c.client->close();
+                    return sim::tools::exit_failure;
+                }
+                connection_lost();
+            }
+            if (m_down && std::chrono::steady_clock::now() >= m_retry_at && !reconnect()) {
                 return sim::tools::exit_failure;
             }
             pollfd pfd{STDIN_FILENO, POLLIN, 0};
@@ -834,10 +865,16 @@ private:
         for (;;) {
             auto e = m_c.client->receive(0ns);
             if (!e) {
-                if (e.code() == sim::Errc::closed) {
-                    m_closed = true;
+                if (e.code() == sim::Errc::closed && !m_down) {
+                    m_lost = true;
                 }
                 return;
+            }
+            if (e->kind == sim::ClientEventKind::closed && m_s.reconnect) {
+                m_lost = true;
+                m_lost_reason =
+                    e->error.code == sim::Errc::ok ? std::string("closed by the server") : user_message(e->error);
+                return;  // connection_lost() says it
             }
             const std::string text = describe(*e);
             if (!text.empty()) {
@@ -851,10 +888,72 @@ private:
                 }
                 m_last_sender = e->peer;
             }
+            if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::message) {
+                m_peers.insert(e->peer);
+            }
             if (e->kind == sim::ClientEventKind::closed) {
-                m_closed = true;
+                m_lost = true;
                 return;
             }
+        }
+    }
+
+    // ------------------------------------------------ reconnecting
+
+    void connection_lost() {
+        m_lost = false;
+        m_down = true;
+        // Stops its timers; its core still takes messages into the outbox in the state until a new one replaces it.
+        m_c.client->close();
+        retry_later("* connection lost: " + (m_lost_reason.empty() ? std::string("closed") : m_lost_reason));
+        m_lost_reason.clear();
+    }
+
+    void retry_later(const std::string& what) {
+        const auto delay = m_backoff.next(*m_rng);
+        m_retry_at = std::chrono::steady_clock::now() + delay;
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "%.1f", std::chrono::duration<double>(delay).count());
+        say(what + "; reconnecting in " + seconds + " s");
+    }
+
+    /// One attempt; false after a refusal that trying again cannot fix (reported).
+    bool reconnect() {
+        auto fresh = m_session.reconnect(m_c);
+        if (!fresh) {
+            if (!worth_retrying(fresh.code())) {
+                failure("cannot reconnect: " + user_message(fresh.error()));
+                return false;
+            }
+            retry_later("* reconnecting failed: " + user_message(fresh.error()));
+            return true;
+        }
+        m_c.client = std::move(*fresh);  // the old core goes: the new one owns the state (and its outbox) now
+        m_down = false;
+        m_backoff.reset();
+        say("* reconnected");
+        for (const auto& peer : m_peers) {
+            if (auto st = m_c.client->open(peer); !st) {
+                say("! cannot reopen the conversation with " + peer + ": " + st.error().message());
+            }
+        }
+        return true;
+    }
+
+    /// Lost connections, servers restarting or refusing for now; not a refused login or server key.
+    static bool worth_retrying(sim::Errc code) {
+        switch (code) {
+            case sim::Errc::io_error:
+            case sim::Errc::timeout:
+            case sim::Errc::closed:
+            case sim::Errc::handshake_failed:
+            case sim::Errc::throttled:
+            case sim::Errc::rate_limited:
+            case sim::Errc::busy:
+            case sim::Errc::storage_error:
+                return true;
+            default:
+                return false;
         }
     }
 
@@ -908,12 +1007,17 @@ private:
                 say("! that is you");
                 return true;
             }
-            if (cmd == "/open") {
+            if (cmd == "/open" && m_down) {
+                m_current = *peer;
+                m_peers.insert(*peer);
+                say("* not connected: the conversation with " + *peer + " opens after the reconnect");
+            } else if (cmd == "/open") {
                 if (auto st = m_c.client->open(*peer); !st) {
                     say("! cannot open a conversation: " + st.error().message());
                     return true;
                 }
                 m_current = *peer;
+                m_peers.insert(*peer);
                 say("* opening a conversation with " + *peer);
             } else if (cmd == "/to") {
                 m_current = *peer;
@@ -927,6 +1031,7 @@ private:
                     say("! cannot leave: " + st.error().message());
                     return true;
                 }
+                m_peers.erase(*peer);
                 say("* left the conversation with " + *peer);
                 if (m_current == *peer) {
                     m_current.clear();
@@ -986,13 +1091,23 @@ private:
             } else {
                 say("! not sent: " + st.error().message());
             }
+        } else if (m_down) {
+            say("* not connected: queued in the outbox; it goes out after the reconnect");
         }
     }
 
+    const Settings& m_s;
+    Session& m_session;
     Connection& m_c;
     std::string m_current;
-    std::string m_last_sender;  // who wrote last (/r answers them)
-    bool m_closed = false;
+    std::string m_last_sender;      // who wrote last (/r answers them)
+    std::set<std::string> m_peers;  // conversations to open again after a reconnect
+    bool m_lost = false;            // the connection just went; connection_lost() takes over
+    std::string m_lost_reason;
+    bool m_down = false;  // no connection: reconnect() at m_retry_at
+    std::chrono::steady_clock::time_point m_retry_at{};
+    sim::tools::Backoff m_backoff;
+    std::unique_ptr<sim::Rng> m_rng = sim::make_system_rng();
 };
 
 int run_chat(const Settings& s, const std::vector<std::string>& pos) {
@@ -1011,12 +1126,12 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
         }
         peer = *p;
     }
-    Session session(s);
+    Session session(s, s.reconnect);
     auto c = session.open(*user, peer, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
-    Chat chat(*c, peer);
+    Chat chat(s, session, *c, peer);
     return chat.run();
 }
 
