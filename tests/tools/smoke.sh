@@ -562,9 +562,16 @@ chat)
     stop_simd
     ;;
 
-reconnect)
-    # simd is killed and restarted on the same port and data: the chats reconnect by themselves and go on
-    start_simd srv
+reconnect | reconnect-server-assigned)
+    # simd is killed and restarted on the same port and data: the chats reconnect by themselves and go on, in
+    # either conversation mode (the outbox keeps what is typed meanwhile in both)
+    MODE=(--conversation-mode e2e)
+    KEYED="end-to-end conversation with"
+    if [ "$CASE" = reconnect-server-assigned ]; then
+        MODE=(--conversation-mode server-assigned)
+        KEYED="server-assigned key"
+    fi
+    start_simd srv "${MODE[@]}"
     R=(--reconnect-delay 0.2 --reconnect-max 1 --timeout 10)
     mkfifo "$T/alice.in" "$T/bob.in" "$T/carol.in"
     sim_as 'bob pw' "${R[@]}" chat bob <"$T/bob.in" >"$T/bob.out" 2>&1 &
@@ -582,7 +589,7 @@ reconnect)
     PIDS+=("$CAROL")
     exec 5>"$T/carol.in"
     wait_for "$T/carol.out" "* authenticated as carol"
-    wait_for "$T/alice.out" "* end-to-end conversation with bob"
+    wait_for "$T/alice.out" "$KEYED"
     echo "before the restart" >&3
     wait_for "$T/bob.out" "[alice] before the restart"
     echo "/r hello alice" >&4
@@ -599,13 +606,13 @@ reconnect)
     echo "while you were down" >&3
     wait_for "$T/alice.out" "* not connected: queued in the outbox"
     wait_for "$T/alice.out" "* reconnecting failed: cannot connect to 127.0.0.1:$PORT"
-    start_simd srv --listen "127.0.0.1:$PORT"
+    start_simd srv --listen "127.0.0.1:$PORT" "${MODE[@]}"
     wait_for "$T/alice.out" "* reconnected"
     wait_for "$T/bob.out" "* reconnected"
     wait_for "$T/bob.out" "[alice] while you were down"
     # the conversations are opened again: alice's peer, and bob's (alice wrote to him; he never typed /open)
-    wait_for_count "$T/bob.out" "* end-to-end conversation with alice" 2
-    wait_for_count "$T/alice.out" "* end-to-end conversation with bob" 2
+    wait_for_count "$T/bob.out" "$KEYED" 2
+    wait_for_count "$T/alice.out" "$KEYED" 2
     echo "after the restart" >&3
     wait_for "$T/bob.out" "[alice] after the restart"
     echo "me too" >&4
