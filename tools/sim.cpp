@@ -354,7 +354,7 @@ public:
             sim::tools::wipe(*password);
             return keys_error(path, keys.error(), user);
         }
-        auto c = log_in(**keys, user, *password, destination, purpose);
+        auto c = log_in(**keys, user, *password, destination, purpose, m_s.wait_limit());
         if (c && m_keep_password) {
             m_password = *password;  // a copy: a moved-from short string may keep its bytes where wipe cannot see
         }
@@ -375,24 +375,27 @@ public:
     }
 
     /// A new connection for `c` after its connection was lost, logged in as before: with the stored session token
-    /// when there is one, else with the password open() kept. Never prompts. Errors as for open().
+    /// when there is one, else with the password open() kept. Never prompts. Waits at most 30 s for the login even
+    /// without --timeout, so that a server that accepts and never answers does not hold the chat. Errors as for
+    /// open().
     sim::Result<std::unique_ptr<sim::Client>> reconnect(const Connection& c) {
-        SIM_TRY(auto fresh, log_in(*c.keys, c.user, m_password, {}, Purpose::login));
+        SIM_TRY(auto fresh, log_in(*c.keys, c.user, m_password, {}, Purpose::login,
+                                   std::min<sim::Duration>(m_s.wait_limit(), 30s)));
         return std::move(fresh.client);
     }
 
 private:
-    /// Log in on a new connection whose core uses `keys`: a stored token first (Purpose::login), then `password`;
-    /// a new token is stored. The result has no `keys`.
+    /// Log in on a new connection whose core uses `keys`: a stored token first (Purpose::login), then `password`,
+    /// each answer awaited at most `wait`; a new token is stored. The result has no `keys`.
     sim::Result<Connection> log_in(sim::ClientState& keys, const std::string& user, const std::string& password,
-                                   const std::string& destination, Purpose purpose) {
+                                   const std::string& destination, Purpose purpose, sim::Duration wait) {
         if (purpose == Purpose::login && m_s.use_session) {
             auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
             if (!stored) {
                 print_line(stderr, "sim: warning: " + stored.error().message());
             } else if (stored->has_value()) {
                 SIM_TRY(auto c, connect(keys));
-                auto st = c.client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
+                auto st = c.client->login_with_token(user, (*stored)->token, destination, wait);
                 if (st) {
                     c.user = c.client->core().user();
                     return c;
@@ -406,8 +409,8 @@ private:
             }
         }
         SIM_TRY(auto c, connect(keys));
-        auto st = purpose == Purpose::register_account ? c.client->register_user(user, password, m_s.wait_limit())
-                                                       : c.client->login(user, password, destination, m_s.wait_limit());
+        auto st = purpose == Purpose::register_account ? c.client->register_user(user, password, wait)
+                                                       : c.client->login(user, password, destination, wait);
         if (st && purpose == Purpose::rekey) {
             st = keys.change_password(password);
         }
