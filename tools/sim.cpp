@@ -1,5 +1,6 @@
 // sim: the libsim command-line client. Interactive chat, and one-shot send / recv / register for scripts.
 // Option parsing, prompts and printing only: the protocol lives in sim::Client / sim::ClientCore.
+#include "common/backoff.h"
 #include "common/options.h"
 #include "common/session_state.h"
 #include "common/system.h"
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 
 namespace {
 
@@ -61,6 +63,11 @@ constexpr OptionSpec sim_options[] = {
      "first",
      "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
+    {"no-reconnect", 0, "", "chat: exit with status 1 when the connection is lost instead of reconnecting", ""},
+    {"reconnect-delay", 0, "S",
+     "chat: the shortest wait before reconnecting; each wait is random, between it and three times the last one",
+     "0.5"},
+    {"reconnect-max", 0, "S", "chat: the longest wait between reconnection attempts", "30"},
     {"old-password-file", 0, "FILE",
      "rekey: read the password the end-to-end state is sealed under from the first line of FILE (else "
      "$SIM_OLD_PASSWORD, else a prompt without echo)",
@@ -101,6 +108,10 @@ void print_help() {
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
                  "status lines start with '*', problems with '!'.\n"
                  "\n"
+                 "A chat whose connection is lost reconnects by itself (session token, else the password\n"
+                 "given at the start), waiting longer after each failed attempt, and opens its conversations\n"
+                 "again; lines typed meanwhile wait in the outbox. A refused login or server key ends it.\n"
+                 "\n"
                  "Options:\n"
               << sim::tools::format_options(sim_options)
               << "\n"
@@ -111,12 +122,15 @@ int usage_error(const std::string& message) { return sim::tools::usage_error("si
 
 int failure(const std::string& message) { return sim::tools::failure("sim", message); }
 
+/// The text for the user: the detail Session gives its errors, else the generic description.
+std::string user_message(const sim::Error& e) { return e.detail.empty() ? e.message() : e.detail; }
+
 /// A failed Session::open: a missing password source is a usage error (2), the rest failures (1).
 int open_failed(const sim::Error& e) {
     if (e.code == sim::Errc::invalid_argument) {
         return usage_error(e.detail);
     }
-    return failure(e.detail.empty() ? e.message() : e.detail);
+    return failure(user_message(e));
 }
 
 std::int64_t now_unix_ms() {
@@ -141,6 +155,8 @@ struct Settings {
     sim::Duration rotation = 30s;
     sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
     bool use_session = true;
+    bool reconnect = true;
+    sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
     [[nodiscard]] sim::Duration wait_limit() const { return timeout == sim::Duration::zero() ? 24h * 365 : timeout; }
@@ -200,6 +216,13 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
         SIM_TRY(s.channel_suites, sim::tools::parse_suite_list("channel-suites", a.get("channel-suites")));
     }
     s.use_session = !a.has("no-session");
+    s.reconnect = !a.has("no-reconnect");
+    SIM_TRY(s.reconnect_backoff.initial,
+            sim::tools::parse_seconds("reconnect-delay", a.get("reconnect-delay", "0.5"), 3600.0));
+    SIM_TRY(s.reconnect_backoff.cap, sim::tools::parse_seconds("reconnect-max", a.get("reconnect-max", "30"), 3600.0));
+    if (s.reconnect_backoff.initial < 1ms || s.reconnect_backoff.cap < s.reconnect_backoff.initial) {
+        return bad("--reconnect-delay / --reconnect-max: expected 0.001 <= delay <= max");
+    }
     return s;
 }
 
@@ -286,7 +309,12 @@ enum class Purpose {
 
 class Session {
 public:
-    explicit Session(const Settings& s) : m_s(s), m_state(s.state_file) {}
+    /// `keep_password`: open() keeps the password in memory (wiped by the destructor) for reconnect().
+    explicit Session(const Settings& s, bool keep_password = false)
+        : m_s(s), m_state(s.state_file), m_keep_password(keep_password) {}
+    ~Session() { sim::tools::wipe(m_password); }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
     /// Connect, pin or check the server key, and log in. A state file this call created is removed again when the
     /// login fails (a mistyped first password must not seal the state). Errors carry a message for the user.
@@ -326,47 +354,13 @@ public:
             sim::tools::wipe(*password);
             return keys_error(path, keys.error(), user);
         }
-        if (purpose == Purpose::login && m_s.use_session) {
-            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
-            if (!stored) {
-                print_line(stderr, "sim: warning: " + stored.error().message());
-            } else if (stored->has_value()) {
-                auto c = connect(**keys);
-                if (!c) {
-                    sim::tools::wipe(*password);
-                    return c.error();
-                }
-                auto st = c->client->login_with_token(user, (*stored)->token, destination, m_s.wait_limit());
-                if (st) {
-                    sim::tools::wipe(*password);
-                    c->user = c->client->core().user();
-                    c->keys = std::move(*keys);
-                    return c;
-                }
-                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
-                    sim::tools::wipe(*password);
-                    return login_error(st.error());
-                }
-                c->client->close();
-                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
-                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
-            }
-        }
-        auto c = connect(**keys);
-        if (!c) {
-            sim::tools::wipe(*password);
-            return c.error();
-        }
-        auto st = register_account ? c->client->register_user(user, *password, m_s.wait_limit())
-                                   : c->client->login(user, *password, destination, m_s.wait_limit());
-        if (st && purpose == Purpose::rekey) {
-            st = (*keys)->change_password(*password);
+        auto c = log_in(**keys, user, *password, destination, purpose, m_s.wait_limit());
+        if (c && m_keep_password) {
+            m_password = *password;  // a copy: a moved-from short string may keep its bytes where wipe cannot see
         }
         sim::tools::wipe(*password);
-        if (!st) {
+        if (!c) {
             const bool fresh = (*keys)->created();
-            c->client->close();
-            c->client.reset();
             keys->reset();
             if (fresh) {
                 std::error_code ec;
@@ -374,15 +368,62 @@ public:
                     std::filesystem::remove(path + suffix, ec);
                 }
             }
+            return c.error();
+        }
+        c->keys = std::move(*keys);
+        return c;
+    }
+
+    /// A new connection for `c` after its connection was lost, logged in as before: with the stored session token
+    /// when there is one, else with the password open() kept. Never prompts. Waits at most 30 s for the login even
+    /// without --timeout, so that a server that accepts and never answers does not hold the chat. Errors as for
+    /// open().
+    sim::Result<std::unique_ptr<sim::Client>> reconnect(const Connection& c) {
+        SIM_TRY(auto fresh, log_in(*c.keys, c.user, m_password, {}, Purpose::login,
+                                   std::min<sim::Duration>(m_s.wait_limit(), 30s)));
+        return std::move(fresh.client);
+    }
+
+private:
+    /// Log in on a new connection whose core uses `keys`: a stored token first (Purpose::login), then `password`,
+    /// each answer awaited at most `wait`; a new token is stored. The result has no `keys`.
+    sim::Result<Connection> log_in(sim::ClientState& keys, const std::string& user, const std::string& password,
+                                   const std::string& destination, Purpose purpose, sim::Duration wait) {
+        if (purpose == Purpose::login && m_s.use_session) {
+            auto stored = m_state.load(m_s.server_id, user, now_unix_ms());
+            if (!stored) {
+                print_line(stderr, "sim: warning: " + stored.error().message());
+            } else if (stored->has_value()) {
+                SIM_TRY(auto c, connect(keys));
+                auto st = c.client->login_with_token(user, (*stored)->token, destination, wait);
+                if (st) {
+                    c.user = c.client->core().user();
+                    return c;
+                }
+                if (st.code() != sim::Errc::token_invalid && st.code() != sim::Errc::auth_rejected) {
+                    return login_error(st.error());
+                }
+                c.client->close();
+                (void)m_state.forget(m_s.server_id, user, now_unix_ms());
+                print_line(stderr, "sim: the stored session is no longer valid; logging in with the password");
+            }
+        }
+        SIM_TRY(auto c, connect(keys));
+        auto st = purpose == Purpose::register_account ? c.client->register_user(user, password, wait)
+                                                       : c.client->login(user, password, destination, wait);
+        if (st && purpose == Purpose::rekey) {
+            st = keys.change_password(password);
+        }
+        if (!st) {
+            c.client->close();
             return login_error(st.error());
         }
-        c->user = c->client->core().user();
-        c->keys = std::move(*keys);
+        c.user = c.client->core().user();
         if (m_s.use_session) {
-            const auto issued = c->client->core().session_token();
+            const auto issued = c.client->core().session_token();
             if (!issued.token.empty()) {
                 if (auto saved =
-                        m_state.save(m_s.server_id, c->user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
+                        m_state.save(m_s.server_id, c.user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
                     !saved) {
                     print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
                 }
@@ -391,7 +432,6 @@ public:
         return c;
     }
 
-private:
     sim::Result<Connection> connect(sim::ClientState& keys) {
         sim::ClientOptions o;
         o.config.state = &keys;
@@ -491,6 +531,8 @@ private:
 
     const Settings& m_s;
     sim::tools::SessionState m_state;
+    bool m_keep_password = false;
+    std::string m_password;  // kept for reconnect() only when asked
 };
 
 sim::Result<std::string> canonical(std::string_view what, const std::string& name) {
@@ -752,7 +794,12 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
 
 class Chat {
 public:
-    Chat(Connection& c, std::string current) : m_c(c), m_current(std::move(current)) {}
+    Chat(const Settings& s, Session& session, Connection& c, std::string current)
+        : m_s(s), m_session(session), m_c(c), m_current(std::move(current)), m_backoff(s.reconnect_backoff) {
+        if (!m_current.empty()) {
+            m_peers.insert(m_current);
+        }
+    }
 
     int run() {
         print_line(stdout, "* authenticated as " + m_c.user + "; type a message, or /help");
@@ -762,8 +809,14 @@ public:
         std::string buffer;
         for (;;) {
             drain_events();
-            if (m_closed) {
-                m_c.client->close();
+            if (m_lost) {
+                if (!m_s.reconnect) {
+                    m_c.client->close();
+                    return sim::tools::exit_failure;
+                }
+                connection_lost();
+            }
+            if (m_down && std::chrono::steady_clock::now() >= m_retry_at && !reconnect()) {
                 return sim::tools::exit_failure;
             }
             pollfd pfd{STDIN_FILENO, POLLIN, 0};
@@ -815,10 +868,16 @@ private:
         for (;;) {
             auto e = m_c.client->receive(0ns);
             if (!e) {
-                if (e.code() == sim::Errc::closed) {
-                    m_closed = true;
+                if (e.code() == sim::Errc::closed && !m_down) {
+                    m_lost = true;
                 }
                 return;
+            }
+            if (e->kind == sim::ClientEventKind::closed && m_s.reconnect) {
+                m_lost = true;
+                m_lost_reason =
+                    e->error.code == sim::Errc::ok ? std::string("closed by the server") : user_message(e->error);
+                return;  // connection_lost() says it
             }
             const std::string text = describe(*e);
             if (!text.empty()) {
@@ -832,10 +891,72 @@ private:
                 }
                 m_last_sender = e->peer;
             }
+            if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::message) {
+                m_peers.insert(e->peer);
+            }
             if (e->kind == sim::ClientEventKind::closed) {
-                m_closed = true;
+                m_lost = true;
                 return;
             }
+        }
+    }
+
+    // ------------------------------------------------ reconnecting
+
+    void connection_lost() {
+        m_lost = false;
+        m_down = true;
+        // Stops its timers; its core still takes messages into the outbox in the state until a new one replaces it.
+        m_c.client->close();
+        retry_later("* connection lost: " + (m_lost_reason.empty() ? std::string("closed") : m_lost_reason));
+        m_lost_reason.clear();
+    }
+
+    void retry_later(const std::string& what) {
+        const auto delay = m_backoff.next(*m_rng);
+        m_retry_at = std::chrono::steady_clock::now() + delay;
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "%.1f", std::chrono::duration<double>(delay).count());
+        say(what + "; reconnecting in " + seconds + " s");
+    }
+
+    /// One attempt; false after a refusal that trying again cannot fix (reported).
+    bool reconnect() {
+        auto fresh = m_session.reconnect(m_c);
+        if (!fresh) {
+            if (!worth_retrying(fresh.code())) {
+                failure("cannot reconnect: " + user_message(fresh.error()));
+                return false;
+            }
+            retry_later("* reconnecting failed: " + user_message(fresh.error()));
+            return true;
+        }
+        m_c.client = std::move(*fresh);  // the old core goes: the new one owns the state (and its outbox) now
+        m_down = false;
+        m_backoff.reset();
+        say("* reconnected");
+        for (const auto& peer : m_peers) {
+            if (auto st = m_c.client->open(peer); !st) {
+                say("! cannot reopen the conversation with " + peer + ": " + st.error().message());
+            }
+        }
+        return true;
+    }
+
+    /// Lost connections, servers restarting or refusing for now; not a refused login or server key.
+    static bool worth_retrying(sim::Errc code) {
+        switch (code) {
+            case sim::Errc::io_error:
+            case sim::Errc::timeout:
+            case sim::Errc::closed:
+            case sim::Errc::handshake_failed:
+            case sim::Errc::throttled:
+            case sim::Errc::rate_limited:
+            case sim::Errc::busy:
+            case sim::Errc::storage_error:
+                return true;
+            default:
+                return false;
         }
     }
 
@@ -889,12 +1010,17 @@ private:
                 say("! that is you");
                 return true;
             }
-            if (cmd == "/open") {
+            if (cmd == "/open" && m_down) {
+                m_current = *peer;
+                m_peers.insert(*peer);
+                say("* not connected: the conversation with " + *peer + " opens after the reconnect");
+            } else if (cmd == "/open") {
                 if (auto st = m_c.client->open(*peer); !st) {
                     say("! cannot open a conversation: " + st.error().message());
                     return true;
                 }
                 m_current = *peer;
+                m_peers.insert(*peer);
                 say("* opening a conversation with " + *peer);
             } else if (cmd == "/to") {
                 m_current = *peer;
@@ -908,6 +1034,7 @@ private:
                     say("! cannot leave: " + st.error().message());
                     return true;
                 }
+                m_peers.erase(*peer);
                 say("* left the conversation with " + *peer);
                 if (m_current == *peer) {
                     m_current.clear();
@@ -967,13 +1094,23 @@ private:
             } else {
                 say("! not sent: " + st.error().message());
             }
+        } else if (m_down) {
+            say("* not connected: queued in the outbox; it goes out after the reconnect");
         }
     }
 
+    const Settings& m_s;
+    Session& m_session;
     Connection& m_c;
     std::string m_current;
-    std::string m_last_sender;  // who wrote last (/r answers them)
-    bool m_closed = false;
+    std::string m_last_sender;      // who wrote last (/r answers them)
+    std::set<std::string> m_peers;  // conversations to open again after a reconnect
+    bool m_lost = false;            // the connection just went; connection_lost() takes over
+    std::string m_lost_reason;
+    bool m_down = false;  // no connection: reconnect() at m_retry_at
+    std::chrono::steady_clock::time_point m_retry_at{};
+    sim::tools::Backoff m_backoff;
+    std::unique_ptr<sim::Rng> m_rng = sim::make_system_rng();
 };
 
 int run_chat(const Settings& s, const std::vector<std::string>& pos) {
@@ -992,12 +1129,12 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
         }
         peer = *p;
     }
-    Session session(s);
+    Session session(s, s.reconnect);
     auto c = session.open(*user, peer, Purpose::login);
     if (!c) {
         return open_failed(c.error());
     }
-    Chat chat(*c, peer);
+    Chat chat(s, session, *c, peer);
     return chat.run();
 }
 

@@ -111,6 +111,15 @@ wait_for() {
     fail "no '$2' in $1"
 }
 
+# wait_for_count FILE TEXT N: until FILE has N lines containing TEXT (10 s)
+wait_for_count() {
+    for _ in $(seq 1 100); do
+        [ "$(grep -cF -- "$2" "$1")" -ge "$3" ] && return 0
+        sleep 0.1
+    done
+    fail "fewer than $3 lines with '$2' in $1"
+}
+
 case "$CASE" in
 
 help)
@@ -551,6 +560,82 @@ chat)
     [ "$EXIT_STATUS" -eq 0 ] || fail "alice's chat exited with $EXIT_STATUS"
     wait_exit "$BOB" 10 || fail "bob's chat did not end at end of input"
     [ "$EXIT_STATUS" -eq 0 ] || fail "bob's chat exited with $EXIT_STATUS"
+    stop_simd
+    ;;
+
+reconnect | reconnect-server-assigned)
+    # simd is killed and restarted on the same port and data: the chats reconnect by themselves and go on, in
+    # either conversation mode (the outbox keeps what is typed meanwhile in both)
+    MODE=(--conversation-mode e2e)
+    KEYED="end-to-end conversation with"
+    if [ "$CASE" = reconnect-server-assigned ]; then
+        MODE=(--conversation-mode server-assigned)
+        KEYED="server-assigned key"
+    fi
+    start_simd srv "${MODE[@]}"
+    R=(--reconnect-delay 0.2 --reconnect-max 1 --timeout 10)
+    mkfifo "$T/alice.in" "$T/bob.in" "$T/carol.in"
+    sim_as 'bob pw' "${R[@]}" chat bob <"$T/bob.in" >"$T/bob.out" 2>&1 &
+    BOB=$!
+    PIDS+=("$BOB")
+    exec 4>"$T/bob.in"
+    wait_for "$T/bob.out" "* authenticated as bob"
+    sim_as 'alice pw' "${R[@]}" chat alice bob <"$T/alice.in" >"$T/alice.out" 2>&1 &
+    ALICE=$!
+    PIDS+=("$ALICE")
+    exec 3>"$T/alice.in"
+    # carol is a script: with --no-reconnect a lost connection still ends it with status 1
+    sim_as 'carol pw' --no-reconnect chat carol <"$T/carol.in" >"$T/carol.out" 2>&1 &
+    CAROL=$!
+    PIDS+=("$CAROL")
+    exec 5>"$T/carol.in"
+    wait_for "$T/carol.out" "* authenticated as carol"
+    wait_for "$T/alice.out" "$KEYED"
+    echo "before the restart" >&3
+    wait_for "$T/bob.out" "[alice] before the restart"
+    echo "/r hello alice" >&4
+    wait_for "$T/alice.out" "[bob] hello alice"
+    kill -KILL "$SIMD_PID"
+    wait_exit "$SIMD_PID" 10 2>/dev/null || fail "simd survived SIGKILL"  # no "Killed" notice
+    wait_for "$T/alice.out" "* connection lost: "
+    wait_for "$T/bob.out" "* connection lost: "
+    grep -q "reconnecting in [0-9.]* s" "$T/alice.out" || fail "no reconnection delay shown"
+    wait_exit "$CAROL" 10 || fail "carol's chat (--no-reconnect) went on without its server"
+    [ "$EXIT_STATUS" -eq 1 ] || fail "carol's chat exited with $EXIT_STATUS after the server went away"
+    grep -q "! connection closed" "$T/carol.out" || fail "carol's chat did not say the connection closed"
+    # typed while the server is down: queued, not dropped
+    echo "while you were down" >&3
+    wait_for "$T/alice.out" "* not connected: queued in the outbox"
+    wait_for "$T/alice.out" "* reconnecting failed: cannot connect to 127.0.0.1:$PORT"
+    start_simd srv --listen "127.0.0.1:$PORT" "${MODE[@]}"
+    wait_for "$T/alice.out" "* reconnected"
+    wait_for "$T/bob.out" "* reconnected"
+    wait_for "$T/bob.out" "[alice] while you were down"
+    # the conversations are opened again: alice's peer, and bob's (alice wrote to him; he never typed /open)
+    wait_for_count "$T/bob.out" "$KEYED" 2
+    wait_for_count "$T/alice.out" "$KEYED" 2
+    echo "after the restart" >&3
+    wait_for "$T/bob.out" "[alice] after the restart"
+    echo "me too" >&4
+    wait_for "$T/alice.out" "[bob] me too"
+    [ "$(grep -c "\[alice\] before the restart" "$T/bob.out")" -eq 1 ] || fail "a message was shown twice"
+    # the server goes for good: the chats keep trying until the user quits
+    kill -KILL "$SIMD_PID"
+    wait_exit "$SIMD_PID" 10 2>/dev/null || fail "simd survived SIGKILL"  # no "Killed" notice
+    wait_for_count "$T/alice.out" "* reconnecting failed" 4
+    kill -0 "$BOB" 2>/dev/null || fail "bob's chat ended without its server"
+    echo "/quit" >&3
+    exec 3>&-
+    exec 5>&-
+    wait_exit "$ALICE" 10 || fail "alice's chat did not quit"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "alice's chat exited with $EXIT_STATUS"
+    # another server (another key) on that port: a refusal that retrying cannot fix ends bob's chat
+    start_simd other --listen "127.0.0.1:$PORT"
+    wait_exit "$BOB" 10 || fail "bob's chat went on against a server with another key"
+    [ "$EXIT_STATUS" -eq 1 ] || fail "bob's chat exited with $EXIT_STATUS on a changed server key"
+    grep -q "sim: error: cannot reconnect: the key of 127.0.0.1:$PORT does not match the key pinned" "$T/bob.out" ||
+        fail "the changed server key was not explained"
+    exec 4>&-
     stop_simd
     ;;
 

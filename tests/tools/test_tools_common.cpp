@@ -1,6 +1,8 @@
 // Unit tests of the code shared by simd and sim (tools/common): option and configuration parsing, value parsers,
-// log escaping, terminal defusing, secret files and the session state file. Negative cases for every parser.
+// log escaping, terminal defusing, secret files, the session state file and the reconnection back-off. Negative cases
+// for every parser.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/session_state.h"
@@ -365,4 +367,64 @@ TEST_CASE("session state: save, load, replace, forget, expiry, bad lines, shared
     CHECK(shared.code() == sim::Errc::invalid_key);
     // a server id with spaces cannot be stored
     CHECK_FALSE(state.save("h 1", "alice", a, now));
+}
+
+namespace {
+/// Every byte the same: 0x00 draws the smallest delay.
+class FixedRng final : public sim::Rng {
+public:
+    explicit FixedRng(std::uint8_t b) : m_byte(b) {}
+    void fill(sim::MutableByteView out) override { std::fill(out.begin(), out.end(), m_byte); }
+
+private:
+    std::uint8_t m_byte;
+};
+}  // namespace
+
+TEST_CASE("reconnection back-off: decorrelated jitter between the initial delay and the cap, reset after success") {
+    using std::chrono::milliseconds;
+    const sim::tools::BackoffPolicy policy{milliseconds(500), milliseconds(30000)};
+    FixedRng low(0x00);
+    sim::tools::Backoff b(policy);
+    for (int i = 0; i < 10; ++i) {
+        CHECK(b.next(low) == milliseconds(500));  // never below the initial delay
+    }
+    FixedRng high(0xff);
+    sim::tools::Backoff grow(policy);
+    sim::Duration previous = milliseconds(500);
+    for (int i = 0; i < 12; ++i) {
+        const auto d = grow.next(high);
+        CHECK(d >= milliseconds(500));
+        CHECK(d <= std::min<sim::Duration>(milliseconds(30000), previous * 3));
+        previous = d;
+    }
+    grow.reset();
+    CHECK(grow.next(low) == milliseconds(500));
+
+    // a seeded RNG: every delay within its bounds, and the same sequence for the same seed
+    const sim::Bytes seed(32, 7);
+    auto rng1 = sim::make_deterministic_rng(seed);
+    auto rng2 = sim::make_deterministic_rng(seed);
+    sim::tools::Backoff b1(policy);
+    sim::tools::Backoff b2(policy);
+    previous = milliseconds(500);
+    bool varied = false;
+    sim::Duration longest{};
+    for (int i = 0; i < 50; ++i) {
+        const auto d = b1.next(*rng1);
+        CHECK(d == b2.next(*rng2));
+        CHECK(d >= milliseconds(500));
+        CHECK(d <= std::min<sim::Duration>(milliseconds(30000), previous * 3));
+        varied = varied || (d != milliseconds(500) && d != milliseconds(30000));
+        longest = std::max(longest, d);
+        previous = d;
+    }
+    CHECK(varied);
+    CHECK(longest > milliseconds(5000));  // it grows towards the cap
+
+    // nonsense policies are made sensible: a zero initial delay would spin, a cap below it would be ignored
+    sim::tools::Backoff zero({sim::Duration::zero(), sim::Duration::zero()});
+    CHECK(zero.policy().initial == milliseconds(1));
+    CHECK(zero.policy().cap == milliseconds(1));
+    CHECK(zero.next(high) == milliseconds(1));
 }
