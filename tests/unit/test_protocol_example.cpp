@@ -662,7 +662,17 @@ Example generate() {
         const auto seed_digest = sim::crypto::sha512(repeated(0xA1));
         const sim::Bytes ik_a_x(seed_digest.begin(), seed_digest.begin() + 32);  // 6.1: X25519 form of IK_A
         const auto ik_b_u = sim::e2e::identity_dh_public(bob_ik.public_key).value();
+        // 6.1: the X25519 form of an identity's public key is the X25519 public key of its private form.
+        REQUIRE(sim::crypto::x25519_from_private(ik_a_x).value().public_key ==
+                sim::e2e::identity_dh_public(alice_ik.public_key).value());
+        const auto bob_digest = sim::crypto::sha512(repeated(0xB1));
+        REQUIRE(sim::crypto::x25519_from_private(sim::ByteView{bob_digest}.first(32)).value().public_key == ik_b_u);
         const auto& ek = alice_rng.draws[draws_before];
+        // 6.3: session id = the first 8 bytes of SHA-256(EK_A).
+        const auto ek_public = sim::crypto::x25519_from_private(ek).value().public_key;
+        const auto ek_digest = sim::crypto::sha256(ek_public);
+        REQUIRE(sim::Bytes(ratchet_message.begin() + 1, ratchet_message.begin() + 9) ==
+                sim::Bytes(ek_digest.begin(), ek_digest.begin() + 8));
         const auto dh1 = sim::crypto::x25519(ik_a_x, spk.public_key).value();
         const auto dh2 = sim::crypto::x25519(ek, ik_b_u).value();
         const auto dh3 = sim::crypto::x25519(ek, spk.public_key).value();
