@@ -788,3 +788,57 @@ TEST_CASE("docs/protocol.md Appendix A is what the library puts on the wire") {
                                              << lb);
     }
 }
+
+TEST_CASE("docs/protocol.md 6.3: ENCRYPT with TDES-CBC-HMAC-SHA256 authenticates AD || header in the HMAC") {
+    // The appendix uses AES-256-GCM; this follows 6.2-6.3 by hand for the TDES suite.
+    RecordingRng bob_rng("libsim protocol example: tdes bob");
+    RecordingRng alice_rng("libsim protocol example: tdes alice");
+    const auto alice_ik = sim::e2e::identity_from_private(repeated(0xA1)).value();
+    const auto bob_ik = sim::e2e::identity_from_private(repeated(0xB1)).value();
+    const auto spk = sim::e2e::generate_signed_prekey(bob_ik, 1, bob_rng);
+    sim::e2e::PrekeyBundle bundle;
+    bundle.identity_key = bob_ik.public_key;
+    bundle.signed_prekey_id = spk.id;
+    bundle.signed_prekey = spk.public_key;
+    bundle.signed_prekey_signature = spk.signature;
+    auto session =
+        sim::e2e::Session::initiate(alice_ik, "alice", bundle, "bob", sim::SuiteId::tdes_cbc_hmac_sha256, alice_rng)
+            .value();
+    const auto pt = text("Hello Bob!");
+    const auto message = session.seal(pt).value();
+    REQUIRE(alice_rng.draws.size() == 3);  // EK_A, the first ratchet key, the IV
+
+    const auto seed_digest = sim::crypto::sha512(repeated(0xA1));
+    const sim::Bytes ik_a_x(seed_digest.begin(), seed_digest.begin() + 32);
+    const auto ik_b_u = sim::e2e::identity_dh_public(bob_ik.public_key).value();
+    const auto& ek = alice_rng.draws[0];
+    const auto dh1 = sim::crypto::x25519(ik_a_x, spk.public_key).value();
+    const auto dh2 = sim::crypto::x25519(ek, ik_b_u).value();
+    const auto dh3 = sim::crypto::x25519(ek, spk.public_key).value();
+    const auto sk =
+        sim::to_bytes(sim::crypto::hkdf_sha256(sim::Bytes(32, 0), cat({sim::Bytes(32, 0xFF), dh1, dh2, dh3}),
+                                               text("libsim X3DH v1"), 32)
+                          .value());
+    const auto dh_r = sim::crypto::x25519(alice_rng.draws[1], spk.public_key).value();
+    const auto rk_ck = sim::to_bytes(sim::crypto::hkdf_sha256(sk, dh_r, text("libsim ratchet v1"), 64).value());
+    const auto mk = sim::to_bytes(sim::crypto::hmac_sha256(sim::ByteView{rk_ck}.subspan(32), sim::Bytes{0x01}));
+    const auto k = sim::to_bytes(sim::crypto::hkdf_sha256({}, mk, text("libsim ratchet message"), 24).value());
+    const auto prk = sim::crypto::hkdf_sha256_extract({}, k);
+    const auto enc = sim::to_bytes(sim::crypto::hkdf_sha256_expand(prk, text("libsim v1 tdes enc"), 24).value());
+    const auto mac = sim::to_bytes(sim::crypto::hkdf_sha256_expand(prk, text("libsim v1 tdes mac"), 32).value());
+
+    const auto ik_a = sim::e2e::encode_public_key(sim::e2e::identity_dh_public(alice_ik.public_key).value());
+    const auto ik_b = sim::e2e::encode_public_key(ik_b_u);
+    const auto ad = cat({ik_a, ik_b, sim::Bytes{5}, text("alice"), sim::Bytes{3}, text("bob")});
+    const std::size_t header_size = 1 + 8 + 32 + 32 + 4 + 4 + 1 + 32 + 4 + 4;
+    const sim::ByteView m{message};
+    REQUIRE(m[81] == 1);  // the suite byte of the initial message
+    const auto body = m.subspan(header_size);
+    REQUIRE(body.size() == 8 + 16 + 32);  // IV, two blocks (10 bytes + PKCS#7 padding), HMAC
+    const auto iv = body.first(8);
+    CHECK(sim::to_bytes(iv) == alice_rng.draws[2]);
+    const auto c = body.subspan(8, 16);
+    CHECK(sim::to_bytes(sim::crypto::hmac_sha256(mac, cat({ad, m.first(header_size), iv, c}))) ==
+          sim::to_bytes(body.last(32)));
+    CHECK(sim::crypto::tdes_cbc_decrypt(enc, iv, c, true).value() == pt);
+}
