@@ -72,6 +72,10 @@ constexpr OptionSpec sim_options[] = {
      "rekey: read the password the end-to-end state is sealed under from the first line of FILE (else "
      "$SIM_OLD_PASSWORD, else a prompt without echo)",
      ""},
+    {"new-password-file", 0, "FILE",
+     "passwd: read the new password from the first line of FILE (else $SIM_NEW_PASSWORD, else a prompt without "
+     "echo, asked twice)",
+     ""},
     {"help", 'h', "", "show this help and exit", "", false},
     {"version", 'V', "", "show the version and exit", "", false},
 };
@@ -85,6 +89,8 @@ void print_help() {
                  "       sim [OPTIONS] safety USER PEER           show the safety number with PEER\n"
                  "       sim [OPTIONS] verify USER PEER           mark PEER's identity key as verified\n"
                  "       sim [OPTIONS] accept USER PEER           accept PEER's changed identity key\n"
+                 "       sim [OPTIONS] passwd USER                change the password on the server and seal the\n"
+                 "                                                end-to-end state under it, in one step\n"
                  "       sim [OPTIONS] rekey USER                 seal the end-to-end state under the password\n"
                  "                                                the server now has (after a password change)\n"
                  "\n"
@@ -150,6 +156,7 @@ struct Settings {
     bool end_to_end_only = false;
     std::string password_file;
     std::string old_password_file;
+    std::string new_password_file;
     sim::Duration timeout = 30s;  // zero: no limit
     std::optional<std::uint64_t> count;
     sim::Duration rotation = 30s;
@@ -206,6 +213,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     s.end_to_end_only = a.has("end-to-end-only");
     s.password_file = a.get("password-file");
     s.old_password_file = a.get("old-password-file");
+    s.new_password_file = a.get("new-password-file");
     SIM_TRY(s.timeout, sim::tools::parse_seconds("timeout", a.get("timeout", "30"), 365.0 * 86400.0));
     if (a.has("count")) {
         SIM_TRY(s.count, sim::tools::parse_uint("count", a.get("count"), 1, 1'000'000'000));
@@ -241,6 +249,10 @@ std::string describe(const sim::ClientEvent& e) {
         case K::authenticated:
             return "* authenticated as " + peer;
         case K::waiting:
+            if (!e.text.empty()) {
+                return "* waiting for " + peer + ": " + sim::tools::printable(e.text) +
+                       " (messages to " + peer + " wait and go out by themselves)";
+            }
             return "* waiting for " + peer + " to come online";
         case K::peer_online:
             return "* " + peer + " is online";
@@ -275,6 +287,8 @@ std::string describe(const sim::ClientEvent& e) {
             return "! connection closed" + (e.error.code == sim::Errc::ok ? std::string() : ": " + e.error.message());
         case K::message:
             return "[" + peer + "] " + sim::tools::printable(e.text);
+        case K::password_changed:
+            return "* password changed";
         case K::channel_ready:
         case K::trust_required:
             return {};
@@ -419,18 +433,29 @@ private:
             return login_error(st.error());
         }
         c.user = c.client->core().user();
-        if (m_s.use_session) {
-            const auto issued = c.client->core().session_token();
-            if (!issued.token.empty()) {
-                if (auto saved =
-                        m_state.save(m_s.server_id, c.user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
-                    !saved) {
-                    print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
-                }
-            }
-        }
+        save_token(c);
         return c;
     }
+
+public:
+    /// Store the connection's newest session token (unless --no-session).
+    void save_token(const Connection& c) {
+        if (!m_s.use_session) {
+            return;
+        }
+        const auto issued = c.client->core().session_token();
+        if (issued.token.empty()) {
+            return;
+        }
+        if (auto saved = m_state.save(m_s.server_id, c.user, {issued.token, issued.expires_unix_ms}, now_unix_ms());
+            !saved) {
+            print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
+        }
+    }
+    /// The password open() kept (`keep_password`).
+    [[nodiscard]] const std::string& password() const { return m_password; }
+
+private:
 
     sim::Result<Connection> connect(sim::ClientState& keys) {
         sim::ClientOptions o;
@@ -729,6 +754,42 @@ int run_register(const Settings& s, const std::vector<std::string>& pos) {
     }
     print_line(stdout, "sim: registered " + c->user + " at " + s.server_id);
     finish(*c);
+    return 0;
+}
+
+/// `sim passwd USER`: the current password opens the state and logs in; the server checks it again and takes the
+/// new one; the client seals the state under the new one (ClientCore::change_password); the new token is kept.
+int run_passwd(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() != 2) {
+        return usage_error("passwd: expected USER");
+    }
+    auto user = canonical("USER", pos[1]);
+    if (!user) {
+        return usage_error(user.error().detail);
+    }
+    Session session(s, true);
+    auto c = session.open(*user, {}, Purpose::login);
+    if (!c) {
+        return open_failed(c.error());
+    }
+    auto fresh = sim::tools::obtain_password(s.new_password_file, "New password for " + *user + " at " + s.server_id +
+                                                                      ": ",
+                                             true, "new-password-file", "SIM_NEW_PASSWORD");
+    if (!fresh) {
+        c->client->close();
+        return failure(fresh.error().message());
+    }
+    const auto st = c->client->change_password(session.password(), *fresh, s.wait_limit());
+    sim::tools::wipe(*fresh);
+    if (!st) {
+        c->client->close();
+        return failure("password not changed: " + user_message(st.error()));
+    }
+    session.save_token(*c);
+    c->client->close();  // every session of the user ends with the change: this one too
+    print_line(stdout, "sim: the password of " + c->user + " at " + s.server_id +
+                           " is changed, and the end-to-end state is sealed under it; every other session of " +
+                           c->user + " was logged out");
     return 0;
 }
 
@@ -1154,7 +1215,7 @@ int main(int argc, char** argv) {
     }
     const auto& pos = parsed->positionals;
     if (pos.empty()) {
-        return usage_error("expected a command: chat, send, recv, register, rekey, safety, verify or accept");
+        return usage_error("expected a command: chat, send, recv, register, passwd, rekey, safety, verify or accept");
     }
     if (settings->count && pos[0] != "recv") {
         return usage_error("--count is for recv");
@@ -1177,8 +1238,12 @@ int main(int argc, char** argv) {
     if (pos[0] == "rekey") {
         return run_rekey(*settings, pos);
     }
+    if (pos[0] == "passwd") {
+        return run_passwd(*settings, pos);
+    }
     if (pos[0] == "safety" || pos[0] == "verify" || pos[0] == "accept") {
         return run_identity(*settings, pos);
     }
-    return usage_error("unknown command '" + pos[0] + "' (chat, send, recv, register, rekey, safety, verify or accept)");
+    return usage_error("unknown command '" + pos[0] +
+                       "' (chat, send, recv, register, passwd, rekey, safety, verify or accept)");
 }

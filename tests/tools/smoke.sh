@@ -349,13 +349,23 @@ user-admin)
     grep -q "message to bob" "$T/last.err" || fail "new password not accepted after rekey"
     expect_status 2 sim_as 'new alice password' --keys-dir "$T/none" rekey alice
     grep -q "no end-to-end state to rekey" "$T/last.err" || fail "rekey without a state"
+    # the user changes the password from the client: the server and the local state in one step
+    printf 'third alice password\n' >"$T/alice3.pw"
+    expect_status 1 sim_as 'new alice password' --new-password-file "$T/missing.pw" passwd alice
+    expect_status 0 sim_as 'new alice password' --new-password-file "$T/alice3.pw" --timeout 10 passwd alice
+    grep -q "password of alice at .* is changed" "$T/last.out" || fail "passwd did not confirm: $(cat "$T/last.out")"
+    expect_status 1 sim_as 'new alice password' --no-session --timeout 3 send alice bob hi
+    grep -q "wrong password for the end-to-end state" "$T/last.err" || fail "state still opens with the old password"
+    expect_status 0 sim_as 'third alice password' --no-session --timeout 10 send alice bob "after passwd"
+    grep -q "message to bob" "$T/last.err" || fail "new password not accepted after passwd"
+    expect_status 0 sim_as 'third alice password' --timeout 10 send alice bob "with the stored token"
     # delete: gone from the list and from logins
     expect_status 0 "$SIMD" "${D[@]}" user delete alice
     expect_status 1 "$SIMD" "${D[@]}" user delete alice
     grep -q "no user 'alice'" "$T/last.err" || fail "deleting a missing user not explained"
     expect_status 0 "$SIMD" "${D[@]}" user list
     [ "$(cat "$T/last.out")" = "bob" ] || fail "user list after delete: $(cat "$T/last.out")"
-    expect_status 1 sim_as 'new alice password' --no-session send alice bob hi
+    expect_status 1 sim_as 'third alice password' --no-session send alice bob hi
     grep -q "login refused" "$T/last.err" || fail "deleted user not refused"
     stop_simd
     ;;

@@ -203,6 +203,10 @@ public:
         check(with_core(
             [&](sim::Client& c) { return c.login_with_token(user.value, token.value, destination.value, t); }));
     }
+    void change_password(const Text& old_password, const Text& new_password, double timeout) {
+        const auto t = seconds_to_duration(timeout, "timeout");
+        check(with_core([&](sim::Client& c) { return c.change_password(old_password.value, new_password.value, t); }));
+    }
     void register_user(const Text& user, const Text& password, double timeout) {
         const auto t = seconds_to_duration(timeout, "timeout");
         check(with_core([&](sim::Client& c) { return c.register_user(user.value, password.value, t); }));
@@ -412,7 +416,9 @@ void register_client(py::module_& m) {
                "from `peer` until accept_identity()")
         .value("GAP", ClientEventKind::gap, "`count` messages from `peer` are missing; `text` explains")
         .value("ERROR", ClientEventKind::error, "`error` reported by the server, or a message that failed to open")
-        .value("CLOSED", ClientEventKind::closed, "the connection is gone (`error` says why)");
+        .value("CLOSED", ClientEventKind::closed, "the connection is gone (`error` says why)")
+        .value("PASSWORD_CHANGED", ClientEventKind::password_changed,
+               "change_password() succeeded: the server and the local state have the new password");
 
     py::enum_<sim::ConversationMode>(m, "ConversationMode", "How a conversation is keyed.")
         .value("SERVER_ASSIGNED", sim::ConversationMode::server_assigned,
@@ -553,11 +559,17 @@ void register_client(py::module_& m) {
                 c.start_login(sim::CredentialKind::register_password, user.value, sim::as_bytes(password.value), {});
             },
             py::arg("user"), py::arg("password"), "register() without the wait (see start_login).")
+        .def("change_password", &PyClient::change_password, py::arg("old_password"), py::arg("new_password"),
+             py::kw_only(), py::arg("timeout") = 30.0,
+             "Change the account's password on the server and seal the local state under the new one; waits for "
+             "PASSWORD_CHANGED. Every session of the user ends (this one within a second): log in again with the "
+             "new password or session_token(). Raises AccountError (AUTH_REJECTED for a wrong old password, "
+             "THROTTLED, BAD_PASSWORD).")
         .def("open", &PyClient::open, py::arg("peer"), "Start a conversation with `peer`.")
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
-             "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). Raises "
-             "RoutingError NO_CONVERSATION before the key arrived, MessageTooLarge for a text that does not fit a "
-             "frame, StateError IDENTITY_CHANGED while a changed identity key of `peer` is not accepted, "
+             "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). To a peer "
+             "without a key yet the text waits in the outbox (in the state) and goes once the key arrives. Raises "
+             "MessageTooLarge for a text that does not fit a frame, StateError IDENTITY_CHANGED while a changed identity key of `peer` is not accepted, "
              "StorageError when the state file cannot be written.")
         .def("peer_identity", &PyClient::peer_identity, py::arg("peer"),
              "The pinned identity of `peer` and our safety number with it (a PeerIdentity). Raises RoutingError "

@@ -42,6 +42,8 @@ void register_frame(py::module_& m) {
         .value("PREKEYS", FrameType::prekeys, "prekey upload (client) or prekey status (server)")
         .value("ACK", FrameType::ack, "recipient to server: these message ids are stored")
         .value("RECEIPT", FrameType::receipt, "server to sender: messages stored (sid 1) or delivered (sid 2)")
+        .value("LIMITS", FrameType::limits, "server to client after login: the rates and window to pace sending by")
+        .value("PASSWD", FrameType::passwd, "client: change the password; server: changed, with a new session token")
         .def_property_readonly(
             "is_transport", [](FrameType t) { return sim::is_transport_frame(t); },
             "True for the types that travel directly on TCP (HANDSHAKE, RECORD).");

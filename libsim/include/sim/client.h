@@ -33,7 +33,9 @@ enum class ClientEventKind : std::uint8_t {
     channel_ready,    ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
     trust_required,   ///< TrustMode::ask: show `fingerprint`, then call trust()
     authenticated,    ///< ack_init sid 1: `peer` = our canonical user name
-    waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online
+    waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online. Or the server
+                      ///< cannot set up a conversation with `peer` yet (`error` and `text` say why, e.g. it has no
+                      ///< prekeys): messages to it wait in the outbox until it can
     peer_online,      ///< ack_init sid 2: `peer` is online
     key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`, `mode` (server_assigned: the server
                       ///< can read it); end-to-end: `fingerprint` = the safety number
@@ -47,6 +49,9 @@ enum class ClientEventKind : std::uint8_t {
     gap,              ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
     error,            ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
     closed,           ///< the connection is gone (`error` says why)
+    password_changed, ///< change_password() succeeded on the server and the local state is sealed under the new
+                      ///< password; session_token() holds the new token (every session of the user ends: log in
+                      ///< again with it)
 };
 
 /// Short name of an event kind ("message", "key_rotated", ...).
@@ -158,6 +163,12 @@ public:
     [[nodiscard]] std::optional<TimePoint> next_wakeup() const;
     /// End the conversation with `peer`.
     Status leave(std::string_view peer);
+    /// Change the account's password (docs/protocol.md 5.5): the server checks `old_password` (throttled like a
+    /// login) and stores the new one; then the client state is sealed under `new_password` and `password_changed`
+    /// is reported. A refusal is an `error` event (auth_rejected, throttled, bad_password...). If the server
+    /// changed it but the state could not be re-sealed, the error says so (the state still opens with the old
+    /// password: `sim rekey` fixes it). Errc::not_authenticated, Errc::bad_password (empty or too long), busy.
+    Status change_password(std::string_view old_password, std::string_view new_password);
     /// Log out (revoke: 0 keep the token, 1 revoke it, 2 revoke all of the user's tokens) and close.
     Status logout(std::uint8_t revoke = 0);
     /// The pinned identity of `peer` and our safety number with it. Errc::no_conversation when none is known.
@@ -247,6 +258,9 @@ public:
                             Duration timeout = std::chrono::seconds(30));
     /// Explicit registration (servers with the `explicit` policy).
     Status register_user(std::string_view user, std::string_view password, Duration timeout = std::chrono::seconds(30));
+    /// ClientCore::change_password, waiting for its outcome.
+    Status change_password(std::string_view old_password, std::string_view new_password,
+                           Duration timeout = std::chrono::seconds(30));
     Status open(std::string_view peer);
     Result<MessageId> send(std::string_view peer, std::string_view text);
     Status leave(std::string_view peer);

@@ -63,6 +63,7 @@ enum class FrameType : std::uint8_t {
     ack = 0x18,        ///< recipient to server: these message ids are stored (section 6.6); sid 0
     receipt = 0x19,    ///< server to sender: sid = ReceiptStatus, payload = peer + message ids (section 6.6)
     limits = 0x1A,     ///< server to client after login: the rates and window to pace sending by (section 6.6)
+    passwd = 0x1B,     ///< client: change the password (old + new); server: changed, with a new session token (5.5)
 };
 
 /// Stages carried in the sid of an ack_init frame.

@@ -49,6 +49,15 @@ Bytes encode_session_token(const IssuedSessionToken& t);
 /// An empty payload decodes to an empty token (token login: nothing new issued).
 Result<IssuedSessionToken> decode_session_token(ByteView payload);
 
+/// A `passwd` frame from a client (docs/protocol.md 5.5): both passwords, zeroized, never logged.
+struct PasswordChange {
+    SecureBytes old_password;
+    SecureBytes new_password;
+};
+Bytes encode_password_change(const PasswordChange& c);
+/// Errc::truncated, Errc::trailing_bytes, Errc::bad_password (an empty password).
+Result<PasswordChange> decode_password_change(ByteView payload);
+
 /// How a conversation is keyed (the first byte of a KEYGEN payload and of a message envelope).
 enum class ConversationMode : std::uint8_t {
     server_assigned = 1,  ///< the seed's mode: the server generates the key and could read the conversation

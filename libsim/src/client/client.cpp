@@ -236,6 +236,11 @@ Status Client::register_user(std::string_view user, std::string_view password, D
     return m_impl->await(ClientEventKind::authenticated, timeout);
 }
 
+Status Client::change_password(std::string_view old_password, std::string_view new_password, Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->change_password(old_password, new_password));
+    return m_impl->await(ClientEventKind::password_changed, timeout);
+}
+
 Status Client::open(std::string_view peer) {
     return m_impl->core->open(peer);
 }

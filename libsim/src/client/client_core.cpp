@@ -1,6 +1,7 @@
 // The sans-IO client core (docs/protocol.md sections 5 and 6).
 #include "e2e_client.h"
 
+#include <sim/auth.h>
 #include <sim/client.h>
 #include <sim/client_state.h>
 #include <sim/frame.h>
@@ -29,6 +30,7 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
         case ClientEventKind::gap: return "gap";
         case ClientEventKind::error: return "error";
         case ClientEventKind::closed: return "closed";
+        case ClientEventKind::password_changed: return "password_changed";
     }
     return "unknown";
 }
@@ -80,6 +82,7 @@ struct ClientCore::Impl {
     bool authed = false;
     std::optional<PrekeyStatus> early_prekey_status;  // a server sends it just before ack_init 1
     IssuedSessionToken token;
+    SecureBytes new_password;  // while a password change is under way
     std::set<std::string, std::less<>> awaited;
     std::map<std::string, Conversation, std::less<>> conversations;
     std::set<std::string, std::less<>> keys_asked;  // peers asked for a key for the outbox, on this connection
@@ -356,6 +359,7 @@ struct ClientCore::Impl {
             case FrameType::ack_init: on_ack(f); break;
             case FrameType::keygen: on_keygen(f); break;
             case FrameType::message: on_message(f); break;
+            case FrameType::passwd: on_password_changed(f); break;
             case FrameType::prekeys: {
                 if (f.source != server_name || (!authed && !login_sent)) {
                     fail(Error{Errc::bad_field, "prekeys status not from the server"});
@@ -413,7 +417,17 @@ struct ClientCore::Impl {
                 return;
             case FrameType::error: {
                 auto err = parse_error_frame(f);
-                emit_error(err ? err->to_error() : err.error(), f.destination);  // the peer it is about, if any
+                if (err && !f.destination.empty()) {
+                    // About a peer that cannot be reached yet (no prekeys, 6.2): we wait for it; the outbox holds.
+                    ClientEvent e;
+                    e.kind = ClientEventKind::waiting;
+                    e.peer = f.destination;
+                    e.error = err->to_error();
+                    e.text = err->detail;
+                    emit(std::move(e));
+                    break;
+                }
+                emit_error(err ? err->to_error() : err.error());
                 break;
             }
             default: fail(Error{Errc::bad_field, "frame type not expected from the server"}); return;
@@ -466,6 +480,32 @@ struct ClientCore::Impl {
                 return;
         }
         fail(Error{Errc::bad_field, "unknown ack_init stage"});
+    }
+
+    /// The server took the new password (docs/protocol.md 5.5): keep its token, seal the state under the password.
+    void on_password_changed(const Frame& f) {
+        if (f.source != server_name || !authed || new_password.empty()) {
+            fail(Error{Errc::bad_field, "passwd not expected from the server"});
+            return;
+        }
+        auto t = decode_session_token(f.payload);
+        if (!t) {
+            fail(t.error());
+            return;
+        }
+        if (!t->token.empty()) {
+            token = std::move(*t);
+        }
+        const std::string_view password{reinterpret_cast<const char*>(new_password.data()), new_password.size()};
+        const auto sealed = config.state->change_password(password);
+        new_password = SecureBytes{};
+        if (!sealed) {
+            emit_error(Error{sealed.code(), "the server has the new password, but the local state is still sealed "
+                                            "under the old one (" + sealed.error().message() +
+                                                "): open it with the old password and re-seal it (sim rekey)"});
+            return;
+        }
+        emit(ClientEventKind::password_changed, user);
     }
 
     void on_keygen(const Frame& f) {
@@ -749,6 +789,22 @@ Status ClientCore::leave(std::string_view peer) {
     m_impl->assigned_peers.erase(std::string(peer));
     m_impl->awaited.erase(std::string(peer));
     auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, std::string(peer), {}});
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::change_password(std::string_view old_password, std::string_view new_password) {
+    std::unique_lock lock(m_impl->mutex);
+    if (!m_impl->authed) {
+        return Error{Errc::not_authenticated, "log in first"};
+    }
+    SIM_TRY_STATUS(auth::check_password(old_password));
+    SIM_TRY_STATUS(auth::check_password(new_password));
+    PasswordChange change;
+    change.old_password = to_bytes<SecureBytes>(as_bytes(old_password));
+    change.new_password = to_bytes<SecureBytes>(as_bytes(new_password));
+    m_impl->new_password = change.new_password;
+    auto st = m_impl->send_inner(Frame{FrameType::passwd, 0, m_impl->user, {}, encode_password_change(change)});
     m_impl->flush(lock);
     return st;
 }

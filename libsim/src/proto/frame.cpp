@@ -204,6 +204,7 @@ std::optional<FrameType> frame_type_from_wire(std::uint8_t value) noexcept {
         case FrameType::ack:
         case FrameType::receipt:
         case FrameType::limits:
+        case FrameType::passwd:
             return static_cast<FrameType>(value);
     }
     return std::nullopt;
@@ -224,6 +225,7 @@ std::string_view frame_type_name(FrameType type) noexcept {
         case FrameType::ack: return "ack";
         case FrameType::receipt: return "receipt";
         case FrameType::limits: return "limits";
+        case FrameType::passwd: return "passwd";
     }
     return "unknown";
 }

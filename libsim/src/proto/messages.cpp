@@ -47,6 +47,38 @@ Result<Credentials> decode_credentials(ByteView payload) {
     return c;
 }
 
+Bytes encode_password_change(const PasswordChange& c) {
+    Bytes out;
+    WireWriter w(out);
+    for (const auto* p : {&c.old_password, &c.new_password}) {
+        // Longer than the u16 field is cut; callers check the length (auth::check_password) first.
+        const auto n = std::min<std::size_t>(p->size(), std::numeric_limits<std::uint16_t>::max());
+        w.u16(static_cast<std::uint16_t>(n));
+        w.bytes(ByteView{*p}.first(n));
+    }
+    return out;
+}
+
+Result<PasswordChange> decode_password_change(ByteView payload) {
+    WireReader r(payload);
+    PasswordChange c;
+    for (auto* p : {&c.old_password, &c.new_password}) {
+        std::uint16_t len = 0;
+        ByteView v;
+        if (!r.u16(len) || !r.take(len, v)) {
+            return Error{Errc::truncated, "password change truncated"};
+        }
+        if (v.empty()) {
+            return Error{Errc::bad_password, "empty password"};
+        }
+        p->assign(v.begin(), v.end());
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after the password change"};
+    }
+    return c;
+}
+
 Bytes encode_session_token(const IssuedSessionToken& t) {
     Bytes out;
     if (t.token.empty()) {

@@ -380,6 +380,7 @@ private:
             case FrameType::close: handle_close(frame); return;
             case FrameType::prekeys: handle_prekeys(frame); return;
             case FrameType::ack: handle_ack(frame); return;
+            case FrameType::passwd: handle_passwd(std::move(frame)); return;
             default: fail(Error{Errc::bad_field, "frame type not allowed from a client"}); return;
         }
     }
@@ -706,6 +707,74 @@ private:
         }
     }
 
+    // ------------------------------------------------------------ password change (docs/protocol.md 5.5)
+
+    void handle_passwd(Frame frame) {
+        auto change = decode_password_change(frame.payload);
+        secure_zero(frame.payload.data(), frame.payload.size());
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        if (!change) {
+            refuse(change.code(), change.error().detail);
+            return;
+        }
+        if (m_changing_password) {
+            refuse(Errc::busy, "a password change is under way");
+            return;
+        }
+        m_changing_password = true;
+        auto job = [self = shared_from_this(), user = m_user,
+                    change = std::make_shared<PasswordChange>(std::move(*change))] {
+            self->run_password_change(user, *change);
+        };
+        if (!m_core->workers.submit(std::move(job))) {
+            m_changing_password = false;
+            refuse(Errc::busy, "server busy, try again");
+        }
+    }
+
+    /// On a worker thread: check the old password, store the new one's hash, end every session of the user (this
+    /// one too, through the session-end log) and issue a token for the next login.
+    void run_password_change(const std::string& user, const PasswordChange& change) {
+        auto& core = *m_core;
+        const auto text = [](const SecureBytes& b) {
+            return std::string_view{reinterpret_cast<const char*>(b.data()), b.size()};
+        };
+        auto r = core.authenticator.change_password(user, text(change.old_password), text(change.new_password),
+                                                    address_only(m_peer));
+        Result<IssuedSessionToken> issued{Errc::internal};
+        if (!r.ok()) {
+            issued = r.outcome.error();
+        } else {
+            if (const auto revoked = core.tokens.revoke_all(user); !revoked) {
+                core.log(LogLevel::error, "sessions of " + user + " not ended after a password change: " +
+                                              revoked.error().message());
+            }
+            issued = IssuedSessionToken{};
+            if (auto token = core.tokens.issue(user, wall_now(), core.config.token_ttl)) {
+                issued->token = std::move(token->token);
+                issued->expires_unix_ms = token->expires.time_since_epoch().count();
+            }
+        }
+        const std::lock_guard lock(m_mutex);
+        m_changing_password = false;
+        if (m_phase != Phase::authenticated) {
+            return;
+        }
+        if (!issued) {
+            Error err = issued.error();
+            if (err.code == Errc::throttled) {
+                const auto secs = std::chrono::duration_cast<std::chrono::seconds>(r.retry_after).count();
+                err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
+            }
+            refuse(err.code, err.detail);
+            return;
+        }
+        m_core->log(LogLevel::info, who() + " changed the password");
+        send(Frame{FrameType::passwd, 0, std::string(server_name), m_user, encode_session_token(*issued)});
+    }
+
     void handle_ack(const Frame& frame) {
         if (!within_rate() || !check_source(frame)) {
             return;
@@ -885,6 +954,7 @@ private:
     TimePoint m_last_refill;
     std::uint32_t m_violations = 0;
     std::uint32_t m_out_of_order = 0;  // out-of-order messages since the last accepted one
+    bool m_changing_password = false;  // a passwd frame is being handled on a worker
 
     std::mutex m_send_mutex;  // leaf lock: the send session and the output
     std::optional<SendSession> m_send;
