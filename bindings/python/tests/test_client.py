@@ -221,6 +221,24 @@ def test_login_errors(connect: Connect) -> None:
     assert empty.value.code == Errc.BAD_PASSWORD
 
 
+def test_change_password(connect: Connect) -> None:
+    alice = connect()
+    alice.login("erin", "erin's first password")
+    old_token = alice.session_token
+    with pytest.raises(libsim.AccountError) as wrong:
+        alice.change_password("not erin's password", "erin's second password")
+    assert wrong.value.code == Errc.AUTH_REJECTED
+    with pytest.raises(libsim.AccountError) as empty:
+        alice.change_password("erin's first password", "")
+    assert empty.value.code == Errc.BAD_PASSWORD
+    alice.change_password("erin's first password", "erin's second password")
+    assert alice.session_token is not None and alice.session_token != old_token
+    refused = connect()
+    with pytest.raises(libsim.AccountError):
+        refused.login("erin", "erin's first password")
+    connect().login("erin", "erin's second password")
+
+
 def test_connect_errors() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
