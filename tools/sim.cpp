@@ -616,7 +616,7 @@ Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::
             print_line(stderr, "sim: " + describe(*e).substr(2));
             return Awaited::identity_changed;
         }
-        if (e->kind == sim::ClientEventKind::error && e->error.code == sim::Errc::no_conversation) {
+        if (e->kind == sim::ClientEventKind::waiting && e->error.code == sim::Errc::no_conversation) {
             finish(c);
             failure(peer + " has no end-to-end keys yet (" + peer + " must log in once before others can write to them)");
             return Awaited::failed;
