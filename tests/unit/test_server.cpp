@@ -355,11 +355,11 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     REQUIRE(alice.saw(sim::ClientEventKind::channel_ready));
     CHECK(alice.events.front().first_contact);
     REQUIRE(w.login(alice, "Alice", "alice's password", "bob"));
-    // ack_init sid 1 (authenticated, canonical name), then ack_init sid 3 (bob offline: waiting); this server
-    // stores messages for offline users, so the pair is keyed at once (KEYGEN sid 9999 for the TDES suite)
+    // ack_init sid 1 (authenticated, canonical name), then ack_init sid 3 (bob offline: waiting). bob has never
+    // logged in, so there is no account to store messages for: no key yet, as in the seed
     REQUIRE(alice.saw(sim::ClientEventKind::authenticated, "alice"));
     CHECK(alice.saw(sim::ClientEventKind::waiting, "bob"));
-    CHECK(alice.of(sim::ClientEventKind::key_assigned).size() == 1);
+    CHECK(alice.of(sim::ClientEventKind::key_assigned).empty());
     CHECK(w.server->stats().waiting == 1);
     CHECK(alice.core->session_token().token.size() == sim::auth::session_token_size);
 
@@ -371,9 +371,10 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob's password"));
-    // bob logs in: alice is told at once (ack_init sid 2), bob gets his KEYGEN; alice keeps hers (one KEYGEN each)
+    // bob logs in (and so registers): alice is told at once (ack_init sid 2), and both get a KEYGEN (sid 9999,
+    // the TDES suite)
     CHECK(alice.saw(sim::ClientEventKind::peer_online, "bob"));
-    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK(alice.of(sim::ClientEventKind::key_assigned, "bob").size() == 1);
     REQUIRE(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
     CHECK(alice.core->conversation_suite("bob") == sim::SuiteId::tdes_cbc_hmac_sha256);
     CHECK(w.server->stats().conversations == 1);
@@ -1611,10 +1612,17 @@ World sa_world(std::size_t max_stored = 100'000) {
     return World(sim::SuitePolicy::default_policy(), "sa world", sim::ConversationMode::server_assigned, max_stored);
 }
 
+/// `user` logs in once (and so has an account) and goes offline.
+void register_offline(World& w, const std::string& user) {
+    w.drop(w.raw_login(user));
+    w.settle();
+}
+
 }  // namespace
 
 TEST_CASE("server-assigned mode: an offline destination's messages are stored behind its KEYGEN") {
     auto w = sa_world();
+    register_offline(w, "bob");
     auto& alice = w.raw_login("alice", "bob");
     CHECK(alice.take(sim::FrameType::prekeys).empty());  // no prekey status in this mode
     const auto waiting = alice.take(sim::FrameType::ack_init);
@@ -1625,8 +1633,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     const auto k = sim::decode_key_assignment(ka[0].payload).value();
     CHECK(k.mode == sim::ConversationMode::server_assigned);
     CHECK(k.peer == "bob");
-    // bob has never logged in (open registration): the vault can hold the key only once he exists
-    CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
+    CHECK(w.vault->get("alice", "bob")->has_value());  // sealed at rest, for as long as messages need it
 
     // No conversation, no message; an envelope of the other mode is refused too.
     alice.send(message("alice", "carol", 9, sim::ConversationMode::server_assigned));
@@ -1687,6 +1694,8 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
 
 TEST_CASE("server-assigned mode: a sender who leaves before delivery; the conversation ends after it") {
     auto w = sa_world();
+    register_offline(w, "bob");
+    register_offline(w, "carol");
     // Without stored messages, a dropped initiator ends the conversation as in the seed.
     auto& a0 = w.raw_login("alice", "carol");
     CHECK(a0.take(sim::FrameType::keygen).size() == 1);
@@ -1747,6 +1756,12 @@ TEST_CASE("server-assigned mode: a sender who leaves before delivery; the conver
 
 TEST_CASE("server-assigned mode: clients read an offline delivery across rotations and answer an hour later") {
     World w;  // TDES conversations, as in the seed
+    {
+        auto& bob = w.connect();
+        REQUIRE(w.login(bob, "bob", "pw-bob-123"));
+        bob.pipe->close_now();
+        w.settle();
+    }
     auto& alice = w.connect();
     REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
     REQUIRE(alice.saw(sim::ClientEventKind::waiting, "bob"));
@@ -1798,8 +1813,29 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     CHECK(bob.of(sim::ClientEventKind::message).back().text == "welcome");
 }
 
+TEST_CASE("server-assigned mode: a name nobody has is not keyed; messages to it wait in the sender's outbox") {
+    World w;
+    auto& alice = w.connect();
+    REQUIRE(w.login(alice, "alice", "alice's password", "bbo"));  // a typo of bob
+    CHECK(alice.saw(sim::ClientEventKind::waiting, "bbo"));
+    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_assigned, "bbo"));
+    REQUIRE(alice.core->send("bbo", "hello?"));
+    w.settle();
+    CHECK(alice.core->outbox_size() == 1);  // kept by the client, not stored on the server for nobody
+    CHECK(w.messages->appended == 0);
+    CHECK(w.server->stats().conversations == 0);
+    CHECK_FALSE(alice.saw(sim::ClientEventKind::error));
+    // If that name registers after all, it is keyed at its login and the message goes.
+    auto& bbo = w.connect();
+    REQUIRE(w.login(bbo, "bbo", "bbo's password"));
+    CHECK(alice.saw(sim::ClientEventKind::key_assigned, "bbo"));
+    CHECK(bbo.texts("alice") == std::vector<std::string>{"hello?"});
+    CHECK(alice.core->outbox_size() == 0);
+}
+
 TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epochs per record, no further") {
     auto w = sa_world();
+    register_offline(w, "bob");
     auto& alice = w.raw_login("alice", "bob");
     const auto k = sim::decode_key_assignment(alice.take(sim::FrameType::keygen).at(0).payload).value();
     sim::SessionConfig cfg;
@@ -1827,7 +1863,7 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     CHECK(w.backend->usage("bob").value().messages == 4);
 
     auto& bob = w.connect();
-    REQUIRE(w.login(bob, "bob", "pw-bob-123"));
+    REQUIRE(w.login(bob, "bob", "bob-pw"));  // register_offline's password
     const auto got = bob.of(sim::ClientEventKind::message);
     REQUIRE(got.size() == 3);
     CHECK(got[0].text == "record 1");

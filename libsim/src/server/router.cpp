@@ -96,7 +96,7 @@ void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
             Conversation& conv = it->second;
             if (conv.unkeyed == user) {
                 if (!conv.in_vault) {
-                    conv.in_vault = vault_put_locked(pair, conv.key);  // `user` may have just registered
+                    conv.in_vault = vault_put_locked(pair, conv.key).has_value();  // `user` may have just registered
                 }
                 send_keygen_locked(user, pair.first == user ? pair.second : pair.first, conv.suite, conv.key);
                 conv.unkeyed.clear();
@@ -126,18 +126,17 @@ void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
     std::erase_if(m_waiting, [](const auto& kv) { return kv.second.empty(); });
 }
 
-bool Router::vault_put_locked(const Pair& pair, ByteView key) {
+Status Router::vault_put_locked(const Pair& pair, ByteView key) {
     if (m_vault == nullptr) {
-        return false;
+        return Error{Errc::not_implemented, "no key vault"};
     }
     const auto st = m_vault->put(pair.first, pair.second, key, m_next_epoch++, m_wall());
     if (!st) {
         // An offline destination may not be registered yet (open registration): stored again at its login.
         m_log(st.code() == Errc::user_not_found ? LogLevel::debug : LogLevel::error,
               "conversation key not stored: " + st.error().message());
-        return false;
     }
-    return true;
+    return st;
 }
 
 void Router::unindex_locked(const std::string& user, const Pair& pair) {
@@ -272,12 +271,13 @@ void Router::open(const std::string& from, const std::string& to) {
         }
         return;
     }
-    // The seed's pending connection (from, to, False): wait until `to` logs in. Messages are stored, so the pair
-    // is keyed now and `from` can write to `to` meanwhile; `to` gets the KEYGEN at its login.
+    // The seed's pending connection (from, to, False): wait until `to` logs in. Messages are stored, so a
+    // registered `to` is keyed now and `from` can write to it meanwhile (`to` gets the KEYGEN at its login); a name
+    // nobody has is not (a typo stores nothing): `from` waits, and is keyed if that name registers and logs in.
     m_waiting[from].insert(to);
     ack_locked(from, AckStage::destination_offline, to);
     if (it == m_conversations.end()) {
-        assign_key_locked(from, to);
+        (void)assign_key_locked(from, to, true);
     }
 }
 
@@ -286,7 +286,7 @@ void Router::probe(const std::string& from, const std::string& to) {
     ack_locked(from, m_bus.attached(to) ? AckStage::destination_online : AckStage::destination_offline, to);
 }
 
-void Router::assign_key_locked(const std::string& a, const std::string& b) {
+bool Router::assign_key_locked(const std::string& a, const std::string& b, bool registered_only) {
     const SuiteId suite = m_policy.preference().front();
     KeyAssignment assignment;
     assignment.suite = suite;
@@ -294,7 +294,11 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     const auto pair = make_pair(a, b);
     Conversation conv;
     conv.suite = suite;
-    conv.in_vault = vault_put_locked(pair, assignment.key);
+    const auto put = vault_put_locked(pair, assignment.key);
+    if (registered_only && !put && put.code() == Errc::user_not_found) {
+        return false;  // a name nobody has (yet): `a` waits for it, as in the seed's flow
+    }
+    conv.in_vault = put.has_value();
     for (const auto& [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
         if (!m_bus.attached(user)) {
             conv.unkeyed = user;  // KEYGEN at its login (open() keys only with `a` online)
@@ -307,6 +311,7 @@ void Router::assign_key_locked(const std::string& a, const std::string& b) {
     m_conversations.insert_or_assign(pair, std::move(conv));
     m_log(LogLevel::info, "conversation " + pair.first + " <-> " + pair.second + " keyed (" +
                               std::string(suite_name(suite)) + ")");
+    return true;
 }
 
 void Router::end_conversation_locked(const Pair& pair, const std::string& leaver) {

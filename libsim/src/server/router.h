@@ -83,9 +83,12 @@ private:
         bool in_vault = false; // the vault refuses a pair with a user who is not registered yet
     };
 
-    void assign_key_locked(const std::string& a, const std::string& b);
-    /// Store the pair's key in the vault; whether it was stored.
-    bool vault_put_locked(const Pair& pair, ByteView key);
+    /// Key the pair (KEYGEN to whoever of them is online). `b` offline and not registered: with
+    /// `registered_only` nothing is keyed (returns false: no messages are stored for a name nobody has).
+    bool assign_key_locked(const std::string& a, const std::string& b, bool registered_only = false);
+    /// Store the pair's key in the vault. Errc::user_not_found when one of them is not registered (yet); other
+    /// errors are logged; an error without a vault.
+    Status vault_put_locked(const Pair& pair, ByteView key);
     void end_conversation_locked(const Pair& pair, const std::string& leaver);
     /// `user` left the conversation `pair` (close or dropped connection).
     void depart_locked(const Pair& pair, const std::string& user);
