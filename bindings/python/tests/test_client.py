@@ -67,16 +67,17 @@ def test_waiting_for_the_peer(seed_connect: Connect) -> None:
     alice.login("alice", "alice's password", "bob")
     waiting = alice.wait_for(EventKind.WAITING, "bob", timeout=TIMEOUT)
     assert waiting.peer == "bob"
-    # The seed's waiting step with offline delivery: alice is keyed at once and her message is stored for bob.
-    keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
-    assert keyed.mode == ConversationMode.SERVER_ASSIGNED
+    # The seed's waiting step: bob has no account yet, so there is no key; alice's message waits in her outbox.
     early = alice.send("bob", "while you were away")
-    stored = alice.wait_for(EventKind.RECEIPT, "bob", timeout=TIMEOUT)
-    assert (stored.text, stored.message_id) == ("stored", early)
+    with pytest.raises(libsim.TimeoutError):
+        alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=0.5)
+    assert alice.outbox_size == 1
 
     bob = connect()
     bob.login("bob", "bob's password")
     alice.wait_for(EventKind.PEER_ONLINE, "bob", timeout=TIMEOUT)
+    keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
+    assert keyed.mode == ConversationMode.SERVER_ASSIGNED
     bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
     first = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
     assert (first.text, first.message_id) == ("while you were away", early)
