@@ -1,6 +1,7 @@
 #!/bin/bash
 # Smoke tests of the command-line tools: smoke.sh CASE.
-# Needs SIMD and SIM (paths of the programs) and, for the 'docs' case, TOOLS_DOC (docs/tools.md).
+# Needs SIMD and SIM (paths of the programs), for the 'docs' case TOOLS_DOC (docs/tools.md), and for the
+# 'bench-metrics' case SIM_BENCH.
 # Every case works in its own temporary directory; the trap stops every process it started and removes the
 # directory, also when a check fails.
 set -u
@@ -749,6 +750,54 @@ metrics)
     expect_status 1 "$SIMD" -c "$T/status.conf" status
     grep -q "no simd answers at http://127.0.0.1:$MPORT/status" "$T/last.err" ||
         fail "simd status without a server: $(cat "$T/last.err")"
+    ;;
+
+bench-metrics)
+    # /metrics scraped while sim-bench loads the server: the counters follow what sim-bench reports, the
+    # histograms fill, every connection is gone afterwards, and sim-bench reads the same figures itself.
+    : "${SIM_BENCH:?set SIM_BENCH to the sim-bench program}"
+    start_simd srv --metrics-address 127.0.0.1:0 --log-level info --max-connections-per-address 0
+    admin_port srv
+    "$SIM_BENCH" offline --server "127.0.0.1:$PORT" --metrics-address "127.0.0.1:$MPORT" --pairs 2 --count 500 \
+        --conn-rate 500 --timeout 60 --json "$T/bench.json" >"$T/bench.out" 2>"$T/bench.err" </dev/null &
+    BENCH_PID=$!
+    PIDS+=("$BENCH_PID")
+    busiest=0
+    scrapes=0
+    while kill -0 "$BENCH_PID" 2>/dev/null; do
+        http "GET /metrics HTTP/1.0"
+        head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 200 " || fail "GET /metrics during the run"
+        scrapes=$((scrapes + 1))
+        [ "$(connections)" -gt "$busiest" ] && busiest=$(connections)
+        sleep 0.1
+    done
+    wait_exit "$BENCH_PID" 5 || fail "sim-bench did not end"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "sim-bench exited with $EXIT_STATUS"
+    [ "$scrapes" -ge 5 ] || fail "only $scrapes scrapes during the run"
+    [ "$busiest" -ge 2 ] || fail "no connections seen during the run (at most $busiest)"
+    # figure KEY: a number from sim-bench's JSON report
+    figure() { sed -n "s/^  \"$1\": \([0-9.]*\),\{0,1\}$/\1/p" "$T/bench.json" | cut -d. -f1; }
+    stored=$(figure stored)
+    drained=$(figure drained)
+    [ "${stored:-0}" -ge 1000 ] || fail "sim-bench stored '$stored' messages, expected 1000"
+    [ "${drained:-0}" -ge 1000 ] || fail "sim-bench drained '$drained' messages"
+    expect_metric 'simd_connections{state="authenticated"}' 0
+    expect_metric simd_store_messages 0
+    [ "$(connections)" = 0 ] || fail "connections after the run: $(connections)"
+    committed=$(metric simd_store_committed_messages_total)
+    [ "$committed" -ge "$stored" ] || fail "committed $committed < stored $stored"
+    [ "$(metric simd_messages_routed_total)" -ge "$drained" ] || fail "routed < drained"
+    [ "$(metric simd_messages_delivered_total)" -ge "$drained" ] || fail "delivered < drained"
+    [ "$(metric simd_store_commit_latency_seconds_count)" = "$committed" ] ||
+        fail "commit latencies $(metric simd_store_commit_latency_seconds_count) != committed $committed"
+    [ "$(metric simd_login_latency_seconds_count)" -gt 0 ] || fail "no login latency"
+    [ "$(metric simd_handshake_latency_seconds_count)" -gt 0 ] || fail "no handshake latency"
+    # sim-bench read the same counters from /metrics
+    [ "$(figure server_committed)" = "$committed" ] ||
+        fail "sim-bench says $(figure server_committed) committed, /metrics $committed"
+    [ "$(figure store_commits)" -ge 1 ] || fail "sim-bench reports no store transactions"
+    grep -q "server /metrics: messages per transaction  *[0-9]" "$T/bench.out" || fail "no messages per transaction"
+    stop_simd
     ;;
 
 packaging)
