@@ -974,9 +974,12 @@ ServerStats ServerCore::stats() const {
     ServerStats s = m_impl->router.stats();
     s.connections = m_impl->connections.load();
     s.logins_ok = m_impl->logins_ok.load();
-    s.connections_handshake = m_impl->conn_states[0].load();
-    s.connections_unauthenticated = m_impl->conn_states[1].load();
-    s.connections_authenticated = m_impl->conn_states[2].load();
+    const auto open_in = [this](Impl::ConnState state) {
+        return m_impl->conn_states[static_cast<std::size_t>(state)].load();
+    };
+    s.connections_handshake = open_in(Impl::ConnState::handshake);
+    s.connections_unauthenticated = open_in(Impl::ConnState::unauthenticated);
+    s.connections_authenticated = open_in(Impl::ConnState::authenticated);
     s.logins_failed = m_impl->logins_failed.load();
     s.logins_throttled = m_impl->logins_throttled.load();
     s.store_commits = m_impl->commit->commits();
