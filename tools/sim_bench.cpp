@@ -3,6 +3,7 @@
 // Modes: route (message latency and throughput between pairs), connect (idle authenticated connections, memory per
 // connection), login (password logins per second), offline (durable store-and-forward to offline users, then the
 // drain at login). Every run is bounded in count and time and stops by itself.
+#include "common/metrics_http.h"
 #include "common/options.h"
 
 #include <sim/channel.h>
@@ -700,6 +701,10 @@ const std::vector<OptionSpec>& option_specs() {
         {"bcrypt-cost", 0, "N", "with --spawn-simd: bcrypt cost of the server (4 = fast, for route/connect)", "4",
          false},
         {"server-pid", 0, "PID", "process to measure (CPU, RSS); default: the one listening on the port", "", false},
+        {"metrics-address", 0, "[HOST:]PORT",
+         "the simd's admin endpoint (its --metrics-address): the report adds what its /metrics counted during the "
+         "run (commits, messages, latencies); --spawn-simd starts simd with one on a free loopback port",
+         "", false},
         {"threads", 0, "N", "I/O threads of the load generator", "2", false},
         {"pairs", 0, "P", "route: pairs of users sending to each other; offline: senders (one recipient each)", "4",
          false},
@@ -790,6 +795,7 @@ struct Settings {
     std::string conversation_mode = "e2e";
     std::uint64_t bcrypt_cost = 4;
     std::optional<pid_t> server_pid;
+    std::optional<std::pair<std::string, std::uint16_t>> metrics;  // the server's admin endpoint
     unsigned threads = 2;
     std::uint64_t pairs = 4;
     std::uint64_t size = 256;
@@ -858,6 +864,9 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
         SIM_TRY_STATUS(get_uint("server-pid", v, 1, 1U << 30U));
         s.server_pid = static_cast<pid_t>(v);
     }
+    if (args.has("metrics-address")) {
+        SIM_TRY(s.metrics, sim::tools::parse_admin_address(args.get("metrics-address")));
+    }
     v = s.threads;
     SIM_TRY_STATUS(get_uint("threads", v, 1, 64));
     s.threads = static_cast<unsigned>(v);
@@ -902,6 +911,20 @@ struct Target {
     std::unique_ptr<SpawnedSimd> spawned;
     std::uint16_t port = 0;
     std::optional<pid_t> pid;
+    std::optional<std::pair<std::string, std::uint16_t>> metrics;  // the server's admin endpoint, if known
+    std::optional<std::string> metrics_at_start;                   // its /metrics when the run began
+
+    /// The server's /metrics now, when its admin endpoint is known and answers.
+    [[nodiscard]] std::optional<std::string> scrape() const {
+        if (!metrics) {
+            return std::nullopt;
+        }
+        auto r = sim::tools::http_get(metrics->first, metrics->second, "/metrics", 5s);
+        if (!r || r->status != 200) {
+            return std::nullopt;
+        }
+        return std::move(r->body);
+    }
 
     [[nodiscard]] std::optional<double> cpu() const { return pid ? process_cpu_seconds(*pid) : std::nullopt; }
     [[nodiscard]] std::optional<double> rss_mib() const {
@@ -913,9 +936,34 @@ struct Target {
     }
 };
 
+/// A loopback port free now (for the spawned simd's admin endpoint), or nullopt.
+std::optional<std::uint16_t> free_loopback_port() {
+    asio::io_context io;
+    tcp::acceptor probe(io);
+    asio::error_code ec;
+    probe.open(tcp::v4(), ec);
+    if (!ec) {
+        probe.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0), ec);
+    }
+    if (ec) {
+        return std::nullopt;
+    }
+    return probe.local_endpoint(ec).port();
+}
+
 sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extra) {
     Target t;
+    t.metrics = s.metrics;
+    if (!s.spawn_path.empty() && !t.metrics) {
+        if (const auto port = free_loopback_port()) {
+            t.metrics = std::pair{std::string("127.0.0.1"), *port};
+        }
+    }
     if (!s.spawn_path.empty()) {
+        if (t.metrics) {
+            extra.insert(extra.end(),
+                         {"--metrics-address", t.metrics->first + ":" + std::to_string(t.metrics->second)});
+        }
         // Every benchmark connection comes from this one address: no per-address limit.
         extra.insert(extra.end(), {"--bcrypt-cost", std::to_string(s.bcrypt_cost), "--conversation-suite", s.suite,
                                    "--conversation-mode", s.conversation_mode, "--max-connections-per-address", "0"});
@@ -930,7 +978,46 @@ sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extr
                       << " (give --server-pid); server CPU and RSS will be n/a\n";
         }
     }
+    t.metrics_at_start = t.scrape();
+    if (t.metrics && !t.metrics_at_start) {
+        std::cerr << "sim-bench: no /metrics at " << t.metrics->first << ":" << t.metrics->second
+                  << "; the server's own counts will be n/a\n";
+    }
     return t;
+}
+
+/// What the server's /metrics counted between open_target and now (all n/a without its admin endpoint).
+void report_server_metrics(Report& rep, const Target& t) {
+    const auto now = t.scrape();
+    const auto delta = [&](std::string_view series) -> std::optional<double> {
+        if (!t.metrics_at_start || !now) {
+            return std::nullopt;
+        }
+        const auto a = sim::tools::find_sample(*t.metrics_at_start, series);
+        const auto b = sim::tools::find_sample(*now, series);
+        return a && b ? std::optional(*b - *a) : std::nullopt;
+    };
+    const auto mean_ms = [&](const std::string& histogram) -> std::optional<double> {
+        const auto sum = delta(histogram + "_sum");
+        const auto count = delta(histogram + "_count");
+        return sum && count && *count > 0 ? std::optional(*sum * 1000.0 / *count) : std::nullopt;
+    };
+    const auto commits = delta("simd_store_commits_total");
+    const auto committed = delta("simd_store_committed_messages_total");
+    rep.num("server_routed", "server /metrics: messages routed", delta("simd_messages_routed_total"), "", 0);
+    rep.num("server_delivered", "server /metrics: messages acknowledged", delta("simd_messages_delivered_total"), "",
+            0);
+    rep.num("server_logins", "server /metrics: logins accepted", delta("simd_logins_total{result=\"ok\"}"), "", 0);
+    rep.num("server_login_mean_ms", "server /metrics: login latency mean", mean_ms("simd_login_latency_seconds"), "ms",
+            2);
+    rep.num("server_handshake_mean_ms", "server /metrics: handshake latency mean",
+            mean_ms("simd_handshake_latency_seconds"), "ms", 2);
+    rep.num("store_commits", "server /metrics: store transactions", commits, "", 0);
+    rep.num("server_committed", "server /metrics: messages committed", committed, "", 0);
+    rep.num("server_messages_per_commit", "server /metrics: messages per transaction",
+            commits && committed && *commits > 0 ? std::optional(*committed / *commits) : std::nullopt, "", 1);
+    rep.num("server_commit_mean_ms", "server /metrics: accept-to-commit latency mean",
+            mean_ms("simd_store_commit_latency_seconds"), "ms", 2);
 }
 
 void prepare_shared(Shared& shared, const Settings& s, const Target& t) {
@@ -1566,6 +1653,7 @@ int run_route(const Settings& s) {
     }
     rep.num("key_rotations", "conversation key rotations seen", static_cast<double>(st.rotations.load()), "", 0);
     rep.num("skipped_seq", "sequence gaps (refused messages)", static_cast<double>(skipped), "", 0);
+    report_server_metrics(rep, *target);
     rep.print(std::cout);
     if (!s.json.empty() && !rep.write_json(s.json)) {
         std::cerr << "sim-bench: cannot write " << s.json << "\n";
@@ -1740,6 +1828,7 @@ int run_connect(const Settings& s) {
     rep.num("server_rss_per_conn_kib", "server RSS per connection", per_conn_kib, "KiB", 1);
     rep.num("server_cpu_s", "server CPU", opt_diff(cpu0, cpu1), "s", 2);
     rep.num("loadgen_cpu_s", "load generator CPU", self1 - self0, "s", 2);
+    report_server_metrics(rep, *target);
     rep.print(std::cout);
     if (!s.json.empty() && !rep.write_json(s.json)) {
         std::cerr << "sim-bench: cannot write " << s.json << "\n";
@@ -1896,6 +1985,7 @@ int run_login(const Settings& s) {
     rep.num("par_p99_ms", "parallel: login p99", static_cast<double>(par.login.quantile(0.99)) / 1e6, "ms", 2);
     rep.num("par_server_cpu_ms_per_login", "parallel: server CPU per login", per_login_ms(cpu_par, par), "ms", 2);
     rep.num("server_rss_mib", "server RSS", rss, "MiB", 1);
+    report_server_metrics(rep, *target);
     rep.print(std::cout);
     if (!s.json.empty() && !rep.write_json(s.json)) {
         std::cerr << "sim-bench: cannot write " << s.json << "\n";
@@ -2410,8 +2500,6 @@ int run_offline(const Settings& s) {
             accept_cpu ? std::optional(*accept_cpu / accept_s * 100.0) : std::nullopt, "% of one core", 0);
     rep.num("accept_disk_bytes_per_msg", "accept: server disk writes per message",
             disk ? std::optional(*disk / static_cast<double>(t[1])) : std::nullopt, "B", 0);
-    rep.text("store_commits", "server commits (group commit)",
-             "n/a (simd does not expose ServerStats::store_commits)");
     rep.num("accept_loadgen_cpu_percent", "accept: load generator CPU use", (self1 - self0) / accept_s * 100.0,
             "% of one core", 0);
     rep.num("drained", "messages drained", static_cast<double>(t[3]), "", 0);
@@ -2429,6 +2517,7 @@ int run_offline(const Settings& s) {
             "% of one core", 0);
     rep.num("server_rss_before_drain_mib", "server RSS before the drain", rss_before_drain, "MiB", 1);
     rep.num("server_rss_mib", "server RSS after the drain", rss, "MiB", 1);
+    report_server_metrics(rep, *target);
     rep.print(std::cout);
     if (!s.json.empty() && !rep.write_json(s.json)) {
         std::cerr << "sim-bench: cannot write " << s.json << "\n";

@@ -2,6 +2,64 @@
 
 namespace sim {
 
+const char* errc_name(Errc code) noexcept {
+    switch (code) {
+        case Errc::ok: return "ok";
+        case Errc::truncated: return "truncated";
+        case Errc::frame_too_large: return "frame_too_large";
+        case Errc::unsupported_version: return "unsupported_version";
+        case Errc::unknown_frame_type: return "unknown_frame_type";
+        case Errc::bad_length: return "bad_length";
+        case Errc::trailing_bytes: return "trailing_bytes";
+        case Errc::bad_field: return "bad_field";
+        case Errc::invalid_key: return "invalid_key";
+        case Errc::auth_failed: return "auth_failed";
+        case Errc::replayed: return "replayed";
+        case Errc::out_of_window: return "out_of_window";
+        case Errc::epoch_too_far: return "epoch_too_far";
+        case Errc::stale_epoch: return "stale_epoch";
+        case Errc::key_expired: return "key_expired";
+        case Errc::suite_not_allowed: return "suite_not_allowed";
+        case Errc::no_common_suite: return "no_common_suite";
+        case Errc::limit_reached: return "limit_reached";
+        case Errc::invalid_state: return "invalid_state";
+        case Errc::handshake_failed: return "handshake_failed";
+        case Errc::server_key_mismatch: return "server_key_mismatch";
+        case Errc::server_key_unknown: return "server_key_unknown";
+        case Errc::identity_changed: return "identity_changed";
+        case Errc::bad_username: return "bad_username";
+        case Errc::bad_password: return "bad_password";
+        case Errc::auth_rejected: return "auth_rejected";
+        case Errc::user_exists: return "user_exists";
+        case Errc::user_not_found: return "user_not_found";
+        case Errc::throttled: return "throttled";
+        case Errc::registration_closed: return "registration_closed";
+        case Errc::bad_hash: return "bad_hash";
+        case Errc::token_invalid: return "token_invalid";
+        case Errc::storage_error: return "storage_error";
+        case Errc::schema_too_new: return "schema_too_new";
+        case Errc::corrupt_database: return "corrupt_database";
+        case Errc::store_full: return "store_full";
+        case Errc::not_authenticated: return "not_authenticated";
+        case Errc::source_mismatch: return "source_mismatch";
+        case Errc::destination_offline: return "destination_offline";
+        case Errc::bad_destination: return "bad_destination";
+        case Errc::no_conversation: return "no_conversation";
+        case Errc::rate_limited: return "rate_limited";
+        case Errc::queue_full: return "queue_full";
+        case Errc::timeout: return "timeout";
+        case Errc::closed: return "closed";
+        case Errc::busy: return "busy";
+        case Errc::out_of_order: return "out_of_order";
+        case Errc::quota_exceeded: return "quota_exceeded";
+        case Errc::invalid_argument: return "invalid_argument";
+        case Errc::not_implemented: return "not_implemented";
+        case Errc::io_error: return "io_error";
+        case Errc::internal: return "internal";
+    }
+    return "unknown";
+}
+
 const char* describe(Errc code) noexcept {
     switch (code) {
         case Errc::ok: return "success";

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Smoke tests of the command-line tools: smoke.sh CASE.
-# Needs SIMD and SIM (paths of the programs) and, for the 'docs' case, TOOLS_DOC (docs/tools.md).
+# Needs SIMD and SIM (paths of the programs), for the 'docs' case TOOLS_DOC (docs/tools.md), and for the
+# 'bench-metrics' case SIM_BENCH.
 # Every case works in its own temporary directory; the trap stops every process it started and removes the
 # directory, also when a check fails.
 set -u
@@ -118,6 +119,35 @@ wait_for_count() {
         sleep 0.1
     done
     fail "fewer than $3 lines with '$2' in $1"
+}
+
+# The admin endpoint of the simd at $MPORT (found by admin_port).
+# http REQUEST-LINE: one request, the whole answer in $T/http.out
+http() {
+    exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || fail "cannot connect to the admin endpoint"
+    printf '%s\r\nHost: test\r\n\r\n' "$1" >&3
+    timeout 10 cat <&3 >"$T/http.out"
+    exec 3<&-
+}
+# metric SERIES: its value in the last scrape (SERIES is the name with its labels, as printed)
+metric() { sed -n "s/^$1 \([0-9]*\)\r\{0,1\}$/\1/p" "$T/http.out"; }
+# connections: the open connections in every state, in the last scrape
+connections() { awk '/^simd_connections\{state="[a-z]*"\} / { n += $2 } END { print n + 0 }' "$T/http.out"; }
+# expect_metric NAME VALUE: scrape until NAME has VALUE (5 s)
+expect_metric() {
+    for _ in $(seq 1 50); do
+        http "GET /metrics HTTP/1.0"
+        [ "$(metric "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    fail "$1 is '$(metric "$1")', expected $2"
+}
+
+# admin_port NAME: the admin port of simd NAME (started with --metrics-address 127.0.0.1:0 --log-level info) in MPORT
+admin_port() {
+    wait_for "$T/$1.err" "admin endpoint listening"
+    MPORT=$(sed -n 's/.*admin endpoint listening.*addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$T/$1.err" | head -n 1)
+    [ -n "$MPORT" ] || fail "no admin port in the log"
 }
 
 case "$CASE" in
@@ -744,35 +774,17 @@ metrics)
         expect_status 2 "$SIMD" --data-dir "$T/never" --metrics-address "$bad"
     done
     start_simd srv --metrics-address 127.0.0.1:0 --log-level info
-    wait_for "$T/srv.err" "admin endpoint listening"
-    MPORT=$(sed -n 's/.*admin endpoint listening.*addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$T/srv.err" | head -n 1)
-    [ -n "$MPORT" ] || fail "no admin port in the log"
-    # http REQUEST-LINE: one request, the whole answer in $T/http.out
-    http() {
-        exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || fail "cannot connect to the admin endpoint"
-        printf '%s\r\nHost: test\r\n\r\n' "$1" >&3
-        timeout 10 cat <&3 >"$T/http.out"
-        exec 3<&-
-    }
-    # metric NAME: its value in the last scrape
-    metric() { sed -n "s/^$1 \([0-9]*\)\r\{0,1\}$/\1/p" "$T/http.out"; }
-    # expect_metric NAME VALUE: scrape until NAME has VALUE (5 s)
-    expect_metric() {
-        for _ in $(seq 1 50); do
-            http "GET /metrics HTTP/1.0"
-            [ "$(metric "$1")" = "$2" ] && return 0
-            sleep 0.1
-        done
-        fail "$1 is '$(metric "$1")', expected $2"
-    }
+    admin_port srv
     http "GET /metrics HTTP/1.0"
     head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 200 " || fail "GET /metrics: $(head -n 1 "$T/http.out")"
     grep -qi "^Content-Type: text/plain; version=0.0.4" "$T/http.out" || fail "/metrics content type"
-    grep -q "^# TYPE simd_logins_ok_total counter$" "$T/http.out" || fail "no TYPE line for the logins counter"
+    grep -q "^# TYPE simd_logins_total counter$" "$T/http.out" || fail "no TYPE line for the logins counter"
+    grep -q "^# TYPE simd_login_latency_seconds histogram$" "$T/http.out" || fail "no TYPE line for a histogram"
+    grep -q '^simd_login_latency_seconds_bucket{le="+Inf"} 0$' "$T/http.out" || fail "no +Inf bucket"
     grep -q "^# HELP simd_connections " "$T/http.out" || fail "no HELP line for the connections gauge"
     grep -q '^simd_info{version="[0-9.]*"} 1$' "$T/http.out" || fail "no simd_info"
-    [ "$(metric simd_logins_ok_total)" = 0 ] || fail "logins before any client"
-    [ "$(metric simd_connections)" = 0 ] || fail "connections before any client"
+    [ "$(metric 'simd_logins_total{result="ok"}')" = 0 ] || fail "logins before any client"
+    [ "$(connections)" = 0 ] || fail "connections before any client"
     http "GET /nothing HTTP/1.0"
     head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 404 " || fail "GET /nothing: $(head -n 1 "$T/http.out")"
     http "POST /metrics HTTP/1.0"
@@ -791,16 +803,19 @@ metrics)
     done
     grep -q "^online users: 1$" "$T/status.out" || fail "simd status does not list bob: $(cat "$T/status.out")"
     expect_metric simd_online_users 1
-    expect_metric simd_connections 1
+    expect_metric 'simd_connections{state="authenticated"}' 1
+    [ "$(connections)" = 1 ] || fail "connections while bob waits: $(connections)"
     sim_as 'alice pw' send alice bob hello >"$T/send.out" 2>"$T/send.err" || fail "sim send failed"
     wait_exit "$RECV_PID" 20 || fail "recv did not finish"
     [ "$EXIT_STATUS" -eq 0 ] || fail "recv exited with $EXIT_STATUS"
-    expect_metric simd_connections 0
+    expect_metric 'simd_connections{state="authenticated"}' 0
     [ "$(metric simd_messages_routed_total)" = 1 ] || fail "messages routed: $(metric simd_messages_routed_total)"
     [ "$(metric simd_store_committed_messages_total)" = 0 ] || fail "a message to an online user was stored"
     # bob is offline now: the next message goes to the offline store, and to bob at his next login
     sim_as 'alice pw' send alice bob again >>"$T/send.out" 2>>"$T/send.err" || fail "second send failed"
     expect_metric simd_store_committed_messages_total 1
+    [ "$(metric simd_store_messages)" = 1 ] || fail "stored messages: $(metric simd_store_messages)"
+    [ "$(metric simd_store_commit_latency_seconds_count)" = 1 ] || fail "commit latency not observed"
     [ "$(metric simd_store_commits_total)" -ge 1 ] || fail "no store commit counted"
     [ "$(metric simd_store_bytes)" -gt 0 ] || fail "the stored message's bytes are not counted"
     [ "$(metric simd_messages_routed_total)" = 1 ] || fail "a stored message counted as routed before delivery"
@@ -810,18 +825,74 @@ metrics)
     XDG_CONFIG_HOME="$T/cfg2" expect_status 1 sim_as 'wrong pw' --timeout 5 recv bob
     grep -q "login refused" "$T/last.err" || fail "wrong password: $(cat "$T/last.err")"
     expect_metric simd_store_bytes 0
-    expect_metric simd_connections 0
+    expect_metric 'simd_connections{state="unauthenticated"}' 0
+    [ "$(connections)" = 0 ] || fail "connections after every client left: $(connections)"
+    [ "$(metric simd_store_messages)" = 0 ] || fail "stored messages after the drain: $(metric simd_store_messages)"
     [ "$(metric simd_online_users)" = 0 ] || fail "users online after every client left"
-    [ "$(metric simd_logins_ok_total)" = 4 ] || fail "logins ok: $(metric simd_logins_ok_total), expected 4"
-    [ "$(metric simd_logins_failed_total)" = 1 ] || fail "logins failed: $(metric simd_logins_failed_total)"
+    for result in ok:4 failed:1 throttled:0; do
+        got=$(metric "simd_logins_total{result=\"${result%%:*}\"}")
+        [ "$got" = "${result#*:}" ] || fail "logins ${result%%:*}: '$got', expected ${result#*:}"
+    done
+    [ "$(metric simd_login_latency_seconds_count)" = 5 ] || fail "login latencies: $(metric simd_login_latency_seconds_count)"
+    [ "$(metric 'simd_login_latency_seconds_bucket{le="+Inf"}')" = 5 ] || fail "login latency +Inf bucket"
+    [ "$(metric simd_handshake_latency_seconds_count)" -ge 5 ] || fail "handshake latencies not observed"
     [ "$(metric simd_messages_routed_total)" = 2 ] || fail "messages routed: $(metric simd_messages_routed_total)"
-    [ "$(metric simd_messages_refused_total)" = 0 ] || fail "messages refused: $(metric simd_messages_refused_total)"
+    [ "$(metric simd_messages_delivered_total)" = 2 ] || fail "messages delivered: $(metric simd_messages_delivered_total)"
+    grep -q "^simd_messages_refused_total" "$T/http.out" && fail "messages refused: $(grep refused_total "$T/http.out")"
     expect_status 0 "$SIMD" status --metrics-address "127.0.0.1:$MPORT"
     grep -q "^online users: 0$" "$T/last.out" || fail "simd status after the clients left: $(cat "$T/last.out")"
     stop_simd
     expect_status 1 "$SIMD" -c "$T/status.conf" status
     grep -q "no simd answers at http://127.0.0.1:$MPORT/status" "$T/last.err" ||
         fail "simd status without a server: $(cat "$T/last.err")"
+    ;;
+
+bench-metrics)
+    # /metrics scraped while sim-bench loads the server: the counters follow what sim-bench reports, the
+    # histograms fill, every connection is gone afterwards, and sim-bench reads the same figures itself.
+    : "${SIM_BENCH:?set SIM_BENCH to the sim-bench program}"
+    start_simd srv --metrics-address 127.0.0.1:0 --log-level info --max-connections-per-address 0
+    admin_port srv
+    "$SIM_BENCH" offline --server "127.0.0.1:$PORT" --metrics-address "127.0.0.1:$MPORT" --pairs 2 --count 500 \
+        --conn-rate 500 --timeout 60 --json "$T/bench.json" >"$T/bench.out" 2>"$T/bench.err" </dev/null &
+    BENCH_PID=$!
+    PIDS+=("$BENCH_PID")
+    busiest=0
+    scrapes=0
+    while kill -0 "$BENCH_PID" 2>/dev/null; do
+        http "GET /metrics HTTP/1.0"
+        head -n 1 "$T/http.out" | grep -q "^HTTP/1.0 200 " || fail "GET /metrics during the run"
+        scrapes=$((scrapes + 1))
+        [ "$(connections)" -gt "$busiest" ] && busiest=$(connections)
+        sleep 0.1
+    done
+    wait_exit "$BENCH_PID" 5 || fail "sim-bench did not end"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "sim-bench exited with $EXIT_STATUS"
+    [ "$scrapes" -ge 5 ] || fail "only $scrapes scrapes during the run"
+    [ "$busiest" -ge 2 ] || fail "no connections seen during the run (at most $busiest)"
+    # figure KEY: a number from sim-bench's JSON report
+    figure() { sed -n "s/^  \"$1\": \([0-9.]*\),\{0,1\}$/\1/p" "$T/bench.json" | cut -d. -f1; }
+    stored=$(figure stored)
+    drained=$(figure drained)
+    [ "${stored:-0}" -ge 1000 ] || fail "sim-bench stored '$stored' messages, expected 1000"
+    [ "${drained:-0}" -ge 1000 ] || fail "sim-bench drained '$drained' messages"
+    expect_metric 'simd_connections{state="authenticated"}' 0
+    expect_metric simd_store_messages 0
+    [ "$(connections)" = 0 ] || fail "connections after the run: $(connections)"
+    committed=$(metric simd_store_committed_messages_total)
+    [ "$committed" -ge "$stored" ] || fail "committed $committed < stored $stored"
+    [ "$(metric simd_messages_routed_total)" -ge "$drained" ] || fail "routed < drained"
+    [ "$(metric simd_messages_delivered_total)" -ge "$drained" ] || fail "delivered < drained"
+    [ "$(metric simd_store_commit_latency_seconds_count)" = "$committed" ] ||
+        fail "commit latencies $(metric simd_store_commit_latency_seconds_count) != committed $committed"
+    [ "$(metric simd_login_latency_seconds_count)" -gt 0 ] || fail "no login latency"
+    [ "$(metric simd_handshake_latency_seconds_count)" -gt 0 ] || fail "no handshake latency"
+    # sim-bench read the same counters from /metrics
+    [ "$(figure server_committed)" = "$committed" ] ||
+        fail "sim-bench says $(figure server_committed) committed, /metrics $committed"
+    [ "$(figure store_commits)" -ge 1 ] || fail "sim-bench reports no store transactions"
+    grep -q "server /metrics: messages per transaction  *[0-9]" "$T/bench.out" || fail "no messages per transaction"
+    stop_simd
     ;;
 
 packaging)

@@ -30,9 +30,9 @@ std::optional<HttpResponse> pages(std::string_view path) {
 
 TEST_CASE("format_prometheus: HELP and TYPE once per metric, labels, escapes") {
     const std::vector<Metric> metrics = {
-        {"a_total", MetricType::counter, "Things\\done\nso far.", {}, 7},
-        {"b", MetricType::gauge, "By kind.", {{"kind", "x\"y\\z\n"}, {"k2", "v"}}, 1},
-        {"b", MetricType::gauge, "By kind.", {{"kind", "w"}}, 18446744073709551615ULL},
+        {"a_total", MetricType::counter, "Things\\done\nso far.", {}, 7, {}},
+        {"b", MetricType::gauge, "By kind.", {{"kind", "x\"y\\z\n"}, {"k2", "v"}}, 1, {}},
+        {"b", MetricType::gauge, "By kind.", {{"kind", "w"}}, 18446744073709551615ULL, {}},
     };
     CHECK(sim::tools::format_prometheus(metrics) ==
           "# HELP a_total Things\\\\done\\nso far.\n"
@@ -45,44 +45,113 @@ TEST_CASE("format_prometheus: HELP and TYPE once per metric, labels, escapes") {
     CHECK(sim::tools::format_prometheus({}).empty());
 }
 
-TEST_CASE("server_metrics: every ServerStats counter, simd_ names, _total exactly on counters") {
+TEST_CASE("format_prometheus: a histogram has cumulative buckets up to +Inf, a sum in seconds and a count") {
+    Metric h{"lat_seconds", MetricType::histogram, "Latency.", {{"op", "x"}}, 0, {}};
+    h.histogram.bounds = {500us, 2500us, 1s};
+    h.histogram.counts = {2, 0, 3, 1};
+    h.histogram.sum = 1500ms;
+    h.histogram.count = 6;
+    const std::vector<Metric> metrics = {h};
+    CHECK(sim::tools::format_prometheus(metrics) ==
+          "# HELP lat_seconds Latency.\n"
+          "# TYPE lat_seconds histogram\n"
+          "lat_seconds_bucket{op=\"x\",le=\"0.0005\"} 2\n"
+          "lat_seconds_bucket{op=\"x\",le=\"0.0025\"} 2\n"
+          "lat_seconds_bucket{op=\"x\",le=\"1\"} 5\n"
+          "lat_seconds_bucket{op=\"x\",le=\"+Inf\"} 6\n"
+          "lat_seconds_sum{op=\"x\"} 1.5\n"
+          "lat_seconds_count{op=\"x\"} 6\n");
+}
+
+TEST_CASE("find_sample reads one series of a scraped text") {
+    const std::string text =
+        "# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\"} 12\na_total 3\n"
+        "b_sum 0.25\r\nb 7\nbad x\n";
+    using sim::tools::find_sample;
+    CHECK(find_sample(text, "a_total{k=\"v\"}") == 12.0);
+    CHECK(find_sample(text, "a_total") == 3.0);
+    CHECK(find_sample(text, "b_sum") == 0.25);
+    CHECK(find_sample(text, "b") == 7.0);
+    CHECK_FALSE(find_sample(text, "a"));
+    CHECK_FALSE(find_sample(text, "bad"));
+    CHECK_FALSE(find_sample(text, "c"));
+}
+
+TEST_CASE("server_metrics: every ServerStats figure, simd_ names, _total exactly on counters") {
     sim::ServerStats s;
     s.connections = 3;
+    s.connections_handshake = 1;
+    s.connections_unauthenticated = 0;
+    s.connections_authenticated = 2;
     s.online_users = 2;
     s.conversations = 1;
     s.waiting = 4;
     s.logins_ok = 5;
     s.logins_failed = 6;
+    s.logins_throttled = 12;
     s.messages_routed = 7;
+    s.messages_delivered = 13;
     s.messages_refused = 8;
+    s.refused_by_reason = {{sim::Errc::rate_limited, 5}, {sim::Errc::queue_full, 3}};
     s.store_commits = 9;
     s.stored_messages = 10;
     s.store_bytes = 11;
+    s.store_messages = 14;
+    s.login_latency.bounds = {1s};
+    s.login_latency.counts = {4, 1};
+    s.login_latency.count = 5;
+    s.login_latency.sum = 2s;
     const auto metrics = sim::tools::server_metrics(s, "1.2.3");
     const std::string text = sim::tools::format_prometheus(metrics);
     for (const auto& m : metrics) {
         CHECK(m.name.starts_with("simd_"));
         CHECK(m.name.ends_with("_total") == (m.type == MetricType::counter));
+        CHECK(m.name.ends_with("_seconds") == (m.type == MetricType::histogram));
         CHECK(!m.help.empty());
     }
-    for (const char* line :
-         {"simd_info{version=\"1.2.3\"} 1\n", "simd_connections 3\n", "simd_online_users 2\n", "simd_conversations 1\n",
-          "simd_waiting 4\n", "simd_logins_ok_total 5\n", "simd_logins_failed_total 6\n",
-          "simd_messages_routed_total 7\n", "simd_messages_refused_total 8\n", "simd_store_commits_total 9\n",
-          "simd_store_committed_messages_total 10\n", "simd_store_bytes 11\n", "# TYPE simd_logins_ok_total counter\n",
-          "# TYPE simd_connections gauge\n"}) {
+    for (const char* line : {"simd_info{version=\"1.2.3\"} 1\n",
+                             "simd_connections{state=\"handshake\"} 1\n",
+                             "simd_connections{state=\"unauthenticated\"} 0\n",
+                             "simd_connections{state=\"authenticated\"} 2\n",
+                             "simd_online_users 2\n",
+                             "simd_conversations 1\n",
+                             "simd_waiting 4\n",
+                             "simd_logins_total{result=\"ok\"} 5\n",
+                             "simd_logins_total{result=\"failed\"} 6\n",
+                             "simd_logins_total{result=\"throttled\"} 12\n",
+                             "simd_messages_routed_total 7\n",
+                             "simd_messages_delivered_total 13\n",
+                             "simd_messages_refused_total{reason=\"rate_limited\"} 5\n",
+                             "simd_messages_refused_total{reason=\"queue_full\"} 3\n",
+                             "simd_store_commits_total 9\n",
+                             "simd_store_committed_messages_total 10\n",
+                             "simd_store_bytes 11\n",
+                             "simd_store_messages 14\n",
+                             "# TYPE simd_logins_total counter\n",
+                             "# TYPE simd_connections gauge\n",
+                             "# TYPE simd_login_latency_seconds histogram\n",
+                             "simd_login_latency_seconds_bucket{le=\"1\"} 4\n",
+                             "simd_login_latency_seconds_bucket{le=\"+Inf\"} 5\n",
+                             "simd_login_latency_seconds_sum 2\n",
+                             "simd_login_latency_seconds_count 5\n",
+                             "simd_handshake_latency_seconds_count 0\n",
+                             "simd_store_commit_latency_seconds_count 0\n"}) {
         CHECK_MESSAGE(text.find(line) != std::string::npos, line);
     }
+    // One HELP/TYPE block per metric name.
+    CHECK(text.find("# TYPE simd_connections gauge") == text.rfind("# TYPE simd_connections gauge"));
+    CHECK(text.find("# TYPE simd_messages_refused_total") == text.rfind("# TYPE simd_messages_refused_total"));
 }
 
 TEST_CASE("format_status lists the online users and the counts") {
     sim::ServerStats s;
     s.connections = 3;
     s.logins_ok = 2;
+    s.logins_throttled = 1;
     const std::vector<std::string> users = {"alice", "bob"};
     const std::string page = sim::tools::format_status(s, users);
     CHECK(page.starts_with("online users: 2\n  alice\n  bob\nconnections: 3\n"));
-    CHECK(page.find("logins: 2 ok, 0 failed\n") != std::string::npos);
+    CHECK(page.find("logins: 2 ok, 0 failed, 1 throttled\n") != std::string::npos);
 }
 
 TEST_CASE("parse_admin_address: a port alone is on loopback; HOST must be an IP address") {

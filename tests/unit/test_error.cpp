@@ -63,6 +63,24 @@ TEST_CASE("error category maps every code to a distinct description") {
     CHECK(seen.size() > 40);
 }
 
+TEST_CASE("errc_name gives every code its enumerator name, distinct and label-safe") {
+    CHECK(std::string(sim::errc_name(sim::Errc::queue_full)) == "queue_full");
+    CHECK(std::string(sim::errc_name(sim::Errc::rate_limited)) == "rate_limited");
+    CHECK(std::string(sim::errc_name(static_cast<sim::Errc>(12345))) == "unknown");
+    std::set<std::string> seen;
+    for (int v = 0; v < 1000; ++v) {
+        const auto code = static_cast<sim::Errc>(v);
+        const std::string name = sim::errc_name(code);
+        const bool defined = std::string(sim::describe(code)) != "unknown error";
+        CHECK_MESSAGE(defined == (name != "unknown"), "code " << v);
+        if (defined) {
+            CHECK_MESSAGE(seen.insert(name).second, "duplicate name: " << name);
+            CHECK_MESSAGE(name.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == std::string::npos, name);
+        }
+    }
+    CHECK(seen.size() > 40);
+}
+
 TEST_CASE("docs/protocol.md lists every error code, and only those") {
     std::ifstream in(simtest::vector_path("../../docs/protocol.md"));
     REQUIRE(in);

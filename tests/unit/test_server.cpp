@@ -1880,3 +1880,97 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     CHECK(w.backend->usage("bob").value().messages == 1);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
 }
+
+TEST_CASE("stats: connections by phase, logins by result, refusals by reason, store depth, latencies") {
+    auto w = e2e_world();
+    publish(w, "bob", 1);
+    auto s = w.server->stats();
+    CHECK(s.connections == 0);
+    CHECK(s.connections_handshake + s.connections_unauthenticated + s.connections_authenticated == 0);
+    CHECK(s.logins_ok == 1);
+    CHECK(s.handshake_latency.count == 1);
+    CHECK(s.login_latency.count == 1);
+
+    // One connection in each phase: a handshake under way, a channel up without a login, a user logged in.
+    Pipe idle;
+    auto half = w.server->accept(std::make_shared<PipeOutput>(idle, false), "127.0.0.1:40002");
+    REQUIRE(half != nullptr);
+    auto& anon = w.connect_raw();
+    auto& alice = w.connect_raw();
+    World::send_init(alice, "alice", "alice-pw");
+    w.pump_pipes();         // the login is queued for a worker...
+    w.clock.advance(40ms);  // ...which takes 40 ms of the core's clock to answer
+    w.settle();
+    s = w.server->stats();
+    CHECK(s.connections == 3);
+    CHECK(s.connections_handshake == 1);
+    CHECK(s.connections_unauthenticated == 1);
+    CHECK(s.connections_authenticated == 1);
+    CHECK(s.logins_ok == 2);
+    CHECK(s.handshake_latency.count == 3);
+    const auto& login = s.login_latency;
+    CHECK(login.count == 2);
+    CHECK(login.sum == 40ms);
+    REQUIRE(login.counts.size() == login.bounds.size() + 1);
+    const auto le50 = std::find(login.bounds.begin(), login.bounds.end(), 50ms) - login.bounds.begin();
+    REQUIRE(le50 > 0);
+    CHECK(login.counts[static_cast<std::size_t>(le50)] == 1);  // 25 ms < 40 ms <= 50 ms
+    half->on_closed(sim::Errc::closed);
+    w.drop(anon);
+    s = w.server->stats();
+    CHECK(s.connections == 1);
+    CHECK(s.connections_handshake == 0);
+    CHECK(s.connections_unauthenticated == 0);
+    CHECK(s.connections_authenticated == 1);
+
+    // Two messages for bob (offline) are stored; their commit comes 7 ms after they were accepted.
+    alice.send(message("alice", "bob", 1));
+    alice.send(message("alice", "bob", 2));
+    w.pump_pipes();
+    w.clock.advance(7ms);
+    w.settle();
+    s = w.server->stats();
+    CHECK(s.store_messages == 2);
+    CHECK(s.store_bytes > 0);
+    CHECK(s.store_commit_latency.count == 2);
+    CHECK(s.store_commit_latency.sum == 14ms);
+
+    // Refusals by reason: two to herself, one under another user's name.
+    alice.send(message("alice", "alice", 3));
+    alice.send(message("alice", "alice", 4));
+    alice.send(message("mallory", "bob", 5));
+    w.settle();
+    s = w.server->stats();
+    CHECK(s.messages_refused == 3);
+    CHECK(s.refused_by_reason == std::vector<std::pair<sim::Errc, std::uint64_t>>{{sim::Errc::source_mismatch, 1},
+                                                                                  {sim::Errc::bad_destination, 2}});
+
+    // bob reads and acknowledges both: delivered, and the store is empty again.
+    auto& bob = w.raw_login("bob");
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
+    bob.send(ack("bob", "alice", {1, 2}));
+    w.settle();
+    s = w.server->stats();
+    CHECK(s.messages_delivered == 2);
+    CHECK(s.messages_routed == 2);
+    CHECK(s.store_messages == 0);
+    CHECK(s.store_bytes == 0);
+
+    // Wrong passwords: refused, then throttled (the clock does not move, so no back-off runs out).
+    for (int i = 0; i < 8; ++i) {
+        auto& guess = w.connect_raw();
+        World::send_init(guess, "alice", "a guess");
+        w.settle();
+    }
+    s = w.server->stats();
+    CHECK(s.logins_failed >= 1);
+    CHECK(s.logins_throttled >= 1);
+    CHECK(s.logins_failed + s.logins_throttled == 8);
+    CHECK(s.login_latency.count == s.logins_ok + s.logins_failed + s.logins_throttled);
+    CHECK(s.connections_unauthenticated == 0);  // the refused ones were closed
+    w.drop(alice);
+    w.drop(bob);
+    s = w.server->stats();
+    CHECK(s.connections == 0);
+    CHECK(s.connections_authenticated == 0);
+}

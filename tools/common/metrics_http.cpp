@@ -62,55 +62,145 @@ bool iequals_prefix(std::string_view text, std::string_view prefix) {
 
 }  // namespace
 
+namespace {
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+/// `name{a="x",b="y"} value\n`
+std::string sample(const std::string& name, const Labels& labels, const std::string& value) {
+    std::string out = name;
+    if (!labels.empty()) {
+        out += '{';
+        for (std::size_t l = 0; l < labels.size(); ++l) {
+            out += (l == 0 ? "" : ",") + labels[l].first + "=\"" + escape(labels[l].second, true) + "\"";
+        }
+        out += '}';
+    }
+    return out + " " + value + "\n";
+}
+
+/// Seconds, shortest form that reads back the same ("0.0005", "2.5", "1").
+std::string seconds(Duration d) {
+    std::array<char, 64> buf{};
+    const auto r = std::to_chars(buf.data(), buf.data() + buf.size(), std::chrono::duration<double>(d).count(),
+                                 std::chars_format::fixed);
+    return {buf.data(), r.ptr};
+}
+
+std::string_view type_name(MetricType type) {
+    switch (type) {
+        case MetricType::counter:
+            return "counter";
+        case MetricType::histogram:
+            return "histogram";
+        case MetricType::gauge:
+            break;
+    }
+    return "gauge";
+}
+
+}  // namespace
+
 std::string format_prometheus(std::span<const Metric> metrics) {
     std::string out;
     for (std::size_t i = 0; i < metrics.size(); ++i) {
         const Metric& m = metrics[i];
         if (i == 0 || metrics[i - 1].name != m.name) {
             out += "# HELP " + m.name + " " + escape(m.help, false) + "\n";
-            out += "# TYPE " + m.name + (m.type == MetricType::counter ? " counter\n" : " gauge\n");
+            out += "# TYPE " + m.name + " " + std::string(type_name(m.type)) + "\n";
         }
-        out += m.name;
-        if (!m.labels.empty()) {
-            out += '{';
-            for (std::size_t l = 0; l < m.labels.size(); ++l) {
-                out += (l == 0 ? "" : ",") + m.labels[l].first + "=\"" + escape(m.labels[l].second, true) + "\"";
-            }
-            out += '}';
+        if (m.type != MetricType::histogram) {
+            out += sample(m.name, m.labels, std::to_string(m.value));
+            continue;
         }
-        out += " " + std::to_string(m.value) + "\n";
+        const HistogramSnapshot& h = m.histogram;
+        std::uint64_t cumulative = 0;
+        for (std::size_t b = 0; b <= h.bounds.size(); ++b) {
+            cumulative += b < h.counts.size() ? h.counts[b] : 0;
+            Labels labels = m.labels;
+            labels.emplace_back("le", b < h.bounds.size() ? seconds(h.bounds[b]) : "+Inf");
+            out += sample(m.name + "_bucket", labels, std::to_string(cumulative));
+        }
+        out += sample(m.name + "_sum", m.labels, seconds(h.sum));
+        out += sample(m.name + "_count", m.labels, std::to_string(cumulative));
     }
     return out;
 }
 
+std::optional<double> find_sample(std::string_view text, std::string_view series) {
+    for (std::size_t pos = 0; pos < text.size();) {
+        const auto eol = std::min(text.find('\n', pos), text.size());
+        std::string_view line = text.substr(pos, eol - pos);
+        pos = eol + 1;
+        if (line.size() > series.size() && line.starts_with(series) && line[series.size()] == ' ') {
+            line.remove_prefix(series.size() + 1);
+            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+                line.remove_suffix(1);
+            }
+            double value = 0;
+            const auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), value);
+            if (ec != std::errc{} || ptr != line.data() + line.size()) {
+                return std::nullopt;
+            }
+            return value;
+        }
+    }
+    return std::nullopt;
+}
+
 std::vector<Metric> server_metrics(const ServerStats& stats, std::string_view version) {
     std::vector<Metric> out;
-    out.push_back({"simd_info",
-                   MetricType::gauge,
-                   "The running simd; its version is the label.",
-                   {{"version", std::string(version)}},
-                   1});
-    const auto gauge = [&out](std::string name, std::string help, std::uint64_t value) {
-        out.push_back({std::move(name), MetricType::gauge, std::move(help), {}, value});
+    const auto add = [&out](MetricType type, std::string name, std::string help, std::uint64_t value, Labels labels,
+                            const HistogramSnapshot& histogram = {}) {
+        out.push_back({std::move(name), type, std::move(help), std::move(labels), value, histogram});
     };
-    const auto counter = [&out](std::string name, std::string help, std::uint64_t value) {
-        out.push_back({std::move(name), MetricType::counter, std::move(help), {}, value});
+    const auto gauge = [&add](std::string name, std::string help, std::uint64_t value, Labels labels = {}) {
+        add(MetricType::gauge, std::move(name), std::move(help), value, std::move(labels));
     };
-    gauge("simd_connections", "Client connections open now (logged in or not).", stats.connections);
+    const auto counter = [&add](std::string name, std::string help, std::uint64_t value, Labels labels = {}) {
+        add(MetricType::counter, std::move(name), std::move(help), value, std::move(labels));
+    };
+    const auto histogram = [&add](std::string name, std::string help, const HistogramSnapshot& h) {
+        add(MetricType::histogram, std::move(name), std::move(help), 0, {}, h);
+    };
+    gauge("simd_info", "The running simd; its version is the label.", 1, {{"version", std::string(version)}});
+    const std::string connections =
+        "Client connections open now, by phase: channel handshake, channel up but not "
+        "logged in, logged in.";
+    gauge("simd_connections", connections, stats.connections_handshake, {{"state", "handshake"}});
+    gauge("simd_connections", connections, stats.connections_unauthenticated, {{"state", "unauthenticated"}});
+    gauge("simd_connections", connections, stats.connections_authenticated, {{"state", "authenticated"}});
     gauge("simd_online_users", "Users logged in now.", stats.online_users);
     gauge("simd_conversations", "Conversations with a key (or kept for a delivery).", stats.conversations);
     gauge("simd_waiting", "Users waiting for a peer to come online to open a conversation.", stats.waiting);
-    counter("simd_logins_ok_total", "Logins accepted.", stats.logins_ok);
-    counter("simd_logins_failed_total", "Logins refused (wrong password, unknown user, throttled...).",
-            stats.logins_failed);
+    const std::string logins =
+        "Logins by result: accepted, refused (wrong password, unknown user, bad token...), "
+        "refused for too many failed attempts.";
+    counter("simd_logins_total", logins, stats.logins_ok, {{"result", "ok"}});
+    counter("simd_logins_total", logins, stats.logins_failed, {{"result", "failed"}});
+    counter("simd_logins_total", logins, stats.logins_throttled, {{"result", "throttled"}});
     counter("simd_messages_routed_total",
             "Conversation messages sent to the recipient's connection, straight or from the offline store.",
             stats.messages_routed);
-    counter("simd_messages_refused_total", "Conversation messages refused (rate, quota, no conversation...).",
-            stats.messages_refused);
+    counter("simd_messages_delivered_total", "Messages their recipients acknowledged.", stats.messages_delivered);
+    for (const auto& [reason, n] : stats.refused_by_reason) {
+        counter("simd_messages_refused_total",
+                "Requests refused (rate, quota, no conversation...), by error code; only codes seen so far.", n,
+                {{"reason", errc_name(reason)}});
+    }
     counter("simd_store_commits_total", "Offline-store transactions (group commits).", stats.store_commits);
     counter("simd_store_committed_messages_total", "Messages written to the offline store.", stats.stored_messages);
+    gauge("simd_store_messages", "Messages in the offline store or being committed to it (all mailboxes).",
+          stats.store_messages);
     gauge("simd_store_bytes", "Envelope bytes in the offline store or being committed to it.", stats.store_bytes);
+    histogram("simd_handshake_latency_seconds",
+              "From accepting a connection to its channel being up (successful handshakes).", stats.handshake_latency);
+    histogram("simd_login_latency_seconds",
+              "From a login request to its answer, accepted or refused (queue, password hash, database).",
+              stats.login_latency);
+    histogram("simd_store_commit_latency_seconds",
+              "From a message's acceptance for the offline store to the commit of the transaction holding it.",
+              stats.store_commit_latency);
     return out;
 }
 
@@ -122,10 +212,13 @@ std::string format_status(const ServerStats& stats, std::span<const std::string>
     out += "connections: " + std::to_string(stats.connections) + "\n";
     out += "conversations: " + std::to_string(stats.conversations) + "\n";
     out += "waiting for a peer: " + std::to_string(stats.waiting) + "\n";
-    out += "logins: " + std::to_string(stats.logins_ok) + " ok, " + std::to_string(stats.logins_failed) + " failed\n";
-    out += "messages: " + std::to_string(stats.messages_routed) + " routed, " + std::to_string(stats.messages_refused) +
+    out += "logins: " + std::to_string(stats.logins_ok) + " ok, " + std::to_string(stats.logins_failed) + " failed, " +
+           std::to_string(stats.logins_throttled) + " throttled\n";
+    out += "messages: " + std::to_string(stats.messages_routed) + " routed, " +
+           std::to_string(stats.messages_delivered) + " delivered, " + std::to_string(stats.messages_refused) +
            " refused\n";
-    out += "offline store: " + std::to_string(stats.store_bytes) + " bytes, " + std::to_string(stats.stored_messages) +
+    out += "offline store: " + std::to_string(stats.store_messages) + " messages, " +
+           std::to_string(stats.store_bytes) + " bytes; " + std::to_string(stats.stored_messages) +
            " messages written in " + std::to_string(stats.store_commits) + " commits\n";
     return out;
 }

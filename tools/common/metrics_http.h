@@ -25,7 +25,7 @@
 namespace sim::tools {
 
 /// The Prometheus metric types simd uses.
-enum class MetricType : std::uint8_t { counter, gauge };
+enum class MetricType : std::uint8_t { counter, gauge, histogram };
 
 /// One sample. Consecutive samples with the same name share one `# HELP` / `# TYPE` block (the format wants all
 /// samples of a metric together).
@@ -34,12 +34,17 @@ struct Metric {
     MetricType type = MetricType::gauge;
     std::string help;
     std::vector<std::pair<std::string, std::string>> labels;  ///< name, value (escaped on output)
-    std::uint64_t value = 0;
+    std::uint64_t value = 0;                                  ///< counter and gauge
+    HistogramSnapshot histogram;                              ///< histogram: buckets, sum and count
 };
 
 /// The text exposition format, version 0.0.4: `# HELP`, `# TYPE` and `name{label="value"} value` lines, each ending
-/// in '\n'. Help text escapes '\\' and newline; label values also '"'.
+/// in '\n'. Help text escapes '\\' and newline; label values also '"'. A histogram's bounds and sum are in seconds.
 [[nodiscard]] std::string format_prometheus(std::span<const Metric> metrics);
+
+/// The value of one sample in a scraped text: `series` is the name with its labels as written
+/// (`simd_logins_total{result="ok"}`). nullopt when the text has no such sample or its value is not a number.
+[[nodiscard]] std::optional<double> find_sample(std::string_view text, std::string_view series);
 
 /// simd's metrics (names prefixed `simd_`, counters suffixed `_total`) from the core's counters.
 [[nodiscard]] std::vector<Metric> server_metrics(const ServerStats& stats, std::string_view version);

@@ -83,6 +83,10 @@ const std::error_category& error_category() noexcept;
 /// Short, stable English description of a code (never contains user data).
 const char* describe(Errc code) noexcept;
 
+/// The code's enumerator name ("queue_full"), stable, for machine-readable output such as metric labels; "unknown"
+/// for a value that is not an `Errc`.
+const char* errc_name(Errc code) noexcept;
+
 inline std::error_code make_error_code(Errc e) noexcept {
     return {static_cast<int>(e), error_category()};
 }

@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sim {
@@ -88,19 +89,45 @@ struct ServerConfig {
     std::function<void(LogLevel, std::string_view)> log;
 };
 
-/// Counters for monitoring and benchmarks.
+/// A latency histogram read at one moment: what a Prometheus histogram shows (buckets with an upper bound, the sum
+/// and the count of the observations).
+struct HistogramSnapshot {
+    std::vector<Duration> bounds;       ///< upper bounds of the buckets, ascending (Prometheus `le`)
+    std::vector<std::uint64_t> counts;  ///< observations per bucket, not cumulative; bounds.size() + 1 entries, the
+                                        ///< last one for observations above every bound
+    Duration sum{0};                    ///< the observations added up
+    std::uint64_t count = 0;            ///< the number of observations (the sum of `counts`)
+};
+
+/// Counters for monitoring and benchmarks. Gauges are values now; the other counts only grow while the core lives.
 struct ServerStats {
-    std::size_t connections = 0;
-    std::size_t online_users = 0;
-    std::size_t conversations = 0;
-    std::size_t waiting = 0;
-    std::uint64_t messages_routed = 0;
-    std::uint64_t messages_refused = 0;
-    std::uint64_t logins_ok = 0;
-    std::uint64_t logins_failed = 0;
-    std::uint64_t store_commits = 0;   ///< offline-store transactions (group commits)
-    std::uint64_t stored_messages = 0; ///< messages those transactions held
-    std::uint64_t store_bytes = 0;     ///< envelope bytes in the offline store or being committed to it
+    std::size_t connections = 0;                  ///< client connections open (the sum of the next three)
+    std::size_t connections_handshake = 0;        ///< ... whose channel handshake is under way
+    std::size_t connections_unauthenticated = 0;  ///< ... with the channel up and no user logged in (yet)
+    std::size_t connections_authenticated = 0;    ///< ... with a user logged in
+    std::size_t online_users = 0;                 ///< users logged in
+    std::size_t conversations = 0;                ///< pairs with a key (or kept for a delivery)
+    std::size_t waiting = 0;                      ///< (user, peer) pairs waiting for the peer to come online
+    std::uint64_t messages_routed = 0;     ///< messages sent to the recipient's connection, straight or from the store
+    std::uint64_t messages_delivered = 0;  ///< message ids the recipients acknowledged (`ack` frames)
+    std::uint64_t messages_refused = 0;    ///< requests refused (error frames, refused receipts, failed commits)
+    /// `messages_refused` by reason: the codes with a count above zero, in ascending order of code.
+    std::vector<std::pair<Errc, std::uint64_t>> refused_by_reason;
+    std::uint64_t logins_ok = 0;         ///< logins accepted (password, registration or session token)
+    std::uint64_t logins_failed = 0;     ///< logins refused, except those counted in `logins_throttled`
+    std::uint64_t logins_throttled = 0;  ///< logins refused for too many failed attempts (Errc::throttled)
+    std::uint64_t store_commits = 0;     ///< offline-store transactions (group commits)
+    std::uint64_t stored_messages = 0;   ///< messages those transactions held
+    std::uint64_t store_bytes = 0;       ///< envelope bytes in the offline store or being committed to it
+    std::uint64_t store_messages = 0;    ///< messages in the offline store or being committed to it (all mailboxes)
+    /// From a connection's accept to its channel being up (successful handshakes; includes the client's round trip).
+    HistogramSnapshot handshake_latency;
+    /// From the login request (`init` with credentials) to its answer, accepted or refused: the wait for a worker,
+    /// the password hash and the database.
+    HistogramSnapshot login_latency;
+    /// From a message's acceptance for the offline store (queued for the group commit) to the commit of the
+    /// transaction that holds it (messages committed; a failed transaction is not counted).
+    HistogramSnapshot store_commit_latency;
 };
 
 class ServerCore {

@@ -36,6 +36,7 @@ Status Delivery::load_usage_locked() {
     for (const auto& [sender, usage] : by_sender) {
         m_sender_bytes[sender] += usage.bytes;
         m_store_bytes += usage.bytes;
+        m_store_messages += usage.messages;
     }
     m_usage_loaded = true;
     return ok();
@@ -87,12 +88,14 @@ void Delivery::account_locked(Box* box, const std::string& from, const store::St
     if (add) {
         sender += usage.bytes;
         m_store_bytes += usage.bytes;
+        m_store_messages += usage.messages;
         if (m_free) {
             *m_free -= std::min(*m_free, usage.bytes);
         }
     } else {
         sender -= std::min(sender, usage.bytes);
         m_store_bytes -= std::min(m_store_bytes, usage.bytes);
+        m_store_messages -= std::min(m_store_messages, usage.messages);
     }
     if (sender == 0) {
         m_sender_bytes.erase(from);
@@ -195,6 +198,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         // An earlier message of the stream failed and its sender was told to send again from there; this one is
         // among those it sends again.
     } else if (!r) {
+        m_router.count_refused(Errc::storage_error);
         m_log(LogLevel::error, "offline message not stored: " + r.error().message());
         if (origin.seq == 0) {
             (void)m_bus.deliver(origin.from,
@@ -303,6 +307,7 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         }
     }
     // Directly forwarded messages were never stored; they are delivered all the same.
+    m_router.count_delivered(ids.size());
     send_receipt(sender, recipient, ReceiptStatus::delivered, ids);
     return ok();
 }
@@ -356,10 +361,10 @@ Result<std::uint64_t> Delivery::sender_bytes(const std::string& sender) {
     return it == m_sender_bytes.end() ? std::uint64_t{0} : it->second;
 }
 
-Result<std::uint64_t> Delivery::store_bytes() {
+Result<store::StoredUsage> Delivery::store_usage() {
     const std::lock_guard lock(m_mutex);
     SIM_TRY_STATUS(load_usage_locked());
-    return m_store_bytes;
+    return store::StoredUsage{m_store_messages, m_store_bytes};
 }
 
 void Delivery::forget_if_idle_locked(const std::string& user) {

@@ -87,7 +87,8 @@ public:
     /// Bytes stored or being stored from `sender` for others, and for everyone (tests, monitoring).
     /// Errc::storage_error.
     Result<std::uint64_t> sender_bytes(const std::string& sender);
-    Result<std::uint64_t> store_bytes();
+    /// Messages and bytes in the store or being stored, for everyone (monitoring). Errc::storage_error.
+    Result<store::StoredUsage> store_usage();
 
 private:
     struct Box {
@@ -130,6 +131,7 @@ private:
     bool m_usage_loaded = false;
     std::map<std::string, std::uint64_t> m_sender_bytes;  // senders with something stored or being stored
     std::uint64_t m_store_bytes = 0;
+    std::uint64_t m_store_messages = 0;
     std::optional<std::uint64_t> m_free;   // free bytes at the last look, less what was stored since
     store::WallTime m_free_checked{};
     store::WallTime m_full_logged{};

@@ -9,7 +9,7 @@ namespace sim::server_detail {
 
 bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) {
     const std::lock_guard lock(m_mutex);
-    m_queue.push_back(Item{std::move(message), std::move(done), std::move(admit)});
+    m_queue.push_back(Item{std::move(message), std::move(done), std::move(admit), m_clock.now()});
     if (!start_job_locked()) {
         m_queue.pop_back();
         return false;
@@ -69,6 +69,12 @@ void GroupCommit::run() {
             const std::lock_guard lock(m_mutex);
             ++m_commits;
             m_messages += messages.size();
+        }
+        if (fresh) {
+            const auto now = m_clock.now();
+            for (const auto& item : written) {
+                m_latency.observe(now - item.queued);
+            }
         }
         for (std::size_t i = 0; i < written.size(); ++i) {
             if (fresh && fresh->size() == written.size()) {

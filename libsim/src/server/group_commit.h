@@ -6,6 +6,9 @@
 // alone, at once. A completion runs only after its transaction has committed. No store I/O happens on the caller's
 // thread (an I/O thread) or under the caller's locks.
 
+#include "histogram.h"
+
+#include <sim/clock.h>
 #include <sim/store.h>
 #include <sim/transport.h>
 
@@ -22,8 +25,10 @@ public:
     /// The outcome of one message: true = newly stored, false = was stored already; or the batch's error.
     using Done = std::function<void(Result<bool>)>;
 
-    /// `store` and `executor` must outlive every job (the server core keeps them alive).
-    GroupCommit(store::MessageStore& store, Executor& executor) : m_store(store), m_executor(executor) {}
+    /// `store`, `executor` and `clock` must outlive every job (the server core keeps them alive). `clock` times
+    /// each message from enqueue() to its transaction's commit (commit_latency()).
+    GroupCommit(store::MessageStore& store, Executor& executor, const Clock& clock)
+        : m_store(store), m_executor(executor), m_clock(clock) {}
 
     /// Asked on the commit thread just before the batch holding the message is written: false leaves it out (its
     /// completion gets Errc::out_of_order). Lets the caller drop what a failure of an earlier batch invalidated.
@@ -46,12 +51,15 @@ public:
     /// Transactions run so far and messages they held (for tests and monitoring).
     [[nodiscard]] std::uint64_t commits() const;
     [[nodiscard]] std::uint64_t committed_messages() const;
+    /// For each message written: the time from its enqueue() to the commit of its transaction.
+    [[nodiscard]] HistogramSnapshot commit_latency() const { return m_latency.snapshot(); }
 
 private:
     struct Item {
         store::StoredMessage message;
         Done done;
         Admit admit;
+        TimePoint queued;
     };
     struct Removal {
         std::string recipient;
@@ -65,6 +73,9 @@ private:
 
     store::MessageStore& m_store;
     Executor& m_executor;
+    const Clock& m_clock;
+    // 0.1 ms (a memory store; one fsync on a fast disk is about 0.5 ms) .. 5 s (a database in trouble)
+    LatencyHistogram m_latency{LatencyHistogram::steps_1_2_5(std::chrono::microseconds(100), std::chrono::seconds(5))};
     mutable std::mutex m_mutex;
     std::vector<Item> m_queue;
     std::vector<Removal> m_removals;

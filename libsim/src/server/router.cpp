@@ -353,9 +353,14 @@ void Router::count_routed() {
     ++m_routed;
 }
 
-void Router::count_refused() {
+void Router::count_refused(Errc reason) {
     const std::lock_guard lock(m_mutex);
-    ++m_refused;
+    ++m_refused[reason];
+}
+
+void Router::count_delivered(std::uint64_t n) {
+    const std::lock_guard lock(m_mutex);
+    m_delivered += n;
 }
 
 ServerStats Router::stats() const {
@@ -367,7 +372,11 @@ ServerStats Router::stats() const {
         s.waiting += peers.size();
     }
     s.messages_routed = m_routed;
-    s.messages_refused = m_refused;
+    s.messages_delivered = m_delivered;
+    for (const auto& [reason, n] : m_refused) {
+        s.refused_by_reason.emplace_back(reason, n);
+        s.messages_refused += n;
+    }
     return s;
 }
 

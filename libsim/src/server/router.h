@@ -64,8 +64,11 @@ public:
     /// Close every online user's connection with a close frame.
     void shutdown();
 
-    void count_refused();
+    /// A request refused with `reason` (an error frame, a refused receipt or a failed commit).
+    void count_refused(Errc reason);
     void count_routed();
+    /// `n` message ids acknowledged by their recipient.
+    void count_delivered(std::uint64_t n);
     [[nodiscard]] ServerStats stats() const;
 
 private:
@@ -109,7 +112,8 @@ private:
     std::map<std::string, std::set<Pair>> m_offline_for;     // user -> pairs keyed while they were offline
     std::uint64_t m_next_epoch = 1;  // key epochs only grow (from the wall clock at start, so across restarts too)
     std::uint64_t m_routed = 0;
-    std::uint64_t m_refused = 0;
+    std::uint64_t m_delivered = 0;
+    std::map<Errc, std::uint64_t> m_refused;  // by reason: bounded by the codes of Errc
 };
 
 }  // namespace sim::server_detail

@@ -1,6 +1,7 @@
 // The sans-IO server core (docs/protocol.md section 5).
 #include "delivery.h"
 #include "group_commit.h"
+#include "histogram.h"
 #include "router.h"
 
 #include <sim/channel.h>
@@ -10,6 +11,7 @@
 #include <sim/server.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <atomic>
 #include <deque>
@@ -63,8 +65,18 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     std::map<std::string, std::set<std::string>> prekey_waiters;
 
     std::atomic<std::size_t> connections{0};
+    /// Open connections by phase (ServerStats::connections_*), moved on each phase change.
+    enum class ConnState : std::uint8_t { handshake, unauthenticated, authenticated, none };
+    std::array<std::atomic<std::size_t>, 3> conn_states{};
     std::atomic<std::uint64_t> logins_ok{0};
     std::atomic<std::uint64_t> logins_failed{0};
+    std::atomic<std::uint64_t> logins_throttled{0};
+    // X25519 and a round trip: 0.1 ms .. 1 s
+    server_detail::LatencyHistogram handshake_latency{
+        server_detail::LatencyHistogram::steps_1_2_5(std::chrono::microseconds(100), std::chrono::seconds(1))};
+    // the password hash dominates (bcrypt cost 12 is about 0.25 s a core): 1 ms .. 10 s
+    server_detail::LatencyHistogram login_latency{
+        server_detail::LatencyHistogram::steps_1_2_5(std::chrono::milliseconds(1), std::chrono::seconds(10))};
     std::atomic<std::uint64_t> next_conn_id{1};
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
@@ -73,7 +85,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           clock(cl), router(*bus, config.conversation_policy, v, r, [this] { return wall_now(); },
                             [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
         commit = std::make_shared<server_detail::GroupCommit>(
-            *messages, config.commit_executor != nullptr ? *config.commit_executor : workers);
+            *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         delivery = std::make_shared<server_detail::Delivery>(
             *messages, commit, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
@@ -137,7 +149,15 @@ public:
           m_id(id),
           m_decoder(m_core->config.max_frame_size),
           m_tokens_left(static_cast<double>(m_core->config.message_burst)),
-          m_last_refill(m_core->clock.now()) {}
+          m_last_refill(m_core->clock.now()),
+          m_accepted(m_last_refill) {}
+
+    /// Counted as an open connection in the handshake phase (once accepted; on_closed takes it out).
+    void count_open() {
+        m_core->connections.fetch_add(1);
+        const std::lock_guard lock(m_mutex);
+        count_as(ServerCore::Impl::ConnState::handshake);
+    }
 
     Status init_handshake() {
         ServerHandshakeConfig cfg;
@@ -180,6 +200,7 @@ public:
             const std::lock_guard lock(m_mutex);
             const bool was_open = m_phase != Phase::closed;
             m_phase = Phase::closed;
+            count_as(ServerCore::Impl::ConnState::none);
             user = m_user;
             label = who();
             if (!was_open && user.empty()) {
@@ -217,6 +238,18 @@ public:
 
 private:
     enum class Phase : std::uint8_t { handshake, established, logging_in, authenticated, closed };
+
+    /// Move this connection's count to `state` (ServerStats::connections_*). Caller holds m_mutex.
+    void count_as(ServerCore::Impl::ConnState state) {
+        using S = ServerCore::Impl::ConnState;
+        if (m_counted != S::none) {
+            m_core->conn_states[static_cast<std::size_t>(m_counted)].fetch_sub(1);
+        }
+        if (state != S::none) {
+            m_core->conn_states[static_cast<std::size_t>(state)].fetch_add(1);
+        }
+        m_counted = state;
+    }
 
     // ------------------------------------------------------------ sending
 
@@ -360,6 +393,8 @@ private:
         }
         m_recv.emplace(std::move(keys->recv));
         m_phase = Phase::established;
+        count_as(ServerCore::Impl::ConnState::unauthenticated);
+        m_core->handshake_latency.observe(m_core->clock.now() - m_accepted);
         m_core->log(LogLevel::debug, "conn " + std::to_string(m_id) + " channel up, suite " +
                                          std::string(suite_name(keys->suite)));
     }
@@ -399,6 +434,7 @@ private:
             return;
         }
         m_phase = Phase::logging_in;
+        m_login_started = m_core->clock.now();
         if (auto name = auth::canonical_username(frame.source)) {
             m_login_name = std::move(*name);
         }
@@ -453,9 +489,10 @@ private:
         if (m_phase != Phase::logging_in) {
             return;  // closed meanwhile
         }
+        m_core->login_latency.observe(m_core->clock.now() - m_login_started);
         if (!user) {
-            m_core->logins_failed.fetch_add(1);
             Error err = user.error();
+            (err.code == Errc::throttled ? m_core->logins_throttled : m_core->logins_failed).fetch_add(1);
             if (err.code == Errc::throttled) {
                 const auto secs = std::chrono::duration_cast<std::chrono::seconds>(retry_after).count();
                 err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
@@ -466,6 +503,7 @@ private:
         m_core->logins_ok.fetch_add(1);
         m_user = *user;
         m_phase = Phase::authenticated;
+        count_as(ServerCore::Impl::ConnState::authenticated);
         {
             const std::lock_guard send_lock(m_send_mutex);
             if (m_output) {
@@ -518,7 +556,7 @@ private:
     }
 
     void refuse(Errc code, std::string_view detail) {
-        m_core->router.count_refused();
+        m_core->router.count_refused(code);
         send(make_error_frame(code, detail));
     }
 
@@ -910,7 +948,7 @@ private:
 
     /// A sequenced message was not accepted: the sender hears which one, why, and where its stream goes on.
     void refuse_message(const std::string& peer, const MessageId& id, Errc code, std::uint32_t expected) {
-        m_core->router.count_refused();
+        m_core->router.count_refused(code);
         send(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused), std::string(server_name),
                    m_user, encode_refusal(Refusal{peer, id, code, expected})});
     }
@@ -955,6 +993,9 @@ private:
     std::uint32_t m_violations = 0;
     std::uint32_t m_out_of_order = 0;  // out-of-order messages since the last accepted one
     bool m_changing_password = false;  // a passwd frame is being handled on a worker
+    ServerCore::Impl::ConnState m_counted = ServerCore::Impl::ConnState::none;  // in ServerCore::Impl::conn_states
+    TimePoint m_accepted;                                                       // for the handshake latency
+    TimePoint m_login_started;                                                  // for the login latency
 
     std::mutex m_send_mutex;  // leaf lock: the send session and the output
     std::optional<SendSession> m_send;
@@ -990,7 +1031,7 @@ std::shared_ptr<ConnectionHandler> ServerCore::accept(std::shared_ptr<Connection
     if (!conn->init_handshake()) {
         return nullptr;
     }
-    m_impl->connections.fetch_add(1);
+    conn->count_open();
     m_impl->log(LogLevel::info, "conn " + std::to_string(id) + " from " + peer + " connected");
     return conn;
 }
@@ -1003,13 +1044,24 @@ ServerStats ServerCore::stats() const {
     ServerStats s = m_impl->router.stats();
     s.connections = m_impl->connections.load();
     s.logins_ok = m_impl->logins_ok.load();
+    const auto open_in = [this](Impl::ConnState state) {
+        return m_impl->conn_states[static_cast<std::size_t>(state)].load();
+    };
+    s.connections_handshake = open_in(Impl::ConnState::handshake);
+    s.connections_unauthenticated = open_in(Impl::ConnState::unauthenticated);
+    s.connections_authenticated = open_in(Impl::ConnState::authenticated);
     s.logins_failed = m_impl->logins_failed.load();
+    s.logins_throttled = m_impl->logins_throttled.load();
     s.store_commits = m_impl->commit->commits();
     s.stored_messages = m_impl->commit->committed_messages();
     // Read from the store once (the first message would do it anyway), then kept up to date in memory.
-    if (const auto bytes = m_impl->delivery->store_bytes()) {
-        s.store_bytes = *bytes;
+    if (const auto usage = m_impl->delivery->store_usage()) {
+        s.store_bytes = usage->bytes;
+        s.store_messages = usage->messages;
     }
+    s.handshake_latency = m_impl->handshake_latency.snapshot();
+    s.login_latency = m_impl->login_latency.snapshot();
+    s.store_commit_latency = m_impl->commit->commit_latency();
     return s;
 }
 
