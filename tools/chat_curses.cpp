@@ -19,7 +19,9 @@ namespace {
 
 volatile std::sig_atomic_t g_resized = 0;
 
-extern "C" void on_winch(int /*sig*/) { g_resized = 1; }
+extern "C" void on_winch(int /*sig*/) {
+    g_resized = 1;
+}
 
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -302,8 +304,8 @@ private:
         if (m_state.connected) {
             s += "connected";
         } else {
-            const auto left = std::chrono::duration_cast<std::chrono::seconds>(m_state.retry_at -
-                                                                               std::chrono::steady_clock::now());
+            const auto left =
+                std::chrono::duration_cast<std::chrono::seconds>(m_state.retry_at - std::chrono::steady_clock::now());
             s += "reconnecting in " + std::to_string(std::max<long long>(0, left.count())) + " s";
         }
         if (!m_state.current.empty()) {

@@ -17,7 +17,29 @@ KeyEvent key_event(Key k) {
     return e;
 }
 
-bool is_continuation(char c) { return (static_cast<unsigned char>(c) & 0xc0U) == 0x80U; }
+/// The key of a cursor sequence's final byte (ESC [ x or ESC O x), the same in both forms.
+std::optional<Key> cursor_key(char final) {
+    switch (final) {
+        case 'A':
+            return Key::up;
+        case 'B':
+            return Key::down;
+        case 'C':
+            return Key::right;
+        case 'D':
+            return Key::left;
+        case 'H':
+            return Key::home;
+        case 'F':
+            return Key::end;
+        default:
+            return std::nullopt;
+    }
+}
+
+bool is_continuation(char c) {
+    return (static_cast<unsigned char>(c) & 0xc0U) == 0x80U;
+}
 
 std::size_t prev_boundary(const std::string& s, std::size_t i) {
     while (i > 0) {
@@ -107,9 +129,9 @@ std::vector<KeyEvent> InputDecoder::feed(std::string_view bytes) {
 void InputDecoder::feed_paste(std::vector<KeyEvent>& out) {
     const auto end = m_pending.find(paste_end);
     // Without the end marker, keep back what could be its beginning.
-    const std::size_t take = end != std::string::npos                 ? end
+    const std::size_t take = end != std::string::npos               ? end
                              : m_pending.size() >= paste_end.size() ? m_pending.size() - (paste_end.size() - 1)
-                                                                      : 0;
+                                                                    : 0;
     m_paste_size += take;
     if (m_paste_size <= m_max_paste) {
         m_paste.append(m_pending, 0, take);
@@ -156,20 +178,18 @@ std::size_t InputDecoder::decode_one(std::vector<KeyEvent>& out) {
         }
         if (p[1] == '[') {
             std::size_t i = 2;
-            while (i < p.size() && static_cast<unsigned char>(p[i]) >= 0x20 && static_cast<unsigned char>(p[i]) < 0x40) {
+            while (i < p.size() && static_cast<unsigned char>(p[i]) >= 0x20 &&
+                   static_cast<unsigned char>(p[i]) < 0x40) {
                 ++i;
             }
             if (i >= p.size()) {
                 return 0;
             }
             const std::string params = p.substr(2, i - 2);
+            if (const auto k = cursor_key(p[i])) {
+                key(*k);
+            }
             switch (p[i]) {
-                case 'A': key(Key::up); break;
-                case 'B': key(Key::down); break;
-                case 'C': key(Key::right); break;
-                case 'D': key(Key::left); break;
-                case 'H': key(Key::home); break;
-                case 'F': key(Key::end); break;
                 case '~':
                     if (params == "200") {
                         m_in_paste = true;
@@ -194,14 +214,8 @@ std::size_t InputDecoder::decode_one(std::vector<KeyEvent>& out) {
             if (p.size() < 3) {
                 return 0;
             }
-            switch (p[2]) {
-                case 'A': key(Key::up); break;
-                case 'B': key(Key::down); break;
-                case 'C': key(Key::right); break;
-                case 'D': key(Key::left); break;
-                case 'H': key(Key::home); break;
-                case 'F': key(Key::end); break;
-                default: break;
+            if (const auto k = cursor_key(p[2])) {
+                key(*k);
             }
             return 3;
         }
@@ -214,23 +228,52 @@ std::size_t InputDecoder::decode_one(std::vector<KeyEvent>& out) {
     }
     if (c < 0x20 || c == 0x7f) {
         switch (c) {
-            case 0x01: key(Key::home); break;
-            case 0x02: key(Key::left); break;
-            case 0x03: key(Key::interrupt); break;
-            case 0x04: key(Key::del); break;
-            case 0x05: key(Key::end); break;
-            case 0x06: key(Key::right); break;
+            case 0x01:
+                key(Key::home);
+                break;
+            case 0x02:
+                key(Key::left);
+                break;
+            case 0x03:
+                key(Key::interrupt);
+                break;
+            case 0x04:
+                key(Key::del);
+                break;
+            case 0x05:
+                key(Key::end);
+                break;
+            case 0x06:
+                key(Key::right);
+                break;
             case 0x08:
-            case 0x7f: key(Key::backspace); break;
+            case 0x7f:
+                key(Key::backspace);
+                break;
             case 0x0a:
-            case 0x0d: key(Key::enter); break;
-            case 0x0b: key(Key::kill_end); break;
-            case 0x0c: key(Key::redraw); break;
-            case 0x0e: key(Key::next_conversation); break;
-            case 0x10: key(Key::prev_conversation); break;
-            case 0x15: key(Key::kill_start); break;
-            case 0x17: key(Key::kill_word); break;
-            default: break;
+            case 0x0d:
+                key(Key::enter);
+                break;
+            case 0x0b:
+                key(Key::kill_end);
+                break;
+            case 0x0c:
+                key(Key::redraw);
+                break;
+            case 0x0e:
+                key(Key::next_conversation);
+                break;
+            case 0x10:
+                key(Key::prev_conversation);
+                break;
+            case 0x15:
+                key(Key::kill_start);
+                break;
+            case 0x17:
+                key(Key::kill_word);
+                break;
+            default:
+                break;
         }
         return 1;
     }

@@ -15,13 +15,13 @@ namespace sim::tools {
 
 /// What one decoded piece of terminal input means.
 enum class Key : std::uint8_t {
-    text,        ///< printable UTF-8 typed (KeyEvent::text)
-    paste,       ///< a bracketed paste, complete (KeyEvent::text, or KeyEvent::too_large)
+    text,   ///< printable UTF-8 typed (KeyEvent::text)
+    paste,  ///< a bracketed paste, complete (KeyEvent::text, or KeyEvent::too_large)
     enter,
     left,
     right,
-    home,        ///< Home, Ctrl-A
-    end,         ///< End, Ctrl-E
+    home,  ///< Home, Ctrl-A
+    end,   ///< End, Ctrl-E
     backspace,
     del,         ///< Delete, Ctrl-D
     kill_end,    ///< Ctrl-K
@@ -121,8 +121,8 @@ public:
     /// A message from `peer` (or from us to `peer` with `sender` = our name). `inbox_index` is its place in the
     /// client's inbox (for mark_read), absent for our own. Returns true when it arrived in a conversation that is not
     /// the current one (it is then counted as unread: the caller rings the bell).
-    bool add_message(const std::string& peer, const std::string& sender, const std::string& text,
-                     std::int64_t time_ms, std::optional<std::uint64_t> inbox_index, bool unread = true);
+    bool add_message(const std::string& peer, const std::string& sender, const std::string& text, std::int64_t time_ms,
+                     std::optional<std::uint64_t> inbox_index, bool unread = true);
     /// A status line, shown whatever the current conversation.
     void add_status(const std::string& text, std::int64_t time_ms);
     /// Make `peer` known (in the list) without a message.

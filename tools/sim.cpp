@@ -872,6 +872,9 @@ public:
         }
     }
 
+    /// Why run() failed, when the front end could not show it (said once the screen is gone); else empty.
+    [[nodiscard]] const std::string& fatal() const noexcept { return m_fatal; }
+
     int run() {
         say("* authenticated as " + m_c.user + "; type a message, or /help");
         if (!m_current.empty()) {
@@ -997,7 +1000,7 @@ private:
         auto fresh = m_session.reconnect(m_c);
         if (!fresh) {
             if (!worth_retrying(fresh.code())) {
-                failure("cannot reconnect: " + user_message(fresh.error()));
+                m_fatal = "cannot reconnect: " + user_message(fresh.error());
                 return false;
             }
             retry_later("* reconnecting failed: " + user_message(fresh.error()));
@@ -1192,6 +1195,7 @@ private:
     sim::tools::Backoff m_backoff;
     std::unique_ptr<sim::Rng> m_rng = sim::make_system_rng();
     sim::tools::ChatFrontEnd& m_view;
+    std::string m_fatal;
 };
 
 /// The line-mode front end: lines from stdin, everything to stdout (scripts and tests use it).
@@ -1282,7 +1286,12 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
         view = std::make_unique<PlainChat>();
     }
     Chat chat(s, session, *c, peer, *view);
-    return chat.run();
+    const int status = chat.run();
+    view.reset();  // leaves the full screen, so that the reason stays readable
+    if (!chat.fatal().empty()) {
+        return failure(chat.fatal());
+    }
+    return status;
 }
 
 }  // namespace

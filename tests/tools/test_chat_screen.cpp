@@ -40,12 +40,29 @@ Typed type(std::string_view bytes) {
 
 TEST_CASE("keys: text, control keys and escape sequences") {
     InputDecoder d(100);
-    auto keys = d.feed("ab\x01\x05\x0b\x15\x17\x0e\x10\x7f\x1b[A\x1b[B\x1b[C\x1b[D\x1b[H\x1b[F\x1b[3~\x1b[5~\x1b[6~\x1b"
-                       "2\r");
-    std::vector<Key> want{Key::text,      Key::home,       Key::end,   Key::kill_end, Key::kill_start,
-                          Key::kill_word, Key::next_conversation, Key::prev_conversation, Key::backspace,
-                          Key::up,        Key::down,       Key::right, Key::left,     Key::home,
-                          Key::end,       Key::del,        Key::page_up, Key::page_down, Key::alt_digit, Key::enter};
+    auto keys = d.feed(
+        "ab\x01\x05\x0b\x15\x17\x0e\x10\x7f\x1b[A\x1b[B\x1b[C\x1b[D\x1b[H\x1b[F\x1b[3~\x1b[5~\x1b[6~\x1b"
+        "2\r");
+    std::vector<Key> want{Key::text,
+                          Key::home,
+                          Key::end,
+                          Key::kill_end,
+                          Key::kill_start,
+                          Key::kill_word,
+                          Key::next_conversation,
+                          Key::prev_conversation,
+                          Key::backspace,
+                          Key::up,
+                          Key::down,
+                          Key::right,
+                          Key::left,
+                          Key::home,
+                          Key::end,
+                          Key::del,
+                          Key::page_up,
+                          Key::page_down,
+                          Key::alt_digit,
+                          Key::enter};
     REQUIRE(keys.size() == want.size());
     for (std::size_t i = 0; i < want.size(); ++i) {
         CHECK(keys[i].key == want[i]);
@@ -159,7 +176,7 @@ TEST_CASE("model: unread counts, switching, mark-read cursor") {
     ChatModel m;
     m.open("bob");
     CHECK_FALSE(m.add_message("bob", "bob", "hi", 0, 0));  // the current conversation: read
-    CHECK(m.add_message("carol", "carol", "psst", 0, 1));   // background: unread, bell
+    CHECK(m.add_message("carol", "carol", "psst", 0, 1));  // background: unread, bell
     CHECK(m.add_message("carol", "carol", "again", 0, 3));
     CHECK_FALSE(m.add_message("bob", "bob", "there", 0, 2));
     CHECK(m.unread("carol") == 2);
