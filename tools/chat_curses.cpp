@@ -88,11 +88,9 @@ public:
                 mark_read();
             }
         } else {
-            if (e.kind == K::key_assigned) {
-                m_model.add_conversation(e.peer);
-            }
             if (!text.empty()) {
-                m_model.add_status(text, now_ms());
+                // About one peer: in that conversation (which it adds to the list); else in every one.
+                m_model.add_status(text, now_ms(), e.peer == m_state.user ? std::string() : e.peer);
             }
         }
         m_dirty = true;

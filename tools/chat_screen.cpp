@@ -502,8 +502,9 @@ bool ChatModel::add_message(const std::string& peer, const std::string& sender, 
     return true;
 }
 
-void ChatModel::add_status(const std::string& text, std::int64_t time_ms) {
-    m_entries.push_back(ChatEntry{{}, {}, text, time_ms});
+void ChatModel::add_status(const std::string& text, std::int64_t time_ms, const std::string& peer) {
+    add_conversation(peer);
+    m_entries.push_back(ChatEntry{peer, {}, text, time_ms});
 }
 
 void ChatModel::add_conversation(const std::string& peer) {

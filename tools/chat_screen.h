@@ -123,8 +123,9 @@ public:
     /// the current one (it is then counted as unread: the caller rings the bell).
     bool add_message(const std::string& peer, const std::string& sender, const std::string& text, std::int64_t time_ms,
                      std::optional<std::uint64_t> inbox_index, bool unread = true);
-    /// A status line, shown whatever the current conversation.
-    void add_status(const std::string& text, std::int64_t time_ms);
+    /// A status line: about the conversation with `peer` (shown only there), or, with `peer` empty, shown whatever
+    /// the current conversation.
+    void add_status(const std::string& text, std::int64_t time_ms, const std::string& peer = {});
     /// Make `peer` known (in the list) without a message.
     void add_conversation(const std::string& peer);
     /// Make `peer` current (adding it if new) and clear its unread count.

@@ -186,11 +186,12 @@ TEST_CASE("model: unread counts, switching, mark-read cursor") {
     CHECK(m.neighbour(1) == "carol");
     CHECK(m.neighbour(-1) == "carol");
     m.add_status("* status", 0);
+    m.add_status("* about carol", 0, "carol");
     CHECK(m.visible().size() == 3);  // bob's two and the status line
     m.open("carol");
     CHECK(m.unread("carol") == 0);
     CHECK(m.read_up_to(4) == 4);
-    CHECK(m.visible().size() == 3);  // carol's two and the status line
+    CHECK(m.visible().size() == 4);  // carol's two, her status line and the general one
     CHECK(m.neighbour(1) == "bob");
     // History read from the inbox as already read does not count.
     CHECK_FALSE(m.add_message("dave", "dave", "old", -1, 0, false));
