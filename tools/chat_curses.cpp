@@ -42,10 +42,9 @@ std::string clock_text(std::int64_t time_ms) {
 
 class CursesScreen final : public ChatFrontEnd {
 public:
-    CursesScreen(std::size_t max_paste, bool show_rotations)
-        : m_decoder(max_paste), m_max_paste(max_paste), m_show_rotations(show_rotations) {
-        std::setlocale(LC_ALL, "");
-        newterm(nullptr, stdout, stdin);
+    /// Takes over `screen`, which newterm() made current.
+    CursesScreen(SCREEN* screen, std::size_t max_paste, bool show_rotations)
+        : m_screen(screen), m_decoder(max_paste), m_max_paste(max_paste), m_show_rotations(show_rotations) {
         raw();
         noecho();
         nonl();
@@ -62,6 +61,7 @@ public:
         std::fputs("\x1b[?2004l", stdout);
         std::fflush(stdout);
         endwin();
+        delscreen(m_screen);
         ::sigaction(SIGWINCH, &m_old_winch, nullptr);
     }
 
@@ -348,6 +348,7 @@ private:
         move(y, cursor_x);
     }
 
+    SCREEN* m_screen;
     InputDecoder m_decoder;
     std::size_t m_max_paste;
     bool m_show_rotations;
@@ -363,7 +364,12 @@ private:
 }  // namespace
 
 std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste, bool show_rotations) {
-    return std::make_unique<CursesScreen>(max_paste, show_rotations);
+    std::setlocale(LC_ALL, "");  // UTF-8 output and wcwidth() follow the user's locale
+    SCREEN* screen = newterm(nullptr, stdout, stdin);
+    if (screen == nullptr) {
+        return nullptr;  // a terminal type curses does not know
+    }
+    return std::make_unique<CursesScreen>(screen, max_paste, show_rotations);
 }
 
 }  // namespace sim::tools

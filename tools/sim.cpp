@@ -1282,7 +1282,8 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
     std::unique_ptr<sim::tools::ChatFrontEnd> view;
     if (!s.plain && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1) {
         view = sim::tools::make_chat_screen(max_paste, false);
-    } else {
+    }
+    if (!view) {
         view = std::make_unique<PlainChat>();
     }
     Chat chat(s, session, *c, peer, *view);
