@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   build-essential meson ninja-build pkg-config cmake
-  libbotan-2-dev libfmt-dev libsqlitecpp-dev libsqlite3-dev doctest-dev libasio-dev
+  libbotan-2-dev libfmt-dev libsqlitecpp-dev libsqlite3-dev doctest-dev libasio-dev libncurses-dev
   pybind11-dev python3-dev python3-pytest
   libmariadb-dev mariadb-server
   libbenchmark-dev

@@ -1,5 +1,7 @@
 // sim: the libsim command-line client. Interactive chat, and one-shot send / recv / register for scripts.
 // Option parsing, prompts and printing only: the protocol lives in sim::Client / sim::ClientCore.
+#include "chat_curses.h"
+#include "chat_front_end.h"
 #include "common/backoff.h"
 #include "common/options.h"
 #include "common/session_state.h"
@@ -9,6 +11,7 @@
 #include <sim/channel.h>
 #include <sim/client.h>
 #include <sim/client_state.h>
+#include <sim/frame.h>
 
 #include <poll.h>
 #include <unistd.h>
@@ -63,6 +66,7 @@ constexpr OptionSpec sim_options[] = {
      "first",
      "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
+    {"plain", 0, "", "chat: line mode (lines from stdin, lines to stdout) even on a terminal", ""},
     {"no-reconnect", 0, "", "chat: exit with status 1 when the connection is lost instead of reconnecting", ""},
     {"reconnect-delay", 0, "S",
      "chat: the shortest wait before reconnecting; each wait is random, between it and three times the last one",
@@ -114,6 +118,9 @@ void print_help() {
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
                  "status lines start with '*', problems with '!'.\n"
                  "\n"
+                 "On a terminal the chat is full screen (conversation list, messages, status line, input\n"
+                 "line; keys in docs/tools.md); --plain keeps the line mode.\n"
+                 "\n"
                  "A chat whose connection is lost reconnects by itself (session token, else the password\n"
                  "given at the start), waiting longer after each failed attempt, and opens its conversations\n"
                  "again; lines typed meanwhile wait in the outbox. A refused login or server key ends it.\n"
@@ -163,6 +170,7 @@ struct Settings {
     sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
     bool use_session = true;
     bool reconnect = true;
+    bool plain = false;  // chat: line mode even on a terminal
     sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
@@ -225,6 +233,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     }
     s.use_session = !a.has("no-session");
     s.reconnect = !a.has("no-reconnect");
+    s.plain = a.has("plain");
     SIM_TRY(s.reconnect_backoff.initial,
             sim::tools::parse_seconds("reconnect-delay", a.get("reconnect-delay", "0.5"), 3600.0));
     SIM_TRY(s.reconnect_backoff.cap, sim::tools::parse_seconds("reconnect-max", a.get("reconnect-max", "30"), 3600.0));
@@ -855,19 +864,22 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
 
 class Chat {
 public:
-    Chat(const Settings& s, Session& session, Connection& c, std::string current)
-        : m_s(s), m_session(session), m_c(c), m_current(std::move(current)), m_backoff(s.reconnect_backoff) {
+    Chat(const Settings& s, Session& session, Connection& c, std::string current, sim::tools::ChatFrontEnd& view)
+        : m_s(s), m_session(session), m_c(c), m_current(std::move(current)), m_backoff(s.reconnect_backoff),
+          m_view(view) {
         if (!m_current.empty()) {
             m_peers.insert(m_current);
         }
     }
 
+    /// Why run() failed, when the front end could not show it (said once the screen is gone); else empty.
+    [[nodiscard]] const std::string& fatal() const noexcept { return m_fatal; }
+
     int run() {
-        print_line(stdout, "* authenticated as " + m_c.user + "; type a message, or /help");
+        say("* authenticated as " + m_c.user + "; type a message, or /help");
         if (!m_current.empty()) {
-            print_line(stdout, "* talking to " + m_current);
+            say("* talking to " + m_current);
         }
-        std::string buffer;
         for (;;) {
             drain_events();
             if (m_lost) {
@@ -880,34 +892,13 @@ public:
             if (m_down && std::chrono::steady_clock::now() >= m_retry_at && !reconnect()) {
                 return sim::tools::exit_failure;
             }
-            pollfd pfd{STDIN_FILENO, POLLIN, 0};
-            const int ready = ::poll(&pfd, 1, 100);
-            if (ready < 0 && errno != EINTR) {
-                break;
-            }
-            if (ready <= 0) {
-                continue;
-            }
-            char chunk[4096];
-            const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n <= 0) {
-                if (!buffer.empty() && !handle(buffer)) {
-                    break;
-                }
+            publish();
+            const auto lines = m_view.input(100ms);
+            if (!lines) {
                 break;  // end of input: like /quit
             }
-            buffer.append(chunk, static_cast<std::size_t>(n));
-            std::size_t nl = 0;
             bool quit = false;
-            while ((nl = buffer.find('\n')) != std::string::npos) {
-                std::string line = buffer.substr(0, nl);
-                buffer.erase(0, nl + 1);
-                if (!line.empty() && line.back() == '\r') {
-                    line.pop_back();
-                }
+            for (const auto& line : *lines) {
                 if (!handle(line)) {
                     quit = true;
                     break;
@@ -923,7 +914,33 @@ public:
     }
 
 private:
-    void say(const std::string& line) { print_line(stdout, line); }
+    void say(const std::string& line) { m_view.say(line); }
+
+    /// Tells the front end where the chat stands.
+    void publish() {
+        sim::tools::ChatState st;
+        st.core = m_down ? nullptr : &m_c.client->core();
+        st.user = m_c.user;
+        st.current = m_current;
+        st.connected = !m_down;
+        st.retry_at = m_retry_at;
+        if (!m_current.empty()) {
+            st.security = security(m_current);
+        }
+        m_view.update(st);
+    }
+
+    /// The protection of the conversation with `peer`, in words.
+    std::string security(const std::string& peer) const {
+        auto& core = m_c.client->core();
+        if (!core.conversation_suite(peer)) {
+            return "no key yet";
+        }
+        if (auto id = core.peer_identity(peer)) {
+            return id->verified ? "end-to-end, safety number verified" : "end-to-end, safety number not verified";
+        }
+        return "server-assigned: readable by the server";
+    }
 
     void drain_events() {
         for (;;) {
@@ -940,10 +957,7 @@ private:
                     e->error.code == sim::Errc::ok ? std::string("closed by the server") : user_message(e->error);
                 return;  // connection_lost() says it
             }
-            const std::string text = describe(*e);
-            if (!text.empty()) {
-                say(text);
-            }
+            m_view.event(*e, describe(*e));
             if (e->kind == sim::ClientEventKind::message && !e->peer.empty()) {
                 // Someone other than the current peer wrote: say how to answer them, once per new sender.
                 if (e->peer != m_current && e->peer != m_last_sender) {
@@ -986,7 +1000,7 @@ private:
         auto fresh = m_session.reconnect(m_c);
         if (!fresh) {
             if (!worth_retrying(fresh.code())) {
-                failure("cannot reconnect: " + user_message(fresh.error()));
+                m_fatal = "cannot reconnect: " + user_message(fresh.error());
                 return false;
             }
             retry_later("* reconnecting failed: " + user_message(fresh.error()));
@@ -1021,9 +1035,14 @@ private:
         }
     }
 
-    /// Returns false to quit.
-    bool handle(const std::string& line) {
+    /// Returns false to quit. Only typed lines are commands: a paste is sent as it is.
+    bool handle(const sim::tools::ChatInput& input) {
+        const std::string& line = input.text;
         if (line.empty()) {
+            return true;
+        }
+        if (!input.typed) {
+            send(line);
             return true;
         }
         if (line[0] != '/' || line.starts_with("//")) {
@@ -1155,8 +1174,11 @@ private:
             } else {
                 say("! not sent: " + st.error().message());
             }
-        } else if (m_down) {
-            say("* not connected: queued in the outbox; it goes out after the reconnect");
+        } else {
+            m_view.sent(m_current, text);
+            if (m_down) {
+                say("* not connected: queued in the outbox; it goes out after the reconnect");
+            }
         }
     }
 
@@ -1172,7 +1194,67 @@ private:
     std::chrono::steady_clock::time_point m_retry_at{};
     sim::tools::Backoff m_backoff;
     std::unique_ptr<sim::Rng> m_rng = sim::make_system_rng();
+    sim::tools::ChatFrontEnd& m_view;
+    std::string m_fatal;
 };
+
+/// The line-mode front end: lines from stdin, everything to stdout (scripts and tests use it).
+class PlainChat final : public sim::tools::ChatFrontEnd {
+public:
+    void say(const std::string& line) override { print_line(stdout, line); }
+    void event(const sim::ClientEvent& /*e*/, const std::string& text) override {
+        if (!text.empty()) {
+            print_line(stdout, text);
+        }
+    }
+    void sent(const std::string& /*peer*/, const std::string& /*text*/) override {}
+    void update(const sim::tools::ChatState& /*state*/) override {}
+
+    std::optional<std::vector<sim::tools::ChatInput>> input(std::chrono::milliseconds wait) override {
+        std::vector<sim::tools::ChatInput> lines;
+        if (m_eof) {
+            return std::nullopt;
+        }
+        pollfd pfd{STDIN_FILENO, POLLIN, 0};
+        const int ready = ::poll(&pfd, 1, static_cast<int>(wait.count()));
+        if (ready < 0 && errno != EINTR) {
+            return std::nullopt;
+        }
+        if (ready <= 0) {
+            return lines;
+        }
+        char chunk[4096];
+        const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) {
+            return lines;
+        }
+        if (n <= 0) {
+            m_eof = true;  // the last line may lack its newline
+            if (m_buffer.empty()) {
+                return std::nullopt;
+            }
+            lines.push_back({std::move(m_buffer)});
+            return lines;
+        }
+        m_buffer.append(chunk, static_cast<std::size_t>(n));
+        std::size_t nl = 0;
+        while ((nl = m_buffer.find('\n')) != std::string::npos) {
+            std::string line = m_buffer.substr(0, nl);
+            m_buffer.erase(0, nl + 1);
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            lines.push_back({std::move(line)});
+        }
+        return lines;
+    }
+
+private:
+    std::string m_buffer;
+    bool m_eof = false;
+};
+
+
 
 int run_chat(const Settings& s, const std::vector<std::string>& pos) {
     if (pos.size() != 2 && pos.size() != 3) {
@@ -1195,8 +1277,22 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
     if (!c) {
         return open_failed(c.error());
     }
-    Chat chat(s, session, *c, peer);
-    return chat.run();
+    // Full screen on a terminal; the text of a message may then be almost a whole frame.
+    constexpr std::size_t max_paste = sim::max_inner_frame_size(sim::default_max_frame_size) - 1024;
+    std::unique_ptr<sim::tools::ChatFrontEnd> view;
+    if (!s.plain && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1) {
+        view = sim::tools::make_chat_screen(max_paste, false);
+    }
+    if (!view) {
+        view = std::make_unique<PlainChat>();
+    }
+    Chat chat(s, session, *c, peer, *view);
+    const int status = chat.run();
+    view.reset();  // leaves the full screen, so that the reason stays readable
+    if (!chat.fatal().empty()) {
+        return failure(chat.fatal());
+    }
+    return status;
 }
 
 }  // namespace

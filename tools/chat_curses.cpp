@@ -1,0 +1,375 @@
+#include "chat_curses.h"
+
+#include "chat_screen.h"
+
+#include <curses.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <clocale>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+
+namespace sim::tools {
+
+namespace {
+
+volatile std::sig_atomic_t g_resized = 0;
+
+extern "C" void on_winch(int /*sig*/) {
+    g_resized = 1;
+}
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string clock_text(std::int64_t time_ms) {
+    if (time_ms < 0) {
+        return "     ";
+    }
+    const std::time_t t = static_cast<std::time_t>(time_ms / 1000);
+    std::tm tm{};
+    ::localtime_r(&t, &tm);
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%02d:%02d", tm.tm_hour, tm.tm_min);
+    return buf;
+}
+
+class CursesScreen final : public ChatFrontEnd {
+public:
+    /// Takes over `screen`, which newterm() made current.
+    CursesScreen(SCREEN* screen, std::size_t max_paste, bool show_rotations)
+        : m_screen(screen), m_decoder(max_paste), m_max_paste(max_paste), m_show_rotations(show_rotations) {
+        raw();
+        noecho();
+        nonl();
+        struct sigaction sa {};
+        sa.sa_handler = on_winch;
+        ::sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGWINCH, &sa, &m_old_winch);
+        std::fputs("\x1b[?2004h", stdout);  // bracketed paste (xterm mode 2004)
+        std::fflush(stdout);
+        m_dirty = true;
+    }
+
+    ~CursesScreen() override {
+        std::fputs("\x1b[?2004l", stdout);
+        std::fflush(stdout);
+        endwin();
+        delscreen(m_screen);
+        ::sigaction(SIGWINCH, &m_old_winch, nullptr);
+    }
+
+    CursesScreen(const CursesScreen&) = delete;
+    CursesScreen& operator=(const CursesScreen&) = delete;
+
+    void say(const std::string& line) override {
+        m_model.add_status(line, now_ms());
+        m_dirty = true;
+    }
+
+    void event(const sim::ClientEvent& e, const std::string& text) override {
+        using K = sim::ClientEventKind;
+        if (e.kind == K::key_rotated && !m_show_rotations) {
+            return;
+        }
+        if (e.kind == K::message) {
+            if (e.inbox_index < m_loaded_next) {
+                return;  // already shown from the inbox
+            }
+            if (m_model.add_message(e.peer, e.peer, e.text, now_ms(), e.inbox_index)) {
+                beep();
+            } else {
+                mark_read();
+            }
+        } else {
+            if (!text.empty()) {
+                // About one peer: in that conversation (which it adds to the list); else in every one.
+                m_model.add_status(text, now_ms(), e.peer == m_state.user ? std::string() : e.peer);
+            }
+        }
+        m_dirty = true;
+    }
+
+    void sent(const std::string& peer, const std::string& text) override {
+        m_model.add_message(peer, m_state.user, text, now_ms(), std::nullopt);
+        m_model.scroll = 0;
+        m_dirty = true;
+    }
+
+    void update(const ChatState& state) override {
+        if (state.core != nullptr && !m_loaded) {
+            load_inbox(*state.core);
+        }
+        const bool changed = state.current != m_state.current || state.security != m_state.security ||
+                             state.connected != m_state.connected || state.retry_at != m_state.retry_at;
+        m_state = state;
+        if (!state.current.empty() && (changed || m_model.current() != state.current)) {
+            m_model.open(state.current);
+            mark_read();
+        }
+        m_dirty = m_dirty || changed;
+    }
+
+    std::optional<std::vector<ChatInput>> input(std::chrono::milliseconds wait) override {
+        std::vector<ChatInput> lines;
+        if (g_resized != 0) {
+            resize();
+        }
+        if (m_dirty || !m_state.connected) {
+            draw();
+        }
+        pollfd pfd{STDIN_FILENO, POLLIN, 0};
+        const int ready = ::poll(&pfd, 1, static_cast<int>(wait.count()));
+        if (ready <= 0) {
+            return lines;  // timeout, or a signal (SIGWINCH): the next call redraws
+        }
+        char chunk[4096];
+        const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof chunk);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                return lines;
+            }
+            return std::nullopt;
+        }
+        if (n == 0) {
+            return std::nullopt;
+        }
+        for (auto& k : m_decoder.feed(std::string_view(chunk, static_cast<std::size_t>(n)))) {
+            key(k, lines);
+        }
+        m_dirty = true;
+        return lines;
+    }
+
+private:
+    void key(const KeyEvent& k, std::vector<ChatInput>& lines) {
+        switch (k.key) {
+            case Key::paste:
+                if (k.too_large) {
+                    say("! paste refused: " + std::to_string(k.size) + " bytes, more than one message holds (" +
+                        std::to_string(m_max_paste) + "); nothing was sent");
+                } else if (!k.text.empty()) {
+                    lines.push_back(ChatInput{k.text, false});
+                }
+                return;
+            case Key::interrupt:
+                lines.push_back(ChatInput{"/quit", true});
+                return;
+            case Key::redraw:
+                clearok(curscr, TRUE);
+                return;
+            case Key::page_up:
+                m_model.scroll += std::max(1, pane_rows() - 1);
+                return;
+            case Key::page_down:
+                m_model.scroll = std::max(0, m_model.scroll - std::max(1, pane_rows() - 1));
+                return;
+            case Key::next_conversation:
+            case Key::prev_conversation:
+                if (auto peer = m_model.neighbour(k.key == Key::next_conversation ? 1 : -1)) {
+                    lines.push_back(ChatInput{"/to " + *peer, true});
+                }
+                return;
+            case Key::alt_digit:
+                if (static_cast<std::size_t>(k.digit) <= m_model.conversations().size()) {
+                    lines.push_back(
+                        ChatInput{"/to " + m_model.conversations()[static_cast<std::size_t>(k.digit - 1)], true});
+                }
+                return;
+            default:
+                if (auto line = m_editor.apply(k)) {
+                    m_model.scroll = 0;
+                    lines.push_back(ChatInput{std::move(*line), true});
+                }
+                return;
+        }
+    }
+
+    void load_inbox(sim::ClientCore& core) {
+        m_loaded = true;
+        constexpr std::uint64_t history = 1000;
+        const auto status = core.inbox_status();
+        const std::uint64_t from = status.next > history ? status.next - history : 0;
+        auto entries = core.inbox(from, history);
+        if (!entries) {
+            say("! cannot read the inbox: " + entries.error().message());
+            return;
+        }
+        for (const auto& e : *entries) {
+            m_model.add_message(e.peer, e.peer, e.text, -1, e.index, e.index >= status.first_unread);
+            m_loaded_next = std::max(m_loaded_next, e.index + 1);
+        }
+    }
+
+    void mark_read() {
+        if (m_state.core == nullptr) {
+            return;
+        }
+        const auto up_to = m_model.read_up_to(m_state.core->inbox_status().next);
+        if (auto st = m_state.core->mark_read(up_to); !st) {
+            m_model.add_status("! cannot mark messages read: " + st.error().message(), now_ms());
+        }
+    }
+
+    void resize() {
+        g_resized = 0;
+        winsize ws{};
+        if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            resizeterm(ws.ws_row, ws.ws_col);
+        }
+        clearok(curscr, TRUE);
+        m_dirty = true;
+    }
+
+    [[nodiscard]] int list_width() const { return COLS >= 48 ? std::min(22, COLS / 4) : 0; }
+    [[nodiscard]] static int pane_rows() { return std::max(1, LINES - 2); }
+
+    /// Draws `text` (already safe glyphs) at (y, x), at most `width` columns.
+    static void put(int y, int x, const std::string& text, int width) {
+        int used = 0;
+        move(y, x);
+        for (const auto& g : glyphs(text)) {
+            if (g.text == "\n" || used + g.width > width) {
+                break;
+            }
+            addstr(g.text.c_str());
+            used += g.width;
+        }
+    }
+
+    void draw() {
+        m_dirty = false;
+        erase();
+        const int lw = list_width();
+        const int rows = pane_rows();
+        if (lw > 0) {
+            int y = 0;
+            for (const auto& peer : m_model.conversations()) {
+                if (y >= rows) {
+                    break;
+                }
+                const auto unread = m_model.unread(peer);
+                const std::string line = (peer == m_model.current() ? "> " : "  ") + peer +
+                                         (unread > 0 ? " (" + std::to_string(unread) + ")" : std::string());
+                if (peer == m_model.current()) {
+                    attron(A_BOLD);
+                }
+                put(y++, 0, line, lw - 1);
+                attroff(A_BOLD);
+            }
+            for (int r = 0; r < rows; ++r) {
+                mvaddch(r, lw - 1, '|');
+            }
+        }
+        draw_pane(lw, rows);
+        draw_status(rows);
+        draw_input(rows + 1);
+        refresh();
+    }
+
+    void draw_pane(int x, int rows) {
+        const int width = std::max(2, COLS - x);
+        const auto entries = m_model.visible();
+        std::vector<std::string> lines;  // newest first
+        const auto want = static_cast<std::size_t>(rows + m_model.scroll);
+        for (auto it = entries.rbegin(); it != entries.rend() && lines.size() < want; ++it) {
+            const ChatEntry& e = **it;
+            const std::string text =
+                clock_text(e.time_ms) + " " + (e.sender.empty() ? e.text : "[" + e.sender + "] " + e.text);
+            auto wrapped = wrap(text, width);
+            for (auto w = wrapped.rbegin(); w != wrapped.rend(); ++w) {
+                lines.push_back(std::move(*w));
+            }
+        }
+        const int max_scroll = std::max(0, static_cast<int>(lines.size()) - rows);
+        m_model.scroll = std::min(m_model.scroll, max_scroll);
+        for (int r = 0; r < rows; ++r) {
+            const auto idx = static_cast<std::size_t>(m_model.scroll + (rows - 1 - r));
+            if (idx < lines.size()) {
+                put(r, x, lines[idx], width);
+            }
+        }
+    }
+
+    void draw_status(int y) {
+        std::string s = " " + m_state.user + " | ";
+        if (m_state.connected) {
+            s += "connected";
+        } else {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::seconds>(m_state.retry_at - std::chrono::steady_clock::now());
+            s += "reconnecting in " + std::to_string(std::max<long long>(0, left.count())) + " s";
+        }
+        if (!m_state.current.empty()) {
+            s += " | " + m_state.current + ": " + m_state.security;
+        }
+        if (m_model.scroll > 0) {
+            s += " | scrolled back (PageDown)";
+        }
+        attron(A_REVERSE);
+        mvhline(y, 0, ' ', COLS);
+        put(y, 0, s, COLS);
+        attroff(A_REVERSE);
+    }
+
+    void draw_input(int y) {
+        const std::string prompt = "> ";
+        const int avail = std::max(2, COLS - static_cast<int>(prompt.size()) - 1);
+        const std::string& text = m_editor.text();
+        auto left = glyphs(std::string_view(text).substr(0, m_editor.cursor()));
+        const auto right = glyphs(std::string_view(text).substr(m_editor.cursor()));
+        int left_width = 0;
+        for (const auto& g : left) {
+            left_width += g.width;
+        }
+        std::size_t drop = 0;
+        while (left_width > avail - 1 && drop < left.size()) {
+            left_width -= left[drop++].width;  // scroll the line so that the cursor stays visible
+        }
+        mvaddstr(y, 0, prompt.c_str());
+        for (std::size_t i = drop; i < left.size(); ++i) {
+            addstr(left[i].text.c_str());
+        }
+        const int cursor_x = static_cast<int>(prompt.size()) + left_width;
+        int used = left_width;
+        for (const auto& g : right) {
+            if (used + g.width > avail) {
+                break;
+            }
+            addstr(g.text.c_str());
+            used += g.width;
+        }
+        move(y, cursor_x);
+    }
+
+    SCREEN* m_screen;
+    InputDecoder m_decoder;
+    std::size_t m_max_paste;
+    bool m_show_rotations;
+    LineEditor m_editor;
+    ChatModel m_model;
+    ChatState m_state;
+    bool m_dirty = true;
+    bool m_loaded = false;
+    std::uint64_t m_loaded_next = 0;
+    struct sigaction m_old_winch {};
+};
+
+}  // namespace
+
+std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste, bool show_rotations) {
+    std::setlocale(LC_ALL, "");  // UTF-8 output and wcwidth() follow the user's locale
+    SCREEN* screen = newterm(nullptr, stdout, stdin);
+    if (screen == nullptr) {
+        return nullptr;  // a terminal type curses does not know
+    }
+    return std::make_unique<CursesScreen>(screen, max_paste, show_rotations);
+}
+
+}  // namespace sim::tools
