@@ -706,8 +706,8 @@ int run_server(const Settings& s) {
     }
     notify_service_manager(logger, "READY=1\nSTATUS=listening on " + address);
 
-    // Wait for a stop signal. Meanwhile, every second, end the sessions an administrator ended; every ten
-    // minutes, purge expired session tokens.
+    // Wait for a stop signal. Meanwhile, every second, end the sessions an administrator ended and release the
+    // conversation keys nothing needs any more; every ten minutes, purge expired session tokens.
     int sig = 0;
     auto next_purge = std::chrono::steady_clock::now() + 10min;
     for (;;) {
@@ -724,6 +724,7 @@ int run_server(const Settings& s) {
                 server_core.end_sessions(user);
             }
         }
+        server_core.release_keys();  // conversation keys no stored message needs any more
         if (std::chrono::steady_clock::now() >= next_purge) {
             next_purge = std::chrono::steady_clock::now() + 10min;
             const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());

@@ -407,6 +407,7 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     w.settle();
     CHECK(bob.saw(sim::ClientEventKind::peer_left, "alice"));
     CHECK(w.server->stats().conversations == 0);
+    w.server->release_keys();  // no stored message needs the key: it goes
     CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
     // Writing to bob again starts a new conversation: the message waits in the outbox, the client asks for bob
     // (init), both get a new KEYGEN and the message goes out under the new key.
@@ -1688,6 +1689,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     alice.send(message("alice", "bob", 6, sim::ConversationMode::server_assigned));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
+    w.server->release_keys();  // no stored message needs the key: it goes
     CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
     CHECK(w.server->stats().conversations == 0);
 }
@@ -1831,6 +1833,39 @@ TEST_CASE("server-assigned mode: a name nobody has is not keyed; messages to it 
     CHECK(alice.saw(sim::ClientEventKind::key_assigned, "bbo"));
     CHECK(bbo.texts("alice") == std::vector<std::string>{"hello?"});
     CHECK(alice.core->outbox_size() == 0);
+}
+
+TEST_CASE("server-assigned mode: a recipient who drops before acknowledging reads the stored messages next time") {
+    auto w = sa_world();
+    register_offline(w, "bob");
+    auto& alice = w.raw_login("alice", "bob");
+    const auto k = sim::decode_key_assignment(alice.take(sim::FrameType::keygen).at(0).payload).value();
+    for (const std::uint32_t n : {1, 2}) {
+        alice.send(message("alice", "bob", n, sim::ConversationMode::server_assigned));
+    }
+    w.settle();
+    CHECK(receipts(alice, sim::ReceiptStatus::stored).size() == 2);
+    // bob gets his KEYGEN and the two messages, and drops before acknowledging them: the conversation ends (alice
+    // is told), but the key stays while the messages need it.
+    auto& bob = w.raw_login("bob");
+    CHECK(bob.take(sim::FrameType::keygen).size() == 1);
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
+    w.drop(bob);
+    w.settle();
+    CHECK(alice.take(sim::FrameType::close).size() == 1);
+    w.server->release_keys();
+    CHECK(w.vault->get("alice", "bob")->has_value());
+    // Next time he gets the same key back, before the same messages; his acks deliver them; then the key goes.
+    auto& bob2 = w.raw_login("bob");
+    REQUIRE(types(bob2) == std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message,
+                                                       sim::FrameType::message});
+    CHECK(sim::decode_key_assignment(bob2.take(sim::FrameType::keygen).at(0).payload).value().key == k.key);
+    CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
+    bob2.send(ack("bob", "alice", {1, 2}));
+    w.settle();
+    CHECK(w.backend->usage("bob").value().messages == 0);
+    w.server->release_keys();
+    CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
 }
 
 TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epochs per record, no further") {

@@ -159,6 +159,12 @@ public:
     /// Tell every client the server is going away (close frame) and close all connections.
     void shutdown();
 
+    /// Server-assigned mode: remove from the vault the keys of conversations that ended and that no stored message
+    /// needs any more (a key stays while messages sealed under it wait for their recipient, so that a recipient who
+    /// drops before acknowledging them can still read them at its next login). Reads the store: call it now and
+    /// then from a thread that may block (simd: every second), never from an I/O thread.
+    void release_keys();
+
     /// End `user`'s live session (an administrator revoked it, changed the password or deleted the account:
     /// see auth::SessionEndFollower): an `error` frame token_invalid, then the connection closes. Returns whether
     /// the user was online.

@@ -196,9 +196,7 @@ void Router::depart_locked(const Pair& pair, const std::string& user) {
         // `other` left before; it no longer holds this conversation and is not told again.
         m_conversations.erase(it);
         unindex_locked(user, pair);
-        if (m_vault != nullptr) {
-            (void)m_vault->remove(pair.first, pair.second);
-        }
+        m_key_release.insert(pair);
         return;
     }
     end_conversation_locked(pair, user);
@@ -220,8 +218,37 @@ Status Router::admit(const std::string& from, const std::string& to) {
     return ok();
 }
 
+std::vector<std::pair<std::string, std::string>> Router::take_key_releases() {
+    const std::lock_guard lock(m_mutex);
+    std::vector<Pair> out(m_key_release.begin(), m_key_release.end());
+    m_key_release.clear();
+    return out;
+}
+
+void Router::release_key(const std::string& a, const std::string& b, bool still_needed) {
+    const std::lock_guard lock(m_mutex);
+    const auto pair = make_pair(a, b);
+    if (m_conversations.contains(pair)) {
+        return;  // a live conversation of the pair holds the vault's key now
+    }
+    if (still_needed) {
+        m_key_parked.insert(pair);  // looked at again when one of them has nothing stored any more
+        return;
+    }
+    if (m_vault != nullptr) {
+        (void)m_vault->remove(pair.first, pair.second);
+    }
+}
+
 void Router::drained(const std::string& user) {
     const std::lock_guard lock(m_mutex);
+    std::erase_if(m_key_parked, [&](const Pair& pair) {
+        if (pair.first != user && pair.second != user) {
+            return false;
+        }
+        m_key_release.insert(pair);
+        return true;
+    });
     const auto idx = m_offline_for.find(user);
     if (idx == m_offline_for.end() || !m_bus.attached(user)) {
         return;
@@ -318,9 +345,7 @@ void Router::end_conversation_locked(const Pair& pair, const std::string& leaver
     m_conversations.erase(pair);
     unindex_locked(pair.first, pair);
     unindex_locked(pair.second, pair);
-    if (m_vault != nullptr) {
-        (void)m_vault->remove(pair.first, pair.second);
-    }
+    m_key_release.insert(pair);  // the key goes once no message between them needs it (release_keys)
     const std::string& other = pair.first == leaver ? pair.second : pair.first;
     (void)m_bus.deliver(other, Frame{FrameType::close, 0, leaver, other, {}});
 }

@@ -58,6 +58,12 @@ public:
     [[nodiscard]] bool has_conversation(const std::string& a, const std::string& b);
     /// `user` is online and has no stored message left: conversations kept only for that delivery end now.
     void drained(const std::string& user);
+    /// Pairs whose conversation ended since the last call: their vault key goes once no stored message between
+    /// them needs it (ServerCore::release_keys asks the store, outside the router's lock).
+    std::vector<std::pair<std::string, std::string>> take_key_releases();
+    /// Remove the pair's vault key, unless a new conversation of the pair holds it or `still_needed` (messages
+    /// between them are stored: it is looked at again when one of them drains).
+    void release_key(const std::string& a, const std::string& b, bool still_needed);
     /// End the conversation (from, to) and tell `to` (kept until delivered when `to` has stored messages and no
     /// KEYGEN yet, as for disconnect).
     void leave(const std::string& from, const std::string& to);
@@ -110,6 +116,8 @@ private:
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for
     std::map<Pair, Conversation> m_conversations;            // pairs that have a key (the seed's True)
     std::map<std::string, std::set<Pair>> m_offline_for;     // user -> pairs keyed while they were offline
+    std::set<Pair> m_key_release;                            // ended: vault key to remove if nothing needs it
+    std::set<Pair> m_key_parked;                             // ended, messages stored: until one side drains
     std::uint64_t m_next_epoch = 1;  // key epochs only grow (from the wall clock at start, so across restarts too)
     std::uint64_t m_routed = 0;
     std::uint64_t m_delivered = 0;

@@ -1069,6 +1069,27 @@ std::vector<std::string> ServerCore::online_users() const { return m_impl->bus->
 
 void ServerCore::shutdown() { m_impl->router.shutdown(); }
 
+void ServerCore::release_keys() {
+    auto& delivery = *m_impl->delivery;
+    const auto stored_from = [&](const std::string& sender, const std::string& recipient) -> Result<bool> {
+        SIM_TRY(auto usage, delivery.backlog(recipient));
+        if (usage.messages == 0) {
+            return false;
+        }
+        SIM_TRY(const auto senders, delivery.senders(recipient));
+        return senders.contains(sender);
+    };
+    for (const auto& [a, b] : m_impl->router.take_key_releases()) {
+        const auto ab = stored_from(a, b);
+        const auto ba = stored_from(b, a);
+        if (!ab || !ba) {
+            m_impl->log(LogLevel::error, "stored messages not read; a conversation key is kept: " +
+                                             (!ab ? ab.error() : ba.error()).message());
+        }
+        m_impl->router.release_key(a, b, !ab || !ba || *ab || *ba);
+    }
+}
+
 bool ServerCore::end_sessions(const std::string& user) {
     const auto peer = m_impl->bus->local(user);
     if (!peer) {
