@@ -4,10 +4,18 @@
 // same. Used by test_server.cpp and test_misbehaving_server.cpp.
 
 #include <sim/client.h>
+#include <sim/frame.h>
+#include <sim/handshake.h>
+#include <sim/messages.h>
+#include <sim/session.h>
 #include <sim/transport.h>
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -157,5 +165,122 @@ std::unique_ptr<TestClient> make_test_client(sim::ClientConfig config, sim::Know
     }
     return tc;
 }
+
+/// A client written against the channel alone (no ClientCore), as a third party would: it sends exactly the inner
+/// frames it is given, records every inner frame the server sends (`inbox`) and, in order, every transport frame it
+/// sent or received with the plaintext of each record (`log`).
+class RawClient final : public sim::ConnectionHandler {
+public:
+    struct Entry {
+        bool sent = false;
+        sim::Bytes wire;                  ///< the transport frame as on TCP
+        std::optional<sim::Bytes> inner;  ///< a record's plaintext (the encoded inner frame)
+    };
+
+    /// `static_key` empty: a fresh client static key.
+    RawClient(sim::KnownServers& known, sim::Rng& rng, const sim::Clock& clock, std::string server_id = "test-server:1",
+              sim::ByteView static_key = {}) {
+        sim::ClientHandshakeConfig cfg;
+        cfg.server_id = std::move(server_id);
+        if (!static_key.empty()) {
+            cfg.static_private_key = sim::to_bytes<sim::SecureBytes>(static_key);
+        }
+        m_hs.emplace(std::move(sim::ClientHandshake::create(std::move(cfg), known, rng, clock).value()));
+    }
+    void start(std::shared_ptr<sim::ConnectionOutput> out) {
+        m_out = std::move(out);
+        write_handshake();
+    }
+    void on_bytes(sim::ByteView data) override {
+        m_decoder.feed(data);
+        for (;;) {
+            auto next = m_decoder.next();
+            REQUIRE(next.has_value());
+            if (!next->has_value()) {
+                return;
+            }
+            const sim::Frame f = std::move(**next);
+            auto wire = sim::encode_frame(f).value();
+            if (f.type == sim::FrameType::handshake) {
+                log.push_back({false, std::move(wire), std::nullopt});
+                REQUIRE(m_hs->read_message(f.payload).has_value());
+                write_handshake();
+                continue;
+            }
+            REQUIRE(f.type == sim::FrameType::record);
+            REQUIRE(m_recv.has_value());
+            auto plain = m_recv->open(f.payload);
+            REQUIRE(plain.has_value());
+            auto inner = sim::decode_frame(*plain);
+            REQUIRE(inner.has_value());
+            log.push_back({false, std::move(wire), *plain});
+            inbox.push_back(std::move(*inner));
+        }
+    }
+    void on_closed(sim::Errc) override { closed = true; }
+
+    void send(const sim::Frame& inner) {
+        REQUIRE(m_send.has_value());
+        auto plain = sim::encode_frame(inner).value();
+        auto record = m_send->seal(plain);
+        REQUIRE(record.has_value());
+        auto wire = sim::encode_frame(sim::Frame{sim::FrameType::record, 0, {}, {}, std::move(*record)}).value();
+        log.push_back({true, wire, std::move(plain)});
+        m_out->send(std::move(wire));
+    }
+
+    /// The frames of one type received so far, removed from the inbox.
+    std::vector<sim::Frame> take(sim::FrameType type) {
+        std::vector<sim::Frame> out;
+        std::erase_if(inbox, [&](const sim::Frame& f) {
+            if (f.type == type) {
+                out.push_back(f);
+                return true;
+            }
+            return false;
+        });
+        return out;
+    }
+    /// Error codes received (and removed).
+    std::vector<sim::Errc> errors() {
+        std::vector<sim::Errc> out;
+        for (const auto& f : take(sim::FrameType::error)) {
+            out.push_back(sim::parse_error_frame(f).value().code);
+        }
+        return out;
+    }
+
+    std::vector<Entry> log;
+    std::vector<sim::Frame> inbox;
+    sim::ServerLimits limits{};  // from a test's login helper
+    sim::Bytes handshake_hash;
+    bool closed = false;
+    bool ready = false;
+
+private:
+    void write_handshake() {
+        if (m_hs->next_action() == sim::ChannelAction::write_message) {
+            auto msg = m_hs->write_message();
+            REQUIRE(msg.has_value());
+            auto wire = sim::encode_frame(sim::Frame{sim::FrameType::handshake, 0, {}, {}, std::move(*msg)}).value();
+            log.push_back({true, wire, std::nullopt});
+            m_out->send(std::move(wire));
+        }
+        if (m_hs->next_action() == sim::ChannelAction::complete) {
+            auto keys = m_hs->finish();
+            REQUIRE(keys.has_value());
+            handshake_hash = keys->handshake_hash;
+            m_send.emplace(std::move(keys->send));
+            m_recv.emplace(std::move(keys->recv));
+            ready = true;
+        }
+    }
+
+    std::optional<sim::ClientHandshake> m_hs;
+    std::shared_ptr<sim::ConnectionOutput> m_out;
+    sim::FrameDecoder m_decoder;
+    std::optional<sim::SendSession> m_send;
+    std::optional<sim::RecvSession> m_recv;
+};
 
 }  // namespace sim_test

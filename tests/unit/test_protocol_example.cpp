@@ -173,86 +173,7 @@ void frame_fields(Block& out, sim::ByteView encoded, int depth, PayloadFn&& payl
 
 // ---------------------------------------------------------------- the client side of a connection
 
-/// A client written against the channel alone (as a third party would): it sends the inner frames it is given and
-/// keeps, in order, every transport frame it sent or received with the inner frame of each record.
-class ExampleClient final : public sim::ConnectionHandler {
-public:
-    struct Entry {
-        bool sent = false;
-        sim::Bytes wire;                  ///< the transport frame as on TCP
-        std::optional<sim::Bytes> inner;  ///< a record's plaintext (the encoded inner frame)
-    };
-
-    ExampleClient(sim::KnownServers& known, sim::Rng& rng, const sim::Clock& clock, sim::ByteView static_key) {
-        sim::ClientHandshakeConfig cfg;
-        cfg.server_id = "example:7777";
-        cfg.static_private_key = sim::to_bytes<sim::SecureBytes>(static_key);
-        m_hs.emplace(std::move(sim::ClientHandshake::create(std::move(cfg), known, rng, clock).value()));
-    }
-    void start(std::shared_ptr<sim::ConnectionOutput> out) {
-        m_out = std::move(out);
-        write_handshake();
-    }
-    void on_bytes(sim::ByteView data) override {
-        m_decoder.feed(data);
-        for (;;) {
-            auto next = m_decoder.next();
-            REQUIRE(next.has_value());
-            if (!next->has_value()) {
-                return;
-            }
-            const sim::Frame f = std::move(**next);
-            auto wire = sim::encode_frame(f).value();
-            if (f.type == sim::FrameType::handshake) {
-                log.push_back({false, std::move(wire), std::nullopt});
-                REQUIRE(m_hs->read_message(f.payload).has_value());
-                write_handshake();
-                continue;
-            }
-            REQUIRE(f.type == sim::FrameType::record);
-            auto plain = m_recv->open(f.payload);
-            REQUIRE(plain.has_value());
-            log.push_back({false, std::move(wire), *plain});
-            inbox.push_back(sim::decode_frame(*plain).value());
-        }
-    }
-    void on_closed(sim::Errc) override {}
-
-    void send(const sim::Frame& inner) {
-        auto plain = sim::encode_frame(inner).value();
-        auto record = m_send->seal(plain).value();
-        auto wire = sim::encode_frame(sim::Frame{sim::FrameType::record, 0, {}, {}, std::move(record)}).value();
-        log.push_back({true, wire, plain});
-        m_out->send(std::move(wire));
-    }
-
-    std::vector<Entry> log;
-    std::vector<sim::Frame> inbox;
-    sim::Bytes handshake_hash;
-
-private:
-    void write_handshake() {
-        if (m_hs->next_action() == sim::ChannelAction::write_message) {
-            auto wire =
-                sim::encode_frame(sim::Frame{sim::FrameType::handshake, 0, {}, {}, m_hs->write_message().value()})
-                    .value();
-            log.push_back({true, wire, std::nullopt});
-            m_out->send(std::move(wire));
-        }
-        if (m_hs->next_action() == sim::ChannelAction::complete) {
-            auto keys = m_hs->finish().value();
-            handshake_hash = keys.handshake_hash;
-            m_send.emplace(std::move(keys.send));
-            m_recv.emplace(std::move(keys.recv));
-        }
-    }
-
-    std::optional<sim::ClientHandshake> m_hs;
-    std::shared_ptr<sim::ConnectionOutput> m_out;
-    sim::FrameDecoder m_decoder;
-    std::optional<sim::SendSession> m_send;
-    std::optional<sim::RecvSession> m_recv;
-};
+using ExampleClient = sim_test::RawClient;
 
 // ---------------------------------------------------------------- payloads
 
@@ -502,7 +423,7 @@ Example generate() {
     const auto connect = [&](sim::Rng& rng, sim::ByteView static_key) -> ExampleClient& {
         Conn c;
         c.pipe = std::make_unique<Pipe>();
-        c.client = std::make_shared<ExampleClient>(known, rng, clock, static_key);
+        c.client = std::make_shared<ExampleClient>(known, rng, clock, "example:7777", static_key);
         c.pipe->client = c.client;
         c.pipe->server = server->accept(std::make_shared<PipeOutput>(*c.pipe, false), "192.0.2.1:40000");
         REQUIRE(c.pipe->server != nullptr);
