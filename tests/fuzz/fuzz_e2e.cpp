@@ -80,6 +80,11 @@ void decode_everything(sim::ByteView in) {
         const auto again = sim::encode_server_limits(*l);
         require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "limits round-trip");
     }
+    if (const auto c = sim::decode_password_change(in)) {
+        const auto again = sim::encode_password_change(*c);
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a password change round-trips");
+    }
+    (void)sim::decode_session_token(in);
 }
 
 }  // namespace

@@ -79,6 +79,33 @@ TEST_CASE("session token payload") {
     CHECK(sim::decode_session_token(longer).code() == sim::Errc::trailing_bytes);
 }
 
+TEST_CASE("password change payload: round trip and every malformed form refused") {
+    const sim::PasswordChange c{secure("old secret"), secure("new secret!")};
+    const auto wire = sim::encode_password_change(c);
+    const auto back = sim::decode_password_change(wire);
+    REQUIRE(back);
+    CHECK(sim::to_string(back->old_password) == "old secret");
+    CHECK(sim::to_string(back->new_password) == "new secret!");
+
+    // Every proper prefix is truncated (inside a length, inside a password, the second one missing).
+    for (std::size_t n = 0; n < wire.size(); ++n) {
+        CAPTURE(n);
+        CHECK(sim::decode_password_change(sim::ByteView{wire}.first(n)).code() == sim::Errc::truncated);
+    }
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_password_change(longer).code() == sim::Errc::trailing_bytes);
+    // A length that runs past the end of the payload.
+    auto past = wire;
+    past[0] = 0xff;
+    CHECK(sim::decode_password_change(past).code() == sim::Errc::truncated);
+    // Empty old or new password.
+    CHECK(sim::decode_password_change(sim::encode_password_change({secure(""), secure("new")})).code() ==
+          sim::Errc::bad_password);
+    CHECK(sim::decode_password_change(sim::encode_password_change({secure("old"), secure("")})).code() ==
+          sim::Errc::bad_password);
+}
+
 TEST_CASE("key assignment checks suite and key size") {
     sim::KeyAssignment k;
     k.suite = sim::SuiteId::tdes_cbc_hmac_sha256;

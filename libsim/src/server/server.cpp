@@ -33,6 +33,15 @@ std::string address_only(const std::string& peer) {
 constexpr std::size_t max_prekey_waiters = 1'000;         // per awaited user
 constexpr std::size_t max_prekey_awaited_users = 100'000;  // users awaited at all
 
+/// A throttled refusal says when to try again (at least 1 s); other errors pass unchanged.
+Error with_retry_after(Error err, Duration retry_after) {
+    if (err.code == Errc::throttled) {
+        const auto secs = std::chrono::duration_cast<std::chrono::seconds>(retry_after).count();
+        err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
+    }
+    return err;
+}
+
 store::WallTime system_wall_clock() {
     return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
 }
@@ -126,6 +135,17 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     [[nodiscard]] store::WallTime wall_now() const {
         return config.wall_clock ? config.wall_clock() : system_wall_clock();
+    }
+
+    /// A session token for `user`'s next login; empty when none could be issued (the login or password change
+    /// still succeeds, the client logs in with the password next time).
+    IssuedSessionToken issue_token(const std::string& user) {
+        IssuedSessionToken issued;
+        if (auto token = tokens.issue(user, wall_now(), config.token_ttl)) {
+            issued.token = std::move(token->token);
+            issued.expires_unix_ms = token->expires.time_since_epoch().count();
+        }
+        return issued;
     }
 
     void log(LogLevel level, std::string_view message) const {
@@ -471,11 +491,7 @@ private:
             retry_after = r.retry_after;
             if (r.ok()) {
                 user = r.outcome->username;
-                auto token = core.tokens.issue(*user, wall_now(), core.config.token_ttl);
-                if (token) {
-                    issued.token = std::move(token->token);
-                    issued.expires_unix_ms = token->expires.time_since_epoch().count();
-                }
+                issued = core.issue_token(*user);
             } else {
                 user = r.outcome.error();
             }
@@ -491,12 +507,8 @@ private:
         }
         m_core->login_latency.observe(m_core->clock.now() - m_login_started);
         if (!user) {
-            Error err = user.error();
+            const Error err = with_retry_after(user.error(), retry_after);
             (err.code == Errc::throttled ? m_core->logins_throttled : m_core->logins_failed).fetch_add(1);
-            if (err.code == Errc::throttled) {
-                const auto secs = std::chrono::duration_cast<std::chrono::seconds>(retry_after).count();
-                err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
-            }
             fail(err);
             return;
         }
@@ -789,11 +801,7 @@ private:
                 core.log(LogLevel::error, "sessions of " + user + " not ended after a password change: " +
                                               revoked.error().message());
             }
-            issued = IssuedSessionToken{};
-            if (auto token = core.tokens.issue(user, wall_now(), core.config.token_ttl)) {
-                issued->token = std::move(token->token);
-                issued->expires_unix_ms = token->expires.time_since_epoch().count();
-            }
+            issued = core.issue_token(user);
         }
         const std::lock_guard lock(m_mutex);
         m_changing_password = false;
@@ -801,11 +809,7 @@ private:
             return;
         }
         if (!issued) {
-            Error err = issued.error();
-            if (err.code == Errc::throttled) {
-                const auto secs = std::chrono::duration_cast<std::chrono::seconds>(r.retry_after).count();
-                err.detail = "retry after " + std::to_string(std::max<long long>(1, secs)) + " s";
-            }
+            const Error err = with_retry_after(issued.error(), r.retry_after);
             refuse(err.code, err.detail);
             return;
         }
