@@ -600,8 +600,10 @@ enum class Awaited : std::uint8_t {
 };
 
 /// Ask the server for the conversation with `peer` and wait for the answer: its current prekey bundle (which
-/// shows whether its identity key changed) or, in server-assigned mode, a key.
-Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::steady_clock::time_point deadline) {
+/// shows whether its identity key changed) or, in server-assigned mode, a key. `online` follows the server's answer
+/// about the peer (ack_init 2 / 3) when it comes first.
+Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::steady_clock::time_point deadline,
+                           bool* online = nullptr) {
     auto& client = *c.client;
     if (auto st = client.open(peer); !st) {
         finish(c);
@@ -616,6 +618,10 @@ Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::
                         ? "timed out waiting for a conversation key with " + peer + " (is " + peer + " logged in?)"
                         : e.error().message());
             return Awaited::failed;
+        }
+        if (online != nullptr && e->peer == peer &&
+            (e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting)) {
+            *online = e->kind == sim::ClientEventKind::peer_online;
         }
         if (e->kind == sim::ClientEventKind::key_assigned && e->peer == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
@@ -640,6 +646,9 @@ Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::
 
 // ---------------------------------------------------------------- send
 
+/// How long `send` waits, after "stored", for "delivered" from a recipient that is online.
+constexpr auto delivered_grace = std::chrono::seconds(3);
+
 int run_send(const Settings& s, const std::vector<std::string>& pos) {
     if (pos.size() < 4) {
         return usage_error("send: expected USER PEER MESSAGE...");
@@ -660,7 +669,8 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
     }
     auto& client = *c->client;
     const auto deadline = std::chrono::steady_clock::now() + s.wait_limit();
-    switch (await_conversation(*c, *peer, deadline)) {
+    bool online = false;
+    switch (await_conversation(*c, *peer, deadline, &online)) {
         case Awaited::keyed: break;
         case Awaited::identity_changed:
             finish(*c);
@@ -672,10 +682,18 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
         finish(*c);
         return failure("cannot send: " + id.error().message());
     }
-    // Done when the server confirms: "stored" (durable, for a recipient that is offline) or "delivered".
+    // Done when the server confirms. Every message is stored in the recipient's mailbox first ("stored", durable);
+    // for a recipient that is online, "delivered" (its client stored it) follows within moments: wait a little for
+    // it, and report "stored" if it does not come.
+    std::optional<sim::ClientEvent> stored;
+    auto until = deadline;
     for (;;) {
-        auto e = next_event(client, deadline);
+        auto e = next_event(client, until);
         if (!e) {
+            if (stored) {
+                print_line(stderr, "sim: " + describe(*stored).substr(2));
+                break;
+            }
             client.close();
             return failure("the server did not confirm the message: " + e.error().message() +
                            " (it stays in the outbox and is sent again next time)");
@@ -684,10 +702,20 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
             finish(*c);
             return failure("the server refused the message: " + e->error.message());
         }
-        if (e->kind == sim::ClientEventKind::receipt && e->message_id == *id) {
-            print_line(stderr, "sim: " + describe(*e).substr(2));
-            break;
+        if (e->peer == *peer &&
+            (e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting)) {
+            online = e->kind == sim::ClientEventKind::peer_online;
         }
+        if (e->kind != sim::ClientEventKind::receipt || e->message_id != *id) {
+            continue;
+        }
+        if (e->text == "stored" && online) {
+            stored = std::move(*e);
+            until = std::min(deadline, std::chrono::steady_clock::now() + delivered_grace);
+            continue;
+        }
+        print_line(stderr, "sim: " + describe(*e).substr(2));
+        break;
     }
     finish(*c);
     return 0;

@@ -124,6 +124,8 @@ std::string type_name(sim::FrameType t) {
             return "keygen";
         case sim::FrameType::message:
             return "message";
+        case sim::FrameType::receipt:
+            return "receipt";
         case sim::FrameType::prekeys:
             return "prekeys";
         case sim::FrameType::limits:
@@ -288,6 +290,18 @@ void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth) {
             REQUIRE(body.size() >= 16);
             out.field("ciphertext", body.first(body.size() - 16), depth);
             out.field("tag", body.last(16), depth);
+            return;
+        }
+        case sim::FrameType::receipt: {
+            const auto len = c.take(1);
+            const auto peer = c.take(len[0]);
+            out.field("peer length, peer " + quoted(peer), sim::ByteView{len.data(), 1 + peer.size()}, depth);
+            const auto count = c.take(2);
+            const auto n = Cursor(count).number(2);
+            out.field("count " + std::to_string(n), count, depth);
+            for (std::uint64_t i = 0; i < n; ++i) {
+                out.field("message id", c.take(16), depth);
+            }
             return;
         }
         default:
@@ -625,7 +639,7 @@ Example generate() {
         keys.field("  text \"Hello Bob!\"", sim::ByteView{plaintext}.subspan(25));
         ex.blocks.push_back(keys.text());
     }
-    REQUIRE(alice.log.size() == login_entries + 4);
+    REQUIRE(alice.log.size() == login_entries + 5);  // init, ack_init 2, keygen, message, receipt stored
     for (std::size_t i = login_entries; i < alice.log.size(); ++i) {
         const auto& e = alice.log[i];
         const auto inner = sim::decode_frame(*e.inner).value();

@@ -343,6 +343,7 @@ TEST_CASE("server-assigned mode: a message whose receipt was lost is sent again 
     // alice's message reaches bob, bob keeps and acknowledges it, and alice's connection drops before her
     // 'delivered' receipt arrives: the message is still in her outbox.
     alice.pipe->pump();
+    (void)w.workers.run_pending();  // the commit: stored, then drained into bob's connection
     bob.pipe->pump();
     REQUIRE(bob.texts("alice") == std::vector<std::string>{"once"});
     alice.pipe->close_now();
@@ -1073,16 +1074,23 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     CHECK(w.backend->usage("bob").value().messages == 0);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{3, 4});
 
-    // Nothing waits now: the next message goes straight through, unstored, and its ack still gives a receipt.
+    // Nothing waits now and bob is online: the next message still takes the one path. It is not in bob's channel
+    // before its commit (the I/O path alone moves nothing to him), then it is stored, receipted and drained from
+    // the mailbox into his connection; his ack deletes it.
     const auto appends = w.messages->appended;
     alice.send(message("alice", "bob", 5));
+    w.pump_pipes();
+    CHECK(bob2.take(sim::FrameType::message).empty());
+    CHECK(w.messages->appended == appends);
     w.settle();
     CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{5});
-    CHECK(w.messages->appended == appends);
-    CHECK(receipts(alice, sim::ReceiptStatus::stored).empty());
+    CHECK(w.messages->appended == appends + 1);
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{5});
+    CHECK(w.backend->usage("bob").value().messages == 1);
     bob2.send(ack("bob", "alice", {5}));
     w.settle();
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{5});
+    CHECK(w.backend->usage("bob").value().messages == 0);
 
     // Bad acks are refused, the connection stays.
     bob2.send(sim::Frame{sim::FrameType::ack, 0, "bob", "alice", {0, 0}});
@@ -1121,10 +1129,13 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
     w.settle();                                          // the commit job runs
     CHECK(w.messages->removes == removes + 1);          // one transaction for the ten acks
     CHECK(w.backend->usage("bob").value().messages == 0);
-    // A message after that goes straight through again: the mailbox is empty.
+    // A message after that goes through the mailbox too, and its ack deletes it.
     alice.send(message("alice", "bob", 41));
     w.settle();
     CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{41});
+    CHECK(w.backend->usage("bob").value().messages == 1);
+    bob.send(ack("bob", "alice", {41}));
+    w.settle();
     CHECK(w.backend->usage("bob").value().messages == 0);
 }
 
@@ -1578,7 +1589,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     CHECK(online[0].sid == 2);                           // alice is told bob is online
     CHECK(alice.take(sim::FrameType::keygen).empty());  // and keeps her key: one KEYGEN each
 
-    // Acknowledged: deleted, alice learns they were delivered; then messages go straight through.
+    // Acknowledged: deleted, alice learns they were delivered; later messages take the same path both ways.
     bob.send(ack("bob", "alice", {1, 2, 3}));
     w.settle();
     CHECK(w.backend->usage("bob").value().messages == 0);
@@ -1589,7 +1600,12 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     w.settle();
     CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{4});
     CHECK(numbers(alice.take(sim::FrameType::message), "bob") == std::vector<std::uint32_t>{5});
-    CHECK(w.messages->appended == appends);
+    CHECK(w.messages->appended == appends + 2);
+    bob.send(ack("bob", "alice", {4}));
+    alice.send(ack("alice", "bob", {5}));
+    w.settle();
+    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("alice").value().messages == 0);
 
     // bob, who has his key, drops: the seed's rule ends the conversation, and its key is gone.
     w.drop(bob);

@@ -55,20 +55,24 @@ TEST_CASE("StreamOrder: a stream is accepted in order; a refusal holds the later
     const StreamOrder::Key k{"alice", 1, "bob"};
     CHECK(s.check(k, 0) == 0);  // unsequenced
     CHECK(s.check(k, 7) == 0);  // the first number of a stream sets its start
-    s.accepted(k, 7, false);
+    s.accepted(k, 7);
     CHECK(s.check(k, 8) == 0);
     CHECK(s.check(k, 9) == 8);  // skipping ahead
-    s.accepted(k, 8, false);
+    s.accepted(k, 8);
     CHECK(s.check(k, 5) == 0);  // a re-send of an accepted number: a duplicate, let through
     s.refused(k, 9);
     CHECK(s.check(k, 10) == 9);
     CHECK(s.check(k, 9) == 0);
-    s.accepted(k, 9, false);
+    s.accepted(k, 9);
     CHECK(s.check(k, 10) == 0);
     // Other connections and recipients are other streams.
     CHECK(s.check({"alice", 2, "bob"}, 50) == 0);
     CHECK(s.check({"alice", 1, "carol"}, 50) == 0);
     s.connection_closed("alice", 1);
+    CHECK(s.size() == 1);  // 7, 8 and 9 are still in the commit
+    for (std::uint32_t n = 7; n <= 9; ++n) {
+        s.committed(k, n, StreamOrder::Outcome::written);
+    }
     CHECK(s.size() == 0);
 }
 
@@ -76,7 +80,7 @@ TEST_CASE("StreamOrder: a failed commit holds the stream and skips what was queu
     StreamOrder s;
     const StreamOrder::Key k{"alice", 1, "bob"};
     for (std::uint32_t n = 1; n <= 6; ++n) {
-        s.accepted(k, n, true);
+        s.accepted(k, n);
     }
     CHECK(s.admit(k, 1) == 0);
     s.committed(k, 1, StreamOrder::Outcome::written);
@@ -90,7 +94,7 @@ TEST_CASE("StreamOrder: a failed commit holds the stream and skips what was queu
     CHECK(s.next(k) == 2);  // a skipped one does not move the stream
     // The sender sends again from 2: 5 and 6 from the old run are still skipped, the new 2 clears the hold.
     CHECK(s.check(k, 2) == 0);
-    s.accepted(k, 2, true);
+    s.accepted(k, 2);
     CHECK(s.admit(k, 5) == 2);
     s.committed(k, 5, StreamOrder::Outcome::skipped);
     CHECK(s.admit(k, 2) == 0);

@@ -108,7 +108,7 @@ struct ServerStats {
     std::size_t online_users = 0;                 ///< users logged in
     std::size_t conversations = 0;                ///< pairs with a key (or kept for a delivery)
     std::size_t waiting = 0;                      ///< (user, peer) pairs waiting for the peer to come online
-    std::uint64_t messages_routed = 0;     ///< messages sent to the recipient's connection, straight or from the store
+    std::uint64_t messages_routed = 0;     ///< messages sent to the recipient's connection (from its mailbox)
     std::uint64_t messages_delivered = 0;  ///< message ids the recipients acknowledged (`ack` frames)
     std::uint64_t messages_refused = 0;    ///< requests refused (error frames, refused receipts, failed commits)
     /// `messages_refused` by reason: the codes with a count above zero, in ascending order of code.

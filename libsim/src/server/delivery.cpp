@@ -135,14 +135,6 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
         return e;
     };
     SIM_TRY(Box* const box, box_locked(to));
-    if (box->backlog.messages == 0) {
-        if (m_bus.deliver(to, frame)) {
-            m_router.count_routed();
-            m_streams.accepted(k, origin.seq, false);
-            forget_if_idle_locked(to);
-            return ok();
-        }
-    }
     if (const auto st = load_usage_locked(); !st) {
         return refuse(st.error());
     }
@@ -171,7 +163,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     if (!queued) {
         return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
     }
-    m_streams.accepted(k, origin.seq, true);
+    m_streams.accepted(k, origin.seq);
     account_locked(box, origin.from, store::StoredUsage{1, bytes}, true);
     return ok();
 }
@@ -281,9 +273,9 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
     const auto it = m_boxes.find(recipient);
     if (it != m_boxes.end()) {
         Box& box = it->second;
-        // Only messages sent from the store are in flight; directly forwarded ones were never stored, so their acks
-        // cost no database write. The deletion goes through the group commit (batched, off this thread); until it
-        // commits the rows stay counted, and a new login would send them again (the client knows their ids).
+        // The deletion goes through the group commit (batched, off this thread); until it commits the rows stay
+        // counted, and a new login would send them again (the client knows their ids). An id not in flight (acked
+        // twice, or from an earlier connection's delivery) costs no write.
         std::vector<MessageId> stored;
         for (const auto& id : ids) {
             if (box.in_flight.erase({sender, id}) != 0) {
@@ -306,7 +298,6 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
             pump_locked(recipient, box);
         }
     }
-    // Directly forwarded messages were never stored; they are delivered all the same.
     m_router.count_delivered(ids.size());
     send_receipt(sender, recipient, ReceiptStatus::delivered, ids);
     return ok();

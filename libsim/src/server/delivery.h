@@ -1,9 +1,10 @@
 #pragma once
-// Private: offline storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
-// A message goes straight to an online recipient with nothing stored; otherwise it is appended through the group
-// commit and the sender gets `receipt stored` once it is durable. A recipient who logs in gets its stored
-// messages in store order, at most `window` unacknowledged at a time; an `ack` deletes them and tells the sender
-// (`receipt delivered`). When a served recipient has nothing stored any more, the router hears of it (`drained`:
+// Private: the mailboxes: storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
+// Every message takes one path, online recipient or not: it is appended to the recipient's mailbox through the group
+// commit, the sender gets `receipt stored` once it is durable, and the mailbox is drained from the store into the
+// connection it is attached to (at login, and after each commit or ack while attached), in store order, at most
+// `window` unacknowledged at a time; an `ack` deletes them and tells the sender (`receipt delivered`). When a
+// served recipient has nothing stored any more, the router hears of it (`drained`:
 // server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
 // Thread-safe; lock order: connection receive lock -> delivery lock -> router lock -> bus lock -> connection send
 // lock. The router never calls in here.
@@ -59,8 +60,9 @@ public:
     /// The message was refused before submit() (rate, no conversation...): its stream expects it again. Returns the
     /// number the stream now expects.
     std::uint32_t refused(const Origin& origin, const std::string& to);
-    /// A message frame (source = sender, destination = recipient, payload = the envelope with `id`): forwarded
-    /// now, or stored (the receipt follows the commit; a failed commit sends the sender a refusal). Errc::out_of_order
+    /// A message frame (source = sender, destination = recipient, payload = the envelope with `id`): queued for the
+    /// recipient's mailbox (the receipt follows the commit; a failed commit sends the sender a refusal; an attached
+    /// mailbox is drained into its connection after the commit). Errc::out_of_order
     /// (an earlier number of the stream must come first), Errc::queue_full (the recipient's mailbox is at its
     /// message or byte limit), Errc::quota_exceeded (the sender has too much stored for others), Errc::store_full
     /// (the store's byte cap or the file system's free-space reserve), Errc::busy, Errc::storage_error; on an error

@@ -45,7 +45,7 @@ public:
     void open(const std::string& from, const std::string& to);
     /// probe: ack_init 2 or 3.
     void probe(const std::string& from, const std::string& to);
-    /// May `from` send a conversation message to `to` (for the offline store or straight through)? Records that
+    /// May `from` send a conversation message to `to` (into its mailbox)? Records that
     /// messages are stored for a destination that has no KEYGEN yet. Errors: no_conversation (no key, or one side
     /// has left).
     Status admit(const std::string& from, const std::string& to);

@@ -18,7 +18,7 @@ std::uint32_t StreamOrder::next(const Key& key) const {
     return it == m_streams.end() ? 0 : it->second.next;
 }
 
-void StreamOrder::accepted(const Key& key, std::uint32_t seq, bool queued) {
+void StreamOrder::accepted(const Key& key, std::uint32_t seq) {
     if (seq == 0) {
         return;
     }
@@ -26,9 +26,7 @@ void StreamOrder::accepted(const Key& key, std::uint32_t seq, bool queued) {
     if (seq >= s.next) {
         s.next = seq + 1;
     }
-    if (queued) {
-        ++s.queued;
-    }
+    ++s.queued;
 }
 
 void StreamOrder::refused(const Key& key, std::uint32_t seq) {

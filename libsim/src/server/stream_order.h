@@ -4,9 +4,9 @@
 // A sending client numbers its messages to one recipient on one connection 1, 2, 3, ... (the `message` frame's sid);
 // that numbered sequence is a *stream*. The server accepts a stream's messages only in that order: once a message is
 // refused (rate, full queue, busy server, failed commit) the stream expects it again, and every later number is
-// refused with Errc::out_of_order until it comes. So nothing behind a refused message can be stored or forwarded
-// ahead of it, and a mailbox holds each sender's messages in the order they were sent, across refusals, re-sends and
-// failed commits. Streams live as long as their connection (a reconnecting client numbers its outbox again from 1)
+// refused with Errc::out_of_order until it comes. So nothing behind a refused message can be stored ahead of it, and
+// a mailbox holds each sender's messages in the order they were sent, across refusals, re-sends and failed commits.
+// Streams live as long as their connection (a reconnecting client numbers its outbox again from 1)
 // and until the last of their messages has left the group commit.
 //
 // Two checks: `submit` when a message arrives (refused or accepted numbers move `next`), and `admit` on the commit
@@ -34,8 +34,8 @@ public:
     /// seq 0 (an unsequenced message) always may. A number below the expected one is a re-send of a message that
     /// was accepted already (the store and the recipient deduplicate by id) and may go.
     [[nodiscard]] std::uint32_t check(const Key& key, std::uint32_t seq) const;
-    /// `seq` was accepted (forwarded, or queued for the commit; `queued`: a commit outcome will follow).
-    void accepted(const Key& key, std::uint32_t seq, bool queued);
+    /// `seq` was accepted: queued for the commit (its outcome follows through committed()).
+    void accepted(const Key& key, std::uint32_t seq);
     /// `seq` was refused before it was queued: the stream expects it again.
     void refused(const Key& key, std::uint32_t seq);
     /// How the commit of a queued message ended.
