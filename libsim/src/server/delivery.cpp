@@ -148,12 +148,15 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     m.id = id;
     m.envelope = frame.payload;
     m.stored_at = m_wall();
+    // Drained as it fills: a caught-up attached mailbox gets the message now, while it is being committed.
+    const auto now_to = caught_up_locked(to, *box);
+    const std::uint64_t sent_to = now_to ? box->generation : 0;
     std::weak_ptr<Delivery> weak = weak_from_this();
     const bool queued = m_commit->enqueue(
         std::move(m),
-        [weak, origin, to, id, bytes](Result<bool> r) {
+        [weak, origin, to, id, bytes, sent_to](Result<bool> r) {
             if (auto self = weak.lock()) {
-                self->committed(origin, to, id, bytes, r);
+                self->committed(origin, to, id, bytes, sent_to, r);
             }
         },
         [weak, origin, to] {
@@ -165,7 +168,23 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     }
     m_streams.accepted(k, origin.seq);
     account_locked(box, origin.from, store::StoredUsage{1, bytes}, true);
+    ++box->queued;
+    if (now_to) {
+        box->in_flight.emplace(origin.from, id);
+        now_to->deliver(Frame{FrameType::message, 0, origin.from, to, frame.payload});
+        m_router.count_routed();
+    } else if (box->peer != nullptr) {
+        ++box->unsent_queued;
+    }
     return ok();
+}
+
+std::shared_ptr<Peer> Delivery::caught_up_locked(const std::string& user, const Box& box) {
+    if (box.peer == nullptr || box.more || box.unsent_queued != 0 || box.in_flight.size() >= m_limits.window) {
+        return nullptr;
+    }
+    auto peer = m_bus.local(user);
+    return peer && peer.get() == box.peer ? peer : nullptr;
 }
 
 bool Delivery::admit(const Origin& origin, const std::string& to) {
@@ -174,10 +193,18 @@ bool Delivery::admit(const Origin& origin, const std::string& to) {
 }
 
 void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
-                         const Result<bool>& r) {
+                         std::uint64_t sent_to, const Result<bool>& r) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(to);
     Box* box = it == m_boxes.end() ? nullptr : &it->second;
+    // Sent to the connection that is attached now, as it was queued: nothing to drain for it.
+    const bool sent = box != nullptr && box->peer != nullptr && sent_to != 0 && sent_to == box->generation;
+    if (box != nullptr) {
+        box->queued -= std::min<std::size_t>(box->queued, 1);
+        if (box->peer != nullptr && !sent) {
+            box->unsent_queued -= std::min<std::size_t>(box->unsent_queued, 1);
+        }
+    }
     if (!r || !*r) {
         account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);  // not stored, or counted before
     }
@@ -205,8 +232,10 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         send_receipt(origin.from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
     }
     if (box != nullptr && box->peer != nullptr) {
-        box->more = true;
-        pump_locked(to, *box);
+        if (!sent) {
+            box->more = true;
+            pump_locked(to, *box);
+        }
         if (box->backlog.messages == 0) {
             m_router.drained(to);
         }
@@ -228,7 +257,10 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
         }
         for (auto& row : *rows) {
             box.after_seq = row.seq;
-            box.in_flight.emplace(row.sender, row.id);
+            Key key{row.sender, row.id};
+            if (box.acked.count(key) != 0 || !box.in_flight.insert(key).second) {
+                continue;  // sent as the mailbox filled (and maybe acknowledged already)
+            }
             peer->deliver(Frame{FrameType::message, 0, row.sender, user, std::move(row.envelope)});
             m_router.count_routed();
         }
@@ -247,9 +279,11 @@ void Delivery::login(const std::string& user, const Peer* peer) {
     }
     Box& b = **box;
     b.peer = peer;
+    ++b.generation;
     b.after_seq = 0;
     b.in_flight.clear();
     b.more = b.backlog.messages > 0;
+    b.unsent_queued = b.queued;
     pump_locked(user, b);
     if (b.backlog.messages == 0) {
         m_router.drained(user);
@@ -265,6 +299,7 @@ void Delivery::logout(const std::string& user, const Peer* peer) {
     it->second.peer = nullptr;
     it->second.in_flight.clear();
     it->second.more = false;
+    it->second.unsent_queued = 0;
     forget_if_idle_locked(user);
 }
 
@@ -278,19 +313,24 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         // twice, or from an earlier connection's delivery) costs no write.
         std::vector<MessageId> stored;
         for (const auto& id : ids) {
-            if (box.in_flight.erase({sender, id}) != 0) {
+            Key key{sender, id};
+            if (box.in_flight.erase(key) != 0) {
                 stored.push_back(id);
+                box.acked.insert(std::move(key));
             }
         }
         if (!stored.empty()) {
             std::weak_ptr<Delivery> weak = weak_from_this();
             const bool queued = m_commit->enqueue_removal(
-                recipient, sender, std::move(stored), [weak, recipient, sender](Result<store::StoredUsage> r) {
+                recipient, sender, stored, [weak, recipient, sender, stored](Result<store::StoredUsage> r) {
                     if (auto self = weak.lock()) {
-                        self->removed(recipient, sender, r);
+                        self->removed(recipient, sender, stored, r);
                     }
                 });
             if (!queued) {
+                for (const auto& id : stored) {
+                    box.acked.erase({sender, id});
+                }
                 return Error{Errc::busy, "server busy: acknowledgement not recorded, send it again later"};
             }
         }
@@ -303,8 +343,14 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
     return ok();
 }
 
-void Delivery::removed(const std::string& recipient, const std::string& sender, const Result<store::StoredUsage>& r) {
+void Delivery::removed(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids,
+                       const Result<store::StoredUsage>& r) {
     const std::lock_guard lock(m_mutex);
+    if (const auto box = m_boxes.find(recipient); box != m_boxes.end()) {
+        for (const auto& id : ids) {
+            box->second.acked.erase({sender, id});
+        }
+    }
     if (!r) {
         m_log(LogLevel::error, "acknowledged messages not deleted (they are sent again at the next login): " +
                                    r.error().message());

@@ -1,9 +1,11 @@
 #pragma once
 // Private: the mailboxes: storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
 // Every message takes one path, online recipient or not: it is appended to the recipient's mailbox through the group
-// commit, the sender gets `receipt stored` once it is durable, and the mailbox is drained from the store into the
-// connection it is attached to (at login, and after each commit or ack while attached), in store order, at most
-// `window` unacknowledged at a time; an `ack` deletes them and tells the sender (`receipt delivered`). When a
+// commit (the sender gets `receipt stored` once it is durable), and the mailbox is drained into the connection it
+// is attached to, in mailbox order, at most `window` unacknowledged at a time: from the store (at login, and after
+// commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the connection
+// when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes messages
+// (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
 // served recipient has nothing stored any more, the router hears of it (`drained`:
 // server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
 // Thread-safe; lock order: connection receive lock -> delivery lock -> router lock -> bus lock -> connection send
@@ -93,12 +95,17 @@ public:
     Result<store::StoredUsage> store_usage();
 
 private:
+    using Key = std::pair<std::string, MessageId>;  // sender, id
     struct Box {
         store::StoredUsage backlog;  // in the store or being committed
         const Peer* peer = nullptr;  // the connection being served, or null when offline
+        std::uint64_t generation = 0;  // which login `peer` is (0: none yet); a message sent early names it
         std::uint64_t after_seq = 0;
-        std::set<std::pair<std::string, MessageId>> in_flight;
-        bool more = false;  // the store may hold messages after after_seq
+        std::set<Key> in_flight;  // sent to `peer`, not acknowledged
+        std::set<Key> acked;      // acknowledged, deletion not committed yet (the store still returns them)
+        bool more = false;        // the store may hold messages after after_seq that `peer` has not been sent
+        std::size_t queued = 0;         // messages being committed
+        std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
 
     Result<Box*> box_locked(const std::string& user);
@@ -108,10 +115,15 @@ private:
     std::optional<Error> over_quota_locked(const Box& box, const std::string& from, std::uint64_t bytes);
     /// Count a message in (`add`) or out of the recipient's, the sender's and the store's sums.
     void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
+    /// `sent_to`: the generation of the connection the message was sent to as it was queued, 0 if none.
     void committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
-                   const Result<bool>& r);
+                   std::uint64_t sent_to, const Result<bool>& r);
+    /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
+    /// open), or null.
+    std::shared_ptr<Peer> caught_up_locked(const std::string& user, const Box& box);
     bool admit(const Origin& origin, const std::string& to);
-    void removed(const std::string& recipient, const std::string& sender, const Result<store::StoredUsage>& r);
+    void removed(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids,
+                 const Result<store::StoredUsage>& r);
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }
