@@ -154,7 +154,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     std::weak_ptr<Delivery> weak = weak_from_this();
     const bool queued = m_commit->enqueue(
         std::move(m),
-        [weak, origin, to, id, bytes, sent_to](Result<bool> r) {
+        [weak, origin, to, id, bytes, sent_to](Result<GroupCommit::Written> r) {
             if (auto self = weak.lock()) {
                 self->committed(origin, to, id, bytes, sent_to, r);
             }
@@ -193,7 +193,7 @@ bool Delivery::admit(const Origin& origin, const std::string& to) {
 }
 
 void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
-                         std::uint64_t sent_to, const Result<bool>& r) {
+                         std::uint64_t sent_to, const Result<GroupCommit::Written>& r) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(to);
     Box* box = it == m_boxes.end() ? nullptr : &it->second;
@@ -205,8 +205,10 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
             box->unsent_queued -= std::min<std::size_t>(box->unsent_queued, 1);
         }
     }
-    if (!r || !*r) {
-        account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);  // not stored, or counted before
+    using Written = GroupCommit::Written;
+    if (!r || *r != Written::fresh) {
+        // Not stored, or counted before (a duplicate), or not written (cancelled: acknowledged first).
+        account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);
     }
     const auto k = key(origin, to);
     const bool skipped = !r && r.code() == Errc::out_of_order;
@@ -228,9 +230,9 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
             sender->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused),
                                   std::string(server_name), origin.from, encode_refusal(refusal)});
         }
-    } else {
+    } else if (*r != Written::cancelled) {
         send_receipt(origin.from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
-    }
+    }  // else: delivered before it was written; the sender got `receipt delivered`
     if (box != nullptr && box->peer != nullptr) {
         if (!sent) {
             box->more = true;

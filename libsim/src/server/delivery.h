@@ -117,7 +117,7 @@ private:
     void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
     /// `sent_to`: the generation of the connection the message was sent to as it was queued, 0 if none.
     void committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
-                   std::uint64_t sent_to, const Result<bool>& r);
+                   std::uint64_t sent_to, const Result<GroupCommit::Written>& r);
     /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
     /// open), or null.
     std::shared_ptr<Peer> caught_up_locked(const std::string& user, const Box& box);

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <utility>
 
 namespace sim::server_detail {
@@ -48,11 +51,21 @@ void GroupCommit::run() {
         batch.swap(m_queue);
         removals.swap(m_removals);
     }
+    // A message acknowledged before it was written (its recipient got it as the mailbox filled) is not written:
+    // its removal still runs (a copy stored earlier, by a re-send, goes too), and deletes nothing else.
+    std::set<std::tuple<std::string_view, std::string_view, MessageId>> removing;
+    for (const auto& r : removals) {
+        for (const auto& id : r.ids) {
+            removing.emplace(r.recipient, r.sender, id);
+        }
+    }
     // Left out: what the admit check refuses (in batch order, so a stream's refusals are seen in sending order).
     std::vector<Item> written;
     written.reserve(batch.size());
     for (auto& item : batch) {
-        if (item.admit && !item.admit()) {
+        if (removing.count({item.message.recipient, item.message.sender, item.message.id}) != 0) {
+            item.done(Written::cancelled);
+        } else if (item.admit && !item.admit()) {
             item.done(Error{Errc::out_of_order, "an earlier message of this stream was not stored"});
         } else {
             written.push_back(std::move(item));
@@ -78,7 +91,7 @@ void GroupCommit::run() {
         }
         for (std::size_t i = 0; i < written.size(); ++i) {
             if (fresh && fresh->size() == written.size()) {
-                written[i].done((*fresh)[i]);
+                written[i].done((*fresh)[i] ? Written::fresh : Written::duplicate);
             } else {
                 written[i].done(fresh ? Error{Errc::internal, "store returned a wrong result count"} : fresh.error());
             }

@@ -22,8 +22,13 @@ namespace sim::server_detail {
 
 class GroupCommit : public std::enable_shared_from_this<GroupCommit> {
 public:
-    /// The outcome of one message: true = newly stored, false = was stored already; or the batch's error.
-    using Done = std::function<void(Result<bool>)>;
+    /// What became of one message (or the batch's error).
+    enum class Written : std::uint8_t {
+        fresh,      ///< stored now
+        duplicate,  ///< was stored already
+        cancelled,  ///< not written: a removal of it was queued before its commit (its recipient has it already)
+    };
+    using Done = std::function<void(Result<Written>)>;
 
     /// `store`, `executor` and `clock` must outlive every job (the server core keeps them alive). `clock` times
     /// each message from enqueue() to its transaction's commit (commit_latency()).
