@@ -21,8 +21,8 @@ struct ChatInput {
 struct ChatState {
     sim::ClientCore* core = nullptr;  ///< the current client core (it changes on reconnect); null while down
     std::string user;
-    std::string current;   ///< the current peer, or empty
-    std::string security;  ///< the current conversation's protection, in words; empty without a current peer
+    std::string current;             ///< the current peer, or empty
+    std::string security;            ///< the current conversation's protection, in words; empty without a current peer
     std::vector<std::string> names;  ///< user names the chat knows (conversations, inbox senders), for completion
     bool connected = true;
     std::chrono::steady_clock::time_point retry_at{};  ///< when not connected: the next attempt

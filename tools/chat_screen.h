@@ -119,9 +119,9 @@ struct ChatCommand {
 };
 
 inline constexpr ChatCommand chat_commands[] = {
-    {"/accept", true}, {"/exit", false},   {"/help", false},  {"/history", false}, {"/leave", true},
-    {"/open", true},   {"/quit", false},   {"/r", false},     {"/safety", true},   {"/search", false},
-    {"/to", true},     {"/verify", true},  {"/who", false},
+    {"/accept", true}, {"/exit", false},  {"/help", false}, {"/history", false}, {"/leave", true},
+    {"/open", true},   {"/quit", false},  {"/r", false},    {"/safety", true},   {"/search", false},
+    {"/to", true},     {"/verify", true}, {"/who", false},
 };
 
 /// What Tab does to the input line.

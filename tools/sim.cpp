@@ -1267,9 +1267,9 @@ private:
             say("* no message in the inbox contains " + what);
             return;
         }
+        const std::string shown = count > found.size() ? " (the last " + std::to_string(found.size()) + ")" : "";
         std::vector<std::string> lines{"* " + std::to_string(count) + " message(s) in the inbox contain " + what +
-                                       (count > found.size() ? " (the last " + std::to_string(found.size()) + "):"
-                                                             : ":")};
+                                       shown + ":"};
         for (const auto& e : found) {
             lines.push_back(inbox_line(e));
         }

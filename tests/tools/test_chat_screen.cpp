@@ -109,7 +109,7 @@ TEST_CASE("keys: a lone Esc is Esc after the timeout, not Alt with the next key"
     CHECK(k[1].text == "x");
 
     // Alt-digit and cursor keys arrive within the timeout, even split across reads.
-    k = d.feed("\x1b" "3", t0 + 3s);
+    k = d.feed("\0333", t0 + 3s);  // ESC, then the digit 3
     REQUIRE(k.size() == 1);
     CHECK(k[0].key == Key::alt_digit);
     CHECK(k[0].digit == 3);
@@ -138,7 +138,7 @@ TEST_CASE("keys: a lone Esc is Esc after the timeout, not Alt with the next key"
     k = d.feed("b\x1b[201~", t0 + 10s);
     REQUIRE(k.size() == 1);
     CHECK(k[0].key == Key::paste);
-    CHECK(k[0].text == "a\x1b" "b");
+    CHECK(k[0].text == "a\033b");
 }
 
 TEST_CASE("completion: command names") {
@@ -194,11 +194,11 @@ TEST_CASE("completion: user names in arguments and at the start of a message") {
     REQUIRE(c);
     CHECK(c->text == "carol is here");
     CHECK(c->cursor == 5);
-    CHECK_FALSE(complete("hello ca", 8, names));        // not the first word of a message
-    CHECK_FALSE(complete("/who ca", 7, names));         // /who takes no name
-    CHECK_FALSE(complete("/open bob ca", 12, names));   // only the first argument
-    CHECK_FALSE(complete("/open zed", 9, names));       // no such name
-    CHECK_FALSE(complete("/search ca", 10, names));     // a search text is not a name
+    CHECK_FALSE(complete("hello ca", 8, names));       // not the first word of a message
+    CHECK_FALSE(complete("/who ca", 7, names));        // /who takes no name
+    CHECK_FALSE(complete("/open bob ca", 12, names));  // only the first argument
+    CHECK_FALSE(complete("/open zed", 9, names));      // no such name
+    CHECK_FALSE(complete("/search ca", 10, names));    // a search text is not a name
 }
 
 TEST_CASE("paste: one event whatever it holds, CR as newline, split markers") {
