@@ -170,6 +170,7 @@ private:
     void key(const KeyEvent& k, std::vector<ChatInput>& lines) {
         if (k.key != Key::tab) {
             m_hint.clear();  // the candidates of the last Tab, until the next key
+            m_completer.reset();
         }
         switch (k.key) {
             case Key::tab:
@@ -224,7 +225,7 @@ private:
         std::vector<std::string> names = m_model.conversations();
         names.insert(names.end(), m_state.names.begin(), m_state.names.end());
         std::erase(names, m_state.user);
-        const auto c = complete(m_editor.text(), m_editor.cursor(), names);
+        const auto c = m_completer.tab(m_editor.text(), m_editor.cursor(), names);
         if (!c) {
             m_hint = "no completion";
             return;
@@ -405,6 +406,7 @@ private:
     std::size_t m_max_paste;
     std::string m_hint;  // Tab's candidates (or that there are none), shown in place of the status line
     LineEditor m_editor;
+    TabCompleter m_completer;
     ChatModel m_model;
     ChatState m_state;
     bool m_dirty = true;

@@ -523,6 +523,37 @@ std::optional<Completion> complete(std::string_view text, std::size_t cursor, co
     return c;
 }
 
+std::optional<Completion> TabCompleter::tab(std::string_view text, std::size_t cursor,
+                                            const std::vector<std::string>& names) {
+    if (!m_candidates.empty() && text == m_text && cursor == m_cursor) {
+        Completion c;
+        c.text = m_before + m_candidates[m_next] + m_after;
+        c.cursor = m_before.size() + m_candidates[m_next].size();
+        c.candidates = m_candidates;
+        m_next = (m_next + 1) % m_candidates.size();
+        m_text = c.text;
+        m_cursor = c.cursor;
+        return c;
+    }
+    m_candidates.clear();
+    auto c = complete(text, cursor, names);
+    if (c && !c->candidates.empty()) {
+        std::size_t start = std::min(cursor, text.size());
+        while (start > 0 && text[start - 1] != ' ') {
+            --start;
+        }
+        m_before = std::string(text.substr(0, start));
+        m_after = c->text.substr(c->cursor);
+        const std::string word = c->text.substr(start, c->cursor - start);
+        m_candidates = c->candidates;
+        // Start with the first candidate that changes the line.
+        m_next = m_candidates.front() == word && m_candidates.size() > 1 ? 1 : 0;
+        m_text = c->text;
+        m_cursor = c->cursor;
+    }
+    return c;
+}
+
 // ---------------------------------------------------------------- glyphs and wrapping
 
 std::vector<Glyph> glyphs(std::string_view text, int column) {

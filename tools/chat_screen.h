@@ -139,6 +139,24 @@ struct Completion {
 [[nodiscard]] std::optional<Completion> complete(std::string_view text, std::size_t cursor,
                                                  const std::vector<std::string>& names);
 
+/// Tab in the input line: complete() on the first press; each further press right after one that listed candidates
+/// (the line and cursor unchanged since) puts the next candidate in place of the word, cyclically.
+class TabCompleter {
+public:
+    [[nodiscard]] std::optional<Completion> tab(std::string_view text, std::size_t cursor,
+                                                const std::vector<std::string>& names);
+    /// Another key was pressed: the next Tab completes afresh.
+    void reset() noexcept { m_candidates.clear(); }
+
+private:
+    std::vector<std::string> m_candidates;
+    std::size_t m_next = 0;
+    std::string m_before;  // the line before the word
+    std::string m_after;   // the line after the cursor
+    std::string m_text;    // the line and cursor the last Tab left
+    std::size_t m_cursor = 0;
+};
+
 /// One character cell group on screen: what to draw and how many columns it takes (0 for combining marks).
 struct Glyph {
     std::string text;

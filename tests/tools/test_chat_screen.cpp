@@ -201,6 +201,41 @@ TEST_CASE("completion: user names in arguments and at the start of a message") {
     CHECK_FALSE(complete("/search ca", 10, names));    // a search text is not a name
 }
 
+TEST_CASE("completion: repeated Tab cycles through the candidates") {
+    sim::tools::TabCompleter t;
+    const std::vector<std::string> names{"bob", "bobby", "bert"};
+    auto c = t.tab("/to b", 5, names);  // common prefix "b": nothing added, all listed
+    REQUIRE(c);
+    CHECK(c->text == "/to b");
+    CHECK(c->candidates == std::vector<std::string>{"bert", "bob", "bobby"});
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bert");
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bob");
+    CHECK(c->cursor == 7);
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby");
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bert");  // round again
+    // The line changed in between (or another key reset it): a fresh completion.
+    c = t.tab("/to bo", 6, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bob");
+    CHECK(c->candidates == std::vector<std::string>{"bob", "bobby"});
+    c = t.tab(c->text, c->cursor, names);  // "bob" is what the line has: the next one first
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby");
+    t.reset();
+    c = t.tab("/to bobby", 9, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby ");
+    CHECK(c->candidates.empty());
+}
+
 TEST_CASE("paste: one event whatever it holds, CR as newline, split markers") {
     InputDecoder d(100);
     auto k = d.feed("x\x1b[200~/quit\rsecond\r\nthird\x1b[20");
