@@ -11,6 +11,7 @@
 #include <clocale>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace sim::tools {
@@ -43,8 +44,8 @@ std::string clock_text(std::int64_t time_ms) {
 class CursesScreen final : public ChatFrontEnd {
 public:
     /// Takes over `screen`, which newterm() made current.
-    CursesScreen(SCREEN* screen, std::size_t max_paste, bool show_rotations)
-        : m_screen(screen), m_decoder(max_paste), m_max_paste(max_paste), m_show_rotations(show_rotations) {
+    CursesScreen(SCREEN* screen, std::size_t max_paste, std::chrono::milliseconds escape_timeout)
+        : m_screen(screen), m_decoder(max_paste, escape_timeout), m_max_paste(max_paste) {
         raw();
         noecho();
         nonl();
@@ -75,9 +76,6 @@ public:
 
     void event(const sim::ClientEvent& e, const std::string& text) override {
         using K = sim::ClientEventKind;
-        if (e.kind == K::key_rotated && !m_show_rotations) {
-            return;
-        }
         if (e.kind == K::message) {
             if (e.inbox_index < m_loaded_next) {
                 return;  // already shown from the inbox
@@ -93,6 +91,14 @@ public:
                 m_model.add_status(text, now_ms(), e.peer == m_state.user ? std::string() : e.peer);
             }
         }
+        m_dirty = true;
+    }
+
+    void listing(const std::vector<std::string>& lines) override {
+        for (const auto& line : lines) {
+            m_model.add_status(line, now_ms(), m_state.current);
+        }
+        m_model.scroll = 0;
         m_dirty = true;
     }
 
@@ -124,9 +130,21 @@ public:
         if (m_dirty || !m_state.connected) {
             draw();
         }
+        // A pending Esc becomes the Esc key at its deadline if nothing follows it.
+        const auto esc_due = m_decoder.deadline();
+        if (esc_due) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*esc_due - InputDecoder::Clock::now());
+            wait = std::clamp(left, std::chrono::milliseconds(0), wait);
+        }
         pollfd pfd{STDIN_FILENO, POLLIN, 0};
         const int ready = ::poll(&pfd, 1, static_cast<int>(wait.count()));
         if (ready <= 0) {
+            if (esc_due) {
+                for (auto& k : m_decoder.feed({}, InputDecoder::Clock::now())) {
+                    key(k, lines);
+                }
+                m_dirty = true;
+            }
             return lines;  // timeout, or a signal (SIGWINCH): the next call redraws
         }
         char chunk[4096];
@@ -140,7 +158,8 @@ public:
         if (n == 0) {
             return std::nullopt;
         }
-        for (auto& k : m_decoder.feed(std::string_view(chunk, static_cast<std::size_t>(n)))) {
+        for (auto& k :
+             m_decoder.feed(std::string_view(chunk, static_cast<std::size_t>(n)), InputDecoder::Clock::now())) {
             key(k, lines);
         }
         m_dirty = true;
@@ -149,7 +168,17 @@ public:
 
 private:
     void key(const KeyEvent& k, std::vector<ChatInput>& lines) {
+        if (k.key != Key::tab) {
+            m_hint.clear();  // the candidates of the last Tab, until the next key
+            m_completer.reset();
+        }
         switch (k.key) {
+            case Key::tab:
+                tab();
+                return;
+            case Key::escape:
+                m_model.scroll = 0;  // back to the newest messages (the hint is gone already)
+                return;
             case Key::paste:
                 if (k.too_large) {
                     say("! paste refused: " + std::to_string(k.size) + " bytes, more than one message holds (" +
@@ -188,6 +217,23 @@ private:
                     lines.push_back(ChatInput{std::move(*line), true});
                 }
                 return;
+        }
+    }
+
+    /// Tab: completes a command or a user name (chat_screen's complete()); several candidates go to the status line.
+    void tab() {
+        std::vector<std::string> names = m_model.conversations();
+        names.insert(names.end(), m_state.names.begin(), m_state.names.end());
+        std::erase(names, m_state.user);
+        const auto c = m_completer.tab(m_editor.text(), m_editor.cursor(), names);
+        if (!c) {
+            m_hint = "no completion";
+            return;
+        }
+        m_editor.set(c->text, c->cursor);
+        m_hint.clear();
+        for (const auto& candidate : c->candidates) {
+            m_hint += (m_hint.empty() ? "" : "  ") + candidate;
         }
     }
 
@@ -298,6 +344,13 @@ private:
     }
 
     void draw_status(int y) {
+        if (!m_hint.empty()) {
+            attron(A_REVERSE);
+            mvhline(y, 0, ' ', COLS);
+            put(y, 0, " " + m_hint, COLS);
+            attroff(A_REVERSE);
+            return;
+        }
         std::string s = " " + m_state.user + " | ";
         if (m_state.connected) {
             s += "connected";
@@ -351,8 +404,9 @@ private:
     SCREEN* m_screen;
     InputDecoder m_decoder;
     std::size_t m_max_paste;
-    bool m_show_rotations;
+    std::string m_hint;  // Tab's candidates (or that there are none), shown in place of the status line
     LineEditor m_editor;
+    TabCompleter m_completer;
     ChatModel m_model;
     ChatState m_state;
     bool m_dirty = true;
@@ -363,13 +417,22 @@ private:
 
 }  // namespace
 
-std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste, bool show_rotations) {
+std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste) {
+    // ncurses' $ESCDELAY (milliseconds) sets how long an Esc waits for the rest of a key sequence.
+    auto escape_timeout = InputDecoder::default_escape_timeout;
+    if (const char* env = std::getenv("ESCDELAY"); env != nullptr && *env != '\0') {
+        char* end = nullptr;
+        const long ms = std::strtol(env, &end, 10);
+        if (*end == '\0' && ms > 0 && ms <= 10000) {
+            escape_timeout = std::chrono::milliseconds(ms);
+        }
+    }
     std::setlocale(LC_ALL, "");  // UTF-8 output and wcwidth() follow the user's locale
     SCREEN* screen = newterm(nullptr, stdout, stdin);
     if (screen == nullptr) {
         return nullptr;  // a terminal type curses does not know
     }
-    return std::make_unique<CursesScreen>(screen, max_paste, show_rotations);
+    return std::make_unique<CursesScreen>(screen, max_paste, escape_timeout);
 }
 
 }  // namespace sim::tools

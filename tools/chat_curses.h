@@ -9,8 +9,8 @@
 namespace sim::tools {
 
 /// Takes over the terminal (stdin and stdout must be one) until destroyed: raw mode, the alternate screen, bracketed
-/// paste. Pastes longer than `max_paste` bytes are refused. `show_rotations`: also show key rotations / ratchet steps.
-/// Null when curses cannot drive the terminal ($TERM unknown): the caller falls back to the line mode.
-[[nodiscard]] std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste, bool show_rotations);
+/// paste. Pastes longer than `max_paste` bytes are refused. An Esc waits $ESCDELAY ms (default 50) for the rest of a
+/// key sequence. Null when curses cannot drive the terminal ($TERM unknown): the caller falls back to the line mode.
+[[nodiscard]] std::unique_ptr<ChatFrontEnd> make_chat_screen(std::size_t max_paste);
 
 }  // namespace sim::tools

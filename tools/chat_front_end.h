@@ -21,8 +21,9 @@ struct ChatInput {
 struct ChatState {
     sim::ClientCore* core = nullptr;  ///< the current client core (it changes on reconnect); null while down
     std::string user;
-    std::string current;   ///< the current peer, or empty
-    std::string security;  ///< the current conversation's protection, in words; empty without a current peer
+    std::string current;             ///< the current peer, or empty
+    std::string security;            ///< the current conversation's protection, in words; empty without a current peer
+    std::vector<std::string> names;  ///< user names the chat knows (conversations, inbox senders), for completion
     bool connected = true;
     std::chrono::steady_clock::time_point retry_at{};  ///< when not connected: the next attempt
 };
@@ -34,6 +35,9 @@ public:
     virtual void say(const std::string& line) = 0;
     /// An event of the client; `text` is how describe() words it (empty: not shown).
     virtual void event(const sim::ClientEvent& e, const std::string& text) = 0;
+    /// Lines listing stored messages (/history, /search), shown together: in full screen in the current
+    /// conversation's message pane, in line mode printed.
+    virtual void listing(const std::vector<std::string>& lines) = 0;
     /// A message we sent (or queued) to `peer`.
     virtual void sent(const std::string& peer, const std::string& text) = 0;
     /// The chat's state changed (or may have): the current peer, the connection.

@@ -104,24 +104,49 @@ std::optional<char32_t> decode_utf8(std::string_view s, std::size_t i, std::size
 
 // ---------------------------------------------------------------- InputDecoder
 
-std::vector<KeyEvent> InputDecoder::feed(std::string_view bytes) {
-    m_pending.append(bytes);
+std::vector<KeyEvent> InputDecoder::feed(std::string_view bytes, Clock::time_point now) {
     std::vector<KeyEvent> out;
+    // An Esc that waited longer than the timeout was typed alone: what comes after it is not part of its sequence.
+    if (const auto due = deadline(); due && now >= *due) {
+        out.push_back(key_event(Key::escape));
+        m_pending.erase(0, 1);
+        decode_pending(out);
+    }
+    const bool waiting = !m_pending.empty();
+    m_pending.append(bytes);
+    if (decode_pending(out) || !waiting) {
+        m_pending_since = now;  // what is left (if anything) began to wait now
+    }
+    return out;
+}
+
+std::optional<InputDecoder::Clock::time_point> InputDecoder::deadline() const {
+    if (m_in_paste || m_pending.empty() || m_pending[0] != '\x1b') {
+        return std::nullopt;
+    }
+    return m_pending_since + m_escape_timeout;
+}
+
+bool InputDecoder::decode_pending(std::vector<KeyEvent>& out) {
+    bool used_any = false;
     for (;;) {
         if (m_in_paste) {
+            const std::size_t before = m_pending.size();
             feed_paste(out);
+            used_any = used_any || m_pending.size() != before;
             if (m_in_paste) {
-                return out;
+                return used_any;
             }
             continue;
         }
         if (m_pending.empty()) {
-            return out;
+            return used_any;
         }
         const std::size_t used = decode_one(out);
         if (used == 0) {
-            return out;  // incomplete: wait for the rest
+            return used_any;  // incomplete: wait for the rest
         }
+        used_any = true;
         m_pending.erase(0, used);
     }
 }
@@ -219,6 +244,10 @@ std::size_t InputDecoder::decode_one(std::vector<KeyEvent>& out) {
             }
             return 3;
         }
+        if (p[1] == '\x1b') {
+            key(Key::escape);  // Esc Esc: the first one is alone; the second may start a sequence
+            return 1;
+        }
         if (p[1] >= '1' && p[1] <= '9') {
             KeyEvent k = key_event(Key::alt_digit);
             k.digit = p[1] - '0';
@@ -245,6 +274,9 @@ std::size_t InputDecoder::decode_one(std::vector<KeyEvent>& out) {
                 break;
             case 0x06:
                 key(Key::right);
+                break;
+            case 0x09:
+                key(Key::tab);
                 break;
             case 0x08:
             case 0x7f:
@@ -377,6 +409,14 @@ std::optional<std::string> LineEditor::apply(const KeyEvent& k) {
     return std::nullopt;
 }
 
+void LineEditor::set(std::string text, std::size_t cursor) {
+    m_text = std::move(text);
+    m_cursor = std::min(cursor, m_text.size());
+    while (m_cursor > 0 && m_cursor < m_text.size() && is_continuation(m_text[m_cursor])) {
+        --m_cursor;
+    }
+}
+
 void LineEditor::history_move(int step) {
     if (step < 0 && m_history_pos == 0) {
         return;
@@ -390,6 +430,128 @@ void LineEditor::history_move(int step) {
     m_history_pos = step < 0 ? m_history_pos - 1 : m_history_pos + 1;
     m_text = m_history_pos == m_history.size() ? m_draft : m_history[m_history_pos];
     m_cursor = m_text.size();
+}
+
+// ---------------------------------------------------------------- completion
+
+namespace {
+
+char lower(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+    if (prefix.size() > s.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < prefix.size(); ++i) {
+        if (lower(s[i]) != lower(prefix[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+std::optional<Completion> complete(std::string_view text, std::size_t cursor, const std::vector<std::string>& names) {
+    cursor = std::min(cursor, text.size());
+    std::size_t start = cursor;
+    while (start > 0 && text[start - 1] != ' ') {
+        --start;
+    }
+    const std::string_view word = text.substr(start, cursor - start);
+    const bool command_line = !text.empty() && text[0] == '/';
+    std::vector<std::string> pool;
+    std::string_view after_one = " ";
+    if (command_line && start == 0) {
+        for (const auto& c : chat_commands) {
+            pool.emplace_back(c.name);
+        }
+    } else if (command_line) {
+        // Only the first argument, and only of a command that takes a user name.
+        const std::string_view cmd = text.substr(0, text.find(' '));
+        const auto first_arg = text.find_first_not_of(' ', cmd.size());
+        const bool takes_name = std::any_of(std::begin(chat_commands), std::end(chat_commands),
+                                            [&](const ChatCommand& c) { return c.takes_name && c.name == cmd; });
+        if (!takes_name || start == 0 || (first_arg != std::string_view::npos && first_arg < start)) {
+            return std::nullopt;
+        }
+        pool = names;
+    } else if (start == 0) {
+        pool = names;
+        after_one = ": ";
+    } else {
+        return std::nullopt;
+    }
+    std::vector<std::string> matches;
+    for (auto& p : pool) {
+        if (!p.empty() && starts_with_nocase(p, word)) {
+            matches.push_back(std::move(p));
+        }
+    }
+    std::sort(matches.begin(), matches.end());
+    matches.erase(std::unique(matches.begin(), matches.end()), matches.end());
+    if (matches.empty()) {
+        return std::nullopt;
+    }
+    Completion c;
+    std::string insert;
+    if (matches.size() == 1) {
+        insert = matches[0];
+        if (cursor == text.size()) {
+            insert += after_one;
+        }
+    } else {
+        std::size_t common = matches[0].size();
+        for (const auto& m : matches) {
+            std::size_t i = 0;
+            while (i < common && i < m.size() && lower(m[i]) == lower(matches[0][i])) {
+                ++i;
+            }
+            common = i;
+        }
+        while (common > 0 && common < matches[0].size() && is_continuation(matches[0][common])) {
+            --common;  // never half a character
+        }
+        // Keep what was typed when the candidates add nothing to it.
+        insert = common > word.size() ? matches[0].substr(0, common) : std::string(word);
+        c.candidates = std::move(matches);
+    }
+    c.text = std::string(text.substr(0, start)) + insert + std::string(text.substr(cursor));
+    c.cursor = start + insert.size();
+    return c;
+}
+
+std::optional<Completion> TabCompleter::tab(std::string_view text, std::size_t cursor,
+                                            const std::vector<std::string>& names) {
+    if (!m_candidates.empty() && text == m_text && cursor == m_cursor) {
+        Completion c;
+        c.text = m_before + m_candidates[m_next] + m_after;
+        c.cursor = m_before.size() + m_candidates[m_next].size();
+        c.candidates = m_candidates;
+        m_next = (m_next + 1) % m_candidates.size();
+        m_text = c.text;
+        m_cursor = c.cursor;
+        return c;
+    }
+    m_candidates.clear();
+    auto c = complete(text, cursor, names);
+    if (c && !c->candidates.empty()) {
+        std::size_t start = std::min(cursor, text.size());
+        while (start > 0 && text[start - 1] != ' ') {
+            --start;
+        }
+        m_before = std::string(text.substr(0, start));
+        m_after = c->text.substr(c->cursor);
+        const std::string word = c->text.substr(start, c->cursor - start);
+        m_candidates = c->candidates;
+        // Start with the first candidate that changes the line.
+        m_next = m_candidates.front() == word && m_candidates.size() > 1 ? 1 : 0;
+        m_text = c->text;
+        m_cursor = c->cursor;
+    }
+    return c;
 }
 
 // ---------------------------------------------------------------- glyphs and wrapping

@@ -3,6 +3,7 @@
 // I/O here, so that all of it is unit-tested without a terminal (tests/tools/test_chat_screen.cpp).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -36,6 +37,8 @@ enum class Key : std::uint8_t {
     alt_digit,          ///< Alt-1..Alt-9 (KeyEvent::digit)
     interrupt,          ///< Ctrl-C
     redraw,             ///< Ctrl-L
+    tab,                ///< Tab, Ctrl-I: complete the word before the cursor
+    escape,             ///< a lone Esc (nothing followed it within the escape timeout)
 };
 
 struct KeyEvent {
@@ -50,20 +53,38 @@ struct KeyEvent {
 /// feed(). A bracketed paste (ESC[200~ ... ESC[201~, xterm's mode 2004) comes out as one Key::paste whatever it
 /// contains: the bytes in it are never keys, so a pasted '/' or newline cannot run a command or send a line. Line
 /// ends in a paste become '\n'; trailing ones are dropped.
+///
+/// Esc starts both Alt chords (ESC x) and key sequences (ESC [ A), which a terminal sends in one go; an Esc that
+/// nothing followed within the escape timeout is the Esc key itself (Key::escape), so that a key typed later is not
+/// taken as Alt-key. The caller passes the time of each feed() and calls feed("", now) at deadline() when no byte came.
 class InputDecoder {
 public:
-    /// `max_paste`: longer pastes are not kept; they come out with too_large set.
-    explicit InputDecoder(std::size_t max_paste) : m_max_paste(max_paste) {}
+    using Clock = std::chrono::steady_clock;
 
-    [[nodiscard]] std::vector<KeyEvent> feed(std::string_view bytes);
+    /// `max_paste`: longer pastes are not kept; they come out with too_large set. `escape_timeout`: how long an Esc
+    /// waits for the rest of its sequence.
+    explicit InputDecoder(std::size_t max_paste, std::chrono::milliseconds escape_timeout = default_escape_timeout)
+        : m_max_paste(max_paste), m_escape_timeout(escape_timeout) {}
+
+    /// The bytes read at `now` (empty: only the time passed). Without times (all `now` equal) an Esc waits forever.
+    [[nodiscard]] std::vector<KeyEvent> feed(std::string_view bytes, Clock::time_point now = {});
+    /// When a pending Esc becomes Key::escape if nothing else arrives: the caller's next feed() should come no later;
+    /// nullopt when no Esc waits.
+    [[nodiscard]] std::optional<Clock::time_point> deadline() const;
+
+    static constexpr std::chrono::milliseconds default_escape_timeout{50};
 
 private:
+    /// Decodes what m_pending holds, as far as it is complete; true when it used any of it.
+    bool decode_pending(std::vector<KeyEvent>& out);
     void feed_paste(std::vector<KeyEvent>& out);
     /// Decodes the key at the start of m_pending; 0 when it is incomplete, else the bytes it used.
     std::size_t decode_one(std::vector<KeyEvent>& out);
 
     std::size_t m_max_paste;
+    std::chrono::milliseconds m_escape_timeout;
     std::string m_pending;
+    Clock::time_point m_pending_since{};  // when what m_pending holds began to wait
     bool m_in_paste = false;
     std::string m_paste;
     std::size_t m_paste_size = 0;
@@ -78,6 +99,8 @@ public:
 
     [[nodiscard]] const std::string& text() const noexcept { return m_text; }
     [[nodiscard]] std::size_t cursor() const noexcept { return m_cursor; }
+    /// Replace the line being edited (a completion); `cursor` is clamped to it.
+    void set(std::string text, std::size_t cursor);
 
 private:
     void history_move(int step);
@@ -87,6 +110,51 @@ private:
     std::vector<std::string> m_history;
     std::size_t m_history_pos = 0;  // == m_history.size(): editing a new line (kept in m_draft while browsing)
     std::string m_draft;
+};
+
+/// A command of `sim chat` (sim.cpp's Chat runs them), for completion and help.
+struct ChatCommand {
+    std::string_view name;  ///< with its '/'
+    bool takes_name;        ///< its argument is a user name
+};
+
+inline constexpr ChatCommand chat_commands[] = {
+    {"/accept", true}, {"/exit", false},  {"/help", false}, {"/history", false}, {"/leave", true},
+    {"/open", true},   {"/quit", false},  {"/r", false},    {"/safety", true},   {"/search", false},
+    {"/to", true},     {"/verify", true}, {"/who", false},
+};
+
+/// What Tab does to the input line.
+struct Completion {
+    std::string text;                     ///< the line afterwards
+    std::size_t cursor = 0;               ///< the cursor afterwards
+    std::vector<std::string> candidates;  ///< when several matched: all of them, sorted; else empty
+};
+
+/// Completes the word before `cursor` in `text`: a command name when the line starts with '/' and the cursor is in
+/// its first word; one of `names` (user names) in the argument of a command that takes one (`/open bo`) and in the
+/// first word of a line that is not a command. One match completes the word (then a space, or ": " after a name at
+/// the start of a message, when the cursor is at the end of the line); several complete their longest common prefix
+/// and are listed. Matching ignores ASCII case. nullopt when nothing here can be completed or nothing matches.
+[[nodiscard]] std::optional<Completion> complete(std::string_view text, std::size_t cursor,
+                                                 const std::vector<std::string>& names);
+
+/// Tab in the input line: complete() on the first press; each further press right after one that listed candidates
+/// (the line and cursor unchanged since) puts the next candidate in place of the word, cyclically.
+class TabCompleter {
+public:
+    [[nodiscard]] std::optional<Completion> tab(std::string_view text, std::size_t cursor,
+                                                const std::vector<std::string>& names);
+    /// Another key was pressed: the next Tab completes afresh.
+    void reset() noexcept { m_candidates.clear(); }
+
+private:
+    std::vector<std::string> m_candidates;
+    std::size_t m_next = 0;
+    std::string m_before;  // the line before the word
+    std::string m_after;   // the line after the cursor
+    std::string m_text;    // the line and cursor the last Tab left
+    std::size_t m_cursor = 0;
 };
 
 /// One character cell group on screen: what to draw and how many columns it takes (0 for combining marks).

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -67,6 +68,7 @@ constexpr OptionSpec sim_options[] = {
      "AES-256-GCM,ChaCha20-Poly1305,TDES-CBC-HMAC-SHA256"},
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
     {"plain", 0, "", "chat: line mode (lines from stdin, lines to stdout) even on a terminal", ""},
+    {"verbose", 'v', "", "chat: also show ratchet steps and key rotations", ""},
     {"no-reconnect", 0, "", "chat: exit with status 1 when the connection is lost instead of reconnecting", ""},
     {"reconnect-delay", 0, "S",
      "chat: the shortest wait before reconnecting; each wait is random, between it and three times the last one",
@@ -111,15 +113,18 @@ void print_help() {
                  "               /to PEER    send the next lines to PEER\n"
                  "               /leave [PEER]  end the conversation with PEER (default: current)\n"
                  "               /who        list conversations\n"
+                 "               /history [N]  the last N (50) messages from the current peer in the inbox\n"
+                 "               /search TEXT  the inbox's messages containing TEXT (any case), all peers\n"
                  "               /safety [PEER]  show the safety number; /verify [PEER] marks it verified\n"
                  "               /accept [PEER]  accept PEER's changed identity key\n"
                  "               /quit       log out and exit (also at end of input)\n"
                  "               //text      send '/text'\n"
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
-                 "status lines start with '*', problems with '!'.\n"
+                 "status lines start with '*', problems with '!'; ratchet steps and key rotations only\n"
+                 "with --verbose. /history and /search read the local inbox (messages received) only.\n"
                  "\n"
                  "On a terminal the chat is full screen (conversation list, messages, status line, input\n"
-                 "line; keys in docs/tools.md); --plain keeps the line mode.\n"
+                 "line; keys in docs/tools.md: Tab completes commands and names); --plain keeps the line mode.\n"
                  "\n"
                  "A chat whose connection is lost reconnects by itself (session token, else the password\n"
                  "given at the start), waiting longer after each failed attempt, and opens its conversations\n"
@@ -170,7 +175,8 @@ struct Settings {
     sim::SuitePolicy channel_suites = sim::SuitePolicy::default_policy();
     bool use_session = true;
     bool reconnect = true;
-    bool plain = false;  // chat: line mode even on a terminal
+    bool plain = false;    // chat: line mode even on a terminal
+    bool verbose = false;  // chat: show ratchet steps and key rotations too
     sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
@@ -234,6 +240,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     s.use_session = !a.has("no-session");
     s.reconnect = !a.has("no-reconnect");
     s.plain = a.has("plain");
+    s.verbose = a.has("verbose");
     SIM_TRY(s.reconnect_backoff.initial,
             sim::tools::parse_seconds("reconnect-delay", a.get("reconnect-delay", "0.5"), 3600.0));
     SIM_TRY(s.reconnect_backoff.cap, sim::tools::parse_seconds("reconnect-max", a.get("reconnect-max", "30"), 3600.0));
@@ -955,6 +962,11 @@ private:
         if (!m_current.empty()) {
             st.security = security(m_current);
         }
+        st.names.assign(m_peers.begin(), m_peers.end());
+        if (!m_down) {
+            const auto keyed = m_c.client->core().conversations();
+            st.names.insert(st.names.end(), keyed.begin(), keyed.end());
+        }
         m_view.update(st);
     }
 
@@ -985,7 +997,9 @@ private:
                     e->error.code == sim::Errc::ok ? std::string("closed by the server") : user_message(e->error);
                 return;  // connection_lost() says it
             }
-            m_view.event(*e, describe(*e));
+            // Ratchet steps and key rotations are routine: only --verbose shows them.
+            const bool routine = e->kind == sim::ClientEventKind::key_rotated && !m_s.verbose;
+            m_view.event(*e, routine ? std::string() : describe(*e));
             if (e->kind == sim::ClientEventKind::message && !e->peer.empty()) {
                 // Someone other than the current peer wrote: say how to answer them, once per new sender.
                 if (e->peer != m_current && e->peer != m_last_sender) {
@@ -1088,9 +1102,13 @@ private:
         }
         if (cmd == "/help") {
             say("* /open PEER, /to PEER, /r TEXT (answer the last sender), /leave [PEER], /who, /safety [PEER], "
-                "/verify [PEER], /accept [PEER], /quit; //text sends '/text'");
+                "/verify [PEER], /accept [PEER], /history [N], /search TEXT, /quit; //text sends '/text'");
         } else if (cmd == "/who") {
             who();
+        } else if (cmd == "/history") {
+            history(arg);
+        } else if (cmd == "/search") {
+            search(arg);
         } else if (cmd == "/r") {
             if (m_last_sender.empty()) {
                 say("! nobody has written to you yet");
@@ -1176,6 +1194,116 @@ private:
         say("* " + identity_line(*id));
     }
 
+    /// Every message of the local inbox (only those from `peer` when it is not empty), oldest first, to `f`. Reads
+    /// the client state only: nothing goes to the server.
+    template <class F>
+    sim::Status scan_inbox(const std::string& peer, F&& f) const {
+        constexpr std::size_t page = 512;
+        const auto& core = m_c.client->core();
+        std::uint64_t from = 0;
+        for (;;) {
+            auto entries = core.inbox(from, page, peer);
+            if (!entries) {
+                return entries.error();
+            }
+            for (auto& e : *entries) {
+                from = e.index + 1;
+                f(std::move(e));
+            }
+            if (entries->size() < page) {
+                return sim::ok();
+            }
+        }
+    }
+
+    static std::string inbox_line(const sim::InboxEntry& e) {
+        return "  [" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
+    }
+
+    /// /history [N]: the last N messages received from the current peer, from the inbox.
+    void history(const std::string& arg) {
+        std::uint64_t n = 50;
+        if (!arg.empty()) {
+            auto parsed = sim::tools::parse_uint("/history", arg, 1, 100000);
+            if (!parsed) {
+                say("! /history: expected a number of messages, 1 to 100000");
+                return;
+            }
+            n = *parsed;
+        }
+        if (m_current.empty()) {
+            say("! /history: no current peer (/open PEER or /to PEER)");
+            return;
+        }
+        std::deque<sim::InboxEntry> last;
+        const auto st = scan_inbox(m_current, [&](sim::InboxEntry&& e) {
+            last.push_back(std::move(e));
+            if (last.size() > n) {
+                last.pop_front();
+            }
+        });
+        if (!st) {
+            say("! /history: cannot read the inbox: " + st.error().message());
+            return;
+        }
+        if (last.empty()) {
+            say("* no message from " + m_current + " in the inbox");
+            return;
+        }
+        std::vector<std::string> lines{"* the last " + std::to_string(last.size()) + " message(s) from " + m_current +
+                                       " in the inbox:"};
+        for (const auto& e : last) {
+            lines.push_back(inbox_line(e));
+        }
+        m_view.listing(lines);
+    }
+
+    /// /search TEXT: the inbox's messages (every conversation) containing TEXT, ASCII case ignored; the last 200.
+    void search(const std::string& arg) {
+        if (arg.empty()) {
+            say("! /search: expected a text to look for");
+            return;
+        }
+        const auto lower = [](std::string t) {
+            for (char& c : t) {
+                if (c >= 'A' && c <= 'Z') {
+                    c = static_cast<char>(c - 'A' + 'a');
+                }
+            }
+            return t;
+        };
+        constexpr std::size_t max_shown = 200;
+        const std::string needle = lower(arg);
+        std::deque<sim::InboxEntry> found;
+        std::size_t count = 0;
+        const auto st = scan_inbox({}, [&](sim::InboxEntry&& e) {
+            if (lower(e.text).find(needle) == std::string::npos) {
+                return;
+            }
+            ++count;
+            found.push_back(std::move(e));
+            if (found.size() > max_shown) {
+                found.pop_front();
+            }
+        });
+        if (!st) {
+            say("! /search: cannot read the inbox: " + st.error().message());
+            return;
+        }
+        const std::string what = "'" + sim::tools::printable(arg) + "'";
+        if (count == 0) {
+            say("* no message in the inbox contains " + what);
+            return;
+        }
+        const std::string shown = count > found.size() ? " (the last " + std::to_string(found.size()) + ")" : "";
+        std::vector<std::string> lines{"* " + std::to_string(count) + " message(s) in the inbox contain " + what +
+                                       shown + ":"};
+        for (const auto& e : found) {
+            lines.push_back(inbox_line(e));
+        }
+        m_view.listing(lines);
+    }
+
     void who() {
         const auto peers = m_c.client->core().conversations();
         if (peers.empty()) {
@@ -1233,6 +1361,11 @@ public:
     void event(const sim::ClientEvent& /*e*/, const std::string& text) override {
         if (!text.empty()) {
             print_line(stdout, text);
+        }
+    }
+    void listing(const std::vector<std::string>& lines) override {
+        for (const auto& line : lines) {
+            print_line(stdout, line);
         }
     }
     void sent(const std::string& /*peer*/, const std::string& /*text*/) override {}
@@ -1309,7 +1442,7 @@ int run_chat(const Settings& s, const std::vector<std::string>& pos) {
     constexpr std::size_t max_paste = sim::max_inner_frame_size(sim::default_max_frame_size) - 1024;
     std::unique_ptr<sim::tools::ChatFrontEnd> view;
     if (!s.plain && ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1) {
-        view = sim::tools::make_chat_screen(max_paste, false);
+        view = sim::tools::make_chat_screen(max_paste);
     }
     if (!view) {
         view = std::make_unique<PlainChat>();

@@ -2,7 +2,8 @@
 """`sim chat` full screen in pseudo-terminals: two chats against a real simd on an ephemeral port.
 
 Types a message in one and finds it on the other's screen, pastes a multi-line text starting with '/' (bracketed
-paste) and checks that it arrives as one message and that no command ran, resizes a window, and quits with /quit.
+paste) and checks that it arrives as one message and that no command ran, resizes a window, types a lone Esc (not
+taken as Alt with the next key), completes a name and a command with Tab, shows /history, and quits with /quit.
 Standard library only. Usage: chat_pty.py SIMD SIM
 """
 
@@ -90,6 +91,14 @@ class Chat:
         fail(f"{self.name} did not exit", self)
 
 
+def pause(seconds, chats):
+    """Waits, reading what the chats write meanwhile."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for c in chats:
+            c.pump(0.05)
+
+
 def main():
     simd, sim = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="chat-pty-")
@@ -147,6 +156,23 @@ def main():
         alice.wait_for(r"connected", since=mark, others=both)
         alice.type(b"after-resize-9\r")
         bob.wait_for(r"after-resize-9", others=both)
+
+        # A lone Esc is the Esc key: a key typed after it is itself, not Alt-key (which would eat the 'e').
+        alice.type(b"\x1b")
+        pause(0.3, both)
+        alice.type(b"esc-then-text-3\r")
+        bob.wait_for(r"\[alice\] esc-then-text-3", others=both)
+
+        # Tab completes a name at the start of a message...
+        bob.type(b"ali\tsaw-it\r")
+        alice.wait_for(r"\[bob\] alice: saw-it", others=both)
+        # ... and a command; /history shows the inbox's last messages in the message pane.
+        mark = len(bob.out)
+        bob.type(b"/hist\t1\r")
+        pause(0.5, both)
+        bob.type(b"\x0c")
+        bob.wait_for(r"the last 1 message\(s\) from alice in the inbox:[\s\S]{0,300}?\[alice\] esc-then-text-3",
+                     since=mark, others=both)
 
         for c in both:
             c.type(b"/quit\r")

@@ -557,11 +557,12 @@ chat)
     # the seed's server-assigned mode (the e2e case covers end-to-end conversations)
     start_simd srv --conversation-mode server-assigned
     mkfifo "$T/alice.in" "$T/bob.in"
-    sim_as 'alice pw' --timeout 30 chat alice bob <"$T/alice.in" >"$T/alice.out" 2>&1 &
+    # keys rotate every second: alice (--verbose) shows it, bob (quiet by default) does not
+    sim_as 'alice pw' --timeout 30 --rotation-seconds 1 --verbose chat alice bob <"$T/alice.in" >"$T/alice.out" 2>&1 &
     ALICE=$!
     PIDS+=("$ALICE")
     exec 3>"$T/alice.in"
-    sim_as 'bob pw' --timeout 30 chat bob <"$T/bob.in" >"$T/bob.out" 2>&1 &
+    sim_as 'bob pw' --timeout 30 --rotation-seconds 1 chat bob <"$T/bob.in" >"$T/bob.out" 2>&1 &
     BOB=$!
     PIDS+=("$BOB")
     exec 4>"$T/bob.in"
@@ -580,8 +581,24 @@ chat)
     echo "/to alice" >&4
     echo "//slash text" >&4
     wait_for "$T/alice.out" "[bob] /slash text"
+    # /history and /search read bob's local inbox (messages received)
+    echo "/history 5" >&4
+    wait_for "$T/bob.out" "* the last 1 message(s) from alice in the inbox:"
+    wait_for "$T/bob.out" "  [alice] hello bob"
+    echo "/search HELLO B" >&4
+    wait_for "$T/bob.out" "* 1 message(s) in the inbox contain 'HELLO B':"
+    echo "/search nothing-like-this" >&4
+    wait_for "$T/bob.out" "* no message in the inbox contains 'nothing-like-this'"
+    echo "/history x" >&4
+    wait_for "$T/bob.out" "! /history: expected a number of messages"
+    # a message sent more than --rotation-seconds after the first one rotates the key on both sides
+    sleep 1.2
+    echo "after a rotation" >&3
+    wait_for "$T/bob.out" "[alice] after a rotation"
+    wait_for "$T/alice.out" "* key with bob rotated"
     echo "/who" >&3
     wait_for "$T/alice.out" "* bob (AES-256-GCM) <- current"
+    grep -q "rotated" "$T/bob.out" && fail "a key rotation shown without --verbose"
     echo "/nonsense" >&3
     wait_for "$T/alice.out" "! unknown command /nonsense"
     echo "/leave" >&4

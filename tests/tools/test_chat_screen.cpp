@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <clocale>
 
 using sim::tools::ChatModel;
@@ -83,6 +84,158 @@ TEST_CASE("keys: a sequence or a UTF-8 character split across reads waits for it
     CHECK(k[0].text == "\xc3\xa9x");
 }
 
+TEST_CASE("keys: a lone Esc is Esc after the timeout, not Alt with the next key") {
+    using namespace std::chrono_literals;
+    const InputDecoder::Clock::time_point t0{10s};
+    InputDecoder d(100, 50ms);
+    CHECK(d.feed("\x1b", t0).empty());
+    REQUIRE(d.deadline());
+    CHECK(*d.deadline() == t0 + 50ms);
+    CHECK(d.feed("", t0 + 49ms).empty());  // not yet: the rest of a sequence may still come
+    auto k = d.feed("", t0 + 50ms);
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::escape);
+    CHECK_FALSE(d.deadline());
+    k = d.feed("1", t0 + 300ms);  // typed later: the digit, not Alt-1
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::text);
+    CHECK(k[0].text == "1");
+
+    // No feed at the deadline (a busy caller): a late key still does not join the Esc.
+    CHECK(d.feed("\x1b", t0 + 1s).empty());
+    k = d.feed("x", t0 + 2s);
+    REQUIRE(k.size() == 2);
+    CHECK(k[0].key == Key::escape);
+    CHECK(k[1].text == "x");
+
+    // Alt-digit and cursor keys arrive within the timeout, even split across reads.
+    k = d.feed("\0333", t0 + 3s);  // ESC, then the digit 3
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::alt_digit);
+    CHECK(k[0].digit == 3);
+    CHECK(d.feed("\x1b[", t0 + 4s).empty());
+    k = d.feed("A", t0 + 4s + 10ms);
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::up);
+    CHECK(d.feed("\x1b", t0 + 5s).empty());
+    k = d.feed("2", t0 + 5s + 49ms);
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::alt_digit);
+    // An Esc cut off from an incomplete sequence: Esc, then the rest as typed text.
+    CHECK(d.feed("\x1b[", t0 + 6s).empty());
+    k = d.feed("", t0 + 7s);
+    REQUIRE(k.size() == 2);
+    CHECK(k[0].key == Key::escape);
+    CHECK(k[1].text == "[");
+    // Esc Esc: the first one is alone.
+    k = d.feed("\x1b\x1b[B", t0 + 8s);
+    REQUIRE(k.size() == 2);
+    CHECK(k[0].key == Key::escape);
+    CHECK(k[1].key == Key::down);
+    // Inside a paste an Esc is text and never times out.
+    CHECK(d.feed("\x1b[200~a\x1b", t0 + 9s).empty());
+    CHECK_FALSE(d.deadline());
+    k = d.feed("b\x1b[201~", t0 + 10s);
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::paste);
+    CHECK(k[0].text == "a\033b");
+}
+
+TEST_CASE("completion: command names") {
+    using sim::tools::complete;
+    const std::vector<std::string> names{"bob", "bobby", "carol"};
+    auto c = complete("/op", 3, names);
+    REQUIRE(c);
+    CHECK(c->text == "/open ");
+    CHECK(c->cursor == 6);
+    CHECK(c->candidates.empty());
+    c = complete("/s", 2, names);  // /safety, /search: nothing in common beyond "/s"
+    REQUIRE(c);
+    CHECK(c->text == "/s");
+    CHECK(c->candidates == std::vector<std::string>{"/safety", "/search"});
+    c = complete("/h", 2, names);
+    REQUIRE(c);
+    CHECK(c->candidates == std::vector<std::string>{"/help", "/history"});
+    CHECK(c->text == "/h");
+    c = complete("/hi", 3, names);
+    REQUIRE(c);
+    CHECK(c->text == "/history ");
+    c = complete("/HIS", 4, names);  // case does not matter
+    REQUIRE(c);
+    CHECK(c->text == "/history ");
+    CHECK_FALSE(complete("/xyz", 4, names));
+    // The cursor inside the first word: only what is before it is completed, the rest stays.
+    c = complete("/ve bob", 3, names);
+    REQUIRE(c);
+    CHECK(c->text == "/verify bob");
+    CHECK(c->cursor == 7);
+}
+
+TEST_CASE("completion: user names in arguments and at the start of a message") {
+    using sim::tools::complete;
+    const std::vector<std::string> names{"carol", "bobby", "bob", "bob"};
+    auto c = complete("/open ca", 8, names);
+    REQUIRE(c);
+    CHECK(c->text == "/open carol ");
+    CHECK(c->cursor == 12);
+    c = complete("/to b", 5, names);  // bob and bobby: "bob" is common, both listed
+    REQUIRE(c);
+    CHECK(c->text == "/to bob");
+    CHECK(c->cursor == 7);
+    CHECK(c->candidates == std::vector<std::string>{"bob", "bobby"});
+    c = complete("/leave ", 7, names);  // nothing typed yet: the common prefix of all, and the list
+    REQUIRE(c);
+    CHECK(c->text == "/leave ");
+    CHECK(c->candidates.size() == 3);
+    c = complete("Car", 3, names);  // the start of a message
+    REQUIRE(c);
+    CHECK(c->text == "carol: ");
+    c = complete("ca is here", 2, names);
+    REQUIRE(c);
+    CHECK(c->text == "carol is here");
+    CHECK(c->cursor == 5);
+    CHECK_FALSE(complete("hello ca", 8, names));       // not the first word of a message
+    CHECK_FALSE(complete("/who ca", 7, names));        // /who takes no name
+    CHECK_FALSE(complete("/open bob ca", 12, names));  // only the first argument
+    CHECK_FALSE(complete("/open zed", 9, names));      // no such name
+    CHECK_FALSE(complete("/search ca", 10, names));    // a search text is not a name
+}
+
+TEST_CASE("completion: repeated Tab cycles through the candidates") {
+    sim::tools::TabCompleter t;
+    const std::vector<std::string> names{"bob", "bobby", "bert"};
+    auto c = t.tab("/to b", 5, names);  // common prefix "b": nothing added, all listed
+    REQUIRE(c);
+    CHECK(c->text == "/to b");
+    CHECK(c->candidates == std::vector<std::string>{"bert", "bob", "bobby"});
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bert");
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bob");
+    CHECK(c->cursor == 7);
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby");
+    c = t.tab(c->text, c->cursor, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bert");  // round again
+    // The line changed in between (or another key reset it): a fresh completion.
+    c = t.tab("/to bo", 6, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bob");
+    CHECK(c->candidates == std::vector<std::string>{"bob", "bobby"});
+    c = t.tab(c->text, c->cursor, names);  // "bob" is what the line has: the next one first
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby");
+    t.reset();
+    c = t.tab("/to bobby", 9, names);
+    REQUIRE(c);
+    CHECK(c->text == "/to bobby ");
+    CHECK(c->candidates.empty());
+}
+
 TEST_CASE("paste: one event whatever it holds, CR as newline, split markers") {
     InputDecoder d(100);
     auto k = d.feed("x\x1b[200~/quit\rsecond\r\nthird\x1b[20");
@@ -132,6 +285,19 @@ TEST_CASE("editor: insertion, cursor moves, deletion over UTF-8") {
     CHECK(t.cursor == 0);
     t = type("one two  \x17");
     CHECK(t.text == "one ");
+}
+
+TEST_CASE("editor: set replaces the line; Tab is a key of its own") {
+    LineEditor e;
+    e.set("/open bob ", 42);
+    CHECK(e.text() == "/open bob ");
+    CHECK(e.cursor() == 10);
+    InputDecoder d(100);
+    const auto k = d.feed("\t");
+    REQUIRE(k.size() == 1);
+    CHECK(k[0].key == Key::tab);
+    CHECK_FALSE(e.apply(k[0]));
+    CHECK(e.text() == "/open bob ");  // the editor leaves Tab to the completion
 }
 
 TEST_CASE("editor: Enter returns the line; history with Up and Down") {
