@@ -745,12 +745,13 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(next[0].seq == all[2].seq);
     CHECK(s.pending("ola", all.back().seq, 10).value().empty());
 
-    // Removal is per (recipient, sender, id).
-    // It says how much it freed: the messages and their envelope bytes.
-    CHECK(s.remove("ola", "quin", {message_id(1)}).value() == StoredUsage{});
-    CHECK(s.remove("ola", "pat", {message_id(1), message_id(4), message_id(99)}).value() ==
-          StoredUsage{2, 100 + 65536});
-    CHECK(s.remove("ola", "pat", {message_id(1)}).value() == StoredUsage{});
+    // Removal is per (recipient, sender, id), several groups in one call (one transaction).
+    // It says how much each group freed: the messages and their envelope bytes.
+    CHECK(s.remove({{"ola", "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({{"ola", "pat", {message_id(1), message_id(4)}}, {"ola", "quin", {}}, {"ola", "pat", {message_id(99)}}})
+              .value() == std::vector<StoredUsage>{StoredUsage{2, 100 + 65536}, StoredUsage{}, StoredUsage{}});
+    CHECK(s.remove({{"ola", "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({}).value().empty());
     CHECK(s.usage("ola").value() == StoredUsage{3, 300});
     CHECK(s.usage_by_sender().value().at("pat") == StoredUsage{2, 200});
     CHECK(s.pending("ola", 0, 10).value().front().sender == "quin");
@@ -765,7 +766,10 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(s.usage("ola").value().messages == 4);
     CHECK(s.usage("").code() == Errc::invalid_argument);
     CHECK(s.pending("", 0, 1).code() == Errc::invalid_argument);
-    CHECK(s.remove("ola", "", {message_id(1)}).code() == Errc::invalid_argument);
+    // A bad name anywhere in a removal: nothing is deleted.
+    const auto before_bad = s.usage("ola").value();
+    CHECK(s.remove({{"ola", "pat", {message_id(1)}}, {"ola", "", {message_id(1)}}}).code() == Errc::invalid_argument);
+    CHECK(s.usage("ola").value() == before_bad);
     CHECK(s.append({}).value().empty());
 }
 

@@ -53,10 +53,9 @@ public:
                                                                 std::size_t limit) override {
         return m_inner.pending(r, after, limit);
     }
-    sim::Result<sim::store::StoredUsage> remove(std::string_view r, std::string_view s,
-                                                const std::vector<sim::MessageId>& ids) override {
+    sim::Result<std::vector<sim::store::StoredUsage>> remove(const std::vector<Removal>& removals) override {
         ++removes;
-        return m_inner.remove(r, s, ids);
+        return m_inner.remove(removals);
     }
     sim::Result<sim::store::StoredUsage> usage(std::string_view r) override { return m_inner.usage(r); }
     sim::Result<std::map<std::string, sim::store::StoredUsage>> usage_by_sender() override {

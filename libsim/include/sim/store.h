@@ -276,10 +276,15 @@ public:
     [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient,
                                                                      std::uint64_t after_seq, std::size_t limit) = 0;
 
-    /// Delete the messages (sender -> recipient) with these ids (in one transaction); returns what existed of them
-    /// and is gone now. Errc::invalid_argument, Errc::storage_error.
-    [[nodiscard]] virtual Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
-                                                     const std::vector<MessageId>& ids) = 0;
+    /// One group of `remove`: the messages sender -> recipient with these ids.
+    struct Removal {
+        std::string recipient;
+        std::string sender;
+        std::vector<MessageId> ids;
+    };
+    /// Delete the messages of every removal, all in ONE transaction; returns, per removal, what existed of its ids
+    /// and is gone now. Errc::invalid_argument (a bad name: nothing deleted), Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) = 0;
 
     /// What is stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
     [[nodiscard]] virtual Result<StoredUsage> usage(std::string_view recipient) = 0;

@@ -97,29 +97,39 @@ void GroupCommit::run() {
             }
         }
     }
-    // Removals: every id of one (recipient, sender) in one transaction, whatever number of acks asked for them.
-    std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
-    for (std::size_t i = 0; i < removals.size(); ++i) {
-        groups[{removals[i].recipient, removals[i].sender}].push_back(i);
-    }
-    for (const auto& [who, members] : groups) {
-        std::vector<MessageId> ids;
-        for (const auto i : members) {
-            ids.insert(ids.end(), removals[i].ids.begin(), removals[i].ids.end());
+    // Removals: all of them in one transaction, one group per (recipient, sender) whatever number of acks asked.
+    if (!removals.empty()) {
+        std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
+        for (std::size_t i = 0; i < removals.size(); ++i) {
+            groups[{removals[i].recipient, removals[i].sender}].push_back(i);
         }
-        const auto removed = m_store.remove(who.first, who.second, ids);
+        std::vector<store::MessageStore::Removal> request;
+        request.reserve(groups.size());
+        for (const auto& [who, members] : groups) {
+            store::MessageStore::Removal r{who.first, who.second, {}};
+            for (const auto i : members) {
+                r.ids.insert(r.ids.end(), removals[i].ids.begin(), removals[i].ids.end());
+            }
+            request.push_back(std::move(r));
+        }
+        const auto removed = m_store.remove(request);
         {
             const std::lock_guard lock(m_mutex);
             ++m_commits;
         }
-        bool first = true;
-        for (const auto i : members) {
-            if (!removed) {
-                removals[i].done(removed.error());
-            } else {
-                removals[i].done(first ? *removed : store::StoredUsage{});
+        std::size_t g = 0;
+        for (const auto& [who, members] : groups) {
+            bool first = true;
+            for (const auto i : members) {
+                if (!removed || removed->size() != groups.size()) {
+                    removals[i].done(removed ? Error{Errc::internal, "store returned a wrong result count"}
+                                             : removed.error());
+                } else {
+                    removals[i].done(first ? (*removed)[g] : store::StoredUsage{});  // the group's sum, once
+                }
+                first = false;
             }
-            first = false;
+            ++g;
         }
     }
     // Whatever arrived during this commit goes in the next one: one job in flight at a time.

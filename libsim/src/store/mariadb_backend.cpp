@@ -760,22 +760,31 @@ public:
         return out;
     }
 
-    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
-                               const std::vector<MessageId>& ids) override {
-        SIM_TRY_STATUS(check_name(recipient));
-        SIM_TRY_STATUS(check_name(sender));
+    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
+        for (const auto& r : removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
+        }
         const std::lock_guard lock(m_mutex);
-        return in_transaction([&]() -> Result<StoredUsage> {
-            StoredUsage gone;
-            for (const auto& id : ids) {
-                SIM_TRY(const auto r, plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
-                                                       "AND message_id = ? RETURNING LENGTH(envelope)",
-                                                       {recipient, sender, ByteView{id}}, "i")));
-                for (const auto& row : r.rows) {
-                    gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
+        return in_transaction([&]() -> Result<std::vector<StoredUsage>> {
+            std::vector<StoredUsage> out;
+            out.reserve(removals.size());
+            for (const auto& removal : removals) {
+                StoredUsage gone;
+                for (const auto& id : removal.ids) {
+                    SIM_TRY(const auto r,
+                            plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
+                                             "AND message_id = ? RETURNING LENGTH(envelope)",
+                                             {std::string_view{removal.recipient}, std::string_view{removal.sender},
+                                              ByteView{id}},
+                                             "i")));
+                    for (const auto& row : r.rows) {
+                        gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
+                    }
                 }
+                out.push_back(gone);
             }
-            return gone;
+            return out;
         });
     }
 

@@ -303,21 +303,27 @@ public:
         return out;
     }
 
-    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
-                               const std::vector<MessageId>& ids) override {
-        SIM_TRY_STATUS(check_name(recipient));
-        SIM_TRY_STATUS(check_name(sender));
-        const std::lock_guard lock(m_mutex);
-        StoredUsage gone;
-        for (const auto& id : ids) {
-            const auto it = m_message_keys.find(MessageKey{std::string(recipient), std::string(sender), id});
-            if (it != m_message_keys.end()) {
-                gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
-                m_messages.erase(it->second);
-                m_message_keys.erase(it);
-            }
+    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
+        for (const auto& r : removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
         }
-        return gone;
+        const std::lock_guard lock(m_mutex);
+        std::vector<StoredUsage> out;
+        out.reserve(removals.size());
+        for (const auto& r : removals) {
+            StoredUsage gone;
+            for (const auto& id : r.ids) {
+                const auto it = m_message_keys.find(MessageKey{r.recipient, r.sender, id});
+                if (it != m_message_keys.end()) {
+                    gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
+                    m_messages.erase(it->second);
+                    m_message_keys.erase(it);
+                }
+            }
+            out.push_back(gone);
+        }
+        return out;
     }
 
     Result<StoredUsage> usage(std::string_view recipient) override {

@@ -527,27 +527,33 @@ public:
         });
     }
 
-    Result<StoredUsage> remove(std::string_view recipient, std::string_view sender,
-                               const std::vector<MessageId>& ids) override {
-        SIM_TRY_STATUS(check_name(recipient));
-        SIM_TRY_STATUS(check_name(sender));
-        return locked([&]() -> Result<StoredUsage> {
+    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
+        for (const auto& r : removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
+        }
+        return locked([&]() -> Result<std::vector<StoredUsage>> {
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db,
                                 "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ? "
                                 "RETURNING length(envelope)");
-            StoredUsage gone;
-            for (const auto& id : ids) {
-                q.bind(1, std::string(recipient));
-                q.bind(2, std::string(sender));
-                q.bind(3, id.data(), static_cast<int>(id.size()));
-                while (q.executeStep()) {
-                    gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
+            std::vector<StoredUsage> out;
+            out.reserve(removals.size());
+            for (const auto& r : removals) {
+                StoredUsage gone;
+                for (const auto& id : r.ids) {
+                    q.bind(1, r.recipient);
+                    q.bind(2, r.sender);
+                    q.bind(3, id.data(), static_cast<int>(id.size()));
+                    while (q.executeStep()) {
+                        gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
+                    }
+                    q.reset();
                 }
-                q.reset();
+                out.push_back(gone);
             }
             tx.commit();
-            return gone;
+            return out;
         });
     }
 
