@@ -748,7 +748,8 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     // Removal is per (recipient, sender, id), several groups in one call (one transaction).
     // It says how much each group freed: the messages and their envelope bytes.
     CHECK(s.remove({{"ola", "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
-    CHECK(s.remove({{"ola", "pat", {message_id(1), message_id(4)}}, {"ola", "quin", {}}, {"ola", "pat", {message_id(99)}}})
+    CHECK(s.remove(
+               {{"ola", "pat", {message_id(1), message_id(4)}}, {"ola", "quin", {}}, {"ola", "pat", {message_id(99)}}})
               .value() == std::vector<StoredUsage>{StoredUsage{2, 100 + 65536}, StoredUsage{}, StoredUsage{}});
     CHECK(s.remove({{"ola", "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
     CHECK(s.remove({}).value().empty());

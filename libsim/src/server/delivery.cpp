@@ -354,8 +354,8 @@ void Delivery::removed(const std::string& recipient, const std::string& sender, 
         }
     }
     if (!r) {
-        m_log(LogLevel::error, "acknowledged messages not deleted (they are sent again at the next login): " +
-                                   r.error().message());
+        m_log(LogLevel::error,
+              "acknowledged messages not deleted (they are sent again at the next login): " + r.error().message());
         return;
     }
     const auto it = m_boxes.find(recipient);

@@ -20,8 +20,7 @@ bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) 
     return true;
 }
 
-bool GroupCommit::enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids,
-                                  Removed done) {
+bool GroupCommit::enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids, Removed done) {
     const std::lock_guard lock(m_mutex);
     m_removals.push_back(Removal{std::move(recipient), std::move(sender), std::move(ids), std::move(done)});
     if (!start_job_locked()) {

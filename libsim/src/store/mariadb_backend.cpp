@@ -773,11 +773,11 @@ public:
                 StoredUsage gone;
                 for (const auto& id : removal.ids) {
                     SIM_TRY(const auto r,
-                            plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
-                                             "AND message_id = ? RETURNING LENGTH(envelope)",
-                                             {std::string_view{removal.recipient}, std::string_view{removal.sender},
-                                              ByteView{id}},
-                                             "i")));
+                            plain(m_conn.run(
+                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
+                                "AND message_id = ? RETURNING LENGTH(envelope)",
+                                {std::string_view{removal.recipient}, std::string_view{removal.sender}, ByteView{id}},
+                                "i")));
                     for (const auto& row : r.rows) {
                         gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
                     }
