@@ -136,7 +136,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     };
     SIM_TRY(Box* const box, box_locked(to));
     if (box->backlog.messages == 0) {
-        if (m_bus.deliver(to, frame)) {
+        if (m_bus.deliver(to, Frame{frame.type, 0, frame.source, to, encode_delivered(m_wall(), frame.payload)})) {
             m_router.count_routed();
             m_streams.accepted(k, origin.seq, false);
             forget_if_idle_locked(to);
@@ -237,7 +237,8 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
         for (auto& row : *rows) {
             box.after_seq = row.seq;
             box.in_flight.emplace(row.sender, row.id);
-            peer->deliver(Frame{FrameType::message, 0, row.sender, user, std::move(row.envelope)});
+            peer->deliver(
+                Frame{FrameType::message, 0, row.sender, user, encode_delivered(row.stored_at, row.envelope)});
             m_router.count_routed();
         }
         if (rows->size() < want) {
