@@ -70,7 +70,15 @@ void decode_everything(sim::ByteView in) {
     (void)sim::decode_prekey_status(in);
     (void)sim::decode_key_assignment(in);
     (void)sim::decode_e2e_content(in);
+    (void)sim::decode_conversation_body(in);
     (void)sim::e2e::inspect(in);
+    // The delivery header (6.5): whatever decodes encodes back to the same bytes, and its envelope is what
+    // decode_envelope reads after the header.
+    if (const auto d = sim::decode_delivered(in)) {
+        const auto again = sim::encode_delivered(d->received_at, sim::encode_envelope(d->envelope));
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a delivered payload round-trips");
+        require(sim::decode_envelope(in.subspan(sim::delivery_header_size)).has_value(), "its envelope decodes");
+    }
     // The strict codecs of streams (6.6): whatever decodes encodes back to the same bytes.
     if (const auto r = sim::decode_refusal(in)) {
         const auto again = sim::encode_refusal(*r);

@@ -22,6 +22,9 @@ InboxEntry entry(const std::string& peer, std::uint8_t n, const std::string& tex
     e.message_id.fill(n);
     e.seq = n;
     e.text = text;
+    // Distinct times per message: the sender's clock, and the server's a little later.
+    e.sent_at = sim::WallTime{std::chrono::milliseconds{1'700'000'000'000 + 1000 * std::int64_t{n}}};
+    e.received_at = e.sent_at + std::chrono::milliseconds{250};
     return e;
 }
 
@@ -64,6 +67,11 @@ TEST_CASE("inbox: what is added reads back in order, by peer, with the read curs
     CHECK(all[2].index == 2);
     CHECK(all[2].message_id == entry("alice", 3, "").message_id);
     CHECK(all[1].peer == "bob");
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const auto n = static_cast<std::uint8_t>(i + 1);
+        CHECK(all[i].sent_at == entry("", n, "").sent_at);
+        CHECK(all[i].received_at == entry("", n, "").received_at);
+    }
     const auto from_alice = again.read(*state, 0, 10, "alice").value();
     REQUIRE(from_alice.size() == 2);
     CHECK(from_alice[1].text == "three");
@@ -103,17 +111,19 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         put(*state, "inbox/1", std::move(record));
         return inbox.read(*state, 0, 10, "");
     };
-    // Cut inside the fixed part (version, mode, name, id, seq): refused. The text is the rest, so a cut there only
-    // shortens it.
-    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8;  // peer "bob"
+    // Cut inside the fixed part (version, mode, name, id, seq, sent_at, received_at): refused. The text is the rest,
+    // so a cut there only shortens it.
+    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8;  // peer "bob"
     for (std::size_t n = 0; n < fixed; ++n) {
         CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))).code() ==
               Errc::corrupt_database);
     }
     CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + fixed)).value().at(1).text.empty());
-    auto version = good;
-    version[0] = 0;
-    CHECK(read_with(version).code() == Errc::corrupt_database);
+    for (const std::uint8_t v : {0, 3, 255}) {
+        auto version = good;
+        version[0] = v;
+        CHECK(read_with(version).code() == Errc::corrupt_database);
+    }
     for (const std::uint8_t mode : {0, 3, 255}) {
         auto m = good;
         m[1] = mode;
@@ -131,7 +141,7 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         }
         const auto r = read_with(junk);
         if (r) {
-            CHECK(r->at(1).peer.size() + r->at(1).text.size() + 27 <= junk.size());
+            CHECK(r->at(1).peer.size() + r->at(1).text.size() + (junk[0] == 2 ? 43U : 27U) <= junk.size());
         } else {
             CHECK(r.code() == Errc::corrupt_database);
         }
@@ -140,4 +150,28 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
     REQUIRE(state->write({{"inbox/1", std::nullopt}}));
     CHECK(inbox.read(*state, 0, 10, "").code() == Errc::corrupt_database);
     CHECK(inbox.read(*state, 2, 10, "").value().size() == 1);  // the entries after it still read
+}
+
+TEST_CASE("inbox: an entry of version 1 (before timestamps) still reads, with both times unknown") {
+    auto state = sim::make_memory_client_state();
+    const auto inbox = filled(*state);
+    // Version 1 as the earlier release wrote it: version | mode | peer len | peer | id | seq | text.
+    sim::SecureBytes v1{1, static_cast<std::uint8_t>(sim::ConversationMode::server_assigned), 3, 'b', 'o', 'b'};
+    v1.insert(v1.end(), 16, 0x42);
+    v1.insert(v1.end(), {0, 0, 0, 0, 0, 0, 0, 9});
+    v1.insert(v1.end(), {'o', 'l', 'd'});
+    put(*state, "inbox/1", v1);
+    const auto all = inbox.read(*state, 0, 10, "").value();
+    REQUIRE(all.size() == 3);
+    const auto& old = all[1];
+    CHECK(old.peer == "bob");
+    CHECK(old.mode == sim::ConversationMode::server_assigned);
+    CHECK(old.message_id == entry("", 0x42, "").message_id);
+    CHECK(old.seq == 9);
+    CHECK(old.text == "old");
+    CHECK(old.sent_at == sim::WallTime{});
+    CHECK(old.received_at == sim::WallTime{});
+    // its neighbours, of version 2, keep theirs
+    CHECK(all[0].sent_at == entry("", 1, "").sent_at);
+    CHECK(all[2].received_at == entry("", 3, "").received_at);
 }

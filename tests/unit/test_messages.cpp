@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -134,12 +135,37 @@ TEST_CASE("key assignment checks suite and key size") {
 }
 
 TEST_CASE("conversation body and directional keys") {
-    const auto wire = sim::encode_conversation_body({9, "Hello Bob!"});
+    const sim::WallTime sent{std::chrono::milliseconds{1'700'000'123'456}};
+    const auto wire = sim::encode_conversation_body({9, "Hello Bob!", sent});
+    CHECK(wire.size() == 4 + 1 + 8 + 10);
+    CHECK(wire[4] == 0xFF);
     const auto back = sim::decode_conversation_body(wire);
     REQUIRE(back);
     CHECK(back->sid == 9);
     CHECK(back->text == "Hello Bob!");
-    CHECK(sim::decode_conversation_body(sim::ByteView{wire}.first(3)).code() == sim::Errc::truncated);
+    CHECK(back->sent_at == sent);
+    // cut inside the sid, or inside the timestamp of the stamped format: truncated; an empty text is allowed
+    for (std::size_t cut = 0; cut < 13; ++cut) {
+        if (cut == 4) {
+            continue;  // the sid alone: an empty body of the older format
+        }
+        CHECK_MESSAGE(sim::decode_conversation_body(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated,
+                      cut);
+    }
+    CHECK(sim::decode_conversation_body(sim::ByteView{wire}.first(13)).value().text.empty());
+    // The older format (sid, text: no 0xFF after the sid) still reads, its time unknown.
+    const sim::Bytes old{0, 0, 0, 9, 'o', 'l', 'd'};
+    const auto old_back = sim::decode_conversation_body(old);
+    REQUIRE(old_back);
+    CHECK(old_back->sid == 9);
+    CHECK(old_back->text == "old");
+    CHECK(old_back->sent_at == sim::WallTime{});
+    CHECK(sim::decode_conversation_body(sim::ByteView{old}.first(4)).value().text.empty());
+    // an absurd sender's time (above 2^63 - 1 ms) is read as the largest one: the message itself is authentic
+    auto absurd = wire;
+    std::fill(absurd.begin() + 5, absurd.begin() + 13, 0xFF);
+    CHECK(sim::decode_conversation_body(absurd).value().sent_at.time_since_epoch().count() ==
+          std::numeric_limits<std::int64_t>::max());
 
     const sim::SecureBytes key(24, 1);
     const auto ab = sim::conversation_direction_key(key, "alice", "bob");
@@ -327,6 +353,48 @@ TEST_CASE("envelope round trip and strict decoding") {
     CHECK(sa->id == mid(2));
 }
 
+TEST_CASE("delivery header round trip and strict decoding") {
+    const sim::Envelope e{mid(5), sim::ConversationMode::server_assigned, sim::Bytes{4, 5, 6}};
+    const auto envelope = sim::encode_envelope(e);
+    const sim::WallTime at{std::chrono::milliseconds{1'800'000'000'123}};
+    const auto wire = sim::encode_delivered(at, envelope);
+    REQUIRE(wire.size() == sim::delivery_header_size + envelope.size());
+    CHECK(wire[0] == sim::delivery_header_version);
+    CHECK(sim::Bytes(wire.begin() + 1, wire.begin() + 9) == sim::Bytes{0, 0, 0x01, 0xA3, 0x18, 0x5C, 0x50, 0x7B});
+    CHECK(sim::Bytes(wire.begin() + 9, wire.end()) == envelope);
+    const auto back = sim::decode_delivered(wire);
+    REQUIRE(back);
+    CHECK(back->received_at == at);
+    CHECK(back->envelope.id == mid(5));
+    CHECK(back->envelope.mode == sim::ConversationMode::server_assigned);
+    CHECK(back->envelope.body == sim::Bytes{4, 5, 6});
+    // a cut in the header or the envelope's id and mode: truncated; one before the body: an empty body (bad_field)
+    for (std::size_t cut = 0; cut < sim::delivery_header_size + 17; ++cut) {
+        CHECK_MESSAGE(sim::decode_delivered(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated, cut);
+    }
+    CHECK(sim::decode_delivered(sim::ByteView{wire}.first(sim::delivery_header_size + 17)).code() ==
+          sim::Errc::bad_field);
+    for (const std::uint8_t v : {0, 2, 255}) {
+        auto bad = wire;
+        bad[0] = v;
+        CHECK(sim::decode_delivered(bad).code() == sim::Errc::bad_field);
+    }
+    // a receive time beyond what a time point holds (2^63 - 1 ms) is refused; the largest one is not
+    auto far = wire;
+    far[1] = 0x80;
+    CHECK(sim::decode_delivered(far).code() == sim::Errc::bad_field);
+    far[1] = 0x7F;
+    std::fill(far.begin() + 2, far.begin() + 9, 0xFF);
+    CHECK(sim::decode_delivered(far).value().received_at.time_since_epoch().count() ==
+          std::numeric_limits<std::int64_t>::max());
+    // a bare envelope (a server without the header) whose first byte is not the version is refused
+    REQUIRE(envelope[0] != sim::delivery_header_version);
+    CHECK(sim::decode_delivered(envelope).code() == sim::Errc::bad_field);
+    // "unknown" goes as 0 and comes back as unknown
+    CHECK(sim::decode_delivered(sim::encode_delivered(sim::WallTime{}, envelope)).value().received_at ==
+          sim::WallTime{});
+}
+
 TEST_CASE("ack round trip and strict decoding") {
     const std::vector<sim::MessageId> ids = {mid(1), mid(2), mid(3)};
     const auto wire = sim::encode_ack(ids);
@@ -366,23 +434,36 @@ TEST_CASE("receipt round trip and strict decoding") {
 }
 
 TEST_CASE("end-to-end content round trip and strict decoding") {
-    const sim::E2eContent c{sim::ContentKind::text, 7, mid(3), "hi"};
+    const sim::WallTime sent{std::chrono::milliseconds{1'700'000'000'042}};
+    const sim::E2eContent c{sim::ContentKind::text, 7, mid(3), "hi", sent};
     const auto wire = sim::encode_e2e_content(c);
-    CHECK(wire.size() == 1 + 8 + 16 + 2);
+    CHECK(wire.size() == 1 + 8 + 16 + 8 + 2);
+    CHECK(wire[0] == sim::stamped_text_kind);
     const auto back = sim::decode_e2e_content(wire);
     REQUIRE(back);
     CHECK(back->kind == sim::ContentKind::text);
     CHECK(back->seq == 7);
     CHECK(back->id == mid(3));
     CHECK(back->text == "hi");
-    for (std::size_t cut = 0; cut < 25; ++cut) {
-        CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated);
+    CHECK(back->sent_at == sent);
+    for (std::size_t cut = 0; cut < 33; ++cut) {
+        CHECK_MESSAGE(sim::decode_e2e_content(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated, cut);
     }
     // an empty text message is allowed
-    CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(25)));
+    CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(33)));
+    // kind 1, the text without a timestamp (before timestamps), still reads: the same bytes minus sent_at
+    sim::Bytes v1(wire.begin(), wire.begin() + 25);
+    v1[0] = 1;
+    v1.insert(v1.end(), {'h', 'i'});
+    const auto old = sim::decode_e2e_content(v1);
+    REQUIRE(old);
+    CHECK(old->kind == sim::ContentKind::text);
+    CHECK(old->seq == 7);
+    CHECK(old->text == "hi");
+    CHECK(old->sent_at == sim::WallTime{});
 
     auto bad_kind = wire;
-    bad_kind[0] = 3;
+    bad_kind[0] = 4;
     CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);
     bad_kind[0] = 0;
     CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);

@@ -35,6 +35,13 @@ sim::MessageId envelope_id(const sim::Frame& f) {
     return env->id;
 }
 
+/// The id of a message as the server delivers it (delivery header, then the envelope).
+sim::MessageId delivered_id(const sim::Frame& f) {
+    auto d = sim::decode_delivered(f.payload);
+    REQUIRE(d);
+    return d->envelope.id;
+}
+
 /// A server that follows the protocol where the test does not tell it otherwise, and keeps everything it relays.
 class EvilServer {
 public:
@@ -69,14 +76,29 @@ public:
     e2e::IdentityKeyPair fake_identity;
     e2e::SignedPrekey fake_spk;
     std::vector<e2e::OneTimePrekey> fake_opks;
+    /// Key conversations itself (KEYGEN mode 1, docs/protocol.md 5.1: the seed's server-assigned mode) instead of
+    /// handing out prekey bundles: a new key for a pair when both are online, sent to both once; the conversation
+    /// ends when either connection closes.
+    bool server_assigned = false;
     /// What each user uploaded (public keys only: all the server ever gets).
     std::map<std::string, sim::PrekeyUpload, std::less<>> uploads;
 
-    /// Send `frame` to its destination as a relayed message, now if online, and again at each login until acked.
+    /// The receive time this server states in the delivery header of what it delivers (docs/protocol.md 6.5).
+    sim::WallTime receive_time{std::chrono::milliseconds{1'750'000'000'000}};
+    /// Rewrites a delivered payload (delivery header, then the envelope) before it goes out, and stays so.
+    std::function<void(sim::Bytes&)> rewrite;
+
+    /// Send `frame` (as a client sent it) to its destination as a relayed message, behind a delivery header stating
+    /// `receive_time`, now if online, and again at each login until acked.
     void deliver(const sim::Frame& frame) {
-        m_unacked[frame.destination].push_back(frame);
+        sim::Frame out = frame;
+        out.payload = sim::encode_delivered(receive_time, frame.payload);
+        if (rewrite) {
+            rewrite(out.payload);
+        }
+        m_unacked[frame.destination].push_back(out);
         if (auto* c = online(frame.destination)) {
-            c->send_inner(frame);
+            c->send_inner(out);
         }
     }
     /// Messages delivered to `user` and not acknowledged.
@@ -183,6 +205,8 @@ public:
             const auto it = server.m_online.find(user);
             if (it != server.m_online.end() && it->second == this) {
                 server.m_online.erase(it);
+                std::erase_if(server.m_keyed,
+                              [&](const auto& pair) { return pair.first == user || pair.second == user; });
             }
         }
     };
@@ -266,7 +290,7 @@ private:
                 auto& q = m_unacked[c.user];
                 std::erase_if(q, [&](const sim::Frame& m) {
                     return m.source == f.destination &&
-                           std::find(ids->begin(), ids->end(), envelope_id(m)) != ids->end();
+                           std::find(ids->begin(), ids->end(), delivered_id(m)) != ids->end();
                 });
                 if (auto* sender = online(f.destination)) {
                     sender->send_inner(from_server(sim::FrameType::receipt,
@@ -311,6 +335,22 @@ private:
         const std::string& peer = f.destination;
         c.send_inner(from_server(sim::FrameType::ack_init, online(peer) != nullptr ? 2U : 3U, c.user,
                                  sim::to_bytes(sim::as_bytes(peer))));
+        if (server_assigned) {
+            auto* other = online(peer);
+            if (other == nullptr || !m_keyed.insert(std::minmax(c.user, peer)).second) {
+                return;  // offline, or keyed already: one KEYGEN per conversation
+            }
+            sim::KeyAssignment k;
+            k.mode = sim::ConversationMode::server_assigned;
+            k.suite = sim::SuiteId::aes256_gcm;
+            k.key = m_rng.secure_bytes(32);
+            k.peer = peer;
+            c.send_inner(from_server(sim::FrameType::keygen, sim::keygen_sid, c.user, sim::encode_key_assignment(k)));
+            k.peer = c.user;
+            other->send_inner(
+                from_server(sim::FrameType::keygen, sim::keygen_sid, peer, sim::encode_key_assignment(k)));
+            return;
+        }
         if (!substitute.contains(peer) && !uploads.contains(peer)) {
             c.send_inner(sim::make_error_frame(sim::Errc::no_conversation, "peer has no prekeys"));
             return;
@@ -333,12 +373,15 @@ private:
     sim::SecureBytes m_static;
     std::map<std::string, Conn*, std::less<>> m_online;
     std::map<std::string, std::vector<sim::Frame>, std::less<>> m_unacked;
+    std::set<std::pair<std::string, std::string>> m_keyed;  // server-assigned conversations (names in order)
     std::size_t m_next_fake_opk = 0;
 };
 
 /// Clients (each with its own ClientState, kept across restarts) around one EvilServer.
 struct World {
     sim::ManualClock clock;
+    /// The clients' wall clock: what a message carries as its sender's timestamp.
+    sim::WallTime wall{std::chrono::milliseconds{1'700'000'000'000}};
     std::unique_ptr<sim::Rng> rng;
     EvilServer server;
     sim::MemoryKnownServers known;
@@ -359,6 +402,7 @@ struct World {
         cfg.handshake.server_id = "evil:1";
         cfg.state = state != nullptr ? state : own.get();
         cfg.one_time_prekeys = 30;
+        cfg.wall_clock = [this] { return wall; };
         auto tc = sim_test::make_test_client(std::move(cfg), known, *rng, clock,
                                              [this](auto out) { return server.accept(std::move(out)); });
         REQUIRE(tc);
@@ -1188,4 +1232,211 @@ TEST_CASE("a damaged client state is refused at login: the connection closes and
         CHECK(closed.front().error.code == sim::Errc::corrupt_database);
         CHECK(w.server.identity_of("alice") == identity);  // no new identity from a state it could not read
     }
+}
+
+// ---------------------------------------------------------------- timestamps (docs/protocol.md 5.2, 6.3, 6.5)
+
+namespace {
+
+/// Alice and Bob in a conversation keyed by the server (KEYGEN mode 1), both online.
+struct AssignedPair {
+    World w;
+    TestClient* alice = nullptr;
+    TestClient* bob = nullptr;
+
+    AssignedPair() : w("assigned pair") {
+        w.server.server_assigned = true;
+        bob = &w.start("bob");
+        alice = &w.start("alice", "bob");
+        REQUIRE(alice->of(ClientEventKind::key_assigned, "bob").at(0).mode == sim::ConversationMode::server_assigned);
+        REQUIRE(bob->saw(ClientEventKind::key_assigned, "alice"));
+    }
+};
+
+// Offsets in a server-assigned message payload: envelope (id 16, mode 1), record header (16), then the AES-GCM
+// ciphertext of sid u32 | 0xFF | sent_at u64 | text, byte for byte.
+constexpr std::size_t record_plaintext_at = 17 + 16;
+constexpr std::size_t record_sent_at = record_plaintext_at + 4 + 1;
+// In an end-to-end message of a running session (a normal RatchetMessage: type, session id, ratchet key, pn, n),
+// the ciphertext of kind u8 | seq u64 | id (16) | sent_at u64 | text.
+constexpr std::size_t ratchet_plaintext_at = body_at + 1 + 8 + 32 + 4 + 4;
+constexpr std::size_t ratchet_sent_at = ratchet_plaintext_at + 1 + 8 + 16;
+
+}  // namespace
+
+TEST_CASE("the recipient sees the sender's timestamp and the server's receive time, in both modes") {
+    const auto check = [](World& w, TestClient& alice, TestClient& bob, sim::ConversationMode mode) {
+        w.wall = sim::WallTime{std::chrono::milliseconds{1'700'000'000'000 + 12'345}};
+        w.server.receive_time = sim::WallTime{std::chrono::milliseconds{1'700'000'000'000 + 15'000}};
+        const auto sent_at = w.wall;
+        const auto received_at = w.server.receive_time;
+        w.send(alice, "bob", "what time is it?");
+        w.wall += std::chrono::hours(1);  // the recipient's reading of the message does not depend on it
+        const auto got = bob.of(ClientEventKind::message, "alice");
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].mode == mode);
+        CHECK(got[0].sent_at == sent_at);
+        CHECK(got[0].received_at == received_at);
+        const auto entry = bob.core->inbox(got[0].inbox_index, 1).value().at(0);
+        CHECK(entry.text == "what time is it?");
+        CHECK(entry.sent_at == sent_at);
+        CHECK(entry.received_at == received_at);
+    };
+    SUBCASE("end to end") {
+        Pair p;
+        check(p.w, *p.alice, *p.bob, sim::ConversationMode::end_to_end);
+        // and after a restart, from the client state
+        const auto index = p.bob->of(ClientEventKind::message, "alice").at(0).inbox_index;
+        p.w.stop(*p.bob);
+        auto& bob2 = p.w.start("bob");
+        const auto entry = bob2.core->inbox(index, 1).value().at(0);
+        CHECK(entry.sent_at == sim::WallTime{std::chrono::milliseconds{1'700'000'012'345}});
+        CHECK(entry.received_at == sim::WallTime{std::chrono::milliseconds{1'700'000'015'000}});
+    }
+    SUBCASE("server-assigned") {
+        AssignedPair p;
+        check(p.w, *p.alice, *p.bob, sim::ConversationMode::server_assigned);
+    }
+}
+
+TEST_CASE("a server that rewrites the sealed sender timestamp: the message is not shown and is reported") {
+    SUBCASE("server-assigned: not acknowledged either, so it stays stored") {
+        AssignedPair p;
+        auto& w = p.w;
+        w.server.withhold = [](const sim::Frame&) { return true; };
+        w.send(*p.alice, "bob", "sent at noon");
+        const auto genuine = w.server.log.back();
+        const auto acks_before = w.server.acks.size();
+        // Each byte of the sealed timestamp, made to say another time: the record does not open.
+        for (std::size_t i = 0; i < 8; ++i) {
+            w.server.deliver(tampered(genuine, record_sent_at + i, 0x10));
+            w.settle();
+        }
+        CHECK(p.bob->texts().empty());
+        CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 8);
+        CHECK(w.server.acks.size() == acks_before);
+        CHECK(w.server.unacked("bob") == 8);
+    }
+    SUBCASE("end to end: dropped for good (acknowledged, 6.6), the genuine message still opens with its time") {
+        Pair p;
+        auto& w = p.w;
+        w.server.withhold = [](const sim::Frame&) { return true; };
+        const auto sent_at = w.wall;
+        w.send(*p.alice, "bob", "sent at noon");
+        const auto genuine = w.server.log.back();
+        for (std::size_t i = 0; i < 8; ++i) {
+            w.server.deliver(tampered(genuine, ratchet_sent_at + i, 0x10));
+            w.settle();
+        }
+        CHECK(p.bob->texts().empty());
+        CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 8);
+        // The receive time is the server's word, not sealed: a server can state any it likes, and it is shown as
+        // such (docs/protocol.md 6.5); the sender's time still comes from inside the message.
+        w.server.receive_time = sim::WallTime{std::chrono::milliseconds{42}};
+        w.server.deliver(genuine);
+        w.settle();
+        const auto got = p.bob->of(ClientEventKind::message, "alice");
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].text == "sent at noon");
+        CHECK(got[0].sent_at == sent_at);
+        CHECK(got[0].received_at == sim::WallTime{std::chrono::milliseconds{42}});
+    }
+}
+
+TEST_CASE("a garbled delivery header: the message is not shown, not acknowledged, and is reported") {
+    Pair p;
+    auto& w = p.w;
+    const auto acks_before = w.server.acks.size();
+    w.server.rewrite = [](sim::Bytes& payload) { payload[0] = 2; };  // a delivery version the client does not know
+    w.send(*p.alice, "bob", "behind a bad header");
+    CHECK(p.bob->texts().empty());
+    const auto errors = p.bob->of(ClientEventKind::error, "alice");
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].error.code == sim::Errc::bad_field);
+    CHECK(w.server.acks.size() == acks_before);
+    CHECK(w.server.unacked("bob") == 1);
+}
+
+TEST_CASE("server-assigned: a message sent again keeps the time it was first sent at, also after a restart") {
+    AssignedPair p;
+    auto& w = p.w;
+    const auto first_sent = w.wall;
+    bool drop = true;
+    w.server.withhold = [&drop](const sim::Frame&) { return std::exchange(drop, false); };
+    const auto id = p.alice->core->send("bob", "first try");
+    REQUIRE(id);
+    w.settle();
+    const auto n = w.server.log.size();
+    // An hour later on the sender's clock, the outbox sends it again: re-sealed (new record), same timestamp.
+    w.wall += std::chrono::hours(1);
+    w.clock.advance(10s);
+    p.alice->core->tick();
+    w.settle();
+    REQUIRE(w.server.log.size() == n + 1);
+    CHECK(envelope_id(w.server.log[n]) == *id);
+    CHECK(w.server.log[n - 1].payload != w.server.log[n].payload);
+    auto got = p.bob->of(ClientEventKind::message, "alice");
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].sent_at == first_sent);
+
+    // The same across a restart of the sender: the outbox record keeps the timestamp.
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto second_sent = w.wall;
+    REQUIRE(p.alice->core->send("bob", "before the crash"));
+    w.settle();
+    w.stop(*p.alice);
+    w.server.withhold = nullptr;
+    w.wall += std::chrono::hours(5);
+    const auto log_before = w.server.log.size();
+    auto& alice2 = w.start("alice", "bob");
+    w.settle();
+    CHECK(w.server.log.size() == log_before + 1);  // sent once, after the new KEYGEN
+    CHECK(alice2.core->outbox_size() == 0);
+    got = p.bob->of(ClientEventKind::message, "alice");
+    REQUIRE(got.size() == 2);
+    CHECK(got[1].text == "before the crash");
+    CHECK(got[1].sent_at == second_sent);
+    CHECK(second_sent != first_sent);
+}
+
+TEST_CASE("an unsealed outbox record of the earlier format (no timestamp) is read and sent, its time unknown") {
+    AssignedPair p;
+    auto& w = p.w;
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    const auto id = p.alice->core->send("bob", "queued before timestamps");
+    REQUIRE(id);
+    w.settle();
+    w.stop(*p.alice);
+    w.server.withhold = nullptr;
+    auto& state = *w.states["alice"];
+    const auto header = state.get("outbox").value();
+    REQUIRE(header);
+    REQUIRE(header->size() == 17);
+    std::uint64_t place = 0;
+    for (int i = 9; i < 17; ++i) {
+        place = (place << 8U) | (*header)[static_cast<std::size_t>(i)];
+    }
+    --place;
+    const auto key = "outbox/o/" + std::to_string(place);
+    const auto record = state.get(key).value();
+    REQUIRE(record);
+    // id (16) | peer len | "bob" | today's unsealed text: id | 3 | sent_at (8) | text
+    const std::size_t payload_at = 16 + 1 + 3;
+    REQUIRE(record->size() > payload_at + 17 + 8);
+    REQUIRE((*record)[payload_at + 16] == 3);
+    // As the earlier release wrote it: id | 1 | text.
+    sim::SecureBytes old(record->begin(), record->begin() + static_cast<std::ptrdiff_t>(payload_at + 16));
+    old.push_back(1);
+    old.insert(old.end(), record->begin() + static_cast<std::ptrdiff_t>(payload_at + 17 + 8), record->end());
+    REQUIRE(state.write({{key, old}}));
+
+    auto& alice2 = w.start("alice", "bob");
+    w.settle();
+    CHECK(alice2.core->outbox_size() == 0);
+    const auto got = p.bob->of(ClientEventKind::message, "alice");
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].text == "queued before timestamps");
+    CHECK(got[0].message_id == *id);
+    CHECK(got[0].sent_at == sim::WallTime{});
+    CHECK(got[0].received_at == w.server.receive_time);
 }

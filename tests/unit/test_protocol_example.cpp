@@ -199,7 +199,8 @@ void handshake_payload(Block& out, Cursor& c, std::size_t index) {
     }
 }
 
-void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth) {
+/// `delivered`: a frame from the server to a client (a `message` then starts with the delivery header, 6.5).
+void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth, bool delivered) {
     switch (f.type) {
         case sim::FrameType::init: {
             const auto kind = c.take(1);
@@ -267,6 +268,12 @@ void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth) {
             return;
         }
         case sim::FrameType::message: {
+            if (delivered) {
+                const auto version = c.take(1);
+                out.field("delivery header: version " + std::to_string(version[0]), version, depth);
+                const auto at = c.take(8);
+                out.field("received_at (Unix ms) " + std::to_string(Cursor(at).number(8)), at, depth);
+            }
             out.field("envelope: message id", c.take(16), depth);
             const auto mode = c.take(1);
             out.field("envelope: mode " + std::to_string(mode[0]) + " (RatchetMessage)", mode, depth);
@@ -310,7 +317,7 @@ void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth) {
 }
 
 /// A record (4.1) and, below it, the inner frame it carries.
-void record_payload(Block& out, Cursor& c, const sim::Bytes& inner) {
+void record_payload(Block& out, Cursor& c, const sim::Bytes& inner, bool delivered) {
     const auto header = c.take(16);
     Cursor h(header);
     const auto version = h.number(1);
@@ -326,13 +333,13 @@ void record_payload(Block& out, Cursor& c, const sim::Bytes& inner) {
     out.field("tag", body.last(16), 1);
     out.note("the record's plaintext, one inner frame:");
     const auto f = sim::decode_frame(inner).value();
-    frame_fields(out, inner, 2, [&](Cursor& p) { inner_payload(out, f, p, 3); });
+    frame_fields(out, inner, 2, [&](Cursor& p) { inner_payload(out, f, p, 3, delivered); });
 }
 
 void transport(Block& out, const ExampleClient::Entry& e, std::size_t handshake_index) {
     frame_fields(out, e.wire, 0, [&](Cursor& p) {
         if (e.inner) {
-            record_payload(out, p, *e.inner);
+            record_payload(out, p, *e.inner, !e.sent);
         } else {
             handshake_payload(out, p, handshake_index);
         }
@@ -563,7 +570,9 @@ Example generate() {
     for (std::size_t i = 0; i < id.size(); ++i) {
         id[i] = static_cast<std::uint8_t>(0xC0 + i);
     }
-    const sim::E2eContent content{sim::ContentKind::text, 1, id, "Hello Bob!"};
+    // Alice's wall clock, one second behind the server's: the sender's timestamp sealed in the message (6.3).
+    const sim::WallTime sent_at{std::chrono::milliseconds{1'799'999'999'000}};
+    const sim::E2eContent content{sim::ContentKind::text, 1, id, "Hello Bob!", sent_at};
     const auto plaintext = sim::encode_e2e_content(content);
     const auto ratchet_message = session.seal(plaintext).value();
     const auto envelope = sim::encode_envelope(sim::Envelope{id, sim::ConversationMode::end_to_end, ratchet_message});
@@ -634,9 +643,11 @@ Example generate() {
         keys.field("message key mk (n 0) = HMAC(ck, 01)", mk);
         keys.field("K = HKDF(\"\", mk, \"libsim ratchet message\")", k);
         keys.field("AEAD key of K (4.3); nonce = 12 zero bytes", aead_key_of(k));
-        keys.field("E2eContent: kind 1, seq 1", sim::ByteView{plaintext}.first(9));
+        keys.field("E2eContent: kind 3, seq 1", sim::ByteView{plaintext}.first(9));
         keys.field("  message id", sim::ByteView{plaintext}.subspan(9, 16));
-        keys.field("  text \"Hello Bob!\"", sim::ByteView{plaintext}.subspan(25));
+        keys.field("  sent_at (Unix ms) " + std::to_string(sent_at.time_since_epoch().count()),
+                   sim::ByteView{plaintext}.subspan(25, 8));
+        keys.field("  text \"Hello Bob!\"", sim::ByteView{plaintext}.subspan(33));
         ex.blocks.push_back(keys.text());
     }
     REQUIRE(alice.log.size() == login_entries + 5);  // init, ack_init 2, keygen, message, receipt stored
@@ -650,16 +661,36 @@ Example generate() {
         ex.blocks.push_back(b.text());
     }
 
+    // What Bob receives, in his own channel: the same envelope behind the delivery header (6.5).
+    {
+        REQUIRE_FALSE(bob.log.empty());
+        const auto& e = bob.log.back();
+        REQUIRE_FALSE(e.sent);
+        REQUIRE(e.inner.has_value());
+        const auto inner = sim::decode_frame(*e.inner).value();
+        REQUIRE(inner.type == sim::FrameType::message);
+        Block b;
+        b.note("server -> client (Bob's connection): record carrying message sid " + std::to_string(inner.sid));
+        transport(b, e, 0);
+        ex.blocks.push_back(b.text());
+    }
+
     // Bob opens what the server forwarded (the example must be a message that works).
     REQUIRE_FALSE(bob.inbox.empty());
     const auto& forwarded = bob.inbox.back();
     REQUIRE(forwarded.type == sim::FrameType::message);
-    const auto env = sim::decode_envelope(forwarded.payload).value();
+    const auto delivered = sim::decode_delivered(forwarded.payload).value();
+    // 6.5: the server's receive time (its wall clock) in the delivery header, then the envelope as Alice sent it.
+    REQUIRE(delivered.received_at == sim::WallTime{std::chrono::milliseconds{1'800'000'000'000}});
+    REQUIRE(sim::encode_envelope(delivered.envelope) == envelope);
+    const auto& env = delivered.envelope;
     const auto info = sim::e2e::inspect(env.body).value();
     REQUIRE(info.initial.has_value());
     auto bob_session = sim::e2e::Session::respond(bob_ik, "bob", spk, &opk, *info.initial, "alice", bob_rng).value();
     const auto opened = bob_session.open(env.body).value();
-    ex.bob_text = sim::decode_e2e_content(opened).value().text;
+    const auto bob_content = sim::decode_e2e_content(opened).value();
+    REQUIRE(bob_content.sent_at == sent_at);
+    ex.bob_text = bob_content.text;
     return ex;
 }
 

@@ -288,8 +288,13 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     // the conversation key is in the vault, encrypted at rest, while the conversation lives
     CHECK(w.vault->get("alice", "bob")->has_value());
 
+    const auto system_now = [] {
+        return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    };
+    const auto before_send = system_now();
     REQUIRE(alice.core->send("bob", "Hello Bob!"));
     REQUIRE(alice.core->send("bob", "second"));
+    const auto after_send = system_now();
     w.settle();
     const auto got = bob.of(sim::ClientEventKind::message);
     REQUIRE(got.size() == 2);
@@ -297,6 +302,13 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     CHECK(got[0].text == "Hello Bob!");
     CHECK(got[0].sid == 1);
     CHECK(got[1].sid == 2);
+    // Forwarded at once (bob online, nothing stored for him): the sender's timestamp from alice's clock (the
+    // system's, by default), the receive time from the server's wall clock.
+    for (const auto& m : got) {
+        CHECK(m.sent_at >= before_send);
+        CHECK(m.sent_at <= after_send);
+        CHECK(m.received_at == w.base.wall_clock());
+    }
     REQUIRE(bob.core->send("alice", "Hi Alice"));
     w.settle();
     CHECK(alice.of(sim::ClientEventKind::message).at(0).text == "Hi Alice");
@@ -794,7 +806,7 @@ std::vector<std::uint32_t> numbers(const std::vector<sim::Frame>& frames, const 
     std::vector<std::uint32_t> out;
     for (const auto& f : frames) {
         CHECK(f.source == source);
-        const auto e = sim::decode_envelope(f.payload).value();
+        const auto e = sim::decode_delivered(f.payload).value().envelope;
         out.push_back((std::uint32_t{e.id[12]} << 24U) | (std::uint32_t{e.id[13]} << 16U) |
                       (std::uint32_t{e.id[14]} << 8U) | e.id[15]);
     }
@@ -1048,7 +1060,8 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     auto& bob = w.raw_login("bob");
     auto got = bob.take(sim::FrameType::message);
     CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
-    CHECK(got[1].payload == message("alice", "bob", 2).payload);
+    // The envelope unchanged, behind the delivery header with the time the server stored it (its wall clock).
+    CHECK(got[1].payload == sim::encode_delivered(w.base.wall_clock(), message("alice", "bob", 2).payload));
     CHECK(got[1].destination == "bob");
     CHECK(w.backend->usage("bob").value().messages == 3);
     // He drops before acknowledging: the next login delivers them again.
@@ -1662,7 +1675,9 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     CHECK(w.vault->get("alice", "bob")->has_value());
     const auto got = bob.take(sim::FrameType::message);
     CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
-    CHECK(got[0].payload == message("alice", "bob", 1, sim::ConversationMode::server_assigned).payload);
+    CHECK(got[0].payload ==
+          sim::encode_delivered(w.base.wall_clock(),
+                                message("alice", "bob", 1, sim::ConversationMode::server_assigned).payload));
     const auto online = alice.take(sim::FrameType::ack_init);
     REQUIRE(online.size() == 1);
     CHECK(online[0].sid == 2);                           // alice is told bob is online

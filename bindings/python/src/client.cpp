@@ -33,6 +33,14 @@ bool has_message_id(const ClientEvent& e) {
     return std::any_of(e.message_id.begin(), e.message_id.end(), [](std::uint8_t b) { return b != 0; });
 }
 
+/// A timestamp for Python: seconds since the Unix epoch (float), or None when unknown (WallTime{}).
+py::object py_time(sim::WallTime t) {
+    if (t == sim::WallTime{}) {
+        return py::none();
+    }
+    return py::float_(static_cast<double>(t.time_since_epoch().count()) / 1000.0);
+}
+
 std::string event_repr(const ClientEvent& e) {
     std::string s = "Event(" + py::str(py::cast(e.kind)).cast<std::string>();
     if (!e.peer.empty()) {
@@ -458,6 +466,14 @@ void register_client(py::module_& m) {
         .def_readonly("inbox_index", &ClientEvent::inbox_index,
                       "MESSAGE: its place in Client.inbox() (written there before it was acknowledged).")
         .def_property_readonly(
+            "sent_at", [](const ClientEvent& e) { return py_time(e.sent_at); },
+            "MESSAGE: the sender's timestamp (seconds since the Unix epoch, sealed in the message: the server cannot "
+            "change it), or None when the sender did not record it.")
+        .def_property_readonly(
+            "received_at", [](const ClientEvent& e) { return py_time(e.received_at); },
+            "MESSAGE: when the server accepted it (seconds since the Unix epoch; the server's claim, not "
+            "authenticated), or None when unknown.")
+        .def_property_readonly(
             "error",
             [](const ClientEvent& e) -> py::object {
                 if (e.error.code == sim::Errc::ok) {
@@ -477,6 +493,12 @@ void register_client(py::module_& m) {
         .def_readonly("text", &sim::InboxEntry::text)
         .def_readonly("mode", &sim::InboxEntry::mode)
         .def_readonly("read", &sim::InboxEntry::read, "True once mark_read() passed it.")
+        .def_property_readonly(
+            "sent_at", [](const sim::InboxEntry& e) { return py_time(e.sent_at); },
+            "The sender's timestamp (seconds since the Unix epoch, sealed in the message), or None when unknown.")
+        .def_property_readonly(
+            "received_at", [](const sim::InboxEntry& e) { return py_time(e.received_at); },
+            "When the server accepted it (seconds since the Unix epoch, the server's claim), or None when unknown.")
         .def("__repr__", [](const sim::InboxEntry& e) {
             return "<InboxEntry " + std::to_string(e.index) + " from " + e.peer + (e.read ? " read>" : " unread>");
         });

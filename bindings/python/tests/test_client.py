@@ -68,7 +68,9 @@ def test_waiting_for_the_peer(seed_connect: Connect) -> None:
     waiting = alice.wait_for(EventKind.WAITING, "bob", timeout=TIMEOUT)
     assert waiting.peer == "bob"
     # The seed's waiting step: bob has no account yet, so there is no key; alice's message waits in her outbox.
+    before_send = time.time()
     early = alice.send("bob", "while you were away")
+    after_send = time.time()
     with pytest.raises(libsim.TimeoutError):
         alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=0.5)
     assert alice.outbox_size == 1
@@ -81,6 +83,13 @@ def test_waiting_for_the_peer(seed_connect: Connect) -> None:
     bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)
     first = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
     assert (first.text, first.message_id) == ("while you were away", early)
+    # Its sender's timestamp is the time of send(), sealed then, not of the sealing once bob had a key (at least
+    # the 0.5 s wait later), which is when the server received it. Times are whole milliseconds.
+    assert first.sent_at is not None and before_send - 0.001 <= first.sent_at <= after_send
+    assert first.received_at is not None and first.received_at - first.sent_at >= 0.5
+    assert first.received_at <= time.time()
+    (entry,) = bob.inbox()
+    assert (entry.sent_at, entry.received_at) == (first.sent_at, first.received_at)
     sent_id = alice.send("bob", "there you are")
     got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
     assert (got.text, got.mode, got.message_id) == ("there you are", ConversationMode.SERVER_ASSIGNED, sent_id)

@@ -315,6 +315,10 @@ def test_inbox_keeps_every_message_across_restarts(connect: Connect, tmp_path: P
     entries = bob.inbox()
     assert [(e.index, e.peer, e.message_id, e.text, e.read) for e in entries] == [
         (n, "alice", ids[n], texts[n], n < 3) for n in range(5)]
+    # The sender's timestamp and the server's receive time, as the events gave them, kept in the state.
+    assert [(e.sent_at, e.received_at) for e in entries] == [(e.sent_at, e.received_at) for e in events]
+    assert all(e.sent_at is not None and e.received_at is not None for e in entries)
+    assert all(e.sent_at <= e.received_at + 0.001 for e in entries)  # one machine's clock for both
     assert [e.text for e in bob.inbox(3, 10, peer="alice")] == texts[3:]
     assert bob.inbox(peer="carol") == []
     assert bob.inbox_status.unread == 2

@@ -41,7 +41,8 @@ enum class ClientEventKind : std::uint8_t {
                       ///< can read it); end-to-end: `fingerprint` = the safety number
     key_rotated,      ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
                       ///< (end-to-end: a Double Ratchet DH step)
-    message,          ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`)
+    message,          ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`;
+                      ///< `sent_at` = the sender's timestamp, `received_at` = the server's receive time)
     peer_left,        ///< `peer` ended the conversation or went offline
     receipt,          ///< `message_id` to `peer` is `text` = "stored" (durable on the server) or "delivered"
     identity_changed, ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
@@ -72,6 +73,12 @@ struct ClientEvent {
     ConversationMode mode = ConversationMode::server_assigned;
     MessageId message_id{};
     std::uint64_t count = 0;
+    /// message: the sender's clock when it was sent, sealed in the message so the server cannot change it
+    /// (docs/protocol.md 5.2, 6.3); WallTime{} = unknown (a sender that did not record it).
+    WallTime sent_at{};
+    /// message: when the server accepted it, as the server says (not authenticated: docs/protocol.md 6.5);
+    /// WallTime{} = unknown.
+    WallTime received_at{};
 };
 
 class ClientState;
@@ -86,6 +93,8 @@ struct InboxEntry {
     std::string text;
     ConversationMode mode = ConversationMode::end_to_end;
     bool read = false;  ///< index < InboxStatus::first_unread
+    WallTime sent_at{};      ///< the sender's timestamp, authenticated with the message; {} = unknown
+    WallTime received_at{};  ///< the server's receive time, as the server says; {} = unknown
 };
 
 /// Where the inbox stands.
@@ -120,6 +129,9 @@ struct ClientConfig {
     std::size_t one_time_prekeys = 100;
     /// A message without a receipt is sent again (same id, same bytes) after this long, and after reconnecting.
     Duration resend_after = std::chrono::seconds(10);
+    /// The civil clock whose reading each message carries as its sender's timestamp (docs/protocol.md 5.2, 6.3).
+    /// Empty: the system clock. Tests set a fixed one.
+    std::function<WallTime()> wall_clock;
 };
 
 /// The sans-IO client. Thread-safe: calls may come from the application and the transport concurrently.

@@ -11,6 +11,10 @@ using Duration = std::chrono::nanoseconds;
 /// A point on a monotonic time line; only differences are meaningful.
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 
+/// A point in civil time: milliseconds since the Unix epoch (the wire's timestamps, docs/protocol.md 5.2, 6.3,
+/// 6.5). The epoch itself (`WallTime{}`) stands for "unknown".
+using WallTime = std::chrono::sys_time<std::chrono::milliseconds>;
+
 /// Monotonic clock.
 class Clock {
 public:

@@ -5,6 +5,7 @@
 /// length is checked, trailing bytes are refused.
 
 #include <sim/bytes.h>
+#include <sim/clock.h>
 #include <sim/e2e.h>
 #include <sim/error.h>
 #include <sim/suite.h>
@@ -121,6 +122,23 @@ Bytes encode_envelope(const Envelope& e);
 /// Errc::truncated, Errc::bad_field (unknown mode, empty body).
 Result<Envelope> decode_envelope(ByteView payload);
 
+/// Version of the delivery header (docs/protocol.md 6.5).
+inline constexpr std::uint8_t delivery_header_version = 1;
+/// Size of the delivery header: version u8 | received_at u64.
+inline constexpr std::size_t delivery_header_size = 9;
+
+/// Payload of a `message` frame from the server to a client (docs/protocol.md 6.5): the delivery header, then the
+/// envelope as its sender sent it.
+struct Delivered {
+    WallTime received_at{};  ///< when the server accepted the message (its claim, not authenticated); {} = unknown
+    Envelope envelope;
+};
+/// The delivery header for `received_at` followed by `envelope` (an encoded envelope, copied as is).
+Bytes encode_delivered(WallTime received_at, ByteView envelope);
+/// Errc::truncated (shorter than the header), Errc::bad_field (another delivery version, a receive time above
+/// 2^63 - 1 ms), then the errors of decode_envelope for the rest.
+Result<Delivered> decode_delivered(ByteView payload);
+
 /// Most ids in one ack or receipt frame.
 inline constexpr std::size_t max_ids_per_frame = 256;
 
@@ -174,22 +192,34 @@ enum class ContentKind : std::uint8_t {
     text = 1,          ///< shown to the user
     ratchet_only = 2,  ///< empty, not shown: carries a new ratchet key back to the peer
 };
+/// The wire value of a text with the sender's timestamp (docs/protocol.md 6.3): encode_e2e_content writes it for
+/// every ContentKind::text, decode_e2e_content reads it (and the older 1, without a timestamp) as ContentKind::text.
+inline constexpr std::uint8_t stamped_text_kind = 3;
 struct E2eContent {
     ContentKind kind = ContentKind::text;
     std::uint64_t seq = 0;  ///< the sender's count of text messages to this peer, from 1; 0 for ratchet_only
     MessageId id{};         ///< must equal the envelope id
     std::string text;
+    WallTime sent_at{};     ///< text: the sender's clock when it was sent; {} = unknown (also: kind 1 on the wire)
 };
+/// A text goes as kind 3 (with `sent_at`), a ratchet-only message as kind 2.
 Bytes encode_e2e_content(const E2eContent& c);
 /// Errc::bad_field (unknown kind, text with ratchet_only, seq 0 with text), truncated.
 Result<E2eContent> decode_e2e_content(ByteView plaintext);
 
-/// Plaintext of one conversation record: the seed's sid and the text.
+/// The byte after the sid that marks a conversation body with the sender's timestamp (docs/protocol.md 5.2); it
+/// never occurs in UTF-8, so an older body (sid and text only) cannot begin with it.
+inline constexpr std::uint8_t stamped_body_format = 0xFF;
+/// Plaintext of one conversation record: the seed's sid, the sender's timestamp and the text.
 struct ConversationBody {
     std::uint32_t sid = 0;
     std::string text;
+    WallTime sent_at{};  ///< the sender's clock when it was sent; {} = unknown (also: an older body on the wire)
 };
+/// Always the stamped format: sid u32 | 0xFF | sent_at u64 | text.
 Bytes encode_conversation_body(const ConversationBody& b);
+/// Errc::truncated (no sid, or the stamped format without its whole timestamp). A body whose byte after the sid is
+/// not 0xFF is the older format: its text, `sent_at` unknown.
 Result<ConversationBody> decode_conversation_body(ByteView plaintext);
 
 /// Directional conversation key from the KEYGEN key (docs/protocol.md 5.2):

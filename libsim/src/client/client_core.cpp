@@ -68,6 +68,13 @@ struct ClientCore::Impl {
     const Clock& clock;
     EventSink sink;
 
+    /// The civil time of the sender's timestamps: the configured wall clock, else the system's.
+    [[nodiscard]] WallTime wall_now() const {
+        return config.wall_clock ? config.wall_clock()
+                                 : std::chrono::time_point_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now());
+    }
+
     mutable std::mutex mutex;
     Phase phase = Phase::idle;
     std::optional<ClientHandshake> handshake;
@@ -148,7 +155,8 @@ struct ClientCore::Impl {
     /// server-assigned conversation's current key, or held (its peer added to `unkeyed`) while there is none.
     std::optional<Bytes> seal_outbox_payload(const std::string& peer, ByteView payload,
                                              std::vector<std::string>& unkeyed) {
-        if (!client_detail::is_unsealed_text(payload)) {
+        const auto unsealed = client_detail::read_unsealed_text(payload);
+        if (!unsealed) {
             return Bytes(payload.begin(), payload.end());
         }
         // No server-assigned conversation: the key is asked for; end to end, the session's arrival seals it.
@@ -159,8 +167,9 @@ struct ClientCore::Impl {
         }
         auto& conv = it->second;
         const auto before = conv.send.status().epoch;
-        const auto text = payload.subspan(sizeof(MessageId) + 1);
-        auto body = encode_conversation_body(ConversationBody{conv.next_sid, std::string(text.begin(), text.end())});
+        const auto text = unsealed->text;
+        auto body = encode_conversation_body(
+            ConversationBody{conv.next_sid, std::string(text.begin(), text.end()), unsealed->sent_at});
         auto record = conv.send.seal(body);
         secure_zero(body.data(), body.size());
         if (!record) {
@@ -572,13 +581,17 @@ struct ClientCore::Impl {
             emit_error(Error{Errc::bad_destination, "message not addressed to us dropped"}, f.source);
             return;
         }
-        auto env = decode_envelope(f.payload);
-        if (!env) {
-            emit_error(env.error(), f.source);
+        // From the server: the delivery header (its receive time), then the envelope (docs/protocol.md 6.5). One
+        // that does not decode is reported and not acknowledged.
+        auto delivered = decode_delivered(f.payload);
+        if (!delivered) {
+            emit_error(delivered.error(), f.source);
             return;
         }
+        const auto received_at = delivered->received_at;
+        const auto env = &delivered->envelope;
         if (env->mode == ConversationMode::end_to_end) {
-            e2e->on_message(f.source, *env);
+            e2e->on_message(f.source, *env, received_at);
             return;
         }
         const auto it = conversations.find(f.source);
@@ -625,8 +638,11 @@ struct ClientCore::Impl {
         e.message_id = env->id;
         e.mode = ConversationMode::server_assigned;
         e.text = std::move(body->text);
-        e.inbox_index =
-            e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text, ConversationMode::server_assigned});
+        e.sent_at = body->sent_at;
+        e.received_at = received_at;
+        e.inbox_index = e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text,
+                                                      ConversationMode::server_assigned, false, e.sent_at,
+                                                      e.received_at});
         emit(std::move(e));
     }
 };
@@ -715,32 +731,30 @@ Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text)
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
     auto& impl = *m_impl;
     const auto max_inner = max_inner_frame_size(impl.config.max_frame_size);
+    // The sender's timestamp (docs/protocol.md 5.2, 6.3): fixed now, kept with the message until it is delivered.
+    const WallTime sent_at = impl.wall_now();
     if (!impl.conversations.contains(peer) && !impl.assigned_peers.contains(peer)) {
-        auto id = impl.e2e->send_text(std::string(peer), text, max_inner);
+        auto id = impl.e2e->send_text(std::string(peer), text, sent_at, max_inner);
         impl.flush(lock);
         return id;
     }
     // The text is sealed in a conversation record inside an envelope inside an inner frame, which is sealed in a
     // channel record: refuse what cannot fit the frame limit instead of failing half way.
     const std::size_t inner_overhead =
-        4 + sizeof(MessageId) + 1 + max_record_overhead + min_frame_size + impl.user.size() + peer.size();
+        4 + 1 + 8 + sizeof(MessageId) + 1 + max_record_overhead + min_frame_size + impl.user.size() + peer.size();
     if (text.size() + inner_overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
     // Kept unsealed in the outbox and sealed when it goes out (outbox.h): what it becomes on the wire depends on
     // the key the conversation has then.
-    Envelope env;
-    impl.rng.fill(env.id);
-    env.mode = ConversationMode::server_assigned;
-    env.body.assign(text.begin(), text.end());
-    auto payload = encode_envelope(env);
-    secure_zero(env.body.data(), env.body.size());
-    auto st = impl.e2e->enqueue(env.id, std::string(peer), std::move(payload));
+    MessageId id{};
+    impl.rng.fill(id);
+    auto st = impl.e2e->enqueue(id, std::string(peer), client_detail::make_unsealed_text(id, sent_at, text));
     impl.flush(lock);
     if (!st) {
         return st.error();
     }
-    return env.id;
+    return id;
 }
 
 Status ClientCore::probe(std::string_view peer) {

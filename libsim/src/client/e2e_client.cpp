@@ -133,7 +133,7 @@ struct E2eClient::PeerState {
     std::set<MessageId> seen;
     std::vector<e2e::Session> sessions;  // front: the one we send on
     std::vector<Bytes> dropped_sessions;
-    std::deque<Envelope> held;  // messages from a changed identity, until accepted (not acknowledged meanwhile)
+    std::deque<Delivered> held;  // messages from a changed identity, until accepted (not acknowledged meanwhile)
     bool dirty = false;
     bool persisted = false;
     /// A text message made us step the ratchet and we have not sent since: the next tick answers with a
@@ -667,12 +667,14 @@ void E2eClient::seal_pending(PeerState& p) {
     }
     bool failed = false;
     m_outbox.rewrite(p.name, [&](std::uint64_t order, const MessageId& id, Bytes& payload) {
-        if (failed || !is_unsealed_text(payload)) {
+        const auto unsealed = read_unsealed_text(payload);
+        if (failed || !unsealed) {
             return;
         }
-        const ByteView text = ByteView(payload).subspan(sizeof(MessageId) + 1);
         const auto steps_before = p.sessions.front().dh_steps();
-        auto sealed = seal_content(p, E2eContent{ContentKind::text, p.send_seq + 1, id, std::string(text.begin(), text.end())});
+        auto sealed = seal_content(p, E2eContent{ContentKind::text, p.send_seq + 1, id,
+                                                 std::string(unsealed->text.begin(), unsealed->text.end()),
+                                                 unsealed->sent_at});
         if (!sealed) {
             error_event(p.name, sealed.error());
             failed = true;  // it and the ones behind it stay unsealed (and held): the order is kept
@@ -779,7 +781,7 @@ Status E2eClient::mark_read(std::uint64_t up_to) {
     return commit();
 }
 
-void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
+void E2eClient::on_message(const std::string& peer, const Envelope& envelope, WallTime received_at) {
     if (!ready()) {
         return;
     }
@@ -792,7 +794,7 @@ void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
         // Nothing is shown from a peer whose identity is in question until the user decides; not acknowledged,
         // so the server keeps it meanwhile.
         if (p.held.size() < max_held) {
-            p.held.push_back(envelope);
+            p.held.push_back(Delivered{received_at, envelope});
         }
         return;
     }
@@ -806,16 +808,16 @@ void E2eClient::on_message(const std::string& peer, const Envelope& envelope) {
         return constant_time_equal(s.session_id(), info->session_id);
     });
     if (it == p.sessions.end()) {
-        open_initial(p, envelope, *info);
+        open_initial(p, envelope, *info, received_at);
         return;
     }
     if (it != p.sessions.begin()) {
         std::rotate(p.sessions.begin(), it, it + 1);  // the session that last received is the one we send on
     }
-    open_with_session(p, envelope);
+    open_with_session(p, envelope, received_at);
 }
 
-void E2eClient::open_with_session(PeerState& p, const Envelope& envelope) {
+void E2eClient::open_with_session(PeerState& p, const Envelope& envelope, WallTime received_at) {
     auto& s = p.sessions.front();
     const auto before = s.dh_steps();
     auto plain = s.open(envelope.body);
@@ -826,10 +828,11 @@ void E2eClient::open_with_session(PeerState& p, const Envelope& envelope) {
         return;
     }
     mark_dirty(p);
-    deliver_content(p, envelope, before, s.dh_steps(), std::move(*plain));
+    deliver_content(p, envelope, received_at, before, s.dh_steps(), std::move(*plain));
 }
 
-void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info) {
+void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info,
+                             WallTime received_at) {
     if (!info.initial) {
         error_event(p.name, Error{Errc::auth_failed, "message of an unknown session dropped"});
         ack(p.name, envelope.id);
@@ -838,7 +841,8 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     const auto& init = *info.initial;
     if (!p.identity.empty() && !constant_time_equal(p.identity, init.identity_key)) {
         if (p.held.size() < max_held) {
-            p.held.push_back(envelope);  // not acknowledged: the server keeps it until the user decides
+            // not acknowledged: the server keeps it until the user decides
+            p.held.push_back(Delivered{received_at, envelope});
         }
         note_identity_change(p, init.identity_key);
         return;
@@ -884,11 +888,11 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     }
     const auto steps = s->dh_steps();
     adopt_session(p, init.identity_key, std::move(*s));
-    deliver_content(p, envelope, 0, steps, std::move(*plain));  // the first message's DH step counts too
+    deliver_content(p, envelope, received_at, 0, steps, std::move(*plain));  // the first message's DH step counts too
 }
 
-void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uint64_t steps_before,
-                                std::uint64_t steps_after, SecureBytes plaintext) {
+void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, WallTime received_at,
+                                std::uint64_t steps_before, std::uint64_t steps_after, SecureBytes plaintext) {
     auto content = decode_e2e_content(plaintext);
     secure_zero(plaintext.data(), plaintext.size());
     p.remember(envelope.id);
@@ -931,7 +935,10 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, std::uin
     e.count = seq;
     e.message_id = envelope.id;
     e.text = std::move(content->text);
-    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false});
+    e.sent_at = content->sent_at;
+    e.received_at = received_at;
+    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false,
+                                             e.sent_at, e.received_at});
     event(std::move(e));
 }
 
@@ -977,7 +984,8 @@ Result<Bytes> E2eClient::seal_content(PeerState& p, const E2eContent& content) {
     return encode_envelope(Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)});
 }
 
-Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, std::size_t max_inner) {
+Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, WallTime sent_at,
+                                        std::size_t max_inner) {
     if (!ready()) {
         return Error{Errc::not_authenticated, "log in first"};
     }
@@ -985,8 +993,8 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (it != m_peers.end() && it->second->pending_identity) {
         return Error{Errc::identity_changed, "the peer's identity key changed: accept it before sending"};
     }
-    // Envelope (17) + ratchet message header (at most 1 + 8 + 73 + 40) + content header (25) + suite overhead.
-    const std::size_t overhead = 17 + 122 + 25 + 48 + min_frame_size + m_user.size() + peer.size();
+    // Envelope (17) + ratchet message header (at most 1 + 8 + 73 + 40) + content header (33) + suite overhead.
+    const std::size_t overhead = 17 + 122 + 33 + 48 + min_frame_size + m_user.size() + peer.size();
     if (text.size() + overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
@@ -994,14 +1002,12 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
         // No session yet (the peer has not published keys, or it was never opened): the text waits in the outbox
         // and is sealed when the session exists (seal_pending); the client core asks for the peer's keys.
         const auto id = random_id(m_rng);
-        Bytes body(text.begin(), text.end());
-        auto payload = encode_envelope(Envelope{id, ConversationMode::server_assigned, std::move(body)});
-        SIM_TRY_STATUS(enqueue(id, peer, std::move(payload)));
+        SIM_TRY_STATUS(enqueue(id, peer, make_unsealed_text(id, sent_at, text)));
         return id;
     }
     auto& p = *it->second;
     const auto steps_before = p.sessions.front().dh_steps();
-    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text)};
+    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at};
     SIM_TRY(auto payload, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
@@ -1110,8 +1116,8 @@ Status E2eClient::accept_identity(std::string_view peer) {
     }
     auto held = std::move(p.held);
     p.held.clear();
-    for (const auto& env : held) {
-        on_message(p.name, env);
+    for (const auto& d : held) {
+        on_message(p.name, d.envelope, d.received_at);
     }
     return ok();
 }

@@ -56,13 +56,16 @@ public:
     void on_prekey_status(const PrekeyStatus& status);
     /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
     void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
-    void on_message(const std::string& peer, const Envelope& envelope);
+    /// A delivered end-to-end message; `received_at` is the server's receive time (delivery header, kept with it).
+    void on_message(const std::string& peer, const Envelope& envelope, WallTime received_at);
     /// Receipts for our own text messages become events (others are ignored); the outbox forgets them.
     void on_receipt(ReceiptStatus status, const Receipt& receipt);
     /// Remember a text message id we sent (receipts for it are reported; bounded).
     void note_sent(const MessageId& id);
-    /// Seal and queue a text message; committed (outbox included) before it returns.
-    Result<MessageId> send_text(const std::string& peer, std::string_view text, std::size_t max_inner);
+    /// Seal and queue a text message sent at `sent_at` (the sender's timestamp it carries, also when it waits for
+    /// a session unsealed); committed (outbox included) before it returns.
+    Result<MessageId> send_text(const std::string& peer, std::string_view text, WallTime sent_at,
+                                std::size_t max_inner);
     /// Queue an outbox payload (outbox.h) under `id`; committed before it returns.
     Status enqueue(const MessageId& id, const std::string& peer, Bytes payload);
     /// `peer`'s outbox stream, held for want of a key, may go on.
@@ -105,10 +108,10 @@ private:
     [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);
-    void open_with_session(PeerState& p, const Envelope& envelope);
-    void open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info);
-    void deliver_content(PeerState& p, const Envelope& envelope, std::uint64_t steps_before, std::uint64_t steps_after,
-                         SecureBytes plaintext);
+    void open_with_session(PeerState& p, const Envelope& envelope, WallTime received_at);
+    void open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info, WallTime received_at);
+    void deliver_content(PeerState& p, const Envelope& envelope, WallTime received_at, std::uint64_t steps_before,
+                         std::uint64_t steps_after, SecureBytes plaintext);
     Result<Bytes> seal_content(PeerState& p, const E2eContent& content);
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.

@@ -3,6 +3,7 @@
 #include "../proto/wire.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace sim::client_detail {
 
@@ -11,7 +12,18 @@ namespace {
 using detail::WireReader;
 using detail::WireWriter;
 
-constexpr std::uint8_t inbox_version = 1;
+constexpr std::uint8_t inbox_version = 1;  // the header's
+// Entries: version 2 adds the two timestamps; version 1 (before them) is still read, with both unknown.
+constexpr std::uint8_t entry_version = 2;
+constexpr std::uint8_t entry_version_v1 = 1;
+std::uint64_t to_ms(WallTime t) {
+    const auto ms = t.time_since_epoch().count();
+    return ms < 0 ? 0 : static_cast<std::uint64_t>(ms);
+}
+WallTime from_ms(std::uint64_t ms) {
+    constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
+}
 const std::string key_inbox = "inbox";
 std::string key_entry(std::uint64_t index) {
     return "inbox/" + std::to_string(index);
@@ -51,12 +63,14 @@ std::vector<StateWrite> Inbox::add(const InboxEntry& entry, std::uint64_t& index
     index = m_next++;
     SecureBytes rec;
     WireWriter w(rec);
-    w.u8(inbox_version);
+    w.u8(entry_version);
     w.u8(static_cast<std::uint8_t>(entry.mode));
     w.u8(static_cast<std::uint8_t>(entry.peer.size()));
     w.text(entry.peer);
     w.bytes(ByteView{entry.message_id});
     w.u64(entry.seq);
+    w.u64(to_ms(entry.sent_at));
+    w.u64(to_ms(entry.received_at));
     w.text(entry.text);
     std::vector<StateWrite> out;
     out.push_back({key_entry(index), std::move(rec)});
@@ -88,11 +102,20 @@ Result<std::vector<InboxEntry>> Inbox::read(const ClientState& state, std::uint6
         ByteView name;
         ByteView id;
         InboxEntry e;
-        if (!r.u8(version) || version != inbox_version || !r.u8(mode) ||
+        if (!r.u8(version) || (version != entry_version && version != entry_version_v1) || !r.u8(mode) ||
             (mode != static_cast<std::uint8_t>(ConversationMode::server_assigned) &&
              mode != static_cast<std::uint8_t>(ConversationMode::end_to_end)) ||
             !r.u8(peer_len) || !r.take(peer_len, name) || !r.take(sizeof(MessageId), id) || !r.u64(e.seq)) {
             return corrupt("inbox entry");
+        }
+        if (version == entry_version) {
+            std::uint64_t sent = 0;
+            std::uint64_t received = 0;
+            if (!r.u64(sent) || !r.u64(received)) {
+                return corrupt("inbox entry");
+            }
+            e.sent_at = from_ms(sent);
+            e.received_at = from_ms(received);
         }
         if (!peer.empty() && to_string(name) != peer) {
             continue;

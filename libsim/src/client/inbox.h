@@ -5,8 +5,11 @@
 // events only say that something arrived, so an application that is slow, or restarts, loses nothing.
 //
 // Layout in the ClientState: "inbox" = version u8 (1) | next index u64 | first unread u64; "inbox/<index>" =
-// version u8 (1) | mode u8 | peer len u8 | peer | message id (16) | seq u64 | text. Not thread-safe: the client core's
-// lock guards it.
+// version u8 (2) | mode u8 | peer len u8 | peer | message id (16) | seq u64 | sent_at u64 | received_at u64 | text,
+// the times in ms since the Unix epoch (0 = unknown): the sender's timestamp from inside the sealed message and the
+// server's receive time from the delivery header (docs/protocol.md 5.2, 6.3, 6.5). Entries of version 1 (written
+// before timestamps: no sent_at / received_at) are still read, with both times unknown. Not thread-safe: the client
+// core's lock guards it.
 
 #include <sim/client.h>
 #include <sim/client_state.h>

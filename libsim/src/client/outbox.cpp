@@ -1,8 +1,41 @@
 #include "outbox.h"
 
+#include "../proto/wire.h"
+
 #include <algorithm>
+#include <limits>
 
 namespace sim::client_detail {
+
+Bytes make_unsealed_text(const MessageId& id, WallTime sent_at, std::string_view text) {
+    Bytes out;
+    out.reserve(sizeof(MessageId) + 1 + 8 + text.size());
+    detail::WireWriter w(out);
+    w.bytes(ByteView{id});
+    w.u8(unsealed_stamped_text);
+    const auto ms = sent_at.time_since_epoch().count();
+    w.u64(ms < 0 ? 0 : static_cast<std::uint64_t>(ms));
+    w.text(text);
+    return out;
+}
+
+std::optional<UnsealedText> read_unsealed_text(ByteView payload) {
+    if (!is_unsealed_text(payload)) {
+        return std::nullopt;
+    }
+    detail::WireReader r(payload.subspan(sizeof(MessageId) + 1));
+    UnsealedText out;
+    if (payload[sizeof(MessageId)] == unsealed_stamped_text) {
+        std::uint64_t ms = 0;
+        if (!r.u64(ms)) {
+            return std::nullopt;
+        }
+        constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+        out.sent_at = WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
+    }
+    out.text = r.rest();
+    return out;
+}
 
 namespace {
 

@@ -7,9 +7,12 @@
 // a refusal names the number the server expects, and the stream is sent again from there after a back-off, so a
 // refused message always goes before the ones behind it. A new connection numbers everything again from 1.
 //
-// A payload is in one of two forms, told apart by the byte after the id (an envelope's mode byte):
+// A payload is in one of these forms, told apart by the byte after the id (an envelope's mode byte):
 // - an end-to-end envelope (mode 2), sealed by the Double Ratchet once and sent as is on every attempt;
-// - an unsealed text (`unsealed_text`: the envelope's id, mode 1 and the text as its body). In server-assigned mode
+// - an unsealed text, `id (16) | 3 | sent_at u64 (ms since the Unix epoch) | text`: the sender's timestamp is fixed
+//   when the application sends it and every sealing of the text carries the same one (docs/protocol.md 5.2, 6.3).
+//   Records written before timestamps hold the older unsealed form `id (16) | 1 | text` (an envelope of mode 1 with
+//   the text as its body); it is still read, with the timestamp unknown (0). In server-assigned mode
 //   it is sealed under the conversation's current key each time it goes out, so that a message sent again after a
 //   restart or a new KEYGEN is readable with the key its recipient gets; to an end-to-end peer without a session it
 //   waits until the session exists and is then sealed once, in the state (rewrite()).
@@ -33,11 +36,22 @@
 
 namespace sim::client_detail {
 
-/// The mode byte of an unsealed text payload (see above).
-inline constexpr auto unsealed_text = static_cast<std::uint8_t>(ConversationMode::server_assigned);
+/// The form byte of an unsealed text payload (see above): with the sender's timestamp, and the older one without.
+inline constexpr std::uint8_t unsealed_stamped_text = 3;
+inline constexpr auto unsealed_text_v1 = static_cast<std::uint8_t>(ConversationMode::server_assigned);
 [[nodiscard]] inline bool is_unsealed_text(ByteView payload) {
-    return payload.size() > sizeof(MessageId) && payload[sizeof(MessageId)] == unsealed_text;
+    return payload.size() > sizeof(MessageId) &&
+           (payload[sizeof(MessageId)] == unsealed_stamped_text || payload[sizeof(MessageId)] == unsealed_text_v1);
 }
+/// The unsealed form of `text` sent at `sent_at`.
+[[nodiscard]] Bytes make_unsealed_text(const MessageId& id, WallTime sent_at, std::string_view text);
+/// An unsealed text's timestamp ({} when unknown) and text (a view into `payload`).
+struct UnsealedText {
+    WallTime sent_at{};
+    ByteView text;
+};
+/// Either unsealed form; nullopt for anything else (an envelope, or a stamped form cut short).
+[[nodiscard]] std::optional<UnsealedText> read_unsealed_text(ByteView payload);
 
 class Outbox {
 public:

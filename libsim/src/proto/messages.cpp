@@ -409,6 +409,18 @@ Result<PrekeyStatus> decode_prekey_status(ByteView payload) {
     return s;
 }
 
+namespace {
+std::uint64_t to_wire_ms(WallTime t) noexcept {
+    const auto ms = t.time_since_epoch().count();
+    return ms < 0 ? 0 : static_cast<std::uint64_t>(ms);
+}
+WallTime from_wire_ms(std::uint64_t ms) noexcept {
+    // Clamped so that no wire value overflows the signed representation.
+    constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
+}
+}  // namespace
+
 Bytes encode_envelope(const Envelope& e) {
     Bytes out;
     out.reserve(message_id_size + 1 + e.body.size());
@@ -438,6 +450,33 @@ Result<Envelope> decode_envelope(ByteView payload) {
     e.mode = *m;
     e.body = copy(r.rest());
     return e;
+}
+
+Bytes encode_delivered(WallTime received_at, ByteView envelope) {
+    Bytes out;
+    out.reserve(delivery_header_size + envelope.size());
+    WireWriter w(out);
+    w.u8(delivery_header_version);
+    w.u64(to_wire_ms(received_at));
+    w.bytes(envelope);
+    return out;
+}
+
+Result<Delivered> decode_delivered(ByteView payload) {
+    WireReader r(payload);
+    std::uint8_t version = 0;
+    std::uint64_t ms = 0;
+    if (!r.u8(version) || !r.u64(ms)) {
+        return Error{Errc::truncated, "delivery header truncated"};
+    }
+    if (version != delivery_header_version) {
+        return Error{Errc::bad_field, "unknown delivery header version"};
+    }
+    if (ms > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        return Error{Errc::bad_field, "receive time out of range"};
+    }
+    SIM_TRY(auto envelope, decode_envelope(r.rest()));
+    return Delivered{from_wire_ms(ms), std::move(envelope)};
 }
 
 Bytes encode_ack(const std::vector<MessageId>& ids) {
@@ -549,12 +588,16 @@ Result<ServerLimits> decode_server_limits(ByteView payload) {
 }
 
 Bytes encode_e2e_content(const E2eContent& c) {
+    const bool text = c.kind == ContentKind::text;
     Bytes out;
-    out.reserve(1 + 8 + message_id_size + c.text.size());
+    out.reserve(1 + 8 + message_id_size + (text ? 8 : 0) + c.text.size());
     WireWriter w(out);
-    w.u8(static_cast<std::uint8_t>(c.kind));
+    w.u8(text ? stamped_text_kind : static_cast<std::uint8_t>(c.kind));
     w.u64(c.seq);
     w.bytes(c.id);
+    if (text) {
+        w.u64(to_wire_ms(c.sent_at));
+    }
     w.text(c.text);
     return out;
 }
@@ -567,10 +610,18 @@ Result<E2eContent> decode_e2e_content(ByteView plaintext) {
     if (!r.u8(kind) || !r.u64(c.seq) || !r.take(message_id_size, id)) {
         return Error{Errc::truncated, "message content truncated"};
     }
-    if (kind == static_cast<std::uint8_t>(ContentKind::text)) {
+    if (kind == static_cast<std::uint8_t>(ContentKind::text) || kind == stamped_text_kind) {
         if (c.seq == 0) {
             return Error{Errc::bad_field, "text message with sequence number 0"};
         }
+        if (kind == stamped_text_kind) {
+            std::uint64_t ms = 0;
+            if (!r.u64(ms)) {
+                return Error{Errc::truncated, "message content truncated"};
+            }
+            c.sent_at = from_wire_ms(ms);
+        }
+        kind = static_cast<std::uint8_t>(ContentKind::text);
     } else if (kind == static_cast<std::uint8_t>(ContentKind::ratchet_only)) {
         if (c.seq != 0 || !r.at_end()) {
             return Error{Errc::bad_field, "ratchet-only message with a sequence number or text"};
@@ -586,9 +637,11 @@ Result<E2eContent> decode_e2e_content(ByteView plaintext) {
 
 Bytes encode_conversation_body(const ConversationBody& b) {
     Bytes out;
-    out.reserve(4 + b.text.size());
+    out.reserve(4 + 1 + 8 + b.text.size());
     WireWriter w(out);
     w.u32(b.sid);
+    w.u8(stamped_body_format);
+    w.u64(to_wire_ms(b.sent_at));
     w.text(b.text);
     return out;
 }
@@ -598,6 +651,14 @@ Result<ConversationBody> decode_conversation_body(ByteView plaintext) {
     ConversationBody b;
     if (!r.u32(b.sid)) {
         return Error{Errc::truncated, "conversation body truncated"};
+    }
+    if (plaintext.size() > 4 && plaintext[4] == stamped_body_format) {
+        std::uint8_t format = 0;
+        std::uint64_t ms = 0;
+        if (!r.u8(format) || !r.u64(ms)) {
+            return Error{Errc::truncated, "conversation body truncated"};
+        }
+        b.sent_at = from_wire_ms(ms);
     }
     b.text = to_string(r.rest());
     return b;

@@ -147,7 +147,8 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     m.sender = origin.from;
     m.id = id;
     m.envelope = frame.payload;
-    m.stored_at = m_wall();
+    const store::WallTime received_at = m_wall();
+    m.stored_at = received_at;
     // Drained as it fills: a caught-up attached mailbox gets the message now, while it is being committed.
     const auto now_to = caught_up_locked(to, *box);
     const std::uint64_t sent_to = now_to ? box->generation : 0;
@@ -171,7 +172,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     ++box->queued;
     if (now_to) {
         box->in_flight.emplace(origin.from, id);
-        now_to->deliver(Frame{FrameType::message, 0, origin.from, to, frame.payload});
+        now_to->deliver(Frame{FrameType::message, 0, origin.from, to, encode_delivered(received_at, frame.payload)});
         m_router.count_routed();
     } else if (box->peer != nullptr) {
         ++box->unsent_queued;
@@ -263,7 +264,8 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
             if (box.acked.count(key) != 0 || !box.in_flight.insert(key).second) {
                 continue;  // sent as the mailbox filled (and maybe acknowledged already)
             }
-            peer->deliver(Frame{FrameType::message, 0, row.sender, user, std::move(row.envelope)});
+            peer->deliver(
+                Frame{FrameType::message, 0, row.sender, user, encode_delivered(row.stored_at, row.envelope)});
             m_router.count_routed();
         }
         if (rows->size() < want) {
