@@ -29,16 +29,9 @@ std::int64_t now_ms() {
         .count();
 }
 
-std::string clock_text(std::int64_t time_ms) {
-    if (time_ms < 0) {
-        return "     ";
-    }
-    const std::time_t t = static_cast<std::time_t>(time_ms / 1000);
-    std::tm tm{};
-    ::localtime_r(&t, &tm);
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%02d:%02d", tm.tm_hour, tm.tm_min);
-    return buf;
+/// Milliseconds since the Unix epoch, -1 for WallTime{} (unknown).
+std::int64_t ms_or_unknown(sim::WallTime t) {
+    return t == sim::WallTime{} ? -1 : static_cast<std::int64_t>(t.time_since_epoch().count());
 }
 
 class CursesScreen final : public ChatFrontEnd {
@@ -80,7 +73,8 @@ public:
             if (e.inbox_index < m_loaded_next) {
                 return;  // already shown from the inbox
             }
-            if (m_model.add_message(e.peer, e.peer, e.text, now_ms(), e.inbox_index)) {
+            if (m_model.add_message(e.peer, e.peer, e.text, ms_or_unknown(e.sent_at), e.inbox_index, true,
+                                    ms_or_unknown(e.received_at))) {
                 beep();
             } else {
                 mark_read();
@@ -248,7 +242,8 @@ private:
             return;
         }
         for (const auto& e : *entries) {
-            m_model.add_message(e.peer, e.peer, e.text, -1, e.index, e.index >= status.first_unread);
+            m_model.add_message(e.peer, e.peer, e.text, ms_or_unknown(e.sent_at), e.index,
+                                e.index >= status.first_unread, ms_or_unknown(e.received_at));
             m_loaded_next = std::max(m_loaded_next, e.index + 1);
         }
     }
@@ -324,10 +319,11 @@ private:
         const auto entries = m_model.visible();
         std::vector<std::string> lines;  // newest first
         const auto want = static_cast<std::size_t>(rows + m_model.scroll);
+        const auto now = now_ms();
         for (auto it = entries.rbegin(); it != entries.rend() && lines.size() < want; ++it) {
             const ChatEntry& e = **it;
-            const std::string text =
-                clock_text(e.time_ms) + " " + (e.sender.empty() ? e.text : "[" + e.sender + "] " + e.text);
+            const std::string text = message_time_label(e.time_ms, e.server_time_ms, now) + " " +
+                                     (e.sender.empty() ? e.text : "[" + e.sender + "] " + e.text);
             auto wrapped = wrap(text, width);
             for (auto w = wrapped.rbegin(); w != wrapped.rend(); ++w) {
                 lines.push_back(std::move(*w));

@@ -1,6 +1,8 @@
 #include "chat_screen.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <ctime>
 #include <cwchar>
 
 namespace sim::tools {
@@ -647,9 +649,10 @@ std::vector<std::string> wrap(std::string_view text, int width) {
 // ---------------------------------------------------------------- ChatModel
 
 bool ChatModel::add_message(const std::string& peer, const std::string& sender, const std::string& text,
-                            std::int64_t time_ms, std::optional<std::uint64_t> inbox_index, bool unread) {
+                            std::int64_t time_ms, std::optional<std::uint64_t> inbox_index, bool unread,
+                            std::int64_t server_time_ms) {
     add_conversation(peer);
-    m_entries.push_back(ChatEntry{peer, sender, text, time_ms});
+    m_entries.push_back(ChatEntry{peer, sender, text, time_ms, server_time_ms});
     if (m_entries.size() > max_entries) {
         m_entries.erase(m_entries.begin(), m_entries.begin() + static_cast<std::ptrdiff_t>(max_entries / 10));
     }
@@ -715,6 +718,44 @@ std::vector<const ChatEntry*> ChatModel::visible() const {
         if (e.conversation.empty() || e.conversation == m_current) {
             out.push_back(&e);
         }
+    }
+    return out;
+}
+
+namespace {
+
+std::tm local_time(std::int64_t time_ms) {
+    const auto t = static_cast<std::time_t>(time_ms / 1000);
+    std::tm tm{};
+    ::localtime_r(&t, &tm);
+    return tm;
+}
+
+}  // namespace
+
+std::string clock_label(std::int64_t time_ms, std::int64_t now_ms) {
+    if (time_ms < 0) {
+        return "     ";
+    }
+    const std::tm tm = local_time(time_ms);
+    const std::tm now = local_time(now_ms);
+    char buf[64];
+    if (tm.tm_year == now.tm_year && tm.tm_yday == now.tm_yday) {
+        std::snprintf(buf, sizeof buf, "%02d:%02d", tm.tm_hour, tm.tm_min);
+    } else {
+        std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                      tm.tm_hour, tm.tm_min);
+    }
+    return buf;
+}
+
+std::string message_time_label(std::int64_t sent_ms, std::int64_t server_ms, std::int64_t now_ms) {
+    if (sent_ms < 0) {
+        return clock_label(server_ms, now_ms);
+    }
+    std::string out = clock_label(sent_ms, now_ms);
+    if (server_ms >= 0 && (sent_ms > server_ms ? sent_ms - server_ms : server_ms - sent_ms) > time_skew_shown_ms) {
+        out += " (server " + clock_label(server_ms, now_ms) + ")";
     }
     return out;
 }

@@ -175,12 +175,24 @@ struct Glyph {
 /// word. A double-width character never straddles the edge. At least one line (possibly empty).
 [[nodiscard]] std::vector<std::string> wrap(std::string_view text, int width);
 
+/// How far apart the sender's and the server's times of a message may be before both are shown.
+inline constexpr std::int64_t time_skew_shown_ms = 5 * 60 * 1000;
+
+/// The time shown before a line, in local time: "HH:MM" for a time of the day `now_ms` falls on, else
+/// "YYYY-MM-DD HH:MM"; five spaces when `time_ms` is negative (unknown).
+[[nodiscard]] std::string clock_label(std::int64_t time_ms, std::int64_t now_ms);
+/// The time shown before a message: the sender's time (authenticated with the message), or the server's when the
+/// sender's is unknown; when both are known and more than time_skew_shown_ms apart, both: "09:12 (server 11:40)".
+/// Negative = unknown.
+[[nodiscard]] std::string message_time_label(std::int64_t sent_ms, std::int64_t server_ms, std::int64_t now_ms);
+
 /// One line of the message pane.
 struct ChatEntry {
     std::string conversation;  ///< the peer it belongs to; empty: a status line shown in every conversation
     std::string sender;        ///< who wrote it (a message), empty for a status line
     std::string text;
-    std::int64_t time_ms = -1;  ///< Unix time in ms; negative: unknown (history from the inbox)
+    std::int64_t time_ms = -1;         ///< Unix time in ms (a message: the sender's); negative: unknown
+    std::int64_t server_time_ms = -1;  ///< a received message: the server's receive time; negative: unknown
 };
 
 /// The conversations of the full-screen chat: their order, unread counts, the current one and the lines shown.
@@ -190,7 +202,7 @@ public:
     /// client's inbox (for mark_read), absent for our own. Returns true when it arrived in a conversation that is not
     /// the current one (it is then counted as unread: the caller rings the bell).
     bool add_message(const std::string& peer, const std::string& sender, const std::string& text, std::int64_t time_ms,
-                     std::optional<std::uint64_t> inbox_index, bool unread = true);
+                     std::optional<std::uint64_t> inbox_index, bool unread = true, std::int64_t server_time_ms = -1);
     /// A status line: about the conversation with `peer` (shown only there), or, with `peer` empty, shown whatever
     /// the current conversation.
     void add_status(const std::string& text, std::int64_t time_ms, const std::string& peer = {});

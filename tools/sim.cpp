@@ -2,6 +2,7 @@
 // Option parsing, prompts and printing only: the protocol lives in sim::Client / sim::ClientCore.
 #include "chat_curses.h"
 #include "chat_front_end.h"
+#include "chat_screen.h"
 #include "common/backoff.h"
 #include "common/options.h"
 #include "common/session_state.h"
@@ -1216,8 +1217,14 @@ private:
         }
     }
 
+    /// "  HH:MM [peer] text": the sender's time, and the server's when they are far apart (chat_screen.h).
     static std::string inbox_line(const sim::InboxEntry& e) {
-        return "  [" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
+        const auto ms = [](sim::WallTime t) {
+            return t == sim::WallTime{} ? std::int64_t{-1} : static_cast<std::int64_t>(t.time_since_epoch().count());
+        };
+        const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+        return "  " + sim::tools::message_time_label(ms(e.sent_at), ms(e.received_at), ms(now)) + " [" +
+               sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
     }
 
     /// /history [N]: the last N messages received from the current peer, from the inbox.

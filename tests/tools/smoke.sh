@@ -584,7 +584,13 @@ chat)
     # /history and /search read bob's local inbox (messages received)
     echo "/history 5" >&4
     wait_for "$T/bob.out" "* the last 1 message(s) from alice in the inbox:"
-    wait_for "$T/bob.out" "  [alice] hello bob"
+    # each line with the sender's time (HH:MM today)
+    for _ in $(seq 1 50); do
+        grep -q "^  [0-2][0-9]:[0-5][0-9] \[alice\] hello bob$" "$T/bob.out" && break
+        sleep 0.1
+    done
+    grep -q "^  [0-2][0-9]:[0-5][0-9] \[alice\] hello bob$" "$T/bob.out" ||
+        fail "/history shows no time: $(grep "hello bob" "$T/bob.out")"
     echo "/search HELLO B" >&4
     wait_for "$T/bob.out" "* 1 message(s) in the inbox contain 'HELLO B':"
     echo "/search nothing-like-this" >&4

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <clocale>
+#include <cstdlib>
+#include <ctime>
 
 using sim::tools::ChatModel;
 using sim::tools::InputDecoder;
@@ -368,4 +370,31 @@ int main(int argc, char** argv) {
     std::setlocale(LC_ALL, "C.UTF-8");  // wcwidth() follows LC_CTYPE
     doctest::Context context(argc, argv);
     return context.run();
+}
+
+TEST_CASE("time labels: HH:MM today, the date otherwise, the server's time when it is far from the sender's") {
+    ::setenv("TZ", "UTC", 1);
+    ::tzset();
+    using sim::tools::clock_label;
+    using sim::tools::message_time_label;
+    const std::int64_t now = 1'800'000'000'000;  // 2027-01-15 08:00:00 UTC
+    CHECK(clock_label(now, now) == "08:00");
+    CHECK(clock_label(now - 60'000, now) == "07:59");
+    CHECK(clock_label(now - 9 * 3'600'000LL, now) == "2027-01-14 23:00");  // yesterday: with the date
+    CHECK(clock_label(-1, now) == "     ");
+    // The sender's time; the server's too only when they are more than five minutes apart.
+    CHECK(message_time_label(now - 60'000, now, now) == "07:59");
+    CHECK(message_time_label(now - 300'000, now, now) == "07:55");
+    CHECK(message_time_label(now - 300'001, now, now) == "07:54 (server 08:00)");
+    CHECK(message_time_label(now + 3'600'000, now, now) == "09:00 (server 08:00)");  // a sender clock ahead
+    CHECK(message_time_label(-1, now, now) == "08:00");                             // sender's time unknown
+    CHECK(message_time_label(now, -1, now) == "08:00");
+    CHECK(message_time_label(-1, -1, now) == "     ");
+    // The model keeps both times of a received message.
+    ChatModel m;
+    m.open("alice");
+    m.add_message("alice", "alice", "hi", now - 600'000, 0, true, now);
+    REQUIRE(m.visible().size() == 1);
+    CHECK(m.visible()[0]->time_ms == now - 600'000);
+    CHECK(m.visible()[0]->server_time_ms == now);
 }
