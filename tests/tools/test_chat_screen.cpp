@@ -387,7 +387,7 @@ TEST_CASE("time labels: HH:MM today, the date otherwise, the server's time when 
     CHECK(message_time_label(now - 300'000, now, now) == "07:55");
     CHECK(message_time_label(now - 300'001, now, now) == "07:54 (server 08:00)");
     CHECK(message_time_label(now + 3'600'000, now, now) == "09:00 (server 08:00)");  // a sender clock ahead
-    CHECK(message_time_label(-1, now, now) == "08:00");                             // sender's time unknown
+    CHECK(message_time_label(-1, now, now) == "08:00");                              // sender's time unknown
     CHECK(message_time_label(now, -1, now) == "08:00");
     CHECK(message_time_label(-1, -1, now) == "     ");
     // The model keeps both times of a received message.
