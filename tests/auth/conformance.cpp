@@ -772,6 +772,19 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(s.remove({{"ola", "pat", {message_id(1)}}, {"ola", "", {message_id(1)}}}).code() == Errc::invalid_argument);
     CHECK(s.usage("ola").value() == before_bad);
     CHECK(s.append({}).value().empty());
+
+    // Appends and removals in one transaction: appends first (a message appended and removed in the same call is
+    // gone), all or nothing (a bad append keeps the removal from happening too).
+    const auto applied = s.apply({{stored("ola", "pat", 60), stored("ola", "pat", 1)},
+                                  {{"ola", "pat", {message_id(60)}}, {"ola", "quin", {message_id(2)}}}});
+    REQUIRE(applied);
+    CHECK(applied->appended == std::vector<bool>{true, false});
+    CHECK(applied->removed == std::vector<StoredUsage>{StoredUsage{1, 100}, StoredUsage{1, 100}});
+    CHECK(s.usage("ola").value() == StoredUsage{before_bad.messages - 1, before_bad.bytes - 100});
+    const auto kept = s.usage("ola").value();
+    CHECK(s.apply({{stored("ola", "pat", 61, 0)}, {{"ola", "pat", {message_id(1)}}}}).code() ==
+          Errc::invalid_argument);
+    CHECK(s.usage("ola").value() == kept);
 }
 
 TEST_CASE("messages: survive reopening, continue the order, and go with a deleted recipient") {

@@ -37,25 +37,24 @@ using sim_test::TestClient;
 class CountingMessages final : public sim::store::MessageStore {
 public:
     explicit CountingMessages(sim::store::MessageStore& inner) : m_inner(inner) {}
-    sim::Result<std::vector<bool>> append(const std::vector<sim::store::StoredMessage>& batch) override {
-        ++appends;
-        if (auto hook = std::exchange(during_append, nullptr)) {
-            hook();
+    sim::Result<Applied> apply(const Changes& changes) override {
+        if (!changes.appends.empty()) {
+            ++appends;
+            if (auto hook = std::exchange(during_append, nullptr)) {
+                hook();
+            }
+            if (fail_appends > 0) {
+                --fail_appends;
+                return sim::Error{sim::Errc::storage_error, "disk full"};
+            }
+            appended += changes.appends.size();
         }
-        if (fail_appends > 0) {
-            --fail_appends;
-            return sim::Error{sim::Errc::storage_error, "disk full"};
-        }
-        appended += batch.size();
-        return m_inner.append(batch);
+        removes += changes.removals.empty() ? 0 : 1;
+        return m_inner.apply(changes);
     }
     sim::Result<std::vector<sim::store::StoredMessage>> pending(std::string_view r, std::uint64_t after,
                                                                 std::size_t limit) override {
         return m_inner.pending(r, after, limit);
-    }
-    sim::Result<std::vector<sim::store::StoredUsage>> remove(const std::vector<Removal>& removals) override {
-        ++removes;
-        return m_inner.remove(removals);
     }
     sim::Result<sim::store::StoredUsage> usage(std::string_view r) override { return m_inner.usage(r); }
     sim::Result<std::map<std::string, sim::store::StoredUsage>> usage_by_sender() override {

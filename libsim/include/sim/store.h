@@ -266,25 +266,42 @@ class MessageStore {
 public:
     virtual ~MessageStore() = default;
 
-    /// Store a batch in ONE transaction (all or nothing). A message whose (sender, recipient, id) is stored
-    /// already is not stored again. Returns, per message in order, whether it was new. Errc::invalid_argument
-    /// (a name, an empty or oversized envelope: nothing is stored), Errc::storage_error.
-    [[nodiscard]] virtual Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) = 0;
 
     /// Up to `limit` messages for `recipient` with seq > `after_seq`, in store order. Errc::invalid_argument,
     /// Errc::storage_error.
     [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient,
                                                                      std::uint64_t after_seq, std::size_t limit) = 0;
 
-    /// One group of `remove`: the messages sender -> recipient with these ids.
+    /// One group of removals: the messages sender -> recipient with these ids.
     struct Removal {
         std::string recipient;
         std::string sender;
         std::vector<MessageId> ids;
     };
-    /// Delete the messages of every removal, all in ONE transaction; returns, per removal, what existed of its ids
-    /// and is gone now. Errc::invalid_argument (a bad name: nothing deleted), Errc::storage_error.
-    [[nodiscard]] virtual Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) = 0;
+    /// What one transaction changes in the mailboxes.
+    struct Changes {
+        std::vector<StoredMessage> appends;
+        std::vector<Removal> removals;
+    };
+    struct Applied {
+        std::vector<bool> appended;        ///< per append, in order: stored now (false: was stored already)
+        std::vector<StoredUsage> removed;  ///< per removal, in order: what existed of its ids and is gone now
+    };
+    /// The appends, then the removals, in ONE transaction (one fsync; all or nothing). A message whose (sender,
+    /// recipient, id) is stored already is not stored again. Errc::invalid_argument (a name, an empty or oversized
+    /// envelope: nothing changes), Errc::storage_error.
+    [[nodiscard]] virtual Result<Applied> apply(const Changes& changes) = 0;
+
+    /// apply() with appends only: per message, whether it was new.
+    [[nodiscard]] Result<std::vector<bool>> append(std::vector<StoredMessage> batch) {
+        SIM_TRY(auto r, apply(Changes{std::move(batch), {}}));
+        return std::move(r.appended);
+    }
+    /// apply() with removals only: per removal, what is gone.
+    [[nodiscard]] Result<std::vector<StoredUsage>> remove(std::vector<Removal> removals) {
+        SIM_TRY(auto r, apply(Changes{{}, std::move(removals)}));
+        return std::move(r.removed);
+    }
 
     /// What is stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
     [[nodiscard]] virtual Result<StoredUsage> usage(std::string_view recipient) = 0;

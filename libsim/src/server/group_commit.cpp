@@ -70,67 +70,63 @@ void GroupCommit::run() {
             written.push_back(std::move(item));
         }
     }
-    if (!written.empty()) {
-        std::vector<store::StoredMessage> messages;
-        messages.reserve(written.size());
-        for (auto& item : written) {
-            messages.push_back(std::move(item.message));
+    // Removals: one group per (recipient, sender), whatever number of acks asked for its ids.
+    std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
+    for (std::size_t i = 0; i < removals.size(); ++i) {
+        groups[{removals[i].recipient, removals[i].sender}].push_back(i);
+    }
+    if (written.empty() && groups.empty()) {
+        finish_job();
+        return;
+    }
+    store::MessageStore::Changes changes;
+    changes.appends.reserve(written.size());
+    for (auto& item : written) {
+        changes.appends.push_back(std::move(item.message));
+    }
+    changes.removals.reserve(groups.size());
+    for (const auto& [who, members] : groups) {
+        store::MessageStore::Removal r{who.first, who.second, {}};
+        for (const auto i : members) {
+            r.ids.insert(r.ids.end(), removals[i].ids.begin(), removals[i].ids.end());
         }
-        const auto fresh = m_store.append(messages);
-        {
-            const std::lock_guard lock(m_mutex);
-            ++m_commits;
-            m_messages += messages.size();
-        }
-        if (fresh) {
-            const auto now = m_clock.now();
-            for (const auto& item : written) {
-                m_latency.observe(now - item.queued);
-            }
-        }
-        for (std::size_t i = 0; i < written.size(); ++i) {
-            if (fresh && fresh->size() == written.size()) {
-                written[i].done((*fresh)[i] ? Written::fresh : Written::duplicate);
-            } else {
-                written[i].done(fresh ? Error{Errc::internal, "store returned a wrong result count"} : fresh.error());
-            }
+        changes.removals.push_back(std::move(r));
+    }
+    // The appends and the removals in one transaction: one fsync per job.
+    auto applied = m_store.apply(changes);
+    if (applied && (applied->appended.size() != written.size() || applied->removed.size() != groups.size())) {
+        applied = Error{Errc::internal, "store returned a wrong result count"};
+    }
+    {
+        const std::lock_guard lock(m_mutex);
+        ++m_commits;
+        m_messages += applied ? written.size() : 0;
+    }
+    if (applied) {
+        const auto now = m_clock.now();
+        for (const auto& item : written) {
+            m_latency.observe(now - item.queued);
         }
     }
-    // Removals: all of them in one transaction, one group per (recipient, sender) whatever number of acks asked.
-    if (!removals.empty()) {
-        std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
-        for (std::size_t i = 0; i < removals.size(); ++i) {
-            groups[{removals[i].recipient, removals[i].sender}].push_back(i);
-        }
-        std::vector<store::MessageStore::Removal> request;
-        request.reserve(groups.size());
-        for (const auto& [who, members] : groups) {
-            store::MessageStore::Removal r{who.first, who.second, {}};
-            for (const auto i : members) {
-                r.ids.insert(r.ids.end(), removals[i].ids.begin(), removals[i].ids.end());
-            }
-            request.push_back(std::move(r));
-        }
-        const auto removed = m_store.remove(request);
-        {
-            const std::lock_guard lock(m_mutex);
-            ++m_commits;
-        }
-        std::size_t g = 0;
-        for (const auto& [who, members] : groups) {
-            bool first = true;
-            for (const auto i : members) {
-                if (!removed || removed->size() != groups.size()) {
-                    removals[i].done(removed ? Error{Errc::internal, "store returned a wrong result count"}
-                                             : removed.error());
-                } else {
-                    removals[i].done(first ? (*removed)[g] : store::StoredUsage{});  // the group's sum, once
-                }
-                first = false;
-            }
-            ++g;
-        }
+    for (std::size_t i = 0; i < written.size(); ++i) {
+        written[i].done(applied ? Result<Written>(applied->appended[i] ? Written::fresh : Written::duplicate)
+                                : Result<Written>(applied.error()));
     }
+    std::size_t g = 0;
+    for (const auto& [who, members] : groups) {
+        bool first = true;
+        for (const auto i : members) {
+            // The group's sum goes to its first removal, once.
+            removals[i].done(applied ? Result<store::StoredUsage>(first ? applied->removed[g] : store::StoredUsage{})
+                                     : Result<store::StoredUsage>(applied.error()));
+            first = false;
+        }
+        ++g;
+    }
+    finish_job();
+}
+
+void GroupCommit::finish_job() {
     // Whatever arrived during this commit goes in the next one: one job in flight at a time.
     {
         const std::lock_guard lock(m_mutex);

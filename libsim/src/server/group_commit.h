@@ -1,8 +1,8 @@
 #pragma once
-// Private: group commit of the offline message queue (docs/protocol.md 6.7). Appends and removals (acknowledged
-// messages) are queued; one commit job at a time runs on the server's Executor, stores every append queued when it
-// starts in ONE store transaction, then deletes the queued removals with one transaction per (recipient, sender),
-// and runs each completion. Under load many messages share one commit (one fsync); when idle a message is committed
+// Private: group commit of the mailboxes (docs/protocol.md 6.7). Appends and removals (acknowledged messages) are
+// queued; one commit job at a time runs on the server's Executor, writes every append and every removal queued when
+// it starts in ONE store transaction (appends first; an append whose removal is queued too is not written), and
+// runs each completion. Under load many messages share one commit (one fsync); when idle a message is committed
 // alone, at once. A completion runs only after its transaction has committed. No store I/O happens on the caller's
 // thread (an I/O thread) or under the caller's locks.
 
@@ -73,6 +73,8 @@ private:
         Removed done;
     };
     void run();
+    /// After a job: run the next one if something was queued meanwhile, else mark that none is in flight.
+    void finish_job();
     /// Submit a job if none is in flight (the caller holds m_mutex and has just queued something).
     bool start_job_locked();
 

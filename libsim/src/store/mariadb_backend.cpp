@@ -713,13 +713,17 @@ public:
         return st;
     }
 
-    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
-        SIM_TRY_STATUS(check_messages(batch));
+    Result<Applied> apply(const Changes& changes) override {
+        SIM_TRY_STATUS(check_messages(changes.appends));
+        for (const auto& r : changes.removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
+        }
         const std::lock_guard lock(m_mutex);
-        return in_transaction([&]() -> Result<std::vector<bool>> {
-            std::vector<bool> fresh;
-            fresh.reserve(batch.size());
-            for (const auto& m : batch) {
+        return in_transaction([&]() -> Result<Applied> {
+            Applied out;
+            out.appended.reserve(changes.appends.size());
+            for (const auto& m : changes.appends) {
                 // IGNORE only skips the duplicate key here: every value was checked above.
                 SIM_TRY(const auto r,
                         plain(m_conn.run("INSERT IGNORE INTO sim_messages (recipient, sender, message_id, envelope, "
@@ -727,9 +731,23 @@ public:
                                          {sv(m.recipient), sv(m.sender), ByteView{m.id}, ByteView{m.envelope},
                                           to_ms(m.stored_at)},
                                          "")));
-                fresh.push_back(r.affected != 0);
+                out.appended.push_back(r.affected != 0);
             }
-            return fresh;  // committed by in_transaction: one log flush for the batch
+            out.removed.reserve(changes.removals.size());
+            for (const auto& removal : changes.removals) {
+                StoredUsage gone;
+                for (const auto& id : removal.ids) {
+                    SIM_TRY(const auto r,
+                            plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
+                                             "AND message_id = ? RETURNING LENGTH(envelope)",
+                                             {sv(removal.recipient), sv(removal.sender), ByteView{id}}, "i")));
+                    for (const auto& row : r.rows) {
+                        gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
+                    }
+                }
+                out.removed.push_back(gone);
+            }
+            return out;  // committed by in_transaction: one log flush for all of it
         });
     }
 
@@ -758,34 +776,6 @@ public:
             out.push_back(std::move(m));
         }
         return out;
-    }
-
-    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
-        for (const auto& r : removals) {
-            SIM_TRY_STATUS(check_name(r.recipient));
-            SIM_TRY_STATUS(check_name(r.sender));
-        }
-        const std::lock_guard lock(m_mutex);
-        return in_transaction([&]() -> Result<std::vector<StoredUsage>> {
-            std::vector<StoredUsage> out;
-            out.reserve(removals.size());
-            for (const auto& removal : removals) {
-                StoredUsage gone;
-                for (const auto& id : removal.ids) {
-                    SIM_TRY(const auto r,
-                            plain(m_conn.run(
-                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
-                                "AND message_id = ? RETURNING LENGTH(envelope)",
-                                {std::string_view{removal.recipient}, std::string_view{removal.sender}, ByteView{id}},
-                                "i")));
-                    for (const auto& row : r.rows) {
-                        gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
-                    }
-                }
-                out.push_back(gone);
-            }
-            return out;
-        });
     }
 
     Result<StoredUsage> usage(std::string_view recipient) override {

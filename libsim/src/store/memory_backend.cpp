@@ -273,21 +273,38 @@ public:
         return st;
     }
 
-    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
-        SIM_TRY_STATUS(check_messages(batch));
+    Result<Applied> apply(const Changes& changes) override {
+        SIM_TRY_STATUS(check_messages(changes.appends));
+        for (const auto& r : changes.removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
+        }
         const std::lock_guard lock(m_mutex);
-        std::vector<bool> fresh;
-        fresh.reserve(batch.size());
-        for (const auto& m : batch) {
+        Applied out;
+        out.appended.reserve(changes.appends.size());
+        for (const auto& m : changes.appends) {
             const auto [it, inserted] = m_message_keys.emplace(MessageKey{m.recipient, m.sender, m.id}, m_next_seq);
-            fresh.push_back(inserted);
+            out.appended.push_back(inserted);
             if (inserted) {
                 auto rec = m;
                 rec.seq = m_next_seq++;
                 m_messages.emplace(rec.seq, std::move(rec));
             }
         }
-        return fresh;
+        out.removed.reserve(changes.removals.size());
+        for (const auto& r : changes.removals) {
+            StoredUsage gone;
+            for (const auto& id : r.ids) {
+                const auto it = m_message_keys.find(MessageKey{r.recipient, r.sender, id});
+                if (it != m_message_keys.end()) {
+                    gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
+                    m_messages.erase(it->second);
+                    m_message_keys.erase(it);
+                }
+            }
+            out.removed.push_back(gone);
+        }
+        return out;
     }
 
     Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
@@ -299,29 +316,6 @@ public:
             if (it->second.recipient == recipient) {
                 out.push_back(it->second);
             }
-        }
-        return out;
-    }
-
-    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
-        for (const auto& r : removals) {
-            SIM_TRY_STATUS(check_name(r.recipient));
-            SIM_TRY_STATUS(check_name(r.sender));
-        }
-        const std::lock_guard lock(m_mutex);
-        std::vector<StoredUsage> out;
-        out.reserve(removals.size());
-        for (const auto& r : removals) {
-            StoredUsage gone;
-            for (const auto& id : r.ids) {
-                const auto it = m_message_keys.find(MessageKey{r.recipient, r.sender, id});
-                if (it != m_message_keys.end()) {
-                    gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
-                    m_messages.erase(it->second);
-                    m_message_keys.erase(it);
-                }
-            }
-            out.push_back(gone);
         }
         return out;
     }

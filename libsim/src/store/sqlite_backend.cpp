@@ -475,26 +475,51 @@ public:
         });
     }
 
-    Result<std::vector<bool>> append(const std::vector<StoredMessage>& batch) override {
-        SIM_TRY_STATUS(check_messages(batch));
-        return locked([&]() -> Result<std::vector<bool>> {
-            std::vector<bool> fresh;
-            fresh.reserve(batch.size());
+    Result<Applied> apply(const Changes& changes) override {
+        SIM_TRY_STATUS(check_messages(changes.appends));
+        for (const auto& r : changes.removals) {
+            SIM_TRY_STATUS(check_name(r.recipient));
+            SIM_TRY_STATUS(check_name(r.sender));
+        }
+        return locked([&]() -> Result<Applied> {
+            Applied out;
+            out.appended.reserve(changes.appends.size());
+            out.removed.reserve(changes.removals.size());
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
-            SQLite::Statement q(*m_db,
-                                "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) "
-                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient, sender, message_id) DO NOTHING");
-            for (const auto& m : batch) {
-                q.bind(1, m.recipient);
-                q.bind(2, m.sender);
-                q.bind(3, m.id.data(), static_cast<int>(m.id.size()));
-                bind_blob(q, 4, m.envelope);
-                q.bind(5, to_ms(m.stored_at));
-                fresh.push_back(q.exec() != 0);
-                q.reset();
+            if (!changes.appends.empty()) {
+                SQLite::Statement q(*m_db,
+                                    "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) "
+                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient, sender, message_id) DO NOTHING");
+                for (const auto& m : changes.appends) {
+                    q.bind(1, m.recipient);
+                    q.bind(2, m.sender);
+                    q.bind(3, m.id.data(), static_cast<int>(m.id.size()));
+                    bind_blob(q, 4, m.envelope);
+                    q.bind(5, to_ms(m.stored_at));
+                    out.appended.push_back(q.exec() != 0);
+                    q.reset();
+                }
             }
-            tx.commit();  // one fsync for the whole batch (synchronous = FULL)
-            return fresh;
+            if (!changes.removals.empty()) {
+                SQLite::Statement q(*m_db,
+                                    "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ? "
+                                    "RETURNING length(envelope)");
+                for (const auto& r : changes.removals) {
+                    StoredUsage gone;
+                    for (const auto& id : r.ids) {
+                        q.bind(1, r.recipient);
+                        q.bind(2, r.sender);
+                        q.bind(3, id.data(), static_cast<int>(id.size()));
+                        while (q.executeStep()) {
+                            gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
+                        }
+                        q.reset();
+                    }
+                    out.removed.push_back(gone);
+                }
+            }
+            tx.commit();  // one fsync for all of it (synchronous = FULL)
+            return out;
         });
     }
 
@@ -523,36 +548,6 @@ public:
                 m.stored_at = from_ms(q.getColumn(4).getInt64());
                 out.push_back(std::move(m));
             }
-            return out;
-        });
-    }
-
-    Result<std::vector<StoredUsage>> remove(const std::vector<Removal>& removals) override {
-        for (const auto& r : removals) {
-            SIM_TRY_STATUS(check_name(r.recipient));
-            SIM_TRY_STATUS(check_name(r.sender));
-        }
-        return locked([&]() -> Result<std::vector<StoredUsage>> {
-            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
-            SQLite::Statement q(*m_db,
-                                "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ? "
-                                "RETURNING length(envelope)");
-            std::vector<StoredUsage> out;
-            out.reserve(removals.size());
-            for (const auto& r : removals) {
-                StoredUsage gone;
-                for (const auto& id : r.ids) {
-                    q.bind(1, r.recipient);
-                    q.bind(2, r.sender);
-                    q.bind(3, id.data(), static_cast<int>(id.size()));
-                    while (q.executeStep()) {
-                        gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
-                    }
-                    q.reset();
-                }
-                out.push_back(gone);
-            }
-            tx.commit();
             return out;
         });
     }
