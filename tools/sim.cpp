@@ -1195,12 +1195,17 @@ private:
         say("* " + identity_line(*id));
     }
 
-    /// Every message of the local inbox (only those from `peer` when it is not empty), oldest first, to `f`. Reads
-    /// the client state only: nothing goes to the server.
-    template <class F>
-    sim::Status scan_inbox(const std::string& peer, F&& f) const {
+    struct InboxMatches {
+        std::deque<sim::InboxEntry> last;  ///< the last ones that matched, oldest first
+        std::size_t count = 0;             ///< how many matched in all
+    };
+    /// The last `n` messages of the local inbox (only those from `peer` when it is not empty) for which `keep` is
+    /// true, oldest first. Reads the client state only: nothing goes to the server.
+    template <class Keep>
+    sim::Result<InboxMatches> last_in_inbox(const std::string& peer, std::size_t n, Keep&& keep) const {
         constexpr std::size_t page = 512;
         const auto& core = m_c.client->core();
+        InboxMatches out;
         std::uint64_t from = 0;
         for (;;) {
             auto entries = core.inbox(from, page, peer);
@@ -1209,10 +1214,17 @@ private:
             }
             for (auto& e : *entries) {
                 from = e.index + 1;
-                f(std::move(e));
+                if (!keep(e)) {
+                    continue;
+                }
+                ++out.count;
+                out.last.push_back(std::move(e));
+                if (out.last.size() > n) {
+                    out.last.pop_front();
+                }
             }
             if (entries->size() < page) {
-                return sim::ok();
+                return out;
             }
         }
     }
@@ -1242,17 +1254,12 @@ private:
             say("! /history: no current peer (/open PEER or /to PEER)");
             return;
         }
-        std::deque<sim::InboxEntry> last;
-        const auto st = scan_inbox(m_current, [&](sim::InboxEntry&& e) {
-            last.push_back(std::move(e));
-            if (last.size() > n) {
-                last.pop_front();
-            }
-        });
-        if (!st) {
-            say("! /history: cannot read the inbox: " + st.error().message());
+        const auto found = last_in_inbox(m_current, n, [](const sim::InboxEntry&) { return true; });
+        if (!found) {
+            say("! /history: cannot read the inbox: " + found.error().message());
             return;
         }
+        const auto& last = found->last;
         if (last.empty()) {
             say("* no message from " + m_current + " in the inbox");
             return;
@@ -1281,22 +1288,14 @@ private:
         };
         constexpr std::size_t max_shown = 200;
         const std::string needle = lower(arg);
-        std::deque<sim::InboxEntry> found;
-        std::size_t count = 0;
-        const auto st = scan_inbox({}, [&](sim::InboxEntry&& e) {
-            if (lower(e.text).find(needle) == std::string::npos) {
-                return;
-            }
-            ++count;
-            found.push_back(std::move(e));
-            if (found.size() > max_shown) {
-                found.pop_front();
-            }
-        });
-        if (!st) {
-            say("! /search: cannot read the inbox: " + st.error().message());
+        const auto matches = last_in_inbox(
+            {}, max_shown, [&](const sim::InboxEntry& e) { return lower(e.text).find(needle) != std::string::npos; });
+        if (!matches) {
+            say("! /search: cannot read the inbox: " + matches.error().message());
             return;
         }
+        const auto& found = matches->last;
+        const std::size_t count = matches->count;
         const std::string what = "'" + sim::tools::printable(arg) + "'";
         if (count == 0) {
             say("* no message in the inbox contains " + what);
