@@ -29,11 +29,6 @@ std::int64_t now_ms() {
         .count();
 }
 
-/// Milliseconds since the Unix epoch, -1 for WallTime{} (unknown).
-std::int64_t ms_or_unknown(sim::WallTime t) {
-    return t == sim::WallTime{} ? -1 : static_cast<std::int64_t>(t.time_since_epoch().count());
-}
-
 class CursesScreen final : public ChatFrontEnd {
 public:
     /// Takes over `screen`, which newterm() made current.

@@ -733,6 +733,12 @@ std::tm local_time(std::int64_t time_ms) {
 
 }  // namespace
 
+std::int64_t ms_or_unknown(std::chrono::sys_time<std::chrono::milliseconds> t) {
+    return t == std::chrono::sys_time<std::chrono::milliseconds>{}
+               ? -1
+               : static_cast<std::int64_t>(t.time_since_epoch().count());
+}
+
 std::string clock_label(std::int64_t time_ms, std::int64_t now_ms) {
     if (time_ms < 0) {
         return "     ";

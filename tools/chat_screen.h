@@ -178,6 +178,9 @@ struct Glyph {
 /// How far apart the sender's and the server's times of a message may be before both are shown.
 inline constexpr std::int64_t time_skew_shown_ms = 5 * 60 * 1000;
 
+/// Milliseconds since the Unix epoch of a library time whose epoch value means "unknown" (sim::WallTime{}), -1 then.
+[[nodiscard]] std::int64_t ms_or_unknown(std::chrono::sys_time<std::chrono::milliseconds> t);
+
 /// The time shown before a line, in local time: "HH:MM" for a time of the day `now_ms` falls on, else
 /// "YYYY-MM-DD HH:MM"; five spaces when `time_ms` is negative (unknown).
 [[nodiscard]] std::string clock_label(std::int64_t time_ms, std::int64_t now_ms);

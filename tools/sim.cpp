@@ -607,6 +607,13 @@ enum class Awaited : std::uint8_t {
     failed,            ///< reported, and the connection closed
 };
 
+/// Follow the server's answers about `peer` (ack_init 2: online, 3: offline or not reachable yet) into `online`.
+void note_presence(const sim::ClientEvent& e, const std::string& peer, bool& online) {
+    if (e.peer == peer && (e.kind == sim::ClientEventKind::peer_online || e.kind == sim::ClientEventKind::waiting)) {
+        online = e.kind == sim::ClientEventKind::peer_online;
+    }
+}
+
 /// Ask the server for the conversation with `peer` and wait for the answer: its current prekey bundle (which
 /// shows whether its identity key changed) or, in server-assigned mode, a key. `online` follows the server's answer
 /// about the peer (ack_init 2 / 3) when it comes first.
@@ -627,9 +634,8 @@ Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::
                         : e.error().message());
             return Awaited::failed;
         }
-        if (online != nullptr && e->peer == peer &&
-            (e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting)) {
-            *online = e->kind == sim::ClientEventKind::peer_online;
+        if (online != nullptr) {
+            note_presence(*e, peer, *online);
         }
         if (e->kind == sim::ClientEventKind::key_assigned && e->peer == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
@@ -710,10 +716,7 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
             finish(*c);
             return failure("the server refused the message: " + e->error.message());
         }
-        if (e->peer == *peer &&
-            (e->kind == sim::ClientEventKind::peer_online || e->kind == sim::ClientEventKind::waiting)) {
-            online = e->kind == sim::ClientEventKind::peer_online;
-        }
+        note_presence(*e, *peer, online);
         if (e->kind != sim::ClientEventKind::receipt || e->message_id != *id) {
             continue;
         }
@@ -1231,12 +1234,12 @@ private:
 
     /// "  HH:MM [peer] text": the sender's time, and the server's when they are far apart (chat_screen.h).
     static std::string inbox_line(const sim::InboxEntry& e) {
-        const auto ms = [](sim::WallTime t) {
-            return t == sim::WallTime{} ? std::int64_t{-1} : static_cast<std::int64_t>(t.time_since_epoch().count());
-        };
+        using sim::tools::ms_or_unknown;
         const auto now = std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
-        return "  " + sim::tools::message_time_label(ms(e.sent_at), ms(e.received_at), ms(now)) + " [" +
-               sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
+        return "  " +
+               sim::tools::message_time_label(ms_or_unknown(e.sent_at), ms_or_unknown(e.received_at),
+                                              ms_or_unknown(now)) +
+               " [" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
     }
 
     /// /history [N]: the last N messages received from the current peer, from the inbox.

@@ -75,13 +75,18 @@ inline Status check_upload(const PrekeyUpload& u) {
     return ok();
 }
 
-inline Status check_messages(const std::vector<StoredMessage>& batch) {
-    for (const auto& m : batch) {
+/// The arguments of MessageStore::apply: names, and envelopes of 1..max_stored_envelope_size bytes.
+inline Status check_changes(const MessageStore::Changes& changes) {
+    for (const auto& m : changes.appends) {
         SIM_TRY_STATUS(check_name(m.recipient));
         SIM_TRY_STATUS(check_name(m.sender));
         if (m.envelope.empty() || m.envelope.size() > max_stored_envelope_size) {
             return Error{Errc::invalid_argument, "stored message must be 1..65536 bytes"};
         }
+    }
+    for (const auto& r : changes.removals) {
+        SIM_TRY_STATUS(check_name(r.recipient));
+        SIM_TRY_STATUS(check_name(r.sender));
     }
     return ok();
 }

@@ -274,11 +274,7 @@ public:
     }
 
     Result<Applied> apply(const Changes& changes) override {
-        SIM_TRY_STATUS(check_messages(changes.appends));
-        for (const auto& r : changes.removals) {
-            SIM_TRY_STATUS(check_name(r.recipient));
-            SIM_TRY_STATUS(check_name(r.sender));
-        }
+        SIM_TRY_STATUS(check_changes(changes));
         const std::lock_guard lock(m_mutex);
         Applied out;
         out.appended.reserve(changes.appends.size());

@@ -476,11 +476,7 @@ public:
     }
 
     Result<Applied> apply(const Changes& changes) override {
-        SIM_TRY_STATUS(check_messages(changes.appends));
-        for (const auto& r : changes.removals) {
-            SIM_TRY_STATUS(check_name(r.recipient));
-            SIM_TRY_STATUS(check_name(r.sender));
-        }
+        SIM_TRY_STATUS(check_changes(changes));
         return locked([&]() -> Result<Applied> {
             Applied out;
             out.appended.reserve(changes.appends.size());
