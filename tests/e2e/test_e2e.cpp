@@ -322,8 +322,8 @@ TEST_CASE("attack 2 over TCP: a message with a forged source is not forwarded") 
         env.mode = std::string_view(mode) == "e2e" ? sim::ConversationMode::end_to_end
                                                    : sim::ConversationMode::server_assigned;
         env.body = sim::to_bytes(sim::as_bytes("Hello Bob!"));
-        REQUIRE(
-            trudy->core().send_raw(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_envelope(env)}));
+        REQUIRE(trudy->core().send_raw(
+            sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_pair_submission(env, "alice", "bob")}));
         const auto err = trudy->wait_for(sim::ClientEventKind::error, "", 5s);
         REQUIRE(err);
         CHECK(err->error.code == sim::Errc::source_mismatch);
@@ -556,7 +556,7 @@ struct TempDir {
 
 /// A networked client whose end-to-end state lives in `state` (kept by the test across connections).
 std::unique_ptr<sim::Client> connect_with(std::uint16_t port, sim::ClientState& state,
-                                         std::size_t max_events = 1'000'000) {  // default: count every event
+                                          std::size_t max_events = 1'000'000) {  // default: count every event
     auto o = options(port);
     o.config.state = &state;
     o.max_queued_events = max_events;
@@ -940,7 +940,7 @@ TEST_CASE("an application that reads slowly and is killed: every message is in i
     constexpr int total = 3'000;
     Simd simd({"--messages-per-second", "100000", "--message-burst", "100000"});
     auto alice_state = sim::make_memory_client_state();
-    auto bob_state = sim::make_memory_client_state();  // outlives bob's "process", as a state file would
+    auto bob_state = sim::make_memory_client_state();       // outlives bob's "process", as a state file would
     auto bob = connect_with(simd.port(), *bob_state, 500);  // a small event queue: the application falls behind
     REQUIRE(bob->login("bob", "bob password 1"));
     auto alice = connect_with(simd.port(), *alice_state);
@@ -964,8 +964,8 @@ TEST_CASE("an application that reads slowly and is killed: every message is in i
                     ++shown;
                     std::this_thread::sleep_for(5ms);  // the application's own work per message
                 }
-                told_behind = told_behind || (e->kind == sim::ClientEventKind::error &&
-                                              e->error.code == sim::Errc::queue_full);
+                told_behind =
+                    told_behind || (e->kind == sim::ClientEventKind::error && e->error.code == sim::Errc::queue_full);
             }
         } else {
             std::this_thread::sleep_for(50ms);

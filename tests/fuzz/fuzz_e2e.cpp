@@ -1,5 +1,6 @@
 // libFuzzer target for the end-to-end decoders (docs/protocol.md section 6): every messages.h codec that reads
-// peer input (refusals and limits also round-trip), e2e::inspect, e2e::Session::deserialize, and e2e::Session::open on a genuine session.
+// peer input (refusals and limits also round-trip), e2e::inspect, e2e::Session::deserialize, and e2e::Session::open on
+// a genuine session.
 //
 // Properties checked (any violation aborts, which libFuzzer reports as a crash):
 // - nothing crashes or leaks on any input;
@@ -75,9 +76,20 @@ void decode_everything(sim::ByteView in) {
     // The delivery header (6.5): whatever decodes encodes back to the same bytes, and its envelope is what
     // decode_envelope reads after the header.
     if (const auto d = sim::decode_delivered(in)) {
-        const auto again = sim::encode_delivered(d->received_at, sim::encode_envelope(d->envelope));
+        const auto again =
+            sim::encode_delivered(d->received_at, d->conversation, d->sender_device, sim::encode_envelope(d->envelope));
         require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a delivered payload round-trips");
         require(sim::decode_envelope(in.subspan(sim::delivery_header_size)).has_value(), "its envelope decodes");
+    }
+    // A client's message (6.5): whatever decodes encodes back to the same bytes.
+    if (const auto m = sim::decode_submission(in)) {
+        const auto again = sim::encode_submission(*m);
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a message round-trips");
+    }
+    // An addressed content encodes back to the same bytes (the older kinds are re-encoded as the newer ones).
+    if (const auto c = sim::decode_e2e_content(in); c && c->address) {
+        const auto again = sim::encode_e2e_content(*c);
+        require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "an addressed content round-trips");
     }
     // The strict codecs of streams (6.6): whatever decodes encodes back to the same bytes.
     if (const auto r = sim::decode_refusal(in)) {

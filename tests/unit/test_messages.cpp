@@ -1,3 +1,4 @@
+#include <sim/crypto.h>
 #include <sim/messages.h>
 
 #include <doctest/doctest.h>
@@ -353,18 +354,91 @@ TEST_CASE("envelope round trip and strict decoding") {
     CHECK(sa->id == mid(2));
 }
 
+TEST_CASE("pair conversation id: both orders, SHA-256 of the tagged names, distinct pairs differ") {
+    const auto ab = sim::pair_conversation_id("alice", "bob");
+    CHECK(ab == sim::pair_conversation_id("bob", "alice"));
+    const std::string input = std::string("libsim pair") + '\0' + "alice" + '\0' + "bob";
+    const auto digest = sim::crypto::sha256(sim::as_bytes(input));
+    CHECK(sim::Bytes(ab.begin(), ab.end()) == sim::Bytes(digest.begin(), digest.begin() + 16));
+    // the separator keeps ("ab", "c") and ("a", "bc") apart
+    CHECK(sim::pair_conversation_id("ab", "c") != sim::pair_conversation_id("a", "bc"));
+    CHECK(ab != sim::pair_conversation_id("alice", "carol"));
+}
+
+namespace {
+sim::ConversationId cid(std::uint8_t b) {
+    sim::ConversationId c{};
+    c.fill(b);
+    return c;
+}
+}  // namespace
+
+TEST_CASE("submission round trip and strict decoding") {
+    sim::Submission s{mid(1), sim::ConversationMode::end_to_end, cid(0xC0), 3, {{1, {1, 2}}, {4, {9}}}};
+    const auto wire = sim::encode_submission(s);
+    CHECK(wire.size() == 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1));
+    const auto back = sim::decode_submission(wire);
+    REQUIRE(back);
+    CHECK(back->id == mid(1));
+    CHECK(back->mode == sim::ConversationMode::end_to_end);
+    CHECK(back->conversation == cid(0xC0));
+    CHECK(back->sender_device == 3);
+    CHECK(back->bodies == s.bodies);
+    const auto e = sim::device_envelope(*back, 1);
+    CHECK(e.id == mid(1));
+    CHECK(e.body == sim::Bytes{9});
+    check_prefixes(wire, sim::decode_submission);
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_submission(longer).code() == sim::Errc::trailing_bytes);
+    const auto refused = [](sim::Submission x) { return sim::decode_submission(sim::encode_submission(x)).code(); };
+    auto bad = s;
+    bad.sender_device = 0;
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.bodies.clear();
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.bodies[0].device = 0;
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.bodies[1].device = 1;  // twice
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    std::swap(bad.bodies[0], bad.bodies[1]);  // not in increasing order
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.bodies[1].body.clear();
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    auto mode = wire;
+    mode[16] = 3;
+    CHECK(sim::decode_submission(mode).code() == sim::Errc::bad_field);
+    // a count above the limit is refused from the count field alone
+    auto many = wire;
+    many[16 + 1 + 16 + 4] = sim::max_devices_per_message + 1;
+    CHECK(sim::decode_submission(many).code() == sim::Errc::bad_field);
+    // a body length past the end is truncated, not read
+    auto len = wire;
+    len[16 + 1 + 16 + 4 + 1 + 4] = 0xFF;
+    CHECK(sim::decode_submission(len).code() == sim::Errc::truncated);
+}
+
 TEST_CASE("delivery header round trip and strict decoding") {
     const sim::Envelope e{mid(5), sim::ConversationMode::server_assigned, sim::Bytes{4, 5, 6}};
     const auto envelope = sim::encode_envelope(e);
     const sim::WallTime at{std::chrono::milliseconds{1'800'000'000'123}};
-    const auto wire = sim::encode_delivered(at, envelope);
+    const auto wire = sim::encode_delivered(at, cid(0xAB), 7, envelope);
     REQUIRE(wire.size() == sim::delivery_header_size + envelope.size());
     CHECK(wire[0] == sim::delivery_header_version);
     CHECK(sim::Bytes(wire.begin() + 1, wire.begin() + 9) == sim::Bytes{0, 0, 0x01, 0xA3, 0x18, 0x5C, 0x50, 0x7B});
-    CHECK(sim::Bytes(wire.begin() + 9, wire.end()) == envelope);
+    CHECK(sim::Bytes(wire.begin() + 9, wire.begin() + 25) == sim::Bytes(16, 0xAB));
+    CHECK(sim::Bytes(wire.begin() + 25, wire.begin() + 29) == sim::Bytes{0, 0, 0, 7});
+    CHECK(sim::Bytes(wire.begin() + 29, wire.end()) == envelope);
     const auto back = sim::decode_delivered(wire);
     REQUIRE(back);
     CHECK(back->received_at == at);
+    CHECK(back->conversation == cid(0xAB));
+    CHECK(back->sender_device == 7);
     CHECK(back->envelope.id == mid(5));
     CHECK(back->envelope.mode == sim::ConversationMode::server_assigned);
     CHECK(back->envelope.body == sim::Bytes{4, 5, 6});
@@ -374,11 +448,12 @@ TEST_CASE("delivery header round trip and strict decoding") {
     }
     CHECK(sim::decode_delivered(sim::ByteView{wire}.first(sim::delivery_header_size + 17)).code() ==
           sim::Errc::bad_field);
-    for (const std::uint8_t v : {0, 2, 255}) {
+    for (const std::uint8_t v : {0, 1, 3, 255}) {  // 1: the header before device addresses
         auto bad = wire;
         bad[0] = v;
         CHECK(sim::decode_delivered(bad).code() == sim::Errc::bad_field);
     }
+    CHECK(sim::decode_delivered(sim::encode_delivered(at, cid(1), 0, envelope)).code() == sim::Errc::bad_field);
     // a receive time beyond what a time point holds (2^63 - 1 ms) is refused; the largest one is not
     auto far = wire;
     far[1] = 0x80;
@@ -391,7 +466,7 @@ TEST_CASE("delivery header round trip and strict decoding") {
     REQUIRE(envelope[0] != sim::delivery_header_version);
     CHECK(sim::decode_delivered(envelope).code() == sim::Errc::bad_field);
     // "unknown" goes as 0 and comes back as unknown
-    CHECK(sim::decode_delivered(sim::encode_delivered(sim::WallTime{}, envelope)).value().received_at ==
+    CHECK(sim::decode_delivered(sim::encode_delivered(sim::WallTime{}, cid(1), 1, envelope)).value().received_at ==
           sim::WallTime{});
 }
 
@@ -435,10 +510,11 @@ TEST_CASE("receipt round trip and strict decoding") {
 
 TEST_CASE("end-to-end content round trip and strict decoding") {
     const sim::WallTime sent{std::chrono::milliseconds{1'700'000'000'042}};
-    const sim::E2eContent c{sim::ContentKind::text, 7, mid(3), "hi", sent};
+    const sim::ContentAddress to{cid(0x5A), 2, 3};
+    const sim::E2eContent c{sim::ContentKind::text, 7, mid(3), "hi", sent, to};
     const auto wire = sim::encode_e2e_content(c);
-    CHECK(wire.size() == 1 + 8 + 16 + 8 + 2);
-    CHECK(wire[0] == sim::stamped_text_kind);
+    CHECK(wire.size() == 1 + 8 + 16 + 24 + 8 + 2);
+    CHECK(wire[0] == sim::addressed_text_kind);
     const auto back = sim::decode_e2e_content(wire);
     REQUIRE(back);
     CHECK(back->kind == sim::ContentKind::text);
@@ -446,38 +522,58 @@ TEST_CASE("end-to-end content round trip and strict decoding") {
     CHECK(back->id == mid(3));
     CHECK(back->text == "hi");
     CHECK(back->sent_at == sent);
-    for (std::size_t cut = 0; cut < 33; ++cut) {
+    CHECK(back->address == to);
+    constexpr std::size_t header = 1 + 8 + 16 + 24 + 8;
+    for (std::size_t cut = 0; cut < header; ++cut) {
         CHECK_MESSAGE(sim::decode_e2e_content(sim::ByteView{wire}.first(cut)).code() == sim::Errc::truncated, cut);
     }
     // an empty text message is allowed
-    CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(33)));
-    // kind 1, the text without a timestamp (before timestamps), still reads: the same bytes minus sent_at
-    sim::Bytes v1(wire.begin(), wire.begin() + 25);
+    CHECK(sim::decode_e2e_content(sim::ByteView{wire}.first(header)));
+    // a device 0 in the address is refused
+    for (const std::size_t at : {1U + 8 + 16 + 16 + 3, 1U + 8 + 16 + 16 + 4 + 3}) {
+        auto zero = wire;
+        zero[at] = 0;
+        CHECK(sim::decode_e2e_content(zero).code() == sim::Errc::bad_field);
+    }
+    // kinds sealed before addresses still read, without one: 3 (text with its timestamp) and 1 (text only)
+    auto v3 = wire;
+    v3.erase(v3.begin() + 25, v3.begin() + 49);
+    v3[0] = sim::stamped_text_kind;
+    const auto stamped = sim::decode_e2e_content(v3);
+    REQUIRE(stamped);
+    CHECK(stamped->text == "hi");
+    CHECK(stamped->sent_at == sent);
+    CHECK_FALSE(stamped->address);
+    auto v1 = v3;  // kind 3 without the timestamp
+    v1.erase(v1.begin() + 25, v1.begin() + 33);
     v1[0] = 1;
-    v1.insert(v1.end(), {'h', 'i'});
     const auto old = sim::decode_e2e_content(v1);
     REQUIRE(old);
     CHECK(old->kind == sim::ContentKind::text);
     CHECK(old->seq == 7);
     CHECK(old->text == "hi");
     CHECK(old->sent_at == sim::WallTime{});
+    CHECK_FALSE(old->address);
 
     auto bad_kind = wire;
-    bad_kind[0] = 4;
+    bad_kind[0] = 6;
     CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);
     bad_kind[0] = 0;
     CHECK(sim::decode_e2e_content(bad_kind).code() == sim::Errc::bad_field);
-    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::text, 0, mid(3), "hi"})).code() ==
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::text, 0, mid(3), "hi", {}, to})).code() ==
           sim::Errc::bad_field);
 
-    const auto ro = sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), ""}));
+    const auto ro_wire = sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), "", {}, to});
+    CHECK(ro_wire[0] == sim::addressed_ratchet_only_kind);
+    const auto ro = sim::decode_e2e_content(ro_wire);
     REQUIRE(ro);
     CHECK(ro->kind == sim::ContentKind::ratchet_only);
     CHECK(ro->text.empty());
-    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), "x"})).code() ==
-          sim::Errc::bad_field);
-    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 5, mid(4), ""})).code() ==
-          sim::Errc::bad_field);
+    CHECK(ro->address == to);
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 0, mid(4), "x", {}, to}))
+              .code() == sim::Errc::bad_field);
+    CHECK(sim::decode_e2e_content(sim::encode_e2e_content({sim::ContentKind::ratchet_only, 5, mid(4), "", {}, to}))
+              .code() == sim::Errc::bad_field);
 }
 
 TEST_CASE("conversation mode names") {

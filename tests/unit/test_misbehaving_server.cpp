@@ -30,9 +30,20 @@ namespace e2e = sim::e2e;
 namespace {
 
 sim::MessageId envelope_id(const sim::Frame& f) {
-    auto env = sim::decode_envelope(f.payload);
-    REQUIRE(env);
-    return env->id;
+    auto m = sim::decode_submission(f.payload);
+    REQUIRE(m);
+    return m->id;
+}
+
+/// `f` (a message as a client sent it) made to look as if it came from `source`: the frame's source and the
+/// conversation id of the client's message both rewritten, as a server that forges consistently would.
+sim::Frame readdressed(sim::Frame f, const std::string& source) {
+    auto m = sim::decode_submission(f.payload);
+    REQUIRE(m);
+    m->conversation = sim::pair_conversation_id(source, f.destination);
+    f.source = source;
+    f.payload = sim::encode_submission(*m);
+    return f;
 }
 
 /// The id of a message as the server delivers it (delivery header, then the envelope).
@@ -92,7 +103,10 @@ public:
     /// `receive_time`, now if online, and again at each login until acked.
     void deliver(const sim::Frame& frame) {
         sim::Frame out = frame;
-        out.payload = sim::encode_delivered(receive_time, frame.payload);
+        const auto s = sim::decode_submission(frame.payload);
+        REQUIRE(s);
+        out.payload = sim::encode_delivered(receive_time, s->conversation, s->sender_device,
+                                            sim::encode_envelope(sim::device_envelope(*s, 0)));
         if (rewrite) {
             rewrite(out.payload);
         }
@@ -463,9 +477,9 @@ sim::Frame tampered(sim::Frame f, std::size_t at, std::uint8_t bit = 0x01) {
     return f;
 }
 
-// Offsets in a message payload: envelope (id 16, mode 1), then a normal RatchetMessage (type 1, session id 8,
-// ratchet key 32, pn 4, n 4, ciphertext).
-constexpr std::size_t body_at = 17;
+// Offsets in a client's message payload (6.5): id 16, mode 1, conversation 16, sender device 4, count 1, device 4,
+// body length 4; then a normal RatchetMessage (type 1, session id 8, ratchet key 32, pn 4, n 4, ciphertext).
+constexpr std::size_t body_at = 16 + 1 + 16 + 4 + 1 + 4 + 4;
 constexpr std::size_t session_id_at = body_at + 1;
 constexpr std::size_t ratchet_key_at = body_at + 9;
 constexpr std::size_t n_last_byte_at = body_at + 9 + 32 + 4 + 3;
@@ -662,8 +676,7 @@ TEST_CASE("a rewritten source field is never shown as the other user's message")
 
     // alice's first message (an initial X3DH message) and a normal one after bob replied
     w.send(alice, "bob", "from alice");
-    auto initial = w.server.log.back();
-    initial.source = "carol";
+    auto initial = readdressed(w.server.log.back(), "carol");
     w.server.deliver(initial);
     w.settle();
     CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
@@ -690,8 +703,7 @@ TEST_CASE("a rewritten source field is never shown as the other user's message")
     w.server.withhold = [](const sim::Frame&) { return true; };
     const auto errors_before = bob.of(ClientEventKind::error, "carol").size();
     w.send(alice, "bob", "second from alice");
-    auto normal = w.server.log.back();
-    normal.source = "carol";
+    auto normal = readdressed(w.server.log.back(), "carol");
     w.server.deliver(normal);
     w.settle();
     CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
@@ -720,8 +732,9 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     // which matters: the server holds the keys and reads what alice sends
     w.server.withhold = [](const sim::Frame&) { return true; };
     w.send(alice, "bob", "for bob only");
-    const auto env = sim::decode_envelope(w.server.log.back().payload);
-    REQUIRE(env);
+    const auto sent = sim::decode_submission(w.server.log.back().payload);
+    REQUIRE(sent);
+    const auto* env = &sent->bodies.at(0);
     const auto info = e2e::inspect(env->body);
     REQUIRE(info);
     REQUIRE(info->initial);
@@ -824,10 +837,13 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         w.rng->fill(id);
         const auto acks_before = w.server.acks.size();
         // seq 1: a new identity counts from 1 again
-        auto body = s->seal(sim::encode_e2e_content({sim::ContentKind::text, 1, id, "send me your password"}));
+        const sim::ContentAddress to_bob{sim::pair_conversation_id("alice", "bob"), 1, 1};
+        auto body =
+            s->seal(sim::encode_e2e_content({sim::ContentKind::text, 1, id, "send me your password", {}, to_bob}));
         REQUIRE(body);
-        const sim::Frame forged{sim::FrameType::message, 0, "alice", "bob",
-                                sim::encode_envelope({id, sim::ConversationMode::end_to_end, *body})};
+        const sim::Frame forged{
+            sim::FrameType::message, 0, "alice", "bob",
+            sim::encode_pair_submission({id, sim::ConversationMode::end_to_end, *body}, "alice", "bob")};
         w.server.deliver(forged);
         w.settle();
         CHECK(p.bob->texts().empty());
@@ -852,10 +868,11 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         const auto forge = [&](std::uint64_t seq, const std::string& text) {
             sim::MessageId mid{};
             w.rng->fill(mid);
-            auto sealed = s->seal(sim::encode_e2e_content({sim::ContentKind::text, seq, mid, text}));
+            auto sealed = s->seal(sim::encode_e2e_content({sim::ContentKind::text, seq, mid, text, {}, to_bob}));
             REQUIRE(sealed);
-            w.server.deliver({sim::FrameType::message, 0, "alice", "bob",
-                              sim::encode_envelope({mid, sim::ConversationMode::end_to_end, *sealed})});
+            w.server.deliver(
+                {sim::FrameType::message, 0, "alice", "bob",
+                 sim::encode_pair_submission({mid, sim::ConversationMode::end_to_end, *sealed}, "alice", "bob")});
             w.settle();
         };
         forge(1, "seq 1 again");
@@ -920,8 +937,10 @@ TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while
             p.alice->core->tick();
             p.w.settle();
         }
-        const auto steps = [&] { return p.alice->of(ClientEventKind::key_rotated, "bob").size() +
-                                        p.bob->of(ClientEventKind::key_rotated, "alice").size(); };
+        const auto steps = [&] {
+            return p.alice->of(ClientEventKind::key_rotated, "bob").size() +
+                   p.bob->of(ClientEventKind::key_rotated, "alice").size();
+        };
         const auto settled = steps();
         CHECK(settled >= 1);  // bob's ratchet-only answer to the text made alice step
         for (int round = 0; round < 6; ++round) {
@@ -1198,12 +1217,12 @@ TEST_CASE("received messages are in the inbox before they are acknowledged, and 
 
 TEST_CASE("a damaged client state is refused at login: the connection closes and nothing is sent from it") {
     const std::vector<std::pair<std::string, sim::SecureBytes>> damage{
-        {"identity", sim::SecureBytes{1, 2, 3}},       // truncated
-        {"prekeys", sim::SecureBytes{1}},               // truncated
-        {"peers", sim::SecureBytes{0, 0, 0, 5}},       // lists peers whose records are missing
-        {"outbox", sim::SecureBytes{0, 0, 0, 1}},      // lists an entry that is not there
-        {"inbox", sim::SecureBytes{1, 0, 0}},          // truncated inbox header
-        {"peer/bob", sim::SecureBytes(40, 0xFF)},      // a peer record of another version
+        {"identity", sim::SecureBytes{1, 2, 3}},   // truncated
+        {"prekeys", sim::SecureBytes{1}},          // truncated
+        {"peers", sim::SecureBytes{0, 0, 0, 5}},   // lists peers whose records are missing
+        {"outbox", sim::SecureBytes{0, 0, 0, 1}},  // lists an entry that is not there
+        {"inbox", sim::SecureBytes{1, 0, 0}},      // truncated inbox header
+        {"peer/bob", sim::SecureBytes(40, 0xFF)},  // a peer record of another version
     };
     for (const auto& item : damage) {
         CAPTURE(item.first);
@@ -1253,14 +1272,15 @@ struct AssignedPair {
     }
 };
 
-// Offsets in a server-assigned message payload: envelope (id 16, mode 1), record header (16), then the AES-GCM
+// Offsets in a server-assigned message payload: as above, then the record header (16), then the AES-GCM
 // ciphertext of sid u32 | 0xFF | sent_at u64 | text, byte for byte.
-constexpr std::size_t record_plaintext_at = 17 + 16;
+constexpr std::size_t record_plaintext_at = body_at + 16;
 constexpr std::size_t record_sent_at = record_plaintext_at + 4 + 1;
 // In an end-to-end message of a running session (a normal RatchetMessage: type, session id, ratchet key, pn, n),
-// the ciphertext of kind u8 | seq u64 | id (16) | sent_at u64 | text.
+// the ciphertext of kind u8 | seq u64 | id (16) | conversation (16) | sender device u32 | recipient device u32 |
+// sent_at u64 | text.
 constexpr std::size_t ratchet_plaintext_at = body_at + 1 + 8 + 32 + 4 + 4;
-constexpr std::size_t ratchet_sent_at = ratchet_plaintext_at + 1 + 8 + 16;
+constexpr std::size_t ratchet_sent_at = ratchet_plaintext_at + 1 + 8 + 16 + 16 + 4 + 4;
 
 }  // namespace
 
@@ -1347,7 +1367,8 @@ TEST_CASE("a garbled delivery header: the message is not shown, not acknowledged
     Pair p;
     auto& w = p.w;
     const auto acks_before = w.server.acks.size();
-    w.server.rewrite = [](sim::Bytes& payload) { payload[0] = 2; };  // a delivery version the client does not know
+    // the delivery version before device addresses, which the client no longer reads
+    w.server.rewrite = [](sim::Bytes& payload) { payload[0] = 1; };
     w.send(*p.alice, "bob", "behind a bad header");
     CHECK(p.bob->texts().empty());
     const auto errors = p.bob->of(ClientEventKind::error, "alice");
@@ -1355,6 +1376,63 @@ TEST_CASE("a garbled delivery header: the message is not shown, not acknowledged
     CHECK(errors[0].error.code == sim::Errc::bad_field);
     CHECK(w.server.acks.size() == acks_before);
     CHECK(w.server.unacked("bob") == 1);
+}
+
+TEST_CASE("a server that re-addresses a message (conversation id, sender device, source) is caught") {
+    // Delivery header (6.5): version 1 | received_at 8 | conversation 16 | sender device u32.
+    constexpr std::size_t conversation_at = 1 + 8;
+    constexpr std::size_t sender_device_at = conversation_at + 16;
+    SUBCASE("another pair's conversation id: not shown, not acknowledged") {
+        Pair p;
+        auto& w = p.w;
+        const auto acks_before = w.server.acks.size();
+        const auto other = sim::pair_conversation_id("alice", "carol");
+        w.server.rewrite = [other](sim::Bytes& payload) {
+            std::copy(other.begin(), other.end(), payload.begin() + conversation_at);
+        };
+        w.send(*p.alice, "bob", "for bob");
+        CHECK(p.bob->texts().empty());
+        const auto errors = p.bob->of(ClientEventKind::error, "alice");
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].error.code == sim::Errc::bad_field);
+        CHECK(w.server.acks.size() == acks_before);
+        CHECK(w.server.unacked("bob") == 1);
+    }
+    SUBCASE("the source rewritten alone: the conversation id still names the real pair") {
+        World w;
+        auto& bob = w.start("bob");
+        auto& carol = w.start("carol", "bob");
+        w.send(carol, "bob", "carol here");
+        auto& alice = w.start("alice", "bob");
+        w.server.withhold = [](const sim::Frame&) { return true; };
+        w.send(alice, "bob", "from alice");
+        auto relabelled = w.server.log.back();
+        relabelled.source = "carol";
+        w.server.deliver(relabelled);
+        w.settle();
+        CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
+        CHECK_FALSE(bob.saw(ClientEventKind::identity_changed, "carol"));
+        const auto errors = bob.of(ClientEventKind::error, "carol");
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].error.code == sim::Errc::bad_field);
+    }
+    SUBCASE("another sender device: it opens, but its sealed address differs, so it is dropped") {
+        Pair p;
+        auto& w = p.w;
+        w.send(*p.alice, "bob", "genuine");
+        REQUIRE(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
+        w.server.rewrite = [](sim::Bytes& payload) { payload.at(sender_device_at + 3) = 2; };
+        w.send(*p.alice, "bob", "from device 1");
+        CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
+        const auto errors = p.bob->of(ClientEventKind::error, "alice");
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].error.code == sim::Errc::auth_failed);
+        CHECK(errors[0].error.detail.find("re-addressed") != std::string::npos);
+        // delivered as sent, the next one is shown (the dropped one is reported missing)
+        w.server.rewrite = nullptr;
+        w.send(*p.alice, "bob", "after");
+        CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine", "after"});
+    }
 }
 
 TEST_CASE("server-assigned: a message sent again keeps the time it was first sent at, also after a restart") {

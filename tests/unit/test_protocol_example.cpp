@@ -268,15 +268,33 @@ void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth, bool d
             return;
         }
         case sim::FrameType::message: {
+            const auto device = [&](const std::string& what) {
+                const auto d = c.take(4);
+                out.field(what + " " + std::to_string(Cursor(d).number(4)), d, depth);
+            };
             if (delivered) {
                 const auto version = c.take(1);
                 out.field("delivery header: version " + std::to_string(version[0]), version, depth);
                 const auto at = c.take(8);
                 out.field("received_at (Unix ms) " + std::to_string(Cursor(at).number(8)), at, depth);
+                out.field("conversation id", c.take(16), depth);
+                device("sender device");
+                out.field("envelope: message id", c.take(16), depth);
+                const auto mode = c.take(1);
+                out.field("envelope: mode " + std::to_string(mode[0]) + " (RatchetMessage)", mode, depth);
+            } else {
+                out.field("message id", c.take(16), depth);
+                const auto mode = c.take(1);
+                out.field("mode " + std::to_string(mode[0]) + " (RatchetMessage)", mode, depth);
+                out.field("conversation id", c.take(16), depth);
+                device("sender device");
+                const auto count = c.take(1);
+                out.field("count " + std::to_string(count[0]), count, depth);
+                REQUIRE(count[0] == 1);
+                device("recipient device");
+                const auto len = c.take(4);
+                out.field("body length " + std::to_string(Cursor(len).number(4)), len, depth);
             }
-            out.field("envelope: message id", c.take(16), depth);
-            const auto mode = c.take(1);
-            out.field("envelope: mode " + std::to_string(mode[0]) + " (RatchetMessage)", mode, depth);
             const auto type = c.take(1);
             out.field("type " + std::to_string(type[0]) + " (initial)", type, depth);
             out.field("session id", c.take(8), depth);
@@ -572,11 +590,16 @@ Example generate() {
     }
     // Alice's wall clock, one second behind the server's: the sender's timestamp sealed in the message (6.3).
     const sim::WallTime sent_at{std::chrono::milliseconds{1'799'999'999'000}};
-    const sim::E2eContent content{sim::ContentKind::text, 1, id, "Hello Bob!", sent_at};
+    // 6.5: the pair's conversation id; both have one device, 1.
+    const auto conversation = sim::pair_conversation_id("alice", "bob");
+    const sim::E2eContent content{sim::ContentKind::text, 1,       id,
+                                  "Hello Bob!",           sent_at, sim::ContentAddress{conversation, 1, 1}};
     const auto plaintext = sim::encode_e2e_content(content);
     const auto ratchet_message = session.seal(plaintext).value();
-    const auto envelope = sim::encode_envelope(sim::Envelope{id, sim::ConversationMode::end_to_end, ratchet_message});
-    alice.send(sim::Frame{sim::FrameType::message, 1, "alice", "bob", envelope});
+    const sim::Envelope bob_envelope{id, sim::ConversationMode::end_to_end, ratchet_message};
+    const auto envelope = sim::encode_envelope(bob_envelope);
+    alice.send(sim::Frame{sim::FrameType::message, 1, "alice", "bob",
+                          sim::encode_pair_submission(bob_envelope, "alice", "bob")});
     settle();
 
     {
@@ -643,11 +666,14 @@ Example generate() {
         keys.field("message key mk (n 0) = HMAC(ck, 01)", mk);
         keys.field("K = HKDF(\"\", mk, \"libsim ratchet message\")", k);
         keys.field("AEAD key of K (4.3); nonce = 12 zero bytes", aead_key_of(k));
-        keys.field("E2eContent: kind 3, seq 1", sim::ByteView{plaintext}.first(9));
+        keys.field("conversation id = SHA-256(\"libsim pair\" 00 \"alice\" 00 \"bob\")[0..16]", conversation);
+        keys.field("E2eContent: kind 4, seq 1", sim::ByteView{plaintext}.first(9));
         keys.field("  message id", sim::ByteView{plaintext}.subspan(9, 16));
+        keys.field("  conversation id", sim::ByteView{plaintext}.subspan(25, 16));
+        keys.field("  sender device 1, recipient device 1", sim::ByteView{plaintext}.subspan(41, 8));
         keys.field("  sent_at (Unix ms) " + std::to_string(sent_at.time_since_epoch().count()),
-                   sim::ByteView{plaintext}.subspan(25, 8));
-        keys.field("  text \"Hello Bob!\"", sim::ByteView{plaintext}.subspan(33));
+                   sim::ByteView{plaintext}.subspan(49, 8));
+        keys.field("  text \"Hello Bob!\"", sim::ByteView{plaintext}.subspan(57));
         ex.blocks.push_back(keys.text());
     }
     REQUIRE(alice.log.size() == login_entries + 5);  // init, ack_init 2, keygen, message, receipt stored
@@ -682,6 +708,8 @@ Example generate() {
     const auto delivered = sim::decode_delivered(forwarded.payload).value();
     // 6.5: the server's receive time (its wall clock) in the delivery header, then the envelope as Alice sent it.
     REQUIRE(delivered.received_at == sim::WallTime{std::chrono::milliseconds{1'800'000'000'000}});
+    REQUIRE(delivered.conversation == conversation);
+    REQUIRE(delivered.sender_device == 1);
     REQUIRE(sim::encode_envelope(delivered.envelope) == envelope);
     const auto& env = delivered.envelope;
     const auto info = sim::e2e::inspect(env.body).value();
@@ -690,6 +718,7 @@ Example generate() {
     const auto opened = bob_session.open(env.body).value();
     const auto bob_content = sim::decode_e2e_content(opened).value();
     REQUIRE(bob_content.sent_at == sent_at);
+    REQUIRE(bob_content.address == content.address);
     ex.bob_text = bob_content.text;
     return ex;
 }

@@ -5,8 +5,8 @@
 #include <sim/client_state.h>
 #include <sim/crypto.h>
 #include <sim/e2e.h>
-#include <sim/messages.h>
 #include <sim/frame.h>
+#include <sim/messages.h>
 #include <sim/server.h>
 #include <sim/store.h>
 
@@ -21,8 +21,8 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <memory>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -138,10 +138,9 @@ struct World {
         if (configure) {
             configure(cfg);
         }
-        server = std::move(
-            sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
-                                    messages.get(), workers, *rng, clock)
-                .value());
+        server = std::move(sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
+                                                   messages.get(), workers, *rng, clock)
+                               .value());
         server_public = sim::to_bytes(server->static_public_key());
     }
 
@@ -246,8 +245,9 @@ struct World {
 
     sim::Status login(TestClient& c, const std::string& user, const std::string& password,
                       const std::string& destination = {}) {
-        auto st = c.core->login(user, {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password))},
-                                destination);
+        auto st = c.core->login(
+            user, {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password))},
+            destination);
         settle();
         return st;
     }
@@ -518,7 +518,8 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     sim::Envelope forged;
     forged.mode = sim::ConversationMode::server_assigned;
     forged.body = w.rng->bytes(80);
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "bob", sim::encode_envelope(forged)}));
+    REQUIRE(trudy.core->send_raw(
+        sim::Frame{sim::FrameType::message, 0, "trudy", "bob", sim::encode_pair_submission(forged, "trudy", "bob")}));
     w.settle();
     CHECK(bob.of(sim::ClientEventKind::message).empty());
     REQUIRE(bob.of(sim::ClientEventKind::error).size() == 1);
@@ -530,7 +531,8 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
 
     // Other forged fields are refused too: the server as destination, a message before a key, an ack from a client.
     REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "Server", {1, 2, 3}}));
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "carol", sim::encode_envelope(forged)}));
+    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "carol",
+                                            sim::encode_pair_submission(forged, "trudy", "carol")}));
     w.settle();
     const auto errs = trudy.of(sim::ClientEventKind::error);
     REQUIRE(errs.size() == 3);
@@ -551,11 +553,13 @@ TEST_CASE("attack 3: a man in the middle with its own key is refused; replayed f
     World mitm(sim::SuitePolicy::require_tdes(), "a different server");
     sim::ClientConfig cfg;
     cfg.handshake.server_id = "test-server:1";
-    auto tc = sim_test::make_test_client(cfg, w.known /* the victim's pins */, *w.rng, w.clock,
-                                         [&](auto output) { return mitm.server->accept(std::move(output), "127.0.0.1:1"); });
+    auto tc = sim_test::make_test_client(cfg, w.known /* the victim's pins */, *w.rng, w.clock, [&](auto output) {
+        return mitm.server->accept(std::move(output), "127.0.0.1:1");
+    });
     REQUIRE(tc != nullptr);
     // the client queues its login before the handshake completes, as an app would
-    REQUIRE(tc->core->login("alice", {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes("secret password"))}));
+    REQUIRE(tc->core->login(
+        "alice", {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes("secret password"))}));
     for (int i = 0; i < 10; ++i) {
         tc->pipe->pump();
         mitm.workers.run_pending();
@@ -639,7 +643,8 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
         for (int i = 0; i < 6000 && !alice.pipe->closed; ++i) {
             sim::Envelope flood{{}, sim::ConversationMode::server_assigned, sim::Bytes(40, 7)};
             std::memcpy(flood.id.data(), &i, sizeof i);
-            (void)alice.core->send_raw(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_envelope(flood)});
+            (void)alice.core->send_raw(sim::Frame{sim::FrameType::message, 0, "alice", "bob",
+                                                  sim::encode_pair_submission(flood, "alice", "bob")});
             alice.pipe->pump();
         }
         w.settle();
@@ -783,13 +788,20 @@ sim::MessageId mid(std::uint32_t n) {
     return id;
 }
 
+sim::Envelope envelope(std::uint32_t n, sim::ConversationMode mode = sim::ConversationMode::end_to_end) {
+    return sim::Envelope{mid(n), mode, sim::Bytes(40, static_cast<std::uint8_t>(n))};
+}
+
 sim::Frame message(const std::string& from, const std::string& to, std::uint32_t n,
                    sim::ConversationMode mode = sim::ConversationMode::end_to_end) {
-    sim::Envelope e;
-    e.id = mid(n);
-    e.mode = mode;
-    e.body = sim::Bytes(40, static_cast<std::uint8_t>(n));
-    return sim::Frame{sim::FrameType::message, 0, from, to, sim::encode_envelope(e)};
+    return sim::Frame{sim::FrameType::message, 0, from, to, sim::encode_pair_submission(envelope(n, mode), from, to)};
+}
+
+/// What `to`'s device is sent of message(from, to, n, mode), stored at `at`.
+sim::Bytes delivered(sim::WallTime at, const std::string& from, const std::string& to, std::uint32_t n,
+                     sim::ConversationMode mode = sim::ConversationMode::end_to_end) {
+    return sim::encode_delivered(at, sim::pair_conversation_id(from, to), sim::first_device,
+                                 sim::encode_envelope(envelope(n, mode)));
 }
 
 sim::Frame ack(const std::string& from, const std::string& to, const std::vector<std::uint32_t>& ns) {
@@ -979,7 +991,7 @@ TEST_CASE("e2e: KEYGEN mode 2 hands the initiator a bundle with each one-time pr
         handed.push_back(*k.bundle->one_time_prekey_id);
     };
     check_keygen(alice);
-    CHECK(bob.take(sim::FrameType::keygen).empty());  // only the initiator gets a KEYGEN
+    CHECK(bob.take(sim::FrameType::keygen).empty());   // only the initiator gets a KEYGEN
     CHECK(bob.take(sim::FrameType::prekeys).empty());  // 20 left: not low yet
     carol.send(sim::Frame{sim::FrameType::init, 0, "carol", "bob", sim::encode_credentials({})});
     w.settle();
@@ -1060,7 +1072,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     auto got = bob.take(sim::FrameType::message);
     CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
     // The envelope unchanged, behind the delivery header with the time the server stored it (its wall clock).
-    CHECK(got[1].payload == sim::encode_delivered(w.base.wall_clock(), message("alice", "bob", 2).payload));
+    CHECK(got[1].payload == delivered(w.base.wall_clock(), "alice", "bob", 2));
     CHECK(got[1].destination == "bob");
     CHECK(w.backend->usage("bob").value().messages == 3);
     // He drops before acknowledging: the next login delivers them again.
@@ -1135,11 +1147,11 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
             moved = rc.pipe->pump() || moved;
         }
     }
-    CHECK(w.messages->removes == removes);              // nothing deleted on the I/O path
-    CHECK(w.backend->usage("bob").value().messages == 40);       // not yet
+    CHECK(w.messages->removes == removes);                               // nothing deleted on the I/O path
+    CHECK(w.backend->usage("bob").value().messages == 40);               // not yet
     CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 40);  // the sender hears at once
-    w.settle();                                          // the commit job runs
-    CHECK(w.messages->removes == removes + 1);          // one transaction for the ten acks
+    w.settle();                                                          // the commit job runs
+    CHECK(w.messages->removes == removes + 1);                           // one transaction for the ten acks
     CHECK(w.backend->usage("bob").value().messages == 0);
     // A message after that goes through the mailbox too, and its ack deletes it.
     alice.send(message("alice", "bob", 41));
@@ -1268,7 +1280,7 @@ TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
     for (std::uint32_t n = 1; n <= 50; ++n) {
         alice.send(message("alice", "bob", n));
     }
-    w.pump_pipes();  // all 50 arrive before the commit job runs
+    w.pump_pipes();                                              // all 50 arrive before the commit job runs
     CHECK(receipts(alice, sim::ReceiptStatus::stored).empty());  // nothing is acknowledged before it is durable
     w.settle();
     CHECK(w.messages->appends == before + 1);
@@ -1304,8 +1316,10 @@ TEST_CASE("streams: a rate refusal blocks the later messages of the stream until
     w.settle();
     // 1-5 within the burst; 6 refused for the rate; 7-10 refused as out of order, expecting 6 (costing no token).
     using R = std::tuple<std::uint32_t, sim::Errc, std::uint32_t>;
-    CHECK(refusals(alice) == std::vector<R>{{6, sim::Errc::rate_limited, 6}, {7, sim::Errc::out_of_order, 6},
-                                            {8, sim::Errc::out_of_order, 6}, {9, sim::Errc::out_of_order, 6},
+    CHECK(refusals(alice) == std::vector<R>{{6, sim::Errc::rate_limited, 6},
+                                            {7, sim::Errc::out_of_order, 6},
+                                            {8, sim::Errc::out_of_order, 6},
+                                            {9, sim::Errc::out_of_order, 6},
                                             {10, sim::Errc::out_of_order, 6}});
     CHECK(alice.errors().empty());  // sequenced messages are refused by receipt, not by error frame
     CHECK(stored_order(w, "bob") == std::vector<std::uint32_t>{1, 2, 3, 4, 5});
@@ -1424,7 +1438,7 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
 }
 
 TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and the whole store") {
-    const std::uint64_t n = message("alice", "bob", 1).payload.size();  // every test message has this size
+    const std::uint64_t n = sim::encode_envelope(envelope(1)).size();  // every test message stores this size
     std::vector<std::string> warnings;
     auto w = e2e_world(100'000, [&](sim::ServerConfig& c) {
         c.max_mailbox_bytes = 3 * n;
@@ -1541,7 +1555,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
 }
 
 TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked again a second later") {
-    const std::uint64_t n = message("alice", "bob", 1).payload.size();
+    const std::uint64_t n = sim::encode_envelope(envelope(1)).size();  // every test message stores this size
     auto now = std::make_shared<sim::store::WallTime>(std::chrono::milliseconds{1'800'000'000'000});
     auto free = std::make_shared<std::uint64_t>(1000 * n + 2 * n);
     auto asked = std::make_shared<int>(0);
@@ -1674,12 +1688,10 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     CHECK(w.vault->get("alice", "bob")->has_value());
     const auto got = bob.take(sim::FrameType::message);
     CHECK(numbers(got) == std::vector<std::uint32_t>{1, 2, 3});
-    CHECK(got[0].payload ==
-          sim::encode_delivered(w.base.wall_clock(),
-                                message("alice", "bob", 1, sim::ConversationMode::server_assigned).payload));
+    CHECK(got[0].payload == delivered(w.base.wall_clock(), "alice", "bob", 1, sim::ConversationMode::server_assigned));
     const auto online = alice.take(sim::FrameType::ack_init);
     REQUIRE(online.size() == 1);
-    CHECK(online[0].sid == 2);                           // alice is told bob is online
+    CHECK(online[0].sid == 2);                          // alice is told bob is online
     CHECK(alice.take(sim::FrameType::keygen).empty());  // and keeps her key: one KEYGEN each
 
     // Acknowledged: deleted, alice learns they were delivered; later messages take the same path both ways.
@@ -1743,8 +1755,8 @@ TEST_CASE("server-assigned mode: a sender who leaves before delivery; the conver
 
     // bob logs in: KEYGEN (the old key), the two messages; he cannot answer the one who left.
     auto& bob = w.raw_login("bob");
-    REQUIRE(types(bob) == std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message,
-                                                      sim::FrameType::message});
+    REQUIRE(types(bob) ==
+            std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message, sim::FrameType::message});
     CHECK(sim::decode_key_assignment(bob.take(sim::FrameType::keygen).at(0).payload).value().key == k1.key);
     CHECK(w.vault->get("alice", "bob")->has_value());
     CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
@@ -1874,8 +1886,8 @@ TEST_CASE("server-assigned mode: a recipient who drops before acknowledging read
     CHECK(w.vault->get("alice", "bob")->has_value());
     // Next time he gets the same key back, before the same messages; his acks deliver them; then the key goes.
     auto& bob2 = w.raw_login("bob");
-    REQUIRE(types(bob2) == std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message,
-                                                       sim::FrameType::message});
+    REQUIRE(types(bob2) ==
+            std::vector<sim::FrameType>{sim::FrameType::keygen, sim::FrameType::message, sim::FrameType::message});
     CHECK(sim::decode_key_assignment(bob2.take(sim::FrameType::keygen).at(0).payload).value().key == k.key);
     CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
     bob2.send(ack("bob", "alice", {1, 2}));
@@ -1892,9 +1904,8 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     const auto k = sim::decode_key_assignment(alice.take(sim::FrameType::keygen).at(0).payload).value();
     sim::SessionConfig cfg;
     cfg.suite = k.suite;
-    auto send = sim::SendSession::create(cfg, sim::conversation_direction_key(k.key, "alice", "bob"), *w.rng,
-                                         w.clock)
-                    .value();
+    auto send =
+        sim::SendSession::create(cfg, sim::conversation_direction_key(k.key, "alice", "bob"), *w.rng, w.clock).value();
     const auto seal = [&](std::uint32_t n, std::uint32_t rotations) {
         for (std::uint32_t i = 0; i < rotations; ++i) {
             REQUIRE(send.rotate());
@@ -1904,11 +1915,12 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
         e.id = mid(n);
         e.mode = sim::ConversationMode::server_assigned;
         e.body = send.seal(body).value();
-        alice.send(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_envelope(e)});
+        alice.send(
+            sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_pair_submission(e, "alice", "bob")});
     };
-    seal(1, 0);                     // epoch 0
-    seal(2, 20);                    // 20 ahead: more than a channel follows (8)
-    seal(3, sim::max_epoch_skip);   // exactly the bound
+    seal(1, 0);                        // epoch 0
+    seal(2, 20);                       // 20 ahead: more than a channel follows (8)
+    seal(3, sim::max_epoch_skip);      // exactly the bound
     seal(4, sim::max_epoch_skip + 1);  // one too far: never shown
     w.settle();
     CHECK(alice.errors().empty());

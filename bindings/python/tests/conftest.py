@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -70,12 +71,17 @@ def drain(client: libsim.Client, quiet: float = 0.3) -> list[libsim.Event]:
     return list(client.events(timeout=quiet))
 
 
-def envelope(body: bytes, *, mode: int = 1, message_id: bytes | None = None) -> bytes:
-    """A `message` payload (docs/protocol.md 6.5): message id (16 random bytes) | mode u8 (1 = server-assigned
-    record, 2 = end-to-end RatchetMessage) | body. Built here from the spec, independently of the C++ encoder."""
+def envelope(body: bytes, *, source: str, destination: str, mode: int = 1, message_id: bytes | None = None) -> bytes:
+    """A client's `message` payload (docs/protocol.md 6.5) from `source`'s device 1 with one body for `destination`'s
+    device 1: message id (16 random bytes) | mode u8 (1 = server-assigned record, 2 = end-to-end RatchetMessage) |
+    the pair's conversation id | sender device u32 | count u8 | device u32 | body length u32 | body. Built here from
+    the spec, independently of the C++ encoder."""
     message_id = os.urandom(16) if message_id is None else message_id
     assert len(message_id) == 16
-    return message_id + bytes([mode]) + body
+    lo, hi = sorted([source.encode(), destination.encode()])
+    conversation = hashlib.sha256(b"libsim pair\0" + lo + b"\0" + hi).digest()[:16]
+    return (message_id + bytes([mode]) + conversation + (1).to_bytes(4, "big") + bytes([1]) +
+            (1).to_bytes(4, "big") + len(body).to_bytes(4, "big") + body)
 
 
 def publish_prekeys(client: libsim.Client) -> None:

@@ -65,14 +65,14 @@ def test_attack_2_forged_source(connect: Connect) -> None:
 
     # The seed's attack frame, s:"alice" d:"bob", inside Trudy's own valid channel.
     trudy.send_raw(Frame(FrameType.MESSAGE, sid=9, source="alice", destination="bob",
-                         payload=envelope(b"Hello Bob!")))
+                         payload=envelope(b"Hello Bob!", source="alice", destination="bob")))
     refused = trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT)
     assert isinstance(refused.error, libsim.RoutingError)
     assert refused.error.code == Errc.SOURCE_MISMATCH
     assert drain(bob, 0.5) == []  # nothing reached Bob
 
     # A forged body under Trudy's own name is forwarded but fails Bob's decryption: an error, never a message.
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob", payload=envelope(bytes(80))))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob", payload=envelope(bytes(80), source="trudy", destination="bob")))
     failed = bob.wait_for(EventKind.ERROR, "trudy", timeout=TIMEOUT)
     assert failed.error is not None
     assert [e for e in drain(bob, 0.3) if e.kind == EventKind.MESSAGE] == []
@@ -87,9 +87,9 @@ def test_attack_2_forged_source(connect: Connect) -> None:
 def test_attack_2_other_forged_fields(connect: Connect) -> None:
     trudy = connect()
     trudy.login("trudy", "trudy's password")
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="Server", payload=envelope(b"\x01")))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="Server", payload=envelope(b"\x01", source="trudy", destination="Server")))
     assert trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT).error.code == Errc.BAD_DESTINATION
-    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="carol", payload=envelope(b"\x01")))
+    trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="carol", payload=envelope(b"\x01", source="trudy", destination="carol")))
     assert trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT).error.code == Errc.NO_CONVERSATION
 
 
@@ -103,13 +103,13 @@ def test_attack_2_end_to_end(e2e_connect: Connect) -> None:
     assert trudy.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).mode == ConversationMode.END_TO_END
 
     trudy.send_raw(Frame(FrameType.MESSAGE, source="alice", destination="bob",
-                         payload=envelope(b"Hello Bob!", mode=2)))
+                         payload=envelope(b"Hello Bob!", mode=2, source="alice", destination="bob")))
     refused = trudy.wait_for(EventKind.ERROR, timeout=TIMEOUT)
     assert refused.error.code == Errc.SOURCE_MISMATCH
 
     # A type-1 (initial) ratchet message full of zeros: it claims an identity key and prekeys but cannot open.
     trudy.send_raw(Frame(FrameType.MESSAGE, source="trudy", destination="bob",
-                         payload=envelope(b"\x01" + bytes(200), mode=2)))
+                         payload=envelope(b"\x01" + bytes(200), mode=2, source="trudy", destination="bob")))
     failed = bob.wait_for(EventKind.ERROR, "trudy", timeout=TIMEOUT)
     assert failed.error is not None
     assert [e for e in drain(bob, 0.3) if e.kind == EventKind.MESSAGE] == []

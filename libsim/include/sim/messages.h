@@ -25,9 +25,9 @@ inline constexpr std::string_view server_name = "Server";
 
 /// How an init frame authenticates.
 enum class CredentialKind : std::uint8_t {
-    none = 0,      ///< the connection is already authenticated
-    password = 1,  ///< password login (open registration creates unknown users)
-    token = 2,     ///< session token from an earlier login
+    none = 0,               ///< the connection is already authenticated
+    password = 1,           ///< password login (open registration creates unknown users)
+    token = 2,              ///< session token from an earlier login
     register_password = 3,  ///< explicit registration with a password
 };
 
@@ -112,31 +112,77 @@ Result<PrekeyStatus> decode_prekey_status(ByteView payload);
 /// Client-chosen id of one message (16 random bytes): the unit of deduplication and acknowledgement.
 using MessageId = std::array<std::uint8_t, 16>;
 
-/// Payload of a `message` frame in both modes (docs/protocol.md 6.5).
+/// A device of an account (docs/protocol.md 6.5): numbered from 1, assigned by the server, never reused within the
+/// account. A device address is (user, device); every device has its own mailbox.
+using DeviceId = std::uint32_t;
+/// The device an account is created with.
+inline constexpr DeviceId first_device = 1;
+
+/// Id of a conversation (docs/protocol.md 6.5): for a pair, pair_conversation_id(); for a group, its group id.
+using ConversationId = std::array<std::uint8_t, 16>;
+/// The conversation id of the pair of canonical names {a, b} (in either order): the first 16 bytes of
+/// SHA-256("libsim pair" || 0x00 || lo || 0x00 || hi), lo and hi the two names in byte order.
+ConversationId pair_conversation_id(std::string_view a, std::string_view b);
+
+/// What one device of the recipient gets of a message, and what its mailbox stores (docs/protocol.md 6.5).
 struct Envelope {
     MessageId id{};
     ConversationMode mode = ConversationMode::end_to_end;
     Bytes body;  ///< server-assigned: a conversation record (5.2); end-to-end: a RatchetMessage (6.3)
 };
+/// id | mode | body.
 Bytes encode_envelope(const Envelope& e);
 /// Errc::truncated, Errc::bad_field (unknown mode, empty body).
 Result<Envelope> decode_envelope(ByteView payload);
 
-/// Version of the delivery header (docs/protocol.md 6.5).
-inline constexpr std::uint8_t delivery_header_version = 1;
-/// Size of the delivery header: version u8 | received_at u64.
-inline constexpr std::size_t delivery_header_size = 9;
+/// Most bodies (recipient devices) in one message.
+inline constexpr std::size_t max_devices_per_message = 64;
 
-/// Payload of a `message` frame from the server to a client (docs/protocol.md 6.5): the delivery header, then the
-/// envelope as its sender sent it.
+/// One body of a message: sealed for one device of the recipient.
+struct DeviceBody {
+    DeviceId device = first_device;
+    Bytes body;
+    friend bool operator==(const DeviceBody&, const DeviceBody&) = default;
+};
+/// Payload of a `message` frame from a client (docs/protocol.md 6.5): one message of a conversation, with a body for
+/// each device of the recipient it goes to.
+struct Submission {
+    MessageId id{};
+    ConversationMode mode = ConversationMode::end_to_end;
+    ConversationId conversation{};
+    DeviceId sender_device = first_device;
+    std::vector<DeviceBody> bodies;  ///< in increasing device order
+};
+/// id | mode | conversation | sender device u32 | count u8 | count x (device u32 | length u32 | body).
+Bytes encode_submission(const Submission& s);
+/// Errc::truncated, Errc::trailing_bytes, Errc::bad_field (unknown mode, sender device 0, no body or more than
+/// max_devices_per_message, a device 0, devices not in increasing order, an empty body).
+Result<Submission> decode_submission(ByteView payload);
+/// The envelope body `i` of `s` is delivered and stored as.
+Envelope device_envelope(const Submission& s, std::size_t i);
+/// The submission of `e` in the pair conversation of `from` and `to`, from device `from_device` to the one device
+/// `to_device` of `to`.
+Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::string_view to,
+                             DeviceId from_device = first_device, DeviceId to_device = first_device);
+
+/// Version of the delivery header (docs/protocol.md 6.5).
+inline constexpr std::uint8_t delivery_header_version = 2;
+/// Size of the delivery header: version u8 | received_at u64 | conversation (16) | sender device u32.
+inline constexpr std::size_t delivery_header_size = 29;
+
+/// Payload of a `message` frame from the server to a device (docs/protocol.md 6.5): the delivery header, then the
+/// envelope of this device.
 struct Delivered {
     WallTime received_at{};  ///< when the server accepted the message (its claim, not authenticated); {} = unknown
+    ConversationId conversation{};
+    DeviceId sender_device = first_device;
     Envelope envelope;
 };
-/// The delivery header for `received_at` followed by `envelope` (an encoded envelope, copied as is).
-Bytes encode_delivered(WallTime received_at, ByteView envelope);
+/// The delivery header followed by `envelope` (an encoded envelope, copied as is).
+Bytes encode_delivered(WallTime received_at, const ConversationId& conversation, DeviceId sender_device,
+                       ByteView envelope);
 /// Errc::truncated (shorter than the header), Errc::bad_field (another delivery version, a receive time above
-/// 2^63 - 1 ms), then the errors of decode_envelope for the rest.
+/// 2^63 - 1 ms, sender device 0), then the errors of decode_envelope for the rest.
 Result<Delivered> decode_delivered(ByteView payload);
 
 /// Most ids in one ack or receipt frame.
@@ -195,16 +241,30 @@ enum class ContentKind : std::uint8_t {
 /// The wire value of a text with the sender's timestamp (docs/protocol.md 6.3): encode_e2e_content writes it for
 /// every ContentKind::text, decode_e2e_content reads it (and the older 1, without a timestamp) as ContentKind::text.
 inline constexpr std::uint8_t stamped_text_kind = 3;
+/// The wire values of the addressed kinds (docs/protocol.md 6.3): every content is written with its address.
+inline constexpr std::uint8_t addressed_text_kind = 4;
+inline constexpr std::uint8_t addressed_ratchet_only_kind = 5;
+/// Where a message is going, sealed inside it so that the server cannot re-address it undetected: the receiver
+/// compares it with the delivery header and itself.
+struct ContentAddress {
+    ConversationId conversation{};
+    DeviceId sender_device = first_device;
+    DeviceId recipient_device = first_device;
+    friend bool operator==(const ContentAddress&, const ContentAddress&) = default;
+};
 struct E2eContent {
     ContentKind kind = ContentKind::text;
     std::uint64_t seq = 0;  ///< the sender's count of text messages to this peer, from 1; 0 for ratchet_only
     MessageId id{};         ///< must equal the envelope id
     std::string text;
-    WallTime sent_at{};     ///< text: the sender's clock when it was sent; {} = unknown (also: kind 1 on the wire)
+    WallTime sent_at{};  ///< text: the sender's clock when it was sent; {} = unknown (also: kind 1 on the wire)
+    /// Clients always send one (kinds 4 and 5); nullopt in the older kinds 1-3, sealed before addresses.
+    std::optional<ContentAddress> address;
 };
-/// A text goes as kind 3 (with `sent_at`), a ratchet-only message as kind 2.
+/// With an address, a text goes as kind 4 (address, `sent_at`) and a ratchet-only message as kind 5; without one
+/// (only to test how older contents are read) as kinds 3 and 2.
 Bytes encode_e2e_content(const E2eContent& c);
-/// Errc::bad_field (unknown kind, text with ratchet_only, seq 0 with text), truncated.
+/// Errc::bad_field (unknown kind, text with ratchet_only, seq 0 with text, a device 0), truncated.
 Result<E2eContent> decode_e2e_content(ByteView plaintext);
 
 /// The byte after the sid that marks a conversation body with the sender's timestamp (docs/protocol.md 5.2); it

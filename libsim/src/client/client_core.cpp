@@ -16,21 +16,36 @@ namespace sim {
 
 std::string_view client_event_name(ClientEventKind kind) noexcept {
     switch (kind) {
-        case ClientEventKind::channel_ready: return "channel_ready";
-        case ClientEventKind::trust_required: return "trust_required";
-        case ClientEventKind::authenticated: return "authenticated";
-        case ClientEventKind::waiting: return "waiting";
-        case ClientEventKind::peer_online: return "peer_online";
-        case ClientEventKind::key_assigned: return "key_assigned";
-        case ClientEventKind::key_rotated: return "key_rotated";
-        case ClientEventKind::message: return "message";
-        case ClientEventKind::peer_left: return "peer_left";
-        case ClientEventKind::receipt: return "receipt";
-        case ClientEventKind::identity_changed: return "identity_changed";
-        case ClientEventKind::gap: return "gap";
-        case ClientEventKind::error: return "error";
-        case ClientEventKind::closed: return "closed";
-        case ClientEventKind::password_changed: return "password_changed";
+        case ClientEventKind::channel_ready:
+            return "channel_ready";
+        case ClientEventKind::trust_required:
+            return "trust_required";
+        case ClientEventKind::authenticated:
+            return "authenticated";
+        case ClientEventKind::waiting:
+            return "waiting";
+        case ClientEventKind::peer_online:
+            return "peer_online";
+        case ClientEventKind::key_assigned:
+            return "key_assigned";
+        case ClientEventKind::key_rotated:
+            return "key_rotated";
+        case ClientEventKind::message:
+            return "message";
+        case ClientEventKind::peer_left:
+            return "peer_left";
+        case ClientEventKind::receipt:
+            return "receipt";
+        case ClientEventKind::identity_changed:
+            return "identity_changed";
+        case ClientEventKind::gap:
+            return "gap";
+        case ClientEventKind::error:
+            return "error";
+        case ClientEventKind::closed:
+            return "closed";
+        case ClientEventKind::password_changed:
+            return "password_changed";
     }
     return "unknown";
 }
@@ -70,9 +85,9 @@ struct ClientCore::Impl {
 
     /// The civil time of the sender's timestamps: the configured wall clock, else the system's.
     [[nodiscard]] WallTime wall_now() const {
-        return config.wall_clock ? config.wall_clock()
-                                 : std::chrono::time_point_cast<std::chrono::milliseconds>(
-                                       std::chrono::system_clock::now());
+        return config.wall_clock
+                   ? config.wall_clock()
+                   : std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
     }
 
     mutable std::mutex mutex;
@@ -97,7 +112,7 @@ struct ClientCore::Impl {
     /// outbox even while there is no key (after a lost connection) and sealed once one comes. Not after a `close`
     /// (either side left): sending then waits for a new open().
     std::set<std::string, std::less<>> assigned_peers;
-    std::vector<ClientEvent> events;  // emitted after the lock is released
+    std::vector<ClientEvent> events;         // emitted after the lock is released
     std::unique_ptr<ClientState> own_state;  // when the application gave none
     std::unique_ptr<client_detail::E2eClient> e2e;
 
@@ -133,9 +148,8 @@ struct ClientCore::Impl {
             events.push_back(std::move(e));
         }
         std::vector<std::string> unkeyed;
-        auto frames = e2e->take_frames([&](const std::string& peer, ByteView payload) {
-            return seal_outbox_payload(peer, payload, unkeyed);
-        });
+        auto frames = e2e->take_frames(
+            [&](const std::string& peer, ByteView payload) { return seal_outbox_payload(peer, payload, unkeyed); });
         for (auto& peer : unkeyed) {
             // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
             // ack_init 3 and, once the peer can be keyed, KEYGEN answer it).
@@ -157,7 +171,7 @@ struct ClientCore::Impl {
                                              std::vector<std::string>& unkeyed) {
         const auto unsealed = client_detail::read_unsealed_text(payload);
         if (!unsealed) {
-            return Bytes(payload.begin(), payload.end());
+            return submission(peer, payload);
         }
         // No server-assigned conversation: the key is asked for; end to end, the session's arrival seals it.
         const auto it = conversations.find(peer);
@@ -183,7 +197,17 @@ struct ClientCore::Impl {
         std::copy_n(payload.begin(), sizeof(MessageId), env.id.begin());
         env.mode = ConversationMode::server_assigned;
         env.body = std::move(*record);
-        return encode_envelope(env);
+        return submission(peer, encode_envelope(env));
+    }
+    /// to_submission() of a sealed envelope (it cannot fail for one the outbox holds: a failure is reported and the
+    /// message held).
+    std::optional<Bytes> submission(const std::string& peer, ByteView envelope) {
+        auto s = client_detail::to_submission(user, peer, envelope);
+        if (!s) {
+            emit_error(s.error(), peer);
+            return std::nullopt;
+        }
+        return std::move(*s);
     }
 
     // ------------------------------------------------------------ events
@@ -244,8 +268,8 @@ struct ClientCore::Impl {
             fail(record.error());
             return record.error();
         }
-        SIM_TRY(auto bytes, encode_frame(Frame{FrameType::record, 0, {}, {}, std::move(*record)},
-                                         config.max_frame_size));
+        SIM_TRY(auto bytes,
+                encode_frame(Frame{FrameType::record, 0, {}, {}, std::move(*record)}, config.max_frame_size));
         if (output) {
             output->send(std::move(bytes));
         }
@@ -320,8 +344,11 @@ struct ClientCore::Impl {
                     }
                     return;
                 }
-                case ChannelAction::read_message: return;
-                case ChannelAction::failed: fail(handshake->failure()); return;
+                case ChannelAction::read_message:
+                    return;
+                case ChannelAction::failed:
+                    fail(handshake->failure());
+                    return;
             }
         }
     }
@@ -365,10 +392,18 @@ struct ClientCore::Impl {
 
     void on_inner(Frame f) {
         switch (f.type) {
-            case FrameType::ack_init: on_ack(f); break;
-            case FrameType::keygen: on_keygen(f); break;
-            case FrameType::message: on_message(f); break;
-            case FrameType::passwd: on_password_changed(f); break;
+            case FrameType::ack_init:
+                on_ack(f);
+                break;
+            case FrameType::keygen:
+                on_keygen(f);
+                break;
+            case FrameType::message:
+                on_message(f);
+                break;
+            case FrameType::passwd:
+                on_password_changed(f);
+                break;
             case FrameType::prekeys: {
                 if (f.source != server_name || (!authed && !login_sent)) {
                     fail(Error{Errc::bad_field, "prekeys status not from the server"});
@@ -439,7 +474,9 @@ struct ClientCore::Impl {
                 emit_error(err ? err->to_error() : err.error());
                 break;
             }
-            default: fail(Error{Errc::bad_field, "frame type not expected from the server"}); return;
+            default:
+                fail(Error{Errc::bad_field, "frame type not expected from the server"});
+                return;
         }
         // Keep end-to-end events in order with the core's own.
         for (auto& e : e2e->take_events()) {
@@ -509,9 +546,11 @@ struct ClientCore::Impl {
         const auto sealed = config.state->change_password(password);
         new_password = SecureBytes{};
         if (!sealed) {
-            emit_error(Error{sealed.code(), "the server has the new password, but the local state is still sealed "
-                                            "under the old one (" + sealed.error().message() +
-                                                "): open it with the old password and re-seal it (sim rekey)"});
+            emit_error(Error{sealed.code(),
+                             "the server has the new password, but the local state is still sealed "
+                             "under the old one (" +
+                                 sealed.error().message() +
+                                 "): open it with the old password and re-seal it (sim rekey)"});
             return;
         }
         emit(ClientEventKind::password_changed, user);
@@ -588,10 +627,15 @@ struct ClientCore::Impl {
             emit_error(delivered.error(), f.source);
             return;
         }
+        if (delivered->conversation != pair_conversation_id(user, f.source)) {
+            // Not this pair's conversation: never shown, not acknowledged (6.5).
+            emit_error(Error{Errc::bad_field, "message of another conversation dropped"}, f.source);
+            return;
+        }
         const auto received_at = delivered->received_at;
         const auto env = &delivered->envelope;
         if (env->mode == ConversationMode::end_to_end) {
-            e2e->on_message(f.source, *env, received_at);
+            e2e->on_message(f.source, *delivered);
             return;
         }
         const auto it = conversations.find(f.source);
@@ -640,9 +684,9 @@ struct ClientCore::Impl {
         e.text = std::move(body->text);
         e.sent_at = body->sent_at;
         e.received_at = received_at;
-        e.inbox_index = e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text,
-                                                      ConversationMode::server_assigned, false, e.sent_at,
-                                                      e.received_at});
+        e.inbox_index =
+            e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text, ConversationMode::server_assigned,
+                                          false, e.sent_at, e.received_at});
         emit(std::move(e));
     }
 };
@@ -699,8 +743,8 @@ Status ClientCore::login(std::string_view user, const Credentials& credentials, 
         return Error{Errc::bad_password, "empty credentials"};
     }
     m_impl->login_sent = true;
-    auto st = m_impl->send_inner(Frame{FrameType::init, 0, std::string(user), std::string(destination),
-                                       encode_credentials(credentials)});
+    auto st = m_impl->send_inner(
+        Frame{FrameType::init, 0, std::string(user), std::string(destination), encode_credentials(credentials)});
     m_impl->flush(lock);
     return st;
 }
@@ -720,8 +764,8 @@ Status check_peer_call(const ClientCore::Impl& impl, std::string_view peer) {
 Status ClientCore::open(std::string_view peer) {
     std::unique_lock lock(m_impl->mutex);
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
-    auto st = m_impl->send_inner(Frame{FrameType::init, 0, m_impl->user, std::string(peer),
-                                       encode_credentials({CredentialKind::none, {}})});
+    auto st = m_impl->send_inner(
+        Frame{FrameType::init, 0, m_impl->user, std::string(peer), encode_credentials({CredentialKind::none, {}})});
     m_impl->flush(lock);
     return st;
 }

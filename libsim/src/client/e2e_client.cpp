@@ -24,16 +24,26 @@ const std::string key_identity = "identity";
 const std::string key_prekeys = "prekeys";
 const std::string key_peers = "peers";
 const std::string key_outbox = "outbox";
-std::string key_peer(std::string_view peer) { return "peer/" + std::string(peer); }
-std::string key_session(std::string_view peer, ByteView id) { return "session/" + std::string(peer) + "/" + to_hex(id); }
+std::string key_peer(std::string_view peer) {
+    return "peer/" + std::string(peer);
+}
+std::string key_session(std::string_view peer, ByteView id) {
+    return "session/" + std::string(peer) + "/" + to_hex(id);
+}
 // Outbox: a small header (version 2, first and next place) and one record per message under its place, so a send or
 // a receipt writes O(1) records. Version 1 (before ordered streams) kept a list of every id and records by id.
-std::string key_outbox_entry(std::uint64_t order) { return "outbox/o/" + std::to_string(order); }
-std::string key_outbox_entry_v1(const MessageId& id) { return "outbox/" + to_hex(ByteView{id}); }
+std::string key_outbox_entry(std::uint64_t order) {
+    return "outbox/o/" + std::to_string(order);
+}
+std::string key_outbox_entry_v1(const MessageId& id) {
+    return "outbox/" + to_hex(ByteView{id});
+}
 constexpr std::uint8_t outbox_version = 2;
 constexpr std::size_t outbox_header_size = 1 + 8 + 8;
 
-Error corrupt(std::string_view what) { return Error{Errc::corrupt_database, "client state: bad " + std::string(what)}; }
+Error corrupt(std::string_view what) {
+    return Error{Errc::corrupt_database, "client state: bad " + std::string(what)};
+}
 
 bool read_name(WireReader& r, std::string& out) {
     std::uint8_t len = 0;
@@ -202,9 +212,9 @@ struct E2eClient::PeerState {
         std::uint16_t n_seen = 0;
         std::uint8_t n_sessions = 0;
         ByteView ik;
-        if (!r.u8(version) || version != record_version || !r.u8(id_len) ||
-            (id_len != 0 && id_len != e2e::key_size) || !r.take(id_len, ik) || !r.u8(ver) || ver > 1 ||
-            !r.u64(send_seq) || !r.u64(recv_high) || !r.u32(n_missing) || n_missing > max_missing) {
+        if (!r.u8(version) || version != record_version || !r.u8(id_len) || (id_len != 0 && id_len != e2e::key_size) ||
+            !r.take(id_len, ik) || !r.u8(ver) || ver > 1 || !r.u64(send_seq) || !r.u64(recv_high) ||
+            !r.u32(n_missing) || n_missing > max_missing) {
             return corrupt("peer record");
         }
         identity.assign(ik.begin(), ik.end());
@@ -584,8 +594,7 @@ void E2eClient::on_prekey_status(const PrekeyStatus& status) {
     if (!ready()) {
         return;
     }
-    const bool ours = status.identity_key &&
-                      constant_time_equal(*status.identity_key, m_identity->public_key);
+    const bool ours = status.identity_key && constant_time_equal(*status.identity_key, m_identity->public_key);
     if (!ours) {
         upload_prekeys(true);
     } else if (status.one_time_count < prekey_low_water) {
@@ -672,9 +681,12 @@ void E2eClient::seal_pending(PeerState& p) {
             return;
         }
         const auto steps_before = p.sessions.front().dh_steps();
-        auto sealed = seal_content(p, E2eContent{ContentKind::text, p.send_seq + 1, id,
+        auto sealed = seal_content(p, E2eContent{ContentKind::text,
+                                                 p.send_seq + 1,
+                                                 id,
                                                  std::string(unsealed->text.begin(), unsealed->text.end()),
-                                                 unsealed->sent_at});
+                                                 unsealed->sent_at,
+                                                 {}});
         if (!sealed) {
             error_event(p.name, sealed.error());
             failed = true;  // it and the ones behind it stay unsealed (and held): the order is kept
@@ -754,7 +766,9 @@ std::optional<SuiteId> E2eClient::session_suite(std::string_view peer) const {
 
 // ---------------------------------------------------------------- receiving
 
-void E2eClient::ack(const std::string& peer, const MessageId& id) { m_pending_acks[peer].push_back(id); }
+void E2eClient::ack(const std::string& peer, const MessageId& id) {
+    m_pending_acks[peer].push_back(id);
+}
 
 std::uint64_t E2eClient::keep_received(const InboxEntry& entry) {
     std::uint64_t index = 0;
@@ -781,7 +795,8 @@ Status E2eClient::mark_read(std::uint64_t up_to) {
     return commit();
 }
 
-void E2eClient::on_message(const std::string& peer, const Envelope& envelope, WallTime received_at) {
+void E2eClient::on_message(const std::string& peer, const Delivered& d) {
+    const auto& envelope = d.envelope;
     if (!ready()) {
         return;
     }
@@ -794,7 +809,7 @@ void E2eClient::on_message(const std::string& peer, const Envelope& envelope, Wa
         // Nothing is shown from a peer whose identity is in question until the user decides; not acknowledged,
         // so the server keeps it meanwhile.
         if (p.held.size() < max_held) {
-            p.held.push_back(Delivered{received_at, envelope});
+            p.held.push_back(d);
         }
         return;
     }
@@ -808,16 +823,17 @@ void E2eClient::on_message(const std::string& peer, const Envelope& envelope, Wa
         return constant_time_equal(s.session_id(), info->session_id);
     });
     if (it == p.sessions.end()) {
-        open_initial(p, envelope, *info, received_at);
+        open_initial(p, d, *info);
         return;
     }
     if (it != p.sessions.begin()) {
         std::rotate(p.sessions.begin(), it, it + 1);  // the session that last received is the one we send on
     }
-    open_with_session(p, envelope, received_at);
+    open_with_session(p, d);
 }
 
-void E2eClient::open_with_session(PeerState& p, const Envelope& envelope, WallTime received_at) {
+void E2eClient::open_with_session(PeerState& p, const Delivered& d) {
+    const auto& envelope = d.envelope;
     auto& s = p.sessions.front();
     const auto before = s.dh_steps();
     auto plain = s.open(envelope.body);
@@ -828,11 +844,11 @@ void E2eClient::open_with_session(PeerState& p, const Envelope& envelope, WallTi
         return;
     }
     mark_dirty(p);
-    deliver_content(p, envelope, received_at, before, s.dh_steps(), std::move(*plain));
+    deliver_content(p, d, before, s.dh_steps(), std::move(*plain));
 }
 
-void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info,
-                             WallTime received_at) {
+void E2eClient::open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info) {
+    const auto& envelope = d.envelope;
     if (!info.initial) {
         error_event(p.name, Error{Errc::auth_failed, "message of an unknown session dropped"});
         ack(p.name, envelope.id);
@@ -842,7 +858,7 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     if (!p.identity.empty() && !constant_time_equal(p.identity, init.identity_key)) {
         if (p.held.size() < max_held) {
             // not acknowledged: the server keeps it until the user decides
-            p.held.push_back(Delivered{received_at, envelope});
+            p.held.push_back(d);
         }
         note_identity_change(p, init.identity_key);
         return;
@@ -888,17 +904,28 @@ void E2eClient::open_initial(PeerState& p, const Envelope& envelope, const e2e::
     }
     const auto steps = s->dh_steps();
     adopt_session(p, init.identity_key, std::move(*s));
-    deliver_content(p, envelope, received_at, 0, steps, std::move(*plain));  // the first message's DH step counts too
+    deliver_content(p, d, 0, steps, std::move(*plain));  // the first message's DH step counts too
 }
 
-void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, WallTime received_at,
-                                std::uint64_t steps_before, std::uint64_t steps_after, SecureBytes plaintext) {
+void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
+                                SecureBytes plaintext) {
+    const auto& envelope = d.envelope;
+    const auto received_at = d.received_at;
     auto content = decode_e2e_content(plaintext);
     secure_zero(plaintext.data(), plaintext.size());
     p.remember(envelope.id);
     ack(p.name, envelope.id);
     if (!content || content->id != envelope.id) {
         error_event(p.name, Error{Errc::auth_failed, "message id does not match its sealed id: dropped"});
+        return;
+    }
+    // The address sealed inside against the one the server delivered it with: a server that moved the message to
+    // another conversation or device, or claims another sending device, is caught here (6.3). Contents sealed
+    // before addresses existed (kinds 1-3) have none to compare.
+    if (content->address && *content->address != ContentAddress{d.conversation, d.sender_device, m_device}) {
+        error_event(p.name, Error{Errc::auth_failed,
+                                  "message re-addressed (its sealed conversation or devices differ from its "
+                                  "delivery): dropped"});
         return;
     }
     if (steps_after != steps_before) {
@@ -937,8 +964,8 @@ void E2eClient::deliver_content(PeerState& p, const Envelope& envelope, WallTime
     e.text = std::move(content->text);
     e.sent_at = content->sent_at;
     e.received_at = received_at;
-    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false,
-                                             e.sent_at, e.received_at});
+    e.inbox_index = keep_received(
+        InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false, e.sent_at, e.received_at});
     event(std::move(e));
 }
 
@@ -974,7 +1001,8 @@ void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
 
 // ---------------------------------------------------------------- sending
 
-Result<Bytes> E2eClient::seal_content(PeerState& p, const E2eContent& content) {
+Result<Bytes> E2eClient::seal_content(PeerState& p, E2eContent content) {
+    content.address = ContentAddress{pair_conversation_id(m_user, p.name), m_device, first_device};
     auto plain = encode_e2e_content(content);
     auto body = p.sessions.front().seal(plain);
     secure_zero(plain.data(), plain.size());
@@ -985,7 +1013,7 @@ Result<Bytes> E2eClient::seal_content(PeerState& p, const E2eContent& content) {
 }
 
 Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, WallTime sent_at,
-                                        std::size_t max_inner) {
+                                       std::size_t max_inner) {
     if (!ready()) {
         return Error{Errc::not_authenticated, "log in first"};
     }
@@ -1007,7 +1035,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     }
     auto& p = *it->second;
     const auto steps_before = p.sessions.front().dh_steps();
-    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at};
+    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at, {}};
     SIM_TRY(auto payload, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
@@ -1038,17 +1066,22 @@ void E2eClient::tick() {
             continue;
         }
         // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
-        E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}};
-        auto payload = seal_content(*p, content);
+        E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
+        auto envelope = seal_content(*p, content);
+        auto payload = envelope ? to_submission(m_user, name, *envelope) : Result<Bytes>{envelope.error()};
         if (payload) {
             queue_frame(Frame{FrameType::message, 0, m_user, name, std::move(*payload)}, true);
         }
     }
 }
 
-void E2eClient::restart_outbox() { m_outbox.restart(m_clock.now()); }
+void E2eClient::restart_outbox() {
+    m_outbox.restart(m_clock.now());
+}
 
-void E2eClient::on_limits(const ServerLimits& limits) { m_outbox.set_limits(limits, m_clock.now()); }
+void E2eClient::on_limits(const ServerLimits& limits) {
+    m_outbox.set_limits(limits, m_clock.now());
+}
 
 void E2eClient::on_refusal(const Refusal& refusal) {
     if (m_outbox.refused(refusal, m_clock.now())) {
@@ -1117,7 +1150,7 @@ Status E2eClient::accept_identity(std::string_view peer) {
     auto held = std::move(p.held);
     p.held.clear();
     for (const auto& d : held) {
-        on_message(p.name, d.envelope, d.received_at);
+        on_message(p.name, d);
     }
     return ok();
 }

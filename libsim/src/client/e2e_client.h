@@ -57,7 +57,7 @@ public:
     /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
     void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// A delivered end-to-end message; `received_at` is the server's receive time (delivery header, kept with it).
-    void on_message(const std::string& peer, const Envelope& envelope, WallTime received_at);
+    void on_message(const std::string& peer, const Delivered& delivered);
     /// Receipts for our own text messages become events (others are ignored); the outbox forgets them.
     void on_receipt(ReceiptStatus status, const Receipt& receipt);
     /// Remember a text message id we sent (receipts for it are reported; bounded).
@@ -108,11 +108,11 @@ private:
     [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);
-    void open_with_session(PeerState& p, const Envelope& envelope, WallTime received_at);
-    void open_initial(PeerState& p, const Envelope& envelope, const e2e::MessageInfo& info, WallTime received_at);
-    void deliver_content(PeerState& p, const Envelope& envelope, WallTime received_at, std::uint64_t steps_before,
-                         std::uint64_t steps_after, SecureBytes plaintext);
-    Result<Bytes> seal_content(PeerState& p, const E2eContent& content);
+    void open_with_session(PeerState& p, const Delivered& d);
+    void open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info);
+    void deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
+                         SecureBytes plaintext);
+    Result<Bytes> seal_content(PeerState& p, E2eContent content);
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
     void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);
@@ -134,6 +134,7 @@ private:
     const Clock& m_clock;
 
     std::string m_user;
+    DeviceId m_device = first_device;  // until a second device can be linked, every account has only its first
     std::optional<e2e::IdentityKeyPair> m_identity;
     struct Prekeys;
     std::unique_ptr<Prekeys> m_prekeys;

@@ -421,6 +421,22 @@ WallTime from_wire_ms(std::uint64_t ms) noexcept {
 }
 }  // namespace
 
+ConversationId pair_conversation_id(std::string_view a, std::string_view b) {
+    const auto [lo, hi] = std::minmax(a, b);
+    Bytes in;
+    in.reserve(13 + lo.size() + hi.size());
+    WireWriter w(in);
+    w.text("libsim pair");
+    w.u8(0);
+    w.text(lo);
+    w.u8(0);
+    w.text(hi);
+    const auto digest = crypto::sha256(in);
+    ConversationId id{};
+    std::copy_n(digest.begin(), id.size(), id.begin());
+    return id;
+}
+
 Bytes encode_envelope(const Envelope& e) {
     Bytes out;
     out.reserve(message_id_size + 1 + e.body.size());
@@ -452,12 +468,93 @@ Result<Envelope> decode_envelope(ByteView payload) {
     return e;
 }
 
-Bytes encode_delivered(WallTime received_at, ByteView envelope) {
+Bytes encode_submission(const Submission& s) {
+    std::size_t size = message_id_size + 1 + s.conversation.size() + 4 + 1;
+    for (const auto& b : s.bodies) {
+        size += 8 + b.body.size();
+    }
+    Bytes out;
+    out.reserve(size);
+    WireWriter w(out);
+    w.bytes(s.id);
+    w.u8(static_cast<std::uint8_t>(s.mode));
+    w.bytes(s.conversation);
+    w.u32(s.sender_device);
+    w.u8(static_cast<std::uint8_t>(std::min<std::size_t>(s.bodies.size(), max_devices_per_message)));
+    for (std::size_t i = 0; i < s.bodies.size() && i < max_devices_per_message; ++i) {
+        w.u32(s.bodies[i].device);
+        w.u32(static_cast<std::uint32_t>(s.bodies[i].body.size()));
+        w.bytes(s.bodies[i].body);
+    }
+    return out;
+}
+
+Result<Submission> decode_submission(ByteView payload) {
+    WireReader r(payload);
+    ByteView id;
+    ByteView conversation;
+    std::uint8_t mode = 0;
+    std::uint8_t count = 0;
+    Submission s;
+    if (!r.take(message_id_size, id) || !r.u8(mode) || !r.take(s.conversation.size(), conversation) ||
+        !r.u32(s.sender_device) || !r.u8(count)) {
+        return Error{Errc::truncated, "message truncated"};
+    }
+    const auto m = mode_from_wire(mode);
+    if (!m) {
+        return Error{Errc::bad_field, "unknown message mode"};
+    }
+    if (s.sender_device == 0) {
+        return Error{Errc::bad_field, "sender device 0"};
+    }
+    if (count == 0 || count > max_devices_per_message) {
+        return Error{Errc::bad_field, "a message has 1 to 64 bodies"};
+    }
+    s.mode = *m;
+    std::copy(id.begin(), id.end(), s.id.begin());
+    std::copy(conversation.begin(), conversation.end(), s.conversation.begin());
+    s.bodies.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        DeviceBody b;
+        std::uint32_t len = 0;
+        ByteView body;
+        if (!r.u32(b.device) || !r.u32(len) || !r.take(len, body)) {
+            return Error{Errc::truncated, "message truncated"};
+        }
+        if (b.device == 0 || (!s.bodies.empty() && b.device <= s.bodies.back().device)) {
+            return Error{Errc::bad_field, "recipient devices must be non-zero and in increasing order"};
+        }
+        if (body.empty()) {
+            return Error{Errc::bad_field, "empty message body"};
+        }
+        b.body = copy(body);
+        s.bodies.push_back(std::move(b));
+    }
+    if (!r.at_end()) {
+        return Error{Errc::trailing_bytes, "bytes after message"};
+    }
+    return s;
+}
+
+Envelope device_envelope(const Submission& s, std::size_t i) {
+    return Envelope{s.id, s.mode, s.bodies.at(i).body};
+}
+
+Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::string_view to, DeviceId from_device,
+                             DeviceId to_device) {
+    return encode_submission(
+        Submission{e.id, e.mode, pair_conversation_id(from, to), from_device, {DeviceBody{to_device, e.body}}});
+}
+
+Bytes encode_delivered(WallTime received_at, const ConversationId& conversation, DeviceId sender_device,
+                       ByteView envelope) {
     Bytes out;
     out.reserve(delivery_header_size + envelope.size());
     WireWriter w(out);
     w.u8(delivery_header_version);
     w.u64(to_wire_ms(received_at));
+    w.bytes(conversation);
+    w.u32(sender_device);
     w.bytes(envelope);
     return out;
 }
@@ -466,17 +563,27 @@ Result<Delivered> decode_delivered(ByteView payload) {
     WireReader r(payload);
     std::uint8_t version = 0;
     std::uint64_t ms = 0;
-    if (!r.u8(version) || !r.u64(ms)) {
+    ByteView conversation;
+    Delivered d;
+    if (!r.u8(version)) {
         return Error{Errc::truncated, "delivery header truncated"};
     }
     if (version != delivery_header_version) {
         return Error{Errc::bad_field, "unknown delivery header version"};
     }
+    if (!r.u64(ms) || !r.take(d.conversation.size(), conversation) || !r.u32(d.sender_device)) {
+        return Error{Errc::truncated, "delivery header truncated"};
+    }
     if (ms > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
         return Error{Errc::bad_field, "receive time out of range"};
     }
-    SIM_TRY(auto envelope, decode_envelope(r.rest()));
-    return Delivered{from_wire_ms(ms), std::move(envelope)};
+    if (d.sender_device == 0) {
+        return Error{Errc::bad_field, "sender device 0"};
+    }
+    d.received_at = from_wire_ms(ms);
+    std::copy(conversation.begin(), conversation.end(), d.conversation.begin());
+    SIM_TRY(d.envelope, decode_envelope(r.rest()));
+    return d;
 }
 
 Bytes encode_ack(const std::vector<MessageId>& ids) {
@@ -587,14 +694,41 @@ Result<ServerLimits> decode_server_limits(ByteView payload) {
     return l;
 }
 
+namespace {
+void write_address(WireWriter<Bytes>& w, const ContentAddress& a) {
+    w.bytes(a.conversation);
+    w.u32(a.sender_device);
+    w.u32(a.recipient_device);
+}
+Result<ContentAddress> read_address(WireReader& r) {
+    ContentAddress a;
+    ByteView conversation;
+    if (!r.take(a.conversation.size(), conversation) || !r.u32(a.sender_device) || !r.u32(a.recipient_device)) {
+        return Error{Errc::truncated, "message content truncated"};
+    }
+    if (a.sender_device == 0 || a.recipient_device == 0) {
+        return Error{Errc::bad_field, "message content addressed to or from device 0"};
+    }
+    std::copy(conversation.begin(), conversation.end(), a.conversation.begin());
+    return a;
+}
+}  // namespace
+
 Bytes encode_e2e_content(const E2eContent& c) {
     const bool text = c.kind == ContentKind::text;
     Bytes out;
-    out.reserve(1 + 8 + message_id_size + (text ? 8 : 0) + c.text.size());
+    out.reserve(1 + 8 + message_id_size + 24 + (text ? 8 : 0) + c.text.size());
     WireWriter w(out);
-    w.u8(text ? stamped_text_kind : static_cast<std::uint8_t>(c.kind));
+    if (c.address) {
+        w.u8(text ? addressed_text_kind : addressed_ratchet_only_kind);
+    } else {
+        w.u8(text ? stamped_text_kind : static_cast<std::uint8_t>(ContentKind::ratchet_only));
+    }
     w.u64(c.seq);
     w.bytes(c.id);
+    if (c.address) {
+        write_address(w, *c.address);
+    }
     if (text) {
         w.u64(to_wire_ms(c.sent_at));
     }
@@ -610,26 +744,32 @@ Result<E2eContent> decode_e2e_content(ByteView plaintext) {
     if (!r.u8(kind) || !r.u64(c.seq) || !r.take(message_id_size, id)) {
         return Error{Errc::truncated, "message content truncated"};
     }
-    if (kind == static_cast<std::uint8_t>(ContentKind::text) || kind == stamped_text_kind) {
+    // Kinds 1-3 were sealed before contents carried their address (docs/protocol.md 6.3).
+    if (kind == addressed_text_kind || kind == addressed_ratchet_only_kind) {
+        SIM_TRY(c.address, read_address(r));
+    }
+    const bool text = kind == static_cast<std::uint8_t>(ContentKind::text) || kind == stamped_text_kind ||
+                      kind == addressed_text_kind;
+    if (text) {
         if (c.seq == 0) {
             return Error{Errc::bad_field, "text message with sequence number 0"};
         }
-        if (kind == stamped_text_kind) {
+        if (kind != static_cast<std::uint8_t>(ContentKind::text)) {
             std::uint64_t ms = 0;
             if (!r.u64(ms)) {
                 return Error{Errc::truncated, "message content truncated"};
             }
             c.sent_at = from_wire_ms(ms);
         }
-        kind = static_cast<std::uint8_t>(ContentKind::text);
-    } else if (kind == static_cast<std::uint8_t>(ContentKind::ratchet_only)) {
+        c.kind = ContentKind::text;
+    } else if (kind == static_cast<std::uint8_t>(ContentKind::ratchet_only) || kind == addressed_ratchet_only_kind) {
         if (c.seq != 0 || !r.at_end()) {
             return Error{Errc::bad_field, "ratchet-only message with a sequence number or text"};
         }
+        c.kind = ContentKind::ratchet_only;
     } else {
         return Error{Errc::bad_field, "unknown message content kind"};
     }
-    c.kind = static_cast<ContentKind>(kind);
     std::copy(id.begin(), id.end(), c.id.begin());
     c.text = to_string(r.rest());
     return c;

@@ -172,7 +172,9 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     ++box->queued;
     if (now_to) {
         box->in_flight.emplace(origin.from, id);
-        now_to->deliver(Frame{FrameType::message, 0, origin.from, to, encode_delivered(received_at, frame.payload)});
+        now_to->deliver(
+            Frame{FrameType::message, 0, origin.from, to,
+                  encode_delivered(received_at, pair_conversation_id(origin.from, to), first_device, frame.payload)});
         m_router.count_routed();
     } else if (box->peer != nullptr) {
         ++box->unsent_queued;
@@ -264,8 +266,9 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
             if (box.acked.count(key) != 0 || !box.in_flight.insert(key).second) {
                 continue;  // sent as the mailbox filled (and maybe acknowledged already)
             }
-            peer->deliver(
-                Frame{FrameType::message, 0, row.sender, user, encode_delivered(row.stored_at, row.envelope)});
+            peer->deliver(Frame{
+                FrameType::message, 0, row.sender, user,
+                encode_delivered(row.stored_at, pair_conversation_id(row.sender, user), first_device, row.envelope)});
             m_router.count_routed();
         }
         if (rows->size() < want) {

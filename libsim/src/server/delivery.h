@@ -29,6 +29,12 @@
 
 namespace sim::server_detail {
 
+/// The devices of `user`, in increasing order. Until a second device can be linked (the multi-device issue), every
+/// account has exactly its first one: this is the one place that says so.
+inline std::vector<DeviceId> devices_of(const std::string& /*user*/) {
+    return {first_device};
+}
+
 class Delivery : public std::enable_shared_from_this<Delivery> {
 public:
     /// Quotas of the store (ServerConfig documents each) and the delivery window.
@@ -97,13 +103,13 @@ public:
 private:
     using Key = std::pair<std::string, MessageId>;  // sender, id
     struct Box {
-        store::StoredUsage backlog;  // in the store or being committed
-        const Peer* peer = nullptr;  // the connection being served, or null when offline
+        store::StoredUsage backlog;    // in the store or being committed
+        const Peer* peer = nullptr;    // the connection being served, or null when offline
         std::uint64_t generation = 0;  // which login `peer` is (0: none yet); a message sent early names it
         std::uint64_t after_seq = 0;
-        std::set<Key> in_flight;  // sent to `peer`, not acknowledged
-        std::set<Key> acked;      // acknowledged, deletion not committed yet (the store still returns them)
-        bool more = false;        // the store may hold messages after after_seq that `peer` has not been sent
+        std::set<Key> in_flight;        // sent to `peer`, not acknowledged
+        std::set<Key> acked;            // acknowledged, deletion not committed yet (the store still returns them)
+        bool more = false;              // the store may hold messages after after_seq that `peer` has not been sent
         std::size_t queued = 0;         // messages being committed
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
@@ -146,7 +152,7 @@ private:
     std::map<std::string, std::uint64_t> m_sender_bytes;  // senders with something stored or being stored
     std::uint64_t m_store_bytes = 0;
     std::uint64_t m_store_messages = 0;
-    std::optional<std::uint64_t> m_free;   // free bytes at the last look, less what was stored since
+    std::optional<std::uint64_t> m_free;  // free bytes at the last look, less what was stored since
     store::WallTime m_free_checked{};
     store::WallTime m_full_logged{};
     std::map<std::string, Box> m_boxes;  // users with a backlog or online since their backlog was counted

@@ -12,9 +12,9 @@
 
 #include <algorithm>
 #include <array>
-#include <limits>
 #include <atomic>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -30,7 +30,7 @@ std::string address_only(const std::string& peer) {
 }
 
 /// Bounds of the in-memory list of who waits for whose prekeys (names that never publish stay until a restart).
-constexpr std::size_t max_prekey_waiters = 1'000;         // per awaited user
+constexpr std::size_t max_prekey_waiters = 1'000;          // per awaited user
 constexpr std::size_t max_prekey_awaited_users = 100'000;  // users awaited at all
 
 /// A throttled refusal says when to try again (at least 1 s); other errors pass unchanged.
@@ -64,8 +64,8 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     std::unique_ptr<server_detail::RoutingBus> bus = server_detail::make_local_bus();
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;
-    std::shared_ptr<server_detail::Delivery> delivery;   // every message goes through it (mailboxes)
-    Bytes limits_payload;                                // the `limits` frame every login gets (6.6)
+    std::shared_ptr<server_detail::Delivery> delivery;  // every message goes through it (mailboxes)
+    Bytes limits_payload;                               // the `limits` frame every login gets (6.6)
 
     std::mutex prekey_mutex;
     std::set<std::string> has_prekeys;  // users seen with published prekeys (a cache: prekeys are never unpublished)
@@ -90,9 +90,18 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
-        : config(std::move(c)), authenticator(a), tokens(t), vault(v), prekeys(p), messages(m), workers(w), rng(r),
-          clock(cl), router(*bus, config.conversation_policy, v, r, [this] { return wall_now(); },
-                            [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+        : config(std::move(c)),
+          authenticator(a),
+          tokens(t),
+          vault(v),
+          prekeys(p),
+          messages(m),
+          workers(w),
+          rng(r),
+          clock(cl),
+          router(
+              *bus, config.conversation_policy, v, r, [this] { return wall_now(); },
+              [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         delivery = std::make_shared<server_detail::Delivery>(
@@ -159,10 +168,12 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
 namespace server_detail {
 
-class ServerConnection final : public ConnectionHandler, public Peer, public std::enable_shared_from_this<ServerConnection> {
+class ServerConnection final : public ConnectionHandler,
+                               public Peer,
+                               public std::enable_shared_from_this<ServerConnection> {
 public:
-    ServerConnection(std::shared_ptr<ServerCore::Impl> core, std::shared_ptr<ConnectionOutput> output,
-                     std::string peer, std::uint64_t id)
+    ServerConnection(std::shared_ptr<ServerCore::Impl> core, std::shared_ptr<ConnectionOutput> output, std::string peer,
+                     std::uint64_t id)
         : m_core(std::move(core)),
           m_output(std::move(output)),
           m_peer(std::move(peer)),
@@ -415,8 +426,8 @@ private:
         m_phase = Phase::established;
         count_as(ServerCore::Impl::ConnState::unauthenticated);
         m_core->handshake_latency.observe(m_core->clock.now() - m_accepted);
-        m_core->log(LogLevel::debug, "conn " + std::to_string(m_id) + " channel up, suite " +
-                                         std::string(suite_name(keys->suite)));
+        m_core->log(LogLevel::debug,
+                    "conn " + std::to_string(m_id) + " channel up, suite " + std::string(suite_name(keys->suite)));
     }
 
     void handle_inner(Frame frame) {
@@ -429,14 +440,30 @@ private:
             return;
         }
         switch (frame.type) {
-            case FrameType::init: handle_init(frame); return;
-            case FrameType::probe: handle_probe(frame); return;
-            case FrameType::message: handle_message(frame); return;
-            case FrameType::close: handle_close(frame); return;
-            case FrameType::prekeys: handle_prekeys(frame); return;
-            case FrameType::ack: handle_ack(frame); return;
-            case FrameType::passwd: handle_passwd(std::move(frame)); return;
-            default: fail(Error{Errc::bad_field, "frame type not allowed from a client"}); return;
+            case FrameType::init:
+                handle_init(frame);
+                return;
+            case FrameType::probe:
+                handle_probe(frame);
+                return;
+            case FrameType::message:
+                handle_message(frame);
+                return;
+            case FrameType::close:
+                handle_close(frame);
+                return;
+            case FrameType::prekeys:
+                handle_prekeys(frame);
+                return;
+            case FrameType::ack:
+                handle_ack(frame);
+                return;
+            case FrameType::passwd:
+                handle_passwd(std::move(frame));
+                return;
+            default:
+                fail(Error{Errc::bad_field, "frame type not allowed from a client"});
+                return;
         }
     }
 
@@ -679,7 +706,8 @@ private:
             return;
         }
         const auto backlog = m_core->delivery->backlog(recipient);
-        if (!backlog || backlog->messages == 0 || (!sender.empty() && m_core->router.has_conversation(recipient, sender))) {
+        if (!backlog || backlog->messages == 0 ||
+            (!sender.empty() && m_core->router.has_conversation(recipient, sender))) {
             return;
         }
         auto senders = m_core->delivery->senders(recipient);
@@ -702,8 +730,8 @@ private:
         if (!st || st->one_time_count >= prekey_low_water) {
             return;
         }
-        (void)m_core->bus->deliver(user,
-                                   Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
+        (void)m_core->bus->deliver(
+            user, Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
     }
 
     void handle_prekeys(const Frame& frame) {
@@ -798,8 +826,8 @@ private:
             issued = r.outcome.error();
         } else {
             if (const auto revoked = core.tokens.revoke_all(user); !revoked) {
-                core.log(LogLevel::error, "sessions of " + user + " not ended after a password change: " +
-                                              revoked.error().message());
+                core.log(LogLevel::error,
+                         "sessions of " + user + " not ended after a password change: " + revoked.error().message());
             }
             issued = core.issue_token(user);
         }
@@ -882,9 +910,15 @@ private:
         if (!peer) {
             return;
         }
-        const auto envelope = decode_envelope(frame.payload);
+        const auto envelope = decode_submission(frame.payload);
         if (!envelope) {
             refuse(envelope.code(), envelope.error().detail);
+            return;
+        }
+        // The address (6.5): this pair's conversation, this connection's device, and a body for exactly the
+        // recipient's devices. Refused as a whole: a message reaches all of them or none.
+        if (const auto st = check_address(*envelope, *peer); !st) {
+            refuse(st.code(), st.error().detail);
             return;
         }
         server_detail::Delivery::Origin origin{m_user, m_id, weak_from_this(), frame.sid};
@@ -912,7 +946,7 @@ private:
             refuse_message(*peer, envelope->id, code,
                            expected != 0 ? expected : m_core->delivery->refused(origin, *peer));
         };
-        Frame out{FrameType::message, 0, m_user, *peer, frame.payload};
+        Frame out{FrameType::message, 0, m_user, *peer, encode_envelope(device_envelope(*envelope, 0))};
         if (!m_core->end_to_end()) {
             if (envelope->mode != ConversationMode::server_assigned) {
                 refused(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
@@ -948,6 +982,24 @@ private:
             return;
         }
         m_out_of_order = 0;
+    }
+
+    /// Errc::bad_field when `s` is not a message of the pair (m_user, peer) from this connection's device with one
+    /// body for each device of `peer`.
+    Status check_address(const Submission& s, const std::string& peer) const {
+        if (s.conversation != pair_conversation_id(m_user, peer)) {
+            return Error{Errc::bad_field, "the conversation id is not this pair's"};
+        }
+        if (s.sender_device != m_device) {
+            return Error{Errc::bad_field, "the sender device is not this connection's"};
+        }
+        const auto devices = server_detail::devices_of(peer);
+        if (s.bodies.size() != devices.size() ||
+            !std::equal(devices.begin(), devices.end(), s.bodies.begin(),
+                        [](DeviceId d, const DeviceBody& b) { return d == b.device; })) {
+            return Error{Errc::bad_field, "the message does not have one body for each of the recipient's devices"};
+        }
+        return {};
     }
 
     /// A sequenced message was not accepted: the sender hears which one, why, and where its stream goes on.
@@ -990,7 +1042,8 @@ private:
     std::optional<ServerHandshake> m_handshake;
     std::optional<RecvSession> m_recv;
     std::string m_user;
-    std::string m_login_name;  // canonical name of the login under way, for log lines
+    DeviceId m_device = first_device;  // the device this connection serves (a login is its account's first device)
+    std::string m_login_name;          // canonical name of the login under way, for log lines
     std::deque<Frame> m_pending;
     double m_tokens_left;
     TimePoint m_last_refill;
@@ -1014,16 +1067,15 @@ ServerCore::ServerCore(std::shared_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 ServerCore::~ServerCore() = default;
 
 Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth::Authenticator& authenticator,
-                                                       auth::SessionTokens& tokens,
-                                                       auth::ConversationKeyVault* vault,
+                                                       auth::SessionTokens& tokens, auth::ConversationKeyVault* vault,
                                                        store::PrekeyStore* prekeys, store::MessageStore* messages,
                                                        Executor& workers, Rng& rng, const Clock& clock) {
     if (messages == nullptr) {
         return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
     }
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
-    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
-                                       rng, clock);
+    auto impl =
+        std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng, clock);
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
@@ -1040,9 +1092,13 @@ std::shared_ptr<ConnectionHandler> ServerCore::accept(std::shared_ptr<Connection
     return conn;
 }
 
-ByteView ServerCore::static_public_key() const noexcept { return m_impl->static_public; }
+ByteView ServerCore::static_public_key() const noexcept {
+    return m_impl->static_public;
+}
 
-std::string ServerCore::fingerprint() const { return sim::fingerprint(m_impl->static_public); }
+std::string ServerCore::fingerprint() const {
+    return sim::fingerprint(m_impl->static_public);
+}
 
 ServerStats ServerCore::stats() const {
     ServerStats s = m_impl->router.stats();
@@ -1069,9 +1125,13 @@ ServerStats ServerCore::stats() const {
     return s;
 }
 
-std::vector<std::string> ServerCore::online_users() const { return m_impl->bus->attached_here(); }
+std::vector<std::string> ServerCore::online_users() const {
+    return m_impl->bus->attached_here();
+}
 
-void ServerCore::shutdown() { m_impl->router.shutdown(); }
+void ServerCore::shutdown() {
+    m_impl->router.shutdown();
+}
 
 void ServerCore::release_keys() {
     auto& delivery = *m_impl->delivery;
