@@ -112,6 +112,12 @@ Result<PrekeyStatus> decode_prekey_status(ByteView payload);
 /// Client-chosen id of one message (16 random bytes): the unit of deduplication and acknowledgement.
 using MessageId = std::array<std::uint8_t, 16>;
 
+/// A device of an account (docs/protocol.md 6.5): numbered from 1, assigned by the server, never reused within the
+/// account. A device address is (user, device); every device has its own mailbox.
+using DeviceId = std::uint32_t;
+/// The device an account is created with.
+inline constexpr DeviceId first_device = 1;
+
 /// Payload of a `message` frame in both modes (docs/protocol.md 6.5).
 struct Envelope {
     MessageId id{};
