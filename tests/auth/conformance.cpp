@@ -691,22 +691,22 @@ TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactl
 TEST_CASE("messages: append in batches, idempotent, store order, removal, counts") {
     TestDb db;
     auto& s = *db.backend;
-    CHECK(s.usage("ola").value().messages == 0);
-    CHECK(s.pending("ola", 0, 10).value().empty());
+    CHECK(s.usage("ola", 1).value().messages == 0);
+    CHECK(s.pending("ola", 1, 0, 10).value().empty());
 
     std::vector<sim::store::StoredMessage> batch = {stored("ola", "pat", 1), stored("ola", "quin", 2),
                                                     stored("ray", "pat", 3), stored("ola", "pat", 4, 65536)};
     CHECK(s.append(batch).value() == std::vector<bool>{true, true, true, true});
-    // The same (sender, recipient, id) again is not stored again; the same id from another sender or to another
-    // recipient is a different message.
+    // The same (recipient, device 1, sender, id) again is not stored again; the same id from another sender or to
+    // another recipient is a different message.
     std::vector<sim::store::StoredMessage> again = {stored("ola", "pat", 1), stored("ola", "ray", 1),
                                                     stored("pat", "ola", 1), stored("ola", "pat", 5)};
     again[0].envelope = filled(10, 200);  // a retry never replaces the stored bytes
     CHECK(s.append(again).value() == std::vector<bool>{false, true, true, true});
     using sim::store::StoredUsage;
-    CHECK(s.usage("ola").value() == StoredUsage{5, 100 + 100 + 65536 + 100 + 100});
-    CHECK(s.usage("ray").value() == StoredUsage{1, 100});
-    CHECK(s.usage("pat").value() == StoredUsage{1, 100});
+    CHECK(s.usage("ola", 1).value() == StoredUsage{5, 100 + 100 + 65536 + 100 + 100});
+    CHECK(s.usage("ray", 1).value() == StoredUsage{1, 100});
+    CHECK(s.usage("pat", 1).value() == StoredUsage{1, 100});
     {
         // What each sender has stored, over all recipients (the server's per-sender quota starts from this).
         const auto by_sender = s.usage_by_sender().value();
@@ -717,7 +717,7 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
         CHECK(by_sender.at("ray") == StoredUsage{1, 100});
     }
 
-    auto all = s.pending("ola", 0, 100).value();
+    auto all = s.pending("ola", 1, 0, 100).value();
     REQUIRE(all.size() == 5);
     for (std::size_t i = 0; i < all.size(); ++i) {
         if (i > 0) {
@@ -738,53 +738,55 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(all[4].id == message_id(5));
 
     // Paging by seq.
-    const auto first2 = s.pending("ola", 0, 2).value();
+    const auto first2 = s.pending("ola", 1, 0, 2).value();
     REQUIRE(first2.size() == 2);
-    const auto next = s.pending("ola", first2[1].seq, 2).value();
+    const auto next = s.pending("ola", 1, first2[1].seq, 2).value();
     REQUIRE(next.size() == 2);
     CHECK(next[0].seq == all[2].seq);
-    CHECK(s.pending("ola", all.back().seq, 10).value().empty());
+    CHECK(s.pending("ola", 1, all.back().seq, 10).value().empty());
 
-    // Removal is per (recipient, sender, id), several groups in one call (one transaction).
+    // Removal is per (recipient, device, sender, id), several groups in one call (one transaction).
     // It says how much each group freed: the messages and their envelope bytes.
-    CHECK(s.remove({{"ola", "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
-    CHECK(s.remove(
-               {{"ola", "pat", {message_id(1), message_id(4)}}, {"ola", "quin", {}}, {"ola", "pat", {message_id(99)}}})
+    CHECK(s.remove({{"ola", 1, "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1), message_id(4)}},
+                    {"ola", 1, "quin", {}},
+                    {"ola", 1, "pat", {message_id(99)}}})
               .value() == std::vector<StoredUsage>{StoredUsage{2, 100 + 65536}, StoredUsage{}, StoredUsage{}});
-    CHECK(s.remove({{"ola", "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
     CHECK(s.remove({}).value().empty());
-    CHECK(s.usage("ola").value() == StoredUsage{3, 300});
+    CHECK(s.usage("ola", 1).value() == StoredUsage{3, 300});
     CHECK(s.usage_by_sender().value().at("pat") == StoredUsage{2, 200});
-    CHECK(s.pending("ola", 0, 10).value().front().sender == "quin");
+    CHECK(s.pending("ola", 1, 0, 10).value().front().sender == "quin");
     // A removed message may be stored again later (a new delivery of the same id).
     CHECK(s.append({stored("ola", "pat", 1)}).value() == std::vector<bool>{true});
-    CHECK(s.pending("ola", 0, 10).value().back().id == message_id(1));
+    CHECK(s.pending("ola", 1, 0, 10).value().back().id == message_id(1));
 
     // Bad input: nothing of the batch is stored.
     CHECK(s.append({stored("ola", "pat", 50), stored("", "pat", 51)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50), stored("ola", "pat", 51, 65537)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50, 0)}).code() == Errc::invalid_argument);
-    CHECK(s.usage("ola").value().messages == 4);
-    CHECK(s.usage("").code() == Errc::invalid_argument);
-    CHECK(s.pending("", 0, 1).code() == Errc::invalid_argument);
+    CHECK(s.usage("ola", 1).value().messages == 4);
+    CHECK(s.usage("", 1).code() == Errc::invalid_argument);
+    CHECK(s.pending("", 1, 0, 1).code() == Errc::invalid_argument);
     // A bad name anywhere in a removal: nothing is deleted.
-    const auto before_bad = s.usage("ola").value();
-    CHECK(s.remove({{"ola", "pat", {message_id(1)}}, {"ola", "", {message_id(1)}}}).code() == Errc::invalid_argument);
-    CHECK(s.usage("ola").value() == before_bad);
+    const auto before_bad = s.usage("ola", 1).value();
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1)}}, {"ola", 1, "", {message_id(1)}}}).code() ==
+          Errc::invalid_argument);
+    CHECK(s.usage("ola", 1).value() == before_bad);
     CHECK(s.append({}).value().empty());
 
     // Appends and removals in one transaction: appends first (a message appended and removed in the same call is
     // gone), all or nothing (a bad append keeps the removal from happening too).
     const auto applied = s.apply({{stored("ola", "pat", 60), stored("ola", "pat", 1)},
-                                  {{"ola", "pat", {message_id(60)}}, {"ola", "quin", {message_id(2)}}}});
+                                  {{"ola", 1, "pat", {message_id(60)}}, {"ola", 1, "quin", {message_id(2)}}}});
     REQUIRE(applied);
     CHECK(applied->appended == std::vector<bool>{true, false});
     CHECK(applied->removed == std::vector<StoredUsage>{StoredUsage{1, 100}, StoredUsage{1, 100}});
-    CHECK(s.usage("ola").value() == StoredUsage{before_bad.messages - 1, before_bad.bytes - 100});
-    const auto kept = s.usage("ola").value();
-    CHECK(s.apply({{stored("ola", "pat", 61, 0)}, {{"ola", "pat", {message_id(1)}}}}).code() ==
+    CHECK(s.usage("ola", 1).value() == StoredUsage{before_bad.messages - 1, before_bad.bytes - 100});
+    const auto kept = s.usage("ola", 1).value();
+    CHECK(s.apply({{stored("ola", "pat", 61, 0)}, {{"ola", 1, "pat", {message_id(1)}}}}).code() ==
           Errc::invalid_argument);
-    CHECK(s.usage("ola").value() == kept);
+    CHECK(s.usage("ola", 1).value() == kept);
 }
 
 TEST_CASE("messages: survive reopening, continue the order, and go with a deleted recipient") {
@@ -794,18 +796,19 @@ TEST_CASE("messages: survive reopening, continue the order, and go with a delete
     if (db.persistent()) {
         db.reopen();
         REQUIRE(db.backend->append({stored("sue", "tom", 3)}).has_value());
-        const auto p = db.backend->pending("sue", 0, 10).value();
+        const auto p = db.backend->pending("sue", 1, 0, 10).value();
         REQUIRE(p.size() == 3);
         CHECK(p[0].id == message_id(1));
         CHECK(p[2].id == message_id(3));
         CHECK(p[2].seq > p[1].seq);
         auto second = db.open();
-        CHECK(second->usage("sue").value().messages == 3);
+        CHECK(second->usage("sue", 1).value().messages == 3);
     }
     REQUIRE(db.backend->append({stored("tom", "sue", 9)}).has_value());
     REQUIRE(db.backend->delete_user("sue").has_value());
-    CHECK(db.backend->usage("sue").value().messages == 0);
-    CHECK(db.backend->usage("tom").value().messages == 1);  // messages *from* a deleted user stay for their recipient
+    CHECK(db.backend->usage("sue", 1).value().messages == 0);
+    CHECK(db.backend->usage("tom", 1).value().messages ==
+          1);  // messages *from* a deleted user stay for their recipient
     CHECK(db.backend->usage_by_sender().value().count("tom") == 0);
     CHECK(db.backend->usage_by_sender().value().at("sue") == sim::store::StoredUsage{1, 100});
 }
@@ -827,7 +830,7 @@ TEST_CASE("messages: concurrent appends from several threads are each stored onc
     for (auto& th : threads) {
         th.join();
     }
-    CHECK(s.usage("uma").value().messages == 50);
+    CHECK(s.usage("uma", 1).value().messages == 50);
 }
 
 TEST_CASE("open_backend rejects unknown URLs") {

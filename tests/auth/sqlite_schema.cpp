@@ -212,7 +212,7 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         m.sender = "someone";
         m.envelope = sim::Bytes(20, 1);
         CHECK(b.value()->append({m}).value() == std::vector<bool>{true});
-        CHECK(b.value()->usage("olduser").value() == sim::store::StoredUsage{1, 20});
+        CHECK(b.value()->usage("olduser", sim::first_device).value() == sim::store::StoredUsage{1, 20});
         CHECK(b.value()->prekey_status("olduser").value().one_time_count == 0);
         // The login flow upgrades the seed's hash.
         sim::auth::HashPolicy p;

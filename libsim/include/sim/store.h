@@ -338,7 +338,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 5;
+inline constexpr int schema_version = 6;
 
 /// Open (and create or upgrade) a SQLite database.
 ///
