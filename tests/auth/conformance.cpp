@@ -97,8 +97,8 @@ public:
     }
     void drop_all() {
         exec(
-            "DROP TABLE IF EXISTS sim_messages, sim_one_time_prekeys, sim_prekeys, sim_conversation_keys, "
-            "sim_sessions, sim_users, sim_meta");
+            "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, "
+            "sim_conversation_keys, sim_sessions, sim_users, sim_meta");
     }
     /// Kill every other connection of this user (the backend's).
     int kill_others() {
@@ -561,6 +561,13 @@ sim::store::StoredMessage stored(const std::string& to, const std::string& from,
     return m;
 }
 
+/// `m` for the recipient's device `to`, sent from the sender's device `from`.
+sim::store::StoredMessage on(sim::store::StoredMessage m, sim::DeviceId to, sim::DeviceId from) {
+    m.recipient_device = to;
+    m.sender_device = from;
+    return m;
+}
+
 }  // namespace
 
 TEST_CASE("prekeys: upload, replace or add, identity check, bundles hand out each one-time prekey once") {
@@ -691,22 +698,22 @@ TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactl
 TEST_CASE("messages: append in batches, idempotent, store order, removal, counts") {
     TestDb db;
     auto& s = *db.backend;
-    CHECK(s.usage("ola").value().messages == 0);
-    CHECK(s.pending("ola", 0, 10).value().empty());
+    CHECK(s.usage("ola", 1).value().messages == 0);
+    CHECK(s.pending("ola", 1, 0, 10).value().empty());
 
     std::vector<sim::store::StoredMessage> batch = {stored("ola", "pat", 1), stored("ola", "quin", 2),
                                                     stored("ray", "pat", 3), stored("ola", "pat", 4, 65536)};
     CHECK(s.append(batch).value() == std::vector<bool>{true, true, true, true});
-    // The same (sender, recipient, id) again is not stored again; the same id from another sender or to another
-    // recipient is a different message.
+    // The same (recipient, device 1, sender, id) again is not stored again; the same id from another sender or to
+    // another recipient is a different message.
     std::vector<sim::store::StoredMessage> again = {stored("ola", "pat", 1), stored("ola", "ray", 1),
                                                     stored("pat", "ola", 1), stored("ola", "pat", 5)};
     again[0].envelope = filled(10, 200);  // a retry never replaces the stored bytes
     CHECK(s.append(again).value() == std::vector<bool>{false, true, true, true});
     using sim::store::StoredUsage;
-    CHECK(s.usage("ola").value() == StoredUsage{5, 100 + 100 + 65536 + 100 + 100});
-    CHECK(s.usage("ray").value() == StoredUsage{1, 100});
-    CHECK(s.usage("pat").value() == StoredUsage{1, 100});
+    CHECK(s.usage("ola", 1).value() == StoredUsage{5, 100 + 100 + 65536 + 100 + 100});
+    CHECK(s.usage("ray", 1).value() == StoredUsage{1, 100});
+    CHECK(s.usage("pat", 1).value() == StoredUsage{1, 100});
     {
         // What each sender has stored, over all recipients (the server's per-sender quota starts from this).
         const auto by_sender = s.usage_by_sender().value();
@@ -717,7 +724,7 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
         CHECK(by_sender.at("ray") == StoredUsage{1, 100});
     }
 
-    auto all = s.pending("ola", 0, 100).value();
+    auto all = s.pending("ola", 1, 0, 100).value();
     REQUIRE(all.size() == 5);
     for (std::size_t i = 0; i < all.size(); ++i) {
         if (i > 0) {
@@ -738,53 +745,147 @@ TEST_CASE("messages: append in batches, idempotent, store order, removal, counts
     CHECK(all[4].id == message_id(5));
 
     // Paging by seq.
-    const auto first2 = s.pending("ola", 0, 2).value();
+    const auto first2 = s.pending("ola", 1, 0, 2).value();
     REQUIRE(first2.size() == 2);
-    const auto next = s.pending("ola", first2[1].seq, 2).value();
+    const auto next = s.pending("ola", 1, first2[1].seq, 2).value();
     REQUIRE(next.size() == 2);
     CHECK(next[0].seq == all[2].seq);
-    CHECK(s.pending("ola", all.back().seq, 10).value().empty());
+    CHECK(s.pending("ola", 1, all.back().seq, 10).value().empty());
 
-    // Removal is per (recipient, sender, id), several groups in one call (one transaction).
+    // Removal is per (recipient, device, sender, id), several groups in one call (one transaction).
     // It says how much each group freed: the messages and their envelope bytes.
-    CHECK(s.remove({{"ola", "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
-    CHECK(s.remove(
-               {{"ola", "pat", {message_id(1), message_id(4)}}, {"ola", "quin", {}}, {"ola", "pat", {message_id(99)}}})
+    CHECK(s.remove({{"ola", 1, "quin", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1), message_id(4)}},
+                    {"ola", 1, "quin", {}},
+                    {"ola", 1, "pat", {message_id(99)}}})
               .value() == std::vector<StoredUsage>{StoredUsage{2, 100 + 65536}, StoredUsage{}, StoredUsage{}});
-    CHECK(s.remove({{"ola", "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{}});
     CHECK(s.remove({}).value().empty());
-    CHECK(s.usage("ola").value() == StoredUsage{3, 300});
+    CHECK(s.usage("ola", 1).value() == StoredUsage{3, 300});
     CHECK(s.usage_by_sender().value().at("pat") == StoredUsage{2, 200});
-    CHECK(s.pending("ola", 0, 10).value().front().sender == "quin");
+    CHECK(s.pending("ola", 1, 0, 10).value().front().sender == "quin");
     // A removed message may be stored again later (a new delivery of the same id).
     CHECK(s.append({stored("ola", "pat", 1)}).value() == std::vector<bool>{true});
-    CHECK(s.pending("ola", 0, 10).value().back().id == message_id(1));
+    CHECK(s.pending("ola", 1, 0, 10).value().back().id == message_id(1));
 
     // Bad input: nothing of the batch is stored.
     CHECK(s.append({stored("ola", "pat", 50), stored("", "pat", 51)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50), stored("ola", "pat", 51, 65537)}).code() == Errc::invalid_argument);
     CHECK(s.append({stored("ola", "pat", 50, 0)}).code() == Errc::invalid_argument);
-    CHECK(s.usage("ola").value().messages == 4);
-    CHECK(s.usage("").code() == Errc::invalid_argument);
-    CHECK(s.pending("", 0, 1).code() == Errc::invalid_argument);
+    CHECK(s.usage("ola", 1).value().messages == 4);
+    CHECK(s.usage("", 1).code() == Errc::invalid_argument);
+    CHECK(s.pending("", 1, 0, 1).code() == Errc::invalid_argument);
     // A bad name anywhere in a removal: nothing is deleted.
-    const auto before_bad = s.usage("ola").value();
-    CHECK(s.remove({{"ola", "pat", {message_id(1)}}, {"ola", "", {message_id(1)}}}).code() == Errc::invalid_argument);
-    CHECK(s.usage("ola").value() == before_bad);
+    const auto before_bad = s.usage("ola", 1).value();
+    CHECK(s.remove({{"ola", 1, "pat", {message_id(1)}}, {"ola", 1, "", {message_id(1)}}}).code() ==
+          Errc::invalid_argument);
+    CHECK(s.usage("ola", 1).value() == before_bad);
     CHECK(s.append({}).value().empty());
 
     // Appends and removals in one transaction: appends first (a message appended and removed in the same call is
     // gone), all or nothing (a bad append keeps the removal from happening too).
     const auto applied = s.apply({{stored("ola", "pat", 60), stored("ola", "pat", 1)},
-                                  {{"ola", "pat", {message_id(60)}}, {"ola", "quin", {message_id(2)}}}});
+                                  {{"ola", 1, "pat", {message_id(60)}}, {"ola", 1, "quin", {message_id(2)}}}});
     REQUIRE(applied);
     CHECK(applied->appended == std::vector<bool>{true, false});
     CHECK(applied->removed == std::vector<StoredUsage>{StoredUsage{1, 100}, StoredUsage{1, 100}});
-    CHECK(s.usage("ola").value() == StoredUsage{before_bad.messages - 1, before_bad.bytes - 100});
-    const auto kept = s.usage("ola").value();
-    CHECK(s.apply({{stored("ola", "pat", 61, 0)}, {{"ola", "pat", {message_id(1)}}}}).code() ==
+    CHECK(s.usage("ola", 1).value() == StoredUsage{before_bad.messages - 1, before_bad.bytes - 100});
+    const auto kept = s.usage("ola", 1).value();
+    CHECK(s.apply({{stored("ola", "pat", 61, 0)}, {{"ola", 1, "pat", {message_id(1)}}}}).code() ==
           Errc::invalid_argument);
-    CHECK(s.usage("ola").value() == kept);
+    CHECK(s.usage("ola", 1).value() == kept);
+}
+
+TEST_CASE("messages: every device of a user is its own mailbox") {
+    TestDb db;
+    using sim::store::StoredUsage;
+    constexpr sim::DeviceId last = 0xFFFFFFFF;  // the whole range of DeviceId fits the column
+    REQUIRE(db.backend->create_user("wes", "$h").has_value());
+    // One (sender, id) is stored once in each device's mailbox: a sender's message goes to every device.
+    CHECK(db.backend
+              ->append({on(stored("wes", "xan", 1), 1, 3), on(stored("wes", "xan", 1, 200), 2, 3),
+                        on(stored("wes", "xan", 2), 2, 1), on(stored("wes", "xan", 1), 2, 3)})
+              .value() == std::vector<bool>{true, true, true, false});
+    CHECK(db.backend->append({on(stored("wes", "xan", 1), 1, 3), on(stored("wes", "yul", 3), last, last)}).value() ==
+          std::vector<bool>{false, true});
+    CHECK(db.backend->usage("wes", 1).value() == StoredUsage{1, 100});
+    CHECK(db.backend->usage("wes", 2).value() == StoredUsage{2, 300});
+    CHECK(db.backend->usage("wes", 4).value() == StoredUsage{});
+    CHECK(db.backend->usage("wes", last).value() == StoredUsage{1, 100});
+    CHECK(db.backend->usage_by_sender().value().at("xan") == StoredUsage{3, 400});
+
+    // pending() reads one mailbox, and gives back both devices as they were stored.
+    const auto check_mailboxes = [&] {
+        const auto one = db.backend->pending("wes", 1, 0, 10).value();
+        REQUIRE(one.size() == 1);
+        CHECK(one[0] == [&] {
+            auto m = on(stored("wes", "xan", 1), 1, 3);
+            m.seq = one[0].seq;
+            return m;
+        }());
+        const auto two = db.backend->pending("wes", 2, 0, 10).value();
+        REQUIRE(two.size() == 2);
+        CHECK(two[0].seq < two[1].seq);
+        CHECK(two[0] == [&] {
+            auto m = on(stored("wes", "xan", 1, 200), 2, 3);
+            m.seq = two[0].seq;
+            return m;
+        }());
+        CHECK(two[1].recipient_device == 2);
+        CHECK(two[1].sender_device == 1);
+        CHECK(two[1].id == message_id(2));
+        // Paging after a seq of another mailbox.
+        CHECK(db.backend->pending("wes", 2, one[0].seq, 10).value() == two);
+        CHECK(db.backend->pending("wes", 2, two[0].seq, 10).value() == std::vector{two[1]});
+        const auto far = db.backend->pending("wes", last, 0, 10).value();
+        REQUIRE(far.size() == 1);
+        CHECK(far[0].recipient_device == last);
+        CHECK(far[0].sender_device == last);
+        CHECK(db.backend->pending("wes", 4, 0, 10).value().empty());
+    };
+    check_mailboxes();
+    if (db.persistent()) {
+        db.reopen();
+        check_mailboxes();
+    }
+
+    // Device 0 names no mailbox: refused wherever it appears, and nothing of the call happens.
+    auto& b = *db.backend;
+    const auto before1 = b.usage("wes", 1).value();
+    const auto before2 = b.usage("wes", 2).value();
+    CHECK(b.append({on(stored("wes", "xan", 7), 2, 1), on(stored("wes", "xan", 8), 0, 1)}).code() ==
+          Errc::invalid_argument);
+    CHECK(b.append({on(stored("wes", "xan", 7), 2, 1), on(stored("wes", "xan", 8), 2, 0)}).code() ==
+          Errc::invalid_argument);
+    CHECK(b.remove({{"wes", 2, "xan", {message_id(2)}}, {"wes", 0, "xan", {message_id(1)}}}).code() ==
+          Errc::invalid_argument);
+    CHECK(b.apply({{on(stored("wes", "xan", 7), 2, 1)}, {{"wes", 0, "xan", {message_id(1)}}}}).code() ==
+          Errc::invalid_argument);
+    CHECK(b.usage("wes", 0).code() == Errc::invalid_argument);
+    CHECK(b.pending("wes", 0, 0, 10).code() == Errc::invalid_argument);
+    CHECK(b.usage("wes", 1).value() == before1);
+    CHECK(b.usage("wes", 2).value() == before2);
+    CHECK(b.pending("wes", 2, 0, 10).value().size() == 2);
+
+    // A removal takes from its device's mailbox only.
+    CHECK(b.remove({{"wes", 4, "xan", {message_id(1), message_id(2)}}}).value() ==
+          std::vector<StoredUsage>{StoredUsage{}});
+    CHECK(b.remove({{"wes", 2, "xan", {message_id(1)}}}).value() == std::vector<StoredUsage>{StoredUsage{1, 200}});
+    CHECK(b.usage("wes", 1).value() == StoredUsage{1, 100});
+    CHECK(b.usage("wes", 2).value() == StoredUsage{1, 100});
+    const auto still = b.pending("wes", 1, 0, 10).value();
+    REQUIRE(still.size() == 1);
+    CHECK(still[0].id == message_id(1));
+    // ... and the same message may be stored there again, while device 1 still has its copy.
+    CHECK(b.append({on(stored("wes", "xan", 1), 2, 3), on(stored("wes", "xan", 1), 1, 3)}).value() ==
+          std::vector<bool>{true, false});
+
+    // Deleting the user empties every one of their mailboxes; a new account of that name starts empty.
+    REQUIRE(b.delete_user("wes").has_value());
+    CHECK(b.usage("wes", 1).value() == StoredUsage{});
+    CHECK(b.usage("wes", 2).value() == StoredUsage{});
+    CHECK(b.usage("wes", last).value() == StoredUsage{});
+    CHECK(b.append({on(stored("wes", "xan", 1), 1, 3)}).value() == std::vector<bool>{true});
 }
 
 TEST_CASE("messages: survive reopening, continue the order, and go with a deleted recipient") {
@@ -794,18 +895,19 @@ TEST_CASE("messages: survive reopening, continue the order, and go with a delete
     if (db.persistent()) {
         db.reopen();
         REQUIRE(db.backend->append({stored("sue", "tom", 3)}).has_value());
-        const auto p = db.backend->pending("sue", 0, 10).value();
+        const auto p = db.backend->pending("sue", 1, 0, 10).value();
         REQUIRE(p.size() == 3);
         CHECK(p[0].id == message_id(1));
         CHECK(p[2].id == message_id(3));
         CHECK(p[2].seq > p[1].seq);
         auto second = db.open();
-        CHECK(second->usage("sue").value().messages == 3);
+        CHECK(second->usage("sue", 1).value().messages == 3);
     }
     REQUIRE(db.backend->append({stored("tom", "sue", 9)}).has_value());
     REQUIRE(db.backend->delete_user("sue").has_value());
-    CHECK(db.backend->usage("sue").value().messages == 0);
-    CHECK(db.backend->usage("tom").value().messages == 1);  // messages *from* a deleted user stay for their recipient
+    CHECK(db.backend->usage("sue", 1).value().messages == 0);
+    CHECK(db.backend->usage("tom", 1).value().messages ==
+          1);  // messages *from* a deleted user stay for their recipient
     CHECK(db.backend->usage_by_sender().value().count("tom") == 0);
     CHECK(db.backend->usage_by_sender().value().at("sue") == sim::store::StoredUsage{1, 100});
 }
@@ -827,7 +929,7 @@ TEST_CASE("messages: concurrent appends from several threads are each stored onc
     for (auto& th : threads) {
         th.join();
     }
-    CHECK(s.usage("uma").value().messages == 50);
+    CHECK(s.usage("uma", 1).value().messages == 50);
 }
 
 TEST_CASE("open_backend rejects unknown URLs") {
@@ -928,6 +1030,105 @@ TEST_CASE("mariadb: an old schema is upgraded on open") {
     CHECK(rita->password_hash == "$old");
     CHECK(rita->failures.count == 0);
     REQUIRE(r.value()->put_token(token_hash(1), "rita", t0).has_value());
+}
+
+TEST_CASE("mariadb: messages stored under schema 5 are kept on upgrade, each for and from device 1") {
+    if (backend_kind() != "mariadb") {
+        return;
+    }
+    AdminConnection admin;
+    admin.drop_all();
+    // Version 5 as libsim wrote it.
+    for (const char* sql : {
+             "CREATE TABLE sim_meta (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, schema_version INT NOT NULL) "
+             "ENGINE=InnoDB",
+             "CREATE TABLE sim_users (username VARBINARY(64) NOT NULL PRIMARY KEY, "
+             "password_hash VARBINARY(255) NOT NULL, failed_count INT UNSIGNED NOT NULL DEFAULT 0, "
+             "last_failure_ns BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB",
+             "CREATE TABLE sim_sessions (token_hash BINARY(32) NOT NULL PRIMARY KEY, "
+             "username VARBINARY(64) NOT NULL, expires_ms BIGINT NOT NULL, KEY sim_sessions_user (username), "
+             "CONSTRAINT sim_sessions_user_fk FOREIGN KEY (username) REFERENCES sim_users (username) "
+             "ON DELETE CASCADE) ENGINE=InnoDB",
+             "CREATE TABLE sim_conversation_keys (user_a VARBINARY(64) NOT NULL, "
+             "user_b VARBINARY(64) NOT NULL, sealed_key VARBINARY(512) NOT NULL, epoch BIGINT NOT NULL, "
+             "created_ms BIGINT NOT NULL, PRIMARY KEY (user_a, user_b), KEY sim_conversation_keys_b (user_b), "
+             "CONSTRAINT sim_conversation_keys_a_fk FOREIGN KEY (user_a) REFERENCES sim_users (username) "
+             "ON DELETE CASCADE, "
+             "CONSTRAINT sim_conversation_keys_b_fk FOREIGN KEY (user_b) REFERENCES sim_users (username) "
+             "ON DELETE CASCADE, CONSTRAINT sim_conversation_keys_order CHECK (user_a < user_b)) ENGINE=InnoDB",
+             "CREATE TABLE sim_prekeys (username VARBINARY(64) NOT NULL PRIMARY KEY, "
+             "identity_key BINARY(32) NOT NULL, spk_id BIGINT NOT NULL, spk BINARY(32) NOT NULL, "
+             "spk_sig BINARY(64) NOT NULL, CONSTRAINT sim_prekeys_user_fk FOREIGN KEY (username) "
+             "REFERENCES sim_users (username) ON DELETE CASCADE) ENGINE=InnoDB",
+             "CREATE TABLE sim_one_time_prekeys (username VARBINARY(64) NOT NULL, key_id BIGINT NOT NULL, "
+             "public_key BINARY(32) NOT NULL, PRIMARY KEY (username, key_id), CONSTRAINT sim_one_time_prekeys_fk "
+             "FOREIGN KEY (username) REFERENCES sim_prekeys (username) ON DELETE CASCADE) ENGINE=InnoDB",
+             "CREATE TABLE sim_messages (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+             "recipient VARBINARY(64) NOT NULL, sender VARBINARY(64) NOT NULL, message_id BINARY(16) NOT NULL, "
+             "envelope MEDIUMBLOB NOT NULL, stored_ms BIGINT NOT NULL, "
+             "UNIQUE KEY sim_messages_key (recipient, sender, message_id), "
+             "KEY sim_messages_recipient (recipient, seq)) ENGINE=InnoDB",
+             "CREATE TABLE sim_session_ends (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+             "username VARBINARY(64) NOT NULL, at_ms BIGINT NOT NULL) ENGINE=InnoDB",
+             "INSERT INTO sim_meta VALUES (1, 5)",
+             "INSERT INTO sim_users (username, password_hash) VALUES ('amy', '$h')",
+             "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) VALUES "
+             "('amy', 'bob', UNHEX('00000000000000000000000000000001'), UNHEX('0102'), 1001), "
+             "('amy', 'cat', UNHEX('00000000000000000000000000000002'), UNHEX('03'), 1002), "
+             "('dan', 'bob', UNHEX('00000000000000000000000000000001'), UNHEX('040506'), 1003), "
+             "('amy', 'bob', UNHEX('00000000000000000000000000000004'), UNHEX('07'), 1004)",
+             "DELETE FROM sim_messages WHERE seq = 4",
+         }) {
+        admin.exec(sql);
+    }
+    auto r = sim::store::open_backend(env("SIM_MARIADB_URL"));
+    REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+    auto& s = *r.value();
+    CHECK(admin.column("SELECT schema_version FROM sim_meta") ==
+          std::vector<std::string>{std::to_string(sim::store::schema_version)});
+    CHECK(admin.column("SELECT CONCAT(seq, ':', recipient_device, ':', sender_device) FROM sim_messages "
+                       "ORDER BY seq") == std::vector<std::string>{"1:1:1", "2:1:1", "3:1:1"});
+    CHECK(admin.column("SELECT DISTINCT index_name FROM information_schema.statistics WHERE "
+                       "table_schema = DATABASE() AND table_name = 'sim_messages' ORDER BY index_name") ==
+          std::vector<std::string>{"PRIMARY", "sim_messages_device_key", "sim_messages_mailbox"});
+    // Every writer names the devices: the columns keep no default.
+    CHECK(admin.column("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND "
+                       "table_name = 'sim_messages' AND column_name LIKE '%device' AND column_default IS NULL") ==
+          std::vector<std::string>{"2"});
+    sim::MessageId id1{};
+    id1[15] = 1;
+    const auto amy = s.pending("amy", sim::first_device, 0, 10).value();
+    REQUIRE(amy.size() == 2);
+    CHECK(amy[0].seq == 1);
+    CHECK(amy[0].sender == "bob");
+    CHECK(amy[0].sender_device == sim::first_device);
+    CHECK(amy[0].recipient_device == sim::first_device);
+    CHECK(amy[0].id == id1);
+    CHECK(amy[0].envelope == sim::Bytes{1, 2});
+    CHECK(amy[0].stored_at == WallTime{std::chrono::milliseconds{1001}});
+    CHECK(amy[1].sender == "cat");
+    CHECK(s.pending("dan", sim::first_device, 0, 10).value().size() == 1);
+    CHECK(s.usage_by_sender().value().at("bob") == sim::store::StoredUsage{2, 5});
+    // The new key: the same message is stored once per device; seq continues after the highest ever handed out.
+    auto again = amy[0];
+    CHECK(s.append({again}).value() == std::vector<bool>{false});
+    again.recipient_device = 2;
+    CHECK(s.append({again}).value() == std::vector<bool>{true});
+    const auto on2 = s.pending("amy", 2, 0, 10).value();
+    REQUIRE(on2.size() == 1);
+    CHECK(on2[0].seq > 4);
+    // The step is re-runnable (MariaDB DDL is not transactional: a server may die before the version is written).
+    r.value().reset();
+    admin.exec("UPDATE sim_meta SET schema_version = 5 WHERE id = 1");
+    CHECK(sim::store::open_backend(env("SIM_MARIADB_URL")).has_value());
+    CHECK(admin.column("SELECT schema_version FROM sim_meta") ==
+          std::vector<std::string>{std::to_string(sim::store::schema_version)});
+    CHECK(admin.column("SELECT CONCAT(seq, ':', recipient_device, ':', sender_device) FROM sim_messages "
+                       "ORDER BY seq") ==
+          std::vector<std::string>{"1:1:1", "2:1:1", "3:1:1", std::to_string(on2[0].seq) + ":2:1"});
+    CHECK(admin.column("SELECT DISTINCT index_name FROM information_schema.statistics WHERE "
+                       "table_schema = DATABASE() AND table_name = 'sim_messages' ORDER BY index_name") ==
+          std::vector<std::string>{"PRIMARY", "sim_messages_device_key", "sim_messages_mailbox"});
 }
 
 TEST_CASE("mariadb: connection failures are storage errors that do not leak the password") {

@@ -114,7 +114,7 @@ void expect_refused_unchanged(const TempDir& dir, Errc code) {
     CHECK(snapshot(dir.path) == before);
 }
 
-// Versions 1 to 3 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
+// Versions 1 to 5 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
 const char* const schema_v1 =
     "PRAGMA application_id = 1280526669;"
     "CREATE TABLE sim_users (username TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL) WITHOUT ROWID;"
@@ -141,6 +141,38 @@ const char* const schema_v3_extra =
     ") WITHOUT ROWID;"
     "CREATE INDEX sim_conversation_keys_b ON sim_conversation_keys (user_b);"
     "PRAGMA user_version = 3;";
+const char* const schema_v4_extra =
+    "CREATE TABLE sim_prekeys ("
+    "  username TEXT PRIMARY KEY NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),"
+    "  spk_id INTEGER NOT NULL,"
+    "  spk BLOB NOT NULL CHECK (length(spk) = 32),"
+    "  spk_sig BLOB NOT NULL CHECK (length(spk_sig) = 64)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_one_time_prekeys ("
+    "  username TEXT NOT NULL REFERENCES sim_prekeys (username) ON DELETE CASCADE,"
+    "  key_id INTEGER NOT NULL,"
+    "  public_key BLOB NOT NULL CHECK (length(public_key) = 32),"
+    "  PRIMARY KEY (username, key_id)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_messages ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  recipient TEXT NOT NULL,"
+    "  sender TEXT NOT NULL,"
+    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+    "  envelope BLOB NOT NULL,"
+    "  stored_ms INTEGER NOT NULL,"
+    "  UNIQUE (recipient, sender, message_id)"
+    ");"
+    "CREATE INDEX sim_messages_recipient ON sim_messages (recipient, seq);"
+    "PRAGMA user_version = 4;";
+const char* const schema_v5_extra =
+    "CREATE TABLE sim_session_ends ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  username TEXT NOT NULL,"
+    "  at_ms INTEGER NOT NULL"
+    ");"
+    "PRAGMA user_version = 5;";
 
 }  // namespace
 
@@ -175,7 +207,7 @@ TEST_CASE("an empty file is initialised; a missing directory is a storage error"
 }
 
 TEST_CASE("an older file is upgraded on open and its accounts keep working") {
-    for (const int version : {1, 2, 3}) {
+    for (const int version : {1, 2, 3, 4, 5}) {
         INFO("from version " << version);
         TempDir dir;
         auto rng = sim::make_deterministic_rng(sim::as_bytes("old schema"));
@@ -188,6 +220,12 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
                 if (version >= 3) {
                     raw.exec(schema_v3_extra);
                     raw.exec("PRAGMA foreign_keys = ON");
+                }
+                if (version >= 4) {
+                    raw.exec(schema_v4_extra);
+                }
+                if (version >= 5) {
+                    raw.exec(schema_v5_extra);
                 }
                 raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "', 2, 7)");
             } else {
@@ -212,7 +250,7 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         m.sender = "someone";
         m.envelope = sim::Bytes(20, 1);
         CHECK(b.value()->append({m}).value() == std::vector<bool>{true});
-        CHECK(b.value()->usage("olduser").value() == sim::store::StoredUsage{1, 20});
+        CHECK(b.value()->usage("olduser", sim::first_device).value() == sim::store::StoredUsage{1, 20});
         CHECK(b.value()->prekey_status("olduser").value().one_time_count == 0);
         // The login flow upgrades the seed's hash.
         sim::auth::HashPolicy p;
@@ -225,6 +263,75 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         REQUIRE(r.ok());
         CHECK(r.outcome->rehashed);
     }
+}
+
+TEST_CASE("a version 5 file keeps every stored message on upgrade, each for and from device 1") {
+    TempDir dir;
+    const auto id = [](int n) { return "x'" + std::string(30, '0') + "0" + std::to_string(n) + "'"; };
+    {
+        Raw raw(dir.db());
+        raw.exec(schema_v1);
+        raw.exec(schema_v2_extra);
+        raw.exec(schema_v3_extra);
+        raw.exec(schema_v4_extra);
+        raw.exec(schema_v5_extra);
+        raw.exec("INSERT INTO sim_users VALUES ('amy', '$h', 0, 0)");
+        raw.exec(
+            "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) VALUES "
+            "('amy', 'bob', " +
+            id(1) + ", x'0102', 1001), ('amy', 'cat', " + id(2) +
+            ", x'03', 1002), "
+            "('dan', 'bob', " +
+            id(1) + ", x'040506', 1003), ('amy', 'bob', " + id(4) + ", x'07', 1004)");
+        // The newest message is gone already: seq 4 was handed out and must not be handed out again.
+        raw.exec("DELETE FROM sim_messages WHERE seq = 4");
+    }
+    auto b = open(dir.db());
+    REQUIRE(b.has_value());
+    auto& s = *b.value();
+    {
+        Raw raw(dir.db());
+        CHECK(raw.scalar("PRAGMA user_version") == std::to_string(sim::store::schema_version));
+        CHECK(raw.scalar("SELECT count(*) FROM sim_messages") == "3");
+        CHECK(raw.scalar("SELECT count(*) FROM sim_messages WHERE recipient_device = 1 AND sender_device = 1") == "3");
+        CHECK(raw.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'sim_messages_mailbox'") == "1");
+        CHECK(raw.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'sim_messages_v%'") == "0");
+        CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
+    }
+    const auto message_id = [](std::uint8_t n) {
+        sim::MessageId m{};
+        m[15] = n;
+        return m;
+    };
+    const auto amy = s.pending("amy", sim::first_device, 0, 10).value();
+    REQUIRE(amy.size() == 2);
+    sim::store::StoredMessage first;
+    first.seq = 1;
+    first.recipient = "amy";
+    first.sender = "bob";
+    first.id = message_id(1);
+    first.envelope = {1, 2};
+    first.stored_at = sim::store::WallTime{std::chrono::milliseconds{1001}};
+    CHECK(amy[0] == first);  // devices 1 and 1
+    CHECK(amy[1].seq == 2);
+    CHECK(amy[1].sender == "cat");
+    CHECK(amy[1].id == message_id(2));
+    CHECK(amy[1].sender_device == sim::first_device);
+    const auto dan = s.pending("dan", sim::first_device, 0, 10).value();
+    REQUIRE(dan.size() == 1);
+    CHECK(dan[0].seq == 3);
+    CHECK(dan[0].envelope == sim::Bytes{4, 5, 6});
+    CHECK(s.usage("amy", 2).value() == sim::store::StoredUsage{});
+    CHECK(s.usage_by_sender().value().at("bob") == sim::store::StoredUsage{2, 5});
+
+    // The new key: the same message is stored once per device.
+    auto again = first;
+    again.recipient_device = 2;
+    CHECK(s.append({again}).value() == std::vector<bool>{true});
+    const auto on2 = s.pending("amy", 2, 0, 10).value();
+    REQUIRE(on2.size() == 1);
+    CHECK(on2[0].seq == 5);  // after the highest seq ever handed out, not after the highest left
+    CHECK(s.append({first}).value() == std::vector<bool>{false});
 }
 
 TEST_CASE("a newer schema is refused with a clear error and the file is not touched") {

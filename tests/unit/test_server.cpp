@@ -52,11 +52,13 @@ public:
         removes += changes.removals.empty() ? 0 : 1;
         return m_inner.apply(changes);
     }
-    sim::Result<std::vector<sim::store::StoredMessage>> pending(std::string_view r, std::uint64_t after,
-                                                                std::size_t limit) override {
-        return m_inner.pending(r, after, limit);
+    sim::Result<std::vector<sim::store::StoredMessage>> pending(std::string_view r, sim::DeviceId device,
+                                                                std::uint64_t after, std::size_t limit) override {
+        return m_inner.pending(r, device, after, limit);
     }
-    sim::Result<sim::store::StoredUsage> usage(std::string_view r) override { return m_inner.usage(r); }
+    sim::Result<sim::store::StoredUsage> usage(std::string_view r, sim::DeviceId device) override {
+        return m_inner.usage(r, device);
+    }
     sim::Result<std::map<std::string, sim::store::StoredUsage>> usage_by_sender() override {
         return m_inner.usage_by_sender();
     }
@@ -870,7 +872,7 @@ std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>> refusals(RawCli
 /// The message numbers stored for `user`, in store order.
 std::vector<std::uint32_t> stored_order(World& w, const std::string& user) {
     std::vector<std::uint32_t> out;
-    const auto rows = w.backend->pending(user, 0, 100'000);
+    const auto rows = w.backend->pending(user, sim::first_device, 0, 100'000);
     REQUIRE(rows);
     for (const auto& m : *rows) {
         out.push_back((std::uint32_t{m.id[14]} << 8U) | m.id[15]);
@@ -1065,7 +1067,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     auto stored = receipts(alice, sim::ReceiptStatus::stored);
     std::sort(stored.begin(), stored.end());
     CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
-    CHECK(w.backend->usage("bob").value().messages == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
 
     // bob logs in: the three, in order, unchanged; not deleted yet.
     auto& bob = w.raw_login("bob");
@@ -1074,7 +1076,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     // The envelope unchanged, behind the delivery header with the time the server stored it (its wall clock).
     CHECK(got[1].payload == delivered(w.base.wall_clock(), "alice", "bob", 2));
     CHECK(got[1].destination == "bob");
-    CHECK(w.backend->usage("bob").value().messages == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
     // He drops before acknowledging: the next login delivers them again.
     w.drop(bob);
     auto& bob2 = w.raw_login("bob");
@@ -1084,7 +1086,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     bob2.send(ack("bob", "alice", {1, 2}));
     w.settle();
     CHECK(bob2.errors().empty());
-    CHECK(w.backend->usage("bob").value().messages == 1);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 1);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2});
 
     // While one is still waiting, a new message is stored behind it (order kept) and then delivered.
@@ -1094,7 +1096,7 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{4});
     bob2.send(ack("bob", "alice", {3, 4}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{3, 4});
 
     // Nothing waits now and bob is online: the next message still takes the one path into his mailbox. His
@@ -1110,11 +1112,11 @@ TEST_CASE("e2e: offline messages are stored, delivered in order at login, delete
     CHECK(bob2.take(sim::FrameType::message).empty());  // not sent twice
     CHECK(w.messages->appended == appends + 1);
     CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{5});
-    CHECK(w.backend->usage("bob").value().messages == 1);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 1);
     bob2.send(ack("bob", "alice", {5}));
     w.settle();
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{5});
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 
     // Bad acks are refused, the connection stays.
     bob2.send(sim::Frame{sim::FrameType::ack, 0, "bob", "alice", {0, 0}});
@@ -1132,7 +1134,7 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
         alice.send(message("alice", "bob", n));
     }
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 40);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 40);
     auto& bob = w.raw_login("bob");
     CHECK(bob.take(sim::FrameType::message).size() == 40);
     (void)receipts(alice, sim::ReceiptStatus::stored);
@@ -1147,20 +1149,20 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
             moved = rc.pipe->pump() || moved;
         }
     }
-    CHECK(w.messages->removes == removes);                               // nothing deleted on the I/O path
-    CHECK(w.backend->usage("bob").value().messages == 40);               // not yet
-    CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 40);  // the sender hears at once
-    w.settle();                                                          // the commit job runs
-    CHECK(w.messages->removes == removes + 1);                           // one transaction for the ten acks
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.messages->removes == removes);                                     // nothing deleted on the I/O path
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 40);  // not yet
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 40);        // the sender hears at once
+    w.settle();                                                                // the commit job runs
+    CHECK(w.messages->removes == removes + 1);                                 // one transaction for the ten acks
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
     // A message after that goes through the mailbox too, and its ack deletes it.
     alice.send(message("alice", "bob", 41));
     w.settle();
     CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{41});
-    CHECK(w.backend->usage("bob").value().messages == 1);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 1);
     bob.send(ack("bob", "alice", {41}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 }
 
 TEST_CASE("a caught-up mailbox is drained as it fills; one that is behind drains from the store, in order, once") {
@@ -1180,7 +1182,7 @@ TEST_CASE("a caught-up mailbox is drained as it fills; one that is behind drains
     }
     w.pump_pipes();
     CHECK(take() == std::vector<std::uint32_t>{1, 2, 3});
-    CHECK(w.backend->usage("bob").value().messages == 0);  // nothing committed yet
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);  // nothing committed yet
     // 4 and 5 do not fit the window: they wait for the store. An ack opens the window, but 6 must not overtake 4
     // and 5, which are still being committed: nothing goes to bob before the commit.
     alice.send(sequenced("alice", "bob", 4, 4));
@@ -1199,7 +1201,7 @@ TEST_CASE("a caught-up mailbox is drained as it fills; one that is behind drains
     CHECK(take() == std::vector<std::uint32_t>{5, 6});
     bob.send(ack("bob", "alice", {5, 6}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
     // Caught up again: 7 goes at once.
     alice.send(sequenced("alice", "bob", 7, 7));
     w.pump_pipes();
@@ -1239,7 +1241,7 @@ TEST_CASE("a caught-up mailbox is drained as it fills; one that is behind drains
     (void)bob2.take(sim::FrameType::message);
     bob2.send(ack("bob", "alice", {7, 8}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 }
 
 TEST_CASE("e2e: at most 1000 stored messages are in flight; more follow as acks arrive") {
@@ -1287,15 +1289,15 @@ TEST_CASE("e2e: group commit stores concurrent messages in one transaction") {
     CHECK(w.server->stats().store_commits == 1);
     CHECK(w.server->stats().stored_messages == 50);
     CHECK(receipts(alice, sim::ReceiptStatus::stored).size() == 50);
-    CHECK(w.backend->usage("bob").value().messages == 50);
-    CHECK(w.server->stats().store_bytes == w.backend->usage("bob").value().bytes);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 50);
+    CHECK(w.server->stats().store_bytes == w.backend->usage("bob", sim::first_device).value().bytes);
     CHECK(w.server->stats().store_bytes > 0);
     // Alone, a message gets its own commit at once.
     alice.send(message("alice", "bob", 51));
     w.settle();
     CHECK(w.messages->appends == before + 2);
     // The order of the store is the order of arrival.
-    const auto p = w.backend->pending("bob", 0, 100).value();
+    const auto p = w.backend->pending("bob", sim::first_device, 0, 100).value();
     REQUIRE(p.size() == 51);
     for (std::size_t i = 0; i < p.size(); ++i) {
         CHECK(p[i].id == mid(static_cast<std::uint32_t>(i + 1)));
@@ -1419,7 +1421,7 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
     }
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::queue_full});
-    CHECK(w.backend->usage("bob").value().messages == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
     // An envelope that does not decode, or of the other mode.
     alice.send(sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::Bytes(10, 1)});
     alice.send(message("alice", "bob", 9, sim::ConversationMode::server_assigned));
@@ -1430,7 +1432,7 @@ TEST_CASE("e2e: per-recipient limit, bad envelopes, wrong mode and source rewrit
     trudy.send(message("alice", "bob", 7));
     w.settle();
     CHECK(trudy.errors() == std::vector<sim::Errc>{sim::Errc::source_mismatch});
-    const auto p = w.backend->pending("bob", 0, 10).value();
+    const auto p = w.backend->pending("bob", sim::first_device, 0, 10).value();
     for (const auto& m : p) {
         CHECK(m.sender == "alice");
         CHECK(m.id != mid(7));
@@ -1462,7 +1464,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         }
         w.settle();
         CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::queue_full});
-        CHECK(w.backend->usage("bob").value() == sim::store::StoredUsage{3, 3 * n});
+        CHECK(w.backend->usage("bob", sim::first_device).value() == sim::store::StoredUsage{3, 3 * n});
         auto& bob = w.raw_login("bob");
         CHECK(bob.take(sim::FrameType::message).size() == 3);
         bob.send(ack("bob", "alice", {1}));
@@ -1470,7 +1472,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         alice.send(message("alice", "bob", 4));
         w.settle();
         CHECK(alice.errors().empty());
-        CHECK(w.backend->usage("bob").value() == sim::store::StoredUsage{3, 3 * n});
+        CHECK(w.backend->usage("bob", sim::first_device).value() == sim::store::StoredUsage{3, 3 * n});
     }
 
     SUBCASE("one sender cannot fill the disk through many mailboxes; others still can send") {
@@ -1481,11 +1483,11 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         alice.send(message("alice", "dave", 1));
         w.settle();
         CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
-        CHECK(w.backend->usage("dave").value().messages == 0);
+        CHECK(w.backend->usage("dave", sim::first_device).value().messages == 0);
         trudy.send(message("trudy", "dave", 1));
         w.settle();
         CHECK(trudy.errors().empty());
-        CHECK(w.backend->usage("dave").value().messages == 1);
+        CHECK(w.backend->usage("dave", sim::first_device).value().messages == 1);
         // bob reads his two: alice's quota has room again.
         auto& bob = w.raw_login("bob");
         CHECK(bob.take(sim::FrameType::message).size() == 2);
@@ -1494,7 +1496,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         alice.send(message("alice", "dave", 1));
         w.settle();
         CHECK(alice.errors().empty());
-        CHECK(w.backend->usage("dave").value().messages == 2);
+        CHECK(w.backend->usage("dave", sim::first_device).value().messages == 2);
     }
 
     SUBCASE("the store's cap refuses everyone once reached, logs one warning, and holds after a restart") {
@@ -1511,7 +1513,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         CHECK(trudy.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
         CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
         CHECK(warnings.size() == 1);  // once a minute, not once per message
-        CHECK(w.backend->usage("carol").value().messages == 1);
+        CHECK(w.backend->usage("carol", sim::first_device).value().messages == 1);
 
         // A restarted server counts what the store holds: still full; with a larger store alice's own quota
         // (3 of 4 used) still holds.
@@ -1526,7 +1528,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         alice2.send(message("alice", "carol", 5));
         w.settle();
         CHECK(alice2.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
-        CHECK(w.backend->usage("carol").value().messages == 2);
+        CHECK(w.backend->usage("carol", sim::first_device).value().messages == 2);
     }
 
     SUBCASE("a failed or repeated commit gives back what it reserved") {
@@ -1537,7 +1539,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         w.settle();
         // The first commit failed (the three behind it were skipped with it); nothing is stored or counted.
         CHECK_FALSE(alice.errors().empty());
-        CHECK(w.backend->usage("bob").value().messages == 0);
+        CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
         alice.send(message("alice", "carol", 1));
         w.settle();
         alice.send(message("alice", "carol", 1));  // a retry: stored once, counted once when its commit is done
@@ -1547,7 +1549,7 @@ TEST_CASE("e2e: byte quotas: a recipient's mailbox, a sender's stored bytes and 
         alice.send(message("alice", "dave", 1));
         w.settle();
         CHECK(alice.errors().empty());
-        CHECK(w.backend->usage("carol").value() == sim::store::StoredUsage{3, 3 * n});
+        CHECK(w.backend->usage("carol", sim::first_device).value() == sim::store::StoredUsage{3, 3 * n});
         alice.send(message("alice", "dave", 2));  // 5 stored would pass her quota of 4
         w.settle();
         CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::quota_exceeded});
@@ -1581,7 +1583,7 @@ TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked a
     // stored since is taken off the last answer).
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::store_full});
     CHECK(*asked == 1);
-    CHECK(w.backend->usage("bob").value().messages == 2);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 2);
     // The operator frees space; a second later the server sees it.
     *free = 2000 * n;
     alice.send(message("alice", "bob", 3));
@@ -1592,7 +1594,7 @@ TEST_CASE("e2e: the free-space reserve: refused before the disk is full, asked a
     w.settle();
     CHECK(alice.errors().empty());
     CHECK(*asked == 2);
-    CHECK(w.backend->usage("bob").value().messages == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
     // A file system that cannot answer is not asked again for every message; the byte caps still apply.
     *now += std::chrono::seconds(1);
     *unknown = true;
@@ -1675,7 +1677,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     auto stored = receipts(alice, sim::ReceiptStatus::stored);
     std::sort(stored.begin(), stored.end());
     CHECK(stored == std::vector<std::uint32_t>{1, 2, 2, 3});
-    CHECK(w.backend->usage("bob").value().messages == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
 
     // bob logs in: his KEYGEN (the same key) comes first, then the stored messages in order, unchanged.
     auto& bob = w.raw_login("bob");
@@ -1697,7 +1699,7 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     // Acknowledged: deleted, alice learns they were delivered; later messages take the same path both ways.
     bob.send(ack("bob", "alice", {1, 2, 3}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
     const auto appends = w.messages->appended;
     alice.send(message("alice", "bob", 4, sim::ConversationMode::server_assigned));
@@ -1709,8 +1711,8 @@ TEST_CASE("server-assigned mode: an offline destination's messages are stored be
     bob.send(ack("bob", "alice", {4}));
     alice.send(ack("alice", "bob", {5}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
-    CHECK(w.backend->usage("alice").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
+    CHECK(w.backend->usage("alice", sim::first_device).value().messages == 0);
 
     // bob, who has his key, drops: the seed's rule ends the conversation, and its key is gone.
     w.drop(bob);
@@ -1804,7 +1806,7 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     }
     CHECK(alice.of(sim::ClientEventKind::key_rotated).size() == 4);
     CHECK(alice.of(sim::ClientEventKind::error).empty());
-    CHECK(w.backend->usage("bob").value().messages == 5);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 5);
     w.clock.advance(1h);
 
     auto& bob = w.connect();
@@ -1831,7 +1833,7 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     CHECK(bob.of(sim::ClientEventKind::key_rotated).size() == 4);
     CHECK(bob.of(sim::ClientEventKind::error).empty());
     // bob's acknowledgements (after display) delete them
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 
     // bob's answer, under his epoch 0 that began an hour after alice got the key, is read (no key_expired)
     REQUIRE(bob.core->send("alice", "back now"));
@@ -1892,7 +1894,7 @@ TEST_CASE("server-assigned mode: a recipient who drops before acknowledging read
     CHECK(numbers(bob2.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2});
     bob2.send(ack("bob", "alice", {1, 2}));
     w.settle();
-    CHECK(w.backend->usage("bob").value().messages == 0);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
     w.server->release_keys();
     CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
 }
@@ -1924,7 +1926,7 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     seal(4, sim::max_epoch_skip + 1);  // one too far: never shown
     w.settle();
     CHECK(alice.errors().empty());
-    CHECK(w.backend->usage("bob").value().messages == 4);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 4);
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob-pw"));  // register_offline's password
@@ -1941,7 +1943,7 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
     CHECK(errors[0].error.code == sim::Errc::epoch_too_far);
     CHECK(errors[0].peer == "alice");
     // the three shown are acknowledged and deleted; the unreadable one stays stored
-    CHECK(w.backend->usage("bob").value().messages == 1);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 1);
     CHECK(receipts(alice, sim::ReceiptStatus::delivered) == std::vector<std::uint32_t>{1, 2, 3});
 }
 

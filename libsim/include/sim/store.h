@@ -233,9 +233,11 @@ inline constexpr std::size_t max_stored_envelope_size = 64U * 1024U;
 struct StoredMessage {
     std::uint64_t seq = 0;  ///< assigned by the store, increasing in store order (ignored by append)
     std::string recipient;  ///< canonical
+    DeviceId recipient_device = first_device;  ///< the mailbox is (recipient, recipient_device)
     std::string sender;     ///< canonical
-    MessageId id{};         ///< the envelope's id; (sender, recipient, id) is stored once
-    Bytes envelope;         ///< the `message` payload as the sender sent it
+    DeviceId sender_device = first_device;
+    MessageId id{};         ///< the envelope's id; (recipient, recipient_device, sender, id) is stored once
+    Bytes envelope;         ///< what the recipient device is sent (docs/protocol.md 6.5)
     WallTime stored_at{};
 
     friend bool operator==(const StoredMessage&, const StoredMessage&) = default;
@@ -267,14 +269,15 @@ public:
     virtual ~MessageStore() = default;
 
 
-    /// Up to `limit` messages for `recipient` with seq > `after_seq`, in store order. Errc::invalid_argument,
-    /// Errc::storage_error.
-    [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient,
+    /// Up to `limit` messages in the mailbox of (`recipient`, `device`) with seq > `after_seq`, in store order.
+    /// Errc::invalid_argument (a name, device 0), Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<StoredMessage>> pending(std::string_view recipient, DeviceId device,
                                                                      std::uint64_t after_seq, std::size_t limit) = 0;
 
-    /// One group of removals: the messages sender -> recipient with these ids.
+    /// One group of removals: the messages from `sender` with these ids, in the mailbox of (recipient, device).
     struct Removal {
         std::string recipient;
+        DeviceId recipient_device = first_device;
         std::string sender;
         std::vector<MessageId> ids;
     };
@@ -287,9 +290,9 @@ public:
         std::vector<bool> appended;        ///< per append, in order: stored now (false: was stored already)
         std::vector<StoredUsage> removed;  ///< per removal, in order: what existed of its ids and is gone now
     };
-    /// The appends, then the removals, in ONE transaction (one fsync; all or nothing). A message whose (sender,
-    /// recipient, id) is stored already is not stored again. Errc::invalid_argument (a name, an empty or oversized
-    /// envelope: nothing changes), Errc::storage_error.
+    /// The appends, then the removals, in ONE transaction (one fsync; all or nothing). A message whose (recipient,
+    /// recipient device, sender, id) is stored already is not stored again. Errc::invalid_argument (a name, device 0,
+    /// an empty or oversized envelope: nothing changes), Errc::storage_error.
     [[nodiscard]] virtual Result<Applied> apply(const Changes& changes) = 0;
 
     /// apply() with appends only: per message, whether it was new.
@@ -303,8 +306,8 @@ public:
         return std::move(r.removed);
     }
 
-    /// What is stored for `recipient`. Errc::invalid_argument, Errc::storage_error.
-    [[nodiscard]] virtual Result<StoredUsage> usage(std::string_view recipient) = 0;
+    /// What is stored in the mailbox of (`recipient`, `device`). Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<StoredUsage> usage(std::string_view recipient, DeviceId device) = 0;
 
     /// What is stored from each sender (for everyone), senders with nothing stored left out. Reads the whole queue
     /// once: a server calls it at start and keeps the sums itself. Errc::storage_error.
@@ -335,7 +338,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 5;
+inline constexpr int schema_version = 6;
 
 /// Open (and create or upgrade) a SQLite database.
 ///

@@ -22,7 +22,7 @@ Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
     }
     // First contact since the start: count what an earlier run left in the store. From then on the count is kept
     // here (this server is the store's only writer).
-    SIM_TRY(const auto stored, m_store.usage(user));
+    SIM_TRY(const auto stored, m_store.usage(user, first_device));
     Box& box = m_boxes[user];
     box.backlog = stored;
     return &box;
@@ -255,7 +255,7 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
     }
     while (box.more && box.in_flight.size() < m_limits.window) {
         const std::size_t want = m_limits.window - box.in_flight.size();
-        auto rows = m_store.pending(user, box.after_seq, want);
+        auto rows = m_store.pending(user, first_device, box.after_seq, want);
         if (!rows) {
             m_log(LogLevel::error, "stored messages not read: " + rows.error().message());
             return;
@@ -379,7 +379,7 @@ Result<std::set<std::string>> Delivery::senders(const std::string& user) {
     std::set<std::string> out;
     std::uint64_t after = 0;
     for (;;) {
-        SIM_TRY(const auto rows, m_store.pending(user, after, 1000));
+        SIM_TRY(const auto rows, m_store.pending(user, first_device, after, 1000));
         for (const auto& row : rows) {
             out.insert(row.sender);
             after = row.seq;

@@ -86,7 +86,7 @@ void GroupCommit::run() {
     }
     changes.removals.reserve(groups.size());
     for (const auto& [who, members] : groups) {
-        store::MessageStore::Removal r{who.first, who.second, {}};
+        store::MessageStore::Removal r{who.first, first_device, who.second, {}};
         for (const auto i : members) {
             r.ids.insert(r.ids.end(), removals[i].ids.begin(), removals[i].ids.end());
         }

@@ -23,6 +23,22 @@ inline Status check_hash(std::string_view hash) {
     return ok();
 }
 
+/// Devices are numbered from 1 (sim::first_device): 0 is no device, so it names no mailbox.
+inline Status check_device(DeviceId device) {
+    if (device == 0) {
+        return Error{Errc::invalid_argument, "device must be 1 or more"};
+    }
+    return ok();
+}
+
+/// A device number read back from a database: anything outside 1..2^32-1 was not written by libsim.
+inline Result<DeviceId> stored_device(std::int64_t value) {
+    if (value < 1 || value > static_cast<std::int64_t>(UINT32_MAX)) {
+        return Error{Errc::corrupt_database, "stored device number is out of range"};
+    }
+    return static_cast<DeviceId>(value);
+}
+
 inline Status check_token_hash(ByteView token_hash) {
     if (token_hash.size() != token_hash_size) {
         return Error{Errc::invalid_argument, "token hash must be 32 bytes"};
@@ -75,17 +91,20 @@ inline Status check_upload(const PrekeyUpload& u) {
     return ok();
 }
 
-/// The arguments of MessageStore::apply: names, and envelopes of 1..max_stored_envelope_size bytes.
+/// The arguments of MessageStore::apply: names, devices, and envelopes of 1..max_stored_envelope_size bytes.
 inline Status check_changes(const MessageStore::Changes& changes) {
     for (const auto& m : changes.appends) {
         SIM_TRY_STATUS(check_name(m.recipient));
+        SIM_TRY_STATUS(check_device(m.recipient_device));
         SIM_TRY_STATUS(check_name(m.sender));
+        SIM_TRY_STATUS(check_device(m.sender_device));
         if (m.envelope.empty() || m.envelope.size() > max_stored_envelope_size) {
             return Error{Errc::invalid_argument, "stored message must be 1..65536 bytes"};
         }
     }
     for (const auto& r : changes.removals) {
         SIM_TRY_STATUS(check_name(r.recipient));
+        SIM_TRY_STATUS(check_device(r.recipient_device));
         SIM_TRY_STATUS(check_name(r.sender));
     }
     return ok();

@@ -67,6 +67,19 @@ const std::array<std::vector<const char*>, schema_version> migrations{{
     // 4 -> 5: the session-end log (see sqlite_schema.h)
     {"CREATE TABLE IF NOT EXISTS sim_session_ends (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
      "username VARBINARY(64) NOT NULL, at_ms BIGINT NOT NULL) ENGINE=InnoDB"},
+    // 5 -> 6: a mailbox per device (see sqlite_schema.h). ALTER TABLE keeps every row, its seq and the
+    // AUTO_INCREMENT counter; the rows already there get device 1 from the columns' default, which is dropped
+    // afterwards so every writer names the devices. The keys get new names so that IF [NOT] EXISTS can tell a
+    // step already done from one still to do.
+    {"ALTER TABLE sim_messages "
+     "ADD COLUMN IF NOT EXISTS recipient_device INT UNSIGNED NOT NULL DEFAULT 1 AFTER recipient, "
+     "ADD COLUMN IF NOT EXISTS sender_device INT UNSIGNED NOT NULL DEFAULT 1 AFTER sender",
+     "ALTER TABLE sim_messages ALTER COLUMN recipient_device DROP DEFAULT, "
+     "ALTER COLUMN sender_device DROP DEFAULT",
+     "ALTER TABLE sim_messages "
+     "ADD UNIQUE KEY IF NOT EXISTS sim_messages_device_key (recipient, recipient_device, sender, message_id), "
+     "ADD KEY IF NOT EXISTS sim_messages_mailbox (recipient, recipient_device, seq), "
+     "DROP KEY IF EXISTS sim_messages_key, DROP KEY IF EXISTS sim_messages_recipient"},
 }};
 
 /// A statement parameter.
@@ -722,11 +735,13 @@ public:
             for (const auto& m : changes.appends) {
                 // IGNORE only skips the duplicate key here: every value was checked above.
                 SIM_TRY(const auto r,
-                        plain(m_conn.run("INSERT IGNORE INTO sim_messages (recipient, sender, message_id, envelope, "
-                                         "stored_ms) VALUES (?, ?, ?, ?, ?)",
-                                         {sv(m.recipient), sv(m.sender), ByteView{m.id}, ByteView{m.envelope},
-                                          to_ms(m.stored_at)},
-                                         "")));
+                        plain(m_conn.run(
+                            "INSERT IGNORE INTO sim_messages (recipient, recipient_device, sender, "
+                            "sender_device, message_id, envelope, stored_ms) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            {sv(m.recipient), std::int64_t{m.recipient_device}, sv(m.sender),
+                             std::int64_t{m.sender_device}, ByteView{m.id}, ByteView{m.envelope}, to_ms(m.stored_at)},
+                            "")));
                 out.appended.push_back(r.affected != 0);
             }
             out.removed.reserve(changes.removals.size());
@@ -734,9 +749,11 @@ public:
                 StoredUsage gone;
                 for (const auto& id : removal.ids) {
                     SIM_TRY(const auto r,
-                            plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND sender = ? "
-                                             "AND message_id = ? RETURNING LENGTH(envelope)",
-                                             {sv(removal.recipient), sv(removal.sender), ByteView{id}}, "i")));
+                            plain(m_conn.run("DELETE FROM sim_messages WHERE recipient = ? AND recipient_device = ? "
+                                             "AND sender = ? AND message_id = ? RETURNING LENGTH(envelope)",
+                                             {sv(removal.recipient), std::int64_t{removal.recipient_device},
+                                              sv(removal.sender), ByteView{id}},
+                                             "i")));
                     for (const auto& row : r.rows) {
                         gone += StoredUsage{1, static_cast<std::uint64_t>(row[0].i)};
                     }
@@ -747,39 +764,45 @@ public:
         });
     }
 
-    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, DeviceId device, std::uint64_t after_seq,
                                                std::size_t limit) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(auto r, plain(m_conn.run("SELECT seq, sender, message_id, envelope, stored_ms FROM sim_messages "
-                                         "WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                         {recipient, static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)),
+        SIM_TRY(auto r, plain(m_conn.run("SELECT seq, sender, sender_device, message_id, envelope, stored_ms "
+                                         "FROM sim_messages WHERE recipient = ? AND recipient_device = ? AND seq > ? "
+                                         "ORDER BY seq LIMIT ?",
+                                         {recipient, std::int64_t{device},
+                                          static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)),
                                           static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX))},
-                                         "ibbbi")));
+                                         "ibibbi")));
         std::vector<StoredMessage> out;
         out.reserve(r.rows.size());
         for (auto& row : r.rows) {
             StoredMessage m;
             m.seq = static_cast<std::uint64_t>(row[0].i);
             m.recipient = std::string(recipient);
+            m.recipient_device = device;
             m.sender = std::move(row[1].s);
-            if (row[2].s.size() != m.id.size()) {
+            SIM_TRY(m.sender_device, stored_device(row[2].i));
+            if (row[3].s.size() != m.id.size()) {
                 return Error{Errc::corrupt_database, "stored message id has the wrong size"};
             }
-            std::copy(row[2].s.begin(), row[2].s.end(), m.id.begin());
-            m.envelope = bytes_of(row[3]);
-            m.stored_at = from_ms(row[4].i);
+            std::copy(row[3].s.begin(), row[3].s.end(), m.id.begin());
+            m.envelope = bytes_of(row[4]);
+            m.stored_at = from_ms(row[5].i);
             out.push_back(std::move(m));
         }
         return out;
     }
 
-    Result<StoredUsage> usage(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient, DeviceId device) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         const std::lock_guard lock(m_mutex);
         SIM_TRY(const auto r, plain(m_conn.run("SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(envelope)), 0) AS SIGNED) "
-                                               "FROM sim_messages WHERE recipient = ?",
-                                               {recipient}, "ii")));
+                                               "FROM sim_messages WHERE recipient = ? AND recipient_device = ?",
+                                               {recipient, std::int64_t{device}}, "ii")));
         if (r.rows.empty()) {
             return StoredUsage{};
         }

@@ -90,6 +90,8 @@ public:
                       [&](const auto& kv) { return kv.first.first == username || kv.first.second == username; });
         m_prekeys.erase(std::string(username));
         std::erase_if(m_messages, [&](const auto& kv) { return kv.second.recipient == username; });
+        // The keys too: a key left behind would make a later append of that message look stored already.
+        std::erase_if(m_message_keys, [&](const auto& kv) { return std::get<0>(kv.first) == username; });
         log_session_end(username);
         return ok();
     }
@@ -279,7 +281,8 @@ public:
         Applied out;
         out.appended.reserve(changes.appends.size());
         for (const auto& m : changes.appends) {
-            const auto [it, inserted] = m_message_keys.emplace(MessageKey{m.recipient, m.sender, m.id}, m_next_seq);
+            const auto [it, inserted] =
+                m_message_keys.emplace(MessageKey{m.recipient, m.recipient_device, m.sender, m.id}, m_next_seq);
             out.appended.push_back(inserted);
             if (inserted) {
                 auto rec = m;
@@ -291,7 +294,7 @@ public:
         for (const auto& r : changes.removals) {
             StoredUsage gone;
             for (const auto& id : r.ids) {
-                const auto it = m_message_keys.find(MessageKey{r.recipient, r.sender, id});
+                const auto it = m_message_keys.find(MessageKey{r.recipient, r.recipient_device, r.sender, id});
                 if (it != m_message_keys.end()) {
                     gone += StoredUsage{1, m_messages.at(it->second).envelope.size()};
                     m_messages.erase(it->second);
@@ -303,25 +306,27 @@ public:
         return out;
     }
 
-    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, DeviceId device, std::uint64_t after_seq,
                                                std::size_t limit) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         const std::lock_guard lock(m_mutex);
         std::vector<StoredMessage> out;
         for (auto it = m_messages.upper_bound(after_seq); it != m_messages.end() && out.size() < limit; ++it) {
-            if (it->second.recipient == recipient) {
+            if (it->second.recipient == recipient && it->second.recipient_device == device) {
                 out.push_back(it->second);
             }
         }
         return out;
     }
 
-    Result<StoredUsage> usage(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient, DeviceId device) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         const std::lock_guard lock(m_mutex);
         StoredUsage u;
         for (const auto& [seq, m] : m_messages) {
-            if (m.recipient == recipient) {
+            if (m.recipient == recipient && m.recipient_device == device) {
                 u += StoredUsage{1, m.envelope.size()};
             }
         }
@@ -353,7 +358,8 @@ private:
         Bytes spk_sig;
         std::map<std::uint32_t, Bytes> one_time;
     };
-    using MessageKey = std::tuple<std::string, std::string, MessageId>;  // recipient, sender, id
+    // recipient, recipient device, sender, id: a message is stored once per mailbox
+    using MessageKey = std::tuple<std::string, DeviceId, std::string, MessageId>;
 
     std::mutex m_mutex;
     std::map<std::string, UserRecord> m_users;

@@ -484,28 +484,32 @@ public:
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             if (!changes.appends.empty()) {
                 SQLite::Statement q(*m_db,
-                                    "INSERT INTO sim_messages (recipient, sender, message_id, envelope, stored_ms) "
-                                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient, sender, message_id) DO NOTHING");
+                                    "INSERT INTO sim_messages (recipient, recipient_device, sender, sender_device, "
+                                    "message_id, envelope, stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                                    "ON CONFLICT (recipient, recipient_device, sender, message_id) DO NOTHING");
                 for (const auto& m : changes.appends) {
                     q.bind(1, m.recipient);
-                    q.bind(2, m.sender);
-                    q.bind(3, m.id.data(), static_cast<int>(m.id.size()));
-                    bind_blob(q, 4, m.envelope);
-                    q.bind(5, to_ms(m.stored_at));
+                    q.bind(2, static_cast<std::int64_t>(m.recipient_device));
+                    q.bind(3, m.sender);
+                    q.bind(4, static_cast<std::int64_t>(m.sender_device));
+                    q.bind(5, m.id.data(), static_cast<int>(m.id.size()));
+                    bind_blob(q, 6, m.envelope);
+                    q.bind(7, to_ms(m.stored_at));
                     out.appended.push_back(q.exec() != 0);
                     q.reset();
                 }
             }
             if (!changes.removals.empty()) {
                 SQLite::Statement q(*m_db,
-                                    "DELETE FROM sim_messages WHERE recipient = ? AND sender = ? AND message_id = ? "
-                                    "RETURNING length(envelope)");
+                                    "DELETE FROM sim_messages WHERE recipient = ? AND recipient_device = ? "
+                                    "AND sender = ? AND message_id = ? RETURNING length(envelope)");
                 for (const auto& r : changes.removals) {
                     StoredUsage gone;
                     for (const auto& id : r.ids) {
                         q.bind(1, r.recipient);
-                        q.bind(2, r.sender);
-                        q.bind(3, id.data(), static_cast<int>(id.size()));
+                        q.bind(2, static_cast<std::int64_t>(r.recipient_device));
+                        q.bind(3, r.sender);
+                        q.bind(4, id.data(), static_cast<int>(id.size()));
                         while (q.executeStep()) {
                             gone += StoredUsage{1, static_cast<std::uint64_t>(q.getColumn(0).getInt64())};
                         }
@@ -519,42 +523,48 @@ public:
         });
     }
 
-    Result<std::vector<StoredMessage>> pending(std::string_view recipient, std::uint64_t after_seq,
+    Result<std::vector<StoredMessage>> pending(std::string_view recipient, DeviceId device, std::uint64_t after_seq,
                                                std::size_t limit) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         return locked([&]() -> Result<std::vector<StoredMessage>> {
             SQLite::Statement q(*m_db,
-                                "SELECT seq, sender, message_id, envelope, stored_ms FROM sim_messages "
-                                "WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?");
+                                "SELECT seq, sender, sender_device, message_id, envelope, stored_ms FROM sim_messages "
+                                "WHERE recipient = ? AND recipient_device = ? AND seq > ? ORDER BY seq LIMIT ?");
             q.bind(1, std::string(recipient));
-            q.bind(2, static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)));
-            q.bind(3, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+            q.bind(2, static_cast<std::int64_t>(device));
+            q.bind(3, static_cast<std::int64_t>(std::min<std::uint64_t>(after_seq, INT64_MAX)));
+            q.bind(4, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
             std::vector<StoredMessage> out;
             while (q.executeStep()) {
                 StoredMessage m;
                 m.seq = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
                 m.recipient = std::string(recipient);
+                m.recipient_device = device;
                 m.sender = q.getColumn(1).getString();
-                const auto id = blob(q.getColumn(2));
+                SIM_TRY(m.sender_device, stored_device(q.getColumn(2).getInt64()));
+                const auto id = blob(q.getColumn(3));
                 if (id.size() != m.id.size()) {
                     return Error{Errc::corrupt_database, "stored message id has the wrong size"};
                 }
                 std::copy(id.begin(), id.end(), m.id.begin());
-                m.envelope = blob(q.getColumn(3));
-                m.stored_at = from_ms(q.getColumn(4).getInt64());
+                m.envelope = blob(q.getColumn(4));
+                m.stored_at = from_ms(q.getColumn(5).getInt64());
                 out.push_back(std::move(m));
             }
             return out;
         });
     }
 
-    Result<StoredUsage> usage(std::string_view recipient) override {
+    Result<StoredUsage> usage(std::string_view recipient, DeviceId device) override {
         SIM_TRY_STATUS(check_name(recipient));
+        SIM_TRY_STATUS(check_device(device));
         return locked([&]() -> Result<StoredUsage> {
             SQLite::Statement q(*m_db,
                                 "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM sim_messages "
-                                "WHERE recipient = ?");
+                                "WHERE recipient = ? AND recipient_device = ?");
             q.bind(1, std::string(recipient));
+            q.bind(2, static_cast<std::int64_t>(device));
             q.executeStep();
             return StoredUsage{static_cast<std::uint64_t>(q.getColumn(0).getInt64()),
                                static_cast<std::uint64_t>(q.getColumn(1).getInt64())};

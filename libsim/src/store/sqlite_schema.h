@@ -70,6 +70,31 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "  username TEXT NOT NULL,"
     "  at_ms INTEGER NOT NULL"
     ");",
+    // 5 -> 6: a mailbox per device, (recipient, recipient_device); every stored message so far was for and from
+    // the first device. SQLite cannot change a table's UNIQUE constraint in place, so the table is rebuilt
+    // (https://www.sqlite.org/lang_altertable.html, "other kinds of table schema changes"), keeping every row
+    // and its seq. The AUTOINCREMENT high-water mark is carried over as well: seq must keep growing past
+    // messages that were already removed, or a reader's after_seq could skip new ones. The devices have no
+    // default: every writer names them.
+    "CREATE TABLE sim_messages_v6 ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  recipient TEXT NOT NULL,"
+    "  recipient_device INTEGER NOT NULL CHECK (recipient_device BETWEEN 1 AND 4294967295),"
+    "  sender TEXT NOT NULL,"
+    "  sender_device INTEGER NOT NULL CHECK (sender_device BETWEEN 1 AND 4294967295),"
+    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+    "  envelope BLOB NOT NULL,"
+    "  stored_ms INTEGER NOT NULL,"
+    "  UNIQUE (recipient, recipient_device, sender, message_id)"
+    ");"
+    "INSERT INTO sim_messages_v6 (seq, recipient, recipient_device, sender, sender_device, message_id, envelope,"
+    "  stored_ms) SELECT seq, recipient, 1, sender, 1, message_id, envelope, stored_ms FROM sim_messages;"
+    "DELETE FROM sqlite_sequence WHERE name = 'sim_messages_v6';"
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'sim_messages_v6', seq FROM sqlite_sequence"
+    "  WHERE name = 'sim_messages';"
+    "DROP TABLE sim_messages;"
+    "ALTER TABLE sim_messages_v6 RENAME TO sim_messages;"
+    "CREATE INDEX sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq);",
 };
 
 static_assert(sqlite_application_id == 1280526669);
