@@ -16,6 +16,8 @@ using sim::client_detail::Inbox;
 
 namespace {
 
+const std::string self = "carol";  // whose client state it is
+
 InboxEntry entry(const std::string& peer, std::uint8_t n, const std::string& text) {
     InboxEntry e;
     e.peer = peer;
@@ -25,13 +27,16 @@ InboxEntry entry(const std::string& peer, std::uint8_t n, const std::string& tex
     // Distinct times per message: the sender's clock, and the server's a little later.
     e.sent_at = sim::WallTime{std::chrono::milliseconds{1'700'000'000'000 + 1000 * std::int64_t{n}}};
     e.received_at = e.sent_at + std::chrono::milliseconds{250};
+    e.conversation = sim::pair_conversation_id(self, peer);
+    e.conversation[0] ^= n;  // not derivable from the names: what is written is what is read
+    e.sender_device = 100 + n;
     return e;
 }
 
 /// An inbox of three messages (alice, bob, alice) committed to `state`, the first one read.
 Inbox filled(sim::ClientState& state) {
     Inbox inbox;
-    REQUIRE(inbox.load(state));
+    REQUIRE(inbox.load(state, self));
     std::uint64_t index = 0;
     for (const auto& e : {entry("alice", 1, "one"), entry("bob", 2, "two"), entry("alice", 3, "three")}) {
         REQUIRE(state.write(inbox.add(e, index)));
@@ -56,7 +61,7 @@ TEST_CASE("inbox: what is added reads back in order, by peer, with the read curs
     auto state = sim::make_memory_client_state();
     filled(*state);
     Inbox again;
-    REQUIRE(again.load(*state));
+    REQUIRE(again.load(*state, self));
     CHECK(again.status().next == 3);
     CHECK(again.status().first_unread == 1);
     const auto all = again.read(*state, 0, 10, "").value();
@@ -71,6 +76,8 @@ TEST_CASE("inbox: what is added reads back in order, by peer, with the read curs
         const auto n = static_cast<std::uint8_t>(i + 1);
         CHECK(all[i].sent_at == entry("", n, "").sent_at);
         CHECK(all[i].received_at == entry("", n, "").received_at);
+        CHECK(all[i].conversation == entry(all[i].peer, n, "").conversation);
+        CHECK(all[i].sender_device == 100 + n);
     }
     const auto from_alice = again.read(*state, 0, 10, "alice").value();
     REQUIRE(from_alice.size() == 2);
@@ -87,7 +94,7 @@ TEST_CASE("inbox: a damaged header is refused") {
     const auto refused = [&](sim::SecureBytes header) {
         put(*state, "inbox", std::move(header));
         Inbox inbox;
-        return inbox.load(*state).code() == Errc::corrupt_database;
+        return inbox.load(*state, self).code() == Errc::corrupt_database;
     };
     for (std::size_t n = 0; n < good.size(); ++n) {
         CHECK(refused(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))));
@@ -111,15 +118,15 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         put(*state, "inbox/1", std::move(record));
         return inbox.read(*state, 0, 10, "");
     };
-    // Cut inside the fixed part (version, mode, name, id, seq, sent_at, received_at): refused. The text is the rest,
-    // so a cut there only shortens it.
-    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8;  // peer "bob"
+    // Cut inside the fixed part (version, mode, name, id, seq, sent_at, received_at, conversation, sender device):
+    // refused. The text is the rest, so a cut there only shortens it.
+    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8 + 16 + 4;  // peer "bob"
     for (std::size_t n = 0; n < fixed; ++n) {
         CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))).code() ==
               Errc::corrupt_database);
     }
     CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + fixed)).value().at(1).text.empty());
-    for (const std::uint8_t v : {0, 3, 255}) {
+    for (const std::uint8_t v : {0, 4, 255}) {
         auto version = good;
         version[0] = v;
         CHECK(read_with(version).code() == Errc::corrupt_database);
@@ -129,6 +136,9 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         m[1] = mode;
         CHECK(read_with(m).code() == Errc::corrupt_database);
     }
+    auto device_zero = good;
+    std::fill_n(device_zero.begin() + fixed - 4, 4, 0);
+    CHECK(read_with(device_zero).code() == Errc::corrupt_database);
     auto long_name = good;
     long_name[2] = 200;  // a name longer than the record
     CHECK(read_with(long_name).code() == Errc::corrupt_database);
@@ -141,7 +151,11 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         }
         const auto r = read_with(junk);
         if (r) {
-            CHECK(r->at(1).peer.size() + r->at(1).text.size() + (junk[0] == 2 ? 43U : 27U) <= junk.size());
+            CHECK(r->at(1).peer.size() + r->at(1).text.size() +
+                      (junk[0] == 3   ? 63U
+                       : junk[0] == 2 ? 43U
+                                      : 27U) <=
+                  junk.size());
         } else {
             CHECK(r.code() == Errc::corrupt_database);
         }
@@ -171,7 +185,27 @@ TEST_CASE("inbox: an entry of version 1 (before timestamps) still reads, with bo
     CHECK(old.text == "old");
     CHECK(old.sent_at == sim::WallTime{});
     CHECK(old.received_at == sim::WallTime{});
+    CHECK(old.conversation == sim::pair_conversation_id(self, "bob"));
+    CHECK(old.sender_device == sim::first_device);
     // its neighbours, of version 2, keep theirs
     CHECK(all[0].sent_at == entry("", 1, "").sent_at);
     CHECK(all[2].received_at == entry("", 3, "").received_at);
+}
+
+TEST_CASE("inbox: an entry of version 2 (before devices) reads with the pair's conversation and device 1") {
+    auto state = sim::make_memory_client_state();
+    const auto inbox = filled(*state);
+    // Version 2 as the earlier release wrote it: version 3's record without conversation and sender device.
+    auto v2 = get(*state, "inbox/1");
+    const std::size_t devices_at = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8;  // peer "bob"
+    v2.erase(v2.begin() + devices_at, v2.begin() + devices_at + 16 + 4);
+    v2[0] = 2;
+    put(*state, "inbox/1", v2);
+    const auto all = inbox.read(*state, 0, 10, "").value();
+    REQUIRE(all.size() == 3);
+    CHECK(all[1].text == "two");
+    CHECK(all[1].sent_at == entry("", 2, "").sent_at);
+    CHECK(all[1].conversation == sim::pair_conversation_id(self, "bob"));
+    CHECK(all[1].sender_device == sim::first_device);
+    CHECK(all[2].sender_device == 103);  // its neighbours, of version 3, keep theirs
 }

@@ -1301,6 +1301,11 @@ TEST_CASE("the recipient sees the sender's timestamp and the server's receive ti
         CHECK(entry.text == "what time is it?");
         CHECK(entry.sent_at == sent_at);
         CHECK(entry.received_at == received_at);
+        // the conversation and the sender's device, in the event and in the inbox (6.5, 6.8)
+        CHECK(got[0].conversation == sim::pair_conversation_id("alice", "bob"));
+        CHECK(got[0].sender_device == sim::first_device);
+        CHECK(entry.conversation == got[0].conversation);
+        CHECK(entry.sender_device == sim::first_device);
     };
     SUBCASE("end to end") {
         Pair p;

@@ -27,7 +27,7 @@ from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
 from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
 from .client import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
-                     TrustMode, connect)
+                     TrustMode, connect, pair_conversation_id)
 from .errors import (
     AccountError,
     ClosedError,
@@ -99,6 +99,7 @@ __all__ = [
     "PeerIdentity",
     "TrustMode",
     "connect",
+    "pair_conversation_id",
     # errors
     "AccountError",
     "ClosedError",

@@ -24,10 +24,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._libsim import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
-                      TrustMode)
+                      TrustMode, pair_conversation_id)
 
 __all__ = ["Client", "ConversationMode", "Event", "EventIterator", "EventKind", "InboxEntry", "InboxStatus", "PeerIdentity",
-           "TrustMode", "connect"]
+           "TrustMode", "connect", "pair_conversation_id"]
 
 
 def connect(host: str, port: int, **options: Any) -> Client:

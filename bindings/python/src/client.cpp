@@ -474,6 +474,16 @@ void register_client(py::module_& m) {
             "MESSAGE: when the server accepted it (seconds since the Unix epoch; the server's claim, not "
             "authenticated), or None when unknown.")
         .def_property_readonly(
+            "conversation",
+            [](const ClientEvent& e) -> py::object {
+                if (e.kind != sim::ClientEventKind::message) {
+                    return py::none();
+                }
+                return to_py_bytes(e.conversation);
+            },
+            "MESSAGE: the 16-byte id of its conversation (pair_conversation_id() for two users), else None.")
+        .def_readonly("sender_device", &ClientEvent::sender_device, "MESSAGE: the sender's device it came from.")
+        .def_property_readonly(
             "error",
             [](const ClientEvent& e) -> py::object {
                 if (e.error.code == sim::Errc::ok) {
@@ -499,6 +509,10 @@ void register_client(py::module_& m) {
         .def_property_readonly(
             "received_at", [](const sim::InboxEntry& e) { return py_time(e.received_at); },
             "When the server accepted it (seconds since the Unix epoch, the server's claim), or None when unknown.")
+        .def_property_readonly(
+            "conversation", [](const sim::InboxEntry& e) { return to_py_bytes(e.conversation); },
+            "The 16-byte id of its conversation (pair_conversation_id() for two users).")
+        .def_readonly("sender_device", &sim::InboxEntry::sender_device, "The sender's device it came from.")
         .def("__repr__", [](const sim::InboxEntry& e) {
             return "<InboxEntry " + std::to_string(e.index) + " from " + e.peer + (e.read ? " read>" : " unread>");
         });
@@ -591,7 +605,8 @@ void register_client(py::module_& m) {
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
              "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). To a peer "
              "without a key yet the text waits in the outbox (in the state) and goes once the key arrives. Raises "
-             "MessageTooLarge for a text that does not fit a frame, StateError IDENTITY_CHANGED while a changed identity key of `peer` is not accepted, "
+             "MessageTooLarge for a text that does not fit a frame, StateError IDENTITY_CHANGED while a changed "
+             "identity key of `peer` is not accepted, "
              "StorageError when the state file cannot be written.")
         .def("peer_identity", &PyClient::peer_identity, py::arg("peer"),
              "The pinned identity of `peer` and our safety number with it (a PeerIdentity). Raises RoutingError "

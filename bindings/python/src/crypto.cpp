@@ -3,6 +3,7 @@
 
 #include <sim/channel.h>
 #include <sim/crypto.h>
+#include <sim/messages.h>
 
 namespace simpy {
 
@@ -33,6 +34,12 @@ void register_crypto(py::module_& m) {
         "fingerprint", [](const Blob& public_key) { return sim::fingerprint(public_key.view()); },
         py::arg("public_key"),
         "The fingerprint users compare: SHA-256 of the key in lower-case hex, 16 groups of 4 separated by spaces.");
+
+    m.def(
+        "pair_conversation_id",
+        [](const std::string& a, const std::string& b) { return to_py_bytes(sim::pair_conversation_id(a, b)); },
+        py::arg("a"), py::arg("b"),
+        "The 16-byte conversation id of two users (canonical names, either order; docs/protocol.md 6.5).");
 }
 
 }  // namespace simpy

@@ -4,6 +4,7 @@ GIL and yield to Ctrl-C. End-to-end specifics (receipts, offline delivery, state
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -90,6 +91,11 @@ def test_waiting_for_the_peer(seed_connect: Connect) -> None:
     assert first.received_at <= time.time()
     (entry,) = bob.inbox()
     assert (entry.sent_at, entry.received_at) == (first.sent_at, first.received_at)
+    # The pair's conversation (docs/protocol.md 6.5: SHA-256 of the tagged names, computed here from the spec) and
+    # alice's one device.
+    conversation = hashlib.sha256(b"libsim pair\0alice\0bob").digest()[:16]
+    assert first.conversation == entry.conversation == conversation == libsim.pair_conversation_id("bob", "alice")
+    assert first.sender_device == entry.sender_device == 1
     sent_id = alice.send("bob", "there you are")
     got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
     assert (got.text, got.mode, got.message_id) == ("there you are", ConversationMode.SERVER_ASSIGNED, sent_id)

@@ -30,29 +30,29 @@ namespace sim {
 
 /// What happened on a client.
 enum class ClientEventKind : std::uint8_t {
-    channel_ready,    ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
-    trust_required,   ///< TrustMode::ask: show `fingerprint`, then call trust()
-    authenticated,    ///< ack_init sid 1: `peer` = our canonical user name
-    waiting,          ///< ack_init sid 3: `peer` is offline; the client probes until it comes online. Or the server
-                      ///< cannot set up a conversation with `peer` yet (`error` and `text` say why, e.g. it has no
-                      ///< prekeys): messages to it wait in the outbox until it can
-    peer_online,      ///< ack_init sid 2: `peer` is online
-    key_assigned,     ///< KEYGEN: conversation with `peer` keyed, `suite`, `mode` (server_assigned: the server
-                      ///< can read it); end-to-end: `fingerprint` = the safety number
-    key_rotated,      ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
-                      ///< (end-to-end: a Double Ratchet DH step)
-    message,          ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`;
-                      ///< `sent_at` = the sender's timestamp, `received_at` = the server's receive time)
-    peer_left,        ///< `peer` ended the conversation or went offline
-    receipt,          ///< `message_id` to `peer` is `text` = "stored" (durable on the server) or "delivered"
-    identity_changed, ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
-                      ///< to or shown from `peer` until accept_identity()
-    gap,              ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
-    error,            ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
-    closed,           ///< the connection is gone (`error` says why)
-    password_changed, ///< change_password() succeeded on the server and the local state is sealed under the new
-                      ///< password; session_token() holds the new token (every session of the user ends: log in
-                      ///< again with it)
+    channel_ready,     ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
+    trust_required,    ///< TrustMode::ask: show `fingerprint`, then call trust()
+    authenticated,     ///< ack_init sid 1: `peer` = our canonical user name
+    waiting,           ///< ack_init sid 3: `peer` is offline; the client probes until it comes online. Or the server
+                       ///< cannot set up a conversation with `peer` yet (`error` and `text` say why, e.g. it has no
+                       ///< prekeys): messages to it wait in the outbox until it can
+    peer_online,       ///< ack_init sid 2: `peer` is online
+    key_assigned,      ///< KEYGEN: conversation with `peer` keyed, `suite`, `mode` (server_assigned: the server
+                       ///< can read it); end-to-end: `fingerprint` = the safety number
+    key_rotated,       ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
+                       ///< (end-to-end: a Double Ratchet DH step)
+    message,           ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`;
+                       ///< `sent_at` = the sender's timestamp, `received_at` = the server's receive time)
+    peer_left,         ///< `peer` ended the conversation or went offline
+    receipt,           ///< `message_id` to `peer` is `text` = "stored" (durable on the server) or "delivered"
+    identity_changed,  ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
+                       ///< to or shown from `peer` until accept_identity()
+    gap,               ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
+    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
+    closed,            ///< the connection is gone (`error` says why)
+    password_changed,  ///< change_password() succeeded on the server and the local state is sealed under the new
+                       ///< password; session_token() holds the new token (every session of the user ends: log in
+                       ///< again with it)
 };
 
 /// Short name of an event kind ("message", "key_rotated", ...).
@@ -79,6 +79,9 @@ struct ClientEvent {
     /// message: when the server accepted it, as the server says (not authenticated: docs/protocol.md 6.5);
     /// WallTime{} = unknown.
     WallTime received_at{};
+    /// message: the conversation it belongs to and the sender's device it came from (docs/protocol.md 6.5).
+    ConversationId conversation{};
+    DeviceId sender_device = first_device;
 };
 
 class ClientState;
@@ -92,9 +95,11 @@ struct InboxEntry {
     std::uint64_t seq = 0;  ///< end-to-end: the sender's sequence number; server-assigned: the seed's sid
     std::string text;
     ConversationMode mode = ConversationMode::end_to_end;
-    bool read = false;  ///< index < InboxStatus::first_unread
-    WallTime sent_at{};      ///< the sender's timestamp, authenticated with the message; {} = unknown
-    WallTime received_at{};  ///< the server's receive time, as the server says; {} = unknown
+    bool read = false;                      ///< index < InboxStatus::first_unread
+    WallTime sent_at{};                     ///< the sender's timestamp, authenticated with the message; {} = unknown
+    WallTime received_at{};                 ///< the server's receive time, as the server says; {} = unknown
+    ConversationId conversation{};          ///< the conversation it belongs to (docs/protocol.md 6.5)
+    DeviceId sender_device = first_device;  ///< the sender's device it came from
 };
 
 /// Where the inbox stands.
@@ -106,10 +111,10 @@ struct InboxStatus {
 /// What a client knows about one peer's identity (end-to-end mode).
 struct PeerIdentity {
     std::string peer;
-    Bytes identity_key;          ///< the pinned Ed25519 identity key
-    std::string safety_number;   ///< e2e::safety_number of us and the peer
-    bool verified = false;       ///< the user compared the safety number (verify_peer)
-    bool change_pending = false; ///< a different key was seen; accept_identity() pins it
+    Bytes identity_key;           ///< the pinned Ed25519 identity key
+    std::string safety_number;    ///< e2e::safety_number of us and the peer
+    bool verified = false;        ///< the user compared the safety number (verify_peer)
+    bool change_pending = false;  ///< a different key was seen; accept_identity() pins it
 };
 
 struct ClientConfig {
@@ -204,8 +209,8 @@ public:
     Status mark_read(std::uint64_t up_to);
     /// The outbox in numbers (docs/protocol.md 6.6).
     struct OutboxStatus {
-        std::size_t messages = 0;  ///< without a receipt (= outbox_size())
-        std::size_t unsent = 0;    ///< not yet sent on this connection (waiting for the window, the pace, a back-off)
+        std::size_t messages = 0;    ///< without a receipt (= outbox_size())
+        std::size_t unsent = 0;      ///< not yet sent on this connection (waiting for the window, the pace, a back-off)
         std::uint64_t refusals = 0;  ///< refusals received since the core was created (rate, storage, out of order...)
     };
     [[nodiscard]] OutboxStatus outbox_status() const;
@@ -253,8 +258,8 @@ struct ClientOptions {
 class Client {
 public:
     /// Connect and complete the handshake (pinning the server key per the trust mode; TrustMode::ask is answered
-    /// by `ask_trust`, which gets the fingerprint). The channel_ready event stays queued for receive(). Errors: io_error, timeout, server_key_mismatch,
-    /// server_key_unknown, handshake_failed, no_common_suite...
+    /// by `ask_trust`, which gets the fingerprint). The channel_ready event stays queued for receive(). Errors:
+    /// io_error, timeout, server_key_mismatch, server_key_unknown, handshake_failed, no_common_suite...
     static Result<std::unique_ptr<Client>> connect(const ClientOptions& options,
                                                    std::function<bool(const std::string&)> ask_trust = {});
     ~Client();

@@ -684,9 +684,11 @@ struct ClientCore::Impl {
         e.text = std::move(body->text);
         e.sent_at = body->sent_at;
         e.received_at = received_at;
+        e.conversation = delivered->conversation;
+        e.sender_device = delivered->sender_device;
         e.inbox_index =
             e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text, ConversationMode::server_assigned,
-                                          false, e.sent_at, e.received_at});
+                                          false, e.sent_at, e.received_at, e.conversation, e.sender_device});
         emit(std::move(e));
     }
 };

@@ -315,7 +315,7 @@ Status E2eClient::set_user(const std::string& user) {
     for (auto& [name, p] : m_peers) {
         seal_pending(*p);  // texts queued while a session was being set up when the last run ended
     }
-    SIM_TRY_STATUS(m_inbox.load(m_state));
+    SIM_TRY_STATUS(m_inbox.load(m_state, m_user));
     return commit();
 }
 
@@ -964,8 +964,10 @@ void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t 
     e.text = std::move(content->text);
     e.sent_at = content->sent_at;
     e.received_at = received_at;
-    e.inbox_index = keep_received(
-        InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false, e.sent_at, e.received_at});
+    e.conversation = d.conversation;
+    e.sender_device = d.sender_device;
+    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false,
+                                             e.sent_at, e.received_at, e.conversation, e.sender_device});
     event(std::move(e));
 }
 

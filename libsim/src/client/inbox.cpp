@@ -13,8 +13,10 @@ using detail::WireReader;
 using detail::WireWriter;
 
 constexpr std::uint8_t inbox_version = 1;  // the header's
-// Entries: version 2 adds the two timestamps; version 1 (before them) is still read, with both unknown.
-constexpr std::uint8_t entry_version = 2;
+// Entries: version 3 adds the conversation and sender device, version 2 the two timestamps; both older ones are
+// still read (inbox.h).
+constexpr std::uint8_t entry_version = 3;
+constexpr std::uint8_t entry_version_v2 = 2;
 constexpr std::uint8_t entry_version_v1 = 1;
 std::uint64_t to_ms(WallTime t) {
     const auto ms = t.time_since_epoch().count();
@@ -34,7 +36,8 @@ Error corrupt(std::string_view what) {
 
 }  // namespace
 
-Status Inbox::load(const ClientState& state) {
+Status Inbox::load(const ClientState& state, std::string self) {
+    m_self = std::move(self);
     SIM_TRY(auto stored, state.get(key_inbox));
     if (!stored) {
         m_next = 0;
@@ -71,6 +74,8 @@ std::vector<StateWrite> Inbox::add(const InboxEntry& entry, std::uint64_t& index
     w.u64(entry.seq);
     w.u64(to_ms(entry.sent_at));
     w.u64(to_ms(entry.received_at));
+    w.bytes(ByteView{entry.conversation});
+    w.u32(entry.sender_device);
     w.text(entry.text);
     std::vector<StateWrite> out;
     out.push_back({key_entry(index), std::move(rec)});
@@ -102,13 +107,13 @@ Result<std::vector<InboxEntry>> Inbox::read(const ClientState& state, std::uint6
         ByteView name;
         ByteView id;
         InboxEntry e;
-        if (!r.u8(version) || (version != entry_version && version != entry_version_v1) || !r.u8(mode) ||
+        if (!r.u8(version) || version < entry_version_v1 || version > entry_version || !r.u8(mode) ||
             (mode != static_cast<std::uint8_t>(ConversationMode::server_assigned) &&
              mode != static_cast<std::uint8_t>(ConversationMode::end_to_end)) ||
             !r.u8(peer_len) || !r.take(peer_len, name) || !r.take(sizeof(MessageId), id) || !r.u64(e.seq)) {
             return corrupt("inbox entry");
         }
-        if (version == entry_version) {
+        if (version >= entry_version_v2) {
             std::uint64_t sent = 0;
             std::uint64_t received = 0;
             if (!r.u64(sent) || !r.u64(received)) {
@@ -116,6 +121,15 @@ Result<std::vector<InboxEntry>> Inbox::read(const ClientState& state, std::uint6
             }
             e.sent_at = from_ms(sent);
             e.received_at = from_ms(received);
+        }
+        if (version >= entry_version) {
+            ByteView conversation;
+            if (!r.take(e.conversation.size(), conversation) || !r.u32(e.sender_device) || e.sender_device == 0) {
+                return corrupt("inbox entry");
+            }
+            std::copy(conversation.begin(), conversation.end(), e.conversation.begin());
+        } else {
+            e.conversation = pair_conversation_id(m_self, to_string(name));
         }
         if (!peer.empty() && to_string(name) != peer) {
             continue;
