@@ -1165,6 +1165,42 @@ TEST_CASE("e2e: acknowledged messages are deleted through the group commit, many
     CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 }
 
+TEST_CASE("e2e: an ack the commit executor refuses (busy) can be sent again and then deletes the messages") {
+    // The commit executor, refusing every job while `refuse` is set (full or stopping).
+    struct Gate final : sim::Executor {
+        sim::Executor* inner = nullptr;
+        bool refuse = false;
+        [[nodiscard]] bool submit(std::function<void()> job) override {
+            return !refuse && inner->submit(std::move(job));
+        }
+    };
+    Gate gate;
+    auto w = e2e_world(100'000, [&](sim::ServerConfig& c) { c.commit_executor = &gate; });
+    gate.inner = &w.workers;
+    publish(w, "bob", 3);
+    auto& alice = w.raw_login("alice");
+    auto& bob = w.raw_login("bob");
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        alice.send(message("alice", "bob", n));
+    }
+    w.settle();
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1, 2, 3});
+    (void)receipts(alice, sim::ReceiptStatus::stored);
+    gate.refuse = true;
+    bob.send(ack("bob", "alice", {1, 2, 3}));
+    w.settle();
+    CHECK(bob.errors() == std::vector<sim::Errc>{sim::Errc::busy});
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered).empty());  // not recorded: not delivered yet
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 3);
+    // The same ack again, once the executor takes jobs: the messages are still the ones in flight, so it counts.
+    gate.refuse = false;
+    bob.send(ack("bob", "alice", {1, 2, 3}));
+    w.settle();
+    CHECK(bob.errors().empty());
+    CHECK(receipts(alice, sim::ReceiptStatus::delivered).size() == 3);
+    CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
+}
+
 TEST_CASE("a caught-up mailbox is drained as it fills; one that is behind drains from the store, in order, once") {
     auto w = e2e_world(100'000, [](sim::ServerConfig& c) { c.delivery_window = 3; });
     publish(w, "bob", 1);

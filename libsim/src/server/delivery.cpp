@@ -335,8 +335,10 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
                     }
                 });
             if (!queued) {
+                // Not recorded: the messages are in flight again, so the same ack sent again counts.
                 for (const auto& id : stored) {
                     box.acked.erase({sender, id});
+                    box.in_flight.emplace(sender, id);
                 }
                 return Error{Errc::busy, "server busy: acknowledgement not recorded, send it again later"};
             }
