@@ -15,15 +15,15 @@ Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> comm
       m_log(std::move(log)),
       m_free_space(std::move(free_space)) {}
 
-Result<Delivery::Box*> Delivery::box_locked(const std::string& user) {
-    const auto it = m_boxes.find(user);
+Result<Delivery::Box*> Delivery::box_locked(const MailboxId& mailbox) {
+    const auto it = m_boxes.find(mailbox);
     if (it != m_boxes.end()) {
         return &it->second;
     }
     // First contact since the start: count what an earlier run left in the store. From then on the count is kept
     // here (this server is the store's only writer).
-    SIM_TRY(const auto stored, m_store.usage(user, first_device));
-    Box& box = m_boxes[user];
+    SIM_TRY(const auto stored, m_store.usage(mailbox.user, mailbox.device));
+    Box& box = m_boxes[mailbox];
     box.backlog = stored;
     return &box;
 }
@@ -119,10 +119,10 @@ void Delivery::sender_closed(const std::string& from, std::uint64_t connection) 
     m_streams.connection_closed(from, connection);
 }
 
-Status Delivery::submit(const Origin& origin, const std::string& to, const MessageId& id, const Frame& frame,
+Status Delivery::submit(const Origin& origin, const MailboxId& to, const MessageId& id, const Frame& frame,
                         std::uint32_t& expected) {
     const std::lock_guard lock(m_mutex);
-    const auto k = key(origin, to);
+    const auto k = key(origin, to.user);
     // Checked again under the lock: a failed commit may have moved the stream back since the caller asked.
     if (const auto want = m_streams.check(k, origin.seq); want != 0) {
         expected = want;
@@ -143,8 +143,10 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
         return refuse(std::move(*over));
     }
     store::StoredMessage m;
-    m.recipient = to;
+    m.recipient = to.user;
+    m.recipient_device = to.device;
     m.sender = origin.from;
+    m.sender_device = origin.device;
     m.id = id;
     m.envelope = frame.payload;
     const store::WallTime received_at = m_wall();
@@ -160,9 +162,9 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
                 self->committed(origin, to, id, bytes, sent_to, r);
             }
         },
-        [weak, origin, to] {
+        [weak, origin, user = to.user] {
             auto self = weak.lock();
-            return !self || self->admit(origin, to);
+            return !self || self->admit(origin, user);
         });
     if (!queued) {
         return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
@@ -172,9 +174,9 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     ++box->queued;
     if (now_to) {
         box->in_flight.emplace(origin.from, id);
-        now_to->deliver(
-            Frame{FrameType::message, 0, origin.from, to,
-                  encode_delivered(received_at, pair_conversation_id(origin.from, to), first_device, frame.payload)});
+        now_to->deliver(Frame{
+            FrameType::message, 0, origin.from, to.user,
+            encode_delivered(received_at, pair_conversation_id(origin.from, to.user), origin.device, frame.payload)});
         m_router.count_routed();
     } else if (box->peer != nullptr) {
         ++box->unsent_queued;
@@ -182,11 +184,17 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Messa
     return ok();
 }
 
-std::shared_ptr<Peer> Delivery::caught_up_locked(const std::string& user, const Box& box) {
+std::shared_ptr<Peer> Delivery::caught_up_locked(const MailboxId& mailbox, const Box& box) {
     if (box.peer == nullptr || box.more || box.unsent_queued != 0 || box.in_flight.size() >= m_limits.window) {
         return nullptr;
     }
-    auto peer = m_bus.local(user);
+    return served_locked(mailbox, box);
+}
+
+std::shared_ptr<Peer> Delivery::served_locked(const MailboxId& mailbox, const Box& box) {
+    // The bus holds one connection per user: until a second device can be linked, a connection serves its user's
+    // only device (devices_of).
+    auto peer = m_bus.local(mailbox.user);
     return peer && peer.get() == box.peer ? peer : nullptr;
 }
 
@@ -195,7 +203,7 @@ bool Delivery::admit(const Origin& origin, const std::string& to) {
     return m_streams.admit(key(origin, to), origin.seq) == 0;
 }
 
-void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
+void Delivery::committed(const Origin& origin, const MailboxId& to, const MessageId& id, std::uint64_t bytes,
                          std::uint64_t sent_to, const Result<GroupCommit::Written>& r) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(to);
@@ -213,7 +221,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         // Not stored, or counted before (a duplicate), or not written (cancelled: acknowledged first).
         account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);
     }
-    const auto k = key(origin, to);
+    const auto k = key(origin, to.user);
     const bool skipped = !r && r.code() == Errc::out_of_order;
     m_streams.committed(
         k, origin.seq,
@@ -229,12 +237,12 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
                                 make_error_frame(Errc::storage_error, "message not stored, send it again later"));
         } else if (const auto sender = origin.sender.lock(); sender && m_streams.next(k) == origin.seq) {
             // One refusal per failed run of the stream: the first (lowest) number; the client sends again from it.
-            const Refusal refusal{to, id, Errc::storage_error, origin.seq};
+            const Refusal refusal{to.user, id, Errc::storage_error, origin.seq};
             sender->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused),
                                   std::string(server_name), origin.from, encode_refusal(refusal)});
         }
     } else if (*r != Written::cancelled) {
-        send_receipt(origin.from, to, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
+        send_receipt(origin.from, to.user, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
     }  // else: delivered before it was written; the sender got `receipt delivered`
     if (box != nullptr && box->peer != nullptr) {
         if (!sent) {
@@ -242,20 +250,20 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
             pump_locked(to, *box);
         }
         if (box->backlog.messages == 0) {
-            m_router.drained(to);
+            m_router.drained(to.user);
         }
     }
     forget_if_idle_locked(to);
 }
 
-void Delivery::pump_locked(const std::string& user, Box& box) {
-    const auto peer = m_bus.local(user);
-    if (!peer || peer.get() != box.peer) {
+void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
+    const auto peer = served_locked(mailbox, box);
+    if (!peer) {
         return;
     }
     while (box.more && box.in_flight.size() < m_limits.window) {
         const std::size_t want = m_limits.window - box.in_flight.size();
-        auto rows = m_store.pending(user, first_device, box.after_seq, want);
+        auto rows = m_store.pending(mailbox.user, mailbox.device, box.after_seq, want);
         if (!rows) {
             m_log(LogLevel::error, "stored messages not read: " + rows.error().message());
             return;
@@ -266,9 +274,9 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
             if (box.acked.count(key) != 0 || !box.in_flight.insert(key).second) {
                 continue;  // sent as the mailbox filled (and maybe acknowledged already)
             }
-            peer->deliver(Frame{
-                FrameType::message, 0, row.sender, user,
-                encode_delivered(row.stored_at, pair_conversation_id(row.sender, user), first_device, row.envelope)});
+            peer->deliver(Frame{FrameType::message, 0, row.sender, mailbox.user,
+                                encode_delivered(row.stored_at, pair_conversation_id(row.sender, mailbox.user),
+                                                 row.sender_device, row.envelope)});
             m_router.count_routed();
         }
         if (rows->size() < want) {
@@ -277,9 +285,9 @@ void Delivery::pump_locked(const std::string& user, Box& box) {
     }
 }
 
-void Delivery::login(const std::string& user, const Peer* peer) {
+void Delivery::login(const MailboxId& device, const Peer* peer) {
     const std::lock_guard lock(m_mutex);
-    auto box = box_locked(user);
+    auto box = box_locked(device);
     if (!box) {
         m_log(LogLevel::error, "stored messages not counted: " + box.error().message());
         return;
@@ -291,15 +299,15 @@ void Delivery::login(const std::string& user, const Peer* peer) {
     b.in_flight.clear();
     b.more = b.backlog.messages > 0;
     b.unsent_queued = b.queued;
-    pump_locked(user, b);
+    pump_locked(device, b);
     if (b.backlog.messages == 0) {
-        m_router.drained(user);
+        m_router.drained(device.user);
     }
 }
 
-void Delivery::logout(const std::string& user, const Peer* peer) {
+void Delivery::logout(const MailboxId& device, const Peer* peer) {
     const std::lock_guard lock(m_mutex);
-    const auto it = m_boxes.find(user);
+    const auto it = m_boxes.find(device);
     if (it == m_boxes.end() || it->second.peer != peer) {
         return;
     }
@@ -307,10 +315,10 @@ void Delivery::logout(const std::string& user, const Peer* peer) {
     it->second.in_flight.clear();
     it->second.more = false;
     it->second.unsent_queued = 0;
-    forget_if_idle_locked(user);
+    forget_if_idle_locked(device);
 }
 
-Status Delivery::ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids) {
+Status Delivery::ack(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_boxes.find(recipient);
     if (it != m_boxes.end()) {
@@ -329,7 +337,8 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         if (!stored.empty()) {
             std::weak_ptr<Delivery> weak = weak_from_this();
             const bool queued = m_commit->enqueue_removal(
-                recipient, sender, stored, [weak, recipient, sender, stored](Result<store::StoredUsage> r) {
+                store::MessageStore::Removal{recipient.user, recipient.device, sender, stored},
+                [weak, recipient, sender, stored](Result<store::StoredUsage> r) {
                     if (auto self = weak.lock()) {
                         self->removed(recipient, sender, stored, r);
                     }
@@ -348,11 +357,11 @@ Status Delivery::ack(const std::string& recipient, const std::string& sender, co
         }
     }
     m_router.count_delivered(ids.size());
-    send_receipt(sender, recipient, ReceiptStatus::delivered, ids);
+    send_receipt(sender, recipient.user, ReceiptStatus::delivered, ids);
     return ok();
 }
 
-void Delivery::removed(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids,
+void Delivery::removed(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids,
                        const Result<store::StoredUsage>& r) {
     const std::lock_guard lock(m_mutex);
     if (const auto box = m_boxes.find(recipient); box != m_boxes.end()) {
@@ -372,32 +381,42 @@ void Delivery::removed(const std::string& recipient, const std::string& sender, 
     }
     Box& box = it->second;
     if (box.peer != nullptr && box.backlog.messages == 0) {
-        m_router.drained(recipient);
+        m_router.drained(recipient.user);
     }
     forget_if_idle_locked(recipient);
 }
 
 Result<std::set<std::string>> Delivery::senders(const std::string& user) {
     std::set<std::string> out;
-    std::uint64_t after = 0;
-    for (;;) {
-        SIM_TRY(const auto rows, m_store.pending(user, first_device, after, 1000));
-        for (const auto& row : rows) {
-            out.insert(row.sender);
-            after = row.seq;
-        }
-        if (rows.size() < 1000) {
-            return out;
+    for (const auto device : devices_of(user)) {
+        std::uint64_t after = 0;
+        for (bool more = true; more;) {
+            SIM_TRY(const auto rows, m_store.pending(user, device, after, 1000));
+            for (const auto& row : rows) {
+                out.insert(row.sender);
+                after = row.seq;
+            }
+            more = rows.size() == 1000;
         }
     }
+    return out;
+}
+
+Result<store::StoredUsage> Delivery::backlog(const MailboxId& device) {
+    const std::lock_guard lock(m_mutex);
+    SIM_TRY(Box* const box, box_locked(device));
+    const auto n = box->backlog;
+    forget_if_idle_locked(device);
+    return n;
 }
 
 Result<store::StoredUsage> Delivery::backlog(const std::string& user) {
-    const std::lock_guard lock(m_mutex);
-    SIM_TRY(Box* const box, box_locked(user));
-    const auto n = box->backlog;
-    forget_if_idle_locked(user);
-    return n;
+    store::StoredUsage sum;
+    for (const auto device : devices_of(user)) {
+        SIM_TRY(const auto usage, backlog(MailboxId{user, device}));
+        sum += usage;
+    }
+    return sum;
 }
 
 Result<std::uint64_t> Delivery::sender_bytes(const std::string& sender) {
@@ -413,8 +432,8 @@ Result<store::StoredUsage> Delivery::store_usage() {
     return store::StoredUsage{m_store_messages, m_store_bytes};
 }
 
-void Delivery::forget_if_idle_locked(const std::string& user) {
-    const auto it = m_boxes.find(user);
+void Delivery::forget_if_idle_locked(const MailboxId& mailbox) {
+    const auto it = m_boxes.find(mailbox);
     if (it != m_boxes.end() && it->second.backlog.messages == 0 && it->second.peer == nullptr) {
         m_boxes.erase(it);
     }

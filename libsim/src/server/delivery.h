@@ -35,6 +35,13 @@ inline std::vector<DeviceId> devices_of(const std::string& /*user*/) {
     return {first_device};
 }
 
+/// A device's mailbox (docs/protocol.md 6.7).
+struct MailboxId {
+    std::string user;
+    DeviceId device = first_device;
+    friend auto operator<=>(const MailboxId&, const MailboxId&) = default;
+};
+
 class Delivery : public std::enable_shared_from_this<Delivery> {
 public:
     /// Quotas of the store (ServerConfig documents each) and the delivery window.
@@ -54,45 +61,50 @@ public:
     Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
              Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
 
-    /// Where a message comes from: the sender, its connection, and the message's number in its stream (the frame's
-    /// sid; 0 = unsequenced). See stream_order.h.
+    /// Where a message comes from: the sender and its device, its connection, and the message's number in its
+    /// stream (the frame's sid; 0 = unsequenced). See stream_order.h.
     struct Origin {
         std::string from;
+        DeviceId device = first_device;
         std::uint64_t connection = 0;
         std::weak_ptr<Peer> sender;  ///< told of a refusal that happens after submit() returned (a failed commit)
         std::uint32_t seq = 0;
     };
 
     /// 0 when message `seq` of the stream (origin, `to`) may go ahead, else the number the stream expects first.
+    /// A stream runs from a sender's connection to a recipient user (one message covers all the user's devices).
     [[nodiscard]] std::uint32_t expected(const Origin& origin, const std::string& to);
     /// The message was refused before submit() (rate, no conversation...): its stream expects it again. Returns the
     /// number the stream now expects.
     std::uint32_t refused(const Origin& origin, const std::string& to);
-    /// A message frame (source = sender, destination = recipient, payload = the envelope with `id`): queued for the
-    /// recipient's mailbox (the receipt follows the commit; a failed commit sends the sender a refusal; an attached
-    /// mailbox is drained into its connection after the commit). Errc::out_of_order
-    /// (an earlier number of the stream must come first), Errc::queue_full (the recipient's mailbox is at its
-    /// message or byte limit), Errc::quota_exceeded (the sender has too much stored for others), Errc::store_full
-    /// (the store's byte cap or the file system's free-space reserve), Errc::busy, Errc::storage_error; on an error
-    /// `expected` is set to the number the stream now expects.
-    Status submit(const Origin& origin, const std::string& to, const MessageId& id, const Frame& frame,
+    /// A message frame (source = sender, destination = recipient, payload = the envelope of `to`'s device, with
+    /// `id`): queued for that device's mailbox (the receipt follows the commit; a failed commit sends the sender a
+    /// refusal; an attached mailbox is drained into its connection after the commit). Errc::out_of_order (an earlier
+    /// number of the stream must come first), Errc::queue_full (the recipient's mailbox is at its message or byte
+    /// limit), Errc::quota_exceeded (the sender has too much stored for others), Errc::store_full (the store's byte cap
+    /// or the file system's free-space reserve), Errc::busy, Errc::storage_error; on an error `expected` is set to the
+    /// number the stream now expects. One mailbox per call: until devices can be linked a message has one body (several
+    /// devices' bodies in one commit, with one `stored` receipt, come with linking).
+    Status submit(const Origin& origin, const MailboxId& to, const MessageId& id, const Frame& frame,
                   std::uint32_t& expected);
     /// The sender's connection is gone: its streams end (once nothing of them is being committed).
     void sender_closed(const std::string& from, std::uint64_t connection);
-    /// `peer` is the user's new connection: deliver what is stored, from the start (unacknowledged messages of an
+    /// `peer` is the device's new connection: deliver what is stored, from the start (unacknowledged messages of an
     /// earlier connection are sent again).
-    void login(const std::string& user, const Peer* peer);
-    /// The connection `peer` of `user` went away (ignored when a newer connection took over).
-    void logout(const std::string& user, const Peer* peer);
-    /// `recipient` has stored these messages from `sender`: tell the sender, send more, and delete them through the
-    /// group commit (a failed deletion is logged; the messages are sent again at the next login). Errc::busy when
-    /// the commit executor refuses the job.
-    Status ack(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids);
+    void login(const MailboxId& device, const Peer* peer);
+    /// The connection `peer` of the device went away (ignored when a newer connection took over).
+    void logout(const MailboxId& device, const Peer* peer);
+    /// The device `recipient` has stored these messages from `sender`: tell the sender, send more, and delete them
+    /// from its mailbox through the group commit (a failed deletion is logged; the messages are sent again at the
+    /// next login). Errc::busy when the commit executor refuses the job (the same ack may be sent again).
+    Status ack(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids);
 
-    /// The senders of the messages stored for `user` (read from the store). Errc::storage_error.
+    /// The senders of the messages stored for any device of `user` (read from the store). Errc::storage_error.
     Result<std::set<std::string>> senders(const std::string& user);
 
-    /// What is known to be stored or being stored for `user` (tests, monitoring). Errc::storage_error.
+    /// What is known to be stored or being stored for a device (tests, monitoring). Errc::storage_error.
+    Result<store::StoredUsage> backlog(const MailboxId& device);
+    /// The sum of backlog() over every device of `user`. Errc::storage_error.
     Result<store::StoredUsage> backlog(const std::string& user);
     /// Bytes stored or being stored from `sender` for others, and for everyone (tests, monitoring).
     /// Errc::storage_error.
@@ -101,7 +113,7 @@ public:
     Result<store::StoredUsage> store_usage();
 
 private:
-    using Key = std::pair<std::string, MessageId>;  // sender, id
+    using Key = std::pair<std::string, MessageId>;  // sender, id (unique in one mailbox)
     struct Box {
         store::StoredUsage backlog;    // in the store or being committed
         const Peer* peer = nullptr;    // the connection being served, or null when offline
@@ -114,7 +126,7 @@ private:
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
 
-    Result<Box*> box_locked(const std::string& user);
+    Result<Box*> box_locked(const MailboxId& mailbox);
     /// Reads what every sender has stored, once (the sums are kept here from then on). Errc::storage_error.
     Status load_usage_locked();
     /// Why a message of `bytes` for `box` from `from` may not be stored now, if it may not.
@@ -122,19 +134,21 @@ private:
     /// Count a message in (`add`) or out of the recipient's, the sender's and the store's sums.
     void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
     /// `sent_to`: the generation of the connection the message was sent to as it was queued, 0 if none.
-    void committed(const Origin& origin, const std::string& to, const MessageId& id, std::uint64_t bytes,
+    void committed(const Origin& origin, const MailboxId& to, const MessageId& id, std::uint64_t bytes,
                    std::uint64_t sent_to, const Result<GroupCommit::Written>& r);
     /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
     /// open), or null.
-    std::shared_ptr<Peer> caught_up_locked(const std::string& user, const Box& box);
+    std::shared_ptr<Peer> caught_up_locked(const MailboxId& mailbox, const Box& box);
+    /// The connection of this node serving the device, if it is `box`'s.
+    std::shared_ptr<Peer> served_locked(const MailboxId& mailbox, const Box& box);
     bool admit(const Origin& origin, const std::string& to);
-    void removed(const std::string& recipient, const std::string& sender, const std::vector<MessageId>& ids,
+    void removed(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids,
                  const Result<store::StoredUsage>& r);
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }
-    void pump_locked(const std::string& user, Box& box);
-    void forget_if_idle_locked(const std::string& user);
+    void pump_locked(const MailboxId& mailbox, Box& box);
+    void forget_if_idle_locked(const MailboxId& mailbox);
     void send_receipt(const std::string& sender, const std::string& peer, ReceiptStatus status,
                       const std::vector<MessageId>& ids);
 
@@ -155,7 +169,7 @@ private:
     std::optional<std::uint64_t> m_free;  // free bytes at the last look, less what was stored since
     store::WallTime m_free_checked{};
     store::WallTime m_full_logged{};
-    std::map<std::string, Box> m_boxes;  // users with a backlog or online since their backlog was counted
+    std::map<MailboxId, Box> m_boxes;  // devices with a backlog or online since their backlog was counted
     StreamOrder m_streams;
 };
 

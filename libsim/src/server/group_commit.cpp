@@ -20,9 +20,9 @@ bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) 
     return true;
 }
 
-bool GroupCommit::enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids, Removed done) {
+bool GroupCommit::enqueue_removal(store::MessageStore::Removal removal, Removed done) {
     const std::lock_guard lock(m_mutex);
-    m_removals.push_back(Removal{std::move(recipient), std::move(sender), std::move(ids), std::move(done)});
+    m_removals.push_back(Removal{std::move(removal), std::move(done)});
     if (!start_job_locked()) {
         m_removals.pop_back();
         return false;
@@ -52,17 +52,18 @@ void GroupCommit::run() {
     }
     // A message acknowledged before it was written (its recipient got it as the mailbox filled) is not written:
     // its removal still runs (a copy stored earlier, by a re-send, goes too), and deletes nothing else.
-    std::set<std::tuple<std::string_view, std::string_view, MessageId>> removing;
+    std::set<std::tuple<std::string_view, DeviceId, std::string_view, MessageId>> removing;
     for (const auto& r : removals) {
-        for (const auto& id : r.ids) {
-            removing.emplace(r.recipient, r.sender, id);
+        for (const auto& id : r.what.ids) {
+            removing.emplace(r.what.recipient, r.what.recipient_device, r.what.sender, id);
         }
     }
     // Left out: what the admit check refuses (in batch order, so a stream's refusals are seen in sending order).
     std::vector<Item> written;
     written.reserve(batch.size());
     for (auto& item : batch) {
-        if (removing.count({item.message.recipient, item.message.sender, item.message.id}) != 0) {
+        const auto& m = item.message;
+        if (removing.count({m.recipient, m.recipient_device, m.sender, m.id}) != 0) {
             item.done(Written::cancelled);
         } else if (item.admit && !item.admit()) {
             item.done(Error{Errc::out_of_order, "an earlier message of this stream was not stored"});
@@ -70,10 +71,11 @@ void GroupCommit::run() {
             written.push_back(std::move(item));
         }
     }
-    // Removals: one group per (recipient, sender), whatever number of acks asked for its ids.
-    std::map<std::pair<std::string, std::string>, std::vector<std::size_t>> groups;
+    // Removals: one group per (mailbox, sender), whatever number of acks asked for its ids.
+    std::map<std::tuple<std::string_view, DeviceId, std::string_view>, std::vector<std::size_t>> groups;
     for (std::size_t i = 0; i < removals.size(); ++i) {
-        groups[{removals[i].recipient, removals[i].sender}].push_back(i);
+        const auto& r = removals[i].what;
+        groups[{r.recipient, r.recipient_device, r.sender}].push_back(i);
     }
     if (written.empty() && groups.empty()) {
         finish_job();
@@ -86,9 +88,10 @@ void GroupCommit::run() {
     }
     changes.removals.reserve(groups.size());
     for (const auto& [who, members] : groups) {
-        store::MessageStore::Removal r{who.first, first_device, who.second, {}};
+        store::MessageStore::Removal r{
+            std::string(std::get<0>(who)), std::get<1>(who), std::string(std::get<2>(who)), {}};
         for (const auto i : members) {
-            r.ids.insert(r.ids.end(), removals[i].ids.begin(), removals[i].ids.end());
+            r.ids.insert(r.ids.end(), removals[i].what.ids.begin(), removals[i].what.ids.end());
         }
         changes.removals.push_back(std::move(r));
     }

@@ -45,13 +45,13 @@ public:
     [[nodiscard]] bool enqueue(store::StoredMessage message, Done done, Admit admit = {});
 
     /// The outcome of a removal: what was stored of the ids and is deleted now, or the transaction's error. Removals
-    /// of one (recipient, sender) queued together share one transaction: the first completion gets what it deleted,
+    /// of one (mailbox, sender) queued together share one transaction: the first completion gets what it deleted,
     /// the others nothing (only the sum is meaningful).
     using Removed = std::function<void(Result<store::StoredUsage>)>;
-    /// Queue the deletion of these messages (sender -> recipient); the completion runs on the executor after the
-    /// transaction. Returns false (and never runs `done`) when the executor refuses the job.
-    [[nodiscard]] bool enqueue_removal(std::string recipient, std::string sender, std::vector<MessageId> ids,
-                                       Removed done);
+    /// Queue the deletion of these messages (from `removal.sender`, in the mailbox of (recipient, recipient device));
+    /// the completion runs on the executor after the transaction. Returns false (and never runs `done`) when the
+    /// executor refuses the job.
+    [[nodiscard]] bool enqueue_removal(store::MessageStore::Removal removal, Removed done);
 
     /// Transactions run so far and messages they held (for tests and monitoring).
     [[nodiscard]] std::uint64_t commits() const;
@@ -67,9 +67,7 @@ private:
         TimePoint queued;
     };
     struct Removal {
-        std::string recipient;
-        std::string sender;
-        std::vector<MessageId> ids;
+        store::MessageStore::Removal what;
         Removed done;
     };
     void run();

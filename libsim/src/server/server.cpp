@@ -226,6 +226,7 @@ public:
 
     void on_closed(Errc reason) override {
         std::string user;
+        DeviceId device = first_device;
         std::string label;
         {
             const std::lock_guard lock(m_mutex);
@@ -233,6 +234,7 @@ public:
             m_phase = Phase::closed;
             count_as(ServerCore::Impl::ConnState::none);
             user = m_user;
+            device = m_device;
             label = who();
             if (!was_open && user.empty()) {
                 // already torn down by fail(); nothing more to do
@@ -240,7 +242,7 @@ public:
         }
         if (!user.empty()) {
             m_core->router.disconnect(user, this);
-            m_core->delivery->logout(user, this);
+            m_core->delivery->logout(server_detail::MailboxId{user, device}, this);
             m_core->delivery->sender_closed(user, m_id);
         }
         {
@@ -565,7 +567,7 @@ private:
                    m_user, encode_session_token(issued)});
         restore_stored(m_user, {});
         m_core->router.login(m_user, shared_from_this());
-        m_core->delivery->login(m_user, this);
+        m_core->delivery->login(server_detail::MailboxId{m_user, m_device}, this);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -858,7 +860,7 @@ private:
             refuse(ids.code(), ids.error().detail);
             return;
         }
-        if (const auto st = m_core->delivery->ack(m_user, *sender, *ids); !st) {
+        if (const auto st = m_core->delivery->ack(server_detail::MailboxId{m_user, m_device}, *sender, *ids); !st) {
             m_core->log(LogLevel::error, "acknowledgement not queued: " + st.error().message());
             refuse(st.code(), st.error().detail);
         }
@@ -921,7 +923,7 @@ private:
             refuse(st.code(), st.error().detail);
             return;
         }
-        server_detail::Delivery::Origin origin{m_user, m_id, weak_from_this(), frame.sid};
+        server_detail::Delivery::Origin origin{m_user, m_device, m_id, weak_from_this(), frame.sid};
         if (frame.sid != 0) {
             // A sequenced message (6.6): the stream's order first (costs no rate token: the sender learns where to
             // go on from), then the rate; any refusal names the message and the number the stream expects.
@@ -977,7 +979,9 @@ private:
             }
         }
         std::uint32_t expected = 0;
-        if (const auto st = m_core->delivery->submit(origin, *peer, envelope->id, out, expected); !st) {
+        if (const auto st = m_core->delivery->submit(
+                origin, server_detail::MailboxId{*peer, envelope->bodies[0].device}, envelope->id, out, expected);
+            !st) {
             refused(st.code(), st.error().detail, expected);
             return;
         }
