@@ -7,6 +7,7 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 #include <sim/net.h>
+#include <sim/testing.h>
 
 #include <doctest/doctest.h>
 
@@ -322,8 +323,8 @@ TEST_CASE("attack 2 over TCP: a message with a forged source is not forwarded") 
         env.mode = std::string_view(mode) == "e2e" ? sim::ConversationMode::end_to_end
                                                    : sim::ConversationMode::server_assigned;
         env.body = sim::to_bytes(sim::as_bytes("Hello Bob!"));
-        REQUIRE(trudy->core().send_raw(
-            sim::Frame{sim::FrameType::message, 0, "alice", "bob", sim::encode_pair_submission(env, "alice", "bob")}));
+        REQUIRE(sim::testing::send_raw(trudy->core(), sim::Frame{sim::FrameType::message, 0, "alice", "bob",
+                                                                 sim::encode_pair_submission(env, "alice", "bob")}));
         const auto err = trudy->wait_for(sim::ClientEventKind::error, "", 5s);
         REQUIRE(err);
         CHECK(err->error.code == sim::Errc::source_mismatch);

@@ -8,6 +8,7 @@
 #include <sim/crypto.h>
 #include <sim/error.h>
 #include <sim/rng.h>
+#include <sim/testing.h>
 
 #include "vec_reader.h"
 
@@ -43,7 +44,9 @@ Bytes hex(std::string_view s) {
 }
 
 /// A record's field decoded from hex, or empty when the field is absent (Botan's .vec convention).
-Bytes hex_or_empty(const VecRecord& r, const std::string& key) { return r.has(key) ? r.hex(key) : Bytes{}; }
+Bytes hex_or_empty(const VecRecord& r, const std::string& key) {
+    return r.has(key) ? r.hex(key) : Bytes{};
+}
 
 /// Wycheproof flags are written comma-separated by scripts/import_vectors.py.
 std::set<std::string> flags_of(const VecRecord& r) {
@@ -396,16 +399,15 @@ TEST_CASE("Botan HKDF-SHA256: Extract, Expand and both (RFC 5869 A.1-A.3)") {
     for (const auto& r : section(file, "HKDF(HMAC(SHA-256))")) {
         INFO(label(r));
         const auto out = r.hex("Output");
-        const auto got = crypto::hkdf_sha256(hex_or_empty(r, "Salt"), r.hex("Secret"), hex_or_empty(r, "Label"),
-                                             out.size());
+        const auto got =
+            crypto::hkdf_sha256(hex_or_empty(r, "Salt"), r.hex("Secret"), hex_or_empty(r, "Label"), out.size());
         REQUIRE(got.has_value());
         CHECK(to_hex(*got) == to_hex(out));
         ++n;
     }
     for (const auto& r : section(file, "HKDF-Extract(HMAC(SHA-256))")) {
         INFO(label(r));
-        CHECK(to_hex(crypto::hkdf_sha256_extract(hex_or_empty(r, "Salt"), r.hex("Secret"))) ==
-              to_hex(r.hex("Output")));
+        CHECK(to_hex(crypto::hkdf_sha256_extract(hex_or_empty(r, "Salt"), r.hex("Secret"))) == to_hex(r.hex("Output")));
         ++n;
     }
     for (const auto& r : section(file, "HKDF-Expand(HMAC(SHA-256))")) {
@@ -513,8 +515,10 @@ std::pair<std::size_t, std::size_t> run_nist_tdes(const std::string& file, bool 
         const auto pt = r.hex("PLAINTEXT");
         const auto ct = r.hex("CIPHERTEXT");
         REQUIRE(key.size() == crypto::tdes_key_size);
-        const auto e = cbc ? crypto::tdes_cbc_encrypt(key, r.hex("IV"), pt, false) : crypto::tdes_ecb_encrypt(key, pt);
-        const auto d = cbc ? crypto::tdes_cbc_decrypt(key, r.hex("IV"), ct, false) : crypto::tdes_ecb_decrypt(key, ct);
+        const auto e =
+            cbc ? crypto::tdes_cbc_encrypt(key, r.hex("IV"), pt, false) : sim::testing::tdes_ecb_encrypt(key, pt);
+        const auto d =
+            cbc ? crypto::tdes_cbc_decrypt(key, r.hex("IV"), ct, false) : sim::testing::tdes_ecb_decrypt(key, ct);
         REQUIRE(e.has_value());
         REQUIRE(d.has_value());
         if (r.section == "ENCRYPT") {
@@ -536,9 +540,9 @@ std::pair<std::size_t, std::size_t> run_nist_tdes(const std::string& file, bool 
 }  // namespace
 
 TEST_CASE("NIST CAVP TDES MMT, three-key, ECB and CBC, both directions") {
-    for (const auto& [file, cbc] : {std::pair{"nist/bc-test-data/TECBMMT3.rsp", false},
-                                    std::pair{"nist/bc-test-data/TCBCMMT3.rsp", true},
-                                    std::pair{"nist/pyca/TCBCMMT3.rsp", true}}) {
+    for (const auto& [file, cbc] :
+         {std::pair{"nist/bc-test-data/TECBMMT3.rsp", false}, std::pair{"nist/bc-test-data/TCBCMMT3.rsp", true},
+          std::pair{"nist/pyca/TCBCMMT3.rsp", true}}) {
         const auto [enc, dec] = run_nist_tdes(file, cbc);
         CHECK(enc > 0);
         CHECK(dec > 0);
@@ -546,8 +550,8 @@ TEST_CASE("NIST CAVP TDES MMT, three-key, ECB and CBC, both directions") {
 }
 
 TEST_CASE("NIST CAVP TDES MMT, two-key (K1 = K3), decrypt") {
-    for (const auto& [file, cbc] : {std::pair{"nist/bc-test-data/TECBMMT2.rsp", false},
-                                    std::pair{"nist/bc-test-data/TCBCMMT2.rsp", true}}) {
+    for (const auto& [file, cbc] :
+         {std::pair{"nist/bc-test-data/TECBMMT2.rsp", false}, std::pair{"nist/bc-test-data/TCBCMMT2.rsp", true}}) {
         const auto [enc, dec] = run_nist_tdes(file, cbc);
         CHECK(enc == 0);  // CAVS 18 tests two-key TDES in the decrypt direction only
         CHECK(dec > 0);
@@ -562,8 +566,8 @@ TEST_CASE("Botan TripleDES ECB (des.vec)") {
         const auto in = r.hex("In");
         const auto out = r.hex("Out");
         REQUIRE(key.size() == crypto::tdes_key_size);
-        const auto e = crypto::tdes_ecb_encrypt(key, in);
-        const auto d = crypto::tdes_ecb_decrypt(key, out);
+        const auto e = sim::testing::tdes_ecb_encrypt(key, in);
+        const auto d = sim::testing::tdes_ecb_decrypt(key, out);
         REQUIRE(e.has_value());
         REQUIRE(d.has_value());
         CHECK(to_hex(*e) == to_hex(out));
@@ -605,8 +609,8 @@ TEST_CASE("TDES facade rejects bad keys, IVs, lengths and padding") {
         const Bytes bad_key(n, 0x5a);
         CHECK(crypto::tdes_cbc_encrypt(bad_key, iv, block, false).code() == Errc::invalid_key);
         CHECK(crypto::tdes_cbc_decrypt(bad_key, iv, block, true).code() == Errc::invalid_key);
-        CHECK(crypto::tdes_ecb_encrypt(bad_key, block).code() == Errc::invalid_key);
-        CHECK(crypto::tdes_ecb_decrypt(bad_key, block).code() == Errc::invalid_key);
+        CHECK(sim::testing::tdes_ecb_encrypt(bad_key, block).code() == Errc::invalid_key);
+        CHECK(sim::testing::tdes_ecb_decrypt(bad_key, block).code() == Errc::invalid_key);
     }
     for (const std::size_t n : {0, 7, 9, 16}) {
         CHECK(crypto::tdes_cbc_encrypt(key, Bytes(n, 1), block, true).code() == Errc::invalid_argument);
@@ -618,8 +622,8 @@ TEST_CASE("TDES facade rejects bad keys, IVs, lengths and padding") {
         CHECK(crypto::tdes_cbc_encrypt(key, iv, partial, false).code() == Errc::invalid_argument);
         CHECK(crypto::tdes_cbc_decrypt(key, iv, partial, false).code() == Errc::bad_length);
         CHECK(crypto::tdes_cbc_decrypt(key, iv, partial, true).code() == Errc::bad_length);
-        CHECK(crypto::tdes_ecb_encrypt(key, partial).code() == Errc::bad_length);
-        CHECK(crypto::tdes_ecb_decrypt(key, partial).code() == Errc::bad_length);
+        CHECK(sim::testing::tdes_ecb_encrypt(key, partial).code() == Errc::bad_length);
+        CHECK(sim::testing::tdes_ecb_decrypt(key, partial).code() == Errc::bad_length);
     }
     CHECK(crypto::tdes_cbc_decrypt(key, iv, {}, true).code() == Errc::bad_length);
 
@@ -635,10 +639,10 @@ TEST_CASE("TDES facade rejects bad keys, IVs, lengths and padding") {
     }
 
     // Bad PKCS7 padding: encrypt chosen final blocks without padding, then decrypt with padding.
-    for (const auto& last : {hex("0102030405060700"),    // pad byte 0
-                             hex("0102030405060709"),    // pad byte larger than the block
-                             hex("01020304050607ff"),    // pad byte 255
-                             hex("0102030405060302"),    // pad 2 but the byte before is 3
+    for (const auto& last : {hex("0102030405060700"),     // pad byte 0
+                             hex("0102030405060709"),     // pad byte larger than the block
+                             hex("01020304050607ff"),     // pad byte 255
+                             hex("0102030405060302"),     // pad 2 but the byte before is 3
                              hex("0108080808080808")}) {  // pad 8 but one byte of the run differs
         INFO("final block " << to_hex(last));
         const auto ct = crypto::tdes_cbc_encrypt(key, iv, cat(block, last), false);

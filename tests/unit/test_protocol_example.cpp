@@ -11,6 +11,7 @@
 #include <sim/messages.h>
 #include <sim/server.h>
 #include <sim/store.h>
+#include <sim/testing.h>
 
 #include "harness.h"
 
@@ -431,7 +432,7 @@ Example generate() {
     auto hasher = std::move(sim::auth::make_password_hasher(hp).value());
     auto authenticator = std::move(sim::auth::Authenticator::create(*backend, *hasher, server_rng, clock).value());
     sim::auth::SessionTokens tokens(*backend, server_rng);
-    sim::QueueExecutor workers;
+    sim::testing::QueueExecutor workers;
     sim::ServerConfig cfg;
     cfg.static_private_key = sim::to_bytes<sim::SecureBytes>(repeated(0x53));
     cfg.conversation_mode = sim::ConversationMode::end_to_end;

@@ -9,6 +9,7 @@
 #include <sim/messages.h>
 #include <sim/server.h>
 #include <sim/store.h>
+#include <sim/testing.h>
 
 #include "harness.h"
 
@@ -89,7 +90,7 @@ struct World {
     std::unique_ptr<sim::auth::Authenticator> authenticator;
     std::unique_ptr<sim::auth::SessionTokens> tokens;
     std::unique_ptr<sim::auth::ConversationKeyVault> vault;
-    sim::QueueExecutor workers;
+    sim::testing::QueueExecutor workers;
     std::unique_ptr<sim::ServerCore> server;
     sim::Bytes server_public;
     sim::MemoryKnownServers known;  // shared by the clients of this world (one "device")
@@ -507,8 +508,8 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     bob.events.clear();
 
     // The seed's attack frame, s:"Alice" d:"Bob", sent inside Trudy's own valid channel: refused, not forwarded.
-    REQUIRE(trudy.core->send_raw(
-        sim::Frame{sim::FrameType::message, 9, "alice", "bob", sim::to_bytes(sim::as_bytes("Hello Bob!"))}));
+    REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 9, "alice", "bob",
+                                                           sim::to_bytes(sim::as_bytes("Hello Bob!"))}));
     w.settle();
     CHECK(trudy.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::source_mismatch);
     CHECK(bob.events.empty());
@@ -520,8 +521,8 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     sim::Envelope forged;
     forged.mode = sim::ConversationMode::server_assigned;
     forged.body = w.rng->bytes(80);
-    REQUIRE(trudy.core->send_raw(
-        sim::Frame{sim::FrameType::message, 0, "trudy", "bob", sim::encode_pair_submission(forged, "trudy", "bob")}));
+    REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "bob",
+                                                           sim::encode_pair_submission(forged, "trudy", "bob")}));
     w.settle();
     CHECK(bob.of(sim::ClientEventKind::message).empty());
     REQUIRE(bob.of(sim::ClientEventKind::error).size() == 1);
@@ -532,15 +533,15 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     CHECK(bob.of(sim::ClientEventKind::message).at(0).text == "real message");
 
     // Other forged fields are refused too: the server as destination, a message before a key, an ack from a client.
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "Server", {1, 2, 3}}));
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::message, 0, "trudy", "carol",
-                                            sim::encode_pair_submission(forged, "trudy", "carol")}));
+    REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "Server", {1, 2, 3}}));
+    REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "carol",
+                                                           sim::encode_pair_submission(forged, "trudy", "carol")}));
     w.settle();
     const auto errs = trudy.of(sim::ClientEventKind::error);
     REQUIRE(errs.size() == 3);
     CHECK(errs[1].error.code == sim::Errc::bad_destination);
     CHECK(errs[2].error.code == sim::Errc::no_conversation);
-    REQUIRE(trudy.core->send_raw(sim::Frame{sim::FrameType::keygen, 9999, "Server", "bob", {}}));
+    REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::keygen, 9999, "Server", "bob", {}}));
     w.settle();
     CHECK(trudy.pipe->closed);
 }
@@ -618,7 +619,7 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     }
     SUBCASE("an inner frame before login") {
         auto& c = w.connect();
-        REQUIRE(c.core->send_raw(sim::Frame{sim::FrameType::probe, 0, "x", "y", {}}));
+        REQUIRE(sim::testing::send_raw(*c.core, sim::Frame{sim::FrameType::probe, 0, "x", "y", {}}));
         w.settle();
         CHECK(c.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::not_authenticated);
         CHECK(c.pipe->closed);
@@ -645,8 +646,8 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
         for (int i = 0; i < 6000 && !alice.pipe->closed; ++i) {
             sim::Envelope flood{{}, sim::ConversationMode::server_assigned, sim::Bytes(40, 7)};
             std::memcpy(flood.id.data(), &i, sizeof i);
-            (void)alice.core->send_raw(sim::Frame{sim::FrameType::message, 0, "alice", "bob",
-                                                  sim::encode_pair_submission(flood, "alice", "bob")});
+            (void)sim::testing::send_raw(*alice.core, sim::Frame{sim::FrameType::message, 0, "alice", "bob",
+                                                                 sim::encode_pair_submission(flood, "alice", "bob")});
             alice.pipe->pump();
         }
         w.settle();

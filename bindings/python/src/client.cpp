@@ -7,6 +7,7 @@
 #include <sim/client_state.h>
 #include <sim/frame.h>
 #include <sim/messages.h>
+#include <sim/testing.h>
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -266,7 +267,7 @@ public:
         check(with_core([&](sim::Client& c) { return c.logout(revoke); }));
     }
     void send_raw(const sim::Frame& frame) {
-        check(with_core([&](sim::Client& c) { return c.core().send_raw(frame); }));
+        check(with_core([&](sim::Client& c) { return sim::testing::send_raw(c.core(), frame); }));
     }
 
     /// The next event (of `kind` from `peer` when given), waiting at most `timeout` seconds (None: forever).

@@ -28,6 +28,10 @@
 
 namespace sim {
 
+namespace testing {
+struct ClientAccess;  // test hooks (libsim/testing/sim/testing.h, not installed)
+}
+
 /// What happened on a client.
 enum class ClientEventKind : std::uint8_t {
     channel_ready,     ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
@@ -214,9 +218,6 @@ public:
         std::uint64_t refusals = 0;  ///< refusals received since the core was created (rate, storage, out of order...)
     };
     [[nodiscard]] OutboxStatus outbox_status() const;
-    /// Send any inner frame as is, inside the encrypted channel. For tests and diagnostic tools (e.g. showing that
-    /// the server refuses a forged source); applications use the calls above.
-    Status send_raw(const Frame& frame);
 
     [[nodiscard]] bool ready() const;
     [[nodiscard]] bool authenticated() const;
@@ -234,7 +235,10 @@ public:
     struct Impl;  ///< opaque
 
 private:
+    friend struct testing::ClientAccess;
     explicit ClientCore(std::unique_ptr<Impl> impl);
+    /// Any inner frame as is, inside the encrypted channel (testing::send_raw).
+    Status send_raw(const Frame& frame);
     std::unique_ptr<Impl> m_impl;
 };
 

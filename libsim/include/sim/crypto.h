@@ -62,7 +62,7 @@ Result<SecureBytes> hkdf_sha256(ByteView salt, ByteView ikm, ByteView info, std:
 // ---------------------------------------------------------------- SHA-512, Ed25519 (RFC 8032) and its X25519 form
 
 inline constexpr std::size_t sha512_size = 64;
-inline constexpr std::size_t ed25519_key_size = 32;        ///< seed, public key
+inline constexpr std::size_t ed25519_key_size = 32;  ///< seed, public key
 inline constexpr std::size_t ed25519_signature_size = 64;
 
 Bytes sha512(ByteView data);
@@ -228,22 +228,17 @@ Result<std::unique_ptr<TdesCbc>> make_tdes_cbc(ByteView key, bool pkcs7);
 Result<Bytes> tdes_cbc_encrypt(ByteView key, ByteView iv, ByteView plaintext, bool pkcs7);
 /// TDES-CBC decryption; Errc::auth_failed for bad padding, Errc::bad_length for a partial block.
 Result<Bytes> tdes_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext, bool pkcs7);
-/// TDES-ECB over whole blocks, for known-answer tests only. Key 24 bytes (Errc::invalid_key); `blocks` must be a
-/// whole number of 8-byte blocks (Errc::bad_length).
-Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks);
-/// TDES-ECB decryption; same errors as tdes_ecb_encrypt.
-Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks);
 
 // ---------------------------------------------------------------- Password hashing
 
-/// bcrypt ("$2a$/$2b$/$2y$" strings), work factor 4..18 (Botan 2's limit). The password is used as given (bcrypt reads at most
-/// 72 bytes of it); callers that want long passwords pre-hash them (see auth).
+/// bcrypt ("$2a$/$2b$/$2y$" strings), work factor 4..18 (Botan 2's limit). The password is used as given (bcrypt reads
+/// at most 72 bytes of it); callers that want long passwords pre-hash them (see auth).
 Result<std::string> bcrypt_hash(std::string_view password, unsigned work_factor, Rng& rng);
 /// True when `password` matches `hash`; false for a mismatch; Errc::bad_hash when `hash` is not a bcrypt string.
 Result<bool> bcrypt_verify(std::string_view password, std::string_view hash);
 
 /// Raw Argon2id (RFC 9106): tag of `out_len` bytes.
-Result<SecureBytes> argon2id(std::string_view password, ByteView salt, std::size_t memory_kib,
-                             std::size_t iterations, std::size_t parallelism, std::size_t out_len);
+Result<SecureBytes> argon2id(std::string_view password, ByteView salt, std::size_t memory_kib, std::size_t iterations,
+                             std::size_t parallelism, std::size_t out_len);
 
 }  // namespace sim::crypto

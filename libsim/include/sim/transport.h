@@ -50,28 +50,4 @@ public:
     [[nodiscard]] virtual bool submit(std::function<void()> job) = 0;
 };
 
-/// Keeps jobs until run_pending() is called (tests, single-threaded embedding). Not thread-safe.
-/// (A core may hold its own locks while it submits, so an executor must never run a job inside submit().)
-class QueueExecutor final : public Executor {
-public:
-    [[nodiscard]] bool submit(std::function<void()> job) override {
-        m_jobs.push_back(std::move(job));
-        return true;
-    }
-    /// Run the queued jobs (and any they queue); returns how many ran.
-    std::size_t run_pending() {
-        std::size_t n = 0;
-        while (!m_jobs.empty()) {
-            auto job = std::move(m_jobs.front());
-            m_jobs.erase(m_jobs.begin());
-            job();
-            ++n;
-        }
-        return n;
-    }
-
-private:
-    std::vector<std::function<void()>> m_jobs;
-};
-
 }  // namespace sim

@@ -1,5 +1,6 @@
 // Three-key Triple-DES (EDE) in CBC and ECB over Botan.
 #include <sim/crypto.h>
+#include <sim/testing.h>
 
 #include <botan/block_cipher.h>
 #include <botan/cipher_mode.h>
@@ -102,7 +103,16 @@ Result<Bytes> tdes_cbc_decrypt(ByteView key, ByteView iv, ByteView ciphertext, b
     SIM_TRY(auto cbc, make_tdes_cbc(key, pkcs7));
     return cbc->decrypt(iv, ciphertext);
 }
-Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks) { return run_ecb(key, blocks, true); }
-Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks) { return run_ecb(key, blocks, false); }
 
 }  // namespace sim::crypto
+
+namespace sim::testing {
+
+Result<Bytes> tdes_ecb_encrypt(ByteView key, ByteView blocks) {
+    return crypto::run_ecb(key, blocks, true);
+}
+Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks) {
+    return crypto::run_ecb(key, blocks, false);
+}
+
+}  // namespace sim::testing
