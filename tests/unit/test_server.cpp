@@ -1016,6 +1016,50 @@ TEST_CASE("e2e: KEYGEN mode 2 hands the initiator a bundle with each one-time pr
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::no_conversation});
 }
 
+TEST_CASE("the longest text send() accepts arrives, in both modes; one byte more is refused before sending") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        auto w = mode == sim::ConversationMode::end_to_end ? e2e_world() : World();
+        auto bob_state = sim::make_memory_client_state();
+        auto alice_state = sim::make_memory_client_state();
+        sim::ClientConfig bob_config;
+        bob_config.state = bob_state.get();
+        sim::ClientConfig alice_config;
+        alice_config.state = alice_state.get();
+        auto& bob = w.connect(bob_config);
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        auto& alice = w.connect(alice_config);
+        REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
+        REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+        // The boundary, found by asking: every accepted probe is a real message.
+        std::size_t ok = 1000;
+        std::size_t refused = 70000;
+        std::vector<std::size_t> sent;
+        while (refused - ok > 1) {
+            const auto mid = (ok + refused) / 2;
+            const auto r = alice.core->send("bob", std::string(mid, 'x'));
+            if (r) {
+                ok = mid;
+                sent.push_back(mid);
+            } else {
+                CHECK(r.code() == sim::Errc::frame_too_large);
+                refused = mid;
+            }
+        }
+        REQUIRE_FALSE(sent.empty());
+        CHECK(ok == sent.back());
+        w.settle();
+        CHECK_FALSE(alice.saw(sim::ClientEventKind::error));
+        CHECK(alice.core->outbox_size() == 0);
+        std::vector<std::size_t> got;
+        for (const auto& m : bob.of(sim::ClientEventKind::message, "alice")) {
+            got.push_back(m.text.size());
+        }
+        CHECK(got == sent);
+        CHECK_FALSE(bob.saw(sim::ClientEventKind::error));
+    }
+}
+
 TEST_CASE("e2e: messages to someone without keys wait in the outbox and go by themselves once they have keys") {
     auto w = e2e_world();
     auto alice_state = sim::make_memory_client_state();

@@ -158,6 +158,10 @@ Bytes encode_submission(const Submission& s);
 /// Errc::truncated, Errc::trailing_bytes, Errc::bad_field (unknown mode, sender device 0, no body or more than
 /// max_devices_per_message, a device 0, devices not in increasing order, an empty body).
 Result<Submission> decode_submission(ByteView payload);
+/// What a message to one device adds to its body, on the way in (the submission) and out (the delivery header and
+/// the envelope): 46 bytes each.
+inline constexpr std::size_t single_device_message_overhead = 16 + 1 + 16 + 4 + 1 + 4 + 4;
+
 /// The envelope body `i` of `s` is delivered and stored as.
 Envelope device_envelope(const Submission& s, std::size_t i);
 /// The submission of `e` in the pair conversation of `from` and `to`, from device `from_device` to the one device
@@ -169,6 +173,7 @@ Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::stri
 inline constexpr std::uint8_t delivery_header_version = 2;
 /// Size of the delivery header: version u8 | received_at u64 | conversation (16) | sender device u32.
 inline constexpr std::size_t delivery_header_size = 29;
+static_assert(single_device_message_overhead == delivery_header_size + 16 + 1);
 
 /// Payload of a `message` frame from the server to a device (docs/protocol.md 6.5): the delivery header, then the
 /// envelope of this device.

@@ -786,8 +786,8 @@ Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text)
     }
     // The text is sealed in a conversation record inside an envelope inside an inner frame, which is sealed in a
     // channel record: refuse what cannot fit the frame limit instead of failing half way.
-    const std::size_t inner_overhead =
-        4 + 1 + 8 + sizeof(MessageId) + 1 + max_record_overhead + min_frame_size + impl.user.size() + peer.size();
+    const std::size_t inner_overhead = 4 + 1 + 8 + single_device_message_overhead + max_record_overhead +
+                                       min_frame_size + impl.user.size() + peer.size();
     if (text.size() + inner_overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }

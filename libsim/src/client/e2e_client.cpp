@@ -1023,8 +1023,10 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (it != m_peers.end() && it->second->pending_identity) {
         return Error{Errc::identity_changed, "the peer's identity key changed: accept it before sending"};
     }
-    // Envelope (17) + ratchet message header (at most 1 + 8 + 73 + 40) + content header (33) + suite overhead.
-    const std::size_t overhead = 17 + 122 + 33 + 48 + min_frame_size + m_user.size() + peer.size();
+    // Message to one device (46) + ratchet message header (at most 1 + 8 + 73 + 40) + content header with its
+    // address and timestamp (57) + suite overhead.
+    const std::size_t overhead =
+        single_device_message_overhead + 122 + 57 + 48 + min_frame_size + m_user.size() + peer.size();
     if (text.size() + overhead > max_inner) {
         return Error{Errc::frame_too_large, "message too long"};
     }
