@@ -58,8 +58,11 @@ echo "== consumer (install + pkg-config)"
 if tests/consumer/run.sh build; then total_pass=$((total_pass + 1)); else total_fail=$((total_fail + 1)); status=1; fi
 
 if [ "$quick" -eq 0 ]; then
+  # -O1 (what AddressSanitizer recommends) and -g1 (line tables, enough for its reports) compile the sanitizer build
+  # about 2.5 times faster than -O2 -g: it was 24 of the 41 minutes. GCC's -O1 flow analysis gives false
+  # "maybe uninitialized" warnings in doctest's expansions; the normal build at -O2 keeps that warning.
   run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dpython=disabled -Dbenchmarks=false \
-    || status=1
+    -Doptimization=1 -Ddebug=false "-Dcpp_args=['-g1','-Wno-maybe-uninitialized']" || status=1
   echo "== fuzz (${SIM_FUZZ_SECONDS:-20}s per target)"
   if scripts/fuzz.sh "${SIM_FUZZ_SECONDS:-20}"; then total_pass=$((total_pass + 1)); else total_fail=$((total_fail + 1)); status=1; fi
 fi
