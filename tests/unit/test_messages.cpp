@@ -384,9 +384,11 @@ TEST_CASE("submission round trip and strict decoding") {
     CHECK(back->conversation == cid(0xC0));
     CHECK(back->sender_device == 3);
     CHECK(back->bodies == s.bodies);
-    const auto e = sim::device_envelope(*back, 1);
-    CHECK(e.id == mid(1));
-    CHECK(e.body == sim::Bytes{9});
+    const auto e = sim::decode_envelope(sim::device_envelope(*back, 1));
+    REQUIRE(e);
+    CHECK(e->id == mid(1));
+    CHECK(e->mode == sim::ConversationMode::end_to_end);
+    CHECK(e->body == sim::Bytes{9});
     check_prefixes(wire, sim::decode_submission);
     auto longer = wire;
     longer.push_back(0);
@@ -491,21 +493,23 @@ TEST_CASE("ack round trip and strict decoding") {
 }
 
 TEST_CASE("receipt round trip and strict decoding") {
-    const sim::Receipt rc{"bob", {mid(1), mid(9)}};
+    const sim::Receipt rc{"bob", 0x01020304, {mid(1), mid(9)}};
     const auto wire = sim::encode_receipt(rc);
-    CHECK(wire.size() == 1 + 3 + 2 + 32);
+    CHECK(wire.size() == 1 + 3 + 4 + 2 + 32);
+    CHECK(sim::Bytes(wire.begin() + 4, wire.begin() + 8) == sim::Bytes{1, 2, 3, 4});  // the device, big-endian
     const auto back = sim::decode_receipt(wire);
     REQUIRE(back);
     CHECK(back->peer == "bob");
+    CHECK(back->device == 0x01020304);
     CHECK(back->ids == rc.ids);
     check_prefixes(wire, sim::decode_receipt);
     auto longer = wire;
     longer.push_back(0);
     CHECK(sim::decode_receipt(longer).code() == sim::Errc::trailing_bytes);
-    CHECK(sim::decode_receipt(sim::encode_receipt({"", {mid(1)}})).code() == sim::Errc::bad_field);
-    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", {}})).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_receipt(sim::encode_receipt({"", 1, {mid(1)}})).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", 1, {}})).code() == sim::Errc::bad_field);
     std::vector<sim::MessageId> many(sim::max_ids_per_frame + 1, mid(4));
-    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", many})).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_receipt(sim::encode_receipt({"bob", 1, many})).code() == sim::Errc::bad_field);
 }
 
 TEST_CASE("end-to-end content round trip and strict decoding") {

@@ -106,7 +106,7 @@ public:
         const auto s = sim::decode_submission(frame.payload);
         REQUIRE(s);
         out.payload = sim::encode_delivered(receive_time, s->conversation, s->sender_device,
-                                            sim::encode_envelope(sim::device_envelope(*s, 0)));
+                                            sim::device_envelope(*s, 0));
         if (rewrite) {
             rewrite(out.payload);
         }
@@ -309,7 +309,7 @@ private:
                 if (auto* sender = online(f.destination)) {
                     sender->send_inner(from_server(sim::FrameType::receipt,
                                                    static_cast<std::uint32_t>(sim::ReceiptStatus::delivered),
-                                                   f.destination, sim::encode_receipt({c.user, *ids})));
+                                                   f.destination, sim::encode_receipt({c.user, sim::first_device, *ids})));
                 }
                 return;
             }

@@ -322,6 +322,10 @@ void inner_payload(Block& out, const sim::Frame& f, Cursor& c, int depth, bool d
             const auto len = c.take(1);
             const auto peer = c.take(len[0]);
             out.field("peer length, peer " + quoted(peer), sim::ByteView{len.data(), 1 + peer.size()}, depth);
+            const auto device = c.take(4);
+            const auto d = Cursor(device).number(4);
+            out.field(d == 0 ? std::string("device 0 (stored: every device's mailbox)") : "device " + std::to_string(d),
+                      device, depth);
             const auto count = c.take(2);
             const auto n = Cursor(count).number(2);
             out.field("count " + std::to_string(n), count, depth);

@@ -837,6 +837,8 @@ std::vector<std::uint32_t> receipts(RawClient& c, sim::ReceiptStatus status, con
         }
         const auto r = sim::decode_receipt(f.payload).value();
         CHECK(r.peer == peer);
+        // delivered names the device that acknowledged; stored covers every device the message was for
+        CHECK(r.device == (status == sim::ReceiptStatus::delivered ? sim::first_device : 0U));
         for (const auto& id : r.ids) {
             out.push_back((std::uint32_t{id[14]} << 8U) | id[15]);
         }

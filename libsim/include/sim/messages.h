@@ -162,8 +162,8 @@ Result<Submission> decode_submission(ByteView payload);
 /// the envelope): 46 bytes each.
 inline constexpr std::size_t single_device_message_overhead = 16 + 1 + 16 + 4 + 1 + 4 + 4;
 
-/// The envelope body `i` of `s` is delivered and stored as.
-Envelope device_envelope(const Submission& s, std::size_t i);
+/// The envelope (encoded: id | mode | body) that body `i` of `s` is stored and delivered as.
+Bytes device_envelope(const Submission& s, std::size_t i);
 /// The submission of `e` in the pair conversation of `from` and `to`, from device `from_device` to the one device
 /// `to_device` of `to`.
 Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::string_view to,
@@ -205,13 +205,17 @@ enum class ReceiptStatus : std::uint32_t {
     refused = 3,    ///< not accepted (payload: a Refusal); it and every later message of its stream must be sent
                     ///< again, from `Refusal::expected` on
 };
-/// `receipt` payload (server to sender).
+/// `receipt` payload (server to sender) for status stored and delivered: peer | device u32 | ids.
 struct Receipt {
     std::string peer;  ///< the recipient of the messages
+    /// delivered: the recipient's device that acknowledged them; stored: 0 (in the mailbox of every device the
+    /// message was for).
+    DeviceId device = 0;
     std::vector<MessageId> ids;
 };
 Bytes encode_receipt(const Receipt& r);
-/// Errc::bad_field (empty peer, 0 or too many ids), truncated, trailing_bytes.
+/// Errc::bad_field (empty peer, 0 or too many ids), truncated, trailing_bytes. The device is not checked against
+/// the status (the caller knows which one it asked for).
 Result<Receipt> decode_receipt(ByteView payload);
 
 /// `receipt` payload with status `refused` (docs/protocol.md 6.6): message `id` of the sender's stream to `peer` was

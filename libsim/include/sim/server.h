@@ -165,7 +165,7 @@ public:
     /// then from a thread that may block (simd: every second), never from an I/O thread.
     void release_keys();
 
-    /// End `user`'s live session (an administrator revoked it, changed the password or deleted the account:
+    /// End `user`'s live sessions, one per device (an administrator revoked it, changed the password or deleted the account:
     /// see auth::SessionEndFollower): an `error` frame token_invalid, then the connection closes. Returns whether
     /// the user was online.
     bool end_sessions(const std::string& user);

@@ -536,8 +536,15 @@ Result<Submission> decode_submission(ByteView payload) {
     return s;
 }
 
-Envelope device_envelope(const Submission& s, std::size_t i) {
-    return Envelope{s.id, s.mode, s.bodies.at(i).body};
+Bytes device_envelope(const Submission& s, std::size_t i) {
+    const auto& body = s.bodies.at(i).body;
+    Bytes out;
+    out.reserve(message_id_size + 1 + body.size());
+    WireWriter w(out);
+    w.bytes(s.id);
+    w.u8(static_cast<std::uint8_t>(s.mode));
+    w.bytes(body);
+    return out;
 }
 
 Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::string_view to, DeviceId from_device,
@@ -610,6 +617,7 @@ Bytes encode_receipt(const Receipt& rc) {
     Bytes out;
     WireWriter w(out);
     write_short_text(w, rc.peer);
+    w.u32(rc.device);
     write_ids(w, rc.ids);
     return out;
 }
@@ -624,6 +632,10 @@ Result<Receipt> decode_receipt(ByteView payload) {
     if (peer.empty()) {
         return Error{Errc::bad_field, "receipt without a peer"};
     }
+    DeviceId device = 0;
+    if (!r.u32(device)) {
+        return Error{Errc::truncated, "receipt truncated"};
+    }
     auto ids = read_ids(r, "receipt");
     if (!ids) {
         return ids.error();
@@ -633,6 +645,7 @@ Result<Receipt> decode_receipt(ByteView payload) {
     }
     Receipt rc;
     rc.peer = to_string(peer);
+    rc.device = device;
     rc.ids = std::move(*ids);
     return rc;
 }

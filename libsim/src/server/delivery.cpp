@@ -42,13 +42,17 @@ Status Delivery::load_usage_locked() {
     return ok();
 }
 
-std::optional<Error> Delivery::over_quota_locked(const Box& box, const std::string& from, std::uint64_t bytes) {
+std::optional<Error> Delivery::mailbox_full_locked(const Box& box, std::uint64_t bytes) const {
     if (box.backlog.messages >= m_limits.max_stored_per_recipient) {
         return Error{Errc::queue_full, "the recipient has too many stored messages"};
     }
     if (box.backlog.bytes + bytes > m_limits.max_mailbox_bytes) {
         return Error{Errc::queue_full, "the recipient's mailbox is full"};
     }
+    return std::nullopt;
+}
+
+std::optional<Error> Delivery::over_quota_locked(const std::string& from, std::uint64_t bytes) {
     const auto it = m_sender_bytes.find(from);
     if ((it == m_sender_bytes.end() ? 0 : it->second) + bytes > m_limits.max_sender_bytes) {
         return Error{Errc::quota_exceeded, "you have too much stored for recipients who have not read it yet"};
@@ -119,10 +123,10 @@ void Delivery::sender_closed(const std::string& from, std::uint64_t connection) 
     m_streams.connection_closed(from, connection);
 }
 
-Status Delivery::submit(const Origin& origin, const MailboxId& to, const MessageId& id, const Frame& frame,
-                        std::uint32_t& expected) {
+Status Delivery::submit(const Origin& origin, const std::string& to, const ConversationId& conversation,
+                        const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected) {
     const std::lock_guard lock(m_mutex);
-    const auto k = key(origin, to.user);
+    const auto k = key(origin, to);
     // Checked again under the lock: a failed commit may have moved the stream back since the caller asked.
     if (const auto want = m_streams.check(k, origin.seq); want != 0) {
         expected = want;
@@ -131,55 +135,86 @@ Status Delivery::submit(const Origin& origin, const MailboxId& to, const Message
     auto refuse = [&](Error e) -> Status {
         m_streams.refused(k, origin.seq);
         expected = origin.seq;
-        forget_if_idle_locked(to);
+        for (const auto& c : copies) {
+            forget_if_idle_locked(MailboxId{to, c.device});
+        }
         return e;
     };
-    SIM_TRY(Box* const box, box_locked(to));
+    if (copies.empty()) {
+        return refuse(Error{Errc::bad_field, "a message for no device"});
+    }
     if (const auto st = load_usage_locked(); !st) {
         return refuse(st.error());
     }
-    const std::uint64_t bytes = frame.payload.size();
-    if (auto over = over_quota_locked(*box, origin.from, bytes)) {
+    // Every copy fits its mailbox, and all of them the sender's quota and the store: all or none.
+    std::vector<Box*> boxes;
+    boxes.reserve(copies.size());
+    std::uint64_t total = 0;
+    for (const auto& c : copies) {
+        auto box = box_locked(MailboxId{to, c.device});
+        if (!box) {
+            return refuse(box.error());
+        }
+        if (auto full = mailbox_full_locked(**box, c.envelope.size())) {
+            return refuse(std::move(*full));
+        }
+        boxes.push_back(*box);
+        total += c.envelope.size();
+    }
+    if (auto over = over_quota_locked(origin.from, total)) {
         return refuse(std::move(*over));
     }
-    store::StoredMessage m;
-    m.recipient = to.user;
-    m.recipient_device = to.device;
-    m.sender = origin.from;
-    m.sender_device = origin.device;
-    m.id = id;
-    m.envelope = frame.payload;
     const store::WallTime received_at = m_wall();
-    m.stored_at = received_at;
-    // Drained as it fills: a caught-up attached mailbox gets the message now, while it is being committed.
-    const auto now_to = caught_up_locked(to, *box);
-    const std::uint64_t sent_to = now_to ? box->generation : 0;
+    // Drained as it fills: a caught-up attached mailbox gets its copy now, while it is being committed.
+    std::vector<std::pair<std::shared_ptr<Peer>, Frame>> early;
+    std::vector<Queued> queued(copies.size());
+    std::vector<store::StoredMessage> rows(copies.size());
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+        const MailboxId mailbox{to, copies[i].device};
+        queued[i] = Queued{copies[i].device, copies[i].envelope.size(), 0};
+        if (auto peer = caught_up_locked(mailbox, *boxes[i])) {
+            queued[i].sent_to = boxes[i]->generation;
+            early.emplace_back(std::move(peer), Frame{FrameType::message, 0, origin.from, to,
+                                                      encode_delivered(received_at, conversation, origin.device,
+                                                                       copies[i].envelope)});
+        }
+        auto& m = rows[i];
+        m.recipient = to;
+        m.recipient_device = copies[i].device;
+        m.sender = origin.from;
+        m.sender_device = origin.device;
+        m.id = id;
+        m.envelope = std::move(copies[i].envelope);
+        m.stored_at = received_at;
+    }
     std::weak_ptr<Delivery> weak = weak_from_this();
-    const bool queued = m_commit->enqueue(
-        std::move(m),
-        [weak, origin, to, id, bytes, sent_to](Result<GroupCommit::Written> r) {
+    const bool enqueued = m_commit->enqueue(
+        std::move(rows),
+        [weak, origin, to, id, queued](Result<std::vector<GroupCommit::Written>> r) {
             if (auto self = weak.lock()) {
-                self->committed(origin, to, id, bytes, sent_to, r);
+                self->committed(origin, to, id, queued, r);
             }
         },
-        [weak, origin, user = to.user] {
+        [weak, origin, to] {
             auto self = weak.lock();
-            return !self || self->admit(origin, user);
+            return !self || self->admit(origin, to);
         });
-    if (!queued) {
+    if (!enqueued) {
         return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
     }
     m_streams.accepted(k, origin.seq);
-    account_locked(box, origin.from, store::StoredUsage{1, bytes}, true);
-    ++box->queued;
-    if (now_to) {
-        box->in_flight.emplace(origin.from, id);
-        now_to->deliver(Frame{
-            FrameType::message, 0, origin.from, to.user,
-            encode_delivered(received_at, pair_conversation_id(origin.from, to.user), origin.device, frame.payload)});
+    for (std::size_t i = 0; i < boxes.size(); ++i) {
+        account_locked(boxes[i], origin.from, store::StoredUsage{1, queued[i].bytes}, true);
+        ++boxes[i]->queued;
+        if (queued[i].sent_to != 0) {
+            boxes[i]->in_flight.emplace(origin.from, id);
+        } else if (boxes[i]->peer != nullptr) {
+            ++boxes[i]->unsent_queued;
+        }
+    }
+    for (const auto& [peer, frame] : early) {
+        peer->deliver(frame);
         m_router.count_routed();
-    } else if (box->peer != nullptr) {
-        ++box->unsent_queued;
     }
     return ok();
 }
@@ -192,9 +227,7 @@ std::shared_ptr<Peer> Delivery::caught_up_locked(const MailboxId& mailbox, const
 }
 
 std::shared_ptr<Peer> Delivery::served_locked(const MailboxId& mailbox, const Box& box) {
-    // The bus holds one connection per user: until a second device can be linked, a connection serves its user's
-    // only device (devices_of).
-    auto peer = m_bus.local(mailbox.user);
+    auto peer = m_bus.local(mailbox);
     return peer && peer.get() == box.peer ? peer : nullptr;
 }
 
@@ -203,25 +236,34 @@ bool Delivery::admit(const Origin& origin, const std::string& to) {
     return m_streams.admit(key(origin, to), origin.seq) == 0;
 }
 
-void Delivery::committed(const Origin& origin, const MailboxId& to, const MessageId& id, std::uint64_t bytes,
-                         std::uint64_t sent_to, const Result<GroupCommit::Written>& r) {
+void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id,
+                         const std::vector<Queued>& copies, const Result<std::vector<GroupCommit::Written>>& r) {
     const std::lock_guard lock(m_mutex);
-    const auto it = m_boxes.find(to);
-    Box* box = it == m_boxes.end() ? nullptr : &it->second;
-    // Sent to the connection that is attached now, as it was queued: nothing to drain for it.
-    const bool sent = box != nullptr && box->peer != nullptr && sent_to != 0 && sent_to == box->generation;
-    if (box != nullptr) {
-        box->queued -= std::min<std::size_t>(box->queued, 1);
-        if (box->peer != nullptr && !sent) {
-            box->unsent_queued -= std::min<std::size_t>(box->unsent_queued, 1);
-        }
-    }
     using Written = GroupCommit::Written;
-    if (!r || *r != Written::fresh) {
-        // Not stored, or counted before (a duplicate), or not written (cancelled: acknowledged first).
-        account_locked(box, origin.from, store::StoredUsage{1, bytes}, false);
+    bool stored = false;  // some copy is in the store now (fresh or a duplicate), not all were acknowledged first
+    std::vector<std::pair<Box*, bool>> boxes;  // each copy's mailbox (null: forgotten) and whether it was sent early
+    boxes.reserve(copies.size());
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+        const auto it = m_boxes.find(MailboxId{to, copies[i].device});
+        Box* box = it == m_boxes.end() ? nullptr : &it->second;
+        // Sent to the connection that is attached now, as it was queued: nothing to drain for it.
+        const bool sent = box != nullptr && box->peer != nullptr && copies[i].sent_to != 0 &&
+                          copies[i].sent_to == box->generation;
+        if (box != nullptr) {
+            box->queued -= std::min<std::size_t>(box->queued, 1);
+            if (box->peer != nullptr && !sent) {
+                box->unsent_queued -= std::min<std::size_t>(box->unsent_queued, 1);
+            }
+        }
+        const auto written = r ? (*r)[i] : Written::cancelled;
+        if (written != Written::fresh) {
+            // Not stored, or counted before (a duplicate), or not written (cancelled: acknowledged first).
+            account_locked(box, origin.from, store::StoredUsage{1, copies[i].bytes}, false);
+        }
+        stored = stored || written != Written::cancelled;
+        boxes.emplace_back(box, sent);
     }
-    const auto k = key(origin, to.user);
+    const auto k = key(origin, to);
     const bool skipped = !r && r.code() == Errc::out_of_order;
     m_streams.committed(
         k, origin.seq,
@@ -233,27 +275,39 @@ void Delivery::committed(const Origin& origin, const MailboxId& to, const Messag
         m_router.count_refused(Errc::storage_error);
         m_log(LogLevel::error, "offline message not stored: " + r.error().message());
         if (origin.seq == 0) {
-            (void)m_bus.deliver(origin.from,
+            (void)m_bus.deliver(MailboxId{origin.from, origin.device},
                                 make_error_frame(Errc::storage_error, "message not stored, send it again later"));
         } else if (const auto sender = origin.sender.lock(); sender && m_streams.next(k) == origin.seq) {
             // One refusal per failed run of the stream: the first (lowest) number; the client sends again from it.
-            const Refusal refusal{to.user, id, Errc::storage_error, origin.seq};
+            const Refusal refusal{to, id, Errc::storage_error, origin.seq};
             sender->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused),
                                   std::string(server_name), origin.from, encode_refusal(refusal)});
         }
-    } else if (*r != Written::cancelled) {
-        send_receipt(origin.from, to.user, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
-    }  // else: delivered before it was written; the sender got `receipt delivered`
-    if (box != nullptr && box->peer != nullptr) {
-        if (!sent) {
-            box->more = true;
-            pump_locked(to, *box);
+    } else if (stored) {
+        send_receipt(origin.from, to, 0, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
+    }  // else: every device had it before it was written; the sender got `receipt delivered`
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+        const MailboxId mailbox{to, copies[i].device};
+        auto [box, sent] = boxes[i];
+        if (box != nullptr && box->peer != nullptr) {
+            if (!sent) {
+                box->more = true;
+                pump_locked(mailbox, *box);
+            }
+            tell_if_drained_locked(mailbox);
         }
-        if (box->backlog.messages == 0) {
-            m_router.drained(to.user);
+        forget_if_idle_locked(mailbox);
+    }
+}
+
+void Delivery::tell_if_drained_locked(const MailboxId& device) {
+    for (const auto d : devices_of(device.user)) {
+        const auto it = m_boxes.find(MailboxId{device.user, d});
+        if (it != m_boxes.end() ? it->second.backlog.messages != 0 : d != device.device) {
+            return;  // something left, or a device whose mailbox was not counted since the start
         }
     }
-    forget_if_idle_locked(to);
+    m_router.drained(device.user);
 }
 
 void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
@@ -300,9 +354,7 @@ void Delivery::login(const MailboxId& device, const Peer* peer) {
     b.more = b.backlog.messages > 0;
     b.unsent_queued = b.queued;
     pump_locked(device, b);
-    if (b.backlog.messages == 0) {
-        m_router.drained(device.user);
-    }
+    tell_if_drained_locked(device);
 }
 
 void Delivery::logout(const MailboxId& device, const Peer* peer) {
@@ -357,7 +409,7 @@ Status Delivery::ack(const MailboxId& recipient, const std::string& sender, cons
         }
     }
     m_router.count_delivered(ids.size());
-    send_receipt(sender, recipient.user, ReceiptStatus::delivered, ids);
+    send_receipt(sender, recipient.user, recipient.device, ReceiptStatus::delivered, ids);
     return ok();
 }
 
@@ -379,9 +431,8 @@ void Delivery::removed(const MailboxId& recipient, const std::string& sender, co
     if (it == m_boxes.end()) {
         return;
     }
-    Box& box = it->second;
-    if (box.peer != nullptr && box.backlog.messages == 0) {
-        m_router.drained(recipient.user);
+    if (it->second.peer != nullptr) {
+        tell_if_drained_locked(recipient);
     }
     forget_if_idle_locked(recipient);
 }
@@ -439,15 +490,17 @@ void Delivery::forget_if_idle_locked(const MailboxId& mailbox) {
     }
 }
 
-void Delivery::send_receipt(const std::string& sender, const std::string& peer, ReceiptStatus status,
-                            const std::vector<MessageId>& ids) {
+void Delivery::send_receipt(const std::string& sender, const std::string& peer, DeviceId device,
+                            ReceiptStatus status, const std::vector<MessageId>& ids) {
     for (std::size_t i = 0; i < ids.size(); i += max_ids_per_frame) {
         Receipt r;
         r.peer = peer;
+        r.device = device;
         r.ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(i),
                      ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + max_ids_per_frame)));
-        if (!m_bus.deliver(sender, Frame{FrameType::receipt, static_cast<std::uint32_t>(status),
-                                         std::string(server_name), sender, encode_receipt(r)})) {
+        if (!deliver_to_user(m_bus, sender,
+                             Frame{FrameType::receipt, static_cast<std::uint32_t>(status), std::string(server_name),
+                                   sender, encode_receipt(r)})) {
             return;  // offline: a receipt is not stored (the sender's outbox sends the message again)
         }
     }

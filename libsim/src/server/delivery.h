@@ -35,13 +35,6 @@ inline std::vector<DeviceId> devices_of(const std::string& /*user*/) {
     return {first_device};
 }
 
-/// A device's mailbox (docs/protocol.md 6.7).
-struct MailboxId {
-    std::string user;
-    DeviceId device = first_device;
-    friend auto operator<=>(const MailboxId&, const MailboxId&) = default;
-};
-
 class Delivery : public std::enable_shared_from_this<Delivery> {
 public:
     /// Quotas of the store (ServerConfig documents each) and the delivery window.
@@ -77,16 +70,20 @@ public:
     /// The message was refused before submit() (rate, no conversation...): its stream expects it again. Returns the
     /// number the stream now expects.
     std::uint32_t refused(const Origin& origin, const std::string& to);
-    /// A message frame (source = sender, destination = recipient, payload = the envelope of `to`'s device, with
-    /// `id`): queued for that device's mailbox (the receipt follows the commit; a failed commit sends the sender a
-    /// refusal; an attached mailbox is drained into its connection after the commit). Errc::out_of_order (an earlier
-    /// number of the stream must come first), Errc::queue_full (the recipient's mailbox is at its message or byte
-    /// limit), Errc::quota_exceeded (the sender has too much stored for others), Errc::store_full (the store's byte cap
-    /// or the file system's free-space reserve), Errc::busy, Errc::storage_error; on an error `expected` is set to the
-    /// number the stream now expects. One mailbox per call: until devices can be linked a message has one body (several
-    /// devices' bodies in one commit, with one `stored` receipt, come with linking).
-    Status submit(const Origin& origin, const MailboxId& to, const MessageId& id, const Frame& frame,
-                  std::uint32_t& expected);
+    /// One copy of a message: the envelope (6.5) stored in, and delivered from, one device's mailbox.
+    struct Copy {
+        DeviceId device = first_device;
+        Bytes envelope;
+    };
+    /// A message of the conversation `conversation` for the user `to`, one copy per device (in increasing device
+    /// order): queued for those mailboxes, all appended in one commit, after which the sender gets one `receipt
+    /// stored` (a failed commit sends the sender a refusal instead); an attached mailbox is drained into its
+    /// connection. Errc::out_of_order (an earlier number of the stream must come first), Errc::queue_full (a
+    /// recipient mailbox is at its message or byte limit), Errc::quota_exceeded (the sender has too much stored for
+    /// others), Errc::store_full (the store's byte cap or the file system's free-space reserve), Errc::busy,
+    /// Errc::storage_error; on an error nothing is queued and `expected` is set to the number the stream now expects.
+    Status submit(const Origin& origin, const std::string& to, const ConversationId& conversation,
+                  const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected);
     /// The sender's connection is gone: its streams end (once nothing of them is being committed).
     void sender_closed(const std::string& from, std::uint64_t connection);
     /// `peer` is the device's new connection: deliver what is stored, from the start (unacknowledged messages of an
@@ -94,7 +91,8 @@ public:
     void login(const MailboxId& device, const Peer* peer);
     /// The connection `peer` of the device went away (ignored when a newer connection took over).
     void logout(const MailboxId& device, const Peer* peer);
-    /// The device `recipient` has stored these messages from `sender`: tell the sender, send more, and delete them
+    /// The device `recipient` has stored these messages from `sender`: tell the sender (`receipt delivered` naming
+    /// the device), send more, and delete them
     /// from its mailbox through the group commit (a failed deletion is logged; the messages are sent again at the
     /// next login). Errc::busy when the commit executor refuses the job (the same ack may be sent again).
     Status ack(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids);
@@ -129,13 +127,23 @@ private:
     Result<Box*> box_locked(const MailboxId& mailbox);
     /// Reads what every sender has stored, once (the sums are kept here from then on). Errc::storage_error.
     Status load_usage_locked();
-    /// Why a message of `bytes` for `box` from `from` may not be stored now, if it may not.
-    std::optional<Error> over_quota_locked(const Box& box, const std::string& from, std::uint64_t bytes);
+    /// Why a copy of `bytes` may not go into `box` now, if it may not.
+    std::optional<Error> mailbox_full_locked(const Box& box, std::uint64_t bytes) const;
+    /// Why `from` may not store `bytes` more now (the sender's quota, the store's cap, the disk), if it may not.
+    std::optional<Error> over_quota_locked(const std::string& from, std::uint64_t bytes);
     /// Count a message in (`add`) or out of the recipient's, the sender's and the store's sums.
     void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
-    /// `sent_to`: the generation of the connection the message was sent to as it was queued, 0 if none.
-    void committed(const Origin& origin, const MailboxId& to, const MessageId& id, std::uint64_t bytes,
-                   std::uint64_t sent_to, const Result<GroupCommit::Written>& r);
+    /// A copy being committed: its size, and the generation of the connection it was sent to as it was queued (0:
+    /// none).
+    struct Queued {
+        DeviceId device = first_device;
+        std::uint64_t bytes = 0;
+        std::uint64_t sent_to = 0;
+    };
+    void committed(const Origin& origin, const std::string& to, const MessageId& id, const std::vector<Queued>& copies,
+                   const Result<std::vector<GroupCommit::Written>>& r);
+    /// Tell the router when `user`, online on `device`, has nothing stored on any device any more.
+    void tell_if_drained_locked(const MailboxId& device);
     /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
     /// open), or null.
     std::shared_ptr<Peer> caught_up_locked(const MailboxId& mailbox, const Box& box);
@@ -149,7 +157,9 @@ private:
     }
     void pump_locked(const MailboxId& mailbox, Box& box);
     void forget_if_idle_locked(const MailboxId& mailbox);
-    void send_receipt(const std::string& sender, const std::string& peer, ReceiptStatus status,
+    /// To every device of `sender` that is attached. `device`: the recipient's device that acknowledged
+    /// (delivered), 0 for stored.
+    void send_receipt(const std::string& sender, const std::string& peer, DeviceId device, ReceiptStatus status,
                       const std::vector<MessageId>& ids);
 
     store::MessageStore& m_store;

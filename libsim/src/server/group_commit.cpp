@@ -10,9 +10,9 @@
 
 namespace sim::server_detail {
 
-bool GroupCommit::enqueue(store::StoredMessage message, Done done, Admit admit) {
+bool GroupCommit::enqueue(std::vector<store::StoredMessage> copies, Done done, Admit admit) {
     const std::lock_guard lock(m_mutex);
-    m_queue.push_back(Item{std::move(message), std::move(done), std::move(admit), m_clock.now()});
+    m_queue.push_back(Item{std::move(copies), std::move(done), std::move(admit), m_clock.now()});
     if (!start_job_locked()) {
         m_queue.pop_back();
         return false;
@@ -59,17 +59,25 @@ void GroupCommit::run() {
         }
     }
     // Left out: what the admit check refuses (in batch order, so a stream's refusals are seen in sending order).
+    // Each copy's outcome is `cancelled` or the append's (filled in after the transaction).
     std::vector<Item> written;
+    std::vector<std::vector<Written>> outcomes;
     written.reserve(batch.size());
+    outcomes.reserve(batch.size());
     for (auto& item : batch) {
-        const auto& m = item.message;
-        if (removing.count({m.recipient, m.recipient_device, m.sender, m.id}) != 0) {
-            item.done(Written::cancelled);
-        } else if (item.admit && !item.admit()) {
+        if (item.admit && !item.admit()) {
             item.done(Error{Errc::out_of_order, "an earlier message of this stream was not stored"});
-        } else {
-            written.push_back(std::move(item));
+            continue;
         }
+        std::vector<Written> outcome(item.copies.size(), Written::fresh);
+        for (std::size_t i = 0; i < item.copies.size(); ++i) {
+            const auto& m = item.copies[i];
+            if (removing.count({m.recipient, m.recipient_device, m.sender, m.id}) != 0) {
+                outcome[i] = Written::cancelled;
+            }
+        }
+        written.push_back(std::move(item));
+        outcomes.push_back(std::move(outcome));
     }
     // Removals: one group per (mailbox, sender), whatever number of acks asked for its ids.
     std::map<std::tuple<std::string_view, DeviceId, std::string_view>, std::vector<std::size_t>> groups;
@@ -77,14 +85,20 @@ void GroupCommit::run() {
         const auto& r = removals[i].what;
         groups[{r.recipient, r.recipient_device, r.sender}].push_back(i);
     }
-    if (written.empty() && groups.empty()) {
+    store::MessageStore::Changes changes;
+    for (std::size_t k = 0; k < written.size(); ++k) {
+        for (std::size_t i = 0; i < written[k].copies.size(); ++i) {
+            if (outcomes[k][i] != Written::cancelled) {
+                changes.appends.push_back(std::move(written[k].copies[i]));
+            }
+        }
+    }
+    if (changes.appends.empty() && groups.empty()) {
+        for (std::size_t k = 0; k < written.size(); ++k) {
+            written[k].done(std::move(outcomes[k]));  // every copy cancelled
+        }
         finish_job();
         return;
-    }
-    store::MessageStore::Changes changes;
-    changes.appends.reserve(written.size());
-    for (auto& item : written) {
-        changes.appends.push_back(std::move(item.message));
     }
     changes.removals.reserve(groups.size());
     for (const auto& [who, members] : groups) {
@@ -97,13 +111,14 @@ void GroupCommit::run() {
     }
     // The appends and the removals in one transaction: one fsync per job.
     auto applied = m_store.apply(changes);
-    if (applied && (applied->appended.size() != written.size() || applied->removed.size() != groups.size())) {
+    if (applied &&
+        (applied->appended.size() != changes.appends.size() || applied->removed.size() != groups.size())) {
         applied = Error{Errc::internal, "store returned a wrong result count"};
     }
     {
         const std::lock_guard lock(m_mutex);
         ++m_commits;
-        m_messages += applied ? written.size() : 0;
+        m_messages += applied ? changes.appends.size() : 0;
     }
     if (applied) {
         const auto now = m_clock.now();
@@ -111,9 +126,18 @@ void GroupCommit::run() {
             m_latency.observe(now - item.queued);
         }
     }
-    for (std::size_t i = 0; i < written.size(); ++i) {
-        written[i].done(applied ? Result<Written>(applied->appended[i] ? Written::fresh : Written::duplicate)
-                                : Result<Written>(applied.error()));
+    std::size_t a = 0;  // the next append's result
+    for (std::size_t k = 0; k < written.size(); ++k) {
+        if (!applied) {
+            written[k].done(applied.error());
+            continue;
+        }
+        for (auto& w : outcomes[k]) {
+            if (w != Written::cancelled) {
+                w = applied->appended[a++] ? Written::fresh : Written::duplicate;
+            }
+        }
+        written[k].done(std::move(outcomes[k]));
     }
     std::size_t g = 0;
     for (const auto& [who, members] : groups) {

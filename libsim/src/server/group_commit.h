@@ -22,13 +22,14 @@ namespace sim::server_detail {
 
 class GroupCommit : public std::enable_shared_from_this<GroupCommit> {
 public:
-    /// What became of one message (or the batch's error).
+    /// What became of one copy of a message (or the batch's error).
     enum class Written : std::uint8_t {
         fresh,      ///< stored now
         duplicate,  ///< was stored already
         cancelled,  ///< not written: a removal of it was queued before its commit (its recipient has it already)
     };
-    using Done = std::function<void(Result<Written>)>;
+    /// Per copy, in the order they were queued.
+    using Done = std::function<void(Result<std::vector<Written>>)>;
 
     /// `store`, `executor` and `clock` must outlive every job (the server core keeps them alive). `clock` times
     /// each message from enqueue() to its transaction's commit (commit_latency()).
@@ -39,10 +40,11 @@ public:
     /// completion gets Errc::out_of_order). Lets the caller drop what a failure of an earlier batch invalidated.
     using Admit = std::function<bool()>;
 
-    /// Queue one message; its completion runs on the executor after the commit. Returns false (and never runs
-    /// `done`) when the executor refuses the job. Never blocks on the database, never runs `done` or `admit`
-    /// inline, so the caller may hold locks that they take. An empty `admit` always writes.
-    [[nodiscard]] bool enqueue(store::StoredMessage message, Done done, Admit admit = {});
+    /// Queue one message: its copies, one per recipient device mailbox, are written in the same transaction (all or
+    /// none); its completion runs once, on the executor, after the commit. Returns false (and never runs `done`)
+    /// when the executor refuses the job. Never blocks on the database, never runs `done` or `admit` inline, so the
+    /// caller may hold locks that they take. An empty `admit` always writes.
+    [[nodiscard]] bool enqueue(std::vector<store::StoredMessage> copies, Done done, Admit admit = {});
 
     /// The outcome of a removal: what was stored of the ids and is deleted now, or the transaction's error. Removals
     /// of one (mailbox, sender) queued together share one transaction: the first completion gets what it deleted,
@@ -61,7 +63,7 @@ public:
 
 private:
     struct Item {
-        store::StoredMessage message;
+        std::vector<store::StoredMessage> copies;
         Done done;
         Admit admit;
         TimePoint queued;

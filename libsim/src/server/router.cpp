@@ -73,14 +73,15 @@ Router::Pair Router::make_pair(const std::string& a, const std::string& b) {
 }
 
 void Router::ack_locked(const std::string& user, AckStage stage, const std::string& peer) {
-    (void)m_bus.deliver(user, Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
+    (void)deliver_to_user(m_bus, user, Frame{FrameType::ack_init, static_cast<std::uint32_t>(stage), std::string(server_name),
                                     user, to_bytes(as_bytes(peer))});
 }
 
-void Router::login(const std::string& user, std::shared_ptr<Peer> peer) {
+void Router::login(const MailboxId& device, std::shared_ptr<Peer> peer) {
     const std::lock_guard lock(m_mutex);
-    // One connection per user: the newer login wins. The old connection's conversations end when it closes.
-    if (const auto old = m_bus.attach(user, peer)) {
+    const std::string& user = device.user;
+    // One connection per device: the newer login wins. The old connection's conversations end when it closes.
+    if (const auto old = m_bus.attach(device, peer)) {
         old->kick(Errc::closed, "logged in from another connection");
     }
     // Conversations keyed while `user` was offline: the KEYGEN comes first, before any stored message (the caller
@@ -155,14 +156,15 @@ void Router::send_keygen_locked(const std::string& user, const std::string& peer
     assignment.peer = peer;
     assignment.key = to_bytes<SecureBytes>(key);
     auto payload = encode_key_assignment(assignment);
-    (void)m_bus.deliver(user, Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
+    (void)deliver_to_user(m_bus, user, Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
     secure_zero(payload.data(), payload.size());
 }
 
-void Router::disconnect(const std::string& user, const Peer* peer) {
+void Router::disconnect(const MailboxId& device, const Peer* peer) {
     const std::lock_guard lock(m_mutex);
-    if (!m_bus.detach(user, peer)) {
-        return;  // a newer connection of the same user took over
+    const std::string& user = device.user;
+    if (!m_bus.detach(device, peer) || online(m_bus, user)) {
+        return;  // a newer connection of the device took over, or the user is still online on another device
     }
     m_waiting.erase(user);
     std::vector<Pair> ended;
@@ -250,7 +252,7 @@ void Router::drained(const std::string& user) {
         return true;
     });
     const auto idx = m_offline_for.find(user);
-    if (idx == m_offline_for.end() || !m_bus.attached(user)) {
+    if (idx == m_offline_for.end() || !online(m_bus, user)) {
         return;
     }
     const auto pairs = idx->second;
@@ -268,7 +270,7 @@ void Router::drained(const std::string& user) {
         end_conversation_locked(pair, leaver);
         // The leaver asked for the peer again meanwhile: a new conversation, with a new key.
         const auto w = m_waiting.find(leaver);
-        if (w != m_waiting.end() && w->second.count(user) != 0 && m_bus.attached(leaver)) {
+        if (w != m_waiting.end() && w->second.count(user) != 0 && online(m_bus, leaver)) {
             w->second.erase(user);
             if (w->second.empty()) {
                 m_waiting.erase(w);
@@ -289,7 +291,7 @@ void Router::open(const std::string& from, const std::string& to) {
         ack_locked(from, AckStage::destination_offline, to);
         return;
     }
-    if (m_bus.attached(to)) {
+    if (online(m_bus, to)) {
         ack_locked(from, AckStage::destination_online, to);
         // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
         // waiting): a second KEYGEN would race with messages sealed under the first.
@@ -310,7 +312,7 @@ void Router::open(const std::string& from, const std::string& to) {
 
 void Router::probe(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
-    ack_locked(from, m_bus.attached(to) ? AckStage::destination_online : AckStage::destination_offline, to);
+    ack_locked(from, online(m_bus, to) ? AckStage::destination_online : AckStage::destination_offline, to);
 }
 
 bool Router::assign_key_locked(const std::string& a, const std::string& b, bool registered_only) {
@@ -327,7 +329,7 @@ bool Router::assign_key_locked(const std::string& a, const std::string& b, bool 
     }
     conv.in_vault = put.has_value();
     for (const auto& [user, peer] : {std::pair{a, b}, std::pair{b, a}}) {
-        if (!m_bus.attached(user)) {
+        if (!online(m_bus, user)) {
             conv.unkeyed = user;  // KEYGEN at its login (open() keys only with `a` online)
             conv.key = to_bytes<SecureBytes>(assignment.key);
             m_offline_for[user].insert(pair);
@@ -347,7 +349,7 @@ void Router::end_conversation_locked(const Pair& pair, const std::string& leaver
     unindex_locked(pair.second, pair);
     m_key_release.insert(pair);  // the key goes once no message between them needs it (release_keys)
     const std::string& other = pair.first == leaver ? pair.second : pair.first;
-    (void)m_bus.deliver(other, Frame{FrameType::close, 0, leaver, other, {}});
+    (void)deliver_to_user(m_bus, other, Frame{FrameType::close, 0, leaver, other, {}});
 }
 
 void Router::leave(const std::string& from, const std::string& to) {
@@ -360,22 +362,21 @@ void Router::leave(const std::string& from, const std::string& to) {
 }
 
 void Router::shutdown() {
-    std::vector<std::shared_ptr<Peer>> online;
+    std::vector<std::shared_ptr<Peer>> connections;
     {
         const std::lock_guard lock(m_mutex);
-        online = m_bus.detach_all();
+        connections = m_bus.detach_all();
         m_waiting.clear();
         m_conversations.clear();
         m_offline_for.clear();
     }
-    for (const auto& peer : online) {
+    for (const auto& peer : connections) {
         peer->kick(Errc::closed, "server shutting down");
     }
 }
 
 void Router::count_routed() {
-    const std::lock_guard lock(m_mutex);
-    ++m_routed;
+    m_routed.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Router::count_refused(Errc reason) {
@@ -384,20 +385,25 @@ void Router::count_refused(Errc reason) {
 }
 
 void Router::count_delivered(std::uint64_t n) {
-    const std::lock_guard lock(m_mutex);
-    m_delivered += n;
+    m_delivered.fetch_add(n, std::memory_order_relaxed);
 }
 
 ServerStats Router::stats() const {
     const std::lock_guard lock(m_mutex);
     ServerStats s;
-    s.online_users = m_bus.attached_here().size();
+    std::string last;
+    for (const auto& mailbox : m_bus.attached_here()) {  // sorted: a user's devices are together
+        if (s.online_users == 0 || mailbox.user != last) {
+            ++s.online_users;
+            last = mailbox.user;
+        }
+    }
     s.conversations = m_conversations.size();
     for (const auto& [user, peers] : m_waiting) {
         s.waiting += peers.size();
     }
-    s.messages_routed = m_routed;
-    s.messages_delivered = m_delivered;
+    s.messages_routed = m_routed.load(std::memory_order_relaxed);
+    s.messages_delivered = m_delivered.load(std::memory_order_relaxed);
     for (const auto& [reason, n] : m_refused) {
         s.refused_by_reason.emplace_back(reason, n);
         s.messages_refused += n;

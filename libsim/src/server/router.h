@@ -12,6 +12,7 @@
 
 #include "routing.h"
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,13 +34,14 @@ public:
     Router(RoutingBus& bus, const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng,
            WallClock wall, Log log);
 
-    /// `user` is online on `peer`; an earlier connection of the same user is closed. Conversations keyed while
+    /// `device` is online on `peer`; an earlier connection of the same device is closed. Conversations keyed while
     /// `user` was offline get their KEYGEN now (before the caller delivers stored messages). Users waiting for
     /// `user` are told (ack_init 2) and their conversations get keys.
-    void login(const std::string& user, std::shared_ptr<Peer> peer);
-    /// `peer` (a connection) went away: end the user's conversations, tell their peers, forget waits. A
-    /// conversation whose other side is offline with messages stored for it lives on until those are delivered.
-    void disconnect(const std::string& user, const Peer* peer);
+    void login(const MailboxId& device, std::shared_ptr<Peer> peer);
+    /// `peer` (a device's connection) went away; when it was the user's last attached device: end the user's
+    /// conversations, tell their peers, forget waits. A conversation whose other side is offline with messages
+    /// stored for it lives on until those are delivered.
+    void disconnect(const MailboxId& device, const Peer* peer);
     /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and the pair is
     /// keyed at once (KEYGEN to `from` now, to `to` at its login).
     void open(const std::string& from, const std::string& to);
@@ -119,8 +121,8 @@ private:
     std::set<Pair> m_key_release;                            // ended: vault key to remove if nothing needs it
     std::set<Pair> m_key_parked;                             // ended, messages stored: until one side drains
     std::uint64_t m_next_epoch = 1;  // key epochs only grow (from the wall clock at start, so across restarts too)
-    std::uint64_t m_routed = 0;
-    std::uint64_t m_delivered = 0;
+    std::atomic<std::uint64_t> m_routed{0};     // counters on the message path: no lock
+    std::atomic<std::uint64_t> m_delivered{0};
     std::map<Errc, std::uint64_t> m_refused;  // by reason: bounded by the codes of Errc
 };
 

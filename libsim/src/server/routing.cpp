@@ -1,8 +1,7 @@
 #include "routing.h"
 
-#include <algorithm>
 #include <mutex>
-#include <unordered_map>
+#include <map>
 
 namespace sim::server_detail {
 
@@ -10,7 +9,7 @@ namespace {
 
 class LocalBus final : public RoutingBus {
 public:
-    std::shared_ptr<Peer> attach(const std::string& mailbox, const std::shared_ptr<Peer>& peer) override {
+    std::shared_ptr<Peer> attach(const MailboxId& mailbox, const std::shared_ptr<Peer>& peer) override {
         const std::lock_guard lock(m_mutex);
         auto& slot = m_attached[mailbox];
         auto old = slot.lock();
@@ -18,7 +17,7 @@ public:
         return old == peer ? nullptr : old;
     }
 
-    bool detach(const std::string& mailbox, const Peer* peer) override {
+    bool detach(const MailboxId& mailbox, const Peer* peer) override {
         const std::lock_guard lock(m_mutex);
         const auto it = m_attached.find(mailbox);
         if (it == m_attached.end()) {
@@ -32,7 +31,7 @@ public:
         return holder != nullptr;
     }
 
-    bool deliver(const std::string& mailbox, const Frame& frame) override {
+    bool deliver(const MailboxId& mailbox, const Frame& frame) override {
         const auto peer = local(mailbox);
         if (!peer) {
             return false;
@@ -41,9 +40,9 @@ public:
         return true;
     }
 
-    bool attached(const std::string& mailbox) override { return local(mailbox) != nullptr; }
+    bool attached(const MailboxId& mailbox) override { return local(mailbox) != nullptr; }
 
-    std::shared_ptr<Peer> local(const std::string& mailbox) override {
+    std::shared_ptr<Peer> local(const MailboxId& mailbox) override {
         const std::lock_guard lock(m_mutex);
         const auto it = m_attached.find(mailbox);
         if (it == m_attached.end()) {
@@ -56,8 +55,20 @@ public:
         return peer;
     }
 
-    std::vector<std::string> attached_here() override {
-        std::vector<std::string> out;
+    std::vector<DeviceId> attached_devices(const std::string& user) override {
+        std::vector<DeviceId> out;
+        const std::lock_guard lock(m_mutex);
+        for (auto it = m_attached.lower_bound(MailboxId{user, 0}); it != m_attached.end() && it->first.user == user;
+             ++it) {
+            if (!it->second.expired()) {
+                out.push_back(it->first.device);
+            }
+        }
+        return out;
+    }
+
+    std::vector<MailboxId> attached_here() override {
+        std::vector<MailboxId> out;
         {
             const std::lock_guard lock(m_mutex);
             for (const auto& [mailbox, peer] : m_attached) {
@@ -66,12 +77,11 @@ public:
                 }
             }
         }
-        std::sort(out.begin(), out.end());
-        return out;
+        return out;  // sorted: the map's order
     }
 
     std::vector<std::shared_ptr<Peer>> detach_all() override {
-        std::unordered_map<std::string, std::weak_ptr<Peer>> all;
+        std::map<MailboxId, std::weak_ptr<Peer>> all;
         {
             const std::lock_guard lock(m_mutex);
             all.swap(m_attached);
@@ -88,10 +98,22 @@ public:
 private:
     std::mutex m_mutex;
     /// Weak: connections own the core (through their handlers), so strong references here would make a cycle.
-    std::unordered_map<std::string, std::weak_ptr<Peer>> m_attached;
+    std::map<MailboxId, std::weak_ptr<Peer>> m_attached;
 };
 
 }  // namespace
+
+bool online(RoutingBus& bus, const std::string& user) {
+    return !bus.attached_devices(user).empty();
+}
+
+bool deliver_to_user(RoutingBus& bus, const std::string& user, const Frame& frame) {
+    bool any = false;
+    for (const auto device : bus.attached_devices(user)) {
+        any = bus.deliver(MailboxId{user, device}, frame) || any;
+    }
+    return any;
+}
 
 std::unique_ptr<RoutingBus> make_local_bus() { return std::make_unique<LocalBus>(); }
 

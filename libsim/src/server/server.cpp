@@ -241,8 +241,9 @@ public:
             }
         }
         if (!user.empty()) {
-            m_core->router.disconnect(user, this);
-            m_core->delivery->logout(server_detail::MailboxId{user, device}, this);
+            const server_detail::MailboxId mailbox{user, device};
+            m_core->router.disconnect(mailbox, this);
+            m_core->delivery->logout(mailbox, this);
             m_core->delivery->sender_closed(user, m_id);
         }
         {
@@ -566,8 +567,9 @@ private:
         send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
                    m_user, encode_session_token(issued)});
         restore_stored(m_user, {});
-        m_core->router.login(m_user, shared_from_this());
-        m_core->delivery->login(server_detail::MailboxId{m_user, m_device}, this);
+        const server_detail::MailboxId mailbox{m_user, m_device};
+        m_core->router.login(mailbox, shared_from_this());
+        m_core->delivery->login(mailbox, this);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -732,8 +734,8 @@ private:
         if (!st || st->one_time_count >= prekey_low_water) {
             return;
         }
-        (void)m_core->bus->deliver(
-            user, Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
+        (void)server_detail::deliver_to_user(
+            *m_core->bus, user, Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
     }
 
     void handle_prekeys(const Frame& frame) {
@@ -779,11 +781,11 @@ private:
 
     /// `waiter` asked for the current user while they had no prekeys: its KEYGEN, if it is online.
     void tell_waiter(const std::string& waiter) {
-        if (!m_core->bus->attached(waiter)) {
+        if (!server_detail::online(*m_core->bus, waiter)) {
             return;  // it asks again at its next login (its outbox is held for want of a key)
         }
         if (auto keygen = bundle_keygen(waiter, m_user); keygen && *keygen) {
-            (void)m_core->bus->deliver(waiter, **keygen);
+            (void)server_detail::deliver_to_user(*m_core->bus, waiter, **keygen);
         }
     }
 
@@ -948,7 +950,6 @@ private:
             refuse_message(*peer, envelope->id, code,
                            expected != 0 ? expected : m_core->delivery->refused(origin, *peer));
         };
-        Frame out{FrameType::message, 0, m_user, *peer, encode_envelope(device_envelope(*envelope, 0))};
         if (!m_core->end_to_end()) {
             if (envelope->mode != ConversationMode::server_assigned) {
                 refused(Errc::bad_field, "this server assigns conversation keys: envelope mode 1");
@@ -978,9 +979,14 @@ private:
                 return;
             }
         }
+        std::vector<server_detail::Delivery::Copy> copies;
+        copies.reserve(envelope->bodies.size());
+        for (std::size_t i = 0; i < envelope->bodies.size(); ++i) {
+            copies.push_back({envelope->bodies[i].device, device_envelope(*envelope, i)});
+        }
         std::uint32_t expected = 0;
-        if (const auto st = m_core->delivery->submit(
-                origin, server_detail::MailboxId{*peer, envelope->bodies[0].device}, envelope->id, out, expected);
+        if (const auto st = m_core->delivery->submit(origin, *peer, envelope->conversation, envelope->id,
+                                                     std::move(copies), expected);
             !st) {
             refused(st.code(), st.error().detail, expected);
             return;
@@ -990,8 +996,12 @@ private:
 
     /// Errc::bad_field when `s` is not a message of the pair (m_user, peer) from this connection's device with one
     /// body for each device of `peer`.
-    Status check_address(const Submission& s, const std::string& peer) const {
-        if (s.conversation != pair_conversation_id(m_user, peer)) {
+    Status check_address(const Submission& s, const std::string& peer) {
+        if (m_pair_peer != peer) {  // one pair's id kept: a connection mostly writes to one peer at a time
+            m_pair_conversation = pair_conversation_id(m_user, peer);
+            m_pair_peer = peer;
+        }
+        if (s.conversation != m_pair_conversation) {
             return Error{Errc::bad_field, "the conversation id is not this pair's"};
         }
         if (s.sender_device != m_device) {
@@ -1046,6 +1056,8 @@ private:
     std::optional<ServerHandshake> m_handshake;
     std::optional<RecvSession> m_recv;
     std::string m_user;
+    std::string m_pair_peer;  // the peer of m_pair_conversation (check_address)
+    ConversationId m_pair_conversation{};
     DeviceId m_device = first_device;  // the device this connection serves (a login is its account's first device)
     std::string m_login_name;          // canonical name of the login under way, for log lines
     std::deque<Frame> m_pending;
@@ -1130,7 +1142,13 @@ ServerStats ServerCore::stats() const {
 }
 
 std::vector<std::string> ServerCore::online_users() const {
-    return m_impl->bus->attached_here();
+    std::vector<std::string> users;
+    for (auto& mailbox : m_impl->bus->attached_here()) {  // sorted: a user's devices are together
+        if (users.empty() || users.back() != mailbox.user) {
+            users.push_back(std::move(mailbox.user));
+        }
+    }
+    return users;
 }
 
 void ServerCore::shutdown() {
@@ -1159,15 +1177,19 @@ void ServerCore::release_keys() {
 }
 
 bool ServerCore::end_sessions(const std::string& user) {
-    const auto peer = m_impl->bus->local(user);
-    if (!peer) {
-        return false;
+    bool any = false;
+    for (const auto device : m_impl->bus->attached_devices(user)) {
+        const auto peer = m_impl->bus->local(server_detail::MailboxId{user, device});
+        if (!peer) {
+            continue;  // held by another node (a bus spanning nodes carries admin actions there: not built yet)
+        }
+        m_impl->log(LogLevel::info, "session of " + user + " ended: revoked by the administrator");
+        peer->kick(Errc::token_invalid,
+                   "your session was ended by the server's administrator (sessions revoked, password changed or "
+                   "account deleted); log in again");
+        any = true;
     }
-    m_impl->log(LogLevel::info, "session of " + user + " ended: revoked by the administrator");
-    peer->kick(Errc::token_invalid,
-               "your session was ended by the server's administrator (sessions revoked, password changed or account "
-               "deleted); log in again");
-    return true;
+    return any;
 }
 
 }  // namespace sim

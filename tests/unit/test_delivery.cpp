@@ -1,0 +1,232 @@
+// The delivery core (libsim/src/server/delivery.h) with several devices per user, driven directly: the server core
+// cannot give a user a second device yet (devices_of), so these cases build a Delivery on a memory store, a queue
+// executor for the group commit and the in-process routing bus, with fake connections.
+#include "server/delivery.h"
+#include "server/group_commit.h"
+#include "server/router.h"
+#include "server/routing.h"
+
+#include <sim/rng.h>
+#include <sim/store.h>
+#include <sim/testing.h>
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using sim::server_detail::Delivery;
+using sim::server_detail::GroupCommit;
+using sim::server_detail::MailboxId;
+using sim::server_detail::Peer;
+
+namespace {
+
+struct FakePeer final : Peer {
+    std::vector<sim::Frame> frames;
+    void deliver(const sim::Frame& frame) override { frames.push_back(frame); }
+    void kick(sim::Errc, std::string_view) override {}
+
+    /// The frames of `type` (and receipt status `sid`, when given) received since the last call, taken.
+    std::vector<sim::Frame> take(sim::FrameType type, std::optional<sim::ReceiptStatus> status = std::nullopt) {
+        std::vector<sim::Frame> out;
+        std::erase_if(frames, [&](const sim::Frame& f) {
+            if (f.type != type || (status && f.sid != static_cast<std::uint32_t>(*status))) {
+                return false;
+            }
+            out.push_back(f);
+            return true;
+        });
+        return out;
+    }
+};
+
+sim::MessageId mid(std::uint8_t n) {
+    sim::MessageId id{};
+    id[15] = n;
+    return id;
+}
+
+struct World {
+    std::unique_ptr<sim::store::Backend> store = sim::store::make_memory_backend();
+    sim::testing::QueueExecutor executor;
+    sim::ManualClock clock;
+    std::shared_ptr<GroupCommit> commit = std::make_shared<GroupCommit>(*store, executor, clock);
+    std::unique_ptr<sim::server_detail::RoutingBus> bus = sim::server_detail::make_local_bus();
+    std::unique_ptr<sim::Rng> rng = sim::make_system_rng();
+    sim::server_detail::Router router{*bus,
+                                      sim::SuitePolicy::default_policy(),
+                                      nullptr,
+                                      *rng,
+                                      [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
+                                      [](sim::LogLevel, std::string_view) {}};
+    std::shared_ptr<Delivery> delivery;
+
+    explicit World(Delivery::Limits limits = {}) {
+        delivery = std::make_shared<Delivery>(
+            *store, commit, router, *bus, limits,
+            [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
+            [](sim::LogLevel, std::string_view) {});
+    }
+
+    /// `peer` logs in as this device.
+    void attach(const MailboxId& device, const std::shared_ptr<FakePeer>& peer) {
+        (void)bus->attach(device, peer);
+        delivery->login(device, peer.get());
+    }
+
+    /// Message `n` from alice's device 1 to bob, one copy per device in `devices` (body: the device number).
+    sim::Status send(std::uint8_t n, const std::vector<sim::DeviceId>& devices,
+                     const std::shared_ptr<FakePeer>& sender) {
+        std::vector<Delivery::Copy> copies;
+        for (const auto d : devices) {
+            sim::Envelope e{mid(n), sim::ConversationMode::end_to_end, sim::Bytes{static_cast<std::uint8_t>(d)}};
+            copies.push_back({d, sim::encode_envelope(e)});
+        }
+        std::uint32_t expected = 0;
+        return delivery->submit(Delivery::Origin{"alice", 1, 7, sender, n}, "bob",
+                                sim::pair_conversation_id("alice", "bob"), mid(n), std::move(copies), expected);
+    }
+
+    /// What bob's device holds in the store, as message numbers.
+    std::vector<std::uint8_t> stored(sim::DeviceId device) {
+        const auto rows = store->pending("bob", device, 0, 100);
+        REQUIRE(rows);
+        std::vector<std::uint8_t> out;
+        for (const auto& row : *rows) {
+            out.push_back(row.id[15]);
+        }
+        return out;
+    }
+};
+
+/// The (message number, body) of each `message` frame taken from `peer`.
+std::vector<std::pair<std::uint8_t, std::uint8_t>> messages(FakePeer& peer) {
+    std::vector<std::pair<std::uint8_t, std::uint8_t>> out;
+    for (const auto& f : peer.take(sim::FrameType::message)) {
+        const auto d = sim::decode_delivered(f.payload);
+        REQUIRE(d);
+        CHECK(d->sender_device == 1);
+        CHECK(d->conversation == sim::pair_conversation_id("alice", "bob"));
+        out.emplace_back(d->envelope.id[15], d->envelope.body.at(0));
+    }
+    return out;
+}
+
+std::vector<sim::Receipt> receipts(FakePeer& peer, sim::ReceiptStatus status) {
+    std::vector<sim::Receipt> out;
+    for (const auto& f : peer.take(sim::FrameType::receipt, status)) {
+        out.push_back(sim::decode_receipt(f.payload).value());
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("one message for two devices: one transaction, one stored receipt, each device its own copy and ack") {
+    World w;
+    auto alice = std::make_shared<FakePeer>();
+    auto phone = std::make_shared<FakePeer>();
+    auto laptop = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"alice", 1}, alice);
+    w.attach(MailboxId{"bob", 1}, phone);
+    w.attach(MailboxId{"bob", 2}, laptop);
+
+    REQUIRE(w.send(1, {1, 2}, alice));
+    // Both devices are caught up: each gets its own copy at once, while it is committed.
+    using Copies = std::vector<std::pair<std::uint8_t, std::uint8_t>>;
+    CHECK(messages(*phone) == Copies{{1, 1}});
+    CHECK(messages(*laptop) == Copies{{1, 2}});
+    CHECK(receipts(*alice, sim::ReceiptStatus::stored).empty());  // not before the commit
+    const auto commits_before = w.commit->commits();
+    w.executor.run_pending();
+    CHECK(w.commit->commits() == commits_before + 1);  // both copies in one transaction
+    CHECK(w.commit->committed_messages() == 2);
+    CHECK(w.stored(1) == std::vector<std::uint8_t>{1});
+    CHECK(w.stored(2) == std::vector<std::uint8_t>{1});
+    const auto stored = receipts(*alice, sim::ReceiptStatus::stored);
+    REQUIRE(stored.size() == 1);  // one per message, not per copy
+    CHECK(stored[0].device == 0);
+    CHECK(stored[0].ids == std::vector<sim::MessageId>{mid(1)});
+
+    // The laptop acknowledges: its copy goes, the phone's stays; the receipt names the laptop.
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 2}, "alice", {mid(1)}));
+    w.executor.run_pending();
+    CHECK(w.stored(1) == std::vector<std::uint8_t>{1});
+    CHECK(w.stored(2).empty());
+    auto delivered = receipts(*alice, sim::ReceiptStatus::delivered);
+    REQUIRE(delivered.size() == 1);
+    CHECK(delivered[0].device == 2);
+    CHECK(w.delivery->backlog(MailboxId{"bob", 1}).value().messages == 1);
+    CHECK(w.delivery->backlog(MailboxId{"bob", 2}).value().messages == 0);
+    CHECK(w.delivery->backlog(std::string("bob")).value().messages == 1);
+
+    // The phone reconnects: only its own copy comes again, and its ack names it.
+    auto phone2 = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"bob", 1}, phone2);
+    CHECK(messages(*phone2) == Copies{{1, 1}});
+    CHECK(messages(*laptop).empty());
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 1}, "alice", {mid(1)}));
+    w.executor.run_pending();
+    CHECK(w.stored(1).empty());
+    delivered = receipts(*alice, sim::ReceiptStatus::delivered);
+    REQUIRE(delivered.size() == 1);
+    CHECK(delivered[0].device == 1);
+}
+
+TEST_CASE("a message one device acknowledged before its commit is still stored for the other, with one receipt") {
+    World w;
+    auto alice = std::make_shared<FakePeer>();
+    auto phone = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"alice", 1}, alice);
+    w.attach(MailboxId{"bob", 1}, phone);  // the laptop (device 2) is offline
+
+    REQUIRE(w.send(1, {1, 2}, alice));
+    using Copies = std::vector<std::pair<std::uint8_t, std::uint8_t>>;
+    CHECK(messages(*phone) == Copies{{1, 1}});
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 1}, "alice", {mid(1)}));  // before the commit
+    w.executor.run_pending();
+    CHECK(w.stored(1).empty());                            // the phone's copy was never written
+    CHECK(w.stored(2) == std::vector<std::uint8_t>{1});  // the laptop's was
+    CHECK(receipts(*alice, sim::ReceiptStatus::stored).size() == 1);
+    CHECK(receipts(*alice, sim::ReceiptStatus::delivered).size() == 1);
+    CHECK(w.delivery->backlog(MailboxId{"bob", 1}).value().messages == 0);
+    CHECK(w.delivery->backlog(MailboxId{"bob", 2}).value().messages == 1);
+
+    // Both copies acknowledged before the commit: nothing written, no `stored` (both got `delivered`).
+    auto laptop = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"bob", 2}, laptop);
+    CHECK(messages(*laptop) == Copies{{1, 2}});
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 2}, "alice", {mid(1)}));
+    w.executor.run_pending();
+    (void)receipts(*alice, sim::ReceiptStatus::delivered);
+    REQUIRE(w.send(2, {1, 2}, alice));
+    CHECK(messages(*phone) == Copies{{2, 1}});
+    CHECK(messages(*laptop) == Copies{{2, 2}});
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 1}, "alice", {mid(2)}));
+    REQUIRE(w.delivery->ack(MailboxId{"bob", 2}, "alice", {mid(2)}));
+    w.executor.run_pending();
+    CHECK(w.stored(1).empty());
+    CHECK(w.stored(2).empty());
+    CHECK(receipts(*alice, sim::ReceiptStatus::stored).empty());
+    CHECK(receipts(*alice, sim::ReceiptStatus::delivered).size() == 2);
+}
+
+TEST_CASE("a message that one device's mailbox cannot take is refused for every device") {
+    Delivery::Limits limits;
+    limits.max_stored_per_recipient = 1;
+    World w(limits);
+    auto alice = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"alice", 1}, alice);
+    REQUIRE(w.send(1, {2}, alice));  // the laptop's mailbox is full now
+    w.executor.run_pending();
+    const auto st = w.send(2, {1, 2}, alice);
+    REQUIRE_FALSE(st);
+    CHECK(st.code() == sim::Errc::queue_full);
+    w.executor.run_pending();
+    CHECK(w.stored(1).empty());  // not stored for the phone either: all or none
+    CHECK(w.stored(2) == std::vector<std::uint8_t>{1});
+    CHECK(w.delivery->backlog(MailboxId{"bob", 1}).value().messages == 0);
+    CHECK(w.delivery->sender_bytes("alice").value() == sim::encode_envelope({mid(1), sim::ConversationMode::end_to_end, sim::Bytes{2}}).size());
+}
