@@ -62,10 +62,11 @@ struct World {
                                       [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
                                       [](sim::LogLevel, std::string_view) {}};
     std::shared_ptr<Delivery> delivery;
+    std::shared_ptr<Delivery::Streams> streams = std::make_shared<Delivery::Streams>();  // alice's connection's
 
     explicit World(Delivery::Limits limits = {}) {
         delivery = std::make_shared<Delivery>(
-            *store, commit, router, *bus, limits,
+            *store, commit, executor, router, *bus, limits,
             [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
             [](sim::LogLevel, std::string_view) {});
     }
@@ -85,7 +86,7 @@ struct World {
             copies.push_back({d, sim::encode_envelope(e)});
         }
         std::uint32_t expected = 0;
-        return delivery->submit(Delivery::Origin{"alice", 1, 7, sender, n}, "bob",
+        return delivery->submit(Delivery::Origin{"alice", 1, 7, sender, n, streams}, "bob",
                                 sim::pair_conversation_id("alice", "bob"), mid(n), std::move(copies), expected);
     }
 

@@ -4,10 +4,11 @@
 
 namespace sim::server_detail {
 
-Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
-                   Limits limits, WallClock wall, Log log, FreeSpace free_space)
+Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Executor& reads, Router& router,
+                   RoutingBus& bus, Limits limits, WallClock wall, Log log, FreeSpace free_space)
     : m_store(store),
       m_commit(std::move(commit)),
+      m_reads(reads),
       m_router(router),
       m_bus(bus),
       m_limits(limits),
@@ -15,17 +16,45 @@ Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> comm
       m_log(std::move(log)),
       m_free_space(std::move(free_space)) {}
 
-Result<Delivery::Box*> Delivery::box_locked(const MailboxId& mailbox) {
-    const auto it = m_boxes.find(mailbox);
-    if (it != m_boxes.end()) {
-        return &it->second;
+Result<Delivery::Locked> Delivery::lock_box(const MailboxId& mailbox, bool create) {
+    for (;;) {
+        std::shared_ptr<Box> box;
+        {
+            const std::lock_guard lock(m_boxes_mutex);
+            const auto it = m_boxes.find(mailbox);
+            if (it != m_boxes.end()) {
+                box = it->second;
+            } else if (!create) {
+                return Locked{};
+            } else {
+                // First contact since the start: count what an earlier run left in the store. From then on the count
+                // is kept here (this server is the store's only writer). Nothing of a mailbox not in the map is being
+                // written (a mailbox with anything queued or stored stays in it), so the count is exact.
+                SIM_TRY(const auto stored, m_store.usage(mailbox.user, mailbox.device));
+                box = std::make_shared<Box>();
+                box->backlog = stored;
+                box->backlog_messages = stored.messages;
+                m_boxes.emplace(mailbox, box);
+            }
+        }
+        std::unique_lock lock(box->mutex);
+        if (!box->gone) {
+            return Locked{std::move(box), std::move(lock)};
+        }
+        // Forgotten between the look-up and the lock: look again.
     }
-    // First contact since the start: count what an earlier run left in the store. From then on the count is kept
-    // here (this server is the store's only writer).
-    SIM_TRY(const auto stored, m_store.usage(mailbox.user, mailbox.device));
-    Box& box = m_boxes[mailbox];
-    box.backlog = stored;
-    return &box;
+}
+
+void Delivery::forget_if_idle_locked(const MailboxId& mailbox, Box& box) {
+    if (box.backlog.messages != 0 || box.peer != nullptr || box.queued != 0 || box.reading) {
+        return;
+    }
+    box.gone = true;
+    const std::lock_guard lock(m_boxes_mutex);
+    const auto it = m_boxes.find(mailbox);
+    if (it != m_boxes.end() && it->second.get() == &box) {
+        m_boxes.erase(it);
+    }
 }
 
 Status Delivery::load_usage_locked() {
@@ -80,14 +109,17 @@ std::optional<Error> Delivery::over_quota_locked(const std::string& from, std::u
     return full;
 }
 
-void Delivery::account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add) {
-    if (box != nullptr) {
-        if (add) {
-            box->backlog += usage;
-        } else {
-            box->backlog -= usage;
-        }
+void Delivery::account_box(Box& box, const store::StoredUsage& usage, bool add) {
+    if (add) {
+        box.backlog += usage;
+    } else {
+        box.backlog -= usage;
     }
+    box.backlog_messages = box.backlog.messages;
+}
+
+void Delivery::account_sender(const std::string& from, const store::StoredUsage& usage, bool add) {
+    const std::lock_guard lock(m_quota_mutex);
     auto& sender = m_sender_bytes[from];
     if (add) {
         sender += usage.bytes;
@@ -107,62 +139,77 @@ void Delivery::account_locked(Box* box, const std::string& from, const store::St
 }
 
 std::uint32_t Delivery::expected(const Origin& origin, const std::string& to) {
-    const std::lock_guard lock(m_mutex);
-    return m_streams.check(key(origin, to), origin.seq);
+    const std::lock_guard lock(origin.streams->mutex);
+    return origin.streams->order.check(key(origin, to), origin.seq);
 }
 
 std::uint32_t Delivery::refused(const Origin& origin, const std::string& to) {
-    const std::lock_guard lock(m_mutex);
+    const std::lock_guard lock(origin.streams->mutex);
     const auto k = key(origin, to);
-    m_streams.refused(k, origin.seq);
-    return m_streams.next(k);
-}
-
-void Delivery::sender_closed(const std::string& from, std::uint64_t connection) {
-    const std::lock_guard lock(m_mutex);
-    m_streams.connection_closed(from, connection);
+    origin.streams->order.refused(k, origin.seq);
+    return origin.streams->order.next(k);
 }
 
 Status Delivery::submit(const Origin& origin, const std::string& to, const ConversationId& conversation,
                         const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected) {
-    const std::lock_guard lock(m_mutex);
     const auto k = key(origin, to);
-    // Checked again under the lock: a failed commit may have moved the stream back since the caller asked.
-    if (const auto want = m_streams.check(k, origin.seq); want != 0) {
-        expected = want;
-        return Error{Errc::out_of_order, "an earlier message of this conversation must come first"};
-    }
-    auto refuse = [&](Error e) -> Status {
-        m_streams.refused(k, origin.seq);
+    auto& streams = *origin.streams;
+    const auto refuse = [&](Error e) -> Status {
+        const std::lock_guard lock(streams.mutex);
+        streams.order.refused(k, origin.seq);
         expected = origin.seq;
-        for (const auto& c : copies) {
-            forget_if_idle_locked(MailboxId{to, c.device});
-        }
         return e;
     };
-    if (copies.empty()) {
-        return refuse(Error{Errc::bad_field, "a message for no device"});
+    if (copies.empty() || !std::is_sorted(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
+            return a.device <= b.device;
+        })) {
+        return refuse(Error{Errc::bad_field, "a message needs one copy per device, in device order"});
     }
-    if (const auto st = load_usage_locked(); !st) {
-        return refuse(st.error());
-    }
-    // Every copy fits its mailbox, and all of them the sender's quota and the store: all or none.
-    std::vector<Box*> boxes;
+    // The recipient's mailboxes, locked in device order (the only order anything locks several in).
+    std::vector<Locked> boxes;
     boxes.reserve(copies.size());
-    std::uint64_t total = 0;
+    const auto forget_all = [&] {
+        for (std::size_t i = 0; i < boxes.size(); ++i) {
+            forget_if_idle_locked(MailboxId{to, copies[i].device}, *boxes[i].box);
+        }
+    };
     for (const auto& c : copies) {
-        auto box = box_locked(MailboxId{to, c.device});
-        if (!box) {
-            return refuse(box.error());
+        auto locked = lock_box(MailboxId{to, c.device});
+        if (!locked) {
+            forget_all();
+            return refuse(locked.error());
         }
-        if (auto full = mailbox_full_locked(**box, c.envelope.size())) {
-            return refuse(std::move(*full));
-        }
-        boxes.push_back(*box);
-        total += c.envelope.size();
+        boxes.push_back(std::move(*locked));
     }
-    if (auto over = over_quota_locked(origin.from, total)) {
-        return refuse(std::move(*over));
+    std::unique_lock stream_lock(streams.mutex);
+    // Checked again under the lock: a failed commit may have moved the stream back since the caller asked.
+    if (const auto want = streams.order.check(k, origin.seq); want != 0) {
+        expected = want;
+        forget_all();
+        return Error{Errc::out_of_order, "an earlier message of this conversation must come first"};
+    }
+    const auto refuse_locked = [&](Error e) -> Status {
+        streams.order.refused(k, origin.seq);
+        expected = origin.seq;
+        forget_all();
+        return e;
+    };
+    // Every copy fits its mailbox, and all of them the sender's quota and the store: all or none.
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < copies.size(); ++i) {
+        if (auto full = mailbox_full_locked(*boxes[i].box, copies[i].envelope.size())) {
+            return refuse_locked(std::move(*full));
+        }
+        total += copies[i].envelope.size();
+    }
+    {
+        const std::lock_guard lock(m_quota_mutex);
+        if (const auto st = load_usage_locked(); !st) {
+            return refuse_locked(st.error());
+        }
+        if (auto over = over_quota_locked(origin.from, total)) {
+            return refuse_locked(std::move(*over));
+        }
     }
     const store::WallTime received_at = m_wall();
     // Drained as it fills: a caught-up attached mailbox gets its copy now, while it is being committed.
@@ -172,8 +219,8 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
     for (std::size_t i = 0; i < copies.size(); ++i) {
         const MailboxId mailbox{to, copies[i].device};
         queued[i] = Queued{copies[i].device, copies[i].envelope.size(), 0};
-        if (auto peer = caught_up_locked(mailbox, *boxes[i])) {
-            queued[i].sent_to = boxes[i]->generation;
+        if (auto peer = caught_up_locked(mailbox, *boxes[i].box)) {
+            queued[i].sent_to = boxes[i].box->generation;
             early.emplace_back(std::move(peer), Frame{FrameType::message, 0, origin.from, to,
                                                       encode_delivered(received_at, conversation, origin.device,
                                                                        copies[i].envelope)});
@@ -200,18 +247,22 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
             return !self || self->admit(origin, to);
         });
     if (!enqueued) {
-        return refuse(Error{Errc::busy, "server busy: message not stored, send it again later"});
+        return refuse_locked(Error{Errc::busy, "server busy: message not stored, send it again later"});
     }
-    m_streams.accepted(k, origin.seq);
+    streams.order.accepted(k, origin.seq);
+    stream_lock.unlock();
+    account_sender(origin.from, store::StoredUsage{copies.size(), total}, true);
     for (std::size_t i = 0; i < boxes.size(); ++i) {
-        account_locked(boxes[i], origin.from, store::StoredUsage{1, queued[i].bytes}, true);
-        ++boxes[i]->queued;
+        Box& box = *boxes[i].box;
+        account_box(box, store::StoredUsage{1, queued[i].bytes}, true);
+        ++box.queued;
         if (queued[i].sent_to != 0) {
-            boxes[i]->in_flight.emplace(origin.from, id);
-        } else if (boxes[i]->peer != nullptr) {
-            ++boxes[i]->unsent_queued;
+            box.in_flight.emplace(origin.from, id);
+        } else if (box.peer != nullptr) {
+            ++box.unsent_queued;
         }
     }
+    // Handed to the connections with their mailboxes still locked: nothing of the mailbox overtakes them.
     for (const auto& [peer, frame] : early) {
         peer->deliver(frame);
         m_router.count_routed();
@@ -232,42 +283,56 @@ std::shared_ptr<Peer> Delivery::served_locked(const MailboxId& mailbox, const Bo
 }
 
 bool Delivery::admit(const Origin& origin, const std::string& to) {
-    const std::lock_guard lock(m_mutex);
-    return m_streams.admit(key(origin, to), origin.seq) == 0;
+    const std::lock_guard lock(origin.streams->mutex);
+    return origin.streams->order.admit(key(origin, to), origin.seq) == 0;
 }
 
 void Delivery::committed(const Origin& origin, const std::string& to, const MessageId& id,
                          const std::vector<Queued>& copies, const Result<std::vector<GroupCommit::Written>>& r) {
-    const std::lock_guard lock(m_mutex);
     using Written = GroupCommit::Written;
-    bool stored = false;  // some copy is in the store now (fresh or a duplicate), not all were acknowledged first
-    std::vector<std::pair<Box*, bool>> boxes;  // each copy's mailbox (null: forgotten) and whether it was sent early
+    // The mailboxes stay known while anything of theirs is being committed; locked in device order.
+    std::vector<Locked> boxes;
     boxes.reserve(copies.size());
+    for (const auto& c : copies) {
+        auto locked = lock_box(MailboxId{to, c.device}, false);
+        boxes.push_back(locked ? std::move(*locked) : Locked{});
+    }
+    bool stored = false;  // some copy is in the store now (fresh or a duplicate), not all were acknowledged first
+    std::vector<bool> sent(copies.size(), false);  // sent as it was queued, to the connection attached now
+    store::StoredUsage not_stored;
     for (std::size_t i = 0; i < copies.size(); ++i) {
-        const auto it = m_boxes.find(MailboxId{to, copies[i].device});
-        Box* box = it == m_boxes.end() ? nullptr : &it->second;
-        // Sent to the connection that is attached now, as it was queued: nothing to drain for it.
-        const bool sent = box != nullptr && box->peer != nullptr && copies[i].sent_to != 0 &&
-                          copies[i].sent_to == box->generation;
+        Box* box = boxes[i].box.get();
+        sent[i] = box != nullptr && box->peer != nullptr && copies[i].sent_to != 0 &&
+                  copies[i].sent_to == box->generation;
         if (box != nullptr) {
             box->queued -= std::min<std::size_t>(box->queued, 1);
-            if (box->peer != nullptr && !sent) {
+            if (box->peer != nullptr && !sent[i]) {
                 box->unsent_queued -= std::min<std::size_t>(box->unsent_queued, 1);
             }
         }
         const auto written = r ? (*r)[i] : Written::cancelled;
         if (written != Written::fresh) {
             // Not stored, or counted before (a duplicate), or not written (cancelled: acknowledged first).
-            account_locked(box, origin.from, store::StoredUsage{1, copies[i].bytes}, false);
+            if (box != nullptr) {
+                account_box(*box, store::StoredUsage{1, copies[i].bytes}, false);
+            }
+            not_stored += store::StoredUsage{1, copies[i].bytes};
         }
         stored = stored || written != Written::cancelled;
-        boxes.emplace_back(box, sent);
+    }
+    if (not_stored.messages != 0) {
+        account_sender(origin.from, not_stored, false);
     }
     const auto k = key(origin, to);
     const bool skipped = !r && r.code() == Errc::out_of_order;
-    m_streams.committed(
-        k, origin.seq,
-        r ? StreamOrder::Outcome::written : (skipped ? StreamOrder::Outcome::skipped : StreamOrder::Outcome::failed));
+    bool first_failed = false;
+    {
+        const std::lock_guard lock(origin.streams->mutex);
+        origin.streams->order.committed(k, origin.seq,
+                                        r ? StreamOrder::Outcome::written
+                                          : (skipped ? StreamOrder::Outcome::skipped : StreamOrder::Outcome::failed));
+        first_failed = !r && !skipped && origin.streams->order.next(k) == origin.seq;
+    }
     if (skipped) {
         // An earlier message of the stream failed and its sender was told to send again from there; this one is
         // among those it sends again.
@@ -277,7 +342,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         if (origin.seq == 0) {
             (void)m_bus.deliver(MailboxId{origin.from, origin.device},
                                 make_error_frame(Errc::storage_error, "message not stored, send it again later"));
-        } else if (const auto sender = origin.sender.lock(); sender && m_streams.next(k) == origin.seq) {
+        } else if (const auto sender = origin.sender.lock(); sender && first_failed) {
             // One refusal per failed run of the stream: the first (lowest) number; the client sends again from it.
             const Refusal refusal{to, id, Errc::storage_error, origin.seq};
             sender->deliver(Frame{FrameType::receipt, static_cast<std::uint32_t>(ReceiptStatus::refused),
@@ -287,33 +352,60 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         send_receipt(origin.from, to, 0, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
     }  // else: every device had it before it was written; the sender got `receipt delivered`
     for (std::size_t i = 0; i < copies.size(); ++i) {
-        const MailboxId mailbox{to, copies[i].device};
-        auto [box, sent] = boxes[i];
-        if (box != nullptr && box->peer != nullptr) {
-            if (!sent) {
-                box->more = true;
-                pump_locked(mailbox, *box);
-            }
-            tell_if_drained_locked(mailbox);
+        Box* box = boxes[i].box.get();
+        if (box == nullptr) {
+            continue;
         }
-        forget_if_idle_locked(mailbox);
+        const MailboxId mailbox{to, copies[i].device};
+        if (box->peer != nullptr) {
+            if (!sent[i]) {
+                box->more = true;
+                pump_locked(mailbox, *box, true);  // the commit thread may read the store
+            }
+            tell_if_drained_locked(mailbox, *box);
+        }
+        forget_if_idle_locked(mailbox, *box);
     }
 }
 
-void Delivery::tell_if_drained_locked(const MailboxId& device) {
+void Delivery::tell_if_drained_locked(const MailboxId& device, const Box& box) {
+    if (box.backlog.messages != 0) {
+        return;
+    }
     for (const auto d : devices_of(device.user)) {
+        if (d == device.device) {
+            continue;
+        }
+        // Another device's mailbox: a look at its count without its lock (only one mailbox lock is taken at a time
+        // here); one not counted since the start may hold messages.
+        const std::lock_guard lock(m_boxes_mutex);
         const auto it = m_boxes.find(MailboxId{device.user, d});
-        if (it != m_boxes.end() ? it->second.backlog.messages != 0 : d != device.device) {
-            return;  // something left, or a device whose mailbox was not counted since the start
+        if (it == m_boxes.end() || it->second->backlog_messages.load() != 0) {
+            return;
         }
     }
     m_router.drained(device.user);
 }
 
-void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
+void Delivery::pump_locked(const MailboxId& mailbox, Box& box, bool may_read) {
     const auto peer = served_locked(mailbox, box);
-    if (!peer) {
+    if (!peer || !box.more || box.in_flight.size() >= m_limits.window) {
         return;
+    }
+    if (!may_read) {
+        if (box.reading) {
+            return;  // the queued drain will read
+        }
+        box.reading = true;
+        std::weak_ptr<Delivery> weak = weak_from_this();
+        if (m_reads.submit([weak, mailbox] {
+                if (auto self = weak.lock()) {
+                    self->drain(mailbox);
+                }
+            })) {
+            return;
+        }
+        box.reading = false;  // the executor is full: read here rather than leave the mailbox stalled
     }
     while (box.more && box.in_flight.size() < m_limits.window) {
         const std::size_t want = m_limits.window - box.in_flight.size();
@@ -339,42 +431,54 @@ void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
     }
 }
 
-void Delivery::login(const MailboxId& device, const Peer* peer) {
-    const std::lock_guard lock(m_mutex);
-    auto box = box_locked(device);
-    if (!box) {
-        m_log(LogLevel::error, "stored messages not counted: " + box.error().message());
+void Delivery::drain(const MailboxId& mailbox) {
+    auto locked = lock_box(mailbox, false);
+    if (!locked || !locked->box) {
         return;
     }
-    Box& b = **box;
+    Box& box = *locked->box;
+    box.reading = false;
+    pump_locked(mailbox, box, true);
+    forget_if_idle_locked(mailbox, box);
+}
+
+void Delivery::login(const MailboxId& device, const Peer* peer) {
+    auto locked = lock_box(device);
+    if (!locked) {
+        m_log(LogLevel::error, "stored messages not counted: " + locked.error().message());
+        return;
+    }
+    Box& b = *locked->box;
     b.peer = peer;
     ++b.generation;
     b.after_seq = 0;
     b.in_flight.clear();
     b.more = b.backlog.messages > 0;
     b.unsent_queued = b.queued;
-    pump_locked(device, b);
-    tell_if_drained_locked(device);
+    pump_locked(device, b, true);  // logins run on a worker
+    tell_if_drained_locked(device, b);
 }
 
 void Delivery::logout(const MailboxId& device, const Peer* peer) {
-    const std::lock_guard lock(m_mutex);
-    const auto it = m_boxes.find(device);
-    if (it == m_boxes.end() || it->second.peer != peer) {
+    auto locked = lock_box(device, false);
+    if (!locked || !locked->box || locked->box->peer != peer) {
         return;
     }
-    it->second.peer = nullptr;
-    it->second.in_flight.clear();
-    it->second.more = false;
-    it->second.unsent_queued = 0;
-    forget_if_idle_locked(device);
+    Box& b = *locked->box;
+    b.peer = nullptr;
+    b.in_flight.clear();
+    b.more = false;
+    b.unsent_queued = 0;
+    forget_if_idle_locked(device, b);
 }
 
 Status Delivery::ack(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids) {
-    const std::lock_guard lock(m_mutex);
-    const auto it = m_boxes.find(recipient);
-    if (it != m_boxes.end()) {
-        Box& box = it->second;
+    auto locked = lock_box(recipient, false);
+    if (!locked) {
+        return locked.error();
+    }
+    if (locked->box) {
+        Box& box = *locked->box;
         // The deletion goes through the group commit (batched, off this thread); until it commits the rows stay
         // counted, and a new login would send them again (the client knows their ids). An id not in flight (acked
         // twice, or from an earlier connection's delivery) costs no write.
@@ -405,7 +509,7 @@ Status Delivery::ack(const MailboxId& recipient, const std::string& sender, cons
             }
         }
         if (box.peer != nullptr) {
-            pump_locked(recipient, box);
+            pump_locked(recipient, box, false);  // an I/O thread: the store is read on the read executor
         }
     }
     m_router.count_delivered(ids.size());
@@ -415,10 +519,11 @@ Status Delivery::ack(const MailboxId& recipient, const std::string& sender, cons
 
 void Delivery::removed(const MailboxId& recipient, const std::string& sender, const std::vector<MessageId>& ids,
                        const Result<store::StoredUsage>& r) {
-    const std::lock_guard lock(m_mutex);
-    if (const auto box = m_boxes.find(recipient); box != m_boxes.end()) {
+    auto locked = lock_box(recipient, false);
+    Box* box = locked && locked->box ? locked->box.get() : nullptr;
+    if (box != nullptr) {
         for (const auto& id : ids) {
-            box->second.acked.erase({sender, id});
+            box->acked.erase({sender, id});
         }
     }
     if (!r) {
@@ -426,15 +531,15 @@ void Delivery::removed(const MailboxId& recipient, const std::string& sender, co
               "acknowledged messages not deleted (they are sent again at the next login): " + r.error().message());
         return;
     }
-    const auto it = m_boxes.find(recipient);
-    account_locked(it == m_boxes.end() ? nullptr : &it->second, sender, *r, false);
-    if (it == m_boxes.end()) {
+    account_sender(sender, *r, false);
+    if (box == nullptr) {
         return;
     }
-    if (it->second.peer != nullptr) {
-        tell_if_drained_locked(recipient);
+    account_box(*box, *r, false);
+    if (box->peer != nullptr) {
+        tell_if_drained_locked(recipient, *box);
     }
-    forget_if_idle_locked(recipient);
+    forget_if_idle_locked(recipient, *box);
 }
 
 Result<std::set<std::string>> Delivery::senders(const std::string& user) {
@@ -454,10 +559,9 @@ Result<std::set<std::string>> Delivery::senders(const std::string& user) {
 }
 
 Result<store::StoredUsage> Delivery::backlog(const MailboxId& device) {
-    const std::lock_guard lock(m_mutex);
-    SIM_TRY(Box* const box, box_locked(device));
-    const auto n = box->backlog;
-    forget_if_idle_locked(device);
+    SIM_TRY(auto locked, lock_box(device));
+    const auto n = locked.box->backlog;
+    forget_if_idle_locked(device, *locked.box);
     return n;
 }
 
@@ -471,23 +575,16 @@ Result<store::StoredUsage> Delivery::backlog(const std::string& user) {
 }
 
 Result<std::uint64_t> Delivery::sender_bytes(const std::string& sender) {
-    const std::lock_guard lock(m_mutex);
+    const std::lock_guard lock(m_quota_mutex);
     SIM_TRY_STATUS(load_usage_locked());
     const auto it = m_sender_bytes.find(sender);
     return it == m_sender_bytes.end() ? std::uint64_t{0} : it->second;
 }
 
 Result<store::StoredUsage> Delivery::store_usage() {
-    const std::lock_guard lock(m_mutex);
+    const std::lock_guard lock(m_quota_mutex);
     SIM_TRY_STATUS(load_usage_locked());
     return store::StoredUsage{m_store_messages, m_store_bytes};
-}
-
-void Delivery::forget_if_idle_locked(const MailboxId& mailbox) {
-    const auto it = m_boxes.find(mailbox);
-    if (it != m_boxes.end() && it->second.backlog.messages == 0 && it->second.peer == nullptr) {
-        m_boxes.erase(it);
-    }
 }
 
 void Delivery::send_receipt(const std::string& sender, const std::string& peer, DeviceId device,

@@ -8,7 +8,13 @@
 // (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
 // served recipient has nothing stored any more, the router hears of it (`drained`:
 // server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
-// Thread-safe; lock order: connection receive lock -> delivery lock -> router lock -> bus lock -> connection send
+//
+// Thread-safe, serialised per mailbox: each device's mailbox has its own lock, held while its state changes and
+// while frames are handed to its connection (so they go out in mailbox order); each sender connection's streams
+// have theirs; the quota sums a short one. No lock is held across another mailbox's work, and no store read happens
+// on the caller's thread except a mailbox's first count since the start: drains after an `ack` (an I/O thread) run
+// on the read executor. Lock order: connection receive lock -> mailbox locks (in device order) -> the sender's
+// streams lock -> quota lock -> group commit / executor; mailbox lock -> router lock -> bus lock -> connection send
 // lock. The router never calls in here.
 
 #include "group_commit.h"
@@ -18,6 +24,7 @@
 #include <sim/messages.h>
 #include <sim/store.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,17 +58,26 @@ public:
     /// Bytes free on the file system the store writes to; nullopt when unknown (then only the byte caps apply).
     using FreeSpace = std::function<std::optional<std::uint64_t>()>;
 
-    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
-             Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
+    /// `reads` runs the mailbox drains that must not run on the caller's thread (after an ack); it must never run a
+    /// job inside submit().
+    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Executor& reads, Router& router,
+             RoutingBus& bus, Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
 
-    /// Where a message comes from: the sender and its device, its connection, and the message's number in its
-    /// stream (the frame's sid; 0 = unsequenced). See stream_order.h.
+    /// The streams of one sender connection (stream_order.h), owned by the connection and by its messages still in
+    /// the group commit: they end with the last of them.
+    struct Streams {
+        std::mutex mutex;
+        StreamOrder order;
+    };
+    /// Where a message comes from: the sender and its device, its connection and that connection's streams, and
+    /// the message's number in its stream (the frame's sid; 0 = unsequenced). See stream_order.h.
     struct Origin {
         std::string from;
         DeviceId device = first_device;
         std::uint64_t connection = 0;
         std::weak_ptr<Peer> sender;  ///< told of a refusal that happens after submit() returned (a failed commit)
         std::uint32_t seq = 0;
+        std::shared_ptr<Streams> streams = std::make_shared<Streams>();
     };
 
     /// 0 when message `seq` of the stream (origin, `to`) may go ahead, else the number the stream expects first.
@@ -84,8 +100,6 @@ public:
     /// Errc::storage_error; on an error nothing is queued and `expected` is set to the number the stream now expects.
     Status submit(const Origin& origin, const std::string& to, const ConversationId& conversation,
                   const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected);
-    /// The sender's connection is gone: its streams end (once nothing of them is being committed).
-    void sender_closed(const std::string& from, std::uint64_t connection);
     /// `peer` is the device's new connection: deliver what is stored, from the start (unacknowledged messages of an
     /// earlier connection are sent again).
     void login(const MailboxId& device, const Peer* peer);
@@ -113,26 +127,40 @@ public:
 private:
     using Key = std::pair<std::string, MessageId>;  // sender, id (unique in one mailbox)
     struct Box {
-        store::StoredUsage backlog;    // in the store or being committed
+        std::mutex mutex;
+        bool gone = false;                              // no longer in m_boxes: look the mailbox up again
+        store::StoredUsage backlog;                     // in the store or being committed
+        std::atomic<std::uint64_t> backlog_messages{0};  // backlog.messages, for a look without the lock
         const Peer* peer = nullptr;    // the connection being served, or null when offline
         std::uint64_t generation = 0;  // which login `peer` is (0: none yet); a message sent early names it
         std::uint64_t after_seq = 0;
         std::set<Key> in_flight;        // sent to `peer`, not acknowledged
         std::set<Key> acked;            // acknowledged, deletion not committed yet (the store still returns them)
         bool more = false;              // the store may hold messages after after_seq that `peer` has not been sent
+        bool reading = false;           // a drain is queued on the read executor
         std::size_t queued = 0;         // messages being committed
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
+    /// A mailbox's state with its lock held (box null: not known, when not created).
+    struct Locked {
+        std::shared_ptr<Box> box;
+        std::unique_lock<std::mutex> lock;
+    };
 
-    Result<Box*> box_locked(const MailboxId& mailbox);
-    /// Reads what every sender has stored, once (the sums are kept here from then on). Errc::storage_error.
+    /// The mailbox, locked. `create`: on first contact since the start its backlog is read from the store (under the
+    /// map's lock, so that no other thread can have it half-counted). Errc::storage_error.
+    Result<Locked> lock_box(const MailboxId& mailbox, bool create = true);
+    /// Reads what every sender has stored, once (the sums are kept here from then on); quota lock held.
+    /// Errc::storage_error.
     Status load_usage_locked();
     /// Why a copy of `bytes` may not go into `box` now, if it may not.
     std::optional<Error> mailbox_full_locked(const Box& box, std::uint64_t bytes) const;
-    /// Why `from` may not store `bytes` more now (the sender's quota, the store's cap, the disk), if it may not.
+    /// Why `from` may not store `bytes` more now (the sender's quota, the store's cap, the disk), if it may not;
+    /// quota lock held.
     std::optional<Error> over_quota_locked(const std::string& from, std::uint64_t bytes);
-    /// Count a message in (`add`) or out of the recipient's, the sender's and the store's sums.
-    void account_locked(Box* box, const std::string& from, const store::StoredUsage& usage, bool add);
+    /// Count messages in (`add`) or out of a mailbox (its lock held) and of the sender's and the store's sums.
+    static void account_box(Box& box, const store::StoredUsage& usage, bool add);
+    void account_sender(const std::string& from, const store::StoredUsage& usage, bool add);
     /// A copy being committed: its size, and the generation of the connection it was sent to as it was queued (0:
     /// none).
     struct Queued {
@@ -142,8 +170,9 @@ private:
     };
     void committed(const Origin& origin, const std::string& to, const MessageId& id, const std::vector<Queued>& copies,
                    const Result<std::vector<GroupCommit::Written>>& r);
-    /// Tell the router when `user`, online on `device`, has nothing stored on any device any more.
-    void tell_if_drained_locked(const MailboxId& device);
+    /// Tell the router when `device.user`, online on `device` (whose mailbox `box` is locked), has nothing stored on
+    /// any device any more.
+    void tell_if_drained_locked(const MailboxId& device, const Box& box);
     /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
     /// open), or null.
     std::shared_ptr<Peer> caught_up_locked(const MailboxId& mailbox, const Box& box);
@@ -155,8 +184,13 @@ private:
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }
-    void pump_locked(const MailboxId& mailbox, Box& box);
-    void forget_if_idle_locked(const MailboxId& mailbox);
+    /// Send the served connection what the store holds for it, up to the window. `may_read`: this thread may read
+    /// the store (a worker); otherwise the reading is queued on the read executor.
+    void pump_locked(const MailboxId& mailbox, Box& box, bool may_read);
+    /// The queued drain of a mailbox (read executor).
+    void drain(const MailboxId& mailbox);
+    /// Forget a mailbox with nothing stored and no connection (its lock held).
+    void forget_if_idle_locked(const MailboxId& mailbox, Box& box);
     /// To every device of `sender` that is attached. `device`: the recipient's device that acknowledged
     /// (delivered), 0 for stored.
     void send_receipt(const std::string& sender, const std::string& peer, DeviceId device, ReceiptStatus status,
@@ -164,6 +198,7 @@ private:
 
     store::MessageStore& m_store;
     std::shared_ptr<GroupCommit> m_commit;
+    Executor& m_reads;
     Router& m_router;
     RoutingBus& m_bus;
     Limits m_limits;
@@ -171,7 +206,10 @@ private:
     Log m_log;
     FreeSpace m_free_space;
 
-    std::mutex m_mutex;
+    std::mutex m_boxes_mutex;
+    std::map<MailboxId, std::shared_ptr<Box>> m_boxes;  // devices with a backlog or online since it was counted
+
+    std::mutex m_quota_mutex;
     bool m_usage_loaded = false;
     std::map<std::string, std::uint64_t> m_sender_bytes;  // senders with something stored or being stored
     std::uint64_t m_store_bytes = 0;
@@ -179,8 +217,6 @@ private:
     std::optional<std::uint64_t> m_free;  // free bytes at the last look, less what was stored since
     store::WallTime m_free_checked{};
     store::WallTime m_full_logged{};
-    std::map<MailboxId, Box> m_boxes;  // devices with a backlog or online since their backlog was counted
-    StreamOrder m_streams;
 };
 
 }  // namespace sim::server_detail

@@ -105,7 +105,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         delivery = std::make_shared<server_detail::Delivery>(
-            *messages, commit, router, *bus,
+            *messages, commit, workers, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
                                             config.max_sender_bytes, config.max_store_bytes, config.min_free_bytes,
                                             config.delivery_window},
@@ -244,7 +244,6 @@ public:
             const server_detail::MailboxId mailbox{user, device};
             m_core->router.disconnect(mailbox, this);
             m_core->delivery->logout(mailbox, this);
-            m_core->delivery->sender_closed(user, m_id);
         }
         {
             const std::lock_guard lock(m_send_mutex);
@@ -925,7 +924,7 @@ private:
             refuse(st.code(), st.error().detail);
             return;
         }
-        server_detail::Delivery::Origin origin{m_user, m_device, m_id, weak_from_this(), frame.sid};
+        server_detail::Delivery::Origin origin{m_user, m_device, m_id, weak_from_this(), frame.sid, m_streams};
         if (frame.sid != 0) {
             // A sequenced message (6.6): the stream's order first (costs no rate token: the sender learns where to
             // go on from), then the rate; any refusal names the message and the number the stream expects.
@@ -1056,6 +1055,8 @@ private:
     std::optional<ServerHandshake> m_handshake;
     std::optional<RecvSession> m_recv;
     std::string m_user;
+    // This connection's message streams (6.6); they outlive it while its messages are being committed.
+    std::shared_ptr<server_detail::Delivery::Streams> m_streams = std::make_shared<server_detail::Delivery::Streams>();
     std::string m_pair_peer;  // the peer of m_pair_conversation (check_address)
     ConversationId m_pair_conversation{};
     DeviceId m_device = first_device;  // the device this connection serves (a login is its account's first device)
