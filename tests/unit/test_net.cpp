@@ -178,7 +178,7 @@ TEST_CASE("a peer that does not read is disconnected when its queue passes the b
     REQUIRE(server);
     // A raw client that connects and never reads: its socket buffers fill, then the server's queue does.
     auto client_probe = std::make_shared<Probe>();
-    sim::net::ClientOptions copts;
+    sim::net::ConnectOptions copts;
     copts.limits.read_chunk = 1;
     auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), copts, [&](auto out,
                                                                                         const std::string&) {

@@ -109,7 +109,10 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
-struct ClientOptions {
+/// How one outgoing connection (TcpClient) is made. Not to be confused with sim::ClientOptions, the options of the
+/// blocking sim::Client (which fills one of these for its connection).
+struct ConnectOptions {
+    /// Give up connecting after this long (Errc::timeout).
     Duration connect_timeout = std::chrono::seconds(10);
     /// Clients keep their own connection alive, so by default they have no idle timeout.
     ConnectionLimits limits{.handshake_timeout = std::chrono::seconds(10),
@@ -122,7 +125,7 @@ class TcpClient {
 public:
     /// Resolve and connect. Errc::io_error or Errc::timeout on failure.
     static Result<std::unique_ptr<TcpClient>> connect(const std::string& host, std::uint16_t port,
-                                                      const ClientOptions& options, HandlerFactory factory);
+                                                      const ConnectOptions& options, HandlerFactory factory);
     ~TcpClient();
     TcpClient(const TcpClient&) = delete;
     TcpClient& operator=(const TcpClient&) = delete;

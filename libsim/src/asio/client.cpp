@@ -153,7 +153,7 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
     auto* raw = impl.get();
     SIM_TRY(impl->core, ClientCore::create(std::move(config), *impl->known, *impl->rng, steady_clock(),
                                            [raw](const ClientEvent& e) { raw->push(e); }));
-    net::ClientOptions net_options;
+    net::ConnectOptions net_options;
     net_options.connect_timeout = options.connect_timeout;
     net_options.limits.handshake_timeout = options.connect_timeout;
     auto core = impl->core;

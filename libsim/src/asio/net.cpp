@@ -695,7 +695,7 @@ TcpClient::TcpClient(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 TcpClient::~TcpClient() { close(); }
 
 Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, std::uint16_t port,
-                                                      const ClientOptions& options, HandlerFactory factory) {
+                                                      const ConnectOptions& options, HandlerFactory factory) {
     auto impl = std::make_unique<Impl>();
     asio::error_code ec;
     tcp::resolver resolver(impl->io);
