@@ -354,6 +354,57 @@ TEST_CASE("bad listen address and refused connect give clear errors") {
 
 namespace {
 
+/// A ServerCore on a TcpServer in this process: accounts in memory with open registration, the cheapest bcrypt, no
+/// per-address connection limit.
+struct InProcessServer {
+    std::unique_ptr<sim::Rng> rng = sim::make_system_rng();
+    std::unique_ptr<sim::store::Backend> accounts = sim::store::make_memory_backend();
+    std::unique_ptr<sim::auth::PasswordHasher> hasher;
+    std::unique_ptr<sim::auth::Authenticator> authenticator;
+    std::unique_ptr<sim::auth::SessionTokens> tokens;
+    sim::net::WorkerPool workers{2, 1024};
+    std::unique_ptr<sim::ServerCore> core;
+    std::unique_ptr<sim::net::TcpServer> server;
+
+    InProcessServer() {
+        sim::auth::HashPolicy hashing;
+        hashing.bcrypt.cost = 4;
+        auto h = sim::auth::make_password_hasher(hashing);
+        REQUIRE(h);
+        hasher = std::move(*h);
+        auto a = sim::auth::Authenticator::create(*accounts, *hasher, *rng, sim::steady_clock());
+        REQUIRE(a);
+        authenticator = std::move(*a);
+        tokens = std::make_unique<sim::auth::SessionTokens>(*accounts, *rng);
+        sim::ServerConfig config;
+        config.static_private_key = rng->secure_bytes(32);
+        auto c = sim::ServerCore::create(std::move(config), *authenticator, *tokens, nullptr, accounts.get(),
+                                         accounts.get(), workers, *rng, sim::steady_clock());
+        REQUIRE(c);
+        core = std::move(*c);
+        sim::net::ServerOptions listen;
+        listen.io_threads = 2;
+        listen.max_connections_per_address = 0;
+        auto s = sim::net::TcpServer::start(
+            listen, [this](std::shared_ptr<sim::ConnectionOutput> out, const std::string& peer) {
+                return core->accept(std::move(out), peer);
+            });
+        REQUIRE(s);
+        server = std::move(*s);
+    }
+    ~InProcessServer() {
+        if (server) {
+            core->shutdown();
+            server->stop();
+        }
+        workers.stop();
+    }
+    InProcessServer(const InProcessServer&) = delete;
+    InProcessServer& operator=(const InProcessServer&) = delete;
+
+    [[nodiscard]] std::uint16_t port() const { return server->port(); }
+};
+
 /// Threads of this process right now.
 std::size_t process_threads() {
     std::size_t n = 0;
@@ -384,31 +435,9 @@ struct PoolProbe : Probe {
 }  // namespace
 
 TEST_CASE("fifty clients on a two-thread I/O pool log in and exchange messages with a server in this process") {
-    // The server: accounts in memory with open registration, the cheapest bcrypt, no per-address connection limit.
-    auto rng = sim::make_system_rng();
-    auto accounts = sim::store::make_memory_backend();
-    sim::auth::HashPolicy hashing;
-    hashing.bcrypt.cost = 4;
-    auto hasher = sim::auth::make_password_hasher(hashing);
-    REQUIRE(hasher);
-    auto authenticator = sim::auth::Authenticator::create(*accounts, **hasher, *rng, sim::steady_clock());
-    REQUIRE(authenticator);
-    sim::auth::SessionTokens tokens(*accounts, *rng);
-    sim::net::WorkerPool workers(2, 1024);
-    sim::ServerConfig config;
-    config.static_private_key = rng->secure_bytes(32);
-    auto core = sim::ServerCore::create(std::move(config), **authenticator, tokens, nullptr, accounts.get(),
-                                        accounts.get(), workers, *rng, sim::steady_clock());
-    REQUIRE(core);
-    sim::net::ServerOptions listen;
-    listen.io_threads = 2;
-    listen.max_connections_per_address = 0;
-    auto server = sim::net::TcpServer::start(
-        listen, [&core](std::shared_ptr<sim::ConnectionOutput> out, const std::string& peer) {
-            return (*core)->accept(std::move(out), peer);
-        });
-    REQUIRE(server);
-    const auto port = (*server)->port();
+    InProcessServer server;
+    const auto port = server.port();
+    auto& rng = server.rng;
 
     auto pool = std::make_shared<sim::net::IoPool>(2);
     CHECK(pool->thread_count() == 2);
@@ -531,9 +560,32 @@ TEST_CASE("fifty clients on a two-thread I/O pool log in and exchange messages w
     }
     clients.clear();
     pool->stop();
-    (*core)->shutdown();
-    (*server)->stop();
-    workers.stop();
+}
+
+TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ticker thread, no I/O thread") {
+    InProcessServer server;
+    auto pool = std::make_shared<sim::net::IoPool>(1);
+    const auto threads_before = process_threads();
+    sim::ClientOptions options;
+    options.port = server.port();
+    options.config.handshake.server_id = "pool-test";
+    options.io_pool = pool;
+    auto bob = sim::Client::connect(options);
+    REQUIRE_MESSAGE(bob, bob.error().message());
+    auto alice = sim::Client::connect(options);
+    REQUIRE_MESSAGE(alice, alice.error().message());
+    CHECK(process_threads() == threads_before + 2);
+    REQUIRE((*bob)->login("clientb", "pool-test password"));
+    REQUIRE((*alice)->login("clienta", "pool-test password", "clientb"));
+    REQUIRE((*alice)->wait_for(sim::ClientEventKind::key_assigned, "clientb", 10s));
+    REQUIRE((*alice)->send("clientb", "hello bob"));
+    const auto got = (*bob)->wait_for(sim::ClientEventKind::message, "clienta", 10s);
+    REQUIRE_MESSAGE(got, got.error().message());
+    CHECK(got->text == "hello bob");
+    (*alice)->close();
+    (*bob)->close();
+    CHECK((*alice)->closed());
+    pool->stop();
 }
 
 TEST_CASE("connect_async: a refused connect, a bad source address, a source address the server sees") {
