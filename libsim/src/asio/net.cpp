@@ -125,8 +125,10 @@ class Connection final : public ConnectionOutput, public std::enable_shared_from
 public:
     /// `io` owns the context the socket belongs to: a Connection may outlive its server or client object (an
     /// application can hold its ConnectionOutput), and its socket and timer must be destroyed before the context.
+    /// `own_read_buffer`: read straight into a buffer of the connection's own (see read_own()), not through a
+    /// per-thread one.
     Connection(std::shared_ptr<asio::io_context> io, tcp::socket socket, const ConnectionLimits& limits,
-               SlotHooks hooks)
+               SlotHooks hooks, bool own_read_buffer = false)
         : m_io(std::move(io)),
           m_socket(std::move(socket)),
           m_timer(m_socket.get_executor()),
@@ -134,6 +136,9 @@ public:
           m_hooks(std::move(hooks)) {
         if (m_limits.read_chunk == 0) {
             m_limits.read_chunk = 4096;
+        }
+        if (own_read_buffer) {
+            m_read_buffer.resize(m_limits.read_chunk);
         }
     }
 
@@ -153,7 +158,11 @@ public:
             if (self->m_stage == Stage::handshake) {
                 self->arm_timer(self->m_limits.handshake_timeout);
             }
-            self->wait_readable();
+            if (self->m_read_buffer.empty()) {
+                self->wait_readable();
+            } else {
+                self->read_own();
+            }
         });
     }
 
@@ -251,6 +260,27 @@ private:
             }
             self->drain();
         });
+    }
+
+    // A client's connection reads into its own buffer: one read per wake-up and no re-arming of the socket's epoll
+    // registration per read (async_wait costs an EPOLL_CTL_MOD each time), for a read_chunk per connection, which
+    // a client with a few connections can spare (a server with many cannot: it uses wait_readable()).
+    void read_own() {
+        m_socket.async_read_some(asio::buffer(m_read_buffer),
+                                 [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+                                     if (self->m_finished) {
+                                         return;
+                                     }
+                                     if (ec) {
+                                         self->finish(errc_from(ec));
+                                         return;
+                                     }
+                                     self->m_last_read = std::chrono::steady_clock::now();
+                                     self->m_handler->on_bytes(ByteView{self->m_read_buffer.data(), n});
+                                     if (!self->m_finished) {
+                                         self->read_own();
+                                     }
+                                 });
     }
 
     static std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
@@ -429,6 +459,7 @@ private:
 
     std::vector<Bytes> m_inflight;           // strand only
     std::vector<asio::const_buffer> m_buffers;  // strand only
+    std::vector<std::uint8_t> m_read_buffer;    // strand only; empty: reads use the I/O thread's buffer
 };
 
 std::string peer_name(const tcp::socket& s) {
@@ -904,7 +935,8 @@ private:
                         link->settle();
                     }
                 };
-                connection = std::make_shared<Connection>(m_link->io, std::move(m_socket), m_limits, std::move(hooks));
+                connection = std::make_shared<Connection>(m_link->io, std::move(m_socket), m_limits, std::move(hooks),
+                                                          /*own_read_buffer=*/true);
                 m_link->connection = connection;
             }
         }
