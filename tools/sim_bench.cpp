@@ -1,5 +1,6 @@
-// sim-bench: a load generator that speaks libsim's real protocol. Many sans-IO sim::ClientCore objects run on a
-// small pool of Asio threads (not one sim::Client and one thread per connection), so thousands of connections fit.
+// sim-bench: a load generator that speaks libsim's real protocol. Many sans-IO sim::ClientCore objects run on the
+// library's I/O pool, a few threads (not one sim::Client and one thread per connection), so thousands of
+// connections fit.
 // Modes: route (message latency and throughput between pairs), connect (idle authenticated connections, memory per
 // connection), login (password logins per second), offline (durable store-and-forward to offline users, then the
 // drain at login). Every run is bounded in count and time and stops by itself.
@@ -11,12 +12,12 @@
 #include <sim/client_state.h>
 #include <sim/clock.h>
 #include <sim/messages.h>
+#include <sim/net.h>
 #include <sim/rng.h>
 #include <sim/suite.h>
 #include <sim/transport.h>
 
-#include <asio.hpp>
-
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -49,7 +50,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using sim::tools::OptionSpec;
-using tcp = asio::ip::tcp;
 
 constexpr int exit_ok = 0;
 constexpr int exit_fail = sim::tools::exit_failure;
@@ -333,37 +333,24 @@ private:
     sim::MemoryKnownServers m_inner;
 };
 
-/// A pool of threads running one io_context until stop().
+/// The run's I/O threads: the library's I/O pool, shared by every connection of the run.
 class Engine {
 public:
-    explicit Engine(unsigned threads) : m_guard(asio::make_work_guard(m_io)) {
-        for (unsigned i = 0; i < std::max(1U, threads); ++i) {
-            m_threads.emplace_back([this] { m_io.run(); });
-        }
-    }
+    explicit Engine(unsigned threads) : m_pool(std::make_shared<sim::net::IoPool>(std::max(1U, threads))) {}
     ~Engine() { stop(); }
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
-    asio::io_context& io() { return m_io; }
-    void stop() {
-        m_guard.reset();
-        m_io.stop();
-        for (auto& t : m_threads) {
-            if (t.joinable()) {
-                t.join();
-            }
-        }
-    }
+    [[nodiscard]] const std::shared_ptr<sim::net::IoPool>& io() const { return m_pool; }
+    void stop() { m_pool->stop(); }
 
 private:
-    asio::io_context m_io;
-    asio::executor_work_guard<asio::io_context::executor_type> m_guard;
-    std::vector<std::thread> m_threads;
+    std::shared_ptr<sim::net::IoPool> m_pool;
 };
 
 /// What every connection of a run shares.
 struct Shared {
-    tcp::endpoint server;
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;
     bool spread_sources = true;
     std::size_t read_chunk = 16384;
     LockedKnownServers known;
@@ -371,62 +358,86 @@ struct Shared {
     sim::ClientConfig config;
 };
 
-class Conn;
-
-/// The transport side a ClientCore writes to: forwards to the Conn that owns the core.
-class ConnOutput final : public sim::ConnectionOutput {
-public:
-    explicit ConnOutput(Conn* conn) : m_conn(conn) {}
-    void send(sim::Bytes data) override;
-    void close(sim::Errc reason) override;
-    void established() override {}
-    void authenticated() override {}
-
-private:
-    Conn* m_conn;
-};
-
-/// One client connection: an Asio socket on a strand, driving one sim::ClientCore. Every call into the core is
-/// made on the strand; events come out through `handler` (which must not call into the core: post instead).
+/// One client connection: a sim::ClientCore on the library's TcpClient, on the run's I/O pool. Every call into the
+/// core is made on the connection's strand (run()); events come out through `handler` (which must not call into the
+/// core: post instead).
 class Conn final : public std::enable_shared_from_this<Conn> {
 public:
     using Handler = std::function<void(Conn&, const sim::ClientEvent&)>;
     static constexpr std::size_t max_pending_bytes = 16U << 20U;
 
-    Conn(Shared& shared, asio::io_context& io, std::size_t index, Handler handler)
-        : m_shared(shared),
-          m_socket(io),
-          m_strand(asio::make_strand(io)),
-          m_index(index),
-          m_handler(std::move(handler)),
-          m_buffer(shared.read_chunk) {}
+    Conn(Shared& shared, const std::shared_ptr<sim::net::IoPool>& pool, std::size_t index, Handler handler)
+        : m_shared(shared), m_index(index), m_handler(std::move(handler)) {
+        sim::net::ConnectOptions options;
+        options.pool = pool;
+        options.limits.read_chunk = shared.read_chunk;
+        options.limits.max_queued_bytes = max_pending_bytes;  // a server that does not read: close rather than grow
+        options.limits.handshake_timeout = sim::Duration::zero();
+        if (shared.spread_sources) {
+            // Spread the source address over 127.0.x.y so that thousands of connections do not exhaust one
+            // address's ephemeral ports.
+            options.source_address =
+                "127.0." + std::to_string((index / 250) % 250) + "." + std::to_string(1 + index % 250);
+        }
+        auto tcp = sim::net::TcpClient::create(options);
+        if (tcp) {
+            m_tcp = std::move(*tcp);
+        } else {
+            m_create_error = tcp.error();
+        }
+    }
 
     /// Create the core, connect, attach, then run `after_attach` on the strand (e.g. login). A connect failure
     /// reaches the handler as a `closed` event.
     /// `state` (optional, must outlive the core): the client's end-to-end state, e.g. to log in again as the same
     /// device; null gives the core a fresh in-memory state.
     sim::Status start(std::function<void(Conn&)> after_attach, sim::ClientState* state = nullptr) {
+        if (!m_tcp) {
+            return m_create_error;
+        }
         auto config = m_shared.config;
         config.state = state;
         auto core = sim::ClientCore::create(std::move(config), m_shared.known, *m_shared.rng, sim::steady_clock(),
-                                            [this](const sim::ClientEvent& e) { m_handler(*this, e); });
+                                            [weak = weak_from_this()](const sim::ClientEvent& e) {
+                                                if (auto self = weak.lock()) {
+                                                    self->event(e);
+                                                }
+                                            });
         if (!core) {
             return core.error();
         }
         m_core = std::move(*core);
         m_started_ns = now_ns();
-        asio::post(m_strand, [self = shared_from_this(), after = std::move(after_attach)]() mutable {
-            self->connect(std::move(after));
-        });
-        return sim::ok();
+        return m_tcp->connect_async(
+            m_shared.host, m_shared.port,
+            [core = m_core](std::shared_ptr<sim::ConnectionOutput> out, const std::string&) {
+                return core->attach(std::move(out)) ? std::static_pointer_cast<sim::ConnectionHandler>(core)
+                                                    : std::shared_ptr<sim::ConnectionHandler>{};
+            },
+            [self = shared_from_this(), after = std::move(after_attach)](sim::Status connected) {
+                if (connected) {
+                    after(*self);
+                    return;
+                }
+                sim::ClientEvent e;
+                e.kind = sim::ClientEventKind::closed;
+                e.error = sim::Error{connected.code(), "connect: " + connected.error().message()};
+                self->event(e);
+            });
     }
 
     /// Run `fn` on this connection's strand (where calling into the core is allowed).
-    template <typename F>
-    void run(F&& fn) {
-        asio::post(m_strand, std::forward<F>(fn));
+    void run(std::function<void()> fn) {
+        if (m_tcp) {
+            m_tcp->post(std::move(fn));
+        }
     }
-    asio::strand<asio::io_context::executor_type>& strand() { return m_strand; }
+    /// run() at `when_ns` (now_ns()'s clock).
+    void run_at(std::int64_t when_ns, std::function<void()> fn) {
+        if (m_tcp) {
+            m_tcp->post_at(sim::TimePoint(std::chrono::nanoseconds(when_ns)), std::move(fn));
+        }
+    }
     sim::ClientCore& core() { return *m_core; }
     [[nodiscard]] std::size_t index() const { return m_index; }
     [[nodiscard]] std::int64_t started_ns() const { return m_started_ns; }
@@ -438,175 +449,31 @@ public:
     /// Close from our side (end of a run); the closed event that follows is expected.
     void shutdown() {
         m_closing_by_us = true;
-        asio::post(m_strand, [self = shared_from_this()] { self->close_socket(); });
+        if (m_tcp) {
+            m_tcp->close();
+        }
     }
     [[nodiscard]] bool closing_by_us() const { return m_closing_by_us.load(); }
 
-    void queue_send(sim::Bytes data) {
-        const std::lock_guard lock(m_out_mutex);
-        if (m_close_requested) {
-            return;
-        }
-        m_pending_bytes += data.size();
-        if (m_pending_bytes > max_pending_bytes) {
-            m_close_requested = true;  // a server that does not read: close rather than grow
-        } else {
-            m_pending.push_back(std::move(data));
-        }
-        if (!m_writing) {
-            m_writing = true;
-            asio::post(m_strand, [self = shared_from_this()] { self->do_write(); });
-        }
-    }
-    void queue_close() {
-        const std::lock_guard lock(m_out_mutex);
-        m_close_requested = true;
-        if (!m_writing) {
-            m_writing = true;
-            asio::post(m_strand, [self = shared_from_this()] { self->do_write(); });
-        }
-    }
-
 private:
-    void connect(std::function<void(Conn&)> after) {
-        std::error_code ec;
-        m_socket.open(tcp::v4(), ec);
-        if (!ec && m_shared.spread_sources) {
-            // Spread the source address over 127.0.x.y so that thousands of connections do not exhaust one
-            // address's ephemeral ports; the port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT).
-#ifdef IP_BIND_ADDRESS_NO_PORT
-            const int one = 1;
-            ::setsockopt(m_socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-#endif
-            const auto host =
-                static_cast<std::uint32_t>(0x7F000000U | (((m_index / 250) % 250) << 8U) | (1 + m_index % 250));
-            m_socket.bind(tcp::endpoint(asio::ip::address_v4(host), 0), ec);
+    void event(const sim::ClientEvent& e) {
+        if (e.kind == sim::ClientEventKind::closed) {
+            m_closed.store(true);
         }
-        if (ec) {
-            fail(ec);
-            return;
-        }
-        m_socket.async_connect(m_shared.server,
-                               asio::bind_executor(m_strand, [self = shared_from_this(),
-                                                              after = std::move(after)](const std::error_code& cec) {
-                                   if (cec) {
-                                       self->fail(cec);
-                                       return;
-                                   }
-                                   std::error_code oec;
-                                   self->m_socket.set_option(tcp::no_delay(true), oec);
-                                   self->m_connected = true;
-                                   if (auto st = self->m_core->attach(std::make_shared<ConnOutput>(self.get())); !st) {
-                                       self->close_socket();
-                                       return;
-                                   }
-                                   after(*self);
-                                   self->read();
-                               }));
-    }
-
-    void read() {
-        m_socket.async_read_some(
-            asio::buffer(m_buffer),
-            asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
-                if (ec) {
-                    self->fail(ec);
-                    return;
-                }
-                self->m_core->on_bytes(sim::ByteView(self->m_buffer.data(), n));
-                self->read();
-            }));
-    }
-
-    void do_write() {
-        {
-            const std::lock_guard lock(m_out_mutex);
-            if (m_pending.empty()) {
-                m_writing = false;
-                if (m_close_requested) {
-                    close_socket();
-                }
-                return;
-            }
-            m_in_flight.swap(m_pending);
-            m_pending_bytes = 0;
-        }
-        if (!m_connected) {
-            return;
-        }
-        std::vector<asio::const_buffer> bufs;
-        bufs.reserve(m_in_flight.size());
-        for (const auto& b : m_in_flight) {
-            bufs.emplace_back(asio::buffer(b));
-        }
-        asio::async_write(
-            m_socket, bufs,
-            asio::bind_executor(m_strand, [self = shared_from_this()](const std::error_code& ec, std::size_t) {
-                self->m_in_flight.clear();
-                if (ec) {
-                    self->fail(ec);
-                    return;
-                }
-                self->do_write();
-            }));
-    }
-
-    void close_socket() {
-        std::error_code ec;
-        if (m_socket.is_open()) {
-            m_socket.shutdown(tcp::socket::shutdown_both, ec);
-            m_socket.close(ec);
-        }
-        if (!m_connected) {
-            fail(asio::error::operation_aborted);
-        }
-    }
-
-    void fail(const std::error_code& ec) {
-        if (m_closed.exchange(true)) {
-            return;
-        }
-        std::error_code ignored;
-        m_socket.close(ignored);
-        if (m_core) {
-            if (!m_connected) {
-                sim::ClientEvent e;
-                e.kind = sim::ClientEventKind::closed;
-                e.error = sim::Error{sim::Errc::io_error, "connect: " + ec.message()};
-                m_handler(*this, e);
-            } else {
-                m_core->on_closed(ec == asio::error::eof ? sim::Errc::closed : sim::Errc::io_error);
-            }
-        }
+        m_handler(*this, e);
     }
 
     Shared& m_shared;
-    tcp::socket m_socket;
-    asio::strand<asio::io_context::executor_type> m_strand;
     std::size_t m_index;
     Handler m_handler;
+    std::unique_ptr<sim::net::TcpClient> m_tcp;
+    sim::Error m_create_error{sim::Errc::invalid_state, "no connection"};
     std::shared_ptr<sim::ClientCore> m_core;
-    std::vector<std::uint8_t> m_buffer;
     std::int64_t m_started_ns = 0;
-    bool m_connected = false;
     std::atomic<bool> m_closed{false};
     std::atomic<bool> m_closing_by_us{false};
     std::atomic<bool> m_marked{false};
-
-    std::mutex m_out_mutex;
-    std::vector<sim::Bytes> m_pending;
-    std::size_t m_pending_bytes = 0;
-    bool m_writing = false;
-    bool m_close_requested = false;
-    std::vector<sim::Bytes> m_in_flight;  // strand only
 };
-
-void ConnOutput::send(sim::Bytes data) {
-    m_conn->queue_send(std::move(data));
-}
-void ConnOutput::close(sim::Errc) {
-    m_conn->queue_close();
-}
 
 // ------------------------------------------------------------------------------------------------ report
 
@@ -827,9 +694,11 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
         s.host = hp.first;
         s.port = hp.second;
     }
-    std::error_code ec;
-    const auto addr = asio::ip::make_address(s.host, ec);
-    if (ec || !addr.is_loopback()) {
+    in_addr v4{};
+    in6_addr v6{};
+    const bool loopback = (::inet_pton(AF_INET, s.host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24U) == 127U) ||
+                          (::inet_pton(AF_INET6, s.host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
+    if (!loopback) {
         return sim::Error{sim::Errc::invalid_argument, "--server must be a loopback address (e.g. 127.0.0.1:7878)"};
     }
     s.spawn_path = args.get("spawn-simd");
@@ -938,17 +807,21 @@ struct Target {
 
 /// A loopback port free now (for the spawned simd's admin endpoint), or nullopt.
 std::optional<std::uint16_t> free_loopback_port() {
-    asio::io_context io;
-    tcp::acceptor probe(io);
-    asio::error_code ec;
-    probe.open(tcp::v4(), ec);
-    if (!ec) {
-        probe.bind(tcp::endpoint(asio::ip::address_v4::loopback(), 0), ec);
-    }
-    if (ec) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
         return std::nullopt;
     }
-    return probe.local_endpoint(ec).port();
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    std::optional<std::uint16_t> port;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+        port = ntohs(addr.sin_port);
+    }
+    ::close(fd);
+    return port;
 }
 
 sim::Result<Target> open_target(const Settings& s, std::vector<std::string> extra) {
@@ -1021,7 +894,11 @@ void report_server_metrics(Report& rep, const Target& t) {
 }
 
 void prepare_shared(Shared& shared, const Settings& s, const Target& t) {
-    shared.server = tcp::endpoint(asio::ip::make_address(s.host), t.port);
+    shared.host = s.host;
+    shared.port = t.port;
+    // Spread source addresses are IPv4 (127.0.x.y): only towards an IPv4 server.
+    in_addr v4{};
+    shared.spread_sources = ::inet_pton(AF_INET, s.host.c_str(), &v4) == 1;
     shared.config.handshake.server_id = "sim-bench:" + s.host + ":" + std::to_string(t.port);
     shared.config.handshake.trust = sim::TrustMode::tofu;
 }
@@ -1115,13 +992,10 @@ void run_later(StreamT& s, std::chrono::nanoseconds delay, Fn fn) {
         return;
     }
     s.timer_armed = true;
-    s.timer->expires_after(delay);
-    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&s, fn](const std::error_code& ec) {
+    s.sender->run_at(now_ns() + delay.count(), [&s, fn] {
         s.timer_armed = false;
-        if (!ec) {
-            fn();
-        }
-    }));
+        fn();
+    });
 }
 
 // ------------------------------------------------------------------------------------------------ route
@@ -1136,7 +1010,6 @@ struct Stream {
     // sender strand
     std::uint64_t next_seq = 0;
     std::int64_t next_intended = 0;
-    std::unique_ptr<asio::steady_timer> timer;
     bool timer_armed = false;
     RateCap cap;
     std::atomic<std::uint64_t> sent{0};
@@ -1245,12 +1118,7 @@ void pace(RouteState& st, Stream& s) {
     if (st.stop.load() || s.sent.load() >= s.budget) {
         return;
     }
-    s.timer->expires_at(asio::steady_timer::time_point(std::chrono::nanoseconds(s.next_intended)));
-    s.timer->async_wait(asio::bind_executor(s.sender->strand(), [&st, &s](const std::error_code& ec) {
-        if (!ec) {
-            pace(st, s);
-        }
-    }));
+    s.sender->run_at(s.next_intended, [&st, &s] { pace(st, s); });
 }
 
 void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
@@ -1435,7 +1303,6 @@ int run_route(const Settings& s) {
         stream->receiver = conns[k ^ 1U];
         stream->from = user(k);
         stream->to = user(k ^ 1U);
-        stream->timer = std::make_unique<asio::steady_timer>(conns[k]->strand());
         if (s.count) {
             stream->budget.store(*s.count / n_conn + (k < *s.count % n_conn ? 1 : 0));
         }
@@ -2016,7 +1883,6 @@ struct OfflineStream {
     std::atomic<int> offline_seen{0};  // 1: the server says `to` is offline; 2: online (probe again)
     // sender strand
     std::uint64_t next_seq = 0;
-    std::unique_ptr<asio::steady_timer> timer;
     bool timer_armed = false;
     RateCap cap;
     std::set<sim::MessageId> awaiting;  // sent, no `receipt stored` yet
@@ -2297,7 +2163,6 @@ int run_offline(const Settings& s) {
             offline_sender_event(st, os, cc, e);
         });
         os.sender = c;
-        os.timer = std::make_unique<asio::steady_timer>(c->strand());
         all.push_back(c);
         const auto name = os.from;
         const auto dest = os.to;

@@ -1,14 +1,24 @@
-// The Asio adapter against real loopback sockets, with trivial handlers (no protocol).
+// The Asio adapter against real loopback sockets, with trivial handlers (no protocol), and many real clients sharing
+// an I/O pool against a server core in this process.
+#include <sim/auth.h>
+#include <sim/client.h>
 #include <sim/net.h>
+#include <sim/server.h>
+#include <sim/store.h>
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -178,7 +188,7 @@ TEST_CASE("a peer that does not read is disconnected when its queue passes the b
     REQUIRE(server);
     // A raw client that connects and never reads: its socket buffers fill, then the server's queue does.
     auto client_probe = std::make_shared<Probe>();
-    sim::net::ClientOptions copts;
+    sim::net::ConnectOptions copts;
     copts.limits.read_chunk = 1;
     auto client = sim::net::TcpClient::connect("127.0.0.1", (*server)->port(), copts, [&](auto out,
                                                                                         const std::string&) {
@@ -340,4 +350,302 @@ TEST_CASE("bad listen address and refused connect give clear errors") {
     });
     REQUIRE_FALSE(refused);
     CHECK(refused.code() == sim::Errc::io_error);
+}
+
+namespace {
+
+/// A ServerCore on a TcpServer in this process: accounts in memory with open registration, the cheapest bcrypt, no
+/// per-address connection limit.
+struct InProcessServer {
+    std::unique_ptr<sim::Rng> rng = sim::make_system_rng();
+    std::unique_ptr<sim::store::Backend> accounts = sim::store::make_memory_backend();
+    std::unique_ptr<sim::auth::PasswordHasher> hasher;
+    std::unique_ptr<sim::auth::Authenticator> authenticator;
+    std::unique_ptr<sim::auth::SessionTokens> tokens;
+    sim::net::WorkerPool workers{2, 1024};
+    std::unique_ptr<sim::ServerCore> core;
+    std::unique_ptr<sim::net::TcpServer> server;
+
+    InProcessServer() {
+        sim::auth::HashPolicy hashing;
+        hashing.bcrypt.cost = 4;
+        auto h = sim::auth::make_password_hasher(hashing);
+        REQUIRE(h);
+        hasher = std::move(*h);
+        auto a = sim::auth::Authenticator::create(*accounts, *hasher, *rng, sim::steady_clock());
+        REQUIRE(a);
+        authenticator = std::move(*a);
+        tokens = std::make_unique<sim::auth::SessionTokens>(*accounts, *rng);
+        sim::ServerConfig config;
+        config.static_private_key = rng->secure_bytes(32);
+        auto c = sim::ServerCore::create(std::move(config), *authenticator, *tokens, nullptr, accounts.get(),
+                                         accounts.get(), workers, *rng, sim::steady_clock());
+        REQUIRE(c);
+        core = std::move(*c);
+        sim::net::ServerOptions listen;
+        listen.io_threads = 2;
+        listen.max_connections_per_address = 0;
+        auto s = sim::net::TcpServer::start(
+            listen, [this](std::shared_ptr<sim::ConnectionOutput> out, const std::string& peer) {
+                return core->accept(std::move(out), peer);
+            });
+        REQUIRE(s);
+        server = std::move(*s);
+    }
+    ~InProcessServer() {
+        if (server) {
+            core->shutdown();
+            server->stop();
+        }
+        workers.stop();
+    }
+    InProcessServer(const InProcessServer&) = delete;
+    InProcessServer& operator=(const InProcessServer&) = delete;
+
+    [[nodiscard]] std::uint16_t port() const { return server->port(); }
+};
+
+/// Threads of this process right now.
+std::size_t process_threads() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        ++n;
+    }
+    return n;
+}
+
+/// One client of the pool test: a ClientCore on a TcpClient that shares the pool.
+struct PoolClient {
+    std::string user;
+    sim::MemoryKnownServers known;
+    std::shared_ptr<sim::ClientCore> core;
+    std::unique_ptr<sim::net::TcpClient> tcp;
+};
+
+/// What the pool test's clients saw, and on which threads (events that come from the server's bytes only).
+struct PoolProbe : Probe {
+    std::size_t connected = 0;
+    std::size_t authenticated = 0;
+    std::size_t keyed = 0;
+    std::vector<std::string> messages;  // "to<-from: text"
+    std::set<std::thread::id> io_threads;
+    std::string first_error;
+};
+
+}  // namespace
+
+TEST_CASE("fifty clients on a two-thread I/O pool log in and exchange messages with a server in this process") {
+    InProcessServer server;
+    const auto port = server.port();
+    auto& rng = server.rng;
+
+    auto pool = std::make_shared<sim::net::IoPool>(2);
+    CHECK(pool->thread_count() == 2);
+    const auto threads_before = process_threads();
+
+    constexpr std::size_t n = 50;  // client 2k talks to client 2k + 1
+    auto probe = std::make_shared<PoolProbe>();
+    std::vector<std::unique_ptr<PoolClient>> clients;
+    for (std::size_t i = 0; i < n; ++i) {
+        auto c = std::make_unique<PoolClient>();
+        c->user = (i % 2 == 0 ? "usera" : "userb") + std::to_string(i / 2);
+        sim::ClientConfig cc;
+        cc.handshake.server_id = "pool-test";
+        const auto to = c->user;
+        auto made = sim::ClientCore::create(
+            std::move(cc), c->known, *rng, sim::steady_clock(), [probe, to](const sim::ClientEvent& e) {
+                using K = sim::ClientEventKind;
+                {
+                    const std::lock_guard lock(probe->mutex);
+                    if (e.kind == K::authenticated || e.kind == K::message) {
+                        probe->io_threads.insert(std::this_thread::get_id());
+                    }
+                    probe->authenticated += e.kind == K::authenticated ? 1 : 0;
+                    probe->keyed += e.kind == K::key_assigned ? 1 : 0;
+                    if (e.kind == K::message) {
+                        probe->messages.push_back(to + "<-" + e.peer + ": " + e.text);
+                    }
+                    if ((e.kind == K::error || e.kind == K::closed) && probe->first_error.empty()) {
+                        probe->first_error = to + ": " + e.error.message();
+                    }
+                }
+                probe->cv.notify_all();
+            });
+        REQUIRE(made);
+        c->core = std::move(*made);
+        sim::net::ConnectOptions options;
+        options.pool = pool;
+        auto tcp = sim::net::TcpClient::create(options);
+        REQUIRE(tcp);
+        c->tcp = std::move(*tcp);
+        clients.push_back(std::move(c));
+    }
+    // The b side logs in first; then each a names its b, so the server keys each pair once. Logins start on the
+    // connection's strand as soon as it is connected.
+    const auto start = [&](std::size_t i, std::string destination) {
+        auto* c = clients[i].get();
+        const auto st = c->tcp->connect_async(
+            "127.0.0.1", port,
+            [c](std::shared_ptr<sim::ConnectionOutput> out, const std::string&) {
+                return c->core->attach(std::move(out)) ? std::static_pointer_cast<sim::ConnectionHandler>(c->core)
+                                                       : std::shared_ptr<sim::ConnectionHandler>{};
+            },
+            [c, probe, destination](sim::Status connected) {
+                {
+                    const std::lock_guard lock(probe->mutex);
+                    probe->connected += connected ? 1 : 0;
+                    if (!connected && probe->first_error.empty()) {
+                        probe->first_error = c->user + ": " + connected.error().message();
+                    }
+                }
+                if (connected) {
+                    const sim::Credentials password{
+                        sim::CredentialKind::password,
+                        sim::to_bytes<sim::SecureBytes>(sim::as_bytes("pool-test password"))};
+                    if (auto st = c->core->login(c->user, password, destination); !st) {
+                        const std::lock_guard lock(probe->mutex);
+                        probe->first_error = c->user + ": login: " + st.error().message();
+                    }
+                }
+            });
+        REQUIRE(st);
+    };
+    for (std::size_t i = 1; i < n; i += 2) {
+        start(i, {});
+    }
+    REQUIRE_MESSAGE(probe->wait([&] { return probe->authenticated == n / 2; }, 20000ms), probe->first_error);
+    for (std::size_t i = 0; i < n; i += 2) {
+        start(i, clients[i + 1]->user);
+    }
+    REQUIRE_MESSAGE(probe->wait([&] { return probe->authenticated == n && probe->keyed >= n / 2; }, 20000ms),
+                    probe->first_error);
+    CHECK(probe->connected == n);
+    // No thread per connection: the fifty connections run on the pool's two.
+    CHECK(process_threads() == threads_before);
+
+    for (std::size_t i = 0; i < n; i += 2) {
+        auto* c = clients[i].get();
+        c->tcp->post([c, probe, to = clients[i + 1]->user] {
+            if (auto sent = c->core->send(to, "hello " + to); !sent) {
+                const std::lock_guard lock(probe->mutex);
+                probe->first_error = c->user + ": send: " + sent.error().message();
+            }
+        });
+    }
+    REQUIRE_MESSAGE(probe->wait([&] { return probe->messages.size() == n / 2; }, 20000ms), probe->first_error);
+    for (std::size_t i = 1; i < n; i += 2) {
+        auto* c = clients[i].get();
+        c->tcp->post([c, probe, to = clients[i - 1]->user] {
+            if (auto sent = c->core->send(to, "hello " + to); !sent) {
+                const std::lock_guard lock(probe->mutex);
+                probe->first_error = c->user + ": send: " + sent.error().message();
+            }
+        });
+    }
+    REQUIRE_MESSAGE(probe->wait([&] { return probe->messages.size() == n; }, 20000ms), probe->first_error);
+    {
+        const std::lock_guard lock(probe->mutex);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto& me = clients[i]->user;
+            const auto& peer = clients[i ^ 1U]->user;
+            CHECK(std::count(probe->messages.begin(), probe->messages.end(), me + "<-" + peer + ": hello " + me) == 1);
+        }
+        CHECK(probe->io_threads.size() <= pool->thread_count());
+        CHECK(probe->first_error.empty());
+    }
+
+    // close() returns once the core has had on_closed, so the clients may go right after.
+    for (auto& c : clients) {
+        c->tcp->close();
+    }
+    clients.clear();
+    pool->stop();
+}
+
+TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ticker thread, no I/O thread") {
+    InProcessServer server;
+    auto pool = std::make_shared<sim::net::IoPool>(1);
+    const auto threads_before = process_threads();
+    sim::ClientOptions options;
+    options.port = server.port();
+    options.config.handshake.server_id = "pool-test";
+    options.io_pool = pool;
+    auto bob = sim::Client::connect(options);
+    REQUIRE_MESSAGE(bob, bob.error().message());
+    auto alice = sim::Client::connect(options);
+    REQUIRE_MESSAGE(alice, alice.error().message());
+    CHECK(process_threads() == threads_before + 2);
+    REQUIRE((*bob)->login("clientb", "pool-test password"));
+    REQUIRE((*alice)->login("clienta", "pool-test password", "clientb"));
+    REQUIRE((*alice)->wait_for(sim::ClientEventKind::key_assigned, "clientb", 10s));
+    REQUIRE((*alice)->send("clientb", "hello bob"));
+    const auto got = (*bob)->wait_for(sim::ClientEventKind::message, "clienta", 10s);
+    REQUIRE_MESSAGE(got, got.error().message());
+    CHECK(got->text == "hello bob");
+    (*alice)->close();
+    (*bob)->close();
+    CHECK((*alice)->closed());
+    pool->stop();
+}
+
+TEST_CASE("connect_async: a refused connect, a bad source address, a source address the server sees") {
+    auto pool = std::make_shared<sim::net::IoPool>(1);
+    sim::net::ConnectOptions options;
+    options.pool = pool;
+    options.source_address = "not an address";
+    const auto bad = sim::net::TcpClient::create(options);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.code() == sim::Errc::invalid_argument);
+
+    auto probe = std::make_shared<Probe>();
+    std::string server_saw;
+    auto server = sim::net::TcpServer::start({}, [&](auto out, const std::string& peer) {
+        {
+            const std::lock_guard lock(probe->mutex);
+            server_saw = peer;
+        }
+        return std::make_shared<RecordingHandler>(out, std::make_shared<Probe>(), false, true);
+    });
+    REQUIRE(server);
+    options.source_address = "127.0.0.2";
+    auto client = sim::net::TcpClient::create(options);
+    REQUIRE(client);
+    std::optional<sim::Status> outcome;
+    REQUIRE((*client)->connect_async(
+        "127.0.0.1", (*server)->port(),
+        [&](auto out, const std::string&) { return std::make_shared<RecordingHandler>(out, probe, false, true); },
+        [&](sim::Status st) {
+            {
+                const std::lock_guard lock(probe->mutex);
+                outcome = std::move(st);
+            }
+            probe->cv.notify_all();
+        }));
+    REQUIRE(probe->wait([&] { return outcome.has_value(); }));
+    CHECK(*outcome);
+    REQUIRE(probe->wait([&] { return !server_saw.empty(); }));
+    CHECK(server_saw.rfind("127.0.0.2:", 0) == 0);
+    CHECK((*client)->connect_async("127.0.0.1", (*server)->port(), {}, {}).code() == sim::Errc::invalid_state);
+    (*client)->close();
+    CHECK(probe->closed);
+
+    const auto port = (*server)->port();
+    (*server)->stop();
+    options.source_address.clear();
+    auto refused = sim::net::TcpClient::create(options);
+    REQUIRE(refused);
+    std::optional<sim::Status> refusal;
+    REQUIRE((*refused)->connect_async(
+        "127.0.0.1", port, [](auto, const std::string&) { return std::shared_ptr<sim::ConnectionHandler>{}; },
+        [&](sim::Status st) {
+            {
+                const std::lock_guard lock(probe->mutex);
+                refusal = std::move(st);
+            }
+            probe->cv.notify_all();
+        }));
+    REQUIRE(probe->wait([&] { return refusal.has_value(); }));
+    CHECK(refusal->code() == sim::Errc::io_error);
+    (*refused)->close();
+    pool->stop();
 }

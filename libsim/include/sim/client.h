@@ -242,6 +242,10 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
+namespace net {
+class IoPool;
+}
+
 /// Options of a networked client.
 struct ClientOptions {
     std::string host = "127.0.0.1";
@@ -256,6 +260,8 @@ struct ClientOptions {
     /// Events kept for receive() before the oldest are dropped (a bounded queue; an `error` event with
     /// Errc::queue_full says so). Messages are never lost with them: they are in the inbox (ClientCore::inbox).
     std::size_t max_queued_events = 10000;
+    /// I/O threads (sim/net.h) shared with other clients; null = the connection gets a thread of its own.
+    std::shared_ptr<net::IoPool> io_pool;
 };
 
 /// A client on a TCP connection: the few-lines API for applications.

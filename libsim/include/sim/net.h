@@ -109,25 +109,82 @@ private:
     std::unique_ptr<Impl> m_impl;
 };
 
-struct ClientOptions {
+/// I/O threads that many outgoing connections share: give the same pool to any number of TcpClients (through
+/// ConnectOptions::pool) and N threads serve them all, each connection's handler still called from one strand at a
+/// time. Without a pool every TcpClient runs on a thread of its own.
+class IoPool {
+public:
+    /// Start `threads` I/O threads (0 is taken as 1).
+    explicit IoPool(std::size_t threads);
+    /// stop().
+    ~IoPool();
+    IoPool(const IoPool&) = delete;
+    IoPool& operator=(const IoPool&) = delete;
+
+    /// The threads the pool was started with.
+    [[nodiscard]] std::size_t thread_count() const noexcept;
+    /// Stop and join the threads. Connections still on the pool are not served any more and their handlers get no
+    /// further call, not even on_closed (close them and let them finish first). Idempotent. Called on one of the
+    /// pool's own threads, that thread is left to finish its current job by itself.
+    void stop();
+
+private:
+    friend class TcpClient;
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+/// How one outgoing connection (TcpClient) is made. Not to be confused with sim::ClientOptions, the options of the
+/// blocking sim::Client (which fills one of these for its connection).
+struct ConnectOptions {
+    /// Give up connecting after this long (Errc::timeout).
     Duration connect_timeout = std::chrono::seconds(10);
     /// Clients keep their own connection alive, so by default they have no idle timeout.
     ConnectionLimits limits{.handshake_timeout = std::chrono::seconds(10),
                             .login_timeout = Duration::zero(),
                             .idle_timeout = Duration::zero()};
+    /// The I/O threads the connection runs on, shared with other connections; null = a thread of its own, started
+    /// when the client is created and joined by close(). A client keeps its pool alive; stopping the pool stops
+    /// serving its clients (close them first).
+    std::shared_ptr<IoPool> pool;
+    /// A numeric local address to bind before connecting (the port is still the OS's choice); empty = the OS picks
+    /// the address too. Spreading many connections over 127.0.x.y keeps them from running out of one address's
+    /// ephemeral ports.
+    std::string source_address;
 };
 
-/// One outgoing TCP connection with its own I/O thread, driving one handler.
+/// One outgoing TCP connection driving one handler, on a thread of its own or on an IoPool's threads.
 class TcpClient {
 public:
-    /// Resolve and connect. Errc::io_error or Errc::timeout on failure.
+    /// Called once, on the connection's strand, when a connection started by connect_async is made or not: ok() after
+    /// the factory's handler was attached (it is called next on the same strand, so the handler sees no bytes before
+    /// this returns); else Errc::io_error (resolve or connect failed, with the OS message), Errc::timeout, or
+    /// Errc::closed (close() came first, or the factory returned no handler).
+    using ConnectCallback = std::function<void(Status)>;
+
+    /// Resolve and connect, waiting until done. Errc::io_error or Errc::timeout on failure; Errc::invalid_argument for
+    /// a bad source address. Not to be called from a thread of `options.pool` (it waits for that pool).
     static Result<std::unique_ptr<TcpClient>> connect(const std::string& host, std::uint16_t port,
-                                                      const ClientOptions& options, HandlerFactory factory);
+                                                      const ConnectOptions& options, HandlerFactory factory);
+    /// A client that is not connected yet: post() works at once (everything posted runs on the strand the
+    /// connection's handler will run on); connect_async() starts the connection. Errc::invalid_argument for a bad
+    /// source address.
+    static Result<std::unique_ptr<TcpClient>> create(const ConnectOptions& options);
+    /// Start resolving and connecting and return at once; `done` says how it went (see ConnectCallback). Once per
+    /// client: Errc::invalid_state on a second call or after close().
+    Status connect_async(const std::string& host, std::uint16_t port, HandlerFactory factory, ConnectCallback done);
     ~TcpClient();
     TcpClient(const TcpClient&) = delete;
     TcpClient& operator=(const TcpClient&) = delete;
 
-    /// Close the connection (queued output is flushed first) and join the thread. Idempotent.
+    /// Run `job` on the connection's strand, one at a time with the handler's on_bytes / on_closed: where an
+    /// application calls into a handler that is not thread-safe. Also after close(), as long as the threads run.
+    void post(std::function<void()> job);
+    /// post() at `when` (steady clock), or at once if that has passed.
+    void post_at(TimePoint when, std::function<void()> job);
+    /// Close the connection (queued output is flushed first; a connect under way is abandoned) and wait until the
+    /// handler has had on_closed (or the connect callback its error), except when called on one of the connection's
+    /// own I/O threads; then stop the client's own thread, if it has one. Idempotent.
     void close();
 
 private:

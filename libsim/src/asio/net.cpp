@@ -125,8 +125,10 @@ class Connection final : public ConnectionOutput, public std::enable_shared_from
 public:
     /// `io` owns the context the socket belongs to: a Connection may outlive its server or client object (an
     /// application can hold its ConnectionOutput), and its socket and timer must be destroyed before the context.
+    /// `own_read_buffer`: read straight into a buffer of the connection's own (see read_own()), not through a
+    /// per-thread one.
     Connection(std::shared_ptr<asio::io_context> io, tcp::socket socket, const ConnectionLimits& limits,
-               SlotHooks hooks)
+               SlotHooks hooks, bool own_read_buffer = false)
         : m_io(std::move(io)),
           m_socket(std::move(socket)),
           m_timer(m_socket.get_executor()),
@@ -134,6 +136,9 @@ public:
           m_hooks(std::move(hooks)) {
         if (m_limits.read_chunk == 0) {
             m_limits.read_chunk = 4096;
+        }
+        if (own_read_buffer) {
+            m_read_buffer.resize(m_limits.read_chunk);
         }
     }
 
@@ -153,7 +158,11 @@ public:
             if (self->m_stage == Stage::handshake) {
                 self->arm_timer(self->m_limits.handshake_timeout);
             }
-            self->wait_readable();
+            if (self->m_read_buffer.empty()) {
+                self->wait_readable();
+            } else {
+                self->read_own();
+            }
         });
     }
 
@@ -251,6 +260,27 @@ private:
             }
             self->drain();
         });
+    }
+
+    // A client's connection reads into its own buffer: one read per wake-up and no re-arming of the socket's epoll
+    // registration per read (async_wait costs an EPOLL_CTL_MOD each time), for a read_chunk per connection, which
+    // a client with a few connections can spare (a server with many cannot: it uses wait_readable()).
+    void read_own() {
+        m_socket.async_read_some(asio::buffer(m_read_buffer),
+                                 [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+                                     if (self->m_finished) {
+                                         return;
+                                     }
+                                     if (ec) {
+                                         self->finish(errc_from(ec));
+                                         return;
+                                     }
+                                     self->m_last_read = std::chrono::steady_clock::now();
+                                     self->m_handler->on_bytes(ByteView{self->m_read_buffer.data(), n});
+                                     if (!self->m_finished) {
+                                         self->read_own();
+                                     }
+                                 });
     }
 
     static std::vector<std::uint8_t>& thread_buffer(std::size_t size) {
@@ -429,6 +459,7 @@ private:
 
     std::vector<Bytes> m_inflight;           // strand only
     std::vector<asio::const_buffer> m_buffers;  // strand only
+    std::vector<std::uint8_t> m_read_buffer;    // strand only; empty: reads use the I/O thread's buffer
 };
 
 std::string peer_name(const tcp::socket& s) {
@@ -679,82 +710,415 @@ void TcpServer::stop() {
     m_impl->threads.clear();
 }
 
+// ---------------------------------------------------------------- I/O pool
+
+namespace {
+
+/// An io_context whose services IoPool::stop() can shut down: that destroys the handlers still queued, which hold
+/// connections that hold the context (a cycle that would otherwise keep both alive).
+class PoolContext final : public asio::io_context {
+public:
+    using asio::io_context::shutdown;
+};
+
+}  // namespace
+
+struct IoPool::Impl {
+    std::shared_ptr<PoolContext> io = std::make_shared<PoolContext>();
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+    std::vector<std::thread> threads;
+    std::size_t count = 0;
+    std::atomic<bool> stopped{false};
+
+    [[nodiscard]] bool on_pool_thread() const {
+        const auto me = std::this_thread::get_id();
+        return std::any_of(threads.begin(), threads.end(), [me](const std::thread& t) { return t.get_id() == me; });
+    }
+};
+
+IoPool::IoPool(std::size_t threads) : m_impl(std::make_unique<Impl>()) {
+    m_impl->count = std::max<std::size_t>(1, threads);
+    m_impl->guard.emplace(m_impl->io->get_executor());
+    for (std::size_t i = 0; i < m_impl->count; ++i) {
+        // The thread holds the context: stop() from one of the pool's own threads leaves that thread running.
+        m_impl->threads.emplace_back([io = m_impl->io] { io->run(); });
+    }
+}
+
+IoPool::~IoPool() {
+    stop();
+}
+
+std::size_t IoPool::thread_count() const noexcept {
+    return m_impl->count;
+}
+
+void IoPool::stop() {
+    if (m_impl->stopped.exchange(true)) {
+        return;
+    }
+    m_impl->guard.reset();
+    m_impl->io->stop();
+    bool from_inside = false;
+    for (auto& t : m_impl->threads) {
+        if (t.get_id() == std::this_thread::get_id()) {
+            from_inside = true;
+            t.detach();
+        } else if (t.joinable()) {
+            t.join();
+        }
+    }
+    m_impl->threads.clear();
+    if (!from_inside) {
+        m_impl->io->shutdown();
+    }
+}
+
 // ---------------------------------------------------------------- client
 
+namespace {
+
+/// What a client and the handlers of its connect share.
+struct ClientLink {
+    explicit ClientLink(std::shared_ptr<asio::io_context> context)
+        : io(std::move(context)), strand(asio::make_strand(*io)) {}
+
+    std::shared_ptr<asio::io_context> io;
+    asio::strand<asio::io_context::executor_type> strand;
+    std::function<void()> cancel;  // strand only: abandons the connect under way
+
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::shared_ptr<Connection> connection;  // once connected
+    bool started = false;                    // connect_async was called
+    bool closed = false;                     // close() was called
+    bool settled = false;                    // the connect failed, or the connection finished
+
+    void settle() {
+        {
+            const std::lock_guard lock(mutex);
+            settled = true;
+        }
+        cv.notify_all();
+    }
+};
+
+/// One connect, from resolving to handing the socket to a Connection. Strand only.
+class ConnectAttempt final : public std::enable_shared_from_this<ConnectAttempt> {
+public:
+    ConnectAttempt(std::shared_ptr<ClientLink> link, std::string host, std::uint16_t port,
+                   const ConnectOptions& options, std::optional<tcp::endpoint> source, HandlerFactory factory,
+                   TcpClient::ConnectCallback done)
+        : m_link(std::move(link)),
+          m_host(std::move(host)),
+          m_port(port),
+          m_timeout(options.connect_timeout),
+          m_limits(options.limits),
+          m_source(source),
+          m_factory(std::move(factory)),
+          m_done(std::move(done)),
+          m_socket(m_link->strand),
+          m_resolver(m_link->strand),
+          m_timer(m_link->strand) {}
+
+    void begin() {
+        {
+            const std::lock_guard lock(m_link->mutex);
+            if (m_link->closed) {
+                m_abandoned = true;
+            }
+        }
+        if (m_abandoned) {
+            fail({});
+            return;
+        }
+        m_link->cancel = [weak = weak_from_this()] {
+            if (auto self = weak.lock(); self && !self->m_finished) {
+                self->m_abandoned = true;
+                self->stop_io();
+            }
+        };
+        if (m_timeout > Duration::zero()) {
+            m_timer.expires_after(m_timeout);
+            m_timer.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+                if (!ec && !self->m_finished) {
+                    self->m_timed_out = true;
+                    self->stop_io();
+                }
+            });
+        }
+        asio::error_code ec;
+        const auto address = asio::ip::make_address(m_host, ec);
+        if (!ec) {
+            connect_next({tcp::endpoint(address, m_port)}, 0, {});
+            return;
+        }
+        m_resolver.async_resolve(
+            m_host, std::to_string(m_port),
+            [self = shared_from_this()](const asio::error_code& rec, const tcp::resolver::results_type& results) {
+                if (self->m_finished) {
+                    return;
+                }
+                if (rec || self->m_timed_out || self->m_abandoned) {
+                    self->fail("cannot resolve " + self->m_host + ": " + rec.message());
+                    return;
+                }
+                std::vector<tcp::endpoint> endpoints;
+                for (const auto& entry : results) {
+                    if (!self->m_source || entry.endpoint().protocol() == self->m_source->protocol()) {
+                        endpoints.push_back(entry.endpoint());
+                    }
+                }
+                if (endpoints.empty()) {
+                    self->fail("cannot connect to " + self->target() + ": no address in the source address's family");
+                    return;
+                }
+                self->connect_next(std::move(endpoints), 0, {});
+            });
+    }
+
+private:
+    [[nodiscard]] std::string target() const { return m_host + ":" + std::to_string(m_port); }
+
+    void connect_next(std::vector<tcp::endpoint> endpoints, std::size_t i, asio::error_code last) {
+        if (i >= endpoints.size()) {
+            fail("cannot connect to " + target() + ": " + last.message());
+            return;
+        }
+        asio::error_code ec;
+        m_socket.close(ec);
+        m_socket.open(endpoints[i].protocol(), ec);
+        if (!ec && m_source) {
+#ifdef IP_BIND_ADDRESS_NO_PORT
+            if (m_source->address().is_v4()) {
+                // The port is chosen at connect time, per destination: many sources do not pin ephemeral ports.
+                const int one = 1;
+                (void)::setsockopt(m_socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            }
+#endif
+            m_socket.bind(*m_source, ec);
+        }
+        if (ec) {
+            fail("cannot connect to " + target() + (m_source ? " from " + m_source->address().to_string() : "") + ": " +
+                 ec.message());
+            return;
+        }
+        const auto endpoint = endpoints[i];
+        m_socket.async_connect(endpoint, [self = shared_from_this(), endpoints = std::move(endpoints),
+                                          i](const asio::error_code& cec) mutable {
+            if (self->m_finished) {
+                return;
+            }
+            if (self->m_timed_out || self->m_abandoned) {
+                self->fail({});
+            } else if (cec) {
+                self->connect_next(std::move(endpoints), i + 1, cec);
+            } else {
+                self->connected();
+            }
+        });
+    }
+
+    void connected() {
+        m_finished = true;
+        m_timer.cancel();
+        asio::error_code ec;
+        m_socket.set_option(tcp::no_delay(true), ec);
+        const std::string peer = peer_name(m_socket);
+        std::shared_ptr<Connection> connection;
+        {
+            const std::lock_guard lock(m_link->mutex);
+            if (!m_link->closed) {
+                SlotHooks hooks;
+                hooks.on_gone = [weak = std::weak_ptr<ClientLink>(m_link)](bool) {
+                    if (auto link = weak.lock()) {
+                        link->settle();
+                    }
+                };
+                connection = std::make_shared<Connection>(m_link->io, std::move(m_socket), m_limits, std::move(hooks),
+                                                          /*own_read_buffer=*/true);
+                m_link->connection = connection;
+            }
+        }
+        if (!connection) {
+            m_abandoned = true;
+            fail({});
+            return;
+        }
+        auto handler = m_factory(connection, peer);
+        if (!handler) {
+            connection->abort(Errc::closed);  // settles when it is gone
+            report(Error{Errc::closed, "no handler for the connection to " + peer});
+            return;
+        }
+        connection->start(std::move(handler));
+        report(ok());
+    }
+
+    void stop_io() {
+        asio::error_code ignored;
+        m_resolver.cancel();
+        m_socket.close(ignored);
+    }
+
+    /// The connect failed: `what` unless it was abandoned or timed out.
+    void fail(const std::string& what) {
+        m_finished = true;
+        m_timer.cancel();
+        stop_io();
+        if (m_abandoned) {
+            report(Error{Errc::closed, "closed before the connection to " + target() + " was made"});
+        } else if (m_timed_out) {
+            report(Error{Errc::timeout, "connect to " + target() + " timed out"});
+        } else {
+            report(Error{Errc::io_error, what});
+        }
+        m_link->settle();
+    }
+
+    void report(Status status) {
+        m_link->cancel = nullptr;
+        if (auto done = std::move(m_done)) {
+            done(std::move(status));
+        }
+    }
+
+    std::shared_ptr<ClientLink> m_link;
+    std::string m_host;
+    std::uint16_t m_port;
+    Duration m_timeout;
+    ConnectionLimits m_limits;
+    std::optional<tcp::endpoint> m_source;
+    HandlerFactory m_factory;
+    TcpClient::ConnectCallback m_done;
+    tcp::socket m_socket;
+    tcp::resolver m_resolver;
+    asio::steady_timer m_timer;
+    bool m_finished = false;
+    bool m_timed_out = false;
+    bool m_abandoned = false;
+};
+
+}  // namespace
+
 struct TcpClient::Impl {
-    std::shared_ptr<asio::io_context> io_owner = std::make_shared<asio::io_context>();
-    asio::io_context& io = *io_owner;
-    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
-    std::thread thread;
-    std::shared_ptr<Connection> connection;
-    bool closed = false;
+    ConnectOptions options;
+    std::optional<tcp::endpoint> source;
+    std::shared_ptr<IoPool> pool;
+    bool own_pool = false;
+    std::shared_ptr<ClientLink> link;
+    std::atomic<bool> closed{false};  // close() ran (it may be called from several threads)
 };
 
 TcpClient::TcpClient(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
 TcpClient::~TcpClient() { close(); }
 
-Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, std::uint16_t port,
-                                                      const ClientOptions& options, HandlerFactory factory) {
+Result<std::unique_ptr<TcpClient>> TcpClient::create(const ConnectOptions& options) {
     auto impl = std::make_unique<Impl>();
-    asio::error_code ec;
-    tcp::resolver resolver(impl->io);
-    const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
-    if (ec) {
-        return Error{Errc::io_error, "cannot resolve " + host + ": " + ec.message()};
+    impl->options = options;
+    impl->options.pool.reset();
+    if (!options.source_address.empty()) {
+        asio::error_code ec;
+        const auto address = asio::ip::make_address(options.source_address, ec);
+        if (ec) {
+            return Error{Errc::invalid_argument,
+                         "source address \"" + options.source_address + "\" is not a numeric IP address"};
+        }
+        impl->source = tcp::endpoint(address, 0);
     }
-    auto socket = std::make_shared<tcp::socket>(asio::make_strand(impl->io));
-    std::promise<asio::error_code> done;
-    auto result = done.get_future();
-    asio::async_connect(*socket, endpoints,
-                        [&done](const asio::error_code& e, const tcp::endpoint&) { done.set_value(e); });
-    impl->guard.emplace(impl->io.get_executor());
-    impl->thread = std::thread([io = &impl->io] { io->run(); });
-    auto fail = [&](Error err) -> Result<std::unique_ptr<TcpClient>> {
-        asio::post(impl->io, [socket] {
-            asio::error_code ignored;
-            socket->close(ignored);
-        });
-        result.wait();  // the handler refers to `done`
-        impl->guard.reset();
-        impl->io.stop();
-        impl->thread.join();
-        return err;
-    };
-    if (result.wait_for(options.connect_timeout) != std::future_status::ready) {
-        return fail(Error{Errc::timeout, "connect to " + host + ":" + std::to_string(port) + " timed out"});
+    impl->own_pool = !options.pool;
+    impl->pool = impl->own_pool ? std::make_shared<IoPool>(1) : options.pool;
+    if (impl->pool->m_impl->stopped.load()) {
+        return Error{Errc::invalid_state, "the I/O pool is stopped"};
     }
-    ec = result.get();
-    if (ec) {
-        impl->guard.reset();
-        impl->thread.join();
-        return Error{Errc::io_error, "cannot connect to " + host + ":" + std::to_string(port) + ": " + ec.message()};
-    }
-    socket->set_option(tcp::no_delay(true), ec);
-    const std::string peer = peer_name(*socket);
-    impl->connection = std::make_shared<Connection>(impl->io_owner, std::move(*socket), options.limits, SlotHooks{});
-    auto handler = factory(impl->connection, peer);
-    if (!handler) {
-        impl->connection->abort(Errc::closed);
-    } else {
-        impl->connection->start(std::move(handler));
-    }
+    impl->link = std::make_shared<ClientLink>(impl->pool->m_impl->io);
     return std::unique_ptr<TcpClient>(new TcpClient(std::move(impl)));
 }
 
-void TcpClient::close() {
-    if (!m_impl || m_impl->closed) {
+Status TcpClient::connect_async(const std::string& host, std::uint16_t port, HandlerFactory factory,
+                                ConnectCallback done) {
+    auto& link = m_impl->link;
+    {
+        const std::lock_guard lock(link->mutex);
+        if (link->closed || link->started) {
+            return Error{Errc::invalid_state,
+                         link->closed ? "the client is closed" : "the client is connected already"};
+        }
+        link->started = true;
+    }
+    auto attempt = std::make_shared<ConnectAttempt>(link, host, port, m_impl->options, m_impl->source,
+                                                    std::move(factory), std::move(done));
+    asio::post(link->strand, [attempt] { attempt->begin(); });
+    return ok();
+}
+
+Result<std::unique_ptr<TcpClient>> TcpClient::connect(const std::string& host, std::uint16_t port,
+                                                      const ConnectOptions& options, HandlerFactory factory) {
+    SIM_TRY(auto client, create(options));
+    auto outcome = std::make_shared<std::promise<Status>>();
+    auto result = outcome->get_future();
+    SIM_TRY_STATUS(client->connect_async(host, port, std::move(factory),
+                                         [outcome](Status st) { outcome->set_value(std::move(st)); }));
+    if (auto st = result.get(); !st) {
+        return st.error();
+    }
+    return client;
+}
+
+void TcpClient::post(std::function<void()> job) {
+    if (m_impl->pool->m_impl->stopped.load()) {
         return;
     }
-    m_impl->closed = true;
-    if (m_impl->connection) {
-        m_impl->connection->close(Errc::closed);
+    asio::post(m_impl->link->strand, std::move(job));
+}
+
+void TcpClient::post_at(TimePoint when, std::function<void()> job) {
+    if (m_impl->pool->m_impl->stopped.load()) {
+        return;
     }
-    m_impl->guard.reset();
-    if (m_impl->thread.joinable()) {
-        m_impl->thread.join();
+    auto timer = std::make_shared<asio::steady_timer>(m_impl->link->strand);
+    timer->expires_at(std::chrono::time_point_cast<asio::steady_timer::clock_type::duration>(when));
+    timer->async_wait([timer, job = std::move(job)](const asio::error_code& ec) {
+        if (!ec) {
+            job();
+        }
+    });
+}
+
+void TcpClient::close() {
+    if (!m_impl || m_impl->closed.exchange(true)) {
+        return;
     }
-    m_impl->connection.reset();
+    auto& link = *m_impl->link;
+    std::shared_ptr<Connection> connection;
+    bool started = false;
+    {
+        const std::lock_guard lock(link.mutex);
+        link.closed = true;
+        connection = link.connection;
+        started = link.started;
+    }
+    const bool running = !m_impl->pool->m_impl->stopped.load();
+    if (running && connection) {
+        connection->close(Errc::closed);
+    } else if (running && started) {
+        asio::post(link.strand, [l = m_impl->link] {
+            if (l->cancel) {
+                l->cancel();
+            }
+        });
+    }
+    // Let the connection flush and tell its handler (so that what the handler refers to may go once this returns),
+    // but not on one of its own threads, which would wait for itself. The bound is for a peer that never reads.
+    if (running && started && !m_impl->pool->m_impl->on_pool_thread()) {
+        std::unique_lock lock(link.mutex);
+        (void)link.cv.wait_for(lock, m_impl->options.connect_timeout + std::chrono::seconds(10),
+                               [&link] { return link.settled; });
+    }
+    if (m_impl->own_pool) {
+        m_impl->pool->stop();
+    }
 }
 
 }  // namespace sim::net

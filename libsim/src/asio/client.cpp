@@ -153,9 +153,10 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
     auto* raw = impl.get();
     SIM_TRY(impl->core, ClientCore::create(std::move(config), *impl->known, *impl->rng, steady_clock(),
                                            [raw](const ClientEvent& e) { raw->push(e); }));
-    net::ClientOptions net_options;
+    net::ConnectOptions net_options;
     net_options.connect_timeout = options.connect_timeout;
     net_options.limits.handshake_timeout = options.connect_timeout;
+    net_options.pool = options.io_pool;
     auto core = impl->core;
     SIM_TRY(impl->tcp, net::TcpClient::connect(options.host, options.port, net_options,
                                                [core](std::shared_ptr<ConnectionOutput> out, const std::string&) {
