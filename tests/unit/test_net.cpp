@@ -588,6 +588,30 @@ TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ti
     pool->stop();
 }
 
+TEST_CASE("sim::Client::connect that fails after the connection is made (trust refused) closes it cleanly") {
+    // The client's state must outlive its connection's last events: under AddressSanitizer this failed with a
+    // use after free when the queue was destroyed before the connection.
+    InProcessServer server;
+    sim::ClientOptions options;
+    options.port = server.port();
+    options.config.handshake.server_id = "refuse-test";
+    options.config.handshake.trust = sim::TrustMode::ask;
+    for (int i = 0; i < 20; ++i) {
+        std::string asked;
+        auto refused = sim::Client::connect(options, [&](const std::string& fingerprint) {
+            asked = fingerprint;
+            return false;
+        });
+        REQUIRE_FALSE(refused);
+        CHECK(refused.code() == sim::Errc::server_key_unknown);
+        CHECK_FALSE(asked.empty());
+    }
+    // The server is fine and the same options with a yes connect.
+    auto accepted = sim::Client::connect(options, [](const std::string&) { return true; });
+    REQUIRE_MESSAGE(accepted, accepted.error().message());
+    (*accepted)->close();
+}
+
 TEST_CASE("connect_async: a refused connect, a bad source address, a source address the server sees") {
     auto pool = std::make_shared<sim::net::IoPool>(1);
     sim::net::ConnectOptions options;

@@ -31,6 +31,17 @@ struct Client::Impl {
     bool poke_ticker = false;  // the outbox has something due before planned_wake
     TimePoint planned_wake{};
 
+    Impl() = default;
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+    /// The connection goes first: its last events (closed) are pushed into this object's queue, which must still
+    /// be there (a connect() that fails after the TCP connection was made destroys an Impl with it open).
+    ~Impl() {
+        if (tcp) {
+            tcp->close();
+        }
+    }
+
     /// After a call that may have put something in the outbox: wake the ticker if it is due before its plan.
     void poke_if_due() {
         const auto due = core->next_wakeup();
