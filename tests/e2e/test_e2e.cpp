@@ -1115,8 +1115,14 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
     }
     const auto drain_ms = std::chrono::duration_cast<std::chrono::milliseconds>(last_message - t_drain).count();
     std::size_t duplicates = 0;
+    int first_twice = total;  // the range of indices shown more than once, for the report
+    int last_twice = -1;
     for (const auto& [id, n] : delivered) {
         duplicates += n > 1 ? static_cast<std::size_t>(n - 1) : 0;
+        if (n > 1 && sent.contains(id)) {
+            first_twice = std::min(first_twice, sent.at(id));
+            last_twice = std::max(last_twice, sent.at(id));
+        }
     }
     std::size_t stored_missing = 0;
     for (const auto& id : stored) {
@@ -1133,8 +1139,9 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
                              << " stored before bob's login at " << offline_stored_ms << " ms, " << stored.size()
                              << " in all (" << receipt_events << " receipt events); bob's inbox has "
                              << delivered.size() << " distinct after " << drain_ms << " ms, " << duplicates
-                             << " duplicates, " << out_of_order << " out of order, " << gaps << " gap events, "
-                             << bob_errors << " errors; case " << ms_since(t_case) << " ms");
+                             << " duplicates (indices " << first_twice << " to " << last_twice << "), " << out_of_order
+                             << " out of order, " << gaps << " gap events, " << bob_errors << " errors; case "
+                             << ms_since(t_case) << " ms");
     for (std::size_t k = 0; k < record.size(); ++k) {
         CHECK((k < static_cast<std::size_t>(offline_kills) ? record[k].stored : record[k].shown) >= kill_at[k]);
     }
