@@ -799,10 +799,12 @@ void empty_mariadb_database(const std::string& url) {
 enum class StoreKind { sqlite, mariadb };
 
 /// The kill -9 test of the delivery core (issue 11): `total` messages from alice to bob, who is offline; simd is
-/// killed with SIGKILL two or three times while they go in, each time when the count of distinct 'stored'
-/// receipts reaches a random threshold, and restarted on the same database; alice's client re-sends its outbox
-/// after each reconnect; then bob logs in and drains. Every message that got 'stored' must reach bob exactly once,
-/// all `total` must (after the re-sends), in the order alice sent them. The seed is printed; SIM_E2E_SEED=N
+/// killed with SIGKILL two or three times, each time when a count reaches a random threshold, and restarted on the
+/// same database; alice's client re-sends its outbox after each reconnect; then bob logs in and drains. End to
+/// end, every kill comes while the messages go in (counted in distinct 'stored' receipts). Server-assigned, only
+/// the first can (see below why nothing more is stored for bob after a restart until he logs in); the others come
+/// during bob's drain, counted in messages in his inbox. Every message that got 'stored' must reach bob exactly
+/// once, all `total` must (after the re-sends), in the order alice sent them. The seed is printed; SIM_E2E_SEED=N
 /// repeats a run's kill points (the timing of what is in flight at a kill still varies).
 void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int total) {
     const bool e2e = mode == sim::ConversationMode::end_to_end;
