@@ -902,6 +902,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
     const int offline_kills = e2e ? kills : 1;
     std::map<sim::MessageId, int> sent;  // id -> index
     std::set<sim::MessageId> stored;
+    std::set<sim::MessageId> receipted;  // 'stored' or 'delivered'
     std::atomic<std::size_t> stored_count{0};
     std::atomic<std::size_t> bob_count{0};  // messages in bob's inbox
     std::atomic<std::size_t> sent_count{0};
@@ -919,6 +920,8 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         std::size_t sent = 0;    // messages alice had handed to send()
         long ms = 0;
         std::size_t outbox_at_restart = 0;
+        std::size_t unreceipted_in_inbox = 0;  // in bob's inbox, but alice has had no receipt for them
+        int first_unreceipted = -1;
         long restart_ms = 0;
     };
     std::vector<KillRecord> record(static_cast<std::size_t>(kills));
@@ -964,6 +967,9 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
                 closed = closed || e.code() == sim::Errc::closed;
                 return;
             }
+            if (e->kind == sim::ClientEventKind::receipt) {
+                receipted.insert(e->message_id);
+            }
             if (e->kind == sim::ClientEventKind::receipt && e->text == "stored") {
                 ++receipt_events;
                 stored.insert(e->message_id);
@@ -988,7 +994,20 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
             const bool with_bob = bob != nullptr;
             {
                 const std::lock_guard lock(simd_mutex);  // waits for the kill to finish
-                record[static_cast<std::size_t>(k)].outbox_at_restart = alice->core().outbox_size();
+                auto& r = record[static_cast<std::size_t>(k)];
+                r.outbox_at_restart = alice->core().outbox_size();
+                if (with_bob) {  // what alice's re-send will bring bob again
+                    if (const auto got = bob->core().inbox(0, sent.size() + 1'000)) {
+                        for (const auto& entry : *got) {
+                            if (!receipted.contains(entry.message_id) && sent.contains(entry.message_id)) {
+                                ++r.unreceipted_in_inbox;
+                                const int index = sent.at(entry.message_id);
+                                r.first_unreceipted =
+                                    r.first_unreceipted < 0 ? index : std::min(r.first_unreceipted, index);
+                            }
+                        }
+                    }
+                }
                 alice.reset();
                 bob.reset();
                 simd.reset();
@@ -1130,20 +1149,27 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
     for (const auto& id : stored) {
         stored_missing += delivered.contains(id) ? 0 : 1;
     }
+    std::ostringstream twice;
+    if (duplicates != 0) {
+        twice << " (indices " << first_twice << " to " << last_twice << ")";
+    }
     std::ostringstream kills_text;
     for (const auto& r : record) {
         kills_text << "; kill at " << r.ms << " ms with " << r.stored << " stored, " << r.sent << " sent, " << r.shown
                    << " in bob's inbox, " << r.outbox_at_restart << " in the outbox at the restart (" << r.restart_ms
                    << " ms)";
+        if (r.unreceipted_in_inbox != 0) {
+            kills_text << ", " << r.unreceipted_in_inbox << " of them in bob's inbox already, the first index "
+                       << r.first_unreceipted;
+        }
     }
     MESSAGE("kill -9 test (" << label_mode << ", " << label_store << "), seed " << seed << ": " << sent.size()
                              << " sent by " << sent_ms << " ms" << kills_text.str() << "; " << stored_offline
                              << " stored before bob's login at " << offline_stored_ms << " ms, " << stored.size()
                              << " in all (" << receipt_events << " receipt events); bob's inbox has "
                              << delivered.size() << " distinct after " << drain_ms << " ms, " << duplicates
-                             << " duplicates (indices " << first_twice << " to " << last_twice << "), " << out_of_order
-                             << " out of order, " << gaps << " gap events, " << bob_errors << " errors; case "
-                             << ms_since(t_case) << " ms");
+                             << " duplicates" << twice.str() << ", " << out_of_order << " out of order, " << gaps
+                             << " gap events, " << bob_errors << " errors; case " << ms_since(t_case) << " ms");
     for (std::size_t k = 0; k < record.size(); ++k) {
         CHECK((k < static_cast<std::size_t>(offline_kills) ? record[k].stored : record[k].shown) >= kill_at[k]);
     }
