@@ -171,7 +171,14 @@ struct ClientCore::Impl {
                                              std::vector<std::string>& unkeyed) {
         const auto unsealed = client_detail::read_unsealed_text(payload);
         if (!unsealed) {
-            return submission(peer, payload);
+            // Sealed once, end to end, and kept in the state as an encoded envelope. It cannot fail to decode (the
+            // client wrote it): if it does, that is reported and the message held.
+            auto env = decode_envelope(payload);
+            if (!env) {
+                emit_error(env.error(), peer);
+                return std::nullopt;
+            }
+            return submission(peer, *env);
         }
         // No server-assigned conversation: the key is asked for; end to end, the session's arrival seals it.
         const auto it = conversations.find(peer);
@@ -197,17 +204,12 @@ struct ClientCore::Impl {
         std::copy_n(payload.begin(), sizeof(MessageId), env.id.begin());
         env.mode = ConversationMode::server_assigned;
         env.body = std::move(*record);
-        return submission(peer, encode_envelope(env));
+        return submission(peer, env);
     }
-    /// to_submission() of a sealed envelope (it cannot fail for one the outbox holds: a failure is reported and the
-    /// message held).
-    std::optional<Bytes> submission(const std::string& peer, ByteView envelope) {
-        auto s = client_detail::to_submission(user, peer, envelope);
-        if (!s) {
-            emit_error(s.error(), peer);
-            return std::nullopt;
-        }
-        return std::move(*s);
+    /// The `message` payload of a sealed envelope (docs/protocol.md 6.5): the message of the pair (user, peer) from
+    /// our device to the peer's. Until a second device can be linked, both accounts have exactly their first device.
+    [[nodiscard]] Bytes submission(const std::string& peer, const Envelope& env) const {
+        return encode_pair_submission(env, user, peer);
     }
 
     // ------------------------------------------------------------ events

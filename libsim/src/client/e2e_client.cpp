@@ -697,7 +697,7 @@ void E2eClient::seal_pending(PeerState& p) {
             ratchet_event(p, p.sessions.front().dh_steps(), "sending");
         }
         secure_zero(payload.data(), payload.size());
-        payload = std::move(*sealed);
+        payload = encode_envelope(*sealed);
         // The sealed form replaces the text in the same commit as the ratchet state that made it.
         m_writes.push_back({key_outbox_entry(order), outbox_record(id, p.name, payload)});
     });
@@ -1003,7 +1003,7 @@ void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
 
 // ---------------------------------------------------------------- sending
 
-Result<Bytes> E2eClient::seal_content(PeerState& p, E2eContent content) {
+Result<Envelope> E2eClient::seal_content(PeerState& p, E2eContent content) {
     content.address = ContentAddress{pair_conversation_id(m_user, p.name), m_device, first_device};
     auto plain = encode_e2e_content(content);
     auto body = p.sessions.front().seal(plain);
@@ -1011,7 +1011,7 @@ Result<Bytes> E2eClient::seal_content(PeerState& p, E2eContent content) {
     SIM_TRY(auto sealed, std::move(body));
     p.reply_due = false;
     mark_dirty(p);
-    return encode_envelope(Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)});
+    return Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)};
 }
 
 Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, WallTime sent_at,
@@ -1040,12 +1040,12 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     auto& p = *it->second;
     const auto steps_before = p.sessions.front().dh_steps();
     E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at, {}};
-    SIM_TRY(auto payload, seal_content(p, content));
+    SIM_TRY(const auto envelope, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
         ratchet_event(p, p.sessions.front().dh_steps(), "sending");
     }
-    SIM_TRY_STATUS(enqueue(content.id, peer, std::move(payload)));
+    SIM_TRY_STATUS(enqueue(content.id, peer, encode_envelope(envelope)));
     return content.id;
 }
 
@@ -1071,10 +1071,9 @@ void E2eClient::tick() {
         }
         // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
         E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
-        auto envelope = seal_content(*p, content);
-        auto payload = envelope ? to_submission(m_user, name, *envelope) : Result<Bytes>{envelope.error()};
-        if (payload) {
-            queue_frame(Frame{FrameType::message, 0, m_user, name, std::move(*payload)}, true);
+        if (const auto envelope = seal_content(*p, content)) {
+            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_pair_submission(*envelope, m_user, name)},
+                        true);
         }
     }
 }

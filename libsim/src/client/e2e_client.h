@@ -112,7 +112,7 @@ private:
     void open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info);
     void deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
                          SecureBytes plaintext);
-    Result<Bytes> seal_content(PeerState& p, E2eContent content);
+    Result<Envelope> seal_content(PeerState& p, E2eContent content);
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
     void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);

@@ -19,11 +19,6 @@ Bytes make_unsealed_text(const MessageId& id, WallTime sent_at, std::string_view
     return out;
 }
 
-Result<Bytes> to_submission(const std::string& user, const std::string& peer, ByteView envelope) {
-    SIM_TRY(const auto env, decode_envelope(envelope));
-    return encode_pair_submission(env, user, peer);
-}
-
 std::optional<UnsealedText> read_unsealed_text(ByteView payload) {
     if (!is_unsealed_text(payload)) {
         return std::nullopt;

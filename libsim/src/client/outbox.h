@@ -52,10 +52,6 @@ struct UnsealedText {
 };
 /// Either unsealed form; nullopt for anything else (an envelope, or a stamped form cut short).
 [[nodiscard]] std::optional<UnsealedText> read_unsealed_text(ByteView payload);
-/// The `message` payload a sealed envelope goes to the server as (docs/protocol.md 6.5): the message of the pair
-/// (user, peer) from our device, with the envelope's body for each device of the peer. Until a second device can be
-/// linked, both accounts have exactly their first device. Errc::bad_field when `envelope` does not decode.
-[[nodiscard]] Result<Bytes> to_submission(const std::string& user, const std::string& peer, ByteView envelope);
 
 class Outbox {
 public:
