@@ -52,7 +52,9 @@ enum class ClientEventKind : std::uint8_t {
     identity_changed,  ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
                        ///< to or shown from `peer` until accept_identity()
     gap,               ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
-    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
+    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown). A
+                       ///< message of ours that can never go (Errc::frame_too_large: queued under a larger
+                       ///< max_frame_size) is dropped from the outbox: `message_id` and `peer` name it
     closed,            ///< the connection is gone (`error` says why)
     password_changed,  ///< change_password() succeeded on the server and the local state is sealed under the new
                        ///< password; session_token() holds the new token (every session of the user ends: log in

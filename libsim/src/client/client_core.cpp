@@ -141,7 +141,7 @@ struct ClientCore::Impl {
         if (const auto st = e2e->commit(); !st) {
             events.clear();
             (void)e2e->take_frames([](const std::string&, ByteView) { return std::optional<Bytes>{}; });
-            fail(Error{st.code(), "client state could not be written: " + st.error().message()});
+            fail_storage(st.error());
             return;
         }
         for (auto& e : e2e_events) {
@@ -150,6 +150,14 @@ struct ClientCore::Impl {
         std::vector<std::string> unkeyed;
         auto frames = e2e->take_frames(
             [&](const std::string& peer, ByteView payload) { return seal_outbox_payload(peer, payload, unkeyed); });
+        auto dropped = e2e->take_events();  // messages the outbox dropped: told once their removal is committed
+        if (!frames) {
+            fail_storage(frames.error());
+            return;
+        }
+        for (auto& e : dropped) {
+            events.push_back(std::move(e));
+        }
         for (auto& peer : unkeyed) {
             // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
             // ack_init 3 and, once the peer can be keyed, KEYGEN answer it).
@@ -158,17 +166,21 @@ struct ClientCore::Impl {
                 return;
             }
         }
-        for (auto& f : frames) {
+        for (auto& f : *frames) {
             if (!send_inner(std::move(f))) {
                 return;
             }
         }
     }
+    void fail_storage(const Error& err) {
+        fail(Error{err.code, "client state could not be written: " + err.message()});
+    }
 
     /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; an unsealed text is sealed now under its
     /// server-assigned conversation's current key, or held (its peer added to `unkeyed`) while there is none.
-    std::optional<Bytes> seal_outbox_payload(const std::string& peer, ByteView payload,
-                                             std::vector<std::string>& unkeyed) {
+    Result<std::optional<Bytes>> seal_outbox_payload(const std::string& peer, ByteView payload,
+                                                     std::vector<std::string>& unkeyed) {
+        const std::optional<Bytes> hold;
         const auto unsealed = client_detail::read_unsealed_text(payload);
         if (!unsealed) {
             // Sealed once, end to end, and kept in the state as an encoded envelope. It cannot fail to decode (the
@@ -176,7 +188,7 @@ struct ClientCore::Impl {
             auto env = decode_envelope(payload);
             if (!env) {
                 emit_error(env.error(), peer);
-                return std::nullopt;
+                return hold;
             }
             return submission(peer, *env);
         }
@@ -184,7 +196,7 @@ struct ClientCore::Impl {
         const auto it = conversations.find(peer);
         if (it == conversations.end()) {
             unkeyed.push_back(peer);
-            return std::nullopt;
+            return hold;
         }
         auto& conv = it->second;
         const auto before = conv.send.status().epoch;
@@ -196,7 +208,7 @@ struct ClientCore::Impl {
         if (!record) {
             emit_error(record.error(), peer);
             unkeyed.push_back(peer);
-            return std::nullopt;
+            return hold;
         }
         ++conv.next_sid;
         note_rotation(peer, before, conv.send.status().epoch, "sending");
@@ -207,9 +219,16 @@ struct ClientCore::Impl {
         return submission(peer, env);
     }
     /// The `message` payload of a sealed envelope (docs/protocol.md 6.5): the message of the pair (user, peer) from
-    /// our device to the peer's. Until a second device can be linked, both accounts have exactly their first device.
-    [[nodiscard]] Bytes submission(const std::string& peer, const Envelope& env) const {
-        return encode_pair_submission(env, user, peer);
+    /// our device to the peer's (until a second device can be linked, both accounts have exactly their first
+    /// device). Errc::frame_too_large when its frame would not fit the channel: the message can never go (send()
+    /// refuses a text too long for it, but a message queued under a larger max_frame_size reaches here).
+    [[nodiscard]] Result<std::optional<Bytes>> submission(const std::string& peer, const Envelope& env) const {
+        auto payload = encode_pair_submission(env, user, peer);
+        if (encoded_frame_size(Frame{FrameType::message, 0, user, peer, payload}) >
+            max_inner_frame_size(config.max_frame_size)) {
+            return Error{Errc::frame_too_large, "its frame would be larger than the channel carries"};
+        }
+        return std::optional<Bytes>{std::move(payload)};
     }
 
     // ------------------------------------------------------------ events

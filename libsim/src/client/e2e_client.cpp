@@ -539,15 +539,33 @@ std::vector<ClientEvent> E2eClient::take_events() {
     return out;
 }
 
-std::vector<Frame> E2eClient::take_frames(const Outbox::Seal& seal) {
+Result<std::vector<Frame>> E2eClient::take_frames(const Outbox::Seal& seal) {
     auto out = std::move(m_ready_frames);
     m_ready_frames.clear();
-    if (ready()) {
-        // Outbox entries are committed when they enter it (send_text, set_user), so they may go at any time.
-        for (auto& f : m_outbox.take_due(m_clock.now(), m_user, seal)) {
-            out.push_back(std::move(f));
-        }
+    if (!ready()) {
+        return out;
     }
+    // Outbox entries are committed when they enter it (send_text, set_user), so they may go at any time.
+    auto due = m_outbox.take_due(m_clock.now(), m_user, seal);
+    for (auto& f : due.frames) {
+        out.push_back(std::move(f));
+    }
+    if (due.dropped.empty()) {
+        return out;
+    }
+    // Messages that can never go: forgotten in the state (not tried again at every connection), and the
+    // application hears which.
+    for (auto& d : due.dropped) {
+        m_writes.push_back({key_outbox_entry(d.order), std::nullopt});
+        ClientEvent e;
+        e.kind = ClientEventKind::error;
+        e.peer = std::move(d.peer);
+        e.message_id = d.id;
+        e.error = Error{d.error.code, "message dropped from the outbox: " + d.error.detail};
+        event(std::move(e));
+    }
+    m_outbox_dirty = true;
+    SIM_TRY_STATUS(commit());
     return out;
 }
 

@@ -94,8 +94,10 @@ public:
     Status commit();
     /// Events produced since the last call.
     std::vector<ClientEvent> take_events();
-    /// Frames to send (only those whose state is committed); outbox payloads go through `seal` (outbox.h).
-    std::vector<Frame> take_frames(const Outbox::Seal& seal);
+    /// Frames to send (only those whose state is committed); outbox payloads go through `seal` (outbox.h). A
+    /// message `seal` refuses is dropped from the outbox (committed before this returns) and reported as an `error`
+    /// event naming it. Storage errors (nothing is to be sent then).
+    Result<std::vector<Frame>> take_frames(const Outbox::Seal& seal);
 
     struct PeerState;
 
