@@ -1,4 +1,5 @@
 // The sans-IO client core (docs/protocol.md sections 5 and 6).
+#include "durable_outbox.h"
 #include "e2e_client.h"
 
 #include <sim/auth.h>
@@ -114,6 +115,7 @@ struct ClientCore::Impl {
     std::set<std::string, std::less<>> assigned_peers;
     std::vector<ClientEvent> events;         // emitted after the lock is released
     std::unique_ptr<ClientState> own_state;  // when the application gave none
+    std::unique_ptr<client_detail::DurableOutbox> outbox;
     std::unique_ptr<client_detail::E2eClient> e2e;
 
     Impl(ClientConfig c, KnownServers& k, Rng& r, const Clock& cl, EventSink s)
@@ -122,7 +124,8 @@ struct ClientCore::Impl {
             own_state = make_memory_client_state();
             config.state = own_state.get();
         }
-        e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, clock);
+        outbox = std::make_unique<client_detail::DurableOutbox>(*config.state, clock, config.resend_after);
+        e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, *outbox);
     }
 
     /// `f(e2e)` under the lock, then flush (a call that may change end-to-end state).
@@ -140,23 +143,34 @@ struct ClientCore::Impl {
         auto e2e_events = e2e->take_events();
         if (const auto st = e2e->commit(); !st) {
             events.clear();
-            (void)e2e->take_frames([](const std::string&, ByteView) { return std::optional<Bytes>{}; });
+            (void)e2e->take_frames();
             fail_storage(st.error());
             return;
         }
         for (auto& e : e2e_events) {
             events.push_back(std::move(e));
         }
+        auto frames = e2e->take_frames();
         std::vector<std::string> unkeyed;
-        auto frames = e2e->take_frames(
-            [&](const std::string& peer, ByteView payload) { return seal_outbox_payload(peer, payload, unkeyed); });
-        auto dropped = e2e->take_events();  // messages the outbox dropped: told once their removal is committed
-        if (!frames) {
-            fail_storage(frames.error());
-            return;
-        }
-        for (auto& e : dropped) {
-            events.push_back(std::move(e));
+        if (authed) {
+            // Outbox entries are committed when they enter it, so they may go at any time.
+            const client_detail::Outbox::Seal seal = [&](const std::string& peer, ByteView payload) {
+                return seal_outbox_payload(peer, payload, unkeyed);
+            };
+            std::vector<ClientEvent> dropped;
+            for (auto& f : outbox->take_due(user, seal, dropped)) {
+                frames.push_back(std::move(f));
+            }
+            if (!dropped.empty()) {
+                // Messages that can never go: told once their removal is committed.
+                if (const auto st = e2e->commit(); !st) {
+                    fail_storage(st.error());
+                    return;
+                }
+                for (auto& e : dropped) {
+                    events.push_back(std::move(e));
+                }
+            }
         }
         for (auto& peer : unkeyed) {
             // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
@@ -166,7 +180,7 @@ struct ClientCore::Impl {
                 return;
             }
         }
-        for (auto& f : *frames) {
+        for (auto& f : frames) {
             if (!send_inner(std::move(f))) {
                 return;
             }
@@ -453,7 +467,12 @@ struct ClientCore::Impl {
                         fail(r.error());
                         return;
                     }
-                    e2e->on_refusal(*r);
+                    if (outbox->refused(*r)) {
+                        // A reason that will not pass by itself: the message stays in the outbox and is tried
+                        // again now and then.
+                        emit_error(Error{r->code, "message not accepted by the server; it will be sent again"},
+                                   r->peer);
+                    }
                     break;
                 }
                 auto r = decode_receipt(f.payload);
@@ -462,7 +481,9 @@ struct ClientCore::Impl {
                     fail(r ? Error{Errc::bad_field, "bad receipt"} : r.error());
                     return;
                 }
-                e2e->on_receipt(static_cast<ReceiptStatus>(f.sid), *r);
+                for (auto& e : outbox->on_receipt(static_cast<ReceiptStatus>(f.sid), *r)) {
+                    emit(std::move(e));
+                }
                 break;
             }
             case FrameType::limits: {
@@ -471,7 +492,7 @@ struct ClientCore::Impl {
                     fail(l ? Error{Errc::bad_field, "limits not from the server"} : l.error());
                     return;
                 }
-                e2e->on_limits(*l);
+                outbox->set_limits(*l);
                 break;
             }
             case FrameType::close:
@@ -534,7 +555,7 @@ struct ClientCore::Impl {
                     early_prekey_status.reset();
                 }
                 emit(ClientEventKind::authenticated, user);
-                e2e->restart_outbox();  // messages that got no receipt before a restart or a lost connection
+                outbox->restart();  // messages that got no receipt before a restart or a lost connection
                 return;
             }
             case AckStage::destination_online:
@@ -616,7 +637,7 @@ struct ClientCore::Impl {
                                                              conversation_direction_key(k->key, k->peer, user), 1});
         keys_asked.erase(k->peer);
         assigned_peers.insert(k->peer);
-        e2e->release_outbox(k->peer);
+        outbox->release(k->peer);
         ClientEvent e;
         e.kind = ClientEventKind::key_assigned;
         e.peer = k->peer;
@@ -860,7 +881,7 @@ std::optional<TimePoint> ClientCore::next_wakeup() const {
     if (m_impl->phase != Impl::Phase::ready) {
         return std::nullopt;
     }
-    return m_impl->e2e->next_due();
+    return m_impl->authed ? m_impl->outbox->next_due() : std::nullopt;
 }
 
 Status ClientCore::leave(std::string_view peer) {
@@ -919,7 +940,7 @@ Status ClientCore::accept_identity(std::string_view peer) {
 
 std::size_t ClientCore::outbox_size() const {
     const std::lock_guard lock(m_impl->mutex);
-    return m_impl->e2e->outbox_size();
+    return m_impl->outbox->streams().size();
 }
 
 Result<std::vector<InboxEntry>> ClientCore::inbox(std::uint64_t from, std::size_t limit, std::string_view peer) const {
@@ -938,7 +959,7 @@ Status ClientCore::mark_read(std::uint64_t up_to) {
 
 ClientCore::OutboxStatus ClientCore::outbox_status() const {
     const std::lock_guard lock(m_impl->mutex);
-    const auto& box = m_impl->e2e->outbox();
+    const auto& box = m_impl->outbox->streams();
     return OutboxStatus{box.size(), box.unsent(), box.refusals()};
 }
 

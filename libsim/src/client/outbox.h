@@ -21,8 +21,8 @@
 // channel carries) is dropped from the outbox and handed back by take_due() with the error, so that the caller
 // forgets it in the state and tells the application; the messages behind it go on.
 //
-// Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (the end-to-end client keeps
-// the entries in the client state). Not thread-safe: the client core's lock guards it.
+// Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (DurableOutbox keeps the
+// entries in the client state). Not thread-safe: the client core's lock guards it.
 
 #include <sim/clock.h>
 #include <sim/frame.h>
