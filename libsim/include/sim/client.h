@@ -226,7 +226,8 @@ public:
     [[nodiscard]] std::string user() const;
     /// The token issued at the last password login (empty otherwise). Secret: store with care.
     [[nodiscard]] IssuedSessionToken session_token() const;
-    /// Peers with a keyed conversation.
+    /// Peers with a keyed conversation (keyed on this connection, or end-to-end sessions in the state), in name
+    /// order.
     [[nodiscard]] std::vector<std::string> conversations() const;
     /// The conversation suite with `peer`, if keyed.
     [[nodiscard]] std::optional<SuiteId> conversation_suite(std::string_view peer) const;
