@@ -21,7 +21,9 @@ public:
     }
     /// A text queued before there was a session is sealed once, in the state, when the session comes
     /// (E2eClient::seal_pending), not here.
-    std::optional<Envelope> seal(const MessageId&, const UnsealedText&) override { return std::nullopt; }
+    std::optional<Envelope> seal(const MessageId& /*id*/, const UnsealedText& /*text*/) override {
+        return std::nullopt;
+    }
     void on_message(const Delivered& delivered) override { m_ctx.e2e.on_message(m_peer, delivered); }
     /// Its sessions outlive the connection and the conversation: nothing to forget.
     bool end() override { return false; }
