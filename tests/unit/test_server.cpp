@@ -1062,6 +1062,49 @@ TEST_CASE("the longest text send() accepts arrives, in both modes; one byte more
     }
 }
 
+TEST_CASE("a queued message too large for the channel's frames is dropped from the outbox, with an error naming it") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        auto w = mode == sim::ConversationMode::end_to_end ? e2e_world() : World();
+        // Server-assigned: the login names bob, so that his KEYGEN comes when he registers.
+        const std::string destination = mode == sim::ConversationMode::end_to_end ? "" : "bob";
+        auto alice_state = sim::make_memory_client_state();
+        sim::ClientConfig config;
+        config.state = alice_state.get();
+        config.max_frame_size = 2 * sim::default_max_frame_size;
+        auto* alice = &w.connect(config);
+        REQUIRE(w.login(*alice, "alice", "alice's password", destination));
+        // bob has no account yet: both wait in alice's outbox, unsealed.
+        const auto too_large = alice->core->send("bob", std::string(sim::default_max_frame_size, 'x'));
+        REQUIRE(too_large);
+        REQUIRE(alice->core->send("bob", "the one behind it"));
+        w.settle();
+        CHECK(alice->core->outbox_size() == 2);
+        // The next run carries the default frames: the first message can never go.
+        alice->pipe->close_now();
+        w.settle();
+        config.max_frame_size = sim::default_max_frame_size;
+        alice = &w.connect(config);
+        REQUIRE(w.login(*alice, "alice", "alice's password", destination));
+        auto& bob = w.connect();
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        w.settle();
+        REQUIRE(alice->saw(sim::ClientEventKind::key_assigned, "bob"));
+        const auto errors = alice->of(sim::ClientEventKind::error);
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].peer == "bob");
+        CHECK(errors[0].error.code == sim::Errc::frame_too_large);
+        CHECK(errors[0].message_id == *too_large);
+        CHECK(bob.texts("alice") == std::vector<std::string>{"the one behind it"});
+        CHECK(alice->core->outbox_size() == 0);
+        // Forgotten in the state too: the run after that has nothing left to send.
+        alice->pipe->close_now();
+        w.settle();
+        alice = &w.connect(config);
+        CHECK(alice->core->outbox_size() == 0);
+    }
+}
+
 TEST_CASE("e2e: messages to someone without keys wait in the outbox and go by themselves once they have keys") {
     auto w = e2e_world();
     auto alice_state = sim::make_memory_client_state();

@@ -52,7 +52,9 @@ enum class ClientEventKind : std::uint8_t {
     identity_changed,  ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
                        ///< to or shown from `peer` until accept_identity()
     gap,               ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
-    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown)
+    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown). A
+                       ///< message of ours that can never go (Errc::frame_too_large: queued under a larger
+                       ///< max_frame_size) is dropped from the outbox: `message_id` and `peer` name it
     closed,            ///< the connection is gone (`error` says why)
     password_changed,  ///< change_password() succeeded on the server and the local state is sealed under the new
                        ///< password; session_token() holds the new token (every session of the user ends: log in
@@ -224,7 +226,8 @@ public:
     [[nodiscard]] std::string user() const;
     /// The token issued at the last password login (empty otherwise). Secret: store with care.
     [[nodiscard]] IssuedSessionToken session_token() const;
-    /// Peers with a keyed conversation.
+    /// Peers with a keyed conversation (keyed on this connection, or end-to-end sessions in the state), in name
+    /// order.
     [[nodiscard]] std::vector<std::string> conversations() const;
     /// The conversation suite with `peer`, if keyed.
     [[nodiscard]] std::optional<SuiteId> conversation_suite(std::string_view peer) const;

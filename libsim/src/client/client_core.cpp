@@ -1,4 +1,6 @@
 // The sans-IO client core (docs/protocol.md sections 5 and 6).
+#include "conversation.h"
+#include "durable_outbox.h"
 #include "e2e_client.h"
 
 #include <sim/auth.h>
@@ -50,30 +52,6 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
     return "unknown";
 }
 
-namespace {
-
-/// How many epochs a server-assigned conversation's receiving session follows in one record (docs/protocol.md
-/// 6.7). Offline delivery means a late reader: records are kept in order, and the sender rotates at most once per
-/// record, but records sealed and then refused by the server (rate limit, full queue) leave epochs out. Following
-/// costs one HKDF step per epoch, and these records reach us only through the server's authenticated channel.
-/// A record further ahead is reported as an error event (epoch_too_far) and not shown.
-constexpr std::uint32_t conversation_max_skipped_epochs = max_epoch_skip;
-
-/// One server-assigned conversation: a session per direction under keys derived from the KEYGEN key.
-struct Conversation {
-    SuiteId suite;
-    SessionConfig config;
-    SendSession send;
-    /// Created at the first record received, so that its key-age clock (`key_expired`) starts when the peer's
-    /// first record arrives: after an offline delivery the peer got its KEYGEN, and started its epoch 0, long
-    /// after ours.
-    std::optional<RecvSession> recv;
-    SecureBytes recv_key;  // until `recv` exists
-    std::uint32_t next_sid = 1;
-};
-
-}  // namespace
-
 struct ClientCore::Impl {
     enum class Phase : std::uint8_t { idle, handshake, awaiting_trust, ready, closed };
 
@@ -106,15 +84,16 @@ struct ClientCore::Impl {
     IssuedSessionToken token;
     SecureBytes new_password;  // while a password change is under way
     std::set<std::string, std::less<>> awaited;
-    std::map<std::string, Conversation, std::less<>> conversations;
     std::set<std::string, std::less<>> keys_asked;  // peers asked for a key for the outbox, on this connection
-    /// Peers whose conversation keys the server assigns (KEYGEN mode 1 seen): a message to them is queued for the
-    /// outbox even while there is no key (after a lost connection) and sealed once one comes. Not after a `close`
-    /// (either side left): sending then waits for a new open().
-    std::set<std::string, std::less<>> assigned_peers;
     std::vector<ClientEvent> events;         // emitted after the lock is released
     std::unique_ptr<ClientState> own_state;  // when the application gave none
+    std::unique_ptr<client_detail::DurableOutbox> outbox;
     std::unique_ptr<client_detail::E2eClient> e2e;
+    std::unique_ptr<client_detail::ConversationContext> context;
+    /// Each peer's current conversation (conversation.h), in the mode of its last KEYGEN. A server-assigned one
+    /// stays after its keys went with a lost connection: a message to the peer is queued for the outbox and sealed
+    /// once a key comes. Removed by a `close` (either side left): sending then waits for a new open().
+    std::map<std::string, std::unique_ptr<client_detail::Conversation>, std::less<>> conversations;
 
     Impl(ClientConfig c, KnownServers& k, Rng& r, const Clock& cl, EventSink s)
         : config(std::move(c)), known(k), rng(r), clock(cl), sink(std::move(s)), decoder(config.max_frame_size) {
@@ -122,7 +101,30 @@ struct ClientCore::Impl {
             own_state = make_memory_client_state();
             config.state = own_state.get();
         }
-        e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, clock);
+        outbox = std::make_unique<client_detail::DurableOutbox>(*config.state, clock, config.resend_after);
+        e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, *outbox);
+        context = std::make_unique<client_detail::ConversationContext>(config, user, rng, clock, *e2e, *outbox,
+                                                                       [this](ClientEvent e) { emit(std::move(e)); });
+    }
+
+    /// `peer`'s current conversation; end to end until the server keys it otherwise.
+    client_detail::Conversation& conversation(const std::string& peer) {
+        auto& c = conversations[peer];
+        if (!c) {
+            c = client_detail::make_conversation(ConversationMode::end_to_end, *context, peer);
+        }
+        return *c;
+    }
+    /// `peer`'s current conversation ends (either side left, or the connection is gone): true when this connection
+    /// had keyed it.
+    bool end_conversation(std::string_view peer) {
+        const auto it = conversations.find(peer);
+        if (it == conversations.end()) {
+            return false;
+        }
+        const bool keyed = it->second->end();
+        conversations.erase(it);
+        return keyed;
     }
 
     /// `f(e2e)` under the lock, then flush (a call that may change end-to-end state).
@@ -140,16 +142,35 @@ struct ClientCore::Impl {
         auto e2e_events = e2e->take_events();
         if (const auto st = e2e->commit(); !st) {
             events.clear();
-            (void)e2e->take_frames([](const std::string&, ByteView) { return std::optional<Bytes>{}; });
-            fail(Error{st.code(), "client state could not be written: " + st.error().message()});
+            (void)e2e->take_frames();
+            fail_storage(st.error());
             return;
         }
         for (auto& e : e2e_events) {
             events.push_back(std::move(e));
         }
+        auto frames = e2e->take_frames();
         std::vector<std::string> unkeyed;
-        auto frames = e2e->take_frames(
-            [&](const std::string& peer, ByteView payload) { return seal_outbox_payload(peer, payload, unkeyed); });
+        if (authed) {
+            // Outbox entries are committed when they enter it, so they may go at any time.
+            const client_detail::Outbox::Seal seal = [&](const std::string& peer, ByteView payload) {
+                return seal_outbox_payload(peer, payload, unkeyed);
+            };
+            std::vector<ClientEvent> dropped;
+            for (auto& f : outbox->take_due(user, seal, dropped)) {
+                frames.push_back(std::move(f));
+            }
+            if (!dropped.empty()) {
+                // Messages that can never go: told once their removal is committed.
+                if (const auto st = e2e->commit(); !st) {
+                    fail_storage(st.error());
+                    return;
+                }
+                for (auto& e : dropped) {
+                    events.push_back(std::move(e));
+                }
+            }
+        }
         for (auto& peer : unkeyed) {
             // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
             // ack_init 3 and, once the peer can be keyed, KEYGEN answer it).
@@ -164,50 +185,45 @@ struct ClientCore::Impl {
             }
         }
     }
-
-    /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; an unsealed text is sealed now under its
-    /// server-assigned conversation's current key, or held (its peer added to `unkeyed`) while there is none.
-    std::optional<Bytes> seal_outbox_payload(const std::string& peer, ByteView payload,
-                                             std::vector<std::string>& unkeyed) {
-        const auto unsealed = client_detail::read_unsealed_text(payload);
-        if (!unsealed) {
-            return submission(peer, payload);
-        }
-        // No server-assigned conversation: the key is asked for; end to end, the session's arrival seals it.
-        const auto it = conversations.find(peer);
-        if (it == conversations.end()) {
-            unkeyed.push_back(peer);
-            return std::nullopt;
-        }
-        auto& conv = it->second;
-        const auto before = conv.send.status().epoch;
-        const auto text = unsealed->text;
-        auto body = encode_conversation_body(
-            ConversationBody{conv.next_sid, std::string(text.begin(), text.end()), unsealed->sent_at});
-        auto record = conv.send.seal(body);
-        secure_zero(body.data(), body.size());
-        if (!record) {
-            emit_error(record.error(), peer);
-            unkeyed.push_back(peer);
-            return std::nullopt;
-        }
-        ++conv.next_sid;
-        note_rotation(peer, before, conv.send.status().epoch, "sending");
-        Envelope env;
-        std::copy_n(payload.begin(), sizeof(MessageId), env.id.begin());
-        env.mode = ConversationMode::server_assigned;
-        env.body = std::move(*record);
-        return submission(peer, encode_envelope(env));
+    void fail_storage(const Error& err) {
+        fail(Error{err.code, "client state could not be written: " + err.message()});
     }
-    /// to_submission() of a sealed envelope (it cannot fail for one the outbox holds: a failure is reported and the
-    /// message held).
-    std::optional<Bytes> submission(const std::string& peer, ByteView envelope) {
-        auto s = client_detail::to_submission(user, peer, envelope);
-        if (!s) {
-            emit_error(s.error(), peer);
-            return std::nullopt;
+
+    /// The outbox's Seal (outbox.h): an end-to-end envelope goes as it is; an unsealed text is sealed now by the
+    /// peer's conversation, or held (its peer added to `unkeyed`) while that has no key.
+    Result<std::optional<Bytes>> seal_outbox_payload(const std::string& peer, ByteView payload,
+                                                     std::vector<std::string>& unkeyed) {
+        const auto unsealed = client_detail::read_unsealed_text(payload);
+        std::optional<Envelope> env;
+        if (unsealed) {
+            MessageId id{};
+            std::copy_n(payload.begin(), sizeof(MessageId), id.begin());
+            env = conversation(peer).seal(id, *unsealed);
+        } else if (auto decoded = decode_envelope(payload)) {
+            env = std::move(*decoded);
+        } else {
+            // Sealed once, end to end, and kept in the state as an encoded envelope: it cannot fail to decode (the
+            // client wrote it); if it does, that is reported and the message held.
+            emit_error(decoded.error(), peer);
+            return std::optional<Bytes>{};
         }
-        return std::move(*s);
+        if (!env) {
+            unkeyed.push_back(peer);  // the key is asked for (end to end, the session's arrival seals it)
+            return std::optional<Bytes>{};
+        }
+        return submission(peer, *env);
+    }
+    /// The `message` payload of a sealed envelope (docs/protocol.md 6.5): the message of the pair (user, peer) from
+    /// our device to the peer's (until a second device can be linked, both accounts have exactly their first
+    /// device). Errc::frame_too_large when its frame would not fit the channel: the message can never go (send()
+    /// refuses a text too long for it, but a message queued under a larger max_frame_size reaches here).
+    [[nodiscard]] Result<std::optional<Bytes>> submission(const std::string& peer, const Envelope& env) const {
+        auto payload = encode_pair_submission(env, user, peer);
+        if (encoded_frame_size(Frame{FrameType::message, 0, user, peer, payload}) >
+            max_inner_frame_size(config.max_frame_size)) {
+            return Error{Errc::frame_too_large, "its frame would be larger than the channel carries"};
+        }
+        return std::optional<Bytes>{std::move(payload)};
     }
 
     // ------------------------------------------------------------ events
@@ -284,7 +300,9 @@ struct ClientCore::Impl {
         handshake.reset();
         send.reset();
         recv.reset();
-        conversations.clear();
+        for (auto& [peer, c] : conversations) {
+            c->end();  // the keys were this connection's; a server-assigned conversation waits for new ones
+        }
         ClientEvent e;
         e.kind = ClientEventKind::closed;
         e.error = err;
@@ -432,7 +450,12 @@ struct ClientCore::Impl {
                         fail(r.error());
                         return;
                     }
-                    e2e->on_refusal(*r);
+                    if (outbox->refused(*r)) {
+                        // A reason that will not pass by itself: the message stays in the outbox and is tried
+                        // again now and then.
+                        emit_error(Error{r->code, "message not accepted by the server; it will be sent again"},
+                                   r->peer);
+                    }
                     break;
                 }
                 auto r = decode_receipt(f.payload);
@@ -441,7 +464,9 @@ struct ClientCore::Impl {
                     fail(r ? Error{Errc::bad_field, "bad receipt"} : r.error());
                     return;
                 }
-                e2e->on_receipt(static_cast<ReceiptStatus>(f.sid), *r);
+                for (auto& e : outbox->on_receipt(static_cast<ReceiptStatus>(f.sid), *r)) {
+                    emit(std::move(e));
+                }
                 break;
             }
             case FrameType::limits: {
@@ -450,12 +475,12 @@ struct ClientCore::Impl {
                     fail(l ? Error{Errc::bad_field, "limits not from the server"} : l.error());
                     return;
                 }
-                e2e->on_limits(*l);
+                outbox->set_limits(*l);
                 break;
             }
             case FrameType::close:
-                assigned_peers.erase(f.source);  // ended by the peer: sending waits for a new open()
-                if (conversations.erase(f.source) != 0 || awaited.erase(f.source) != 0) {
+                // Ended by the peer: sending waits for a new open() (end to end, it goes on from the sessions).
+                if (end_conversation(f.source) || awaited.erase(f.source) != 0) {
                     emit(ClientEventKind::peer_left, f.source);
                 }
                 return;
@@ -513,7 +538,7 @@ struct ClientCore::Impl {
                     early_prekey_status.reset();
                 }
                 emit(ClientEventKind::authenticated, user);
-                e2e->restart_outbox();  // messages that got no receipt before a restart or a lost connection
+                outbox->restart();  // messages that got no receipt before a restart or a lost connection
                 return;
             }
             case AckStage::destination_online:
@@ -567,52 +592,19 @@ struct ClientCore::Impl {
             return;
         }
         awaited.erase(k->peer);
-        if (k->mode == ConversationMode::end_to_end) {
-            conversations.erase(k->peer);
-            assigned_peers.erase(k->peer);
-            keys_asked.erase(k->peer);
-            e2e->on_bundle(k->peer, *k->bundle, k->suite);
+        // The conversation of the KEYGEN's mode takes the key, and becomes the peer's current one when it accepts it.
+        const auto it = conversations.find(k->peer);
+        std::unique_ptr<client_detail::Conversation> fresh;
+        if (it == conversations.end() || it->second->mode() != k->mode) {
+            fresh = client_detail::make_conversation(k->mode, *context, k->peer);
+        }
+        if (!(fresh ? *fresh : *it->second).on_key(*k)) {
             return;
         }
-        if (config.require_end_to_end) {
-            emit_error(Error{Errc::suite_not_allowed,
-                             "server-assigned conversation refused: this client requires end-to-end encryption"},
-                       k->peer);
-            return;
+        if (fresh) {
+            conversations.insert_or_assign(k->peer, std::move(fresh));
         }
-        SessionConfig cfg;
-        cfg.suite = k->suite;
-        cfg.rotation = config.conversation_rotation;
-        cfg.replay_window = 64;
-        cfg.fail_closed = false;  // a forged body is dropped; the conversation lives on
-        cfg.rotation.max_skipped_epochs = conversation_max_skipped_epochs;
-        auto s = SendSession::create(cfg, conversation_direction_key(k->key, user, k->peer), rng, clock);
-        if (!s) {
-            emit_error(s.error(), k->peer);
-            return;
-        }
-        conversations.insert_or_assign(k->peer, Conversation{k->suite, cfg, std::move(*s), std::nullopt,
-                                                             conversation_direction_key(k->key, k->peer, user), 1});
         keys_asked.erase(k->peer);
-        assigned_peers.insert(k->peer);
-        e2e->release_outbox(k->peer);
-        ClientEvent e;
-        e.kind = ClientEventKind::key_assigned;
-        e.peer = k->peer;
-        e.suite = k->suite;
-        e.mode = ConversationMode::server_assigned;
-        emit(std::move(e));
-    }
-
-    void note_rotation(const std::string& peer, std::uint32_t before, std::uint32_t after, const char* direction) {
-        if (after != before) {
-            ClientEvent e;
-            e.kind = ClientEventKind::key_rotated;
-            e.peer = peer;
-            e.epoch = after;
-            e.text = direction;
-            emit(std::move(e));
-        }
     }
 
     void on_message(const Frame& f) {
@@ -632,64 +624,14 @@ struct ClientCore::Impl {
             emit_error(Error{Errc::bad_field, "message of another conversation dropped"}, f.source);
             return;
         }
-        const auto received_at = delivered->received_at;
-        const auto env = &delivered->envelope;
-        if (env->mode == ConversationMode::end_to_end) {
-            e2e->on_message(f.source, *delivered);
+        auto& current = conversation(f.source);
+        if (current.mode() == delivered->envelope.mode) {
+            current.on_message(*delivered);
             return;
         }
-        const auto it = conversations.find(f.source);
-        if (it == conversations.end()) {
-            emit_error(Error{Errc::no_conversation, "message outside a keyed conversation dropped"}, f.source);
-            return;
-        }
-        if (e2e->seen(f.source, env->id)) {
-            e2e->ack(f.source, env->id);  // a retry: acknowledged again, shown once
-            return;
-        }
-        auto& conv = it->second;
-        if (!conv.recv) {
-            auto r = RecvSession::create(conv.config, conv.recv_key, rng, clock);
-            if (!r) {
-                emit_error(r.error(), f.source);
-                return;
-            }
-            conv.recv.emplace(std::move(*r));
-            conv.recv_key = SecureBytes{};
-        }
-        const auto before = conv.recv->status().epoch;
-        auto plain = conv.recv->open(env->body);
-        if (!plain) {
-            // Not shown: a forged or replayed body (the seed's attack 2 if it ever got through), or a record
-            // further ahead than conversation_max_skipped_epochs.
-            emit_error(plain.error(), f.source);
-            return;
-        }
-        note_rotation(f.source, before, conv.recv->status().epoch, "receiving");
-        auto body = decode_conversation_body(*plain);
-        secure_zero(plain->data(), plain->size());
-        if (!body) {
-            emit_error(body.error(), f.source);
-            return;
-        }
-        e2e->remember(f.source, env->id);
-        e2e->ack(f.source, env->id);
-        ClientEvent e;
-        e.kind = ClientEventKind::message;
-        e.peer = f.source;
-        e.sid = body->sid;
-        e.count = body->sid;
-        e.message_id = env->id;
-        e.mode = ConversationMode::server_assigned;
-        e.text = std::move(body->text);
-        e.sent_at = body->sent_at;
-        e.received_at = received_at;
-        e.conversation = delivered->conversation;
-        e.sender_device = delivered->sender_device;
-        e.inbox_index =
-            e2e->keep_received(InboxEntry{0, f.source, env->id, body->sid, e.text, ConversationMode::server_assigned,
-                                          false, e.sent_at, e.received_at, e.conversation, e.sender_device});
-        emit(std::move(e));
+        // Of another mode than the current conversation (sent before the server keyed it anew): the conversation of
+        // its mode opens it, or says why it cannot (a server-assigned one has no key of this connection).
+        client_detail::make_conversation(delivered->envelope.mode, *context, f.source)->on_message(*delivered);
     }
 };
 
@@ -775,31 +717,9 @@ Status ClientCore::open(std::string_view peer) {
 Result<MessageId> ClientCore::send(std::string_view peer, std::string_view text) {
     std::unique_lock lock(m_impl->mutex);
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
-    auto& impl = *m_impl;
-    const auto max_inner = max_inner_frame_size(impl.config.max_frame_size);
     // The sender's timestamp (docs/protocol.md 5.2, 6.3): fixed now, kept with the message until it is delivered.
-    const WallTime sent_at = impl.wall_now();
-    if (!impl.conversations.contains(peer) && !impl.assigned_peers.contains(peer)) {
-        auto id = impl.e2e->send_text(std::string(peer), text, sent_at, max_inner);
-        impl.flush(lock);
-        return id;
-    }
-    // The text is sealed in a conversation record inside an envelope inside an inner frame, which is sealed in a
-    // channel record: refuse what cannot fit the frame limit instead of failing half way.
-    const std::size_t inner_overhead = 4 + 1 + 8 + single_device_message_overhead + max_record_overhead +
-                                       min_frame_size + impl.user.size() + peer.size();
-    if (text.size() + inner_overhead > max_inner) {
-        return Error{Errc::frame_too_large, "message too long"};
-    }
-    // Kept unsealed in the outbox and sealed when it goes out (outbox.h): what it becomes on the wire depends on
-    // the key the conversation has then.
-    MessageId id{};
-    impl.rng.fill(id);
-    auto st = impl.e2e->enqueue(id, std::string(peer), client_detail::make_unsealed_text(id, sent_at, text));
-    impl.flush(lock);
-    if (!st) {
-        return st.error();
-    }
+    auto id = m_impl->conversation(std::string(peer)).send(text, m_impl->wall_now());
+    m_impl->flush(lock);
     return id;
 }
 
@@ -839,14 +759,13 @@ std::optional<TimePoint> ClientCore::next_wakeup() const {
     if (m_impl->phase != Impl::Phase::ready) {
         return std::nullopt;
     }
-    return m_impl->e2e->next_due();
+    return m_impl->authed ? m_impl->outbox->next_due() : std::nullopt;
 }
 
 Status ClientCore::leave(std::string_view peer) {
     std::unique_lock lock(m_impl->mutex);
     SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
-    m_impl->conversations.erase(std::string(peer));
-    m_impl->assigned_peers.erase(std::string(peer));
+    m_impl->end_conversation(peer);
     m_impl->awaited.erase(std::string(peer));
     auto st = m_impl->send_inner(Frame{FrameType::close, 0, m_impl->user, std::string(peer), {}});
     m_impl->flush(lock);
@@ -898,7 +817,7 @@ Status ClientCore::accept_identity(std::string_view peer) {
 
 std::size_t ClientCore::outbox_size() const {
     const std::lock_guard lock(m_impl->mutex);
-    return m_impl->e2e->outbox_size();
+    return m_impl->outbox->streams().size();
 }
 
 Result<std::vector<InboxEntry>> ClientCore::inbox(std::uint64_t from, std::size_t limit, std::string_view peer) const {
@@ -917,7 +836,7 @@ Status ClientCore::mark_read(std::uint64_t up_to) {
 
 ClientCore::OutboxStatus ClientCore::outbox_status() const {
     const std::lock_guard lock(m_impl->mutex);
-    const auto& box = m_impl->e2e->outbox();
+    const auto& box = m_impl->outbox->streams();
     return OutboxStatus{box.size(), box.unsent(), box.refusals()};
 }
 
@@ -950,25 +869,28 @@ IssuedSessionToken ClientCore::session_token() const {
 
 std::vector<std::string> ClientCore::conversations() const {
     const std::lock_guard lock(m_impl->mutex);
-    std::vector<std::string> out;
+    // Keyed on this connection, and the end-to-end ones the state keeps sessions for.
+    std::set<std::string> peers;
     for (const auto& [peer, conv] : m_impl->conversations) {
-        out.push_back(peer);
-    }
-    for (const auto& peer : m_impl->e2e->peers_with_sessions()) {
-        if (!m_impl->conversations.contains(peer)) {
-            out.push_back(peer);
+        if (conv->suite()) {
+            peers.insert(peer);
         }
     }
-    return out;
+    for (auto& peer : m_impl->e2e->peers_with_sessions()) {
+        peers.insert(std::move(peer));
+    }
+    return {peers.begin(), peers.end()};
 }
 
 std::optional<SuiteId> ClientCore::conversation_suite(std::string_view peer) const {
     const std::lock_guard lock(m_impl->mutex);
     const auto it = m_impl->conversations.find(peer);
-    if (it == m_impl->conversations.end()) {
-        return m_impl->e2e->session_suite(peer);
+    if (it != m_impl->conversations.end()) {
+        if (const auto suite = it->second->suite()) {
+            return suite;
+        }
     }
-    return it->second.suite;
+    return m_impl->e2e->session_suite(peer);
 }
 
 void ClientCore::on_bytes(ByteView data) {

@@ -4,6 +4,8 @@
 #include "../proto/wire.h"
 
 #include <algorithm>
+#include <deque>
+#include <set>
 
 namespace sim::client_detail {
 
@@ -17,30 +19,17 @@ constexpr std::size_t max_sessions_per_peer = 4;
 constexpr std::size_t max_seen_ids = 1000;
 constexpr std::size_t max_missing = 10000;
 constexpr std::size_t max_held = 100;
-constexpr std::size_t max_sent_ids = 10000;
 
 // State keys (the store hides them behind an HMAC).
 const std::string key_identity = "identity";
 const std::string key_prekeys = "prekeys";
 const std::string key_peers = "peers";
-const std::string key_outbox = "outbox";
 std::string key_peer(std::string_view peer) {
     return "peer/" + std::string(peer);
 }
 std::string key_session(std::string_view peer, ByteView id) {
     return "session/" + std::string(peer) + "/" + to_hex(id);
 }
-// Outbox: a small header (version 2, first and next place) and one record per message under its place, so a send or
-// a receipt writes O(1) records. Version 1 (before ordered streams) kept a list of every id and records by id.
-std::string key_outbox_entry(std::uint64_t order) {
-    return "outbox/o/" + std::to_string(order);
-}
-std::string key_outbox_entry_v1(const MessageId& id) {
-    return "outbox/" + to_hex(ByteView{id});
-}
-constexpr std::uint8_t outbox_version = 2;
-constexpr std::size_t outbox_header_size = 1 + 8 + 8;
-
 Error corrupt(std::string_view what) {
     return Error{Errc::corrupt_database, "client state: bad " + std::string(what)};
 }
@@ -256,8 +245,8 @@ struct E2eClient::PeerState {
     }
 };
 
-E2eClient::E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, const Clock& clock)
-    : m_config(config), m_state(state), m_rng(rng), m_clock(clock), m_outbox(config.resend_after) {}
+E2eClient::E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, DurableOutbox& outbox)
+    : m_config(config), m_state(state), m_rng(rng), m_outbox(outbox) {}
 
 E2eClient::~E2eClient() = default;
 
@@ -309,8 +298,8 @@ Status E2eClient::set_user(const std::string& user) {
             SIM_TRY_STATUS(load_peer(name));
         }
     }
-    if (!m_outbox_loaded) {
-        SIM_TRY_STATUS(load_outbox());
+    if (!m_outbox.loaded()) {
+        SIM_TRY_STATUS(m_outbox.load());
     }
     for (auto& [name, p] : m_peers) {
         seal_pending(*p);  // texts queued while a session was being set up when the last run ended
@@ -319,89 +308,9 @@ Status E2eClient::set_user(const std::string& user) {
     return commit();
 }
 
-Status E2eClient::load_outbox() {
-    SIM_TRY(auto header, m_state.get(key_outbox));
-    if (!header) {
-        m_outbox_loaded = true;
-        return ok();
-    }
-    WireReader r(*header);
-    std::uint8_t version = 0;
-    std::uint64_t first = 0;
-    std::uint64_t next = 0;
-    if (header->size() == outbox_header_size && r.u8(version) && version == outbox_version && r.u64(first) &&
-        r.u64(next) && first <= next) {
-        for (auto order = first; order < next; ++order) {
-            SIM_TRY(auto entry, m_state.get(key_outbox_entry(order)));
-            if (!entry) {
-                continue;  // acknowledged out of order
-            }
-            WireReader er(*entry);
-            ByteView v;
-            std::string peer;
-            if (!er.take(sizeof(MessageId), v) || !read_name(er, peer)) {
-                return corrupt("outbox entry");
-            }
-            MessageId id{};
-            std::copy(v.begin(), v.end(), id.begin());
-            const ByteView payload = er.rest();
-            m_outbox.add_at(order, id, peer, Bytes(payload.begin(), payload.end()));
-        }
-        m_outbox_loaded = true;
-        return ok();
-    }
-    // Version 1: u32 count, then the ids in send order; each record (peer, envelope) under its id. Moved to version 2
-    // by the next commit, in one batch with everything else.
-    WireReader old(*header);
-    std::uint32_t n = 0;
-    if (!old.u32(n) || header->size() != 4 + std::size_t{n} * sizeof(MessageId)) {
-        return corrupt("outbox");
-    }
-    for (std::uint32_t i = 0; i < n; ++i) {
-        ByteView v;
-        if (!old.take(sizeof(MessageId), v)) {
-            return corrupt("outbox");
-        }
-        MessageId id{};
-        std::copy(v.begin(), v.end(), id.begin());
-        SIM_TRY(auto entry, m_state.get(key_outbox_entry_v1(id)));
-        if (!entry) {
-            return corrupt("outbox entry");
-        }
-        WireReader er(*entry);
-        std::string peer;
-        if (!read_name(er, peer)) {
-            return corrupt("outbox entry");
-        }
-        const ByteView payload = er.rest();
-        Bytes envelope(payload.begin(), payload.end());
-        const auto order = m_outbox.add(id, peer, envelope);
-        m_writes.push_back({key_outbox_entry_v1(id), std::nullopt});
-        m_writes.push_back({key_outbox_entry(order), outbox_record(id, peer, envelope)});
-    }
-    m_outbox_dirty = true;
-    m_outbox_loaded = true;
-    return ok();
-}
-
-SecureBytes E2eClient::outbox_record(const MessageId& id, const std::string& peer, ByteView envelope) {
-    SecureBytes rec;
-    WireWriter w(rec);
-    w.bytes(ByteView{id});
-    w.u8(static_cast<std::uint8_t>(peer.size()));
-    w.text(peer);
-    w.bytes(envelope);
-    return rec;
-}
-
 void E2eClient::preload_outbox() {
-    if (m_outbox_loaded || !ready_to_preload()) {
-        return;
-    }
-    if (!load_outbox()) {
-        m_outbox = Outbox(m_config.resend_after);  // set_user() loads it again and reports what is wrong
-        m_writes.clear();
-        m_outbox_dirty = false;
+    if (ready_to_preload()) {
+        m_outbox.preload();
     }
 }
 
@@ -496,14 +405,7 @@ Status E2eClient::commit() {
         }
         m_writes.push_back({key_peers, std::move(index)});
     }
-    if (m_outbox_dirty) {
-        SecureBytes header;
-        WireWriter w(header);
-        w.u8(outbox_version);
-        w.u64(m_outbox.first_order());
-        w.u64(m_outbox.next_order());
-        m_writes.push_back({key_outbox, std::move(header)});
-    }
+    m_outbox.collect(m_writes);
     if (!m_writes.empty()) {
         auto batch = std::move(m_writes);
         m_writes.clear();
@@ -511,7 +413,7 @@ Status E2eClient::commit() {
     }
     m_prekeys_dirty = false;
     m_peers_index_dirty = false;
-    m_outbox_dirty = false;
+    m_outbox.committed();
     for (auto& [name, p] : m_peers) {
         p->persisted = p->persisted || p->dirty;
         p->dirty = false;
@@ -539,15 +441,9 @@ std::vector<ClientEvent> E2eClient::take_events() {
     return out;
 }
 
-std::vector<Frame> E2eClient::take_frames(const Outbox::Seal& seal) {
+std::vector<Frame> E2eClient::take_frames() {
     auto out = std::move(m_ready_frames);
     m_ready_frames.clear();
-    if (ready()) {
-        // Outbox entries are committed when they enter it (send_text, set_user), so they may go at any time.
-        for (auto& f : m_outbox.take_due(m_clock.now(), m_user, seal)) {
-            out.push_back(std::move(f));
-        }
-    }
     return out;
 }
 
@@ -675,10 +571,10 @@ void E2eClient::seal_pending(PeerState& p) {
         return;
     }
     bool failed = false;
-    m_outbox.rewrite(p.name, [&](std::uint64_t order, const MessageId& id, Bytes& payload) {
+    m_outbox.rewrite(p.name, [&](const MessageId& id, Bytes& payload) {
         const auto unsealed = read_unsealed_text(payload);
         if (failed || !unsealed) {
-            return;
+            return false;
         }
         const auto steps_before = p.sessions.front().dh_steps();
         auto sealed = seal_content(p, E2eContent{ContentKind::text,
@@ -690,16 +586,15 @@ void E2eClient::seal_pending(PeerState& p) {
         if (!sealed) {
             error_event(p.name, sealed.error());
             failed = true;  // it and the ones behind it stay unsealed (and held): the order is kept
-            return;
+            return false;
         }
         ++p.send_seq;
         if (p.sessions.front().dh_steps() != steps_before) {
             ratchet_event(p, p.sessions.front().dh_steps(), "sending");
         }
         secure_zero(payload.data(), payload.size());
-        payload = std::move(*sealed);
-        // The sealed form replaces the text in the same commit as the ratchet state that made it.
-        m_writes.push_back({key_outbox_entry(order), outbox_record(id, p.name, payload)});
+        payload = encode_envelope(*sealed);
+        return true;  // the sealed form replaces the text in the same commit as the ratchet state that made it
     });
     if (!failed) {
         m_outbox.release(p.name);
@@ -971,39 +866,9 @@ void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t 
     event(std::move(e));
 }
 
-void E2eClient::note_sent(const MessageId& id) {
-    if (m_sent.insert(id).second) {
-        m_sent_order.push_back(id);
-        if (m_sent_order.size() > max_sent_ids) {
-            m_sent.erase(m_sent_order.front());
-            m_sent_order.pop_front();
-        }
-    }
-}
-
-void E2eClient::on_receipt(ReceiptStatus status, const Receipt& receipt) {
-    for (const auto& id : receipt.ids) {
-        const auto order = m_outbox.remove(id);
-        const bool in_outbox = order.has_value();
-        if (in_outbox) {
-            m_writes.push_back({key_outbox_entry(*order), std::nullopt});
-            m_outbox_dirty = true;
-        }
-        if (!in_outbox && !m_sent.contains(id)) {
-            continue;  // not a text message of ours (a ratchet-only reply, or an id the server made up)
-        }
-        ClientEvent e;
-        e.kind = ClientEventKind::receipt;
-        e.peer = receipt.peer;
-        e.message_id = id;
-        e.text = status == ReceiptStatus::delivered ? "delivered" : "stored";
-        event(std::move(e));
-    }
-}
-
 // ---------------------------------------------------------------- sending
 
-Result<Bytes> E2eClient::seal_content(PeerState& p, E2eContent content) {
+Result<Envelope> E2eClient::seal_content(PeerState& p, E2eContent content) {
     content.address = ContentAddress{pair_conversation_id(m_user, p.name), m_device, first_device};
     auto plain = encode_e2e_content(content);
     auto body = p.sessions.front().seal(plain);
@@ -1011,7 +876,7 @@ Result<Bytes> E2eClient::seal_content(PeerState& p, E2eContent content) {
     SIM_TRY(auto sealed, std::move(body));
     p.reply_due = false;
     mark_dirty(p);
-    return encode_envelope(Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)});
+    return Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)};
 }
 
 Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, WallTime sent_at,
@@ -1040,22 +905,19 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     auto& p = *it->second;
     const auto steps_before = p.sessions.front().dh_steps();
     E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at, {}};
-    SIM_TRY(auto payload, seal_content(p, content));
+    SIM_TRY(const auto envelope, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
         ratchet_event(p, p.sessions.front().dh_steps(), "sending");
     }
-    SIM_TRY_STATUS(enqueue(content.id, peer, std::move(payload)));
+    SIM_TRY_STATUS(enqueue(content.id, peer, encode_envelope(envelope)));
     return content.id;
 }
 
 Status E2eClient::enqueue(const MessageId& id, const std::string& peer, Bytes payload) {
-    m_writes.push_back({key_outbox_entry(m_outbox.next_order()), outbox_record(id, peer, payload)});
     m_outbox.add(id, peer, std::move(payload));
-    note_sent(id);
-    m_outbox_dirty = true;
     if (auto st = commit(); !st) {
-        m_outbox.remove(id);  // not durable here: not sent either (the caller hears of the failure)
+        m_outbox.forget(id);  // not durable here: not sent either (the caller hears of the failure)
         return st;
     }
     return ok();
@@ -1071,34 +933,11 @@ void E2eClient::tick() {
         }
         // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
         E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
-        auto envelope = seal_content(*p, content);
-        auto payload = envelope ? to_submission(m_user, name, *envelope) : Result<Bytes>{envelope.error()};
-        if (payload) {
-            queue_frame(Frame{FrameType::message, 0, m_user, name, std::move(*payload)}, true);
+        if (const auto envelope = seal_content(*p, content)) {
+            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_pair_submission(*envelope, m_user, name)},
+                        true);
         }
     }
-}
-
-void E2eClient::restart_outbox() {
-    m_outbox.restart(m_clock.now());
-}
-
-void E2eClient::on_limits(const ServerLimits& limits) {
-    m_outbox.set_limits(limits, m_clock.now());
-}
-
-void E2eClient::on_refusal(const Refusal& refusal) {
-    if (m_outbox.refused(refusal, m_clock.now())) {
-        // A reason that will not pass by itself: the message stays in the outbox and is tried again now and then.
-        error_event(refusal.peer, Error{refusal.code, "message not accepted by the server; it will be sent again"});
-    }
-}
-
-std::optional<TimePoint> E2eClient::next_due() const {
-    if (!ready()) {
-        return std::nullopt;
-    }
-    return m_outbox.next_due(m_clock.now());
 }
 
 // ---------------------------------------------------------------- identity

@@ -1,10 +1,12 @@
 #pragma once
 // Private: the end-to-end half of the client core (docs/protocol.md section 6). It owns the identity, prekeys,
-// Double Ratchet sessions, pinned peers, sequence numbers and outbox, keeps them in the ClientState, and turns
-// server frames into events and frames to send. Not thread-safe: the client core calls it under its lock.
+// Double Ratchet sessions, pinned peers, sequence numbers, the ids seen and the inbox, keeps them in the ClientState,
+// and turns server frames into events and frames to send. Texts it seals go into the outbox (durable_outbox.h), which
+// the core owns. Not thread-safe: the client core calls it under its lock.
 //
-// Changes are collected and written in one batch by commit(); frames that acknowledge or upload something that
-// must be durable first (acks, prekey uploads) are queued and handed out only after a successful commit.
+// Changes (the outbox's included) are collected and written in one batch by commit(); frames that acknowledge or
+// upload something that must be durable first (acks, prekey uploads) are queued and handed out only after a
+// successful commit.
 
 #include <sim/client.h>
 #include <sim/client_state.h>
@@ -12,14 +14,12 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 
+#include "durable_outbox.h"
 #include "inbox.h"
-#include "outbox.h"
 
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -27,8 +27,8 @@ namespace sim::client_detail {
 
 class E2eClient {
 public:
-    /// `state`, `rng` and `clock` must outlive this object.
-    E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, const Clock& clock);
+    /// `state`, `rng` and `outbox` must outlive this object.
+    E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, DurableOutbox& outbox);
     ~E2eClient();
     E2eClient(const E2eClient&) = delete;
     E2eClient& operator=(const E2eClient&) = delete;
@@ -58,28 +58,14 @@ public:
     void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// A delivered end-to-end message; `received_at` is the server's receive time (delivery header, kept with it).
     void on_message(const std::string& peer, const Delivered& delivered);
-    /// Receipts for our own text messages become events (others are ignored); the outbox forgets them.
-    void on_receipt(ReceiptStatus status, const Receipt& receipt);
-    /// Remember a text message id we sent (receipts for it are reported; bounded).
-    void note_sent(const MessageId& id);
     /// Seal and queue a text message sent at `sent_at` (the sender's timestamp it carries, also when it waits for
     /// a session unsealed); committed (outbox included) before it returns.
     Result<MessageId> send_text(const std::string& peer, std::string_view text, WallTime sent_at,
                                 std::size_t max_inner);
     /// Queue an outbox payload (outbox.h) under `id`; committed before it returns.
     Status enqueue(const MessageId& id, const std::string& peer, Bytes payload);
-    /// `peer`'s outbox stream, held for want of a key, may go on.
-    void release_outbox(const std::string& peer) { m_outbox.release(peer); }
-    /// Periodic work: re-send messages without a receipt, answer DH ratchet steps with a ratchet-only message.
+    /// Periodic work: answer DH ratchet steps with a ratchet-only message.
     void tick();
-    /// After (re)login: every outbox message is sent again, every stream numbered from 1.
-    void restart_outbox();
-    /// The server's `limits` frame: the pace of the outbox.
-    void on_limits(const ServerLimits& limits);
-    /// A refusal of one of our messages (receipt status refused): its stream goes again from there.
-    void on_refusal(const Refusal& refusal);
-    /// When the outbox has more to send without anything arriving first (nullopt: nothing waits on time).
-    [[nodiscard]] std::optional<TimePoint> next_due() const;
 
     [[nodiscard]] bool has_session(std::string_view peer) const;
     [[nodiscard]] std::vector<std::string> peers_with_sessions() const;
@@ -87,15 +73,13 @@ public:
     [[nodiscard]] Result<PeerIdentity> peer_identity(std::string_view peer) const;
     Status verify_peer(std::string_view peer);
     Status accept_identity(std::string_view peer);
-    [[nodiscard]] std::size_t outbox_size() const noexcept { return m_outbox.size(); }
-    [[nodiscard]] const Outbox& outbox() const noexcept { return m_outbox; }
 
     /// Write every pending change in one batch; on success the queued frames become available.
     Status commit();
     /// Events produced since the last call.
     std::vector<ClientEvent> take_events();
-    /// Frames to send (only those whose state is committed); outbox payloads go through `seal` (outbox.h).
-    std::vector<Frame> take_frames(const Outbox::Seal& seal);
+    /// Frames to send whose state is committed (acks, prekey uploads, ratchet-only replies).
+    std::vector<Frame> take_frames();
 
     struct PeerState;
 
@@ -103,8 +87,6 @@ private:
     PeerState& peer_state(const std::string& peer);
     const PeerState* find_peer(std::string_view peer) const;
     Status load_prekeys();
-    Status load_outbox();
-    static SecureBytes outbox_record(const MessageId& id, const std::string& peer, ByteView envelope);
     [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);
@@ -112,7 +94,7 @@ private:
     void open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info);
     void deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
                          SecureBytes plaintext);
-    Result<Bytes> seal_content(PeerState& p, E2eContent content);
+    Result<Envelope> seal_content(PeerState& p, E2eContent content);
     void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
     /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
     void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);
@@ -131,7 +113,6 @@ private:
     const ClientConfig& m_config;
     ClientState& m_state;
     Rng& m_rng;
-    const Clock& m_clock;
 
     std::string m_user;
     DeviceId m_device = first_device;  // until a second device can be linked, every account has only its first
@@ -141,12 +122,8 @@ private:
     std::map<std::string, std::unique_ptr<PeerState>, std::less<>> m_peers;
 
     /// In send order (sent in that order, so the recipient's ratchet skips nothing it need not).
-    Outbox m_outbox;
+    DurableOutbox& m_outbox;
     Inbox m_inbox;
-    bool m_outbox_loaded = false;
-    std::set<MessageId> m_sent;
-    std::deque<MessageId> m_sent_order;
-    bool m_outbox_dirty = false;
     bool m_prekeys_dirty = false;
     bool m_peers_index_dirty = false;
 

@@ -19,11 +19,6 @@ Bytes make_unsealed_text(const MessageId& id, WallTime sent_at, std::string_view
     return out;
 }
 
-Result<Bytes> to_submission(const std::string& user, const std::string& peer, ByteView envelope) {
-    SIM_TRY(const auto env, decode_envelope(envelope));
-    return encode_pair_submission(env, user, peer);
-}
-
 std::optional<UnsealedText> read_unsealed_text(ByteView payload) {
     if (!is_unsealed_text(payload)) {
         return std::nullopt;
@@ -108,18 +103,22 @@ std::optional<std::uint64_t> Outbox::remove(const MessageId& id) {
         return std::nullopt;
     }
     const auto order = where->second;
-    auto& e = m_entries.at(order);
-    const auto s = m_streams.find(e.peer);
-    if (e.wire_seq != 0 && s->second.in_flight > 0) {
-        --s->second.in_flight;
-    }
-    s->second.queue.erase(order);
+    const auto s = m_streams.find(m_entries.at(order).peer);
+    erase_entry(order, s->second);
     if (s->second.queue.empty()) {
         m_streams.erase(s);
     }
-    m_entries.erase(order);
-    m_by_id.erase(where);
     return order;
+}
+
+void Outbox::erase_entry(std::uint64_t order, Stream& s) {
+    const auto& e = m_entries.at(order);
+    if (e.wire_seq != 0 && s.in_flight > 0) {
+        --s.in_flight;
+    }
+    s.queue.erase(order);
+    m_by_id.erase(e.id);
+    m_entries.erase(order);
 }
 
 void Outbox::rewind(Stream& s, std::uint32_t from_seq) {
@@ -182,11 +181,18 @@ void Outbox::rewrite(const std::string& peer,
     }
 }
 
-std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user, const Seal& seal) {
-    std::vector<Frame> out;
+Outbox::Due Outbox::take_due(TimePoint now, const std::string& user, const Seal& seal) {
+    Due out;
     if (m_entries.empty()) {
         return out;
     }
+    // Streams left empty by a dropped message go once nothing iterates over them any more.
+    struct EraseEmpty {
+        std::map<std::string, Stream, std::less<>>& streams;
+        ~EraseEmpty() {
+            std::erase_if(streams, [](const auto& kv) { return kv.second.queue.empty(); });
+        }
+    } erase_empty{m_streams};
     m_tokens = std::min(m_burst, m_tokens + std::chrono::duration<double>(now - m_refilled).count() * m_rate);
     m_refilled = now;
     for (auto& [peer, s] : m_streams) {
@@ -198,13 +204,19 @@ std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user, cons
         if (s.held || now < s.blocked_until) {
             continue;
         }
-        for (auto it = s.queue.lower_bound(s.cursor); it != s.queue.end() && s.in_flight < m_window; ++it) {
+        for (auto it = s.queue.lower_bound(s.cursor); it != s.queue.end() && s.in_flight < m_window;) {
             if (m_tokens < 1.0) {
                 return out;
             }
             auto& e = *it->second;
-            auto envelope = seal(peer, e.payload);
-            if (!envelope) {
+            auto sealed = seal(peer, e.payload);
+            if (!sealed) {
+                out.dropped.push_back(Dropped{it->first, e.id, peer, sealed.error()});
+                const auto order = (it++)->first;
+                erase_entry(order, s);
+                continue;
+            }
+            if (!sealed->has_value()) {
                 s.held = true;
                 break;
             }
@@ -213,7 +225,8 @@ std::vector<Frame> Outbox::take_due(TimePoint now, const std::string& user, cons
             e.last_sent = now;
             ++s.in_flight;
             s.cursor = it->first + 1;
-            out.push_back(Frame{FrameType::message, e.wire_seq, user, peer, std::move(*envelope)});
+            out.frames.push_back(Frame{FrameType::message, e.wire_seq, user, peer, std::move(**sealed)});
+            ++it;
         }
     }
     return out;

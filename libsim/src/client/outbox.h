@@ -17,10 +17,12 @@
 //   restart or a new KEYGEN is readable with the key its recipient gets; to an end-to-end peer without a session it
 //   waits until the session exists and is then sealed once, in the state (rewrite()).
 // The caller's `Seal` turns a payload into what goes on the wire; a stream whose next message cannot be sealed yet
-// (no key) is held until release().
+// (no key) is held until release(). A message that can never go (`Seal` says why: its frame would be larger than the
+// channel carries) is dropped from the outbox and handed back by take_due() with the error, so that the caller
+// forgets it in the state and tells the application; the messages behind it go on.
 //
-// Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (the end-to-end client keeps
-// the entries in the client state). Not thread-safe: the client core's lock guards it.
+// Pure bookkeeping: no I/O, no clock of its own (the caller passes `now`), no persistence (DurableOutbox keeps the
+// entries in the client state). Not thread-safe: the client core's lock guards it.
 
 #include <sim/clock.h>
 #include <sim/frame.h>
@@ -52,10 +54,6 @@ struct UnsealedText {
 };
 /// Either unsealed form; nullopt for anything else (an envelope, or a stamped form cut short).
 [[nodiscard]] std::optional<UnsealedText> read_unsealed_text(ByteView payload);
-/// The `message` payload a sealed envelope goes to the server as (docs/protocol.md 6.5): the message of the pair
-/// (user, peer) from our device, with the envelope's body for each device of the peer. Until a second device can be
-/// linked, both accounts have exactly their first device. Errc::bad_field when `envelope` does not decode.
-[[nodiscard]] Result<Bytes> to_submission(const std::string& user, const std::string& peer, ByteView envelope);
 
 class Outbox {
 public:
@@ -84,10 +82,22 @@ public:
     bool refused(const Refusal& refusal, TimePoint now);
     /// A new connection: everything is unsent, every stream starts again at 1.
     void restart(TimePoint now);
-    /// The envelope to send now for a queued `payload` to `peer`, or nullopt to hold the stream (see above).
-    using Seal = std::function<std::optional<Bytes>(const std::string& peer, ByteView payload)>;
-    /// Frames that may go now, in order; `user` is the source name.
-    std::vector<Frame> take_due(TimePoint now, const std::string& user, const Seal& seal);
+    /// The `message` payload to send now for a queued `payload` to `peer`; nullopt to hold the stream; an error
+    /// when the message can never go (it is dropped; see above).
+    using Seal = std::function<Result<std::optional<Bytes>>(const std::string& peer, ByteView payload)>;
+    /// A message take_due() dropped: its place, and the error its Seal gave.
+    struct Dropped {
+        std::uint64_t order = 0;
+        MessageId id{};
+        std::string peer;
+        Error error;
+    };
+    struct Due {
+        std::vector<Frame> frames;  ///< in order
+        std::vector<Dropped> dropped;
+    };
+    /// Frames that may go now, and the messages dropped on the way; `user` is the source name.
+    Due take_due(TimePoint now, const std::string& user, const Seal& seal);
     /// A stream held by `Seal` may go on (its key arrived).
     void release(const std::string& peer);
     /// Each queued message to `peer`, in send order, with its place: `f` may replace the payload (only while none
@@ -122,6 +132,8 @@ private:
         bool held = false;  // the next message could not be sealed: wait for release()
     };
     void rewind(Stream& s, std::uint32_t from_seq);
+    /// Forget the entry at `order` (the stream stays, even when empty: the caller may be iterating over it).
+    void erase_entry(std::uint64_t order, Stream& s);
 
     Duration m_resend_after;
     double m_rate = 500.0;
