@@ -1176,16 +1176,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         CHECK((k < static_cast<std::size_t>(offline_kills) ? record[k].stored : record[k].shown) >= kill_at[k]);
     }
     CHECK(stored_missing == 0);  // every message alice saw 'stored' reached bob
-    if (mode == sim::ConversationMode::server_assigned) {
-        // KNOWN BUG, not fixed yet: in server-assigned mode a block of messages (up to one ack frame, thousands
-        // before the kill) that bob had shown and acknowledged is still in his mailbox at a restart, is delivered
-        // again and, being beyond the ids his client remembers (1,000 per peer), shown twice (about 9 runs in 10 on
-        // MariaDB, 1 in 8 on SQLite; e.g. SIM_E2E_SEED=1765038443883289424 on MariaDB). End to end the Double
-        // Ratchet refuses such a copy, so it is not shown. Reported here until it is fixed; the rest is checked.
-        WARN_MESSAGE(duplicates == 0, "server-assigned: messages shown twice after a restart (known bug)");
-    } else {
-        CHECK(duplicates == 0);  // none twice
-    }
+    CHECK(duplicates == 0);      // none twice
     CHECK(out_of_order == 0);    // in the order alice sent them
     CHECK(wrong_text == 0);
     CHECK(unknown == 0);

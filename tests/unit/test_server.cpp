@@ -258,6 +258,22 @@ struct World {
 
 }  // namespace
 
+TEST_CASE("a delivery window a client cannot dedupe after a crash is refused") {
+    World w;
+    for (const std::size_t window : {std::size_t{0}, sim::remembered_ids_per_sender + 1}) {
+        sim::ServerConfig cfg = w.base;
+        cfg.delivery_window = window;
+        const auto r = sim::ServerCore::create(std::move(cfg), *w.authenticator, *w.tokens, w.vault.get(),
+                                               w.backend.get(), w.messages.get(), w.workers, *w.rng, w.clock);
+        REQUIRE_FALSE(r);
+        CHECK(r.code() == sim::Errc::invalid_argument);
+    }
+    sim::ServerConfig cfg = w.base;
+    cfg.delivery_window = sim::remembered_ids_per_sender;
+    CHECK(sim::ServerCore::create(std::move(cfg), *w.authenticator, *w.tokens, w.vault.get(), w.backend.get(),
+                                  w.messages.get(), w.workers, *w.rng, w.clock));
+}
+
 TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     World w;
     auto& alice = w.connect();

@@ -190,6 +190,11 @@ Bytes encode_delivered(WallTime received_at, const ConversationId& conversation,
 /// 2^63 - 1 ms, sender device 0), then the errors of decode_envelope for the rest.
 Result<Delivered> decode_delivered(ByteView payload);
 
+/// A client remembers the ids of the last this many messages of each sender, to show each once; a server never has
+/// more than this many messages of one mailbox sent and not deleted (its delivery window), so what a crash makes it
+/// send again is always among them (docs/protocol.md 6.7).
+inline constexpr std::size_t remembered_ids_per_sender = 1000;
+
 /// Most ids in one ack or receipt frame.
 inline constexpr std::size_t max_ids_per_frame = 256;
 

@@ -57,7 +57,10 @@ struct ServerConfig {
     /// Bytes free where the store writes (asked at most once a second); empty or nullopt: not checked (a database
     /// on another machine).
     std::function<std::optional<std::uint64_t>()> store_free_space;
-    /// Most stored messages sent to a recipient and not yet acknowledged.
+    /// Most messages sent to a device and not deleted yet (unacknowledged, or acknowledged with the deletion not
+    /// committed): after a crash at most this many come again, and a client remembers the last 1,000 ids per sender
+    /// to show each once (docs/protocol.md 6.7), so ServerCore::create refuses more than that
+    /// (remembered_ids_per_sender) or 0.
     std::size_t delivery_window = 1000;
     /// Where offline-store commits run (one job at a time). Null: the login workers. Give commits their own
     /// executor when the workers run at a low priority (sim::net's default) or may be saturated by password

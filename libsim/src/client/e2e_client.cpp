@@ -16,7 +16,7 @@ namespace {
 
 constexpr std::uint8_t record_version = 1;
 constexpr std::size_t max_sessions_per_peer = 4;
-constexpr std::size_t max_seen_ids = 1000;
+constexpr std::size_t max_seen_ids = remembered_ids_per_sender;
 constexpr std::size_t max_missing = 10000;
 constexpr std::size_t max_held = 100;
 

@@ -271,7 +271,7 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
 }
 
 std::shared_ptr<Peer> Delivery::caught_up_locked(const MailboxId& mailbox, const Box& box) {
-    if (box.peer == nullptr || box.more || box.unsent_queued != 0 || box.in_flight.size() >= m_limits.window) {
+    if (box.peer == nullptr || box.more || box.unsent_queued != 0 || undeleted(box) >= m_limits.window) {
         return nullptr;
     }
     return served_locked(mailbox, box);
@@ -389,7 +389,7 @@ void Delivery::tell_if_drained_locked(const MailboxId& device, const Box& box) {
 
 void Delivery::pump_locked(const MailboxId& mailbox, Box& box, bool may_read) {
     const auto peer = served_locked(mailbox, box);
-    if (!peer || !box.more || box.in_flight.size() >= m_limits.window) {
+    if (!peer || !box.more || undeleted(box) >= m_limits.window) {
         return;
     }
     if (!may_read) {
@@ -407,8 +407,8 @@ void Delivery::pump_locked(const MailboxId& mailbox, Box& box, bool may_read) {
         }
         box.reading = false;  // the executor is full: read here rather than leave the mailbox stalled
     }
-    while (box.more && box.in_flight.size() < m_limits.window) {
-        const std::size_t want = m_limits.window - box.in_flight.size();
+    while (box.more && undeleted(box) < m_limits.window) {
+        const std::size_t want = m_limits.window - undeleted(box);
         auto rows = m_store.pending(mailbox.user, mailbox.device, box.after_seq, want);
         if (!rows) {
             m_log(LogLevel::error, "stored messages not read: " + rows.error().message());
@@ -529,14 +529,17 @@ void Delivery::removed(const MailboxId& recipient, const std::string& sender, co
     if (!r) {
         m_log(LogLevel::error,
               "acknowledged messages not deleted (they are sent again at the next login): " + r.error().message());
-        return;
+    } else {
+        account_sender(sender, *r, false);
+        if (box != nullptr) {
+            account_box(*box, *r, false);
+        }
     }
-    account_sender(sender, *r, false);
     if (box == nullptr) {
         return;
     }
-    account_box(*box, *r, false);
     if (box->peer != nullptr) {
+        pump_locked(recipient, *box, true);  // the deletion opened the window (the commit thread may read)
         tell_if_drained_locked(recipient, *box);
     }
     forget_if_idle_locked(recipient, *box);

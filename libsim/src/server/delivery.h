@@ -2,7 +2,7 @@
 // Private: the mailboxes: storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
 // Every message takes one path, online recipient or not: it is appended to the recipient's mailbox through the group
 // commit (the sender gets `receipt stored` once it is durable), and the mailbox is drained into the connection it
-// is attached to, in mailbox order, at most `window` unacknowledged at a time: from the store (at login, and after
+// is attached to, in mailbox order, at most `window` sent and not deleted at a time: from the store (at login, and after
 // commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the connection
 // when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes messages
 // (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
@@ -141,6 +141,10 @@ private:
         std::size_t queued = 0;         // messages being committed
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
+    /// Messages sent to the mailbox's connection and not deleted yet: unacknowledged, or acknowledged with the
+    /// deletion not committed. At most `window`: after a crash at most that many are sent again, all of them within
+    /// the ids a client remembers per sender (docs/protocol.md 6.7), so none is shown twice.
+    static std::size_t undeleted(const Box& box) { return box.in_flight.size() + box.acked.size(); }
     /// A mailbox's state with its lock held (box null: not known, when not created).
     struct Locked {
         std::shared_ptr<Box> box;

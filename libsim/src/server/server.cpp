@@ -1090,6 +1090,10 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
     if (messages == nullptr) {
         return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
     }
+    if (config.delivery_window == 0 || config.delivery_window > remembered_ids_per_sender) {
+        return Error{Errc::invalid_argument, "delivery_window must be 1.." + std::to_string(remembered_ids_per_sender) +
+                                                 " (what a client remembers to show each message once)"};
+    }
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
     auto impl =
         std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng, clock);
