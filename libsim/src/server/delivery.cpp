@@ -4,11 +4,10 @@
 
 namespace sim::server_detail {
 
-Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Executor& reads, Router& router,
-                   RoutingBus& bus, Limits limits, WallClock wall, Log log, FreeSpace free_space)
+Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
+                   Limits limits, WallClock wall, Log log, FreeSpace free_space)
     : m_store(store),
       m_commit(std::move(commit)),
-      m_reads(reads),
       m_router(router),
       m_bus(bus),
       m_limits(limits),
@@ -46,7 +45,7 @@ Result<Delivery::Locked> Delivery::lock_box(const MailboxId& mailbox, bool creat
 }
 
 void Delivery::forget_if_idle_locked(const MailboxId& mailbox, Box& box) {
-    if (box.backlog.messages != 0 || box.peer != nullptr || box.queued != 0 || box.reading) {
+    if (box.backlog.messages != 0 || box.peer != nullptr || box.queued != 0) {
         return;
     }
     box.gone = true;
@@ -360,7 +359,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
         if (box->peer != nullptr) {
             if (!sent[i]) {
                 box->more = true;
-                pump_locked(mailbox, *box, true);  // the commit thread may read the store
+                pump_locked(mailbox, *box);
             }
             tell_if_drained_locked(mailbox, *box);
         }
@@ -387,25 +386,10 @@ void Delivery::tell_if_drained_locked(const MailboxId& device, const Box& box) {
     m_router.drained(device.user);
 }
 
-void Delivery::pump_locked(const MailboxId& mailbox, Box& box, bool may_read) {
+void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
     const auto peer = served_locked(mailbox, box);
-    if (!peer || !box.more || undeleted(box) >= m_limits.window) {
+    if (!peer) {
         return;
-    }
-    if (!may_read) {
-        if (box.reading) {
-            return;  // the queued drain will read
-        }
-        box.reading = true;
-        std::weak_ptr<Delivery> weak = weak_from_this();
-        if (m_reads.submit([weak, mailbox] {
-                if (auto self = weak.lock()) {
-                    self->drain(mailbox);
-                }
-            })) {
-            return;
-        }
-        box.reading = false;  // the executor is full: read here rather than leave the mailbox stalled
     }
     while (box.more && undeleted(box) < m_limits.window) {
         const std::size_t want = m_limits.window - undeleted(box);
@@ -431,17 +415,6 @@ void Delivery::pump_locked(const MailboxId& mailbox, Box& box, bool may_read) {
     }
 }
 
-void Delivery::drain(const MailboxId& mailbox) {
-    auto locked = lock_box(mailbox, false);
-    if (!locked || !locked->box) {
-        return;
-    }
-    Box& box = *locked->box;
-    box.reading = false;
-    pump_locked(mailbox, box, true);
-    forget_if_idle_locked(mailbox, box);
-}
-
 void Delivery::login(const MailboxId& device, const Peer* peer) {
     auto locked = lock_box(device);
     if (!locked) {
@@ -455,7 +428,7 @@ void Delivery::login(const MailboxId& device, const Peer* peer) {
     b.in_flight.clear();
     b.more = b.backlog.messages > 0;
     b.unsent_queued = b.queued;
-    pump_locked(device, b, true);  // logins run on a worker
+    pump_locked(device, b);  // logins run on a worker
     tell_if_drained_locked(device, b);
 }
 
@@ -508,9 +481,8 @@ Status Delivery::ack(const MailboxId& recipient, const std::string& sender, cons
                 return Error{Errc::busy, "server busy: acknowledgement not recorded, send it again later"};
             }
         }
-        if (box.peer != nullptr) {
-            pump_locked(recipient, box, false);  // an I/O thread: the store is read on the read executor
-        }
+        // Nothing more can be sent yet: acknowledged messages stay in the window until their deletion commits
+        // (removed() drains then, on the commit thread), so the store is never read on this I/O thread.
     }
     m_router.count_delivered(ids.size());
     send_receipt(sender, recipient.user, recipient.device, ReceiptStatus::delivered, ids);
@@ -539,7 +511,7 @@ void Delivery::removed(const MailboxId& recipient, const std::string& sender, co
         return;
     }
     if (box->peer != nullptr) {
-        pump_locked(recipient, *box, true);  // the deletion opened the window (the commit thread may read)
+        pump_locked(recipient, *box);  // the deletion opened the window
         tell_if_drained_locked(recipient, *box);
     }
     forget_if_idle_locked(recipient, *box);

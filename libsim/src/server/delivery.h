@@ -12,8 +12,9 @@
 // Thread-safe, serialised per mailbox: each device's mailbox has its own lock, held while its state changes and
 // while frames are handed to its connection (so they go out in mailbox order); each sender connection's streams
 // have theirs; the quota sums a short one. No lock is held across another mailbox's work, and no store read happens
-// on the caller's thread except a mailbox's first count since the start: drains after an `ack` (an I/O thread) run
-// on the read executor. Lock order: connection receive lock -> mailbox locks (in device order) -> the sender's
+// on the caller's thread except a mailbox's first count since the start: a mailbox is drained from the store at
+// login (a worker) and after commits and deletions (the commit thread), never after an `ack` (an I/O thread: an
+// acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock -> mailbox locks (in device order) -> the sender's
 // streams lock -> quota lock -> group commit / executor; mailbox lock -> router lock -> bus lock -> connection send
 // lock. The router never calls in here.
 
@@ -58,10 +59,8 @@ public:
     /// Bytes free on the file system the store writes to; nullopt when unknown (then only the byte caps apply).
     using FreeSpace = std::function<std::optional<std::uint64_t>()>;
 
-    /// `reads` runs the mailbox drains that must not run on the caller's thread (after an ack); it must never run a
-    /// job inside submit().
-    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Executor& reads, Router& router,
-             RoutingBus& bus, Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
+    Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
+             Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
 
     /// The streams of one sender connection (stream_order.h), owned by the connection and by its messages still in
     /// the group commit: they end with the last of them.
@@ -137,7 +136,6 @@ private:
         std::set<Key> in_flight;        // sent to `peer`, not acknowledged
         std::set<Key> acked;            // acknowledged, deletion not committed yet (the store still returns them)
         bool more = false;              // the store may hold messages after after_seq that `peer` has not been sent
-        bool reading = false;           // a drain is queued on the read executor
         std::size_t queued = 0;         // messages being committed
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
     };
@@ -188,11 +186,9 @@ private:
     static StreamOrder::Key key(const Origin& origin, const std::string& to) {
         return {origin.from, origin.connection, to};
     }
-    /// Send the served connection what the store holds for it, up to the window. `may_read`: this thread may read
-    /// the store (a worker); otherwise the reading is queued on the read executor.
-    void pump_locked(const MailboxId& mailbox, Box& box, bool may_read);
-    /// The queued drain of a mailbox (read executor).
-    void drain(const MailboxId& mailbox);
+    /// Send the served connection what the store holds for it, up to the window. Runs on a worker or the commit
+    /// thread (login, commits, deletions), never on an I/O thread.
+    void pump_locked(const MailboxId& mailbox, Box& box);
     /// Forget a mailbox with nothing stored and no connection (its lock held).
     void forget_if_idle_locked(const MailboxId& mailbox, Box& box);
     /// To every device of `sender` that is attached. `device`: the recipient's device that acknowledged
@@ -202,7 +198,6 @@ private:
 
     store::MessageStore& m_store;
     std::shared_ptr<GroupCommit> m_commit;
-    Executor& m_reads;
     Router& m_router;
     RoutingBus& m_bus;
     Limits m_limits;

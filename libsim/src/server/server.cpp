@@ -105,7 +105,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         delivery = std::make_shared<server_detail::Delivery>(
-            *messages, commit, workers, router, *bus,
+            *messages, commit, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
                                             config.max_sender_bytes, config.max_store_bytes, config.min_free_bytes,
                                             config.delivery_window},
