@@ -103,8 +103,9 @@ struct ClientCore::Impl {
         }
         outbox = std::make_unique<client_detail::DurableOutbox>(*config.state, clock, config.resend_after);
         e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, *outbox);
-        context = std::make_unique<client_detail::ConversationContext>(config, user, rng, clock, *e2e, *outbox,
-                                                                       [this](ClientEvent e) { emit(std::move(e)); });
+        // Brace-initialised: an aggregate (clang 14 has no parenthesised aggregate initialisation for make_unique).
+        context.reset(new client_detail::ConversationContext{config, user, rng, clock, *e2e, *outbox,
+                                                             [this](ClientEvent e) { emit(std::move(e)); }});
     }
 
     /// `peer`'s current conversation; end to end until the server keys it otherwise.
