@@ -6,6 +6,8 @@
 #include "server/router.h"
 #include "server/routing.h"
 
+#include "fake_peer.h"
+
 #include <sim/rng.h>
 #include <sim/store.h>
 #include <sim/testing.h>
@@ -19,28 +21,9 @@
 using sim::server_detail::Delivery;
 using sim::server_detail::GroupCommit;
 using sim::server_detail::MailboxId;
-using sim::server_detail::Peer;
+using sim_test::FakePeer;
 
 namespace {
-
-struct FakePeer final : Peer {
-    std::vector<sim::Frame> frames;
-    void deliver(const sim::Frame& frame) override { frames.push_back(frame); }
-    void kick(sim::Errc, std::string_view) override {}
-
-    /// The frames of `type` (and receipt status `sid`, when given) received since the last call, taken.
-    std::vector<sim::Frame> take(sim::FrameType type, std::optional<sim::ReceiptStatus> status = std::nullopt) {
-        std::vector<sim::Frame> out;
-        std::erase_if(frames, [&](const sim::Frame& f) {
-            if (f.type != type || (status && f.sid != static_cast<std::uint32_t>(*status))) {
-                return false;
-            }
-            out.push_back(f);
-            return true;
-        });
-        return out;
-    }
-};
 
 sim::MessageId mid(std::uint8_t n) {
     sim::MessageId id{};
@@ -258,4 +241,20 @@ TEST_CASE("acknowledged messages count against the window until their deletion c
     w.settle();                       // the deletions (and 3's append) commit
     CHECK(messages(*phone) == Copies{{3, 1}});
     CHECK(w.stored(1) == std::vector<std::uint8_t>{3});
+}
+
+TEST_CASE("copies not in strictly increasing device order are refused, nothing queued") {
+    World w;
+    auto alice = std::make_shared<FakePeer>();
+    w.attach(MailboxId{"alice", 1}, alice);
+    for (const auto& devices : {std::vector<sim::DeviceId>{2, 1}, std::vector<sim::DeviceId>{1, 1},
+                                std::vector<sim::DeviceId>{}}) {
+        const auto st = w.send(1, devices, alice);
+        REQUIRE_FALSE(st);
+        CHECK(st.code() == sim::Errc::bad_field);
+    }
+    w.settle();
+    CHECK(w.stored(1).empty());
+    CHECK(w.stored(2).empty());
+    REQUIRE(w.send(1, {1, 2}, alice));  // the stream expects 1 again
 }

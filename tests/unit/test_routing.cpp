@@ -3,6 +3,8 @@
 // the broker started by its fixture) and must pass unchanged.
 #include "server/routing.h"
 
+#include "fake_peer.h"
+
 #include <doctest/doctest.h>
 
 #include <functional>
@@ -12,17 +14,10 @@
 #include <vector>
 
 using sim::server_detail::MailboxId;
-using sim::server_detail::Peer;
+using sim_test::FakePeer;
 using sim::server_detail::RoutingBus;
 
 namespace {
-
-struct FakePeer final : Peer {
-    std::vector<sim::Frame> frames;
-    std::vector<sim::Errc> kicks;
-    void deliver(const sim::Frame& frame) override { frames.push_back(frame); }
-    void kick(sim::Errc code, std::string_view) override { kicks.push_back(code); }
-};
 
 sim::Frame frame_to(const std::string& user, std::uint32_t sid) {
     return sim::Frame{sim::FrameType::receipt, sid, "Server", user, {1, 2, 3}};

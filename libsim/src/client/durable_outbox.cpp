@@ -1,7 +1,7 @@
 // The outbox as the client state keeps it (durable_outbox.h).
 #include "durable_outbox.h"
 
-#include "../proto/wire.h"
+#include "state_records.h"
 
 #include <algorithm>
 
@@ -24,21 +24,6 @@ std::string key_outbox_entry_v1(const MessageId& id) {
 constexpr std::uint8_t outbox_version = 2;
 constexpr std::size_t outbox_header_size = 1 + 8 + 8;
 constexpr std::size_t max_sent_ids = 10000;
-
-Error corrupt(std::string_view what) {
-    return Error{Errc::corrupt_database, "client state: bad " + std::string(what)};
-}
-
-/// A record's peer: length u8 | name.
-bool read_peer(WireReader& r, std::string& out) {
-    std::uint8_t len = 0;
-    ByteView v;
-    if (!r.u8(len) || !r.take(len, v)) {
-        return false;
-    }
-    out.assign(reinterpret_cast<const char*>(v.data()), v.size());
-    return true;
-}
 
 }  // namespace
 
@@ -65,7 +50,7 @@ Status DurableOutbox::load() {
             WireReader er(*entry);
             ByteView v;
             std::string peer;
-            if (!er.take(sizeof(MessageId), v) || !read_peer(er, peer)) {
+            if (!er.take(sizeof(MessageId), v) || !read_name(er, peer)) {
                 return corrupt("outbox entry");
             }
             MessageId id{};
@@ -96,7 +81,7 @@ Status DurableOutbox::load() {
         }
         WireReader er(*entry);
         std::string peer;
-        if (!read_peer(er, peer)) {
+        if (!read_name(er, peer)) {
             return corrupt("outbox entry");
         }
         const ByteView payload = er.rest();

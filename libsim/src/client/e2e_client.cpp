@@ -1,7 +1,7 @@
 // The end-to-end half of the client core (docs/protocol.md section 6).
 #include "e2e_client.h"
 
-#include "../proto/wire.h"
+#include "state_records.h"
 
 #include <algorithm>
 #include <deque>
@@ -29,19 +29,6 @@ std::string key_peer(std::string_view peer) {
 }
 std::string key_session(std::string_view peer, ByteView id) {
     return "session/" + std::string(peer) + "/" + to_hex(id);
-}
-Error corrupt(std::string_view what) {
-    return Error{Errc::corrupt_database, "client state: bad " + std::string(what)};
-}
-
-bool read_name(WireReader& r, std::string& out) {
-    std::uint8_t len = 0;
-    ByteView v;
-    if (!r.u8(len) || !r.take(len, v)) {
-        return false;
-    }
-    out.assign(reinterpret_cast<const char*>(v.data()), v.size());
-    return true;
 }
 
 bool read_key(WireReader& r, Bytes& out) {

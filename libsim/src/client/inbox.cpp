@@ -1,6 +1,6 @@
 #include "inbox.h"
 
-#include "../proto/wire.h"
+#include "state_records.h"
 
 #include <algorithm>
 #include <limits>
@@ -29,9 +29,6 @@ WallTime from_ms(std::uint64_t ms) {
 const std::string key_inbox = "inbox";
 std::string key_entry(std::uint64_t index) {
     return "inbox/" + std::to_string(index);
-}
-Error corrupt(std::string_view what) {
-    return Error{Errc::corrupt_database, "client state: bad " + std::string(what)};
 }
 
 }  // namespace

@@ -153,30 +153,32 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
                         const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected) {
     const auto k = key(origin, to);
     auto& streams = *origin.streams;
-    const auto refuse = [&](Error e) -> Status {
-        const std::lock_guard lock(streams.mutex);
-        streams.order.refused(k, origin.seq);
-        expected = origin.seq;
-        return e;
-    };
-    if (copies.empty() || !std::is_sorted(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
-            return a.device <= b.device;
-        })) {
-        return refuse(Error{Errc::bad_field, "a message needs one copy per device, in device order"});
-    }
     // The recipient's mailboxes, locked in device order (the only order anything locks several in).
     std::vector<Locked> boxes;
     boxes.reserve(copies.size());
-    const auto forget_all = [&] {
+    const auto forget_all = [&] {  // the mailboxes locked so far, if idle
         for (std::size_t i = 0; i < boxes.size(); ++i) {
             forget_if_idle_locked(MailboxId{to, copies[i].device}, *boxes[i].box);
         }
     };
+    // The stream expects the message again. Streams lock held.
+    const auto refuse_locked = [&](Error e) -> Status {
+        streams.order.refused(k, origin.seq);
+        expected = origin.seq;
+        forget_all();
+        return e;
+    };
+    if (copies.empty() || std::adjacent_find(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
+                              return a.device >= b.device;
+                          }) != copies.end()) {
+        const std::lock_guard lock(streams.mutex);
+        return refuse_locked(Error{Errc::bad_field, "a message needs one copy per device, in device order"});
+    }
     for (const auto& c : copies) {
         auto locked = lock_box(MailboxId{to, c.device});
         if (!locked) {
-            forget_all();
-            return refuse(locked.error());
+            const std::lock_guard lock(streams.mutex);
+            return refuse_locked(locked.error());
         }
         boxes.push_back(std::move(*locked));
     }
@@ -187,12 +189,6 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
         forget_all();
         return Error{Errc::out_of_order, "an earlier message of this conversation must come first"};
     }
-    const auto refuse_locked = [&](Error e) -> Status {
-        streams.order.refused(k, origin.seq);
-        expected = origin.seq;
-        forget_all();
-        return e;
-    };
     // Every copy fits its mailbox, and all of them the sender's quota and the store: all or none.
     std::uint64_t total = 0;
     for (std::size_t i = 0; i < copies.size(); ++i) {
