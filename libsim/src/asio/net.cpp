@@ -497,7 +497,10 @@ std::string source_key(const tcp::socket& s) {
 struct TcpServer::Impl {
     std::shared_ptr<asio::io_context> io_owner = std::make_shared<asio::io_context>();
     asio::io_context& io = *io_owner;
-    tcp::acceptor acceptor{io};
+    // The acceptor, its handlers, its retry timer and its close run on one strand: never two at once.
+    asio::strand<asio::io_context::executor_type> accept_strand = asio::make_strand(io);
+    tcp::acceptor acceptor{accept_strand};
+    asio::steady_timer accept_retry{accept_strand};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
     std::vector<std::thread> threads;
     WorkerPool workers;
@@ -560,13 +563,26 @@ struct TcpServer::Impl {
         options.log("refused connections from " + source + ": " + why + " (logged at most once per interval)");
     }
 
+    /// Wait for the next connection (on the accept strand). Ends when the acceptor is closed (stop()).
     void accept() {
         acceptor.async_accept(asio::make_strand(io), [this](const asio::error_code& ec, tcp::socket socket) {
+            if (!acceptor.is_open()) {
+                return;  // stopped: whatever the outcome, no new accept (one now would fail at once, forever)
+            }
             if (ec) {
                 if (ec == asio::error::operation_aborted) {
                     return;
                 }
-                accept();  // e.g. EMFILE: keep serving the connections we have
+                // e.g. EMFILE: keep serving the connections we have, and try again shortly rather than spin.
+                if (options.log) {
+                    options.log("accepting connections failed: " + ec.message() + "; trying again in 100 ms");
+                }
+                accept_retry.expires_after(std::chrono::milliseconds(100));
+                accept_retry.async_wait([this](const asio::error_code& wait_ec) {
+                    if (!wait_ec && acceptor.is_open()) {
+                        accept();
+                    }
+                });
                 return;
             }
             on_accept(std::move(socket));
@@ -683,9 +699,10 @@ void TcpServer::stop() {
         return;
     }
     m_impl->stopped = true;
-    asio::post(m_impl->io, [impl = m_impl.get()] {
+    asio::post(m_impl->accept_strand, [impl = m_impl.get()] {
         asio::error_code ignored;
         impl->acceptor.close(ignored);
+        impl->accept_retry.cancel();
     });
     std::vector<std::shared_ptr<Connection>> open;
     {
