@@ -1148,6 +1148,17 @@ void pace(RouteState& st, Stream& s) {
     s.sender->run_at(s.next_intended, [&st, &s] { pace(st, s); });
 }
 
+/// A message of `s` got through at `now` (opened by its receiver, or receipted under --blind-sink): it leaves the
+/// window, so the sender may send the next.
+void count_delivered(RouteState& st, Stream& s, std::int64_t now) {
+    s.received.fetch_add(1);
+    st.last_receive.store(now);
+    s.inflight.fetch_sub(1);
+    if (st.interval_ns == 0) {
+        s.sender->run([&st, &s] { pump(st, s); });
+    }
+}
+
 /// --blind-sink: the receivers do not open what they get, so a message of `s` counts as delivered, and its latency
 /// is measured, when its sender gets the `delivered` receipt (the server's answer to the receiver's ack).
 void route_blind_receipt(RouteState& st, Stream& s, const sim::ClientEvent& e) {
@@ -1166,12 +1177,7 @@ void route_blind_receipt(RouteState& st, Stream& s, const sim::ClientEvent& e) {
     }
     const auto now = now_ns();
     st.latency.record(now - sent_ns);
-    s.received.fetch_add(1);
-    st.last_receive.store(now);
-    s.inflight.fetch_sub(1);
-    if (st.interval_ns == 0) {
-        s.sender->run([&st, &s] { pump(st, s); });
-    }
+    count_delivered(st, s, now);
 }
 
 void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
@@ -1222,12 +1228,7 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 }
                 st.latency.record(now - ts);
             }
-            in.received.fetch_add(1);
-            st.last_receive.store(now);
-            in.inflight.fetch_sub(1);
-            if (st.interval_ns == 0) {
-                in.sender->run([&st, &in] { pump(st, in); });
-            }
+            count_delivered(st, in, now);
             break;
         }
         case K::error:
