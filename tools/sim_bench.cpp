@@ -15,6 +15,7 @@
 #include <sim/net.h>
 #include <sim/rng.h>
 #include <sim/suite.h>
+#include <sim/testing.h>
 #include <sim/transport.h>
 
 #include <arpa/inet.h>
@@ -38,6 +39,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -585,6 +587,10 @@ const std::vector<OptionSpec>& option_specs() {
         {"conn-rate", 0, "MSGS",
          "route without --rate: cap per sending connection, under simd's 2000/s limit (0 = none)", "1900", false},
         {"duration", 0, "SEC", "route: sending time (also the time cap with --count)", "10", false},
+        {"blind-sink", 0, "",
+         "route: receivers acknowledge each message without opening it (no Double Ratchet or record decryption); "
+         "deliveries and latency are counted from the senders' `delivered` receipts",
+         "", false},
         {"login-storm", 0, "K",
          "route: K password logins in a loop (fresh connections, one thread) while sending; with a high "
          "--bcrypt-cost this saturates the server's hashing pool",
@@ -619,6 +625,11 @@ Modes:
            at most --conn-rate messages/s per sending connection (simd refuses more than 2000/s per connection).
            Reports delivered msgs/s, latency p50/p99/p99.9/max, server CPU seconds per 1,000 messages, server
            RSS and the load generator's own CPU.
+           --blind-sink: once the pairs are keyed, every client acknowledges what is delivered to it without
+           opening it (a benchmarking hook of the client core; senders still seal for real), so the server can be
+           loaded past what the load generator's own decryption allows. The server sees the same acks, so every
+           message still costs it the routing, the ack and the `delivered` receipt; a message counts as delivered
+           when its sender gets that receipt, and latency is send to receipt (a round trip), not send to opened.
   connect  Opens --count N authenticated idle connections (source addresses spread over 127.0.x.y, RLIMIT_NOFILE
            raised), holds them --hold seconds, checks a sample with a probe round trip, reports the time to
            connect and the server's RSS per connection (RSS delta / N).
@@ -648,6 +659,7 @@ connections or logins), 2 bad usage or not implemented.
 Examples:
   sim-bench route --spawn-simd build/tools/simd --pairs 8 --size 256 --duration 10
   sim-bench route --spawn-simd build/tools/simd --pairs 8 --rate 4000 --duration 10 --suite tdes
+  sim-bench route --spawn-simd build/tools/simd --pairs 8 --duration 5 --blind-sink
   sim-bench connect --spawn-simd build/tools/simd --count 5000
   sim-bench login --spawn-simd build/tools/simd --bcrypt-cost 12 --count 5 --parallel 2
 )";
@@ -671,6 +683,7 @@ struct Settings {
     double conn_rate = 1900;
     double duration = 10;
     std::uint64_t login_storm = 0;
+    bool blind_sink = false;  // route: receivers acknowledge without opening (sim::testing::set_blind_sink)
     std::optional<std::uint64_t> count;
     std::optional<std::uint64_t> parallel;
     double hold = 3;
@@ -767,6 +780,10 @@ sim::Result<Settings> parse_settings(const sim::tools::ParsedArgs& args) {
     SIM_TRY_STATUS(get_uint("probes", s.probes, 0, 100000));
     SIM_TRY_STATUS(get_secs("timeout", s.timeout, 3600));
     s.json = args.get("json");
+    s.blind_sink = args.has("blind-sink");
+    if (s.blind_sink && s.mode != "route") {
+        return sim::Error{sim::Errc::invalid_argument, "--blind-sink is a route option"};
+    }
     if (s.duration <= 0) {
         return sim::Error{sim::Errc::invalid_argument, "--duration must be positive"};
     }
@@ -1016,6 +1033,9 @@ struct Stream {
     std::atomic<std::int64_t> inflight{0};
     std::atomic<std::uint64_t> refused{0};
     std::atomic<std::uint64_t> send_errors{0};
+    // --blind-sink: when each message awaiting its `delivered` receipt was sent (its send time, now_ns())
+    std::mutex sent_at_mutex;
+    std::map<sim::MessageId, std::int64_t> sent_at;
     // receiver strand
     std::uint64_t expected = 0;
     std::atomic<std::uint64_t> received{0};
@@ -1067,6 +1087,7 @@ struct RouteState {
     std::atomic<std::uint64_t> other_errors{0};
     std::atomic<std::uint64_t> rotations{0};
     std::atomic<std::int64_t> last_receive{0};
+    std::atomic<bool> blind{false};  // --blind-sink: every client is a sink from now on
     std::mutex error_mutex;
     std::string first_error;
     double interval_ns = 0;  // open loop: per stream
@@ -1082,12 +1103,18 @@ struct RouteState {
 void send_one(RouteState& st, Stream& s, std::int64_t ts) {
     const auto text = make_text(s.next_seq, ts, st.s->size);
     s.inflight.fetch_add(1);
-    if (auto r = s.sender->core().send(s.to, text); !r) {
+    const auto r = s.sender->core().send(s.to, text);
+    if (!r) {
         s.inflight.fetch_sub(1);
         s.send_errors.fetch_add(1);
         st.note_error("send: " + r.error().message());
         s.budget.store(s.sent.load());  // stop this stream
         return;
+    }
+    if (st.s->blind_sink) {
+        // Its receipt comes in on this connection's strand, after this send returned.
+        const std::lock_guard lock(s.sent_at_mutex);
+        s.sent_at.emplace(*r, ts);
     }
     ++s.next_seq;
     s.sent.fetch_add(1);
@@ -1121,6 +1148,38 @@ void pace(RouteState& st, Stream& s) {
     s.sender->run_at(s.next_intended, [&st, &s] { pace(st, s); });
 }
 
+/// A message of `s` got through at `now` (opened by its receiver, or receipted under --blind-sink): it leaves the
+/// window, so the sender may send the next.
+void count_delivered(RouteState& st, Stream& s, std::int64_t now) {
+    s.received.fetch_add(1);
+    st.last_receive.store(now);
+    s.inflight.fetch_sub(1);
+    if (st.interval_ns == 0) {
+        s.sender->run([&st, &s] { pump(st, s); });
+    }
+}
+
+/// --blind-sink: the receivers do not open what they get, so a message of `s` counts as delivered, and its latency
+/// is measured, when its sender gets the `delivered` receipt (the server's answer to the receiver's ack).
+void route_blind_receipt(RouteState& st, Stream& s, const sim::ClientEvent& e) {
+    if (!st.s->blind_sink || e.text != "delivered") {
+        return;
+    }
+    std::int64_t sent_ns = 0;
+    {
+        const std::lock_guard lock(s.sent_at_mutex);
+        const auto it = s.sent_at.find(e.message_id);
+        if (it == s.sent_at.end()) {
+            return;  // the set-up message, or a receipt already counted
+        }
+        sent_ns = it->second;
+        s.sent_at.erase(it);
+    }
+    const auto now = now_ns();
+    st.latency.record(now - sent_ns);
+    count_delivered(st, s, now);
+}
+
 void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
     Stream& mine = *st.streams[c.index()];     // what c sends
@@ -1140,7 +1199,15 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
         case K::key_rotated:
             st.rotations.fetch_add(1);
             break;
+        case K::receipt:
+            route_blind_receipt(st, mine, e);
+            break;
         case K::message: {
+            if (st.blind.load()) {
+                st.other_errors.fetch_add(1);
+                st.note_error("a blind sink opened a message");
+                break;
+            }
             if (e.text == "setup" && e.mode == sim::ConversationMode::end_to_end && in.expected == 0 &&
                 in.received.load() == 0) {
                 break;  // the set-up message that started the responder's session
@@ -1161,12 +1228,7 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 }
                 st.latency.record(now - ts);
             }
-            in.received.fetch_add(1);
-            st.last_receive.store(now);
-            in.inflight.fetch_sub(1);
-            if (st.interval_ns == 0) {
-                in.sender->run([&st, &in] { pump(st, in); });
-            }
+            count_delivered(st, in, now);
             break;
         }
         case K::error:
@@ -1365,6 +1427,15 @@ int run_route(const Settings& s) {
     }
     const auto storm_ok0 = storm ? storm->ok() : 0;
 
+    if (s.blind_sink) {
+        // Keyed (end to end: the set-up messages opened), so from now on every client is a sink. The core is
+        // thread-safe; this returns once it holds.
+        for (auto& c : conns) {
+            sim::testing::set_blind_sink(c->core(), true);
+        }
+        st.blind = true;
+    }
+
     // Traffic.
     const auto cpu0 = target->cpu();
     const auto self0 = self_cpu_seconds();
@@ -1454,6 +1525,12 @@ int run_route(const Settings& s) {
     engine.stop();
 
     const auto t = totals();
+    std::uint64_t sink_acked = 0;
+    if (s.blind_sink) {
+        for (auto& c : conns) {
+            sink_acked += sim::testing::blind_acked(c->core());
+        }
+    }
     std::uint64_t corrupt = 0;
     std::uint64_t misordered = 0;
     std::uint64_t skipped = 0;
@@ -1488,6 +1565,9 @@ int run_route(const Settings& s) {
                                                     " msg/s each"
                                               : ""));
     rep.num("threads", "load generator I/O threads", s.threads, "", 0);
+    rep.text("receivers", "receivers",
+             s.blind_sink ? "blind sinks: ack unopened; delivered = `delivered` receipts, latency = send to receipt"
+                          : "open and check every message; latency = send to opened");
     rep.num("setup_s", "set-up (connect, login, keys)", setup_s, "s", 2);
     rep.num("send_s", "sending time", send_s, "s", 2);
     rep.num("sent", "messages sent", static_cast<double>(t[0]), "", 0);
@@ -1495,6 +1575,9 @@ int run_route(const Settings& s) {
     rep.num("refused", "refused by the server (rate limit)", static_cast<double>(t[2]), "", 0);
     rep.num("missing", "missing (not delivered or refused)", static_cast<double>(missing), "", 0);
     rep.num("corrupt", "corrupt or misordered", static_cast<double>(corrupt + misordered), "", 0);
+    if (s.blind_sink) {
+        rep.num("sink_acked", "acknowledged unopened by the sinks", static_cast<double>(sink_acked), "", 0);
+    }
     rep.num("delivered_per_s", "delivered throughput", delivered_rate, "msg/s", 0);
     rep.num("delivered_mib_per_s", "delivered payload", delivered_rate * static_cast<double>(s.size) / 1048576.0,
             "MiB/s", 2);
@@ -1526,8 +1609,10 @@ int run_route(const Settings& s) {
         std::cerr << "sim-bench: cannot write " << s.json << "\n";
         return exit_fail;
     }
+    // A sink acknowledges each message it gets (a re-delivery again) and a receipt answers an ack: fewer acks than
+    // receipts would mean the counting is wrong.
     const bool bad = t[1] == 0 || missing > 0 || corrupt > 0 || misordered > 0 || st.closed.load() > 0 ||
-                     send_errors > 0 || st.other_errors.load() > 0;
+                     send_errors > 0 || st.other_errors.load() > 0 || (s.blind_sink && sink_acked < t[1]);
     if (bad) {
         std::cerr << "sim-bench route: FAILED" << (st.first_error.empty() ? "" : ": " + st.first_error) << "\n";
         return exit_fail;

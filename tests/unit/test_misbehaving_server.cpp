@@ -10,6 +10,7 @@
 #include <sim/e2e.h>
 #include <sim/frame.h>
 #include <sim/messages.h>
+#include <sim/testing.h>
 
 #include <doctest/doctest.h>
 
@@ -662,6 +663,48 @@ TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine
     p.w.send(*p.alice, "bob", "after");
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine", "after"});
     CHECK(p.bob->of(ClientEventKind::gap, "alice").size() == 1);
+}
+
+TEST_CASE("a blind sink (benchmarking hook) acknowledges deliveries without opening them; the sender gets receipts") {
+    Pair p;
+    auto& w = p.w;
+    sim::testing::set_blind_sink(*p.bob->core, true);
+    const auto inbox_before = p.bob->core->inbox_status().next;
+    const auto acks_before = w.server.acks.size();
+    w.server.withhold = [](const sim::Frame&) { return true; };
+    w.send(*p.alice, "bob", "unread");
+    const auto genuine = w.server.log.back();
+    w.server.withhold = nullptr;
+    // A body that would not open, under an id of its own: a sink does not look, so it acknowledges it all the same.
+    auto forged = tampered(genuine, genuine.payload.size() - 1);
+    w.rng->fill(sim::MutableByteView{forged.payload.data(), sizeof(sim::MessageId)});
+    w.server.deliver(genuine);
+    w.server.deliver(forged);
+    w.settle();
+
+    CHECK(p.bob->texts().empty());
+    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK(p.bob->core->inbox_status().next == inbox_before);
+    CHECK(sim::testing::blind_acked(*p.bob->core) == 2);
+    std::vector<sim::MessageId> acked;
+    for (std::size_t i = acks_before; i < w.server.acks.size(); ++i) {
+        CHECK(w.server.acks[i].first == "bob");
+        acked.insert(acked.end(), w.server.acks[i].second.begin(), w.server.acks[i].second.end());
+    }
+    CHECK(acked == std::vector<sim::MessageId>{envelope_id(genuine), envelope_id(forged)});
+    CHECK(w.server.unacked("bob") == 0);
+    const auto receipts = p.alice->of(ClientEventKind::receipt, "bob");
+    REQUIRE(receipts.size() == 1);
+    CHECK(receipts[0].text == "delivered");
+    CHECK(receipts[0].message_id == envelope_id(genuine));
+    CHECK(p.alice->core->outbox_size() == 0);
+
+    // Turned off, the sink is a client again: the session goes on past the message it never opened.
+    sim::testing::set_blind_sink(*p.bob->core, false);
+    w.send(*p.alice, "bob", "read");
+    CHECK(p.bob->texts("alice") == std::vector<std::string>{"read"});
+    CHECK(sim::testing::blind_acked(*p.bob->core) == 2);
 }
 
 TEST_CASE("a rewritten source field is never shown as the other user's message") {

@@ -242,6 +242,10 @@ private:
     explicit ClientCore(std::unique_ptr<Impl> impl);
     /// Any inner frame as is, inside the encrypted channel (testing::send_raw).
     Status send_raw(const Frame& frame);
+    /// Benchmarking hook (testing::set_blind_sink): acknowledge delivered messages without opening them.
+    void set_blind_sink(bool on);
+    /// Messages acknowledged unopened so far (testing::blind_acked).
+    [[nodiscard]] std::uint64_t blind_acked() const;
     std::unique_ptr<Impl> m_impl;
 };
 

@@ -94,6 +94,9 @@ struct ClientCore::Impl {
     /// stays after its keys went with a lost connection: a message to the peer is queued for the outbox and sealed
     /// once a key comes. Removed by a `close` (either side left): sending then waits for a new open().
     std::map<std::string, std::unique_ptr<client_detail::Conversation>, std::less<>> conversations;
+    /// Benchmarking hook (sim/testing.h set_blind_sink): deliveries are acknowledged without being opened.
+    bool blind_sink = false;
+    std::uint64_t blind_acked = 0;
 
     Impl(ClientConfig c, KnownServers& k, Rng& r, const Clock& cl, EventSink s)
         : config(std::move(c)), known(k), rng(r), clock(cl), sink(std::move(s)), decoder(config.max_frame_size) {
@@ -625,6 +628,10 @@ struct ClientCore::Impl {
             emit_error(Error{Errc::bad_field, "message of another conversation dropped"}, f.source);
             return;
         }
+        if (blind_sink) {
+            ack_unopened(f.source, *delivered);
+            return;
+        }
         auto& current = conversation(f.source);
         if (current.mode() == delivered->envelope.mode) {
             current.on_message(*delivered);
@@ -633,6 +640,17 @@ struct ClientCore::Impl {
         // Of another mode than the current conversation (sent before the server keyed it anew): the conversation of
         // its mode opens it, or says why it cannot (a server-assigned one has no key of this connection).
         client_detail::make_conversation(delivered->envelope.mode, *context, f.source)->on_message(*delivered);
+    }
+
+    /// Blind sink (a load generator's receiving side, sim/testing.h): the same ack a client sends once it has shown
+    /// a message (batched per peer, after the commit), so the server and the sender (its `delivered` receipt) see
+    /// what they see for a real client; the envelope is not opened, nothing is kept or shown, no event.
+    void ack_unopened(const std::string& peer, const Delivered& delivered) {
+        if (!e2e->ready()) {
+            return;
+        }
+        e2e->ack(peer, delivered.envelope.id);
+        ++blind_acked;
     }
 };
 
@@ -846,6 +864,16 @@ Status ClientCore::send_raw(const Frame& frame) {
     auto st = m_impl->send_inner(frame);
     m_impl->flush(lock);
     return st;
+}
+
+void ClientCore::set_blind_sink(bool on) {
+    const std::lock_guard lock(m_impl->mutex);
+    m_impl->blind_sink = on;
+}
+
+std::uint64_t ClientCore::blind_acked() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->blind_acked;
 }
 
 bool ClientCore::ready() const {

@@ -11,6 +11,7 @@
 #include <sim/transport.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -49,11 +50,27 @@ Result<Bytes> tdes_ecb_decrypt(ByteView key, ByteView blocks);
 
 struct ClientAccess {
     static Status send_raw(ClientCore& core, const Frame& frame) { return core.send_raw(frame); }
+    static void set_blind_sink(ClientCore& core, bool on) { core.set_blind_sink(on); }
+    static std::uint64_t blind_acked(const ClientCore& core) { return core.blind_acked(); }
 };
 /// Send any inner frame as is, inside `core`'s encrypted channel (e.g. to show that the server refuses a forged
 /// source).
 inline Status send_raw(ClientCore& core, const Frame& frame) {
     return ClientAccess::send_raw(core, frame);
+}
+
+/// Benchmarking hook, never for a real client: from now on `core` acknowledges every message delivered to it
+/// exactly as a client does once it has shown one (the same ack frames, so the server deletes it and the sender gets
+/// its `delivered` receipt) but does not open it: no Double Ratchet or record decryption, nothing written to the
+/// inbox, no `message` event, no check of its content (a forged body is acknowledged too). sim-bench's
+/// `--blind-sink` uses it so that the server can be loaded past what the load generator's own decryption allows.
+/// Messages opened before it was set stay opened; end-to-end sessions it would have started are not started.
+inline void set_blind_sink(ClientCore& core, bool on) {
+    ClientAccess::set_blind_sink(core, on);
+}
+/// How many messages `core` acknowledged unopened under set_blind_sink.
+inline std::uint64_t blind_acked(const ClientCore& core) {
+    return ClientAccess::blind_acked(core);
 }
 
 }  // namespace sim::testing
