@@ -7,6 +7,7 @@ packages=(
   libbotan-2-dev libfmt-dev libsqlitecpp-dev libsqlite3-dev doctest-dev libasio-dev libncurses-dev
   pybind11-dev python3-dev python3-pytest
   libmariadb-dev mariadb-server
+  libnats-dev nats-server
   libbenchmark-dev
   clang llvm libclang-rt-14-dev
 )

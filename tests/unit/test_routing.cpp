@@ -7,8 +7,12 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,8 +27,28 @@ sim::Frame frame_to(const std::string& user, std::uint32_t sid) {
     return sim::Frame{sim::FrameType::receipt, sid, "Server", user, {1, 2, 3}};
 }
 
+/// The NATS server the fixture started (tests/unit/run-nats.sh), or nullptr.
+const char* nats_url() {
+    return std::getenv("SIM_TEST_NATS_URL");
+}
+
+std::unique_ptr<RoutingBus> nats_bus(const std::string& node) {
+    sim::server_detail::NatsBusOptions o;
+    o.servers = nats_url();
+    o.node_id = node;
+    o.heartbeat = std::chrono::milliseconds(100);
+    auto bus = sim::server_detail::make_nats_bus(o);
+    REQUIRE_MESSAGE(bus, bus.error().message());
+    return std::move(*bus);
+}
+
 std::vector<std::pair<std::string, std::function<std::unique_ptr<RoutingBus>()>>> buses() {
-    return {{"in-process", [] { return sim::server_detail::make_local_bus(); }}};
+    std::vector<std::pair<std::string, std::function<std::unique_ptr<RoutingBus>()>>> out{
+        {"in-process", [] { return sim::server_detail::make_local_bus(); }}};
+    if (nats_url() != nullptr) {
+        out.emplace_back("nats", [] { return nats_bus("conformance"); });
+    }
+    return out;
 }
 
 const MailboxId A{"alice", 1};
@@ -136,4 +160,111 @@ TEST_CASE("RoutingBus conformance: a user's devices are mailboxes of their own")
         CHECK_FALSE(sim::server_detail::deliver_to_user(*bus, "alice", frame_to("alice", 3)));
         CHECK(sim::server_detail::online(*bus, "alicea"));
     }
+}
+
+namespace {
+
+/// A connection that frames reach from the bus's own threads (NATS delivers on its pool).
+struct LockedPeer final : sim::server_detail::Peer {
+    std::mutex mutex;
+    std::vector<std::uint32_t> sids;
+    std::vector<sim::Errc> kicks;
+    void deliver(const sim::Frame& frame) override {
+        const std::lock_guard lock(mutex);
+        sids.push_back(frame.sid);
+    }
+    void kick(sim::Errc code, std::string_view) override {
+        const std::lock_guard lock(mutex);
+        kicks.push_back(code);
+    }
+    std::size_t frames() {
+        const std::lock_guard lock(mutex);
+        return sids.size();
+    }
+    std::size_t kicked() {
+        const std::lock_guard lock(mutex);
+        return kicks.size();
+    }
+};
+
+/// Whether `condition` holds within 5 s (announcements between nodes take a round trip through NATS).
+template <typename F>
+bool eventually(F condition) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > until) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("RoutingBus over NATS: nodes see each other's devices, carry frames in order and displace") {
+    if (nats_url() == nullptr) {
+        MESSAGE("no NATS server given (SIM_TEST_NATS_URL): the 'routing-nats' test runs this with one");
+        return;
+    }
+    auto n1 = nats_bus("n1");
+    auto n2 = nats_bus("n2");
+    auto alice = std::make_shared<LockedPeer>();
+    CHECK(n1->attach(A, alice) == nullptr);
+    REQUIRE(eventually([&] { return n2->attached(A); }));
+    CHECK(n2->attached_devices("alice") == std::vector<sim::DeviceId>{1});
+    CHECK(n2->local(A) == nullptr);
+    CHECK(n2->attached_here().empty());
+
+    // Frames from the other node arrive, in the order they were sent.
+    for (std::uint32_t i = 0; i < 200; ++i) {
+        REQUIRE(n2->deliver(A, frame_to("alice", i)));
+    }
+    REQUIRE(eventually([&] { return alice->frames() == 200; }));
+    {
+        const std::lock_guard lock(alice->mutex);
+        for (std::uint32_t i = 0; i < 200; ++i) {
+            REQUIRE(alice->sids[i] == i);
+        }
+    }
+    // A user's frame reaches their devices on both nodes.
+    auto laptop = std::make_shared<LockedPeer>();
+    const MailboxId alice2{"alice", 2};
+    CHECK(n2->attach(alice2, laptop) == nullptr);
+    REQUIRE(eventually([&] { return n1->attached_devices("alice") == std::vector<sim::DeviceId>{1, 2}; }));
+    REQUIRE(sim::server_detail::deliver_to_user(*n1, "alice", frame_to("alice", 500)));
+    CHECK(eventually([&] { return alice->frames() == 201 && laptop->frames() == 1; }));
+
+    // The same device logs in on the other node: the first connection is closed there, and the device is served
+    // by one node only.
+    auto alice_again = std::make_shared<LockedPeer>();
+    CHECK(n2->attach(A, alice_again) == nullptr);
+    REQUIRE(eventually([&] { return alice->kicked() == 1; }));
+    CHECK(n1->local(A) == nullptr);
+    CHECK(n1->attached(A));
+    CHECK(n2->local(A) == alice_again);
+    REQUIRE(n1->deliver(A, frame_to("alice", 600)));
+    CHECK(eventually([&] { return alice_again->frames() == 1; }));
+    CHECK(alice->frames() == 201);
+    // The displaced connection's late detach changes nothing.
+    CHECK_FALSE(n1->detach(A, alice.get()));
+
+    // A detach is seen by the other node.
+    CHECK(n2->detach(A, alice_again.get()));
+    CHECK(eventually([&] { return !n1->attached(A); }));
+    CHECK_FALSE(n1->deliver(A, frame_to("alice", 700)));
+
+    // A node that dies without a word: its devices are gone after three missed heartbeats.
+    {
+        auto n3 = nats_bus("n3");
+        auto carol = std::make_shared<LockedPeer>();
+        CHECK(n3->attach(C, carol) == nullptr);
+        REQUIRE(eventually([&] { return n1->attached(C); }));
+        n3.reset();  // closes its NATS connection without detaching anything
+    }
+    CHECK(eventually([&] { return !n1->attached(C); }));
+
+    // A node that starts late learns what the others hold.
+    auto n4 = nats_bus("n4");
+    CHECK(eventually([&] { return n4->attached(alice2); }));
 }

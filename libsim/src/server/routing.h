@@ -10,7 +10,10 @@
 
 #include <sim/frame.h>
 #include <sim/messages.h>
+#include <sim/server.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,5 +67,24 @@ bool deliver_to_user(RoutingBus& bus, const std::string& user, const Frame& fram
 
 /// The in-process implementation: one node, a map from mailbox to connection.
 std::unique_ptr<RoutingBus> make_local_bus();
+
+/// Settings of the bus over NATS between several server nodes (docs/architecture.md, "Routing over NATS").
+struct NatsBusOptions {
+    /// The NATS servers, comma-separated ("nats://10.0.0.1:4222,nats://10.0.0.2:4222").
+    std::string servers;
+    /// This node's name, unique among the nodes (logs and announcements; each start adds a random instance id).
+    std::string node_id;
+    /// How often this node says it is alive; a node not heard from for three of them is gone, with its devices.
+    std::chrono::milliseconds heartbeat{1000};
+    /// How long a first connection to NATS may take.
+    std::chrono::milliseconds connect_timeout{2000};
+    std::function<void(LogLevel, std::string_view)> log;
+};
+
+/// The bus over NATS: connections attached here are served as by the in-process bus; the devices attached on other
+/// nodes are learnt from their announcements, and frames for them are published to their node. Errc::io_error when
+/// no NATS server answers, Errc::not_implemented when libsim was built without libnats, Errc::invalid_argument for
+/// empty servers or node id.
+Result<std::unique_ptr<RoutingBus>> make_nats_bus(const NatsBusOptions& options);
 
 }  // namespace sim::server_detail

@@ -1,0 +1,482 @@
+// The routing bus over NATS (routing.h, docs/architecture.md "Routing over NATS").
+//
+// Connections attached on this node are kept by an in-process bus, so everything local behaves as on one node.
+// What the other nodes hold is learnt from announcements on one subject, `sim.presence`:
+//   attach / detach = kind u8 | instance u64 | stamp u64 | user len u8 | user | device u32
+//   heartbeat       = 3 | instance u64 | stamp u64 | node len u8 | node
+//   sync            = 4 | instance u64 | stamp u64            (every node announces its attachments again)
+// `instance` is random per start of a node, `stamp` the announcer's wall clock (ms). A device attached on two nodes
+// stays with the newer attachment (stamp, then instance): the older node closes its connection ("displaced").
+// A node not heard from for three heartbeats is gone, and so are its devices. Frames for a device attached on
+// another node are published to that device's subject, `sim.d.<32 hex digits of SHA-256 of its mailbox id>`, which
+// only its node subscribes to: payload = user len u8 | user | device u32 | frame (sim/frame.h). Publishing never
+// blocks the caller (who may hold locks) on the network; a frame for a device that has just left is dropped, as
+// on one node; what is stored stays stored.
+#include "routing.h"
+
+#include "../proto/wire.h"
+
+#include <sim/crypto.h>
+#include <sim/rng.h>
+
+#if SIM_HAVE_NATS
+#include <nats/nats.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace sim::server_detail {
+#if SIM_HAVE_NATS
+namespace {
+
+constexpr const char* presence_subject = "sim.presence";
+
+enum class Kind : std::uint8_t { attach = 1, detach = 2, heartbeat = 3, sync = 4 };
+
+std::string device_subject(const MailboxId& m) {
+    Bytes in;
+    detail::WireWriter w(in);
+    w.text("libsim mailbox");
+    w.u8(0);
+    w.text(m.user);
+    w.u8(0);
+    w.u32(m.device);
+    const Bytes digest = crypto::sha256(in);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out = "sim.d.";
+    for (std::size_t i = 0; i < 16; ++i) {
+        out.push_back(hex[digest[i] >> 4U]);
+        out.push_back(hex[digest[i] & 15U]);
+    }
+    return out;
+}
+
+std::uint64_t wall_ms() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+}
+
+void write_mailbox(detail::WireWriter<Bytes>& w, const MailboxId& m) {
+    w.u8(static_cast<std::uint8_t>(m.user.size()));
+    w.text(m.user);
+    w.u32(m.device);
+}
+
+bool read_mailbox(detail::WireReader& r, MailboxId& m) {
+    std::uint8_t len = 0;
+    ByteView user;
+    if (!r.u8(len) || len == 0 || !r.take(len, user) || !r.u32(m.device)) {
+        return false;
+    }
+    m.user.assign(user.begin(), user.end());
+    return true;
+}
+
+std::string nats_error(natsStatus s) {
+    return std::string(natsStatus_GetText(s));
+}
+
+class NatsBus final : public RoutingBus {
+public:
+    explicit NatsBus(NatsBusOptions options) : m_options(std::move(options)), m_local(make_local_bus()) {
+        auto rng = make_system_rng();
+        Bytes id(8);
+        rng->fill(id);
+        detail::WireReader r(id);
+        (void)r.u64(m_instance);
+    }
+
+    ~NatsBus() override {
+        {
+            const std::lock_guard lock(m_timer_mutex);
+            m_stopping = true;
+        }
+        m_timer_cv.notify_all();
+        if (m_heartbeat.joinable()) {
+            m_heartbeat.join();
+        }
+        if (m_conn != nullptr) {
+            // Drain: the subscriptions stop, what they hold is handled, then the connection closes; after the
+            // closed callback no handler of ours runs any more.
+            if (natsConnection_DrainTimeout(m_conn, 2000) == NATS_OK) {
+                std::unique_lock lock(m_timer_mutex);
+                m_timer_cv.wait_for(lock, std::chrono::seconds(3), [this] { return m_closed; });
+            } else {
+                natsConnection_Close(m_conn);
+            }
+            for (auto& [mailbox, sub] : m_subs) {
+                natsSubscription_Destroy(sub);
+            }
+            natsSubscription_Destroy(m_presence);
+            natsConnection_Destroy(m_conn);
+        }
+        natsOptions_Destroy(m_opts);
+    }
+
+    Status start() {
+        if (m_options.servers.empty() || m_options.node_id.empty() || m_options.node_id.size() > 255) {
+            return Error{Errc::invalid_argument, "a NATS bus needs servers and a node id (1 to 255 bytes)"};
+        }
+        const auto check = [](natsStatus s, const char* what) -> Status {
+            if (s != NATS_OK) {
+                return Error{Errc::io_error, std::string("NATS: ") + what + ": " + nats_error(s)};
+            }
+            return {};
+        };
+        SIM_TRY_STATUS(check(natsOptions_Create(&m_opts), "options"));
+        SIM_TRY_STATUS(check(natsOptions_SetURL(m_opts, m_options.servers.c_str()), "server list"));
+        SIM_TRY_STATUS(check(natsOptions_SetName(m_opts, ("simd " + m_options.node_id).c_str()), "name"));
+        SIM_TRY_STATUS(check(natsOptions_SetNoEcho(m_opts, true), "no echo"));
+        // One pool delivers every subscription's messages: no thread per attached device.
+        SIM_TRY_STATUS(check(natsOptions_UseGlobalMessageDelivery(m_opts, true), "global delivery"));
+        SIM_TRY_STATUS(check(natsOptions_SetTimeout(m_opts, m_options.connect_timeout.count()), "timeout"));
+        SIM_TRY_STATUS(check(natsOptions_SetMaxReconnect(m_opts, -1), "reconnect"));
+        SIM_TRY_STATUS(check(natsOptions_SetReconnectWait(m_opts, 200), "reconnect wait"));
+        SIM_TRY_STATUS(check(natsOptions_SetReconnectedCB(m_opts, &NatsBus::on_reconnected, this), "callback"));
+        SIM_TRY_STATUS(check(natsOptions_SetDisconnectedCB(m_opts, &NatsBus::on_disconnected, this), "callback"));
+        SIM_TRY_STATUS(check(natsOptions_SetClosedCB(m_opts, &NatsBus::on_closed, this), "callback"));
+        SIM_TRY_STATUS(check(natsConnection_Connect(&m_conn, m_opts), "connect"));
+        SIM_TRY_STATUS(check(natsConnection_Subscribe(&m_presence, m_conn, presence_subject, &NatsBus::on_presence,
+                                                      this),
+                             "subscribe"));
+        SIM_TRY_STATUS(check(natsConnection_FlushTimeout(m_conn, m_options.connect_timeout.count()), "flush"));
+        announce_node(Kind::sync);
+        announce_node(Kind::heartbeat);
+        m_heartbeat = std::thread([this] { heartbeats(); });
+        return {};
+    }
+
+    std::shared_ptr<Peer> attach(const MailboxId& mailbox, const std::shared_ptr<Peer>& peer) override {
+        auto displaced = m_local->attach(mailbox, peer);
+        const std::uint64_t stamp = wall_ms();
+        {
+            const std::lock_guard lock(m_mutex);
+            m_local_stamp[mailbox] = stamp;
+            m_remote.erase(mailbox);
+            subscribe_locked(mailbox);
+        }
+        announce(Kind::attach, mailbox, stamp);  // a node that held it closes its connection
+        return displaced;
+    }
+
+    bool detach(const MailboxId& mailbox, const Peer* peer) override {
+        if (!m_local->detach(mailbox, peer)) {
+            return false;
+        }
+        forget_local(mailbox);
+        return true;
+    }
+
+    bool deliver(const MailboxId& mailbox, const Frame& frame) override {
+        if (m_local->deliver(mailbox, frame)) {
+            return true;
+        }
+        {
+            const std::lock_guard lock(m_mutex);
+            if (m_remote.count(mailbox) == 0) {
+                return false;
+            }
+        }
+        auto encoded = encode_frame(frame);
+        if (!encoded) {
+            log(LogLevel::error, "frame for another node not encoded: " + encoded.error().message());
+            return false;
+        }
+        Bytes payload;
+        detail::WireWriter w(payload);
+        write_mailbox(w, mailbox);
+        w.bytes(*encoded);
+        const auto s = natsConnection_Publish(m_conn, device_subject(mailbox).c_str(), payload.data(),
+                                              static_cast<int>(payload.size()));
+        return s == NATS_OK;
+    }
+
+    bool attached(const MailboxId& mailbox) override {
+        if (m_local->attached(mailbox)) {
+            return true;
+        }
+        const std::lock_guard lock(m_mutex);
+        return m_remote.count(mailbox) != 0;
+    }
+
+    std::vector<DeviceId> attached_devices(const std::string& user) override {
+        auto out = m_local->attached_devices(user);
+        {
+            const std::lock_guard lock(m_mutex);
+            for (auto it = m_remote.lower_bound(MailboxId{user, 0}); it != m_remote.end() && it->first.user == user;
+                 ++it) {
+                out.push_back(it->first.device);
+            }
+        }
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+        return out;
+    }
+
+    std::shared_ptr<Peer> local(const MailboxId& mailbox) override { return m_local->local(mailbox); }
+
+    std::vector<MailboxId> attached_here() override { return m_local->attached_here(); }
+
+    std::vector<std::shared_ptr<Peer>> detach_all() override {
+        const auto here = m_local->attached_here();
+        auto all = m_local->detach_all();
+        for (const auto& mailbox : here) {
+            forget_local(mailbox);
+        }
+        return all;
+    }
+
+private:
+    struct Holder {
+        std::uint64_t instance = 0;
+        std::uint64_t stamp = 0;
+    };
+
+    void log(LogLevel level, const std::string& text) const {
+        if (m_options.log) {
+            m_options.log(level, text);
+        }
+    }
+
+    void subscribe_locked(const MailboxId& mailbox) {
+        if (m_subs.count(mailbox) != 0) {
+            return;
+        }
+        natsSubscription* sub = nullptr;
+        const auto s = natsConnection_Subscribe(&sub, m_conn, device_subject(mailbox).c_str(), &NatsBus::on_frame,
+                                                this);
+        if (s != NATS_OK) {
+            log(LogLevel::error, "NATS: no subscription for an attached device: " + nats_error(s));
+            return;
+        }
+        m_subs.emplace(mailbox, sub);
+    }
+
+    /// The mailbox is no longer attached here: stop listening for it and tell the others.
+    void forget_local(const MailboxId& mailbox) {
+        natsSubscription* sub = nullptr;
+        {
+            const std::lock_guard lock(m_mutex);
+            m_local_stamp.erase(mailbox);
+            if (const auto it = m_subs.find(mailbox); it != m_subs.end()) {
+                sub = it->second;
+                m_subs.erase(it);
+            }
+        }
+        if (sub != nullptr) {
+            natsSubscription_Unsubscribe(sub);
+            natsSubscription_Destroy(sub);
+        }
+        announce(Kind::detach, mailbox, wall_ms());
+    }
+
+    void announce(Kind kind, const MailboxId& mailbox, std::uint64_t stamp) {
+        Bytes payload;
+        detail::WireWriter w(payload);
+        w.u8(static_cast<std::uint8_t>(kind));
+        w.u64(m_instance);
+        w.u64(stamp);
+        write_mailbox(w, mailbox);
+        publish_presence(payload);
+    }
+
+    void announce_node(Kind kind) {
+        Bytes payload;
+        detail::WireWriter w(payload);
+        w.u8(static_cast<std::uint8_t>(kind));
+        w.u64(m_instance);
+        w.u64(wall_ms());
+        if (kind == Kind::heartbeat) {
+            w.u8(static_cast<std::uint8_t>(m_options.node_id.size()));
+            w.text(m_options.node_id);
+        }
+        publish_presence(payload);
+    }
+
+    void publish_presence(const Bytes& payload) {
+        const auto s =
+            natsConnection_Publish(m_conn, presence_subject, payload.data(), static_cast<int>(payload.size()));
+        if (s != NATS_OK) {
+            log(LogLevel::warning, "NATS: presence not announced: " + nats_error(s));
+        }
+    }
+
+    /// Every attachment of this node, announced again (after a reconnect, or when a node asks).
+    void announce_all() {
+        std::vector<std::pair<MailboxId, std::uint64_t>> mine;
+        {
+            const std::lock_guard lock(m_mutex);
+            mine.assign(m_local_stamp.begin(), m_local_stamp.end());
+        }
+        for (const auto& [mailbox, stamp] : mine) {
+            announce(Kind::attach, mailbox, stamp);
+        }
+    }
+
+    void heartbeats() {
+        std::unique_lock lock(m_timer_mutex);
+        while (!m_timer_cv.wait_for(lock, m_options.heartbeat, [this] { return m_stopping; })) {
+            lock.unlock();
+            announce_node(Kind::heartbeat);
+            expire_silent_nodes();
+            lock.lock();
+        }
+    }
+
+    void expire_silent_nodes() {
+        const auto now = std::chrono::steady_clock::now();
+        const std::lock_guard lock(m_mutex);
+        for (auto it = m_heard.begin(); it != m_heard.end();) {
+            if (now - it->second > 3 * m_options.heartbeat) {
+                log(LogLevel::warning, "NATS: a node went silent; its devices count as offline");
+                std::erase_if(m_remote, [&](const auto& e) { return e.second.instance == it->first; });
+                it = m_heard.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    void on_presence_message(ByteView data) {
+        detail::WireReader r(data);
+        std::uint8_t kind = 0;
+        std::uint64_t instance = 0;
+        std::uint64_t stamp = 0;
+        if (!r.u8(kind) || !r.u64(instance) || !r.u64(stamp) || instance == m_instance) {
+            return;
+        }
+        std::shared_ptr<Peer> displaced;
+        natsSubscription* displaced_sub = nullptr;
+        bool reannounce = false;
+        {
+            const std::lock_guard lock(m_mutex);
+            m_heard[instance] = std::chrono::steady_clock::now();
+            if (kind == static_cast<std::uint8_t>(Kind::sync)) {
+                reannounce = true;
+            } else if (kind == static_cast<std::uint8_t>(Kind::attach) ||
+                       kind == static_cast<std::uint8_t>(Kind::detach)) {
+                MailboxId mailbox;
+                if (!read_mailbox(r, mailbox)) {
+                    return;
+                }
+                if (kind == static_cast<std::uint8_t>(Kind::detach)) {
+                    if (const auto it = m_remote.find(mailbox); it != m_remote.end() && it->second.instance == instance) {
+                        m_remote.erase(it);
+                    }
+                } else if (const auto mine = m_local_stamp.find(mailbox); mine != m_local_stamp.end()) {
+                    // Held here too: the newer attachment keeps it.
+                    if (std::pair(stamp, instance) > std::pair(mine->second, m_instance)) {
+                        displaced = m_local->local(mailbox);
+                        m_local_stamp.erase(mine);
+                        if (const auto sub = m_subs.find(mailbox); sub != m_subs.end()) {
+                            displaced_sub = sub->second;
+                            m_subs.erase(sub);
+                        }
+                        m_remote[mailbox] = Holder{instance, stamp};
+                    } else {
+                        reannounce = true;  // ours is newer: the other node hears it and lets go
+                    }
+                } else {
+                    m_remote[mailbox] = Holder{instance, stamp};
+                }
+                if (displaced) {
+                    (void)m_local->detach(mailbox, displaced.get());
+                }
+            }
+        }
+        if (displaced_sub != nullptr) {
+            natsSubscription_Unsubscribe(displaced_sub);
+            natsSubscription_Destroy(displaced_sub);
+        }
+        if (displaced) {
+            displaced->kick(Errc::closed, "logged in on another server node");
+        }
+        if (reannounce) {
+            announce_all();
+        }
+    }
+
+    void on_frame_message(ByteView data) {
+        detail::WireReader r(data);
+        MailboxId mailbox;
+        if (!read_mailbox(r, mailbox)) {
+            return;
+        }
+        auto frame = decode_frame(r.rest());
+        if (!frame) {
+            log(LogLevel::warning, "NATS: a frame from another node does not decode: " + frame.error().message());
+            return;
+        }
+        (void)m_local->deliver(mailbox, *frame);  // gone meanwhile: dropped, as on one node
+    }
+
+    static ByteView data_of(natsMsg* msg) {
+        return ByteView(reinterpret_cast<const std::uint8_t*>(natsMsg_GetData(msg)),
+                        static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    }
+    static void on_presence(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
+        static_cast<NatsBus*>(self)->on_presence_message(data_of(msg));
+        natsMsg_Destroy(msg);
+    }
+    static void on_frame(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
+        static_cast<NatsBus*>(self)->on_frame_message(data_of(msg));
+        natsMsg_Destroy(msg);
+    }
+    static void on_reconnected(natsConnection*, void* self) {
+        auto* bus = static_cast<NatsBus*>(self);
+        bus->log(LogLevel::info, "NATS: reconnected; announcing this node's devices again");
+        bus->announce_node(Kind::sync);
+        bus->announce_all();
+    }
+    static void on_disconnected(natsConnection*, void* self) {
+        static_cast<NatsBus*>(self)->log(LogLevel::warning, "NATS: disconnected; reconnecting");
+    }
+    static void on_closed(natsConnection*, void* self) {
+        auto* bus = static_cast<NatsBus*>(self);
+        {
+            const std::lock_guard lock(bus->m_timer_mutex);
+            bus->m_closed = true;
+        }
+        bus->m_timer_cv.notify_all();
+    }
+
+    NatsBusOptions m_options;
+    std::unique_ptr<RoutingBus> m_local;
+    std::uint64_t m_instance = 0;
+    natsOptions* m_opts = nullptr;
+    natsConnection* m_conn = nullptr;
+    natsSubscription* m_presence = nullptr;
+
+    std::mutex m_mutex;  // a leaf, like the in-process bus's: no Peer and no NATS call that waits is made under it
+    std::map<MailboxId, std::uint64_t> m_local_stamp;  // attached here, with the stamp announced
+    std::map<MailboxId, natsSubscription*> m_subs;
+    std::map<MailboxId, Holder> m_remote;  // attached on other nodes
+    std::map<std::uint64_t, std::chrono::steady_clock::time_point> m_heard;
+
+    std::mutex m_timer_mutex;
+    std::condition_variable m_timer_cv;
+    bool m_stopping = false;
+    bool m_closed = false;
+    std::thread m_heartbeat;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RoutingBus>> make_nats_bus(const NatsBusOptions& options) {
+    auto bus = std::make_unique<NatsBus>(options);
+    SIM_TRY_STATUS(bus->start());
+    return std::unique_ptr<RoutingBus>(std::move(bus));
+}
+#else
+Result<std::unique_ptr<RoutingBus>> make_nats_bus(const NatsBusOptions& /*options*/) {
+    return Error{Errc::not_implemented, "this libsim was built without NATS (libnats-dev)"};
+}
+#endif
+
+}  // namespace sim::server_detail
