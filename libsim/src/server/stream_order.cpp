@@ -26,7 +26,6 @@ void StreamOrder::accepted(const Key& key, std::uint32_t seq) {
     if (seq >= s.next) {
         s.next = seq + 1;
     }
-    ++s.queued;
 }
 
 void StreamOrder::refused(const Key& key, std::uint32_t seq) {
@@ -48,9 +47,6 @@ void StreamOrder::committed(const Key& key, std::uint32_t seq, Outcome outcome) 
         return;
     }
     auto& s = it->second;
-    if (s.queued > 0) {
-        --s.queued;
-    }
     if (outcome == Outcome::failed) {
         if (s.failed == 0 || seq < s.failed) {
             s.failed = seq;
@@ -59,7 +55,6 @@ void StreamOrder::committed(const Key& key, std::uint32_t seq, Outcome outcome) 
             s.next = seq;
         }
     }
-    forget_if_done(it);
 }
 
 std::uint32_t StreamOrder::admit(const Key& key, std::uint32_t seq) {
@@ -76,22 +71,6 @@ std::uint32_t StreamOrder::admit(const Key& key, std::uint32_t seq) {
     }
     s.failed = 0;  // the failed one (or an earlier one) came again: what follows it is sent after it
     return 0;
-}
-
-void StreamOrder::connection_closed(const std::string& from, std::uint64_t connection) {
-    auto it = m_streams.lower_bound(Key{from, connection, {}});
-    while (it != m_streams.end() && it->first.from == from && it->first.connection == connection) {
-        it->second.closed = true;
-        const auto next = std::next(it);
-        forget_if_done(it);
-        it = next;
-    }
-}
-
-void StreamOrder::forget_if_done(std::map<Key, Stream>::iterator it) {
-    if (it->second.closed && it->second.queued == 0) {
-        m_streams.erase(it);
-    }
 }
 
 }  // namespace sim::server_detail

@@ -6,8 +6,8 @@
 // refused (rate, full queue, busy server, failed commit) the stream expects it again, and every later number is
 // refused with Errc::out_of_order until it comes. So nothing behind a refused message can be stored ahead of it, and
 // a mailbox holds each sender's messages in the order they were sent, across refusals, re-sends and failed commits.
-// Streams live as long as their connection (a reconnecting client numbers its outbox again from 1)
-// and until the last of their messages has left the group commit.
+// A connection owns its streams (Delivery::Streams: freed with the connection and the last of its messages in the
+// group commit); a reconnecting client numbers its outbox again from 1.
 //
 // Two checks: `submit` when a message arrives (refused or accepted numbers move `next`), and `admit` on the commit
 // thread just before a batch is written (a commit that failed makes later numbers of the stream that were accepted
@@ -48,9 +48,6 @@ public:
     /// On the commit thread, before writing a queued `seq`: 0 when it may be written, else the number the stream
     /// expects (a commit of an earlier number failed after this one was accepted).
     [[nodiscard]] std::uint32_t admit(const Key& key, std::uint32_t seq);
-    /// The sender's connection is gone: forget its streams once nothing of them is queued.
-    void connection_closed(const std::string& from, std::uint64_t connection);
-
     /// The number `key` expects next, 0 when it has none yet.
     [[nodiscard]] std::uint32_t next(const Key& key) const;
 
@@ -61,10 +58,7 @@ private:
     struct Stream {
         std::uint32_t next = 0;    // expected number; 0 = none yet (the first message sets it)
         std::uint32_t failed = 0;  // lowest number whose commit failed and that has not come again; 0 = none
-        std::uint64_t queued = 0;  // messages in the group commit
-        bool closed = false;       // the connection is gone
     };
-    void forget_if_done(std::map<Key, Stream>::iterator it);
 
     std::map<Key, Stream> m_streams;
 };
