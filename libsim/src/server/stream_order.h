@@ -11,7 +11,7 @@
 //
 // Two checks: `submit` when a message arrives (refused or accepted numbers move `next`), and `admit` on the commit
 // thread just before a batch is written (a commit that failed makes later numbers of the stream that were accepted
-// meanwhile fail too, until the failed one has been sent again). Not thread-safe: the delivery lock guards it.
+// meanwhile fail too, until the failed one has been sent again). Not thread-safe: its Delivery::Streams lock guards it.
 
 #include <cstdint>
 #include <map>
