@@ -30,21 +30,36 @@ Errc code_of(const Status& s) {
     return s ? Errc::ok : s.error().code;
 }
 
+/// Both sides of one link, run through the key exchange by an honest relay, up to the code.
+struct Link {
+    LinkJoiner joiner;
+    LinkApprover approver;
+};
+
+Link exchanged(Alice& a) {
+    auto joiner = LinkJoiner::start(*a.rng, 2, a.phone.public_key);
+    REQUIRE(joiner);
+    auto approver = LinkApprover::start(*a.rng, joiner->request());
+    REQUIRE(approver);
+    auto reveal = joiner->reveal(approver->offer());
+    REQUIRE(reveal);
+    REQUIRE(approver->reveal(*reveal));
+    return Link{std::move(*joiner), std::move(*approver)};
+}
+
 }  // namespace
 
 TEST_CASE("a new device is linked when the code it shows is typed on the approving device") {
     Alice a;
-    auto joiner = LinkJoiner::start(*a.rng, 2, a.phone.public_key);
-    REQUIRE(joiner);
-    CHECK(joiner->request().size() == link_request_size);
-    auto approver = LinkApprover::start(*a.rng, joiner->request());
-    REQUIRE(approver);
+    auto fresh = LinkJoiner::start(*a.rng, 2, a.phone.public_key);
+    REQUIRE(fresh);
+    CHECK(fresh->request().size() == link_request_size);
+    CHECK(fresh->code().empty());
+    auto link = exchanged(a);
+    auto* joiner = &link.joiner;
+    auto* approver = &link.approver;
     CHECK(approver->device() == 2);
     CHECK(approver->device_key() == a.phone.public_key);
-    CHECK(joiner->code().empty());
-    auto reveal = joiner->reveal(approver->offer());
-    REQUIRE(reveal);
-    REQUIRE(approver->reveal(*reveal));
     const std::string code = joiner->code();
     REQUIRE(code.size() == link_code_length + 1);
     CHECK(code[4] == '-');
@@ -67,13 +82,9 @@ TEST_CASE("a new device is linked when the code it shows is typed on the approvi
 
 TEST_CASE("a wrong code cancels the link and gives nothing; the right code afterwards does not help") {
     Alice a;
-    auto joiner = LinkJoiner::start(*a.rng, 2, a.phone.public_key);
-    REQUIRE(joiner);
-    auto approver = LinkApprover::start(*a.rng, joiner->request());
-    REQUIRE(approver);
-    auto reveal = joiner->reveal(approver->offer());
-    REQUIRE(reveal);
-    REQUIRE(approver->reveal(*reveal));
+    auto link = exchanged(a);
+    auto* joiner = &link.joiner;
+    auto* approver = &link.approver;
     std::string wrong = joiner->code();
     wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
     const auto refused = approver->approve(wrong, a.grant_for(a.phone.public_key));
@@ -121,14 +132,8 @@ TEST_CASE("a server in the middle gets different codes on the two sides and cann
 TEST_CASE("the new device refuses a grant that is forged, altered or does not admit it") {
     Alice a;
     const auto linked = [&](auto&& check) {
-        auto joiner = LinkJoiner::start(*a.rng, 2, a.phone.public_key);
-        REQUIRE(joiner);
-        auto approver = LinkApprover::start(*a.rng, joiner->request());
-        REQUIRE(approver);
-        auto reveal = joiner->reveal(approver->offer());
-        REQUIRE(reveal);
-        REQUIRE(approver->reveal(*reveal));
-        check(*joiner, *approver);
+        auto link = exchanged(a);
+        check(link.joiner, link.approver);
     };
     linked([&](LinkJoiner& j, LinkApprover& ap) {  // one bit changed on the way
         auto grant = ap.approve(j.code(), a.grant_for(a.phone.public_key));
