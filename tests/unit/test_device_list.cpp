@@ -1,10 +1,16 @@
 // The signed device list (docs/architecture.md "Multi-device accounts", docs/security.md): its codec, and what a
 // verifier accepts, tried the way a misbehaving server or a removed device would.
+#include "client/device_lists.h"
 #include "e2e/device_list.h"
 
 #include <doctest/doctest.h>
 
+#include <sim/client_state.h>
 #include <sim/rng.h>
+
+#include <filesystem>
+
+#include <unistd.h>
 
 using namespace sim;
 using namespace sim::e2e;
@@ -158,4 +164,60 @@ TEST_CASE("device lists from the network are bounded and validated") {
     auto none = *good;
     none[1 + 5 + 8 + 4] = 0;  // count 0, the rest then trails
     CHECK(!decode_signed_device_list(none));
+}
+
+TEST_CASE("the client remembers the newest list per peer, across a restart, so an old one stays refused") {
+    const Account a;
+    const auto dir = std::filesystem::temp_directory_path() / ("sim-devlists-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const auto path = (dir / "state").string();
+    ClientStateParams cheap;
+    cheap.argon2_memory_kib = 64;
+    cheap.argon2_iterations = 1;
+    const auto one = encode_signed_device_list(a.sign(a.list(1, 1, {1})));
+    const auto two = encode_signed_device_list(a.sign(a.list(2, 1, {1, 2})));
+    REQUIRE(one);
+    REQUIRE(two);
+    {
+        auto state = open_client_state(path, "pw", cheap);
+        REQUIRE(state);
+        const sim::client_detail::DeviceLists lists(**state);
+        const auto none = lists.known("alice");
+        REQUIRE(none);
+        CHECK(!*none);
+        auto first = lists.accept("alice", a.account.public_key, *one);
+        REQUIRE(first);
+        CHECK(first->verdict == ListVerdict::newer);
+        REQUIRE(first->record);
+        REQUIRE((*state)->write({*first->record}));
+        auto second = lists.accept("alice", a.account.public_key, *two);
+        REQUIRE(second);
+        CHECK(second->verdict == ListVerdict::newer);
+        CHECK(second->list.devices.size() == 2);
+        REQUIRE((*state)->write({*second->record}));
+        auto again = lists.accept("alice", a.account.public_key, *two);
+        REQUIRE(again);
+        CHECK(again->verdict == ListVerdict::same);
+        CHECK(!again->record);
+    }
+    {
+        auto state = open_client_state(path, "pw", cheap);
+        REQUIRE(state);
+        const sim::client_detail::DeviceLists lists(**state);
+        const auto known = lists.known("alice");
+        REQUIRE(known);
+        REQUIRE(*known);
+        CHECK((*known)->version == 2);
+        const auto replay = lists.accept("alice", a.account.public_key, *one);
+        REQUIRE(!replay);
+        CHECK(replay.error().code == Errc::replayed);
+        // A list that does not decode, or is stored under another peer's name: corrupt, not "nothing known".
+        REQUIRE((*state)->write({StateWrite{"devices/bob", SecureBytes(two->begin(), two->end())}}));
+        CHECK(lists.known("bob").error().code == Errc::corrupt_database);
+        REQUIRE((*state)->write({StateWrite{"devices/alice", SecureBytes{1, 2, 3}}}));
+        CHECK(lists.known("alice").error().code == Errc::corrupt_database);
+        CHECK(lists.accept("alice", a.account.public_key, *two).error().code == Errc::corrupt_database);
+    }
+    std::filesystem::remove_all(dir);
 }
