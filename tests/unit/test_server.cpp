@@ -2183,3 +2183,135 @@ TEST_CASE("stats: connections by phase, logins by result, refusals by reason, st
     CHECK(s.connections == 0);
     CHECK(s.connections_authenticated == 0);
 }
+
+TEST_CASE("typed events: each kind carries its own fields through the client core") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        const bool e2e = mode == sim::ConversationMode::end_to_end;
+        auto w = e2e ? e2e_world() : World();
+        const sim::WallTime alice_clock{std::chrono::milliseconds{1'700'000'000'123}};
+        const sim::WallTime server_clock{std::chrono::milliseconds{1'800'000'000'000}};  // World's wall clock
+
+        // TrustMode::ask: the question carries the fingerprint that channel_ready then confirms.
+        sim::ClientConfig alice_config;
+        alice_config.handshake.trust = sim::TrustMode::ask;
+        alice_config.wall_clock = [alice_clock] { return alice_clock; };
+        auto& alice = w.connect(alice_config);
+        const auto asked = alice.of<sim::TrustRequiredEvent>();
+        REQUIRE(asked.size() == 1);
+        CHECK_FALSE(alice.saw<sim::ChannelReadyEvent>());
+        REQUIRE(alice.core->trust(true));
+        w.settle();
+        const auto ready = alice.of<sim::ChannelReadyEvent>();
+        REQUIRE(ready.size() == 1);
+        CHECK(ready[0].fingerprint == asked[0].fingerprint);
+        CHECK(ready[0].first_contact);
+        CHECK(sim::kind_of(alice.events.back()) == sim::ClientEventKind::channel_ready);
+
+        REQUIRE(w.login(alice, "Alice", "alice's password", "bob"));
+        CHECK(alice.of<sim::AuthenticatedEvent>().at(0).user == "alice");  // the canonical name
+        const auto waiting = alice.of<sim::WaitingEvent>("bob");
+        REQUIRE_FALSE(waiting.empty());
+        if (!e2e) {
+            CHECK_FALSE(waiting[0].reason.has_value());  // bob is offline, that is all
+        }
+
+        auto& bob = w.connect();
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        CHECK(alice.saw<sim::PeerOnlineEvent>("bob") != e2e);  // end to end, bob's prekeys answer instead
+        const auto keyed = alice.of<sim::KeyAssignedEvent>("bob");
+        REQUIRE(keyed.size() == 1);
+        CHECK(keyed[0].mode == mode);
+        if (e2e) {
+            CHECK(keyed[0].safety_number == alice.core->peer_identity("bob")->safety_number);
+            CHECK(keyed[0].first_contact);
+        } else {
+            CHECK(keyed[0].suite == sim::SuiteId::tdes_cbc_hmac_sha256);
+            CHECK(keyed[0].safety_number.empty());
+        }
+
+        const auto id = alice.core->send("bob", "typed");
+        REQUIRE(id);
+        w.settle();
+        const auto got = bob.of<sim::MessageEvent>("alice");
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].text == "typed");
+        CHECK(got[0].message_id == *id);
+        CHECK(got[0].seq == 1);
+        CHECK(got[0].mode == mode);
+        CHECK(got[0].sent_at == alice_clock);
+        CHECK(got[0].received_at == server_clock);
+        CHECK(got[0].conversation == sim::pair_conversation_id("alice", "bob"));
+        CHECK(got[0].sender_device == sim::first_device);
+        CHECK(got[0].inbox_index == 0);
+        // Receipts: the status is an enum; bob is online, so the last one says delivered.
+        const auto receipts = alice.of<sim::ReceiptEvent>("bob");
+        REQUIRE_FALSE(receipts.empty());
+        CHECK(receipts.back().message_id == *id);
+        CHECK(receipts.back().status == sim::ReceiptStatus::delivered);
+
+        // The key moves on: which way, and how far.
+        alice.events.clear();
+        bob.events.clear();
+        if (e2e) {
+            REQUIRE(bob.core->send("alice", "reply"));  // bob's first DH ratchet step
+            w.settle();
+            REQUIRE(alice.core->send("bob", "again"));  // and alice's
+            w.settle();
+        } else {
+            w.clock.advance(31s);
+            REQUIRE(alice.core->send("bob", "epoch one"));
+            w.settle();
+        }
+        const auto moved = [](const std::vector<sim::KeyRotatedEvent>& events, sim::KeyDirection direction) {
+            return std::any_of(events.begin(), events.end(), [direction](const sim::KeyRotatedEvent& e) {
+                return e.direction == direction && e.epoch >= 1;
+            });
+        };
+        auto rotated = alice.of<sim::KeyRotatedEvent>("bob");
+        for (const auto& e : bob.of<sim::KeyRotatedEvent>("alice")) {
+            rotated.push_back(e);
+        }
+        REQUIRE_FALSE(rotated.empty());
+        CHECK(rotated[0].mode == mode);
+        // Server-assigned: alice's sending key and bob's receiving key move to epoch 1. End to end: a DH ratchet step
+        // is taken when a reply with a new ratchet key arrives (its receiving side).
+        if (!e2e) {
+            CHECK(moved(rotated, sim::KeyDirection::sending));
+        }
+        CHECK(moved(rotated, sim::KeyDirection::receiving));
+
+        CHECK_FALSE(alice.saw<sim::ErrorEvent>());
+        CHECK_FALSE(bob.saw<sim::ErrorEvent>());
+        CHECK_FALSE(bob.saw<sim::GapEvent>());
+
+        // Leaving, then the end of the connection.
+        REQUIRE(alice.core->leave("bob"));
+        w.settle();
+        if (!e2e) {
+            CHECK(bob.saw<sim::PeerLeftEvent>("alice"));
+        }
+        REQUIRE(alice.core->logout());
+        w.settle();
+        const auto closed = alice.of<sim::ClosedEvent>();
+        REQUIRE(closed.size() == 1);
+        CHECK(sim::error_of(sim::ClientEvent{closed[0]})->code == closed[0].reason.code);
+        CHECK(sim::peer_of(sim::ClientEvent{closed[0]}).empty());
+    }
+}
+
+TEST_CASE("typed events: kinds and names follow the variant") {
+    CHECK(sim::client_event_kind<sim::ChannelReadyEvent> == sim::ClientEventKind::channel_ready);
+    CHECK(sim::client_event_kind<sim::MessageEvent> == sim::ClientEventKind::message);
+    CHECK(sim::client_event_kind<sim::PasswordChangedEvent> == sim::ClientEventKind::password_changed);
+    CHECK(std::variant_size_v<sim::ClientEvent> ==
+          static_cast<std::size_t>(sim::ClientEventKind::password_changed) + 1);
+    const sim::ClientEvent gap = sim::GapEvent{"bob", 3};
+    CHECK(sim::kind_of(gap) == sim::ClientEventKind::gap);
+    CHECK(sim::client_event_name(sim::kind_of(gap)) == "gap");
+    CHECK(sim::peer_of(gap) == "bob");
+    CHECK_FALSE(sim::error_of(gap));
+    CHECK(sim::peer_of(sim::AuthenticatedEvent{"alice"}) == "alice");
+    CHECK(sim::error_of(sim::ErrorEvent{sim::Errc::rate_limited, "bob", std::nullopt})->code ==
+          sim::Errc::rate_limited);
+}
