@@ -29,64 +29,49 @@ void step(const char* who, const std::string& what) {
 std::map<std::string, std::string, std::less<>> g_safety;
 
 /// Print one event as a protocol step.
-void print_event(const char* who, const sim::Result<sim::ClientEvent>& e) {
-    switch (e->kind) {
-        case sim::ClientEventKind::waiting:
-            step(who, "ack_init sid:3  " + e->peer + " is offline: waiting (probing)");
-            break;
-        case sim::ClientEventKind::peer_online:
-            step(who, "ack_init sid:2  " + e->peer + " is online");
-            break;
-        case sim::ClientEventKind::key_assigned:
-            if (e->mode == sim::ConversationMode::server_assigned) {
-                step(who, "KEYGEN sid:9999 key for " + e->peer + " (" + std::string(sim::suite_name(e->suite)) +
-                              ", 24-byte key; server-assigned: the server can read this conversation)");
-            } else {
-                step(who, std::string(e->first_contact ? "" : "again: ") + "end-to-end session with " + e->peer +
-                              " (X3DH, " + std::string(sim::suite_name(e->suite)) + "); safety number");
-                {
-                    // 12 groups of 5 digits: shown as two rows of 6
-                    std::size_t cut = 0;
-                    for (int spaces = 0; cut < e->fingerprint.size() && spaces < 6; ++cut) {
-                        spaces += e->fingerprint[cut] == ' ' ? 1 : 0;
-                    }
-                    step("", "  " + e->fingerprint.substr(0, cut));
-                    step("", "  " + e->fingerprint.substr(cut));
-                }
-                g_safety[who] = e->fingerprint;
-            }
-            break;
-        case sim::ClientEventKind::key_rotated:
-            step(
-                who,
-                e->mode == sim::ConversationMode::end_to_end
-                    ? "Double Ratchet DH step (" + e->text + ") with " + e->peer + ": step " + std::to_string(e->epoch)
-                    : "key rotated: " + e->text + " key with " + e->peer + " now at epoch " + std::to_string(e->epoch));
-            break;
-        case sim::ClientEventKind::message:
-            step(who, "<- " + e->peer + (e->mode == sim::ConversationMode::end_to_end ? " [seq " : " [sid ") +
-                          std::to_string(e->count) + "] " + e->text);
-            break;
-        case sim::ClientEventKind::receipt:
-            step(who, "receipt: message to " + e->peer + " " + e->text);
-            break;
-        case sim::ClientEventKind::gap:
-            step(who, "gap: " + e->text);
-            break;
-        case sim::ClientEventKind::identity_changed:
-            step(who, "IDENTITY CHANGED: " + e->text);
-            break;
-        case sim::ClientEventKind::peer_left:
-            step(who, e->peer + " left");
-            break;
-        case sim::ClientEventKind::error:
-            step(who, "error: " + e->error.message());
-            break;
-        case sim::ClientEventKind::channel_ready:
-            break;  // printed by connect()
-        default:
-            step(who, std::string(sim::client_event_name(e->kind)));
-            break;
+void print_event(const char* who, const sim::ClientEvent& event) {
+    if (const auto* e = std::get_if<sim::WaitingEvent>(&event)) {
+        step(who, "ack_init sid:3  " + e->peer + " is offline: waiting (probing)");
+    } else if (const auto* e = std::get_if<sim::PeerOnlineEvent>(&event)) {
+        step(who, "ack_init sid:2  " + e->peer + " is online");
+    } else if (const auto* e = std::get_if<sim::KeyAssignedEvent>(&event)) {
+        if (e->mode == sim::ConversationMode::server_assigned) {
+            step(who, "KEYGEN sid:9999 key for " + e->peer + " (" + std::string(sim::suite_name(e->suite)) +
+                          ", 24-byte key; server-assigned: the server can read this conversation)");
+            return;
+        }
+        step(who, std::string(e->first_contact ? "" : "again: ") + "end-to-end session with " + e->peer + " (X3DH, " +
+                      std::string(sim::suite_name(e->suite)) + "); safety number");
+        // 12 groups of 5 digits: shown as two rows of 6
+        std::size_t cut = 0;
+        for (int spaces = 0; cut < e->safety_number.size() && spaces < 6; ++cut) {
+            spaces += e->safety_number[cut] == ' ' ? 1 : 0;
+        }
+        step("", "  " + e->safety_number.substr(0, cut));
+        step("", "  " + e->safety_number.substr(cut));
+        g_safety[who] = e->safety_number;
+    } else if (const auto* e = std::get_if<sim::KeyRotatedEvent>(&event)) {
+        const std::string direction = e->direction == sim::KeyDirection::sending ? "sending" : "receiving";
+        step(who,
+             e->mode == sim::ConversationMode::end_to_end
+                 ? "Double Ratchet DH step (" + direction + ") with " + e->peer + ": step " + std::to_string(e->epoch)
+                 : "key rotated: " + direction + " key with " + e->peer + " now at epoch " + std::to_string(e->epoch));
+    } else if (const auto* e = std::get_if<sim::MessageEvent>(&event)) {
+        step(who, "<- " + e->peer + (e->mode == sim::ConversationMode::end_to_end ? " [seq " : " [sid ") +
+                      std::to_string(e->seq) + "] " + e->text);
+    } else if (const auto* e = std::get_if<sim::ReceiptEvent>(&event)) {
+        step(who, "receipt: message to " + e->peer +
+                      (e->status == sim::ReceiptStatus::delivered ? " delivered" : " stored"));
+    } else if (const auto* e = std::get_if<sim::GapEvent>(&event)) {
+        step(who, "gap: " + std::to_string(e->count) + " message(s) missing from " + e->peer);
+    } else if (const auto* e = std::get_if<sim::IdentityChangedEvent>(&event)) {
+        step(who, "IDENTITY CHANGED: identity key of " + e->peer + " changed: new safety number " + e->safety_number);
+    } else if (const auto* e = std::get_if<sim::PeerLeftEvent>(&event)) {
+        step(who, e->peer + " left");
+    } else if (const auto* e = std::get_if<sim::ErrorEvent>(&event)) {
+        step(who, "error: " + e->error.message());
+    } else if (!std::holds_alternative<sim::ChannelReadyEvent>(event)) {  // that one is printed by connect()
+        step(who, std::string(sim::client_event_name(sim::kind_of(event))));
     }
 }
 
@@ -99,8 +84,8 @@ bool show(sim::Client& c, const char* who, sim::Duration window,
         if (!e) {
             return false;
         }
-        print_event(who, e);
-        if (e->kind == until) {
+        print_event(who, *e);
+        if (sim::kind_of(*e) == until) {
             return true;
         }
     }
@@ -156,12 +141,12 @@ int run_end_to_end(const std::string& host, std::uint16_t port) {
     bool keyed = false;
     for (int i = 0; i < 50 && !keyed; ++i) {  // bob's upload may still be on its way: ask again
         must(alice->open("bob"), "open");
-        auto k = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 200ms);
+        auto k = alice->wait_for<sim::KeyAssignedEvent>("bob", 200ms);
         if (k) {
-            print_event("alice", k);
+            print_event("alice", sim::ClientEvent{*k});
             keyed = true;
         }
-        while (alice->wait_for(sim::ClientEventKind::error, "", 0ms)) {  // "peer has no prekeys" from early tries
+        while (alice->wait_for<sim::ErrorEvent>("", 0ms)) {  // "peer has no prekeys" from early tries
         }
     }
     if (!keyed) {
@@ -189,7 +174,7 @@ int run_end_to_end(const std::string& host, std::uint16_t port) {
 
     std::printf("== 9. bob logs out; alice writes anyway: the server stores the ciphertext durably ('stored')\n");
     must(bob->logout(), "bob logout");
-    if (!bob->wait_for(sim::ClientEventKind::closed, "", 3s)) {
+    if (!bob->wait_for<sim::ClosedEvent>("", 3s)) {
         std::fprintf(stderr, "demo: bob's logout did not complete\n");
         return 1;
     }

@@ -44,14 +44,14 @@ int main(int argc, char** argv) {
             return fail("open", st.error());
         }
         // End to end (the default): KEYGEN brings the peer's prekey bundle, published when it last logged in.
-        if (auto key = c.wait_for(sim::ClientEventKind::key_assigned, peer, wait); !key) {
+        if (auto key = c.wait_for<sim::KeyAssignedEvent>(peer, wait); !key) {
             return fail("waiting for the key", key.error());
         }
         if (auto st = c.send(peer, "hello from " + user); !st) {
             return fail("send", st.error());
         }
     }
-    auto message = c.wait_for(sim::ClientEventKind::message, peer, wait);
+    auto message = c.wait_for<sim::MessageEvent>(peer, wait);
     if (!message) {
         return fail("receive", message.error());
     }

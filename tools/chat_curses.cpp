@@ -63,13 +63,12 @@ public:
     }
 
     void event(const sim::ClientEvent& e, const std::string& text) override {
-        using K = sim::ClientEventKind;
-        if (e.kind == K::message) {
-            if (e.inbox_index < m_loaded_next) {
+        if (const auto* m = std::get_if<sim::MessageEvent>(&e)) {
+            if (m->inbox_index < m_loaded_next) {
                 return;  // already shown from the inbox
             }
-            if (m_model.add_message(e.peer, e.peer, e.text, ms_or_unknown(e.sent_at), e.inbox_index, true,
-                                    ms_or_unknown(e.received_at))) {
+            if (m_model.add_message(m->peer, m->peer, m->text, ms_or_unknown(m->sent_at), m->inbox_index, true,
+                                    ms_or_unknown(m->received_at))) {
                 beep();
             } else {
                 mark_read();
@@ -77,7 +76,8 @@ public:
         } else {
             if (!text.empty()) {
                 // About one peer: in that conversation (which it adds to the list); else in every one.
-                m_model.add_status(text, now_ms(), e.peer == m_state.user ? std::string() : e.peer);
+                const std::string peer{sim::peer_of(e)};
+                m_model.add_status(text, now_ms(), peer == m_state.user ? std::string() : peer);
             }
         }
         m_dirty = true;

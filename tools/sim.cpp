@@ -258,59 +258,79 @@ void print_line(std::FILE* out, const std::string& line) {
     std::fflush(out);
 }
 
-/// Status text for an event, or empty for events that are not shown. Messages are formatted by the caller.
-std::string describe(const sim::ClientEvent& e) {
-    using K = sim::ClientEventKind;
+/// Status text for each event, or empty for events that are not shown. Messages are formatted by the caller.
+std::string describe_event(const sim::AuthenticatedEvent& e) {
+    return "* authenticated as " + sim::tools::printable(e.user);
+}
+std::string describe_event(const sim::WaitingEvent& e) {
     const std::string peer = sim::tools::printable(e.peer);
-    switch (e.kind) {
-        case K::authenticated:
-            return "* authenticated as " + peer;
-        case K::waiting:
-            if (!e.text.empty()) {
-                return "* waiting for " + peer + ": " + sim::tools::printable(e.text) +
-                       " (messages to " + peer + " wait and go out by themselves)";
-            }
-            return "* waiting for " + peer + " to come online";
-        case K::peer_online:
-            return "* " + peer + " is online";
-        case K::key_assigned:
-            if (e.mode == sim::ConversationMode::end_to_end) {
-                return "* end-to-end conversation with " + peer + " (" + std::string(sim::suite_name(e.suite)) +
-                       "); safety number " + e.fingerprint;
-            }
-            return "* conversation with " + peer + " keyed (" + std::string(sim::suite_name(e.suite)) +
-                   "). server-assigned key: the server can read this conversation";
-        case K::receipt:
-            return "* message to " + peer + " " + sim::tools::printable(e.text);
-        case K::identity_changed:
-            return "! the identity key of " + peer + " CHANGED. New safety number: " + e.fingerprint +
-                   ". Nothing is sent to or shown from " + peer + " until you compare it and accept it (/accept " +
-                   peer + ", or sim accept)";
-        case K::gap:
-            return "! " + sim::tools::printable(e.text);
-        case K::key_rotated:
-            if (e.mode == sim::ConversationMode::end_to_end) {
-                return "* ratchet step with " + peer + " (" + std::to_string(e.epoch) + ")";
-            }
-            return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
-        case K::peer_left:
-            return "* " + peer + " left";
-        case K::error:
-            if (!e.peer.empty()) {
-                return "! a message from " + peer + " could not be read and was dropped (" + e.error.message() + ")";
-            }
-            return "! server: " + e.error.message();
-        case K::closed:
-            return "! connection closed" + (e.error.code == sim::Errc::ok ? std::string() : ": " + e.error.message());
-        case K::message:
-            return "[" + peer + "] " + sim::tools::printable(e.text);
-        case K::password_changed:
-            return "* password changed";
-        case K::channel_ready:
-        case K::trust_required:
-            return {};
+    if (e.reason) {
+        return "* waiting for " + peer + ": " + sim::tools::printable(e.reason->detail) + " (messages to " + peer +
+               " wait and go out by themselves)";
     }
+    return "* waiting for " + peer + " to come online";
+}
+std::string describe_event(const sim::PeerOnlineEvent& e) {
+    return "* " + sim::tools::printable(e.peer) + " is online";
+}
+std::string describe_event(const sim::KeyAssignedEvent& e) {
+    const std::string peer = sim::tools::printable(e.peer);
+    if (e.mode == sim::ConversationMode::end_to_end) {
+        return "* end-to-end conversation with " + peer + " (" + std::string(sim::suite_name(e.suite)) +
+               "); safety number " + e.safety_number;
+    }
+    return "* conversation with " + peer + " keyed (" + std::string(sim::suite_name(e.suite)) +
+           "). server-assigned key: the server can read this conversation";
+}
+std::string describe_event(const sim::ReceiptEvent& e) {
+    return "* message to " + sim::tools::printable(e.peer) +
+           (e.status == sim::ReceiptStatus::delivered ? " delivered" : " stored");
+}
+std::string describe_event(const sim::IdentityChangedEvent& e) {
+    const std::string peer = sim::tools::printable(e.peer);
+    return "! the identity key of " + peer + " CHANGED. New safety number: " + e.safety_number +
+           ". Nothing is sent to or shown from " + peer + " until you compare it and accept it (/accept " + peer +
+           ", or sim accept)";
+}
+std::string describe_event(const sim::GapEvent& e) {
+    return "! " + std::to_string(e.count) + (e.count == 1 ? " message" : " messages") + " missing from " +
+           sim::tools::printable(e.peer);
+}
+std::string describe_event(const sim::KeyRotatedEvent& e) {
+    const std::string peer = sim::tools::printable(e.peer);
+    if (e.mode == sim::ConversationMode::end_to_end) {
+        return "* ratchet step with " + peer + " (" + std::to_string(e.epoch) + ")";
+    }
+    return "* key with " + peer + " rotated (epoch " + std::to_string(e.epoch) + ")";
+}
+std::string describe_event(const sim::PeerLeftEvent& e) {
+    return "* " + sim::tools::printable(e.peer) + " left";
+}
+std::string describe_event(const sim::ErrorEvent& e) {
+    if (!e.peer.empty()) {
+        return "! a message from " + sim::tools::printable(e.peer) + " could not be read and was dropped (" +
+               e.error.message() + ")";
+    }
+    return "! server: " + e.error.message();
+}
+std::string describe_event(const sim::ClosedEvent& e) {
+    return "! connection closed" + (e.reason.code == sim::Errc::ok ? std::string() : ": " + e.reason.message());
+}
+std::string describe_event(const sim::MessageEvent& e) {
+    return "[" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
+}
+std::string describe_event(const sim::PasswordChangedEvent& /*e*/) {
+    return "* password changed";
+}
+std::string describe_event(const sim::ChannelReadyEvent& /*e*/) {
     return {};
+}
+std::string describe_event(const sim::TrustRequiredEvent& /*e*/) {
+    return {};
+}
+
+std::string describe(const sim::ClientEvent& e) {
+    return std::visit([](const auto& x) { return describe_event(x); }, e);
 }
 
 /// A connected, logged-in client and its end-to-end state (which must outlive it).
@@ -596,9 +616,15 @@ sim::Result<sim::ClientEvent> next_event(sim::Client& client, std::chrono::stead
     return client.receive(std::max<sim::Duration>(left, 0ns));
 }
 
-/// A server error not about one peer's message, or the end of the connection.
-bool is_refusal(const sim::ClientEvent& e) {
-    return (e.kind == sim::ClientEventKind::error && e.peer.empty()) || e.kind == sim::ClientEventKind::closed;
+/// A server error not about one peer's message, or the end of the connection: its error; nullopt for other events.
+std::optional<sim::Error> refusal(const sim::ClientEvent& e) {
+    if (const auto* error = std::get_if<sim::ErrorEvent>(&e); error != nullptr && error->peer.empty()) {
+        return error->error;
+    }
+    if (const auto* closed = std::get_if<sim::ClosedEvent>(&e)) {
+        return closed->reason;
+    }
+    return std::nullopt;
 }
 
 enum class Awaited : std::uint8_t {
@@ -609,8 +635,10 @@ enum class Awaited : std::uint8_t {
 
 /// Follow the server's answers about `peer` (ack_init 2: online, 3: offline or not reachable yet) into `online`.
 void note_presence(const sim::ClientEvent& e, const std::string& peer, bool& online) {
-    if (e.peer == peer && (e.kind == sim::ClientEventKind::peer_online || e.kind == sim::ClientEventKind::waiting)) {
-        online = e.kind == sim::ClientEventKind::peer_online;
+    if (const auto* on = std::get_if<sim::PeerOnlineEvent>(&e); on != nullptr && on->peer == peer) {
+        online = true;
+    } else if (const auto* off = std::get_if<sim::WaitingEvent>(&e); off != nullptr && off->peer == peer) {
+        online = false;
     }
 }
 
@@ -637,20 +665,21 @@ Awaited await_conversation(Connection& c, const std::string& peer, std::chrono::
         if (online != nullptr) {
             note_presence(*e, peer, *online);
         }
-        if (e->kind == sim::ClientEventKind::key_assigned && e->peer == peer) {
+        if (std::holds_alternative<sim::KeyAssignedEvent>(*e) && sim::peer_of(*e) == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
             return Awaited::keyed;
         }
-        if (e->kind == sim::ClientEventKind::identity_changed && e->peer == peer) {
+        if (std::holds_alternative<sim::IdentityChangedEvent>(*e) && sim::peer_of(*e) == peer) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
             return Awaited::identity_changed;
         }
-        if (e->kind == sim::ClientEventKind::waiting && e->error.code == sim::Errc::no_conversation) {
+        if (const auto* w = std::get_if<sim::WaitingEvent>(&*e);
+            w != nullptr && w->reason && w->reason->code == sim::Errc::no_conversation) {
             finish(c);
             failure(peer + " has no end-to-end keys yet (" + peer + " must log in once before others can write to them)");
             return Awaited::failed;
         }
-        if (is_refusal(*e)) {
+        if (refusal(*e)) {
             client.close();
             failure(describe(*e).substr(2));
             return Awaited::failed;
@@ -699,29 +728,30 @@ int run_send(const Settings& s, const std::vector<std::string>& pos) {
     // Done when the server confirms. Every message is stored in the recipient's mailbox first ("stored", durable);
     // for a recipient that is online, "delivered" (its client stored it) follows within moments: wait a little for
     // it, and report "stored" if it does not come.
-    std::optional<sim::ClientEvent> stored;
+    std::optional<sim::ReceiptEvent> stored;
     auto until = deadline;
     for (;;) {
         auto e = next_event(client, until);
         if (!e) {
             if (stored) {
-                print_line(stderr, "sim: " + describe(*stored).substr(2));
+                print_line(stderr, "sim: " + describe_event(*stored).substr(2));
                 break;
             }
             client.close();
             return failure("the server did not confirm the message: " + e.error().message() +
                            " (it stays in the outbox and is sent again next time)");
         }
-        if (is_refusal(*e)) {
+        if (const auto refused = refusal(*e)) {
             finish(*c);
-            return failure("the server refused the message: " + e->error.message());
+            return failure("the server refused the message: " + refused->message());
         }
         note_presence(*e, *peer, online);
-        if (e->kind != sim::ClientEventKind::receipt || e->message_id != *id) {
+        const auto* receipt = std::get_if<sim::ReceiptEvent>(&*e);
+        if (receipt == nullptr || receipt->message_id != *id) {
             continue;
         }
-        if (e->text == "stored" && online) {
-            stored = std::move(*e);
+        if (receipt->status == sim::ReceiptStatus::stored && online) {
+            stored = *receipt;
             until = std::min(deadline, std::chrono::steady_clock::now() + delivered_grace);
             continue;
         }
@@ -773,15 +803,16 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
             client.close();
             return failure(e.error().message());
         }
-        if (e->kind == sim::ClientEventKind::message) {
-            print_line(stdout, sim::tools::printable(e->peer) + ": " + sim::tools::printable(e->text));
+        using K = sim::ClientEventKind;
+        const auto kind = sim::kind_of(*e);
+        if (const auto* m = std::get_if<sim::MessageEvent>(&*e)) {
+            print_line(stdout, sim::tools::printable(m->peer) + ": " + sim::tools::printable(m->text));
             ++received;
-        } else if (e->kind == sim::ClientEventKind::closed) {
+        } else if (kind == K::closed) {
             client.close();
             return failure(describe(*e).substr(2));
-        } else if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::error ||
-                   e->kind == sim::ClientEventKind::peer_left || e->kind == sim::ClientEventKind::gap ||
-                   e->kind == sim::ClientEventKind::identity_changed) {
+        } else if (kind == K::key_assigned || kind == K::error || kind == K::peer_left || kind == K::gap ||
+                   kind == K::identity_changed) {
             print_line(stderr, "sim: " + describe(*e).substr(2));
         }
     }
@@ -995,27 +1026,28 @@ private:
                 }
                 return;
             }
-            if (e->kind == sim::ClientEventKind::closed && m_s.reconnect) {
+            const auto* closed = std::get_if<sim::ClosedEvent>(&*e);
+            if (closed != nullptr && m_s.reconnect) {
                 m_lost = true;
-                m_lost_reason =
-                    e->error.code == sim::Errc::ok ? std::string("closed by the server") : user_message(e->error);
+                m_lost_reason = closed->reason.code == sim::Errc::ok ? std::string("closed by the server")
+                                                                     : user_message(closed->reason);
                 return;  // connection_lost() says it
             }
             // Ratchet steps and key rotations are routine: only --verbose shows them.
-            const bool routine = e->kind == sim::ClientEventKind::key_rotated && !m_s.verbose;
+            const bool routine = std::holds_alternative<sim::KeyRotatedEvent>(*e) && !m_s.verbose;
             m_view.event(*e, routine ? std::string() : describe(*e));
-            if (e->kind == sim::ClientEventKind::message && !e->peer.empty()) {
+            if (const auto* m = std::get_if<sim::MessageEvent>(&*e); m != nullptr && !m->peer.empty()) {
                 // Someone other than the current peer wrote: say how to answer them, once per new sender.
-                if (e->peer != m_current && e->peer != m_last_sender) {
-                    say("* /r TEXT answers " + e->peer + " (you are talking to " +
+                if (m->peer != m_current && m->peer != m_last_sender) {
+                    say("* /r TEXT answers " + m->peer + " (you are talking to " +
                         (m_current.empty() ? std::string("nobody") : m_current) + ")");
                 }
-                m_last_sender = e->peer;
+                m_last_sender = m->peer;
             }
-            if (e->kind == sim::ClientEventKind::key_assigned || e->kind == sim::ClientEventKind::message) {
-                m_peers.insert(e->peer);
+            if (std::holds_alternative<sim::KeyAssignedEvent>(*e) || std::holds_alternative<sim::MessageEvent>(*e)) {
+                m_peers.insert(std::string(sim::peer_of(*e)));
             }
-            if (e->kind == sim::ClientEventKind::closed) {
+            if (closed != nullptr) {
                 m_lost = true;
                 return;
             }

@@ -421,10 +421,7 @@ public:
                     after(*self);
                     return;
                 }
-                sim::ClientEvent e;
-                e.kind = sim::ClientEventKind::closed;
-                e.error = sim::Error{connected.code(), "connect: " + connected.error().message()};
-                self->event(e);
+                self->event(sim::ClosedEvent{sim::Error{connected.code(), "connect: " + connected.error().message()}});
             });
     }
 
@@ -459,7 +456,7 @@ public:
 
 private:
     void event(const sim::ClientEvent& e) {
-        if (e.kind == sim::ClientEventKind::closed) {
+        if (std::holds_alternative<sim::ClosedEvent>(e)) {
             m_closed.store(true);
         }
         m_handler(*this, e);
@@ -1161,8 +1158,8 @@ void count_delivered(RouteState& st, Stream& s, std::int64_t now) {
 
 /// --blind-sink: the receivers do not open what they get, so a message of `s` counts as delivered, and its latency
 /// is measured, when its sender gets the `delivered` receipt (the server's answer to the receiver's ack).
-void route_blind_receipt(RouteState& st, Stream& s, const sim::ClientEvent& e) {
-    if (!st.s->blind_sink || e.text != "delivered") {
+void route_blind_receipt(RouteState& st, Stream& s, const sim::ReceiptEvent& e) {
+    if (!st.s->blind_sink || e.status != sim::ReceiptStatus::delivered) {
         return;
     }
     std::int64_t sent_ns = 0;
@@ -1184,13 +1181,13 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
     Stream& mine = *st.streams[c.index()];     // what c sends
     Stream& in = *st.streams[c.index() ^ 1U];  // what c receives
-    switch (e.kind) {
+    switch (sim::kind_of(e)) {
         case K::authenticated:
             st.authed.fetch_add(1);
             break;
         case K::key_assigned:
             st.keyed.fetch_add(1);
-            if (e.mode == sim::ConversationMode::end_to_end && c.index() % 2 == 0) {
+            if (std::get<sim::KeyAssignedEvent>(e).mode == sim::ConversationMode::end_to_end && c.index() % 2 == 0) {
                 // End to end only the initiator gets a KEYGEN (the peer's prekey bundle); the responder's session
                 // starts with the first message, so send one before the measured traffic.
                 c.run([&c, to = mine.to] { (void)c.core().send(to, "setup"); });
@@ -1200,7 +1197,7 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
             st.rotations.fetch_add(1);
             break;
         case K::receipt:
-            route_blind_receipt(st, mine, e);
+            route_blind_receipt(st, mine, std::get<sim::ReceiptEvent>(e));
             break;
         case K::message: {
             if (st.blind.load()) {
@@ -1208,14 +1205,15 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 st.note_error("a blind sink opened a message");
                 break;
             }
-            if (e.text == "setup" && e.mode == sim::ConversationMode::end_to_end && in.expected == 0 &&
+            const auto& m = std::get<sim::MessageEvent>(e);
+            if (m.text == "setup" && m.mode == sim::ConversationMode::end_to_end && in.expected == 0 &&
                 in.received.load() == 0) {
                 break;  // the set-up message that started the responder's session
             }
             const auto now = now_ns();
             std::uint64_t seq = 0;
             std::int64_t ts = 0;
-            if (e.peer != in.from || !parse_text(e.text, st.s->size, seq, ts)) {
+            if (m.peer != in.from || !parse_text(m.text, st.s->size, seq, ts)) {
                 in.corrupt.fetch_add(1);
                 st.note_error("a message arrived with the wrong sender or content");
             } else {
@@ -1232,7 +1230,7 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
             break;
         }
         case K::error:
-            if (e.error.code == sim::Errc::rate_limited) {
+            if (sim::error_of(e)->code == sim::Errc::rate_limited) {
                 mine.refused.fetch_add(1);
                 mine.inflight.fetch_sub(1);
                 if (st.interval_ns == 0) {
@@ -1241,13 +1239,13 @@ void route_event(RouteState& st, Conn& c, const sim::ClientEvent& e) {
                 }
             } else {
                 st.other_errors.fetch_add(1);
-                st.note_error("error event: " + e.error.message());
+                st.note_error("error event: " + sim::error_of(e)->message());
             }
             break;
         case K::closed:
             if (!st.shutting_down.load()) {
                 st.closed.fetch_add(1);
-                st.note_error("connection closed: " + e.error.message());
+                st.note_error("connection closed: " + sim::error_of(e)->message());
             }
             break;
         default:
@@ -1296,13 +1294,13 @@ private:
         const auto index = 200000 + m_next.fetch_add(1);  // source addresses apart from the route's
         auto c = std::make_shared<Conn>(m_shared, m_engine.io(), index, [this, w](Conn& cc, const sim::ClientEvent& e) {
             using K = sim::ClientEventKind;
-            if (e.kind == K::authenticated) {
+            if (sim::kind_of(e) == K::authenticated) {
                 m_latency.record(now_ns() - cc.started_ns());
                 m_ok.fetch_add(1);
                 cc.shutdown();
                 chain(w);
-            } else if ((e.kind == K::closed && !cc.closing_by_us()) || e.kind == K::error) {
-                if (e.kind == K::error) {
+            } else if ((sim::kind_of(e) == K::closed && !cc.closing_by_us()) || sim::kind_of(e) == K::error) {
+                if (sim::kind_of(e) == K::error) {
                     cc.shutdown();
                 }
                 m_failed.fetch_add(1);
@@ -1660,18 +1658,19 @@ int run_connect(const Settings& s) {
     std::function<void()> launch;
     const auto handler = [&](Conn& c, const sim::ClientEvent& e) {
         using K = sim::ClientEventKind;
-        if (e.kind == K::authenticated) {
+        if (sim::kind_of(e) == K::authenticated) {
             connect_time.record(now_ns() - c.started_ns());
             c.mark();
             authed.fetch_add(1);
             launch();
-        } else if ((e.kind == K::peer_online || e.kind == K::waiting) && e.peer == probe_target) {
+        } else if ((sim::kind_of(e) == K::peer_online || sim::kind_of(e) == K::waiting) &&
+                   sim::peer_of(e) == probe_target) {
             const auto t = probe_sent[c.index()].exchange(0);
             if (t != 0) {
                 probe_rtt.record(now_ns() - t);
                 probe_answers.fetch_add(1);
             }
-        } else if (e.kind == K::closed && !shutting_down.load()) {
+        } else if (sim::kind_of(e) == K::closed && !shutting_down.load()) {
             if (c.marked()) {
                 dropped.fetch_add(1);
             } else {
@@ -1680,12 +1679,12 @@ int run_connect(const Settings& s) {
             }
             const std::lock_guard lock(err_mutex);
             if (first_error.empty()) {
-                first_error = e.error.message();
+                first_error = sim::error_of(e)->message();
             }
-        } else if (e.kind == K::error) {
+        } else if (sim::kind_of(e) == K::error) {
             const std::lock_guard lock(err_mutex);
             if (first_error.empty()) {
-                first_error = "error event: " + e.error.message();
+                first_error = "error event: " + sim::error_of(e)->message();
             }
         }
     };
@@ -1817,22 +1816,22 @@ void run_login_phase(Shared& shared, unsigned threads, const std::vector<std::st
     const auto handler = [&](std::size_t worker) {
         return [&, worker](Conn& c, const sim::ClientEvent& e) {
             using K = sim::ClientEventKind;
-            if (e.kind == K::channel_ready) {
+            if (sim::kind_of(e) == K::channel_ready) {
                 phase.handshake.record(now_ns() - c.started_ns());
-            } else if (e.kind == K::authenticated) {
+            } else if (sim::kind_of(e) == K::authenticated) {
                 phase.login.record(now_ns() - c.started_ns());
                 phase.ok.fetch_add(1);
                 c.shutdown();
                 chain(worker);
-            } else if ((e.kind == K::closed && !c.closing_by_us()) || e.kind == K::error) {
-                if (e.kind == K::error) {
+            } else if ((sim::kind_of(e) == K::closed && !c.closing_by_us()) || sim::kind_of(e) == K::error) {
+                if (sim::kind_of(e) == K::error) {
                     c.shutdown();
                 }
                 phase.failed.fetch_add(1);
                 {
                     const std::lock_guard lock(phase.mutex);
                     if (phase.first_error.empty()) {
-                        phase.first_error = e.error.message();
+                        phase.first_error = sim::error_of(e)->message();
                     }
                 }
                 chain(worker);
@@ -2033,7 +2032,7 @@ void offline_pump(OfflineState& st, OfflineStream& s) {
 
 void offline_sender_event(OfflineState& st, OfflineStream& s, Conn& c, const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
-    switch (e.kind) {
+    switch (sim::kind_of(e)) {
         case K::authenticated:
             st.authed.fetch_add(1);
             break;
@@ -2041,20 +2040,20 @@ void offline_sender_event(OfflineState& st, OfflineStream& s, Conn& c, const sim
             s.keyed.store(true);
             break;
         case K::waiting:
-            if (e.peer == s.to) {
+            if (sim::peer_of(e) == s.to) {
                 s.offline_seen.store(1);
             }
             break;
         case K::peer_online:
-            if (e.peer == s.to) {
+            if (sim::peer_of(e) == s.to) {
                 s.offline_seen.store(2);
             }
             break;
         case K::receipt:
-            if (e.text != "stored") {
+            if (std::get<sim::ReceiptEvent>(e).status != sim::ReceiptStatus::stored) {
                 break;  // "delivered" cannot happen while the recipients are offline; ignore it anyway
             }
-            if (s.awaiting.erase(e.message_id) == 0) {
+            if (s.awaiting.erase(std::get<sim::ReceiptEvent>(e).message_id) == 0) {
                 s.bad_receipts.fetch_add(1);
                 st.note_error("a receipt named an unknown or already receipted message");
                 break;
@@ -2064,20 +2063,20 @@ void offline_sender_event(OfflineState& st, OfflineStream& s, Conn& c, const sim
             offline_pump(st, s);  // the event comes from on_bytes, on this connection's strand
             break;
         case K::error:
-            if (e.error.code == sim::Errc::no_conversation && !s.keyed.load()) {
+            if (sim::error_of(e)->code == sim::Errc::no_conversation && !s.keyed.load()) {
                 s.retry_open.store(true);  // the recipient's prekeys are not published yet: ask again
-            } else if (e.error.code == sim::Errc::rate_limited) {
+            } else if (sim::error_of(e)->code == sim::Errc::rate_limited) {
                 s.refused.fetch_add(1);
                 st.note_error("the server refused a message (rate limit)");
             } else {
                 st.other_errors.fetch_add(1);
-                st.note_error("sender error event: " + e.error.message());
+                st.note_error("sender error event: " + sim::error_of(e)->message());
             }
             break;
         case K::closed:
             if (!st.shutting_down.load() && !c.closing_by_us()) {
                 st.closed.fetch_add(1);
-                st.note_error("sender connection closed: " + e.error.message());
+                st.note_error("sender connection closed: " + sim::error_of(e)->message());
             }
             break;
         default:
@@ -2087,14 +2086,15 @@ void offline_sender_event(OfflineState& st, OfflineStream& s, Conn& c, const sim
 
 void offline_recipient_event(OfflineState& st, OfflineStream& s, Conn& c, const sim::ClientEvent& e) {
     using K = sim::ClientEventKind;
-    switch (e.kind) {
+    switch (sim::kind_of(e)) {
         case K::authenticated:
             st.authed.fetch_add(1);
             break;
         case K::message: {
             std::uint64_t seq = 0;
             std::int64_t ts = 0;
-            if (e.peer != s.from || !parse_text(e.text, st.s->size, seq, ts)) {
+            const auto& m = std::get<sim::MessageEvent>(e);
+            if (m.peer != s.from || !parse_text(m.text, st.s->size, seq, ts)) {
                 s.corrupt.fetch_add(1);
                 st.note_error("a stored message arrived with the wrong sender or content");
             } else if (seq < s.expected) {
@@ -2112,7 +2112,7 @@ void offline_recipient_event(OfflineState& st, OfflineStream& s, Conn& c, const 
             break;
         }
         case K::gap:
-            st.gaps.fetch_add(e.count);
+            st.gaps.fetch_add(std::get<sim::GapEvent>(e).count);
             st.note_error("the recipient reported a gap");
             break;
         case K::error:
@@ -2120,12 +2120,12 @@ void offline_recipient_event(OfflineState& st, OfflineStream& s, Conn& c, const 
                 break;  // the server's goodbye after our logout
             }
             st.other_errors.fetch_add(1);
-            st.note_error("recipient error event: " + e.error.message());
+            st.note_error("recipient error event: " + sim::error_of(e)->message());
             break;
         case K::closed:
             if (!st.shutting_down.load() && !c.closing_by_us() && !c.marked()) {
                 st.closed.fetch_add(1);
-                st.note_error("recipient connection closed: " + e.error.message());
+                st.note_error("recipient connection closed: " + sim::error_of(e)->message());
             }
             break;
         default:

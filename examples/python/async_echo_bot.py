@@ -15,7 +15,6 @@ from echo_bot import announce, parse_args  # the same command line and messages
 
 import libsim
 import libsim.aio
-from libsim import EventKind
 
 
 async def report_unread(bot: libsim.aio.AsyncClient, every: float) -> None:
@@ -33,7 +32,7 @@ async def echo(args: argparse.Namespace, password: str, state: dict[str, str]) -
         reporter = asyncio.create_task(report_unread(bot, 5.0))
         async for event in bot:  # until the connection is gone
             announce(bot, event, args.accept_changed_keys)
-            if event.kind == EventKind.MESSAGE:
+            if isinstance(event, libsim.MessageEvent):
                 await bot.send(event.peer, event.text)
                 bot.mark_read(event.inbox_index + 1)
                 echoed += 1

@@ -16,17 +16,16 @@ import threading
 import time
 
 import libsim
-from libsim import EventKind
 
 
 def show(client: libsim.Client) -> None:
     for event in client:  # until the connection is gone
-        if event.kind == EventKind.MESSAGE:
+        if isinstance(event, libsim.MessageEvent):
             print(f"{event.peer}: {event.text}", flush=True)
-        elif event.kind == EventKind.IDENTITY_CHANGED:
-            print(f"* the identity key of {event.peer} changed; new safety number {event.fingerprint}. Nothing is "
-                  "sent to or shown from them in this session.", flush=True)
-        elif event.kind in (EventKind.PEER_LEFT, EventKind.ERROR, EventKind.GAP):
+        elif isinstance(event, libsim.IdentityChangedEvent):
+            print(f"* the identity key of {event.peer} changed; new safety number {event.safety_number}. Nothing "
+                  "is sent to or shown from them in this session.", flush=True)
+        elif isinstance(event, (libsim.PeerLeftEvent, libsim.ErrorEvent, libsim.GapEvent)):
             print(f"* {event}", flush=True)
 
 
@@ -47,19 +46,19 @@ def main() -> int:
             print(f"server fingerprint {client.server_fingerprint}", flush=True)
             client.login(args.user, password, args.peer)
             for event in client.events(timeout=300):
-                if event.kind == EventKind.WAITING:
+                if isinstance(event, libsim.WaitingEvent):
                     print(f"{args.peer} is offline; waiting...", flush=True)
-                elif event.kind == EventKind.KEY_ASSIGNED and event.peer == args.peer:
+                elif isinstance(event, libsim.KeyAssignedEvent) and event.peer == args.peer:
                     print(f"talking to {args.peer} ({event.suite.display_name}, {event.mode.display_name})",
                           flush=True)
                     if event.mode == libsim.ConversationMode.END_TO_END:
-                        print(f"safety number {event.fingerprint}", flush=True)
+                        print(f"safety number {event.safety_number}", flush=True)
                     break
-                elif event.kind == EventKind.IDENTITY_CHANGED and event.peer == args.peer:
-                    print(f"chat: the identity key of {args.peer} changed (new safety number {event.fingerprint})",
+                elif isinstance(event, libsim.IdentityChangedEvent) and event.peer == args.peer:
+                    print(f"chat: the identity key of {args.peer} changed (new safety number {event.safety_number})",
                           file=sys.stderr)
                     return 1
-                elif event.kind == EventKind.ERROR and event.peer == args.peer:
+                elif isinstance(event, libsim.ErrorEvent) and event.peer == args.peer:
                     print(f"chat: {event.error}", file=sys.stderr)
                     return 1
             else:

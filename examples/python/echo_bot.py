@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import libsim
-from libsim import EventKind
 
 
 def parse_args(description: str) -> tuple[argparse.Namespace, str, dict[str, str]]:
@@ -35,9 +34,9 @@ def parse_args(description: str) -> tuple[argparse.Namespace, str, dict[str, str
 def announce(bot: Any, event: libsim.Event, accept_changed_keys: bool) -> None:
     """Say when a conversation starts or a peer's key changes (accepting the key if asked to); `bot` is a Client or
     a libsim.aio.AsyncClient."""
-    if event.kind == EventKind.KEY_ASSIGNED:
+    if isinstance(event, libsim.KeyAssignedEvent):
         print(f"talking to {event.peer}", flush=True)
-    elif event.kind == EventKind.IDENTITY_CHANGED:
+    elif isinstance(event, libsim.IdentityChangedEvent):
         print(f"identity key of {event.peer} changed", flush=True)
         if accept_changed_keys:
             bot.accept_identity(event.peer)
@@ -53,7 +52,7 @@ def main() -> int:
             print(f"{args.user} is online", flush=True)
             for event in bot:
                 announce(bot, event, args.accept_changed_keys)
-                if event.kind == EventKind.MESSAGE:
+                if isinstance(event, libsim.MessageEvent):
                     bot.send(event.peer, event.text)
                     echoed += 1
                     if echoed == args.max_messages:

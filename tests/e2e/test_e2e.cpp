@@ -262,36 +262,36 @@ TEST_CASE("the seed's flow over TCP with the TDES conversation suite") {
     Simd simd({"--conversation-mode", "server-assigned", "--conversation-suite", "tdes"});
     auto alice = connect(simd.port());
     REQUIRE(alice->login("alice", "alice password 1", "bob"));
-    REQUIRE(alice->wait_for(sim::ClientEventKind::waiting, "bob", 5s));
+    REQUIRE(alice->wait_for<sim::WaitingEvent>("bob", 5s));
 
     auto bob = connect(simd.port());
     REQUIRE(bob->login("bob", "bob password 1"));
-    REQUIRE(alice->wait_for(sim::ClientEventKind::peer_online, "bob", 5s));
-    auto ka = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s);
+    REQUIRE(alice->wait_for<sim::PeerOnlineEvent>("bob", 5s));
+    auto ka = alice->wait_for<sim::KeyAssignedEvent>("bob", 5s);
     REQUIRE(ka);
     CHECK(ka->suite == sim::SuiteId::tdes_cbc_hmac_sha256);
-    REQUIRE(bob->wait_for(sim::ClientEventKind::key_assigned, "alice", 5s));
+    REQUIRE(bob->wait_for<sim::KeyAssignedEvent>("alice", 5s));
 
     for (int i = 0; i < 20; ++i) {
         REQUIRE(alice->send("bob", "message " + std::to_string(i)));
     }
     for (int i = 0; i < 20; ++i) {
-        auto m = bob->wait_for(sim::ClientEventKind::message, "alice", 5s);
+        auto m = bob->wait_for<sim::MessageEvent>("alice", 5s);
         REQUIRE(m);
         CHECK(m->text == "message " + std::to_string(i));
-        CHECK(m->sid == static_cast<std::uint32_t>(i + 1));
+        CHECK(m->seq == static_cast<std::uint64_t>(i + 1));
     }
     REQUIRE(bob->send("alice", "reply"));
-    CHECK(alice->wait_for(sim::ClientEventKind::message, "bob", 5s)->text == "reply");
+    CHECK(alice->wait_for<sim::MessageEvent>("bob", 5s)->text == "reply");
 
     // reconnect with the session token instead of the password
     const auto token = alice->core().session_token();
     REQUIRE(token.token.size() == 32);
     alice->close();
-    REQUIRE(bob->wait_for(sim::ClientEventKind::peer_left, "alice", 5s));
+    REQUIRE(bob->wait_for<sim::PeerLeftEvent>("alice", 5s));
     auto alice2 = connect(simd.port());
     REQUIRE(alice2->login_with_token("alice", token.token, "bob"));
-    REQUIRE(alice2->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s));
+    REQUIRE(alice2->wait_for<sim::KeyAssignedEvent>("bob", 5s));
     CHECK(simd.stop() == 0);
 }
 
@@ -303,9 +303,9 @@ TEST_CASE("attack 1 over TCP: init as alice without her password is refused and 
     const auto st = trudy->login("alice", "not the password", "bob");
     REQUIRE_FALSE(st);
     CHECK(st.code() == sim::Errc::auth_rejected);
-    CHECK(trudy->wait_for(sim::ClientEventKind::closed, "", 5s));
+    CHECK(trudy->wait_for<sim::ClosedEvent>("", 5s));
     REQUIRE(alice->core().probe("bob"));
-    CHECK(alice->wait_for(sim::ClientEventKind::waiting, "bob", 5s));
+    CHECK(alice->wait_for<sim::WaitingEvent>("bob", 5s));
 }
 
 TEST_CASE("attack 2 over TCP: a message with a forged source is not forwarded") {
@@ -321,10 +321,10 @@ TEST_CASE("attack 2 over TCP: a message with a forged source is not forwarded") 
         bool keyed = false;
         for (int i = 0; i < 50 && !keyed; ++i) {  // e2e: bob's prekeys may still be on their way
             REQUIRE(trudy->open("bob"));
-            keyed = trudy->wait_for(sim::ClientEventKind::key_assigned, "bob", 200ms).has_value();
+            keyed = trudy->wait_for<sim::KeyAssignedEvent>("bob", 200ms).has_value();
         }
         REQUIRE(keyed);
-        while (trudy->wait_for(sim::ClientEventKind::error, "", 0ms)) {
+        while (trudy->wait_for<sim::ErrorEvent>("", 0ms)) {
         }
         sim::Envelope env;
         env.id.fill(0x42);
@@ -333,11 +333,11 @@ TEST_CASE("attack 2 over TCP: a message with a forged source is not forwarded") 
         env.body = sim::to_bytes(sim::as_bytes("Hello Bob!"));
         REQUIRE(sim::testing::send_raw(trudy->core(), sim::Frame{sim::FrameType::message, 0, "alice", "bob",
                                                                  sim::encode_pair_submission(env, "alice", "bob")}));
-        const auto err = trudy->wait_for(sim::ClientEventKind::error, "", 5s);
+        const auto err = trudy->wait_for<sim::ErrorEvent>("", 5s);
         REQUIRE(err);
         CHECK(err->error.code == sim::Errc::source_mismatch);
-        CHECK(bob->wait_for(sim::ClientEventKind::message, "", 300ms).code() == sim::Errc::timeout);
-        CHECK(bob->wait_for(sim::ClientEventKind::error, "", 0ms).code() == sim::Errc::timeout);
+        CHECK(bob->wait_for<sim::MessageEvent>("", 300ms).code() == sim::Errc::timeout);
+        CHECK(bob->wait_for<sim::ErrorEvent>("", 0ms).code() == sim::Errc::timeout);
     }
 }
 
@@ -361,9 +361,9 @@ TEST_CASE("attack 3 over TCP: a man in the middle with its own key is refused; a
     auto alice = connect(proxy.port(), known);
     REQUIRE(alice->login("alice", "alice password 1"));
     REQUIRE(alice->core().probe("bob"));
-    REQUIRE(alice->wait_for(sim::ClientEventKind::waiting, "bob", 5s));
+    REQUIRE(alice->wait_for<sim::WaitingEvent>("bob", 5s));
     proxy.replay_last();
-    CHECK(alice->wait_for(sim::ClientEventKind::closed, "", 5s));
+    CHECK(alice->wait_for<sim::ClosedEvent>("", 5s));
     fs::remove_all(tmpl);
 }
 
@@ -373,7 +373,7 @@ TEST_CASE("abuse: garbage, half handshakes, oversize frames and a flood leave th
     REQUIRE(alice->login("alice", "alice password 1"));
     auto bob = connect(simd.port());
     REQUIRE(bob->login("bob", "bob password 1", "alice"));
-    REQUIRE(alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s));
+    REQUIRE(alice->wait_for<sim::KeyAssignedEvent>("bob", 5s));
 
     RawConnection garbage(simd.port());
     garbage.out->send(sim::Bytes(1000, 0x42));
@@ -396,16 +396,16 @@ TEST_CASE("abuse: garbage, half handshakes, oversize frames and a flood leave th
         }
     }
     // alice keeps receiving, and a third user can still log in and talk
-    CHECK(alice->wait_for(sim::ClientEventKind::message, "bob", 5s));
+    CHECK(alice->wait_for<sim::MessageEvent>("bob", 5s));
     auto carol = connect(simd.port());
     REQUIRE(carol->login("carol", "carol password", "alice"));
-    REQUIRE(carol->wait_for(sim::ClientEventKind::key_assigned, "alice", 5s));
+    REQUIRE(carol->wait_for<sim::KeyAssignedEvent>("alice", 5s));
     REQUIRE(carol->send("alice", "still served"));
     bool got = false;
     for (int i = 0; i < 30000 && !got; ++i) {
         auto m = alice->receive(5s);
         REQUIRE(m);
-        got = m->kind == sim::ClientEventKind::message && m->peer == "carol";
+        got = std::holds_alternative<sim::MessageEvent>(*m) && sim::peer_of(*m) == "carol";
     }
     CHECK(got);
     const long rss_after = simd.rss_kib();
@@ -454,12 +454,13 @@ public:
     StubbornReader& operator=(const StubbornReader&) = delete;
 
     /// Read and process until an event of `kind` arrived (or the deadline).
-    bool pump_until(sim::ClientEventKind kind, std::chrono::milliseconds limit) {
+    template <typename E>
+    bool pump_until(std::chrono::milliseconds limit) {
         const auto deadline = std::chrono::steady_clock::now() + limit;
         std::uint8_t buf[4096];
         while (std::chrono::steady_clock::now() < deadline) {
             for (const auto& e : m_events) {
-                if (e.kind == kind) {
+                if (std::holds_alternative<E>(e)) {
                     return true;
                 }
             }
@@ -507,14 +508,14 @@ private:
 TEST_CASE("a client that stops reading is disconnected; the sender and the server's memory are unaffected") {
     Simd simd({"--conversation-mode", "server-assigned", "--max-queue-bytes", "1048576"});
     StubbornReader bob(simd.port());
-    REQUIRE(bob.pump_until(sim::ClientEventKind::channel_ready, 5000ms));
+    REQUIRE(bob.pump_until<sim::ChannelReadyEvent>(5000ms));
     REQUIRE(bob.core().login(
         "bob", {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes("bob password 1"))}));
-    REQUIRE(bob.pump_until(sim::ClientEventKind::authenticated, 5000ms));
+    REQUIRE(bob.pump_until<sim::AuthenticatedEvent>(5000ms));
     auto alice = connect(simd.port());
     REQUIRE(alice->login("alice", "alice password 1", "bob"));
-    REQUIRE(alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 5s));
-    REQUIRE(bob.pump_until(sim::ClientEventKind::key_assigned, 5000ms));
+    REQUIRE(alice->wait_for<sim::KeyAssignedEvent>("bob", 5s));
+    REQUIRE(bob.pump_until<sim::KeyAssignedEvent>(5000ms));
     const long rss_before = simd.rss_kib();
     // bob stops reading; alice sends 10 MiB to him, far past the server's 1 MiB queue bound for his connection
     // plus what the kernel buffers hold. Paced, so that alice's own output queue (4 MiB) never overflows even on
@@ -531,7 +532,7 @@ TEST_CASE("a client that stops reading is disconnected; the sender and the serve
     bool offline = false;
     for (int i = 0; i < 50 && !offline; ++i) {
         REQUIRE(alice->core().probe("bob"));
-        auto e = alice->wait_for(sim::ClientEventKind::waiting, "bob", 200ms);
+        auto e = alice->wait_for<sim::WaitingEvent>("bob", 200ms);
         offline = e.has_value();
     }
     CHECK(offline);
@@ -576,12 +577,12 @@ std::unique_ptr<sim::Client> connect_with(std::uint16_t port, sim::ClientState& 
 
 /// Open an end-to-end conversation with `peer` (whose prekeys may still be on their way: retried) and return the
 /// key_assigned event.
-sim::ClientEvent open_e2e(sim::Client& c, const std::string& peer) {
+sim::KeyAssignedEvent open_e2e(sim::Client& c, const std::string& peer) {
     for (int i = 0; i < 50; ++i) {
         REQUIRE(c.open(peer));
-        auto k = c.wait_for(sim::ClientEventKind::key_assigned, peer, 200ms);
+        auto k = c.wait_for<sim::KeyAssignedEvent>(peer, 200ms);
         if (k) {
-            while (c.wait_for(sim::ClientEventKind::error, "", 0ms)) {  // "peer has no prekeys" from earlier tries
+            while (c.wait_for<sim::ErrorEvent>("", 0ms)) {  // "peer has no prekeys" from earlier tries
             }
             return *k;
         }
@@ -593,7 +594,7 @@ sim::ClientEvent open_e2e(sim::Client& c, const std::string& peer) {
 /// Log out and wait until the server closed the connection (the user is offline then).
 void log_out(sim::Client& c) {
     REQUIRE(c.logout());
-    REQUIRE(c.wait_for(sim::ClientEventKind::closed, "", 5s));
+    REQUIRE(c.wait_for<sim::ClosedEvent>("", 5s));
 }
 
 /// All bytes of every file in `dir` (the server's database, its WAL and journal files).
@@ -625,7 +626,7 @@ TEST_CASE("end to end over TCP: equal safety numbers, messages both ways, receip
 
     const auto ka = open_e2e(*alice, "bob");
     CHECK(ka.mode == sim::ConversationMode::end_to_end);
-    REQUIRE_FALSE(ka.fingerprint.empty());
+    REQUIRE_FALSE(ka.safety_number.empty());
 
     std::vector<sim::MessageId> ids;
     for (int i = 0; i < 5; ++i) {
@@ -634,23 +635,23 @@ TEST_CASE("end to end over TCP: equal safety numbers, messages both ways, receip
         ids.push_back(*id);
     }
     // bob learns of the conversation from the first message (X3DH initial message)
-    const auto kb = bob->wait_for(sim::ClientEventKind::key_assigned, "alice", 5s);
+    const auto kb = bob->wait_for<sim::KeyAssignedEvent>("alice", 5s);
     REQUIRE(kb);
     CHECK(kb->mode == sim::ConversationMode::end_to_end);
-    CHECK(kb->fingerprint == ka.fingerprint);  // the safety number is the same on both sides
+    CHECK(kb->safety_number == ka.safety_number);  // the safety number is the same on both sides
     for (int i = 0; i < 5; ++i) {
-        const auto m = bob->wait_for(sim::ClientEventKind::message, "alice", 5s);
+        const auto m = bob->wait_for<sim::MessageEvent>("alice", 5s);
         REQUIRE(m);
         CHECK(m->mode == sim::ConversationMode::end_to_end);
         CHECK(m->text == "to bob " + std::to_string(i));
-        CHECK(m->count == static_cast<std::uint64_t>(i + 1));
+        CHECK(m->seq == static_cast<std::uint64_t>(i + 1));
         CHECK(m->message_id == ids[static_cast<std::size_t>(i)]);
     }
     std::set<sim::MessageId> delivered;
     while (delivered.size() < ids.size()) {
-        const auto r = alice->wait_for(sim::ClientEventKind::receipt, "bob", 5s);
+        const auto r = alice->wait_for<sim::ReceiptEvent>("bob", 5s);
         REQUIRE(r);
-        if (r->text == "delivered") {
+        if (r->status == sim::ReceiptStatus::delivered) {
             delivered.insert(r->message_id);
         }
     }
@@ -661,7 +662,7 @@ TEST_CASE("end to end over TCP: equal safety numbers, messages both ways, receip
         REQUIRE(bob->send("alice", "to alice " + std::to_string(i)));
     }
     for (int i = 0; i < 3; ++i) {
-        const auto m = alice->wait_for(sim::ClientEventKind::message, "bob", 5s);
+        const auto m = alice->wait_for<sim::MessageEvent>("bob", 5s);
         REQUIRE(m);
         CHECK(m->text == "to alice " + std::to_string(i));
     }
@@ -670,7 +671,7 @@ TEST_CASE("end to end over TCP: equal safety numbers, messages both ways, receip
     REQUIRE(pa);
     REQUIRE(pb);
     CHECK(pa->safety_number == pb->safety_number);
-    CHECK(pa->safety_number == ka.fingerprint);
+    CHECK(pa->safety_number == ka.safety_number);
     CHECK_FALSE(pa->verified);
     REQUIRE(alice->core().verify_peer("bob"));
     CHECK(alice->core().peer_identity("bob")->verified);
@@ -701,9 +702,9 @@ TEST_CASE("end to end over TCP: a message to an offline user is stored, delivere
     }
     std::set<sim::MessageId> stored;
     while (stored.size() < ids.size()) {
-        const auto r = alice->wait_for(sim::ClientEventKind::receipt, "bob", 5s);
+        const auto r = alice->wait_for<sim::ReceiptEvent>("bob", 5s);
         REQUIRE(r);
-        CHECK(r->text == "stored");
+        CHECK(r->status == sim::ReceiptStatus::stored);
         stored.insert(r->message_id);
     }
     CHECK(stored == std::set<sim::MessageId>(ids.begin(), ids.end()));
@@ -718,18 +719,18 @@ TEST_CASE("end to end over TCP: a message to an offline user is stored, delivere
     auto bob = connect_with(simd.port(), *bob_state);
     REQUIRE(bob->login("bob", "bob password 1"));
     for (int i = 0; i < 5; ++i) {
-        const auto m = bob->wait_for(sim::ClientEventKind::message, "alice", 5s);
+        const auto m = bob->wait_for<sim::MessageEvent>("alice", 5s);
         REQUIRE(m);
         CHECK(m->text == secret + std::to_string(i));  // in the order they were sent
         CHECK(m->message_id == ids[static_cast<std::size_t>(i)]);
     }
-    CHECK(bob->wait_for(sim::ClientEventKind::message, "", 1s).code() == sim::Errc::timeout);  // once
-    CHECK(bob->wait_for(sim::ClientEventKind::gap, "", 0ms).code() == sim::Errc::timeout);
+    CHECK(bob->wait_for<sim::MessageEvent>("", 1s).code() == sim::Errc::timeout);  // once
+    CHECK(bob->wait_for<sim::GapEvent>("", 0ms).code() == sim::Errc::timeout);
     std::set<sim::MessageId> delivered;
     while (delivered.size() < ids.size()) {
-        const auto r = alice->wait_for(sim::ClientEventKind::receipt, "bob", 5s);
+        const auto r = alice->wait_for<sim::ReceiptEvent>("bob", 5s);
         REQUIRE(r);
-        CHECK(r->text == "delivered");
+        CHECK(r->status == sim::ReceiptStatus::delivered);
         delivered.insert(r->message_id);
     }
     CHECK(delivered == stored);
@@ -738,7 +739,7 @@ TEST_CASE("end to end over TCP: a message to an offline user is stored, delivere
     log_out(*bob);
     bob = connect_with(simd.port(), *bob_state);
     REQUIRE(bob->login("bob", "bob password 1"));
-    CHECK(bob->wait_for(sim::ClientEventKind::message, "", 1s).code() == sim::Errc::timeout);
+    CHECK(bob->wait_for<sim::MessageEvent>("", 1s).code() == sim::Errc::timeout);
     CHECK_FALSE(contains(files_bytes(simd.data_dir()), sim::as_bytes("attack at dawn")));
     CHECK(simd.stop() == 0);
 }
@@ -888,7 +889,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         }
         alice = connect_with(simd->port(), *alice_state);
         REQUIRE(alice->login("alice", "alice password 1", peer));
-        const auto keyed = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 10s);  // bob offline: at once
+        const auto keyed = alice->wait_for<sim::KeyAssignedEvent>("bob", 10s);  // bob offline: at once
         REQUIRE(keyed);
         REQUIRE(keyed->mode == sim::ConversationMode::server_assigned);
     }
@@ -967,19 +968,19 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
                 closed = closed || e.code() == sim::Errc::closed;
                 return;
             }
-            if (e->kind == sim::ClientEventKind::receipt) {
-                receipted.insert(e->message_id);
-            }
-            if (e->kind == sim::ClientEventKind::receipt && e->text == "stored") {
-                ++receipt_events;
-                stored.insert(e->message_id);
-                stored_count = stored.size();
-                last_stored = std::chrono::steady_clock::now();
-            } else if (e->kind == sim::ClientEventKind::closed) {
+            if (const auto* r = std::get_if<sim::ReceiptEvent>(&*e)) {
+                receipted.insert(r->message_id);
+                if (r->status == sim::ReceiptStatus::stored) {
+                    ++receipt_events;
+                    stored.insert(r->message_id);
+                    stored_count = stored.size();
+                    last_stored = std::chrono::steady_clock::now();
+                }
+            } else if (const auto* c = std::get_if<sim::ClosedEvent>(&*e)) {
                 closed = true;
-                close_reason = e->error.message();
-            } else if (e->kind == sim::ClientEventKind::error) {
-                close_reason += "error event: " + e->error.message() + "; ";
+                close_reason = c->reason.message();
+            } else if (const auto* err = std::get_if<sim::ErrorEvent>(&*e)) {
+                close_reason += "error event: " + err->error.message() + "; ";
             }
         }
     };
@@ -1083,11 +1084,11 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         auto e = bob->receive(50ms);
         if (!e) {
             bob_closed = bob_closed || e.code() == sim::Errc::closed;
-        } else if (e->kind == sim::ClientEventKind::gap) {
+        } else if (std::holds_alternative<sim::GapEvent>(*e)) {
             ++gaps;
-        } else if (e->kind == sim::ClientEventKind::error) {
+        } else if (std::holds_alternative<sim::ErrorEvent>(*e)) {
             ++bob_errors;
-        } else if (e->kind == sim::ClientEventKind::closed) {
+        } else if (std::holds_alternative<sim::ClosedEvent>(*e)) {
             bob_closed = true;
         }
         const auto next = bob->core().inbox_status().next;
@@ -1239,12 +1240,12 @@ TEST_CASE("an application that reads slowly and is killed: every message is in i
     while (std::chrono::steady_clock::now() < deadline && (shown < 300 || delivered < sent.size())) {
         if (shown < 300) {
             if (auto e = bob->receive(10ms)) {
-                if (e->kind == sim::ClientEventKind::message) {
+                if (std::holds_alternative<sim::MessageEvent>(*e)) {
                     ++shown;
                     std::this_thread::sleep_for(5ms);  // the application's own work per message
                 }
-                told_behind =
-                    told_behind || (e->kind == sim::ClientEventKind::error && e->error.code == sim::Errc::queue_full);
+                const auto* err = std::get_if<sim::ErrorEvent>(&*e);
+                told_behind = told_behind || (err != nullptr && err->error.code == sim::Errc::queue_full);
             }
         } else {
             std::this_thread::sleep_for(50ms);
@@ -1301,7 +1302,7 @@ TEST_CASE("server-assigned mode: nothing sent to an offline user is lost by a re
         }
         auto alice = connect_with(simd->port(), *alice_state);
         REQUIRE(alice->login("alice", "alice password 1", "bob"));
-        const auto keyed = alice->wait_for(sim::ClientEventKind::key_assigned, "bob", 10s);  // bob offline: at once
+        const auto keyed = alice->wait_for<sim::KeyAssignedEvent>("bob", 10s);  // bob offline: at once
         REQUIRE(keyed);
         REQUIRE(keyed->mode == sim::ConversationMode::server_assigned);
         std::map<sim::MessageId, int> sent;
@@ -1315,7 +1316,7 @@ TEST_CASE("server-assigned mode: nothing sent to an offline user is lost by a re
         }
         std::set<sim::MessageId> stored;
         while (stored.size() < sent.size()) {
-            auto e = alice->wait_for(sim::ClientEventKind::receipt, "bob", 10s);
+            auto e = alice->wait_for<sim::ReceiptEvent>("bob", 10s);
             REQUIRE(e);
             stored.insert(e->message_id);
         }
@@ -1330,7 +1331,7 @@ TEST_CASE("server-assigned mode: nothing sent to an offline user is lost by a re
         } else {
             REQUIRE(simd->stop() == 0);
         }
-        REQUIRE(alice->wait_for(sim::ClientEventKind::closed, "", 10s));
+        REQUIRE(alice->wait_for<sim::ClosedEvent>("", 10s));
         for (int i = stored_first + in_flight; i < total; ++i) {
             send(i);  // accepted into the outbox while the server is away
         }
@@ -1343,23 +1344,23 @@ TEST_CASE("server-assigned mode: nothing sent to an offline user is lost by a re
         auto bob = connect_with(simd->port(), *bob_state);
         REQUIRE(bob->login("bob", "bob password 1"));
         for (int i = 0; i < total; ++i) {
-            auto e = bob->wait_for(sim::ClientEventKind::message, "alice", 10s);
+            auto e = bob->wait_for<sim::MessageEvent>("alice", 10s);
             REQUIRE_MESSAGE(e, "message " << i << " of " << total << " missing");
             const auto it = sent.find(e->message_id);
             REQUIRE(it != sent.end());
             REQUIRE_MESSAGE(it->second == i, "expected message " << i << ", got " << it->second);
             CHECK(e->text == "message " + std::to_string(i));
         }
-        CHECK_FALSE(bob->wait_for(sim::ClientEventKind::message, "alice", 500ms));  // none twice
-        CHECK_FALSE(bob->wait_for(sim::ClientEventKind::error, "", 0ms));
+        CHECK_FALSE(bob->wait_for<sim::MessageEvent>("alice", 500ms));  // none twice
+        CHECK_FALSE(bob->wait_for<sim::ErrorEvent>("", 0ms));
         CHECK(bob->core().inbox_status().next == static_cast<std::size_t>(total));
         // Every message got its receipt: alice's outbox is empty.
         for (int i = 0; i < 100 && alice->core().outbox_size() != 0; ++i) {
-            (void)alice->wait_for(sim::ClientEventKind::receipt, "bob", 100ms);
+            (void)alice->wait_for<sim::ReceiptEvent>("bob", 100ms);
         }
         CHECK(alice->core().outbox_size() == 0);
         REQUIRE(alice->send("bob", "after the restart"));
-        const auto after = bob->wait_for(sim::ClientEventKind::message, "alice", 10s);
+        const auto after = bob->wait_for<sim::MessageEvent>("alice", 10s);
         REQUIRE(after);
         CHECK(after->text == "after the restart");
         CHECK(simd->stop() == 0);
@@ -1384,7 +1385,7 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
         log_out(*bob);
     }
     REQUIRE(simd->stop() == 0);
-    REQUIRE(alice->wait_for(sim::ClientEventKind::closed, "", 10s));
+    REQUIRE(alice->wait_for<sim::ClosedEvent>("", 10s));
     CHECK(alice->closed());  // the server went away: the client says so
     std::map<sim::MessageId, int> sent;
     for (int i = 0; i < total; ++i) {
@@ -1409,9 +1410,9 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
             REQUIRE(e.code() == sim::Errc::timeout);
             continue;
         }
-        if (e->kind == sim::ClientEventKind::receipt) {
-            stored.insert(e->message_id);
-        } else if (e->kind == sim::ClientEventKind::error) {
+        if (const auto* r = std::get_if<sim::ReceiptEvent>(&*e)) {
+            stored.insert(r->message_id);
+        } else if (std::holds_alternative<sim::ErrorEvent>(*e)) {
             ++errors;
         }
     }
@@ -1428,14 +1429,14 @@ TEST_CASE("an outbox filled while simd was down is re-sent at the server's pace:
     REQUIRE(bob->login("bob", "bob password 1"));
     int next = 0;
     while (next < total) {
-        auto e = bob->wait_for(sim::ClientEventKind::message, "alice", 10s);
+        auto e = bob->wait_for<sim::MessageEvent>("alice", 10s);
         REQUIRE_MESSAGE(e, "bob got " << next << " of " << total);
         const auto it = sent.find(e->message_id);
         REQUIRE(it != sent.end());
         REQUIRE_MESSAGE(it->second == next, "expected message " << next << ", got " << it->second);
         ++next;
     }
-    CHECK_FALSE(bob->wait_for(sim::ClientEventKind::gap, "", 0ms));
+    CHECK_FALSE(bob->wait_for<sim::GapEvent>("", 0ms));
     CHECK(simd->stop() == 0);
 }
 
@@ -1462,8 +1463,8 @@ public:
 
     /// Read and handle bytes until an event of `kind` arrived; return it. With `crash_on_it`, what the core
     /// wrote while handling those bytes is thrown away and the connection reset: the process died there.
-    std::optional<sim::ClientEvent> pump_until(sim::ClientEventKind kind, std::chrono::milliseconds limit,
-                                               bool crash_on_it = false) {
+    template <typename E>
+    std::optional<E> pump_until(std::chrono::milliseconds limit, bool crash_on_it = false) {
         const auto deadline = std::chrono::steady_clock::now() + limit;
         std::uint8_t buf[65536];
         while (std::chrono::steady_clock::now() < deadline && m_fd >= 0) {
@@ -1476,8 +1477,8 @@ public:
                 m_core->on_bytes(sim::ByteView{buf, static_cast<std::size_t>(n)});
             }
             for (auto it = m_events.begin(); it != m_events.end(); ++it) {
-                if (it->kind == kind) {
-                    auto e = *it;
+                if (const auto* found = std::get_if<E>(&*it)) {
+                    auto e = *found;
                     m_events.erase(it);
                     if (crash_on_it) {
                         crash();
@@ -1491,8 +1492,10 @@ public:
         return std::nullopt;
     }
     sim::ClientCore& core() { return *m_core; }
-    [[nodiscard]] bool saw(sim::ClientEventKind kind) const {
-        return std::any_of(m_events.begin(), m_events.end(), [kind](const auto& e) { return e.kind == kind; });
+    template <typename E>
+    [[nodiscard]] bool saw() const {
+        return std::any_of(m_events.begin(), m_events.end(),
+                           [](const auto& e) { return std::holds_alternative<E>(e); });
     }
     /// Drop unsent output and reset the connection (SO_LINGER 0: no orderly close).
     void crash() {
@@ -1558,9 +1561,9 @@ TEST_CASE("a client restarted between receiving a message and acknowledging it g
     }
     const auto id = alice->send("bob", "read me once");
     REQUIRE(id);
-    const auto stored = alice->wait_for(sim::ClientEventKind::receipt, "bob", 5s);
+    const auto stored = alice->wait_for<sim::ReceiptEvent>("bob", 5s);
     REQUIRE(stored);
-    CHECK(stored->text == "stored");
+    CHECK(stored->status == sim::ReceiptStatus::stored);
     CHECK(stored->message_id == *id);
 
     {
@@ -1568,18 +1571,18 @@ TEST_CASE("a client restarted between receiving a message and acknowledging it g
         auto bob_state = open_bob_state();
         CHECK_FALSE(bob_state->created());
         CrashingClient bob(simd.port(), *bob_state);
-        REQUIRE(bob.pump_until(sim::ClientEventKind::channel_ready, 5000ms));
+        REQUIRE(bob.pump_until<sim::ChannelReadyEvent>(5000ms));
         REQUIRE(bob.core().login(
             "bob", {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes("bob password 1"))}));
         // The stored message may come in the same read as ack_init: pump straight to it.
-        const auto m = bob.pump_until(sim::ClientEventKind::message, 5000ms, true);
+        const auto m = bob.pump_until<sim::MessageEvent>(5000ms, true);
         REQUIRE(m);
-        CHECK(bob.saw(sim::ClientEventKind::authenticated));
+        CHECK(bob.saw<sim::AuthenticatedEvent>());
         CHECK(m->text == "read me once");  // shown here, once
         CHECK(m->message_id == *id);
     }
     // The ack never reached the server: no 'delivered' for alice, the message is still stored.
-    CHECK(alice->wait_for(sim::ClientEventKind::receipt, "bob", 1s).code() == sim::Errc::timeout);
+    CHECK(alice->wait_for<sim::ReceiptEvent>("bob", 1s).code() == sim::Errc::timeout);
 
     {
         // bob restarts with the same state file: the server delivers the message again, bob's client knows it
@@ -1587,11 +1590,11 @@ TEST_CASE("a client restarted between receiving a message and acknowledging it g
         auto bob_state = open_bob_state();
         auto bob = connect_with(simd.port(), *bob_state);
         REQUIRE(bob->login("bob", "bob password 1"));
-        const auto delivered = alice->wait_for(sim::ClientEventKind::receipt, "bob", 5s);
+        const auto delivered = alice->wait_for<sim::ReceiptEvent>("bob", 5s);
         REQUIRE(delivered);
-        CHECK(delivered->text == "delivered");
+        CHECK(delivered->status == sim::ReceiptStatus::delivered);
         CHECK(delivered->message_id == *id);
-        CHECK(bob->wait_for(sim::ClientEventKind::message, "", 500ms).code() == sim::Errc::timeout);
+        CHECK(bob->wait_for<sim::MessageEvent>("", 500ms).code() == sim::Errc::timeout);
         log_out(*bob);
     }
     {
@@ -1599,8 +1602,8 @@ TEST_CASE("a client restarted between receiving a message and acknowledging it g
         auto bob_state = open_bob_state();
         auto bob = connect_with(simd.port(), *bob_state);
         REQUIRE(bob->login("bob", "bob password 1"));
-        CHECK(bob->wait_for(sim::ClientEventKind::message, "", 1s).code() == sim::Errc::timeout);
-        CHECK(alice->wait_for(sim::ClientEventKind::receipt, "bob", 0ms).code() == sim::Errc::timeout);
+        CHECK(bob->wait_for<sim::MessageEvent>("", 1s).code() == sim::Errc::timeout);
+        CHECK(alice->wait_for<sim::ReceiptEvent>("bob", 0ms).code() == sim::Errc::timeout);
     }
     CHECK(simd.stop() == 0);
 }
@@ -1614,7 +1617,7 @@ TEST_CASE("set_event_notifier: called for queued events (the closed one too), ne
     CHECK(calls.load() >= 1);  // authenticated, which login() took
     const auto probed = [&client] {
         REQUIRE(client->core().probe("nobody"));
-        REQUIRE(client->wait_for(sim::ClientEventKind::waiting, "nobody", 5s));
+        REQUIRE(client->wait_for<sim::WaitingEvent>("nobody", 5s));
     };
     int before = calls.load();
     probed();
@@ -1635,7 +1638,7 @@ TEST_CASE("set_event_notifier: called for queued events (the closed one too), ne
     REQUIRE(client->closed());
     CHECK(calls.load() > before);  // the closed event was announced before closed() turned true
     auto last = client->receive(sim::Duration::zero());
-    while (last && last->kind != sim::ClientEventKind::closed) {
+    while (last && !std::holds_alternative<sim::ClosedEvent>(*last)) {
         last = client->receive(sim::Duration::zero());
     }
     CHECK(last);  // and it can be taken without waiting

@@ -115,21 +115,18 @@ struct TestClient {
     std::vector<sim::ClientEvent> events;
     std::unique_ptr<Pipe> pipe;
 
-    /// Whether an event of `kind` (from `peer`, when not empty) was reported.
-    [[nodiscard]] bool saw(sim::ClientEventKind kind, const std::string& peer = {}) const {
-        for (const auto& e : events) {
-            if (e.kind == kind && (peer.empty() || e.peer == peer)) {
-                return true;
-            }
-        }
-        return false;
+    /// Whether an event of type `E` (about `peer`, when not empty) was reported.
+    template <typename E>
+    [[nodiscard]] bool saw(const std::string& peer = {}) const {
+        return !of<E>(peer).empty();
     }
-    /// The events of `kind` (from `peer`, when not empty), in order.
-    [[nodiscard]] std::vector<sim::ClientEvent> of(sim::ClientEventKind kind, const std::string& peer = {}) const {
-        std::vector<sim::ClientEvent> out;
+    /// The events of type `E` (about `peer`, when not empty), in order.
+    template <typename E>
+    [[nodiscard]] std::vector<E> of(const std::string& peer = {}) const {
+        std::vector<E> out;
         for (const auto& e : events) {
-            if (e.kind == kind && (peer.empty() || e.peer == peer)) {
-                out.push_back(e);
+            if (const auto* x = std::get_if<E>(&e); x != nullptr && (peer.empty() || sim::peer_of(e) == peer)) {
+                out.push_back(*x);
             }
         }
         return out;
@@ -137,7 +134,7 @@ struct TestClient {
     /// The texts of the message events (from `peer`, when not empty), in order.
     [[nodiscard]] std::vector<std::string> texts(const std::string& peer = {}) const {
         std::vector<std::string> out;
-        for (const auto& e : of(sim::ClientEventKind::message, peer)) {
+        for (const auto& e : of<sim::MessageEvent>(peer)) {
             out.push_back(e.text);
         }
         return out;

@@ -24,7 +24,6 @@
 #include <vector>
 
 using namespace std::chrono_literals;
-using sim::ClientEventKind;
 using sim_test::TestClient;
 namespace e2e = sim::e2e;
 
@@ -424,10 +423,10 @@ struct World {
         clients.push_back(std::move(tc));
         auto& c = *clients.back();
         settle();
-        REQUIRE(c.saw(ClientEventKind::channel_ready));
+        REQUIRE(c.saw<sim::ChannelReadyEvent>());
         REQUIRE(c.core->login(user, {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}, peer));
         settle();
-        REQUIRE(c.saw(ClientEventKind::authenticated, user));
+        REQUIRE(c.saw<sim::AuthenticatedEvent>(user));
         return c;
     }
 
@@ -462,7 +461,7 @@ struct Pair {
     explicit Pair(std::string_view seed = "pair") : w(seed) {
         bob = &w.start("bob");
         alice = &w.start("alice", "bob");
-        REQUIRE(alice->saw(ClientEventKind::key_assigned, "bob"));
+        REQUIRE(alice->saw<sim::KeyAssignedEvent>("bob"));
         w.send(*alice, "bob", "hello bob");
         REQUIRE(bob->texts("alice") == std::vector<std::string>{"hello bob"});
         w.send(*bob, "alice", "hello alice");
@@ -496,10 +495,10 @@ TEST_CASE("honest relay: each message shown once, receipts come back, the server
     const std::string needle = "swordfish";
     CHECK(std::search(payload.begin(), payload.end(), needle.begin(), needle.end()) == payload.end());
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"the secret word is swordfish"});
-    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.alice->of<sim::ReceiptEvent>("bob").size() == 1);
     CHECK(p.alice->core->outbox_size() == 0);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
 }
 
 TEST_CASE("duplicates and replays are shown once, also after the recipient reloaded its state") {
@@ -512,7 +511,7 @@ TEST_CASE("duplicates and replays are shown once, also after the recipient reloa
     p.w.server.deliver(first);  // replay later
     p.w.settle();
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"one", "two"});
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
     // the retries were acknowledged so the server could drop them, not shown
     CHECK(p.w.server.unacked("bob") == 0);
 
@@ -531,12 +530,12 @@ TEST_CASE("duplicates and replays are shown once, also after the recipient reloa
     p.w.server.deliver(renamed);
     p.w.settle();
     CHECK(bob2.texts().empty());
-    CHECK(bob2.saw(ClientEventKind::error, "alice"));
+    CHECK(bob2.saw<sim::ErrorEvent>("alice"));
 
     // and the conversation goes on
     p.w.send(*p.alice, "bob", "three");
     CHECK(bob2.texts("alice") == std::vector<std::string>{"three"});
-    CHECK_FALSE(bob2.saw(ClientEventKind::gap));
+    CHECK_FALSE(bob2.saw<sim::GapEvent>());
 }
 
 TEST_CASE("withheld messages are reported as a gap; late ones are shown without a second gap") {
@@ -550,9 +549,9 @@ TEST_CASE("withheld messages are reported as a gap; late ones are shown without 
         p.w.send(*p.alice, "bob", text);
     }
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1"});
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
     p.w.send(*p.alice, "bob", "m4");
-    const auto gaps = p.bob->of(ClientEventKind::gap, "alice");
+    const auto gaps = p.bob->of<sim::GapEvent>("alice");
     REQUIRE(gaps.size() == 1);
     CHECK(gaps[0].count == 2);
     p.w.send(*p.alice, "bob", "m5");
@@ -563,10 +562,10 @@ TEST_CASE("withheld messages are reported as a gap; late ones are shown without 
     p.w.server.deliver(p.w.server.log[size - 3]);  // m3
     p.w.settle();
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"m1", "m4", "m5", "m2", "m3"});
-    CHECK(p.bob->of(ClientEventKind::gap).size() == 1);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    CHECK(p.bob->of<sim::GapEvent>().size() == 1);
+    CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
     // every message was acknowledged, so every one got a delivered receipt
-    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 5);
+    CHECK(p.alice->of<sim::ReceiptEvent>("bob").size() == 5);
     CHECK(p.alice->core->outbox_size() == 0);
 }
 
@@ -583,10 +582,10 @@ TEST_CASE("reordered messages within the skip bound open, each once") {
     }
     p.w.settle();
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"r4", "r2", "r1", "r3"});
-    const auto gaps = p.bob->of(ClientEventKind::gap);
+    const auto gaps = p.bob->of<sim::GapEvent>();
     REQUIRE(gaps.size() == 1);
     CHECK(gaps[0].count == 3);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
+    CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
 }
 
 TEST_CASE("a jump beyond MAX_SKIP is refused; in-range messages still open afterwards") {
@@ -603,10 +602,10 @@ TEST_CASE("a jump beyond MAX_SKIP is refused; in-range messages still open after
     p.w.server.deliver(p.w.server.log.back());
     p.w.settle();
     CHECK(p.bob->texts().empty());
-    const auto errors = p.bob->of(ClientEventKind::error, "alice");
+    const auto errors = p.bob->of<sim::ErrorEvent>("alice");
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].error.code == sim::Errc::limit_reached);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));  // nothing of it was believed
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());  // nothing of it was believed
 
     // the session is intact: the withheld messages open in order, and then the last one is in range
     for (std::size_t i = 0; i < total; ++i) {
@@ -617,14 +616,14 @@ TEST_CASE("a jump beyond MAX_SKIP is refused; in-range messages still open after
     REQUIRE(texts.size() == total);
     CHECK(texts.front() == "bulk 0");
     CHECK(texts.back() == "bulk " + std::to_string(total - 1));
-    CHECK(p.bob->of(ClientEventKind::error).size() == 1);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK(p.bob->of<sim::ErrorEvent>().size() == 1);
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
 
     // a replay of the first of them, whose id has left the bounded seen set: the ratchet still refuses it
     p.w.server.deliver(p.w.server.log[start]);
     p.w.settle();
     CHECK(p.bob->texts("alice").size() == total);
-    CHECK(p.bob->of(ClientEventKind::error).size() == 2);
+    CHECK(p.bob->of<sim::ErrorEvent>().size() == 2);
 }
 
 TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine one still is") {
@@ -644,7 +643,7 @@ TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine
     p.w.server.deliver(forged);
     p.w.settle();
     CHECK(p.bob->texts().empty());
-    CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 6);
+    CHECK(p.bob->of<sim::ErrorEvent>("alice").size() == 6);
 
     p.w.server.deliver(genuine);
     p.w.settle();
@@ -657,12 +656,12 @@ TEST_CASE("forged, tampered and id-swapped messages are never shown; the genuine
     p.w.server.deliver(swapped);
     p.w.settle();
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
-    CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 7);
+    CHECK(p.bob->of<sim::ErrorEvent>("alice").size() == 7);
     // and the genuine message after it: the forgery used up its key, so it is lost (and reported as missing)
     p.w.server.withhold = nullptr;
     p.w.send(*p.alice, "bob", "after");
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine", "after"});
-    CHECK(p.bob->of(ClientEventKind::gap, "alice").size() == 1);
+    CHECK(p.bob->of<sim::GapEvent>("alice").size() == 1);
 }
 
 TEST_CASE("a blind sink (benchmarking hook) acknowledges deliveries without opening them; the sender gets receipts") {
@@ -683,8 +682,8 @@ TEST_CASE("a blind sink (benchmarking hook) acknowledges deliveries without open
     w.settle();
 
     CHECK(p.bob->texts().empty());
-    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+    CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
     CHECK(p.bob->core->inbox_status().next == inbox_before);
     CHECK(sim::testing::blind_acked(*p.bob->core) == 2);
     std::vector<sim::MessageId> acked;
@@ -694,9 +693,9 @@ TEST_CASE("a blind sink (benchmarking hook) acknowledges deliveries without open
     }
     CHECK(acked == std::vector<sim::MessageId>{envelope_id(genuine), envelope_id(forged)});
     CHECK(w.server.unacked("bob") == 0);
-    const auto receipts = p.alice->of(ClientEventKind::receipt, "bob");
+    const auto receipts = p.alice->of<sim::ReceiptEvent>("bob");
     REQUIRE(receipts.size() == 1);
-    CHECK(receipts[0].text == "delivered");
+    CHECK(receipts[0].status == sim::ReceiptStatus::delivered);
     CHECK(receipts[0].message_id == envelope_id(genuine));
     CHECK(p.alice->core->outbox_size() == 0);
 
@@ -725,13 +724,13 @@ TEST_CASE("a rewritten source field is never shown as the other user's message")
     CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
     CHECK(bob.texts("alice").empty());
     // carol's pinned key is not alice's: shown as a key change, held, not acknowledged
-    REQUIRE(bob.saw(ClientEventKind::identity_changed, "carol"));
+    REQUIRE(bob.saw<sim::IdentityChangedEvent>("carol"));
     CHECK(w.server.unacked("bob") == 1);
     // even if bob accepts the "new key", the session is bound to the name alice used: it does not open
     REQUIRE(bob.core->accept_identity("carol"));
     w.settle();
     CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
-    CHECK(bob.saw(ClientEventKind::error, "carol"));
+    CHECK(bob.saw<sim::ErrorEvent>("carol"));
     CHECK(w.server.unacked("bob") == 0);
 
     // the real message reaches bob under alice's name
@@ -744,13 +743,13 @@ TEST_CASE("a rewritten source field is never shown as the other user's message")
 
     // a normal message of alice's session, relabelled as carol's
     w.server.withhold = [](const sim::Frame&) { return true; };
-    const auto errors_before = bob.of(ClientEventKind::error, "carol").size();
+    const auto errors_before = bob.of<sim::ErrorEvent>("carol").size();
     w.send(alice, "bob", "second from alice");
     auto normal = readdressed(w.server.log.back(), "carol");
     w.server.deliver(normal);
     w.settle();
     CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
-    CHECK(bob.of(ClientEventKind::error, "carol").size() == errors_before + 1);
+    CHECK(bob.of<sim::ErrorEvent>("carol").size() == errors_before + 1);
     CHECK(bob.texts("alice") == std::vector<std::string>{"from alice"});
     CHECK(w.server.unacked("bob") == 0);
 }
@@ -761,8 +760,8 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     auto& carol = w.start("carol");
     w.server.substitute.insert("bob");
     auto& alice = w.start("alice", "bob");
-    REQUIRE(alice.saw(ClientEventKind::key_assigned, "bob"));
-    CHECK(alice.of(ClientEventKind::key_assigned, "bob").at(0).first_contact);
+    REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
+    CHECK(alice.of<sim::KeyAssignedEvent>("bob").at(0).first_contact);
 
     // What alice sees and what bob computes from the real keys differ: comparing them reveals the substitution.
     const auto seen_by_alice = alice.core->peer_identity("bob");
@@ -770,7 +769,7 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     const auto real = e2e::safety_number("bob", w.server.identity_of("bob"), "alice", w.server.identity_of("alice"));
     CHECK(seen_by_alice->safety_number != real);
     CHECK(seen_by_alice->identity_key == w.server.fake_identity.public_key);
-    CHECK(alice.of(ClientEventKind::key_assigned, "bob").at(0).fingerprint == seen_by_alice->safety_number);
+    CHECK(alice.of<sim::KeyAssignedEvent>("bob").at(0).safety_number == seen_by_alice->safety_number);
 
     // which matters: the server holds the keys and reads what alice sends
     w.server.withhold = [](const sim::Frame&) { return true; };
@@ -792,7 +791,7 @@ TEST_CASE("a substituted bundle on first contact changes the safety number") {
     w.server.deliver(w.server.log.back());
     w.settle();
     CHECK(bob.texts().empty());
-    CHECK(bob.saw(ClientEventKind::error, "alice"));
+    CHECK(bob.saw<sim::ErrorEvent>("alice"));
 
     // an honest first contact, by contrast: both sides compute the same number
     w.server.withhold = nullptr;
@@ -814,8 +813,8 @@ TEST_CASE("a bundle whose signed prekey is not signed by the identity key is ref
     w.start("bob");
     w.server.forge_signed_prekey.insert("bob");
     auto& alice = w.start("alice", "bob");
-    CHECK_FALSE(alice.saw(ClientEventKind::key_assigned, "bob"));
-    const auto errors = alice.of(ClientEventKind::error, "bob");
+    CHECK_FALSE(alice.saw<sim::KeyAssignedEvent>("bob"));
+    const auto errors = alice.of<sim::ErrorEvent>("bob");
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].error.code == sim::Errc::auth_failed);
     // A message waits in the outbox for a session; asking for bob's keys again gets the forged bundle again, which
@@ -823,7 +822,7 @@ TEST_CASE("a bundle whose signed prekey is not signed by the identity key is ref
     REQUIRE(alice.core->send("bob", "hello?"));
     w.settle();
     CHECK(alice.core->outbox_size() == 1);
-    CHECK(alice.of(ClientEventKind::error, "bob").size() == 2);
+    CHECK(alice.of<sim::ErrorEvent>("bob").size() == 2);
     CHECK(w.server.log.empty());
     CHECK_FALSE(alice.core->peer_identity("bob"));  // nothing pinned from a refused bundle
 }
@@ -837,10 +836,10 @@ TEST_CASE("a substituted bundle after a real session: identity_changed, nothing 
     w.server.substitute.insert("bob");
     REQUIRE(p.alice->core->open("bob"));
     w.settle();
-    const auto changed = p.alice->of(ClientEventKind::identity_changed, "bob");
+    const auto changed = p.alice->of<sim::IdentityChangedEvent>("bob");
     REQUIRE(changed.size() == 1);
-    CHECK(changed[0].fingerprint != old->safety_number);
-    CHECK(changed[0].fingerprint ==
+    CHECK(changed[0].safety_number != old->safety_number);
+    CHECK(changed[0].safety_number ==
           e2e::safety_number("alice", w.server.identity_of("alice"), "bob", w.server.fake_identity.public_key));
     const auto pending = p.alice->core->peer_identity("bob");
     REQUIRE(pending);
@@ -890,7 +889,7 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         w.server.deliver(forged);
         w.settle();
         CHECK(p.bob->texts().empty());
-        REQUIRE(p.bob->of(ClientEventKind::identity_changed, "alice").size() == 1);
+        REQUIRE(p.bob->of<sim::IdentityChangedEvent>("alice").size() == 1);
         CHECK(w.server.unacked("bob") == 1);
         CHECK(w.server.acks.size() == acks_before);
         CHECK(p.bob->core->send("alice", "hm").code() == sim::Errc::identity_changed);
@@ -898,7 +897,7 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         w.stop(*p.bob);
         auto& bob2 = w.start("bob");
         CHECK(bob2.texts().empty());
-        CHECK(bob2.of(ClientEventKind::identity_changed, "alice").size() == 1);
+        CHECK(bob2.of<sim::IdentityChangedEvent>("alice").size() == 1);
         CHECK(w.server.unacked("bob") == 1);
         // the user accepts (wrongly, here): only now is it shown and acknowledged
         REQUIRE(bob2.core->accept_identity("alice"));
@@ -924,8 +923,8 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         forge(2, "seq 2 again");
         forge(3, "seq 3 again");
         CHECK(bob2.texts("alice") == std::vector<std::string>{"send me your password", "seq 3", "seq 2"});
-        CHECK(bob2.of(ClientEventKind::gap, "alice").size() == 1);
-        CHECK_FALSE(bob2.saw(ClientEventKind::error));
+        CHECK(bob2.of<sim::GapEvent>("alice").size() == 1);
+        CHECK_FALSE(bob2.saw<sim::ErrorEvent>());
     }
     SUBCASE("alice lost her state: a new identity starts again from sequence number 1") {
         Pair p;
@@ -934,20 +933,20 @@ TEST_CASE("an initial message from a changed identity is held, not shown and not
         w.stop(*p.alice);
         w.states.erase("alice");
         auto& alice2 = w.start("alice", "bob");
-        REQUIRE(alice2.saw(ClientEventKind::key_assigned, "bob"));
+        REQUIRE(alice2.saw<sim::KeyAssignedEvent>("bob"));
         w.send(alice2, "bob", "new phone, who dis");
         CHECK(p.bob->texts("alice") == std::vector<std::string>{"before the crash"});
-        REQUIRE(p.bob->saw(ClientEventKind::identity_changed, "alice"));
+        REQUIRE(p.bob->saw<sim::IdentityChangedEvent>("alice"));
         CHECK(w.server.unacked("bob") == 1);
         REQUIRE(p.bob->core->accept_identity("alice"));
         w.settle();
         CHECK(p.bob->texts("alice") == std::vector<std::string>{"before the crash", "new phone, who dis"});
-        CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
+        CHECK_FALSE(p.bob->saw<sim::GapEvent>());
         CHECK(w.server.unacked("bob") == 0);
         // and the other way: bob's next seq to the new alice starts at 1 as well (no false gap at alice)
         w.send(*p.bob, "alice", "welcome back");
         CHECK(alice2.texts("bob") == std::vector<std::string>{"welcome back"});
-        CHECK_FALSE(alice2.saw(ClientEventKind::gap));
+        CHECK_FALSE(alice2.saw<sim::GapEvent>());
     }
 }
 
@@ -962,15 +961,15 @@ TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while
         CHECK(p.bob->texts("alice").size() == 4);
         CHECK(p.alice->texts().empty());  // ratchet-only messages are not shown
         std::vector<std::uint32_t> epochs;
-        for (const auto& e : p.alice->of(ClientEventKind::key_rotated, "bob")) {
+        for (const auto& e : p.alice->of<sim::KeyRotatedEvent>("bob")) {
             epochs.push_back(e.epoch);
         }
         // a receiving step for each ratchet-only reply, and a new sending chain for each text
         REQUIRE(epochs.size() >= 4);
         CHECK(std::is_sorted(epochs.begin(), epochs.end()));
         CHECK(epochs.back() >= epochs.front() + 3);
-        CHECK_FALSE(p.bob->saw(ClientEventKind::error));
-        CHECK_FALSE(p.alice->saw(ClientEventKind::error));
+        CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
+        CHECK_FALSE(p.alice->saw<sim::ErrorEvent>());
     }
     SUBCASE("idle clients do not answer ratchet-only messages with more of them") {
         Pair p;
@@ -981,8 +980,7 @@ TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while
             p.w.settle();
         }
         const auto steps = [&] {
-            return p.alice->of(ClientEventKind::key_rotated, "bob").size() +
-                   p.bob->of(ClientEventKind::key_rotated, "alice").size();
+            return p.alice->of<sim::KeyRotatedEvent>("bob").size() + p.bob->of<sim::KeyRotatedEvent>("alice").size();
         };
         const auto settled = steps();
         CHECK(settled >= 1);  // bob's ratchet-only answer to the text made alice step
@@ -999,7 +997,7 @@ TEST_CASE("ratchet-only replies on tick make the sender's DH steps advance while
             p.w.send(*p.alice, "bob", "no tick " + std::to_string(round));
         }
         CHECK(p.bob->texts("alice").size() == 4);
-        CHECK(p.alice->of(ClientEventKind::key_rotated, "bob").empty());
+        CHECK(p.alice->of<sim::KeyRotatedEvent>("bob").empty());
     }
 }
 
@@ -1018,16 +1016,16 @@ TEST_CASE("a restart between receiving and acknowledging: the message comes agai
     w.server.drop_acks = false;
     auto& bob2 = w.start("bob");  // a new ClientCore on the same state: the server re-delivers at login
     CHECK(bob2.texts().empty());
-    CHECK_FALSE(bob2.saw(ClientEventKind::error));
+    CHECK_FALSE(bob2.saw<sim::ErrorEvent>());
     REQUIRE(w.server.acks.size() == acks_before + 2);
     CHECK(w.server.acks.back().second == w.server.acks[acks_before].second);
     CHECK(w.server.unacked("bob") == 0);
-    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.alice->of<sim::ReceiptEvent>("bob").size() == 1);
     CHECK(p.alice->core->outbox_size() == 0);
     // the session continues on the reloaded state
     w.send(*p.alice, "bob", "next");
     CHECK(bob2.texts("alice") == std::vector<std::string>{"next"});
-    CHECK_FALSE(bob2.saw(ClientEventKind::gap));
+    CHECK_FALSE(bob2.saw<sim::GapEvent>());
 }
 
 TEST_CASE("a sender restarted before its receipt re-sends on login; the recipient shows the message once") {
@@ -1044,13 +1042,13 @@ TEST_CASE("a sender restarted before its receipt re-sends on login; the recipien
     REQUIRE(w.server.log.size() == n + 1);
     CHECK(w.server.log[n].payload == w.server.log[n - 1].payload);
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"sent just before the crash"});
-    CHECK(alice2.of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(alice2.of<sim::ReceiptEvent>("bob").size() == 1);
     CHECK(alice2.core->outbox_size() == 0);
     // the withheld first copy arrives too: not shown again
     w.server.deliver(w.server.log[n - 1]);
     w.settle();
     CHECK(p.bob->texts("alice").size() == 1);
-    CHECK(p.bob->of(ClientEventKind::message).at(0).message_id == *id);
+    CHECK(p.bob->of<sim::MessageEvent>().at(0).message_id == *id);
 }
 
 TEST_CASE("a refused message is sent again before the ones behind it: the recipient sees every message, in order") {
@@ -1085,11 +1083,11 @@ TEST_CASE("a refused message is sent again before the ones behind it: the recipi
     }
     CHECK(refusals == 2);
     CHECK(p.bob->texts("alice") == sent);
-    CHECK_FALSE(p.bob->saw(ClientEventKind::gap));
-    CHECK_FALSE(p.bob->saw(ClientEventKind::error));
-    CHECK_FALSE(p.alice->saw(ClientEventKind::error));  // passing refusals are not the application's business
+    CHECK_FALSE(p.bob->saw<sim::GapEvent>());
+    CHECK_FALSE(p.bob->saw<sim::ErrorEvent>());
+    CHECK_FALSE(p.alice->saw<sim::ErrorEvent>());  // passing refusals are not the application's business
     CHECK(p.alice->core->outbox_size() == 0);
-    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == sent.size());
+    CHECK(p.alice->of<sim::ReceiptEvent>("bob").size() == sent.size());
 }
 
 TEST_CASE("the outbox re-sends an unreceipted message after resend_after with the same id and bytes") {
@@ -1116,8 +1114,8 @@ TEST_CASE("the outbox re-sends an unreceipted message after resend_after with th
     CHECK(w.server.log[n - 1].payload == w.server.log[n].payload);
     CHECK(envelope_id(w.server.log[n]) == *id);
     CHECK(p.bob->texts("alice") == std::vector<std::string>{"are you getting these?"});
-    CHECK(p.bob->of(ClientEventKind::message).at(0).message_id == *id);
-    CHECK(p.alice->of(ClientEventKind::receipt, "bob").size() == 1);
+    CHECK(p.bob->of<sim::MessageEvent>().at(0).message_id == *id);
+    CHECK(p.alice->of<sim::ReceiptEvent>("bob").size() == 1);
     CHECK(p.alice->core->outbox_size() == 0);
 
     // the first copy arrives late after all: acknowledged, not shown again; nothing more is re-sent
@@ -1201,7 +1199,7 @@ TEST_CASE("received messages are in the inbox before they are acknowledged, and 
     for (const char* t : {"one", "two", "three"}) {
         w.send(*p.alice, "bob", t);
     }
-    const auto events = p.bob->of(ClientEventKind::message, "alice");
+    const auto events = p.bob->of<sim::MessageEvent>("alice");
     REQUIRE(events.size() == 3);
     const auto status = p.bob->core->inbox_status();
     CHECK(status.next == 4);  // "hello bob" from the set-up, then these three
@@ -1288,10 +1286,10 @@ TEST_CASE("a damaged client state is refused at login: the connection closes and
         w.settle();
         REQUIRE(again.core->login("alice", {sim::CredentialKind::password, sim::SecureBytes{'p', 'w'}}));
         w.settle();
-        CHECK_FALSE(again.saw(ClientEventKind::authenticated));
-        const auto closed = again.of(ClientEventKind::closed);
+        CHECK_FALSE(again.saw<sim::AuthenticatedEvent>());
+        const auto closed = again.of<sim::ClosedEvent>();
         REQUIRE(closed.size() == 1);
-        CHECK(closed.front().error.code == sim::Errc::corrupt_database);
+        CHECK(closed.front().reason.code == sim::Errc::corrupt_database);
         CHECK(w.server.identity_of("alice") == identity);  // no new identity from a state it could not read
     }
 }
@@ -1310,8 +1308,8 @@ struct AssignedPair {
         w.server.server_assigned = true;
         bob = &w.start("bob");
         alice = &w.start("alice", "bob");
-        REQUIRE(alice->of(ClientEventKind::key_assigned, "bob").at(0).mode == sim::ConversationMode::server_assigned);
-        REQUIRE(bob->saw(ClientEventKind::key_assigned, "alice"));
+        REQUIRE(alice->of<sim::KeyAssignedEvent>("bob").at(0).mode == sim::ConversationMode::server_assigned);
+        REQUIRE(bob->saw<sim::KeyAssignedEvent>("alice"));
     }
 };
 
@@ -1335,7 +1333,7 @@ TEST_CASE("the recipient sees the sender's timestamp and the server's receive ti
         const auto received_at = w.server.receive_time;
         w.send(alice, "bob", "what time is it?");
         w.wall += std::chrono::hours(1);  // the recipient's reading of the message does not depend on it
-        const auto got = bob.of(ClientEventKind::message, "alice");
+        const auto got = bob.of<sim::MessageEvent>("alice");
         REQUIRE(got.size() == 1);
         CHECK(got[0].mode == mode);
         CHECK(got[0].sent_at == sent_at);
@@ -1354,7 +1352,7 @@ TEST_CASE("the recipient sees the sender's timestamp and the server's receive ti
         Pair p;
         check(p.w, *p.alice, *p.bob, sim::ConversationMode::end_to_end);
         // and after a restart, from the client state
-        const auto index = p.bob->of(ClientEventKind::message, "alice").at(0).inbox_index;
+        const auto index = p.bob->of<sim::MessageEvent>("alice").at(0).inbox_index;
         p.w.stop(*p.bob);
         auto& bob2 = p.w.start("bob");
         const auto entry = bob2.core->inbox(index, 1).value().at(0);
@@ -1381,7 +1379,7 @@ TEST_CASE("a server that rewrites the sealed sender timestamp: the message is no
             w.settle();
         }
         CHECK(p.bob->texts().empty());
-        CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 8);
+        CHECK(p.bob->of<sim::ErrorEvent>("alice").size() == 8);
         CHECK(w.server.acks.size() == acks_before);
         CHECK(w.server.unacked("bob") == 8);
     }
@@ -1397,13 +1395,13 @@ TEST_CASE("a server that rewrites the sealed sender timestamp: the message is no
             w.settle();
         }
         CHECK(p.bob->texts().empty());
-        CHECK(p.bob->of(ClientEventKind::error, "alice").size() == 8);
+        CHECK(p.bob->of<sim::ErrorEvent>("alice").size() == 8);
         // The receive time is the server's word, not sealed: a server can state any it likes, and it is shown as
         // such (docs/protocol.md 6.5); the sender's time still comes from inside the message.
         w.server.receive_time = sim::WallTime{std::chrono::milliseconds{42}};
         w.server.deliver(genuine);
         w.settle();
-        const auto got = p.bob->of(ClientEventKind::message, "alice");
+        const auto got = p.bob->of<sim::MessageEvent>("alice");
         REQUIRE(got.size() == 1);
         CHECK(got[0].text == "sent at noon");
         CHECK(got[0].sent_at == sent_at);
@@ -1419,7 +1417,7 @@ TEST_CASE("a garbled delivery header: the message is not shown, not acknowledged
     w.server.rewrite = [](sim::Bytes& payload) { payload[0] = 1; };
     w.send(*p.alice, "bob", "behind a bad header");
     CHECK(p.bob->texts().empty());
-    const auto errors = p.bob->of(ClientEventKind::error, "alice");
+    const auto errors = p.bob->of<sim::ErrorEvent>("alice");
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].error.code == sim::Errc::bad_field);
     CHECK(w.server.acks.size() == acks_before);
@@ -1440,7 +1438,7 @@ TEST_CASE("a server that re-addresses a message (conversation id, sender device,
         };
         w.send(*p.alice, "bob", "for bob");
         CHECK(p.bob->texts().empty());
-        const auto errors = p.bob->of(ClientEventKind::error, "alice");
+        const auto errors = p.bob->of<sim::ErrorEvent>("alice");
         REQUIRE(errors.size() == 1);
         CHECK(errors[0].error.code == sim::Errc::bad_field);
         CHECK(w.server.acks.size() == acks_before);
@@ -1459,8 +1457,8 @@ TEST_CASE("a server that re-addresses a message (conversation id, sender device,
         w.server.deliver(relabelled);
         w.settle();
         CHECK(bob.texts("carol") == std::vector<std::string>{"carol here"});
-        CHECK_FALSE(bob.saw(ClientEventKind::identity_changed, "carol"));
-        const auto errors = bob.of(ClientEventKind::error, "carol");
+        CHECK_FALSE(bob.saw<sim::IdentityChangedEvent>("carol"));
+        const auto errors = bob.of<sim::ErrorEvent>("carol");
         REQUIRE(errors.size() == 1);
         CHECK(errors[0].error.code == sim::Errc::bad_field);
     }
@@ -1472,7 +1470,7 @@ TEST_CASE("a server that re-addresses a message (conversation id, sender device,
         w.server.rewrite = [](sim::Bytes& payload) { payload.at(sender_device_at + 3) = 2; };
         w.send(*p.alice, "bob", "from device 1");
         CHECK(p.bob->texts("alice") == std::vector<std::string>{"genuine"});
-        const auto errors = p.bob->of(ClientEventKind::error, "alice");
+        const auto errors = p.bob->of<sim::ErrorEvent>("alice");
         REQUIRE(errors.size() == 1);
         CHECK(errors[0].error.code == sim::Errc::auth_failed);
         CHECK(errors[0].error.detail.find("re-addressed") != std::string::npos);
@@ -1501,7 +1499,7 @@ TEST_CASE("server-assigned: a message sent again keeps the time it was first sen
     REQUIRE(w.server.log.size() == n + 1);
     CHECK(envelope_id(w.server.log[n]) == *id);
     CHECK(w.server.log[n - 1].payload != w.server.log[n].payload);
-    auto got = p.bob->of(ClientEventKind::message, "alice");
+    auto got = p.bob->of<sim::MessageEvent>("alice");
     REQUIRE(got.size() == 1);
     CHECK(got[0].sent_at == first_sent);
 
@@ -1518,7 +1516,7 @@ TEST_CASE("server-assigned: a message sent again keeps the time it was first sen
     w.settle();
     CHECK(w.server.log.size() == log_before + 1);  // sent once, after the new KEYGEN
     CHECK(alice2.core->outbox_size() == 0);
-    got = p.bob->of(ClientEventKind::message, "alice");
+    got = p.bob->of<sim::MessageEvent>("alice");
     REQUIRE(got.size() == 2);
     CHECK(got[1].text == "before the crash");
     CHECK(got[1].sent_at == second_sent);
@@ -1559,7 +1557,7 @@ TEST_CASE("an unsealed outbox record of the earlier format (no timestamp) is rea
     auto& alice2 = w.start("alice", "bob");
     w.settle();
     CHECK(alice2.core->outbox_size() == 0);
-    const auto got = p.bob->of(ClientEventKind::message, "alice");
+    const auto got = p.bob->of<sim::MessageEvent>("alice");
     REQUIRE(got.size() == 1);
     CHECK(got[0].text == "queued before timestamps");
     CHECK(got[0].message_id == *id);

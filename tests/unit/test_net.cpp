@@ -462,19 +462,20 @@ TEST_CASE("fifty clients on a two-thread I/O pool log in and exchange messages w
         const auto to = c->user;
         auto made = sim::ClientCore::create(
             std::move(cc), c->known, *rng, sim::steady_clock(), [probe, to](const sim::ClientEvent& e) {
-                using K = sim::ClientEventKind;
                 {
                     const std::lock_guard lock(probe->mutex);
-                    if (e.kind == K::authenticated || e.kind == K::message) {
+                    const auto* message = std::get_if<sim::MessageEvent>(&e);
+                    const bool authenticated = std::holds_alternative<sim::AuthenticatedEvent>(e);
+                    if (authenticated || message != nullptr) {
                         probe->io_threads.insert(std::this_thread::get_id());
                     }
-                    probe->authenticated += e.kind == K::authenticated ? 1 : 0;
-                    probe->keyed += e.kind == K::key_assigned ? 1 : 0;
-                    if (e.kind == K::message) {
-                        probe->messages.push_back(to + "<-" + e.peer + ": " + e.text);
+                    probe->authenticated += authenticated ? 1 : 0;
+                    probe->keyed += std::holds_alternative<sim::KeyAssignedEvent>(e) ? 1 : 0;
+                    if (message != nullptr) {
+                        probe->messages.push_back(to + "<-" + message->peer + ": " + message->text);
                     }
-                    if ((e.kind == K::error || e.kind == K::closed) && probe->first_error.empty()) {
-                        probe->first_error = to + ": " + e.error.message();
+                    if (const auto error = sim::error_of(e); error && probe->first_error.empty()) {
+                        probe->first_error = to + ": " + error->message();
                     }
                 }
                 probe->cv.notify_all();
@@ -585,9 +586,9 @@ TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ti
     CHECK(process_threads() == threads_before + 2);
     REQUIRE((*bob)->login("clientb", "pool-test password"));
     REQUIRE((*alice)->login("clienta", "pool-test password", "clientb"));
-    REQUIRE((*alice)->wait_for(sim::ClientEventKind::key_assigned, "clientb", 10s));
+    REQUIRE((*alice)->wait_for<sim::KeyAssignedEvent>("clientb", 10s));
     REQUIRE((*alice)->send("clientb", "hello bob"));
-    const auto got = (*bob)->wait_for(sim::ClientEventKind::message, "clienta", 10s);
+    const auto got = (*bob)->wait_for<sim::MessageEvent>("clienta", 10s);
     REQUIRE_MESSAGE(got, got.error().message());
     CHECK(got->text == "hello bob");
     (*alice)->close();

@@ -277,14 +277,14 @@ TEST_CASE("a delivery window a client cannot dedupe after a crash is refused") {
 TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     World w;
     auto& alice = w.connect();
-    REQUIRE(alice.saw(sim::ClientEventKind::channel_ready));
-    CHECK(alice.events.front().first_contact);
+    REQUIRE(alice.saw<sim::ChannelReadyEvent>());
+    CHECK(std::get<sim::ChannelReadyEvent>(alice.events.front()).first_contact);
     REQUIRE(w.login(alice, "Alice", "alice's password", "bob"));
     // ack_init sid 1 (authenticated, canonical name), then ack_init sid 3 (bob offline: waiting). bob has never
     // logged in, so there is no account to store messages for: no key yet, as in the seed
-    REQUIRE(alice.saw(sim::ClientEventKind::authenticated, "alice"));
-    CHECK(alice.saw(sim::ClientEventKind::waiting, "bob"));
-    CHECK(alice.of(sim::ClientEventKind::key_assigned).empty());
+    REQUIRE(alice.saw<sim::AuthenticatedEvent>("alice"));
+    CHECK(alice.saw<sim::WaitingEvent>("bob"));
+    CHECK(alice.of<sim::KeyAssignedEvent>().empty());
     CHECK(w.server->stats().waiting == 1);
     CHECK(alice.core->session_token().token.size() == sim::auth::session_token_size);
 
@@ -292,15 +292,15 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     alice.events.clear();
     REQUIRE(alice.core->probe("bob"));
     w.settle();
-    CHECK(alice.saw(sim::ClientEventKind::waiting, "bob"));
+    CHECK(alice.saw<sim::WaitingEvent>("bob"));
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob's password"));
     // bob logs in (and so registers): alice is told at once (ack_init sid 2), and both get a KEYGEN (sid 9999,
     // the TDES suite)
-    CHECK(alice.saw(sim::ClientEventKind::peer_online, "bob"));
-    CHECK(alice.of(sim::ClientEventKind::key_assigned, "bob").size() == 1);
-    REQUIRE(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
+    CHECK(alice.saw<sim::PeerOnlineEvent>("bob"));
+    CHECK(alice.of<sim::KeyAssignedEvent>("bob").size() == 1);
+    REQUIRE(bob.saw<sim::KeyAssignedEvent>("alice"));
     CHECK(alice.core->conversation_suite("bob") == sim::SuiteId::tdes_cbc_hmac_sha256);
     CHECK(w.server->stats().conversations == 1);
     // the conversation key is in the vault, encrypted at rest, while the conversation lives
@@ -314,12 +314,12 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     REQUIRE(alice.core->send("bob", "second"));
     const auto after_send = system_now();
     w.settle();
-    const auto got = bob.of(sim::ClientEventKind::message);
+    const auto got = bob.of<sim::MessageEvent>();
     REQUIRE(got.size() == 2);
     CHECK(got[0].peer == "alice");
     CHECK(got[0].text == "Hello Bob!");
-    CHECK(got[0].sid == 1);
-    CHECK(got[1].sid == 2);
+    CHECK(got[0].seq == 1);
+    CHECK(got[1].seq == 2);
     // Forwarded at once (bob online, nothing stored for him): the sender's timestamp from alice's clock (the
     // system's, by default), the receive time from the server's wall clock.
     for (const auto& m : got) {
@@ -329,20 +329,20 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     }
     REQUIRE(bob.core->send("alice", "Hi Alice"));
     w.settle();
-    CHECK(alice.of(sim::ClientEventKind::message).at(0).text == "Hi Alice");
+    CHECK(alice.of<sim::MessageEvent>().at(0).text == "Hi Alice");
     CHECK(w.server->stats().messages_routed == 3);
 
     // the largest texts go through both layers; one that cannot fit a frame is refused before sending
     const std::string big(60000, 'x');
     REQUIRE(alice.core->send("bob", big));
     w.settle();
-    CHECK(bob.of(sim::ClientEventKind::message).back().text == big);
+    CHECK(bob.of<sim::MessageEvent>().back().text == big);
     CHECK(alice.core->send("bob", std::string(70000, 'x')).code() == sim::Errc::frame_too_large);
 
     // leaving ends the conversation and deletes its key
     REQUIRE(alice.core->leave("bob"));
     w.settle();
-    CHECK(bob.saw(sim::ClientEventKind::peer_left, "alice"));
+    CHECK(bob.saw<sim::PeerLeftEvent>("alice"));
     CHECK(w.server->stats().conversations == 0);
     w.server->release_keys();  // no stored message needs the key: it goes
     CHECK_FALSE(w.vault->get("alice", "bob")->has_value());
@@ -351,7 +351,7 @@ TEST_CASE("the seed's flow: login, waiting, KEYGEN, conversation, leaving") {
     bob.events.clear();
     REQUIRE(alice.core->send("bob", "again"));
     w.settle();
-    CHECK(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
+    CHECK(bob.saw<sim::KeyAssignedEvent>("alice"));
     CHECK(bob.texts("alice") == std::vector<std::string>{"again"});
     CHECK(alice.core->outbox_size() == 0);
 }
@@ -365,7 +365,7 @@ TEST_CASE("server-assigned mode: a message whose receipt was lost is sent again 
     REQUIRE(w.login(bob, "bob", "bob's password"));
     auto& alice = w.connect(alice_config);
     REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+    REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
     const auto id = alice.core->send("bob", "once");
     REQUIRE(id);
     CHECK(alice.core->outbox_size() == 1);
@@ -377,17 +377,17 @@ TEST_CASE("server-assigned mode: a message whose receipt was lost is sent again 
     REQUIRE(bob.texts("alice") == std::vector<std::string>{"once"});
     alice.pipe->close_now();
     w.settle();
-    CHECK(bob.saw(sim::ClientEventKind::peer_left, "alice"));
+    CHECK(bob.saw<sim::PeerLeftEvent>("alice"));
     // A new connection with the same state: the outbox asks for a key, gets a new conversation with bob and sends
     // the message again sealed under it; bob acknowledges it again but shows it once.
     auto& again = w.connect(alice_config);
     CHECK(again.core->outbox_size() == 1);
     REQUIRE(w.login(again, "alice", "alice's password"));
-    CHECK(again.saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK(again.saw<sim::KeyAssignedEvent>("bob"));
     CHECK(again.core->outbox_size() == 0);
     CHECK(bob.texts("alice") == std::vector<std::string>{"once"});
     CHECK(bob.core->inbox_status().next == 1);
-    CHECK_FALSE(bob.saw(sim::ClientEventKind::error));
+    CHECK_FALSE(bob.saw<sim::ErrorEvent>());
     // The new conversation works both ways.
     REQUIRE(again.core->send("bob", "twice"));
     w.settle();
@@ -409,7 +409,7 @@ TEST_CASE("changing the password over the protocol: the old one is checked, toke
         config.state = state->get();
         auto& alice = w.connect(config);
         REQUIRE(w.login(alice, "alice", "old password 1"));
-        REQUIRE(alice.saw(sim::ClientEventKind::authenticated));
+        REQUIRE(alice.saw<sim::AuthenticatedEvent>());
         const auto old_token = alice.core->session_token().token;
         REQUIRE_FALSE(old_token.empty());
 
@@ -419,17 +419,17 @@ TEST_CASE("changing the password over the protocol: the old one is checked, toke
         // A wrong old password: refused by the server, the connection stays, nothing changes.
         REQUIRE(alice.core->change_password("not my password", "new password 2"));
         w.settle();
-        const auto refused = alice.of(sim::ClientEventKind::error);
+        const auto refused = alice.of<sim::ErrorEvent>();
         REQUIRE(refused.size() == 1);
         CHECK(refused[0].error.code == sim::Errc::auth_rejected);
-        CHECK_FALSE(alice.saw(sim::ClientEventKind::password_changed));
+        CHECK_FALSE(alice.saw<sim::PasswordChangedEvent>());
         CHECK_FALSE(alice.pipe->closed);
         const auto now = sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}};
         CHECK(w.tokens->validate(old_token, now));
 
         REQUIRE(alice.core->change_password("old password 1", "new password 2"));
         w.settle();
-        REQUIRE(alice.saw(sim::ClientEventKind::password_changed));
+        REQUIRE(alice.saw<sim::PasswordChangedEvent>());
         const auto new_token = alice.core->session_token().token;
         CHECK(new_token != old_token);
         CHECK_FALSE(w.tokens->validate(old_token, now));  // every earlier session of alice ends
@@ -437,10 +437,10 @@ TEST_CASE("changing the password over the protocol: the old one is checked, toke
         // The server takes the new password only.
         auto& old_login = w.connect();
         (void)w.login(old_login, "alice", "old password 1");
-        CHECK_FALSE(old_login.saw(sim::ClientEventKind::authenticated));
+        CHECK_FALSE(old_login.saw<sim::AuthenticatedEvent>());
         auto& new_login = w.connect();
         REQUIRE(w.login(new_login, "alice", "new password 2"));
-        CHECK(new_login.saw(sim::ClientEventKind::authenticated));
+        CHECK(new_login.saw<sim::AuthenticatedEvent>());
     }
     // The state opens with the new password only.
     CHECK(sim::open_client_state(path, "old password 1", cheap).code() == sim::Errc::auth_failed);
@@ -463,14 +463,14 @@ TEST_CASE("a client holds several conversations; disconnecting ends them") {
     REQUIRE(alice.core->send("carol", "to carol"));
     REQUIRE(alice.core->send("bob", "to bob"));
     w.settle();
-    CHECK(carol.of(sim::ClientEventKind::message).at(0).text == "to carol");
-    CHECK(bob.of(sim::ClientEventKind::message).at(0).text == "to bob");
+    CHECK(carol.of<sim::MessageEvent>().at(0).text == "to carol");
+    CHECK(bob.of<sim::MessageEvent>().at(0).text == "to bob");
 
     // alice's connection drops: both peers learn she left
     alice.pipe->close_requested = true;
     w.settle();
-    CHECK(bob.saw(sim::ClientEventKind::peer_left, "alice"));
-    CHECK(carol.saw(sim::ClientEventKind::peer_left, "alice"));
+    CHECK(bob.saw<sim::PeerLeftEvent>("alice"));
+    CHECK(carol.saw<sim::PeerLeftEvent>("alice"));
     CHECK(w.server->stats().conversations == 0);
     CHECK(w.server->stats().online_users == 2);
     CHECK(w.server->online_users() == std::vector<std::string>{"bob", "carol"});
@@ -480,8 +480,8 @@ TEST_CASE("a client holds several conversations; disconnecting ends them") {
     auto& alice2 = w.connect();
     REQUIRE(alice2.core->login("alice", {sim::CredentialKind::token, token.token}, "bob"));
     w.settle();
-    CHECK(alice2.saw(sim::ClientEventKind::authenticated, "alice"));
-    CHECK(alice2.saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK(alice2.saw<sim::AuthenticatedEvent>("alice"));
+    CHECK(alice2.saw<sim::KeyAssignedEvent>("bob"));
     CHECK(alice2.core->session_token().token.empty());  // a token login issues no new token
 }
 
@@ -491,11 +491,11 @@ TEST_CASE("attack 1: Trudy sends init as Alice without Alice's password") {
     REQUIRE(w.login(alice, "alice", "alice's real password"));
     auto& trudy = w.connect();
     REQUIRE(w.login(trudy, "alice", "a guess", "bob"));
-    CHECK_FALSE(trudy.saw(sim::ClientEventKind::authenticated));
-    const auto errors = trudy.of(sim::ClientEventKind::error);
+    CHECK_FALSE(trudy.saw<sim::AuthenticatedEvent>());
+    const auto errors = trudy.of<sim::ErrorEvent>();
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].error.code == sim::Errc::auth_rejected);
-    CHECK(trudy.saw(sim::ClientEventKind::closed));
+    CHECK(trudy.saw<sim::ClosedEvent>());
     CHECK(trudy.pipe->closed);
     // alice is unaffected
     CHECK_FALSE(alice.pipe->closed);
@@ -507,7 +507,7 @@ TEST_CASE("attack 1: Trudy sends init as Alice without Alice's password") {
     auto& trudy2 = w.connect();
     REQUIRE(trudy2.core->login("alice", {sim::CredentialKind::token, sim::SecureBytes(32, 0xAB)}));
     w.settle();
-    CHECK(trudy2.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::auth_rejected);
+    CHECK(trudy2.of<sim::ErrorEvent>().at(0).error.code == sim::Errc::auth_rejected);
     CHECK(trudy2.pipe->closed);
 }
 
@@ -519,15 +519,15 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     REQUIRE(w.login(bob, "bob", "pw-bob-123"));
     REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
     REQUIRE(w.login(trudy, "trudy", "pw-trudy-123", "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
-    REQUIRE(trudy.saw(sim::ClientEventKind::key_assigned, "bob"));
+    REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
+    REQUIRE(trudy.saw<sim::KeyAssignedEvent>("bob"));
     bob.events.clear();
 
     // The seed's attack frame, s:"Alice" d:"Bob", sent inside Trudy's own valid channel: refused, not forwarded.
     REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 9, "alice", "bob",
                                                            sim::to_bytes(sim::as_bytes("Hello Bob!"))}));
     w.settle();
-    CHECK(trudy.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::source_mismatch);
+    CHECK(trudy.of<sim::ErrorEvent>().at(0).error.code == sim::Errc::source_mismatch);
     CHECK(bob.events.empty());
     CHECK_FALSE(trudy.pipe->closed);  // refused, but Trudy's own connection stays usable
     CHECK(w.server->stats().messages_refused >= 1);
@@ -540,20 +540,20 @@ TEST_CASE("attack 2: Trudy, logged in as herself, sends a message with source Al
     REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "bob",
                                                            sim::encode_pair_submission(forged, "trudy", "bob")}));
     w.settle();
-    CHECK(bob.of(sim::ClientEventKind::message).empty());
-    REQUIRE(bob.of(sim::ClientEventKind::error).size() == 1);
-    CHECK(bob.of(sim::ClientEventKind::error)[0].peer == "trudy");
+    CHECK(bob.of<sim::MessageEvent>().empty());
+    REQUIRE(bob.of<sim::ErrorEvent>().size() == 1);
+    CHECK(bob.of<sim::ErrorEvent>()[0].peer == "trudy");
     // ... and Bob's conversations survive it
     REQUIRE(alice.core->send("bob", "real message"));
     w.settle();
-    CHECK(bob.of(sim::ClientEventKind::message).at(0).text == "real message");
+    CHECK(bob.of<sim::MessageEvent>().at(0).text == "real message");
 
     // Other forged fields are refused too: the server as destination, a message before a key, an ack from a client.
     REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "Server", {1, 2, 3}}));
     REQUIRE(sim::testing::send_raw(*trudy.core, sim::Frame{sim::FrameType::message, 0, "trudy", "carol",
                                                            sim::encode_pair_submission(forged, "trudy", "carol")}));
     w.settle();
-    const auto errs = trudy.of(sim::ClientEventKind::error);
+    const auto errs = trudy.of<sim::ErrorEvent>();
     REQUIRE(errs.size() == 3);
     CHECK(errs[1].error.code == sim::Errc::bad_destination);
     CHECK(errs[2].error.code == sim::Errc::no_conversation);
@@ -566,7 +566,7 @@ TEST_CASE("attack 3: a man in the middle with its own key is refused; replayed f
     World w;
     // First contact pins the real server's key (trust on first use).
     auto& first = w.connect();
-    REQUIRE(first.saw(sim::ClientEventKind::channel_ready));
+    REQUIRE(first.saw<sim::ChannelReadyEvent>());
 
     // A MITM answers with its own static key: another server core on the same pipe name.
     World mitm(sim::SuitePolicy::require_tdes(), "a different server");
@@ -583,9 +583,9 @@ TEST_CASE("attack 3: a man in the middle with its own key is refused; replayed f
         tc->pipe->pump();
         mitm.workers.run_pending();
     }
-    REQUIRE(tc->saw(sim::ClientEventKind::closed));
-    CHECK(tc->of(sim::ClientEventKind::closed).at(0).error.code == sim::Errc::server_key_mismatch);
-    CHECK_FALSE(tc->saw(sim::ClientEventKind::channel_ready));
+    REQUIRE(tc->saw<sim::ClosedEvent>());
+    CHECK(tc->of<sim::ClosedEvent>().at(0).reason.code == sim::Errc::server_key_mismatch);
+    CHECK_FALSE(tc->saw<sim::ChannelReadyEvent>());
     // Nothing secret left the client: only msg1 (ephemeral key + suite offer) went out, no msg3, no record.
     REQUIRE(tc->pipe->captured_to_server.size() == 1);
     const auto msg1 = sim::decode_frame(tc->pipe->captured_to_server[0]);
@@ -613,14 +613,14 @@ TEST_CASE("conversation keys rotate every 30 seconds of the manual clock") {
     REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
     REQUIRE(alice.core->send("bob", "epoch zero"));
     w.settle();
-    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_rotated));
+    CHECK_FALSE(alice.saw<sim::KeyRotatedEvent>());
     w.clock.advance(31s);
     REQUIRE(alice.core->send("bob", "epoch one"));
     w.settle();
-    REQUIRE(alice.saw(sim::ClientEventKind::key_rotated, "bob"));
-    CHECK(alice.of(sim::ClientEventKind::key_rotated).at(0).epoch == 1);
-    REQUIRE(bob.saw(sim::ClientEventKind::key_rotated, "alice"));
-    const auto msgs = bob.of(sim::ClientEventKind::message);
+    REQUIRE(alice.saw<sim::KeyRotatedEvent>("bob"));
+    CHECK(alice.of<sim::KeyRotatedEvent>().at(0).epoch == 1);
+    REQUIRE(bob.saw<sim::KeyRotatedEvent>("alice"));
+    const auto msgs = bob.of<sim::MessageEvent>();
     REQUIRE(msgs.size() == 2);
     CHECK(msgs[1].text == "epoch one");
 }
@@ -637,7 +637,7 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
         auto& c = w.connect();
         REQUIRE(sim::testing::send_raw(*c.core, sim::Frame{sim::FrameType::probe, 0, "x", "y", {}}));
         w.settle();
-        CHECK(c.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::not_authenticated);
+        CHECK(c.of<sim::ErrorEvent>().at(0).error.code == sim::Errc::not_authenticated);
         CHECK(c.pipe->closed);
     }
     SUBCASE("an oversized frame header") {
@@ -650,7 +650,7 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     SUBCASE("bad user names are refused before any database work") {
         auto& c = w.connect();
         REQUIRE(w.login(c, "no spaces allowed", "password123"));
-        CHECK(c.of(sim::ClientEventKind::error).at(0).error.code == sim::Errc::bad_username);
+        CHECK(c.of<sim::ErrorEvent>().at(0).error.code == sim::Errc::bad_username);
         CHECK(c.pipe->closed);
     }
     SUBCASE("a flood is rate limited and finally closed") {
@@ -667,9 +667,9 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
             alice.pipe->pump();
         }
         w.settle();
-        CHECK(bob.of(sim::ClientEventKind::error).size() <= 4001);  // forged bodies: dropped, but forwarded
+        CHECK(bob.of<sim::ErrorEvent>().size() <= 4001);  // forged bodies: dropped, but forwarded
         bool limited = false;
-        for (const auto& e : alice.of(sim::ClientEventKind::error)) {
+        for (const auto& e : alice.of<sim::ErrorEvent>()) {
             limited = limited || e.error.code == sim::Errc::rate_limited;
         }
         CHECK(limited);
@@ -719,14 +719,14 @@ TEST_CASE("a user who logs in naming a peer that waits for them gets one KEYGEN,
     auto& alice = w.connect();
     auto& bob = w.connect();
     REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::waiting, "bob"));
+    REQUIRE(alice.saw<sim::WaitingEvent>("bob"));
     REQUIRE(w.login(bob, "bob", "pw-bob-123", "alice"));
-    CHECK(alice.of(sim::ClientEventKind::key_assigned).size() == 1);
-    CHECK(bob.of(sim::ClientEventKind::key_assigned).size() == 1);
-    CHECK(bob.saw(sim::ClientEventKind::peer_online, "alice"));
+    CHECK(alice.of<sim::KeyAssignedEvent>().size() == 1);
+    CHECK(bob.of<sim::KeyAssignedEvent>().size() == 1);
+    CHECK(bob.saw<sim::PeerOnlineEvent>("alice"));
     REQUIRE(bob.core->send("alice", "one key"));
     w.settle();
-    CHECK(alice.of(sim::ClientEventKind::message).at(0).text == "one key");
+    CHECK(alice.of<sim::MessageEvent>().at(0).text == "one key");
 }
 
 TEST_CASE("FileKnownServers: pins persist, bad files are refused, concurrent writers do not collide") {
@@ -1048,7 +1048,7 @@ TEST_CASE("the longest text send() accepts arrives, in both modes; one byte more
         REQUIRE(w.login(bob, "bob", "bob's password"));
         auto& alice = w.connect(alice_config);
         REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
-        REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+        REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
         // The boundary, found by asking: every accepted probe is a real message.
         std::size_t ok = 1000;
         std::size_t refused = 70000;
@@ -1067,14 +1067,14 @@ TEST_CASE("the longest text send() accepts arrives, in both modes; one byte more
         REQUIRE_FALSE(sent.empty());
         CHECK(ok == sent.back());
         w.settle();
-        CHECK_FALSE(alice.saw(sim::ClientEventKind::error));
+        CHECK_FALSE(alice.saw<sim::ErrorEvent>());
         CHECK(alice.core->outbox_size() == 0);
         std::vector<std::size_t> got;
-        for (const auto& m : bob.of(sim::ClientEventKind::message, "alice")) {
+        for (const auto& m : bob.of<sim::MessageEvent>("alice")) {
             got.push_back(m.text.size());
         }
         CHECK(got == sent);
-        CHECK_FALSE(bob.saw(sim::ClientEventKind::error));
+        CHECK_FALSE(bob.saw<sim::ErrorEvent>());
     }
 }
 
@@ -1105,8 +1105,8 @@ TEST_CASE("a queued message too large for the channel's frames is dropped from t
         auto& bob = w.connect();
         REQUIRE(w.login(bob, "bob", "bob's password"));
         w.settle();
-        REQUIRE(alice->saw(sim::ClientEventKind::key_assigned, "bob"));
-        const auto errors = alice->of(sim::ClientEventKind::error);
+        REQUIRE(alice->saw<sim::KeyAssignedEvent>("bob"));
+        const auto errors = alice->of<sim::ErrorEvent>();
         REQUIRE(errors.size() == 1);
         CHECK(errors[0].peer == "bob");
         CHECK(errors[0].error.code == sim::Errc::frame_too_large);
@@ -1135,10 +1135,11 @@ TEST_CASE("e2e: messages to someone without keys wait in the outbox and go by th
     w.settle();
     CHECK(alice->core->outbox_size() == 2);
     // ack_init 3 (bob is offline), then why there is no conversation yet.
-    const auto waiting = alice->of(sim::ClientEventKind::waiting, "bob");
+    const auto waiting = alice->of<sim::WaitingEvent>("bob");
     REQUIRE(waiting.size() == 2);
-    CHECK(waiting[1].error.code == sim::Errc::no_conversation);
-    CHECK_FALSE(alice->saw(sim::ClientEventKind::error));
+    REQUIRE(waiting[1].reason);
+    CHECK(waiting[1].reason->code == sim::Errc::no_conversation);
+    CHECK_FALSE(alice->saw<sim::ErrorEvent>());
     CHECK(w.server->stats().messages_routed == 0);
     SUBCASE("bob logs in while alice is online: the server hands alice his keys") {}
     SUBCASE("alice reconnects before bob comes: her outbox asks again on the new connection") {
@@ -1147,17 +1148,17 @@ TEST_CASE("e2e: messages to someone without keys wait in the outbox and go by th
         alice = &w.connect(alice_config);
         CHECK(alice->core->outbox_size() == 2);
         REQUIRE(w.login(*alice, "alice", "alice's password"));
-        CHECK(alice->of(sim::ClientEventKind::waiting, "bob").size() == 2);  // asked again
+        CHECK(alice->of<sim::WaitingEvent>("bob").size() == 2);  // asked again
     }
     REQUIRE(alice->core->send("bob", "third"));
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob's password"));  // registers, publishes prekeys
     w.settle();
-    CHECK(alice->saw(sim::ClientEventKind::key_assigned, "bob"));
+    CHECK(alice->saw<sim::KeyAssignedEvent>("bob"));
     CHECK(bob.texts("alice") == std::vector<std::string>{"first", "second", "third"});
     CHECK(alice->core->outbox_size() == 0);
-    CHECK_FALSE(bob.saw(sim::ClientEventKind::error));
-    CHECK_FALSE(bob.saw(sim::ClientEventKind::gap));
+    CHECK_FALSE(bob.saw<sim::ErrorEvent>());
+    CHECK_FALSE(bob.saw<sim::GapEvent>());
 }
 
 TEST_CASE("e2e: offline messages are stored, delivered in order at login, deleted only after the ack") {
@@ -1939,71 +1940,71 @@ TEST_CASE("server-assigned mode: clients read an offline delivery across rotatio
     }
     auto& alice = w.connect();
     REQUIRE(w.login(alice, "alice", "pw-alice-123", "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::waiting, "bob"));
-    REQUIRE(alice.saw(sim::ClientEventKind::key_assigned, "bob"));
+    REQUIRE(alice.saw<sim::WaitingEvent>("bob"));
+    REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
     for (int i = 0; i < 5; ++i) {
         REQUIRE(alice.core->send("bob", "offline " + std::to_string(i)));
         w.settle();
         w.clock.advance(31s);  // the next send rotates first
     }
-    CHECK(alice.of(sim::ClientEventKind::key_rotated).size() == 4);
-    CHECK(alice.of(sim::ClientEventKind::error).empty());
+    CHECK(alice.of<sim::KeyRotatedEvent>().size() == 4);
+    CHECK(alice.of<sim::ErrorEvent>().empty());
     CHECK(w.backend->usage("bob", sim::first_device).value().messages == 5);
     w.clock.advance(1h);
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "pw-bob-123"));
     // KEYGEN, then the five in order, following alice's epochs 0..4
-    REQUIRE(bob.saw(sim::ClientEventKind::key_assigned, "alice"));
+    REQUIRE(bob.saw<sim::KeyAssignedEvent>("alice"));
     std::size_t first_message = bob.events.size();
     std::size_t keyed_at = bob.events.size();
     for (std::size_t i = 0; i < bob.events.size(); ++i) {
-        if (bob.events[i].kind == sim::ClientEventKind::message && first_message == bob.events.size()) {
+        if (std::holds_alternative<sim::MessageEvent>(bob.events[i]) && first_message == bob.events.size()) {
             first_message = i;
         }
-        if (bob.events[i].kind == sim::ClientEventKind::key_assigned) {
+        if (std::holds_alternative<sim::KeyAssignedEvent>(bob.events[i])) {
             keyed_at = i;
         }
     }
     CHECK(keyed_at < first_message);
-    const auto got = bob.of(sim::ClientEventKind::message);
+    const auto got = bob.of<sim::MessageEvent>();
     REQUIRE(got.size() == 5);
     for (std::size_t i = 0; i < got.size(); ++i) {
         CHECK(got[i].text == "offline " + std::to_string(i));
-        CHECK(got[i].sid == i + 1);
+        CHECK(got[i].seq == i + 1);
     }
-    CHECK(bob.of(sim::ClientEventKind::key_rotated).size() == 4);
-    CHECK(bob.of(sim::ClientEventKind::error).empty());
+    CHECK(bob.of<sim::KeyRotatedEvent>().size() == 4);
+    CHECK(bob.of<sim::ErrorEvent>().empty());
     // bob's acknowledgements (after display) delete them
     CHECK(w.backend->usage("bob", sim::first_device).value().messages == 0);
 
     // bob's answer, under his epoch 0 that began an hour after alice got the key, is read (no key_expired)
     REQUIRE(bob.core->send("alice", "back now"));
     w.settle();
-    CHECK(alice.of(sim::ClientEventKind::error).empty());
-    REQUIRE(alice.of(sim::ClientEventKind::message).size() == 1);
-    CHECK(alice.of(sim::ClientEventKind::message)[0].text == "back now");
+    CHECK(alice.of<sim::ErrorEvent>().empty());
+    REQUIRE(alice.of<sim::MessageEvent>().size() == 1);
+    CHECK(alice.of<sim::MessageEvent>()[0].text == "back now");
     REQUIRE(alice.core->send("bob", "welcome"));
     w.settle();
-    CHECK(bob.of(sim::ClientEventKind::message).back().text == "welcome");
+    CHECK(bob.of<sim::MessageEvent>().back().text == "welcome");
 }
 
 TEST_CASE("server-assigned mode: a name nobody has is not keyed; messages to it wait in the sender's outbox") {
     World w;
     auto& alice = w.connect();
     REQUIRE(w.login(alice, "alice", "alice's password", "bbo"));  // a typo of bob
-    CHECK(alice.saw(sim::ClientEventKind::waiting, "bbo"));
-    CHECK_FALSE(alice.saw(sim::ClientEventKind::key_assigned, "bbo"));
+    CHECK(alice.saw<sim::WaitingEvent>("bbo"));
+    CHECK_FALSE(alice.saw<sim::KeyAssignedEvent>("bbo"));
     REQUIRE(alice.core->send("bbo", "hello?"));
     w.settle();
     CHECK(alice.core->outbox_size() == 1);  // kept by the client, not stored on the server for nobody
     CHECK(w.messages->appended == 0);
     CHECK(w.server->stats().conversations == 0);
-    CHECK_FALSE(alice.saw(sim::ClientEventKind::error));
+    CHECK_FALSE(alice.saw<sim::ErrorEvent>());
     // If that name registers after all, it is keyed at its login and the message goes.
     auto& bbo = w.connect();
     REQUIRE(w.login(bbo, "bbo", "bbo's password"));
-    CHECK(alice.saw(sim::ClientEventKind::key_assigned, "bbo"));
+    CHECK(alice.saw<sim::KeyAssignedEvent>("bbo"));
     CHECK(bbo.texts("alice") == std::vector<std::string>{"hello?"});
     CHECK(alice.core->outbox_size() == 0);
 }
@@ -2072,15 +2073,15 @@ TEST_CASE("server-assigned mode: a late reader follows up to max_epoch_skip epoc
 
     auto& bob = w.connect();
     REQUIRE(w.login(bob, "bob", "bob-pw"));  // register_offline's password
-    const auto got = bob.of(sim::ClientEventKind::message);
+    const auto got = bob.of<sim::MessageEvent>();
     REQUIRE(got.size() == 3);
     CHECK(got[0].text == "record 1");
     CHECK(got[1].text == "record 2");
     CHECK(got[2].text == "record 3");
-    const auto rotated = bob.of(sim::ClientEventKind::key_rotated);
+    const auto rotated = bob.of<sim::KeyRotatedEvent>();
     REQUIRE(rotated.size() == 2);
     CHECK(rotated[1].epoch == 20 + sim::max_epoch_skip);
-    const auto errors = bob.of(sim::ClientEventKind::error);
+    const auto errors = bob.of<sim::ErrorEvent>();
     REQUIRE(errors.size() == 1);
     CHECK(errors[0].error.code == sim::Errc::epoch_too_far);
     CHECK(errors[0].peer == "alice");
@@ -2181,4 +2182,136 @@ TEST_CASE("stats: connections by phase, logins by result, refusals by reason, st
     s = w.server->stats();
     CHECK(s.connections == 0);
     CHECK(s.connections_authenticated == 0);
+}
+
+TEST_CASE("typed events: each kind carries its own fields through the client core") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        const bool e2e = mode == sim::ConversationMode::end_to_end;
+        auto w = e2e ? e2e_world() : World();
+        const sim::WallTime alice_clock{std::chrono::milliseconds{1'700'000'000'123}};
+        const sim::WallTime server_clock{std::chrono::milliseconds{1'800'000'000'000}};  // World's wall clock
+
+        // TrustMode::ask: the question carries the fingerprint that channel_ready then confirms.
+        sim::ClientConfig alice_config;
+        alice_config.handshake.trust = sim::TrustMode::ask;
+        alice_config.wall_clock = [alice_clock] { return alice_clock; };
+        auto& alice = w.connect(alice_config);
+        const auto asked = alice.of<sim::TrustRequiredEvent>();
+        REQUIRE(asked.size() == 1);
+        CHECK_FALSE(alice.saw<sim::ChannelReadyEvent>());
+        REQUIRE(alice.core->trust(true));
+        w.settle();
+        const auto ready = alice.of<sim::ChannelReadyEvent>();
+        REQUIRE(ready.size() == 1);
+        CHECK(ready[0].fingerprint == asked[0].fingerprint);
+        CHECK(ready[0].first_contact);
+        CHECK(sim::kind_of(alice.events.back()) == sim::ClientEventKind::channel_ready);
+
+        REQUIRE(w.login(alice, "Alice", "alice's password", "bob"));
+        CHECK(alice.of<sim::AuthenticatedEvent>().at(0).user == "alice");  // the canonical name
+        const auto waiting = alice.of<sim::WaitingEvent>("bob");
+        REQUIRE_FALSE(waiting.empty());
+        if (!e2e) {
+            CHECK_FALSE(waiting[0].reason.has_value());  // bob is offline, that is all
+        }
+
+        auto& bob = w.connect();
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        CHECK(alice.saw<sim::PeerOnlineEvent>("bob") != e2e);  // end to end, bob's prekeys answer instead
+        const auto keyed = alice.of<sim::KeyAssignedEvent>("bob");
+        REQUIRE(keyed.size() == 1);
+        CHECK(keyed[0].mode == mode);
+        if (e2e) {
+            CHECK(keyed[0].safety_number == alice.core->peer_identity("bob")->safety_number);
+            CHECK(keyed[0].first_contact);
+        } else {
+            CHECK(keyed[0].suite == sim::SuiteId::tdes_cbc_hmac_sha256);
+            CHECK(keyed[0].safety_number.empty());
+        }
+
+        const auto id = alice.core->send("bob", "typed");
+        REQUIRE(id);
+        w.settle();
+        const auto got = bob.of<sim::MessageEvent>("alice");
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].text == "typed");
+        CHECK(got[0].message_id == *id);
+        CHECK(got[0].seq == 1);
+        CHECK(got[0].mode == mode);
+        CHECK(got[0].sent_at == alice_clock);
+        CHECK(got[0].received_at == server_clock);
+        CHECK(got[0].conversation == sim::pair_conversation_id("alice", "bob"));
+        CHECK(got[0].sender_device == sim::first_device);
+        CHECK(got[0].inbox_index == 0);
+        // Receipts: the status is an enum; bob is online, so the last one says delivered.
+        const auto receipts = alice.of<sim::ReceiptEvent>("bob");
+        REQUIRE_FALSE(receipts.empty());
+        CHECK(receipts.back().message_id == *id);
+        CHECK(receipts.back().status == sim::ReceiptStatus::delivered);
+
+        // The key moves on: which way, and how far.
+        alice.events.clear();
+        bob.events.clear();
+        if (e2e) {
+            REQUIRE(bob.core->send("alice", "reply"));  // bob's first DH ratchet step
+            w.settle();
+            REQUIRE(alice.core->send("bob", "again"));  // and alice's
+            w.settle();
+        } else {
+            w.clock.advance(31s);
+            REQUIRE(alice.core->send("bob", "epoch one"));
+            w.settle();
+        }
+        const auto moved = [](const std::vector<sim::KeyRotatedEvent>& events, sim::KeyDirection direction) {
+            return std::any_of(events.begin(), events.end(), [direction](const sim::KeyRotatedEvent& e) {
+                return e.direction == direction && e.epoch >= 1;
+            });
+        };
+        auto rotated = alice.of<sim::KeyRotatedEvent>("bob");
+        for (const auto& e : bob.of<sim::KeyRotatedEvent>("alice")) {
+            rotated.push_back(e);
+        }
+        REQUIRE_FALSE(rotated.empty());
+        CHECK(rotated[0].mode == mode);
+        // Server-assigned: alice's sending key and bob's receiving key move to epoch 1. End to end: a DH ratchet step
+        // is taken when a reply with a new ratchet key arrives (its receiving side).
+        if (!e2e) {
+            CHECK(moved(rotated, sim::KeyDirection::sending));
+        }
+        CHECK(moved(rotated, sim::KeyDirection::receiving));
+
+        CHECK_FALSE(alice.saw<sim::ErrorEvent>());
+        CHECK_FALSE(bob.saw<sim::ErrorEvent>());
+        CHECK_FALSE(bob.saw<sim::GapEvent>());
+
+        // Leaving, then the end of the connection.
+        REQUIRE(alice.core->leave("bob"));
+        w.settle();
+        if (!e2e) {
+            CHECK(bob.saw<sim::PeerLeftEvent>("alice"));
+        }
+        REQUIRE(alice.core->logout());
+        w.settle();
+        const auto closed = alice.of<sim::ClosedEvent>();
+        REQUIRE(closed.size() == 1);
+        CHECK(sim::error_of(sim::ClientEvent{closed[0]})->code == closed[0].reason.code);
+        CHECK(sim::peer_of(sim::ClientEvent{closed[0]}).empty());
+    }
+}
+
+TEST_CASE("typed events: kinds and names follow the variant") {
+    CHECK(sim::client_event_kind<sim::ChannelReadyEvent> == sim::ClientEventKind::channel_ready);
+    CHECK(sim::client_event_kind<sim::MessageEvent> == sim::ClientEventKind::message);
+    CHECK(sim::client_event_kind<sim::PasswordChangedEvent> == sim::ClientEventKind::password_changed);
+    CHECK(std::variant_size_v<sim::ClientEvent> ==
+          static_cast<std::size_t>(sim::ClientEventKind::password_changed) + 1);
+    const sim::ClientEvent gap = sim::GapEvent{"bob", 3};
+    CHECK(sim::kind_of(gap) == sim::ClientEventKind::gap);
+    CHECK(sim::client_event_name(sim::kind_of(gap)) == "gap");
+    CHECK(sim::peer_of(gap) == "bob");
+    CHECK_FALSE(sim::error_of(gap));
+    CHECK(sim::peer_of(sim::AuthenticatedEvent{"alice"}) == "alice");
+    CHECK(sim::error_of(sim::ErrorEvent{sim::Errc::rate_limited, "bob", std::nullopt})->code ==
+          sim::Errc::rate_limited);
 }

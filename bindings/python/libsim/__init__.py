@@ -16,7 +16,7 @@ cryptography release the GIL.
         client.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=30)
         client.send("bob", "hello")
         for event in client.events(timeout=10):
-            if event.kind is libsim.EventKind.MESSAGE:
+            if isinstance(event, libsim.MessageEvent):
                 print(f"{event.peer}: {event.text}")
 
 Conversations are end to end by default (``Client(..., state_file=..., state_password=...)`` keeps the identity
@@ -26,8 +26,11 @@ key; ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle safety nu
 from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
 from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
-from .client import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
-                     TrustMode, connect, pair_conversation_id)
+from .client import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent, ConversationMode, ErrorEvent, Event,
+                     EventIterator, EventKind, GapEvent, IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent,
+                     KeyDirection, KeyRotatedEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
+                     PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent, connect,
+                     peer_of, pair_conversation_id)
 from .errors import (
     AccountError,
     ClosedError,
@@ -89,16 +92,34 @@ __all__ = [
     "KnownServers",
     "ServerHandshake",
     # client
+    "AuthenticatedEvent",
+    "ChannelReadyEvent",
     "Client",
+    "ClosedEvent",
     "ConversationMode",
+    "ErrorEvent",
     "Event",
     "EventIterator",
     "EventKind",
+    "GapEvent",
+    "IdentityChangedEvent",
     "InboxEntry",
     "InboxStatus",
+    "KeyAssignedEvent",
+    "KeyDirection",
+    "KeyRotatedEvent",
+    "MessageEvent",
+    "PasswordChangedEvent",
     "PeerIdentity",
+    "PeerLeftEvent",
+    "PeerOnlineEvent",
+    "ReceiptEvent",
+    "ReceiptStatus",
     "TrustMode",
+    "TrustRequiredEvent",
+    "WaitingEvent",
     "connect",
+    "peer_of",
     "pair_conversation_id",
     # errors
     "AccountError",

@@ -23,7 +23,8 @@ import collections
 import functools
 from typing import Any, AsyncIterator, Callable, Generic, Optional, TypeVar
 
-from ._libsim import Client, Event, EventKind, Frame, InboxEntry, InboxStatus, PeerIdentity, SuiteId
+from ._libsim import Client, EventKind, Frame, InboxEntry, InboxStatus, PeerIdentity, SuiteId
+from .client import Event, peer_of
 from .errors import ClosedError, Errc
 from .errors import TimeoutError as _Timeout
 
@@ -120,7 +121,7 @@ class AsyncClient:
     async def wait_for(self, kind: EventKind, peer: str = "", *, timeout: Optional[float] = None) -> Event:
         """The next event of `kind` (from `peer` when given), leaving the others queued in order. Raises
         TimeoutError, or ClosedError once the connection is gone and no such event remains."""
-        return await self._take(lambda e: e.kind == kind and (not peer or e.peer == peer), timeout,
+        return await self._take(lambda e: e.kind == kind and (not peer or peer_of(e) == peer), timeout,
                                 "the awaited event did not come in time")
 
     async def events(self, timeout: Optional[float] = None) -> AsyncIterator[Event]:
@@ -233,8 +234,10 @@ class AsyncClient:
 
     async def _answer(self, timeout: float) -> None:
         event = await self._take(lambda e: e.kind in _ANSWERS, timeout, "the server did not answer in time")
-        if event.kind != EventKind.AUTHENTICATED:
-            raise event.error if event.error is not None else ClosedError(Errc.CLOSED, "connection closed")
+        if event.kind == EventKind.ERROR:
+            raise event.error
+        if event.kind == EventKind.CLOSED:
+            raise event.reason if event.reason is not None else ClosedError(Errc.CLOSED, "connection closed")
 
     async def _take(self, match: _Match, timeout: Optional[float], late: str) -> Event:
         if self._closing:

@@ -5,7 +5,11 @@
         client.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=10)
         client.send("bob", "hello")
         for event in client.events(timeout=5):
-            print(event)
+            match event:
+                case MessageEvent(peer=peer, text=text):
+                    print(f"{peer}: {text}")
+                case ReceiptEvent(status=ReceiptStatus.DELIVERED):
+                    print("delivered")
 
 End-to-end mode (the server's default) keeps the identity key, ratchets and pinned peers in an encrypted file::
 
@@ -15,19 +19,36 @@ End-to-end mode (the server's default) keeps the identity key, ratchets and pinn
         print(client.peer_identity("bob").safety_number)   # compare with bob's, then:
         client.verify_peer("bob")
 
-An ``IDENTITY_CHANGED`` event means the peer's key changed (a new device, or an attack): ``send`` raises
+An ``IdentityChangedEvent`` means the peer's key changed (a new device, or an attack): ``send`` raises
 ``StateError`` (``Errc.IDENTITY_CHANGED``) until ``accept_identity(peer)``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
-from ._libsim import (Client, ConversationMode, Event, EventIterator, EventKind, InboxEntry, InboxStatus, PeerIdentity,
-                      TrustMode, pair_conversation_id)
+from ._libsim import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent, ConversationMode, ErrorEvent,
+                      EventIterator, EventKind, GapEvent, IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent,
+                      KeyDirection, KeyRotatedEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
+                      PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent,
+                      pair_conversation_id)
 
-__all__ = ["Client", "ConversationMode", "Event", "EventIterator", "EventKind", "InboxEntry", "InboxStatus", "PeerIdentity",
-           "TrustMode", "connect", "pair_conversation_id"]
+#: Any event: one class per kind, each with only its own attributes and a ``kind`` (an EventKind).
+Event = Union[ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent, KeyAssignedEvent,
+              KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent, GapEvent, ErrorEvent,
+              ClosedEvent, PasswordChangedEvent]
+
+__all__ = ["AuthenticatedEvent", "ChannelReadyEvent", "Client", "ClosedEvent", "ConversationMode", "ErrorEvent", "Event",
+           "EventIterator", "EventKind", "GapEvent", "IdentityChangedEvent", "InboxEntry", "InboxStatus",
+           "KeyAssignedEvent", "KeyDirection", "KeyRotatedEvent", "MessageEvent", "PasswordChangedEvent", "PeerIdentity",
+           "PeerLeftEvent", "PeerOnlineEvent", "ReceiptEvent", "ReceiptStatus", "TrustMode", "TrustRequiredEvent",
+           "WaitingEvent", "connect", "peer_of", "pair_conversation_id"]
+
+
+def peer_of(event: Event) -> str:
+    """Whom `event` is about, as ``wait_for(kind, peer)`` matches it: its ``peer``; our own name (``user``) for
+    AuthenticatedEvent and PasswordChangedEvent; '' for the others."""
+    return str(getattr(event, "peer", None) or getattr(event, "user", ""))
 
 
 def connect(host: str, port: int, **options: Any) -> Client:

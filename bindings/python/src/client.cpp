@@ -30,10 +30,6 @@ using sim::ClientEventKind;
 /// Blocking waits are cut into slices this long so that signals (Ctrl-C) are handled promptly.
 constexpr auto signal_check_interval = std::chrono::milliseconds(50);
 
-bool has_message_id(const ClientEvent& e) {
-    return std::any_of(e.message_id.begin(), e.message_id.end(), [](std::uint8_t b) { return b != 0; });
-}
-
 /// A timestamp for Python: seconds since the Unix epoch (float), or None when unknown (WallTime{}).
 py::object py_time(sim::WallTime t) {
     if (t == sim::WallTime{}) {
@@ -42,36 +38,166 @@ py::object py_time(sim::WallTime t) {
     return py::float_(static_cast<double>(t.time_since_epoch().count()) / 1000.0);
 }
 
-std::string event_repr(const ClientEvent& e) {
-    std::string s = "Event(" + py::str(py::cast(e.kind)).cast<std::string>();
-    if (!e.peer.empty()) {
-        s += ", peer=" + py::repr(to_py_str(e.peer)).cast<std::string>();
+/// An error for Python: a libsim.Error object (not raised), or None.
+py::object py_error(const std::optional<sim::Error>& error) {
+    if (!error || error->code == sim::Errc::ok) {
+        return py::none();
     }
-    if (e.kind == ClientEventKind::message) {
-        s += ", text=" + py::repr(to_py_str(e.text)).cast<std::string>() + ", sid=" + std::to_string(e.sid);
+    return make_error_object(*error);
+}
+
+/// Binds one event struct as its own class: `kind` (its EventKind), __match_args__ = `fields` (for
+/// `match event: case MessageEvent(peer, text): ...`) and a repr listing them.
+template <typename E>
+py::class_<E> bind_event(py::module_& m, const char* name, const char* doc, std::initializer_list<const char*> fields) {
+    py::class_<E> cls(m, name, doc);
+    cls.def_property_readonly(
+        "kind", [](const E& /*e*/) { return sim::client_event_kind<E>; }, "The EventKind of this class.");
+    py::tuple match_args(fields.size());
+    std::size_t i = 0;
+    for (const char* f : fields) {
+        match_args[i++] = py::str(f);
     }
-    if (e.kind == ClientEventKind::receipt || e.kind == ClientEventKind::gap) {
-        s += ", text=" + py::repr(to_py_str(e.text)).cast<std::string>();
-    }
-    if (e.kind == ClientEventKind::gap) {
-        s += ", count=" + std::to_string(e.count);
-    }
-    if (has_message_id(e)) {
-        s += ", message_id=" + sim::to_hex(e.message_id);
-    }
-    if (e.kind == ClientEventKind::key_assigned || e.kind == ClientEventKind::channel_ready) {
-        s += ", suite=" + py::str(py::cast(e.suite)).cast<std::string>();
-    }
-    if (e.kind == ClientEventKind::key_assigned || e.kind == ClientEventKind::message) {
-        s += ", mode=" + py::str(py::cast(e.mode)).cast<std::string>();
-    }
-    if (e.kind == ClientEventKind::key_rotated) {
-        s += ", epoch=" + std::to_string(e.epoch);
-    }
-    if (e.error.code != sim::Errc::ok) {
-        s += ", error=" + py::str(py::cast(e.error.code)).cast<std::string>();
-    }
-    return s + ")";
+    cls.attr("__match_args__") = match_args;
+    cls.def("__repr__", [name = std::string(name)](const py::object& self) {
+        std::string s = name + "(";
+        const char* sep = "";
+        for (const auto& f : py::tuple(self.attr("__match_args__"))) {
+            const auto field = f.cast<std::string>();
+            const py::object value = self.attr(field.c_str());
+            // Ids as hex, like sim::to_hex: shorter than a bytes repr, and what logs and the C++ tools show.
+            const py::object shown = py::isinstance<py::bytes>(value) ? value.attr("hex")() : py::repr(value);
+            s += sep + field + "=" + shown.cast<std::string>();
+            sep = ", ";
+        }
+        return s + ")";
+    });
+    return cls;
+}
+
+/// The event classes, one per ClientEvent alternative.
+void register_events(py::module_& m) {
+    py::enum_<sim::KeyDirection>(m, "KeyDirection", "Which way a conversation key moved (KeyRotatedEvent).")
+        .value("SENDING", sim::KeyDirection::sending, "the key we seal with")
+        .value("RECEIVING", sim::KeyDirection::receiving, "the key we open with");
+    py::enum_<sim::ReceiptStatus>(m, "ReceiptStatus", "What a receipt says about one of our messages (ReceiptEvent).")
+        .value("STORED", sim::ReceiptStatus::stored, "durable on the server")
+        .value("DELIVERED", sim::ReceiptStatus::delivered, "the recipient's client stored it");
+
+    bind_event<sim::ChannelReadyEvent>(m, "ChannelReadyEvent", "The channel handshake is done.",
+                                       {"suite", "fingerprint", "first_contact"})
+        .def_readonly("suite", &sim::ChannelReadyEvent::suite)
+        .def_readonly("fingerprint", &sim::ChannelReadyEvent::fingerprint, "The server key's fingerprint.")
+        .def_readonly("first_contact", &sim::ChannelReadyEvent::first_contact, "The key was pinned just now.");
+    bind_event<sim::TrustRequiredEvent>(m, "TrustRequiredEvent", "The server key needs a decision (TrustMode.ASK).",
+                                        {"fingerprint"})
+        .def_readonly("fingerprint", &sim::TrustRequiredEvent::fingerprint);
+    bind_event<sim::AuthenticatedEvent>(m, "AuthenticatedEvent", "Logged in.", {"user"})
+        .def_property_readonly(
+            "user", [](const sim::AuthenticatedEvent& e) { return to_py_str(e.user); }, "Our canonical user name.");
+    bind_event<sim::WaitingEvent>(m, "WaitingEvent",
+                                  "`peer` cannot be talked to yet; messages to it wait in the outbox until it can.",
+                                  {"peer", "reason"})
+        .def_property_readonly("peer", [](const sim::WaitingEvent& e) { return to_py_str(e.peer); })
+        .def_property_readonly(
+            "reason", [](const sim::WaitingEvent& e) { return py_error(e.reason); },
+            "None: the peer is offline (the client probes until it comes online). Else why the server cannot set "
+            "up the conversation yet (a libsim.Error object, e.g. the peer has no prekeys).");
+    bind_event<sim::PeerOnlineEvent>(m, "PeerOnlineEvent", "`peer` is online.", {"peer"})
+        .def_property_readonly("peer", [](const sim::PeerOnlineEvent& e) { return to_py_str(e.peer); });
+    bind_event<sim::KeyAssignedEvent>(m, "KeyAssignedEvent", "The conversation with `peer` got a key.",
+                                      {"peer", "suite", "mode", "safety_number", "first_contact"})
+        .def_property_readonly("peer", [](const sim::KeyAssignedEvent& e) { return to_py_str(e.peer); })
+        .def_readonly("suite", &sim::KeyAssignedEvent::suite)
+        .def_readonly("mode", &sim::KeyAssignedEvent::mode, "SERVER_ASSIGNED: the server can read it.")
+        .def_property_readonly(
+            "safety_number",
+            [](const sim::KeyAssignedEvent& e) -> py::object {
+                if (e.safety_number.empty()) {
+                    return py::none();
+                }
+                return py::str(e.safety_number);
+            },
+            "End to end: the safety number with the peer; None for a server-assigned key.")
+        .def_readonly("first_contact", &sim::KeyAssignedEvent::first_contact,
+                      "End to end: the peer's identity key was pinned just now.");
+    bind_event<sim::KeyRotatedEvent>(m, "KeyRotatedEvent", "A conversation key with `peer` moved on.",
+                                     {"peer", "mode", "epoch", "direction"})
+        .def_property_readonly("peer", [](const sim::KeyRotatedEvent& e) { return to_py_str(e.peer); })
+        .def_readonly("mode", &sim::KeyRotatedEvent::mode)
+        .def_readonly("epoch", &sim::KeyRotatedEvent::epoch,
+                      "Server-assigned: the key's epoch; end to end: Double Ratchet DH steps so far.")
+        .def_readonly("direction", &sim::KeyRotatedEvent::direction);
+    bind_event<sim::MessageEvent>(m, "MessageEvent", "`peer` sent `text`.",
+                                  {"peer", "text", "message_id", "seq", "mode", "sent_at", "received_at",
+                                   "conversation", "sender_device", "inbox_index"})
+        .def_property_readonly("peer", [](const sim::MessageEvent& e) { return to_py_str(e.peer); })
+        .def_property_readonly("text", [](const sim::MessageEvent& e) { return to_py_str(e.text); })
+        .def_property_readonly(
+            "message_id", [](const sim::MessageEvent& e) { return to_py_bytes(e.message_id); }, "The 16-byte id.")
+        .def_readonly("seq", &sim::MessageEvent::seq,
+                      "End to end: the sender's sequence number; server-assigned: the seed's sid.")
+        .def_readonly("mode", &sim::MessageEvent::mode, "How the conversation is keyed.")
+        .def_property_readonly(
+            "sent_at", [](const sim::MessageEvent& e) { return py_time(e.sent_at); },
+            "The sender's timestamp (seconds since the Unix epoch, sealed in the message: the server cannot change "
+            "it), or None when the sender did not record it.")
+        .def_property_readonly(
+            "received_at", [](const sim::MessageEvent& e) { return py_time(e.received_at); },
+            "When the server accepted it (seconds since the Unix epoch; the server's claim, not authenticated), or "
+            "None when unknown.")
+        .def_property_readonly(
+            "conversation", [](const sim::MessageEvent& e) { return to_py_bytes(e.conversation); },
+            "The 16-byte id of its conversation (pair_conversation_id() for two users).")
+        .def_readonly("sender_device", &sim::MessageEvent::sender_device, "The sender's device it came from.")
+        .def_readonly("inbox_index", &sim::MessageEvent::inbox_index,
+                      "Its place in Client.inbox() (written there before it was acknowledged).");
+    bind_event<sim::PeerLeftEvent>(m, "PeerLeftEvent", "`peer` ended the conversation or went offline.", {"peer"})
+        .def_property_readonly("peer", [](const sim::PeerLeftEvent& e) { return to_py_str(e.peer); });
+    bind_event<sim::ReceiptEvent>(m, "ReceiptEvent", "The server reports on one of our messages.",
+                                  {"peer", "message_id", "status"})
+        .def_property_readonly(
+            "peer", [](const sim::ReceiptEvent& e) { return to_py_str(e.peer); }, "The message's recipient.")
+        .def_property_readonly(
+            "message_id", [](const sim::ReceiptEvent& e) { return to_py_bytes(e.message_id); },
+            "The 16-byte id Client.send returned.")
+        .def_readonly("status", &sim::ReceiptEvent::status);
+    bind_event<sim::IdentityChangedEvent>(m, "IdentityChangedEvent",
+                                          "`peer`'s identity key changed; nothing is sent to or shown from `peer` "
+                                          "until accept_identity().",
+                                          {"peer", "safety_number"})
+        .def_property_readonly("peer", [](const sim::IdentityChangedEvent& e) { return to_py_str(e.peer); })
+        .def_readonly("safety_number", &sim::IdentityChangedEvent::safety_number, "With the new key.");
+    bind_event<sim::GapEvent>(m, "GapEvent", "`count` messages from `peer` are missing.", {"peer", "count"})
+        .def_property_readonly("peer", [](const sim::GapEvent& e) { return to_py_str(e.peer); })
+        .def_readonly("count", &sim::GapEvent::count);
+    bind_event<sim::ErrorEvent>(m, "ErrorEvent",
+                                "An error from the server, a message that failed to open (`peer` set), or a message "
+                                "of ours dropped from the outbox (`message_id` set).",
+                                {"error", "peer", "message_id"})
+        .def_property_readonly(
+            "error", [](const sim::ErrorEvent& e) { return make_error_object(e.error); },
+            "A libsim.Error object (not raised).")
+        .def_property_readonly(
+            "peer", [](const sim::ErrorEvent& e) { return to_py_str(e.peer); }, "The peer it concerns, or ''.")
+        .def_property_readonly(
+            "message_id",
+            [](const sim::ErrorEvent& e) -> py::object {
+                if (!e.message_id) {
+                    return py::none();
+                }
+                return to_py_bytes(*e.message_id);
+            },
+            "The 16-byte id of the dropped message of ours, or None.");
+    bind_event<sim::ClosedEvent>(m, "ClosedEvent", "The connection is gone.", {"reason"})
+        .def_property_readonly(
+            "reason", [](const sim::ClosedEvent& e) { return py_error(e.reason); },
+            "Why (a libsim.Error object), or None for a clean close.");
+    bind_event<sim::PasswordChangedEvent>(m, "PasswordChangedEvent",
+                                          "change_password() succeeded: the server and the local state have the new "
+                                          "password.",
+                                          {"user"})
+        .def_property_readonly("user", [](const sim::PasswordChangedEvent& e) { return to_py_str(e.user); });
 }
 
 /// Run `f` without the GIL.
@@ -282,7 +408,7 @@ public:
                 const auto left = limit - (std::chrono::steady_clock::now() - start);
                 slice = std::clamp<sim::Duration>(left, sim::Duration::zero(), slice);
             }
-            auto r = nogil([&] { return kind ? c.wait_for(*kind, peer, slice) : c.receive(slice); });
+            auto r = nogil([&] { return kind ? c.wait_for_kind(*kind, peer, slice) : c.receive(slice); });
             if (r) {
                 return std::move(r).value();
             }
@@ -408,26 +534,22 @@ struct EventIterator {
 }  // namespace
 
 void register_client(py::module_& m) {
-    py::enum_<ClientEventKind>(m, "EventKind", "What happened on a client.")
-        .value("CHANNEL_READY", ClientEventKind::channel_ready, "handshake done")
-        .value("TRUST_REQUIRED", ClientEventKind::trust_required, "the server key needs a decision")
-        .value("AUTHENTICATED", ClientEventKind::authenticated, "logged in as `peer`")
-        .value("WAITING", ClientEventKind::waiting, "`peer` is offline; the client waits for it")
-        .value("PEER_ONLINE", ClientEventKind::peer_online, "`peer` is online")
-        .value("KEY_ASSIGNED", ClientEventKind::key_assigned, "conversation with `peer` keyed (`suite`)")
-        .value("KEY_ROTATED", ClientEventKind::key_rotated, "conversation key with `peer` moved to `epoch`")
-        .value("MESSAGE", ClientEventKind::message, "`peer` sent `text`")
-        .value("PEER_LEFT", ClientEventKind::peer_left, "`peer` ended the conversation or went offline")
-        .value("RECEIPT", ClientEventKind::receipt,
-               "message `message_id` to `peer` is `text` = 'stored' (durable on the server) or 'delivered'")
-        .value("IDENTITY_CHANGED", ClientEventKind::identity_changed,
-               "`peer`'s identity key changed (`fingerprint` = the new safety number); nothing is sent to or shown "
-               "from `peer` until accept_identity()")
-        .value("GAP", ClientEventKind::gap, "`count` messages from `peer` are missing; `text` explains")
-        .value("ERROR", ClientEventKind::error, "`error` reported by the server, or a message that failed to open")
-        .value("CLOSED", ClientEventKind::closed, "the connection is gone (`error` says why)")
-        .value("PASSWORD_CHANGED", ClientEventKind::password_changed,
-               "change_password() succeeded: the server and the local state have the new password");
+    py::enum_<ClientEventKind>(m, "EventKind", "The kind of an event: each event class's `kind`.")
+        .value("CHANNEL_READY", ClientEventKind::channel_ready, "ChannelReadyEvent")
+        .value("TRUST_REQUIRED", ClientEventKind::trust_required, "TrustRequiredEvent")
+        .value("AUTHENTICATED", ClientEventKind::authenticated, "AuthenticatedEvent")
+        .value("WAITING", ClientEventKind::waiting, "WaitingEvent")
+        .value("PEER_ONLINE", ClientEventKind::peer_online, "PeerOnlineEvent")
+        .value("KEY_ASSIGNED", ClientEventKind::key_assigned, "KeyAssignedEvent")
+        .value("KEY_ROTATED", ClientEventKind::key_rotated, "KeyRotatedEvent")
+        .value("MESSAGE", ClientEventKind::message, "MessageEvent")
+        .value("PEER_LEFT", ClientEventKind::peer_left, "PeerLeftEvent")
+        .value("RECEIPT", ClientEventKind::receipt, "ReceiptEvent")
+        .value("IDENTITY_CHANGED", ClientEventKind::identity_changed, "IdentityChangedEvent")
+        .value("GAP", ClientEventKind::gap, "GapEvent")
+        .value("ERROR", ClientEventKind::error, "ErrorEvent")
+        .value("CLOSED", ClientEventKind::closed, "ClosedEvent")
+        .value("PASSWORD_CHANGED", ClientEventKind::password_changed, "PasswordChangedEvent");
 
     py::enum_<sim::ConversationMode>(m, "ConversationMode", "How a conversation is keyed.")
         .value("SERVER_ASSIGNED", sim::ConversationMode::server_assigned,
@@ -442,58 +564,7 @@ void register_client(py::module_& m) {
         .value("ASK", sim::TrustMode::ask, "call ask_trust(fingerprint) and continue only when it returns True")
         .value("PINNED_ONLY", sim::TrustMode::pinned_only, "refuse unknown keys (HandshakeError)");
 
-    py::class_<ClientEvent>(m, "Event", "One thing that happened on a client; which fields matter depends on `kind`.")
-        .def_readonly("kind", &ClientEvent::kind)
-        .def_property_readonly("peer", [](const ClientEvent& e) { return to_py_str(e.peer); })
-        .def_property_readonly("text", [](const ClientEvent& e) { return to_py_str(e.text); })
-        .def_readonly("sid", &ClientEvent::sid)
-        .def_readonly("suite", &ClientEvent::suite)
-        .def_readonly("epoch", &ClientEvent::epoch)
-        .def_readonly("fingerprint", &ClientEvent::fingerprint)
-        .def_readonly("first_contact", &ClientEvent::first_contact)
-        .def_readonly("mode", &ClientEvent::mode,
-                      "How the conversation is keyed (KEY_ASSIGNED, MESSAGE and the end-to-end events).")
-        .def_property_readonly(
-            "message_id",
-            [](const ClientEvent& e) -> py::object {
-                if (!has_message_id(e)) {
-                    return py::none();
-                }
-                return to_py_bytes(e.message_id);
-            },
-            "The 16-byte id of the message (MESSAGE, RECEIPT; the value Client.send returned), or None.")
-        .def_readonly("count", &ClientEvent::count,
-                      "GAP: how many messages are missing; MESSAGE: the sender's sequence number.")
-        .def_readonly("inbox_index", &ClientEvent::inbox_index,
-                      "MESSAGE: its place in Client.inbox() (written there before it was acknowledged).")
-        .def_property_readonly(
-            "sent_at", [](const ClientEvent& e) { return py_time(e.sent_at); },
-            "MESSAGE: the sender's timestamp (seconds since the Unix epoch, sealed in the message: the server cannot "
-            "change it), or None when the sender did not record it.")
-        .def_property_readonly(
-            "received_at", [](const ClientEvent& e) { return py_time(e.received_at); },
-            "MESSAGE: when the server accepted it (seconds since the Unix epoch; the server's claim, not "
-            "authenticated), or None when unknown.")
-        .def_property_readonly(
-            "conversation",
-            [](const ClientEvent& e) -> py::object {
-                if (e.kind != sim::ClientEventKind::message) {
-                    return py::none();
-                }
-                return to_py_bytes(e.conversation);
-            },
-            "MESSAGE: the 16-byte id of its conversation (pair_conversation_id() for two users), else None.")
-        .def_readonly("sender_device", &ClientEvent::sender_device, "MESSAGE: the sender's device it came from.")
-        .def_property_readonly(
-            "error",
-            [](const ClientEvent& e) -> py::object {
-                if (e.error.code == sim::Errc::ok) {
-                    return py::none();
-                }
-                return make_error_object(e.error);
-            },
-            "The error (a libsim.Error object, not raised), or None.")
-        .def("__repr__", &event_repr);
+    register_events(m);
 
     py::class_<sim::InboxEntry>(m, "InboxEntry", "One received message as the client keeps it in its state.")
         .def_readonly("index", &sim::InboxEntry::index, "Its place: 0, 1, 2... in the order messages arrived.")

@@ -59,8 +59,8 @@ async def delivered(client: AsyncClient, ids: list[bytes]) -> None:
     want = set(ids)
     while want:
         event = await client.wait_for(EventKind.RECEIPT, timeout=TIMEOUT)
-        assert event.text in ("stored", "delivered"), event
-        if event.text == "delivered":
+        assert isinstance(event, libsim.ReceiptEvent), event
+        if event.status == libsim.ReceiptStatus.DELIVERED:
             want.discard(event.message_id)
 
 

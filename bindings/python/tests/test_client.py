@@ -30,9 +30,10 @@ def test_conversation_between_two_clients(connect: Connect) -> None:
 
     sent_id = alice.send("bob", "Hello Bob!")
     event = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
-    assert (event.peer, event.text, event.sid) == ("alice", "Hello Bob!", 1)
-    assert (event.mode, event.message_id, event.count) == (ConversationMode.END_TO_END, sent_id, 1)
-    assert event.error is None
+    assert isinstance(event, libsim.MessageEvent) and event.kind == EventKind.MESSAGE
+    assert (event.peer, event.text, event.seq) == ("alice", "Hello Bob!", 1)
+    assert (event.mode, event.message_id) == (ConversationMode.END_TO_END, sent_id)
+    assert not hasattr(event, "error")  # each event class has only its own attributes
     assert "Hello Bob!" in repr(event) and sent_id.hex() in repr(event)
 
     text = "zoë says ✓ — 🎉"
@@ -43,7 +44,7 @@ def test_conversation_between_two_clients(connect: Connect) -> None:
         alice.send("bob", f"message {i}")
     got = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in range(4)]
     assert [e.text for e in got] == [f"message {i}" for i in range(2, 6)]
-    assert [e.sid for e in got] == [2, 3, 4, 5]
+    assert [e.seq for e in got] == [2, 3, 4, 5]
 
 
 def test_fingerprint_and_token_login(sim_server: libsim.Server, connect: Connect) -> None:

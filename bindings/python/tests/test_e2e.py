@@ -21,18 +21,17 @@ ALICE, BOB = "alice's password", "bob's password"
 ALICE_STATE, BOB_STATE = "alice's state key", "bob's state key"
 
 
-def receipts(client: libsim.Client, ids: list[bytes], status: str) -> list[libsim.Event]:
-    """Wait until every id in `ids` has a receipt with `status` ("stored" skipped when waiting for "delivered")."""
+def receipts(client: libsim.Client, ids: list[bytes], status: libsim.ReceiptStatus) -> list[libsim.ReceiptEvent]:
+    """Wait until every id in `ids` has a receipt with `status` (STORED skipped when waiting for DELIVERED)."""
     want = set(ids)
     got = []
     while want:
         event = client.wait_for(EventKind.RECEIPT, timeout=TIMEOUT)
         assert event.message_id is not None and len(event.message_id) == 16
-        if event.text == status and event.message_id in want:
+        assert isinstance(event, libsim.ReceiptEvent), event
+        if event.status == status and event.message_id in want:
             want.discard(event.message_id)
             got.append(event)
-        else:
-            assert event.text in ("stored", "delivered"), event
     return got
 
 
@@ -52,7 +51,7 @@ def test_two_clients_end_to_end(connect: Connect) -> None:
     keyed = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
     assert keyed.mode == ConversationMode.END_TO_END and keyed.mode.display_name == "end-to-end"
     assert keyed.first_contact
-    assert SAFETY_NUMBER.fullmatch(keyed.fingerprint), keyed.fingerprint
+    assert SAFETY_NUMBER.fullmatch(keyed.safety_number), keyed.safety_number
     assert keyed.suite == libsim.SuiteId.AES256_GCM
 
     sent = alice.send("bob", "Hello Bob!")
@@ -60,16 +59,15 @@ def test_two_clients_end_to_end(connect: Connect) -> None:
     responder = bob.wait_for(EventKind.KEY_ASSIGNED, "alice", timeout=TIMEOUT)  # learnt from the first message
     assert responder.mode == ConversationMode.END_TO_END
     got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
-    assert (got.text, got.mode, got.message_id, got.count, got.sid) == (
-        "Hello Bob!", ConversationMode.END_TO_END, sent, 1, 1)
-    (delivered,) = receipts(alice, [sent], "delivered")
-    assert delivered.peer == "bob" and "delivered" in repr(delivered)
+    assert (got.text, got.mode, got.message_id, got.seq) == ("Hello Bob!", ConversationMode.END_TO_END, sent, 1)
+    (delivered,) = receipts(alice, [sent], libsim.ReceiptStatus.DELIVERED)
+    assert delivered.peer == "bob" and "DELIVERED" in repr(delivered)
     assert alice.outbox_size == 0
 
     # Both sides compute the same safety number, and it is the one the key events showed.
     alice_view, bob_view = alice.peer_identity("bob"), bob.peer_identity("alice")
     assert isinstance(alice_view, libsim.PeerIdentity)
-    assert alice_view.safety_number == bob_view.safety_number == keyed.fingerprint == responder.fingerprint
+    assert alice_view.safety_number == bob_view.safety_number == keyed.safety_number == responder.safety_number
     assert (alice_view.peer, bob_view.peer) == ("bob", "alice")
     assert len(alice_view.identity_key) == 32 and alice_view.identity_key != bob_view.identity_key
     assert not alice_view.verified and not alice_view.change_pending
@@ -81,14 +79,14 @@ def test_two_clients_end_to_end(connect: Connect) -> None:
     reply = bob.send("alice", "Hi Alice ✓")
     answer = alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT)
     assert (answer.text, answer.message_id) == ("Hi Alice ✓", reply)
-    receipts(bob, [reply], "delivered")
+    receipts(bob, [reply], libsim.ReceiptStatus.DELIVERED)
     assert bob.outbox_size == 0
 
     # Sequence numbers continue per sender; every id is new.
     ids = [alice.send("bob", f"n{i}") for i in range(3)]
     assert len(set(ids + [sent])) == 4
     got_all = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in ids]
-    assert [(e.text, e.count, e.message_id) for e in got_all] == [(f"n{i}", i + 2, ids[i]) for i in range(3)]
+    assert [(e.text, e.seq, e.message_id) for e in got_all] == [(f"n{i}", i + 2, ids[i]) for i in range(3)]
 
 
 def test_identity_calls_refuse_unknown_peers(connect: Connect) -> None:
@@ -118,16 +116,16 @@ def test_message_to_an_offline_user_is_stored_then_delivered(connect: Connect, t
     alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT)
     texts = ["while you were away", "second one", "third ✓"]
     ids = [alice.send("bob", t) for t in texts]
-    stored = receipts(alice, ids, "stored")  # durable on the server
+    stored = receipts(alice, ids, libsim.ReceiptStatus.STORED)  # durable on the server
     assert {e.peer for e in stored} == {"bob"}
     assert alice.outbox_size == 0
 
     bob = connect(state_file=bob_state, state_password=BOB_STATE)
     bob.login("bob", BOB)
     got = [bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT) for _ in texts]
-    assert [(e.text, e.message_id, e.count) for e in got] == [(t, i, n + 1) for n, (t, i) in
+    assert [(e.text, e.message_id, e.seq) for e in got] == [(t, i, n + 1) for n, (t, i) in
                                                               enumerate(zip(texts, ids))]
-    receipts(alice, ids, "delivered")
+    receipts(alice, ids, libsim.ReceiptStatus.DELIVERED)
     assert not [e for e in no_messages(bob) if e.kind == EventKind.GAP]
 
     # Delivered once: a restart of bob does not show them again.
@@ -144,10 +142,10 @@ def test_state_file_keeps_the_identity_across_restarts(connect: Connect, tmp_pat
     publish_prekeys(bob)
     alice = connect(state_file=alice_state, state_password=ALICE_STATE)
     alice.login("alice", ALICE, "bob")
-    number = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).fingerprint
+    number = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).safety_number
     first = alice.send("bob", "first run")
     assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "first run"
-    receipts(alice, [first], "delivered")
+    receipts(alice, [first], libsim.ReceiptStatus.DELIVERED)
     alice.verify_peer("bob")
 
     # The file is held while its client is open.
@@ -173,8 +171,8 @@ def test_state_file_keeps_the_identity_across_restarts(connect: Connect, tmp_pat
     # The ratchet session of the first run goes on: no new KEYGEN, no identity change, the sequence continues.
     second = alice.send("bob", "second run")
     got = bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT)
-    assert (got.text, got.message_id, got.count) == ("second run", second, 2)
-    receipts(alice, [second], "delivered")
+    assert (got.text, got.message_id, got.seq) == ("second run", second, 2)
+    receipts(alice, [second], libsim.ReceiptStatus.DELIVERED)
     no_messages(alice)
 
 
@@ -201,7 +199,7 @@ def test_changed_identity_key_stops_the_conversation_until_accepted(connect: Con
     publish_prekeys(bob)
     alice = connect()
     alice.login("alice", ALICE, "bob")
-    old = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).fingerprint
+    old = alice.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=TIMEOUT).safety_number
     alice.send("bob", "hi phone")
     assert bob.wait_for(EventKind.MESSAGE, "alice", timeout=TIMEOUT).text == "hi phone"
     alice.verify_peer("bob")
@@ -214,8 +212,7 @@ def test_changed_identity_key_stops_the_conversation_until_accepted(connect: Con
     held = laptop.send("alice", "it's me, on my laptop")
 
     changed = alice.wait_for(EventKind.IDENTITY_CHANGED, "bob", timeout=TIMEOUT)
-    assert SAFETY_NUMBER.fullmatch(changed.fingerprint) and changed.fingerprint != old
-    assert changed.mode == ConversationMode.END_TO_END
+    assert SAFETY_NUMBER.fullmatch(changed.safety_number) and changed.safety_number != old
     view = alice.peer_identity("bob")
     assert view.change_pending and view.safety_number == old  # still the pinned key
     assert [e for e in drain(alice, 0.5) if e.kind == EventKind.MESSAGE] == []  # held, not shown
@@ -230,8 +227,8 @@ def test_changed_identity_key_stops_the_conversation_until_accepted(connect: Con
     shown = alice.wait_for(EventKind.MESSAGE, "bob", timeout=TIMEOUT)
     assert (shown.text, shown.message_id) == ("it's me, on my laptop", held)
     view = alice.peer_identity("bob")
-    assert (view.safety_number, view.verified, view.change_pending) == (changed.fingerprint, False, False)
-    assert laptop.peer_identity("alice").safety_number == changed.fingerprint
+    assert (view.safety_number, view.verified, view.change_pending) == (changed.safety_number, False, False)
+    assert laptop.peer_identity("alice").safety_number == changed.safety_number
     with pytest.raises(libsim.StateError):
         alice.accept_identity("bob")  # nothing pending any more
 
@@ -287,7 +284,7 @@ def test_closed_when_the_server_dies_and_outbox_known_before_login(
     alice = server.connect(state_file=alice_state, state_password=ALICE_STATE)
     assert alice.outbox_size == 3
     alice.login("alice", ALICE)
-    receipts(alice, ids, "stored")
+    receipts(alice, ids, libsim.ReceiptStatus.STORED)
     assert alice.outbox_size == 0
 
 
@@ -351,7 +348,7 @@ def test_one_sender_cannot_fill_the_server_disk(sim_server_factory: Callable[...
         event = alice.receive(timeout=TIMEOUT)
         while event is not None:  # until the refusal, then what the commits under way still answer
             if event.kind == EventKind.RECEIPT:
-                assert event.text == "stored", event
+                assert event.status == libsim.ReceiptStatus.STORED, event
                 stored.add(event.message_id)
             elif event.kind == EventKind.ERROR:
                 errors.append(event)

@@ -24,6 +24,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 namespace sim {
@@ -32,63 +34,199 @@ namespace testing {
 struct ClientAccess;  // test hooks (libsim/testing/sim/testing.h, not installed)
 }
 
-/// What happened on a client.
-enum class ClientEventKind : std::uint8_t {
-    channel_ready,     ///< handshake done: `suite`, `fingerprint`, `first_contact` (key newly pinned)
-    trust_required,    ///< TrustMode::ask: show `fingerprint`, then call trust()
-    authenticated,     ///< ack_init sid 1: `peer` = our canonical user name
-    waiting,           ///< ack_init sid 3: `peer` is offline; the client probes until it comes online. Or the server
-                       ///< cannot set up a conversation with `peer` yet (`error` and `text` say why, e.g. it has no
-                       ///< prekeys): messages to it wait in the outbox until it can
-    peer_online,       ///< ack_init sid 2: `peer` is online
-    key_assigned,      ///< KEYGEN: conversation with `peer` keyed, `suite`, `mode` (server_assigned: the server
-                       ///< can read it); end-to-end: `fingerprint` = the safety number
-    key_rotated,       ///< a conversation key with `peer` moved to `epoch`; `text` = "sending" or "receiving"
-                       ///< (end-to-end: a Double Ratchet DH step)
-    message,           ///< `peer` sent `text` (`sid` = the seed's counter, or the end-to-end `seq`; `message_id`;
-                       ///< `sent_at` = the sender's timestamp, `received_at` = the server's receive time)
-    peer_left,         ///< `peer` ended the conversation or went offline
-    receipt,           ///< `message_id` to `peer` is `text` = "stored" (durable on the server) or "delivered"
-    identity_changed,  ///< `peer`'s identity key changed: `fingerprint` = the new safety number. Nothing is sent
-                       ///< to or shown from `peer` until accept_identity()
-    gap,               ///< `count` messages from `peer` are missing (withheld or still on the way); `text` explains
-    error,             ///< `error` (from the server, or a message that failed to open: `peer` set, not shown). A
-                       ///< message of ours that can never go (Errc::frame_too_large: queued under a larger
-                       ///< max_frame_size) is dropped from the outbox: `message_id` and `peer` name it
-    closed,            ///< the connection is gone (`error` says why)
-    password_changed,  ///< change_password() succeeded on the server and the local state is sealed under the new
-                       ///< password; session_token() holds the new token (every session of the user ends: log in
-                       ///< again with it)
+/// Which way a conversation key moved.
+enum class KeyDirection : std::uint8_t {
+    sending,    ///< the key we seal with
+    receiving,  ///< the key we open with
 };
+
+/// The channel handshake is done.
+struct ChannelReadyEvent {
+    SuiteId suite = SuiteId::aes256_gcm;  ///< the channel's suite
+    std::string fingerprint;              ///< the server key's fingerprint
+    bool first_contact = false;           ///< the key was pinned just now (not known before)
+};
+
+/// TrustMode::ask: show `fingerprint` to the user, then call ClientCore::trust().
+struct TrustRequiredEvent {
+    std::string fingerprint;
+};
+
+/// ack_init sid 1: logged in.
+struct AuthenticatedEvent {
+    std::string user;  ///< our canonical user name
+};
+
+/// `peer` cannot be talked to yet; messages to it wait in the outbox until it can.
+struct WaitingEvent {
+    std::string peer;
+    /// nullopt: ack_init sid 3, the peer is offline (the client probes until it comes online). Set: the server cannot
+    /// set up a conversation with the peer yet and says why (e.g. it has no prekeys).
+    std::optional<Error> reason;
+};
+
+/// ack_init sid 2: `peer` is online.
+struct PeerOnlineEvent {
+    std::string peer;
+};
+
+/// The conversation with `peer` got a key (KEYGEN, or an end-to-end session).
+struct KeyAssignedEvent {
+    std::string peer;
+    SuiteId suite = SuiteId::aes256_gcm;
+    ConversationMode mode = ConversationMode::end_to_end;  ///< server_assigned: the server can read it
+    std::string safety_number;                             ///< end to end: e2e::safety_number with the peer; else empty
+    bool first_contact = false;                            ///< end to end: the peer's identity key was pinned just now
+};
+
+/// A conversation key with `peer` moved on.
+struct KeyRotatedEvent {
+    std::string peer;
+    ConversationMode mode = ConversationMode::end_to_end;
+    std::uint32_t epoch = 0;  ///< server-assigned: the key's epoch; end to end: Double Ratchet DH steps so far
+    KeyDirection direction = KeyDirection::sending;
+};
+
+/// `peer` sent `text`.
+struct MessageEvent {
+    std::string peer;
+    std::string text;
+    MessageId message_id{};
+    std::uint64_t seq = 0;  ///< end to end: the sender's sequence number; server-assigned: the seed's sid
+    ConversationMode mode = ConversationMode::end_to_end;
+    /// The sender's clock when it was sent, sealed in the message so the server cannot change it (docs/protocol.md
+    /// 5.2, 6.3); WallTime{} = unknown (a sender that did not record it).
+    WallTime sent_at{};
+    /// When the server accepted it, as the server says (not authenticated: docs/protocol.md 6.5); WallTime{} =
+    /// unknown.
+    WallTime received_at{};
+    ConversationId conversation{};          ///< the conversation it belongs to (docs/protocol.md 6.5)
+    DeviceId sender_device = first_device;  ///< the sender's device it came from
+    std::uint64_t inbox_index = 0;          ///< its place in ClientCore::inbox, written before it was acknowledged
+};
+
+/// `peer` ended the conversation or went offline.
+struct PeerLeftEvent {
+    std::string peer;
+};
+
+/// The server reports on one of our messages.
+struct ReceiptEvent {
+    std::string peer;  ///< the message's recipient
+    MessageId message_id{};
+    /// stored (durable on the server) or delivered (the recipient stored it); refusals are not receipt events: the
+    /// outbox sends the message again, and an ErrorEvent says so when the reason will not pass by itself.
+    ReceiptStatus status = ReceiptStatus::stored;
+};
+
+/// `peer`'s identity key changed. Nothing is sent to or shown from `peer` until ClientCore::accept_identity().
+struct IdentityChangedEvent {
+    std::string peer;
+    std::string safety_number;  ///< with the new key
+};
+
+/// `count` messages from `peer` are missing (withheld, or still on the way).
+struct GapEvent {
+    std::string peer;
+    std::uint64_t count = 0;
+};
+
+/// Something failed without ending the connection: an error from the server, a message that failed to open (`peer`
+/// set; it is not shown), or a message of ours that can never go (Errc::frame_too_large: queued under a larger
+/// max_frame_size) and was dropped from the outbox (`peer` and `message_id` name it).
+struct ErrorEvent {
+    Error error;
+    std::string peer;                     ///< the peer it concerns, or empty
+    std::optional<MessageId> message_id;  ///< the dropped message of ours, if any
+};
+
+/// The connection is gone.
+struct ClosedEvent {
+    Error reason;
+};
+
+/// ClientCore::change_password() succeeded on the server and the local state is sealed under the new password;
+/// ClientCore::session_token() holds the new token (every session of the user ends: log in again with it).
+struct PasswordChangedEvent {
+    std::string user;
+};
+
+/// What happened on a client: one struct per kind, holding only that kind's fields. Switch on it with std::visit
+/// or std::get_if; kind_of() names the alternative.
+using ClientEvent =
+    std::variant<ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent,
+                 KeyAssignedEvent, KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent,
+                 GapEvent, ErrorEvent, ClosedEvent, PasswordChangedEvent>;
+
+/// The alternatives of ClientEvent, in the same order: for choosing one at run time (Client::wait_for_kind, the
+/// Python binding) and for printing (client_event_name).
+enum class ClientEventKind : std::uint8_t {
+    channel_ready,
+    trust_required,
+    authenticated,
+    waiting,
+    peer_online,
+    key_assigned,
+    key_rotated,
+    message,
+    peer_left,
+    receipt,
+    identity_changed,
+    gap,
+    error,
+    closed,
+    password_changed,
+};
+
+namespace detail {
+template <typename E, typename... Es>
+constexpr std::size_t alternative_index(const std::variant<Es...>* /*unused*/) noexcept {
+    static_assert((std::is_same_v<E, Es> || ...), "not a ClientEvent alternative");
+    std::size_t i = 0;
+    (void)((std::is_same_v<E, Es> ? true : (++i, false)) || ...);
+    return i;
+}
+}  // namespace detail
+
+/// The kind of the event type `E` (e.g. client_event_kind<MessageEvent> == ClientEventKind::message).
+template <typename E>
+inline constexpr ClientEventKind client_event_kind =
+    static_cast<ClientEventKind>(detail::alternative_index<E>(static_cast<const ClientEvent*>(nullptr)));
+
+/// The kind of `event`.
+[[nodiscard]] inline ClientEventKind kind_of(const ClientEvent& event) noexcept {
+    return static_cast<ClientEventKind>(event.index());
+}
+
+/// Whom `event` is about: its `peer`; our own user name for AuthenticatedEvent and PasswordChangedEvent; empty for
+/// the others.
+[[nodiscard]] inline std::string_view peer_of(const ClientEvent& event) noexcept {
+    return std::visit(
+        [](const auto& e) -> std::string_view {
+            if constexpr (requires { e.peer; }) {
+                return e.peer;
+            } else if constexpr (requires { e.user; }) {
+                return e.user;
+            } else {
+                return {};
+            }
+        },
+        event);
+}
+
+/// The error an ErrorEvent or a ClosedEvent reports; nullopt for the other kinds.
+[[nodiscard]] inline std::optional<Error> error_of(const ClientEvent& event) {
+    if (const auto* e = std::get_if<ErrorEvent>(&event)) {
+        return e->error;
+    }
+    if (const auto* e = std::get_if<ClosedEvent>(&event)) {
+        return e->reason;
+    }
+    return std::nullopt;
+}
 
 /// Short name of an event kind ("message", "key_rotated", ...).
 std::string_view client_event_name(ClientEventKind kind) noexcept;
-
-struct ClientEvent {
-    ClientEventKind kind = ClientEventKind::error;
-    /// message: its place in the inbox (ClientCore::inbox), where it was written before it was acknowledged.
-    std::uint64_t inbox_index = 0;
-    std::string peer;
-    std::string text;
-    std::uint32_t sid = 0;
-    SuiteId suite = SuiteId::aes256_gcm;
-    std::uint32_t epoch = 0;
-    std::string fingerprint;
-    bool first_contact = false;
-    Error error{Errc::ok};
-    ConversationMode mode = ConversationMode::server_assigned;
-    MessageId message_id{};
-    std::uint64_t count = 0;
-    /// message: the sender's clock when it was sent, sealed in the message so the server cannot change it
-    /// (docs/protocol.md 5.2, 6.3); WallTime{} = unknown (a sender that did not record it).
-    WallTime sent_at{};
-    /// message: when the server accepted it, as the server says (not authenticated: docs/protocol.md 6.5);
-    /// WallTime{} = unknown.
-    WallTime received_at{};
-    /// message: the conversation it belongs to and the sender's device it came from (docs/protocol.md 6.5).
-    ConversationId conversation{};
-    DeviceId sender_device = first_device;
-};
 
 class ClientState;
 
@@ -187,8 +325,8 @@ public:
     /// End the conversation with `peer`.
     Status leave(std::string_view peer);
     /// Change the account's password (docs/protocol.md 5.5): the server checks `old_password` (throttled like a
-    /// login) and stores the new one; then the client state is sealed under `new_password` and `password_changed`
-    /// is reported. A refusal is an `error` event (auth_rejected, throttled, bad_password...). If the server
+    /// login) and stores the new one; then the client state is sealed under `new_password` and a PasswordChangedEvent
+    /// is reported. A refusal is an ErrorEvent (auth_rejected, throttled, bad_password...). If the server
     /// changed it but the state could not be re-sealed, the error says so (the state still opens with the old
     /// password: `sim rekey` fixes it). Errc::not_authenticated, Errc::bad_password (empty or too long), busy.
     Status change_password(std::string_view old_password, std::string_view new_password);
@@ -264,7 +402,7 @@ struct ClientOptions {
     Duration connect_timeout = std::chrono::seconds(10);
     /// Probe / keepalive period.
     Duration tick_interval = std::chrono::seconds(5);
-    /// Events kept for receive() before the oldest are dropped (a bounded queue; an `error` event with
+    /// Events kept for receive() before the oldest are dropped (a bounded queue; an ErrorEvent with
     /// Errc::queue_full says so). Messages are never lost with them: they are in the inbox (ClientCore::inbox).
     std::size_t max_queued_events = 10000;
     /// I/O threads (sim/net.h) shared with other clients; null = the connection gets a thread of its own.
@@ -275,7 +413,7 @@ struct ClientOptions {
 class Client {
 public:
     /// Connect and complete the handshake (pinning the server key per the trust mode; TrustMode::ask is answered
-    /// by `ask_trust`, which gets the fingerprint). The channel_ready event stays queued for receive(). Errors:
+    /// by `ask_trust`, which gets the fingerprint). The ChannelReadyEvent stays queued for receive(). Errors:
     /// io_error, timeout, server_key_mismatch, server_key_unknown, handshake_failed, no_common_suite...
     static Result<std::unique_ptr<Client>> connect(const ClientOptions& options,
                                                    std::function<bool(const std::string&)> ask_trust = {});
@@ -303,9 +441,19 @@ public:
     /// The next event, waiting at most `timeout`. Errc::timeout when none came; Errc::closed once the connection
     /// is gone and no events remain.
     Result<ClientEvent> receive(Duration timeout);
-    /// Wait for an event of `kind` (from `peer`, when not empty), keeping the others queued in order.
-    Result<ClientEvent> wait_for(ClientEventKind kind, std::string_view peer, Duration timeout);
-    /// `notify` is called each time an event is queued (also the `closed` one), from the thread that queued it and
+    /// Wait for an event of type `E` (about `peer`, when not empty), keeping the others queued in order. Errors as
+    /// receive().
+    template <typename E>
+    Result<E> wait_for(std::string_view peer, Duration timeout) {
+        auto e = wait_for_kind(client_event_kind<E>, peer, timeout);
+        if (!e) {
+            return std::move(e).error();
+        }
+        return std::get<E>(std::move(e).value());
+    }
+    /// wait_for() with the kind chosen at run time (bindings). `peer` is compared with peer_of(event).
+    Result<ClientEvent> wait_for_kind(ClientEventKind kind, std::string_view peer, Duration timeout);
+    /// `notify` is called each time an event is queued (also the ClosedEvent), from the thread that queued it and
     /// under the queue's lock: it must not block and must not call into the client (e.g. write to an eventfd or a
     /// pipe that an event loop watches, then take the events with receive(Duration::zero())). An empty function
     /// removes it; once set_event_notifier returns, the previous one is no longer called.

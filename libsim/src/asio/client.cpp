@@ -61,7 +61,7 @@ struct Client::Impl {
     void push(const ClientEvent& e) {
         {
             const std::lock_guard lock(mutex);
-            if (e.kind == ClientEventKind::closed) {
+            if (std::holds_alternative<ClosedEvent>(e)) {
                 closed = true;
             }
             events.push_back(e);
@@ -73,11 +73,11 @@ struct Client::Impl {
                 }
                 if (!overflow_reported) {
                     overflow_reported = true;
-                    ClientEvent note;
-                    note.kind = ClientEventKind::error;
-                    note.error = Error{Errc::queue_full, "events dropped: the application is behind; every message is "
-                                                         "in the inbox (ClientCore::inbox)"};
-                    overflow_note = std::move(note);
+                    overflow_note = ErrorEvent{Error{Errc::queue_full,
+                                                     "events dropped: the application is behind; "
+                                                     "every message is in the inbox (ClientCore::inbox)"},
+                                               {},
+                                               std::nullopt};
                 }
             } else if (events.size() < max_events / 2) {
                 overflow_reported = false;
@@ -123,16 +123,13 @@ struct Client::Impl {
 
     /// Wait for `kind`; an error or closed event that comes first is returned as the failure.
     Status await(ClientEventKind kind, Duration timeout) {
-        auto e = take(
-            [kind](const ClientEvent& ev) {
-                return ev.kind == kind || ev.kind == ClientEventKind::error || ev.kind == ClientEventKind::closed;
-            },
-            timeout);
+        auto e = take([kind](const ClientEvent& ev) { return kind_of(ev) == kind || error_of(ev); }, timeout);
         if (!e) {
             return e.error();
         }
-        if (e->kind != kind) {
-            return e->error.code == Errc::ok ? Error{Errc::closed, "connection closed"} : e->error;
+        if (kind_of(*e) != kind) {
+            const auto err = *error_of(*e);
+            return err.code == Errc::ok ? Error{Errc::closed, "connection closed"} : err;
         }
         return ok();
     }
@@ -179,21 +176,23 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
     for (;;) {
         auto e = impl->take(
             [](const ClientEvent& ev) {
-                return ev.kind == ClientEventKind::channel_ready || ev.kind == ClientEventKind::trust_required ||
-                       ev.kind == ClientEventKind::closed || ev.kind == ClientEventKind::error;
+                return std::holds_alternative<ChannelReadyEvent>(ev) ||
+                       std::holds_alternative<TrustRequiredEvent>(ev) || error_of(ev);
             },
             options.connect_timeout);
         if (!e) {
             return e.error();
         }
-        if (e->kind == ClientEventKind::trust_required) {
-            SIM_TRY_STATUS(impl->core->trust(ask_trust(e->fingerprint)));
+        if (const auto* trust = std::get_if<TrustRequiredEvent>(&*e)) {
+            SIM_TRY_STATUS(impl->core->trust(ask_trust(trust->fingerprint)));
             continue;
         }
-        if (e->kind != ClientEventKind::channel_ready) {
-            return e->error.code == Errc::ok ? Error{Errc::handshake_failed, "connection closed"} : e->error;
+        const auto* ready = std::get_if<ChannelReadyEvent>(&*e);
+        if (ready == nullptr) {
+            const auto err = *error_of(*e);
+            return err.code == Errc::ok ? Error{Errc::handshake_failed, "connection closed"} : err;
         }
-        impl->fingerprint = e->fingerprint;
+        impl->fingerprint = ready->fingerprint;
         impl->push_front(*e);  // the application may want it too (first_contact, suite)
         break;
     }
@@ -272,9 +271,10 @@ Result<ClientEvent> Client::receive(Duration timeout) {
     return m_impl->take([](const ClientEvent&) { return true; }, timeout);
 }
 
-Result<ClientEvent> Client::wait_for(ClientEventKind kind, std::string_view peer, Duration timeout) {
+Result<ClientEvent> Client::wait_for_kind(ClientEventKind kind, std::string_view peer, Duration timeout) {
     return m_impl->take(
-        [kind, peer](const ClientEvent& e) { return e.kind == kind && (peer.empty() || e.peer == peer); }, timeout);
+        [kind, peer](const ClientEvent& e) { return kind_of(e) == kind && (peer.empty() || peer_of(e) == peer); },
+        timeout);
 }
 
 void Client::set_event_notifier(std::function<void()> notify) {

@@ -233,19 +233,7 @@ struct ClientCore::Impl {
     // ------------------------------------------------------------ events
 
     void emit(ClientEvent e) { events.push_back(std::move(e)); }
-    void emit(ClientEventKind kind, std::string peer = {}) {
-        ClientEvent e;
-        e.kind = kind;
-        e.peer = std::move(peer);
-        emit(std::move(e));
-    }
-    void emit_error(const Error& err, std::string peer = {}) {
-        ClientEvent e;
-        e.kind = ClientEventKind::error;
-        e.peer = std::move(peer);
-        e.error = err;
-        emit(std::move(e));
-    }
+    void emit_error(const Error& err, std::string peer = {}) { emit(ErrorEvent{err, std::move(peer), std::nullopt}); }
     /// Deliver collected events with the lock released.
     void flush(std::unique_lock<std::mutex>& lock) {
         if (phase != Phase::closed) {
@@ -307,10 +295,7 @@ struct ClientCore::Impl {
         for (auto& [peer, c] : conversations) {
             c->end();  // the keys were this connection's; a server-assigned conversation waits for new ones
         }
-        ClientEvent e;
-        e.kind = ClientEventKind::closed;
-        e.error = err;
-        emit(std::move(e));
+        emit(ClosedEvent{err});
         if (output) {
             output->close(err.code);
         }
@@ -332,10 +317,7 @@ struct ClientCore::Impl {
                 }
                 case ChannelAction::awaiting_trust: {
                     phase = Phase::awaiting_trust;
-                    ClientEvent e;
-                    e.kind = ClientEventKind::trust_required;
-                    e.fingerprint = handshake->server_fingerprint();
-                    emit(std::move(e));
+                    emit(TrustRequiredEvent{handshake->server_fingerprint()});
                     return;
                 }
                 case ChannelAction::complete: {
@@ -351,12 +333,7 @@ struct ClientCore::Impl {
                     if (output) {
                         output->established();
                     }
-                    ClientEvent e;
-                    e.kind = ClientEventKind::channel_ready;
-                    e.suite = est->suite;
-                    e.fingerprint = est->server_fingerprint;
-                    e.first_contact = first_contact;
-                    emit(std::move(e));
+                    emit(ChannelReadyEvent{est->suite, est->server_fingerprint, first_contact});
                     auto queued = std::move(before_ready);
                     before_ready.clear();
                     for (auto& f : queued) {
@@ -485,19 +462,14 @@ struct ClientCore::Impl {
             case FrameType::close:
                 // Ended by the peer: sending waits for a new open() (end to end, it goes on from the sessions).
                 if (end_conversation(f.source) || awaited.erase(f.source) != 0) {
-                    emit(ClientEventKind::peer_left, f.source);
+                    emit(PeerLeftEvent{f.source});
                 }
                 return;
             case FrameType::error: {
                 auto err = parse_error_frame(f);
                 if (err && !f.destination.empty()) {
                     // About a peer that cannot be reached yet (no prekeys, 6.2): we wait for it; the outbox holds.
-                    ClientEvent e;
-                    e.kind = ClientEventKind::waiting;
-                    e.peer = f.destination;
-                    e.error = err->to_error();
-                    e.text = err->detail;
-                    emit(std::move(e));
+                    emit(WaitingEvent{f.destination, err->to_error()});
                     break;
                 }
                 emit_error(err ? err->to_error() : err.error());
@@ -541,17 +513,17 @@ struct ClientCore::Impl {
                     e2e->on_prekey_status(*early_prekey_status);
                     early_prekey_status.reset();
                 }
-                emit(ClientEventKind::authenticated, user);
+                emit(AuthenticatedEvent{user});
                 outbox->restart();  // messages that got no receipt before a restart or a lost connection
                 return;
             }
             case AckStage::destination_online:
                 awaited.erase(peer);
-                emit(ClientEventKind::peer_online, peer);
+                emit(PeerOnlineEvent{peer});
                 return;
             case AckStage::destination_offline:
                 awaited.insert(peer);
-                emit(ClientEventKind::waiting, peer);
+                emit(WaitingEvent{peer, std::nullopt});
                 return;
         }
         fail(Error{Errc::bad_field, "unknown ack_init stage"});
@@ -582,7 +554,7 @@ struct ClientCore::Impl {
                                  "): open it with the old password and re-seal it (sim rekey)"});
             return;
         }
-        emit(ClientEventKind::password_changed, user);
+        emit(PasswordChangedEvent{user});
     }
 
     void on_keygen(const Frame& f) {

@@ -161,12 +161,7 @@ std::vector<ClientEvent> DurableOutbox::on_receipt(ReceiptStatus status, const R
         if (!order && !m_sent.contains(id)) {
             continue;  // not a text message of ours (a ratchet-only reply, or an id the server made up)
         }
-        ClientEvent e;
-        e.kind = ClientEventKind::receipt;
-        e.peer = receipt.peer;
-        e.message_id = id;
-        e.text = status == ReceiptStatus::delivered ? "delivered" : "stored";
-        events.push_back(std::move(e));
+        events.emplace_back(ReceiptEvent{receipt.peer, id, status});
     }
     return events;
 }
@@ -190,12 +185,8 @@ std::vector<Frame> DurableOutbox::take_due(const std::string& user, const Outbox
     // application hears which.
     for (auto& d : due.dropped) {
         remove_record(d.order);
-        ClientEvent e;
-        e.kind = ClientEventKind::error;
-        e.peer = std::move(d.peer);
-        e.message_id = d.id;
-        e.error = Error{d.error.code, "message dropped from the outbox: " + d.error.detail};
-        events.push_back(std::move(e));
+        events.emplace_back(ErrorEvent{Error{d.error.code, "message dropped from the outbox: " + d.error.detail},
+                                       std::move(d.peer), d.id});
     }
     return std::move(due.frames);
 }

@@ -443,12 +443,7 @@ void E2eClient::queue_frame(Frame frame, bool after_commit) {
 }
 
 void E2eClient::error_event(const std::string& peer, const Error& error) {
-    ClientEvent e;
-    e.kind = ClientEventKind::error;
-    e.peer = peer;
-    e.error = error;
-    e.mode = ConversationMode::end_to_end;
-    event(std::move(e));
+    event(ErrorEvent{error, peer, std::nullopt});
 }
 
 E2eClient::PeerState& E2eClient::peer_state(const std::string& peer) {
@@ -577,7 +572,7 @@ void E2eClient::seal_pending(PeerState& p) {
         }
         ++p.send_seq;
         if (p.sessions.front().dh_steps() != steps_before) {
-            ratchet_event(p, p.sessions.front().dh_steps(), "sending");
+            ratchet_event(p, p.sessions.front().dh_steps(), KeyDirection::sending);
         }
         secure_zero(payload.data(), payload.size());
         payload = encode_envelope(*sealed);
@@ -589,14 +584,8 @@ void E2eClient::seal_pending(PeerState& p) {
 }
 
 void E2eClient::keyed_event(const PeerState& p, SuiteId suite, bool first_contact) {
-    ClientEvent e;
-    e.kind = ClientEventKind::key_assigned;
-    e.peer = p.name;
-    e.suite = suite;
-    e.mode = ConversationMode::end_to_end;
-    e.first_contact = first_contact;
-    e.fingerprint = safety_number_with(p, p.identity);
-    event(std::move(e));
+    event(KeyAssignedEvent{p.name, suite, ConversationMode::end_to_end, safety_number_with(p, p.identity),
+                           first_contact});
 }
 
 void E2eClient::note_identity_change(PeerState& p, const Bytes& key) {
@@ -604,23 +593,11 @@ void E2eClient::note_identity_change(PeerState& p, const Bytes& key) {
         return;  // announced already
     }
     p.pending_identity = key;
-    ClientEvent e;
-    e.kind = ClientEventKind::identity_changed;
-    e.peer = p.name;
-    e.mode = ConversationMode::end_to_end;
-    e.fingerprint = safety_number_with(p, key);
-    e.text = "identity key of " + p.name + " changed: verify the new safety number, then accept it";
-    event(std::move(e));
+    event(IdentityChangedEvent{p.name, safety_number_with(p, key)});
 }
 
-void E2eClient::ratchet_event(const PeerState& p, std::uint64_t steps, const char* direction) {
-    ClientEvent e;
-    e.kind = ClientEventKind::key_rotated;
-    e.peer = p.name;
-    e.mode = ConversationMode::end_to_end;
-    e.epoch = static_cast<std::uint32_t>(steps);
-    e.text = direction;
-    event(std::move(e));
+void E2eClient::ratchet_event(const PeerState& p, std::uint64_t steps, KeyDirection direction) {
+    event(KeyRotatedEvent{p.name, ConversationMode::end_to_end, static_cast<std::uint32_t>(steps), direction});
 }
 
 bool E2eClient::has_session(std::string_view peer) const {
@@ -811,7 +788,7 @@ void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t 
         return;
     }
     if (steps_after != steps_before) {
-        ratchet_event(p, steps_after, "receiving");
+        ratchet_event(p, steps_after, KeyDirection::receiving);
     }
     if (content->kind == ContentKind::ratchet_only) {
         return;
@@ -826,24 +803,16 @@ void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t 
         for (std::uint64_t n = p.recv_high + 1; n < seq && p.missing.size() < max_missing; ++n) {
             p.missing.insert(n);
         }
-        ClientEvent g;
-        g.kind = ClientEventKind::gap;
-        g.peer = p.name;
-        g.mode = ConversationMode::end_to_end;
-        g.count = gap;
-        g.text = std::to_string(gap) + (gap == 1 ? " message" : " messages") + " missing from " + p.name;
-        event(std::move(g));
+        event(GapEvent{p.name, gap});
     }
     p.missing.erase(seq);
     p.recv_high = std::max(p.recv_high, seq);
-    ClientEvent e;
-    e.kind = ClientEventKind::message;
+    MessageEvent e;
     e.peer = p.name;
-    e.mode = ConversationMode::end_to_end;
-    e.sid = static_cast<std::uint32_t>(std::min<std::uint64_t>(seq, 0xFFFFFFFFU));
-    e.count = seq;
-    e.message_id = envelope.id;
     e.text = std::move(content->text);
+    e.message_id = envelope.id;
+    e.seq = seq;
+    e.mode = ConversationMode::end_to_end;
     e.sent_at = content->sent_at;
     e.received_at = received_at;
     e.conversation = d.conversation;
@@ -895,7 +864,7 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     SIM_TRY(const auto envelope, seal_content(p, content));
     ++p.send_seq;
     if (p.sessions.front().dh_steps() != steps_before) {
-        ratchet_event(p, p.sessions.front().dh_steps(), "sending");
+        ratchet_event(p, p.sessions.front().dh_steps(), KeyDirection::sending);
     }
     SIM_TRY_STATUS(enqueue(content.id, peer, encode_envelope(envelope)));
     return content.id;

@@ -103,7 +103,7 @@ private:
     void keyed_event(const PeerState& p, SuiteId suite, bool first_contact);
     /// A different identity key for `p`: pending until accepted, announced once per new key.
     void note_identity_change(PeerState& p, const Bytes& key);
-    void ratchet_event(const PeerState& p, std::uint64_t steps, const char* direction);
+    void ratchet_event(const PeerState& p, std::uint64_t steps, KeyDirection direction);
     void queue_frame(Frame frame, bool after_commit);
     void event(ClientEvent e) { m_events.push_back(std::move(e)); }
     void error_event(const std::string& peer, const Error& error);

@@ -47,12 +47,7 @@ public:
         m_keys.emplace(
             Keys{k.suite, cfg, std::move(*s), std::nullopt, conversation_direction_key(k.key, m_peer, m_ctx.user), 1});
         m_ctx.outbox.release(m_peer);
-        ClientEvent e;
-        e.kind = ClientEventKind::key_assigned;
-        e.peer = m_peer;
-        e.suite = k.suite;
-        e.mode = ConversationMode::server_assigned;
-        m_ctx.emit(std::move(e));
+        m_ctx.emit(KeyAssignedEvent{m_peer, k.suite, ConversationMode::server_assigned, {}, false});
         return true;
     }
 
@@ -87,7 +82,7 @@ public:
             return std::nullopt;
         }
         ++keys.next_sid;
-        note_rotation(before, keys.send.status().epoch, "sending");
+        note_rotation(before, keys.send.status().epoch, KeyDirection::sending);
         return Envelope{id, ConversationMode::server_assigned, std::move(*record)};
     }
 
@@ -119,7 +114,7 @@ public:
             error(plain.error());
             return;
         }
-        note_rotation(before, keys.recv->status().epoch, "receiving");
+        note_rotation(before, keys.recv->status().epoch, KeyDirection::receiving);
         auto body = decode_conversation_body(*plain);
         secure_zero(plain->data(), plain->size());
         if (!body) {
@@ -128,14 +123,12 @@ public:
         }
         m_ctx.e2e.remember(m_peer, env.id);
         m_ctx.e2e.ack(m_peer, env.id);
-        ClientEvent e;
-        e.kind = ClientEventKind::message;
+        MessageEvent e;
         e.peer = m_peer;
-        e.sid = body->sid;
-        e.count = body->sid;
-        e.message_id = env.id;
-        e.mode = ConversationMode::server_assigned;
         e.text = std::move(body->text);
+        e.message_id = env.id;
+        e.seq = body->sid;
+        e.mode = ConversationMode::server_assigned;
         e.sent_at = body->sent_at;
         e.received_at = delivered.received_at;
         e.conversation = delivered.conversation;
@@ -166,22 +159,11 @@ private:
         std::uint32_t next_sid = 1;
     };
 
-    void error(const Error& err) {
-        ClientEvent e;
-        e.kind = ClientEventKind::error;
-        e.peer = m_peer;
-        e.error = err;
-        m_ctx.emit(std::move(e));
-    }
+    void error(const Error& err) { m_ctx.emit(ErrorEvent{err, m_peer, std::nullopt}); }
 
-    void note_rotation(std::uint32_t before, std::uint32_t after, const char* direction) {
+    void note_rotation(std::uint32_t before, std::uint32_t after, KeyDirection direction) {
         if (after != before) {
-            ClientEvent e;
-            e.kind = ClientEventKind::key_rotated;
-            e.peer = m_peer;
-            e.epoch = after;
-            e.text = direction;
-            m_ctx.emit(std::move(e));
+            m_ctx.emit(KeyRotatedEvent{m_peer, ConversationMode::server_assigned, after, direction});
         }
     }
 
