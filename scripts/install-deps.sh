@@ -7,6 +7,7 @@ packages=(
   libbotan-2-dev libfmt-dev libsqlitecpp-dev libsqlite3-dev doctest-dev libasio-dev libncurses-dev
   pybind11-dev python3-dev python3-pytest
   libmariadb-dev mariadb-server
+  libpq-dev postgresql
   libbenchmark-dev
   clang llvm libclang-rt-14-dev
 )
@@ -30,4 +31,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The distribution's mariadb service is not used: tests start their own throwaway server.
+# The distribution's mariadb and postgresql services are not used: tests start their own throwaway servers.
