@@ -746,9 +746,9 @@ TEST_CASE("end to end over TCP: a message to an offline user is stored, delivere
 namespace {
 
 /// The MariaDB server of the MariaDB cases: the `e2e-mariadb` meson test starts a throwaway one
-/// (tests/auth/run-mariadb.sh) and names it in SIM_MARIADB_URL; empty in the plain `e2e` run.
+/// (tests/auth/run-with-db-server.sh) and names it in SIM_TEST_DB_URL; empty in the plain `e2e` run.
 std::string mariadb_url() {
-    const char* url = std::getenv("SIM_MARIADB_URL");
+    const char* url = std::getenv("SIM_TEST_DB_URL");
     return url == nullptr ? std::string() : std::string(url);
 }
 
@@ -792,7 +792,7 @@ void empty_mariadb_database(const std::string& url) {
         exec("DROP TABLE `" + table + "`");
     }
 #else
-    FAIL("SIM_MARIADB_URL is set (" << url.size() << " characters) but this build has no MariaDB support");
+    FAIL("SIM_TEST_DB_URL is set (" << url.size() << " characters) but this build has no MariaDB support");
 #endif
 }
 
@@ -815,7 +815,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         db_url = mariadb_url();
         if (db_url.empty()) {
             MESSAGE(
-                "skipped: no MariaDB server in this run (SIM_MARIADB_URL unset); the e2e-mariadb test runs "
+                "skipped: no MariaDB server in this run (SIM_TEST_DB_URL unset); the e2e-mariadb test runs "
                 "this case against a throwaway server");
             return;
         }
@@ -1182,7 +1182,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
     CHECK(unknown == 0);
     CHECK(gaps == 0);
     CHECK(bob_errors == 0);
-    CHECK(delivered.size() == static_cast<std::size_t>(total));  // after the re-sends: all
+    CHECK(delivered.size() == static_cast<std::size_t>(total));   // after the re-sends: all
     CHECK(std::count(by_index.begin(), by_index.end(), 0) == 0);  // every index shown
     CHECK(simd->stop() == 0);
 }
