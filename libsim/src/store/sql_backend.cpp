@@ -614,37 +614,44 @@ namespace sim::store {
 namespace {
 
 // The dialects this libsim was built with; null for the others.
+struct Dialects {
+    const detail::SqlDialect* mariadb;
+    const detail::SqlDialect* postgres;
+};
+constexpr Dialects built{
 #ifdef SIM_HAVE_MARIADB
-constexpr const detail::SqlDialect* mariadb = &detail::mariadb_dialect;
-constexpr bool built_with_mariadb = true;
+    &detail::mariadb_dialect,
 #else
-constexpr const detail::SqlDialect* mariadb = nullptr;
-constexpr bool built_with_mariadb = false;
+    nullptr,
 #endif
 #ifdef SIM_HAVE_POSTGRES
-constexpr const detail::SqlDialect* postgres = &detail::postgres_dialect;
-constexpr bool built_with_postgres = true;
+    &detail::postgres_dialect,
 #else
-constexpr const detail::SqlDialect* postgres = nullptr;
-constexpr bool built_with_postgres = false;
+    nullptr,
 #endif
+};
+
+// A function, not `built.x != nullptr` inline: GCC's -Waddress objects to comparing a known address with null.
+bool present(const detail::SqlDialect* dialect) {
+    return dialect != nullptr;
+}
 
 }  // namespace
 
 bool have_mariadb() noexcept {
-    return built_with_mariadb;
+    return present(built.mariadb);
 }
 
 bool have_postgres() noexcept {
-    return built_with_postgres;
+    return present(built.postgres);
 }
 
 Result<std::unique_ptr<Backend>> open_mariadb_backend(const MariaDbConfig& config) {
-    return detail::open_sql_backend(mariadb, detail::parse_mariadb_url(config.url), "MariaDB Connector/C");
+    return detail::open_sql_backend(built.mariadb, detail::parse_mariadb_url(config.url), "MariaDB Connector/C");
 }
 
 Result<std::unique_ptr<Backend>> open_postgres_backend(const PostgresConfig& config) {
-    return detail::open_sql_backend(postgres, detail::parse_postgres_url(config.url), "libpq");
+    return detail::open_sql_backend(built.postgres, detail::parse_postgres_url(config.url), "libpq");
 }
 
 }  // namespace sim::store
