@@ -384,7 +384,7 @@ struct PostgresConfig {
 /// connection's current schema, names and blobs as BYTEA). Errc::invalid_argument for a malformed URL;
 /// Errc::schema_too_new when the database was written by a newer libsim; Errc::corrupt_database when it holds
 /// libsim tables without a version; Errc::storage_error when the server cannot be reached or refuses (the detail
-/// says whether authentication failed, never the host, user or password); Errc::not_implemented when this
+/// says whether the server refused the login or could not be reached, never the host, user or password); Errc::not_implemented when this
 /// libsim was built without libpq.
 Result<std::unique_ptr<Backend>> open_postgres_backend(const PostgresConfig& config);
 

@@ -131,11 +131,13 @@ public:
             return Error{Errc::storage_error, "postgresql: out of memory"};
         }
         if (PQstatus(m_pg) != CONNECTION_OK) {
-            // libpq's message can name the host, the user or the database: say only what kind of failure it was.
-            const bool auth = PQconnectionNeedsPassword(m_pg) != 0 || PQconnectionUsedPassword(m_pg) != 0;
+            // libpq's message can name the host, the user or the database, and has no error code: say only whether
+            // the server was reached and refused the login.
+            const bool login = PQconnectionNeedsPassword(m_pg) != 0 || PQconnectionUsedPassword(m_pg) != 0;
             close();
-            return Error{Errc::storage_error, auth ? "postgresql: cannot connect (authentication failed)"
-                                                   : "postgresql: cannot connect (server unreachable or refused)"};
+            return Error{Errc::storage_error,
+                         login ? "postgresql: cannot connect (the server refused the login: user, password or database)"
+                               : "postgresql: cannot connect (server unreachable, or it refused the connection)"};
         }
         // Server notices ("already exists, skipping") are not errors; libpq would print them to stderr.
         PQsetNoticeProcessor(
