@@ -8,6 +8,7 @@ packages=(
   pybind11-dev python3-dev python3-pytest
   libmariadb-dev mariadb-server
   libnats-dev nats-server
+  libpq-dev postgresql
   libbenchmark-dev
   clang llvm libclang-rt-14-dev
 )
@@ -31,4 +32,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The distribution's mariadb service is not used: tests start their own throwaway server.
+# The distribution's mariadb and postgresql services are not used: tests start their own throwaway servers.

@@ -4,6 +4,8 @@
 #   scripts/mariadb-test-server.sh start [DIR]   install mariadb-server if missing, start mariadbd with a fresh
 #                                                data directory under DIR, bound to 127.0.0.1 on a free port plus a
 #                                                Unix socket, create a database and a user, print the URL
+#   scripts/mariadb-test-server.sh restart [DIR] stop that server and start it again on the same port and data
+#                                                (every connection is cut, as when an operator restarts it)
 #   scripts/mariadb-test-server.sh stop [DIR]    stop that server and delete DIR
 #
 # DIR defaults to $SIM_MARIADB_DIR or /tmp/sim-mariadb-test. Several servers may run at once in different DIRs.
@@ -13,11 +15,9 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-${SIM_MARIADB_DIR:-/tmp/sim-mariadb-test}}
-
-die() {
-  echo "mariadb-test-server: $*" >&2
-  exit 1
-}
+name=mariadb-test-server
+# shellcheck source=scripts/test-server-lib.sh
+. "$(dirname "$0")/test-server-lib.sh"
 
 find_bin() {  # find_bin NAME...: the first that exists on PATH or in /usr/sbin, /usr/bin
   for name in "$@"; do
@@ -32,66 +32,26 @@ find_bin() {  # find_bin NAME...: the first that exists on PATH or in /usr/sbin,
 }
 
 install_if_missing() {
-  local missing=()
+  local missing
+  mapfile -t missing < <(missing_packages libmariadb-dev)
   find_bin mariadbd mysqld >/dev/null || missing+=(mariadb-server)
   find_bin mariadb mysql >/dev/null || missing+=(mariadb-client)
-  dpkg-query -W -f='${Status}' libmariadb-dev 2>/dev/null | grep -q "install ok installed" || missing+=(libmariadb-dev)
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]}"
-  echo "mariadb-test-server: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
-
-free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  install_packages "${missing[@]}"
 }
 
 stop_server() {
   if [ -f "$dir/mariadbd.pid" ]; then
-    local pid
-    pid=$(cat "$dir/mariadbd.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$pid" 2>/dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-      fi
-    fi
+    stop_pid "$(cat "$dir/mariadbd.pid")"
   fi
-  case "$dir" in
-    /tmp/*) rm -rf "$dir" ;;
-    *) [ -f "$dir/.sim-mariadb-test" ] && rm -rf "$dir" ;;
-  esac
 }
 
-start_server() {
-  install_if_missing
-  local mariadbd install_db client
+# launch: start mariadbd on the data in $dir and the port in $dir/port; wait until it answers.
+launch() {
+  local mariadbd client port
   mariadbd=$(find_bin mariadbd mysqld) || die "mariadbd not found"
-  install_db=$(find_bin mariadb-install-db mysql_install_db) || die "mariadb-install-db not found"
   client=$(find_bin mariadb mysql) || die "mariadb client not found"
-
-  if [ -f "$dir/mariadbd.pid" ] && kill -0 "$(cat "$dir/mariadbd.pid")" 2>/dev/null; then
-    die "a server is already running in $dir"
-  fi
-  rm -rf "$dir"
-  mkdir -p "$dir/data" "$dir/tmp"
-  touch "$dir/.sim-mariadb-test"
+  port=$(cat "$dir/port")
   local sock="$dir/mariadbd.sock"
-  if [ "${#sock}" -gt 100 ]; then
-    die "socket path too long: $sock"
-  fi
-
-  "$install_db" --no-defaults --datadir="$dir/data" --user="$(id -un)" --auth-root-authentication-method=normal \
-    --skip-test-db >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
-
-  local port
-  port=$(free_port)
   # Small buffers, no binary log: a test server, started and thrown away in seconds.
   nohup "$mariadbd" --no-defaults --user="$(id -un)" --datadir="$dir/data" --tmpdir="$dir/tmp" \
     --socket="$sock" --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mariadbd.pid" \
@@ -117,9 +77,35 @@ start_server() {
     die "mariadbd did not start"
   fi
   echo "$pid" >"$dir/mariadbd.pid"
+}
+
+start_server() {
+  install_if_missing
+  local install_db client
+  install_db=$(find_bin mariadb-install-db mysql_install_db) || die "mariadb-install-db not found"
+  client=$(find_bin mariadb mysql) || die "mariadb client not found"
+
+  if [ -f "$dir/mariadbd.pid" ] && kill -0 "$(cat "$dir/mariadbd.pid")" 2>/dev/null; then
+    die "a server is already running in $dir"
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir/data" "$dir/tmp"
+  touch "$dir/.sim-mariadb-test"
+  local sock="$dir/mariadbd.sock"
+  if [ "${#sock}" -gt 100 ]; then
+    die "socket path too long: $sock"
+  fi
+
+  "$install_db" --no-defaults --datadir="$dir/data" --user="$(id -un)" --auth-root-authentication-method=normal \
+    --skip-test-db >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
+
+  local port
+  port=$(free_port)
+  echo "$port" >"$dir/port"
+  launch
 
   local password
-  password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  password=$(random_password)
   "$client" --no-defaults --protocol=socket --socket="$sock" -uroot <<SQL || die "could not create the test database"
 CREATE DATABASE simtest;
 CREATE USER 'sim'@'127.0.0.1' IDENTIFIED BY '$password';
@@ -135,6 +121,7 @@ SQL
 
 case "$cmd" in
   start) start_server ;;
-  stop) stop_server ;;
-  *) die "usage: $0 start|stop [DIR]" ;;
+  restart) stop_server && launch ;;
+  stop) stop_server && remove_state "$dir" .sim-mariadb-test ;;
+  *) die "usage: $0 start|restart|stop [DIR]" ;;
 esac

@@ -45,8 +45,9 @@ constexpr OptionSpec simd_options[] = {
     {"port-file", 0, "FILE", "write the bound port to FILE once listening", ""},
     {"data-dir", 0, "DIR", "data directory, created with mode 0700", "./simd-data"},
     {"db", 0, "URL",
-     "account database: sqlite:PATH, memory: (nothing persists), or "
-     "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB",
+     "account database: sqlite:PATH, memory: (nothing persists), "
+     "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB, or "
+     "postgresql://USER:PASS@HOST:PORT/DB when built with libpq",
      "sqlite:DIR/simd.db"},
     {"key", 0, "FILE", "server static X25519 private key: 32 raw bytes, mode 0600, created on first start",
      "DIR/server.key"},
@@ -202,8 +203,13 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
         if (!sim::store::have_mariadb()) {
             return bad("--db: this simd was built without MariaDB support");
         }
+    } else if (s.db_url.starts_with("postgresql://") || s.db_url.starts_with("postgres://")) {
+        if (!sim::store::have_postgres()) {
+            return bad("--db: this simd was built without PostgreSQL support");
+        }
     } else if (!s.db_url.starts_with("sqlite:") && s.db_url != "memory:") {
-        return bad("--db: expected sqlite:PATH, memory: or mariadb://USER:PASS@HOST:PORT/DB");
+        return bad("--db: expected sqlite:PATH, memory:, mariadb://USER:PASS@HOST:PORT/DB or "
+                   "postgresql://USER:PASS@HOST:PORT/DB");
     }
     const std::string reg = a.get("registration", "open");
     if (reg == "open") {
@@ -461,7 +467,7 @@ int run_fingerprint(const Settings& s, const std::vector<std::string>& pos) {
     return 0;
 }
 
-/// `simd backup FILE`: an online copy of the SQLite database (MariaDB has its own tools).
+/// `simd backup FILE`: an online copy of the SQLite database (MariaDB and PostgreSQL have their own tools).
 int run_backup(const Settings& s, const std::vector<std::string>& pos) {
     if (pos.size() != 2) {
         return usage_error("backup: expected one FILE");
@@ -470,7 +476,8 @@ int run_backup(const Settings& s, const std::vector<std::string>& pos) {
     if (source.empty()) {
         return failure(s.db_url == "memory:" ? "--db memory: keeps nothing to back up"
                                              : "simd backup copies SQLite databases only; back up MariaDB with "
-                                               "mariadb-dump --single-transaction (docs/operations.md)");
+                                               "mariadb-dump --single-transaction, PostgreSQL with pg_dump "
+                                               "(docs/operations.md)");
     }
     if (!exists(source)) {
         return no_database(source);

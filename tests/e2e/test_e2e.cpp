@@ -1,8 +1,8 @@
 // End to end: the real simd on an ephemeral loopback port, real clients over TCP. The seed's flow with TDES in the
 // server-assigned mode, its three attacks (including a man in the middle and a replaying proxy), abuse the server
 // must survive; then the end-to-end mode (safety numbers, receipts, offline delivery, ciphertext only on the
-// server's disk), kill -9 of simd during a 50,000-message load in both modes on SQLite and MariaDB, and a client
-// restart between receive and ack.
+// server's disk), kill -9 of simd during a 50,000-message load in both modes on SQLite, MariaDB and PostgreSQL, and a
+// client restart between receive and ack.
 #include <sim/client.h>
 #include <sim/client_state.h>
 #include <sim/frame.h>
@@ -14,6 +14,9 @@
 
 #ifdef SIM_TEST_HAVE_MARIADB
 #include <mysql.h>
+#endif
+#ifdef SIM_TEST_HAVE_POSTGRES
+#include <libpq-fe.h>
 #endif
 
 #include <arpa/inet.h>
@@ -746,11 +749,33 @@ TEST_CASE("end to end over TCP: a message to an offline user is stored, delivere
 
 namespace {
 
-/// The MariaDB server of the MariaDB cases: the `e2e-mariadb` meson test starts a throwaway one
-/// (tests/auth/run-mariadb.sh) and names it in SIM_MARIADB_URL; empty in the plain `e2e` run.
-std::string mariadb_url() {
-    const char* url = std::getenv("SIM_MARIADB_URL");
-    return url == nullptr ? std::string() : std::string(url);
+/// The database server of the MariaDB and PostgreSQL cases: the `e2e-mariadb` and `e2e-postgres` meson tests start
+/// a throwaway one (tests/auth/run-with-db-server.sh) and name it in SIM_TEST_DB_URL and its kind in
+/// SIM_TEST_BACKEND; empty when this run has no server of that kind (the plain `e2e` run).
+std::string server_url(std::string_view kind) {
+    const char* url = std::getenv("SIM_TEST_DB_URL");
+    const char* backend = std::getenv("SIM_TEST_BACKEND");
+    return url == nullptr || backend == nullptr || backend != kind ? std::string() : std::string(url);
+}
+
+/// Drop every libsim table of the PostgreSQL test database (simd creates its schema).
+void empty_postgres_database(const std::string& url) {
+#ifdef SIM_TEST_HAVE_POSTGRES
+    PGconn* pg = PQconnectdb(url.c_str());  // libpq reads the test server's URL itself
+    struct Close {
+        PGconn* p;
+        ~Close() { PQfinish(p); }
+    } close_it{pg};
+    REQUIRE_MESSAGE(PQstatus(pg) == CONNECTION_OK, "PostgreSQL: " << PQerrorMessage(pg));
+    PGresult* res = PQexec(pg,
+                           "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, "
+                           "sim_conversation_keys, sim_sessions, sim_users, sim_meta CASCADE");
+    const bool dropped = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    REQUIRE_MESSAGE(dropped, "PostgreSQL: " << PQerrorMessage(pg));
+#else
+    FAIL("SIM_TEST_DB_URL is set (" << url.size() << " characters) but this build has no PostgreSQL support");
+#endif
 }
 
 /// Drop every table of the test database, so a case starts from an empty one (simd creates its schema).
@@ -793,11 +818,11 @@ void empty_mariadb_database(const std::string& url) {
         exec("DROP TABLE `" + table + "`");
     }
 #else
-    FAIL("SIM_MARIADB_URL is set (" << url.size() << " characters) but this build has no MariaDB support");
+    FAIL("SIM_TEST_DB_URL is set (" << url.size() << " characters) but this build has no MariaDB support");
 #endif
 }
 
-enum class StoreKind { sqlite, mariadb };
+enum class StoreKind { sqlite, mariadb, postgresql };
 
 /// The kill -9 test of the delivery core (issue 11): `total` messages from alice to bob, who is offline; simd is
 /// killed with SIGKILL two or three times, each time when a count reaches a random threshold, and restarted on the
@@ -810,17 +835,22 @@ enum class StoreKind { sqlite, mariadb };
 void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int total) {
     const bool e2e = mode == sim::ConversationMode::end_to_end;
     const std::string label_mode = e2e ? "end to end" : "server-assigned";
-    const std::string label_store = store == StoreKind::sqlite ? "SQLite" : "MariaDB";
+    const std::string label_store = store == StoreKind::sqlite    ? "SQLite"
+                                    : store == StoreKind::mariadb ? "MariaDB"
+                                                                  : "PostgreSQL";
     std::string db_url;
-    if (store == StoreKind::mariadb) {
-        db_url = mariadb_url();
+    if (store != StoreKind::sqlite) {
+        db_url = server_url(store == StoreKind::mariadb ? "mariadb" : "postgresql");
         if (db_url.empty()) {
-            MESSAGE(
-                "skipped: no MariaDB server in this run (SIM_MARIADB_URL unset); the e2e-mariadb test runs "
-                "this case against a throwaway server");
+            MESSAGE("skipped: no " << label_store << " server in this run (SIM_TEST_DB_URL unset); the "
+                                   << "e2e-mariadb / e2e-postgres tests run this case against a throwaway server");
             return;
         }
-        empty_mariadb_database(db_url);
+        if (store == StoreKind::mariadb) {
+            empty_mariadb_database(db_url);
+        } else {
+            empty_postgres_database(db_url);
+        }
     }
     std::uint64_t seed = 0;
     if (const char* s = std::getenv("SIM_E2E_SEED"); s != nullptr && *s != '\0') {
@@ -1183,7 +1213,7 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
     CHECK(unknown == 0);
     CHECK(gaps == 0);
     CHECK(bob_errors == 0);
-    CHECK(delivered.size() == static_cast<std::size_t>(total));  // after the re-sends: all
+    CHECK(delivered.size() == static_cast<std::size_t>(total));   // after the re-sends: all
     CHECK(std::count(by_index.begin(), by_index.end(), 0) == 0);  // every index shown
     CHECK(simd->stop() == 0);
 }
@@ -1214,6 +1244,14 @@ TEST_CASE(
     "kill -9 of simd during 50,000 messages to an offline user, server-assigned, MariaDB: stored means "
     "delivered once") {
     kill9_during_offline_load(sim::ConversationMode::server_assigned, StoreKind::mariadb, kill9_load);
+}
+
+TEST_CASE(
+    "kill -9 of simd during 50,000 messages to an offline user, PostgreSQL, both modes: stored means "
+    "delivered once") {
+    for (const auto mode : {sim::ConversationMode::end_to_end, sim::ConversationMode::server_assigned}) {
+        kill9_during_offline_load(mode, StoreKind::postgresql, kill9_load);
+    }
 }
 
 TEST_CASE("an application that reads slowly and is killed: every message is in its inbox after the restart, once") {

@@ -172,7 +172,7 @@ bad-options)
     for args in "--bogus" "-x" "--listen" "--listen nonsense" "--listen 127.0.0.1:70000" "--bcrypt-cost 99" \
         "--bcrypt-cost 3" "--registration sometimes" "--hash md5" "--conversation-suite rot13" \
         "--channel-suites aes,des" "--log-level loud" "--log-format xml" "--idle-timeout -1" "--workers 0" \
-        "--max-frame 12" "--db postgres://x" "--help=yes" "frobnicate" "user" "user add" "user list extra" \
+        "--max-frame 12" "--db oracle://x" "--help=yes" "frobnicate" "user" "user add" "user list extra" \
         "user add bad!name" "-c $T/missing.conf"; do
         # shellcheck disable=SC2086
         expect_status 2 "$SIMD" --data-dir "$T/never" $args

@@ -4,13 +4,15 @@
 /// the backends that implement them.
 ///
 /// The authentication logic (`sim/auth.h`) talks only to these interfaces, so an application can bring its own
-/// backend. libsim ships three, each of which implements all five interfaces (`Backend`) and passes one shared
+/// backend. libsim ships four, each of which implements all five interfaces (`Backend`) and passes one shared
 /// conformance suite (`tests/auth/`):
 /// - memory (`make_memory_backend`): tests and embedding; nothing persists.
 /// - SQLite (`open_sqlite_backend`): the embedded default. WAL mode, `synchronous=FULL`, versioned schema migrated
 ///   on open; a newer or foreign file is refused without being modified.
 /// - MariaDB/MySQL (`open_mariadb_backend`): MariaDB Connector/C, prepared statements only, reconnects once after a
 ///   dropped connection.
+/// - PostgreSQL (`open_postgres_backend`): libpq, prepared statements with binary parameters only, the same
+///   reconnect rule and the same stores as MariaDB (one implementation over both).
 ///
 /// Data rules shared by every backend (the conformance suite checks them):
 /// - Usernames reach a store already in canonical form (`sim::auth::canonical_username`); stores compare them
@@ -323,7 +325,7 @@ class Backend : public CredentialStore,
                 public PrekeyStore,
                 public MessageStore {
 public:
-    /// Short backend name for messages: "memory", "sqlite" or "mariadb".
+    /// Short backend name for messages: "memory", "sqlite", "mariadb" or "postgresql".
     [[nodiscard]] virtual std::string_view kind() const noexcept = 0;
 };
 
@@ -367,9 +369,31 @@ Result<std::unique_ptr<Backend>> open_mariadb_backend(const MariaDbConfig& confi
 /// Whether this build includes the MariaDB backend.
 bool have_mariadb() noexcept;
 
+/// Settings of the PostgreSQL backend.
+struct PostgresConfig {
+    /// `postgresql://user:password@host[:port]/database[?socket=/dir&connect_timeout=S&tls=required&tls_ca=/f]`
+    /// (`postgres://` is accepted too; port 5432 by default). User and password are percent-decoded. With
+    /// `socket`, the host is ignored and the server is reached through the Unix socket in that folder (e.g.
+    /// `/var/run/postgresql`). `tls=required` refuses an unencrypted connection and checks the server's
+    /// certificate and name (libpq's `sslmode=verify-full`) against `tls_ca`, by default
+    /// `~/.postgresql/root.crt`. The URL holds a secret: keep it in configuration, never in logs.
+    std::string url;
+};
+
+/// Connect to PostgreSQL and create or upgrade the schema (the tables of `open_mariadb_backend`, in the
+/// connection's current schema, names and blobs as BYTEA). Errc::invalid_argument for a malformed URL;
+/// Errc::schema_too_new when the database was written by a newer libsim; Errc::corrupt_database when it holds
+/// libsim tables without a version; Errc::storage_error when the server cannot be reached or refuses (the detail
+/// says whether the server refused the login or could not be reached, never the host, user or password); Errc::not_implemented when this
+/// libsim was built without libpq.
+Result<std::unique_ptr<Backend>> open_postgres_backend(const PostgresConfig& config);
+
+/// Whether this build includes the PostgreSQL backend.
+bool have_postgres() noexcept;
+
 /// Open a backend from a URL: `memory:`, `sqlite:PATH` (e.g. `sqlite:/var/lib/sim/sim.db`, `sqlite::memory:`),
-/// or a `mariadb://` / `mysql://` URL as in `MariaDbConfig`. Errc::invalid_argument for an unknown scheme; else
-/// as the backend's own factory.
+/// a `mariadb://` / `mysql://` URL as in `MariaDbConfig`, or a `postgresql://` / `postgres://` URL as in
+/// `PostgresConfig`. Errc::invalid_argument for an unknown scheme; else as the backend's own factory.
 Result<std::unique_ptr<Backend>> open_backend(std::string_view url);
 
 }  // namespace sim::store

@@ -18,7 +18,10 @@ Result<std::unique_ptr<Backend>> open_backend(std::string_view url) {
     if (url.substr(0, 10) == "mariadb://" || url.substr(0, 8) == "mysql://") {
         return open_mariadb_backend(MariaDbConfig{std::string(url)});
     }
-    return Error{Errc::invalid_argument, "backend URL must start with memory:, sqlite: or mariadb://"};
+    if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return open_postgres_backend(PostgresConfig{std::string(url)});
+    }
+    return Error{Errc::invalid_argument, "backend URL must start with memory:, sqlite:, mariadb:// or postgresql://"};
 }
 
 }  // namespace sim::store

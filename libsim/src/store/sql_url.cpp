@@ -1,15 +1,25 @@
-#include "mariadb_url.h"
+#include "sql_url.h"
 
 #include <sim/bytes.h>
+
+#include <algorithm>
+#include <iterator>
 
 namespace sim::store::detail {
 namespace {
 
-Error bad(const char* what) {
-    return Error{Errc::invalid_argument, std::string("MariaDB URL: ") + what};
+/// What tells one kind of URL from another.
+struct Scheme {
+    const char* label;  ///< for errors: "MariaDB URL", "PostgreSQL URL"
+    std::string_view names[2];
+    std::uint16_t default_port;
+};
+
+Error bad(const Scheme& scheme, const char* what) {
+    return Error{Errc::invalid_argument, std::string(scheme.label) + ": " + what};
 }
 
-Result<std::string> percent_decode(std::string_view s) {
+Result<std::string> percent_decode(const Scheme& scheme, std::string_view s) {
     std::string out;
     out.reserve(s.size());
     for (std::size_t i = 0; i < s.size(); ++i) {
@@ -18,15 +28,15 @@ Result<std::string> percent_decode(std::string_view s) {
             continue;
         }
         if (i + 2 >= s.size()) {
-            return bad("truncated percent escape");
+            return bad(scheme, "truncated percent escape");
         }
         Bytes byte;
         if (!from_hex(s.substr(i + 1, 2), byte)) {
-            return bad("bad percent escape");
+            return bad(scheme, "bad percent escape");
         }
         const char c = static_cast<char>(byte[0]);
         if (c == '\0') {
-            return bad("NUL in URL");
+            return bad(scheme, "NUL in URL");
         }
         out.push_back(c);
         i += 2;
@@ -52,18 +62,15 @@ bool parse_uint(std::string_view s, unsigned long max, unsigned long& out) {
     return true;
 }
 
-}  // namespace
-
-Result<MariaDbParams> parse_mariadb_url(std::string_view url) {
-    MariaDbParams p;
-    std::string_view rest;
-    if (url.substr(0, 10) == "mariadb://") {
-        rest = url.substr(10);
-    } else if (url.substr(0, 8) == "mysql://") {
-        rest = url.substr(8);
-    } else {
-        return bad("scheme must be mariadb:// or mysql://");
+Result<SqlUrl> parse_url(const Scheme& scheme, std::string_view url) {
+    SqlUrl p;
+    p.port = scheme.default_port;
+    const auto* const name = std::find_if(std::begin(scheme.names), std::end(scheme.names),
+                                          [&](std::string_view n) { return url.starts_with(n); });
+    if (name == std::end(scheme.names)) {
+        return bad(scheme, "unknown scheme");
     }
+    std::string_view rest = url.substr(name->size());
     std::string_view query;
     if (const auto q = rest.find('?'); q != std::string_view::npos) {
         query = rest.substr(q + 1);
@@ -71,40 +78,40 @@ Result<MariaDbParams> parse_mariadb_url(std::string_view url) {
     }
     const auto slash = rest.find('/');
     if (slash == std::string_view::npos) {
-        return bad("missing /database");
+        return bad(scheme, "missing /database");
     }
     auto authority = rest.substr(0, slash);
-    SIM_TRY(p.database, percent_decode(rest.substr(slash + 1)));
+    SIM_TRY(p.database, percent_decode(scheme, rest.substr(slash + 1)));
     if (p.database.empty() || p.database.find('/') != std::string::npos) {
-        return bad("bad database name");
+        return bad(scheme, "bad database name");
     }
     // userinfo@host: the last '@' separates them (a password may contain an escaped one only).
     const auto at = authority.rfind('@');
     if (at == std::string_view::npos) {
-        return bad("missing user@");
+        return bad(scheme, "missing user@");
     }
     const auto userinfo = authority.substr(0, at);
     authority = authority.substr(at + 1);
     const auto colon = userinfo.find(':');
-    SIM_TRY(p.user, percent_decode(userinfo.substr(0, colon)));
+    SIM_TRY(p.user, percent_decode(scheme, userinfo.substr(0, colon)));
     if (colon != std::string_view::npos) {
-        SIM_TRY(p.password, percent_decode(userinfo.substr(colon + 1)));
+        SIM_TRY(p.password, percent_decode(scheme, userinfo.substr(colon + 1)));
     }
     if (p.user.empty()) {
-        return bad("empty user");
+        return bad(scheme, "empty user");
     }
     std::string_view host = authority;
     std::string_view port;
     if (!host.empty() && host.front() == '[') {
         const auto close = host.find(']');
         if (close == std::string_view::npos) {
-            return bad("unclosed [ in host");
+            return bad(scheme, "unclosed [ in host");
         }
         port = host.substr(close + 1);
         host = host.substr(1, close - 1);
         if (!port.empty()) {
             if (port.front() != ':') {
-                return bad("junk after ]");
+                return bad(scheme, "junk after ]");
             }
             port.remove_prefix(1);
         }
@@ -118,7 +125,7 @@ Result<MariaDbParams> parse_mariadb_url(std::string_view url) {
     if (!port.empty()) {
         unsigned long v = 0;
         if (!parse_uint(port, 65535, v) || v == 0) {
-            return bad("bad port");
+            return bad(scheme, "bad port");
         }
         p.port = static_cast<std::uint16_t>(v);
     }
@@ -128,16 +135,16 @@ Result<MariaDbParams> parse_mariadb_url(std::string_view url) {
         query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
         const auto eq = item.find('=');
         if (eq == std::string_view::npos) {
-            return bad("query item without =");
+            return bad(scheme, "query item without =");
         }
         const auto key = item.substr(0, eq);
-        SIM_TRY(const auto value, percent_decode(item.substr(eq + 1)));
+        SIM_TRY(const auto value, percent_decode(scheme, item.substr(eq + 1)));
         if (key == "socket") {
             p.socket = value;
         } else if (key == "connect_timeout") {
             unsigned long v = 0;
             if (!parse_uint(value, 3600, v) || v == 0) {
-                return bad("bad connect_timeout");
+                return bad(scheme, "bad connect_timeout");
             }
             p.connect_timeout = static_cast<unsigned>(v);
         } else if (key == "tls") {
@@ -146,15 +153,27 @@ Result<MariaDbParams> parse_mariadb_url(std::string_view url) {
             } else if (value == "off") {
                 p.tls_required = false;
             } else {
-                return bad("tls must be required or off");
+                return bad(scheme, "tls must be required or off");
             }
         } else if (key == "tls_ca") {
             p.tls_ca = value;
         } else {
-            return bad("unknown query parameter");
+            return bad(scheme, "unknown query parameter");
         }
     }
     return p;
+}
+
+}  // namespace
+
+Result<SqlUrl> parse_mariadb_url(std::string_view url) {
+    static constexpr Scheme mariadb{"MariaDB URL", {"mariadb://", "mysql://"}, 3306};
+    return parse_url(mariadb, url);
+}
+
+Result<SqlUrl> parse_postgres_url(std::string_view url) {
+    static constexpr Scheme postgres{"PostgreSQL URL", {"postgresql://", "postgres://"}, 5432};
+    return parse_url(postgres, url);
 }
 
 }  // namespace sim::store::detail
