@@ -11,45 +11,21 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-${SIM_NATS_DIR:-/tmp/sim-nats-test}}
-
-die() {
-  echo "nats-test-server: $*" >&2
-  exit 1
-}
-
-install_if_missing() {
-  local missing=()
-  command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-  dpkg-query -W -f='${Status}' libnats-dev 2>/dev/null | grep -q "install ok installed" || missing+=(libnats-dev)
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]}"
-  echo "nats-test-server: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
-
-free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+name=nats-test-server
+# shellcheck source=scripts/test-server-lib.sh
+. "$(dirname "$0")/test-server-lib.sh"
 
 stop_server() {
   if [ -f "$dir/nats.pid" ]; then
-    local pid
-    pid=$(cat "$dir/nats.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill -9 "$pid" 2>/dev/null || true
+    stop_pid "$(cat "$dir/nats.pid")"
   fi
-  rm -rf "$dir"
+  remove_state "$dir" nats.pid
 }
 
 case "$cmd" in
   start)
-    install_if_missing
+    # shellcheck disable=SC2046
+    install_packages $(missing_packages nats-server libnats-dev)
     mkdir -p "$dir"
     port=$(free_port)
     nohup nats-server -a 127.0.0.1 -p "$port" -P "$dir/nats.pid" -l "$dir/nats.log" >/dev/null 2>&1 &

@@ -5,7 +5,7 @@
 #   SIM_TEST_BACKEND=KIND, SIM_TEST_DB_URL (TCP), SIM_TEST_DB_SOCKET_URL (Unix socket),
 #   SIM_TEST_DB_RESTART (a shell command that restarts the server on the same port and data).
 #   run-with-db-server.sh KIND PROGRAM SERVER_SCRIPT [program args...]
-#   (KIND: mariadb | postgresql; SERVER_SCRIPT: scripts/mariadb-test-server.sh | scripts/postgres-test-server.sh)
+#   (KIND: mariadb | postgresql | nats; SERVER_SCRIPT: scripts/KIND-test-server.sh; a NATS server has no socket URL)
 set -uo pipefail
 kind=$1
 binary=$2
@@ -19,5 +19,5 @@ if ! url=$("$server" start "$state"); then
   exit 1
 fi
 trap '"$server" stop "$state" >/dev/null 2>&1; rm -rf "$state"' EXIT
-SIM_TEST_BACKEND="$kind" SIM_TEST_DB_URL="$url" SIM_TEST_DB_SOCKET_URL="$(cat "$state/socket-url")" \
+SIM_TEST_BACKEND="$kind" SIM_TEST_DB_URL="$url" SIM_TEST_DB_SOCKET_URL="$(cat "$state/socket-url" 2>/dev/null)" \
   SIM_TEST_DB_RESTART="$(printf '%q restart %q >/dev/null' "$server" "$state")" "$binary" "$@"

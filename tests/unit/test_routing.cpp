@@ -14,6 +14,7 @@
 #include <mutex>
 #include <thread>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -27,9 +28,10 @@ sim::Frame frame_to(const std::string& user, std::uint32_t sid) {
     return sim::Frame{sim::FrameType::receipt, sid, "Server", user, {1, 2, 3}};
 }
 
-/// The NATS server the fixture started (tests/unit/run-nats.sh), or nullptr.
+/// The NATS server the fixture started (tests/auth/run-with-db-server.sh nats ...), or nullptr.
 const char* nats_url() {
-    return std::getenv("SIM_TEST_NATS_URL");
+    const char* kind = std::getenv("SIM_TEST_BACKEND");
+    return kind != nullptr && std::string_view(kind) == "nats" ? std::getenv("SIM_TEST_DB_URL") : nullptr;
 }
 
 std::unique_ptr<RoutingBus> nats_bus(const std::string& node) {
@@ -204,7 +206,7 @@ bool eventually(F condition) {
 
 TEST_CASE("RoutingBus over NATS: nodes see each other's devices, carry frames in order and displace") {
     if (nats_url() == nullptr) {
-        MESSAGE("no NATS server given (SIM_TEST_NATS_URL): the 'routing-nats' test runs this with one");
+        MESSAGE("no NATS server given: the 'routing-nats' test runs this with one");
         return;
     }
     auto n1 = nats_bus("n1");
