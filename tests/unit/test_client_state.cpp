@@ -263,8 +263,10 @@ TEST_CASE("client state file: neither key names nor values are readable in the f
     const auto path = dir.file("state.db");
     const std::string name = "contact:alice.wonderland";
     const std::string value = "attack at dawn, secret";
+    // Long enough that random bytes never spell it by chance (a two-letter password turned up in them once).
+    const std::string password = "a state password nobody would guess";
     {
-        auto s = open_ok(path, "pw");
+        auto s = open_ok(path, password);
         put(*s, name, value);
     }
     const auto bytes = read_all(path);
@@ -274,7 +276,8 @@ TEST_CASE("client state file: neither key names nor values are readable in the f
     CHECK(bytes.find("alice") == std::string::npos);
     CHECK(bytes.find(value) == std::string::npos);
     CHECK(bytes.find("attack") == std::string::npos);
-    CHECK(bytes.find("pw") == std::string::npos);
+    CHECK(bytes.find(password) == std::string::npos);
+    CHECK(bytes.find("state password") == std::string::npos);
     // The same check would catch a plaintext store: the memory of a plain SQLite file shows the value.
     const auto plain = dir.file("plain.db");
     raw_exec(plain, "CREATE TABLE t (k TEXT, v TEXT); INSERT INTO t VALUES ('" + name + "', '" + value + "');");
