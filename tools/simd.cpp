@@ -14,6 +14,7 @@
 #include <sim/store.h>
 #include <sim/store_backup.h>
 
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -762,6 +763,11 @@ int run_server(const Settings& s) {
 
 int main(int argc, char** argv) {
     ::umask(077);  // the database, its journal and the port file are private, like the key files
+    // glibc returns the top of each heap to the system as soon as 128 KiB are free there, and grows it again on the
+    // next burst: per message, page faults and TLB flushes on every core. Keeping up to 64 MiB free and growing by
+    // 16 MiB cut server CPU per routed message by about 30 % at the same RSS (docs/performance.md 8.5).
+    ::mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    ::mallopt(M_TOP_PAD, 16 * 1024 * 1024);
     const std::vector<std::string> args(argv + 1, argv + argc);
     auto program = sim::tools::parse_program_args("simd", simd_options, args, print_help);
     if (!program.args) {
