@@ -36,6 +36,7 @@ const char* errc_name(Errc code) noexcept {
         case Errc::registration_closed: return "registration_closed";
         case Errc::bad_hash: return "bad_hash";
         case Errc::token_invalid: return "token_invalid";
+        case Errc::device_unknown: return "device_unknown";
         case Errc::storage_error: return "storage_error";
         case Errc::schema_too_new: return "schema_too_new";
         case Errc::corrupt_database: return "corrupt_database";
@@ -52,6 +53,8 @@ const char* errc_name(Errc code) noexcept {
         case Errc::busy: return "busy";
         case Errc::out_of_order: return "out_of_order";
         case Errc::quota_exceeded: return "quota_exceeded";
+        case Errc::device_pending: return "device_pending";
+        case Errc::devices_changed: return "devices_changed";
         case Errc::invalid_argument: return "invalid_argument";
         case Errc::not_implemented: return "not_implemented";
         case Errc::io_error: return "io_error";
@@ -94,6 +97,7 @@ const char* describe(Errc code) noexcept {
         case Errc::registration_closed: return "registration is closed";
         case Errc::bad_hash: return "stored password hash is malformed";
         case Errc::token_invalid: return "session token invalid or expired";
+        case Errc::device_unknown: return "this device is not an active device of the account";
         case Errc::storage_error: return "storage error";
         case Errc::schema_too_new: return "database schema is newer than this libsim";
         case Errc::corrupt_database: return "database is corrupt or not a libsim database";
@@ -110,6 +114,8 @@ const char* describe(Errc code) noexcept {
         case Errc::busy: return "server busy";
         case Errc::out_of_order: return "message out of order";
         case Errc::quota_exceeded: return "stored-message quota exceeded";
+        case Errc::device_pending: return "this device is waiting to be linked";
+        case Errc::devices_changed: return "the recipient's devices changed";
         case Errc::invalid_argument: return "invalid argument";
         case Errc::not_implemented: return "not implemented";
         case Errc::io_error: return "I/O error";

@@ -55,6 +55,8 @@ TEST_CASE("credentials round trip and strict decoding") {
     }
     auto longer = wire;
     longer.push_back(0);
+    CHECK(sim::decode_credentials(longer).code() == sim::Errc::truncated);  // a device id cut short (6.9)
+    longer.insert(longer.end(), {0, 0, 0, 0});
     CHECK(sim::decode_credentials(longer).code() == sim::Errc::trailing_bytes);
     auto bad_kind = wire;
     bad_kind[0] = 9;
@@ -68,7 +70,7 @@ TEST_CASE("credentials round trip and strict decoding") {
 }
 
 TEST_CASE("session token payload") {
-    const sim::IssuedSessionToken t{secure("0123456789abcdef0123456789abcdef"), 1'800'000'000'000};
+    const sim::IssuedSessionToken t{secure("0123456789abcdef0123456789abcdef"), 1'800'000'000'000, std::nullopt};
     const auto wire = sim::encode_session_token(t);
     const auto back = sim::decode_session_token(wire);
     REQUIRE(back);
@@ -78,7 +80,45 @@ TEST_CASE("session token payload") {
     CHECK(sim::decode_session_token(sim::ByteView{wire}.first(wire.size() - 1)).code() == sim::Errc::truncated);
     auto longer = wire;
     longer.push_back(1);
+    CHECK(sim::decode_session_token(longer).code() == sim::Errc::truncated);  // a device id cut short
+    longer.insert(longer.end(), {0, 0, 0});
+    CHECK(sim::decode_session_token(longer)->device == 0x01000000U);
+    longer.push_back(1);
     CHECK(sim::decode_session_token(longer).code() == sim::Errc::trailing_bytes);
+}
+
+TEST_CASE("session token payload with the device the connection serves (docs/protocol.md 6.9)") {
+    // A password login: the token and the device.
+    const sim::IssuedSessionToken t{secure("0123456789abcdef0123456789abcdef"), 5, sim::DeviceId{3}};
+    const auto back = sim::decode_session_token(sim::encode_session_token(t)).value();
+    CHECK(back.device == sim::DeviceId{3});
+    CHECK(sim::to_string(back.token) == "0123456789abcdef0123456789abcdef");
+    // A token login or a pending device: no token, the device only.
+    const auto bare = sim::encode_session_token({{}, 0, sim::DeviceId{2}});
+    CHECK(bare == sim::Bytes{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2});
+    const auto back_bare = sim::decode_session_token(bare).value();
+    CHECK(back_bare.token.empty());
+    CHECK(back_bare.device == sim::DeviceId{2});
+    // Refused: device 0, and an empty token without a device.
+    auto zero = bare;
+    zero.back() = 0;
+    CHECK(sim::decode_session_token(zero).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_session_token(sim::Bytes(9, 0)).code() == sim::Errc::bad_field);
+}
+
+TEST_CASE("credentials naming a device (docs/protocol.md 6.9)") {
+    const sim::Credentials c{sim::CredentialKind::password, secure("pw"), sim::DeviceId{0}};
+    const auto wire = sim::encode_credentials(c);
+    CHECK(wire == sim::Bytes{1, 0, 2, 'p', 'w', 0, 0, 0, 0});
+    const auto back = sim::decode_credentials(wire).value();
+    CHECK(back.device == sim::DeviceId{0});
+    CHECK_FALSE(sim::decode_credentials(sim::encode_credentials({sim::CredentialKind::password, secure("pw")}))
+                    ->device.has_value());
+    CHECK(sim::decode_credentials(sim::ByteView{wire}.first(wire.size() - 1)).code() == sim::Errc::truncated);
+    auto longer = wire;
+    longer.push_back(9);
+    CHECK(sim::decode_credentials(longer).code() == sim::Errc::trailing_bytes);
+    CHECK(sim::decode_credentials(sim::Bytes{0, 0, 0, 0, 0, 0, 1}).code() == sim::Errc::bad_field);  // kind none
 }
 
 TEST_CASE("password change payload: round trip and every malformed form refused") {

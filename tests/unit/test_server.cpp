@@ -678,6 +678,74 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     }
 }
 
+TEST_CASE("a login naming its device (docs/protocol.md 6.9): device 1 is served, others are refused") {
+    World w;
+    const auto init = [&](const std::string& user, sim::CredentialKind kind, const sim::SecureBytes& secret,
+                          std::optional<sim::DeviceId> device) -> RawClient& {
+        auto& c = w.connect_raw();
+        c.send(sim::Frame{sim::FrameType::init, 0, user, {}, sim::encode_credentials({kind, secret, device})});
+        w.settle();
+        return c;
+    };
+    const auto pw = [](const std::string& user) { return sim::to_bytes<sim::SecureBytes>(sim::as_bytes(user + "-pw")); };
+    const auto authenticated = [](const RawClient& c) -> std::optional<sim::IssuedSessionToken> {
+        for (const auto& f : c.inbox) {
+            if (f.type == sim::FrameType::ack_init && f.sid == 1) {
+                return sim::decode_session_token(f.payload).value();
+            }
+        }
+        return std::nullopt;
+    };
+    const auto refused = [&](const RawClient& c) {
+        REQUIRE_FALSE(c.inbox.empty());
+        CHECK(w.raws.back().pipe->closed);
+        CHECK_FALSE(authenticated(c).has_value());
+        return sim::parse_error_frame(c.inbox.back()).value().code;
+    };
+
+    // A new installation whose login registers the account is its device 1, with a token for it.
+    auto& fresh = init("quinn", sim::CredentialKind::password, pw("quinn"), sim::DeviceId{0});
+    const auto first = authenticated(fresh);
+    REQUIRE(first.has_value());
+    CHECK(first->device == sim::first_device);
+    CHECK(first->token.size() == 32);
+    // Naming device 1 logs it in; no device field is device 1 with the answer of clients before devices.
+    CHECK(authenticated(init("quinn", sim::CredentialKind::password, pw("quinn"), sim::first_device))->device ==
+          sim::first_device);
+    CHECK_FALSE(authenticated(init("quinn", sim::CredentialKind::password, pw("quinn"), std::nullopt))->device);
+    // The token logs in the device it was issued to, with its device named or not.
+    auto by_token = authenticated(init("quinn", sim::CredentialKind::token, first->token, sim::first_device));
+    REQUIRE(by_token.has_value());
+    CHECK(by_token->device == sim::first_device);
+    CHECK(by_token->token.empty());
+    CHECK(refused(init("quinn", sim::CredentialKind::token, first->token, sim::DeviceId{2})) == sim::Errc::bad_field);
+    // A device the account does not have, and (until linking is built) a new installation of an existing account.
+    CHECK(refused(init("quinn", sim::CredentialKind::password, pw("quinn"), sim::DeviceId{2})) ==
+          sim::Errc::device_unknown);
+    CHECK(refused(init("quinn", sim::CredentialKind::password, pw("quinn"), sim::DeviceId{0})) ==
+          sim::Errc::not_implemented);
+    // The password is checked first: a wrong one says nothing about devices.
+    CHECK(refused(init("quinn", sim::CredentialKind::password, pw("guess"), sim::DeviceId{2})) ==
+          sim::Errc::auth_rejected);
+    CHECK(w.server->stats().logins_failed == 4);  // the bad_field above fails on the token's device, not as a guess
+}
+
+TEST_CASE("link and devices frames are answered not_implemented until the server side is built; the login lives") {
+    World w;
+    auto& c = w.raw_login("rhea");
+    c.inbox.clear();
+    sim::Bytes request{1, 0, 0, 0, 0};  // step 1 (request) to device 0, then 68 bytes of request
+    request.resize(request.size() + 68, 7);
+    c.send(sim::Frame{sim::FrameType::link, 0, "rhea", "rhea", request});
+    c.send(sim::Frame{sim::FrameType::devices, 0, "rhea", "rhea", sim::Bytes{2}});  // op 2: info
+    w.settle();
+    REQUIRE(c.inbox.size() == 2);
+    for (const auto& f : c.inbox) {
+        CHECK(sim::parse_error_frame(f).value().code == sim::Errc::not_implemented);
+    }
+    CHECK_FALSE(w.raws.back().pipe->closed);
+}
+
 TEST_CASE("the core tells the transport when a connection has logged in, and only then") {
     World w;
     auto& c = w.connect_raw();

@@ -52,6 +52,7 @@ enum class Errc : std::uint16_t {
     registration_closed = 406,  ///< the registration policy forbids creating this account
     bad_hash = 407,             ///< a stored password hash cannot be parsed
     token_invalid = 408,        ///< session token unknown, expired or revoked
+    device_unknown = 409,       ///< a login names a device the account does not have active
     // --- storage (5xx)
     storage_error = 500,        ///< the backing store failed (I/O, connection, constraint)
     schema_too_new = 501,       ///< the database was written by a newer libsim
@@ -70,6 +71,8 @@ enum class Errc : std::uint16_t {
     busy = 609,                 ///< the server is at its connection limit
     out_of_order = 610,         ///< a sequenced message skipped ahead: the one the server expects must come first
     quota_exceeded = 611,       ///< the sender has too much stored for recipients who have not read it yet
+    device_pending = 612,       ///< a device being linked asked for something only an active device may do
+    devices_changed = 613,      ///< a message does not cover the current devices: fetch the lists, send again
     // --- generic (9xx)
     invalid_argument = 900,     ///< a caller passed a value outside the documented range
     not_implemented = 901,      ///< the feature is not implemented in this build

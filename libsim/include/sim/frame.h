@@ -64,6 +64,8 @@ enum class FrameType : std::uint8_t {
     receipt = 0x19,    ///< server to sender: sid = ReceiptStatus, payload = peer + message ids (section 6.6)
     limits = 0x1A,     ///< server to client after login: the rates and window to pace sending by (section 6.6)
     passwd = 0x1B,     ///< client: change the password (old + new); server: changed, with a new session token (5.5)
+    link = 0x1C,       ///< linking a new device: step, device, data (section 6.9)
+    devices = 0x1D,    ///< device lists and the owner's devices: op and its fields (section 6.9)
 };
 
 /// Stages carried in the sid of an ack_init frame.

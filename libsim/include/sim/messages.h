@@ -23,6 +23,12 @@ namespace sim {
 /// The reserved source name of frames the server originates.
 inline constexpr std::string_view server_name = "Server";
 
+/// A device of an account (docs/protocol.md 6.5): numbered from 1, assigned by the server, never reused within the
+/// account. A device address is (user, device); every device has its own mailbox.
+using DeviceId = std::uint32_t;
+/// The device an account is created with.
+inline constexpr DeviceId first_device = 1;
+
 /// How an init frame authenticates.
 enum class CredentialKind : std::uint8_t {
     none = 0,               ///< the connection is already authenticated
@@ -33,21 +39,33 @@ enum class CredentialKind : std::uint8_t {
 
 /// init payload. `secret` is a password or token: zeroized, never logged.
 struct Credentials {
+    Credentials() = default;
+    Credentials(CredentialKind k, SecureBytes s, std::optional<DeviceId> d = std::nullopt)
+        : kind(k), secret(std::move(s)), device(d) {}
+
     CredentialKind kind = CredentialKind::none;
     SecureBytes secret;
+    /// The device to log in as (docs/protocol.md 6.9): absent = device 1 (clients from before devices); 0 = a new
+    /// installation (the account's first device when the login registers it, otherwise a pending device to link).
+    std::optional<DeviceId> device;
 };
 
 Bytes encode_credentials(const Credentials& c);
-/// Errc::truncated, Errc::bad_field (unknown kind, secret with kind none), Errc::trailing_bytes.
+/// Errc::truncated, Errc::bad_field (unknown kind, secret with kind none, a device with kind none),
+/// Errc::trailing_bytes.
 Result<Credentials> decode_credentials(ByteView payload);
 
-/// ack_init stage 1 payload after a password login.
+/// ack_init stage 1 payload: the token a password login issued, and the device the connection serves when the
+/// init named one (docs/protocol.md 6.9).
 struct IssuedSessionToken {
-    SecureBytes token;
+    SecureBytes token;  ///< empty: nothing new issued (a token login, or a pending device)
     std::int64_t expires_unix_ms = 0;
+    std::optional<DeviceId> device;
 };
+/// Empty payload for no token and no device; with a device, `token len | token | expires | device` (len may be 0).
 Bytes encode_session_token(const IssuedSessionToken& t);
-/// An empty payload decodes to an empty token (token login: nothing new issued).
+/// An empty payload decodes to an empty token without a device (token login from a client before devices).
+/// Errc::truncated, Errc::trailing_bytes, Errc::bad_field (an empty token without a device, device 0).
 Result<IssuedSessionToken> decode_session_token(ByteView payload);
 
 /// A `passwd` frame from a client (docs/protocol.md 5.5): both passwords, zeroized, never logged.
@@ -111,12 +129,6 @@ Result<PrekeyStatus> decode_prekey_status(ByteView payload);
 
 /// Client-chosen id of one message (16 random bytes): the unit of deduplication and acknowledgement.
 using MessageId = std::array<std::uint8_t, 16>;
-
-/// A device of an account (docs/protocol.md 6.5): numbered from 1, assigned by the server, never reused within the
-/// account. A device address is (user, device); every device has its own mailbox.
-using DeviceId = std::uint32_t;
-/// The device an account is created with.
-inline constexpr DeviceId first_device = 1;
 
 /// Id of a conversation (docs/protocol.md 6.5): for a pair, pair_conversation_id(); for a group, its group id.
 using ConversationId = std::array<std::uint8_t, 16>;

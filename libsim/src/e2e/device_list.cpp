@@ -132,6 +132,14 @@ Result<SignedDeviceList> decode_signed_device_list(ByteView data, std::size_t ma
     return out;
 }
 
+Status verify_issuer_signature(const SignedDeviceList& signed_list, ByteView issuer_key) {
+    SIM_TRY_STATUS(check_shape(signed_list.list, max_listed_devices, Errc::bad_field));
+    if (!verify(issuer_key, signed_bytes(encode_unchecked(signed_list.list)), signed_list.issuer_signature)) {
+        return Error{Errc::auth_failed, "the device list is not signed by its issuing device"};
+    }
+    return {};
+}
+
 Result<ListVerdict> accept_device_list(std::string_view user, ByteView account_key,
                                        const std::optional<DeviceList>& known, const SignedDeviceList& next) {
     const auto& list = next.list;
@@ -153,9 +161,7 @@ Result<ListVerdict> accept_device_list(std::string_view user, ByteView account_k
     if (!verify(account_key, message, next.account_signature)) {
         return Error{Errc::auth_failed, "the device list is not signed by the user's account key"};
     }
-    if (!verify(issuer->key, message, next.issuer_signature)) {
-        return Error{Errc::auth_failed, "the device list is not signed by its issuing device"};
-    }
+    SIM_TRY_STATUS(verify_issuer_signature(next, issuer->key));
     if (known && list.version == known->version) {
         if (list == *known) {
             return ListVerdict::same;

@@ -29,6 +29,9 @@ namespace sim::e2e {
 inline constexpr std::size_t max_listed_devices = 64;
 inline constexpr std::size_t device_key_size = 32;
 inline constexpr std::size_t device_list_signature_size = 64;
+/// The largest signed list on the wire: a 255-byte user name and max_listed_devices devices.
+inline constexpr std::size_t max_signed_device_list_size =
+    1 + 255 + 8 + 4 + 1 + max_listed_devices * (4 + device_key_size) + 2 * device_list_signature_size;
 
 struct ListedDevice {
     DeviceId device = first_device;
@@ -67,6 +70,10 @@ Result<Bytes> encode_signed_device_list(const SignedDeviceList& signed_list);
 /// Parse a signed list from the network, without checking signatures: Errc::truncated, Errc::trailing_bytes,
 /// Errc::bad_field (no device or more than `max_devices`, a device id 0, ids not strictly increasing, an empty user).
 Result<SignedDeviceList> decode_signed_device_list(ByteView data, std::size_t max_devices = max_listed_devices);
+
+/// Whether the list's issuer signature verifies under `issuer_key` (what a server, which does not hold the account
+/// key, can check of an upload). Errc::auth_failed when it does not; Errc::bad_field for a list that breaks the rules.
+Status verify_issuer_signature(const SignedDeviceList& signed_list, ByteView issuer_key);
 
 /// What `accept_device_list` found.
 enum class ListVerdict : std::uint8_t {

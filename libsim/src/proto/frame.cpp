@@ -22,6 +22,8 @@ constexpr std::uint64_t max_body_field = std::numeric_limits<std::uint32_t>::max
 
 using detail::load_u16;
 using detail::load_u32;
+using detail::has_control;
+using detail::is_control;
 using detail::WireReader;
 
 std::uint8_t* store_u16(std::uint8_t* p, std::uint16_t v) noexcept {
@@ -43,12 +45,6 @@ std::uint8_t* store_bytes(std::uint8_t* p, const void* src, std::size_t n) noexc
         std::memcpy(p, src, n);
     }
     return p + n;
-}
-
-constexpr bool is_control(std::uint8_t c) noexcept { return c < 0x20U || c == 0x7FU; }
-
-bool has_control(std::string_view s) noexcept {
-    return std::any_of(s.begin(), s.end(), [](char c) { return is_control(static_cast<std::uint8_t>(c)); });
 }
 
 struct Header {
@@ -205,6 +201,8 @@ std::optional<FrameType> frame_type_from_wire(std::uint8_t value) noexcept {
         case FrameType::receipt:
         case FrameType::limits:
         case FrameType::passwd:
+        case FrameType::link:
+        case FrameType::devices:
             return static_cast<FrameType>(value);
     }
     return std::nullopt;
@@ -226,6 +224,8 @@ std::string_view frame_type_name(FrameType type) noexcept {
         case FrameType::receipt: return "receipt";
         case FrameType::limits: return "limits";
         case FrameType::passwd: return "passwd";
+        case FrameType::link: return "link";
+        case FrameType::devices: return "devices";
     }
     return "unknown";
 }

@@ -12,6 +12,8 @@ namespace sim {
 
 using detail::WireReader;
 using detail::WireWriter;
+using detail::from_wire_ms;
+using detail::to_wire_ms;
 
 Bytes encode_credentials(const Credentials& c) {
     Bytes out;
@@ -21,6 +23,9 @@ Bytes encode_credentials(const Credentials& c) {
     const auto n = std::min<std::size_t>(c.secret.size(), std::numeric_limits<std::uint16_t>::max());
     w.u16(static_cast<std::uint16_t>(n));
     w.bytes(ByteView{c.secret}.first(n));
+    if (c.device) {
+        w.u32(*c.device);
+    }
     return out;
 }
 
@@ -31,6 +36,14 @@ Result<Credentials> decode_credentials(ByteView payload) {
     ByteView secret;
     if (!r.u8(kind) || !r.u16(len) || !r.take(len, secret)) {
         return Error{Errc::truncated, "credentials truncated"};
+    }
+    std::optional<DeviceId> device;
+    if (!r.at_end()) {
+        DeviceId d = 0;
+        if (!r.u32(d)) {
+            return Error{Errc::truncated, "device id truncated"};
+        }
+        device = d;
     }
     if (!r.at_end()) {
         return Error{Errc::trailing_bytes, "bytes after credentials"};
@@ -43,7 +56,11 @@ Result<Credentials> decode_credentials(ByteView payload) {
     if ((c.kind == CredentialKind::none) != secret.empty()) {
         return Error{Errc::bad_field, "credential secret does not fit its kind"};
     }
+    if (c.kind == CredentialKind::none && device) {
+        return Error{Errc::bad_field, "a device id without a login"};
+    }
     c.secret.assign(secret.begin(), secret.end());
+    c.device = device;
     return c;
 }
 
@@ -81,13 +98,16 @@ Result<PasswordChange> decode_password_change(ByteView payload) {
 
 Bytes encode_session_token(const IssuedSessionToken& t) {
     Bytes out;
-    if (t.token.empty()) {
+    if (t.token.empty() && !t.device) {
         return out;
     }
     WireWriter w(out);
     w.u8(static_cast<std::uint8_t>(t.token.size()));
     w.bytes(t.token);
     w.u64(static_cast<std::uint64_t>(t.expires_unix_ms));
+    if (t.device) {
+        w.u32(*t.device);
+    }
     return out;
 }
 
@@ -104,9 +124,19 @@ Result<IssuedSessionToken> decode_session_token(ByteView payload) {
         return Error{Errc::truncated, "session token truncated"};
     }
     if (!r.at_end()) {
+        DeviceId d = 0;
+        if (!r.u32(d)) {
+            return Error{Errc::truncated, "device id truncated"};
+        }
+        if (d == 0) {
+            return Error{Errc::bad_field, "device 0"};
+        }
+        t.device = d;
+    }
+    if (!r.at_end()) {
         return Error{Errc::trailing_bytes, "bytes after session token"};
     }
-    if (token.empty()) {
+    if (token.empty() && !t.device) {
         return Error{Errc::bad_field, "empty session token"};
     }
     t.token.assign(token.begin(), token.end());
@@ -410,15 +440,6 @@ Result<PrekeyStatus> decode_prekey_status(ByteView payload) {
 }
 
 namespace {
-std::uint64_t to_wire_ms(WallTime t) noexcept {
-    const auto ms = t.time_since_epoch().count();
-    return ms < 0 ? 0 : static_cast<std::uint64_t>(ms);
-}
-WallTime from_wire_ms(std::uint64_t ms) noexcept {
-    // Clamped so that no wire value overflows the signed representation.
-    constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    return WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
-}
 }  // namespace
 
 ConversationId pair_conversation_id(std::string_view a, std::string_view b) {

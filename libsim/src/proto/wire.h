@@ -3,9 +3,13 @@
 // in libsim/src/proto reads through WireReader, so no read can pass the end of its input.
 
 #include <sim/bytes.h>
+#include <sim/clock.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string_view>
 
 namespace sim::detail {
@@ -21,6 +25,30 @@ inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
 
 inline std::uint64_t load_u64(const std::uint8_t* p) noexcept {
     return (static_cast<std::uint64_t>(load_u32(p)) << 32U) | load_u32(p + 4);
+}
+
+/// A wall-clock time as u64 milliseconds since the Unix epoch (times before it are written as 0).
+inline std::uint64_t to_wire_ms(WallTime t) noexcept {
+    const auto ms = t.time_since_epoch().count();
+    return ms < 0 ? 0 : static_cast<std::uint64_t>(ms);
+}
+/// The largest wire time a decoder accepts (above it: Errc::bad_field).
+inline constexpr std::uint64_t max_wire_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+/// Clamped so that no wire value overflows the signed representation.
+inline WallTime from_wire_ms(std::uint64_t ms) noexcept {
+    return WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_wire_ms))}};
+}
+
+/// A control byte (C0 or DEL): never allowed in names and texts a peer shows.
+constexpr bool is_control(std::uint8_t c) noexcept { return c < 0x20U || c == 0x7FU; }
+
+inline bool has_control(std::string_view s) noexcept {
+    for (const char c : s) {
+        if (is_control(static_cast<std::uint8_t>(c))) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /// A bounded cursor: every read is checked against the end of the input and fails (returns false) past it.

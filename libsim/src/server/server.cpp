@@ -463,6 +463,11 @@ private:
             case FrameType::passwd:
                 handle_passwd(std::move(frame));
                 return;
+            case FrameType::link:
+            case FrameType::devices:
+                // docs/protocol.md 6.9: the wire is defined, the server side is not built yet
+                refuse(Errc::not_implemented, "linking devices and device lists are not built yet");
+                return;
             default:
                 fail(Error{Errc::bad_field, "frame type not allowed from a client"});
                 return;
@@ -504,6 +509,7 @@ private:
         const std::string_view secret{reinterpret_cast<const char*>(creds.secret.data()), creds.secret.size()};
         Result<std::string> user{Errc::internal};
         IssuedSessionToken issued;
+        bool registered = false;
         Duration retry_after{0};
         if (creds.kind == CredentialKind::token) {
             auto name = auth::canonical_username(source);
@@ -520,12 +526,43 @@ private:
             retry_after = r.retry_after;
             if (r.ok()) {
                 user = r.outcome->username;
-                issued = core.issue_token(*user);
+                registered = r.outcome->created;
             } else {
                 user = r.outcome.error();
             }
         }
+        std::optional<DeviceId> device;
+        if (user && creds.device) {
+            if (auto d = login_device(creds, registered)) {
+                device = *d;
+            } else {
+                user = d.error();
+            }
+        }
+        if (user && creds.kind != CredentialKind::token) {
+            issued = core.issue_token(*user);
+        }
+        issued.device = device;
         finish_login(std::move(user), destination, issued, retry_after);
+    }
+
+    /// The device a login that named one serves (docs/protocol.md 6.9). Until linking is built every account has
+    /// device 1 only: a new installation gets it when its login registers the account, and nothing else is served.
+    static Result<DeviceId> login_device(const Credentials& creds, bool registered) {
+        const DeviceId asked = *creds.device;
+        if (creds.kind == CredentialKind::token) {
+            if (asked != first_device) {
+                return Error{Errc::bad_field, "a session token logs in the device it was issued to"};
+            }
+            return first_device;
+        }
+        if (asked == first_device || (asked == 0 && registered)) {
+            return first_device;
+        }
+        if (asked == 0) {
+            return Error{Errc::not_implemented, "linking a new device to an account is not built yet"};
+        }
+        return Error{Errc::device_unknown, "the account has no such active device"};
     }
 
     void finish_login(Result<std::string> user, const std::string& destination, const IssuedSessionToken& issued,
