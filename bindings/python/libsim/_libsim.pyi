@@ -57,6 +57,7 @@ class Errc(_Enum):
     REGISTRATION_CLOSED: ClassVar[Errc]  # 406
     BAD_HASH: ClassVar[Errc]  # 407
     TOKEN_INVALID: ClassVar[Errc]  # 408
+    DEVICE_UNKNOWN: ClassVar[Errc]  # 409
     STORAGE_ERROR: ClassVar[Errc]  # 500
     SCHEMA_TOO_NEW: ClassVar[Errc]  # 501
     CORRUPT_DATABASE: ClassVar[Errc]  # 502
@@ -73,6 +74,8 @@ class Errc(_Enum):
     BUSY: ClassVar[Errc]  # 609
     OUT_OF_ORDER: ClassVar[Errc]  # 610
     QUOTA_EXCEEDED: ClassVar[Errc]  # 611
+    DEVICE_PENDING: ClassVar[Errc]  # 612
+    DEVICES_CHANGED: ClassVar[Errc]  # 613
     INVALID_ARGUMENT: ClassVar[Errc]  # 900
     NOT_IMPLEMENTED: ClassVar[Errc]  # 901
     IO_ERROR: ClassVar[Errc]  # 902
