@@ -433,7 +433,7 @@ TEST_CASE("changing the password over the protocol: the old one is checked, toke
         const auto new_token = alice.core->session_token().token;
         CHECK(new_token != old_token);
         CHECK_FALSE(w.tokens->validate(old_token, now));  // every earlier session of alice ends
-        CHECK(w.tokens->validate(new_token, now).value() == "alice");
+        CHECK(w.tokens->validate(new_token, now).value().username == "alice");
         // The server takes the new password only.
         auto& old_login = w.connect();
         (void)w.login(old_login, "alice", "old password 1");
@@ -938,7 +938,7 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     alice.send(prekeys_frame("alice", signed_upload(ik, true, 1, 5, *w.rng)));
     w.settle();
     CHECK(alice.errors().empty());
-    st = w.backend->prekey_status("alice").value();
+    st = w.backend->prekey_status("alice", sim::first_device).value();
     CHECK(st.identity_key == ik.public_key);
     CHECK(st.one_time_count == 5);
 
@@ -948,7 +948,7 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     alice.send(prekeys_frame("alice", bad));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::auth_failed});
-    CHECK(w.backend->prekey_status("alice").value().one_time_count == 5);
+    CHECK(w.backend->prekey_status("alice", sim::first_device).value().one_time_count == 5);
     CHECK_FALSE(alice.closed);
 
     // Adding under another identity is refused; a malformed upload too; as another user's source also.
@@ -959,16 +959,16 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     w.settle();
     CHECK(alice.errors() ==
           std::vector<sim::Errc>{sim::Errc::bad_field, sim::Errc::truncated, sim::Errc::source_mismatch});
-    CHECK_FALSE(w.backend->prekey_status("bob").value().identity_key.has_value());
+    CHECK_FALSE(w.backend->prekey_status("bob", sim::first_device).value().identity_key.has_value());
 
     // Adding under the same identity adds; replace swaps the identity and drops the old one-time prekeys.
     alice.send(prekeys_frame("alice", signed_upload(ik, false, 10, 3, *w.rng)));
     w.settle();
-    CHECK(w.backend->prekey_status("alice").value().one_time_count == 8);
+    CHECK(w.backend->prekey_status("alice", sim::first_device).value().one_time_count == 8);
     alice.send(prekeys_frame("alice", signed_upload(other, true, 100, 2, *w.rng)));
     w.settle();
     CHECK(alice.errors().empty());
-    st = w.backend->prekey_status("alice").value();
+    st = w.backend->prekey_status("alice", sim::first_device).value();
     CHECK(st.identity_key == other.public_key);
     CHECK(st.one_time_count == 2);
 
