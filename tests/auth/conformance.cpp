@@ -1521,10 +1521,15 @@ TEST_CASE("devices: remove deletes exactly that device's tokens, prekeys and mai
     REQUIRE(s.create_user("fay", "$h").has_value());
     const auto two = s.add_device("eli", "phone", t0, never, no_limit).value();
     REQUIRE(s.activate_device("eli", two, device_key(2), t0).has_value());
+    const auto three = s.add_device("eli", "laptop", t0, never, no_limit).value();
+    REQUIRE(s.activate_device("eli", three, device_key(4), t0).has_value());
     REQUIRE(s.add_device("fay", "phone", t0, never, no_limit).value() == two);
     REQUIRE(s.activate_device("fay", two, device_key(3), t0).has_value());
     for (const auto* u : {"eli", "fay"}) {
-        for (const sim::DeviceId d : {sim::first_device, two}) {
+        for (const sim::DeviceId d : {sim::first_device, two, three}) {
+            if (u[0] == 'f' && d == three) {
+                continue;
+            }
             const auto seed = static_cast<std::uint8_t>((u[0] == 'e' ? 10 : 20) + d);
             REQUIRE(s.put_token(token_hash(seed), u, d, t0 + 1h).has_value());
             REQUIRE(s.set_prekeys(u, d, upload(seed, true, 1, 3)).has_value());
@@ -1548,10 +1553,12 @@ TEST_CASE("devices: remove deletes exactly that device's tokens, prekeys and mai
     CHECK_FALSE(s.prekey_status("eli", two).value().identity_key.has_value());
     CHECK(s.take_bundle("eli", two).value() == std::nullopt);
     CHECK(s.usage("eli", two).value() == sim::store::StoredUsage{});
-    // Device 1 of the same user and the other user's device 2 keep everything.
-    CHECK(s.find_token(token_hash(11)).value().has_value());
-    CHECK(s.prekey_status("eli", sim::first_device).value().one_time_count == 3);
-    CHECK(s.usage("eli", sim::first_device).value().messages == 1);
+    // The user's other devices (below and above) and the other user's device 2 keep everything.
+    for (const sim::DeviceId d : {sim::first_device, three}) {
+        CHECK(s.find_token(token_hash(static_cast<std::uint8_t>(10 + d))).value().has_value());
+        CHECK(s.prekey_status("eli", d).value().one_time_count == 3);
+        CHECK(s.usage("eli", d).value().messages == 1);
+    }
     CHECK(s.find_token(token_hash(22)).value().has_value());
     CHECK(s.prekey_status("fay", two).value().one_time_count == 3);
     CHECK(s.usage("fay", two).value().messages == 1);
