@@ -103,11 +103,15 @@ inline Result<DeviceId> next_device_id(std::int64_t last) {
     return static_cast<DeviceId>(last + 1);
 }
 
+inline Error no_device() {
+    return Error{Errc::user_not_found, "no such device"};
+}
+
 /// What activate_device does to a device in `state` holding `stored_key`, given `key`: Errc::user_not_found
 /// (removed), Errc::bad_field (active with another key), else ok (activate, set the key, or nothing to do).
 inline Status check_activation(DeviceState state, ByteView stored_key, ByteView key) {
     if (state == DeviceState::removed) {
-        return Error{Errc::user_not_found, "no such device"};
+        return no_device();
     }
     if (state == DeviceState::active && !stored_key.empty() &&
         !std::equal(stored_key.begin(), stored_key.end(), key.begin(), key.end())) {
@@ -116,9 +120,6 @@ inline Status check_activation(DeviceState state, ByteView stored_key, ByteView 
     return ok();
 }
 
-inline Error no_device() {
-    return Error{Errc::user_not_found, "no such device"};
-}
 inline Error too_many_devices() {
     return Error{Errc::limit_reached, "the account has its maximum number of devices"};
 }
