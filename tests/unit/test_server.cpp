@@ -1753,7 +1753,11 @@ TEST_CASE("end_sessions: an administrator's revocation closes the user's live co
     auto w = e2e_world();
     auto& alice = w.raw_login("alice");
     auto& bob = w.raw_login("bob");
-    CHECK(w.server->end_sessions("alice"));
+    // A removed device's entry closes that device's connection only: alice is on her first device.
+    CHECK_FALSE(w.server->end_sessions("alice", 2));
+    w.settle();
+    CHECK_FALSE(alice.closed);
+    CHECK(w.server->end_sessions("alice", sim::first_device));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::token_invalid});
     CHECK(alice.closed);
