@@ -728,8 +728,8 @@ int run_server(const Settings& s) {
             logger.log(sim::LogLevel::warning, "reading the session-end log failed",
                        {{"error", ended.error().message()}});
         } else {
-            for (const auto& user : *ended) {
-                server_core.end_sessions(user);
+            for (const auto& end : *ended) {
+                server_core.end_sessions(end.username, end.device);
             }
         }
         server_core.release_keys();  // conversation keys no stored message needs any more

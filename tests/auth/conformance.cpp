@@ -63,7 +63,8 @@ public:
 
     void drop_all() {
         exec(
-            "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, "
+            "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, sim_device_lists, "
+            "sim_devices, "
             "sim_conversation_keys, sim_sessions, sim_users, sim_meta CASCADE");
     }
 };
@@ -405,12 +406,12 @@ TEST_CASE("session tokens: only hashes, expiry, revocation, cascade") {
     const auto h1 = token_hash(1);
     const auto h2 = token_hash(2);
     const auto h3 = token_hash(3);
-    REQUIRE(s.put_token(h1, "erin", t0 + 1h).has_value());
-    REQUIRE(s.put_token(h2, "erin", t0 + 2h).has_value());
-    REQUIRE(s.put_token(h3, "frank", t0).has_value());
-    CHECK(s.put_token(h1, "frank", t0).code() == Errc::storage_error);
-    CHECK(s.put_token(token_hash(4), "nobody", t0).code() == Errc::user_not_found);
-    CHECK(s.put_token(sim::ByteView{h1}.first(31), "erin", t0).code() == Errc::invalid_argument);
+    REQUIRE(s.put_token(h1, "erin", sim::first_device, t0 + 1h).has_value());
+    REQUIRE(s.put_token(h2, "erin", sim::first_device, t0 + 2h).has_value());
+    REQUIRE(s.put_token(h3, "frank", sim::first_device, t0).has_value());
+    CHECK(s.put_token(h1, "frank", sim::first_device, t0).code() == Errc::storage_error);
+    CHECK(s.put_token(token_hash(4), "nobody", sim::first_device, t0).code() == Errc::user_not_found);
+    CHECK(s.put_token(sim::ByteView{h1}.first(31), "erin", sim::first_device, t0).code() == Errc::invalid_argument);
     CHECK(s.find_token(sim::Bytes(33, 1)).code() == Errc::invalid_argument);
 
     const auto r = s.find_token(h1).value();
@@ -423,7 +424,7 @@ TEST_CASE("session tokens: only hashes, expiry, revocation, cascade") {
     CHECK_FALSE(s.find_token(h3).value().has_value());
     CHECK(s.revoke_token(h1).value());
     CHECK_FALSE(s.revoke_token(h1).value());
-    REQUIRE(s.put_token(h3, "frank", t0 + 1h).has_value());
+    REQUIRE(s.put_token(h3, "frank", sim::first_device, t0 + 1h).has_value());
     CHECK(s.revoke_user_tokens("erin").value() == 1);
     CHECK(s.revoke_user_tokens("erin").value() == 0);
     CHECK(s.find_token(h3).value().has_value());
@@ -490,7 +491,7 @@ TEST_CASE("data survives reopening; a second connection sees the same data") {
     }
     REQUIRE(db.backend->create_user("gina", "$h").has_value());
     REQUIRE(db.backend->create_user("hank", "$h").has_value());
-    REQUIRE(db.backend->put_token(token_hash(5), "gina", t0).has_value());
+    REQUIRE(db.backend->put_token(token_hash(5), "gina", sim::first_device, t0).has_value());
     REQUIRE(db.backend->put_conversation_key(conv("hank", "gina", 7)).has_value());
     auto second = db.open();
     CHECK(second->list_users().value() == std::vector<std::string>{"gina", "hank"});
@@ -523,7 +524,7 @@ TEST_CASE("the backend is safe to share between threads") {
                     ++created;
                 }
                 (void)s.find_user("jack");
-                (void)s.put_token(token_hash(static_cast<std::uint8_t>(t * 25 + i + 10)), "jack", t0);
+                (void)s.put_token(token_hash(static_cast<std::uint8_t>(t * 25 + i + 10)), "jack", sim::first_device, t0);
             }
         });
     }
@@ -576,8 +577,8 @@ TEST_CASE("the login flow on this backend: first login, wrong password, throttli
 
     // Tokens and sealed keys over this backend.
     sim::auth::SessionTokens tokens(*db.backend, *rng);
-    const auto tok = tokens.issue("kate", t0, 1h).value();
-    CHECK(tokens.validate(tok.token, t0 + 1s).value() == "kate");
+    const auto tok = tokens.issue("kate", sim::first_device, t0, 1h).value();
+    CHECK(tokens.validate(tok.token, t0 + 1s).value().username == "kate");
     CHECK(tokens.validate(tok.token, t0 + 1h).code() == Errc::token_invalid);
     auto vault = sim::auth::ConversationKeyVault::create(*db.backend, rng->bytes(32), *rng).value();
     const auto key = rng->bytes(32);
@@ -651,33 +652,33 @@ TEST_CASE("prekeys: upload, replace or add, identity check, bundles hand out eac
     auto& s = *db.backend;
     REQUIRE(s.create_user("kim", "$h").has_value());
     REQUIRE(s.create_user("lee", "$h").has_value());
-    CHECK(s.take_bundle("kim").value() == std::nullopt);
-    auto st = s.prekey_status("kim").value();
+    CHECK(s.take_bundle("kim", sim::first_device).value() == std::nullopt);
+    auto st = s.prekey_status("kim", sim::first_device).value();
     CHECK_FALSE(st.identity_key.has_value());
     CHECK(st.one_time_count == 0);
-    CHECK(s.set_prekeys("nobody", upload(1, true, 1, 2)).code() == Errc::user_not_found);
-    CHECK(s.set_prekeys("", upload(1, true, 1, 2)).code() == Errc::invalid_argument);
+    CHECK(s.set_prekeys("nobody", sim::first_device, upload(1, true, 1, 2)).code() == Errc::user_not_found);
+    CHECK(s.set_prekeys("", sim::first_device, upload(1, true, 1, 2)).code() == Errc::invalid_argument);
 
-    REQUIRE(s.set_prekeys("kim", upload(1, true, 10, 3)).has_value());
-    st = s.prekey_status("kim").value();
+    REQUIRE(s.set_prekeys("kim", sim::first_device, upload(1, true, 10, 3)).has_value());
+    st = s.prekey_status("kim", sim::first_device).value();
     REQUIRE(st.identity_key.has_value());
     CHECK(*st.identity_key == filled(32, 1));
     CHECK(st.one_time_count == 3);
-    CHECK(s.prekey_status("lee").value().one_time_count == 0);
+    CHECK(s.prekey_status("lee", sim::first_device).value().one_time_count == 0);
 
     // Adding with another identity is refused and changes nothing; adding with the same one adds.
-    CHECK(s.set_prekeys("kim", upload(2, false, 20, 2)).code() == Errc::bad_field);
-    CHECK(s.prekey_status("kim").value().one_time_count == 3);
+    CHECK(s.set_prekeys("kim", sim::first_device, upload(2, false, 20, 2)).code() == Errc::bad_field);
+    CHECK(s.prekey_status("kim", sim::first_device).value().one_time_count == 3);
     auto more = upload(1, false, 20, 2);
     more.signed_prekey_id = 77;
     more.signed_prekey = filled(32, 99);
-    REQUIRE(s.set_prekeys("kim", more).has_value());
-    CHECK(s.prekey_status("kim").value().one_time_count == 5);
+    REQUIRE(s.set_prekeys("kim", sim::first_device, more).has_value());
+    CHECK(s.prekey_status("kim", sim::first_device).value().one_time_count == 5);
 
     // Bundles: the signed prekey is the newest, one-time prekeys go lowest id first, each once.
     std::vector<std::uint32_t> handed;
     for (int i = 0; i < 5; ++i) {
-        const auto b = s.take_bundle("kim").value();
+        const auto b = s.take_bundle("kim", sim::first_device).value();
         REQUIRE(b.has_value());
         CHECK(b->identity_key == filled(32, 1));
         CHECK(b->signed_prekey_id == 77);
@@ -688,61 +689,61 @@ TEST_CASE("prekeys: upload, replace or add, identity check, bundles hand out eac
         handed.push_back(*b->one_time_prekey_id);
     }
     CHECK(handed == std::vector<std::uint32_t>{10, 11, 12, 20, 21});
-    const auto last = s.take_bundle("kim").value();
+    const auto last = s.take_bundle("kim", sim::first_device).value();
     REQUIRE(last.has_value());
     CHECK_FALSE(last->one_time_prekey_id.has_value());
     CHECK(last->one_time_prekey.empty());
-    CHECK(s.prekey_status("kim").value().one_time_count == 0);
+    CHECK(s.prekey_status("kim", sim::first_device).value().one_time_count == 0);
 
     // Replace: a new identity, and the old one-time prekeys are gone.
-    REQUIRE(s.set_prekeys("kim", upload(1, false, 30, 2)).has_value());
-    REQUIRE(s.set_prekeys("kim", upload(5, true, 40, 1)).has_value());
-    st = s.prekey_status("kim").value();
+    REQUIRE(s.set_prekeys("kim", sim::first_device, upload(1, false, 30, 2)).has_value());
+    REQUIRE(s.set_prekeys("kim", sim::first_device, upload(5, true, 40, 1)).has_value());
+    st = s.prekey_status("kim", sim::first_device).value();
     CHECK(*st.identity_key == filled(32, 5));
     CHECK(st.one_time_count == 1);
-    CHECK(s.take_bundle("kim").value()->one_time_prekey_id == 40U);
+    CHECK(s.take_bundle("kim", sim::first_device).value()->one_time_prekey_id == 40U);
 
     // Wrong sizes are refused before the database is touched.
     auto bad = upload(5, false, 50, 1);
     bad.signed_prekey_signature.pop_back();
-    CHECK(s.set_prekeys("kim", bad).code() == Errc::invalid_argument);
+    CHECK(s.set_prekeys("kim", sim::first_device, bad).code() == Errc::invalid_argument);
     bad = upload(5, false, 50, 1);
     bad.one_time_prekeys[0].second.push_back(0);
-    CHECK(s.set_prekeys("kim", bad).code() == Errc::invalid_argument);
+    CHECK(s.set_prekeys("kim", sim::first_device, bad).code() == Errc::invalid_argument);
 }
 
 TEST_CASE("prekeys: at most 1000 one-time prekeys are stored; deleting the user deletes them") {
     TestDb db;
     auto& s = *db.backend;
     REQUIRE(s.create_user("max", "$h").has_value());
-    REQUIRE(s.set_prekeys("max", upload(1, true, 0, 200)).has_value());
+    REQUIRE(s.set_prekeys("max", sim::first_device, upload(1, true, 0, 200)).has_value());
     for (std::uint32_t k = 1; k < 5; ++k) {
-        REQUIRE(s.set_prekeys("max", upload(1, false, k * 200, 200)).has_value());
+        REQUIRE(s.set_prekeys("max", sim::first_device, upload(1, false, k * 200, 200)).has_value());
     }
-    CHECK(s.prekey_status("max").value().one_time_count == 1000);
+    CHECK(s.prekey_status("max", sim::first_device).value().one_time_count == 1000);
     // One more is refused, atomically: the signed prekey of that upload is not applied either.
     auto over = upload(1, false, 5000, 1);
     over.signed_prekey_id = 4242;
-    CHECK(s.set_prekeys("max", over).code() == Errc::limit_reached);
-    CHECK(s.prekey_status("max").value().one_time_count == 1000);
-    CHECK(s.take_bundle("max").value()->signed_prekey_id == 1001);
+    CHECK(s.set_prekeys("max", sim::first_device, over).code() == Errc::limit_reached);
+    CHECK(s.prekey_status("max", sim::first_device).value().one_time_count == 1000);
+    CHECK(s.take_bundle("max", sim::first_device).value()->signed_prekey_id == 1001);
     // Re-uploading a stored id replaces its key and does not count twice.
-    REQUIRE(s.set_prekeys("max", upload(1, false, 1, 1)).has_value());
-    CHECK(s.prekey_status("max").value().one_time_count == 999);
+    REQUIRE(s.set_prekeys("max", sim::first_device, upload(1, false, 1, 1)).has_value());
+    CHECK(s.prekey_status("max", sim::first_device).value().one_time_count == 999);
     // replace = 1 with a full stock is fine
-    REQUIRE(s.set_prekeys("max", upload(2, true, 0, 200)).has_value());
-    CHECK(s.prekey_status("max").value().one_time_count == 200);
+    REQUIRE(s.set_prekeys("max", sim::first_device, upload(2, true, 0, 200)).has_value());
+    CHECK(s.prekey_status("max", sim::first_device).value().one_time_count == 200);
 
     REQUIRE(s.delete_user("max").has_value());
-    CHECK(s.take_bundle("max").value() == std::nullopt);
+    CHECK(s.take_bundle("max", sim::first_device).value() == std::nullopt);
     REQUIRE(s.create_user("max", "$h").has_value());
-    CHECK_FALSE(s.prekey_status("max").value().identity_key.has_value());
+    CHECK_FALSE(s.prekey_status("max", sim::first_device).value().identity_key.has_value());
 }
 
 TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactly once") {
     TestDb db;
     REQUIRE(db.backend->create_user("ned", "$h").has_value());
-    REQUIRE(db.backend->set_prekeys("ned", upload(1, true, 1, 100)).has_value());
+    REQUIRE(db.backend->set_prekeys("ned", sim::first_device, upload(1, true, 1, 100)).has_value());
     std::vector<std::unique_ptr<Backend>> handles;
     handles.push_back(nullptr);
     if (db.persistent()) {
@@ -755,7 +756,7 @@ TEST_CASE("prekeys: concurrent take_bundle hands out each one-time prekey exactl
         Backend& b = (t % 2 == 1 && handles.size() > 1) ? *handles[1] : *db.backend;
         threads.emplace_back([&b, &mutex, &seen] {
             for (int i = 0; i < 30; ++i) {
-                const auto r = b.take_bundle("ned");
+                const auto r = b.take_bundle("ned", sim::first_device);
                 if (r && r.value() && r.value()->one_time_prekey_id) {
                     const std::lock_guard lock(mutex);
                     seen.push_back(*r.value()->one_time_prekey_id);
@@ -1143,6 +1144,91 @@ TEST_CASE("postgresql: a schema version without an upgrade step is refused and l
     CHECK(admin->column("SELECT schema_version FROM sim_meta") == std::vector<std::string>{"3"});
 }
 
+namespace {
+
+std::unique_ptr<Backend> open_backend_or_fail() {
+    auto r = sim::store::open_backend(env("SIM_TEST_DB_URL"));
+    REQUIRE_MESSAGE(r.has_value(), (r.has_value() ? std::string() : r.error().message()));
+    return std::move(r).value();
+}
+
+/// After the upgrade to schema 7 of a database where amy had a token (0xAA...) and prekeys (identity 0x11...,
+/// one-time 4 and 9): amy has device 1, active, and the token and prekeys are device 1's; a device can be added
+/// (and is removed again).
+void check_upgraded_to_devices(Backend& s) {
+    CHECK(s.find_device("amy", sim::first_device).value() ==
+          sim::store::DeviceRecord{"amy", sim::first_device, sim::store::DeviceState::active, "", {}, {}, {}, {}});
+    const auto token = s.find_token(sim::Bytes(32, 0xAA)).value();
+    REQUIRE(token.has_value());
+    CHECK(token->username == "amy");
+    CHECK(token->device == sim::first_device);
+    const auto st = s.prekey_status("amy", sim::first_device).value();
+    CHECK(st.identity_key == sim::Bytes(32, 0x11));
+    CHECK(st.one_time_count == 2);
+    const auto added = s.add_device("amy", "", t0, t0, 10).value();
+    CHECK(added >= 2);
+    CHECK(s.remove_device("amy", added).value());
+}
+
+}  // namespace
+
+TEST_CASE("postgresql: a version 6 database is upgraded; accounts get device 1, tokens and prekeys stay theirs") {
+    if (backend_kind() != "postgresql") {
+        return;
+    }
+    const auto admin = admin_connection();
+    admin->drop_all();
+    // Version 6 as libsim wrote it (its first PostgreSQL schema).
+    admin->exec(
+        "CREATE TABLE sim_meta (id SMALLINT NOT NULL PRIMARY KEY, schema_version INTEGER NOT NULL);"
+        "CREATE TABLE sim_users (username BYTEA NOT NULL PRIMARY KEY CHECK (length(username) <= 64), "
+        "password_hash BYTEA NOT NULL CHECK (length(password_hash) <= 255), "
+        "failed_count BIGINT NOT NULL DEFAULT 0 CHECK (failed_count BETWEEN 0 AND 4294967295), "
+        "last_failure_ns BIGINT NOT NULL DEFAULT 0);"
+        "CREATE TABLE sim_sessions (token_hash BYTEA NOT NULL PRIMARY KEY CHECK (length(token_hash) = 32), "
+        "username BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, expires_ms BIGINT NOT NULL);"
+        "CREATE INDEX sim_sessions_user ON sim_sessions (username);"
+        "CREATE TABLE sim_conversation_keys ("
+        "user_a BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, "
+        "user_b BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, "
+        "sealed_key BYTEA NOT NULL CHECK (length(sealed_key) <= 512), epoch BIGINT NOT NULL, "
+        "created_ms BIGINT NOT NULL, PRIMARY KEY (user_a, user_b), CHECK (user_a < user_b));"
+        "CREATE TABLE sim_prekeys ("
+        "username BYTEA NOT NULL PRIMARY KEY REFERENCES sim_users (username) ON DELETE CASCADE, "
+        "identity_key BYTEA NOT NULL CHECK (length(identity_key) = 32), spk_id BIGINT NOT NULL, "
+        "spk BYTEA NOT NULL CHECK (length(spk) = 32), spk_sig BYTEA NOT NULL CHECK (length(spk_sig) = 64));"
+        "CREATE TABLE sim_one_time_prekeys ("
+        "username BYTEA NOT NULL REFERENCES sim_prekeys (username) ON DELETE CASCADE, key_id BIGINT NOT NULL, "
+        "public_key BYTEA NOT NULL CHECK (length(public_key) = 32), PRIMARY KEY (username, key_id));"
+        "CREATE TABLE sim_messages (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, recipient BYTEA NOT NULL, "
+        "recipient_device BIGINT NOT NULL CHECK (recipient_device BETWEEN 1 AND 4294967295), "
+        "sender BYTEA NOT NULL, sender_device BIGINT NOT NULL CHECK (sender_device BETWEEN 1 AND 4294967295), "
+        "message_id BYTEA NOT NULL CHECK (length(message_id) = 16), envelope BYTEA NOT NULL, "
+        "stored_ms BIGINT NOT NULL, "
+        "CONSTRAINT sim_messages_device_key UNIQUE (recipient, recipient_device, sender, message_id));"
+        "CREATE INDEX sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq);"
+        "CREATE TABLE sim_session_ends (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "username BYTEA NOT NULL, at_ms BIGINT NOT NULL);"
+        "INSERT INTO sim_meta VALUES (1, 6);"
+        "INSERT INTO sim_users (username, password_hash) VALUES ('amy', '$h');"
+        "INSERT INTO sim_sessions VALUES (decode(repeat('aa', 32), 'hex'), 'amy', 5000);"
+        "INSERT INTO sim_prekeys VALUES ('amy', decode(repeat('11', 32), 'hex'), 7, decode(repeat('22', 32), 'hex'), "
+        "decode(repeat('33', 64), 'hex'));"
+        "INSERT INTO sim_one_time_prekeys VALUES ('amy', 4, decode(repeat('44', 32), 'hex')), "
+        "('amy', 9, decode(repeat('99', 32), 'hex'));");
+    {
+        auto s = open_backend_or_fail();
+        CHECK(admin->column("SELECT schema_version FROM sim_meta") ==
+              std::vector<std::string>{std::to_string(sim::store::schema_version)});
+        check_upgraded_to_devices(*s);
+    }
+    // Each statement of the step runs again (a server may die before the version is written).
+    admin->exec("UPDATE sim_meta SET schema_version = 6 WHERE id = 1");
+    check_upgraded_to_devices(*open_backend_or_fail());
+    CHECK(admin->column("SELECT device FROM sim_devices ORDER BY device") ==
+          std::vector<std::string>{"1", "2", "3"});
+}
+
 TEST_CASE("mariadb: an old schema is upgraded on open") {
     if (backend_kind() != "mariadb") {
         return;
@@ -1167,7 +1253,7 @@ TEST_CASE("mariadb: an old schema is upgraded on open") {
     REQUIRE(rita.has_value());
     CHECK(rita->password_hash == "$old");
     CHECK(rita->failures.count == 0);
-    REQUIRE(r.value()->put_token(token_hash(1), "rita", t0).has_value());
+    REQUIRE(r.value()->put_token(token_hash(1), "rita", sim::first_device, t0).has_value());
 }
 
 TEST_CASE("mariadb: messages stored under schema 5 are kept on upgrade, each for and from device 1") {
@@ -1217,6 +1303,11 @@ TEST_CASE("mariadb: messages stored under schema 5 are kept on upgrade, each for
              "('dan', 'bob', UNHEX('00000000000000000000000000000001'), UNHEX('040506'), 1003), "
              "('amy', 'bob', UNHEX('00000000000000000000000000000004'), UNHEX('07'), 1004)",
              "DELETE FROM sim_messages WHERE seq = 4",
+             "INSERT INTO sim_sessions VALUES (UNHEX(REPEAT('AA', 32)), 'amy', 5000)",
+             "INSERT INTO sim_prekeys VALUES ('amy', UNHEX(REPEAT('11', 32)), 7, UNHEX(REPEAT('22', 32)), "
+             "UNHEX(REPEAT('33', 64)))",
+             "INSERT INTO sim_one_time_prekeys VALUES ('amy', 4, UNHEX(REPEAT('44', 32))), "
+             "('amy', 9, UNHEX(REPEAT('99', 32)))",
          }) {
         admin.exec(sql);
     }
@@ -1248,6 +1339,7 @@ TEST_CASE("mariadb: messages stored under schema 5 are kept on upgrade, each for
     CHECK(amy[1].sender == "cat");
     CHECK(s.pending("dan", sim::first_device, 0, 10).value().size() == 1);
     CHECK(s.usage_by_sender().value().at("bob") == sim::store::StoredUsage{2, 5});
+    check_upgraded_to_devices(s);
     // The new key: the same message is stored once per device; seq continues after the highest ever handed out.
     auto again = amy[0];
     CHECK(s.append({again}).value() == std::vector<bool>{false});
@@ -1268,4 +1360,331 @@ TEST_CASE("mariadb: messages stored under schema 5 are kept on upgrade, each for
     CHECK(admin.column("SELECT DISTINCT index_name FROM information_schema.statistics WHERE "
                        "table_schema = DATABASE() AND table_name = 'sim_messages' ORDER BY index_name") ==
           std::vector<std::string>{"PRIMARY", "sim_messages_device_key", "sim_messages_mailbox"});
+    check_upgraded_to_devices(*open_backend_or_fail());
+}
+
+// ---------------------------------------------------------------- devices
+
+namespace {
+
+using sim::store::DeviceRecord;
+using sim::store::DeviceState;
+using sim::store::StoredDeviceList;
+
+/// A device key (Ed25519 public key size) from a seed.
+sim::Bytes device_key(std::uint8_t seed) {
+    return filled(sim::store::device_key_size, seed);
+}
+
+/// Ids and states of a user's devices, in id order.
+std::vector<std::pair<sim::DeviceId, DeviceState>> states(Backend& s, const std::string& user) {
+    std::vector<std::pair<sim::DeviceId, DeviceState>> out;
+    const auto devices = s.list_devices(user).value();
+    for (const auto& d : devices) {
+        out.emplace_back(d.device, d.state);
+    }
+    return out;
+}
+
+constexpr std::size_t no_limit = 1000;
+const WallTime never{};  // expire_pending_before: nothing expires
+
+}  // namespace
+
+TEST_CASE("devices: every account has device 1 active from registration") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("ada", "$h").has_value());
+    const auto devices = s.list_devices("ada").value();
+    REQUIRE(devices.size() == 1);
+    CHECK(devices[0] == DeviceRecord{"ada", sim::first_device, DeviceState::active, "", {}, {}, {}, {}});
+    CHECK(s.find_device("ada", sim::first_device).value() == devices[0]);
+    CHECK(s.find_device("ada", 2).value() == std::nullopt);
+    CHECK(s.list_devices("nobody").value().empty());
+    CHECK(s.find_device("nobody", 1).value() == std::nullopt);
+    CHECK(s.find_device_list("ada").value() == std::nullopt);
+    if (db.persistent()) {
+        db.reopen();
+        CHECK(db.backend->list_devices("ada").value() == devices);
+    }
+}
+
+TEST_CASE("devices: add, activate, rename, touch; ids are never reused") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("bea", "$h").has_value());
+    REQUIRE(s.create_user("cid", "$h").has_value());
+    const std::string longest(sim::store::max_device_name_length, 'd');
+    const auto two = s.add_device("bea", longest, t0, never, no_limit).value();
+    CHECK(two == 2);
+    CHECK(s.add_device("cid", "", t0, never, no_limit).value() == 2);  // ids count per account
+    auto d = s.find_device("bea", two).value();
+    REQUIRE(d.has_value());
+    CHECK(*d == DeviceRecord{"bea", 2, DeviceState::pending, longest, {}, t0, {}, {}});
+    // Pending: no token, no prekeys.
+    CHECK(s.put_token(token_hash(1), "bea", two, t0 + 1h).code() == Errc::user_not_found);
+    CHECK(s.set_prekeys("bea", two, upload(1, true, 1, 2)).code() == Errc::user_not_found);
+
+    REQUIRE(s.activate_device("bea", two, device_key(7), t0 + 1s).has_value());
+    d = s.find_device("bea", two).value();
+    CHECK(d->state == DeviceState::active);
+    CHECK(d->device_key == device_key(7));
+    CHECK(d->created == t0);
+    CHECK(d->linked == t0 + 1s);
+    // Again with the same key: nothing changes (linked stays); another key is refused.
+    REQUIRE(s.activate_device("bea", two, device_key(7), t0 + 5s).has_value());
+    CHECK(s.find_device("bea", two).value()->linked == t0 + 1s);
+    CHECK(s.activate_device("bea", two, device_key(8), t0 + 5s).code() == Errc::bad_field);
+    CHECK(s.find_device("bea", two).value()->device_key == device_key(7));
+    // Device 1 made without a key gets one, once.
+    REQUIRE(s.activate_device("bea", sim::first_device, device_key(1), t0 + 2s).has_value());
+    CHECK(s.find_device("bea", sim::first_device).value()->device_key == device_key(1));
+    CHECK(s.find_device("bea", sim::first_device).value()->linked == WallTime{});
+    CHECK(s.activate_device("bea", sim::first_device, device_key(2), t0).code() == Errc::bad_field);
+    CHECK(s.activate_device("bea", 9, device_key(1), t0).code() == Errc::user_not_found);
+    CHECK(s.activate_device("nobody", 1, device_key(1), t0).code() == Errc::user_not_found);
+
+    REQUIRE(s.rename_device("bea", two, "tablet").has_value());
+    CHECK(s.find_device("bea", two).value()->name == "tablet");
+    REQUIRE(s.rename_device("bea", two, "").has_value());
+    CHECK(s.find_device("bea", two).value()->name.empty());
+    CHECK(s.rename_device("bea", 9, "x").code() == Errc::user_not_found);
+
+    REQUIRE(s.touch_device("bea", two, t0 + 1h).has_value());
+    CHECK(s.find_device("bea", two).value()->last_seen == t0 + 1h);
+    REQUIRE(s.touch_device("bea", 9, t0 + 1h).has_value());     // unknown: ignored
+    REQUIRE(s.touch_device("nobody", 1, t0 + 1h).has_value());  // unknown: ignored
+
+    // Removed devices keep their ids: the next is one above the highest ever used.
+    const auto three = s.add_device("bea", "laptop", t0, never, no_limit).value();
+    CHECK(three == 3);
+    CHECK(s.remove_device("bea", three).value());  // a pending one
+    CHECK_FALSE(s.remove_device("bea", three).value());
+    CHECK(s.add_device("bea", "again", t0, never, no_limit).value() == 4);
+    CHECK(s.rename_device("bea", three, "x").code() == Errc::user_not_found);
+    CHECK(s.activate_device("bea", three, device_key(3), t0).code() == Errc::user_not_found);
+    REQUIRE(s.touch_device("bea", three, t0 + 2h).has_value());  // removed: ignored
+    CHECK(s.find_device("bea", three).value()->last_seen == WallTime{});
+    CHECK(states(s, "bea") == std::vector<std::pair<sim::DeviceId, DeviceState>>{
+                                  {1, DeviceState::active},
+                                  {2, DeviceState::active},
+                                  {3, DeviceState::removed},
+                                  {4, DeviceState::pending}});
+    if (db.persistent()) {
+        const auto before = s.list_devices("bea").value();
+        db.reopen();
+        CHECK(db.backend->list_devices("bea").value() == before);
+    }
+}
+
+TEST_CASE("devices: the limit counts pending and active devices; unfinished links expire") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("dee", "$h").has_value());
+    CHECK(s.add_device("dee", "a", t0, never, 1).code() == Errc::limit_reached);  // device 1 counts
+    const auto two = s.add_device("dee", "a", t0, never, 3).value();
+    const auto three = s.add_device("dee", "b", t0 + 10s, never, 3).value();
+    CHECK(s.add_device("dee", "c", t0 + 20s, never, 3).code() == Errc::limit_reached);
+    CHECK(states(s, "dee").size() == 3);  // nothing changed
+    REQUIRE(s.activate_device("dee", two, device_key(2), t0 + 1s).has_value());
+    // A removed device frees its place.
+    CHECK(s.remove_device("dee", two).value());
+    const auto four = s.add_device("dee", "c", t0 + 20s, never, 3).value();
+    CHECK(four == 4);
+    // Pending devices created at or before expire_pending_before are deleted first; active and removed ones stay.
+    CHECK(s.add_device("dee", "d", t0 + 30s, t0 + 9s, 3).code() == Errc::limit_reached);  // none expired
+    CHECK(states(s, "dee").size() == 4);
+    const auto five = s.add_device("dee", "d", t0 + 30s, t0 + 10s, 3).value();  // three (t0 + 10s) expires
+    CHECK(five == 5);
+    CHECK(s.find_device("dee", three).value() == std::nullopt);
+    CHECK(states(s, "dee") == std::vector<std::pair<sim::DeviceId, DeviceState>>{
+                                  {1, DeviceState::active},
+                                  {2, DeviceState::removed},
+                                  {4, DeviceState::pending},
+                                  {5, DeviceState::pending}});
+    // A refused add expires nothing either.
+    CHECK(s.add_device("dee", "e", t0 + 40s, t0 + 20s, 1).code() == Errc::limit_reached);
+    CHECK(s.find_device("dee", four).value().has_value());
+    // The highest id ever given is not given again, even when its pending device expired.
+    CHECK(s.add_device("dee", "e", t0 + 40s, t0 + 30s, 3).value() == 6);
+    CHECK(s.find_device("dee", five).value() == std::nullopt);
+    if (db.persistent()) {
+        db.reopen();
+        CHECK(db.backend->add_device("dee", "f", t0 + 50s, t0 + 50s, 3).value() == 7);
+    }
+}
+
+TEST_CASE("devices: remove deletes exactly that device's tokens, prekeys and mailbox, and logs it") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("eli", "$h").has_value());
+    REQUIRE(s.create_user("fay", "$h").has_value());
+    const auto two = s.add_device("eli", "phone", t0, never, no_limit).value();
+    REQUIRE(s.activate_device("eli", two, device_key(2), t0).has_value());
+    const auto three = s.add_device("eli", "laptop", t0, never, no_limit).value();
+    REQUIRE(s.activate_device("eli", three, device_key(4), t0).has_value());
+    REQUIRE(s.add_device("fay", "phone", t0, never, no_limit).value() == two);
+    REQUIRE(s.activate_device("fay", two, device_key(3), t0).has_value());
+    for (const auto* u : {"eli", "fay"}) {
+        for (const sim::DeviceId d : {sim::first_device, two, three}) {
+            if (u[0] == 'f' && d == three) {
+                continue;
+            }
+            const auto seed = static_cast<std::uint8_t>((u[0] == 'e' ? 10 : 20) + d);
+            REQUIRE(s.put_token(token_hash(seed), u, d, t0 + 1h).has_value());
+            REQUIRE(s.set_prekeys(u, d, upload(seed, true, 1, 3)).has_value());
+            REQUIRE(s.append({on(stored(u, "gus", seed), d, 1)}).has_value());
+        }
+    }
+    // Prekeys are per device.
+    CHECK(s.prekey_status("eli", two).value().identity_key == filled(32, 12));
+    CHECK(s.prekey_status("eli", sim::first_device).value().identity_key == filled(32, 11));
+    CHECK(s.take_bundle("eli", two).value()->one_time_prekey_id == 1U);
+    CHECK(s.prekey_status("eli", two).value().one_time_count == 2);
+    CHECK(s.prekey_status("eli", sim::first_device).value().one_time_count == 3);
+    // A token names its device.
+    CHECK(s.find_token(token_hash(12)).value()->device == two);
+    CHECK(s.find_token(token_hash(11)).value()->device == sim::first_device);
+
+    const auto start = s.last_session_end().value();
+    CHECK(s.remove_device("eli", two).value());
+    CHECK(s.find_device("eli", two).value()->state == DeviceState::removed);
+    CHECK_FALSE(s.find_token(token_hash(12)).value().has_value());
+    CHECK_FALSE(s.prekey_status("eli", two).value().identity_key.has_value());
+    CHECK(s.take_bundle("eli", two).value() == std::nullopt);
+    CHECK(s.usage("eli", two).value() == sim::store::StoredUsage{});
+    // The user's other devices (below and above) and the other user's device 2 keep everything.
+    for (const sim::DeviceId d : {sim::first_device, three}) {
+        CHECK(s.find_token(token_hash(static_cast<std::uint8_t>(10 + d))).value().has_value());
+        CHECK(s.prekey_status("eli", d).value().one_time_count == 3);
+        CHECK(s.usage("eli", d).value().messages == 1);
+    }
+    CHECK(s.find_token(token_hash(22)).value().has_value());
+    CHECK(s.prekey_status("fay", two).value().one_time_count == 3);
+    CHECK(s.usage("fay", two).value().messages == 1);
+    // Logged once, for that device only; removing again logs nothing.
+    CHECK_FALSE(s.remove_device("eli", two).value());
+    CHECK_FALSE(s.remove_device("eli", 9).value());
+    CHECK_FALSE(s.remove_device("nobody", 1).value());
+    const auto log = s.session_ends_after(start, 10).value();
+    REQUIRE(log.size() == 1);
+    CHECK(log[0].username == "eli");
+    CHECK(log[0].device == two);
+    // Revoking and deleting name every device (0).
+    REQUIRE(s.revoke_user_tokens("fay").has_value());
+    CHECK(s.session_ends_after(log[0].seq, 10).value().at(0).device == 0);
+    // A removed device takes no token and no prekeys.
+    CHECK(s.put_token(token_hash(30), "eli", two, t0 + 1h).code() == Errc::user_not_found);
+    CHECK(s.set_prekeys("eli", two, upload(1, true, 1, 2)).code() == Errc::user_not_found);
+    // Device 1 can be removed like any other.
+    CHECK(s.remove_device("eli", sim::first_device).value());
+    CHECK_FALSE(s.find_token(token_hash(11)).value().has_value());
+    CHECK(s.usage("eli", sim::first_device).value() == sim::store::StoredUsage{});
+}
+
+TEST_CASE("devices: the signed device list only moves to a higher version") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("gil", "$h").has_value());
+    const StoredDeviceList v1{1, filled(100, 1)};
+    const StoredDeviceList v5{5, filled(sim::store::max_signed_device_list_size, 5)};
+    REQUIRE(s.put_device_list("gil", v1).has_value());
+    CHECK(s.find_device_list("gil").value() == v1);
+    CHECK(s.put_device_list("gil", StoredDeviceList{1, filled(10, 9)}).code() == Errc::stale_epoch);
+    REQUIRE(s.put_device_list("gil", v5).has_value());
+    CHECK(s.put_device_list("gil", StoredDeviceList{4, filled(10, 9)}).code() == Errc::stale_epoch);
+    CHECK(s.put_device_list("gil", StoredDeviceList{5, filled(10, 9)}).code() == Errc::stale_epoch);
+    CHECK(s.find_device_list("gil").value() == v5);
+    CHECK(s.put_device_list("nobody", v1).code() == Errc::user_not_found);
+    const StoredDeviceList highest{static_cast<std::uint64_t>(INT64_MAX), filled(1, 0)};
+    REQUIRE(s.put_device_list("gil", highest).has_value());
+    CHECK(s.find_device_list("gil").value() == highest);
+    if (db.persistent()) {
+        db.reopen();
+        CHECK(db.backend->find_device_list("gil").value() == highest);
+    }
+}
+
+TEST_CASE("devices: deleting the user deletes its devices, device list, tokens and prekeys of every device") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("hal", "$h").has_value());
+    const auto two = s.add_device("hal", "phone", t0, never, no_limit).value();
+    REQUIRE(s.activate_device("hal", two, device_key(2), t0).has_value());
+    REQUIRE(s.add_device("hal", "pending", t0, never, no_limit).has_value());
+    REQUIRE(s.put_token(token_hash(2), "hal", two, t0 + 1h).has_value());
+    REQUIRE(s.set_prekeys("hal", two, upload(2, true, 1, 3)).has_value());
+    REQUIRE(s.append({on(stored("hal", "ivo", 1), two, 1)}).has_value());
+    REQUIRE(s.put_device_list("hal", StoredDeviceList{3, filled(50, 3)}).has_value());
+    REQUIRE(s.delete_user("hal").has_value());
+    CHECK(s.list_devices("hal").value().empty());
+    CHECK(s.find_device_list("hal").value() == std::nullopt);
+    CHECK_FALSE(s.find_token(token_hash(2)).value().has_value());
+    CHECK(s.take_bundle("hal", two).value() == std::nullopt);
+    CHECK(s.usage("hal", two).value() == sim::store::StoredUsage{});
+    // A new account of that name starts again at device 1, with no list.
+    REQUIRE(s.create_user("hal", "$h").has_value());
+    CHECK(states(s, "hal") == std::vector<std::pair<sim::DeviceId, DeviceState>>{{1, DeviceState::active}});
+    CHECK(s.add_device("hal", "", t0, never, no_limit).value() == 2);
+    CHECK(s.find_device_list("hal").value() == std::nullopt);
+    CHECK(s.put_device_list("hal", StoredDeviceList{1, filled(5, 1)}).has_value());
+}
+
+TEST_CASE("devices: bad input is refused and changes nothing") {
+    TestDb db;
+    auto& s = *db.backend;
+    REQUIRE(s.create_user("ivy", "$h").has_value());
+    const std::string too_long(sim::store::max_device_name_length + 1, 'x');
+    const std::string too_long_user(sim::store::max_username_length + 1, 'u');
+    CHECK(s.add_device("ivy", too_long, t0, never, no_limit).code() == Errc::invalid_argument);
+    CHECK(s.add_device("ivy", "a", t0, never, 0).code() == Errc::invalid_argument);
+    CHECK(s.add_device("", "a", t0, never, no_limit).code() == Errc::invalid_argument);
+    CHECK(s.add_device(too_long_user, "a", t0, never, no_limit).code() == Errc::invalid_argument);
+    CHECK(s.add_device("nobody", "a", t0, never, no_limit).code() == Errc::user_not_found);
+    CHECK(s.activate_device("ivy", 0, device_key(1), t0).code() == Errc::invalid_argument);
+    CHECK(s.activate_device("ivy", 1, filled(31, 1), t0).code() == Errc::invalid_argument);
+    CHECK(s.activate_device("ivy", 1, filled(33, 1), t0).code() == Errc::invalid_argument);
+    CHECK(s.activate_device("ivy", 1, {}, t0).code() == Errc::invalid_argument);
+    CHECK(s.remove_device("ivy", 0).code() == Errc::invalid_argument);
+    CHECK(s.remove_device("", 1).code() == Errc::invalid_argument);
+    CHECK(s.rename_device("ivy", 1, too_long).code() == Errc::invalid_argument);
+    CHECK(s.rename_device("ivy", 0, "a").code() == Errc::invalid_argument);
+    CHECK(s.find_device("ivy", 0).code() == Errc::invalid_argument);
+    CHECK(s.find_device("", 1).code() == Errc::invalid_argument);
+    CHECK(s.list_devices("").code() == Errc::invalid_argument);
+    CHECK(s.put_device_list("ivy", StoredDeviceList{1, {}}).code() == Errc::invalid_argument);
+    CHECK(s.put_device_list("ivy", StoredDeviceList{0, filled(5, 1)}).code() == Errc::invalid_argument);
+    CHECK(s.put_device_list("ivy", StoredDeviceList{1, filled(sim::store::max_signed_device_list_size + 1, 1)})
+              .code() == Errc::invalid_argument);
+    CHECK(s.put_device_list("ivy", StoredDeviceList{static_cast<std::uint64_t>(INT64_MAX) + 1, filled(5, 1)})
+              .code() == Errc::invalid_argument);
+    CHECK(s.find_device_list("").code() == Errc::invalid_argument);
+    CHECK(s.put_token(token_hash(1), "ivy", 0, t0).code() == Errc::invalid_argument);
+    CHECK(s.set_prekeys("ivy", 0, upload(1, true, 1, 1)).code() == Errc::invalid_argument);
+    CHECK(s.take_bundle("ivy", 0).code() == Errc::invalid_argument);
+    CHECK(s.prekey_status("ivy", 0).code() == Errc::invalid_argument);
+    CHECK(s.find_device_list("ivy").value() == std::nullopt);
+    CHECK(s.list_devices("ivy").value() ==
+          std::vector<DeviceRecord>{DeviceRecord{"ivy", 1, DeviceState::active, "", {}, {}, {}, {}}});
+}
+
+TEST_CASE("session tokens: a token is issued to one active device and names it") {
+    TestDb db;
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("device tokens"));
+    REQUIRE(db.backend->create_user("jodie", "$h").has_value());
+    sim::auth::SessionTokens tokens(*db.backend, *rng);
+    const auto two = db.backend->add_device("jodie", "phone", t0, never, no_limit).value();
+    CHECK(tokens.issue("jodie", two, t0, 1h).code() == Errc::user_not_found);  // pending
+    REQUIRE(db.backend->activate_device("jodie", two, device_key(2), t0).has_value());
+    const auto on_two = tokens.issue("jodie", two, t0, 1h).value();
+    const auto on_one = tokens.issue("jodie", sim::first_device, t0, 1h).value();
+    CHECK(tokens.issue("jodie", 0, t0, 1h).code() == Errc::invalid_argument);
+    const auto r = tokens.validate(on_two.token, t0).value();
+    CHECK(r.username == "jodie");
+    CHECK(r.device == two);
+    CHECK(r.expires == t0 + 1h);
+    CHECK(tokens.validate(on_one.token, t0).value().device == sim::first_device);
+    REQUIRE(db.backend->remove_device("jodie", two).value());
+    CHECK(tokens.validate(on_two.token, t0).code() == Errc::token_invalid);
+    CHECK(tokens.validate(on_one.token, t0).value().device == sim::first_device);
 }

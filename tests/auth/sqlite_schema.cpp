@@ -114,7 +114,7 @@ void expect_refused_unchanged(const TempDir& dir, Errc code) {
     CHECK(snapshot(dir.path) == before);
 }
 
-// Versions 1 to 5 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
+// Versions 1 to 6 of the schema, as earlier libsim versions wrote them (docs/accounts.md, "Schema history").
 const char* const schema_v1 =
     "PRAGMA application_id = 1280526669;"
     "CREATE TABLE sim_users (username TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL) WITHOUT ROWID;"
@@ -173,6 +173,36 @@ const char* const schema_v5_extra =
     "  at_ms INTEGER NOT NULL"
     ");"
     "PRAGMA user_version = 5;";
+const char* const schema_v6_extra =
+    "CREATE TABLE sim_messages_v6 ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  recipient TEXT NOT NULL,"
+    "  recipient_device INTEGER NOT NULL CHECK (recipient_device BETWEEN 1 AND 4294967295),"
+    "  sender TEXT NOT NULL,"
+    "  sender_device INTEGER NOT NULL CHECK (sender_device BETWEEN 1 AND 4294967295),"
+    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+    "  envelope BLOB NOT NULL,"
+    "  stored_ms INTEGER NOT NULL,"
+    "  UNIQUE (recipient, recipient_device, sender, message_id)"
+    ");"
+    "INSERT INTO sim_messages_v6 (seq, recipient, recipient_device, sender, sender_device, message_id, envelope,"
+    "  stored_ms) SELECT seq, recipient, 1, sender, 1, message_id, envelope, stored_ms FROM sim_messages;"
+    "DELETE FROM sqlite_sequence WHERE name = 'sim_messages_v6';"
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'sim_messages_v6', seq FROM sqlite_sequence"
+    "  WHERE name = 'sim_messages';"
+    "DROP TABLE sim_messages;"
+    "ALTER TABLE sim_messages_v6 RENAME TO sim_messages;"
+    "CREATE INDEX sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq);"
+    "PRAGMA user_version = 6;";
+
+/// A version 6 file (as libsim 6 wrote it).
+void make_v6(const std::string& path) {
+    Raw raw(path);
+    for (const char* step : {schema_v1, schema_v2_extra, schema_v3_extra, schema_v4_extra, schema_v5_extra,
+                             schema_v6_extra}) {
+        raw.exec(step);
+    }
+}
 
 }  // namespace
 
@@ -207,7 +237,7 @@ TEST_CASE("an empty file is initialised; a missing directory is a storage error"
 }
 
 TEST_CASE("an older file is upgraded on open and its accounts keep working") {
-    for (const int version : {1, 2, 3, 4, 5}) {
+    for (const int version : {1, 2, 3, 4, 5, 6}) {
         INFO("from version " << version);
         TempDir dir;
         auto rng = sim::make_deterministic_rng(sim::as_bytes("old schema"));
@@ -227,6 +257,9 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
                 if (version >= 5) {
                     raw.exec(schema_v5_extra);
                 }
+                if (version >= 6) {
+                    raw.exec(schema_v6_extra);
+                }
                 raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "', 2, 7)");
             } else {
                 raw.exec("INSERT INTO sim_users VALUES ('olduser', '" + seed_hash + "')");
@@ -244,14 +277,14 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         CHECK(user->password_hash == seed_hash);
         CHECK(user->failures.count == (version >= 2 ? 2U : 0U));
         // The new tables exist and work.
-        REQUIRE(b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::store::WallTime{}).has_value());
+        REQUIRE(b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::first_device, sim::store::WallTime{}).has_value());
         sim::store::StoredMessage m;
         m.recipient = "olduser";
         m.sender = "someone";
         m.envelope = sim::Bytes(20, 1);
         CHECK(b.value()->append({m}).value() == std::vector<bool>{true});
         CHECK(b.value()->usage("olduser", sim::first_device).value() == sim::store::StoredUsage{1, 20});
-        CHECK(b.value()->prekey_status("olduser").value().one_time_count == 0);
+        CHECK(b.value()->prekey_status("olduser", sim::first_device).value().one_time_count == 0);
         // The login flow upgrades the seed's hash.
         sim::auth::HashPolicy p;
         p.bcrypt.cost = 4;
@@ -393,6 +426,65 @@ TEST_CASE("corrupt and foreign files are refused with a clear error and not touc
         }
         expect_refused_unchanged(dir, Errc::corrupt_database);
     }
+}
+
+TEST_CASE("a version 6 file: every account gets device 1, tokens and prekeys are device 1's") {
+    TempDir dir;
+    make_v6(dir.db());
+    {
+        Raw raw(dir.db());
+        raw.exec("INSERT INTO sim_users VALUES ('amy', '$h', 0, 0), ('bob', '$h', 0, 0)");
+        raw.exec("INSERT INTO sim_sessions VALUES (x'" + std::string(64, 'a') + "', 'amy', 5000)");
+        raw.exec("INSERT INTO sim_prekeys VALUES ('amy', x'" + std::string(64, '1') + "', 7, x'" +
+                 std::string(64, '2') + "', x'" + std::string(128, '3') + "')");
+        raw.exec("INSERT INTO sim_one_time_prekeys VALUES ('amy', 4, x'" + std::string(64, '4') + "'), ('amy', 9, x'" +
+                 std::string(64, '9') + "')");
+        raw.exec("INSERT INTO sim_session_ends (username, at_ms) VALUES ('bob', 1)");
+    }
+    auto b = open(dir.db());
+    REQUIRE_MESSAGE(b.has_value(), (b.has_value() ? std::string() : b.error().message()));
+    auto& s = *b.value();
+    {
+        Raw raw(dir.db());
+        CHECK(raw.scalar("PRAGMA user_version") == "7");
+        CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
+        CHECK(raw.scalar("PRAGMA foreign_key_check") == "");
+        CHECK(raw.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE '%_v7'") == "0");
+    }
+    for (const auto* user : {"amy", "bob"}) {
+        CHECK(s.list_devices(user).value() ==
+              std::vector<sim::store::DeviceRecord>{
+                  {user, sim::first_device, sim::store::DeviceState::active, "", {}, {}, {}, {}}});
+        CHECK(s.find_device_list(user).value() == std::nullopt);
+    }
+    const auto token = s.find_token(sim::Bytes(32, 0xaa)).value();
+    REQUIRE(token.has_value());
+    CHECK(token->username == "amy");
+    CHECK(token->device == sim::first_device);
+    CHECK(token->expires == sim::store::WallTime{std::chrono::milliseconds{5000}});
+    const auto st = s.prekey_status("amy", sim::first_device).value();
+    CHECK(st.identity_key == sim::Bytes(32, 0x11));
+    CHECK(st.one_time_count == 2);
+    CHECK(s.prekey_status("amy", 2).value().one_time_count == 0);
+    const auto bundle = s.take_bundle("amy", sim::first_device).value();
+    REQUIRE(bundle.has_value());
+    CHECK(bundle->signed_prekey_id == 7U);
+    CHECK(bundle->signed_prekey_signature == sim::Bytes(64, 0x33));
+    CHECK(bundle->one_time_prekey_id == 4U);
+    CHECK(bundle->one_time_prekey == sim::Bytes(32, 0x44));
+    const auto ends = s.session_ends_after(0, 10).value();
+    REQUIRE(ends.size() == 1);
+    CHECK(ends[0].device == 0);  // a logged end was for every device
+    // The new ids continue after device 1; one-time prekeys still go with their device's prekeys.
+    CHECK(s.add_device("amy", "phone", {}, {}, 4).value() == 2);
+    CHECK(s.remove_device("amy", sim::first_device).value());
+    CHECK_FALSE(s.find_token(sim::Bytes(32, 0xaa)).value().has_value());
+    {
+        Raw raw(dir.db());
+        CHECK(raw.scalar("SELECT count(*) FROM sim_one_time_prekeys") == "0");
+    }
+    REQUIRE(s.delete_user("bob").has_value());
+    CHECK(s.list_devices("bob").value().empty());
 }
 
 TEST_CASE("a migration that fails leaves the file as it was") {

@@ -769,7 +769,8 @@ void empty_postgres_database(const std::string& url) {
     REQUIRE_MESSAGE(PQstatus(pg) == CONNECTION_OK, "PostgreSQL: " << PQerrorMessage(pg));
     PGresult* res = PQexec(pg,
                            "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, "
-                           "sim_conversation_keys, sim_sessions, sim_users, sim_meta CASCADE");
+                           "sim_device_lists, sim_devices, sim_conversation_keys, sim_sessions, sim_users, sim_meta "
+                           "CASCADE");
     const bool dropped = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     REQUIRE_MESSAGE(dropped, "PostgreSQL: " << PQerrorMessage(pg));

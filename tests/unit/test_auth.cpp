@@ -586,7 +586,9 @@ namespace {
 class ScriptedLog final : public sim::store::SessionTokenStore {
 public:
     std::map<std::uint64_t, std::string> entries;
-    sim::Status put_token(sim::ByteView, std::string_view, sim::store::WallTime) override { return sim::ok(); }
+    sim::Status put_token(sim::ByteView, std::string_view, sim::DeviceId, sim::store::WallTime) override {
+        return sim::ok();
+    }
     sim::Result<std::optional<sim::store::SessionRecord>> find_token(sim::ByteView) override {
         return std::optional<sim::store::SessionRecord>{};
     }
@@ -597,7 +599,7 @@ public:
                                                                         std::size_t limit) override {
         std::vector<sim::store::SessionEnd> out;
         for (auto it = entries.upper_bound(after); it != entries.end() && out.size() < limit; ++it) {
-            out.push_back({it->first, it->second});
+            out.push_back({it->first, it->second, 0});
         }
         return out;
     }
@@ -605,6 +607,14 @@ public:
         return entries.empty() ? std::uint64_t{0} : entries.rbegin()->first;
     }
 };
+
+std::vector<std::string> names(const std::vector<sim::store::SessionEnd>& ended) {
+    std::vector<std::string> out;
+    for (const auto& e : ended) {
+        out.push_back(e.username);
+    }
+    return out;
+}
 
 }  // namespace
 
@@ -616,11 +626,11 @@ TEST_CASE("session-end follower: each entry once, none from before start, late c
     CHECK(f.poll().value().empty());  // what was logged before the server started ends no session now
     log.entries[3] = "ann";
     log.entries[5] = "ben";
-    CHECK(f.poll().value() == std::vector<std::string>{"ann", "ben"});
+    CHECK(names(f.poll().value()) == std::vector<std::string>{"ann", "ben"});
     CHECK(f.poll().value().empty());
     // seq 4 commits after 5 was read: it is still seen, once.
     log.entries[4] = "cat";
-    CHECK(f.poll().value() == std::vector<std::string>{"cat"});
+    CHECK(names(f.poll().value()) == std::vector<std::string>{"cat"});
     CHECK(f.poll().value().empty());
     // More entries than one read returns.
     for (std::uint64_t seq = 10; seq < 2510; ++seq) {
@@ -628,8 +638,8 @@ TEST_CASE("session-end follower: each entry once, none from before start, late c
     }
     const auto many = f.poll().value();
     REQUIRE(many.size() == 2500);
-    CHECK(many.front() == "u10");
-    CHECK(many.back() == "u2509");
+    CHECK(many.front().username == "u10");
+    CHECK(many.back().username == "u2509");
     CHECK(f.poll().value().empty());
     // Through a real store: revoking and deleting are logged.
     auto store = sim::store::make_memory_backend();
@@ -639,7 +649,18 @@ TEST_CASE("session-end follower: each entry once, none from before start, late c
     REQUIRE(g.start());
     REQUIRE(store->revoke_user_tokens("dan"));
     REQUIRE(store->delete_user("dan"));
-    CHECK(g.poll().value() == std::vector<std::string>{"dan", "dan"});
+    CHECK(names(g.poll().value()) == std::vector<std::string>{"dan", "dan"});
+    // Removing a device logs that device only; revoking logs every device (0).
+    REQUIRE(store->create_user("eve", "$h"));
+    const auto second = store->add_device("eve", "phone", {}, {}, 4).value();
+    REQUIRE(store->activate_device("eve", second, sim::Bytes(32, 1), {}));
+    REQUIRE(store->remove_device("eve", second).value());
+    REQUIRE(store->revoke_user_tokens("eve"));
+    const auto ended = g.poll().value();
+    REQUIRE(ended.size() == 2);
+    CHECK(ended[0].username == "eve");
+    CHECK(ended[0].device == second);
+    CHECK(ended[1].device == 0);
 }
 
 TEST_CASE("session tokens: stored only as SHA-256, expiry, revocation") {
@@ -650,14 +671,14 @@ TEST_CASE("session tokens: stored only as SHA-256, expiry, revocation") {
     sim::auth::SessionTokens tokens(*backend, *rng);
     const sim::store::WallTime t0{std::chrono::milliseconds{1'700'000'000'000}};
 
-    const auto a = tokens.issue("Olga", t0, 1h).value();
-    const auto b = tokens.issue("olga", t0, 2h).value();
-    const auto c = tokens.issue("pete", t0, 1h).value();
+    const auto a = tokens.issue("Olga", sim::first_device, t0, 1h).value();
+    const auto b = tokens.issue("olga", sim::first_device, t0, 2h).value();
+    const auto c = tokens.issue("pete", sim::first_device, t0, 1h).value();
     CHECK(a.token.size() == sim::auth::session_token_size);
     CHECK(a.token != b.token);
     CHECK(a.expires == t0 + 1h);
-    CHECK(tokens.validate(a.token, t0).value() == "olga");
-    CHECK(tokens.validate(a.token, t0 + 1h - 1ms).value() == "olga");
+    CHECK(tokens.validate(a.token, t0).value().username == "olga");
+    CHECK(tokens.validate(a.token, t0 + 1h - 1ms).value().username == "olga");
     // Only the hash is stored.
     CHECK(backend->find_token(sim::crypto::sha256(a.token)).value().has_value());
     CHECK_FALSE(backend->find_token(a.token).value().has_value());
@@ -677,14 +698,14 @@ TEST_CASE("session tokens: stored only as SHA-256, expiry, revocation") {
     CHECK_FALSE(tokens.revoke(b.token).value());
     CHECK(tokens.validate(b.token, t0).code() == Errc::token_invalid);
 
-    const auto d = tokens.issue("pete", t0, 1h).value();
+    const auto d = tokens.issue("pete", sim::first_device, t0, 1h).value();
     CHECK(tokens.revoke_all("pete").value() == 2);
     CHECK(tokens.validate(c.token, t0).code() == Errc::token_invalid);
     CHECK(tokens.validate(d.token, t0).code() == Errc::token_invalid);
 
-    CHECK(tokens.issue("olga", t0, 0s).code() == Errc::invalid_argument);
-    CHECK(tokens.issue("nobody", t0, 1h).code() == Errc::user_not_found);
-    CHECK(tokens.issue("x", t0, 1h).code() == Errc::bad_username);
+    CHECK(tokens.issue("olga", sim::first_device, t0, 0s).code() == Errc::invalid_argument);
+    CHECK(tokens.issue("nobody", sim::first_device, t0, 1h).code() == Errc::user_not_found);
+    CHECK(tokens.issue("x", sim::first_device, t0, 1h).code() == Errc::bad_username);
 }
 
 TEST_CASE("conversation keys are sealed at rest and deleted when the conversation ends") {

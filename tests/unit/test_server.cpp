@@ -433,7 +433,7 @@ TEST_CASE("changing the password over the protocol: the old one is checked, toke
         const auto new_token = alice.core->session_token().token;
         CHECK(new_token != old_token);
         CHECK_FALSE(w.tokens->validate(old_token, now));  // every earlier session of alice ends
-        CHECK(w.tokens->validate(new_token, now).value() == "alice");
+        CHECK(w.tokens->validate(new_token, now).value().username == "alice");
         // The server takes the new password only.
         auto& old_login = w.connect();
         (void)w.login(old_login, "alice", "old password 1");
@@ -1006,7 +1006,7 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     alice.send(prekeys_frame("alice", signed_upload(ik, true, 1, 5, *w.rng)));
     w.settle();
     CHECK(alice.errors().empty());
-    st = w.backend->prekey_status("alice").value();
+    st = w.backend->prekey_status("alice", sim::first_device).value();
     CHECK(st.identity_key == ik.public_key);
     CHECK(st.one_time_count == 5);
 
@@ -1016,7 +1016,7 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     alice.send(prekeys_frame("alice", bad));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::auth_failed});
-    CHECK(w.backend->prekey_status("alice").value().one_time_count == 5);
+    CHECK(w.backend->prekey_status("alice", sim::first_device).value().one_time_count == 5);
     CHECK_FALSE(alice.closed);
 
     // Adding under another identity is refused; a malformed upload too; as another user's source also.
@@ -1027,16 +1027,16 @@ TEST_CASE("e2e: prekey status after login; upload, bad signature, identity check
     w.settle();
     CHECK(alice.errors() ==
           std::vector<sim::Errc>{sim::Errc::bad_field, sim::Errc::truncated, sim::Errc::source_mismatch});
-    CHECK_FALSE(w.backend->prekey_status("bob").value().identity_key.has_value());
+    CHECK_FALSE(w.backend->prekey_status("bob", sim::first_device).value().identity_key.has_value());
 
     // Adding under the same identity adds; replace swaps the identity and drops the old one-time prekeys.
     alice.send(prekeys_frame("alice", signed_upload(ik, false, 10, 3, *w.rng)));
     w.settle();
-    CHECK(w.backend->prekey_status("alice").value().one_time_count == 8);
+    CHECK(w.backend->prekey_status("alice", sim::first_device).value().one_time_count == 8);
     alice.send(prekeys_frame("alice", signed_upload(other, true, 100, 2, *w.rng)));
     w.settle();
     CHECK(alice.errors().empty());
-    st = w.backend->prekey_status("alice").value();
+    st = w.backend->prekey_status("alice", sim::first_device).value();
     CHECK(st.identity_key == other.public_key);
     CHECK(st.one_time_count == 2);
 
@@ -1821,7 +1821,11 @@ TEST_CASE("end_sessions: an administrator's revocation closes the user's live co
     auto w = e2e_world();
     auto& alice = w.raw_login("alice");
     auto& bob = w.raw_login("bob");
-    CHECK(w.server->end_sessions("alice"));
+    // A removed device's entry closes that device's connection only: alice is on her first device.
+    CHECK_FALSE(w.server->end_sessions("alice", 2));
+    w.settle();
+    CHECK_FALSE(alice.closed);
+    CHECK(w.server->end_sessions("alice", sim::first_device));
     w.settle();
     CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::token_invalid});
     CHECK(alice.closed);

@@ -268,13 +268,16 @@ public:
     SessionTokens(const SessionTokens&) = delete;
     SessionTokens& operator=(const SessionTokens&) = delete;
 
-    /// A new token for `username` (canonical) valid until `now + ttl`. Errc::invalid_argument for ttl <= 0;
-    /// Errc::user_not_found; Errc::storage_error.
-    [[nodiscard]] Result<IssuedToken> issue(std::string_view username, store::WallTime now, Duration ttl);
+    /// A new token for `username`'s `device` (a token logs in that device only), valid until `now + ttl`.
+    /// Errc::invalid_argument for ttl <= 0 or device 0; Errc::user_not_found (no such account, or the device is
+    /// not active); Errc::storage_error.
+    [[nodiscard]] Result<IssuedToken> issue(std::string_view username, DeviceId device, store::WallTime now,
+                                            Duration ttl);
 
-    /// The token's user when it is known, unrevoked and `now` is before its expiry; an expired token is deleted.
-    /// Errc::token_invalid otherwise (also for a token of the wrong size); Errc::storage_error.
-    [[nodiscard]] Result<std::string> validate(ByteView token, store::WallTime now);
+    /// The token's owner and device (and expiry) when it is known, unrevoked and `now` is before its expiry; an
+    /// expired token is deleted. Errc::token_invalid otherwise (also for a token of the wrong size);
+    /// Errc::storage_error.
+    [[nodiscard]] Result<store::SessionRecord> validate(ByteView token, store::WallTime now);
 
     /// Revoke one token; returns whether it existed. Errc::storage_error.
     [[nodiscard]] Result<bool> revoke(ByteView token);
@@ -289,8 +292,8 @@ private:
 
 /// Follows the store's session-end log (store::SessionEnd) for a running server, so that `simd user revoke`,
 /// `user passwd` and `user delete`, run from another process or another node, end the user's live sessions: the
-/// host calls poll() about once a second and closes the connections of the users it returns
-/// (ServerCore::end_sessions). start() skips what was logged before. Each entry is returned once; entries that
+/// host calls poll() about once a second and closes the connections the entries it returns name (a user's every
+/// device, or one device that was removed: ServerCore::end_sessions). start() skips what was logged before. Each entry is returned once; entries that
 /// commit out of seq order (MariaDB with several writers) are still seen, as each poll reads again the last
 /// `margin` seqs. Not thread-safe (one poller).
 class SessionEndFollower {
@@ -301,8 +304,9 @@ public:
 
     /// Note where the log is now. Errc::storage_error.
     [[nodiscard]] Status start();
-    /// The users logged since the last poll (or since start), in log order, each entry once. Errc::storage_error.
-    [[nodiscard]] Result<std::vector<std::string>> poll();
+    /// The entries (user and device, 0: every device) logged since the last poll (or since start), in log order,
+    /// each once. Errc::storage_error.
+    [[nodiscard]] Result<std::vector<store::SessionEnd>> poll();
 
 private:
     store::SessionTokenStore& m_store;

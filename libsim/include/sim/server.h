@@ -169,9 +169,9 @@ public:
     void release_keys();
 
     /// End `user`'s live sessions, one per device (an administrator revoked it, changed the password or deleted the account:
-    /// see auth::SessionEndFollower): an `error` frame token_invalid, then the connection closes. Returns whether
-    /// the user was online.
-    bool end_sessions(const std::string& user);
+    /// see auth::SessionEndFollower), or only `only_device`'s when it is not 0 (the device was removed): an `error`
+    /// frame token_invalid, then the connection closes. Returns whether such a session was online.
+    bool end_sessions(const std::string& user, DeviceId only_device = 0);
 
     struct Impl;  ///< opaque; public only so the connection objects of the implementation can name it
 

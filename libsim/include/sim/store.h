@@ -1,10 +1,10 @@
 #pragma once
 /// @file
-/// Storage interfaces for accounts, session tokens, conversation keys, prekeys and the offline message queue, and
-/// the backends that implement them.
+/// Storage interfaces for accounts, session tokens, conversation keys, prekeys, devices and the offline message
+/// queue, and the backends that implement them.
 ///
 /// The authentication logic (`sim/auth.h`) talks only to these interfaces, so an application can bring its own
-/// backend. libsim ships four, each of which implements all five interfaces (`Backend`) and passes one shared
+/// backend. libsim ships four, each of which implements all six interfaces (`Backend`) and passes one shared
 /// conformance suite (`tests/auth/`):
 /// - memory (`make_memory_backend`): tests and embedding; nothing persists.
 /// - SQLite (`open_sqlite_backend`): the embedded default. WAL mode, `synchronous=FULL`, versioned schema migrated
@@ -20,7 +20,8 @@
 /// - Password hashes are opaque self-describing strings (at most `max_hash_length` bytes).
 /// - Session tokens are stored only as their SHA-256 (`token_hash`, 32 bytes); a store never sees a token.
 /// - Conversation keys are stored only sealed (encrypted and authenticated by `sim::auth::ConversationKeyVault`).
-/// - Deleting a user deletes their session tokens, conversation keys, prekeys and the messages stored for them.
+/// - Deleting a user deletes their session tokens, conversation keys, prekeys, devices, device list and the
+///   messages stored for them.
 /// - Prekeys and stored messages are public keys and end-to-end ciphertext: stored as they are.
 /// - Stores never read a clock: every time value is passed in by the caller.
 ///
@@ -114,8 +115,9 @@ public:
 
 /// What a session token store knows about one token.
 struct SessionRecord {
-    std::string username;  ///< owner (canonical)
-    WallTime expires{};    ///< the token is invalid from this instant on
+    std::string username;                ///< owner (canonical)
+    DeviceId device = first_device;      ///< the device the token was issued to (a token logs in that device only)
+    WallTime expires{};                  ///< the token is invalid from this instant on
 };
 
 /// One entry of the session-end log: every session of `username` open when it was written must end (an
@@ -124,6 +126,7 @@ struct SessionRecord {
 struct SessionEnd {
     std::uint64_t seq = 0;  ///< grows with each entry (commit order may differ by a little on MariaDB)
     std::string username;
+    DeviceId device = 0;    ///< 0: every device of the user; otherwise only this one (it was removed)
     friend bool operator==(const SessionEnd&, const SessionEnd&) = default;
 };
 
@@ -132,10 +135,12 @@ class SessionTokenStore {
 public:
     virtual ~SessionTokenStore() = default;
 
-    /// Remember a token hash for `username` until `expires`. Errc::invalid_argument when `token_hash` is not 32
-    /// bytes; Errc::user_not_found when the account does not exist; Errc::storage_error (also for a duplicate
-    /// hash, which a random 256-bit token never produces).
-    [[nodiscard]] virtual Status put_token(ByteView token_hash, std::string_view username, WallTime expires) = 0;
+    /// Remember a token hash for (`username`, `device`) until `expires`. Errc::invalid_argument when `token_hash`
+    /// is not 32 bytes or `device` is 0; Errc::user_not_found when the account does not exist or the device is not
+    /// active (DeviceStore); Errc::storage_error (also for a duplicate hash, which a random 256-bit token never
+    /// produces).
+    [[nodiscard]] virtual Status put_token(ByteView token_hash, std::string_view username, DeviceId device,
+                                           WallTime expires) = 0;
 
     /// The record for a token hash, or empty when unknown (expiry is not checked here). Errc::invalid_argument,
     /// Errc::storage_error.
@@ -201,9 +206,9 @@ public:
 
 // ---------------------------------------------------------------- prekeys
 
-/// Published prekeys of end-to-end users (docs/protocol.md 6.1): identity key, signed prekey and at most
-/// `max_prekeys_stored` one-time prekeys per user. Only public keys; the SPK signature is checked by the caller
-/// (the server core) before set_prekeys.
+/// Published prekeys of end-to-end devices (docs/protocol.md 6.1): identity key, signed prekey and at most
+/// `max_prekeys_stored` one-time prekeys per device (user, device). Only public keys; the SPK signature is checked
+/// by the caller (the server core) before set_prekeys. A device 0 is Errc::invalid_argument everywhere.
 class PrekeyStore {
 public:
     virtual ~PrekeyStore() = default;
@@ -214,16 +219,107 @@ public:
     /// stored gets the new key). Errc::bad_field (identity differs), Errc::limit_reached (more than
     /// max_prekeys_stored one-time prekeys would be stored; nothing changes), Errc::invalid_argument (name, key
     /// sizes), Errc::user_not_found, Errc::storage_error.
-    [[nodiscard]] virtual Status set_prekeys(std::string_view username, const PrekeyUpload& upload) = 0;
+    [[nodiscard]] virtual Status set_prekeys(std::string_view username, DeviceId device,
+                                             const PrekeyUpload& upload) = 0;
 
     /// The user's bundle with one one-time prekey (the lowest id), which is deleted in the same transaction so
     /// it is handed out once; without one-time prekeys the bundle has none. Empty when the user has published
     /// nothing. Errc::invalid_argument, Errc::storage_error.
-    [[nodiscard]] virtual Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) = 0;
+    [[nodiscard]] virtual Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username,
+                                                                               DeviceId device) = 0;
 
     /// The stored identity (if any) and the number of one-time prekeys. Errc::invalid_argument,
     /// Errc::storage_error.
-    [[nodiscard]] virtual Result<PrekeyStatus> prekey_status(std::string_view username) = 0;
+    [[nodiscard]] virtual Result<PrekeyStatus> prekey_status(std::string_view username, DeviceId device) = 0;
+};
+
+// ---------------------------------------------------------------- devices
+
+/// Longest device name a store accepts (bytes of UTF-8; the server's limit is the same).
+inline constexpr std::size_t max_device_name_length = 64;
+/// Largest signed device list a store accepts (docs/protocol.md 6.9: 64 devices fit).
+inline constexpr std::size_t max_signed_device_list_size = 8192;
+/// Size of a device key (Ed25519 public key).
+inline constexpr std::size_t device_key_size = 32;
+
+/// Where a device of an account is in its life (docs/architecture.md, "Multi-device accounts").
+enum class DeviceState : std::uint8_t {
+    pending = 1,  ///< a link is under way: no key, no token, no prekeys, no mailbox
+    active = 2,   ///< linked: may log in, holds a mailbox
+    removed = 3,  ///< removed by its owner: a tombstone that keeps its id from being reused
+};
+
+/// One device of an account as a device store returns it.
+struct DeviceRecord {
+    std::string username;          ///< canonical
+    DeviceId device = first_device;
+    DeviceState state = DeviceState::active;
+    std::string name;              ///< chosen by the user; may be empty
+    Bytes device_key;              ///< Ed25519 public key; empty while pending
+    WallTime created{};            ///< when the device was added (pending) or, for device 1, the account created
+    WallTime linked{};             ///< when it became active (0 while pending)
+    WallTime last_seen{};          ///< last login or logout (0: never)
+    friend bool operator==(const DeviceRecord&, const DeviceRecord&) = default;
+};
+
+/// The newest signed device list of a user (docs/protocol.md 6.9), kept as the bytes the owner's device signed.
+struct StoredDeviceList {
+    std::uint64_t version = 0;
+    Bytes signed_list;
+    friend bool operator==(const StoredDeviceList&, const StoredDeviceList&) = default;
+};
+
+/// The devices of each account and its signed device list. `create_user` makes device 1 active (no key, name
+/// empty), so every account has its first device from registration; a schema upgrade gives every existing account
+/// its device 1 the same way. Device ids are never reused within an account (removed devices stay as tombstones).
+class DeviceStore {
+public:
+    virtual ~DeviceStore() = default;
+
+    /// Add a pending device with the next id of the account (one above the highest ever used) and `name`. Before
+    /// that, pending devices created at or before `expire_pending_before` are deleted (an unfinished link lasts a
+    /// while only). Errc::limit_reached when the account already has `max_devices` devices pending or active
+    /// (nothing changes); Errc::invalid_argument (name too long, max_devices 0); Errc::user_not_found;
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Result<DeviceId> add_device(std::string_view username, std::string_view name,
+                                                      WallTime now, WallTime expire_pending_before,
+                                                      std::size_t max_devices) = 0;
+
+    /// Make a device active with its key, or set the key of an active device that has none yet (device 1 of an
+    /// account made before its client had keys). Errc::invalid_argument (key size, device 0); Errc::user_not_found
+    /// (no such account or device, or it was removed); Errc::bad_field (an active device whose key differs);
+    /// Errc::storage_error.
+    [[nodiscard]] virtual Status activate_device(std::string_view username, DeviceId device, ByteView device_key,
+                                                 WallTime now) = 0;
+
+    /// Remove a device, in ONE transaction: its state becomes removed, and its session tokens, prekeys and mailbox
+    /// messages are deleted; a SessionEnd for (user, device) is logged. Returns whether it was pending or active.
+    /// Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<bool> remove_device(std::string_view username, DeviceId device) = 0;
+
+    /// Rename a pending or active device. Errc::invalid_argument (name too long); Errc::user_not_found (no such
+    /// device, or removed); Errc::storage_error.
+    [[nodiscard]] virtual Status rename_device(std::string_view username, DeviceId device,
+                                               std::string_view name) = 0;
+
+    /// Record that a device was seen (login, logout). Unknown or removed devices are ignored. Errc::storage_error.
+    [[nodiscard]] virtual Status touch_device(std::string_view username, DeviceId device, WallTime now) = 0;
+
+    /// Every device of the account, removed ones included, by id. Empty for an unknown user.
+    /// Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<DeviceRecord>> list_devices(std::string_view username) = 0;
+
+    /// One device, or empty. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<DeviceRecord>> find_device(std::string_view username,
+                                                                          DeviceId device) = 0;
+
+    /// Store the user's signed device list if `list.version` is above the stored one's. Errc::stale_epoch when it
+    /// is not (nothing changes); Errc::invalid_argument (empty or larger than max_signed_device_list_size, version
+    /// 0); Errc::user_not_found; Errc::storage_error. The store does not parse or verify the list.
+    [[nodiscard]] virtual Status put_device_list(std::string_view username, const StoredDeviceList& list) = 0;
+
+    /// The stored device list, or empty. Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<std::optional<StoredDeviceList>> find_device_list(std::string_view username) = 0;
 };
 
 // ---------------------------------------------------------------- offline messages
@@ -318,11 +414,12 @@ public:
 
 // ---------------------------------------------------------------- backends
 
-/// A backend: one database that implements all five stores. Thread-safe.
+/// A backend: one database that implements all six stores. Thread-safe.
 class Backend : public CredentialStore,
                 public SessionTokenStore,
                 public ConversationKeyStore,
                 public PrekeyStore,
+                public DeviceStore,
                 public MessageStore {
 public:
     /// Short backend name for messages: "memory", "sqlite", "mariadb" or "postgresql".
@@ -340,7 +437,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 6;
+inline constexpr int schema_version = 7;
 
 /// Open (and create or upgrade) a SQLite database.
 ///
@@ -360,7 +457,8 @@ struct MariaDbConfig {
 };
 
 /// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
-/// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
+/// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`, `sim_session_ends`,
+/// `sim_devices`, `sim_device_lists`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
 /// database was written by a newer libsim; Errc::corrupt_database when it holds libsim tables without a version;
 /// Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented when this libsim was
 /// built without MariaDB Connector/C.

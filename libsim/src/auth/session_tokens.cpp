@@ -16,7 +16,8 @@ struct SessionTokens::Impl {
 SessionTokens::SessionTokens(store::SessionTokenStore& store, Rng& rng) : m_impl(std::make_unique<Impl>(store, rng)) {}
 SessionTokens::~SessionTokens() = default;
 
-Result<IssuedToken> SessionTokens::issue(std::string_view username, store::WallTime now, Duration ttl) {
+Result<IssuedToken> SessionTokens::issue(std::string_view username, DeviceId device, store::WallTime now,
+                                         Duration ttl) {
     if (ttl <= Duration::zero()) {
         return Error{Errc::invalid_argument, "token lifetime must be positive"};
     }
@@ -24,11 +25,11 @@ Result<IssuedToken> SessionTokens::issue(std::string_view username, store::WallT
     IssuedToken issued;
     issued.token = m_impl->rng.secure_bytes(session_token_size);
     issued.expires = now + std::chrono::ceil<std::chrono::milliseconds>(ttl);
-    SIM_TRY_STATUS(m_impl->store.put_token(crypto::sha256(issued.token), name, issued.expires));
+    SIM_TRY_STATUS(m_impl->store.put_token(crypto::sha256(issued.token), name, device, issued.expires));
     return issued;
 }
 
-Result<std::string> SessionTokens::validate(ByteView token, store::WallTime now) {
+Result<store::SessionRecord> SessionTokens::validate(ByteView token, store::WallTime now) {
     const Error invalid{Errc::token_invalid, "session token unknown, expired or revoked"};
     if (token.size() != session_token_size) {
         return invalid;
@@ -42,7 +43,7 @@ Result<std::string> SessionTokens::validate(ByteView token, store::WallTime now)
         (void)m_impl->store.revoke_token(digest);  // tidy up; the answer is the same either way
         return invalid;
     }
-    return std::move(record->username);
+    return std::move(*record);
 }
 
 Result<bool> SessionTokens::revoke(ByteView token) {
@@ -64,15 +65,15 @@ Status SessionEndFollower::start() {
     return ok();
 }
 
-Result<std::vector<std::string>> SessionEndFollower::poll() {
+Result<std::vector<store::SessionEnd>> SessionEndFollower::poll() {
     constexpr std::size_t page = 1000;
-    std::vector<std::string> users;
+    std::vector<store::SessionEnd> ended;
     std::uint64_t from = std::max(m_start, m_high > margin ? m_high - margin : 0);
     for (;;) {
         SIM_TRY(const auto entries, m_store.session_ends_after(from, page));
         for (const auto& e : entries) {
             if (m_seen.insert(e.seq).second) {
-                users.push_back(e.username);
+                ended.push_back(e);
             }
             m_high = std::max(m_high, e.seq);
         }
@@ -83,7 +84,7 @@ Result<std::vector<std::string>> SessionEndFollower::poll() {
     }
     const std::uint64_t keep_from = m_high > margin ? m_high - margin : 0;
     m_seen.erase(m_seen.begin(), m_seen.lower_bound(keep_from + 1));
-    return users;
+    return ended;
 }
 
 }  // namespace sim::auth

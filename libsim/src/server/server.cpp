@@ -128,7 +128,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
                 return true;
             }
         }
-        SIM_TRY(const auto st, prekeys->prekey_status(user));
+        SIM_TRY(const auto st, prekeys->prekey_status(user, first_device));
         if (st.identity_key) {
             const std::lock_guard lock(prekey_mutex);
             has_prekeys.insert(user);
@@ -137,8 +137,8 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     }
 
     /// The prekeys status frame for `user` (docs/protocol.md 6.1). Errc::storage_error.
-    Result<Frame> prekey_status_frame(const std::string& user) {
-        SIM_TRY(const auto st, prekeys->prekey_status(user));
+    Result<Frame> prekey_status_frame(const std::string& user, DeviceId device) {
+        SIM_TRY(const auto st, prekeys->prekey_status(user, device));
         return Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(st)};
     }
 
@@ -148,9 +148,9 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     /// A session token for `user`'s next login; empty when none could be issued (the login or password change
     /// still succeeds, the client logs in with the password next time).
-    IssuedSessionToken issue_token(const std::string& user) {
+    IssuedSessionToken issue_token(const std::string& user, DeviceId device) {
         IssuedSessionToken issued;
-        if (auto token = tokens.issue(user, wall_now(), config.token_ttl)) {
+        if (auto token = tokens.issue(user, device, wall_now(), config.token_ttl)) {
             issued.token = std::move(token->token);
             issued.expires_unix_ms = token->expires.time_since_epoch().count();
         }
@@ -514,10 +514,10 @@ private:
         if (creds.kind == CredentialKind::token) {
             auto name = auth::canonical_username(source);
             auto owner = core.tokens.validate(creds.secret, wall_now());
-            if (!name || !owner || *owner != *name) {
+            if (!name || !owner || owner->username != *name || owner->device != m_device) {
                 user = Error{Errc::auth_rejected, "session token not valid for this user"};
             } else {
-                user = std::move(*owner);
+                user = std::move(owner->username);
             }
         } else {
             auto r = creds.kind == CredentialKind::register_password
@@ -540,7 +540,7 @@ private:
             }
         }
         if (user && creds.kind != CredentialKind::token) {
-            issued = core.issue_token(*user);
+            issued = core.issue_token(*user, device.value_or(first_device));
         }
         issued.device = device;
         finish_login(std::move(user), destination, issued, retry_after);
@@ -593,7 +593,7 @@ private:
         send(Frame{FrameType::limits, 0, std::string(server_name), m_user, m_core->limits_payload});
         // The prekey status too (6.1): a client that logs out right after ack_init 1 has queued its upload first.
         if (m_core->end_to_end() && m_core->prekeys != nullptr) {
-            auto status = m_core->prekey_status_frame(m_user);
+            auto status = m_core->prekey_status_frame(m_user, m_device);
             if (status) {
                 send(*status);
             } else {
@@ -722,7 +722,7 @@ private:
     /// KEYGEN mode 2 for `to` with one of `peer`'s bundles (a one-time prekey is used up), or nullopt when `peer`
     /// has published none. Errc::storage_error.
     Result<std::optional<Frame>> bundle_keygen(const std::string& to, const std::string& peer) {
-        SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer));
+        SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer, first_device));
         if (!bundle) {
             return std::optional<Frame>{};
         }
@@ -766,7 +766,7 @@ private:
 
     /// Tell `user` (if online) that their one-time prekey stock is low (docs/protocol.md 6.1).
     void ask_for_prekeys_if_low(const std::string& user) {
-        const auto st = m_core->prekeys->prekey_status(user);
+        const auto st = m_core->prekeys->prekey_status(user, first_device);
         if (!st || st->one_time_count >= prekey_low_water) {
             return;
         }
@@ -797,7 +797,7 @@ private:
                    "signed prekey signature does not verify");
             return;
         }
-        if (const auto st = m_core->prekeys->set_prekeys(m_user, *upload); !st) {
+        if (const auto st = m_core->prekeys->set_prekeys(m_user, m_device, *upload); !st) {
             refuse(st.code(), st.error().detail);
             return;
         }
@@ -869,7 +869,7 @@ private:
                 core.log(LogLevel::error,
                          "sessions of " + user + " not ended after a password change: " + revoked.error().message());
             }
-            issued = core.issue_token(user);
+            issued = core.issue_token(user, m_device);
         }
         const std::lock_guard lock(m_mutex);
         m_changing_password = false;
@@ -1218,9 +1218,12 @@ void ServerCore::release_keys() {
     }
 }
 
-bool ServerCore::end_sessions(const std::string& user) {
+bool ServerCore::end_sessions(const std::string& user, DeviceId only_device) {
     bool any = false;
     for (const auto device : m_impl->bus->attached_devices(user)) {
+        if (only_device != 0 && device != only_device) {
+            continue;
+        }
         const auto peer = m_impl->bus->local(server_detail::MailboxId{user, device});
         if (!peer) {
             continue;  // held by another node (a bus spanning nodes carries admin actions there: not built yet)

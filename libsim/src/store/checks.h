@@ -3,6 +3,7 @@
 
 #include <sim/store.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -37,6 +38,98 @@ inline Result<DeviceId> stored_device(std::int64_t value) {
         return Error{Errc::corrupt_database, "stored device number is out of range"};
     }
     return static_cast<DeviceId>(value);
+}
+
+/// A user's device: a valid name and a device other than 0.
+inline Status check_user_device(std::string_view username, DeviceId device) {
+    SIM_TRY_STATUS(check_name(username));
+    return check_device(device);
+}
+
+/// A device name of at most max_device_name_length bytes (empty is allowed).
+inline Status check_device_name(std::string_view name) {
+    if (name.size() > max_device_name_length) {
+        return Error{Errc::invalid_argument, "device name must be at most 64 bytes"};
+    }
+    return ok();
+}
+
+inline Status check_device_key(ByteView key) {
+    if (key.size() != device_key_size) {
+        return Error{Errc::invalid_argument, "device key must be 32 bytes"};
+    }
+    return ok();
+}
+
+/// The arguments of DeviceStore::add_device other than the user.
+inline Status check_new_device(std::string_view name, std::size_t max_devices) {
+    SIM_TRY_STATUS(check_device_name(name));
+    if (max_devices == 0) {
+        return Error{Errc::invalid_argument, "max_devices must be 1 or more"};
+    }
+    return ok();
+}
+
+/// A signed device list: 1..max_signed_device_list_size bytes, version 1..2^63-1 (a signed SQL integer).
+inline Status check_device_list(const StoredDeviceList& list) {
+    if (list.signed_list.empty() || list.signed_list.size() > max_signed_device_list_size) {
+        return Error{Errc::invalid_argument, "signed device list must be 1..8192 bytes"};
+    }
+    if (list.version == 0 || list.version > static_cast<std::uint64_t>(INT64_MAX)) {
+        return Error{Errc::invalid_argument, "device list version must be 1..2^63-1"};
+    }
+    return ok();
+}
+
+/// A device state read back from a database.
+inline Result<DeviceState> stored_state(std::int64_t value) {
+    if (value < static_cast<std::int64_t>(DeviceState::pending) ||
+        value > static_cast<std::int64_t>(DeviceState::removed)) {
+        return Error{Errc::corrupt_database, "stored device state is out of range"};
+    }
+    return static_cast<DeviceState>(value);
+}
+
+/// The SQL column value of a device state.
+inline std::int64_t state_value(DeviceState state) {
+    return static_cast<std::int64_t>(state);
+}
+
+/// The id add_device gives after `last` (the highest ever used), or Errc::limit_reached when ids are used up.
+inline Result<DeviceId> next_device_id(std::int64_t last) {
+    if (last < 0 || last >= static_cast<std::int64_t>(UINT32_MAX)) {
+        return Error{Errc::limit_reached, "the account has used every device id"};
+    }
+    return static_cast<DeviceId>(last + 1);
+}
+
+inline Error no_device() {
+    return Error{Errc::user_not_found, "no such device"};
+}
+
+/// What activate_device does to a device in `state` holding `stored_key`, given `key`: Errc::user_not_found
+/// (removed), Errc::bad_field (active with another key), else ok (activate, set the key, or nothing to do).
+inline Status check_activation(DeviceState state, ByteView stored_key, ByteView key) {
+    if (state == DeviceState::removed) {
+        return no_device();
+    }
+    if (state == DeviceState::active && !stored_key.empty() &&
+        !std::equal(stored_key.begin(), stored_key.end(), key.begin(), key.end())) {
+        return Error{Errc::bad_field, "the device has another key"};
+    }
+    return ok();
+}
+
+inline Error too_many_devices() {
+    return Error{Errc::limit_reached, "the account has its maximum number of devices"};
+}
+inline Error stale_device_list() {
+    return Error{Errc::stale_epoch, "a device list with an equal or higher version is stored"};
+}
+
+/// The device of a SessionEnd read back from a database: 0 (every device) or a device number.
+inline Result<DeviceId> stored_device_or_all(std::int64_t value) {
+    return value == 0 ? Result<DeviceId>{DeviceId{0}} : stored_device(value);
 }
 
 inline Status check_token_hash(ByteView token_hash) {
@@ -153,6 +246,22 @@ inline constexpr std::int64_t session_end_retention_ms = 24 * 60 * 60 * 1000;
 /// The wall clock now, as a SQL column value.
 inline std::int64_t now_ms() {
     return to_ms(std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now()));
+}
+
+/// A device record from its stored column values (times as Unix milliseconds).
+inline Result<DeviceRecord> device_from_columns(std::string_view username, std::int64_t device, std::int64_t state,
+                                                std::string name, Bytes key, std::int64_t created_ms,
+                                                std::int64_t linked_ms, std::int64_t last_seen_ms) {
+    DeviceRecord d;
+    d.username = std::string(username);
+    SIM_TRY(d.device, stored_device(device));
+    SIM_TRY(d.state, stored_state(state));
+    d.name = std::move(name);
+    d.device_key = std::move(key);
+    d.created = from_ms(created_ms);
+    d.linked = from_ms(linked_ms);
+    d.last_seen = from_ms(last_seen_ms);
+    return d;
 }
 
 }  // namespace sim::store::detail

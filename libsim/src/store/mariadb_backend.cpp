@@ -88,6 +88,37 @@ const std::array<SchemaStep, schema_version> migrations{{
       "ADD UNIQUE KEY IF NOT EXISTS sim_messages_device_key (recipient, recipient_device, sender, message_id), "
       "ADD KEY IF NOT EXISTS sim_messages_mailbox (recipient, recipient_device, seq), "
       "DROP KEY IF EXISTS sim_messages_key, DROP KEY IF EXISTS sim_messages_recipient"}},
+    // 6 -> 7: devices of an account (see sqlite_schema.h). Tokens and prekeys so far are device 1's (the columns'
+    // default, dropped afterwards); the prekey tables' primary keys gain the device, their foreign key is dropped
+    // first and made again over (username, device). Each statement can run again after a failure half-way.
+    {6,
+     7,
+     {"ALTER TABLE sim_users ADD COLUMN IF NOT EXISTS last_device BIGINT NOT NULL DEFAULT 1",
+      "CREATE TABLE IF NOT EXISTS sim_devices (username VARBINARY(64) NOT NULL, device INT UNSIGNED NOT NULL, "
+      "state TINYINT UNSIGNED NOT NULL, name VARBINARY(64) NOT NULL, device_key VARBINARY(32) NOT NULL, "
+      "created_ms BIGINT NOT NULL, linked_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL, "
+      "PRIMARY KEY (username, device), CONSTRAINT sim_devices_user_fk FOREIGN KEY (username) "
+      "REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "CONSTRAINT sim_devices_state CHECK (state BETWEEN 1 AND 3)) ENGINE=InnoDB",
+      "INSERT IGNORE INTO sim_devices (username, device, state, name, device_key, created_ms, linked_ms, "
+      "last_seen_ms) SELECT username, 1, 2, '', '', 0, 0, 0 FROM sim_users",
+      "CREATE TABLE IF NOT EXISTS sim_device_lists (username VARBINARY(64) NOT NULL PRIMARY KEY, "
+      "version BIGINT NOT NULL, signed_list BLOB NOT NULL, CONSTRAINT sim_device_lists_user_fk "
+      "FOREIGN KEY (username) REFERENCES sim_users (username) ON DELETE CASCADE) ENGINE=InnoDB",
+      "ALTER TABLE sim_sessions ADD COLUMN IF NOT EXISTS device INT UNSIGNED NOT NULL DEFAULT 1 AFTER username, "
+      "ADD KEY IF NOT EXISTS sim_sessions_device (username, device)",
+      "ALTER TABLE sim_sessions ALTER COLUMN device DROP DEFAULT",
+      "ALTER TABLE sim_session_ends ADD COLUMN IF NOT EXISTS device INT UNSIGNED NOT NULL DEFAULT 0 AFTER username",
+      "ALTER TABLE sim_one_time_prekeys DROP FOREIGN KEY IF EXISTS sim_one_time_prekeys_fk, "
+      "DROP FOREIGN KEY IF EXISTS sim_one_time_prekeys_device_fk",
+      "ALTER TABLE sim_prekeys ADD COLUMN IF NOT EXISTS device INT UNSIGNED NOT NULL DEFAULT 1 AFTER username, "
+      "DROP PRIMARY KEY, ADD PRIMARY KEY (username, device)",
+      "ALTER TABLE sim_prekeys ALTER COLUMN device DROP DEFAULT",
+      "ALTER TABLE sim_one_time_prekeys ADD COLUMN IF NOT EXISTS device INT UNSIGNED NOT NULL DEFAULT 1 "
+      "AFTER username, DROP PRIMARY KEY, ADD PRIMARY KEY (username, device, key_id)",
+      "ALTER TABLE sim_one_time_prekeys ALTER COLUMN device DROP DEFAULT",
+      "ALTER TABLE sim_one_time_prekeys ADD CONSTRAINT sim_one_time_prekeys_device_fk FOREIGN KEY IF NOT EXISTS "
+      "(username, device) REFERENCES sim_prekeys (username, device) ON DELETE CASCADE"}},
 }};
 
 /// A failed statement: what it means to the stores, and its error number.
@@ -320,11 +351,11 @@ const SqlDialect mariadb_dialect{
         "INSERT INTO sim_meta (id, schema_version) VALUES (1, ?) "
         "ON DUPLICATE KEY UPDATE schema_version = VALUES(schema_version)",
     .upsert_prekeys =
-        "INSERT INTO sim_prekeys (username, identity_key, spk_id, spk, spk_sig) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO sim_prekeys (username, device, identity_key, spk_id, spk, spk_sig) VALUES (?, ?, ?, ?, ?, ?) "
         "ON DUPLICATE KEY UPDATE identity_key = VALUES(identity_key), spk_id = VALUES(spk_id), "
         "spk = VALUES(spk), spk_sig = VALUES(spk_sig)",
     .upsert_one_time_prekey =
-        "INSERT INTO sim_one_time_prekeys (username, key_id, public_key) VALUES (?, ?, ?) "
+        "INSERT INTO sim_one_time_prekeys (username, device, key_id, public_key) VALUES (?, ?, ?, ?) "
         "ON DUPLICATE KEY UPDATE public_key = VALUES(public_key)",
     // IGNORE only skips the duplicate key here: the stores check every value first.
     .insert_message_once =

@@ -24,6 +24,11 @@ public:
         if (!inserted) {
             return Error{Errc::user_exists, "username is taken"};
         }
+        // Device 1, active without a key; create_user takes no time, so its times are 0.
+        auto& account = m_accounts[std::string(username)];
+        account = Account{};
+        account.devices.emplace(first_device, DeviceRecord{std::string(username), first_device, DeviceState::active,
+                                                           {}, {}, WallTime{}, WallTime{}, WallTime{}});
         return ok();
     }
 
@@ -88,11 +93,12 @@ public:
         std::erase_if(m_tokens, [&](const auto& kv) { return kv.second.username == username; });
         std::erase_if(m_keys,
                       [&](const auto& kv) { return kv.first.first == username || kv.first.second == username; });
-        m_prekeys.erase(std::string(username));
+        std::erase_if(m_prekeys, [&](const auto& kv) { return kv.first.first == username; });
+        m_accounts.erase(std::string(username));
         std::erase_if(m_messages, [&](const auto& kv) { return kv.second.recipient == username; });
         // The keys too: a key left behind would make a later append of that message look stored already.
         std::erase_if(m_message_keys, [&](const auto& kv) { return std::get<0>(kv.first) == username; });
-        log_session_end(username);
+        log_session_end(username, 0);
         return ok();
     }
 
@@ -106,15 +112,15 @@ public:
         return out;
     }
 
-    Status put_token(ByteView token_hash, std::string_view username, WallTime expires) override {
+    Status put_token(ByteView token_hash, std::string_view username, DeviceId device, WallTime expires) override {
         SIM_TRY_STATUS(check_token_hash(token_hash));
-        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_user_device(username, device));
         const std::lock_guard lock(m_mutex);
-        if (m_users.count(std::string(username)) == 0) {
+        if (active_device(username, device) == nullptr) {
             return no_user();
         }
         const auto [it, inserted] =
-            m_tokens.try_emplace(to_bytes(token_hash), SessionRecord{std::string(username), expires});
+            m_tokens.try_emplace(to_bytes(token_hash), SessionRecord{std::string(username), device, expires});
         if (!inserted) {
             return Error{Errc::storage_error, "duplicate token hash"};
         }
@@ -139,7 +145,7 @@ public:
 
     Result<std::size_t> revoke_user_tokens(std::string_view username) override {
         const std::lock_guard lock(m_mutex);
-        log_session_end(username);
+        log_session_end(username, 0);
         return static_cast<std::size_t>(
             std::erase_if(m_tokens, [&](const auto& kv) { return kv.second.username == username; }));
     }
@@ -148,7 +154,7 @@ public:
         const std::lock_guard lock(m_mutex);
         std::vector<SessionEnd> out;
         for (auto it = m_session_ends.upper_bound(after); it != m_session_ends.end() && out.size() < limit; ++it) {
-            out.push_back({it->first, it->second});
+            out.push_back(it->second);
         }
         return out;
     }
@@ -217,14 +223,14 @@ public:
         return n;
     }
 
-    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
-        SIM_TRY_STATUS(check_name(username));
+    Status set_prekeys(std::string_view username, DeviceId device, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         SIM_TRY_STATUS(check_upload(upload));
         const std::lock_guard lock(m_mutex);
-        if (m_users.count(std::string(username)) == 0) {
+        if (active_device(username, device) == nullptr) {
             return no_user();
         }
-        const auto it = m_prekeys.find(std::string(username));
+        const auto it = m_prekeys.find(PrekeyKey{username, device});
         const bool keep = !upload.replace && it != m_prekeys.end();
         if (keep && it->second.identity != upload.identity_key) {
             return identity_differs();
@@ -236,15 +242,15 @@ public:
         if (opks.size() > max_prekeys_stored) {
             return too_many_prekeys();
         }
-        m_prekeys[std::string(username)] = Prekeys{upload.identity_key, upload.signed_prekey_id, upload.signed_prekey,
+        m_prekeys[PrekeyKey{username, device}] = Prekeys{upload.identity_key, upload.signed_prekey_id, upload.signed_prekey,
                                                    upload.signed_prekey_signature, std::move(opks)};
         return ok();
     }
 
-    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         const std::lock_guard lock(m_mutex);
-        const auto it = m_prekeys.find(std::string(username));
+        const auto it = m_prekeys.find(PrekeyKey{username, device});
         if (it == m_prekeys.end()) {
             return std::optional<e2e::PrekeyBundle>{};
         }
@@ -263,16 +269,143 @@ public:
         return std::optional<e2e::PrekeyBundle>{std::move(b)};
     }
 
-    Result<PrekeyStatus> prekey_status(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<PrekeyStatus> prekey_status(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         const std::lock_guard lock(m_mutex);
         PrekeyStatus st;
-        const auto it = m_prekeys.find(std::string(username));
+        const auto it = m_prekeys.find(PrekeyKey{username, device});
         if (it != m_prekeys.end()) {
             st.identity_key = it->second.identity;
             st.one_time_count = static_cast<std::uint32_t>(it->second.one_time.size());
         }
         return st;
+    }
+
+    Result<DeviceId> add_device(std::string_view username, std::string_view name, WallTime now,
+                                WallTime expire_pending_before, std::size_t max_devices) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_new_device(name, max_devices));
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_accounts.find(std::string(username));
+        if (it == m_accounts.end()) {
+            return no_user();
+        }
+        auto& devices = it->second.devices;
+        const auto expired = [&](const DeviceRecord& d) {
+            return d.state == DeviceState::pending && d.created <= expire_pending_before;
+        };
+        const auto live = std::count_if(devices.begin(), devices.end(), [&](const auto& kv) {
+            return kv.second.state != DeviceState::removed && !expired(kv.second);
+        });
+        if (static_cast<std::size_t>(live) >= max_devices) {
+            return too_many_devices();
+        }
+        SIM_TRY(const DeviceId id, next_device_id(it->second.last_device));
+        std::erase_if(devices, [&](const auto& kv) { return expired(kv.second); });
+        it->second.last_device = id;
+        devices.emplace(id, DeviceRecord{std::string(username), id, DeviceState::pending, std::string(name), {}, now,
+                                         WallTime{}, WallTime{}});
+        return id;
+    }
+
+    Status activate_device(std::string_view username, DeviceId device, ByteView device_key, WallTime now) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_key(device_key));
+        const std::lock_guard lock(m_mutex);
+        auto* d = find(username, device);
+        if (d == nullptr) {
+            return no_device();
+        }
+        SIM_TRY_STATUS(check_activation(d->state, d->device_key, device_key));
+        if (d->state == DeviceState::pending) {
+            d->state = DeviceState::active;
+            d->linked = now;
+        }
+        d->device_key = to_bytes(device_key);
+        return ok();
+    }
+
+    Result<bool> remove_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::lock_guard lock(m_mutex);
+        auto* d = find(username, device);
+        if (d == nullptr || d->state == DeviceState::removed) {
+            return false;
+        }
+        d->state = DeviceState::removed;
+        std::erase_if(m_tokens,
+                      [&](const auto& kv) { return kv.second.username == username && kv.second.device == device; });
+        m_prekeys.erase(PrekeyKey{username, device});
+        std::erase_if(m_messages, [&](const auto& kv) {
+            return kv.second.recipient == username && kv.second.recipient_device == device;
+        });
+        std::erase_if(m_message_keys, [&](const auto& kv) {
+            return std::get<0>(kv.first) == username && std::get<1>(kv.first) == device;
+        });
+        log_session_end(username, device);
+        return true;
+    }
+
+    Status rename_device(std::string_view username, DeviceId device, std::string_view name) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_name(name));
+        const std::lock_guard lock(m_mutex);
+        auto* d = find(username, device);
+        if (d == nullptr || d->state == DeviceState::removed) {
+            return no_device();
+        }
+        d->name = std::string(name);
+        return ok();
+    }
+
+    Status touch_device(std::string_view username, DeviceId device, WallTime now) override {
+        const std::lock_guard lock(m_mutex);
+        if (auto* d = find(username, device); d != nullptr && d->state != DeviceState::removed) {
+            d->last_seen = now;
+        }
+        return ok();
+    }
+
+    Result<std::vector<DeviceRecord>> list_devices(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        std::vector<DeviceRecord> out;
+        if (const auto it = m_accounts.find(std::string(username)); it != m_accounts.end()) {
+            for (const auto& kv : it->second.devices) {
+                out.push_back(kv.second);
+            }
+        }
+        return out;
+    }
+
+    Result<std::optional<DeviceRecord>> find_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::lock_guard lock(m_mutex);
+        const auto* d = find(username, device);
+        return d == nullptr ? std::optional<DeviceRecord>{} : std::optional<DeviceRecord>{*d};
+    }
+
+    Status put_device_list(std::string_view username, const StoredDeviceList& list) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_device_list(list));
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_accounts.find(std::string(username));
+        if (it == m_accounts.end()) {
+            return no_user();
+        }
+        auto& stored = it->second.device_list;
+        if (stored && stored->version >= list.version) {
+            return stale_device_list();
+        }
+        stored = list;
+        return ok();
+    }
+
+    Result<std::optional<StoredDeviceList>> find_device_list(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_accounts.find(std::string(username));
+        return it == m_accounts.end() ? std::optional<StoredDeviceList>{} : it->second.device_list;
     }
 
     Result<Applied> apply(const Changes& changes) override {
@@ -344,12 +477,34 @@ public:
 
 private:
     /// Append a SessionEnd (the newest 10,000 are kept: this store does not outlive its process).
-    void log_session_end(std::string_view username) {
-        m_session_ends.emplace(++m_session_end_seq, std::string(username));
+    void log_session_end(std::string_view username, DeviceId device) {
+        ++m_session_end_seq;
+        m_session_ends.emplace(m_session_end_seq, SessionEnd{m_session_end_seq, std::string(username), device});
         if (m_session_ends.size() > 10'000) {
             m_session_ends.erase(m_session_ends.begin());
         }
     }
+
+    /// The device of an account, or null.
+    DeviceRecord* find(std::string_view username, DeviceId device) {
+        const auto it = m_accounts.find(std::string(username));
+        if (it == m_accounts.end()) {
+            return nullptr;
+        }
+        const auto d = it->second.devices.find(device);
+        return d == it->second.devices.end() ? nullptr : &d->second;
+    }
+    DeviceRecord* active_device(std::string_view username, DeviceId device) {
+        auto* d = find(username, device);
+        return d != nullptr && d->state == DeviceState::active ? d : nullptr;
+    }
+
+    struct Account {
+        std::map<DeviceId, DeviceRecord> devices;
+        std::int64_t last_device = first_device;  // the highest id ever given (expired pending ones included)
+        std::optional<StoredDeviceList> device_list;
+    };
+    using PrekeyKey = std::pair<std::string, DeviceId>;
 
     struct Prekeys {
         Bytes identity;
@@ -365,9 +520,10 @@ private:
     std::map<std::string, UserRecord> m_users;
     std::map<Bytes, SessionRecord> m_tokens;
     std::map<std::pair<std::string, std::string>, SealedConversationKey> m_keys;
-    std::map<std::string, Prekeys> m_prekeys;
+    std::map<PrekeyKey, Prekeys> m_prekeys;
+    std::map<std::string, Account> m_accounts;
     std::map<std::uint64_t, StoredMessage> m_messages;  // by seq: store order
-    std::map<std::uint64_t, std::string> m_session_ends;
+    std::map<std::uint64_t, SessionEnd> m_session_ends;
     std::uint64_t m_session_end_seq = 0;
     std::map<MessageKey, std::uint64_t> m_message_keys;
     std::uint64_t m_next_seq = 1;

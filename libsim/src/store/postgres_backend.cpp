@@ -24,7 +24,7 @@ constexpr Oid int4_oid = 23;
 // history starts there: an empty database goes to 6 in one step; versions 1..5 never existed on PostgreSQL.
 // Unsigned columns of the other backends are BIGINT with a CHECK; names and blobs are BYTEA (compared and
 // ordered byte for byte, like VARBINARY).
-const std::array<SchemaStep, 1> migrations{{
+const std::array<SchemaStep, 2> migrations{{
     {0,
      6,
      {"CREATE TABLE IF NOT EXISTS sim_meta (id SMALLINT NOT NULL PRIMARY KEY, schema_version INTEGER NOT NULL)",
@@ -60,6 +60,43 @@ const std::array<SchemaStep, 1> migrations{{
       "CREATE INDEX IF NOT EXISTS sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq)",
       "CREATE TABLE IF NOT EXISTS sim_session_ends (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
       "username BYTEA NOT NULL, at_ms BIGINT NOT NULL)"}},
+    // 6 -> 7: devices of an account (see sqlite_schema.h and mariadb_backend.cpp). Each ALTER TABLE is one
+    // statement (atomic here) that drops what it adds first, so the step can run again after a failure half-way.
+    {6,
+     7,
+     {"ALTER TABLE sim_users ADD COLUMN IF NOT EXISTS last_device BIGINT NOT NULL DEFAULT 1",
+      "CREATE TABLE IF NOT EXISTS sim_devices ("
+      "username BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "device BIGINT NOT NULL CHECK (device BETWEEN 1 AND 4294967295), "
+      "state BIGINT NOT NULL CHECK (state BETWEEN 1 AND 3), name BYTEA NOT NULL CHECK (length(name) <= 64), "
+      "device_key BYTEA NOT NULL CHECK (length(device_key) IN (0, 32)), created_ms BIGINT NOT NULL, "
+      "linked_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL, PRIMARY KEY (username, device))",
+      "INSERT INTO sim_devices (username, device, state, name, device_key, created_ms, linked_ms, last_seen_ms) "
+      "SELECT username, 1, 2, ''::bytea, ''::bytea, 0, 0, 0 FROM sim_users ON CONFLICT DO NOTHING",
+      "CREATE TABLE IF NOT EXISTS sim_device_lists ("
+      "username BYTEA NOT NULL PRIMARY KEY REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "version BIGINT NOT NULL CHECK (version >= 1), "
+      "signed_list BYTEA NOT NULL CHECK (length(signed_list) BETWEEN 1 AND 8192))",
+      "ALTER TABLE sim_sessions ADD COLUMN IF NOT EXISTS device BIGINT NOT NULL DEFAULT 1 "
+      "CHECK (device BETWEEN 1 AND 4294967295)",
+      "ALTER TABLE sim_sessions ALTER COLUMN device DROP DEFAULT",
+      "CREATE INDEX IF NOT EXISTS sim_sessions_device ON sim_sessions (username, device)",
+      "ALTER TABLE sim_session_ends ADD COLUMN IF NOT EXISTS device BIGINT NOT NULL DEFAULT 0",
+      "ALTER TABLE sim_one_time_prekeys DROP CONSTRAINT IF EXISTS sim_one_time_prekeys_username_fkey, "
+      "DROP CONSTRAINT IF EXISTS sim_one_time_prekeys_device_fk",
+      "ALTER TABLE sim_prekeys ADD COLUMN IF NOT EXISTS device BIGINT NOT NULL DEFAULT 1 "
+      "CHECK (device BETWEEN 1 AND 4294967295), DROP CONSTRAINT IF EXISTS sim_prekeys_pkey, "
+      "DROP CONSTRAINT IF EXISTS sim_prekeys_device_pkey, "
+      "ADD CONSTRAINT sim_prekeys_device_pkey PRIMARY KEY (username, device)",
+      "ALTER TABLE sim_prekeys ALTER COLUMN device DROP DEFAULT",
+      "ALTER TABLE sim_one_time_prekeys ADD COLUMN IF NOT EXISTS device BIGINT NOT NULL DEFAULT 1 "
+      "CHECK (device BETWEEN 1 AND 4294967295), "
+      "DROP CONSTRAINT IF EXISTS sim_one_time_prekeys_pkey, "
+      "DROP CONSTRAINT IF EXISTS sim_one_time_prekeys_device_pkey, "
+      "ADD CONSTRAINT sim_one_time_prekeys_device_pkey PRIMARY KEY (username, device, key_id), "
+      "ADD CONSTRAINT sim_one_time_prekeys_device_fk FOREIGN KEY (username, device) "
+      "REFERENCES sim_prekeys (username, device) ON DELETE CASCADE",
+      "ALTER TABLE sim_one_time_prekeys ALTER COLUMN device DROP DEFAULT"}},
 }};
 
 /// `?` placeholders as PostgreSQL's `$1`, `$2`, ... The statements are constants of this library without `?`
@@ -283,12 +320,12 @@ const SqlDialect postgres_dialect{
         "INSERT INTO sim_meta (id, schema_version) VALUES (1, ?) "
         "ON CONFLICT (id) DO UPDATE SET schema_version = EXCLUDED.schema_version",
     .upsert_prekeys =
-        "INSERT INTO sim_prekeys (username, identity_key, spk_id, spk, spk_sig) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (username) DO UPDATE SET identity_key = EXCLUDED.identity_key, "
+        "INSERT INTO sim_prekeys (username, device, identity_key, spk_id, spk, spk_sig) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (username, device) DO UPDATE SET identity_key = EXCLUDED.identity_key, "
         "spk_id = EXCLUDED.spk_id, spk = EXCLUDED.spk, spk_sig = EXCLUDED.spk_sig",
     .upsert_one_time_prekey =
-        "INSERT INTO sim_one_time_prekeys (username, key_id, public_key) VALUES (?, ?, ?) "
-        "ON CONFLICT (username, key_id) DO UPDATE SET public_key = EXCLUDED.public_key",
+        "INSERT INTO sim_one_time_prekeys (username, device, key_id, public_key) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (username, device, key_id) DO UPDATE SET public_key = EXCLUDED.public_key",
     .insert_message_once =
         "INSERT INTO sim_messages (recipient, recipient_device, sender, sender_device, "
         "message_id, envelope, stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "

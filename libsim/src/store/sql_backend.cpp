@@ -73,13 +73,19 @@ public:
         SIM_TRY_STATUS(check_name(username));
         SIM_TRY_STATUS(check_hash(password_hash));
         const std::lock_guard lock(m_mutex);
-        auto r =
-            m_conn->run("INSERT INTO sim_users (username, password_hash) VALUES (?, ?)", {username, password_hash}, "");
-        if (failed_with(r) == SqlFailure::duplicate_key) {
-            return Error{Errc::user_exists, "username is taken"};
-        }
-        SIM_TRY_STATUS(plain(std::move(r)));
-        return ok();
+        return in_transaction([&]() -> Status {
+            auto r = m_conn->run("INSERT INTO sim_users (username, password_hash) VALUES (?, ?)",
+                                 {username, password_hash}, "");
+            if (failed_with(r) == SqlFailure::duplicate_key) {
+                return Error{Errc::user_exists, "username is taken"};
+            }
+            SIM_TRY_STATUS(plain(std::move(r)));
+            // Device 1, active without a key; create_user takes no time, so its times are 0.
+            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
+                                             "created_ms, linked_ms, last_seen_ms) VALUES (?, 1, 2, '', '', 0, 0, 0)",
+                                             {username}, "")));
+            return ok();
+        });
     }
 
     Result<std::optional<UserRecord>> find_user(std::string_view username) override {
@@ -163,14 +169,15 @@ public:
     Status delete_user(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         const std::lock_guard lock(m_mutex);
-        // Tokens, conversation keys and prekeys go by ON DELETE CASCADE; stored messages are deleted here.
+        // Tokens, conversation keys, prekeys, devices and the device list go by ON DELETE CASCADE; stored messages
+        // are deleted here.
         return in_transaction([&]() -> Status {
             SIM_TRY(const auto r, plain(m_conn->run("DELETE FROM sim_users WHERE username = ?", {username}, "")));
             if (r.affected == 0) {
                 return no_user();
             }
             SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_messages WHERE recipient = ?", {username}, "")));
-            return log_session_end(username);
+            return log_session_end(username, 0);
         });
     }
 
@@ -185,28 +192,34 @@ public:
         return out;
     }
 
-    Status put_token(ByteView token_hash, std::string_view username, WallTime expires) override {
+    Status put_token(ByteView token_hash, std::string_view username, DeviceId device, WallTime expires) override {
         SIM_TRY_STATUS(check_token_hash(token_hash));
-        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_user_device(username, device));
         const std::lock_guard lock(m_mutex);
-        auto r = m_conn->run("INSERT INTO sim_sessions (token_hash, username, expires_ms) VALUES (?, ?, ?)",
-                             {token_hash, username, to_ms(expires)}, "");
-        if (failed_with(r) == SqlFailure::missing_reference) {
-            return no_user();
-        }
-        SIM_TRY_STATUS(plain(std::move(r)));
-        return ok();
+        return in_transaction([&]() -> Status {
+            // The device row stays locked until the token is written: a remove_device waits, then deletes it.
+            SIM_TRY(const auto state, locked_device_state(username, device));
+            if (state != DeviceState::active) {
+                return no_user();
+            }
+            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_sessions (token_hash, username, device, expires_ms) "
+                                             "VALUES (?, ?, ?, ?)",
+                                             {token_hash, username, std::int64_t{device}, to_ms(expires)}, "")));
+            return ok();
+        });
     }
 
     Result<std::optional<SessionRecord>> find_token(ByteView token_hash) override {
         SIM_TRY_STATUS(check_token_hash(token_hash));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(auto r, plain(m_conn->run("SELECT username, expires_ms FROM sim_sessions WHERE token_hash = ?",
-                                          {token_hash}, "bi")));
+        SIM_TRY(auto r, plain(m_conn->run("SELECT username, device, expires_ms FROM sim_sessions WHERE token_hash = ?",
+                                          {token_hash}, "bii")));
         if (r.rows.empty()) {
             return std::optional<SessionRecord>{};
         }
-        return std::optional<SessionRecord>{SessionRecord{std::move(r.rows[0][0].s), from_ms(r.rows[0][1].i)}};
+        SIM_TRY(const auto device, stored_device(r.rows[0][1].i));
+        return std::optional<SessionRecord>{
+            SessionRecord{std::move(r.rows[0][0].s), device, from_ms(r.rows[0][2].i)}};
     }
 
     Result<bool> revoke_token(ByteView token_hash) override {
@@ -222,20 +235,21 @@ public:
         SIM_TRY_STATUS(in_transaction([&]() -> Status {
             SIM_TRY(const auto r, plain(m_conn->run("DELETE FROM sim_sessions WHERE username = ?", {username}, "")));
             n = static_cast<std::size_t>(r.affected);
-            return log_session_end(username);
+            return log_session_end(username, 0);
         }));
         return n;
     }
 
     Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(auto r, plain(m_conn->run("SELECT seq, username FROM sim_session_ends WHERE seq > ? ORDER BY seq "
-                                          "LIMIT ?",
-                                          {saturated(after), saturated(limit)}, "ib")));
+        SIM_TRY(auto r, plain(m_conn->run("SELECT seq, username, device FROM sim_session_ends WHERE seq > ? "
+                                          "ORDER BY seq LIMIT ?",
+                                          {saturated(after), saturated(limit)}, "ibi")));
         std::vector<SessionEnd> out;
         out.reserve(r.rows.size());
         for (auto& row : r.rows) {
-            out.push_back({static_cast<std::uint64_t>(row[0].i), std::move(row[1].s)});
+            SIM_TRY(const auto device, stored_device_or_all(row[2].i));
+            out.push_back({static_cast<std::uint64_t>(row[0].i), std::move(row[1].s), device});
         }
         return out;
     }
@@ -327,35 +341,36 @@ public:
         return static_cast<std::size_t>(r.affected);
     }
 
-    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
-        SIM_TRY_STATUS(check_name(username));
+    Status set_prekeys(std::string_view username, DeviceId device, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         SIM_TRY_STATUS(check_upload(upload));
+        const std::int64_t dev = device;
         const std::lock_guard lock(m_mutex);
         return in_transaction([&]() -> Status {
+            SIM_TRY(const auto state, locked_device_state(username, device));
+            if (state != DeviceState::active) {
+                return no_user();
+            }
             SIM_TRY(const auto found, plain(m_conn->run("SELECT identity_key FROM sim_prekeys WHERE username = ? "
-                                                        "FOR UPDATE",
-                                                        {username}, "b")));
+                                                        "AND device = ? FOR UPDATE",
+                                                        {username, dev}, "b")));
             if (!found.rows.empty() && !upload.replace && bytes_of(found.rows[0][0]) != upload.identity_key) {
                 return identity_differs();
             }
             if (upload.replace) {
-                SIM_TRY_STATUS(
-                    plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ?", {username}, "")));
+                SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND device = ?",
+                                                 {username, dev}, "")));
             }
-            auto up = m_conn->run(
+            SIM_TRY_STATUS(plain(m_conn->run(
                 m_sql.upsert_prekeys,
-                {username, ByteView{upload.identity_key}, static_cast<std::int64_t>(upload.signed_prekey_id),
+                {username, dev, ByteView{upload.identity_key}, static_cast<std::int64_t>(upload.signed_prekey_id),
                  ByteView{upload.signed_prekey}, ByteView{upload.signed_prekey_signature}},
-                "");
-            if (failed_with(up) == SqlFailure::missing_reference) {
-                return no_user();
-            }
-            SIM_TRY_STATUS(plain(std::move(up)));
+                "")));
             for (const auto& [id, key] : upload.one_time_prekeys) {
                 SIM_TRY_STATUS(plain(m_conn->run(m_sql.upsert_one_time_prekey,
-                                                 {username, static_cast<std::int64_t>(id), ByteView{key}}, "")));
+                                                 {username, dev, static_cast<std::int64_t>(id), ByteView{key}}, "")));
             }
-            SIM_TRY(const auto n, count_opks(username));
+            SIM_TRY(const auto n, count_opks(username, dev));
             if (n > max_prekeys_stored) {
                 return too_many_prekeys();  // rolled back
             }
@@ -363,13 +378,14 @@ public:
         });
     }
 
-    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::int64_t dev = device;
         const std::lock_guard lock(m_mutex);
         return in_transaction([&]() -> Result<std::optional<e2e::PrekeyBundle>> {
             SIM_TRY(const auto r, plain(m_conn->run("SELECT identity_key, spk_id, spk, spk_sig FROM sim_prekeys "
-                                                    "WHERE username = ? FOR UPDATE",
-                                                    {username}, "bibb")));
+                                                    "WHERE username = ? AND device = ? FOR UPDATE",
+                                                    {username, dev}, "bibb")));
             if (r.rows.empty()) {
                 return std::optional<e2e::PrekeyBundle>{};
             }
@@ -379,12 +395,14 @@ public:
             b.signed_prekey = bytes_of(r.rows[0][2]);
             b.signed_prekey_signature = bytes_of(r.rows[0][3]);
             SIM_TRY(const auto o, plain(m_conn->run("SELECT key_id, public_key FROM sim_one_time_prekeys "
-                                                    "WHERE username = ? ORDER BY key_id LIMIT 1 FOR UPDATE",
-                                                    {username}, "ib")));
+                                                    "WHERE username = ? AND device = ? ORDER BY key_id LIMIT 1 "
+                                                    "FOR UPDATE",
+                                                    {username, dev}, "ib")));
             if (!o.rows.empty()) {
                 const auto id = o.rows[0][0].i;
-                SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND key_id = ?",
-                                                 {username, id}, "")));
+                SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND device = ? "
+                                                 "AND key_id = ?",
+                                                 {username, dev, id}, "")));
                 b.one_time_prekey_id = static_cast<std::uint32_t>(id);
                 b.one_time_prekey = bytes_of(o.rows[0][1]);
             }
@@ -392,18 +410,180 @@ public:
         });
     }
 
-    Result<PrekeyStatus> prekey_status(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<PrekeyStatus> prekey_status(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::int64_t dev = device;
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r,
-                plain(m_conn->run("SELECT identity_key FROM sim_prekeys WHERE username = ?", {username}, "b")));
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT identity_key FROM sim_prekeys WHERE username = ? AND device = ?",
+                                                {username, dev}, "b")));
         PrekeyStatus st;
         if (!r.rows.empty()) {
             st.identity_key = bytes_of(r.rows[0][0]);
-            SIM_TRY(const auto n, count_opks(username));
+            SIM_TRY(const auto n, count_opks(username, dev));
             st.one_time_count = static_cast<std::uint32_t>(n);
         }
         return st;
+    }
+
+    Result<DeviceId> add_device(std::string_view username, std::string_view name, WallTime now,
+                                WallTime expire_pending_before, std::size_t max_devices) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_new_device(name, max_devices));
+        const std::string device_name(name);  // never a null pointer, which libpq would send as NULL
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<DeviceId> {
+            SIM_TRY(const auto last, locked_last_device(username));
+            if (!last) {
+                return no_user();
+            }
+            SIM_TRY(const DeviceId id, next_device_id(*last));
+            SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_devices WHERE username = ? AND state = 1 AND "
+                                             "created_ms <= ?",
+                                             {username, to_ms(expire_pending_before)}, "")));
+            SIM_TRY(const auto n, plain(m_conn->run("SELECT COUNT(*) FROM sim_devices WHERE username = ? AND "
+                                                    "state IN (1, 2)",
+                                                    {username}, "i")));
+            if (!n.rows.empty() && static_cast<std::uint64_t>(n.rows[0][0].i) >= max_devices) {
+                return too_many_devices();  // rolled back: the expired devices stay too
+            }
+            SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_users SET last_device = ? WHERE username = ?",
+                                             {std::int64_t{id}, username}, "")));
+            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
+                                             "created_ms, linked_ms, last_seen_ms) VALUES (?, ?, 1, ?, '', ?, 0, 0)",
+                                             {username, std::int64_t{id}, sv(device_name), to_ms(now)}, "")));
+            return id;
+        });
+    }
+
+    Status activate_device(std::string_view username, DeviceId device, ByteView device_key, WallTime now) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_key(device_key));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Status {
+            SIM_TRY(const auto r, plain(m_conn->run("SELECT state, device_key FROM sim_devices WHERE username = ? "
+                                                    "AND device = ? FOR UPDATE",
+                                                    {username, std::int64_t{device}}, "ib")));
+            if (r.rows.empty()) {
+                return no_device();
+            }
+            SIM_TRY(const auto state, stored_state(r.rows[0][0].i));
+            SIM_TRY_STATUS(check_activation(state, bytes_of(r.rows[0][1]), device_key));
+            // MariaDB assigns left to right: linked_ms reads the old state.
+            SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_devices SET device_key = ?, linked_ms = CASE WHEN state = 1 "
+                                             "THEN ? ELSE linked_ms END, state = 2 WHERE username = ? AND device = ?",
+                                             {device_key, to_ms(now), username, std::int64_t{device}}, "")));
+            return ok();
+        });
+    }
+
+    Result<bool> remove_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::int64_t dev = device;
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<bool> {
+            SIM_TRY(const auto r, plain(m_conn->run("UPDATE sim_devices SET state = 3 WHERE username = ? AND "
+                                                    "device = ? AND state IN (1, 2)",
+                                                    {username, dev}, "")));
+            if (r.affected == 0) {
+                return false;
+            }
+            // One-time prekeys go with their sim_prekeys row (ON DELETE CASCADE).
+            for (const char* sql : {"DELETE FROM sim_sessions WHERE username = ? AND device = ?",
+                                    "DELETE FROM sim_prekeys WHERE username = ? AND device = ?",
+                                    "DELETE FROM sim_messages WHERE recipient = ? AND recipient_device = ?"}) {
+                SIM_TRY_STATUS(plain(m_conn->run(sql, {username, dev}, "")));
+            }
+            SIM_TRY_STATUS(log_session_end(username, device));
+            return true;
+        });
+    }
+
+    Status rename_device(std::string_view username, DeviceId device, std::string_view name) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_name(name));
+        const std::string device_name(name);
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r, plain(m_conn->run("UPDATE sim_devices SET name = ? WHERE username = ? AND device = ? "
+                                                "AND state IN (1, 2)",
+                                                {sv(device_name), username, std::int64_t{device}}, "")));
+        if (r.affected == 0) {
+            return no_device();
+        }
+        return ok();
+    }
+
+    Status touch_device(std::string_view username, DeviceId device, WallTime now) override {
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_devices SET last_seen_ms = ? WHERE username = ? AND device = ? "
+                                         "AND state IN (1, 2)",
+                                         {to_ms(now), username, std::int64_t{device}}, "")));
+        return ok();
+    }
+
+    Result<std::vector<DeviceRecord>> list_devices(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(auto r, plain(m_conn->run("SELECT device, state, name, device_key, created_ms, linked_ms, "
+                                          "last_seen_ms FROM sim_devices WHERE username = ? ORDER BY device",
+                                          {username}, "iibbiii")));
+        std::vector<DeviceRecord> out;
+        out.reserve(r.rows.size());
+        for (auto& row : r.rows) {
+            SIM_TRY(auto d, device_record(username, row));
+            out.push_back(std::move(d));
+        }
+        return out;
+    }
+
+    Result<std::optional<DeviceRecord>> find_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(auto r, plain(m_conn->run("SELECT device, state, name, device_key, created_ms, linked_ms, "
+                                          "last_seen_ms FROM sim_devices WHERE username = ? AND device = ?",
+                                          {username, std::int64_t{device}}, "iibbiii")));
+        if (r.rows.empty()) {
+            return std::optional<DeviceRecord>{};
+        }
+        SIM_TRY(auto d, device_record(username, r.rows[0]));
+        return std::optional<DeviceRecord>{std::move(d)};
+    }
+
+    Status put_device_list(std::string_view username, const StoredDeviceList& list) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_device_list(list));
+        const auto version = static_cast<std::int64_t>(list.version);
+        const ByteView signed_list{list.signed_list};
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Status {
+            SIM_TRY(const auto last, locked_last_device(username));  // the account's row serialises its writers
+            if (!last) {
+                return no_user();
+            }
+            SIM_TRY(const auto r, plain(m_conn->run("SELECT version FROM sim_device_lists WHERE username = ?",
+                                                    {username}, "i")));
+            if (!r.rows.empty() && r.rows[0][0].i >= version) {
+                return stale_device_list();
+            }
+            SIM_TRY_STATUS(plain(
+                r.rows.empty()
+                    ? m_conn->run("INSERT INTO sim_device_lists (username, version, signed_list) VALUES (?, ?, ?)",
+                                  {username, version, signed_list}, "")
+                    : m_conn->run("UPDATE sim_device_lists SET version = ?, signed_list = ? WHERE username = ?",
+                                  {version, signed_list, username}, "")));
+            return ok();
+        });
+    }
+
+    Result<std::optional<StoredDeviceList>> find_device_list(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT version, signed_list FROM sim_device_lists WHERE username = ?",
+                                                {username}, "ib")));
+        if (r.rows.empty()) {
+            return std::optional<StoredDeviceList>{};
+        }
+        return std::optional<StoredDeviceList>{
+            StoredDeviceList{static_cast<std::uint64_t>(r.rows[0][0].i), bytes_of(r.rows[0][1])}};
     }
 
     Result<Applied> apply(const Changes& changes) override {
@@ -494,9 +674,10 @@ public:
 private:
     static Bytes bytes_of(const SqlValue& v) { return Bytes(v.s.begin(), v.s.end()); }
 
-    Result<std::size_t> count_opks(std::string_view username) {
-        SIM_TRY(const auto r,
-                plain(m_conn->run("SELECT COUNT(*) FROM sim_one_time_prekeys WHERE username = ?", {username}, "i")));
+    Result<std::size_t> count_opks(std::string_view username, std::int64_t device) {
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT COUNT(*) FROM sim_one_time_prekeys WHERE username = ? "
+                                                "AND device = ?",
+                                                {username, device}, "i")));
         return r.rows.empty() ? std::size_t{0} : static_cast<std::size_t>(r.rows[0][0].i);
     }
 
@@ -518,14 +699,43 @@ private:
         return result;
     }
 
-    /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
-    Status log_session_end(std::string_view username) {
+    /// Append a SessionEnd for (`username`, `device`; 0: every device) and drop the entries older than a day
+    /// (inside the caller's transaction).
+    Status log_session_end(std::string_view username, DeviceId device) {
         const std::int64_t now = now_ms();
-        SIM_TRY_STATUS(
-            plain(m_conn->run("INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)", {username, now}, "")));
+        SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_session_ends (username, device, at_ms) VALUES (?, ?, ?)",
+                                         {username, std::int64_t{device}, now}, "")));
         SIM_TRY_STATUS(
             plain(m_conn->run("DELETE FROM sim_session_ends WHERE at_ms < ?", {now - session_end_retention_ms}, "")));
         return ok();
+    }
+
+    /// The state of a device, its row locked until the transaction ends; Errc::user_not_found when there is none.
+    Result<DeviceState> locked_device_state(std::string_view username, DeviceId device) {
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT state FROM sim_devices WHERE username = ? AND device = ? "
+                                                "FOR UPDATE",
+                                                {username, std::int64_t{device}}, "i")));
+        if (r.rows.empty()) {
+            return no_user();
+        }
+        return stored_state(r.rows[0][0].i);
+    }
+
+    /// The highest device id the account ever used, its sim_users row locked until the transaction ends; empty
+    /// when there is no such account.
+    Result<std::optional<std::int64_t>> locked_last_device(std::string_view username) {
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT last_device FROM sim_users WHERE username = ? FOR UPDATE",
+                                                {username}, "i")));
+        if (r.rows.empty()) {
+            return std::optional<std::int64_t>{};
+        }
+        return std::optional<std::int64_t>{r.rows[0][0].i};
+    }
+
+    /// A row of device_columns.
+    static Result<DeviceRecord> device_record(std::string_view username, SqlRow& row) {
+        return device_from_columns(username, row[0].i, row[1].i, std::move(row[2].s), bytes_of(row[3]), row[4].i,
+                                   row[5].i, row[6].i);
     }
 
     Result<bool> exists(std::string_view username) {

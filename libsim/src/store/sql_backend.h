@@ -1,7 +1,7 @@
 #pragma once
 // What the database server backends (MariaDB, PostgreSQL) share. Private to libsim.
 //
-// The five stores are written once (sql_backend.cpp) over two small seams: a SqlConnection (one client
+// The six stores are written once (sql_backend.cpp) over two small seams: a SqlConnection (one client
 // connection: connect, run one statement with `?` placeholders) and a SqlDialect (the few statements whose syntax
 // differs, and the schema history). The retry rule, the transactions, the error mapping and the schema versioning
 // live here too, so both backends behave alike by construction.
@@ -122,9 +122,9 @@ struct SqlDialect {
     const char* table_exists;
     /// (version): set sim_meta's only row.
     const char* write_version;
-    /// (username, identity_key, spk_id, spk, spk_sig): insert or replace a user's sim_prekeys row.
+    /// (username, device, identity_key, spk_id, spk, spk_sig): insert or replace a device's sim_prekeys row.
     const char* upsert_prekeys;
-    /// (username, key_id, public_key): insert or replace a one-time prekey.
+    /// (username, device, key_id, public_key): insert or replace a one-time prekey.
     const char* upsert_one_time_prekey;
     /// (recipient, recipient_device, sender, sender_device, message_id, envelope, stored_ms): insert unless the
     /// key is taken (then affect no row).

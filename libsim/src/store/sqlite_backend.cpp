@@ -86,6 +86,7 @@ public:
         SIM_TRY_STATUS(check_name(username));
         SIM_TRY_STATUS(check_hash(password_hash));
         return locked([&]() -> Status {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db, "INSERT INTO sim_users (username, password_hash) VALUES (?, ?)");
             q.bind(1, std::string(username));
             q.bind(2, std::string(password_hash));
@@ -97,6 +98,13 @@ public:
                 }
                 throw;
             }
+            // Device 1, active without a key; create_user takes no time, so its times are 0.
+            SQLite::Statement d(*m_db,
+                                "INSERT INTO sim_devices (username, device, state, name, device_key, created_ms, "
+                                "linked_ms, last_seen_ms) VALUES (?, 1, 2, '', X'', 0, 0, 0)");
+            d.bind(1, std::string(username));
+            d.exec();
+            tx.commit();
             return ok();
         });
     }
@@ -184,8 +192,8 @@ public:
     Status delete_user(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Status {
-            // Tokens, conversation keys and prekeys go by ON DELETE CASCADE (foreign_keys is on for this
-            // connection); stored messages have no foreign key and are deleted here, in the same transaction.
+            // Tokens, conversation keys, prekeys, devices and the device list go by ON DELETE CASCADE
+            // (foreign_keys is on for this connection); stored messages have no foreign key and are deleted here, in the same transaction.
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db, "DELETE FROM sim_users WHERE username = ?");
             q.bind(1, std::string(username));
@@ -195,7 +203,7 @@ public:
             SQLite::Statement m(*m_db, "DELETE FROM sim_messages WHERE recipient = ?");
             m.bind(1, std::string(username));
             m.exec();
-            log_session_end(username);
+            log_session_end(username, 0);
             tx.commit();
             return ok();
         });
@@ -212,21 +220,21 @@ public:
         });
     }
 
-    Status put_token(ByteView token_hash, std::string_view username, WallTime expires) override {
+    Status put_token(ByteView token_hash, std::string_view username, DeviceId device, WallTime expires) override {
         SIM_TRY_STATUS(check_token_hash(token_hash));
-        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_user_device(username, device));
         return locked([&]() -> Status {
-            SQLite::Statement q(*m_db, "INSERT INTO sim_sessions (token_hash, username, expires_ms) VALUES (?, ?, ?)");
+            // One statement: the device is active when the row is written (a remove_device is not half seen).
+            SQLite::Statement q(*m_db,
+                                "INSERT INTO sim_sessions (token_hash, username, device, expires_ms) "
+                                "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM sim_devices "
+                                "WHERE username = ?2 AND device = ?3 AND state = 2)");
             q.bind(1, token_hash.data(), static_cast<int>(token_hash.size()));
             q.bind(2, std::string(username));
-            q.bind(3, to_ms(expires));
-            try {
-                q.exec();
-            } catch (const SQLite::Exception& e) {
-                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
-                    return no_user();
-                }
-                throw;
+            q.bind(3, static_cast<std::int64_t>(device));
+            q.bind(4, to_ms(expires));
+            if (q.exec() == 0) {
+                return no_user();
             }
             return ok();
         });
@@ -235,13 +243,14 @@ public:
     Result<std::optional<SessionRecord>> find_token(ByteView token_hash) override {
         SIM_TRY_STATUS(check_token_hash(token_hash));
         return locked([&]() -> Result<std::optional<SessionRecord>> {
-            SQLite::Statement q(*m_db, "SELECT username, expires_ms FROM sim_sessions WHERE token_hash = ?");
+            SQLite::Statement q(*m_db, "SELECT username, device, expires_ms FROM sim_sessions WHERE token_hash = ?");
             q.bind(1, token_hash.data(), static_cast<int>(token_hash.size()));
             if (!q.executeStep()) {
                 return std::optional<SessionRecord>{};
             }
+            SIM_TRY(const auto device, stored_device(q.getColumn(1).getInt64()));
             return std::optional<SessionRecord>{
-                SessionRecord{q.getColumn(0).getString(), from_ms(q.getColumn(1).getInt64())}};
+                SessionRecord{q.getColumn(0).getString(), device, from_ms(q.getColumn(2).getInt64())}};
         });
     }
 
@@ -260,7 +269,7 @@ public:
             SQLite::Statement q(*m_db, "DELETE FROM sim_sessions WHERE username = ?");
             q.bind(1, std::string(username));
             const auto n = static_cast<std::size_t>(q.exec());
-            log_session_end(username);
+            log_session_end(username, 0);
             tx.commit();
             return n;
         });
@@ -268,12 +277,14 @@ public:
 
     Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
         return locked([&]() -> Result<std::vector<SessionEnd>> {
-            SQLite::Statement q(*m_db, "SELECT seq, username FROM sim_session_ends WHERE seq > ? ORDER BY seq LIMIT ?");
+            SQLite::Statement q(*m_db,
+                                "SELECT seq, username, device FROM sim_session_ends WHERE seq > ? ORDER BY seq LIMIT ?");
             q.bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(after, INT64_MAX)));
             q.bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
             std::vector<SessionEnd> out;
             while (q.executeStep()) {
-                out.push_back({static_cast<std::uint64_t>(q.getColumn(0).getInt64()), q.getColumn(1).getString()});
+                SIM_TRY(const auto device, stored_device_or_all(q.getColumn(2).getInt64()));
+                out.push_back({static_cast<std::uint64_t>(q.getColumn(0).getInt64()), q.getColumn(1).getString(), device});
             }
             return out;
         });
@@ -309,19 +320,7 @@ public:
             q.bind(3, key.sealed_key.data(), static_cast<int>(key.sealed_key.size()));
             q.bind(4, static_cast<std::int64_t>(key.epoch));
             q.bind(5, to_ms(key.created));
-            int changed = 0;
-            try {
-                changed = q.exec();
-            } catch (const SQLite::Exception& e) {
-                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
-                    return no_user();
-                }
-                throw;
-            }
-            if (changed == 0) {
-                return stale();
-            }
-            return ok();
+            return write_if_newer(q, stale());
         });
     }
 
@@ -374,14 +373,20 @@ public:
         });
     }
 
-    Status set_prekeys(std::string_view username, const PrekeyUpload& upload) override {
-        SIM_TRY_STATUS(check_name(username));
+    Status set_prekeys(std::string_view username, DeviceId device, const PrekeyUpload& upload) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         SIM_TRY_STATUS(check_upload(upload));
         return locked([&]() -> Status {
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             const std::string user(username);
-            SQLite::Statement find(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ?");
+            const auto dev = static_cast<std::int64_t>(device);
+            SIM_TRY(const auto state, device_state(user, device));
+            if (state != DeviceState::active) {
+                return no_user();
+            }
+            SQLite::Statement find(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ? AND device = ?");
             find.bind(1, user);
+            find.bind(2, dev);
             if (find.executeStep()) {
                 if (!upload.replace && blob(find.getColumn(0)) != upload.identity_key) {
                     return identity_differs();
@@ -389,39 +394,36 @@ public:
             }
             find.reset();
             if (upload.replace) {
-                SQLite::Statement del(*m_db, "DELETE FROM sim_one_time_prekeys WHERE username = ?");
+                SQLite::Statement del(*m_db, "DELETE FROM sim_one_time_prekeys WHERE username = ? AND device = ?");
                 del.bind(1, user);
+                del.bind(2, dev);
                 del.exec();
             }
             SQLite::Statement up(*m_db,
-                                 "INSERT INTO sim_prekeys (username, identity_key, spk_id, spk, spk_sig) "
-                                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                                 "INSERT INTO sim_prekeys (username, device, identity_key, spk_id, spk, spk_sig) "
+                                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username, device) DO UPDATE SET "
                                  "identity_key = excluded.identity_key, spk_id = excluded.spk_id, "
                                  "spk = excluded.spk, spk_sig = excluded.spk_sig");
             up.bind(1, user);
-            bind_blob(up, 2, upload.identity_key);
-            up.bind(3, static_cast<std::int64_t>(upload.signed_prekey_id));
-            bind_blob(up, 4, upload.signed_prekey);
-            bind_blob(up, 5, upload.signed_prekey_signature);
-            try {
-                up.exec();
-            } catch (const SQLite::Exception& e) {
-                if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
-                    return no_user();
-                }
-                throw;
-            }
+            up.bind(2, dev);
+            bind_blob(up, 3, upload.identity_key);
+            up.bind(4, static_cast<std::int64_t>(upload.signed_prekey_id));
+            bind_blob(up, 5, upload.signed_prekey);
+            bind_blob(up, 6, upload.signed_prekey_signature);
+            up.exec();
             SQLite::Statement opk(*m_db,
-                                  "INSERT INTO sim_one_time_prekeys (username, key_id, public_key) VALUES (?, ?, ?) "
-                                  "ON CONFLICT (username, key_id) DO UPDATE SET public_key = excluded.public_key");
+                                  "INSERT INTO sim_one_time_prekeys (username, device, key_id, public_key) "
+                                  "VALUES (?, ?, ?, ?) ON CONFLICT (username, device, key_id) DO UPDATE SET "
+                                  "public_key = excluded.public_key");
             for (const auto& [id, key] : upload.one_time_prekeys) {
                 opk.bind(1, user);
-                opk.bind(2, static_cast<std::int64_t>(id));
-                bind_blob(opk, 3, key);
+                opk.bind(2, dev);
+                opk.bind(3, static_cast<std::int64_t>(id));
+                bind_blob(opk, 4, key);
                 opk.exec();
                 opk.reset();
             }
-            if (count_opks(user) > max_prekeys_stored) {
+            if (count_opks(user, dev) > max_prekeys_stored) {
                 return too_many_prekeys();  // the transaction rolls back
             }
             tx.commit();
@@ -429,13 +431,17 @@ public:
         });
     }
 
-    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<std::optional<e2e::PrekeyBundle>> take_bundle(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         return locked([&]() -> Result<std::optional<e2e::PrekeyBundle>> {
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             const std::string user(username);
-            SQLite::Statement q(*m_db, "SELECT identity_key, spk_id, spk, spk_sig FROM sim_prekeys WHERE username = ?");
+            const auto dev = static_cast<std::int64_t>(device);
+            SQLite::Statement q(*m_db,
+                                "SELECT identity_key, spk_id, spk, spk_sig FROM sim_prekeys "
+                                "WHERE username = ? AND device = ?");
             q.bind(1, user);
+            q.bind(2, dev);
             if (!q.executeStep()) {
                 return std::optional<e2e::PrekeyBundle>{};
             }
@@ -445,10 +451,11 @@ public:
             b.signed_prekey = blob(q.getColumn(2));
             b.signed_prekey_signature = blob(q.getColumn(3));
             SQLite::Statement opk(*m_db,
-                                  "DELETE FROM sim_one_time_prekeys WHERE username = ?1 AND key_id = (SELECT "
-                                  "min(key_id) FROM sim_one_time_prekeys WHERE username = ?1) "
-                                  "RETURNING key_id, public_key");
+                                  "DELETE FROM sim_one_time_prekeys WHERE username = ?1 AND device = ?2 AND "
+                                  "key_id = (SELECT min(key_id) FROM sim_one_time_prekeys WHERE username = ?1 "
+                                  "AND device = ?2) RETURNING key_id, public_key");
             opk.bind(1, user);
+            opk.bind(2, dev);
             if (opk.executeStep()) {
                 b.one_time_prekey_id = static_cast<std::uint32_t>(opk.getColumn(0).getInt64());
                 b.one_time_prekey = blob(opk.getColumn(1));
@@ -460,18 +467,203 @@ public:
         });
     }
 
-    Result<PrekeyStatus> prekey_status(std::string_view username) override {
-        SIM_TRY_STATUS(check_name(username));
+    Result<PrekeyStatus> prekey_status(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
         return locked([&]() -> Result<PrekeyStatus> {
             PrekeyStatus st;
             const std::string user(username);
-            SQLite::Statement q(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ?");
+            const auto dev = static_cast<std::int64_t>(device);
+            SQLite::Statement q(*m_db, "SELECT identity_key FROM sim_prekeys WHERE username = ? AND device = ?");
             q.bind(1, user);
+            q.bind(2, dev);
             if (q.executeStep()) {
                 st.identity_key = blob(q.getColumn(0));
-                st.one_time_count = static_cast<std::uint32_t>(count_opks(user));
+                st.one_time_count = static_cast<std::uint32_t>(count_opks(user, dev));
             }
             return st;
+        });
+    }
+
+    Result<DeviceId> add_device(std::string_view username, std::string_view name, WallTime now,
+                                WallTime expire_pending_before, std::size_t max_devices) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_new_device(name, max_devices));
+        return locked([&]() -> Result<DeviceId> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            const std::string user(username);
+            SQLite::Statement last(*m_db, "SELECT last_device FROM sim_users WHERE username = ?");
+            last.bind(1, user);
+            if (!last.executeStep()) {
+                return no_user();
+            }
+            SIM_TRY(const DeviceId id, next_device_id(last.getColumn(0).getInt64()));
+            last.reset();
+            SQLite::Statement expire(*m_db, "DELETE FROM sim_devices WHERE username = ? AND state = 1 AND created_ms <= ?");
+            expire.bind(1, user);
+            expire.bind(2, to_ms(expire_pending_before));
+            expire.exec();
+            SQLite::Statement count(*m_db, "SELECT count(*) FROM sim_devices WHERE username = ? AND state IN (1, 2)");
+            count.bind(1, user);
+            count.executeStep();
+            if (static_cast<std::uint64_t>(count.getColumn(0).getInt64()) >= max_devices) {
+                return too_many_devices();  // the transaction rolls back: the expired devices stay too
+            }
+            count.reset();
+            SQLite::Statement bump(*m_db, "UPDATE sim_users SET last_device = ? WHERE username = ?");
+            bump.bind(1, static_cast<std::int64_t>(id));
+            bump.bind(2, user);
+            bump.exec();
+            SQLite::Statement add(*m_db,
+                                  "INSERT INTO sim_devices (username, device, state, name, device_key, created_ms, "
+                                  "linked_ms, last_seen_ms) VALUES (?, ?, 1, ?, X'', ?, 0, 0)");
+            add.bind(1, user);
+            add.bind(2, static_cast<std::int64_t>(id));
+            add.bind(3, std::string(name));
+            add.bind(4, to_ms(now));
+            add.exec();
+            tx.commit();
+            return id;
+        });
+    }
+
+    Status activate_device(std::string_view username, DeviceId device, ByteView device_key, WallTime now) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_key(device_key));
+        return locked([&]() -> Status {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            const std::string user(username);
+            SQLite::Statement q(*m_db, "SELECT state, device_key FROM sim_devices WHERE username = ? AND device = ?");
+            q.bind(1, user);
+            q.bind(2, static_cast<std::int64_t>(device));
+            if (!q.executeStep()) {
+                return no_device();
+            }
+            SIM_TRY(const auto state, stored_state(q.getColumn(0).getInt64()));
+            SIM_TRY_STATUS(check_activation(state, blob(q.getColumn(1)), device_key));
+            q.reset();
+            SQLite::Statement up(*m_db,
+                                 "UPDATE sim_devices SET device_key = ?, linked_ms = CASE WHEN state = 1 THEN ? "
+                                 "ELSE linked_ms END, state = 2 WHERE username = ? AND device = ?");
+            bind_blob(up, 1, device_key);
+            up.bind(2, to_ms(now));
+            up.bind(3, user);
+            up.bind(4, static_cast<std::int64_t>(device));
+            up.exec();
+            tx.commit();
+            return ok();
+        });
+    }
+
+    Result<bool> remove_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        return locked([&]() -> Result<bool> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            const std::string user(username);
+            const auto dev = static_cast<std::int64_t>(device);
+            SQLite::Statement q(*m_db,
+                                "UPDATE sim_devices SET state = 3 WHERE username = ? AND device = ? AND state IN (1, 2)");
+            q.bind(1, user);
+            q.bind(2, dev);
+            if (q.exec() == 0) {
+                return false;
+            }
+            // One-time prekeys go with their sim_prekeys row (ON DELETE CASCADE).
+            for (const char* sql : {"DELETE FROM sim_sessions WHERE username = ? AND device = ?",
+                                    "DELETE FROM sim_prekeys WHERE username = ? AND device = ?",
+                                    "DELETE FROM sim_messages WHERE recipient = ? AND recipient_device = ?"}) {
+                SQLite::Statement del(*m_db, sql);
+                del.bind(1, user);
+                del.bind(2, dev);
+                del.exec();
+            }
+            log_session_end(username, device);
+            tx.commit();
+            return true;
+        });
+    }
+
+    Status rename_device(std::string_view username, DeviceId device, std::string_view name) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        SIM_TRY_STATUS(check_device_name(name));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db,
+                                "UPDATE sim_devices SET name = ? WHERE username = ? AND device = ? AND state IN (1, 2)");
+            q.bind(1, std::string(name));
+            q.bind(2, std::string(username));
+            q.bind(3, static_cast<std::int64_t>(device));
+            if (q.exec() == 0) {
+                return no_device();
+            }
+            return ok();
+        });
+    }
+
+    Status touch_device(std::string_view username, DeviceId device, WallTime now) override {
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db,
+                                "UPDATE sim_devices SET last_seen_ms = ? WHERE username = ? AND device = ? "
+                                "AND state IN (1, 2)");
+            q.bind(1, to_ms(now));
+            q.bind(2, std::string(username));
+            q.bind(3, static_cast<std::int64_t>(device));
+            q.exec();
+            return ok();
+        });
+    }
+
+    Result<std::vector<DeviceRecord>> list_devices(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<std::vector<DeviceRecord>> {
+            SQLite::Statement q(*m_db, std::string(device_columns) + " WHERE username = ? ORDER BY device");
+            q.bind(1, std::string(username));
+            std::vector<DeviceRecord> out;
+            while (q.executeStep()) {
+                SIM_TRY(auto d, device_record(username, q));
+                out.push_back(std::move(d));
+            }
+            return out;
+        });
+    }
+
+    Result<std::optional<DeviceRecord>> find_device(std::string_view username, DeviceId device) override {
+        SIM_TRY_STATUS(check_user_device(username, device));
+        return locked([&]() -> Result<std::optional<DeviceRecord>> {
+            SQLite::Statement q(*m_db, std::string(device_columns) + " WHERE username = ? AND device = ?");
+            q.bind(1, std::string(username));
+            q.bind(2, static_cast<std::int64_t>(device));
+            if (!q.executeStep()) {
+                return std::optional<DeviceRecord>{};
+            }
+            SIM_TRY(auto d, device_record(username, q));
+            return std::optional<DeviceRecord>{std::move(d)};
+        });
+    }
+
+    Status put_device_list(std::string_view username, const StoredDeviceList& list) override {
+        SIM_TRY_STATUS(check_name(username));
+        SIM_TRY_STATUS(check_device_list(list));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db,
+                                "INSERT INTO sim_device_lists (username, version, signed_list) VALUES (?, ?, ?) "
+                                "ON CONFLICT (username) DO UPDATE SET version = excluded.version, "
+                                "signed_list = excluded.signed_list WHERE excluded.version > sim_device_lists.version");
+            q.bind(1, std::string(username));
+            q.bind(2, static_cast<std::int64_t>(list.version));
+            bind_blob(q, 3, list.signed_list);
+            return write_if_newer(q, stale_device_list());
+        });
+    }
+
+    Result<std::optional<StoredDeviceList>> find_device_list(std::string_view username) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<std::optional<StoredDeviceList>> {
+            SQLite::Statement q(*m_db, "SELECT version, signed_list FROM sim_device_lists WHERE username = ?");
+            q.bind(1, std::string(username));
+            if (!q.executeStep()) {
+                return std::optional<StoredDeviceList>{};
+            }
+            return std::optional<StoredDeviceList>{
+                StoredDeviceList{static_cast<std::uint64_t>(q.getColumn(0).getInt64()), blob(q.getColumn(1))}};
         });
     }
 
@@ -585,16 +777,57 @@ public:
     }
 
 private:
-    /// Append a SessionEnd for `username` and drop the entries older than a day (inside the caller's transaction).
-    void log_session_end(std::string_view username) {
+    /// Append a SessionEnd for (`username`, `device`; 0: every device) and drop the entries older than a day
+    /// (inside the caller's transaction).
+    void log_session_end(std::string_view username, DeviceId device) {
         const std::int64_t now = now_ms();
-        SQLite::Statement add(*m_db, "INSERT INTO sim_session_ends (username, at_ms) VALUES (?, ?)");
+        SQLite::Statement add(*m_db, "INSERT INTO sim_session_ends (username, device, at_ms) VALUES (?, ?, ?)");
         add.bind(1, std::string(username));
-        add.bind(2, now);
+        add.bind(2, static_cast<std::int64_t>(device));
+        add.bind(3, now);
         add.exec();
         SQLite::Statement prune(*m_db, "DELETE FROM sim_session_ends WHERE at_ms < ?");
         prune.bind(1, now - session_end_retention_ms);
         prune.exec();
+    }
+
+    static constexpr const char* device_columns =
+        "SELECT device, state, name, device_key, created_ms, linked_ms, last_seen_ms FROM sim_devices";
+
+    /// A row of device_columns.
+    static Result<DeviceRecord> device_record(std::string_view username, SQLite::Statement& q) {
+        return device_from_columns(username, q.getColumn(0).getInt64(), q.getColumn(1).getInt64(),
+                                   q.getColumn(2).getString(), blob(q.getColumn(3)), q.getColumn(4).getInt64(),
+                                   q.getColumn(5).getInt64(), q.getColumn(6).getInt64());
+    }
+
+    /// The state of a device, or Errc::user_not_found when there is none.
+    Result<DeviceState> device_state(const std::string& user, DeviceId device) {
+        SQLite::Statement q(*m_db, "SELECT state FROM sim_devices WHERE username = ? AND device = ?");
+        q.bind(1, user);
+        q.bind(2, static_cast<std::int64_t>(device));
+        if (!q.executeStep()) {
+            return no_user();
+        }
+        return stored_state(q.getColumn(0).getInt64());
+    }
+
+    /// Run an upsert that changes no row when the stored version is not older: Errc::user_not_found when the
+    /// account is missing (foreign key), `stale_error` when nothing changed.
+    static Status write_if_newer(SQLite::Statement& q, Error stale_error) {
+        int changed = 0;
+        try {
+            changed = q.exec();
+        } catch (const SQLite::Exception& e) {
+            if (e.getExtendedErrorCode() == SQLITE_CONSTRAINT_FOREIGNKEY) {
+                return no_user();
+            }
+            throw;
+        }
+        if (changed == 0) {
+            return stale_error;
+        }
+        return ok();
     }
 
     static Bytes blob(const SQLite::Column& c) {
@@ -606,9 +839,10 @@ private:
         q.bind(index, v.data(), static_cast<int>(v.size()));
     }
 
-    std::size_t count_opks(const std::string& user) {
-        SQLite::Statement q(*m_db, "SELECT count(*) FROM sim_one_time_prekeys WHERE username = ?");
+    std::size_t count_opks(const std::string& user, std::int64_t device) {
+        SQLite::Statement q(*m_db, "SELECT count(*) FROM sim_one_time_prekeys WHERE username = ? AND device = ?");
         q.bind(1, user);
+        q.bind(2, device);
         q.executeStep();
         return static_cast<std::size_t>(q.getColumn(0).getInt64());
     }

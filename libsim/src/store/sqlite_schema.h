@@ -95,6 +95,59 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "DROP TABLE sim_messages;"
     "ALTER TABLE sim_messages_v6 RENAME TO sim_messages;"
     "CREATE INDEX sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq);",
+    // 6 -> 7: devices of an account (docs/architecture.md, "Multi-device accounts"). Every account so far gets its
+    // device 1, active without a key (times 0: unknown); sim_users.last_device is the highest device id the account
+    // ever used, so an id is not given twice even after its pending device expired. Tokens and prekeys so far are
+    // device 1's. Prekeys change their primary key, so both prekey tables are rebuilt as in 5 -> 6 (renaming the
+    // parent table rewrites the child's foreign key, https://www.sqlite.org/lang_altertable.html). Tokens and the
+    // session-end log gain a column (ADD COLUMN cannot drop the default afterwards: it stays).
+    "ALTER TABLE sim_users ADD COLUMN last_device INTEGER NOT NULL DEFAULT 1;"
+    "CREATE TABLE sim_devices ("
+    "  username TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  device INTEGER NOT NULL CHECK (device BETWEEN 1 AND 4294967295),"
+    "  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 3),"
+    "  name TEXT NOT NULL CHECK (length(CAST(name AS BLOB)) <= 64),"
+    "  device_key BLOB NOT NULL CHECK (length(device_key) IN (0, 32)),"
+    "  created_ms INTEGER NOT NULL,"
+    "  linked_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (username, device)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO sim_devices (username, device, state, name, device_key, created_ms, linked_ms, last_seen_ms)"
+    "  SELECT username, 1, 2, '', X'', 0, 0, 0 FROM sim_users;"
+    "CREATE TABLE sim_device_lists ("
+    "  username TEXT PRIMARY KEY NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  signed_list BLOB NOT NULL CHECK (length(signed_list) BETWEEN 1 AND 8192)"
+    ") WITHOUT ROWID;"
+    "ALTER TABLE sim_sessions ADD COLUMN device INTEGER NOT NULL DEFAULT 1 CHECK (device BETWEEN 1 AND 4294967295);"
+    "CREATE INDEX sim_sessions_device ON sim_sessions (username, device);"
+    "ALTER TABLE sim_session_ends ADD COLUMN device INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE sim_prekeys_v7 ("
+    "  username TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  device INTEGER NOT NULL CHECK (device BETWEEN 1 AND 4294967295),"
+    "  identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),"
+    "  spk_id INTEGER NOT NULL,"
+    "  spk BLOB NOT NULL CHECK (length(spk) = 32),"
+    "  spk_sig BLOB NOT NULL CHECK (length(spk_sig) = 64),"
+    "  PRIMARY KEY (username, device)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_one_time_prekeys_v7 ("
+    "  username TEXT NOT NULL,"
+    "  device INTEGER NOT NULL,"
+    "  key_id INTEGER NOT NULL,"
+    "  public_key BLOB NOT NULL CHECK (length(public_key) = 32),"
+    "  PRIMARY KEY (username, device, key_id),"
+    "  FOREIGN KEY (username, device) REFERENCES sim_prekeys_v7 (username, device) ON DELETE CASCADE"
+    ") WITHOUT ROWID;"
+    "INSERT INTO sim_prekeys_v7 (username, device, identity_key, spk_id, spk, spk_sig)"
+    "  SELECT username, 1, identity_key, spk_id, spk, spk_sig FROM sim_prekeys;"
+    "INSERT INTO sim_one_time_prekeys_v7 (username, device, key_id, public_key)"
+    "  SELECT username, 1, key_id, public_key FROM sim_one_time_prekeys;"
+    "DROP TABLE sim_one_time_prekeys;"
+    "DROP TABLE sim_prekeys;"
+    "ALTER TABLE sim_prekeys_v7 RENAME TO sim_prekeys;"
+    "ALTER TABLE sim_one_time_prekeys_v7 RENAME TO sim_one_time_prekeys;",
 };
 
 static_assert(sqlite_application_id == 1280526669);
