@@ -524,7 +524,8 @@ TEST_CASE("the backend is safe to share between threads") {
                     ++created;
                 }
                 (void)s.find_user("jack");
-                (void)s.put_token(token_hash(static_cast<std::uint8_t>(t * 25 + i + 10)), "jack", sim::first_device, t0);
+                (void)s.put_token(token_hash(static_cast<std::uint8_t>(t * 25 + i + 10)), "jack", sim::first_device,
+                                  t0);
             }
         });
     }
@@ -1225,8 +1226,7 @@ TEST_CASE("postgresql: a version 6 database is upgraded; accounts get device 1, 
     // Each statement of the step runs again (a server may die before the version is written).
     admin->exec("UPDATE sim_meta SET schema_version = 6 WHERE id = 1");
     check_upgraded_to_devices(*open_backend_or_fail());
-    CHECK(admin->column("SELECT device FROM sim_devices ORDER BY device") ==
-          std::vector<std::string>{"1", "2", "3"});
+    CHECK(admin->column("SELECT device FROM sim_devices ORDER BY device") == std::vector<std::string>{"1", "2", "3"});
 }
 
 TEST_CASE("mariadb: an old schema is upgraded on open") {
@@ -1465,11 +1465,10 @@ TEST_CASE("devices: add, activate, rename, touch; ids are never reused") {
     CHECK(s.activate_device("bea", three, device_key(3), t0).code() == Errc::user_not_found);
     REQUIRE(s.touch_device("bea", three, t0 + 2h).has_value());  // removed: ignored
     CHECK(s.find_device("bea", three).value()->last_seen == WallTime{});
-    CHECK(states(s, "bea") == std::vector<std::pair<sim::DeviceId, DeviceState>>{
-                                  {1, DeviceState::active},
-                                  {2, DeviceState::active},
-                                  {3, DeviceState::removed},
-                                  {4, DeviceState::pending}});
+    CHECK(states(s, "bea") == std::vector<std::pair<sim::DeviceId, DeviceState>>{{1, DeviceState::active},
+                                                                                 {2, DeviceState::active},
+                                                                                 {3, DeviceState::removed},
+                                                                                 {4, DeviceState::pending}});
     if (db.persistent()) {
         const auto before = s.list_devices("bea").value();
         db.reopen();
@@ -1497,11 +1496,10 @@ TEST_CASE("devices: the limit counts pending and active devices; unfinished link
     const auto five = s.add_device("dee", "d", t0 + 30s, t0 + 10s, 3).value();  // three (t0 + 10s) expires
     CHECK(five == 5);
     CHECK(s.find_device("dee", three).value() == std::nullopt);
-    CHECK(states(s, "dee") == std::vector<std::pair<sim::DeviceId, DeviceState>>{
-                                  {1, DeviceState::active},
-                                  {2, DeviceState::removed},
-                                  {4, DeviceState::pending},
-                                  {5, DeviceState::pending}});
+    CHECK(states(s, "dee") == std::vector<std::pair<sim::DeviceId, DeviceState>>{{1, DeviceState::active},
+                                                                                 {2, DeviceState::removed},
+                                                                                 {4, DeviceState::pending},
+                                                                                 {5, DeviceState::pending}});
     // A refused add expires nothing either.
     CHECK(s.add_device("dee", "e", t0 + 40s, t0 + 20s, 1).code() == Errc::limit_reached);
     CHECK(s.find_device("dee", four).value().has_value());
@@ -1654,10 +1652,11 @@ TEST_CASE("devices: bad input is refused and changes nothing") {
     CHECK(s.list_devices("").code() == Errc::invalid_argument);
     CHECK(s.put_device_list("ivy", StoredDeviceList{1, {}}).code() == Errc::invalid_argument);
     CHECK(s.put_device_list("ivy", StoredDeviceList{0, filled(5, 1)}).code() == Errc::invalid_argument);
-    CHECK(s.put_device_list("ivy", StoredDeviceList{1, filled(sim::store::max_signed_device_list_size + 1, 1)})
-              .code() == Errc::invalid_argument);
-    CHECK(s.put_device_list("ivy", StoredDeviceList{static_cast<std::uint64_t>(INT64_MAX) + 1, filled(5, 1)})
-              .code() == Errc::invalid_argument);
+    CHECK(
+        s.put_device_list("ivy", StoredDeviceList{1, filled(sim::store::max_signed_device_list_size + 1, 1)}).code() ==
+        Errc::invalid_argument);
+    CHECK(s.put_device_list("ivy", StoredDeviceList{static_cast<std::uint64_t>(INT64_MAX) + 1, filled(5, 1)}).code() ==
+          Errc::invalid_argument);
     CHECK(s.find_device_list("").code() == Errc::invalid_argument);
     CHECK(s.put_token(token_hash(1), "ivy", 0, t0).code() == Errc::invalid_argument);
     CHECK(s.set_prekeys("ivy", 0, upload(1, true, 1, 1)).code() == Errc::invalid_argument);

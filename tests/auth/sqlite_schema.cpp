@@ -198,8 +198,8 @@ const char* const schema_v6_extra =
 /// A version 6 file (as libsim 6 wrote it).
 void make_v6(const std::string& path) {
     Raw raw(path);
-    for (const char* step : {schema_v1, schema_v2_extra, schema_v3_extra, schema_v4_extra, schema_v5_extra,
-                             schema_v6_extra}) {
+    for (const char* step :
+         {schema_v1, schema_v2_extra, schema_v3_extra, schema_v4_extra, schema_v5_extra, schema_v6_extra}) {
         raw.exec(step);
     }
 }
@@ -277,7 +277,8 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         CHECK(user->password_hash == seed_hash);
         CHECK(user->failures.count == (version >= 2 ? 2U : 0U));
         // The new tables exist and work.
-        REQUIRE(b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::first_device, sim::store::WallTime{}).has_value());
+        REQUIRE(
+            b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::first_device, sim::store::WallTime{}).has_value());
         sim::store::StoredMessage m;
         m.recipient = "olduser";
         m.sender = "someone";

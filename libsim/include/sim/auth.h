@@ -293,9 +293,9 @@ private:
 /// Follows the store's session-end log (store::SessionEnd) for a running server, so that `simd user revoke`,
 /// `user passwd` and `user delete`, run from another process or another node, end the user's live sessions: the
 /// host calls poll() about once a second and closes the connections the entries it returns name (a user's every
-/// device, or one device that was removed: ServerCore::end_sessions). start() skips what was logged before. Each entry is returned once; entries that
-/// commit out of seq order (MariaDB with several writers) are still seen, as each poll reads again the last
-/// `margin` seqs. Not thread-safe (one poller).
+/// device, or one device that was removed: ServerCore::end_sessions). start() skips what was logged before. Each entry
+/// is returned once; entries that commit out of seq order (MariaDB with several writers) are still seen, as each poll
+/// reads again the last `margin` seqs. Not thread-safe (one poller).
 class SessionEndFollower {
 public:
     static constexpr std::uint64_t margin = 64;

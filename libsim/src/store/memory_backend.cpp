@@ -27,8 +27,10 @@ public:
         // Device 1, active without a key; create_user takes no time, so its times are 0.
         auto& account = m_accounts[std::string(username)];
         account = Account{};
-        account.devices.emplace(first_device, DeviceRecord{std::string(username), first_device, DeviceState::active,
-                                                           {}, {}, WallTime{}, WallTime{}, WallTime{}});
+        account.devices.emplace(
+            first_device,
+            DeviceRecord{
+                std::string(username), first_device, DeviceState::active, {}, {}, WallTime{}, WallTime{}, WallTime{}});
         return ok();
     }
 
@@ -242,8 +244,9 @@ public:
         if (opks.size() > max_prekeys_stored) {
             return too_many_prekeys();
         }
-        m_prekeys[PrekeyKey{username, device}] = Prekeys{upload.identity_key, upload.signed_prekey_id, upload.signed_prekey,
-                                                   upload.signed_prekey_signature, std::move(opks)};
+        m_prekeys[PrekeyKey{username, device}] =
+            Prekeys{upload.identity_key, upload.signed_prekey_id, upload.signed_prekey, upload.signed_prekey_signature,
+                    std::move(opks)};
         return ok();
     }
 
@@ -303,8 +306,10 @@ public:
         SIM_TRY(const DeviceId id, next_device_id(it->second.last_device));
         std::erase_if(devices, [&](const auto& kv) { return expired(kv.second); });
         it->second.last_device = id;
-        devices.emplace(id, DeviceRecord{std::string(username), id, DeviceState::pending, std::string(name), {}, now,
-                                         WallTime{}, WallTime{}});
+        devices.emplace(
+            id,
+            DeviceRecord{
+                std::string(username), id, DeviceState::pending, std::string(name), {}, now, WallTime{}, WallTime{}});
         return id;
     }
 

@@ -81,9 +81,10 @@ public:
             }
             SIM_TRY_STATUS(plain(std::move(r)));
             // Device 1, active without a key; create_user takes no time, so its times are 0.
-            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
-                                             "created_ms, linked_ms, last_seen_ms) VALUES (?, 1, 2, '', '', 0, 0, 0)",
-                                             {username}, "")));
+            SIM_TRY_STATUS(
+                plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
+                                  "created_ms, linked_ms, last_seen_ms) VALUES (?, 1, 2, '', '', 0, 0, 0)",
+                                  {username}, "")));
             return ok();
         });
     }
@@ -202,9 +203,10 @@ public:
             if (state != DeviceState::active) {
                 return no_user();
             }
-            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_sessions (token_hash, username, device, expires_ms) "
-                                             "VALUES (?, ?, ?, ?)",
-                                             {token_hash, username, std::int64_t{device}, to_ms(expires)}, "")));
+            SIM_TRY_STATUS(
+                plain(m_conn->run("INSERT INTO sim_sessions (token_hash, username, device, expires_ms) "
+                                  "VALUES (?, ?, ?, ?)",
+                                  {token_hash, username, std::int64_t{device}, to_ms(expires)}, "")));
             return ok();
         });
     }
@@ -218,8 +220,7 @@ public:
             return std::optional<SessionRecord>{};
         }
         SIM_TRY(const auto device, stored_device(r.rows[0][1].i));
-        return std::optional<SessionRecord>{
-            SessionRecord{std::move(r.rows[0][0].s), device, from_ms(r.rows[0][2].i)}};
+        return std::optional<SessionRecord>{SessionRecord{std::move(r.rows[0][0].s), device, from_ms(r.rows[0][2].i)}};
     }
 
     Result<bool> revoke_token(ByteView token_hash) override {
@@ -400,9 +401,10 @@ public:
                                                     {username, dev}, "ib")));
             if (!o.rows.empty()) {
                 const auto id = o.rows[0][0].i;
-                SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND device = ? "
-                                                 "AND key_id = ?",
-                                                 {username, dev, id}, "")));
+                SIM_TRY_STATUS(
+                    plain(m_conn->run("DELETE FROM sim_one_time_prekeys WHERE username = ? AND device = ? "
+                                      "AND key_id = ?",
+                                      {username, dev, id}, "")));
                 b.one_time_prekey_id = static_cast<std::uint32_t>(id);
                 b.one_time_prekey = bytes_of(o.rows[0][1]);
             }
@@ -414,8 +416,9 @@ public:
         SIM_TRY_STATUS(check_user_device(username, device));
         const std::int64_t dev = device;
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r, plain(m_conn->run("SELECT identity_key FROM sim_prekeys WHERE username = ? AND device = ?",
-                                                {username, dev}, "b")));
+        SIM_TRY(const auto r,
+                plain(m_conn->run("SELECT identity_key FROM sim_prekeys WHERE username = ? AND device = ?",
+                                  {username, dev}, "b")));
         PrekeyStatus st;
         if (!r.rows.empty()) {
             st.identity_key = bytes_of(r.rows[0][0]);
@@ -437,9 +440,10 @@ public:
                 return no_user();
             }
             SIM_TRY(const DeviceId id, next_device_id(*last));
-            SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_devices WHERE username = ? AND state = 1 AND "
-                                             "created_ms <= ?",
-                                             {username, to_ms(expire_pending_before)}, "")));
+            SIM_TRY_STATUS(
+                plain(m_conn->run("DELETE FROM sim_devices WHERE username = ? AND state = 1 AND "
+                                  "created_ms <= ?",
+                                  {username, to_ms(expire_pending_before)}, "")));
             SIM_TRY(const auto n, plain(m_conn->run("SELECT COUNT(*) FROM sim_devices WHERE username = ? AND "
                                                     "state IN (1, 2)",
                                                     {username}, "i")));
@@ -448,9 +452,10 @@ public:
             }
             SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_users SET last_device = ? WHERE username = ?",
                                              {std::int64_t{id}, username}, "")));
-            SIM_TRY_STATUS(plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
-                                             "created_ms, linked_ms, last_seen_ms) VALUES (?, ?, 1, ?, '', ?, 0, 0)",
-                                             {username, std::int64_t{id}, sv(device_name), to_ms(now)}, "")));
+            SIM_TRY_STATUS(
+                plain(m_conn->run("INSERT INTO sim_devices (username, device, state, name, device_key, "
+                                  "created_ms, linked_ms, last_seen_ms) VALUES (?, ?, 1, ?, '', ?, 0, 0)",
+                                  {username, std::int64_t{id}, sv(device_name), to_ms(now)}, "")));
             return id;
         });
     }
@@ -469,9 +474,10 @@ public:
             SIM_TRY(const auto state, stored_state(r.rows[0][0].i));
             SIM_TRY_STATUS(check_activation(state, bytes_of(r.rows[0][1]), device_key));
             // MariaDB assigns left to right: linked_ms reads the old state.
-            SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_devices SET device_key = ?, linked_ms = CASE WHEN state = 1 "
-                                             "THEN ? ELSE linked_ms END, state = 2 WHERE username = ? AND device = ?",
-                                             {device_key, to_ms(now), username, std::int64_t{device}}, "")));
+            SIM_TRY_STATUS(
+                plain(m_conn->run("UPDATE sim_devices SET device_key = ?, linked_ms = CASE WHEN state = 1 "
+                                  "THEN ? ELSE linked_ms END, state = 2 WHERE username = ? AND device = ?",
+                                  {device_key, to_ms(now), username, std::int64_t{device}}, "")));
             return ok();
         });
     }
@@ -514,9 +520,10 @@ public:
 
     Status touch_device(std::string_view username, DeviceId device, WallTime now) override {
         const std::lock_guard lock(m_mutex);
-        SIM_TRY_STATUS(plain(m_conn->run("UPDATE sim_devices SET last_seen_ms = ? WHERE username = ? AND device = ? "
-                                         "AND state IN (1, 2)",
-                                         {to_ms(now), username, std::int64_t{device}}, "")));
+        SIM_TRY_STATUS(
+            plain(m_conn->run("UPDATE sim_devices SET last_seen_ms = ? WHERE username = ? AND device = ? "
+                              "AND state IN (1, 2)",
+                              {to_ms(now), username, std::int64_t{device}}, "")));
         return ok();
     }
 
@@ -559,8 +566,8 @@ public:
             if (!last) {
                 return no_user();
             }
-            SIM_TRY(const auto r, plain(m_conn->run("SELECT version FROM sim_device_lists WHERE username = ?",
-                                                    {username}, "i")));
+            SIM_TRY(const auto r,
+                    plain(m_conn->run("SELECT version FROM sim_device_lists WHERE username = ?", {username}, "i")));
             if (!r.rows.empty() && r.rows[0][0].i >= version) {
                 return stale_device_list();
             }
@@ -724,8 +731,8 @@ private:
     /// The highest device id the account ever used, its sim_users row locked until the transaction ends; empty
     /// when there is no such account.
     Result<std::optional<std::int64_t>> locked_last_device(std::string_view username) {
-        SIM_TRY(const auto r, plain(m_conn->run("SELECT last_device FROM sim_users WHERE username = ? FOR UPDATE",
-                                                {username}, "i")));
+        SIM_TRY(const auto r,
+                plain(m_conn->run("SELECT last_device FROM sim_users WHERE username = ? FOR UPDATE", {username}, "i")));
         if (r.rows.empty()) {
             return std::optional<std::int64_t>{};
         }

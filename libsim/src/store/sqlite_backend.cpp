@@ -193,7 +193,8 @@ public:
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Status {
             // Tokens, conversation keys, prekeys, devices and the device list go by ON DELETE CASCADE
-            // (foreign_keys is on for this connection); stored messages have no foreign key and are deleted here, in the same transaction.
+            // (foreign_keys is on for this connection); stored messages have no foreign key and are deleted here, in
+            // the same transaction.
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             SQLite::Statement q(*m_db, "DELETE FROM sim_users WHERE username = ?");
             q.bind(1, std::string(username));
@@ -277,14 +278,15 @@ public:
 
     Result<std::vector<SessionEnd>> session_ends_after(std::uint64_t after, std::size_t limit) override {
         return locked([&]() -> Result<std::vector<SessionEnd>> {
-            SQLite::Statement q(*m_db,
-                                "SELECT seq, username, device FROM sim_session_ends WHERE seq > ? ORDER BY seq LIMIT ?");
+            SQLite::Statement q(
+                *m_db, "SELECT seq, username, device FROM sim_session_ends WHERE seq > ? ORDER BY seq LIMIT ?");
             q.bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(after, INT64_MAX)));
             q.bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
             std::vector<SessionEnd> out;
             while (q.executeStep()) {
                 SIM_TRY(const auto device, stored_device_or_all(q.getColumn(2).getInt64()));
-                out.push_back({static_cast<std::uint64_t>(q.getColumn(0).getInt64()), q.getColumn(1).getString(), device});
+                out.push_back(
+                    {static_cast<std::uint64_t>(q.getColumn(0).getInt64()), q.getColumn(1).getString(), device});
             }
             return out;
         });
@@ -498,7 +500,8 @@ public:
             }
             SIM_TRY(const DeviceId id, next_device_id(last.getColumn(0).getInt64()));
             last.reset();
-            SQLite::Statement expire(*m_db, "DELETE FROM sim_devices WHERE username = ? AND state = 1 AND created_ms <= ?");
+            SQLite::Statement expire(*m_db,
+                                     "DELETE FROM sim_devices WHERE username = ? AND state = 1 AND created_ms <= ?");
             expire.bind(1, user);
             expire.bind(2, to_ms(expire_pending_before));
             expire.exec();
@@ -560,8 +563,8 @@ public:
             SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
             const std::string user(username);
             const auto dev = static_cast<std::int64_t>(device);
-            SQLite::Statement q(*m_db,
-                                "UPDATE sim_devices SET state = 3 WHERE username = ? AND device = ? AND state IN (1, 2)");
+            SQLite::Statement q(
+                *m_db, "UPDATE sim_devices SET state = 3 WHERE username = ? AND device = ? AND state IN (1, 2)");
             q.bind(1, user);
             q.bind(2, dev);
             if (q.exec() == 0) {
@@ -586,8 +589,8 @@ public:
         SIM_TRY_STATUS(check_user_device(username, device));
         SIM_TRY_STATUS(check_device_name(name));
         return locked([&]() -> Status {
-            SQLite::Statement q(*m_db,
-                                "UPDATE sim_devices SET name = ? WHERE username = ? AND device = ? AND state IN (1, 2)");
+            SQLite::Statement q(
+                *m_db, "UPDATE sim_devices SET name = ? WHERE username = ? AND device = ? AND state IN (1, 2)");
             q.bind(1, std::string(name));
             q.bind(2, std::string(username));
             q.bind(3, static_cast<std::int64_t>(device));
