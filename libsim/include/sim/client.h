@@ -422,8 +422,8 @@ std::string client_state_file_name(std::string_view server_id, std::string_view 
 Result<std::string> default_client_state_path(std::string_view server_id, std::string_view user);
 
 /// Open the state `options` asks for, as Client::connect does when ClientConfig::state is null (for bindings and
-/// applications that hold the state themselves): a memory state when `in_memory`, else the file (`file`, or the
-/// default path of `user` at `server_id`, its directory made with mode 0700). Errc::invalid_argument for an empty
+/// applications that hold the state themselves): a memory state when `in_memory`, else the file (`file`, whose
+/// directory must exist, or the default path of `user` at `server_id`, its directory made with mode 0700). Errc::invalid_argument for an empty
 /// password, or neither user nor file; open_client_state's errors with the path in the message; io_error when the
 /// directory cannot be made.
 Result<std::unique_ptr<ClientState>> open_client_state(const ClientStateOptions& options, std::string_view server_id);

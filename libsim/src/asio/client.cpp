@@ -199,9 +199,8 @@ Result<std::unique_ptr<ClientState>> open_client_state(const ClientStateOptions&
     std::string path = o.file;
     if (path.empty()) {
         SIM_TRY(path, default_client_state_path(server_id, o.user));
-    }
-    if (const auto slash = path.rfind('/'); slash != std::string::npos && slash != 0) {
-        SIM_TRY_STATUS(make_state_dir(path.substr(0, slash)));
+        // Only the default's directory is made: a file named by the application is where it said, or an error.
+        SIM_TRY_STATUS(make_state_dir(path.substr(0, path.rfind('/'))));
     }
     auto state = open_client_state(path, o.password);
     if (!state) {
