@@ -494,20 +494,8 @@ std::string source_key(const tcp::socket& s) {
 
 // ---------------------------------------------------------------- server
 
-namespace {
-
-/// An io_context whose services its owner can shut down once its threads are joined (IoPool::stop(),
-/// TcpServer::stop()): that destroys the handlers still queued, which hold connections that hold the context (a
-/// cycle that would otherwise keep both alive).
-class PoolContext final : public asio::io_context {
-public:
-    using asio::io_context::shutdown;
-};
-
-}  // namespace
-
 struct TcpServer::Impl {
-    std::shared_ptr<PoolContext> io_owner = std::make_shared<PoolContext>();
+    std::shared_ptr<asio::io_context> io_owner = std::make_shared<asio::io_context>();
     asio::io_context& io = *io_owner;
     // The acceptor, its handlers, its retry timer and its close run on one strand: never two at once.
     asio::strand<asio::io_context::executor_type> accept_strand = asio::make_strand(io);
@@ -737,12 +725,20 @@ void TcpServer::stop() {
         }
     }
     m_impl->threads.clear();
-    // A connection accepted while the acceptor closed may still have handlers queued (its start, a read on its
-    // strand) when the threads end: they hold it, and it holds the context. Destroying them breaks that cycle.
-    m_impl->io_owner->shutdown();
 }
 
 // ---------------------------------------------------------------- I/O pool
+
+namespace {
+
+/// An io_context whose services IoPool::stop() can shut down: that destroys the handlers still queued, which hold
+/// connections that hold the context (a cycle that would otherwise keep both alive).
+class PoolContext final : public asio::io_context {
+public:
+    using asio::io_context::shutdown;
+};
+
+}  // namespace
 
 struct IoPool::Impl {
     std::shared_ptr<PoolContext> io = std::make_shared<PoolContext>();
