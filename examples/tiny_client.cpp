@@ -13,6 +13,13 @@ int fail(const char* step, const sim::Error& e) {
     std::fprintf(stderr, "tiny_client: %s: %s\n", step, e.message().c_str());
     return 1;
 }
+
+/// A peer whose identity key changed (a reinstall, or an attack) is held until accept_identity(): say so.
+void report_identity_change(sim::Client& c, const std::string& user) {
+    if (auto changed = c.wait_for<sim::IdentityChangedEvent>({}, std::chrono::seconds(0)); changed) {
+        std::printf("%s: the identity key of %s changed\n", user.c_str(), changed->peer.c_str());
+    }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -25,6 +32,11 @@ int main(int argc, char** argv) {
 
     sim::ClientOptions options;  // host 127.0.0.1; trust on first use, pins kept in memory
     options.port = static_cast<std::uint16_t>(std::atoi(argv[1]));
+    // The identity key, sessions and outbox persist in an encrypted file per user and server (by default under
+    // $XDG_CONFIG_HOME/libsim/keys), so the next run is the same identity to peers. Sealed here under the login
+    // password for brevity; options.state.in_memory = true would make a new identity on every run.
+    options.state.user = user;
+    options.state.password = argv[3];
     auto client = sim::Client::connect(options);
     if (!client) {
         return fail("connect", client.error());
@@ -44,15 +56,20 @@ int main(int argc, char** argv) {
             return fail("open", st.error());
         }
         // End to end (the default): KEYGEN brings the peer's prekey bundle, published when it last logged in.
-        if (auto key = c.wait_for<sim::KeyAssignedEvent>(peer, wait); !key) {
+        auto key = c.wait_for<sim::KeyAssignedEvent>(peer, wait);
+        if (!key) {
+            report_identity_change(c, user);
             return fail("waiting for the key", key.error());
         }
+        std::printf("%s: keyed with %s, safety number %s%s\n", user.c_str(), peer.c_str(), key->safety_number.c_str(),
+                    key->first_contact ? " (first contact)" : "");
         if (auto st = c.send(peer, "hello from " + user); !st) {
             return fail("send", st.error());
         }
     }
     auto message = c.wait_for<sim::MessageEvent>(peer, wait);
     if (!message) {
+        report_identity_change(c, user);
         return fail("receive", message.error());
     }
     std::printf("%s got from %s: %s\n", user.c_str(), message->peer.c_str(), message->text.c_str());

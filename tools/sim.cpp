@@ -340,15 +340,11 @@ struct Connection {
     std::string user;  // canonical
 };
 
-/// The end-to-end state file of `user` at `server_id`: "<dir>/<server_id>-<user>.db" with ':' as '_'.
+/// The end-to-end state file of `user` at `server_id`: "<dir>/<server_id>-<user>.db" with ':' as '_', named as the
+/// library names its default files (sim::default_client_state_path), so that with the default --keys-dir an
+/// application using sim::Client's default state and sim share one identity.
 std::string keys_file(const Settings& s, const std::string& user) {
-    std::string name = s.server_id + "-" + user + ".db";
-    for (char& c : name) {
-        if (c == ':' || c == '/' || c == '[' || c == ']') {
-            c = '_';
-        }
-    }
-    return s.keys_dir + "/" + name;
+    return s.keys_dir + "/" + sim::client_state_file_name(s.server_id, user);
 }
 
 /// What Session::open logs in for.

@@ -24,7 +24,7 @@ async def report_unread(bot: libsim.aio.AsyncClient, every: float) -> None:
         print(f"{bot.inbox_status.unread} unread", file=sys.stderr, flush=True)
 
 
-async def echo(args: argparse.Namespace, password: str, state: dict[str, str]) -> int:
+async def echo(args: argparse.Namespace, password: str, state: dict[str, object]) -> int:
     echoed = 0
     async with await libsim.aio.connect(args.host, args.port, **state) as bot:
         await bot.login(args.user, password)

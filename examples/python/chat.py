@@ -3,8 +3,9 @@
 
     chat.py --port 7878 --user alice --peer bob        (the password comes from $SIM_PASSWORD or a prompt)
 
-End to end (the server's default mode), --state-file keeps the identity key, the ratchets and the pinned peers in
-a file encrypted under the same password; without it every run is a new identity, which peers see as a key change.
+End to end (the server's default mode), the identity key, the ratchets and the pinned peers last across runs in a
+file encrypted under the same password: libsim's default one for the user and server (under
+$XDG_CONFIG_HOME/libsim/keys), or --state-file.
 Compare the safety number with your peer's, out of band.
 """
 
@@ -39,7 +40,9 @@ def main() -> int:
     parser.add_argument("--state-file", help="end-to-end state, encrypted under the password (created if missing)")
     args = parser.parse_args()
     password = os.environ.get("SIM_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
-    state = {"state_file": args.state_file, "state_password": password} if args.state_file else {}
+    state: dict[str, object] = {"user": args.user, "state_password": password}
+    if args.state_file:
+        state["state_file"] = args.state_file
 
     try:
         with libsim.Client(args.host, args.port, **state) as client:

@@ -3,8 +3,9 @@
 
     echo_bot.py --port 7878 --user echo        (password from $SIM_PASSWORD or a prompt; Ctrl-C stops it)
 
---state-file keeps the bot's end-to-end identity across runs (encrypted under the password). A peer whose identity
-key changes is ignored unless --accept-changed-keys is given (fine for a demo bot, not for people).
+The bot's end-to-end identity lasts across runs: libsim keeps it in a file encrypted under the password, by default
+one per user and server under $XDG_CONFIG_HOME/libsim/keys (--state-file names another). A peer whose identity key
+changes is ignored unless --accept-changed-keys is given (fine for a demo bot, not for people).
 """
 
 import argparse
@@ -16,18 +17,21 @@ from typing import Any
 import libsim
 
 
-def parse_args(description: str) -> tuple[argparse.Namespace, str, dict[str, str]]:
+def parse_args(description: str) -> tuple[argparse.Namespace, str, dict[str, object]]:
     """The command line (also async_echo_bot.py's): the options, the password, the Client options of the state."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7878)
     parser.add_argument("--user", default="echo")
     parser.add_argument("--max-messages", type=int, default=0, help="stop after echoing this many (0: never)")
-    parser.add_argument("--state-file", help="end-to-end state, encrypted under the password (created if missing)")
+    parser.add_argument("--state-file", help="end-to-end state, encrypted under the password (created if missing; "
+                        "default: libsim's file for the user and server)")
     parser.add_argument("--accept-changed-keys", action="store_true", help="accept a peer's new identity key")
     args = parser.parse_args()
     password = os.environ.get("SIM_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
-    state = {"state_file": args.state_file, "state_password": password} if args.state_file else {}
+    state: dict[str, object] = {"user": args.user, "state_password": password}
+    if args.state_file:
+        state["state_file"] = args.state_file
     return args, password, state
 
 

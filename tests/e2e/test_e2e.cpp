@@ -152,6 +152,7 @@ sim::ClientOptions options(std::uint16_t port, const std::string& known_file = {
     o.known_servers_file = known_file;
     o.config.handshake.server_id = "simd-under-test";
     o.tick_interval = 200ms;
+    o.state.in_memory = true;  // a new identity per client (connect_with() gives a state that lasts)
     return o;
 }
 

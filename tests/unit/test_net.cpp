@@ -12,6 +12,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -571,6 +573,7 @@ TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ti
     options.port = server.port();
     options.config.handshake.server_id = "pool-test";
     options.io_pool = pool;
+    options.state.in_memory = true;
     auto bob = sim::Client::connect(options);
     REQUIRE_MESSAGE(bob, bob.error().message());
     auto alice = sim::Client::connect(options);
@@ -589,6 +592,126 @@ TEST_CASE("sim::Client on a shared I/O pool (ClientOptions::io_pool): its own ti
     pool->stop();
 }
 
+namespace {
+/// A directory of its own under the system's temporary one, removed at the end of the scope.
+struct ScratchDir {
+    std::filesystem::path path;
+    ScratchDir() {
+        std::string templ = (std::filesystem::temp_directory_path() / "sim-test-net-XXXXXX").string();
+        REQUIRE(::mkdtemp(templ.data()) != nullptr);
+        path = templ;
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+};
+
+/// Set an environment variable for the scope, then restore it.
+struct ScopedEnv {
+    std::string name;
+    std::optional<std::string> old;
+    ScopedEnv(std::string n, const std::string& value) : name(std::move(n)) {
+        if (const char* v = std::getenv(name.c_str())) {
+            old = v;
+        }
+        ::setenv(name.c_str(), value.c_str(), 1);
+    }
+    ~ScopedEnv() {
+        if (old) {
+            ::setenv(name.c_str(), old->c_str(), 1);
+        } else {
+            ::unsetenv(name.c_str());
+        }
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
+}  // namespace
+
+TEST_CASE("sim::Client keeps its identity in a state file by default; in memory only when asked") {
+    // Issue 14 finding 6: a bot's second run must not look like a key change to its peers.
+    InProcessServer server;
+    const ScratchDir dir;
+    const ScopedEnv config_home("XDG_CONFIG_HOME", dir.path.string());
+    sim::ClientOptions bot_options;
+    bot_options.port = server.port();
+    bot_options.config.handshake.server_id = "state-test:1";
+    bot_options.state.user = "statebot";
+    bot_options.state.password = "the bot's state password";
+    sim::ClientOptions peer_options = bot_options;
+    peer_options.state = {};
+    peer_options.state.in_memory = true;
+    // The identity key of the bot that a fresh peer sees, after one run of the bot.
+    const auto run_bot = [&](const sim::ClientOptions& options) {
+        auto bot = sim::Client::connect(options);
+        REQUIRE_MESSAGE(bot, bot.error().message());
+        REQUIRE((*bot)->login("statebot", "statebot login password"));
+        auto peer = sim::Client::connect(peer_options);
+        REQUIRE_MESSAGE(peer, peer.error().message());
+        REQUIRE((*peer)->login("statepeer", "statepeer login password", "statebot"));
+        REQUIRE((*peer)->wait_for<sim::KeyAssignedEvent>("statebot", 10s));
+        const auto identity = (*peer)->core().peer_identity("statebot");
+        REQUIRE_MESSAGE(identity, identity.error().message());
+        (*peer)->close();
+        (*bot)->close();
+        return identity->identity_key;
+    };
+    const auto first = run_bot(bot_options);
+    CHECK(std::filesystem::is_regular_file(dir.path / "libsim" / "keys" / "state-test_1-statebot.db"));
+    CHECK(run_bot(bot_options) == first);
+    const auto path = sim::default_client_state_path("state-test:1", "statebot");
+    REQUIRE(path);
+    CHECK(*path == (dir.path / "libsim" / "keys" / "state-test_1-statebot.db").string());
+
+    auto throwaway = bot_options;
+    throwaway.state.in_memory = true;
+    CHECK(run_bot(throwaway) != first);
+    CHECK(run_bot(bot_options) == first);  // the file is still the bot's identity
+
+    {  // clear errors when the state cannot be used
+        auto options = bot_options;
+        options.state.password.clear();
+        auto c = sim::Client::connect(options);
+        REQUIRE_FALSE(c);
+        CHECK(c.code() == sim::Errc::invalid_argument);
+        CHECK(c.error().message().find("in_memory") != std::string::npos);
+
+        options = bot_options;
+        options.state.user.clear();
+        c = sim::Client::connect(options);
+        REQUIRE_FALSE(c);
+        CHECK(c.code() == sim::Errc::invalid_argument);
+
+        options = bot_options;
+        options.state.password = "not the bot's state password";
+        c = sim::Client::connect(options);
+        REQUIRE_FALSE(c);
+        CHECK(c.code() == sim::Errc::auth_failed);
+        CHECK(c.error().message().find(*path) != std::string::npos);
+
+        auto held = sim::Client::connect(bot_options);
+        REQUIRE(held);
+        c = sim::Client::connect(bot_options);
+        REQUIRE_FALSE(c);
+        CHECK(c.code() == sim::Errc::busy);
+        (*held)->close();
+
+        options = bot_options;
+        options.state.file = (dir.path / "a-file" / "state.db").string();
+        {
+            std::FILE* f = std::fopen((dir.path / "a-file").c_str(), "w");
+            REQUIRE(f != nullptr);
+            std::fclose(f);
+        }
+        c = sim::Client::connect(options);  // its directory is a file
+        REQUIRE_FALSE(c);
+        CHECK(c.error().message().find("a-file") != std::string::npos);
+    }
+}
+
 TEST_CASE("sim::Client::connect that fails after the connection is made (trust refused) closes it cleanly") {
     // The client's state must outlive its connection's last events: under AddressSanitizer this failed with a
     // use after free when the queue was destroyed before the connection.
@@ -597,6 +720,7 @@ TEST_CASE("sim::Client::connect that fails after the connection is made (trust r
     options.port = server.port();
     options.config.handshake.server_id = "refuse-test";
     options.config.handshake.trust = sim::TrustMode::ask;
+    options.state.in_memory = true;
     for (int i = 0; i < 20; ++i) {
         std::string asked;
         auto refused = sim::Client::connect(options, [&](const std::string& fingerprint) {

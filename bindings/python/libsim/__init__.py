@@ -11,7 +11,7 @@ cryptography release the GIL.
 
     import libsim
 
-    with libsim.Client("127.0.0.1", 7000) as client:
+    with libsim.Client("127.0.0.1", 7000, user="alice", state_password="alice's state password") as client:
         client.login("alice", "correct horse", "bob")
         client.wait_for(libsim.EventKind.KEY_ASSIGNED, "bob", timeout=30)
         client.send("bob", "hello")
@@ -19,8 +19,9 @@ cryptography release the GIL.
             if isinstance(event, libsim.MessageEvent):
                 print(f"{event.peer}: {event.text}")
 
-Conversations are end to end by default (``Client(..., state_file=..., state_password=...)`` keeps the identity
-key; ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle safety numbers and changed keys).
+Conversations are end to end by default. The identity key persists in an encrypted state file, by default one per
+user and server under ``$XDG_CONFIG_HOME/libsim/keys`` (``state_file=`` chooses another, ``in_memory_state=True``
+keeps none); ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle safety numbers and changed keys.
 """
 
 from . import errors  # first: registers the exception factory of the extension

@@ -1,6 +1,6 @@
 """The networked client for asyncio::
 
-    async with await libsim.aio.connect("127.0.0.1", port) as client:
+    async with await libsim.aio.connect("127.0.0.1", port, user="alice", state_password="...") as client:
         await client.login("alice", "password", "bob")
         await client.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=10)
         await client.send("bob", "hello")

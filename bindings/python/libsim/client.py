@@ -1,6 +1,6 @@
 """The networked client::
 
-    with Client("127.0.0.1", port) as client:
+    with Client("127.0.0.1", port, user="alice", state_password="...") as client:
         client.login("alice", "password", "bob")
         client.wait_for(EventKind.KEY_ASSIGNED, "bob", timeout=10)
         client.send("bob", "hello")
@@ -11,7 +11,9 @@
                 case ReceiptEvent(status=ReceiptStatus.DELIVERED):
                     print("delivered")
 
-End-to-end mode (the server's default) keeps the identity key, ratchets and pinned peers in an encrypted file::
+The identity key, ratchets, pinned peers and outbox persist in an encrypted file sealed under ``state_password``:
+by default one per user and server under ``$XDG_CONFIG_HOME/libsim/keys`` (``user=`` names it), or ``state_file``.
+``in_memory_state=True`` instead makes a new identity on every run, which peers see as a key change::
 
     with Client("127.0.0.1", port, state_file="alice.db", state_password="...") as client:
         client.login("alice", "password", "bob")

@@ -191,10 +191,13 @@ class Server:
             return "".join(self._lines)
 
     def connect(self, **options: Any) -> Client:
-        """A Client connected to this server (keyword options as for Client)."""
+        """A Client connected to this server (keyword options as for Client). Its end-to-end state is in memory
+        unless a ``state_password`` is given: the server's database is temporary, so are its users' identities."""
         if not self.running:
             raise ServerError("the server is not running" + self._output_tail())
         options.setdefault("connect_timeout", 10.0)
+        if "state_password" not in options:
+            options.setdefault("in_memory_state", True)
         return Client(self.host, self.port, **options)
 
     def __enter__(self) -> Server:

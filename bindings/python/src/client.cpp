@@ -231,7 +231,8 @@ public:
              const std::optional<SecretBlob>& static_private_key, double connect_timeout, double tick_interval,
              std::size_t max_queued_events, std::size_t max_frame_size, const py::object& state_file,
              std::optional<Text> state_password, bool require_end_to_end,
-             const std::optional<sim::SuitePolicy>& end_to_end_suites) {
+             const std::optional<sim::SuitePolicy>& end_to_end_suites, const std::optional<Text>& user,
+             bool in_memory_state) {
         sim::ClientOptions opts;
         opts.host = host.value;
         opts.port = port;
@@ -257,18 +258,35 @@ public:
         if (end_to_end_suites) {
             opts.config.end_to_end_suites = *end_to_end_suites;
         }
-        std::string state_path;
-        if (!state_file.is_none()) {
-            state_path = fs_path(state_file, "state_file");
-            if (state_path.empty()) {
-                throw py::value_error("state_file must not be empty");
-            }
+        // The end-to-end state persists by default (a file per user and server); in memory only when asked.
+        sim::ClientStateOptions state_options;
+        state_options.in_memory = in_memory_state;
+        if (user) {
+            state_options.user = user->value;
         }
-        if (state_path.empty() != !state_password.has_value()) {
+        const auto state_error = [&](const char* why) {
             if (state_password) {
                 sim::secure_zero(state_password->value.data(), state_password->value.size());
             }
-            throw py::value_error("state_file and state_password go together: give both or neither");
+            return py::value_error(why);
+        };
+        if (!state_file.is_none()) {
+            state_options.file = fs_path(state_file, "state_file");
+            if (state_options.file.empty()) {
+                throw state_error("state_file must not be empty");
+            }
+        }
+        if (in_memory_state && (state_password || !state_options.file.empty())) {
+            throw state_error("in_memory_state=True keeps no state file: give no state_file or state_password");
+        }
+        if (!in_memory_state && !state_password) {
+            throw state_error(
+                "state_password is needed: the end-to-end state (identity key, sessions, outbox) is kept in a file "
+                "sealed under it (state_file, or by default one per user and server, which needs user=...). "
+                "Pass in_memory_state=True for a throwaway identity that peers see as a new key on every run");
+        }
+        if (!in_memory_state && state_options.file.empty() && state_options.user.empty()) {
+            throw state_error("the default state file is named after the user: give user=... (or state_file)");
         }
         opts.connect_timeout = seconds_to_duration(connect_timeout, "connect_timeout");
         opts.tick_interval = seconds_to_duration(tick_interval, "tick_interval");
@@ -299,10 +317,17 @@ public:
                 return false;
             };
         }
-        if (!state_path.empty()) {
+        {
+            // Held here, not by the sim::Client, so that close() releases the file at once.
+            if (state_password) {
+                state_options.password = state_password->value;
+                sim::secure_zero(state_password->value.data(), state_password->value.size());
+            }
+            const std::string state_server_id =
+                server_id ? server_id->value : opts.host + ":" + std::to_string(opts.port);
             // Argon2id runs here (tens to hundreds of milliseconds): without the GIL.
-            auto state = nogil([&] { return sim::open_client_state(state_path, state_password->value); });
-            sim::secure_zero(state_password->value.data(), state_password->value.size());
+            auto state = nogil([&] { return sim::open_client_state(state_options, state_server_id); });
+            sim::secure_zero(state_options.password.data(), state_options.password.size());
             m_state = unwrap(std::move(state));
             opts.config.state = m_state.get();
         }
@@ -619,7 +644,7 @@ void register_client(py::module_& m) {
                       const Text&, const py::object&, const std::optional<sim::SuitePolicy>&,
                       const std::optional<sim::RotationPolicy>&, const std::optional<SecretBlob>&, double, double,
                       std::size_t, std::size_t, const py::object&, std::optional<Text>, bool,
-                      const std::optional<sim::SuitePolicy>&>(),
+                      const std::optional<sim::SuitePolicy>&, const std::optional<Text>&, bool>(),
              py::arg("host"), py::arg("port"), py::kw_only(), py::arg("server_id") = py::none(),
              py::arg("trust") = sim::TrustMode::tofu, py::arg("ask_trust") = py::none(),
              py::arg("expected_fingerprint") = Text{}, py::arg("known_servers_file") = py::none(),
@@ -628,13 +653,17 @@ void register_client(py::module_& m) {
              py::arg("tick_interval") = 5.0, py::arg("max_queued_events") = 10000,
              py::arg("max_frame_size") = sim::default_max_frame_size, py::arg("state_file") = py::none(),
              py::arg("state_password") = py::none(), py::arg("require_end_to_end") = false,
-             py::arg("end_to_end_suites") = py::none(),
+             py::arg("end_to_end_suites") = py::none(), py::arg("user") = py::none(),
+             py::arg("in_memory_state") = false,
              "Connect to host:port. `server_id` names the pinned key (default 'host:port'); `rotation` is the "
-             "conversation key RotationPolicy; `suites` the channel SuitePolicy. `state_file` (str or os.PathLike) "
-             "is the encrypted end-to-end state (identity key, ratchets, pinned peers, outbox), opened or created "
-             "with `state_password` and held until close(); without it every run is a new identity, which peers "
-             "see as a key change. `require_end_to_end` refuses server-assigned conversations; "
-             "`end_to_end_suites` is the SuitePolicy of end-to-end conversations. Raises NetworkError, "
+             "conversation key RotationPolicy; `suites` the channel SuitePolicy. The end-to-end state (identity "
+             "key, ratchets, pinned peers, outbox) persists in an encrypted file, opened or created with "
+             "`state_password` and held until close(): `state_file` (str or os.PathLike), by default "
+             "$XDG_CONFIG_HOME/libsim/keys/<server_id>-<user>.db (~/.config when XDG_CONFIG_HOME is unset), which "
+             "needs `user`. `in_memory_state=True` keeps it in memory instead: every run is then a new identity, "
+             "which peers see as a key change. `require_end_to_end` refuses server-assigned conversations; "
+             "`end_to_end_suites` is the SuitePolicy of end-to-end conversations. Raises ValueError (no "
+             "state_password and not in_memory_state; no user for the default file), NetworkError, "
              "TimeoutError, HandshakeError (e.g. SERVER_KEY_MISMATCH), and for the state file CryptoError "
              "AUTH_FAILED (wrong password), RoutingError BUSY (in use), StorageError.")
         .def("login", &PyClient::login, py::arg("user"), py::arg("password"), py::arg("destination") = Text{},

@@ -29,7 +29,8 @@ def connect_from(server: libsim.Server, source: str, exits: ExitStack) -> libsim
     """A Client of `server` whose connection comes from `source`."""
     relay = Relay(server.port, source=source)
     exits.callback(relay.close)
-    client = libsim.Client("127.0.0.1", relay.port, server_id=server.address, connect_timeout=TIMEOUT)
+    client = libsim.Client("127.0.0.1", relay.port, server_id=server.address, connect_timeout=TIMEOUT,
+                           in_memory_state=True)
     exits.callback(client.close)
     return client
 

@@ -37,6 +37,7 @@ def os_threads() -> int:
 
 
 async def connect(server: libsim.Server, **options: Any) -> AsyncClient:
+    options.setdefault("in_memory_state", "state_password" not in options)
     return await libsim.aio.connect(server.host, server.port, connect_timeout=TIMEOUT, **options)
 
 

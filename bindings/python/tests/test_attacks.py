@@ -143,7 +143,7 @@ def test_attack_3_server_with_another_key(sim_server_factory: Callable[..., libs
 def test_attack_3_replayed_record(sim_server: libsim.Server) -> None:
     relay = Relay(sim_server.port)
     try:
-        alice = libsim.Client("127.0.0.1", relay.port, server_id=sim_server.address)
+        alice = libsim.Client("127.0.0.1", relay.port, server_id=sim_server.address, in_memory_state=True)
         alice.login("alice", "alice's password")
         alice.probe("bob")
         alice.wait_for(EventKind.WAITING, "bob", timeout=TIMEOUT)

@@ -10,10 +10,11 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import TIMEOUT, drain, login_pair
+from conftest import TIMEOUT, drain, login_pair, publish_prekeys
 
 import libsim
 from libsim import ConversationMode, Errc, EventKind
@@ -261,12 +262,72 @@ def test_connect_errors() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(libsim.NetworkError) as info:
-        libsim.Client("127.0.0.1", port, connect_timeout=5)
+        libsim.Client("127.0.0.1", port, connect_timeout=5, in_memory_state=True)
     assert isinstance(info.value, OSError)
     with pytest.raises(TypeError):
-        libsim.Client("127.0.0.1", 70000)
+        libsim.Client("127.0.0.1", 70000, in_memory_state=True)
     with pytest.raises(ValueError):
-        libsim.Client("127.0.0.1", port, connect_timeout=-1)
+        libsim.Client("127.0.0.1", port, connect_timeout=-1, in_memory_state=True)
+
+
+def test_state_persists_by_default(sim_server: libsim.Server, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14 finding 6: a bot's second run is the same identity to its peers (a state file by default)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+
+    def bot_identity_seen_by_a_new_peer(**state: object) -> bytes:
+        with libsim.Client("127.0.0.1", sim_server.port, **state) as bot:  # type: ignore[arg-type]
+            bot.login("bot", "bot's password")
+            publish_prekeys(bot)
+            with sim_server.connect() as peer:  # in memory: a new peer every time
+                peer.login("peer", "peer's password", "bot")
+                peer.wait_for(EventKind.KEY_ASSIGNED, "bot", timeout=TIMEOUT)
+                return peer.peer_identity("bot").identity_key
+
+    first = bot_identity_seen_by_a_new_peer(user="bot", state_password="bot's state password")
+    default_file = tmp_path / "libsim" / "keys" / f"127.0.0.1_{sim_server.port}-bot.db"
+    assert default_file.is_file()
+    assert bot_identity_seen_by_a_new_peer(user="bot", state_password="bot's state password") == first
+    assert bot_identity_seen_by_a_new_peer(in_memory_state=True) != first  # only when asked
+    assert bot_identity_seen_by_a_new_peer(state_file=default_file, state_password="bot's state password") == first
+
+
+def test_state_options_errors(sim_server: libsim.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    port = sim_server.port
+    with pytest.raises(ValueError, match="in_memory_state=True"):
+        libsim.Client("127.0.0.1", port, user="bot")  # no password: no silent in-memory identity
+    with pytest.raises(ValueError, match="user="):
+        libsim.Client("127.0.0.1", port, state_password="pw")  # the default file needs the user's name
+    with pytest.raises(ValueError):
+        libsim.Client("127.0.0.1", port, in_memory_state=True, state_password="pw")
+    libsim.Client("127.0.0.1", port, user="bot", state_password="pw").close()
+    with pytest.raises(libsim.CryptoError) as wrong:
+        libsim.Client("127.0.0.1", port, user="bot", state_password="not pw")
+    assert wrong.value.code == Errc.AUTH_FAILED
+    assert "bot.db" in str(wrong.value)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(libsim.Error) as unusable:
+        libsim.Client("127.0.0.1", port, state_file=tmp_path / "file" / "bot.db", state_password="pw")
+    assert "file" in str(unusable.value)
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_closed_becomes_true_when_the_server_goes_away(how: str) -> None:
+    """Issue 14 finding 7, without reading any event: `closed` follows the connection itself."""
+    with libsim.Server() as server:  # not the fixture: that one fails a test whose simd did not exit cleanly
+        client = server.connect()
+        client.login("alice", "alice's password")
+        assert not client.closed
+        if how == "stop":
+            assert server.stop() == 0
+        else:
+            server._kill()  # SIGKILL: no goodbye from the server
+        deadline = time.monotonic() + TIMEOUT
+        while not client.closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.closed
+        client.close()
 
 
 def test_bad_client_options(sim_server: libsim.Server) -> None:

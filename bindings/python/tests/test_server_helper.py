@@ -67,7 +67,7 @@ def test_connecting_to_a_stopped_server(sim_server_factory) -> None:  # type: ig
     with pytest.raises(libsim.ServerError):
         server.connect()
     with pytest.raises(libsim.NetworkError):
-        libsim.Client("127.0.0.1", port, connect_timeout=5)
+        libsim.Client("127.0.0.1", port, connect_timeout=5, in_memory_state=True)
 
 
 def test_conversation_mode_reaches_simd(sim_server_factory) -> None:  # type: ignore[no-untyped-def]

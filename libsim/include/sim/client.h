@@ -267,8 +267,9 @@ struct ClientConfig {
     /// Rotation of conversation keys (the seed: every 30 s).
     RotationPolicy conversation_rotation{};
     std::size_t max_frame_size = default_max_frame_size;
-    /// The local state (identity, prekeys, ratchets, pinned peers, outbox; sim/client_state.h). Null: an in-memory
-    /// state, so every run is a new identity that peers see as a key change. Must outlive the core.
+    /// The local state (identity, prekeys, ratchets, pinned peers, outbox; sim/client_state.h). Must outlive the
+    /// core. Null here: an in-memory state, so every run is a new identity that peers see as a key change. (The
+    /// networked sim::Client fills it from ClientOptions::state, whose default is a file that persists.)
     ClientState* state = nullptr;
     /// Refuse server-assigned conversations (KEYGEN mode 1) instead of labelling them readable by the server.
     bool require_end_to_end = false;
@@ -391,6 +392,42 @@ namespace net {
 class IoPool;
 }
 
+/// Where a networked client keeps its end-to-end state (identity key, prekeys, ratchets, pinned peers, outbox,
+/// inbox). The default is an encrypted file (open_client_state) per user and server that outlives the process, so
+/// that the next run is the same identity to peers; a state in memory only when `in_memory` asks for it.
+struct ClientStateOptions {
+    /// The user whose state it is: it names the default file. Needed unless `file` is given or `in_memory`.
+    std::string user;
+    /// The password the file is sealed under (Argon2id). Needed unless `in_memory`. Not the login password
+    /// necessarily: a mistyped login password then cannot seal a new state.
+    std::string password;
+    /// The state file. Empty: default_client_state_path(server_id, user), its directory created with mode 0700.
+    std::string file;
+    /// Keep the state in memory only: every run is a new identity, which peers see as a key change (tests,
+    /// throwaway clients).
+    bool in_memory = false;
+};
+
+/// The directory of the default client state files: "$XDG_CONFIG_HOME/libsim/keys" (when that is an absolute
+/// path), else "$HOME/.config/libsim/keys" -- the `sim` tool's default --keys-dir. Errc::invalid_argument when
+/// neither variable is set.
+Result<std::string> default_client_state_dir();
+
+/// The name of `user`'s state file at `server_id` ("host:port"): "<server_id>-<user>.db", with ':', '/', '[' and
+/// ']' replaced by '_' (the `sim` tool names its files the same way).
+std::string client_state_file_name(std::string_view server_id, std::string_view user);
+
+/// default_client_state_dir() + "/" + client_state_file_name(server_id, user). Errc::invalid_argument for an empty
+/// user, or as default_client_state_dir().
+Result<std::string> default_client_state_path(std::string_view server_id, std::string_view user);
+
+/// Open the state `options` asks for, as Client::connect does when ClientConfig::state is null (for bindings and
+/// applications that hold the state themselves): a memory state when `in_memory`, else the file (`file`, whose
+/// directory must exist, or the default path of `user` at `server_id`, its directory made with mode 0700). Errc::invalid_argument for an empty
+/// password, or neither user nor file; open_client_state's errors with the path in the message; io_error when the
+/// directory cannot be made.
+Result<std::unique_ptr<ClientState>> open_client_state(const ClientStateOptions& options, std::string_view server_id);
+
 /// Options of a networked client.
 struct ClientOptions {
     std::string host = "127.0.0.1";
@@ -407,14 +444,20 @@ struct ClientOptions {
     std::size_t max_queued_events = 10000;
     /// I/O threads (sim/net.h) shared with other clients; null = the connection gets a thread of its own.
     std::shared_ptr<net::IoPool> io_pool;
+    /// The end-to-end state when `config.state` is null (when it is set, that state is used and this is ignored):
+    /// by default a file per user and server, opened by connect() and held until the client is destroyed.
+    ClientStateOptions state;
 };
 
 /// A client on a TCP connection: the few-lines API for applications.
 class Client {
 public:
     /// Connect and complete the handshake (pinning the server key per the trust mode; TrustMode::ask is answered
-    /// by `ask_trust`, which gets the fingerprint). The ChannelReadyEvent stays queued for receive(). Errors:
-    /// io_error, timeout, server_key_mismatch, server_key_unknown, handshake_failed, no_common_suite...
+    /// by `ask_trust`, which gets the fingerprint). The ChannelReadyEvent stays queued for receive(). The state
+    /// file (ClientOptions::state) is opened first: invalid_argument when it has no password, or neither a user
+    /// nor a file and not in_memory; open_client_state's errors (auth_failed: wrong password, busy: in use by
+    /// another client, corrupt_database...) with the path in the message; io_error when its directory cannot be
+    /// made. Then io_error, timeout, server_key_mismatch, server_key_unknown, handshake_failed, no_common_suite...
     static Result<std::unique_ptr<Client>> connect(const ClientOptions& options,
                                                    std::function<bool(const std::string&)> ask_trust = {});
     ~Client();

@@ -1,9 +1,12 @@
 // The networked client: ClientCore on a TcpClient, with a bounded event queue and a probe/keepalive ticker.
 #include <sim/client.h>
+#include <sim/client_state.h>
 #include <sim/net.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -13,6 +16,7 @@ namespace sim {
 struct Client::Impl {
     std::unique_ptr<KnownServers> known;
     std::unique_ptr<Rng> rng = make_system_rng();
+    std::unique_ptr<ClientState> state;  // the one ClientOptions::state asked for; before `core`, which uses it
     std::shared_ptr<ClientCore> core;
     std::unique_ptr<net::TcpClient> tcp;
     std::size_t max_events = 10000;
@@ -135,6 +139,83 @@ struct Client::Impl {
     }
 };
 
+Result<std::string> default_client_state_dir() {
+    if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg == '/') {
+        return std::string(xdg) + "/libsim/keys";
+    }
+    if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+        return std::string(home) + "/.config/libsim/keys";
+    }
+    return Error{Errc::invalid_argument,
+                 "no default directory for the client state: neither XDG_CONFIG_HOME nor HOME is set (give "
+                 "ClientOptions::state.file)"};
+}
+
+std::string client_state_file_name(std::string_view server_id, std::string_view user) {
+    std::string name = std::string(server_id) + "-" + std::string(user) + ".db";
+    for (char& c : name) {
+        if (c == ':' || c == '/' || c == '[' || c == ']') {
+            c = '_';
+        }
+    }
+    return name;
+}
+
+Result<std::string> default_client_state_path(std::string_view server_id, std::string_view user) {
+    if (user.empty()) {
+        return Error{Errc::invalid_argument,
+                     "the client state needs ClientOptions::state.user (it names the default file) or state.file"};
+    }
+    SIM_TRY(auto dir, default_client_state_dir());
+    return dir + "/" + client_state_file_name(server_id, user);
+}
+
+namespace {
+
+/// Create `dir` and its missing parents; the state's own directory with mode 0700 (an existing one is left as is).
+Status make_state_dir(const std::string& dir) {
+    std::error_code ec;
+    if (std::filesystem::create_directories(dir, ec)) {
+        std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+    }
+    if (ec) {
+        return Error{Errc::io_error, "cannot create the client state directory '" + dir + "': " + ec.message()};
+    }
+    return ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ClientState>> open_client_state(const ClientStateOptions& o, std::string_view server_id) {
+    if (o.in_memory) {
+        return make_memory_client_state();
+    }
+    if (o.password.empty()) {
+        return Error{Errc::invalid_argument,
+                     "ClientOptions::state.password is empty: the client state file (identity key, sessions, "
+                     "outbox) is sealed under it. Set state.in_memory for a throwaway identity that peers see as "
+                     "a new key on every run"};
+    }
+    std::string path = o.file;
+    if (path.empty()) {
+        SIM_TRY(path, default_client_state_path(server_id, o.user));
+        // Only the default's directory is made: a file named by the application is where it said, or an error.
+        SIM_TRY_STATUS(make_state_dir(path.substr(0, path.rfind('/'))));
+    }
+    auto state = open_client_state(path, o.password);
+    if (!state) {
+        const auto& e = state.error();
+        if (e.code == Errc::auth_failed) {
+            return Error{e.code, "wrong password for the client state file '" + path + "'"};
+        }
+        if (e.code == Errc::busy) {
+            return Error{e.code, "the client state file '" + path + "' is in use by another client"};
+        }
+        return Error{e.code, "client state file '" + path + "': " + e.message()};
+    }
+    return std::move(*state);
+}
+
 Client::Client(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
 Client::~Client() {
@@ -157,6 +238,10 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options,
     }
     if (config.handshake.trust == TrustMode::ask && !ask_trust) {
         return Error{Errc::invalid_argument, "TrustMode::ask needs an ask_trust callback"};
+    }
+    if (config.state == nullptr) {
+        SIM_TRY(impl->state, open_client_state(options.state, config.handshake.server_id));
+        config.state = impl->state.get();
     }
     auto* raw = impl.get();
     SIM_TRY(impl->core, ClientCore::create(std::move(config), *impl->known, *impl->rng, steady_clock(),
