@@ -86,6 +86,14 @@ struct ServerConfig {
     std::uint16_t send_window = 256;
     /// Frames a connection may send while its login is being checked; more is a protocol error.
     std::size_t max_frames_during_login = 16;
+    /// Several server nodes on one database (docs/operations.md, "Several nodes"): the NATS servers that carry
+    /// presence, frames and wake-ups between the nodes, comma-separated ("nats://10.0.0.1:4222,nats://10.0.0.2:4222").
+    /// Empty (the default): this core is the only node, and nothing leaves the process. ServerCore::create fails
+    /// with Errc::io_error when no NATS server answers, Errc::not_implemented when libsim was built without libnats.
+    /// Every node must use the same database (not SQLite or memory: the caller checks), key and master key.
+    std::string broker;
+    /// This node's name among the nodes (required with `broker`; logs and announcements).
+    std::string node_id;
     /// Wall clock for token expiry (injected in tests).
     std::function<store::WallTime()> wall_clock;
     /// Where log lines go (none by default).
@@ -131,6 +139,16 @@ struct ServerStats {
     /// From a message's acceptance for the offline store (queued for the group commit) to the commit of the
     /// transaction that holds it (messages committed; a failed transaction is not counted).
     HistogramSnapshot store_commit_latency;
+    /// Several nodes (ServerConfig::broker; all zero for one node): wake-ups sent to the node holding a recipient
+    /// device after a commit here, those answered, those no node answered (nobody holds the device), those with
+    /// no answer within the timeout (or not sent), and wake-ups received for devices attached here.
+    std::uint64_t broker_wakes = 0;
+    std::uint64_t broker_wakes_answered = 0;
+    std::uint64_t broker_no_responders = 0;
+    std::uint64_t broker_timeouts = 0;
+    std::uint64_t broker_woken = 0;
+    /// From a wake-up's request to the holding node's answer (the broker's round trip).
+    HistogramSnapshot broker_round_trip;
 };
 
 class ServerCore {
