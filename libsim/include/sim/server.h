@@ -110,6 +110,16 @@ struct HistogramSnapshot {
     std::uint64_t count = 0;            ///< the number of observations (the sum of `counts`)
 };
 
+/// Counters of the traffic between server nodes (ServerConfig::broker; all zero for one node). They only grow.
+struct BrokerStats {
+    std::uint64_t wakes = 0;           ///< wake-ups sent to the node holding a recipient device after a commit here
+    std::uint64_t wakes_answered = 0;  ///< ... that the holding node answered
+    std::uint64_t no_responders = 0;   ///< ... that no node answered at once: nobody holds the device
+    std::uint64_t timeouts = 0;        ///< ... with no answer within the timeout, or not sent
+    std::uint64_t woken = 0;           ///< wake-ups received from other nodes for devices attached here
+    HistogramSnapshot round_trip;      ///< from a wake-up's request to the holding node's answer (answered ones)
+};
+
 /// Counters for monitoring and benchmarks. Gauges are values now; the other counts only grow while the core lives.
 struct ServerStats {
     std::size_t connections = 0;                  ///< client connections open (the sum of the next three)
@@ -139,16 +149,8 @@ struct ServerStats {
     /// From a message's acceptance for the offline store (queued for the group commit) to the commit of the
     /// transaction that holds it (messages committed; a failed transaction is not counted).
     HistogramSnapshot store_commit_latency;
-    /// Several nodes (ServerConfig::broker; all zero for one node): wake-ups sent to the node holding a recipient
-    /// device after a commit here, those answered, those no node answered (nobody holds the device), those with
-    /// no answer within the timeout (or not sent), and wake-ups received for devices attached here.
-    std::uint64_t broker_wakes = 0;
-    std::uint64_t broker_wakes_answered = 0;
-    std::uint64_t broker_no_responders = 0;
-    std::uint64_t broker_timeouts = 0;
-    std::uint64_t broker_woken = 0;
-    /// From a wake-up's request to the holding node's answer (the broker's round trip).
-    HistogramSnapshot broker_round_trip;
+    /// Traffic between nodes (ServerConfig::broker; all zero for one node).
+    BrokerStats broker;
 };
 
 class ServerCore {

@@ -27,15 +27,8 @@ struct MailboxId {
     friend auto operator<=>(const MailboxId&, const MailboxId&) = default;
 };
 
-/// Counters of the traffic between nodes (all zero for the in-process bus).
-struct BusStats {
-    std::uint64_t wakes = 0;           ///< wake-ups sent to other nodes (requests)
-    std::uint64_t wakes_answered = 0;  ///< ... that the holding node answered
-    std::uint64_t no_responders = 0;   ///< ... that no node answered at once: nobody holds the device
-    std::uint64_t timeouts = 0;        ///< ... with no answer at all within the timeout
-    std::uint64_t woken = 0;           ///< wake-ups received from other nodes for devices attached here
-    HistogramSnapshot round_trip;      ///< from a wake-up's request to its answer (answered ones)
-};
+/// Counters of the traffic between nodes (sim/server.h; all zero for the in-process bus).
+using BusStats = BrokerStats;
 
 /// A logged-in connection as the core sees it.
 class Peer {

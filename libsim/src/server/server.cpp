@@ -1158,13 +1158,7 @@ ServerStats ServerCore::stats() const {
     s.handshake_latency = m_impl->handshake_latency.snapshot();
     s.login_latency = m_impl->login_latency.snapshot();
     s.store_commit_latency = m_impl->commit->commit_latency();
-    const auto bus = m_impl->bus->stats();
-    s.broker_wakes = bus.wakes;
-    s.broker_wakes_answered = bus.wakes_answered;
-    s.broker_no_responders = bus.no_responders;
-    s.broker_timeouts = bus.timeouts;
-    s.broker_woken = bus.woken;
-    s.broker_round_trip = bus.round_trip;
+    s.broker = m_impl->bus->stats();
     return s;
 }
 
