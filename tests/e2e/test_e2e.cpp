@@ -1872,6 +1872,44 @@ void cluster_case(sim::ConversationMode mode, bool kill) {
 
 }  // namespace
 
+TEST_CASE("several nodes: a node that reaches no NATS server does not start (exit status 1)") {
+    const std::string db_url = server_url("postgresql");
+    if (nats_url().empty() || db_url.empty()) {
+        MESSAGE("skipped: no NATS and PostgreSQL servers in this run; the e2e-cluster test runs this case");
+        return;
+    }
+    empty_postgres_database(db_url);
+    TempDir dir;
+    // A port nothing listens on (the discard port of loopback).
+    const std::vector<std::string> args = {std::getenv("SIM_SIMD"), "--listen", "127.0.0.1:0", "--data-dir",
+                                           dir.path + "/data", "--db", db_url, "--broker", "nats://127.0.0.1:9",
+                                           "--node-id", "lonely", "--log-level", "error"};
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        std::vector<char*> argv;
+        for (const auto& a : args) {
+            argv.push_back(const_cast<char*>(a.c_str()));
+        }
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() - t0 > 20s) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            FAIL("simd with an unreachable --broker kept running");
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+}
+
 TEST_CASE("several nodes, end to end: messages cross nodes; kill -9 of bob's node, bob drains on another") {
     cluster_case(sim::ConversationMode::end_to_end, true);
 }
