@@ -50,6 +50,12 @@ constexpr OptionSpec simd_options[] = {
      "mariadb://USER:PASS@HOST:PORT/DB when built with MariaDB, or "
      "postgresql://USER:PASS@HOST:PORT/DB when built with libpq",
      "sqlite:DIR/simd.db"},
+    {"broker", 0, "URLS",
+     "run as one node of several: the NATS servers that connect the nodes, comma-separated "
+     "(nats://HOST:PORT,...); needs --node-id and a MariaDB or PostgreSQL --db that every node shares, and the "
+     "same --key and --master-key-file on every node",
+     "off: one node"},
+    {"node-id", 0, "NAME", "this node's name among the nodes, unique (with --broker; logs and announcements)", ""},
     {"key", 0, "FILE", "server static X25519 private key: 32 raw bytes, mode 0600, created on first start",
      "DIR/server.key"},
     {"master-key-file", 0, "FILE",
@@ -146,6 +152,8 @@ struct Settings {
     std::string data_dir = "./simd-data";
     std::string db_url;
     bool default_db = true;
+    std::string broker;   // NATS servers, comma-separated; empty: one node
+    std::string node_id;  // with broker
     std::string key_file;
     std::string master_key_file;
     sim::auth::RegistrationPolicy registration = sim::auth::RegistrationPolicy::open;
@@ -211,6 +219,28 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     } else if (!s.db_url.starts_with("sqlite:") && s.db_url != "memory:") {
         return bad("--db: expected sqlite:PATH, memory:, mariadb://USER:PASS@HOST:PORT/DB or "
                    "postgresql://USER:PASS@HOST:PORT/DB");
+    }
+    if (a.has("broker") && a.get("broker") != "off") {
+        for (const auto& url : sim::tools::split_list(a.get("broker"))) {
+            if (!url.starts_with("nats://") || url.size() == 7) {
+                return bad("--broker: expected nats://HOST:PORT, comma-separated, got '" + url + "'");
+            }
+            s.broker += (s.broker.empty() ? "" : ",") + url;
+        }
+        if (s.broker.empty()) {
+            return bad("--broker: no NATS server given");
+        }
+        s.node_id = a.get("node-id");
+        if (s.node_id.empty() || s.node_id.size() > 255) {
+            return bad("--broker needs --node-id NAME (1 to 255 bytes), unique among the nodes");
+        }
+        if (s.db_url.starts_with("sqlite:") || s.db_url == "memory:") {
+            return bad("--broker: several nodes need one database they all share, MariaDB or PostgreSQL "
+                       "(--db mariadb://... or postgresql://...); " +
+                       std::string(s.db_url == "memory:" ? "memory:" : "SQLite") + " is one node's own");
+        }
+    } else if (a.has("node-id")) {
+        return bad("--node-id is for several nodes: give --broker too");
     }
     const std::string reg = a.get("registration", "open");
     if (reg == "open") {
@@ -621,6 +651,8 @@ int run_server(const Settings& s) {
         config.store_free_space = [db_dir] { return sim::tools::free_bytes(db_dir); };
     }
     config.log = [&logger](sim::LogLevel level, std::string_view message) { logger.log(level, message); };
+    config.broker = s.broker;
+    config.node_id = s.node_id;
     TransportWorkers workers;
     // Durable acknowledgements must not wait behind password hashing (whose workers run at a low priority).
     sim::net::WorkerPool commits(1, 1U << 16U);
@@ -696,6 +728,7 @@ int run_server(const Settings& s) {
                 {"fingerprint", fingerprint},
                 {"version", SIM_VERSION},
                 {"db", std::string(accounts->backend->kind())},
+                {"node", s.broker.empty() ? std::string("single") : s.node_id},
                 {"registration", s.registration == sim::auth::RegistrationPolicy::open     ? "open"
                                  : s.registration == sim::auth::RegistrationPolicy::closed ? "closed"
                                                                                            : "explicit"},

@@ -1683,3 +1683,250 @@ TEST_CASE("set_event_notifier: called for queued events (the closed one too), ne
     }
     CHECK(last);  // and it can be taken without waiting
 }
+
+// ---------------------------------------------------------------- several nodes (issue 16)
+
+namespace {
+
+/// The NATS server of the cluster cases: the `e2e-cluster` meson test (tests/e2e/run-cluster.sh) starts a throwaway
+/// one and a throwaway database server; empty in the other runs.
+std::string nats_url() {
+    const char* url = std::getenv("SIM_TEST_NATS_URL");
+    return url == nullptr ? std::string() : std::string(url);
+}
+
+/// Several simd nodes on one database and one NATS server, sharing their server key and master key (clients pin
+/// one fingerprint; every node opens the stored conversation keys).
+struct Cluster {
+    TempDir keys;
+    std::vector<std::string> common;
+    std::vector<std::unique_ptr<Simd>> nodes;
+
+    Cluster(const std::string& db_url, const std::string& nats, sim::ConversationMode mode, int count) {
+        common = {"--db",
+                  db_url,
+                  "--broker",
+                  nats,
+                  "--key",
+                  keys.path + "/server.key",
+                  "--master-key-file",
+                  keys.path + "/master.key",
+                  "--messages-per-second",
+                  "100000",
+                  "--message-burst",
+                  "100000",
+                  "--conversation-mode",
+                  mode == sim::ConversationMode::end_to_end ? "e2e" : "server-assigned"};
+        if (const char* level = std::getenv("SIM_E2E_CLUSTER_LOG"); level != nullptr) {
+            common.insert(common.end(), {"--log-level", level});  // the nodes' logs, to debug a failure
+        }
+        for (int i = 0; i < count; ++i) {
+            // One after the other: the first creates the key files the others read.
+            auto flags = common;
+            flags.insert(flags.end(), {"--node-id", std::string(1, static_cast<char>('a' + i))});
+            nodes.push_back(std::make_unique<Simd>(flags));
+        }
+    }
+    Simd& node(int i) { return *nodes[static_cast<std::size_t>(i)]; }
+};
+
+/// What one receiver has shown of one sender: the ids in the order shown, and the texts.
+struct Shown {
+    std::vector<sim::MessageId> ids;
+    std::vector<std::string> texts;
+    bool closed = false;
+};
+
+/// Take `c`'s events for `wait` or until `want` messages from `peer` are shown in all (or the connection closes);
+/// acknowledgements go out as the client takes them.
+void collect(sim::Client& c, const std::string& peer, Shown& shown, std::size_t want, sim::Duration wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (shown.ids.size() < want && std::chrono::steady_clock::now() < deadline) {
+        auto e = c.receive(50ms);
+        if (!e) {
+            if (e.code() == sim::Errc::closed) {
+                shown.closed = true;
+                return;
+            }
+            continue;
+        }
+        if (const auto* m = std::get_if<sim::MessageEvent>(&*e); m != nullptr && m->peer == peer) {
+            shown.ids.push_back(m->message_id);
+            shown.texts.push_back(m->text);
+        } else if (std::getenv("SIM_E2E_CLUSTER_LOG") != nullptr) {
+            std::cerr << "event: " << sim::client_event_name(static_cast<sim::ClientEventKind>(e->index())) << "\n";
+            if (const auto* err = std::get_if<sim::ErrorEvent>(&*e)) {
+                std::cerr << "  error: " << err->error.message() << "\n";
+            }
+        }
+    }
+}
+
+/// Every text in `sent` shown exactly once, in the order sent (`what` names the phase in a failure).
+void check_once_in_order(const std::vector<std::string>& sent, const Shown& shown, const std::string& what) {
+    INFO(what);
+    CHECK(std::set<sim::MessageId>(shown.ids.begin(), shown.ids.end()).size() == shown.ids.size());  // 0 twice
+    CHECK(shown.texts.size() == sent.size());  // 0 lost
+    CHECK(shown.texts == sent);                // in order
+}
+
+/// Alice on node A, bob on node B: messages cross the nodes both ways (e2e) or from alice (server-assigned: the
+/// conversation lives on the node that keyed it); then, with `kill`, B is killed with SIGKILL during a stream to
+/// bob, bob logs in on node C and drains everything once, in order.
+void cluster_case(sim::ConversationMode mode, bool kill) {
+    const bool e2e = mode == sim::ConversationMode::end_to_end;
+    const std::string nats = nats_url();
+    const std::string db_url = server_url("postgresql");
+    if (nats.empty() || db_url.empty()) {
+        MESSAGE("skipped: no NATS and PostgreSQL servers in this run (SIM_TEST_NATS_URL / SIM_TEST_DB_URL unset); "
+                "the e2e-cluster test runs this case against throwaway ones");
+        return;
+    }
+    empty_postgres_database(db_url);
+    const auto t0 = std::chrono::steady_clock::now();
+    Cluster cluster(db_url, nats, mode, 3);
+    auto alice_state = sim::make_memory_client_state();
+    auto bob_state = sim::make_memory_client_state();
+    auto bob = connect_with(cluster.node(1).port(), *bob_state);
+    // Server-assigned: only alice names her peer, so that one node (hers) keys the conversation; the router keeps
+    // it in that node's memory (docs/operations.md, "Several nodes").
+    REQUIRE(bob->login("bob", "bob password 1"));
+    auto alice = connect_with(cluster.node(0).port(), *alice_state);
+    REQUIRE(alice->login("alice", "alice password 1", e2e ? "" : "bob"));
+    if (e2e) {
+        open_e2e(*alice, "bob");
+    } else {
+        REQUIRE(alice->wait_for<sim::KeyAssignedEvent>("bob", 10s));
+    }
+
+    // 1. Across nodes: alice (A) -> bob (B), and bob -> alice end to end.
+    constexpr int first = 200;
+    std::vector<std::string> sent;
+    for (int i = 0; i < first; ++i) {
+        sent.push_back("to bob " + std::to_string(i));
+        REQUIRE(alice->send("bob", sent.back()));
+    }
+    Shown at_bob;
+    collect(*bob, "alice", at_bob, sent.size(), 20s);
+    check_once_in_order(sent, at_bob, "alice on A to bob on B");
+    if (e2e) {
+        std::vector<std::string> back;
+        for (int i = 0; i < 50; ++i) {
+            back.push_back("to alice " + std::to_string(i));
+            REQUIRE(bob->send("alice", back.back()));
+        }
+        Shown at_alice;
+        collect(*alice, "bob", at_alice, back.size(), 20s);
+        check_once_in_order(back, at_alice, "bob on B to alice on A");
+    }
+
+    if (!kill) {
+        CHECK(cluster.node(1).stop() == 0);
+        return;
+    }
+    // 2. kill -9 of bob's node during a stream to him; bob logs in on C and drains.
+    constexpr int stream = 400;
+    std::vector<std::string> streamed;
+    for (int i = 0; i < stream; ++i) {
+        streamed.push_back("stream " + std::to_string(i));
+    }
+    std::atomic<int> handed{0};
+    std::thread sender([&] {
+        for (const auto& text : streamed) {
+            if (!alice->send("bob", text)) {
+                break;
+            }
+            ++handed;
+            std::this_thread::sleep_for(1ms);  // a stream, not one burst: the kill lands in its middle
+        }
+    });
+    struct Join {
+        std::thread& t;
+        ~Join() {
+            if (t.joinable()) {
+                t.join();
+            }
+        }
+    } join{sender};
+    Shown streamed_at_bob;
+    collect(*bob, "alice", streamed_at_bob, stream / 4, 20s);
+    REQUIRE(streamed_at_bob.ids.size() >= static_cast<std::size_t>(stream / 4));
+    const auto t_kill = std::chrono::steady_clock::now();
+    cluster.node(1).kill9();
+    collect(*bob, "alice", streamed_at_bob, stream, 5s);  // what was queued in bob's socket before the kill
+    CHECK(streamed_at_bob.closed);
+    bob = connect_with(cluster.node(2).port(), *bob_state);
+    REQUIRE(bob->login("bob", "bob password 1"));
+    const auto reconnected_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t_kill).count();
+    collect(*bob, "alice", streamed_at_bob, stream, 15s);
+    sender.join();
+    CHECK(handed.load() == stream);
+    check_once_in_order(streamed, streamed_at_bob, "the stream across a kill -9 of bob's node");
+    const auto total_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE("cluster (" << std::string(e2e ? "end to end" : "server-assigned") << "): " << streamed_at_bob.ids.size()
+                        << " of the stream shown, bob on node C " << reconnected_ms << " ms after the kill, case "
+                        << total_ms << " ms");
+    CHECK(cluster.node(0).stop() == 0);
+    CHECK(cluster.node(2).stop() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("several nodes: a node that reaches no NATS server does not start (exit status 1)") {
+    const std::string db_url = server_url("postgresql");
+    if (nats_url().empty() || db_url.empty()) {
+        MESSAGE("skipped: no NATS and PostgreSQL servers in this run; the e2e-cluster test runs this case");
+        return;
+    }
+    empty_postgres_database(db_url);
+    TempDir dir;
+    // A port nothing listens on (the discard port of loopback).
+    const std::vector<std::string> args = {std::getenv("SIM_SIMD"), "--listen", "127.0.0.1:0", "--data-dir",
+                                           dir.path + "/data", "--db", db_url, "--broker", "nats://127.0.0.1:9",
+                                           "--node-id", "lonely", "--log-level", "error"};
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        std::vector<char*> argv;
+        for (const auto& a : args) {
+            argv.push_back(const_cast<char*>(a.c_str()));
+        }
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() - t0 > 20s) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            FAIL("simd with an unreachable --broker kept running");
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+}
+
+TEST_CASE("several nodes, end to end: messages cross nodes; kill -9 of bob's node, bob drains on another") {
+    cluster_case(sim::ConversationMode::end_to_end, true);
+}
+
+TEST_CASE("several nodes, server-assigned: messages from alice on one node reach bob on another") {
+    cluster_case(sim::ConversationMode::server_assigned, false);
+}
+
+// KNOWN TO FAIL (issue 16, not built yet): a server-assigned conversation lives in the memory of the node that keyed
+// it. When bob's node dies and bob logs in on C, C hands him the stored messages' key and, once his mailbox is
+// drained, ends that conversation (`peer_left`), while alice's node, which never heard that bob left, keeps
+// accepting her messages under it: bob's client drops them ("message outside a keyed conversation"). Kept here,
+// marked may_fail, so that the fix (routers that follow presence across nodes, or conversations in SQL) has its
+// test; run it alone with --test-case='*server-assigned, kill*'.
+TEST_CASE("several nodes, server-assigned, kill -9 of bob's node during a stream: bob drains on another" *
+          doctest::may_fail()) {
+    cluster_case(sim::ConversationMode::server_assigned, true);
+}

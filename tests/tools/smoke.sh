@@ -173,13 +173,17 @@ bad-options)
         "--bcrypt-cost 3" "--registration sometimes" "--hash md5" "--conversation-suite rot13" \
         "--channel-suites aes,des" "--log-level loud" "--log-format xml" "--idle-timeout -1" "--workers 0" \
         "--max-frame 12" "--db oracle://x" "--help=yes" "frobnicate" "user" "user add" "user list extra" \
-        "user add bad!name" "-c $T/missing.conf"; do
+        "user add bad!name" "-c $T/missing.conf" "--broker nats://127.0.0.1:9 --node-id a" \
+        "--broker nats://127.0.0.1:9 --node-id a --db memory:" "--broker nats://127.0.0.1:9" "--node-id a" \
+        "--broker redis://127.0.0.1:9 --node-id a --db postgresql://u:p@127.0.0.1:9/d"; do
         # shellcheck disable=SC2086
         expect_status 2 "$SIMD" --data-dir "$T/never" $args
         [ -s "$T/last.err" ] || fail "no message for simd $args"
         grep -q "Try 'simd --help'" "$T/last.err" || fail "no hint for simd $args"
     done
     [ -e "$T/never" ] && fail "a usage error created the data directory"
+    expect_status 2 "$SIMD" --data-dir "$T/never" --broker nats://127.0.0.1:9 --node-id a
+    grep -q "MariaDB or PostgreSQL" "$T/last.err" || fail "simd --broker with SQLite does not say what it needs"
     grep -q "unknown option '--bogus'" <("$SIMD" --bogus 2>&1) || fail "simd does not name the bad option"
     for args in "--bogus" "" "chat" "send alice bob" "recv" "recv alice bob" "register" "frobnicate alice" \
         "--timeout soon recv bob" "--timeout -3 recv bob" "--trust always recv bob" "--count 0 recv bob" \

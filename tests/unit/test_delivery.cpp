@@ -14,7 +14,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -257,4 +259,205 @@ TEST_CASE("copies not in strictly increasing device order are refused, nothing q
     CHECK(w.stored(1).empty());
     CHECK(w.stored(2).empty());
     REQUIRE(w.send(1, {1, 2}, alice));  // the stream expects 1 again
+}
+
+namespace {
+
+/// Two server nodes on one store, joined by a test bus: each node's connections are in its own in-process bus, and
+/// a wake-up or a frame for a device attached on the other node goes straight to that node's bus (as the NATS bus
+/// carries them). For the wake-up path of several nodes without a broker.
+class PairedBus final : public sim::server_detail::RoutingBus {
+public:
+    PairedBus* other = nullptr;
+    std::unique_ptr<RoutingBus> here = sim::server_detail::make_local_bus();
+    Woken woken;
+    std::vector<MailboxId> wakes_sent;
+
+    std::shared_ptr<sim::server_detail::Peer> attach(const MailboxId& m,
+                                                     const std::shared_ptr<sim::server_detail::Peer>& p) override {
+        return here->attach(m, p);
+    }
+    bool detach(const MailboxId& m, const sim::server_detail::Peer* p) override { return here->detach(m, p); }
+    bool deliver(const MailboxId& m, const sim::Frame& f) override {
+        return here->deliver(m, f) || other->here->deliver(m, f);
+    }
+    bool attached(const MailboxId& m) override { return here->attached(m) || other->here->attached(m); }
+    std::vector<sim::DeviceId> attached_devices(const std::string& user) override {
+        auto out = here->attached_devices(user);
+        for (const auto d : other->here->attached_devices(user)) {
+            out.push_back(d);
+        }
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+    std::shared_ptr<sim::server_detail::Peer> local(const MailboxId& m) override { return here->local(m); }
+    std::vector<MailboxId> attached_here() override { return here->attached_here(); }
+    std::vector<std::shared_ptr<sim::server_detail::Peer>> detach_all() override { return here->detach_all(); }
+    void on_woken(Woken handler) override { woken = std::move(handler); }
+    void wake(const MailboxId& m) override {
+        wakes_sent.push_back(m);
+        if (other->here->attached(m) && other->woken) {
+            other->woken(m);  // no responders otherwise
+        }
+    }
+};
+
+/// The mailboxes of a backend, with the messages of the senders in `hidden` not visible to pending(): another
+/// node's transaction that took its sequence numbers and has not committed yet.
+struct HidingStore final : sim::store::MessageStore {
+    sim::store::MessageStore& inner;
+    std::set<std::string> hidden;
+    explicit HidingStore(sim::store::MessageStore& s) : inner(s) {}
+    sim::Result<std::vector<sim::store::StoredMessage>> pending(std::string_view recipient, sim::DeviceId device,
+                                                              std::uint64_t after_seq, std::size_t limit) override {
+        SIM_TRY(auto rows, inner.pending(recipient, device, after_seq, limit + 100));
+        std::erase_if(rows, [&](const auto& row) { return hidden.count(row.sender) != 0; });
+        rows.resize(std::min(rows.size(), limit));
+        return rows;
+    }
+    sim::Result<Applied> apply(const Changes& changes) override { return inner.apply(changes); }
+    sim::Result<sim::store::StoredUsage> usage(std::string_view recipient, sim::DeviceId device) override {
+        return inner.usage(recipient, device);
+    }
+    sim::Result<std::map<std::string, sim::store::StoredUsage>> usage_by_sender() override {
+        return inner.usage_by_sender();
+    }
+};
+
+struct Node {
+    sim::store::MessageStore& store;
+    sim::testing::QueueExecutor commits;
+    sim::testing::QueueExecutor workers;  // where wake-ups are drained
+    sim::ManualClock clock;
+    std::shared_ptr<GroupCommit> commit = std::make_shared<GroupCommit>(store, commits, clock);
+    PairedBus bus;
+    std::unique_ptr<sim::Rng> rng = sim::make_system_rng();
+    sim::server_detail::Router router{bus,
+                                      sim::SuitePolicy::default_policy(),
+                                      nullptr,
+                                      *rng,
+                                      [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
+                                      [](sim::LogLevel, std::string_view) {}};
+    std::shared_ptr<Delivery> delivery = std::make_shared<Delivery>(
+        store, commit, router, bus, Delivery::Limits{},
+        [] { return sim::store::WallTime{std::chrono::milliseconds(1'000'000)}; },
+        [](sim::LogLevel, std::string_view) {});
+
+    explicit Node(sim::store::MessageStore& s) : store(s) {
+        bus.on_woken([this](const MailboxId& m) { delivery->woken(m, workers); });
+    }
+    void attach(const MailboxId& device, const std::shared_ptr<FakePeer>& peer) {
+        (void)bus.attach(device, peer);
+        delivery->login(device, peer.get());
+    }
+    void settle() {
+        while (commits.run_pending() + workers.run_pending() != 0) {
+        }
+    }
+};
+
+struct Cluster {
+    std::unique_ptr<sim::store::Backend> store = sim::store::make_memory_backend();
+    HidingStore view{*store};
+    Node a{view};
+    Node b{view};
+    std::shared_ptr<Delivery::Streams> streams = std::make_shared<Delivery::Streams>();
+    Cluster() {
+        a.bus.other = &b.bus;
+        b.bus.other = &a.bus;
+    }
+    /// Message `n` from alice (on `node`) to bob's device 1.
+    sim::Status send(Node& node, std::uint8_t n, const std::shared_ptr<FakePeer>& sender) {
+        sim::Envelope e{mid(n), sim::ConversationMode::end_to_end, sim::Bytes{1}};
+        std::uint32_t expected = 0;
+        return node.delivery->submit(Delivery::Origin{"alice", 1, 7, sender, n, streams}, "bob",
+                                     sim::pair_conversation_id("alice", "bob"), mid(n),
+                                     {Delivery::Copy{1, sim::encode_envelope(e)}}, expected);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("several nodes: a commit on one node wakes the node holding the recipient, which drains it from the store") {
+    Cluster c;
+    auto alice = std::make_shared<FakePeer>();
+    auto bob = std::make_shared<FakePeer>();
+    c.a.attach(MailboxId{"alice", 1}, alice);
+    c.b.attach(MailboxId{"bob", 1}, bob);
+    using Copies = std::vector<std::pair<std::uint8_t, std::uint8_t>>;
+
+    REQUIRE(c.send(c.a, 1, alice));
+    REQUIRE(c.send(c.a, 2, alice));
+    CHECK(messages(*bob).empty());  // not attached on A: nothing goes out before the commit
+    CHECK(c.a.commits.run_pending() != 0);
+    CHECK(c.a.bus.wakes_sent == std::vector<MailboxId>{{"bob", 1}, {"bob", 1}});
+    CHECK(c.b.workers.run_pending() == 1);  // the second wake-up joined the queued drain
+    CHECK(messages(*bob) == Copies{{1, 1}, {2, 1}});
+    CHECK(receipts(*alice, sim::ReceiptStatus::stored).size() == 2);
+    CHECK(c.b.delivery->backlog(MailboxId{"bob", 1}).value().messages == 2);  // counted again from the store
+
+    // Bob acknowledges on B: deleted there, and alice (on A) is told through the bus.
+    REQUIRE(c.b.delivery->ack(MailboxId{"bob", 1}, "alice", {mid(1), mid(2)}));
+    c.b.settle();
+    CHECK(c.store->pending("bob", 1, 0, 10).value().empty());
+    CHECK(receipts(*alice, sim::ReceiptStatus::delivered).size() == 1);
+    CHECK(c.b.delivery->backlog(MailboxId{"bob", 1}).value().messages == 0);
+
+    // A later wake-up sends nothing twice: the drain reads from the start and skips what bob has.
+    REQUIRE(c.send(c.a, 3, alice));
+    c.a.settle();
+    c.b.settle();
+    CHECK(messages(*bob) == Copies{{3, 1}});
+    c.b.delivery->woken(MailboxId{"bob", 1}, c.b.workers);
+    c.b.settle();
+    CHECK(messages(*bob).empty());
+}
+
+TEST_CASE("several nodes: a wake-up drains rows numbered below what the holding node has read") {
+    // Each node's transaction takes its sequence numbers before it commits: the holding node may read a later
+    // number of its own before an earlier one of another node becomes visible. The drain after a wake-up reads the
+    // mailbox from the start, so that earlier row is not skipped.
+    Cluster c;
+    auto alice = std::make_shared<FakePeer>();
+    auto carol = std::make_shared<FakePeer>();
+    c.a.attach(MailboxId{"alice", 1}, alice);
+    c.b.attach(MailboxId{"carol", 1}, carol);
+    c.b.attach(MailboxId{"bob", 1}, std::make_shared<FakePeer>());
+    // Alice's message takes number 1 on A; its transaction is "not committed" (hidden) and its wake-up not sent.
+    c.view.hidden.insert("alice");
+    PairedBus* other = c.a.bus.other;
+    c.a.bus.other = &c.a.bus;
+    REQUIRE(c.send(c.a, 1, alice));
+    c.a.settle();
+    c.a.bus.other = other;
+    // Carol's message on B takes number 2; bob reconnects to B and reads it: B has read up to 2.
+    sim::Envelope e{mid(9), sim::ConversationMode::end_to_end, sim::Bytes{1}};
+    std::uint32_t expected = 0;
+    REQUIRE(c.b.delivery->submit(Delivery::Origin{"carol", 1, 8, carol, 1, std::make_shared<Delivery::Streams>()},
+                                 "bob", sim::pair_conversation_id("carol", "bob"), mid(9),
+                                 {Delivery::Copy{1, sim::encode_envelope(e)}}, expected));
+    c.b.settle();
+    auto bob = std::make_shared<FakePeer>();
+    c.b.attach(MailboxId{"bob", 1}, bob);
+    CHECK(bob->take(sim::FrameType::message).size() == 1);  // carol's
+    // A's transaction commits and its wake-up arrives: message 1 comes, below what B had read.
+    c.view.hidden.clear();
+    c.a.bus.wake(MailboxId{"bob", 1});
+    c.b.settle();
+    using Copies = std::vector<std::pair<std::uint8_t, std::uint8_t>>;
+    CHECK(messages(*bob) == Copies{{1, 1}});
+}
+
+TEST_CASE("several nodes: a device attached on neither node is woken on nobody; its login drains it") {
+    Cluster c;
+    auto alice = std::make_shared<FakePeer>();
+    c.a.attach(MailboxId{"alice", 1}, alice);
+    REQUIRE(c.send(c.a, 1, alice));
+    c.a.settle();
+    c.b.settle();
+    CHECK(c.a.bus.wakes_sent.size() == 1);
+    auto bob = std::make_shared<FakePeer>();
+    c.b.attach(MailboxId{"bob", 1}, bob);
+    using Copies = std::vector<std::pair<std::uint8_t, std::uint8_t>>;
+    CHECK(messages(*bob) == Copies{{1, 1}});
 }

@@ -270,3 +270,50 @@ TEST_CASE("RoutingBus over NATS: nodes see each other's devices, carry frames in
     auto n4 = nats_bus("n4");
     CHECK(eventually([&] { return n4->attached(alice2); }));
 }
+
+TEST_CASE("RoutingBus over NATS: a wake-up reaches the node holding the device, and nobody else") {
+    if (nats_url() == nullptr) {
+        MESSAGE("skipped: no NATS server (the routing-nats test runs this case against a throwaway one)");
+        return;
+    }
+    auto n1 = nats_bus("w1");
+    auto n2 = nats_bus("w2");
+    std::mutex mutex;
+    std::vector<MailboxId> woken1;
+    std::vector<MailboxId> woken2;
+    n1->on_woken([&](const MailboxId& m) {
+        const std::lock_guard lock(mutex);
+        woken1.push_back(m);
+    });
+    n2->on_woken([&](const MailboxId& m) {
+        const std::lock_guard lock(mutex);
+        woken2.push_back(m);
+    });
+    const auto count = [&](const std::vector<MailboxId>& v) {
+        const std::lock_guard lock(mutex);
+        return v.size();
+    };
+    auto bob = std::make_shared<FakePeer>();
+    CHECK(n2->attach(B, bob) == nullptr);
+    n2->sync_attachments();
+    n1->wake(B);
+    REQUIRE(eventually([&] { return n1->stats().wakes_answered == 1; }));
+    CHECK(count(woken2) == 1);
+    CHECK(n2->stats().woken == 1);
+    CHECK(n1->stats().round_trip.count == 1);
+    // Nobody holds carol: "no responders", at once, and nothing is handed to anyone.
+    n1->wake(C);
+    REQUIRE(eventually([&] { return n1->stats().no_responders == 1; }));
+    CHECK(n1->stats().wakes == 2);
+    CHECK(n1->stats().timeouts == 0);
+    // A wake-up for a device attached on the waking node itself goes nowhere (its own commit drains it).
+    n2->wake(B);
+    CHECK(n2->stats().wakes == 0);
+    // After a detach nobody answers for bob.
+    CHECK(n2->detach(B, bob.get()));
+    n2->sync_attachments();
+    n1->wake(B);
+    REQUIRE(eventually([&] { return n1->stats().no_responders == 2; }));
+    CHECK(count(woken2) == 1);
+    CHECK(count(woken1) == 0);
+}

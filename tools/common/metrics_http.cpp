@@ -201,6 +201,18 @@ std::vector<Metric> server_metrics(const ServerStats& stats, std::string_view ve
     histogram("simd_store_commit_latency_seconds",
               "From a message's acceptance for the offline store to the commit of the transaction holding it.",
               stats.store_commit_latency);
+    // Several nodes (--broker); zero on a single node.
+    counter("simd_broker_wakes_sent_total",
+            "Wake-ups sent to the node holding a recipient device after a commit on this node.", stats.broker.wakes);
+    const std::string wakes = "Wake-ups sent, by outcome: answered by the holding node, no node holds the device "
+                              "(no responders), no answer in time or not sent.";
+    counter("simd_broker_wakes_total", wakes, stats.broker.wakes_answered, {{"result", "answered"}});
+    counter("simd_broker_wakes_total", wakes, stats.broker.no_responders, {{"result", "no_responders"}});
+    counter("simd_broker_wakes_total", wakes, stats.broker.timeouts, {{"result", "timeout"}});
+    counter("simd_broker_woken_total", "Wake-ups received from other nodes for devices attached here.",
+            stats.broker.woken);
+    histogram("simd_broker_round_trip_seconds", "From a wake-up's request to the holding node's answer.",
+              stats.broker.round_trip);
     return out;
 }
 

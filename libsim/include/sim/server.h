@@ -86,6 +86,14 @@ struct ServerConfig {
     std::uint16_t send_window = 256;
     /// Frames a connection may send while its login is being checked; more is a protocol error.
     std::size_t max_frames_during_login = 16;
+    /// Several server nodes on one database (docs/operations.md, "Several nodes"): the NATS servers that carry
+    /// presence, frames and wake-ups between the nodes, comma-separated ("nats://10.0.0.1:4222,nats://10.0.0.2:4222").
+    /// Empty (the default): this core is the only node, and nothing leaves the process. ServerCore::create fails
+    /// with Errc::io_error when no NATS server answers, Errc::not_implemented when libsim was built without libnats.
+    /// Every node must use the same database (not SQLite or memory: the caller checks), key and master key.
+    std::string broker;
+    /// This node's name among the nodes (required with `broker`; logs and announcements).
+    std::string node_id;
     /// Wall clock for token expiry (injected in tests).
     std::function<store::WallTime()> wall_clock;
     /// Where log lines go (none by default).
@@ -100,6 +108,16 @@ struct HistogramSnapshot {
                                         ///< last one for observations above every bound
     Duration sum{0};                    ///< the observations added up
     std::uint64_t count = 0;            ///< the number of observations (the sum of `counts`)
+};
+
+/// Counters of the traffic between server nodes (ServerConfig::broker; all zero for one node). They only grow.
+struct BrokerStats {
+    std::uint64_t wakes = 0;           ///< wake-ups sent to the node holding a recipient device after a commit here
+    std::uint64_t wakes_answered = 0;  ///< ... that the holding node answered
+    std::uint64_t no_responders = 0;   ///< ... that no node answered at once: nobody holds the device
+    std::uint64_t timeouts = 0;        ///< ... with no answer within the timeout, or not sent
+    std::uint64_t woken = 0;           ///< wake-ups received from other nodes for devices attached here
+    HistogramSnapshot round_trip;      ///< from a wake-up's request to the holding node's answer (answered ones)
 };
 
 /// Counters for monitoring and benchmarks. Gauges are values now; the other counts only grow while the core lives.
@@ -131,6 +149,8 @@ struct ServerStats {
     /// From a message's acceptance for the offline store (queued for the group commit) to the commit of the
     /// transaction that holds it (messages committed; a failed transaction is not counted).
     HistogramSnapshot store_commit_latency;
+    /// Traffic between nodes (ServerConfig::broker; all zero for one node).
+    BrokerStats broker;
 };
 
 class ServerCore {

@@ -346,21 +346,86 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
     } else if (stored) {
         send_receipt(origin.from, to, 0, ReceiptStatus::stored, {id});  // a duplicate is stored too (6.7)
     }  // else: every device had it before it was written; the sender got `receipt delivered`
+    std::vector<MailboxId> wake;  // stored for a device no connection of this node serves
     for (std::size_t i = 0; i < copies.size(); ++i) {
         Box* box = boxes[i].box.get();
-        if (box == nullptr) {
+        const MailboxId mailbox{to, copies[i].device};
+        if (box == nullptr || box->peer == nullptr) {
+            if (r && (*r)[i] != Written::cancelled) {
+                wake.push_back(mailbox);
+            }
+            if (box != nullptr) {
+                forget_if_idle_locked(mailbox, *box);
+            }
             continue;
         }
-        const MailboxId mailbox{to, copies[i].device};
-        if (box->peer != nullptr) {
-            if (!sent[i]) {
-                box->more = true;
-                pump_locked(mailbox, *box);
-            }
-            tell_if_drained_locked(mailbox, *box);
+        if (!sent[i]) {
+            box->more = true;
+            pump_locked(mailbox, *box);
         }
+        tell_if_drained_locked(mailbox, *box);
         forget_if_idle_locked(mailbox, *box);
     }
+    boxes.clear();  // unlocked: another node holding the device drains it from the store
+    for (const auto& mailbox : wake) {
+        m_bus.wake(mailbox);
+    }
+}
+
+void Delivery::woken(const MailboxId& device, Executor& executor) {
+    std::shared_ptr<Box> box;
+    {
+        const std::lock_guard lock(m_boxes_mutex);
+        const auto it = m_boxes.find(device);
+        if (it == m_boxes.end()) {
+            return;  // not served here (a device served here stays known while its connection lasts)
+        }
+        box = it->second;
+    }
+    if (box->wake_queued.exchange(true)) {
+        return;  // the queued drain reads what this wake-up announces: it clears the flag before reading
+    }
+    std::weak_ptr<Delivery> weak = weak_from_this();
+    if (!executor.submit([weak, device] {
+            if (auto self = weak.lock()) {
+                self->drain_woken(device);
+            }
+        })) {
+        box->wake_queued = false;
+        m_log(LogLevel::warning, "a wake-up from another node was dropped (workers busy); the device gets those "
+                                 "messages with the next one or at its next login");
+    }
+}
+
+void Delivery::drain_woken(const MailboxId& mailbox) {
+    auto locked = lock_box(mailbox, false);
+    if (!locked || !locked->box) {
+        return;
+    }
+    Box& box = *locked->box;
+    box.wake_queued = false;  // before the read: a wake-up from now on queues another drain
+    if (box.peer == nullptr) {
+        forget_if_idle_locked(mailbox, box);
+        return;
+    }
+    // Another node wrote to this mailbox: the count kept here misses its messages. Read it again; exact when
+    // nothing of this node's is between queue and completion, else the larger (a count too low would end a
+    // server-assigned conversation's delivery early).
+    if (const auto stored = m_store.usage(mailbox.user, mailbox.device); !stored) {
+        m_log(LogLevel::error, "stored messages not counted: " + stored.error().message());
+    } else if (box.queued == 0 && box.acked.empty()) {
+        box.backlog = *stored;
+    } else {
+        box.backlog.messages = std::max(box.backlog.messages, stored->messages);
+        box.backlog.bytes = std::max(box.backlog.bytes, stored->bytes);
+    }
+    box.backlog_messages = box.backlog.messages;
+    // From the start: the other node's rows may have lower sequence numbers than rows read already (each node's
+    // transactions take their numbers before they commit). What was sent and not deleted is skipped by its id.
+    box.after_seq = 0;
+    box.more = true;
+    pump_locked(mailbox, box);
+    tell_if_drained_locked(mailbox, box);
 }
 
 void Delivery::tell_if_drained_locked(const MailboxId& device, const Box& box) {
@@ -412,6 +477,7 @@ void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
 }
 
 void Delivery::login(const MailboxId& device, const Peer* peer) {
+    m_bus.sync_attachments();  // a commit on another node after the read below wakes this node
     auto locked = lock_box(device);
     if (!locked) {
         m_log(LogLevel::error, "stored messages not counted: " + locked.error().message());

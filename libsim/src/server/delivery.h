@@ -16,7 +16,7 @@
 // login (a worker) and after commits and deletions (the commit thread), never after an `ack` (an I/O thread: an
 // acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock -> mailbox locks (in device order) -> the sender's
 // streams lock -> quota lock -> group commit / executor; mailbox lock -> router lock -> bus lock -> connection send
-// lock. The router never calls in here.
+// lock. The router never calls in here. Wake-ups to other nodes (RoutingBus::wake) are sent with no lock held.
 
 #include "group_commit.h"
 #include "router.h"
@@ -102,6 +102,10 @@ public:
     /// `peer` is the device's new connection: deliver what is stored, from the start (unacknowledged messages of an
     /// earlier connection are sent again).
     void login(const MailboxId& device, const Peer* peer);
+    /// Another node committed messages for `device` (RoutingBus::on_woken): if a connection of this node is served
+    /// from it, drain it from the store on `executor`, as after a local commit. Takes no mailbox lock and never
+    /// waits (it runs on the bus's thread); wake-ups that arrive while one is queued for the mailbox join it.
+    void woken(const MailboxId& device, Executor& executor);
     /// The connection `peer` of the device went away (ignored when a newer connection took over).
     void logout(const MailboxId& device, const Peer* peer);
     /// The device `recipient` has stored these messages from `sender`: tell the sender (`receipt delivered` naming
@@ -138,6 +142,7 @@ private:
         bool more = false;              // the store may hold messages after after_seq that `peer` has not been sent
         std::size_t queued = 0;         // messages being committed
         std::size_t unsent_queued = 0;  // of those, the ones `peer` has not been sent (they come from the store)
+        std::atomic<bool> wake_queued{false};  // a drain asked by another node is queued on a worker
     };
     /// Messages sent to the mailbox's connection and not deleted yet: unacknowledged, or acknowledged with the
     /// deletion not committed. At most `window`: after a crash at most that many are sent again, all of them within
@@ -189,6 +194,8 @@ private:
     /// Send the served connection what the store holds for it, up to the window. Runs on a worker or the commit
     /// thread (login, commits, deletions), never on an I/O thread.
     void pump_locked(const MailboxId& mailbox, Box& box);
+    /// The drain woken() queued: re-read the mailbox's usage and send what the store holds. On a worker.
+    void drain_woken(const MailboxId& mailbox);
     /// Forget a mailbox with nothing stored and no connection (its lock held).
     void forget_if_idle_locked(const MailboxId& mailbox, Box& box);
     /// To every device of `sender` that is attached. `device`: the recipient's device that acknowledged

@@ -27,6 +27,9 @@ struct MailboxId {
     friend auto operator<=>(const MailboxId&, const MailboxId&) = default;
 };
 
+/// Counters of the traffic between nodes (sim/server.h; all zero for the in-process bus).
+using BusStats = BrokerStats;
+
 /// A logged-in connection as the core sees it.
 class Peer {
 public:
@@ -58,6 +61,23 @@ public:
     [[nodiscard]] virtual std::vector<MailboxId> attached_here() = 0;
     /// Let go of everything attached here; returns those connections (shutdown closes them).
     virtual std::vector<std::shared_ptr<Peer>> detach_all() = 0;
+
+    /// Called when another node has committed messages for a mailbox attached here: drain it from the store. Runs
+    /// on the bus's thread and must not block (hand the work to a worker).
+    using Woken = std::function<void(const MailboxId&)>;
+    /// Set the handler of wake-ups (once, before any connection attaches). The in-process bus never calls it.
+    virtual void on_woken(Woken handler) { (void)handler; }
+    /// Messages for `mailbox`, which no connection of this node holds, have just been committed to the store: tell
+    /// the node that holds it, if any, to drain it (docs/architecture.md, "Routing over NATS"). Returns at once:
+    /// never waits for the network; call it without holding a mailbox's lock. The in-process bus does nothing
+    /// (every connection is here, and the commit's own completion drains it).
+    virtual void wake(const MailboxId& mailbox) { (void)mailbox; }
+    /// Wait briefly (a round trip to the broker at most) until this node's attachments so far can be woken: called
+    /// before a login reads the store, so that a commit on another node after that read cannot miss the device. No
+    /// lock may be held (it may wait for the network). The in-process bus returns at once.
+    virtual void sync_attachments() {}
+    /// The counters of traffic between nodes.
+    [[nodiscard]] virtual BusStats stats() { return {}; }
 };
 
 /// Whether any device of `user` is attached.
@@ -78,6 +98,8 @@ struct NatsBusOptions {
     std::chrono::milliseconds heartbeat{1000};
     /// How long a first connection to NATS may take.
     std::chrono::milliseconds connect_timeout{2000};
+    /// A wake-up not answered within this is counted as timed out (the message stays in SQL either way).
+    std::chrono::milliseconds wake_timeout{2000};
     std::function<void(LogLevel, std::string_view)> log;
 };
 

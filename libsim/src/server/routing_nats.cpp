@@ -9,10 +9,17 @@
 // stays with the newer attachment (stamp, then instance): the older node closes its connection ("displaced").
 // A node not heard from for three heartbeats is gone, and so are its devices. Frames for a device attached on
 // another node are published to that device's subject, `sim.d.<32 hex digits of SHA-256 of its mailbox id>`, which
-// only its node subscribes to: payload = user len u8 | user | device u32 | frame (sim/frame.h). Publishing never
-// blocks the caller (who may hold locks) on the network; a frame for a device that has just left is dropped, as
-// on one node; what is stored stays stored.
+// only its node subscribes to: payload = 1 | user len u8 | user | device u32 | frame (sim/frame.h). Publishing
+// never blocks the caller (who may hold locks) on the network; a frame for a device that has just left is dropped,
+// as on one node; what is stored stays stored.
+// A wake-up (after a commit on this node for a device not attached here) is a request on the same subject:
+// payload = 2 | user len u8 | user | device u32, reply subject `<this node's inbox>.<n>`. The holding node hands the
+// mailbox to the delivery core (which drains it from SQL) and answers with an empty message; when nobody holds the
+// device the NATS server answers "no responders" at once. Answers are counted (round trip, no responders), and a
+// request without any answer after `wake_timeout` counts as timed out. Nothing waits for them.
 #include "routing.h"
+
+#include "histogram.h"
 
 #include "../proto/wire.h"
 
@@ -37,6 +44,8 @@ namespace {
 constexpr const char* presence_subject = "sim.presence";
 
 enum class Kind : std::uint8_t { attach = 1, detach = 2, heartbeat = 3, sync = 4 };
+/// What a message on a device's subject carries.
+enum class DeviceKind : std::uint8_t { frame = 1, wake = 2 };
 
 std::string device_subject(const MailboxId& m) {
     Bytes in;
@@ -114,6 +123,7 @@ public:
                 natsSubscription_Destroy(sub);
             }
             natsSubscription_Destroy(m_presence);
+            natsSubscription_Destroy(m_replies);
             natsConnection_Destroy(m_conn);
         }
         natsOptions_Destroy(m_opts);
@@ -144,6 +154,10 @@ public:
         SIM_TRY_STATUS(check(natsConnection_Connect(&m_conn, m_opts), "connect"));
         SIM_TRY_STATUS(check(natsConnection_Subscribe(&m_presence, m_conn, presence_subject, &NatsBus::on_presence,
                                                       this),
+                             "subscribe"));
+        m_inbox = "_INBOX.simd." + std::to_string(m_instance);
+        SIM_TRY_STATUS(check(natsConnection_Subscribe(&m_replies, m_conn, (m_inbox + ".*").c_str(),
+                                                      &NatsBus::on_reply, this),
                              "subscribe"));
         SIM_TRY_STATUS(check(natsConnection_FlushTimeout(m_conn, m_options.connect_timeout.count()), "flush"));
         announce_node(Kind::sync);
@@ -190,6 +204,7 @@ public:
         }
         Bytes payload;
         detail::WireWriter w(payload);
+        w.u8(static_cast<std::uint8_t>(DeviceKind::frame));
         write_mailbox(w, mailbox);
         w.bytes(*encoded);
         const auto s = natsConnection_Publish(m_conn, device_subject(mailbox).c_str(), payload.data(),
@@ -220,6 +235,58 @@ public:
     }
 
     std::shared_ptr<Peer> local(const MailboxId& mailbox) override { return m_local->local(mailbox); }
+
+    void sync_attachments() override {
+        // A PING and its PONG: the NATS server has the subscriptions sent before it.
+        if (const auto s = natsConnection_FlushTimeout(m_conn, 500); s != NATS_OK) {
+            log(LogLevel::warning, "NATS: attachments not confirmed: " + nats_error(s));
+        }
+    }
+
+    void on_woken(Woken handler) override {
+        const std::lock_guard lock(m_mutex);
+        m_woken = std::move(handler);
+    }
+
+    void wake(const MailboxId& mailbox) override {
+        if (m_local->attached(mailbox)) {
+            return;  // held here: the commit's completion drains it
+        }
+        Bytes payload;
+        detail::WireWriter w(payload);
+        w.u8(static_cast<std::uint8_t>(DeviceKind::wake));
+        write_mailbox(w, mailbox);
+        std::uint64_t id = 0;
+        {
+            const std::lock_guard lock(m_mutex);
+            id = ++m_next_wake;
+            m_pending_wakes.emplace(id, std::chrono::steady_clock::now());
+        }
+        m_wakes.fetch_add(1);
+        const auto s = natsConnection_PublishRequest(m_conn, device_subject(mailbox).c_str(),
+                                                     (m_inbox + "." + std::to_string(id)).c_str(), payload.data(),
+                                                     static_cast<int>(payload.size()));
+        if (s != NATS_OK) {
+            // Not sent (NATS down and its reconnect buffer full): the device drains the store when it reconnects.
+            {
+                const std::lock_guard lock(m_mutex);
+                m_pending_wakes.erase(id);
+            }
+            m_timeouts.fetch_add(1);
+            log(LogLevel::warning, "NATS: wake-up not sent: " + nats_error(s));
+        }
+    }
+
+    BusStats stats() override {
+        BusStats out;
+        out.wakes = m_wakes.load();
+        out.wakes_answered = m_answered.load();
+        out.no_responders = m_no_responders.load();
+        out.timeouts = m_timeouts.load();
+        out.woken = m_woken_count.load();
+        out.round_trip = m_round_trip.snapshot();
+        return out;
+    }
 
     std::vector<MailboxId> attached_here() override { return m_local->attached_here(); }
 
@@ -325,6 +392,7 @@ private:
             lock.unlock();
             announce_node(Kind::heartbeat);
             expire_silent_nodes();
+            expire_wakes();
             lock.lock();
         }
     }
@@ -340,6 +408,50 @@ private:
             } else {
                 ++it;
             }
+        }
+    }
+
+    /// Wake-ups without an answer for longer than wake_timeout are counted as timed out and forgotten.
+    void expire_wakes() {
+        const auto oldest = std::chrono::steady_clock::now() - m_options.wake_timeout;
+        std::uint64_t expired = 0;
+        {
+            const std::lock_guard lock(m_mutex);
+            for (auto it = m_pending_wakes.begin(); it != m_pending_wakes.end() && it->second < oldest;) {
+                it = m_pending_wakes.erase(it);  // ids grow with time: the oldest come first
+                ++expired;
+            }
+        }
+        m_timeouts.fetch_add(expired);
+    }
+
+    void on_reply_message(natsMsg* msg) {
+        const std::string_view subject = natsMsg_GetSubject(msg);
+        if (subject.size() <= m_inbox.size() + 1) {
+            return;
+        }
+        std::uint64_t id = 0;
+        for (const char c : subject.substr(m_inbox.size() + 1)) {
+            if (c < '0' || c > '9') {
+                return;
+            }
+            id = id * 10 + static_cast<std::uint64_t>(c - '0');
+        }
+        std::chrono::steady_clock::time_point sent;
+        {
+            const std::lock_guard lock(m_mutex);
+            const auto it = m_pending_wakes.find(id);
+            if (it == m_pending_wakes.end()) {
+                return;  // counted as timed out already
+            }
+            sent = it->second;
+            m_pending_wakes.erase(it);
+        }
+        if (natsMsg_IsNoResponders(msg)) {
+            m_no_responders.fetch_add(1);
+        } else {
+            m_answered.fetch_add(1);
+            m_round_trip.observe(std::chrono::steady_clock::now() - sent);
         }
     }
 
@@ -402,10 +514,30 @@ private:
         }
     }
 
-    void on_frame_message(ByteView data) {
-        detail::WireReader r(data);
+    void on_device_message(natsMsg* msg) {
+        detail::WireReader r(data_of(msg));
+        std::uint8_t kind = 0;
         MailboxId mailbox;
-        if (!read_mailbox(r, mailbox)) {
+        if (!r.u8(kind) || !read_mailbox(r, mailbox)) {
+            return;
+        }
+        if (kind == static_cast<std::uint8_t>(DeviceKind::wake)) {
+            // Answered whether or not the device is still here: the answer says only that the request arrived.
+            if (const char* reply = natsMsg_GetReply(msg); reply != nullptr) {
+                (void)natsConnection_Publish(m_conn, reply, nullptr, 0);
+            }
+            Woken woken;
+            {
+                const std::lock_guard lock(m_mutex);
+                woken = m_woken;
+            }
+            if (woken && m_local->attached(mailbox)) {
+                m_woken_count.fetch_add(1);
+                woken(mailbox);  // hands the drain to a worker: this thread delivers every subscription
+            }
+            return;
+        }
+        if (kind != static_cast<std::uint8_t>(DeviceKind::frame)) {
             return;
         }
         auto frame = decode_frame(r.rest());
@@ -425,7 +557,11 @@ private:
         natsMsg_Destroy(msg);
     }
     static void on_frame(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-        static_cast<NatsBus*>(self)->on_frame_message(data_of(msg));
+        static_cast<NatsBus*>(self)->on_device_message(msg);
+        natsMsg_Destroy(msg);
+    }
+    static void on_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
+        static_cast<NatsBus*>(self)->on_reply_message(msg);
         natsMsg_Destroy(msg);
     }
     static void on_reconnected(natsConnection*, void* self) {
@@ -452,12 +588,26 @@ private:
     natsOptions* m_opts = nullptr;
     natsConnection* m_conn = nullptr;
     natsSubscription* m_presence = nullptr;
+    natsSubscription* m_replies = nullptr;  // answers to this node's wake-ups
+    std::string m_inbox;
 
     std::mutex m_mutex;  // a leaf, like the in-process bus's: no Peer and no NATS call that waits is made under it
     std::map<MailboxId, std::uint64_t> m_local_stamp;  // attached here, with the stamp announced
     std::map<MailboxId, natsSubscription*> m_subs;
     std::map<MailboxId, Holder> m_remote;  // attached on other nodes
     std::map<std::uint64_t, std::chrono::steady_clock::time_point> m_heard;
+    Woken m_woken;
+    std::uint64_t m_next_wake = 0;
+    std::map<std::uint64_t, std::chrono::steady_clock::time_point> m_pending_wakes;  // by request id
+
+    std::atomic<std::uint64_t> m_wakes{0};
+    std::atomic<std::uint64_t> m_answered{0};
+    std::atomic<std::uint64_t> m_no_responders{0};
+    std::atomic<std::uint64_t> m_timeouts{0};
+    std::atomic<std::uint64_t> m_woken_count{0};
+    // a loopback round trip is ~0.1 ms; a wide-area one 100 ms: 10 us .. 10 s
+    LatencyHistogram m_round_trip{
+        LatencyHistogram::steps_1_2_5(std::chrono::microseconds(10), std::chrono::seconds(10))};
 
     std::mutex m_timer_mutex;
     std::condition_variable m_timer_cv;

@@ -61,7 +61,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     Rng& rng;
     const Clock& clock;
     Bytes static_public;
-    std::unique_ptr<server_detail::RoutingBus> bus = server_detail::make_local_bus();
+    std::unique_ptr<server_detail::RoutingBus> bus;  // in-process, or over NATS with ServerConfig::broker
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;
     std::shared_ptr<server_detail::Delivery> delivery;  // every message goes through it (mailboxes)
@@ -89,7 +89,8 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     std::atomic<std::uint64_t> next_conn_id{1};
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
-         store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl)
+         store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl,
+         std::unique_ptr<server_detail::RoutingBus> b)
         : config(std::move(c)),
           authenticator(a),
           tokens(t),
@@ -99,6 +100,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           workers(w),
           rng(r),
           clock(cl),
+          bus(std::move(b)),
           router(
               *bus, config.conversation_policy, v, r, [this] { return wall_now(); },
               [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
@@ -111,6 +113,12 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
                                             config.delivery_window},
             [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); },
             config.store_free_space);
+        // Another node committed for a device attached here: drained on a worker (never on the bus's thread).
+        bus->on_woken([weak = std::weak_ptr<server_detail::Delivery>(delivery), &w = workers](const auto& mailbox) {
+            if (const auto d = weak.lock()) {
+                d->woken(mailbox, w);
+            }
+        });
         ServerLimits limits;
         limits.messages_per_second = static_cast<std::uint32_t>(std::clamp(config.messages_per_second, 1.0, 1e9));
         limits.message_burst = std::max<std::uint32_t>(1, config.message_burst);
@@ -1132,8 +1140,15 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                                                  " (what a client remembers to show each message once)"};
     }
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
-    auto impl =
-        std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng, clock);
+    std::unique_ptr<server_detail::RoutingBus> bus;
+    if (config.broker.empty()) {
+        bus = server_detail::make_local_bus();
+    } else {
+        SIM_TRY(bus, server_detail::make_nats_bus(server_detail::NatsBusOptions{
+                         .servers = config.broker, .node_id = config.node_id, .log = config.log}));
+    }
+    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
+                                       rng, clock, std::move(bus));
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
@@ -1180,6 +1195,7 @@ ServerStats ServerCore::stats() const {
     s.handshake_latency = m_impl->handshake_latency.snapshot();
     s.login_latency = m_impl->login_latency.snapshot();
     s.store_commit_latency = m_impl->commit->commit_latency();
+    s.broker = m_impl->bus->stats();
     return s;
 }
 
