@@ -12,6 +12,8 @@
 #include <sim/testing.h>
 
 #include "harness.h"
+#include "e2e/link.h"
+#include "proto/devices.h"
 
 #include <doctest/doctest.h>
 
@@ -142,7 +144,7 @@ struct World {
             configure(cfg);
         }
         server = std::move(sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
-                                                   messages.get(), workers, *rng, clock)
+                                                   messages.get(), workers, *rng, clock, backend.get())
                                .value());
         server_public = sim::to_bytes(server->static_public_key());
     }
@@ -678,7 +680,7 @@ TEST_CASE("bad input to the server: garbage, wrong order, oversize") {
     }
 }
 
-TEST_CASE("a login naming its device (docs/protocol.md 6.9): device 1 is served, others are refused") {
+TEST_CASE("a login naming its device (docs/protocol.md 6.9): active devices are served, others are refused") {
     World w;
     const auto init = [&](const std::string& user, sim::CredentialKind kind, const sim::SecureBytes& secret,
                           std::optional<sim::DeviceId> device) -> RawClient& {
@@ -719,19 +721,222 @@ TEST_CASE("a login naming its device (docs/protocol.md 6.9): device 1 is served,
     CHECK(by_token->device == sim::first_device);
     CHECK(by_token->token.empty());
     CHECK(refused(init("quinn", sim::CredentialKind::token, first->token, sim::DeviceId{2})) == sim::Errc::bad_field);
-    // A device the account does not have, and (until linking is built) a new installation of an existing account.
+    // A device the account does not have.
     CHECK(refused(init("quinn", sim::CredentialKind::password, pw("quinn"), sim::DeviceId{2})) ==
           sim::Errc::device_unknown);
-    CHECK(refused(init("quinn", sim::CredentialKind::password, pw("quinn"), sim::DeviceId{0})) ==
-          sim::Errc::not_implemented);
     // The password is checked first: a wrong one says nothing about devices.
     CHECK(refused(init("quinn", sim::CredentialKind::password, pw("guess"), sim::DeviceId{2})) ==
           sim::Errc::auth_rejected);
-    CHECK(w.server->stats().logins_failed == 4);  // the bad_field above fails on the token's device, not as a guess
+    CHECK(w.server->stats().logins_failed == 3);  // the token naming another device, device 2, the guess
 }
 
-TEST_CASE("link and devices frames are answered not_implemented until the server side is built; the login lives") {
+namespace {
+
+/// Device steps over raw connections (docs/protocol.md 6.9), as a third-party client would send them.
+struct DeviceSteps {
+    World& w;
+
+    RawClient& login(const std::string& user, sim::CredentialKind kind, const sim::SecureBytes& secret,
+                     std::optional<sim::DeviceId> device) {
+        auto& c = w.connect_raw();
+        c.send(sim::Frame{sim::FrameType::init, 0, user, {}, sim::encode_credentials({kind, secret, device})});
+        w.settle();
+        return c;
+    }
+    RawClient& password(const std::string& user, std::optional<sim::DeviceId> device) {
+        return login(user, sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes(user + "-pw")),
+                     device);
+    }
+    /// The last ack_init stage 1 a client got, decoded.
+    static std::optional<sim::IssuedSessionToken> authenticated(const RawClient& c) {
+        std::optional<sim::IssuedSessionToken> last;
+        for (const auto& f : c.inbox) {
+            if (f.type == sim::FrameType::ack_init && f.sid == 1) {
+                last = sim::decode_session_token(f.payload).value();
+            }
+        }
+        return last;
+    }
+    static std::vector<sim::Frame> of(const RawClient& c, sim::FrameType type) {
+        std::vector<sim::Frame> out;
+        std::copy_if(c.inbox.begin(), c.inbox.end(), std::back_inserter(out),
+                     [&](const sim::Frame& f) { return f.type == type; });
+        return out;
+    }
+    static sim::Errc last_error(const RawClient& c) {
+        const auto errors = of(c, sim::FrameType::error);
+        return errors.empty() ? sim::Errc::ok : sim::parse_error_frame(errors.back()).value().code;
+    }
+    void link(RawClient& c, const std::string& user, sim::LinkStep step, sim::DeviceId to, const sim::Bytes& data) {
+        c.send(sim::Frame{sim::FrameType::link, 0, user, user, sim::encode_link({step, to, data, {}})});
+        w.settle();
+    }
+    void devices(RawClient& c, const std::string& user, const sim::DevicesRequest& r, const std::string& whose = {}) {
+        c.send(sim::Frame{sim::FrameType::devices, 0, user, whose.empty() ? user : whose,
+                          sim::encode_devices_request(r).value()});
+        w.settle();
+    }
+    /// The link frame `c` got last, decoded.
+    static sim::LinkMessage last_link(const RawClient& c) {
+        const auto links = of(c, sim::FrameType::link);
+        REQUIRE_FALSE(links.empty());
+        return sim::decode_link(links.back().payload).value();
+    }
+    static sim::DevicesReply last_devices(const RawClient& c) {
+        const auto replies = of(c, sim::FrameType::devices);
+        REQUIRE_FALSE(replies.empty());
+        return sim::decode_devices_reply(replies.back().payload).value();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("linking a second device through the server: relay, approval, activation, its token; removal ends it") {
     World w;
+    DeviceSteps d{w};
+    auto rng = sim::make_system_rng();
+    const auto account = sim::e2e::generate_identity(*rng);  // device 1's key is the account key (an upgrade)
+    const auto phone_key = sim::e2e::generate_identity(*rng);
+
+    auto& laptop = d.password("alice", sim::DeviceId{0});  // registers: device 1
+    REQUIRE(d.authenticated(laptop)->device == sim::first_device);
+    // A new installation of the existing account is a pending device 2: no token, nothing of the account.
+    auto& phone = d.password("alice", sim::DeviceId{0});
+    const auto pending = d.authenticated(phone);
+    REQUIRE(pending.has_value());
+    CHECK(pending->device == sim::DeviceId{2});
+    CHECK(pending->token.empty());
+    CHECK(w.server->online_users() == std::vector<std::string>{"alice"});
+
+    // The link exchange, relayed by the server with the sender's device named.
+    auto joiner = sim::e2e::LinkJoiner::start(*rng, 2, phone_key.public_key).value();
+    d.link(phone, "alice", sim::LinkStep::request, 0, joiner.request());
+    const auto request = d.last_link(laptop);
+    CHECK(request.step == sim::LinkStep::request);
+    CHECK(request.device == sim::DeviceId{2});
+    auto approver = sim::e2e::LinkApprover::start(*rng, request.data).value();
+    d.link(laptop, "alice", sim::LinkStep::offer, 2, approver.offer());
+    const auto offer = d.last_link(phone);
+    CHECK(offer.device == sim::first_device);
+    d.link(phone, "alice", sim::LinkStep::reveal, 1, joiner.reveal(offer.data).value());
+    REQUIRE(approver.reveal(d.last_link(laptop).data));
+    sim::e2e::DeviceList next{"alice", 1, 1, {{1, account.public_key}, {2, phone_key.public_key}}};
+    const sim::e2e::LinkGrant grant{account.private_key, sim::e2e::sign_device_list(next, account, account).value()};
+    d.link(laptop, "alice", sim::LinkStep::grant, 2, approver.approve(joiner.code(), grant).value());
+    REQUIRE(joiner.accept("alice", d.last_link(phone).data));
+
+    // Until the list is stored the phone is still pending: anything but linking closes it ... (checked below on a
+    // second pending device). The laptop stores the list: the phone becomes device 2 with its first token.
+    const auto list = sim::e2e::encode_signed_device_list(grant.list).value();
+    d.devices(laptop, "alice", {sim::DevicesOp::put, list, 0, {}});
+    CHECK(d.last_error(laptop) == sim::Errc::ok);
+    CHECK(d.last_devices(laptop).op == sim::DevicesOp::changed);
+    const auto activated = d.authenticated(phone);
+    REQUIRE(activated.has_value());
+    CHECK(activated->device == sim::DeviceId{2});
+    REQUIRE(activated->token.size() == 32);
+    CHECK(d.last_devices(phone).signed_list == list);  // the phone is attached now: it hears the change
+    // Its token logs in device 2 (and only it); a peer reads the list.
+    const auto token = activated->token;
+    auto& phone_again = d.login("alice", sim::CredentialKind::token, token, std::nullopt);
+    auto& phone_again_pipe = *w.raws.back().pipe;
+    REQUIRE(d.authenticated(phone_again).has_value());
+    CHECK(phone.inbox.back().type == sim::FrameType::error);  // displaced by the newer connection of device 2
+    auto& bob = d.password("bob", std::nullopt);
+    d.devices(bob, "bob", {sim::DevicesOp::list, {}, 0, {}}, "alice");
+    CHECK(d.last_devices(bob).user == "alice");
+    CHECK(d.last_devices(bob).signed_list == list);
+    // The owner's view.
+    d.devices(laptop, "alice", {sim::DevicesOp::rename, {}, 2, "phone"});
+    const auto info = d.last_devices(laptop);
+    REQUIRE(info.devices.size() == 2);
+    CHECK(info.devices[1].name == "phone");
+    CHECK(info.devices[1].status == sim::DeviceStatus::active);
+
+    // Bad uploads change nothing: an old version, a list the uploader did not issue.
+    d.devices(laptop, "alice", {sim::DevicesOp::put, list, 0, {}});
+    CHECK(d.last_error(laptop) == sim::Errc::stale_epoch);
+    sim::e2e::DeviceList by_phone{"alice", 2, 2, {{1, account.public_key}, {2, phone_key.public_key}}};
+    const auto phone_list =
+        sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(by_phone, account, phone_key).value()).value();
+    d.devices(laptop, "alice", {sim::DevicesOp::put, phone_list, 0, {}});
+    CHECK(d.last_error(laptop) == sim::Errc::bad_field);
+
+    // The laptop removes the phone: its connection is closed, its token no longer logs in.
+    laptop.inbox.clear();
+    sim::e2e::DeviceList without{"alice", 3, 1, {{1, account.public_key}}};
+    d.devices(laptop, "alice",
+              {sim::DevicesOp::put,
+               sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(without, account, account).value()).value(),
+               0,
+               {}});
+    CHECK(d.last_error(laptop) == sim::Errc::ok);
+    CHECK(d.last_error(phone_again) == sim::Errc::device_unknown);
+    CHECK(phone_again_pipe.closed);
+    auto& stolen = d.login("alice", sim::CredentialKind::token, token, std::nullopt);
+    CHECK_FALSE(d.authenticated(stolen).has_value());
+    CHECK(d.last_error(stolen) == sim::Errc::auth_rejected);
+    auto& by_password = d.password("alice", sim::DeviceId{2});
+    CHECK(d.last_error(by_password) == sim::Errc::device_unknown);
+}
+
+TEST_CASE("a device being linked may only link; the server relays link steps only between it and active devices") {
+    World w;
+    DeviceSteps d{w};
+    auto& laptop = d.password("carol", sim::DeviceId{0});
+    REQUIRE(d.authenticated(laptop).has_value());
+    SUBCASE("anything else closes it") {
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        pending.send(sim::Frame{sim::FrameType::probe, 0, "carol", "dave", {}});
+        w.settle();
+        CHECK(d.last_error(pending) == sim::Errc::device_pending);
+        CHECK(w.raws.back().pipe->closed);
+    }
+    SUBCASE("its owner's view and a rename are not for it; its own list is") {
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        d.devices(pending, "carol", {sim::DevicesOp::list, {}, 0, {}});
+        CHECK(d.last_devices(pending).signed_list.empty());  // no list stored yet
+        d.devices(pending, "carol", {sim::DevicesOp::list, {}, 0, {}}, "dave");
+        CHECK(d.last_error(pending) == sim::Errc::device_pending);
+        CHECK(w.raws.back().pipe->closed);
+    }
+    SUBCASE("an active device cannot send a request, a pending one cannot grant") {
+        d.link(laptop, "carol", sim::LinkStep::request, 0, sim::Bytes(68, 1));
+        CHECK(d.last_error(laptop) == sim::Errc::bad_field);
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        d.link(pending, "carol", sim::LinkStep::grant, 1, sim::Bytes(100, 1));
+        CHECK(d.last_error(pending) == sim::Errc::bad_field);
+    }
+    SUBCASE("a request names device 0 (every active device), every other step one device") {
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        d.link(pending, "carol", sim::LinkStep::request, 1, sim::Bytes(68, 1));
+        CHECK(d.last_error(pending) == sim::Errc::bad_field);
+        auto& again = d.password("carol", sim::DeviceId{0});
+        d.link(again, "carol", sim::LinkStep::reveal, 0, sim::Bytes(32, 1));
+        CHECK(d.last_error(again) == sim::Errc::bad_field);
+    }
+    SUBCASE("another user's devices hear nothing of it") {
+        auto& erin = d.password("erin", std::nullopt);
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        d.link(pending, "carol", sim::LinkStep::request, 0, sim::Bytes(68, 1));
+        CHECK(d.of(laptop, sim::FrameType::link).size() == 1);
+        CHECK(d.of(erin, sim::FrameType::link).empty());
+    }
+    SUBCASE("the account's device limit counts pending devices") {
+        for (int i = 0; i < 4; ++i) {
+            REQUIRE(d.authenticated(d.password("carol", sim::DeviceId{0})).has_value());
+        }
+        auto& sixth = d.password("carol", sim::DeviceId{0});
+        CHECK(d.last_error(sixth) == sim::Errc::limit_reached);
+    }
+}
+
+TEST_CASE("without a device store, link and devices frames are answered not_implemented; the login lives") {
+    World w;
+    w.base.max_devices = 5;
+    w.server = std::move(sim::ServerCore::create(w.base, *w.authenticator, *w.tokens, w.vault.get(), w.backend.get(),
+                                                 w.messages.get(), w.workers, *w.rng, w.clock)
+                             .value());
     auto& c = w.raw_login("rhea");
     c.inbox.clear();
     sim::Bytes request{1, 0, 0, 0, 0};  // step 1 (request) to device 0, then 68 bytes of request

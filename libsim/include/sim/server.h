@@ -75,6 +75,11 @@ struct ServerConfig {
     std::size_t max_frame_size = default_max_frame_size;
     /// Lifetime of session tokens issued at password login.
     Duration token_ttl = std::chrono::hours(24 * 30);
+    /// Most devices an account may have, pending or active (docs/protocol.md 6.9; at most 64). Needs a device
+    /// store (ServerCore::create).
+    std::size_t max_devices = 5;
+    /// How long a device being linked may wait for its approval before the server forgets it.
+    Duration link_timeout = std::chrono::minutes(10);
     /// Per-connection rate limit for message and probe frames (token bucket).
     double messages_per_second = 2000.0;
     std::uint32_t message_burst = 4000;
@@ -159,12 +164,15 @@ public:
     /// `messages` (usually the same Backend as the accounts) is required: every message is delivered from a
     /// recipient's mailbox (Errc::invalid_argument when null). `prekeys` may be null: end-to-end set-up (prekeys,
     /// KEYGEN mode 2) is then refused (Errc::not_implemented). Appends to `messages` run on `workers` (group
-    /// commit). Errc::invalid_key for a static key that is not 32 bytes.
+    /// commit). `devices` may be null: every account then has its device 1 only, and linking devices and device
+    /// lists (docs/protocol.md 6.9) are refused (Errc::not_implemented). Errc::invalid_key for a static key that is
+    /// not 32 bytes; Errc::invalid_argument for max_devices 0 or above 64.
     static Result<std::unique_ptr<ServerCore>> create(ServerConfig config, auth::Authenticator& authenticator,
                                                       auth::SessionTokens& tokens,
                                                       auth::ConversationKeyVault* vault,
                                                       store::PrekeyStore* prekeys, store::MessageStore* messages,
-                                                      Executor& workers, Rng& rng, const Clock& clock);
+                                                      Executor& workers, Rng& rng, const Clock& clock,
+                                                      store::DeviceStore* devices = nullptr);
     ~ServerCore();
     ServerCore(const ServerCore&) = delete;
     ServerCore& operator=(const ServerCore&) = delete;

@@ -42,9 +42,6 @@ Status check_link(const LinkMessage& m) {
     if (m.data.size() < size.min || m.data.size() > size.max) {
         return Error{Errc::bad_field, "link step data of the wrong size"};
     }
-    if ((m.step == LinkStep::request) != (m.device == 0)) {
-        return Error{Errc::bad_field, "a link request goes to device 0, every other step to one device"};
-    }
     if (m.step == LinkStep::abort && m.reason == Errc::ok) {
         return Error{Errc::bad_field, "a link abort without a reason"};
     }

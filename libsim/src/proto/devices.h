@@ -38,8 +38,8 @@ struct LinkMessage {
 
 Bytes encode_link(const LinkMessage& m);
 /// Errc::truncated, Errc::trailing_bytes; Errc::bad_field for an unknown step, a data size that is not the step's
-/// (request 68, offer and reveal 32, grant up to max_link_grant_size), a request not sent to device 0 or another
-/// step sent to device 0, an abort with code 0.
+/// (request 68, offer and reveal 32, grant up to max_link_grant_size), an abort with code 0. (Which device a step
+/// may name depends on its direction: the server checks that.)
 Result<LinkMessage> decode_link(ByteView payload);
 
 // ---------------------------------------------------------------- devices (0x1D)

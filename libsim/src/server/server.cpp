@@ -1,8 +1,11 @@
 // The sans-IO server core (docs/protocol.md section 5).
 #include "delivery.h"
+#include "device_upload.h"
 #include "group_commit.h"
 #include "histogram.h"
 #include "router.h"
+
+#include "../proto/devices.h"
 
 #include <sim/channel.h>
 #include <sim/crypto.h>
@@ -15,11 +18,16 @@
 #include <atomic>
 #include <deque>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 
 namespace sim {
+
+namespace server_detail {
+class ServerConnection;
+}
 
 namespace {
 
@@ -72,6 +80,14 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     /// user -> who asked for that user's bundle while there was none: told (KEYGEN) when the user publishes
     /// prekeys, if online then (docs/protocol.md 6.2). In memory: a client asks again after a reconnect.
     std::map<std::string, std::set<std::string>> prekey_waiters;
+
+    store::DeviceStore* devices = nullptr;  // null: device 1 only (ServerCore::create)
+    /// Devices being linked on this node, by (user, device): the only way to reach them (a pending device is not
+    /// attached to the bus, so nothing for the account reaches it).
+    std::mutex linking_mutex;
+    std::map<server_detail::MailboxId, std::weak_ptr<server_detail::ServerConnection>> linking;
+    /// The connection of a device being linked on this node, or null.
+    std::shared_ptr<server_detail::ServerConnection> linking_device(const server_detail::MailboxId& device);
 
     std::atomic<std::size_t> connections{0};
     /// Open connections by phase (ServerStats::connections_*), moved on each phase change.
@@ -238,14 +254,14 @@ public:
         std::string label;
         {
             const std::lock_guard lock(m_mutex);
-            const bool was_open = m_phase != Phase::closed;
             m_phase = Phase::closed;
             count_as(ServerCore::Impl::ConnState::none);
             user = m_user;
             device = m_device;
             label = who();
-            if (!was_open && user.empty()) {
-                // already torn down by fail(); nothing more to do
+            if (m_linking) {
+                stop_linking();
+                user.clear();  // never attached: nothing to let go of
             }
         }
         if (!user.empty()) {
@@ -449,6 +465,11 @@ private:
             start_login(std::move(frame));
             return;
         }
+        if (m_linking && frame.type != FrameType::link && frame.type != FrameType::devices &&
+            frame.type != FrameType::close) {
+            fail(Error{Errc::device_pending, "this device is waiting to be linked by one of the account's devices"});
+            return;
+        }
         switch (frame.type) {
             case FrameType::init:
                 handle_init(frame);
@@ -472,9 +493,10 @@ private:
                 handle_passwd(std::move(frame));
                 return;
             case FrameType::link:
+                handle_link(frame);
+                return;
             case FrameType::devices:
-                // docs/protocol.md 6.9: the wire is defined, the server side is not built yet
-                refuse(Errc::not_implemented, "linking devices and device lists are not built yet");
+                handle_devices(frame);
                 return;
             default:
                 fail(Error{Errc::bad_field, "frame type not allowed from a client"});
@@ -519,13 +541,15 @@ private:
         IssuedSessionToken issued;
         bool registered = false;
         Duration retry_after{0};
+        DeviceId token_device = first_device;
         if (creds.kind == CredentialKind::token) {
             auto name = auth::canonical_username(source);
             auto owner = core.tokens.validate(creds.secret, wall_now());
-            if (!name || !owner || owner->username != *name || owner->device != m_device) {
+            if (!name || !owner || owner->username != *name) {
                 user = Error{Errc::auth_rejected, "session token not valid for this user"};
             } else {
                 user = std::move(owner->username);
+                token_device = owner->device;
             }
         } else {
             auto r = creds.kind == CredentialKind::register_password
@@ -539,42 +563,69 @@ private:
                 user = r.outcome.error();
             }
         }
-        std::optional<DeviceId> device;
-        if (user && creds.device) {
-            if (auto d = login_device(creds, registered)) {
+        LoginDevice device;
+        if (user) {
+            if (auto d = login_device(*user, creds, token_device, registered)) {
                 device = *d;
             } else {
                 user = d.error();
             }
         }
-        if (user && creds.kind != CredentialKind::token) {
-            issued = core.issue_token(*user, device.value_or(first_device));
+        if (user && creds.kind != CredentialKind::token && !device.pending) {
+            issued = core.issue_token(*user, device.id);
         }
-        issued.device = device;
-        finish_login(std::move(user), destination, issued, retry_after);
+        if (creds.device) {
+            issued.device = device.id;  // the answer names the device when the init did (6.9)
+        }
+        if (user && core.devices != nullptr) {
+            (void)core.devices->touch_device(*user, device.id, wall_now());  // "last seen" only
+        }
+        finish_login(std::move(user), destination, issued, retry_after, device);
     }
 
-    /// The device a login that named one serves (docs/protocol.md 6.9). Until linking is built every account has
-    /// device 1 only: a new installation gets it when its login registers the account, and nothing else is served.
-    static Result<DeviceId> login_device(const Credentials& creds, bool registered) {
-        const DeviceId asked = *creds.device;
+    struct LoginDevice {
+        DeviceId id = first_device;
+        bool pending = false;  ///< a new installation of an existing account, to be linked
+    };
+
+    /// The device a login serves (docs/protocol.md 6.9). Without a device store every account has device 1 only.
+    Result<LoginDevice> login_device(const std::string& user, const Credentials& creds, DeviceId token_device,
+                                    bool registered) {
+        auto* store = m_core->devices;
         if (creds.kind == CredentialKind::token) {
-            if (asked != first_device) {
+            if (creds.device && *creds.device != token_device) {
                 return Error{Errc::bad_field, "a session token logs in the device it was issued to"};
             }
-            return first_device;
+            return LoginDevice{token_device, false};
         }
-        if (asked == first_device || (asked == 0 && registered)) {
-            return first_device;
+        const DeviceId asked = creds.device.value_or(first_device);
+        if (asked == 0 && registered) {
+            return LoginDevice{first_device, false};  // the account's first device, made with it
         }
         if (asked == 0) {
-            return Error{Errc::not_implemented, "linking a new device to an account is not built yet"};
+            if (store == nullptr) {
+                return Error{Errc::not_implemented, "this server does not link devices"};
+            }
+            const auto now = wall_now();
+            const auto expire = now - std::chrono::ceil<std::chrono::milliseconds>(m_core->config.link_timeout);
+            SIM_TRY(const DeviceId id, store->add_device(user, "", now, expire, m_core->config.max_devices));
+            return LoginDevice{id, true};
         }
-        return Error{Errc::device_unknown, "the account has no such active device"};
+        if (store == nullptr) {
+            if (asked != first_device) {
+                return Error{Errc::device_unknown, "the account has no such active device"};
+            }
+            return LoginDevice{first_device, false};
+        }
+        SIM_TRY(const auto record, store->find_device(user, asked));
+        if (!record || record->state != store::DeviceState::active) {
+            return Error{Errc::device_unknown, "the account has no such active device"};
+        }
+        return LoginDevice{asked, false};
     }
 
     void finish_login(Result<std::string> user, const std::string& destination, const IssuedSessionToken& issued,
-                      Duration retry_after) {
+                      Duration retry_after, LoginDevice device) {
         const std::lock_guard lock(m_mutex);
         if (m_phase != Phase::logging_in) {
             return;  // closed meanwhile
@@ -588,6 +639,7 @@ private:
         }
         m_core->logins_ok.fetch_add(1);
         m_user = *user;
+        m_device = device.id;
         m_phase = Phase::authenticated;
         count_as(ServerCore::Impl::ConnState::authenticated);
         {
@@ -596,9 +648,28 @@ private:
                 m_output->authenticated();  // the transport ends the login deadline (sim/transport.h)
             }
         }
-        m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user);
+        m_core->log(LogLevel::info, "conn " + std::to_string(m_id) + " from " + m_peer + " authenticated as " + m_user +
+                                        (device.pending ? " (a device being linked)" : ""));
         // The limits come first, so that a client knows its pace before it re-sends its outbox (6.6).
         send(Frame{FrameType::limits, 0, std::string(server_name), m_user, m_core->limits_payload});
+        if (device.pending) {
+            start_linking(issued);
+        } else {
+            become_active(destination, issued);
+        }
+        auto pending = std::move(m_pending);
+        m_pending.clear();
+        for (auto& f : pending) {
+            if (m_phase != Phase::authenticated) {
+                return;
+            }
+            handle_inner(std::move(f));
+        }
+    }
+
+    /// The device this connection serves is active: its prekeys, its token, its mailbox and conversations. Caller
+    /// holds m_mutex.
+    void become_active(const std::string& destination, const IssuedSessionToken& issued) {
         // The prekey status too (6.1): a client that logs out right after ack_init 1 has queued its upload first.
         if (m_core->end_to_end() && m_core->prekeys != nullptr) {
             auto status = m_core->prekey_status_frame(m_user, m_device);
@@ -617,14 +688,225 @@ private:
         if (!destination.empty()) {
             open_conversation(destination);
         }
-        auto pending = std::move(m_pending);
-        m_pending.clear();
-        for (auto& f : pending) {
-            if (m_phase != Phase::authenticated) {
+    }
+
+    // ------------------------------------------------------------ devices (docs/protocol.md 6.9)
+
+    /// A new installation waits to be linked: it is reachable only through the core's linking map (not the bus,
+    /// so nothing of the account reaches it) and may send only link frames, device list requests and close.
+    void start_linking(const IssuedSessionToken& issued) {
+        m_linking = true;
+        {
+            const std::lock_guard lock(m_core->linking_mutex);
+            m_core->linking[server_detail::MailboxId{m_user, m_device}] = weak_from_this();
+        }
+        send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
+                   m_user, encode_session_token(issued)});
+    }
+
+    void stop_linking() {
+        if (!m_linking) {
+            return;
+        }
+        m_linking = false;
+        const std::lock_guard lock(m_core->linking_mutex);
+        const auto it = m_core->linking.find(server_detail::MailboxId{m_user, m_device});
+        if (it != m_core->linking.end() && it->second.lock().get() == this) {
+            m_core->linking.erase(it);
+        }
+    }
+
+public:
+    /// A list naming this device being linked was stored: it is active now. Its first token goes out with a
+    /// second ack_init stage 1, then everything an active device gets at login.
+    void linked() {
+        const std::lock_guard lock(m_mutex);
+        if (m_phase != Phase::authenticated || !m_linking) {
+            return;
+        }
+        stop_linking();
+        auto issued = m_core->issue_token(m_user, m_device);
+        issued.device = m_device;
+        m_core->log(LogLevel::info, who() + " linked");
+        become_active({}, issued);
+    }
+
+private:
+    void handle_link(const Frame& frame) {
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        if (m_core->devices == nullptr) {
+            refuse(Errc::not_implemented, "this server does not link devices");
+            return;
+        }
+        auto in = decode_link(frame.payload);
+        if (!in) {
+            fail(in.error());
+            return;
+        }
+        const bool allowed = m_linking ? (in->step == LinkStep::request || in->step == LinkStep::reveal ||
+                                          in->step == LinkStep::abort)
+                                       : (in->step == LinkStep::offer || in->step == LinkStep::grant ||
+                                          in->step == LinkStep::abort);
+        if (!allowed) {
+            fail(Error{Errc::bad_field, "this link step is not for this device to send"});
+            return;
+        }
+        if ((in->step == LinkStep::request) != (in->device == 0)) {
+            fail(Error{Errc::bad_field, "a link request goes to device 0, every other step to one device"});
+            return;
+        }
+        const DeviceId to = in->device;
+        LinkMessage out = std::move(*in);
+        out.device = m_device;
+        const Frame f{FrameType::link, 0, std::string(server_name), m_user, encode_link(out)};
+        if (!m_linking) {
+            if (const auto target = m_core->linking_device(server_detail::MailboxId{m_user, to})) {
+                target->deliver(f);
+            }
+        } else if (out.step == LinkStep::request) {
+            (void)server_detail::deliver_to_user(*m_core->bus, m_user, f);
+        } else {
+            (void)m_core->bus->deliver(server_detail::MailboxId{m_user, to}, f);
+        }
+    }
+
+    void handle_devices(const Frame& frame) {
+        if (!within_rate() || !check_source(frame)) {
+            return;
+        }
+        if (m_core->devices == nullptr) {
+            refuse(Errc::not_implemented, "this server keeps no devices");
+            return;
+        }
+        auto req = decode_devices_request(frame.payload);
+        if (!req) {
+            fail(req.error());
+            return;
+        }
+        if (m_linking && req->op != DevicesOp::list) {
+            fail(Error{Errc::device_pending, "a device being linked may only ask for device lists"});
+            return;
+        }
+        auto& store = *m_core->devices;
+        switch (req->op) {
+            case DevicesOp::list: {
+                std::string whose = m_user;
+                if (!frame.destination.empty() && frame.destination != m_user) {
+                    auto name = auth::canonical_username(frame.destination);
+                    if (!name) {
+                        refuse(Errc::bad_destination, "not a user name");
+                        return;
+                    }
+                    whose = std::move(*name);
+                }
+                if (m_linking && whose != m_user) {
+                    fail(Error{Errc::device_pending, "a device being linked may only ask for its own account's list"});
+                    return;
+                }
+                const auto stored = store.find_device_list(whose);
+                if (!stored) {
+                    refuse(stored.code(), stored.error().detail);
+                    return;
+                }
+                send_devices_reply({DevicesOp::list, whose, *stored ? (*stored)->signed_list : Bytes{}, {}});
                 return;
             }
-            handle_inner(std::move(f));
+            case DevicesOp::info:
+                send_device_info();
+                return;
+            case DevicesOp::rename:
+                if (const auto st = store.rename_device(m_user, req->device, req->name); !st) {
+                    refuse(st.code(), st.error().detail);
+                    return;
+                }
+                send_device_info();
+                return;
+            case DevicesOp::put:
+                upload_device_list(req->signed_list);
+                return;
+            case DevicesOp::changed:
+                break;
         }
+        fail(Error{Errc::bad_field, "not a devices request"});
+    }
+
+    void send_devices_reply(const DevicesReply& reply) {
+        auto payload = encode_devices_reply(reply);
+        if (!payload) {
+            m_core->log(LogLevel::error, "devices reply not encoded: " + payload.error().message());
+            return;
+        }
+        send(Frame{FrameType::devices, 0, std::string(server_name), m_user, std::move(*payload)});
+    }
+
+    /// The owner's view of its devices (op 2): every device, removed ones too, by id.
+    void send_device_info() {
+        const auto records = m_core->devices->list_devices(m_user);
+        if (!records) {
+            refuse(records.code(), records.error().detail);
+            return;
+        }
+        DevicesReply reply{DevicesOp::info, {}, {}, {}};
+        for (const auto& r : *records) {
+            reply.devices.push_back(DeviceInfo{r.device, static_cast<DeviceStatus>(r.state), r.name, r.linked,
+                                               r.last_seen});
+        }
+        send_devices_reply(reply);
+    }
+
+    /// op 3: check the list (server_detail::check_list_upload), store it, activate the devices it admits, remove
+    /// those it leaves out, and tell the account's attached devices (op 5).
+    void upload_device_list(const Bytes& signed_list) {
+        auto& store = *m_core->devices;
+        const auto records = store.list_devices(m_user);
+        const auto stored = store.find_device_list(m_user);
+        if (!records || !stored) {
+            refuse(Errc::storage_error, "devices not read");
+            return;
+        }
+        std::vector<server_detail::AccountDevice> devices;
+        for (const auto& r : *records) {
+            devices.push_back({r.device, static_cast<server_detail::AccountDevice::State>(r.state), r.device_key});
+        }
+        const std::uint64_t version = *stored ? (*stored)->version : 0;
+        auto change = server_detail::check_list_upload(m_user, m_device, devices, version, signed_list,
+                                                       m_core->config.max_devices);
+        if (!change) {
+            refuse(change.code(), change.error().detail);
+            return;
+        }
+        if (const auto st = store.put_device_list(m_user, {change->list.list.version, signed_list}); !st) {
+            refuse(st.code(), st.error().detail);  // stale_epoch: another device stored a newer one meanwhile
+            return;
+        }
+        const auto now = wall_now();
+        for (const auto& [device, key] : change->activate) {
+            if (const auto st = store.activate_device(m_user, device, key, now); !st) {
+                m_core->log(LogLevel::error, "device " + std::to_string(device) + " not activated: " + st.error().message());
+            }
+        }
+        for (const auto device : change->remove) {
+            if (const auto st = store.remove_device(m_user, device); !st) {
+                m_core->log(LogLevel::error, "device " + std::to_string(device) + " not removed: " + st.error().message());
+            }
+        }
+        m_core->log(LogLevel::info, who() + " stored device list " + std::to_string(change->list.list.version));
+        for (const auto& [device, key] : change->activate) {
+            if (const auto linked = m_core->linking_device(server_detail::MailboxId{m_user, device})) {
+                linked->linked();
+            }
+        }
+        for (const auto device : change->remove) {
+            if (const auto peer = m_core->bus->local(server_detail::MailboxId{m_user, device})) {
+                peer->kick(Errc::device_unknown, "this device was removed from the account");
+            }
+        }
+        // Every attached device of the account hears of it, the uploader and a device just linked too.
+        const Frame changed{FrameType::devices, 0, std::string(server_name), m_user,
+                            encode_devices_reply({DevicesOp::changed, m_user, signed_list, {}}).value()};
+        (void)server_detail::deliver_to_user(*m_core->bus, m_user, changed);
     }
 
     store::WallTime wall_now() const { return m_core->wall_now(); }
@@ -1107,6 +1389,7 @@ private:
     DeviceId m_device = first_device;  // the device this connection serves (a login is its account's first device)
     std::string m_login_name;          // canonical name of the login under way, for log lines
     std::deque<Frame> m_pending;
+    bool m_linking = false;  // a device being linked (start_linking): link frames, list requests and close only
     double m_tokens_left;
     TimePoint m_last_refill;
     std::uint32_t m_violations = 0;
@@ -1128,16 +1411,27 @@ ServerCore::ServerCore(std::shared_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
 ServerCore::~ServerCore() = default;
 
+std::shared_ptr<server_detail::ServerConnection> ServerCore::Impl::linking_device(
+    const server_detail::MailboxId& device) {
+    const std::lock_guard lock(linking_mutex);
+    const auto it = linking.find(device);
+    return it == linking.end() ? nullptr : it->second.lock();
+}
+
 Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth::Authenticator& authenticator,
                                                        auth::SessionTokens& tokens, auth::ConversationKeyVault* vault,
                                                        store::PrekeyStore* prekeys, store::MessageStore* messages,
-                                                       Executor& workers, Rng& rng, const Clock& clock) {
+                                                       Executor& workers, Rng& rng, const Clock& clock,
+                                                       store::DeviceStore* devices) {
     if (messages == nullptr) {
         return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
     }
     if (config.delivery_window == 0 || config.delivery_window > remembered_ids_per_sender) {
         return Error{Errc::invalid_argument, "delivery_window must be 1.." + std::to_string(remembered_ids_per_sender) +
                                                  " (what a client remembers to show each message once)"};
+    }
+    if (config.max_devices == 0 || config.max_devices > e2e::max_listed_devices) {
+        return Error{Errc::invalid_argument, "max_devices must be 1.." + std::to_string(e2e::max_listed_devices)};
     }
     SIM_TRY(auto pair, crypto::x25519_from_private(config.static_private_key));
     std::unique_ptr<server_detail::RoutingBus> bus;
@@ -1150,6 +1444,7 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
     auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
                                        rng, clock, std::move(bus));
     impl->static_public = pair.public_key;
+    impl->devices = devices;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
 
