@@ -43,7 +43,7 @@ int main() {
     config.static_private_key = rng->secure_bytes(32);  // a new server key each run (simd keeps its key in a file)
     auto core = must(
         sim::ServerCore::create(std::move(config), *authenticator, tokens, nullptr, accounts.get(), accounts.get(),
-                                workers, *rng, sim::steady_clock()),
+                                workers, *rng, sim::steady_clock(), accounts.get()),
         "server core");
 
     sim::net::ServerOptions listen;  // 127.0.0.1, port 0: a free port

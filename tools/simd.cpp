@@ -83,6 +83,7 @@ constexpr OptionSpec simd_options[] = {
     {"messages-per-second", 0, "N", "per-connection rate limit of message, probe, ack and prekeys frames", "2000"},
     {"message-burst", 0, "N", "burst allowed above --messages-per-second", "4000"},
     {"max-stored-messages", 0, "N", "most offline messages stored for one recipient", "100000"},
+    {"max-devices", 0, "N", "most devices (pending or active) an account may have, 1..64", "5"},
     {"max-mailbox-bytes", 0, "BYTES",
      "most envelope bytes stored for one recipient (K, M, G, T suffixes: powers of 1024)", "256M"},
     {"max-sender-bytes", 0, "BYTES", "most bytes one sender may have stored for recipients who have not read them",
@@ -164,6 +165,7 @@ struct Settings {
     std::size_t messages_per_second = 2000;
     std::size_t message_burst = 4000;
     std::size_t max_stored_messages = 100'000;
+    std::size_t max_devices = 5;
     std::uint64_t max_mailbox_bytes = 256ULL << 20U;
     std::uint64_t max_sender_bytes = 128ULL << 20U;
     std::uint64_t max_store_bytes = 4ULL << 30U;
@@ -279,6 +281,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     SIM_TRY(s.message_burst, parse_uint("message-burst", a.get("message-burst", "4000"), 1, 10'000'000));
     SIM_TRY(s.max_stored_messages,
             parse_uint("max-stored-messages", a.get("max-stored-messages", "100000"), 1, 1'000'000'000));
+    SIM_TRY(s.max_devices, parse_uint("max-devices", a.get("max-devices", "5"), 1, 64));
     using sim::tools::parse_bytes;
     constexpr std::uint64_t exabyte = 1ULL << 60U;
     SIM_TRY(s.max_mailbox_bytes, parse_bytes("max-mailbox-bytes", a.get("max-mailbox-bytes", "256M"), 65536, exabyte));
@@ -641,6 +644,7 @@ int run_server(const Settings& s) {
     config.messages_per_second = static_cast<double>(s.messages_per_second);
     config.message_burst = static_cast<std::uint32_t>(s.message_burst);
     config.max_stored_per_recipient = s.max_stored_messages;
+    config.max_devices = s.max_devices;
     config.max_mailbox_bytes = s.max_mailbox_bytes;
     config.max_sender_bytes = s.max_sender_bytes;
     config.max_store_bytes = s.max_store_bytes;
@@ -660,7 +664,7 @@ int run_server(const Settings& s) {
     // Prekeys and the offline queue live in the account database (the same backend).
     auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(),
                                         accounts->backend.get(), accounts->backend.get(), workers, rng,
-                                        sim::steady_clock());
+                                        sim::steady_clock(), accounts->backend.get());
     if (!core) {
         return failure(core.error().message());
     }
