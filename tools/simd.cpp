@@ -276,6 +276,10 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     } else {
         return bad("--conversation-mode: expected e2e or server-assigned, got '" + mode + "'");
     }
+    if (!s.broker.empty() && s.conversation_mode == sim::ConversationMode::server_assigned) {
+        return bad("--broker: server-assigned conversations are kept in one node's memory, so on several nodes a "
+                   "node's death loses messages (not built yet); several nodes run --conversation-mode e2e");
+    }
     SIM_TRY(s.messages_per_second,
             parse_uint("messages-per-second", a.get("messages-per-second", "2000"), 1, 10'000'000));
     SIM_TRY(s.message_burst, parse_uint("message-burst", a.get("message-burst", "4000"), 1, 10'000'000));

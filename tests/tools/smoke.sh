@@ -175,7 +175,8 @@ bad-options)
         "--max-frame 12" "--db oracle://x" "--help=yes" "frobnicate" "user" "user add" "user list extra" \
         "user add bad!name" "-c $T/missing.conf" "--broker nats://127.0.0.1:9 --node-id a" \
         "--broker nats://127.0.0.1:9 --node-id a --db memory:" "--broker nats://127.0.0.1:9" "--node-id a" \
-        "--broker redis://127.0.0.1:9 --node-id a --db postgresql://u:p@127.0.0.1:9/d"; do
+        "--broker redis://127.0.0.1:9 --node-id a --db postgresql://u:p@127.0.0.1:9/d" \
+        "--broker nats://127.0.0.1:9 --node-id a --db postgresql://u:p@127.0.0.1:9/d --conversation-mode server-assigned"; do
         # shellcheck disable=SC2086
         expect_status 2 "$SIMD" --data-dir "$T/never" $args
         [ -s "$T/last.err" ] || fail "no message for simd $args"
@@ -184,6 +185,9 @@ bad-options)
     [ -e "$T/never" ] && fail "a usage error created the data directory"
     expect_status 2 "$SIMD" --data-dir "$T/never" --broker nats://127.0.0.1:9 --node-id a
     grep -q "MariaDB or PostgreSQL" "$T/last.err" || fail "simd --broker with SQLite does not say what it needs"
+    expect_status 2 "$SIMD" --data-dir "$T/never" --broker nats://127.0.0.1:9 --node-id a \
+        --db postgresql://u:p@127.0.0.1:9/d --conversation-mode server-assigned
+    grep -q "loses messages" "$T/last.err" || fail "simd --broker in server-assigned mode does not say why it refuses"
     grep -q "unknown option '--bogus'" <("$SIMD" --bogus 2>&1) || fail "simd does not name the bad option"
     for args in "--bogus" "" "chat" "send alice bob" "recv" "recv alice bob" "register" "frobnicate alice" \
         "--timeout soon recv bob" "--timeout -3 recv bob" "--trust always recv bob" "--count 0 recv bob" \

@@ -1430,6 +1430,12 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
         return Error{Errc::invalid_argument, "delivery_window must be 1.." + std::to_string(remembered_ids_per_sender) +
                                                  " (what a client remembers to show each message once)"};
     }
+    if (!config.broker.empty() && config.conversation_mode == ConversationMode::server_assigned) {
+        // A server-assigned conversation lives in the memory of the node that keyed it: when a recipient's node
+        // dies, the sender's node keeps sealing under a conversation the recipient's new node has ended, and those
+        // messages are lost (docs/operations.md, "Several nodes"). Refused until conversations are shared.
+        return Error{Errc::not_implemented, "server-assigned conversations on several nodes are not built yet"};
+    }
     if (config.max_devices == 0 || config.max_devices > e2e::max_listed_devices) {
         return Error{Errc::invalid_argument, "max_devices must be 1.." + std::to_string(e2e::max_listed_devices)};
     }
