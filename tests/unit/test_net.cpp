@@ -140,6 +140,41 @@ TEST_CASE("echo over loopback, then clean close") {
     CHECK(server_probe->wait([&] { return (*server)->connection_count() == 0; }));
 }
 
+TEST_CASE("a connection closed before its handler is attached still tells the handler, then lets both go") {
+    // The handler closes from its constructor, before the transport attaches it (TcpServer::stop() aborting a
+    // connection just accepted does the same). The close used to finish the connection with no handler to tell;
+    // the handler attached afterwards never heard on_closed, and it and the connection kept each other (and the
+    // server's io_context) alive for ever.
+    // The factory waits (at most 200 ms) for the close to be carried out on another I/O thread before it returns
+    // the handler: the old code then lost the handler every time, not only when the threads raced that way.
+    auto probe = std::make_shared<Probe>();
+    std::weak_ptr<sim::ConnectionHandler> made;
+    std::atomic<sim::net::TcpServer*> running{nullptr};
+    sim::net::ServerOptions options;
+    options.io_threads = 2;
+    auto server = sim::net::TcpServer::start(options, [&](auto out, const std::string&) {
+        auto handler = std::make_shared<RecordingHandler>(out, probe, false, true);
+        out->close(sim::Errc::closed);
+        for (int i = 0; i < 40 && running.load() != nullptr && running.load()->connection_count() != 0; ++i) {
+            std::this_thread::sleep_for(5ms);
+        }
+        const std::lock_guard lock(probe->mutex);
+        made = handler;
+        return handler;
+    });
+    REQUIRE(server);
+    running = server->get();
+    auto peer = connect_peer((*server)->port());
+    CHECK(probe->wait([&] { return probe->closed; }));
+    CHECK(probe->reason == sim::Errc::closed);
+    CHECK(probe->wait([&] { return made.expired(); }));
+    CHECK(probe->wait([&] { return (*server)->connection_count() == 0; }));
+    CHECK(peer.probe->wait([&] { return peer.probe->closed; }));
+    peer.out.reset();
+    peer.client->close();
+    (*server)->stop();
+}
+
 TEST_CASE("a connection that never finishes its handshake is closed by the handshake timeout") {
     auto server_probe = std::make_shared<Probe>();
     sim::net::ServerOptions opts;
