@@ -8,6 +8,11 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -834,3 +840,40 @@ TEST_CASE("connect_async: a refused connect, a bad source address, a source addr
     pool->stop();
 }
 
+TEST_CASE("stopping a server while connections keep arriving returns (no accept loop on a closed acceptor)") {
+    // A hang here was once seen 1 run in 13: an accept handler running on one I/O thread while stop() closed the
+    // acceptor on another re-armed the accept, which failed at once on the closed acceptor, and again, forever.
+    for (int round = 0; round < 40; ++round) {
+        sim::net::ServerOptions options;
+        options.io_threads = 2;
+        auto server = sim::net::TcpServer::start(options, [&](auto out, const std::string&) {
+            return std::make_shared<RecordingHandler>(out, std::make_shared<Probe>(), false, true);
+        });
+        REQUIRE(server);
+        const auto port = (*server)->port();
+        std::atomic<bool> done{false};
+        std::thread knocker([&] {
+            sockaddr_in addr{};
+            addr.sin_family = AF_INET;
+            addr.sin_port = htons(port);
+            addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            while (!done.load()) {
+                const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+                if (fd < 0) {
+                    continue;
+                }
+                (void)::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+                ::close(fd);
+            }
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(round % 5));
+        auto stopping = std::async(std::launch::async, [&] { (*server)->stop(); });
+        if (stopping.wait_for(10s) != std::future_status::ready) {
+            FAIL_CHECK("TcpServer::stop did not return within 10 s (round " << round << ")");
+            std::fflush(nullptr);
+            std::_Exit(1);  // the server's threads spin: nothing more can be cleaned up
+        }
+        done.store(true);
+        knocker.join();
+    }
+}
