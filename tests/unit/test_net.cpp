@@ -8,6 +8,11 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -138,6 +144,41 @@ TEST_CASE("echo over loopback, then clean close") {
     (*client)->close();
     CHECK(server_probe->wait([&] { return server_probe->closed; }));
     CHECK(server_probe->wait([&] { return (*server)->connection_count() == 0; }));
+}
+
+TEST_CASE("a connection closed before its handler is attached still tells the handler, then lets both go") {
+    // The handler closes from its constructor, before the transport attaches it (TcpServer::stop() aborting a
+    // connection just accepted does the same). The close used to finish the connection with no handler to tell;
+    // the handler attached afterwards never heard on_closed, and it and the connection kept each other (and the
+    // server's io_context) alive for ever.
+    // The factory waits (at most 200 ms) for the close to be carried out on another I/O thread before it returns
+    // the handler: the old code then lost the handler every time, not only when the threads raced that way.
+    auto probe = std::make_shared<Probe>();
+    std::weak_ptr<sim::ConnectionHandler> made;
+    std::atomic<sim::net::TcpServer*> running{nullptr};
+    sim::net::ServerOptions options;
+    options.io_threads = 2;
+    auto server = sim::net::TcpServer::start(options, [&](auto out, const std::string&) {
+        auto handler = std::make_shared<RecordingHandler>(out, probe, false, true);
+        out->close(sim::Errc::closed);
+        for (int i = 0; i < 40 && running.load() != nullptr && running.load()->connection_count() != 0; ++i) {
+            std::this_thread::sleep_for(5ms);
+        }
+        const std::lock_guard lock(probe->mutex);
+        made = handler;
+        return handler;
+    });
+    REQUIRE(server);
+    running = server->get();
+    auto peer = connect_peer((*server)->port());
+    CHECK(probe->wait([&] { return probe->closed; }));
+    CHECK(probe->reason == sim::Errc::closed);
+    CHECK(probe->wait([&] { return made.expired(); }));
+    CHECK(probe->wait([&] { return (*server)->connection_count() == 0; }));
+    CHECK(peer.probe->wait([&] { return peer.probe->closed; }));
+    peer.out.reset();
+    peer.client->close();
+    (*server)->stop();
 }
 
 TEST_CASE("a connection that never finishes its handshake is closed by the handshake timeout") {
@@ -799,3 +840,40 @@ TEST_CASE("connect_async: a refused connect, a bad source address, a source addr
     pool->stop();
 }
 
+TEST_CASE("stopping a server while connections keep arriving returns (no accept loop on a closed acceptor)") {
+    // A hang here was once seen 1 run in 13: an accept handler running on one I/O thread while stop() closed the
+    // acceptor on another re-armed the accept, which failed at once on the closed acceptor, and again, forever.
+    for (int round = 0; round < 40; ++round) {
+        sim::net::ServerOptions options;
+        options.io_threads = 2;
+        auto server = sim::net::TcpServer::start(options, [&](auto out, const std::string&) {
+            return std::make_shared<RecordingHandler>(out, std::make_shared<Probe>(), false, true);
+        });
+        REQUIRE(server);
+        const auto port = (*server)->port();
+        std::atomic<bool> done{false};
+        std::thread knocker([&] {
+            sockaddr_in addr{};
+            addr.sin_family = AF_INET;
+            addr.sin_port = htons(port);
+            addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            while (!done.load()) {
+                const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+                if (fd < 0) {
+                    continue;
+                }
+                (void)::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+                ::close(fd);
+            }
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(round % 5));
+        auto stopping = std::async(std::launch::async, [&] { (*server)->stop(); });
+        if (stopping.wait_for(10s) != std::future_status::ready) {
+            FAIL_CHECK("TcpServer::stop did not return within 10 s (round " << round << ")");
+            std::fflush(nullptr);
+            std::_Exit(1);  // the server's threads spin: nothing more can be cleaned up
+        }
+        done.store(true);
+        knocker.join();
+    }
+}

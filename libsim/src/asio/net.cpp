@@ -142,10 +142,24 @@ public:
         }
     }
 
-    /// Attach the handler and start reading (called once, before any other use).
+    /// Attach the handler and start reading; a null handler closes the connection. Called exactly once, by whoever
+    /// made the connection. The handler is attached on the strand, and until then finish() tells no one: the
+    /// connection may be closed or aborted before this runs (TcpServer::stop() aborts every connection in its
+    /// table, which this one joined before its handler was made; a handler may close from its constructor). A
+    /// finish() that ran first could neither tell the handler nor let it go, and the handler holds this
+    /// connection: the pair, and through m_io the io_context, kept each other alive for ever.
     void start(std::shared_ptr<ConnectionHandler> handler) {
-        m_handler = std::move(handler);
-        asio::post(m_socket.get_executor(), [self = shared_from_this()] {
+        asio::post(m_socket.get_executor(), [self = shared_from_this(), handler = std::move(handler)]() mutable {
+            self->m_handler = std::move(handler);
+            self->m_started = true;
+            if (self->m_finished) {
+                self->tell_gone();  // finish() ran before the handler was attached
+                return;
+            }
+            if (!self->m_handler) {
+                self->finish(Errc::closed);
+                return;
+            }
             // Reads go through a per-thread buffer (see drain()), which needs a non-blocking socket.
             asio::error_code ec;
             self->m_socket.non_blocking(true, ec);
@@ -428,8 +442,16 @@ private:
         m_timer.cancel();
         m_socket.shutdown(tcp::socket::shutdown_both, ignored);
         m_socket.close(ignored);
+        m_finish_reason = reason;
+        if (m_started) {
+            tell_gone();
+        }
+    }
+
+    // Strand only, once: after finish() and start(), whichever ran last.
+    void tell_gone() {
         if (m_handler) {
-            m_handler->on_closed(reason);
+            m_handler->on_closed(m_finish_reason);
             m_handler.reset();  // breaks the handler <-> output cycle
         }
         if (m_hooks.on_gone) {
@@ -449,6 +471,8 @@ private:
     Stage m_stage = Stage::handshake;  // strand only
     bool m_authenticated = false;      // strand only
     bool m_finished = false;     // written on the strand; read under m_mutex by send()
+    bool m_started = false;      // strand only: start()'s turn has run (the handler is attached)
+    Errc m_finish_reason = Errc::closed;  // strand only: what finish() was called with
 
     std::mutex m_mutex;  // guards the queue and the flags below
     std::vector<Bytes> m_queue;  // a vector, not a deque: an empty deque still holds a 512-byte block
@@ -633,12 +657,7 @@ struct TcpServer::Impl {
             const std::lock_guard lock(mutex);
             connections.emplace(id, conn);
         }
-        auto handler = factory(conn, peer);
-        if (!handler) {
-            conn->abort(Errc::busy);
-            return;
-        }
-        conn->start(std::move(handler));
+        conn->start(factory(conn, peer));  // no handler: closed at once
     }
 };
 
@@ -964,7 +983,7 @@ private:
         }
         auto handler = m_factory(connection, peer);
         if (!handler) {
-            connection->abort(Errc::closed);  // settles when it is gone
+            connection->start(nullptr);  // closes it; settles when it is gone
             report(Error{Errc::closed, "no handler for the connection to " + peer});
             return;
         }
