@@ -690,6 +690,10 @@ TEST_CASE("sim::Client keeps its identity in a state file by default; in memory 
         auto bot = sim::Client::connect(options);
         REQUIRE_MESSAGE(bot, bot.error().message());
         REQUIRE((*bot)->login("statebot", "statebot login password"));
+        // A round trip behind the bot's prekey upload (queued before the login is reported; the server handles a
+        // connection's frames in order): without it, a peer could be handed the identity of the bot's last run.
+        REQUIRE((*bot)->open("statenobody"));
+        REQUIRE((*bot)->wait_for<sim::WaitingEvent>("statenobody", 10s));
         auto peer = sim::Client::connect(peer_options);
         REQUIRE_MESSAGE(peer, peer.error().message());
         REQUIRE((*peer)->login("statepeer", "statepeer login password", "statebot"));
