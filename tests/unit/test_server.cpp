@@ -922,6 +922,14 @@ TEST_CASE("a device being linked may only link; the server relays link steps onl
         CHECK(d.of(laptop, sim::FrameType::link).size() == 1);
         CHECK(d.of(erin, sim::FrameType::link).empty());
     }
+    SUBCASE("a link not approved in time ends") {
+        auto& pending = d.password("carol", sim::DeviceId{0});
+        w.clock.advance(std::chrono::minutes(10) + std::chrono::seconds(1));
+        d.link(pending, "carol", sim::LinkStep::request, 0, sim::Bytes(68, 1));
+        CHECK(d.last_error(pending) == sim::Errc::timeout);
+        CHECK(w.raws.back().pipe->closed);
+        CHECK(d.of(laptop, sim::FrameType::link).empty());
+    }
     SUBCASE("the account's device limit counts pending devices") {
         for (int i = 0; i < 4; ++i) {
             REQUIRE(d.authenticated(d.password("carol", sim::DeviceId{0})).has_value());

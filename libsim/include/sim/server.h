@@ -78,7 +78,8 @@ struct ServerConfig {
     /// Most devices an account may have, pending or active (docs/protocol.md 6.9; at most 64). Needs a device
     /// store (ServerCore::create).
     std::size_t max_devices = 5;
-    /// How long a device being linked may wait for its approval before the server forgets it.
+    /// How long a device being linked may wait for its approval: after it, the server closes its connection at its
+    /// next frame (a silent one at the transport's idle timeout) and forgets its id at the account's next link.
     Duration link_timeout = std::chrono::minutes(10);
     /// Per-connection rate limit for message and probe frames (token bucket).
     double messages_per_second = 2000.0;

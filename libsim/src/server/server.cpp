@@ -465,10 +465,15 @@ private:
             start_login(std::move(frame));
             return;
         }
-        if (m_linking && frame.type != FrameType::link && frame.type != FrameType::devices &&
-            frame.type != FrameType::close) {
-            fail(Error{Errc::device_pending, "this device is waiting to be linked by one of the account's devices"});
-            return;
+        if (m_linking) {
+            if (m_core->clock.now() - m_login_started > m_core->config.link_timeout) {
+                fail(Error{Errc::timeout, "the link was not approved in time; log in again to link this device"});
+                return;
+            }
+            if (frame.type != FrameType::link && frame.type != FrameType::devices && frame.type != FrameType::close) {
+                fail(Error{Errc::device_pending, "this device is waiting to be linked by one of the account's devices"});
+                return;
+            }
         }
         switch (frame.type) {
             case FrameType::init:
