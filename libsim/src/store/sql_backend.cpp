@@ -187,25 +187,13 @@ public:
                 SIM_TRY_STATUS(plain(std::move(inserted)));
             }
         }
-        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ms FROM sim_throttle "
-                                                "WHERE throttle_key = ?",
-                                                {key}, "ii")));
-        if (q.rows.empty()) {
-            return Error{Errc::storage_error, std::string(kind()) + ": throttle row vanished"};
-        }
-        return stored_failures(q.rows[0][0].i, q.rows[0][1].i);
+        return key_state(key);
     }
 
     Result<FailureState> find_key_failures(std::string_view key) override {
         SIM_TRY_STATUS(check_throttle_key(key));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ms FROM sim_throttle "
-                                                "WHERE throttle_key = ?",
-                                                {key}, "ii")));
-        if (q.rows.empty()) {
-            return FailureState{};
-        }
-        return stored_failures(q.rows[0][0].i, q.rows[0][1].i);
+        return key_state(key);
     }
 
     Status clear_key_failures(std::string_view key) override {
@@ -850,6 +838,17 @@ private:
     }
 
     /// A run() outcome as a Result, database errors mapped generically.
+    /// The stored state of a throttle key (count 0 without a row). Call with m_mutex held.
+    Result<FailureState> key_state(std::string_view key) {
+        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ms FROM sim_throttle "
+                                                "WHERE throttle_key = ?",
+                                                {key}, "ii")));
+        if (q.rows.empty()) {
+            return FailureState{};
+        }
+        return stored_failures(q.rows[0][0].i, q.rows[0][1].i);
+    }
+
     Result<SqlOutcome> plain(SqlResult&& r) const {
         if (auto* o = std::get_if<SqlOutcome>(&r)) {
             return std::move(*o);

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <optional>
 
 namespace sim::store {
 namespace {
@@ -156,21 +157,15 @@ public:
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Result<FailureState> {
             // One statement, so the read-modify-write is atomic against other connections too.
-            SQLite::Statement q(*m_db,
-                                "UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
-                                "last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
-                                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
-                                "WHERE username = ?3 RETURNING failed_count, last_failure_ms");
-            q.bind(1, to_ms(now));
-            q.bind(2, forget_threshold(now, forget_after));
-            q.bind(3, std::string(username));
-            if (!q.executeStep()) {
+            auto st = count_failure("UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
+                                    "last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                                    "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                                    "WHERE username = ?3 RETURNING failed_count, last_failure_ms",
+                                    username, now, forget_after);
+            if (!st) {
                 return no_user();
             }
-            const auto st = stored_failures(q.getColumn(0).getInt64(), q.getColumn(1).getInt64());
-            while (q.executeStep()) {
-            }
-            return st;
+            return *st;
         });
     }
 
@@ -190,22 +185,16 @@ public:
         SIM_TRY_STATUS(check_throttle_key(key));
         return locked([&]() -> Result<FailureState> {
             // One upsert: atomic against other connections. In DO UPDATE the bare column names are the stored row's.
-            SQLite::Statement q(*m_db,
-                                "INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) "
-                                "VALUES (?3, 1, ?1) ON CONFLICT (throttle_key) DO UPDATE SET failed_count = "
-                                "CASE WHEN last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
-                                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
-                                "RETURNING failed_count, last_failure_ms");
-            q.bind(1, to_ms(now));
-            q.bind(2, forget_threshold(now, forget_after));
-            q.bind(3, std::string(key));
-            if (!q.executeStep()) {
+            auto st = count_failure("INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) "
+                                    "VALUES (?3, 1, ?1) ON CONFLICT (throttle_key) DO UPDATE SET failed_count = "
+                                    "CASE WHEN last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                                    "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                                    "RETURNING failed_count, last_failure_ms",
+                                    key, now, forget_after);
+            if (!st) {
                 return Error{Errc::storage_error, "sqlite: throttle upsert returned no row"};
             }
-            const auto st = stored_failures(q.getColumn(0).getInt64(), q.getColumn(1).getInt64());
-            while (q.executeStep()) {
-            }
-            return st;
+            return *st;
         });
     }
 
@@ -864,6 +853,23 @@ private:
             return no_user();
         }
         return stored_state(q.getColumn(0).getInt64());
+    }
+
+    /// Run a statement that counts one failure: ?1 is `now`, ?2 the forget threshold, ?3 `who` (a name or a throttle
+    /// key); it returns (failed_count, last_failure_ms) of the row it changed, or nothing when it changed none.
+    std::optional<FailureState> count_failure(const char* sql, std::string_view who, WallTime now,
+                                              Duration forget_after) {
+        SQLite::Statement q(*m_db, sql);
+        q.bind(1, to_ms(now));
+        q.bind(2, forget_threshold(now, forget_after));
+        q.bind(3, std::string(who));
+        if (!q.executeStep()) {
+            return std::nullopt;
+        }
+        const auto st = stored_failures(q.getColumn(0).getInt64(), q.getColumn(1).getInt64());
+        while (q.executeStep()) {
+        }
+        return st;
     }
 
     /// Run an upsert that changes no row when the stored version is not older: Errc::user_not_found when the
