@@ -550,8 +550,9 @@ TEST_CASE("a version 7 file: monotonic failure times are dropped, counts restart
     make_v7(dir.db());
     {
         Raw raw(dir.db());
-        raw.exec("INSERT INTO sim_users (username, password_hash, failed_count, last_failure_ns) VALUES "
-                 "('amy', '$h', 4, 987654321), ('bob', '$h', 0, 0)");
+        raw.exec(
+            "INSERT INTO sim_users (username, password_hash, failed_count, last_failure_ns) VALUES "
+            "('amy', '$h', 4, 987654321), ('bob', '$h', 0, 0)");
         raw.exec("INSERT INTO sim_devices VALUES ('amy', 1, 2, '', X'', 0, 0, 0), ('bob', 1, 2, '', X'', 0, 0, 0)");
     }
     auto b = open(dir.db());
@@ -561,8 +562,7 @@ TEST_CASE("a version 7 file: monotonic failure times are dropped, counts restart
         Raw raw(dir.db());
         CHECK(raw.scalar("PRAGMA user_version") == "8");
         CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
-        CHECK(raw.scalar("SELECT count(*) FROM pragma_table_info('sim_users') WHERE name = 'last_failure_ns'") ==
-              "0");
+        CHECK(raw.scalar("SELECT count(*) FROM pragma_table_info('sim_users') WHERE name = 'last_failure_ns'") == "0");
     }
     for (const auto* user : {"amy", "bob"}) {
         const auto rec = s.find_user(user).value();

@@ -206,9 +206,9 @@ TEST_CASE("first login registers the account (the seed's open policy)") {
 TEST_CASE("explicit registration: unknown names fail like wrong passwords, with the same work") {
     Fixture f(RegistrationPolicy::explicit_request);
     SpyHasher spy(*f.hasher);
-    auto auth =
-        Authenticator::create(*f.backend, spy, *f.rng, f.clock, AuthConfig{RegistrationPolicy::explicit_request, {}, wall_of(f.clock)})
-            .value();
+    auto auth = Authenticator::create(*f.backend, spy, *f.rng, f.clock,
+                                      AuthConfig{RegistrationPolicy::explicit_request, {}, wall_of(f.clock)})
+                    .value();
     REQUIRE(auth->register_user("bob", "hunter22", "10.0.0.1").ok());
     CHECK(auth->register_user("BOB", "other", "10.0.0.1").code() == Errc::user_exists);
 

@@ -480,10 +480,10 @@ struct MariaDbConfig {
 
 /// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
 /// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`, `sim_session_ends`,
-/// `sim_devices`, `sim_device_lists`, `sim_throttle`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
-/// database was written by a newer libsim; Errc::corrupt_database when it holds libsim tables without a version;
-/// Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented when this libsim was
-/// built without MariaDB Connector/C.
+/// `sim_devices`, `sim_device_lists`, `sim_throttle`; InnoDB). Errc::invalid_argument for a malformed URL;
+/// Errc::schema_too_new when the database was written by a newer libsim; Errc::corrupt_database when it holds libsim
+/// tables without a version; Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented
+/// when this libsim was built without MariaDB Connector/C.
 Result<std::unique_ptr<Backend>> open_mariadb_backend(const MariaDbConfig& config);
 
 /// Whether this build includes the MariaDB backend.

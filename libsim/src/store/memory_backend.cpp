@@ -16,7 +16,8 @@ constexpr std::size_t max_throttle_keys = 100000;
 
 // The rule of CredentialStore::record_failure.
 FailureState count_failure(FailureState& f, WallTime now, Duration forget_after) {
-    const bool restart = f.count == 0 || f.last_failure > now || to_ms(f.last_failure) <= forget_threshold(now, forget_after);
+    const bool restart =
+        f.count == 0 || f.last_failure > now || to_ms(f.last_failure) <= forget_threshold(now, forget_after);
     f.count = restart ? 1 : (f.count == UINT32_MAX ? f.count : f.count + 1);
     f.last_failure = now;
     return f;
@@ -88,9 +89,9 @@ public:
         if (it == m_throttle.end()) {
             if (m_throttle.size() >= max_throttle_keys) {
                 // Full: forget the key whose last failure is oldest (the closest to being forgotten anyway).
-                m_throttle.erase(std::min_element(m_throttle.begin(), m_throttle.end(), [](const auto& a, const auto& b) {
-                    return a.second.last_failure < b.second.last_failure;
-                }));
+                m_throttle.erase(std::min_element(
+                    m_throttle.begin(), m_throttle.end(),
+                    [](const auto& a, const auto& b) { return a.second.last_failure < b.second.last_failure; }));
             }
             it = m_throttle.emplace(std::string(key), FailureState{}).first;
         }

@@ -178,9 +178,9 @@ public:
             "ELSE LEAST(failed_count + 1, 4294967295) END, last_failure_ms = ? WHERE throttle_key = ?";
         SIM_TRY(const auto r, plain(m_conn->run(update, {now_ms, forget_before, now_ms, key}, "")));
         if (r.affected == 0) {
-            auto inserted = m_conn->run(
-                "INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) VALUES (?, 1, ?)",
-                {key, now_ms}, "");
+            auto inserted =
+                m_conn->run("INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) VALUES (?, 1, ?)",
+                            {key, now_ms}, "");
             if (failed_with(inserted) == SqlFailure::duplicate_key) {
                 SIM_TRY_STATUS(plain(m_conn->run(update, {now_ms, forget_before, now_ms, key}, "")));
             } else {
@@ -205,8 +205,8 @@ public:
 
     Result<std::size_t> purge_key_failures(WallTime before) override {
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r, plain(m_conn->run("DELETE FROM sim_throttle WHERE last_failure_ms <= ?",
-                                                {to_ms(before)}, "")));
+        SIM_TRY(const auto r,
+                plain(m_conn->run("DELETE FROM sim_throttle WHERE last_failure_ms <= ?", {to_ms(before)}, "")));
         return static_cast<std::size_t>(r.affected);
     }
 

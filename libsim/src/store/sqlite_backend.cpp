@@ -157,11 +157,12 @@ public:
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Result<FailureState> {
             // One statement, so the read-modify-write is atomic against other connections too.
-            auto st = count_failure("UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
-                                    "last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
-                                    "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
-                                    "WHERE username = ?3 RETURNING failed_count, last_failure_ms",
-                                    username, now, forget_after);
+            auto st = count_failure(
+                "UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
+                "last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                "WHERE username = ?3 RETURNING failed_count, last_failure_ms",
+                username, now, forget_after);
             if (!st) {
                 return no_user();
             }
@@ -185,12 +186,13 @@ public:
         SIM_TRY_STATUS(check_throttle_key(key));
         return locked([&]() -> Result<FailureState> {
             // One upsert: atomic against other connections. In DO UPDATE the bare column names are the stored row's.
-            auto st = count_failure("INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) "
-                                    "VALUES (?3, 1, ?1) ON CONFLICT (throttle_key) DO UPDATE SET failed_count = "
-                                    "CASE WHEN last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
-                                    "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
-                                    "RETURNING failed_count, last_failure_ms",
-                                    key, now, forget_after);
+            auto st = count_failure(
+                "INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) "
+                "VALUES (?3, 1, ?1) ON CONFLICT (throttle_key) DO UPDATE SET failed_count = "
+                "CASE WHEN last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                "RETURNING failed_count, last_failure_ms",
+                key, now, forget_after);
             if (!st) {
                 return Error{Errc::storage_error, "sqlite: throttle upsert returned no row"};
             }
@@ -201,8 +203,7 @@ public:
     Result<FailureState> find_key_failures(std::string_view key) override {
         SIM_TRY_STATUS(check_throttle_key(key));
         return locked([&]() -> Result<FailureState> {
-            SQLite::Statement q(*m_db,
-                                "SELECT failed_count, last_failure_ms FROM sim_throttle WHERE throttle_key = ?");
+            SQLite::Statement q(*m_db, "SELECT failed_count, last_failure_ms FROM sim_throttle WHERE throttle_key = ?");
             q.bind(1, std::string(key));
             if (!q.executeStep()) {
                 return FailureState{};
