@@ -93,11 +93,9 @@ struct Authenticator::Impl {
         return detail::wait_time(limits, state, now);
     }
 
-    /// Count a failure of `key`, and forget keys that no limit remembers any more (bounds the table).
+    /// Count a failure of `key`.
     Status record_key(const std::string& key, const ThrottleLimits& limits, store::WallTime now) {
         SIM_TRY_STATUS(store.record_key_failure(key, now, limits.forget_after));
-        const auto longest = std::max(config.throttle.account.forget_after, config.throttle.address.forget_after);
-        SIM_TRY_STATUS(store.purge_key_failures(now - std::chrono::ceil<std::chrono::milliseconds>(longest)));
         return ok();
     }
 
@@ -118,9 +116,18 @@ struct Authenticator::Impl {
     }
 
     /// Count a failed attempt against the source, and the account (or the unknown name) from that source; from
-    /// an address the account does not know, also against the account as a whole.
+    /// an address the account does not know, also against the account as a whole. Then forget the keys no limit
+    /// remembers any more, which bounds the store's table to the failures of the longest forget_after.
     Status count_failure(const std::string& name, bool has_account, const std::string& source, bool known_source,
                          store::WallTime now) {
+        SIM_TRY_STATUS(count_failure_keys(name, has_account, source, known_source, now));
+        const auto longest = std::max(config.throttle.account.forget_after, config.throttle.address.forget_after);
+        SIM_TRY_STATUS(store.purge_key_failures(now - std::chrono::ceil<std::chrono::milliseconds>(longest)));
+        return ok();
+    }
+
+    Status count_failure_keys(const std::string& name, bool has_account, const std::string& source,
+                              bool known_source, store::WallTime now) {
         const auto& limits = config.throttle;
         SIM_TRY_STATUS(record_key(address_key(source), limits.address, now));
         if (!has_account) {
