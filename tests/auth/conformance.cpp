@@ -1377,6 +1377,8 @@ TEST_CASE("database servers: a version 7 database is upgraded: monotonic failure
         auto s = open_backend_or_fail();
         CHECK(admin->column("SELECT schema_version FROM sim_meta") ==
               std::vector<std::string>{std::to_string(sim::store::schema_version)});
+        CHECK(admin->column("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'sim_users' AND "
+                            "column_name = 'last_failure_ns'") == std::vector<std::string>{"0"});
         check_upgraded(*s);
     }
     // Each statement of the step runs again (a server may die before the version is written).
