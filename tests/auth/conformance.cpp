@@ -29,6 +29,7 @@
 using namespace std::chrono_literals;
 using sim::Errc;
 using sim::store::Backend;
+using sim::store::FailureState;
 using sim::store::SealedConversationKey;
 using sim::store::WallTime;
 
@@ -65,7 +66,7 @@ public:
         exec(
             "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, sim_device_lists, "
             "sim_devices, "
-            "sim_conversation_keys, sim_sessions, sim_users, sim_meta CASCADE");
+            "sim_conversation_keys, sim_sessions, sim_users, sim_throttle, sim_meta CASCADE");
     }
 };
 
@@ -334,7 +335,7 @@ TEST_CASE("users: failed-attempt bookkeeping") {
     TestDb db;
     auto& s = *db.backend;
     REQUIRE(s.create_user("dave", "$h").has_value());
-    const sim::TimePoint base{std::chrono::seconds(1'000'000)};
+    const WallTime base{std::chrono::seconds(1'700'000'000)};
     auto f = s.record_failure("dave", base, 1h).value();
     CHECK(f.count == 1);
     CHECK(f.last_failure == base);
@@ -349,24 +350,67 @@ TEST_CASE("users: failed-attempt bookkeeping") {
     // Quiet for forget_after: the count restarts.
     f = s.record_failure("dave", base + 20s + 1h, 1h).value();
     CHECK(f.count == 1);
-    f = s.record_failure("dave", base + 20s + 1h + 1ns, 1h).value();
+    f = s.record_failure("dave", base + 20s + 1h + 1ms, 1h).value();
     CHECK(f.count == 2);
-    // A last failure in the future (the clock restarted) also restarts the count.
+    // A last failure in the future (a clock set back, another node's clock ahead) also restarts the count.
     f = s.record_failure("dave", base, 1h).value();
     CHECK(f.count == 1);
     CHECK(f.last_failure == base);
     // Large and zero clock values survive the round trip.
-    const sim::TimePoint far{sim::Duration{4'000'000'000'000'000'000}};
+    const WallTime far{std::chrono::milliseconds{4'000'000'000'000'000}};
     f = s.record_failure("dave", far, 1h).value();
     CHECK(f.count == 1);
     CHECK(s.find_user("dave").value()->failures.last_failure == far);
     REQUIRE(s.clear_failures("dave").has_value());
     REQUIRE(s.clear_failures("dave").has_value());  // already clear: still fine
     CHECK(s.find_user("dave").value()->failures.count == 0);
-    f = s.record_failure("dave", sim::TimePoint{}, 1h).value();
+    f = s.record_failure("dave", WallTime{}, 1h).value();
     CHECK(f.count == 1);
     CHECK(s.record_failure("nobody", base, 1h).code() == Errc::user_not_found);
     CHECK(s.clear_failures("nobody").code() == Errc::user_not_found);
+}
+
+TEST_CASE("throttle keys: counted like accounts, without an account, cleared and purged by age") {
+    TestDb db;
+    auto& s = *db.backend;
+    const WallTime base{std::chrono::seconds(1'700'000'000)};
+    const std::string addr = "a 192.0.2.1";
+    CHECK(s.find_key_failures(addr).value() == FailureState{});
+    auto f = s.record_key_failure(addr, base, 1h).value();
+    CHECK(f == FailureState{1, base});
+    f = s.record_key_failure(addr, base + 10s, 1h).value();
+    CHECK(f == FailureState{2, base + 10s});
+    CHECK(s.find_key_failures(addr).value() == FailureState{2, base + 10s});
+    // Quiet for forget_after restarts the count; so does a last failure in the future.
+    CHECK(s.record_key_failure(addr, base + 10s + 1h, 1h).value().count == 1);
+    CHECK(s.record_key_failure(addr, base + 10s + 1h + 1ms, 1h).value().count == 2);
+    CHECK(s.record_key_failure(addr, base, 1h).value() == FailureState{1, base});
+    // Keys are exact bytes and independent of each other and of accounts.
+    const std::string other = "a 192.0.2.10";
+    CHECK(s.record_key_failure(other, base + 1s, 1h).value().count == 1);
+    CHECK(s.record_key_failure(other, base + 2s, 1h).value().count == 2);
+    CHECK(s.find_key_failures(addr).value().count == 1);
+    CHECK(s.find_key_failures("A 192.0.2.1").value().count == 0);
+    const std::string longest(sim::store::max_throttle_key_length, 'k');
+    CHECK(s.record_key_failure(longest, base, 1h).value().count == 1);
+    CHECK(s.find_key_failures(longest).value().count == 1);
+    // Clearing one key leaves the others; clearing a missing key is fine.
+    REQUIRE(s.clear_key_failures(addr).has_value());
+    REQUIRE(s.clear_key_failures(addr).has_value());
+    CHECK(s.find_key_failures(addr).value().count == 0);
+    CHECK(s.find_key_failures(other).value().count == 2);
+    // Purging forgets the keys whose last failure is at or before the bound, and only those.
+    REQUIRE(s.record_key_failure(addr, base + 5s, 1h).has_value());
+    CHECK(s.purge_key_failures(base + 2s).value() == 2);  // longest (at base) and other (at base + 2s)
+    CHECK(s.find_key_failures(other).value().count == 0);
+    CHECK(s.find_key_failures(longest).value().count == 0);
+    CHECK(s.find_key_failures(addr).value() == FailureState{1, base + 5s});
+    CHECK(s.purge_key_failures(base + 2s).value() == 0);
+    // Bad keys are refused.
+    CHECK(s.record_key_failure("", base, 1h).code() == Errc::invalid_argument);
+    CHECK(s.record_key_failure(longest + "k", base, 1h).code() == Errc::invalid_argument);
+    CHECK(s.find_key_failures("").code() == Errc::invalid_argument);
+    CHECK(s.clear_key_failures(longest + "k").code() == Errc::invalid_argument);
 }
 
 TEST_CASE("session-end log: revoking a user's tokens and deleting a user log the user, in order") {
@@ -497,14 +541,17 @@ TEST_CASE("data survives reopening; a second connection sees the same data") {
     CHECK(second->list_users().value() == std::vector<std::string>{"gina", "hank"});
     REQUIRE(second->create_user("ivy", "$h").has_value());
     CHECK(db.backend->find_user("ivy").value().has_value());
-    // record_failure is atomic across connections.
-    const sim::TimePoint base{std::chrono::seconds(5)};
+    // record_failure and record_key_failure count across connections.
+    const WallTime base{std::chrono::seconds(1'700'000'000)};
     (void)db.backend->record_failure("gina", base, 1h).value();
     CHECK(second->record_failure("gina", base + 1s, 1h).value().count == 2);
+    (void)db.backend->record_key_failure("a 198.51.100.7", base, 1h).value();
+    CHECK(second->record_key_failure("a 198.51.100.7", base + 1s, 1h).value().count == 2);
     second.reset();
     db.reopen();
     CHECK(db.backend->list_users().value() == std::vector<std::string>{"gina", "hank", "ivy"});
     CHECK(db.backend->find_user("gina").value()->failures.count == 2);
+    CHECK(db.backend->find_key_failures("a 198.51.100.7").value().count == 2);
     CHECK(db.backend->find_token(token_hash(5)).value()->username == "gina");
     CHECK(db.backend->find_conversation_key("gina", "hank").value()->epoch == 7);
 }
@@ -515,7 +562,7 @@ TEST_CASE("the backend is safe to share between threads") {
     REQUIRE(s.create_user("jack", "$h").has_value());
     std::atomic<int> created{0};
     std::vector<std::thread> threads;
-    const sim::TimePoint base{std::chrono::seconds(100)};
+    const WallTime base{std::chrono::seconds(100)};
     for (int t = 0; t < 4; ++t) {
         threads.emplace_back([&, t] {
             for (int i = 0; i < 25; ++i) {
@@ -548,7 +595,12 @@ TEST_CASE("the login flow on this backend: first login, wrong password, throttli
     auto rng = sim::make_deterministic_rng(sim::as_bytes("conformance"));
     sim::ManualClock clock;
     clock.set(sim::TimePoint{std::chrono::hours(1000)});
-    auto auth = sim::auth::Authenticator::create(*db.backend, *h4, *rng, clock).value();
+    sim::auth::AuthConfig config;
+    config.wall_clock = [&clock] {
+        return WallTime{std::chrono::seconds(1'700'000'000)} +
+               std::chrono::floor<std::chrono::milliseconds>(clock.now().time_since_epoch());
+    };
+    auto auth = sim::auth::Authenticator::create(*db.backend, *h4, *rng, clock, config).value();
 
     const auto first = auth->login("Kate", "pw-kate", "10.0.0.1");
     REQUIRE(first.ok());
@@ -566,7 +618,7 @@ TEST_CASE("the login flow on this backend: first login, wrong password, throttli
     REQUIRE(auth->login("kate", "pw-kate", "10.0.2.1").ok());
     CHECK(db.backend->find_user("kate").value()->failures.count == 5);  // a success does not reset a guesser
 
-    auto auth5 = sim::auth::Authenticator::create(*db.backend, *h5, *rng, clock).value();
+    auto auth5 = sim::auth::Authenticator::create(*db.backend, *h5, *rng, clock, config).value();
     const auto re = auth5->login("kate", "pw-kate", "10.0.0.1");
     REQUIRE(re.ok());
     CHECK(re.outcome->rehashed);
@@ -647,6 +699,75 @@ sim::store::StoredMessage on(sim::store::StoredMessage m, sim::DeviceId to, sim:
 }
 
 }  // namespace
+
+TEST_CASE("throttling is shared: two nodes on this backend give one budget, and a restart keeps it") {
+    TestDb db;
+    // Two nodes: each its own connection and its own monotonic clock (far apart, as on two machines); one wall
+    // clock, as NTP gives them.
+    auto second = db.persistent() ? db.open() : nullptr;
+    Backend& store_a = *db.backend;
+    Backend& store_b = second ? *second : *db.backend;
+    sim::auth::HashPolicy p4;
+    p4.bcrypt.cost = 4;
+    const auto hasher = sim::auth::make_password_hasher(p4).value();
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("two nodes"));
+    sim::ManualClock clock_a;
+    sim::ManualClock clock_b;
+    clock_a.set(sim::TimePoint{std::chrono::hours(1000)});
+    clock_b.set(sim::TimePoint{std::chrono::hours(3)});
+    WallTime wall{std::chrono::seconds(1'700'000'000)};
+    sim::auth::AuthConfig config;
+    config.registration = sim::auth::RegistrationPolicy::explicit_request;
+    config.wall_clock = [&wall] { return wall; };
+    const auto& policy = config.throttle;
+    auto node_a = sim::auth::Authenticator::create(store_a, *hasher, *rng, clock_a, config).value();
+    auto node_b = sim::auth::Authenticator::create(store_b, *hasher, *rng, clock_b, config).value();
+    REQUIRE(node_a->admin_create_user("olga", "pw-olga").has_value());
+
+    // Guesses at one account from fresh addresses, alternating nodes, until both refuse: one node's budget.
+    const auto guess_account = [&](sim::auth::Authenticator& node, int i) {
+        return node.login("olga", "guess", "198.51.100." + std::to_string(i)).code();
+    };
+    int admitted = 0;
+    for (int i = 0; i < 40; ++i) {
+        const auto code = guess_account(i % 2 == 0 ? *node_a : *node_b, i);
+        CHECK((code == Errc::auth_rejected || code == Errc::throttled));
+        admitted += code == Errc::auth_rejected ? 1 : 0;
+    }
+    CHECK(admitted == static_cast<int>(policy.account.free_failures));
+
+    // Guesses from one address at names that do not exist (each name fresh), alternating nodes: one node's
+    // address budget.
+    admitted = 0;
+    for (int i = 0; i < 80; ++i) {
+        auto& node = i % 2 == 0 ? *node_a : *node_b;
+        const auto code = node.login("nobody" + std::to_string(i), "guess", "203.0.113.5").code();
+        CHECK((code == Errc::auth_rejected || code == Errc::throttled));
+        admitted += code == Errc::auth_rejected ? 1 : 0;
+    }
+    CHECK(admitted == static_cast<int>(policy.address.free_failures));
+
+    // A restart: a new node on a new connection with a new monotonic clock still refuses both.
+    node_a.reset();
+    node_b.reset();
+    second.reset();
+    auto third_store = db.persistent() ? db.open() : nullptr;
+    Backend& store_c = third_store ? *third_store : *db.backend;
+    sim::ManualClock clock_c;
+    auto node_c = sim::auth::Authenticator::create(store_c, *hasher, *rng, clock_c, config).value();
+    const auto account = node_c->login("olga", "pw-olga", "198.51.100.200");
+    CHECK(account.code() == Errc::throttled);
+    CHECK(account.retry_after > sim::Duration::zero());
+    CHECK(node_c->login("nobody-else", "guess", "203.0.113.5").code() == Errc::throttled);
+    // Once the wall clock has moved past the delays, the owner gets in.
+    wall += std::chrono::duration_cast<std::chrono::milliseconds>(policy.account.max_delay);
+    CHECK(node_c->login("olga", "pw-olga", "198.51.100.200").ok());
+    // A quiet forget_after later the address is free again, and its row is purged by the next failure.
+    wall += std::chrono::duration_cast<std::chrono::milliseconds>(policy.address.forget_after);
+    CHECK(node_c->login("nobody-else", "guess", "203.0.113.5").code() == Errc::auth_rejected);
+    CHECK(store_c.find_key_failures("a 203.0.113.5").value().count == 1);
+    CHECK(store_c.find_key_failures("n nobody0").value().count == 0);
+}
 
 TEST_CASE("prekeys: upload, replace or add, identity check, bundles hand out each one-time prekey once") {
     TestDb db;
@@ -1227,6 +1348,43 @@ TEST_CASE("postgresql: a version 6 database is upgraded; accounts get device 1, 
     admin->exec("UPDATE sim_meta SET schema_version = 6 WHERE id = 1");
     check_upgraded_to_devices(*open_backend_or_fail());
     CHECK(admin->column("SELECT device FROM sim_devices ORDER BY device") == std::vector<std::string>{"1", "2", "3"});
+}
+
+TEST_CASE("database servers: a version 7 database is upgraded: monotonic failure times go, throttle keys work") {
+    if (!server_backend()) {
+        return;
+    }
+    const auto check_upgraded = [](Backend& s) {
+        CHECK(s.find_user("amy").value()->failures == FailureState{});
+        const WallTime now{std::chrono::seconds(1'700'000'000)};
+        CHECK(s.record_failure("amy", now, 1h).value() == FailureState{1, now});
+        CHECK(s.record_key_failure("a 192.0.2.1", now, 1h).value().count >= 1);
+        CHECK(s.purge_key_failures(now).value() == 1);
+    };
+    {
+        TestDb db;
+        REQUIRE(db.backend->create_user("amy", "$h").has_value());
+    }
+    // Version 7 as libsim wrote it, as far as the step to 8 is concerned: sim_users with last_failure_ns (a
+    // monotonic clock's nanoseconds) and no sim_throttle.
+    const auto admin = admin_connection();
+    admin->exec("DROP TABLE sim_throttle");
+    admin->exec("ALTER TABLE sim_users DROP COLUMN last_failure_ms");
+    admin->exec("ALTER TABLE sim_users ADD COLUMN last_failure_ns BIGINT NOT NULL DEFAULT 0");
+    admin->exec("UPDATE sim_users SET failed_count = 4, last_failure_ns = 987654321");
+    admin->exec("UPDATE sim_meta SET schema_version = 7 WHERE id = 1");
+    {
+        auto s = open_backend_or_fail();
+        CHECK(admin->column("SELECT schema_version FROM sim_meta") ==
+              std::vector<std::string>{std::to_string(sim::store::schema_version)});
+        CHECK(admin->column("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'sim_users' AND "
+                            "column_name = 'last_failure_ns'") == std::vector<std::string>{"0"});
+        check_upgraded(*s);
+    }
+    // Each statement of the step runs again (a server may die before the version is written).
+    admin->exec("UPDATE sim_users SET failed_count = 4");
+    admin->exec("UPDATE sim_meta SET schema_version = 7 WHERE id = 1");
+    check_upgraded(*open_backend_or_fail());
 }
 
 TEST_CASE("mariadb: an old schema is upgraded on open") {

@@ -195,6 +195,56 @@ const char* const schema_v6_extra =
     "CREATE INDEX sim_messages_mailbox ON sim_messages (recipient, recipient_device, seq);"
     "PRAGMA user_version = 6;";
 
+const char* const schema_v7_extra =
+    "ALTER TABLE sim_users ADD COLUMN last_device INTEGER NOT NULL DEFAULT 1;"
+    "CREATE TABLE sim_devices ("
+    "  username TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  device INTEGER NOT NULL CHECK (device BETWEEN 1 AND 4294967295),"
+    "  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 3),"
+    "  name TEXT NOT NULL CHECK (length(CAST(name AS BLOB)) <= 64),"
+    "  device_key BLOB NOT NULL CHECK (length(device_key) IN (0, 32)),"
+    "  created_ms INTEGER NOT NULL,"
+    "  linked_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (username, device)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO sim_devices (username, device, state, name, device_key, created_ms, linked_ms, last_seen_ms)"
+    "  SELECT username, 1, 2, '', X'', 0, 0, 0 FROM sim_users;"
+    "CREATE TABLE sim_device_lists ("
+    "  username TEXT PRIMARY KEY NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  signed_list BLOB NOT NULL CHECK (length(signed_list) BETWEEN 1 AND 8192)"
+    ") WITHOUT ROWID;"
+    "ALTER TABLE sim_sessions ADD COLUMN device INTEGER NOT NULL DEFAULT 1 CHECK (device BETWEEN 1 AND 4294967295);"
+    "CREATE INDEX sim_sessions_device ON sim_sessions (username, device);"
+    "ALTER TABLE sim_session_ends ADD COLUMN device INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE sim_prekeys_v7 ("
+    "  username TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  device INTEGER NOT NULL CHECK (device BETWEEN 1 AND 4294967295),"
+    "  identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),"
+    "  spk_id INTEGER NOT NULL,"
+    "  spk BLOB NOT NULL CHECK (length(spk) = 32),"
+    "  spk_sig BLOB NOT NULL CHECK (length(spk_sig) = 64),"
+    "  PRIMARY KEY (username, device)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sim_one_time_prekeys_v7 ("
+    "  username TEXT NOT NULL,"
+    "  device INTEGER NOT NULL,"
+    "  key_id INTEGER NOT NULL,"
+    "  public_key BLOB NOT NULL CHECK (length(public_key) = 32),"
+    "  PRIMARY KEY (username, device, key_id),"
+    "  FOREIGN KEY (username, device) REFERENCES sim_prekeys_v7 (username, device) ON DELETE CASCADE"
+    ") WITHOUT ROWID;"
+    "INSERT INTO sim_prekeys_v7 (username, device, identity_key, spk_id, spk, spk_sig)"
+    "  SELECT username, 1, identity_key, spk_id, spk, spk_sig FROM sim_prekeys;"
+    "INSERT INTO sim_one_time_prekeys_v7 (username, device, key_id, public_key)"
+    "  SELECT username, 1, key_id, public_key FROM sim_one_time_prekeys;"
+    "DROP TABLE sim_one_time_prekeys;"
+    "DROP TABLE sim_prekeys;"
+    "ALTER TABLE sim_prekeys_v7 RENAME TO sim_prekeys;"
+    "ALTER TABLE sim_one_time_prekeys_v7 RENAME TO sim_one_time_prekeys;"
+    "PRAGMA user_version = 7;";
+
 /// A version 6 file (as libsim 6 wrote it).
 void make_v6(const std::string& path) {
     Raw raw(path);
@@ -202,6 +252,13 @@ void make_v6(const std::string& path) {
          {schema_v1, schema_v2_extra, schema_v3_extra, schema_v4_extra, schema_v5_extra, schema_v6_extra}) {
         raw.exec(step);
     }
+}
+
+/// A version 7 file (as libsim 7 wrote it).
+void make_v7(const std::string& path) {
+    make_v6(path);
+    Raw raw(path);
+    raw.exec(schema_v7_extra);
 }
 
 }  // namespace
@@ -275,7 +332,7 @@ TEST_CASE("an older file is upgraded on open and its accounts keep working") {
         const auto user = b.value()->find_user("olduser").value();
         REQUIRE(user.has_value());
         CHECK(user->password_hash == seed_hash);
-        CHECK(user->failures.count == (version >= 2 ? 2U : 0U));
+        CHECK(user->failures.count == 0U);  // counts of a monotonic clock restart on the way to version 8
         // The new tables exist and work.
         REQUIRE(
             b.value()->put_token(sim::Bytes(32, 7), "olduser", sim::first_device, sim::store::WallTime{}).has_value());
@@ -447,7 +504,7 @@ TEST_CASE("a version 6 file: every account gets device 1, tokens and prekeys are
     auto& s = *b.value();
     {
         Raw raw(dir.db());
-        CHECK(raw.scalar("PRAGMA user_version") == "7");
+        CHECK(raw.scalar("PRAGMA user_version") == std::to_string(sim::store::schema_version));
         CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
         CHECK(raw.scalar("PRAGMA foreign_key_check") == "");
         CHECK(raw.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE '%_v7'") == "0");
@@ -486,6 +543,39 @@ TEST_CASE("a version 6 file: every account gets device 1, tokens and prekeys are
     }
     REQUIRE(s.delete_user("bob").has_value());
     CHECK(s.list_devices("bob").value().empty());
+}
+
+TEST_CASE("a version 7 file: monotonic failure times are dropped, counts restart, throttle keys get a table") {
+    TempDir dir;
+    make_v7(dir.db());
+    {
+        Raw raw(dir.db());
+        raw.exec(
+            "INSERT INTO sim_users (username, password_hash, failed_count, last_failure_ns) VALUES "
+            "('amy', '$h', 4, 987654321), ('bob', '$h', 0, 0)");
+        raw.exec("INSERT INTO sim_devices VALUES ('amy', 1, 2, '', X'', 0, 0, 0), ('bob', 1, 2, '', X'', 0, 0, 0)");
+    }
+    auto b = open(dir.db());
+    REQUIRE_MESSAGE(b.has_value(), (b.has_value() ? std::string() : b.error().message()));
+    auto& s = *b.value();
+    {
+        Raw raw(dir.db());
+        CHECK(raw.scalar("PRAGMA user_version") == "8");
+        CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
+        CHECK(raw.scalar("SELECT count(*) FROM pragma_table_info('sim_users') WHERE name = 'last_failure_ns'") == "0");
+    }
+    for (const auto* user : {"amy", "bob"}) {
+        const auto rec = s.find_user(user).value();
+        REQUIRE(rec.has_value());
+        CHECK(rec->failures == sim::store::FailureState{});
+        CHECK(s.list_devices(user).value().size() == 1);
+    }
+    const sim::store::WallTime now{std::chrono::seconds(1'700'000'000)};
+    CHECK(s.record_failure("amy", now, std::chrono::hours(1)).value() == sim::store::FailureState{1, now});
+    CHECK(s.find_user("amy").value()->failures == sim::store::FailureState{1, now});
+    CHECK(s.record_key_failure("a 192.0.2.1", now, std::chrono::hours(1)).value().count == 1);
+    CHECK(s.record_key_failure("a 192.0.2.1", now, std::chrono::hours(1)).value().count == 2);
+    CHECK(s.purge_key_failures(now).value() == 1);
 }
 
 TEST_CASE("a migration that fails leaves the file as it was") {

@@ -39,10 +39,27 @@ public:
         ++calls;
         return m_inner.replace_hash(u, h, old);
     }
-    sim::Result<sim::store::FailureState> record_failure(std::string_view u, sim::TimePoint now,
+    sim::Result<sim::store::FailureState> record_failure(std::string_view u, sim::store::WallTime now,
                                                          sim::Duration f) override {
         ++calls;
         return m_inner.record_failure(u, now, f);
+    }
+    sim::Result<sim::store::FailureState> record_key_failure(std::string_view k, sim::store::WallTime now,
+                                                             sim::Duration f) override {
+        ++calls;
+        return m_inner.record_key_failure(k, now, f);
+    }
+    sim::Result<sim::store::FailureState> find_key_failures(std::string_view k) override {
+        ++calls;
+        return m_inner.find_key_failures(k);
+    }
+    sim::Status clear_key_failures(std::string_view k) override {
+        ++calls;
+        return m_inner.clear_key_failures(k);
+    }
+    sim::Result<std::size_t> purge_key_failures(sim::store::WallTime before) override {
+        ++calls;
+        return m_inner.purge_key_failures(before);
     }
     sim::Status clear_failures(std::string_view u) override {
         ++calls;
@@ -96,6 +113,15 @@ std::unique_ptr<sim::auth::PasswordHasher> argon2_hasher() {
     return sim::auth::make_password_hasher(p).value();
 }
 
+/// The wall clock of a test: a fixed date plus the manual clock's time, so advancing one advances the other.
+std::function<sim::store::WallTime()> wall_of(const sim::ManualClock& clock) {
+    return [&clock] {
+        using std::chrono::milliseconds;
+        return sim::store::WallTime{milliseconds{1'700'000'000'000}} +
+               std::chrono::floor<milliseconds>(clock.now().time_since_epoch());
+    };
+}
+
 /// Everything a test needs around an authenticator.
 struct Fixture {
     explicit Fixture(RegistrationPolicy policy = RegistrationPolicy::open, AuthConfig config = {})
@@ -103,6 +129,7 @@ struct Fixture {
           hasher(bcrypt_hasher()),
           rng(sim::make_deterministic_rng(sim::as_bytes("test_auth"))) {
         config.registration = policy;
+        config.wall_clock = wall_of(clock);
         auth = Authenticator::create(*backend, *hasher, *rng, clock, config).value();
     }
     std::unique_ptr<sim::store::Backend> backend;
@@ -179,9 +206,9 @@ TEST_CASE("first login registers the account (the seed's open policy)") {
 TEST_CASE("explicit registration: unknown names fail like wrong passwords, with the same work") {
     Fixture f(RegistrationPolicy::explicit_request);
     SpyHasher spy(*f.hasher);
-    auto auth =
-        Authenticator::create(*f.backend, spy, *f.rng, f.clock, AuthConfig{RegistrationPolicy::explicit_request, {}})
-            .value();
+    auto auth = Authenticator::create(*f.backend, spy, *f.rng, f.clock,
+                                      AuthConfig{RegistrationPolicy::explicit_request, {}, wall_of(f.clock)})
+                    .value();
     REQUIRE(auth->register_user("bob", "hunter22", "10.0.0.1").ok());
     CHECK(auth->register_user("BOB", "other", "10.0.0.1").code() == Errc::user_exists);
 
@@ -340,7 +367,7 @@ TEST_CASE("account throttling: growing delays, a bounded lockout, recovery after
     for (int i = 0; i < 5; ++i) {
         CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::auth_rejected);
     }
-    // A clock that went backwards (a restarted monotonic clock) does not extend a lockout.
+    // A clock that went backwards (set back, or another node's clock behind) does not extend a lockout.
     CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::throttled);
     f.clock.set(sim::TimePoint{});
     CHECK(f.auth->login("ivy", "wrong", next_source()).code() == Errc::auth_rejected);
@@ -484,18 +511,33 @@ TEST_CASE("an unknown name and a real name answer identically under attack") {
     CHECK(real == ghost);
 }
 
-TEST_CASE("tracked entries are bounded: the oldest is evicted") {
-    AuthConfig c;
-    c.throttle.max_tracked = 2;
-    c.throttle.address.free_failures = 0;
-    Fixture f(RegistrationPolicy::explicit_request, c);
+TEST_CASE("throttle keys in the store are purged once no limit remembers them") {
+    Fixture f(RegistrationPolicy::explicit_request);
     CHECK(f.auth->login("nobody", "x", "a-source").code() == Errc::auth_rejected);
-    CHECK(f.auth->login("nobody", "x", "a-source").code() == Errc::throttled);
-    f.clock.advance(10ms);
-    CHECK(f.auth->login("other1", "x", "b-source").code() == Errc::auth_rejected);
-    f.clock.advance(10ms);
-    CHECK(f.auth->login("other2", "x", "c-source").code() == Errc::auth_rejected);  // evicts a-source
-    CHECK(f.auth->login("other3", "x", "a-source").code() == Errc::auth_rejected);
+    CHECK(f.backend->find_key_failures("a a-source").value().count == 1);
+    CHECK(f.backend->find_key_failures("n nobody").value().count == 1);
+    f.clock.advance(59min);
+    CHECK(f.auth->login("other", "x", "b-source").code() == Errc::auth_rejected);
+    CHECK(f.backend->find_key_failures("a a-source").value().count == 1);  // still within forget_after
+    f.clock.advance(1min);
+    CHECK(f.auth->login("other", "x", "c-source").code() == Errc::auth_rejected);
+    CHECK(f.backend->find_key_failures("a a-source").value().count == 0);
+    CHECK(f.backend->find_key_failures("n nobody").value().count == 0);
+    CHECK(f.backend->find_key_failures("a b-source").value().count == 1);
+}
+
+TEST_CASE("the memory backend keeps a bounded number of throttle keys: the oldest goes") {
+    auto backend = sim::store::make_memory_backend();
+    const sim::store::WallTime t0{std::chrono::seconds(1'700'000'000)};
+    constexpr int bound = 100000;
+    for (int i = 0; i < bound; ++i) {
+        REQUIRE(backend->record_key_failure("k" + std::to_string(i), t0 + std::chrono::milliseconds(i), 1h));
+    }
+    CHECK(backend->find_key_failures("k0").value().count == 1);
+    REQUIRE(backend->record_key_failure("new", t0 + 1h, 1h));
+    CHECK(backend->find_key_failures("k0").value().count == 0);
+    CHECK(backend->find_key_failures("k1").value().count == 1);
+    CHECK(backend->find_key_failures("new").value().count == 1);
 }
 
 TEST_CASE("change_password, admin_set_password, delete_user") {

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -152,8 +153,8 @@ struct ThrottlePolicy {
     std::uint32_t max_failures_per_hour = 100;
     /// How long an address stays known for an account after a successful login from it.
     Duration known_address_ttl = std::chrono::hours(24 * 30);
-    /// Most entries kept in memory per table (source addresses, (account, address) pairs, known addresses, names
-    /// without an account); the oldest are evicted.
+    /// Most known addresses kept in memory (per node); the oldest are evicted. The failure counts themselves are
+    /// kept in the credential store, shared by every node on it.
     std::size_t max_tracked = 100000;
 };
 
@@ -178,6 +179,10 @@ enum class RegistrationPolicy : std::uint8_t {
 struct AuthConfig {
     RegistrationPolicy registration = RegistrationPolicy::open;
     ThrottlePolicy throttle{};
+    /// Wall-clock time for the failure counts kept in the credential store: they are shared by every node on the
+    /// same database and outlive a restart, so they cannot be monotonic. Empty: the system clock. Must be safe to
+    /// call from several threads.
+    std::function<store::WallTime()> wall_clock;
 };
 
 /// A successful login or registration.

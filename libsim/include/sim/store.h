@@ -61,12 +61,17 @@ inline constexpr std::size_t max_sealed_key_size = 512;
 
 // ---------------------------------------------------------------- credentials
 
-/// Failed-login bookkeeping of one account, used by the authenticator's throttling.
+/// Longest throttle key a store accepts (CredentialStore::record_key_failure).
+inline constexpr std::size_t max_throttle_key_length = 400;
+
+/// Failed-login bookkeeping of one account or throttle key, used by the authenticator's throttling.
 ///
-/// `last_failure` is a value of the authenticator's injected monotonic `sim::Clock`; a store only keeps it.
+/// `last_failure` is wall-clock time supplied by the caller, so it means the same on every node sharing the
+/// database and after a restart; a store only keeps it.
 struct FailureState {
-    std::uint32_t count = 0;   ///< failures since the last success or the last quiet period
-    TimePoint last_failure{};  ///< time of the most recent failure (meaningless when count is 0)
+    std::uint32_t count = 0;  ///< failures since the last success or the last quiet period
+    WallTime last_failure{};  ///< time of the most recent failure (meaningless when count is 0)
+    friend bool operator==(const FailureState&, const FailureState&) = default;
 };
 
 /// One account as a credential store returns it.
@@ -76,7 +81,8 @@ struct UserRecord {
     FailureState failures;      ///< throttling state
 };
 
-/// Accounts: name, password hash, failed-attempt counter.
+/// Accounts: name, password hash, failed-attempt counter; and the failed-attempt counters of throttle keys (source
+/// addresses, names without an account), so that every node sharing the database counts against one budget.
 class CredentialStore {
 public:
     virtual ~CredentialStore() = default;
@@ -97,11 +103,27 @@ public:
     /// Atomically count one failed login at `now`: when the previous failure is at least `forget_after` old, or
     /// lies after `now` (the clock restarted, e.g. after a reboot), the count restarts at 1; otherwise it grows
     /// by one. Returns the new state. Errc::user_not_found, Errc::storage_error.
-    [[nodiscard]] virtual Result<FailureState> record_failure(std::string_view username, TimePoint now,
+    [[nodiscard]] virtual Result<FailureState> record_failure(std::string_view username, WallTime now,
                                                               Duration forget_after) = 0;
 
     /// Reset the failure count to zero. Errc::user_not_found, Errc::storage_error.
     [[nodiscard]] virtual Status clear_failures(std::string_view username) = 0;
+
+    /// Atomically count one failure of a throttle key (an opaque string chosen by the caller, 1..
+    /// max_throttle_key_length bytes) at `now`, with the rule of record_failure; a key without a row starts at 1.
+    /// Returns the new state. Errc::invalid_argument (key), Errc::storage_error.
+    [[nodiscard]] virtual Result<FailureState> record_key_failure(std::string_view key, WallTime now,
+                                                                  Duration forget_after) = 0;
+
+    /// The state of a throttle key (count 0 when it has none). Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Result<FailureState> find_key_failures(std::string_view key) = 0;
+
+    /// Forget a throttle key (nothing happens when it has no row). Errc::invalid_argument, Errc::storage_error.
+    [[nodiscard]] virtual Status clear_key_failures(std::string_view key) = 0;
+
+    /// Forget every throttle key whose last failure is at or before `before`; returns how many. The memory backend
+    /// also forgets the oldest keys beyond a fixed number of them. Errc::storage_error.
+    [[nodiscard]] virtual Result<std::size_t> purge_key_failures(WallTime before) = 0;
 
     /// Remove the account and, with it, its session tokens and conversation keys; logs a SessionEnd for the user
     /// in the same transaction. Errc::user_not_found, Errc::storage_error.
@@ -437,7 +459,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 7;
+inline constexpr int schema_version = 8;
 
 /// Open (and create or upgrade) a SQLite database.
 ///
@@ -458,10 +480,10 @@ struct MariaDbConfig {
 
 /// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
 /// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`, `sim_session_ends`,
-/// `sim_devices`, `sim_device_lists`; InnoDB). Errc::invalid_argument for a malformed URL; Errc::schema_too_new when the
-/// database was written by a newer libsim; Errc::corrupt_database when it holds libsim tables without a version;
-/// Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented when this libsim was
-/// built without MariaDB Connector/C.
+/// `sim_devices`, `sim_device_lists`, `sim_throttle`; InnoDB). Errc::invalid_argument for a malformed URL;
+/// Errc::schema_too_new when the database was written by a newer libsim; Errc::corrupt_database when it holds libsim
+/// tables without a version; Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented
+/// when this libsim was built without MariaDB Connector/C.
 Result<std::unique_ptr<Backend>> open_mariadb_backend(const MariaDbConfig& config);
 
 /// Whether this build includes the MariaDB backend.

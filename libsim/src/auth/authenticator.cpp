@@ -6,6 +6,7 @@
 #include <sim/auth.h>
 
 #include <algorithm>
+#include <chrono>
 
 // Like SIM_TRY_STATUS, for functions that return a LoginResult.
 #define SIM_TRY_LOGIN(expr)                                \
@@ -51,6 +52,10 @@ Status check_source(std::string_view source) {
     return ok();
 }
 
+store::WallTime system_wall_clock() {
+    return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
+
 }  // namespace
 
 struct Authenticator::Impl {
@@ -59,11 +64,12 @@ struct Authenticator::Impl {
           hasher(h),
           rng(r),
           clock(c),
-          config(cfg),
-          addresses(cfg.throttle.address, cfg.throttle.max_tracked),
-          pairs(cfg.throttle.account, cfg.throttle.max_tracked),
-          known(cfg.throttle.known_address_ttl, cfg.throttle.max_tracked),
-          unknown_names(cfg.throttle.account, cfg.throttle.max_tracked) {}
+          config(std::move(cfg)),
+          known(config.throttle.known_address_ttl, config.throttle.max_tracked) {
+        if (!config.wall_clock) {
+            config.wall_clock = system_wall_clock;
+        }
+    }
 
     store::CredentialStore& store;
     const PasswordHasher& hasher;
@@ -71,21 +77,34 @@ struct Authenticator::Impl {
     const Clock& clock;
     AuthConfig config;
     std::string dummy_hash;
-    detail::ThrottleTable addresses;      // per source address
-    detail::ThrottleTable pairs;          // per (account, source address): pair_key()
-    detail::RecentSuccesses known;        // pair_key() of recent successful logins: the owner's known addresses
-    detail::ThrottleTable unknown_names;  // per name that has no account (same limits as accounts)
+    detail::RecentSuccesses known;  // pair_key() of recent successful logins: the owner's known addresses
 
+    // Throttle keys in the credential store, shared by every node on it; a name never holds a space, and each
+    // kind has its own prefix.
     static std::string pair_key(const std::string& name, const std::string& source) {
-        return name + ' ' + source;  // a name never holds a space
+        return "p " + name + ' ' + source;  // per (account, source address)
+    }
+    static std::string address_key(const std::string& source) { return "a " + source; }
+    static std::string unknown_name_key(const std::string& name) { return "n " + name; }
+
+    /// How long `key` must still wait at `now` under `limits`.
+    Result<Duration> key_wait(const std::string& key, const ThrottleLimits& limits, store::WallTime now) {
+        SIM_TRY(const auto state, store.find_key_failures(key));
+        return detail::wait_time(limits, state, now);
+    }
+
+    /// Count a failure of `key`.
+    Status record_key(const std::string& key, const ThrottleLimits& limits, store::WallTime now) {
+        SIM_TRY_STATUS(store.record_key_failure(key, now, limits.forget_after));
+        return ok();
     }
 
     /// A successful login or registration of `name` from `source`: its own pair count goes, the address becomes
     /// known. The account-wide count stays (it is a guesser's, from addresses the owner does not use).
-    void note_success(const std::string& name, const std::string& source, TimePoint now) {
+    Status note_success(const std::string& name, const std::string& source) {
         const auto key = pair_key(name, source);
-        pairs.clear(key);
-        known.remember(key, now);
+        known.remember(key, clock.now());
+        return store.clear_key_failures(key);
     }
 
     /// Validate a login's input before any database work.
@@ -97,22 +116,30 @@ struct Authenticator::Impl {
     }
 
     /// Count a failed attempt against the source, and the account (or the unknown name) from that source; from
-    /// an address the account does not know, also against the account as a whole.
+    /// an address the account does not know, also against the account as a whole. Then forget the keys no limit
+    /// remembers any more, which bounds the store's table to the failures of the longest forget_after.
     Status count_failure(const std::string& name, bool has_account, const std::string& source, bool known_source,
-                         TimePoint now) {
-        addresses.record(source, now);
+                         store::WallTime now) {
+        SIM_TRY_STATUS(count_failure_keys(name, has_account, source, known_source, now));
+        const auto longest = std::max(config.throttle.account.forget_after, config.throttle.address.forget_after);
+        SIM_TRY_STATUS(store.purge_key_failures(now - std::chrono::ceil<std::chrono::milliseconds>(longest)));
+        return ok();
+    }
+
+    Status count_failure_keys(const std::string& name, bool has_account, const std::string& source,
+                              bool known_source, store::WallTime now) {
+        const auto& limits = config.throttle;
+        SIM_TRY_STATUS(record_key(address_key(source), limits.address, now));
         if (!has_account) {
-            unknown_names.record(name, now);
-            return ok();
+            return record_key(unknown_name_key(name), limits.account, now);
         }
-        pairs.record(pair_key(name, source), now);
+        SIM_TRY_STATUS(record_key(pair_key(name, source), limits.account, now));
         if (known_source) {
             return ok();
         }
-        auto st = store.record_failure(name, now, config.throttle.account.forget_after);
+        auto st = store.record_failure(name, now, limits.account.forget_after);
         if (!st && st.code() == Errc::user_not_found) {
-            unknown_names.record(name, now);  // deleted meanwhile
-            return ok();
+            return record_key(unknown_name_key(name), limits.account, now);  // deleted meanwhile
         }
         if (!st) {
             return std::move(st).error();
@@ -124,21 +151,25 @@ struct Authenticator::Impl {
     /// `stored` holds the hash that verified. `create_unknown` implements open registration.
     LoginResult authenticate(const std::string& name, std::string_view password, const std::string& source,
                              bool create_unknown, std::string& stored) {
-        const auto now = clock.now();
-        const auto address_wait = addresses.wait(source, now);
-        const bool known_source = known.contains(pair_key(name, source), now);
+        const auto now = config.wall_clock();
+        const auto& limits = config.throttle;
+        auto address_wait = key_wait(address_key(source), limits.address, now);
+        if (!address_wait) {
+            return failure(std::move(address_wait).error());
+        }
+        const bool known_source = known.contains(pair_key(name, source), clock.now());
         auto found = store.find_user(name);
         if (!found) {
             return failure(std::move(found).error());
         }
         auto& user = found.value();
         if (!user && create_unknown) {
-            if (address_wait > Duration::zero()) {
-                return throttled(address_wait);
+            if (address_wait.value() > Duration::zero()) {
+                return throttled(address_wait.value());
             }
             auto created = create(name, password);
             if (created) {
-                note_success(name, source, now);
+                SIM_TRY_LOGIN(note_success(name, source));
                 return success(LoginOutcome{name, true, false});
             }
             if (created.code() != Errc::user_exists) {
@@ -154,13 +185,14 @@ struct Authenticator::Impl {
                 return failure(Error{Errc::storage_error, "account vanished during registration"});
             }
         }
-        auto account_wait = unknown_names.wait(name, now);
-        if (user) {
-            const auto account_wide =
-                known_source ? Duration::zero() : detail::wait_time(config.throttle.account, user->failures, now);
-            account_wait = std::max(pairs.wait(pair_key(name, source), now), account_wide);
+        auto account_wait = key_wait(user ? pair_key(name, source) : unknown_name_key(name), limits.account, now);
+        if (!account_wait) {
+            return failure(std::move(account_wait).error());
         }
-        const auto wait = std::max(address_wait, account_wait);
+        auto wait = std::max(address_wait.value(), account_wait.value());
+        if (user && !known_source) {
+            wait = std::max(wait, detail::wait_time(limits.account, user->failures, now));
+        }
         if (wait > Duration::zero()) {
             return throttled(wait);
         }
@@ -178,7 +210,7 @@ struct Authenticator::Impl {
             SIM_TRY_LOGIN(count_failure(name, true, source, known_source, now));
             return failure(rejected());
         }
-        note_success(name, source, now);
+        SIM_TRY_LOGIN(note_success(name, source));
         stored = user->password_hash;
         return success(LoginOutcome{name, false, false});
     }
@@ -211,7 +243,7 @@ Result<std::unique_ptr<Authenticator>> Authenticator::create(store::CredentialSt
                                                              const PasswordHasher& hasher, Rng& rng, const Clock& clock,
                                                              AuthConfig config) {
     SIM_TRY_STATUS(detail::validate(config.throttle));
-    auto impl = std::make_unique<Impl>(store, hasher, rng, clock, config);
+    auto impl = std::make_unique<Impl>(store, hasher, rng, clock, std::move(config));
     // A random password nobody knows: verifying against its hash costs what a real check costs.
     const auto secret = impl->rng.bytes(24);
     std::string dummy_password;
@@ -252,12 +284,15 @@ LoginResult Authenticator::register_user(std::string_view username, std::string_
     if (!name) {
         return failure(std::move(name).error());
     }
-    const auto wait = d.addresses.wait(std::string(source), d.clock.now());
-    if (wait > Duration::zero()) {
-        return throttled(wait);
+    auto wait = d.key_wait(Impl::address_key(std::string(source)), d.config.throttle.address, d.config.wall_clock());
+    if (!wait) {
+        return failure(std::move(wait).error());
+    }
+    if (wait.value() > Duration::zero()) {
+        return throttled(wait.value());
     }
     SIM_TRY_LOGIN(d.create(name.value(), password));
-    d.note_success(name.value(), std::string(source), d.clock.now());
+    SIM_TRY_LOGIN(d.note_success(name.value(), std::string(source)));
     return success(LoginOutcome{std::move(name.value()), true, false});
 }
 

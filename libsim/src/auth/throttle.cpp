@@ -8,7 +8,7 @@
 
 namespace sim::auth::detail {
 
-std::uint32_t effective_count(const ThrottleLimits& limits, const store::FailureState& state, TimePoint now) {
+std::uint32_t effective_count(const ThrottleLimits& limits, const store::FailureState& state, store::WallTime now) {
     if (state.count == 0 || state.last_failure > now || now - state.last_failure >= limits.forget_after) {
         return 0;
     }
@@ -26,16 +26,16 @@ Duration delay_after(const ThrottleLimits& limits, std::uint32_t count) {
     return std::min(d, limits.max_delay);
 }
 
-Duration wait_time(const ThrottleLimits& limits, const store::FailureState& state, TimePoint now) {
+Duration wait_time(const ThrottleLimits& limits, const store::FailureState& state, store::WallTime now) {
     const auto count = effective_count(limits, state, now);
     if (count == 0) {
         return Duration::zero();
     }
     const auto allowed_at = state.last_failure + delay_after(limits, count);
-    return allowed_at > now ? allowed_at - now : Duration::zero();
+    return allowed_at > now ? std::chrono::duration_cast<Duration>(allowed_at - now) : Duration::zero();
 }
 
-store::FailureState after_failure(const store::FailureState& state, TimePoint now, Duration forget_after) {
+store::FailureState after_failure(const store::FailureState& state, store::WallTime now, Duration forget_after) {
     store::FailureState next;
     const bool restart = state.count == 0 || state.last_failure > now || now - state.last_failure >= forget_after;
     next.count =
@@ -77,47 +77,6 @@ Status validate(const ThrottlePolicy& policy) {
     return ok();
 }
 
-Duration ThrottleTable::wait(const std::string& key, TimePoint now) const {
-    const std::lock_guard lock(m_mutex);
-    const auto it = m_entries.find(key);
-    return it == m_entries.end() ? Duration::zero() : wait_time(m_limits, it->second, now);
-}
-
-void ThrottleTable::record(const std::string& key, TimePoint now) {
-    const std::lock_guard lock(m_mutex);
-    auto it = m_entries.find(key);
-    if (it == m_entries.end()) {
-        make_room(now);
-        it = m_entries.emplace(key, store::FailureState{}).first;
-    }
-    it->second = after_failure(it->second, now, m_limits.forget_after);
-}
-
-void ThrottleTable::clear(const std::string& key) {
-    const std::lock_guard lock(m_mutex);
-    m_entries.erase(key);
-}
-
-std::size_t ThrottleTable::size() const {
-    const std::lock_guard lock(m_mutex);
-    return m_entries.size();
-}
-
-void ThrottleTable::make_room(TimePoint now) {
-    if (m_entries.size() < m_max) {
-        return;
-    }
-    std::erase_if(m_entries, [&](const auto& kv) { return effective_count(m_limits, kv.second, now) == 0; });
-    if (m_entries.size() < m_max) {
-        return;
-    }
-    // Still full of live entries: drop the one whose last failure is oldest (it is the closest to being forgotten).
-    const auto oldest = std::min_element(m_entries.begin(), m_entries.end(), [](const auto& a, const auto& b) {
-        return a.second.last_failure < b.second.last_failure;
-    });
-    m_entries.erase(oldest);
-}
-
 bool RecentSuccesses::contains(const std::string& key, TimePoint now) const {
     const std::lock_guard lock(m_mutex);
     const auto it = m_entries.find(key);
@@ -155,13 +114,13 @@ std::uint64_t worst_case_failures_per_hour(const ThrottleLimits& limits) {
     // An attacker who fails again the moment it is allowed. Once the delay has saturated at max_delay the pattern
     // repeats, so simulating until two hours past saturation covers every window (bounded by the event cap).
     constexpr std::size_t max_events = 1'000'000;
-    std::deque<TimePoint> window;
+    std::deque<store::WallTime> window;
     std::uint64_t best = 0;
     store::FailureState state;
-    TimePoint t{};
-    std::optional<TimePoint> saturated_at;
+    store::WallTime t{};
+    std::optional<store::WallTime> saturated_at;
     for (std::size_t i = 0; i < max_events; ++i) {
-        t += wait_time(limits, state, t);
+        t += std::chrono::ceil<std::chrono::milliseconds>(wait_time(limits, state, t));
         state = after_failure(state, t, limits.forget_after);
         window.push_back(t);
         while (t - window.front() >= hour) {

@@ -4,6 +4,7 @@
 #include <sim/store.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -217,28 +218,36 @@ inline Error stale() {
     return Error{Errc::stale_epoch, "a key with an equal or higher epoch is stored"};
 }
 
-/// The newest last-failure time whose failures are forgotten at `now` (saturating instead of overflowing).
-inline std::int64_t forget_threshold(TimePoint now, Duration forget_after) {
+/// The newest last-failure time (milliseconds since the epoch) whose failures are forgotten at `now`: failures at
+/// least `forget_after` old (rounded up to whole milliseconds), saturating instead of overflowing.
+inline std::int64_t forget_threshold(WallTime now, Duration forget_after) {
     const std::int64_t n = now.time_since_epoch().count();
-    const std::int64_t f = forget_after.count();
+    const std::int64_t f = std::chrono::ceil<std::chrono::milliseconds>(forget_after).count();
     if (f < 0) {
         return n > INT64_MAX + f ? INT64_MAX : n - f;
     }
     return n < INT64_MIN + f ? INT64_MIN : n - f;
 }
 
-/// TimePoint <-> integer nanoseconds, WallTime <-> integer milliseconds (the SQL column values).
-inline std::int64_t to_ns(TimePoint t) {
-    return t.time_since_epoch().count();
+inline Status check_throttle_key(std::string_view key) {
+    if (key.empty() || key.size() > max_throttle_key_length) {
+        return Error{Errc::invalid_argument, "throttle key must be 1..400 bytes"};
+    }
+    return ok();
 }
-inline TimePoint from_ns(std::int64_t v) {
-    return TimePoint{Duration{v}};
-}
+
+/// WallTime <-> integer milliseconds (the SQL column values).
 inline std::int64_t to_ms(WallTime t) {
     return t.time_since_epoch().count();
 }
 inline WallTime from_ms(std::int64_t v) {
     return WallTime{std::chrono::milliseconds{v}};
+}
+
+/// A failure count read back from a database.
+inline FailureState stored_failures(std::int64_t count, std::int64_t last_failure_ms) {
+    return FailureState{static_cast<std::uint32_t>(std::clamp<std::int64_t>(count, 0, UINT32_MAX)),
+                        from_ms(last_failure_ms)};
 }
 
 /// How long the session-end log keeps an entry (entries older than this are dropped when one is written).

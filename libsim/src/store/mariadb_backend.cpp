@@ -119,6 +119,16 @@ const std::array<SchemaStep, schema_version> migrations{{
       "ALTER TABLE sim_one_time_prekeys ALTER COLUMN device DROP DEFAULT",
       "ALTER TABLE sim_one_time_prekeys ADD CONSTRAINT sim_one_time_prekeys_device_fk FOREIGN KEY IF NOT EXISTS "
       "(username, device) REFERENCES sim_prekeys (username, device) ON DELETE CASCADE"}},
+    // 7 -> 8: failure times on the wall clock and a table of throttle keys (see sqlite_schema.h). Each statement
+    // can run again after a failure half-way.
+    {7,
+     8,
+     {"ALTER TABLE sim_users ADD COLUMN IF NOT EXISTS last_failure_ms BIGINT NOT NULL DEFAULT 0",
+      "UPDATE sim_users SET failed_count = 0, last_failure_ms = 0",
+      "ALTER TABLE sim_users DROP COLUMN IF EXISTS last_failure_ns",
+      "CREATE TABLE IF NOT EXISTS sim_throttle (throttle_key VARBINARY(400) NOT NULL PRIMARY KEY, "
+      "failed_count BIGINT NOT NULL, last_failure_ms BIGINT NOT NULL, KEY sim_throttle_age (last_failure_ms), "
+      "CONSTRAINT sim_throttle_count CHECK (failed_count BETWEEN 1 AND 4294967295)) ENGINE=InnoDB"}},
 }};
 
 /// A failed statement: what it means to the stores, and its error number.

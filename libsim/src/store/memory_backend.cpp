@@ -11,6 +11,18 @@ namespace {
 
 using namespace detail;
 
+// A bound on the memory the throttle keys take (the SQL backends keep theirs on disk).
+constexpr std::size_t max_throttle_keys = 100000;
+
+// The rule of CredentialStore::record_failure.
+FailureState count_failure(FailureState& f, WallTime now, Duration forget_after) {
+    const bool restart =
+        f.count == 0 || f.last_failure > now || to_ms(f.last_failure) <= forget_threshold(now, forget_after);
+    f.count = restart ? 1 : (f.count == UINT32_MAX ? f.count : f.count + 1);
+    f.last_failure = now;
+    return f;
+}
+
 class MemoryBackend final : public Backend {
 public:
     std::string_view kind() const noexcept override { return "memory"; }
@@ -60,19 +72,52 @@ public:
         return true;
     }
 
-    Result<FailureState> record_failure(std::string_view username, TimePoint now, Duration forget_after) override {
+    Result<FailureState> record_failure(std::string_view username, WallTime now, Duration forget_after) override {
         SIM_TRY_STATUS(check_name(username));
         const std::lock_guard lock(m_mutex);
         const auto it = m_users.find(std::string(username));
         if (it == m_users.end()) {
             return no_user();
         }
-        auto& f = it->second.failures;
-        const bool restart =
-            f.count == 0 || f.last_failure > now || to_ns(f.last_failure) <= forget_threshold(now, forget_after);
-        f.count = restart ? 1 : f.count + 1;
-        f.last_failure = now;
-        return f;
+        return count_failure(it->second.failures, now, forget_after);
+    }
+
+    Result<FailureState> record_key_failure(std::string_view key, WallTime now, Duration forget_after) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::lock_guard lock(m_mutex);
+        auto it = m_throttle.find(key);
+        if (it == m_throttle.end()) {
+            if (m_throttle.size() >= max_throttle_keys) {
+                // Full: forget the key whose last failure is oldest (the closest to being forgotten anyway).
+                m_throttle.erase(std::min_element(
+                    m_throttle.begin(), m_throttle.end(),
+                    [](const auto& a, const auto& b) { return a.second.last_failure < b.second.last_failure; }));
+            }
+            it = m_throttle.emplace(std::string(key), FailureState{}).first;
+        }
+        return count_failure(it->second, now, forget_after);
+    }
+
+    Result<FailureState> find_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_throttle.find(key);
+        return it == m_throttle.end() ? FailureState{} : it->second;
+    }
+
+    Status clear_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::lock_guard lock(m_mutex);
+        if (const auto it = m_throttle.find(key); it != m_throttle.end()) {
+            m_throttle.erase(it);
+        }
+        return ok();
+    }
+
+    Result<std::size_t> purge_key_failures(WallTime before) override {
+        const std::lock_guard lock(m_mutex);
+        return static_cast<std::size_t>(
+            std::erase_if(m_throttle, [&](const auto& kv) { return kv.second.last_failure <= before; }));
     }
 
     Status clear_failures(std::string_view username) override {
@@ -523,6 +568,7 @@ private:
 
     std::mutex m_mutex;
     std::map<std::string, UserRecord> m_users;
+    std::map<std::string, FailureState, std::less<>> m_throttle;  // throttle keys, at most max_throttle_keys
     std::map<Bytes, SessionRecord> m_tokens;
     std::map<std::pair<std::string, std::string>, SealedConversationKey> m_keys;
     std::map<PrekeyKey, Prekeys> m_prekeys;

@@ -24,7 +24,7 @@ constexpr Oid int4_oid = 23;
 // history starts there: an empty database goes to 6 in one step; versions 1..5 never existed on PostgreSQL.
 // Unsigned columns of the other backends are BIGINT with a CHECK; names and blobs are BYTEA (compared and
 // ordered byte for byte, like VARBINARY).
-const std::array<SchemaStep, 2> migrations{{
+const std::array<SchemaStep, 3> migrations{{
     {0,
      6,
      {"CREATE TABLE IF NOT EXISTS sim_meta (id SMALLINT NOT NULL PRIMARY KEY, schema_version INTEGER NOT NULL)",
@@ -97,6 +97,17 @@ const std::array<SchemaStep, 2> migrations{{
       "ADD CONSTRAINT sim_one_time_prekeys_device_fk FOREIGN KEY (username, device) "
       "REFERENCES sim_prekeys (username, device) ON DELETE CASCADE",
       "ALTER TABLE sim_one_time_prekeys ALTER COLUMN device DROP DEFAULT"}},
+    // 7 -> 8: failure times on the wall clock and a table of throttle keys (see sqlite_schema.h).
+    {7,
+     8,
+     {"ALTER TABLE sim_users ADD COLUMN IF NOT EXISTS last_failure_ms BIGINT NOT NULL DEFAULT 0",
+      "UPDATE sim_users SET failed_count = 0, last_failure_ms = 0",
+      "ALTER TABLE sim_users DROP COLUMN IF EXISTS last_failure_ns",
+      "CREATE TABLE IF NOT EXISTS sim_throttle (throttle_key BYTEA NOT NULL PRIMARY KEY "
+      "CHECK (length(throttle_key) BETWEEN 1 AND 400), "
+      "failed_count BIGINT NOT NULL CHECK (failed_count BETWEEN 1 AND 4294967295), "
+      "last_failure_ms BIGINT NOT NULL)",
+      "CREATE INDEX IF NOT EXISTS sim_throttle_age ON sim_throttle (last_failure_ms)"}},
 }};
 
 /// `?` placeholders as PostgreSQL's `$1`, `$2`, ... The statements are constants of this library without `?`

@@ -92,7 +92,7 @@ public:
     Result<std::optional<UserRecord>> find_user(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r, plain(m_conn->run("SELECT username, password_hash, failed_count, last_failure_ns "
+        SIM_TRY(const auto r, plain(m_conn->run("SELECT username, password_hash, failed_count, last_failure_ms "
                                                 "FROM sim_users WHERE username = ?",
                                                 {username}, "bbii")));
         if (r.rows.empty()) {
@@ -102,8 +102,7 @@ public:
         UserRecord rec;
         rec.username = row[0].s;
         rec.password_hash = row[1].s;
-        rec.failures.count = static_cast<std::uint32_t>(row[2].i);
-        rec.failures.last_failure = from_ns(row[3].i);
+        rec.failures = stored_failures(row[2].i, row[3].i);
         return std::optional<UserRecord>{std::move(rec)};
     }
 
@@ -131,40 +130,84 @@ public:
         return false;
     }
 
-    Result<FailureState> record_failure(std::string_view username, TimePoint now, Duration forget_after) override {
+    Result<FailureState> record_failure(std::string_view username, WallTime now, Duration forget_after) override {
         SIM_TRY_STATUS(check_name(username));
-        const std::int64_t now_ns = to_ns(now);
+        const std::int64_t now_ms = to_ms(now);
         const std::int64_t forget_before = forget_threshold(now, forget_after);
         const std::lock_guard lock(m_mutex);
         // One statement: atomic against other connections. MariaDB evaluates SET left to right, so the count is
-        // computed from the old last_failure_ns before that column is overwritten.
+        // computed from the old last_failure_ms before that column is overwritten.
         SIM_TRY(const auto r, plain(m_conn->run("UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
-                                                "last_failure_ns > ? OR last_failure_ns <= ? THEN 1 "
-                                                "ELSE LEAST(failed_count + 1, 4294967295) END, last_failure_ns = ? "
+                                                "last_failure_ms > ? OR last_failure_ms <= ? THEN 1 "
+                                                "ELSE LEAST(failed_count + 1, 4294967295) END, last_failure_ms = ? "
                                                 "WHERE username = ?",
-                                                {now_ns, forget_before, now_ns, username}, "")));
+                                                {now_ms, forget_before, now_ms, username}, "")));
         if (r.affected == 0) {
             return no_user();
         }
-        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ns FROM sim_users "
+        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ms FROM sim_users "
                                                 "WHERE username = ?",
                                                 {username}, "ii")));
         if (q.rows.empty()) {
             return no_user();
         }
-        return FailureState{static_cast<std::uint32_t>(q.rows[0][0].i), from_ns(q.rows[0][1].i)};
+        return stored_failures(q.rows[0][0].i, q.rows[0][1].i);
     }
 
     Status clear_failures(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         const std::lock_guard lock(m_mutex);
-        SIM_TRY(const auto r, plain(m_conn->run("UPDATE sim_users SET failed_count = 0, last_failure_ns = 0 "
+        SIM_TRY(const auto r, plain(m_conn->run("UPDATE sim_users SET failed_count = 0, last_failure_ms = 0 "
                                                 "WHERE username = ?",
                                                 {username}, "")));
         if (r.affected == 0) {
             return no_user();
         }
         return ok();
+    }
+
+    Result<FailureState> record_key_failure(std::string_view key, WallTime now, Duration forget_after) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::int64_t now_ms = to_ms(now);
+        const std::int64_t forget_before = forget_threshold(now, forget_after);
+        const std::lock_guard lock(m_mutex);
+        // Each statement is atomic; every failure is counted once, whichever node's insert wins: a key without a
+        // row is inserted, and an insert that loses the race to another node counts by the update after it.
+        const char* update =
+            "UPDATE sim_throttle SET failed_count = CASE WHEN last_failure_ms > ? OR last_failure_ms <= ? THEN 1 "
+            "ELSE LEAST(failed_count + 1, 4294967295) END, last_failure_ms = ? WHERE throttle_key = ?";
+        SIM_TRY(const auto r, plain(m_conn->run(update, {now_ms, forget_before, now_ms, key}, "")));
+        if (r.affected == 0) {
+            auto inserted =
+                m_conn->run("INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) VALUES (?, 1, ?)",
+                            {key, now_ms}, "");
+            if (failed_with(inserted) == SqlFailure::duplicate_key) {
+                SIM_TRY_STATUS(plain(m_conn->run(update, {now_ms, forget_before, now_ms, key}, "")));
+            } else {
+                SIM_TRY_STATUS(plain(std::move(inserted)));
+            }
+        }
+        return key_state(key);
+    }
+
+    Result<FailureState> find_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::lock_guard lock(m_mutex);
+        return key_state(key);
+    }
+
+    Status clear_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY_STATUS(plain(m_conn->run("DELETE FROM sim_throttle WHERE throttle_key = ?", {key}, "")));
+        return ok();
+    }
+
+    Result<std::size_t> purge_key_failures(WallTime before) override {
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(const auto r,
+                plain(m_conn->run("DELETE FROM sim_throttle WHERE last_failure_ms <= ?", {to_ms(before)}, "")));
+        return static_cast<std::size_t>(r.affected);
     }
 
     Status delete_user(std::string_view username) override {
@@ -795,6 +838,17 @@ private:
     }
 
     /// A run() outcome as a Result, database errors mapped generically.
+    /// The stored state of a throttle key (count 0 without a row). Call with m_mutex held.
+    Result<FailureState> key_state(std::string_view key) {
+        SIM_TRY(const auto q, plain(m_conn->run("SELECT failed_count, last_failure_ms FROM sim_throttle "
+                                                "WHERE throttle_key = ?",
+                                                {key}, "ii")));
+        if (q.rows.empty()) {
+            return FailureState{};
+        }
+        return stored_failures(q.rows[0][0].i, q.rows[0][1].i);
+    }
+
     Result<SqlOutcome> plain(SqlResult&& r) const {
         if (auto* o = std::get_if<SqlOutcome>(&r)) {
             return std::move(*o);

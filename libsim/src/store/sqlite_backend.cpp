@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <optional>
 
 namespace sim::store {
 namespace {
@@ -113,7 +114,7 @@ public:
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Result<std::optional<UserRecord>> {
             SQLite::Statement q(*m_db,
-                                "SELECT username, password_hash, failed_count, last_failure_ns FROM sim_users "
+                                "SELECT username, password_hash, failed_count, last_failure_ms FROM sim_users "
                                 "WHERE username = ?");
             q.bind(1, std::string(username));
             if (!q.executeStep()) {
@@ -122,8 +123,7 @@ public:
             UserRecord rec;
             rec.username = q.getColumn(0).getString();
             rec.password_hash = q.getColumn(1).getString();
-            rec.failures.count = static_cast<std::uint32_t>(q.getColumn(2).getInt64());
-            rec.failures.last_failure = from_ns(q.getColumn(3).getInt64());
+            rec.failures = stored_failures(q.getColumn(2).getInt64(), q.getColumn(3).getInt64());
             return std::optional<UserRecord>{std::move(rec)};
         });
     }
@@ -153,39 +153,80 @@ public:
         });
     }
 
-    Result<FailureState> record_failure(std::string_view username, TimePoint now, Duration forget_after) override {
+    Result<FailureState> record_failure(std::string_view username, WallTime now, Duration forget_after) override {
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Result<FailureState> {
             // One statement, so the read-modify-write is atomic against other connections too.
-            SQLite::Statement q(*m_db,
-                                "UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
-                                "last_failure_ns > ?1 OR last_failure_ns <= ?2 THEN 1 "
-                                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ns = ?1 "
-                                "WHERE username = ?3 RETURNING failed_count, last_failure_ns");
-            q.bind(1, to_ns(now));
-            q.bind(2, forget_threshold(now, forget_after));
-            q.bind(3, std::string(username));
-            if (!q.executeStep()) {
+            auto st = count_failure(
+                "UPDATE sim_users SET failed_count = CASE WHEN failed_count = 0 OR "
+                "last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                "WHERE username = ?3 RETURNING failed_count, last_failure_ms",
+                username, now, forget_after);
+            if (!st) {
                 return no_user();
             }
-            FailureState st;
-            st.count = static_cast<std::uint32_t>(q.getColumn(0).getInt64());
-            st.last_failure = from_ns(q.getColumn(1).getInt64());
-            while (q.executeStep()) {
-            }
-            return st;
+            return *st;
         });
     }
 
     Status clear_failures(std::string_view username) override {
         SIM_TRY_STATUS(check_name(username));
         return locked([&]() -> Status {
-            SQLite::Statement q(*m_db, "UPDATE sim_users SET failed_count = 0, last_failure_ns = 0 WHERE username = ?");
+            SQLite::Statement q(*m_db, "UPDATE sim_users SET failed_count = 0, last_failure_ms = 0 WHERE username = ?");
             q.bind(1, std::string(username));
             if (q.exec() == 0) {
                 return no_user();
             }
             return ok();
+        });
+    }
+
+    Result<FailureState> record_key_failure(std::string_view key, WallTime now, Duration forget_after) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        return locked([&]() -> Result<FailureState> {
+            // One upsert: atomic against other connections. In DO UPDATE the bare column names are the stored row's.
+            auto st = count_failure(
+                "INSERT INTO sim_throttle (throttle_key, failed_count, last_failure_ms) "
+                "VALUES (?3, 1, ?1) ON CONFLICT (throttle_key) DO UPDATE SET failed_count = "
+                "CASE WHEN last_failure_ms > ?1 OR last_failure_ms <= ?2 THEN 1 "
+                "ELSE min(failed_count + 1, 4294967295) END, last_failure_ms = ?1 "
+                "RETURNING failed_count, last_failure_ms",
+                key, now, forget_after);
+            if (!st) {
+                return Error{Errc::storage_error, "sqlite: throttle upsert returned no row"};
+            }
+            return *st;
+        });
+    }
+
+    Result<FailureState> find_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        return locked([&]() -> Result<FailureState> {
+            SQLite::Statement q(*m_db, "SELECT failed_count, last_failure_ms FROM sim_throttle WHERE throttle_key = ?");
+            q.bind(1, std::string(key));
+            if (!q.executeStep()) {
+                return FailureState{};
+            }
+            return stored_failures(q.getColumn(0).getInt64(), q.getColumn(1).getInt64());
+        });
+    }
+
+    Status clear_key_failures(std::string_view key) override {
+        SIM_TRY_STATUS(check_throttle_key(key));
+        return locked([&]() -> Status {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_throttle WHERE throttle_key = ?");
+            q.bind(1, std::string(key));
+            q.exec();
+            return ok();
+        });
+    }
+
+    Result<std::size_t> purge_key_failures(WallTime before) override {
+        return locked([&]() -> Result<std::size_t> {
+            SQLite::Statement q(*m_db, "DELETE FROM sim_throttle WHERE last_failure_ms <= ?");
+            q.bind(1, to_ms(before));
+            return static_cast<std::size_t>(q.exec());
         });
     }
 
@@ -813,6 +854,23 @@ private:
             return no_user();
         }
         return stored_state(q.getColumn(0).getInt64());
+    }
+
+    /// Run a statement that counts one failure: ?1 is `now`, ?2 the forget threshold, ?3 `who` (a name or a throttle
+    /// key); it returns (failed_count, last_failure_ms) of the row it changed, or nothing when it changed none.
+    std::optional<FailureState> count_failure(const char* sql, std::string_view who, WallTime now,
+                                              Duration forget_after) {
+        SQLite::Statement q(*m_db, sql);
+        q.bind(1, to_ms(now));
+        q.bind(2, forget_threshold(now, forget_after));
+        q.bind(3, std::string(who));
+        if (!q.executeStep()) {
+            return std::nullopt;
+        }
+        const auto st = stored_failures(q.getColumn(0).getInt64(), q.getColumn(1).getInt64());
+        while (q.executeStep()) {
+        }
+        return st;
     }
 
     /// Run an upsert that changes no row when the stored version is not older: Errc::user_not_found when the

@@ -148,6 +148,18 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "DROP TABLE sim_prekeys;"
     "ALTER TABLE sim_prekeys_v7 RENAME TO sim_prekeys;"
     "ALTER TABLE sim_one_time_prekeys_v7 RENAME TO sim_one_time_prekeys;",
+    // 7 -> 8: failure times on the wall clock, shared by every node and kept over restarts (docs/accounts.md,
+    // "Throttling"). The old times were of one process's monotonic clock: meaningless now, so the counts restart.
+    // Throttle keys (source addresses, names without an account) get their own table, purged by age.
+    "ALTER TABLE sim_users ADD COLUMN last_failure_ms INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE sim_users SET failed_count = 0;"
+    "ALTER TABLE sim_users DROP COLUMN last_failure_ns;"
+    "CREATE TABLE sim_throttle ("
+    "  throttle_key TEXT PRIMARY KEY NOT NULL CHECK (length(CAST(throttle_key AS BLOB)) BETWEEN 1 AND 400),"
+    "  failed_count INTEGER NOT NULL CHECK (failed_count BETWEEN 1 AND 4294967295),"
+    "  last_failure_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sim_throttle_age ON sim_throttle (last_failure_ms);",
 };
 
 static_assert(sqlite_application_id == 1280526669);
