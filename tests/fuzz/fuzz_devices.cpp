@@ -35,12 +35,16 @@ sim::Bytes bytes_of(sim::ByteView v) { return {v.begin(), v.end()}; }
 /// A fixed account: device 1 active with a key derived from a constant seed, device 2 pending.
 struct Account {
     sim::e2e::IdentityKeyPair key;
-    std::vector<sim::server_detail::AccountDevice> devices;
+    std::vector<sim::store::DeviceRecord> devices;
     Account() {
         auto rng = sim::make_deterministic_rng(sim::as_bytes("fuzz_devices account"));
         key = sim::e2e::generate_identity(*rng);
-        devices = {{1, sim::server_detail::AccountDevice::State::active, key.public_key},
-                   {2, sim::server_detail::AccountDevice::State::pending, {}}};
+        devices.resize(2);
+        devices[0].device = 1;
+        devices[0].state = sim::store::DeviceState::active;
+        devices[0].device_key = key.public_key;
+        devices[1].device = 2;
+        devices[1].state = sim::store::DeviceState::pending;
     }
 };
 

@@ -7,9 +7,8 @@
 
 using namespace sim;
 using namespace sim::e2e;
-using sim::server_detail::AccountDevice;
 using sim::server_detail::check_list_upload;
-using State = AccountDevice::State;
+using State = sim::store::DeviceState;
 
 namespace {
 
@@ -39,13 +38,23 @@ struct Account {
     }
 };
 
+/// A device as the store lists it (only what the check reads).
+store::DeviceRecord dev(DeviceId id, State state, Bytes key) {
+    store::DeviceRecord r;
+    r.username = "alice";
+    r.device = id;
+    r.state = state;
+    r.device_key = std::move(key);
+    return r;
+}
+
 Errc code_of(const Result<server_detail::ListChange>& r) { return r ? Errc::ok : r.error().code; }
 
 }  // namespace
 
 TEST_CASE("an account's first list gives device 1 its key; a later one activates a linked device") {
     Account a;
-    const std::vector<AccountDevice> fresh{{1, State::active, {}}};
+    const std::vector<store::DeviceRecord> fresh{dev(1, State::active, {})};
     const auto first = check_list_upload("alice", 1, fresh, 0, a.list(1, 1, a.laptop, {{1, a.laptop.public_key}}), 5);
     REQUIRE(first);
     REQUIRE(first->activate.size() == 1);
@@ -53,7 +62,7 @@ TEST_CASE("an account's first list gives device 1 its key; a later one activates
     CHECK(first->remove.empty());
     CHECK(first->list.list.version == 1);
 
-    const std::vector<AccountDevice> linking{{1, State::active, a.laptop.public_key}, {2, State::pending, {}}};
+    const std::vector<store::DeviceRecord> linking{dev(1, State::active, a.laptop.public_key), dev(2, State::pending, {})};
     const auto second = check_list_upload(
         "alice", 1, linking, 1, a.list(2, 1, a.laptop, {{1, a.laptop.public_key}, {2, a.phone.public_key}}), 5);
     REQUIRE(second);
@@ -65,10 +74,10 @@ TEST_CASE("an account's first list gives device 1 its key; a later one activates
 
 TEST_CASE("a list that leaves an active device out removes it; a pending one not listed stays pending") {
     Account a;
-    const std::vector<AccountDevice> devices{{1, State::active, a.laptop.public_key},
-                                             {2, State::active, a.phone.public_key},
-                                             {3, State::pending, {}},
-                                             {4, State::removed, a.tablet.public_key}};
+    const std::vector<store::DeviceRecord> devices{dev(1, State::active, a.laptop.public_key),
+                                             dev(2, State::active, a.phone.public_key),
+                                             dev(3, State::pending, {}),
+                                             dev(4, State::removed, a.tablet.public_key)};
     const auto r = check_list_upload("alice", 2, devices, 5, a.list(6, 2, a.phone, {{2, a.phone.public_key}}), 5);
     REQUIRE(r);
     CHECK(r->remove == std::vector<DeviceId>{1});
@@ -81,10 +90,10 @@ TEST_CASE("a list that leaves an active device out removes it; a pending one not
 
 TEST_CASE("uploads the server refuses, each leaving everything as it was") {
     Account a;
-    const std::vector<AccountDevice> devices{{1, State::active, a.laptop.public_key},
-                                             {2, State::pending, {}},
-                                             {3, State::removed, a.tablet.public_key},
-                                             {4, State::active, {}}};
+    const std::vector<store::DeviceRecord> devices{dev(1, State::active, a.laptop.public_key),
+                                             dev(2, State::pending, {}),
+                                             dev(3, State::removed, a.tablet.public_key),
+                                             dev(4, State::active, {})};
     const auto both = [&](std::uint64_t v) { return a.list(v, 1, a.laptop, {{1, a.laptop.public_key}, {2, a.phone.public_key}}); };
     CHECK(code_of(check_list_upload("alice", 1, devices, 3, both(4), 5)) == Errc::ok);
     SUBCASE("not newer than the stored list") {

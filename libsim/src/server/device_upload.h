@@ -12,6 +12,7 @@
 #include <sim/bytes.h>
 #include <sim/error.h>
 #include <sim/messages.h>
+#include <sim/store.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -21,14 +22,6 @@
 
 namespace sim::server_detail {
 
-/// One device of the account as the server's store has it.
-struct AccountDevice {
-    enum class State : std::uint8_t { pending = 1, active = 2, removed = 3 };
-    DeviceId device = first_device;
-    State state = State::active;
-    Bytes key;  ///< empty until a list gave it one
-};
-
 /// What storing the list changes.
 struct ListChange {
     e2e::SignedDeviceList list;
@@ -36,7 +29,8 @@ struct ListChange {
     std::vector<DeviceId> remove;  ///< active devices the list leaves out (a pending one not listed stays pending)
 };
 
-/// Check `signed_list` uploaded by `uploader` of `user`, whose devices are `devices` and whose stored list has
+/// Check `signed_list` uploaded by `uploader` of `user`, whose devices are `devices` (as the device store lists them;
+/// a device's key is empty until a list gave it one) and whose stored list has
 /// `stored_version` (0: none). Errors, nothing to store:
 ///  - Errc::truncated, Errc::trailing_bytes, Errc::bad_field: not a list, more than `max_devices`, another user's,
 ///    issued by another device than the uploader, a device the account does not have (unknown or removed), a device
@@ -45,7 +39,7 @@ struct ListChange {
 ///  - Errc::auth_failed: the issuer signature does not verify under the uploader's key (stored, or for a device
 ///    without one, the key the list gives it).
 Result<ListChange> check_list_upload(std::string_view user, DeviceId uploader,
-                                     const std::vector<AccountDevice>& devices, std::uint64_t stored_version,
+                                     const std::vector<store::DeviceRecord>& devices, std::uint64_t stored_version,
                                      ByteView signed_list, std::size_t max_devices);
 
 }  // namespace sim::server_detail

@@ -871,12 +871,8 @@ private:
             refuse(Errc::storage_error, "devices not read");
             return;
         }
-        std::vector<server_detail::AccountDevice> devices;
-        for (const auto& r : *records) {
-            devices.push_back({r.device, static_cast<server_detail::AccountDevice::State>(r.state), r.device_key});
-        }
         const std::uint64_t version = *stored ? (*stored)->version : 0;
-        auto change = server_detail::check_list_upload(m_user, m_device, devices, version, signed_list,
+        auto change = server_detail::check_list_upload(m_user, m_device, *records, version, signed_list,
                                                        m_core->config.max_devices);
         if (!change) {
             refuse(change.code(), change.error().detail);
