@@ -119,7 +119,7 @@ struct ChatCommand {
 };
 
 inline constexpr ChatCommand chat_commands[] = {
-    {"/accept", true}, {"/exit", false},  {"/help", false}, {"/history", false}, {"/leave", true},
+    {"/accept", true}, {"/approve", false}, {"/exit", false}, {"/help", false}, {"/history", false}, {"/leave", true},
     {"/open", true},   {"/quit", false},  {"/r", false},    {"/safety", true},   {"/search", false},
     {"/to", true},     {"/verify", true}, {"/who", false},
 };

@@ -100,6 +100,12 @@ void print_help() {
                  "                                                end-to-end state under it, in one step\n"
                  "       sim [OPTIONS] rekey USER                 seal the end-to-end state under the password\n"
                  "                                                the server now has (after a password change)\n"
+                 "       sim [OPTIONS] link USER                  make this installation a new device of USER:\n"
+                 "                                                shows a code to type on an existing device\n"
+                 "       sim [OPTIONS] devices USER [list]        the account's devices\n"
+                 "       sim [OPTIONS] devices USER approve       approve a new device (asks for its code)\n"
+                 "       sim [OPTIONS] devices USER remove ID     remove a device (it can no longer log in)\n"
+                 "       sim [OPTIONS] devices USER rename ID NAME  name a device\n"
                  "\n"
                  "The libsim secure instant messaging client. On first contact it shows the server's key\n"
                  "fingerprint; compare it with the one simd printed. Under open registration (the seed's\n"
@@ -118,6 +124,7 @@ void print_help() {
                  "               /search TEXT  the inbox's messages containing TEXT (any case), all peers\n"
                  "               /safety [PEER]  show the safety number; /verify [PEER] marks it verified\n"
                  "               /accept [PEER]  accept PEER's changed identity key\n"
+                 "               /approve CODE  link the new device that asked (it shows CODE)\n"
                  "               /quit       log out and exit (also at end of input)\n"
                  "               //text      send '/text'\n"
                  "Other lines are sent to the current peer. Incoming messages show as '[peer] text',\n"
@@ -178,6 +185,7 @@ struct Settings {
     bool reconnect = true;
     bool plain = false;    // chat: line mode even on a terminal
     bool verbose = false;  // chat: show ratchet steps and key rotations too
+    bool timeout_given = false;
     sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
@@ -230,6 +238,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     s.old_password_file = a.get("old-password-file");
     s.new_password_file = a.get("new-password-file");
     SIM_TRY(s.timeout, sim::tools::parse_seconds("timeout", a.get("timeout", "30"), 365.0 * 86400.0));
+    s.timeout_given = a.has("timeout");
     if (a.has("count")) {
         SIM_TRY(s.count, sim::tools::parse_uint("count", a.get("count"), 1, 1'000'000'000));
     }
@@ -322,6 +331,28 @@ std::string describe_event(const sim::MessageEvent& e) {
 std::string describe_event(const sim::PasswordChangedEvent& /*e*/) {
     return "* password changed";
 }
+std::string describe_event(const sim::LinkCodeEvent& e) {
+    return "* link code " + e.code + " (this is device " + std::to_string(e.device) + " of " +
+           sim::tools::printable(e.user) + "; its fingerprint " + e.fingerprint +
+           "): type the code on the approving device (sim devices " + sim::tools::printable(e.user) +
+           " approve, or /approve CODE in its chat)";
+}
+std::string describe_event(const sim::LinkRequestEvent& e) {
+    return "* a new device (" + std::to_string(e.device) + ", fingerprint " + e.fingerprint +
+           ") asks to be linked to your account: if it is yours and shows this fingerprint, type /approve CODE "
+           "with the code it shows; otherwise do nothing";
+}
+std::string describe_event(const sim::DevicesChangedEvent& e) {
+    std::string ids;
+    for (const auto d : e.devices) {
+        ids += (ids.empty() ? "" : ", ") + std::to_string(d);
+    }
+    return "* the devices of " + sim::tools::printable(e.user) + " are now " + ids + " (list version " +
+           std::to_string(e.version) + ")";
+}
+std::string describe_event(const sim::DeviceInfoEvent& e) {
+    return "* " + std::to_string(e.devices.size()) + " devices of " + sim::tools::printable(e.user);
+}
 std::string describe_event(const sim::ChannelReadyEvent& /*e*/) {
     return {};
 }
@@ -352,6 +383,7 @@ enum class Purpose {
     login,     ///< token first, then the password
     register_account,
     rekey,     ///< the state opens with the old password, the server checks the new one, the state is re-sealed
+    link,      ///< a new state: log in as a new installation and wait for an existing device's approval
 };
 
 class Session {
@@ -381,6 +413,12 @@ public:
             return password.error();
         }
         const std::string path = keys_file(m_s, user);
+        if (purpose == Purpose::link && std::filesystem::exists(path)) {
+            sim::tools::wipe(*password);
+            return sim::Error{sim::Errc::invalid_argument,
+                              "this installation already has an end-to-end state for " + user + " (" + path +
+                                  "): it is a device of the account already"};
+        }
         if (purpose == Purpose::rekey && !std::filesystem::exists(path)) {
             sim::tools::wipe(*password);
             return sim::Error{sim::Errc::invalid_argument, "no end-to-end state to rekey: " + path + " does not exist"};
@@ -456,8 +494,11 @@ private:
             }
         }
         SIM_TRY(auto c, connect(keys));
+        const auto show_code = [](const sim::LinkCodeEvent& e) { print_line(stdout, describe_event(e)); };
         auto st = purpose == Purpose::register_account ? c.client->register_user(user, password, wait)
-                                                       : c.client->login(user, password, destination, wait);
+                  : purpose == Purpose::link
+                      ? c.client->link_device(user, password, show_code, m_s.timeout_given ? wait : 10min)
+                      : c.client->login(user, password, destination, wait);
         if (st && purpose == Purpose::rekey) {
             st = keys.change_password(password);
         }
@@ -926,6 +967,113 @@ int run_identity(const Settings& s, const std::vector<std::string>& pos) {
     return 0;
 }
 
+// ---------------------------------------------------------------- devices
+
+/// `sim link USER`: this installation becomes a new device of USER's account once an existing device approves it.
+int run_link(const Settings& s, const std::vector<std::string>& pos) {
+    int status = 0;
+    auto c = open_user(s, pos, Purpose::link, status);
+    if (!c) {
+        return status;
+    }
+    print_line(stdout, "sim: this installation is device " + std::to_string(c->client->core().device()) + " of " +
+                           c->user + " at " + s.server_id);
+    finish(*c);
+    return 0;
+}
+
+std::string format_time(sim::WallTime t) {
+    if (t == sim::WallTime{}) {
+        return "-";
+    }
+    const std::time_t secs = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+    return buf;
+}
+
+/// `sim devices USER [list | approve | remove ID | rename ID NAME]`.
+int run_devices(const Settings& s, const std::vector<std::string>& pos) {
+    if (pos.size() < 2) {
+        return usage_error("devices: expected USER [list | approve | remove ID | rename ID NAME]");
+    }
+    const std::string op = pos.size() > 2 ? pos[2] : "list";
+    const std::size_t want = op == "remove" ? 4 : op == "rename" ? 5 : 3;
+    if ((op != "list" && op != "approve" && op != "remove" && op != "rename") || (pos.size() != want &&
+                                                                                  !(op == "list" && pos.size() == 2))) {
+        return usage_error("devices: expected USER [list | approve | remove ID | rename ID NAME]");
+    }
+    sim::DeviceId id = 0;
+    if (op == "remove" || op == "rename") {
+        const auto n = sim::tools::parse_uint("ID", pos[3], 1, 0xFFFFFFFFU);
+        if (!n) {
+            return usage_error(n.error().detail);
+        }
+        id = static_cast<sim::DeviceId>(*n);
+    }
+    int status = 0;
+    auto c = open_user(s, {pos[0], pos[1]}, Purpose::login, status);
+    if (!c) {
+        return status;
+    }
+    auto& client = *c->client;
+    sim::Status st = sim::ok();
+    if (op == "approve") {
+        // The new device asks again every few seconds until a device offers: wait for its request here.
+        auto ask = client.wait_for<sim::LinkRequestEvent>({}, s.wait_limit());
+        if (!ask) {
+            client.close();
+            return failure("no new device asked to be linked (" + ask.error().message() +
+                           "): start 'sim link' on it first, and keep it running");
+        }
+        print_line(stdout, "sim: new device " + std::to_string(ask->device) + " with fingerprint " +
+                               ask->fingerprint + " asks to be linked.");
+        std::cout << "Compare the fingerprint with the one it shows, then type the code it shows: " << std::flush;
+        std::string code;
+        if (!std::getline(std::cin, code) || code.empty()) {
+            client.close();
+            return failure("no code typed: nothing was approved");
+        }
+        st = client.approve_device(code, s.wait_limit());
+        if (st) {
+            print_line(stdout, "sim: device " + std::to_string(ask->device) + " is linked to " + c->user);
+        }
+    } else if (op == "remove") {
+        st = client.remove_device(id, s.wait_limit());
+        if (st) {
+            print_line(stdout, "sim: device " + std::to_string(id) + " removed from " + c->user);
+        }
+    } else {
+        if (op == "rename") {
+            st = client.core().rename_device(id, pos[4]);
+        }
+        if (st) {
+            auto list = client.devices(s.wait_limit());
+            if (!list) {
+                st = list.error();
+            } else {
+                const auto self = client.core().device();
+                for (const auto& d : *list) {
+                    const char* state = d.status == sim::DeviceStatus::active    ? "active"
+                                        : d.status == sim::DeviceStatus::pending ? "pending"
+                                                                                 : "removed";
+                    print_line(stdout, std::to_string(d.device) + (d.device == self ? " (this one)" : "") + "  " +
+                                           state + "  " + (d.name.empty() ? "-" : sim::tools::printable(d.name)) +
+                                           "  linked " + format_time(d.linked) + "  last seen " +
+                                           format_time(d.last_seen));
+                }
+            }
+        }
+    }
+    finish(*c);
+    if (!st) {
+        return failure("devices " + op + ": " + user_message(st.error()));
+    }
+    return 0;
+}
+
 // ---------------------------------------------------------------- chat
 
 class Chat {
@@ -1134,7 +1282,13 @@ private:
         }
         if (cmd == "/help") {
             say("* /open PEER, /to PEER, /r TEXT (answer the last sender), /leave [PEER], /who, /safety [PEER], "
-                "/verify [PEER], /accept [PEER], /history [N], /search TEXT, /quit; //text sends '/text'");
+                "/verify [PEER], /accept [PEER], /history [N], /search TEXT, /approve CODE, /quit; //text sends "
+                "'/text'");
+        } else if (cmd == "/approve") {
+            // The code a new device of ours shows, after its request was announced here (LinkRequestEvent).
+            if (const auto st = m_c.client->core().approve_device(arg); !st) {
+                say("! /approve: " + st.error().message());
+            }
         } else if (cmd == "/who") {
             who();
         } else if (cmd == "/history") {
@@ -1509,7 +1663,8 @@ int main(int argc, char** argv) {
     }
     const auto& pos = parsed->positionals;
     if (pos.empty()) {
-        return usage_error("expected a command: chat, send, recv, register, passwd, rekey, safety, verify or accept");
+        return usage_error(
+            "expected a command: chat, send, recv, register, passwd, rekey, safety, verify, accept, link or devices");
     }
     if (settings->count && pos[0] != "recv") {
         return usage_error("--count is for recv");
@@ -1538,6 +1693,12 @@ int main(int argc, char** argv) {
     if (pos[0] == "safety" || pos[0] == "verify" || pos[0] == "accept") {
         return run_identity(*settings, pos);
     }
+    if (pos[0] == "link") {
+        return run_link(*settings, pos);
+    }
+    if (pos[0] == "devices") {
+        return run_devices(*settings, pos);
+    }
     return usage_error("unknown command '" + pos[0] +
-                       "' (chat, send, recv, register, passwd, rekey, safety, verify or accept)");
+                       "' (chat, send, recv, register, passwd, rekey, safety, verify, accept, link or devices)");
 }

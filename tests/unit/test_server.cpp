@@ -2589,8 +2589,9 @@ TEST_CASE("typed events: kinds and names follow the variant") {
     CHECK(sim::client_event_kind<sim::ChannelReadyEvent> == sim::ClientEventKind::channel_ready);
     CHECK(sim::client_event_kind<sim::MessageEvent> == sim::ClientEventKind::message);
     CHECK(sim::client_event_kind<sim::PasswordChangedEvent> == sim::ClientEventKind::password_changed);
-    CHECK(std::variant_size_v<sim::ClientEvent> ==
-          static_cast<std::size_t>(sim::ClientEventKind::password_changed) + 1);
+    CHECK(sim::client_event_kind<sim::DeviceInfoEvent> == sim::ClientEventKind::device_info);
+    CHECK(std::variant_size_v<sim::ClientEvent> == static_cast<std::size_t>(sim::ClientEventKind::device_info) + 1);
+    CHECK(sim::client_event_name(sim::ClientEventKind::link_code) == "link_code");
     const sim::ClientEvent gap = sim::GapEvent{"bob", 3};
     CHECK(sim::kind_of(gap) == sim::ClientEventKind::gap);
     CHECK(sim::client_event_name(sim::kind_of(gap)) == "gap");
@@ -2599,4 +2600,96 @@ TEST_CASE("typed events: kinds and names follow the variant") {
     CHECK(sim::peer_of(sim::AuthenticatedEvent{"alice"}) == "alice");
     CHECK(sim::error_of(sim::ErrorEvent{sim::Errc::rate_limited, "bob", std::nullopt})->code ==
           sim::Errc::rate_limited);
+}
+
+// ---------------------------------------------------------------- linking with libsim's client (issue 12)
+
+namespace {
+sim::Credentials new_installation(const std::string& password) {
+    return {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password)), sim::DeviceId{0}};
+}
+}  // namespace
+
+TEST_CASE("client: a new installation links through an existing device's approval and logs in as itself after") {
+    auto w = e2e_world();
+    auto laptop_state = sim::make_memory_client_state();
+    sim::ClientConfig laptop_config;
+    laptop_config.state = laptop_state.get();
+    auto& laptop = w.connect(laptop_config);
+    REQUIRE(w.login(laptop, "alice", "alice's password"));  // registers: device 1
+    CHECK(laptop.core->device() == sim::first_device);
+
+    auto phone_state = sim::make_memory_client_state();
+    sim::ClientConfig phone_config;
+    phone_config.state = phone_state.get();
+    auto* phone = &w.connect(phone_config);
+    REQUIRE(phone->core->login("alice", new_installation("alice's password")));
+    w.settle();
+    // Pending: the laptop offered at once, the phone shows a code; the laptop shows the phone's fingerprint.
+    CHECK_FALSE(phone->saw<sim::AuthenticatedEvent>());
+    const auto codes = phone->of<sim::LinkCodeEvent>();
+    REQUIRE(codes.size() == 1);
+    CHECK(codes[0].device == sim::DeviceId{2});
+    CHECK(codes[0].code.size() == 9);
+    const auto asks = laptop.of<sim::LinkRequestEvent>();
+    REQUIRE(asks.size() == 1);
+    CHECK(asks[0].device == sim::DeviceId{2});
+    CHECK(asks[0].fingerprint == codes[0].fingerprint);
+    CHECK(phone->core->send("bob", "too early").code() == sim::Errc::not_authenticated);
+
+    SUBCASE("the right code: the phone becomes device 2 of alice, with the account key") {
+        REQUIRE(laptop.core->approve_device(codes[0].code));
+        w.settle();
+        CHECK(phone->saw<sim::AuthenticatedEvent>("alice"));
+        CHECK(phone->core->device() == sim::DeviceId{2});
+        CHECK(phone->core->session_token().device == sim::DeviceId{2});
+        const auto changed = laptop.of<sim::DevicesChangedEvent>("alice");
+        REQUIRE_FALSE(changed.empty());
+        CHECK(changed.back().devices == std::vector<sim::DeviceId>{1, 2});
+        CHECK_FALSE(laptop.saw<sim::ErrorEvent>());
+        CHECK_FALSE(phone->saw<sim::ErrorEvent>());
+        // The owner's view names both.
+        REQUIRE(laptop.core->request_devices());
+        w.settle();
+        const auto info = laptop.of<sim::DeviceInfoEvent>();
+        REQUIRE(info.size() == 1);
+        REQUIRE(info[0].devices.size() == 2);
+        CHECK(info[0].devices[1].status == sim::DeviceStatus::active);
+
+        // The next run of the phone logs in as device 2 from its state, with the password alone.
+        phone->pipe->close_now();
+        w.settle();
+        phone = &w.connect(phone_config);
+        REQUIRE(w.login(*phone, "alice", "alice's password"));
+        CHECK(phone->saw<sim::AuthenticatedEvent>("alice"));
+        CHECK(phone->core->device() == sim::DeviceId{2});
+        // A used state cannot link again.
+        auto& again = w.connect(phone_config);
+        CHECK(again.core->login("alice", new_installation("alice's password")).code() == sim::Errc::invalid_state);
+
+        // The laptop removes the phone: it is closed, and its state no longer logs in.
+        REQUIRE(laptop.core->remove_device(2));
+        w.settle();
+        CHECK(laptop.of<sim::DevicesChangedEvent>("alice").back().devices == std::vector<sim::DeviceId>{1});
+        const auto closed = phone->of<sim::ClosedEvent>();
+        REQUIRE_FALSE(closed.empty());
+        CHECK(closed.back().reason.code == sim::Errc::device_unknown);
+        auto& removed = w.connect(phone_config);
+        REQUIRE(w.login(removed, "alice", "alice's password"));
+        CHECK_FALSE(removed.saw<sim::AuthenticatedEvent>());
+        CHECK(removed.of<sim::ClosedEvent>().back().reason.code == sim::Errc::device_unknown);
+        CHECK(laptop.core->remove_device(1).code() == sim::Errc::invalid_argument);  // the only one left
+    }
+    SUBCASE("a wrong code ends the link and changes nothing") {
+        const auto wrong = codes[0].code == "AAAA-AAAA" ? std::string("BBBB-BBBB") : std::string("AAAA-AAAA");
+        CHECK(laptop.core->approve_device(wrong).code() == sim::Errc::auth_failed);
+        w.settle();
+        CHECK_FALSE(phone->saw<sim::AuthenticatedEvent>());
+        const auto closed = phone->of<sim::ClosedEvent>();
+        REQUIRE_FALSE(closed.empty());
+        CHECK(closed.back().reason.code == sim::Errc::auth_failed);
+        CHECK(laptop.core->approve_device(codes[0].code).code() == sim::Errc::invalid_state);  // one try
+        CHECK_FALSE(laptop.saw<sim::DevicesChangedEvent>());
+        CHECK_FALSE(phone_state->get("identity").value().has_value());  // no keys were given
+    }
 }

@@ -27,7 +27,8 @@ keeps none); ``peer_identity``, ``verify_peer`` and ``accept_identity`` handle s
 from . import errors  # first: registers the exception factory of the extension
 from ._libsim import __version__
 from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol, KnownServers, ServerHandshake
-from .client import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent, ConversationMode, ErrorEvent, Event,
+from .client import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent, ConversationMode, DeviceInfo,
+                     DeviceInfoEvent, DevicesChangedEvent, ErrorEvent, Event, LinkCodeEvent, LinkRequestEvent,
                      EventIterator, EventKind, GapEvent, IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent,
                      KeyDirection, KeyRotatedEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
                      PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent, connect,
@@ -102,7 +103,12 @@ __all__ = [
     "Event",
     "EventIterator",
     "EventKind",
+    "DeviceInfo",
+    "DeviceInfoEvent",
+    "DevicesChangedEvent",
     "GapEvent",
+    "LinkCodeEvent",
+    "LinkRequestEvent",
     "IdentityChangedEvent",
     "InboxEntry",
     "InboxStatus",

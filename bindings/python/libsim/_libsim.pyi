@@ -368,6 +368,10 @@ class EventKind(_Enum):
     ERROR: ClassVar[EventKind]  # 12
     CLOSED: ClassVar[EventKind]  # 13
     PASSWORD_CHANGED: ClassVar[EventKind]  # 14
+    LINK_CODE: ClassVar[EventKind]  # 15
+    LINK_REQUEST: ClassVar[EventKind]  # 16
+    DEVICES_CHANGED: ClassVar[EventKind]  # 17
+    DEVICE_INFO: ClassVar[EventKind]  # 18
     __members__: ClassVar[dict[str, EventKind]]
 
 class ConversationMode(_Enum):
@@ -548,9 +552,65 @@ class PasswordChangedEvent:
     @property
     def user(self) -> str: ...
 
+class LinkCodeEvent:
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+class LinkRequestEvent:
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+class DevicesChangedEvent:
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def devices(self) -> list[int]: ...
+
+class DeviceInfo:
+    @property
+    def device(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def linked(self) -> Optional[float]: ...
+    @property
+    def last_seen(self) -> Optional[float]: ...
+
+class DeviceInfoEvent:
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def kind(self) -> EventKind: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def devices(self) -> list[DeviceInfo]: ...
+
 Event = Union[ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent, KeyAssignedEvent,
               KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent, GapEvent, ErrorEvent,
-              ClosedEvent, PasswordChangedEvent]
+              ClosedEvent, PasswordChangedEvent, LinkCodeEvent, LinkRequestEvent, DevicesChangedEvent, DeviceInfoEvent]
 
 class InboxEntry:
     @property

@@ -198,6 +198,45 @@ void register_events(py::module_& m) {
                                           "password.",
                                           {"user"})
         .def_property_readonly("user", [](const sim::PasswordChangedEvent& e) { return to_py_str(e.user); });
+    bind_event<sim::LinkCodeEvent>(m, "LinkCodeEvent",
+                                   "This installation is being linked as device `device` of `user`: show `code` and "
+                                   "`fingerprint`; the user types the code on the approving device.",
+                                   {"user", "device", "code", "fingerprint"})
+        .def_property_readonly("user", [](const sim::LinkCodeEvent& e) { return to_py_str(e.user); })
+        .def_readonly("device", &sim::LinkCodeEvent::device)
+        .def_readonly("code", &sim::LinkCodeEvent::code)
+        .def_readonly("fingerprint", &sim::LinkCodeEvent::fingerprint);
+    bind_event<sim::LinkRequestEvent>(m, "LinkRequestEvent",
+                                      "A new device asks to be linked to our account: approve it with the code it "
+                                      "shows (Client.approve_device) if its fingerprint is the one it shows.",
+                                      {"user", "device", "fingerprint"})
+        .def_property_readonly("user", [](const sim::LinkRequestEvent& e) { return to_py_str(e.user); })
+        .def_readonly("device", &sim::LinkRequestEvent::device)
+        .def_readonly("fingerprint", &sim::LinkRequestEvent::fingerprint);
+    bind_event<sim::DevicesChangedEvent>(m, "DevicesChangedEvent",
+                                         "A checked device list of `user` (us or a peer) was accepted.",
+                                         {"user", "version", "devices"})
+        .def_property_readonly("user", [](const sim::DevicesChangedEvent& e) { return to_py_str(e.user); })
+        .def_readonly("version", &sim::DevicesChangedEvent::version)
+        .def_readonly("devices", &sim::DevicesChangedEvent::devices);
+    py::class_<sim::DeviceInfo>(m, "DeviceInfo", "One device of our account, as the server knows it.")
+        .def_readonly("device", &sim::DeviceInfo::device)
+        .def_property_readonly("status",
+                               [](const sim::DeviceInfo& d) {
+                                   return d.status == sim::DeviceStatus::active    ? "active"
+                                          : d.status == sim::DeviceStatus::pending ? "pending"
+                                                                                   : "removed";
+                               })
+        .def_property_readonly("name", [](const sim::DeviceInfo& d) { return to_py_str(d.name); })
+        .def_property_readonly("linked", [](const sim::DeviceInfo& d) { return py_time(d.linked); })
+        .def_property_readonly("last_seen", [](const sim::DeviceInfo& d) { return py_time(d.last_seen); })
+        .def("__repr__", [](const sim::DeviceInfo& d) {
+            return "DeviceInfo(device=" + std::to_string(d.device) + ", name=" + py::repr(to_py_str(d.name)).cast<std::string>() + ")";
+        });
+    bind_event<sim::DeviceInfoEvent>(m, "DeviceInfoEvent", "Our account's devices (the answer to a request).",
+                                     {"user", "devices"})
+        .def_property_readonly("user", [](const sim::DeviceInfoEvent& e) { return to_py_str(e.user); })
+        .def_readonly("devices", &sim::DeviceInfoEvent::devices);
 }
 
 /// Run `f` without the GIL.
@@ -574,7 +613,11 @@ void register_client(py::module_& m) {
         .value("GAP", ClientEventKind::gap, "GapEvent")
         .value("ERROR", ClientEventKind::error, "ErrorEvent")
         .value("CLOSED", ClientEventKind::closed, "ClosedEvent")
-        .value("PASSWORD_CHANGED", ClientEventKind::password_changed, "PasswordChangedEvent");
+        .value("PASSWORD_CHANGED", ClientEventKind::password_changed, "PasswordChangedEvent")
+        .value("LINK_CODE", ClientEventKind::link_code, "LinkCodeEvent")
+        .value("LINK_REQUEST", ClientEventKind::link_request, "LinkRequestEvent")
+        .value("DEVICES_CHANGED", ClientEventKind::devices_changed, "DevicesChangedEvent")
+        .value("DEVICE_INFO", ClientEventKind::device_info, "DeviceInfoEvent");
 
     py::enum_<sim::ConversationMode>(m, "ConversationMode", "How a conversation is keyed.")
         .value("SERVER_ASSIGNED", sim::ConversationMode::server_assigned,

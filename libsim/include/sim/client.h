@@ -151,12 +151,43 @@ struct PasswordChangedEvent {
     std::string user;
 };
 
+/// Linking this installation as a new device of `user` (Client::link_device): an existing device of the account
+/// offered to approve it. Show `code` and `fingerprint`; the user types the code on that device.
+struct LinkCodeEvent {
+    std::string user;
+    DeviceId device = 0;      ///< the id the server gave this device
+    std::string code;         ///< "ABCD-EFGH"
+    std::string fingerprint;  ///< of this device's key
+};
+
+/// A new device asks to be linked to our account (`user` = us). Compare `fingerprint` with the one it shows and
+/// approve it with the code it shows (ClientCore::approve_device), or do nothing (the link times out).
+struct LinkRequestEvent {
+    std::string user;
+    DeviceId device = 0;
+    std::string fingerprint;  ///< of the new device's key
+};
+
+/// A device list was checked and accepted (docs/protocol.md 6.9): of our own account (`user` = us) or of a peer.
+struct DevicesChangedEvent {
+    std::string user;
+    std::uint64_t version = 0;
+    std::vector<DeviceId> devices;  ///< in increasing order
+};
+
+/// The owner's view of the account's devices (ClientCore::request_devices): names, states, link and last-seen times.
+struct DeviceInfoEvent {
+    std::string user;
+    std::vector<DeviceInfo> devices;
+};
+
 /// What happened on a client: one struct per kind, holding only that kind's fields. Switch on it with std::visit
 /// or std::get_if; kind_of() names the alternative.
 using ClientEvent =
     std::variant<ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent,
                  KeyAssignedEvent, KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent,
-                 GapEvent, ErrorEvent, ClosedEvent, PasswordChangedEvent>;
+                 GapEvent, ErrorEvent, ClosedEvent, PasswordChangedEvent, LinkCodeEvent, LinkRequestEvent,
+                 DevicesChangedEvent, DeviceInfoEvent>;
 
 /// The alternatives of ClientEvent, in the same order: for choosing one at run time (Client::wait_for_kind, the
 /// Python binding) and for printing (client_event_name).
@@ -176,6 +207,10 @@ enum class ClientEventKind : std::uint8_t {
     error,
     closed,
     password_changed,
+    link_code,
+    link_request,
+    devices_changed,
+    device_info,
 };
 
 namespace detail {
@@ -198,8 +233,8 @@ inline constexpr ClientEventKind client_event_kind =
     return static_cast<ClientEventKind>(event.index());
 }
 
-/// Whom `event` is about: its `peer`; our own user name for AuthenticatedEvent and PasswordChangedEvent; empty for
-/// the others.
+/// Whom `event` is about: its `peer`; its `user` (our own name, or for DevicesChangedEvent the user whose list it
+/// is) for AuthenticatedEvent, PasswordChangedEvent and the device events; empty for the others.
 [[nodiscard]] inline std::string_view peer_of(const ClientEvent& event) noexcept {
     return std::visit(
         [](const auto& e) -> std::string_view {
@@ -340,6 +375,23 @@ public:
     /// Pin `peer`'s new identity key after identity_changed; held messages are then opened and sending resumes.
     /// Errc::invalid_state when no change is pending.
     Status accept_identity(std::string_view peer);
+    /// Devices of the account (docs/protocol.md 6.9). A new installation links itself by logging in with
+    /// `Credentials::device` = 0 (with a state that holds no identity yet): it then reports a LinkCodeEvent, and an
+    /// AuthenticatedEvent once an existing device approved it. On an existing device, a LinkRequestEvent says that a
+    /// new one asks; approve_device() takes the code it shows: on a match the new device gets the account key and
+    /// the account's list admits it (a DevicesChangedEvent follows). Errc::invalid_state when no device waits for
+    /// approval; Errc::auth_failed for a wrong code (that link is over: the new device starts again).
+    Status approve_device(std::string_view code);
+    /// Remove `device` from the account: a new signed list without it (its tokens, prekeys and mailbox go; it can
+    /// no longer log in). A DevicesChangedEvent follows. Errc::invalid_argument for a device the account's list does
+    /// not hold, or its only device.
+    Status remove_device(DeviceId device);
+    /// Name a device (at most 64 bytes, no control characters: else Errc::invalid_argument); a DeviceInfoEvent follows.
+    Status rename_device(DeviceId device, std::string_view name);
+    /// Ask for the owner's view of the account's devices: a DeviceInfoEvent.
+    Status request_devices();
+    /// The device this connection is (1 until login).
+    [[nodiscard]] DeviceId device() const;
     /// Messages sent but without a receipt yet.
     [[nodiscard]] std::size_t outbox_size() const;
     /// Received messages with index >= `from`, oldest first, at most `limit` (only those from `peer` when it is not
@@ -473,6 +525,21 @@ public:
                             Duration timeout = std::chrono::seconds(30));
     /// Explicit registration (servers with the `explicit` policy).
     Status register_user(std::string_view user, std::string_view password, Duration timeout = std::chrono::seconds(30));
+    /// Link this installation as a new device of an existing account (docs/protocol.md 6.9): log in as a new
+    /// installation, show the code (`show_code` is called with the LinkCodeEvent once an existing device offered),
+    /// and wait until that device approved it (the AuthenticatedEvent, which stays queued). The state must be new
+    /// (Errc::invalid_state otherwise). An unknown user under open registration is registered, and this is its
+    /// first device (no code). Errors: the server's, the approving device's (auth_failed: a wrong code was typed
+    /// there), timeout.
+    Status link_device(std::string_view user, std::string_view password,
+                       const std::function<void(const LinkCodeEvent&)>& show_code,
+                       Duration timeout = std::chrono::minutes(10));
+    /// ClientCore::approve_device, waiting until the server stored the list that admits the new device.
+    Status approve_device(std::string_view code, Duration timeout = std::chrono::seconds(30));
+    /// The owner's view of the account's devices.
+    Result<std::vector<DeviceInfo>> devices(Duration timeout = std::chrono::seconds(30));
+    /// ClientCore::remove_device, waiting until the server stored the list without it.
+    Status remove_device(DeviceId device, Duration timeout = std::chrono::seconds(30));
     /// ClientCore::change_password, waiting for its outcome.
     Status change_password(std::string_view old_password, std::string_view new_password,
                            Duration timeout = std::chrono::seconds(30));

@@ -29,6 +29,22 @@ using DeviceId = std::uint32_t;
 /// The device an account is created with.
 inline constexpr DeviceId first_device = 1;
 
+/// Where a device is in its life, as op 2 reports it (the store's DeviceState values).
+enum class DeviceStatus : std::uint8_t { pending = 1, active = 2, removed = 3 };
+
+/// Longest device name (bytes of UTF-8).
+inline constexpr std::size_t max_device_name_size = 64;
+
+/// One device in the owner's view (op 2).
+struct DeviceInfo {
+    DeviceId device = first_device;
+    DeviceStatus status = DeviceStatus::active;
+    std::string name;
+    WallTime linked{};     ///< {} while pending
+    WallTime last_seen{};  ///< {} = never
+    friend bool operator==(const DeviceInfo&, const DeviceInfo&) = default;
+};
+
 /// How an init frame authenticates.
 enum class CredentialKind : std::uint8_t {
     none = 0,               ///< the connection is already authenticated

@@ -125,16 +125,35 @@ struct Client::Impl {
         }
     }
 
-    /// Wait for `kind`; an error or closed event that comes first is returned as the failure.
-    Status await(ClientEventKind kind, Duration timeout) {
-        auto e = take([kind](const ClientEvent& ev) { return kind_of(ev) == kind || error_of(ev); }, timeout);
+    /// Wait for an event that `match` accepts; an error or closed event that comes first is returned as the failure.
+    template <typename Match>
+    Result<ClientEvent> await_event(Match match, Duration timeout) {
+        auto e = take([&](const ClientEvent& ev) { return match(ev) || error_of(ev); }, timeout);
         if (!e) {
             return e.error();
         }
-        if (kind_of(*e) != kind) {
+        if (!match(*e)) {
             const auto err = *error_of(*e);
             return err.code == Errc::ok ? Error{Errc::closed, "connection closed"} : err;
         }
+        return e;
+    }
+    /// Wait until the server stored an upload of ours: the account's list comes back, checked (DevicesChangedEvent).
+    Status await_own_list(Duration timeout) {
+        const auto user = core->user();
+        SIM_TRY(const auto e, await_event(
+                                  [&](const ClientEvent& ev) {
+                                      const auto* c = std::get_if<DevicesChangedEvent>(&ev);
+                                      return c != nullptr && c->user == user;
+                                  },
+                                  timeout));
+        (void)e;
+        return ok();
+    }
+    /// Wait for `kind`, as await_event().
+    Status await(ClientEventKind kind, Duration timeout) {
+        SIM_TRY(const auto e, await_event([kind](const ClientEvent& ev) { return kind_of(ev) == kind; }, timeout));
+        (void)e;
         return ok();
     }
 };
@@ -330,6 +349,47 @@ Status Client::login_with_token(std::string_view user, ByteView token, std::stri
 Status Client::register_user(std::string_view user, std::string_view password, Duration timeout) {
     SIM_TRY_STATUS(m_impl->core->login(user, password_credentials(CredentialKind::register_password, password), {}));
     return m_impl->await(ClientEventKind::authenticated, timeout);
+}
+
+Status Client::link_device(std::string_view user, std::string_view password,
+                           const std::function<void(const LinkCodeEvent&)>& show_code, Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->login(
+        user, Credentials{CredentialKind::password, to_bytes<SecureBytes>(as_bytes(password)), DeviceId{0}}, {}));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        const auto left = std::max(Duration::zero(), std::chrono::duration_cast<Duration>(
+                                                         deadline - std::chrono::steady_clock::now()));
+        SIM_TRY(const auto e, m_impl->await_event(
+                                  [](const ClientEvent& ev) {
+                                      return kind_of(ev) == ClientEventKind::authenticated ||
+                                             kind_of(ev) == ClientEventKind::link_code;
+                                  },
+                                  left));
+        const auto* code = std::get_if<LinkCodeEvent>(&e);
+        if (code == nullptr) {
+            return ok();  // authenticated: approved (or registered as the account's first device)
+        }
+        if (show_code) {
+            show_code(*code);
+        }
+    }
+}
+
+Status Client::approve_device(std::string_view code, Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->approve_device(code));
+    return m_impl->await_own_list(timeout);
+}
+
+Status Client::remove_device(DeviceId device, Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->remove_device(device));
+    return m_impl->await_own_list(timeout);
+}
+
+Result<std::vector<DeviceInfo>> Client::devices(Duration timeout) {
+    SIM_TRY_STATUS(m_impl->core->request_devices());
+    SIM_TRY(auto e, m_impl->await_event(
+                        [](const ClientEvent& ev) { return kind_of(ev) == ClientEventKind::device_info; }, timeout));
+    return std::get<DeviceInfoEvent>(std::move(e)).devices;
 }
 
 Status Client::change_password(std::string_view old_password, std::string_view new_password, Duration timeout) {

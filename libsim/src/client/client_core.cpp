@@ -1,5 +1,6 @@
 // The sans-IO client core (docs/protocol.md sections 5 and 6).
 #include "conversation.h"
+#include "devices.h"
 #include "durable_outbox.h"
 #include "e2e_client.h"
 
@@ -48,6 +49,14 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
             return "closed";
         case ClientEventKind::password_changed:
             return "password_changed";
+        case ClientEventKind::link_code:
+            return "link_code";
+        case ClientEventKind::link_request:
+            return "link_request";
+        case ClientEventKind::devices_changed:
+            return "devices_changed";
+        case ClientEventKind::device_info:
+            return "device_info";
     }
     return "unknown";
 }
@@ -89,6 +98,9 @@ struct ClientCore::Impl {
     std::unique_ptr<ClientState> own_state;  // when the application gave none
     std::unique_ptr<client_detail::DurableOutbox> outbox;
     std::unique_ptr<client_detail::E2eClient> e2e;
+    std::unique_ptr<client_detail::Devices> devices;
+    /// The device the login asked for (docs/protocol.md 6.9): 0 = a new installation to link.
+    std::optional<DeviceId> login_device;
     std::unique_ptr<client_detail::ConversationContext> context;
     /// Each peer's current conversation (conversation.h), in the mode of its last KEYGEN. A server-assigned one
     /// stays after its keys went with a lost connection: a message to the peer is queued for the outbox and sealed
@@ -106,6 +118,7 @@ struct ClientCore::Impl {
         }
         outbox = std::make_unique<client_detail::DurableOutbox>(*config.state, clock, config.resend_after);
         e2e = std::make_unique<client_detail::E2eClient>(config, *config.state, rng, *outbox);
+        devices = std::make_unique<client_detail::Devices>(*config.state, rng, *e2e);
         // Brace-initialised: an aggregate (clang 14 has no parenthesised aggregate initialisation for make_unique).
         context.reset(new client_detail::ConversationContext{config, user, rng, clock, *e2e, *outbox,
                                                              [this](ClientEvent e) { emit(std::move(e)); }});
@@ -153,7 +166,13 @@ struct ClientCore::Impl {
         for (auto& e : e2e_events) {
             events.push_back(std::move(e));
         }
-        auto frames = e2e->take_frames();
+        for (auto& e : devices->take_events()) {
+            events.push_back(std::move(e));
+        }
+        auto frames = devices->take_frames();
+        for (auto& f : e2e->take_frames()) {
+            frames.push_back(std::move(f));
+        }
         std::vector<std::string> unkeyed;
         if (authed) {
             // Outbox entries are committed when they enter it, so they may go at any time.
@@ -403,6 +422,15 @@ struct ClientCore::Impl {
             case FrameType::passwd:
                 on_password_changed(f);
                 break;
+            case FrameType::link:
+            case FrameType::devices: {
+                const auto st = f.type == FrameType::link ? devices->on_link(f) : devices->on_devices(f);
+                if (!st) {
+                    fail(st.error());
+                    return;
+                }
+                break;
+            }
             case FrameType::prekeys: {
                 if (f.source != server_name || (!authed && !login_sent)) {
                     fail(Error{Errc::bad_field, "prekeys status not from the server"});
@@ -498,6 +526,27 @@ struct ClientCore::Impl {
                     fail(t.error());
                     return;
                 }
+                if (authed || (t->device && login_device && *login_device != 0 && *t->device != *login_device)) {
+                    fail(Error{Errc::bad_field, "ack_init 1 names another device than the login's"});
+                    return;
+                }
+                if (login_device == DeviceId{0} && !devices->granted()) {
+                    if (!t->device) {
+                        fail(Error{Errc::bad_field, "ack_init 1 to a new installation names no device"});
+                        return;
+                    }
+                    if (t->token.empty()) {
+                        // A pending device of an existing account: link it (nothing else is allowed meanwhile).
+                        user = f.destination;
+                        if (const auto st = devices->start_join(user, *t->device); !st) {
+                            fail(st.error());
+                        }
+                        return;
+                    }
+                    // The login registered the account: this is its first device, as any first login.
+                } else if (login_device == DeviceId{0}) {
+                    devices->finish_join();  // activated after the grant: its keys are in the state
+                }
                 authed = true;
                 user = f.destination;
                 if (!t->token.empty()) {
@@ -507,6 +556,7 @@ struct ClientCore::Impl {
                     fail(st.error());
                     return;
                 }
+                devices->set_user(user);
                 if (early_prekey_status) {
                     // The upload it asks for is queued before the application hears `authenticated`, so anything
                     // the application sends next (a logout too) goes after it.
@@ -677,9 +727,17 @@ Status ClientCore::login(std::string_view user, const Credentials& credentials, 
     if (credentials.kind == CredentialKind::none || credentials.secret.empty()) {
         return Error{Errc::bad_password, "empty credentials"};
     }
+    Credentials with_device{credentials.kind, credentials.secret, credentials.device};
+    if (!with_device.device) {
+        // A linked device logs in as itself; a state without a device record is device 1 (no field, as before).
+        SIM_TRY(with_device.device, m_impl->e2e->stored_device());
+    } else if (*with_device.device == 0 && m_impl->e2e->has_identity()) {
+        return Error{Errc::invalid_state, "this client state already holds an identity: link with a new state"};
+    }
+    m_impl->login_device = with_device.device;
     m_impl->login_sent = true;
     auto st = m_impl->send_inner(
-        Frame{FrameType::init, 0, std::string(user), std::string(destination), encode_credentials(credentials)});
+        Frame{FrameType::init, 0, std::string(user), std::string(destination), encode_credentials(with_device)});
     m_impl->flush(lock);
     return st;
 }
@@ -724,7 +782,12 @@ Status ClientCore::probe(std::string_view peer) {
 
 void ClientCore::tick() {
     std::unique_lock lock(m_impl->mutex);
-    if (!m_impl->authed || m_impl->phase != Impl::Phase::ready) {
+    if (m_impl->phase != Impl::Phase::ready) {
+        return;
+    }
+    if (!m_impl->authed) {
+        m_impl->devices->repeat_request();  // a device being linked asks again, for devices attached since
+        m_impl->flush(lock);
         return;
     }
     if (m_impl->awaited.empty()) {
@@ -861,6 +924,52 @@ bool ClientCore::authenticated() const {
 std::string ClientCore::user() const {
     const std::lock_guard lock(m_impl->mutex);
     return m_impl->user;
+}
+
+namespace {
+Status check_device_call(const ClientCore::Impl& impl) {
+    if (!impl.authed) {
+        return Error{Errc::not_authenticated, "log in first"};
+    }
+    return ok();
+}
+}  // namespace
+
+Status ClientCore::approve_device(std::string_view code) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_device_call(*m_impl));
+    auto st = m_impl->devices->approve(code);
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::remove_device(DeviceId device) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_device_call(*m_impl));
+    auto st = m_impl->devices->remove(device);
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::rename_device(DeviceId device, std::string_view name) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_device_call(*m_impl));
+    auto st = m_impl->devices->rename(device, name);
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::request_devices() {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_device_call(*m_impl));
+    m_impl->devices->request_info();
+    m_impl->flush(lock);
+    return ok();
+}
+
+DeviceId ClientCore::device() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->authed ? m_impl->e2e->device() : first_device;
 }
 
 IssuedSessionToken ClientCore::session_token() const {

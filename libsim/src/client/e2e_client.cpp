@@ -22,6 +22,9 @@ constexpr std::size_t max_held = 100;
 
 // State keys (the store hides them behind an HMAC).
 const std::string key_identity = "identity";
+// device u32 | account key seed (32, a linked device only): docs/protocol.md 6.9. Absent: device 1, and the identity
+// is also the account key.
+const std::string key_device = "device";
 const std::string key_prekeys = "prekeys";
 const std::string key_peers = "peers";
 std::string key_peer(std::string_view peer) {
@@ -268,6 +271,20 @@ Status E2eClient::set_user(const std::string& user) {
         w.bytes(m_identity->private_key);
         m_writes.push_back({key_identity, std::move(rec)});
     }
+    SIM_TRY(auto device, m_state.get(key_device));
+    if (device) {
+        WireReader r(*device);
+        std::uint32_t id = 0;
+        ByteView seed;
+        if (!r.u32(id) || id == 0 || (!r.at_end() && (!r.take(e2e::key_size, seed) || !r.at_end()))) {
+            return corrupt("device record");
+        }
+        m_device = id;
+        if (!seed.empty()) {
+            SIM_TRY(auto account, e2e::identity_from_private(seed));
+            m_account = std::move(account);
+        }
+    }
     m_user = user;
     SIM_TRY_STATUS(load_prekeys());
     SIM_TRY(auto index, m_state.get(key_peers));
@@ -302,8 +319,46 @@ void E2eClient::preload_outbox() {
 }
 
 bool E2eClient::ready_to_preload() const {
+    return has_identity();
+}
+
+bool E2eClient::has_identity() const {
     const auto identity = m_state.get(key_identity);
     return identity && identity->has_value();
+}
+
+Result<std::optional<DeviceId>> E2eClient::stored_device() const {
+    SIM_TRY(const auto device, m_state.get(key_device));
+    if (!device) {
+        return std::optional<DeviceId>{};
+    }
+    WireReader r(*device);
+    std::uint32_t id = 0;
+    if (!r.u32(id) || id == 0) {
+        return corrupt("device record");
+    }
+    return std::optional<DeviceId>{id};
+}
+
+Status E2eClient::adopt_link(const std::string& user, DeviceId device, const e2e::IdentityKeyPair& device_key,
+                             ByteView account_seed, std::vector<StateWrite> also) {
+    if (!m_user.empty() || has_identity()) {
+        return Error{Errc::invalid_state, "this client state already holds an identity: link with a new state"};
+    }
+    SIM_TRY(const auto account, e2e::identity_from_private(account_seed));
+    (void)account;  // checked only: the record keeps the seed
+    SecureBytes identity;
+    WireWriter wi(identity);
+    wi.u8(static_cast<std::uint8_t>(user.size()));
+    wi.text(user);
+    wi.bytes(device_key.private_key);
+    SecureBytes record;
+    WireWriter wd(record);
+    wd.u32(device);
+    wd.bytes(account_seed);
+    also.push_back({key_identity, std::move(identity)});
+    also.push_back({key_device, std::move(record)});
+    return m_state.write(also);
 }
 
 Status E2eClient::load_prekeys() {
@@ -463,7 +518,7 @@ const E2eClient::PeerState* E2eClient::find_peer(std::string_view peer) const {
 }
 
 std::string E2eClient::safety_number_with(const PeerState& p, ByteView identity) const {
-    return e2e::safety_number(m_user, m_identity->public_key, p.name, identity);
+    return e2e::safety_number(m_user, account_key().public_key, p.name, identity);
 }
 
 // ---------------------------------------------------------------- prekeys

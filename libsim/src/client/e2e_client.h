@@ -40,6 +40,24 @@ public:
     /// Before login: read the outbox of a state that has an identity, so outbox_size() is right from the start
     /// (nothing is sent before login). Errors are left for set_user() to report.
     void preload_outbox();
+    /// Whether the state holds an identity (a state that was used before).
+    [[nodiscard]] bool has_identity() const;
+    /// This installation's device as the state records it (docs/protocol.md 6.9): nullopt for a state without a
+    /// device record (device 1 of an account, or a new state). Errc::corrupt_database, storage errors.
+    [[nodiscard]] Result<std::optional<DeviceId>> stored_device() const;
+    /// A linked device's keys, from the grant of an approving device: the identity (the device key), the device
+    /// record (`device`, the account key's seed) and `also` (the grant's device list) are written in one batch
+    /// before it returns. Errc::invalid_state when the state already holds an identity or is in use;
+    /// Errc::invalid_key for a bad seed.
+    Status adopt_link(const std::string& user, DeviceId device, const e2e::IdentityKeyPair& device_key,
+                      ByteView account_seed, std::vector<StateWrite> also);
+    /// This installation's device (after set_user).
+    [[nodiscard]] DeviceId device() const noexcept { return m_device; }
+    /// The device key: the X3DH identity of this device (after set_user).
+    [[nodiscard]] const e2e::IdentityKeyPair& device_key() const { return *m_identity; }
+    /// The account key: signs the account's device lists; peers pin it and safety numbers are computed over it. The
+    /// device key itself on device 1 of an account from before devices (after set_user).
+    [[nodiscard]] const e2e::IdentityKeyPair& account_key() const { return m_account ? *m_account : *m_identity; }
     /// Acknowledge message `id` from `peer` once the next commit succeeds (acks are batched per peer).
     void ack(const std::string& peer, const MessageId& id);
     /// Whether message `id` from `peer` was shown before (ids are remembered per peer, in the state, bounded).
@@ -115,8 +133,9 @@ private:
     Rng& m_rng;
 
     std::string m_user;
-    DeviceId m_device = first_device;  // until a second device can be linked, every account has only its first
+    DeviceId m_device = first_device;  // from the state's device record; 1 without one
     std::optional<e2e::IdentityKeyPair> m_identity;
+    std::optional<e2e::IdentityKeyPair> m_account;  // set when it is not m_identity (a linked device)
     struct Prekeys;
     std::unique_ptr<Prekeys> m_prekeys;
     std::map<std::string, std::unique_ptr<PeerState>, std::less<>> m_peers;

@@ -46,22 +46,6 @@ Result<LinkMessage> decode_link(ByteView payload);
 
 enum class DevicesOp : std::uint8_t { list = 1, info = 2, put = 3, rename = 4, changed = 5 };
 
-/// Where a device is in its life, as op 2 reports it (the store's DeviceState values).
-enum class DeviceStatus : std::uint8_t { pending = 1, active = 2, removed = 3 };
-
-/// Longest device name (bytes of UTF-8).
-inline constexpr std::size_t max_device_name_size = 64;
-
-/// One device in the owner's view (op 2).
-struct DeviceInfo {
-    DeviceId device = first_device;
-    DeviceStatus status = DeviceStatus::active;
-    std::string name;
-    WallTime linked{};     ///< {} while pending
-    WallTime last_seen{};  ///< {} = never
-    friend bool operator==(const DeviceInfo&, const DeviceInfo&) = default;
-};
-
 /// A client's request. op list and info: no field; put: `signed_list`; rename: `device` and `name`. (changed is
 /// never sent by a client.)
 struct DevicesRequest {
