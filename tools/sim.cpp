@@ -415,7 +415,7 @@ public:
         const std::string path = keys_file(m_s, user);
         if (purpose == Purpose::link && std::filesystem::exists(path)) {
             sim::tools::wipe(*password);
-            return sim::Error{sim::Errc::invalid_argument,
+            return sim::Error{sim::Errc::invalid_state,
                               "this installation already has an end-to-end state for " + user + " (" + path +
                                   "): it is a device of the account already"};
         }

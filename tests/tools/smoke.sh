@@ -561,6 +561,61 @@ register)
     stop_simd
     ;;
 
+devices)
+    # Linking a second device with sim: the new installation shows a code, the running chat of the first device
+    # approves it; then the list, a wrong code, removal.
+    start_simd srv
+    expect_status 0 sim_as 'alice pw' --timeout 1 recv alice  # registers: device 1
+    mkfifo "$T/alice.in"
+    sim_as 'alice pw' --timeout 60 --plain chat alice <"$T/alice.in" >"$T/alice.out" 2>&1 &
+    ALICE=$!
+    PIDS+=("$ALICE")
+    exec 3>"$T/alice.in"
+    wait_for "$T/alice.out" "authenticated as alice"
+    # the phone: its own configuration directory (another installation)
+    XDG_CONFIG_HOME="$T/phone" sim_as 'alice pw' --timeout 30 link alice >"$T/phone.out" 2>&1 &
+    PHONE=$!
+    PIDS+=("$PHONE")
+    wait_for "$T/phone.out" "link code"
+    wait_for "$T/alice.out" "asks to be linked"
+    code=$(sed -n 's/.*link code \([A-Z2-7]\{4\}-[A-Z2-7]\{4\}\).*/\1/p' "$T/phone.out")
+    [ -n "$code" ] || fail "no code shown"
+    # the fingerprint the phone shows is the one the chat shows
+    fp=$(sed -n 's/.*its fingerprint \([0-9a-f ]*\)).*/\1/p' "$T/phone.out")
+    grep -qF "fingerprint $fp)" "$T/alice.out" || fail "the chat shows another fingerprint than the phone"
+    echo "/approve $code" >&3
+    wait_exit "$PHONE" 20 || fail "sim link did not end after the approval"
+    [ "$EXIT_STATUS" -eq 0 ] || fail "sim link exited with $EXIT_STATUS"
+    grep -q "this installation is device 2 of alice" "$T/phone.out" || fail "the phone is not device 2"
+    wait_for "$T/alice.out" "devices of alice are now 1, 2"
+    # the phone logs in as device 2 from now on; both list two devices
+    XDG_CONFIG_HOME="$T/phone" expect_status 0 sim_as 'alice pw' devices alice
+    grep -q "^2 (this one)  active" "$T/last.out" || fail "the phone's list: $(cat "$T/last.out")"
+    XDG_CONFIG_HOME="$T/phone" expect_status 0 sim_as 'alice pw' devices alice rename 1 laptop
+    grep -q "^1  active  laptop" "$T/last.out" || fail "rename: $(cat "$T/last.out")"
+    # a used installation cannot link again
+    XDG_CONFIG_HOME="$T/phone" expect_status 1 sim_as 'alice pw' link alice
+    grep -q "already has an end-to-end state" "$T/last.err" || fail "a used state linked again"
+    # a wrong code: nothing is linked, the new installation fails and keeps no state
+    XDG_CONFIG_HOME="$T/tablet" sim_as 'alice pw' --timeout 30 link alice >"$T/tablet.out" 2>&1 &
+    TABLET=$!
+    PIDS+=("$TABLET")
+    wait_for "$T/alice.out" "(3, fingerprint"
+    echo "/approve AAAA-AAAA" >&3
+    wait_for "$T/alice.out" "/approve: "
+    wait_exit "$TABLET" 20 || fail "sim link did not end after a wrong code"
+    [ "$EXIT_STATUS" -eq 1 ] || fail "sim link exited with $EXIT_STATUS after a wrong code"
+    [ -z "$(ls -A "$T/tablet/libsim/keys" 2>/dev/null)" ] || fail "a failed link left a state behind"
+    echo "/quit" >&3
+    exec 3>&-
+    wait_exit "$ALICE" 10 || fail "alice's chat did not quit"
+    # removal (the chat is gone: the state file is free): the phone can no longer log in
+    expect_status 0 sim_as 'alice pw' devices alice remove 2
+    grep -q "device 2 removed" "$T/last.out" || fail "remove: $(cat "$T/last.out")"
+    XDG_CONFIG_HOME="$T/phone" expect_status 1 sim_as 'alice pw' devices alice
+    grep -q "device" "$T/last.err" || fail "the removed device's login: $(cat "$T/last.err")"
+    ;;
+
 chat)
     # the seed's server-assigned mode (the e2e case covers end-to-end conversations)
     start_simd srv --conversation-mode server-assigned

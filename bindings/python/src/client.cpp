@@ -417,8 +417,35 @@ public:
             return c.core().login(user, sim::Credentials{kind, sim::to_bytes<sim::SecureBytes>(secret)}, destination);
         }));
     }
+    void start_link(const Text& user, const Text& password) {
+        check(with_core([&](sim::Client& c) {
+            return c.core().login(user.value,
+                                  sim::Credentials{sim::CredentialKind::password,
+                                                   sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password.value)),
+                                                   sim::DeviceId{0}},
+                                  {});
+        }));
+    }
+    void approve_device(const Text& code, double timeout) {
+        const auto t = seconds_to_duration(timeout, "timeout");
+        check(with_core([&](sim::Client& c) { return c.approve_device(code.value, t); }));
+    }
+    void remove_device(sim::DeviceId device, double timeout) {
+        const auto t = seconds_to_duration(timeout, "timeout");
+        check(with_core([&](sim::Client& c) { return c.remove_device(device, t); }));
+    }
+    void rename_device(sim::DeviceId device, const Text& name) {
+        check(with_core([&](sim::Client& c) { return c.core().rename_device(device, name.value); }));
+    }
+    std::vector<sim::DeviceInfo> devices(double timeout) {
+        const auto t = seconds_to_duration(timeout, "timeout");
+        return unwrap(with_core([&](sim::Client& c) { return c.devices(t); }));
+    }
     void open(const Text& peer) {
         check(with_core([&](sim::Client& c) { return c.open(peer.value); }));
+    }
+    sim::DeviceId device() {
+        return unwrap(with_core([](sim::Client& c) { return sim::Result<sim::DeviceId>(c.core().device()); }));
     }
     py::bytes send(const Text& peer, const Text& text) {
         const auto id = unwrap(with_core([&](sim::Client& c) { return c.send(peer.value, text.value); }));
@@ -745,6 +772,24 @@ void register_client(py::module_& m) {
              "PASSWORD_CHANGED. Every session of the user ends (this one within a second): log in again with the "
              "new password or session_token(). Raises AccountError (AUTH_REJECTED for a wrong old password, "
              "THROTTLED, BAD_PASSWORD).")
+        .def("start_link", &PyClient::start_link, py::arg("user"), py::arg("password"),
+             "Link this installation (a new state) as a new device of `user`'s account: log in as a new "
+             "installation and return at once. A LINK_CODE event brings the code to show; AUTHENTICATED follows "
+             "once an existing device approved it (approve_device there). Raises StateError INVALID_STATE for a "
+             "state that already holds an identity.")
+        .def("approve_device", &PyClient::approve_device, py::arg("code"), py::kw_only(), py::arg("timeout") = 30.0,
+             "Approve the new device that asked (a LINK_REQUEST event) with the code it shows; waits until the "
+             "server stored the list that admits it (DEVICES_CHANGED). Raises AUTH_FAILED for a wrong code (that "
+             "link is over), INVALID_STATE when no device asked.")
+        .def("devices", &PyClient::devices, py::kw_only(), py::arg("timeout") = 30.0,
+             "The account's devices as the server knows them: a list of DeviceInfo.")
+        .def("remove_device", &PyClient::remove_device, py::arg("device"), py::kw_only(), py::arg("timeout") = 30.0,
+             "Remove a device from the account (a new signed list without it; it can no longer log in); waits "
+             "until the server stored it.")
+        .def("rename_device", &PyClient::rename_device, py::arg("device"), py::arg("name"),
+             "Name a device (at most 64 bytes, no control characters); a DEVICE_INFO event follows.")
+        .def_property_readonly(
+            "device", [](PyClient& c) { return c.device(); }, "The device this client is (1 until login).")
         .def("open", &PyClient::open, py::arg("peer"), "Start a conversation with `peer`.")
         .def("send", &PyClient::send, py::arg("peer"), py::arg("text"),
              "Seal `text` for `peer` and send it; returns the message id (16 bytes, named by receipts). To a peer "

@@ -422,3 +422,33 @@ def test_ctrl_c_interrupts_a_blocking_receive(connect: Connect) -> None:
     # the client is still usable afterwards
     client.probe("nobody")
     assert client.wait_for(EventKind.WAITING, "nobody", timeout=TIMEOUT).peer == "nobody"
+
+
+def test_linking_a_second_device(connect: Connect) -> None:
+    laptop = connect()
+    laptop.login("frank", "frank's password")
+    assert laptop.device == 1
+    phone = connect()
+    phone.start_link("frank", "frank's password")
+    ask = laptop.wait_for(EventKind.LINK_REQUEST, timeout=TIMEOUT)
+    code = phone.wait_for(EventKind.LINK_CODE, timeout=TIMEOUT)
+    assert isinstance(code, libsim.LinkCodeEvent) and code.device == ask.device == 2
+    assert code.fingerprint == ask.fingerprint
+    with pytest.raises(libsim.Error) as early:
+        phone.send("frank", "not yet")
+    assert early.value.code == Errc.NOT_AUTHENTICATED
+    laptop.approve_device(code.code)
+    phone.wait_for(EventKind.AUTHENTICATED, timeout=TIMEOUT)
+    assert phone.device == 2
+    devices = laptop.devices()
+    assert [(d.device, d.status) for d in devices] == [(1, "active"), (2, "active")]
+    laptop.rename_device(2, "phone")
+    assert laptop.wait_for(EventKind.DEVICE_INFO, timeout=TIMEOUT).devices[1].name == "phone"
+    with pytest.raises(libsim.Error) as nobody:
+        laptop.approve_device("ABCD-EFGH")  # no device asks now
+    assert nobody.value.code == Errc.INVALID_STATE
+    laptop.remove_device(2)
+    removed = phone.wait_for(EventKind.ERROR, timeout=TIMEOUT)  # the server says why, then closes
+    assert removed.error.code == Errc.DEVICE_UNKNOWN
+    phone.wait_for(EventKind.CLOSED, timeout=TIMEOUT)
+    assert [(d.device, d.status) for d in laptop.devices()] == [(1, "active"), (2, "removed")]
