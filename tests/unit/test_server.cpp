@@ -2656,6 +2656,29 @@ TEST_CASE("client: a new installation links through an existing device's approva
         REQUIRE(info[0].devices.size() == 2);
         CHECK(info[0].devices[1].status == sim::DeviceStatus::active);
 
+        // A list the account key did not sign (the server, or a device key without the account key, made it) is
+        // stored by the server, which cannot tell, but refused by the laptop, which keeps the list it had.
+        const auto identity_record = phone_state->get("identity").value().value();
+        const auto phone_key = sim::e2e::identity_from_private(sim::ByteView(identity_record).last(32)).value();
+        const auto laptop_key = sim::e2e::identity_from_private(
+                                    sim::ByteView(laptop_state->get("identity").value().value()).last(32))
+                                    .value();
+        const auto forger = sim::e2e::generate_identity(*w.rng);
+        const sim::e2e::DeviceList forged{"alice", 2, 2, {{1, laptop_key.public_key}, {2, phone_key.public_key}}};
+        const auto forged_bytes =
+            sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(forged, forger, phone_key).value()).value();
+        REQUIRE(sim::testing::send_raw(*phone->core, sim::Frame{sim::FrameType::devices, 0, "alice", "alice",
+                                                                 sim::encode_devices_request(
+                                                                     {sim::DevicesOp::put, forged_bytes, 0, {}})
+                                                                     .value()}));
+        const auto before = laptop.of<sim::DevicesChangedEvent>().size();
+        w.settle();
+        CHECK(laptop.of<sim::DevicesChangedEvent>().size() == before);
+        const auto refused = laptop.of<sim::ErrorEvent>();
+        REQUIRE(refused.size() == 1);
+        CHECK(refused[0].error.code == sim::Errc::auth_failed);
+        CHECK(phone->of<sim::ErrorEvent>().size() == 1);  // the phone refuses it too
+
         // The next run of the phone logs in as device 2 from its state, with the password alone.
         phone->pipe->close_now();
         w.settle();

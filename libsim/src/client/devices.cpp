@@ -64,7 +64,7 @@ Status Devices::approve(std::string_view code) {
     if (list.find(device) != nullptr) {
         return Error{Errc::invalid_state, "the account's list already holds that device"};
     }
-    list.version += 1;
+    list.version = next_version(list);
     list.issuer = m_e2e.device();
     list.devices.push_back({device, it->second.device_key()});
     std::sort(list.devices.begin(), list.devices.end(),
@@ -93,7 +93,7 @@ Status Devices::remove(DeviceId device) {
         return Error{Errc::invalid_argument, "the account's only device cannot be removed"};
     }
     list.devices.erase(it);
-    list.version += 1;
+    list.version = next_version(list);
     list.issuer = m_e2e.device();
     return upload(list);
 }
@@ -250,6 +250,11 @@ void Devices::accept_list(const std::string& whose, ByteView signed_list) {
             return;  // nothing pinned to check it against: the list is asked again when a conversation starts
         }
         account_key = std::move(pinned->identity_key);
+    }
+    if (whose == m_user) {
+        if (auto shown = e2e::decode_signed_device_list(signed_list)) {
+            m_server_version = std::max(m_server_version, shown->list.version);
+        }
     }
     auto accepted = m_lists.accept(whose, account_key, signed_list);
     if (!accepted) {

@@ -26,6 +26,7 @@
 #include <sim/frame.h>
 #include <sim/rng.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -93,6 +94,13 @@ private:
     E2eClient& m_e2e;
     DeviceLists m_lists;
     std::string m_user;
+    /// The highest version of our account's list the server showed, refused ones included: the next list goes above
+    /// it, since the server keeps only versions that grow (a list it stored but we refused must not block ours).
+    std::uint64_t m_server_version = 0;
+    /// The version the next list of ours gets: above the newest we accepted and every one the server showed.
+    [[nodiscard]] std::uint64_t next_version(const e2e::DeviceList& known) const {
+        return std::max(known.version, m_server_version) + 1;
+    }
 
     // The new device.
     std::optional<e2e::LinkJoiner> m_joiner;
