@@ -2703,6 +2703,23 @@ TEST_CASE("client: a new installation links through an existing device's approva
         CHECK(removed.of<sim::ClosedEvent>().back().reason.code == sim::Errc::device_unknown);
         CHECK(laptop.core->remove_device(1).code() == sim::Errc::invalid_argument);  // the only one left
     }
+    SUBCASE("a request from someone with the password that does not name its device: reported, nothing closes") {
+        DeviceSteps d{w};
+        auto& evil = d.login("alice", sim::CredentialKind::password,
+                             sim::to_bytes<sim::SecureBytes>(sim::as_bytes("alice's password")), sim::DeviceId{0});
+        REQUIRE(d.authenticated(evil)->device == sim::DeviceId{3});
+        const auto key = sim::e2e::generate_identity(*w.rng);
+        const auto lying = sim::e2e::LinkJoiner::start(*w.rng, 9, key.public_key).value();
+        d.link(evil, "alice", sim::LinkStep::request, 0, lying.request());
+        CHECK_FALSE(laptop.saw<sim::ClosedEvent>());
+        const auto errors = laptop.of<sim::ErrorEvent>();
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].error.code == sim::Errc::bad_field);
+        CHECK(laptop.of<sim::LinkRequestEvent>().size() == 1);  // the phone's only
+        REQUIRE(laptop.core->approve_device(codes[0].code));  // the phone's link goes on
+        w.settle();
+        CHECK(phone->saw<sim::AuthenticatedEvent>("alice"));
+    }
     SUBCASE("a wrong code ends the link and changes nothing") {
         const auto wrong = codes[0].code == "AAAA-AAAA" ? std::string("BBBB-BBBB") : std::string("AAAA-AAAA");
         CHECK(laptop.core->approve_device(wrong).code() == sim::Errc::auth_failed);

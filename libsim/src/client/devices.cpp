@@ -7,6 +7,11 @@
 
 namespace sim::client_detail {
 
+namespace {
+/// Links an approving device follows at once (a server's pending devices per account are fewer: 64 at most).
+constexpr std::size_t max_links = 64;
+}  // namespace
+
 // ---------------------------------------------------------------- the new device
 
 Status Devices::start_join(const std::string& user, DeviceId device) {
@@ -180,7 +185,18 @@ Status Devices::on_link(const Frame& frame) {
             }
             auto approver = e2e::LinkApprover::start(m_rng, step.data);
             if (!approver || approver->device() != from) {
-                return Error{Errc::bad_field, "a link request that does not name its device"};
+                // Anyone with the password can send one: reported and dropped, this connection lives on.
+                m_events.push_back(ErrorEvent{
+                    Error{Errc::bad_field, "a new device sent a link request that does not name it: ignored"}, {},
+                    std::nullopt});
+                return ok();
+            }
+            if (m_approvals.size() >= max_links) {
+                // Pending devices come and go (each with a new id): the oldest link in progress gives way.
+                if (m_approvals.begin()->first == m_last_revealed) {
+                    m_last_revealed = 0;
+                }
+                m_approvals.erase(m_approvals.begin());
             }
             send_link(LinkStep::offer, from, approver->offer());
             m_approvals.emplace(from, std::move(*approver));
