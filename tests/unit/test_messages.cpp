@@ -469,8 +469,8 @@ TEST_CASE("submission round trip and strict decoding") {
 }
 
 TEST_CASE("submission with the sender's own devices: round trip, absent when empty, strict decoding") {
-    const sim::Submission s{mid(2),    sim::ConversationMode::end_to_end, cid(0xC1), 2, {{1, {1, 2}}, {3, {7}}},
-                            {{1, {5}}, {4, {6, 6}}}};
+    const sim::Submission s{mid(2), sim::ConversationMode::end_to_end, cid(0xC1),
+                            2,      {{1, {1, 2}}, {3, {7}}},           {{1, {5}}, {4, {6, 6}}}};
     const auto wire = sim::encode_submission(s);
     CHECK(wire.size() == 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1) + 1 + (8 + 1) + (8 + 2));
     const auto back = sim::decode_submission(wire);

@@ -2654,8 +2654,8 @@ sim::Bytes only_first_device(const std::string& user, const TwoDevices& t, std::
 sim::Frame fanned(const std::string& from, sim::DeviceId from_device, const std::string& to, std::uint32_t n,
                   std::uint32_t seq, const std::vector<sim::DeviceId>& to_devices,
                   const std::vector<sim::DeviceId>& own_devices = {}) {
-    sim::Submission s{mid(n), sim::ConversationMode::end_to_end, sim::pair_conversation_id(from, to), from_device,
-                      {}, {}};
+    sim::Submission s{mid(n), sim::ConversationMode::end_to_end, sim::pair_conversation_id(from, to), from_device, {},
+                      {}};
     for (const auto d : to_devices) {
         s.bodies.push_back({d, sim::Bytes(20, static_cast<std::uint8_t>(d))});
     }
@@ -2692,16 +2692,16 @@ TEST_CASE("fan-out: a message that misses a linked device is refused with device
     // Sequenced: a refusal receipt, the stream waits for that number again; the list comes first.
     alice.send(fanned("alice", 1, "bob", 1, 1, {1}));
     w.settle();
-    CHECK(refusals(alice) == std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{
-                                 {1, sim::Errc::devices_changed, 1}});
+    CHECK(refusals(alice) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{1, sim::Errc::devices_changed, 1}});
     CHECK(lists_sent(alice) == std::map<std::string, sim::Bytes>{{"bob", bob.list}});
     CHECK(stored_for(w, "bob", 1) == 0);
     CHECK(bob.first->take(sim::FrameType::message).empty());
     // A later number of the stream is out of order behind it (6.6): the refused one comes first.
     alice.send(fanned("alice", 1, "bob", 2, 2, {1, 2}));
     w.settle();
-    CHECK(refusals(alice) == std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{
-                                 {2, sim::Errc::out_of_order, 1}});
+    CHECK(refusals(alice) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{2, sim::Errc::out_of_order, 1}});
 
     // Unsequenced: an error frame, the connection lives.
     alice.send(fanned("alice", 1, "bob", 3, 0, {1}));
@@ -2731,7 +2731,8 @@ TEST_CASE("fan-out: a message with a body per device is stored in each mailbox a
     CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1});  // one for the message
     CHECK(stored_for(w, "bob", 1) == 1);
     CHECK(stored_for(w, "bob", 2) == 1);
-    for (const auto& [conn, device] : {std::pair{bob.first, sim::DeviceId{1}}, std::pair{bob.second, sim::DeviceId{2}}}) {
+    for (const auto& [conn, device] :
+         {std::pair{bob.first, sim::DeviceId{1}}, std::pair{bob.second, sim::DeviceId{2}}}) {
         const auto got = conn->take(sim::FrameType::message);
         REQUIRE(got.size() == 1);
         CHECK(got[0].source == "alice");
@@ -2771,8 +2772,8 @@ TEST_CASE("fan-out: the sender's own other devices get their copy; an own list t
     // A sender from before own copies (no own list) with a second device: refused, alice's own list comes.
     alice.first->send(fanned("alice", 1, "bob", 1, 1, {1}));
     w.settle();
-    CHECK(refusals(*alice.first) == std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{
-                                        {1, sim::Errc::devices_changed, 1}});
+    CHECK(refusals(*alice.first) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{1, sim::Errc::devices_changed, 1}});
     CHECK(lists_sent(*alice.first) == std::map<std::string, sim::Bytes>{{"alice", alice.list}});
     // A device that is not hers, or both wrong: refused the same way.
     alice.first->send(fanned("alice", 1, "bob", 1, 1, {1}, {3}));

@@ -166,7 +166,7 @@ struct Submission {
     ConversationMode mode = ConversationMode::end_to_end;
     ConversationId conversation{};
     DeviceId sender_device = first_device;
-    std::vector<DeviceBody> bodies;      ///< the recipient's devices, in increasing device order
+    std::vector<DeviceBody> bodies;        ///< the recipient's devices, in increasing device order
     std::vector<DeviceBody> own_bodies{};  ///< the sender's other devices, increasing; empty: none (absent on the wire)
 };
 /// id | mode | conversation | sender device u32 | count u8 | count x (device u32 | length u32 | body), then, only

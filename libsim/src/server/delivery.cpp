@@ -180,11 +180,11 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
         return e;
     };
     if (copies.empty() ||
-        std::adjacent_find(copies.begin(), copies.end(), [&](const Copy& a, const Copy& b) {
-            return mailbox_of(origin, to, a) >= mailbox_of(origin, to, b);
-        }) != copies.end() ||
-        std::any_of(copies.begin(), copies.end(),
-                    [&](const Copy& c) { return c.own && c.device == origin.device; })) {
+        std::adjacent_find(copies.begin(), copies.end(),
+                           [&](const Copy& a, const Copy& b) {
+                               return mailbox_of(origin, to, a) >= mailbox_of(origin, to, b);
+                           }) != copies.end() ||
+        std::any_of(copies.begin(), copies.end(), [&](const Copy& c) { return c.own && c.device == origin.device; })) {
         const std::lock_guard lock(streams.mutex);
         return refuse_locked(Error{Errc::bad_field, "a message needs one copy per device, in mailbox order"});
     }

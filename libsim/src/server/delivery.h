@@ -2,10 +2,10 @@
 // Private: the mailboxes: storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
 // Every message takes one path, online recipient or not: it is appended to the recipient's mailbox through the group
 // commit (the sender gets `receipt stored` once it is durable), and the mailbox is drained into the connection it
-// is attached to, in mailbox order, at most `window` sent and not deleted at a time: from the store (at login, and after
-// commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the connection
-// when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes messages
-// (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
+// is attached to, in mailbox order, at most `window` sent and not deleted at a time: from the store (at login, and
+// after commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the
+// connection when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes
+// messages (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
 // served recipient has nothing stored any more, the router hears of it (`drained`:
 // server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
 //
@@ -14,9 +14,10 @@
 // have theirs; the quota sums a short one. No lock is held across another mailbox's work, and no store read happens
 // on the caller's thread except a mailbox's first count since the start: a mailbox is drained from the store at
 // login (a worker) and after commits and deletions (the commit thread), never after an `ack` (an I/O thread: an
-// acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock -> mailbox locks (in mailbox order: user, then device) -> the sender's
-// streams lock -> quota lock -> group commit / executor; mailbox lock -> router lock -> bus lock -> connection send
-// lock. The router never calls in here. Wake-ups to other nodes (RoutingBus::wake) are sent with no lock held.
+// acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock
+// -> mailbox locks (in mailbox order: user, then device) -> the sender's streams lock -> quota lock -> group commit /
+// executor; mailbox lock -> router lock -> bus lock -> connection send lock. The router never calls in here. Wake-ups
+// to other nodes (RoutingBus::wake) are sent with no lock held.
 
 #include "device_directory.h"
 #include "group_commit.h"
@@ -94,8 +95,8 @@ public:
         return MailboxId{copy.own ? origin.from : to, copy.device};
     }
     /// A message of the conversation `conversation` for the user `to`, one copy per device (in increasing mailbox
-    /// order, mailbox_of()): queued for those mailboxes, all appended in one commit, after which the sender gets one `receipt
-    /// stored` (a failed commit sends the sender a refusal instead); an attached mailbox is drained into its
+    /// order, mailbox_of()): queued for those mailboxes, all appended in one commit, after which the sender gets one
+    /// `receipt stored` (a failed commit sends the sender a refusal instead); an attached mailbox is drained into its
     /// connection. Errc::out_of_order (an earlier number of the stream must come first), Errc::queue_full (a
     /// recipient mailbox is at its message or byte limit), Errc::quota_exceeded (the sender has too much stored for
     /// others), Errc::store_full (the store's byte cap or the file system's free-space reserve), Errc::busy,

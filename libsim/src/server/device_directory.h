@@ -27,7 +27,7 @@ namespace sim::server_detail {
 class DeviceDirectory {
 public:
     struct Options {
-        std::size_t max_unpinned = 4096;                  ///< users cached without a connection here
+        std::size_t max_unpinned = 4096;                   ///< users cached without a connection here
         Duration unpinned_ttl = std::chrono::seconds(30);  ///< how long such an entry is believed
     };
 

@@ -9,9 +9,8 @@ namespace sim::server_detail {
 namespace {
 
 bool same_devices(const std::vector<DeviceBody>& bodies, const std::vector<DeviceId>& devices) {
-    return bodies.size() == devices.size() &&
-           std::equal(devices.begin(), devices.end(), bodies.begin(),
-                      [](DeviceId d, const DeviceBody& b) { return d == b.device; });
+    return bodies.size() == devices.size() && std::equal(devices.begin(), devices.end(), bodies.begin(),
+                                                         [](DeviceId d, const DeviceBody& b) { return d == b.device; });
 }
 
 }  // namespace

@@ -128,7 +128,8 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         devices = d;
-        directory = std::make_unique<server_detail::DeviceDirectory>(d, clock, server_detail::DeviceDirectory::Options{});
+        directory =
+            std::make_unique<server_detail::DeviceDirectory>(d, clock, server_detail::DeviceDirectory::Options{});
         delivery = std::make_shared<server_detail::Delivery>(
             *messages, commit, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
@@ -1349,7 +1350,8 @@ private:
             copies.push_back({envelope->bodies[i].device, device_envelope(*envelope, i), false});
         }
         for (std::size_t i = 0; i < envelope->own_bodies.size(); ++i) {
-            copies.push_back({envelope->own_bodies[i].device, server_detail::encode_own_copy(*envelope, i, *peer), true});
+            copies.push_back(
+                {envelope->own_bodies[i].device, server_detail::encode_own_copy(*envelope, i, *peer), true});
         }
         // The mailboxes in their lock order (user, then device): the recipient's and the sender's interleave by name.
         std::sort(copies.begin(), copies.end(), [&](const auto& a, const auto& b) {
@@ -1415,9 +1417,8 @@ private:
         if (!coverage->own) {
             send_device_list(m_user);
         }
-        return Error{Errc::devices_changed,
-                     coverage->recipient ? "the message does not cover your other devices"
-                                         : "the message does not cover the recipient's devices"};
+        return Error{Errc::devices_changed, coverage->recipient ? "the message does not cover your other devices"
+                                                                : "the message does not cover the recipient's devices"};
     }
 
     /// `user`'s signed device list as the answer to a `devices` op 1 would carry it (nothing without a device store).
@@ -1551,8 +1552,8 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
         SIM_TRY(bus, server_detail::make_nats_bus(server_detail::NatsBusOptions{
                          .servers = config.broker, .node_id = config.node_id, .log = config.log}));
     }
-    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
-                                       rng, clock, std::move(bus), devices);
+    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng,
+                                       clock, std::move(bus), devices);
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
