@@ -10,6 +10,8 @@
 #include <sim/messages.h>
 #include <sim/rng.h>
 
+#include "../../libsim/src/server/fanout.h"
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -86,6 +88,22 @@ void decode_everything(sim::ByteView in) {
     if (const auto m = sim::decode_submission(in)) {
         const auto again = sim::encode_submission(*m);
         require(std::equal(again.begin(), again.end(), in.begin(), in.end()), "a message round-trips");
+        // The own list (the sender's other devices): bounded, never the sender device; each body's stored own
+        // copy (the server's) gives back the peer and the envelope the device is sent.
+        require(m->own_bodies.size() <= sim::max_own_devices_per_message, "own list bounded");
+        for (std::size_t i = 0; i < m->own_bodies.size(); ++i) {
+            require(m->own_bodies[i].device != m->sender_device, "own list leaves out the sender device");
+            const auto stored = sim::server_detail::encode_own_copy(*m, i, "bob");
+            const auto back = sim::server_detail::decode_own_copy(stored);
+            require(back.has_value() && back->peer == "bob", "an own copy names its peer");
+            const auto envelope = sim::decode_envelope(back->envelope);
+            require(envelope.has_value() && envelope->id == m->id && envelope->body == m->own_bodies[i].body,
+                    "an own copy is delivered as its envelope");
+        }
+    }
+    // A stored own copy (the server reads it back from its store): whatever decodes is the input without its peer.
+    if (const auto c = sim::server_detail::decode_own_copy(in)) {
+        require(!c->peer.empty() && c->envelope.size() + 1 + c->peer.size() == in.size(), "an own copy splits");
     }
     // An addressed content encodes back to the same bytes (the older kinds are re-encoded as the newer ones), unless
     // its timestamp was above 2^63 - 1 ms and read as that (docs/protocol.md 5.2).

@@ -1,6 +1,7 @@
-// The delivery core (libsim/src/server/delivery.h) with several devices per user, driven directly: the server core
-// cannot give a user a second device yet (devices_of), so these cases build a Delivery on a memory store, a queue
-// executor for the group commit and the in-process routing bus, with fake connections.
+// The delivery core (libsim/src/server/delivery.h) with several devices per user, driven directly (no device
+// directory: the copies name their devices; test_server.cpp drives the same through linked devices): these cases
+// build a Delivery on a memory store, a queue executor for the group commit and the in-process routing bus, with
+// fake connections.
 #include "server/delivery.h"
 #include "server/group_commit.h"
 #include "server/router.h"

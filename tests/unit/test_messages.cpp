@@ -414,7 +414,7 @@ sim::ConversationId cid(std::uint8_t b) {
 }  // namespace
 
 TEST_CASE("submission round trip and strict decoding") {
-    sim::Submission s{mid(1), sim::ConversationMode::end_to_end, cid(0xC0), 3, {{1, {1, 2}}, {4, {9}}}};
+    sim::Submission s{mid(1), sim::ConversationMode::end_to_end, cid(0xC0), 3, {{1, {1, 2}}, {4, {9}}}, {}};
     const auto wire = sim::encode_submission(s);
     CHECK(wire.size() == 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1));
     const auto back = sim::decode_submission(wire);
@@ -430,9 +430,12 @@ TEST_CASE("submission round trip and strict decoding") {
     CHECK(e->mode == sim::ConversationMode::end_to_end);
     CHECK(e->body == sim::Bytes{9});
     check_prefixes(wire, sim::decode_submission);
+    // A byte after the recipient's bodies starts the own-devices list (6.5): a count of 0 is not its encoding.
     auto longer = wire;
     longer.push_back(0);
-    CHECK(sim::decode_submission(longer).code() == sim::Errc::trailing_bytes);
+    CHECK(sim::decode_submission(longer).code() == sim::Errc::bad_field);
+    longer.back() = 1;
+    CHECK(sim::decode_submission(longer).code() == sim::Errc::truncated);
     const auto refused = [](sim::Submission x) { return sim::decode_submission(sim::encode_submission(x)).code(); };
     auto bad = s;
     bad.sender_device = 0;
@@ -462,6 +465,60 @@ TEST_CASE("submission round trip and strict decoding") {
     // a body length past the end is truncated, not read
     auto len = wire;
     len[16 + 1 + 16 + 4 + 1 + 4] = 0xFF;
+    CHECK(sim::decode_submission(len).code() == sim::Errc::truncated);
+}
+
+TEST_CASE("submission with the sender's own devices: round trip, absent when empty, strict decoding") {
+    const sim::Submission s{mid(2), sim::ConversationMode::end_to_end, cid(0xC1),
+                            2,      {{1, {1, 2}}, {3, {7}}},           {{1, {5}}, {4, {6, 6}}}};
+    const auto wire = sim::encode_submission(s);
+    CHECK(wire.size() == 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1) + 1 + (8 + 1) + (8 + 2));
+    const auto back = sim::decode_submission(wire);
+    REQUIRE(back);
+    CHECK(back->bodies == s.bodies);
+    CHECK(back->own_bodies == s.own_bodies);
+    // Every prefix is truncated except the one that ends with the recipient's bodies: that is the message without
+    // an own list (as a sender from before it writes it).
+    const std::size_t own_count_at = 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1);
+    for (std::size_t cut = 0; cut < wire.size(); ++cut) {
+        const auto r = sim::decode_submission(sim::ByteView{wire}.first(cut));
+        if (cut == own_count_at) {
+            REQUIRE(r);
+            CHECK(r->own_bodies.empty());
+        } else {
+            CHECK_MESSAGE(r.code() == sim::Errc::truncated, cut);
+        }
+    }
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_submission(longer).code() == sim::Errc::trailing_bytes);
+    // Without own bodies the payload is exactly the one of senders from before the own list.
+    auto none = s;
+    none.own_bodies.clear();
+    CHECK(sim::encode_submission(none).size() == 16 + 1 + 16 + 4 + 1 + (8 + 2) + (8 + 1));
+    CHECK(sim::decode_submission(sim::encode_submission(none))->own_bodies.empty());
+    const auto refused = [](sim::Submission x) { return sim::decode_submission(sim::encode_submission(x)).code(); };
+    auto bad = s;
+    bad.own_bodies[0].device = 2;  // the sender device itself
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.own_bodies[0].device = 0;
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    std::swap(bad.own_bodies[0], bad.own_bodies[1]);
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.own_bodies[1].device = 1;  // twice
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    bad = s;
+    bad.own_bodies[1].body.clear();
+    CHECK(refused(bad) == sim::Errc::bad_field);
+    // The own count is bounded from its field alone.
+    auto many = wire;
+    many[own_count_at] = sim::max_own_devices_per_message + 1;
+    CHECK(sim::decode_submission(many).code() == sim::Errc::bad_field);
+    auto len = wire;
+    len[own_count_at + 1 + 4] = 0xFF;
     CHECK(sim::decode_submission(len).code() == sim::Errc::truncated);
 }
 

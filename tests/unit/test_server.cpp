@@ -2733,3 +2733,312 @@ TEST_CASE("client: a new installation links through an existing device's approva
         CHECK_FALSE(phone_state->get("identity").value().has_value());  // no keys were given
     }
 }
+
+// ---------------------------------------------------------------- fan-out to several devices (6.5, 6.9)
+
+namespace {
+
+/// An account with two active devices: device 1 logged in with raw_login, device 2 linked through the server with
+/// the real link exchange (as in "linking a second device" above), the list naming both stored; inboxes emptied.
+struct TwoDevices {
+    RawClient* first = nullptr;
+    RawClient* second = nullptr;
+    sim::e2e::IdentityKeyPair account;  // also device 1's key (an upgraded account)
+    sim::e2e::IdentityKeyPair second_key;
+    sim::Bytes list;  // version 1: devices 1 and 2
+};
+
+TwoDevices link_second_device(World& w, const std::string& user) {
+    DeviceSteps d{w};
+    TwoDevices t;
+    t.account = sim::e2e::generate_identity(*w.rng);
+    t.second_key = sim::e2e::generate_identity(*w.rng);
+    t.first = &w.raw_login(user);
+    t.second = &d.password(user, sim::DeviceId{0});
+    REQUIRE(d.authenticated(*t.second)->device == sim::DeviceId{2});
+    auto joiner = sim::e2e::LinkJoiner::start(*w.rng, 2, t.second_key.public_key).value();
+    d.link(*t.second, user, sim::LinkStep::request, 0, joiner.request());
+    auto approver = sim::e2e::LinkApprover::start(*w.rng, d.last_link(*t.first).data).value();
+    d.link(*t.first, user, sim::LinkStep::offer, 2, approver.offer());
+    d.link(*t.second, user, sim::LinkStep::reveal, 1, joiner.reveal(d.last_link(*t.second).data).value());
+    REQUIRE(approver.reveal(d.last_link(*t.first).data));
+    const sim::e2e::DeviceList next{user, 1, 1, {{1, t.account.public_key}, {2, t.second_key.public_key}}};
+    const sim::e2e::LinkGrant grant{t.account.private_key,
+                                    sim::e2e::sign_device_list(next, t.account, t.account).value()};
+    d.link(*t.first, user, sim::LinkStep::grant, 2, approver.approve(joiner.code(), grant).value());
+    REQUIRE(joiner.accept(user, d.last_link(*t.second).data));
+    t.list = sim::e2e::encode_signed_device_list(grant.list).value();
+    d.devices(*t.first, user, {sim::DevicesOp::put, t.list, 0, {}});
+    REQUIRE(d.last_error(*t.first) == sim::Errc::ok);
+    REQUIRE(d.authenticated(*t.second)->device == sim::DeviceId{2});
+    t.first->inbox.clear();
+    t.second->inbox.clear();
+    return t;
+}
+
+/// A list of `user` naming device 1 only, signed by device 1 (= the account key): it removes the others.
+sim::Bytes only_first_device(const std::string& user, const TwoDevices& t, std::uint64_t version) {
+    const sim::e2e::DeviceList only{user, version, 1, {{1, t.account.public_key}}};
+    return sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(only, t.account, t.account).value()).value();
+}
+
+/// Message `n` from (`from`, device `from_device`) to `to` with a body for each of `to_devices` and for each of
+/// `own_devices`; body = device number repeated, so each device's copy is told apart.
+sim::Frame fanned(const std::string& from, sim::DeviceId from_device, const std::string& to, std::uint32_t n,
+                  std::uint32_t seq, const std::vector<sim::DeviceId>& to_devices,
+                  const std::vector<sim::DeviceId>& own_devices = {}) {
+    sim::Submission s{mid(n), sim::ConversationMode::end_to_end, sim::pair_conversation_id(from, to), from_device, {},
+                      {}};
+    for (const auto d : to_devices) {
+        s.bodies.push_back({d, sim::Bytes(20, static_cast<std::uint8_t>(d))});
+    }
+    for (const auto d : own_devices) {
+        s.own_bodies.push_back({d, sim::Bytes(30, static_cast<std::uint8_t>(0x80U + d))});
+    }
+    return sim::Frame{sim::FrameType::message, seq, from, to, sim::encode_submission(s)};
+}
+
+/// The signed lists a client was sent as op 1 answers (and removes them), by user.
+std::map<std::string, sim::Bytes> lists_sent(RawClient& c) {
+    std::map<std::string, sim::Bytes> out;
+    for (const auto& f : c.take(sim::FrameType::devices)) {
+        const auto r = sim::decode_devices_reply(f.payload).value();
+        if (r.op == sim::DevicesOp::list) {
+            out[r.user] = r.signed_list;
+        }
+    }
+    return out;
+}
+
+std::uint64_t stored_for(World& w, const std::string& user, sim::DeviceId device) {
+    return w.backend->usage(user, device).value().messages;
+}
+
+}  // namespace
+
+TEST_CASE("fan-out: a message that misses a linked device is refused with devices_changed and the current list") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    const auto bob = link_second_device(w, "bob");
+    auto& alice = w.raw_login("alice");
+
+    // Sequenced: a refusal receipt, the stream waits for that number again; the list comes first.
+    alice.send(fanned("alice", 1, "bob", 1, 1, {1}));
+    w.settle();
+    CHECK(refusals(alice) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{1, sim::Errc::devices_changed, 1}});
+    CHECK(lists_sent(alice) == std::map<std::string, sim::Bytes>{{"bob", bob.list}});
+    CHECK(stored_for(w, "bob", 1) == 0);
+    CHECK(bob.first->take(sim::FrameType::message).empty());
+    // A later number of the stream is out of order behind it (6.6): the refused one comes first.
+    alice.send(fanned("alice", 1, "bob", 2, 2, {1, 2}));
+    w.settle();
+    CHECK(refusals(alice) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{2, sim::Errc::out_of_order, 1}});
+
+    // Unsequenced: an error frame, the connection lives.
+    alice.send(fanned("alice", 1, "bob", 3, 0, {1}));
+    w.settle();
+    CHECK(alice.errors() == std::vector<sim::Errc>{sim::Errc::devices_changed});
+    CHECK(lists_sent(alice).count("bob") == 1);
+    CHECK_FALSE(alice.closed);
+
+    // Too many devices is as wrong as too few.
+    alice.send(fanned("alice", 1, "bob", 4, 1, {1, 2, 3}));
+    w.settle();
+    CHECK(refusals(alice).size() == 1);
+    CHECK(stored_for(w, "bob", 1) == 0);
+    CHECK(stored_for(w, "bob", 2) == 0);
+}
+
+TEST_CASE("fan-out: a message with a body per device is stored in each mailbox and delivered to each device") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    const auto bob = link_second_device(w, "bob");
+    auto& alice = w.raw_login("alice");
+
+    alice.send(fanned("alice", 1, "bob", 1, 1, {1, 2}));
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(alice.errors().empty());
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1});  // one for the message
+    CHECK(stored_for(w, "bob", 1) == 1);
+    CHECK(stored_for(w, "bob", 2) == 1);
+    for (const auto& [conn, device] :
+         {std::pair{bob.first, sim::DeviceId{1}}, std::pair{bob.second, sim::DeviceId{2}}}) {
+        const auto got = conn->take(sim::FrameType::message);
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].source == "alice");
+        CHECK(got[0].destination == "bob");
+        const auto d = sim::decode_delivered(got[0].payload).value();
+        CHECK(d.conversation == sim::pair_conversation_id("alice", "bob"));
+        CHECK(d.envelope.id == mid(1));
+        CHECK(d.envelope.body == sim::Bytes(20, static_cast<std::uint8_t>(device)));  // its own body only
+    }
+    // Each device acknowledges from its own mailbox; alice hears which device has it.
+    bob.second->send(ack("bob", "alice", {1}));
+    w.settle();
+    CHECK(stored_for(w, "bob", 1) == 1);
+    CHECK(stored_for(w, "bob", 2) == 0);
+    const auto delivered = alice.take(sim::FrameType::receipt);
+    REQUIRE(delivered.size() == 1);
+    CHECK(sim::decode_receipt(delivered[0].payload).value().device == sim::DeviceId{2});
+
+    // Offline: device 2 gets its copy from the store at its next login.
+    w.drop(*bob.second);
+    alice.send(fanned("alice", 1, "bob", 2, 2, {1, 2}));
+    w.settle();
+    CHECK(stored_for(w, "bob", 2) == 1);
+    DeviceSteps d{w};
+    auto& again = d.password("bob", sim::DeviceId{2});
+    REQUIRE(d.authenticated(again).has_value());
+    CHECK(numbers(again.take(sim::FrameType::message)) == std::vector<std::uint32_t>{2});
+}
+
+TEST_CASE("fan-out: the sender's own other devices get their copy; an own list that misses or adds one is refused") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    publish(w, "alice", 3);
+    auto& bob = w.raw_login("bob");
+    const auto alice = link_second_device(w, "alice");
+
+    // A sender from before own copies (no own list) with a second device: refused, alice's own list comes.
+    alice.first->send(fanned("alice", 1, "bob", 1, 1, {1}));
+    w.settle();
+    CHECK(refusals(*alice.first) ==
+          std::vector<std::tuple<std::uint32_t, sim::Errc, std::uint32_t>>{{1, sim::Errc::devices_changed, 1}});
+    CHECK(lists_sent(*alice.first) == std::map<std::string, sim::Bytes>{{"alice", alice.list}});
+    // A device that is not hers, or both wrong: refused the same way.
+    alice.first->send(fanned("alice", 1, "bob", 1, 1, {1}, {3}));
+    alice.first->send(fanned("alice", 1, "bob", 1, 1, {1, 2}, {2, 3}));
+    w.settle();
+    CHECK(refusals(*alice.first).size() == 2);
+    CHECK(lists_sent(*alice.first).size() == 2);  // bob's and alice's
+    CHECK(stored_for(w, "bob", 1) == 0);
+    CHECK(stored_for(w, "alice", 2) == 0);
+
+    // With device 2's body: bob's mailbox and alice's device 2's mailbox, one commit, one `stored`.
+    alice.first->send(fanned("alice", 1, "bob", 1, 1, {1}, {2}));
+    w.settle();
+    CHECK(refusals(*alice.first).empty());
+    CHECK(receipts(*alice.first, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1});
+    CHECK(stored_for(w, "bob", 1) == 1);
+    CHECK(stored_for(w, "alice", 2) == 1);
+    CHECK(stored_for(w, "alice", 1) == 0);
+    CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1});
+    // Device 2 tells it apart: it comes from alice herself, to bob, in the pair's conversation, from device 1.
+    const auto check_own = [&](const sim::Frame& f) {
+        CHECK(f.source == "alice");
+        CHECK(f.destination == "bob");
+        const auto dl = sim::decode_delivered(f.payload).value();
+        CHECK(dl.conversation == sim::pair_conversation_id("alice", "bob"));
+        CHECK(dl.sender_device == sim::first_device);
+        CHECK(dl.envelope.id == mid(1));
+        CHECK(dl.envelope.body == sim::Bytes(30, 0x82));
+    };
+    auto own = alice.second->take(sim::FrameType::message);
+    REQUIRE(own.size() == 1);
+    check_own(own[0]);
+    // From the store after a reconnect, the same frame.
+    w.drop(*alice.second);
+    DeviceSteps d{w};
+    auto& second = d.password("alice", sim::DeviceId{2});
+    own = second.take(sim::FrameType::message);
+    REQUIRE(own.size() == 1);
+    check_own(own[0]);
+    // It acknowledges to the user itself: deleted from its mailbox.
+    second.send(ack("alice", "alice", {1}));
+    w.settle();
+    CHECK(second.errors().empty());
+    CHECK(stored_for(w, "alice", 2) == 0);
+    CHECK(stored_for(w, "bob", 1) == 1);
+
+    // bob answers: alice's devices both get it from bob (bob has one device: no own list, as before).
+    bob.send(fanned("bob", 1, "alice", 7, 1, {1, 2}));
+    w.settle();
+    CHECK(refusals(bob).empty());
+    CHECK(numbers(alice.first->take(sim::FrameType::message), "bob") == std::vector<std::uint32_t>{7});
+    CHECK(numbers(second.take(sim::FrameType::message), "bob") == std::vector<std::uint32_t>{7});
+}
+
+TEST_CASE("fan-out: a removed device gets nothing afterwards; messages for it are refused") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    const auto bob = link_second_device(w, "bob");
+    auto& alice = w.raw_login("alice");
+    DeviceSteps d{w};
+    const auto removal = only_first_device("bob", bob, 2);
+    d.devices(*bob.first, "bob", {sim::DevicesOp::put, removal, 0, {}});
+    REQUIRE(d.last_error(*bob.first) == sim::Errc::ok);
+
+    alice.send(fanned("alice", 1, "bob", 1, 1, {1, 2}));
+    w.settle();
+    CHECK(refusals(alice).size() == 1);
+    CHECK(lists_sent(alice) == std::map<std::string, sim::Bytes>{{"bob", removal}});
+    alice.send(fanned("alice", 1, "bob", 1, 1, {1}));
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(stored_for(w, "bob", 1) == 1);
+    CHECK(stored_for(w, "bob", 2) == 0);
+    CHECK(bob.second->take(sim::FrameType::message).empty());
+}
+
+TEST_CASE("fan-out: a list stored behind this server's back (another node) is read again before a refusal") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    const auto bob = link_second_device(w, "bob");
+    auto& alice = w.raw_login("alice");
+    alice.send(fanned("alice", 1, "bob", 1, 1, {1, 2}));
+    w.settle();
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1});
+
+    // Another node removes device 2 in the shared store (its op 5 does not reach this node: bob's devices are
+    // attached here only in this test). This node's directory still says {1, 2}.
+    REQUIRE(w.backend->remove_device("bob", 2).value());
+    REQUIRE(w.backend->put_device_list("bob", {2, only_first_device("bob", bob, 2)}));
+    alice.send(fanned("alice", 1, "bob", 2, 2, {1}));
+    w.settle();
+    CHECK(refusals(alice).empty());
+    CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{2});
+    // And the re-read is kept: the old set is refused now.
+    alice.send(fanned("alice", 1, "bob", 3, 3, {1, 2}));
+    w.settle();
+    CHECK(refusals(alice).size() == 1);
+}
+
+TEST_CASE("fan-out: one-device senders and recipients keep the wire of before; own copies need end-to-end mode") {
+    SUBCASE("end to end: no own list, one body") {
+        auto w = e2e_world();
+        publish(w, "bob", 3);
+        auto& alice = w.raw_login("alice");
+        auto& bob = w.raw_login("bob");
+        alice.send(sequenced("alice", "bob", 1, 1));
+        w.settle();
+        CHECK(receipts(alice, sim::ReceiptStatus::stored) == std::vector<std::uint32_t>{1});
+        CHECK(numbers(bob.take(sim::FrameType::message)) == std::vector<std::uint32_t>{1});
+        // An own list naming a device she does not have.
+        alice.send(fanned("alice", 1, "bob", 2, 2, {1}, {2}));
+        w.settle();
+        CHECK(refusals(alice).size() == 1);
+    }
+    SUBCASE("server-assigned mode: an own list is bad_field; the recipient's devices are checked as in end to end") {
+        World w;
+        const auto bob = link_second_device(w, "bob");
+        auto& alice = w.raw_login("alice", "bob");
+        // Both of bob's attached devices got the conversation key (the router's deliver_to_user).
+        CHECK(bob.first->take(sim::FrameType::keygen).size() == 1);
+        CHECK(bob.second->take(sim::FrameType::keygen).size() == 1);
+        CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+        auto own = fanned("alice", 1, "bob", 1, 1, {1, 2}, {2});
+        own.payload[16] = static_cast<std::uint8_t>(sim::ConversationMode::server_assigned);
+        alice.send(own);
+        auto one = fanned("alice", 1, "bob", 1, 1, {1});
+        one.payload[16] = static_cast<std::uint8_t>(sim::ConversationMode::server_assigned);
+        alice.send(one);
+        w.settle();
+        const auto r = refusals(alice);
+        REQUIRE(r.size() == 2);
+        CHECK(std::get<1>(r[0]) == sim::Errc::bad_field);
+        CHECK(std::get<1>(r[1]) == sim::Errc::devices_changed);
+    }
+}

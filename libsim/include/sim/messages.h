@@ -172,19 +172,25 @@ struct DeviceBody {
     Bytes body;
     friend bool operator==(const DeviceBody&, const DeviceBody&) = default;
 };
+/// Most bodies for the sender's own other devices in one message (an account has at most 64 devices).
+inline constexpr std::size_t max_own_devices_per_message = max_devices_per_message - 1;
+
 /// Payload of a `message` frame from a client (docs/protocol.md 6.5): one message of a conversation, with a body for
-/// each device of the recipient it goes to.
+/// each device of the recipient it goes to and, optionally, one for each of the sender's own other devices.
 struct Submission {
     MessageId id{};
     ConversationMode mode = ConversationMode::end_to_end;
     ConversationId conversation{};
     DeviceId sender_device = first_device;
-    std::vector<DeviceBody> bodies;  ///< in increasing device order
+    std::vector<DeviceBody> bodies;        ///< the recipient's devices, in increasing device order
+    std::vector<DeviceBody> own_bodies{};  ///< the sender's other devices, increasing; empty: none (absent on the wire)
 };
-/// id | mode | conversation | sender device u32 | count u8 | count x (device u32 | length u32 | body).
+/// id | mode | conversation | sender device u32 | count u8 | count x (device u32 | length u32 | body), then, only
+/// when `own_bodies` is not empty, own count u8 | own count x (device u32 | length u32 | body).
 Bytes encode_submission(const Submission& s);
 /// Errc::truncated, Errc::trailing_bytes, Errc::bad_field (unknown mode, sender device 0, no body or more than
-/// max_devices_per_message, a device 0, devices not in increasing order, an empty body).
+/// max_devices_per_message, a device 0, devices not in increasing order, an empty body; an own list that is present
+/// with 0 or more than max_own_devices_per_message bodies or names the sender device).
 Result<Submission> decode_submission(ByteView payload);
 /// What a message to one device adds to its body, on the way in (the submission) and out (the delivery header and
 /// the envelope): 46 bytes each.

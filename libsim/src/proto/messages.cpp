@@ -494,6 +494,12 @@ Bytes encode_submission(const Submission& s) {
     for (const auto& b : s.bodies) {
         size += 8 + b.body.size();
     }
+    if (!s.own_bodies.empty()) {
+        size += 1;
+        for (const auto& b : s.own_bodies) {
+            size += 8 + b.body.size();
+        }
+    }
     Bytes out;
     out.reserve(size);
     WireWriter w(out);
@@ -506,6 +512,15 @@ Bytes encode_submission(const Submission& s) {
         w.u32(s.bodies[i].device);
         w.u32(static_cast<std::uint32_t>(s.bodies[i].body.size()));
         w.bytes(s.bodies[i].body);
+    }
+    if (!s.own_bodies.empty()) {  // absent when empty: the payload of senders from before own copies (6.5)
+        const auto own = std::min(s.own_bodies.size(), max_own_devices_per_message);
+        w.u8(static_cast<std::uint8_t>(own));
+        for (std::size_t i = 0; i < own; ++i) {
+            w.u32(s.own_bodies[i].device);
+            w.u32(static_cast<std::uint32_t>(s.own_bodies[i].body.size()));
+            w.bytes(s.own_bodies[i].body);
+        }
     }
     return out;
 }
@@ -551,6 +566,35 @@ Result<Submission> decode_submission(ByteView payload) {
         b.body = copy(body);
         s.bodies.push_back(std::move(b));
     }
+    if (r.at_end()) {
+        return s;
+    }
+    // The sender's own other devices (6.5): present only when there is at least one, so one encoding per value.
+    std::uint8_t own = 0;
+    if (!r.u8(own)) {
+        return Error{Errc::truncated, "message truncated"};
+    }
+    if (own == 0 || own > max_own_devices_per_message) {
+        return Error{Errc::bad_field, "an own-devices list has 1 to 63 bodies"};
+    }
+    s.own_bodies.reserve(own);
+    for (std::size_t i = 0; i < own; ++i) {
+        DeviceBody b;
+        std::uint32_t len = 0;
+        ByteView body;
+        if (!r.u32(b.device) || !r.u32(len) || !r.take(len, body)) {
+            return Error{Errc::truncated, "message truncated"};
+        }
+        if (b.device == 0 || b.device == s.sender_device ||
+            (!s.own_bodies.empty() && b.device <= s.own_bodies.back().device)) {
+            return Error{Errc::bad_field, "own devices must be non-zero, not the sender's, and in increasing order"};
+        }
+        if (body.empty()) {
+            return Error{Errc::bad_field, "empty message body"};
+        }
+        b.body = copy(body);
+        s.own_bodies.push_back(std::move(b));
+    }
     if (!r.at_end()) {
         return Error{Errc::trailing_bytes, "bytes after message"};
     }
@@ -571,7 +615,7 @@ Bytes device_envelope(const Submission& s, std::size_t i) {
 Bytes encode_pair_submission(const Envelope& e, std::string_view from, std::string_view to, DeviceId from_device,
                              DeviceId to_device) {
     return encode_submission(
-        Submission{e.id, e.mode, pair_conversation_id(from, to), from_device, {DeviceBody{to_device, e.body}}});
+        Submission{e.id, e.mode, pair_conversation_id(from, to), from_device, {DeviceBody{to_device, e.body}}, {}});
 }
 
 Bytes encode_delivered(WallTime received_at, const ConversationId& conversation, DeviceId sender_device,

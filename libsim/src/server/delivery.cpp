@@ -1,11 +1,13 @@
 #include "delivery.h"
 
+#include "fanout.h"
+
 #include <algorithm>
 
 namespace sim::server_detail {
 
 Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
-                   Limits limits, WallClock wall, Log log, FreeSpace free_space)
+                   Limits limits, WallClock wall, Log log, FreeSpace free_space, DeviceDirectory* devices)
     : m_store(store),
       m_commit(std::move(commit)),
       m_router(router),
@@ -13,7 +15,15 @@ Delivery::Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> comm
       m_limits(limits),
       m_wall(std::move(wall)),
       m_log(std::move(log)),
-      m_free_space(std::move(free_space)) {}
+      m_free_space(std::move(free_space)),
+      m_devices(devices) {}
+
+Result<std::vector<DeviceId>> Delivery::devices_of(const std::string& user) {
+    if (m_devices == nullptr) {
+        return std::vector<DeviceId>{first_device};
+    }
+    return m_devices->devices(user);
+}
 
 Result<Delivery::Locked> Delivery::lock_box(const MailboxId& mailbox, bool create) {
     for (;;) {
@@ -153,12 +163,13 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
                         const MessageId& id, std::vector<Copy> copies, std::uint32_t& expected) {
     const auto k = key(origin, to);
     auto& streams = *origin.streams;
-    // The recipient's mailboxes, locked in device order (the only order anything locks several in).
+    // The mailboxes (the recipient's and the sender's own other devices'), locked in mailbox order (the only
+    // order anything locks several in).
     std::vector<Locked> boxes;
     boxes.reserve(copies.size());
     const auto forget_all = [&] {  // the mailboxes locked so far, if idle
         for (std::size_t i = 0; i < boxes.size(); ++i) {
-            forget_if_idle_locked(MailboxId{to, copies[i].device}, *boxes[i].box);
+            forget_if_idle_locked(mailbox_of(origin, to, copies[i]), *boxes[i].box);
         }
     };
     // The stream expects the message again. Streams lock held.
@@ -168,14 +179,17 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
         forget_all();
         return e;
     };
-    if (copies.empty() || std::adjacent_find(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
-                              return a.device >= b.device;
-                          }) != copies.end()) {
+    if (copies.empty() ||
+        std::adjacent_find(copies.begin(), copies.end(),
+                           [&](const Copy& a, const Copy& b) {
+                               return mailbox_of(origin, to, a) >= mailbox_of(origin, to, b);
+                           }) != copies.end() ||
+        std::any_of(copies.begin(), copies.end(), [&](const Copy& c) { return c.own && c.device == origin.device; })) {
         const std::lock_guard lock(streams.mutex);
-        return refuse_locked(Error{Errc::bad_field, "a message needs one copy per device, in device order"});
+        return refuse_locked(Error{Errc::bad_field, "a message needs one copy per device, in mailbox order"});
     }
     for (const auto& c : copies) {
-        auto locked = lock_box(MailboxId{to, c.device});
+        auto locked = lock_box(mailbox_of(origin, to, c));
         if (!locked) {
             const std::lock_guard lock(streams.mutex);
             return refuse_locked(locked.error());
@@ -212,17 +226,22 @@ Status Delivery::submit(const Origin& origin, const std::string& to, const Conve
     std::vector<Queued> queued(copies.size());
     std::vector<store::StoredMessage> rows(copies.size());
     for (std::size_t i = 0; i < copies.size(); ++i) {
-        const MailboxId mailbox{to, copies[i].device};
-        queued[i] = Queued{copies[i].device, copies[i].envelope.size(), 0};
+        const MailboxId mailbox = mailbox_of(origin, to, copies[i]);
+        queued[i] = Queued{mailbox, copies[i].envelope.size(), 0};
         if (auto peer = caught_up_locked(mailbox, *boxes[i].box)) {
-            queued[i].sent_to = boxes[i].box->generation;
-            early.emplace_back(std::move(peer), Frame{FrameType::message, 0, origin.from, to,
-                                                      encode_delivered(received_at, conversation, origin.device,
-                                                                       copies[i].envelope)});
+            // An own copy goes out as it will from the store: `source` the sender, `destination` the recipient.
+            const auto own = copies[i].own ? decode_own_copy(copies[i].envelope) : Result<OwnCopy>{OwnCopy{}};
+            if (own) {
+                queued[i].sent_to = boxes[i].box->generation;
+                early.emplace_back(std::move(peer),
+                                   Frame{FrameType::message, 0, origin.from, to,
+                                         encode_delivered(received_at, conversation, origin.device,
+                                                          copies[i].own ? own->envelope : copies[i].envelope)});
+            }
         }
         auto& m = rows[i];
-        m.recipient = to;
-        m.recipient_device = copies[i].device;
+        m.recipient = mailbox.user;
+        m.recipient_device = mailbox.device;
         m.sender = origin.from;
         m.sender_device = origin.device;
         m.id = id;
@@ -289,7 +308,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
     std::vector<Locked> boxes;
     boxes.reserve(copies.size());
     for (const auto& c : copies) {
-        auto locked = lock_box(MailboxId{to, c.device}, false);
+        auto locked = lock_box(c.mailbox, false);
         boxes.push_back(locked ? std::move(*locked) : Locked{});
     }
     bool stored = false;  // some copy is in the store now (fresh or a duplicate), not all were acknowledged first
@@ -349,7 +368,7 @@ void Delivery::committed(const Origin& origin, const std::string& to, const Mess
     std::vector<MailboxId> wake;  // stored for a device no connection of this node serves
     for (std::size_t i = 0; i < copies.size(); ++i) {
         Box* box = boxes[i].box.get();
-        const MailboxId mailbox{to, copies[i].device};
+        const MailboxId& mailbox = copies[i].mailbox;
         if (box == nullptr || box->peer == nullptr) {
             if (r && (*r)[i] != Written::cancelled) {
                 wake.push_back(mailbox);
@@ -432,7 +451,11 @@ void Delivery::tell_if_drained_locked(const MailboxId& device, const Box& box) {
     if (box.backlog.messages != 0) {
         return;
     }
-    for (const auto d : devices_of(device.user)) {
+    const auto devices = devices_of(device.user);
+    if (!devices) {
+        return;  // not told now: the next commit or deletion asks again
+    }
+    for (const auto d : *devices) {
         if (d == device.device) {
             continue;
         }
@@ -465,9 +488,22 @@ void Delivery::pump_locked(const MailboxId& mailbox, Box& box) {
             if (box.acked.count(key) != 0 || !box.in_flight.insert(key).second) {
                 continue;  // sent as the mailbox filled (and maybe acknowledged already)
             }
-            peer->deliver(Frame{FrameType::message, 0, row.sender, mailbox.user,
-                                encode_delivered(row.stored_at, pair_conversation_id(row.sender, mailbox.user),
-                                                 row.sender_device, row.envelope)});
+            if (row.sender == mailbox.user) {
+                // A copy for one of the sender's own devices (nobody sends to themselves otherwise): it names the
+                // conversation's peer, which the frame carries as its destination (6.5).
+                const auto own = decode_own_copy(row.envelope);
+                if (!own) {
+                    m_log(LogLevel::error, "a stored own copy does not decode: " + own.error().message());
+                    continue;
+                }
+                peer->deliver(Frame{FrameType::message, 0, row.sender, own->peer,
+                                    encode_delivered(row.stored_at, pair_conversation_id(row.sender, own->peer),
+                                                     row.sender_device, own->envelope)});
+            } else {
+                peer->deliver(Frame{FrameType::message, 0, row.sender, mailbox.user,
+                                    encode_delivered(row.stored_at, pair_conversation_id(row.sender, mailbox.user),
+                                                     row.sender_device, row.envelope)});
+            }
             m_router.count_routed();
         }
         if (rows->size() < want) {
@@ -581,12 +617,15 @@ void Delivery::removed(const MailboxId& recipient, const std::string& sender, co
 
 Result<std::set<std::string>> Delivery::senders(const std::string& user) {
     std::set<std::string> out;
-    for (const auto device : devices_of(user)) {
+    SIM_TRY(const auto devices, devices_of(user));
+    for (const auto device : devices) {
         std::uint64_t after = 0;
         for (bool more = true; more;) {
             SIM_TRY(const auto rows, m_store.pending(user, device, after, 1000));
             for (const auto& row : rows) {
-                out.insert(row.sender);
+                if (row.sender != user) {  // an own copy: not a conversation partner
+                    out.insert(row.sender);
+                }
                 after = row.seq;
             }
             more = rows.size() == 1000;
@@ -604,7 +643,8 @@ Result<store::StoredUsage> Delivery::backlog(const MailboxId& device) {
 
 Result<store::StoredUsage> Delivery::backlog(const std::string& user) {
     store::StoredUsage sum;
-    for (const auto device : devices_of(user)) {
+    SIM_TRY(const auto devices, devices_of(user));
+    for (const auto device : devices) {
         SIM_TRY(const auto usage, backlog(MailboxId{user, device}));
         sum += usage;
     }

@@ -2,10 +2,10 @@
 // Private: the mailboxes: storage and in-order delivery of conversation messages (docs/protocol.md 6.6, 6.7).
 // Every message takes one path, online recipient or not: it is appended to the recipient's mailbox through the group
 // commit (the sender gets `receipt stored` once it is durable), and the mailbox is drained into the connection it
-// is attached to, in mailbox order, at most `window` sent and not deleted at a time: from the store (at login, and after
-// commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the connection
-// when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes messages
-// (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
+// is attached to, in mailbox order, at most `window` sent and not deleted at a time: from the store (at login, and
+// after commits and acks while it is behind), or, while it is caught up, as it fills: the message goes to the
+// connection when it is queued for the commit, so an online recipient does not wait for the disk. An `ack` deletes
+// messages (after their append, in the same or a later commit) and tells the sender (`receipt delivered`). When a
 // served recipient has nothing stored any more, the router hears of it (`drained`:
 // server-assigned conversations kept only for that delivery end). Connections are reached through the routing bus.
 //
@@ -14,10 +14,12 @@
 // have theirs; the quota sums a short one. No lock is held across another mailbox's work, and no store read happens
 // on the caller's thread except a mailbox's first count since the start: a mailbox is drained from the store at
 // login (a worker) and after commits and deletions (the commit thread), never after an `ack` (an I/O thread: an
-// acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock -> mailbox locks (in device order) -> the sender's
-// streams lock -> quota lock -> group commit / executor; mailbox lock -> router lock -> bus lock -> connection send
-// lock. The router never calls in here. Wake-ups to other nodes (RoutingBus::wake) are sent with no lock held.
+// acknowledged message holds its place in the window until its deletion commits). Lock order: connection receive lock
+// -> mailbox locks (in mailbox order: user, then device) -> the sender's streams lock -> quota lock -> group commit /
+// executor; mailbox lock -> router lock -> bus lock -> connection send lock. The router never calls in here. Wake-ups
+// to other nodes (RoutingBus::wake) are sent with no lock held.
 
+#include "device_directory.h"
 #include "group_commit.h"
 #include "router.h"
 #include "stream_order.h"
@@ -37,12 +39,6 @@
 
 namespace sim::server_detail {
 
-/// The devices of `user`, in increasing order. Until a second device can be linked (the multi-device issue), every
-/// account has exactly its first one: this is the one place that says so.
-inline std::vector<DeviceId> devices_of(const std::string& /*user*/) {
-    return {first_device};
-}
-
 class Delivery : public std::enable_shared_from_this<Delivery> {
 public:
     /// Quotas of the store (ServerConfig documents each) and the delivery window.
@@ -59,8 +55,9 @@ public:
     /// Bytes free on the file system the store writes to; nullopt when unknown (then only the byte caps apply).
     using FreeSpace = std::function<std::optional<std::uint64_t>()>;
 
+    /// `devices`: the active devices of each user (null: every account has device 1 only).
     Delivery(store::MessageStore& store, std::shared_ptr<GroupCommit> commit, Router& router, RoutingBus& bus,
-             Limits limits, WallClock wall, Log log, FreeSpace free_space = {});
+             Limits limits, WallClock wall, Log log, FreeSpace free_space = {}, DeviceDirectory* devices = nullptr);
 
     /// The streams of one sender connection (stream_order.h), owned by the connection and by its messages still in
     /// the group commit: they end with the last of them.
@@ -85,14 +82,21 @@ public:
     /// The message was refused before submit() (rate, no conversation...): its stream expects it again. Returns the
     /// number the stream now expects.
     std::uint32_t refused(const Origin& origin, const std::string& to);
-    /// One copy of a message: the envelope (6.5) stored in, and delivered from, one device's mailbox.
+    /// One copy of a message: the envelope (6.5) stored in, and delivered from, one device's mailbox: a device of
+    /// the recipient, or (`own`) one of the sender's own other devices, whose envelope is the stored form of
+    /// fanout.h's encode_own_copy (delivered with `source` = the sender, `destination` = the recipient).
     struct Copy {
         DeviceId device = first_device;
         Bytes envelope;
+        bool own = false;
     };
-    /// A message of the conversation `conversation` for the user `to`, one copy per device (in increasing device
-    /// order): queued for those mailboxes, all appended in one commit, after which the sender gets one `receipt
-    /// stored` (a failed commit sends the sender a refusal instead); an attached mailbox is drained into its
+    /// The mailbox a copy goes to.
+    static MailboxId mailbox_of(const Origin& origin, const std::string& to, const Copy& copy) {
+        return MailboxId{copy.own ? origin.from : to, copy.device};
+    }
+    /// A message of the conversation `conversation` for the user `to`, one copy per device (in increasing mailbox
+    /// order, mailbox_of()): queued for those mailboxes, all appended in one commit, after which the sender gets one
+    /// `receipt stored` (a failed commit sends the sender a refusal instead); an attached mailbox is drained into its
     /// connection. Errc::out_of_order (an earlier number of the stream must come first), Errc::queue_full (a
     /// recipient mailbox is at its message or byte limit), Errc::quota_exceeded (the sender has too much stored for
     /// others), Errc::store_full (the store's byte cap or the file system's free-space reserve), Errc::busy,
@@ -171,7 +175,7 @@ private:
     /// A copy being committed: its size, and the generation of the connection it was sent to as it was queued (0:
     /// none).
     struct Queued {
-        DeviceId device = first_device;
+        MailboxId mailbox;
         std::uint64_t bytes = 0;
         std::uint64_t sent_to = 0;
     };
@@ -180,6 +184,8 @@ private:
     /// Tell the router when `device.user`, online on `device` (whose mailbox `box` is locked), has nothing stored on
     /// any device any more.
     void tell_if_drained_locked(const MailboxId& device, const Box& box);
+    /// The devices of `user` (the directory, or device 1 only without one). Errc::storage_error.
+    Result<std::vector<DeviceId>> devices_of(const std::string& user);
     /// The connection a message queued for `box` now may be sent to at once (attached here, caught up, window
     /// open), or null.
     std::shared_ptr<Peer> caught_up_locked(const MailboxId& mailbox, const Box& box);
@@ -211,6 +217,7 @@ private:
     WallClock m_wall;
     Log m_log;
     FreeSpace m_free_space;
+    DeviceDirectory* m_devices;
 
     std::mutex m_boxes_mutex;
     std::map<MailboxId, std::shared_ptr<Box>> m_boxes;  // devices with a backlog or online since it was counted

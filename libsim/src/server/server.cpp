@@ -1,6 +1,8 @@
 // The sans-IO server core (docs/protocol.md section 5).
 #include "delivery.h"
+#include "device_directory.h"
 #include "device_upload.h"
+#include "fanout.h"
 #include "group_commit.h"
 #include "histogram.h"
 #include "router.h"
@@ -22,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <utility>
 
 namespace sim {
 
@@ -72,6 +75,9 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     std::unique_ptr<server_detail::RoutingBus> bus;  // in-process, or over NATS with ServerConfig::broker
     server_detail::Router router;
     std::shared_ptr<server_detail::GroupCommit> commit;
+    store::DeviceStore* devices = nullptr;  // null: device 1 only (ServerCore::create)
+    /// The active devices of each user a message must cover (6.5); a cache of `devices`.
+    std::unique_ptr<server_detail::DeviceDirectory> directory;
     std::shared_ptr<server_detail::Delivery> delivery;  // every message goes through it (mailboxes)
     Bytes limits_payload;                               // the `limits` frame every login gets (6.6)
 
@@ -81,7 +87,6 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     /// prekeys, if online then (docs/protocol.md 6.2). In memory: a client asks again after a reconnect.
     std::map<std::string, std::set<std::string>> prekey_waiters;
 
-    store::DeviceStore* devices = nullptr;  // null: device 1 only (ServerCore::create)
     /// Devices being linked on this node, by (user, device): the only way to reach them (a pending device is not
     /// attached to the bus, so nothing for the account reaches it).
     std::mutex linking_mutex;
@@ -106,7 +111,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl,
-         std::unique_ptr<server_detail::RoutingBus> b)
+         std::unique_ptr<server_detail::RoutingBus> b, store::DeviceStore* d)
         : config(std::move(c)),
           authenticator(a),
           tokens(t),
@@ -122,13 +127,16 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
               [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
+        devices = d;
+        directory =
+            std::make_unique<server_detail::DeviceDirectory>(d, clock, server_detail::DeviceDirectory::Options{});
         delivery = std::make_shared<server_detail::Delivery>(
             *messages, commit, router, *bus,
             server_detail::Delivery::Limits{config.max_stored_per_recipient, config.max_mailbox_bytes,
                                             config.max_sender_bytes, config.max_store_bytes, config.min_free_bytes,
                                             config.delivery_window},
             [this] { return wall_now(); }, [this](LogLevel l, std::string_view msg) { log(l, msg); },
-            config.store_free_space);
+            config.store_free_space, directory.get());
         // Another node committed for a device attached here: drained on a worker (never on the bus's thread).
         bus->on_woken([weak = std::weak_ptr<server_detail::Delivery>(delivery), &w = workers](const auto& mailbox) {
             if (const auto d = weak.lock()) {
@@ -252,8 +260,10 @@ public:
         std::string user;
         DeviceId device = first_device;
         std::string label;
+        bool pinned = false;
         {
             const std::lock_guard lock(m_mutex);
+            pinned = std::exchange(m_pinned, false);
             m_phase = Phase::closed;
             count_as(ServerCore::Impl::ConnState::none);
             user = m_user;
@@ -269,6 +279,9 @@ public:
             m_core->router.disconnect(mailbox, this);
             m_core->delivery->logout(mailbox, this);
         }
+        if (pinned) {
+            m_core->directory->unpin(m_pinned_user);
+        }
         {
             const std::lock_guard lock(m_send_mutex);
             m_send.reset();
@@ -281,6 +294,7 @@ public:
     // ------------------------------------------------------------ Peer (called by the router)
 
     void deliver(const Frame& frame) override {
+        forget_changed_devices(frame);
         const std::lock_guard lock(m_send_mutex);
         send_locked(frame);
     }
@@ -687,6 +701,13 @@ private:
         send(Frame{FrameType::ack_init, static_cast<std::uint32_t>(AckStage::authenticated), std::string(server_name),
                    m_user, encode_session_token(issued)});
         restore_stored(m_user, {});
+        // The account's active devices stay known while this connection lasts (read here at a login, on a worker).
+        if (!std::exchange(m_pinned, true)) {
+            m_pinned_user = m_user;
+            if (const auto st = m_core->directory->pin(m_user); !st) {
+                m_core->log(LogLevel::error, "devices not read: " + st.error().message());
+            }
+        }
         const server_detail::MailboxId mailbox{m_user, m_device};
         m_core->router.login(mailbox, shared_from_this());
         m_core->delivery->login(mailbox, this);
@@ -894,6 +915,11 @@ private:
             }
         }
         m_core->log(LogLevel::info, who() + " stored device list " + std::to_string(change->list.list.version));
+        // The devices messages must cover from now on (6.5), before anything is sent with the new list.
+        if (const auto now_active = m_core->directory->refresh(m_user); !now_active) {
+            m_core->log(LogLevel::error, "devices not read again: " + now_active.error().message());
+            m_core->directory->forget(m_user);
+        }
         for (const auto& [device, key] : change->activate) {
             if (const auto linked = m_core->linking_device(server_detail::MailboxId{m_user, device})) {
                 linked->linked();
@@ -1180,7 +1206,13 @@ private:
         if (!within_rate() || !check_source(frame)) {
             return;
         }
-        auto sender = canonical_peer(frame.destination);
+        // The sender is a peer, or the user itself for copies its other devices sent to this one (6.5).
+        std::optional<std::string> sender;
+        if (const auto self = auth::canonical_username(frame.destination); self && *self == m_user) {
+            sender = m_user;
+        } else {
+            sender = canonical_peer(frame.destination);
+        }
         if (!sender) {
             return;
         }
@@ -1246,8 +1278,8 @@ private:
             refuse(envelope.code(), envelope.error().detail);
             return;
         }
-        // The address (6.5): this pair's conversation, this connection's device, and a body for exactly the
-        // recipient's devices. Refused as a whole: a message reaches all of them or none.
+        // The address (6.5): this pair's conversation and this connection's device. Which devices it covers is
+        // checked after the stream's order (below): that refusal is one a sender recovers from.
         if (const auto st = check_address(*envelope, *peer); !st) {
             refuse(st.code(), st.error().detail);
             return;
@@ -1306,11 +1338,26 @@ private:
                 return;
             }
         }
-        std::vector<server_detail::Delivery::Copy> copies;
-        copies.reserve(envelope->bodies.size());
-        for (std::size_t i = 0; i < envelope->bodies.size(); ++i) {
-            copies.push_back({envelope->bodies[i].device, device_envelope(*envelope, i)});
+        // A body for exactly each active device of the recipient and, in end-to-end mode, of the sender's other
+        // devices: else refused as a whole (a message reaches all of them or none), with the current lists.
+        if (const auto st = check_devices(*envelope, *peer); !st) {
+            refused(st.code(), st.error().detail);
+            return;
         }
+        std::vector<server_detail::Delivery::Copy> copies;
+        copies.reserve(envelope->bodies.size() + envelope->own_bodies.size());
+        for (std::size_t i = 0; i < envelope->bodies.size(); ++i) {
+            copies.push_back({envelope->bodies[i].device, device_envelope(*envelope, i), false});
+        }
+        for (std::size_t i = 0; i < envelope->own_bodies.size(); ++i) {
+            copies.push_back(
+                {envelope->own_bodies[i].device, server_detail::encode_own_copy(*envelope, i, *peer), true});
+        }
+        // The mailboxes in their lock order (user, then device): the recipient's and the sender's interleave by name.
+        std::sort(copies.begin(), copies.end(), [&](const auto& a, const auto& b) {
+            return server_detail::Delivery::mailbox_of(origin, *peer, a) <
+                   server_detail::Delivery::mailbox_of(origin, *peer, b);
+        });
         std::uint32_t expected = 0;
         if (const auto st = m_core->delivery->submit(origin, *peer, envelope->conversation, envelope->id,
                                                      std::move(copies), expected);
@@ -1321,8 +1368,7 @@ private:
         m_out_of_order = 0;
     }
 
-    /// Errc::bad_field when `s` is not a message of the pair (m_user, peer) from this connection's device with one
-    /// body for each device of `peer`.
+    /// Errc::bad_field when `s` is not a message of the pair (m_user, peer) from this connection's device.
     Status check_address(const Submission& s, const std::string& peer) {
         if (m_pair_peer != peer) {  // one pair's id kept: a connection mostly writes to one peer at a time
             m_pair_conversation = pair_conversation_id(m_user, peer);
@@ -1334,13 +1380,69 @@ private:
         if (s.sender_device != m_device) {
             return Error{Errc::bad_field, "the sender device is not this connection's"};
         }
-        const auto devices = server_detail::devices_of(peer);
-        if (s.bodies.size() != devices.size() ||
-            !std::equal(devices.begin(), devices.end(), s.bodies.begin(),
-                        [](DeviceId d, const DeviceBody& b) { return d == b.device; })) {
-            return Error{Errc::bad_field, "the message does not have one body for each of the recipient's devices"};
-        }
         return {};
+    }
+
+    /// Whether `s` has one body for each active device of `peer` and one own body for each other active device of
+    /// this user (server-assigned mode: no own bodies, bad_field). On a mismatch the store is read again (another
+    /// node may have stored a list) and, if it still differs, the sender gets the current signed list of each side
+    /// that differs (`devices` op 1) and Errc::devices_changed. Errc::storage_error.
+    Status check_devices(const Submission& s, const std::string& peer) {
+        if (!m_core->end_to_end() && !s.own_bodies.empty()) {
+            return Error{Errc::bad_field, "this server assigns conversation keys: no copies for the sender's devices"};
+        }
+        auto& directory = *m_core->directory;
+        const auto covered = [&](bool fresh) -> Result<server_detail::Coverage> {
+            SIM_TRY(const auto theirs, fresh ? directory.refresh(peer) : directory.devices(peer));
+            if (!m_core->end_to_end()) {
+                return server_detail::check_coverage(s, theirs, {m_device});
+            }
+            SIM_TRY(const auto mine, fresh ? directory.refresh(m_user) : directory.devices(m_user));
+            return server_detail::check_coverage(s, theirs, mine);
+        };
+        auto coverage = covered(false);
+        if (coverage && !coverage->ok()) {
+            coverage = covered(true);
+        }
+        if (!coverage) {
+            m_core->log(LogLevel::error, "devices not read: " + coverage.error().message());
+            return Error{Errc::storage_error, "try again later"};
+        }
+        if (coverage->ok()) {
+            return {};
+        }
+        if (!coverage->recipient) {
+            send_device_list(peer);
+        }
+        if (!coverage->own) {
+            send_device_list(m_user);
+        }
+        return Error{Errc::devices_changed, coverage->recipient ? "the message does not cover your other devices"
+                                                                : "the message does not cover the recipient's devices"};
+    }
+
+    /// `user`'s signed device list as the answer to a `devices` op 1 would carry it (nothing without a device store).
+    void send_device_list(const std::string& user) {
+        if (m_core->devices == nullptr) {
+            return;
+        }
+        const auto stored = m_core->devices->find_device_list(user);
+        if (!stored) {
+            m_core->log(LogLevel::error, "device list not read: " + stored.error().message());
+            return;
+        }
+        send_devices_reply({DevicesOp::list, user, *stored ? (*stored)->signed_list : Bytes{}, {}});
+    }
+
+    /// Another node stored a list of `frame`'s user (its op 5 reaches this node's connections of the user):
+    /// the directory reads that user's devices again at the next message.
+    void forget_changed_devices(const Frame& frame) {
+        if (frame.type != FrameType::devices || frame.source != server_name) {
+            return;
+        }
+        if (const auto reply = decode_devices_reply(frame.payload); reply && reply->op == DevicesOp::changed) {
+            m_core->directory->forget(reply->user);
+        }
     }
 
     /// A sequenced message was not accepted: the sender hears which one, why, and where its stream goes on.
@@ -1396,6 +1498,8 @@ private:
     std::uint32_t m_violations = 0;
     std::uint32_t m_out_of_order = 0;  // out-of-order messages since the last accepted one
     bool m_changing_password = false;  // a passwd frame is being handled on a worker
+    bool m_pinned = false;             // m_pinned_user's devices are pinned in the directory for this connection
+    std::string m_pinned_user;
     ServerCore::Impl::ConnState m_counted = ServerCore::Impl::ConnState::none;  // in ServerCore::Impl::conn_states
     TimePoint m_accepted;                                                       // for the handshake latency
     TimePoint m_login_started;                                                  // for the login latency
@@ -1448,10 +1552,9 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
         SIM_TRY(bus, server_detail::make_nats_bus(server_detail::NatsBusOptions{
                          .servers = config.broker, .node_id = config.node_id, .log = config.log}));
     }
-    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers,
-                                       rng, clock, std::move(bus));
+    auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng,
+                                       clock, std::move(bus), devices);
     impl->static_public = pair.public_key;
-    impl->devices = devices;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
 
