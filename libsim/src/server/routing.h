@@ -100,6 +100,11 @@ struct NatsBusOptions {
     std::chrono::milliseconds connect_timeout{2000};
     /// A wake-up not answered within this is counted as timed out (the message stays in SQL either way).
     std::chrono::milliseconds wake_timeout{2000};
+    /// How often the NATS client pings its server, and how many pings may go unanswered before it drops that
+    /// server and moves to another of `servers`: a hung NATS server is left within about 4 s (libnats' defaults,
+    /// 2 min and 2, would take minutes).
+    std::chrono::milliseconds ping_interval{1000};
+    int max_pings_out = 3;
     std::function<void(LogLevel, std::string_view)> log;
 };
 

@@ -148,6 +148,8 @@ public:
         SIM_TRY_STATUS(check(natsOptions_SetTimeout(m_opts, m_options.connect_timeout.count()), "timeout"));
         SIM_TRY_STATUS(check(natsOptions_SetMaxReconnect(m_opts, -1), "reconnect"));
         SIM_TRY_STATUS(check(natsOptions_SetReconnectWait(m_opts, 200), "reconnect wait"));
+        SIM_TRY_STATUS(check(natsOptions_SetPingInterval(m_opts, m_options.ping_interval.count()), "ping interval"));
+        SIM_TRY_STATUS(check(natsOptions_SetMaxPingsOut(m_opts, m_options.max_pings_out), "max pings out"));
         SIM_TRY_STATUS(check(natsOptions_SetReconnectedCB(m_opts, &NatsBus::on_reconnected, this), "callback"));
         SIM_TRY_STATUS(check(natsOptions_SetDisconnectedCB(m_opts, &NatsBus::on_disconnected, this), "callback"));
         SIM_TRY_STATUS(check(natsOptions_SetClosedCB(m_opts, &NatsBus::on_closed, this), "callback"));
