@@ -94,12 +94,24 @@ struct NatsBusOptions {
     std::string servers;
     /// This node's name, unique among the nodes (logs and announcements; each start adds a random instance id).
     std::string node_id;
-    /// How often this node says it is alive; a node not heard from for three of them is gone, with its devices.
+    /// How often this node says it is alive; a node not heard from for three of them is gone, with its devices. A
+    /// node that could not say it for three of them (stopped, starved) has lost its devices to the others' view: it
+    /// closes every connection it holds before it serves again (docs/architecture.md, "Routing over NATS").
     std::chrono::milliseconds heartbeat{1000};
     /// How long a first connection to NATS may take.
     std::chrono::milliseconds connect_timeout{2000};
     /// A wake-up not answered within this is counted as timed out (the message stays in SQL either way).
     std::chrono::milliseconds wake_timeout{2000};
+    /// How often the NATS client pings its server, and how many pings may go unanswered before it drops that
+    /// server and moves to another of `servers`: a hung NATS server is left within about 4 s (libnats' defaults,
+    /// 2 min and 2, would take minutes).
+    std::chrono::milliseconds ping_interval{1000};
+    int max_pings_out = 3;
+    /// A device attached here (a login, or this node back on NATS) has its mailbox drained once more this much
+    /// later. A NATS cluster spreads a new subscription to its other servers asynchronously, so a commit on a node
+    /// connected to another server can meet "no responders" just after this node has read the mailbox; without the
+    /// second look that message would wait for the next wake-up or login.
+    std::chrono::milliseconds second_look{500};
     std::function<void(LogLevel, std::string_view)> log;
 };
 

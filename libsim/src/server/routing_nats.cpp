@@ -7,7 +7,11 @@
 //   sync            = 4 | instance u64 | stamp u64            (every node announces its attachments again)
 // `instance` is random per start of a node, `stamp` the announcer's wall clock (ms). A device attached on two nodes
 // stays with the newer attachment (stamp, then instance): the older node closes its connection ("displaced").
-// A node not heard from for three heartbeats is gone, and so are its devices. Frames for a device attached on
+// A node not heard from for three heartbeats is gone, and so are its devices. The same three heartbeats are this
+// node's lease on its own connections: a node that finds it has not sent a heartbeat for that long (SIGSTOP, a
+// stalled machine) may have lost any of its devices to another node meanwhile, and cannot tell which before the
+// others have answered it, so it serves nothing more on any connection (no frame, no drain, no wake-up handled),
+// closes them all, forgets what it knew of the others and asks them to announce again. Frames for a device attached on
 // another node are published to that device's subject, `sim.d.<32 hex digits of SHA-256 of its mailbox id>`, which
 // only its node subscribes to: payload = 1 | user len u8 | user | device u32 | frame (sim/frame.h). Publishing
 // never blocks the caller (who may hold locks) on the network; a frame for a device that has just left is dropped,
@@ -148,6 +152,8 @@ public:
         SIM_TRY_STATUS(check(natsOptions_SetTimeout(m_opts, m_options.connect_timeout.count()), "timeout"));
         SIM_TRY_STATUS(check(natsOptions_SetMaxReconnect(m_opts, -1), "reconnect"));
         SIM_TRY_STATUS(check(natsOptions_SetReconnectWait(m_opts, 200), "reconnect wait"));
+        SIM_TRY_STATUS(check(natsOptions_SetPingInterval(m_opts, m_options.ping_interval.count()), "ping interval"));
+        SIM_TRY_STATUS(check(natsOptions_SetMaxPingsOut(m_opts, m_options.max_pings_out), "max pings out"));
         SIM_TRY_STATUS(check(natsOptions_SetReconnectedCB(m_opts, &NatsBus::on_reconnected, this), "callback"));
         SIM_TRY_STATUS(check(natsOptions_SetDisconnectedCB(m_opts, &NatsBus::on_disconnected, this), "callback"));
         SIM_TRY_STATUS(check(natsOptions_SetClosedCB(m_opts, &NatsBus::on_closed, this), "callback"));
@@ -162,6 +168,7 @@ public:
         SIM_TRY_STATUS(check(natsConnection_FlushTimeout(m_conn, m_options.connect_timeout.count()), "flush"));
         announce_node(Kind::sync);
         announce_node(Kind::heartbeat);
+        m_beat.store(steady_ns());
         m_heartbeat = std::thread([this] { heartbeats(); });
         return {};
     }
@@ -174,6 +181,7 @@ public:
             m_local_stamp[mailbox] = stamp;
             m_remote.erase(mailbox);
             subscribe_locked(mailbox);
+            m_second_look[mailbox] = std::chrono::steady_clock::now() + m_options.second_look;
         }
         announce(Kind::attach, mailbox, stamp);  // a node that held it closes its connection
         return displaced;
@@ -188,6 +196,9 @@ public:
     }
 
     bool deliver(const MailboxId& mailbox, const Frame& frame) override {
+        if (lease_lost()) {
+            return false;  // what is stored stays stored; the connection is closed in a moment
+        }
         if (m_local->deliver(mailbox, frame)) {
             return true;
         }
@@ -234,7 +245,12 @@ public:
         return out;
     }
 
-    std::shared_ptr<Peer> local(const MailboxId& mailbox) override { return m_local->local(mailbox); }
+    std::shared_ptr<Peer> local(const MailboxId& mailbox) override {
+        if (lease_lost()) {
+            return nullptr;  // no drain into a connection that another node may serve by now
+        }
+        return m_local->local(mailbox);
+    }
 
     void sync_attachments() override {
         // A PING and its PONG: the NATS server has the subscriptions sent before it.
@@ -249,8 +265,8 @@ public:
     }
 
     void wake(const MailboxId& mailbox) override {
-        if (m_local->attached(mailbox)) {
-            return;  // held here: the commit's completion drains it
+        if (!lease_lost() && m_local->attached(mailbox)) {
+            return;  // held here: the commit's completion drains it (not while the lease is lost: another node may)
         }
         Bytes payload;
         detail::WireWriter w(payload);
@@ -386,15 +402,116 @@ private:
         }
     }
 
+    static std::int64_t steady_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    /// Whether this node's lease on its connections ran out: no heartbeat sent for three intervals. Checked on every
+    /// path that serves a connection; the heartbeat thread then closes them (give_up_connections).
+    bool lease_lost() {
+        if (m_fenced.load()) {
+            return true;
+        }
+        const auto lease = std::chrono::duration_cast<std::chrono::nanoseconds>(3 * m_options.heartbeat).count();
+        if (steady_ns() - m_beat.load() > lease) {
+            m_fenced.store(true);
+            return true;
+        }
+        return false;
+    }
+
+    /// After a lapse of the lease: every connection here is closed (its client connects again, to this node or
+    /// another, and drains from SQL), and what this node knew of the others is relearnt from their announcements.
+    void give_up_connections(std::chrono::milliseconds silent) {
+        auto peers = detach_all();
+        {
+            const std::lock_guard lock(m_mutex);
+            m_remote.clear();
+            m_heard.clear();
+        }
+        log(LogLevel::warning, "NATS: this node sent no heartbeat for " + std::to_string(silent.count()) +
+                                   " ms (stopped or starved); closing its " + std::to_string(peers.size()) +
+                                   " connections, whose devices may be served elsewhere by now");
+        announce_node(Kind::sync);
+        for (const auto& peer : peers) {
+            peer->kick(Errc::closed, "this server node was unresponsive; connect again");
+        }
+    }
+
     void heartbeats() {
+        const auto tick = std::min(m_options.heartbeat, m_options.second_look / 2);
+        auto next_beat = std::chrono::steady_clock::now() + m_options.heartbeat;
         std::unique_lock lock(m_timer_mutex);
-        while (!m_timer_cv.wait_for(lock, m_options.heartbeat, [this] { return m_stopping; })) {
+        while (!m_timer_cv.wait_for(lock, tick, [this] { return m_stopping; })) {
             lock.unlock();
-            announce_node(Kind::heartbeat);
-            expire_silent_nodes();
-            expire_wakes();
+            look_again();
+            if (std::chrono::steady_clock::now() >= next_beat) {
+                beat();
+                next_beat = std::chrono::steady_clock::now() + m_options.heartbeat;
+            }
             lock.lock();
         }
+    }
+
+    /// Hands `mailboxes` (those still attached here) to the delivery core, which drains them from SQL.
+    void drain(const std::vector<MailboxId>& mailboxes) {
+        Woken woken;
+        {
+            const std::lock_guard lock(m_mutex);
+            woken = m_woken;
+        }
+        for (const auto& mailbox : mailboxes) {
+            if (woken && m_local->attached(mailbox)) {
+                woken(mailbox);
+            }
+        }
+    }
+
+    /// Looks again at the mailboxes whose second look is due (see `second_look` in routing.h).
+    void look_again() {
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<MailboxId> due;
+        {
+            const std::lock_guard lock(m_mutex);
+            for (auto it = m_second_look.begin(); it != m_second_look.end();) {
+                if (it->second <= now) {
+                    due.push_back(it->first);
+                    it = m_second_look.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        drain(due);
+    }
+
+    void look_again_later(const std::vector<MailboxId>& mailboxes) {
+        const auto when = std::chrono::steady_clock::now() + m_options.second_look;
+        const std::lock_guard lock(m_mutex);
+        for (const auto& mailbox : mailboxes) {
+            m_second_look[mailbox] = when;
+        }
+    }
+
+    void beat() {
+        const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::nanoseconds(steady_ns() - m_beat.load()));
+        if (lease_lost()) {
+            give_up_connections(silent);
+            m_beat.store(steady_ns());
+            m_fenced.store(false);
+        } else if (silent > 2 * m_options.heartbeat) {
+            // Late, though within the lease: the others may have counted this node gone and forgotten its
+            // devices; announcing them again costs little.
+            m_beat.store(steady_ns());
+            announce_all();
+        } else {
+            m_beat.store(steady_ns());
+        }
+        announce_node(Kind::heartbeat);
+        expire_silent_nodes();
+        expire_wakes();
     }
 
     void expire_silent_nodes() {
@@ -521,6 +638,9 @@ private:
         if (!r.u8(kind) || !read_mailbox(r, mailbox)) {
             return;
         }
+        if (lease_lost()) {
+            return;  // this node may no longer serve the device: the node that does answers, or the store keeps it
+        }
         if (kind == static_cast<std::uint8_t>(DeviceKind::wake)) {
             // Answered whether or not the device is still here: the answer says only that the request arrived.
             if (const char* reply = natsMsg_GetReply(msg); reply != nullptr) {
@@ -569,6 +689,11 @@ private:
         bus->log(LogLevel::info, "NATS: reconnected; announcing this node's devices again");
         bus->announce_node(Kind::sync);
         bus->announce_all();
+        // Wake-ups for them while this node was away found nobody (or nobody answering); and those of the next
+        // moments may still, until its subscriptions have spread over the NATS cluster: drain now and once more.
+        const auto here = bus->m_local->attached_here();
+        bus->drain(here);
+        bus->look_again_later(here);
     }
     static void on_disconnected(natsConnection*, void* self) {
         static_cast<NatsBus*>(self)->log(LogLevel::warning, "NATS: disconnected; reconnecting");
@@ -599,6 +724,7 @@ private:
     Woken m_woken;
     std::uint64_t m_next_wake = 0;
     std::map<std::uint64_t, std::chrono::steady_clock::time_point> m_pending_wakes;  // by request id
+    std::map<MailboxId, std::chrono::steady_clock::time_point> m_second_look;        // when it is due
 
     std::atomic<std::uint64_t> m_wakes{0};
     std::atomic<std::uint64_t> m_answered{0};
@@ -614,6 +740,8 @@ private:
     bool m_stopping = false;
     bool m_closed = false;
     std::thread m_heartbeat;
+    std::atomic<std::int64_t> m_beat{0};  // steady clock (ns) of this node's last heartbeat
+    std::atomic<bool> m_fenced{false};    // the lease ran out: nothing is served until the connections are closed
 };
 
 }  // namespace
