@@ -319,6 +319,9 @@ std::string describe_event(const sim::ClosedEvent& e) {
 std::string describe_event(const sim::MessageEvent& e) {
     return "[" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
 }
+std::string describe_event(const sim::PresenceEvent& e) {
+    return "* " + sim::tools::printable(e.peer) + (e.online ? " is online" : " is offline");
+}
 std::string describe_event(const sim::PasswordChangedEvent& /*e*/) {
     return "* password changed";
 }

@@ -30,8 +30,8 @@ from .channel import Channel, ChannelAction, ClientHandshake, HandshakeProtocol,
 from .client import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent, ConversationMode, ErrorEvent, Event,
                      EventIterator, EventKind, GapEvent, IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent,
                      KeyDirection, KeyRotatedEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
-                     PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent, connect,
-                     peer_of, pair_conversation_id)
+                     PeerOnlineEvent, PresenceEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent,
+                     WaitingEvent, connect, peer_of, pair_conversation_id)
 from .errors import (
     AccountError,
     ClosedError,
@@ -114,6 +114,7 @@ __all__ = [
     "PeerIdentity",
     "PeerLeftEvent",
     "PeerOnlineEvent",
+    "PresenceEvent",
     "ReceiptEvent",
     "ReceiptStatus",
     "TrustMode",
