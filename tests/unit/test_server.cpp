@@ -2768,3 +2768,36 @@ TEST_CASE("presence: a user who logs in hidden is never shown online; clients th
     CHECK(eve.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
     CHECK(eve.closed);
 }
+
+TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, oversized and bad fields are refused") {
+    sim::PresenceMessage status;
+    status.op = sim::PresenceOp::status;
+    status.entries = {{"alice", true}, {"bob", false}};
+    const auto wire = sim::encode_presence(status).value();
+    CHECK(wire == sim::Bytes{2, 0, 2, 5, 'a', 'l', 'i', 'c', 'e', 1, 3, 'b', 'o', 'b', 0});
+    CHECK(sim::decode_presence(wire).value() == status);
+    for (std::size_t n = 0; n < wire.size(); ++n) {
+        INFO(n);
+        CHECK(sim::decode_presence(sim::ByteView(wire).first(n)).code() == sim::Errc::truncated);
+    }
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_presence(longer).code() == sim::Errc::trailing_bytes);
+    auto flag = wire;
+    flag.back() = 2;
+    CHECK(sim::decode_presence(flag).code() == sim::Errc::bad_field);
+    auto control = wire;
+    control[4] = 0x07;
+    CHECK(sim::decode_presence(control).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_presence(sim::Bytes{2, 0, 1, 0, 1}).code() == sim::Errc::bad_field);  // empty name
+    CHECK(sim::decode_presence(sim::Bytes{2, 1, 1}).code() == sim::Errc::bad_field);        // 257 entries
+    CHECK(sim::decode_presence(sim::Bytes{9}).code() == sim::Errc::bad_field);              // unknown op
+    CHECK(sim::decode_presence(sim::Bytes{1, 2}).code() == sim::Errc::bad_field);           // hidden flag 2
+    CHECK(sim::decode_presence(sim::Bytes{1, 1}).value().hidden);
+    CHECK(sim::decode_presence(sim::Bytes{3}).value().op == sim::PresenceOp::query);
+    CHECK(sim::decode_presence(sim::Bytes{3, 0}).code() == sim::Errc::trailing_bytes);
+    status.entries.assign(sim::max_presence_entries + 1, {"x", true});
+    CHECK(sim::encode_presence(status).code() == sim::Errc::invalid_argument);
+    status.entries.assign(sim::max_presence_entries, {std::string(sim::max_presence_name, 'x'), true});
+    CHECK(sim::decode_presence(sim::encode_presence(status).value()).value() == status);
+}
