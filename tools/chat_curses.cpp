@@ -74,6 +74,9 @@ public:
                 mark_read();
             }
         } else {
+            if (const auto* p = std::get_if<sim::PresenceEvent>(&e)) {
+                m_model.set_presence(p->peer, p->online);
+            }
             if (!text.empty()) {
                 // About one peer: in that conversation (which it adds to the list); else in every one.
                 const std::string peer{sim::peer_of(e)};
@@ -290,9 +293,7 @@ private:
                 if (y >= rows) {
                     break;
                 }
-                const auto unread = m_model.unread(peer);
-                const std::string line = (peer == m_model.current() ? "> " : "  ") + peer +
-                                         (unread > 0 ? " (" + std::to_string(unread) + ")" : std::string());
+                const std::string line = m_model.list_label(peer);
                 if (peer == m_model.current()) {
                     attron(A_BOLD);
                 }

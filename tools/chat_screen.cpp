@@ -702,6 +702,25 @@ std::size_t ChatModel::unread(const std::string& peer) const {
     return it == m_unread.end() ? 0 : it->second.count;
 }
 
+void ChatModel::set_presence(const std::string& peer, bool online) {
+    add_conversation(peer);
+    m_presence[peer] = online;
+}
+
+std::optional<bool> ChatModel::presence(const std::string& peer) const {
+    const auto it = m_presence.find(peer);
+    if (it == m_presence.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+std::string ChatModel::list_label(const std::string& peer) const {
+    const auto n = unread(peer);
+    return (peer == m_current ? "> " : "  ") + peer + (presence(peer).value_or(false) ? " *" : "") +
+           (n > 0 ? " (" + std::to_string(n) + ")" : std::string());
+}
+
 std::uint64_t ChatModel::read_up_to(std::uint64_t next) const {
     std::uint64_t up_to = next;
     for (const auto& [peer, u] : m_unread) {

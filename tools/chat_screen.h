@@ -119,9 +119,9 @@ struct ChatCommand {
 };
 
 inline constexpr ChatCommand chat_commands[] = {
-    {"/accept", true}, {"/approve", false}, {"/exit", false}, {"/help", false}, {"/history", false}, {"/leave", true},
-    {"/open", true},   {"/quit", false},  {"/r", false},    {"/safety", true},   {"/search", false},
-    {"/to", true},     {"/verify", true}, {"/who", false},
+    {"/accept", true}, {"/approve", false}, {"/exit", false},    {"/help", false}, {"/history", false},
+    {"/leave", true},  {"/open", true},     {"/presence", false}, {"/quit", false}, {"/r", false},
+    {"/safety", true}, {"/search", false},  {"/to", true},        {"/verify", true}, {"/who", false},
 };
 
 /// What Tab does to the input line.
@@ -219,6 +219,13 @@ public:
     [[nodiscard]] const std::vector<std::string>& conversations() const noexcept { return m_order; }
     [[nodiscard]] const std::string& current() const noexcept { return m_current; }
     [[nodiscard]] std::size_t unread(const std::string& peer) const;
+    /// `peer`'s presence as the server last told it (a PresenceEvent); makes `peer` known in the list.
+    void set_presence(const std::string& peer, bool online);
+    /// True online, false offline, nullopt when the server never told (not a contact, or no presence on the server).
+    [[nodiscard]] std::optional<bool> presence(const std::string& peer) const;
+    /// The line of the conversation list for `peer`: "> " for the current one (else two spaces), the name, " *"
+    /// when the peer is online, and the unread count in parentheses when there is one ("> bob * (2)").
+    [[nodiscard]] std::string list_label(const std::string& peer) const;
     /// The inbox index below which every message is read: the first unread message of any conversation, or `next`
     /// (the inbox's next index) when there is none.
     [[nodiscard]] std::uint64_t read_up_to(std::uint64_t next) const;
@@ -236,6 +243,7 @@ private:
     std::vector<ChatEntry> m_entries;
     std::vector<std::string> m_order;
     std::map<std::string, Unread> m_unread;
+    std::map<std::string, bool> m_presence;
     std::string m_current;
 };
 

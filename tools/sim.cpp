@@ -70,6 +70,7 @@ constexpr OptionSpec sim_options[] = {
     {"no-session", 0, "", "neither use nor store a session token (always log in with the password)", ""},
     {"plain", 0, "", "chat: line mode (lines from stdin, lines to stdout) even on a terminal", ""},
     {"verbose", 'v', "", "chat: also show ratchet steps and key rotations", ""},
+    {"hide-presence", 0, "", "chat: appear offline to your contacts (/presence show|hide changes it)", ""},
     {"no-reconnect", 0, "", "chat: exit with status 1 when the connection is lost instead of reconnecting", ""},
     {"reconnect-delay", 0, "S",
      "chat: the shortest wait before reconnecting; each wait is random, between it and three times the last one",
@@ -120,6 +121,7 @@ void print_help() {
                  "               /to PEER    send the next lines to PEER\n"
                  "               /leave [PEER]  end the conversation with PEER (default: current)\n"
                  "               /who        list conversations\n"
+                 "               /presence show|hide  appear online to your contacts, or not\n"
                  "               /history [N]  the last N (50) messages from the current peer in the inbox\n"
                  "               /search TEXT  the inbox's messages containing TEXT (any case), all peers\n"
                  "               /safety [PEER]  show the safety number; /verify [PEER] marks it verified\n"
@@ -186,6 +188,7 @@ struct Settings {
     bool plain = false;    // chat: line mode even on a terminal
     bool verbose = false;  // chat: show ratchet steps and key rotations too
     bool timeout_given = false;
+    bool hide_presence = false;  // chat: appear offline to contacts (docs/protocol.md 6.10)
     sim::tools::BackoffPolicy reconnect_backoff{};
 
     /// A deadline `timeout` from now (far away when there is no limit).
@@ -251,6 +254,7 @@ sim::Result<Settings> settings_from(const sim::tools::ParsedArgs& a) {
     s.reconnect = !a.has("no-reconnect");
     s.plain = a.has("plain");
     s.verbose = a.has("verbose");
+    s.hide_presence = a.has("hide-presence");
     SIM_TRY(s.reconnect_backoff.initial,
             sim::tools::parse_seconds("reconnect-delay", a.get("reconnect-delay", "0.5"), 3600.0));
     SIM_TRY(s.reconnect_backoff.cap, sim::tools::parse_seconds("reconnect-max", a.get("reconnect-max", "30"), 3600.0));
@@ -328,6 +332,9 @@ std::string describe_event(const sim::ClosedEvent& e) {
 std::string describe_event(const sim::MessageEvent& e) {
     return "[" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
 }
+std::string describe_event(const sim::PresenceEvent& e) {
+    return "* " + sim::tools::printable(e.peer) + (e.online ? " is online" : " is offline");
+}
 std::string describe_event(const sim::PasswordChangedEvent& /*e*/) {
     return "* password changed";
 }
@@ -390,7 +397,7 @@ class Session {
 public:
     /// `keep_password`: open() keeps the password in memory (wiped by the destructor) for reconnect().
     explicit Session(const Settings& s, bool keep_password = false)
-        : m_s(s), m_state(s.state_file), m_keep_password(keep_password) {}
+        : m_s(s), m_state(s.state_file), m_keep_password(keep_password), m_hide_presence(s.hide_presence) {}
     ~Session() { sim::tools::wipe(m_password); }
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -526,6 +533,8 @@ public:
             print_line(stderr, "sim: warning: cannot store the session token: " + saved.error().message());
         }
     }
+    /// Whether later logins (reconnect()) hide the user's presence: the chat's /presence changes it.
+    void set_hide_presence(bool hidden) { m_hide_presence = hidden; }
     /// The password open() kept (`keep_password`).
     [[nodiscard]] const std::string& password() const { return m_password; }
 
@@ -535,6 +544,7 @@ private:
         sim::ClientOptions o;
         o.config.state = &keys;
         o.config.require_end_to_end = m_s.end_to_end_only;
+        o.config.hide_presence = m_hide_presence;
         o.host = m_s.host;
         o.port = m_s.port;
         o.known_servers_file = m_s.known_servers;
@@ -632,6 +642,7 @@ private:
     sim::tools::SessionState m_state;
     bool m_keep_password = false;
     std::string m_password;  // kept for reconnect() only when asked
+    bool m_hide_presence = false;
 };
 
 sim::Result<std::string> canonical(std::string_view what, const std::string& name) {
@@ -1177,8 +1188,14 @@ private:
                                                                      : user_message(closed->reason);
                 return;  // connection_lost() says it
             }
-            // Ratchet steps and key rotations are routine: only --verbose shows them.
-            const bool routine = std::holds_alternative<sim::KeyRotatedEvent>(*e) && !m_s.verbose;
+            // Ratchet steps and key rotations are routine: only --verbose shows them. Presence: only changes (the
+            // snapshot after each login repeats what is known), and a contact's first report only when online.
+            bool routine = std::holds_alternative<sim::KeyRotatedEvent>(*e) && !m_s.verbose;
+            if (const auto* p = std::get_if<sim::PresenceEvent>(&*e)) {
+                const auto known = m_presence.find(p->peer);
+                routine = known == m_presence.end() ? !p->online : known->second == p->online;
+                m_presence[p->peer] = p->online;
+            }
             m_view.event(*e, routine ? std::string() : describe(*e));
             if (const auto* m = std::get_if<sim::MessageEvent>(&*e); m != nullptr && !m->peer.empty()) {
                 // Someone other than the current peer wrote: say how to answer them, once per new sender.
@@ -1282,8 +1299,8 @@ private:
         }
         if (cmd == "/help") {
             say("* /open PEER, /to PEER, /r TEXT (answer the last sender), /leave [PEER], /who, /safety [PEER], "
-                "/verify [PEER], /accept [PEER], /history [N], /search TEXT, /approve CODE, /quit; //text sends "
-                "'/text'");
+                "/verify [PEER], /accept [PEER], /history [N], /search TEXT, /presence show|hide, /approve CODE, /quit; "
+                "//text sends '/text'");
         } else if (cmd == "/approve") {
             // The code a new device of ours shows, after its request was announced here (LinkRequestEvent).
             if (const auto st = m_c.client->core().approve_device(arg); !st) {
@@ -1291,6 +1308,8 @@ private:
             }
         } else if (cmd == "/who") {
             who();
+        } else if (cmd == "/presence") {
+            presence(arg);
         } else if (cmd == "/history") {
             history(arg);
         } else if (cmd == "/search") {
@@ -1495,6 +1514,28 @@ private:
         m_view.listing(lines);
     }
 
+    /// /presence show|hide: appear online to contacts or not, now and after reconnects.
+    void presence(const std::string& arg) {
+        if (arg != "show" && arg != "hide") {
+            say(std::string("* your presence is ") + (m_hidden ? "hidden" : "shown") +
+                " to your contacts; /presence show or /presence hide changes it");
+            return;
+        }
+        m_hidden = arg == "hide";
+        m_session.set_hide_presence(m_hidden);
+        if (m_down) {
+            say("* not connected: your presence will be " + std::string(m_hidden ? "hidden" : "shown") +
+                " after the reconnect");
+            return;
+        }
+        if (auto st = m_c.client->core().set_presence_hidden(m_hidden); !st) {
+            say("! presence not changed now: " + st.error().message());
+            return;
+        }
+        say(m_hidden ? "* your presence is hidden: your contacts see you offline"
+                     : "* your presence is shown to your contacts");
+    }
+
     void who() {
         const auto peers = m_c.client->core().conversations();
         if (peers.empty()) {
@@ -1531,6 +1572,8 @@ private:
 
     const Settings& m_s;
     Session& m_session;
+    bool m_hidden = m_s.hide_presence;            // /presence
+    std::map<std::string, bool> m_presence;       // contacts' presence as last told (PresenceEvent)
     Connection& m_c;
     std::string m_current;
     std::string m_last_sender;      // who wrote last (/r answers them)

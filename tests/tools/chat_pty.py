@@ -134,6 +134,13 @@ def main():
         for c in both:
             c.wait_for(r"end-to-end", others=both)
 
+        # Presence: each named the other at login, so each is the other's contact; an online one has '*' in the
+        # conversation list (read after a full repaint, Ctrl-L, so that the line is drawn whole).
+        pause(0.5, both)
+        mark = len(alice.out)
+        alice.type(b"\x0c")
+        alice.wait_for(r"> bob \*", since=mark, others=both)
+
         # A typed line is one message on the other screen.
         alice.type(b"ping-from-alice-7\r")
         bob.wait_for(r"ping-from-alice-7", others=both)

@@ -640,6 +640,14 @@ chat)
     wait_for "$T/bob.out" "* /r TEXT answers alice (you are talking to nobody)"
     echo "/r hi alice" >&4
     wait_for "$T/alice.out" "[bob] hi alice"
+    # presence: alice named bob at her login, bob wrote to alice: contacts; hiding shows bob offline to alice
+    echo "/presence hide" >&4
+    wait_for "$T/bob.out" "* your presence is hidden: your contacts see you offline"
+    wait_for "$T/alice.out" "* bob is offline"
+    ONLINE=$(grep -cF -- "* bob is online" "$T/alice.out")
+    echo "/presence show" >&4
+    wait_for "$T/bob.out" "* your presence is shown to your contacts"
+    wait_for_count "$T/alice.out" "* bob is online" $((ONLINE + 1))
     grep -q "/r TEXT answers bob" "$T/alice.out" && fail "a hint for the peer one is already talking to"
     echo "/to alice" >&4
     echo "//slash text" >&4

@@ -398,3 +398,22 @@ TEST_CASE("time labels: HH:MM today, the date otherwise, the server's time when 
     CHECK(m.visible()[0]->time_ms == now - 600'000);
     CHECK(m.visible()[0]->server_time_ms == now);
 }
+
+TEST_CASE("model: presence marks online contacts in the conversation list") {
+    ChatModel m;
+    m.open("bob");
+    CHECK(m.list_label("bob") == "> bob");
+    CHECK_FALSE(m.presence("bob").has_value());
+    m.set_presence("bob", true);
+    m.set_presence("carol", false);  // a contact the server told about: in the list
+    CHECK(m.conversations() == std::vector<std::string>{"bob", "carol"});
+    CHECK(m.presence("bob") == true);
+    CHECK(m.presence("carol") == false);
+    CHECK(m.list_label("bob") == "> bob *");
+    CHECK(m.list_label("carol") == "  carol");
+    CHECK(m.add_message("carol", "carol", "hi", 0, 0));
+    m.set_presence("carol", true);
+    CHECK(m.list_label("carol") == "  carol * (1)");
+    m.set_presence("bob", false);
+    CHECK(m.list_label("bob") == "> bob");
+}

@@ -175,10 +175,12 @@ public:
     };
 
     /// `static_key` empty: a fresh client static key.
+    /// `features`: offered in the handshake (docs/protocol.md 3.2); agreed() says what the server accepted.
     RawClient(sim::KnownServers& known, sim::Rng& rng, const sim::Clock& clock, std::string server_id = "test-server:1",
-              sim::ByteView static_key = {}) {
+              sim::ByteView static_key = {}, std::vector<sim::ChannelFeature> features = {}) {
         sim::ClientHandshakeConfig cfg;
         cfg.server_id = std::move(server_id);
+        cfg.features = std::move(features);
         if (!static_key.empty()) {
             cfg.static_private_key = sim::to_bytes<sim::SecureBytes>(static_key);
         }
@@ -251,6 +253,7 @@ public:
     std::vector<sim::Frame> inbox;
     sim::ServerLimits limits{};  // from a test's login helper
     sim::Bytes handshake_hash;
+    std::vector<sim::ChannelFeature> features;  // agreed in the handshake
     bool closed = false;
     bool ready = false;
 
@@ -267,6 +270,7 @@ private:
             auto keys = m_hs->finish();
             REQUIRE(keys.has_value());
             handshake_hash = keys->handshake_hash;
+            features = keys->features;
             m_send.emplace(std::move(keys->send));
             m_recv.emplace(std::move(keys->recv));
             ready = true;

@@ -914,3 +914,73 @@ TEST_CASE("the channel session config is applied: in-order only, fail closed") {
     CHECK(run.server->recv.status().dead);                // ...and the session is dead (fail_closed)
     CHECK(run.server->recv.open(*r2).code() == Errc::invalid_state);
 }
+
+TEST_CASE("features (docs/protocol.md 3.2): agreed only when both speak them; a version-1 peer sees version 1") {
+    const std::vector<ChannelFeature> presence{ChannelFeature::presence};
+    SUBCASE("both speak presence") {
+        Env env("features both");
+        auto cc = env.client_config();
+        cc.features = presence;
+        auto sc = env.server_config(env.server_key);
+        sc.features = presence;
+        auto c = env.client(std::move(cc));
+        auto s = env.server(std::move(sc));
+        auto run = drive(c, s);
+        REQUIRE(run.client.has_value());
+        REQUIRE(run.server.has_value());
+        CHECK(run.client->features == presence);
+        CHECK(run.server->features == presence);
+        check_sessions(*run.client, *run.server);
+    }
+    SUBCASE("a server that does not speak it: skipped like an unknown suite, a two-byte ServerHello") {
+        Env env("features client only");
+        auto cc = env.client_config();
+        cc.features = presence;
+        auto c = env.client(std::move(cc));
+        auto s = env.server();
+        auto run = drive(c, s);
+        REQUIRE(run.client.has_value());
+        REQUIRE(run.server.has_value());
+        CHECK(run.client->features.empty());
+        CHECK(run.server->features.empty());
+    }
+    SUBCASE("a client that does not offer it gets the version-1 ServerHello") {
+        Env env("features server only");
+        auto sc = env.server_config(env.server_key);
+        sc.features = presence;
+        auto c = env.client();
+        auto s = env.server(std::move(sc));
+        auto run = drive(c, s);
+        REQUIRE(run.client.has_value());
+        REQUIRE(run.server.has_value());
+        CHECK(run.client->features.empty());
+        CHECK(run.server->features.empty());
+    }
+    SUBCASE("a ServerHello accepting a feature that was not offered, or with a bad list, is refused") {
+        struct Case {
+            const char* name;
+            Bytes hello;
+            Errc client_error;
+        };
+        const std::vector<Case> cases = {
+            {"not offered", {1, 2, 1, 0xC2}, Errc::bad_field},
+            {"twice", {1, 2, 2, 0xC1, 0xC1}, Errc::bad_field},
+            {"count too large", {1, 2, 2, 0xC1}, Errc::truncated},
+            {"after the list", {1, 2, 1, 0xC1, 0}, Errc::trailing_bytes},
+        };
+        for (const auto& tc : cases) {
+            INFO(tc.name);
+            Env env("raw server features");
+            auto cc = env.client_config();
+            cc.suites = SuitePolicy::forbid_tdes();
+            cc.features = presence;
+            auto c = env.client(std::move(cc));
+            auto raw = RawPeer::make(noise::Role::responder, *env.rng, env.server_key);
+            auto m1 = c.write_message();
+            REQUIRE(m1.has_value());
+            REQUIRE(raw.read(*m1).has_value());
+            CHECK(c.read_message(raw.write(tc.hello)).code() == tc.client_error);
+            check_client_dead(c);
+        }
+    }
+}

@@ -140,9 +140,9 @@ TEST_CASE("every frame type round-trips") {
     }
 }
 
-TEST_CASE("frame type table: exactly the sixteen version-1 types are defined") {
+TEST_CASE("frame type table: exactly the seventeen version-1 types are defined") {
     const std::vector<std::uint8_t> defined = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
-                                               0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D};
+                                               0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E};
     int count = 0;
     for (unsigned v = 0; v < 256; ++v) {
         const auto t = sim::frame_type_from_wire(static_cast<std::uint8_t>(v));
@@ -154,10 +154,11 @@ TEST_CASE("frame type table: exactly the sixteen version-1 types are defined") {
             CHECK(sim::frame_type_name(*t) != "unknown");
         }
     }
-    CHECK(count == 16);
+    CHECK(count == 17);
     CHECK(sim::frame_type_name(FrameType::passwd) == "passwd");
     CHECK(sim::frame_type_name(FrameType::link) == "link");
     CHECK(sim::frame_type_name(FrameType::devices) == "devices");
+    CHECK(sim::frame_type_name(FrameType::presence) == "presence");
     CHECK(sim::frame_type_name(FrameType::limits) == "limits");
     CHECK(sim::frame_type_name(FrameType::prekeys) == "prekeys");
     CHECK(sim::frame_type_name(FrameType::ack) == "ack");
@@ -215,7 +216,7 @@ TEST_CASE("decode: each header error has its own code") {
         }
     }
     SUBCASE("unknown type (unassigned and reserved values)") {
-        for (const std::uint8_t t : {0x00, 0x03, 0x0F, 0x1E, 0x1F, 0x20, 0x7F, 0x80, 0xFF}) {
+        for (const std::uint8_t t : {0x00, 0x03, 0x0F, 0x1F, 0x20, 0x7F, 0x80, 0xFF}) {
             Bytes b = good;
             b[1] = t;
             CHECK(decode_code(b) == Errc::unknown_frame_type);

@@ -881,3 +881,44 @@ TEST_CASE("stopping a server while connections keep arriving returns (no accept 
         knocker.join();
     }
 }
+
+TEST_CASE("presence over TCP (sim::Client): contacts see each other online and offline; hiding; a stranger") {
+    InProcessServer server;
+    sim::ClientOptions options;
+    options.port = server.port();
+    options.config.handshake.server_id = "presence-test";
+    options.state.in_memory = true;
+    auto bob = sim::Client::connect(options);
+    REQUIRE_MESSAGE(bob, bob.error().message());
+    auto alice = sim::Client::connect(options);
+    REQUIRE_MESSAGE(alice, alice.error().message());
+    auto trudy = sim::Client::connect(options);
+    REQUIRE_MESSAGE(trudy, trudy.error().message());
+    CHECK((*alice)->core().presence_supported());
+    const auto presence = [](sim::Client& c, const std::string& peer) {
+        auto e = c.wait_for<sim::PresenceEvent>(peer, 10s);
+        REQUIRE_MESSAGE(e, e.error().message());
+        return e->online;
+    };
+
+    REQUIRE((*bob)->login("presbob", "presence password"));
+    REQUIRE((*alice)->login("presalice", "presence password", "presbob"));
+    REQUIRE((*bob)->open("presalice"));  // each has named the other: contacts
+    CHECK(presence(**alice, "presbob"));
+    CHECK(presence(**bob, "presalice"));
+
+    REQUIRE((*trudy)->login("prestrudy", "presence password", "presalice"));
+    REQUIRE((*trudy)->core().query_presence("presalice"));
+    CHECK_FALSE(presence(**trudy, "presalice"));  // alice is online; trudy is not her contact
+
+    REQUIRE((*bob)->core().set_presence_hidden(true));
+    CHECK_FALSE(presence(**alice, "presbob"));
+    REQUIRE((*alice)->core().query_presence("presbob"));
+    CHECK_FALSE(presence(**alice, "presbob"));
+    REQUIRE((*bob)->core().set_presence_hidden(false));
+    CHECK(presence(**alice, "presbob"));
+    (*bob)->close();
+    CHECK_FALSE(presence(**alice, "presbob"));
+    (*alice)->close();
+    (*trudy)->close();
+}

@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "e2e/link.h"
 #include "proto/devices.h"
+#include "proto/presence.h"
 
 #include <doctest/doctest.h>
 
@@ -162,11 +163,11 @@ struct World {
         return *clients.back();
     }
 
-    /// A raw client (channel only), handshake done.
-    RawClient& connect_raw() {
+    /// A raw client (channel only), handshake done; `features` offered in the handshake.
+    RawClient& connect_raw(std::vector<sim::ChannelFeature> features = {}) {
         RawConn rc;
         rc.pipe = std::make_unique<Pipe>();
-        rc.client = std::make_shared<RawClient>(known, *rng, clock);
+        rc.client = std::make_shared<RawClient>(known, *rng, clock, "test-server:1", sim::ByteView{}, std::move(features));
         rc.pipe->client = rc.client;
         rc.pipe->server = server->accept(std::make_shared<PipeOutput>(*rc.pipe, false), "127.0.0.1:40001");
         REQUIRE(rc.pipe->server != nullptr);
@@ -186,8 +187,9 @@ struct World {
     }
 
     /// A raw client logged in as `user` (password = user name + "-pw"), inbox emptied of the login frames.
-    RawClient& raw_login(const std::string& user, const std::string& destination = {}) {
-        auto& c = connect_raw();
+    RawClient& raw_login(const std::string& user, const std::string& destination = {},
+                         std::vector<sim::ChannelFeature> features = {}) {
+        auto& c = connect_raw(std::move(features));
         send_init(c, user, user + "-pw", destination);
         settle();
         const auto first = std::find_if(c.inbox.begin(), c.inbox.end(),
@@ -2590,8 +2592,10 @@ TEST_CASE("typed events: kinds and names follow the variant") {
     CHECK(sim::client_event_kind<sim::MessageEvent> == sim::ClientEventKind::message);
     CHECK(sim::client_event_kind<sim::PasswordChangedEvent> == sim::ClientEventKind::password_changed);
     CHECK(sim::client_event_kind<sim::DeviceInfoEvent> == sim::ClientEventKind::device_info);
-    CHECK(std::variant_size_v<sim::ClientEvent> == static_cast<std::size_t>(sim::ClientEventKind::device_info) + 1);
+    CHECK(std::variant_size_v<sim::ClientEvent> == static_cast<std::size_t>(sim::ClientEventKind::presence) + 1);
     CHECK(sim::client_event_name(sim::ClientEventKind::link_code) == "link_code");
+    CHECK(sim::client_event_kind<sim::PresenceEvent> == sim::ClientEventKind::presence);
+    CHECK(sim::client_event_name(sim::ClientEventKind::presence) == "presence");
     const sim::ClientEvent gap = sim::GapEvent{"bob", 3};
     CHECK(sim::kind_of(gap) == sim::ClientEventKind::gap);
     CHECK(sim::client_event_name(sim::kind_of(gap)) == "gap");
@@ -3041,4 +3045,202 @@ TEST_CASE("fan-out: one-device senders and recipients keep the wire of before; o
         CHECK(std::get<1>(r[0]) == sim::Errc::bad_field);
         CHECK(std::get<1>(r[1]) == sim::Errc::devices_changed);
     }
+}
+
+// ---------------------------------------------------------------- presence (docs/protocol.md 6.10)
+
+namespace {
+
+const std::vector<sim::ChannelFeature> with_presence{sim::ChannelFeature::presence};
+
+sim::Frame presence_set(const std::string& user, bool hidden) {
+    sim::PresenceMessage m;
+    m.op = sim::PresenceOp::set;
+    m.hidden = hidden;
+    return sim::Frame{sim::FrameType::presence, 0, user, {}, sim::encode_presence(m).value()};
+}
+
+sim::Frame presence_query(const std::string& user, const std::string& about) {
+    sim::PresenceMessage m;
+    m.op = sim::PresenceOp::query;
+    return sim::Frame{sim::FrameType::presence, 0, user, about, sim::encode_presence(m).value()};
+}
+
+/// The presence entries `c` received (removed from its inbox), in order.
+std::vector<sim::PresenceEntry> presence_seen(RawClient& c) {
+    std::vector<sim::PresenceEntry> out;
+    for (const auto& f : c.take(sim::FrameType::presence)) {
+        CHECK(f.source == sim::server_name);
+        const auto m = sim::decode_presence(f.payload).value();
+        CHECK(m.op == sim::PresenceOp::status);
+        out.insert(out.end(), m.entries.begin(), m.entries.end());
+    }
+    return out;
+}
+
+using Seen = std::vector<sim::PresenceEntry>;
+
+/// A raw client of `user` that speaks presence, logged in with `set` sent right behind its init.
+RawClient& presence_login(World& w, const std::string& user, bool hidden = false) {
+    auto& c = w.connect_raw(with_presence);
+    REQUIRE(c.features == with_presence);
+    World::send_init(c, user, user + "-pw");
+    c.send(presence_set(user, hidden));
+    w.settle();
+    REQUIRE(c.take(sim::FrameType::ack_init).size() == 1);
+    c.take(sim::FrameType::limits);
+    return c;
+}
+
+void named(World& w, RawClient& c, const std::string& from, const std::string& to) {
+    c.send(sim::Frame{sim::FrameType::init, 0, from, to, sim::encode_credentials({sim::CredentialKind::none, {}})});
+    w.settle();
+}
+
+}  // namespace
+
+TEST_CASE("presence: contacts are told of each other's first device and last; hiding shows a user offline") {
+    World w;
+    auto& alice = presence_login(w, "alice");
+    CHECK(presence_seen(alice) == Seen{});  // the snapshot: no contacts yet
+    auto& bob = presence_login(w, "bob");
+    CHECK(presence_seen(bob) == Seen{});
+
+    // alice names bob: one-sided, nobody is told anything.
+    named(w, alice, "alice", "bob");
+    CHECK(presence_seen(alice).empty());
+    CHECK(presence_seen(bob).empty());
+    alice.send(presence_query("alice", "bob"));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});
+
+    // bob names alice: contacts now, each told the other's state.
+    named(w, bob, "bob", "alice");
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+    CHECK(presence_seen(bob) == Seen{{"alice", true}});
+    alice.send(presence_query("alice", "bob"));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+
+    // Hiding: the contacts see bob go offline, and a query says offline too; showing again.
+    bob.send(presence_set("bob", true));
+    w.settle();
+    CHECK(presence_seen(bob) == Seen{{"alice", true}});  // the snapshot that answers every `set`
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});
+    alice.send(presence_query("alice", "bob"));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});
+    bob.send(presence_set("bob", false));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+    presence_seen(bob);
+
+    // A newer connection of the device takes over: nothing changes for the contacts; when it leaves, bob is gone.
+    auto& bob2 = presence_login(w, "bob");
+    CHECK(bob.closed);
+    CHECK(presence_seen(bob2) == Seen{{"alice", true}});
+    CHECK(presence_seen(alice).empty());
+    w.drop(bob2);
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});
+    auto& bob3 = presence_login(w, "bob");
+    CHECK(presence_seen(bob3) == Seen{{"alice", true}});
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+    CHECK_FALSE(alice.closed);
+}
+
+TEST_CASE("presence: a stranger learns nothing, not by naming a user, not by asking") {
+    World w;
+    auto& alice = presence_login(w, "alice");
+    auto& bob = presence_login(w, "bob");
+    named(w, alice, "alice", "bob");
+    named(w, bob, "bob", "alice");
+    presence_seen(alice);
+    presence_seen(bob);
+
+    auto& trudy = presence_login(w, "trudy");
+    named(w, trudy, "trudy", "alice");  // trudy names alice; alice never names trudy
+    trudy.send(presence_query("trudy", "alice"));  // alice is online
+    trudy.send(presence_query("trudy", "carol"));  // carol has no account
+    w.settle();
+    const auto seen = presence_seen(trudy);
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0] == sim::PresenceEntry{"alice", false});  // the same answer as for a user who is not there
+    CHECK(seen[1] == sim::PresenceEntry{"carol", false});
+    w.drop(alice);
+    auto& alice2 = presence_login(w, "alice");
+    CHECK(presence_seen(trudy).empty());  // alice coming and going is not told to trudy
+    CHECK(presence_seen(alice2) == Seen{{"bob", true}});
+    CHECK(presence_seen(alice).empty());  // the dropped connection got nothing more
+}
+
+TEST_CASE("presence: a user who logs in hidden is never shown online; clients that do not speak it get nothing") {
+    World w;
+    auto& alice = presence_login(w, "alice");
+    auto& bob = presence_login(w, "bob");
+    named(w, alice, "alice", "bob");
+    named(w, bob, "bob", "alice");
+    presence_seen(alice);
+    w.drop(bob);
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});
+    auto& hidden = presence_login(w, "bob", true);  // `set` hidden is behind the init: known before anyone is told
+    CHECK(presence_seen(hidden) == Seen{{"alice", true}});
+    CHECK(presence_seen(alice).empty());
+
+    // A client that did not offer presence in its handshake: never sent a presence frame, and counts as online.
+    auto& old = w.connect_raw();
+    CHECK(old.features.empty());
+    World::send_init(old, "carol", "carol-pw");
+    w.settle();
+    named(w, old, "carol", "alice");
+    named(w, alice, "alice", "carol");
+    CHECK(presence_seen(alice) == Seen{{"carol", true}});
+    w.drop(old);
+    CHECK(presence_seen(alice) == Seen{{"carol", false}});
+    CHECK(old.take(sim::FrameType::presence).empty());
+
+    // Sending one without having agreed on it closes the connection, as for a server that does not know the type.
+    auto& rude = w.raw_login("dave");
+    rude.send(presence_set("dave", false));
+    w.settle();
+    CHECK(rude.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
+    CHECK(rude.closed);
+    // A status from a client, a bad flag: protocol errors.
+    auto& eve = presence_login(w, "eve");
+    eve.send(sim::Frame{sim::FrameType::presence, 0, "eve", {}, sim::Bytes{2, 0, 0}});
+    w.settle();
+    CHECK(eve.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
+    CHECK(eve.closed);
+}
+
+TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, oversized and bad fields are refused") {
+    sim::PresenceMessage status;
+    status.op = sim::PresenceOp::status;
+    status.entries = {{"alice", true}, {"bob", false}};
+    const auto wire = sim::encode_presence(status).value();
+    CHECK(wire == sim::Bytes{2, 0, 2, 5, 'a', 'l', 'i', 'c', 'e', 1, 3, 'b', 'o', 'b', 0});
+    CHECK(sim::decode_presence(wire).value() == status);
+    for (std::size_t n = 0; n < wire.size(); ++n) {
+        INFO(n);
+        CHECK(sim::decode_presence(sim::ByteView(wire).first(n)).code() == sim::Errc::truncated);
+    }
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_presence(longer).code() == sim::Errc::trailing_bytes);
+    auto flag = wire;
+    flag.back() = 2;
+    CHECK(sim::decode_presence(flag).code() == sim::Errc::bad_field);
+    auto control = wire;
+    control[4] = 0x07;
+    CHECK(sim::decode_presence(control).code() == sim::Errc::bad_field);
+    CHECK(sim::decode_presence(sim::Bytes{2, 0, 1, 0, 1}).code() == sim::Errc::bad_field);  // empty name
+    CHECK(sim::decode_presence(sim::Bytes{2, 1, 1}).code() == sim::Errc::bad_field);        // 257 entries
+    CHECK(sim::decode_presence(sim::Bytes{9}).code() == sim::Errc::bad_field);              // unknown op
+    CHECK(sim::decode_presence(sim::Bytes{1, 2}).code() == sim::Errc::bad_field);           // hidden flag 2
+    CHECK(sim::decode_presence(sim::Bytes{1, 1}).value().hidden);
+    CHECK(sim::decode_presence(sim::Bytes{3}).value().op == sim::PresenceOp::query);
+    CHECK(sim::decode_presence(sim::Bytes{3, 0}).code() == sim::Errc::trailing_bytes);
+    status.entries.assign(sim::max_presence_entries + 1, {"x", true});
+    CHECK(sim::encode_presence(status).code() == sim::Errc::invalid_argument);
+    status.entries.assign(sim::max_presence_entries, {std::string(sim::max_presence_name, 'x'), true});
+    CHECK(sim::decode_presence(sim::encode_presence(status).value()).value() == status);
 }

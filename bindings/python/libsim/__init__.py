@@ -31,8 +31,8 @@ from .client import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent,
                      DeviceInfoEvent, DevicesChangedEvent, ErrorEvent, Event, LinkCodeEvent, LinkRequestEvent,
                      EventIterator, EventKind, GapEvent, IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent,
                      KeyDirection, KeyRotatedEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
-                     PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent, connect,
-                     peer_of, pair_conversation_id)
+                     PeerOnlineEvent, PresenceEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent,
+                     WaitingEvent, connect, peer_of, pair_conversation_id)
 from .errors import (
     AccountError,
     ClosedError,
@@ -120,6 +120,7 @@ __all__ = [
     "PeerIdentity",
     "PeerLeftEvent",
     "PeerOnlineEvent",
+    "PresenceEvent",
     "ReceiptEvent",
     "ReceiptStatus",
     "TrustMode",

@@ -155,6 +155,20 @@ class AsyncClient:
         """End the conversation with `peer`."""
         self._client.leave(peer)
 
+    async def set_presence_hidden(self, hidden: bool) -> None:
+        """Hide (True) or show this user's presence to their contacts (before login: for the login). Raises an
+        Error NOT_IMPLEMENTED when the server does not speak presence."""
+        self._client.set_presence_hidden(hidden)
+
+    async def query_presence(self, peer: str) -> None:
+        """Ask for `peer`'s presence (answered by a PRESENCE event; offline for anyone who is not a contact)."""
+        self._client.query_presence(peer)
+
+    @property
+    def presence_supported(self) -> bool:
+        """Whether the server speaks presence (agreed in the handshake)."""
+        return self._client.presence_supported
+
     async def send_raw(self, frame: Frame) -> None:
         """Send any inner frame as is inside the encrypted channel (tests and diagnostics)."""
         self._client.send_raw(frame)

@@ -33,19 +33,21 @@ from ._libsim import (AuthenticatedEvent, ChannelReadyEvent, Client, ClosedEvent
                       DeviceInfoEvent, DevicesChangedEvent, ErrorEvent, EventIterator, EventKind, GapEvent,
                       IdentityChangedEvent, InboxEntry, InboxStatus, KeyAssignedEvent, KeyDirection, KeyRotatedEvent,
                       LinkCodeEvent, LinkRequestEvent, MessageEvent, PasswordChangedEvent, PeerIdentity, PeerLeftEvent,
-                      PeerOnlineEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent, WaitingEvent,
+                      PeerOnlineEvent, PresenceEvent, ReceiptEvent, ReceiptStatus, TrustMode, TrustRequiredEvent,
+                      WaitingEvent,
                       pair_conversation_id)
 
 #: Any event: one class per kind, each with only its own attributes and a ``kind`` (an EventKind).
 Event = Union[ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent, KeyAssignedEvent,
               KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent, GapEvent, ErrorEvent,
-              ClosedEvent, PasswordChangedEvent, LinkCodeEvent, LinkRequestEvent, DevicesChangedEvent, DeviceInfoEvent]
+              ClosedEvent, PasswordChangedEvent, LinkCodeEvent, LinkRequestEvent, DevicesChangedEvent, DeviceInfoEvent,
+              PresenceEvent]
 
 __all__ = ["AuthenticatedEvent", "ChannelReadyEvent", "Client", "ClosedEvent", "ConversationMode", "DeviceInfo",
            "DeviceInfoEvent", "DevicesChangedEvent", "ErrorEvent", "Event", "LinkCodeEvent", "LinkRequestEvent",
            "EventIterator", "EventKind", "GapEvent", "IdentityChangedEvent", "InboxEntry", "InboxStatus",
            "KeyAssignedEvent", "KeyDirection", "KeyRotatedEvent", "MessageEvent", "PasswordChangedEvent", "PeerIdentity",
-           "PeerLeftEvent", "PeerOnlineEvent", "ReceiptEvent", "ReceiptStatus", "TrustMode", "TrustRequiredEvent",
+           "PeerLeftEvent", "PeerOnlineEvent", "PresenceEvent", "ReceiptEvent", "ReceiptStatus", "TrustMode", "TrustRequiredEvent",
            "WaitingEvent", "connect", "peer_of", "pair_conversation_id"]
 
 

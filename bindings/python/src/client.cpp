@@ -237,6 +237,13 @@ void register_events(py::module_& m) {
                                      {"user", "devices"})
         .def_property_readonly("user", [](const sim::DeviceInfoEvent& e) { return to_py_str(e.user); })
         .def_readonly("devices", &sim::DeviceInfoEvent::devices);
+    bind_event<sim::PresenceEvent>(m, "PresenceEvent",
+                                   "A contact's presence: after login one per contact, then one per change, and the "
+                                   "answer to query_presence(). Anyone who is not a contact is reported offline.",
+                                   {"peer", "online"})
+        .def_property_readonly("peer", [](const sim::PresenceEvent& e) { return to_py_str(e.peer); })
+        .def_readonly("online", &sim::PresenceEvent::online,
+                      "True while the contact has a device connected and does not hide.");
 }
 
 /// Run `f` without the GIL.
@@ -479,6 +486,12 @@ public:
     void leave(const Text& peer) {
         check(with_core([&](sim::Client& c) { return c.leave(peer.value); }));
     }
+    void set_presence_hidden(bool hidden) {
+        check(with_core([&](sim::Client& c) { return c.core().set_presence_hidden(hidden); }));
+    }
+    void query_presence(const Text& peer) {
+        check(with_core([&](sim::Client& c) { return c.core().query_presence(peer.value); }));
+    }
     void logout(bool revoke_token, bool everywhere) {
         const std::uint8_t revoke = everywhere ? 2 : (revoke_token ? 1 : 0);
         check(with_core([&](sim::Client& c) { return c.logout(revoke); }));
@@ -644,7 +657,8 @@ void register_client(py::module_& m) {
         .value("LINK_CODE", ClientEventKind::link_code, "LinkCodeEvent")
         .value("LINK_REQUEST", ClientEventKind::link_request, "LinkRequestEvent")
         .value("DEVICES_CHANGED", ClientEventKind::devices_changed, "DevicesChangedEvent")
-        .value("DEVICE_INFO", ClientEventKind::device_info, "DeviceInfoEvent");
+        .value("DEVICE_INFO", ClientEventKind::device_info, "DeviceInfoEvent")
+        .value("PRESENCE", ClientEventKind::presence, "PresenceEvent");
 
     py::enum_<sim::ConversationMode>(m, "ConversationMode", "How a conversation is keyed.")
         .value("SERVER_ASSIGNED", sim::ConversationMode::server_assigned,
@@ -819,6 +833,15 @@ void register_client(py::module_& m) {
              "Mark every message with index < up_to as read (the cursor never moves back).")
         .def("probe", &PyClient::probe, py::arg("peer"), "Ask whether `peer` is online (answered by an event).")
         .def("leave", &PyClient::leave, py::arg("peer"), "End the conversation with `peer`.")
+        .def("set_presence_hidden", &PyClient::set_presence_hidden, py::arg("hidden"),
+             "Hide (True) or show this user's presence to their contacts; before login() it applies to the login. "
+             "Raises an Error NOT_IMPLEMENTED when the server does not speak presence.")
+        .def("query_presence", &PyClient::query_presence, py::arg("peer"),
+             "Ask for `peer`'s presence: a PRESENCE event follows (offline for anyone who is not a contact). Raises "
+             "an Error NOT_IMPLEMENTED when the server does not speak presence.")
+        .def_property_readonly(
+            "presence_supported", [](PyClient& c) { return c.client().core().presence_supported(); },
+            "Whether the server speaks presence (agreed in the handshake).")
         .def("logout", &PyClient::logout, py::kw_only(), py::arg("revoke_token") = false, py::arg("everywhere") = false,
              "Log out and close (optionally revoking this or all session tokens).")
         .def("send_raw", &PyClient::send_raw, py::arg("frame"),

@@ -79,6 +79,17 @@ private:
     std::map<std::string, Bytes, std::less<>> m_keys;
 };
 
+/// An optional protocol feature that client and server agree on in the handshake (docs/protocol.md 3.2): the client
+/// lists the ones it speaks among its suite ids (a server that knows none of them skips them like unknown suites),
+/// the server answers with those it speaks too. A new inner frame type is sent only when its feature was agreed.
+/// Values are stable; 0xC0-0xFF of the ClientHello's list are feature ids, never suites.
+enum class ChannelFeature : std::uint8_t {
+    presence = 0xC1,  ///< the `presence` inner frame (FrameType::presence, docs/protocol.md 6.10)
+};
+
+/// Whether `id`, a byte of a ClientHello's suite list, is a feature id rather than a suite.
+[[nodiscard]] constexpr bool is_channel_feature_id(std::uint8_t id) noexcept { return id >= 0xC0; }
+
 /// What the client does with a server key it has not pinned yet.
 enum class TrustMode : std::uint8_t {
     tofu,         ///< trust on first use: pin it and continue (the fingerprint is reported in the result)
@@ -119,6 +130,8 @@ struct ClientHandshakeConfig {
     /// pinned whatever the trust mode.
     std::string expected_fingerprint;
     SessionConfig session = default_channel_session_config();
+    /// Features offered (docs/protocol.md 3.2); empty: the ClientHello is exactly version 1's suite list.
+    std::vector<ChannelFeature> features;
 };
 
 /// Configuration of the server side.
@@ -131,6 +144,8 @@ struct ServerHandshakeConfig {
     /// Suites allowed, in the server's preference order (the server chooses).
     SuitePolicy suites = SuitePolicy::default_policy();
     SessionConfig session = default_channel_session_config();
+    /// Features this server speaks; it accepts those of them a client offers (docs/protocol.md 3.2).
+    std::vector<ChannelFeature> features;
 };
 
 /// What a completed channel handshake hands over.
@@ -149,7 +164,19 @@ struct ChannelEstablished {
     Bytes peer_static;
     /// fingerprint() of the server's static key (on the server: of its own key).
     std::string server_fingerprint;
+    /// The features both sides speak (offered by the client and accepted by the server), in the client's order.
+    std::vector<ChannelFeature> features;
 };
+
+/// Whether `established` agreed on `feature`.
+[[nodiscard]] inline bool has_feature(const std::vector<ChannelFeature>& features, ChannelFeature feature) {
+    for (const auto f : features) {
+        if (f == feature) {
+            return true;
+        }
+    }
+    return false;
+}
 
 /// The client side of the channel handshake.
 class ClientHandshake {
@@ -175,7 +202,8 @@ public:
     /// Errc::frame_too_large (over max_channel_handshake_message), Errc::bad_field (protocol id differs from ours),
     /// the Noise errors (auth_failed, truncated, invalid_key), Errc::server_key_mismatch (a pinned or expected key
     /// differs: checked before anything else is done with the message), Errc::unsupported_version,
-    /// Errc::truncated / Errc::trailing_bytes (ServerHello length), Errc::no_common_suite (the server found
+    /// Errc::truncated / Errc::trailing_bytes (ServerHello length; a feature list only when features were offered),
+    /// Errc::bad_field (the server accepted a feature that was not offered), Errc::no_common_suite (the server found
     /// none), Errc::suite_not_allowed (the server chose a suite we did not offer), Errc::server_key_unknown
     /// (TrustMode::pinned_only and no pin), or the KnownServers backend's error.
     Status read_message(ByteView message);

@@ -181,13 +181,21 @@ struct DeviceInfoEvent {
     std::vector<DeviceInfo> devices;
 };
 
+/// A contact's presence (docs/protocol.md 6.10): after login, one per contact (a snapshot), then one per change,
+/// and the answer to ClientCore::query_presence. The server tells only contacts (each side named the other) that
+/// are online and do not hide; a stranger is reported offline.
+struct PresenceEvent {
+    std::string peer;
+    bool online = false;
+};
+
 /// What happened on a client: one struct per kind, holding only that kind's fields. Switch on it with std::visit
 /// or std::get_if; kind_of() names the alternative.
 using ClientEvent =
     std::variant<ChannelReadyEvent, TrustRequiredEvent, AuthenticatedEvent, WaitingEvent, PeerOnlineEvent,
                  KeyAssignedEvent, KeyRotatedEvent, MessageEvent, PeerLeftEvent, ReceiptEvent, IdentityChangedEvent,
                  GapEvent, ErrorEvent, ClosedEvent, PasswordChangedEvent, LinkCodeEvent, LinkRequestEvent,
-                 DevicesChangedEvent, DeviceInfoEvent>;
+                 DevicesChangedEvent, DeviceInfoEvent, PresenceEvent>;
 
 /// The alternatives of ClientEvent, in the same order: for choosing one at run time (Client::wait_for_kind, the
 /// Python binding) and for printing (client_event_name).
@@ -211,6 +219,7 @@ enum class ClientEventKind : std::uint8_t {
     link_request,
     devices_changed,
     device_info,
+    presence,
 };
 
 namespace detail {
@@ -317,6 +326,9 @@ struct ClientConfig {
     /// The civil clock whose reading each message carries as its sender's timestamp (docs/protocol.md 5.2, 6.3).
     /// Empty: the system clock. Tests set a fixed one.
     std::function<WallTime()> wall_clock;
+    /// Hide this user's presence: the server shows the user offline to their contacts (docs/protocol.md 6.10).
+    /// Sent at each login when the server speaks presence; ClientCore::set_presence_hidden changes it.
+    bool hide_presence = false;
 };
 
 /// The sans-IO client. Thread-safe: calls may come from the application and the transport concurrently.
@@ -350,6 +362,15 @@ public:
     Result<MessageId> send(std::string_view peer, std::string_view text);
     /// Ask whether `peer` is online (ack_init 2 or 3 comes back as an event).
     Status probe(std::string_view peer);
+    /// Hide (true) or show this user's presence to their contacts, now and at later logins of this core
+    /// (docs/protocol.md 6.10). Errc::not_implemented when the server does not speak presence (the handshake did
+    /// not agree on it; before the handshake the choice is only remembered), Errc::closed.
+    Status set_presence_hidden(bool hidden);
+    /// Ask for `peer`'s presence: a PresenceEvent follows (offline for anyone who is not a contact). Errors:
+    /// not_authenticated, bad_destination, not_implemented (the server does not speak presence), closed.
+    Status query_presence(std::string_view peer);
+    /// Whether the server speaks presence (known once the channel is up).
+    [[nodiscard]] bool presence_supported() const;
     /// Probe every awaited peer, or send a keepalive when nothing is awaited. Call periodically.
     void tick();
     /// Send what the outbox may send now (it paces itself to the server's limits; docs/protocol.md 6.6). Call at

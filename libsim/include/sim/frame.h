@@ -66,6 +66,8 @@ enum class FrameType : std::uint8_t {
     passwd = 0x1B,     ///< client: change the password (old + new); server: changed, with a new session token (5.5)
     link = 0x1C,       ///< linking a new device: step, device, data (section 6.9)
     devices = 0x1D,    ///< device lists and the owner's devices: op and its fields (section 6.9)
+    presence = 0x1E,   ///< presence of contacts: op and its fields (section 6.10); only after the handshake
+                       ///< announced it (ChannelEstablished::features)
 };
 
 /// Stages carried in the sid of an ack_init frame.

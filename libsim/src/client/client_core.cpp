@@ -4,6 +4,8 @@
 #include "durable_outbox.h"
 #include "e2e_client.h"
 
+#include "../proto/presence.h"
+
 #include <sim/auth.h>
 #include <sim/client.h>
 #include <sim/client_state.h>
@@ -57,6 +59,8 @@ std::string_view client_event_name(ClientEventKind kind) noexcept {
             return "devices_changed";
         case ClientEventKind::device_info:
             return "device_info";
+        case ClientEventKind::presence:
+            return "presence";
     }
     return "unknown";
 }
@@ -89,6 +93,8 @@ struct ClientCore::Impl {
     std::string user;
     bool login_sent = false;
     bool authed = false;
+    bool speaks_presence = false;  // the handshake agreed on the presence frame (docs/protocol.md 3.2, 6.10)
+    std::string login_user;        // the name the login was sent under (the source of frames before ack_init 1)
     std::optional<PrekeyStatus> early_prekey_status;  // a server sends it just before ack_init 1
     IssuedSessionToken token;
     SecureBytes new_password;  // while a password change is under way
@@ -279,6 +285,33 @@ struct ClientCore::Impl {
         }
     }
 
+    /// Subscribe to the contacts' presence and say whether the user hides, right behind the login's init, so the
+    /// server knows it before it tells anyone the user is online (docs/protocol.md 6.10).
+    /// Whether a presence `set` may go now: after a login, but not while this connection is a device being linked
+    /// (the server allows it only link frames); a new installation sends it once it is authenticated.
+    [[nodiscard]] bool presence_due() const { return login_sent && (authed || login_device != DeviceId{0}); }
+    Status send_presence_set() {
+        if (!speaks_presence) {
+            return Error{Errc::not_implemented, "the server does not speak presence"};
+        }
+        PresenceMessage m;
+        m.op = PresenceOp::set;
+        m.hidden = config.hide_presence;
+        SIM_TRY(auto payload, encode_presence(m));
+        return send_inner(Frame{FrameType::presence, 0, authed ? user : login_user, {}, std::move(payload)});
+    }
+
+    void on_presence(const Frame& f) {
+        auto m = decode_presence(f.payload);
+        if (!speaks_presence || f.source != server_name || !m || m->op != PresenceOp::status) {
+            fail(m ? Error{Errc::bad_field, "presence not expected from the server"} : m.error());
+            return;
+        }
+        for (auto& e : m->entries) {
+            emit(PresenceEvent{std::move(e.user), e.online});
+        }
+    }
+
     Status send_inner(Frame frame) {
         if (phase == Phase::closed) {
             return Error{Errc::closed, "connection closed"};
@@ -348,6 +381,7 @@ struct ClientCore::Impl {
                     }
                     send.emplace(std::move(est->send));
                     recv.emplace(std::move(est->recv));
+                    speaks_presence = has_feature(est->features, ChannelFeature::presence);
                     phase = Phase::ready;
                     if (output) {
                         output->established();
@@ -359,6 +393,9 @@ struct ClientCore::Impl {
                         if (!send_inner(std::move(f))) {
                             return;
                         }
+                    }
+                    if (presence_due()) {
+                        (void)send_presence_set();  // right behind the init it follows
                     }
                     return;
                 }
@@ -431,6 +468,9 @@ struct ClientCore::Impl {
                 }
                 break;
             }
+            case FrameType::presence:
+                on_presence(f);
+                break;
             case FrameType::prekeys: {
                 if (f.source != server_name || (!authed && !login_sent)) {
                     fail(Error{Errc::bad_field, "prekeys status not from the server"});
@@ -551,6 +591,9 @@ struct ClientCore::Impl {
                 user = f.destination;
                 if (!t->token.empty()) {
                     token = std::move(*t);
+                }
+                if (login_device == DeviceId{0} && speaks_presence) {
+                    (void)send_presence_set();  // held back while this installation was being linked
                 }
                 if (const auto st = e2e->set_user(user); !st) {
                     fail(st.error());
@@ -683,6 +726,9 @@ ClientCore::~ClientCore() = default;
 Result<std::shared_ptr<ClientCore>> ClientCore::create(ClientConfig config, KnownServers& known, Rng& rng,
                                                        const Clock& clock, EventSink sink) {
     const bool first_contact = !known.lookup(config.handshake.server_id).has_value();
+    if (!has_feature(config.handshake.features, ChannelFeature::presence)) {
+        config.handshake.features.push_back(ChannelFeature::presence);  // offered; sent only if the server agrees
+    }
     SIM_TRY(auto hs, ClientHandshake::create(config.handshake, known, rng, clock));
     auto impl = std::make_unique<Impl>(std::move(config), known, rng, clock, std::move(sink));
     impl->handshake.emplace(std::move(hs));
@@ -736,8 +782,12 @@ Status ClientCore::login(std::string_view user, const Credentials& credentials, 
     }
     m_impl->login_device = with_device.device;
     m_impl->login_sent = true;
+    m_impl->login_user = std::string(user);
     auto st = m_impl->send_inner(
         Frame{FrameType::init, 0, std::string(user), std::string(destination), encode_credentials(with_device)});
+    if (st && m_impl->phase == Impl::Phase::ready && m_impl->speaks_presence && m_impl->presence_due()) {
+        st = m_impl->send_presence_set();
+    }
     m_impl->flush(lock);
     return st;
 }
@@ -778,6 +828,45 @@ Status ClientCore::probe(std::string_view peer) {
     auto st = m_impl->send_inner(Frame{FrameType::probe, 0, m_impl->user, std::string(peer), {}});
     m_impl->flush(lock);
     return st;
+}
+
+Status ClientCore::set_presence_hidden(bool hidden) {
+    std::unique_lock lock(m_impl->mutex);
+    if (m_impl->phase == Impl::Phase::closed) {
+        return Error{Errc::closed, "connection closed"};
+    }
+    m_impl->config.hide_presence = hidden;
+    if (m_impl->phase != Impl::Phase::ready) {
+        return ok();  // sent behind the login once the server is known to speak presence
+    }
+    if (!m_impl->speaks_presence) {
+        return Error{Errc::not_implemented, "the server does not speak presence"};
+    }
+    Status st = ok();
+    if (m_impl->presence_due()) {
+        st = m_impl->send_presence_set();
+    }
+    m_impl->flush(lock);
+    return st;
+}
+
+Status ClientCore::query_presence(std::string_view peer) {
+    std::unique_lock lock(m_impl->mutex);
+    SIM_TRY_STATUS(check_peer_call(*m_impl, peer));
+    if (!m_impl->speaks_presence) {
+        return Error{Errc::not_implemented, "the server does not speak presence"};
+    }
+    PresenceMessage m;
+    m.op = PresenceOp::query;
+    SIM_TRY(auto payload, encode_presence(m));
+    auto st = m_impl->send_inner(Frame{FrameType::presence, 0, m_impl->user, std::string(peer), std::move(payload)});
+    m_impl->flush(lock);
+    return st;
+}
+
+bool ClientCore::presence_supported() const {
+    const std::lock_guard lock(m_impl->mutex);
+    return m_impl->speaks_presence;
 }
 
 void ClientCore::tick() {

@@ -95,7 +95,7 @@ Result<ChannelEstablished> establish(noise::HandshakeState& hs, bool initiator, 
     session.suite = suite;
     SIM_TRY(SendSession send, SendSession::create(session, initiator ? key_i2r : key_r2i, rng, clock));
     SIM_TRY(RecvSession recv, RecvSession::create(session, initiator ? key_r2i : key_i2r, rng, clock));
-    return ChannelEstablished{protocol, suite, std::move(send), std::move(recv), h, peer, std::move(server_fp)};
+    return ChannelEstablished{protocol, suite, std::move(send), std::move(recv), h, peer, std::move(server_fp), {}};
 }
 
 /// Surface a bad SessionConfig when the handshake is created rather than when it completes: build a throw-away
@@ -206,6 +206,7 @@ struct ClientHandshake::Impl : HandshakeCore {
     Bytes server_static;
     std::string server_fp;
     SuiteId suite = SuiteId::aes256_gcm;
+    std::vector<ChannelFeature> agreed;
 
     Error fail(Error err) {
         fail_closed(err, cfg.static_private_key);
@@ -228,6 +229,9 @@ struct ClientHandshake::Impl : HandshakeCore {
             for (const SuiteId id : cfg.suites.preference()) {
                 hello.push_back(static_cast<std::uint8_t>(id));
             }
+            for (const ChannelFeature f : cfg.features) {
+                hello.push_back(static_cast<std::uint8_t>(f));  // skipped as unknown suites by an older server
+            }
             hello[1] = static_cast<std::uint8_t>(hello.size() - 2);
             SIM_TRY(const Bytes m, hs->write_message(hello));
             hello_sent = true;
@@ -237,6 +241,7 @@ struct ClientHandshake::Impl : HandshakeCore {
         SIM_TRY(const Bytes m, hs->write_message({}));
         SIM_TRY(ChannelEstablished est,
                 establish(*hs, true, cfg.protocol, suite, cfg.session, server_fp, *rng, *clock));
+        est.features = agreed;
         result.emplace(std::move(est));
         hs.reset();
         wipe(cfg.static_private_key);
@@ -265,8 +270,25 @@ struct ClientHandshake::Impl : HandshakeCore {
         if (payload.size() < 2) {
             return Error{Errc::truncated, "ServerHello shorter than 2 bytes"};
         }
-        if (payload.size() > 2) {
+        if (payload.size() > 2 && cfg.features.empty()) {
             return Error{Errc::trailing_bytes, "ServerHello longer than 2 bytes"};
+        }
+        if (payload.size() > 2) {
+            // count u8 | count x feature id: the offered features the server speaks too (3.2).
+            const std::size_t count = payload[2];
+            if (payload.size() < 3 + count) {
+                return Error{Errc::truncated, "ServerHello shorter than its feature count"};
+            }
+            if (payload.size() > 3 + count) {
+                return Error{Errc::trailing_bytes, "ServerHello longer than its feature count"};
+            }
+            for (std::size_t i = 0; i < count; ++i) {
+                const auto f = static_cast<ChannelFeature>(payload[3 + i]);
+                if (!has_feature(cfg.features, f) || has_feature(agreed, f)) {
+                    return Error{Errc::bad_field, "the server accepted a feature that was not offered"};
+                }
+                agreed.push_back(f);
+            }
         }
         if (payload[0] != channel_hello_version) {
             return Error{Errc::unsupported_version, "ServerHello version is not 1"};
@@ -422,6 +444,7 @@ struct ServerHandshake::Impl : HandshakeCore {
     HandshakeProtocol protocol = HandshakeProtocol::noise_xx_25519_chachapoly_sha256;
     bool hello_read = false;
     std::optional<SuiteId> chosen;
+    std::vector<ChannelFeature> agreed;  // offered by the client and spoken here: the ServerHello lists them
 
     Error fail(Error err) {
         fail_closed(err, cfg.static_private_key);
@@ -469,7 +492,13 @@ struct ServerHandshake::Impl : HandshakeCore {
         // Ids we do not know are skipped: a newer client may offer more.
         std::vector<SuiteId> offer;
         for (std::size_t i = 0; i < count; ++i) {
-            if (const auto s = suite_from_wire(hello[2 + i])) {
+            const std::uint8_t id = hello[2 + i];
+            if (is_channel_feature_id(id)) {
+                const auto f = static_cast<ChannelFeature>(id);
+                if (has_feature(cfg.features, f) && !has_feature(agreed, f)) {
+                    agreed.push_back(f);
+                }
+            } else if (const auto s = suite_from_wire(id)) {
                 offer.push_back(*s);
             }
         }
@@ -491,6 +520,7 @@ struct ServerHandshake::Impl : HandshakeCore {
             return Error{Errc::bad_field, "msg3 payload must be empty"};
         }
         SIM_TRY(ChannelEstablished est, establish(*hs, false, protocol, *chosen, cfg.session, own_fp, *rng, *clock));
+        est.features = agreed;
         result.emplace(std::move(est));
         hs.reset();
         action = ChannelAction::complete;
@@ -554,7 +584,14 @@ Result<Bytes> ServerHandshake::write_message() {
     if (m_impl->action != ChannelAction::write_message) {
         return m_impl->fail(Error{Errc::invalid_state, "server handshake: not expecting write_message"});
     }
-    const Bytes hello{channel_hello_version, m_impl->chosen ? static_cast<std::uint8_t>(*m_impl->chosen) : no_suite};
+    Bytes hello{channel_hello_version, m_impl->chosen ? static_cast<std::uint8_t>(*m_impl->chosen) : no_suite};
+    if (!m_impl->agreed.empty() && m_impl->chosen) {
+        // Only to a client that offered a feature spoken here: a version-1 client reads exactly two bytes (3.2).
+        hello.push_back(static_cast<std::uint8_t>(m_impl->agreed.size()));
+        for (const auto f : m_impl->agreed) {
+            hello.push_back(static_cast<std::uint8_t>(f));
+        }
+    }
     auto m = m_impl->hs->write_message(hello);
     if (!m) {
         return m_impl->fail(std::move(m).error());

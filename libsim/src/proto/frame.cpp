@@ -203,6 +203,7 @@ std::optional<FrameType> frame_type_from_wire(std::uint8_t value) noexcept {
         case FrameType::passwd:
         case FrameType::link:
         case FrameType::devices:
+        case FrameType::presence:
             return static_cast<FrameType>(value);
     }
     return std::nullopt;
@@ -226,6 +227,7 @@ std::string_view frame_type_name(FrameType type) noexcept {
         case FrameType::passwd: return "passwd";
         case FrameType::link: return "link";
         case FrameType::devices: return "devices";
+        case FrameType::presence: return "presence";
     }
     return "unknown";
 }

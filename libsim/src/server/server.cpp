@@ -5,9 +5,11 @@
 #include "fanout.h"
 #include "group_commit.h"
 #include "histogram.h"
+#include "presence.h"
 #include "router.h"
 
 #include "../proto/devices.h"
+#include "../proto/presence.h"
 
 #include <sim/channel.h>
 #include <sim/crypto.h>
@@ -74,6 +76,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
     Bytes static_public;
     std::unique_ptr<server_detail::RoutingBus> bus;  // in-process, or over NATS with ServerConfig::broker
     server_detail::Router router;
+    server_detail::Presence presence;  // contacts, hiding, presence subscriptions (docs/protocol.md 6.10)
     std::shared_ptr<server_detail::GroupCommit> commit;
     store::DeviceStore* devices = nullptr;  // null: device 1 only (ServerCore::create)
     /// The active devices of each user a message must cover (6.5); a cache of `devices`.
@@ -227,6 +230,7 @@ public:
         cfg.static_private_key = m_core->config.static_private_key;
         cfg.suites = m_core->config.channel_policy;
         cfg.session.rotation = m_core->config.channel_rotation;
+        cfg.features = {ChannelFeature::presence};
         SIM_TRY(auto hs, ServerHandshake::create(std::move(cfg), m_core->rng, m_core->clock));
         m_handshake.emplace(std::move(hs));
         return ok();
@@ -277,6 +281,7 @@ public:
         if (!user.empty()) {
             const server_detail::MailboxId mailbox{user, device};
             m_core->router.disconnect(mailbox, this);
+            m_core->presence.gone(mailbox, this);
             m_core->delivery->logout(mailbox, this);
         }
         if (pinned) {
@@ -463,6 +468,7 @@ private:
             }
         }
         m_recv.emplace(std::move(keys->recv));
+        m_speaks_presence = has_feature(keys->features, ChannelFeature::presence);
         m_phase = Phase::established;
         count_as(ServerCore::Impl::ConnState::unauthenticated);
         m_core->handshake_latency.observe(m_core->clock.now() - m_accepted);
@@ -516,6 +522,9 @@ private:
                 return;
             case FrameType::devices:
                 handle_devices(frame);
+                return;
+            case FrameType::presence:
+                handle_presence(frame);
                 return;
             default:
                 fail(Error{Errc::bad_field, "frame type not allowed from a client"});
@@ -711,6 +720,8 @@ private:
         const server_detail::MailboxId mailbox{m_user, m_device};
         m_core->router.login(mailbox, shared_from_this());
         m_core->delivery->login(mailbox, this);
+        // Online to contacts now, or (a client that speaks presence) once its `set` said whether the user hides.
+        m_core->presence.attached(mailbox, this, !m_speaks_presence);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -998,6 +1009,7 @@ private:
         if (!peer) {
             return;
         }
+        m_core->presence.named(m_user, *peer);
         if (!m_core->end_to_end()) {
             // A conversation whose messages still wait for `peer` from before a restart comes back first, so that
             // a new key cannot replace the one they need (6.7).
@@ -1366,6 +1378,48 @@ private:
             return;
         }
         m_out_of_order = 0;
+        m_core->presence.named(m_user, *peer);
+    }
+
+    /// docs/protocol.md 6.10: only on a connection whose handshake agreed on presence (else the type is not ours to
+    /// receive, as for a server that does not know it).
+    void handle_presence(const Frame& frame) {
+        if (!m_speaks_presence) {
+            fail(Error{Errc::bad_field, "presence was not agreed in the handshake"});
+            return;
+        }
+        if (!check_source(frame)) {
+            return;
+        }
+        auto m = decode_presence(frame.payload);
+        if (!m) {
+            fail(m.error());
+            return;
+        }
+        const server_detail::MailboxId mailbox{m_user, m_device};
+        switch (m->op) {
+            case PresenceOp::set:
+                if (!frame.destination.empty()) {
+                    fail(Error{Errc::bad_field, "presence set names no destination"});
+                    return;
+                }
+                m_core->presence.subscribe(mailbox, shared_from_this(), m->hidden);
+                return;
+            case PresenceOp::query: {
+                if (!within_rate()) {
+                    return;
+                }
+                auto peer = canonical_peer(frame.destination);
+                if (!peer) {
+                    return;
+                }
+                send(m_core->presence.query(m_user, *peer));
+                return;
+            }
+            case PresenceOp::status:
+                break;
+        }
+        fail(Error{Errc::bad_field, "presence status comes from the server"});
     }
 
     /// Errc::bad_field when `s` is not a message of the pair (m_user, peer) from this connection's device.
@@ -1492,6 +1546,7 @@ private:
     DeviceId m_device = first_device;  // the device this connection serves (a login is its account's first device)
     std::string m_login_name;          // canonical name of the login under way, for log lines
     std::deque<Frame> m_pending;
+    bool m_speaks_presence = false;  // the handshake agreed on the presence frame (docs/protocol.md 3.2, 6.10)
     bool m_linking = false;  // a device being linked (start_linking): link frames, list requests and close only
     double m_tokens_left;
     TimePoint m_last_refill;

@@ -1,0 +1,80 @@
+#pragma once
+// Private: presence of the server core (docs/protocol.md 6.10, docs/architecture.md "Presence"). Who is a contact
+// of whom, who hides, which connections want to hear of changes, and the `presence` frames that tell them.
+//
+// Contacts: a pair becomes contacts once each side has named the other (an `init` with the other as destination,
+// or a message to the other accepted), so nobody learns a stranger's presence by naming them. Kept in memory on
+// this node (lost at a restart, rebuilt by the next init or message of the pair).
+//
+// A user is shown online while at least one of their active devices is "present" here (attached on this node and,
+// when its connection speaks presence, after it said whether the user hides) and the user does not hide. Devices
+// on other nodes are not counted: their hidden flag is not known here (fail closed: they look offline).
+//
+// Thread-safe; its lock is taken with a connection's receive lock held (never the router's) and is held while a
+// subscribed connection's deliver() runs (that takes only the connection's send lock).
+
+#include "routing.h"
+
+#include "../proto/presence.h"
+
+#include <sim/frame.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace sim::server_detail {
+
+class Presence {
+public:
+    /// Most contacts (and one-way "named" entries) kept per user; more are not recorded.
+    static constexpr std::size_t default_max_contacts = 1'000;
+
+    explicit Presence(std::size_t max_contacts = default_max_contacts) : m_max(max_contacts) {}
+
+    /// `from` named `to` (an init with `to` as destination, or a message to `to` accepted). When `to` had named
+    /// `from` before, they become contacts, and each subscribed side is told the other's presence.
+    void named(const std::string& from, const std::string& to);
+    /// `device` is active on `connection` (a login). `counts`: the device counts as online from now on (a
+    /// connection that does not speak presence); else from its `set`, which says whether the user hides. A
+    /// connection that displaces an older one of the device keeps its standing meanwhile (no flicker). Contacts are
+    /// told when the user becomes visible.
+    void attached(const MailboxId& device, const Peer* connection, bool counts);
+    /// A connection of `device` that speaks presence sent op `set`: it hears its contacts' presence from now on
+    /// (a snapshot now, in frames of at most max_presence_entries), and the user hides or shows.
+    void subscribe(const MailboxId& device, const std::shared_ptr<Peer>& connection, bool hidden);
+    /// `connection` of `device` is gone (a newer connection of the device keeps its own state). Contacts are told
+    /// when the user is no longer visible.
+    void gone(const MailboxId& device, const Peer* connection);
+    /// The answer to op `query` from `asker` about `about`: online only for a visible contact; a stranger and an
+    /// offline contact get the same answer.
+    [[nodiscard]] Frame query(const std::string& asker, const std::string& about);
+    /// Whether `a` and `b` are contacts.
+    [[nodiscard]] bool contacts(const std::string& a, const std::string& b);
+
+private:
+    [[nodiscard]] bool visible_locked(const std::string& user) const;
+    /// Tell `user`'s subscribed contacts when what they were last told differs.
+    void publish_locked(const std::string& user);
+    void tell_locked(const std::string& subscriber, const std::vector<PresenceEntry>& entries);
+    static Frame status_frame(const std::string& to, const std::vector<PresenceEntry>& entries);
+
+    std::size_t m_max;
+    std::mutex m_mutex;
+    std::map<std::string, std::set<std::string>> m_named;     // user -> users they named
+    std::map<std::string, std::set<std::string>> m_contacts;  // symmetric
+    std::set<std::string> m_hidden;
+    struct Device {
+        const Peer* connection = nullptr;  // the connection serving it (identity only, never called)
+        bool counts = false;               // online for presence (see attached())
+    };
+    std::map<std::string, std::map<DeviceId, Device>> m_present;  // user -> devices attached here
+    std::map<MailboxId, std::weak_ptr<Peer>> m_subscribers;   // connections that sent `set`
+    std::set<std::string> m_shown_online;                     // users whose contacts were last told "online"
+};
+
+}  // namespace sim::server_detail
