@@ -1135,7 +1135,9 @@ void kill9_during_offline_load(sim::ConversationMode mode, StoreKind store, int 
         }
         const bool all = in_inbox >= sent.size() && restarts.load() == kills;
         if (std::chrono::steady_clock::now() - last_message > (all ? 1s : 30s)) {
-            break;  // everything there and nothing more for 1 s (duplicates had their chance), or stuck for 30 s (seen stalled for over 10 s on a machine loaded by parallel builds)
+            // Everything there and nothing more for 1 s (duplicates had their chance), or stuck for 30 s (a drain
+            // was seen to stall for over 10 s on a machine loaded by parallel builds).
+            break;
         }
     }
     // alice's last receipts (server-assigned: 'stored' for what went out while bob was online)
