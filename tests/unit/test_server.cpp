@@ -3244,3 +3244,26 @@ TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, ov
     status.entries.assign(sim::max_presence_entries, {std::string(sim::max_presence_name, 'x'), true});
     CHECK(sim::decode_presence(sim::encode_presence(status).value()).value() == status);
 }
+
+TEST_CASE("devices: a changed list reaches the attached devices of the account's contacts (op 5), not strangers") {
+    auto w = e2e_world();
+    publish(w, "bob", 3);
+    auto bob = link_second_device(w, "bob");
+    auto& alice = w.raw_login("alice");
+    auto& carol = w.raw_login("carol");
+    named(w, alice, "alice", "bob");
+    named(w, *bob.first, "bob", "alice");
+    named(w, carol, "carol", "bob");  // one-sided: not a contact
+    alice.inbox.clear();
+    carol.inbox.clear();
+    bob.first->inbox.clear();
+    DeviceSteps d{w};
+    const auto removal = only_first_device("bob", bob, 2);
+    d.devices(*bob.first, "bob", {sim::DevicesOp::put, removal, 0, {}});
+    REQUIRE(d.last_error(*bob.first) == sim::Errc::ok);
+    const auto told = d.last_devices(alice);
+    CHECK(told.op == sim::DevicesOp::changed);
+    CHECK(told.user == "bob");
+    CHECK(told.signed_list == removal);
+    CHECK(DeviceSteps::of(carol, sim::FrameType::devices).empty());
+}

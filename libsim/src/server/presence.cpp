@@ -99,6 +99,13 @@ bool Presence::contacts(const std::string& a, const std::string& b) {
     return it != m_contacts.end() && it->second.count(b) != 0;
 }
 
+std::vector<std::string> Presence::contacts_of(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    const auto it = m_contacts.find(user);
+    return it == m_contacts.end() ? std::vector<std::string>{}
+                                  : std::vector<std::string>(it->second.begin(), it->second.end());
+}
+
 bool Presence::visible_locked(const std::string& user) const {
     if (m_hidden.contains(user)) {
         return false;

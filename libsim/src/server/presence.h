@@ -55,6 +55,8 @@ public:
     [[nodiscard]] Frame query(const std::string& asker, const std::string& about);
     /// Whether `a` and `b` are contacts.
     [[nodiscard]] bool contacts(const std::string& a, const std::string& b);
+    /// `user`'s contacts known on this node, in name order (who hears of `user`'s device list changes, 6.9).
+    [[nodiscard]] std::vector<std::string> contacts_of(const std::string& user);
 
 private:
     [[nodiscard]] bool visible_locked(const std::string& user) const;

@@ -941,10 +941,15 @@ private:
                 peer->kick(Errc::device_unknown, "this device was removed from the account");
             }
         }
-        // Every attached device of the account hears of it, the uploader and a device just linked too.
-        const Frame changed{FrameType::devices, 0, std::string(server_name), m_user,
-                            encode_devices_reply({DevicesOp::changed, m_user, signed_list, {}}).value()};
-        (void)server_detail::deliver_to_user(*m_core->bus, m_user, changed);
+        // Every attached device of the account hears of it, the uploader and a device just linked too; then the
+        // attached devices of its contacts (those this node knows: docs/protocol.md 6.9).
+        const auto payload = encode_devices_reply({DevicesOp::changed, m_user, signed_list, {}}).value();
+        (void)server_detail::deliver_to_user(*m_core->bus, m_user,
+                                             Frame{FrameType::devices, 0, std::string(server_name), m_user, payload});
+        for (const auto& contact : m_core->presence.contacts_of(m_user)) {
+            (void)server_detail::deliver_to_user(
+                *m_core->bus, contact, Frame{FrameType::devices, 0, std::string(server_name), contact, payload});
+        }
     }
 
     store::WallTime wall_now() const { return m_core->wall_now(); }
