@@ -3267,3 +3267,47 @@ TEST_CASE("devices: a changed list reaches the attached devices of the account's
     CHECK(told.signed_list == removal);
     CHECK(DeviceSteps::of(carol, sim::FrameType::devices).empty());
 }
+
+TEST_CASE("client, server-assigned: a message reaches both devices of the recipient; the sender learns them") {
+    World w;  // the seed's server-assigned mode
+    auto laptop_state = sim::make_memory_client_state();
+    sim::ClientConfig laptop_config;
+    laptop_config.state = laptop_state.get();
+    auto& laptop = w.connect(laptop_config);
+    REQUIRE(w.login(laptop, "bob", "bob's password"));
+    auto phone_state = sim::make_memory_client_state();
+    sim::ClientConfig phone_config;
+    phone_config.state = phone_state.get();
+    auto& phone = w.connect(phone_config);
+    REQUIRE(phone.core->login("bob", new_installation("bob's password")));
+    w.settle();
+    REQUIRE(laptop.core->approve_device(phone.of<sim::LinkCodeEvent>().at(0).code));
+    w.settle();
+    REQUIRE(phone.saw<sim::AuthenticatedEvent>("bob"));
+
+    auto& alice = w.connect();
+    REQUIRE(w.login(alice, "alice", "alice's password", "bob"));  // both of bob's devices get the key too
+    CHECK(laptop.saw<sim::KeyAssignedEvent>("alice"));
+    CHECK(phone.saw<sim::KeyAssignedEvent>("alice"));
+    REQUIRE(alice.core->send("bob", "to both"));
+    w.settle();
+    // The first try named device 1 only: refused, with bob's list; a second later it goes to both.
+    CHECK(laptop.texts("alice").empty());
+    CHECK(alice.core->outbox_size() == 1);
+    CHECK_FALSE(alice.saw<sim::ErrorEvent>());
+    w.clock.advance(std::chrono::seconds(1));
+    alice.core->pump();
+    w.settle();
+    CHECK(laptop.texts("alice") == std::vector<std::string>{"to both"});
+    CHECK(phone.texts("alice") == std::vector<std::string>{"to both"});
+    REQUIRE(alice.core->send("bob", "and again"));
+    w.settle();
+    CHECK(phone.texts("alice") == std::vector<std::string>{"to both", "and again"});  // no refusal this time
+    // bob's phone answers: its messages name device 2 as their sender.
+    REQUIRE(phone.core->send("alice", "from the phone"));
+    w.settle();
+    const auto got = alice.of<sim::MessageEvent>("bob");
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].text == "from the phone");
+    CHECK(got[0].sender_device == sim::DeviceId{2});
+}

@@ -243,11 +243,18 @@ struct ClientCore::Impl {
         return submission(peer, *env);
     }
     /// The `message` payload of a sealed envelope (docs/protocol.md 6.5): the message of the pair (user, peer) from
-    /// our device to the peer's (until a second device can be linked, both accounts have exactly their first
-    /// device). Errc::frame_too_large when its frame would not fit the channel: the message can never go (send()
-    /// refuses a text too long for it, but a message queued under a larger max_frame_size reaches here).
+    /// our device. Server-assigned: the same record for every device the server says the peer has (they all hold
+    /// the conversation key); end to end: to the peer's device 1 (sessions per device are not built yet).
+    /// Errc::frame_too_large when its frame would not fit the channel: the message can never go (send() refuses a
+    /// text too long for it, but a message queued under a larger max_frame_size reaches here).
     [[nodiscard]] Result<std::optional<Bytes>> submission(const std::string& peer, const Envelope& env) const {
-        auto payload = encode_pair_submission(env, user, peer);
+        Submission s{env.id, env.mode, pair_conversation_id(user, peer), e2e->device(), {}, {}};
+        const auto to = env.mode == ConversationMode::server_assigned ? devices->announced(peer)
+                                                                      : std::vector<DeviceId>{first_device};
+        for (const auto d : to) {
+            s.bodies.push_back({d, env.body});
+        }
+        auto payload = encode_submission(s);
         if (encoded_frame_size(Frame{FrameType::message, 0, user, peer, payload}) >
             max_inner_frame_size(config.max_frame_size)) {
             return Error{Errc::frame_too_large, "its frame would be larger than the channel carries"};
@@ -499,7 +506,15 @@ struct ClientCore::Impl {
                         fail(r.error());
                         return;
                     }
-                    if (outbox->refused(*r)) {
+                    // Server-assigned, the lists that came just before it tell whom to send to: the message goes
+                    // again in a second, to every device (submission()). End to end the client cannot cover
+                    // several devices yet: it waits, and the error says why.
+                    const auto c = conversations.find(r->peer);
+                    const bool catch_up = r->code == Errc::devices_changed && c != conversations.end() &&
+                                          c->second->mode() == ConversationMode::server_assigned;
+                    if (outbox->refused(*r, catch_up ? std::optional<Duration>(std::chrono::seconds(1))
+                                                     : std::nullopt) &&
+                        !catch_up) {
                         // A reason that will not pass by itself: the message stays in the outbox and is tried
                         // again now and then.
                         emit_error(Error{r->code, "message not accepted by the server; it will be sent again"},

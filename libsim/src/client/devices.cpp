@@ -244,6 +244,13 @@ Status Devices::on_devices(const Frame& frame) {
             return ok();
         case DevicesOp::list:
         case DevicesOp::changed:
+            if (auto shown = e2e::decode_signed_device_list(reply.signed_list); shown && shown->list.user == reply.user) {
+                auto& ids = m_announced[reply.user];
+                ids.clear();
+                for (const auto& d : shown->list.devices) {
+                    ids.push_back(d.device);
+                }
+            }
             if (!reply.signed_list.empty()) {
                 accept_list(reply.user, reply.signed_list);
             }
@@ -251,6 +258,11 @@ Status Devices::on_devices(const Frame& frame) {
         default:
             return Error{Errc::bad_field, "a devices op the server does not send"};
     }
+}
+
+std::vector<DeviceId> Devices::announced(const std::string& user) const {
+    const auto it = m_announced.find(user);
+    return it == m_announced.end() ? std::vector<DeviceId>{first_device} : it->second;
 }
 
 void Devices::accept_list(const std::string& whose, ByteView signed_list) {

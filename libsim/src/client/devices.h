@@ -68,6 +68,9 @@ public:
     Status rename(DeviceId device, std::string_view name);
     /// Ask the server for `user`'s list (ours when empty); the answer is checked like any list.
     void request_list(const std::string& user);
+    /// The devices the server last said `user` has (from any list it sent, checked or not; {1} before one came):
+    /// whom a server-assigned message goes to, since in that mode the server holds the key anyway.
+    [[nodiscard]] std::vector<DeviceId> announced(const std::string& user) const;
 
     // ------------------------------------------------------------ frames from the server
     /// Errors are protocol violations by the server (the connection is then closed); a step that only ends a link
@@ -93,6 +96,7 @@ private:
     Rng& m_rng;
     E2eClient& m_e2e;
     DeviceLists m_lists;
+    std::map<std::string, std::vector<DeviceId>, std::less<>> m_announced;
     std::string m_user;
     /// The highest version of our account's list the server showed, refused ones included: the next list goes above
     /// it, since the server keeps only versions that grow (a list it stored but we refused must not block ours).

@@ -166,8 +166,8 @@ std::vector<ClientEvent> DurableOutbox::on_receipt(ReceiptStatus status, const R
     return events;
 }
 
-bool DurableOutbox::refused(const Refusal& refusal) {
-    return m_outbox.refused(refusal, m_clock.now());
+bool DurableOutbox::refused(const Refusal& refusal, std::optional<Duration> wait) {
+    return m_outbox.refused(refusal, m_clock.now(), wait);
 }
 
 void DurableOutbox::set_limits(const ServerLimits& limits) {

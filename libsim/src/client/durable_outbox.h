@@ -52,7 +52,7 @@ public:
     std::vector<ClientEvent> on_receipt(ReceiptStatus status, const Receipt& receipt);
     /// A refusal of one of our messages: its stream goes again from there. True when the reason will not pass by
     /// itself (the application hears of it).
-    bool refused(const Refusal& refusal);
+    bool refused(const Refusal& refusal, std::optional<Duration> wait = std::nullopt);
     /// The server's `limits` frame: the pace.
     void set_limits(const ServerLimits& limits);
     /// After (re)login: every message is sent again, every stream numbered from 1.

@@ -945,7 +945,7 @@ void E2eClient::tick() {
         // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
         E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
         if (const auto envelope = seal_content(*p, content)) {
-            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_pair_submission(*envelope, m_user, name)},
+            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_pair_submission(*envelope, m_user, name, m_device)},
                         true);
         }
     }

@@ -140,13 +140,13 @@ void Outbox::rewind(Stream& s, std::uint32_t from_seq) {
     }
 }
 
-bool Outbox::refused(const Refusal& refusal, TimePoint now) {
+bool Outbox::refused(const Refusal& refusal, TimePoint now, std::optional<Duration> wait) {
     ++m_refusals;
     const auto it = m_streams.find(refusal.peer);
     if (it != m_streams.end()) {
         auto& s = it->second;
         rewind(s, refusal.expected);
-        s.blocked_until = std::max(s.blocked_until, now + retry_rule(refusal.code).wait);
+        s.blocked_until = std::max(s.blocked_until, now + wait.value_or(retry_rule(refusal.code).wait));
     }
     return retry_rule(refusal.code).lasting;
 }

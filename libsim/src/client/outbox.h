@@ -79,7 +79,8 @@ public:
     [[nodiscard]] std::uint64_t next_order() const noexcept { return m_next_order; }
     /// A refusal: send `refusal.peer`'s stream again from `refusal.expected`, after a back-off that depends on the
     /// reason. Returns true when the reason will not go away by itself (the caller tells the application).
-    bool refused(const Refusal& refusal, TimePoint now);
+    /// `wait`: how long the stream waits before it is sent again, instead of the code's own rule.
+    bool refused(const Refusal& refusal, TimePoint now, std::optional<Duration> wait = std::nullopt);
     /// A new connection: everything is unsent, every stream starts again at 1.
     void restart(TimePoint now);
     /// The `message` payload to send now for a queued `payload` to `peer`; nullopt to hold the stream; an error
