@@ -3268,7 +3268,7 @@ TEST_CASE("devices: a changed list reaches the attached devices of the account's
     CHECK(DeviceSteps::of(carol, sim::FrameType::devices).empty());
 }
 
-TEST_CASE("client, server-assigned: a message reaches both devices of the recipient; the sender learns them") {
+TEST_CASE("client in server-assigned mode: a message reaches both devices of the recipient; the sender learns them") {
     World w;  // the seed's server-assigned mode
     auto laptop_state = sim::make_memory_client_state();
     sim::ClientConfig laptop_config;
