@@ -102,6 +102,9 @@ class FrameType(_Enum):
     RECEIPT: ClassVar[FrameType]  # 0x19
     LIMITS: ClassVar[FrameType]  # 0x1a
     PASSWD: ClassVar[FrameType]  # 0x1b
+    LINK: ClassVar[FrameType]  # 0x1c
+    DEVICES: ClassVar[FrameType]  # 0x1d
+    PRESENCE: ClassVar[FrameType]  # 0x1e
     __members__: ClassVar[dict[str, FrameType]]
     @property
     def is_transport(self) -> bool: ...

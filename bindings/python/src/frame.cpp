@@ -44,6 +44,9 @@ void register_frame(py::module_& m) {
         .value("RECEIPT", FrameType::receipt, "server to sender: messages stored (sid 1) or delivered (sid 2)")
         .value("LIMITS", FrameType::limits, "server to client after login: the rates and window to pace sending by")
         .value("PASSWD", FrameType::passwd, "client: change the password; server: changed, with a new session token")
+        .value("LINK", FrameType::link, "linking a new device: step, device, data (docs/protocol.md 6.9)")
+        .value("DEVICES", FrameType::devices, "device lists and the owner's devices (docs/protocol.md 6.9)")
+        .value("PRESENCE", FrameType::presence, "presence of contacts (docs/protocol.md 6.10)")
         .def_property_readonly(
             "is_transport", [](FrameType t) { return sim::is_transport_frame(t); },
             "True for the types that travel directly on TCP (HANDSHAKE, RECORD).");
