@@ -52,8 +52,13 @@ Result<e2e::DeviceList> Devices::own_list() const {
     return e2e::DeviceList{m_user, 0, first_device, {{first_device, m_e2e.device_key().public_key}}};
 }
 
-Status Devices::upload(const e2e::DeviceList& next) {
-    SIM_TRY(const auto signed_list, e2e::sign_device_list(next, m_e2e.account_key(), m_e2e.device_key()));
+Result<e2e::SignedDeviceList> Devices::sign_next(e2e::DeviceList next) const {
+    next.version = next_version(next);
+    next.issuer = m_e2e.device();
+    return e2e::sign_device_list(std::move(next), m_e2e.account_key(), m_e2e.device_key());
+}
+
+Status Devices::upload(const e2e::SignedDeviceList& signed_list) {
     SIM_TRY(auto bytes, e2e::encode_signed_device_list(signed_list));
     send_devices({DevicesOp::put, std::move(bytes), 0, {}}, m_user);
     return ok();
@@ -69,12 +74,10 @@ Status Devices::approve(std::string_view code) {
     if (list.find(device) != nullptr) {
         return Error{Errc::invalid_state, "the account's list already holds that device"};
     }
-    list.version = next_version(list);
-    list.issuer = m_e2e.device();
     list.devices.push_back({device, it->second.device_key()});
     std::sort(list.devices.begin(), list.devices.end(),
               [](const e2e::ListedDevice& a, const e2e::ListedDevice& b) { return a.device < b.device; });
-    SIM_TRY(auto signed_list, e2e::sign_device_list(list, m_e2e.account_key(), m_e2e.device_key()));
+    SIM_TRY(auto signed_list, sign_next(std::move(list)));
     const e2e::LinkGrant grant{m_e2e.account_key().private_key, std::move(signed_list)};
     auto sealed = it->second.approve(code, grant);
     m_approvals.erase(it);
@@ -84,7 +87,7 @@ Status Devices::approve(std::string_view code) {
         return Error{sealed.code(), "the code does not match the new device's: the link is over"};
     }
     send_link(LinkStep::grant, device, std::move(*sealed));
-    return upload(list);  // the same list (Ed25519 signs deterministically)
+    return upload(grant.list);  // the list the grant carries, signed once
 }
 
 Status Devices::remove(DeviceId device) {
@@ -98,9 +101,8 @@ Status Devices::remove(DeviceId device) {
         return Error{Errc::invalid_argument, "the account's only device cannot be removed"};
     }
     list.devices.erase(it);
-    list.version = next_version(list);
-    list.issuer = m_e2e.device();
-    return upload(list);
+    SIM_TRY(const auto signed_list, sign_next(std::move(list)));
+    return upload(signed_list);
 }
 
 void Devices::request_info() {

@@ -88,8 +88,11 @@ private:
     /// The account's newest list known here, or the list of this device alone (an account whose first device has
     /// not uploaded one).
     Result<e2e::DeviceList> own_list() const;
-    /// Sign `next` with the account key and this device's key and upload it.
-    Status upload(const e2e::DeviceList& next);
+    /// `next` as the account's next list: its version above every one known (next_version), this device its issuer,
+    /// signed with the account key and this device's key.
+    Result<e2e::SignedDeviceList> sign_next(e2e::DeviceList next) const;
+    /// Upload a signed list (devices op 3).
+    Status upload(const e2e::SignedDeviceList& signed_list);
     void accept_list(const std::string& whose, ByteView signed_list);
 
     ClientState& m_state;
