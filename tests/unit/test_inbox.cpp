@@ -118,15 +118,15 @@ TEST_CASE("inbox: a damaged, missing or foreign entry is refused, never shown") 
         put(*state, "inbox/1", std::move(record));
         return inbox.read(*state, 0, 10, "");
     };
-    // Cut inside the fixed part (version, mode, name, id, seq, sent_at, received_at, conversation, sender device):
-    // refused. The text is the rest, so a cut there only shortens it.
-    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8 + 16 + 4;  // peer "bob"
+    // Cut inside the fixed part (version, mode, name, id, seq, sent_at, received_at, conversation, sender device,
+    // from_me): refused. The text is the rest, so a cut there only shortens it.
+    const std::size_t fixed = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8 + 16 + 4 + 1;  // peer "bob"
     for (std::size_t n = 0; n < fixed; ++n) {
         CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n))).code() ==
               Errc::corrupt_database);
     }
     CHECK(read_with(sim::SecureBytes(good.begin(), good.begin() + fixed)).value().at(1).text.empty());
-    for (const std::uint8_t v : {0, 4, 255}) {
+    for (const std::uint8_t v : {0, 5, 255}) {
         auto version = good;
         version[0] = v;
         CHECK(read_with(version).code() == Errc::corrupt_database);
@@ -195,10 +195,11 @@ TEST_CASE("inbox: an entry of version 1 (before timestamps) still reads, with bo
 TEST_CASE("inbox: an entry of version 2 (before devices) reads with the pair's conversation and device 1") {
     auto state = sim::make_memory_client_state();
     const auto inbox = filled(*state);
-    // Version 2 as the earlier release wrote it: version 3's record without conversation and sender device.
+    // Version 2 as the earlier release wrote it: version 4's record without conversation, sender device and
+    // from_me.
     auto v2 = get(*state, "inbox/1");
     const std::size_t devices_at = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8;  // peer "bob"
-    v2.erase(v2.begin() + devices_at, v2.begin() + devices_at + 16 + 4);
+    v2.erase(v2.begin() + devices_at, v2.begin() + devices_at + 16 + 4 + 1);
     v2[0] = 2;
     put(*state, "inbox/1", v2);
     const auto all = inbox.read(*state, 0, 10, "").value();
@@ -207,5 +208,35 @@ TEST_CASE("inbox: an entry of version 2 (before devices) reads with the pair's c
     CHECK(all[1].sent_at == entry("", 2, "").sent_at);
     CHECK(all[1].conversation == sim::pair_conversation_id(self, "bob"));
     CHECK(all[1].sender_device == sim::first_device);
-    CHECK(all[2].sender_device == 103);  // its neighbours, of version 3, keep theirs
+    CHECK(all[2].sender_device == 103);  // its neighbours, of version 4, keep theirs
+}
+
+TEST_CASE("inbox: an own copy keeps its from_me flag; an entry of version 3 reads as not from us") {
+    auto state = sim::make_memory_client_state();
+    Inbox inbox;
+    REQUIRE(inbox.load(*state, self));
+    std::uint64_t index = 0;
+    auto mine = entry("bob", 1, "sent from my phone");
+    mine.from_me = true;
+    REQUIRE(state->write(inbox.add(mine, index)));
+    REQUIRE(state->write(inbox.add(entry("bob", 2, "from bob"), index)));
+    auto all = inbox.read(*state, 0, 10, "bob").value();
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].from_me);
+    CHECK(all[0].text == "sent from my phone");
+    CHECK_FALSE(all[1].from_me);
+    // Version 3 as the earlier release wrote it: version 4's record without the flag.
+    auto v3 = get(*state, "inbox/0");
+    const std::size_t flag_at = 1 + 1 + 1 + 3 + 16 + 8 + 8 + 8 + 16 + 4;  // peer "bob"
+    v3.erase(v3.begin() + flag_at);
+    v3[0] = 3;
+    put(*state, "inbox/0", v3);
+    all = inbox.read(*state, 0, 10, "").value();
+    CHECK_FALSE(all[0].from_me);
+    CHECK(all[0].text == "sent from my phone");
+    // A flag other than 0 or 1 is damage.
+    auto bad = get(*state, "inbox/1");
+    bad.at(flag_at) = 2;
+    put(*state, "inbox/1", bad);
+    CHECK(inbox.read(*state, 0, 10, "").code() == Errc::corrupt_database);
 }

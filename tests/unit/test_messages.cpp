@@ -243,7 +243,7 @@ TEST_CASE("key assignment, end-to-end mode: bundle round trip and strict decodin
         longer.push_back(0);
         CHECK(sim::decode_key_assignment(longer).code() == sim::Errc::trailing_bytes);
         auto bad_mode = wire;
-        bad_mode[0] = 3;
+        bad_mode[0] = 4;
         CHECK(sim::decode_key_assignment(bad_mode).code() == sim::Errc::bad_field);
         bad_mode[0] = 0;
         CHECK(sim::decode_key_assignment(bad_mode).code() == sim::Errc::bad_field);
@@ -722,4 +722,57 @@ TEST_CASE("refusal and limits: round trip and strict decoding (docs/protocol.md 
          {sim::ServerLimits{0, 1, 1}, sim::ServerLimits{1, 0, 1}, sim::ServerLimits{1, 1, 0}}) {
         CHECK(sim::decode_server_limits(sim::encode_server_limits(zero)).code() == sim::Errc::bad_field);
     }
+}
+
+TEST_CASE("key assignment, mode 3: account key, signed list and a bundle per device; strict decoding") {
+    sim::KeyAssignment k;
+    k.mode = sim::ConversationMode::end_to_end;
+    k.suite = sim::SuiteId::aes256_gcm;
+    k.peer = "bob";
+    k.account_key.assign(32, 0xA5);
+    k.device_list.assign(200, 0x11);  // opaque here: the client checks it (docs/protocol.md 6.9)
+    k.device_bundles = {{1, bundle(true)}, {4, bundle(false)}};
+    const auto wire = sim::encode_key_assignment(k);
+    CHECK(wire[0] == 3);
+    CHECK(wire.size() == 1 + 1 + 3 + 1 + 32 + 4 + 200 + 1 + (4 + 133 + 36) + (4 + 133));
+    const auto back = sim::decode_key_assignment(wire);
+    REQUIRE(back);
+    CHECK(back->mode == sim::ConversationMode::end_to_end);
+    CHECK(back->peer == "bob");
+    CHECK_FALSE(back->bundle);
+    CHECK(back->account_key == k.account_key);
+    CHECK(back->device_list == k.device_list);
+    REQUIRE(back->device_bundles.size() == 2);
+    CHECK(back->device_bundles[0].device == 1);
+    CHECK(back->device_bundles[0].bundle == bundle(true));
+    CHECK(back->device_bundles[1].device == 4);
+    CHECK(back->device_bundles[1].bundle == bundle(false));
+    check_prefixes(wire, sim::decode_key_assignment);
+    auto longer = wire;
+    longer.push_back(0);
+    CHECK(sim::decode_key_assignment(longer).code() == sim::Errc::trailing_bytes);
+    const auto refused = [&](const sim::KeyAssignment& bad) {
+        return sim::decode_key_assignment(sim::encode_key_assignment(bad)).code();
+    };
+    auto unordered = k;
+    std::swap(unordered.device_bundles[0], unordered.device_bundles[1]);
+    CHECK(refused(unordered) == sim::Errc::bad_field);
+    auto repeated = k;
+    repeated.device_bundles[1].device = 1;
+    CHECK(refused(repeated) == sim::Errc::bad_field);
+    auto zero = k;
+    zero.device_bundles[0].device = 0;
+    CHECK(refused(zero) == sim::Errc::bad_field);
+    auto none = k;
+    none.device_bundles.clear();
+    CHECK(refused(none) == sim::Errc::bad_field);
+    auto huge = k;
+    huge.device_list.assign(sim::max_keygen_list_size + 1, 0x11);
+    CHECK(refused(huge) == sim::Errc::bad_field);
+    auto too_many = k;
+    too_many.device_bundles.clear();
+    for (sim::DeviceId d = 1; d <= sim::max_keygen_devices + 1; ++d) {
+        too_many.device_bundles.push_back({d, bundle(false)});
+    }
+    CHECK(refused(too_many) == sim::Errc::bad_field);
 }

@@ -3311,3 +3311,117 @@ TEST_CASE("client in server-assigned mode: a message reaches both devices of the
     CHECK(got[0].text == "from the phone");
     CHECK(got[0].sender_device == sim::DeviceId{2});
 }
+
+TEST_CASE("client end to end with two devices per user: every message on every device; a removed device gets no more") {
+    auto w = e2e_world();
+    // Each account: a laptop (device 1, registers) and a phone linked with the laptop's approval.
+    struct Account {
+        std::unique_ptr<sim::ClientState> laptop_state = sim::make_memory_client_state();
+        std::unique_ptr<sim::ClientState> phone_state = sim::make_memory_client_state();
+        TestClient* laptop = nullptr;
+        TestClient* phone = nullptr;
+    };
+    const auto account = [&](const std::string& user) {
+        Account a;
+        sim::ClientConfig laptop_config;
+        laptop_config.state = a.laptop_state.get();
+        a.laptop = &w.connect(laptop_config);
+        REQUIRE(w.login(*a.laptop, user, user + "'s password"));
+        sim::ClientConfig phone_config;
+        phone_config.state = a.phone_state.get();
+        a.phone = &w.connect(phone_config);
+        REQUIRE(a.phone->core->login(user, new_installation(user + "'s password")));
+        w.settle();
+        REQUIRE(a.laptop->core->approve_device(a.phone->of<sim::LinkCodeEvent>().at(0).code));
+        w.settle();
+        REQUIRE(a.phone->saw<sim::AuthenticatedEvent>(user));
+        return a;
+    };
+    auto alice = account("alice");
+    auto bob = account("bob");
+    const auto no_errors = [&] {
+        for (auto* c : {alice.laptop, alice.phone, bob.laptop, bob.phone}) {
+            for (const auto& e : c->of<sim::ErrorEvent>()) {
+                FAIL_CHECK("error event: " << e.error.message());
+            }
+        }
+    };
+    // A refusal for a changed list is answered a second later (the lists come with it, keys are asked for).
+    const auto deliver = [&] {
+        w.settle();
+        w.clock.advance(std::chrono::seconds(2));
+        for (auto* c : {alice.laptop, alice.phone, bob.laptop, bob.phone}) {
+            c->core->pump();
+        }
+        w.settle();
+    };
+    // The texts shown in the conversation with `peer`: ours (own copies from our other devices) or the peer's.
+    const auto shown = [](TestClient& c, const std::string& peer, bool from_me) {
+        std::vector<std::string> out;
+        for (const auto& m : c.of<sim::MessageEvent>(peer)) {
+            if (m.from_me == from_me) {
+                out.push_back(m.text);
+            }
+        }
+        return out;
+    };
+    const auto mine = [&](TestClient& c, const std::string& peer) { return shown(c, peer, true); };
+    const auto theirs = [&](TestClient& c, const std::string& peer) { return shown(c, peer, false); };
+
+    // alice's laptop writes to bob: both of bob's devices show it, and alice's phone shows it as hers.
+    REQUIRE(alice.laptop->core->send("bob", "hello both"));
+    deliver();
+    CHECK(theirs(*bob.laptop, "alice") == std::vector<std::string>{"hello both"});
+    CHECK(theirs(*bob.phone, "alice") == std::vector<std::string>{"hello both"});
+    CHECK(mine(*alice.phone, "bob") == std::vector<std::string>{"hello both"});
+    CHECK(alice.laptop->core->outbox_size() == 0);
+    no_errors();
+    // Safety numbers are over the account keys: the same whichever device of bob alice's devices talk to.
+    CHECK(alice.laptop->core->peer_identity("bob").value().safety_number ==
+          bob.phone->core->peer_identity("alice").value().safety_number);
+
+    // bob's phone answers: both of alice's devices show it, bob's laptop shows it as bob's, from device 2.
+    REQUIRE(bob.phone->core->send("alice", "hi from the phone"));
+    deliver();
+    const auto at_laptop = alice.laptop->of<sim::MessageEvent>("bob");
+    REQUIRE(at_laptop.size() == 1);
+    CHECK(at_laptop[0].text == "hi from the phone");
+    CHECK(at_laptop[0].sender_device == sim::DeviceId{2});
+    CHECK_FALSE(at_laptop[0].from_me);
+    CHECK(theirs(*alice.phone, "bob") == std::vector<std::string>{"hi from the phone"});
+    CHECK(mine(*bob.laptop, "alice") == std::vector<std::string>{"hi from the phone"});
+    const auto inbox = bob.laptop->core->inbox(0, 10, "alice").value();
+    REQUIRE(inbox.size() == 2);
+    CHECK(inbox[1].from_me);
+    CHECK(inbox[1].sender_device == sim::DeviceId{2});
+    no_errors();
+
+    // A conversation goes on in both directions (ratchets step on every device pair).
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(alice.phone->core->send("bob", "ping " + std::to_string(i)));
+        REQUIRE(bob.laptop->core->send("alice", "pong " + std::to_string(i)));
+        deliver();
+    }
+    CHECK(theirs(*bob.phone, "alice").size() == 4);
+    CHECK(theirs(*alice.laptop, "bob").size() == 4);
+    CHECK(mine(*alice.laptop, "bob").size() == 3);
+    CHECK(mine(*bob.phone, "alice").size() == 3);
+    CHECK_FALSE(bob.phone->saw<sim::GapEvent>());
+    no_errors();
+
+    // bob removes his phone: alice's next message is refused once (bob's list changed), sealed again for bob's
+    // laptop alone and delivered; the phone, closed, gets nothing more.
+    REQUIRE(bob.laptop->core->remove_device(2));
+    w.settle();
+    REQUIRE(alice.laptop->core->send("bob", "only the laptop"));
+    deliver();
+    CHECK(theirs(*bob.laptop, "alice").back() == "only the laptop");
+    CHECK(theirs(*bob.phone, "alice").size() == 4);
+    CHECK(alice.laptop->core->outbox_size() == 0);
+    CHECK(mine(*alice.phone, "bob").back() == "only the laptop");
+    for (auto* c : {alice.laptop, alice.phone, bob.laptop}) {
+        for (const auto& e : c->of<sim::ErrorEvent>()) {
+            FAIL_CHECK("error event: " << e.error.message());
+        }
+    }
+}

@@ -103,6 +103,8 @@ struct MessageEvent {
     ConversationId conversation{};          ///< the conversation it belongs to (docs/protocol.md 6.5)
     DeviceId sender_device = first_device;  ///< the sender's device it came from
     std::uint64_t inbox_index = 0;          ///< its place in ClientCore::inbox, written before it was acknowledged
+    /// Sent by another device of ours to `peer` (an own copy, docs/protocol.md 6.5), not by `peer`.
+    bool from_me = false;
 };
 
 /// `peer` ended the conversation or went offline.
@@ -278,7 +280,7 @@ class ClientState;
 /// the ratchet state that opened it, before it is acknowledged to the server.
 struct InboxEntry {
     std::uint64_t index = 0;  ///< its place: 0, 1, 2... in the order the messages arrived
-    std::string peer;         ///< the sender
+    std::string peer;         ///< the sender (the recipient when from_me)
     MessageId message_id{};
     std::uint64_t seq = 0;  ///< end-to-end: the sender's sequence number; server-assigned: the seed's sid
     std::string text;
@@ -288,6 +290,7 @@ struct InboxEntry {
     WallTime received_at{};                 ///< the server's receive time, as the server says; {} = unknown
     ConversationId conversation{};          ///< the conversation it belongs to (docs/protocol.md 6.5)
     DeviceId sender_device = first_device;  ///< the sender's device it came from
+    bool from_me = false;  ///< sent by another device of ours to `peer` (`peer` is then the recipient)
 };
 
 /// Where the inbox stands.

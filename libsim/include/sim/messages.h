@@ -103,12 +103,28 @@ std::string_view conversation_mode_name(ConversationMode mode) noexcept;
 
 /// KEYGEN payload (docs/protocol.md 5.1 and 6.2). Server-assigned: `suite`, `peer` and `key` (24 bytes for TDES,
 /// 32 for the AEADs). End-to-end: `peer`, `suite` (a hint) and the peer's prekey `bundle`; `key` is empty.
+/// One device's prekey bundle in a KEYGEN of mode 3.
+struct DeviceBundle {
+    DeviceId device = first_device;
+    e2e::PrekeyBundle bundle;
+};
+/// Most device bundles in one KEYGEN of mode 3 (the most devices a list names).
+inline constexpr std::size_t max_keygen_devices = 64;
+/// Largest signed device list a KEYGEN of mode 3 carries (docs/protocol.md 6.9).
+inline constexpr std::size_t max_keygen_list_size = 8192;
+
+/// KEYGEN (docs/protocol.md 5.1, 6.2): mode 1 a server-assigned key; end to end, mode 2 one bundle (`bundle`, the
+/// peer's device 1) or mode 3 (`device_list` not empty): the peer's account key, its signed device list and a bundle
+/// per device.
 struct KeyAssignment {
     SuiteId suite = SuiteId::aes256_gcm;
     std::string peer;
     SecureBytes key;
     ConversationMode mode = ConversationMode::server_assigned;
     std::optional<e2e::PrekeyBundle> bundle;
+    Bytes account_key;                          ///< mode 3: the peer's account key (Ed25519 public)
+    Bytes device_list;                          ///< mode 3: the peer's signed device list, as stored
+    std::vector<DeviceBundle> device_bundles{};  ///< mode 3: 1..64, devices non-zero and increasing
 };
 Bytes encode_key_assignment(const KeyAssignment& k);
 /// Errc::bad_field for an unknown mode, Errc::suite_not_allowed for an unknown suite, Errc::invalid_key when the

@@ -200,6 +200,9 @@ struct ClientCore::Impl {
                 }
             }
         }
+        for (auto& name : e2e->take_wanted_keys()) {
+            unkeyed.push_back(std::move(name));
+        }
         for (auto& peer : unkeyed) {
             // Messages wait in the outbox for a conversation key: ask for one (once per connection; KEYGEN or
             // ack_init 3 and, once the peer can be keyed, KEYGEN answer it).
@@ -222,6 +225,14 @@ struct ClientCore::Impl {
     /// peer's conversation, or held (its peer added to `unkeyed`) while that has no key.
     Result<std::optional<Bytes>> seal_outbox_payload(const std::string& peer, ByteView payload,
                                                      std::vector<std::string>& unkeyed) {
+        if (client_detail::read_queued_text(payload)) {
+            // End to end, sealed for every device of the peer and our other ones (docs/protocol.md 6.5, 6.9).
+            auto s = e2e->submission(peer, payload, unkeyed);
+            if (!s) {
+                return std::optional<Bytes>{};
+            }
+            return checked_size(peer, encode_submission(*s));
+        }
         const auto unsealed = client_detail::read_unsealed_text(payload);
         std::optional<Envelope> env;
         if (unsealed) {
@@ -244,9 +255,8 @@ struct ClientCore::Impl {
     }
     /// The `message` payload of a sealed envelope (docs/protocol.md 6.5): the message of the pair (user, peer) from
     /// our device. Server-assigned: the same record for every device the server says the peer has (they all hold
-    /// the conversation key); end to end: to the peer's device 1 (sessions per device are not built yet).
-    /// Errc::frame_too_large when its frame would not fit the channel: the message can never go (send() refuses a
-    /// text too long for it, but a message queued under a larger max_frame_size reaches here).
+    /// the conversation key); end to end, an envelope sealed once before devices (an older outbox): to the peer's
+    /// device 1.
     [[nodiscard]] Result<std::optional<Bytes>> submission(const std::string& peer, const Envelope& env) const {
         Submission s{env.id, env.mode, pair_conversation_id(user, peer), e2e->device(), {}, {}};
         const auto to = env.mode == ConversationMode::server_assigned ? devices->announced(peer)
@@ -254,7 +264,12 @@ struct ClientCore::Impl {
         for (const auto d : to) {
             s.bodies.push_back({d, env.body});
         }
-        auto payload = encode_submission(s);
+        return checked_size(peer, encode_submission(s));
+    }
+    /// Errc::frame_too_large when the frame of `payload` would not fit the channel: the message can never go
+    /// (send() refuses a text too long for it, but a message queued under a larger max_frame_size, or before the
+    /// peer had more devices, reaches here).
+    [[nodiscard]] Result<std::optional<Bytes>> checked_size(const std::string& peer, Bytes payload) const {
         if (encoded_frame_size(Frame{FrameType::message, 0, user, peer, payload}) >
             max_inner_frame_size(config.max_frame_size)) {
             return Error{Errc::frame_too_large, "its frame would be larger than the channel carries"};
@@ -506,12 +521,13 @@ struct ClientCore::Impl {
                         fail(r.error());
                         return;
                     }
-                    // Server-assigned, the lists that came just before it tell whom to send to: the message goes
-                    // again in a second, to every device (submission()). End to end the client cannot cover
-                    // several devices yet: it waits, and the error says why.
-                    const auto c = conversations.find(r->peer);
-                    const bool catch_up = r->code == Errc::devices_changed && c != conversations.end() &&
-                                          c->second->mode() == ConversationMode::server_assigned;
+                    // The lists that came just before it tell whom to send to: the message goes again in a second,
+                    // to every device (submission()).
+                    // End to end the texts are sealed for the lists now in force (keys asked for new devices).
+                    const bool catch_up = r->code == Errc::devices_changed;
+                    if (catch_up) {
+                        e2e->devices_refused(r->peer);
+                    }
                     if (outbox->refused(*r, catch_up ? std::optional<Duration>(std::chrono::seconds(1))
                                                      : std::nullopt) &&
                         !catch_up) {
@@ -675,6 +691,16 @@ struct ClientCore::Impl {
             fail(k.error());
             return;
         }
+        if (k->peer == user) {
+            // Keys of our own other devices (docs/protocol.md 6.2, mode 3): for the copies of our messages.
+            if (k->mode != ConversationMode::end_to_end) {
+                fail(Error{Errc::bad_field, "a server-assigned KEYGEN naming ourselves"});
+                return;
+            }
+            keys_asked.erase(user);
+            e2e->on_keys(*k);
+            return;
+        }
         awaited.erase(k->peer);
         // The conversation of the KEYGEN's mode takes the key, and becomes the peer's current one when it accepts it.
         const auto it = conversations.find(k->peer);
@@ -692,6 +718,10 @@ struct ClientCore::Impl {
     }
 
     void on_message(const Frame& f) {
+        if (f.source == user && !f.destination.empty() && f.destination != user && f.destination != server_name) {
+            on_own_copy(f);
+            return;
+        }
         if (f.destination != user || f.source.empty() || f.source == server_name) {
             emit_error(Error{Errc::bad_destination, "message not addressed to us dropped"}, f.source);
             return;
@@ -720,6 +750,26 @@ struct ClientCore::Impl {
         // Of another mode than the current conversation (sent before the server keyed it anew): the conversation of
         // its mode opens it, or says why it cannot (a server-assigned one has no key of this connection).
         client_detail::make_conversation(delivered->envelope.mode, *context, f.source)->on_message(*delivered);
+    }
+
+    /// A copy of a message another device of ours sent to `f.destination` (docs/protocol.md 6.5, "Own copies").
+    void on_own_copy(const Frame& f) {
+        auto delivered = decode_delivered(f.payload);
+        if (!delivered) {
+            emit_error(delivered.error(), f.destination);
+            return;
+        }
+        if (delivered->conversation != pair_conversation_id(user, f.destination) ||
+            delivered->envelope.mode != ConversationMode::end_to_end) {
+            emit_error(Error{Errc::bad_field, "copy of our own message of another conversation dropped"},
+                       f.destination);
+            return;
+        }
+        if (blind_sink) {
+            ack_unopened(user, *delivered);
+            return;
+        }
+        e2e->on_message(f.destination, *delivered, true);
     }
 
     /// Blind sink (a load generator's receiving side, sim/testing.h): the same ack a client sends once it has shown

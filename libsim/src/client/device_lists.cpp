@@ -24,6 +24,10 @@ Result<std::optional<e2e::DeviceList>> DeviceLists::known(const std::string& pee
     return std::optional<e2e::DeviceList>(std::move(decoded->list));
 }
 
+StateWrite DeviceLists::forget(const std::string& peer) {
+    return StateWrite{key_of(peer), std::nullopt};
+}
+
 Result<DeviceLists::Accepted> DeviceLists::accept(const std::string& peer, ByteView account_key, ByteView signed_list,
                                                   std::size_t max_devices) const {
     SIM_TRY(auto next, e2e::decode_signed_device_list(signed_list, max_devices));

@@ -35,6 +35,9 @@ public:
     Result<Accepted> accept(const std::string& peer, ByteView account_key, ByteView signed_list,
                             std::size_t max_devices = e2e::max_listed_devices) const;
 
+    /// The write that forgets `peer`'s list (a new identity of the peer, accepted by the user, starts afresh).
+    [[nodiscard]] static StateWrite forget(const std::string& peer);
+
 private:
     const ClientState& m_state;
 };

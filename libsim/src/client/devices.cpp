@@ -300,6 +300,7 @@ void Devices::accept_list(const std::string& whose, ByteView signed_list) {
         m_events.push_back(ErrorEvent{st.error(), {}, std::nullopt});
         return;
     }
+    m_e2e.list_changed(whose);  // sessions follow the list: new devices get messages, removed ones no more
     DevicesChangedEvent e{whose, accepted->list.version, {}};
     for (const auto& d : accepted->list.devices) {
         e.devices.push_back(d.device);

@@ -15,6 +15,7 @@ using detail::WireWriter;
 namespace {
 
 constexpr std::uint8_t record_version = 1;
+constexpr std::uint8_t peer_record_version = 2;  // with devices (record_version: before them)
 constexpr std::size_t max_sessions_per_peer = 4;
 constexpr std::size_t max_seen_ids = remembered_ids_per_sender;
 constexpr std::size_t max_missing = 10000;
@@ -109,25 +110,36 @@ struct E2eClient::Prekeys {
     }
 };
 
-struct E2eClient::PeerState {
-    std::string name;
-    Bytes identity;  // pinned; empty = none yet
-    bool verified = false;
-    std::optional<Bytes> pending_identity;
-    std::optional<std::pair<e2e::PrekeyBundle, SuiteId>> pending_bundle;
-    std::uint64_t send_seq = 0;
+struct E2eClient::DeviceState {
+    Bytes key;  // the device key its sessions use (from the list, or the pinned identity for device 1)
+    std::vector<e2e::Session> sessions;  // front: the one we send on
     std::uint64_t recv_high = 0;
     std::set<std::uint64_t> missing;
-    std::deque<MessageId> seen_order;
-    std::set<MessageId> seen;
-    std::vector<e2e::Session> sessions;  // front: the one we send on
-    std::vector<Bytes> dropped_sessions;
-    std::deque<Delivered> held;  // messages from a changed identity, until accepted (not acknowledged meanwhile)
-    bool dirty = false;
-    bool persisted = false;
     /// A text message made us step the ratchet and we have not sent since: the next tick answers with a
     /// ratchet-only message. Never set by a ratchet-only message, so two idle clients do not ping-pong.
-    bool reply_due = false;  // has a record in the state (listed in the peer index)
+    bool reply_due = false;
+};
+
+// Peer records: version 2 holds the account-level part and one part per device; version 1 (before devices) is
+// read as device 1 of the peer, whose key is the pinned identity.
+struct E2eClient::PeerState {
+    std::string name;
+    Bytes identity;  // the pinned account key (device 1's key before devices); empty = none yet
+    bool verified = false;
+    std::optional<Bytes> pending_identity;
+    std::optional<KeyAssignment> pending_keys;
+    std::uint64_t send_seq = 0;
+    std::deque<MessageId> seen_order;
+    std::set<MessageId> seen;
+    std::map<DeviceId, DeviceState> devices;
+    std::vector<Bytes> dropped_sessions;
+    /// Not acknowledged meanwhile: messages from a changed identity (until accepted), and from a device whose key
+    /// we cannot check yet (until its list comes).
+    std::deque<std::pair<Delivered, std::string>> held;
+    std::optional<e2e::DeviceList> list;  // in force, once read (list_loaded)
+    bool list_loaded = false;
+    bool dirty = false;
+    bool persisted = false;  // has a record in the state (listed in the peer index)
 
     void remember(const MessageId& id) {
         if (!seen.insert(id).second) {
@@ -140,7 +152,8 @@ struct E2eClient::PeerState {
         }
     }
 
-    void add_session(e2e::Session s) {
+    void add_session(DeviceId device, e2e::Session s) {
+        auto& sessions = devices[device].sessions;
         sessions.insert(sessions.begin(), std::move(s));
         while (sessions.size() > max_sessions_per_peer) {
             const ByteView id = sessions.back().session_id();
@@ -149,94 +162,157 @@ struct E2eClient::PeerState {
         }
     }
 
-    void drop_all_sessions() {
-        for (const auto& s : sessions) {
+    void drop_device(DeviceId device) {
+        const auto it = devices.find(device);
+        if (it == devices.end()) {
+            return;
+        }
+        for (const auto& s : it->second.sessions) {
             const ByteView id = s.session_id();
             dropped_sessions.emplace_back(id.begin(), id.end());
         }
-        sessions.clear();
+        devices.erase(it);
+    }
+
+    void drop_all_sessions() {
+        while (!devices.empty()) {
+            drop_device(devices.begin()->first);
+        }
+    }
+
+    [[nodiscard]] bool has_sessions() const {
+        return std::any_of(devices.begin(), devices.end(), [](const auto& d) { return !d.second.sessions.empty(); });
     }
 
     [[nodiscard]] SecureBytes encode() const {
         SecureBytes out;
         WireWriter w(out);
-        w.u8(record_version);
+        w.u8(peer_record_version);
         w.u8(static_cast<std::uint8_t>(identity.size()));
         w.bytes(identity);
         w.u8(verified ? 1 : 0);
         w.u64(send_seq);
-        w.u64(recv_high);
-        w.u32(static_cast<std::uint32_t>(missing.size()));
-        for (const auto n : missing) {
-            w.u64(n);
-        }
         w.u16(static_cast<std::uint16_t>(seen_order.size()));
         for (const auto& id : seen_order) {
             w.bytes(ByteView{id});
         }
-        w.u8(static_cast<std::uint8_t>(sessions.size()));
-        for (const auto& s : sessions) {
-            w.bytes(s.session_id());
+        w.u8(static_cast<std::uint8_t>(devices.size()));
+        for (const auto& [device, d] : devices) {
+            w.u32(device);
+            w.u8(static_cast<std::uint8_t>(d.key.size()));
+            w.bytes(d.key);
+            w.u64(d.recv_high);
+            w.u32(static_cast<std::uint32_t>(d.missing.size()));
+            for (const auto n : d.missing) {
+                w.u64(n);
+            }
+            w.u8(static_cast<std::uint8_t>(d.sessions.size()));
+            for (const auto& s : d.sessions) {
+                w.bytes(s.session_id());
+            }
         }
         return out;
     }
 
-    /// Fills everything but the sessions; returns their ids.
-    Result<std::vector<Bytes>> decode(ByteView data) {
+    /// Fills everything but the sessions; returns their ids with their devices.
+    Result<std::vector<std::pair<DeviceId, Bytes>>> decode(ByteView data) {
         WireReader r(data);
         std::uint8_t version = 0;
         std::uint8_t id_len = 0;
         std::uint8_t ver = 0;
-        std::uint32_t n_missing = 0;
-        std::uint16_t n_seen = 0;
-        std::uint8_t n_sessions = 0;
         ByteView ik;
-        if (!r.u8(version) || version != record_version || !r.u8(id_len) || (id_len != 0 && id_len != e2e::key_size) ||
-            !r.take(id_len, ik) || !r.u8(ver) || ver > 1 || !r.u64(send_seq) || !r.u64(recv_high) ||
-            !r.u32(n_missing) || n_missing > max_missing) {
+        if (!r.u8(version) || (version != record_version && version != peer_record_version) || !r.u8(id_len) ||
+            (id_len != 0 && id_len != e2e::key_size) || !r.take(id_len, ik) || !r.u8(ver) || ver > 1 ||
+            !r.u64(send_seq)) {
             return corrupt("peer record");
         }
         identity.assign(ik.begin(), ik.end());
         verified = ver == 1;
-        for (std::uint32_t i = 0; i < n_missing; ++i) {
-            std::uint64_t m = 0;
-            if (!r.u64(m)) {
+        std::vector<std::pair<DeviceId, Bytes>> ids;
+        if (version == record_version) {
+            // Before devices: device 1's receiving state, the ids seen, its sessions.
+            auto& d = devices[first_device];
+            d.key = identity;
+            if (!read_receiving(r, d) || !read_seen(r) || !read_session_ids(r, first_device, ids) || !r.at_end()) {
                 return corrupt("peer record");
             }
-            missing.insert(m);
+            return ids;
         }
-        if (!r.u16(n_seen) || n_seen > max_seen_ids) {
+        std::uint8_t n_devices = 0;
+        if (!read_seen(r) || !r.u8(n_devices)) {
             return corrupt("peer record");
         }
-        for (std::uint16_t i = 0; i < n_seen; ++i) {
-            ByteView v;
-            if (!r.take(sizeof(MessageId), v)) {
+        for (std::uint8_t i = 0; i < n_devices; ++i) {
+            std::uint32_t device = 0;
+            std::uint8_t key_len = 0;
+            ByteView key;
+            if (!r.u32(device) || device == 0 || devices.contains(device) || !r.u8(key_len) ||
+                (key_len != 0 && key_len != e2e::key_size) || !r.take(key_len, key)) {
                 return corrupt("peer record");
             }
-            MessageId id{};
-            std::copy(v.begin(), v.end(), id.begin());
-            remember(id);
-        }
-        std::vector<Bytes> ids;
-        if (!r.u8(n_sessions) || n_sessions > max_sessions_per_peer) {
-            return corrupt("peer record");
-        }
-        for (std::uint8_t i = 0; i < n_sessions; ++i) {
-            ByteView v;
-            if (!r.take(e2e::session_id_size, v)) {
+            auto& d = devices[device];
+            d.key.assign(key.begin(), key.end());
+            if (!read_receiving(r, d) || !read_session_ids(r, device, ids)) {
                 return corrupt("peer record");
             }
-            ids.emplace_back(v.begin(), v.end());
         }
         if (!r.at_end()) {
             return corrupt("peer record");
         }
         return ids;
     }
+
+private:
+    static bool read_receiving(WireReader& r, DeviceState& d) {
+        std::uint32_t n_missing = 0;
+        if (!r.u64(d.recv_high) || !r.u32(n_missing) || n_missing > max_missing) {
+            return false;
+        }
+        for (std::uint32_t i = 0; i < n_missing; ++i) {
+            std::uint64_t m = 0;
+            if (!r.u64(m)) {
+                return false;
+            }
+            d.missing.insert(m);
+        }
+        return true;
+    }
+
+    bool read_seen(WireReader& r) {
+        std::uint16_t n_seen = 0;
+        if (!r.u16(n_seen) || n_seen > max_seen_ids) {
+            return false;
+        }
+        for (std::uint16_t i = 0; i < n_seen; ++i) {
+            ByteView v;
+            if (!r.take(sizeof(MessageId), v)) {
+                return false;
+            }
+            MessageId id{};
+            std::copy(v.begin(), v.end(), id.begin());
+            remember(id);
+        }
+        return true;
+    }
+
+    static bool read_session_ids(WireReader& r, DeviceId device, std::vector<std::pair<DeviceId, Bytes>>& ids) {
+        std::uint8_t n_sessions = 0;
+        if (!r.u8(n_sessions) || n_sessions > max_sessions_per_peer) {
+            return false;
+        }
+        for (std::uint8_t i = 0; i < n_sessions; ++i) {
+            ByteView v;
+            if (!r.take(e2e::session_id_size, v)) {
+                return false;
+            }
+            ids.emplace_back(device, Bytes(v.begin(), v.end()));
+        }
+        return true;
+    }
 };
 
 E2eClient::E2eClient(const ClientConfig& config, ClientState& state, Rng& rng, DurableOutbox& outbox)
-    : m_config(config), m_state(state), m_rng(rng), m_outbox(outbox) {}
+    : m_config(config), m_state(state), m_rng(rng), m_outbox(outbox), m_lists(state) {}
 
 E2eClient::~E2eClient() = default;
 
@@ -305,10 +381,8 @@ Status E2eClient::set_user(const std::string& user) {
     if (!m_outbox.loaded()) {
         SIM_TRY_STATUS(m_outbox.load());
     }
-    for (auto& [name, p] : m_peers) {
-        seal_pending(*p);  // texts queued while a session was being set up when the last run ended
-    }
     SIM_TRY_STATUS(m_inbox.load(m_state, m_user));
+    complete_all();  // texts queued while a session was being set up when the last run ended
     return commit();
 }
 
@@ -383,13 +457,13 @@ Status E2eClient::load_peer(const std::string& peer) {
     p->name = peer;
     p->persisted = true;
     SIM_TRY(auto ids, p->decode(*rec));
-    for (const auto& id : ids) {
+    for (const auto& [device, id] : ids) {
         SIM_TRY(auto blob, m_state.get(key_session(peer, id)));
         if (!blob) {
             return corrupt("session");
         }
         SIM_TRY(auto s, e2e::Session::deserialize(*blob, m_rng));
-        p->sessions.push_back(std::move(s));
+        p->devices[device].sessions.push_back(std::move(s));
     }
     m_peers.emplace(peer, std::move(p));
     return ok();
@@ -424,8 +498,10 @@ Status E2eClient::commit() {
             continue;
         }
         m_writes.push_back({key_peer(name), p->encode()});
-        for (const auto& s : p->sessions) {
-            m_writes.push_back({key_session(name, s.session_id()), s.serialize()});
+        for (const auto& [device, d] : p->devices) {
+            for (const auto& s : d.sessions) {
+                m_writes.push_back({key_session(name, s.session_id()), s.serialize()});
+            }
         }
         for (const auto& id : p->dropped_sessions) {
             m_writes.push_back({key_session(name, id), std::nullopt});
@@ -559,82 +635,354 @@ void E2eClient::upload_prekeys(bool replace) {
 
 // ---------------------------------------------------------------- sessions
 
-void E2eClient::on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint) {
+Result<const e2e::DeviceList*> E2eClient::list_of(PeerState& p) {
+    if (!p.list_loaded) {
+        SIM_TRY(auto known, m_lists.known(p.name));
+        p.list = std::move(known);
+        p.list_loaded = true;
+    }
+    return p.list ? &*p.list : nullptr;
+}
+
+Result<std::vector<DeviceId>> E2eClient::targets(PeerState& p) {
+    SIM_TRY(const auto* list, list_of(p));
+    const bool self = p.name == m_user;
+    std::vector<DeviceId> out;
+    if (list == nullptr) {
+        if (!self) {
+            out.push_back(first_device);
+        }
+        return out;
+    }
+    for (const auto& d : list->devices) {
+        if (!self || d.device != m_device) {
+            out.push_back(d.device);
+        }
+    }
+    return out;
+}
+
+Result<Bytes> E2eClient::expected_key(PeerState& p, DeviceId device) {
+    SIM_TRY(const auto* list, list_of(p));
+    if (list != nullptr) {
+        for (const auto& d : list->devices) {
+            if (d.device == device) {
+                return d.key;
+            }
+        }
+        return Bytes{};
+    }
+    return device == first_device && p.name != m_user ? p.identity : Bytes{};
+}
+
+void E2eClient::on_keys(const KeyAssignment& keys) {
     if (!ready()) {
         return;
     }
-    if (const auto st = e2e::verify_bundle(bundle); !st) {
-        error_event(peer, Error{st.code(), "prekey bundle refused: " + st.error().message()});
-        return;  // a badly signed bundle is never a reason to announce a new identity
+    const bool self = keys.peer == m_user;
+    const auto& peer = keys.peer;
+    const Bytes& account = keys.bundle ? keys.bundle->identity_key : keys.account_key;
+    if (keys.bundle) {
+        if (const auto st = e2e::verify_bundle(*keys.bundle); !st) {
+            error_event(peer, Error{st.code(), "prekey bundle refused: " + st.error().message()});
+            return;  // a badly signed bundle is never a reason to announce a new identity
+        }
+    }
+    if (self && (keys.bundle || !constant_time_equal(account, account_key().public_key))) {
+        error_event(peer, Error{Errc::auth_failed, "keys for our own devices under another account key: refused"});
+        return;
     }
     auto& p = peer_state(peer);
-    if (!p.identity.empty() && !constant_time_equal(p.identity, bundle.identity_key)) {
-        p.pending_bundle.emplace(bundle, hint);
-        note_identity_change(p, bundle.identity_key);
+    if (!self && !p.identity.empty() && !constant_time_equal(p.identity, account)) {
+        p.pending_keys = keys;
+        note_identity_change(p, account);
         return;
     }
-    if (!p.sessions.empty() && !p.pending_identity) {
-        // Same identity and a session already: keep it (the ratchet and its sequence numbers go on); the bundle
-        // only confirmed that the key has not changed.
-        keyed_event(p, p.sessions.front().suite(), false);
-        return;
-    }
-    start_session(p, bundle, hint);
+    apply_keys(p, keys);
 }
 
-void E2eClient::start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint) {
+void E2eClient::apply_keys(PeerState& p, const KeyAssignment& keys) {
+    const bool first_contact = p.identity.empty();
+    if (p.name == m_user) {
+        p.identity = account_key().public_key;
+        p.verified = true;
+    }
+    const Bytes account = keys.bundle ? keys.bundle->identity_key : keys.account_key;
+    std::vector<DeviceBundle> bundles;
+    if (keys.bundle) {
+        bundles.push_back({first_device, *keys.bundle});
+    } else {
+        auto accepted = m_lists.accept(p.name, account, keys.device_list);
+        if (!accepted) {
+            error_event(p.name, Error{accepted.code(), "the device list of " + p.name +
+                                                           " was refused: " + accepted.error().message()});
+            return;
+        }
+        if (accepted->record) {
+            m_writes.push_back(std::move(*accepted->record));
+            p.list = accepted->list;
+            p.list_loaded = true;
+        }
+        bundles = keys.device_bundles;
+    }
+    p.identity = account;
+    mark_dirty(p);
+    drop_unlisted(p);
+    std::optional<SuiteId> suite;
+    for (const auto& [device, bundle] : bundles) {
+        const auto expected = expected_key(p, device);
+        if (!expected) {
+            error_event(p.name, expected.error());
+            return;
+        }
+        if (!keys.bundle && (expected->empty() || !constant_time_equal(*expected, bundle.identity_key))) {
+            error_event(p.name, Error{Errc::auth_failed, "a prekey bundle of device " + std::to_string(device) +
+                                                             " does not carry its listed key: refused"});
+            continue;
+        }
+        if (keys.bundle || e2e::verify_bundle(bundle)) {
+            auto& d = p.devices[device];
+            d.key = bundle.identity_key;
+            if (!d.sessions.empty()) {
+                suite = d.sessions.front().suite();  // kept: the ratchet and its sequence numbers go on
+            } else if (start_session(p, device, bundle, keys.suite)) {
+                suite = d.sessions.front().suite();
+            }
+        } else {
+            error_event(p.name, Error{Errc::auth_failed, "prekey bundle of device " + std::to_string(device) +
+                                                             " refused: its signed prekey does not verify"});
+        }
+    }
+    if (suite && p.name != m_user) {
+        keyed_event(p, *suite, first_contact);
+    }
+    replay_held(p);
+    if (p.name == m_user) {
+        complete_all();
+    } else {
+        complete(p.name);
+    }
+}
+
+void E2eClient::drop_unlisted(PeerState& p) {
+    const auto wanted = targets(p);
+    if (!wanted) {
+        return;
+    }
+    std::vector<DeviceId> gone;
+    for (const auto& [device, d] : p.devices) {
+        if (std::find(wanted->begin(), wanted->end(), device) == wanted->end()) {
+            gone.push_back(device);
+        }
+    }
+    for (const auto device : gone) {
+        p.drop_device(device);  // a removed device cannot read what we send from now on
+    }
+    if (!gone.empty()) {
+        mark_dirty(p);
+    }
+}
+
+bool E2eClient::start_session(PeerState& p, DeviceId device, const e2e::PrekeyBundle& bundle, SuiteId hint) {
     const auto pref = m_config.end_to_end_suites.preference();
     const SuiteId suite = m_config.end_to_end_suites.allows(hint) || pref.empty() ? hint : pref.front();
     auto s = e2e::Session::initiate(*m_identity, m_user, bundle, p.name, suite, m_rng);
     if (!s) {
         error_event(p.name, Error{s.code(), "prekey bundle refused: " + s.error().message()});
-        return;
+        return false;
     }
-    adopt_session(p, bundle.identity_key, std::move(*s));
-}
-
-void E2eClient::adopt_session(PeerState& p, const Bytes& identity, e2e::Session session) {
-    const bool first = p.identity.empty();
-    p.identity = identity;
-    const SuiteId suite = session.suite();
-    p.add_session(std::move(session));
+    p.add_session(device, std::move(*s));
     mark_dirty(p);
-    keyed_event(p, suite, first);
-    seal_pending(p);
+    return true;
 }
 
-void E2eClient::seal_pending(PeerState& p) {
-    if (p.sessions.empty() || p.pending_identity) {
+void E2eClient::list_changed(const std::string& whose) {
+    if (!ready()) {
         return;
     }
-    bool failed = false;
-    m_outbox.rewrite(p.name, [&](const MessageId& id, Bytes& payload) {
-        const auto unsealed = read_unsealed_text(payload);
-        if (failed || !unsealed) {
+    const auto it = m_peers.find(whose);
+    if (it == m_peers.end()) {
+        if (whose == m_user) {
+            complete_all();
+        }
+        return;
+    }
+    auto& p = *it->second;
+    p.list_loaded = false;  // read again: Devices wrote the newer one
+    drop_unlisted(p);
+    replay_held(p);
+    if (whose == m_user) {
+        complete_all();
+    } else {
+        complete(whose);
+    }
+}
+
+void E2eClient::devices_refused(const std::string& peer) {
+    if (!ready()) {
+        return;
+    }
+    for (const auto& name : {peer, m_user}) {
+        if (const auto it = m_peers.find(name); it != m_peers.end()) {
+            it->second->list_loaded = false;
+        }
+    }
+    complete(peer);
+}
+
+void E2eClient::complete_all() {
+    std::vector<std::string> names;
+    for (const auto& [name, p] : m_peers) {
+        if (name != m_user) {
+            names.push_back(name);
+        }
+    }
+    for (const auto& name : names) {
+        complete(name);
+    }
+}
+
+void E2eClient::complete(const std::string& peer) {
+    if (peer == m_user) {
+        return;
+    }
+    // Only end-to-end texts: queued ones, and older unsealed ones of a peer we have sessions with (a text of a
+    // server-assigned conversation is sealed by it when it goes).
+    const auto* known = find_peer(peer);
+    const bool legacy_ok = known != nullptr && known->has_sessions();
+    bool any = false;
+    m_outbox.rewrite(peer, [&](const MessageId&, Bytes& payload) {
+        any = any || read_queued_text(payload) || (legacy_ok && read_unsealed_text(payload));
+        return false;
+    });
+    if (!any) {
+        return;
+    }
+    auto& p = peer_state(peer);
+    if (p.pending_identity) {
+        return;
+    }
+    auto& me = peer_state(m_user);
+    const auto theirs = targets(p);
+    const auto mine = targets(me);
+    if (!theirs || !mine) {
+        error_event(peer, (theirs ? mine.error() : theirs.error()));
+        return;
+    }
+    const auto missing = [&](PeerState& whose, const std::vector<DeviceId>& devices) {
+        return std::any_of(devices.begin(), devices.end(), [&](DeviceId d) {
+            const auto it = whose.devices.find(d);
+            return it == whose.devices.end() || it->second.sessions.empty();
+        });
+    };
+    // Bodies for every device in force; one whose session is missing holds the text and those behind it (the order
+    // of the stream is kept), and its keys are asked for.
+    const bool lacks_theirs = missing(p, *theirs);
+    const bool lacks_mine = missing(me, *mine);
+    bool held = false;
+    const auto fill = [&](PeerState& whose, const std::vector<DeviceId>& devices, std::vector<DeviceBody>& bodies,
+                          const QueuedText& q) -> bool {
+        bool changed = std::erase_if(bodies, [&](const DeviceBody& b) {
+                           return std::find(devices.begin(), devices.end(), b.device) == devices.end();
+                       }) != 0;
+        for (const auto d : devices) {
+            const auto at = std::find_if(bodies.begin(), bodies.end(), [&](const DeviceBody& b) { return b.device >= d; });
+            if (at != bodies.end() && at->device == d) {
+                continue;
+            }
+            auto body = seal_body(whose, d, E2eContent{ContentKind::text, q.seq, q.id, q.text, q.sent_at, {}}, peer);
+            if (!body) {
+                error_event(peer, body.error());
+                held = true;
+                return changed;
+            }
+            bodies.insert(at, DeviceBody{d, std::move(*body)});
+            changed = true;
+        }
+        return changed;
+    };
+    m_outbox.rewrite(peer, [&](const MessageId& id, Bytes& payload) {
+        if (held) {
             return false;
         }
-        const auto steps_before = p.sessions.front().dh_steps();
-        auto sealed = seal_content(p, E2eContent{ContentKind::text,
-                                                 p.send_seq + 1,
-                                                 id,
-                                                 std::string(unsealed->text.begin(), unsealed->text.end()),
-                                                 unsealed->sent_at,
-                                                 {}});
-        if (!sealed) {
-            error_event(p.name, sealed.error());
-            failed = true;  // it and the ones behind it stay unsealed (and held): the order is kept
-            return false;
+        auto q = read_queued_text(payload);
+        if (!q) {
+            const auto unsealed = read_unsealed_text(payload);
+            if (!unsealed || !legacy_ok) {
+                return false;  // sealed once before devices, or a server-assigned text: sent as it is
+            }
+            q = QueuedText{id, ++p.send_seq, unsealed->sent_at,
+                           std::string(unsealed->text.begin(), unsealed->text.end()), {}, {}};
+            mark_dirty(p);
         }
-        ++p.send_seq;
-        if (p.sessions.front().dh_steps() != steps_before) {
-            ratchet_event(p, p.sessions.front().dh_steps(), KeyDirection::sending);
+        if (lacks_theirs || lacks_mine) {
+            held = true;
+            if (read_queued_text(payload)) {
+                return false;
+            }
+            secure_zero(payload.data(), payload.size());
+            payload = encode_queued_text(*q);
+            return true;
+        }
+        bool changed = fill(p, *theirs, q->bodies, *q);
+        changed = fill(me, *mine, q->own_bodies, *q) || changed;
+        if (!changed && read_queued_text(payload)) {
+            return false;
         }
         secure_zero(payload.data(), payload.size());
-        payload = encode_envelope(*sealed);
-        return true;  // the sealed form replaces the text in the same commit as the ratchet state that made it
+        payload = encode_queued_text(*q);
+        return true;  // the bodies go into the same commit as the ratchet states that sealed them
     });
-    if (!failed) {
-        m_outbox.release(p.name);
+    if (lacks_theirs) {
+        m_wanted_keys.push_back(peer);
+    }
+    if (lacks_mine) {
+        m_wanted_keys.push_back(m_user);
+    }
+    if (!held) {
+        m_outbox.release(peer);
+    }
+}
+
+std::optional<Submission> E2eClient::submission(const std::string& peer, ByteView payload,
+                                                std::vector<std::string>& wanted) {
+    const auto q = read_queued_text(payload);
+    if (!q || !ready()) {
+        return std::nullopt;
+    }
+    const auto theirs = targets(peer_state(peer));
+    const auto mine = targets(peer_state(m_user));
+    if (!theirs || !mine) {
+        return std::nullopt;
+    }
+    const auto covers = [](const std::vector<DeviceBody>& bodies, const std::vector<DeviceId>& devices) {
+        return bodies.size() == devices.size() &&
+               std::equal(bodies.begin(), bodies.end(), devices.begin(),
+                          [](const DeviceBody& b, DeviceId d) { return b.device == d; });
+    };
+    if (!covers(q->bodies, *theirs) || !covers(q->own_bodies, *mine)) {
+        complete(peer);  // sealed for the devices in force now, or held while keys are missing
+        for (auto& name : take_wanted_keys()) {
+            wanted.push_back(std::move(name));
+        }
+        return std::nullopt;
+    }
+    return Submission{q->id, ConversationMode::end_to_end, pair_conversation_id(m_user, peer), m_device, q->bodies,
+                      q->own_bodies};
+}
+
+void E2eClient::replay_held(PeerState& p) {
+    if (p.pending_identity || p.held.empty()) {
+        return;
+    }
+    auto held = std::move(p.held);
+    p.held.clear();
+    for (const auto& [d, conversation_peer] : held) {
+        if (p.name == m_user) {
+            on_message(conversation_peer, d, true);
+        } else {
+            on_message(p.name, d);
+        }
     }
 }
 
@@ -651,19 +999,19 @@ void E2eClient::note_identity_change(PeerState& p, const Bytes& key) {
     event(IdentityChangedEvent{p.name, safety_number_with(p, key)});
 }
 
-void E2eClient::ratchet_event(const PeerState& p, std::uint64_t steps, KeyDirection direction) {
-    event(KeyRotatedEvent{p.name, ConversationMode::end_to_end, static_cast<std::uint32_t>(steps), direction});
+void E2eClient::ratchet_event(const std::string& peer, std::uint64_t steps, KeyDirection direction) {
+    event(KeyRotatedEvent{peer, ConversationMode::end_to_end, static_cast<std::uint32_t>(steps), direction});
 }
 
 bool E2eClient::has_session(std::string_view peer) const {
     const auto* p = find_peer(peer);
-    return p != nullptr && (!p->sessions.empty() || p->pending_identity);
+    return p != nullptr && (p->has_sessions() || p->pending_identity);
 }
 
 std::vector<std::string> E2eClient::peers_with_sessions() const {
     std::vector<std::string> out;
     for (const auto& [name, p] : m_peers) {
-        if (!p->sessions.empty()) {
+        if (name != m_user && p->has_sessions()) {
             out.push_back(name);
         }
     }
@@ -672,10 +1020,15 @@ std::vector<std::string> E2eClient::peers_with_sessions() const {
 
 std::optional<SuiteId> E2eClient::session_suite(std::string_view peer) const {
     const auto* p = find_peer(peer);
-    if (p == nullptr || p->sessions.empty()) {
+    if (p == nullptr) {
         return std::nullopt;
     }
-    return p->sessions.front().suite();
+    for (const auto& [device, d] : p->devices) {
+        if (!d.sessions.empty()) {
+            return d.sessions.front().suite();
+        }
+    }
+    return std::nullopt;
 }
 
 // ---------------------------------------------------------------- receiving
@@ -709,83 +1062,119 @@ Status E2eClient::mark_read(std::uint64_t up_to) {
     return commit();
 }
 
-void E2eClient::on_message(const std::string& peer, const Delivered& d) {
+void E2eClient::on_message(const std::string& peer, const Delivered& d, bool own_copy) {
     const auto& envelope = d.envelope;
     if (!ready()) {
         return;
     }
-    auto& p = peer_state(peer);
+    // An own copy is opened with the session of our device that sent it, and acknowledged to ourselves (6.5).
+    auto& p = peer_state(own_copy ? m_user : peer);
+    const auto hold = [&] {
+        if (p.held.size() < max_held) {
+            p.held.emplace_back(d, peer);  // not acknowledged: the server keeps it meanwhile
+        }
+    };
     if (p.seen.contains(envelope.id)) {
-        ack(peer, envelope.id);  // a retry or a replay: acknowledged again, not shown again
+        ack(p.name, envelope.id);  // a retry or a replay: acknowledged again, not shown again
         return;
     }
     if (p.pending_identity) {
-        // Nothing is shown from a peer whose identity is in question until the user decides; not acknowledged,
-        // so the server keeps it meanwhile.
-        if (p.held.size() < max_held) {
-            p.held.push_back(d);
-        }
+        // Nothing is shown from a peer whose identity is in question until the user decides.
+        hold();
         return;
     }
     auto info = e2e::inspect(envelope.body);
     if (!info) {
         error_event(peer, Error{info.code(), "malformed end-to-end message dropped"});
-        ack(peer, envelope.id);
+        ack(p.name, envelope.id);
         return;
     }
-    const auto it = std::find_if(p.sessions.begin(), p.sessions.end(), [&](const e2e::Session& s) {
-        return constant_time_equal(s.session_id(), info->session_id);
-    });
-    if (it == p.sessions.end()) {
-        open_initial(p, d, *info);
+    const auto device = d.sender_device;
+    const auto of_session = [&](const e2e::Session& s) { return constant_time_equal(s.session_id(), info->session_id); };
+    const auto dit = p.devices.find(device);
+    if (dit == p.devices.end() || std::none_of(dit->second.sessions.begin(), dit->second.sessions.end(), of_session)) {
+        const bool elsewhere = std::any_of(p.devices.begin(), p.devices.end(), [&](const auto& kv) {
+            return std::any_of(kv.second.sessions.begin(), kv.second.sessions.end(), of_session);
+        });
+        if (elsewhere) {
+            // A session of another device of the sender: the server changed the sending device (6.5).
+            error_event(peer, Error{Errc::auth_failed, "message re-addressed (its session is another sending "
+                                                       "device's): dropped"});
+            ack(p.name, envelope.id);
+            return;
+        }
+        open_initial(p, device, d, *info, peer);
         return;
     }
-    if (it != p.sessions.begin()) {
-        std::rotate(p.sessions.begin(), it, it + 1);  // the session that last received is the one we send on
+    auto& sessions = dit->second.sessions;
+    const auto it = std::find_if(sessions.begin(), sessions.end(), of_session);
+    if (it != sessions.begin()) {
+        std::rotate(sessions.begin(), it, it + 1);  // the session that last received is the one we send on
     }
-    open_with_session(p, d);
+    open_with_session(p, device, d, peer);
 }
 
-void E2eClient::open_with_session(PeerState& p, const Delivered& d) {
+void E2eClient::open_with_session(PeerState& p, DeviceId device, const Delivered& d,
+                                  const std::string& conversation_peer) {
     const auto& envelope = d.envelope;
-    auto& s = p.sessions.front();
+    auto& s = p.devices[device].sessions.front();
     const auto before = s.dh_steps();
     auto plain = s.open(envelope.body);
     if (!plain) {
         // Forged, replayed (its key is gone) or corrupted: never shown. Acknowledged so the server drops it.
-        error_event(p.name, Error{plain.code(), "end-to-end message did not open: dropped"});
+        error_event(conversation_peer, Error{plain.code(), "end-to-end message did not open: dropped"});
         ack(p.name, envelope.id);
         return;
     }
     mark_dirty(p);
-    deliver_content(p, d, before, s.dh_steps(), std::move(*plain));
+    deliver_content(p, device, d, before, s.dh_steps(), std::move(*plain), conversation_peer);
 }
 
-void E2eClient::open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info) {
+void E2eClient::open_initial(PeerState& p, DeviceId device, const Delivered& d, const e2e::MessageInfo& info,
+                             const std::string& conversation_peer) {
     const auto& envelope = d.envelope;
-    if (!info.initial) {
-        error_event(p.name, Error{Errc::auth_failed, "message of an unknown session dropped"});
+    const auto drop = [&](Errc code, const std::string& why) {
+        error_event(conversation_peer, Error{code, why});
         ack(p.name, envelope.id);
+    };
+    if (!info.initial) {
+        drop(Errc::auth_failed, "message of an unknown session dropped");
         return;
     }
     const auto& init = *info.initial;
-    if (!p.identity.empty() && !constant_time_equal(p.identity, init.identity_key)) {
+    const auto expected = expected_key(p, device);
+    if (!expected) {
+        error_event(conversation_peer, expected.error());
+        return;
+    }
+    const bool legacy = device == first_device && p.name != m_user && !p.list;  // device 1 of a peer, no list
+    if (expected->empty() && !(legacy && p.identity.empty())) {
+        // A device we cannot check yet (no list names it): held, not acknowledged, until its list comes with the
+        // peer's keys (asked for now). A device the list does not name stays held until the server drops it.
         if (p.held.size() < max_held) {
-            // not acknowledged: the server keeps it until the user decides
-            p.held.push_back(d);
+            p.held.emplace_back(d, conversation_peer);
+        }
+        m_wanted_keys.push_back(p.name);
+        return;
+    }
+    if (!expected->empty() && !constant_time_equal(*expected, init.identity_key)) {
+        if (!legacy) {
+            drop(Errc::auth_failed, "a device's message under a key its signed list does not give it: dropped");
+            return;
+        }
+        if (p.held.size() < max_held) {
+            p.held.emplace_back(d, conversation_peer);  // not acknowledged: kept until the user decides
         }
         note_identity_change(p, init.identity_key);
         return;
     }
     if (!m_config.end_to_end_suites.allows(init.suite)) {
-        error_event(p.name, Error{Errc::suite_not_allowed, "end-to-end suite refused by our policy"});
-        ack(p.name, envelope.id);
+        drop(Errc::suite_not_allowed, "end-to-end suite refused by our policy");
         return;
     }
     auto& pk = *m_prekeys;
     if (init.signed_prekey_id != pk.signed_prekey.id) {
-        error_event(p.name, Error{Errc::invalid_key, "unknown signed prekey"});
-        ack(p.name, envelope.id);
+        drop(Errc::invalid_key, "unknown signed prekey");
         return;
     }
     const e2e::OneTimePrekey* opk = nullptr;
@@ -794,22 +1183,19 @@ void E2eClient::open_initial(PeerState& p, const Delivered& d, const e2e::Messag
         opk_it = std::find_if(pk.one_time.begin(), pk.one_time.end(),
                               [&](const e2e::OneTimePrekey& k) { return k.id == init.one_time_prekey_id; });
         if (opk_it == pk.one_time.end()) {
-            error_event(p.name, Error{Errc::invalid_key, "one-time prekey unknown or already used"});
-            ack(p.name, envelope.id);
+            drop(Errc::invalid_key, "one-time prekey unknown or already used");
             return;
         }
         opk = &*opk_it;
     }
     auto s = e2e::Session::respond(*m_identity, m_user, pk.signed_prekey, opk, init, p.name, m_rng);
     if (!s) {
-        error_event(p.name, Error{s.code(), "end-to-end session refused"});
-        ack(p.name, envelope.id);
+        drop(s.code(), "end-to-end session refused");
         return;
     }
     auto plain = s->open(envelope.body);
     if (!plain) {
-        error_event(p.name, Error{plain.code(), "end-to-end message did not open: dropped"});
-        ack(p.name, envelope.id);
+        drop(plain.code(), "end-to-end message did not open: dropped");
         return;
     }
     if (opk != nullptr) {
@@ -817,77 +1203,111 @@ void E2eClient::open_initial(PeerState& p, const Delivered& d, const e2e::Messag
         m_prekeys_dirty = true;
     }
     const auto steps = s->dh_steps();
-    adopt_session(p, init.identity_key, std::move(*s));
-    deliver_content(p, d, 0, steps, std::move(*plain));  // the first message's DH step counts too
+    const bool first = p.identity.empty();
+    if (first) {
+        p.identity = init.identity_key;  // first contact with a peer's device 1 (trust on first use, 6.4)
+    }
+    p.devices[device].key = init.identity_key;
+    const SuiteId suite = s->suite();
+    p.add_session(device, std::move(*s));
+    mark_dirty(p);
+    if (p.name != m_user) {
+        keyed_event(p, suite, first);
+    }
+    deliver_content(p, device, d, 0, steps, std::move(*plain), conversation_peer);  // its DH step counts too
+    if (p.name == m_user) {
+        complete_all();
+    } else {
+        complete(p.name);
+    }
 }
 
-void E2eClient::deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
-                                SecureBytes plaintext) {
+void E2eClient::deliver_content(PeerState& p, DeviceId device, const Delivered& d, std::uint64_t steps_before,
+                                std::uint64_t steps_after, SecureBytes plaintext,
+                                const std::string& conversation_peer) {
     const auto& envelope = d.envelope;
-    const auto received_at = d.received_at;
+    const bool own_copy = p.name == m_user;
     auto content = decode_e2e_content(plaintext);
     secure_zero(plaintext.data(), plaintext.size());
     p.remember(envelope.id);
     ack(p.name, envelope.id);
     if (!content || content->id != envelope.id) {
-        error_event(p.name, Error{Errc::auth_failed, "message id does not match its sealed id: dropped"});
+        error_event(conversation_peer, Error{Errc::auth_failed, "message id does not match its sealed id: dropped"});
         return;
     }
     // The address sealed inside against the one the server delivered it with: a server that moved the message to
     // another conversation or device, or claims another sending device, is caught here (6.3). Contents sealed
     // before addresses existed (kinds 1-3) have none to compare.
     if (content->address && *content->address != ContentAddress{d.conversation, d.sender_device, m_device}) {
-        error_event(p.name, Error{Errc::auth_failed,
-                                  "message re-addressed (its sealed conversation or devices differ from its "
-                                  "delivery): dropped"});
+        error_event(conversation_peer, Error{Errc::auth_failed,
+                                             "message re-addressed (its sealed conversation or devices differ from "
+                                             "its delivery): dropped"});
         return;
     }
+    auto& ds = p.devices[device];
     if (steps_after != steps_before) {
-        ratchet_event(p, steps_after, KeyDirection::receiving);
+        ratchet_event(conversation_peer, steps_after, KeyDirection::receiving);
     }
     if (content->kind == ContentKind::ratchet_only) {
         return;
     }
-    p.reply_due = p.reply_due || steps_after != steps_before;
+    ds.reply_due = ds.reply_due || steps_after != steps_before;
     const std::uint64_t seq = content->seq;
-    if (seq <= p.recv_high && !p.missing.contains(seq)) {
-        return;  // this sequence number was shown already: a replay under a new id
-    }
-    if (seq > p.recv_high + 1) {
-        const std::uint64_t gap = seq - p.recv_high - 1;
-        for (std::uint64_t n = p.recv_high + 1; n < seq && p.missing.size() < max_missing; ++n) {
-            p.missing.insert(n);
+    if (!own_copy) {
+        // Sequence numbers count one sender device's texts to us (an own copy carries the number of its
+        // conversation, which our other conversations share with it: only its id is checked).
+        if (seq <= ds.recv_high && !ds.missing.contains(seq)) {
+            return;  // this sequence number was shown already: a replay under a new id
         }
-        event(GapEvent{p.name, gap});
+        if (seq > ds.recv_high + 1) {
+            const std::uint64_t gap = seq - ds.recv_high - 1;
+            for (std::uint64_t n = ds.recv_high + 1; n < seq && ds.missing.size() < max_missing; ++n) {
+                ds.missing.insert(n);
+            }
+            event(GapEvent{p.name, gap});
+        }
+        ds.missing.erase(seq);
+        ds.recv_high = std::max(ds.recv_high, seq);
     }
-    p.missing.erase(seq);
-    p.recv_high = std::max(p.recv_high, seq);
     MessageEvent e;
-    e.peer = p.name;
+    e.peer = conversation_peer;
     e.text = std::move(content->text);
     e.message_id = envelope.id;
     e.seq = seq;
     e.mode = ConversationMode::end_to_end;
     e.sent_at = content->sent_at;
-    e.received_at = received_at;
+    e.received_at = d.received_at;
     e.conversation = d.conversation;
     e.sender_device = d.sender_device;
-    e.inbox_index = keep_received(InboxEntry{0, p.name, envelope.id, seq, e.text, ConversationMode::end_to_end, false,
-                                             e.sent_at, e.received_at, e.conversation, e.sender_device});
+    e.from_me = own_copy;
+    InboxEntry entry{0, conversation_peer, envelope.id, seq, e.text, ConversationMode::end_to_end, false,
+                     e.sent_at, e.received_at, e.conversation, e.sender_device};
+    entry.from_me = own_copy;
+    e.inbox_index = keep_received(entry);
     event(std::move(e));
 }
 
 // ---------------------------------------------------------------- sending
 
-Result<Envelope> E2eClient::seal_content(PeerState& p, E2eContent content) {
-    content.address = ContentAddress{pair_conversation_id(m_user, p.name), m_device, first_device};
+Result<Bytes> E2eClient::seal_body(PeerState& p, DeviceId device, E2eContent content,
+                                   const std::string& conversation_peer) {
+    auto& ds = p.devices[device];
+    if (ds.sessions.empty()) {
+        return Error{Errc::no_conversation, "no session with device " + std::to_string(device) + " of " + p.name};
+    }
+    content.address = ContentAddress{pair_conversation_id(m_user, conversation_peer), m_device, device};
+    auto& session = ds.sessions.front();
+    const auto steps_before = session.dh_steps();
     auto plain = encode_e2e_content(content);
-    auto body = p.sessions.front().seal(plain);
+    auto body = session.seal(plain);
     secure_zero(plain.data(), plain.size());
     SIM_TRY(auto sealed, std::move(body));
-    p.reply_due = false;
+    ds.reply_due = false;
     mark_dirty(p);
-    return Envelope{content.id, ConversationMode::end_to_end, std::move(sealed)};
+    if (p.name != m_user && session.dh_steps() != steps_before && content.kind == ContentKind::text) {
+        ratchet_event(p.name, session.dh_steps(), KeyDirection::sending);
+    }
+    return sealed;
 }
 
 Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view text, WallTime sent_at,
@@ -895,34 +1315,43 @@ Result<MessageId> E2eClient::send_text(const std::string& peer, std::string_view
     if (!ready()) {
         return Error{Errc::not_authenticated, "log in first"};
     }
-    const auto it = m_peers.find(peer);
-    if (it != m_peers.end() && it->second->pending_identity) {
+    if (peer == m_user) {
+        return Error{Errc::bad_destination, "cannot talk to yourself"};
+    }
+    auto& p = peer_state(peer);
+    if (p.pending_identity) {
         return Error{Errc::identity_changed, "the peer's identity key changed: accept it before sending"};
     }
-    // Message to one device (46) + ratchet message header (at most 1 + 8 + 73 + 40) + content header with its
-    // address and timestamp (57) + suite overhead.
-    const std::size_t overhead =
-        single_device_message_overhead + 122 + 57 + 48 + min_frame_size + m_user.size() + peer.size();
-    if (text.size() + overhead > max_inner) {
-        return Error{Errc::frame_too_large, "message too long"};
+    SIM_TRY(const auto theirs, targets(p));
+    SIM_TRY(const auto mine, targets(peer_state(m_user)));
+    // Per body: device and length (8) + ratchet message header (at most 1 + 8 + 73 + 40) + content header with
+    // its address and timestamp (57) + suite overhead (48); and the message, the frame and the names around them.
+    const std::size_t bodies = theirs.size() + mine.size();
+    const std::size_t overhead = single_device_message_overhead + 1 + min_frame_size + m_user.size() + peer.size() +
+                                 bodies * (8 + 122 + 57 + 48);
+    if (text.size() * bodies + overhead > max_inner) {
+        return Error{Errc::frame_too_large, bodies > 1 ? "message too long for every device it goes to"
+                                                       : "message too long"};
     }
-    if (it == m_peers.end() || it->second->sessions.empty()) {
+    if (!p.has_sessions()) {
         // No session yet (the peer has not published keys, or it was never opened): the text waits in the outbox
-        // and is sealed when the session exists (seal_pending); the client core asks for the peer's keys.
+        // unsealed, for the conversation the server keys (end to end: complete() takes it over when the session
+        // exists; the client core asks for the peer's keys).
         const auto id = random_id(m_rng);
         SIM_TRY_STATUS(enqueue(id, peer, make_unsealed_text(id, sent_at, text)));
         return id;
     }
-    auto& p = *it->second;
-    const auto steps_before = p.sessions.front().dh_steps();
-    E2eContent content{ContentKind::text, p.send_seq + 1, random_id(m_rng), std::string(text), sent_at, {}};
-    SIM_TRY(const auto envelope, seal_content(p, content));
-    ++p.send_seq;
-    if (p.sessions.front().dh_steps() != steps_before) {
-        ratchet_event(p, p.sessions.front().dh_steps(), KeyDirection::sending);
+    // Numbered now, sealed now if every device has a session (complete()), else when the keys come; its place in
+    // the outbox keeps its order either way.
+    const QueuedText q{random_id(m_rng), ++p.send_seq, sent_at, std::string(text), {}, {}};
+    mark_dirty(p);
+    m_outbox.add(q.id, peer, encode_queued_text(q));
+    complete(peer);
+    if (auto st = commit(); !st) {
+        m_outbox.forget(q.id);  // not durable here: not sent either (the caller hears of the failure)
+        return st.error();
     }
-    SIM_TRY_STATUS(enqueue(content.id, peer, encode_envelope(envelope)));
-    return content.id;
+    return q.id;
 }
 
 Status E2eClient::enqueue(const MessageId& id, const std::string& peer, Bytes payload) {
@@ -939,14 +1368,45 @@ void E2eClient::tick() {
         return;
     }
     for (auto& [name, p] : m_peers) {
-        if (!p->reply_due || p->sessions.empty() || p->pending_identity || !p->sessions.front().reply_pending()) {
+        if (name == m_user || p->pending_identity) {
             continue;
         }
-        // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too.
-        E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
-        if (const auto envelope = seal_content(*p, content)) {
-            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_pair_submission(*envelope, m_user, name, m_device)},
-                        true);
+        const bool due = std::any_of(p->devices.begin(), p->devices.end(), [](const auto& kv) {
+            return kv.second.reply_due && !kv.second.sessions.empty() && kv.second.sessions.front().reply_pending();
+        });
+        if (!due) {
+            continue;
+        }
+        // Our ratchet key changed when the peer's last message arrived: send it back so the peer can step too. A
+        // message goes to every device (the server refuses one that does not cover them), so it needs them all.
+        auto& me = peer_state(m_user);
+        const auto theirs = targets(*p);
+        const auto mine = targets(me);
+        if (!theirs || !mine) {
+            continue;
+        }
+        const E2eContent content{ContentKind::ratchet_only, 0, random_id(m_rng), {}, {}, {}};
+        Submission s{content.id, ConversationMode::end_to_end, pair_conversation_id(m_user, name), m_device, {}, {}};
+        bool sealed = true;
+        for (const auto d : *theirs) {
+            auto body = seal_body(*p, d, content, name);
+            sealed = sealed && body.has_value();
+            if (body) {
+                s.bodies.push_back({d, std::move(*body)});
+            }
+        }
+        for (const auto d : *mine) {
+            auto body = seal_body(me, d, content, name);
+            sealed = sealed && body.has_value();
+            if (body) {
+                s.own_bodies.push_back({d, std::move(*body)});
+            }
+        }
+        for (auto& [device, ds] : p->devices) {
+            ds.reply_due = false;
+        }
+        if (sealed) {
+            queue_frame(Frame{FrameType::message, 0, m_user, name, encode_submission(s)}, true);
         }
     }
 }
@@ -991,21 +1451,19 @@ Status E2eClient::accept_identity(std::string_view peer) {
     p.verified = false;
     p.drop_all_sessions();
     // A new identity is a new client state (docs/protocol.md 6.8): its sequence numbers start again from 1, and so
-    // must ours to it; otherwise its first messages look like replays and ours like a gap.
+    // must ours to it; otherwise its first messages look like replays and ours like a gap. Its old list is not
+    // the new identity's.
     p.send_seq = 0;
-    p.recv_high = 0;
-    p.missing.clear();
+    p.list.reset();
+    p.list_loaded = true;
+    m_writes.push_back(m_lists.forget(p.name));
     mark_dirty(p);
-    if (p.pending_bundle) {
-        auto pending = std::move(*p.pending_bundle);
-        p.pending_bundle.reset();
-        start_session(p, pending.first, pending.second);
+    if (p.pending_keys) {
+        auto pending = std::move(*p.pending_keys);
+        p.pending_keys.reset();
+        apply_keys(p, pending);
     }
-    auto held = std::move(p.held);
-    p.held.clear();
-    for (const auto& d : held) {
-        on_message(p.name, d);
-    }
+    replay_held(p);
     return ok();
 }
 

@@ -14,6 +14,7 @@
 #include <sim/frame.h>
 #include <sim/messages.h>
 
+#include "device_lists.h"
 #include "durable_outbox.h"
 #include "inbox.h"
 
@@ -72,16 +73,33 @@ public:
     Status mark_read(std::uint64_t up_to);
 
     void on_prekey_status(const PrekeyStatus& status);
-    /// KEYGEN mode 2: start a session with `peer` from its bundle (or hold it while an identity change is pending).
-    void on_bundle(const std::string& peer, const e2e::PrekeyBundle& bundle, SuiteId hint);
-    /// A delivered end-to-end message; `received_at` is the server's receive time (delivery header, kept with it).
-    void on_message(const std::string& peer, const Delivered& delivered);
+    /// An end-to-end KEYGEN (docs/protocol.md 6.2): mode 2, device 1's bundle; mode 3, the peer's account key,
+    /// signed device list and a bundle per device (the peer may be this user: our other devices). Sessions start
+    /// with the devices that have none, queued texts are sealed for them (or it is held while an identity change is
+    /// pending).
+    void on_keys(const KeyAssignment& keys);
+    /// A delivered end-to-end message from `peer`; `received_at` is the server's receive time (delivery header,
+    /// kept with it). An own copy (docs/protocol.md 6.5: sent by another device of ours to `peer`) comes with
+    /// `own_copy`.
+    void on_message(const std::string& peer, const Delivered& delivered, bool own_copy = false);
+    /// The device list of `whose` (a peer, or this user) in force changed (Devices accepted a newer one): sessions
+    /// of removed devices go, queued texts are sealed again for the new list, held messages are tried again.
+    void list_changed(const std::string& whose);
+    /// The server refused a message to `peer` with devices_changed: its queued texts are brought up to the lists
+    /// now in force (sealed for new devices, keys asked for when a session is missing).
+    void devices_refused(const std::string& peer);
     /// Seal and queue a text message sent at `sent_at` (the sender's timestamp it carries, also when it waits for
     /// a session unsealed); committed (outbox included) before it returns.
     Result<MessageId> send_text(const std::string& peer, std::string_view text, WallTime sent_at,
                                 std::size_t max_inner);
     /// Queue an outbox payload (outbox.h) under `id`; committed before it returns.
     Status enqueue(const MessageId& id, const std::string& peer, Bytes payload);
+    /// The `message` payload for a queued text to `peer` (outbox.h, a QueuedText): nullopt while it does not cover
+    /// the devices now in force (the names whose keys are missing are added to `wanted`).
+    [[nodiscard]] std::optional<Submission> submission(const std::string& peer, ByteView payload,
+                                                       std::vector<std::string>& wanted);
+    /// Names whose keys are needed (a peer's, or ours for our other devices): the core asks with an `init`.
+    std::vector<std::string> take_wanted_keys() { return std::exchange(m_wanted_keys, {}); }
     /// Periodic work: answer DH ratchet steps with a ratchet-only message.
     void tick();
 
@@ -100,6 +118,7 @@ public:
     std::vector<Frame> take_frames();
 
     struct PeerState;
+    struct DeviceState;
 
 private:
     PeerState& peer_state(const std::string& peer);
@@ -108,20 +127,39 @@ private:
     [[nodiscard]] bool ready_to_preload() const;
     Status load_peer(const std::string& peer);
     void upload_prekeys(bool replace);
-    void open_with_session(PeerState& p, const Delivered& d);
-    void open_initial(PeerState& p, const Delivered& d, const e2e::MessageInfo& info);
-    void deliver_content(PeerState& p, const Delivered& d, std::uint64_t steps_before, std::uint64_t steps_after,
-                         SecureBytes plaintext);
-    Result<Envelope> seal_content(PeerState& p, E2eContent content);
-    void start_session(PeerState& p, const e2e::PrekeyBundle& bundle, SuiteId hint);
-    /// Pin `identity` (first contact) and make `session` the one we send on; reports key_assigned.
-    void adopt_session(PeerState& p, const Bytes& identity, e2e::Session session);
-    /// Texts queued for `p` before there was a session: sealed now, in order, and their stream released.
-    void seal_pending(PeerState& p);
+    /// The device list in force for `p` (nullopt: none accepted; read from the state once). Storage errors.
+    Result<const e2e::DeviceList*> list_of(PeerState& p);
+    /// The devices a message must be sealed for: a peer's listed devices ({1} without a list); for ourselves our
+    /// other listed devices (none without a list).
+    Result<std::vector<DeviceId>> targets(PeerState& p);
+    /// The key device `device` of `p` must use: from the list in force; without one, device 1 of a peer uses the
+    /// pinned identity. Empty when not known.
+    Result<Bytes> expected_key(PeerState& p, DeviceId device);
+    void open_with_session(PeerState& p, DeviceId device, const Delivered& d, const std::string& conversation_peer);
+    void open_initial(PeerState& p, DeviceId device, const Delivered& d, const e2e::MessageInfo& info,
+                      const std::string& conversation_peer);
+    void deliver_content(PeerState& p, DeviceId device, const Delivered& d, std::uint64_t steps_before,
+                         std::uint64_t steps_after, SecureBytes plaintext, const std::string& conversation_peer);
+    /// One body of `content` for `device` of `p`, in the conversation with `conversation_peer`.
+    Result<Bytes> seal_body(PeerState& p, DeviceId device, E2eContent content, const std::string& conversation_peer);
+    /// Start a session with `device` of `p` from its bundle (its key already checked).
+    bool start_session(PeerState& p, DeviceId device, const e2e::PrekeyBundle& bundle, SuiteId hint);
+    /// Accept a KEYGEN for `p` whose identity is settled.
+    void apply_keys(PeerState& p, const KeyAssignment& keys);
+    /// Sessions of devices no longer listed for `p` are dropped.
+    void drop_unlisted(PeerState& p);
+    /// Bring the texts queued for `peer` up to the devices in force: a body sealed for each device without one,
+    /// bodies of devices no longer listed dropped; the stream is released when all are complete, else the names
+    /// whose keys are missing are wanted. Older unsealed texts become queued texts here.
+    void complete(const std::string& peer);
+    /// complete() for every peer with queued texts (our own devices changed).
+    void complete_all();
+    /// Messages held for want of a device's key (or a list): tried again.
+    void replay_held(PeerState& p);
     void keyed_event(const PeerState& p, SuiteId suite, bool first_contact);
     /// A different identity key for `p`: pending until accepted, announced once per new key.
     void note_identity_change(PeerState& p, const Bytes& key);
-    void ratchet_event(const PeerState& p, std::uint64_t steps, KeyDirection direction);
+    void ratchet_event(const std::string& peer, std::uint64_t steps, KeyDirection direction);
     void queue_frame(Frame frame, bool after_commit);
     void event(ClientEvent e) { m_events.push_back(std::move(e)); }
     void error_event(const std::string& peer, const Error& error);
@@ -143,6 +181,8 @@ private:
     /// In send order (sent in that order, so the recipient's ratchet skips nothing it need not).
     DurableOutbox& m_outbox;
     Inbox m_inbox;
+    DeviceLists m_lists;
+    std::vector<std::string> m_wanted_keys;
     bool m_prekeys_dirty = false;
     bool m_peers_index_dirty = false;
 

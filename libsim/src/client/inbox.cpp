@@ -13,9 +13,10 @@ using detail::WireReader;
 using detail::WireWriter;
 
 constexpr std::uint8_t inbox_version = 1;  // the header's
-// Entries: version 3 adds the conversation and sender device, version 2 the two timestamps; both older ones are
-// still read (inbox.h).
-constexpr std::uint8_t entry_version = 3;
+// Entries: version 4 adds the from_me flag, version 3 the conversation and sender device, version 2 the two
+// timestamps; the older ones are still read (inbox.h).
+constexpr std::uint8_t entry_version = 4;
+constexpr std::uint8_t entry_version_v3 = 3;
 constexpr std::uint8_t entry_version_v2 = 2;
 constexpr std::uint8_t entry_version_v1 = 1;
 std::uint64_t to_ms(WallTime t) {
@@ -73,6 +74,7 @@ std::vector<StateWrite> Inbox::add(const InboxEntry& entry, std::uint64_t& index
     w.u64(to_ms(entry.received_at));
     w.bytes(ByteView{entry.conversation});
     w.u32(entry.sender_device);
+    w.u8(entry.from_me ? 1 : 0);
     w.text(entry.text);
     std::vector<StateWrite> out;
     out.push_back({key_entry(index), std::move(rec)});
@@ -119,7 +121,7 @@ Result<std::vector<InboxEntry>> Inbox::read(const ClientState& state, std::uint6
             e.sent_at = from_ms(sent);
             e.received_at = from_ms(received);
         }
-        if (version >= entry_version) {
+        if (version >= entry_version_v3) {
             ByteView conversation;
             if (!r.take(e.conversation.size(), conversation) || !r.u32(e.sender_device) || e.sender_device == 0) {
                 return corrupt("inbox entry");
@@ -127,6 +129,13 @@ Result<std::vector<InboxEntry>> Inbox::read(const ClientState& state, std::uint6
             std::copy(conversation.begin(), conversation.end(), e.conversation.begin());
         } else {
             e.conversation = pair_conversation_id(m_self, to_string(name));
+        }
+        if (version >= entry_version) {
+            std::uint8_t from_me = 0;
+            if (!r.u8(from_me) || from_me > 1) {
+                return corrupt("inbox entry");
+            }
+            e.from_me = from_me == 1;
         }
         if (!peer.empty() && to_string(name) != peer) {
             continue;

@@ -7,6 +7,43 @@
 
 namespace sim::client_detail {
 
+namespace {
+
+WallTime time_from_ms(std::uint64_t ms) {
+    constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
+}
+
+template <typename Vec>
+void write_bodies(detail::WireWriter<Vec>& w, const std::vector<DeviceBody>& bodies) {
+    w.u8(static_cast<std::uint8_t>(bodies.size()));
+    for (const auto& b : bodies) {
+        w.u32(b.device);
+        w.u32(static_cast<std::uint32_t>(b.body.size()));
+        w.bytes(b.body);
+    }
+}
+
+bool read_bodies(detail::WireReader& r, std::vector<DeviceBody>& out) {
+    std::uint8_t n = 0;
+    if (!r.u8(n)) {
+        return false;
+    }
+    for (std::uint8_t i = 0; i < n; ++i) {
+        DeviceBody b;
+        std::uint32_t len = 0;
+        ByteView body;
+        if (!r.u32(b.device) || !r.u32(len) || !r.take(len, body)) {
+            return false;
+        }
+        b.body.assign(body.begin(), body.end());
+        out.push_back(std::move(b));
+    }
+    return true;
+}
+
+}  // namespace
+
 Bytes make_unsealed_text(const MessageId& id, WallTime sent_at, std::string_view text) {
     Bytes out;
     out.reserve(sizeof(MessageId) + 1 + 8 + text.size());
@@ -30,11 +67,44 @@ std::optional<UnsealedText> read_unsealed_text(ByteView payload) {
         if (!r.u64(ms)) {
             return std::nullopt;
         }
-        constexpr auto max_ms = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-        out.sent_at = WallTime{std::chrono::milliseconds{static_cast<std::int64_t>(std::min(ms, max_ms))}};
+        out.sent_at = time_from_ms(ms);
     }
     out.text = r.rest();
     return out;
+}
+
+Bytes encode_queued_text(const QueuedText& q) {
+    Bytes out;
+    detail::WireWriter w(out);
+    w.bytes(ByteView{q.id});
+    w.u8(queued_e2e_text);
+    w.u64(q.seq);
+    const auto ms = q.sent_at.time_since_epoch().count();
+    w.u64(ms < 0 ? 0 : static_cast<std::uint64_t>(ms));
+    w.u32(static_cast<std::uint32_t>(q.text.size()));
+    w.text(q.text);
+    write_bodies(w, q.bodies);
+    write_bodies(w, q.own_bodies);
+    return out;
+}
+
+std::optional<QueuedText> read_queued_text(ByteView payload) {
+    if (payload.size() <= sizeof(MessageId) || payload[sizeof(MessageId)] != queued_e2e_text) {
+        return std::nullopt;
+    }
+    QueuedText q;
+    std::copy_n(payload.begin(), sizeof(MessageId), q.id.begin());
+    detail::WireReader r(payload.subspan(sizeof(MessageId) + 1));
+    std::uint64_t ms = 0;
+    std::uint32_t len = 0;
+    ByteView text;
+    if (!r.u64(q.seq) || !r.u64(ms) || !r.u32(len) || !r.take(len, text) || !read_bodies(r, q.bodies) ||
+        !read_bodies(r, q.own_bodies) || !r.at_end()) {
+        return std::nullopt;
+    }
+    q.sent_at = time_from_ms(ms);
+    q.text.assign(text.begin(), text.end());
+    return q;
 }
 
 namespace {

@@ -55,6 +55,24 @@ struct UnsealedText {
 /// Either unsealed form; nullopt for anything else (an envelope, or a stamped form cut short).
 [[nodiscard]] std::optional<UnsealedText> read_unsealed_text(ByteView payload);
 
+/// The form byte of a queued end-to-end text (see above).
+inline constexpr std::uint8_t queued_e2e_text = 4;
+/// A queued end-to-end text: its sequence number and timestamp (fixed when it was sent), the text (kept until the
+/// server stores the message, so it can be sealed for a device added meanwhile), and the bodies sealed so far, for
+/// the peer's devices and our own other ones (docs/protocol.md 6.5, 6.9). Form: `id (16) | 4 | seq u64 | sent_at
+/// u64 | text len u32 | text | count u8 | count x (device u32 | len u32 | body) | own count u8 | own count x (...)`.
+struct QueuedText {
+    MessageId id{};
+    std::uint64_t seq = 0;
+    WallTime sent_at{};
+    std::string text;
+    std::vector<DeviceBody> bodies;
+    std::vector<DeviceBody> own_bodies;
+};
+[[nodiscard]] Bytes encode_queued_text(const QueuedText& q);
+/// nullopt for another form or one that does not decode.
+[[nodiscard]] std::optional<QueuedText> read_queued_text(ByteView payload);
+
 class Outbox {
 public:
     /// `resend_after`: a stream whose oldest sent message has had no receipt this long is sent again from it.

@@ -13,7 +13,7 @@ public:
     [[nodiscard]] ConversationMode mode() const noexcept override { return ConversationMode::end_to_end; }
     [[nodiscard]] std::optional<SuiteId> suite() const override { return m_ctx.e2e.session_suite(m_peer); }
     bool on_key(const KeyAssignment& key) override {
-        m_ctx.e2e.on_bundle(m_peer, *key.bundle, key.suite);
+        m_ctx.e2e.on_keys(key);
         return true;
     }
     Result<MessageId> send(std::string_view text, WallTime sent_at) override {

@@ -210,22 +210,12 @@ Result<std::vector<MessageId>> read_ids(WireReader& r, std::string_view what) {
 
 }  // namespace
 
-Bytes encode_key_assignment(const KeyAssignment& k) {
-    Bytes out;
-    WireWriter w(out);
-    w.u8(static_cast<std::uint8_t>(k.mode));
-    if (k.mode == ConversationMode::server_assigned) {
-        w.u8(static_cast<std::uint8_t>(k.suite));
-        write_short_text(w, k.peer);
-        w.u8(static_cast<std::uint8_t>(k.key.size()));
-        w.bytes(k.key);
-        return out;
-    }
-    write_short_text(w, k.peer);
-    w.u8(static_cast<std::uint8_t>(k.suite));
-    // A missing bundle is written as an empty one, which the decoder refuses (truncated).
-    const e2e::PrekeyBundle empty;
-    const auto& b = k.bundle ? *k.bundle : empty;
+namespace {
+
+constexpr std::uint8_t keygen_device_bundles = 3;  // KEYGEN mode 3 (docs/protocol.md 6.2)
+
+template <typename Vec>
+void write_bundle(WireWriter<Vec>& w, const e2e::PrekeyBundle& b) {
     w.bytes(b.identity_key);
     w.u32(b.signed_prekey_id);
     w.bytes(b.signed_prekey);
@@ -235,6 +225,40 @@ Bytes encode_key_assignment(const KeyAssignment& k) {
         w.u32(*b.one_time_prekey_id);
         w.bytes(b.one_time_prekey);
     }
+}
+
+}  // namespace
+
+Bytes encode_key_assignment(const KeyAssignment& k) {
+    Bytes out;
+    WireWriter w(out);
+    if (k.mode == ConversationMode::server_assigned) {
+        w.u8(static_cast<std::uint8_t>(k.mode));
+        w.u8(static_cast<std::uint8_t>(k.suite));
+        write_short_text(w, k.peer);
+        w.u8(static_cast<std::uint8_t>(k.key.size()));
+        w.bytes(k.key);
+        return out;
+    }
+    if (!k.device_list.empty()) {
+        w.u8(keygen_device_bundles);
+        write_short_text(w, k.peer);
+        w.u8(static_cast<std::uint8_t>(k.suite));
+        w.bytes(k.account_key);
+        w.u32(static_cast<std::uint32_t>(k.device_list.size()));
+        w.bytes(k.device_list);
+        w.u8(static_cast<std::uint8_t>(k.device_bundles.size()));
+        for (const auto& d : k.device_bundles) {
+            w.u32(d.device);
+            write_bundle(w, d.bundle);
+        }
+        return out;
+    }
+    w.u8(static_cast<std::uint8_t>(k.mode));
+    write_short_text(w, k.peer);
+    w.u8(static_cast<std::uint8_t>(k.suite));
+    // A missing bundle is written as an empty one, which the decoder refuses (truncated).
+    write_bundle(w, k.bundle ? *k.bundle : e2e::PrekeyBundle{});
     return out;
 }
 
@@ -270,20 +294,15 @@ Result<KeyAssignment> decode_server_assigned_key(WireReader& r) {
     return k;
 }
 
-Result<KeyAssignment> decode_end_to_end_key(WireReader& r) {
-    constexpr auto truncated = [] { return Error{Errc::truncated, "prekey bundle truncated"}; };
-    std::uint8_t peer_len = 0;
-    ByteView peer;
-    std::uint8_t suite = 0;
+Status read_bundle(WireReader& r, e2e::PrekeyBundle& b) {
+    const Error truncated{Errc::truncated, "prekey bundle truncated"};
     ByteView ik;
     ByteView spk;
     ByteView sig;
     std::uint8_t has_opk = 0;
-    e2e::PrekeyBundle b;
-    if (!r.u8(peer_len) || !r.take(peer_len, peer) || !r.u8(suite) || !r.take(e2e::key_size, ik) ||
-        !r.u32(b.signed_prekey_id) || !r.take(e2e::key_size, spk) || !r.take(e2e::signature_size, sig) ||
-        !r.u8(has_opk)) {
-        return truncated();
+    if (!r.take(e2e::key_size, ik) || !r.u32(b.signed_prekey_id) || !r.take(e2e::key_size, spk) ||
+        !r.take(e2e::signature_size, sig) || !r.u8(has_opk)) {
+        return truncated;
     }
     if (has_opk > 1) {
         return Error{Errc::bad_field, "prekey bundle: has_opk is not 0 or 1"};
@@ -292,10 +311,58 @@ Result<KeyAssignment> decode_end_to_end_key(WireReader& r) {
         std::uint32_t opk_id = 0;
         ByteView opk;
         if (!r.u32(opk_id) || !r.take(e2e::key_size, opk)) {
-            return truncated();
+            return truncated;
+        }
+        if (opk_id == e2e::no_one_time_prekey) {
+            return Error{Errc::bad_field, "prekey bundle: reserved one-time prekey id"};
         }
         b.one_time_prekey_id = opk_id;
         b.one_time_prekey = copy(opk);
+    }
+    b.identity_key = copy(ik);
+    b.signed_prekey = copy(spk);
+    b.signed_prekey_signature = copy(sig);
+    return ok();
+}
+
+/// Mode 2 (`device_bundles` false) or mode 3, after the mode byte.
+Result<KeyAssignment> decode_end_to_end_key(WireReader& r, bool device_bundles) {
+    std::uint8_t peer_len = 0;
+    ByteView peer;
+    std::uint8_t suite = 0;
+    KeyAssignment k;
+    if (!r.u8(peer_len) || !r.take(peer_len, peer) || !r.u8(suite)) {
+        return Error{Errc::truncated, "key assignment truncated"};
+    }
+    if (device_bundles) {
+        ByteView ak;
+        std::uint32_t list_len = 0;
+        ByteView list;
+        std::uint8_t count = 0;
+        if (!r.take(e2e::key_size, ak) || !r.u32(list_len) || list_len > r.remaining() ||
+            !r.take(list_len, list) || !r.u8(count)) {
+            return Error{Errc::truncated, "key assignment truncated"};
+        }
+        if (list_len == 0 || list_len > max_keygen_list_size || count == 0 || count > max_keygen_devices) {
+            return Error{Errc::bad_field, "key assignment: device list or bundle count out of range"};
+        }
+        k.account_key = copy(ak);
+        k.device_list = copy(list);
+        for (std::uint8_t i = 0; i < count; ++i) {
+            DeviceBundle d;
+            if (!r.u32(d.device)) {
+                return Error{Errc::truncated, "key assignment truncated"};
+            }
+            if (d.device == 0 || (!k.device_bundles.empty() && d.device <= k.device_bundles.back().device)) {
+                return Error{Errc::bad_field, "key assignment: devices zero, out of order or repeated"};
+            }
+            SIM_TRY_STATUS(read_bundle(r, d.bundle));
+            k.device_bundles.push_back(std::move(d));
+        }
+    } else {
+        e2e::PrekeyBundle b;
+        SIM_TRY_STATUS(read_bundle(r, b));
+        k.bundle = std::move(b);
     }
     if (!r.at_end()) {
         return Error{Errc::trailing_bytes, "bytes after key assignment"};
@@ -307,17 +374,9 @@ Result<KeyAssignment> decode_end_to_end_key(WireReader& r) {
     if (peer.empty()) {
         return Error{Errc::bad_field, "key assignment without a peer"};
     }
-    if (b.one_time_prekey_id && *b.one_time_prekey_id == e2e::no_one_time_prekey) {
-        return Error{Errc::bad_field, "prekey bundle: reserved one-time prekey id"};
-    }
-    b.identity_key = copy(ik);
-    b.signed_prekey = copy(spk);
-    b.signed_prekey_signature = copy(sig);
-    KeyAssignment k;
     k.mode = ConversationMode::end_to_end;
     k.suite = *id;
     k.peer = to_string(peer);
-    k.bundle = std::move(b);
     return k;
 }
 
@@ -329,11 +388,14 @@ Result<KeyAssignment> decode_key_assignment(ByteView payload) {
     if (!r.u8(mode)) {
         return Error{Errc::truncated, "key assignment truncated"};
     }
+    if (mode == keygen_device_bundles) {
+        return decode_end_to_end_key(r, true);
+    }
     const auto m = mode_from_wire(mode);
     if (!m) {
         return Error{Errc::bad_field, "unknown key assignment mode"};
     }
-    return *m == ConversationMode::server_assigned ? decode_server_assigned_key(r) : decode_end_to_end_key(r);
+    return *m == ConversationMode::server_assigned ? decode_server_assigned_key(r) : decode_end_to_end_key(r, false);
 }
 
 Bytes encode_prekey_upload(const PrekeyUpload& u) {

@@ -1010,6 +1010,11 @@ private:
     }
 
     void open_conversation(const std::string& destination) {
+        if (const auto name = auth::canonical_username(destination);
+            m_core->end_to_end() && m_core->devices != nullptr && name && *name == m_user) {
+            open_own_devices();
+            return;
+        }
         auto peer = canonical_peer(destination);
         if (!peer) {
             return;
@@ -1053,20 +1058,71 @@ private:
         send(**keygen);
     }
 
-    /// KEYGEN mode 2 for `to` with one of `peer`'s bundles (a one-time prekey is used up), or nullopt when `peer`
-    /// has published none. Errc::storage_error.
-    Result<std::optional<Frame>> bundle_keygen(const std::string& to, const std::string& peer) {
-        SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer, first_device));
-        if (!bundle) {
-            return std::optional<Frame>{};
+    /// End to end, an `init` naming the user itself: a KEYGEN of mode 3 with the user's other active devices, so the
+    /// client can seal the copies of its messages for them (docs/protocol.md 6.2, 6.5); `no_conversation` when it
+    /// has none with prekeys.
+    void open_own_devices() {
+        auto keygen = bundle_keygen(m_user, m_user, m_device);
+        if (!keygen) {
+            m_core->log(LogLevel::error, "prekey bundles not read: " + keygen.error().message());
+            refuse(Errc::storage_error, "prekeys not available, try again later");
+            return;
         }
-        const bool used_opk = bundle->one_time_prekey_id.has_value();
+        if (!keygen->has_value()) {
+            auto f = make_error_frame(Errc::no_conversation, "your other devices have no prekeys yet");
+            f.destination = m_user;
+            send(f);
+            return;
+        }
+        send(**keygen);
+    }
+
+    /// The KEYGEN that gives `to` the keys of `peer` (docs/protocol.md 6.2), using up a one-time prekey of each
+    /// device: mode 2 with device 1's bundle when device 1 is the peer's only active device, else mode 3 with the
+    /// peer's account key, signed device list and a bundle of each active device but `skip` that has published
+    /// some. nullopt when there is none. Errc::storage_error.
+    Result<std::optional<Frame>> bundle_keygen(const std::string& to, const std::string& peer, DeviceId skip = 0) {
         KeyAssignment k;
         k.mode = ConversationMode::end_to_end;
         k.suite = m_core->config.conversation_policy.preference().front();
         k.peer = peer;
-        k.bundle = std::move(*bundle);
-        if (used_opk) {
+        SIM_TRY(const auto active, m_core->directory->devices(peer));
+        std::optional<store::StoredDeviceList> list;
+        if (m_core->devices != nullptr && (skip != 0 || active != std::vector<DeviceId>{first_device})) {
+            SIM_TRY(auto stored, m_core->devices->find_device_list(peer));
+            list = std::move(stored);
+        }
+        if (!list) {
+            if (skip != 0) {
+                return std::optional<Frame>{};  // an account without a list has no other device
+            }
+            SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer, first_device));
+            if (!bundle) {
+                return std::optional<Frame>{};
+            }
+            k.bundle = std::move(*bundle);
+            ask_for_prekeys_if_low(peer);
+        } else {
+            SIM_TRY(const auto records, m_core->devices->list_devices(peer));
+            const auto first = std::find_if(records.begin(), records.end(),
+                                            [](const store::DeviceRecord& r) { return r.device == first_device; });
+            if (first == records.end() || first->device_key.size() != e2e::key_size) {
+                return std::optional<Frame>{};  // no account key known: nothing a client could check the list with
+            }
+            k.account_key = first->device_key;
+            k.device_list = list->signed_list;
+            for (const auto d : active) {
+                if (d == skip || k.device_bundles.size() == max_keygen_devices) {
+                    continue;
+                }
+                SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer, d));
+                if (bundle) {
+                    k.device_bundles.push_back({d, std::move(*bundle)});
+                }
+            }
+            if (k.device_bundles.empty()) {
+                return std::optional<Frame>{};
+            }
             ask_for_prekeys_if_low(peer);
         }
         return std::optional<Frame>{
