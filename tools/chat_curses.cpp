@@ -67,8 +67,9 @@ public:
             if (m->inbox_index < m_loaded_next) {
                 return;  // already shown from the inbox
             }
-            if (m_model.add_message(m->peer, m->peer, m->text, ms_or_unknown(m->sent_at), m->inbox_index, true,
-                                    ms_or_unknown(m->received_at))) {
+            // An own copy (sent from another device of ours) is our line, and never unread.
+            if (m_model.add_message(m->peer, m->from_me ? m_state.user : m->peer, m->text, ms_or_unknown(m->sent_at),
+                                    m->inbox_index, !m->from_me, ms_or_unknown(m->received_at))) {
                 beep();
             } else {
                 mark_read();
@@ -240,8 +241,8 @@ private:
             return;
         }
         for (const auto& e : *entries) {
-            m_model.add_message(e.peer, e.peer, e.text, ms_or_unknown(e.sent_at), e.index,
-                                e.index >= status.first_unread, ms_or_unknown(e.received_at));
+            m_model.add_message(e.peer, e.from_me ? m_state.user : e.peer, e.text, ms_or_unknown(e.sent_at), e.index,
+                                !e.from_me && e.index >= status.first_unread, ms_or_unknown(e.received_at));
             m_loaded_next = std::max(m_loaded_next, e.index + 1);
         }
     }

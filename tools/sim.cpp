@@ -330,6 +330,9 @@ std::string describe_event(const sim::ClosedEvent& e) {
     return "! connection closed" + (e.reason.code == sim::Errc::ok ? std::string() : ": " + e.reason.message());
 }
 std::string describe_event(const sim::MessageEvent& e) {
+    if (e.from_me) {  // sent from another device of ours
+        return "[you -> " + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
+    }
     return "[" + sim::tools::printable(e.peer) + "] " + sim::tools::printable(e.text);
 }
 std::string describe_event(const sim::PresenceEvent& e) {
@@ -1197,7 +1200,7 @@ private:
                 m_presence[p->peer] = p->online;
             }
             m_view.event(*e, routine ? std::string() : describe(*e));
-            if (const auto* m = std::get_if<sim::MessageEvent>(&*e); m != nullptr && !m->peer.empty()) {
+            if (const auto* m = std::get_if<sim::MessageEvent>(&*e); m != nullptr && !m->peer.empty() && !m->from_me) {
                 // Someone other than the current peer wrote: say how to answer them, once per new sender.
                 if (m->peer != m_current && m->peer != m_last_sender) {
                     say("* /r TEXT answers " + m->peer + " (you are talking to " +

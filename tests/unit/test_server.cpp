@@ -3425,3 +3425,94 @@ TEST_CASE("client end to end with two devices per user: every message on every d
         }
     }
 }
+
+TEST_CASE("devices end to end: a device the server adds to a list on its own is refused by the peers; nothing reaches it") {
+    auto w = e2e_world();
+    auto laptop_state = sim::make_memory_client_state();
+    sim::ClientConfig laptop_config;
+    laptop_config.state = laptop_state.get();
+    auto& laptop = w.connect(laptop_config);
+    REQUIRE(w.login(laptop, "bob", "bob's password"));
+    auto phone_state = sim::make_memory_client_state();
+    sim::ClientConfig phone_config;
+    phone_config.state = phone_state.get();
+    auto& phone = w.connect(phone_config);
+    REQUIRE(phone.core->login("bob", new_installation("bob's password")));
+    w.settle();
+    REQUIRE(laptop.core->approve_device(phone.of<sim::LinkCodeEvent>().at(0).code));
+    w.settle();
+    auto alice_state = sim::make_memory_client_state();
+    sim::ClientConfig alice_config;
+    alice_config.state = alice_state.get();
+    auto& alice = w.connect(alice_config);
+    REQUIRE(w.login(alice, "alice", "alice's password"));
+    const auto deliver = [&] {
+        w.settle();
+        w.clock.advance(std::chrono::seconds(2));
+        alice.core->pump();
+        w.settle();
+    };
+    REQUIRE(alice.core->send("bob", "first"));
+    deliver();
+    REQUIRE(phone.texts("alice") == std::vector<std::string>{"first"});
+
+    // The server (its store) gives bob a device 3 of its own: active with a key and prekeys, and a list naming it,
+    // issued by bob's phone (as if the server had that device's key too) but not signed by bob's account key.
+    const auto key_of = [](const sim::ClientState& state) {
+        return sim::e2e::identity_from_private(sim::ByteView(state.get("identity").value().value()).last(32)).value();
+    };
+    const auto fake = sim::e2e::generate_identity(*w.rng);
+    const auto now = sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}};
+    REQUIRE(w.backend->add_device("bob", "", now, now, 8).value() == sim::DeviceId{3});
+    REQUIRE(w.backend->activate_device("bob", 3, fake.public_key, now));
+    const auto spk = sim::e2e::generate_signed_prekey(fake, 1, *w.rng);
+    sim::PrekeyUpload up;
+    up.replace = true;
+    up.identity_key = fake.public_key;
+    up.signed_prekey_id = spk.id;
+    up.signed_prekey = spk.public_key;
+    up.signed_prekey_signature = spk.signature;
+    for (std::uint32_t i = 2; i < 6; ++i) {
+        up.one_time_prekeys.emplace_back(i, sim::e2e::generate_one_time_prekey(i, *w.rng).public_key);
+    }
+    REQUIRE(w.backend->set_prekeys("bob", 3, up));
+    const auto stored = w.backend->find_device_list("bob").value().value();
+    const sim::e2e::DeviceList forged{
+        "bob", stored.version + 1, 2,
+        {{1, key_of(*laptop_state).public_key}, {2, key_of(*phone_state).public_key}, {3, fake.public_key}}};
+    const auto forged_bytes =
+        sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(forged, fake, key_of(*phone_state)).value()).value();
+    REQUIRE(w.backend->put_device_list("bob", {forged.version, forged_bytes}));
+    // bob goes offline, and the server's cache of his devices expires: from now on it serves what its store says.
+    laptop.pipe->close_now();
+    phone.pipe->close_now();
+    w.settle();
+    w.clock.advance(std::chrono::seconds(31));
+
+    // alice's next message must cover device 3, says the server; alice refuses the list that names it, and the
+    // message waits (nothing is sealed for the server's device, and nothing reaches bob's real ones either).
+    alice.events.clear();
+    REQUIRE(alice.core->send("bob", "second"));
+    deliver();
+    const auto errors = alice.of<sim::ErrorEvent>("bob");
+    REQUIRE_FALSE(errors.empty());
+    CHECK(errors[0].error.code == sim::Errc::auth_failed);
+    CHECK(errors[0].error.detail.find("device list of bob was refused") != std::string::npos);
+    CHECK(alice.core->outbox_size() == 1);
+    CHECK_FALSE(alice.saw<sim::ReceiptEvent>("bob"));  // not stored for anyone
+
+    // carol, who never talked to bob, gets the forged list in her KEYGEN (with bob's real account key): refused,
+    // no session with any of bob's devices, her message waits.
+    auto carol_state = sim::make_memory_client_state();
+    sim::ClientConfig carol_config;
+    carol_config.state = carol_state.get();
+    auto& carol = w.connect(carol_config);
+    REQUIRE(w.login(carol, "carol", "carol's password"));
+    REQUIRE(carol.core->send("bob", "hi bob"));
+    w.settle();
+    const auto carol_errors = carol.of<sim::ErrorEvent>("bob");
+    REQUIRE_FALSE(carol_errors.empty());
+    CHECK(carol_errors[0].error.detail.find("device list of bob was refused") != std::string::npos);
+    CHECK_FALSE(carol.saw<sim::KeyAssignedEvent>("bob"));
+    CHECK(carol.core->outbox_size() == 1);
+}

@@ -130,7 +130,7 @@ void register_events(py::module_& m) {
         .def_readonly("direction", &sim::KeyRotatedEvent::direction);
     bind_event<sim::MessageEvent>(m, "MessageEvent", "`peer` sent `text`.",
                                   {"peer", "text", "message_id", "seq", "mode", "sent_at", "received_at",
-                                   "conversation", "sender_device", "inbox_index"})
+                                   "conversation", "sender_device", "inbox_index", "from_me"})
         .def_property_readonly("peer", [](const sim::MessageEvent& e) { return to_py_str(e.peer); })
         .def_property_readonly("text", [](const sim::MessageEvent& e) { return to_py_str(e.text); })
         .def_property_readonly(
@@ -151,7 +151,9 @@ void register_events(py::module_& m) {
             "The 16-byte id of its conversation (pair_conversation_id() for two users).")
         .def_readonly("sender_device", &sim::MessageEvent::sender_device, "The sender's device it came from.")
         .def_readonly("inbox_index", &sim::MessageEvent::inbox_index,
-                      "Its place in Client.inbox() (written there before it was acknowledged).");
+                      "Its place in Client.inbox() (written there before it was acknowledged).")
+        .def_readonly("from_me", &sim::MessageEvent::from_me,
+                      "Sent by another device of ours to `peer` (an own copy), not by `peer`.");
     bind_event<sim::PeerLeftEvent>(m, "PeerLeftEvent", "`peer` ended the conversation or went offline.", {"peer"})
         .def_property_readonly("peer", [](const sim::PeerLeftEvent& e) { return to_py_str(e.peer); });
     bind_event<sim::ReceiptEvent>(m, "ReceiptEvent", "The server reports on one of our messages.",
@@ -694,6 +696,8 @@ void register_client(py::module_& m) {
             "conversation", [](const sim::InboxEntry& e) { return to_py_bytes(e.conversation); },
             "The 16-byte id of its conversation (pair_conversation_id() for two users).")
         .def_readonly("sender_device", &sim::InboxEntry::sender_device, "The sender's device it came from.")
+        .def_readonly("from_me", &sim::InboxEntry::from_me,
+                      "Sent by another device of ours to `peer` (an own copy); `peer` is then the recipient.")
         .def("__repr__", [](const sim::InboxEntry& e) {
             return "<InboxEntry " + std::to_string(e.index) + " from " + e.peer + (e.read ? " read>" : " unread>");
         });

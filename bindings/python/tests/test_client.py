@@ -440,6 +440,19 @@ def test_linking_a_second_device(connect: Connect) -> None:
     laptop.approve_device(code.code)
     phone.wait_for(EventKind.AUTHENTICATED, timeout=TIMEOUT)
     assert phone.device == 2
+    # End to end, a peer's message reaches both devices; one sent from the phone shows on the laptop as frank's.
+    gina = connect()
+    gina.login("gina", "gina's password")
+    gina.send("frank", "to both of you")
+    for device in (laptop, phone):
+        got = device.wait_for(EventKind.MESSAGE, timeout=TIMEOUT)
+        assert (got.peer, got.text, got.from_me) == ("gina", "to both of you", False)
+    phone.send("gina", "from the phone")
+    answer = gina.wait_for(EventKind.MESSAGE, timeout=TIMEOUT)
+    assert (answer.text, answer.sender_device, answer.from_me) == ("from the phone", 2, False)
+    copy = laptop.wait_for(EventKind.MESSAGE, timeout=TIMEOUT)
+    assert (copy.peer, copy.text, copy.from_me, copy.sender_device) == ("gina", "from the phone", True, 2)
+    assert laptop.inbox(0, 10, peer="gina")[-1].from_me
     devices = laptop.devices()
     assert [(d.device, d.status) for d in devices] == [(1, "active"), (2, "active")]
     laptop.rename_device(2, "phone")

@@ -227,7 +227,7 @@ struct ClientCore::Impl {
                                                      std::vector<std::string>& unkeyed) {
         if (client_detail::read_queued_text(payload)) {
             // End to end, sealed for every device of the peer and our other ones (docs/protocol.md 6.5, 6.9).
-            auto s = e2e->submission(peer, payload, unkeyed);
+            auto s = e2e->submission(peer, payload);
             if (!s) {
                 return std::optional<Bytes>{};
             }

@@ -701,7 +701,19 @@ void E2eClient::on_keys(const KeyAssignment& keys) {
     apply_keys(p, keys);
 }
 
+void E2eClient::want_keys(const std::string& name) {
+    if (name != m_applying) {  // the keys of `name` just came: asking again would loop while a device has none
+        m_wanted_keys.push_back(name);
+    }
+}
+
 void E2eClient::apply_keys(PeerState& p, const KeyAssignment& keys) {
+    const auto applying = std::exchange(m_applying, p.name);
+    struct Restore {
+        std::string& target;
+        std::string value;
+        ~Restore() { target = std::move(value); }
+    } restore{m_applying, applying};
     const bool first_contact = p.identity.empty();
     if (p.name == m_user) {
         p.identity = account_key().public_key;
@@ -934,18 +946,17 @@ void E2eClient::complete(const std::string& peer) {
         return true;  // the bodies go into the same commit as the ratchet states that sealed them
     });
     if (lacks_theirs) {
-        m_wanted_keys.push_back(peer);
+        want_keys(peer);
     }
     if (lacks_mine) {
-        m_wanted_keys.push_back(m_user);
+        want_keys(m_user);
     }
     if (!held) {
         m_outbox.release(peer);
     }
 }
 
-std::optional<Submission> E2eClient::submission(const std::string& peer, ByteView payload,
-                                                std::vector<std::string>& wanted) {
+std::optional<Submission> E2eClient::submission(const std::string& peer, ByteView payload) {
     const auto q = read_queued_text(payload);
     if (!q || !ready()) {
         return std::nullopt;
@@ -961,10 +972,9 @@ std::optional<Submission> E2eClient::submission(const std::string& peer, ByteVie
                           [](const DeviceBody& b, DeviceId d) { return b.device == d; });
     };
     if (!covers(q->bodies, *theirs) || !covers(q->own_bodies, *mine)) {
-        complete(peer);  // sealed for the devices in force now, or held while keys are missing
-        for (auto& name : take_wanted_keys()) {
-            wanted.push_back(std::move(name));
-        }
+        // Held; sealed for the devices in force at the next tick (not here: what is sealed must be committed
+        // before it is sent), which releases the stream.
+        m_to_complete.insert(peer);
         return std::nullopt;
     }
     return Submission{q->id, ConversationMode::end_to_end, pair_conversation_id(m_user, peer), m_device, q->bodies,
@@ -1154,7 +1164,7 @@ void E2eClient::open_initial(PeerState& p, DeviceId device, const Delivered& d, 
         if (p.held.size() < max_held) {
             p.held.emplace_back(d, conversation_peer);
         }
-        m_wanted_keys.push_back(p.name);
+        want_keys(p.name);
         return;
     }
     if (!expected->empty() && !constant_time_equal(*expected, init.identity_key)) {
@@ -1366,6 +1376,9 @@ Status E2eClient::enqueue(const MessageId& id, const std::string& peer, Bytes pa
 void E2eClient::tick() {
     if (!ready()) {
         return;
+    }
+    for (const auto& peer : std::exchange(m_to_complete, {})) {
+        complete(peer);
     }
     for (auto& [name, p] : m_peers) {
         if (name == m_user || p->pending_identity) {

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,9 +96,8 @@ public:
     /// Queue an outbox payload (outbox.h) under `id`; committed before it returns.
     Status enqueue(const MessageId& id, const std::string& peer, Bytes payload);
     /// The `message` payload for a queued text to `peer` (outbox.h, a QueuedText): nullopt while it does not cover
-    /// the devices now in force (the names whose keys are missing are added to `wanted`).
-    [[nodiscard]] std::optional<Submission> submission(const std::string& peer, ByteView payload,
-                                                       std::vector<std::string>& wanted);
+    /// the devices now in force (the stream is then held, and the next tick() seals it for them).
+    [[nodiscard]] std::optional<Submission> submission(const std::string& peer, ByteView payload);
     /// Names whose keys are needed (a peer's, or ours for our other devices): the core asks with an `init`.
     std::vector<std::string> take_wanted_keys() { return std::exchange(m_wanted_keys, {}); }
     /// Periodic work: answer DH ratchet steps with a ratchet-only message.
@@ -154,6 +154,8 @@ private:
     void complete(const std::string& peer);
     /// complete() for every peer with queued texts (our own devices changed).
     void complete_all();
+    /// Ask the core for `name`'s keys (an `init`), unless they are being applied right now.
+    void want_keys(const std::string& name);
     /// Messages held for want of a device's key (or a list): tried again.
     void replay_held(PeerState& p);
     void keyed_event(const PeerState& p, SuiteId suite, bool first_contact);
@@ -183,6 +185,8 @@ private:
     Inbox m_inbox;
     DeviceLists m_lists;
     std::vector<std::string> m_wanted_keys;
+    std::set<std::string> m_to_complete;  // peers whose queued texts submission() found short of a device
+    std::string m_applying;               // whose keys apply_keys() is taking (not asked for again meanwhile)
     bool m_prekeys_dirty = false;
     bool m_peers_index_dirty = false;
 

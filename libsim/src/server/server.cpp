@@ -1118,12 +1118,12 @@ private:
                 SIM_TRY(auto bundle, m_core->prekeys->take_bundle(peer, d));
                 if (bundle) {
                     k.device_bundles.push_back({d, std::move(*bundle)});
+                    ask_for_prekeys_if_low(peer, d);
                 }
             }
             if (k.device_bundles.empty()) {
                 return std::optional<Frame>{};
             }
-            ask_for_prekeys_if_low(peer);
         }
         return std::optional<Frame>{
             Frame{FrameType::keygen, keygen_sid, std::string(server_name), to, encode_key_assignment(k)}};
@@ -1154,14 +1154,16 @@ private:
         m_core->router.restore(recipient, *senders);
     }
 
-    /// Tell `user` (if online) that their one-time prekey stock is low (docs/protocol.md 6.1).
-    void ask_for_prekeys_if_low(const std::string& user) {
-        const auto st = m_core->prekeys->prekey_status(user, first_device);
+    /// Tell device `device` of `user` (if attached) that its one-time prekey stock is low (docs/protocol.md 6.1):
+    /// the status of that device, to that device only (another device would take it for a foreign identity).
+    void ask_for_prekeys_if_low(const std::string& user, DeviceId device = first_device) {
+        const auto st = m_core->prekeys->prekey_status(user, device);
         if (!st || st->one_time_count >= prekey_low_water) {
             return;
         }
-        (void)server_detail::deliver_to_user(
-            *m_core->bus, user, Frame{FrameType::prekeys, 0, std::string(server_name), user, encode_prekey_status(*st)});
+        (void)m_core->bus->deliver(server_detail::MailboxId{user, device},
+                                   Frame{FrameType::prekeys, 0, std::string(server_name), user,
+                                         encode_prekey_status(*st)});
     }
 
     void handle_prekeys(const Frame& frame) {
