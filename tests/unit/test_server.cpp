@@ -3212,6 +3212,104 @@ TEST_CASE("presence: a user who logs in hidden is never shown online; clients th
     CHECK(eve.closed);
 }
 
+namespace {
+
+/// The ack_init stages about `peer` that `c` received (removed from its inbox), in order.
+std::vector<std::uint32_t> ack_stages(RawClient& c, const std::string& peer) {
+    std::vector<std::uint32_t> out;
+    for (const auto& f : c.take(sim::FrameType::ack_init)) {
+        CHECK(f.payload == sim::to_bytes(sim::as_bytes(peer)));
+        out.push_back(f.sid);
+    }
+    return out;
+}
+
+std::vector<std::uint32_t> probed(World& w, RawClient& c, const std::string& from, const std::string& to) {
+    c.send(sim::Frame{sim::FrameType::probe, 0, from, to, {}});
+    w.settle();
+    return ack_stages(c, to);
+}
+
+constexpr auto online_stage = static_cast<std::uint32_t>(sim::AckStage::destination_online);
+constexpr auto waiting_stage = static_cast<std::uint32_t>(sim::AckStage::destination_offline);
+
+}  // namespace
+
+TEST_CASE("presence: the seed's init and probe answer a hidden user as waiting (ack_init 3), a shown one online") {
+    World w;  // server-assigned: an online destination is keyed at once, whatever the answer
+    auto& bob = presence_login(w, "bob", true);
+    auto& alice = presence_login(w, "alice");
+    auto& trudy = presence_login(w, "trudy");
+    bob.take(sim::FrameType::presence);
+
+    // alice asks for bob, who is online but hides: "waiting", as for an offline bob; both are keyed all the same.
+    named(w, alice, "alice", "bob");
+    CHECK(ack_stages(alice, "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    CHECK(bob.take(sim::FrameType::keygen).size() == 1);
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    // A contact now (bob names alice back): hiding hides from contacts too.
+    named(w, bob, "bob", "alice");
+    CHECK(ack_stages(bob, "alice") == std::vector<std::uint32_t>{online_stage});
+    CHECK(bob.take(sim::FrameType::keygen).empty());  // the pair's conversation is live: no second key
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+
+    // bob shows: alice, still waiting for bob since her init, is told at once; probes answer "online" (the seed's
+    // answer, to anyone who names a user who shows: docs/security.md).
+    bob.send(presence_set("bob", false));
+    w.settle();
+    CHECK(ack_stages(alice, "bob") == std::vector<std::uint32_t>{online_stage});
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{online_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{online_stage});
+    // Hiding again: "waiting" again.
+    bob.send(presence_set("bob", true));
+    w.settle();
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.errors().empty());
+    CHECK_FALSE(bob.closed);
+}
+
+TEST_CASE("presence: a hidden user looks waiting in both modes and gets every message; a shown one looks online") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        const bool e2e = mode == sim::ConversationMode::end_to_end;
+        auto w = e2e ? e2e_world() : World();
+        sim::ClientConfig hidden;
+        hidden.hide_presence = true;
+        auto& bob = w.connect(hidden);
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        REQUIRE(bob.core->presence_supported());
+        auto& carol = w.connect();
+        REQUIRE(w.login(carol, "carol", "carol's password"));
+        auto& alice = w.connect();
+        REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
+        CHECK(alice.saw<sim::WaitingEvent>("bob"));
+        CHECK_FALSE(alice.saw<sim::PeerOnlineEvent>("bob"));
+        REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
+
+        // Nothing is lost: both ways, at once.
+        REQUIRE(alice.core->send("bob", "to a hidden bob"));
+        w.settle();
+        CHECK(bob.texts("alice") == std::vector<std::string>{"to a hidden bob"});
+        REQUIRE(bob.core->send("alice", "from hiding"));
+        w.settle();
+        CHECK(alice.texts("bob") == std::vector<std::string>{"from hiding"});
+        CHECK(alice.core->outbox_size() == 0);
+        CHECK(bob.core->outbox_size() == 0);
+        REQUIRE(alice.core->probe("bob"));
+        w.settle();
+        CHECK_FALSE(alice.saw<sim::PeerOnlineEvent>("bob"));
+
+        // carol does not hide: the seed's answer, online at once.
+        REQUIRE(alice.core->open("carol"));
+        w.settle();
+        CHECK(alice.saw<sim::PeerOnlineEvent>("carol"));
+        CHECK_FALSE(alice.saw<sim::ErrorEvent>());
+    }
+}
+
 TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, oversized and bad fields are refused") {
     sim::PresenceMessage status;
     status.op = sim::PresenceOp::status;

@@ -93,6 +93,11 @@ Frame Presence::query(const std::string& asker, const std::string& about) {
     return status_frame(asker, {PresenceEntry{about, online}});
 }
 
+bool Presence::visible(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    return visible_locked(user);
+}
+
 bool Presence::contacts(const std::string& a, const std::string& b) {
     const std::lock_guard lock(m_mutex);
     const auto it = m_contacts.find(a);

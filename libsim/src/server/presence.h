@@ -10,8 +10,10 @@
 // when its connection speaks presence, after it said whether the user hides) and the user does not hide. Devices
 // on other nodes are not counted: their hidden flag is not known here (fail closed: they look offline).
 //
-// Thread-safe; its lock is taken with a connection's receive lock held (never the router's) and is held while a
-// subscribed connection's deliver() runs (that takes only the connection's send lock).
+// Thread-safe. Lock order: a connection's receive lock -> the router's lock -> the presence lock -> a connection's
+// send lock. The presence lock is taken with a connection's receive lock held, or inside the router's (only by
+// visible(), the router's predicate for ack_init 2); it is held while a subscribed connection's deliver() runs
+// (that takes only the connection's send lock), and never while the router's lock is taken.
 
 #include "routing.h"
 
@@ -53,6 +55,8 @@ public:
     /// The answer to op `query` from `asker` about `about`: online only for a visible contact; a stranger and an
     /// offline contact get the same answer.
     [[nodiscard]] Frame query(const std::string& asker, const std::string& about);
+    /// Whether `user` is shown online: a device counts here and the user does not hide (what a contact is told).
+    [[nodiscard]] bool visible(const std::string& user);
     /// Whether `a` and `b` are contacts.
     [[nodiscard]] bool contacts(const std::string& a, const std::string& b);
     /// `user`'s contacts known on this node, in name order (who hears of `user`'s device list changes, 6.9).

@@ -128,6 +128,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           router(
               *bus, config.conversation_policy, v, r, [this] { return wall_now(); },
               [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+        router.set_shown([this](const std::string& user) { return presence.visible(user); });  // 6.10
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         devices = d;
@@ -718,10 +719,11 @@ private:
             }
         }
         const server_detail::MailboxId mailbox{m_user, m_device};
+        // Online to contacts now, or (a client that speaks presence) once its `set` said whether the user hides;
+        // before the router's login, which tells waiting users (ack_init 2) only of a user who is shown.
+        m_core->presence.attached(mailbox, this, !m_speaks_presence);
         m_core->router.login(mailbox, shared_from_this());
         m_core->delivery->login(mailbox, this);
-        // Online to contacts now, or (a client that speaks presence) once its `set` said whether the user hides.
-        m_core->presence.attached(mailbox, this, !m_speaks_presence);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -1409,6 +1411,7 @@ private:
                     return;
                 }
                 m_core->presence.subscribe(mailbox, shared_from_this(), m->hidden);
+                m_core->router.shown(m_user);  // users waiting for a user who is shown now hear it (ack_init 2)
                 return;
             case PresenceOp::query: {
                 if (!within_rate()) {
