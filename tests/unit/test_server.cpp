@@ -145,7 +145,7 @@ struct World {
             configure(cfg);
         }
         server = std::move(sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
-                                                   messages.get(), workers, *rng, clock, backend.get())
+                                                   messages.get(), workers, *rng, clock, backend.get(), backend.get())
                                .value());
         server_public = sim::to_bytes(server->static_public_key());
     }
@@ -3308,6 +3308,63 @@ TEST_CASE("presence: a hidden user looks waiting in both modes and gets every me
         CHECK(alice.saw<sim::PeerOnlineEvent>("carol"));
         CHECK_FALSE(alice.saw<sim::ErrorEvent>());
     }
+}
+
+TEST_CASE("presence: contacts survive a server restart (a new core on the same SQLite file)") {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("sim-presence-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    World w;
+    // The world on a SQLite file, opened again (a new backend object) at each start.
+    const auto on_file = [&] {
+        for (auto& rc : w.raws) {
+            w.drop(*rc.client);
+        }
+        w.raws.clear();
+        w.server.reset();
+        w.messages.reset();
+        w.vault.reset();
+        w.tokens.reset();
+        w.authenticator.reset();
+        w.backend.reset();
+        w.backend = std::move(sim::store::open_sqlite_backend({(dir / "sim.db").string()}).value());
+        w.authenticator = std::move(sim::auth::Authenticator::create(*w.backend, *w.hasher, *w.rng, w.clock).value());
+        w.tokens = std::make_unique<sim::auth::SessionTokens>(*w.backend, *w.rng);
+        w.vault = std::move(sim::auth::ConversationKeyVault::create(*w.backend, sim::SecureBytes(32, 0x11), *w.rng).value());
+        w.messages = std::make_unique<CountingMessages>(*w.backend);
+        w.start({});
+    };
+    on_file();
+    {
+        auto& alice = presence_login(w, "alice");
+        auto& bob = presence_login(w, "bob");
+        named(w, alice, "alice", "bob");
+        named(w, bob, "bob", "alice");
+        CHECK(presence_seen(alice) == Seen{{"bob", true}});
+        presence_login(w, "carol");
+        named(w, alice, "alice", "carol");  // one-sided: not a pair
+    }
+    on_file();  // the restart
+    auto& alice = presence_login(w, "alice");
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});  // the snapshot names bob: a contact still
+    auto& bob = presence_login(w, "bob");
+    CHECK(presence_seen(bob) == Seen{{"alice", true}});
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+    alice.send(presence_query("alice", "carol"));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"carol", false}});
+    for (auto& rc : w.raws) {
+        w.drop(*rc.client);
+    }
+    w.raws.clear();
+    w.server.reset();
+    w.messages.reset();
+    w.vault.reset();
+    w.tokens.reset();
+    w.authenticator.reset();
+    w.backend.reset();
+    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, oversized and bad fields are refused") {

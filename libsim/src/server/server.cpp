@@ -114,7 +114,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl,
-         std::unique_ptr<server_detail::RoutingBus> b, store::DeviceStore* d)
+         std::unique_ptr<server_detail::RoutingBus> b, store::DeviceStore* d, store::ContactStore* contacts)
         : config(std::move(c)),
           authenticator(a),
           tokens(t),
@@ -127,7 +127,9 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           bus(std::move(b)),
           router(
               *bus, config.conversation_policy, v, r, [this] { return wall_now(); },
-              [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+              [this](LogLevel l, std::string_view msg) { log(l, msg); }),
+          presence(contacts, server_detail::Presence::default_max_contacts,
+                   [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
         router.set_shown([this](const std::string& user) { return presence.visible(user); });  // 6.10
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
@@ -1590,7 +1592,7 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                                                        auth::SessionTokens& tokens, auth::ConversationKeyVault* vault,
                                                        store::PrekeyStore* prekeys, store::MessageStore* messages,
                                                        Executor& workers, Rng& rng, const Clock& clock,
-                                                       store::DeviceStore* devices) {
+                                                       store::DeviceStore* devices, store::ContactStore* contacts) {
     if (messages == nullptr) {
         return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
     }
@@ -1616,7 +1618,7 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                          .servers = config.broker, .node_id = config.node_id, .log = config.log}));
     }
     auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng,
-                                       clock, std::move(bus), devices);
+                                       clock, std::move(bus), devices, contacts);
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }
