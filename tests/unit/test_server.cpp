@@ -3331,7 +3331,8 @@ TEST_CASE("presence: contacts survive a server restart (a new core on the same S
         w.backend = std::move(sim::store::open_sqlite_backend({(dir / "sim.db").string()}).value());
         w.authenticator = std::move(sim::auth::Authenticator::create(*w.backend, *w.hasher, *w.rng, w.clock).value());
         w.tokens = std::make_unique<sim::auth::SessionTokens>(*w.backend, *w.rng);
-        w.vault = std::move(sim::auth::ConversationKeyVault::create(*w.backend, sim::SecureBytes(32, 0x11), *w.rng).value());
+        w.vault =
+            std::move(sim::auth::ConversationKeyVault::create(*w.backend, sim::SecureBytes(32, 0x11), *w.rng).value());
         w.messages = std::make_unique<CountingMessages>(*w.backend);
         w.start({});
     };

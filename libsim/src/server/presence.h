@@ -89,7 +89,7 @@ private:
     std::size_t m_max;
     Log m_log;
     std::mutex m_mutex;
-    std::set<std::string> m_loaded;                            // users whose pairs were read from the store
+    std::set<std::string> m_loaded;                           // users whose pairs were read from the store
     std::map<std::string, std::set<std::string>> m_named;     // user -> users they named
     std::map<std::string, std::set<std::string>> m_contacts;  // symmetric
     std::set<std::string> m_hidden;

@@ -956,8 +956,9 @@ private:
     }
 
     std::size_t count_contacts(const std::string& user) {
-        SQLite::Statement q(*m_db, "SELECT (SELECT count(*) FROM sim_contacts WHERE user_a = ?1) + "
-                                   "(SELECT count(*) FROM sim_contacts WHERE user_b = ?1)");
+        SQLite::Statement q(*m_db,
+                            "SELECT (SELECT count(*) FROM sim_contacts WHERE user_a = ?1) + "
+                            "(SELECT count(*) FROM sim_contacts WHERE user_b = ?1)");
         q.bind(1, user);
         q.executeStep();
         return static_cast<std::size_t>(q.getColumn(0).getInt64());
