@@ -3269,6 +3269,29 @@ TEST_CASE("presence: the seed's init and probe answer a hidden user as waiting (
     CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{waiting_stage});
     CHECK(alice.errors().empty());
     CHECK_FALSE(bob.closed);
+
+    // dave hides; alice asks for him and waits. His last device leaves: the conversation ends (its close), and
+    // alice no longer waits for him, so his next login, hidden, keys nothing and tells her nothing.
+    auto& dave = presence_login(w, "dave", true);
+    named(w, alice, "alice", "dave");
+    CHECK(ack_stages(alice, "dave") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    w.drop(dave);
+    CHECK(alice.take(sim::FrameType::close).size() == 1);
+    auto& dave2 = presence_login(w, "dave", true);
+    CHECK(alice.take(sim::FrameType::keygen).empty());
+    CHECK(alice.take(sim::FrameType::ack_init).empty());
+    CHECK(probed(w, alice, "alice", "dave") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK_FALSE(dave2.closed);
+
+    // A client that does not speak presence counts from its login: alice, waiting for carol (no account yet), is
+    // told at once, as in the seed.
+    named(w, alice, "alice", "carol");
+    CHECK(ack_stages(alice, "carol") == std::vector<std::uint32_t>{waiting_stage});
+    auto& carol = w.raw_login("carol");
+    CHECK(ack_stages(alice, "carol") == std::vector<std::uint32_t>{online_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    CHECK(carol.take(sim::FrameType::keygen).size() == 1);
 }
 
 TEST_CASE("presence: a hidden user looks waiting in both modes and gets every message; a shown one looks online") {
