@@ -668,7 +668,7 @@ int run_server(const Settings& s) {
     // Prekeys and the offline queue live in the account database (the same backend).
     auto core = sim::ServerCore::create(std::move(config), *accounts->authenticator, tokens, vault->get(),
                                         accounts->backend.get(), accounts->backend.get(), workers, rng,
-                                        sim::steady_clock(), accounts->backend.get());
+                                        sim::steady_clock(), accounts->backend.get(), accounts->backend.get());
     if (!core) {
         return failure(core.error().message());
     }

@@ -66,7 +66,7 @@ public:
         exec(
             "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, sim_device_lists, "
             "sim_devices, "
-            "sim_conversation_keys, sim_sessions, sim_users, sim_throttle, sim_meta CASCADE");
+            "sim_conversation_keys, sim_contacts, sim_sessions, sim_users, sim_throttle, sim_meta CASCADE");
     }
 };
 
@@ -525,6 +525,51 @@ TEST_CASE("conversation keys: unordered pair, epochs only go up, deletion, casca
     REQUIRE(s.put_conversation_key(conv("alice", "carol", 9)).has_value());
     CHECK(s.delete_all_conversation_keys().value() == 1);
     CHECK(s.delete_all_conversation_keys().value() == 0);
+}
+
+TEST_CASE("contacts: unordered pairs, name order, a bound per user, cascade, kept over reopening") {
+    TestDb db;
+    auto& s = *db.backend;
+    for (const auto* u : {"alice", "bob", "carol", "dave", "erin"}) {
+        REQUIRE(s.create_user(u, "$h").has_value());
+    }
+    CHECK(s.list_contacts("alice", 10).value().empty());
+    CHECK(s.add_contact("bob", "alice", 3).value());
+    CHECK(s.add_contact("alice", "bob", 3).value());  // the same pair, either order: recorded once
+    CHECK(s.list_contacts("alice", 10).value() == std::vector<std::string>{"bob"});
+    CHECK(s.list_contacts("bob", 10).value() == std::vector<std::string>{"alice"});
+    CHECK(s.add_contact("alice", "dave", 3).value());
+    CHECK(s.add_contact("carol", "alice", 3).value());
+    CHECK(s.list_contacts("alice", 10).value() == std::vector<std::string>{"bob", "carol", "dave"});
+    CHECK(s.list_contacts("alice", 2).value() == std::vector<std::string>{"bob", "carol"});
+    CHECK(s.list_contacts("carol", 10).value() == std::vector<std::string>{"alice"});
+    // The bound: alice has 3; a fourth is refused for her (either side), and nothing changes.
+    CHECK_FALSE(s.add_contact("erin", "alice", 3).value());
+    CHECK_FALSE(s.add_contact("alice", "erin", 3).value());
+    CHECK(s.list_contacts("erin", 10).value().empty());
+    CHECK(s.add_contact("alice", "bob", 3).value());  // one she has is still "recorded"
+    CHECK(s.add_contact("erin", "bob", 3).value());
+    // Bad input; names without an account.
+    CHECK(s.add_contact("bob", "bob", 3).code() == Errc::invalid_argument);
+    CHECK(s.add_contact("", "bob", 3).code() == Errc::invalid_argument);
+    CHECK(s.add_contact(std::string(sim::store::max_username_length + 1, 'x'), "bob", 3).code() ==
+          Errc::invalid_argument);
+    CHECK(s.list_contacts("", 3).code() == Errc::invalid_argument);
+    CHECK(s.add_contact("bob", "nobody", 3).code() == Errc::user_not_found);
+    CHECK(s.list_contacts("nobody", 3).value().empty());
+    // Names are bytes: no case folding, no trimming.
+    REQUIRE(s.create_user("Bob", "$h").has_value());
+    CHECK(s.list_contacts("Bob", 10).value().empty());
+    // Deleting a user deletes its pairs (and only those).
+    REQUIRE(s.delete_user("alice").has_value());
+    CHECK(s.list_contacts("bob", 10).value() == std::vector<std::string>{"erin"});
+    CHECK(s.list_contacts("carol", 10).value().empty());
+    REQUIRE(s.create_user("alice", "$h").has_value());
+    CHECK(s.list_contacts("alice", 10).value().empty());
+    if (db.persistent()) {
+        db.reopen();
+        CHECK(db.backend->list_contacts("erin", 10).value() == std::vector<std::string>{"bob"});
+    }
 }
 
 TEST_CASE("data survives reopening; a second connection sees the same data") {

@@ -560,7 +560,7 @@ TEST_CASE("a version 7 file: monotonic failure times are dropped, counts restart
     auto& s = *b.value();
     {
         Raw raw(dir.db());
-        CHECK(raw.scalar("PRAGMA user_version") == "8");
+        CHECK(raw.scalar("PRAGMA user_version") == std::to_string(sim::store::schema_version));
         CHECK(raw.scalar("PRAGMA integrity_check") == "ok");
         CHECK(raw.scalar("SELECT count(*) FROM pragma_table_info('sim_users') WHERE name = 'last_failure_ns'") == "0");
     }
@@ -576,6 +576,10 @@ TEST_CASE("a version 7 file: monotonic failure times are dropped, counts restart
     CHECK(s.record_key_failure("a 192.0.2.1", now, std::chrono::hours(1)).value().count == 1);
     CHECK(s.record_key_failure("a 192.0.2.1", now, std::chrono::hours(1)).value().count == 2);
     CHECK(s.purge_key_failures(now).value() == 1);
+    // 8 -> 9: the contacts table, with its foreign keys.
+    CHECK(s.add_contact("bob", "amy", 1000).value());
+    CHECK(s.list_contacts("amy", 1000).value() == std::vector<std::string>{"bob"});
+    CHECK(s.add_contact("amy", "nobody", 1000).code() == sim::Errc::user_not_found);
 }
 
 TEST_CASE("a migration that fails leaves the file as it was") {

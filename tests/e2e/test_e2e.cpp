@@ -774,7 +774,8 @@ void empty_postgres_database(const std::string& url) {
     PGresult* res =
         PQexec(pg,
                "DROP TABLE IF EXISTS sim_messages, sim_session_ends, sim_one_time_prekeys, sim_prekeys, "
-               "sim_device_lists, sim_devices, sim_conversation_keys, sim_sessions, sim_users, sim_throttle, sim_meta "
+               "sim_device_lists, sim_devices, sim_conversation_keys, sim_contacts, sim_sessions, sim_users, sim_throttle, "
+               "sim_meta "
                "CASCADE");
     const bool dropped = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);

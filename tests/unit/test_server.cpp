@@ -145,7 +145,7 @@ struct World {
             configure(cfg);
         }
         server = std::move(sim::ServerCore::create(std::move(cfg), *authenticator, *tokens, vault.get(), backend.get(),
-                                                   messages.get(), workers, *rng, clock, backend.get())
+                                                   messages.get(), workers, *rng, clock, backend.get(), backend.get())
                                .value());
         server_public = sim::to_bytes(server->static_public_key());
     }
@@ -3210,6 +3210,185 @@ TEST_CASE("presence: a user who logs in hidden is never shown online; clients th
     w.settle();
     CHECK(eve.errors() == std::vector<sim::Errc>{sim::Errc::bad_field});
     CHECK(eve.closed);
+}
+
+namespace {
+
+/// The ack_init stages about `peer` that `c` received (removed from its inbox), in order.
+std::vector<std::uint32_t> ack_stages(RawClient& c, const std::string& peer) {
+    std::vector<std::uint32_t> out;
+    for (const auto& f : c.take(sim::FrameType::ack_init)) {
+        CHECK(f.payload == sim::to_bytes(sim::as_bytes(peer)));
+        out.push_back(f.sid);
+    }
+    return out;
+}
+
+std::vector<std::uint32_t> probed(World& w, RawClient& c, const std::string& from, const std::string& to) {
+    c.send(sim::Frame{sim::FrameType::probe, 0, from, to, {}});
+    w.settle();
+    return ack_stages(c, to);
+}
+
+constexpr auto online_stage = static_cast<std::uint32_t>(sim::AckStage::destination_online);
+constexpr auto waiting_stage = static_cast<std::uint32_t>(sim::AckStage::destination_offline);
+
+}  // namespace
+
+TEST_CASE("presence: the seed's init and probe answer a hidden user as waiting (ack_init 3), a shown one online") {
+    World w;  // server-assigned: an online destination is keyed at once, whatever the answer
+    auto& bob = presence_login(w, "bob", true);
+    auto& alice = presence_login(w, "alice");
+    auto& trudy = presence_login(w, "trudy");
+    bob.take(sim::FrameType::presence);
+
+    // alice asks for bob, who is online but hides: "waiting", as for an offline bob; both are keyed all the same.
+    named(w, alice, "alice", "bob");
+    CHECK(ack_stages(alice, "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    CHECK(bob.take(sim::FrameType::keygen).size() == 1);
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    // A contact now (bob names alice back): hiding hides from contacts too.
+    named(w, bob, "bob", "alice");
+    CHECK(ack_stages(bob, "alice") == std::vector<std::uint32_t>{online_stage});
+    CHECK(bob.take(sim::FrameType::keygen).empty());  // the pair's conversation is live: no second key
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+
+    // bob shows: alice, still waiting for bob since her init, is told at once; probes answer "online" (the seed's
+    // answer, to anyone who names a user who shows: docs/security.md).
+    bob.send(presence_set("bob", false));
+    w.settle();
+    CHECK(ack_stages(alice, "bob") == std::vector<std::uint32_t>{online_stage});
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{online_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{online_stage});
+    // Hiding again: "waiting" again.
+    bob.send(presence_set("bob", true));
+    w.settle();
+    CHECK(probed(w, alice, "alice", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(probed(w, trudy, "trudy", "bob") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.errors().empty());
+    CHECK_FALSE(bob.closed);
+
+    // dave hides; alice asks for him and waits. His last device leaves: the conversation ends (its close), and
+    // alice no longer waits for him, so his next login, hidden, keys nothing and tells her nothing.
+    auto& dave = presence_login(w, "dave", true);
+    named(w, alice, "alice", "dave");
+    CHECK(ack_stages(alice, "dave") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    w.drop(dave);
+    CHECK(alice.take(sim::FrameType::close).size() == 1);
+    auto& dave2 = presence_login(w, "dave", true);
+    CHECK(alice.take(sim::FrameType::keygen).empty());
+    CHECK(alice.take(sim::FrameType::ack_init).empty());
+    CHECK(probed(w, alice, "alice", "dave") == std::vector<std::uint32_t>{waiting_stage});
+    CHECK_FALSE(dave2.closed);
+
+    // A client that does not speak presence counts from its login: alice, waiting for carol (no account yet), is
+    // told at once, as in the seed.
+    named(w, alice, "alice", "carol");
+    CHECK(ack_stages(alice, "carol") == std::vector<std::uint32_t>{waiting_stage});
+    auto& carol = w.raw_login("carol");
+    CHECK(ack_stages(alice, "carol") == std::vector<std::uint32_t>{online_stage});
+    CHECK(alice.take(sim::FrameType::keygen).size() == 1);
+    CHECK(carol.take(sim::FrameType::keygen).size() == 1);
+}
+
+TEST_CASE("presence: a hidden user looks waiting in both modes and gets every message; a shown one looks online") {
+    for (const auto mode : {sim::ConversationMode::server_assigned, sim::ConversationMode::end_to_end}) {
+        CAPTURE(mode);
+        const bool e2e = mode == sim::ConversationMode::end_to_end;
+        auto w = e2e ? e2e_world() : World();
+        sim::ClientConfig hidden;
+        hidden.hide_presence = true;
+        auto& bob = w.connect(hidden);
+        REQUIRE(w.login(bob, "bob", "bob's password"));
+        REQUIRE(bob.core->presence_supported());
+        auto& carol = w.connect();
+        REQUIRE(w.login(carol, "carol", "carol's password"));
+        auto& alice = w.connect();
+        REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
+        CHECK(alice.saw<sim::WaitingEvent>("bob"));
+        CHECK_FALSE(alice.saw<sim::PeerOnlineEvent>("bob"));
+        REQUIRE(alice.saw<sim::KeyAssignedEvent>("bob"));
+
+        // Nothing is lost: both ways, at once.
+        REQUIRE(alice.core->send("bob", "to a hidden bob"));
+        w.settle();
+        CHECK(bob.texts("alice") == std::vector<std::string>{"to a hidden bob"});
+        REQUIRE(bob.core->send("alice", "from hiding"));
+        w.settle();
+        CHECK(alice.texts("bob") == std::vector<std::string>{"from hiding"});
+        CHECK(alice.core->outbox_size() == 0);
+        CHECK(bob.core->outbox_size() == 0);
+        REQUIRE(alice.core->probe("bob"));
+        w.settle();
+        CHECK_FALSE(alice.saw<sim::PeerOnlineEvent>("bob"));
+
+        // carol does not hide: the seed's answer, online at once.
+        REQUIRE(alice.core->open("carol"));
+        w.settle();
+        CHECK(alice.saw<sim::PeerOnlineEvent>("carol"));
+        CHECK_FALSE(alice.saw<sim::ErrorEvent>());
+    }
+}
+
+TEST_CASE("presence: contacts survive a server restart (a new core on the same SQLite file)") {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("sim-presence-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    World w;
+    // The world on a SQLite file, opened again (a new backend object) at each start.
+    const auto on_file = [&] {
+        for (auto& rc : w.raws) {
+            w.drop(*rc.client);
+        }
+        w.raws.clear();
+        w.server.reset();
+        w.messages.reset();
+        w.vault.reset();
+        w.tokens.reset();
+        w.authenticator.reset();
+        w.backend.reset();
+        w.backend = std::move(sim::store::open_sqlite_backend({(dir / "sim.db").string()}).value());
+        w.authenticator = std::move(sim::auth::Authenticator::create(*w.backend, *w.hasher, *w.rng, w.clock).value());
+        w.tokens = std::make_unique<sim::auth::SessionTokens>(*w.backend, *w.rng);
+        w.vault =
+            std::move(sim::auth::ConversationKeyVault::create(*w.backend, sim::SecureBytes(32, 0x11), *w.rng).value());
+        w.messages = std::make_unique<CountingMessages>(*w.backend);
+        w.start({});
+    };
+    on_file();
+    {
+        auto& alice = presence_login(w, "alice");
+        auto& bob = presence_login(w, "bob");
+        named(w, alice, "alice", "bob");
+        named(w, bob, "bob", "alice");
+        CHECK(presence_seen(alice) == Seen{{"bob", true}});
+        presence_login(w, "carol");
+        named(w, alice, "alice", "carol");  // one-sided: not a pair
+    }
+    on_file();  // the restart
+    auto& alice = presence_login(w, "alice");
+    CHECK(presence_seen(alice) == Seen{{"bob", false}});  // the snapshot names bob: a contact still
+    auto& bob = presence_login(w, "bob");
+    CHECK(presence_seen(bob) == Seen{{"alice", true}});
+    CHECK(presence_seen(alice) == Seen{{"bob", true}});
+    alice.send(presence_query("alice", "carol"));
+    w.settle();
+    CHECK(presence_seen(alice) == Seen{{"carol", false}});
+    for (auto& rc : w.raws) {
+        w.drop(*rc.client);
+    }
+    w.raws.clear();
+    w.server.reset();
+    w.messages.reset();
+    w.vault.reset();
+    w.tokens.reset();
+    w.authenticator.reset();
+    w.backend.reset();
+    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("presence payloads (docs/protocol.md 6.10): round trips; truncated, oversized and bad fields are refused") {

@@ -166,14 +166,16 @@ public:
     /// recipient's mailbox (Errc::invalid_argument when null). `prekeys` may be null: end-to-end set-up (prekeys,
     /// KEYGEN mode 2) is then refused (Errc::not_implemented). Appends to `messages` run on `workers` (group
     /// commit). `devices` may be null: every account then has its device 1 only, and linking devices and device
-    /// lists (docs/protocol.md 6.9) are refused (Errc::not_implemented). Errc::invalid_key for a static key that is
-    /// not 32 bytes; Errc::invalid_argument for max_devices 0 or above 64.
+    /// lists (docs/protocol.md 6.9) are refused (Errc::not_implemented). `contacts` may be null: the pairs presence
+    /// tells of each other (docs/protocol.md 6.10) are then kept in memory only, and a restart forgets them.
+    /// Errc::invalid_key for a static key that is not 32 bytes; Errc::invalid_argument for max_devices 0 or above 64.
     static Result<std::unique_ptr<ServerCore>> create(ServerConfig config, auth::Authenticator& authenticator,
                                                       auth::SessionTokens& tokens,
                                                       auth::ConversationKeyVault* vault,
                                                       store::PrekeyStore* prekeys, store::MessageStore* messages,
                                                       Executor& workers, Rng& rng, const Clock& clock,
-                                                      store::DeviceStore* devices = nullptr);
+                                                      store::DeviceStore* devices = nullptr,
+                                                      store::ContactStore* contacts = nullptr);
     ~ServerCore();
     ServerCore(const ServerCore&) = delete;
     ServerCore& operator=(const ServerCore&) = delete;

@@ -1,10 +1,10 @@
 #pragma once
 /// @file
-/// Storage interfaces for accounts, session tokens, conversation keys, prekeys, devices and the offline message
-/// queue, and the backends that implement them.
+/// Storage interfaces for accounts, session tokens, conversation keys, prekeys, devices, contacts and the offline
+/// message queue, and the backends that implement them.
 ///
 /// The authentication logic (`sim/auth.h`) talks only to these interfaces, so an application can bring its own
-/// backend. libsim ships four, each of which implements all six interfaces (`Backend`) and passes one shared
+/// backend. libsim ships four, each of which implements all seven interfaces (`Backend`) and passes one shared
 /// conformance suite (`tests/auth/`):
 /// - memory (`make_memory_backend`): tests and embedding; nothing persists.
 /// - SQLite (`open_sqlite_backend`): the embedded default. WAL mode, `synchronous=FULL`, versioned schema migrated
@@ -20,8 +20,8 @@
 /// - Password hashes are opaque self-describing strings (at most `max_hash_length` bytes).
 /// - Session tokens are stored only as their SHA-256 (`token_hash`, 32 bytes); a store never sees a token.
 /// - Conversation keys are stored only sealed (encrypted and authenticated by `sim::auth::ConversationKeyVault`).
-/// - Deleting a user deletes their session tokens, conversation keys, prekeys, devices, device list and the
-///   messages stored for them.
+/// - Deleting a user deletes their session tokens, conversation keys, prekeys, devices, device list, contact pairs
+///   and the messages stored for them.
 /// - Prekeys and stored messages are public keys and end-to-end ciphertext: stored as they are.
 /// - Stores never read a clock: every time value is passed in by the caller.
 ///
@@ -344,6 +344,31 @@ public:
     [[nodiscard]] virtual Result<std::optional<StoredDeviceList>> find_device_list(std::string_view username) = 0;
 };
 
+// ---------------------------------------------------------------- contacts
+
+/// Most contacts the server keeps per user unless configured otherwise (docs/protocol.md 6.10).
+inline constexpr std::size_t default_max_contacts = 1'000;
+
+/// Pairs of users who are contacts (docs/protocol.md 6.10: each named the other), so that presence survives a
+/// restart and is the same on every node sharing the database. The pair is unordered: stores keep `user_a` <
+/// `user_b` (byte order) whichever order the caller used. Deleting either user deletes the pair.
+class ContactStore {
+public:
+    virtual ~ContactStore() = default;
+
+    /// Record that `user1` and `user2` are contacts. true: they are (recorded now, or before); false: one of them
+    /// has `max_per_user` contacts already, and nothing changed. Several servers adding at once may each pass the
+    /// check, so a user can end with a few more than `max_per_user`. Errc::invalid_argument (a name, the same
+    /// user twice), Errc::user_not_found (either has no account), Errc::storage_error.
+    [[nodiscard]] virtual Result<bool> add_contact(std::string_view user1, std::string_view user2,
+                                                   std::size_t max_per_user) = 0;
+
+    /// `username`'s contacts in name order (byte order), at most `limit`. An unknown user has none.
+    /// Errc::invalid_argument (the name), Errc::storage_error.
+    [[nodiscard]] virtual Result<std::vector<std::string>> list_contacts(std::string_view username,
+                                                                         std::size_t limit) = 0;
+};
+
 // ---------------------------------------------------------------- offline messages
 
 /// Largest envelope a message store accepts (a message payload always fits a frame).
@@ -436,12 +461,13 @@ public:
 
 // ---------------------------------------------------------------- backends
 
-/// A backend: one database that implements all six stores. Thread-safe.
+/// A backend: one database that implements all seven stores. Thread-safe.
 class Backend : public CredentialStore,
                 public SessionTokenStore,
                 public ConversationKeyStore,
                 public PrekeyStore,
                 public DeviceStore,
+                public ContactStore,
                 public MessageStore {
 public:
     /// Short backend name for messages: "memory", "sqlite", "mariadb" or "postgresql".
@@ -459,7 +485,7 @@ struct SqliteConfig {
 };
 
 /// Schema version this libsim writes (both SQL backends).
-inline constexpr int schema_version = 8;
+inline constexpr int schema_version = 9;
 
 /// Open (and create or upgrade) a SQLite database.
 ///
@@ -480,7 +506,7 @@ struct MariaDbConfig {
 
 /// Connect to MariaDB/MySQL and create or upgrade the schema (tables `sim_meta`, `sim_users`, `sim_sessions`,
 /// `sim_conversation_keys`, `sim_prekeys`, `sim_one_time_prekeys`, `sim_messages`, `sim_session_ends`,
-/// `sim_devices`, `sim_device_lists`, `sim_throttle`; InnoDB). Errc::invalid_argument for a malformed URL;
+/// `sim_devices`, `sim_device_lists`, `sim_throttle`, `sim_contacts`; InnoDB). Errc::invalid_argument for a malformed URL;
 /// Errc::schema_too_new when the database was written by a newer libsim; Errc::corrupt_database when it holds libsim
 /// tables without a version; Errc::storage_error when the server cannot be reached or refuses; Errc::not_implemented
 /// when this libsim was built without MariaDB Connector/C.

@@ -4,31 +4,76 @@
 
 namespace sim::server_detail {
 
+void Presence::load(const std::string& user) {
+    if (m_store == nullptr) {
+        return;
+    }
+    {
+        const std::lock_guard lock(m_mutex);
+        if (m_loaded.contains(user)) {
+            return;
+        }
+    }
+    auto stored = m_store->list_contacts(user, m_max);
+    if (!stored) {
+        if (m_log) {
+            m_log(LogLevel::error, "contacts not read: " + stored.error().message());
+        }
+        return;
+    }
+    const std::lock_guard lock(m_mutex);
+    // A pair recorded meanwhile by this node is in memory already: the union is right either way.
+    for (const auto& c : *stored) {
+        m_contacts[user].insert(c);
+        m_contacts[c].insert(user);
+    }
+    m_loaded.insert(user);
+}
+
 void Presence::named(const std::string& from, const std::string& to) {
     if (from == to) {
         return;
     }
-    const std::lock_guard lock(m_mutex);
+    load(from);
+    load(to);
+    {
+        const std::lock_guard lock(m_mutex);
+        if (!named_locked(from, to)) {
+            return;
+        }
+    }
+    if (m_store != nullptr) {
+        // After the lock: the pair counts on this node from now on, whatever the store says.
+        const auto added = m_store->add_contact(from, to, m_max);
+        if (!added && m_log) {
+            m_log(LogLevel::error, "contact pair not recorded: " + added.error().message());
+        }
+    }
+}
+
+bool Presence::named_locked(const std::string& from, const std::string& to) {
     auto& mine = m_named[from];
     if (mine.size() < m_max) {
         mine.insert(to);
     }
     const auto theirs = m_named.find(to);
     if (theirs == m_named.end() || theirs->second.count(from) == 0) {
-        return;  // one-sided: `to` has not named `from` (a stranger learns nothing)
+        return false;  // one-sided: `to` has not named `from` (a stranger learns nothing)
     }
     auto& a = m_contacts[from];
     auto& b = m_contacts[to];
     if (a.count(to) != 0 || a.size() >= m_max || b.size() >= m_max) {
-        return;
+        return false;
     }
     a.insert(to);
     b.insert(from);
     tell_locked(from, {PresenceEntry{to, visible_locked(to)}});
     tell_locked(to, {PresenceEntry{from, visible_locked(from)}});
+    return true;
 }
 
 void Presence::attached(const MailboxId& device, const Peer* connection, bool counts) {
+    load(device.user);
     const std::lock_guard lock(m_mutex);
     auto& d = m_present[device.user][device.device];
     d.connection = connection;
@@ -37,6 +82,7 @@ void Presence::attached(const MailboxId& device, const Peer* connection, bool co
 }
 
 void Presence::subscribe(const MailboxId& device, const std::shared_ptr<Peer>& connection, bool hidden) {
+    load(device.user);
     const std::lock_guard lock(m_mutex);
     m_subscribers[device] = connection;
     if (hidden) {
@@ -85,6 +131,7 @@ void Presence::gone(const MailboxId& device, const Peer* connection) {
 }
 
 Frame Presence::query(const std::string& asker, const std::string& about) {
+    load(asker);
     const std::lock_guard lock(m_mutex);
     bool online = false;
     if (const auto it = m_contacts.find(asker); it != m_contacts.end() && it->second.count(about) != 0) {
@@ -93,13 +140,20 @@ Frame Presence::query(const std::string& asker, const std::string& about) {
     return status_frame(asker, {PresenceEntry{about, online}});
 }
 
+bool Presence::visible(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    return visible_locked(user);
+}
+
 bool Presence::contacts(const std::string& a, const std::string& b) {
+    load(a);
     const std::lock_guard lock(m_mutex);
     const auto it = m_contacts.find(a);
     return it != m_contacts.end() && it->second.count(b) != 0;
 }
 
 std::vector<std::string> Presence::contacts_of(const std::string& user) {
+    load(user);
     const std::lock_guard lock(m_mutex);
     const auto it = m_contacts.find(user);
     return it == m_contacts.end() ? std::vector<std::string>{}

@@ -109,7 +109,13 @@ void Router::login(const MailboxId& device, std::shared_ptr<Peer> peer) {
             }
         }
     }
-    // Everyone who waits for `user` learns that the destination is online, and the pair gets its key.
+    tell_waiters_locked(user);
+}
+
+void Router::tell_waiters_locked(const std::string& user) {
+    // Everyone who waits for `user` learns that the destination is online (when `user` is shown), and the pair
+    // gets its key (whether shown or not: messages are stored and delivered either way).
+    const bool shown = shown_online_locked(user);
     for (auto& [waiter, peers] : m_waiting) {
         if (peers.count(user) == 0) {
             continue;
@@ -118,8 +124,10 @@ void Router::login(const MailboxId& device, std::shared_ptr<Peer> peer) {
         if (it != m_conversations.end() && it->second.gone == waiter) {
             continue;  // the waiter left the conversation that is still being delivered: `drained` re-keys
         }
-        peers.erase(user);
-        ack_locked(waiter, AckStage::destination_online, user);
+        if (shown) {
+            peers.erase(user);
+            ack_locked(waiter, AckStage::destination_online, user);
+        }  // else the waiter keeps waiting (until `shown`): nothing tells it that `user` is here
         if (it == m_conversations.end()) {
             assign_key_locked(waiter, user);
         }
@@ -275,7 +283,9 @@ void Router::drained(const std::string& user) {
             if (w->second.empty()) {
                 m_waiting.erase(w);
             }
-            ack_locked(leaver, AckStage::destination_online, user);
+            if (shown_online_locked(user)) {
+                ack_locked(leaver, AckStage::destination_online, user);
+            }
             assign_key_locked(leaver, user);
         }
     }
@@ -292,7 +302,14 @@ void Router::open(const std::string& from, const std::string& to) {
         return;
     }
     if (online(m_bus, to)) {
-        ack_locked(from, AckStage::destination_online, to);
+        // A user who is not shown is answered as an offline one (6.10), though keyed as an online one: `from`
+        // waits until `to` is shown (or stops waiting at the KEYGEN), and its messages go through meanwhile.
+        if (shown_online_locked(to)) {
+            ack_locked(from, AckStage::destination_online, to);
+        } else {
+            m_waiting[from].insert(to);
+            ack_locked(from, AckStage::destination_offline, to);
+        }
         // Both users already hold the key of a live conversation (e.g. `to` just logged in naming `from`, who was
         // waiting): a second KEYGEN would race with messages sealed under the first.
         if (it == m_conversations.end()) {
@@ -312,7 +329,18 @@ void Router::open(const std::string& from, const std::string& to) {
 
 void Router::probe(const std::string& from, const std::string& to) {
     const std::lock_guard lock(m_mutex);
-    ack_locked(from, online(m_bus, to) ? AckStage::destination_online : AckStage::destination_offline, to);
+    ack_locked(from, shown_online_locked(to) ? AckStage::destination_online : AckStage::destination_offline, to);
+}
+
+void Router::shown(const std::string& user) {
+    const std::lock_guard lock(m_mutex);
+    if (shown_online_locked(user)) {
+        tell_waiters_locked(user);
+    }
+}
+
+bool Router::shown_online_locked(const std::string& user) const {
+    return online(m_bus, user) && (!m_shown || m_shown(user));
 }
 
 bool Router::assign_key_locked(const std::string& a, const std::string& b, bool registered_only) {
@@ -349,6 +377,14 @@ void Router::end_conversation_locked(const Pair& pair, const std::string& leaver
     unindex_locked(pair.second, pair);
     m_key_release.insert(pair);  // the key goes once no message between them needs it (release_keys)
     const std::string& other = pair.first == leaver ? pair.second : pair.first;
+    // `other` stops waiting for the leaver with the close (as its client does): else a hidden leaver's next login
+    // would key the pair again and so tell `other` that it is back.
+    if (const auto w = m_waiting.find(other); w != m_waiting.end()) {
+        w->second.erase(leaver);
+        if (w->second.empty()) {
+            m_waiting.erase(w);
+        }
+    }
     (void)deliver_to_user(m_bus, other, Frame{FrameType::close, 0, leaver, other, {}});
 }
 

@@ -2,7 +2,8 @@
 // Private: presence, waiting users and conversations of the server core; the seed's connection list
 // (Alice, Bob, False/True). Who is online, and the way to their connections, is the routing bus's (routing.h).
 // Thread-safe; lock order: a connection's receive lock -> the router lock -> the bus's lock -> a connection's send
-// lock (Peer::deliver). The router never takes a connection's receive lock.
+// lock (Peer::deliver). The router never takes a connection's receive lock. The `Shown` predicate (presence's
+// lock, a leaf that is never held while the router's is taken) is called with the router lock held.
 
 #include <sim/auth.h>
 #include <sim/frame.h>
@@ -29,10 +30,17 @@ class Router {
 public:
     using Log = std::function<void(LogLevel, std::string_view)>;
     using WallClock = std::function<store::WallTime()>;
+    /// Whether `user`'s being online may be told at all (attached and not hiding, docs/protocol.md 6.10): ack_init
+    /// 2 goes out only for such a user; anyone else is answered 3 ("waiting"), whatever the truth.
+    using Shown = std::function<bool(const std::string& user)>;
     /// Messages for offline users are stored, so a server-assigned conversation with an offline destination is
     /// keyed at once (docs/protocol.md 6.7).
     Router(RoutingBus& bus, const SuitePolicy& conversation_policy, auth::ConversationKeyVault* vault, Rng& rng,
            WallClock wall, Log log);
+
+    /// Set the presence predicate (before any connection; without one, every online user is shown, as in the
+    /// seed).
+    void set_shown(Shown shown) { m_shown = std::move(shown); }
 
     /// `device` is online on `peer`; an earlier connection of the same device is closed. Conversations keyed while
     /// `user` was offline get their KEYGEN now (before the caller delivers stored messages). Users waiting for
@@ -43,10 +51,14 @@ public:
     /// stored for it lives on until those are delivered.
     void disconnect(const MailboxId& device, const Peer* peer);
     /// init with a destination: ack_init 2 + KEYGEN to both when `to` is online, else ack_init 3 and the pair is
-    /// keyed at once (KEYGEN to `from` now, to `to` at its login).
+    /// keyed at once (KEYGEN to `from` now, to `to` at its login). A `to` online but not shown (hiding, or not
+    /// known here to be shown) gets the keys of an online one with the answer of an offline one: ack_init 3, and
+    /// `from` waits until `to` is shown.
     void open(const std::string& from, const std::string& to);
-    /// probe: ack_init 2 or 3.
+    /// probe: ack_init 2 when `to` is online and shown, else 3.
     void probe(const std::string& from, const std::string& to);
+    /// `user` is shown now (a `set` that does not hide): users waiting for it get ack_init 2.
+    void shown(const std::string& user);
     /// May `from` send a conversation message to `to` (into its mailbox)? Records that
     /// messages are stored for a destination that has no KEYGEN yet. Errors: no_conversation (no key, or one side
     /// has left).
@@ -106,6 +118,10 @@ private:
     void send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key);
     void unindex_locked(const std::string& user, const Pair& pair);
     void ack_locked(const std::string& user, AckStage stage, const std::string& peer);
+    /// ack_init 2 to the users waiting for `user` if it is shown (they stop waiting), and keys for those pairs.
+    void tell_waiters_locked(const std::string& user);
+    /// Online (any node) and shown (the presence predicate).
+    [[nodiscard]] bool shown_online_locked(const std::string& user) const;
 
     RoutingBus& m_bus;
     SuitePolicy m_policy;
@@ -113,6 +129,7 @@ private:
     Rng& m_rng;
     WallClock m_wall;
     Log m_log;
+    Shown m_shown;
 
     mutable std::mutex m_mutex;
     std::map<std::string, std::set<std::string>> m_waiting;  // user -> peers they wait for

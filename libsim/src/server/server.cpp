@@ -114,7 +114,7 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
 
     Impl(ServerConfig c, auth::Authenticator& a, auth::SessionTokens& t, auth::ConversationKeyVault* v,
          store::PrekeyStore* p, store::MessageStore* m, Executor& w, Rng& r, const Clock& cl,
-         std::unique_ptr<server_detail::RoutingBus> b, store::DeviceStore* d)
+         std::unique_ptr<server_detail::RoutingBus> b, store::DeviceStore* d, store::ContactStore* contacts)
         : config(std::move(c)),
           authenticator(a),
           tokens(t),
@@ -127,7 +127,10 @@ struct ServerCore::Impl : std::enable_shared_from_this<ServerCore::Impl> {
           bus(std::move(b)),
           router(
               *bus, config.conversation_policy, v, r, [this] { return wall_now(); },
-              [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+              [this](LogLevel l, std::string_view msg) { log(l, msg); }),
+          presence(contacts, server_detail::Presence::default_max_contacts,
+                   [this](LogLevel l, std::string_view msg) { log(l, msg); }) {
+        router.set_shown([this](const std::string& user) { return presence.visible(user); });  // 6.10
         commit = std::make_shared<server_detail::GroupCommit>(
             *messages, config.commit_executor != nullptr ? *config.commit_executor : workers, clock);
         devices = d;
@@ -718,10 +721,11 @@ private:
             }
         }
         const server_detail::MailboxId mailbox{m_user, m_device};
+        // Online to contacts now, or (a client that speaks presence) once its `set` said whether the user hides;
+        // before the router's login, which tells waiting users (ack_init 2) only of a user who is shown.
+        m_core->presence.attached(mailbox, this, !m_speaks_presence);
         m_core->router.login(mailbox, shared_from_this());
         m_core->delivery->login(mailbox, this);
-        // Online to contacts now, or (a client that speaks presence) once its `set` said whether the user hides.
-        m_core->presence.attached(mailbox, this, !m_speaks_presence);
         if (!destination.empty()) {
             open_conversation(destination);
         }
@@ -1467,6 +1471,7 @@ private:
                     return;
                 }
                 m_core->presence.subscribe(mailbox, shared_from_this(), m->hidden);
+                m_core->router.shown(m_user);  // users waiting for a user who is shown now hear it (ack_init 2)
                 return;
             case PresenceOp::query: {
                 if (!within_rate()) {
@@ -1645,7 +1650,7 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                                                        auth::SessionTokens& tokens, auth::ConversationKeyVault* vault,
                                                        store::PrekeyStore* prekeys, store::MessageStore* messages,
                                                        Executor& workers, Rng& rng, const Clock& clock,
-                                                       store::DeviceStore* devices) {
+                                                       store::DeviceStore* devices, store::ContactStore* contacts) {
     if (messages == nullptr) {
         return Error{Errc::invalid_argument, "a message store is required: every message is delivered from a mailbox"};
     }
@@ -1671,7 +1676,7 @@ Result<std::unique_ptr<ServerCore>> ServerCore::create(ServerConfig config, auth
                          .servers = config.broker, .node_id = config.node_id, .log = config.log}));
     }
     auto impl = std::make_shared<Impl>(std::move(config), authenticator, tokens, vault, prekeys, messages, workers, rng,
-                                       clock, std::move(bus), devices);
+                                       clock, std::move(bus), devices, contacts);
     impl->static_public = pair.public_key;
     return std::unique_ptr<ServerCore>(new ServerCore(std::move(impl)));
 }

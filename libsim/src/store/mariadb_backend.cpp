@@ -129,6 +129,14 @@ const std::array<SchemaStep, schema_version> migrations{{
       "CREATE TABLE IF NOT EXISTS sim_throttle (throttle_key VARBINARY(400) NOT NULL PRIMARY KEY, "
       "failed_count BIGINT NOT NULL, last_failure_ms BIGINT NOT NULL, KEY sim_throttle_age (last_failure_ms), "
       "CONSTRAINT sim_throttle_count CHECK (failed_count BETWEEN 1 AND 4294967295)) ENGINE=InnoDB"}},
+    // 8 -> 9: contact pairs (docs/protocol.md 6.10).
+    {8,
+     9,
+     {"CREATE TABLE IF NOT EXISTS sim_contacts (user_a VARBINARY(64) NOT NULL, user_b VARBINARY(64) NOT NULL, "
+      "PRIMARY KEY (user_a, user_b), KEY sim_contacts_b (user_b), "
+      "CONSTRAINT sim_contacts_a_fk FOREIGN KEY (user_a) REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "CONSTRAINT sim_contacts_b_fk FOREIGN KEY (user_b) REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "CONSTRAINT sim_contacts_order CHECK (user_a < user_b)) ENGINE=InnoDB"}},
 }};
 
 /// A failed statement: what it means to the stores, and its error number.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 #include <tuple>
 
 namespace sim::store {
@@ -141,6 +142,14 @@ public:
         std::erase_if(m_keys,
                       [&](const auto& kv) { return kv.first.first == username || kv.first.second == username; });
         std::erase_if(m_prekeys, [&](const auto& kv) { return kv.first.first == username; });
+        if (const auto it = m_contacts.find(username); it != m_contacts.end()) {
+            for (const auto& other : it->second) {
+                if (const auto o = m_contacts.find(other); o != m_contacts.end()) {
+                    o->second.erase(std::string(username));
+                }
+            }
+            m_contacts.erase(it);
+        }
         m_accounts.erase(std::string(username));
         std::erase_if(m_messages, [&](const auto& kv) { return kv.second.recipient == username; });
         // The keys too: a key left behind would make a later append of that message look stored already.
@@ -215,6 +224,40 @@ public:
         const std::lock_guard lock(m_mutex);
         return static_cast<std::size_t>(
             std::erase_if(m_tokens, [&](const auto& kv) { return kv.second.expires <= now; }));
+    }
+
+    Result<bool> add_contact(std::string_view user1, std::string_view user2, std::size_t max_per_user) override {
+        SIM_TRY(auto pair, ordered_pair(user1, user2));
+        const std::lock_guard lock(m_mutex);
+        if (m_users.count(pair.first) == 0 || m_users.count(pair.second) == 0) {
+            return no_user();
+        }
+        auto& a = m_contacts[pair.first];
+        auto& b = m_contacts[pair.second];
+        if (a.count(pair.second) != 0) {
+            return true;
+        }
+        if (a.size() >= max_per_user || b.size() >= max_per_user) {
+            return false;
+        }
+        a.insert(pair.second);
+        b.insert(pair.first);
+        return true;
+    }
+
+    Result<std::vector<std::string>> list_contacts(std::string_view username, std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        std::vector<std::string> out;
+        if (const auto it = m_contacts.find(username); it != m_contacts.end()) {
+            for (const auto& c : it->second) {
+                if (out.size() >= limit) {
+                    break;
+                }
+                out.push_back(c);
+            }
+        }
+        return out;
     }
 
     Status put_conversation_key(const SealedConversationKey& key) override {
@@ -571,6 +614,7 @@ private:
     std::map<std::string, FailureState, std::less<>> m_throttle;  // throttle keys, at most max_throttle_keys
     std::map<Bytes, SessionRecord> m_tokens;
     std::map<std::pair<std::string, std::string>, SealedConversationKey> m_keys;
+    std::map<std::string, std::set<std::string>, std::less<>> m_contacts;  // symmetric
     std::map<PrekeyKey, Prekeys> m_prekeys;
     std::map<std::string, Account> m_accounts;
     std::map<std::uint64_t, StoredMessage> m_messages;  // by seq: store order

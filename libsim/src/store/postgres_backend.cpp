@@ -24,7 +24,7 @@ constexpr Oid int4_oid = 23;
 // history starts there: an empty database goes to 6 in one step; versions 1..5 never existed on PostgreSQL.
 // Unsigned columns of the other backends are BIGINT with a CHECK; names and blobs are BYTEA (compared and
 // ordered byte for byte, like VARBINARY).
-const std::array<SchemaStep, 3> migrations{{
+const std::array<SchemaStep, 4> migrations{{
     {0,
      6,
      {"CREATE TABLE IF NOT EXISTS sim_meta (id SMALLINT NOT NULL PRIMARY KEY, schema_version INTEGER NOT NULL)",
@@ -108,6 +108,14 @@ const std::array<SchemaStep, 3> migrations{{
       "failed_count BIGINT NOT NULL CHECK (failed_count BETWEEN 1 AND 4294967295), "
       "last_failure_ms BIGINT NOT NULL)",
       "CREATE INDEX IF NOT EXISTS sim_throttle_age ON sim_throttle (last_failure_ms)"}},
+    // 8 -> 9: contact pairs (docs/protocol.md 6.10).
+    {8,
+     9,
+     {"CREATE TABLE IF NOT EXISTS sim_contacts ("
+      "user_a BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "user_b BYTEA NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE, "
+      "PRIMARY KEY (user_a, user_b), CHECK (user_a < user_b))",
+      "CREATE INDEX IF NOT EXISTS sim_contacts_b ON sim_contacts (user_b)"}},
 }};
 
 /// `?` placeholders as PostgreSQL's `$1`, `$2`, ... The statements are constants of this library without `?`

@@ -310,6 +310,55 @@ public:
         return static_cast<std::size_t>(r.affected);
     }
 
+    Result<bool> add_contact(std::string_view user1, std::string_view user2, std::size_t max_per_user) override {
+        SIM_TRY(const auto pair, ordered_pair(user1, user2));
+        const std::lock_guard lock(m_mutex);
+        return in_transaction([&]() -> Result<bool> {
+            // Both accounts' rows locked until the commit: adds for the same users (any node) take turns, so the
+            // count below holds.
+            SIM_TRY(const auto users, plain(m_conn->run("SELECT username FROM sim_users WHERE username = ? OR "
+                                                        "username = ? FOR UPDATE",
+                                                        {sv(pair.first), sv(pair.second)}, "b")));
+            if (users.rows.size() != 2) {
+                return no_user();
+            }
+            SIM_TRY(const auto found, plain(m_conn->run("SELECT 1 FROM sim_contacts WHERE user_a = ? AND user_b = ?",
+                                                        {sv(pair.first), sv(pair.second)}, "i")));
+            if (!found.rows.empty()) {
+                return true;
+            }
+            for (const auto& user : {pair.first, pair.second}) {
+                SIM_TRY(const auto n, plain(m_conn->run("SELECT (SELECT COUNT(*) FROM sim_contacts WHERE user_a = ?) + "
+                                                        "(SELECT COUNT(*) FROM sim_contacts WHERE user_b = ?)",
+                                                        {sv(user), sv(user)}, "i")));
+                if (!n.rows.empty() && static_cast<std::uint64_t>(n.rows[0][0].i) >= max_per_user) {
+                    return false;
+                }
+            }
+            auto ins = m_conn->run("INSERT INTO sim_contacts (user_a, user_b) VALUES (?, ?)",
+                                   {sv(pair.first), sv(pair.second)}, "");
+            if (failed_with(ins) == SqlFailure::missing_reference) {
+                return no_user();
+            }
+            SIM_TRY_STATUS(plain(std::move(ins)));
+            return true;
+        });
+    }
+
+    Result<std::vector<std::string>> list_contacts(std::string_view username, std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(username));
+        const std::lock_guard lock(m_mutex);
+        SIM_TRY(auto r, plain(m_conn->run("SELECT user_b FROM sim_contacts WHERE user_a = ? UNION ALL "
+                                          "SELECT user_a FROM sim_contacts WHERE user_b = ? ORDER BY 1 LIMIT ?",
+                                          {username, username, saturated(limit)}, "b")));
+        std::vector<std::string> out;
+        out.reserve(r.rows.size());
+        for (auto& row : r.rows) {
+            out.push_back(std::move(row[0].s));
+        }
+        return out;
+    }
+
     Status put_conversation_key(const SealedConversationKey& key) override {
         SIM_TRY(const auto pair, ordered_pair(key.user_a, key.user_b));
         SIM_TRY_STATUS(check_sealed(key.sealed_key));

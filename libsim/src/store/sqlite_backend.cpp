@@ -348,6 +348,47 @@ public:
         });
     }
 
+    Result<bool> add_contact(std::string_view user1, std::string_view user2, std::size_t max_per_user) override {
+        SIM_TRY(const auto pair, ordered_pair(user1, user2));
+        return locked([&]() -> Result<bool> {
+            SQLite::Transaction tx(*m_db, SQLite::TransactionBehavior::IMMEDIATE);
+            SQLite::Statement found(*m_db, "SELECT 1 FROM sim_contacts WHERE user_a = ? AND user_b = ?");
+            found.bind(1, pair.first);
+            found.bind(2, pair.second);
+            if (found.executeStep()) {
+                return true;
+            }
+            if (!exists(pair.first) || !exists(pair.second)) {
+                return no_user();
+            }
+            if (count_contacts(pair.first) >= max_per_user || count_contacts(pair.second) >= max_per_user) {
+                return false;
+            }
+            SQLite::Statement q(*m_db, "INSERT INTO sim_contacts (user_a, user_b) VALUES (?, ?)");
+            q.bind(1, pair.first);
+            q.bind(2, pair.second);
+            q.exec();
+            tx.commit();
+            return true;
+        });
+    }
+
+    Result<std::vector<std::string>> list_contacts(std::string_view username, std::size_t limit) override {
+        SIM_TRY_STATUS(check_name(username));
+        return locked([&]() -> Result<std::vector<std::string>> {
+            SQLite::Statement q(*m_db,
+                                "SELECT user_b FROM sim_contacts WHERE user_a = ?1 UNION ALL "
+                                "SELECT user_a FROM sim_contacts WHERE user_b = ?1 ORDER BY 1 LIMIT ?2");
+            q.bind(1, std::string(username));
+            q.bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+            std::vector<std::string> out;
+            while (q.executeStep()) {
+                out.push_back(q.getColumn(0).getString());
+            }
+            return out;
+        });
+    }
+
     Status put_conversation_key(const SealedConversationKey& key) override {
         SIM_TRY(const auto pair, ordered_pair(key.user_a, key.user_b));
         SIM_TRY_STATUS(check_sealed(key.sealed_key));
@@ -912,6 +953,15 @@ private:
     auto locked(Fn&& fn) -> decltype(fn()) {
         const std::lock_guard lock(m_mutex);
         return guarded(std::forward<Fn>(fn));
+    }
+
+    std::size_t count_contacts(const std::string& user) {
+        SQLite::Statement q(*m_db,
+                            "SELECT (SELECT count(*) FROM sim_contacts WHERE user_a = ?1) + "
+                            "(SELECT count(*) FROM sim_contacts WHERE user_b = ?1)");
+        q.bind(1, user);
+        q.executeStep();
+        return static_cast<std::size_t>(q.getColumn(0).getInt64());
     }
 
     bool exists(std::string_view username) {

@@ -160,6 +160,14 @@ inline constexpr std::array<const char*, schema_version> sqlite_migrations{
     "  last_failure_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;"
     "CREATE INDEX sim_throttle_age ON sim_throttle (last_failure_ms);",
+    // 8 -> 9: contact pairs (docs/protocol.md 6.10), so that presence survives a restart.
+    "CREATE TABLE sim_contacts ("
+    "  user_a TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  user_b TEXT NOT NULL REFERENCES sim_users (username) ON DELETE CASCADE,"
+    "  PRIMARY KEY (user_a, user_b),"
+    "  CHECK (user_a < user_b)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sim_contacts_b ON sim_contacts (user_b);",
 };
 
 static_assert(sqlite_application_id == 1280526669);
