@@ -230,7 +230,17 @@ int run_end_to_end(const std::string& host, std::uint16_t port) {
             });
         });
         if (shown.wait_for(10s) == std::future_status::ready) {
-            must(approver.approve_device(shown.get()), "approve");
+            // The first device hears of the new one (its reveal) just after the code is shown: try until it has.
+            const auto typed = shown.get();
+            auto approved = approver.approve_device(typed);
+            for (int i = 0; i < 50 && approved.code() == sim::Errc::invalid_state; ++i) {
+                std::this_thread::sleep_for(100ms);
+                approved = approver.approve_device(typed);
+            }
+            if (!approved) {
+                std::fprintf(stderr, "demo: approve failed: %s\n", approved.error().message().c_str());
+                std::_Exit(1);
+            }
         }
         joining.join();
         must(linked, "link");
@@ -253,6 +263,7 @@ int run_end_to_end(const std::string& host, std::uint16_t port) {
         "       shows it as hers\n");
     must(sim::status_of(alice->send("bob", "This reaches your laptop, your phone and my tablet.")), "send");
     step("alice", "-> bob: This reaches your laptop, your phone and my tablet.");
+    show(*alice, "alice", 5s, sim::ClientEventKind::receipt);
     const bool fanned_out = show(*bob, "bob", 10s, sim::ClientEventKind::message) &&
                             show(*bob_phone, "bob#2", 10s, sim::ClientEventKind::message) &&
                             show(*alice_tablet, "alice#2", 10s, sim::ClientEventKind::message);

@@ -3695,3 +3695,80 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
     CHECK_FALSE(carol.saw<sim::KeyAssignedEvent>("bob"));
     CHECK(carol.core->outbox_size() == 1);
 }
+
+TEST_CASE("devices end to end: devices linked after a conversation began get the next messages, and the ids stay") {
+    auto w = e2e_world();
+    std::vector<std::unique_ptr<sim::ClientState>> states;
+    const auto connect = [&]() -> TestClient& {
+        states.push_back(sim::make_memory_client_state());
+        sim::ClientConfig config;
+        config.state = states.back().get();
+        return w.connect(config);
+    };
+    auto& alice = connect();
+    REQUIRE(w.login(alice, "alice", "alice's password"));
+    auto& bob = connect();
+    REQUIRE(w.login(bob, "bob", "bob's password"));
+    const auto deliver = [&] {
+        for (int i = 0; i < 3; ++i) {
+            w.settle();
+            w.clock.advance(std::chrono::seconds(2));
+            for (auto& c : w.clients) {
+                c->core->pump();
+            }
+        }
+        w.settle();
+    };
+    REQUIRE(alice.core->send("bob", "before"));
+    deliver();
+    REQUIRE(bob.core->send("alice", "before too"));
+    deliver();
+    REQUIRE(bob.texts("alice") == std::vector<std::string>{"before"});
+    const auto link = [&](TestClient& first, const std::string& user) -> TestClient& {
+        auto& device = connect();
+        REQUIRE(device.core->login(user, new_installation(user + "'s password")));
+        w.settle();
+        REQUIRE(first.core->approve_device(device.of<sim::LinkCodeEvent>().at(0).code));
+        w.settle();
+        REQUIRE(device.saw<sim::AuthenticatedEvent>(user));
+        return device;
+    };
+    auto& phone = link(bob, "bob");
+    auto& tablet = link(alice, "alice");
+    REQUIRE(alice.core->send("bob", "after"));
+    deliver();
+    CHECK(bob.texts("alice") == std::vector<std::string>{"before", "after"});
+    CHECK(phone.texts("alice") == std::vector<std::string>{"after"});
+    const auto copies = tablet.of<sim::MessageEvent>("bob");
+    REQUIRE(copies.size() == 1);
+    CHECK(copies[0].from_me);
+    CHECK(alice.core->outbox_size() == 0);
+    CHECK_FALSE(bob.saw<sim::GapEvent>());
+    CHECK_FALSE(phone.saw<sim::GapEvent>());  // it counts from the first message it got, not from 1
+    // A message the server keeps from the phone (its copy deleted while the phone is away, as a server that
+    // withholds the device would do) is a gap there when the next one comes.
+    auto phone_state = states[2].get();
+    phone.pipe->close_now();
+    w.settle();
+    REQUIRE(alice.core->send("bob", "kept from the phone"));
+    deliver();
+    const auto stored = w.backend->pending("bob", 2, 0, 100).value();
+    REQUIRE(stored.size() == 1);
+    REQUIRE(w.backend->apply({{}, {{"bob", 2, "alice", {stored[0].id}}}}));
+    REQUIRE(alice.core->send("bob", "the next one"));
+    deliver();
+    sim::ClientConfig phone_config;
+    phone_config.state = phone_state;
+    auto& phone_again = w.connect(phone_config);
+    REQUIRE(w.login(phone_again, "bob", "bob's password"));
+    deliver();
+    CHECK(phone_again.texts("alice") == std::vector<std::string>{"the next one"});
+    const auto gaps = phone_again.of<sim::GapEvent>("alice");
+    REQUIRE(gaps.size() == 1);
+    CHECK(gaps[0].count == 1);
+    for (auto& c : w.clients) {
+        for (const auto& e : c->of<sim::ErrorEvent>()) {
+            FAIL_CHECK("error event: " << e.error.message());
+        }
+    }
+}

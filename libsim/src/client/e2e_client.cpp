@@ -1266,6 +1266,11 @@ void E2eClient::deliver_content(PeerState& p, DeviceId device, const Delivered& 
     if (!own_copy) {
         // Sequence numbers count one sender device's texts to us (an own copy carries the number of its
         // conversation, which our other conversations share with it: only its id is checked).
+        if (ds.recv_high == 0 && ds.missing.empty() && m_device != first_device && seq > 0) {
+            // A linked device joins conversations in progress: it counts from the first text it gets from each
+            // sender device (the ones before it were never sealed for it); later jumps are gaps.
+            ds.recv_high = seq - 1;
+        }
         if (seq <= ds.recv_high && !ds.missing.contains(seq)) {
             return;  // this sequence number was shown already: a replay under a new id
         }
