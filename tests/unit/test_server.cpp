@@ -2612,6 +2612,38 @@ namespace {
 sim::Credentials new_installation(const std::string& password) {
     return {sim::CredentialKind::password, sim::to_bytes<sim::SecureBytes>(sim::as_bytes(password)), sim::DeviceId{0}};
 }
+
+/// Client states that outlive their connections (a device's), for the tests of devices.
+struct States {
+    std::vector<std::unique_ptr<sim::ClientState>> all;
+    sim::ClientState& add() {
+        all.push_back(sim::make_memory_client_state());
+        return *all.back();
+    }
+};
+
+/// A client of `w` on `state` (a later connection on the same state is the same device).
+TestClient& connect_on(World& w, sim::ClientState& state) {
+    sim::ClientConfig config;
+    config.state = &state;
+    return w.connect(config);
+}
+
+/// A new installation on `state`, linked to `user`'s account with the approval of `first` (an active device).
+TestClient& link_new_device(World& w, TestClient& first, const std::string& user, sim::ClientState& state) {
+    auto& device = connect_on(w, state);
+    REQUIRE(device.core->login(user, new_installation(user + "'s password")));
+    w.settle();
+    REQUIRE(first.core->approve_device(device.of<sim::LinkCodeEvent>().at(0).code));
+    w.settle();
+    REQUIRE(device.saw<sim::AuthenticatedEvent>(user));
+    return device;
+}
+
+/// The device key in a client state (its identity record ends with the key's seed).
+sim::e2e::IdentityKeyPair device_key_in(const sim::ClientState& state) {
+    return sim::e2e::identity_from_private(sim::ByteView(state.get("identity").value().value()).last(32)).value();
+}
 }  // namespace
 
 TEST_CASE("client: a new installation links through an existing device's approval and logs in as itself after") {
@@ -3340,7 +3372,7 @@ TEST_CASE("presence: contacts survive a server restart (a new core on the same S
     std::filesystem::create_directories(dir);
     World w;
     // The world on a SQLite file, opened again (a new backend object) at each start.
-    const auto on_file = [&] {
+    const auto close_all = [&] {
         for (auto& rc : w.raws) {
             w.drop(*rc.client);
         }
@@ -3351,6 +3383,9 @@ TEST_CASE("presence: contacts survive a server restart (a new core on the same S
         w.tokens.reset();
         w.authenticator.reset();
         w.backend.reset();
+    };
+    const auto on_file = [&] {
+        close_all();
         w.backend = std::move(sim::store::open_sqlite_backend({(dir / "sim.db").string()}).value());
         w.authenticator = std::move(sim::auth::Authenticator::create(*w.backend, *w.hasher, *w.rng, w.clock).value());
         w.tokens = std::make_unique<sim::auth::SessionTokens>(*w.backend, *w.rng);
@@ -3378,16 +3413,7 @@ TEST_CASE("presence: contacts survive a server restart (a new core on the same S
     alice.send(presence_query("alice", "carol"));
     w.settle();
     CHECK(presence_seen(alice) == Seen{{"carol", false}});
-    for (auto& rc : w.raws) {
-        w.drop(*rc.client);
-    }
-    w.raws.clear();
-    w.server.reset();
-    w.messages.reset();
-    w.vault.reset();
-    w.tokens.reset();
-    w.authenticator.reset();
-    w.backend.reset();
+    close_all();
     std::filesystem::remove_all(dir);
 }
 
@@ -3449,20 +3475,10 @@ TEST_CASE("devices: a changed list reaches the attached devices of the account's
 
 TEST_CASE("client in server-assigned mode: a message reaches both devices of the recipient; the sender learns them") {
     World w;  // the seed's server-assigned mode
-    auto laptop_state = sim::make_memory_client_state();
-    sim::ClientConfig laptop_config;
-    laptop_config.state = laptop_state.get();
-    auto& laptop = w.connect(laptop_config);
+    States states;
+    auto& laptop = connect_on(w, states.add());
     REQUIRE(w.login(laptop, "bob", "bob's password"));
-    auto phone_state = sim::make_memory_client_state();
-    sim::ClientConfig phone_config;
-    phone_config.state = phone_state.get();
-    auto& phone = w.connect(phone_config);
-    REQUIRE(phone.core->login("bob", new_installation("bob's password")));
-    w.settle();
-    REQUIRE(laptop.core->approve_device(phone.of<sim::LinkCodeEvent>().at(0).code));
-    w.settle();
-    REQUIRE(phone.saw<sim::AuthenticatedEvent>("bob"));
+    auto& phone = link_new_device(w, laptop, "bob", states.add());
 
     auto& alice = w.connect();
     REQUIRE(w.login(alice, "alice", "alice's password", "bob"));  // both of bob's devices get the key too
@@ -3494,26 +3510,16 @@ TEST_CASE("client in server-assigned mode: a message reaches both devices of the
 TEST_CASE("client end to end with two devices per user: every message on every device; a removed device gets no more") {
     auto w = e2e_world();
     // Each account: a laptop (device 1, registers) and a phone linked with the laptop's approval.
+    States states;
     struct Account {
-        std::unique_ptr<sim::ClientState> laptop_state = sim::make_memory_client_state();
-        std::unique_ptr<sim::ClientState> phone_state = sim::make_memory_client_state();
         TestClient* laptop = nullptr;
         TestClient* phone = nullptr;
     };
     const auto account = [&](const std::string& user) {
         Account a;
-        sim::ClientConfig laptop_config;
-        laptop_config.state = a.laptop_state.get();
-        a.laptop = &w.connect(laptop_config);
+        a.laptop = &connect_on(w, states.add());
         REQUIRE(w.login(*a.laptop, user, user + "'s password"));
-        sim::ClientConfig phone_config;
-        phone_config.state = a.phone_state.get();
-        a.phone = &w.connect(phone_config);
-        REQUIRE(a.phone->core->login(user, new_installation(user + "'s password")));
-        w.settle();
-        REQUIRE(a.laptop->core->approve_device(a.phone->of<sim::LinkCodeEvent>().at(0).code));
-        w.settle();
-        REQUIRE(a.phone->saw<sim::AuthenticatedEvent>(user));
+        a.phone = &link_new_device(w, *a.laptop, user, states.add());
         return a;
     };
     auto alice = account("alice");
@@ -3607,23 +3613,13 @@ TEST_CASE("client end to end with two devices per user: every message on every d
 
 TEST_CASE("devices end to end: a device the server adds to a list on its own is refused by the peers; nothing reaches it") {
     auto w = e2e_world();
-    auto laptop_state = sim::make_memory_client_state();
-    sim::ClientConfig laptop_config;
-    laptop_config.state = laptop_state.get();
-    auto& laptop = w.connect(laptop_config);
+    States states;
+    auto& laptop_state = states.add();
+    auto& laptop = connect_on(w, laptop_state);
     REQUIRE(w.login(laptop, "bob", "bob's password"));
-    auto phone_state = sim::make_memory_client_state();
-    sim::ClientConfig phone_config;
-    phone_config.state = phone_state.get();
-    auto& phone = w.connect(phone_config);
-    REQUIRE(phone.core->login("bob", new_installation("bob's password")));
-    w.settle();
-    REQUIRE(laptop.core->approve_device(phone.of<sim::LinkCodeEvent>().at(0).code));
-    w.settle();
-    auto alice_state = sim::make_memory_client_state();
-    sim::ClientConfig alice_config;
-    alice_config.state = alice_state.get();
-    auto& alice = w.connect(alice_config);
+    auto& phone_state = states.add();
+    auto& phone = link_new_device(w, laptop, "bob", phone_state);
+    auto& alice = connect_on(w, states.add());
     REQUIRE(w.login(alice, "alice", "alice's password"));
     const auto deliver = [&] {
         w.settle();
@@ -3637,9 +3633,6 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
 
     // The server (its store) gives bob a device 3 of its own: active with a key and prekeys, and a list naming it,
     // issued by bob's phone (as if the server had that device's key too) but not signed by bob's account key.
-    const auto key_of = [](const sim::ClientState& state) {
-        return sim::e2e::identity_from_private(sim::ByteView(state.get("identity").value().value()).last(32)).value();
-    };
     const auto fake = sim::e2e::generate_identity(*w.rng);
     const auto now = sim::store::WallTime{std::chrono::milliseconds{1'800'000'000'000}};
     REQUIRE(w.backend->add_device("bob", "", now, now, 8).value() == sim::DeviceId{3});
@@ -3658,9 +3651,9 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
     const auto stored = w.backend->find_device_list("bob").value().value();
     const sim::e2e::DeviceList forged{
         "bob", stored.version + 1, 2,
-        {{1, key_of(*laptop_state).public_key}, {2, key_of(*phone_state).public_key}, {3, fake.public_key}}};
+        {{1, device_key_in(laptop_state).public_key}, {2, device_key_in(phone_state).public_key}, {3, fake.public_key}}};
     const auto forged_bytes =
-        sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(forged, fake, key_of(*phone_state)).value()).value();
+        sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(forged, fake, device_key_in(phone_state)).value()).value();
     REQUIRE(w.backend->put_device_list("bob", {forged.version, forged_bytes}));
     // bob goes offline, and the server's cache of his devices expires: from now on it serves what its store says.
     laptop.pipe->close_now();
@@ -3682,10 +3675,7 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
 
     // carol, who never talked to bob, gets the forged list in her KEYGEN (with bob's real account key): refused,
     // no session with any of bob's devices, her message waits.
-    auto carol_state = sim::make_memory_client_state();
-    sim::ClientConfig carol_config;
-    carol_config.state = carol_state.get();
-    auto& carol = w.connect(carol_config);
+    auto& carol = connect_on(w, states.add());
     REQUIRE(w.login(carol, "carol", "carol's password"));
     REQUIRE(carol.core->send("bob", "hi bob"));
     w.settle();
@@ -3698,16 +3688,10 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
 
 TEST_CASE("devices end to end: devices linked after a conversation began get the next messages, and the ids stay") {
     auto w = e2e_world();
-    std::vector<std::unique_ptr<sim::ClientState>> states;
-    const auto connect = [&]() -> TestClient& {
-        states.push_back(sim::make_memory_client_state());
-        sim::ClientConfig config;
-        config.state = states.back().get();
-        return w.connect(config);
-    };
-    auto& alice = connect();
+    States states;
+    auto& alice = connect_on(w, states.add());
     REQUIRE(w.login(alice, "alice", "alice's password"));
-    auto& bob = connect();
+    auto& bob = connect_on(w, states.add());
     REQUIRE(w.login(bob, "bob", "bob's password"));
     const auto deliver = [&] {
         for (int i = 0; i < 3; ++i) {
@@ -3724,17 +3708,9 @@ TEST_CASE("devices end to end: devices linked after a conversation began get the
     REQUIRE(bob.core->send("alice", "before too"));
     deliver();
     REQUIRE(bob.texts("alice") == std::vector<std::string>{"before"});
-    const auto link = [&](TestClient& first, const std::string& user) -> TestClient& {
-        auto& device = connect();
-        REQUIRE(device.core->login(user, new_installation(user + "'s password")));
-        w.settle();
-        REQUIRE(first.core->approve_device(device.of<sim::LinkCodeEvent>().at(0).code));
-        w.settle();
-        REQUIRE(device.saw<sim::AuthenticatedEvent>(user));
-        return device;
-    };
-    auto& phone = link(bob, "bob");
-    auto& tablet = link(alice, "alice");
+    auto& phone_state = states.add();
+    auto& phone = link_new_device(w, bob, "bob", phone_state);
+    auto& tablet = link_new_device(w, alice, "alice", states.add());
     REQUIRE(alice.core->send("bob", "after"));
     deliver();
     CHECK(bob.texts("alice") == std::vector<std::string>{"before", "after"});
@@ -3747,7 +3723,6 @@ TEST_CASE("devices end to end: devices linked after a conversation began get the
     CHECK_FALSE(phone.saw<sim::GapEvent>());  // it counts from the first message it got, not from 1
     // A message the server keeps from the phone (its copy deleted while the phone is away, as a server that
     // withholds the device would do) is a gap there when the next one comes.
-    auto phone_state = states[2].get();
     phone.pipe->close_now();
     w.settle();
     REQUIRE(alice.core->send("bob", "kept from the phone"));
@@ -3757,9 +3732,7 @@ TEST_CASE("devices end to end: devices linked after a conversation began get the
     REQUIRE(w.backend->apply({{}, {{"bob", 2, "alice", {stored[0].id}}}}));
     REQUIRE(alice.core->send("bob", "the next one"));
     deliver();
-    sim::ClientConfig phone_config;
-    phone_config.state = phone_state;
-    auto& phone_again = w.connect(phone_config);
+    auto& phone_again = connect_on(w, phone_state);
     REQUIRE(w.login(phone_again, "bob", "bob's password"));
     deliver();
     CHECK(phone_again.texts("alice") == std::vector<std::string>{"the next one"});
