@@ -857,7 +857,9 @@ int run_recv(const Settings& s, const std::vector<std::string>& pos) {
         using K = sim::ClientEventKind;
         const auto kind = sim::kind_of(*e);
         if (const auto* m = std::get_if<sim::MessageEvent>(&*e)) {
-            print_line(stdout, sim::tools::printable(m->peer) + ": " + sim::tools::printable(m->text));
+            // An own copy (sent from another device of ours) names its recipient: "you -> bob: ..."
+            print_line(stdout, (m->from_me ? "you -> " : "") + sim::tools::printable(m->peer) + ": " +
+                                   sim::tools::printable(m->text));
             ++received;
         } else if (kind == K::closed) {
             client.close();

@@ -588,6 +588,15 @@ devices)
     [ "$EXIT_STATUS" -eq 0 ] || fail "sim link exited with $EXIT_STATUS"
     grep -q "this installation is device 2 of alice" "$T/phone.out" || fail "the phone is not device 2"
     wait_for "$T/alice.out" "devices of alice are now 1, 2"
+    # end to end, bob's message reaches both of alice's devices; one the phone sends shows in the laptop's chat as
+    # alice's own
+    expect_status 0 sim_as 'bob pw' --timeout 1 recv bob  # registers bob, publishes his keys
+    sim_as 'bob pw' --timeout 20 send bob alice "to both devices" >"$T/bob.out" 2>&1 || fail "bob's send failed"
+    wait_for "$T/alice.out" "[bob] to both devices"
+    XDG_CONFIG_HOME="$T/phone" expect_status 0 sim_as 'alice pw' --timeout 10 recv alice --count 1
+    grep -qF "bob: to both devices" "$T/last.out" || fail "the phone got: $(cat "$T/last.out")"
+    XDG_CONFIG_HOME="$T/phone" expect_status 0 sim_as 'alice pw' --timeout 20 send alice bob "from the phone"
+    wait_for "$T/alice.out" "[you -> bob] from the phone"
     # the phone logs in as device 2 from now on; both list two devices
     XDG_CONFIG_HOME="$T/phone" expect_status 0 sim_as 'alice pw' devices alice
     grep -q "^2 (this one)  active" "$T/last.out" || fail "the phone's list: $(cat "$T/last.out")"
