@@ -1,12 +1,15 @@
 // Throughput of libsim's record layer beside Botan's raw ciphers, channel handshakes per second, and the frame
 // codec, and the MLS core (commits, Welcome size, application messages). Run: build/bench/bench_core  (see
 // docs/performance.md)
+#include "../libsim/src/client/e2e_client.h"
+#include "../libsim/src/e2e/device_list.h"
 #include "../libsim/src/mls/group_state.h"
 #include "../libsim/src/mls/join.h"
 #include "../libsim/src/mls/validation.h"
 #include "../libsim/src/mls/welcome.h"
 
 #include <sim/channel.h>
+#include <sim/client_state.h>
 #include <sim/crypto.h>
 #include <sim/frame.h>
 #include <sim/rng.h>
@@ -214,6 +217,85 @@ void BM_X25519Generate(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_X25519Generate);
+
+/// One client of the device benchmark: an E2eClient on an in-memory state, logged in as `user`.
+struct BenchDevice {
+    std::unique_ptr<sim::ClientState> state = sim::make_memory_client_state();
+    std::unique_ptr<sim::client_detail::DurableOutbox> outbox;
+    std::unique_ptr<sim::client_detail::E2eClient> e2e;
+
+    BenchDevice(const sim::ClientConfig& config, sim::Rng& rng, const sim::Clock& clock, const std::string& user)
+        : outbox(std::make_unique<sim::client_detail::DurableOutbox>(*state, clock, std::chrono::seconds(10))),
+          e2e(std::make_unique<sim::client_detail::E2eClient>(config, *state, rng, *outbox)) {
+        if (!e2e->set_user(user)) {
+            std::abort();
+        }
+    }
+
+    /// Its prekey bundle, from the upload a fresh client makes (one one-time prekey in it).
+    sim::e2e::PrekeyBundle bundle() {
+        e2e->on_prekey_status(sim::PrekeyStatus{});
+        if (!e2e->commit()) {
+            std::abort();
+        }
+        for (const auto& f : e2e->take_frames()) {
+            if (f.type == sim::FrameType::prekeys) {
+                const auto up = sim::decode_prekey_upload(f.payload).value();
+                sim::e2e::PrekeyBundle b;
+                b.identity_key = up.identity_key;
+                b.signed_prekey_id = up.signed_prekey_id;
+                b.signed_prekey = up.signed_prekey;
+                b.signed_prekey_signature = up.signed_prekey_signature;
+                b.one_time_prekey_id = up.one_time_prekeys.front().first;
+                b.one_time_prekey = up.one_time_prekeys.front().second;
+                return b;
+            }
+        }
+        std::abort();
+    }
+};
+
+/// The sending client's cost of one end-to-end text when the recipient has N devices (docs/architecture.md,
+/// "Sessions per device"): a Double Ratchet body sealed for each device, the queued text in the outbox and the
+/// state commit of all of it. The receipt that empties the outbox again is in the loop too (the same for every N).
+void BM_SendToDevices(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    auto rng = sim::make_deterministic_rng(sim::as_bytes("bench devices"));
+    const sim::ManualClock clock;
+    sim::ClientConfig config;
+    config.one_time_prekeys = 2;
+    BenchDevice alice(config, *rng, clock, "alice");
+    std::vector<std::unique_ptr<BenchDevice>> bob;
+    sim::KeyAssignment keys;
+    keys.mode = sim::ConversationMode::end_to_end;
+    keys.peer = "bob";
+    sim::e2e::DeviceList list{"bob", 1, 1, {}};
+    for (std::size_t d = 1; d <= n; ++d) {
+        bob.push_back(std::make_unique<BenchDevice>(config, *rng, clock, "bob"));
+        keys.device_bundles.push_back({static_cast<sim::DeviceId>(d), bob.back()->bundle()});
+        list.devices.push_back({static_cast<sim::DeviceId>(d), bob.back()->e2e->device_key().public_key});
+    }
+    const auto& account = bob.front()->e2e->device_key();  // device 1's key is the account key
+    keys.account_key = account.public_key;
+    keys.device_list =
+        sim::e2e::encode_signed_device_list(sim::e2e::sign_device_list(list, account, account).value()).value();
+    alice.e2e->on_keys(keys);
+    if (!alice.e2e->commit() || !alice.e2e->has_session("bob")) {
+        state.SkipWithError("no sessions with bob's devices");
+        return;
+    }
+    const std::string text(100, 'x');
+    for (auto _ : state) {
+        auto id = alice.e2e->send_text("bob", text, sim::WallTime{}, 1 << 20);
+        if (!id) {
+            state.SkipWithError(id.error().message().c_str());
+            break;
+        }
+        (void)alice.outbox->on_receipt(sim::ReceiptStatus::stored, sim::Receipt{"bob", 0, {*id}});
+    }
+    state.SetLabel(std::to_string(n) + (n == 1 ? " device" : " devices"));
+}
+BENCHMARK(BM_SendToDevices)->Arg(1)->Arg(2)->Arg(5);
 
 void BM_FrameEncodeDecode(benchmark::State& state) {
     const sim::Frame f{sim::FrameType::message, 9, "alice", "bob",
