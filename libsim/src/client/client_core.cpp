@@ -566,6 +566,11 @@ struct ClientCore::Impl {
                 return;
             case FrameType::error: {
                 auto err = parse_error_frame(f);
+                if (err && err->code == Errc::devices_changed) {
+                    // Only an unsequenced message is refused this way: a ratchet-only reply (E2eClient::tick),
+                    // which the next text replaces; the lists that came with it are taken already.
+                    break;
+                }
                 if (err && !f.destination.empty()) {
                     // About a peer that cannot be reached yet (no prekeys, 6.2): we wait for it; the outbox holds.
                     emit(WaitingEvent{f.destination, err->to_error()});
