@@ -3745,3 +3745,29 @@ TEST_CASE("devices end to end: devices linked after a conversation began get the
         }
     }
 }
+
+TEST_CASE("client in server-assigned mode: a device linked after its user's conversation was keyed gets the key") {
+    World w;  // the seed's server-assigned mode
+    States states;
+    auto& laptop = connect_on(w, states.add());
+    REQUIRE(w.login(laptop, "bob", "bob's password"));
+    auto& alice = w.connect();
+    REQUIRE(w.login(alice, "alice", "alice's password", "bob"));
+    REQUIRE(alice.core->send("bob", "early"));
+    w.settle();
+    REQUIRE(laptop.texts("alice") == std::vector<std::string>{"early"});
+    // The phone attaches while the laptop holds the conversation: it gets the key, from the vault, alone (the
+    // laptop is not keyed again).
+    const auto laptop_keys = laptop.of<sim::KeyAssignedEvent>("alice").size();
+    auto& phone = link_new_device(w, laptop, "bob", states.add());
+    CHECK(phone.saw<sim::KeyAssignedEvent>("alice"));
+    CHECK(laptop.of<sim::KeyAssignedEvent>("alice").size() == laptop_keys);
+    REQUIRE(alice.core->send("bob", "late"));
+    w.settle();
+    w.clock.advance(std::chrono::seconds(2));
+    alice.core->pump();
+    w.settle();
+    CHECK(phone.texts("alice") == std::vector<std::string>{"late"});
+    CHECK(laptop.texts("alice") == std::vector<std::string>{"early", "late"});
+    CHECK_FALSE(phone.saw<sim::ErrorEvent>());
+}

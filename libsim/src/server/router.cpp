@@ -80,9 +80,15 @@ void Router::ack_locked(const std::string& user, AckStage stage, const std::stri
 void Router::login(const MailboxId& device, std::shared_ptr<Peer> peer) {
     const std::lock_guard lock(m_mutex);
     const std::string& user = device.user;
+    // Another device of `user` (or an older connection of this one) is online: the conversations it keyed go on,
+    // and this device needs their keys too.
+    const bool user_online = online(m_bus, user);
     // One connection per device: the newer login wins. The old connection's conversations end when it closes.
     if (const auto old = m_bus.attach(device, peer)) {
         old->kick(Errc::closed, "logged in from another connection");
+    }
+    if (user_online) {
+        key_device_locked(device);
     }
     // Conversations keyed while `user` was offline: the KEYGEN comes first, before any stored message (the caller
     // starts the delivery after this returns, and direct delivery finds `user` online only after this lock).
@@ -158,14 +164,44 @@ void Router::unindex_locked(const std::string& user, const Pair& pair) {
     }
 }
 
-void Router::send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key) {
+namespace {
+
+Frame keygen_frame(const std::string& user, const std::string& peer, SuiteId suite, ByteView key) {
     KeyAssignment assignment;
     assignment.suite = suite;
     assignment.peer = peer;
     assignment.key = to_bytes<SecureBytes>(key);
-    auto payload = encode_key_assignment(assignment);
-    (void)deliver_to_user(m_bus, user, Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, payload});
-    secure_zero(payload.data(), payload.size());
+    return Frame{FrameType::keygen, keygen_sid, std::string(server_name), user, encode_key_assignment(assignment)};
+}
+
+}  // namespace
+
+void Router::send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key) {
+    auto f = keygen_frame(user, peer, suite, key);
+    (void)deliver_to_user(m_bus, user, f);
+    secure_zero(f.payload.data(), f.payload.size());
+}
+
+void Router::key_device_locked(const MailboxId& device) {
+    if (m_vault == nullptr) {
+        return;
+    }
+    for (const auto& [pair, conv] : m_conversations) {
+        if ((pair.first != device.user && pair.second != device.user) || conv.unkeyed == device.user ||
+            !conv.in_vault) {
+            continue;  // not the user's, or its KEYGEN is still to come (at the user's login)
+        }
+        const auto stored = m_vault->get(pair.first, pair.second);
+        if (!stored || !*stored) {
+            m_log(LogLevel::error, "conversation key not read for a device: " +
+                                       (stored ? std::string("not in the vault") : stored.error().message()));
+            continue;
+        }
+        auto f = keygen_frame(device.user, pair.first == device.user ? pair.second : pair.first, conv.suite,
+                              (*stored)->key);
+        (void)m_bus.deliver(device, f);
+        secure_zero(f.payload.data(), f.payload.size());
+    }
 }
 
 void Router::disconnect(const MailboxId& device, const Peer* peer) {

@@ -116,6 +116,9 @@ private:
     /// `user` left the conversation `pair` (close or dropped connection).
     void depart_locked(const Pair& pair, const std::string& user);
     void send_keygen_locked(const std::string& user, const std::string& peer, SuiteId suite, ByteView key);
+    /// The keys of `device.user`'s keyed conversations (from the vault) to `device` alone: a device that attaches
+    /// while another device of its user holds them (docs/architecture.md, "Server-assigned mode").
+    void key_device_locked(const MailboxId& device);
     void unindex_locked(const std::string& user, const Pair& pair);
     void ack_locked(const std::string& user, AckStage stage, const std::string& peer);
     /// ack_init 2 to the users waiting for `user` if it is shown (they stop waiting), and keys for those pairs.
