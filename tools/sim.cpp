@@ -1196,6 +1196,16 @@ private:
             // Ratchet steps and key rotations are routine: only --verbose shows them. Presence: only changes (the
             // snapshot after each login repeats what is known), and a contact's first report only when online.
             bool routine = std::holds_alternative<sim::KeyRotatedEvent>(*e) && !m_s.verbose;
+            if (const auto* o = std::get_if<sim::PeerOnlineEvent>(&*e)) {
+                // ack_init 2 and presence say the same thing: once is enough.
+                const auto known = m_presence.find(o->peer);
+                routine = known != m_presence.end() && known->second;
+                m_presence[o->peer] = true;
+            } else if (const auto* w = std::get_if<sim::WaitingEvent>(&*e)) {
+                m_presence[w->peer] = false;  // ack_init 3: not online (or hiding), whatever was said before
+            } else if (const auto* l = std::get_if<sim::PeerLeftEvent>(&*e)) {
+                m_presence[l->peer] = false;
+            }
             if (const auto* p = std::get_if<sim::PresenceEvent>(&*e)) {
                 const auto known = m_presence.find(p->peer);
                 routine = known == m_presence.end() ? !p->online : known->second == p->online;

@@ -654,6 +654,7 @@ chat)
     wait_for "$T/bob.out" "* your presence is hidden: your contacts see you offline"
     wait_for "$T/alice.out" "* bob is offline"
     ONLINE=$(grep -cF -- "* bob is online" "$T/alice.out")
+    [ "$ONLINE" -eq 1 ] || fail "bob being online was told $ONLINE times (ack_init 2 and presence are one fact)"
     echo "/presence show" >&4
     wait_for "$T/bob.out" "* your presence is shown to your contacts"
     wait_for_count "$T/alice.out" "* bob is online" $((ONLINE + 1))
