@@ -3686,7 +3686,7 @@ TEST_CASE("devices end to end: a device the server adds to a list on its own is 
     CHECK(carol.core->outbox_size() == 1);
 }
 
-TEST_CASE("devices end to end: devices linked after a conversation began get the next messages, and the ids stay") {
+TEST_CASE("devices end to end: devices linked after a conversation began get the next messages and count from there") {
     auto w = e2e_world();
     States states;
     auto& alice = connect_on(w, states.add());
